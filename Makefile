@@ -1,0 +1,53 @@
+# The two commands: `make demo` runs the whole pipeline, `make test` runs the tests.
+# Both install what they need on Debian/Ubuntu: the mosquitto and influxdb packages (and
+# victoria-metrics, which backs the InfluxDB v2-API test path) and a virtualenv in .venv.
+
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEBS := mosquitto influxdb victoria-metrics
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DURATION ?= 0
+
+.PHONY: demo test test-slow test-all lint bench deps venv clean
+
+demo: deps venv
+	$(BIN)/plantwire demo configs/demo --duration $(DURATION)
+
+test: deps venv
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+test-slow: deps venv
+	$(BIN)/python -m pytest -q -m slow
+
+test-all: deps venv
+	$(BIN)/python -m pytest -q -m ''
+
+lint: venv
+	$(BIN)/ruff check .
+
+deps:
+	@missing=""; \
+	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	command -v influxd >/dev/null 2>&1 || [ -x /usr/bin/influxd ] || missing="$$missing influxdb"; \
+	command -v victoria-metrics >/dev/null 2>&1 || [ -x /usr/bin/victoria-metrics ] || missing="$$missing victoria-metrics"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+bench: deps venv
+	$(BIN)/python bench/e2e.py --config configs/demo --duration 120 --rate 1
+
+clean:
+	rm -rf $(VENV) state build *.egg-info

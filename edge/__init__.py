@@ -1,0 +1,1 @@
+"""plantwire edge gateway: acquisition (OPC-UA, Modbus), detectors, encoding, store-and-forward, MQTT."""

@@ -1,0 +1,112 @@
+"""Loading and validating YAML config files, with every error reported by its path.
+
+Validation never touches the network (house rule 4): a typo must make the daemon exit 2 with
+``machines[2].template: unknown template 'prss'`` rather than restart-loop under systemd.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; ``errors`` holds one ``path: message`` line per problem."""
+
+    def __init__(self, source: str, errors: Sequence[str]) -> None:
+        self.source = source
+        self.errors = list(errors)
+        super().__init__(f"{source}: " + "; ".join(self.errors))
+
+    def report(self) -> str:
+        return "\n".join(f"{self.source}: {e}" for e in self.errors)
+
+
+def format_loc(loc: Sequence[int | str]) -> str:
+    """``('machines', 2, 'template')`` -> ``machines[2].template``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def pydantic_errors(exc: ValidationError, prefix: str = "") -> list[str]:
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = format_loc(err["loc"])
+        if prefix:
+            loc = prefix + ("" if loc.startswith("[") else ".") + loc if loc != "(top level)" else prefix
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling)"
+        lines.append(f"{loc}: {msg}")
+    return lines
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read: {exc.strerror or exc}"]) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(str(path), [f"{where}not valid YAML ({getattr(exc, 'problem', exc)})"]) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), ["(top level): expected a mapping of settings"])
+    return data
+
+
+def validate(
+    model: type[M],
+    data: dict[str, Any],
+    source: str,
+    semantic: Callable[[M], list[str]] | None = None,
+) -> M:
+    """Validate ``data`` as ``model``; raise ConfigError listing every structural and semantic error."""
+    try:
+        obj = model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, pydantic_errors(exc)) from None
+    if semantic is not None:
+        errors = semantic(obj)
+        if errors:
+            raise ConfigError(source, errors)
+    return obj
+
+
+def load_plant(path: Path) -> Any:
+    """Load a plant file; ``imports: [file, ...]`` (relative paths) contribute shared templates."""
+    from plantwire.plant import PlantConfig
+
+    data = read_yaml(path)
+    imports = data.pop("imports", [])
+    if not isinstance(imports, list):
+        raise ConfigError(str(path), ["imports: expected a list of template files"])
+    templates: dict[str, Any] = {}
+    for i, name in enumerate(imports):
+        ipath = Path(name) if Path(name).is_absolute() else path.parent / str(name)
+        try:
+            doc = read_yaml(ipath)
+        except ConfigError as exc:
+            raise ConfigError(str(path), [f"imports[{i}]: {e}" for e in exc.errors]) from None
+        extra = doc.get("templates")
+        if not isinstance(extra, dict):
+            raise ConfigError(str(path), [f"imports[{i}]: {ipath} has no 'templates' mapping"])
+        templates.update(extra)
+    own = data.get("templates") or {}
+    if not isinstance(own, dict):
+        raise ConfigError(str(path), ["templates: expected a mapping of template name to template"])
+    data["templates"] = {**templates, **own}
+    return validate(PlantConfig, data, str(path), PlantConfig.semantic_errors)

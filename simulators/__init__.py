@@ -1,0 +1,1 @@
+"""Simulated plant: OPC-UA and Modbus TCP servers serving plausible signals with injected faults."""
