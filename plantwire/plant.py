@@ -334,7 +334,7 @@ def expand(plant: PlantConfig) -> SignalTable:
         dgroup = group_by_name[mg.device]
         members = by_group[mg.device]
         offsets, block = _layout(template)
-        stride = dgroup.machine_stride or max(10, int(math.ceil(block / 10.0)) * 10)
+        stride = dgroup.machine_stride or max(10, math.ceil(block / 10.0) * 10)
         if block > stride:
             raise PlantLayoutError(
                 f"machines[{gi}]: template {mg.template!r} needs {block} registers, "

@@ -2,7 +2,8 @@
 
 State per signal (arrays of length n_signals): ``mean``, ``var``, ``count``. A sample's score is
 computed from the state *before* the sample updates it, then squashed into [0, 1] as
-``z^2 / (z^2 + threshold^2)``: |z| == threshold gives 0.5 and large |z| approaches 1. During warm-up (count < warmup) the score is 0.
+``z^2 / (z^2 + threshold^2)``: |z| == threshold gives 0.5 and large |z| approaches 1.
+During warm-up (count < warmup) the score is 0.
 Non-finite values (NaN, inf) and samples of bad quality are scored 0 and do not update the state.
 """
 
