@@ -49,7 +49,7 @@ class InfluxSettings(_Strict):
 
 class MetricsSettings(_Strict):
     host: str = "127.0.0.1"
-    port: int = Field(default=9109, ge=0, le=65535, description="0 disables the endpoint")
+    port: int = Field(default=9109, ge=0, le=65535, description="0 picks a free port (see state_dir/metrics.port)")
 
 
 class CloudConfig(_Strict):

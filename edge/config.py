@@ -61,7 +61,7 @@ class DetectorSettings(_Strict):
 
 class MetricsSettings(_Strict):
     host: str = "127.0.0.1"
-    port: int = Field(default=9108, ge=0, le=65535, description="0 disables the endpoint")
+    port: int = Field(default=9108, ge=0, le=65535, description="0 picks a free port (see state_dir/metrics.port)")
 
 
 class EdgeConfig(_Strict):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -402,3 +403,12 @@ def expand(plant: PlantConfig) -> SignalTable:
         high=np.asarray(cols["high"], dtype=f64),
     )
 
+
+
+def relocate_ports(plant: PlantConfig, block_of: Callable[[int], int]) -> PlantConfig:
+    """A copy of ``plant`` whose device groups listen on ports chosen by ``block_of(count)``.
+
+    Tests and the demo use it to run a plant on free loopback ports; port_step becomes 1.
+    """
+    groups = [g.model_copy(update={"port": block_of(g.count), "port_step": 1}) for g in plant.devices]
+    return plant.model_copy(update={"devices": groups})

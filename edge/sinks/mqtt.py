@@ -1,0 +1,162 @@
+"""MQTT publisher for encoded batches: paho-mqtt 2.x, MQTT 5, QoS 1, persistent session.
+
+paho runs its network loop in its own thread (``loop_start``); ``publish`` is thread-safe, and
+PUBACKs arrive through ``on_publish`` in that thread. We keep, per in-flight message, how many
+samples it carries so that "acknowledged by the broker" is counted in samples, not guessed.
+
+Until the write-ahead log exists (its own issue), unacknowledged messages live in paho's
+in-memory queue, which is unbounded here (``max_queued_messages_set(0)``) and retransmitted by
+paho after a reconnect thanks to the persistent session: nothing is dropped while the process
+lives, and the count of unacknowledged samples is always visible in metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge.config import MqttSettings
+
+log = logging.getLogger(__name__)
+
+#: How long the broker keeps our session (and QoS 1 messages queued for it) while we are away.
+SESSION_EXPIRY_S = 7 * 24 * 3600
+
+
+@dataclass
+class PublisherStats:
+    messages_published: int = 0
+    messages_acked: int = 0
+    samples_published: int = 0
+    samples_acked: int = 0
+    bytes_published: int = 0
+    connects: int = 0
+    disconnects: int = 0
+    connected: bool = False
+    inflight: dict[int, int] = field(default_factory=dict)  # mid -> samples
+
+    @property
+    def samples_unacked(self) -> int:
+        return self.samples_published - self.samples_acked
+
+
+class MqttPublisher:
+    """Publishes payloads at QoS 1 and counts broker acknowledgements.
+
+    ``on_connect_messages`` returns (topic, payload, retain) tuples that must be (re)sent on every
+    connection, e.g. the retained signal table and the gateway's online status.
+    """
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        client_id: str,
+        *,
+        will: tuple[str, bytes] | None = None,
+        on_connect_messages: Callable[[], list[tuple[str, bytes, bool]]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.stats = PublisherStats()
+        self._lock = threading.Lock()
+        self._acked = threading.Condition(self._lock)
+        self._early_acks: set[int] = set()
+        self._on_connect_messages = on_connect_messages
+        self._client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5,
+        )
+        # Both must be set before connect() (paho 2.x raises otherwise; shared/MEASURED.md trap 9).
+        self._client.max_inflight_messages_set(settings.max_inflight)
+        self._client.max_queued_messages_set(0)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        if settings.username:
+            password = os.environ.get(settings.password_env) if settings.password_env else None
+            self._client.username_pw_set(settings.username, password)
+        if will is not None:
+            self._client.will_set(will[0], will[1], qos=1, retain=True)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+
+    def start(self) -> None:
+        """Connect asynchronously; paho keeps reconnecting in its thread until ``stop``."""
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        self._client.connect_async(
+            self.settings.host, self.settings.port, self.settings.keepalive_s, clean_start=False, properties=props
+        )
+        self._client.loop_start()
+
+    def publish(self, topic: str, payload: bytes, samples: int = 0, *, retain: bool = False) -> None:
+        # Our lock is never held while calling into paho: paho calls on_publish with its own
+        # mutex held, so nesting the two locks in opposite orders would deadlock. A PUBACK that
+        # beats us to the bookkeeping is parked in ``_early_acks``.
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        with self._acked:
+            self.stats.messages_published += 1
+            self.stats.samples_published += samples
+            self.stats.bytes_published += len(payload)
+            if info.mid in self._early_acks:
+                self._early_acks.discard(info.mid)
+                self._count_ack(samples)
+            else:
+                self.stats.inflight[info.mid] = samples
+
+    def wait_acked(self, timeout_s: float) -> bool:
+        """Block until every published message is acknowledged by the broker, or the timeout."""
+        deadline = time.monotonic() + timeout_s
+        with self._acked:
+            while self.stats.inflight:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._acked.wait(left)
+        return True
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    # paho callbacks (network thread) -------------------------------------------------------
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: object, props: object) -> None:
+        if getattr(reason, "is_failure", False):
+            log.warning("mqtt connect to %s:%s refused: %s", self.settings.host, self.settings.port, reason)
+            return
+        self.stats.connects += 1
+        self.stats.connected = True
+        log.info("mqtt connected to %s:%s", self.settings.host, self.settings.port)
+        if self._on_connect_messages is not None:
+            for topic, payload, retain in self._on_connect_messages():
+                self.publish(topic, payload, 0, retain=retain)
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: object, flags: object, reason: object, props: object
+    ) -> None:
+        if self.stats.connected:
+            log.warning("mqtt disconnected: %s", reason)
+        self.stats.connected = False
+        self.stats.disconnects += 1
+
+    def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, reason: object, props: object) -> None:
+        with self._acked:
+            samples = self.stats.inflight.pop(mid, None)
+            if samples is None:
+                self._early_acks.add(mid)
+                return
+            self._count_ack(samples)
+
+    def _count_ack(self, samples: int) -> None:
+        """Caller holds the lock."""
+        self.stats.messages_acked += 1
+        self.stats.samples_acked += samples
+        self._acked.notify_all()

@@ -1,0 +1,279 @@
+"""Run the whole pipeline on one machine: simulator, Mosquitto, InfluxDB, edge and ingestor.
+
+Used by ``plantwire demo``, the end-to-end test and ``bench/e2e.py``, so the three exercise the
+same start-up and accounting. Every process runs in its own session (``start_new_session``) with
+its log under ``state_dir/logs``, is stopped by PID, and every port is a free loopback port
+unless the caller points at an existing broker or InfluxDB.
+
+Accounting at stop: the edge stops first and writes ``stats.json`` (samples read per signal);
+the ingestor is given time to write everything the broker acknowledged; then InfluxDB is
+asked for the count of points per signal, and the two are compared signal by signal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from plantwire.configfile import load_plant, read_yaml
+from plantwire.plant import relocate_ports
+from plantwire.ports import free_port, free_port_block
+
+
+@dataclass
+class Summary:
+    samples_read: int
+    samples_in_influx: int
+    signals: int
+    signals_mismatched: int
+    mismatches: dict[str, tuple[int, int]] = field(default_factory=dict)  # signal -> (read, stored)
+    edge: dict[str, Any] = field(default_factory=dict)
+    ingest: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def lost(self) -> int:
+        return self.samples_read - self.samples_in_influx
+
+
+def scrape(port: int, timeout_s: float = 2.0) -> dict[str, float]:
+    """Prometheus text from a local /metrics endpoint, summed over labels."""
+    out: dict[str, float] = {}
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout_s) as resp:
+        for line in resp.read().decode().splitlines():
+            if not line or line.startswith("#"):
+                continue
+            name_labels, _, value = line.rpartition(" ")
+            name = name_labels.split("{", 1)[0]
+            out[name] = out.get(name, 0.0) + float(value)
+    return out
+
+
+def health(port: int, timeout_s: float = 2.0) -> dict[str, Any]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/health")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            return dict(json.loads(resp.read()))
+    except urllib.error.HTTPError as exc:  # 503 carries the same JSON
+        return dict(json.loads(exc.read()))
+
+
+class Pipeline:
+    def __init__(
+        self,
+        config_dir: Path,
+        state_dir: Path,
+        *,
+        modbus_rate_hz: float = 1.0,
+        opcua_rate_hz: float = 1.0,
+        seed: int = 0,
+        broker: tuple[str, int] | None = None,
+        influx_url: str | None = None,
+    ) -> None:
+        self.config_dir = config_dir
+        self.state_dir = state_dir.resolve()
+        self.logs = self.state_dir / "logs"
+        self.modbus_rate_hz = modbus_rate_hz
+        self.opcua_rate_hz = opcua_rate_hz
+        self.seed = seed
+        self._external_broker = broker
+        self._external_influx = influx_url
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.services: list[Any] = []
+        self.edge_metrics_port = free_port()
+        self.ingest_metrics_port = free_port()
+        self.database = "plantwire"
+        self.broker: tuple[str, int] = ("127.0.0.1", 0)
+        self.influx_url = ""
+        self.influx: Any = None
+
+    # -- start --------------------------------------------------------------------------------
+    def _write_configs(self) -> tuple[Path, Path, Path]:
+        cfg_dir = self.state_dir / "config"
+        cfg_dir.mkdir(parents=True, exist_ok=True)
+        plant = relocate_ports(load_plant(self.config_dir / "plant.yaml"), free_port_block)
+        plant_path = cfg_dir / "plant.yaml"
+        plant_path.write_text(yaml.safe_dump(plant.model_dump(mode="json"), sort_keys=False))
+
+        edge = read_yaml(self.config_dir / "edge.yaml")
+        edge["plant"] = str(plant_path)
+        edge["state_dir"] = str(self.state_dir / "edge")
+        edge.setdefault("mqtt", {}).update(host=self.broker[0], port=self.broker[1])
+        edge["metrics"] = {"host": "127.0.0.1", "port": self.edge_metrics_port}
+        edge.setdefault("modbus", {})["period_ms"] = max(10, round(1000 / self.modbus_rate_hz))
+        edge.setdefault("opcua", {})["publishing_interval_ms"] = max(10, round(1000 / self.opcua_rate_hz))
+        edge_path = cfg_dir / "edge.yaml"
+        edge_path.write_text(yaml.safe_dump(edge, sort_keys=False))
+
+        cloud = read_yaml(self.config_dir / "cloud.yaml")
+        cloud["state_dir"] = str(self.state_dir / "ingest")
+        cloud.setdefault("mqtt", {}).update(host=self.broker[0], port=self.broker[1])
+        cloud.setdefault("influx", {})["url"] = self.influx_url
+        self.database = cloud["influx"].get("database", "plantwire")
+        cloud["metrics"] = {"host": "127.0.0.1", "port": self.ingest_metrics_port}
+        cloud_path = cfg_dir / "cloud.yaml"
+        cloud_path.write_text(yaml.safe_dump(cloud, sort_keys=False))
+        return plant_path, edge_path, cloud_path
+
+    def _spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = open(self.logs / f"{name}.log", "ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "plantwire.cli", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def _check_alive(self, name: str) -> None:
+        proc = self.procs[name]
+        if proc.poll() is not None:
+            tail = (self.logs / f"{name}.log").read_text(errors="replace").splitlines()[-30:]
+            raise RuntimeError(f"{name} exited with {proc.returncode}:\n" + "\n".join(tail))
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        from plantwire.services import InfluxDB1, Mosquitto
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self._external_broker is None:
+            mosq = Mosquitto(self.state_dir / "mosquitto")
+            mosq.start()
+            self.services.append(mosq)
+            self.broker = ("127.0.0.1", mosq.port)
+        else:
+            self.broker = self._external_broker
+        if self._external_influx is None:
+            influx = InfluxDB1(self.state_dir / "influxdb")
+            influx.start()
+            self.services.append(influx)
+            self.influx = influx
+            self.influx_url = influx.url
+        else:
+            self.influx_url = self._external_influx
+        plant_path, edge_path, cloud_path = self._write_configs()
+        ready = self.state_dir / "sim.ready"
+        ready.unlink(missing_ok=True)
+        self._spawn(
+            "sim", "sim", str(plant_path), "--ready-file", str(ready), "--seed", str(self.seed),
+            "--modbus-rate", str(self.modbus_rate_hz), "--opcua-rate", str(self.opcua_rate_hz),
+            "--labels", str(self.state_dir / "labels.jsonl"),
+        )
+        deadline = time.monotonic() + timeout_s
+        while not ready.exists():
+            self._check_alive("sim")
+            if time.monotonic() > deadline:
+                raise TimeoutError("simulator did not become ready")
+            time.sleep(0.1)
+        self._spawn("ingest", "ingest", str(cloud_path))
+        self._spawn("edge", "edge", str(edge_path))
+        while True:
+            self._check_alive("edge")
+            self._check_alive("ingest")
+            try:
+                h = health(self.edge_metrics_port)
+                if h.get("sources") and h.get("sources_connected") == h.get("sources") and h.get("mqtt_connected"):
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("edge did not connect to every source and the broker")
+            time.sleep(0.2)
+
+    # -- run ------------------------------------------------------------------------------------
+    def progress(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for port in (self.edge_metrics_port, self.ingest_metrics_port):
+            try:
+                out.update(scrape(port))
+            except OSError:
+                pass
+        return out
+
+    def influx_counts(self) -> dict[str, int]:
+        """Points per signal in InfluxDB (counted on the always-present ``quality`` field)."""
+        q = "SELECT count(quality) FROM samples GROUP BY signal"
+        doc = _influx_query(self.influx_url, q, self.database)
+        counts: dict[str, int] = {}
+        for result in doc.get("results", []):
+            for series in result.get("series", []) or []:
+                counts[series["tags"]["signal"]] = int(series["values"][0][1])
+        return counts
+
+    # -- stop -----------------------------------------------------------------------------------
+    def _terminate(self, name: str, timeout_s: float) -> int | None:
+        proc = self.procs.get(name)
+        if proc is None or proc.poll() is not None:
+            return proc.returncode if proc else None
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait(5)
+
+    def stop(self, drain_timeout_s: float = 60.0) -> Summary:
+        """Stop the edge, let the ingestor drain, compare InfluxDB with what the edge read."""
+        try:
+            self._terminate("edge", 60.0)
+            stats_path = self.state_dir / "edge" / "stats.json"
+            edge_stats: dict[str, Any] = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+            target = int(edge_stats.get("samples_acked", 0))
+            deadline = time.monotonic() + drain_timeout_s
+            ingest: dict[str, float] = {}
+            while time.monotonic() < deadline:
+                try:
+                    ingest = scrape(self.ingest_metrics_port)
+                except OSError:
+                    break
+                if ingest.get("plantwire_ingest_samples_written_total", 0) >= target and not ingest.get(
+                    "plantwire_ingest_pending_messages", 0
+                ):
+                    break
+                time.sleep(0.25)
+            self._terminate("ingest", 30.0)
+            self._terminate("sim", 30.0)
+            read: dict[str, int] = edge_stats.get("read_per_signal", {})
+            stored = self.influx_counts() if self.influx_url else {}
+            mismatches = {
+                sid: (n, stored.get(sid, 0)) for sid, n in read.items() if n != stored.get(sid, 0)
+            }
+            mismatches.update({sid: (0, n) for sid, n in stored.items() if sid not in read})
+            return Summary(
+                samples_read=int(edge_stats.get("samples_read", 0)),
+                samples_in_influx=sum(stored.values()),
+                signals=len(read),
+                signals_mismatched=len(mismatches),
+                mismatches=mismatches,
+                edge={k: v for k, v in edge_stats.items() if k != "read_per_signal"},
+                ingest=ingest,
+            )
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Kill whatever is still running (also the path taken after a failed start)."""
+        for name in list(self.procs):
+            self._terminate(name, 10.0)
+        for svc in reversed(self.services):
+            svc.stop()
+        self.services.clear()
+
+
+def _influx_query(url: str, q: str, db: str) -> dict[str, Any]:
+    from urllib.parse import urlencode
+
+    with urllib.request.urlopen(f"{url}/query?{urlencode({'db': db, 'q': q})}", timeout=30) as resp:
+        return dict(json.loads(resp.read()))

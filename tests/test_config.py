@@ -1,0 +1,64 @@
+"""Config validation, Telegraf-style: each folder under testcases/config holds a config and either
+``expected`` (a substring of the summary) or ``expected_errors`` (each line must appear in the
+report, with its path). One test walks all the folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from plantwire.check import check_file
+from plantwire.cli import main as cli_main
+from plantwire.configfile import ConfigError, load_plant
+from plantwire.plant import Protocol, expand
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES = sorted((Path(__file__).parent / "testcases" / "config").iterdir())
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_config_case(case: Path) -> None:
+    cfg = case / "config.yaml"
+    if (case / "expected").exists():
+        assert (case / "expected").read_text().strip() in check_file(cfg)
+        return
+    with pytest.raises(ConfigError) as info:
+        check_file(cfg)
+    report = info.value.report()
+    for line in (case / "expected_errors").read_text().splitlines():
+        assert line.strip() in report, f"{line!r} not in:\n{report}"
+
+
+def test_check_command_exits_2_and_names_the_path(capsys: pytest.CaptureFixture[str]) -> None:
+    bad = CASES[[c.name for c in CASES].index("unknown_template")] / "config.yaml"
+    assert cli_main(["check", str(bad)]) == 2
+    assert "machines[2].template: unknown template 'prss'" in capsys.readouterr().err
+    assert cli_main(["check", str(ROOT / "configs/dev/plant.yaml")]) == 0
+
+
+@pytest.mark.parametrize(("name", "signals", "opcua_share"), [("dev", 1000, 0.2), ("demo", 15000, 0.2)])
+def test_shipped_plants(name: str, signals: int, opcua_share: float) -> None:
+    table = expand(load_plant(ROOT / "configs" / name / "plant.yaml"))
+    assert len(table) == signals
+    n_opcua = sum(1 for d in table.device.tolist() if table.devices[d].protocol is Protocol.OPCUA)
+    assert n_opcua == pytest.approx(opcua_share * signals, rel=0.01)
+    assert len({d.port for d in table.devices}) == len(table.devices)
+    assert len(set(table.ids)) == signals
+    for path in ("edge.yaml", "cloud.yaml"):
+        check_file(ROOT / "configs" / name / path)
+
+
+def test_register_layout_is_contiguous_and_non_overlapping() -> None:
+    table = expand(load_plant(ROOT / "configs/demo/plant.yaml"))
+    from plantwire.plant import REGISTER_WIDTH, TYPE_ORDER
+
+    width = [REGISTER_WIDTH[TYPE_ORDER[t]] for t in table.reg_type.tolist()]
+    seen: dict[tuple[int, int, int], str] = {}
+    for i, sid in enumerate(table.ids):
+        if table.devices[int(table.device[i])].protocol is not Protocol.MODBUS or TYPE_ORDER[table.reg_type[i]].value == "bit":
+            continue
+        for r in range(int(table.address[i]), int(table.address[i]) + width[i]):
+            key = (int(table.device[i]), int(table.table[i]), r)
+            assert key not in seen, f"{sid} overlaps {seen[key]}"
+            seen[key] = sid
