@@ -56,7 +56,8 @@ def test_register_layout_is_contiguous_and_non_overlapping() -> None:
     width = [REGISTER_WIDTH[TYPE_ORDER[t]] for t in table.reg_type.tolist()]
     seen: dict[tuple[int, int, int], str] = {}
     for i, sid in enumerate(table.ids):
-        if table.devices[int(table.device[i])].protocol is not Protocol.MODBUS or TYPE_ORDER[table.reg_type[i]].value == "bit":
+        is_modbus = table.devices[int(table.device[i])].protocol is Protocol.MODBUS
+        if not is_modbus or TYPE_ORDER[table.reg_type[i]].value == "bit":
             continue
         for r in range(int(table.address[i]), int(table.address[i]) + width[i]):
             key = (int(table.device[i]), int(table.table[i]), r)
