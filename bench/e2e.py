@@ -1,0 +1,134 @@
+"""End-to-end benchmark: the demo plant through simulator, edge, Mosquitto, ingestor, InfluxDB.
+
+Prints one JSON line: signals, target rates, samples/s achieved end to end (written to InfluxDB
+per second over the measured window), samples lost (read by the edge but not in InfluxDB at the
+end), p50/p99 sample-to-InfluxDB latency (from the ingestor's latency histogram), CPU seconds and
+CPU µs per sample per component, peak RSS per component, and bytes per sample on the wire.
+
+    .venv/bin/python bench/e2e.py --config configs/demo --duration 120 --rate 1
+
+A warm-up (start-up, numba compilation, first subscription burst) is excluded from the window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from plantwire.pipeline import Pipeline  # noqa: E402
+from plantwire.procstat import sample  # noqa: E402
+
+
+def _pids(pipe: Pipeline) -> dict[str, int]:
+    pids = {name: proc.pid for name, proc in pipe.procs.items()}
+    for svc in pipe.services:
+        name = "broker" if type(svc).__name__.lower().startswith("mosquitto") else "influxdb"
+        pid = getattr(svc, "pid", None) or getattr(getattr(svc, "proc", None), "pid", None)
+        if pid:
+            pids[name] = int(pid)
+    return pids
+
+
+def _quantile_from_histogram(m: dict[str, float], q: float) -> float | None:
+    """Quantile from Prometheus-style cumulative buckets ``<name>_bucket{le=...}`` (upper bound)."""
+    buckets = sorted(
+        (float(k.split("le=", 1)[1].strip('"}')), v)
+        for k, v in m.items()
+        if k.startswith("plantwire_ingest_sample_latency_seconds_bucket") and "le=" in k
+    )
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    total = buckets[-1][1]
+    for le, cum in buckets:
+        if cum >= q * total:
+            return le
+    return None
+
+
+def _scrape_raw(port: int) -> dict[str, float]:
+    import urllib.request
+
+    out: dict[str, float] = {}
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        for line in resp.read().decode().splitlines():
+            if line and not line.startswith("#"):
+                key, _, val = line.rpartition(" ")
+                out[key] = float(val)
+    return out
+
+
+def run(
+    config: Path, duration_s: float, rate: float, opcua_rate: float, warmup_s: float, state: Path
+) -> dict[str, Any]:
+    pipe = Pipeline(config, state, modbus_rate_hz=rate, opcua_rate_hz=opcua_rate)
+    try:
+        t_start = time.monotonic()
+        pipe.start(timeout_s=300)
+        startup_s = time.monotonic() - t_start
+        time.sleep(warmup_s)
+        pids = _pids(pipe)
+        cpu0 = {n: sample(p).cpu_s for n, p in pids.items()}
+        m0 = pipe.progress()
+        t0 = time.monotonic()
+        time.sleep(duration_s)
+        window = time.monotonic() - t0
+        m1 = pipe.progress()
+        samples = {n: sample(p) for n, p in pids.items()}
+        raw_ingest = _scrape_raw(pipe.ingest_metrics_port)
+    except BaseException:
+        pipe.close()
+        raise
+    summary = pipe.stop(drain_timeout_s=120)
+    read = m1.get("plantwire_edge_samples_read_total", 0) - m0.get("plantwire_edge_samples_read_total", 0)
+    written = m1.get("plantwire_ingest_samples_written_total", 0) - m0.get("plantwire_ingest_samples_written_total", 0)
+    cpu = {n: samples[n].cpu_s - cpu0[n] for n in samples}
+    edge = summary.edge
+    p50 = _quantile_from_histogram(raw_ingest, 0.50)
+    p99 = _quantile_from_histogram(raw_ingest, 0.99)
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{platform.machine()} {platform.node()} nproc={__import__('os').cpu_count()}",
+        "config": str(config),
+        "signals": summary.signals,
+        "modbus_rate_hz": rate,
+        "opcua_rate_hz": opcua_rate,
+        "window_s": round(window, 1),
+        "startup_s": round(startup_s, 1),
+        "samples_per_s_read": round(read / window, 1),
+        "samples_per_s_end_to_end": round(written / window, 1),
+        "samples_read_total": summary.samples_read,
+        "samples_in_influx_total": summary.samples_in_influx,
+        "samples_lost": summary.lost,
+        "signals_mismatched": summary.signals_mismatched,
+        "latency_p50_s": p50,
+        "latency_p99_s": p99,
+        "cpu_s": {n: round(c, 2) for n, c in cpu.items()},
+        "cpu_us_per_sample": {n: round(c / max(read, 1) * 1e6, 2) for n, c in cpu.items()},
+        "peak_rss_mb": {n: round(s.rss_peak_bytes / 2**20, 1) for n, s in samples.items()},
+        "wire_bytes_per_sample": round(edge.get("bytes_published", 0) / max(edge.get("samples_published", 1), 1), 2),
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", type=Path, default=ROOT / "configs" / "demo")
+    p.add_argument("--duration", type=float, default=120.0, help="measured window in seconds")
+    p.add_argument("--rate", type=float, default=1.0, help="Modbus sample rate (Hz)")
+    p.add_argument("--opcua-rate", type=float, default=1.0, help="OPC-UA sample rate (Hz)")
+    p.add_argument("--warmup", type=float, default=15.0)
+    p.add_argument("--state-dir", type=Path, default=ROOT / "state" / "bench-e2e")
+    a = p.parse_args()
+    print(json.dumps(run(a.config, a.duration, a.rate, a.opcua_rate, a.warmup, a.state_dir)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
