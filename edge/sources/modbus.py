@@ -1,0 +1,476 @@
+"""Modbus TCP acquisition: one ``ModbusSource`` polls one device and hands each poll to a sink as columns.
+
+Behaviour a plant engineer relies on, and why:
+
+- **Wall-clock ticks.** Polls run at every multiple of ``period_ms`` of ``time.time_ns()``, so all
+  devices sample together and drift never accumulates. Every sample of a poll carries the tick
+  time as ``ts_ns`` (aligned timestamps make cross-device analytics line up). A poll that overruns
+  skips the ticks it missed; they are counted in ``missed_ticks``, not queued.
+- **One sink call per poll.** ``sink(ts_ns, signals, values, quality)`` gets every signal of the
+  device: uint32 SignalTable rows, float64 values, and quality as the scalar ``Quality.GOOD`` when
+  all reads succeeded, else a uint8 array. The arrays are reused on the next poll: the sink must
+  copy what it keeps (FrameBuffer.append does).
+- **Nothing silently missing.** A block whose read fails (exception response, timeout, malformed
+  or wrong-length response, connection down) delivers its signals as NaN with quality BAD, and is
+  counted in the stats. After a timeout the rest of that connection's blocks in this poll are not
+  tried (the device is not answering; waiting a timeout per block would stall the poll), and are
+  delivered BAD too.
+- **Circuit breaker per device.** A poll fails when none of its blocks could be read. After
+  ``failures_to_open`` consecutive failed polls the breaker opens: the connections are closed and
+  every tick delivers BAD samples at once, without touching the network, so a dead slave costs
+  nothing and never delays anything. After a jittered, capped, exponentially growing back-off the
+  breaker half-opens: the next tick reconnects and polls for real; success closes the breaker,
+  failure re-opens it with a doubled back-off. Exception responses on every block count as a
+  failed poll too: a Modbus gateway answers "target device failed to respond" (0x0B) for a dead
+  slave behind it. One misconfigured block alone does not trip it, as the others still succeed.
+- **Pipelining.** pymodbus 3.16 serialises requests on one connection (a lock around each
+  transaction), so a connection's blocks are read one after another; ``connections_per_device``
+  > 1 spreads the blocks over several connections that are read concurrently (one connection is
+  latency-bound, see shared/MEASURED.md).
+- **Cheap responses.** pymodbus decodes every register into a Python int (and formats it into a
+  debug string) per response; the client here registers response classes that keep the raw
+  payload bytes instead, which the vectorised codec copies into its image in one step.
+- **Reconnects** are ours, not pymodbus's (its reconnect task is disabled): a poll that finds a
+  connection down connects it, bounded by ``timeout_s``; the breaker spaces the attempts out.
+  Connection state changes are logged once each, never per poll.
+- ``run()`` never raises anything but CancelledError: unexpected errors are logged, counted, and
+  the next tick proceeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.pdu import ModbusPDU
+from pymodbus.pdu.bit_message import ReadCoilsResponse, ReadDiscreteInputsResponse
+from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
+
+from edge.config import ModbusSettings
+from plantwire.plant import Device, Quality, SignalTable, Table
+
+from .modbus_codec import Codec
+from .modbus_plan import Block, ReadPlan, plan_device
+from .stats import SourceStats
+
+__all__ = ["BreakerPolicy", "BreakerState", "CircuitBreaker", "ModbusSource", "Sink", "next_tick_ns"]
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[np.ndarray | int, np.ndarray, np.ndarray, np.ndarray | int], None]
+
+_GOOD = int(Quality.GOOD)
+_BAD = int(Quality.BAD)
+
+
+# --------------------------------------------------------------------------------------------
+# Raw responses: keep the payload bytes, skip pymodbus's per-register Python decoding.
+# --------------------------------------------------------------------------------------------
+class _RawPayload:
+    """Mixin: ``decode`` stores the data bytes after the byte count; length is checked by the codec."""
+
+    payload: bytes
+
+    def decode(self, data: bytes) -> None:
+        self.payload = data[1 : 1 + data[0]] if data else b""
+
+    def __str__(self) -> str:  # pymodbus formats every PDU for a debug line, even with debug off
+        return f"{type(self).__name__}(fc={self.function_code}, {len(self.payload)} bytes)"  # type: ignore[attr-defined]
+
+
+class RawHoldingRegistersResponse(_RawPayload, ReadHoldingRegistersResponse):
+    pass
+
+
+class RawInputRegistersResponse(_RawPayload, ReadInputRegistersResponse):
+    pass
+
+
+class RawCoilsResponse(_RawPayload, ReadCoilsResponse):
+    pass
+
+
+class RawDiscreteInputsResponse(_RawPayload, ReadDiscreteInputsResponse):
+    pass
+
+
+_RAW_RESPONSES: tuple[type[ModbusPDU], ...] = (
+    RawHoldingRegistersResponse, RawInputRegistersResponse, RawCoilsResponse, RawDiscreteInputsResponse,
+)
+_READ_METHOD = {
+    Table.HOLDING: "read_holding_registers",
+    Table.INPUT: "read_input_registers",
+    Table.COIL: "read_coils",
+    Table.DISCRETE: "read_discrete_inputs",
+}
+_FUNCTION_CODE = {Table.HOLDING: 3, Table.INPUT: 4, Table.COIL: 1, Table.DISCRETE: 2}
+
+
+# --------------------------------------------------------------------------------------------
+# Circuit breaker
+# --------------------------------------------------------------------------------------------
+class BreakerState(enum.Enum):
+    CLOSED = "closed"  # polling normally
+    OPEN = "open"  # serving BAD without touching the network until the back-off expires
+    HALF_OPEN = "half_open"  # the next poll is a probe
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerPolicy:
+    """When a device's breaker opens and how long it stays open.
+
+    The n-th consecutive opening waits ``min(backoff_max_s, backoff_initial_s * 2**(n-1))``, shortened
+    by a random fraction of up to ``jitter`` so that many devices that died together (a switch
+    reboot) do not all retry in the same tick.
+    """
+
+    failures_to_open: int = 3
+    backoff_initial_s: float = 2.0
+    backoff_max_s: float = 60.0
+    jitter: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.failures_to_open < 1 or self.backoff_initial_s <= 0 or self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError(f"invalid breaker policy {self}")
+        if not 0 <= self.jitter < 1:
+            raise ValueError("jitter must be in [0, 1)")
+
+
+class CircuitBreaker:
+    """Consecutive-failure breaker with capped, jittered exponential back-off (monotonic seconds)."""
+
+    def __init__(self, policy: BreakerPolicy, rng: random.Random) -> None:
+        self.policy = policy
+        self._rng = rng
+        self.state = BreakerState.CLOSED
+        self.failures = 0  # consecutive failed polls
+        self.opens = 0  # consecutive openings without a success in between
+        self.retry_at_s = 0.0
+        self.backoff_s = 0.0
+
+    def allow(self, now_s: float) -> bool:
+        """May this tick touch the network? Moves OPEN to HALF_OPEN when the back-off has expired."""
+        if self.state is BreakerState.OPEN:
+            if now_s < self.retry_at_s:
+                return False
+            self.state = BreakerState.HALF_OPEN
+        return True
+
+    def record(self, success: bool, now_s: float) -> BreakerState | None:
+        """Account a poll; returns the new state when it changed, else None."""
+        before = self.state
+        if success:
+            self.failures = 0
+            self.opens = 0
+            self.state = BreakerState.CLOSED
+        else:
+            self.failures += 1
+            if self.state is BreakerState.HALF_OPEN or self.failures >= self.policy.failures_to_open:
+                self.opens += 1
+                p = self.policy
+                base = min(p.backoff_max_s, p.backoff_initial_s * 2.0 ** min(self.opens - 1, 62))
+                self.backoff_s = base * (1.0 - p.jitter * self._rng.random())
+                self.retry_at_s = now_s + self.backoff_s
+                self.state = BreakerState.OPEN
+        return self.state if self.state is not before else None
+
+
+# --------------------------------------------------------------------------------------------
+# The source
+# --------------------------------------------------------------------------------------------
+class _Outcome(enum.Enum):
+    OK = 0
+    FAILED = 1  # counted as an error
+    NOT_TRIED = 2  # skipped after an earlier timeout or connect failure on the same connection
+
+
+def _spread(blocks: tuple[Block, ...], connections: int) -> list[list[int]]:
+    """Assign block indices to connections, largest first to the least loaded; each list in address order."""
+    n = max(1, min(connections, len(blocks)))
+    load = [0] * n
+    lanes: list[list[int]] = [[] for _ in range(n)]
+    for k in sorted(range(len(blocks)), key=lambda k: -blocks[k].nbytes):
+        lane = load.index(min(load))
+        lanes[lane].append(k)
+        load[lane] += blocks[k].nbytes + 12  # a request's fixed cost, in payload-byte terms
+    return [sorted(lane) for lane in lanes]
+
+
+class ModbusSource:
+    """Polls one Modbus TCP device on wall-clock ticks and delivers every poll through ``sink``."""
+
+    def __init__(
+        self,
+        device: Device,
+        table: SignalTable,
+        settings: ModbusSettings,
+        sink: Sink,
+        stats: SourceStats,
+        *,
+        breaker: BreakerPolicy | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        """Plan and prepare decoding (no network). Raises PlanError when a signal cannot be read."""
+        self.device = device
+        self.settings = settings
+        self.sink = sink
+        self.stats = stats
+        self.plan: ReadPlan = plan_device(
+            table, device.index, max_block_registers=settings.max_block_registers,
+            max_block_bits=settings.max_block_bits, max_gap=settings.max_gap,
+        )
+        self.codec = Codec.from_table(self.plan, table)
+        self.signals = self.codec.signals
+        n = len(self.codec)
+        self._quality = np.zeros(n, dtype=np.uint8)
+        self._all_bad = np.full(n, np.nan, dtype=np.float64)
+        self._lanes = _spread(self.plan.blocks, settings.connections_per_device)
+        self._outcome = [_Outcome.OK] * len(self.plan.blocks)
+        self.breaker = CircuitBreaker(breaker or BreakerPolicy(), rng or random.Random())
+        self._period_ns = settings.period_ms * 1_000_000
+        # pymodbus bounds each response wait by timeout_s; one guard per lane and poll (cheaper than one
+        # per request) bounds the rest, should pymodbus ever wait elsewhere.
+        self._lane_guard_s = [settings.timeout_s * (len(lane) + 1) + 0.5 for lane in self._lanes]
+        self._clients: list[AsyncModbusTcpClient] = []
+        self._lane_up: list[bool] = []
+        self._ever_connected: list[bool] = []
+        self._link_logged: bool | None = None  # device-level state last logged
+        self._sink_failing = False
+        self._name = f"modbus {device.name} ({device.host}:{device.port} unit {device.unit_id})"
+
+    # ---- public -------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Poll until cancelled; only CancelledError escapes."""
+        self._clients = [self._make_client(lane) for lane in range(len(self._lanes))]
+        self._lane_up = [False] * len(self._clients)
+        self._ever_connected = [False] * len(self._clients)
+        period = self._period_ns
+        try:
+            next_tick = next_tick_ns(time.time_ns(), self.settings.period_ms)
+            while True:
+                delay_ns = next_tick - time.time_ns()
+                if delay_ns > 0:
+                    await asyncio.sleep(delay_ns / 1e9)
+                tick = next_tick
+                started = time.perf_counter()
+                try:
+                    await self._poll(tick)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    self.stats.errors += 1
+                    log.exception("%s: poll failed unexpectedly; continuing", self._name)
+                self.stats.last_poll_duration_s = time.perf_counter() - started
+                next_tick = tick + period
+                now = time.time_ns()
+                if now >= next_tick:
+                    skipped = (now - next_tick) // period + 1
+                    self.stats.missed_ticks += skipped
+                    next_tick += skipped * period
+        finally:
+            for client in self._clients:
+                client.close()
+            self.stats.connected = False
+
+    # ---- one poll -----------------------------------------------------------------------------
+    async def _poll(self, tick_ns: int) -> None:
+        stats = self.stats
+        stats.last_poll_ns = tick_ns
+        if not self.breaker.allow(time.monotonic()):
+            stats.polls_short_circuited += 1
+            self._deliver(tick_ns, self._all_bad, _BAD, good=0)
+            return
+        if len(self._lanes) == 1:
+            await self._read_lane(0)
+        else:
+            await asyncio.gather(*(self._read_lane(lane) for lane in range(len(self._lanes))))
+
+        outcome = self._outcome
+        values = self.codec.decode()
+        failed = [k for k, o in enumerate(outcome) if o is not _Outcome.OK]
+        if not failed:
+            self._deliver(tick_ns, values, _GOOD, good=len(values))
+        else:
+            quality = self._quality
+            quality.fill(_GOOD)
+            for k in failed:
+                rows = self.codec.block_rows[k]
+                values[rows] = np.nan
+                quality[rows] = _BAD
+            n_bad = int(np.count_nonzero(quality))
+            self._deliver(tick_ns, values, quality, good=len(values) - n_bad)
+        self._record_poll(success=len(failed) < len(outcome) or not outcome)
+
+    async def _read_lane(self, lane: int) -> None:
+        """Read one connection's blocks in order, recording each block's outcome."""
+        blocks = self._lanes[lane]
+        outcome = self._outcome
+        for k in blocks:
+            outcome[k] = _Outcome.NOT_TRIED
+        client = self._clients[lane]
+        if not client.connected:
+            self._lane_down(lane)
+            if not await self._connect(lane):
+                if blocks:
+                    outcome[blocks[0]] = _Outcome.FAILED  # counted once per lane, not per block
+                return
+        try:
+            async with asyncio.timeout(self._lane_guard_s[lane]):
+                await self._read_blocks(lane, client, blocks)
+        except TimeoutError:
+            k = next(k for k in blocks if outcome[k] is _Outcome.NOT_TRIED)
+            outcome[k] = _Outcome.FAILED
+            self.stats.errors += 1
+            self.stats.timeouts += 1
+
+    async def _read_blocks(self, lane: int, client: AsyncModbusTcpClient, blocks: list[int]) -> None:
+        stats = self.stats
+        outcome = self._outcome
+        unit = self.plan.unit_id
+        for k in blocks:
+            block = self.plan.blocks[k]
+            read: Callable[..., Awaitable[ModbusPDU]] = getattr(client, _READ_METHOD[block.table])
+            try:
+                response = await read(block.start, count=block.count, device_id=unit)
+            except ModbusIOException as exc:
+                # No answer within timeout_s: do not spend another timeout per remaining block.
+                outcome[k] = _Outcome.FAILED
+                stats.errors += 1
+                stats.timeouts += 1
+                log.debug("%s: block %s timed out: %s", self._name, block, exc)
+                return
+            except ConnectionException as exc:
+                outcome[k] = _Outcome.FAILED
+                stats.errors += 1
+                stats.connect_failures += 1
+                self._lane_down(lane)
+                log.debug("%s: connection lost reading %s: %s", self._name, block, exc)
+                return
+            except ModbusException as exc:
+                outcome[k] = _Outcome.FAILED
+                stats.errors += 1
+                stats.malformed += 1
+                log.debug("%s: block %s failed: %s", self._name, block, exc)
+                continue
+            if response.isError():
+                outcome[k] = _Outcome.FAILED
+                stats.errors += 1
+                stats.exceptions += 1
+                continue
+            payload = getattr(response, "payload", None)
+            if (payload is None or response.function_code != _FUNCTION_CODE[block.table]
+                    or not self.codec.load(k, payload)):
+                outcome[k] = _Outcome.FAILED
+                stats.errors += 1
+                stats.malformed += 1
+                continue
+            outcome[k] = _Outcome.OK
+
+    def _deliver(self, tick_ns: int, values: np.ndarray, quality: np.ndarray | int, *, good: int) -> None:
+        stats = self.stats
+        stats.polls += 1
+        stats.samples_good += good
+        stats.samples_bad += len(values) - good
+        if good:
+            stats.last_sample_ns = tick_ns
+        try:
+            self.sink(tick_ns, self.signals, values, quality)
+        except Exception:
+            stats.errors += 1
+            if not self._sink_failing:
+                self._sink_failing = True
+                log.exception("%s: sink failed; samples of this poll are lost (logged once per streak)", self._name)
+            return
+        self._sink_failing = False
+
+    def _record_poll(self, *, success: bool) -> None:
+        change = self.breaker.record(success, time.monotonic())
+        if change is None:
+            return
+        b = self.breaker
+        if change is BreakerState.OPEN:
+            self.stats.breaker_opens += 1
+            self.stats.breaker_open = True
+            level = logging.WARNING if b.opens == 1 else logging.DEBUG
+            log.log(level, "%s: %d failed polls, serving BAD samples; next try in %.1f s",
+                    self._name, b.failures, b.backoff_s)
+            for lane, client in enumerate(self._clients):
+                client.close()  # a fresh connection on the probe; some PLC stacks wedge otherwise
+                self._lane_down(lane, quiet=b.opens > 1)
+        elif change is BreakerState.CLOSED:
+            self.stats.breaker_open = False
+            log.info("%s: polling again", self._name)
+
+    # ---- connections --------------------------------------------------------------------------
+    def _make_client(self, lane: int) -> AsyncModbusTcpClient:
+        client = AsyncModbusTcpClient(
+            self.device.host,
+            port=self.device.port,
+            name=f"{self.device.name}#{lane}",
+            timeout=self.settings.timeout_s,
+            retries=0,
+            reconnect_delay=0,  # reconnects are ours, spaced by the breaker
+            trace_connect=partial(self._on_connection, lane),
+        )
+        for cls in _RAW_RESPONSES:
+            client.register(cls)
+        return client
+
+    async def _connect(self, lane: int) -> bool:
+        try:
+            async with asyncio.timeout(self.settings.timeout_s + 0.5):
+                ok = await self._clients[lane].connect()
+        except (TimeoutError, OSError, ModbusException):
+            ok = False
+        if not ok:
+            self.stats.errors += 1
+            self.stats.connect_failures += 1
+            if self._link_logged is not False:
+                self._link_logged = False
+                log.warning("%s: cannot connect; retrying with back-off", self._name)
+            return False
+        # connection_made has run (trace_connect) by the time connect() returns.
+        return True
+
+    def _on_connection(self, lane: int, up: bool, *_: Any) -> None:
+        """pymodbus's trace_connect: called on connection made and on connection lost."""
+        if up:
+            if self._ever_connected[lane]:
+                self.stats.reconnects += 1
+            self._ever_connected[lane] = True
+        self._lane_up[lane] = up
+        self._update_link()
+
+    def _lane_down(self, lane: int, *, quiet: bool = False) -> None:
+        if self._lane_up and self._lane_up[lane]:
+            self._lane_up[lane] = False
+            self._update_link(quiet=quiet)
+
+    def _update_link(self, *, quiet: bool = False) -> None:
+        """Publish the device-level state and log its changes; a breaker probe's connect and drop is quiet."""
+        up = all(self._lane_up)
+        self.stats.connected = up
+        probing = self.breaker.opens > 0
+        if up and self._link_logged is not True:
+            self._link_logged = True
+            log.log(logging.DEBUG if probing else logging.INFO, "%s: connected (%d connection%s)", self._name,
+                    len(self._lane_up), "" if len(self._lane_up) == 1 else "s")
+        elif not up and self._link_logged is True:
+            self._link_logged = False
+            log.log(logging.DEBUG if quiet else logging.WARNING, "%s: connection lost", self._name)
+
+
+def next_tick_ns(now_ns: int, period_ms: int) -> int:
+    """The first wall-clock tick strictly after ``now_ns`` for a period (the schedule every source shares)."""
+    period = period_ms * 1_000_000
+    return (now_ns // period + 1) * period
