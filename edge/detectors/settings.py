@@ -1,0 +1,81 @@
+"""Detector stack settings: one validated, frozen model per stage, defaults a plant can start with.
+
+Why a model of its own instead of ``edge.config.DetectorSettings``: that one holds the four knobs of
+the first EWMA kernel; the stack has seven stages. ``AnalyticsSettings`` is meant to replace it as
+``EdgeConfig.detector`` (the lead wires it). Thresholds are in the unit the engineer thinks in --
+standard deviations for z-scores, decades of improbability for stuck, samples for debounce -- and
+each maps to a score of 0.5, the alarm threshold, so one alarm setting serves every kind.
+
+None of these values is part of the checkpoint fingerprint: retuning a threshold keeps the learned
+state warm (see ``checkpoint.py``); only ``machine.components`` changes the state's shape.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LevelSettings(_Strict):
+    alpha: float = Field(default=0.01, gt=0, lt=1, description="learning rate of the robust location/scale")
+    huber_k: float = Field(default=3.0, gt=0, description="residuals are clipped at this many scales before learning")
+    min_scale: float = Field(default=1e-6, gt=0, description="floor of the scale, in engineering units")
+    threshold: float = Field(default=6.0, gt=0, description="|z| that scores 0.5")
+
+
+class ChangeSettings(_Strict):
+    k: float = Field(default=0.5, ge=0, description="CUSUM allowance, standard deviations")
+    h: float = Field(default=8.0, gt=0, description="CUSUM decision interval: scores 0.5")
+    z_clip: float = Field(default=4.0, gt=0)
+    cap: float = Field(default=2.0, ge=1, description="sums are capped at cap * h so alarms drain")
+
+
+class StuckSettings(_Strict):
+    beta: float = Field(default=0.01, gt=0, lt=1, description="learning rate of the repeat probability")
+    tol: float = Field(default=0.0, ge=0, description="a change this small counts as a repeat")
+    threshold_decades: float = Field(default=8.0, gt=0, description="-log10 probability of the run that scores 0.5")
+    p_floor: float = Field(default=0.05, gt=0, lt=1)
+
+
+class RateSettings(_Strict):
+    alpha: float = Field(default=0.01, gt=0, lt=1)
+    huber_k: float = Field(default=3.0, gt=0)
+    min_scale: float = Field(default=1e-9, gt=0, description="floor of the slope scale, units per second")
+    threshold: float = Field(default=6.0, gt=0, description="|z| of the slope that scores 0.5")
+    gap_factor: float = Field(default=5.0, gt=1, description="dt above this many typical periods is a gap")
+
+
+class RangeSettings(_Strict):
+    margin: float = Field(default=0.05, gt=0, description="excursion (fraction of span) that scores 0.75")
+
+
+class MachineSettings(_Strict):
+    enabled: bool = True
+    components: int = Field(default=3, ge=1, le=16, description="learned directions of normal co-variation")
+    eta: float = Field(default=0.005, gt=0, lt=1, description="subspace learning rate")
+    alpha: float = Field(default=0.01, gt=0, lt=1, description="learning rate of the residual statistics")
+    threshold: float = Field(default=4.0, gt=0, description="z of the log residual energy that scores 0.5")
+    z_clip: float = Field(default=4.0, gt=0, description="member z-scores are clipped to +- this")
+
+
+class AlarmSettings(_Strict):
+    on_threshold: float = Field(default=0.5, ge=0, le=1)
+    off_threshold: float = Field(default=0.3, ge=0, le=1)
+    on_count: int = Field(default=1, ge=1, description="consecutive samples >= on_threshold to open")
+    off_count: int = Field(default=10, ge=1, description="consecutive samples < off_threshold to close")
+
+
+class AnalyticsSettings(_Strict):
+    warmup: int = Field(default=30, ge=1, description="samples a signal learns before it is scored")
+    level: LevelSettings = LevelSettings()
+    change: ChangeSettings = ChangeSettings()
+    stuck: StuckSettings = StuckSettings()
+    rate: RateSettings = RateSettings()
+    range: RangeSettings = RangeSettings()
+    machine: MachineSettings = MachineSettings()
+    signal_alarm: AlarmSettings = AlarmSettings()
+    machine_alarm: AlarmSettings = AlarmSettings(on_count=2, off_count=5)
+    max_events: int = Field(default=10_000, ge=1, description="events kept per frame; more are counted as dropped")

@@ -1,0 +1,175 @@
+"""The detector stack the edge runs on every frame: per-signal scores, per-machine scores, alarm events.
+
+``DetectorStack.process(signal, value, quality, ts_ns)`` takes one frame's columns (in arrival order)
+and returns a ``StackResult``: a score in [0, 1] and a ``Kind`` per sample, one score per machine
+that had a sample in the frame (with the member signal that deviates most), and the alarm events
+the frame opened or closed. Every sample is judged by state that has not yet learned it.
+
+Stages, all numba kernels over state arrays sized once from the signal count and config:
+1. ``signal_stack.signal_chunk`` -- level, change, stuck, rate and range per signal (fused, one pass);
+2. ``subspace.machine_tick`` -- once per frame, each machine touched by the frame is scored on the
+   latest z-scores of its member signals (a machine tick = a batch interval on the edge, a row in
+   ``plantwire score``);
+3. ``alarms.alarm_chunk`` twice -- signal scores and machine scores into OPEN/CLOSE events.
+
+Result arrays are views into buffers owned by the stack (no per-sample allocation); they are valid
+until the next ``process`` call -- copy what must outlive it. A frame longer than the buffers grows
+them once. ``save``/``restore`` checkpoint all learned and alarm state (see ``checkpoint.py``).
+Not thread-safe: one owner (the edge's event loop, or the score CLI).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.detectors import checkpoint
+from edge.detectors.events import EVENT_DTYPE, EventColumns, Scope
+from edge.detectors.settings import AlarmSettings, AnalyticsSettings
+from edge.kernels import alarms, cusum, rate, robust, signal_stack, stuck, subspace
+from edge.kernels.kinds import EN_ALL, EN_MACHINE, Kind
+
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class StackResult:
+    """One frame's output; arrays are views valid until the next ``process`` call."""
+
+    score: np.ndarray  # float64 per sample, [0, 1]
+    kind: np.ndarray  # uint8 per sample, Kind of the largest component
+    machine: np.ndarray  # int64 machine index per tick
+    machine_score: np.ndarray  # float64 per tick, [0, 1]
+    machine_top: np.ndarray  # int64 signal deviating most per tick (-1 if none)
+    machine_ts_ns: int  # timestamp the ticks are stamped with (latest in the frame)
+    events: np.ndarray  # EVENT_DTYPE, signal events then machine events
+    events_dropped: int  # events beyond settings.max_events in this frame
+
+
+def _alarm_params(a: AlarmSettings) -> np.ndarray:
+    return alarms.make_params(a.on_threshold, a.off_threshold, a.on_count, a.off_count)
+
+
+class DetectorStack:
+    """Anomaly detection for ``n_signals`` signals grouped into machines by ``machine_of_signal``.
+
+    ``machine_of_signal``: int per signal, the machine index (0..n_machines-1) or -1 for none.
+    ``low``/``high``: plausible range per signal (NaN = no limit). ``enable``: uint8 mask per signal
+    (``edge.kernels.kinds.EN_*``; ``kinds.mask_for(kind)`` gives the default for a plant-file kind).
+    """
+
+    def __init__(self, n_signals: int, machine_of_signal: np.ndarray, settings: AnalyticsSettings | None = None, *,
+                 low: np.ndarray | None = None, high: np.ndarray | None = None, enable: np.ndarray | None = None,
+                 capacity: int = 65_536) -> None:
+        s = settings or AnalyticsSettings()
+        machine_of = np.asarray(machine_of_signal, dtype=np.int64)
+        if machine_of.shape != (n_signals,):
+            raise ValueError(f"machine_of_signal must have one entry per signal ({n_signals})")
+        self.settings = s
+        self.n_signals = n_signals
+        self.n_machines = int(machine_of.max()) + 1 if n_signals and machine_of.max() >= 0 else 0
+        self.cfg = np.zeros((n_signals, signal_stack.C_WIDTH), dtype=np.float64)
+        self.cfg[:, signal_stack.C_LOW] = np.nan if low is None else low
+        self.cfg[:, signal_stack.C_HIGH] = np.nan if high is None else high
+        mask = np.full(n_signals, EN_ALL, dtype=np.int64) if enable is None else np.asarray(enable, dtype=np.int64)
+        self.cfg[:, signal_stack.C_MASK] = mask
+        self.params = signal_stack.pack_params(
+            robust.make_params(s.level.alpha, s.level.huber_k, s.warmup, s.level.min_scale),
+            cusum.make_params(s.change.k, s.change.h, s.change.z_clip, s.change.cap),
+            stuck.make_params(s.stuck.beta, s.stuck.tol, s.stuck.threshold_decades, s.stuck.p_floor, s.warmup),
+            rate.make_params(s.rate.alpha, s.rate.huber_k, s.warmup, s.rate.min_scale, s.rate.gap_factor),
+            level_threshold=s.level.threshold, rate_threshold=s.rate.threshold, limit_margin=s.range.margin,
+            machine_z_clip=s.machine.z_clip)
+        # Machine membership (CSR) of the signals that take part in the multivariate score.
+        member = (machine_of >= 0) & ((mask & EN_MACHINE) != 0)
+        self.machine_of = np.where(member, machine_of, -1) if s.machine.enabled else np.full(n_signals, -1)
+        order = np.argsort(np.where(self.machine_of >= 0, self.machine_of, self.n_machines), kind="stable")
+        self.m_sig = order[: int((self.machine_of >= 0).sum())].astype(np.int64)
+        counts = np.bincount(self.machine_of[self.m_sig], minlength=self.n_machines) if self.n_machines else []
+        self.m_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.m_params = subspace.make_params(s.machine.alpha, 3.0, s.warmup, 1e-3, s.machine.threshold,
+                                             s.machine.eta)
+        self.sig_alarm_params = _alarm_params(s.signal_alarm)
+        self.mach_alarm_params = _alarm_params(s.machine_alarm)
+        self.fingerprint = checkpoint.fingerprint(
+            STATE_VERSION, n_signals, self.m_ptr, self.m_sig, s.machine.components
+        )
+        self._init_state()
+        self._grow(capacity)
+        self._touched = np.zeros(max(self.n_machines, 1), dtype=np.uint8)
+        self._tick_m = np.empty(max(self.n_machines, 1), dtype=np.int64)
+        self._tick_s = np.empty(max(self.n_machines, 1), dtype=np.float64)
+        self._tick_t = np.empty(max(self.n_machines, 1), dtype=np.int64)
+        self._events = EventColumns(s.max_events)
+
+    def _init_state(self) -> None:
+        self.state = signal_stack.init_state(self.n_signals)
+        self.z_last = np.zeros(self.n_signals, dtype=np.float64)
+        self.basis = subspace.init_basis(self.m_ptr, self.settings.machine.components)
+        self.m_state = np.zeros((self.n_machines, robust.WIDTH), dtype=np.float64)
+        self.sig_alarm_f, self.sig_alarm_t = alarms.init_state(self.n_signals)
+        self.mach_alarm_f, self.mach_alarm_t = alarms.init_state(self.n_machines)
+
+    def _grow(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._score = np.empty(capacity, dtype=np.float64)
+        self._kind = np.empty(capacity, dtype=np.uint8)
+        self._entity = np.empty(capacity, dtype=np.int64)
+
+    def process(self, signal: np.ndarray, value: np.ndarray, quality: np.ndarray,
+                ts_ns: np.ndarray) -> StackResult:
+        """Score, learn and alarm one frame (columns as in ``edge.frames.Frame``)."""
+        n = int(signal.shape[0])
+        if n > self.capacity:
+            self._grow(max(n, 2 * self.capacity))
+        score, kind = self._score[:n], self._kind[:n]
+        signal_stack.signal_chunk(ts_ns, signal, value, quality, self.state, self.cfg, self.params, score, kind,
+                                  self.z_last)
+        n_ticks = 0
+        tick_ts = int(ts_ns.max()) if n else 0
+        if self.n_machines and n:
+            n_ticks = subspace.machine_tick(signal, self.machine_of, self.m_ptr, self.m_sig, self.z_last, self.basis,
+                                            self.m_state, self.m_params, self._touched, self._tick_m, self._tick_s,
+                                            self._tick_t)
+        ent = self._entity[:n]
+        ent[:] = signal
+        cap = self.settings.max_events
+        cols = self._events.kernel_args()
+        n_sig_ev = alarms.alarm_chunk(ts_ns, ent, score, kind, n, self.sig_alarm_f, self.sig_alarm_t,
+                                      self.sig_alarm_params, *cols)
+        kept = min(n_sig_ev, cap)
+        events = self._events.take(kept, Scope.SIGNAL) if kept else np.empty(0, dtype=EVENT_DTYPE)
+        n_m_ev = 0
+        if n_ticks:
+            tts = np.full(n_ticks, tick_ts, dtype=np.int64)
+            mk = np.full(n_ticks, int(Kind.MACHINE), dtype=np.uint8)
+            n_m_ev = alarms.alarm_chunk(tts, self._tick_m, self._tick_s, mk, n_ticks, self.mach_alarm_f,
+                                        self.mach_alarm_t, self.mach_alarm_params, *cols)
+            if n_m_ev:
+                events = np.concatenate([events, self._events.take(min(n_m_ev, cap), Scope.MACHINE)])
+        dropped = max(n_sig_ev - cap, 0) + max(n_m_ev - cap, 0)
+        return StackResult(score, kind, self._tick_m[:n_ticks], self._tick_s[:n_ticks], self._tick_t[:n_ticks],
+                           tick_ts, events, dropped)
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {"state": self.state, "z_last": self.z_last, "basis": self.basis, "m_state": self.m_state,
+                "sig_alarm_f": self.sig_alarm_f, "sig_alarm_t": self.sig_alarm_t,
+                "mach_alarm_f": self.mach_alarm_f, "mach_alarm_t": self.mach_alarm_t}
+
+    def save(self, path: Path) -> None:
+        """Checkpoint all learned and alarm state atomically."""
+        checkpoint.save(path, STATE_VERSION, self.fingerprint, self._arrays())
+
+    def restore(self, path: Path) -> None:
+        """Resume from a checkpoint; raises ``CheckpointError`` (state untouched) if it does not fit."""
+        got = checkpoint.load(path, STATE_VERSION, self.fingerprint, self._arrays())
+        for name, arr in self._arrays().items():
+            arr[...] = got[name]
+
+    def reset(self) -> None:
+        """Forget everything learned (cold start)."""
+        self._init_state()

@@ -1,0 +1,40 @@
+"""Anomaly kinds: the code carried in scores and events, and the per-signal enable bits.
+
+Kept in a module of its own (plain ints, no numba) so kernels, detectors, the score CLI and the
+cloud side can agree on the numbers; the values are part of the event format and never change.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Kind(enum.IntEnum):
+    NONE = 0
+    LEVEL = 1  # robust z-score of the value (spike, outlier)
+    CHANGE = 2  # CUSUM: level shift or drift
+    STUCK = 3  # flat line / frozen sensor
+    RATE = 4  # robust z-score of the slope
+    RANGE = 5  # outside the plausible range of the plant file
+    MACHINE = 6  # several signals of one machine together (subspace residual)
+    HEALTH = 7  # predictive maintenance: health index / remaining useful life
+
+
+# Enable bits per signal (uint8 mask): which per-signal detectors run, and whether the signal
+# takes part in its machine's multivariate score.
+EN_LEVEL = 1
+EN_CHANGE = 2
+EN_STUCK = 4
+EN_RATE = 8
+EN_RANGE = 16
+EN_MACHINE = 32
+EN_ALL = 63
+
+# Status words, counters and setpoints: only limits apply (a counter's slope or a setpoint's steps
+# are not anomalies, and a status word is constant by design).
+EN_STATE = EN_RANGE
+
+
+def mask_for(signal_kind: str) -> int:
+    """Default enable mask for a plant-file signal ``kind`` (``state`` or anything else)."""
+    return EN_STATE if signal_kind == "state" else EN_ALL

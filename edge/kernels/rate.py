@@ -1,0 +1,81 @@
+"""Rate of change: the robust z-score of a signal's slope (units per second) against its own history.
+
+Why a learned rate and not a fixed limit: a valve position legitimately moves fast and an oil
+temperature never does; both are judged against what their own slope usually is. The slope between
+two samples is ``dx / dt`` with ``dt`` from the sample timestamps, so irregular polling does not
+look like a rate change. A gap -- ``dt`` more than ``gap_factor`` times the signal's typical period
+(learned as an EWMA of ``dt``) -- or a repeated timestamp gives no slope at all: a jump across a
+communication outage is not evidence of a fast process.
+
+State: three columns (last value, last timestamp in ns as float64 -- 256 ns resolution, ample for
+rates -- and the typical period in s) followed by the robust location/scale columns of the slope,
+all starting at ``base``. Parameters: the robust parameters of ``robust.py`` then ``gap_factor``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from edge.kernels import robust
+
+LAST_V = 0
+LAST_TS = 1
+PERIOD = 2
+STATS = 3
+WIDTH = STATS + robust.WIDTH
+
+P_GAP_FACTOR = robust.N_PARAMS
+N_PARAMS = robust.N_PARAMS + 1
+
+
+def make_params(alpha: float = 0.01, huber_k: float = 3.0, warmup: int = 30, min_scale: float = 1e-9,
+                gap_factor: float = 5.0) -> np.ndarray:
+    if gap_factor <= 1.0:
+        raise ValueError("gap_factor must exceed 1")
+    return np.concatenate([robust.make_params(alpha, huber_k, warmup, min_scale), [gap_factor]])
+
+
+def init_state(st: np.ndarray, base: int = 0) -> None:
+    """Fresh state: no previous sample (timestamp NaN)."""
+    st[:, base : base + WIDTH] = 0.0
+    st[:, base + LAST_TS] = math.nan
+
+
+@numba.njit(cache=True, nogil=True)
+def rate_step(st: np.ndarray, s: int, base: int, x: float, ts_ns: float, learn: bool, p: np.ndarray) -> float:
+    """Robust z of the slope from the previous sample to ``x``; NaN when there is no usable slope."""
+    last_ts = st[s, base + LAST_TS]
+    z = math.nan
+    if np.isfinite(last_ts):
+        dt = (ts_ns - last_ts) * 1e-9
+        if dt <= 0.0:
+            return math.nan  # repeated or out-of-order timestamp: keep the earlier sample as reference
+        per = st[s, base + PERIOD]
+        if per == 0.0 or dt <= p[P_GAP_FACTOR] * per:
+            slope = (x - st[s, base + LAST_V]) / dt
+            z = robust.robust_z(st, s, base + STATS, slope, p)
+            if learn:
+                robust.robust_learn(st, s, base + STATS, slope, p)
+                n = st[s, base + STATS + robust.COUNT]
+                b = p[robust.P_ALPHA]
+                if 1.0 / n > b:
+                    b = 1.0 / n
+                st[s, base + PERIOD] = dt if per == 0.0 else per + b * (dt - per)
+    st[s, base + LAST_V] = x
+    st[s, base + LAST_TS] = ts_ns
+    return z
+
+
+@numba.njit(cache=True, nogil=True)
+def rate_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality: np.ndarray, st: np.ndarray,
+               p: np.ndarray, z_out: np.ndarray) -> None:
+    """Run ``rate_step`` over a chunk; bad and non-finite samples give NaN and change nothing."""
+    for k in range(signal.shape[0]):
+        x = value[k]
+        if quality[k] == 2 or not np.isfinite(x):
+            z_out[k] = math.nan
+            continue
+        z_out[k] = rate_step(st, signal[k], 0, x, float(ts_ns[k]), quality[k] == 0, p)

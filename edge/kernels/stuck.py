@@ -1,0 +1,93 @@
+"""Stuck and flat-line detection: how improbable is the current run of unchanged values?
+
+Why a probability and not a fixed run length: a 16-bit temperature repeats its last value often, a
+float pressure almost never, and a status word always. Each signal learns ``p``, the rate at which a
+sample repeats the previous one (within ``tol``); a run of ``L`` repeats then has probability about
+``p^L`` under normal operation, and the score is ``q / (q + Q)`` with ``q = -L log10(p)`` (how many
+decades improbable the run is) and ``Q = threshold_decades``. A signal that is always constant learns
+``p`` near 1 and never alarms; a noisy one alarms after a few identical samples.
+
+``p`` is floored at ``p_floor`` (few repeats seen is weak evidence) and stops learning while the run
+is anomalous, so a dead sensor stays flagged until it moves rather than teaching the model that
+stuck is normal. Gaps (bad or non-finite samples) neither extend nor break a run.
+State: four columns (last value, run length, repeat rate, samples seen) starting at ``base``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+LAST = 0
+RUN = 1
+P_REP = 2
+SEEN = 3
+WIDTH = 4
+
+P_BETA = 0
+P_TOL = 1
+P_DECADES = 2
+P_FLOOR = 3
+P_WARMUP = 4
+N_PARAMS = 5
+
+P_REP_INIT = 0.5
+P_CEIL = 1.0 - 1e-9
+
+
+def make_params(beta: float = 0.01, tol: float = 0.0, threshold_decades: float = 8.0, p_floor: float = 0.05,
+                warmup: int = 30) -> np.ndarray:
+    if not 0.0 < beta < 1.0 or tol < 0.0 or threshold_decades <= 0.0 or not 0.0 < p_floor < 1.0 or warmup < 1:
+        raise ValueError("need 0 < beta < 1, tol >= 0, threshold_decades > 0, 0 < p_floor < 1, warmup >= 1")
+    return np.array([beta, tol, threshold_decades, p_floor, float(warmup)], dtype=np.float64)
+
+
+def init_state(st: np.ndarray, base: int = 0) -> None:
+    """Fresh state: nothing seen, repeat rate at the uninformative 0.5."""
+    st[:, base + LAST] = 0.0
+    st[:, base + RUN] = 0.0
+    st[:, base + P_REP] = P_REP_INIT
+    st[:, base + SEEN] = 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def stuck_step(st: np.ndarray, s: int, base: int, x: float, learn: bool, p: np.ndarray) -> float:
+    """Score the run ``x`` extends (or breaks), then learn; returns the stuck score in [0, 1)."""
+    seen = st[s, base + SEEN]
+    if seen == 0.0:
+        st[s, base + LAST] = x
+        st[s, base + SEEN] = 1.0
+        return 0.0
+    rep = abs(x - st[s, base + LAST]) <= p[P_TOL]
+    run = st[s, base + RUN] + 1.0 if rep else 0.0
+    pr = st[s, base + P_REP]
+    if pr < p[P_FLOOR]:
+        pr = p[P_FLOOR]
+    elif pr > P_CEIL:
+        pr = P_CEIL
+    q = -run * math.log10(pr)
+    score = q / (q + p[P_DECADES]) if seen >= p[P_WARMUP] else 0.0
+    if learn and q < p[P_DECADES]:
+        b = p[P_BETA]
+        inv = 1.0 / seen
+        if inv > b:
+            b = inv
+        st[s, base + P_REP] += b * ((1.0 if rep else 0.0) - st[s, base + P_REP])
+    st[s, base + RUN] = run
+    st[s, base + LAST] = x
+    st[s, base + SEEN] = seen + 1.0
+    return score
+
+
+@numba.njit(cache=True, nogil=True)
+def stuck_chunk(signal: np.ndarray, value: np.ndarray, quality: np.ndarray, st: np.ndarray, p: np.ndarray,
+                score_out: np.ndarray) -> None:
+    """Run ``stuck_step`` over a chunk; bad and non-finite samples score 0 and change nothing."""
+    for k in range(signal.shape[0]):
+        x = value[k]
+        if quality[k] == 2 or not np.isfinite(x):
+            score_out[k] = 0.0
+            continue
+        score_out[k] = stuck_step(st, signal[k], 0, x, quality[k] == 0, p)

@@ -1,0 +1,306 @@
+"""Slow, obvious reference versions of the edge kernels (STUMPY's tests/naive.py pattern).
+
+Each function restates its kernel's docstring in plain Python/numpy with per-signal dicts and no
+shared code with ``edge/kernels``, so an equivalence test catches a wrong index or a skipped update.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+SQRT_PI_2 = math.sqrt(math.pi / 2.0)
+
+
+class Robust:
+    def __init__(self, alpha: float, huber_k: float, warmup: int, min_scale: float) -> None:
+        self.alpha, self.k, self.warmup, self.min_scale = alpha, huber_k, warmup, min_scale
+        self.loc, self.scale, self.n = 0.0, 0.0, 0
+
+    def z(self, x: float) -> float:
+        if self.n < self.warmup:
+            return math.nan
+        return (x - self.loc) / max(self.scale, self.min_scale)
+
+    def learn(self, x: float) -> None:
+        if self.n == 0:
+            self.loc, self.scale, self.n = x, 0.0, 1
+            return
+        a = max(self.alpha, 1.0 / (self.n + 1)) if self.n < self.warmup else self.alpha
+        r = x - self.loc
+        if self.n >= self.warmup:
+            lim = self.k * max(self.scale, self.min_scale)
+            r = min(max(r, -lim), lim)
+        self.loc += a * r
+        self.scale = (1 - a) * self.scale + a * SQRT_PI_2 * abs(r)
+        self.n += 1
+
+
+def _bad(q: int, x: float) -> bool:
+    return q == 2 or not math.isfinite(x)
+
+
+def robust_chunk(signal, value, quality, alpha=0.01, huber_k=3.0, warmup=30, min_scale=1e-6):
+    st: dict[int, Robust] = {}
+    out = np.full(len(signal), np.nan)
+    for k, (s, x, q) in enumerate(zip(signal.tolist(), value.tolist(), quality.tolist(), strict=True)):
+        if _bad(q, x):
+            continue
+        r = st.setdefault(s, Robust(alpha, huber_k, warmup, min_scale))
+        out[k] = r.z(x)
+        if q == 0:
+            r.learn(x)
+    return out
+
+
+class Cusum:
+    def __init__(self, k: float, h: float, z_clip: float, cap: float) -> None:
+        self.k, self.h, self.z_clip, self.cap = k, h, z_clip, cap
+        self.pos = self.neg = 0.0
+
+    def step(self, z: float) -> float:
+        if not math.isfinite(z):
+            return 0.0
+        z = min(max(z, -self.z_clip), self.z_clip)
+        top = self.cap * self.h
+        self.pos = min(max(self.pos + z - self.k, 0.0), top)
+        self.neg = min(max(self.neg - z - self.k, 0.0), top)
+        m = max(self.pos, self.neg)
+        return m * m / (m * m + self.h * self.h)
+
+
+def cusum_chunk(signal, z, k=0.5, h=8.0, z_clip=4.0, cap=2.0):
+    st: dict[int, Cusum] = {}
+    return np.array([st.setdefault(s, Cusum(k, h, z_clip, cap)).step(v) for s, v in zip(signal.tolist(), z.tolist(),
+                                                                                        strict=True)])
+
+
+class Stuck:
+    def __init__(self, beta: float, tol: float, decades: float, p_floor: float, warmup: int) -> None:
+        self.beta, self.tol, self.decades, self.p_floor, self.warmup = beta, tol, decades, p_floor, warmup
+        self.last, self.run, self.p, self.seen = 0.0, 0, 0.5, 0
+
+    def step(self, x: float, learn: bool) -> float:
+        if self.seen == 0:
+            self.last, self.seen = x, 1
+            return 0.0
+        rep = abs(x - self.last) <= self.tol
+        run = self.run + 1 if rep else 0
+        p = min(max(self.p, self.p_floor), 1 - 1e-9)
+        q = -run * math.log10(p)
+        score = q / (q + self.decades) if self.seen >= self.warmup else 0.0
+        if learn and q < self.decades:
+            b = max(self.beta, 1.0 / self.seen)
+            self.p += b * (float(rep) - self.p)
+        self.run, self.last, self.seen = run, x, self.seen + 1
+        return score
+
+
+def stuck_chunk(signal, value, quality, beta=0.01, tol=0.0, threshold_decades=8.0, p_floor=0.05, warmup=30):
+    st: dict[int, Stuck] = {}
+    out = np.zeros(len(signal))
+    for k, (s, x, q) in enumerate(zip(signal.tolist(), value.tolist(), quality.tolist(), strict=True)):
+        if _bad(q, x):
+            continue
+        out[k] = st.setdefault(s, Stuck(beta, tol, threshold_decades, p_floor, warmup)).step(x, q == 0)
+    return out
+
+
+class Rate:
+    def __init__(self, alpha, huber_k, warmup, min_scale, gap_factor) -> None:
+        self.stats = Robust(alpha, huber_k, warmup, min_scale)
+        self.alpha, self.gap = alpha, gap_factor
+        self.last_v, self.last_ts, self.period = 0.0, None, 0.0
+
+    def step(self, x: float, ts_ns: int, learn: bool) -> float:
+        z = math.nan
+        if self.last_ts is not None:
+            dt = (float(ts_ns) - self.last_ts) * 1e-9
+            if dt <= 0:
+                return math.nan
+            if self.period == 0 or dt <= self.gap * self.period:
+                slope = (x - self.last_v) / dt
+                z = self.stats.z(slope)
+                if learn:
+                    self.stats.learn(slope)
+                    b = max(self.alpha, 1.0 / self.stats.n)
+                    self.period = dt if self.period == 0 else self.period + b * (dt - self.period)
+        self.last_v, self.last_ts = x, float(ts_ns)
+        return z
+
+
+def rate_chunk(ts_ns, signal, value, quality, alpha=0.01, huber_k=3.0, warmup=30, min_scale=1e-9, gap_factor=5.0):
+    st: dict[int, Rate] = {}
+    out = np.full(len(signal), np.nan)
+    for k, (t, s, x, q) in enumerate(zip(ts_ns.tolist(), signal.tolist(), value.tolist(), quality.tolist(),
+                                         strict=True)):
+        if _bad(q, x):
+            continue
+        out[k] = st.setdefault(s, Rate(alpha, huber_k, warmup, min_scale, gap_factor)).step(x, t, q == 0)
+    return out
+
+
+def limit_score(x: float, low: float, high: float, margin: float) -> float:
+    if not math.isfinite(x):
+        return 0.0
+    has_lo, has_hi = math.isfinite(low), math.isfinite(high)
+    if has_lo and has_hi:
+        span = high - low if high > low else max(abs(high), 1.0)
+        e = (low - x) / span if x < low else (x - high) / span if x > high else 0.0
+        if low <= x <= high:
+            return 0.0
+    elif has_hi:
+        if x <= high:
+            return 0.0
+        e = (x - high) / (abs(high) or 1.0)
+    elif has_lo:
+        if x >= low:
+            return 0.0
+        e = (low - x) / (abs(low) or 1.0)
+    else:
+        return 0.0
+    return 1.0 if e > 1e300 else 0.5 + 0.5 * e / (e + margin)
+
+
+def signal_chunk(ts_ns, signal, value, quality, low, high, mask, *, level=None, cusum=None, stuck=None, rate=None,
+                 level_threshold=6.0, rate_threshold=6.0, limit_margin=0.05, machine_z_clip=4.0, n_signals=None):
+    """Composition of the references above, as ``signal_stack.signal_chunk`` documents it."""
+    level = level or {}
+    cusum = cusum or {}
+    stuck = stuck or {}
+    rate = rate or {}
+    lv: dict[int, Robust] = {}
+    cs: dict[int, Cusum] = {}
+    sk: dict[int, Stuck] = {}
+    rt: dict[int, Rate] = {}
+    n = len(signal)
+    score, kind = np.zeros(n), np.zeros(n, dtype=np.uint8)
+    z_last = np.zeros(n_signals or (int(signal.max()) + 1))
+    for k in range(n):
+        s, x, q, t = int(signal[k]), float(value[k]), int(quality[k]), int(ts_ns[k])
+        if _bad(q, x):
+            continue
+        m = int(mask[s])
+        r = lv.setdefault(s, Robust(**{"alpha": 0.01, "huber_k": 3.0, "warmup": 30, "min_scale": 1e-6, **level}))
+        z = r.z(x)
+        cands = [(0.0, 0)]
+        if m & 1:
+            cands.append((0.0 if math.isnan(z) else z * z / (z * z + level_threshold**2), 1))
+        if m & 2:
+            c = cs.setdefault(s, Cusum(**{"k": 0.5, "h": 8.0, "z_clip": 4.0, "cap": 2.0, **cusum}))
+            cands.append((c.step(z), 2))
+        if m & 4:
+            st = sk.setdefault(s, Stuck(**{"beta": 0.01, "tol": 0.0, "decades": 8.0, "p_floor": 0.05, "warmup": 30,
+                                           **stuck}))
+            cands.append((st.step(x, q == 0), 3))
+        if m & 8:
+            rr = rt.setdefault(s, Rate(**{"alpha": 0.01, "huber_k": 3.0, "warmup": 30, "min_scale": 1e-9,
+                                          "gap_factor": 5.0, **rate}))
+            zr = rr.step(x, t, q == 0)
+            cands.append((0.0 if math.isnan(zr) else zr * zr / (zr * zr + rate_threshold**2), 4))
+        if m & 16:
+            cands.append((limit_score(x, float(low[s]), float(high[s]), limit_margin), 5))
+        best, kd = 0.0, 0
+        for sc, kk in cands:  # first strictly larger wins, as in the kernel
+            if sc > best:
+                best, kd = sc, kk
+        if q == 0:
+            r.learn(x)
+        z_last[s] = 0.0 if math.isnan(z) else min(max(z, -machine_z_clip), machine_z_clip)
+        score[k], kind[k] = best, kd
+    return score, kind, z_last
+
+
+class Subspace:
+    """One machine: orthonormal basis learned by Oja + Gram-Schmidt, residual energy judged robustly."""
+
+    def __init__(self, d: int, k: int, robust_kw: dict, threshold: float, eta: float) -> None:
+        self.w = np.zeros((d, k))
+        for j in range(min(k, d)):
+            self.w[j, j] = 1.0
+        self.k, self.threshold, self.eta = k, threshold, eta
+        self.stats = Robust(**robust_kw)
+
+    def tick(self, x: np.ndarray) -> tuple[float, int]:
+        if len(x) < self.k + 1:
+            return 0.0, -1
+        y = self.w.T @ x
+        r = x - self.w @ y
+        spe = float(r @ r)
+        top = int(np.argmax(np.abs(r)))
+        z = self.stats.z(math.log(spe + 1e-6))
+        score = z * z / (z * z + self.threshold**2) if math.isfinite(z) and z > 0 else 0.0
+        self.stats.learn(math.log(spe + 1e-6))
+        eta = max(self.eta, 1.0 / (self.stats.n + 1))
+        self.w += eta * np.outer(x, y)
+        for j in range(self.k):
+            for jj in range(j):
+                self.w[:, j] -= (self.w[:, j] @ self.w[:, jj]) * self.w[:, jj]
+            nrm = float(self.w[:, j] @ self.w[:, j])
+            if nrm < 1e-24:
+                self.w[:, j] = 0.0
+                self.w[j, j] = 1.0
+            else:
+                self.w[:, j] /= math.sqrt(nrm)
+        return score, top
+
+
+def waveform_features(blocks: np.ndarray, fs_hz: float, edges: np.ndarray) -> np.ndarray:
+    n, length = blocks.shape
+    out = np.zeros((n, 3 + len(edges) - 1))
+    freqs = np.fft.rfftfreq(length, 1.0 / fs_hz)
+    for r in range(n):
+        x = blocks[r]
+        if not np.all(np.isfinite(x)):
+            out[r] = np.nan
+            continue
+        d = x - x.mean()
+        m2 = float(np.mean(d**2))
+        if m2 <= 0:
+            continue
+        out[r, 0] = math.sqrt(m2)
+        out[r, 1] = float(np.mean(d**4)) / m2**2
+        out[r, 2] = float(np.max(np.abs(d))) / math.sqrt(m2)
+        spec = np.abs(np.fft.rfft(d)) ** 2 / length**2
+        c = np.full(len(spec), 2.0)
+        c[0] = 1.0
+        if length % 2 == 0:
+            c[-1] = 1.0
+        for b in range(len(edges) - 1):
+            sel = (freqs >= edges[b]) & (freqs < edges[b + 1])
+            out[r, 3 + b] = float(np.sum(c[sel] * spec[sel]))
+    return out
+
+
+def alarms(ts, entity, score, kind, on=0.5, off=0.3, on_count=1, off_count=10):
+    """Events as a list of (entity, phase, ts_start, ts_end, peak, kind) tuples."""
+    st: dict[int, dict] = {}
+    events = []
+    for t, e, sc, kd in zip(ts.tolist(), entity.tolist(), score.tolist(), kind.tolist(), strict=True):
+        a = st.setdefault(e, {"active": False, "above": 0, "quiet": 0, "peak": 0.0, "kind": 0, "start": 0, "qts": 0})
+        if not a["active"]:
+            if sc >= on:
+                if a["above"] == 0:
+                    a.update(start=t, peak=sc, kind=kd)
+                elif sc > a["peak"]:
+                    a.update(peak=sc, kind=kd)
+                a["above"] += 1
+                if a["above"] >= on_count:
+                    a.update(active=True, quiet=0)
+                    events.append((e, 1, a["start"], -1, a["peak"], a["kind"]))
+            else:
+                a["above"] = 0
+        else:
+            if sc > a["peak"]:
+                a.update(peak=sc, kind=kd)
+            if sc < off:
+                if a["quiet"] == 0:
+                    a["qts"] = t
+                a["quiet"] += 1
+                if a["quiet"] >= off_count:
+                    events.append((e, 2, a["start"], a["qts"], a["peak"], a["kind"]))
+                    a.update(active=False, above=0, quiet=0, peak=0.0)
+            else:
+                a["quiet"] = 0
+    return events
