@@ -34,8 +34,10 @@ from edge.sinks.mqtt import MqttPublisher
 from edge.sources.stats import SourceStats
 from plantwire import wire
 from plantwire.configfile import ConfigError
-from plantwire.metrics import MetricsServer, Registry
+from plantwire.logs import setup_logging
+from plantwire.metrics import Metric, MetricsServer, Registry
 from plantwire.plant import PlantConfig, Protocol, SignalTable, expand
+from plantwire.sdnotify import Notifier
 
 log = logging.getLogger("plantwire.edge")
 
@@ -68,9 +70,15 @@ class EwmaDetector:
         return out, int(anomalies)
 
 
+#: READY is sent once every source is connected, or after this long with the rest listed in STATUS,
+#: so that one dead PLC does not hold the unit in "activating" until systemd's start timeout.
+READY_TIMEOUT_S = 30.0
+
+
 class EdgeGateway:
-    def __init__(self, cfg: EdgeConfig, plant: PlantConfig) -> None:
+    def __init__(self, cfg: EdgeConfig, plant: PlantConfig, *, notifier: Notifier | None = None) -> None:
         self.cfg = cfg
+        self.notifier = notifier or Notifier.from_env()
         self.table: SignalTable = expand(plant)
         self.table_hash = self.table.table_hash()
         self.site = self.table.site
@@ -216,6 +224,22 @@ class EdgeGateway:
             "read_per_signal": dict(zip(self.table.ids, self.read_count.tolist(), strict=True)),
         }
 
+    async def _supervise(self) -> None:
+        """READY once sources are connected; pet the systemd watchdog from the event loop itself,
+        so a loop that hangs stops petting and systemd restarts the daemon."""
+        t0 = time.monotonic()
+        ready = False
+        interval = self.notifier.watchdog_interval_s() or 5.0
+        while True:
+            if not ready:
+                down = [n for n, s in self.source_stats.items() if not s.connected]
+                if not down or time.monotonic() - t0 > READY_TIMEOUT_S:
+                    status = "all sources connected" if not down else f"not connected: {', '.join(down[:10])}"
+                    self.notifier.ready(status=status)
+                    ready = True
+            self.notifier.watchdog()
+            await asyncio.sleep(min(interval / 2.0, 1.0) if not ready else interval / 2.0)
+
     async def run(self, stop: asyncio.Event) -> None:
         self.cfg.state_dir.mkdir(parents=True, exist_ok=True)
         # Compile (or load from cache) the kernel before the first frame arrives.
@@ -231,7 +255,9 @@ class EdgeGateway:
             async with asyncio.TaskGroup() as tg:
                 tasks = [tg.create_task(coro, name=name) for name, coro in self._make_sources()]
                 tasks.append(tg.create_task(self._flush_loop(), name="flush"))
+                tasks.append(tg.create_task(self._supervise(), name="supervise"))
                 await stop.wait()
+                self.notifier.stopping()
                 for t in tasks:
                     t.cancel()
         finally:
@@ -249,26 +275,79 @@ class EdgeGateway:
                 self.metrics_server.stop()
 
 
+async def serve(config_path: Path, cfg: EdgeConfig, plant: PlantConfig, notifier: Notifier) -> None:
+    """Run gateways until SIGTERM; SIGHUP swaps in a new gateway only if the new config validates.
+
+    A reload is atomic: the new file is validated completely (offline) while the running
+    gateway carries on; a bad file is rejected with its errors and changes nothing. A good one
+    stops the sources, flushes and hands over to a gateway built from the new config.
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    hup = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, hup.set)
+    reload_failures = 0
+    while True:
+        gateway = EdgeGateway(cfg, plant, notifier=notifier)
+        failures = gateway.metrics.counter("config_reload_failures_total", "SIGHUP reloads rejected")
+        failures.set(reload_failures)
+        ended = asyncio.Event()
+        accepted: list[tuple[EdgeConfig, PlantConfig]] = []
+
+        async def end_on_stop(ended: asyncio.Event = ended) -> None:
+            await stop.wait()
+            ended.set()
+
+        async def end_on_valid_reload(
+            ended: asyncio.Event = ended,
+            accepted: list[tuple[EdgeConfig, PlantConfig]] = accepted,
+            failures: Metric = failures,
+        ) -> None:
+            nonlocal reload_failures
+            while True:
+                await hup.wait()
+                hup.clear()
+                try:
+                    accepted.append(await asyncio.to_thread(load_edge, config_path))
+                except ConfigError as exc:
+                    reload_failures += 1
+                    failures.set(reload_failures)
+                    log.error("reload rejected, the running config carries on:\n%s", exc.report())
+                    continue
+                log.info("reload: new config is valid, switching over")
+                ended.set()
+                return
+
+        watchers = [
+            asyncio.create_task(end_on_stop(), name="watch-stop"),
+            asyncio.create_task(end_on_valid_reload(), name="watch-reload"),
+        ]
+        try:
+            await gateway.run(ended)
+        finally:
+            for w in watchers:
+                w.cancel()
+        if stop.is_set() or not accepted:
+            return
+        notifier.status("reloading configuration")
+        cfg, plant = accepted[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="plantwire edge", description="Run the edge gateway daemon.")
     parser.add_argument("config", type=Path)
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-json", action="store_true", help="one JSON object per log line")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_level, json=args.log_json)
     try:
         cfg, plant = load_edge(args.config)
     except ConfigError as exc:
         print(exc.report(), file=sys.stderr)
         return 2
-    gateway = EdgeGateway(cfg, plant)
-
-    async def _run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await gateway.run(stop)
-
+    notifier = Notifier.from_env()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_run())
+        asyncio.run(serve(args.config, cfg, plant, notifier))
     return 0

@@ -312,3 +312,135 @@ def parse_topic(name: str) -> tuple[str, str, str]:
     if len(parts) != 5 or parts[0] != "plantwire" or parts[1] != "v1":
         raise WireError(f"topic: {name!r} is not plantwire/v1/<site>/<gateway>/<lane>")
     return parts[2], parts[3], parts[4]
+
+
+# -- ack watermark (cloud -> edge) and events lane (edge -> cloud): small JSON control messages --
+
+ACK_VERSION = 1
+MAX_ACK_RANGES = 1024
+MAX_CONTROL_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """What the cloud holds durably (in InfluxDB) of one gateway boot epoch.
+
+    ``watermark``: every sequence number ``<= watermark`` is durable (``-1``: none yet).
+    ``ranges``: further durable inclusive ``(lo, hi)`` ranges above the watermark, ascending and
+    disjoint, so the edge can free records that arrived out of order (replays behind live data)
+    while one batch below them is still missing. At most MAX_ACK_RANGES are sent (the lowest);
+    a record not covered stays in the edge's log and is re-sent, which is harmless.
+    Published at QoS 1 on ``topic(site, gateway, "ack")``, retained (a restarted edge learns the
+    state at once), after every durable write and at least every few seconds; one message per
+    (gateway, boot epoch) with records in flight, so an edge replaying an older epoch's records
+    gets acks for them too.
+    """
+
+    gateway: str
+    boot_epoch_ns: int
+    watermark: int
+    ranges: tuple[tuple[int, int], ...] = ()
+
+    def covers(self, seq: int) -> bool:
+        if seq <= self.watermark:
+            return True
+        return any(lo <= seq <= hi for lo, hi in self.ranges)
+
+
+def encode_ack(ack: Ack) -> bytes:
+    doc = {
+        "v": ACK_VERSION,
+        "gateway": ack.gateway,
+        "boot_epoch_ns": ack.boot_epoch_ns,
+        "watermark": ack.watermark,
+        "ranges": [[lo, hi] for lo, hi in ack.ranges[:MAX_ACK_RANGES]],
+    }
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _json_object(payload: bytes, what: str) -> dict:
+    if len(payload) > MAX_CONTROL_BYTES:
+        raise WireError(f"{what}: payload of {len(payload)} bytes exceeds {MAX_CONTROL_BYTES}")
+    try:
+        doc = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise WireError(f"{what}: not JSON ({e})") from None
+    if not isinstance(doc, dict):
+        raise WireError(f"{what}: expected a JSON object")
+    return doc
+
+
+def _int_field(doc: dict, key: str, what: str) -> int:
+    v = doc.get(key)
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise WireError(f"{what}.{key}: expected an integer, got {v!r}")
+    return v
+
+
+def decode_ack(payload: bytes) -> Ack:
+    doc = _json_object(payload, "ack")
+    if doc.get("v") != ACK_VERSION:
+        raise WireError(f"ack.v: unsupported version {doc.get('v')!r}")
+    gateway = doc.get("gateway")
+    if not isinstance(gateway, str) or not gateway:
+        raise WireError("ack.gateway: expected a non-empty string")
+    raw_ranges = doc.get("ranges", [])
+    if not isinstance(raw_ranges, list) or len(raw_ranges) > MAX_ACK_RANGES:
+        raise WireError(f"ack.ranges: expected a list of at most {MAX_ACK_RANGES} [lo, hi] pairs")
+    ranges: list[tuple[int, int]] = []
+    for i, r in enumerate(raw_ranges):
+        if (
+            not isinstance(r, list)
+            or len(r) != 2
+            or not all(isinstance(x, int) and not isinstance(x, bool) for x in r)
+            or r[0] > r[1]
+        ):
+            raise WireError(f"ack.ranges[{i}]: expected [lo, hi] integers with lo <= hi, got {r!r}")
+        ranges.append((r[0], r[1]))
+    return Ack(
+        gateway=gateway,
+        boot_epoch_ns=_int_field(doc, "boot_epoch_ns", "ack"),
+        watermark=_int_field(doc, "watermark", "ack"),
+        ranges=tuple(ranges),
+    )
+
+
+EVENTS_VERSION = 1
+EVENT_TYPES = ("alarm", "health")
+
+
+def encode_events(gateway: str, boot_epoch_ns: int, events: list[dict]) -> bytes:
+    """Events lane payload: JSON ``{"v", "gateway", "boot_epoch_ns", "events": [...]}``.
+
+    Each event is a flat object with ``type``:
+
+    - ``alarm``: ``state`` ("open"|"closed"), ``kind`` (detector: ewma, cusum, stuck, rate, limit,
+      machine, ...), ``signal`` and/or ``machine``, ``start_ns``, ``end_ns`` (null while open),
+      ``peak`` score in [0, 1].
+    - ``health``: ``machine``, ``ts_ns``, ``health`` in [0, 1] (1 healthy), ``rul`` and its band
+      ``rul_low``/``rul_high`` (in the model's unit, cycles or seconds; null when unknown).
+
+    Events are rare (hysteresis and debounce on the edge), so JSON's size does not matter and
+    keeps the lane readable with mosquitto_sub.
+    """
+    for i, ev in enumerate(events):
+        if ev.get("type") not in EVENT_TYPES:
+            raise WireError(f"events[{i}].type: expected one of {EVENT_TYPES}, got {ev.get('type')!r}")
+    doc = {"v": EVENTS_VERSION, "gateway": gateway, "boot_epoch_ns": boot_epoch_ns, "events": events}
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+
+
+def decode_events(payload: bytes) -> tuple[str, int, list[dict]]:
+    doc = _json_object(payload, "events")
+    if doc.get("v") != EVENTS_VERSION:
+        raise WireError(f"events.v: unsupported version {doc.get('v')!r}")
+    gateway = doc.get("gateway")
+    if not isinstance(gateway, str) or not gateway:
+        raise WireError("events.gateway: expected a non-empty string")
+    events = doc.get("events")
+    if not isinstance(events, list):
+        raise WireError("events.events: expected a list")
+    for i, ev in enumerate(events):
+        if not isinstance(ev, dict) or ev.get("type") not in EVENT_TYPES:
+            raise WireError(f"events.events[{i}].type: expected one of {EVENT_TYPES}")
+    return gateway, _int_field(doc, "boot_epoch_ns", "events"), events

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -155,3 +157,35 @@ def test_topic_round_trip() -> None:
     assert wire.parse_topic(wire.topic("site-a", "gw-1", "telemetry")) == ("site-a", "gw-1", "telemetry")
     with pytest.raises(wire.WireError):
         wire.parse_topic("plantwire/v2/a/b/c")
+
+
+def test_ack_round_trip_and_coverage() -> None:
+    ack = wire.Ack(gateway="gw-1", boot_epoch_ns=123, watermark=7, ranges=((10, 12), (20, 20)))
+    back = wire.decode_ack(wire.encode_ack(ack))
+    assert back == ack
+    assert [s for s in range(25) if back.covers(s)] == [0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 20]
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        (b"not json", "ack: not JSON"),
+        (b"[]", "ack: expected a JSON object"),
+        (b'{"v":2}', "ack.v"),
+        (b'{"v":1,"gateway":"g","boot_epoch_ns":1,"watermark":"3"}', "ack.watermark"),
+        (b'{"v":1,"gateway":"g","boot_epoch_ns":1,"watermark":3,"ranges":[[5,4]]}', "ack.ranges[0]"),
+    ],
+)
+def test_bad_ack_names_field(payload: bytes, field: str) -> None:
+    with pytest.raises(wire.WireError, match=re.escape(field)):
+        wire.decode_ack(payload)
+
+
+def test_events_round_trip_and_bad_type() -> None:
+    evs = [{"type": "alarm", "state": "open", "kind": "ewma", "signal": "m.s", "start_ns": 1, "end_ns": None,
+            "peak": 0.9}]
+    assert wire.decode_events(wire.encode_events("gw", 5, evs)) == ("gw", 5, evs)
+    with pytest.raises(wire.WireError, match=r"events\[0\]\.type"):
+        wire.encode_events("gw", 5, [{"type": "bogus"}])
+    with pytest.raises(wire.WireError, match=r"events\.events"):
+        wire.decode_events(b'{"v":1,"gateway":"g","boot_epoch_ns":1,"events":{}}')
