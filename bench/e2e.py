@@ -5,7 +5,10 @@ per second over the measured window), samples lost (read by the edge but not in 
 end), p50/p99 sample-to-InfluxDB latency (from the ingestor's latency histogram), CPU seconds and
 CPU µs per sample per component, peak RSS per component, and bytes per sample on the wire.
 
-    .venv/bin/python bench/e2e.py --config configs/demo --duration 120 --rate 1
+    .venv/bin/python bench/e2e.py --config configs/demo --duration 180 --rates 1:1,2:1,5:1,10:1 --naive-rates 1:1
+
+Per rate one JSON line for plantwire; where the naive baseline (bench/naive.py) runs too, one line for it
+and one with the naive/plantwire CPU-per-sample ratio per component and in total.
 
 A warm-up (start-up, numba compilation, first subscription burst) is excluded from the window.
 """
@@ -65,10 +68,17 @@ def _scrape_raw(port: int) -> dict[str, float]:
     return out
 
 
+NAIVE = [sys.executable, str(ROOT / "bench" / "naive.py")]
+
+
 def run(
-    config: Path, duration_s: float, rate: float, opcua_rate: float, warmup_s: float, state: Path
+    config: Path, duration_s: float, rate: float, opcua_rate: float, warmup_s: float, state: Path,
+    naive: bool = False,
 ) -> dict[str, Any]:
-    pipe = Pipeline(config, state, modbus_rate_hz=rate, opcua_rate_hz=opcua_rate)
+    argv: dict[str, Any] = {}
+    if naive:
+        argv = {"edge_argv": [*NAIVE, "gateway"], "ingest_argv": [*NAIVE, "ingest"]}
+    pipe = Pipeline(config, state, modbus_rate_hz=rate, opcua_rate_hz=opcua_rate, **argv)
     try:
         t_start = time.monotonic()
         pipe.start(timeout_s=300)
@@ -94,6 +104,7 @@ def run(
     p50 = _quantile_from_histogram(raw_ingest, 0.50)
     p99 = _quantile_from_histogram(raw_ingest, 0.99)
     return {
+        "variant": "naive" if naive else "plantwire",
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": f"{platform.machine()} {platform.node()} nproc={__import__('os').cpu_count()}",
         "config": str(config),
@@ -114,19 +125,46 @@ def run(
         "cpu_us_per_sample": {n: round(c / max(read, 1) * 1e6, 2) for n, c in cpu.items()},
         "peak_rss_mb": {n: round(s.rss_peak_bytes / 2**20, 1) for n, s in samples.items()},
         "wire_bytes_per_sample": round(edge.get("bytes_published", 0) / max(edge.get("samples_published", 1), 1), 2),
+        "wal_bytes_per_sample": round(edge["wal_bytes_written"] / max(edge.get("samples_published", 1), 1), 2)
+        if "wal_bytes_written" in edge
+        else None,
+        "cpu_us_per_sample_total": round(sum(cpu.values()) / max(read, 1) * 1e6, 2),
     }
+
+
+def speedup(plantwire: dict[str, Any], naive: dict[str, Any]) -> dict[str, Any]:
+    """Naive CPU per sample over plantwire's, per component and in total (higher is better)."""
+    out: dict[str, Any] = {}
+    for name, ours in plantwire["cpu_us_per_sample"].items():
+        theirs = naive["cpu_us_per_sample"].get(name)
+        if theirs is not None and ours > 0:
+            out[name] = round(theirs / ours, 1)
+    a, b = plantwire["cpu_us_per_sample_total"], naive["cpu_us_per_sample_total"]
+    out["total"] = round(b / a, 1) if a > 0 else None
+    out["end_to_end_rate"] = round(
+        plantwire["samples_per_s_end_to_end"] / max(naive["samples_per_s_end_to_end"], 1e-9), 2
+    )
+    return {"variant": "speedup", "modbus_rate_hz": plantwire["modbus_rate_hz"], "cpu_per_sample": out}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", type=Path, default=ROOT / "configs" / "demo")
-    p.add_argument("--duration", type=float, default=120.0, help="measured window in seconds")
-    p.add_argument("--rate", type=float, default=1.0, help="Modbus sample rate (Hz)")
-    p.add_argument("--opcua-rate", type=float, default=1.0, help="OPC-UA sample rate (Hz)")
+    p.add_argument("--duration", type=float, default=180.0, help="measured window per rate, in seconds")
+    p.add_argument("--rates", default="1:1,2:1,5:1,10:1", help="comma-separated MODBUS_HZ:OPCUA_HZ pairs")
+    p.add_argument("--naive-rates", default="1:1", help="rates at which to also run bench/naive.py ('' for none)")
     p.add_argument("--warmup", type=float, default=15.0)
     p.add_argument("--state-dir", type=Path, default=ROOT / "state" / "bench-e2e")
     a = p.parse_args()
-    print(json.dumps(run(a.config, a.duration, a.rate, a.opcua_rate, a.warmup, a.state_dir)), flush=True)
+    naive_rates = {r for r in a.naive_rates.split(",") if r}
+    for pair in a.rates.split(","):
+        mb, ua = (float(x) for x in pair.split(":"))
+        ours = run(a.config, a.duration, mb, ua, a.warmup, a.state_dir / f"plantwire-{pair}")
+        print(json.dumps(ours), flush=True)
+        if pair in naive_rates:
+            theirs = run(a.config, a.duration, mb, ua, a.warmup, a.state_dir / f"naive-{pair}", naive=True)
+            print(json.dumps(theirs), flush=True)
+            print(json.dumps(speedup(ours, theirs)), flush=True)
     return 0
 
 

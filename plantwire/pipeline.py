@@ -78,8 +78,14 @@ class Pipeline:
         seed: int = 0,
         broker: tuple[str, int] | None = None,
         influx_url: str | None = None,
+        edge_argv: list[str] | None = None,
+        ingest_argv: list[str] | None = None,
     ) -> None:
+        """``edge_argv``/``ingest_argv`` replace ``python -m plantwire.cli edge|ingest`` (the config path is
+        appended); bench/e2e.py runs the naive baseline this way against the same servers."""
         self.config_dir = config_dir
+        self.edge_argv = edge_argv
+        self.ingest_argv = ingest_argv
         self.state_dir = state_dir.resolve()
         self.logs = self.state_dir / "logs"
         self.modbus_rate_hz = modbus_rate_hz
@@ -124,11 +130,11 @@ class Pipeline:
         cloud_path.write_text(yaml.safe_dump(cloud, sort_keys=False))
         return plant_path, edge_path, cloud_path
 
-    def _spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, *args: str, argv: list[str] | None = None) -> subprocess.Popen[bytes]:
         self.logs.mkdir(parents=True, exist_ok=True)
         log = open(self.logs / f"{name}.log", "ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "plantwire.cli", *args],
+            [*argv, *args[1:]] if argv else [sys.executable, "-m", "plantwire.cli", *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -177,8 +183,8 @@ class Pipeline:
             if time.monotonic() > deadline:
                 raise TimeoutError("simulator did not become ready")
             time.sleep(0.1)
-        self._spawn("ingest", "ingest", str(cloud_path))
-        self._spawn("edge", "edge", str(edge_path))
+        self._spawn("ingest", "ingest", str(cloud_path), argv=self.ingest_argv)
+        self._spawn("edge", "edge", str(edge_path), argv=self.edge_argv)
         while True:
             self._check_alive("edge")
             self._check_alive("ingest")
