@@ -1,0 +1,574 @@
+"""The edge write-ahead log: every encoded batch is on disk before it is published, and leaves only when acked.
+
+Layout: ``state_dir/wal/<id:020d>.wal`` segment files, appended to one at a time, each starting with
+an 8-byte file header (``b"PWWAL\\x00\\x01\\x00"``) and then records::
+
+    magic     2s  b"PR"
+    version   B   1
+    lane      B   Lane (1 telemetry, 2 events)
+    length    I   payload bytes
+    crc       I   zlib.crc32 over the other 36 header bytes and the payload
+    epoch     q   boot_epoch_ns of the batch
+    seq       Q   per-gateway sequence number
+    n         I   samples in the batch
+    wall_ns   q   wall-clock time of the append (the age bound is measured from it)
+    payload   length bytes (wire.encode_batch output, published as is)
+
+Behaviour an operator relies on, and why:
+
+- **Group commit.** ``append`` writes with one ``os.writev`` (the page cache has it at once, a crash
+  of the process loses nothing); ``sync()`` makes it survive power loss and is called every
+  ``fsync_interval_ms`` by the forwarder, off the event loop. A power cut loses at most that window.
+- **Torn tails are cut, counted and logged.** On open every segment is scanned; at the first record
+  whose header, length or CRC does not check out the file is truncated there (a power cut mid-write
+  leaves exactly that). Records behind a corrupt one in the same segment are lost with it: their
+  bytes are counted in ``torn_bytes``. Appending always starts a fresh segment after a restart.
+- **Freed only when acked.** ``ack_covered`` frees the records an :class:`plantwire.wire.Ack` covers
+  (the cloud holds them in InfluxDB), ``free`` frees one record (events: on PUBACK). A segment file is
+  deleted once none of its records is live. Freed state is kept in memory only: after a restart the
+  still-present records of a partly acked segment are replayed once more, which is harmless because
+  the cloud's writes are idempotent (series + timestamp), and the retained ack usually frees them first.
+- **Bounds drop the oldest, counted.** Over ``max_bytes`` the oldest whole segment goes (the active one
+  never does); older than ``max_age_s`` a record goes. Every drop adds to ``dropped_records`` and
+  ``dropped_samples`` and logs one line per decision, never per record.
+- **Thread-safe.** The event loop appends and reads, paho's thread frees on acks, a worker thread
+  fsyncs; one lock guards the index, held only for in-memory work and short ``os`` calls (never while
+  calling into paho). The index holds one small object per batch (not per sample).
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import enum
+import logging
+import os
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["FILE_HEADER", "RECORD_HEADER", "Lane", "Record", "Spool", "SpoolError", "SpoolSettings", "SpoolStats"]
+
+log = logging.getLogger(__name__)
+
+FILE_HEADER = b"PWWAL\x00\x01\x00"
+RECORD_MAGIC = b"PR"
+RECORD_VERSION = 1
+#: magic, version, lane, length, crc, epoch, seq, n, wall_ns
+RECORD_HEADER = struct.Struct("<2sBBIIqQIq")
+#: A header claiming a longer payload is treated as corrupt (wire.MAX_SAMPLES x 21 bytes fits easily).
+MAX_RECORD_BYTES = 64 * 1024 * 1024
+_SUFFIX = ".wal"
+
+
+class SpoolError(RuntimeError):
+    """The log cannot be used (state directory not writable, a record larger than the limit)."""
+
+
+class Lane(enum.IntEnum):
+    TELEMETRY = 1
+    EVENTS = 2
+
+
+class SpoolSettings(BaseModel):
+    """Write-ahead log and forwarding settings (embedded in EdgeConfig as ``spool``).
+
+    Defaults are sized for the demo plant (15,000 signals at 1 Hz, ~2.5 bytes per sample in the log,
+    see bench/RESULTS.md): 4 GiB holds about 30 hours of broker or cloud outage, a long weekend needs
+    ~12 GiB. The age bound equals the broker session expiry: older data is of little use to anyone.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_bytes: int = Field(default=4 * 1024**3, ge=64 * 1024, description="disk space the log may use")
+    max_age_s: float = Field(default=7 * 86400.0, gt=0, description="records older than this are dropped")
+    segment_bytes: int = Field(default=16 * 1024**2, ge=4096, description="size at which a segment is closed")
+    fsync_interval_ms: int = Field(default=200, ge=1, le=60_000, description="group-commit interval")
+    resend_timeout_s: float = Field(default=60.0, gt=0, description="re-send if not acked after this")
+    replay_rate_samples_per_s: int = Field(default=150_000, ge=1, description="rate cap of the back-log replay")
+
+    @model_validator(mode="after")
+    def _segment_fits(self) -> Self:
+        if self.segment_bytes * 4 > self.max_bytes:
+            raise ValueError(
+                f"segment_bytes ({self.segment_bytes}) must be at most a quarter of max_bytes ({self.max_bytes}), "
+                "since the bytes bound drops whole segments"
+            )
+        return self
+
+
+@dataclass(slots=True)
+class Record:
+    """Where one live batch is and what the forwarder did with it (one object per batch, not per sample)."""
+
+    lane: Lane
+    epoch: int
+    seq: int
+    n: int
+    wall_ns: int
+    segment: int
+    offset: int  # of the payload in the segment file
+    length: int
+    sent_s: float = 0.0  # monotonic time of the last publish; 0.0 = not yet sent by this process
+    sends: int = 0
+
+    @property
+    def key(self) -> tuple[int, int, int]:
+        return (int(self.lane), self.epoch, self.seq)
+
+
+@dataclass(slots=True)
+class SpoolStats:
+    bytes: int = 0  # segment files on disk
+    segments: int = 0
+    records: int = 0  # live (unacked) records
+    samples: int = 0  # live samples
+    appended_records: int = 0
+    appended_samples: int = 0
+    appended_bytes: int = 0
+    acked_records: int = 0
+    acked_samples: int = 0
+    dropped_records: int = 0  # forced out by the bounds (bytes or age), oldest first
+    dropped_samples: int = 0
+    dropped_bytes_bound_records: int = 0
+    dropped_age_bound_records: int = 0
+    recovered_records: int = 0  # live records found on open
+    recovered_samples: int = 0
+    torn_cuts: int = 0  # segments cut at a torn or corrupt record on open
+    torn_bytes: int = 0
+    syncs: int = 0
+    sync_s: float = 0.0  # time spent in fsync
+
+
+@dataclass(slots=True)
+class _Segment:
+    id: int
+    path: Path
+    size: int
+    live: int = 0
+    keys: list[tuple[int, int, int]] | None = None
+
+
+class _Chain:
+    """The live records of one (lane, epoch) in sequence order, with lazy deletion.
+
+    ``seqs`` is ascending (a gateway's sequence numbers only grow within a boot epoch); freed entries
+    stay in ``seqs`` until the head passes them, so freeing by watermark costs only what it frees.
+    """
+
+    __slots__ = ("head", "live", "seqs")
+
+    def __init__(self) -> None:
+        self.seqs: list[int] = []
+        self.head = 0
+        self.live: dict[int, Record] = {}
+
+    def add(self, rec: Record) -> None:
+        if self.seqs and rec.seq <= self.seqs[-1]:
+            bisect.insort(self.seqs, rec.seq, lo=self.head)  # out of order (rare: a rescan); keep sorted
+        else:
+            self.seqs.append(rec.seq)
+        self.live[rec.seq] = rec
+
+    def compact(self) -> None:
+        while self.head < len(self.seqs) and self.seqs[self.head] not in self.live:
+            self.head += 1
+        if self.head > 4096 and self.head * 2 > len(self.seqs):
+            del self.seqs[: self.head]
+            self.head = 0
+
+    def first(self) -> Record | None:
+        self.compact()
+        return self.live[self.seqs[self.head]] if self.head < len(self.seqs) else None
+
+    def iter_live(self) -> Iterator[Record]:
+        for s in self.seqs[self.head :]:
+            rec = self.live.get(s)
+            if rec is not None:
+                yield rec
+
+    def range(self, lo: int, hi: int) -> list[Record]:
+        i = bisect.bisect_left(self.seqs, lo, lo=self.head)
+        j = bisect.bisect_right(self.seqs, hi, lo=i)
+        return [r for s in self.seqs[i:j] if (r := self.live.get(s)) is not None]
+
+
+def _crc(header: bytes, payload: bytes | memoryview) -> int:
+    return zlib.crc32(payload, zlib.crc32(header[12:], zlib.crc32(header[:8])))
+
+
+class Spool:
+    """A segmented, CRC-checked, bounded write-ahead log of encoded batches under ``state_dir/wal``.
+
+    Opening scans and repairs what is on disk (see the module docstring); ``close()`` syncs and
+    closes. ``clock_ns`` (wall clock) is injectable so tests can age records without sleeping.
+    """
+
+    def __init__(
+        self, settings: SpoolSettings, state_dir: Path, *, clock_ns: Callable[[], int] = time.time_ns
+    ) -> None:
+        self.settings = settings
+        self.dir = Path(state_dir) / "wal"
+        self.stats = SpoolStats()
+        self._clock_ns = clock_ns
+        self._lock = threading.RLock()
+        self._segments: dict[int, _Segment] = {}  # insertion order = age
+        self._chains: dict[tuple[int, int], _Chain] = {}  # (lane, epoch) -> chain, insertion order = age
+        self._read_fds: dict[int, int] = {}
+        self._fd = -1
+        self._active: _Segment | None = None
+        self._dirty = False
+        self._closed = False
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SpoolError(f"spool: cannot create {self.dir}: {exc}") from exc
+        self._recover()
+        self._rotate()
+
+    # -- opening ----------------------------------------------------------------------------------
+    def _recover(self) -> None:
+        paths = sorted(p for p in self.dir.iterdir() if p.suffix == _SUFFIX and p.stem.isdigit())
+        for p in self.dir.iterdir():
+            if p.suffix == ".tmp":
+                p.unlink(missing_ok=True)
+        for path in paths:
+            seg = _Segment(int(path.stem), path, 0, 0, [])
+            data = path.read_bytes()
+            good = self._scan(seg, data)
+            if good < len(data):
+                self.stats.torn_cuts += 1
+                self.stats.torn_bytes += len(data) - good
+                log.warning(
+                    "spool: %s: torn or corrupt record at byte %d, cut %d bytes (records behind it are lost)",
+                    path, good, len(data) - good,
+                )
+                if good <= len(FILE_HEADER):
+                    good = 0
+                with open(path, "r+b") as f:
+                    f.truncate(good)
+                    os.fsync(f.fileno())
+            seg.size = good
+            if seg.live == 0:
+                path.unlink()
+                continue
+            self._segments[seg.id] = seg
+            self.stats.bytes += seg.size
+        self.stats.segments = len(self._segments)
+        if self.stats.recovered_records:
+            log.info(
+                "spool: %d unacked records (%d samples) found in %d segments of %s",
+                self.stats.recovered_records, self.stats.recovered_samples, len(self._segments), self.dir,
+            )
+
+    def _scan(self, seg: _Segment, data: bytes) -> int:
+        """Index the good records of one segment; return the offset of the first bad byte (or the end)."""
+        if data[: len(FILE_HEADER)] != FILE_HEADER:
+            return 0
+        mv = memoryview(data)
+        pos = len(FILE_HEADER)
+        hs = RECORD_HEADER.size
+        while pos < len(data):
+            if pos + hs > len(data):
+                return pos
+            header = data[pos : pos + hs]
+            magic, version, lane, length, crc, epoch, seq, n, wall_ns = RECORD_HEADER.unpack(header)
+            if magic != RECORD_MAGIC or version != RECORD_VERSION or lane not in (1, 2):
+                return pos
+            if length > MAX_RECORD_BYTES or pos + hs + length > len(data):
+                return pos
+            if _crc(header, mv[pos + hs : pos + hs + length]) != crc:
+                return pos
+            rec = Record(Lane(lane), epoch, seq, n, wall_ns, seg.id, pos + hs, length)
+            self._index(rec, seg)
+            self.stats.recovered_records += 1
+            self.stats.recovered_samples += n
+            pos += hs + length
+        return pos
+
+    def _index(self, rec: Record, seg: _Segment) -> None:
+        chain = self._chains.get((rec.lane, rec.epoch))
+        if chain is None:
+            chain = self._chains[(rec.lane, rec.epoch)] = _Chain()
+        old = chain.live.get(rec.seq)
+        if old is not None:  # the same batch twice (a re-append after a crash): the newer copy wins
+            self._unindex(old)
+            log.warning("spool: record lane=%d epoch=%d seq=%d appears twice; keeping the newer", *old.key)
+        chain.add(rec)
+        seg.live += 1
+        assert seg.keys is not None
+        seg.keys.append(rec.key)
+        self.stats.records += 1
+        self.stats.samples += rec.n
+
+    def _unindex(self, rec: Record) -> None:
+        """Remove a live record from the index; delete its segment when nothing in it is live."""
+        chain = self._chains[(rec.lane, rec.epoch)]
+        del chain.live[rec.seq]
+        if not chain.live:
+            del self._chains[(rec.lane, rec.epoch)]
+        self.stats.records -= 1
+        self.stats.samples -= rec.n
+        seg = self._segments.get(rec.segment)
+        if seg is not None:
+            seg.live -= 1
+            if seg.live == 0 and seg is not self._active:
+                self._delete_segment(seg)
+
+    def _delete_segment(self, seg: _Segment) -> None:
+        self._segments.pop(seg.id, None)
+        fd = self._read_fds.pop(seg.id, None)
+        if fd is not None:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            seg.path.unlink()
+        self.stats.bytes -= seg.size
+        self.stats.segments = len(self._segments)
+
+    # -- writing ------------------------------------------------------------------------------------
+    def _rotate(self) -> None:
+        """Close the active segment (fsynced) and start a new one."""
+        old = self._active
+        if old is not None:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+            if old.live == 0:
+                self._delete_segment(old)
+        new_id = max(self._segments, default=0) + 1
+        path = self.dir / f"{new_id:020d}{_SUFFIX}"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o640)
+        except OSError as exc:
+            raise SpoolError(f"spool: cannot create segment {path}: {exc}") from exc
+        os.write(fd, FILE_HEADER)
+        os.fsync(fd)
+        dfd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(dfd)  # the new file's directory entry survives a power cut too
+        finally:
+            os.close(dfd)
+        seg = _Segment(new_id, path, len(FILE_HEADER), 0, [])
+        self._segments[new_id] = seg
+        self._active = seg
+        self._fd = fd
+        self.stats.bytes += seg.size
+        self.stats.segments = len(self._segments)
+
+    def append(self, payload: bytes, *, epoch: int, seq: int, n_samples: int, lane: Lane = Lane.TELEMETRY) -> Record:
+        """Write one batch to the log (page cache; durable at the next ``sync``) and index it as live.
+
+        Enforces the bytes bound first, so the log never exceeds ``max_bytes`` by more than one record.
+        Raises SpoolError for a payload over MAX_RECORD_BYTES or a failed write (disk full): the caller
+        decides whether to publish anyway; the record is then not in the log.
+        """
+        length = len(payload)
+        if length > MAX_RECORD_BYTES:
+            raise SpoolError(f"spool: record of {length} bytes exceeds MAX_RECORD_BYTES={MAX_RECORD_BYTES}")
+        with self._lock:
+            if self._closed:
+                raise SpoolError("spool: closed")
+            assert self._active is not None
+            seg_full = self._active.size + RECORD_HEADER.size + length > self.settings.segment_bytes
+            if seg_full and self._active.size > len(FILE_HEADER):
+                self._rotate()
+            self._enforce_bytes(RECORD_HEADER.size + length)
+            wall_ns = self._clock_ns()
+            header = bytearray(
+                RECORD_HEADER.pack(RECORD_MAGIC, RECORD_VERSION, int(lane), length, 0, epoch, seq, n_samples, wall_ns)
+            )
+            struct.pack_into("<I", header, 8, _crc(bytes(header), payload))
+            seg = self._active
+            try:
+                written = os.writev(self._fd, [header, payload])
+            except OSError as exc:
+                raise SpoolError(f"spool: write to {seg.path} failed: {exc}") from exc
+            if written != len(header) + length:
+                # A short write (disk full mid-record): cut it so the file stays a clean sequence of records.
+                os.ftruncate(self._fd, seg.size)
+                raise SpoolError(f"spool: short write to {seg.path} ({written} of {len(header) + length} bytes)")
+            rec = Record(lane, epoch, seq, n_samples, wall_ns, seg.id, seg.size + len(header), length)
+            seg.size += written
+            self.stats.bytes += written
+            self._index(rec, seg)
+            self._dirty = True
+            self.stats.appended_records += 1
+            self.stats.appended_samples += n_samples
+            self.stats.appended_bytes += written
+            return rec
+
+    def sync(self) -> None:
+        """fsync what was appended since the last call (group commit); safe to call from any thread."""
+        with self._lock:
+            if not self._dirty or self._fd < 0:
+                return
+            fd = os.dup(self._fd)  # a rotation may close the original while we fsync outside the lock
+            self._dirty = False
+        t0 = time.perf_counter()
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        dt = time.perf_counter() - t0
+        with self._lock:
+            self.stats.syncs += 1
+            self.stats.sync_s += dt
+
+    # -- bounds -------------------------------------------------------------------------------------
+    def _enforce_bytes(self, incoming: int) -> None:
+        limit = self.settings.max_bytes
+        if self.stats.bytes + incoming <= limit:
+            return
+        recs = samples = segs = 0
+        for seg in list(self._segments.values()):
+            if self.stats.bytes + incoming <= limit or seg is self._active:
+                break
+            r, s = self._drop_segment(seg)
+            recs, samples, segs = recs + r, samples + s, segs + 1
+        self.stats.dropped_bytes_bound_records += recs
+        log.error(
+            "spool: over max_bytes=%d: dropped the %d oldest segments, %d unacked records, %d samples",
+            limit, segs, recs, samples,
+        )
+
+    def _drop_segment(self, seg: _Segment) -> tuple[int, int]:
+        recs = samples = 0
+        for lane, epoch, seq in seg.keys or ():
+            chain = self._chains.get((lane, epoch))
+            rec = chain.live.get(seq) if chain is not None else None
+            if rec is not None and rec.segment == seg.id:
+                recs += 1
+                samples += rec.n
+                self._unindex(rec)  # deletes the segment with its last live record
+        if seg.id in self._segments:
+            self._delete_segment(seg)
+        self.stats.dropped_records += recs
+        self.stats.dropped_samples += samples
+        return recs, samples
+
+    def enforce_age(self) -> tuple[int, int]:
+        """Drop live records older than ``max_age_s`` (oldest first); returns (records, samples) dropped."""
+        cutoff = self._clock_ns() - int(self.settings.max_age_s * 1e9)
+        recs = samples = 0
+        with self._lock:
+            for chain in list(self._chains.values()):
+                while (rec := chain.first()) is not None and rec.wall_ns < cutoff:
+                    recs += 1
+                    samples += rec.n
+                    self._unindex(rec)
+            if recs:
+                self.stats.dropped_records += recs
+                self.stats.dropped_samples += samples
+                self.stats.dropped_age_bound_records += recs
+        if recs:
+            log.error(
+                "spool: %d unacked records (%d samples) older than max_age_s=%g dropped",
+                recs, samples, self.settings.max_age_s,
+            )
+        return recs, samples
+
+    # -- acknowledgement ---------------------------------------------------------------------------
+    def free(self, rec: Record) -> bool:
+        """Free one record (delivered); False if it was already gone."""
+        with self._lock:
+            chain = self._chains.get((rec.lane, rec.epoch))
+            if chain is None or chain.live.get(rec.seq) is not rec:
+                return False
+            self._unindex(rec)
+            self.stats.acked_records += 1
+            self.stats.acked_samples += rec.n
+            return True
+
+    def ack_covered(
+        self, epoch: int, watermark: int, ranges: tuple[tuple[int, int], ...] = (), lane: Lane = Lane.TELEMETRY
+    ) -> tuple[int, int]:
+        """Free the records of ``epoch`` with seq <= watermark or inside a range; returns (records, samples)."""
+        recs = samples = 0
+        with self._lock:
+            chain = self._chains.get((int(lane), epoch))
+            if chain is None:
+                return 0, 0
+            while (rec := chain.first()) is not None and rec.seq <= watermark:
+                recs += 1
+                samples += rec.n
+                self._unindex(rec)
+                if (int(lane), epoch) not in self._chains:
+                    break
+            for lo, hi in ranges:
+                if (int(lane), epoch) not in self._chains:
+                    break
+                for rec in chain.range(lo, hi):
+                    recs += 1
+                    samples += rec.n
+                    self._unindex(rec)
+            self.stats.acked_records += recs
+            self.stats.acked_samples += samples
+        return recs, samples
+
+    # -- reading ------------------------------------------------------------------------------------
+    def read(self, rec: Record) -> bytes:
+        """The payload of a live record (for re-sending), CRC-checked again; raises SpoolError if damaged."""
+        with self._lock:
+            fd = self._read_fds.get(rec.segment)
+            if fd is None:
+                seg = self._segments.get(rec.segment)
+                if seg is None:
+                    raise SpoolError(f"spool: segment {rec.segment} of record {rec.key} is gone")
+                fd = self._read_fds[rec.segment] = os.open(seg.path, os.O_RDONLY)
+            hs = RECORD_HEADER.size
+            data = os.pread(fd, hs + rec.length, rec.offset - hs)
+        header, payload = data[:hs], data[hs:]
+        if len(payload) != rec.length or RECORD_HEADER.unpack(header)[4] != _crc(header, payload):
+            raise SpoolError(f"spool: record {rec.key} in segment {rec.segment} fails its CRC on re-read")
+        return payload
+
+    def live(self, lane: Lane | None = None) -> list[Record]:
+        """Live records in (epoch, seq) order (older boot epochs first), optionally of one lane."""
+        with self._lock:
+            keys = sorted(k for k in self._chains if lane is None or k[0] == int(lane))
+            return [r for k in keys for r in self._chains[k].iter_live()]
+
+    def get(self, lane: Lane, epoch: int, seq: int) -> Record | None:
+        with self._lock:
+            chain = self._chains.get((int(lane), epoch))
+            return chain.live.get(seq) if chain is not None else None
+
+    def oldest_wall_ns(self) -> int | None:
+        """Append time of the oldest live record, or None when everything is acked."""
+        with self._lock:
+            firsts = [r.wall_ns for c in self._chains.values() if (r := c.first()) is not None]
+        return min(firsts) if firsts else None
+
+    def stats_dict(self) -> dict[str, float]:
+        with self._lock:
+            d: dict[str, float] = asdict(self.stats)
+        oldest = self.oldest_wall_ns()
+        d["oldest_unacked_age_s"] = 0.0 if oldest is None else max(0.0, (self._clock_ns() - oldest) / 1e9)
+        return d
+
+    def close(self) -> None:
+        """fsync and close; the log is reopened (and scanned) by a new Spool on the same directory."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._fd >= 0:
+                os.fsync(self._fd)
+                os.close(self._fd)
+                self._fd = -1
+            for fd in self._read_fds.values():
+                os.close(fd)
+            self._read_fds.clear()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
