@@ -7,10 +7,11 @@ read from environment variables or systemd credentials named here.
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from plantwire.configfile import ConfigError, read_yaml, validate
 from plantwire.plant import PlantConfig
@@ -45,11 +46,107 @@ class ModbusSettings(_Strict):
     connections_per_device: int = Field(default=1, ge=1, le=16)
 
 
+class OpcuaMode(enum.StrEnum):
+    """How a group of OPC-UA signals is acquired."""
+
+    SUBSCRIBE = "subscribe"  # monitored items; the server pushes changes (default)
+    POLL = "poll"  # bulk Read on wall-clock ticks (servers with poor subscription support, slow signals)
+
+
+class DeadbandType(enum.StrEnum):
+    """OPC-UA DataChangeFilter deadband (Part 4 7.22.2); ``percent`` needs an EURange on the server."""
+
+    NONE = "none"
+    ABSOLUTE = "absolute"
+    PERCENT = "percent"
+
+
+class SecurityMode(enum.StrEnum):
+    """OPC-UA message security mode; Sign and SignAndEncrypt use the Basic256Sha256 policy."""
+
+    NONE = "None"
+    SIGN = "Sign"
+    SIGN_AND_ENCRYPT = "SignAndEncrypt"
+
+
+class OpcuaGroup(_Strict):
+    """Acquisition settings for the signals whose id matches one of ``match`` (fnmatch patterns).
+
+    The first group that matches a signal wins; signals no group matches use the top-level
+    ``opcua`` settings. Unset fields inherit the top-level value.
+    """
+
+    name: str = ""
+    match: Annotated[list[str], Field(min_length=1)]
+    mode: OpcuaMode = OpcuaMode.SUBSCRIBE
+    publishing_interval_ms: int | None = Field(default=None, ge=10)
+    sampling_interval_ms: int | None = Field(default=None, ge=0)
+    queue_size: int | None = Field(default=None, ge=1)
+    deadband: DeadbandType | None = None
+    deadband_value: float | None = Field(default=None, ge=0)
+    poll_period_ms: int | None = Field(default=None, ge=10)
+
+
+class OpcuaSecurity(_Strict):
+    """Secure channel and user identity. Secrets never live here: only where to find them.
+
+    ``certificate`` (DER) and ``private_key`` (PEM) are generated (self-signed, 2048-bit RSA, one year)
+    on first run when absent; the server must then be told to trust the certificate (see
+    edge/sources/opcua_security.py). ``credentials_file`` is an environment file (``KEY=value``
+    lines, as systemd's EnvironmentFile) holding ``username_key`` and ``password_key``; without a
+    file, the process environment is used.
+    """
+
+    mode: SecurityMode = SecurityMode.NONE
+    policy: Literal["Basic256Sha256"] = "Basic256Sha256"
+    certificate: Path | None = None
+    private_key: Path | None = None
+    server_certificate: Path | None = Field(default=None, description="pin the server certificate (DER/PEM)")
+    application_uri: str = "urn:plantwire:edge"
+    credentials_file: Path | None = None
+    username_key: str | None = Field(default=None, description="variable naming the OPC-UA user name")
+    password_key: str | None = Field(default=None, description="variable naming the OPC-UA password")
+
+    @model_validator(mode="after")
+    def _paths_for_secure_modes(self) -> OpcuaSecurity:
+        if self.mode is not SecurityMode.NONE and (self.certificate is None or self.private_key is None):
+            raise ValueError(f"security mode {self.mode.value} needs certificate and private_key paths")
+        if (self.username_key is None) != (self.password_key is None):
+            raise ValueError("username_key and password_key go together")
+        return self
+
+
 class OpcuaSettings(_Strict):
+    """OPC-UA acquisition defaults, per-group overrides, limits, reconnect, watchdog and back-fill."""
+
     publishing_interval_ms: int = Field(default=1000, ge=10)
     sampling_interval_ms: int = Field(default=0, ge=0)
     max_items_per_subscription: int = Field(default=1000, ge=1)
     timeout_s: float = Field(default=10.0, gt=0)
+    queue_size: int | None = Field(default=None, ge=1, description="default: enough for one publishing interval")
+    deadband: DeadbandType = DeadbandType.NONE
+    deadband_value: float = Field(default=0.0, ge=0)
+    keepalive_count: int = Field(default=10, ge=1)
+    lifetime_count: int = Field(default=60, ge=3)
+    poll_period_ms: int = Field(default=1000, ge=10)
+    max_nodes_per_read: int = Field(default=1000, ge=1, description="also capped by the server's MaxNodesPerRead")
+    reads_in_flight: int = Field(default=4, ge=1, le=64)
+    reconnect_initial_s: float = Field(default=1.0, gt=0)
+    reconnect_max_s: float = Field(default=60.0, gt=0)
+    reconnect_jitter: float = Field(default=0.2, ge=0, lt=1)
+    watchdog_margin: float = Field(default=1.5, ge=1.0, description="silence tolerated, in keep-alive periods")
+    backfill: bool = True
+    backfill_max_s: float = Field(default=3600.0, ge=0, description="longest outage back-filled by HistoryRead")
+    groups: list[OpcuaGroup] = []
+    security: OpcuaSecurity = OpcuaSecurity()
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> OpcuaSettings:
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_initial_s")
+        if self.lifetime_count < 3 * self.keepalive_count:
+            raise ValueError("lifetime_count must be at least 3 x keepalive_count (OPC-UA Part 4 5.13.2)")
+        return self
 
 
 class DetectorSettings(_Strict):

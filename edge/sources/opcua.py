@@ -1,0 +1,674 @@
+"""OPC-UA acquisition: one ``OpcuaSource`` reads one server (asyncua client) and hands samples to a sink as columns.
+
+Behaviour a plant engineer relies on, and why:
+
+- **Subscriptions by default, one sink call per notification.** asyncua's per-item handler spawns
+  a task per value and its iterator queue drops under load (shared/MEASURED.md, traps 2). Here the
+  subscription callback is registered directly with asyncua's session publish loop: it receives
+  the whole ``PublishResult`` and turns each DataChangeNotification into numpy columns
+  (edge/sources/opcua_decode.py) with one ``sink(ts_ns, rows, values, quality)`` call. No client
+  queue exists, so none can drop. Client handles are SignalTable rows, so routing is an index.
+- **Groups.** ``settings.groups`` select signals by fnmatch pattern on the signal id; each group
+  has its own publishing and sampling interval, queue size and deadband, or is polled with bulk
+  Read instead (``mode: poll``). Signals no group matches use the top-level settings.
+- **Limits.** Subscriptions hold at most ``max_items_per_subscription`` items (common PLCs accept
+  about 1,000). CreateMonitoredItems calls are cut to the server's MaxMonitoredItemsPerCall and
+  Reads to MaxNodesPerRead (read from the server's OperationLimits at every connect; 0 or
+  unreadable means "no limit"). Every monitored-item result is checked: refused items are logged
+  once per connect by signal id with their status, kept in ``refused``, counted as errors, and
+  delivered as one BAD sample each so the gap is visible downstream.
+- **Quality and time.** StatusCode severity -> GOOD / UNCERTAIN / BAD (NaN); SourceTimestamp,
+  else ServerTimestamp, else receive time. Polled samples carry the poll's wall-clock tick (as the
+  Modbus source does): a poll observes the value at the tick, and a stale SourceTimestamp would
+  collapse repeated polls into one point downstream.
+- **Reconnect.** Any failure (connect, lost transport, setup) tears the client down and retries
+  with capped, jittered exponential back-off; a new session and all subscriptions are created
+  from scratch (servers forget them on restart). When a running session is lost, every signal
+  gets one BAD sample at the loss time, so a dashboard shows the outage instead of a flat line.
+- **Watchdog.** A subscription that is connected but hears nothing (neither data nor keep-alive)
+  for ``watchdog_margin`` keep-alive periods (publishing interval x revised keep-alive count) is
+  deleted and re-created; if that fails the whole session is re-established.
+- **Back-fill.** After a reconnect, for servers that keep history, HistoryRead (raw) fetches each
+  subscribed signal's values between its last received sample and the new subscription, at most
+  ``backfill_max_s`` back. Those samples are delivered through ``backfill_sink`` when given, else
+  through ``sink`` with GOOD downgraded to UNCERTAIN (see ``BACKFILL_QUALITY``): the frame has no
+  flag bit yet, and a value read after the fact is, for alarms, less certain than a live one.
+  Signals whose server has no history for them are counted in ``backfill_unsupported``.
+  Initial values sent on (re)subscription may repeat the last sample before an outage (same
+  timestamp, same value): downstream points are identified by series and time, so it is a no-op.
+- ``run()`` never raises anything but CancelledError: errors are counted in ``stats``, logged once
+  per streak, and retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import math
+import random
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+
+import numpy as np
+from asyncua import Client, ua
+
+from edge.config import DeadbandType, OpcuaGroup, OpcuaMode, OpcuaSettings
+from plantwire.plant import Device, Quality, SignalTable
+
+from .opcua_decode import decode_datavalues
+from .opcua_security import SecurityConfigError, apply_security
+from .stats import SourceStats
+
+__all__ = ["BACKFILL_QUALITY", "Backoff", "OpcuaSource", "ResolvedGroup", "Sink", "resolve_groups"]
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[np.ndarray | int, np.ndarray, np.ndarray, np.ndarray | int], None]
+
+_GOOD = int(Quality.GOOD)
+_BAD = int(Quality.BAD)
+#: Quality given to back-filled GOOD samples when no ``backfill_sink`` is wired (see module docstring).
+BACKFILL_QUALITY = int(Quality.UNCERTAIN)
+_DEADBAND_CODE = {DeadbandType.NONE: 0, DeadbandType.ABSOLUTE: 1, DeadbandType.PERCENT: 2}
+_LIMIT_NODES = (
+    ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead,
+    ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall,
+    ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerHistoryReadData,
+)
+
+
+class SetupError(Exception):
+    """The server answered but cannot serve this device as configured (e.g. the namespace is missing)."""
+
+
+class _SessionLost(Exception):
+    """The transport or session went away; the run loop reconnects."""
+
+
+# --------------------------------------------------------------------------------------------
+# Groups
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ResolvedGroup:
+    """A group's effective settings (inheritance applied) and its signal rows."""
+
+    name: str
+    mode: OpcuaMode
+    rows: np.ndarray  # uint32 SignalTable rows, in table order
+    publishing_interval_ms: int
+    sampling_interval_ms: int
+    queue_size: int
+    deadband: DeadbandType
+    deadband_value: float
+    poll_period_ms: int
+
+
+def resolve_groups(settings: OpcuaSettings, ids: Sequence[str], rows: np.ndarray) -> list[ResolvedGroup]:
+    """Assign each row to the first group whose pattern matches its id; the rest form the default group.
+
+    Empty groups are dropped. Pure and cheap: runs once at start-up (fnmatch per signal and pattern).
+    """
+    groups: list[OpcuaGroup | None] = [*settings.groups, None]
+    members: list[list[int]] = [[] for _ in groups]
+    regexes = [re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in g.match)) for g in settings.groups]
+    for row in rows.tolist():
+        sid = ids[row]
+        for k, rx in enumerate(regexes):
+            if rx.match(sid):
+                members[k].append(row)
+                break
+        else:
+            members[-1].append(row)
+    out: list[ResolvedGroup] = []
+    for k, (g, m) in enumerate(zip(groups, members, strict=True)):
+        if not m:
+            continue
+        pub = (g.publishing_interval_ms if g and g.publishing_interval_ms is not None
+               else settings.publishing_interval_ms)
+        samp = g.sampling_interval_ms if g and g.sampling_interval_ms is not None else settings.sampling_interval_ms
+        queue = g.queue_size if g and g.queue_size is not None else settings.queue_size
+        if queue is None:
+            # Enough for one publishing interval of samples at the sampling rate (>= 100 ms assumed when
+            # the sampling interval is 0, "as fast as the server can"), so no change is lost server-side.
+            queue = max(1, math.ceil(pub / max(samp, 100)))
+        out.append(ResolvedGroup(
+            name=(g.name or f"groups[{k}]") if g else "default",
+            mode=g.mode if g else OpcuaMode.SUBSCRIBE,
+            rows=np.asarray(m, dtype=np.uint32),
+            publishing_interval_ms=pub,
+            sampling_interval_ms=samp,
+            queue_size=queue,
+            deadband=g.deadband if g and g.deadband is not None else settings.deadband,
+            deadband_value=g.deadband_value if g and g.deadband_value is not None else settings.deadband_value,
+            poll_period_ms=g.poll_period_ms if g and g.poll_period_ms is not None else settings.poll_period_ms,
+        ))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Back-off
+# --------------------------------------------------------------------------------------------
+class Backoff:
+    """Capped exponential back-off shortened by up to ``jitter`` (so gateways that lost a server together
+    do not all retry in the same instant)."""
+
+    def __init__(self, initial_s: float, max_s: float, jitter: float, rng: random.Random) -> None:
+        self.initial_s = initial_s
+        self.max_s = max_s
+        self.jitter = jitter
+        self._rng = rng
+        self.attempts = 0
+
+    def next_delay_s(self) -> float:
+        base = min(self.max_s, self.initial_s * 2.0 ** min(self.attempts, 62))
+        self.attempts += 1
+        return base * (1.0 - self.jitter * self._rng.random())
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+
+# --------------------------------------------------------------------------------------------
+# Per-session state
+# --------------------------------------------------------------------------------------------
+@dataclass(slots=True, eq=False)
+class _Sub:
+    """One server subscription: a slice of a subscribe group's rows."""
+
+    group: ResolvedGroup
+    rows: np.ndarray  # uint32
+    subscription_id: int = 0
+    stale_after_s: float = 0.0
+    last_publish_s: float = 0.0  # monotonic; data or keep-alive
+    restart: bool = False  # set by a Bad StatusChangeNotification
+    accepted: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint32))
+
+
+def next_tick_ns(now_ns: int, period_ms: int) -> int:
+    """The first wall-clock tick strictly after ``now_ns`` (the schedule every polling source shares)."""
+    period = period_ms * 1_000_000
+    return (now_ns // period + 1) * period
+
+
+# --------------------------------------------------------------------------------------------
+# The source
+# --------------------------------------------------------------------------------------------
+class OpcuaSource:
+    """Reads one OPC-UA server's signals (subscriptions and/or polling) and delivers them through ``sink``."""
+
+    def __init__(
+        self,
+        device: Device,
+        table: SignalTable,
+        settings: OpcuaSettings,
+        sink: Sink,
+        stats: SourceStats,
+        *,
+        backfill_sink: Sink | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        """Resolve groups (no network)."""
+        self.device = device
+        self.settings = settings
+        self.sink = sink
+        self.backfill_sink = backfill_sink
+        self.stats = stats
+        self.ids = table.ids
+        self.rows = np.ascontiguousarray(table.signals_of(device.index), dtype=np.uint32)
+        self.groups = resolve_groups(settings, table.ids, self.rows)
+        self._mine = np.zeros(len(table), dtype=bool)
+        self._mine[self.rows] = True
+        self._last_ts = np.zeros(len(table), dtype=np.int64)  # newest sample per row (for back-fill)
+        self._backoff = Backoff(settings.reconnect_initial_s, settings.reconnect_max_s, settings.reconnect_jitter,
+                                rng or random.Random())
+        self._name = f"opcua {device.name} ({device.endpoint})"
+        # Observability beyond SourceStats (read by tests and the health check).
+        self.refused: dict[str, str] = {}  # signal id -> status name, from the latest connect
+        self.subscriptions = 0  # server subscriptions of the current session
+        self.watchdog_restarts = 0
+        self.unknown_handles = 0  # notifications for handles that are not ours (dropped, counted)
+        self.unconvertible = 0  # values that are not numbers (delivered BAD)
+        self.backfilled = 0  # samples delivered by HistoryRead back-fill
+        self.backfill_unsupported = 0  # signals whose history read was refused
+        self.server_limits: dict[str, int] = {}
+        self._subs: list[_Sub] = []
+        self._client: Client | None = None
+        self._ever_connected = False
+        self._was_streaming = False  # a session delivered data and was then lost: back-fill the gap
+        self._failing = False
+        self._sink_failing = False
+        self._nodeids: dict[int, ua.NodeId] = {}
+
+    # ---- public -------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Acquire until cancelled; only CancelledError escapes."""
+        try:
+            while True:
+                try:
+                    await self._session()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # includes ExceptionGroup from the session's TaskGroup
+                    self.stats.errors += 1
+                    self._log_failure(exc)
+                finally:
+                    await self._teardown()
+                await asyncio.sleep(self._backoff.next_delay_s())
+        finally:
+            self.stats.connected = False
+
+    # ---- one session ----------------------------------------------------------------------------
+    async def _session(self) -> None:
+        s = self.settings
+        client = Client(self.device.endpoint, timeout=s.timeout_s, watchdog_intervall=max(2.0, s.timeout_s / 2))
+        client.session_timeout = 60_000  # an orphaned session (we died) is reclaimed within a minute
+        client.application_uri = s.security.application_uri
+        client.name = client.description = f"plantwire edge ({self.device.name})"
+        self._client = client
+        lost = asyncio.Event()
+
+        async def on_lost(exc: Exception) -> None:
+            lost.set()
+
+        client.connection_lost_callback = on_lost
+        await apply_security(client, s.security, s.timeout_s)
+        try:
+            async with asyncio.timeout(s.timeout_s * 2 + 1):
+                await client.connect()
+        except Exception:
+            self.stats.connect_failures += 1
+            raise
+        if self._ever_connected:
+            self.stats.reconnects += 1
+        self._ever_connected = True
+        self.stats.connected = True
+        ns = await self._namespace_index(client)
+        self._nodeids = {row: ua.NodeId(self.ids[row], ns) for row in self.rows.tolist()}
+        await self._read_limits(client)
+
+        resubscribed_ns = time.time_ns()
+        backfill_from = self._last_ts.copy() if self._was_streaming and s.backfill else None
+        self.refused = {}
+        self._subs = []
+        for group in self.groups:
+            if group.mode is OpcuaMode.SUBSCRIBE:
+                await self._subscribe_group(client, group)
+        self.subscriptions = len(self._subs)
+        log.info("%s: connected; %d signals, %d subscriptions, %d refused", self._name, len(self.rows),
+                 len(self._subs), len(self.refused))
+        self._failing = False
+        self._backoff.reset()
+        self._was_streaming = True
+        async with asyncio.TaskGroup() as tg:
+            for group in self.groups:
+                if group.mode is OpcuaMode.POLL:
+                    tg.create_task(self._poll_loop(client, group, lost), name=f"{self._name} poll {group.name}")
+            if backfill_from is not None:
+                tg.create_task(self._backfill(client, backfill_from, resubscribed_ns), name=f"{self._name} backfill")
+            await self._watch(client, lost)
+
+    async def _namespace_index(self, client: Client) -> int:
+        array = await client.get_namespace_array()
+        try:
+            return array.index(self.device.namespace)
+        except ValueError:
+            raise SetupError(f"namespace {self.device.namespace!r} is not on the server (it has {array})") from None
+
+    async def _read_limits(self, client: Client) -> None:
+        params = ua.ReadParameters()
+        params.NodesToRead = [ua.ReadValueId(NodeId=ua.NodeId(i), AttributeId=ua.AttributeIds.Value)
+                              for i in _LIMIT_NODES]
+        values = await client.uaclient.read(params)
+        limits = []
+        for dv in values:
+            v = dv.Value.Value if dv.StatusCode is not None and dv.StatusCode.is_good() and dv.Value else 0
+            limits.append(int(v) if isinstance(v, int) and v > 0 else 0)
+        self.server_limits = dict(zip(("max_nodes_per_read", "max_monitored_items_per_call",
+                                       "max_nodes_per_history_read"), limits, strict=True))
+
+    def _limit(self, name: str, configured: int) -> int:
+        server = self.server_limits.get(name, 0)
+        return min(configured, server) if server > 0 else configured
+
+    async def _teardown(self) -> None:
+        client, self._client = self._client, None
+        if self.stats.connected and self._subs:
+            # One BAD sample per signal at the loss: the outage is visible, not a flat line.
+            self._deliver(time.time_ns(), self.rows, np.full(len(self.rows), np.nan), _BAD)
+        self.stats.connected = False
+        self._subs = []
+        self.subscriptions = 0
+        if client is None:
+            return
+        try:
+            async with asyncio.timeout(min(self.settings.timeout_s, 5.0)):
+                await client.disconnect()
+        except Exception:  # a dead server cannot take part in closing; drop the socket
+            log.debug("%s: disconnect failed", self._name, exc_info=True)
+        try:
+            client.disconnect_socket()
+        except Exception:
+            log.debug("%s: disconnect_socket failed", self._name, exc_info=True)
+
+    def _log_failure(self, exc: BaseException) -> None:
+        while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+            exc = exc.exceptions[0]
+        msg = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if not self._failing:
+            self._failing = True
+            level = logging.WARNING
+            if not isinstance(exc, (OSError, TimeoutError, _SessionLost, SetupError, SecurityConfigError, ua.UaError)):
+                log.warning("%s: unexpected failure; reconnecting with back-off", self._name, exc_info=exc)
+                return
+            log.log(level, "%s: %s; reconnecting with back-off", self._name, msg)
+        else:
+            log.debug("%s: still failing: %s", self._name, msg)
+
+    # ---- subscriptions --------------------------------------------------------------------------
+    async def _subscribe_group(self, client: Client, group: ResolvedGroup) -> None:
+        cap = self.settings.max_items_per_subscription
+        for a in range(0, len(group.rows), cap):
+            sub = _Sub(group=group, rows=group.rows[a : a + cap])
+            await self._create_subscription(client, sub)
+            self._subs.append(sub)
+
+    async def _create_subscription(self, client: Client, sub: _Sub) -> None:
+        g = sub.group
+        s = self.settings
+        params = ua.CreateSubscriptionParameters(
+            RequestedPublishingInterval=float(g.publishing_interval_ms),
+            RequestedLifetimeCount=s.lifetime_count,
+            RequestedMaxKeepAliveCount=s.keepalive_count,
+            MaxNotificationsPerPublish=0,
+            PublishingEnabled=True,
+            Priority=0,
+        )
+        result = await client.uaclient.create_subscription(params, partial(self._on_publish, sub))
+        sub.subscription_id = int(result.SubscriptionId)
+        interval_s = max(float(result.RevisedPublishingInterval), 1.0) / 1000.0
+        keepalive = max(int(result.RevisedMaxKeepAliveCount or s.keepalive_count), 1)
+        sub.stale_after_s = max(interval_s * keepalive * s.watchdog_margin, interval_s + 1.0) + s.timeout_s
+        sub.last_publish_s = time.monotonic()
+        sub.restart = False
+
+        filt = None
+        if g.deadband is not DeadbandType.NONE:
+            filt = ua.DataChangeFilter(Trigger=ua.DataChangeTrigger.StatusValue,
+                                       DeadbandType=_DEADBAND_CODE[g.deadband], DeadbandValue=g.deadband_value)
+        per_call = self._limit("max_monitored_items_per_call", len(sub.rows) or 1)
+        accepted: list[np.ndarray] = []
+        refused_rows: list[int] = []
+        rows = sub.rows
+        for a in range(0, len(rows), per_call):
+            chunk = rows[a : a + per_call]
+            items = [self._item_request(row, g, filt) for row in chunk.tolist()]
+            req = ua.CreateMonitoredItemsParameters(SubscriptionId=sub.subscription_id, ItemsToCreate=items,
+                                                    TimestampsToReturn=ua.TimestampsToReturn.Both)
+            results = await client.uaclient.create_monitored_items(req)
+            if len(results) != len(items):
+                raise SetupError(f"CreateMonitoredItems answered {len(results)} results for {len(items)} items")
+            ok = np.fromiter((r.StatusCode.is_good() for r in results), dtype=bool, count=len(results))
+            accepted.append(chunk[ok])
+            if not ok.all():
+                for row, r in zip(chunk[~ok].tolist(), [r for r in results if not r.StatusCode.is_good()],
+                                  strict=True):
+                    self.refused[self.ids[row]] = r.StatusCode.name
+                    refused_rows.append(row)
+        sub.accepted = np.concatenate(accepted) if accepted else np.zeros(0, dtype=np.uint32)
+        if refused_rows:
+            n = len(refused_rows)
+            self.stats.errors += n
+            self.stats.exceptions += n
+            names = ", ".join(f"{self.ids[r]} ({self.refused[self.ids[r]]})" for r in refused_rows[:20])
+            log.warning("%s: server refused %d monitored items of subscription %d: %s%s", self._name, n,
+                        sub.subscription_id, names, " ..." if n > 20 else "")
+            bad_rows = np.asarray(refused_rows, dtype=np.uint32)
+            self._deliver(time.time_ns(), bad_rows, np.full(n, np.nan), _BAD)
+
+    def _item_request(self, row: int, g: ResolvedGroup, filt: ua.DataChangeFilter | None
+                      ) -> ua.MonitoredItemCreateRequest:
+        params = ua.MonitoringParameters(ClientHandle=row, SamplingInterval=float(g.sampling_interval_ms),
+                                         QueueSize=g.queue_size, DiscardOldest=True)
+        if filt is not None:
+            params.Filter = filt
+        return ua.MonitoredItemCreateRequest(
+            ItemToMonitor=ua.ReadValueId(NodeId=self._nodeids[row], AttributeId=ua.AttributeIds.Value),
+            MonitoringMode=ua.MonitoringMode.Reporting,
+            RequestedParameters=params,
+        )
+
+    def _on_publish(self, sub: _Sub, result: ua.PublishResult) -> None:
+        """asyncua's publish loop calls this with every PublishResult of ``sub`` (data or keep-alive)."""
+        sub.last_publish_s = time.monotonic()
+        data = result.NotificationMessage.NotificationData
+        if not data:
+            return  # keep-alive
+        try:
+            for notif in data:
+                if isinstance(notif, ua.DataChangeNotification):
+                    if notif.MonitoredItems:
+                        self._ingest(notif.MonitoredItems)
+                elif isinstance(notif, ua.StatusChangeNotification):
+                    if not notif.Status.is_good():
+                        # BadTimeout: the server dropped the subscription; BadShutdown: asyncua lost the link.
+                        sub.restart = True
+                        log.info("%s: subscription %d status %s", self._name, sub.subscription_id,
+                                 notif.Status.name)
+        except Exception:
+            self.stats.errors += 1
+            log.exception("%s: failed to handle a notification of subscription %d", self._name, sub.subscription_id)
+
+    def _ingest(self, items: list[ua.MonitoredItemNotification]) -> None:
+        n = len(items)
+        now_ns = time.time_ns()
+        handles = np.fromiter((it.ClientHandle for it in items), dtype=np.int64, count=n)
+        dec = decode_datavalues([it.Value for it in items], now_ns)
+        ts, values, quality = dec.ts_ns, dec.value, dec.quality
+        mine = self._mine
+        if handles.min() < 0 or handles.max() >= mine.shape[0] or not mine[handles].all():
+            ok = (handles >= 0) & (handles < mine.shape[0])
+            ok[ok] = mine[handles[ok]]
+            dropped = n - int(np.count_nonzero(ok))
+            self.unknown_handles += dropped
+            self.stats.errors += dropped
+            self.stats.malformed += dropped
+            log.debug("%s: %d notifications for unknown client handles", self._name, dropped)
+            handles, ts, values, quality = handles[ok], ts[ok], values[ok], quality[ok]
+        if dec.bad_status:
+            self.stats.exceptions += dec.bad_status
+            self.stats.errors += dec.bad_status
+        if dec.unconvertible:
+            self.unconvertible += dec.unconvertible
+            self.stats.malformed += dec.unconvertible
+            self.stats.errors += dec.unconvertible
+        rows = handles.astype(np.uint32)
+        np.maximum.at(self._last_ts, rows, ts)
+        self._deliver(ts, rows, values, quality)
+
+    # ---- watchdog -------------------------------------------------------------------------------
+    async def _watch(self, client: Client, lost: asyncio.Event) -> None:
+        """Until the session is lost: restart subscriptions that went silent or were dropped by the server."""
+        period_s = 0.5 if not self._subs else min(0.5, min(sub.stale_after_s for sub in self._subs) / 4)
+        while True:
+            try:
+                await asyncio.wait_for(lost.wait(), timeout=period_s)
+            except TimeoutError:
+                pass
+            if lost.is_set():
+                raise _SessionLost("connection lost")
+            now = time.monotonic()
+            for sub in self._subs:
+                silent_s = now - sub.last_publish_s
+                if not sub.restart and silent_s < sub.stale_after_s:
+                    continue
+                if not sub.restart:
+                    log.warning("%s: subscription %d silent for %.1f s (limit %.1f s); re-creating it",
+                                self._name, sub.subscription_id, silent_s, sub.stale_after_s)
+                self.watchdog_restarts += 1
+                self.stats.errors += 1
+                old = sub.subscription_id
+                try:
+                    await client.uaclient.delete_subscriptions([old])
+                except Exception:
+                    log.debug("%s: deleting subscription %d failed", self._name, old, exc_info=True)
+                client.uaclient._subscription_callbacks.pop(old, None)  # asyncua keeps it when delete failed
+                if lost.is_set():
+                    raise _SessionLost("connection lost")
+                await self._create_subscription(client, sub)  # failure -> reconnect
+
+    # ---- polling --------------------------------------------------------------------------------
+    async def _poll_loop(self, client: Client, group: ResolvedGroup, lost: asyncio.Event) -> None:
+        per_read = self._limit("max_nodes_per_read", self.settings.max_nodes_per_read)
+        chunks: list[tuple[np.ndarray, ua.ReadParameters]] = []
+        for a in range(0, len(group.rows), per_read):
+            rows = group.rows[a : a + per_read]
+            params = ua.ReadParameters(TimestampsToReturn=ua.TimestampsToReturn.Neither)
+            params.NodesToRead = [ua.ReadValueId(NodeId=self._nodeids[r], AttributeId=ua.AttributeIds.Value)
+                                  for r in rows.tolist()]
+            chunks.append((rows, params))
+        in_flight = asyncio.Semaphore(self.settings.reads_in_flight)
+        period_ns = group.poll_period_ms * 1_000_000
+        next_tick = next_tick_ns(time.time_ns(), group.poll_period_ms)
+        while not lost.is_set():
+            delay_ns = next_tick - time.time_ns()
+            if delay_ns > 0:
+                await asyncio.sleep(delay_ns / 1e9)
+            tick = next_tick
+            started = time.perf_counter()
+            self.stats.polls += 1
+            self.stats.last_poll_ns = tick
+            await asyncio.gather(*(self._read_chunk(client, rows, params, tick, in_flight)
+                                   for rows, params in chunks))
+            self.stats.last_poll_duration_s = time.perf_counter() - started
+            next_tick = tick + period_ns
+            now = time.time_ns()
+            if now >= next_tick:
+                skipped = (now - next_tick) // period_ns + 1
+                self.stats.missed_ticks += skipped
+                next_tick += skipped * period_ns
+
+    async def _read_chunk(self, client: Client, rows: np.ndarray, params: ua.ReadParameters, tick_ns: int,
+                          in_flight: asyncio.Semaphore) -> None:
+        async with in_flight:
+            try:
+                dvs = await client.uaclient.read(params)
+                if len(dvs) != len(rows):
+                    raise ua.UaError(f"Read answered {len(dvs)} values for {len(rows)} nodes")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.stats.errors += 1
+                if isinstance(exc, TimeoutError):
+                    self.stats.timeouts += 1
+                else:
+                    self.stats.exceptions += 1
+                log.debug("%s: read of %d nodes failed: %r", self._name, len(rows), exc)
+                self._deliver(tick_ns, rows, np.full(len(rows), np.nan), _BAD)
+                return
+        dec = decode_datavalues(dvs, tick_ns, use_timestamps=False)
+        if dec.bad_status:
+            self.stats.exceptions += dec.bad_status
+            self.stats.errors += dec.bad_status
+        if dec.unconvertible:
+            self.unconvertible += dec.unconvertible
+            self.stats.malformed += dec.unconvertible
+            self.stats.errors += dec.unconvertible
+        self._deliver(tick_ns, rows, dec.value, dec.quality)
+
+    # ---- back-fill ------------------------------------------------------------------------------
+    async def _backfill(self, client: Client, last_ts: np.ndarray, until_ns: int) -> None:
+        """HistoryRead each subscribed signal's gap (last sample, new subscription) and deliver it marked."""
+        try:
+            await self._backfill_inner(client, last_ts, until_ns)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.stats.errors += 1
+            log.warning("%s: history back-fill failed; the gap stays open", self._name, exc_info=True)
+
+    async def _backfill_inner(self, client: Client, last_ts: np.ndarray, until_ns: int) -> None:
+        rows_all = np.concatenate([sub.accepted for sub in self._subs]) if self._subs else np.zeros(0, np.uint32)
+        starts = last_ts[rows_all]
+        floor_ns = until_ns - int(self.settings.backfill_max_s * 1e9)
+        keep = starts > 0
+        rows_all, starts = rows_all[keep], np.maximum(starts[keep], floor_ns)
+        if rows_all.size == 0:
+            return
+        per_call = self._limit("max_nodes_per_history_read", self.settings.max_nodes_per_read)
+        end = datetime.fromtimestamp(until_ns / 1e9, tz=UTC)
+        total = 0
+        for a in range(0, len(rows_all), per_call):
+            rows = rows_all[a : a + per_call]
+            first = int(starts[a : a + per_call].min())
+            details = ua.ReadRawModifiedDetails(
+                IsReadModified=False, StartTime=datetime.fromtimestamp(first / 1e9, tz=UTC), EndTime=end,
+                NumValuesPerNode=0, ReturnBounds=False)
+            pending: list[tuple[int, bytes | None]] = [(r, None) for r in rows.tolist()]
+            while pending:
+                params = ua.HistoryReadParameters(
+                    HistoryReadDetails=details, TimestampsToReturn=ua.TimestampsToReturn.Both,
+                    ReleaseContinuationPoints=False,
+                    NodesToRead=[ua.HistoryReadValueId(NodeId=self._nodeids[r], ContinuationPoint=cp)
+                                 for r, cp in pending])
+                results = await client.uaclient.history_read(params)
+                nxt: list[tuple[int, bytes | None]] = []
+                for (row, _), res in zip(pending, results, strict=True):
+                    if not res.StatusCode.is_good():
+                        self.backfill_unsupported += 1
+                        continue
+                    dvs = getattr(res.HistoryData, "DataValues", None) or []
+                    total += self._deliver_history(row, dvs, int(last_ts[row]), until_ns)
+                    if res.ContinuationPoint:
+                        nxt.append((row, res.ContinuationPoint))
+                pending = nxt
+        self.backfilled += total
+        log.info("%s: back-filled %d samples of %d signals from history", self._name, total, len(rows_all))
+
+    def _deliver_history(self, row: int, dvs: list[ua.DataValue], after_ns: int, until_ns: int) -> int:
+        if not dvs:
+            return 0
+        dec = decode_datavalues(dvs, until_ns)
+        ts = np.broadcast_to(dec.ts_ns, dec.value.shape)
+        keep = (ts > after_ns) & (ts < until_ns)
+        m = int(np.count_nonzero(keep))
+        if not m:
+            return 0
+        ts, values, quality = np.ascontiguousarray(ts[keep]), dec.value[keep], dec.quality[keep]
+        rows = np.full(m, row, dtype=np.uint32)
+        if self.backfill_sink is not None:
+            self._deliver(ts, rows, values, quality, sink=self.backfill_sink)
+        else:
+            quality[quality == _GOOD] = BACKFILL_QUALITY
+            self._deliver(ts, rows, values, quality)
+        return m
+
+    # ---- delivery -------------------------------------------------------------------------------
+    def _deliver(self, ts_ns: np.ndarray | int, rows: np.ndarray, values: np.ndarray, quality: np.ndarray | int,
+                 *, sink: Sink | None = None) -> None:
+        stats = self.stats
+        n = len(rows)
+        if np.ndim(quality) == 0:
+            n_bad = n if int(quality) == _BAD else 0  # type: ignore[arg-type]
+        else:
+            n_bad = int(np.count_nonzero(quality == _BAD))
+        stats.samples_good += n - n_bad
+        stats.samples_bad += n_bad
+        if n_bad < n:
+            newest = int(np.max(ts_ns)) if np.ndim(ts_ns) else int(ts_ns)  # type: ignore[arg-type]
+            if newest > stats.last_sample_ns:
+                stats.last_sample_ns = newest
+        try:
+            (sink or self.sink)(ts_ns, rows, values, quality)
+        except Exception:
+            stats.errors += 1
+            if not self._sink_failing:
+                self._sink_failing = True
+                log.exception("%s: sink failed; these samples are lost (logged once per streak)", self._name)
+            return
+        self._sink_failing = False
+

@@ -1,0 +1,306 @@
+"""OpcuaSource against real asyncua servers on free loopback ports (started by the tests themselves)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pytest
+from asyncua import Server, ua
+
+from edge.config import OpcuaSettings
+from edge.sources.opcua import OpcuaSource
+from edge.sources.stats import SourceStats
+from plantwire.plant import PlantConfig, Quality, SignalTable, expand
+
+pytestmark = pytest.mark.integration
+
+NAMESPACE = "urn:plantwire:test"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_table(port: int, machines: int = 3, signals: int = 5) -> SignalTable:
+    """One OPC-UA device with ``machines`` x ``signals`` signals named ``m<i>.s<j>``."""
+    return expand(PlantConfig.model_validate({
+        "site": "test",
+        "templates": {"t": {"signals": [{"name": "s{j}", "count": signals}]}},
+        "devices": [{"name": "opc", "protocol": "opcua", "port": port, "namespace": NAMESPACE}],
+        "machines": [{"name": "m{i}" if machines > 1 else "m1", "template": "t", "count": machines, "device": "opc"}],
+    }))
+
+
+class OpcServer:
+    """A minimal asyncua server holding one Double variable per signal id (``ns=<idx>;s=<id>``)."""
+
+    def __init__(self, port: int, ids: list[str], *, skip: frozenset[str] = frozenset(),
+                 history: bool = False, limits: dict[int, int] | None = None,
+                 types: dict[str, tuple[Any, ua.VariantType]] | None = None) -> None:
+        self.port = port
+        self.ids = [i for i in ids if i not in skip]
+        self.history = history
+        self.limits = limits or {}
+        self.types = types or {}
+        self.server: Server | None = None
+        self.nodes: dict[str, Any] = {}
+
+    async def start(self) -> None:
+        server = Server()
+        await server.init()
+        server.set_endpoint(f"opc.tcp://127.0.0.1:{self.port}/plantwire")
+        # An unrelated namespace first, so the device's index is not trivially 1 or 2.
+        await server.register_namespace("urn:other")
+        idx = await server.register_namespace(NAMESPACE)
+        objects = server.nodes.objects
+        self.nodes = {}
+        for sid in self.ids:
+            initial, vtype = self.types.get(sid, (0.0, ua.VariantType.Double))
+            self.nodes[sid] = await objects.add_variable(ua.NodeId(sid, idx), sid, ua.Variant(initial, vtype))
+        for node_id, value in self.limits.items():
+            await server.get_node(ua.NodeId(node_id)).write_value(ua.Variant(value, ua.VariantType.UInt32))
+        if self.history:
+            await server.historize_node_data_change(list(self.nodes.values()), count=10_000)
+        await server.start()
+        self.server = server
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+            self.server = None
+
+    async def write(self, sid: str, value: Any, status: int = ua.StatusCodes.Good,
+                    variant_type: ua.VariantType = ua.VariantType.Double) -> None:
+        dv = ua.DataValue(ua.Variant(value, variant_type), StatusCode=ua.StatusCode(status),
+                          SourceTimestamp=datetime.now(UTC))
+        await self.nodes[sid].write_value(dv)
+
+    async def write_all(self, values: dict[str, float]) -> None:
+        for sid, v in values.items():
+            await self.nodes[sid].write_value(ua.DataValue(ua.Variant(v, ua.VariantType.Double)))
+
+    def subscription_count(self) -> int:
+        assert self.server is not None
+        return len(self.server.iserver.subscription_service.subscriptions)
+
+
+@dataclass
+class Recorder:
+    """A sink that keeps copies of every chunk (one tuple per sink call)."""
+
+    chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+
+    def __call__(self, ts: Any, rows: np.ndarray, values: np.ndarray, quality: Any) -> None:
+        n = len(rows)
+        self.chunks.append((np.broadcast_to(np.asarray(ts, dtype=np.int64), (n,)).copy(), rows.copy(),
+                            values.copy(), np.broadcast_to(np.asarray(quality, dtype=np.uint8), (n,)).copy()))
+
+    def columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        if not self.chunks:
+            return (np.zeros(0, np.int64), np.zeros(0, np.uint32), np.zeros(0), np.zeros(0, np.uint8))
+        return tuple(np.concatenate(c) for c in zip(*self.chunks, strict=True))  # type: ignore[return-value]
+
+    def latest(self) -> dict[int, tuple[float, int]]:
+        """row -> (value, quality) of the last sample delivered for it."""
+        _, rows, values, quality = self.columns()
+        return {int(r): (float(v), int(q)) for r, v, q in zip(rows, values, quality, strict=True)}
+
+
+async def wait_for(cond: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def running(source: OpcuaSource) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(source.run(), name="opcua source under test")
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert task.cancelled()  # run() never ends any other way
+
+
+def run(coro: Awaitable[None]) -> None:
+    logging.getLogger("asyncua").setLevel(logging.ERROR)
+    asyncio.run(coro)  # type: ignore[arg-type]
+
+
+FAST = OpcuaSettings(publishing_interval_ms=50, timeout_s=2.0, reconnect_initial_s=0.2, reconnect_max_s=1.0,
+                     keepalive_count=5, lifetime_count=15)
+
+
+def settings(**kw: Any) -> OpcuaSettings:
+    return FAST.model_copy(update=kw)
+
+
+# --------------------------------------------------------------------------------------------
+def test_values_arrive_with_their_rows_values_and_quality() -> None:
+    async def main() -> None:
+        port = free_port()
+        table = make_table(port)
+        server = OpcServer(port, table.ids)
+        await server.start()
+        sink, stats = Recorder(), SourceStats()
+        source = OpcuaSource(table.devices[0], table, settings(), sink, stats)
+        async with running(source):
+            await wait_for(lambda: stats.samples_good >= len(table), what="initial values")
+            t0 = time.time_ns()
+            expected = {sid: 10.0 * row + 0.25 for row, sid in enumerate(table.ids)}
+            await server.write_all(expected)
+            await wait_for(lambda: all(sink.latest().get(r, (0,))[0] == v
+                                       for r, v in enumerate(expected.values())), what="written values")
+            assert stats.connected and stats.errors == 0 and stats.samples_bad == 0
+            ts, rows, _, quality = sink.columns()
+            assert set(rows.tolist()) == set(range(len(table)))
+            assert np.all(quality == Quality.GOOD)
+            recent = ts > t0 - 1_000_000_000
+            assert recent.any() and np.all(ts[recent] < time.time_ns())  # source timestamps, ns since epoch
+            assert stats.last_sample_ns >= t0
+        await server.stop()
+
+    run(main())
+
+
+def test_status_codes_and_types_map_to_quality() -> None:
+    async def main() -> None:
+        port = free_port()
+        table = make_table(port, machines=1, signals=6)
+        server = OpcServer(port, table.ids, types={"m1.s3": (False, ua.VariantType.Boolean),
+                                                   "m1.s4": (0, ua.VariantType.Int32),
+                                                   "m1.s5": ("", ua.VariantType.String)})
+        await server.start()
+        sink, stats = Recorder(), SourceStats()
+        source = OpcuaSource(table.devices[0], table, settings(), sink, stats)
+        async with running(source):
+            await wait_for(lambda: stats.samples_good + stats.samples_bad >= len(table), what="initial values")
+            assert stats.samples_bad == 1  # the String node's initial value
+            await server.write("m1.s1", 1.5, ua.StatusCodes.BadSensorFailure)
+            await server.write("m1.s2", 2.5, ua.StatusCodes.UncertainLastUsableValue)
+            await server.write("m1.s3", True, variant_type=ua.VariantType.Boolean)
+            await server.write("m1.s4", -7, variant_type=ua.VariantType.Int32)
+            await server.write("m1.s5", "12.5", variant_type=ua.VariantType.String)  # not a number: BAD
+            await server.write("m1.s6", 6.5)
+            await wait_for(lambda: sink.latest().get(5, (0.0, 0))[0] == 6.5, what="last write")
+            latest = sink.latest()
+            v, q = latest[0]
+            assert q == Quality.BAD and np.isnan(v)
+            assert latest[1] == (2.5, Quality.UNCERTAIN)
+            assert latest[2] == (1.0, Quality.GOOD)
+            assert latest[3] == (-7.0, Quality.GOOD)
+            v, q = latest[4]
+            assert q == Quality.BAD and np.isnan(v)
+            assert latest[5] == (6.5, Quality.GOOD)
+            assert stats.samples_bad == 3 and stats.exceptions == 1 and stats.malformed == 2
+            assert source.unconvertible == 2
+        await server.stop()
+
+    run(main())
+
+
+def test_more_items_than_the_cap_make_several_subscriptions() -> None:
+    async def main() -> None:
+        port = free_port()
+        table = make_table(port, machines=4, signals=5)  # 20 signals
+        limit = ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall
+        server = OpcServer(port, table.ids, limits={limit: 3})
+        await server.start()
+        sink, stats = Recorder(), SourceStats()
+        source = OpcuaSource(table.devices[0], table, settings(max_items_per_subscription=7), sink, stats)
+        async with running(source):
+            await wait_for(lambda: stats.samples_good >= len(table), what="initial values")
+            assert source.subscriptions == 3 and server.subscription_count() == 3  # 7 + 7 + 6
+            assert source.server_limits["max_monitored_items_per_call"] == 3
+            await server.write_all({sid: float(row) for row, sid in enumerate(table.ids)})
+            await wait_for(lambda: all(sink.latest().get(r, (-1.0,))[0] == r for r in range(len(table))),
+                           what="values on every subscription")
+        await server.stop()
+
+    run(main())
+
+
+def test_refused_items_are_reported_by_signal_id() -> None:
+    async def main() -> None:
+        port = free_port()
+        table = make_table(port, machines=2, signals=3)
+        server = OpcServer(port, table.ids, skip=frozenset({"m2.s2"}))
+        await server.start()
+        sink, stats = Recorder(), SourceStats()
+        source = OpcuaSource(table.devices[0], table, settings(), sink, stats)
+        async with running(source):
+            await wait_for(lambda: stats.samples_good >= len(table) - 1, what="initial values")
+            assert source.refused == {"m2.s2": "BadNodeIdUnknown"}
+            row = table.ids.index("m2.s2")
+            v, q = sink.latest()[row]
+            assert q == Quality.BAD and np.isnan(v)
+            assert stats.errors == 1 and stats.samples_bad == 1
+        await server.stop()
+
+    run(main())
+
+
+def test_reconnects_after_the_server_restarts() -> None:
+    async def main() -> None:
+        port = free_port()
+        table = make_table(port, machines=2, signals=3)
+        server = OpcServer(port, table.ids)
+        await server.start()
+        sink, stats = Recorder(), SourceStats()
+        source = OpcuaSource(table.devices[0], table, settings(), sink, stats)
+        async with running(source):
+            await wait_for(lambda: stats.samples_good >= len(table), what="initial values")
+            await server.stop()
+            await wait_for(lambda: not stats.connected, what="loss noticed")
+            # The outage is visible: one BAD sample per signal.
+            await wait_for(lambda: all(q == Quality.BAD for _, q in sink.latest().values()), what="BAD marks")
+            await asyncio.sleep(0.5)  # a few failed connects
+            await server.start()
+            await wait_for(lambda: stats.connected, timeout_s=15, what="reconnect")
+            await server.write_all({sid: 100.0 + row for row, sid in enumerate(table.ids)})
+            await wait_for(lambda: all(sink.latest().get(r, (0.0,))[0] == 100.0 + r for r in range(len(table))),
+                           what="data after the restart")
+            assert stats.reconnects == 1 and stats.connect_failures >= 1
+            assert source.subscriptions == 1 and server.subscription_count() == 1
+        await server.stop()
+
+    run(main())
+
+
+def test_watchdog_recreates_a_silent_subscription() -> None:
+    async def main() -> None:
+        port = free_port()
+        table = make_table(port, machines=1, signals=3)
+        server = OpcServer(port, table.ids)
+        await server.start()
+        sink, stats = Recorder(), SourceStats()
+        source = OpcuaSource(table.devices[0], table, settings(keepalive_count=3, lifetime_count=100), sink, stats)
+        async with running(source):
+            await wait_for(lambda: stats.samples_good >= len(table), what="initial values")
+            assert server.server is not None
+            service = server.server.iserver.subscription_service
+            # The server forgets the subscription while the connection stays up: only silence tells.
+            await service.delete_subscriptions(list(service.subscriptions))
+            await wait_for(lambda: source.watchdog_restarts >= 1, timeout_s=10, what="watchdog restart")
+            await wait_for(lambda: server.subscription_count() == 1, what="subscription re-created")
+            await server.write_all({sid: 42.0 for sid in table.ids})
+            await wait_for(lambda: all(sink.latest()[r][0] == 42.0 for r in range(len(table))), what="data again")
+            assert stats.reconnects == 0 and stats.connected
+        await server.stop()
+
+    run(main())
