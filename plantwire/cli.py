@@ -18,6 +18,8 @@ commands:
   demo [DIR]       run the whole pipeline on this machine (default configs/demo)
   check FILE...    validate config files without touching the network (exit 2 on errors)
   score CSV        run the edge's detectors over a recorded CSV
+  install          install systemd units, the plantwire user and directories (--root DIR for an image)
+  uninstall        stop and remove the units (--purge: also config, state and user)
 """
 
 
@@ -56,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
             print("plantwire score: not available in this build", file=sys.stderr)
             return 2
         return score_main(rest)
+    if cmd in ("install", "uninstall"):
+        from plantwire.install import main as install_main
+
+        return install_main(rest, remove=cmd == "uninstall")
     print(f"plantwire: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 
