@@ -28,8 +28,16 @@ class MqttSettings(_Strict):
     keepalive_s: int = Field(default=30, ge=5)
     username: str | None = None
     password_env: str | None = None
-    topic: str = "plantwire/v1/+/+/#"
-    max_inflight: int = Field(default=100, ge=1, le=65535)
+    topic: str = Field(
+        default="plantwire/v1/+/+/#",
+        description="subscription; '$share/<group>/plantwire/v1/+/+/#' lets several ingestors share the load",
+    )
+    max_inflight: int = Field(
+        default=1000, ge=1, le=65535, description="MQTT 5 Receive Maximum: unacknowledged messages the broker sends us"
+    )
+    session_expiry_s: int = Field(
+        default=7 * 24 * 3600, ge=0, description="how long the broker queues for us while we are away"
+    )
 
 
 class InfluxSettings(_Strict):
@@ -47,6 +55,28 @@ class InfluxSettings(_Strict):
     measurement: str = "samples"
 
 
+class IngestSettings(_Strict):
+    """How messages are grouped into InfluxDB writes, retried and bounded."""
+
+    max_batch_messages: int = Field(default=500, ge=1, description="messages per durable write (then all acked)")
+    max_batch_samples: int = Field(default=200_000, ge=1, description="samples per durable write")
+    linger_ms: int = Field(default=20, ge=0, le=10_000, description="wait this long for more messages to batch")
+    lines_per_request: int = Field(default=10_000, ge=100, description="line-protocol lines per HTTP request")
+    max_payload_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description="larger payloads are dead-lettered")
+    held_max_messages: int = Field(
+        default=200,
+        ge=0,
+        description="batches held waiting for their signal table; beyond it the oldest is dead-lettered",
+    )
+    held_max_age_s: float = Field(default=300.0, gt=0, description="a batch held longer is dead-lettered")
+    retry_min_s: float = Field(default=0.5, gt=0)
+    retry_max_s: float = Field(default=30.0, gt=0)
+    ack_interval_s: float = Field(default=5.0, gt=0, description="re-publish ack watermarks at least this often")
+    report_interval_s: float = Field(default=10.0, gt=0, description="pipeline statistics points into InfluxDB")
+    dead_letter_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024)
+    instance: str = Field(default="", description="ingestor tag on pipeline points (set when several share a load)")
+
+
 class MetricsSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=9109, ge=0, le=65535, description="0 picks a free port (see state_dir/metrics.port)")
@@ -57,6 +87,7 @@ class CloudConfig(_Strict):
     influx: InfluxSettings = InfluxSettings()
     state_dir: Path = Path("/var/lib/plantwire/ingest")
     metrics: MetricsSettings = MetricsSettings()
+    ingest: IngestSettings = IngestSettings()
 
 
 def load_cloud(path: Path) -> CloudConfig:

@@ -1,0 +1,732 @@
+"""``plantwire ingest CONFIG``: MQTT batches in, InfluxDB points out, acknowledged only once stored.
+
+The wiring of the cloud ingestor (house style: one ``app`` per daemon):
+
+    paho network thread ──on_message──▶ queue ──▶ worker thread: decode, build line protocol,
+    one synchronous InfluxDB write per group of messages ──▶ gap ledger saved ──▶ PUBACK each
+    message ──▶ ack watermark published (retained, QoS 1) per (gateway, boot epoch)
+
+Choices, and why:
+
+- **Acknowledge after storage.** The worker collects up to ``ingest.max_batch_messages`` messages
+  (or ``max_batch_samples``, or what arrives within ``linger_ms``), writes all their points in a
+  few large HTTP requests (InfluxDB's throughput is per request, MEASURED.md), and only then
+  PUBACKs every one of them. Retryable InfluxDB errors (down, 5xx, 429) are retried with capped
+  exponential back-off honouring Retry-After; meanwhile nothing is acknowledged and the broker
+  stops sending once Receive Maximum messages are outstanding. On SIGTERM during such an outage
+  the ingestor exits 0 without acknowledging: the persistent session redelivers.
+- **Nothing dropped silently.** Malformed, oversized, wrong-gateway payloads, unknown lanes and
+  lines InfluxDB rejects with 400 go to the dead-letter store (:mod:`cloud.deadletter`) with
+  their reason, are counted, and are acknowledged so they cannot block the session.
+- **Unknown signal tables.** A batch whose table has not arrived yet is held (not acked) until the
+  retained ``signals`` message comes; tables are persisted (:mod:`cloud.signal_tables`), so a
+  restart decodes at once. Held batches are bounded (count and age); the oldest beyond the bound is
+  dead-lettered. It is then absent from the gap ledger, so the edge's log re-sends it later.
+- **Gap ledger and acks** (:mod:`cloud.ledger`): sequence numbers enter the ledger after the
+  write; the ledger is saved before the PUBACKs; the watermark is published after them.
+- **Latency** per sample (write accepted minus sample timestamp) goes into a histogram in one
+  vectorised step per write.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cloud import schema
+from cloud.config import CloudConfig, InfluxApi, InfluxSettings, load_cloud
+from cloud.deadletter import DeadLetterStore
+from cloud.histogram import LATENCY_BUCKETS_S, Histogram
+from cloud.ledger import GapLedger
+from cloud.signal_tables import SignalTableStore
+from cloud.sinks.influx import InfluxSink, InfluxV1Sink, InfluxV2Sink, PartialWriteError, RetryableWriteError
+from cloud.sinks.lineproto import build_lines
+from cloud.sources.mqtt import Message, MqttSource
+from plantwire import wire
+from plantwire.configfile import ConfigError
+from plantwire.logs import setup_logging
+from plantwire.metrics import MetricsServer, Registry
+from plantwire.sdnotify import Notifier
+
+__all__ = ["Ingestor", "main", "make_sink"]
+
+log = logging.getLogger(__name__)
+
+_WRITE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def make_sink(s: InfluxSettings) -> InfluxSink:
+    """The configured write path; secrets come from the environment variables the config names."""
+    password = os.environ.get(s.password_env, "") if s.password_env else None
+    if s.api is InfluxApi.V1:
+        return InfluxV1Sink(
+            s.url,
+            s.database,
+            retention_policy=s.retention_policy,
+            username=s.username,
+            password=password,
+            timeout_s=s.timeout_s,
+        )
+    token = os.environ.get(s.token_env, "") if s.token_env else None
+    return InfluxV2Sink(s.url, org=s.org, bucket=s.bucket or s.database, token=token, timeout_s=s.timeout_s)
+
+
+@dataclass
+class _GatewayCounters:
+    """Per-gateway deltas since the last pipeline report (schema.PIPELINE)."""
+
+    site: str = ""
+    samples: int = 0
+    batches: int = 0
+    bytes: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    newest_ts_ns: int = 0
+
+
+@dataclass
+class _Write:
+    """Everything one durable write carries, and what to do once it is accepted."""
+
+    parts: list[np.ndarray] = field(default_factory=list)  # uint8 line-protocol blocks
+    ends: list[np.ndarray] = field(default_factory=list)  # line ends within each block
+    msgs: list[Message] = field(default_factory=list)  # to acknowledge afterwards
+    batches: list[tuple[str, str, wire.Batch]] = field(default_factory=list)  # (site, topic gateway, batch)
+    samples: int = 0
+
+    def add_lines(self, data: np.ndarray, line_end: np.ndarray) -> None:
+        if data.size:
+            self.parts.append(data)
+            self.ends.append(line_end)
+
+    def add_text(self, lines: list[str]) -> None:
+        if lines:
+            raw = ("\n".join(lines) + "\n").encode()
+            data = np.frombuffer(raw, dtype=np.uint8)
+            ends = np.flatnonzero(data == 10).astype(np.int64) + 1
+            self.add_lines(data, ends)
+
+
+class Ingestor:
+    """The ingestor daemon's state and worker; ``run(stop)`` blocks until ``stop`` is set."""
+
+    def __init__(self, cfg: CloudConfig, *, sink: InfluxSink | None = None) -> None:
+        self.cfg = cfg
+        self.ing = cfg.ingest
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        self.sink = sink if sink is not None else make_sink(cfg.influx)
+        self.source = MqttSource(cfg.mqtt, session_expiry_s=cfg.mqtt.session_expiry_s)
+        self.tables = SignalTableStore(cfg.state_dir, cfg.influx.measurement)
+        self.dead = DeadLetterStore(cfg.state_dir, max_bytes=self.ing.dead_letter_max_bytes)
+        self.ledger = GapLedger(cfg.state_dir)
+        self.held: OrderedDict[int, tuple[Message, wire.Batch]] = OrderedDict()
+        self._held_key = 0
+        self._counters: dict[str, _GatewayCounters] = {}
+        self._last_report = time.monotonic()
+        self._last_ack_publish = 0.0
+        self._influx_ok = True
+        self._last_error = ""
+        self._started = threading.Event()
+        self.metrics_server: MetricsServer | None = None
+        self._setup_metrics()
+
+    # -- metrics and health -------------------------------------------------------------------------
+    def _setup_metrics(self) -> None:
+        r = self.registry = Registry("plantwire_ingest")
+        self.m_received = r.counter("received_messages_total", "MQTT messages received, by lane")
+        self.m_received_bytes = r.counter("received_bytes_total", "MQTT payload bytes received")
+        self.m_decoded = r.counter("decoded_batches_total", "telemetry batches decoded")
+        self.m_samples = r.counter("samples_written_total", "samples InfluxDB accepted")
+        self.m_points = r.counter(
+            "points_written_total", "points InfluxDB accepted (samples, events, health, pipeline)"
+        )
+        self.m_acked = r.counter("acked_messages_total", "MQTT messages acknowledged after durable storage")
+        self.m_dead = r.counter("dead_letters_total", "payloads or lines sent to the dead-letter store, by reason")
+        self.m_dead_samples = r.counter("dead_letter_samples_total", "samples inside dead-lettered payloads or lines")
+        self.m_errors = r.counter("errors_total", "errors, by kind (retried writes, ledger saves, ...)")
+        self.m_dups = r.counter("duplicate_batches_total", "batches received again (replays), stored idempotently")
+        self.m_pending = r.gauge("pending_messages", "messages received, not yet written and acknowledged")
+        self.m_held = r.gauge("held_messages", "batches waiting for their signal table")
+        self.m_lag = r.gauge("last_write_lag_seconds", "now minus the newest sample of the last write")
+        self.m_influx_up = r.gauge("influx_up", "1 when the last InfluxDB write succeeded")
+        self.m_gaps = r.gauge("gaps", "open missing sequence ranges per gateway")
+        self.m_gap_batches = r.gauge("gap_batches", "batches missing in open gaps per gateway")
+        self.m_gap_age = r.gauge("gap_oldest_age_seconds", "age of the oldest open gap per gateway")
+        self.m_tables = r.gauge("signal_tables", "known signal tables")
+        self.latency = Histogram(
+            r, "sample_latency_seconds", "sample timestamp to InfluxDB write accepted", LATENCY_BUCKETS_S
+        )
+        self.write_latency = Histogram(r, "influx_write_seconds", "InfluxDB write request duration", _WRITE_BUCKETS_S)
+
+    def pending(self) -> int:
+        st = self.source.stats
+        return max(0, st.received - st.acked - st.stale_acks)
+
+    def health(self) -> dict[str, Any]:
+        ok = self.source.connected and self._influx_ok
+        return {
+            "status": "ok" if ok else "degraded",
+            "mqtt_connected": self.source.connected,
+            "mqtt_subscribed": self.source.stats.subscribed,
+            "influx_ok": self._influx_ok,
+            "pending_messages": self.pending(),
+            "held_messages": len(self.held),
+            "signal_tables": len(self.tables),
+            "dead_letters": self.dead.stats.entries,
+            "last_error": self._last_error,
+        }
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Load persisted state, serve metrics, connect to the broker (no blocking network wait)."""
+        self.tables.load()
+        try:
+            self.ledger.load()
+        except ValueError as exc:
+            # A torn ledger must not stop ingestion: keep it aside for the operator, start empty.
+            self.m_errors.inc(kind="ledger_load")
+            log.error("%s; starting with an empty ledger (old file kept as .corrupt)", exc)
+            with contextlib.suppress(OSError):
+                os.replace(self.ledger.path, self.ledger.path.with_suffix(".corrupt"))
+        self.m_tables.set(len(self.tables))
+        if self.cfg.metrics.port >= 0 and self.metrics_server is None:
+            self.metrics_server = MetricsServer(
+                self.registry, self.cfg.metrics.host, self.cfg.metrics.port, self.health
+            )
+            self.metrics_server.start()
+            (self.cfg.state_dir / "metrics.port").write_text(str(self.metrics_server.port))
+        if self.cfg.influx.create_database:
+            try:
+                self.sink.ensure_database()
+            except RetryableWriteError as exc:
+                log.warning("could not create the database yet (%s); writes will retry", exc)
+        self.source.start()
+        self._started.set()
+
+    def close(self) -> None:
+        self.source.stop()
+        self.sink.close()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+            self.metrics_server = None
+
+    def run(self, stop: threading.Event) -> None:
+        """Worker loop: collect, decode, write, acknowledge; returns once ``stop`` is set.
+
+        On stop, whatever has been collected is written and acknowledged if InfluxDB takes it; a
+        write that is still being retried is abandoned unacknowledged (the broker redelivers).
+        """
+        while not stop.is_set():
+            msgs = self._collect(stop)
+            self._cycle(msgs, stop)
+        # Final flush of what is written: only pipeline counters may remain; publish acks once more.
+        self._publish_acks(force=True)
+
+    # -- the cycle ----------------------------------------------------------------------------------
+    def _collect(self, stop: threading.Event) -> list[Message]:
+        q = self.source.queue
+        try:
+            first = q.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        msgs = [first]
+        samples = 0
+        deadline = time.monotonic() + self.ing.linger_ms / 1000.0
+        while len(msgs) < self.ing.max_batch_messages and samples < self.ing.max_batch_samples:
+            try:
+                m = q.get_nowait()
+            except queue.Empty:
+                left = deadline - time.monotonic()
+                if left <= 0 or stop.is_set():
+                    break
+                try:
+                    m = q.get(timeout=left)
+                except queue.Empty:
+                    break
+            msgs.append(m)
+            samples += _claimed_samples(m.payload)
+        return msgs
+
+    def _cycle(self, msgs: list[Message], stop: threading.Event) -> None:
+        w = _Write()
+        for m in msgs:
+            self._handle(m, w)
+        self._expire_held(w)
+        now = time.monotonic()
+        if now - self._last_report >= self.ing.report_interval_s:
+            w.add_text(self._pipeline_lines(now))
+        if w.parts or w.msgs:
+            if not self._write(w, stop):
+                return  # stopped during an outage: nothing acknowledged, the broker redelivers
+            self._commit(w)
+        self._update_gauges()
+        if time.monotonic() - self._last_ack_publish >= self.ing.ack_interval_s:
+            self._publish_acks(force=True)
+
+    def _handle(self, m: Message, w: _Write) -> None:
+        """Route one message by lane; adds its lines to ``w`` and queues it for acknowledgement."""
+        try:
+            site, gateway, lane = wire.parse_topic(m.topic)
+        except wire.WireError as exc:
+            self._dead_letter(m, "bad_topic", str(exc), w)
+            return
+        self.m_received.inc(lane=lane if lane in _LANES else "other")
+        self.m_received_bytes.inc(len(m.payload))
+        c = self._counter(gateway, site)
+        c.bytes += len(m.payload)
+        if len(m.payload) > self.ing.max_payload_bytes:
+            self._dead_letter(
+                m, "oversized", f"payload of {len(m.payload)} bytes exceeds {self.ing.max_payload_bytes}", w
+            )
+            return
+        try:
+            if lane == "telemetry":
+                self._telemetry(m, site, gateway, w)
+            elif lane == "signals":
+                self._signals(m, site, gateway, w)
+            elif lane == "events":
+                self._events(m, site, gateway, w)
+            elif lane == "health":
+                self._health(m, site, gateway, w)
+            elif lane == "ack":
+                w.msgs.append(m)  # our own (or a peer ingestor's) acks: nothing to store
+            else:
+                self._dead_letter(m, "unknown_lane", f"topic lane {lane!r} is not one of {_LANES}", w)
+        except _WrongGateway as exc:
+            self._dead_letter(m, "wrong_gateway", str(exc), w)
+        except wire.WireError as exc:
+            self._dead_letter(m, "malformed", str(exc), w)
+        except schema.SchemaError as exc:
+            self._dead_letter(m, "schema", str(exc), w)
+
+    def _telemetry(self, m: Message, site: str, gateway: str, w: _Write) -> None:
+        batch = wire.decode_batch(m.payload)
+        if batch.gateway != gateway:
+            raise _WrongGateway(f"header.gateway: batch of {batch.gateway!r} published on {gateway!r}'s topic")
+        self.m_decoded.inc()
+        table = self.tables.get(batch.gateway, batch.table_hash)
+        if table is None:
+            self._held_key += 1
+            self.held[self._held_key] = (m, batch)
+            self._bound_held(w)
+            return
+        if table.site != site:
+            raise _WrongGateway(f"topic.site: {site!r} but the signal table says {table.site!r}")
+        try:
+            lines = build_lines(table.prefixes, batch.ts_ns, batch.signal, batch.value, batch.quality)
+        except ValueError as exc:
+            raise wire.WireError(f"body.signal: {exc}") from None
+        w.add_lines(lines.data, lines.line_end)
+        w.batches.append((site, gateway, batch))
+        w.samples += len(batch)
+        w.msgs.append(m)
+
+    def _signals(self, m: Message, site: str, gateway: str, w: _Write) -> None:
+        if not m.payload:
+            w.msgs.append(m)  # a retained table being cleared: nothing to learn
+            return
+        msg = wire.decode_signal_table(m.payload)
+        if msg.gateway != gateway or msg.site != site:
+            raise _WrongGateway(f"signal table of {msg.site}/{msg.gateway} published on {site}/{gateway}'s topic")
+        table, new = self.tables.add(m.payload)
+        self.m_tables.set(len(self.tables))
+        if new:
+            log.info("signal table %s of %s/%s: %d signals", msg.table_hash.hex(), site, gateway, len(table))
+        w.msgs.append(m)
+        for key, (hm, batch) in list(self.held.items()):
+            if batch.gateway == gateway and batch.table_hash == msg.table_hash:
+                del self.held[key]
+                self._telemetry_known(hm, site, gateway, batch, w)
+
+    def _telemetry_known(self, m: Message, site: str, gateway: str, batch: wire.Batch, w: _Write) -> None:
+        table = self.tables.get(batch.gateway, batch.table_hash)
+        assert table is not None
+        try:
+            lines = build_lines(table.prefixes, batch.ts_ns, batch.signal, batch.value, batch.quality)
+        except ValueError as exc:
+            self._dead_letter(m, "malformed", f"body.signal: {exc}", w)
+            return
+        w.add_lines(lines.data, lines.line_end)
+        w.batches.append((site, gateway, batch))
+        w.samples += len(batch)
+        w.msgs.append(m)
+
+    def _events(self, m: Message, site: str, gateway: str, w: _Write) -> None:
+        ev_gateway, _boot, events = wire.decode_events(m.payload)
+        if ev_gateway != gateway:
+            raise _WrongGateway(f"events.gateway: {ev_gateway!r} published on {gateway!r}'s topic")
+        lines: list[str] = []
+        for i, ev in enumerate(events):
+            try:
+                lines.append(_event_line(site, gateway, ev))
+            except (schema.SchemaError, KeyError, TypeError, ValueError) as exc:
+                # One bad event is dead-lettered alone; the rest of the message is stored.
+                self._dead_letter_doc(m.topic, "schema", f"events[{i}]: {exc}", ev, w)
+        w.add_text(lines)
+        w.msgs.append(m)
+
+    def _health(self, m: Message, site: str, gateway: str, w: _Write) -> None:
+        if not m.payload:
+            w.msgs.append(m)
+            return
+        try:
+            doc = json.loads(m.payload)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise wire.WireError(f"health: not JSON ({exc})") from None
+        if not isinstance(doc, dict):
+            raise wire.WireError("health: expected a JSON object")
+        fields: dict[str, object] = {schema.F_ONLINE: 1 if doc.get("status") == "online" else 0}
+        for key in (schema.F_DROPPED, schema.F_WAL_BYTES, schema.F_WAL_RECORDS, schema.F_WAL_OLDEST_AGE_S):
+            v = doc.get(key)
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                fields[key] = v
+        tags = {schema.TAG_SITE: site, schema.TAG_GATEWAY: gateway, schema.TAG_INGESTOR: self.ing.instance}
+        w.add_text([schema.format_point(schema.M_PIPELINE, tags, fields, m.received_ns)])
+        w.msgs.append(m)
+
+    # -- held batches -------------------------------------------------------------------------------
+    def _bound_held(self, w: _Write) -> None:
+        while len(self.held) > self.ing.held_max_messages:
+            _, (m, batch) = self.held.popitem(last=False)
+            self._dead_letter(
+                m,
+                "unknown_table",
+                f"signal table {batch.table_hash.hex()} of {batch.gateway!r} unknown; more than "
+                f"{self.ing.held_max_messages} batches held",
+                w,
+                samples=len(batch),
+            )
+
+    def _expire_held(self, w: _Write) -> None:
+        if not self.held:
+            return
+        limit_ns = time.time_ns() - int(self.ing.held_max_age_s * 1e9)
+        for key, (m, batch) in list(self.held.items()):
+            if m.received_ns < limit_ns:
+                del self.held[key]
+                self._dead_letter(
+                    m,
+                    "unknown_table",
+                    f"signal table {batch.table_hash.hex()} of {batch.gateway!r} did not arrive within "
+                    f"{self.ing.held_max_age_s:g} s",
+                    w,
+                    samples=len(batch),
+                )
+
+    # -- dead letters -------------------------------------------------------------------------------
+    def _dead_letter(self, m: Message, kind: str, reason: str, w: _Write, *, samples: int = 0) -> None:
+        self.dead.add(topic=m.topic, reason=reason, payload=m.payload, extra={"kind": kind})
+        self._count_dead(m.topic, kind, samples or _claimed_samples(m.payload))
+        w.msgs.append(m)  # acknowledged with the rest: it is kept in the store, not lost
+
+    def _dead_letter_doc(self, topic: str, kind: str, reason: str, doc: object, w: _Write) -> None:
+        self.dead.add(topic=topic, reason=reason, extra={"kind": kind, "doc": doc})
+        self._count_dead(topic, kind, 0)
+
+    def _count_dead(self, topic: str, kind: str, samples: int) -> None:
+        self.m_dead.inc(reason=kind)
+        self.m_dead_samples.inc(samples)
+        with contextlib.suppress(wire.WireError):
+            _, gw, _ = wire.parse_topic(topic)
+            self._counter(gw, "").dead_letters += 1
+
+    # -- writing ------------------------------------------------------------------------------------
+    def _write(self, w: _Write, stop: threading.Event) -> bool:
+        """Write every line of ``w``; True once all are stored or dead-lettered, False if stopped."""
+        if not w.parts:
+            return True
+        data = np.concatenate(w.parts) if len(w.parts) > 1 else w.parts[0]
+        offs = np.cumsum([0] + [p.size for p in w.parts[:-1]])
+        ends = np.concatenate([e + o for e, o in zip(w.ends, offs, strict=True)])
+        mv = memoryview(data)
+        step = self.ing.lines_per_request
+        start = 0
+        for first in range(0, ends.size, step):
+            end = int(ends[min(first + step, ends.size) - 1])
+            if not self._write_chunk(mv[start:end], stop):
+                return False
+            start = end
+        return True
+
+    def _write_chunk(self, body: memoryview, stop: threading.Event) -> bool:
+        delay = self.ing.retry_min_s
+        while True:
+            t0 = time.perf_counter()
+            try:
+                self.sink.write(body)
+            except RetryableWriteError as exc:
+                self._influx_ok = False
+                self.m_influx_up.set(0)
+                self._last_error = str(exc)
+                self.m_errors.inc(kind="influx_retry" if exc.status is None else f"influx_{exc.status}")
+                wait = max(delay, exc.retry_after_s or 0.0)
+                log.warning("InfluxDB write failed, retrying in %.1f s (nothing acknowledged): %s", wait, exc)
+                self._update_gauges()
+                if stop.wait(wait):
+                    return False
+                delay = min(delay * 2, self.ing.retry_max_s)
+                continue
+            except PartialWriteError as exc:
+                self._influx_ok = True
+                self.m_influx_up.set(1)
+                self.dead.add(
+                    topic="",
+                    reason=exc.reason[:4000],
+                    lines=exc.bad_lines,
+                    extra={"kind": "influx_rejected", "dropped": exc.dropped},
+                )
+                self.m_dead.inc(reason="influx_rejected")
+                self.m_dead_samples.inc(exc.dropped)
+                log.error(
+                    "InfluxDB rejected %d points (dead-lettered, the rest stored): %s", exc.dropped, exc.reason[:300]
+                )
+                self.m_points.inc(max(0, _count_lines(body) - exc.dropped))
+                return True
+            self.write_latency.observe(np.array([time.perf_counter() - t0]))
+            self.m_points.inc(_count_lines(body))
+            if not self._influx_ok:
+                log.info("InfluxDB writes succeed again")
+            self._influx_ok = True
+            self.m_influx_up.set(1)
+            return True
+
+    def _commit(self, w: _Write) -> None:
+        """After the write: ledger, metrics, PUBACKs, ack watermarks (in this order)."""
+        now_ns = time.time_ns()
+        touched: set[tuple[str, int]] = set()
+        newest = 0
+        for site, gateway, b in w.batches:
+            dup = self.ledger.add(b.gateway, b.boot_epoch_ns, (b.seq,), site=site)
+            touched.add((b.gateway, b.boot_epoch_ns))
+            c = self._counter(gateway, site)
+            c.batches += 1
+            c.duplicates += dup
+            self.m_dups.inc(dup)
+            n = len(b)
+            c.samples += n
+            if n:
+                top = int(b.ts_ns.max())
+                c.newest_ts_ns = max(c.newest_ts_ns, top)
+                newest = max(newest, top)
+        if w.batches:
+            try:
+                self.ledger.save()
+            except OSError as exc:
+                self.m_errors.inc(kind="ledger_save")
+                log.error("gap ledger not saved (%s); acknowledging anyway, the data is in InfluxDB", exc)
+            ts = np.concatenate([b.ts_ns for _, _, b in w.batches]) if len(w.batches) > 1 else w.batches[0][2].ts_ns
+            if ts.size:
+                self.latency.observe((now_ns - ts) / 1e9)
+            self.m_samples.inc(w.samples)
+            if newest:
+                self.m_lag.set((now_ns - newest) / 1e9)
+        for m in w.msgs:
+            if self.source.ack(m):
+                self.m_acked.inc()
+        self._publish_acks(touched)
+
+    def _publish_acks(self, touched: set[tuple[str, int]] | None = None, *, force: bool = False) -> None:
+        """Retained QoS 1 ack watermark per (gateway, boot epoch): the touched ones, or all when forced."""
+        keys = [(gw, boot) for gw, boot, _ in self.ledger.epochs()] if force else sorted(touched or ())
+        if force:
+            self._last_ack_publish = time.monotonic()
+            keys = self._latest_epochs(keys)
+        for gw, boot in keys:
+            site = self.ledger.site_of(gw, boot)
+            if not site:
+                continue
+            ack = self.ledger.ack(gw, boot)
+            self.source.publish(wire.topic(site, gw, "ack"), wire.encode_ack(ack), retain=True)
+
+    @staticmethod
+    def _latest_epochs(keys: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """On periodic re-publication only each gateway's newest epoch: the retained topic keeps one."""
+        latest: dict[str, int] = {}
+        for gw, boot in keys:
+            latest[gw] = max(boot, latest.get(gw, boot))
+        return sorted(latest.items())
+
+    # -- reporting ----------------------------------------------------------------------------------
+    def _counter(self, gateway: str, site: str) -> _GatewayCounters:
+        c = self._counters.get(gateway)
+        if c is None:
+            if len(self._counters) > 10_000:  # bounded: a flood of bogus topics must not grow memory
+                self._counters.clear()
+            c = self._counters[gateway] = _GatewayCounters()
+        if site:
+            c.site = site
+        return c
+
+    def _pipeline_lines(self, now: float) -> list[str]:
+        """Per-gateway pipeline points (counters as deltas, gauges as values), then counters reset."""
+        interval = now - self._last_report
+        self._last_report = now
+        gaps = self.ledger.gaps()
+        now_s = time.time()
+        ts_ns = time.time_ns()
+        lines: list[str] = []
+        for gw, c in self._counters.items():
+            if not c.site:
+                continue
+            mine = [g for g in gaps if g.gateway == gw]
+            fields: dict[str, object] = {
+                schema.F_INTERVAL_S: interval,
+                schema.F_SAMPLES: c.samples,
+                schema.F_SAMPLES_PER_S: c.samples / interval if interval > 0 else 0.0,
+                schema.F_BATCHES: c.batches,
+                schema.F_BYTES: c.bytes,
+                schema.F_DUPLICATES: c.duplicates,
+                schema.F_DEAD_LETTERS: c.dead_letters,
+                schema.F_GAPS: len(mine),
+                schema.F_GAP_BATCHES: sum(g.batches for g in mine),
+                schema.F_GAP_AGE_S: max((now_s - g.since for g in mine), default=0.0),
+            }
+            if c.newest_ts_ns:
+                fields[schema.F_LAG_S] = max(0.0, (ts_ns - c.newest_ts_ns) / 1e9)
+            tags = {schema.TAG_SITE: c.site, schema.TAG_GATEWAY: gw, schema.TAG_INGESTOR: self.ing.instance}
+            lines.append(schema.format_point(schema.M_PIPELINE, tags, fields, ts_ns))
+            c.samples = c.batches = c.bytes = c.duplicates = c.dead_letters = 0
+        return lines
+
+    def _update_gauges(self) -> None:
+        self.m_pending.set(self.pending())
+        self.m_held.set(len(self.held))
+        now_s = time.time()
+        per_gw: dict[str, list[Any]] = {}
+        for g in self.ledger.gaps():
+            per_gw.setdefault(g.gateway, []).append(g)
+        for gw, _boot, _site in self.ledger.epochs():
+            mine = per_gw.get(gw, [])
+            self.m_gaps.set(len(mine), gateway=gw)
+            self.m_gap_batches.set(sum(g.batches for g in mine), gateway=gw)
+            self.m_gap_age.set(max((now_s - g.since for g in mine), default=0.0), gateway=gw)
+
+
+class _WrongGateway(wire.WireError):
+    """A payload whose gateway or site does not match its topic (dead-lettered as malformed)."""
+
+
+_LANES = ("telemetry", "events", "health", "signals", "ack")
+_N_OFFSET = 2 + 1 + 1 + 8 + 8 + 8  # prefix, boot epoch, seq, table hash: then n (uint32)
+
+
+def _claimed_samples(payload: bytes) -> int:
+    """Sample count a telemetry header claims (0 for anything else); for batching and accounting."""
+    if len(payload) >= _N_OFFSET + 4 and payload[:2] == wire.MAGIC and payload[3] == wire.KIND_TELEMETRY:
+        return min(int.from_bytes(payload[_N_OFFSET : _N_OFFSET + 4], "little"), wire.MAX_SAMPLES)
+    return 0
+
+
+def _count_lines(body: memoryview) -> int:
+    return int(np.count_nonzero(np.frombuffer(body, dtype=np.uint8) == 10))
+
+
+def _event_line(site: str, gateway: str, ev: dict[str, Any]) -> str:
+    """One ``events`` or ``health`` point for an events-lane entry (schema.EVENTS / schema.HEALTH)."""
+    if ev["type"] == "alarm":
+        state = schema.EventState(ev["state"])
+        start_ns = int(ev["start_ns"])
+        tags = {
+            schema.TAG_SITE: site,
+            schema.TAG_GATEWAY: gateway,
+            schema.TAG_MACHINE: str(ev.get("machine") or ""),
+            schema.TAG_SIGNAL: str(ev.get("signal") or ""),
+            schema.TAG_KIND: str(ev.get("kind") or ""),
+        }
+        fields: dict[str, object] = {
+            schema.F_ACTIVE: 1 if state is schema.EventState.OPEN else 0,
+            schema.F_STATE: state.value,
+            schema.F_PEAK: ev.get("peak"),
+        }
+        end_ns = ev.get("end_ns")
+        if state is schema.EventState.CLOSED and end_ns is not None:
+            fields[schema.F_DURATION_S] = (int(end_ns) - start_ns) / 1e9
+            fields[schema.F_END_MS] = int(end_ns) // 1_000_000
+        return schema.format_point(schema.M_EVENTS, tags, fields, start_ns)
+    tags = {schema.TAG_SITE: site, schema.TAG_GATEWAY: gateway, schema.TAG_MACHINE: str(ev.get("machine") or "")}
+    fields = {
+        schema.F_HEALTH: ev.get("health"),
+        schema.F_RUL: ev.get("rul"),
+        schema.F_RUL_LOW: ev.get("rul_low"),
+        schema.F_RUL_HIGH: ev.get("rul_high"),
+    }
+    return schema.format_point(schema.M_HEALTH, tags, fields, int(ev["ts_ns"]))
+
+
+# -- the daemon -------------------------------------------------------------------------------------
+
+
+async def serve(ingestor: Ingestor, notifier: Notifier) -> None:
+    """Run until SIGTERM/SIGINT: the worker in a thread, the systemd watchdog from the loop."""
+    loop = asyncio.get_running_loop()
+    stop = threading.Event()
+    stopped = asyncio.Event()
+
+    def on_signal() -> None:
+        stop.set()
+        stopped.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    ingestor.start()
+    notifier.ready(status="consuming")
+
+    async def supervise() -> None:
+        interval = notifier.watchdog_interval_s() or 5.0
+        while not stopped.is_set():
+            notifier.watchdog()
+            h = ingestor.health()
+            notifier.status(f"pending {h['pending_messages']}, influx {'ok' if h['influx_ok'] else 'DOWN'}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopped.wait(), interval / 2.0)
+
+    async def work() -> None:
+        try:
+            await asyncio.to_thread(ingestor.run, stop)
+        finally:
+            stopped.set()
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(work(), name="ingest-worker")
+            tg.create_task(supervise(), name="supervise")
+    finally:
+        notifier.stopping()
+        ingestor.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="plantwire ingest", description="Run the cloud ingestor (MQTT -> InfluxDB).")
+    parser.add_argument("config", type=Path)
+    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-json", action="store_true", help="one JSON object per log line")
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level, json=args.log_json)
+    try:
+        cfg = load_cloud(args.config)
+    except ConfigError as exc:
+        print(exc.report(), file=sys.stderr)
+        return 2
+    try:
+        ingestor = Ingestor(cfg)
+    except (OSError, ValueError) as exc:
+        print(f"plantwire ingest: {exc}", file=sys.stderr)
+        return 1
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(ingestor, Notifier.from_env()))
+    return 0

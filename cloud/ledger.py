@@ -1,0 +1,213 @@
+"""Gap ledger: which telemetry sequence numbers of each (gateway, boot epoch) are durably stored.
+
+A sequence number enters the ledger only after InfluxDB accepted the batch's points, so the
+ledger is at once the accounting of what arrived (gaps: ranges missing below the highest number
+seen) and the source of the ack watermark the edge frees its write-ahead log by
+(:class:`plantwire.wire.Ack`). Each gateway process numbers its batches from 0 per boot epoch.
+
+Stored as inclusive disjoint ``[lo, hi]`` ranges per key, ascending: a healthy stream is one
+range whatever its length. A gap's age counts from when the ingestor first saw a number above
+it, which is what a dashboard's "missing for 5 min" means. Persisted atomically (write, fsync,
+rename) to ``state_dir/ledger.json`` after every durable write, *before* the MQTT
+acknowledgements, so a restart neither forgets data it acknowledged nor invents gaps.
+
+Bounds (a daemon runs for months): at most ``max_epochs_per_gateway`` boot epochs per gateway
+(the oldest forgotten first, counted in ``forgotten_epochs``) and ``max_ranges`` ranges per epoch
+(the lowest merged away when exceeded, counted in ``forgotten_ranges``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import os
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from plantwire.wire import MAX_ACK_RANGES, Ack
+
+__all__ = ["Gap", "GapLedger"]
+
+_FILE = "ledger.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    gateway: str
+    boot_epoch_ns: int
+    lo: int
+    hi: int
+    since: float  # wall-clock seconds when the gap was first seen
+
+    @property
+    def batches(self) -> int:
+        return self.hi - self.lo + 1
+
+
+@dataclass
+class _Epoch:
+    los: list[int] = field(default_factory=list)
+    his: list[int] = field(default_factory=list)
+    marks: list[tuple[int, int, float]] = field(default_factory=list)  # hole (lo, hi) and when it opened
+    site: str = ""
+    updated: float = 0.0
+
+
+class GapLedger:
+    """Thread-safe ranges of durable sequence numbers per (gateway, boot epoch), persisted."""
+
+    def __init__(self, state_dir: Path, *, max_epochs_per_gateway: int = 32, max_ranges: int = 4096) -> None:
+        self.path = Path(state_dir) / _FILE
+        self.max_epochs_per_gateway = max_epochs_per_gateway
+        self.max_ranges = max_ranges
+        self._epochs: dict[tuple[str, int], _Epoch] = {}
+        self._lock = threading.Lock()
+        self.forgotten_epochs = 0
+        self.forgotten_ranges = 0
+
+    # -- updates ----------------------------------------------------------------------------------
+    def add(
+        self, gateway: str, boot_epoch_ns: int, seqs: Iterable[int], *, site: str = "", now: float | None = None
+    ) -> int:
+        """Mark sequence numbers durable; returns how many were already in the ledger (replays)."""
+        now = time.time() if now is None else now
+        dup = 0
+        with self._lock:
+            ep = self._epochs.get((gateway, boot_epoch_ns))
+            if ep is None:
+                ep = self._epochs[(gateway, boot_epoch_ns)] = _Epoch()
+                self._bound_epochs(gateway)
+            if site:
+                ep.site = site
+            ep.updated = now
+            for s in seqs:
+                dup += self._insert(ep, int(s), now)
+            while len(ep.los) > self.max_ranges:
+                # Merge the two lowest ranges: the hole between them is given up (counted).
+                ep.his[0] = ep.his[1]
+                del ep.los[1], ep.his[1]
+                self.forgotten_ranges += 1
+            holes = self._holes(ep)
+            ep.marks = [m for m in ep.marks if any(m[0] <= h[1] and h[0] <= m[1] for h in holes)]
+        return dup
+
+    @staticmethod
+    def _holes(ep: _Epoch) -> list[tuple[int, int]]:
+        out: list[tuple[int, int]] = []
+        prev_hi = -1
+        for lo, hi in zip(ep.los, ep.his, strict=True):
+            if lo > prev_hi + 1:
+                out.append((prev_hi + 1, lo - 1))
+            prev_hi = hi
+        return out
+
+    @staticmethod
+    def _insert(ep: _Epoch, s: int, now: float) -> int:
+        los, his = ep.los, ep.his
+        i = bisect.bisect_right(los, s) - 1  # range starting at or below s
+        if i >= 0 and s <= his[i]:
+            return 1
+        top = his[-1] if his else -1
+        if s > top + 1:
+            ep.marks.append((top + 1, s - 1, now))  # a new hole opens below s
+        joins_left = i >= 0 and his[i] == s - 1
+        joins_right = i + 1 < len(los) and los[i + 1] == s + 1
+        if joins_left and joins_right:
+            his[i] = his[i + 1]
+            del los[i + 1], his[i + 1]
+        elif joins_left:
+            his[i] = s
+        elif joins_right:
+            los[i + 1] = s
+        else:
+            los.insert(i + 1, s)
+            his.insert(i + 1, s)
+        return 0
+
+    def _bound_epochs(self, gateway: str) -> None:
+        mine = sorted(k for k in self._epochs if k[0] == gateway)
+        while len(mine) > self.max_epochs_per_gateway:
+            del self._epochs[mine.pop(0)]
+            self.forgotten_epochs += 1
+
+    # -- queries ----------------------------------------------------------------------------------
+    def ranges(self, gateway: str, boot_epoch_ns: int) -> list[tuple[int, int]]:
+        with self._lock:
+            ep = self._epochs.get((gateway, boot_epoch_ns))
+            return list(zip(ep.los, ep.his, strict=True)) if ep else []
+
+    def ack(self, gateway: str, boot_epoch_ns: int) -> Ack:
+        """The ack watermark message for one epoch (every number <= watermark durable)."""
+        rs = self.ranges(gateway, boot_epoch_ns)
+        if rs and rs[0][0] == 0:
+            return Ack(gateway, boot_epoch_ns, rs[0][1], tuple(rs[1 : 1 + MAX_ACK_RANGES]))
+        return Ack(gateway, boot_epoch_ns, -1, tuple(rs[:MAX_ACK_RANGES]))
+
+    def gaps(self) -> list[Gap]:
+        """Every missing range below the highest number seen, per epoch, with when it was first seen."""
+        out: list[Gap] = []
+        with self._lock:
+            for (gw, boot), ep in self._epochs.items():
+                for lo, hi in self._holes(ep):
+                    since = min((m[2] for m in ep.marks if m[0] <= hi and lo <= m[1]), default=ep.updated)
+                    out.append(Gap(gw, boot, lo, hi, since))
+        return out
+
+    def epochs(self) -> list[tuple[str, int, str]]:
+        """(gateway, boot epoch, site) of every epoch in the ledger."""
+        with self._lock:
+            return [(gw, boot, ep.site) for (gw, boot), ep in self._epochs.items()]
+
+    def site_of(self, gateway: str, boot_epoch_ns: int) -> str:
+        with self._lock:
+            ep = self._epochs.get((gateway, boot_epoch_ns))
+            return ep.site if ep else ""
+
+    # -- persistence ------------------------------------------------------------------------------
+    def save(self) -> None:
+        """Write the ledger atomically (tmp file, fsync, rename); raises OSError on a broken disk."""
+        with self._lock:
+            doc = {
+                "version": 1,
+                "epochs": [
+                    {
+                        "gateway": gw,
+                        "boot_epoch_ns": boot,
+                        "site": ep.site,
+                        "updated": ep.updated,
+                        "ranges": [[lo, hi] for lo, hi in zip(ep.los, ep.his, strict=True)],
+                        "marks": [list(m) for m in ep.marks],
+                    }
+                    for (gw, boot), ep in self._epochs.items()
+                ],
+            }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            json.dump(doc, f, separators=(",", ":"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def load(self) -> int:
+        """Read the saved ledger (absent: empty); returns the number of epochs. Raises ValueError if corrupt."""
+        if not self.path.exists():
+            return 0
+        try:
+            doc = json.loads(self.path.read_text())
+            epochs: dict[tuple[str, int], _Epoch] = {}
+            for e in doc["epochs"]:
+                ep = _Epoch(site=str(e.get("site", "")), updated=float(e.get("updated", 0.0)))
+                for lo, hi in e["ranges"]:
+                    ep.los.append(int(lo))
+                    ep.his.append(int(hi))
+                ep.marks = [(int(lo), int(hi), float(t)) for lo, hi, t in e.get("marks", [])]
+                epochs[(str(e["gateway"]), int(e["boot_epoch_ns"]))] = ep
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{self.path}: unreadable gap ledger ({exc})") from exc
+        with self._lock:
+            self._epochs = epochs
+        return len(epochs)

@@ -1,0 +1,360 @@
+"""The ingestor against real servers: Mosquitto (``mosquitto``) and InfluxDB 1.6 (``influx_db``/own instance).
+
+Each test runs the :class:`cloud.app.Ingestor` in a thread of the test process, publishes real wire
+payloads with a paho client, and reads back through InfluxQL.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from cloud.app import Ingestor
+from cloud.config import CloudConfig
+from plantwire import wire
+from plantwire.services import InfluxDB1, Mosquitto
+
+SITE = "plant1"
+GW = "gw-a"
+HASH = b"\x01\x02\x03\x04\x05\x06\x07\x08"
+IDS = ["m1.temp", "m1.press", "m2.speed", "loose sig,x=1"]
+MACHINES = ["m1", "m1", "m2", ""]
+
+
+def make_cfg(tmp: Path, broker: Mosquitto, influx_url: str, db: str, **ingest: object) -> CloudConfig:
+    return CloudConfig.model_validate(
+        {
+            "mqtt": {"host": broker.host, "port": broker.port, "client_id": f"ingest-{tmp.name}"},
+            "influx": {"api": "v1", "url": influx_url, "database": db},
+            "state_dir": str(tmp / "state"),
+            "metrics": {"port": 0},
+            "ingest": {"linger_ms": 5, "retry_min_s": 0.2, "retry_max_s": 0.5, **ingest},
+        }
+    )
+
+
+@contextmanager
+def running(cfg: CloudConfig) -> Iterator[Ingestor]:
+    ing = Ingestor(cfg)
+    stop = threading.Event()
+    ing.start()
+    t = threading.Thread(target=ing.run, args=(stop,), name="test-ingest", daemon=True)
+    t.start()
+    try:
+        assert ing.source.wait_subscribed(10), "ingestor did not subscribe"
+        yield ing
+    finally:
+        stop.set()
+        t.join(20)
+        ing.close()
+        assert not t.is_alive()
+
+
+class Publisher:
+    def __init__(self, broker: Mosquitto, client_id: str = "test-pub") -> None:
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
+        )
+        self.acks: list[wire.Ack] = []
+        self.client.on_message = lambda c, u, m: self.acks.append(wire.decode_ack(m.payload))
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+
+    def pub(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
+
+    def watch_acks(self) -> None:
+        self.client.subscribe(wire.topic(SITE, GW, "ack"), qos=1)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def table_payload(gateway: str = GW, table_hash: bytes = HASH) -> bytes:
+    return wire.encode_signal_table(
+        gateway=gateway,
+        table_hash=table_hash,
+        site=SITE,
+        ids=IDS,
+        machines=MACHINES,
+        units=["C", "bar", "rpm", ""],
+        kinds=["analog"] * 4,
+    )
+
+
+def batch(
+    seq: int, n: int = 40, *, t0: int | None = None, boot: int = 1_000, seed: int = 0, table_hash: bytes = HASH
+) -> tuple[bytes, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed + seq)
+    t0 = time.time_ns() - 60_000_000_000 if t0 is None else t0
+    cols = {
+        "ts_ns": t0 + np.arange(n, dtype=np.int64) * 1_000_000 + seq * n * 1_000_000,
+        "signal": (np.arange(n) % len(IDS)).astype(np.uint32),
+        "value": rng.normal(50, 20, n),
+        "quality": (np.arange(n) % 3).astype(np.uint8),
+    }
+    payload = wire.encode_batch(gateway=GW, boot_epoch_ns=boot, seq=seq, table_hash=table_hash, **cols)
+    return payload, cols
+
+
+def wait_for(cond: Callable[[], object], timeout_s: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def stored(influx: InfluxDB1, db: str) -> dict[tuple[str, int], tuple[float | None, int, str | None]]:
+    rows = influx.rows('SELECT "value", "quality", "nonfinite" FROM samples GROUP BY "signal"', db)
+    return {(r["signal"], r["time"]): (r["value"], r["quality"], r["nonfinite"]) for r in rows}
+
+
+def expected(cols: dict[str, np.ndarray]) -> dict[tuple[str, int], tuple[float | None, int, str | None]]:
+    out = {}
+    for ts, s, v, q in zip(
+        cols["ts_ns"].tolist(), cols["signal"].tolist(), cols["value"].tolist(), cols["quality"].tolist(), strict=True
+    ):
+        if np.isnan(v):
+            out[(IDS[s], ts)] = (None, q, "nan")
+        elif np.isinf(v):
+            out[(IDS[s], ts)] = (None, q, "+inf" if v > 0 else "-inf")
+        else:
+            out[(IDS[s], ts)] = (v, q, None)
+    return out
+
+
+def test_batches_land_with_exact_values_and_are_acked(
+    tmp_path: Path, mosquitto: Mosquitto, influxdb: InfluxDB1, influx_db: str
+) -> None:
+    cfg = make_cfg(tmp_path, mosquitto, influxdb.url, influx_db)
+    pub = Publisher(mosquitto)
+    pub.watch_acks()
+    try:
+        pub.pub(wire.topic(SITE, GW, "signals"), table_payload(), retain=True)
+        want = {}
+        payloads = []
+        for seq in range(5):
+            p, cols = batch(seq)
+            if seq == 2:  # non-finite and extreme values travel intact
+                cols["value"][:6] = [np.nan, np.inf, -np.inf, 5e-324, -0.0, 1.7976931348623157e308]
+                p = wire.encode_batch(gateway=GW, boot_epoch_ns=1_000, seq=seq, table_hash=HASH, **cols)
+            payloads.append(p)
+            want.update(expected(cols))
+        with running(cfg) as ing:
+            for p in payloads:
+                pub.pub(wire.topic(SITE, GW, "telemetry"), p)
+            wait_for(lambda: ing.m_samples.get() >= 200 and ing.pending() == 0, what="200 samples written and acked")
+            got = stored(influxdb, influx_db)
+            assert got == want
+            wait_for(lambda: any(a.watermark == 4 for a in pub.acks), what="ack watermark 4")
+            ack = pub.acks[-1]
+            assert (ack.gateway, ack.boot_epoch_ns, ack.watermark, ack.ranges) == (GW, 1_000, 4, ())
+            # Tags come from the signal table; a signal without machine has no machine tag.
+            tags = influxdb.rows(
+                'SELECT count("quality") FROM samples GROUP BY "machine", "site", "gateway"', influx_db
+            )
+            assert {(r["machine"], r["site"], r["gateway"], r["count"]) for r in tags} == {
+                ("m1", SITE, GW, 100),
+                ("m2", SITE, GW, 50),
+                ("", SITE, GW, 50),
+            }
+            assert ing.latency.count == 200
+            assert ing.source.stats.acked == 6  # five batches and the retained table
+    finally:
+        pub.close()
+
+
+def test_malformed_payloads_are_dead_lettered_and_other_data_lands(
+    tmp_path: Path, mosquitto: Mosquitto, influxdb: InfluxDB1, influx_db: str
+) -> None:
+    cfg = make_cfg(tmp_path, mosquitto, influxdb.url, influx_db, max_payload_bytes=100_000)
+    pub = Publisher(mosquitto)
+    try:
+        pub.pub(wire.topic(SITE, GW, "signals"), table_payload(), retain=True)
+        good, cols = batch(0)
+        truncated = good[:-7]
+        with running(cfg) as ing:
+            pub.pub(wire.topic(SITE, GW, "telemetry"), b"not a plantwire payload")
+            pub.pub(wire.topic(SITE, GW, "telemetry"), truncated)
+            pub.pub(wire.topic(SITE, "other-gw", "telemetry"), good)  # wrong gateway for the topic
+            pub.pub(wire.topic(SITE, GW, "bogus"), b"x")
+            pub.pub(wire.topic(SITE, GW, "telemetry"), b"PW" + bytes(200_000))  # oversized
+            pub.pub(wire.topic(SITE, GW, "telemetry"), good)
+            wait_for(lambda: ing.m_samples.get() >= 40 and ing.pending() == 0, what="good batch written")
+            assert stored(influxdb, influx_db) == expected(cols)
+            assert ing.m_dead.get(reason="malformed") == 2
+            assert ing.m_dead.get(reason="wrong_gateway") == 1
+            assert ing.m_dead.get(reason="unknown_lane") == 1
+            assert ing.m_dead.get(reason="oversized") == 1
+            entries = ing.dead.read()
+            assert len(entries) == 5
+            assert entries[0]["topic"] == wire.topic(SITE, GW, "telemetry")
+            assert "header.magic" in str(entries[0]["reason"])
+            assert ing.dead.decode_payload(entries[0]) == b"not a plantwire payload"
+            assert "body" in str(entries[1]["reason"]) and ing.dead.decode_payload(entries[1]) == truncated
+            assert ing.source.stats.acked == 7  # everything acknowledged, nothing blocks the session
+    finally:
+        pub.close()
+
+
+def test_influx_down_nothing_acked_nothing_lost(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    influx = InfluxDB1(tmp_path / "influx")
+    influx.start()
+    try:
+        influx.query('CREATE DATABASE "d"')
+        cfg = make_cfg(tmp_path, mosquitto, influx.url, "d")
+        pub = Publisher(mosquitto)
+        pub.watch_acks()
+        try:
+            pub.pub(wire.topic(SITE, GW, "signals"), table_payload(), retain=True)
+            want = {}
+            with running(cfg) as ing:
+                p, cols = batch(0)
+                pub.pub(wire.topic(SITE, GW, "telemetry"), p)
+                want.update(expected(cols))
+                wait_for(lambda: ing.m_samples.get() >= 40 and ing.pending() == 0, what="first batch")
+                influx.stop()
+                for seq in (1, 2, 3):
+                    p, cols = batch(seq)
+                    pub.pub(wire.topic(SITE, GW, "telemetry"), p)
+                    want.update(expected(cols))
+                wait_for(lambda: ing.m_errors.total() >= 2, what="retried write errors")
+                assert ing.pending() == 3  # received, not acknowledged
+                assert ing.m_samples.get() == 40
+                assert ing.health()["status"] == "degraded"
+                assert max(a.watermark for a in pub.acks) == 0
+                influx.start()
+                wait_for(lambda: ing.m_samples.get() >= 160 and ing.pending() == 0, 30, what="written after return")
+                assert ing.m_influx_up.get() == 1
+            assert stored(influx, "d") == want
+            wait_for(lambda: any(a.watermark == 3 for a in pub.acks), what="watermark 3")
+        finally:
+            pub.close()
+    finally:
+        influx.stop()
+
+
+def test_sigterm_during_outage_leaves_messages_with_the_broker(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """Stopped while InfluxDB is down: nothing acked; a new ingestor (same session) gets and stores it all."""
+    influx = InfluxDB1(tmp_path / "influx")
+    influx.start()
+    try:
+        influx.query('CREATE DATABASE "d"')
+        cfg = make_cfg(tmp_path, mosquitto, influx.url, "d")
+        pub = Publisher(mosquitto)
+        try:
+            pub.pub(wire.topic(SITE, GW, "signals"), table_payload(), retain=True)
+            influx.stop()
+            want = {}
+            with running(cfg) as ing:
+                for seq in range(3):
+                    p, cols = batch(seq)
+                    pub.pub(wire.topic(SITE, GW, "telemetry"), p)
+                    want.update(expected(cols))
+                wait_for(lambda: ing.m_errors.total() >= 1 and ing.pending() == 4, what="pending during outage")
+                assert ing.source.stats.acked == 0
+            influx.start()
+            with running(cfg) as ing2:
+                wait_for(
+                    lambda: ing2.m_samples.get() >= 120 and ing2.pending() == 0, 30, what="redelivered and written"
+                )
+            assert stored(influx, "d") == want
+        finally:
+            pub.close()
+    finally:
+        influx.stop()
+
+
+def test_unknown_table_is_held_then_written_and_tables_survive_restart(
+    tmp_path: Path, mosquitto: Mosquitto, influxdb: InfluxDB1, influx_db: str
+) -> None:
+    cfg = make_cfg(tmp_path, mosquitto, influxdb.url, influx_db)
+    pub = Publisher(mosquitto)
+    try:
+        p0, c0 = batch(0)
+        with running(cfg) as ing:
+            pub.pub(wire.topic(SITE, GW, "telemetry"), p0)
+            wait_for(lambda: len(ing.held) == 1, what="batch held")
+            time.sleep(0.3)
+            assert ing.m_samples.get() == 0 and ing.pending() == 1
+            pub.pub(wire.topic(SITE, GW, "signals"), table_payload())  # not retained: only the store knows it
+            wait_for(lambda: ing.m_samples.get() == 40 and ing.pending() == 0, what="held batch written")
+        assert stored(influxdb, influx_db) == expected(c0)
+        # A new process decodes at once from the persisted table, with no signals message at all.
+        p1, c1 = batch(1)
+        with running(cfg) as ing:
+            assert len(ing.tables) == 1
+            pub.pub(wire.topic(SITE, GW, "telemetry"), p1)
+            wait_for(lambda: ing.m_samples.get() == 40 and ing.pending() == 0, what="decoded after restart")
+            assert ing.ledger.ack(GW, 1_000).watermark == 1  # the ledger survived the restart too
+        assert stored(influxdb, influx_db) == {**expected(c0), **expected(c1)}
+    finally:
+        pub.close()
+
+
+def test_events_and_health_lanes(tmp_path: Path, mosquitto: Mosquitto, influxdb: InfluxDB1, influx_db: str) -> None:
+    cfg = make_cfg(tmp_path, mosquitto, influxdb.url, influx_db)
+    pub = Publisher(mosquitto)
+    try:
+        t = time.time_ns() - 10_000_000_000
+        events = [
+            {
+                "type": "alarm",
+                "state": "open",
+                "kind": "ewma",
+                "signal": "m1.temp",
+                "machine": "m1",
+                "start_ns": t,
+                "end_ns": None,
+                "peak": 0.7,
+            },
+            {
+                "type": "alarm",
+                "state": "closed",
+                "kind": "ewma",
+                "signal": "m1.temp",
+                "machine": "m1",
+                "start_ns": t,
+                "end_ns": t + 2_000_000_000,
+                "peak": 0.9,
+            },
+            {
+                "type": "health",
+                "machine": "m2",
+                "ts_ns": t,
+                "health": 0.8,
+                "rul": 1200.0,
+                "rul_low": None,
+                "rul_high": 1500.0,
+            },
+            {"type": "alarm", "state": "weird", "start_ns": t},  # dead-lettered alone
+        ]
+        with running(cfg) as ing:
+            doc = {"v": 1, "gateway": GW, "boot_epoch_ns": 1_000, "events": events}
+            pub.pub(wire.topic(SITE, GW, "events"), json.dumps(doc).encode())
+            pub.pub(wire.topic(SITE, GW, "health"), json.dumps({"status": "online", "gateway": GW}).encode())
+            wait_for(lambda: ing.pending() == 0 and ing.m_points.get() >= 3, what="events written")
+            assert ing.m_dead.get(reason="schema") == 1
+        ev = influxdb.rows("SELECT * FROM events", influx_db)
+        assert len(ev) == 1
+        assert ev[0]["active"] == 0 and ev[0]["state"] == "closed" and ev[0]["peak"] == 0.9
+        assert ev[0]["duration_s"] == 2.0 and ev[0]["time"] == t and ev[0]["kind"] == "ewma"
+        h = influxdb.rows("SELECT * FROM health", influx_db)
+        assert [(r["machine"], r["health"], r["rul"], r.get("rul_low"), r["rul_high"]) for r in h] == [
+            ("m2", 0.8, 1200.0, None, 1500.0)
+        ]
+        online = influxdb.rows("SELECT online FROM pipeline", influx_db)
+        assert [r["online"] for r in online] == [1]
+    finally:
+        pub.close()
