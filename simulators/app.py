@@ -1,0 +1,248 @@
+"""``plantwire sim PLANT.yaml``: serve a plant's signals over Modbus TCP and OPC-UA, with ground truth.
+
+Wiring, and why:
+- Modbus slaves run in this process: one numpy value vector for every Modbus signal, encoded per
+  tick into per-device register images (``simulators.encoding``) that the servers slice on each
+  read. 12,000 signals at 10 Hz cost a few percent of a core this way.
+- Each OPC-UA server runs in its own child process (``simulators.opcua_server``), given the same
+  options and epoch so it computes the same values and anomalies; children stay in our process
+  group (a signal to the group stops everything) and stop by themselves if we disappear.
+- ``--ready-file`` is written (atomically) only once every Modbus slave and every OPC-UA server
+  listens, so an orchestrator can start a gateway against it without retry loops.
+- ``--labels`` receives one JSON line per injected anomaly as it starts (``simulators.faults``).
+- SIGTERM / SIGINT stop everything cleanly (children are stopped by PID) and exit 0; a child that
+  dies on its own stops the simulator with exit 1, as a half-served plant would only mislead.
+- Config errors are reported with their path and exit 2, without opening any port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from plantwire.configfile import ConfigError
+from plantwire.plant import Protocol, SignalTable
+
+from .encoding import DeviceImage, RegisterEncoder
+from .faults import LabelWriter
+from .modbus_server import ModbusSlave
+from .runtime import SimOptions, TickLoop, add_common_arguments, build_schedule, load_table, options_from_args
+from .signals import SignalModel
+
+__all__ = ["Simulator", "main"]
+
+log = logging.getLogger("plantwire.sim")
+
+LABEL_PERIOD_S = 0.5
+
+
+class Simulator:
+    """Everything ``plantwire sim`` runs, usable in-process by tests (``async with Simulator(...)``)."""
+
+    def __init__(self, opts: SimOptions, *, labels: Path | None = None, table: SignalTable | None = None,
+                 child_log_dir: Path | None = None) -> None:
+        self.opts = opts
+        self.table = table if table is not None else load_table(opts)
+        self.schedule = build_schedule(self.table, opts)
+        t = self.table
+        is_modbus = np.array([d.protocol is Protocol.MODBUS for d in t.devices], dtype=bool)
+        self.modbus_rows = np.flatnonzero(is_modbus[t.device]) if len(t) else np.zeros(0, np.int64)
+        self.model = SignalModel(t, self.modbus_rows, opts.seed, self.schedule)
+        self.encoder = RegisterEncoder(t, self.modbus_rows)
+        self.labels = LabelWriter(labels, t, self.schedule, opts.epoch_ns, clean_at=self.model.clean_at)
+        self.slaves: list[ModbusSlave] = []
+        by_address: dict[tuple[str, int], dict[int, DeviceImage]] = defaultdict(dict)
+        names: dict[tuple[str, int], list[str]] = defaultdict(list)
+        for d in t.devices:
+            if d.protocol is not Protocol.MODBUS:
+                continue
+            units = by_address[(d.host, d.port)]
+            if d.unit_id in units:
+                raise ConfigError(str(opts.plant), [f"device {d.name!r}: {d.host}:{d.port} unit {d.unit_id} is "
+                                                    "already served by another device"])
+            units[d.unit_id] = self.encoder.images.get(d.index) or _empty_image(d.index)
+            names[(d.host, d.port)].append(d.name)
+        for (host, port), units in by_address.items():
+            self.slaves.append(ModbusSlave(host, port, units, name="+".join(names[(host, port)])))
+        self.opcua_devices = [d for d in t.devices if d.protocol is Protocol.OPCUA]
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.child_log_dir = child_log_dir
+        self.modbus_loop = TickLoop(opts.modbus_rate_hz, opts.epoch_ns, opts.time_scale, self._modbus_tick)
+        self._tmp = tempfile.TemporaryDirectory(prefix="plantwire-sim-")
+
+    # -- ticks ----------------------------------------------------------------------------------
+    def _modbus_tick(self, k: int, t_s: float, wall_ns: int) -> None:
+        self.encoder.encode(self.model.step(k, t_s))
+
+    async def _label_loop(self) -> None:
+        while True:
+            t_s = (time.time_ns() - self.opts.epoch_ns) / 1e9 * self.opts.time_scale
+            if t_s >= 0:
+                self.labels.advance(t_s)
+            await asyncio.sleep(LABEL_PERIOD_S)
+
+    # -- start / stop ---------------------------------------------------------------------------
+    async def start(self, timeout_s: float = 120.0) -> None:
+        """Start every server; returns once all listen (raises if one cannot)."""
+        ready_dir = Path(self._tmp.name)
+        for d in self.opcua_devices:
+            ready = ready_dir / f"{d.index}.ready"
+            out: object = None  # inherit our stdout: the children's reports land in the simulator's log
+            if self.child_log_dir is not None:
+                self.child_log_dir.mkdir(parents=True, exist_ok=True)
+                out = open(self.child_log_dir / f"opcua-{d.name}.log", "ab")
+            self.children[d.name] = subprocess.Popen(
+                [sys.executable, "-m", "simulators.opcua_server", *self.opts.argv(), "--device", d.name,
+                 "--ready-file", str(ready)],
+                stdout=out, stderr=subprocess.STDOUT if out is not None else None,  # type: ignore[arg-type]
+            )
+            if out is not None:
+                out.close()  # type: ignore[attr-defined]
+        k0 = self.modbus_loop.tick_at(time.time_ns())
+        self._modbus_tick(k0, self.modbus_loop.sim_time(k0), 0)  # images hold plausible values before the first read
+        for slave in self.slaves:
+            await slave.start()
+        deadline = time.monotonic() + timeout_s
+        for d in self.opcua_devices:
+            ready = ready_dir / f"{d.index}.ready"
+            while not ready.exists():
+                proc = self.children[d.name]
+                if proc.poll() is not None:
+                    raise RuntimeError(f"OPC-UA server {d.name} ({d.endpoint}) exited with {proc.returncode}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"OPC-UA server {d.name} ({d.endpoint}) did not start in {timeout_s:.0f} s")
+                await asyncio.sleep(0.05)
+
+    async def run(self, stop: asyncio.Event) -> int:
+        """Tick until ``stop`` is set (0) or a child dies (1)."""
+        code = 0
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(self.modbus_loop.run(), name="modbus-ticks"),
+                     tg.create_task(self._label_loop(), name="labels")]
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.5)
+                dead = {n: p.returncode for n, p in self.children.items() if p.poll() is not None}
+                if dead:
+                    log.error("OPC-UA server process(es) exited: %s; stopping the simulator", dead)
+                    code = 1
+                    break
+            for t in tasks:
+                t.cancel()
+        return code
+
+    async def stop(self) -> None:
+        for slave in self.slaves:
+            with contextlib.suppress(Exception):
+                await slave.stop()
+        for proc in self.children.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10.0
+        for proc in self.children.values():
+            while proc.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+        self.labels.close()
+        self._tmp.cleanup()
+
+    async def __aenter__(self) -> Simulator:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def describe(self) -> str:
+        """What is served where (printed at start, issue 3 item 7)."""
+        t = self.table
+        counts = np.bincount(t.device, minlength=len(t.devices))
+        lines = [f"plantwire sim: site {t.site}, {len(t)} signals, {len(t.machine_ids)} machines, "
+                 f"seed {self.opts.seed}, time scale {self.opts.time_scale:g}"]
+        nmod = sum(1 for d in t.devices if d.protocol is Protocol.MODBUS)
+        lines.append(f"  Modbus TCP: {nmod} devices, {self.modbus_rows.size} signals "
+                     f"at {self.opts.modbus_rate_hz:g} Hz")
+        for d in t.devices:
+            if d.protocol is Protocol.MODBUS:
+                lines.append(f"    {d.name:<24} {d.host}:{d.port} unit {d.unit_id:<3} {counts[d.index]:>6} signals")
+        lines.append(f"  OPC-UA: {len(self.opcua_devices)} servers "
+                     f"at {self.opts.opcua_rate_hz:g} Hz (one process each)")
+        for d in self.opcua_devices:
+            lines.append(f"    {d.name:<24} {d.endpoint} ns={d.namespace} {counts[d.index]:>6} signals")
+        fixed = len(self.schedule.fixed)
+        lines.append(f"  anomalies: {self.opts.anomaly_rate_per_h:g} per signal per hour (random), {fixed} scheduled"
+                     + (f" from {self.opts.faults}" if self.opts.faults else ""))
+        lines.append(f"  labels: {self.labels.path if self.labels.path else '(not written; use --labels PATH)'}")
+        return "\n".join(lines)
+
+
+def _empty_image(device: int) -> DeviceImage:
+    z = np.zeros(2, dtype=np.uint8)
+    return DeviceImage(device, z, z.copy(), np.zeros(1, np.uint8), np.zeros(1, np.uint8))
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+async def _amain(opts: SimOptions, labels: Path | None, ready_file: Path | None) -> int:
+    sim = Simulator(opts, labels=labels)
+    print(sim.describe(), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    t0 = time.monotonic()
+    try:
+        await sim.start()
+        log.info("all servers listen after %.1f s", time.monotonic() - t0)
+        if ready_file is not None:
+            _write_atomically(ready_file, f"{os.getpid()}\n")
+        print(f"plantwire sim: ready after {time.monotonic() - t0:.1f} s", flush=True)
+        code = await sim.run(stop)
+    finally:
+        await sim.stop()
+    ml = sim.modbus_loop
+    print(f"plantwire sim: stopped; modbus ticks {ml.ticks} (missed {ml.missed}, busy {ml.busy_ns / 1e9:.2f} s), "
+          f"labels written {sim.labels.written}", flush=True)
+    return code
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="plantwire sim", description="serve a plant over Modbus TCP and OPC-UA")
+    add_common_arguments(parser)
+    parser.add_argument("--ready-file", type=Path, default=None, help="written once every server listens")
+    parser.add_argument("--labels", type=Path, default=None, help="JSONL ground truth of injected anomalies")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    logging.getLogger("asyncua").setLevel(logging.ERROR)
+    opts = options_from_args(args)
+    try:
+        return asyncio.run(_amain(opts, args.labels, args.ready_file))
+    except ConfigError as exc:
+        print(exc.report(), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0

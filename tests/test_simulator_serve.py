@@ -1,0 +1,194 @@
+"""``plantwire sim`` on the dev plant, read through the real protocols with plain pymodbus and asyncua clients."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from asyncua import Client, ua
+from pymodbus.client import AsyncModbusTcpClient
+
+from edge.sources.modbus_codec import Codec
+from edge.sources.modbus_plan import plan_device
+from plantwire.configfile import load_plant
+from plantwire.plant import PlantConfig, Protocol, SignalTable, Table, expand, relocate_ports
+from plantwire.ports import free_port_block
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[1]
+STARTUP_BUDGET_S = 15.0
+
+
+@dataclass
+class RunningSim:
+    proc: subprocess.Popen[bytes]
+    table: SignalTable
+    plant: PlantConfig
+    dir: Path
+    startup_s: float
+
+    def log(self) -> str:
+        return (self.dir / "sim.log").read_text(errors="replace")
+
+
+def start_sim(tmp: Path, *extra: str, plant: PlantConfig | None = None) -> RunningSim:
+    plant = plant or relocate_ports(load_plant(ROOT / "configs" / "dev" / "plant.yaml"), free_port_block)
+    path = tmp / "plant.yaml"
+    path.write_text(yaml.safe_dump(plant.model_dump(mode="json"), sort_keys=False))
+    ready = tmp / "ready"
+    log = open(tmp / "sim.log", "wb")
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "plantwire.cli", "sim", str(path), "--ready-file", str(ready),
+         "--labels", str(tmp / "labels.jsonl"), *extra],
+        stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    log.close()
+    sim = RunningSim(proc, expand(plant), plant, tmp, 0.0)
+    while not ready.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"sim exited with {proc.returncode}:\n{sim.log()}")
+        if time.monotonic() - t0 > 60:
+            proc.kill()
+            raise AssertionError(f"sim not ready after 60 s:\n{sim.log()}")
+        time.sleep(0.05)
+    sim.startup_s = time.monotonic() - t0
+    return sim
+
+
+def stop_sim(sim: RunningSim) -> int:
+    if sim.proc.poll() is None:
+        sim.proc.send_signal(signal.SIGTERM)
+    try:
+        return sim.proc.wait(15)
+    except subprocess.TimeoutExpired:
+        sim.proc.kill()
+        sim.proc.wait(5)
+        raise AssertionError("sim did not stop within 15 s of SIGTERM") from None
+
+
+@pytest.fixture
+def dev_sim(tmp_path: Path) -> Iterator[RunningSim]:
+    sim = start_sim(tmp_path, "--modbus-rate", "5", "--opcua-rate", "2", "--anomaly-rate", "0", "--seed", "11")
+    try:
+        yield sim
+    finally:
+        stop_sim(sim)
+
+
+async def read_device(client: AsyncModbusTcpClient, table: SignalTable, device: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every signal of a device, read with plain pymodbus block reads and decoded by the edge codec."""
+    plan = plan_device(table, device, max_gap=8)
+    codec = Codec.from_table(plan, table)
+    unit = table.devices[device].unit_id
+    for k, b in enumerate(plan.blocks):
+        if b.table in (Table.COIL, Table.DISCRETE):
+            fn = client.read_coils if b.table is Table.COIL else client.read_discrete_inputs
+            r = await fn(b.start, count=b.count, device_id=unit)
+            assert not r.isError(), r
+            payload = np.packbits(np.array(r.bits[: b.count], dtype=np.uint8), bitorder="little").tobytes()
+        else:
+            fn = client.read_holding_registers if b.table is Table.HOLDING else client.read_input_registers
+            r = await fn(b.start, count=b.count, device_id=unit)
+            assert not r.isError(), r
+            payload = b"".join(int(w).to_bytes(2, "big") for w in r.registers)
+        assert codec.load(k, payload), f"block {k} of device {device}: wrong length"
+    return codec.signals.astype(np.int64), codec.decode().copy()
+
+
+def plausible(table: SignalTable, rows: np.ndarray, values: np.ndarray) -> None:
+    lo = np.where(np.isnan(table.low[rows]), -np.inf, table.low[rows]) - table.scale[rows]
+    hi = np.where(np.isnan(table.high[rows]), np.inf, table.high[rows]) + table.scale[rows]
+    bad = np.flatnonzero(~((values >= lo) & (values <= hi)))
+    assert bad.size == 0, [(table.ids[rows[i]], values[i]) for i in bad[:10]]
+
+
+def test_dev_plant_serves_modbus_and_opcua(dev_sim: RunningSim) -> None:
+    table = dev_sim.table
+    assert dev_sim.startup_s < STARTUP_BUDGET_S, f"dev plant took {dev_sim.startup_s:.1f} s to start"
+    out = dev_sim.log()
+    assert "dev-plc1" in out and "dev-opc2" in out and "labels:" in out  # it says what it serves
+
+    async def modbus() -> None:
+        modbus_devs = [d for d in table.devices if d.protocol is Protocol.MODBUS]
+        assert len(modbus_devs) == 4
+        for d in modbus_devs:
+            client = AsyncModbusTcpClient(d.host, port=d.port, timeout=2, retries=0)
+            assert await client.connect()
+            try:
+                rows, first = await read_device(client, table, d.index)
+                assert rows.size == table.signals_of(d.index).size
+                plausible(table, rows, first)
+                await asyncio.sleep(1.1)
+                _, second = await read_device(client, table, d.index)
+                moving = (table.amplitude[rows] > 0) | (table.noise[rows] > 0)
+                changed = first != second
+                assert changed[moving].mean() > 0.8, f"{d.name}: only {changed[moving].mean():.0%} changed"
+                assert not changed[~moving].any()
+                # real-PLC manners: an address past the map and an unknown unit answer exceptions
+                r = await client.read_holding_registers(65000, count=10, device_id=d.unit_id)
+                assert r.isError() and r.exception_code == 2
+                r = await client.read_holding_registers(0, count=1, device_id=200)
+                assert r.isError() and r.exception_code == 11
+            finally:
+                client.close()
+
+    async def opcua() -> None:
+        d = next(d for d in table.devices if d.protocol is Protocol.OPCUA)
+        rows = table.signals_of(d.index)
+        pick = rows[[0, 3, 7, len(rows) // 2, len(rows) - 1]]
+        got: dict[str, list[float]] = {table.ids[r]: [] for r in pick.tolist()}
+
+        class Handler:
+            def datachange_notification(self, node: Any, val: float, data: Any) -> None:
+                got[node.nodeid.Identifier].append(val)
+
+        async with Client(d.endpoint, timeout=5) as client:
+            ns = await client.get_namespace_index(d.namespace)
+            nodes = [client.get_node(ua.NodeId(table.ids[r], ns)) for r in pick.tolist()]
+            sub = await client.create_subscription(200, Handler())
+            await sub.subscribe_data_change(nodes)
+            await asyncio.sleep(2.6)
+            await sub.delete()
+            # folders follow the machine id, units are EngineeringUnits properties
+            sid = table.ids[int(pick[0])]
+            machine = table.machine_ids[int(table.machine[pick[0]])]
+            path = [f"{ns}:{p}" for p in machine.split(".")] + [f"{ns}:{sid[len(machine) + 1:]}"]
+            var = await client.nodes.objects.get_child(path)
+            assert var.nodeid == nodes[0].nodeid
+            eu = await (await var.get_child("0:EngineeringUnits")).read_value()
+            assert eu.DisplayName.Text == table.units[int(pick[0])]
+        for r in pick.tolist():
+            vals = got[table.ids[r]]
+            assert len(vals) >= 3, (table.ids[r], vals)
+            plausible(table, np.full(len(vals), r), np.array(vals))
+            if table.amplitude[r] > 0 or table.noise[r] > 0:
+                assert len(set(vals)) >= 3, (table.ids[r], vals)
+
+    asyncio.run(modbus())
+    asyncio.run(opcua())
+    assert stop_sim(dev_sim) == 0
+    assert "stopped" in dev_sim.log()
+    assert (dev_sim.dir / "labels.jsonl").exists()
+
+
+def test_bad_plant_file_exits_2_naming_the_place(tmp_path: Path) -> None:
+    bad = tmp_path / "plant.yaml"
+    bad.write_text("site: x\ntemplates: {}\ndevices: [{name: p, protocol: modbus, port: 1502}]\n"
+                   "machines: [{name: m, template: prss, device: p}]\n")
+    res = subprocess.run([sys.executable, "-m", "plantwire.cli", "sim", str(bad)], capture_output=True, text=True,
+                         cwd=ROOT, timeout=60)
+    assert res.returncode == 2
+    assert "machines[0].template" in res.stderr
