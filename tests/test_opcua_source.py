@@ -304,3 +304,167 @@ def test_watchdog_recreates_a_silent_subscription() -> None:
         await server.stop()
 
     run(main())
+
+
+# --------------------------------------------------------------------------------------------
+class Proxy:
+    """A TCP forwarder that can cut the line (all connections dropped, new ones refused) and restore it."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    async def cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for w in list(self._writers):
+            w.transport.abort()
+        self._writers.clear()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, up_writer}
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.transport.abort()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+
+def test_outage_gap_is_back_filled_from_history() -> None:
+    async def main() -> None:
+        port = free_port()
+        proxy = Proxy(port)
+        table = make_table(proxy.port, machines=1, signals=4)
+        server = OpcServer(port, table.ids, history=True)
+        await server.start()
+        await proxy.start()
+        sink, stats = Recorder(), SourceStats()
+        source = OpcuaSource(table.devices[0], table, settings(), sink, stats)
+        written: list[tuple[int, float]] = []
+        async with running(source):
+            await wait_for(lambda: stats.samples_good >= len(table), what="initial values")
+
+            async def write_round(k: int) -> None:
+                for row, sid in enumerate(table.ids):
+                    await server.write(sid, 1000.0 * k + row)
+                    written.append((row, 1000.0 * k + row))
+
+            await write_round(1)
+            await wait_for(lambda: sink.latest()[len(table) - 1][0] == 1000.0 + len(table) - 1, what="live data")
+            await proxy.cut()
+            await wait_for(lambda: not stats.connected, what="loss noticed")
+            for k in range(2, 6):  # the gap: the server keeps writing and historizing
+                await write_round(k)
+                await asyncio.sleep(0.05)
+            await proxy.start()
+            await wait_for(lambda: source.backfilled > 0, timeout_s=15, what="back-fill")
+            await write_round(6)
+            await wait_for(lambda: sink.latest()[len(table) - 1][0] == 6000.0 + len(table) - 1, what="live again")
+            _, rows, values, quality = sink.columns()
+            got = {(int(r), float(v)) for r, v in zip(rows, values, strict=True) if not np.isnan(v)}
+            missing = [w for w in written if w not in got]
+            assert not missing, f"gap samples missing: {missing}"
+            gap = np.isin(values, [1000.0 * k + r for k in range(2, 6) for r in range(len(table))])
+            last = values == 5000.0 + np.arange(len(table))[rows.astype(np.int64) % len(table)]
+            # Back-filled samples are marked; the last gap value is the subscription's initial value (live).
+            assert np.all(quality[gap & ~last] == Quality.UNCERTAIN)
+            assert np.all(quality[last] == Quality.GOOD) and np.count_nonzero(last) == len(table)  # not twice
+            assert source.backfilled == 3 * len(table) and stats.reconnects == 1
+        await proxy.cut()
+        await server.stop()
+
+    run(main())
+
+
+def test_poll_groups_read_in_bulk_on_ticks() -> None:
+    async def main() -> None:
+        port = free_port()
+        table = make_table(port, machines=2, signals=5)
+        server = OpcServer(port, table.ids)
+        await server.start()
+        sink, stats = Recorder(), SourceStats()
+        cfg = OpcuaSettings.model_validate({**FAST.model_dump(), "max_nodes_per_read": 2, "reads_in_flight": 2,
+                                            "groups": [{"name": "slow", "match": ["m2.*"], "mode": "poll",
+                                                        "poll_period_ms": 100}]})
+        source = OpcuaSource(table.devices[0], table, cfg, sink, stats)
+        polled = [table.ids.index(f"m2.s{j}") for j in range(1, 6)]
+        assert [g.name for g in source.groups] == ["slow", "default"]
+        async with running(source):
+            await server.write_all({sid: 7.0 + row for row, sid in enumerate(table.ids)})
+            await wait_for(lambda: stats.polls >= 3, what="polls")
+            await wait_for(lambda: all(sink.latest().get(r, (0.0,))[0] == 7.0 + r for r in range(len(table))),
+                           what="values of both groups")
+            assert source.subscriptions == 1  # only the default group subscribes
+            ts, rows, _, quality = sink.columns()
+            mask = np.isin(rows, polled)
+            assert np.all(ts[mask] % 100_000_000 == 0)  # polled samples carry their wall-clock tick
+            assert np.all(quality[mask] == Quality.GOOD)
+            # Each poll delivers every polled signal, in chunks of max_nodes_per_read.
+            per_tick = np.unique(ts[mask], return_counts=True)[1]
+            assert np.all(per_tick[:-1] == len(polled))
+        await server.stop()
+
+    run(main())
+
+
+def test_groups_resolve_first_match_and_inherit() -> None:
+    port = free_port()
+    table = make_table(port, machines=2, signals=3)
+    cfg = OpcuaSettings.model_validate({
+        "publishing_interval_ms": 1000, "sampling_interval_ms": 250, "deadband": "absolute", "deadband_value": 0.5,
+        "groups": [
+            {"name": "fast", "match": ["m1.s1", "m2.s1"], "publishing_interval_ms": 100, "sampling_interval_ms": 50},
+            {"match": ["m1.*"], "deadband": "percent", "deadband_value": 2.0},
+        ],
+    })
+    source = OpcuaSource(table.devices[0], table, cfg, Recorder(), SourceStats())
+    by_name = {g.name: g for g in source.groups}
+    assert set(by_name) == {"fast", "groups[1]", "default"}
+    fast, m1, default = by_name["fast"], by_name["groups[1]"], by_name["default"]
+    assert [table.ids[r] for r in fast.rows] == ["m1.s1", "m2.s1"]
+    assert [table.ids[r] for r in m1.rows] == ["m1.s2", "m1.s3"]
+    assert [table.ids[r] for r in default.rows] == ["m2.s2", "m2.s3"]
+    assert (fast.publishing_interval_ms, fast.sampling_interval_ms, fast.queue_size) == (100, 50, 2)
+    assert (fast.deadband.value, fast.deadband_value) == ("absolute", 0.5)  # inherited
+    assert (m1.deadband.value, m1.deadband_value, m1.queue_size) == ("percent", 2.0, 4)
+
+
+def test_deadband_filters_small_changes_on_the_server() -> None:
+    async def main() -> None:
+        port = free_port()
+        table = make_table(port, machines=1, signals=2)
+        server = OpcServer(port, table.ids)
+        await server.start()
+        sink, stats = Recorder(), SourceStats()
+        cfg = OpcuaSettings.model_validate({**FAST.model_dump(), "groups": [
+            {"match": ["m1.s1"], "deadband": "absolute", "deadband_value": 1.0}]})
+        source = OpcuaSource(table.devices[0], table, cfg, sink, stats)
+        async with running(source):
+            await wait_for(lambda: stats.samples_good >= len(table), what="initial values")
+            for v in (0.2, 0.4, 5.0, 5.5, 9.0):
+                for sid in table.ids:
+                    await server.write(sid, v)
+                await asyncio.sleep(0.1)
+            await wait_for(lambda: sink.latest()[0][0] == 9.0 and sink.latest()[1][0] == 9.0, what="last values")
+            _, rows, values, _ = sink.columns()
+            assert values[rows == 0].tolist() == [0.0, 5.0, 9.0]  # changes under 1.0 filtered by the server
+            assert values[rows == 1].tolist() == [0.0, 0.2, 0.4, 5.0, 5.5, 9.0]
+        await server.stop()
+
+    run(main())

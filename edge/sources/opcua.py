@@ -133,9 +133,9 @@ def resolve_groups(settings: OpcuaSettings, ids: Sequence[str], rows: np.ndarray
         samp = g.sampling_interval_ms if g and g.sampling_interval_ms is not None else settings.sampling_interval_ms
         queue = g.queue_size if g and g.queue_size is not None else settings.queue_size
         if queue is None:
-            # Enough for one publishing interval of samples at the sampling rate (>= 100 ms assumed when
-            # the sampling interval is 0, "as fast as the server can"), so no change is lost server-side.
-            queue = max(1, math.ceil(pub / max(samp, 100)))
+            # Enough for one publishing interval of samples at the sampling rate (100 ms assumed when the
+            # sampling interval is 0, "as fast as the server can"), so no change is lost server-side.
+            queue = max(1, math.ceil(pub / (samp if samp > 0 else 100)))
         out.append(ResolvedGroup(
             name=(g.name or f"groups[{k}]") if g else "default",
             mode=g.mode if g else OpcuaMode.SUBSCRIBE,
@@ -186,6 +186,7 @@ class _Sub:
     stale_after_s: float = 0.0
     last_publish_s: float = 0.0  # monotonic; data or keep-alive
     restart: bool = False  # set by a Bad StatusChangeNotification
+    has_data: bool = False  # a DataChangeNotification arrived (initial values are in)
     accepted: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint32))
 
 
@@ -452,6 +453,7 @@ class OpcuaSource:
             for notif in data:
                 if isinstance(notif, ua.DataChangeNotification):
                     if notif.MonitoredItems:
+                        sub.has_data = True
                         self._ingest(notif.MonitoredItems)
                 elif isinstance(notif, ua.StatusChangeNotification):
                     if not notif.Status.is_good():
@@ -592,6 +594,12 @@ class OpcuaSource:
             log.warning("%s: history back-fill failed; the gap stays open", self._name, exc_info=True)
 
     async def _backfill_inner(self, client: Client, last_ts: np.ndarray, until_ns: int) -> None:
+        # Wait for the new subscriptions' initial values: history is then read up to (excluding) the first
+        # live sample of each signal, so the value the server re-sends on subscription is not delivered twice.
+        longest_s = max((sub.group.publishing_interval_ms for sub in self._subs), default=0) / 1000.0
+        deadline = time.monotonic() + 3 * longest_s + self.settings.timeout_s
+        while not all(sub.has_data for sub in self._subs) and time.monotonic() < deadline:
+            await asyncio.sleep(min(0.05, longest_s))
         rows_all = np.concatenate([sub.accepted for sub in self._subs]) if self._subs else np.zeros(0, np.uint32)
         starts = last_ts[rows_all]
         floor_ns = until_ns - int(self.settings.backfill_max_s * 1e9)
@@ -622,19 +630,22 @@ class OpcuaSource:
                         self.backfill_unsupported += 1
                         continue
                     dvs = getattr(res.HistoryData, "DataValues", None) or []
-                    total += self._deliver_history(row, dvs, int(last_ts[row]), until_ns)
+                    live = int(self._last_ts[row])
+                    upper = live if live > last_ts[row] else until_ns
+                    total += self._deliver_history(row, dvs, int(last_ts[row]), upper)
                     if res.ContinuationPoint:
                         nxt.append((row, res.ContinuationPoint))
                 pending = nxt
         self.backfilled += total
         log.info("%s: back-filled %d samples of %d signals from history", self._name, total, len(rows_all))
 
-    def _deliver_history(self, row: int, dvs: list[ua.DataValue], after_ns: int, until_ns: int) -> int:
+    def _deliver_history(self, row: int, dvs: list[ua.DataValue], after_ns: int, before_ns: int) -> int:
+        """Deliver one signal's history samples with after_ns < ts < before_ns; returns how many."""
         if not dvs:
             return 0
-        dec = decode_datavalues(dvs, until_ns)
+        dec = decode_datavalues(dvs, before_ns)
         ts = np.broadcast_to(dec.ts_ns, dec.value.shape)
-        keep = (ts > after_ns) & (ts < until_ns)
+        keep = (ts > after_ns) & (ts < before_ns)
         m = int(np.count_nonzero(keep))
         if not m:
             return 0
