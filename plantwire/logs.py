@@ -2,84 +2,228 @@
 
 A daemon that runs for months must not fill the journal when a device stays down: a record
 repeated with the same logger, level and message template is let through at most ``burst``
-times per ``window_s``; the rest are counted and summarised once the window closes
-("suppressed N similar messages"). JSON lines (``--log-json``) carry ``ts``, ``level``,
+times per ``window_s``; the rest are counted, never dropped silently. When the window closes a
+summary line says how many were suppressed ("suppressed N similar messages in the last 60 s:
+<template>"): it is written with the next record of any kind, or at the latest when logging shuts
+down (``logging.shutdown`` at interpreter exit closes the handler, which writes what is pending).
+The running total is :attr:`RateLimitFilter.suppressed_total`, which a daemon can serve as a metric.
+Only WARNING and above are limited: info and debug lines are not emitted per poll by design.
+
+JSON lines (``--log-json``) carry ``ts`` (epoch seconds), ``time`` (ISO 8601 UTC), ``level``,
 ``logger``, ``msg`` and any ``extra=`` fields, for Loki/ELK style collectors.
+
+Under systemd, stderr is the journal (``JOURNAL_STREAM`` names it): each line then starts with the
+syslog priority (``<3>`` for errors, sd-daemon(3)), which journald strips and stores as the entry's
+PRIORITY, so ``journalctl -p warning -u plantwire-edge`` works; the text format also leaves out
+the timestamp, which the journal records itself.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import time
-from typing import Any
+from datetime import UTC, datetime
+from typing import IO, Any
 
-__all__ = ["JsonFormatter", "RateLimitFilter", "setup_logging"]
+__all__ = ["JsonFormatter", "RateLimitFilter", "RateLimitedHandler", "setup_logging", "stderr_is_journal"]
 
-_STD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+_STD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
+
+#: logging level -> syslog priority (sd-daemon(3) prefixes).
+_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
+
+#: Bound on distinct (logger, level, template) keys tracked; beyond it, the oldest closed windows go.
+MAX_KEYS = 10_000
+
+
+def _priority(levelno: int) -> int:
+    for level, prio in sorted(_PRIORITY.items(), reverse=True):
+        if levelno >= level:
+            return prio
+    return 7
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per record; values that are not JSON scalars are written as their repr."""
+
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
             "ts": round(record.created, 6),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
         }
         for key, value in record.__dict__.items():
-            if key not in _STD_ATTRS and not key.startswith("_"):
+            if key not in _STD_ATTRS and not key.startswith("_") and key not in doc:
                 doc[key] = value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            doc["stack"] = self.formatStack(record.stack_info)
         return json.dumps(doc, ensure_ascii=False)
 
 
+class _Window:
+    __slots__ = ("count", "start", "suppressed")
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.count = 1
+        self.suppressed = 0
+
+
 class RateLimitFilter(logging.Filter):
-    """At most ``burst`` records per (logger, level, template) per ``window_s``; counts the rest."""
+    """At most ``burst`` records per (logger, level, template) per ``window_s``; counts the rest.
+
+    The key is the unformatted template (``record.msg``), so "device %s timed out" for 50 devices
+    is one key: a storm of the same failure is summarised, whichever device it names.
+    """
 
     def __init__(self, burst: int = 5, window_s: float = 60.0) -> None:
         super().__init__()
+        if burst < 1 or window_s <= 0:
+            raise ValueError(f"burst must be >= 1 and window_s > 0, got {burst}, {window_s}")
         self.burst = burst
         self.window_s = window_s
         self._lock = threading.Lock()
-        self._windows: dict[tuple[str, int, str], list[float]] = {}  # key -> [start, count, suppressed]
+        self._windows: dict[tuple[str, int, str], _Window] = {}
         self.suppressed_total = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
-            return True  # info/debug are not repeated per poll by design; only errors storm
+            return True
         key = (record.name, record.levelno, str(record.msg))
         now = time.monotonic()
         with self._lock:
             w = self._windows.get(key)
-            if w is None or now - w[0] >= self.window_s:
-                suppressed = int(w[2]) if w else 0
-                self._windows[key] = [now, 1, 0]
-                if len(self._windows) > 10_000:
-                    self._windows.clear()
-                if suppressed:
-                    record.msg = f"{record.msg} (suppressed {suppressed} similar messages in the last window)"
+            if w is None or now - w.start >= self.window_s:
+                if w is not None and w.suppressed:
+                    # The summary rides on the first record of the new window.
+                    record.msg = f"{record.msg} (suppressed {w.suppressed} similar messages in the last window)"
+                if w is None and len(self._windows) >= MAX_KEYS:
+                    self._evict(now)
+                self._windows[key] = _Window(now)
                 return True
-            w[1] += 1
-            if w[1] <= self.burst:
+            w.count += 1
+            if w.count <= self.burst:
                 return True
-            w[2] += 1
+            w.suppressed += 1
             self.suppressed_total += 1
             return False
 
+    def _evict(self, now: float) -> None:
+        """Forget closed windows with nothing pending; if all are open, the oldest half (their
+        suppressed counts stay in ``suppressed_total``)."""
+        closed = [k for k, w in self._windows.items() if now - w.start >= self.window_s and not w.suppressed]
+        for k in closed:
+            del self._windows[k]
+        if len(self._windows) >= MAX_KEYS:
+            for k in sorted(self._windows, key=lambda k: self._windows[k].start)[: MAX_KEYS // 2]:
+                del self._windows[k]
 
-def setup_logging(level: str = "INFO", *, json: bool = False, burst: int = 5, window_s: float = 60.0) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    def pending_summaries(self, *, force: bool = False) -> list[logging.LogRecord]:
+        """Summary records for windows that closed with suppressed records (all of them if
+        ``force``); each is reported once. Called by :class:`RateLimitedHandler`."""
+        now = time.monotonic()
+        out: list[logging.LogRecord] = []
+        with self._lock:
+            for (name, levelno, template), w in list(self._windows.items()):
+                if w.suppressed and (force or now - w.start >= self.window_s):
+                    span = min(now - w.start, self.window_s)
+                    rec = logging.LogRecord(name, levelno, __file__, 0,
+                                            "suppressed %d similar messages in the last %.0f s: %s",
+                                            (w.suppressed, span, template), None)
+                    rec.suppressed = w.suppressed
+                    out.append(rec)
+                    del self._windows[(name, levelno, template)]
+        return out
+
+
+class RateLimitedHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that rate-limits through its :class:`RateLimitFilter` and writes the
+    suppression summaries of closed windows before the next record, and all of them on close."""
+
+    def __init__(self, stream: IO[str], limiter: RateLimitFilter, *, journal: bool = False) -> None:
+        super().__init__(stream)
+        self.limiter = limiter
+        self.journal = journal
+        self.addFilter(limiter)
+        self._next_check = 0.0
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if self.journal:
+            return f"<{_priority(record.levelno)}>{text}"
+        return text
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + min(1.0, self.limiter.window_s / 4)
+            self._emit_all(self.limiter.pending_summaries())
+        return bool(super().handle(record))
+
+    def _emit_all(self, records: list[logging.LogRecord]) -> None:
+        if not records:
+            return
+        self.acquire()
+        try:
+            for rec in records:
+                self.emit(rec)  # not through the filter: a summary is never suppressed
+        finally:
+            self.release()
+
+    def close(self) -> None:
+        try:
+            self._emit_all(self.limiter.pending_summaries(force=True))
+            self.flush()
+        finally:
+            super().close()
+
+
+def stderr_is_journal() -> bool:
+    """True when stderr is connected to journald (systemd sets ``JOURNAL_STREAM=dev:inode``)."""
+    raw = os.environ.get("JOURNAL_STREAM", "")
+    dev, _, ino = raw.partition(":")
+    try:
+        st = os.fstat(sys.stderr.fileno())
+        return bool(raw) and st.st_dev == int(dev) and st.st_ino == int(ino)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def setup_logging(
+    level: str = "INFO",
+    *,
+    json: bool = False,
+    burst: int = 5,
+    window_s: float = 60.0,
+    stream: IO[str] | None = None,
+    journal: bool | None = None,
+) -> RateLimitFilter:
+    """Route the root logger to one rate-limited handler on ``stream`` (stderr); returns the
+    limiter, whose ``suppressed_total`` a daemon may export. ``journal`` defaults to
+    :func:`stderr_is_journal`. Calling it again replaces the previous handler (tests, reloads)."""
+    if journal is None:
+        journal = stream is None and stderr_is_journal()
+    limiter = RateLimitFilter(burst, window_s)
+    handler = RateLimitedHandler(stream or sys.stderr, limiter, journal=journal)
     if json:
         handler.setFormatter(JsonFormatter())
+    elif journal:
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RateLimitFilter(burst, window_s))
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
+        if isinstance(h, RateLimitedHandler):
+            h.close()
     root.addHandler(handler)
     root.setLevel(level.upper())
+    return limiter

@@ -4,6 +4,12 @@ Why our own: python-systemd needs libsystemd headers to build, and the protocol 
 Outside systemd (no ``NOTIFY_SOCKET``) every call is a no-op, so the daemons run the same
 everywhere. A send that fails is logged once and never raises: a broken notify socket must not
 take the daemon down (systemd's watchdog restarts it if it truly is hung).
+
+``RELOADING=1`` carries ``MONOTONIC_USEC=`` as systemd 253+ requires for ``Type=notify-reload``
+(older managers ignore the extra field); after a reload the daemon sends ``READY=1`` again, which
+is what ends the reload in systemd's eyes. ``extend_timeout()`` asks for more time while a slow
+start or stop is still making progress (``EXTEND_TIMEOUT_USEC=``, systemd 236+), so the unit's
+timeouts can stay tight for the hung case.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +36,11 @@ class Notifier:
 
     @classmethod
     def from_env(cls) -> Notifier:
+        """From ``NOTIFY_SOCKET``, ``WATCHDOG_USEC`` and ``WATCHDOG_PID`` as systemd sets them.
+
+        The watchdog is ours only when ``WATCHDOG_PID`` is unset or names this process: a child
+        that inherited the environment must not pet its parent's watchdog.
+        """
         address = os.environ.get("NOTIFY_SOCKET") or None
         usec: int | None = None
         raw = os.environ.get("WATCHDOG_USEC")
@@ -51,6 +63,7 @@ class Notifier:
         return self._watchdog_usec / 2e6
 
     def notify(self, *fields: str) -> bool:
+        """Send ``fields`` as one datagram; False when not under systemd or the send failed."""
         if self._address is None:
             return False
         msg = "\n".join(fields)
@@ -81,7 +94,16 @@ class Notifier:
         return self.notify("WATCHDOG=1")
 
     def reloading(self) -> bool:
-        return self.notify("RELOADING=1")
+        """Reload started; follow with :meth:`ready` once the new config is in effect."""
+        return self.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+
+    def extend_timeout(self, seconds: float) -> bool:
+        """Ask systemd to wait ``seconds`` more for the current start/stop/reload step."""
+        return self.notify(f"EXTEND_TIMEOUT_USEC={max(1, int(seconds * 1e6))}")
+
+    def errno(self, code: int) -> bool:
+        """Report why the daemon is failing (shown by ``systemctl status`` as the unit's errno)."""
+        return self.notify(f"ERRNO={int(code)}")
 
     def stopping(self) -> bool:
         return self.notify("STOPPING=1")
