@@ -486,6 +486,17 @@ class Spool:
             self.stats.acked_samples += rec.n
             return True
 
+    def discard(self, rec: Record) -> bool:
+        """Drop one live record that cannot be delivered (unreadable); counted in ``dropped_*``."""
+        with self._lock:
+            chain = self._chains.get((rec.lane, rec.epoch))
+            if chain is None or chain.live.get(rec.seq) is not rec:
+                return False
+            self._unindex(rec)
+            self.stats.dropped_records += 1
+            self.stats.dropped_samples += rec.n
+            return True
+
     def ack_covered(
         self, epoch: int, watermark: int, ranges: tuple[tuple[int, int], ...] = (), lane: Lane = Lane.TELEMETRY
     ) -> tuple[int, int]:

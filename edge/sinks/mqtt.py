@@ -2,12 +2,23 @@
 
 paho runs its network loop in its own thread (``loop_start``); ``publish`` is thread-safe, and
 PUBACKs arrive through ``on_publish`` in that thread. We keep, per in-flight message, how many
-samples it carries so that "acknowledged by the broker" is counted in samples, not guessed.
+samples it carries so that "acknowledged by the broker" is counted in samples, not guessed, and an
+optional per-message callback (the spool frees events-lane records on PUBACK with it).
 
-Until the write-ahead log exists (its own issue), unacknowledged messages live in paho's
-in-memory queue, which is unbounded here (``max_queued_messages_set(0)``) and retransmitted by
-paho after a reconnect thanks to the persistent session: nothing is dropped while the process
-lives, and the count of unacknowledged samples is always visible in metrics.
+Durability is not this module's job: telemetry is in the write-ahead log (edge/spool.py) before it
+gets here and leaves the log only on the cloud's ack, which arrives through :meth:`subscribe`. paho's
+own queue is unbounded (``max_queued_messages_set(0)``), but the forwarder keeps it short.
+
+**Priority.** paho sends in the order ``publish`` is called, over one connection. Events and live
+batches go ahead of the back-log because the forwarder releases back-log records only while fewer
+than half of ``max_inflight`` messages are in flight (:attr:`MqttPublisher.inflight`), so a live
+message never queues behind more than that.
+
+**Locking rule.** Our lock is never held while calling into paho: paho calls ``on_publish`` with its
+own mutex held, so nesting the two locks in opposite orders would deadlock. Callbacks we invoke
+(connect listeners, message handlers, per-message ack callbacks) run in paho's thread without our
+lock; they must be quick and must not block on the event loop. An exception in one is logged and
+counted in ``callback_errors``, never allowed to kill paho's network thread.
 """
 
 from __future__ import annotations
@@ -42,6 +53,8 @@ class PublisherStats:
     connects: int = 0
     disconnects: int = 0
     connected: bool = False
+    messages_received: int = 0
+    callback_errors: int = 0
     inflight: dict[int, int] = field(default_factory=dict)  # mid -> samples
 
     @property
@@ -69,6 +82,9 @@ class MqttPublisher:
         self._lock = threading.Lock()
         self._acked = threading.Condition(self._lock)
         self._early_acks: set[int] = set()
+        self._ack_callbacks: dict[int, Callable[[], None]] = {}
+        self._subscriptions: dict[str, Callable[[str, bytes], None]] = {}
+        self._connect_listeners: list[Callable[[], None]] = []
         self._on_connect_messages = on_connect_messages
         self._client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
@@ -87,6 +103,7 @@ class MqttPublisher:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
+        self._client.on_message = self._on_message
 
     def start(self) -> None:
         """Connect asynchronously; paho keeps reconnecting in its thread until ``stop``."""
@@ -97,11 +114,43 @@ class MqttPublisher:
         )
         self._client.loop_start()
 
-    def publish(self, topic: str, payload: bytes, samples: int = 0, *, retain: bool = False) -> None:
-        # Our lock is never held while calling into paho: paho calls on_publish with its own
-        # mutex held, so nesting the two locks in opposite orders would deadlock. A PUBACK that
-        # beats us to the bookkeeping is parked in ``_early_acks``.
+    @property
+    def connected(self) -> bool:
+        return self.stats.connected
+
+    @property
+    def inflight(self) -> int:
+        """Messages handed to paho and not yet acknowledged by the broker (in flight or queued)."""
+        return len(self.stats.inflight)
+
+    def subscribe(self, topic: str, handler: Callable[[str, bytes], None]) -> None:
+        """Subscribe at QoS 1 now (if connected) and again on every connection.
+
+        ``handler(topic, payload)`` runs in paho's thread for each message on exactly ``topic``
+        (no wildcards); see the locking rule in the module docstring.
+        """
+        self._subscriptions[topic] = handler
+        if self.stats.connected:
+            self._client.subscribe(topic, qos=1)
+
+    def add_connect_listener(self, listener: Callable[[], None]) -> None:
+        """``listener()`` runs in paho's thread after every successful connection."""
+        self._connect_listeners.append(listener)
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        samples: int = 0,
+        *,
+        retain: bool = False,
+        on_acked: Callable[[], None] | None = None,
+    ) -> int:
+        """Hand one QoS 1 message to paho; returns its mid. ``on_acked()`` runs (paho's thread) on PUBACK."""
+        # Our lock is never held while calling into paho (module docstring). A PUBACK that beats
+        # us to the bookkeeping is parked in ``_early_acks``.
         info = self._client.publish(topic, payload, qos=1, retain=retain)
+        run_now = False
         with self._acked:
             self.stats.messages_published += 1
             self.stats.samples_published += samples
@@ -109,8 +158,14 @@ class MqttPublisher:
             if info.mid in self._early_acks:
                 self._early_acks.discard(info.mid)
                 self._count_ack(samples)
+                run_now = on_acked is not None
             else:
                 self.stats.inflight[info.mid] = samples
+                if on_acked is not None:
+                    self._ack_callbacks[info.mid] = on_acked
+        if run_now:
+            self._run_callback(on_acked)
+        return info.mid
 
     def wait_acked(self, timeout_s: float) -> bool:
         """Block until every published message is acknowledged by the broker, or the timeout."""
@@ -135,9 +190,13 @@ class MqttPublisher:
         self.stats.connects += 1
         self.stats.connected = True
         log.info("mqtt connected to %s:%s", self.settings.host, self.settings.port)
+        if self._subscriptions:
+            client.subscribe([(t, 1) for t in self._subscriptions])
         if self._on_connect_messages is not None:
             for topic, payload, retain in self._on_connect_messages():
                 self.publish(topic, payload, 0, retain=retain)
+        for listener in self._connect_listeners:
+            self._run_callback(listener)
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: object, flags: object, reason: object, props: object
@@ -154,6 +213,24 @@ class MqttPublisher:
                 self._early_acks.add(mid)
                 return
             self._count_ack(samples)
+            callback = self._ack_callbacks.pop(mid, None)
+        if callback is not None:
+            self._run_callback(callback)
+
+    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        self.stats.messages_received += 1
+        handler = self._subscriptions.get(message.topic)
+        if handler is not None:
+            self._run_callback(handler, message.topic, message.payload)
+
+    def _run_callback(self, fn: Callable[..., None] | None, *args: object) -> None:
+        if fn is None:
+            return
+        try:
+            fn(*args)
+        except Exception:
+            self.stats.callback_errors += 1
+            log.exception("mqtt: callback %r failed (paho's thread carries on)", fn)
 
     def _count_ack(self, samples: int) -> None:
         """Caller holds the lock."""

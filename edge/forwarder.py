@@ -1,0 +1,319 @@
+"""Store and forward: every batch goes to the write-ahead log, then to MQTT; the cloud's ack frees it.
+
+``Forwarder`` is what edge/app.py calls instead of publishing directly. Its rules, and why:
+
+- **Log first.** ``submit`` appends the encoded batch to the :class:`~edge.spool.Spool` and only then
+  publishes it (live, at once, while connected). A failed append (disk full, I/O error) is counted in
+  ``wal_errors`` and logged, and the batch is still published: better delivered without a safety net
+  than not at all; only a crash before the broker's PUBACK could then lose it, and the count says so.
+- **Freed by the cloud's ack, not by PUBACK.** The forwarder subscribes to ``topic(site, gateway,
+  "ack")``; each :class:`plantwire.wire.Ack` frees the telemetry records it covers (watermark and
+  ranges), whatever boot epoch they belong to. Malformed acks and acks for another gateway are
+  counted in ``ack_errors`` and ignored. Events-lane records have no sequence number in the cloud's
+  ledger; they are freed on PUBACK.
+- **Re-send after a timeout, backing off.** A record not acked ``resend_timeout_s`` after it was sent
+  is sent again, with the timeout doubling per attempt (capped at 64x), so a cloud that is down for
+  hours gets a handful of duplicates per record, not one every timeout. Duplicates are harmless: a
+  point is identified by series and timestamp in InfluxDB.
+- **Back-log behind live data.** Records that could not be sent (broker down, or left from an earlier
+  run: older boot epochs first) and records due for re-sending form the back-log. It is replayed in
+  (epoch, seq) order, events before telemetry, rate-capped at ``replay_rate_samples_per_s`` with a
+  token bucket, and only while fewer than half of MQTT's ``max_inflight`` messages are in flight, so
+  live batches and events (published at once) never queue behind it. After a connect the replay waits
+  ``replay_grace_s`` so the retained ack can free what the cloud already holds.
+- **Bounds.** The spool drops the oldest records when over its byte bound (at append) or age bound
+  (checked every second here); counts are in ``stats()``.
+- **Threads.** ``submit``, ``tick`` and the replay run in the event loop; acks and PUBACKs arrive in
+  paho's thread and only touch the spool (which has its own lock) and counters; fsync runs in a
+  worker thread every ``fsync_interval_ms``. No lock is held while calling into paho.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+from edge.spool import Lane, Record, Spool, SpoolError, SpoolSettings
+from plantwire import wire
+from plantwire.metrics import Registry
+
+__all__ = ["Forwarder", "ForwarderStats", "Publisher"]
+
+log = logging.getLogger(__name__)
+
+#: How often the replay and the re-send timers are looked at.
+TICK_S = 0.02
+#: Re-send timeouts double per attempt up to this factor.
+MAX_BACKOFF_FACTOR = 64
+#: How often the age bound is enforced.
+AGE_CHECK_S = 1.0
+
+
+class Publisher(Protocol):
+    """What the forwarder needs of edge.sinks.mqtt.MqttPublisher."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    @property
+    def inflight(self) -> int: ...
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        samples: int = 0,
+        *,
+        retain: bool = False,
+        on_acked: Callable[[], None] | None = None,
+    ) -> int: ...
+
+    def subscribe(self, topic: str, handler: Callable[[str, bytes], None]) -> None: ...
+
+    def add_connect_listener(self, listener: Callable[[], None]) -> None: ...
+
+
+@dataclass(slots=True)
+class ForwarderStats:
+    live_records: int = 0  # published at once on submit
+    live_samples: int = 0
+    replayed_records: int = 0  # first sends from the back-log (broker was down, or an earlier run)
+    replayed_samples: int = 0
+    resent_records: int = 0  # sends after a re-send timeout
+    resent_samples: int = 0
+    acks_received: int = 0
+    ack_errors: int = 0  # malformed acks, or acks naming another gateway
+    wal_errors: int = 0  # appends that failed (published without the log) or records unreadable on replay
+    events_published: int = 0
+    backlog_records: int = 0  # gauge: records waiting for (re)sending
+    last_ack_age_s: float = -1.0  # gauge: seconds since the last valid ack, -1 before the first
+
+
+class Forwarder:
+    """Write-ahead logging, publishing, ack accounting, re-sending and replay for one gateway.
+
+    ``max_inflight`` should be the publisher's MQTT ``max_inflight``; the back-log is released only
+    while fewer than half of that are in flight. ``clock`` (monotonic seconds) is injectable for tests.
+    """
+
+    def __init__(
+        self,
+        settings: SpoolSettings,
+        publisher: Publisher,
+        spool: Spool,
+        site: str,
+        gateway: str,
+        *,
+        max_inflight: int = 100,
+        replay_grace_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.publisher = publisher
+        self.spool = spool
+        self.site = site
+        self.gateway = gateway
+        self.counters = ForwarderStats()
+        self._clock = clock
+        self._max_backlog_inflight = max(1, max_inflight // 2)
+        self._replay_grace_s = replay_grace_s
+        self._telemetry_topic = wire.topic(site, gateway, "telemetry")
+        self._events_topic = wire.topic(site, gateway, "events")
+        self._ack_topic = wire.topic(site, gateway, "ack")
+        # Back-log: heap of (lane priority, epoch, seq) with a set against duplicates.
+        self._backlog: list[tuple[int, int, int]] = []
+        self._queued: set[tuple[int, int, int]] = set()
+        # Re-send timers: heap of (due_s, tiebreak, record, sends at the time it was armed).
+        self._timers: list[tuple[float, int, Record, int]] = []
+        self._tiebreak = itertools.count()
+        self._connects = 0  # written in paho's thread, read in the loop
+        self._seen_connects = 0
+        self._connected_at = 0.0
+        self._tokens = 0.0
+        self._last_tick = clock()
+        self._next_age_check = 0.0
+        self._last_ack_s = -1.0
+        self._event_seq = 0
+        for rec in spool.live():  # left from an earlier run: replay after the first connect
+            self._enqueue(rec)
+            if rec.lane == Lane.EVENTS:
+                self._event_seq = max(self._event_seq, rec.seq + 1)
+        publisher.subscribe(self._ack_topic, self._on_ack)
+        publisher.add_connect_listener(self._on_connect)
+
+    # -- called by the app (event loop) -----------------------------------------------------------
+    def submit(self, payload: bytes, seq: int, epoch: int, n: int) -> None:
+        """Log one encoded telemetry batch, then publish it live if the broker is reachable."""
+        try:
+            rec: Record | None = self.spool.append(payload, epoch=epoch, seq=seq, n_samples=n)
+        except SpoolError as exc:
+            self.counters.wal_errors += 1
+            log.error("forwarder: batch seq=%d not in the write-ahead log, publishing without it: %s", seq, exc)
+            rec = None
+        if rec is None:
+            if self.publisher.connected:
+                self.publisher.publish(self._telemetry_topic, payload, n)
+                self.counters.live_records += 1
+                self.counters.live_samples += n
+            return
+        if self.publisher.connected:
+            self._send(rec, payload)
+            self.counters.live_records += 1
+            self.counters.live_samples += n
+        else:
+            self._enqueue(rec)
+
+    def submit_event(self, payload: bytes, epoch: int) -> None:
+        """Log one events-lane payload (wire.encode_events) and publish it ahead of everything else.
+
+        Freed on the broker's PUBACK: the cloud's ack watermark counts telemetry sequence numbers only.
+        """
+        seq = self._event_seq
+        self._event_seq += 1
+        try:
+            rec = self.spool.append(payload, epoch=epoch, seq=seq, n_samples=0, lane=Lane.EVENTS)
+        except SpoolError as exc:
+            self.counters.wal_errors += 1
+            log.error("forwarder: event not in the write-ahead log, publishing without it: %s", exc)
+            self.publisher.publish(self._events_topic, payload, 0)
+            return
+        if self.publisher.connected:
+            self._send(rec, payload)
+        else:
+            self._enqueue(rec)
+
+    def tick(self) -> None:
+        """Enforce the age bound, arm due re-sends, release back-log within the rate cap."""
+        now = self._clock()
+        dt = max(0.0, now - self._last_tick)
+        self._last_tick = now
+        if now >= self._next_age_check:
+            self._next_age_check = now + AGE_CHECK_S
+            self.spool.enforce_age()
+        if self._connects != self._seen_connects:
+            self._seen_connects = self._connects
+            self._connected_at = now
+            self._tokens = 0.0
+        while self._timers and self._timers[0][0] <= now:
+            _, _, rec, sends = heapq.heappop(self._timers)
+            if rec.sends == sends and self._is_live(rec):
+                self._enqueue(rec)
+        self.counters.backlog_records = len(self._queued)
+        if not self.publisher.connected or now - self._connected_at < self._replay_grace_s:
+            return
+        rate = float(self.settings.replay_rate_samples_per_s)
+        self._tokens = min(self._tokens + rate * dt, rate)  # at most one second's worth of burst
+        while self._backlog and self._tokens > 0 and self.publisher.inflight < self._max_backlog_inflight:
+            key = heapq.heappop(self._backlog)
+            self._queued.discard(key)
+            prio, epoch, seq = key
+            rec = self.spool.get(Lane.EVENTS if prio == 0 else Lane.TELEMETRY, epoch, seq)
+            if rec is None:
+                continue  # acked or dropped meanwhile
+            try:
+                payload = self.spool.read(rec)
+            except SpoolError as exc:
+                self.counters.wal_errors += 1
+                self.spool.discard(rec)
+                log.error("forwarder: dropping unreadable record: %s", exc)
+                continue
+            if rec.sends:
+                self.counters.resent_records += 1
+                self.counters.resent_samples += rec.n
+            else:
+                self.counters.replayed_records += 1
+                self.counters.replayed_samples += rec.n
+            self._send(rec, payload)
+            self._tokens -= max(rec.n, 1)
+        self.counters.backlog_records = len(self._queued)
+
+    async def run(self) -> None:
+        """The forwarder's loops (replay/re-send tick and group-commit fsync) as named tasks; run until cancelled."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._tick_loop(), name="forwarder-tick")
+            tg.create_task(self._sync_loop(), name="spool-fsync")
+
+    async def _tick_loop(self) -> None:
+        while True:
+            self.tick()
+            await asyncio.sleep(TICK_S)
+
+    async def _sync_loop(self) -> None:
+        period = self.settings.fsync_interval_ms / 1000.0
+        while True:
+            await asyncio.sleep(period)
+            await asyncio.to_thread(self.spool.sync)
+
+    def close(self) -> None:
+        """Make everything appended durable (the app closes the spool after the publisher)."""
+        self.spool.sync()
+
+    # -- accounting -----------------------------------------------------------------------------
+    def stats(self) -> dict[str, float]:
+        """Forwarder counters plus the spool's (wal_* names), ready for metrics and the health topic."""
+        out: dict[str, float] = {}
+        for k, v in self.spool.stats_dict().items():
+            out[k if k.startswith(("dropped", "oldest", "acked", "torn")) else f"wal_{k}"] = float(v)
+        c = self.counters
+        c.last_ack_age_s = -1.0 if self._last_ack_s < 0 else self._clock() - self._last_ack_s
+        out.update({k: float(v) for k, v in asdict(c).items()})
+        return out
+
+    def export_metrics(self, registry: Registry) -> None:
+        """Set ``spool_*`` counters and gauges in a metrics registry from ``stats()``."""
+        gauges = {"wal_bytes", "wal_segments", "wal_records", "wal_samples", "oldest_unacked_age_s",
+                  "backlog_records", "last_ack_age_s"}
+        for name, value in self.stats().items():
+            if name in gauges:
+                registry.gauge(f"spool_{name}", f"write-ahead log: {name}").set(value)
+            else:
+                registry.counter(f"spool_{name}_total", f"write-ahead log: {name}").set(value)
+
+    # -- internals ------------------------------------------------------------------------------
+    def _is_live(self, rec: Record) -> bool:
+        return self.spool.get(rec.lane, rec.epoch, rec.seq) is rec
+
+    def _enqueue(self, rec: Record) -> None:
+        key = (0 if rec.lane == Lane.EVENTS else 1, rec.epoch, rec.seq)
+        if key not in self._queued:
+            self._queued.add(key)
+            heapq.heappush(self._backlog, key)
+
+    def _send(self, rec: Record, payload: bytes) -> None:
+        now = self._clock()
+        rec.sent_s = now
+        rec.sends += 1
+        if rec.lane == Lane.EVENTS:
+            spool = self.spool
+            self.publisher.publish(self._events_topic, payload, 0, on_acked=lambda: spool.free(rec))
+            self.counters.events_published += 1
+            return
+        self.publisher.publish(self._telemetry_topic, payload, rec.n)
+        factor = min(2 ** (rec.sends - 1), MAX_BACKOFF_FACTOR)
+        due = now + self.settings.resend_timeout_s * factor
+        heapq.heappush(self._timers, (due, next(self._tiebreak), rec, rec.sends))
+
+    # -- paho's thread --------------------------------------------------------------------------
+    def _on_connect(self) -> None:
+        self._connects += 1
+
+    def _on_ack(self, topic: str, payload: bytes) -> None:
+        try:
+            ack = wire.decode_ack(payload)
+        except wire.WireError as exc:
+            self.counters.ack_errors += 1
+            log.warning("forwarder: malformed ack on %s ignored: %s", topic, exc)
+            return
+        if ack.gateway != self.gateway:
+            self.counters.ack_errors += 1
+            log.warning("forwarder: ack on %s names gateway %r, not %r; ignored", topic, ack.gateway, self.gateway)
+            return
+        self.spool.ack_covered(ack.boot_epoch_ns, ack.watermark, ack.ranges)
+        self.counters.acks_received += 1
+        self._last_ack_s = self._clock()
