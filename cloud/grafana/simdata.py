@@ -62,7 +62,9 @@ def sample_columns(n_signals: int, start_ns: int, seconds: float, period_s: floa
     phase = sig.astype(np.float64) * 0.7
     value = 50.0 + 10.0 * np.sin(np.repeat(t, n_signals) * period_s / 600.0 + phase) + rng.normal(0, 0.5, ts.size)
     quality = np.zeros(ts.size, dtype=np.uint8)
-    quality[:: max(1, ts.size // 7)] = 1
+    step = np.repeat(t, n_signals)
+    quality[step % 50 == 7] = 1  # every signal has an uncertain sample now and then
+    quality[step % 211 == 13] = 2  # and a bad one
     return ts, sig, value, quality
 
 

@@ -1,0 +1,453 @@
+"""Generates the Grafana dashboards in ``cloud/grafana/dashboards/`` (run ``python -m cloud.grafana.build``).
+
+The JSON files are what ships and what Grafana provisions; this module is how they are written, so
+that measurement, tag, field and retention-policy names come from :mod:`cloud.schema` and
+:mod:`cloud.retention` instead of being typed into JSON by hand. ``tests/test_grafana.py`` checks
+that the committed JSON equals what this module builds, then runs every query in it against a real
+InfluxDB holding simulated data.
+
+Conventions, each for a reason a plant engineer would notice:
+
+- Queries are InfluxQL only, so the dashboards work on InfluxDB 1.x, 2.x (with a DBRP mapping per
+  retention policy) and 3.x (InfluxQL over the v1 query API).
+- Every tag filter is ``"tag" =~ /^$var$/``: Grafana expands multi-value and "All" selections to
+  an escaped ``(a|b)`` alternation there, and one form works for one, many or all values.
+- Time-series panels read ``"$rp"."<measurement>"``: the hidden ``$rp`` variable picks raw data,
+  1-minute or 1-hour rollups from the time range (``meta.resolutions``, written by
+  :func:`cloud.retention.ensure`), so a 90-day view reads 2,160 points per series, not 7.8 million.
+  ``$vmin``/``$vmax`` name the fields that hold a bucket's min and max at that resolution.
+- Alarm episodes are annotations (point at the start, region to ``end_ms`` once closed) on the
+  signal explorer and machine dashboards, filtered by the same variables as the panels.
+- One data source, referenced by uid ``plantwire-influxdb`` (provisioned from
+  ``provisioning/datasources/plantwire.yaml``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cloud import retention
+from cloud import schema as s
+
+__all__ = ["DASHBOARD_DIR", "DATASOURCE", "SCHEMA_VERSION", "build_all", "main"]
+
+DASHBOARD_DIR = Path(__file__).parent / "dashboards"
+DATASOURCE = {"type": "influxdb", "uid": "plantwire-influxdb"}
+SCHEMA_VERSION = 39  # Grafana 10.4/11.x; older Grafana migrates down-level JSON, not up-level
+_TAGS = ["plantwire"]
+
+
+def _re(tag: str, var: str | None = None) -> str:
+    return f'"{tag}" =~ /^${var or tag}$/'
+
+
+def _where(*tags: str, time: bool = True) -> str:
+    parts = [_re(t) for t in tags]
+    if time:
+        parts.append("$timeFilter")
+    return " AND ".join(parts)
+
+
+# -- panels ---------------------------------------------------------------------------------------------
+
+
+class _Layout:
+    """Hands out panel ids and grid positions row by row (24 columns), so nothing overlaps."""
+
+    def __init__(self) -> None:
+        self.next_id = 1
+        self.x = 0
+        self.y = 0
+        self.row_h = 0
+
+    def place(self, w: int, h: int) -> dict[str, int]:
+        if self.x + w > 24:
+            self.x, self.y, self.row_h = 0, self.y + self.row_h, 0
+        pos = {"x": self.x, "y": self.y, "w": w, "h": h}
+        self.x += w
+        self.row_h = max(self.row_h, h)
+        return pos
+
+    def newline(self) -> None:
+        if self.x:
+            self.x, self.y, self.row_h = 0, self.y + self.row_h, 0
+
+    def take_id(self) -> int:
+        i = self.next_id
+        self.next_id += 1
+        return i
+
+
+def _target(query: str, ref: str = "A", *, alias: str = "", fmt: str = "time_series") -> dict[str, Any]:
+    t: dict[str, Any] = {
+        "datasource": DATASOURCE,
+        "refId": ref,
+        "rawQuery": True,
+        "resultFormat": fmt,
+        "query": query,
+    }
+    if alias:
+        t["alias"] = alias
+    return t
+
+
+def _panel(
+    layout: _Layout,
+    kind: str,
+    title: str,
+    targets: list[dict[str, Any]],
+    *,
+    w: int = 12,
+    h: int = 8,
+    unit: str = "",
+    description: str = "",
+    options: dict[str, Any] | None = None,
+    overrides: list[dict[str, Any]] | None = None,
+    custom: dict[str, Any] | None = None,
+    min_interval: str = "",
+    transformations: list[dict[str, Any]] | None = None,
+    repeat: str = "",
+    thresholds: list[dict[str, Any]] | None = None,
+    min_max: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    defaults: dict[str, Any] = {}
+    if unit:
+        defaults["unit"] = unit
+    if custom:
+        defaults["custom"] = custom
+    if thresholds:
+        defaults["thresholds"] = {"mode": "absolute", "steps": thresholds}
+    if min_max:
+        defaults["min"], defaults["max"] = min_max
+    p: dict[str, Any] = {
+        "id": layout.take_id(),
+        "type": kind,
+        "title": title,
+        "datasource": DATASOURCE,
+        "gridPos": layout.place(w, h),
+        "targets": targets,
+        "fieldConfig": {"defaults": defaults, "overrides": overrides or []},
+        "options": options or {},
+    }
+    if description:
+        p["description"] = description
+    if min_interval:
+        p["interval"] = min_interval
+    if transformations:
+        p["transformations"] = transformations
+    if repeat:
+        p["repeat"] = repeat
+        p["repeatDirection"] = "h"
+        p["maxPerRow"] = 2
+    return p
+
+
+_HEALTH_STEPS = [
+    {"color": "red", "value": None},
+    {"color": "orange", "value": 0.4},
+    {"color": "green", "value": 0.7},
+]
+
+
+# -- template variables -----------------------------------------------------------------------------------
+
+
+def _query_var(name: str, query: str, *, label: str = "", multi: bool = True, hide: int = 0,
+               refresh: int = 1) -> dict[str, Any]:
+    """A query variable; refresh 1 = on dashboard load, 2 = on time-range change."""
+    return {
+        "name": name,
+        "label": label or name,
+        "type": "query",
+        "datasource": DATASOURCE,
+        "query": query,
+        "definition": query,
+        "refresh": refresh,
+        "multi": multi,
+        "includeAll": multi,
+        "current": {},
+        "options": [],
+        "sort": 1,
+        "hide": hide,
+        "regex": "",
+    }
+
+
+def _tag_vars(measurement: str, *keys: str) -> list[dict[str, Any]]:
+    """Chained tag-value variables: each one filtered by the ones before it."""
+    out = []
+    for i, key in enumerate(keys):
+        cond = " AND ".join(_re(k) for k in keys[:i])
+        q = f'SHOW TAG VALUES FROM "{measurement}" WITH KEY = "{key}"' + (f" WHERE {cond}" if cond else "")
+        out.append(_query_var(key, q))
+    return out
+
+
+def _resolution_vars() -> list[dict[str, Any]]:
+    span = "$__to - $__from"
+    where = f'WHERE {span} > "min_span_ms" AND {span} <= "max_span_ms"'
+    src = f'"{retention.RP_META}"."{retention.RESOLUTIONS}"'
+    return [
+        _query_var(name, f'SELECT "{col}" FROM {src} {where}', multi=False, hide=2, refresh=2)
+        for name, col in (("rp", "rp"), ("vmin", "vmin"), ("vmax", "vmax"))
+    ]
+
+
+def _events_annotation(*tags: str, name: str = "Alarm episodes") -> dict[str, Any]:
+    """Alarm episodes from ``events``; signal-less (machine-scope) episodes pass a signal filter too."""
+    conds = []
+    for t in tags:
+        conds.append(f'({_re(t)} OR "{t}" = \'\')' if t == s.TAG_SIGNAL else _re(t))
+    conds.append("$timeFilter")
+    q = (
+        f'SELECT "{s.F_STATE}", "{s.F_PEAK}", "{s.F_END_MS}", "{s.TAG_KIND}", "{s.TAG_MACHINE}", "{s.TAG_SIGNAL}" '
+        f'FROM "{s.M_EVENTS}" WHERE {" AND ".join(conds)}'
+    )
+    return {
+        "name": name,
+        "datasource": DATASOURCE,
+        "enable": True,
+        "iconColor": "red",
+        "query": q,
+        "textColumn": s.F_STATE,
+        "tagsColumn": f"{s.TAG_KIND},{s.TAG_MACHINE},{s.TAG_SIGNAL}",
+        "timeEndColumn": s.F_END_MS,
+        "titleColumn": "",
+    }
+
+
+def _dashboard(uid: str, title: str, description: str, panels: list[dict[str, Any]],
+               variables: list[dict[str, Any]], annotations: list[dict[str, Any]], *,
+               time_from: str = "now-6h", refresh: str = "30s") -> dict[str, Any]:
+    builtin = {
+        "builtIn": 1,
+        "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+        "enable": True,
+        "hide": True,
+        "iconColor": "rgba(0, 211, 255, 1)",
+        "name": "Annotations & Alerts",
+        "type": "dashboard",
+    }
+    return {
+        "uid": uid,
+        "title": title,
+        "description": description,
+        "tags": _TAGS,
+        "editable": True,
+        "graphTooltip": 1,
+        "schemaVersion": SCHEMA_VERSION,
+        "version": 1,
+        "time": {"from": time_from, "to": "now"},
+        "timezone": "",
+        "refresh": refresh,
+        "annotations": {"list": [builtin, *annotations]},
+        "templating": {"list": variables},
+        "links": [{"type": "dashboards", "tags": _TAGS, "asDropdown": True, "title": "plantwire"}],
+        "panels": panels,
+    }
+
+
+# -- the dashboards -----------------------------------------------------------------------------------------
+
+
+def _active_alarms_subquery(*tags: str) -> str:
+    """Series (site/gateway/machine/signal/kind) whose latest episode is still open, within raw retention."""
+    group = ", ".join(f'"{t}"' for t in (s.TAG_SITE, s.TAG_GATEWAY, s.TAG_MACHINE, s.TAG_SIGNAL, s.TAG_KIND))
+    where = " AND ".join([*(_re(t) for t in tags), "time > now() - 400d"])
+    return (
+        f'(SELECT last("{s.F_ACTIVE}") AS "active", last("{s.F_PEAK}") AS "peak" FROM "{s.M_EVENTS}" '
+        f"WHERE {where} GROUP BY {group})"
+    )
+
+
+def plant_overview() -> dict[str, Any]:
+    lay = _Layout()
+    sub = _active_alarms_subquery(s.TAG_SITE)
+    panels = [
+        _panel(lay, "stat", "Active alarms", [_target(f'SELECT count("active") FROM {sub} WHERE "active" = 1')],
+               w=6, h=5, description="Alarm series whose latest episode is still open.",
+               thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 1}]),
+        _panel(lay, "stat", "Gateways online", [_target(
+            f'SELECT last("{s.F_ONLINE}") FROM "{s.M_PIPELINE}" WHERE {_where(s.TAG_SITE)} GROUP BY "{s.TAG_GATEWAY}"',
+            alias="$tag_gateway")], w=6, h=5,
+            thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}]),
+        _panel(lay, "stat", "Samples stored per second", [_target(
+            f'SELECT mean("{s.F_SAMPLES_PER_S}") FROM "$rp"."{s.M_PIPELINE}" WHERE {_where(s.TAG_SITE)} '
+            f'GROUP BY time($__interval), "{s.TAG_GATEWAY}", "{s.TAG_INGESTOR}" fill(none)', alias="$tag_gateway")],
+            w=6, h=5, unit="short", min_interval="10s", options={"reduceOptions": {"calcs": ["lastNotNull"]}}),
+        _panel(lay, "stat", "Pipeline lag (worst gateway)", [_target(
+            f'SELECT max("{s.F_LAG_S}") FROM "$rp"."{s.M_PIPELINE}" WHERE {_where(s.TAG_SITE)} '
+            "GROUP BY time($__interval) fill(none)")], w=6, h=5, unit="s", min_interval="10s",
+            options={"reduceOptions": {"calcs": ["lastNotNull"]}},
+            thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 10},
+                        {"color": "red", "value": 60}]),
+        _panel(lay, "bargauge", "Machines by health", [_target(
+            f'SELECT last("{s.F_HEALTH}") AS "health" FROM "{s.M_HEALTH}" WHERE {_where(s.TAG_SITE)} '
+            f'GROUP BY "{s.TAG_MACHINE}"', alias="$tag_machine")], w=12, h=10, unit="percentunit",
+            min_max=(0, 1), thresholds=_HEALTH_STEPS,
+            options={"orientation": "horizontal", "displayMode": "gradient",
+                     "reduceOptions": {"calcs": ["lastNotNull"]}}, description="Latest health index; 1 = as new."),
+        _panel(lay, "table", "Active alarms", [_target(
+            f'SELECT "peak" FROM {sub} WHERE "active" = 1 GROUP BY "{s.TAG_SITE}", "{s.TAG_GATEWAY}", '
+            f'"{s.TAG_MACHINE}", "{s.TAG_SIGNAL}", "{s.TAG_KIND}"', fmt="table")], w=12, h=10,
+            transformations=[{"id": "organize", "options": {"excludeByName": {"Time": False}}}]),
+        _panel(lay, "timeseries", "Alarm episodes by kind", [_target(
+            f'SELECT count("{s.F_PEAK}") FROM "{s.M_EVENTS}" WHERE {_where(s.TAG_SITE)} '
+            f'GROUP BY time($__interval), "{s.TAG_KIND}" fill(none)', alias="$tag_kind")], w=24, h=8,
+            min_interval="1m", custom={"drawStyle": "bars", "stacking": {"mode": "normal"}}),
+    ]
+    variables = [*_tag_vars(s.M_SAMPLES, s.TAG_SITE), *_resolution_vars()]
+    return _dashboard("plantwire-overview", "plantwire: plant overview",
+                      "Machines by health, active alarms, pipeline throughput at a glance.",
+                      panels, variables, [_events_annotation(s.TAG_SITE)])
+
+
+def signal_explorer() -> dict[str, Any]:
+    lay = _Layout()
+    tags = (s.TAG_SITE, s.TAG_GATEWAY, s.TAG_MACHINE, s.TAG_SIGNAL)
+    w = _where(*tags)
+    panels = [
+        _panel(lay, "timeseries", "Signals ($rp: mean with min/max band)", [
+            _target(f'SELECT mean("{s.F_VALUE}") FROM "$rp"."{s.M_SAMPLES}" WHERE {w} '
+                    f'GROUP BY time($__interval), "{s.TAG_SIGNAL}" fill(none)', "A", alias="$tag_signal"),
+            _target(f'SELECT min("$vmin") FROM "$rp"."{s.M_SAMPLES}" WHERE {w} '
+                    f'GROUP BY time($__interval), "{s.TAG_SIGNAL}" fill(none)', "B", alias="$tag_signal min"),
+            _target(f'SELECT max("$vmax") FROM "$rp"."{s.M_SAMPLES}" WHERE {w} '
+                    f'GROUP BY time($__interval), "{s.TAG_SIGNAL}" fill(none)', "C", alias="$tag_signal max"),
+        ], w=24, h=12, description=(
+            "Raw samples for ranges up to a few hours, 1-minute rollups up to about a week, hourly rollups "
+            "beyond (the hidden $rp variable). Shaded: min and max within each bucket."),
+            overrides=[{"matcher": {"id": "byFrameRefID", "options": ref},
+                        "properties": [{"id": "custom.lineWidth", "value": 0},
+                                       {"id": "custom.fillOpacity", "value": 10}]} for ref in ("B", "C")]),
+        _panel(lay, "timeseries", "Samples not good (uncertain or bad)", [_target(
+            f'SELECT count("{s.F_QUALITY}") FROM "{retention.RP_RAW}"."{s.M_SAMPLES}" WHERE "{s.F_QUALITY}" > 0 '
+            f'AND {w} GROUP BY time($__interval), "{s.TAG_SIGNAL}" fill(none)', alias="$tag_signal")], w=12, h=8,
+            custom={"drawStyle": "bars"}),
+        _panel(lay, "table", "Latest values", [_target(
+            f'SELECT last("{s.F_VALUE}") AS "value", last("{s.F_QUALITY}") AS "quality" '
+            f'FROM "{retention.RP_RAW}"."{s.M_SAMPLES}" WHERE {w} GROUP BY "{s.TAG_SIGNAL}"', fmt="table")],
+            w=12, h=8),
+    ]
+    variables = [*_tag_vars(s.M_SAMPLES, *tags), *_resolution_vars()]
+    return _dashboard("plantwire-signals", "plantwire: signal explorer",
+                      "Any signal by site, gateway, machine; raw or rolled up by time range; alarms as annotations.",
+                      panels, variables, [_events_annotation(*tags)], time_from="now-3h")
+
+
+def machine_health() -> dict[str, Any]:
+    lay = _Layout()
+    tags = (s.TAG_SITE, s.TAG_GATEWAY, s.TAG_MACHINE)
+    w = _where(*tags)
+    band = [
+        {"matcher": {"id": "byName", "options": s.F_RUL_HIGH},
+         "properties": [{"id": "custom.fillBelowTo", "value": s.F_RUL_LOW}, {"id": "custom.lineWidth", "value": 0},
+                        {"id": "custom.fillOpacity", "value": 20}]},
+        {"matcher": {"id": "byName", "options": s.F_RUL_LOW},
+         "properties": [{"id": "custom.lineWidth", "value": 0}]},
+    ]
+    panels = [
+        _panel(lay, "bargauge", "Health now", [_target(
+            f'SELECT last("{s.F_HEALTH}") FROM "{s.M_HEALTH}" WHERE {w} GROUP BY "{s.TAG_MACHINE}"',
+            alias="$tag_machine")], w=8, h=9, unit="percentunit", min_max=(0, 1), thresholds=_HEALTH_STEPS,
+            options={"orientation": "horizontal", "reduceOptions": {"calcs": ["lastNotNull"]}}),
+        _panel(lay, "timeseries", "Health index", [_target(
+            f'SELECT mean("{s.F_HEALTH}") FROM "$rp"."{s.M_HEALTH}" WHERE {w} '
+            f'GROUP BY time($__interval), "{s.TAG_MACHINE}" fill(none)', alias="$tag_machine")],
+            w=16, h=9, unit="percentunit", min_max=(0, 1), thresholds=_HEALTH_STEPS),
+        _panel(lay, "timeseries", "Remaining useful life: $machine", [_target(
+            f'SELECT mean("{s.F_RUL}") AS "{s.F_RUL}", min("{s.F_RUL_LOW}") AS "{s.F_RUL_LOW}", '
+            f'max("{s.F_RUL_HIGH}") AS "{s.F_RUL_HIGH}" FROM "$rp"."{s.M_HEALTH}" WHERE {w} '
+            "GROUP BY time($__interval) fill(none)", alias="$col")], w=12, h=9, overrides=band, repeat="machine",
+            description="Estimate with its uncertainty band (rul_low to rul_high), in the model's unit."),
+    ]
+    lay.newline()
+    panels.append(_panel(lay, "table", "Alarm episodes", [_target(
+        f'SELECT "{s.F_STATE}", "{s.F_PEAK}", "{s.F_DURATION_S}", "{s.TAG_KIND}", "{s.TAG_SIGNAL}" '
+        f'FROM "{s.M_EVENTS}" WHERE {w}', fmt="table")], w=24, h=9))
+    variables = [*_tag_vars(s.M_HEALTH, *tags), *_resolution_vars()]
+    return _dashboard("plantwire-machines", "plantwire: machine health and RUL",
+                      "Health index and remaining useful life with its band, per machine; alarm episodes.",
+                      panels, variables, [_events_annotation(*tags)], time_from="now-24h", refresh="1m")
+
+
+def pipeline_health() -> dict[str, Any]:
+    lay = _Layout()
+    tags = (s.TAG_SITE, s.TAG_GATEWAY)
+    w = _where(*tags)
+    src = f'"$rp"."{s.M_PIPELINE}"'
+    by_gw = f'GROUP BY time($__interval), "{s.TAG_GATEWAY}" fill(none)'
+
+    def ts(title: str, field: str, agg: str, unit: str, desc: str, *, bars: bool = False,
+           group: str = by_gw, alias: str = "$tag_gateway") -> dict[str, Any]:
+        return _panel(lay, "timeseries", title, [_target(
+            f'SELECT {agg}("{field}") FROM {src} WHERE {w} {group}', alias=alias)], w=12, h=8, unit=unit,
+            description=desc, min_interval="10s", custom={"drawStyle": "bars"} if bars else None)
+
+    panels = [
+        ts("Samples stored per second", s.F_SAMPLES_PER_S, "mean", "short",
+           "Per gateway; stacked per ingestor when several share the load.",
+           group=f'GROUP BY time($__interval), "{s.TAG_GATEWAY}", "{s.TAG_INGESTOR}" fill(none)'),
+        ts("Lag (now - newest stored sample)", s.F_LAG_S, "max", "s", "Worst value in each bucket."),
+        ts("Edge log depth", s.F_WAL_BYTES, "max", "bytes", "Write-ahead log bytes not yet acknowledged."),
+        ts("Oldest unacknowledged record", s.F_WAL_OLDEST_AGE_S, "max", "s", "Age of the log's oldest record."),
+        ts("Open gaps", s.F_GAPS, "max", "short", "Missing sequence ranges in the gap ledger."),
+        ts("Oldest gap age", s.F_GAP_AGE_S, "max", "s", "A gap that keeps ageing is data that will not come."),
+        ts("Dropped at the edge", s.F_DROPPED, "sum", "short",
+           "Samples the edge dropped because its log's bounds forced it; should be 0.", bars=True),
+        ts("Dead letters", s.F_DEAD_LETTERS, "sum", "short", "Malformed or oversized payloads set aside.",
+           bars=True),
+        _panel(lay, "table", "Totals in range", [_target(
+            f'SELECT sum("{s.F_SAMPLES}") AS "samples", sum("{s.F_DUPLICATES}") AS "duplicates", '
+            f'sum("{s.F_DROPPED}") AS "dropped", sum("{s.F_DEAD_LETTERS}") AS "dead_letters", '
+            f'max("{s.F_GAPS}") AS "max_gaps" FROM {src} WHERE {w} GROUP BY "{s.TAG_GATEWAY}"', fmt="table")],
+            w=24, h=7),
+    ]
+    variables = [*_tag_vars(s.M_PIPELINE, *tags), *_resolution_vars()]
+    return _dashboard("plantwire-pipeline", "plantwire: pipeline health",
+                      "Per gateway: ingest rate, lag, edge log depth, gaps, drops and dead letters.",
+                      panels, variables, [], time_from="now-6h")
+
+
+def build_all() -> dict[str, dict[str, Any]]:
+    """File name -> dashboard JSON (as a dict) for every dashboard that ships."""
+    return {
+        "plant-overview.json": plant_overview(),
+        "signal-explorer.json": signal_explorer(),
+        "machine-health.json": machine_health(),
+        "pipeline-health.json": pipeline_health(),
+    }
+
+
+def render(dashboard: dict[str, Any]) -> str:
+    return json.dumps(dashboard, indent=2, sort_keys=False) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m cloud.grafana.build", description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, default=DASHBOARD_DIR)
+    p.add_argument("--check", action="store_true", help="exit 1 if a file differs from what would be written")
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stale = []
+    for name, dash in build_all().items():
+        path = args.out / name
+        text = render(dash)
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(name)
+        else:
+            path.write_text(text)
+    if stale:
+        print(f"out of date: {', '.join(stale)}; run python -m cloud.grafana.build", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
