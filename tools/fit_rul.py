@@ -217,8 +217,9 @@ def _band(pred: np.ndarray, resid: np.ndarray, s: FitSettings) -> np.ndarray:
         r = resid[lab == b]
         if r.shape[0] == 0:
             r = resid
-        band[1, b] = np.quantile(r, qlo)
-        band[2, b] = np.quantile(r, qhi)
+        # Widened to contain the estimate itself: a band that excludes the point it surrounds reads as a bug.
+        band[1, b] = min(float(np.quantile(r, qlo)), 0.0)
+        band[2, b] = max(float(np.quantile(r, qhi)), 0.0)
     band[0, -1] = np.finfo(np.float64).max
     return band
 

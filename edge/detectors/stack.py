@@ -7,7 +7,8 @@ the frame opened or closed. Every sample is judged by state that has not yet lea
 
 Stages, all numba kernels over state arrays sized once from the signal count and config:
 1. ``signal_stack.signal_chunk`` -- level, change, stuck, rate and range per signal (fused, one pass);
-2. ``subspace.machine_tick`` -- once per frame, each machine touched by the frame is scored on the
+2. ``subspace.gate_machines`` then ``subspace.machine_tick`` -- a machine's stage opens once its members are
+   past their own warm-up; then once per frame, each machine touched by the frame is scored on the
    latest z-scores of its member signals (a machine tick = a batch interval on the edge, a row in
    ``plantwire score``);
 3. ``alarms.alarm_chunk`` twice -- signal scores and machine scores into OPEN/CLOSE events.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,9 +31,12 @@ from edge.detectors import checkpoint
 from edge.detectors.events import EVENT_DTYPE, EventColumns, Scope
 from edge.detectors.settings import AlarmSettings, AnalyticsSettings
 from edge.kernels import alarms, cusum, rate, robust, signal_stack, stuck, subspace
-from edge.kernels.kinds import EN_ALL, EN_MACHINE, Kind
+from edge.kernels.kinds import EN_ALL, EN_MACHINE, Kind, mask_for
 
-STATE_VERSION = 1
+if TYPE_CHECKING:
+    from plantwire.plant import SignalTable
+
+STATE_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,11 +109,21 @@ class DetectorStack:
         self._tick_t = np.empty(max(self.n_machines, 1), dtype=np.int64)
         self._events = EventColumns(s.max_events)
 
+    @classmethod
+    def from_table(cls, table: SignalTable, settings: AnalyticsSettings | None = None, *,
+                   capacity: int = 65_536) -> DetectorStack:
+        """The stack for an expanded plant: machines, plausible ranges and per-kind enables from the plant file."""
+        enable = np.array([mask_for(k) for k in table.kinds], dtype=np.int64)
+        return cls(len(table), table.machine.astype(np.int64), settings, low=table.low, high=table.high,
+                   enable=enable, capacity=capacity)
+
     def _init_state(self) -> None:
         self.state = signal_stack.init_state(self.n_signals)
         self.z_last = np.zeros(self.n_signals, dtype=np.float64)
         self.basis = subspace.init_basis(self.m_ptr, self.settings.machine.components)
         self.m_state = np.zeros((self.n_machines, robust.WIDTH), dtype=np.float64)
+        self.m_gate = np.zeros((self.n_machines, 2), dtype=np.float64)
+        self.live_of = np.full(self.n_signals, -1, dtype=np.int64)
         self.sig_alarm_f, self.sig_alarm_t = alarms.init_state(self.n_signals)
         self.mach_alarm_f, self.mach_alarm_t = alarms.init_state(self.n_machines)
 
@@ -130,7 +145,10 @@ class DetectorStack:
         n_ticks = 0
         tick_ts = int(ts_ns.max()) if n else 0
         if self.n_machines and n:
-            n_ticks = subspace.machine_tick(signal, self.machine_of, self.m_ptr, self.m_sig, self.z_last, self.basis,
+            subspace.gate_machines(signal, self.machine_of, self.m_ptr, self.m_sig, self.state,
+                                   signal_stack.B_LEVEL + robust.COUNT, float(self.settings.warmup), self.m_gate,
+                                   self.live_of)
+            n_ticks = subspace.machine_tick(signal, self.live_of, self.m_ptr, self.m_sig, self.z_last, self.basis,
                                             self.m_state, self.m_params, self._touched, self._tick_m, self._tick_s,
                                             self._tick_t)
         ent = self._entity[:n]
@@ -157,6 +175,7 @@ class DetectorStack:
 
     def _arrays(self) -> dict[str, np.ndarray]:
         return {"state": self.state, "z_last": self.z_last, "basis": self.basis, "m_state": self.m_state,
+                "m_gate": self.m_gate,
                 "sig_alarm_f": self.sig_alarm_f, "sig_alarm_t": self.sig_alarm_t,
                 "mach_alarm_f": self.mach_alarm_f, "mach_alarm_t": self.mach_alarm_t}
 
@@ -169,6 +188,13 @@ class DetectorStack:
         got = checkpoint.load(path, STATE_VERSION, self.fingerprint, self._arrays())
         for name, arr in self._arrays().items():
             arr[...] = got[name]
+        self._open_gates()
+
+    def _open_gates(self) -> None:
+        self.live_of[:] = -1
+        for m in np.flatnonzero(self.m_gate[:, 0] != 0.0):
+            members = self.m_sig[self.m_ptr[m]:self.m_ptr[m + 1]]
+            self.live_of[members] = m
 
     def reset(self) -> None:
         """Forget everything learned (cold start)."""

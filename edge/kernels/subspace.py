@@ -142,3 +142,35 @@ def machine_tick(signal: np.ndarray, machine_of: np.ndarray, m_ptr: np.ndarray, 
         tick_score[j] = sc
         tick_top[j] = top
     return n
+
+
+@numba.njit(cache=True, nogil=True)
+def gate_machines(signal: np.ndarray, machine_of: np.ndarray, m_ptr: np.ndarray, m_sig: np.ndarray,
+                  level: np.ndarray, count_col: int, warmup: float, gate: np.ndarray, live_of: np.ndarray) -> int:
+    """Open a machine's multivariate stage once all its member signals are past their own warm-up.
+
+    Why: members report z = 0 while they warm up, so a machine scored from its first tick would learn
+    its residual statistics on zeros and then flag the first real z-scores as a broken correlation.
+    ``gate[m]`` = (open, samples waited); a machine also opens after ``10 * warmup`` samples per member
+    so that one dead sensor cannot keep the stage closed forever. ``live_of`` (the machine of each
+    signal for ``machine_tick``, -1 while closed) is updated in place. Returns machines opened.
+    """
+    opened = 0
+    for k in range(signal.shape[0]):
+        m = machine_of[signal[k]]
+        if m < 0 or gate[m, 0] != 0.0:
+            continue
+        a = m_ptr[m]
+        b = m_ptr[m + 1]
+        ok = True
+        for i in range(a, b):
+            if level[m_sig[i], count_col] < warmup:
+                ok = False
+                break
+        gate[m, 1] += 1.0
+        if ok or gate[m, 1] >= 10.0 * warmup * (b - a):
+            gate[m, 0] = 1.0
+            for i in range(a, b):
+                live_of[m_sig[i]] = m
+            opened += 1
+    return opened
