@@ -29,39 +29,65 @@ in the module's tests and the ingestor report).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numba
 import numpy as np
 
-__all__ = ["Lines", "SeriesPrefixes", "build_lines", "escape_key", "escape_measurement", "escape_tag_value"]
+__all__ = [
+    "BACKSLASH_STANDIN",
+    "Lines",
+    "SeriesPrefixes",
+    "build_lines",
+    "escape_key",
+    "escape_measurement",
+    "escape_tag_value",
+    "stored_name",
+]
 
 # -- escaping (once per signal table, plain Python) --------------------------------------------
 
 
+#: What a backslash that InfluxDB cannot store becomes (U+29F5 REVERSE SOLIDUS OPERATOR, looks alike).
+BACKSLASH_STANDIN = "\u29f5"
+_BAD_BACKSLASH = re.compile(r"\\(?=[,= ]|$)")
+
+
 def escape_measurement(s: str) -> str:
-    """Measurement names: commas and spaces are escaped; newlines cannot appear in a line."""
-    return _no_newlines(s).replace(",", "\\,").replace(" ", "\\ ")
+    """Measurement names: commas and spaces are escaped; see :func:`escape_key` for backslashes."""
+    return _storable(s).replace(",", "\\,").replace(" ", "\\ ")
 
 
 def escape_key(s: str) -> str:
-    """Tag keys, tag values and field keys: commas, equals signs and spaces are escaped."""
-    return _no_newlines(s).replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+    """Tag keys, tag values and field keys: commas, equals signs and spaces are escaped.
+
+    InfluxDB 1.x's parser takes a backslash as escaping whatever byte follows, but unescapes only
+    ``\\,``, ``\\=`` and ``\\ `` (measured on 1.6: ``y\\z`` is stored as written, ``x\\`` at
+    the end of a tag and ``x\\\\,`` are rejected as "invalid tag format"). A backslash at the end
+    of a name or right before one of those three characters therefore cannot be stored at all; it is
+    written as :data:`BACKSLASH_STANDIN` instead, so the line is accepted and the name stays readable.
+    Every other backslash is stored as is.
+    """
+    return _storable(s).replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
 
 
 def escape_tag_value(s: str) -> str:
-    """A tag value; a trailing backslash is doubled so that it cannot escape the separator after it."""
-    out = escape_key(s)
-    if out.endswith("\\") and not out.endswith("\\\\"):
-        out += "\\"
-    return out
+    """A tag value (same rules as :func:`escape_key`)."""
+    return escape_key(s)
 
 
-def _no_newlines(s: str) -> str:
+def stored_name(s: str) -> str:
+    """The string InfluxDB stores for a tag value or key ``s`` written through these escapes."""
+    return _storable(s)
+
+
+def _storable(s: str) -> str:
     # A newline ends a line of line protocol and cannot be escaped: show it as the two characters
     # backslash-n, so the tag stays readable and the line stays parseable.
-    return s.replace("\r", "\\r").replace("\n", "\\n")
+    s = s.replace("\r", "\\r").replace("\n", "\\n")
+    return _BAD_BACKSLASH.sub(BACKSLASH_STANDIN, s)
 
 
 @dataclass(frozen=True, slots=True)
