@@ -468,3 +468,152 @@ def test_deadband_filters_small_changes_on_the_server() -> None:
         await server.stop()
 
     run(main())
+
+
+# --------------------------------------------------------------------------------------------
+class StrictUsers:
+    """Server-side user manager: one user name and password, everything else refused."""
+
+    def __init__(self, user: str, password: str) -> None:
+        self.user, self.password = user, password
+
+    def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
+                 certificate: Any = None) -> Any:
+        from asyncua.crypto.permission_rules import User, UserRole
+
+        if username == self.user and password == self.password:
+            return User(role=UserRole.User)
+        return None
+
+
+def test_sign_and_encrypt_with_generated_certificate_trust_step_and_user(tmp_path: Any,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    from asyncua.common.utils import ServiceError
+    from asyncua.crypto import cert_gen, uacrypto
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    async def main() -> None:
+        port = free_port()
+        table = make_table(port, machines=1, signals=3)
+        server_key, server_cert = tmp_path / "server.pem", tmp_path / "server.der"
+        await cert_gen.setup_self_signed_certificate(server_key, server_cert, "urn:test:server", "localhost",
+                                                     [ExtendedKeyUsageOID.SERVER_AUTH], {})
+        trusted: set[bytes] = set()
+
+        async def validator(cert: Any, app: Any) -> None:  # the server's trust list
+            if cert.public_bytes(serialization.Encoding.DER) not in trusted:
+                raise ServiceError(ua.StatusCodes.BadCertificateUntrusted)
+
+        opc = OpcServer(port, table.ids)
+
+        async def start_secure() -> None:
+            orig_start = Server.start
+
+            async def start(self: Server) -> None:
+                await self.set_application_uri("urn:test:server")
+                await self.load_certificate(str(server_cert))
+                await self.load_private_key(str(server_key))
+                self.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
+                self.set_certificate_validator(validator)
+                self.iserver.user_manager = StrictUsers("operator", "s3cret")
+                await orig_start(self)
+
+            Server.start = start  # type: ignore[method-assign]
+            try:
+                await opc.start()
+            finally:
+                Server.start = orig_start  # type: ignore[method-assign]
+
+        await start_secure()
+        env = tmp_path / "opcua.env"
+        env.write_text("# OPC-UA login\nOPC_USER=operator\nOPC_PASSWORD='s3cret'\n")
+        cert, key = tmp_path / "pki" / "client.der", tmp_path / "pki" / "client.pem"
+        cfg = OpcuaSettings.model_validate({**FAST.model_dump(), "security": {
+            "mode": "SignAndEncrypt", "certificate": cert, "private_key": key, "credentials_file": env,
+            "username_key": "OPC_USER", "password_key": "OPC_PASSWORD"}})
+        sink, stats = Recorder(), SourceStats()
+        source = OpcuaSource(table.devices[0], table, cfg, sink, stats)
+        async with running(source):
+            # First run: the pair is generated, the server does not trust it yet and refuses us.
+            await wait_for(lambda: stats.connect_failures >= 1, what="refused connect")
+            assert cert.exists() and key.exists() and not stats.connected and stats.samples_good == 0
+            assert any("BadCertificateUntrusted" in r.getMessage() and str(cert) in r.getMessage()
+                       for r in caplog.records), [r.getMessage() for r in caplog.records]
+            # The trust step (an operator moves the certificate to the server's trusted list); back-off retries.
+            client_cert = await uacrypto.load_certificate(str(cert))
+            trusted.add(client_cert.public_bytes(serialization.Encoding.DER))
+            await wait_for(lambda: stats.samples_good >= len(table), timeout_s=15, what="secure data")
+            assert stats.connected
+        # The key is not regenerated on the next start (the server trusts this certificate).
+        assert (await uacrypto.load_certificate(str(cert))).public_bytes(serialization.Encoding.DER) in trusted
+        await opc.stop()
+
+    caplog.set_level(logging.INFO, logger="edge.sources.opcua")
+    run(main())
+
+
+def test_wrong_password_is_refused_with_a_clear_error(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        port = free_port()
+        table = make_table(port, machines=1, signals=2)
+        opc = OpcServer(port, table.ids)
+        orig_start = Server.start
+
+        async def start(self: Server) -> None:
+            self.iserver.user_manager = StrictUsers("operator", "s3cret")
+            await orig_start(self)
+
+        Server.start = start  # type: ignore[method-assign]
+        try:
+            await opc.start()
+        finally:
+            Server.start = orig_start  # type: ignore[method-assign]
+        env = tmp_path / "opcua.env"
+        env.write_text("OPC_USER=operator\nOPC_PASSWORD=wrong\n")
+        cfg = OpcuaSettings.model_validate({**FAST.model_dump(), "security": {
+            "credentials_file": env, "username_key": "OPC_USER", "password_key": "OPC_PASSWORD"}})
+        stats = SourceStats()
+        source = OpcuaSource(table.devices[0], table, cfg, Recorder(), stats)
+        async with running(source):
+            await wait_for(lambda: stats.connect_failures >= 2, what="refused logins")
+            assert not stats.connected and stats.samples_good == 0
+        messages = [r.getMessage() for r in caplog.records if r.name == "edge.sources.opcua"]
+        assert any("BadUserAccessDenied" in m or "BadIdentityTokenRejected" in m for m in messages), messages
+        await opc.stop()
+
+    caplog.set_level(logging.INFO, logger="edge.sources.opcua")
+    run(main())
+
+
+def test_credentials_come_from_an_env_file_or_the_environment(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge.config import OpcuaSecurity
+    from edge.sources.opcua_security import SecurityConfigError, read_credentials
+
+    env = tmp_path / "creds.env"
+    env.write_text('# comment\n\nU = "op erator"\nP=pa=ss\n')
+    sec = OpcuaSecurity(credentials_file=env, username_key="U", password_key="P")
+    assert read_credentials(sec) == ("op erator", "pa=ss")
+    monkeypatch.setenv("PW_USER", "u1")
+    monkeypatch.delenv("PW_PASS", raising=False)
+    with pytest.raises(SecurityConfigError, match="PW_PASS not set in the environment"):
+        read_credentials(OpcuaSecurity(username_key="PW_USER", password_key="PW_PASS"))
+    monkeypatch.setenv("PW_PASS", "p1")
+    assert read_credentials(OpcuaSecurity(username_key="PW_USER", password_key="PW_PASS")) == ("u1", "p1")
+    assert read_credentials(OpcuaSecurity()) is None
+    env.write_text("no equals sign\n")
+    with pytest.raises(SecurityConfigError, match=r"creds.env:1: expected KEY=value"):
+        read_credentials(sec)
+
+
+def test_security_settings_are_validated_without_the_network() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="needs certificate and private_key"):
+        OpcuaSettings.model_validate({"security": {"mode": "Sign"}})
+    with pytest.raises(ValidationError, match="username_key and password_key go together"):
+        OpcuaSettings.model_validate({"security": {"username_key": "U"}})
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        OpcuaSettings.model_validate({"security": {"password": "plain"}})  # never in the config
+    with pytest.raises(ValidationError, match="lifetime_count"):
+        OpcuaSettings.model_validate({"keepalive_count": 10, "lifetime_count": 20})

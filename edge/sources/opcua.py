@@ -360,6 +360,7 @@ class OpcuaSource:
         while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
             exc = exc.exceptions[0]
         msg = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        msg += self._hint(type(exc).__name__)
         if not self._failing:
             self._failing = True
             level = logging.WARNING
@@ -369,6 +370,18 @@ class OpcuaSource:
             log.log(level, "%s: %s; reconnecting with back-off", self._name, msg)
         else:
             log.debug("%s: still failing: %s", self._name, msg)
+
+    def _hint(self, error: str) -> str:
+        """What the operator should do about a refusal, for the log line."""
+        sec = self.settings.security
+        if error.startswith("BadCertificate") or error in ("BadSecurityChecksFailed", "BadSecurityPolicyRejected"):
+            if sec.certificate is not None:
+                return (f" (the server refuses our certificate {sec.certificate}: add it to the server's trusted "
+                        "certificates; see edge/sources/opcua_security.py)")
+        if error in ("BadUserAccessDenied", "BadIdentityTokenRejected", "BadIdentityTokenInvalid"):
+            where = sec.credentials_file or "the environment"
+            return f" (check {sec.username_key} / {sec.password_key} in {where})"
+        return ""
 
     # ---- subscriptions --------------------------------------------------------------------------
     async def _subscribe_group(self, client: Client, group: ResolvedGroup) -> None:
