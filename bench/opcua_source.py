@@ -10,7 +10,7 @@ FrameBuffer, drained once a second as the edge does. Printed per rate, as one JS
   the rest is asyncua's (socket, binary decoding into Python objects, publish loop);
 - ``delivered_ratio``: samples delivered / samples the servers wrote (< 1: servers fell behind).
 
-Usage: python bench/opcua_source.py [--nodes 3000] [--rates 1 10] [--seconds 20] [--servers 3]
+Usage: python bench/opcua_source.py [--nodes 3000] [--rates 1 10] [--seconds 20] [--servers 3] [--profile]
 Not a test: run it by hand on a quiet machine; the figures go to bench/RESULTS.md.
 """
 
@@ -80,7 +80,8 @@ def cpu_s() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-async def measure(nodes: int, rate_hz: float, seconds: float, servers: int) -> dict[str, float]:
+async def measure(nodes: int, rate_hz: float, seconds: float, servers: int, profile: bool = False
+                  ) -> dict[str, float]:
     import logging
 
     import numpy as np
@@ -142,10 +143,21 @@ async def measure(nodes: int, rate_hz: float, seconds: float, servers: int) -> d
             while sum(s.stats.samples_good for s in sources) < len(table):  # subscribed, initial values in
                 await asyncio.sleep(0.1)
             await asyncio.sleep(2.0)  # settle
+            profiler = None
+            if profile:
+                import cProfile
+
+                profiler = cProfile.Profile()
+                profiler.enable()
             c0, w0, cb0 = cpu_s(), time.monotonic(), callback_s[0]
             n0 = sum(s.stats.samples_good + s.stats.samples_bad for s in sources)
             await asyncio.sleep(seconds)
             c1, w1, cb1 = cpu_s(), time.monotonic(), callback_s[0]
+            if profiler is not None:
+                import pstats
+
+                profiler.disable()
+                pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(25)
             n1 = sum(s.stats.samples_good + s.stats.samples_bad for s in sources)
             for t in tasks:
                 t.cancel()
@@ -177,9 +189,10 @@ def main() -> None:
     ap.add_argument("--rates", type=float, nargs="+", default=[1.0, 10.0])
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--servers", type=int, default=3)
+    ap.add_argument("--profile", action="store_true", help="print where the client's time goes (cProfile, stderr)")
     args = ap.parse_args()
     for rate in args.rates:
-        print(json.dumps(asyncio.run(measure(args.nodes, rate, args.seconds, args.servers))), flush=True)
+        print(json.dumps(asyncio.run(measure(args.nodes, rate, args.seconds, args.servers, args.profile))), flush=True)
 
 
 if __name__ == "__main__":

@@ -617,3 +617,47 @@ def test_security_settings_are_validated_without_the_network() -> None:
         OpcuaSettings.model_validate({"security": {"password": "plain"}})  # never in the config
     with pytest.raises(ValidationError, match="lifetime_count"):
         OpcuaSettings.model_validate({"keepalive_count": 10, "lifetime_count": 20})
+
+
+# ---- decoding (no server) -------------------------------------------------------------------
+def test_decode_maps_status_types_and_timestamps() -> None:
+    from edge.sources.opcua_decode import datetime_to_ns, decode_datavalues
+
+    src = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
+    srv = datetime(2026, 1, 2, 3, 4, 6, tzinfo=UTC)
+    dvs = [
+        ua.DataValue(ua.Variant(1.5, ua.VariantType.Double), SourceTimestamp=src, ServerTimestamp=srv),
+        ua.DataValue(ua.Variant(7, ua.VariantType.UInt16), ServerTimestamp=srv),  # no source time
+        ua.DataValue(ua.Variant(True, ua.VariantType.Boolean)),  # no time at all: fallback
+        ua.DataValue(ua.Variant(3.0, ua.VariantType.Float), StatusCode=ua.StatusCode(ua.StatusCodes.BadOutOfService)),
+        ua.DataValue(ua.Variant(4.0, ua.VariantType.Double),
+                     StatusCode=ua.StatusCode(ua.StatusCodes.UncertainSensorNotAccurate)),
+        ua.DataValue(ua.Variant([1.0, 2.0], ua.VariantType.Double)),  # an array is not a sample
+        ua.DataValue(ua.Variant("5", ua.VariantType.String)),
+        ua.DataValue(ua.Variant(None)),
+    ]
+    dec = decode_datavalues(dvs, fallback_ns=42)
+    assert dec.ts_ns.tolist()[:3] == [datetime_to_ns(src), datetime_to_ns(srv), 42]
+    assert datetime_to_ns(src) == 1767323045123456000
+    assert dec.quality.tolist() == [0, 0, 0, 2, 1, 2, 2, 2]
+    assert dec.value[[0, 1, 2, 4]].tolist() == [1.5, 7.0, 1.0, 4.0]
+    assert np.isnan(dec.value[[3, 5, 6, 7]]).all()
+    assert (dec.bad_status, dec.unconvertible) == (1, 3)
+    # The fast path (all numeric) gives the same answer as the slow one for the numeric samples.
+    fast = decode_datavalues(dvs[:5], fallback_ns=42)
+    assert fast.quality.tolist() == dec.quality.tolist()[:5]
+    np.testing.assert_array_equal(fast.value, dec.value[:5])
+    polled = decode_datavalues(dvs[:2], fallback_ns=7, use_timestamps=False)
+    assert polled.ts_ns.tolist() == [7, 7]
+
+
+def test_notifications_for_unknown_handles_are_counted_not_delivered() -> None:
+    table = make_table(free_port(), machines=2, signals=2)
+    sink, stats = Recorder(), SourceStats()
+    source = OpcuaSource(table.devices[0], table, FAST, sink, stats)
+    items = [ua.MonitoredItemNotification(ClientHandle=h, Value=ua.DataValue(ua.Variant(float(h))))
+             for h in (1, 99, 3, 2**31)]
+    source._ingest(items)
+    _, rows, values, _ = sink.columns()
+    assert rows.tolist() == [1, 3] and values.tolist() == [1.0, 3.0]
+    assert source.unknown_handles == 2 and stats.malformed == 2 and stats.samples_good == 2

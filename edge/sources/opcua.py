@@ -241,6 +241,7 @@ class OpcuaSource:
         self._client: Client | None = None
         self._ever_connected = False
         self._was_streaming = False  # a session delivered data and was then lost: back-fill the gap
+        self._established = False  # the current session finished its setup (subscriptions, pollers)
         self._failing = False
         self._sink_failing = False
         self._nodeids: dict[int, ua.NodeId] = {}
@@ -305,6 +306,7 @@ class OpcuaSource:
         self._failing = False
         self._backoff.reset()
         self._was_streaming = True
+        self._established = True
         async with asyncio.TaskGroup() as tg:
             for group in self.groups:
                 if group.mode is OpcuaMode.POLL:
@@ -338,8 +340,9 @@ class OpcuaSource:
 
     async def _teardown(self) -> None:
         client, self._client = self._client, None
-        if self.stats.connected and self._subs:
+        if self._established:
             # One BAD sample per signal at the loss: the outage is visible, not a flat line.
+            self._established = False
             self._deliver(time.time_ns(), self.rows, np.full(len(self.rows), np.nan), _BAD)
         self.stats.connected = False
         self._subs = []
