@@ -5,7 +5,8 @@
 - **Log first.** ``submit`` appends the encoded batch to the :class:`~edge.spool.Spool` and only then
   publishes it (live, at once, while connected). A failed append (disk full, I/O error) is counted in
   ``wal_errors`` and logged, and the batch is still published: better delivered without a safety net
-  than not at all; only a crash before the broker's PUBACK could then lose it, and the count says so.
+  than not at all (paho queues it in memory while disconnected); only a crash before the broker's
+  PUBACK could then lose it, and the count says so.
 - **Freed by the cloud's ack, not by PUBACK.** The forwarder subscribes to ``topic(site, gateway,
   "ack")``; each :class:`plantwire.wire.Ack` frees the telemetry records it covers (watermark and
   ranges), whatever boot epoch they belong to. Malformed acks and acks for another gateway are
@@ -157,10 +158,10 @@ class Forwarder:
             log.error("forwarder: batch seq=%d not in the write-ahead log, publishing without it: %s", seq, exc)
             rec = None
         if rec is None:
-            if self.publisher.connected:
-                self.publisher.publish(self._telemetry_topic, payload, n)
-                self.counters.live_records += 1
-                self.counters.live_samples += n
+            # paho queues it in memory while disconnected: lost only if the process dies before PUBACK
+            self.publisher.publish(self._telemetry_topic, payload, n)
+            self.counters.live_records += 1
+            self.counters.live_samples += n
             return
         if self.publisher.connected:
             self._send(rec, payload)

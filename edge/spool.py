@@ -25,9 +25,13 @@ Behaviour an operator relies on, and why:
   bytes are counted in ``torn_bytes``. Appending always starts a fresh segment after a restart.
 - **Freed only when acked.** ``ack_covered`` frees the records an :class:`plantwire.wire.Ack` covers
   (the cloud holds them in InfluxDB), ``free`` frees one record (events: on PUBACK). A segment file is
-  deleted once none of its records is live. Freed state is kept in memory only: after a restart the
-  still-present records of a partly acked segment are replayed once more, which is harmless because
-  the cloud's writes are idempotent (series + timestamp), and the retained ack usually frees them first.
+  deleted once none of its records is live. Each freeing appends a small tombstone record (lane 0,
+  payload: ``(lane B, epoch q, lo Q, hi Q)`` ranges) so a restart does not bring freed records back.
+  A tombstone lives in a later segment than the records it frees; if that segment is deleted first,
+  or the tombstone was lost to a power cut, a restart re-sends those records once, which is harmless
+  because the cloud's writes are idempotent (series + timestamp).
+- **Disk full** (ENOSPC before ``max_bytes``): the oldest segment is dropped, counted in
+  ``dropped_disk_full_records`` as well as ``dropped_*``, and the write retried.
 - **Bounds drop the oldest, counted.** Over ``max_bytes`` the oldest whole segment goes (the active one
   never does); older than ``max_age_s`` a record goes. Every drop adds to ``dropped_records`` and
   ``dropped_samples`` and logs one line per decision, never per record.
@@ -41,6 +45,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import enum
+import errno
 import logging
 import os
 import struct
@@ -66,6 +71,9 @@ RECORD_HEADER = struct.Struct("<2sBBIIqQIq")
 #: A header claiming a longer payload is treated as corrupt (wire.MAX_SAMPLES x 21 bytes fits easily).
 MAX_RECORD_BYTES = 64 * 1024 * 1024
 _SUFFIX = ".wal"
+#: Lane value of a tombstone record: payload = n x (lane B, epoch q, lo Q, hi Q) ranges of freed records.
+_TOMBSTONE = 0
+_RANGE = struct.Struct("<BqQQ")
 
 
 class SpoolError(RuntimeError):
@@ -147,6 +155,8 @@ class SpoolStats:
     recovered_samples: int = 0
     torn_cuts: int = 0  # segments cut at a torn or corrupt record on open
     torn_bytes: int = 0
+    dropped_disk_full_records: int = 0
+    tombstone_errors: int = 0
     syncs: int = 0
     sync_s: float = 0.0  # time spent in fsync
 
@@ -245,6 +255,8 @@ class Spool:
                 p.unlink(missing_ok=True)
         for path in paths:
             seg = _Segment(int(path.stem), path, 0, 0, [])
+            self._segments[seg.id] = seg
+            self._active = seg  # not deleted while its own tombstones are applied
             data = path.read_bytes()
             good = self._scan(seg, data)
             if good < len(data):
@@ -260,12 +272,13 @@ class Spool:
                     f.truncate(good)
                     os.fsync(f.fileno())
             seg.size = good
-            if seg.live == 0:
-                path.unlink()
-                continue
-            self._segments[seg.id] = seg
             self.stats.bytes += seg.size
+            self._active = None
+            if seg.live == 0:
+                self._delete_segment(seg)
         self.stats.segments = len(self._segments)
+        self.stats.recovered_records = self.stats.records
+        self.stats.recovered_samples = self.stats.samples
         if self.stats.recovered_records:
             log.info(
                 "spool: %d unacked records (%d samples) found in %d segments of %s",
@@ -284,16 +297,22 @@ class Spool:
                 return pos
             header = data[pos : pos + hs]
             magic, version, lane, length, crc, epoch, seq, n, wall_ns = RECORD_HEADER.unpack(header)
-            if magic != RECORD_MAGIC or version != RECORD_VERSION or lane not in (1, 2):
+            if magic != RECORD_MAGIC or version != RECORD_VERSION or lane not in (0, 1, 2):
                 return pos
             if length > MAX_RECORD_BYTES or pos + hs + length > len(data):
                 return pos
             if _crc(header, mv[pos + hs : pos + hs + length]) != crc:
                 return pos
-            rec = Record(Lane(lane), epoch, seq, n, wall_ns, seg.id, pos + hs, length)
-            self._index(rec, seg)
-            self.stats.recovered_records += 1
-            self.stats.recovered_samples += n
+            if lane == _TOMBSTONE:
+                if length != n * _RANGE.size:
+                    return pos
+                for i in range(n):
+                    r_lane, r_epoch, lo, hi = _RANGE.unpack_from(data, pos + hs + i * _RANGE.size)
+                    chain = self._chains.get((r_lane, r_epoch))
+                    for rec in chain.range(lo, hi) if chain is not None else ():
+                        self._unindex(rec)
+            else:
+                self._index(Record(Lane(lane), epoch, seq, n, wall_ns, seg.id, pos + hs, length), seg)
             pos += hs + length
         return pos
 
@@ -370,8 +389,9 @@ class Spool:
         """Write one batch to the log (page cache; durable at the next ``sync``) and index it as live.
 
         Enforces the bytes bound first, so the log never exceeds ``max_bytes`` by more than one record.
-        Raises SpoolError for a payload over MAX_RECORD_BYTES or a failed write (disk full): the caller
-        decides whether to publish anyway; the record is then not in the log.
+        A full disk drops the oldest segment (counted) to make room. Raises SpoolError for a payload
+        over MAX_RECORD_BYTES or a write that still fails: the caller decides whether to publish anyway;
+        the record is then not in the log.
         """
         length = len(payload)
         if length > MAX_RECORD_BYTES:
@@ -385,28 +405,72 @@ class Spool:
                 self._rotate()
             self._enforce_bytes(RECORD_HEADER.size + length)
             wall_ns = self._clock_ns()
-            header = bytearray(
-                RECORD_HEADER.pack(RECORD_MAGIC, RECORD_VERSION, int(lane), length, 0, epoch, seq, n_samples, wall_ns)
-            )
-            struct.pack_into("<I", header, 8, _crc(bytes(header), payload))
+            offset = self._write(int(lane), payload, epoch, seq, n_samples, wall_ns, make_room=True)
             seg = self._active
-            try:
-                written = os.writev(self._fd, [header, payload])
-            except OSError as exc:
-                raise SpoolError(f"spool: write to {seg.path} failed: {exc}") from exc
-            if written != len(header) + length:
-                # A short write (disk full mid-record): cut it so the file stays a clean sequence of records.
-                os.ftruncate(self._fd, seg.size)
-                raise SpoolError(f"spool: short write to {seg.path} ({written} of {len(header) + length} bytes)")
-            rec = Record(lane, epoch, seq, n_samples, wall_ns, seg.id, seg.size + len(header), length)
-            seg.size += written
-            self.stats.bytes += written
+            rec = Record(lane, epoch, seq, n_samples, wall_ns, seg.id, offset, length)
+            written = RECORD_HEADER.size + length
             self._index(rec, seg)
-            self._dirty = True
             self.stats.appended_records += 1
             self.stats.appended_samples += n_samples
             self.stats.appended_bytes += written
             return rec
+
+    def _write(
+        self, lane: int, payload: bytes, epoch: int, seq: int, n: int, wall_ns: int, *, make_room: bool
+    ) -> int:
+        """Append one record to the active segment (caller holds the lock); returns its payload offset.
+
+        A full disk (ENOSPC, or a short write) with ``make_room`` drops the oldest segment, counted
+        like the bytes bound, and tries again: the newest data wins over the oldest, as with the bounds.
+        """
+        seg = self._active
+        assert seg is not None
+        fields = (RECORD_MAGIC, RECORD_VERSION, lane, len(payload), 0, epoch, seq, n, wall_ns)
+        header = bytearray(RECORD_HEADER.pack(*fields))
+        struct.pack_into("<I", header, 8, _crc(bytes(header), payload))
+        total = len(header) + len(payload)
+        while True:
+            try:
+                written = os.writev(self._fd, [header, payload])
+                if written == total:
+                    break
+                os.ftruncate(self._fd, seg.size)  # keep the file a clean sequence of records
+                err: OSError = OSError(errno.ENOSPC, f"short write ({written} of {total} bytes)")
+            except OSError as exc:
+                err = exc
+            oldest = next((g for g in self._segments.values() if g is not seg), None)
+            if err.errno != errno.ENOSPC or not make_room or oldest is None:
+                raise SpoolError(f"spool: write to {seg.path} failed: {err}") from err
+            recs, samples = self._drop_segment(oldest)
+            self.stats.dropped_disk_full_records += recs
+            log.error("spool: disk full: dropped the oldest segment, %d unacked records, %d samples", recs, samples)
+        offset = seg.size + len(header)
+        seg.size += total
+        self.stats.bytes += total
+        self._dirty = True
+        return offset
+
+    def _tombstone(self, freed: list[Record]) -> None:
+        """Log which records were freed, so a restart does not bring them back (caller holds the lock).
+
+        Best effort: if it cannot be written, a restart re-sends those records once, which is harmless.
+        """
+        if not freed or self._closed or self._active is None:
+            return
+        keys = sorted((int(r.lane), r.epoch, r.seq) for r in freed)
+        ranges: list[list[int]] = []
+        for lane, epoch, seq in keys:
+            last = ranges[-1] if ranges else None
+            if last is not None and last[0] == lane and last[1] == epoch and last[3] + 1 == seq:
+                last[3] = seq
+            else:
+                ranges.append([lane, epoch, seq, seq])
+        payload = b"".join(_RANGE.pack(*r) for r in ranges)
+        try:
+            self._write(_TOMBSTONE, payload, 0, 0, len(ranges), self._clock_ns(), make_room=False)
+        except SpoolError as exc:
+            self.stats.tombstone_errors += 1
+            log.warning("%s (freed records may be re-sent once after a restart)", exc)
 
     def sync(self) -> None:
         """fsync what was appended since the last call (group commit); safe to call from any thread."""
@@ -462,11 +526,14 @@ class Spool:
         cutoff = self._clock_ns() - int(self.settings.max_age_s * 1e9)
         recs = samples = 0
         with self._lock:
+            freed: list[Record] = []
             for chain in list(self._chains.values()):
                 while (rec := chain.first()) is not None and rec.wall_ns < cutoff:
                     recs += 1
                     samples += rec.n
                     self._unindex(rec)
+                    freed.append(rec)
+            self._tombstone(freed)
             if recs:
                 self.stats.dropped_records += recs
                 self.stats.dropped_samples += samples
@@ -486,6 +553,7 @@ class Spool:
             if chain is None or chain.live.get(rec.seq) is not rec:
                 return False
             self._unindex(rec)
+            self._tombstone([rec])
             self.stats.acked_records += 1
             self.stats.acked_samples += rec.n
             return True
@@ -497,6 +565,7 @@ class Spool:
             if chain is None or chain.live.get(rec.seq) is not rec:
                 return False
             self._unindex(rec)
+            self._tombstone([rec])
             self.stats.dropped_records += 1
             self.stats.dropped_samples += rec.n
             return True
@@ -510,19 +579,16 @@ class Spool:
             chain = self._chains.get((int(lane), epoch))
             if chain is None:
                 return 0, 0
+            freed: list[Record] = []
             while (rec := chain.first()) is not None and rec.seq <= watermark:
-                recs += 1
-                samples += rec.n
+                freed.append(rec)
                 self._unindex(rec)
-                if (int(lane), epoch) not in self._chains:
-                    break
             for lo, hi in ranges:
-                if (int(lane), epoch) not in self._chains:
-                    break
                 for rec in chain.range(lo, hi):
-                    recs += 1
-                    samples += rec.n
+                    freed.append(rec)
                     self._unindex(rec)
+            self._tombstone(freed)
+            recs, samples = len(freed), sum(r.n for r in freed)
             self.stats.acked_records += recs
             self.stats.acked_samples += samples
         return recs, samples
