@@ -83,6 +83,7 @@ class CertificateAuthority:
     """A self-signed CA (ECDSA P-256) that issues server and client certificates into ``directory``."""
 
     def __init__(self, directory: Path, common_name: str = "plantwire CA", *, days: int = 3650) -> None:
+        """Create a new CA in ``directory`` (``ca.crt``, and ``ca.key`` with mode 0600)."""
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._key = ec.generate_private_key(ec.SECP256R1())
@@ -102,8 +103,28 @@ class CertificateAuthority:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(self._key.public_key()), critical=False)
             .sign(self._key, hashes.SHA256())
         )
-        self.cert_path = self.directory / "ca.crt"
         self.cert_path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+        _write_private(self.directory / "ca.key", self._key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+    @property
+    def cert_path(self) -> Path:
+        return self.directory / "ca.crt"
+
+    @classmethod
+    def load(cls, directory: Path) -> CertificateAuthority:
+        """Open the CA made earlier in ``directory``, to issue more certificates."""
+        directory = Path(directory)
+        try:
+            key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), password=None)
+            cert = x509.load_pem_x509_certificate((directory / "ca.crt").read_bytes())
+        except (OSError, ValueError) as exc:
+            raise SecretError(f"no usable CA in {directory}: {exc}") from exc
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise SecretError(f"{directory / 'ca.key'}: not an EC key")
+        ca = cls.__new__(cls)
+        ca.directory, ca._key, ca.cert = directory, key, cert
+        return ca
 
     def issue(
         self,
@@ -284,3 +305,44 @@ class TlsMosquitto(Mosquitto):
     @property
     def url(self) -> str:
         return f"mqtts://{self.host}:{self.port}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m plantwire.tls init DIR`` / ``issue DIR CN [--server HOST ...] [--days N]``: a small
+    CA for a small fleet (docs/operations.md, "Trust"). Larger sites use their own PKI."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m plantwire.tls", description=main.__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p_init = sub.add_parser("init", help="create a CA (ca.crt, ca.key) in DIR")
+    p_init.add_argument("dir", type=Path)
+    p_init.add_argument("--name", default="plantwire CA")
+    p_issue = sub.add_parser("issue", help="issue CN.crt/CN.key from the CA in DIR")
+    p_issue.add_argument("dir", type=Path)
+    p_issue.add_argument("cn", help="gateway id, plantwire-ingest, or the broker's name")
+    p_issue.add_argument("--server", metavar="HOST", action="append", default=[],
+                         help="a broker certificate for HOST (repeatable: DNS names and IPs)")
+    p_issue.add_argument("--days", type=int, default=825)
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "init":
+            if (args.dir / "ca.key").exists():
+                print(f"{args.dir / 'ca.key'} exists: refusing to replace a CA", file=sys.stderr)
+                return 1
+            ca = CertificateAuthority(args.dir, args.name)
+            print(ca.cert_path)
+            return 0
+        ca = CertificateAuthority.load(args.dir)
+        until = dt.datetime.now(dt.UTC) + dt.timedelta(days=args.days)
+        issued = ca.issue(args.cn, server=bool(args.server), hosts=tuple(args.server), valid_until=until)
+        print(issued.cert)
+        print(issued.key)
+        return 0
+    except (SecretError, OSError, ValueError) as exc:
+        print(f"plantwire.tls: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

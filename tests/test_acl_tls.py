@@ -253,3 +253,32 @@ def test_secrets_come_from_credentials_or_environment(tmp_path: Path, monkeypatc
         read_secret("mqtt-token", "PW_TEST_SECRET")
     with pytest.raises(SecretError, match=r"client key .*nope\.key not found"):
         client_context(tmp_path / "mqtt-password", tmp_path / "mqtt-password", tmp_path / "nope.key")
+
+
+def test_operator_ca_cli_issues_certificates_the_broker_accepts(tmp_path: Path) -> None:
+    """The trust step of docs/operations.md: `python -m plantwire.tls init/issue`, then a handshake."""
+    import stat
+    import subprocess
+    import sys
+
+    def tls_cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "plantwire.tls", *args], capture_output=True, text=True,
+                              timeout=60, check=False)
+
+    ca_dir = tmp_path / "ca"
+    assert tls_cli("init", str(ca_dir)).returncode == 0
+    assert stat.S_IMODE((ca_dir / "ca.key").stat().st_mode) == 0o600
+    again = tls_cli("init", str(ca_dir))
+    assert again.returncode == 1 and "refusing to replace" in again.stderr
+    assert tls_cli("issue", str(ca_dir), "broker", "--server", "127.0.0.1", "--server", "localhost").returncode == 0
+    out = tls_cli("issue", str(ca_dir), "gw-line1-01", "--days", "30")
+    assert out.returncode == 0 and out.stdout.split() == [str(ca_dir / "gw-line1-01.crt"),
+                                                         str(ca_dir / "gw-line1-01.key")]
+    assert stat.S_IMODE((ca_dir / "gw-line1-01.key").stat().st_mode) == 0o600
+    missing = tls_cli("issue", str(tmp_path / "nowhere"), "gw")
+    assert missing.returncode == 1 and "no usable CA" in missing.stderr
+
+    server = IssuedCert(ca_dir / "broker.crt", ca_dir / "broker.key", "broker")
+    with TlsMosquitto(tmp_path / "mosq", ca_file=ca_dir / "ca.crt", server=server) as broker:
+        ctx = client_context(ca_dir / "ca.crt", ca_dir / "gw-line1-01.crt", ca_dir / "gw-line1-01.key")
+        assert check_tls(broker.host, broker.port, ctx) in ("TLSv1.2", "TLSv1.3")

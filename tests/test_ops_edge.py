@@ -336,6 +336,10 @@ def test_edge_notifies_systemd_reloads_on_sighup_and_stops_cleanly(
     assert check_conventions(families, "plantwire_edge") == []
     assert families["plantwire_edge_source_connected"].samples == {(("source", "plc1"),): 1.0}
     assert families["plantwire_edge_config_reload_failures_total"].samples == {(): 0.0}
+    with urllib.request.urlopen(edge.metrics_url() + "/health", timeout=5) as resp:
+        health = json.loads(resp.read())
+        assert resp.status == 200 and resp.headers["Content-Type"] == "application/json"
+    assert health["status"] == "ok" and health["gateway"] == "gw-a" and health["sources_connected"] == 1
 
     # SIGHUP with a bad config: rejected with the place of the error, counted, the daemon carries on.
     good_text = edge.config.read_text()
