@@ -54,8 +54,15 @@ from cloud.deadletter import DeadLetterStore
 from cloud.histogram import LATENCY_BUCKETS_S, Histogram
 from cloud.ledger import GapLedger
 from cloud.signal_tables import SignalTableStore
-from cloud.sinks.influx import InfluxSink, InfluxV1Sink, InfluxV2Sink, PartialWriteError, RetryableWriteError
-from cloud.sinks.lineproto import build_lines
+from cloud.sinks.influx import (
+    InfluxSink,
+    InfluxV1Sink,
+    InfluxV2Sink,
+    PartialWriteError,
+    RetryableWriteError,
+    conflicting_field,
+)
+from cloud.sinks.lineproto import build_lines, escape_key, escape_measurement
 from cloud.sources.mqtt import Message, MqttSource
 from plantwire import wire
 from plantwire.configfile import ConfigError
@@ -141,6 +148,7 @@ class Ingestor:
         self._last_ack_publish = 0.0
         self._influx_ok = True
         self._last_error = ""
+        self._rejected_samples = 0  # samples among the lines InfluxDB rejected in the current write
         self._started = threading.Event()
         self.metrics_server: MetricsServer | None = None
         self._setup_metrics()
@@ -448,6 +456,7 @@ class Ingestor:
     # -- writing ------------------------------------------------------------------------------------
     def _write(self, w: _Write, stop: threading.Event) -> bool:
         """Write every line of ``w``; True once all are stored or dead-lettered, False if stopped."""
+        self._rejected_samples = 0
         if not w.parts:
             return True
         data = np.concatenate(w.parts) if len(w.parts) > 1 else w.parts[0]
@@ -484,18 +493,7 @@ class Ingestor:
             except PartialWriteError as exc:
                 self._influx_ok = True
                 self.m_influx_up.set(1)
-                self.dead.add(
-                    topic="",
-                    reason=exc.reason[:4000],
-                    lines=exc.bad_lines,
-                    extra={"kind": "influx_rejected", "dropped": exc.dropped},
-                )
-                self.m_dead.inc(reason="influx_rejected")
-                self.m_dead_samples.inc(exc.dropped)
-                log.error(
-                    "InfluxDB rejected %d points (dead-lettered, the rest stored): %s", exc.dropped, exc.reason[:300]
-                )
-                self.m_points.inc(max(0, _count_lines(body) - exc.dropped))
+                self._rejected(exc, body)
                 return True
             self.write_latency.observe(np.array([time.perf_counter() - t0]))
             self.m_points.inc(_count_lines(body))
@@ -504,6 +502,31 @@ class Ingestor:
             self._influx_ok = True
             self.m_influx_up.set(1)
             return True
+
+    def _rejected(self, exc: PartialWriteError, body: memoryview) -> None:
+        """A 400: the server kept the good points; dead-letter the rejected lines with its reason.
+
+        Parse errors name their lines; a field type conflict names only the field, so the lines
+        of that measurement carrying that field are the rejected ones.
+        """
+        lines = exc.bad_lines
+        conflict = conflicting_field(exc.reason)
+        if not lines and conflict is not None:
+            lines = _lines_with_field(bytes(body), *conflict)
+        dropped = exc.dropped or len(lines)
+        for first in range(0, max(len(lines), 1), _DEAD_LINES_PER_ENTRY):
+            self.dead.add(
+                topic="",
+                reason=exc.reason[:4000],
+                lines=lines[first : first + _DEAD_LINES_PER_ENTRY],
+                extra={"kind": "influx_rejected", "dropped": dropped},
+            )
+        self.m_dead.inc(reason="influx_rejected")
+        self.m_dead_samples.inc(dropped)
+        head = escape_measurement(self.cfg.influx.measurement)
+        self._rejected_samples += sum(1 for line in lines if line.startswith((head + ",", head + " ")))
+        self.m_points.inc(max(0, _count_lines(body) - dropped))
+        log.error("InfluxDB rejected %d points (dead-lettered, the rest stored): %s", dropped, exc.reason[:300])
 
     def _commit(self, w: _Write) -> None:
         """After the write: ledger, metrics, PUBACKs, ack watermarks (in this order)."""
@@ -532,7 +555,7 @@ class Ingestor:
             ts = np.concatenate([b.ts_ns for _, _, b in w.batches]) if len(w.batches) > 1 else w.batches[0][2].ts_ns
             if ts.size:
                 self.latency.observe((now_ns - ts) / 1e9)
-            self.m_samples.inc(w.samples)
+            self.m_samples.inc(max(0, w.samples - self._rejected_samples))
             if newest:
                 self.m_lag.set((now_ns - newest) / 1e9)
         for m in w.msgs:
@@ -630,6 +653,34 @@ def _claimed_samples(payload: bytes) -> int:
     if len(payload) >= _N_OFFSET + 4 and payload[:2] == wire.MAGIC and payload[3] == wire.KIND_TELEMETRY:
         return min(int.from_bytes(payload[_N_OFFSET : _N_OFFSET + 4], "little"), wire.MAX_SAMPLES)
     return 0
+
+
+_DEAD_LINES_PER_ENTRY = 10_000
+
+
+def _lines_with_field(body: bytes, measurement: str, field_key: str) -> list[str]:
+    """Lines of ``measurement`` whose field set has ``field_key`` (for a type-conflict 400)."""
+    head = escape_measurement(measurement).encode()
+    key = escape_key(field_key).encode() + b"="
+    out: list[str] = []
+    for line in body.split(b"\n"):
+        if not (line.startswith(head + b",") or line.startswith(head + b" ")):
+            continue
+        fields = _field_section(line)
+        if fields.startswith(key) or (b"," + key) in fields:
+            out.append(line.decode(errors="replace"))
+    return out
+
+
+def _field_section(line: bytes) -> bytes:
+    """The field set of a line: after the first unescaped space, before the last space (timestamp)."""
+    i = 0
+    while True:
+        i = line.index(b" ", i)
+        if line[i - 1 : i] != b"\\":
+            break
+        i += 1
+    return line[i + 1 : line.rindex(b" ")]
 
 
 def _count_lines(body: memoryview) -> int:

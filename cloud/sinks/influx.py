@@ -35,6 +35,7 @@ __all__ = [
     "PartialWriteError",
     "RetryableWriteError",
     "WriteError",
+    "conflicting_field",
     "parse_rejections",
 ]
 
@@ -76,11 +77,20 @@ _UNABLE = re.compile(r"unable to parse '((?:[^'\\]|\\.|'(?!: ))*)': ([^\n]*)")
 _DROPPED = re.compile(r"dropped=(\d+)")
 
 
+_CONFLICT = re.compile(r'field type conflict: input field "((?:[^"\\]|\\.)*)" on measurement "((?:[^"\\]|\\.)*)"')
+
+
 def parse_rejections(message: str) -> tuple[list[str], int | None]:
     """Lines named in an InfluxDB 400 error (``unable to parse '<line>': why``) and ``dropped=N``."""
     lines = [m.group(1) for m in _UNABLE.finditer(message)]
     d = _DROPPED.search(message)
     return lines, (int(d.group(1)) if d else None)
+
+
+def conflicting_field(message: str) -> tuple[str, str] | None:
+    """(measurement, field) of a "field type conflict" 400, whose lines the server does not name."""
+    m = _CONFLICT.search(message)
+    return (m.group(2), m.group(1)) if m else None
 
 
 def _retry_after(value: str | None) -> float | None:
