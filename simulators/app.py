@@ -37,32 +37,37 @@ from plantwire.plant import Protocol, SignalTable
 
 from .encoding import DeviceImage, RegisterEncoder
 from .faults import LabelWriter
-from .modbus_server import ModbusSlave
-from .runtime import SimOptions, TickLoop, add_common_arguments, build_schedule, load_table, options_from_args
-from .signals import SignalModel
+from .modbus_server import ModbusSlave, UnitMode
+from .runtime import SimOptions, TickLoop, add_common_arguments, build_world, options_from_args
+from .schedule import TransportFault, TransportKind
 
 __all__ = ["Simulator", "main"]
 
 log = logging.getLogger("plantwire.sim")
 
 LABEL_PERIOD_S = 0.5
+TRANSPORT_PERIOD_S = 0.05
 
 
 class Simulator:
     """Everything ``plantwire sim`` runs, usable in-process by tests (``async with Simulator(...)``)."""
 
-    def __init__(self, opts: SimOptions, *, labels: Path | None = None, table: SignalTable | None = None,
-                 child_log_dir: Path | None = None) -> None:
+    def __init__(self, opts: SimOptions, *, labels: Path | None = None, child_log_dir: Path | None = None) -> None:
         self.opts = opts
-        self.table = table if table is not None else load_table(opts)
-        self.schedule = build_schedule(self.table, opts)
+        self.world = build_world(opts)
+        self.table: SignalTable = self.world.table
+        self.schedule = self.world.schedule
         t = self.table
         is_modbus = np.array([d.protocol is Protocol.MODBUS for d in t.devices], dtype=bool)
         self.modbus_rows = np.flatnonzero(is_modbus[t.device]) if len(t) else np.zeros(0, np.int64)
-        self.model = SignalModel(t, self.modbus_rows, opts.seed, self.schedule)
+        self.model = self.world.model(self.modbus_rows, opts.seed)
         self.encoder = RegisterEncoder(t, self.modbus_rows)
-        self.labels = LabelWriter(labels, t, self.schedule, opts.epoch_ns, clean_at=self.model.clean_at)
+        self.transport: list[TransportFault] = list(self.world.faults.transport) if self.world.faults else []
+        self.labels = LabelWriter(labels, t, self.schedule, opts.epoch_ns, clean_at=self.model.clean_at,
+                                  physics=self.world.physics, transport=self.transport,
+                                  rul_period_s=max(60.0, 10.0 * opts.time_scale))
         self.slaves: list[ModbusSlave] = []
+        self.slave_of: dict[int, ModbusSlave] = {}
         by_address: dict[tuple[str, int], dict[int, DeviceImage]] = defaultdict(dict)
         names: dict[tuple[str, int], list[str]] = defaultdict(list)
         for d in t.devices:
@@ -76,6 +81,10 @@ class Simulator:
             names[(d.host, d.port)].append(d.name)
         for (host, port), units in by_address.items():
             self.slaves.append(ModbusSlave(host, port, units, name="+".join(names[(host, port)])))
+        for d in t.devices:
+            if d.protocol is Protocol.MODBUS:
+                self.slave_of[d.index] = next(s for s in self.slaves if (s.host, s.port) == (d.host, d.port))
+        self._transport_active: list[bool] = []
         self.opcua_devices = [d for d in t.devices if d.protocol is Protocol.OPCUA]
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.child_log_dir = child_log_dir
@@ -86,12 +95,55 @@ class Simulator:
     def _modbus_tick(self, k: int, t_s: float, wall_ns: int) -> None:
         self.encoder.encode(self.model.step(k, t_s))
 
+    def sim_now(self) -> float:
+        """Simulated seconds since the epoch, now."""
+        return (time.time_ns() - self.opts.epoch_ns) / 1e9 * self.opts.time_scale
+
     async def _label_loop(self) -> None:
         while True:
-            t_s = (time.time_ns() - self.opts.epoch_ns) / 1e9 * self.opts.time_scale
+            t_s = self.sim_now()
             if t_s >= 0:
                 self.labels.advance(t_s)
             await asyncio.sleep(LABEL_PERIOD_S)
+
+    def inject(self, fault: TransportFault) -> None:
+        """Schedule a Modbus transport fault now (tests, the control API); it is labelled like scheduled ones."""
+        if self.table.devices[fault.device].protocol is not Protocol.MODBUS:
+            raise ValueError("inject() drives this process's Modbus slaves; OPC-UA faults go in the faults file")
+        self.transport.append(fault)
+        self.labels.transport.append(fault)
+        self.labels._transport_done.append(False)
+
+    async def _transport_loop(self) -> None:
+        """Switch Modbus misbehaviour on and off as scheduled faults start and end."""
+        while True:
+            t_s = self.sim_now()
+            while len(self._transport_active) < len(self.transport):
+                self._transport_active.append(False)
+            for i, f in enumerate(self.transport):
+                if f.device not in self.slave_of:
+                    continue
+                on = f.start_s <= t_s < f.end_s
+                if on != self._transport_active[i]:
+                    self._transport_active[i] = on
+                    await self._apply(f, on)
+            await asyncio.sleep(TRANSPORT_PERIOD_S)
+
+    async def _apply(self, f: TransportFault, on: bool) -> None:
+        slave = self.slave_of[f.device]
+        dev = self.table.devices[f.device]
+        log.info("transport fault %s on %s %s", f.kind.value, dev.name, "starts" if on else "ends")
+        if f.kind is TransportKind.DISCONNECT:
+            await (slave.stop() if on else slave.start())
+            return
+        state = slave.store.state[dev.unit_id]
+        if not on:
+            state.mode = UnitMode.NORMAL
+            return
+        state.mode = {TransportKind.EXCEPTION: UnitMode.EXCEPTION, TransportKind.TIMEOUT: UnitMode.TIMEOUT,
+                      TransportKind.SLOW: UnitMode.SLOW}[f.kind]
+        state.exception_code = f.exception_code
+        state.delay_s = f.delay_s / self.opts.time_scale if f.kind is TransportKind.SLOW else 0.0
 
     # -- start / stop ---------------------------------------------------------------------------
     async def start(self, timeout_s: float = 120.0) -> None:
@@ -130,7 +182,8 @@ class Simulator:
         code = 0
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(self.modbus_loop.run(), name="modbus-ticks"),
-                     tg.create_task(self._label_loop(), name="labels")]
+                     tg.create_task(self._label_loop(), name="labels"),
+                     tg.create_task(self._transport_loop(), name="transport-faults")]
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 0.5)
@@ -190,6 +243,14 @@ class Simulator:
         fixed = len(self.schedule.fixed)
         lines.append(f"  anomalies: {self.opts.anomaly_rate_per_h:g} per signal per hour (random), {fixed} scheduled"
                      + (f" from {self.opts.faults}" if self.opts.faults else ""))
+        wear = self.world.physics.wear
+        lines.append(f"  wear to failure: {len(wear.machine)} machines ({int(wear.fixed.sum())} scheduled)")
+        for i in range(len(wear.machine)):
+            lines.append(f"    {t.machine_ids[int(wear.machine[i])]:<32} fails at t={wear.failure_s[i]:.0f} s "
+                         f"(RUL {(wear.failure_s[i] - wear.start_s[i]) / 86400:.1f} d)")
+        lines.append(f"  transport faults: {len(self.transport)} scheduled")
+        for f in self.transport:
+            lines.append(f"    {f.kind.value:<11} {t.devices[f.device].name:<24} t={f.start_s:g}..{f.end_s:g} s")
         lines.append(f"  labels: {self.labels.path if self.labels.path else '(not written; use --labels PATH)'}")
         return "\n".join(lines)
 

@@ -20,13 +20,26 @@ from __future__ import annotations
 import enum
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from plantwire.plant import SignalTable
+
+if TYPE_CHECKING:
+    from .physics import Physics
+
+
+class Labelled(Protocol):
+    """A scheduled fault that knows its start and its label (transport faults)."""
+
+    start_s: float
+
+    def label(self, table: SignalTable, epoch_ns: int) -> dict[str, object]: ...
+
 
 __all__ = ["EventKind", "EventSchedule", "Events", "LabelWriter"]
 
@@ -44,9 +57,12 @@ class EventKind(enum.StrEnum):
     DROPOUT = "dropout"
     OSCILLATION = "oscillation"
     CALIBRATION_OFFSET = "calibration_offset"
+    MICRO_LEAK = "micro_leak"  # on a leak-test station's decay_rate signal; magnitude in Pa/s
 
 
 KIND_ORDER = list(EventKind)
+SIGNAL_KINDS = KIND_ORDER[: KIND_ORDER.index(EventKind.MICRO_LEAK)]
+MICRO_LEAK_RATE_FACTOR = 10.0  # micro-leaks per leak-test station relative to anomalies per signal
 # (min, max) duration in simulated seconds, and magnitude in units of the signal's "scale".
 _DURATION_S: dict[EventKind, tuple[float, float]] = {
     EventKind.SPIKE: (1.0, 2.5),
@@ -57,6 +73,7 @@ _DURATION_S: dict[EventKind, tuple[float, float]] = {
     EventKind.DROPOUT: (5.0, 60.0),
     EventKind.OSCILLATION: (30.0, 120.0),
     EventKind.CALIBRATION_OFFSET: (600.0, 3600.0),
+    EventKind.MICRO_LEAK: (600.0, 3600.0),
 }
 _MAGNITUDE: dict[EventKind, tuple[float, float]] = {
     EventKind.SPIKE: (5.0, 10.0),
@@ -67,6 +84,7 @@ _MAGNITUDE: dict[EventKind, tuple[float, float]] = {
     EventKind.DROPOUT: (0.0, 0.0),
     EventKind.OSCILLATION: (1.5, 3.0),
     EventKind.CALIBRATION_OFFSET: (1.5, 3.0),
+    EventKind.MICRO_LEAK: (20.0, 80.0),  # Pa/s, not in units of the signal scale
 }
 MAX_DURATION_S = max(hi for _, hi in _DURATION_S.values())
 
@@ -122,6 +140,7 @@ class EventSchedule:
         analog = (table.amplitude > 0) | (table.noise > 0)
         state = np.array([k == "state" for k in table.kinds], dtype=bool)
         self.eligible = np.flatnonzero(analog & ~state)
+        self.leak_rows = np.array([r for r, sid in enumerate(table.ids) if sid.endswith(".decay_rate")], np.int64)
         self.scale = signal_scale(table)
         self._windows: dict[int, Events] = {}
 
@@ -136,8 +155,13 @@ class EventSchedule:
             rng = np.random.default_rng(np.random.SeedSequence([self.seed, 0xFA017, w]))
             n = int(rng.poisson(self.rate_per_h * self.eligible.size * WINDOW_S / 3600.0))
             signal = rng.choice(self.eligible, size=n)
-            kind = rng.integers(0, len(KIND_ORDER), size=n).astype(np.uint8)
-            start = (w + np.sort(rng.random(n))) * WINDOW_S
+            kind = rng.integers(0, len(SIGNAL_KINDS), size=n).astype(np.uint8)
+            if self.leak_rows.size:
+                nl = int(rng.poisson(self.rate_per_h * MICRO_LEAK_RATE_FACTOR * self.leak_rows.size * WINDOW_S / 3600))
+                signal = np.concatenate([signal, rng.choice(self.leak_rows, size=nl)])
+                kind = np.concatenate([kind, np.full(nl, KIND_ORDER.index(EventKind.MICRO_LEAK), np.uint8)])
+                n += nl
+            start = (w + rng.random(n)) * WINDOW_S
             dur_lo = np.array([_DURATION_S[KIND_ORDER[k]][0] for k in kind.tolist()])
             dur_hi = np.array([_DURATION_S[KIND_ORDER[k]][1] for k in kind.tolist()])
             mag_lo = np.array([_MAGNITUDE[KIND_ORDER[k]][0] for k in kind.tolist()])
@@ -145,7 +169,11 @@ class EventSchedule:
             duration = dur_lo + (dur_hi - dur_lo) * rng.random(n)
             sign = np.where(rng.random(n) < 0.5, -1.0, 1.0)
             magnitude = sign * (mag_lo + (mag_hi - mag_lo) * rng.random(n)) * self.scale[signal]
-            ev = Events(signal.astype(np.int64), kind, start, start + duration, magnitude, np.zeros(n, np.uint8))
+            leak = kind == KIND_ORDER.index(EventKind.MICRO_LEAK)
+            magnitude[leak] = mag_lo[leak] + (mag_hi[leak] - mag_lo[leak]) * rng.random(int(leak.sum()))
+            order = np.argsort(start, kind="stable")
+            ev = Events(signal.astype(np.int64), kind, start, start + duration, magnitude,
+                        np.zeros(n, np.uint8)).select(order)
         self._windows[w] = ev
         for old in [k for k in self._windows if k < w - math.ceil(MAX_DURATION_S / WINDOW_S) - 2]:
             del self._windows[old]
@@ -172,8 +200,17 @@ class LabelWriter:
     """Appends the ground truth of every event to a JSONL file as its start is reached."""
 
     def __init__(self, path: Path | None, table: SignalTable, schedule: EventSchedule, epoch_ns: int,
-                 clean_at: object = None) -> None:
+                 clean_at: object = None, physics: Physics | None = None, transport: Sequence[Labelled] = (),
+                 rul_period_s: float = 60.0) -> None:
         self.path = path
+        self.physics = physics
+        self.transport = list(transport)
+        self._transport_done = [False] * len(self.transport)
+        self.rul_period_s = rul_period_s
+        nw = len(physics.wear.machine) if physics is not None else 0
+        self._wear_started = np.zeros(nw, dtype=bool)
+        self._wear_failed = np.zeros(nw, dtype=bool)
+        self._next_rul = np.zeros(nw)
         self.table = table
         self.schedule = schedule
         self.epoch_ns = int(epoch_ns)
@@ -194,9 +231,38 @@ class LabelWriter:
             return 0
         ev = self.schedule.starting(self._done_s, np.nextafter(t_s, np.inf))
         self._done_s = float(np.nextafter(t_s, np.inf))
+        before = self.written
         for i in range(len(ev)):
             self.write(self.record(ev, i))
-        return len(ev)
+        self._advance_wear(t_s)
+        for i, fault in enumerate(self.transport):
+            if not self._transport_done[i] and fault.start_s <= t_s:
+                self._transport_done[i] = True
+                self.write(fault.label(self.table, self.epoch_ns))
+        return self.written - before
+
+    def _advance_wear(self, t_s: float) -> None:
+        """Wear start (with the true RUL), RUL every ``rul_period_s`` while wearing, and the failure."""
+        if self.physics is None:
+            return
+        w = self.physics.wear
+        for i in range(len(w.machine)):
+            machine = self.table.machine_ids[int(w.machine[i])]
+            start, fail = float(w.start_s[i]), float(w.failure_s[i])
+            if not self._wear_started[i] and start <= t_s:
+                self._wear_started[i] = True
+                self._next_rul[i] = start
+                self.write({"kind": "wear", "machine": machine, "start_ns": self.ns(start), "end_ns": self.ns(fail),
+                            "rul_s": fail - start, "source": "schedule" if w.fixed[i] else "random"})
+            while self._wear_started[i] and self._next_rul[i] <= min(t_s, fail) and self._next_rul[i] < fail:
+                at = float(self._next_rul[i])
+                self.write({"kind": "rul", "machine": machine, "ts_ns": self.ns(at), "rul_s": fail - at,
+                            "health": (at - start) / (fail - start)})
+                self._next_rul[i] = max(at + self.rul_period_s, t_s - self.rul_period_s / 2)
+            if not self._wear_failed[i] and fail <= t_s:
+                self._wear_failed[i] = True
+                self.write({"kind": "failure", "machine": machine, "start_ns": self.ns(fail),
+                            "end_ns": self.ns(fail + float(w.repair_s[i])), "rul_s": 0.0})
 
     def record(self, ev: Events, i: int) -> dict[str, object]:
         row = int(ev.signal[i])

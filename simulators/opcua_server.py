@@ -17,6 +17,21 @@ Updates: every tick writes the signals whose value changed (a constant status wo
 re-notified, as a PLC would not), SourceTimestamp = the simulated time of the tick. A NaN value
 (sensor dropout) is written as Bad_SensorFailure with no value, which is what the OPC-UA spec asks
 of a server whose sensor failed. Items forced bad by a fault get that status instead.
+
+History: servers chosen by ``--opcua-history`` (default every other one: "some servers", so a
+gateway meets both kinds) historize every variable in memory, the last ``--history-samples``
+values each, and answer HistoryRead (raw) for back-fill. History is lost when the server restarts,
+as it is on PLCs that keep it in RAM.
+
+Security: ``--opcua-security both`` (default) offers a None endpoint and a Basic256Sha256
+SignAndEncrypt one. The server's key and self-signed certificate (application URI
+``urn:plantwire:sim:<device>``) are generated on first start under ``--pki-dir`` and reused after,
+so a gateway that pinned the certificate keeps trusting it. Client certificates are accepted
+without a trust list: this is a test bench, not a plant.
+
+Transport faults (``simulators.schedule``) for this server: ``bad_status`` writes the chosen
+status on the chosen items while it lasts; ``restart`` stops the server (every session and
+subscription is gone, clients see the connection drop) and starts a fresh one when it ends.
 """
 
 from __future__ import annotations
@@ -38,7 +53,8 @@ from asyncua import Server, ua
 
 from plantwire.plant import Device, Protocol, SignalTable
 
-from .runtime import SimOptions, TickLoop, add_common_arguments, build_schedule, load_table, options_from_args
+from .runtime import SimOptions, TickLoop, add_common_arguments, build_world, options_from_args
+from .schedule import TransportFault, TransportKind
 from .signals import SignalModel
 
 __all__ = ["OpcuaPlantServer", "main"]
@@ -53,13 +69,20 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 class OpcuaPlantServer:
     """An asyncua server for ``device`` whose values come from ``model`` (rows of the device)."""
 
-    def __init__(self, table: SignalTable, device: Device, model: SignalModel, *, epoch_ns: int = 0) -> None:
+    def __init__(self, table: SignalTable, device: Device, model: SignalModel, *, epoch_ns: int = 0,
+                 history_samples: int = 0, security: str = "none", pki_dir: Path | None = None) -> None:
         if device.protocol is not Protocol.OPCUA:
             raise ValueError(f"device {device.name!r} is not an OPC-UA device")
+        if security != "none" and pki_dir is None:
+            raise ValueError("secure endpoints need a pki_dir for the server certificate")
         self.table = table
         self.device = device
         self.model = model
         self.epoch_ns = epoch_ns
+        self.history_samples = history_samples
+        self.security = security
+        self.pki_dir = pki_dir
+        self.up = False
         self.server = Server()
         self.ns_index = 0
         self.node_ids: list[ua.NodeId] = []
@@ -68,15 +91,35 @@ class OpcuaPlantServer:
         self.forced_bad: dict[int, ua.StatusCode] = {}  # position in model -> status
         self.writes = 0
 
+    @property
+    def application_uri(self) -> str:
+        return f"urn:plantwire:sim:{self.device.name}"
+
     async def start(self) -> None:
-        s = self.server
+        """Build a fresh server (address space, history, security) and listen."""
+        s = self.server = Server()
+        self.node_ids = []
+        self._first = True
         await s.init()
         s.set_endpoint(self.device.endpoint)
         s.set_server_name(f"plantwire simulator {self.device.name}")
-        s.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        await s.set_application_uri(self.application_uri)
+        policies = {"none": [ua.SecurityPolicyType.NoSecurity],
+                    "encrypt": [ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt],
+                    "both": [ua.SecurityPolicyType.NoSecurity, ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt]}
+        s.set_security_policy(policies[self.security])
+        if self.security != "none":
+            assert self.pki_dir is not None
+            cert, key = await ensure_server_certificate(self.pki_dir, self.device, self.application_uri)
+            await s.load_certificate(str(cert))
+            await s.load_private_key(str(key))
         self.ns_index = await s.register_namespace(self.device.namespace)
         await self._build_address_space()
+        if self.history_samples > 0:
+            nodes = [s.get_node(n) for n in self.node_ids]
+            await s.historize_node_data_change(nodes, period=None, count=self.history_samples)  # type: ignore[arg-type]
         await s.start()
+        self.up = True
 
     async def _build_address_space(self) -> None:
         idx = self.ns_index
@@ -108,10 +151,14 @@ class OpcuaPlantServer:
             self.node_ids.append(nid)
 
     async def stop(self) -> None:
-        await self.server.stop()
+        if self.up:
+            self.up = False
+            await self.server.stop()
 
     async def tick(self, k: int, t_s: float, wall_ns: int) -> None:
         """Compute tick ``k`` and write what changed."""
+        if not self.up:
+            return
         values = self.model.step(k, t_s)
         changed = (values != self._last) & ~(np.isnan(values) & np.isnan(self._last))
         if self._first:
@@ -142,15 +189,80 @@ class OpcuaPlantServer:
             await aspace.write_attribute_value(self.node_ids[i], value_attr, dv)
         self.writes += len(values)
 
+    def apply_bad_status(self, fault: TransportFault, on: bool) -> None:
+        rows = np.array(fault.rows or self.model.rows.tolist(), dtype=np.int64)
+        positions = self.model.position[rows].tolist()
+        for p in positions:
+            if on:
+                self.forced_bad[p] = ua.StatusCode(fault.status)
+            else:
+                self.forced_bad.pop(p, None)
+        if not on:  # rewrite the real values of the items that were bad at the next tick
+            self._last[positions] = np.nan
+
+
+async def ensure_server_certificate(pki_dir: Path, device: Device, application_uri: str) -> tuple[Path, Path]:
+    """The server's DER certificate and PEM key under ``pki_dir``, generated (self-signed) on first start."""
+    from asyncua.crypto.cert_gen import setup_self_signed_certificate
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    pki_dir.mkdir(parents=True, exist_ok=True)
+    cert, key = pki_dir / f"{device.name}.der", pki_dir / f"{device.name}.pem"
+    if not (cert.exists() and key.exists()):
+        await setup_self_signed_certificate(
+            key, cert, application_uri, device.host,
+            [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+            {"countryName": "DE", "organizationName": "plantwire", "commonName": f"plantwire sim {device.name}"},
+        )
+        os.chmod(key, 0o600)
+    return cert, key
+
+
+def history_enabled(spec: str, table: SignalTable, device: Device) -> bool:
+    """Whether ``device`` keeps history under ``--opcua-history spec``."""
+    opc = [d.name for d in table.devices if d.protocol is Protocol.OPCUA]
+    if spec == "all":
+        return True
+    if spec == "none":
+        return False
+    if spec == "odd":
+        return opc.index(device.name) % 2 == 0
+    return device.name in {x.strip() for x in spec.split(",")}
+
+
+async def _fault_loop(srv: OpcuaPlantServer, faults: list[TransportFault], opts: SimOptions) -> None:
+    active = [False] * len(faults)
+    while True:
+        t_s = (time.time_ns() - opts.epoch_ns) / 1e9 * opts.time_scale
+        for i, f in enumerate(faults):
+            on = f.start_s <= t_s < f.end_s
+            if on == active[i]:
+                continue
+            active[i] = on
+            log.warning("transport fault %s on %s %s", f.kind.value, srv.device.name, "starts" if on else "ends")
+            if f.kind is TransportKind.BAD_STATUS:
+                srv.apply_bad_status(f, on)
+            elif f.kind is TransportKind.RESTART:
+                if on:
+                    await srv.stop()
+                else:
+                    await srv.start()
+        await asyncio.sleep(0.05)
+
 
 async def serve(opts: SimOptions, device_name: str, ready_file: Path | None) -> None:
-    table = load_table(opts)
+    world = build_world(opts)
+    table = world.table
     matches = [d for d in table.devices if d.name == device_name]
     if not matches or matches[0].protocol is not Protocol.OPCUA:
         raise SystemExit(f"no OPC-UA device named {device_name!r} in {opts.plant}")
     device = matches[0]
-    model = SignalModel(table, table.signals_of(device.index), opts.seed, build_schedule(table, opts))
-    srv = OpcuaPlantServer(table, device, model, epoch_ns=opts.epoch_ns)
+    model = world.model(table.signals_of(device.index), opts.seed)
+    history = opts.history_samples if history_enabled(opts.opcua_history, table, device) else 0
+    pki = opts.pki_dir or opts.plant.resolve().parent / "sim-pki"
+    srv = OpcuaPlantServer(table, device, model, epoch_ns=opts.epoch_ns, history_samples=history,
+                           security=opts.opcua_security, pki_dir=pki)
+    faults = [f for f in (world.faults.transport if world.faults else []) if f.device == device.index]
     await srv.start()
     if ready_file is not None:
         ready_file.write_text(f"{os.getpid()}\n")
@@ -163,6 +275,7 @@ async def serve(opts: SimOptions, device_name: str, ready_file: Path | None) -> 
     try:
         async with asyncio.TaskGroup() as tg:
             tick_task = tg.create_task(ticker.run(), name=f"opcua-ticks-{device.name}")
+            fault_task = tg.create_task(_fault_loop(srv, faults, opts), name=f"opcua-faults-{device.name}")
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
@@ -170,6 +283,7 @@ async def serve(opts: SimOptions, device_name: str, ready_file: Path | None) -> 
                     log.warning("parent process went away; stopping")
                     break
             tick_task.cancel()
+            fault_task.cancel()
     finally:
         await srv.stop()
         print(f"plantwire sim: opcua {device.name} stopped; ticks {ticker.ticks} (missed {ticker.missed}, "

@@ -21,12 +21,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from plantwire.configfile import load_plant
-from plantwire.plant import SignalTable, expand
+from plantwire.plant import PlantConfig, SignalTable, expand
 
 from .faults import EventSchedule
+from .physics import Physics, WearPlan, machine_templates
+from .schedule import LoadedFaults, load_faults
+from .signals import SignalModel
 
-__all__ = ["SimOptions", "TickLoop", "add_common_arguments", "load_table", "options_from_args"]
+__all__ = ["SimOptions", "TickLoop", "World", "add_common_arguments", "build_world", "options_from_args"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,12 +44,21 @@ class SimOptions:
     time_scale: float = 1.0
     epoch_ns: int = 0
     faults: Path | None = None
+    wear_fraction: float = 0.1
+    opcua_history: str = "odd"
+    history_samples: int = 600
+    opcua_security: str = "both"
+    pki_dir: Path | None = None
 
     def argv(self) -> list[str]:
         """The command-line form, for child processes."""
         out = [str(self.plant), "--seed", str(self.seed), "--modbus-rate", repr(self.modbus_rate_hz),
                "--opcua-rate", repr(self.opcua_rate_hz), "--anomaly-rate", repr(self.anomaly_rate_per_h),
-               "--time-scale", repr(self.time_scale), "--epoch-ns", str(self.epoch_ns)]
+               "--time-scale", repr(self.time_scale), "--epoch-ns", str(self.epoch_ns),
+               "--wear-fraction", repr(self.wear_fraction), "--opcua-history", self.opcua_history,
+               "--history-samples", str(self.history_samples), "--opcua-security", self.opcua_security]
+        if self.pki_dir is not None:
+            out += ["--pki-dir", str(self.pki_dir)]
         if self.faults is not None:
             out += ["--faults", str(self.faults)]
         return out
@@ -68,27 +82,54 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="simulated seconds per wall second (e.g. 3600 runs an hour a second)")
     parser.add_argument("--epoch-ns", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--faults", type=Path, default=None, help="YAML schedule of faults (see simulators.schedule)")
+    parser.add_argument("--wear-fraction", type=float, default=0.1,
+                        help="share of wearing machines (compressors, presses...) that wear to failure (seeded)")
+    parser.add_argument("--opcua-history", default="odd",
+                        help="OPC-UA servers that keep history for back-fill: odd (1st, 3rd, ...), all, none, "
+                             "or comma-separated device names")
+    parser.add_argument("--history-samples", type=int, default=600, help="values kept per historized variable")
+    parser.add_argument("--opcua-security", choices=["none", "encrypt", "both"], default="both",
+                        help="endpoints: None, Basic256Sha256 SignAndEncrypt, or both")
+    parser.add_argument("--pki-dir", type=Path, default=None,
+                        help="server certificates (generated on first start; default: <plant dir>/sim-pki)")
 
 
 def options_from_args(args: argparse.Namespace) -> SimOptions:
     epoch_ns = args.epoch_ns or (time.time_ns() // 1_000_000_000 + 1) * 1_000_000_000
     return SimOptions(plant=args.plant, seed=args.seed, modbus_rate_hz=args.modbus_rate,
                       opcua_rate_hz=args.opcua_rate, anomaly_rate_per_h=args.anomaly_rate,
-                      time_scale=args.time_scale, epoch_ns=epoch_ns, faults=args.faults)
+                      time_scale=args.time_scale, epoch_ns=epoch_ns, faults=args.faults,
+                      wear_fraction=args.wear_fraction, opcua_history=args.opcua_history,
+                      history_samples=args.history_samples, opcua_security=args.opcua_security,
+                      pki_dir=args.pki_dir)
 
 
-def load_table(opts: SimOptions) -> SignalTable:
-    """The expanded plant (raises ConfigError naming the place of every problem)."""
-    return expand(load_plant(opts.plant))
+@dataclass(frozen=True, slots=True)
+class World:
+    """Everything derived from the options that every process must agree on."""
+
+    plant: PlantConfig
+    table: SignalTable
+    schedule: EventSchedule
+    physics: Physics
+    faults: LoadedFaults | None
+
+    def model(self, rows: np.ndarray, seed: int) -> SignalModel:
+        return SignalModel(self.table, rows, seed, self.schedule, self.physics)
 
 
-def build_schedule(table: SignalTable, opts: SimOptions) -> EventSchedule:
-    fixed = None
-    if opts.faults is not None:
-        from .schedule import load_faults
-
-        fixed = load_faults(opts.faults, table).events
-    return EventSchedule(table, opts.seed, opts.anomaly_rate_per_h, fixed)
+def build_world(opts: SimOptions, plant: PlantConfig | None = None) -> World:
+    """Load the plant and the faults file (ConfigError names every problem) and build the shared schedule."""
+    plant = plant if plant is not None else load_plant(opts.plant)
+    table = expand(plant)
+    faults = load_faults(opts.faults, table) if opts.faults is not None else None
+    templates = machine_templates(plant)
+    wear = WearPlan.draw(templates, opts.seed, opts.wear_fraction)
+    if faults is not None:
+        wear = wear.merged(faults.wear)
+    physics = Physics(table, templates, opts.seed, opts.epoch_ns, wear)
+    schedule = EventSchedule(table, opts.seed, opts.anomaly_rate_per_h, faults.events if faults else None)
+    return World(plant, table, schedule, physics, faults)
 
 
 class TickLoop:

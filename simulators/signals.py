@@ -21,6 +21,7 @@ import numpy as np
 from plantwire.plant import SignalTable
 
 from .faults import EventKind, EventSchedule
+from .physics import Physics
 
 __all__ = ["SignalModel"]
 
@@ -31,8 +32,10 @@ OSCILLATION_PERIOD_S = 5.0
 class SignalModel:
     """Values of ``rows`` of a SignalTable as a function of (tick, simulated time)."""
 
-    def __init__(self, table: SignalTable, rows: np.ndarray, seed: int, schedule: EventSchedule | None = None) -> None:
+    def __init__(self, table: SignalTable, rows: np.ndarray, seed: int, schedule: EventSchedule | None = None,
+                 physics: Physics | None = None) -> None:
         self.table = table
+        self.physics = physics
         self.rows = np.asarray(rows, dtype=np.int64)
         self.seed = int(seed)
         self.key = int(table.device[self.rows].min()) if self.rows.size else 0
@@ -60,6 +63,8 @@ class SignalModel:
         t = self.table
         omega = 2.0 * np.pi / t.period_s[rows]
         v = t.base[rows] + t.amplitude[rows] * np.sin(omega * t_s + self.phase_all[rows])
+        if self.physics is not None:
+            self.physics.evaluate(t_s, rows, v)
         lo = np.where(np.isnan(t.low[rows]), -np.inf, t.low[rows])
         hi = np.where(np.isnan(t.high[rows]), np.inf, t.high[rows])
         return np.asarray(np.clip(v, lo, hi), dtype=np.float64)
@@ -75,6 +80,8 @@ class SignalModel:
         np.sin(tmp, out=tmp)
         np.multiply(tmp, self.amplitude, out=tmp)
         np.add(tmp, self.base, out=v)
+        if self.physics is not None:
+            self.physics.evaluate(t_s, self.rows, v)
         rng = self.rng(tick)
         rng.standard_normal(out=tmp)
         np.multiply(tmp, self.noise, out=tmp)
@@ -112,6 +119,14 @@ class SignalModel:
         sel = kind == _KIND[EventKind.STUCK]
         if sel.any():
             v[pos[sel]] = self.clean_at(start[sel], sig[sel])
+        sel = kind == _KIND[EventKind.MICRO_LEAK]
+        if sel.any():
+            if self.physics is not None:
+                rows, delta = self.physics.micro_leak(t_s, self.table.machine[sig[sel]], mag[sel])
+                p = self.position[rows]
+                np.add.at(v, p[p >= 0], delta[p >= 0])
+            else:
+                np.add.at(v, pos[sel], mag[sel])
         sel = kind == _KIND[EventKind.DROPOUT]
         if sel.any():
             v[pos[sel]] = np.nan
