@@ -346,7 +346,11 @@ class Proxy:
         await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
 
 
-def test_outage_gap_is_back_filled_from_history() -> None:
+def test_outage_gap_is_back_filled_from_history(monkeypatch: pytest.MonkeyPatch) -> None:
+    import edge.sources.opcua as opcua_module
+
+    monkeypatch.setattr(opcua_module, "_HISTORY_PAGE", 2)  # the gap spans several pages (continuation points)
+
     async def main() -> None:
         port = free_port()
         proxy = Proxy(port)

@@ -75,6 +75,7 @@ _BAD = int(Quality.BAD)
 #: Quality given to back-filled GOOD samples when no ``backfill_sink`` is wired (see module docstring).
 BACKFILL_QUALITY = int(Quality.UNCERTAIN)
 _DEADBAND_CODE = {DeadbandType.NONE: 0, DeadbandType.ABSOLUTE: 1, DeadbandType.PERCENT: 2}
+_HISTORY_PAGE = 1000  # values per node per HistoryRead answer; the server pages the rest with continuation points
 _LIMIT_NODES = (
     ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead,
     ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall,
@@ -626,45 +627,57 @@ class OpcuaSource:
         per_call = self._limit("max_nodes_per_history_read", self.settings.max_nodes_per_read)
         end = datetime.fromtimestamp(until_ns / 1e9, tz=UTC)
         total = 0
-        for a in range(0, len(rows_all), per_call):
-            rows = rows_all[a : a + per_call]
-            first = int(starts[a : a + per_call].min())
-            details = ua.ReadRawModifiedDetails(
-                IsReadModified=False, StartTime=datetime.fromtimestamp(first / 1e9, tz=UTC), EndTime=end,
-                NumValuesPerNode=0, ReturnBounds=False)
-            pending: list[tuple[int, bytes | None]] = [(r, None) for r in rows.tolist()]
-            while pending:
-                params = ua.HistoryReadParameters(
-                    HistoryReadDetails=details, TimestampsToReturn=ua.TimestampsToReturn.Both,
-                    ReleaseContinuationPoints=False,
-                    NodesToRead=[ua.HistoryReadValueId(NodeId=self._nodeids[r], ContinuationPoint=cp)
-                                 for r, cp in pending])
-                results = await client.uaclient.history_read(params)
-                nxt: list[tuple[int, bytes | None]] = []
-                for (row, _), res in zip(pending, results, strict=True):
-                    if not res.StatusCode.is_good():
-                        self.backfill_unsupported += 1
-                        continue
-                    dvs = getattr(res.HistoryData, "DataValues", None) or []
-                    live = int(self._last_ts[row])
-                    upper = live if live > last_ts[row] else until_ns
-                    total += self._deliver_history(row, dvs, int(last_ts[row]), upper)
-                    if res.ContinuationPoint:
-                        nxt.append((row, res.ContinuationPoint))
-                pending = nxt
+        # Work items: row -> (start of the next read, continuation point, newest timestamp delivered). Rows
+        # that share a start go in one request. A page that is full but has no continuation point may be
+        # truncated (asyncua's own server does that): the row is read again from its newest timestamp.
+        after = {int(r): int(last_ts[r]) for r in rows_all.tolist()}
+        first_start = int(starts.min())
+        pending: list[tuple[int, int, bytes | None]] = [(r, first_start, None) for r in after]
+        while pending:
+            by_start: dict[int, list[tuple[int, bytes | None]]] = {}
+            for row, start_ns, cp in pending:
+                by_start.setdefault(start_ns, []).append((row, cp))
+            pending = []
+            for start_ns, entries in by_start.items():
+                details = ua.ReadRawModifiedDetails(
+                    IsReadModified=False, StartTime=datetime.fromtimestamp(start_ns / 1e9, tz=UTC), EndTime=end,
+                    NumValuesPerNode=_HISTORY_PAGE, ReturnBounds=False)
+                for a in range(0, len(entries), per_call):
+                    chunk = entries[a : a + per_call]
+                    params = ua.HistoryReadParameters(
+                        HistoryReadDetails=details, TimestampsToReturn=ua.TimestampsToReturn.Both,
+                        ReleaseContinuationPoints=False,
+                        NodesToRead=[ua.HistoryReadValueId(NodeId=self._nodeids[r], ContinuationPoint=cp)
+                                     for r, cp in chunk])
+                    results = await client.uaclient.history_read(params)
+                    for (row, _), res in zip(chunk, results, strict=True):
+                        if not res.StatusCode.is_good():
+                            self.backfill_unsupported += 1
+                            continue
+                        dvs = getattr(res.HistoryData, "DataValues", None) or []
+                        live = int(self._last_ts[row])
+                        upper = live if live > last_ts[row] else until_ns
+                        n, newest = self._deliver_history(row, dvs, after[row], upper)
+                        total += n
+                        if res.ContinuationPoint:
+                            pending.append((row, start_ns, res.ContinuationPoint))
+                        elif len(dvs) >= _HISTORY_PAGE and start_ns < newest < upper:
+                            pending.append((row, newest, None))
+                        after[row] = max(after[row], newest)
         self.backfilled += total
         log.info("%s: back-filled %d samples of %d signals from history", self._name, total, len(rows_all))
 
-    def _deliver_history(self, row: int, dvs: list[ua.DataValue], after_ns: int, before_ns: int) -> int:
-        """Deliver one signal's history samples with after_ns < ts < before_ns; returns how many."""
+    def _deliver_history(self, row: int, dvs: list[ua.DataValue], after_ns: int, before_ns: int) -> tuple[int, int]:
+        """Deliver one signal's history samples with after_ns < ts < before_ns; (how many, newest ts of the page)."""
         if not dvs:
-            return 0
+            return 0, 0
         dec = decode_datavalues(dvs, before_ns)
         ts = np.broadcast_to(dec.ts_ns, dec.value.shape)
+        newest = int(ts.max())
         keep = (ts > after_ns) & (ts < before_ns)
         m = int(np.count_nonzero(keep))
         if not m:
-            return 0
+            return 0, newest
         ts, values, quality = np.ascontiguousarray(ts[keep]), dec.value[keep], dec.quality[keep]
         rows = np.full(m, row, dtype=np.uint32)
         if self.backfill_sink is not None:
@@ -672,7 +685,7 @@ class OpcuaSource:
         else:
             quality[quality == _GOOD] = BACKFILL_QUALITY
             self._deliver(ts, rows, values, quality)
-        return m
+        return m, newest
 
     # ---- delivery -------------------------------------------------------------------------------
     def _deliver(self, ts_ns: np.ndarray | int, rows: np.ndarray, values: np.ndarray, quality: np.ndarray | int,
