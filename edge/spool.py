@@ -185,8 +185,10 @@ class _Chain:
         self.live: dict[int, Record] = {}
 
     def add(self, rec: Record) -> None:
-        if self.seqs and rec.seq <= self.seqs[-1]:
-            bisect.insort(self.seqs, rec.seq, lo=self.head)  # out of order (rare: a rescan); keep sorted
+        if self.seqs and rec.seq <= self.seqs[-1]:  # out of order or a replaced copy (rare); keep sorted
+            i = bisect.bisect_left(self.seqs, rec.seq, lo=self.head)
+            if i == len(self.seqs) or self.seqs[i] != rec.seq:
+                self.seqs.insert(i, rec.seq)
         else:
             self.seqs.append(rec.seq)
         self.live[rec.seq] = rec
@@ -244,7 +246,10 @@ class Spool:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SpoolError(f"spool: cannot create {self.dir}: {exc}") from exc
-        self._recover()
+        try:
+            self._recover()
+        except OSError as exc:
+            raise SpoolError(f"spool: cannot read the log in {self.dir}: {exc}") from exc
         self._rotate()
 
     # -- opening ----------------------------------------------------------------------------------
@@ -324,6 +329,7 @@ class Spool:
         if old is not None:  # the same batch twice (a re-append after a crash): the newer copy wins
             self._unindex(old)
             log.warning("spool: record lane=%d epoch=%d seq=%d appears twice; keeping the newer", *old.key)
+            chain = self._chains.setdefault((rec.lane, rec.epoch), chain)  # _unindex drops emptied chains
         chain.add(rec)
         seg.live += 1
         assert seg.keys is not None
@@ -357,7 +363,29 @@ class Spool:
 
     # -- writing ------------------------------------------------------------------------------------
     def _rotate(self) -> None:
-        """Close the active segment (fsynced) and start a new one."""
+        """Start a new segment, then close the previous one (fsynced).
+
+        If the new file cannot be made (disk full, permissions), the current segment stays active and
+        grows past ``segment_bytes``; SpoolError tells the caller.
+        """
+        new_id = max(self._segments, default=0) + 1
+        path = self.dir / f"{new_id:020d}{_SUFFIX}"
+        fd = -1
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o640)
+            if os.write(fd, FILE_HEADER) != len(FILE_HEADER):
+                raise OSError(errno.ENOSPC, "short write of the segment header")
+            os.fsync(fd)
+            dfd = os.open(self.dir, os.O_RDONLY)
+            try:
+                os.fsync(dfd)  # the new file's directory entry survives a power cut too
+            finally:
+                os.close(dfd)
+        except OSError as exc:
+            if fd >= 0:
+                os.close(fd)
+                path.unlink(missing_ok=True)
+            raise SpoolError(f"spool: cannot create segment {path}: {exc}") from exc
         old = self._active
         if old is not None:
             os.fsync(self._fd)
@@ -365,19 +393,6 @@ class Spool:
             self._fd = -1
             if old.live == 0:
                 self._delete_segment(old)
-        new_id = max(self._segments, default=0) + 1
-        path = self.dir / f"{new_id:020d}{_SUFFIX}"
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o640)
-        except OSError as exc:
-            raise SpoolError(f"spool: cannot create segment {path}: {exc}") from exc
-        os.write(fd, FILE_HEADER)
-        os.fsync(fd)
-        dfd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(dfd)  # the new file's directory entry survives a power cut too
-        finally:
-            os.close(dfd)
         seg = _Segment(new_id, path, len(FILE_HEADER), 0, [])
         self._segments[new_id] = seg
         self._active = seg
@@ -402,7 +417,10 @@ class Spool:
             assert self._active is not None
             seg_full = self._active.size + RECORD_HEADER.size + length > self.settings.segment_bytes
             if seg_full and self._active.size > len(FILE_HEADER):
-                self._rotate()
+                try:
+                    self._rotate()
+                except SpoolError as exc:
+                    log.error("%s; appending to the current segment", exc)
             self._enforce_bytes(RECORD_HEADER.size + length)
             wall_ns = self._clock_ns()
             offset = self._write(int(lane), payload, epoch, seq, n_samples, wall_ns, make_room=True)

@@ -242,3 +242,14 @@ def test_disk_full_drops_oldest_segment_and_retries(tmp_path: Path, monkeypatch:
         assert all(sp.read(r) == batch(r.seq, 300) for r in sp.live())
     with Spool(s, tmp_path) as sp:
         assert [r.seq for r in sp.live()] == [2, 3, 4, 5, 6]
+
+
+def test_same_batch_twice_keeps_the_newer_copy(tmp_path: Path) -> None:
+    with Spool(settings(), tmp_path) as sp:
+        sp.append(b"old", epoch=EPOCH, seq=0, n_samples=1)
+        sp.append(b"new", epoch=EPOCH, seq=0, n_samples=1)
+        assert [sp.read(r) for r in sp.live()] == [b"new"] and sp.stats.records == 1
+    with Spool(settings(), tmp_path) as sp:
+        assert [sp.read(r) for r in sp.live()] == [b"new"] and sp.stats.records == 1
+        assert sp.ack_covered(EPOCH, 0) == (1, 1)
+        assert sp.live() == []
