@@ -40,6 +40,7 @@ __all__ = ["UNITS", "InstallError", "Layout", "install", "main", "render_unit", 
 UNITS = {"edge": "plantwire-edge.service", "ingest": "plantwire-ingest.service", "sim": "plantwire-sim.service"}
 #: The ExecStart binary written in the shipped unit files; replaced by the real one at install.
 SHIPPED_EXEC = "/opt/plantwire/venv/bin/plantwire"
+SHIPPED_PYTHON = "/opt/plantwire/venv/bin/python3"
 USER = "plantwire"
 #: Example files copied to /etc/plantwire: (source name, target name, mode, overwrite).
 _ETC_FILES = (
@@ -115,18 +116,29 @@ def default_exec() -> Path:
     raise InstallError("no `plantwire` executable found next to this Python or on PATH: pass --exec PATH")
 
 
-def render_unit(text: str, exec_path: Path) -> str:
-    """The shipped unit with ``ExecStart`` pointing at ``exec_path``.
+def render_unit(text: str, exec_path: Path, python_path: Path | None = None) -> str:
+    """The shipped unit with ``ExecStart`` pointing at ``exec_path`` (and at ``python_path``, default
+    the ``python3`` beside it or this Python, where the unit runs a module).
 
     systemd splits ExecStart on whitespace and expands ``%`` and ``$``: a path holding any of them
     would run something else, so it is refused rather than quoted.
     """
-    exe = str(exec_path)
-    if not exec_path.is_absolute() or any(c.isspace() or c in "%$\\\"'" for c in exe):
-        raise InstallError(f"--exec {exe!r}: systemd needs an absolute path without spaces, %, $, quotes")
-    if f"ExecStart={SHIPPED_EXEC} " not in text:
+    if python_path is None:
+        beside = exec_path.parent / "python3"
+        python_path = beside if os.access(beside, os.X_OK) else Path(sys.executable)
+    for path in (exec_path, python_path):
+        if not path.is_absolute() or any(c.isspace() or c in "%$\\\"'" for c in str(path)):
+            raise InstallError(f"--exec {str(path)!r}: systemd needs an absolute path without spaces, %, $, quotes")
+    lines = text.splitlines(keepends=True)
+    rewritten = 0
+    for i, line in enumerate(lines):
+        if line.startswith("ExecStart="):
+            new = line.replace(SHIPPED_EXEC, str(exec_path)).replace(SHIPPED_PYTHON, str(python_path))
+            rewritten += new != line
+            lines[i] = new
+    if not rewritten:
         raise InstallError(f"unit has no ExecStart={SHIPPED_EXEC} line to rewrite")
-    return text.replace(f"ExecStart={SHIPPED_EXEC} ", f"ExecStart={exe} ")
+    return "".join(lines)
 
 
 def _run(argv: list[str]) -> None:

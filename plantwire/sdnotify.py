@@ -18,10 +18,11 @@ import logging
 import os
 import socket
 import time
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Notifier"]
+__all__ = ["Notifier", "run_wrapped"]
 
 
 class Notifier:
@@ -112,3 +113,71 @@ class Notifier:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+def run_wrapped(argv: list[str], ready_file: Path, *, ready_timeout_s: float = 300.0,
+                notifier: Notifier | None = None) -> int:
+    """Run ``argv`` as a child and speak the notify protocol for it: READY=1 once it has written
+    ``ready_file``, WATCHDOG=1 while it lives, STOPPING=1 when asked to stop; SIGTERM, SIGINT and
+    SIGHUP are passed on. Returns the child's exit code (128 + n if a signal ended it).
+
+    For programs that announce readiness with a file instead of sd_notify (the simulator's
+    ``--ready-file``). The watchdog then proves the child is alive, not that its loop turns.
+    """
+    import signal
+    import subprocess
+
+    n = notifier or Notifier.from_env()
+    ready_file.unlink(missing_ok=True)  # a stale file from the last run must not mean "ready"
+    child = subprocess.Popen(argv)
+    stopping = False
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if signum in (signal.SIGTERM, signal.SIGINT) and not stopping:
+            stopping = True
+            n.stopping()
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    interval = min(n.watchdog_interval_s() or 5.0, 5.0) / 2
+    started = time.monotonic()
+    ready = False
+    while True:
+        try:
+            code = child.wait(0.1 if not ready else interval)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        if not ready and ready_file.exists():
+            ready = True
+            n.ready(status=f"{argv[0]} ready")
+        elif not ready and time.monotonic() - started > ready_timeout_s:
+            n.status(f"not ready after {ready_timeout_s:.0f} s")
+        n.watchdog()
+    if not stopping:
+        n.stopping()
+    return 128 - code if code < 0 else code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m plantwire.sdnotify --ready-file PATH -- COMMAND...``: see :func:`run_wrapped`."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m plantwire.sdnotify", description=run_wrapped.__doc__)
+    parser.add_argument("--ready-file", type=Path, required=True)
+    parser.add_argument("--ready-timeout", type=float, default=300.0, metavar="S")
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("no command given (after --)")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    return run_wrapped(command, args.ready_file, ready_timeout_s=args.ready_timeout)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

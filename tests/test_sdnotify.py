@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +98,47 @@ def test_a_broken_socket_never_raises_and_warns_once(caplog: pytest.LogCaptureFi
     warnings = [r for r in caplog.records if "sd_notify" in r.getMessage()]
     assert len(warnings) == 1 and "nobody-listens" in warnings[0].getMessage()
     assert n.sent == []
+
+
+CHILD = """
+import signal, sys, time, pathlib
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+time.sleep(0.3)
+pathlib.Path(sys.argv[1]).write_text("ready")
+if sys.argv[2] == "crash":
+    sys.exit(3)
+while True:
+    time.sleep(0.05)
+"""
+
+
+def test_wrapper_turns_a_ready_file_into_notify_messages(listener: tuple[str, socket.socket], tmp_path: Path
+                                                         ) -> None:
+    """How the simulator's unit runs: readiness by file, READY/WATCHDOG/STOPPING by the wrapper."""
+    path, sock = listener
+    ready = tmp_path / "ready"
+    ready.write_text("stale")  # left by a previous run: must not count
+    env = dict(os.environ, NOTIFY_SOCKET=path, WATCHDOG_USEC="400000")
+    env.pop("WATCHDOG_PID", None)
+    cmd = [sys.executable, "-m", "plantwire.sdnotify", "--ready-file", str(ready), "--",
+           sys.executable, "-c", CHILD, str(ready)]
+    proc = subprocess.Popen([*cmd, "run"], env=env)
+    try:
+        t0 = time.monotonic()
+        first = fields(sock)
+        while first == ["WATCHDOG=1"]:
+            first = fields(sock)
+        assert first[0] == "READY=1" and time.monotonic() - t0 >= 0.3
+        assert fields(sock) == ["WATCHDOG=1"] and fields(sock) == ["WATCHDOG=1"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0  # the child's own exit code
+        rest = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                rest.append(fields(sock))
+        assert ["STOPPING=1"] in rest and rest.count(["STOPPING=1"]) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    crashed = subprocess.run([*cmd, "crash"], env=env, timeout=30, check=False)
+    assert crashed.returncode == 3
