@@ -35,6 +35,8 @@ Behaviour an operator relies on, and why:
 - **Bounds drop the oldest, counted.** Over ``max_bytes`` the oldest whole segment goes (the active one
   never does); older than ``max_age_s`` a record goes. Every drop adds to ``dropped_records`` and
   ``dropped_samples`` and logs one line per decision, never per record.
+- **One writer.** ``wal/LOCK`` is held with ``flock`` while a Spool is open: a second gateway (or a
+  reload that forgot to close the first Spool) on the same state directory fails with SpoolError.
 - **Thread-safe.** The event loop appends and reads, paho's thread frees on acks, a worker thread
   fsyncs; one lock guards the index, held only for in-memory work and short ``os`` calls (never while
   calling into paho). The index holds one small object per batch (not per sample).
@@ -46,6 +48,7 @@ import bisect
 import contextlib
 import enum
 import errno
+import fcntl
 import logging
 import os
 import struct
@@ -244,8 +247,14 @@ class Spool:
         self._closed = False
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(self.dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o640)
         except OSError as exc:
             raise SpoolError(f"spool: cannot create {self.dir}: {exc}") from exc
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(self._lock_fd)
+            raise SpoolError(f"spool: {self.dir} is in use by another process or Spool") from exc
         try:
             self._recover()
         except OSError as exc:
@@ -665,6 +674,7 @@ class Spool:
             for fd in self._read_fds.values():
                 os.close(fd)
             self._read_fds.clear()
+            os.close(self._lock_fd)  # releases the flock
 
     def __enter__(self) -> Self:
         return self

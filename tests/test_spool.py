@@ -253,3 +253,11 @@ def test_same_batch_twice_keeps_the_newer_copy(tmp_path: Path) -> None:
         assert [sp.read(r) for r in sp.live()] == [b"new"] and sp.stats.records == 1
         assert sp.ack_covered(EPOCH, 0) == (1, 1)
         assert sp.live() == []
+
+
+def test_second_writer_on_the_same_log_is_refused(tmp_path: Path) -> None:
+    with Spool(settings(), tmp_path):
+        with pytest.raises(SpoolError, match="in use"):
+            Spool(settings(), tmp_path)
+    with Spool(settings(), tmp_path) as sp:  # released on close
+        assert sp.live() == []
