@@ -358,3 +358,40 @@ def test_events_and_health_lanes(tmp_path: Path, mosquitto: Mosquitto, influxdb:
         assert [r["online"] for r in online] == [1]
     finally:
         pub.close()
+
+
+def test_gaps_show_in_metrics_acks_and_influxdb(
+    tmp_path: Path, mosquitto: Mosquitto, influxdb: InfluxDB1, influx_db: str
+) -> None:
+    cfg = make_cfg(tmp_path, mosquitto, influxdb.url, influx_db, report_interval_s=0.3)
+    pub = Publisher(mosquitto)
+    pub.watch_acks()
+    t0 = time.time_ns() - 60 * 10**9
+    try:
+        pub.pub(wire.topic(SITE, GW, "signals"), table_payload(), retain=True)
+        with running(cfg) as ing:
+            for seq in (0, 1, 4, 7):
+                pub.pub(wire.topic(SITE, GW, "telemetry"), batch(seq, t0=t0)[0])
+            wait_for(lambda: ing.m_samples.get() == 160 and ing.pending() == 0, what="4 batches")
+            wait_for(lambda: ing.m_gaps.get(gateway=GW) == 2, what="gap gauge")
+            assert ing.m_gap_batches.get(gateway=GW) == 4  # 2-3 and 5-6
+            wait_for(lambda: pub.acks and pub.acks[-1].ranges == ((4, 4), (7, 7)), what="ack with ranges")
+            assert pub.acks[-1].watermark == 1
+            q = 'SELECT gaps, gap_batches, gap_age_s FROM pipeline WHERE gaps > 0 GROUP BY "gateway"'
+            wait_for(lambda: influxdb.rows(q, influx_db), what="pipeline point with gaps")
+            rows = influxdb.rows(q, influx_db)
+            assert rows[0]["gaps"] == 2 and rows[0]["gap_batches"] == 4 and rows[0]["gateway"] == GW
+            total = influxdb.rows("SELECT sum(samples) FROM pipeline", influx_db)
+            wait_for(
+                lambda: influxdb.rows("SELECT sum(samples) FROM pipeline", influx_db)[0]["sum"] == 160,
+                what=f"pipeline samples add up ({total})",
+            )
+            pub.pub(wire.topic(SITE, GW, "telemetry"), batch(1, t0=t0)[0])  # a replay: duplicate, harmless
+            for seq in (2, 3, 5, 6):
+                pub.pub(wire.topic(SITE, GW, "telemetry"), batch(seq, t0=t0)[0])
+            wait_for(lambda: ing.m_gaps.get(gateway=GW) == 0 and ing.pending() == 0, what="gaps closed")
+            assert ing.m_dups.get() == 1
+            wait_for(lambda: pub.acks[-1].watermark == 7 and pub.acks[-1].ranges == (), what="watermark 7")
+        assert len(stored(influxdb, influx_db)) == 320
+    finally:
+        pub.close()
