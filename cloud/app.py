@@ -149,6 +149,8 @@ class Ingestor:
         self._influx_ok = True
         self._last_error = ""
         self._rejected_samples = 0  # samples among the lines InfluxDB rejected in the current write
+        self._retention_done = False
+        self._retention_next = 0.0
         self._started = threading.Event()
         self.metrics_server: MetricsServer | None = None
         self._setup_metrics()
@@ -223,8 +225,35 @@ class Ingestor:
                 self.sink.ensure_database()
             except RetryableWriteError as exc:
                 log.warning("could not create the database yet (%s); writes will retry", exc)
+        self._ensure_retention()
         self.source.start()
         self._started.set()
+
+    def _ensure_retention(self) -> None:
+        """Retention policies and rollups (cloud.retention) on 1.x; retried every minute until done.
+
+        A failure never stops ingestion: points then land in the database's default policy, which
+        is what the rollups read once they exist.
+        """
+        r = self.cfg.retention
+        if r is None or self.cfg.influx.api is not InfluxApi.V1 or self._retention_done:
+            return
+        if time.monotonic() < self._retention_next:
+            return
+        from cloud.retention import RetentionError, ensure
+
+        s = self.cfg.influx
+        password = os.environ.get(s.password_env, "") if s.password_env else None
+        try:
+            ran = ensure(s.url, s.database, r, username=s.username, password=password, timeout_s=s.timeout_s)
+        except (RetentionError, OSError) as exc:
+            self._retention_next = time.monotonic() + 60.0
+            self.m_errors.inc(kind="retention")
+            log.warning("retention set-up failed, retrying in 60 s: %s", exc)
+            return
+        self._retention_done = True
+        if ran:
+            log.info("retention set-up ran %d statements", len(ran))
 
     def close(self) -> None:
         self.source.stop()
@@ -283,6 +312,7 @@ class Ingestor:
                 return  # stopped during an outage: nothing acknowledged, the broker redelivers
             self._commit(w)
         self._update_gauges()
+        self._ensure_retention()
         if time.monotonic() - self._last_ack_publish >= self.ing.ack_interval_s:
             self._publish_acks(force=True)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cloud.retention import RetentionSettings
 from plantwire.configfile import read_yaml, validate
 
 
@@ -88,6 +89,11 @@ class CloudConfig(_Strict):
     state_dir: Path = Path("/var/lib/plantwire/ingest")
     metrics: MetricsSettings = MetricsSettings()
     ingest: IngestSettings = IngestSettings()
+    retention: RetentionSettings | None = Field(
+        default=None,
+        description="when set (``{}`` takes the defaults), the ingestor runs cloud.retention.ensure on start "
+        "(InfluxDB 1.x only: retention policies, rollup continuous queries), retrying until it succeeds",
+    )
 
 
 def load_cloud(path: Path) -> CloudConfig:

@@ -19,6 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud.app import Ingestor
 from cloud.config import CloudConfig
+from cloud.retention import RetentionSettings
 from plantwire import wire
 from plantwire.services import InfluxDB1, Mosquitto
 
@@ -393,5 +394,25 @@ def test_gaps_show_in_metrics_acks_and_influxdb(
             assert ing.m_dups.get() == 1
             wait_for(lambda: pub.acks[-1].watermark == 7 and pub.acks[-1].ranges == (), what="watermark 7")
         assert len(stored(influxdb, influx_db)) == 320
+    finally:
+        pub.close()
+
+
+def test_retention_is_set_up_on_start_and_samples_land_in_raw(
+    tmp_path: Path, mosquitto: Mosquitto, influxdb: InfluxDB1, influx_db: str
+) -> None:
+    cfg = make_cfg(tmp_path, mosquitto, influxdb.url, influx_db)
+    cfg = cfg.model_copy(update={"retention": RetentionSettings(raw_days=7)})
+    pub = Publisher(mosquitto)
+    try:
+        pub.pub(wire.topic(SITE, GW, "signals"), table_payload(), retain=True)
+        with running(cfg) as ing:
+            p, _ = batch(0)
+            pub.pub(wire.topic(SITE, GW, "telemetry"), p)
+            wait_for(lambda: ing.m_samples.get() == 40 and ing.pending() == 0, what="written")
+        rps = {r["name"]: r for r in influxdb.rows("SHOW RETENTION POLICIES", influx_db)}
+        assert {"raw", "rollup_1m", "rollup_1h"} <= set(rps) and rps["raw"]["default"] is True
+        assert rps["raw"]["duration"] == "168h0m0s"
+        assert len(influxdb.rows('SELECT "quality" FROM "raw"."samples"', influx_db)) == 40
     finally:
         pub.close()
