@@ -146,3 +146,34 @@ def test_errors_name_the_statement_and_the_cli_exits_nonzero(influxdb: InfluxDB1
     assert retention.main(["ensure", "--url", "http://127.0.0.1:1", "--database", influx_db]) == 1
     assert retention.main(["ensure", "--url", influxdb.url, "--database", influx_db, "--raw-days", "3"]) == 0
     assert _rps(influxdb, influx_db)[retention.RP_RAW] == ("72h0m0s", True)
+
+
+class _InfluxWithCQs(InfluxDB1):
+    """The fixture server with its continuous-query service on, checking every second."""
+
+    def _write_config(self) -> None:
+        super()._write_config()
+        text = self.config_path.read_text()
+        on = '[continuous_queries]\n  enabled = true\n  run-interval = "1s"\n  log-enabled = false'
+        self.config_path.write_text(text.replace("[continuous_queries]\n  enabled = false\n  log-enabled = false", on))
+
+
+def test_the_cq_service_fills_rollups_on_schedule(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """InfluxDB's own scheduler runs the stored CQs (a new CQ runs at its first check, ~2 s here)."""
+    import time
+
+    with _InfluxWithCQs(tmp_path_factory.mktemp("influx_cq")) as server:
+        assert "enabled = true" in server.config_path.read_text()
+        retention.ensure(server.url, "plant")
+        now = time.time_ns()
+        start = now - 5 * 60_000_000_000
+        plant = SimPlant(gateways_per_site=1, machines_per_gateway=1, signals_per_machine=1, period_s=1.0)
+        write_v1(server.url, "plant", simulated_lines(plant, start, 5 * 60))
+        deadline = time.monotonic() + 90
+        rows: list[dict] = []
+        while time.monotonic() < deadline and len(rows) < 4:
+            time.sleep(2)
+            rows = server.rows('SELECT * FROM "rollup_1m"."samples"', "plant")
+        assert len(rows) >= 4, "the CQ service wrote no 1-minute rollups within 90 s"
+        full = [r for r in rows if r["time"] >= start and r["time"] + 60_000_000_000 <= now]
+        assert full and all(r["value_count"] in (59, 60, 61) for r in full), [r["value_count"] for r in full]
