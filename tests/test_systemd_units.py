@@ -167,3 +167,34 @@ def test_install_refuses_what_systemd_would_misread(tmp_path: Path) -> None:
     assert proc.returncode != 0 and "invalid choice" in proc.stderr
     proc = cli("install", "--root", str(tmp_path), "--exec", str(EXE), "--now", "--enable", "edge")
     assert proc.returncode == 1 and "--now" in proc.stderr
+
+
+def test_tls_credential_dropin_verifies(root: Path, tmp_path: Path) -> None:
+    """systemd/examples/tls-credential.conf, as an operator installs it, loads without a warning."""
+    unit_dir = tmp_path / "units"
+    dropin = unit_dir / f"{UNITS['edge']}.d"
+    dropin.mkdir(parents=True)
+    shutil.copy(root / "etc/systemd/system" / UNITS["edge"], unit_dir)
+    shutil.copy(SHIPPED / "examples/tls-credential.conf", dropin)
+    env = dict(os.environ, SYSTEMD_UNIT_PATH=f"{unit_dir}:")
+    proc = subprocess.run(["systemd-analyze", "verify", "--man=no", UNITS["edge"]], capture_output=True, text=True,
+                          timeout=60, check=False, env=env)
+    assert proc.returncode == 0 and not proc.stderr.strip(), proc.stderr
+    assert "LoadCredential=mqtt-client.key:" in (dropin / "tls-credential.conf").read_text()
+    (dropin / "typo.conf").write_text("[Service]\nLoadCredentia=x:y\n")  # the check sees drop-ins at all
+    proc = subprocess.run(["systemd-analyze", "verify", "--man=no", UNITS["edge"]], capture_output=True, text=True,
+                          timeout=60, check=False, env=env)
+    assert "LoadCredentia" in proc.stderr
+
+
+def test_example_configs_validate() -> None:
+    """The examples `plantwire install` puts in /etc/plantwire must pass the daemons' own validation."""
+    from cloud.config import CloudConfig
+    from edge.config import EdgeConfig
+    from plantwire.configfile import read_yaml, validate
+
+    examples = SHIPPED / "examples"
+    edge = validate(EdgeConfig, read_yaml(examples / "edge.yaml"), "edge.yaml")
+    assert edge.mqtt.password_env and edge.metrics.host == "127.0.0.1"
+    cloud = validate(CloudConfig, read_yaml(examples / "cloud.yaml"), "cloud.yaml")
+    assert cloud.mqtt.password_env and cloud.metrics.host == "127.0.0.1"
