@@ -80,3 +80,21 @@ def _write(server: InfluxDB1, db: str, body: str) -> None:
     req = urllib.request.Request(f"{server.url}/write?db={db}&precision=ns", data=body.encode(), method="POST")
     with urllib.request.urlopen(req, timeout=30) as resp:
         assert resp.status == 204
+
+
+@pytest.mark.integration
+def test_an_alarm_episode_is_one_point_whatever_arrives(influxdb: InfluxDB1, influx_db: str) -> None:
+    """Open, close, then both replayed in order (a re-sent log): one merged row at the start, closed."""
+    tags = {"site": "s", "gateway": "g", "machine": "m", "signal": "m.x", "kind": "level"}
+    start = 1_700_000_000_000_000_000
+    opened = format_point(schema.M_EVENTS, tags, {"active": 1, "state": "open", "peak": 0.4}, start)
+    closed = format_point(
+        schema.M_EVENTS, tags,
+        {"active": 0, "state": "closed", "peak": 0.9, "duration_s": 30.0, "end_ms": start // 1_000_000 + 30_000},
+        start,
+    )
+    for body in (opened, closed, opened, closed):
+        _write(influxdb, influx_db, body)
+    rows = influxdb.rows('SELECT * FROM "events"', influx_db)
+    assert len(rows) == 1
+    assert (rows[0]["active"], rows[0]["state"], rows[0]["peak"], rows[0]["duration_s"]) == (0, "closed", 0.9, 30.0)
