@@ -51,7 +51,7 @@ def init_state(n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.zeros((n, F_WIDTH), dtype=np.float64), np.zeros((n, T_WIDTH), dtype=np.int64)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
 def _emit(j: int, cap: int, e: int, phase: int, ts_start: int, ts_end: int, peak: float, kind: int,
           ev_entity: np.ndarray, ev_phase: np.ndarray, ev_ts_start: np.ndarray, ev_ts_end: np.ndarray,
           ev_peak: np.ndarray, ev_kind: np.ndarray) -> int:

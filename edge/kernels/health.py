@@ -59,7 +59,7 @@ def n_features(d: int) -> int:
     return 3 * d + 1
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
 def features_step(x: np.ndarray, st: np.ndarray, m: int, cond: np.ndarray, op_scale: np.ndarray, norm: np.ndarray,
                   p: np.ndarray, f_out: np.ndarray) -> bool:
     """Learn one tick of machine ``m`` and write its features; False (nothing learned) on non-finite input."""
@@ -97,7 +97,7 @@ def features_step(x: np.ndarray, st: np.ndarray, m: int, cond: np.ndarray, op_sc
     return True
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
 def _write_features(st: np.ndarray, m: int, d: int, p: np.ndarray, f_out: np.ndarray) -> None:
     for i in range(d):
         f_out[i] = st[m, i]
@@ -106,7 +106,7 @@ def _write_features(st: np.ndarray, m: int, d: int, p: np.ndarray, f_out: np.nda
     f_out[3 * d] = (st[m, 2 * d] - 1.0) / p[P_AGE_SCALE]
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
 def mlp(f: np.ndarray, fnorm: np.ndarray, w1: np.ndarray, w2: np.ndarray) -> float:
     """One hidden ReLU layer on standardised features: the RUL before capping."""
     n_f = w1.shape[0] - 1
@@ -121,7 +121,7 @@ def mlp(f: np.ndarray, fnorm: np.ndarray, w1: np.ndarray, w2: np.ndarray) -> flo
     return out
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
 def _estimate(f: np.ndarray, fnorm: np.ndarray, w1: np.ndarray, w2: np.ndarray, band: np.ndarray, p: np.ndarray,
               out: np.ndarray) -> None:
     cap = p[P_CAP]

@@ -12,7 +12,7 @@ import numba
 import numpy as np
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
 def limit_score(x: float, low: float, high: float, margin: float) -> float:
     """Score of one finite value against its limits; no state."""
     e = 0.0

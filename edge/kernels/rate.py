@@ -44,7 +44,7 @@ def init_state(st: np.ndarray, base: int = 0) -> None:
     st[:, base + LAST_TS] = math.nan
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
 def rate_step(st: np.ndarray, s: int, base: int, x: float, ts_ns: float, learn: bool, p: np.ndarray) -> float:
     """Robust z of the slope from the previous sample to ``x``; NaN when there is no usable slope."""
     last_ts = st[s, base + LAST_TS]

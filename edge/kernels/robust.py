@@ -41,7 +41,7 @@ def make_params(alpha: float = 0.01, huber_k: float = 3.0, warmup: int = 30, min
     return np.array([alpha, huber_k, float(warmup), min_scale], dtype=np.float64)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
 def robust_z(st: np.ndarray, s: int, base: int, x: float, p: np.ndarray) -> float:
     """Standardised residual of ``x`` against the state before it learns ``x``; NaN during warm-up."""
     if st[s, base + COUNT] < p[P_WARMUP]:
@@ -52,7 +52,7 @@ def robust_z(st: np.ndarray, s: int, base: int, x: float, p: np.ndarray) -> floa
     return (x - st[s, base + LOC]) / sc
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
 def robust_learn(st: np.ndarray, s: int, base: int, x: float, p: np.ndarray) -> None:
     """Fold a finite ``x`` into the location and scale of row ``s``."""
     c = st[s, base + COUNT]

@@ -74,7 +74,7 @@ def init_state(n_signals: int) -> np.ndarray:
     return st
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
 def _squash(z: float, t: float) -> float:
     if not np.isfinite(z):
         return 0.0
@@ -109,29 +109,24 @@ def signal_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quali
         z = robust.robust_z(st, s, B_LEVEL, x, pl)
         if mask & EN_LEVEL:
             sc = _squash(z, lt)
-            if sc > best:
-                best = sc
-                kind = K_LEVEL
+            kind = K_LEVEL if sc > best else kind
+            best = max(best, sc)
         if mask & EN_CHANGE:
             sc = cusum.cusum_step(st, s, B_CUSUM, z, pc)
-            if sc > best:
-                best = sc
-                kind = K_CHANGE
+            kind = K_CHANGE if sc > best else kind
+            best = max(best, sc)
         if mask & EN_STUCK:
             sc = stuck.stuck_step(st, s, B_STUCK, x, learn, ps)
-            if sc > best:
-                best = sc
-                kind = K_STUCK
+            kind = K_STUCK if sc > best else kind
+            best = max(best, sc)
         if mask & EN_RATE:
             sc = _squash(rate.rate_step(st, s, B_RATE, x, float(ts_ns[k]), learn, pr), rt)
-            if sc > best:
-                best = sc
-                kind = K_RATE
+            kind = K_RATE if sc > best else kind
+            best = max(best, sc)
         if mask & EN_RANGE:
             sc = limits.limit_score(x, cfg[s, C_LOW], cfg[s, C_HIGH], p[S_MARGIN])
-            if sc > best:
-                best = sc
-                kind = K_RANGE
+            kind = K_RANGE if sc > best else kind
+            best = max(best, sc)
         if learn:
             robust.robust_learn(st, s, B_LEVEL, x, pl)
         if np.isfinite(z):

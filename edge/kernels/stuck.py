@@ -52,7 +52,7 @@ def init_state(st: np.ndarray, base: int = 0) -> None:
     st[:, base + SEEN] = 0.0
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
 def stuck_step(st: np.ndarray, s: int, base: int, x: float, learn: bool, p: np.ndarray) -> float:
     """Score the run ``x`` extends (or breaks), then learn; returns the stuck score in [0, 1)."""
     seen = st[s, base + SEEN]
@@ -61,20 +61,14 @@ def stuck_step(st: np.ndarray, s: int, base: int, x: float, learn: bool, p: np.n
         st[s, base + SEEN] = 1.0
         return 0.0
     rep = abs(x - st[s, base + LAST]) <= p[P_TOL]
-    run = st[s, base + RUN] + 1.0 if rep else 0.0
-    pr = st[s, base + P_REP]
-    if pr < p[P_FLOOR]:
-        pr = p[P_FLOOR]
-    elif pr > P_CEIL:
-        pr = P_CEIL
-    q = -run * math.log10(pr)
+    rep_f = 1.0 if rep else 0.0
+    run = (st[s, base + RUN] + 1.0) * rep_f  # branchless: whether a sample repeats is data, not control flow
+    pr = min(max(st[s, base + P_REP], p[P_FLOOR]), P_CEIL)
+    q = -run * math.log10(pr) if run > 0.0 else 0.0  # most samples break the run: skip the log
     score = q / (q + p[P_DECADES]) if seen >= p[P_WARMUP] else 0.0
     if learn and q < p[P_DECADES]:
-        b = p[P_BETA]
-        inv = 1.0 / seen
-        if inv > b:
-            b = inv
-        st[s, base + P_REP] += b * ((1.0 if rep else 0.0) - st[s, base + P_REP])
+        b = max(p[P_BETA], 1.0 / seen)
+        st[s, base + P_REP] += b * (rep_f - st[s, base + P_REP])
     st[s, base + RUN] = run
     st[s, base + LAST] = x
     st[s, base + SEEN] = seen + 1.0

@@ -54,7 +54,7 @@ def init_basis(m_ptr: np.ndarray, k: int) -> np.ndarray:
     return w
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
 def _tick_one(m: int, m_ptr: np.ndarray, m_sig: np.ndarray, z_last: np.ndarray, w: np.ndarray, mst: np.ndarray,
               p: np.ndarray, y: np.ndarray) -> tuple[float, int]:
     a = m_ptr[m]
