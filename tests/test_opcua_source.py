@@ -117,7 +117,7 @@ class Recorder:
         return {int(r): (float(v), int(q)) for r, v, q in zip(rows, values, quality, strict=True)}
 
 
-async def wait_for(cond: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition") -> None:
+async def wait_for(cond: Callable[[], bool], timeout_s: float = 20.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout_s
     while not cond():
         if time.monotonic() > deadline:
@@ -271,7 +271,7 @@ def test_reconnects_after_the_server_restarts() -> None:
             await wait_for(lambda: all(q == Quality.BAD for _, q in sink.latest().values()), what="BAD marks")
             await asyncio.sleep(0.5)  # a few failed connects
             await server.start()
-            await wait_for(lambda: stats.connected, timeout_s=15, what="reconnect")
+            await wait_for(lambda: stats.connected, timeout_s=30, what="reconnect")
             await server.write_all({sid: 100.0 + row for row, sid in enumerate(table.ids)})
             await wait_for(lambda: all(sink.latest().get(r, (0.0,))[0] == 100.0 + r for r in range(len(table))),
                            what="data after the restart")
@@ -296,7 +296,7 @@ def test_watchdog_recreates_a_silent_subscription() -> None:
             service = server.server.iserver.subscription_service
             # The server forgets the subscription while the connection stays up: only silence tells.
             await service.delete_subscriptions(list(service.subscriptions))
-            await wait_for(lambda: source.watchdog_restarts >= 1, timeout_s=10, what="watchdog restart")
+            await wait_for(lambda: source.watchdog_restarts >= 1, timeout_s=20, what="watchdog restart")
             await wait_for(lambda: server.subscription_count() == 1, what="subscription re-created")
             await server.write_all({sid: 42.0 for sid in table.ids})
             await wait_for(lambda: all(sink.latest()[r][0] == 42.0 for r in range(len(table))), what="data again")
@@ -377,7 +377,7 @@ def test_outage_gap_is_back_filled_from_history(monkeypatch: pytest.MonkeyPatch)
                 await write_round(k)
                 await asyncio.sleep(0.05)
             await proxy.start()
-            await wait_for(lambda: source.backfilled > 0, timeout_s=15, what="back-fill")
+            await wait_for(lambda: source.backfilled > 0, timeout_s=30, what="back-fill")
             await write_round(6)
             await wait_for(lambda: sink.latest()[len(table) - 1][0] == 6000.0 + len(table) - 1, what="live again")
             _, rows, values, quality = sink.columns()
@@ -547,7 +547,7 @@ def test_sign_and_encrypt_with_generated_certificate_trust_step_and_user(tmp_pat
             # The trust step (an operator moves the certificate to the server's trusted list); back-off retries.
             client_cert = await uacrypto.load_certificate(str(cert))
             trusted.add(client_cert.public_bytes(serialization.Encoding.DER))
-            await wait_for(lambda: stats.samples_good >= len(table), timeout_s=15, what="secure data")
+            await wait_for(lambda: stats.samples_good >= len(table), timeout_s=30, what="secure data")
             assert stats.connected
         # The key is not regenerated on the next start (the server trusts this certificate).
         assert (await uacrypto.load_certificate(str(cert))).public_bytes(serialization.Encoding.DER) in trusted
@@ -608,6 +608,10 @@ def test_credentials_come_from_an_env_file_or_the_environment(tmp_path: Any, mon
     env.write_text("no equals sign\n")
     with pytest.raises(SecurityConfigError, match=r"creds.env:1: expected KEY=value"):
         read_credentials(sec)
+    # The source checks at construction (start-up), before any network.
+    table = make_table(free_port(), machines=1, signals=1)
+    with pytest.raises(SecurityConfigError, match=r"creds\.env:1"):
+        OpcuaSource(table.devices[0], table, OpcuaSettings(security=sec), Recorder(), SourceStats())
 
 
 def test_security_settings_are_validated_without_the_network() -> None:

@@ -61,7 +61,7 @@ from edge.config import DeadbandType, OpcuaGroup, OpcuaMode, OpcuaSettings
 from plantwire.plant import Device, Quality, SignalTable
 
 from .opcua_decode import decode_datavalues
-from .opcua_security import SecurityConfigError, apply_security
+from .opcua_security import SecurityConfigError, apply_security, read_credentials
 from .stats import SourceStats
 
 __all__ = ["BACKFILL_QUALITY", "Backoff", "OpcuaSource", "ResolvedGroup", "Sink", "resolve_groups"]
@@ -214,7 +214,12 @@ class OpcuaSource:
         backfill_sink: Sink | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        """Resolve groups (no network)."""
+        """Resolve groups and check the credentials are readable (no network).
+
+        Raises SecurityConfigError at start-up, not at the first connect, when a configured credential is
+        missing: a typo must stop the daemon (systemd must not restart-loop on it), not retry forever.
+        """
+        read_credentials(settings.security)
         self.device = device
         self.settings = settings
         self.sink = sink
