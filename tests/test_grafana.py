@@ -5,7 +5,7 @@ built by lineproto exactly as the ingestor writes them), with the retention layo
 cloud.retention and its rollups computed by backfill. Every panel target, annotation and template
 variable query is taken from the JSON, its Grafana macros and variables filled in as Grafana
 would, and run for three time ranges (so ``$rp`` resolves to raw, 1-minute and 1-hour data in
-turn) and two selections (the first value of every variable, and "All").
+turn) and three selections (the first value of every variable, two values where there are two, and "All").
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ def _series_values(server: InfluxDB1, q: str, db: str) -> list[tuple[dict[str, A
 
 
 def _resolve_variables(server: InfluxDB1, db: str, dash: dict[str, Any], frm: int, to: int, interval: str,
-                       all_values: bool) -> dict[str, str]:
+                       selection: str) -> dict[str, str]:
     """Run the variable queries in order, as Grafana does; each must offer at least one value."""
     values: dict[str, str] = {}
     for v in dash["templating"]["list"]:
@@ -168,9 +168,12 @@ def _resolve_variables(server: InfluxDB1, db: str, dash: dict[str, Any], frm: in
         # Grafana's metricFindQuery takes the second column (tag value, or the field after time).
         options = list(dict.fromkeys(str(r[2][1]) for r in rows))
         assert options, f"{dash['uid']}: variable ${v['name']} offers no values"
-        if v["multi"] and all_values:
-            values[v["name"]] = "(" + "|".join(_regex_escape(o) for o in options) + ")"
-        elif v["multi"] or v["includeAll"]:
+        if v["multi"] and selection == "all":
+            # "All" is the variable's allValue when it has one, else every value as an alternation
+            values[v["name"]] = v.get("allValue") or "(" + "|".join(_regex_escape(o) for o in options) + ")"
+        elif v["multi"] and selection == "two":
+            values[v["name"]] = "(" + "|".join(_regex_escape(o) for o in options[:2]) + ")"
+        elif v["multi"]:
             values[v["name"]] = _regex_escape(options[0])
         else:
             assert len(options) == 1, f"{dash['uid']}: ${v['name']} must resolve to one value, got {options}"
@@ -179,18 +182,18 @@ def _resolve_variables(server: InfluxDB1, db: str, dash: dict[str, Any], frm: in
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("all_values", [False, True], ids=["first", "all"])
+@pytest.mark.parametrize("selection", ["first", "two", "all"])
 @pytest.mark.parametrize(("span_s", "interval", "rp"), RANGES, ids=[r[2] for r in RANGES])
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
 def test_every_query_returns_rows(
     influxdb: InfluxDB1, plant_db: tuple[str, int], path: Path, span_s: int, interval: str, rp: str,
-    all_values: bool,
+    selection: str,
 ) -> None:
     db, now_ns = plant_db
     to = now_ns // 1_000_000 + 1000
     frm = to - span_s * 1000
     dash = _load(path)
-    values = _resolve_variables(influxdb, db, dash, frm, to, interval, all_values)
+    values = _resolve_variables(influxdb, db, dash, frm, to, interval, selection)
     if "rp" in values:
         assert values["rp"] == rp
     ran = 0
@@ -220,7 +223,7 @@ def test_annotations_mark_open_and_closed_episodes(influxdb: InfluxDB1, plant_db
     dash = _load(GRAFANA / "dashboards/signal-explorer.json")
     to = now_ns // 1_000_000 + 1000
     frm = to - 10 * 86400 * 1000
-    values = _resolve_variables(influxdb, db, dash, frm, to, "20m", all_values=False)
+    values = _resolve_variables(influxdb, db, dash, frm, to, "20m", "first")
     (ann,) = [a for a in dash["annotations"]["list"] if not a.get("builtIn")]
     rows = [dict(zip(c, r, strict=True)) for _, c, r in _series_values(influxdb, _fill(ann["query"], values, frm, to,
                                                                                           "20m"), db)]

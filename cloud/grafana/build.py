@@ -10,8 +10,8 @@ Conventions, each for a reason a plant engineer would notice:
 
 - Queries are InfluxQL only, so the dashboards work on InfluxDB 1.x, 2.x (with a DBRP mapping per
   retention policy) and 3.x (InfluxQL over the v1 query API).
-- Every tag filter is ``"tag" =~ /^$var$/``: Grafana expands multi-value and "All" selections to
-  an escaped ``(a|b)`` alternation there, and one form works for one, many or all values.
+- Every tag filter is ``"tag" =~ /^$var$/``: Grafana expands a multi-value selection to an escaped
+  ``(a|b)`` alternation there and "All" to ``.*``, so one form works for one, many or all values.
 - Time-series panels read ``"$rp"."<measurement>"``: the hidden ``$rp`` variable picks raw data,
   1-minute or 1-hour rollups from the time range (``meta.resolutions``, written by
   :func:`cloud.retention.ensure`), so a 90-day view reads 2,160 points per series, not 7.8 million.
@@ -170,6 +170,9 @@ def _query_var(name: str, query: str, *, label: str = "", multi: bool = True, hi
         "refresh": refresh,
         "multi": multi,
         "includeAll": multi,
+        # "All" as one regex, not an alternation of every value: 15,000 signals would make a query
+        # of several hundred kB, and /^.*$/ also keeps series without the tag (signals outside machines).
+        "allValue": ".*" if multi else None,
         "current": {},
         "options": [],
         "sort": 1,
