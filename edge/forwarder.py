@@ -251,6 +251,19 @@ class Forwarder:
             await asyncio.sleep(period)
             await asyncio.to_thread(self.spool.sync)
 
+    def wait_drained(self, timeout_s: float) -> bool:
+        """Block (ticking) until the cloud has acked every record in the log, or the timeout.
+
+        For a clean shutdown: whatever is left stays in the log and is replayed at the next start.
+        """
+        deadline = self._clock() + timeout_s
+        while self.spool.stats.records:
+            if self._clock() >= deadline:
+                return False
+            self.tick()
+            time.sleep(TICK_S)
+        return True
+
     def close(self) -> None:
         """Make everything appended durable (the app closes the spool after the publisher)."""
         self.spool.sync()

@@ -303,6 +303,9 @@ def test_run_loop_syncs_and_replays(mosquitto: Mosquitto, cloud: Cloud, tmp_path
         asyncio.run(main())
         assert sorted(cloud.telemetry()) == [0, 1, 2, 3, 4]
         assert spool.stats.records == 0 and spool.stats.syncs > 0
+        fw.submit(batch(5), 5, EPOCH, N)  # at shutdown: wait for the cloud's ack, bounded
+        assert fw.wait_drained(10.0)
+        assert spool.stats.records == 0 and cloud.telemetry()[-1] == 5
     finally:
         close(fw, pub, spool)
 
