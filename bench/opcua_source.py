@@ -10,7 +10,8 @@ FrameBuffer, drained once a second as the edge does. Printed per rate, as one JS
   the rest is asyncua's (socket, binary decoding into Python objects, publish loop);
 - ``delivered_ratio``: samples delivered / samples the servers wrote (< 1: servers fell behind).
 
-Usage: python bench/opcua_source.py [--nodes 3000] [--rates 1 10] [--seconds 20] [--servers 3] [--profile]
+Usage: python bench/opcua_source.py [--nodes 3000] [--rates 1 10] [--seconds 20] [--servers 3]
+                                   [--mode subscribe|poll] [--profile]
 Not a test: run it by hand on a quiet machine; the figures go to bench/RESULTS.md.
 """
 
@@ -80,8 +81,8 @@ def cpu_s() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-async def measure(nodes: int, rate_hz: float, seconds: float, servers: int, profile: bool = False
-                  ) -> dict[str, float]:
+async def measure(nodes: int, rate_hz: float, seconds: float, servers: int, profile: bool = False,
+                  mode: str = "subscribe") -> dict[str, float]:
     import logging
 
     import numpy as np
@@ -116,8 +117,11 @@ async def measure(nodes: int, rate_hz: float, seconds: float, servers: int, prof
                 raise RuntimeError("server did not start")
         buffer = FrameBuffer(400_000)
         buffer.on_full = buffer.drain
-        settings = OpcuaSettings(publishing_interval_ms=1000, max_items_per_subscription=1000,
-                                 queue_size=max(1, int(rate_hz) + 1))
+        settings = OpcuaSettings.model_validate({
+            "publishing_interval_ms": 1000, "max_items_per_subscription": 1000, "queue_size": max(1, int(rate_hz) + 1),
+            "groups": [{"match": ["*"], "mode": "poll", "poll_period_ms": round(1000 / rate_hz)}]
+            if mode == "poll" else [],
+        })
         callback_s = [0.0]
         sources = []
         for dev in table.devices:
@@ -164,7 +168,7 @@ async def measure(nodes: int, rate_hz: float, seconds: float, servers: int, prof
         n = max(n1 - n0, 1)
         wall = w1 - w0
         return {
-            "nodes": len(table), "rate_hz": rate_hz, "servers": servers, "seconds": round(wall, 1),
+            "mode": mode, "nodes": len(table), "rate_hz": rate_hz, "servers": servers, "seconds": round(wall, 1),
             "samples_per_s": round(n / wall), "delivered_ratio": round(n / (len(table) * rate_hz * wall), 3),
             "client_cpu_pct": round(100 * (c1 - c0) / wall, 1),
             "client_us_per_sample": round(1e6 * (c1 - c0) / n, 2),
@@ -189,10 +193,13 @@ def main() -> None:
     ap.add_argument("--rates", type=float, nargs="+", default=[1.0, 10.0])
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--servers", type=int, default=3)
+    ap.add_argument("--mode", choices=["subscribe", "poll"], default="subscribe",
+                    help="poll: bulk Read on ticks instead of subscriptions (callback_us_per_sample is then 0)")
     ap.add_argument("--profile", action="store_true", help="print where the client's time goes (cProfile, stderr)")
     args = ap.parse_args()
     for rate in args.rates:
-        print(json.dumps(asyncio.run(measure(args.nodes, rate, args.seconds, args.servers, args.profile))), flush=True)
+        figures = asyncio.run(measure(args.nodes, rate, args.seconds, args.servers, args.profile, args.mode))
+        print(json.dumps(figures), flush=True)
 
 
 if __name__ == "__main__":
