@@ -372,8 +372,11 @@ def backfill(
 # -- command line ------------------------------------------------------------------------------------
 
 
-def _parse_time(text: str) -> int:
-    t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+def _parse_time(text: str, option: str) -> int:
+    try:
+        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{option}: {text!r} is not an ISO 8601 time such as 2026-01-01T00:00:00Z") from None
     if t.tzinfo is None:
         t = t.replace(tzinfo=dt.UTC)
     return int(t.timestamp() * 1_000_000_000)
@@ -410,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.cmd == "backfill":
             n = backfill(
-                args.url, args.database, _parse_time(args.start), _parse_time(args.end),
+                args.url, args.database, _parse_time(args.start, "--start"), _parse_time(args.end, "--end"),
                 username=args.username, password=password,
             )
             print(json.dumps(n))

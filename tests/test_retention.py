@@ -138,12 +138,17 @@ def test_backfill_equals_the_continuous_queries(influxdb: InfluxDB1, influx_db: 
     assert len(influxdb.rows('SELECT * FROM "rollup_1m"."samples"', influx_db)) == 60
 
 
-def test_errors_name_the_statement_and_the_cli_exits_nonzero(influxdb: InfluxDB1, influx_db: str) -> None:
+def test_errors_name_the_place_and_the_cli_exits_nonzero(
+    influxdb: InfluxDB1, influx_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(RetentionError, match=r"/query at http://127\.0\.0\.1:1"):
         retention.ensure("http://127.0.0.1:1", influx_db, timeout_s=2)
     with pytest.raises(ValueError, match="empty range"):
         retention.backfill(influxdb.url, influx_db, START_NS, START_NS)
     assert retention.main(["ensure", "--url", "http://127.0.0.1:1", "--database", influx_db]) == 1
+    argv = ["backfill", "--url", influxdb.url, "--database", influx_db, "--start", "yesterday", "--end", "now"]
+    assert retention.main(argv) == 1
+    assert "--start: 'yesterday' is not an ISO 8601 time" in capsys.readouterr().err
     assert retention.main(["ensure", "--url", influxdb.url, "--database", influx_db, "--raw-days", "3"]) == 0
     assert _rps(influxdb, influx_db)[retention.RP_RAW] == ("72h0m0s", True)
 
