@@ -181,9 +181,9 @@ class OpcuaPlantServer:
         for i, v in zip(idx.tolist(), values, strict=True):
             status = forced.get(i)
             if status is not None:
-                dv = ua.DataValue(StatusCode_=status, SourceTimestamp=ts, ServerTimestamp=ts)
+                dv = ua.DataValue(StatusCode=status, SourceTimestamp=ts, ServerTimestamp=ts)
             elif math.isnan(v):
-                dv = ua.DataValue(StatusCode_=_BAD_SENSOR, SourceTimestamp=ts, ServerTimestamp=ts)
+                dv = ua.DataValue(StatusCode=_BAD_SENSOR, SourceTimestamp=ts, ServerTimestamp=ts)
             else:
                 dv = ua.DataValue(ua.Variant(v, double), SourceTimestamp=ts, ServerTimestamp=ts)
             await aspace.write_attribute_value(self.node_ids[i], value_attr, dv)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,9 @@ import numpy as np
 import pytest
 import yaml
 from asyncua import Client, ua
+from asyncua.crypto.cert_gen import setup_self_signed_certificate
+from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from pymodbus.client import AsyncModbusTcpClient
 
 from edge.sources.modbus_codec import Codec
@@ -178,8 +183,36 @@ def test_dev_plant_serves_modbus_and_opcua(dev_sim: RunningSim) -> None:
             if table.amplitude[r] > 0 or table.noise[r] > 0:
                 assert len(set(vals)) >= 3, (table.ids[r], vals)
 
+    async def history_and_security() -> None:
+        opc1, opc2 = [d for d in table.devices if d.protocol is Protocol.OPCUA]
+        row = int(table.signals_of(opc1.index)[5])
+        end = datetime.now(UTC) + timedelta(seconds=5)
+        async with Client(opc1.endpoint, timeout=5) as client:  # history kept on every other server
+            ns = await client.get_namespace_index(opc1.namespace)
+            hist = await client.get_node(ua.NodeId(table.ids[row], ns)).read_raw_history(end - timedelta(hours=1), end)
+            assert len(hist) >= 3 and all(dv.StatusCode.is_good() for dv in hist)
+        async with Client(opc2.endpoint, timeout=5) as client:
+            ns = await client.get_namespace_index(opc2.namespace)
+            node = client.get_node(ua.NodeId(table.ids[int(table.signals_of(opc2.index)[5])], ns))
+            assert await node.read_raw_history(end - timedelta(hours=1), end) == []
+        # SignAndEncrypt with a client certificate; the server's was generated on first start
+        server_cert = dev_sim.dir / "sim-pki" / f"{opc1.name}.der"
+        assert server_cert.exists() and (dev_sim.dir / "sim-pki" / f"{opc1.name}.pem").stat().st_mode & 0o077 == 0
+        key, cert = dev_sim.dir / "client.pem", dev_sim.dir / "client.der"
+        await setup_self_signed_certificate(key, cert, "urn:plantwire:test", "localhost",
+                                            [ExtendedKeyUsageOID.CLIENT_AUTH], {"commonName": "test"})
+        client = Client(opc1.endpoint, timeout=5)
+        client.application_uri = "urn:plantwire:test"
+        await client.set_security(SecurityPolicyBasic256Sha256, str(cert), str(key),
+                                  server_certificate=str(server_cert), mode=ua.MessageSecurityMode.SignAndEncrypt)
+        async with client:
+            ns = await client.get_namespace_index(opc1.namespace)
+            value = await client.get_node(ua.NodeId(table.ids[row], ns)).read_value()
+            assert isinstance(value, float)
+
     asyncio.run(modbus())
     asyncio.run(opcua())
+    asyncio.run(history_and_security())
     assert stop_sim(dev_sim) == 0
     assert "stopped" in dev_sim.log()
     assert (dev_sim.dir / "labels.jsonl").exists()
@@ -193,3 +226,119 @@ def test_bad_plant_file_exits_2_naming_the_place(tmp_path: Path) -> None:
                          cwd=ROOT, timeout=60)
     assert res.returncode == 2
     assert "machines[0].template" in res.stderr
+
+
+FAULTS = """
+events:
+  - {signal: hall.energy05.power_active, kind: dropout, at_s: 4, duration_s: 16}
+transport:
+  - {device: dev-plc1, kind: exception, at_s: 6, duration_s: 8, exception_code: 4}
+  - {device: dev-plc2, kind: timeout, at_s: 6, duration_s: 8}
+  - {device: dev-plc-cdab1, kind: disconnect, at_s: 6, duration_s: 8}
+  - {device: dev-plc-cdab2, kind: slow, at_s: 6, duration_s: 8, delay_s: 0.6}
+  - {device: dev-opc1, kind: bad_status, at_s: 6, duration_s: 8, signals: [hall.hvac01.co2], status: BadSensorFailure}
+  - {device: dev-opc2, kind: restart, at_s: 6, duration_s: 4}
+"""
+
+
+def test_scheduled_faults_show_through_the_protocols_and_in_the_labels(tmp_path: Path) -> None:
+    (tmp_path / "faults.yaml").write_text(FAULTS)
+    epoch_ns = (time.time_ns() // 1_000_000_000 + 1) * 1_000_000_000
+    sim = start_sim(tmp_path, "--faults", str(tmp_path / "faults.yaml"), "--epoch-ns", str(epoch_ns),
+                    "--anomaly-rate", "0", "--wear-fraction", "0", "--modbus-rate", "4", "--opcua-rate", "4",
+                    "--opcua-security", "none")
+    table = sim.table
+    dev = {d.name: d for d in table.devices}
+
+    def sim_t() -> float:
+        return (time.time_ns() - epoch_ns) / 1e9
+
+    async def wait_until(t_s: float) -> None:
+        await asyncio.sleep(max(0.0, t_s - sim_t()))
+
+    async def modbus_read(name: str, timeout_s: float = 1.0) -> tuple[Any, float]:
+        d = dev[name]
+        client = AsyncModbusTcpClient(d.host, port=d.port, timeout=timeout_s, retries=0)
+        t0 = time.monotonic()
+        try:
+            if not await client.connect():
+                return "refused", time.monotonic() - t0
+            try:
+                r = await client.read_holding_registers(0, count=10, device_id=d.unit_id)
+            except Exception as exc:
+                return type(exc).__name__, time.monotonic() - t0
+            return r, time.monotonic() - t0
+        finally:
+            client.close()
+
+    async def energy05_power() -> float:
+        d = dev["dev-plc-cdab2"]
+        client = AsyncModbusTcpClient(d.host, port=d.port, timeout=3, retries=0)
+        await client.connect()
+        try:
+            rows, values = await read_device(client, table, d.index)
+        finally:
+            client.close()
+        return float(values[rows.tolist().index(table.ids.index("hall.energy05.power_active"))])
+
+    async def opcua_status(name: str, sid: str) -> str:
+        d = dev[name]
+        try:
+            async with Client(d.endpoint, timeout=2) as client:
+                ns = await client.get_namespace_index(d.namespace)
+                dv = await client.get_node(ua.NodeId(sid, ns)).read_data_value(raise_on_bad_status=False)
+                return dv.StatusCode.name
+        except (OSError, TimeoutError, ua.UaError) as exc:
+            return f"unreachable:{type(exc).__name__}"
+
+    async def main() -> None:
+        await wait_until(7.0)
+        r, _ = await modbus_read("dev-plc1")
+        assert r.isError() and r.exception_code == 4, r
+        r, took = await modbus_read("dev-plc2")
+        assert not hasattr(r, "isError") or r.isError(), r  # no answer: the client times out
+        assert took >= 0.9
+        r, _ = await modbus_read("dev-plc-cdab1")
+        assert r == "refused" or (hasattr(r, "isError") and r.isError()) or isinstance(r, str), r
+        r, took = await modbus_read("dev-plc-cdab2", timeout_s=3)
+        assert not r.isError() and took >= 0.55, (r, took)
+        assert np.isnan(await energy05_power())
+        assert await opcua_status("dev-opc1", "hall.hvac01.co2") == "BadSensorFailure"
+        assert await opcua_status("dev-opc1", "hall.hvac01.supply_air_temp") == "Good"
+        assert (await opcua_status("dev-opc2", "hall.hvac03.co2")).startswith("unreachable")
+        await wait_until(15.0)
+        for name in ("dev-plc1", "dev-plc2", "dev-plc-cdab1", "dev-plc-cdab2"):
+            r, took = await modbus_read(name)
+            assert not isinstance(r, str) and not r.isError(), (name, r)
+            assert took < 0.5, (name, took)
+        assert await opcua_status("dev-opc1", "hall.hvac01.co2") == "Good"
+        assert await opcua_status("dev-opc2", "hall.hvac03.co2") == "Good"
+
+    try:
+        asyncio.run(main())
+        # the dropout ends at t=20; its label is there already, with the scheduled times
+    finally:
+        assert stop_sim(sim) == 0
+    labels = [json.loads(line) for line in (tmp_path / "labels.jsonl").read_text().splitlines()]
+    by_kind = {(r["kind"], r.get("device") or r.get("signal")): r for r in labels}
+    assert by_kind[("dropout", "hall.energy05.power_active")]["start_ns"] == epoch_ns + 4 * 10**9
+    assert by_kind[("dropout", "hall.energy05.power_active")]["end_ns"] == epoch_ns + 20 * 10**9
+    for kind, name in (("exception", "dev-plc1"), ("timeout", "dev-plc2"), ("disconnect", "dev-plc-cdab1"),
+                       ("slow", "dev-plc-cdab2"), ("bad_status", "dev-opc1"), ("restart", "dev-opc2")):
+        rec = by_kind[(f"transport.{kind}", name)]
+        assert rec["start_ns"] == epoch_ns + 6 * 10**9
+    assert by_kind[("transport.bad_status", "dev-opc1")]["signals"] == ["hall.hvac01.co2"]
+    assert "transport faults: 6 scheduled" in sim.log()
+
+
+def test_faults_file_errors_name_their_place(tmp_path: Path) -> None:
+    plant = relocate_ports(load_plant(ROOT / "configs" / "dev" / "plant.yaml"), free_port_block)
+    (tmp_path / "plant.yaml").write_text(yaml.safe_dump(plant.model_dump(mode="json"), sort_keys=False))
+    (tmp_path / "faults.yaml").write_text(
+        "events:\n  - {signal: nope.x, kind: spike, at_s: 1, duration_s: 1}\n"
+        "transport:\n  - {device: dev-opc1, kind: timeout, at_s: 1, duration_s: 1}\n"
+        "  - {device: dev-plc1, kind: explode, at_s: 1, duration_s: 1}\n")
+    res = subprocess.run([sys.executable, "-m", "plantwire.cli", "sim", str(tmp_path / "plant.yaml"), "--faults",
+                          str(tmp_path / "faults.yaml")], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert res.returncode == 2
+    assert "transport[1].kind" in res.stderr
