@@ -269,8 +269,9 @@ def parse_prometheus(text: str) -> dict[str, Family]:
         labels = tuple(sorted(_LABEL.findall(labels_raw)))
         assert len(labels) == labels_raw.count('="'), f"line {n}: bad labels {labels_raw!r}"
         assert len({k for k, _ in labels}) == len(labels), f"line {n}: repeated label name"
-        assert labels not in family.samples, f"line {n}: duplicate series {name}{{{labels_raw}}}"
-        family.samples[labels] = float(value)  # raises on a malformed value
+        key = labels if name in families else (("__name__", name), *labels)  # a histogram's _bucket/_sum/_count
+        assert key not in family.samples, f"line {n}: duplicate series {name}{{{labels_raw}}}"
+        family.samples[key] = float(value)  # raises on a malformed value
     return families
 
 
@@ -280,7 +281,9 @@ def check_conventions(families: dict[str, Family], prefix: str) -> list[str]:
     for name, fam in families.items():
         if not name.startswith(prefix + "_"):
             problems.append(f"{name}: not under the {prefix}_ namespace")
-        if fam.kind == "counter" and not name.endswith("_total"):
+        if fam.kind == "counter" and name.endswith(("_bucket", "_sum", "_count")):
+            problems.append(f"{name}: histogram series exposed as a counter family (# TYPE base histogram)")
+        elif fam.kind == "counter" and not name.endswith("_total"):
             problems.append(f"{name}: a counter must end in _total")
         if fam.kind != "counter" and name.endswith("_total"):
             problems.append(f"{name}: only counters end in _total (it is a {fam.kind})")
@@ -309,6 +312,10 @@ def test_prometheus_parser_rejects_what_it_should() -> None:
         with pytest.raises((AssertionError, ValueError)):
             parse_prometheus(bad)
     assert check_conventions(parse_prometheus("# HELP p_c C.\n# TYPE p_c counter\np_c 1\n"), "p")
+    hist_as_counters = "# HELP p_s_bucket S.\n# TYPE p_s_bucket counter\np_s_bucket{le=\"+Inf\"} 1\n"
+    assert "histogram" in check_conventions(parse_prometheus(hist_as_counters), "p")[0]
+    hist = "# HELP p_s S.\n# TYPE p_s histogram\np_s_bucket{le=\"+Inf\"} 1\np_s_sum 0.5\np_s_count 1\n"
+    assert not check_conventions(parse_prometheus(hist), "p")
     assert check_conventions(parse_prometheus("# HELP p_lag_ms L.\n# TYPE p_lag_ms gauge\np_lag_ms 1\n"), "p")
     assert check_conventions(parse_prometheus("# HELP p_g_total G.\n# TYPE p_g_total gauge\np_g_total 1\n"), "p")
     assert not check_conventions(parse_prometheus(good), "p")
