@@ -349,3 +349,28 @@ def test_bounds_during_outage_every_sample_delivered_or_counted(mosquitto: Mosqu
         assert snap["t_spool_wal_records"] == 0
     finally:
         close(fw, pub, spool)
+
+
+def test_record_damaged_on_disk_is_dropped_and_counted_on_replay(
+    mosquitto: Mosquitto, cloud: Cloud, tmp_path: Path
+) -> None:
+    s = SpoolSettings(max_bytes=64 * 1024**2, segment_bytes=1024**2)
+    with Spool(s, tmp_path) as sp:
+        for seq in range(3):
+            sp.append(batch(seq), epoch=EPOCH, seq=seq, n_samples=N)
+    fw, pub, spool = make(mosquitto, tmp_path)
+    try:
+        rec = spool.get(spool.live()[1].lane, EPOCH, 1)
+        assert rec is not None
+        (seg,) = sorted((tmp_path / "wal").glob("*.wal"))[:1]
+        with open(seg, "r+b") as f:  # bit rot after the scan on open
+            f.seek(rec.offset + 5)
+            b = f.read(1)
+            f.seek(rec.offset + 5)
+            f.write(bytes([b[0] ^ 0xFF]))
+        pump(fw, lambda: spool.stats.records == 0, what="replay")
+        assert cloud.telemetry() == [0, 2]
+        assert fw.counters.wal_errors == 1
+        assert spool.stats.dropped_records == 1 and spool.stats.dropped_samples == N
+    finally:
+        close(fw, pub, spool)
