@@ -12,6 +12,8 @@ state warm (see ``checkpoint.py``); only ``machine.components`` changes the stat
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -68,6 +70,18 @@ class AlarmSettings(_Strict):
     off_count: int = Field(default=10, ge=1, description="consecutive samples < off_threshold to close")
 
 
+class HealthSettings(_Strict):
+    """Predictive maintenance: a RUL model (``tools/fit_rul.py`` output) ticked once per machine duty cycle."""
+
+    model: Path = Field(description="RUL model .npz; relative paths are resolved by the owner (config folder)")
+    machines: list[str] = Field(default=["*"], description="machine id patterns (fnmatch) the model applies to")
+    inputs: dict[str, str] = Field(default_factory=dict,
+                                   description="model input -> signal name within the machine, where they differ")
+    period_s: float = Field(default=60.0, gt=0, description="one tick = one duty cycle of the training data")
+    alarm: AlarmSettings = Field(default=AlarmSettings(on_threshold=0.8, off_threshold=0.7, on_count=3, off_count=3),
+                                 description="on 1 - health: 0.8 opens a HEALTH event when health falls below 0.2")
+
+
 class AnalyticsSettings(_Strict):
     warmup: int = Field(default=30, ge=1, description="samples a signal learns before it is scored")
     level: LevelSettings = LevelSettings()
@@ -79,3 +93,5 @@ class AnalyticsSettings(_Strict):
     signal_alarm: AlarmSettings = AlarmSettings()
     machine_alarm: AlarmSettings = AlarmSettings(on_count=2, off_count=5)
     max_events: int = Field(default=10_000, ge=1, description="events kept per frame; more are counted as dropped")
+    checkpoint_interval_s: float = Field(default=300.0, gt=0, description="detector state saved this often")
+    health: HealthSettings | None = None
