@@ -14,6 +14,7 @@ from edge.sources.modbus_plan import plan_device
 from plantwire.plant import TYPE_ORDER, PlantConfig, RegisterType, SignalTable, Table, expand
 from simulators.encoding import RegisterEncoder
 from simulators.faults import KIND_ORDER, EventKind, Events, EventSchedule, LabelWriter
+from simulators.physics import FAULT_WORD_FAILED, Physics, Role, WearPlan, machine_templates
 from simulators.signals import SignalModel
 
 MIXED: dict[str, Any] = {"signals": [
@@ -239,3 +240,103 @@ def test_labels_are_written_once_as_events_start(tmp_path: Path) -> None:
             row = table.ids.index(r["signal"])
             assert r["magnitude"] == pytest.approx(float(model.clean_at(np.array([t_s]), np.array([row]))[0]),
                                                    rel=1e-6)
+
+
+# -- physics -----------------------------------------------------------------------------------
+def dev_physics(seed: int = 2, wear: WearPlan | None = None, epoch_ns: int = 0) -> tuple[SignalTable, Physics]:
+    from plantwire.configfile import load_plant
+
+    plant = load_plant(DEV_PLANT)
+    table = expand(plant)
+    return table, Physics(table, machine_templates(plant), seed, epoch_ns, wear)
+
+
+def test_load_drives_current_and_temperature_follows_with_a_lag() -> None:
+    table, phys = dev_physics()
+    model = SignalModel(table, np.arange(len(table)), 2, None, phys)
+    ids = table.ids
+    cur, powr, wind = (ids.index(f"line1.compressor01.{n}") for n in ("motor_current", "motor_power", "winding_temp_1"))
+    t = np.arange(12 * 3600.0, 12 * 3600.0 + 1800.0, 5.0)  # midday: full shift, 6 duty cycles
+    v = np.array([model.clean_at(np.full(3, s), np.array([cur, powr, wind])) for s in t])
+    assert np.corrcoef(v[:, 0], v[:, 1])[0, 1] > 0.99  # one load drives both
+    lags = range(0, 120)  # samples of 5 s: up to 600 s
+    corr = [np.corrcoef(v[: len(t) - k, 0], v[k:, 2])[0, 1] for k in lags]
+    best = int(np.argmax(corr))
+    assert corr[best] > 0.95 and 5 <= best * 5.0 <= 300  # temperature follows current, later
+
+
+def test_shifts_stop_or_slow_machines_at_night_and_counters_count_up() -> None:
+    table, phys = dev_physics()
+    rows = np.arange(len(table))
+    noon = phys.evaluate(12 * 3600.0, rows, table.base.copy())
+    night = phys.evaluate(3 * 3600.0, rows, table.base.copy())
+    running = np.flatnonzero(phys.role == Role.RUNNING)
+    load = np.flatnonzero(phys.role == Role.LOAD)
+    assert (noon[running] == 1).all()
+    assert (night[load].sum() < 0.6 * noon[load].sum())
+    counters = np.flatnonzero(phys.role == Role.COUNTER)
+    assert counters.size > 20
+    later = phys.evaluate(12 * 3600.0 + 600.0, rows, table.base.copy())
+    assert (later[counters] > noon[counters]).all()
+
+
+def test_wear_raises_vibration_bands_and_bearing_temperature_until_failure_then_repair() -> None:
+    from plantwire.configfile import load_plant
+
+    templates = machine_templates(load_plant(DEV_PLANT))
+    m = templates.index("compressor")
+    wear = WearPlan(np.array([m]), np.array([0.0]), np.array([10 * 86400.0]), np.array([7200.0]), np.array([True]))
+    table, phys = dev_physics(wear=wear)
+    _, fresh = dev_physics()
+    mid = table.machine_ids[m]
+    rows = np.array([table.ids.index(f"{mid}.{n}") for n in
+                     ("vibration_rms_1", "vibration_rms_2", "vibration_rms_4", "bearing_temp_1", "running",
+                      "fault_word")])
+    noon = 12 * 3600.0
+
+    def at(day: float, p: Physics = phys) -> np.ndarray:
+        return p.evaluate(np.full(rows.size, day * 86400 + noon), rows, np.zeros(rows.size))
+
+    new, half, late = at(0, fresh), at(5), at(9)  # same time of day, same duty-cycle phase
+    assert half[1] > 2 * new[1] and half[2] < 1.5 * new[2]  # the bearing band rises first, HF late
+    assert late[0] > 2.5 * new[0] and late[2] > 3 * new[2] and late[3] > new[3] + 10
+    assert phys.rul_s(5 * 86400.0)[0] == pytest.approx(5 * 86400.0)
+    failed = phys.evaluate(np.full(rows.size, 10 * 86400.0 + 60), rows, np.zeros(rows.size))
+    assert failed[4] == 0 and failed[5] == FAULT_WORD_FAILED and failed[0] < new[0]
+    repaired = at(11)
+    np.testing.assert_allclose(repaired[[0, 1, 2, 4, 5]], at(11, fresh)[[0, 1, 2, 4, 5]])
+
+
+def test_wear_labels_carry_the_true_rul(tmp_path: Path) -> None:
+    table, _ = dev_physics()
+    wear = WearPlan(np.array([0]), np.array([100.0]), np.array([1000.0]), np.array([50.0]), np.array([True]))
+    _, phys = dev_physics(wear=wear)
+    sched = EventSchedule(table, 0, 0.0)
+    writer = LabelWriter(tmp_path / "l.jsonl", table, sched, epoch_ns=0, physics=phys, rul_period_s=100.0)
+    for t in range(0, 1200, 7):
+        writer.advance(float(t))
+    writer.close()
+    recs = [json.loads(x) for x in (tmp_path / "l.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in recs][:2] == ["wear", "rul"] and recs[-1]["kind"] == "failure"
+    assert recs[0]["rul_s"] == 900.0 and recs[0]["start_ns"] == 100 * 10**9 and recs[0]["end_ns"] == 1000 * 10**9
+    ruls = [r for r in recs if r["kind"] == "rul"]
+    assert len(ruls) == 9
+    for r in ruls:
+        assert r["rul_s"] == pytest.approx(1000.0 - r["ts_ns"] / 1e9)
+    assert recs[-1]["start_ns"] == 1000 * 10**9 and recs[-1]["end_ns"] == 1050 * 10**9
+
+
+def test_micro_leak_raises_decay_and_steepens_the_pressure_decay() -> None:
+    table, phys = dev_physics()
+    mid = "line2.leak_test01"
+    base = 12 * 3600  # the epoch is midnight: t is the time of day
+    fixed = fixed_events(table, [(f"{mid}.decay_rate", EventKind.MICRO_LEAK, base + 50.0, base + 1000.0, 60.0)])
+    clean = SignalModel(table, np.arange(len(table)), 0, None, phys)
+    leaky = SignalModel(table, np.arange(len(table)), 0, EventSchedule(table, 0, 0.0, fixed), phys)
+    ids = table.ids
+    dec, leak, press = (ids.index(f"{mid}.{n}") for n in ("decay_rate", "leak_rate", "test_pressure"))
+    diffs = np.array([leaky.step(k, float(k))[[dec, leak, press]] - clean.step(k, float(k))[[dec, leak, press]]
+                      for k in range(base + 100, base + 200)])
+    np.testing.assert_allclose(diffs[:, 0], 60.0, atol=1e-9)
+    np.testing.assert_allclose(diffs[:, 1], 3.0, atol=1e-9)
+    assert diffs[:, 2].min() < -60.0 * 1e-5 * 5 and diffs[:, 2].max() <= 0  # lower pressure while measuring
