@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -35,11 +36,12 @@ import numpy as np
 from plantwire.configfile import ConfigError
 from plantwire.plant import Protocol, SignalTable
 
+from .control import ControlServer, parse_body
 from .encoding import DeviceImage, RegisterEncoder
 from .faults import LabelWriter
 from .modbus_server import ModbusSlave, UnitMode
 from .runtime import SimOptions, TickLoop, add_common_arguments, build_world, options_from_args
-from .schedule import TransportFault, TransportKind
+from .schedule import TransportFault, TransportKind, faults_from_data
 
 __all__ = ["Simulator", "main"]
 
@@ -52,8 +54,10 @@ TRANSPORT_PERIOD_S = 0.05
 class Simulator:
     """Everything ``plantwire sim`` runs, usable in-process by tests (``async with Simulator(...)``)."""
 
-    def __init__(self, opts: SimOptions, *, labels: Path | None = None, child_log_dir: Path | None = None) -> None:
+    def __init__(self, opts: SimOptions, *, labels: Path | None = None, child_log_dir: Path | None = None,
+                 control_port: int | None = None) -> None:
         self.opts = opts
+        self.control = ControlServer(self._control, port=control_port) if control_port is not None else None
         self.world = build_world(opts)
         self.table: SignalTable = self.world.table
         self.schedule = self.world.schedule
@@ -106,13 +110,54 @@ class Simulator:
                 self.labels.advance(t_s)
             await asyncio.sleep(LABEL_PERIOD_S)
 
-    def inject(self, fault: TransportFault) -> None:
-        """Schedule a Modbus transport fault now (tests, the control API); it is labelled like scheduled ones."""
-        if self.table.devices[fault.device].protocol is not Protocol.MODBUS:
-            raise ValueError("inject() drives this process's Modbus slaves; OPC-UA faults go in the faults file")
-        self.transport.append(fault)
-        self.labels.transport.append(fault)
-        self.labels._transport_done.append(False)
+    def add_faults(self, data: dict[str, object], *, absolute: bool = False) -> dict[str, int]:
+        """Apply a faults mapping on command (control API); ``at_s`` counts from now unless ``absolute``.
+
+        Raises ConfigError (every problem with its path) before anything is applied.
+        """
+        if data.get("wear"):
+            raise ConfigError("request body", ["wear: only the faults file given at start may schedule wear"])
+        # a little ahead of now, so that the label writer (which has passed now) still sees them start
+        offset = 0.0 if absolute else self.sim_now() + LABEL_PERIOD_S * 2 * self.opts.time_scale
+        doc, loaded = faults_from_data(data, self.table, "request body", offset)
+        self.schedule.add_fixed(loaded.events)
+        for f in loaded.transport:
+            self.transport.append(f)
+            self.labels.add_transport(f)
+        line = (json.dumps(doc.model_dump(mode="json")) + "\n").encode()
+        for name, proc in self.children.items():
+            if proc.stdin is not None and proc.poll() is None:
+                try:
+                    proc.stdin.write(line)
+                    proc.stdin.flush()
+                except OSError:
+                    log.warning("could not forward faults to OPC-UA server %s", name)
+        return {"events": len(loaded.events), "transport": len(loaded.transport)}
+
+    async def _control(self, method: str, path: str, query: dict[str, list[str]], body: bytes) -> tuple[int, object]:
+        if path == "/status" and method == "GET":
+            return 200, self.status()
+        if path == "/faults":
+            if method != "POST":
+                return 405, {"error": "POST a faults mapping"}
+            try:
+                added = self.add_faults(parse_body(body), absolute=query.get("absolute", ["0"])[0] in ("1", "true"))
+            except ConfigError as exc:
+                return 400, {"errors": exc.errors}
+            return 200, {"added": added, "sim_time_s": self.sim_now()}
+        return 404, {"error": f"no {method} {path}; try GET /status or POST /faults"}
+
+    def status(self) -> dict[str, object]:
+        ml = self.modbus_loop
+        return {
+            "epoch_ns": self.opts.epoch_ns, "sim_time_s": self.sim_now(), "time_scale": self.opts.time_scale,
+            "signals": len(self.table), "modbus": {"ticks": ml.ticks, "missed": ml.missed,
+                                                   "requests": sum(s.store.stats.requests for s in self.slaves)},
+            "opcua_servers": {n: ("running" if p.poll() is None else f"exited {p.returncode}")
+                              for n, p in self.children.items()},
+            "labels_written": self.labels.written,
+            "transport_faults": [f.label(self.table, self.opts.epoch_ns) for f in self.transport],
+        }
 
     async def _transport_loop(self) -> None:
         """Switch Modbus misbehaviour on and off as scheduled faults start and end."""
@@ -157,7 +202,7 @@ class Simulator:
                 out = open(self.child_log_dir / f"opcua-{d.name}.log", "ab")
             self.children[d.name] = subprocess.Popen(
                 [sys.executable, "-m", "simulators.opcua_server", *self.opts.argv(), "--device", d.name,
-                 "--ready-file", str(ready)],
+                 "--ready-file", str(ready)], stdin=subprocess.PIPE,
                 stdout=out, stderr=subprocess.STDOUT if out is not None else None,  # type: ignore[arg-type]
             )
             if out is not None:
@@ -166,6 +211,8 @@ class Simulator:
         self._modbus_tick(k0, self.modbus_loop.sim_time(k0), 0)  # images hold plausible values before the first read
         for slave in self.slaves:
             await slave.start()
+        if self.control is not None:
+            await self.control.start()
         deadline = time.monotonic() + timeout_s
         for d in self.opcua_devices:
             ready = ready_dir / f"{d.index}.ready"
@@ -197,6 +244,8 @@ class Simulator:
         return code
 
     async def stop(self) -> None:
+        if self.control is not None:
+            await self.control.stop()
         for slave in self.slaves:
             with contextlib.suppress(Exception):
                 await slave.stop()
@@ -252,6 +301,8 @@ class Simulator:
         for f in self.transport:
             lines.append(f"    {f.kind.value:<11} {t.devices[f.device].name:<24} t={f.start_s:g}..{f.end_s:g} s")
         lines.append(f"  labels: {self.labels.path if self.labels.path else '(not written; use --labels PATH)'}")
+        if self.control is not None:
+            lines.append(f"  control API: http://127.0.0.1:{self.control.port}/status, POST /faults")
         return "\n".join(lines)
 
 
@@ -266,9 +317,8 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-async def _amain(opts: SimOptions, labels: Path | None, ready_file: Path | None) -> int:
-    sim = Simulator(opts, labels=labels)
-    print(sim.describe(), flush=True)
+async def _amain(opts: SimOptions, labels: Path | None, ready_file: Path | None, control_port: int | None) -> int:
+    sim = Simulator(opts, labels=labels, control_port=control_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -276,6 +326,7 @@ async def _amain(opts: SimOptions, labels: Path | None, ready_file: Path | None)
     t0 = time.monotonic()
     try:
         await sim.start()
+        print(sim.describe(), flush=True)
         log.info("all servers listen after %.1f s", time.monotonic() - t0)
         if ready_file is not None:
             _write_atomically(ready_file, f"{os.getpid()}\n")
@@ -294,6 +345,8 @@ def main(argv: list[str]) -> int:
     add_common_arguments(parser)
     parser.add_argument("--ready-file", type=Path, default=None, help="written once every server listens")
     parser.add_argument("--labels", type=Path, default=None, help="JSONL ground truth of injected anomalies")
+    parser.add_argument("--control-port", type=int, default=None,
+                        help="serve the control API (GET /status, POST /faults) on this loopback port (0: any)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -301,7 +354,7 @@ def main(argv: list[str]) -> int:
     logging.getLogger("asyncua").setLevel(logging.ERROR)
     opts = options_from_args(args)
     try:
-        return asyncio.run(_amain(opts, args.labels, args.ready_file))
+        return asyncio.run(_amain(opts, args.labels, args.ready_file, args.control_port))
     except ConfigError as exc:
         print(exc.report(), file=sys.stderr)
         return 2

@@ -144,6 +144,10 @@ class EventSchedule:
         self.scale = signal_scale(table)
         self._windows: dict[int, Events] = {}
 
+    def add_fixed(self, events: Events) -> None:
+        """Add events on command (control API); every process adds the same ones."""
+        self.fixed = Events.concat([self.fixed, events])
+
     def window(self, w: int) -> Events:
         """Random events whose start falls in window ``w`` ([w, w+1) * WINDOW_S)."""
         cached = self._windows.get(w)
@@ -221,6 +225,10 @@ class LabelWriter:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(path, "a", buffering=1)
+
+    def add_transport(self, fault: Labelled) -> None:
+        self.transport.append(fault)
+        self._transport_done.append(False)
 
     def ns(self, t_s: float) -> int:
         return self.epoch_ns + round(t_s * 1e9)

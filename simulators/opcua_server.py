@@ -40,6 +40,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import logging
 import math
 import os
@@ -51,10 +52,11 @@ from pathlib import Path
 import numpy as np
 from asyncua import Server, ua
 
+from plantwire.configfile import ConfigError
 from plantwire.plant import Device, Protocol, SignalTable
 
-from .runtime import SimOptions, TickLoop, add_common_arguments, build_world, options_from_args
-from .schedule import TransportFault, TransportKind
+from .runtime import SimOptions, TickLoop, World, add_common_arguments, build_world, options_from_args
+from .schedule import TransportFault, TransportKind, faults_from_data
 from .signals import SignalModel
 
 __all__ = ["OpcuaPlantServer", "main"]
@@ -230,10 +232,29 @@ def history_enabled(spec: str, table: SignalTable, device: Device) -> bool:
     return device.name in {x.strip() for x in spec.split(",")}
 
 
+async def _commands(world: World, device: Device, faults: list[TransportFault]) -> None:
+    """Faults forwarded by the parent's control API, one JSON faults mapping per stdin line."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    try:
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    except (ValueError, OSError):  # stdin is not a pipe (a terminal run): nothing to listen to
+        return
+    while line := await reader.readline():
+        try:
+            _, loaded = faults_from_data(json.loads(line), world.table, "control command")
+        except (ValueError, ConfigError) as exc:
+            log.error("ignoring a control command: %s", exc)
+            continue
+        world.schedule.add_fixed(loaded.events)
+        faults.extend(f for f in loaded.transport if f.device == device.index)
+
+
 async def _fault_loop(srv: OpcuaPlantServer, faults: list[TransportFault], opts: SimOptions) -> None:
-    active = [False] * len(faults)
+    active: list[bool] = []
     while True:
         t_s = (time.time_ns() - opts.epoch_ns) / 1e9 * opts.time_scale
+        active += [False] * (len(faults) - len(active))
         for i, f in enumerate(faults):
             on = f.start_s <= t_s < f.end_s
             if on == active[i]:
@@ -276,6 +297,7 @@ async def serve(opts: SimOptions, device_name: str, ready_file: Path | None) -> 
         async with asyncio.TaskGroup() as tg:
             tick_task = tg.create_task(ticker.run(), name=f"opcua-ticks-{device.name}")
             fault_task = tg.create_task(_fault_loop(srv, faults, opts), name=f"opcua-faults-{device.name}")
+            command_task = tg.create_task(_commands(world, device, faults), name=f"opcua-commands-{device.name}")
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
@@ -284,6 +306,7 @@ async def serve(opts: SimOptions, device_name: str, ready_file: Path | None) -> 
                     break
             tick_task.cancel()
             fault_task.cancel()
+            command_task.cancel()
     finally:
         await srv.stop()
         print(f"plantwire sim: opcua {device.name} stopped; ticks {ticker.ticks} (missed {ticker.missed}, "

@@ -45,7 +45,7 @@ from plantwire.plant import Protocol, SignalTable
 from .faults import KIND_ORDER, EventKind, Events
 from .physics import WearPlan
 
-__all__ = ["FaultsFile", "LoadedFaults", "TransportFault", "TransportKind", "load_faults"]
+__all__ = ["FaultsFile", "LoadedFaults", "TransportFault", "TransportKind", "faults_from_data", "load_faults"]
 
 
 class TransportKind(enum.StrEnum):
@@ -190,6 +190,23 @@ def load_faults(path: Path, table: SignalTable) -> LoadedFaults:
     if errors:
         raise ConfigError(str(path), errors)
     return compile_faults(doc, table)
+
+
+def faults_from_data(data: dict[str, object], table: SignalTable, source: str,
+                     offset_s: float = 0.0) -> tuple[FaultsFile, LoadedFaults]:
+    """Validate a faults mapping (control API, forwarded commands); times shifted by ``offset_s``."""
+    doc = validate(FaultsFile, data, source)
+    errors = _check(doc, table)
+    if errors:
+        raise ConfigError(source, errors)
+    if offset_s:
+        doc = doc.model_copy(update={
+            "events": [e.model_copy(update={"at_s": e.at_s + offset_s}) for e in doc.events],
+            "transport": [t.model_copy(update={"at_s": t.at_s + offset_s}) for t in doc.transport],
+            "wear": [w.model_copy(update={"start_s": w.start_s + offset_s, "failure_s": w.failure_s + offset_s})
+                     for w in doc.wear],
+        })
+    return doc, compile_faults(doc, table)
 
 
 def compile_faults(doc: FaultsFile, table: SignalTable) -> LoadedFaults:

@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,7 +30,7 @@ from edge.sources.modbus_codec import Codec
 from edge.sources.modbus_plan import plan_device
 from plantwire.configfile import load_plant
 from plantwire.plant import PlantConfig, Protocol, SignalTable, Table, expand, relocate_ports
-from plantwire.ports import free_port_block
+from plantwire.ports import free_port, free_port_block
 
 pytestmark = pytest.mark.integration
 
@@ -342,3 +344,60 @@ def test_faults_file_errors_name_their_place(tmp_path: Path) -> None:
                           str(tmp_path / "faults.yaml")], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert res.returncode == 2
     assert "transport[1].kind" in res.stderr
+
+
+def test_control_api_triggers_faults_on_command(tmp_path: Path) -> None:
+    port = free_port()
+    sim = start_sim(tmp_path, "--control-port", str(port), "--anomaly-rate", "0", "--wear-fraction", "0",
+                    "--modbus-rate", "5", "--opcua-rate", "5", "--opcua-security", "none")
+    table = sim.table
+    dev = {d.name: d for d in table.devices}
+
+    def call(method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                     data=json.dumps(body).encode() if body is not None else None)
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    async def checks() -> None:
+        d = dev["dev-plc1"]
+        client = AsyncModbusTcpClient(d.host, port=d.port, timeout=0.5, retries=0)
+        await client.connect()
+        assert not (await client.read_holding_registers(0, count=4, device_id=d.unit_id)).isError()
+        code, out = call("POST", "/faults", {
+            "transport": [{"device": "dev-plc1", "kind": "exception", "at_s": 0, "duration_s": 4, "exception_code": 6},
+                          {"device": "dev-opc2", "kind": "bad_status", "at_s": 0, "duration_s": 4,
+                           "signals": ["hall.hvac03.co2"], "status": "BadCommunicationError"}],
+            "events": [{"signal": "hall.hvac03.filter_dp", "kind": "dropout", "at_s": 0, "duration_s": 4}],
+        })
+        assert code == 200 and out["added"] == {"events": 1, "transport": 2}, out
+        await asyncio.sleep(1.6)
+        r = await client.read_holding_registers(0, count=4, device_id=d.unit_id)
+        assert r.isError() and r.exception_code == 6
+        o = dev["dev-opc2"]
+        async with Client(o.endpoint, timeout=3) as oc:
+            ns = await oc.get_namespace_index(o.namespace)
+            co2 = await oc.get_node(ua.NodeId("hall.hvac03.co2", ns)).read_data_value(raise_on_bad_status=False)
+            dp = await oc.get_node(ua.NodeId("hall.hvac03.filter_dp", ns)).read_data_value(raise_on_bad_status=False)
+            assert co2.StatusCode.name == "BadCommunicationError"
+            assert dp.StatusCode.name == "BadSensorFailure"  # the dropout
+        await asyncio.sleep(4.0)
+        assert not (await client.read_holding_registers(0, count=4, device_id=d.unit_id)).isError()
+        client.close()
+
+    try:
+        code, status = call("GET", "/status")
+        assert code == 200 and status["signals"] == len(table) and status["modbus"]["ticks"] > 0
+        code, out = call("POST", "/faults", {"transport": [{"device": "nope", "kind": "timeout", "at_s": 0,
+                                                            "duration_s": 1}]})
+        assert code == 400 and out["errors"] == ["transport[0].device: unknown device 'nope'"]
+        asyncio.run(checks())
+        _, status = call("GET", "/status")
+        assert [f["kind"] for f in status["transport_faults"]] == ["transport.exception", "transport.bad_status"]
+    finally:
+        assert stop_sim(sim) == 0
+    kinds = [json.loads(x)["kind"] for x in (tmp_path / "labels.jsonl").read_text().splitlines()]
+    assert {"transport.exception", "transport.bad_status", "dropout"} <= set(kinds)
