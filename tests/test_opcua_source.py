@@ -173,6 +173,7 @@ def test_values_arrive_with_their_rows_values_and_quality() -> None:
             recent = ts > t0 - 1_000_000_000
             assert recent.any() and np.all(ts[recent] < time.time_ns())  # source timestamps, ns since epoch
             assert stats.last_sample_ns >= t0
+            assert source.fast_notifications > 0 and source.fast_decode_errors == 0  # the byte-level path ran
         await server.stop()
 
     run(main())
@@ -669,3 +670,108 @@ def test_notifications_for_unknown_handles_are_counted_not_delivered() -> None:
     _, rows, values, _ = sink.columns()
     assert rows.tolist() == [1, 3] and values.tolist() == [1.0, 3.0]
     assert source.unknown_handles == 2 and stats.malformed == 2 and stats.samples_good == 2
+
+
+# ---- the byte-level fast path against asyncua + decode_datavalues (the reference) -------------
+_SCALARS: list[tuple[ua.VariantType, Callable[[np.random.Generator], Any]]] = [
+    (ua.VariantType.Double, lambda r: float(r.normal() * 1e3)),
+    (ua.VariantType.Float, lambda r: float(np.float32(r.normal()))),
+    (ua.VariantType.Int16, lambda r: int(r.integers(-2**15, 2**15))),
+    (ua.VariantType.UInt16, lambda r: int(r.integers(0, 2**16))),
+    (ua.VariantType.Int32, lambda r: int(r.integers(-2**31, 2**31))),
+    (ua.VariantType.UInt32, lambda r: int(r.integers(0, 2**32))),
+    (ua.VariantType.Int64, lambda r: int(r.integers(-2**62, 2**62))),
+    (ua.VariantType.UInt64, lambda r: int(r.integers(0, 2**63))),
+    (ua.VariantType.SByte, lambda r: int(r.integers(-128, 128))),
+    (ua.VariantType.Byte, lambda r: int(r.integers(0, 256))),
+    (ua.VariantType.Boolean, lambda r: bool(r.integers(0, 2))),
+]
+_STATUSES = [ua.StatusCodes.Good, ua.StatusCodes.BadSensorFailure, ua.StatusCodes.UncertainLastUsableValue,
+             ua.StatusCodes.GoodClamped, ua.StatusCodes.BadNoCommunication]
+
+
+def _random_item(r: np.random.Generator, handle: int, *, vtype: int | None, odd: bool) -> Any:
+    from datetime import timedelta
+
+    base = datetime(2026, 5, 1, tzinfo=UTC) + timedelta(microseconds=int(r.integers(0, 10**12)))
+    k = vtype if vtype is not None else int(r.integers(0, len(_SCALARS)))
+    variant_type, make = _SCALARS[k]
+    dv = ua.DataValue(ua.Variant(make(r), variant_type))
+    if vtype is None or odd:
+        if r.random() < 0.3:
+            dv.StatusCode = ua.StatusCode(_STATUSES[int(r.integers(0, len(_STATUSES)))])
+        dv.SourceTimestamp = base if r.random() < 0.7 else None
+        dv.ServerTimestamp = base + timedelta(milliseconds=3) if r.random() < 0.5 else None
+        if odd and r.random() < 0.1:
+            dv.SourceTimestamp = datetime(1601, 1, 1, tzinfo=UTC)  # the OPC-UA null DateTime
+        if odd and r.random() < 0.05:
+            dv.Value = ua.Variant("not a number", ua.VariantType.String)
+        if odd and r.random() < 0.05:
+            dv.Value = ua.Variant([1.0, 2.0], ua.VariantType.Double)
+    else:
+        dv.SourceTimestamp = base
+    return ua.MonitoredItemNotification(ClientHandle=handle, Value=dv)
+
+
+@pytest.mark.parametrize("case", ["uniform", "uniform_bool", "mixed", "odd"])
+def test_fast_path_matches_asyncua_decoding(case: str) -> None:
+    from asyncua.common.utils import Buffer
+    from asyncua.ua.ua_binary import from_binary, struct_to_binary
+
+    from edge.sources.opcua_decode import decode_datavalues
+    from edge.sources.opcua_fastpath import _itemwise, _uniform, parse_datachange
+
+    r = np.random.default_rng(7)
+    paths = set()
+    for trial in range(40):
+        n = int(r.integers(1, 300))
+        vtype = {"uniform": 0, "uniform_bool": 10}.get(case)
+        items = [_random_item(r, int(h), vtype=vtype, odd=case == "odd") for h in r.integers(0, 2**32, n)]
+        body = struct_to_binary(ua.DataChangeNotification(MonitoredItems=items))
+        fast = parse_datachange(body)
+        paths.add(fast is not None)
+        if case.startswith("uniform"):  # one structured frombuffer, no per-item Python
+            assert _uniform(memoryview(body), n) is not None
+        elif case == "mixed":
+            assert _uniform(memoryview(body), n) is None and _itemwise(memoryview(body), n) is not None
+        if fast is None:  # only for content asyncua must decode (strings, arrays)
+            assert case == "odd"
+            continue
+        ref_items = from_binary(ua.DataChangeNotification, Buffer(body)).MonitoredItems
+        ref = decode_datavalues([it.Value for it in ref_items], fallback_ns=123)
+        got = fast.decoded(fallback_ns=123)
+        assert fast.handles.tolist() == [it.ClientHandle for it in ref_items], trial
+        np.testing.assert_array_equal(got.ts_ns, ref.ts_ns)
+        np.testing.assert_array_equal(got.value, ref.value)  # NaN == NaN here
+        np.testing.assert_array_equal(got.quality, ref.quality)
+        assert (got.bad_status, got.unconvertible) == (ref.bad_status, ref.unconvertible)
+    assert True in paths  # the fast path was exercised, not only the fallback
+
+
+def test_fast_publish_response_matches_asyncua() -> None:
+    from asyncua.common.utils import Buffer
+    from asyncua.ua.ua_binary import struct_from_binary, struct_to_binary
+
+    from edge.sources.opcua_fastpath import ColumnsNotification, parse_publish_response
+
+    r = np.random.default_rng(3)
+    items = [_random_item(r, h, vtype=0, odd=False) for h in range(50)]
+    message = ua.NotificationMessage(SequenceNumber=17, PublishTime=datetime(2026, 5, 1, tzinfo=UTC),
+                                     NotificationData=[ua.DataChangeNotification(MonitoredItems=items),
+                                                       ua.StatusChangeNotification(Status=ua.StatusCode(0))])
+    response = ua.PublishResponse(Parameters=ua.PublishResult(
+        SubscriptionId=5, AvailableSequenceNumbers=[16, 17], MoreNotifications=True, NotificationMessage=message,
+        Results=[ua.StatusCode(ua.StatusCodes.BadSequenceNumberUnknown)]))
+    data = struct_to_binary(response)
+    ref = struct_from_binary(ua.PublishResponse, Buffer(data))
+    got = parse_publish_response(Buffer(data))
+    assert got is not None
+    assert got.Parameters.SubscriptionId == 5 and got.Parameters.AvailableSequenceNumbers == [16, 17]
+    assert got.Parameters.MoreNotifications and got.Parameters.Results == ref.Parameters.Results
+    msg = got.Parameters.NotificationMessage
+    assert (msg.SequenceNumber, msg.PublishTime) == (17, ref.Parameters.NotificationMessage.PublishTime)
+    cols, status = msg.NotificationData
+    assert isinstance(cols, ColumnsNotification) and cols.handles.tolist() == list(range(50))
+    assert status == ref.Parameters.NotificationMessage.NotificationData[1]
+    # A response of another type is left to asyncua.
+    assert parse_publish_response(Buffer(struct_to_binary(ua.ReadResponse()))) is None

@@ -60,7 +60,8 @@ from asyncua import Client, ua
 from edge.config import DeadbandType, OpcuaGroup, OpcuaMode, OpcuaSettings
 from plantwire.plant import Device, Quality, SignalTable
 
-from .opcua_decode import decode_datavalues
+from .opcua_decode import Decoded, decode_datavalues
+from .opcua_fastpath import ColumnsNotification, install
 from .opcua_security import SecurityConfigError, apply_security, read_credentials
 from .stats import SourceStats
 
@@ -213,6 +214,7 @@ class OpcuaSource:
         *,
         backfill_sink: Sink | None = None,
         rng: random.Random | None = None,
+        fast_decode: bool = True,
     ) -> None:
         """Resolve groups and check the credentials are readable (no network).
 
@@ -220,6 +222,9 @@ class OpcuaSource:
         missing: a typo must stop the daemon (systemd must not restart-loop on it), not retry forever.
         """
         read_credentials(settings.security)
+        self.fast_decode = fast_decode  # decode PublishResponses from the bytes (opcua_fastpath); False: asyncua
+        self.fast_decode_errors = 0
+        self.fast_notifications = 0  # DataChangeNotifications decoded from the bytes
         self.device = device
         self.settings = settings
         self.sink = sink
@@ -291,6 +296,8 @@ class OpcuaSource:
         except Exception:
             self.stats.connect_failures += 1
             raise
+        if self.fast_decode:
+            install(client.uaclient.session, self._on_fast_decode_error)
         if self._ever_connected:
             self.stats.reconnects += 1
         self._ever_connected = True
@@ -379,6 +386,13 @@ class OpcuaSource:
             log.log(level, "%s: %s; reconnecting with back-off", self._name, msg)
         else:
             log.debug("%s: still failing: %s", self._name, msg)
+
+    def _on_fast_decode_error(self, exc: BaseException) -> None:
+        """The byte-level decoder failed on a message (asyncua decodes it instead): count, log the first."""
+        self.fast_decode_errors += 1
+        if self.fast_decode_errors == 1:
+            log.warning("%s: fast PublishResponse decoding failed; asyncua decodes such messages (logged once)",
+                        self._name, exc_info=exc)
 
     def _hint(self, error: str) -> str:
         """What the operator should do about a refusal, for the log line."""
@@ -473,7 +487,12 @@ class OpcuaSource:
             return  # keep-alive
         try:
             for notif in data:
-                if isinstance(notif, ua.DataChangeNotification):
+                if isinstance(notif, ColumnsNotification):  # decoded from the bytes (opcua_fastpath)
+                    self.fast_notifications += 1
+                    if len(notif):
+                        sub.has_data = True
+                        self._ingest_columns(notif.handles, notif.decoded(time.time_ns()))
+                elif isinstance(notif, ua.DataChangeNotification):
                     if notif.MonitoredItems:
                         sub.has_data = True
                         self._ingest(notif.MonitoredItems)
@@ -488,21 +507,24 @@ class OpcuaSource:
             log.exception("%s: failed to handle a notification of subscription %d", self._name, sub.subscription_id)
 
     def _ingest(self, items: list[ua.MonitoredItemNotification]) -> None:
-        n = len(items)
-        now_ns = time.time_ns()
-        handles = np.fromiter((it.ClientHandle for it in items), dtype=np.int64, count=n)
-        dec = decode_datavalues([it.Value for it in items], now_ns)
+        """asyncua-decoded items (the fallback path): columns from the objects."""
+        handles = np.fromiter((it.ClientHandle for it in items), dtype=np.int64, count=len(items))
+        self._ingest_columns(handles, decode_datavalues([it.Value for it in items], time.time_ns()))
+
+    def _ingest_columns(self, handles: np.ndarray, dec: Decoded) -> None:
         ts, values, quality = dec.ts_ns, dec.value, dec.quality
         mine = self._mine
         if handles.min() < 0 or handles.max() >= mine.shape[0] or not mine[handles].all():
             ok = (handles >= 0) & (handles < mine.shape[0])
             ok[ok] = mine[handles[ok]]
-            dropped = n - int(np.count_nonzero(ok))
+            dropped = len(handles) - int(np.count_nonzero(ok))
             self.unknown_handles += dropped
             self.stats.errors += dropped
             self.stats.malformed += dropped
             log.debug("%s: %d notifications for unknown client handles", self._name, dropped)
             handles, ts, values, quality = handles[ok], ts[ok], values[ok], quality[ok]
+            if not len(handles):
+                return
         if dec.bad_status:
             self.stats.exceptions += dec.bad_status
             self.stats.errors += dec.bad_status

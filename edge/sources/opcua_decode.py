@@ -28,7 +28,7 @@ from asyncua import ua
 
 from plantwire.plant import Quality
 
-__all__ = ["Decoded", "datetime_to_ns", "decode_datavalues", "quality_of_status"]
+__all__ = ["Decoded", "datetime_to_ns", "decode_datavalues", "finish", "pick_timestamps", "quality_of_status"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_NAIVE = datetime(1970, 1, 1)
@@ -64,22 +64,56 @@ class Decoded:
     unconvertible: int  # samples with a value that is not a number (delivered BAD)
 
 
-def _timestamps(dvs: Sequence[ua.DataValue], fallback_ns: int) -> np.ndarray:
-    n = len(dvs)
-    src = [dv.SourceTimestamp for dv in dvs]
-    if None in src:
-        src = [s if s is not None else dv.ServerTimestamp for s, dv in zip(src, dvs, strict=True)]
-    lookup: dict[datetime | None, int] = dict.fromkeys(src, fallback_ns)
+_NO_TS = -1  # "no usable timestamp" in the int64 timestamp columns
+_INT64_MAX = 2**63 - 1
+
+
+def _datetimes_ns(dts: list[datetime | None]) -> np.ndarray:
+    """int64 ns per datetime, ``_NO_TS`` for None and for times before 1970 or after 2262 (the OPC-UA
+    null DateTime is 1601; int64 ns ends in 2262). Converted once per distinct value."""
+    lookup: dict[datetime | None, int] = dict.fromkeys(dts, _NO_TS)
     for dt in lookup:
         if dt is not None:
-            lookup[dt] = datetime_to_ns(dt)
+            ns = datetime_to_ns(dt)
+            lookup[dt] = ns if 0 < ns <= _INT64_MAX else _NO_TS
     if len(lookup) == 1:
-        return np.full(n, next(iter(lookup.values())), dtype=np.int64)
-    return np.fromiter(map(lookup.__getitem__, src), dtype=np.int64, count=n)
+        return np.full(len(dts), next(iter(lookup.values())), dtype=np.int64)
+    return np.fromiter(map(lookup.__getitem__, dts), dtype=np.int64, count=len(dts))
+
+
+def pick_timestamps(source_ns: np.ndarray | None, server_ns: np.ndarray | None, fallback_ns: int) -> np.ndarray:
+    """SourceTimestamp where usable, else ServerTimestamp, else ``fallback_ns`` (columns use ``_NO_TS``)."""
+    if source_ns is None and server_ns is None:
+        raise ValueError("need at least one timestamp column")
+    ts = source_ns if source_ns is not None else server_ns
+    assert ts is not None
+    if server_ns is not None and source_ns is not None:
+        ts = np.where(source_ns > 0, source_ns, server_ns)
+    return np.where(ts > 0, ts, fallback_ns)
+
+
+def finish(codes: np.ndarray, values: np.ndarray, convertible: np.ndarray | None, ts_ns: np.ndarray) -> Decoded:
+    """Apply the quality rules to raw columns (shared by the object path here and the byte path in opcua_fastpath).
+
+    ``values`` is modified in place; ``convertible`` is None when every value is a number.
+    """
+    quality = quality_of_status(codes)
+    bad = quality == _BAD
+    bad_status = int(np.count_nonzero(bad))
+    n_unconvertible = 0
+    if convertible is not None:
+        # A Bad status already explains a missing value; count only the good/uncertain ones we refuse.
+        refused = ~convertible & ~bad
+        n_unconvertible = int(np.count_nonzero(refused))
+        quality[refused] = _BAD
+        bad |= refused
+    if bad_status or n_unconvertible:
+        values[bad] = np.nan
+    return Decoded(ts_ns, values, quality, bad_status, n_unconvertible)
 
 
 def _values(variants: list[ua.Variant | None]) -> tuple[np.ndarray, np.ndarray | None]:
-    """float64 values and, when some cannot be converted, a bool mask of those."""
+    """float64 values and, when some cannot be converted, a bool mask of the convertible ones."""
     n = len(variants)
     types = {v.VariantType if v is not None else None for v in variants}
     if types <= _NUMERIC:
@@ -92,7 +126,7 @@ def _values(variants: list[ua.Variant | None]) -> tuple[np.ndarray, np.ndarray |
                 return out, None
     # Slow path, only for notifications carrying something odd: judge each variant.
     out = np.full(n, np.nan, dtype=np.float64)
-    bad = np.ones(n, dtype=bool)
+    ok = np.zeros(n, dtype=bool)
     for i, v in enumerate(variants):
         if v is None or v.VariantType not in _NUMERIC or v.is_array or isinstance(v.Value, list | tuple):
             continue
@@ -100,8 +134,8 @@ def _values(variants: list[ua.Variant | None]) -> tuple[np.ndarray, np.ndarray |
             out[i] = float(v.Value)
         except (TypeError, ValueError, OverflowError):
             continue
-        bad[i] = False
-    return out, bad
+        ok[i] = True
+    return out, ok
 
 
 def decode_datavalues(dvs: Sequence[ua.DataValue], fallback_ns: int, *, use_timestamps: bool = True) -> Decoded:
@@ -110,18 +144,11 @@ def decode_datavalues(dvs: Sequence[ua.DataValue], fallback_ns: int, *, use_time
     n = len(dvs)
     codes = np.fromiter((dv.StatusCode.value if dv.StatusCode is not None else 0 for dv in dvs),
                         dtype=np.uint32, count=n)
-    quality = quality_of_status(codes)
-    values, unconvertible = _values([dv.Value for dv in dvs])
-    bad = quality == _BAD
-    bad_status = int(np.count_nonzero(bad))
-    n_unconvertible = 0
-    if unconvertible is not None:
-        # A Bad status already explains a missing value; count only the good/uncertain ones we refuse.
-        refused = unconvertible & ~bad
-        n_unconvertible = int(np.count_nonzero(refused))
-        quality[refused] = _BAD
-        bad |= refused
-    if bad_status or n_unconvertible:
-        values[bad] = np.nan
-    ts = _timestamps(dvs, fallback_ns) if use_timestamps else np.full(n, fallback_ns, dtype=np.int64)
-    return Decoded(ts, values, quality, bad_status, n_unconvertible)
+    values, convertible = _values([dv.Value for dv in dvs])
+    if use_timestamps:
+        source = _datetimes_ns([dv.SourceTimestamp for dv in dvs])
+        server = _datetimes_ns([dv.ServerTimestamp for dv in dvs]) if np.any(source <= 0) else None
+        ts = pick_timestamps(source, server, fallback_ns)
+    else:
+        ts = np.full(n, fallback_ns, dtype=np.int64)
+    return finish(codes, values, convertible, ts)
