@@ -28,10 +28,14 @@ from typing import Any
 import numpy as np
 
 from edge.config import EdgeConfig, load_edge
-from edge.frames import Frame, FrameBuffer
-from edge.kernels.ewma import ewma_zscore
+from edge.detectors.analytics import EdgeAnalytics, HealthResult
+from edge.detectors.events import Phase, Scope
+from edge.forwarder import Forwarder
+from edge.frames import FrameBuffer
+from edge.kernels.kinds import Kind
 from edge.sinks.mqtt import MqttPublisher
 from edge.sources.stats import SourceStats
+from edge.spool import Spool
 from plantwire import wire
 from plantwire.configfile import ConfigError
 from plantwire.logs import setup_logging
@@ -42,32 +46,8 @@ from plantwire.sdnotify import Notifier
 log = logging.getLogger("plantwire.edge")
 
 #: Bounded wait for broker acknowledgements at shutdown.
+SHUTDOWN_DRAIN_TIMEOUT_S = 5.0
 SHUTDOWN_ACK_TIMEOUT_S = 30.0
-
-
-class EwmaDetector:
-    """Per-signal EWMA z-score state (arrays sized from the signal table) around the numba kernel."""
-
-    def __init__(self, n_signals: int, alpha: float, threshold: float, warmup: int, min_std: float) -> None:
-        self.mean = np.zeros(n_signals, dtype=np.float64)
-        self.var = np.zeros(n_signals, dtype=np.float64)
-        self.count = np.zeros(n_signals, dtype=np.int64)
-        self.alpha = alpha
-        self.threshold = threshold
-        self.warmup = warmup
-        self.min_std = min_std
-        self._scores = np.zeros(0, dtype=np.float64)
-
-    def score(self, frame: Frame) -> tuple[np.ndarray, int]:
-        n = len(frame)
-        if self._scores.shape[0] < n:
-            self._scores = np.zeros(max(n, 2 * self._scores.shape[0]), dtype=np.float64)
-        out = self._scores[:n]
-        anomalies = ewma_zscore(
-            frame.signal, frame.value, frame.quality, self.mean, self.var, self.count,
-            self.alpha, self.threshold, self.warmup, self.min_std, out,
-        )
-        return out, int(anomalies)
 
 
 #: READY is sent once every source is connected, or after this long with the rest listed in STATUS,
@@ -76,7 +56,9 @@ READY_TIMEOUT_S = 30.0
 
 
 class EdgeGateway:
-    def __init__(self, cfg: EdgeConfig, plant: PlantConfig, *, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self, cfg: EdgeConfig, plant: PlantConfig, *, notifier: Notifier | None = None, base_dir: Path | None = None
+    ) -> None:
         self.cfg = cfg
         self.notifier = notifier or Notifier.from_env()
         self.table: SignalTable = expand(plant)
@@ -87,9 +69,16 @@ class EdgeGateway:
         n = len(self.table)
         self.read_count = np.zeros(n, dtype=np.int64)
         self.buffer = FrameBuffer(cfg.publish.buffer_samples, on_full=self._flush)
-        d = cfg.detector
-        self.detector = EwmaDetector(n, d.alpha, d.threshold, d.warmup, d.min_std)
+        # Builds the detector stack and health/RUL model and resumes their checkpoints (warm restart).
+        self.analytics = EdgeAnalytics.from_table(
+            self.table, cfg.analytics, state_dir=cfg.state_dir, base_dir=base_dir or cfg.plant.parent
+        )
+        for reason in self.analytics.cold_reasons:
+            log.info("analytics start cold: %s", reason)
+        self._anomaly_threshold = cfg.analytics.signal_alarm.on_threshold
         self.anomalies = 0
+        self.events_opened = 0
+        self.events_dropped = 0
         self.kernel_s = 0.0
         self.encode_s = 0.0
         self.source_stats: dict[str, SourceStats] = {}
@@ -110,6 +99,10 @@ class EdgeGateway:
             cfg.mqtt.client_id or f"plantwire-edge-{cfg.gateway_id}",
             will=(self._health_topic, json.dumps({"status": "offline", "gateway": cfg.gateway_id}).encode()),
             on_connect_messages=self._on_connect_messages,
+        )
+        self.spool = Spool(cfg.spool, cfg.state_dir)
+        self.forwarder = Forwarder(
+            cfg.spool, self.publisher, self.spool, self.site, cfg.gateway_id, max_inflight=cfg.mqtt.max_inflight
         )
         self.metrics_server: MetricsServer | None = None
 
@@ -144,9 +137,12 @@ class EdgeGateway:
             return
         frame = self.buffer.drain()
         t0 = time.perf_counter()
-        _, anomalies = self.detector.score(frame)
+        result = self.analytics.process(frame.ts_ns, frame.signal, frame.value, frame.quality)
+        self.anomalies += int(np.count_nonzero(result.score >= self._anomaly_threshold))
+        if result.events.shape[0]:
+            self._publish_events(result.events)
+        self.events_dropped += result.events_dropped
         t1 = time.perf_counter()
-        self.anomalies += anomalies
         self.read_count += np.bincount(frame.signal, minlength=self.read_count.shape[0])
         step = self.cfg.publish.max_batch_samples
         for a in range(0, len(frame), step):
@@ -161,16 +157,71 @@ class EdgeGateway:
                 value=frame.value[a:b],
                 quality=frame.quality[a:b],
             )
+            self.forwarder.submit(payload, self.seq, self.boot_epoch_ns, b - a)
             self.seq += 1
-            self.publisher.publish(self._telemetry_topic, payload, b - a)
         self.kernel_s += t1 - t0
         self.encode_s += time.perf_counter() - t1
+
+    def _publish_events(self, events: np.ndarray) -> None:
+        """Alarm OPEN/CLOSE rows to the events lane (JSON, rare by construction: hysteresis + debounce)."""
+        out: list[dict[str, Any]] = []
+        for ev in events.tolist():  # a handful per frame at most, never per sample
+            ts_start, ts_end, entity, scope, phase, kind, peak = ev
+            doc: dict[str, Any] = {
+                "type": "alarm",
+                "state": "open" if phase == Phase.OPEN else "closed",
+                "kind": Kind(kind).name.lower(),
+                "start_ns": int(ts_start),
+                "end_ns": None if ts_end < 0 else int(ts_end),
+                "peak": round(float(peak), 4),
+            }
+            if scope == Scope.SIGNAL:
+                doc["signal"] = self.table.ids[entity]
+                doc["machine"] = self.table.machine_ids[int(self.table.machine[entity])]
+            else:
+                doc["machine"] = self.table.machine_ids[entity]
+            if phase == Phase.OPEN:
+                self.events_opened += 1
+            out.append(doc)
+        payload = wire.encode_events(self.cfg.gateway_id, self.boot_epoch_ns, out)
+        self.forwarder.submit_event(payload, self.boot_epoch_ns)
+
+    def _publish_health(self, h: HealthResult) -> None:
+        """Health index and RUL band per machine the model covers, on the events lane."""
+
+        def num(x: float) -> float | None:
+            return None if not np.isfinite(x) else round(float(x), 4)
+
+        docs: list[dict[str, Any]] = [
+            {
+                "type": "health",
+                "machine": self.table.machine_ids[m],
+                "ts_ns": h.ts_ns,
+                "health": num(hv),
+                "rul": num(r),
+                "rul_low": num(lo),
+                "rul_high": num(hi),
+            }
+            for m, hv, r, lo, hi in zip(
+                h.machine.tolist(), h.health.tolist(), h.rul.tolist(), h.rul_low.tolist(), h.rul_high.tolist(),
+                strict=True,
+            )
+        ]
+        if docs:
+            payload = wire.encode_events(self.cfg.gateway_id, self.boot_epoch_ns, docs)
+            self.forwarder.submit_event(payload, self.boot_epoch_ns)
+        if h.events.shape[0]:
+            self._publish_events(h.events)
 
     async def _flush_loop(self) -> None:
         period = self.cfg.publish.batch_interval_ms / 1000.0
         while True:
             await asyncio.sleep(period - (time.time() % period))
             self._flush()
+            health = self.analytics.tick(time.monotonic())  # also saves checkpoints when due
+            if health is not None:
+                self._publish_health(health)
+            self.forwarder.tick()
             self._update_metrics()
 
     def _update_metrics(self) -> None:
@@ -182,7 +233,12 @@ class EdgeGateway:
         m.gauge("samples_unacked", "Samples published but not yet acknowledged").set(ps.samples_unacked)
         m.counter("batches_published_total", "Telemetry batches published").set(float(self.seq))
         m.counter("bytes_published_total", "Payload bytes published").set(ps.bytes_published)
-        m.counter("anomalies_total", "Samples scoring at or above the detector threshold").set(self.anomalies)
+        m.counter("anomalies_total", "Samples scoring at or above the alarm threshold").set(self.anomalies)
+        m.counter("alarms_opened_total", "Alarm events opened (after hysteresis and debounce)").set(self.events_opened)
+        m.counter("events_dropped_total", "Alarm events beyond analytics.max_events per frame").set(
+            self.events_dropped
+        )
+        self.forwarder.export_metrics(m)
         m.counter("kernel_seconds_total", "Time spent in detector kernels").set(self.kernel_s)
         m.counter("encode_seconds_total", "Time spent encoding and publishing batches").set(self.encode_s)
         m.gauge("mqtt_connected", "1 while connected to the broker").set(1.0 if ps.connected else 0.0)
@@ -206,6 +262,7 @@ class EdgeGateway:
             "sources_connected": connected,
             "sources": len(self.source_stats),
             "samples_unacked": self.publisher.stats.samples_unacked,
+            "spool": {k: v for k, v in self.forwarder.stats().items() if k.startswith(("wal_", "dropped", "oldest"))},
         }
 
     def stats_doc(self) -> dict[str, Any]:
@@ -219,6 +276,9 @@ class EdgeGateway:
             "samples_acked": ps.samples_acked,
             "bytes_published": ps.bytes_published,
             "anomalies": self.anomalies,
+            "alarms_opened": self.events_opened,
+            "spool": self.forwarder.stats(),
+            "wal_bytes_written": int(self.forwarder.stats().get("wal_appended_bytes", 0)),
             "kernel_s": self.kernel_s,
             "encode_s": self.encode_s,
             "read_per_signal": dict(zip(self.table.ids, self.read_count.tolist(), strict=True)),
@@ -242,9 +302,6 @@ class EdgeGateway:
 
     async def run(self, stop: asyncio.Event) -> None:
         self.cfg.state_dir.mkdir(parents=True, exist_ok=True)
-        # Compile (or load from cache) the kernel before the first frame arrives.
-        self.detector.score(Frame(*(np.zeros(1, dt) for dt in (np.int64, np.uint32, np.float64, np.uint8))))
-        self.detector.count[0] = 0
         if self.cfg.metrics.port >= 0:
             self.metrics_server = MetricsServer(self.metrics, self.cfg.metrics.host, self.cfg.metrics.port, self.health)
             self.metrics_server.start()
@@ -255,6 +312,7 @@ class EdgeGateway:
             async with asyncio.TaskGroup() as tg:
                 tasks = [tg.create_task(coro, name=name) for name, coro in self._make_sources()]
                 tasks.append(tg.create_task(self._flush_loop(), name="flush"))
+                tasks.append(tg.create_task(self.forwarder.run(), name="forwarder"))
                 tasks.append(tg.create_task(self._supervise(), name="supervise"))
                 await stop.wait()
                 self.notifier.stopping()
@@ -263,10 +321,19 @@ class EdgeGateway:
         finally:
             self._flush()
             self._update_metrics()
-            if not self.publisher.wait_acked(SHUTDOWN_ACK_TIMEOUT_S):
+            # Give the cloud a moment to ack what is in flight; what it has not acked stays in the
+            # write-ahead log and is replayed at the next start, so this wait is a courtesy only.
+            await asyncio.to_thread(self.forwarder.wait_drained, SHUTDOWN_DRAIN_TIMEOUT_S)
+            # A clean disconnect discards the will: say "offline" ourselves, retained, before it.
+            offline = {"status": "offline", "gateway": self.cfg.gateway_id, "reason": "stopped"}
+            self.publisher.publish(self._health_topic, json.dumps(offline).encode(), retain=True)
+            if not await asyncio.to_thread(self.publisher.wait_acked, SHUTDOWN_ACK_TIMEOUT_S):
                 log.error("shutdown: %d samples not acknowledged by the broker", self.publisher.stats.samples_unacked)
             self._update_metrics()
             self.publisher.stop()
+            self.forwarder.close()
+            self.spool.close()
+            self.analytics.close()  # detector and health checkpoints: the next start resumes warm
             stats_path = self.cfg.state_dir / "stats.json"
             tmp = stats_path.with_suffix(".tmp")
             tmp.write_text(json.dumps(self.stats_doc()))
@@ -290,7 +357,7 @@ async def serve(config_path: Path, cfg: EdgeConfig, plant: PlantConfig, notifier
     loop.add_signal_handler(signal.SIGHUP, hup.set)
     reload_failures = 0
     while True:
-        gateway = EdgeGateway(cfg, plant, notifier=notifier)
+        gateway = EdgeGateway(cfg, plant, notifier=notifier, base_dir=config_path.parent)
         failures = gateway.metrics.counter("config_reload_failures_total", "SIGHUP reloads rejected")
         failures.set(reload_failures)
         ended = asyncio.Event()

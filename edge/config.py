@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edge.detectors.settings import AnalyticsSettings
+from edge.spool import SpoolSettings
 from plantwire.configfile import ConfigError, read_yaml, validate
 from plantwire.plant import PlantConfig
 
@@ -149,13 +151,6 @@ class OpcuaSettings(_Strict):
         return self
 
 
-class DetectorSettings(_Strict):
-    alpha: float = Field(default=0.01, gt=0, lt=1)
-    threshold: float = Field(default=6.0, gt=0)
-    warmup: int = Field(default=30, ge=1)
-    min_std: float = Field(default=1e-6, gt=0)
-
-
 class MetricsSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=9108, ge=0, le=65535, description="0 picks a free port (see state_dir/metrics.port)")
@@ -169,7 +164,8 @@ class EdgeConfig(_Strict):
     publish: PublishSettings = PublishSettings()
     modbus: ModbusSettings = ModbusSettings()
     opcua: OpcuaSettings = OpcuaSettings()
-    detector: DetectorSettings = DetectorSettings()
+    analytics: AnalyticsSettings = AnalyticsSettings()
+    spool: SpoolSettings = SpoolSettings()
     metrics: MetricsSettings = MetricsSettings()
 
 

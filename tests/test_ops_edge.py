@@ -442,8 +442,6 @@ def test_edge_health_is_retained_and_the_will_marks_a_dead_gateway_offline(
         time.sleep(0.2)
 
 
-@pytest.mark.xfail(strict=True, reason="edge/app.py stops with a normal MQTT disconnect, which discards the will: "
-                   "the retained health stays 'online' after `systemctl stop`; it should publish offline first")
 def test_edge_marks_itself_offline_on_a_clean_stop(edge: Edge, notify_socket: NotifySocket,
                                                    mosquitto: Mosquitto) -> None:
     notify_socket.wait_for("READY=1", 90, edge=edge)
