@@ -13,8 +13,9 @@ Rules (the same for subscriptions, polling and HistoryRead back-fill):
   as ``unconvertible``, so a mis-typed node shows up in the data and the metrics instead of vanishing.
   Numeric strings are refused on purpose: a String node is a configuration error, not a number.
 - **Timestamps**: SourceTimestamp when present, else ServerTimestamp, else the caller's fallback
-  (receive or tick time), as int64 ns since the Unix epoch. Datetimes are converted once per
-  distinct value: a server stamps a whole scan with the same few times.
+  (receive or tick time), as int64 ns since the Unix epoch. A timestamp before 1970 (the OPC-UA
+  null DateTime is 1601-01-01) or past 2262 (int64 ns) counts as absent. Datetimes are converted
+  once per distinct value: a server stamps a whole scan with the same few times.
 """
 
 from __future__ import annotations
