@@ -61,6 +61,11 @@ class Registry:
     def gauge(self, name: str, help_: str) -> Metric:
         return self._get(name, "gauge", help_)
 
+    def histogram(self, name: str, help_: str) -> Metric:
+        """One histogram family: its samples are set with the pseudo-label ``suffix`` (``_bucket``
+        with ``le=...``, ``_sum``, ``_count``), rendered under one ``# TYPE name histogram``."""
+        return self._get(name, "histogram", help_)
+
     def render(self) -> str:
         lines: list[str] = []
         with self._lock:
@@ -69,11 +74,15 @@ class Registry:
             lines.append(f"# HELP {m.name} {m.help}")
             lines.append(f"# TYPE {m.name} {m.kind}")
             for key, value in list(m.values.items()):
+                name = m.name
+                if m.kind == "histogram":
+                    name += dict(key).get("suffix", "")
+                    key = tuple(kv for kv in key if kv[0] != "suffix")
                 if key:
                     lab = ",".join(f'{k}="{_escape(v)}"' for k, v in key)
-                    lines.append(f"{m.name}{{{lab}}} {_fmt(value)}")
+                    lines.append(f"{name}{{{lab}}} {_fmt(value)}")
                 else:
-                    lines.append(f"{m.name} {_fmt(value)}")
+                    lines.append(f"{name} {_fmt(value)}")
         return "\n".join(lines) + "\n"
 
     def snapshot(self) -> dict[str, float]:
