@@ -144,6 +144,7 @@ class Ingestor:
         self.held: OrderedDict[int, tuple[Message, wire.Batch]] = OrderedDict()
         self._held_key = 0
         self._counters: dict[str, _GatewayCounters] = {}
+        self._counters_lock = threading.Lock()  # the consuming and the writer thread both count
         self._last_report = time.monotonic()
         self._last_ack_publish = 0.0
         self._influx_ok = True
@@ -263,16 +264,68 @@ class Ingestor:
             self.metrics_server = None
 
     def run(self, stop: threading.Event) -> None:
-        """Worker loop: collect, decode, write, acknowledge; returns once ``stop`` is set.
+        """Consume until ``stop`` is set: this thread decodes and builds, a writer thread writes.
 
-        On stop, whatever has been collected is written and acknowledged if InfluxDB takes it; a
-        write that is still being retried is abandoned unacknowledged (the broker redelivers).
+        The two overlap (a group is built while the previous one is being written), which keeps
+        InfluxDB busy instead of idle during decoding. Writes and acknowledgements stay in
+        arrival order: one writer, a FIFO of depth ``_PIPELINE_DEPTH``. On stop, groups already
+        handed over are written and acknowledged if InfluxDB takes them; a write still being
+        retried is abandoned unacknowledged (the broker redelivers to the persistent session).
+        A crash of the writer thread is re-raised here, so the daemon exits non-zero.
         """
-        while not stop.is_set():
-            msgs = self._collect(stop)
-            self._cycle(msgs, stop)
-        # Final flush of what is written: only pipeline counters may remain; publish acks once more.
+        writes: queue.Queue[_Write | None] = queue.Queue(maxsize=_PIPELINE_DEPTH)
+        failure: list[BaseException] = []
+        writer = threading.Thread(target=self._writer, args=(writes, stop, failure), name="ingest-writer", daemon=True)
+        writer.start()
+        try:
+            while not stop.is_set() and writer.is_alive():
+                w = self._prepare(self._collect(stop))
+                if w is not None and not self._hand_over(writes, w, writer, stop):
+                    break  # stopping: this group is not acknowledged; the broker redelivers it
+                self._update_gauges()
+                self._ensure_retention()
+        finally:
+            while writer.is_alive():
+                try:
+                    writes.put(None, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+            writer.join()
+        if failure:
+            raise RuntimeError("ingest writer thread failed") from failure[0]
+        self._update_gauges()
         self._publish_acks(force=True)
+
+    @staticmethod
+    def _hand_over(
+        writes: queue.Queue[_Write | None], w: _Write, writer: threading.Thread, stop: threading.Event
+    ) -> bool:
+        while writer.is_alive():
+            try:
+                writes.put(w, timeout=0.2)
+                return True
+            except queue.Full:
+                if stop.is_set():
+                    return False
+        return False
+
+    def _writer(self, writes: queue.Queue[_Write | None], stop: threading.Event, failure: list[BaseException]) -> None:
+        try:
+            while True:
+                try:
+                    w = writes.get(timeout=0.2)
+                except queue.Empty:
+                    w = _IDLE
+                if w is None:
+                    return
+                if w is not _IDLE and self._write(w, stop):
+                    self._commit(w)
+                if time.monotonic() - self._last_ack_publish >= self.ing.ack_interval_s:
+                    self._publish_acks(force=True)
+        except BaseException as exc:  # surfaced by run() in the consuming thread
+            failure.append(exc)
+            log.exception("ingest writer thread failed")
 
     # -- the cycle ----------------------------------------------------------------------------------
     def _collect(self, stop: threading.Event) -> list[Message]:
@@ -299,7 +352,8 @@ class Ingestor:
             samples += _claimed_samples(m.payload)
         return msgs
 
-    def _cycle(self, msgs: list[Message], stop: threading.Event) -> None:
+    def _prepare(self, msgs: list[Message]) -> _Write | None:
+        """Decode and build one write group (None when there is nothing to write or acknowledge)."""
         w = _Write()
         for m in msgs:
             self._handle(m, w)
@@ -307,14 +361,7 @@ class Ingestor:
         now = time.monotonic()
         if now - self._last_report >= self.ing.report_interval_s:
             w.add_text(self._pipeline_lines(now))
-        if w.parts or w.msgs:
-            if not self._write(w, stop):
-                return  # stopped during an outage: nothing acknowledged, the broker redelivers
-            self._commit(w)
-        self._update_gauges()
-        self._ensure_retention()
-        if time.monotonic() - self._last_ack_publish >= self.ing.ack_interval_s:
-            self._publish_acks(force=True)
+        return w if (w.parts or w.msgs) else None
 
     def _handle(self, m: Message, w: _Write) -> None:
         """Route one message by lane; adds its lines to ``w`` and queues it for acknowledgement."""
@@ -325,8 +372,8 @@ class Ingestor:
             return
         self.m_received.inc(lane=lane if lane in _LANES else "other")
         self.m_received_bytes.inc(len(m.payload))
-        c = self._counter(gateway, site)
-        c.bytes += len(m.payload)
+        with self._counters_lock:
+            self._counter(gateway, site).bytes += len(m.payload)
         if len(m.payload) > self.ing.max_payload_bytes:
             self._dead_letter(
                 m, "oversized", f"payload of {len(m.payload)} bytes exceeds {self.ing.max_payload_bytes}", w
@@ -481,7 +528,8 @@ class Ingestor:
         self.m_dead_samples.inc(samples)
         with contextlib.suppress(wire.WireError):
             _, gw, _ = wire.parse_topic(topic)
-            self._counter(gw, "").dead_letters += 1
+            with self._counters_lock:
+                self._counter(gw, "").dead_letters += 1
 
     # -- writing ------------------------------------------------------------------------------------
     def _write(self, w: _Write, stop: threading.Event) -> bool:
@@ -566,16 +614,16 @@ class Ingestor:
         for site, gateway, b in w.batches:
             dup = self.ledger.add(b.gateway, b.boot_epoch_ns, (b.seq,), site=site)
             touched.add((b.gateway, b.boot_epoch_ns))
-            c = self._counter(gateway, site)
-            c.batches += 1
-            c.duplicates += dup
             self.m_dups.inc(dup)
             n = len(b)
-            c.samples += n
-            if n:
-                top = int(b.ts_ns.max())
+            top = int(b.ts_ns.max()) if n else 0
+            newest = max(newest, top)
+            with self._counters_lock:
+                c = self._counter(gateway, site)
+                c.batches += 1
+                c.duplicates += dup
+                c.samples += n
                 c.newest_ts_ns = max(c.newest_ts_ns, top)
-                newest = max(newest, top)
         if w.batches:
             try:
                 self.ledger.save()
@@ -616,6 +664,7 @@ class Ingestor:
 
     # -- reporting ----------------------------------------------------------------------------------
     def _counter(self, gateway: str, site: str) -> _GatewayCounters:
+        """Caller holds ``_counters_lock``."""
         c = self._counters.get(gateway)
         if c is None:
             if len(self._counters) > 10_000:  # bounded: a flood of bogus topics must not grow memory
@@ -633,7 +682,12 @@ class Ingestor:
         now_s = time.time()
         ts_ns = time.time_ns()
         lines: list[str] = []
-        for gw, c in self._counters.items():
+        with self._counters_lock:
+            counters = list(self._counters.items())
+            snapshot = [(gw, _GatewayCounters(**vars(c))) for gw, c in counters]
+            for _, c in counters:
+                c.samples = c.batches = c.bytes = c.duplicates = c.dead_letters = 0
+        for gw, c in snapshot:
             if not c.site:
                 continue
             mine = [g for g in gaps if g.gateway == gw]
@@ -653,7 +707,6 @@ class Ingestor:
                 fields[schema.F_LAG_S] = max(0.0, (ts_ns - c.newest_ts_ns) / 1e9)
             tags = {schema.TAG_SITE: c.site, schema.TAG_GATEWAY: gw, schema.TAG_INGESTOR: self.ing.instance}
             lines.append(schema.format_point(schema.M_PIPELINE, tags, fields, ts_ns))
-            c.samples = c.batches = c.bytes = c.duplicates = c.dead_letters = 0
         return lines
 
     def _update_gauges(self) -> None:
@@ -668,6 +721,10 @@ class Ingestor:
             self.m_gaps.set(len(mine), gateway=gw)
             self.m_gap_batches.set(sum(g.batches for g in mine), gateway=gw)
             self.m_gap_age.set(max((now_s - g.since for g in mine), default=0.0), gateway=gw)
+
+
+_PIPELINE_DEPTH = 2
+_IDLE = _Write()  # the writer's "nothing arrived" marker
 
 
 class _WrongGateway(wire.WireError):
