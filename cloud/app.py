@@ -170,6 +170,7 @@ class Ingestor:
         self.m_dead = r.counter("dead_letters_total", "payloads or lines sent to the dead-letter store, by reason")
         self.m_dead_samples = r.counter("dead_letter_samples_total", "samples inside dead-lettered payloads or lines")
         self.m_errors = r.counter("errors_total", "errors, by kind (retried writes, ledger saves, ...)")
+        self.m_peer_acks = r.counter("peer_acks_total", "ack watermarks of other ingestors merged into the ledger")
         self.m_dups = r.counter("duplicate_batches_total", "batches received again (replays), stored idempotently")
         self.m_pending = r.gauge("pending_messages", "messages received, not yet written and acknowledged")
         self.m_held = r.gauge("held_messages", "batches waiting for their signal table")
@@ -389,7 +390,7 @@ class Ingestor:
             elif lane == "health":
                 self._health(m, site, gateway, w)
             elif lane == "ack":
-                w.msgs.append(m)  # our own (or a peer ingestor's) acks: nothing to store
+                self._peer_ack(m, site, gateway, w)
             else:
                 self._dead_letter(m, "unknown_lane", f"topic lane {lane!r} is not one of {_LANES}", w)
         except _WrongGateway as exc:
@@ -463,6 +464,20 @@ class Ingestor:
                 # One bad event is dead-lettered alone; the rest of the message is stored.
                 self._dead_letter_doc(m.topic, "schema", f"events[{i}]: {exc}", ev, w)
         w.add_text(lines)
+        w.msgs.append(m)
+
+    def _peer_ack(self, m: Message, site: str, gateway: str, w: _Write) -> None:
+        """Another ingestor's ack watermark (shared subscriptions): merged into our ledger.
+
+        Merging never triggers a publication of ours (no ping-pong between ingestors); our next
+        own write or periodic re-publication carries the union.
+        """
+        if m.payload:  # an empty payload clears a retained ack: nothing to merge
+            ack = wire.decode_ack(m.payload)
+            if ack.gateway != gateway:
+                raise _WrongGateway(f"ack.gateway: {ack.gateway!r} published on {gateway!r}'s topic")
+            self.ledger.merge_ack(ack, site=site)
+            self.m_peer_acks.inc()
         w.msgs.append(m)
 
     def _health(self, m: Message, site: str, gateway: str, w: _Write) -> None:

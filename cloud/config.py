@@ -36,6 +36,11 @@ class MqttSettings(_Strict):
     max_inflight: int = Field(
         default=1000, ge=1, le=65535, description="MQTT 5 Receive Maximum: unacknowledged messages the broker sends us"
     )
+    broadcast_topics: tuple[str, ...] = Field(
+        default=("plantwire/v1/+/+/signals", "plantwire/v1/+/+/ack"),
+        description="with a shared subscription, also subscribed unshared: every ingestor needs every signal "
+        "table (retained messages are not sent to shared subscriptions) and every peer's ack watermark",
+    )
     session_expiry_s: int = Field(
         default=7 * 24 * 3600, ge=0, description="how long the broker queues for us while we are away"
     )

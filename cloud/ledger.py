@@ -94,6 +94,40 @@ class GapLedger:
             ep.marks = [m for m in ep.marks if any(m[0] <= h[1] and h[0] <= m[1] for h in holes)]
         return dup
 
+    def merge_ack(self, ack: Ack, *, site: str = "", now: float | None = None) -> None:
+        """Fold in what a peer ingestor acknowledged (MQTT 5 shared subscriptions split one gateway's
+        batches over several ingestors; each publishes the union, so the edge frees all of them)."""
+        spans = ([(0, ack.watermark)] if ack.watermark >= 0 else []) + list(ack.ranges)
+        if not spans:
+            return
+        now = time.time() if now is None else now
+        with self._lock:
+            ep = self._epochs.get((ack.gateway, ack.boot_epoch_ns))
+            if ep is None:
+                ep = self._epochs[(ack.gateway, ack.boot_epoch_ns)] = _Epoch()
+                self._bound_epochs(ack.gateway)
+            if site:
+                ep.site = site
+            ep.updated = now
+            for lo, hi in spans:
+                self._insert_span(ep, lo, hi, now)
+            holes = self._holes(ep)
+            ep.marks = [m for m in ep.marks if any(m[0] <= h[1] and h[0] <= m[1] for h in holes)]
+
+    @staticmethod
+    def _insert_span(ep: _Epoch, lo: int, hi: int, now: float) -> None:
+        los, his = ep.los, ep.his
+        top = his[-1] if his else -1
+        if lo > top + 1:
+            ep.marks.append((top + 1, lo - 1, now))
+        i = bisect.bisect_left(his, lo - 1)  # first range that touches or lies above lo
+        j = bisect.bisect_right(los, hi + 1)  # ranges before j start at or below hi + 1
+        if i < j:
+            lo = min(lo, los[i])
+            hi = max(hi, his[j - 1])
+        los[i:j] = [lo]
+        his[i:j] = [hi]
+
     @staticmethod
     def _holes(ep: _Epoch) -> list[tuple[int, int]]:
         out: list[tuple[int, int]] = []

@@ -416,3 +416,40 @@ def test_retention_is_set_up_on_start_and_samples_land_in_raw(
         assert len(influxdb.rows('SELECT "quality" FROM "raw"."samples"', influx_db)) == 40
     finally:
         pub.close()
+
+
+def test_two_ingestors_share_the_load_and_ack_the_union(
+    tmp_path: Path, mosquitto: Mosquitto, influxdb: InfluxDB1, influx_db: str
+) -> None:
+    """MQTT 5 shared subscription: each batch stored once, and both ingestors' acks cover all of them."""
+    shared = "$share/ingest/plantwire/v1/+/+/#"
+    cfgs = []
+    for name in ("a", "b"):
+        c = make_cfg(tmp_path / name, mosquitto, influxdb.url, influx_db, instance=name, ack_interval_s=0.3)
+        mqtt_cfg = c.mqtt.model_copy(update={"topic": shared, "client_id": f"ingest-{name}"})
+        cfgs.append(c.model_copy(update={"mqtt": mqtt_cfg}))
+    pub = Publisher(mosquitto)
+    pub.watch_acks()
+    t0 = time.time_ns() - 60 * 10**9
+    try:
+        pub.pub(wire.topic(SITE, GW, "signals"), table_payload(), retain=True)
+        with running(cfgs[0]) as a, running(cfgs[1]) as b:
+            # Both learn the retained table (MQTT 5 sends none to a shared subscription: broadcast_topics).
+            wait_for(lambda: len(a.tables) == 1 and len(b.tables) == 1, what="both know the table")
+            for seq in range(20):
+                pub.pub(wire.topic(SITE, GW, "telemetry"), batch(seq, t0=t0)[0])
+            wait_for(
+                lambda: a.m_samples.get() + b.m_samples.get() == 800 and a.pending() + b.pending() == 0,
+                what="all 20 batches written",
+            )
+            assert a.m_decoded.get() > 0 and b.m_decoded.get() > 0  # the load was shared
+            assert a.m_decoded.get() + b.m_decoded.get() == 20  # and nothing twice
+            wait_for(
+                lambda: a.ledger.ack(GW, 1_000).watermark == 19 and b.ledger.ack(GW, 1_000).watermark == 19,
+                what="both ledgers hold the union",
+            )
+            assert a.ledger.gaps() == [] and b.ledger.gaps() == []
+            wait_for(lambda: pub.acks and pub.acks[-1].watermark == 19, what="published union watermark")
+        assert len(stored(influxdb, influx_db)) == 800
+    finally:
+        pub.close()

@@ -191,3 +191,22 @@ def test_pipeline_scrape_reads_histogram_buckets() -> None:
     lines = [ln for ln in reg.render().splitlines() if ln.startswith("plantwire_ingest_sample_latency_seconds_bucket")]
     assert [ln.split(" ")[1] for ln in lines] == ["1", "3", "4"]
     assert json.loads('"' + lines[0].split('le="')[1].split('"')[0] + '"') == "0.5"
+
+
+@given(
+    st.lists(st.integers(0, 120), max_size=80),
+    st.integers(-1, 60),
+    st.lists(st.tuples(st.integers(0, 150), st.integers(0, 30)), max_size=6),
+)
+@settings(max_examples=200, deadline=None)
+def test_merging_a_peer_ack_is_the_union(own: list[int], watermark: int, spans: list[tuple[int, int]]) -> None:
+    from plantwire.wire import Ack
+
+    led = GapLedger(Path("/nonexistent"))
+    led.add("g", 1, own)
+    ranges = tuple(sorted((lo, lo + w) for lo, w in spans))
+    led.merge_ack(Ack("g", 1, watermark, ranges))
+    want = set(own) | set(range(watermark + 1))
+    for lo, hi in ranges:
+        want |= set(range(lo, hi + 1))
+    assert led.ranges("g", 1) == naive_ranges(want)

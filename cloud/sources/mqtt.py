@@ -74,6 +74,7 @@ class MqttSource:
         self.queue: queue.Queue[Message] = queue.Queue()
         self.stats = SourceStats()
         self._generation = 0
+        self._pending_subs = 0
         self._subscribed = threading.Event()
         self._client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
@@ -151,16 +152,24 @@ class MqttSource:
         shared = self.settings.topic.startswith("$share/")
         # noLocal: we publish retained acks under the same tree; we do not want them back. MQTT 5
         # forbids noLocal on shared subscriptions, where the ack lane is simply ignored.
-        opts = SubscribeOptions(qos=1, noLocal=not shared)
-        client.subscribe(self.settings.topic, options=opts)
+        subs = [(self.settings.topic, SubscribeOptions(qos=1, noLocal=not shared))]
+        if shared:
+            # Every ingestor of the group needs every signal table (MQTT 5 sends no retained
+            # messages to a shared subscription) and every peer's acks, to publish their union.
+            subs += [(t, SubscribeOptions(qos=1, noLocal=True)) for t in self.settings.broadcast_topics]
+        self._pending_subs = len(subs)
+        for topic, opts in subs:
+            client.subscribe(topic, options=opts)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int, reasons: object, props: object) -> None:
         codes = list(reasons) if isinstance(reasons, list) else [reasons]
         if any(getattr(c, "is_failure", False) for c in codes):
             log.error("mqtt subscription to %r refused: %s", self.settings.topic, codes)
             return
-        self.stats.subscribed = True
-        self._subscribed.set()
+        self._pending_subs -= 1
+        if self._pending_subs <= 0:
+            self.stats.subscribed = True
+            self._subscribed.set()
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: object, flags: object, reason: object, props: object
