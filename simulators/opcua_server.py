@@ -19,7 +19,8 @@ re-notified, as a PLC would not), SourceTimestamp = the simulated time of the ti
 of a server whose sensor failed. Items forced bad by a fault get that status instead.
 
 History: servers chosen by ``--opcua-history`` (default every other one: "some servers", so a
-gateway meets both kinds) historize every variable in memory, the last ``--history-samples``
+gateway meets both kinds) historize every variable in memory (``simulators.history``: numpy ring
+buffers fed by the tick, not asyncua's per-node subscription), the last ``--history-samples``
 values each, and answer HistoryRead (raw) for back-fill. History is lost when the server restarts,
 as it is on PLCs that keep it in RAM.
 
@@ -42,7 +43,6 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import math
 import os
 import signal
 import sys
@@ -55,6 +55,7 @@ from asyncua import Server, ua
 from plantwire.configfile import ConfigError
 from plantwire.plant import Device, Protocol, SignalTable
 
+from .history import RingHistory
 from .runtime import SimOptions, TickLoop, World, add_common_arguments, build_world, options_from_args
 from .schedule import TransportFault, TransportKind, faults_from_data
 from .signals import SignalModel
@@ -85,6 +86,7 @@ class OpcuaPlantServer:
         self.security = security
         self.pki_dir = pki_dir
         self.up = False
+        self.history: RingHistory | None = None
         self.server = Server()
         self.ns_index = 0
         self.node_ids: list[ua.NodeId] = []
@@ -117,9 +119,18 @@ class OpcuaPlantServer:
             await s.load_private_key(str(key))
         self.ns_index = await s.register_namespace(self.device.namespace)
         await self._build_address_space()
+        self.history = None
         if self.history_samples > 0:
-            nodes = [s.get_node(n) for n in self.node_ids]
-            await s.historize_node_data_change(nodes, period=None, count=self.history_samples)  # type: ignore[arg-type]
+            self.history = RingHistory(self.node_ids, self.history_samples)
+            s.iserver.history_manager.set_storage(self.history)
+            aspace = s.iserver.aspace
+            for nid in self.node_ids:  # advertise it, as enable_history_data_change would
+                attrs = aspace._nodes[nid].attributes
+                attrs[ua.AttributeIds.Historizing].value = ua.DataValue(ua.Variant(True, ua.VariantType.Boolean))
+                for level in (ua.AttributeIds.AccessLevel, ua.AttributeIds.UserAccessLevel):
+                    old = attrs[level].value.Value.Value
+                    attrs[level].value = ua.DataValue(ua.Variant(old | ua.AccessLevel.HistoryRead.mask,
+                                                                 ua.VariantType.Byte))
         await s.start()
         self.up = True
 
@@ -172,20 +183,24 @@ class OpcuaPlantServer:
             idx = np.union1d(idx, np.fromiter(self.forced_bad, dtype=np.int64))
         if idx.size == 0:
             return
-        ts = _EPOCH + dt.timedelta(microseconds=(self.epoch_ns + round(t_s * 1e9)) // 1000)
-        await self._write(idx, values[idx].tolist(), ts)
+        ts_ns = self.epoch_ns + round(t_s * 1e9)
+        vals = values[idx]
+        status = np.where(np.isnan(vals), np.uint32(_BAD_SENSOR.value), np.uint32(0))
+        for j, i in enumerate(idx.tolist()) if self.forced_bad else ():
+            forced = self.forced_bad.get(i)
+            if forced is not None:
+                status[j] = forced.value
+        await self._write(idx, vals.tolist(), status.tolist(), _EPOCH + dt.timedelta(microseconds=ts_ns // 1000))
+        if self.history is not None:
+            self.history.record(ts_ns, idx, vals, status)
 
-    async def _write(self, idx: np.ndarray, values: list[float], ts: dt.datetime) -> None:
+    async def _write(self, idx: np.ndarray, values: list[float], status: list[int], ts: dt.datetime) -> None:
         aspace = self.server.iserver.aspace
         value_attr = ua.AttributeIds.Value
         double = ua.VariantType.Double
-        forced = self.forced_bad
-        for i, v in zip(idx.tolist(), values, strict=True):
-            status = forced.get(i)
-            if status is not None:
-                dv = ua.DataValue(StatusCode=status, SourceTimestamp=ts, ServerTimestamp=ts)
-            elif math.isnan(v):
-                dv = ua.DataValue(StatusCode=_BAD_SENSOR, SourceTimestamp=ts, ServerTimestamp=ts)
+        for i, v, code in zip(idx.tolist(), values, status, strict=True):
+            if code:
+                dv = ua.DataValue(StatusCode=ua.StatusCode(code), SourceTimestamp=ts, ServerTimestamp=ts)
             else:
                 dv = ua.DataValue(ua.Variant(v, double), SourceTimestamp=ts, ServerTimestamp=ts)
             await aspace.write_attribute_value(self.node_ids[i], value_attr, dv)

@@ -340,3 +340,38 @@ def test_micro_leak_raises_decay_and_steepens_the_pressure_decay() -> None:
     np.testing.assert_allclose(diffs[:, 0], 60.0, atol=1e-9)
     np.testing.assert_allclose(diffs[:, 1], 3.0, atol=1e-9)
     assert diffs[:, 2].min() < -60.0 * 1e-5 * 5 and diffs[:, 2].max() <= 0  # lower pressure while measuring
+
+
+def test_ring_history_keeps_the_last_values_in_order_and_pages() -> None:
+    import asyncio
+    import datetime as dt
+
+    from asyncua import ua
+
+    from simulators.history import RingHistory
+
+    nodes = [ua.NodeId(f"n{i}", 2) for i in range(3)]
+    hist = RingHistory(nodes, capacity=5, max_history_data_response_size=3)
+    t0 = 1_700_000_000 * 10**9
+    for k in range(8):  # node 0 every tick, node 1 on even ticks (only changed values are recorded)
+        rows = np.array([0, 1]) if k % 2 == 0 else np.array([0])
+        hist.record(t0 + k * 10**9, rows, np.full(rows.size, float(k)), np.where(rows == 1, 0, 0) if k != 6 else
+                    np.array([int(ua.StatusCodes.BadSensorFailure), 0]))
+
+    def at(k: float) -> dt.datetime:
+        return dt.datetime.fromtimestamp(t0 / 1e9 + k, dt.UTC)
+
+    async def read(node: int, start: dt.datetime | None, end: dt.datetime | None, nb: int = 0) -> tuple[list[float],
+                                                                                                         object]:
+        dvs, cont = await hist.read_node_history(nodes[node], start, end, nb)
+        return [dv.Value.Value if dv.StatusCode.is_good() else "bad" for dv in dvs], cont
+
+    async def main() -> None:
+        assert await read(0, at(0), at(100)) == ([3.0, 4.0, 5.0], at(6))  # ring of 5: ticks 3..7, paged by 3
+        assert await read(0, at(6), at(100)) == (["bad", 7.0], None)
+        assert await read(0, at(100), at(0), nb=2) == ([7.0, "bad"], None)  # start > end: newest first
+        assert await read(1, at(0), at(100)) == ([0.0, 2.0, 4.0], at(6))
+        assert await read(2, at(0), at(100)) == ([], None)
+        assert (await hist.read_node_history(ua.NodeId("other", 2), at(0), at(9), 0)) == ([], None)
+
+    asyncio.run(main())
