@@ -80,12 +80,13 @@ class NaiveGateway:
         self.read_count = np.zeros(len(self.table.ids), dtype=np.int64)
         self.connected: dict[str, bool] = {}
         self.published = 0
+        self.bytes_published = 0
         self.acked = 0
         self._lock = threading.Lock()
         reg = Registry("plantwire_edge")
-        self.m_read = reg.counter("samples_read", "samples read")
-        self.m_pub = reg.counter("samples_published", "samples published")
-        self.m_acked = reg.counter("samples_acked", "samples acked")
+        self.m_read = reg.counter("samples_read_total", "samples read")
+        self.m_pub = reg.counter("samples_published_total", "samples published")
+        self.m_acked = reg.counter("samples_acked_total", "samples acked")
         self.registry = reg
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"naive-{self.gateway}")
         self.client.max_inflight_messages_set(1000)
@@ -106,6 +107,7 @@ class NaiveGateway:
         msg = json.dumps({"signal": signal_id, "ts": ts_ns, "value": value, "quality": quality})
         self.client.publish(f"naive/{self.gateway}/{signal_id}", msg, qos=1)
         self.published += 1
+        self.bytes_published += len(msg)
 
     async def _modbus(self, dev: Any) -> None:
         from pymodbus.client import AsyncModbusTcpClient
@@ -196,6 +198,7 @@ class NaiveGateway:
         self.client.loop_stop()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         stats = {"samples_read": int(self.read_count.sum()), "samples_published": self.published,
+                 "bytes_published": self.bytes_published,
                  "samples_acked": self.acked,
                  "read_per_signal": dict(zip(self.table.ids, self.read_count.tolist(), strict=True))}
         (self.state_dir / "stats.json").write_text(json.dumps(stats))
@@ -219,8 +222,11 @@ class NaiveIngestor:
         self.lock = threading.Lock()
         self.written = 0
         reg = Registry("plantwire_ingest")
-        self.m_written = reg.counter("samples_written", "samples written")
+        self.m_written = reg.counter("samples_written_total", "samples written")
         self.m_pending = reg.gauge("pending_messages", "buffered points")
+        self.m_latency = reg.histogram("sample_latency_seconds", "sample time to InfluxDB write accepted")
+        self.lat_bounds = np.array([0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0])
+        self.lat_counts = np.zeros(self.lat_bounds.size + 1, dtype=np.int64)
         self.registry = reg
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="naive-ingest")
         self.client.on_message = self._on_message
@@ -248,6 +254,13 @@ class NaiveIngestor:
             req = urllib.request.Request(f"{self.url}/write?db={self.database}&precision=ns", data=body)
             urllib.request.urlopen(req, timeout=60).read()
             self.written += len(chunk)
+            ts = np.array([p._time for p in chunk], dtype=np.int64)
+            lat = (time.time_ns() - ts) / 1e9
+            self.lat_counts += np.bincount(np.searchsorted(self.lat_bounds, lat, side="left"),
+                                           minlength=self.lat_counts.size)
+        cum = np.cumsum(self.lat_counts)
+        for b, c in zip([*map(repr, self.lat_bounds.tolist()), "+Inf"], cum.tolist(), strict=True):
+            self.m_latency.set(c, suffix="_bucket", le=b)
         self.m_written.set(self.written)
         with self.lock:
             self.m_pending.set(len(self.buffer))
