@@ -824,43 +824,96 @@ def _event_line(site: str, gateway: str, ev: dict[str, Any]) -> str:
 # -- the daemon -------------------------------------------------------------------------------------
 
 
-async def serve(ingestor: Ingestor, notifier: Notifier) -> None:
-    """Run until SIGTERM/SIGINT: the worker in a thread, the systemd watchdog from the loop."""
+async def serve(config_path: Path, cfg: CloudConfig, notifier: Notifier) -> None:
+    """Run until SIGTERM/SIGINT; SIGHUP swaps in an ingestor built from the file if it validates.
+
+    The worker runs in a thread, the systemd watchdog is petted from the event loop. A reload is
+    atomic: the file is validated offline while the running ingestor carries on; a bad file is
+    rejected with its errors (``config_reload_failures_total``) and changes nothing. A good one
+    stops the running ingestor the way SIGTERM does (written groups acknowledged, the rest left to
+    the persistent session, which redelivers to the new one) and starts the new one. Counters
+    restart from zero then, which Prometheus' ``rate()`` takes as a counter reset.
+    """
     loop = asyncio.get_running_loop()
-    stop = threading.Event()
-    stopped = asyncio.Event()
-
-    def on_signal() -> None:
-        stop.set()
-        stopped.set()
-
+    stopping = asyncio.Event()
+    hup = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal)
-    ingestor.start()
-    notifier.ready(status="consuming")
+        loop.add_signal_handler(sig, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, hup.set)
+    reload_failures = 0
+    first = True
+    while True:
+        ingestor = Ingestor(cfg)
+        ingestor.registry.counter("config_reload_failures_total", "SIGHUP reloads rejected").set(reload_failures)
+        run_stop = threading.Event()
+        ended = asyncio.Event()
+        accepted: list[CloudConfig] = []
+        ingestor.start()
+        if first:
+            notifier.ready(status="consuming")
+            first = False
+        else:
+            notifier.ready(status="consuming (reloaded)")
 
-    async def supervise() -> None:
-        interval = notifier.watchdog_interval_s() or 5.0
-        while not stopped.is_set():
-            notifier.watchdog()
-            h = ingestor.health()
-            notifier.status(f"pending {h['pending_messages']}, influx {'ok' if h['influx_ok'] else 'DOWN'}")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopped.wait(), interval / 2.0)
+        async def supervise(ing: Ingestor = ingestor, ended: asyncio.Event = ended) -> None:
+            interval = notifier.watchdog_interval_s() or 5.0
+            while not ended.is_set():
+                notifier.watchdog()
+                h = ing.health()
+                notifier.status(f"pending {h['pending_messages']}, influx {'ok' if h['influx_ok'] else 'DOWN'}")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ended.wait(), interval / 2.0)
 
-    async def work() -> None:
+        async def work(
+            ing: Ingestor = ingestor, run_stop: threading.Event = run_stop, ended: asyncio.Event = ended
+        ) -> None:
+            try:
+                await asyncio.to_thread(ing.run, run_stop)
+            finally:
+                ended.set()
+
+        async def watch(
+            ing: Ingestor = ingestor,
+            run_stop: threading.Event = run_stop,
+            ended: asyncio.Event = ended,
+            accepted: list[CloudConfig] = accepted,
+        ) -> None:
+            nonlocal reload_failures
+            while not ended.is_set():
+                waiters = [asyncio.create_task(e.wait()) for e in (stopping, hup, ended)]
+                try:
+                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for t in waiters:
+                        t.cancel()
+                if stopping.is_set():
+                    run_stop.set()
+                    return
+                if hup.is_set():
+                    hup.clear()
+                    try:
+                        accepted.append(await asyncio.to_thread(load_cloud, config_path))
+                    except ConfigError as exc:
+                        reload_failures += 1
+                        ing.registry.counter("config_reload_failures_total", "").set(reload_failures)
+                        log.error("reload rejected, the running config carries on:\n%s", exc.report())
+                        continue
+                    log.info("reload: new config is valid, switching over")
+                    notifier.reloading()
+                    run_stop.set()
+                    return
+
         try:
-            await asyncio.to_thread(ingestor.run, stop)
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(work(), name="ingest-worker")
+                tg.create_task(supervise(), name="supervise")
+                tg.create_task(watch(), name="watch-signals")
         finally:
-            stopped.set()
-
-    try:
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(work(), name="ingest-worker")
-            tg.create_task(supervise(), name="supervise")
-    finally:
-        notifier.stopping()
-        ingestor.close()
+            ingestor.close()
+        if stopping.is_set() or not accepted:
+            notifier.stopping()
+            return
+        cfg = accepted[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -876,10 +929,10 @@ def main(argv: list[str] | None = None) -> int:
         print(exc.report(), file=sys.stderr)
         return 2
     try:
-        ingestor = Ingestor(cfg)
-    except (OSError, ValueError) as exc:
-        print(f"plantwire ingest: {exc}", file=sys.stderr)
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"plantwire ingest: state_dir {cfg.state_dir}: {exc}", file=sys.stderr)
         return 1
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(ingestor, Notifier.from_env()))
+        asyncio.run(serve(args.config, cfg, Notifier.from_env()))
     return 0

@@ -281,3 +281,39 @@ def test_cli_ingests_and_exits_0_on_sigterm(
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out.decode()[-2000:]
     assert stored(influxdb, influx_db) == expected(cols)
+
+
+def test_cli_sighup_reload_rejects_a_bad_file_and_switches_on_a_good_one(
+    tmp_path: Path, mosquitto: Mosquitto, influxdb: InfluxDB1, influx_db: str, pub: Publisher
+) -> None:
+    from plantwire.pipeline import health, scrape
+
+    cfg = make_cfg(tmp_path, mosquitto, influxdb.url, influx_db)
+    path = tmp_path / "cloud.yaml"
+    good = yaml.safe_dump(cfg.model_dump(mode="json"))
+    path.write_text(good)
+    port_file = cfg.state_dir / "metrics.port"
+    proc = _spawn(path)
+    try:
+        wait_for(port_file.exists, 60, what="metrics port")
+        port = int(port_file.read_text())
+        wait_for(lambda: health(port).get("mqtt_subscribed"), 30, what="subscribed")
+        path.write_text(good.replace("linger_ms: 5", "linger_ms: -3"))
+        os.kill(proc.pid, signal.SIGHUP)
+        wait_for(lambda: scrape(port).get("plantwire_ingest_config_reload_failures_total") == 1, what="rejected")
+        port_file.unlink()
+        path.write_text(good.replace("linger_ms: 5", "linger_ms: 7"))
+        os.kill(proc.pid, signal.SIGHUP)
+        wait_for(port_file.exists, 30, what="new ingestor's metrics port")
+        port = int(port_file.read_text())
+        wait_for(lambda: health(port).get("mqtt_subscribed"), 30, what="resubscribed")
+        p, cols = batch(0)
+        pub.pub(wire.topic(SITE, GW, "telemetry"), p)
+        wait_for(lambda: scrape(port).get("plantwire_ingest_samples_written_total") == 40, 30, what="written")
+        assert proc.poll() is None
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out.decode()[-2000:]
+    assert b"reload rejected" in out and b"ingest.linger_ms" in out
+    assert stored(influxdb, influx_db) == expected(cols)
