@@ -44,6 +44,7 @@ class Labelled(Protocol):
 __all__ = ["EventKind", "EventSchedule", "Events", "LabelWriter"]
 
 WINDOW_S = 60.0
+RUL_RECORDS_PER_LIFE = 50  # at least this many RUL labels over a wear life, however short
 
 
 class EventKind(enum.StrEnum):
@@ -250,7 +251,7 @@ class LabelWriter:
         return self.written - before
 
     def _advance_wear(self, t_s: float) -> None:
-        """Wear start (with the true RUL), RUL every ``rul_period_s`` while wearing, and the failure."""
+        """Wear start (with the true RUL), RUL every ``rul_period_s`` (or life/50 if shorter), and the failure."""
         if self.physics is None:
             return
         w = self.physics.wear
@@ -266,7 +267,8 @@ class LabelWriter:
                 at = float(self._next_rul[i])
                 self.write({"kind": "rul", "machine": machine, "ts_ns": self.ns(at), "rul_s": fail - at,
                             "health": (at - start) / (fail - start)})
-                self._next_rul[i] = max(at + self.rul_period_s, t_s - self.rul_period_s / 2)
+                period = max(1.0, min(self.rul_period_s, (fail - start) / RUL_RECORDS_PER_LIFE))
+                self._next_rul[i] = max(at + period, t_s - period / 2)
             if not self._wear_failed[i] and fail <= t_s:
                 self._wear_failed[i] = True
                 self.write({"kind": "failure", "machine": machine, "start_ns": self.ns(fail),

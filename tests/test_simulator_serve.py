@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -401,3 +402,42 @@ def test_control_api_triggers_faults_on_command(tmp_path: Path) -> None:
         assert stop_sim(sim) == 0
     kinds = [json.loads(x)["kind"] for x in (tmp_path / "labels.jsonl").read_text().splitlines()]
     assert {"transport.exception", "transport.bad_status", "dropout"} <= set(kinds)
+
+
+def test_time_scale_runs_days_of_wear_in_seconds(tmp_path: Path) -> None:
+    machine = "line1.compressor01"
+    (tmp_path / "faults.yaml").write_text(
+        f"wear:\n  - {{machine: {machine}, start_s: 0, failure_s: 172800, repair_s: 86400}}\n")  # fails on day 2
+    epoch_ns = (time.time_ns() // 1_000_000_000 + 1) * 1_000_000_000
+    sim = start_sim(tmp_path, "--faults", str(tmp_path / "faults.yaml"), "--epoch-ns", str(epoch_ns),
+                    "--time-scale", "43200", "--anomaly-rate", "0", "--wear-fraction", "0", "--modbus-rate", "4",
+                    "--opcua-security", "none")  # half a day per second
+    table = sim.table
+    d = table.devices[int(table.device[table.ids.index(f"{machine}.fault_word")])]
+
+    async def fault_word() -> float:
+        client = AsyncModbusTcpClient(d.host, port=d.port, timeout=2, retries=0)
+        await client.connect()
+        try:
+            rows, values = await read_device(client, table, d.index)
+        finally:
+            client.close()
+        return float(values[rows.tolist().index(table.ids.index(f"{machine}.fault_word"))])
+
+    try:
+        while (time.time_ns() - epoch_ns) / 1e9 < 4.5:  # day 2 .. 3: failed, under repair
+            time.sleep(0.1)
+        assert asyncio.run(fault_word()) == 0x10
+        while (time.time_ns() - epoch_ns) / 1e9 < 6.5:  # day 3.25: repaired
+            time.sleep(0.1)
+        assert asyncio.run(fault_word()) == 0
+    finally:
+        assert stop_sim(sim) == 0
+    recs = [json.loads(x) for x in (tmp_path / "labels.jsonl").read_text().splitlines()]
+    wear = [r for r in recs if r["machine"] == machine]
+    assert wear[0]["kind"] == "wear" and wear[0]["rul_s"] == 172800 and wear[0]["source"] == "schedule"
+    ruls = [r for r in wear if r["kind"] == "rul"]
+    assert len(ruls) >= 5 and all(a["rul_s"] > b["rul_s"] for a, b in itertools.pairwise(ruls))
+    assert all(r["rul_s"] == pytest.approx(172800 - (r["ts_ns"] - epoch_ns) / 1e9) for r in ruls)
+    fail = next(r for r in wear if r["kind"] == "failure")
+    assert fail["start_ns"] == epoch_ns + 172800 * 10**9  # timestamps follow simulated time
