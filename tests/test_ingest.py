@@ -453,3 +453,41 @@ def test_two_ingestors_share_the_load_and_ack_the_union(
         assert len(stored(influxdb, influx_db)) == 800
     finally:
         pub.close()
+
+
+def test_broker_restart_redelivers_unacked_and_stale_acks_are_skipped(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """Packet ids are per connection: copies received before a reconnect are never acked after it."""
+    influx = InfluxDB1(tmp_path / "influx")
+    influx.start()
+    try:
+        influx.query('CREATE DATABASE "d"')
+        cfg = make_cfg(tmp_path, mosquitto, influx.url, "d")
+        pub = Publisher(mosquitto)
+        want = {}
+        try:
+            pub.pub(wire.topic(SITE, GW, "signals"), table_payload(), retain=True)
+            influx.stop()
+            with running(cfg) as ing:
+                for seq in range(3):
+                    p, cols = batch(seq)
+                    pub.pub(wire.topic(SITE, GW, "telemetry"), p)
+                    want.update(expected(cols))
+                wait_for(lambda: ing.pending() == 4, what="4 unacked messages")
+                pub.close()
+                mosquitto.stop()
+                mosquitto.start()
+                wait_for(
+                    lambda: ing.source.stats.connects == 2 and ing.source.stats.received >= 8,
+                    20,
+                    what="reconnected and redelivered",
+                )
+                influx.start()
+                # The 4 redelivered copies (and the retained table, sent again on re-subscribing) are acked.
+                wait_for(lambda: ing.pending() == 0 and ing.m_samples.get() == 240, 30, what="written and acked")
+                assert ing.source.stats.stale_acks == 4
+                assert ing.m_dups.get() == 3  # the redelivered copies were stored again, idempotently
+            assert stored(influx, "d") == want
+        finally:
+            pub.close()
+    finally:
+        influx.stop()
