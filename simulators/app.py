@@ -358,5 +358,8 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(exc.report(), file=sys.stderr)
         return 2
+    except (RuntimeError, TimeoutError, OSError) as exc:  # a server that cannot start: say which, exit 1
+        print(f"plantwire sim: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 0

@@ -219,7 +219,11 @@ class ModbusSlave:
         server = ModbusTcpServer(placeholder, address=(self.host, self.port), custom_pdu=_CUSTOM_PDUS,
                                  ignore_missing_devices=True)
         server.context = self.store  # type: ignore[assignment]
-        await server.serve_forever(background=True)
+        try:
+            await server.serve_forever(background=True)
+        except RuntimeError as exc:  # pymodbus says only "could not start listen"
+            raise RuntimeError(f"Modbus slave {self.name} cannot listen on {self.host}:{self.port} "
+                               "(port taken or address not local?)") from exc
         self._server = server
 
     async def stop(self) -> None:
