@@ -152,6 +152,11 @@ class Ingestor:
         self._rejected_samples = 0  # samples among the lines InfluxDB rejected in the current write
         self._retention_done = False
         self._retention_next = 0.0
+        self._late_span: list[int] = []  # [lo_ns, hi_ns] of late samples whose rollups need recomputing
+        self._late_last = 0.0  # monotonic time late data last arrived
+        self._late_lock = threading.Lock()
+        self._backfill_thread: threading.Thread | None = None
+        self._late_window_ns = _late_window_ns(cfg.retention.late_1m) if cfg.retention is not None else 0
         self._started = threading.Event()
         self.metrics_server: MetricsServer | None = None
         self._setup_metrics()
@@ -171,6 +176,7 @@ class Ingestor:
         self.m_dead_samples = r.counter("dead_letter_samples_total", "samples inside dead-lettered payloads or lines")
         self.m_errors = r.counter("errors_total", "errors, by kind (retried writes, ledger saves, ...)")
         self.m_peer_acks = r.counter("peer_acks_total", "ack watermarks of other ingestors merged into the ledger")
+        self.m_backfills = r.counter("rollup_backfills_total", "rollup recomputations for late (replayed) data")
         self.m_dups = r.counter("duplicate_batches_total", "batches received again (replays), stored idempotently")
         self.m_pending = r.gauge("pending_messages", "messages received, not yet written and acknowledged")
         self.m_held = r.gauge("held_messages", "batches waiting for their signal table")
@@ -257,6 +263,51 @@ class Ingestor:
         if ran:
             log.info("retention set-up ran %d statements", len(ran))
 
+    # -- rollups for late data ------------------------------------------------------------------------
+    def _note_late(self, lo_ns: int, hi_ns: int) -> None:
+        with self._late_lock:
+            if self._late_span:
+                self._late_span = [min(lo_ns, self._late_span[0]), max(hi_ns, self._late_span[1])]
+            else:
+                self._late_span = [lo_ns, hi_ns]
+            self._late_last = time.monotonic()
+
+    def _maybe_backfill(self) -> None:
+        """Once late data stopped arriving for ``backfill_quiet_s``, recompute its rollups in a thread.
+
+        Continuous queries only recompute their recent window, so a replayed back-log would leave
+        the 1 m / 1 h rollups without it (cloud/retention.py). One backfill runs at a time, off the
+        write path; a failed one is retried with the span kept.
+        """
+        if not self._late_window_ns or not self._retention_done:
+            return
+        with self._late_lock:
+            due = self._late_span and time.monotonic() - self._late_last >= self.ing.backfill_quiet_s
+            busy = self._backfill_thread is not None and self._backfill_thread.is_alive()
+            if not due or busy:
+                return
+            lo, hi = self._late_span
+            self._late_span = []
+        self._backfill_thread = threading.Thread(
+            target=self._backfill, args=(lo, hi + 1), name="rollup-backfill", daemon=True
+        )
+        self._backfill_thread.start()
+
+    def _backfill(self, lo_ns: int, hi_ns: int) -> None:
+        from cloud.retention import RetentionError, backfill
+
+        s = self.cfg.influx
+        password = os.environ.get(s.password_env, "") if s.password_env else None
+        try:
+            written = backfill(s.url, s.database, lo_ns, hi_ns, username=s.username, password=password)
+        except (RetentionError, OSError, ValueError) as exc:
+            self.m_errors.inc(kind="backfill")
+            log.warning("rollup backfill for late data failed, will retry: %s", exc)
+            self._note_late(lo_ns, hi_ns - 1)
+            return
+        self.m_backfills.inc()
+        log.info("rollups recomputed for late data %d..%d: %s", lo_ns, hi_ns, written)
+
     def close(self) -> None:
         self.source.stop()
         self.sink.close()
@@ -322,6 +373,7 @@ class Ingestor:
                     return
                 if w is not _IDLE and self._write(w, stop):
                     self._commit(w)
+                self._maybe_backfill()
                 if time.monotonic() - self._last_ack_publish >= self.ing.ack_interval_s:
                     self._publish_acks(force=True)
         except BaseException as exc:  # surfaced by run() in the consuming thread
@@ -648,6 +700,8 @@ class Ingestor:
             ts = np.concatenate([b.ts_ns for _, _, b in w.batches]) if len(w.batches) > 1 else w.batches[0][2].ts_ns
             if ts.size:
                 self.latency.observe((now_ns - ts) / 1e9)
+                if self._late_window_ns and int(ts.min()) < now_ns - self._late_window_ns:
+                    self._note_late(int(ts.min()), int(ts.max()))
             self.m_samples.inc(max(0, w.samples - self._rejected_samples))
             if newest:
                 self.m_lag.set((now_ns - newest) / 1e9)
@@ -739,6 +793,14 @@ class Ingestor:
 
 
 _PIPELINE_DEPTH = 2
+_UNIT_NS = {"s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
+
+
+def _late_window_ns(spec: str) -> int:
+    """``"10m"`` -> ns: samples older than this miss the 1-minute continuous query's window."""
+    return int(spec[:-1]) * _UNIT_NS[spec[-1]]
+
+
 _IDLE = _Write()  # the writer's "nothing arrived" marker
 
 

@@ -80,6 +80,9 @@ class IngestSettings(_Strict):
     ack_interval_s: float = Field(default=5.0, gt=0, description="re-publish ack watermarks at least this often")
     report_interval_s: float = Field(default=10.0, gt=0, description="pipeline statistics points into InfluxDB")
     dead_letter_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024)
+    backfill_quiet_s: float = Field(
+        default=30.0, gt=0, description="recompute rollups for late (replayed) data once none arrived for this long"
+    )
     instance: str = Field(default="", description="ingestor tag on pipeline points (set when several share a load)")
 
 

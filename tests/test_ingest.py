@@ -491,3 +491,26 @@ def test_broker_restart_redelivers_unacked_and_stale_acks_are_skipped(tmp_path: 
             pub.close()
     finally:
         influx.stop()
+
+
+def test_late_replayed_data_gets_its_rollups_recomputed(
+    tmp_path: Path, mosquitto: Mosquitto, influxdb: InfluxDB1, influx_db: str
+) -> None:
+    cfg = make_cfg(tmp_path, mosquitto, influxdb.url, influx_db, backfill_quiet_s=0.3)
+    cfg = cfg.model_copy(update={"retention": RetentionSettings(raw_days=7)})
+    pub = Publisher(mosquitto)
+    try:
+        pub.pub(wire.topic(SITE, GW, "signals"), table_payload(), retain=True)
+        with running(cfg) as ing:
+            p, _ = batch(0, t0=time.time_ns() - 3 * 3600 * 10**9)  # far behind the CQs' window
+            pub.pub(wire.topic(SITE, GW, "telemetry"), p)
+            wait_for(lambda: ing.m_backfills.get() == 1, 30, what="rollup backfill")
+            p, _ = batch(1)  # live data: no backfill
+            pub.pub(wire.topic(SITE, GW, "telemetry"), p)
+            wait_for(lambda: ing.m_samples.get() == 80, what="live batch")
+            time.sleep(0.6)
+            assert ing.m_backfills.get() == 1
+        rows = influxdb.rows('SELECT sum("value_count") FROM "rollup_1m"."samples"', influx_db)
+        assert rows and rows[0]["sum"] == 40
+    finally:
+        pub.close()
