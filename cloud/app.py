@@ -2,9 +2,12 @@
 
 The wiring of the cloud ingestor (house style: one ``app`` per daemon):
 
-    paho network thread ──on_message──▶ queue ──▶ worker thread: decode, build line protocol,
-    one synchronous InfluxDB write per group of messages ──▶ gap ledger saved ──▶ PUBACK each
-    message ──▶ ack watermark published (retained, QoS 1) per (gateway, boot epoch)
+    paho network thread ──on_message──▶ queue ──▶ consuming thread: route by lane, decode, build
+    line protocol for a group of messages ──▶ FIFO (depth 2) ──▶ writer thread: synchronous
+    InfluxDB writes ──▶ gap ledger saved ──▶ PUBACK each message ──▶ ack watermark published
+    (retained, QoS 1) per (gateway, boot epoch)
+
+The event loop only owns signals (SIGTERM/SIGINT stop, SIGHUP reload) and the systemd watchdog.
 
 Choices, and why:
 
@@ -26,6 +29,11 @@ Choices, and why:
   write; the ledger is saved before the PUBACKs; the watermark is published after them.
 - **Latency** per sample (write accepted minus sample timestamp) goes into a histogram in one
   vectorised step per write.
+- **Scale-out** with MQTT 5 shared subscriptions (``$share/<group>/...``): signal tables and peers'
+  acks are also subscribed unshared, peers' acks are merged into the ledger, so every ingestor of
+  the group publishes the union and the edge frees what any of them stored.
+- **Late data** (a replayed back-log older than the rollup CQs' window): once it stopped arriving,
+  the rollups for its time span are recomputed (:func:`cloud.retention.backfill`) off the write path.
 """
 
 from __future__ import annotations
@@ -62,7 +70,8 @@ from cloud.sinks.influx import (
     RetryableWriteError,
     conflicting_field,
 )
-from cloud.sinks.lineproto import build_lines, escape_key, escape_measurement
+from cloud.sinks.lineproto import build_lines, escape_measurement
+from cloud.sinks.points import event_line, lines_with_field
 from cloud.sources.mqtt import Message, MqttSource
 from plantwire import wire
 from plantwire.configfile import ConfigError
@@ -511,7 +520,7 @@ class Ingestor:
         lines: list[str] = []
         for i, ev in enumerate(events):
             try:
-                lines.append(_event_line(site, gateway, ev))
+                lines.append(event_line(site, gateway, ev))
             except (schema.SchemaError, KeyError, TypeError, ValueError) as exc:
                 # One bad event is dead-lettered alone; the rest of the message is stored.
                 self._dead_letter_doc(m.topic, "schema", f"events[{i}]: {exc}", ev, w)
@@ -657,7 +666,7 @@ class Ingestor:
         lines = exc.bad_lines
         conflict = conflicting_field(exc.reason)
         if not lines and conflict is not None:
-            lines = _lines_with_field(bytes(body), *conflict)
+            lines = lines_with_field(bytes(body), *conflict)
         dropped = exc.dropped or len(lines)
         for first in range(0, max(len(lines), 1), _DEAD_LINES_PER_ENTRY):
             self.dead.add(
@@ -822,65 +831,8 @@ def _claimed_samples(payload: bytes) -> int:
 _DEAD_LINES_PER_ENTRY = 10_000
 
 
-def _lines_with_field(body: bytes, measurement: str, field_key: str) -> list[str]:
-    """Lines of ``measurement`` whose field set has ``field_key`` (for a type-conflict 400)."""
-    head = escape_measurement(measurement).encode()
-    key = escape_key(field_key).encode() + b"="
-    out: list[str] = []
-    for line in body.split(b"\n"):
-        if not (line.startswith(head + b",") or line.startswith(head + b" ")):
-            continue
-        fields = _field_section(line)
-        if fields.startswith(key) or (b"," + key) in fields:
-            out.append(line.decode(errors="replace"))
-    return out
-
-
-def _field_section(line: bytes) -> bytes:
-    """The field set of a line: after the first unescaped space, before the last space (timestamp)."""
-    i = 0
-    while True:
-        i = line.index(b" ", i)
-        if line[i - 1 : i] != b"\\":
-            break
-        i += 1
-    return line[i + 1 : line.rindex(b" ")]
-
-
 def _count_lines(body: memoryview) -> int:
     return int(np.count_nonzero(np.frombuffer(body, dtype=np.uint8) == 10))
-
-
-def _event_line(site: str, gateway: str, ev: dict[str, Any]) -> str:
-    """One ``events`` or ``health`` point for an events-lane entry (schema.EVENTS / schema.HEALTH)."""
-    if ev["type"] == "alarm":
-        state = schema.EventState(ev["state"])
-        start_ns = int(ev["start_ns"])
-        tags = {
-            schema.TAG_SITE: site,
-            schema.TAG_GATEWAY: gateway,
-            schema.TAG_MACHINE: str(ev.get("machine") or ""),
-            schema.TAG_SIGNAL: str(ev.get("signal") or ""),
-            schema.TAG_KIND: str(ev.get("kind") or ""),
-        }
-        fields: dict[str, object] = {
-            schema.F_ACTIVE: 1 if state is schema.EventState.OPEN else 0,
-            schema.F_STATE: state.value,
-            schema.F_PEAK: ev.get("peak"),
-        }
-        end_ns = ev.get("end_ns")
-        if state is schema.EventState.CLOSED and end_ns is not None:
-            fields[schema.F_DURATION_S] = (int(end_ns) - start_ns) / 1e9
-            fields[schema.F_END_MS] = int(end_ns) // 1_000_000
-        return schema.format_point(schema.M_EVENTS, tags, fields, start_ns)
-    tags = {schema.TAG_SITE: site, schema.TAG_GATEWAY: gateway, schema.TAG_MACHINE: str(ev.get("machine") or "")}
-    fields = {
-        schema.F_HEALTH: ev.get("health"),
-        schema.F_RUL: ev.get("rul"),
-        schema.F_RUL_LOW: ev.get("rul_low"),
-        schema.F_RUL_HIGH: ev.get("rul_high"),
-    }
-    return schema.format_point(schema.M_HEALTH, tags, fields, int(ev["ts_ns"]))
 
 
 # -- the daemon -------------------------------------------------------------------------------------
