@@ -47,18 +47,29 @@ class OpcServer:
 
     def __init__(self, port: int, ids: list[str], *, skip: frozenset[str] = frozenset(),
                  history: bool = False, limits: dict[int, int] | None = None,
-                 types: dict[str, tuple[Any, ua.VariantType]] | None = None) -> None:
+                 types: dict[str, tuple[Any, ua.VariantType]] | None = None, history_db: Any = None) -> None:
         self.port = port
         self.ids = [i for i in ids if i not in skip]
         self.history = history
         self.limits = limits or {}
         self.types = types or {}
+        self.history_db = history_db  # SQLite file: history survives a restart (as on PLCs that keep it on disk)
         self.server: Server | None = None
         self.nodes: dict[str, Any] = {}
 
     async def start(self) -> None:
         server = Server()
         await server.init()
+        if self.history_db is not None:
+            from asyncua.server.history_sql import HistorySQLite
+
+            class StringIdHistory(HistorySQLite):  # asyncua 2.1 quotes string ids into table names, then refuses them
+                def _get_table_name(self, node_id: ua.NodeId) -> str:
+                    return f"{node_id.NamespaceIndex}_{node_id.Identifier}"
+
+            storage = StringIdHistory(str(self.history_db))
+            await storage.init()
+            server.iserver.history_manager.set_storage(storage)
         server.set_endpoint(f"opc.tcp://127.0.0.1:{self.port}/plantwire")
         # An unrelated namespace first, so the device's index is not trivially 1 or 2.
         await server.register_namespace("urn:other")
@@ -392,6 +403,48 @@ def test_outage_gap_is_back_filled_from_history(monkeypatch: pytest.MonkeyPatch)
             assert np.all(quality[last] == Quality.GOOD) and np.count_nonzero(last) == len(table)  # not twice
             assert source.backfilled == 3 * len(table) and stats.reconnects == 1
         await proxy.cut()
+        await server.stop()
+
+    run(main())
+
+
+def test_server_restart_with_persistent_history_leaves_no_gap(tmp_path: Any) -> None:
+    """The issue's scenario: a server restarts mid-run; values it recorded before we were back are back-filled."""
+
+    async def main() -> None:
+        port = free_port()
+        table = make_table(port, machines=1, signals=3)
+        server = OpcServer(port, table.ids, history=True, history_db=tmp_path / "history.db")
+        await server.start()
+        sink, stats = Recorder(), SourceStats()
+        # A slow first retry, so the restarted server records values before the gateway is back.
+        cfg = settings(reconnect_initial_s=2.0, reconnect_max_s=2.0, reconnect_jitter=0.0)
+        source = OpcuaSource(table.devices[0], table, cfg, sink, stats)
+        written: list[tuple[int, float]] = []
+
+        async def write_round(k: int) -> None:
+            for row, sid in enumerate(table.ids):
+                await server.write(sid, 100.0 * k + row)
+                written.append((row, 100.0 * k + row))
+
+        async with running(source):
+            await wait_for(lambda: stats.samples_good >= len(table), what="initial values")
+            await write_round(1)
+            await wait_for(lambda: sink.latest()[len(table) - 1][0] == 100.0 + len(table) - 1, what="live data")
+            await server.stop()
+            await wait_for(lambda: not stats.connected, what="loss noticed")
+            await server.start()
+            for k in (2, 3, 4):  # recorded while the gateway is still backing off
+                await write_round(k)
+                await asyncio.sleep(0.05)
+            assert not stats.connected
+            await wait_for(lambda: source.backfilled > 0, timeout_s=30, what="back-fill")
+            await write_round(5)
+            await wait_for(lambda: sink.latest()[len(table) - 1][0] == 500.0 + len(table) - 1, what="live again")
+            _, rows, values, _ = sink.columns()
+            got = {(int(r), float(v)) for r, v in zip(rows, values, strict=True) if not np.isnan(v)}
+            assert [w for w in written if w not in got] == []
+            assert stats.reconnects == 1
         await server.stop()
 
     run(main())
