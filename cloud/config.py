@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cloud.retention import RetentionSettings
 from plantwire.configfile import read_yaml, validate
@@ -22,6 +22,21 @@ class InfluxApi(enum.StrEnum):
     V2 = "v2"
 
 
+class TlsSettings(_Strict):
+    """TLS to the broker: the server is always verified (hostname and chain); a client certificate is optional."""
+
+    ca_file: Path | None = Field(default=None, description="CA bundle for the broker's certificate; unset: system CAs")
+    cert_file: Path | None = Field(default=None, description="client certificate (PEM), with key_file")
+    key_file: Path | None = Field(default=None, description="client key (PEM), with cert_file")
+    key_password_env: str | None = Field(default=None, description="environment variable holding the key's password")
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (a client certificate needs its key)")
+        return self
+
+
 class MqttSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
@@ -29,6 +44,7 @@ class MqttSettings(_Strict):
     keepalive_s: int = Field(default=30, ge=5)
     username: str | None = None
     password_env: str | None = None
+    tls: TlsSettings | None = Field(default=None, description="TLS (usually port 8883); unset: plain TCP")
     topic: str = Field(
         default="plantwire/v1/+/+/#",
         description="subscription; '$share/<group>/plantwire/v1/+/+/#' lets several ingestors share the load",
@@ -105,8 +121,17 @@ class CloudConfig(_Strict):
 
 
 def load_cloud(path: Path) -> CloudConfig:
-    """Load an ingestor config; a relative ``state_dir`` is taken relative to the config's folder."""
+    """Load an ingestor config; relative ``state_dir`` and TLS file paths are taken relative to the config's folder."""
     cfg = validate(CloudConfig, read_yaml(path), str(path))
     if not cfg.state_dir.is_absolute():
         cfg = cfg.model_copy(update={"state_dir": path.parent / cfg.state_dir})
+    tls = cfg.mqtt.tls
+    if tls is not None:
+        rel = {
+            k: path.parent / v
+            for k in ("ca_file", "cert_file", "key_file")
+            if (v := getattr(tls, k)) and not v.is_absolute()
+        }
+        if rel:
+            cfg = cfg.model_copy(update={"mqtt": cfg.mqtt.model_copy(update={"tls": tls.model_copy(update=rel)})})
     return cfg

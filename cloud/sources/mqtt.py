@@ -89,6 +89,15 @@ class MqttSource:
         if settings.username:
             password = os.environ.get(settings.password_env) if settings.password_env else None
             self._client.username_pw_set(settings.username, password)
+        if settings.tls is not None:
+            t = settings.tls
+            # Server certificate and hostname are always verified (paho's defaults: CERT_REQUIRED).
+            self._client.tls_set(
+                ca_certs=str(t.ca_file) if t.ca_file else None,
+                certfile=str(t.cert_file) if t.cert_file else None,
+                keyfile=str(t.key_file) if t.key_file else None,
+                keyfile_password=os.environ.get(t.key_password_env) if t.key_password_env else None,
+            )
         self._session_expiry_s = session_expiry_s
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
