@@ -633,6 +633,8 @@ class Ingestor:
             try:
                 self.sink.write(body)
             except RetryableWriteError as exc:
+                if exc.status == 413:
+                    return self._write_halves(body, stop)
                 self._influx_ok = False
                 self.m_influx_up.set(0)
                 self._last_error = str(exc)
@@ -656,6 +658,23 @@ class Ingestor:
             self._influx_ok = True
             self.m_influx_up.set(1)
             return True
+
+    def _write_halves(self, body: memoryview, stop: threading.Event) -> bool:
+        """HTTP 413: the server's body limit is below our request size; halve on a line boundary.
+
+        Counted, so an operator can lower ``ingest.lines_per_request``; a single line above the limit
+        can never be stored and is dead-lettered with the reason.
+        """
+        self.m_errors.inc(kind="influx_413")
+        raw = bytes(body)
+        if raw.count(b"\n") <= 1:
+            reason = f"HTTP 413: a line of {len(raw)} bytes exceeds InfluxDB's request size limit"
+            line = raw.rstrip(b"\n").decode(errors="replace")
+            self._rejected(PartialWriteError(reason, bad_lines=[line], dropped=1), body)
+            return True
+        cut = raw.rfind(b"\n", 0, len(raw) // 2) + 1 or raw.index(b"\n") + 1
+        mv = memoryview(raw)
+        return self._write_chunk(mv[:cut], stop) and self._write_chunk(mv[cut:], stop)
 
     def _rejected(self, exc: PartialWriteError, body: memoryview) -> None:
         """A 400: the server kept the good points; dead-letter the rejected lines with its reason.

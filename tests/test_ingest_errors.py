@@ -39,7 +39,9 @@ from tests.test_ingest import GW, SITE, Publisher, batch, expected, make_cfg, ru
 class FaultProxy:
     """Forwards HTTP to a real server; the first ``fail`` writes get ``status`` (+ Retry-After)."""
 
-    def __init__(self, target: str, *, fail: int, status: int, retry_after: str | None = None) -> None:
+    def __init__(
+        self, target: str, *, fail: int, status: int, retry_after: str | None = None, max_body: int | None = None
+    ) -> None:
         host, port = target.removeprefix("http://").split(":")
         proxy = self
         self.fail = fail
@@ -48,7 +50,8 @@ class FaultProxy:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if "/write" in self.path and proxy.fail > 0:
+                too_big = max_body is not None and len(body) > max_body
+                if "/write" in self.path and (proxy.fail > 0 or too_big):
                     proxy.fail -= 1
                     proxy.failed_at.append(time.monotonic())
                     self.send_response(status)
@@ -317,3 +320,31 @@ def test_cli_sighup_reload_rejects_a_bad_file_and_switches_on_a_good_one(
     assert proc.returncode == 0, out.decode()[-2000:]
     assert b"reload rejected" in out and b"ingest.linger_ms" in out
     assert stored(influxdb, influx_db) == expected(cols)
+
+
+def test_413_splits_requests_and_dead_letters_a_line_that_can_never_fit(
+    tmp_path: Path, mosquitto: Mosquitto, influxdb: InfluxDB1, influx_db: str, pub: Publisher
+) -> None:
+    proxy = FaultProxy(influxdb.url, fail=0, status=413, max_body=1200)
+    try:
+        cfg = make_cfg(tmp_path, mosquitto, proxy.url, influx_db)
+        with running(cfg) as ing:
+            p, cols = batch(0)
+            pub.pub(wire.topic(SITE, GW, "telemetry"), p)
+            wait_for(lambda: ing.m_samples.get() == 40 and ing.pending() == 0, what="written in halves")
+            assert ing.m_errors.get(kind="influx_413") >= 3
+        assert stored(influxdb, influx_db) == expected(cols)
+    finally:
+        proxy.close()
+    proxy = FaultProxy(influxdb.url, fail=0, status=413, max_body=60)  # shorter than any sample's line
+    try:
+        cfg = make_cfg(tmp_path / "2", mosquitto, proxy.url, influx_db)
+        with running(cfg) as ing:
+            p, _ = batch(1, n=4)
+            pub.pub(wire.topic(SITE, GW, "telemetry"), p)
+            wait_for(lambda: ing.pending() == 0 and ing.m_dead_samples.get() == 4, what="dead-lettered lines")
+            assert ing.m_samples.get() == 0
+            lines = [e["lines"] for e in ing.dead.read() if e["kind"] == "influx_rejected"]
+            assert len(lines) == 4 and all(len(x) == 1 and x[0].startswith("samples,") for x in lines)
+    finally:
+        proxy.close()
