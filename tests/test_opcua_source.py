@@ -828,3 +828,31 @@ def test_fast_publish_response_matches_asyncua() -> None:
     assert status == ref.Parameters.NotificationMessage.NotificationData[1]
     # A response of another type is left to asyncua.
     assert parse_publish_response(Buffer(struct_to_binary(ua.ReadResponse()))) is None
+
+
+@pytest.mark.parametrize("case", ["uniform", "mixed", "odd"])
+def test_fast_read_response_matches_asyncua(case: str) -> None:
+    from asyncua.common.utils import Buffer
+    from asyncua.ua.ua_binary import struct_from_binary, struct_to_binary
+
+    from edge.sources.opcua_decode import decode_datavalues
+    from edge.sources.opcua_fastpath import parse_read_response
+
+    r = np.random.default_rng(11)
+    fast_seen = False
+    for _ in range(30):
+        n = int(r.integers(1, 200))
+        dvs = [_random_item(r, 0, vtype=0 if case == "uniform" else None, odd=case == "odd").Value for _ in range(n)]
+        data = struct_to_binary(ua.ReadResponse(Results=dvs))
+        got = parse_read_response(Buffer(data))
+        if got is None:
+            assert case == "odd"
+            continue
+        fast_seen = True
+        ref = decode_datavalues(struct_from_binary(ua.ReadResponse, Buffer(data)).Results, fallback_ns=5)
+        dec = got.decoded(fallback_ns=5)
+        assert len(got) == n and got.handles.size == 0
+        np.testing.assert_array_equal(dec.ts_ns, ref.ts_ns)
+        np.testing.assert_array_equal(dec.value, ref.value)
+        np.testing.assert_array_equal(dec.quality, ref.quality)
+    assert fast_seen

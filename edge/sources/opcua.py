@@ -63,8 +63,9 @@ from asyncua import Client, ua
 from edge.config import DeadbandType, OpcuaGroup, OpcuaMode, OpcuaSettings
 from plantwire.plant import Device, Quality, SignalTable
 
-from .opcua_decode import Decoded, decode_datavalues
+from .opcua_decode import Decoded, decode_datavalues, finish
 from .opcua_fastpath import ColumnsNotification, install
+from .opcua_fastpath import read as fast_read
 from .opcua_security import SecurityConfigError, apply_security, read_credentials
 from .stats import SourceStats
 
@@ -605,9 +606,13 @@ class OpcuaSource:
                           in_flight: asyncio.Semaphore) -> None:
         async with in_flight:
             try:
-                dvs = await client.uaclient.read(params)
-                if len(dvs) != len(rows):
-                    raise ua.UaError(f"Read answered {len(dvs)} values for {len(rows)} nodes")
+                answer: ColumnsNotification | list[ua.DataValue]
+                if self.fast_decode:
+                    answer = await fast_read(client.uaclient.session, params)
+                else:
+                    answer = await client.uaclient.read(params)
+                if len(answer) != len(rows):
+                    raise ua.UaError(f"Read answered {len(answer)} values for {len(rows)} nodes")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -619,7 +624,10 @@ class OpcuaSource:
                 log.debug("%s: read of %d nodes failed: %r", self._name, len(rows), exc)
                 self._deliver(tick_ns, rows, np.full(len(rows), np.nan), _BAD)
                 return
-        dec = decode_datavalues(dvs, tick_ns, use_timestamps=False)
+        if isinstance(answer, ColumnsNotification):
+            dec = finish(answer.codes, answer.values, answer.convertible, np.full(len(rows), tick_ns, dtype=np.int64))
+        else:
+            dec = decode_datavalues(answer, tick_ns, use_timestamps=False)
         if dec.bad_status:
             self.stats.exceptions += dec.bad_status
             self.stats.errors += dec.bad_status

@@ -33,10 +33,12 @@ from asyncua.ua.ua_binary import Primitives, from_binary, nodeid_from_binary
 
 from .opcua_decode import Decoded, finish, pick_timestamps
 
-__all__ = ["ColumnsNotification", "install", "parse_datachange", "parse_publish_response"]
+__all__ = ["ColumnsNotification", "install", "parse_datachange", "parse_publish_response", "parse_read_response",
+           "read"]
 
 _DATACHANGE_ID = ua.ObjectIds.DataChangeNotification_Encoding_DefaultBinary
 _PUBLISH_RESPONSE_ID = ua.ObjectIds.PublishResponse_Encoding_DefaultBinary
+_READ_RESPONSE_ID = ua.ObjectIds.ReadResponse_Encoding_DefaultBinary
 _EPOCH_AS_FILETIME = 116_444_736_000_000_000  # 1970-01-01 in 100 ns units since 1601
 _FILETIME_LIMIT = _EPOCH_AS_FILETIME + (2**63 - 1) // 100  # beyond: int64 ns overflow (year 2262)
 
@@ -66,7 +68,7 @@ class ColumnsNotification:
     server_ns: np.ndarray | None
 
     def __len__(self) -> int:
-        return int(self.handles.shape[0])
+        return int(self.codes.shape[0])
 
     def decoded(self, fallback_ns: int) -> Decoded:
         """Apply the same quality and timestamp rules as ``decode_datavalues``."""
@@ -82,12 +84,12 @@ def _filetime_ns(ft: np.ndarray) -> np.ndarray:
     return np.where(ok, ((safe - _EPOCH_AS_FILETIME) // 10) * 1000, -1)
 
 
-def _layout(mask: int, vtype: int) -> list[tuple[str, str, int]] | None:
-    """Fields (name, numpy format, offset) of one MonitoredItemNotification with this mask and type."""
+def _layout(mask: int, vtype: int, handles: bool) -> list[tuple[str, str, int]] | None:
+    """Fields (name, numpy format, offset) of one MonitoredItemNotification (``handles``) or DataValue."""
     if mask & ~0x3F:
         return None
-    fields = [("handle", "<u4", 0), ("mask", "u1", 4)]
-    off = 5
+    fields = [("handle", "<u4", 0), ("mask", "u1", 4)] if handles else [("mask", "u1", 0)]
+    off = fields[-1][2] + 1
     if mask & 0x01:
         dtype = _VARIANT_DTYPE.get(vtype)
         if dtype is None:
@@ -112,10 +114,11 @@ def _layout(mask: int, vtype: int) -> list[tuple[str, str, int]] | None:
     return fields
 
 
-def _uniform(mv: memoryview, n: int) -> ColumnsNotification | None:
-    mask = mv[8]
-    vtype = mv[9] if mask & 0x01 else 0
-    layout = _layout(mask, vtype)
+def _uniform(mv: memoryview, n: int, handles_present: bool = True) -> ColumnsNotification | None:
+    first = 8 if handles_present else 4  # the first item's mask byte
+    mask = mv[first]
+    vtype = mv[first + 1] if mask & 0x01 else 0
+    layout = _layout(mask, vtype, handles_present)
     if layout is None:
         return None
     size = layout[-1][2]
@@ -128,7 +131,7 @@ def _uniform(mv: memoryview, n: int) -> ColumnsNotification | None:
     rec = np.frombuffer(mv, dtype=dtype, count=n, offset=4)
     if not np.all(rec["mask"] == mask) or (mask & 0x01 and not np.all(rec["vtype"] == vtype)):
         return None
-    handles = rec["handle"].astype(np.int64)
+    handles = rec["handle"].astype(np.int64) if handles_present else np.zeros(0, dtype=np.int64)
     codes = rec["status"].astype(np.uint32) if mask & 0x02 else np.zeros(n, dtype=np.uint32)
     convertible: np.ndarray | None = None
     if mask & 0x01:
@@ -142,8 +145,8 @@ def _uniform(mv: memoryview, n: int) -> ColumnsNotification | None:
     return ColumnsNotification(handles, codes, values, convertible, source, server)
 
 
-def _itemwise(mv: memoryview, n: int) -> ColumnsNotification | None:
-    handles = np.empty(n, dtype=np.int64)
+def _itemwise(mv: memoryview, n: int, handles_present: bool = True) -> ColumnsNotification | None:
+    handles = np.empty(n if handles_present else 0, dtype=np.int64)
     codes = np.zeros(n, dtype=np.uint32)
     values = np.full(n, np.nan)
     convertible = np.ones(n, dtype=bool)
@@ -152,9 +155,11 @@ def _itemwise(mv: memoryview, n: int) -> ColumnsNotification | None:
     u32, i64, structs = _U32.unpack_from, _I64.unpack_from, _VARIANT_STRUCT
     pos = 4
     for i in range(n):
-        handles[i] = u32(mv, pos)[0]
-        mask = mv[pos + 4]
-        pos += 5
+        if handles_present:
+            handles[i] = u32(mv, pos)[0]
+            pos += 4
+        mask = mv[pos]
+        pos += 1
         if mask & ~0x3F:
             return None
         if mask & 0x01:
@@ -184,8 +189,12 @@ def _itemwise(mv: memoryview, n: int) -> ColumnsNotification | None:
                                _filetime_ns(source), _filetime_ns(server))
 
 
-def parse_datachange(body: bytes | memoryview) -> ColumnsNotification | None:
-    """Columns of a DataChangeNotification body, or None when it holds something only asyncua decodes."""
+def parse_datachange(body: bytes | memoryview, handles_present: bool = True) -> ColumnsNotification | None:
+    """Columns of a DataChangeNotification body, or None when it holds something only asyncua decodes.
+
+    With ``handles_present`` False: an array of DataValues followed by DiagnosticInfos (a ReadResponse's
+    results); ``handles`` is then empty.
+    """
     mv = memoryview(body)
     if len(mv) < 8:
         return None
@@ -198,7 +207,7 @@ def parse_datachange(body: bytes | memoryview) -> ColumnsNotification | None:
     if len(mv) < 10:
         return None
     try:
-        return _uniform(mv, n) or _itemwise(mv, n)
+        return _uniform(mv, n, handles_present) or _itemwise(mv, n, handles_present)
     except (struct.error, IndexError, ValueError):
         return None
 
@@ -248,6 +257,32 @@ def parse_publish_response(data: Buffer) -> ua.PublishResponse | None:
     response.ResponseHeader = header
     response.Parameters = result
     return response
+
+
+def parse_read_response(data: Buffer) -> ColumnsNotification | None:
+    """The results of a ReadResponse as columns (no handles); None -> let asyncua decode it."""
+    buf = data.copy()
+    typeid = nodeid_from_binary(buf)
+    if typeid.NamespaceIndex != 0 or typeid.Identifier != _READ_RESPONSE_ID:
+        return None
+    header = from_binary(ua.ResponseHeader, buf)
+    header.ServiceResult.check()
+    return parse_datachange(bytes(buf), handles_present=False)
+
+
+async def read(session: Any, params: ua.ReadParameters) -> ColumnsNotification | list[ua.DataValue]:
+    """A Read service call whose answer is parsed here when it can be (as ``UaSession.read`` otherwise)."""
+    from asyncua.ua.ua_binary import struct_from_binary
+
+    request = ua.ReadRequest()
+    request.Parameters = params
+    data = await session._send_request(request)
+    columns = parse_read_response(data)
+    if columns is not None:
+        return columns
+    response = struct_from_binary(ua.ReadResponse, data)
+    response.ResponseHeader.ServiceResult.check()
+    return list(response.Results)
 
 
 def install(session: Any, on_error: Callable[[BaseException], None] | None = None) -> None:
