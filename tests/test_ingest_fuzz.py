@@ -140,6 +140,27 @@ def test_message_path_never_raises_and_accounts_for_every_message(
             assert line.count(b" ") >= 2, line  # measurement+tags, fields, timestamp
 
 
+def test_zstd_frame_claiming_an_absurd_size_is_dead_lettered(ingestor: Ingestor) -> None:
+    """Found by the long fuzz run: zstandard raises MemoryError, not ZstdError, for this header."""
+    head = wire.encode_batch(
+        gateway=GW,
+        boot_epoch_ns=1,
+        seq=0,
+        table_hash=HASH,
+        ts_ns=np.zeros(50, np.int64),
+        signal=np.zeros(50, np.uint32),
+        value=np.zeros(50),
+        quality=np.zeros(50, np.uint8),
+    )
+    frame = b"(\xb5/\xfd\xe4\x1a\x03\x05\x0e\x00t\x18\x08\xe8\x86\x03\xc3\x00\x8a" + bytes(200)
+    payload = head[: len(head) - len(head.split(b"(\xb5/\xfd", 1)[1]) - 4] + frame
+    m = Message(TOPICS[0], payload, 1, 1, False, 0, time.time_ns())
+    before = ingestor.m_dead.get(reason="malformed")
+    w = ingestor._prepare([m])
+    assert w is not None and w.msgs == [m]
+    assert ingestor.m_dead.get(reason="malformed") == before + 1
+
+
 def test_every_fuzzed_telemetry_message_is_acked_or_held(ingestor: Ingestor) -> None:
     """Deterministic spot check of the accounting the property test relies on."""
     m = Message(TOPICS[0], VALID[0][:-3], 1, 1, False, 0, time.time_ns())
