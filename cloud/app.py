@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 
 from cloud import schema
-from cloud.config import CloudConfig, InfluxApi, InfluxSettings, load_cloud
+from cloud.config import CloudConfig, Compression, InfluxApi, InfluxSettings, load_cloud
 from cloud.deadletter import DeadLetterStore
 from cloud.histogram import LATENCY_BUCKETS_S, Histogram
 from cloud.ledger import GapLedger
@@ -97,9 +97,17 @@ def make_sink(s: InfluxSettings) -> InfluxSink:
             username=s.username,
             password=password,
             timeout_s=s.timeout_s,
+            gzip_level=1 if s.compression is Compression.GZIP else None,
         )
     token = os.environ.get(s.token_env, "") if s.token_env else None
-    return InfluxV2Sink(s.url, org=s.org, bucket=s.bucket or s.database, token=token, timeout_s=s.timeout_s)
+    return InfluxV2Sink(
+        s.url,
+        org=s.org,
+        bucket=s.bucket or s.database,
+        token=token,
+        timeout_s=s.timeout_s,
+        gzip=s.compression is Compression.GZIP,
+    )
 
 
 @dataclass

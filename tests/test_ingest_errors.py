@@ -112,6 +112,20 @@ def test_v1_sink_classifies_real_influxdb_answers(influxdb: InfluxDB1, influx_db
     sink.close()
 
 
+def test_gzip_bodies_are_accepted_by_influxdb_1_6_and_victoriametrics(
+    influxdb: InfluxDB1, influx_db: str, victoria: VictoriaMetrics
+) -> None:
+    sink = InfluxV1Sink(influxdb.url, influx_db, gzip_level=1)
+    body = b"".join(b"gz,signal=line3.press07.oil_temp v=%d.5 %d\n" % (i, i) for i in range(1000))
+    sink.write(body)
+    rows = influxdb.rows("SELECT v FROM gz", influx_db)
+    assert len(rows) == 1000 and rows[1]["v"] == 1.5
+    assert sink.stats.bytes < len(body) / 5  # what went over the wire is the compressed body
+    t = time.time_ns() // 10**6 * 10**6
+    InfluxV2Sink(victoria.url, org="o", bucket="b", token=None, gzip=True).write(f"gz2,k=x v=3.5 {t}\n".encode())
+    assert [s["values"] for s in victoria.export('{__name__="gz2_v"}')] == [[3.5]]
+
+
 def test_connection_refused_is_retryable(tmp_path: Path) -> None:
     from plantwire.ports import free_port
 

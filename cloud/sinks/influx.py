@@ -20,6 +20,7 @@ the points, or raises. Errors are classified so that the caller can decide witho
 from __future__ import annotations
 
 import contextlib
+import gzip
 import http.client
 import json
 import re
@@ -134,6 +135,7 @@ class InfluxV1Sink:
         username: str | None = None,
         password: str | None = None,
         timeout_s: float = 30.0,
+        gzip_level: int | None = None,
     ) -> None:
         u = urllib.parse.urlsplit(url)
         if u.scheme not in ("http", "https") or not u.hostname:
@@ -152,6 +154,7 @@ class InfluxV1Sink:
         self._auth = {k: params[k] for k in ("u", "p") if k in params}
         self._write_path = f"{self._base}/write?{urllib.parse.urlencode(params)}"
         self.timeout_s = timeout_s
+        self.gzip_level = gzip_level
         self._conn: http.client.HTTPConnection | None = None
         self.stats = SinkStats()
 
@@ -179,9 +182,11 @@ class InfluxV1Sink:
 
     def write(self, body: bytes | memoryview) -> None:
         t0 = time.perf_counter()
-        status, data, retry_after = self._request(
-            "POST", self._write_path, body, {"Content-Type": "text/plain; charset=utf-8"}
-        )
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        if self.gzip_level is not None:
+            body = gzip.compress(body, compresslevel=self.gzip_level)
+            headers["Content-Encoding"] = "gzip"
+        status, data, retry_after = self._request("POST", self._write_path, body, headers)
         self.stats.requests += 1
         self.stats.bytes += len(body)
         self.stats.seconds += time.perf_counter() - t0
@@ -210,13 +215,17 @@ class InfluxV1Sink:
 class InfluxV2Sink:
     """influxdb-client's synchronous write API (``/api/v2/write``), raw line protocol in, ns precision."""
 
-    def __init__(self, url: str, *, org: str, bucket: str, token: str | None, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, url: str, *, org: str, bucket: str, token: str | None, timeout_s: float = 30.0, gzip: bool = False
+    ) -> None:
         from influxdb_client import InfluxDBClient
         from influxdb_client.client.write_api import SYNCHRONOUS
 
         self.bucket = bucket
         self.org = org
-        self._client = InfluxDBClient(url=url, token=token or "", org=org, timeout=int(timeout_s * 1000))
+        self._client = InfluxDBClient(
+            url=url, token=token or "", org=org, timeout=int(timeout_s * 1000), enable_gzip=gzip
+        )
         self._write = self._client.write_api(write_options=SYNCHRONOUS)
         self.stats = SinkStats()
 
