@@ -123,7 +123,7 @@ def test_gzip_bodies_are_accepted_by_influxdb_1_6_and_victoriametrics(
     assert sink.stats.bytes < len(body) / 5  # what went over the wire is the compressed body
     t = time.time_ns() // 10**6 * 10**6
     InfluxV2Sink(victoria.url, org="o", bucket="b", token=None, gzip=True).write(f"gz2,k=x v=3.5 {t}\n".encode())
-    assert [s["values"] for s in victoria.export('{__name__="gz2_v"}')] == [[3.5]]
+    wait_for(lambda: [s["values"] for s in victoria.export('{__name__="gz2_v"}')] == [[3.5]], 10, what="gz2_v")
 
 
 def test_connection_refused_is_retryable(tmp_path: Path) -> None:
@@ -214,7 +214,9 @@ def test_v2_path_writes_through_influxdb_client(
         assert isinstance(ing.sink, InfluxV2Sink)
         pub.pub(wire.topic(SITE, GW, "telemetry"), p)
         wait_for(lambda: ing.m_samples.get() == 12 and ing.pending() == 0, what="v2 write")
-    series = victoria.export('{__name__="samples_value", gateway="gw-a"}')
+    match = '{__name__="samples_value", gateway="gw-a"}'
+    wait_for(lambda: sum(len(x["values"]) for x in victoria.export(match)) == 12, 10, what="12 points searchable")
+    series = victoria.export(match)
     got = {}
     for s in series:
         for ts, v in zip(s["timestamps"], s["values"], strict=True):
