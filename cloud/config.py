@@ -127,6 +127,17 @@ class CloudConfig(_Strict):
         "(InfluxDB 1.x only: retention policies, rollup continuous queries), retrying until it succeeds",
     )
 
+    @model_validator(mode="after")
+    def _held_below_window(self) -> CloudConfig:
+        # Held batches are unacknowledged: if they could fill the broker's window (Receive Maximum),
+        # the signal table they wait for could not be delivered until they expire.
+        if self.ingest.held_max_messages >= self.mqtt.max_inflight:
+            raise ValueError(
+                f"ingest.held_max_messages ({self.ingest.held_max_messages}) must be below mqtt.max_inflight "
+                f"({self.mqtt.max_inflight}), or held batches could block the signal table they wait for"
+            )
+        return self
+
 
 def load_cloud(path: Path) -> CloudConfig:
     """Load an ingestor config; relative ``state_dir`` and TLS file paths are taken relative to the config's folder."""
