@@ -214,6 +214,7 @@ class Ingestor:
 
     def health(self) -> dict[str, Any]:
         ok = self.source.connected and self._influx_ok
+        now_s = time.time()
         return {
             "status": "ok" if ok else "degraded",
             "mqtt_connected": self.source.connected,
@@ -224,6 +225,18 @@ class Ingestor:
             "signal_tables": len(self.tables),
             "dead_letters": self.dead.stats.entries,
             "last_error": self._last_error,
+            # The open gaps themselves (metrics carry only counts and ages: ranges would be
+            # unbounded label values); the oldest first, at most _HEALTH_GAPS.
+            "gaps": [
+                {
+                    "gateway": g.gateway,
+                    "boot_epoch_ns": g.boot_epoch_ns,
+                    "lo": g.lo,
+                    "hi": g.hi,
+                    "age_s": round(now_s - g.since, 1),
+                }
+                for g in sorted(self.ledger.gaps(), key=lambda g: g.since)[:_HEALTH_GAPS]
+            ],
         }
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -834,6 +847,7 @@ class Ingestor:
 
 
 _PIPELINE_DEPTH = 2
+_HEALTH_GAPS = 20
 _UNIT_NS = {"s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
 
 

@@ -376,6 +376,7 @@ def test_gaps_show_in_metrics_acks_and_influxdb(
             wait_for(lambda: ing.m_samples.get() == 160 and ing.pending() == 0, what="4 batches")
             wait_for(lambda: ing.m_gaps.get(gateway=GW) == 2, what="gap gauge")
             assert ing.m_gap_batches.get(gateway=GW) == 4  # 2-3 and 5-6
+            assert [(g["lo"], g["hi"]) for g in ing.health()["gaps"]] == [(2, 3), (5, 6)]
             wait_for(lambda: pub.acks and pub.acks[-1].ranges == ((4, 4), (7, 7)), what="ack with ranges")
             assert pub.acks[-1].watermark == 1
             q = 'SELECT gaps, gap_batches, gap_age_s FROM pipeline WHERE gaps > 0 GROUP BY "gateway"'
