@@ -38,7 +38,7 @@ from cloud.app import Ingestor
 from cloud.config import CloudConfig
 from cloud.sinks.lineproto import SeriesPrefixes, build_lines
 from plantwire import wire
-from plantwire.services import InfluxDB1, Mosquitto
+from plantwire.services import InfluxDB1, Mosquitto, VictoriaMetrics
 
 SITE = "bench"
 GW = "gw-bench"
@@ -79,21 +79,32 @@ def make_batches(n_signals: int, samples: int, batch: int) -> list[dict[str, np.
 WARM_TS_NS = 10**18  # 2001: far from the benchmark's data
 
 
-def warm(influx: InfluxDB1, db: str, prefixes: SeriesPrefixes) -> None:
+Server = InfluxDB1 | VictoriaMetrics
+
+
+def write_path(server: Server, db: str) -> str:
+    """InfluxDB 1.6: ``/write?db=``; VictoriaMetrics: the v2 path the ingestor and influxdb-client use."""
+    if isinstance(server, VictoriaMetrics):
+        return "/api/v2/write?" + urllib.parse.urlencode({"bucket": db, "org": "o", "precision": "ns"})
+    return "/write?" + urllib.parse.urlencode({"db": db, "precision": "ns"})
+
+
+def warm(influx: Server, db: str, prefixes: SeriesPrefixes) -> None:
     """Create the database and every series once, untimed: each writer is measured in steady state,
     not paying the one-off series creation (the index insert that a real plant pays once per signal)."""
-    influx.query(f'CREATE DATABASE "{db}"')
+    if isinstance(influx, InfluxDB1):
+        influx.query(f'CREATE DATABASE "{db}"')
     n = len(prefixes)
     lines = build_lines(
         prefixes, np.full(n, WARM_TS_NS, np.int64), np.arange(n, dtype=np.uint32), np.zeros(n), np.zeros(n, np.uint8)
     )
-    post_all(influx.url, db, [bytes(c) for c in lines.chunks(10_000)])
+    post_all(influx, db, [bytes(c) for c in lines.chunks(10_000)])
 
 
-def post_all(url: str, db: str, bodies: list[bytes]) -> float:
-    u = urllib.parse.urlsplit(url)
+def post_all(server: Server, db: str, bodies: list[bytes]) -> float:
+    u = urllib.parse.urlsplit(server.url)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=120)
-    path = "/write?" + urllib.parse.urlencode({"db": db, "precision": "ns"})
+    path = write_path(server, db)
     t0 = time.perf_counter()
     for body in bodies:
         conn.request("POST", path, body=body, headers={"Content-Type": "text/plain"})
@@ -107,7 +118,7 @@ def post_all(url: str, db: str, bodies: list[bytes]) -> float:
 
 
 def ceiling(
-    influx: InfluxDB1, db: str, prefixes: SeriesPrefixes, batches: list[dict[str, np.ndarray]], per_req: int
+    influx: Server, db: str, prefixes: SeriesPrefixes, batches: list[dict[str, np.ndarray]], per_req: int
 ) -> float:
     warm(influx, db, prefixes)
     bodies: list[bytes] = []
@@ -115,11 +126,11 @@ def ceiling(
         lines = build_lines(prefixes, b["ts_ns"], b["signal"], b["value"], b["quality"])
         bodies.extend(bytes(c) for c in lines.chunks(per_req))
     n = sum(len(b["ts_ns"]) for b in batches)
-    return n / post_all(influx.url, db, bodies)
+    return n / post_all(influx, db, bodies)
 
 
 def naive(
-    influx: InfluxDB1,
+    influx: Server,
     prefixes: SeriesPrefixes,
     ids: list[str],
     machines: list[str],
@@ -132,7 +143,13 @@ def naive(
     warm(influx, "naive", prefixes)
     u = urllib.parse.urlsplit(influx.url)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=120)
-    path = "/write?" + urllib.parse.urlencode({"db": "naive", "precision": "ns"})
+    path = write_path(influx, "naive")
+    v2 = None
+    if isinstance(influx, VictoriaMetrics):  # the client's own synchronous write path, Points as they are
+        from influxdb_client import InfluxDBClient
+        from influxdb_client.client.write_api import SYNCHRONOUS
+
+        v2 = InfluxDBClient(url=influx.url, token="t", org="o").write_api(write_options=SYNCHRONOUS)
     done = 0
     cpu0 = time.process_time()
     t0 = time.perf_counter()
@@ -151,18 +168,23 @@ def naive(
                 .field("quality", q)
                 .time(ts, WritePrecision.NS)
             )
-            pending.append(p.to_line_protocol())
+            pending.append(p if v2 is not None else p.to_line_protocol())
             done += 1
             if len(pending) == per_req:
-                conn.request("POST", path, body="\n".join(pending).encode(), headers={"Content-Type": "text/plain"})
-                r = conn.getresponse()
-                r.read()
+                if v2 is not None:
+                    v2.write(bucket="naive", org="o", record=pending, write_precision=WritePrecision.NS)
+                else:
+                    body = "\n".join(pending).encode()
+                    conn.request("POST", path, body=body, headers={"Content-Type": "text/plain"})
+                    conn.getresponse().read()
                 pending.clear()
             if done >= limit:
                 break
         if done >= limit:
             break
-    if pending:
+    if pending and v2 is not None:
+        v2.write(bucket="naive", org="o", record=pending, write_precision=WritePrecision.NS)
+    elif pending:
         conn.request("POST", path, body="\n".join(pending).encode(), headers={"Content-Type": "text/plain"})
         conn.getresponse().read()
     dt = time.perf_counter() - t0
@@ -174,7 +196,7 @@ def naive(
 def ingestor_rate(
     tmp: Path,
     broker: Mosquitto,
-    influx: InfluxDB1,
+    influx: Server,
     prefixes: SeriesPrefixes,
     ids: list[str],
     machines: list[str],
@@ -186,7 +208,12 @@ def ingestor_rate(
     cfg = CloudConfig.model_validate(
         {
             "mqtt": {"host": broker.host, "port": broker.port, "client_id": f"bench-{name}", "max_inflight": 1000},
-            "influx": {"api": "v1", "url": influx.url, "database": name},
+            "influx": {
+                "api": "v2" if isinstance(influx, VictoriaMetrics) else "v1",
+                "url": influx.url,
+                "database": name,
+                "org": "o",
+            },
             "state_dir": str(tmp / name),
             "metrics": {"port": 0},
             "ingest": {"lines_per_request": per_req},
@@ -245,6 +272,7 @@ def ingestor_rate(
         "wire_bytes_per_sample": round(wire_bytes / total, 2),
         "influx_requests": ing.sink.stats.requests,  # type: ignore[attr-defined]
         "influx_write_seconds": round(ing.sink.stats.seconds, 3),  # type: ignore[attr-defined]
+        "samples_written": int(ing.m_samples.get()),
     }
     return total / dt, dt, extra
 
@@ -255,6 +283,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=1_500_000)
     ap.add_argument("--batch", type=int, default=15_000, help="samples per telemetry batch (edge message)")
     ap.add_argument("--lines-per-request", type=int, default=10_000)
+    ap.add_argument(
+        "--server",
+        choices=("influxdb1", "victoria"),
+        default="influxdb1",
+        help="influxdb1: Debian's 1.6 over /write (v1 path); victoria: VictoriaMetrics over /api/v2/write "
+        "(v2 path through influxdb-client, and the naive writer uses influxdb-client's own write API)",
+    )
     ap.add_argument("--rounds", type=int, default=3, help="ingestor runs, each between two ceiling runs")
     ap.add_argument("--naive-samples", type=int, default=150_000, help="the naive writer is slow: a prefix only")
     args = ap.parse_args(argv)
@@ -270,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[tuple[float, float, dict[str, float]]] = []
     with tempfile.TemporaryDirectory(prefix="pw-bench-ingest-") as d:
         tmp = Path(d)
-        with InfluxDB1(tmp / "influx") as influx, Mosquitto(tmp / "mqtt") as broker:
+        server: Server = VictoriaMetrics(tmp / "vm") if args.server == "victoria" else InfluxDB1(tmp / "influx")
+        with server as influx, Mosquitto(tmp / "mqtt") as broker:
             # The box is shared and noisy: ceiling and ingestor alternate (C I C I ... C), each
             # ingestor run is compared with the higher of the two ceilings around it, and the
             # median of those ratios is reported.
@@ -281,8 +317,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 ceilings.append(ceiling(influx, f"ceiling{r + 1}", prefixes, batches, per_req))
             nav, nav_n, nav_cpu = naive(influx, prefixes, ids, machines, batches, per_req, args.naive_samples)
-            q = f"SELECT count(quality) FROM samples WHERE time > {WARM_TS_NS}"
-            stored = [influx.rows(q, f"ingestor{r}")[0]["count"] for r in range(args.rounds)]
+            if isinstance(influx, InfluxDB1):
+                q = f"SELECT count(quality) FROM samples WHERE time > {WARM_TS_NS}"
+                stored = [influx.rows(q, f"ingestor{r}")[0]["count"] for r in range(args.rounds)]
+            else:  # VictoriaMetrics: the ingestor's own count of accepted samples
+                stored = [int(x[2]["samples_written"]) for x in runs]
     ratios = [runs[r][0] / max(ceilings[r], ceilings[r + 1]) for r in range(args.rounds)]
     mid = sorted(range(args.rounds), key=lambda r: ratios[r])[args.rounds // 2]
     ing, ing_s, extra = runs[mid]
@@ -290,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     busy = [x[2]["influx_write_seconds"] / x[1] for x in runs]
     result = {
         "bench": "ingest",
+        "server": args.server,
         "signals": args.signals,
         "samples": args.samples,
         "batch_samples": args.batch,
