@@ -174,7 +174,6 @@ class Ingestor:
         self._late_lock = threading.Lock()
         self._backfill_thread: threading.Thread | None = None
         self._late_window_ns = _late_window_ns(cfg.retention.late_1m) if cfg.retention is not None else 0
-        self._started = threading.Event()
         self.metrics_server: MetricsServer | None = None
         self._setup_metrics()
 
@@ -203,6 +202,12 @@ class Ingestor:
         self.m_gap_batches = r.gauge("gap_batches", "batches missing in open gaps per gateway")
         self.m_gap_age = r.gauge("gap_oldest_age_seconds", "age of the oldest open gap per gateway")
         self.m_tables = r.gauge("signal_tables", "known signal tables")
+        self.m_dead_store = r.gauge(
+            "dead_letter_store", "dead-letter store: entries evicted by its size bound, writes that failed (by kind)"
+        )
+        self.m_ledger_forgotten = r.gauge(
+            "ledger_forgotten", "gap-ledger bounds: boot epochs and ranges given up (by kind), never silently"
+        )
         self.latency = Histogram(
             r, "sample_latency_seconds", "sample timestamp to InfluxDB write accepted", LATENCY_BUCKETS_S
         )
@@ -265,7 +270,6 @@ class Ingestor:
                 log.warning("could not create the database yet (%s); writes will retry", exc)
         self._ensure_retention()
         self.source.start()
-        self._started.set()
 
     def _ensure_retention(self) -> None:
         """Retention policies and rollups (cloud.retention) on 1.x; retried every minute until done.
@@ -834,6 +838,10 @@ class Ingestor:
 
     def _update_gauges(self) -> None:
         self.m_pending.set(self.pending())
+        self.m_dead_store.set(self.dead.stats.evicted_entries, kind="evicted")
+        self.m_dead_store.set(self.dead.stats.write_errors, kind="write_errors")
+        self.m_ledger_forgotten.set(self.ledger.forgotten_epochs, kind="epochs")
+        self.m_ledger_forgotten.set(self.ledger.forgotten_ranges, kind="ranges")
         self.m_held.set(len(self.held))
         now_s = time.time()
         per_gw: dict[str, list[Any]] = {}
