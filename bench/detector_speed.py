@@ -1,0 +1,151 @@
+"""Detector speed at gateway scale: the edge stack vs River's online detectors of the same class, one run.
+
+What is timed, per sample, over ``--signals`` signals (one sample per signal per frame, as a 1 Hz gateway
+delivers them):
+
+- **plantwire**: ``DetectorStack.process`` -- the whole stack the edge runs (robust level, CUSUM change,
+  stuck, rate, range per signal; streaming-subspace score per machine of ``--per-machine`` signals; alarm
+  hysteresis for both), frame columns in, scores and events out; and the same without the machine stage.
+- **River** (online-ml, installed for this benchmark only, never a project dependency): per signal one
+  ``anomaly.StandardAbsoluteDeviation`` (a streaming z-score: the same class as our level detector, and
+  cheaper than it -- mean/variance, not a robust Huber estimate) and one ``drift.PageHinkley`` (the
+  change-detection class of our CUSUM), score before learn, as River's docs use them; per machine one
+  ``preprocessing.MinMaxScaler() | anomaly.HalfSpaceTrees()`` over the machine's signals (River's
+  multivariate streaming detector; it has no streaming subspace/PCA one), fed a dict per machine tick as
+  River's API requires. Also the per-signal stages alone on both sides. River gets the benefit of every
+  doubt: its per-signal level detector is a plain mean/variance z-score (ours is a robust Huber
+  estimate), it has no stuck/rate/range stages and no alarm hysteresis, and its values are Python floats
+  converted before the clock starts.
+
+Both sides are warmed up past their warm-up periods first, then timed over repeats of ``--frames``
+frames; the best repeat and the median are printed (the box is shared). River is looked for on
+``sys.path`` and, failing that, in ``state/river-pkgs`` (``pip install --target state/river-pkgs river``),
+which is *appended* to the path so the project's numpy stays first.
+
+    python bench/detector_speed.py [--signals 15000] [--per-machine 30] [--frames 20] [--repeats 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edge.detectors.stack import DetectorStack  # noqa: E402
+
+
+def _time(step: Callable[[int], None], frames: int, repeats: int, samples_per_frame: int,
+          start: int) -> tuple[float, float]:
+    """(best, median) ns per sample of ``repeats`` runs of ``frames`` calls of ``step(frame_index)``."""
+    runs, f = [], start
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(frames):
+            step(f)
+            f += 1
+        runs.append((time.perf_counter() - t0) / frames / samples_per_frame * 1e9)
+    return min(runs), statistics.median(runs)
+
+
+def plantwire_speed(vals: np.ndarray, machine_of: np.ndarray, frames: int, repeats: int) -> tuple[float, float]:
+    n = vals.shape[1]
+    sig = np.arange(n, dtype=np.uint32)
+    q = np.zeros(n, dtype=np.uint8)
+    ts = [np.full(n, f * 10**9, dtype=np.int64) for f in range(vals.shape[0])]
+    stack = DetectorStack(n, machine_of.astype(np.int64))
+    warm = 40  # past the default warm-up (30 samples) so every stage, machines included, is live
+
+    def step(f: int) -> None:
+        k = f % vals.shape[0]
+        stack.process(sig, vals[k], q, ts[k] + (f // vals.shape[0]) * vals.shape[0] * 10**9)
+
+    for f in range(warm):
+        step(f)
+    return _time(step, frames, repeats, n, warm)
+
+
+def river_speed(vals: np.ndarray, per_machine: int, frames: int, repeats: int) -> tuple[float, float, str]:
+    import river
+    from river import anomaly, drift, preprocessing
+
+    n = vals.shape[1]
+    sad = [anomaly.StandardAbsoluteDeviation() for _ in range(n)]
+    ph = [drift.PageHinkley() for _ in range(n)]
+    rows = [vals[k].tolist() for k in range(vals.shape[0])]
+    x: dict[str, float] = {}
+    scores = [0.0] * n
+    n_machines = n // per_machine if per_machine else 0
+    names = [f"s{j}" for j in range(per_machine)]
+    hst = [preprocessing.MinMaxScaler() | anomaly.HalfSpaceTrees(seed=m) for m in range(n_machines)]
+    m_scores = [0.0] * n_machines
+
+    def step(f: int) -> None:
+        row = rows[f % len(rows)]
+        for i in range(n):
+            v = row[i]
+            d, p = sad[i], ph[i]
+            s = d.score_one(x, v)  # score before learn, as the edge does
+            d.learn_one(x, v)
+            p.update(v)
+            scores[i] = s + (1.0 if p.drift_detected else 0.0)
+        for m in range(n_machines):
+            xm = dict(zip(names, row[m * per_machine:(m + 1) * per_machine], strict=True))
+            det = hst[m]
+            m_scores[m] = det.score_one(xm)
+            det.learn_one(xm)
+
+    warm = 35  # PageHinkley's min_instances is 30; HalfSpaceTrees' first window (250) is not reached: its
+    # learn_one costs the same before and after, and its score is only cheaper while the trees are empty
+    for f in range(warm):
+        step(f)
+    best, med = _time(step, frames, repeats, n, warm)
+    return best, med, river.__version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--signals", type=int, default=15_000)
+    ap.add_argument("--per-machine", type=int, default=30)
+    ap.add_argument("--frames", type=int, default=20, help="frames per timed repeat (plantwire)")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--river-frames", type=int, default=2, help="frames per timed repeat (River)")
+    ap.add_argument("--river-repeats", type=int, default=3)
+    args = ap.parse_args(argv)
+    n = args.signals
+    rng = np.random.default_rng(0)
+    vals = rng.normal(size=(50, n)) * rng.uniform(0.5, 5.0, n) + rng.uniform(-100, 100, n)
+    print(f"{n:,} signals, one sample per signal per frame; ns/sample, best / median of repeats")
+    machine_of = np.arange(n) // args.per_machine
+    pw_best, pw_med = plantwire_speed(vals, machine_of, args.frames, args.repeats)
+    print(f"plantwire stack, {n // args.per_machine} machines of {args.per_machine}: "
+          f"{pw_best:8.1f} / {pw_med:8.1f}   (goal <= 50)", flush=True)
+    ns_best, ns_med = plantwire_speed(vals, np.full(n, -1), args.frames, args.repeats)
+    print(f"plantwire stack, no machine stage:         {ns_best:8.1f} / {ns_med:8.1f}", flush=True)
+    try:
+        import river  # noqa: F401
+    except ImportError:
+        sys.path.append(str(ROOT / "state" / "river-pkgs"))
+    try:
+        rv_best, rv_med, version = river_speed(vals, args.per_machine, args.river_frames, args.river_repeats)
+        rs_best, rs_med, _ = river_speed(vals, 0, args.river_frames, args.river_repeats)
+    except ImportError as exc:
+        print(f"River not importable ({exc}); install it with: pip install --target state/river-pkgs river")
+        return 1
+    print(f"River {version}, per signal StandardAbsoluteDeviation + PageHinkley, per machine MinMaxScaler | "
+          f"HalfSpaceTrees: {rv_best:,.0f} / {rv_med:,.0f}")
+    print(f"River {version}, per signal only:                {rs_best:,.0f} / {rs_med:,.0f}")
+    print(f"ratio River / plantwire, whole stacks: {rv_best / pw_best:,.0f}x best, {rv_med / pw_med:,.0f}x median "
+          f"(goal >= 1,000x); per-signal stages only: {rs_best / ns_best:,.0f}x best, {rs_med / ns_med:,.0f}x median")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
