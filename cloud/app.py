@@ -665,6 +665,11 @@ class Ingestor:
             except RetryableWriteError as exc:
                 if exc.status == 413:
                     return self._write_halves(body, stop)
+                if exc.status == 404 and self.cfg.influx.create_database:
+                    # "database not found": InfluxDB was unreachable when we started, or the database
+                    # was dropped since. Create it (idempotent) before the retry.
+                    with contextlib.suppress(RetryableWriteError):
+                        self.sink.ensure_database()
                 self._influx_ok = False
                 self.m_influx_up.set(0)
                 self._last_error = str(exc)

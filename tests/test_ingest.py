@@ -515,3 +515,24 @@ def test_late_replayed_data_gets_its_rollups_recomputed(
         assert rows and rows[0]["sum"] == 40
     finally:
         pub.close()
+
+
+def test_database_is_created_when_influxdb_comes_up_after_the_ingestor(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    influx = InfluxDB1(tmp_path / "influx")  # not started yet: the start-up CREATE DATABASE fails
+    try:
+        cfg = make_cfg(tmp_path, mosquitto, influx.url, "fresh")
+        pub = Publisher(mosquitto)
+        try:
+            pub.pub(wire.topic(SITE, GW, "signals"), table_payload(), retain=True)
+            with running(cfg) as ing:
+                p, cols = batch(0)
+                pub.pub(wire.topic(SITE, GW, "telemetry"), p)
+                wait_for(lambda: ing.m_errors.total() >= 1, what="write failing")
+                influx.start()
+                wait_for(lambda: ing.m_samples.get() == 40 and ing.pending() == 0, 30, what="written")
+                assert ing.m_errors.get(kind="influx_404") >= 1  # the path taken: database not found, created
+            assert stored(influx, "fresh") == expected(cols)
+        finally:
+            pub.close()
+    finally:
+        influx.stop()
