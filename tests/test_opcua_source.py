@@ -98,8 +98,9 @@ class OpcServer:
         await self.nodes[sid].write_value(dv)
 
     async def write_all(self, values: dict[str, float]) -> None:
+        now = datetime.now(UTC)  # asyncua's history cannot read back values without a SourceTimestamp
         for sid, v in values.items():
-            await self.nodes[sid].write_value(ua.DataValue(ua.Variant(v, ua.VariantType.Double)))
+            await self.nodes[sid].write_value(ua.DataValue(ua.Variant(v, ua.VariantType.Double), SourceTimestamp=now))
 
     def subscription_count(self) -> int:
         assert self.server is not None
@@ -294,11 +295,11 @@ def test_reconnects_after_the_server_restarts() -> None:
     run(main())
 
 
-def test_watchdog_recreates_a_silent_subscription() -> None:
+def test_watchdog_recreates_a_silent_subscription_and_back_fills_it() -> None:
     async def main() -> None:
         port = free_port()
         table = make_table(port, machines=1, signals=3)
-        server = OpcServer(port, table.ids)
+        server = OpcServer(port, table.ids, history=True)
         await server.start()
         sink, stats = Recorder(), SourceStats()
         source = OpcuaSource(table.devices[0], table, settings(keepalive_count=3, lifetime_count=100), sink, stats)
@@ -307,12 +308,31 @@ def test_watchdog_recreates_a_silent_subscription() -> None:
             assert server.server is not None
             service = server.server.iserver.subscription_service
             # The server forgets the subscription while the connection stays up: only silence tells.
-            await service.delete_subscriptions(list(service.subscriptions))
+            ours = [sub.subscription_id for sub in source._subs]  # not the server's own history subscription
+            await service.delete_subscriptions(ours)
+            for k in (1, 2):  # written while nobody listens; the server historizes them
+                for row, sid in enumerate(table.ids):
+                    await server.write(sid, 10.0 * k + row)
+                await asyncio.sleep(0.05)
             await wait_for(lambda: source.watchdog_restarts >= 1, timeout_s=20, what="watchdog restart")
-            await wait_for(lambda: server.subscription_count() == 1, what="subscription re-created")
+            await wait_for(lambda: source.subscriptions == 1 and source._subs[0].subscription_id not in ours
+                           and source._subs[0].has_data, what="subscription re-created, initial values in")
             await server.write_all({sid: 42.0 for sid in table.ids})
-            await wait_for(lambda: all(sink.latest()[r][0] == 42.0 for r in range(len(table))), what="data again")
+
+            def live_again() -> bool:  # (back-filled samples may be delivered after live ones: look at all)
+                _, rows, values, _ = sink.columns()
+                return set(rows[values == 42.0].tolist()) == set(range(len(table)))
+
+            await wait_for(live_again, what="data again")
             assert stats.reconnects == 0 and stats.connected
+            await wait_for(lambda: source.backfilled >= len(table), what="back-fill")
+            # Round 1 comes from history (back-filled, UNCERTAIN); round 2 is the re-created subscription's
+            # initial value.
+            _, rows, values, quality = sink.columns()
+            for row in range(len(table)):
+                assert quality[(rows == row) & (values == 10.0 + row)].tolist() == [Quality.UNCERTAIN]
+                assert quality[(rows == row) & (values == 20.0 + row)].tolist() == [Quality.GOOD]
+            assert source.backfilled == len(table)
         await server.stop()
 
     run(main())

@@ -77,6 +77,7 @@ Sink = Callable[[np.ndarray | int, np.ndarray, np.ndarray, np.ndarray | int], No
 
 _GOOD = int(Quality.GOOD)
 _BAD = int(Quality.BAD)
+_NEVER = np.iinfo(np.int64).max
 #: Quality given to back-filled GOOD samples when no ``backfill_sink`` is wired (see module docstring).
 BACKFILL_QUALITY = int(Quality.UNCERTAIN)
 _DEADBAND_CODE = {DeadbandType.NONE: 0, DeadbandType.ABSOLUTE: 1, DeadbandType.PERCENT: 2}
@@ -240,6 +241,10 @@ class OpcuaSource:
         self._mine = np.zeros(len(table), dtype=bool)
         self._mine[self.rows] = True
         self._last_ts = np.zeros(len(table), dtype=np.int64)  # newest sample per row (for back-fill)
+        # Oldest live sample per row since its subscription was (re)created: back-fill stops there. Tracked
+        # only while a back-fill is pending (np.minimum.at costs more than the rest of the ingest).
+        self._first_live = np.full(len(table), _NEVER, dtype=np.int64)
+        self._backfills_pending = 0
         self._backoff = Backoff(settings.reconnect_initial_s, settings.reconnect_max_s, settings.reconnect_jitter,
                                 rng or random.Random())
         self._name = f"opcua {device.name} ({device.endpoint})"
@@ -312,6 +317,8 @@ class OpcuaSource:
 
         resubscribed_ns = time.time_ns()
         backfill_from = self._last_ts.copy() if self._was_streaming and s.backfill else None
+        if backfill_from is not None:
+            self._backfills_pending += 1  # track first live samples from the first notification on
         self.refused = {}
         self._subs = []
         for group in self.groups:
@@ -330,7 +337,7 @@ class OpcuaSource:
                     tg.create_task(self._poll_loop(client, group, lost), name=f"{self._name} poll {group.name}")
             if backfill_from is not None:
                 tg.create_task(self._backfill(client, backfill_from, resubscribed_ns), name=f"{self._name} backfill")
-            await self._watch(client, lost)
+            await self._watch(client, lost, tg)
 
     async def _namespace_index(self, client: Client) -> int:
         array = await client.get_namespace_array()
@@ -364,6 +371,7 @@ class OpcuaSource:
         self.stats.connected = False
         self._subs = []
         self.subscriptions = 0
+        self._backfills_pending = 0  # their tasks ended with the session
         if client is None:
             return
         try:
@@ -436,6 +444,8 @@ class OpcuaSource:
         sub.stale_after_s = max(interval_s * keepalive * s.watchdog_margin, interval_s + 1.0) + s.timeout_s
         sub.last_publish_s = time.monotonic()
         sub.restart = False
+        sub.has_data = False
+        self._first_live[sub.rows] = _NEVER
 
         filt = None
         if g.deadband is not DeadbandType.NONE:
@@ -538,10 +548,12 @@ class OpcuaSource:
             self.stats.errors += dec.unconvertible
         rows = handles.astype(np.uint32)
         np.maximum.at(self._last_ts, rows, ts)
+        if self._backfills_pending:
+            np.minimum.at(self._first_live, rows, ts)
         self._deliver(ts, rows, values, quality)
 
     # ---- watchdog -------------------------------------------------------------------------------
-    async def _watch(self, client: Client, lost: asyncio.Event) -> None:
+    async def _watch(self, client: Client, lost: asyncio.Event, tg: asyncio.TaskGroup) -> None:
         """Until the session is lost: restart subscriptions that went silent or were dropped by the server."""
         period_s = 0.5 if not self._subs else min(0.5, min(sub.stale_after_s for sub in self._subs) / 4)
         while True:
@@ -569,7 +581,14 @@ class OpcuaSource:
                 client.uaclient._subscription_callbacks.pop(old, None)  # asyncua keeps it when delete failed
                 if lost.is_set():
                     raise _SessionLost("connection lost")
+                since = self._last_ts.copy()
+                restarted_ns = time.time_ns()
+                if self.settings.backfill:
+                    self._backfills_pending += 1
                 await self._create_subscription(client, sub)  # failure -> reconnect
+                if self.settings.backfill:  # what the silent subscription missed, where the server keeps it
+                    tg.create_task(self._backfill(client, since, restarted_ns, [sub]),
+                                   name=f"{self._name} backfill sub {sub.subscription_id}")
 
     # ---- polling --------------------------------------------------------------------------------
     async def _poll_loop(self, client: Client, group: ResolvedGroup, lost: asyncio.Event) -> None:
@@ -638,24 +657,30 @@ class OpcuaSource:
         self._deliver(tick_ns, rows, dec.value, dec.quality)
 
     # ---- back-fill ------------------------------------------------------------------------------
-    async def _backfill(self, client: Client, last_ts: np.ndarray, until_ns: int) -> None:
-        """HistoryRead each subscribed signal's gap (last sample, new subscription) and deliver it marked."""
-        try:
-            await self._backfill_inner(client, last_ts, until_ns)
+    async def _backfill(self, client: Client, last_ts: np.ndarray, until_ns: int, subs: list[_Sub] | None = None
+                        ) -> None:
+        """HistoryRead each subscribed signal's gap (last sample, new subscription) and deliver it marked.
+
+        ``subs``: the subscriptions whose signals to fill (default: all of the session's).
+        """
+        try:  # the caller counted this back-fill in _backfills_pending before (re)creating the subscriptions
+            await self._backfill_inner(client, last_ts, until_ns, self._subs if subs is None else subs)
         except asyncio.CancelledError:
             raise
         except Exception:
             self.stats.errors += 1
             log.warning("%s: history back-fill failed; the gap stays open", self._name, exc_info=True)
+        finally:
+            self._backfills_pending -= 1
 
-    async def _backfill_inner(self, client: Client, last_ts: np.ndarray, until_ns: int) -> None:
+    async def _backfill_inner(self, client: Client, last_ts: np.ndarray, until_ns: int, subs: list[_Sub]) -> None:
         # Wait for the new subscriptions' initial values: history is then read up to (excluding) the first
         # live sample of each signal, so the value the server re-sends on subscription is not delivered twice.
-        longest_s = max((sub.group.publishing_interval_ms for sub in self._subs), default=0) / 1000.0
+        longest_s = max((sub.group.publishing_interval_ms for sub in subs), default=0) / 1000.0
         deadline = time.monotonic() + 3 * longest_s + self.settings.timeout_s
-        while not all(sub.has_data for sub in self._subs) and time.monotonic() < deadline:
+        while not all(sub.has_data for sub in subs) and time.monotonic() < deadline:
             await asyncio.sleep(min(0.05, longest_s))
-        rows_all = np.concatenate([sub.accepted for sub in self._subs]) if self._subs else np.zeros(0, np.uint32)
+        rows_all = np.concatenate([sub.accepted for sub in subs]) if subs else np.zeros(0, np.uint32)
         starts = last_ts[rows_all]
         floor_ns = until_ns - int(self.settings.backfill_max_s * 1e9)
         keep = starts > 0
@@ -693,8 +718,8 @@ class OpcuaSource:
                             self.backfill_unsupported += 1
                             continue
                         dvs = getattr(res.HistoryData, "DataValues", None) or []
-                        live = int(self._last_ts[row])
-                        upper = live if live > last_ts[row] else until_ns
+                        first_live = int(self._first_live[row])
+                        upper = first_live if first_live != _NEVER else until_ns
                         n, newest = self._deliver_history(row, dvs, after[row], upper)
                         total += n
                         if res.ContinuationPoint:
