@@ -31,14 +31,17 @@ Behaviour a plant engineer relies on, and why:
 - **Watchdog.** A subscription that is connected but hears nothing (neither data nor keep-alive)
   for ``watchdog_margin`` keep-alive periods (publishing interval x revised keep-alive count) is
   deleted and re-created; if that fails the whole session is re-established.
-- **Back-fill.** After a reconnect, for servers that keep history, HistoryRead (raw) fetches each
-  subscribed signal's values between its last received sample and the new subscription, at most
-  ``backfill_max_s`` back. Those samples are delivered through ``backfill_sink`` when given, else
-  through ``sink`` with GOOD downgraded to UNCERTAIN (see ``BACKFILL_QUALITY``): the frame has no
-  flag bit yet, and a value read after the fact is, for alarms, less certain than a live one.
-  Signals whose server has no history for them are counted in ``backfill_unsupported``.
-  Initial values sent on (re)subscription may repeat the last sample before an outage (same
-  timestamp, same value): downstream points are identified by series and time, so it is a no-op.
+- **Back-fill.** After a reconnect, and after the watchdog re-created a subscription, for servers that
+  keep history, HistoryRead (raw) fetches each subscribed signal's values after its last received
+  sample and before its first live sample since the (re)subscription (at most ``backfill_max_s``
+  back), so no value is delivered both live and back-filled. Pages follow continuation points, or
+  timestamps when a server truncates a full page without one (asyncua's does). Back-filled samples
+  go through ``backfill_sink`` when given, else through ``sink`` with GOOD downgraded to UNCERTAIN
+  (``BACKFILL_QUALITY``): the frame has no flag bit yet, and a value read after the fact is, for
+  alarms, less certain than a live one. Signals whose server has no history for them are counted
+  in ``backfill_unsupported``. The initial value a server sends on (re)subscription may repeat the
+  last sample before an outage (same timestamp, same value): points are identified downstream by
+  series and time, so it is a no-op there.
 - ``run()`` never raises anything but CancelledError: errors are counted in ``stats``, logged once
   per streak, and retried.
 """
