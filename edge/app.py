@@ -33,7 +33,7 @@ from edge.detectors.events import Phase, Scope
 from edge.forwarder import Forwarder
 from edge.frames import FrameBuffer
 from edge.kernels.kinds import Kind
-from edge.sinks.mqtt import MqttPublisher
+from edge.sinks.mqtt import MqttPublisher, tls_context
 from edge.sources.stats import SourceStats
 from edge.spool import Spool
 from plantwire import wire
@@ -42,11 +42,13 @@ from plantwire.logs import setup_logging
 from plantwire.metrics import Metric, MetricsServer, Registry
 from plantwire.plant import PlantConfig, Protocol, SignalTable, expand
 from plantwire.sdnotify import Notifier
+from plantwire.tls import SecretError
 
 log = logging.getLogger("plantwire.edge")
 
 #: Bounded wait for broker acknowledgements at shutdown.
 SHUTDOWN_DRAIN_TIMEOUT_S = 5.0
+HEALTH_STATUS_INTERVAL_S = 10.0  # retained status on the health topic
 SHUTDOWN_ACK_TIMEOUT_S = 30.0
 
 
@@ -75,6 +77,7 @@ class EdgeGateway:
         )
         for reason in self.analytics.cold_reasons:
             log.info("analytics start cold: %s", reason)
+        self._next_status = 0.0
         self._anomaly_threshold = cfg.analytics.signal_alarm.on_threshold
         self.anomalies = 0
         self.events_opened = 0
@@ -186,6 +189,27 @@ class EdgeGateway:
         payload = wire.encode_events(self.cfg.gateway_id, self.boot_epoch_ns, out)
         self.forwarder.submit_event(payload, self.boot_epoch_ns)
 
+    def _publish_status(self) -> None:
+        """Retained gateway status on the health topic (the last will overwrites it with "offline")."""
+        fs = self.forwarder.stats()
+        doc = {
+            **self.health(),
+            "boot_epoch_ns": self.boot_epoch_ns,
+            "ts_ns": time.time_ns(),
+            "samples_read": int(self.read_count.sum()),
+            "sources_down": [n for n, st in self.source_stats.items() if not st.connected],
+            "log_records": int(fs.get("wal_records", 0)),
+            "log_bytes": int(fs.get("wal_bytes", 0)),
+            "oldest_unacked_age_s": round(fs.get("oldest_unacked_age_s", 0.0), 3),
+            "last_cloud_ack_age_s": round(fs.get("last_ack_age_s", -1.0), 3),
+            "dropped_samples": int(fs.get("dropped_samples", 0)),
+            "alarms_opened": self.events_opened,
+        }
+        doc.pop("spool", None)
+        doc["condition"] = doc.pop("status")  # ok | degraded
+        doc["status"] = "online"
+        self.publisher.publish(self._health_topic, json.dumps(doc).encode(), retain=True)
+
     def _publish_health(self, h: HealthResult) -> None:
         """Health index and RUL band per machine the model covers, on the events lane."""
 
@@ -218,6 +242,9 @@ class EdgeGateway:
         while True:
             await asyncio.sleep(period - (time.time() % period))
             self._flush()
+            if time.monotonic() >= self._next_status:
+                self._next_status = time.monotonic() + HEALTH_STATUS_INTERVAL_S
+                self._publish_status()
             health = self.analytics.tick(time.monotonic())  # also saves checkpoints when due
             if health is not None:
                 self._publish_health(health)
@@ -377,7 +404,7 @@ async def serve(config_path: Path, cfg: EdgeConfig, plant: PlantConfig, notifier
                 await hup.wait()
                 hup.clear()
                 try:
-                    accepted.append(await asyncio.to_thread(load_edge, config_path))
+                    accepted.append(await asyncio.to_thread(_load_and_check, config_path))
                 except ConfigError as exc:
                     reload_failures += 1
                     failures.set(reload_failures)
@@ -415,6 +442,23 @@ def main(argv: list[str] | None = None) -> int:
         print(exc.report(), file=sys.stderr)
         return 2
     notifier = Notifier.from_env()
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.config, cfg, plant, notifier))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(args.config, cfg, plant, notifier))
+    except SecretError as exc:
+        print(f"{args.config}: {exc}", file=sys.stderr)
+        notifier.notify("ERRNO=2", f"STATUS={exc}")
+        return 2
     return 0
+
+
+def _load_and_check(config_path: Path) -> tuple[EdgeConfig, PlantConfig]:
+    """What a reload must pass before the running gateway is touched: the config validates and its
+    TLS files open (a bad key would otherwise only show when the new gateway connects)."""
+    cfg, plant = load_edge(config_path)
+    if cfg.mqtt.tls is not None:
+        try:
+            tls_context(cfg.mqtt.tls)
+        except SecretError as exc:
+            raise ConfigError(str(config_path), [f"mqtt.tls: {exc}"]) from None
+    return cfg, plant

@@ -23,6 +23,25 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class MqttTlsSettings(_Strict):
+    """TLS to the broker: the broker is always verified (chain and hostname); a client certificate
+    (whose CN the shipped Mosquitto ACL uses as the gateway's identity) is optional. Relative paths
+    are against the config file's folder. The key's password, if any, comes from a systemd
+    credential (``key_password_credential``) or an environment variable, never from this file."""
+
+    ca_file: Path = Field(description="CA certificate(s) the broker's certificate must chain to")
+    cert_file: Path | None = Field(default=None, description="client certificate (PEM), with key_file")
+    key_file: Path | None = Field(default=None, description="client private key (PEM), with cert_file")
+    key_password_credential: str | None = Field(default=None, description="systemd credential name (LoadCredential)")
+    key_password_env: str | None = Field(default=None, description="environment variable holding the key's password")
+
+    @model_validator(mode="after")
+    def _pair(self) -> MqttTlsSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (a client certificate needs its key)")
+        return self
+
+
 class MqttSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
@@ -31,6 +50,7 @@ class MqttSettings(_Strict):
     username: str | None = None
     password_env: str | None = Field(default=None, description="environment variable holding the password")
     max_inflight: int = Field(default=100, ge=1, le=65535)
+    tls: MqttTlsSettings | None = Field(default=None, description="TLS (usually port 8883); unset: plain TCP")
 
 
 class PublishSettings(_Strict):
@@ -181,4 +201,12 @@ def load_edge(path: Path) -> tuple[EdgeConfig, PlantConfig]:
         raise ConfigError(str(path), [f"plant: {e}" for e in exc.report().splitlines()]) from None
     state_dir = cfg.state_dir if cfg.state_dir.is_absolute() else path.parent / cfg.state_dir
     cfg = cfg.model_copy(update={"plant": plant_path, "state_dir": state_dir})
+    if (tls := cfg.mqtt.tls) is not None:
+        rel = {
+            k: path.parent / v
+            for k in ("ca_file", "cert_file", "key_file")
+            if (v := getattr(tls, k)) is not None and not v.is_absolute()
+        }
+        mqtt = cfg.mqtt.model_copy(update={"tls": tls.model_copy(update=rel)})
+        cfg = cfg.model_copy(update={"mqtt": mqtt})
     return cfg, plant

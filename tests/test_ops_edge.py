@@ -434,6 +434,14 @@ def test_edge_health_is_retained_and_the_will_marks_a_dead_gateway_offline(
     notify_socket.wait_for("READY=1", 90, edge=edge)
     health = retained_health(mosquitto, "gw-a")
     assert health["status"] == "online" and health["gateway"] == "gw-a"
+    # The periodic status carries what an operator needs without scraping metrics.
+    deadline = time.monotonic() + 15
+    while "log_records" not in (health := retained_health(mosquitto, "gw-a")):
+        assert time.monotonic() < deadline, f"no periodic status on the health topic: {health}"
+        time.sleep(0.2)
+    for key in ("sources", "sources_connected", "sources_down", "log_bytes", "oldest_unacked_age_s",
+                "dropped_samples", "last_cloud_ack_age_s", "condition"):
+        assert key in health, key
     edge.proc.kill()  # a crash: no clean disconnect, the broker publishes the last will
     edge.proc.wait(10)
     deadline = time.monotonic() + 10

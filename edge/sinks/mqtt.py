@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -35,7 +36,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge.config import MqttSettings
+from edge.config import MqttSettings, MqttTlsSettings
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,8 @@ class MqttPublisher:
         if settings.username:
             password = os.environ.get(settings.password_env) if settings.password_env else None
             self._client.username_pw_set(settings.username, password)
+        if settings.tls is not None:
+            self._client.tls_set_context(tls_context(settings.tls))
         if will is not None:
             self._client.will_set(will[0], will[1], qos=1, retain=True)
         self._client.on_connect = self._on_connect
@@ -237,3 +240,23 @@ class MqttPublisher:
         self.stats.messages_acked += 1
         self.stats.samples_acked += samples
         self._acked.notify_all()
+
+
+def tls_context(tls: MqttTlsSettings) -> ssl.SSLContext:
+    """Verify the broker (chain and hostname) and present our certificate; a missing file or a key
+    that does not open raises :class:`plantwire.tls.SecretError` naming it, before any connect."""
+    from plantwire.tls import SecretError, client_context, read_secret
+
+    ctx = client_context(tls.ca_file)
+    if tls.cert_file is not None and tls.key_file is not None:
+        for label, path in (("client certificate", tls.cert_file), ("client key", tls.key_file)):
+            if not path.is_file():
+                raise SecretError(f"mqtt.tls: {label} {path} not found or not a file")
+        password = None
+        if tls.key_password_credential or tls.key_password_env:
+            password = read_secret(credential=tls.key_password_credential, env=tls.key_password_env)
+        try:
+            ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file), password=password)
+        except (ssl.SSLError, OSError) as e:
+            raise SecretError(f"mqtt.tls: cannot load {tls.cert_file} with {tls.key_file}: {e}") from None
+    return ctx
