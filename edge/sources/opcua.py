@@ -394,11 +394,10 @@ class OpcuaSource:
         msg += self._hint(type(exc).__name__)
         if not self._failing:
             self._failing = True
-            level = logging.WARNING
             if not isinstance(exc, (OSError, TimeoutError, _SessionLost, SetupError, SecurityConfigError, ua.UaError)):
                 log.warning("%s: unexpected failure; reconnecting with back-off", self._name, exc_info=exc)
                 return
-            log.log(level, "%s: %s; reconnecting with back-off", self._name, msg)
+            log.warning("%s: %s; reconnecting with back-off", self._name, msg)
         else:
             log.debug("%s: still failing: %s", self._name, msg)
 
