@@ -13,7 +13,8 @@ acknowledgements, so a restart neither forgets data it acknowledged nor invents 
 
 Bounds (a daemon runs for months): at most ``max_epochs_per_gateway`` boot epochs per gateway
 (the oldest forgotten first, counted in ``forgotten_epochs``) and ``max_ranges`` ranges per epoch
-(the lowest merged away when exceeded, counted in ``forgotten_ranges``).
+(beyond it the range just above the watermark's is forgotten, counted in ``forgotten_ranges``: a
+missing number is never merged into a durable range, since the edge would free it on our word).
 """
 
 from __future__ import annotations
@@ -86,12 +87,11 @@ class GapLedger:
             for s in seqs:
                 dup += self._insert(ep, int(s), now)
             while len(ep.los) > self.max_ranges:
-                # Merge the two lowest ranges: the hole between them is given up (counted).
-                ep.his[0] = ep.his[1]
+                # Forget the range just above the watermark's: never claim a missing number durable
+                # (the edge would free it); the edge re-sends what it still holds of it (counted).
                 del ep.los[1], ep.his[1]
                 self.forgotten_ranges += 1
-            holes = self._holes(ep)
-            ep.marks = [m for m in ep.marks if any(m[0] <= h[1] and h[0] <= m[1] for h in holes)]
+            self._prune_marks(ep)
         return dup
 
     def merge_ack(self, ack: Ack, *, site: str = "", now: float | None = None) -> None:
@@ -111,8 +111,7 @@ class GapLedger:
             ep.updated = now
             for lo, hi in spans:
                 self._insert_span(ep, lo, hi, now)
-            holes = self._holes(ep)
-            ep.marks = [m for m in ep.marks if any(m[0] <= h[1] and h[0] <= m[1] for h in holes)]
+            self._prune_marks(ep)
 
     @staticmethod
     def _insert_span(ep: _Epoch, lo: int, hi: int, now: float) -> None:
@@ -127,6 +126,18 @@ class GapLedger:
             hi = max(hi, his[j - 1])
         los[i:j] = [lo]
         his[i:j] = [hi]
+
+    @classmethod
+    def _prune_marks(cls, ep: _Epoch) -> None:
+        """Keep the marks that still overlap a hole (O(marks log holes))."""
+        holes = cls._holes(ep)
+        his = [h[1] for h in holes]
+        kept = []
+        for m in ep.marks:
+            i = bisect.bisect_left(his, m[0])  # first hole ending at or after the mark's start
+            if i < len(holes) and holes[i][0] <= m[1]:
+                kept.append(m)
+        ep.marks = kept
 
     @staticmethod
     def _holes(ep: _Epoch) -> list[tuple[int, int]]:
