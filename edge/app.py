@@ -403,12 +403,14 @@ async def serve(config_path: Path, cfg: EdgeConfig, plant: PlantConfig, notifier
             while True:
                 await hup.wait()
                 hup.clear()
+                notifier.reloading()
                 try:
                     accepted.append(await asyncio.to_thread(_load_and_check, config_path))
                 except ConfigError as exc:
                     reload_failures += 1
                     failures.set(reload_failures)
                     log.error("reload rejected, the running config carries on:\n%s", exc.report())
+                    notifier.ready(status="reload rejected; running config carries on")
                     continue
                 log.info("reload: new config is valid, switching over")
                 ended.set()
