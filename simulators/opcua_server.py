@@ -45,6 +45,7 @@ import json
 import logging
 import os
 import signal
+import stat
 import sys
 import time
 from pathlib import Path
@@ -67,6 +68,23 @@ log = logging.getLogger(__name__)
 _BAD_SENSOR = ua.StatusCode(ua.StatusCodes.BadSensorFailure)
 _GOOD = ua.StatusCode(ua.StatusCodes.Good)
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+WRITE_SLICE = 250  # writes between yields to the event loop
+
+
+class _SharedDataValue(ua.DataValue):
+    """A DataValue that deep-copies as itself.
+
+    asyncua's server deep-copies every written value once per monitored item (to guard against the
+    writer mutating it later), which is about 23 µs a copy and three quarters of a subscribed
+    server's CPU (shared/MEASURED.md, trap 3). We build a fresh DataValue per write and never touch
+    it again, and the server replaces rather than mutates values, so sharing it is safe. Encodes
+    byte for byte as a DataValue (same dataclass fields).
+    """
+
+    __slots__ = ()
+
+    def __deepcopy__(self, memo: dict[int, object]) -> _SharedDataValue:
+        return self
 
 
 class OpcuaPlantServer:
@@ -198,11 +216,13 @@ class OpcuaPlantServer:
         aspace = self.server.iserver.aspace
         value_attr = ua.AttributeIds.Value
         double = ua.VariantType.Double
-        for i, v, code in zip(idx.tolist(), values, status, strict=True):
+        for j, (i, v, code) in enumerate(zip(idx.tolist(), values, status, strict=True)):
+            if j % WRITE_SLICE == WRITE_SLICE - 1:
+                await asyncio.sleep(0)  # let publishing and client requests in between
             if code:
-                dv = ua.DataValue(StatusCode=ua.StatusCode(code), SourceTimestamp=ts, ServerTimestamp=ts)
+                dv = _SharedDataValue(StatusCode=ua.StatusCode(code), SourceTimestamp=ts, ServerTimestamp=ts)
             else:
-                dv = ua.DataValue(ua.Variant(v, double), SourceTimestamp=ts, ServerTimestamp=ts)
+                dv = _SharedDataValue(ua.Variant(v, double), SourceTimestamp=ts, ServerTimestamp=ts)
             await aspace.write_attribute_value(self.node_ids[i], value_attr, dv)
         self.writes += len(values)
 
@@ -249,12 +269,11 @@ def history_enabled(spec: str, table: SignalTable, device: Device) -> bool:
 
 async def _commands(world: World, device: Device, faults: list[TransportFault]) -> None:
     """Faults forwarded by the parent's control API, one JSON faults mapping per stdin line."""
+    if not stat.S_ISFIFO(os.fstat(sys.stdin.fileno()).st_mode):
+        return  # started by hand (a terminal, /dev/null): nobody forwards commands
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
-    try:
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    except (ValueError, OSError):  # stdin is not a pipe (a terminal run): nothing to listen to
-        return
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     while line := await reader.readline():
         try:
             _, loaded = faults_from_data(json.loads(line), world.table, "control command")

@@ -156,8 +156,8 @@ class TickLoop:
         while True:
             due = self.epoch_ns + k * self.period_ns
             delay = (due - time.time_ns()) / 1e9
-            if delay > 0:
-                await asyncio.sleep(delay)
+            # always yield, even when late: an overrunning tick must not starve the servers' I/O
+            await asyncio.sleep(max(delay, 0.0))
             t0 = time.perf_counter_ns()
             result = self.on_tick(k, self.sim_time(k), due)
             if inspect.isawaitable(result):
