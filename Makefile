@@ -9,7 +9,7 @@ DEBS := mosquitto influxdb victoria-metrics
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DURATION ?= 0
 
-.PHONY: demo test test-slow test-all lint bench deps venv clean
+.PHONY: demo test test-slow test-chaos test-all lint bench deps venv clean
 
 demo: deps venv
 	$(BIN)/plantwire demo configs/demo --duration $(DURATION)
@@ -20,6 +20,9 @@ test: deps venv
 
 test-slow: deps venv
 	$(BIN)/python -m pytest -q -m slow
+
+test-chaos: deps venv
+	$(BIN)/python -m pytest -q tests/chaos -m ''
 
 test-all: deps venv
 	$(BIN)/python -m pytest -q -m ''
@@ -47,7 +50,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 bench: deps venv
-	$(BIN)/python bench/e2e.py --config configs/demo --duration 120 --rate 1
+	$(BIN)/python bench/e2e.py --config configs/demo --duration 180 --rates 1:1,2:1,5:1,10:1 --naive-rates 1:1
 
 clean:
 	rm -rf $(VENV) state build *.egg-info

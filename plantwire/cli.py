@@ -1,4 +1,4 @@
-"""``plantwire``: one command line for every part (sim, edge, ingest, demo, check, score).
+"""``plantwire``: one command line for every part (sim, edge, ingest, demo, check, score, retention, install).
 
 Subcommands import their part lazily, so ``plantwire check`` does not pay for numba or asyncua.
 """
@@ -18,6 +18,7 @@ commands:
   demo [DIR]       run the whole pipeline on this machine (default configs/demo)
   check FILE...    validate config files without touching the network (exit 2 on errors)
   score CSV        run the edge's detectors over a recorded CSV
+  retention ...    set up InfluxDB retention policies and rollups, or back-fill rollups (ensure|backfill|print)
   install          install systemd units, the plantwire user and directories (--root DIR for an image)
   uninstall        stop and remove the units (--purge: also config, state and user)
 """
@@ -58,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
             print("plantwire score: not available in this build", file=sys.stderr)
             return 2
         return score_main(rest)
+    if cmd == "retention":
+        from cloud.retention import main as retention_main
+
+        return retention_main(rest)
     if cmd in ("install", "uninstall"):
         from plantwire.install import main as install_main
 
