@@ -390,7 +390,8 @@ class OpcuaSource:
     def _log_failure(self, exc: BaseException) -> None:
         while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
             exc = exc.exceptions[0]
-        msg = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        msg = f"{type(exc).__name__}: {exc}" if str(exc) and not isinstance(exc, _SessionLost) else str(exc) or type(
+            exc).__name__
         msg += self._hint(type(exc).__name__)
         if not self._failing:
             self._failing = True
