@@ -390,8 +390,10 @@ class OpcuaSource:
     def _log_failure(self, exc: BaseException) -> None:
         while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
             exc = exc.exceptions[0]
-        msg = f"{type(exc).__name__}: {exc}" if str(exc) and not isinstance(exc, _SessionLost) else str(exc) or type(
-            exc).__name__
+        if isinstance(exc, _SessionLost) or not str(exc):
+            msg = str(exc) or type(exc).__name__
+        else:
+            msg = f"{type(exc).__name__}: {exc}"
         msg += self._hint(type(exc).__name__)
         if not self._failing:
             self._failing = True
