@@ -50,6 +50,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,15 @@ class Ingestor:
         self.ing = cfg.ingest
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         self.sink = sink if sink is not None else make_sink(cfg.influx)
+        # ingest.write_connections > 1: one sink (connection) per concurrent request of a group.
+        self._sinks: queue.Queue[InfluxSink] = queue.Queue()
+        self._pool: ThreadPoolExecutor | None = None
+        if cfg.ingest.write_connections > 1:
+            self._sinks.put(self.sink)
+            for _ in range(cfg.ingest.write_connections - 1):
+                self._sinks.put(make_sink(cfg.influx))
+            self._pool = ThreadPoolExecutor(cfg.ingest.write_connections, thread_name_prefix="influx-write")
+        self._count_lock = threading.Lock()  # metric updates from several write threads
         self.source = MqttSource(cfg.mqtt, session_expiry_s=cfg.mqtt.session_expiry_s)
         self.tables = SignalTableStore(cfg.state_dir, cfg.influx.measurement)
         self.dead = DeadLetterStore(cfg.state_dir, max_bytes=self.ing.dead_letter_max_bytes)
@@ -344,6 +354,10 @@ class Ingestor:
 
     def close(self) -> None:
         self.source.stop()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            while not self._sinks.empty():
+                self._sinks.get().close()
         self.sink.close()
         if self.metrics_server is not None:
             self.metrics_server.stop()
@@ -648,32 +662,45 @@ class Ingestor:
         ends = np.concatenate([e + o for e, o in zip(w.ends, offs, strict=True)])
         mv = memoryview(data)
         step = self.ing.lines_per_request
+        chunks: list[memoryview] = []
         start = 0
         for first in range(0, ends.size, step):
             end = int(ends[min(first + step, ends.size) - 1])
-            if not self._write_chunk(mv[start:end], stop):
-                return False
+            chunks.append(mv[start:end])
             start = end
-        return True
+        if self._pool is None or len(chunks) == 1:
+            return all(self._write_chunk(c, stop, self.sink) for c in chunks)
+        # Several connections: the chunks of one group in parallel; the group counts as written
+        # (and is acknowledged) only once every chunk is.
+        futures = [self._pool.submit(self._write_pooled, c, stop) for c in chunks]
+        return all([f.result() for f in futures])
 
-    def _write_chunk(self, body: memoryview, stop: threading.Event) -> bool:
+    def _write_pooled(self, body: memoryview, stop: threading.Event) -> bool:
+        sink = self._sinks.get()
+        try:
+            return self._write_chunk(body, stop, sink)
+        finally:
+            self._sinks.put(sink)
+
+    def _write_chunk(self, body: memoryview, stop: threading.Event, sink: InfluxSink) -> bool:
         delay = self.ing.retry_min_s
         while True:
             t0 = time.perf_counter()
             try:
-                self.sink.write(body)
+                sink.write(body)
             except RetryableWriteError as exc:
                 if exc.status == 413:
-                    return self._write_halves(body, stop)
+                    return self._write_halves(body, stop, sink)
                 if exc.status == 404 and self.cfg.influx.create_database:
                     # "database not found": InfluxDB was unreachable when we started, or the database
                     # was dropped since. Create it (idempotent) before the retry.
                     with contextlib.suppress(RetryableWriteError):
-                        self.sink.ensure_database()
+                        sink.ensure_database()
                 self._influx_ok = False
                 self.m_influx_up.set(0)
                 self._last_error = str(exc)
-                self.m_errors.inc(kind="influx_retry" if exc.status is None else f"influx_{exc.status}")
+                with self._count_lock:
+                    self.m_errors.inc(kind="influx_retry" if exc.status is None else f"influx_{exc.status}")
                 wait = max(delay, exc.retry_after_s or 0.0)
                 log.warning("InfluxDB write failed, retrying in %.1f s (nothing acknowledged): %s", wait, exc)
                 self._update_gauges()
@@ -687,20 +714,23 @@ class Ingestor:
                 self._rejected(exc, body)
                 return True
             self.write_latency.observe(np.array([time.perf_counter() - t0]))
-            self.m_points.inc(_count_lines(body))
+            lines = _count_lines(body)
+            with self._count_lock:
+                self.m_points.inc(lines)
             if not self._influx_ok:
                 log.info("InfluxDB writes succeed again")
             self._influx_ok = True
             self.m_influx_up.set(1)
             return True
 
-    def _write_halves(self, body: memoryview, stop: threading.Event) -> bool:
+    def _write_halves(self, body: memoryview, stop: threading.Event, sink: InfluxSink) -> bool:
         """HTTP 413: the server's body limit is below our request size; halve on a line boundary.
 
         Counted, so an operator can lower ``ingest.lines_per_request``; a single line above the limit
         can never be stored and is dead-lettered with the reason.
         """
-        self.m_errors.inc(kind="influx_413")
+        with self._count_lock:
+            self.m_errors.inc(kind="influx_413")
         raw = bytes(body)
         if raw.count(b"\n") <= 1:
             reason = f"HTTP 413: a line of {len(raw)} bytes exceeds InfluxDB's request size limit"
@@ -709,7 +739,7 @@ class Ingestor:
             return True
         cut = raw.rfind(b"\n", 0, len(raw) // 2) + 1 or raw.index(b"\n") + 1
         mv = memoryview(raw)
-        return self._write_chunk(mv[:cut], stop) and self._write_chunk(mv[cut:], stop)
+        return self._write_chunk(mv[:cut], stop, sink) and self._write_chunk(mv[cut:], stop, sink)
 
     def _rejected(self, exc: PartialWriteError, body: memoryview) -> None:
         """A 400: the server kept the good points; dead-letter the rejected lines with its reason.
@@ -729,11 +759,13 @@ class Ingestor:
                 lines=lines[first : first + _DEAD_LINES_PER_ENTRY],
                 extra={"kind": "influx_rejected", "dropped": dropped},
             )
-        self.m_dead.inc(reason="influx_rejected")
-        self.m_dead_samples.inc(dropped)
         head = escape_measurement(self.cfg.influx.measurement)
-        self._rejected_samples += sum(1 for line in lines if line.startswith((head + ",", head + " ")))
-        self.m_points.inc(max(0, _count_lines(body) - dropped))
+        samples = sum(1 for line in lines if line.startswith((head + ",", head + " ")))
+        with self._count_lock:
+            self.m_dead.inc(reason="influx_rejected")
+            self.m_dead_samples.inc(dropped)
+            self._rejected_samples += samples
+            self.m_points.inc(max(0, _count_lines(body) - dropped))
         log.error("InfluxDB rejected %d points (dead-lettered, the rest stored): %s", dropped, exc.reason[:300])
 
     def _commit(self, w: _Write) -> None:

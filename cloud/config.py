@@ -91,6 +91,9 @@ class IngestSettings(_Strict):
     max_batch_messages: int = Field(default=500, ge=1, description="messages per durable write (then all acked)")
     max_batch_samples: int = Field(default=200_000, ge=1, description="samples per durable write")
     linger_ms: int = Field(default=20, ge=0, le=10_000, description="wait this long for more messages to batch")
+    write_connections: int = Field(
+        default=1, ge=1, le=8, description="concurrent InfluxDB requests per group (drains a back-log faster)"
+    )
     lines_per_request: int = Field(default=10_000, ge=100, description="line-protocol lines per HTTP request")
     max_payload_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description="larger payloads are dead-lettered")
     held_max_messages: int = Field(

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud.app import Ingestor
@@ -209,34 +210,39 @@ def test_malformed_payloads_are_dead_lettered_and_other_data_lands(
         pub.close()
 
 
-def test_influx_down_nothing_acked_nothing_lost(tmp_path: Path, mosquitto: Mosquitto) -> None:
+@pytest.mark.parametrize("connections", [1, 3])
+def test_influx_down_nothing_acked_nothing_lost(tmp_path: Path, mosquitto: Mosquitto, connections: int) -> None:
+    """With several write connections too: a group counts as written only once every chunk is."""
+    n = 450  # 5 requests of 100 lines per batch
     influx = InfluxDB1(tmp_path / "influx")
     influx.start()
     try:
         influx.query('CREATE DATABASE "d"')
-        cfg = make_cfg(tmp_path, mosquitto, influx.url, "d")
+        cfg = make_cfg(tmp_path, mosquitto, influx.url, "d", write_connections=connections, lines_per_request=100)
         pub = Publisher(mosquitto)
         pub.watch_acks()
         try:
             pub.pub(wire.topic(SITE, GW, "signals"), table_payload(), retain=True)
             want = {}
             with running(cfg) as ing:
-                p, cols = batch(0)
+                p, cols = batch(0, n=n)
                 pub.pub(wire.topic(SITE, GW, "telemetry"), p)
                 want.update(expected(cols))
-                wait_for(lambda: ing.m_samples.get() >= 40 and ing.pending() == 0, what="first batch")
+                wait_for(lambda: ing.m_samples.get() >= n and ing.pending() == 0, what="first batch")
                 influx.stop()
                 for seq in (1, 2, 3):
-                    p, cols = batch(seq)
+                    p, cols = batch(seq, n=n)
                     pub.pub(wire.topic(SITE, GW, "telemetry"), p)
                     want.update(expected(cols))
-                wait_for(lambda: ing.m_errors.total() >= 2, what="retried write errors")
-                assert ing.pending() == 3  # received, not acknowledged
-                assert ing.m_samples.get() == 40
+                # All three received, none acknowledged while the writes keep failing.
+                wait_for(lambda: ing.m_errors.total() >= 2 and ing.pending() == 3, what="retried write errors")
+                time.sleep(0.5)
+                assert ing.pending() == 3
+                assert ing.m_samples.get() == n
                 assert ing.health()["status"] == "degraded"
                 assert max(a.watermark for a in pub.acks) == 0
                 influx.start()
-                wait_for(lambda: ing.m_samples.get() >= 160 and ing.pending() == 0, 30, what="written after return")
+                wait_for(lambda: ing.m_samples.get() >= 4 * n and ing.pending() == 0, 30, what="written after return")
                 assert ing.m_influx_up.get() == 1
             assert stored(influx, "d") == want
             wait_for(lambda: any(a.watermark == 3 for a in pub.acks), what="watermark 3")
