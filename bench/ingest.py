@@ -203,6 +203,7 @@ def ingestor_rate(
     batches: list[dict[str, np.ndarray]],
     per_req: int,
     name: str = "ingestor",
+    connections: int = 1,
 ) -> tuple[float, float, dict[str, float]]:
     warm(influx, name, prefixes)
     cfg = CloudConfig.model_validate(
@@ -216,7 +217,7 @@ def ingestor_rate(
             },
             "state_dir": str(tmp / name),
             "metrics": {"port": 0},
-            "ingest": {"lines_per_request": per_req},
+            "ingest": {"lines_per_request": per_req, "write_connections": connections},
         }
     )
     # 1) create the persistent session (subscription), 2) queue every batch in the broker while the
@@ -290,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
         help="influxdb1: Debian's 1.6 over /write (v1 path); victoria: VictoriaMetrics over /api/v2/write "
         "(v2 path through influxdb-client, and the naive writer uses influxdb-client's own write API)",
     )
+    ap.add_argument(
+        "--write-connections", type=int, default=1, help="the ingestor's ingest.write_connections (the ceiling uses 1)"
+    )
     ap.add_argument("--rounds", type=int, default=3, help="ingestor runs, each between two ceiling runs")
     ap.add_argument("--naive-samples", type=int, default=150_000, help="the naive writer is slow: a prefix only")
     args = ap.parse_args(argv)
@@ -313,7 +317,18 @@ def main(argv: list[str] | None = None) -> int:
             ceilings.append(ceiling(influx, "ceiling0", prefixes, batches, per_req))
             for r in range(args.rounds):
                 runs.append(
-                    ingestor_rate(tmp, broker, influx, prefixes, ids, machines, batches, per_req, f"ingestor{r}")
+                    ingestor_rate(
+                        tmp,
+                        broker,
+                        influx,
+                        prefixes,
+                        ids,
+                        machines,
+                        batches,
+                        per_req,
+                        f"ingestor{r}",
+                        args.write_connections,
+                    )
                 )
                 ceilings.append(ceiling(influx, f"ceiling{r + 1}", prefixes, batches, per_req))
             nav, nav_n, nav_cpu = naive(influx, prefixes, ids, machines, batches, per_req, args.naive_samples)
@@ -334,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         "samples": args.samples,
         "batch_samples": args.batch,
         "lines_per_request": per_req,
+        "write_connections": args.write_connections,
         "rounds": args.rounds,
         "ceilings_samples_per_s": [round(c) for c in ceilings],
         "ingestor_runs_samples_per_s": [round(x[0]) for x in runs],
