@@ -85,6 +85,7 @@ class EdgeGateway:
         self.kernel_s = 0.0
         self.encode_s = 0.0
         self.source_stats: dict[str, SourceStats] = {}
+        self.sources: dict[str, Any] = {}
         self.metrics = Registry("plantwire_edge")
         self._signals_payload = wire.encode_signal_table(
             gateway=cfg.gateway_id,
@@ -131,6 +132,7 @@ class EdgeGateway:
                 src: Any = ModbusSource(dev, self.table, self.cfg.modbus, self.buffer.append, stats)
             else:
                 src = OpcuaSource(dev, self.table, self.cfg.opcua, self.buffer.append, stats)
+            self.sources[dev.name] = src
             out.append((f"source:{dev.name}", src.run()))
         return out
 
@@ -273,6 +275,20 @@ class EdgeGateway:
         bad = m.counter("source_samples_bad_total", "Bad or missing samples per source")
         errs = m.counter("source_errors_total", "Read errors per source")
         conn = m.gauge("source_connected", "1 while the source is connected")
+        opcua_counters = {
+            "refused": ("opcua_items_refused", "gauge", "Monitored items the server refused (latest connect)"),
+            "subscriptions": ("opcua_subscriptions", "gauge", "Server subscriptions of the current session"),
+            "watchdog_restarts": ("opcua_watchdog_restarts_total", "counter", "Silent subscriptions re-created"),
+            "backfilled": ("opcua_backfilled_samples_total", "counter", "Samples recovered by HistoryRead back-fill"),
+            "unknown_handles": ("opcua_unknown_handles_total", "counter", "Notifications for handles not ours"),
+            "unconvertible": ("opcua_unconvertible_total", "counter", "Values that are not numbers (sent BAD)"),
+        }
+        for name, src in self.sources.items():
+            for attr, (metric, kind, help_) in opcua_counters.items():
+                if hasattr(src, attr):
+                    v = getattr(src, attr)
+                    family = m.gauge(metric, help_) if kind == "gauge" else m.counter(metric, help_)
+                    family.set(float(len(v) if isinstance(v, dict) else v), source=name)
         for name, st in self.source_stats.items():
             good.set(st.samples_good, source=name)
             bad.set(st.samples_bad, source=name)

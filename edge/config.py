@@ -201,6 +201,17 @@ def load_edge(path: Path) -> tuple[EdgeConfig, PlantConfig]:
         raise ConfigError(str(path), [f"plant: {e}" for e in exc.report().splitlines()]) from None
     state_dir = cfg.state_dir if cfg.state_dir.is_absolute() else path.parent / cfg.state_dir
     cfg = cfg.model_copy(update={"plant": plant_path, "state_dir": state_dir})
+    sec = cfg.opcua.security
+    # Generated identity (certificate, key) lives with the state; what the operator supplies
+    # (pinned server certificate, credentials file) is beside the config.
+    sec_rel = {
+        k: (state_dir if k in ("certificate", "private_key") else path.parent) / v
+        for k in ("certificate", "private_key", "server_certificate", "credentials_file")
+        if (v := getattr(sec, k)) is not None and not v.is_absolute()
+    }
+    if sec_rel:
+        opcua = cfg.opcua.model_copy(update={"security": sec.model_copy(update=sec_rel)})
+        cfg = cfg.model_copy(update={"opcua": opcua})
     if (tls := cfg.mqtt.tls) is not None:
         rel = {
             k: path.parent / v

@@ -63,3 +63,23 @@ def test_register_layout_is_contiguous_and_non_overlapping() -> None:
             key = (int(table.device[i]), int(table.table[i]), r)
             assert key not in seen, f"{sid} overlaps {seen[key]}"
             seen[key] = sid
+
+
+def test_edge_relative_secret_paths_resolve(tmp_path: Path) -> None:
+    """Generated OPC-UA identity lands in state_dir; operator-supplied files are beside the config."""
+    from edge.config import load_edge
+
+    (tmp_path / "edge.yaml").write_text(
+        f"gateway_id: gw\nplant: {ROOT / 'configs' / 'dev' / 'plant.yaml'}\nstate_dir: state\n"
+        "mqtt: {tls: {ca_file: pki/ca.crt, cert_file: pki/gw.crt, key_file: pki/gw.key}}\n"
+        "opcua: {security: {mode: SignAndEncrypt, certificate: opcua/cert.der, private_key: opcua/key.pem,\n"
+        "                   credentials_file: opcua.env, username_key: U, password_key: P}}\n"
+    )
+    cfg, _ = load_edge(tmp_path / "edge.yaml")
+    sec, tls = cfg.opcua.security, cfg.mqtt.tls
+    assert cfg.state_dir == tmp_path / "state"
+    assert sec.certificate == tmp_path / "state" / "opcua" / "cert.der"
+    assert sec.private_key == tmp_path / "state" / "opcua" / "key.pem"
+    assert sec.credentials_file == tmp_path / "opcua.env"
+    assert tls is not None
+    assert tls.ca_file == tmp_path / "pki" / "ca.crt" and tls.key_file == tmp_path / "pki" / "gw.key"
