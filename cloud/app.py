@@ -43,6 +43,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import queue
 import signal
@@ -132,6 +133,7 @@ class _Write:
     ends: list[np.ndarray] = field(default_factory=list)  # line ends within each block
     msgs: list[Message] = field(default_factory=list)  # to acknowledge afterwards
     batches: list[tuple[str, str, wire.Batch]] = field(default_factory=list)  # (site, topic gateway, batch)
+    dropped: list[tuple[str, int, int, str]] = field(default_factory=list)  # edge drop totals to remember
     samples: int = 0
 
     def add_lines(self, data: np.ndarray, line_end: np.ndarray) -> None:
@@ -177,6 +179,7 @@ class Ingestor:
         self._influx_ok = True
         self._last_error = ""
         self._rejected_samples = 0  # samples among the lines InfluxDB rejected in the current write
+        self._dropped_seen: dict[tuple[str, int], int] = {}  # (gateway, boot) -> edge drop total seen
         self._retention_done = False
         self._retention_next = 0.0
         self._late_span: list[int] = []  # [lo_ns, hi_ns] of late samples whose rollups need recomputing
@@ -212,6 +215,9 @@ class Ingestor:
         self.m_gap_batches = r.gauge("gap_batches", "batches missing in open gaps per gateway")
         self.m_gap_age = r.gauge("gap_oldest_age_seconds", "age of the oldest open gap per gateway")
         self.m_tables = r.gauge("signal_tables", "known signal tables")
+        self.m_edge_dropped = r.gauge(
+            "edge_dropped_samples", "samples the edge dropped under its log bounds (its running total, per gateway)"
+        )
         self.m_dead_store = r.gauge(
             "dead_letter_store", "dead-letter store: entries evicted by its size bound, writes that failed (by kind)"
         )
@@ -595,13 +601,31 @@ class Ingestor:
             raise wire.WireError(f"health: not JSON ({exc})") from None
         if not isinstance(doc, dict):
             raise wire.WireError("health: expected a JSON object")
+        # The edge's retained status (edge/app.py ``_publish_status``), or its last will ("offline").
         fields: dict[str, object] = {schema.F_ONLINE: 1 if doc.get("status") == "online" else 0}
-        for key in (schema.F_DROPPED, schema.F_WAL_BYTES, schema.F_WAL_RECORDS, schema.F_WAL_OLDEST_AGE_S):
+        for key, field_ in _EDGE_GAUGES:
             v = doc.get(key)
-            if isinstance(v, int | float) and not isinstance(v, bool):
-                fields[key] = v
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+                fields[field_] = v
+        boot = doc.get("boot_epoch_ns")
+        total = doc.get("dropped_samples")
+        if isinstance(boot, int) and isinstance(total, int) and not isinstance(total, bool) and total >= 0:
+            # A running total per boot epoch becomes a delta (schema: counters are deltas), remembered
+            # in the ledger once written, so a restarted ingestor neither repeats nor skips drops.
+            key = (gateway, boot)
+            seen = self._dropped_seen.get(key)
+            if seen is None:
+                seen = self.ledger.dropped_reported(gateway, boot)
+            fields[schema.F_DROPPED] = max(0, total - seen)
+            if len(self._dropped_seen) > 10_000:  # bounded; the ledger remembers what was written
+                self._dropped_seen.clear()
+            self._dropped_seen[key] = max(seen, total)
+            w.dropped.append((gateway, boot, total, site))
+            self.m_edge_dropped.set(total, gateway=gateway)
+        ts = doc.get("ts_ns")
+        ts_ns = ts if isinstance(ts, int) and not isinstance(ts, bool) and ts > 0 else m.received_ns
         tags = {schema.TAG_SITE: site, schema.TAG_GATEWAY: gateway, schema.TAG_INGESTOR: self.ing.instance}
-        w.add_text([schema.format_point(schema.M_PIPELINE, tags, fields, m.received_ns)])
+        w.add_text([schema.format_point(schema.M_PIPELINE, tags, fields, ts_ns)])
         w.msgs.append(m)
 
     # -- held batches -------------------------------------------------------------------------------
@@ -786,12 +810,15 @@ class Ingestor:
                 c.duplicates += dup
                 c.samples += n
                 c.newest_ts_ns = max(c.newest_ts_ns, top)
-        if w.batches:
+        for gw, boot, total, site in w.dropped:
+            self.ledger.set_dropped_reported(gw, boot, total, site=site)
+        if w.batches or w.dropped:
             try:
                 self.ledger.save()
             except OSError as exc:
                 self.m_errors.inc(kind="ledger_save")
                 log.error("gap ledger not saved (%s); acknowledging anyway, the data is in InfluxDB", exc)
+        if w.batches:
             ts = np.concatenate([b.ts_ns for _, _, b in w.batches]) if len(w.batches) > 1 else w.batches[0][2].ts_ns
             if ts.size:
                 self.latency.observe((now_ns - ts) / 1e9)
@@ -892,6 +919,12 @@ class Ingestor:
 
 
 _PIPELINE_DEPTH = 2
+#: Gauges of the edge's retained status (edge/app.py) -> pipeline fields.
+_EDGE_GAUGES = (
+    ("log_bytes", schema.F_WAL_BYTES),
+    ("log_records", schema.F_WAL_RECORDS),
+    ("oldest_unacked_age_s", schema.F_WAL_OLDEST_AGE_S),
+)
 _HEALTH_GAPS = 20
 _UNIT_NS = {"s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
 

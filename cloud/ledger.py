@@ -55,6 +55,7 @@ class _Epoch:
     marks: list[tuple[int, int, float]] = field(default_factory=list)  # hole (lo, hi) and when it opened
     site: str = ""
     updated: float = 0.0
+    dropped: int = 0  # the edge's cumulative dropped-sample count last written to InfluxDB (for deltas)
 
 
 class GapLedger:
@@ -66,6 +67,7 @@ class GapLedger:
         self.max_ranges = max_ranges
         self._epochs: dict[tuple[str, int], _Epoch] = {}
         self._lock = threading.Lock()
+        self._save_lock = threading.Lock()  # the consuming and the writer thread may both save
         self.forgotten_epochs = 0
         self.forgotten_ranges = 0
 
@@ -206,6 +208,20 @@ class GapLedger:
         with self._lock:
             return [(gw, boot, ep.site) for (gw, boot), ep in self._epochs.items()]
 
+    def dropped_reported(self, gateway: str, boot_epoch_ns: int) -> int:
+        """The edge's cumulative dropped samples already turned into ``dropped`` deltas (0 if unknown)."""
+        with self._lock:
+            ep = self._epochs.get((gateway, boot_epoch_ns))
+            return ep.dropped if ep else 0
+
+    def set_dropped_reported(self, gateway: str, boot_epoch_ns: int, total: int, *, site: str = "") -> None:
+        with self._lock:
+            ep = self._epochs.get((gateway, boot_epoch_ns))
+            if ep is None:
+                ep = self._epochs[(gateway, boot_epoch_ns)] = _Epoch(site=site, updated=time.time())
+                self._bound_epochs(gateway)
+            ep.dropped = max(ep.dropped, total)
+
     def site_of(self, gateway: str, boot_epoch_ns: int) -> str:
         with self._lock:
             ep = self._epochs.get((gateway, boot_epoch_ns))
@@ -225,17 +241,19 @@ class GapLedger:
                         "updated": ep.updated,
                         "ranges": [[lo, hi] for lo, hi in zip(ep.los, ep.his, strict=True)],
                         "marks": [list(m) for m in ep.marks],
+                        "dropped": ep.dropped,
                     }
                     for (gw, boot), ep in self._epochs.items()
                 ],
             }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            json.dump(doc, f, separators=(",", ":"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        with self._save_lock:
+            with open(tmp, "w") as f:
+                json.dump(doc, f, separators=(",", ":"))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
 
     def load(self) -> int:
         """Read the saved ledger (absent: empty); returns the number of epochs. Raises ValueError if corrupt."""
@@ -245,7 +263,9 @@ class GapLedger:
             doc = json.loads(self.path.read_text())
             epochs: dict[tuple[str, int], _Epoch] = {}
             for e in doc["epochs"]:
-                ep = _Epoch(site=str(e.get("site", "")), updated=float(e.get("updated", 0.0)))
+                ep = _Epoch(
+                    site=str(e.get("site", "")), updated=float(e.get("updated", 0.0)), dropped=int(e.get("dropped", 0))
+                )
                 for lo, hi in e["ranges"]:
                     ep.los.append(int(lo))
                     ep.his.append(int(hi))

@@ -542,3 +542,46 @@ def test_database_is_created_when_influxdb_comes_up_after_the_ingestor(tmp_path:
             pub.close()
     finally:
         influx.stop()
+
+
+def test_edge_status_becomes_pipeline_points_and_drops_are_counted_once(
+    tmp_path: Path, mosquitto: Mosquitto, influxdb: InfluxDB1, influx_db: str
+) -> None:
+    """The edge's retained status carries a running drop total; InfluxDB gets deltas, across our restarts."""
+    cfg = make_cfg(tmp_path, mosquitto, influxdb.url, influx_db)
+    pub = Publisher(mosquitto)
+    t = time.time_ns() - 10**9
+
+    def status(total: int, k: int) -> bytes:
+        return json.dumps(
+            {
+                "status": "online",
+                "gateway": GW,
+                "boot_epoch_ns": 5,
+                "ts_ns": t + k,
+                "log_bytes": 1000 + k,
+                "log_records": 3,
+                "oldest_unacked_age_s": 1.5,
+                "dropped_samples": total,
+            }
+        ).encode()
+
+    q = 'SELECT sum("dropped") FROM pipeline'
+    try:
+        with running(cfg) as ing:
+            pub.pub(wire.topic(SITE, GW, "health"), status(7, 1))
+            pub.pub(wire.topic(SITE, GW, "health"), status(10, 2))
+            wait_for(lambda: ing.pending() == 0 and ing.m_points.get() == 2, what="two status points")
+            assert ing.m_edge_dropped.get(gateway=GW) == 10
+        with running(cfg) as ing:
+            pub.pub(wire.topic(SITE, GW, "health"), status(12, 3), retain=True)
+            wait_for(lambda: ing.pending() == 0 and ing.m_points.get() == 1, what="status after restart")
+        assert influxdb.rows(q, influx_db)[0]["sum"] == 12
+        rows = influxdb.rows('SELECT "wal_bytes", "wal_records", "wal_oldest_age_s", "online" FROM pipeline', influx_db)
+        assert [(r["wal_bytes"], r["wal_records"], r["wal_oldest_age_s"], r["online"]) for r in rows] == [
+            (1001, 3, 1.5, 1),
+            (1002, 3, 1.5, 1),
+            (1003, 3, 1.5, 1),
+        ]
+    finally:
+        pub.close()
