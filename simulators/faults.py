@@ -13,6 +13,10 @@ never name data that was not served): ``kind``, ``signal`` (signal id) and ``mac
 ``start_ns`` and ``end_ns`` on the simulated clock (``epoch_ns + t_s * 1e9``), ``magnitude`` in the
 signal's engineering unit (for ``stuck``: the held value; for ``dropout``: null) and ``source``
 (``random`` or ``schedule``).
+
+With ``--time-scale`` well above 1, an event shorter than a tick (a 2 s spike at an hour per tick)
+falls between two ticks: it is labelled but no served sample shows it. Scorers should count an
+event as detectable only if a sample of the signal falls inside [start_ns, end_ns).
 """
 
 from __future__ import annotations
@@ -267,8 +271,8 @@ class LabelWriter:
                 at = float(self._next_rul[i])
                 self.write({"kind": "rul", "machine": machine, "ts_ns": self.ns(at), "rul_s": fail - at,
                             "health": (at - start) / (fail - start)})
-                period = max(1.0, min(self.rul_period_s, (fail - start) / RUL_RECORDS_PER_LIFE))
-                self._next_rul[i] = max(at + period, t_s - period / 2)
+                # records missed while the writer was behind (slow start-up) are written late, not skipped
+                self._next_rul[i] = at + max(1.0, min(self.rul_period_s, (fail - start) / RUL_RECORDS_PER_LIFE))
             if not self._wear_failed[i] and fail <= t_s:
                 self._wear_failed[i] = True
                 self.write({"kind": "failure", "machine": machine, "start_ns": self.ns(fail),

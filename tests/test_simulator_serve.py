@@ -246,7 +246,7 @@ transport:
 
 def test_scheduled_faults_show_through_the_protocols_and_in_the_labels(tmp_path: Path) -> None:
     (tmp_path / "faults.yaml").write_text(FAULTS)
-    epoch_ns = (time.time_ns() // 1_000_000_000 + 1) * 1_000_000_000
+    epoch_ns = (time.time_ns() // 1_000_000_000 + 3) * 1_000_000_000  # room for a slow start on a busy box
     sim = start_sim(tmp_path, "--faults", str(tmp_path / "faults.yaml"), "--epoch-ns", str(epoch_ns),
                     "--anomaly-rate", "0", "--wear-fraction", "0", "--modbus-rate", "4", "--opcua-rate", "4",
                     "--opcua-security", "none")
@@ -295,6 +295,7 @@ def test_scheduled_faults_show_through_the_protocols_and_in_the_labels(tmp_path:
             return f"unreachable:{type(exc).__name__}"
 
     async def main() -> None:
+        assert sim_t() < 6.0, "the simulator took too long to start"
         await wait_until(7.0)
         r, _ = await modbus_read("dev-plc1")
         assert r.isError() and r.exception_code == 4, r
@@ -408,7 +409,8 @@ def test_time_scale_runs_days_of_wear_in_seconds(tmp_path: Path) -> None:
     machine = "line1.compressor01"
     (tmp_path / "faults.yaml").write_text(
         f"wear:\n  - {{machine: {machine}, start_s: 0, failure_s: 172800, repair_s: 86400}}\n")  # fails on day 2
-    epoch_ns = (time.time_ns() // 1_000_000_000 + 1) * 1_000_000_000
+    # the epoch lies a few seconds ahead so that a slow start on a busy box does not eat the timeline
+    epoch_ns = (time.time_ns() // 1_000_000_000 + 6) * 1_000_000_000
     sim = start_sim(tmp_path, "--faults", str(tmp_path / "faults.yaml"), "--epoch-ns", str(epoch_ns),
                     "--time-scale", "43200", "--anomaly-rate", "0", "--wear-fraction", "0", "--modbus-rate", "4",
                     "--opcua-security", "none")  # half a day per second
@@ -425,6 +427,7 @@ def test_time_scale_runs_days_of_wear_in_seconds(tmp_path: Path) -> None:
         return float(values[rows.tolist().index(table.ids.index(f"{machine}.fault_word"))])
 
     try:
+        assert (time.time_ns() - epoch_ns) / 1e9 < 4.0, "the simulator took too long to start"
         while (time.time_ns() - epoch_ns) / 1e9 < 4.5:  # day 2 .. 3: failed, under repair
             time.sleep(0.1)
         assert asyncio.run(fault_word()) == 0x10
