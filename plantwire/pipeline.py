@@ -8,6 +8,14 @@ unless the caller points at an existing broker or InfluxDB.
 Accounting at stop: the edge stops first and writes ``stats.json`` (samples read per signal);
 the ingestor is given time to write everything the broker acknowledged; then InfluxDB is
 asked for the count of points per signal, and the two are compared signal by signal.
+
+Chaos hooks (tests/chaos, bench/recovery.py): ``kill(name)`` is a crash (SIGKILL, no clean shutdown),
+``halt(name)`` a clean stop (SIGTERM), ``restart(name)`` starts the component again with the same
+config, and for Mosquitto and InfluxDB on the same port and data directory. Names: ``sim``, ``edge``,
+``ingest``, ``mosquitto``, ``influxdb``. An edge restart is a new process whose ``stats.json`` would
+overwrite the previous run's, so the previous one is kept as ``stats.run<N>.json`` and listed in
+``edge_runs``; a killed edge writes no stats at all, which is why the caller scrapes its metrics
+before the kill (``samples_read_total`` counts exactly the samples already in the write-ahead log).
 """
 
 from __future__ import annotations
@@ -80,11 +88,17 @@ class Pipeline:
         influx_url: str | None = None,
         edge_argv: list[str] | None = None,
         ingest_argv: list[str] | None = None,
+        edge_overrides: dict[str, Any] | None = None,
     ) -> None:
         """``edge_argv``/``ingest_argv`` replace ``python -m plantwire.cli edge|ingest`` (the config path is
-        appended); bench/e2e.py runs the naive baseline this way against the same servers."""
+        appended); bench/e2e.py runs the naive baseline this way against the same servers. ``edge_overrides``
+        is merged (recursively) into the edge config, e.g. ``{"spool": {"max_bytes": 65536}}``."""
         self.config_dir = config_dir
         self.edge_argv = edge_argv
+        self.edge_overrides = edge_overrides or {}
+        self.edge_runs: list[Path] = []  # stats.json of earlier edge runs that ended cleanly
+        self._spawn_args: dict[str, tuple[tuple[str, ...], list[str] | None]] = {}
+        self.mosquitto: Any = None
         self.ingest_argv = ingest_argv
         self.state_dir = state_dir.resolve()
         self.logs = self.state_dir / "logs"
@@ -117,6 +131,7 @@ class Pipeline:
         edge["metrics"] = {"host": "127.0.0.1", "port": self.edge_metrics_port}
         edge.setdefault("modbus", {})["period_ms"] = max(10, round(1000 / self.modbus_rate_hz))
         edge.setdefault("opcua", {})["publishing_interval_ms"] = max(10, round(1000 / self.opcua_rate_hz))
+        _merge(edge, self.edge_overrides)
         edge_path = cfg_dir / "edge.yaml"
         edge_path.write_text(yaml.safe_dump(edge, sort_keys=False))
 
@@ -142,6 +157,7 @@ class Pipeline:
         )
         log.close()
         self.procs[name] = proc
+        self._spawn_args[name] = (args, argv)
         return proc
 
     def _check_alive(self, name: str) -> None:
@@ -158,6 +174,7 @@ class Pipeline:
             mosq = Mosquitto(self.state_dir / "mosquitto")
             mosq.start()
             self.services.append(mosq)
+            self.mosquitto = mosq
             self.broker = ("127.0.0.1", mosq.port)
         else:
             self.broker = self._external_broker
@@ -208,15 +225,66 @@ class Pipeline:
                 pass
         return out
 
-    def influx_counts(self) -> dict[str, int]:
-        """Points per signal in InfluxDB (counted on the always-present ``quality`` field)."""
-        q = "SELECT count(quality) FROM samples GROUP BY signal"
+    def influx_counts(self, since_ns: int | None = None, until_ns: int | None = None) -> dict[str, int]:
+        """Points per signal in InfluxDB (counted on the always-present ``quality`` field), optionally
+        only those with ``since_ns <= time < until_ns`` (to tell one edge run from the next)."""
+        where = []
+        if since_ns is not None:
+            where.append(f"time >= {int(since_ns)}")
+        if until_ns is not None:
+            where.append(f"time < {int(until_ns)}")
+        cond = f" WHERE {' AND '.join(where)}" if where else ""
+        q = f"SELECT count(quality) FROM samples{cond} GROUP BY signal"
         doc = _influx_query(self.influx_url, q, self.database)
         counts: dict[str, int] = {}
         for result in doc.get("results", []):
             for series in result.get("series", []) or []:
                 counts[series["tags"]["signal"]] = int(series["values"][0][1])
         return counts
+
+    # -- chaos --------------------------------------------------------------------------------
+    def _service(self, name: str) -> Any:
+        svc = {"mosquitto": self.mosquitto, "influxdb": self.influx}.get(name)
+        if svc is None:
+            raise KeyError(f"no managed service {name!r} (external, or not one of mosquitto, influxdb)")
+        return svc
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one component, as a crash or power cut of that process would."""
+        if name in self.procs:
+            proc = self.procs[name]
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        else:
+            self._service(name).kill()
+
+    def halt(self, name: str, timeout_s: float = 60.0) -> int | None:
+        """Stop one component cleanly (SIGTERM; the edge then writes its ``stats.json``)."""
+        if name in self.procs:
+            return self._terminate(name, timeout_s)
+        return self._service(name).stop(timeout_s)
+
+    def restart(self, name: str) -> None:
+        """Start a killed or halted component again with the same config (services: same port and data)."""
+        if name not in self.procs:
+            self._service(name).start()
+            return
+        if self.procs[name].poll() is None:
+            raise RuntimeError(f"{name} is still running; kill() or halt() it first")
+        if name == "edge":
+            stats = self.state_dir / "edge" / "stats.json"
+            if stats.exists():  # the previous run ended cleanly: keep its accounting
+                kept = stats.with_name(f"stats.run{len(self.edge_runs)}.json")
+                stats.replace(kept)
+                self.edge_runs.append(kept)
+        args, argv = self._spawn_args[name]
+        self._spawn(name, *args, argv=argv)
+
+    def edge_stats(self) -> dict[str, Any]:
+        """The current edge run's ``stats.json`` (written when it stopped cleanly), or {}."""
+        path = self.state_dir / "edge" / "stats.json"
+        return dict(json.loads(path.read_text())) if path.exists() else {}
 
     # -- stop -----------------------------------------------------------------------------------
     def _terminate(self, name: str, timeout_s: float) -> int | None:
@@ -276,6 +344,14 @@ class Pipeline:
         for svc in reversed(self.services):
             svc.stop()
         self.services.clear()
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> None:
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
 
 
 def _influx_query(url: str, q: str, db: str) -> dict[str, Any]:
