@@ -233,14 +233,14 @@ def test_bad_plant_file_exits_2_naming_the_place(tmp_path: Path) -> None:
 
 FAULTS = """
 events:
-  - {signal: hall.energy05.power_active, kind: dropout, at_s: 4, duration_s: 16}
+  - {signal: hall.energy05.power_active, kind: dropout, at_s: 4, duration_s: 14}
 transport:
-  - {device: dev-plc1, kind: exception, at_s: 6, duration_s: 8, exception_code: 4}
-  - {device: dev-plc2, kind: timeout, at_s: 6, duration_s: 8}
-  - {device: dev-plc-cdab1, kind: disconnect, at_s: 6, duration_s: 8}
-  - {device: dev-plc-cdab2, kind: slow, at_s: 6, duration_s: 8, delay_s: 0.6}
-  - {device: dev-opc1, kind: bad_status, at_s: 6, duration_s: 8, signals: [hall.hvac01.co2], status: BadSensorFailure}
-  - {device: dev-opc2, kind: restart, at_s: 6, duration_s: 4}
+  - {device: dev-plc1, kind: exception, at_s: 5, duration_s: 7, exception_code: 4}
+  - {device: dev-plc2, kind: timeout, at_s: 5, duration_s: 7}
+  - {device: dev-plc-cdab1, kind: disconnect, at_s: 5, duration_s: 7}
+  - {device: dev-plc-cdab2, kind: slow, at_s: 5, duration_s: 7, delay_s: 0.6}
+  - {device: dev-opc1, kind: bad_status, at_s: 5, duration_s: 7, signals: [hall.hvac01.co2], status: BadSensorFailure}
+  - {device: dev-opc2, kind: restart, at_s: 5, duration_s: 3}
 """
 
 
@@ -295,8 +295,8 @@ def test_scheduled_faults_show_through_the_protocols_and_in_the_labels(tmp_path:
             return f"unreachable:{type(exc).__name__}"
 
     async def main() -> None:
-        assert sim_t() < 6.0, "the simulator took too long to start"
-        await wait_until(7.0)
+        assert sim_t() < 5.0, "the simulator took too long to start"
+        await wait_until(5.8)
         r, _ = await modbus_read("dev-plc1")
         assert r.isError() and r.exception_code == 4, r
         r, took = await modbus_read("dev-plc2")
@@ -306,31 +306,31 @@ def test_scheduled_faults_show_through_the_protocols_and_in_the_labels(tmp_path:
         assert r == "refused" or (hasattr(r, "isError") and r.isError()) or isinstance(r, str), r
         r, took = await modbus_read("dev-plc-cdab2", timeout_s=3)
         assert not r.isError() and took >= 0.55, (r, took)
-        assert np.isnan(await energy05_power())
         assert await opcua_status("dev-opc1", "hall.hvac01.co2") == "BadSensorFailure"
         assert await opcua_status("dev-opc1", "hall.hvac01.supply_air_temp") == "Good"
         assert (await opcua_status("dev-opc2", "hall.hvac03.co2")).startswith("unreachable")
-        await wait_until(15.0)
+        await wait_until(13.0)
         for name in ("dev-plc1", "dev-plc2", "dev-plc-cdab1", "dev-plc-cdab2"):
             r, took = await modbus_read(name)
             assert not isinstance(r, str) and not r.isError(), (name, r)
             assert took < 0.5, (name, took)
         assert await opcua_status("dev-opc1", "hall.hvac01.co2") == "Good"
         assert await opcua_status("dev-opc2", "hall.hvac03.co2") == "Good"
+        assert sim_t() < 18.0
+        assert np.isnan(await energy05_power())  # the dropout (until t=18) reads as NaN
 
     try:
         asyncio.run(main())
-        # the dropout ends at t=20; its label is there already, with the scheduled times
     finally:
         assert stop_sim(sim) == 0
     labels = [json.loads(line) for line in (tmp_path / "labels.jsonl").read_text().splitlines()]
     by_kind = {(r["kind"], r.get("device") or r.get("signal")): r for r in labels}
     assert by_kind[("dropout", "hall.energy05.power_active")]["start_ns"] == epoch_ns + 4 * 10**9
-    assert by_kind[("dropout", "hall.energy05.power_active")]["end_ns"] == epoch_ns + 20 * 10**9
+    assert by_kind[("dropout", "hall.energy05.power_active")]["end_ns"] == epoch_ns + 18 * 10**9
     for kind, name in (("exception", "dev-plc1"), ("timeout", "dev-plc2"), ("disconnect", "dev-plc-cdab1"),
                        ("slow", "dev-plc-cdab2"), ("bad_status", "dev-opc1"), ("restart", "dev-opc2")):
         rec = by_kind[(f"transport.{kind}", name)]
-        assert rec["start_ns"] == epoch_ns + 6 * 10**9
+        assert rec["start_ns"] == epoch_ns + 5 * 10**9
     assert by_kind[("transport.bad_status", "dev-opc1")]["signals"] == ["hall.hvac01.co2"]
     assert "transport faults: 6 scheduled" in sim.log()
 
