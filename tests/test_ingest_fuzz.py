@@ -67,6 +67,19 @@ def _valid_payloads() -> list[bytes]:
         table,
         events,
         json.dumps({"status": "online", "gateway": GW}).encode(),
+        json.dumps(
+            {
+                "status": "online",
+                "gateway": GW,
+                "boot_epoch_ns": 5,
+                "ts_ns": time.time_ns(),
+                "log_bytes": 10,
+                "log_records": 1,
+                "oldest_unacked_age_s": 0.5,
+                "dropped_samples": 3,
+            }
+        ).encode(),
+        wire.encode_ack(wire.Ack(GW, 1, 3, ((5, 9),))),
     ]
 
 
