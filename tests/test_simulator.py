@@ -383,3 +383,69 @@ def test_ring_history_keeps_the_last_values_in_order_and_pages() -> None:
         assert (await hist.read_node_history(ua.NodeId("other", 2), at(0), at(9), 0)) == ([], None)
 
     asyncio.run(main())
+
+
+@pytest.mark.integration
+def test_modbus_slave_serves_several_units_and_misbehaves_on_demand() -> None:
+    import asyncio
+    import time
+
+    from pymodbus.client import AsyncModbusTcpClient
+
+    from plantwire.ports import free_port
+    from simulators.modbus_server import ModbusSlave, UnitMode
+
+    table = mixed_table(("ABCD", "DCBA"))
+    enc = RegisterEncoder(table, np.arange(len(table)))
+    values = np.arange(len(table), dtype=np.float64) % 2
+    enc.encode(values)
+    port = free_port()
+    slave = ModbusSlave("127.0.0.1", port, {1: enc.images[0], 2: enc.images[1]})
+
+    async def read(client: AsyncModbusTcpClient, unit: int) -> tuple[Any, float]:
+        t0 = time.monotonic()
+        try:
+            r: Any = await client.read_holding_registers(0, count=8, device_id=unit)
+        except Exception as exc:
+            r = exc
+        return r, time.monotonic() - t0
+
+    async def main() -> None:
+        await slave.start()
+        client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=0.5, retries=0)
+        await client.connect()
+        try:
+            r1, _ = await read(client, 1)
+            r2, _ = await read(client, 2)
+            assert r1.registers == [int.from_bytes(enc.images[0].holding[2 * i : 2 * i + 2], "big") for i in range(8)]
+            assert r2.registers == [int.from_bytes(enc.images[1].holding[2 * i : 2 * i + 2], "big") for i in range(8)]
+            bits = await client.read_coils(0, count=3, device_id=2)
+            assert not bits.isError()
+            state = slave.store.state[1]
+            state.mode, state.exception_code = UnitMode.EXCEPTION, 6
+            r, _ = await read(client, 1)
+            assert r.isError() and r.exception_code == 6
+            assert not (await read(client, 2))[0].isError()  # the other unit is unaffected
+            state.mode, state.delay_s = UnitMode.SLOW, 0.3
+            r, took = await read(client, 1)
+            assert not r.isError() and took >= 0.28
+            state.mode = UnitMode.TIMEOUT
+            r, took = await read(client, 1)
+            assert not hasattr(r, "registers") and took >= 0.45  # no answer at all
+            state.mode = UnitMode.NORMAL
+            client.close()
+            await slave.stop()  # a dead PLC: connections refused
+            dead = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=0.5, retries=0)
+            assert not await dead.connect()
+            dead.close()
+            await slave.start()
+            back = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=0.5, retries=0)
+            assert await back.connect()
+            assert not (await read(back, 1))[0].isError()
+            back.close()
+        finally:
+            client.close()
+            await slave.stop()
+
+    asyncio.run(main())
+    assert slave.store.stats.requests >= 8 and slave.store.stats.exceptions == 1 and slave.store.stats.swallowed == 1
