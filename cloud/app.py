@@ -686,27 +686,28 @@ class Ingestor:
         ends = np.concatenate([e + o for e, o in zip(w.ends, offs, strict=True)])
         mv = memoryview(data)
         step = self.ing.lines_per_request
-        chunks: list[memoryview] = []
+        chunks: list[tuple[memoryview, int]] = []  # (body, lines): line counts are known, not recounted
         start = 0
         for first in range(0, ends.size, step):
-            end = int(ends[min(first + step, ends.size) - 1])
-            chunks.append(mv[start:end])
+            last = min(first + step, ends.size)
+            end = int(ends[last - 1])
+            chunks.append((mv[start:end], last - first))
             start = end
         if self._pool is None or len(chunks) == 1:
-            return all(self._write_chunk(c, stop, self.sink) for c in chunks)
+            return all(self._write_chunk(c, stop, self.sink, n) for c, n in chunks)
         # Several connections: the chunks of one group in parallel; the group counts as written
         # (and is acknowledged) only once every chunk is.
-        futures = [self._pool.submit(self._write_pooled, c, stop) for c in chunks]
+        futures = [self._pool.submit(self._write_pooled, c, n, stop) for c, n in chunks]
         return all([f.result() for f in futures])
 
-    def _write_pooled(self, body: memoryview, stop: threading.Event) -> bool:
+    def _write_pooled(self, body: memoryview, lines: int, stop: threading.Event) -> bool:
         sink = self._sinks.get()
         try:
-            return self._write_chunk(body, stop, sink)
+            return self._write_chunk(body, stop, sink, lines)
         finally:
             self._sinks.put(sink)
 
-    def _write_chunk(self, body: memoryview, stop: threading.Event, sink: InfluxSink) -> bool:
+    def _write_chunk(self, body: memoryview, stop: threading.Event, sink: InfluxSink, lines: int | None = None) -> bool:
         delay = self.ing.retry_min_s
         while True:
             t0 = time.perf_counter()
@@ -738,9 +739,8 @@ class Ingestor:
                 self._rejected(exc, body)
                 return True
             self.write_latency.observe(np.array([time.perf_counter() - t0]))
-            lines = _count_lines(body)
             with self._count_lock:
-                self.m_points.inc(lines)
+                self.m_points.inc(_count_lines(body) if lines is None else lines)
             if not self._influx_ok:
                 log.info("InfluxDB writes succeed again")
             self._influx_ok = True
