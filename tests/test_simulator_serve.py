@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import os
@@ -444,3 +445,72 @@ def test_time_scale_runs_days_of_wear_in_seconds(tmp_path: Path) -> None:
     assert all(r["rul_s"] == pytest.approx(172800 - (r["ts_ns"] - epoch_ns) / 1e9) for r in ruls)
     fail = next(r for r in wear if r["kind"] == "failure")
     assert fail["start_ns"] == epoch_ns + 172800 * 10**9  # timestamps follow simulated time
+
+
+def test_every_anomaly_kind_reads_through_modbus_exactly_as_modelled(tmp_path: Path) -> None:
+    """Served registers equal the model with the faults (same seed, epoch and file) and differ from it without."""
+    from simulators.runtime import SimOptions, build_world
+
+    kinds = {  # signal -> (kind, magnitude)
+        "line1.compressor01.suction_pressure": ("spike", 0.5),
+        "line1.compressor01.discharge_pressure": ("step", 2.0),
+        "line1.compressor01.oil_pressure": ("drift", 1.0),
+        "line1.compressor01.refrigerant_flow": ("stuck", 0.0),
+        "line1.compressor01.superheat": ("noise_burst", 2.0),
+        "line1.compressor01.subcooling": ("dropout", 0.0),
+        "line1.compressor01.cop": ("oscillation", 0.5),
+        "line1.compressor01.capacity": ("calibration_offset", 3.0),
+    }
+    lines = [f"  - {{signal: {s}, kind: {k}, at_s: 2.3, duration_s: 60, magnitude: {m}}}" for s, (k, m) in
+             kinds.items()]
+    lines.append("  - {machine: line2.leak_test01, kind: micro_leak, at_s: 2.3, duration_s: 60, magnitude: 50}")
+    faults = tmp_path / "faults.yaml"
+    faults.write_text("events:\n" + "\n".join(lines) + "\n")
+    epoch_ns = (time.time_ns() // 1_000_000_000 + 2) * 1_000_000_000
+    sim = start_sim(tmp_path, "--faults", str(faults), "--epoch-ns", str(epoch_ns), "--seed", "5",
+                    "--anomaly-rate", "0", "--wear-fraction", "0", "--modbus-rate", "2", "--opcua-security", "none")
+    table = sim.table
+    watch = [*kinds, "line2.leak_test01.decay_rate", "line2.leak_test01.leak_rate"]
+    rows = np.array([table.ids.index(s) for s in watch])
+
+    async def read_all() -> tuple[float, dict[int, float]]:
+        out: dict[int, float] = {}
+        t_read = 0.0
+        for dev in {int(table.device[r]) for r in rows}:
+            d = table.devices[dev]
+            client = AsyncModbusTcpClient(d.host, port=d.port, timeout=2, retries=0)
+            await client.connect()
+            try:
+                got_rows, values = await read_device(client, table, dev)
+                t_read = time.time_ns()
+            finally:
+                client.close()
+            out.update({int(r): float(v) for r, v in zip(got_rows, values, strict=True)})
+        return t_read, out
+
+    try:
+        while time.time_ns() < epoch_ns + int(6.2e9):
+            time.sleep(0.05)
+        t_read, served = asyncio.run(read_all())
+    finally:
+        assert stop_sim(sim) == 0
+
+    opts = SimOptions(plant=tmp_path / "plant.yaml", seed=5, modbus_rate_hz=2.0, anomaly_rate_per_h=0.0,
+                      epoch_ns=epoch_ns, faults=faults, wear_fraction=0.0)
+    modbus_rows = np.flatnonzero([table.devices[d].protocol is Protocol.MODBUS for d in table.device])
+    faulty = build_world(opts).model(modbus_rows, 5)
+    clean = build_world(dataclasses.replace(opts, faults=None)).model(modbus_rows, 5)
+    pos = faulty.position[rows]
+    k_now = (t_read - epoch_ns) // 500_000_000
+    matched = None
+    for k in (k_now, k_now - 1, k_now + 1):  # the tick the image held when it was read
+        want = np.float32(faulty.step(k, k * 0.5)[pos]).astype(np.float64)
+        got = np.array([served[int(r)] for r in rows])
+        if np.array_equal(np.isnan(want), np.isnan(got)) and np.allclose(got[~np.isnan(got)], want[~np.isnan(want)]):
+            matched = k
+            break
+    assert matched is not None, f"served {got} matches no tick near {k_now}"
+    without = clean.step(matched, matched * 0.5)[pos]
+    with_faults = faulty.step(matched, matched * 0.5)[pos]
+    differs = (np.abs(with_faults - without) > 1e-6) | np.isnan(with_faults)
+    assert differs.all(), [s for s, d in zip(watch, differs, strict=True) if not d]
