@@ -59,7 +59,7 @@ def test_cusum_finds_small_shift_a_single_z_misses():
     z = rng.normal(size=400)
     z[200:] += 1.5  # a 1.5-sigma shift: no single |z| near 6
     out = np.empty(400)
-    cusum.cusum_chunk(np.zeros(400, np.uint32), z, np.zeros((1, 2)), cusum.make_params(), out)
+    cusum.cusum_chunk(np.zeros(400, np.uint32), z, np.zeros((1, cusum.WIDTH)), cusum.make_params(), out)
     assert out[:200].max() < 0.5
     assert out[200:260].max() >= 0.5
 

@@ -33,6 +33,9 @@ class ChangeSettings(_Strict):
     h: float = Field(default=8.0, gt=0, description="CUSUM decision interval: scores 0.5")
     z_clip: float = Field(default=4.0, gt=0)
     cap: float = Field(default=2.0, ge=1, description="sums are capped at cap * h so alarms drain")
+    rho_alpha: float = Field(default=0.001, ge=0, lt=1,
+                             description="learning rate of the residuals' long-run variance, which scales the "
+                                         "CUSUM input down to its long-run deviation (0: plain CUSUM)")
 
 
 class StuckSettings(_Strict):

@@ -36,7 +36,7 @@ from edge.kernels.kinds import EN_ALL, EN_MACHINE, Kind, mask_for
 if TYPE_CHECKING:
     from plantwire.plant import SignalTable
 
-STATE_VERSION = 2
+STATE_VERSION = 3  # 3: CUSUM keeps its residuals' autocorrelation
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +82,7 @@ class DetectorStack:
         self.cfg[:, signal_stack.C_MASK] = mask
         self.params = signal_stack.pack_params(
             robust.make_params(s.level.alpha, s.level.huber_k, s.warmup, s.level.min_scale),
-            cusum.make_params(s.change.k, s.change.h, s.change.z_clip, s.change.cap),
+            cusum.make_params(s.change.k, s.change.h, s.change.z_clip, s.change.cap, s.change.rho_alpha),
             stuck.make_params(s.stuck.beta, s.stuck.tol, s.stuck.threshold_decades, s.stuck.p_floor, s.warmup),
             rate.make_params(s.rate.alpha, s.rate.huber_k, s.warmup, s.rate.min_scale, s.rate.gap_factor),
             level_threshold=s.level.threshold, rate_threshold=s.rate.threshold, limit_margin=s.range.margin,

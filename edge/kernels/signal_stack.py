@@ -7,11 +7,14 @@ its own kernel and reference test, and this kernel is tested against their compo
 
 Per sample (in order; the state before the sample judges it, then learns it):
 - level: robust z of the value, score ``z^2 / (z^2 + T^2)`` with ``T = level_threshold``;
-- change: CUSUM of that z; stuck: improbable run of repeats; rate: robust z of the slope, squashed
+- change: CUSUM of that z (scaled to its long-run deviation when ``rho_alpha`` > 0, see ``cusum``);
+  stuck: improbable run of repeats; rate: robust z of the slope, squashed
   with ``rate_threshold``; range: outside [low, high];
 - the sample's score is the largest enabled component score, its kind the component that gave it;
 - ``z_last[signal]`` receives the level z clipped to +-``machine_z_clip`` (0 in warm-up) for the
   machine stage.
+numba's cache does not track imports: a change to a component module must come with an edit here (or
+a cleared ``__pycache__``), or the fused kernel keeps running the old, inlined component.
 Bad-quality (2) and non-finite samples score 0 with kind NONE and change no state (a gap); uncertain
 samples (1) are scored but not learned.
 """

@@ -1,0 +1,312 @@
+"""The edge analytics against the simulator's ground truth: injected faults (recall, false alarms, delay), wear (RUL).
+
+Values come straight from the simulator's own generator, ``simulators.signals.SignalModel.step`` -- the
+code both the Modbus slaves and the OPC-UA servers serve from, deterministic in (plant, seed, tick) --
+with the anomaly schedule (``simulators.faults.EventSchedule``) and the physics (shifts, duty cycles,
+wear) of ``plantwire sim``; the ground truth is the same schedule the simulator writes to ``--labels``.
+Modbus rows are quantised as their registers would carry them (integers rounded at their scale,
+float32 rounded to float32), as the edge would read them. No servers are started: the transport
+path has its own tests and benchmarks, and this way a simulated day runs in well under a minute.
+
+**Faults.** The dev plant (``configs/dev``, 1,000 signals) at one sample per signal per simulated
+second for ``--hours`` simulated hours from 00:00 UTC (so the run crosses the 06:00 shift start and
+the 22:00 shift end, where whole machines change load -- a plant's real source of false alarms),
+random anomalies at ``--rate`` per signal per hour, through ``EdgeAnalytics`` with the edge's default
+``AnalyticsSettings`` (no tuning to this data). The first ``--burn-in`` hours are warm-up: events
+and alarms in them are not counted. Wear is off in this part (no machine fails within a day anyway;
+wear is judged below). Matching:
+
+- an injected event is *detected* when an alarm opens (signal scope on the event's signal -- for a
+  micro-leak, on any of the leak signals it moves -- or machine scope on its machine) with its first
+  sample in [start, end + ``--grace``]; delay = that first sample - start;
+- a *false alarm* is an alarm opening that matches no event that way (a signal alarm must match an
+  event on its own signal; a machine alarm any event on one of the machine's signals); rate per
+  1,000 signal-hours over every signal the stack scores.
+
+**Wear / RUL.** Every wearing machine of a template (compressors, presses) wears from t=0 to a
+failure drawn uniformly in 2-20 days (``simulators.physics.WearPlan``). A duty tick is every
+``--rul-period`` simulated seconds (the edge's ``health.period_s``), the latest value of each chosen
+signal is the model's input, as ``EdgeAnalytics.tick`` feeds it. Per template, a model is fitted
+offline with ``tools/fit_rul.py``'s ``fit`` on the lives of ``--train-seeds`` (a plant's own
+run-to-failure history) and evaluated through the edge kernel (``RulEstimator.run_rows``) on the lives
+of ``--test-seeds``, machines it never saw. Reported in hours: RMSE and MAE over the ticks whose true
+RUL is within the cap (the model cannot see further than its cap, as in C-MAPSS), the error at the
+ticks closest to 24 h before failure, and the coverage of the 10-90 % band.
+
+    python bench/sim_eval.py [--hours 24] [--rate 0.05] [--seed 0] [--no-rul] [--no-faults]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edge.detectors.analytics import EdgeAnalytics  # noqa: E402
+from edge.detectors.events import Phase, Scope  # noqa: E402
+from edge.detectors.settings import AnalyticsSettings  # noqa: E402
+from edge.kernels.kinds import Kind  # noqa: E402
+from edge.pdm.rul import RulEstimator  # noqa: E402
+from plantwire.plant import Protocol, RegisterType, SignalTable  # noqa: E402
+from simulators.faults import KIND_ORDER, EventKind  # noqa: E402
+from simulators.runtime import SimOptions, build_world  # noqa: E402
+from tools.fit_rul import FitSettings, fit  # noqa: E402
+
+PLANT = ROOT / "configs" / "dev" / "plant.yaml"
+EPOCH_NS = int(np.datetime64("2026-01-05T00:00:00", "ns").astype(np.int64))  # a Monday, 00:00 UTC
+LEAK_SIGNALS = ("decay_rate", "leak_rate", "helium_concentration")
+# Inputs of the RUL model per wearing template: operating setting (load) first, then the signals wear
+# moves in the simulator's physics (heated windings/bearings/motor, vibration bands) and their context.
+RUL_INPUTS: dict[str, tuple[list[str], list[str]]] = {
+    "compressor": (["motor_power"], ["winding_temp_1", "winding_temp_2", "winding_temp_3", "bearing_temp_1",
+                                     "bearing_temp_2", "vibration_rms_1", "vibration_rms_2", "vibration_rms_3",
+                                     "vibration_rms_4", "oil_temp", "motor_current", "ambient_temp"]),
+    "press": (["tonnage"], ["motor_temp", "vibration_rms_1", "vibration_rms_2", "vibration_rms_3", "oil_temp",
+                            "motor_current"]),
+}
+
+
+def quantiser(table: SignalTable) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(rows rounded to integers at their scale, their scale, their offset, float32 rows) of Modbus signals."""
+    is_modbus = np.array([d.protocol is Protocol.MODBUS for d in table.devices], dtype=bool)[table.device]
+    types = list(RegisterType)
+    ints = {types.index(t) for t in (RegisterType.INT16, RegisterType.UINT16, RegisterType.INT32,
+                                     RegisterType.UINT32, RegisterType.INT64, RegisterType.BOOL, RegisterType.BIT)}
+    is_int = np.isin(table.reg_type, list(ints)) & is_modbus
+    is_f32 = (table.reg_type == types.index(RegisterType.FLOAT32)) & is_modbus
+    rows = np.flatnonzero(is_int)
+    return rows, table.scale[rows], table.value_offset[rows], np.flatnonzero(is_f32)
+
+
+def quantise(v: np.ndarray, q: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> None:
+    rows, scale, offset, f32 = q
+    v[rows] = np.round((v[rows] - offset) / scale) * scale + offset
+    v[f32] = v[f32].astype(np.float32)
+
+
+# -- faults ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FaultFigures:
+    events: int
+    detected: np.ndarray  # bool per event
+    delay_s: np.ndarray  # per event (NaN if missed)
+    kinds: np.ndarray  # KIND_ORDER index per event
+    false_signal: int
+    false_machine: int
+    false_by_kind: dict[str, int]
+    signal_hours: float
+    seconds: float
+
+
+def fault_run(seed: int, hours: float, rate: float, burn_in_h: float, grace_s: float,
+              settings: AnalyticsSettings | None = None) -> FaultFigures:
+    opts = SimOptions(plant=PLANT, seed=seed, anomaly_rate_per_h=rate, wear_fraction=0.0, epoch_ns=EPOCH_NS)
+    world = build_world(opts)
+    table = world.table
+    n = len(table)
+    model = world.model(np.arange(n), seed)
+    an = EdgeAnalytics.from_table(table, settings)
+    q = quantiser(table)
+    sig = np.arange(n, dtype=np.uint32)
+    qual = np.zeros(n, dtype=np.uint8)
+    ts = np.empty(n, dtype=np.int64)
+    opened: list[np.ndarray] = []
+    n_ticks = int(hours * 3600)
+    t0 = time.monotonic()
+    for k in range(n_ticks):
+        v = model.step(k, float(k))
+        quantise(v, q)
+        qual[:] = 0
+        qual[~np.isfinite(v)] = 2  # a NaN register reads as a bad sample, as the sources mark it
+        ts.fill(EPOCH_NS + k * 1_000_000_000)
+        r = an.process(ts, sig, v, qual)
+        if r.events.shape[0]:
+            ev = r.events[r.events["phase"] == Phase.OPEN]
+            if ev.shape[0]:
+                opened.append(ev.copy())
+    seconds = time.monotonic() - t0
+    alarms = np.concatenate(opened) if opened else np.empty(0, dtype=r.events.dtype)
+    burn_ns = EPOCH_NS + int(burn_in_h * 3600e9)
+    alarms = alarms[alarms["ts_start"] >= burn_ns]
+
+    truth = world.schedule.starting(burn_in_h * 3600.0, float(n_ticks))
+    machine_of = table.machine.astype(np.int64)
+    leak_rows: dict[int, np.ndarray] = {}
+    for m in range(len(table.machine_ids)):
+        prefix = table.machine_ids[m] + "."
+        leak_rows[m] = np.array([i for i in np.flatnonzero(machine_of == m) if table.ids[i][len(prefix):]
+                                 in LEAK_SIGNALS], dtype=np.int64)
+    micro = KIND_ORDER.index(EventKind.MICRO_LEAK)
+    sig_alarm = alarms[alarms["scope"] == Scope.SIGNAL]
+    mach_alarm = alarms[alarms["scope"] == Scope.MACHINE]
+    sig_used = np.zeros(sig_alarm.shape[0], dtype=bool)
+    mach_used = np.zeros(mach_alarm.shape[0], dtype=bool)
+    n_ev = len(truth)
+    detected = np.zeros(n_ev, dtype=bool)
+    delay = np.full(n_ev, np.nan)
+    for i in range(n_ev):
+        row = int(truth.signal[i])
+        m = int(machine_of[row])
+        lo = EPOCH_NS + int(truth.start_s[i] * 1e9)
+        hi = EPOCH_NS + int((truth.end_s[i] + grace_s) * 1e9)
+        rows = leak_rows[m] if truth.kind[i] == micro and leak_rows[m].size else np.array([row])
+        in_win_s = (sig_alarm["ts_start"] >= lo) & (sig_alarm["ts_start"] <= hi) & np.isin(sig_alarm["entity"], rows)
+        in_win_m = (mach_alarm["ts_start"] >= lo) & (mach_alarm["ts_start"] <= hi) & (mach_alarm["entity"] == m)
+        sig_used |= in_win_s
+        mach_used |= in_win_m
+        first = np.concatenate([sig_alarm["ts_start"][in_win_s], mach_alarm["ts_start"][in_win_m]])
+        if first.size:
+            detected[i] = True
+            delay[i] = (first.min() - lo) / 1e9
+    false_sig = sig_alarm[~sig_used]
+    by_kind: dict[str, int] = {}
+    for k in np.unique(false_sig["kind"]).tolist():
+        by_kind[Kind(k).name.lower()] = int((false_sig["kind"] == k).sum())
+    if (~mach_used).any():
+        by_kind["machine"] = int((~mach_used).sum())
+    return FaultFigures(n_ev, detected, delay, truth.kind.astype(np.int64), int((~sig_used).sum()),
+                        int((~mach_used).sum()), by_kind, n * (hours - burn_in_h), seconds)
+
+
+def print_faults(f: FaultFigures, hours: float, n_samples: int) -> None:
+    print(f"\nfaults: {f.events} injected events after burn-in, stack over {n_samples:,} samples in "
+          f"{f.seconds:.1f} s (generator included)")
+    print(f"{'kind':20} {'events':>6} {'recall':>7} {'median delay s':>15}")
+    for k, kind in enumerate(KIND_ORDER):
+        sel = f.kinds == k
+        if not sel.any():
+            continue
+        d = f.delay_s[sel & f.detected]
+        med = f"{np.median(d):15.1f}" if d.size else f"{'-':>15}"
+        print(f"{kind.value:20} {int(sel.sum()):6d} {f.detected[sel].mean():7.2f} {med}")
+    not_drop = f.kinds != KIND_ORDER.index(EventKind.DROPOUT)
+    d = f.delay_s[f.detected]
+    print(f"{'all':20} {f.events:6d} {f.detected.mean():7.2f} {np.median(d) if d.size else float('nan'):15.1f}")
+    print(f"{'all but dropout':20} {int(not_drop.sum()):6d} {f.detected[not_drop].mean():7.2f}")
+    fa = f.false_signal + f.false_machine
+    print(f"false alarms: {fa} ({f.false_signal} signal, {f.false_machine} machine) over {f.signal_hours:,.0f} "
+          f"signal-hours = {1000 * fa / f.signal_hours:.2f} per 1,000 signal-hours; by kind {f.false_by_kind}")
+
+
+# -- wear / RUL --------------------------------------------------------------------------------------
+
+
+def wear_lives(template: str, seeds: list[int], period_s: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Run-to-failure histories of each seed's wearing ``template`` machines: (inputs per tick, true RUL ticks)."""
+    ops, sensors = RUL_INPUTS[template]
+    runs, ruls = [], []
+    for seed in seeds:
+        opts = SimOptions(plant=PLANT, seed=seed, wear_fraction=1.0, epoch_ns=EPOCH_NS)
+        world = build_world(opts)
+        table = world.table
+        tmpl = [mg.template for mg in world.plant.machines for _ in range(mg.count)]
+        w = world.physics.wear
+        pick = [i for i in range(len(w.machine)) if tmpl[int(w.machine[i])] == template]
+        if not pick:
+            continue
+        cols = []
+        for i in pick:
+            m = int(w.machine[i])
+            prefix = table.machine_ids[m] + "."
+            index = {sid[len(prefix):]: r for r, sid in enumerate(table.ids) if sid.startswith(prefix)}
+            cols.append([index[name] for name in ops + sensors])
+        rows = np.unique(np.concatenate(cols))
+        model = world.model(rows, seed)
+        pos = {int(r): j for j, r in enumerate(rows.tolist())}
+        q = quantiser(table)
+        q_local = _local_quantiser(q, rows)
+        fail = np.array([float(w.failure_s[i]) for i in pick])
+        n_ticks = int(fail.max() // period_s) + 1
+        x = np.empty((n_ticks, rows.size))
+        for k in range(n_ticks):
+            v = model.step(k, k * period_s)
+            quantise(v, q_local)
+            x[k] = v
+        for j in range(len(pick)):
+            last = int(fail[j] // period_s)  # last tick before failure
+            idx = [pos[r] for r in cols[j]]
+            runs.append(np.ascontiguousarray(x[: last + 1][:, idx]))
+            ruls.append((fail[j] - np.arange(last + 1) * period_s) / period_s)
+    return runs, ruls
+
+
+def _local_quantiser(q: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+                     rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    ints, scale, offset, f32 = q
+    where = {int(r): j for j, r in enumerate(rows.tolist())}
+    keep = np.array([int(r) in where for r in ints.tolist()], dtype=bool)
+    local = np.array([where[int(r)] for r in ints[keep].tolist()], dtype=np.int64)
+    f_local = np.array([where[int(r)] for r in f32.tolist() if int(r) in where], dtype=np.int64)
+    return local, scale[keep], offset[keep], f_local
+
+
+def rul_eval(template: str, train: list[int], test: list[int], period_s: float, cap_h: float) -> None:
+    t0 = time.monotonic()
+    ops, sensors = RUL_INPUTS[template]
+    cap = cap_h * 3600.0 / period_s
+    tr_runs, _ = wear_lives(template, train, period_s)
+    te_runs, te_ruls = wear_lives(template, test, period_s)
+    if not tr_runs or not te_runs:
+        print(f"\nRUL {template}: no wearing machines in the chosen seeds")
+        return
+    model = fit(tr_runs, ops, sensors, FitSettings(conditions=3, cap=cap, age_scale=cap))
+    est = RulEstimator(model, 1, np.arange(len(ops) + len(sensors), dtype=np.int64)[None, :])
+    err, inside, at24 = [], [], []
+    for x, rul in zip(te_runs, te_ruls, strict=True):
+        est.reset()
+        _, pred, lo, hi = est.run_rows(x)
+        sel = rul <= cap
+        err.append((pred - rul)[sel])
+        inside.append(((rul >= lo) & (rul <= hi))[sel])
+        k24 = int(np.argmin(np.abs(rul - 24 * 3600.0 / period_s)))
+        at24.append(pred[k24] - rul[k24])
+    e = np.concatenate(err) * period_s / 3600.0
+    a24 = np.array(at24) * period_s / 3600.0
+    lives = [r.shape[0] * period_s / 86400.0 for r in te_runs]
+    print(f"\nRUL {template}: fitted on {len(tr_runs)} lives (seeds {train}), tested on {len(te_runs)} unseen lives "
+          f"(seeds {test}, {min(lives):.1f}-{max(lives):.1f} days), tick {period_s:.0f} s, cap {cap_h:.0f} h, "
+          f"{time.monotonic() - t0:.1f} s")
+    print(f"  within the cap: RMSE {np.sqrt(np.mean(e ** 2)):.1f} h, MAE {np.mean(np.abs(e)):.1f} h, "
+          f"bias {np.mean(e):+.1f} h over {e.size} ticks; 10-90 % band coverage "
+          f"{np.concatenate(inside).mean():.2f}")
+    print(f"  24 h before failure: median |error| {np.median(np.abs(a24)):.1f} h, worst {np.max(np.abs(a24)):.1f} h")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--hours", type=float, default=24.0, help="simulated hours for the fault part")
+    ap.add_argument("--burn-in", type=float, default=1.0, help="hours of warm-up not counted")
+    ap.add_argument("--rate", type=float, default=0.05, help="anomalies per signal per simulated hour")
+    ap.add_argument("--grace", type=float, default=60.0, help="s after an event's end an alarm still matches it")
+    ap.add_argument("--rul-period", type=float, default=1789.0, help="simulated s per health tick")
+    ap.add_argument("--cap-h", type=float, default=120.0, help="RUL cap of the model, hours")
+    ap.add_argument("--train-seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6, 7, 8])
+    ap.add_argument("--test-seeds", type=int, nargs="+", default=[100, 101, 102, 103])
+    ap.add_argument("--no-faults", action="store_true")
+    ap.add_argument("--no-rul", action="store_true")
+    args = ap.parse_args(argv)
+    t0 = time.monotonic()
+    print(f"simulator ground truth, plant {PLANT.relative_to(ROOT)}, edge default AnalyticsSettings")
+    if not args.no_faults:
+        f = fault_run(args.seed, args.hours, args.rate, args.burn_in, args.grace)
+        n = int(f.signal_hours / (args.hours - args.burn_in))
+        print_faults(f, args.hours, int(n * args.hours * 3600))
+    if not args.no_rul:
+        for template in RUL_INPUTS:
+            rul_eval(template, args.train_seeds, args.test_seeds, args.rul_period, args.cap_h)
+    print(f"\ntotal {time.monotonic() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
