@@ -6,9 +6,11 @@ set): noise is drawn from a generator seeded with ``(seed, key, k)``, so a resta
 tick reproduces the same numbers, and every process draws only for its own signals.
 
 Clean shape (before anomalies): ``base + amplitude * sin(2 pi t / period + phase) + noise * N(0, 1)``
-clipped to ``[low, high]``, with a per-signal phase drawn from the seed so that equal signals of
-different machines do not move in lock-step. Physics per template (coupling, duty cycles) lives in
-``simulators.physics`` and replaces the clean shape where a template has a model.
+clipped to ``[low, high]`` and quantised to a sensor resolution (the power of ten just below a
+quarter of the noise; noise-free signals are left exact), with a per-signal phase drawn from the
+seed so that equal signals of different machines do not move in lock-step. Physics per template
+(coupling, duty cycles) lives in ``simulators.physics`` and replaces the clean shape where a
+template has a model.
 
 Anomalies come from an :class:`simulators.faults.EventSchedule`; every process builds the same
 schedule from the seed and applies the events of its own signals (see ``apply_events``).
@@ -54,6 +56,8 @@ class SignalModel:
         self.position[self.rows] = np.arange(self.rows.size)
         self.values = np.zeros(self.rows.size)
         self._scratch = np.zeros(self.rows.size)
+        self._quantised = np.flatnonzero(self.noise > 0)
+        self.resolution = 10.0 ** np.floor(np.log10(self.noise[self._quantised] / 4))
 
     def __len__(self) -> int:
         return int(self.rows.size)
@@ -89,6 +93,9 @@ class SignalModel:
         if self.schedule is not None:
             self.apply_events(t_s, rng)
         np.clip(v, self.low, self.high, out=v)
+        # sensor resolution: an ADC's step, about a quarter of the noise, as a power of ten
+        q = self._quantised
+        v[q] = np.rint(v[q] / self.resolution) * self.resolution
         return v
 
     def apply_events(self, t_s: float, rng: np.random.Generator) -> None:

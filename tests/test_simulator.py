@@ -179,6 +179,12 @@ def test_values_stay_in_range_and_move() -> None:
     moving = (table.amplitude > 0) | (table.noise > 0)
     assert (seen.std(axis=0)[moving] > 0).all()
     assert (seen.std(axis=0)[~moving] == 0).all()
+    # quantised to a sensor resolution: a power of ten just below a quarter of the noise
+    noisy = np.flatnonzero(table.noise > 0)
+    step = 10.0 ** np.floor(np.log10(table.noise[noisy] / 4))
+    steps = seen[:, noisy] / step
+    np.testing.assert_allclose(steps, np.rint(steps), atol=1e-6)
+    assert (step < table.noise[noisy]).all()
 
 
 def fixed_events(table: SignalTable, specs: list[tuple[str, EventKind, float, float, float]]) -> Events:
