@@ -32,6 +32,7 @@ from edge.detectors.events import EVENT_DTYPE, EventColumns, Scope
 from edge.detectors.settings import AlarmSettings, AnalyticsSettings
 from edge.kernels import alarms, cusum, rate, robust, signal_stack, stuck, subspace
 from edge.kernels.kinds import EN_ALL, EN_MACHINE, Kind, mask_for
+from plantwire.plant import Protocol, RegisterType
 
 if TYPE_CHECKING:
     from plantwire.plant import SignalTable
@@ -53,6 +54,18 @@ class StackResult:
     events_dropped: int  # events beyond settings.max_events in this frame
 
 
+def resolution_of(table: SignalTable) -> np.ndarray:
+    """Per signal: the value step of its Modbus integer register (``|scale|``), 0 for continuous values."""
+    if not table.devices:  # a table built without devices (tests, CSV scoring): nothing is known to be quantised
+        return np.zeros(len(table))
+    types = list(RegisterType)
+    integer = [types.index(t) for t in (RegisterType.INT16, RegisterType.UINT16, RegisterType.INT32,
+                                        RegisterType.UINT32, RegisterType.INT64)]
+    modbus = np.array([d.protocol is Protocol.MODBUS for d in table.devices], dtype=bool)
+    is_int = np.isin(table.reg_type, integer) & modbus[table.device]
+    return np.where(is_int, np.abs(table.scale), 0.0)
+
+
 def _alarm_params(a: AlarmSettings) -> np.ndarray:
     return alarms.make_params(a.on_threshold, a.off_threshold, a.on_count, a.off_count)
 
@@ -67,7 +80,7 @@ class DetectorStack:
 
     def __init__(self, n_signals: int, machine_of_signal: np.ndarray, settings: AnalyticsSettings | None = None, *,
                  low: np.ndarray | None = None, high: np.ndarray | None = None, enable: np.ndarray | None = None,
-                 capacity: int = 65_536) -> None:
+                 resolution: np.ndarray | None = None, capacity: int = 65_536) -> None:
         s = settings or AnalyticsSettings()
         machine_of = np.asarray(machine_of_signal, dtype=np.int64)
         if machine_of.shape != (n_signals,):
@@ -80,6 +93,7 @@ class DetectorStack:
         self.cfg[:, signal_stack.C_HIGH] = np.nan if high is None else high
         mask = np.full(n_signals, EN_ALL, dtype=np.int64) if enable is None else np.asarray(enable, dtype=np.int64)
         self.cfg[:, signal_stack.C_MASK] = mask
+        self.cfg[:, signal_stack.C_RES] = 0.0 if resolution is None else np.nan_to_num(np.abs(resolution))
         self.params = signal_stack.pack_params(
             robust.make_params(s.level.alpha, s.level.huber_k, s.warmup, s.level.min_scale),
             cusum.make_params(s.change.k, s.change.h, s.change.z_clip, s.change.cap, s.change.rho_alpha),
@@ -112,10 +126,14 @@ class DetectorStack:
     @classmethod
     def from_table(cls, table: SignalTable, settings: AnalyticsSettings | None = None, *,
                    capacity: int = 65_536) -> DetectorStack:
-        """The stack for an expanded plant: machines, plausible ranges and per-kind enables from the plant file."""
+        """The stack for an expanded plant: machines, plausible ranges, per-kind enables and resolutions.
+
+        Resolution: one step of a Modbus integer register (its scale); OPC-UA and float registers are
+        continuous (0). See ``signal_stack`` for why quantised signals need it.
+        """
         enable = np.array([mask_for(k) for k in table.kinds], dtype=np.int64)
         return cls(len(table), table.machine.astype(np.int64), settings, low=table.low, high=table.high,
-                   enable=enable, capacity=capacity)
+                   enable=enable, resolution=resolution_of(table), capacity=capacity)
 
     def _init_state(self) -> None:
         self.state = signal_stack.init_state(self.n_signals)

@@ -1,0 +1,111 @@
+"""Resolution floor of the fused signal kernel (``cfg[:, C_RES]``): reference equivalence and what it is for."""
+
+from __future__ import annotations
+
+import math
+
+import naive
+import numpy as np
+
+from edge.detectors.stack import DetectorStack
+from edge.kernels import cusum, rate, robust, signal_stack, stuck
+from edge.kernels.kinds import EN_CHANGE, EN_LEVEL, EN_RATE, Kind
+
+LT = RT = 6.0
+
+
+def _reference(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality: np.ndarray,
+               res: np.ndarray) -> np.ndarray:
+    """Level, change (plain CUSUM) and rate with the scales floored at res and res / typical period."""
+    lv: dict[int, naive.Robust] = {}
+    cs: dict[int, naive.Cusum] = {}
+    rt: dict[int, naive.Rate] = {}
+    out = np.zeros(len(signal))
+    for k in range(len(signal)):
+        s, x, q, t = int(signal[k]), float(value[k]), int(quality[k]), int(ts_ns[k])
+        if q == 2 or not math.isfinite(x):
+            continue
+        r = lv.setdefault(s, naive.Robust(0.01, 3.0, 30, 1e-6))
+        z = r.z(x)
+        if res[s] > 0:
+            z = (x - r.loc) / max(r.scale, 1e-6, res[s]) if not math.isnan(z) else z
+        best = 0.0 if math.isnan(z) else z * z / (z * z + LT * LT)
+        best = max(best, cs.setdefault(s, naive.Cusum(0.5, 8.0, 4.0, 2.0)).step(z))
+        rr = rt.setdefault(s, naive.Rate(0.01, 3.0, 30, 1e-9, 5.0))
+        floor = res[s] / rr.period if res[s] > 0 and rr.period > 0 else 0.0
+        sc0 = max(rr.stats.scale, 1e-9)
+        zr = rr.step(x, t, q == 0)
+        if not math.isnan(zr) and sc0 < floor:
+            zr = zr * sc0 / floor
+        best = max(best, 0.0 if math.isnan(zr) else zr * zr / (zr * zr + RT * RT))
+        if q == 0:
+            r.learn(x)
+        out[k] = best
+    return out
+
+
+def _kernel(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality: np.ndarray,
+            res: np.ndarray) -> np.ndarray:
+    n_sig = res.shape[0]
+    p = signal_stack.pack_params(robust.make_params(), cusum.make_params(), stuck.make_params(), rate.make_params(),
+                                 level_threshold=LT, rate_threshold=RT, limit_margin=0.05, machine_z_clip=4.0)
+    cfg = np.zeros((n_sig, signal_stack.C_WIDTH))
+    cfg[:, signal_stack.C_LOW] = np.nan
+    cfg[:, signal_stack.C_HIGH] = np.nan
+    cfg[:, signal_stack.C_MASK] = EN_LEVEL | EN_CHANGE | EN_RATE
+    cfg[:, signal_stack.C_RES] = res
+    score, kind, z_last = np.empty(len(signal)), np.empty(len(signal), np.uint8), np.zeros(n_sig)
+    signal_stack.signal_chunk(ts_ns, signal, value, quality, signal_stack.init_state(n_sig), cfg, p, score, kind,
+                              z_last)
+    return score
+
+
+def test_matches_reference_with_nan_inf_constant_runs_and_gaps() -> None:
+    rng = np.random.default_rng(4)
+    n, n_sig = 8000, 4
+    signal = rng.integers(0, n_sig, n).astype(np.uint32)
+    ts = np.cumsum(rng.uniform(0.5, 1.5, n) * 1e9).astype(np.int64)
+    ts[5000:] += 60 * 10**9  # a gap
+    value = np.round(20.0 + 0.04 * rng.normal(size=n), 1)  # quantised at 0.1, noise below the step
+    value[signal == 3] = np.round(np.cumsum(rng.random(int((signal == 3).sum())) < 0.02))  # a counter
+    value[rng.random(n) < 0.02] = np.nan
+    value[rng.random(n) < 0.005] = np.inf
+    value[3000:3300] = 20.0  # constant run
+    quality = np.zeros(n, np.uint8)
+    quality[rng.random(n) < 0.02] = 2
+    quality[rng.random(n) < 0.02] = 1
+    res = np.array([0.1, 0.0, 0.1, 1.0])
+    np.testing.assert_allclose(_kernel(ts, signal, value, quality, res), _reference(ts, signal, value, quality, res),
+                               rtol=1e-12, atol=1e-15)
+
+
+def _opened(stack: DetectorStack, x: np.ndarray, after: int) -> dict[int, int]:
+    n = x.shape[0]
+    t = np.arange(n, dtype=np.int64) * 10**9
+    out: dict[int, int] = {}
+    for k in range(0, n, 200):
+        sl = slice(k, min(k + 200, n))
+        m = sl.stop - sl.start
+        ev = stack.process(np.zeros(m, np.uint32), x[sl], np.zeros(m, np.uint8), t[sl]).events
+        ev = ev[(ev["phase"] == 1) & (ev["ts_start"] >= after * 10**9)]
+        for kd in ev["kind"].tolist():
+            out[kd] = out.get(kd, 0) + 1
+    return out
+
+
+def test_quantised_signal_and_counter_stop_raising_rate_alarms_but_a_real_jump_still_alarms() -> None:
+    rng = np.random.default_rng(9)
+    n = 4 * 3600
+    t = np.arange(n)
+    # int16 x 0.1: a slow duty cycle under noise a tenth of a step -> long flat runs, then one step
+    pump = np.round((6.0 + 0.5 * np.sin(2 * np.pi * t / 300) + 0.01 * rng.normal(size=n)) / 0.1) * 0.1
+    counter = np.cumsum(rng.random(n) < 1 / 45).astype(np.float64)  # parts counted every ~45 s
+    for x, res in ((pump, 0.1), (counter, 1.0)):
+        plain = _opened(DetectorStack(1, np.array([-1])), x, 1800)
+        floored = _opened(DetectorStack(1, np.array([-1]), resolution=np.array([res])), x, 1800)
+        assert plain.get(Kind.RATE, 0) > 100  # every step (or count) reads as a huge slope
+        assert sum(floored.values()) == 0
+    jump = pump.copy()
+    jump[10_000:] += 2.0  # 20 steps: a real change of a 6 A pump
+    floored = _opened(DetectorStack(1, np.array([-1]), resolution=np.array([0.1])), jump, 9_990)
+    assert sum(floored.values()) >= 1
