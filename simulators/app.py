@@ -324,6 +324,8 @@ async def _amain(opts: SimOptions, labels: Path | None, ready_file: Path | None,
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     t0 = time.monotonic()
+    print(f"plantwire sim: starting {len(sim.slaves)} Modbus slaves and {len(sim.opcua_devices)} OPC-UA servers "
+          f"for {len(sim.table)} signals", flush=True)
     try:
         await sim.start()
         print(sim.describe(), flush=True)
