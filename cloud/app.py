@@ -503,11 +503,13 @@ class Ingestor:
             self._dead_letter(m, "wrong_gateway", str(exc), w)
         except wire.WireError as exc:
             self._dead_letter(m, "malformed", str(exc), w)
-        except MemoryError:
-            # zstandard raises MemoryError (not ZstdError) for a frame header claiming an absurd
-            # content size, which plantwire.wire does not catch (found by tests/test_ingest_fuzz.py).
-            # The payload is kept in the dead-letter store, so even a genuine out-of-memory loses nothing.
-            self._dead_letter(m, "malformed", "body: decoding failed with MemoryError (corrupt zstd frame header?)", w)
+        except (MemoryError, RecursionError) as exc:
+            # Decoder escapes plantwire.wire does not turn into WireError (found by the fuzz tests):
+            # zstandard's MemoryError for a frame header claiming an absurd content size, and
+            # json's RecursionError for deeply nested JSON on the events/ack lanes. The payload is
+            # kept in the dead-letter store, so even a genuine out-of-memory loses nothing.
+            reason = f"body: decoding failed with {type(exc).__name__} (corrupt zstd frame or deeply nested JSON?)"
+            self._dead_letter(m, "malformed", reason, w)
         except schema.SchemaError as exc:
             self._dead_letter(m, "schema", str(exc), w)
 
@@ -571,7 +573,8 @@ class Ingestor:
         for i, ev in enumerate(events):
             try:
                 lines.append(event_line(site, gateway, ev))
-            except (schema.SchemaError, KeyError, TypeError, ValueError) as exc:
+            except (schema.SchemaError, KeyError, TypeError, ValueError, OverflowError) as exc:
+                # OverflowError: "start_ns": Infinity (Python's json accepts it) in int().
                 # One bad event is dead-lettered alone; the rest of the message is stored.
                 self._dead_letter_doc(m.topic, "schema", f"events[{i}]: {exc}", ev, w)
         w.add_text(lines)

@@ -1,9 +1,9 @@
 """A Prometheus histogram fed with whole numpy arrays (one call per batch, not per sample).
 
-``plantwire.metrics`` has counters and gauges only; a histogram there is three families of
-counters: ``<name>_bucket{le="..."}`` (cumulative), ``<name>_sum`` and ``<name>_count``, which is
-exactly what Prometheus' text format and ``bench/e2e.py``'s quantile estimate read. Observing a
-batch is one ``searchsorted`` plus one ``bincount``: a million latencies cost a few ms.
+Rendered through ``plantwire.metrics``' histogram family (one ``# TYPE <name> histogram``):
+``<name>_bucket{le="..."}`` (cumulative), ``<name>_sum`` and ``<name>_count``, which is what
+Prometheus and ``bench/e2e.py``'s quantile estimate read. Observing a batch is one
+``searchsorted`` plus one ``bincount``: a million latencies cost a few ms.
 """
 
 from __future__ import annotations
@@ -53,9 +53,7 @@ class Histogram:
         self._counts = np.zeros(bounds.size + 1, dtype=np.int64)  # last: above every bound
         self._sum = 0.0
         self._lock = threading.Lock()
-        self._bucket = registry.counter(f"{name}_bucket", help_)
-        self._sum_m = registry.counter(f"{name}_sum", f"{help_} (sum)")
-        self._count_m = registry.counter(f"{name}_count", f"{help_} (count)")
+        self._family = registry.histogram(name, help_)
         self._labels = [_le(b) for b in bounds] + ["+Inf"]
         self._publish()
 
@@ -75,9 +73,9 @@ class Histogram:
     def _publish(self) -> None:
         cum = np.cumsum(self._counts)
         for label, c in zip(self._labels, cum.tolist(), strict=True):
-            self._bucket.set(c, le=label)
-        self._sum_m.set(self._sum)
-        self._count_m.set(int(cum[-1]))
+            self._family.set(c, suffix="_bucket", le=label)
+        self._family.set(self._sum, suffix="_sum")
+        self._family.set(int(cum[-1]), suffix="_count")
 
     @property
     def count(self) -> int:

@@ -176,6 +176,42 @@ def test_zstd_frame_claiming_an_absurd_size_is_dead_lettered(ingestor: Ingestor)
     assert ingestor.m_dead.get(reason="malformed") == before + 1
 
 
+@pytest.mark.parametrize("lane", ["events", "health", "ack"])
+def test_deeply_nested_json_is_dead_lettered(ingestor: Ingestor, lane: str) -> None:
+    """json.loads raises RecursionError (not a ValueError) for 100 kB of '['; found by tests/chaos."""
+    m = Message(wire.topic(SITE, GW, lane), b"[" * 100_000, 1, 1, False, 0, time.time_ns())
+    before = ingestor.m_dead.get(reason="malformed")
+    w = ingestor._prepare([m])
+    assert w is not None and w.msgs == [m]
+    assert ingestor.m_dead.get(reason="malformed") == before + 1
+
+
+def test_infinite_event_times_dead_letter_the_event_alone(ingestor: Ingestor) -> None:
+    """``"start_ns": Infinity`` is valid to Python's json; int() of it raises OverflowError."""
+    t = time.time_ns()
+    events = [
+        {"type": "alarm", "state": "open", "kind": "ewma", "signal": "x1", "start_ns": float("inf"), "peak": 0.5},
+        {"type": "health", "machine": "m", "ts_ns": float("inf"), "health": 0.5},
+        {
+            "type": "alarm",
+            "state": "closed",
+            "kind": "ewma",
+            "signal": "x1",
+            "start_ns": t,
+            "end_ns": float("inf"),
+            "peak": 0.5,
+        },
+        {"type": "health", "machine": "m", "ts_ns": t, "health": 0.5},
+    ]
+    payload = json.dumps({"v": 1, "gateway": GW, "boot_epoch_ns": 1, "events": events}).encode()
+    m = Message(wire.topic(SITE, GW, "events"), payload, 1, 1, False, 0, t)
+    before = ingestor.m_dead.get(reason="schema")
+    w = ingestor._prepare([m])
+    assert w is not None and w.msgs == [m]
+    assert ingestor.m_dead.get(reason="schema") == before + 3
+    assert b"".join(p.tobytes() for p in w.parts).startswith(b"health,")  # the good event is kept
+
+
 def test_every_fuzzed_telemetry_message_is_acked_or_held(ingestor: Ingestor) -> None:
     """Deterministic spot check of the accounting the property test relies on."""
     m = Message(TOPICS[0], VALID[0][:-3], 1, 1, False, 0, time.time_ns())

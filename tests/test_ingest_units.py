@@ -179,7 +179,8 @@ def test_histogram_matches_a_naive_count() -> None:
     for le, bound in (("0.1", 0.1), ("1.0", 1.0), ("10.0", 10.0), ("+Inf", np.inf)):
         assert f't_lat_seconds_bucket{{le="{le}"}} {int((finite <= bound).sum())}' in text
     assert f"t_lat_seconds_count {finite.size}" in text
-    assert reg.counter("lat_seconds_sum", "").get() == pytest.approx(float(finite.sum()))
+    assert reg.histogram("lat_seconds", "").get(suffix="_sum") == pytest.approx(float(finite.sum()))
+    assert "# TYPE t_lat_seconds histogram" in text
     assert h.quantile(0.5) == 1.0
 
 
