@@ -109,3 +109,16 @@ def test_quantised_signal_and_counter_stop_raising_rate_alarms_but_a_real_jump_s
     jump[10_000:] += 2.0  # 20 steps: a real change of a 6 A pump
     floored = _opened(DetectorStack(1, np.array([-1]), resolution=np.array([0.1])), jump, 9_990)
     assert sum(floored.values()) >= 1
+
+
+def test_counter_kind_runs_only_range_and_rate() -> None:
+    from edge.kernels.kinds import EN_COUNTER, EN_RANGE, mask_for
+
+    assert mask_for("counter") == EN_COUNTER == EN_RANGE | EN_RATE
+    rng = np.random.default_rng(2)
+    counter = 1200.0 + np.cumsum(rng.random(4 * 3600) < 0.3) * 1.0  # climbs for ever
+    as_counter = _opened(DetectorStack(1, np.array([-1]), enable=np.array([EN_COUNTER])), counter, 1800)
+    assert as_counter.get(Kind.CHANGE, 0) == 0 and as_counter.get(Kind.LEVEL, 0) == 0
+    racing = counter.copy()
+    racing[10_000:] += np.arange(racing.shape[0] - 10_000) * 50.0  # counts 150x faster: a fault
+    assert _opened(DetectorStack(1, np.array([-1]), enable=np.array([EN_COUNTER])), racing, 9_990).get(Kind.RATE, 0)

@@ -33,8 +33,17 @@ EN_ALL = 63
 # Status words, counters and setpoints: only limits apply (a counter's slope or a setpoint's steps
 # are not anomalies, and a status word is constant by design).
 EN_STATE = EN_RANGE
+# Totalisers (run hours, strokes, parts, energy): they climb by design, so a level, a CUSUM or a
+# multivariate score on the raw count only says "time passed" (on the simulated dev plant counters
+# were the largest group of change alarms); range and the counting rate remain meaningful (a counter
+# that races, or jumps by thousands, is a fault).
+EN_COUNTER = EN_RANGE | EN_RATE
 
 
 def mask_for(signal_kind: str) -> int:
-    """Default enable mask for a plant-file signal ``kind`` (``state`` or anything else)."""
-    return EN_STATE if signal_kind == "state" else EN_ALL
+    """Default enable mask for a plant-file signal ``kind``: ``state``, ``counter``, or anything else (all)."""
+    if signal_kind == "state":
+        return EN_STATE
+    if signal_kind == "counter":
+        return EN_COUNTER
+    return EN_ALL
