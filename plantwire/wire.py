@@ -204,10 +204,21 @@ def peek_kind(payload: bytes) -> int:
 
 
 def _decompress(blob: bytes, max_size: int, field: str) -> bytes:
+    """Decompress at most ``max_size`` bytes. A frame header claiming more is refused before any
+    allocation (zstandard would otherwise try to allocate the claimed size and raise MemoryError)."""
+    try:
+        params = zstandard.get_frame_parameters(blob)
+    except zstandard.ZstdError as exc:
+        raise WireError(f"{field}: corrupt zstd frame ({exc})") from None
+    claimed = params.content_size
+    if claimed not in (zstandard.CONTENTSIZE_UNKNOWN, zstandard.CONTENTSIZE_ERROR) and claimed > max_size:
+        raise WireError(f"{field}: zstd frame claims {claimed} bytes, more than the {max_size} allowed")
     try:
         return zstandard.ZstdDecompressor().decompress(blob, max_output_size=max_size)
     except zstandard.ZstdError as exc:
         raise WireError(f"{field}: corrupt zstd frame ({exc})") from None
+    except MemoryError:
+        raise WireError(f"{field}: zstd frame needs more memory than is available") from None
 
 
 def decode_batch(payload: bytes) -> Batch:
@@ -296,7 +307,7 @@ def decode_signal_table(payload: bytes) -> SignalTableMessage:
             machines.append(mid)
             units.append(unit)
             kinds.append(kind_)
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise WireError("body.signals: not a valid signal-table document") from None
     return SignalTableMessage(gateway, thash, site, ids, machines, units, kinds)
 
@@ -363,6 +374,8 @@ def _json_object(payload: bytes, what: str) -> dict:
         raise WireError(f"{what}: payload of {len(payload)} bytes exceeds {MAX_CONTROL_BYTES}")
     try:
         doc = json.loads(payload)
+    except RecursionError:
+        raise WireError(f"{what}: JSON nested too deeply") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise WireError(f"{what}: not JSON ({e})") from None
     if not isinstance(doc, dict):

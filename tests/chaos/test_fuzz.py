@@ -49,14 +49,12 @@ _JSON_ODDITIES: list[Any] = [
     {"type": "alarm"}, {"type": "health"}, [{"type": "alarm", "start_ns": "x"}], [{"type": "health", "ts_ns": None}],
     [[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]],
 ]
-#: Exceptions plantwire.wire still lets out (each pinned by a strict xfail test below; remove from here once
-#: wire.py turns it into a WireError): zstandard's MemoryError for a frame header claiming an absurd content
-#: size. Tolerated here only so the fuzz keeps looking for everything else; counted in the outcome.
-KNOWN_WIRE_GAPS: tuple[type[BaseException], ...] = (MemoryError,)
-#: The same for the ingestor's message path: an events message with ``"start_ns": Infinity`` or a health
-#: event with ``"ts_ns": Infinity`` (Python's json accepts both) raises OverflowError in
-#: cloud/sinks/points.py ``event_line``; pinned by a strict xfail below.
-KNOWN_INGEST_GAPS: tuple[type[BaseException], ...] = (OverflowError,)
+#: Exceptions plantwire.wire may still let out (none today: the zstd size lie and deep JSON found by this
+#: fuzz are WireErrors now, pinned by the tests below). Tolerated only so the fuzz keeps looking for
+#: everything else; counted in the outcome.
+KNOWN_WIRE_GAPS: tuple[type[BaseException], ...] = ()
+#: The same for the ingestor's message path (infinite event times, found here, are dead-lettered now).
+KNOWN_INGEST_GAPS: tuple[type[BaseException], ...] = ()
 DECODERS: list[Callable[[bytes], Any]] = [
     wire.decode_batch, wire.decode_signal_table, wire.decode_ack, wire.decode_events,
 ]
@@ -340,7 +338,6 @@ def test_fuzz_1m_payloads(tmp_path: Path) -> None:
     assert out["messages"] == LONG_PAYLOADS, out
 
 
-@pytest.mark.xfail(strict=True, reason="plantwire.wire lets zstandard's MemoryError out of _decompress")
 @pytest.mark.parametrize("decode", [wire.decode_batch, wire.decode_signal_table])
 def test_zstd_frame_claiming_an_absurd_size_is_a_wire_error(decode: Callable[[bytes], Any]) -> None:
     """Found by this fuzz (and by tests/test_ingest_fuzz.py): a frame header whose content size is absurd
@@ -351,7 +348,6 @@ def test_zstd_frame_claiming_an_absurd_size_is_a_wire_error(decode: Callable[[by
         decode(valid[: valid.find(ZSTD_MAGIC)] + frame)
 
 
-@pytest.mark.xfail(strict=True, reason="plantwire.wire lets RecursionError out of json.loads (report to the lead)")
 @pytest.mark.parametrize("decode", [wire.decode_ack, wire.decode_events])
 def test_deeply_nested_json_is_a_wire_error(decode: Callable[[bytes], Any]) -> None:
     """100 kB of '[' (well under MAX_CONTROL_BYTES): json.loads raises RecursionError, which must be a
@@ -361,7 +357,6 @@ def test_deeply_nested_json_is_a_wire_error(decode: Callable[[bytes], Any]) -> N
         decode(b"[" * 100_000)
 
 
-@pytest.mark.xfail(strict=True, reason="plantwire.wire lets RecursionError out of json.loads (report to the lead)")
 def test_ingestor_dead_letters_deeply_nested_events(tmp_path: Path) -> None:
     ing = _ingestor(tmp_path)
     m = Message(wire.topic(SITE, GW, "events"), b"[" * 100_000, 1, 1, False, 0, time.time_ns())
@@ -369,7 +364,6 @@ def test_ingestor_dead_letters_deeply_nested_events(tmp_path: Path) -> None:
     assert w is not None and w.msgs == [m]
 
 
-@pytest.mark.xfail(strict=True, reason="cloud/sinks/points.py event_line: int(inf) raises OverflowError")
 @pytest.mark.parametrize(("index", "field"), [(0, "start_ns"), (2, "ts_ns")])
 def test_ingestor_dead_letters_events_with_infinite_times(tmp_path: Path, index: int, field: str) -> None:
     """Found by this fuzz: ``"start_ns": Infinity`` (accepted by Python's json and by wire.decode_events)
