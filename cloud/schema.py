@@ -260,11 +260,11 @@ _STR_ESCAPE = re.compile(r'(["\\])')
 
 
 def _tag(s: str) -> str:
-    s = s.replace("\r", "\\r").replace("\n", "\\n")
-    out = _TAG_ESCAPE.sub(r"\\\1", s)
-    if out.endswith("\\") and not out.endswith("\\\\"):
-        out += "\\"
-    return out
+    """The same escaping as the samples path (lineproto), so a tag value is stored identically on
+    every measurement (InfluxDB 1.6 rejects some backslash placements; lineproto handles them)."""
+    from cloud.sinks.lineproto import escape_tag_value
+
+    return escape_tag_value(s)
 
 
 def _field_value(m: Measurement, f: Field, v: object) -> str:
