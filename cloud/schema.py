@@ -255,7 +255,6 @@ _BY_NAME: Mapping[str, Measurement] = {m.name: m for m in MEASUREMENTS}
 # events, health and pipeline points are rare (per episode, per machine estimate, per interval);
 # a checked, plain-Python formatter is right for them. samples go through lineproto.build_lines.
 
-_TAG_ESCAPE = re.compile(r"([,= ])")
 _STR_ESCAPE = re.compile(r'(["\\])')
 
 
