@@ -40,19 +40,31 @@ def _pids(pipe: Pipeline) -> dict[str, int]:
     return pids
 
 
-def _quantile_from_histogram(m: dict[str, float], q: float) -> float | None:
-    """Quantile from Prometheus-style cumulative buckets ``<name>_bucket{le=...}`` (upper bound)."""
-    buckets = sorted(
+def _buckets(m: dict[str, float]) -> list[tuple[float, float]]:
+    return sorted(
         (float(k.split("le=", 1)[1].strip('"}')), v)
         for k, v in m.items()
         if k.startswith("plantwire_ingest_sample_latency_seconds_bucket") and "le=" in k
     )
+
+
+def _quantile_from_histogram(end: dict[str, float], q: float, start: dict[str, float] | None = None) -> float | None:
+    """Quantile of the samples written between two scrapes, from Prometheus cumulative buckets,
+    interpolated linearly inside the bucket it falls in (as Prometheus' histogram_quantile does)."""
+    b1 = _buckets(end)
+    b0 = dict(_buckets(start)) if start else {}
+    buckets = [(le, cum - b0.get(le, 0.0)) for le, cum in b1]
     if not buckets or buckets[-1][1] <= 0:
         return None
     total = buckets[-1][1]
+    prev_le, prev_cum = 0.0, 0.0
     for le, cum in buckets:
         if cum >= q * total:
-            return le
+            if le == float("inf"):
+                return prev_le
+            frac = (q * total - prev_cum) / (cum - prev_cum) if cum > prev_cum else 1.0
+            return round(prev_le + (le - prev_le) * frac, 3)
+        prev_le, prev_cum = le, cum
     return None
 
 
@@ -87,6 +99,7 @@ def run(
         pids = _pids(pipe)
         cpu0 = {n: sample(p).cpu_s for n, p in pids.items()}
         m0 = pipe.progress()
+        raw0 = _scrape_raw(pipe.ingest_metrics_port)
         t0 = time.monotonic()
         time.sleep(duration_s)
         window = time.monotonic() - t0
@@ -101,8 +114,8 @@ def run(
     written = m1.get("plantwire_ingest_samples_written_total", 0) - m0.get("plantwire_ingest_samples_written_total", 0)
     cpu = {n: samples[n].cpu_s - cpu0[n] for n in samples}
     edge = summary.edge
-    p50 = _quantile_from_histogram(raw_ingest, 0.50)
-    p99 = _quantile_from_histogram(raw_ingest, 0.99)
+    p50 = _quantile_from_histogram(raw_ingest, 0.50, raw0)
+    p99 = _quantile_from_histogram(raw_ingest, 0.99, raw0)
     return {
         "variant": "naive" if naive else "plantwire",
         "date": time.strftime("%Y-%m-%d %H:%M"),

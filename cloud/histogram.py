@@ -18,24 +18,9 @@ __all__ = ["LATENCY_BUCKETS_S", "Histogram"]
 
 #: Sample-to-InfluxDB latency buckets: sub-second for live data, up to hours for back-log replays.
 LATENCY_BUCKETS_S: tuple[float, ...] = (
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.0,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-    300.0,
-    900.0,
-    3600.0,
-    21600.0,
-)
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 1.75, 2.0,
+    2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0,
+)  # fine around 0.1-2 s, where live data lands; coarse for back-log replays
 
 
 def _le(bound: float) -> str:

@@ -241,8 +241,12 @@ class EdgeGateway:
 
     async def _flush_loop(self) -> None:
         period = self.cfg.publish.batch_interval_ms / 1000.0
+        # Flush a little after each wall-clock boundary, not on it: sources poll on the boundaries
+        # (edge/sources/modbus.py), so a flush on the boundary would just miss the poll it races
+        # and hold those samples for a whole interval.
+        phase = min(self.cfg.publish.flush_phase_ms / 1000.0, period / 2)
         while True:
-            await asyncio.sleep(period - (time.time() % period))
+            await asyncio.sleep(period - ((time.time() - phase) % period))
             self._flush()
             if time.monotonic() >= self._next_status:
                 self._next_status = time.monotonic() + HEALTH_STATUS_INTERVAL_S

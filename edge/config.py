@@ -55,6 +55,9 @@ class MqttSettings(_Strict):
 
 class PublishSettings(_Strict):
     batch_interval_ms: int = Field(default=1000, ge=10, le=60_000)
+    flush_phase_ms: int = Field(
+        default=250, ge=0, le=30_000, description="flush this long after each interval boundary (polls land first)"
+    )
     max_batch_samples: int = Field(default=50_000, ge=100, le=1_000_000)
     buffer_samples: int = Field(default=400_000, ge=1000, description="frame buffer capacity")
 
