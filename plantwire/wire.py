@@ -22,6 +22,28 @@ Telemetry batch v1 (kind 1)::
                                         batch (0 bits for an unchanged reading)
                      quality uint8[n]
 
+Telemetry batch v2 (kind 1): the same header plus ``npairs B``, then the gateway id and a zstd body
+that codes each value as the smallest exact form that reproduces its float64 bits::
+
+    pairs    float64[npairs] scales, then float64[npairs] offsets (the quantisations used)
+    ts_ns    int64[n]   as v1
+    signal   uint32[n]  as v1
+    mode     uint8[n]   how the value is coded:
+                          0          raw float64 (the ``raw`` column)
+                          1          float32: ``k`` holds the float32 bits
+                          2 + d      decimal: float64(k) / 10**d             (d = 0..6)
+                          10 + d     float32 decimal: float32(float64(k) / 10**d)
+                          32 + j     quantised: float64(k) * scale[j] + offset[j] (Modbus
+                                     ``raw * scale + value_offset``)
+    k        int64[n]   zigzag of the delta to the previous ``k`` of the same signal (0 for raw)
+    raw      uint64[n]  float64 bits where mode is 0 (else 0), XORed per signal as in v1
+    quality  uint8[n]
+
+The encoder recomputes every coded value with the decoder's exact numpy operations and keeps a
+code only when the float64 bits are identical, so v2 is bit-exact (NaN payloads, -0.0, inf fall
+back to raw). Why: at 1 Hz each signal appears once per batch, so v1's per-signal XOR cannot help
+and every value costs ~5 bytes; an integer register or a decimal reading costs ~2.
+
 Signal table v1 (kind 2)::
 
     table_hash 8s, gw_len B, gateway id, then zstd of UTF-8 JSON
@@ -42,6 +64,8 @@ import zstandard
 
 MAGIC = b"PW"
 VERSION = 1
+#: Telemetry v2 (coded values); the signal table stays v1.
+VERSION_V2 = 2
 KIND_TELEMETRY = 1
 KIND_SIGNALS = 2
 
@@ -54,6 +78,20 @@ _PREFIX = struct.Struct("<2sBB")
 _TELEMETRY = struct.Struct("<qQ8sIB")
 _SIGNALS = struct.Struct("<8sB")
 _SAMPLE_BYTES = 8 + 4 + 8 + 1
+_TELEMETRY_V2 = struct.Struct("<qQ8sIBB")
+_SAMPLE_BYTES_V2 = 8 + 4 + 1 + 8 + 8 + 1
+
+MODE_RAW = 0
+MODE_F32 = 1
+MODE_DEC = 2
+MODE_DEC32 = 10
+MODE_PAIR = 32
+#: Decimal places tried for decimal codes (10**6 and every k below 2**53 are exact in float64).
+MAX_DECIMALS = 6
+#: At most this many distinct (scale, offset) pairs per batch (mode byte 32..255).
+MAX_PAIRS = 256 - MODE_PAIR
+_NO_PAIR = 255
+_K_LIMIT = float(2**53)
 
 _ZSTD_LEVEL = 3
 
@@ -144,6 +182,215 @@ def _unxor_by_signal(xored: np.ndarray, signal: np.ndarray) -> np.ndarray:
     return out
 
 
+# -- v2 value coding ---------------------------------------------------------------------------
+
+_POW10 = 10.0 ** np.arange(MAX_DECIMALS + 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Quantisation:
+    """The edge's per-signal ``value = raw * scale + value_offset`` knowledge, for v2's quantised code.
+
+    ``scale``/``offset``: the distinct usable pairs (at most MAX_PAIRS, the most used first);
+    ``pair_of_signal[i]``: index of signal i's pair, 255 when it has none (scale 0 or not finite).
+    Build it once per signal table with :func:`quantisation`; the batch carries the pairs it uses,
+    so the cloud needs no extra state to decode.
+    """
+
+    scale: np.ndarray  # float64[m]
+    offset: np.ndarray  # float64[m]
+    pair_of_signal: np.ndarray  # uint8[signals]
+
+
+def quantisation(scale: np.ndarray, value_offset: np.ndarray) -> Quantisation:
+    """Quantisation table from the signal table's ``scale`` and ``value_offset`` columns."""
+    sc = np.ascontiguousarray(scale, dtype=np.float64).ravel()
+    of = np.ascontiguousarray(value_offset, dtype=np.float64).ravel()
+    if sc.shape != of.shape:
+        raise ValueError("scale and value_offset differ in length")
+    pair = np.full(sc.shape[0], _NO_PAIR, dtype=np.uint8)
+    idx = np.flatnonzero(np.isfinite(sc) & np.isfinite(of) & (sc != 0))
+    if not idx.size:
+        empty = np.empty(0, dtype=np.float64)
+        return Quantisation(empty, empty.copy(), pair)
+    us, inv_s = np.unique(sc[idx].view(np.uint64), return_inverse=True)
+    uo, inv_o = np.unique(of[idx].view(np.uint64), return_inverse=True)
+    key = inv_s.astype(np.int64) * uo.shape[0] + inv_o
+    uk, inv_k, counts = np.unique(key, return_inverse=True, return_counts=True)
+    rank = np.argsort(-counts, kind="stable")[:MAX_PAIRS]
+    slot = np.full(uk.shape[0], _NO_PAIR, dtype=np.uint8)
+    slot[rank] = np.arange(rank.shape[0])
+    pair[idx] = slot[inv_k]
+    chosen = uk[rank]
+    return Quantisation(
+        us[chosen // uo.shape[0]].view(np.float64).copy(), uo[chosen % uo.shape[0]].view(np.float64).copy(), pair
+    )
+
+
+def _decimal(v: np.ndarray, want: np.ndarray, as_f32: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ok, k, d) for values equal to ``k / 10**d`` (rounded to float32 if ``as_f32``), d smallest.
+
+    One test at MAX_DECIMALS suffices: k*10**j / 10**(d+j) is the same rational as k / 10**d and
+    IEEE division rounds it the same way, so trailing decimal zeros are stripped afterwards.
+    """
+    q = np.rint(v * _POW10[MAX_DECIMALS])
+    ok = np.abs(q) < _K_LIMIT  # False for NaN
+    kk = np.where(ok, q, 0.0).astype(np.int64)
+    rec = kk.astype(np.float64) / _POW10[MAX_DECIMALS]
+    if as_f32:
+        rec = rec.astype(np.float32).astype(np.float64)
+    ok &= rec.view(np.uint64) == want
+    kk = kk[ok]
+    d = np.full(kk.shape[0], MAX_DECIMALS, dtype=np.int64)
+    for _ in range(MAX_DECIMALS):
+        z = (kk % 10 == 0) & (d > 0)
+        if not z.any():
+            break
+        kk[z] //= 10
+        d[z] -= 1
+    return ok, kk, d
+
+
+def _code_values(
+    value: np.ndarray, sig: np.ndarray, quant: Quantisation | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Choose each value's code: (mode uint8, k int64, pair scales, pair offsets). Vectorised.
+
+    Preference: the signal's own quantisation, decimal, float32 decimal, float32 bits, raw.
+    Every candidate is recomputed with the decoder's operations and kept only if bit-identical.
+    """
+    n = value.shape[0]
+    bits = value.view(np.uint64)
+    mode = np.zeros(n, dtype=np.uint8)
+    k = np.zeros(n, dtype=np.int64)
+    p_scale = p_offset = np.empty(0, dtype=np.float64)
+    if quant is not None and quant.scale.shape[0]:
+        pos = np.full(n, _NO_PAIR, dtype=np.uint8)
+        inside = sig < quant.pair_of_signal.shape[0]
+        pos[inside] = quant.pair_of_signal[sig[inside]]
+        idx = np.flatnonzero(pos != _NO_PAIR)
+        if idx.size:
+            p = pos[idx]
+            sc = quant.scale[p]
+            of = quant.offset[p]
+            q = np.rint((value[idx] - of) / sc)
+            ok = np.abs(q) < _K_LIMIT
+            kk = np.where(ok, q, 0.0).astype(np.int64)
+            ok &= (kk.astype(np.float64) * sc + of).view(np.uint64) == bits[idx]
+            if ok.any():
+                used = np.flatnonzero(np.bincount(p[ok], minlength=quant.scale.shape[0]))
+                remap = np.zeros(quant.scale.shape[0], dtype=np.uint8)
+                remap[used] = np.arange(used.shape[0])
+                sel = idx[ok]
+                mode[sel] = MODE_PAIR + remap[p[ok]]
+                k[sel] = kk[ok]
+                p_scale, p_offset = quant.scale[used], quant.offset[used]
+    rest = np.flatnonzero(mode == MODE_RAW) if p_scale.shape[0] else np.arange(n)
+    if rest.size:
+        ok, kk, d = _decimal(value[rest], bits[rest], as_f32=False)
+        sel = rest[ok]
+        mode[sel] = MODE_DEC + d
+        k[sel] = kk
+        rest = rest[~ok]
+    if rest.size:
+        v32 = value[rest].astype(np.float32)
+        is32 = v32.astype(np.float64).view(np.uint64) == bits[rest]
+        rest = rest[is32]
+        v32 = v32[is32]
+    if rest.size:
+        ok, kk, d = _decimal(value[rest], bits[rest], as_f32=True)
+        sel = rest[ok]
+        mode[sel] = MODE_DEC32 + d
+        k[sel] = kk
+        sel = rest[~ok]
+        mode[sel] = MODE_F32
+        k[sel] = v32[~ok].view(np.uint32)
+    return mode, k, p_scale, p_offset
+
+
+def _decode_values(
+    mode: np.ndarray, k: np.ndarray, raw: np.ndarray, p_scale: np.ndarray, p_offset: np.ndarray
+) -> np.ndarray:
+    """Inverse of :func:`_code_values`: float64 values; raw rows come from ``raw`` as they are."""
+    out = raw.copy()
+    if not mode.shape[0] or not mode.any():
+        return out.view(np.float64)
+    counts = np.bincount(mode, minlength=256)
+    known = np.zeros(256, dtype=bool)
+    known[[MODE_RAW, MODE_F32]] = True
+    known[MODE_DEC : MODE_DEC + MAX_DECIMALS + 1] = True
+    known[MODE_DEC32 : MODE_DEC32 + MAX_DECIMALS + 1] = True
+    known[MODE_PAIR : MODE_PAIR + p_scale.shape[0]] = True
+    unknown = np.flatnonzero((counts > 0) & ~known)
+    if unknown.size:
+        raise WireError(f"body.mode: unknown value code {int(unknown[0])} (batch carries {p_scale.shape[0]} pairs)")
+    order = np.argsort(mode, kind="stable")
+    stops = np.cumsum(counts)
+    for m in np.flatnonzero(counts[1:]) + 1:
+        idx = order[stops[m] - counts[m] : stops[m]]
+        kk = k[idx]
+        if m == MODE_F32:
+            if int(kk.min()) < 0 or int(kk.max()) >= 2**32:
+                raise WireError("body.k: float32 bits out of range")
+            vals = kk.astype(np.uint32).view(np.float32).astype(np.float64)
+        elif m < MODE_DEC32:
+            vals = kk.astype(np.float64) / _POW10[m - MODE_DEC]
+        elif m < MODE_PAIR:
+            vals = (kk.astype(np.float64) / _POW10[m - MODE_DEC32]).astype(np.float32).astype(np.float64)
+        else:
+            vals = kk.astype(np.float64) * p_scale[m - MODE_PAIR] + p_offset[m - MODE_PAIR]
+        out[idx] = vals.view(np.uint64)
+    return out.view(np.float64)
+
+
+def _signal_runs(signal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(stable order by signal, mask over sorted[1:] of 'same signal as the previous sample')."""
+    order = np.argsort(signal, kind="stable")
+    ss = signal[order]
+    return order, ss[1:] == ss[:-1]
+
+
+def _encode_k_raw(k: np.ndarray, raw: np.ndarray, signal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-signal zigzag deltas of k and XORs of raw bits (wrapping arithmetic, undone exactly)."""
+    n = k.shape[0]
+    if n >= 2:
+        order, same = _signal_runs(signal)
+        ks = k[order]
+        rs = raw[order]
+        kd = ks.copy()
+        kd[1:][same] = ks[1:][same] - ks[:-1][same]
+        rx = rs.copy()
+        rx[1:][same] = rs[1:][same] ^ rs[:-1][same]
+        k_out = np.empty_like(k)
+        k_out[order] = kd
+        raw_out = np.empty_like(raw)
+        raw_out[order] = rx
+    else:
+        k_out, raw_out = k.copy(), raw.copy()
+    zig = ((k_out << 1) ^ (k_out >> 63)).view(np.uint64)
+    return zig, raw_out
+
+
+def _undelta_by_signal(d: np.ndarray, signal: np.ndarray) -> np.ndarray:
+    """Prefix sums within runs of equal signal (int64, wrapping), inverse of the encoder's deltas."""
+    n = d.shape[0]
+    if n < 2:
+        return d.copy()
+    order = np.argsort(signal, kind="stable")
+    ds = d[order]
+    ss = signal[order]
+    cum = np.cumsum(ds)
+    run_start = np.ones(n, dtype=bool)
+    run_start[1:] = ss[1:] != ss[:-1]
+    start_idx = np.flatnonzero(run_start)
+    before = np.zeros(start_idx.shape[0], dtype=np.int64)
+    before[1:] = cum[start_idx[1:] - 1]
+    run_id = np.cumsum(run_start) - 1
+    out = np.empty_like(d)
+    out[order] = cum - before[run_id]
+    return out
+
+
 def encode_batch(
     *,
     gateway: str,
@@ -154,8 +401,17 @@ def encode_batch(
     signal: np.ndarray,
     value: np.ndarray,
     quality: np.ndarray,
+    version: int = VERSION,
+    quant: Quantisation | None = None,
 ) -> bytes:
-    """Encode one telemetry batch; the columns must have equal length (at most MAX_SAMPLES)."""
+    """Encode one telemetry batch; the columns must have equal length (at most MAX_SAMPLES).
+
+    ``version``: 1 (the default, what every decoder reads) or VERSION_V2 (coded values, ~2-3 bytes
+    per sample instead of ~5 at 1 Hz). ``quant`` (v2 only): the signal table's scale/offset pairs,
+    from :func:`quantisation`, so Modbus ``raw * scale + offset`` values travel as ``raw``.
+    """
+    if version not in (VERSION, VERSION_V2):
+        raise ValueError(f"unknown telemetry version {version}")
     n = int(ts_ns.shape[0])
     if not (signal.shape[0] == value.shape[0] == quality.shape[0] == n):
         raise ValueError("columns differ in length")
@@ -175,6 +431,8 @@ def encode_batch(
         ts_d[1:] = np.diff(ts)
         sig_d[0] = sig[0]
         sig_d[1:] = sig[1:] - sig[:-1]  # wraps mod 2**32, undone by cumsum in uint32
+    if version == VERSION_V2:
+        return _encode_v2(gw, boot_epoch_ns, seq, table_hash, ts_d, sig_d, sig, value, quality, quant)
     bits = np.asarray(value, dtype=np.float64).view(np.uint64)
     val_x = _xor_by_signal(bits, sig)
     body = b"".join(
@@ -187,14 +445,51 @@ def encode_batch(
     return header + gw + compressed
 
 
+def _encode_v2(
+    gw: bytes,
+    boot_epoch_ns: int,
+    seq: int,
+    table_hash: bytes,
+    ts_d: np.ndarray,
+    sig_d: np.ndarray,
+    sig: np.ndarray,
+    value: np.ndarray,
+    quality: np.ndarray,
+    quant: Quantisation | None,
+) -> bytes:
+    n = sig.shape[0]
+    val = np.ascontiguousarray(value, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        mode, k, p_scale, p_offset = _code_values(val, sig, quant)
+    raw = np.where(mode == MODE_RAW, val.view(np.uint64), np.uint64(0))
+    zig, raw_x = _encode_k_raw(k, raw, sig)
+    body = b"".join(
+        (
+            p_scale.tobytes(),
+            p_offset.tobytes(),
+            _shuffle(ts_d),
+            _shuffle(sig_d),
+            mode.tobytes(),
+            _shuffle(zig),
+            _shuffle(raw_x),
+            np.asarray(quality, dtype=np.uint8).tobytes(),
+        )
+    )
+    compressed = zstandard.ZstdCompressor(level=_ZSTD_LEVEL, write_checksum=True).compress(body)
+    header = _PREFIX.pack(MAGIC, VERSION_V2, KIND_TELEMETRY) + _TELEMETRY_V2.pack(
+        boot_epoch_ns, seq, table_hash, n, len(gw), p_scale.shape[0]
+    )
+    return header + gw + compressed
+
+
 def _read_prefix(payload: bytes) -> tuple[int, int]:
     if len(payload) < _PREFIX.size:
         raise WireError(f"header: payload of {len(payload)} bytes is shorter than the {_PREFIX.size}-byte prefix")
     magic, version, kind = _PREFIX.unpack_from(payload, 0)
     if magic != MAGIC:
         raise WireError(f"header.magic: expected {MAGIC!r}, got {magic!r}")
-    if version != VERSION:
-        raise WireError(f"header.version: unsupported version {version}")
+    if version not in (VERSION, VERSION_V2) or (version == VERSION_V2 and kind != KIND_TELEMETRY):
+        raise WireError(f"header.version: unsupported version {version} for kind {kind}")
     return version, kind
 
 
@@ -223,9 +518,11 @@ def _decompress(blob: bytes, max_size: int, field: str) -> bytes:
 
 def decode_batch(payload: bytes) -> Batch:
     """Decode a telemetry batch, validating every field; raises WireError on any defect."""
-    _, kind = _read_prefix(payload)
+    version, kind = _read_prefix(payload)
     if kind != KIND_TELEMETRY:
         raise WireError(f"header.kind: expected telemetry ({KIND_TELEMETRY}), got {kind}")
+    if version == VERSION_V2:
+        return _decode_v2(payload)
     off = _PREFIX.size
     if len(payload) < off + _TELEMETRY.size:
         raise WireError("header: truncated telemetry header")
@@ -254,6 +551,54 @@ def decode_batch(payload: bytes) -> Batch:
     value = _unxor_by_signal(val_x, sig).view(np.float64)
     if n and int(quality.max()) > 2:
         raise WireError(f"body.quality: value {int(quality.max())} is not a known quality")
+    return Batch(gateway, boot, seq, thash, ts, sig, value, quality)
+
+
+def _decode_v2(payload: bytes) -> Batch:
+    off = _PREFIX.size
+    if len(payload) < off + _TELEMETRY_V2.size:
+        raise WireError("header: truncated telemetry v2 header")
+    boot, seq, thash, n, gw_len, npairs = _TELEMETRY_V2.unpack_from(payload, off)
+    off += _TELEMETRY_V2.size
+    if n > MAX_SAMPLES:
+        raise WireError(f"header.n: {n} samples exceeds the limit of {MAX_SAMPLES}")
+    if npairs > MAX_PAIRS:
+        raise WireError(f"header.npairs: {npairs} pairs exceeds the limit of {MAX_PAIRS}")
+    if gw_len == 0 or len(payload) < off + gw_len:
+        raise WireError("header.gateway: missing or truncated gateway id")
+    try:
+        gateway = payload[off : off + gw_len].decode()
+    except UnicodeDecodeError:
+        raise WireError("header.gateway: not UTF-8") from None
+    off += gw_len
+    expected = 16 * npairs + n * _SAMPLE_BYTES_V2
+    body = _decompress(payload[off:], max(expected, 1), "body")
+    if len(body) != expected:
+        raise WireError(f"body: {len(body)} bytes for {n} samples and {npairs} pairs, expected {expected}")
+    mv = memoryview(body)
+    p_scale = np.frombuffer(mv[0 : 8 * npairs], dtype=np.float64)
+    p_offset = np.frombuffer(mv[8 * npairs : 16 * npairs], dtype=np.float64)
+    o = 16 * npairs
+    ts_d = _unshuffle(mv[o : o + 8 * n], n, np.dtype(np.int64))
+    o += 8 * n
+    sig_d = _unshuffle(mv[o : o + 4 * n], n, np.dtype(np.uint32))
+    o += 4 * n
+    mode = np.frombuffer(mv[o : o + n], dtype=np.uint8)
+    o += n
+    zig = _unshuffle(mv[o : o + 8 * n], n, np.dtype(np.uint64))
+    o += 8 * n
+    raw_x = _unshuffle(mv[o : o + 8 * n], n, np.dtype(np.uint64))
+    o += 8 * n
+    quality = np.frombuffer(mv[o : o + n], dtype=np.uint8).copy()
+    if n and int(quality.max()) > 2:
+        raise WireError(f"body.quality: value {int(quality.max())} is not a known quality")
+    ts = np.cumsum(ts_d, dtype=np.int64)
+    sig = np.cumsum(sig_d, dtype=np.uint32)
+    k_d = ((zig >> np.uint64(1)) ^ (np.uint64(0) - (zig & np.uint64(1)))).view(np.int64)
+    with np.errstate(all="ignore"):
+        k = _undelta_by_signal(k_d, sig)
+        raw = _unxor_by_signal(raw_x, sig)
+        value = _decode_values(mode, k, raw, p_scale, p_offset)
     return Batch(gateway, boot, seq, thash, ts, sig, value, quality)
 
 

@@ -189,3 +189,206 @@ def test_events_round_trip_and_bad_type() -> None:
         wire.encode_events("gw", 5, [{"type": "bogus"}])
     with pytest.raises(wire.WireError, match=r"events\.events"):
         wire.decode_events(b'{"v":1,"gateway":"g","boot_epoch_ns":1,"events":{}}')
+
+
+# -- telemetry v2 (coded values) ------------------------------------------------------------------
+
+# v2 telemetry as shipped: signals 0..5 twice, one of each value code (quantised 0.1/-40, decimal,
+# float32 decimal, float32 bits, raw pi and a NaN with payload, -0.0 and inf). Never change it.
+GOLDEN_V2_TELEMETRY = bytes.fromhex(
+    "5057020115cd5b07000000002a0000000000000000010203040506070c000000090167772d676f6c64656e28b52ffd"
+    "647800ad040092451524a037c301c0acff174b774bc27dffa9beaafabee5eb1296ebee29f3e2af8c937abf09912923"
+    "7fdf051c0c9212c2f7a4e9f942f30f2e9b5f09d6139622d1cb28ad7749daf3caee6c18f163c0d4f1e8c68cb75b1c62"
+    "2720b013430722778db190d81ddb44ee589372c75c932f427bfff148b15092d10ac10d0078b3bf078b9b6d5b22e210"
+    "430c38e3c58b2d5ef11c32028e05895b82f8"
+)
+_NAN_PAYLOAD = np.array([0x7FF8000000000123], np.uint64).view(np.float64)[0]
+GOLDEN_V2_VALUES = np.array([
+    1234 * 0.1 - 40, 21.5, float(np.float32(0.3)), float(np.float32(1 / 3)), np.pi, -0.0,
+    1237 * 0.1 - 40, 21.75, float(np.float32(0.31)), float(np.float32(2 / 3)), _NAN_PAYLOAD, np.inf,
+])
+GOLDEN_V2_QUANT = (np.array([0.1, 1, 1, 1, 1, 1]), np.array([-40.0, 0, 0, 0, 0, 0]))
+
+
+def _encode2(ts: np.ndarray, sig: np.ndarray, val: np.ndarray, q: np.ndarray, **kw: object) -> bytes:
+    return _encode(ts, sig, val, q, version=wire.VERSION_V2, **kw)
+
+
+def test_golden_v2_telemetry_decodes_bit_exact() -> None:
+    b = wire.decode_batch(GOLDEN_V2_TELEMETRY)
+    assert (b.gateway, b.boot_epoch_ns, b.seq, b.table_hash) == ("gw-golden", 123456789, 42, bytes(range(8)))
+    assert b.ts_ns.tolist() == [1_700_000_000 * 10**9] * 6 + [1_700_000_001 * 10**9] * 6
+    assert b.signal.tolist() == [0, 1, 2, 3, 4, 5] * 2
+    assert np.array_equal(b.value.view(np.uint64), GOLDEN_V2_VALUES.view(np.uint64))
+    assert b.quality.tolist() == [0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0]
+
+
+def test_header_of_v2_encoder_matches_golden() -> None:
+    b = wire.decode_batch(GOLDEN_V2_TELEMETRY)
+    again = wire.encode_batch(
+        gateway=b.gateway, boot_epoch_ns=b.boot_epoch_ns, seq=b.seq, table_hash=b.table_hash,
+        ts_ns=b.ts_ns, signal=b.signal, value=b.value, quality=b.quality,
+        version=wire.VERSION_V2, quant=wire.quantisation(*GOLDEN_V2_QUANT),
+    )
+    header_len = 4 + 30 + len(b.gateway)
+    assert again[:header_len] == GOLDEN_V2_TELEMETRY[:header_len]
+
+
+def test_v2_picks_each_value_code() -> None:
+    """Each kind of value gets the code meant for it (a regression to raw would still round-trip)."""
+    sig = np.array([0, 1, 2, 3, 4, 5] * 2, np.uint32)
+    with np.errstate(all="ignore"):
+        mode, k, p_scale, p_offset = wire._code_values(GOLDEN_V2_VALUES, sig, wire.quantisation(*GOLDEN_V2_QUANT))
+    pair, f32, raw = wire.MODE_PAIR, wire.MODE_F32, wire.MODE_RAW
+    dec, dec32 = wire.MODE_DEC, wire.MODE_DEC32
+    assert mode.tolist() == [pair, dec + 1, dec32 + 1, f32, raw, f32, pair, dec + 2, dec32 + 2, f32, raw, f32]
+    assert k[[0, 1, 2, 6, 7, 8]].tolist() == [1234, 215, 3, 1237, 2175, 31]
+    assert p_scale.tolist() == [0.1] and p_offset.tolist() == [-40.0]
+
+
+special = st.sampled_from([0.0, -0.0, np.inf, -np.inf, np.nan, _NAN_PAYLOAD, 5e-324, 1.7976931348623157e308,
+                           2.0**53, -(2.0**53) - 2, 0.1, 1e-7])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    n=st.integers(0, 300),
+    data=st.data(),
+    scale=st.sampled_from([0.1, 0.01, 0.5, 1.0, 3.7, -0.25, 1e-300]),
+    offset=st.sampled_from([0.0, -0.0, -40.0, 273.15, 1e308]),
+)
+def test_v2_round_trip_is_bit_exact(n: int, data: st.DataObject, scale: float, offset: float) -> None:
+    """Mixes every code's kind of value (register values, decimals, float32, specials, arbitrary)."""
+    sig = data.draw(hnp.arrays(np.uint32, n, elements=st.integers(0, 40)))
+    raw_k = data.draw(hnp.arrays(np.int64, n, elements=st.integers(-(2**40), 2**40)))
+    kind = data.draw(hnp.arrays(np.uint8, n, elements=st.integers(0, 5)))
+    anyf = data.draw(hnp.arrays(np.float64, n, elements=st.floats(allow_nan=True, allow_infinity=True)))
+    spec = data.draw(hnp.arrays(np.float64, n, elements=special))
+    with np.errstate(all="ignore"):
+        val = np.select(
+            [kind == 0, kind == 1, kind == 2, kind == 3, kind == 4],
+            [raw_k * scale + offset, np.rint(anyf % 1e4 * 100) / 100, anyf.astype(np.float32).astype(np.float64),
+             spec, raw_k.astype(np.float64)],
+            anyf,
+        )
+    # per-signal scale/offset, some signals without (0 scale) and signals beyond the table
+    sc = np.full(30, scale)
+    sc[::7] = 0.0
+    quant = wire.quantisation(sc, np.full(30, offset))
+    ts = data.draw(hnp.arrays(np.int64, n, elements=st.integers(-(2**62), 2**62)))
+    q = data.draw(hnp.arrays(np.uint8, n, elements=st.integers(0, 2)))
+    for qt in (quant, None):
+        b = wire.decode_batch(_encode2(ts, sig, val, q, quant=qt))
+        assert np.array_equal(b.value.view(np.uint64), val.view(np.uint64))  # NaN payloads and -0.0 too
+        assert np.array_equal(b.ts_ns, ts) and np.array_equal(b.signal, sig) and np.array_equal(b.quality, q)
+
+
+def _realistic(n_sig: int = 3000, sweeps: int = 1, seed: int = 1) -> tuple[np.ndarray, ...]:
+    """Sweeps of a plant: 0.1-scaled int registers, float32 registers, decimal doubles, counters."""
+    rng = np.random.default_rng(seed)
+    ts = np.repeat(np.arange(sweeps, dtype=np.int64) * 10**9 + 1_700_000_000 * 10**9, n_sig)
+    sig = np.tile(np.arange(n_sig, dtype=np.uint32), sweeps)
+    col = sig % 4
+    scale = np.where(np.arange(n_sig) % 4 == 0, 0.1, 1.0)
+    offset = np.where(np.arange(n_sig) % 8 == 0, -40.0, 0.0)
+    base = rng.uniform(0, 500, n_sig)[sig] + rng.normal(size=ts.size)
+    val = np.select(
+        [col == 0, col == 1, col == 2],
+        [np.rint((base - offset[sig]) / 0.1) * 0.1 + offset[sig], base.astype(np.float32).astype(np.float64),
+         np.round(base, 2)],
+        np.floor(base * 10),
+    )
+    return ts, sig, val, np.zeros(ts.size, np.uint8), scale, offset
+
+
+def test_v2_one_sweep_costs_under_three_bytes_per_sample_and_beats_v1() -> None:
+    """At 1 Hz each signal appears once per batch: v1's XOR cannot help, v2's codes must."""
+    ts, sig, val, q, scale, offset = _realistic()
+    v1 = _encode(ts, sig, val, q)
+    v2 = _encode2(ts, sig, val, q, quant=wire.quantisation(scale, offset))
+    assert len(v2) / ts.size < 3.0
+    assert len(v2) < 0.75 * len(v1)
+    assert np.array_equal(wire.decode_batch(v2).value.view(np.uint64), val.view(np.uint64))
+
+
+def test_v2_truncations_and_bit_flips_raise_wire_error() -> None:
+    ts, sig, val, q, scale, offset = _realistic(n_sig=400, sweeps=2)
+    payload = _encode2(ts, sig, val, q, quant=wire.quantisation(scale, offset))
+    for cut in range(0, len(payload), 5):
+        with pytest.raises(wire.WireError):
+            wire.decode_batch(payload[:cut])
+    original = wire.decode_batch(payload)
+    body_start = 4 + 30 + len("gw1")
+    rejected = 0
+    for pos in range(4, len(payload)):
+        bad = bytearray(payload)
+        bad[pos] ^= 0x10
+        try:
+            got = wire.decode_batch(bytes(bad))
+        except wire.WireError:
+            rejected += 1
+            continue
+        if pos >= body_start:
+            assert np.array_equal(got.value.view(np.uint64), original.value.view(np.uint64)), pos
+    assert rejected > 0.99 * (len(payload) - body_start)
+
+
+def _v2_payload(body: bytes, n: int, npairs: int) -> bytes:
+    """A v2 payload around a hand-made body (to reach checks that a valid encoder never trips)."""
+    import struct
+
+    import zstandard
+
+    head = b"PW\x02\x01" + struct.pack("<qQ8sIBB", 1, 2, b"\0" * 8, n, 3, npairs) + b"gw1"
+    return head + zstandard.ZstdCompressor(write_checksum=True).compress(body)
+
+
+def _v2_body(mode: int, k: int, npairs: int = 0) -> bytes:
+    zig = (k << 1) ^ (k >> 63)
+    return (
+        np.ones(2 * npairs).tobytes() + np.zeros(8, np.uint8).tobytes() + np.zeros(4, np.uint8).tobytes()
+        + bytes([mode]) + int(zig % 2**64).to_bytes(8, "little") + bytes(8) + b"\x00"
+    )
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        (_v2_payload(_v2_body(5, 0)[:-1], 1, 0), "body"),
+        (_v2_payload(_v2_body(wire.MODE_DEC + wire.MAX_DECIMALS + 1, 1), 1, 0), "body.mode"),
+        (_v2_payload(_v2_body(wire.MODE_PAIR, 1, npairs=0), 1, 0), "body.mode"),
+        (_v2_payload(_v2_body(wire.MODE_PAIR + 1, 1, npairs=1), 1, 1), "body.mode"),
+        (_v2_payload(_v2_body(wire.MODE_F32, 2**32), 1, 0), "body.k"),
+        (_v2_payload(_v2_body(wire.MODE_F32, -1), 1, 0), "body.k"),
+        (_v2_payload(_v2_body(0, 0), 1, wire.MAX_PAIRS + 1), "header.npairs"),
+        (_v2_payload(_v2_body(0, 0)[:-1] + b"\x03", 1, 0), "body.quality"),
+        (b"PW\x02\x01" + b"\x00" * 20, "header: truncated"),
+        (b"PW\x02\x02" + b"\x00" * 40, "header.version"),
+    ],
+)
+def test_v2_errors_name_the_field(payload: bytes, field: str) -> None:
+    with pytest.raises(wire.WireError, match=re.escape(field)):
+        wire.decode_batch(payload)
+
+
+def test_v2_hand_made_body_decodes() -> None:
+    """The helper above builds valid v2 when the fields are in range (so the errors are the fields')."""
+    b = wire.decode_batch(_v2_payload(_v2_body(wire.MODE_PAIR, 7, npairs=1), 1, 1))
+    assert b.value.tolist() == [8.0]
+
+
+def test_signal_table_with_version_2_is_rejected() -> None:
+    bad = bytearray(GOLDEN_V1_SIGNALS)
+    bad[2] = 2
+    with pytest.raises(wire.WireError, match=r"header\.version"):
+        wire.decode_signal_table(bytes(bad))
+
+
+def test_quantisation_keeps_the_most_used_pairs() -> None:
+    scale = np.concatenate([np.arange(1, 301, dtype=np.float64), np.full(50, 0.1), [0.0, np.nan]])
+    offset = np.zeros(scale.shape[0])
+    qt = wire.quantisation(scale, offset)
+    assert qt.scale.shape[0] == wire.MAX_PAIRS and qt.scale[0] == 0.1
+    assert (qt.pair_of_signal[300:350] == 0).all()
+    assert (qt.pair_of_signal[-2:] == 255).all()
+    assert np.count_nonzero(qt.pair_of_signal != 255) == wire.MAX_PAIRS - 1 + 50
