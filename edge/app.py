@@ -150,6 +150,7 @@ class EdgeGateway:
         t1 = time.perf_counter()
         self.read_count += np.bincount(frame.signal, minlength=self.read_count.shape[0])
         step = self.cfg.publish.max_batch_samples
+        quant = wire.quantisation(self.table.scale, self.table.value_offset)  # ~0.3 ms for 15k signals
         for a in range(0, len(frame), step):
             b = min(a + step, len(frame))
             payload = wire.encode_batch(
@@ -161,6 +162,8 @@ class EdgeGateway:
                 signal=frame.signal[a:b],
                 value=frame.value[a:b],
                 quality=frame.quality[a:b],
+                version=wire.VERSION_V2,
+                quant=quant,
             )
             self.forwarder.submit(payload, self.seq, self.boot_epoch_ns, b - a)
             self.seq += 1
