@@ -33,6 +33,8 @@ that codes each value as the smallest exact form that reproduces its float64 bit
                           1          float32: ``k`` holds the float32 bits
                           2 + d      decimal: float64(k) / 10**d             (d = 0..6)
                           10 + d     float32 decimal: float32(float64(k) / 10**d)
+                          18 + d     decimal product: float64(k) * 1e-d (the float64 constant;
+                                     what ``rint(v / 0.01) * 0.01`` quantisers produce)
                           32 + j     quantised: float64(k) * scale[j] + offset[j] (Modbus
                                      ``raw * scale + value_offset``)
     k        int64[n]   zigzag of the delta to the previous ``k`` of the same signal (0 for raw)
@@ -85,6 +87,7 @@ MODE_RAW = 0
 MODE_F32 = 1
 MODE_DEC = 2
 MODE_DEC32 = 10
+MODE_DECM = 18
 MODE_PAIR = 32
 #: Decimal places tried for decimal codes (10**6 and every k below 2**53 are exact in float64).
 MAX_DECIMALS = 6
@@ -185,6 +188,8 @@ def _unxor_by_signal(xored: np.ndarray, signal: np.ndarray) -> np.ndarray:
 # -- v2 value coding ---------------------------------------------------------------------------
 
 _POW10 = 10.0 ** np.arange(MAX_DECIMALS + 1)
+#: The float64 constants 1e-0 .. 1e-6 (Python literals: correctly rounded), part of the format.
+_NEG_POW10 = np.array([1.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6])
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,8 +232,8 @@ def quantisation(scale: np.ndarray, value_offset: np.ndarray) -> Quantisation:
     )
 
 
-def _decimal(v: np.ndarray, want: np.ndarray, as_f32: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ok, k, d) for values equal to ``k / 10**d`` (rounded to float32 if ``as_f32``), d smallest.
+def _decimal(v: np.ndarray, want: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ok, k, d) for float64 values equal to ``k / 10**d``, d smallest.
 
     One test at MAX_DECIMALS suffices: k*10**j / 10**(d+j) is the same rational as k / 10**d and
     IEEE division rounds it the same way, so trailing decimal zeros are stripped afterwards.
@@ -237,8 +242,6 @@ def _decimal(v: np.ndarray, want: np.ndarray, as_f32: bool) -> tuple[np.ndarray,
     ok = np.abs(q) < _K_LIMIT  # False for NaN
     kk = np.where(ok, q, 0.0).astype(np.int64)
     rec = kk.astype(np.float64) / _POW10[MAX_DECIMALS]
-    if as_f32:
-        rec = rec.astype(np.float32).astype(np.float64)
     ok &= rec.view(np.uint64) == want
     kk = kk[ok]
     d = np.full(kk.shape[0], MAX_DECIMALS, dtype=np.int64)
@@ -256,7 +259,8 @@ def _code_values(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Choose each value's code: (mode uint8, k int64, pair scales, pair offsets). Vectorised.
 
-    Preference: the signal's own quantisation, decimal, float32 decimal, float32 bits, raw.
+    Preference: the signal's own quantisation, decimal, decimal product, float32 decimal, float32
+    bits, raw.
     Every candidate is recomputed with the decoder's operations and kept only if bit-identical.
     """
     n = value.shape[0]
@@ -287,10 +291,21 @@ def _code_values(
                 p_scale, p_offset = quant.scale[used], quant.offset[used]
     rest = np.flatnonzero(mode == MODE_RAW) if p_scale.shape[0] else np.arange(n)
     if rest.size:
-        ok, kk, d = _decimal(value[rest], bits[rest], as_f32=False)
+        ok, kk, d = _decimal(value[rest], bits[rest])
         sel = rest[ok]
         mode[sel] = MODE_DEC + d
         k[sel] = kk
+        rest = rest[~ok]
+    for d in range(1, MAX_DECIMALS + 1):
+        if not rest.size:
+            break
+        q = np.rint(value[rest] * _POW10[d])
+        ok = np.abs(q) < _K_LIMIT
+        kk = np.where(ok, q, 0.0).astype(np.int64)
+        ok &= (kk.astype(np.float64) * _NEG_POW10[d]).view(np.uint64) == bits[rest]
+        sel = rest[ok]
+        mode[sel] = MODE_DECM + d
+        k[sel] = kk[ok]
         rest = rest[~ok]
     if rest.size:
         v32 = value[rest].astype(np.float32)
@@ -298,13 +313,23 @@ def _code_values(
         rest = rest[is32]
         v32 = v32[is32]
     if rest.size:
-        ok, kk, d = _decimal(value[rest], bits[rest], as_f32=True)
-        sel = rest[ok]
-        mode[sel] = MODE_DEC32 + d
-        k[sel] = kk
-        sel = rest[~ok]
-        mode[sel] = MODE_F32
-        k[sel] = v32[~ok].view(np.uint32)
+        # float32 holds ~7 digits, so a test at MAX_DECIMALS would match a neighbouring k with no
+        # trailing zeros: try the fewest decimals first instead.
+        for d in range(MAX_DECIMALS + 1):
+            q = np.rint(value[rest] * _POW10[d])
+            ok = np.abs(q) < _K_LIMIT
+            kk = np.where(ok, q, 0.0).astype(np.int64)
+            rec = (kk.astype(np.float64) / _POW10[d]).astype(np.float32).astype(np.float64)
+            ok &= rec.view(np.uint64) == bits[rest]
+            sel = rest[ok]
+            mode[sel] = MODE_DEC32 + d
+            k[sel] = kk[ok]
+            rest = rest[~ok]
+            v32 = v32[~ok]
+            if not rest.size:
+                break
+        mode[rest] = MODE_F32
+        k[rest] = v32.view(np.uint32)
     return mode, k, p_scale, p_offset
 
 
@@ -320,6 +345,7 @@ def _decode_values(
     known[[MODE_RAW, MODE_F32]] = True
     known[MODE_DEC : MODE_DEC + MAX_DECIMALS + 1] = True
     known[MODE_DEC32 : MODE_DEC32 + MAX_DECIMALS + 1] = True
+    known[MODE_DECM : MODE_DECM + MAX_DECIMALS + 1] = True
     known[MODE_PAIR : MODE_PAIR + p_scale.shape[0]] = True
     unknown = np.flatnonzero((counts > 0) & ~known)
     if unknown.size:
@@ -335,8 +361,10 @@ def _decode_values(
             vals = kk.astype(np.uint32).view(np.float32).astype(np.float64)
         elif m < MODE_DEC32:
             vals = kk.astype(np.float64) / _POW10[m - MODE_DEC]
-        elif m < MODE_PAIR:
+        elif m < MODE_DECM:
             vals = (kk.astype(np.float64) / _POW10[m - MODE_DEC32]).astype(np.float32).astype(np.float64)
+        elif m < MODE_PAIR:
+            vals = kk.astype(np.float64) * _NEG_POW10[m - MODE_DECM]
         else:
             vals = kk.astype(np.float64) * p_scale[m - MODE_PAIR] + p_offset[m - MODE_PAIR]
         out[idx] = vals.view(np.uint64)

@@ -268,7 +268,7 @@ def test_v2_round_trip_is_bit_exact(n: int, data: st.DataObject, scale: float, o
         val = np.select(
             [kind == 0, kind == 1, kind == 2, kind == 3, kind == 4],
             [raw_k * scale + offset, np.rint(anyf % 1e4 * 100) / 100, anyf.astype(np.float32).astype(np.float64),
-             spec, raw_k.astype(np.float64)],
+             spec, np.rint(anyf % 1e4 * 100) * 0.01],
             anyf,
         )
     # per-signal scale/offset, some signals without (0 scale) and signals beyond the table
@@ -281,6 +281,17 @@ def test_v2_round_trip_is_bit_exact(n: int, data: st.DataObject, scale: float, o
         b = wire.decode_batch(_encode2(ts, sig, val, q, quant=qt))
         assert np.array_equal(b.value.view(np.uint64), val.view(np.uint64))  # NaN payloads and -0.0 too
         assert np.array_equal(b.ts_ns, ts) and np.array_equal(b.signal, sig) and np.array_equal(b.quality, q)
+
+
+def test_v2_decimal_products_and_float32_decimals_use_few_digits() -> None:
+    """``rint(v / 0.01) * 0.01`` (a simulator's or PLC's quantiser) and float32 registers holding a
+    decimal get k at their own resolution, not at 1e-6 (which would cost two more bytes)."""
+    val = np.array([4205 * 0.01, 7 * 0.1, float(np.float32(42.05)), float(np.float32(-1234.56))])
+    with np.errstate(all="ignore"):
+        mode, k, _, _ = wire._code_values(val, np.arange(4, dtype=np.uint32), None)
+    assert 4205 * 0.01 != 4205 / 100  # so the decimal (division) code cannot take it
+    assert mode.tolist() == [wire.MODE_DECM + 2, wire.MODE_DECM + 1, wire.MODE_DEC32 + 2, wire.MODE_DEC32 + 2]
+    assert k.tolist() == [4205, 7, 4205, -123456]
 
 
 def _realistic(n_sig: int = 3000, sweeps: int = 1, seed: int = 1) -> tuple[np.ndarray, ...]:
