@@ -118,7 +118,7 @@ def cpu_s() -> tuple[float, float]:
 async def measure(table: SignalTable, args: argparse.Namespace) -> dict[str, float]:
     settings = ModbusSettings(period_ms=args.period_ms, timeout_s=1.0, max_gap=16,
                               connections_per_device=args.connections)
-    buffer = FrameBuffer(400_000)
+    buffer = FrameBuffer(400_000, on_full=lambda: buffer.drain())
 
     async def drain() -> None:  # stands in for the publisher: empties the buffer once a second
         while True:

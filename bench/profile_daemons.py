@@ -8,7 +8,7 @@ with the largest share of samples (self time, and inclusive time of plantwire's 
 py-spy is a profiling tool, not a dependency: install it for this script only, e.g.
 ``pip install --target state/pyspy py-spy`` (the default ``--py-spy`` path looks there).
 
-    .venv/bin/python bench/profile.py --rate 10 --duration 20
+    .venv/bin/python bench/profile_daemons.py --rate 10 --duration 20
 """
 
 from __future__ import annotations
