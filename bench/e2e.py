@@ -137,8 +137,15 @@ def run(
         "cpu_s": {n: round(c, 2) for n, c in cpu.items()},
         "cpu_us_per_sample": {n: round(c / max(read, 1) * 1e6, 2) for n, c in cpu.items()},
         "peak_rss_mb": {n: round(s.rss_peak_bytes / 2**20, 1) for n, s in samples.items()},
-        "wire_bytes_per_sample": round(edge.get("bytes_published", 0) / max(edge.get("samples_published", 1), 1), 2),
-        "wal_bytes_per_sample": round(edge["wal_bytes_written"] / max(edge.get("samples_published", 1), 1), 2)
+        # Telemetry payload bytes per sample (the wire format's cost); events and health ride their own
+        # lane and are reported apart. The naive baseline has only "bytes_published" (its JSON messages).
+        "wire_bytes_per_sample": round(
+            edge.get("telemetry_bytes", edge.get("bytes_published", 0)) / max(summary.samples_read, 1), 2
+        ),
+        "events_lane_bytes": edge.get("events_bytes"),
+        "events_lane_messages": edge.get("events_messages"),
+        "alarms_opened": edge.get("alarms_opened"),
+        "wal_bytes_per_sample": round(edge["wal_bytes_written"] / max(summary.samples_read, 1), 2)
         if "wal_bytes_written" in edge
         else None,
         "cpu_us_per_sample_total": round(sum(cpu.values()) / max(read, 1) * 1e6, 2),
