@@ -39,7 +39,7 @@ def table():
 
 
 def test_built_from_the_plant_table_and_scores_every_sample(table):
-    stack = DetectorStack.from_table(table)
+    stack = DetectorStack.from_table(table, AnalyticsSettings(alarm_settle=0))
     assert stack.n_signals == len(table) and stack.n_machines == len(table.machine_ids)
     state_sig = [i for i, k in enumerate(table.kinds) if k == "state"]
     if state_sig:
@@ -124,7 +124,7 @@ def test_checkpoint_for_another_configuration_is_refused(tmp_path: Path):
 
 def test_events_beyond_capacity_are_counted_not_lost_silently():
     n = 50
-    stack = DetectorStack(n, np.full(n, -1), AnalyticsSettings(warmup=5, max_events=10))
+    stack = DetectorStack(n, np.full(n, -1), AnalyticsSettings(warmup=5, max_events=10, alarm_settle=0))
     sig = np.arange(n, dtype=np.uint32)
     q = np.zeros(n, np.uint8)
     rng = np.random.default_rng(0)
@@ -134,3 +134,24 @@ def test_events_beyond_capacity_are_counted_not_lost_silently():
     r = stack.process(sig, np.full(n, 100.0), q, np.full(n, T0 + 31 * 10**9, dtype=np.int64))
     opened = int((stack.sig_alarm_f[:, 0] == 1).sum()) - open_before
     assert opened > 10 and r.events.shape[0] == 10 and r.events_dropped == opened - 10
+
+
+def test_alarms_wait_until_a_signal_has_settled_but_scores_do_not():
+    """A cold start must not raise a storm: alarms open only after ``alarm_settle`` samples per signal."""
+    n = 20
+    settings = AnalyticsSettings(warmup=10, alarm_settle=60)
+    stack = DetectorStack(n, np.full(n, -1), settings)
+    sig = np.arange(n, dtype=np.uint32)
+    q = np.zeros(n, np.uint8)
+    rng = np.random.default_rng(1)
+    early_scores, opened_at = [], []
+    for i in range(120):
+        v = rng.normal(size=n)
+        if i in (40, 100):
+            v[3] = 50.0  # the same spike, once before and once after the signal has settled
+        r = stack.process(sig, v, q, np.full(n, T0 + i * 10**9, dtype=np.int64))
+        if i == 40:
+            early_scores.append(float(r.score[3]))
+        opened_at += [i for e in r.events if e["phase"] == Phase.OPEN and int(e["entity"]) == 3]
+    assert early_scores[0] >= settings.signal_alarm.on_threshold, "the early spike must still be scored"
+    assert 40 not in opened_at and 100 in opened_at

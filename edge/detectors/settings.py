@@ -94,6 +94,11 @@ class AnalyticsSettings(_Strict):
     range: RangeSettings = RangeSettings()
     machine: MachineSettings = MachineSettings()
     signal_alarm: AlarmSettings = AlarmSettings()
+    alarm_settle: int = Field(
+        default=300, ge=0,
+        description="samples a signal learns before its alarms may open (scores are emitted from `warmup` on); "
+        "without it every signal's young scale estimate raises an alarm storm when a gateway starts cold",
+    )
     machine_alarm: AlarmSettings = AlarmSettings(on_count=2, off_count=5)
     max_events: int = Field(default=10_000, ge=1, description="events kept per frame; more are counted as dropped")
     checkpoint_interval_s: float = Field(default=300.0, gt=0, description="detector state saved this often")

@@ -173,7 +173,14 @@ class DetectorStack:
         ent[:] = signal
         cap = self.settings.max_events
         cols = self._events.kernel_args()
-        n_sig_ev = alarms.alarm_chunk(ts_ns, ent, score, kind, n, self.sig_alarm_f, self.sig_alarm_t,
+        alarm_score = score
+        settle = self.settings.alarm_settle
+        if settle > self.settings.warmup and n:
+            # Alarms wait until a signal has settled (scores do not): a cold start must not raise a storm.
+            young = self.state[signal, signal_stack.B_LEVEL + robust.COUNT] < settle
+            if young.any():
+                alarm_score = np.where(young, 0.0, score)
+        n_sig_ev = alarms.alarm_chunk(ts_ns, ent, alarm_score, kind, n, self.sig_alarm_f, self.sig_alarm_t,
                                       self.sig_alarm_params, *cols)
         kept = min(n_sig_ev, cap)
         events = self._events.take(kept, Scope.SIGNAL) if kept else np.empty(0, dtype=EVENT_DTYPE)
