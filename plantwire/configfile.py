@@ -104,9 +104,39 @@ def load_plant(path: Path) -> Any:
         extra = doc.get("templates")
         if not isinstance(extra, dict):
             raise ConfigError(str(path), [f"imports[{i}]: {ipath} has no 'templates' mapping"])
-        templates.update(extra)
+        templates.update(_with_register_maps(extra, ipath, str(path)))
     own = data.get("templates") or {}
     if not isinstance(own, dict):
         raise ConfigError(str(path), ["templates: expected a mapping of template name to template"])
-    data["templates"] = {**templates, **own}
+    data["templates"] = {**templates, **_with_register_maps(own, path, str(path))}
     return validate(PlantConfig, data, str(path), PlantConfig.semantic_errors)
+
+
+def _with_register_maps(templates: dict[str, Any], declared_in: Path, source: str) -> dict[str, Any]:
+    """Replace each template's ``register_map: FILE.csv`` (relative to the YAML declaring it) by the
+    signals it lists (plantwire.registermap), followed by the template's own ``signals``, if any."""
+    from plantwire.registermap import RegisterMapError, read_register_map
+
+    out: dict[str, Any] = {}
+    errors: list[str] = []
+    for name, tpl in templates.items():
+        if not isinstance(tpl, dict) or "register_map" not in tpl:
+            out[name] = tpl
+            continue
+        tpl = dict(tpl)
+        ref = tpl.pop("register_map")
+        if not isinstance(ref, str):
+            errors.append(f"templates.{name}.register_map: expected a CSV file path")
+            continue
+        csv_path = Path(ref) if Path(ref).is_absolute() else declared_in.parent / ref
+        try:
+            rows = read_register_map(csv_path)
+        except RegisterMapError as exc:
+            errors += [f"templates.{name}.register_map: {e}" for e in exc.errors]
+            continue
+        tpl["signals"] = rows + list(tpl.get("signals") or [])
+        out[name] = tpl
+    if errors:
+        raise ConfigError(source, errors)
+    return out
+

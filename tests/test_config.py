@@ -83,3 +83,19 @@ def test_edge_relative_secret_paths_resolve(tmp_path: Path) -> None:
     assert sec.credentials_file == tmp_path / "opcua.env"
     assert tls is not None
     assert tls.ca_file == tmp_path / "pki" / "ca.crt" and tls.key_file == tmp_path / "pki" / "gw.key"
+
+
+def test_vendor_csv_register_map_expands_like_yaml_signals() -> None:
+    from plantwire.plant import TABLE_ORDER, TYPE_ORDER, RegisterType, Table
+
+    t = expand(load_plant(Path(__file__).parent / "testcases" / "config" / "register_map_csv" / "config.yaml"))
+    row = {sid: i for i, sid in enumerate(t.ids)}
+    p = row["comp1.discharge_pressure"]
+    assert TABLE_ORDER[t.table[p]] is Table.HOLDING and TYPE_ORDER[t.reg_type[p]] is RegisterType.INT16
+    assert t.scale[p] == 0.01 and t.units[p] == "bar" and t.high[p] == 16
+    cur = row["comp1.motor_current"]
+    assert TABLE_ORDER[t.table[cur]] is Table.INPUT and t.address[cur] - t.address[p] == 0  # both offset 0
+    hours = row["comp1.run_hours"]
+    assert t.address[hours] - t.address[p] == 9 and t.kinds[hours] == "counter"
+    assert TABLE_ORDER[t.table[row["comp1.running"]]] is Table.COIL
+    assert t.address[row["comp1.oil_level"]] - t.address[p] == 20  # YAML signals follow the CSV's
