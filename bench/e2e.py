@@ -137,6 +137,7 @@ def run(
         "cpu_s": {n: round(c, 2) for n, c in cpu.items()},
         "cpu_us_per_sample": {n: round(c / max(read, 1) * 1e6, 2) for n, c in cpu.items()},
         "peak_rss_mb": {n: round(s.rss_peak_bytes / 2**20, 1) for n, s in samples.items()},
+        "pss_mb_at_end": {n: round(s.pss_bytes / 2**20, 1) for n, s in samples.items()},
         # Telemetry payload bytes per sample (the wire format's cost); events and health ride their own
         # lane and are reported apart. The naive baseline has only "bytes_published" (its JSON messages).
         "wire_bytes_per_sample": round(

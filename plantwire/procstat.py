@@ -17,6 +17,7 @@ class ProcSample:
     cpu_s: float  # user + system seconds of the live tree
     rss_peak_bytes: int  # sum of VmHWM over the live tree
     rss_bytes: int  # sum of VmRSS
+    pss_bytes: int = 0  # sum of Pss: shared library pages (LLVM, numpy) split among the processes mapping them
 
 
 def _children_map() -> dict[int, list[int]]:
@@ -61,12 +62,24 @@ def _one(pid: int) -> tuple[float, int, int]:
         return 0.0, 0, 0
 
 
+def _pss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, IndexError, ValueError):
+        pass
+    return 0
+
+
 def sample(pid: int) -> ProcSample:
     cpu = 0.0
-    hwm = rss = 0
+    hwm = rss = pss = 0
     for p in tree(pid):
         c, h, r = _one(p)
         cpu += c
         hwm += h
         rss += r
-    return ProcSample(cpu, hwm, rss)
+        pss += _pss(p)
+    return ProcSample(cpu, hwm, rss, pss)
