@@ -160,7 +160,7 @@ class Verdict:
 
     runs: list[tuple[Run, int]]  # (run, stored in its time window)
     mismatched: dict[str, tuple[int, int]]  # clean runs: signal -> (read, stored)
-    reread: list[int] = field(default_factory=list)  # per run: OPC-UA values re-read after a restart
+    reread: list[int] = field(default_factory=list)  # per run: OPC-UA initial values stamped before it began
 
     def report(self) -> str:
         rows = [
@@ -169,15 +169,17 @@ class Verdict:
             for i, (r, s) in enumerate(self.runs)
         ]
         shown = dict(list(self.mismatched.items())[:5])
-        rows.append(f"OPC-UA values re-read after a restart, per run: {self.reread}")
+        rows.append(f"OPC-UA initial values stamped before the restart, per run: {self.reread}")
         return "\n".join([*rows, f"{len(self.mismatched)} signals differ: {shown}"])
 
     @property
     def exact(self) -> bool:
-        """Every run stored what it read minus its counted drops (re-read duplicates aside)."""
+        """Every run stored what it read minus its counted drops, except that a run may hold up to as many
+        extra points as the next run has OPC-UA initial values stamped before that next run began."""
+        nxt = [*self.reread[1:], 0]
         return not self.mismatched and all(
-            stored == run.samples_read - run.dropped_samples - reread
-            for (run, stored), reread in zip(self.runs, self.reread, strict=True)
+            0 <= stored - (run.samples_read - run.dropped_samples - reread) <= extra
+            for (run, stored), reread, extra in zip(self.runs, self.reread, nxt, strict=True)
         )
 
 
@@ -190,11 +192,14 @@ def opcua_signals(pipe: Pipeline) -> set[str]:
 def account(pipe: Pipeline, runs: list[Run], started_ns: int) -> Verdict:
     """InfluxDB counts per edge run (by sample time) against what that run read.
 
-    One duplicate is expected and allowed: a restarted edge subscribes afresh, and OPC-UA delivers each
-    monitored item's current value first, stamped with the time the server last changed it. For a
-    signal that has not changed since the previous run read it, that is the same sample again (same
-    series and timestamp: one point in InfluxDB, stored in the previous run's window). So a run after a
-    restart may store one point fewer than it read for an OPC-UA signal, never more, never for Modbus.
+    One sample per OPC-UA signal may fall on the other side of the line: a restarted edge subscribes
+    afresh, and OPC-UA delivers each monitored item's current value first, stamped with the time the
+    server last changed it, which can be before the restart. Either the previous run had read it (same
+    series and timestamp: one point in InfluxDB, a harmless duplicate) or it had not (the value changed
+    just before the kill and was still in the killed edge's memory: the new run recovers it, and its
+    point lands in the previous run's window). So a run after a restart may store one point fewer than
+    it read for an OPC-UA signal (never for Modbus, never more), and the run before it may store up to
+    that many more than it read, never fewer.
     """
     out: list[tuple[Run, int]] = []
     mismatched: dict[str, tuple[int, int]] = {}
