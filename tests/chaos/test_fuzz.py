@@ -75,6 +75,27 @@ def _corpus() -> dict[str, list[bytes]]:
                 signal=sig, value=value, quality=rng.integers(0, 3, n).astype(np.uint8),
             )
         )
+    # wire v2 (what the edge publishes): quantised registers, decimals, float32, raw and NaN values
+    scale = np.array([0.1, 0.01, 0.0, 1.0, 0.5])
+    offset = np.array([0.0, -40.0, 0.0, 0.0, 1.0])
+    quant = wire.quantisation(scale, offset)
+    for n in (1, 9, 60, 400):
+        sig = rng.integers(0, 5, n).astype(np.uint32)
+        k = rng.integers(-3000, 3000, n).astype(np.float64)
+        value = np.where(scale[sig] != 0, k * scale[sig] + offset[sig], rng.normal(0, 1, n))
+        dec = rng.random(n) < 0.2
+        value[dec] = np.round(rng.normal(20, 5, int(dec.sum())), 2)
+        value[rng.random(n) < 0.05] = np.nan
+        f32 = rng.random(n) < 0.2
+        value[f32] = rng.normal(0, 100, int(f32.sum())).astype(np.float32)
+        batches.append(
+            wire.encode_batch(
+                gateway=GW, boot_epoch_ns=1_700_000_000_000_000_000, seq=1000 + n, table_hash=HASH,
+                ts_ns=1_700_000_000_000_000_000 + np.cumsum(rng.integers(0, 10**9, n)),
+                signal=sig, value=value, quality=rng.integers(0, 3, n).astype(np.uint8),
+                version=wire.VERSION_V2, quant=quant,
+            )
+        )
     table = wire.encode_signal_table(
         gateway=GW, table_hash=HASH, site=SITE, ids=[f"m.x{i}" for i in range(5)], machines=["m"] * 5,
         units=["degC", "", "bar", "A", "mm/s"], kinds=["a", "b", "c", "d", "e"],
