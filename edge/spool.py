@@ -91,12 +91,15 @@ class Lane(enum.IntEnum):
 class SpoolSettings(BaseModel):
     """Write-ahead log and forwarding settings (embedded in EdgeConfig as ``spool``).
 
-    Defaults are sized for the demo plant (15,000 signals at 1 Hz, ~3.3 bytes per sample in the log,
-    ~49 kB/s, see bench/RESULTS.md): 4 GiB holds about 24 hours of broker or cloud outage without a
-    drop, safe on a small edge box; size ``max_bytes`` for the longest outage you must ride out (a
-    weekend is ~13 GiB here). The age bound equals the broker session expiry. The replay cap is 10x
-    the demo's live rate, so a back-log drains ~9x faster than it grew, well inside the broker's and
-    InfluxDB's ceilings (shared/MEASURED.md). 200 ms of group commit costs the event loop nothing
+    Defaults are sized for the demo plant (15,000 signals at 1 Hz, ~2 bytes per sample in the log
+    with wire v2 (3.3 with v1), ~30-50 kB/s, see bench/RESULTS.md): 4 GiB holds a day or more of
+    broker or cloud outage without a drop, safe on a small edge box; size ``max_bytes`` for the
+    longest outage you must ride out. The age bound equals the broker session expiry. The replay cap
+    is 6x the demo's live rate: bench/recovery.py measured that 10x (150 k/s) outruns InfluxDB 1.6 on
+    a 2-core box, so live batches queue behind replayed ones in the broker (live lag p95 9.8 s), while
+    90 k/s drained a 10-minute outage at 5.9x live with live lag p95 1.8 s and nothing lost. Set it to
+    about 6x your plant's live rate (pacing on the cloud's ack lag would adapt by itself; not done).
+    200 ms of group commit costs the event loop nothing
     (the fsync runs in a thread) and bounds what a power cut can take to the last 200 ms of batches.
     """
 
@@ -107,7 +110,7 @@ class SpoolSettings(BaseModel):
     segment_bytes: int = Field(default=16 * 1024**2, ge=4096, description="size at which a segment is closed")
     fsync_interval_ms: int = Field(default=200, ge=1, le=60_000, description="group-commit interval")
     resend_timeout_s: float = Field(default=60.0, gt=0, description="re-send if not acked after this")
-    replay_rate_samples_per_s: int = Field(default=150_000, ge=1, description="rate cap of the back-log replay")
+    replay_rate_samples_per_s: int = Field(default=90_000, ge=1, description="rate cap of the back-log replay")
 
     @model_validator(mode="after")
     def _segment_fits(self) -> Self:
