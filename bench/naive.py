@@ -192,17 +192,21 @@ class NaiveGateway:
         for t in [*tasks, pub_task]:
             t.cancel()
         await asyncio.gather(*tasks, pub_task, return_exceptions=True)
+        self._write_stats()  # first, so a slow drain below cannot lose the accounting
         deadline = time.monotonic() + 30
         while self.acked < self.published and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
+        self._write_stats()
         self.client.loop_stop()
+        server.stop()
+
+    def _write_stats(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         stats = {"samples_read": int(self.read_count.sum()), "samples_published": self.published,
                  "bytes_published": self.bytes_published,
                  "samples_acked": self.acked,
                  "read_per_signal": dict(zip(self.table.ids, self.read_count.tolist(), strict=True))}
         (self.state_dir / "stats.json").write_text(json.dumps(stats))
-        server.stop()
 
     async def _report(self) -> None:
         while True:
