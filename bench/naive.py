@@ -189,10 +189,10 @@ class NaiveGateway:
                  for d in self.table.devices]
         pub_task = asyncio.create_task(self._report())
         await stop.wait()
+        self._write_stats()  # first: pymodbus may swallow a cancellation and hang the gather below
         for t in [*tasks, pub_task]:
             t.cancel()
-        await asyncio.gather(*tasks, pub_task, return_exceptions=True)
-        self._write_stats()  # first, so a slow drain below cannot lose the accounting
+        await asyncio.wait([*tasks, pub_task], timeout=5)
         deadline = time.monotonic() + 30
         while self.acked < self.published and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
