@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -87,6 +88,9 @@ def run(
     config: Path, duration_s: float, rate: float, opcua_rate: float, warmup_s: float, state: Path,
     naive: bool = False,
 ) -> dict[str, Any]:
+    # A fresh state: a write-ahead log or detector checkpoint left by an earlier run would be replayed
+    # into this run's InfluxDB and counted against it.
+    shutil.rmtree(state, ignore_errors=True)
     argv: dict[str, Any] = {}
     if naive:
         argv = {"edge_argv": [*NAIVE, "gateway"], "ingest_argv": [*NAIVE, "ingest"]}
