@@ -115,6 +115,7 @@ class Pipeline:
         self.broker: tuple[str, int] = ("127.0.0.1", 0)
         self.influx_url = ""
         self.influx: Any = None
+        self.started_ns: int | None = None
 
     # -- start --------------------------------------------------------------------------------
     def _write_configs(self) -> tuple[Path, Path, Path]:
@@ -170,6 +171,9 @@ class Pipeline:
         from plantwire.services import InfluxDB1, Mosquitto
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        # The summary counts only points stamped from now on: a persistent InfluxDB (a second demo
+        # run, or an external server) holds earlier runs' points that this run's edge never read.
+        self.started_ns = time.time_ns()
         if self._external_broker is None:
             mosq = Mosquitto(self.state_dir / "mosquitto")
             mosq.start()
@@ -320,7 +324,7 @@ class Pipeline:
             self._terminate("ingest", 30.0)
             self._terminate("sim", 30.0)
             read: dict[str, int] = edge_stats.get("read_per_signal", {})
-            stored = self.influx_counts() if self.influx_url else {}
+            stored = self.influx_counts(self.started_ns) if self.influx_url else {}
             mismatches = {
                 sid: (n, stored.get(sid, 0)) for sid, n in read.items() if n != stored.get(sid, 0)
             }
