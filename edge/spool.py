@@ -578,26 +578,25 @@ class Spool:
     # -- acknowledgement ---------------------------------------------------------------------------
     def free(self, rec: Record) -> bool:
         """Free one record (delivered); False if it was already gone."""
-        with self._lock:
-            chain = self._chains.get((rec.lane, rec.epoch))
-            if chain is None or chain.live.get(rec.seq) is not rec:
-                return False
-            self._unindex(rec)
-            self._tombstone([rec])
-            self.stats.acked_records += 1
-            self.stats.acked_samples += rec.n
-            return True
+        return self._remove(rec, acked=True)
 
     def discard(self, rec: Record) -> bool:
         """Drop one live record that cannot be delivered (unreadable); counted in ``dropped_*``."""
+        return self._remove(rec, acked=False)
+
+    def _remove(self, rec: Record, *, acked: bool) -> bool:
         with self._lock:
             chain = self._chains.get((rec.lane, rec.epoch))
             if chain is None or chain.live.get(rec.seq) is not rec:
                 return False
             self._unindex(rec)
             self._tombstone([rec])
-            self.stats.dropped_records += 1
-            self.stats.dropped_samples += rec.n
+            if acked:
+                self.stats.acked_records += 1
+                self.stats.acked_samples += rec.n
+            else:
+                self.stats.dropped_records += 1
+                self.stats.dropped_samples += rec.n
             return True
 
     def ack_covered(

@@ -526,6 +526,17 @@ def peek_kind(payload: bytes) -> int:
     return _read_prefix(payload)[1]
 
 
+def _read_gateway(payload: bytes, off: int, gw_len: int) -> tuple[str, int]:
+    """The gateway id every header carries after its fixed part; returns it and the offset past it."""
+    if gw_len == 0 or len(payload) < off + gw_len:
+        raise WireError("header.gateway: missing or truncated gateway id")
+    try:
+        gateway = payload[off : off + gw_len].decode()
+    except UnicodeDecodeError:
+        raise WireError("header.gateway: not UTF-8") from None
+    return gateway, off + gw_len
+
+
 def _decompress(blob: bytes, max_size: int, field: str) -> bytes:
     """Decompress at most ``max_size`` bytes. A frame header claiming more is refused before any
     allocation (zstandard would otherwise try to allocate the claimed size and raise MemoryError)."""
@@ -558,13 +569,7 @@ def decode_batch(payload: bytes) -> Batch:
     off += _TELEMETRY.size
     if n > MAX_SAMPLES:
         raise WireError(f"header.n: {n} samples exceeds the limit of {MAX_SAMPLES}")
-    if gw_len == 0 or len(payload) < off + gw_len:
-        raise WireError("header.gateway: missing or truncated gateway id")
-    try:
-        gateway = payload[off : off + gw_len].decode()
-    except UnicodeDecodeError:
-        raise WireError("header.gateway: not UTF-8") from None
-    off += gw_len
+    gateway, off = _read_gateway(payload, off, gw_len)
     expected = n * _SAMPLE_BYTES
     body = _decompress(payload[off:], max(expected, 1), "body")
     if len(body) != expected:
@@ -592,13 +597,7 @@ def _decode_v2(payload: bytes) -> Batch:
         raise WireError(f"header.n: {n} samples exceeds the limit of {MAX_SAMPLES}")
     if npairs > MAX_PAIRS:
         raise WireError(f"header.npairs: {npairs} pairs exceeds the limit of {MAX_PAIRS}")
-    if gw_len == 0 or len(payload) < off + gw_len:
-        raise WireError("header.gateway: missing or truncated gateway id")
-    try:
-        gateway = payload[off : off + gw_len].decode()
-    except UnicodeDecodeError:
-        raise WireError("header.gateway: not UTF-8") from None
-    off += gw_len
+    gateway, off = _read_gateway(payload, off, gw_len)
     expected = 16 * npairs + n * _SAMPLE_BYTES_V2
     body = _decompress(payload[off:], max(expected, 1), "body")
     if len(body) != expected:
@@ -658,13 +657,8 @@ def decode_signal_table(payload: bytes) -> SignalTableMessage:
         raise WireError("header: truncated signal-table header")
     thash, gw_len = _SIGNALS.unpack_from(payload, off)
     off += _SIGNALS.size
-    if gw_len == 0 or len(payload) < off + gw_len:
-        raise WireError("header.gateway: missing or truncated gateway id")
-    try:
-        gateway = payload[off : off + gw_len].decode()
-    except UnicodeDecodeError:
-        raise WireError("header.gateway: not UTF-8") from None
-    raw = _decompress(payload[off + gw_len :], MAX_TABLE_BYTES, "body")
+    gateway, off = _read_gateway(payload, off, gw_len)
+    raw = _decompress(payload[off:], MAX_TABLE_BYTES, "body")
     try:
         doc = json.loads(raw)
         site = doc["site"]
