@@ -297,5 +297,9 @@ while True:
         seqs = [r.seq for r in sp.live()]
         assert seqs[: last + 1] == list(range(last + 1))  # every acknowledged append is there, in order
         assert seqs == list(range(len(seqs)))
-        assert sp.stats.torn_bytes == 0
+        # SIGKILL can land inside the writev of the one append that had not returned yet: Linux then
+        # leaves a page-granular prefix of that record, which open must cut. Only that record, at
+        # the very tail of the newest segment, may be torn; nothing acknowledged is.
+        assert sp.stats.torn_cuts <= 1
+        assert sp.stats.torn_bytes < RECORD_HEADER.size + len(bytes(range(256)) * 40)
         assert all(sp.read(r) == bytes(range(256)) * 40 for r in sp.live())
