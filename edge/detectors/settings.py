@@ -12,6 +12,7 @@ state warm (see ``checkpoint.py``); only ``machine.components`` changes the stat
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -66,6 +67,38 @@ class MachineSettings(_Strict):
     z_clip: float = Field(default=4.0, gt=0, description="member z-scores are clipped to +- this")
 
 
+class LikelihoodMode(enum.StrEnum):
+    """How the likelihood stage's score meets the stack's per-sample score."""
+
+    OFF = "off"  # the stage does not run (default: the plant figures in bench/RESULTS.md are without it)
+    MAX = "max"  # the larger of the two
+    REPLACE = "replace"  # the stage's score alone (how it scores best on NAB)
+
+
+class LikelihoodSettings(_Strict):
+    """Anomaly likelihood of each signal's one-step prediction error, plus novelty (``edge.kernels.likelihood``).
+
+    Defaults are the NAB-chosen values (``bench/nab_eval.py``); the stage is off unless ``mode`` says otherwise.
+    """
+
+    mode: LikelihoodMode = LikelihoodMode.OFF
+    err_alpha: float = Field(default=0.0003, gt=0, lt=1,
+                             description="learning rate of the one-step change's location and scale")
+    err_huber_k: float = Field(default=4.0, gt=0, description="changes are clipped at this many scales before learning")
+    err_threshold: float = Field(default=3.0, gt=0, description="|z| of a one-step change whose raw score is 0.5")
+    short_alpha: float = Field(default=0.05, gt=0, le=1,
+                               description="weight of the short-term average of the raw score")
+    long_alpha: float = Field(default=0.0003, gt=0, lt=1,
+                              description="learning rate of the long-term mean and variance of that average")
+    learn: int = Field(default=100, ge=2, description="samples a signal learns before the stage scores it")
+    mean_floor: float = Field(default=0.03, ge=0, description="floor of the long-term mean (HTM's)")
+    var_floor: float = Field(default=0.0003, gt=0, description="floor of the long-term variance (HTM's)")
+    threshold_decades: float = Field(default=4.0, gt=0, description="-log10 tail probability that scores 0.5")
+    novelty_margin: float | None = Field(
+        default=0.02, ge=0,
+        description="a value beyond the range seen so far by this fraction of it scores 1 (None: no novelty score)")
+
+
 class AlarmSettings(_Strict):
     on_threshold: float = Field(default=0.5, ge=0, le=1)
     off_threshold: float = Field(default=0.3, ge=0, le=1)
@@ -93,6 +126,7 @@ class AnalyticsSettings(_Strict):
     rate: RateSettings = RateSettings()
     range: RangeSettings = RangeSettings()
     machine: MachineSettings = MachineSettings()
+    likelihood: LikelihoodSettings = LikelihoodSettings()
     signal_alarm: AlarmSettings = AlarmSettings()
     alarm_settle: int = Field(
         default=300, ge=0,

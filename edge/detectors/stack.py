@@ -11,11 +11,16 @@ Stages, all numba kernels over state arrays sized once from the signal count and
    past their own warm-up; then once per frame, each machine touched by the frame is scored on the
    latest z-scores of its member signals (a machine tick = a batch interval on the edge, a row in
    ``plantwire score``);
-3. ``alarms.alarm_chunk`` twice -- signal scores and machine scores into OPEN/CLOSE events.
+3. optional (``settings.likelihood.mode``): ``likelihood.likelihood_chunk`` -- the anomaly likelihood of
+   each signal's one-step prediction error given its own history, plus novelty (a value beyond the range
+   seen so far), folded into the per-sample score (larger of the two, or replacing it);
+4. ``alarms.alarm_chunk`` twice -- signal scores and machine scores into OPEN/CLOSE events.
 
 Result arrays are views into buffers owned by the stack (no per-sample allocation); they are valid
 until the next ``process`` call -- copy what must outlive it. A frame longer than the buffers grows
-them once. ``save``/``restore`` checkpoint all learned and alarm state (see ``checkpoint.py``).
+them once. ``save``/``restore`` checkpoint all learned and alarm state (see ``checkpoint.py``). The likelihood stage's
+state is saved always and restored apart: a checkpoint written before the stage existed (same layout
+version otherwise) restores everything else warm and starts only that stage cold (``likelihood_cold``).
 Not thread-safe: one owner (the edge's event loop, or the score CLI).
 """
 
@@ -29,8 +34,8 @@ import numpy as np
 
 from edge.detectors import checkpoint
 from edge.detectors.events import EVENT_DTYPE, EventColumns, Scope
-from edge.detectors.settings import AlarmSettings, AnalyticsSettings
-from edge.kernels import alarms, cusum, rate, robust, signal_stack, stuck, subspace
+from edge.detectors.settings import AlarmSettings, AnalyticsSettings, LikelihoodMode, LikelihoodSettings
+from edge.kernels import alarms, cusum, likelihood, rate, robust, signal_stack, stuck, subspace
 from edge.kernels.kinds import EN_ALL, EN_MACHINE, Kind, mask_for
 from plantwire.plant import Protocol, RegisterType
 
@@ -68,6 +73,16 @@ def resolution_of(table: SignalTable) -> np.ndarray:
 
 def _alarm_params(a: AlarmSettings) -> np.ndarray:
     return alarms.make_params(a.on_threshold, a.off_threshold, a.on_count, a.off_count)
+
+
+_LK_MODES = {LikelihoodMode.OFF: likelihood.MODE_OFF, LikelihoodMode.MAX: likelihood.MODE_MAX,
+             LikelihoodMode.REPLACE: likelihood.MODE_REPLACE}
+
+
+def _likelihood_params(lk: LikelihoodSettings) -> np.ndarray:
+    return likelihood.make_params(
+        lk.err_alpha, lk.err_huber_k, lk.err_threshold, lk.short_alpha, lk.long_alpha, lk.learn, lk.mean_floor,
+        lk.var_floor, lk.threshold_decades, np.nan if lk.novelty_margin is None else lk.novelty_margin)
 
 
 class DetectorStack:
@@ -110,6 +125,9 @@ class DetectorStack:
         self.m_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.m_params = subspace.make_params(s.machine.alpha, 3.0, s.warmup, 1e-3, s.machine.threshold,
                                              s.machine.eta)
+        self.lk_mode = _LK_MODES[s.likelihood.mode]
+        self.lk_params = _likelihood_params(s.likelihood)
+        self.likelihood_cold = False  # set by ``restore`` when the checkpoint had no likelihood state
         self.sig_alarm_params = _alarm_params(s.signal_alarm)
         self.mach_alarm_params = _alarm_params(s.machine_alarm)
         self.fingerprint = checkpoint.fingerprint(
@@ -142,6 +160,7 @@ class DetectorStack:
         self.m_state = np.zeros((self.n_machines, robust.WIDTH), dtype=np.float64)
         self.m_gate = np.zeros((self.n_machines, 2), dtype=np.float64)
         self.live_of = np.full(self.n_signals, -1, dtype=np.int64)
+        self.lk_state = likelihood.init_state(self.n_signals)
         self.sig_alarm_f, self.sig_alarm_t = alarms.init_state(self.n_signals)
         self.mach_alarm_f, self.mach_alarm_t = alarms.init_state(self.n_machines)
 
@@ -160,6 +179,9 @@ class DetectorStack:
         score, kind = self._score[:n], self._kind[:n]
         signal_stack.signal_chunk(ts_ns, signal, value, quality, self.state, self.cfg, self.params, score, kind,
                                   self.z_last)
+        if self.lk_mode != likelihood.MODE_OFF:
+            likelihood.likelihood_chunk(signal, value, quality, self.lk_state, self.cfg[:, signal_stack.C_RES],
+                                        self.lk_params, self.lk_mode, score, kind)
         n_ticks = 0
         tick_ts = int(ts_ns.max()) if n else 0
         if self.n_machines and n:
@@ -206,13 +228,24 @@ class DetectorStack:
 
     def save(self, path: Path) -> None:
         """Checkpoint all learned and alarm state atomically."""
-        checkpoint.save(path, STATE_VERSION, self.fingerprint, self._arrays())
+        checkpoint.save(path, STATE_VERSION, self.fingerprint, {**self._arrays(), "lk_state": self.lk_state})
 
     def restore(self, path: Path) -> None:
-        """Resume from a checkpoint; raises ``CheckpointError`` (state untouched) if it does not fit."""
+        """Resume from a checkpoint; raises ``CheckpointError`` (state untouched) if it does not fit.
+
+        A checkpoint without the likelihood stage's state (written before the stage existed) restores the
+        rest and starts that stage cold, setting ``likelihood_cold``: enabling the stage must not cost the
+        plant the warm-up of every other stage.
+        """
         got = checkpoint.load(path, STATE_VERSION, self.fingerprint, self._arrays())
+        try:
+            lk = checkpoint.load(path, STATE_VERSION, self.fingerprint, {"lk_state": self.lk_state})["lk_state"]
+        except checkpoint.CheckpointError:
+            lk = None
         for name, arr in self._arrays().items():
             arr[...] = got[name]
+        self.likelihood_cold = lk is None
+        self.lk_state[...] = likelihood.init_state(self.n_signals) if lk is None else lk
         self._open_gates()
 
     def _open_gates(self) -> None:

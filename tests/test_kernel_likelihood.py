@@ -1,0 +1,202 @@
+"""Anomaly likelihood kernel (``edge.kernels.likelihood``): equivalence with a plain reference, and what it is for."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from edge.kernels import likelihood as lk
+from edge.kernels.kinds import Kind
+
+
+class NaiveLikelihood:
+    """Plain-Python reference for one signal: written from the module docstring, scalars only."""
+
+    def __init__(self, p: np.ndarray) -> None:
+        (self.err_alpha, self.huber, self.err_t, self.short_alpha, self.long_alpha, self.learn, self.mean_floor,
+         self.var_floor, self.decades, self.novelty, self.min_scale) = (float(v) for v in p)
+        self.n = 0
+        self.prev = self.loc = self.scale = self.short = self.mean = self.var = 0.0
+        self.lo = self.hi = 0.0
+
+    def step(self, x: float, floor: float, learn: bool) -> float:
+        """Score of ``x`` (2.0 for a novelty); learns ``x`` when ``learn``."""
+        scale = max(self.scale, floor, self.min_scale)
+        raw = 0.0
+        if self.n >= 2:
+            z = (x - self.prev - self.loc) / scale
+            raw = 1.0 if not math.isfinite(z * z) else z * z / (z * z + self.err_t ** 2)
+        short = raw if self.n < 2 else self.short + self.short_alpha * (raw - self.short)
+        out = 0.0
+        if self.n >= self.learn:
+            tail = 0.5 * math.erfc((short - max(self.mean, self.mean_floor))
+                                   / math.sqrt(2.0 * max(self.var, self.var_floor)))
+            d = max(-math.log10(tail), 0.0) if tail > 1e-300 else 300.0
+            out = d / (d + self.decades)
+            span = self.hi - self.lo
+            if span > 0 and not math.isnan(self.novelty) and (x > self.hi + self.novelty * span
+                                                                or x < self.lo - self.novelty * span):
+                out = 2.0
+        if not learn:
+            return out
+        if self.n == 0:
+            self.lo = self.hi = x
+        else:
+            r = x - self.prev - self.loc
+            a = max(self.err_alpha, 1.0 / self.n)
+            if self.n >= 10:
+                r = min(max(r, -self.huber * scale), self.huber * scale)
+            self.loc += a * r
+            self.scale = (1 - a) * self.scale + a * math.sqrt(math.pi / 2) * abs(r)
+            a = max(self.long_alpha, 1.0 / self.n)
+            dm = short - self.mean
+            self.mean += a * dm
+            self.var = (1 - a) * (self.var + a * dm * dm)
+            self.lo, self.hi = min(self.lo, x), max(self.hi, x)
+        self.short, self.prev = short, x
+        self.n += 1
+        return out
+
+
+def reference(signal: np.ndarray, value: np.ndarray, quality: np.ndarray, floor: np.ndarray, p: np.ndarray,
+              mode: int, score: np.ndarray, kind: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    score, kind = score.copy(), kind.copy()
+    models: dict[int, NaiveLikelihood] = {}
+    for k, (s, x, q) in enumerate(zip(signal.tolist(), value.tolist(), quality.tolist(), strict=True)):
+        if q == 2 or not math.isfinite(x):
+            continue  # a gap: nothing learned, the stack's score stands
+        v = models.setdefault(s, NaiveLikelihood(p)).step(x, float(floor[s]), q == 0)
+        kd = int(Kind.RANGE) if v > 1.0 else int(Kind.RATE)
+        v = min(v, 1.0)
+        if mode == lk.MODE_REPLACE or (mode == lk.MODE_MAX and v > score[k]):
+            score[k] = v
+            kind[k] = kd if v > 0 else 0
+    return score, kind
+
+
+def kernel(signal, value, quality, floor, p, mode, score, kind):
+    score, kind = score.copy(), kind.copy()
+    st = lk.init_state(floor.shape[0])
+    lk.likelihood_chunk(signal, value, quality, st, floor, p, mode, score, kind)
+    return score, kind, st
+
+
+def _messy(n: int = 8000, n_sig: int = 4, seed: int = 3):
+    """Interleaved signals: noise, a daily-like cycle, constant runs, steps, spikes, NaN, inf, gaps, uncertain."""
+    rng = np.random.default_rng(seed)
+    signal = rng.integers(0, n_sig, n).astype(np.uint32)
+    t = np.arange(n)
+    value = np.sin(t / 50.0) * 3.0 + rng.normal(size=n) * (1 + (signal == 1) * 4.0)
+    value[signal == 2] = np.round(value[signal == 2])  # quantised
+    const = (signal == 3) & ((t // 700) % 2 == 0)
+    value[const] = 5.0  # constant runs
+    value[t > n // 2] += 8.0 * (signal[t > n // 2] == 0)  # a step
+    spikes = rng.random(n) < 0.005
+    value[spikes] += 40.0
+    value[rng.random(n) < 0.02] = np.nan
+    value[rng.random(n) < 0.005] = np.inf
+    value[rng.random(n) < 0.005] = -np.inf
+    quality = np.zeros(n, dtype=np.uint8)
+    quality[rng.random(n) < 0.03] = 2  # gaps
+    quality[rng.random(n) < 0.03] = 1  # uncertain: scored, not learned
+    floor = np.array([0.0, 0.0, 1.0, 0.0])[:n_sig]
+    score = rng.random(n)
+    kind = rng.integers(0, 5, n).astype(np.uint8)  # the stack's kinds, RANGE (5) left out to see novelty
+    return signal, value, quality, floor, score, kind
+
+
+@pytest.mark.parametrize("mode", [lk.MODE_OFF, lk.MODE_MAX, lk.MODE_REPLACE])
+@pytest.mark.parametrize("novelty", [0.02, 0.0, math.nan])
+def test_matches_reference_with_nan_inf_constant_runs_and_gaps(mode: int, novelty: float) -> None:
+    signal, value, quality, floor, score, kind = _messy()
+    p = lk.make_params(learn=50, novelty_margin=novelty)
+    got_s, got_k, _ = kernel(signal, value, quality, floor, p, mode, score, kind)
+    ref_s, ref_k = reference(signal, value, quality, floor, p, mode, score, kind)
+    np.testing.assert_allclose(got_s, ref_s, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(got_k, ref_k)
+    assert np.isfinite(got_s).all() and ((got_s >= 0) & (got_s <= 1)).all()
+    if mode != lk.MODE_OFF:
+        assert (got_s != score).any()  # the stage did something
+        assert (got_k == int(Kind.RANGE)).any() == (novelty == novelty)  # novelty only with a margin
+    else:
+        np.testing.assert_array_equal(got_s, score)  # OFF: the kernel still learns but changes no score
+
+
+def test_gaps_leave_score_kind_and_state_alone_and_uncertain_samples_are_not_learned() -> None:
+    rng = np.random.default_rng(0)
+    n = 400
+    signal = np.zeros(n, dtype=np.uint32)
+    value = rng.normal(size=n)
+    quality = np.zeros(n, dtype=np.uint8)
+    floor = np.zeros(1)
+    p = lk.make_params(learn=20)
+    st = lk.init_state(1)
+    score, kind = np.zeros(n), np.zeros(n, dtype=np.uint8)
+    lk.likelihood_chunk(signal, value, quality, st, floor, p, lk.MODE_REPLACE, score, kind)
+    before = st.copy()
+    bad_v = np.array([np.nan, np.inf, -np.inf, 1e6, 1e6, 0.3])
+    bad_q = np.array([0, 0, 0, 2, 2, 1], dtype=np.uint8)
+    s2, k2 = np.full(6, 0.7), np.full(6, 3, dtype=np.uint8)
+    lk.likelihood_chunk(np.zeros(6, dtype=np.uint32), bad_v, bad_q, st, floor, p, lk.MODE_REPLACE, s2, k2)
+    np.testing.assert_array_equal(st, before)  # nothing learned from gaps or the uncertain sample
+    np.testing.assert_array_equal(s2[:5], 0.7)
+    np.testing.assert_array_equal(k2[:5], 3)  # the stack's judgement of a gap stands
+    assert s2[5] != 0.7  # the uncertain sample is scored
+
+
+def test_score_is_the_gaussian_tail_in_decades_and_threshold_scores_one_half() -> None:
+    """A short average 3.719 sd above the long mean has tail 1e-4: 4 decades, which scores 0.5 at T = 4."""
+    p = lk.make_params(learn=2, threshold_decades=4.0, short_alpha=1.0, novelty_margin=math.nan, err_threshold=1.0)
+    st = lk.init_state(1)
+    z_tail = 3.7190164854556804  # Q(z) = 1e-4
+    mean, var = 0.2, 0.01
+    raw = mean + z_tail * math.sqrt(var)  # the raw score the next change must produce (short_alpha 1)
+    z = math.sqrt(raw / (1.0 - raw))  # raw = z^2 / (z^2 + 1)
+    st[0] = [10.0, 0.0, 0.0, 1.0, 0.0, mean, var, -1.0, 1.0]
+    out = lk.likelihood_step(st, 0, z, 0.0, False, p)
+    assert out == pytest.approx(0.5, abs=1e-9)
+
+
+def test_learning_period_scores_zero_and_a_burst_in_a_noisy_signal_scores_high() -> None:
+    rng = np.random.default_rng(11)
+    n = 20_000
+    value = rng.normal(size=n) * 5.0
+    value[15_000:15_040] = rng.normal(size=40) * 40.0  # a burst of large changes, within the learned range
+    value[15_000:15_040] = np.clip(value[15_000:15_040], value[:15_000].min(), value[:15_000].max())
+    signal = np.zeros(n, dtype=np.uint32)
+    score, kind = np.zeros(n), np.zeros(n, dtype=np.uint8)
+    p = lk.make_params(learn=100)
+    lk.likelihood_chunk(signal, value, np.zeros(n, dtype=np.uint8), lk.init_state(1), np.zeros(1), p,
+                        lk.MODE_REPLACE, score, kind)
+    assert (score[:100] == 0).all()
+    assert (score[2000:15_000] >= 0.5).mean() < 0.002  # its own noise is not anomalous, however large
+    assert score[15_000:15_040].max() >= 0.5
+    assert (kind[15_000:15_040][score[15_000:15_040] >= 0.5] == int(Kind.RATE)).all()
+
+
+def test_novelty_scores_one_and_constant_signal_stays_finite() -> None:
+    n = 600
+    value = np.empty(n)
+    value[:300] = 5.0  # a constant run first: a zero change scale must not give NaN
+    value[300:] = 1.0 + (np.arange(300) % 2)
+    value[500] = 4.9  # inside the range seen (1..5)
+    value[550] = 5.2  # 0.2 beyond the range of span 4: 5 % > the 2 % margin
+    signal = np.zeros(n, dtype=np.uint32)
+    score, kind = np.zeros(n), np.zeros(n, dtype=np.uint8)
+    lk.likelihood_chunk(signal, value, np.zeros(n, dtype=np.uint8), lk.init_state(1), np.zeros(1),
+                        lk.make_params(learn=100), lk.MODE_REPLACE, score, kind)
+    assert np.isfinite(score).all()
+    assert score[550] == 1.0 and kind[550] == int(Kind.RANGE)
+    assert kind[500] != int(Kind.RANGE)
+    assert score[300:320].max() >= 0.5  # changes after a constant run are improbable
+
+
+def test_bad_parameters_are_refused() -> None:
+    with pytest.raises(ValueError):
+        lk.make_params(long_alpha=0.0)
+    with pytest.raises(ValueError):
+        lk.make_params(learn=1)
+    with pytest.raises(ValueError):
+        lk.make_params(novelty_margin=-0.1)
