@@ -9,12 +9,12 @@ DEBS := mosquitto influxdb victoria-metrics
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DURATION ?= 0
 
-.PHONY: demo test test-slow test-chaos test-all lint bench deps venv clean
+.PHONY: demo test test-slow test-chaos test-all lint bench deps venv kernels clean
 
-demo: deps venv
+demo: deps venv kernels
 	$(BIN)/plantwire demo configs/demo --duration $(DURATION)
 
-test: deps venv
+test: deps venv kernels
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
@@ -35,6 +35,9 @@ deps:
 	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	command -v influxd >/dev/null 2>&1 || [ -x /usr/bin/influxd ] || missing="$$missing influxdb"; \
 	command -v victoria-metrics >/dev/null 2>&1 || [ -x /usr/bin/victoria-metrics ] || missing="$$missing victoria-metrics"; \
+	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc"; \
+	$(PY) -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+	  || missing="$$missing python3-dev"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
@@ -49,8 +52,16 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-bench: deps venv
+# The edge's kernels compiled ahead of time: the daemon then runs without numba (~145 MB less RSS).
+# A failed build is not fatal: the daemon falls back to JIT and says so.
+kernels: $(VENV)/.kernels
+
+$(VENV)/.kernels: $(VENV)/.installed $(wildcard edge/kernels/*.py)
+	$(BIN)/plantwire kernels || echo "kernels: ahead-of-time build failed; the edge daemon will use numba JIT"
+	touch $@
+
+bench: deps venv kernels
 	$(BIN)/python bench/e2e.py --config configs/demo --duration 180 --rates 1:1,2:1,5:1,10:1 --naive-rates 1:1
 
 clean:
-	rm -rf $(VENV) state build *.egg-info
+	rm -rf $(VENV) state build *.egg-info edge/kernels/_aot

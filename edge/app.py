@@ -32,6 +32,7 @@ from edge.detectors.analytics import EdgeAnalytics, HealthResult
 from edge.detectors.events import Phase, Scope
 from edge.forwarder import Forwarder
 from edge.frames import FrameBuffer
+from edge.kernels._jit import STATS as KERNELS
 from edge.kernels.kinds import Kind
 from edge.sinks.mqtt import MqttPublisher, tls_context
 from edge.sources.stats import SourceStats
@@ -286,6 +287,10 @@ class EdgeGateway:
         )
         self.forwarder.export_metrics(m)
         m.counter("kernel_seconds_total", "Time spent in detector kernels").set(self.kernel_s)
+        m.gauge("kernels_aot", "1 while the kernels run ahead-of-time compiled (no numba in the process)").set(
+            1.0 if KERNELS.mode == "aot" else 0.0)
+        m.counter("kernels_jit_fallbacks_total", "Switches from AOT to JIT kernels (a call no export covered)").set(
+            KERNELS.jit_fallbacks)
         m.counter("encode_seconds_total", "Time spent encoding and publishing batches").set(self.encode_s)
         m.gauge("mqtt_connected", "1 while connected to the broker").set(1.0 if ps.connected else 0.0)
         good = m.counter("source_samples_good_total", "Good samples per source")
@@ -371,6 +376,10 @@ class EdgeGateway:
             (self.cfg.state_dir / "metrics.port").write_text(str(self.metrics_server.port))
         self.publisher.start()
         log.info("edge %s: %d signals on %d devices", self.cfg.gateway_id, len(self.table), len(self.table.devices))
+        if KERNELS.mode == "aot":
+            log.info("kernels: ahead-of-time compiled (%s)", KERNELS.module)
+        else:
+            log.info("kernels: numba JIT%s", f" ({KERNELS.reason})" if KERNELS.reason else "")
         try:
             async with asyncio.TaskGroup() as tg:
                 tasks = [tg.create_task(coro, name=name) for name, coro in self._make_sources()]

@@ -17,8 +17,9 @@ State: ``fst`` float64 (n, 5) = active, consecutive above, consecutive quiet, pe
 
 from __future__ import annotations
 
-import numba
 import numpy as np
+
+from edge.kernels._jit import njit
 
 ACTIVE = 0
 ABOVE = 1
@@ -51,7 +52,7 @@ def init_state(n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.zeros((n, F_WIDTH), dtype=np.float64), np.zeros((n, T_WIDTH), dtype=np.int64)
 
 
-@numba.njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
+@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
 def _emit(j: int, cap: int, e: int, phase: int, ts_start: int, ts_end: int, peak: float, kind: int,
           ev_entity: np.ndarray, ev_phase: np.ndarray, ev_ts_start: np.ndarray, ev_ts_end: np.ndarray,
           ev_peak: np.ndarray, ev_kind: np.ndarray) -> int:
@@ -65,7 +66,7 @@ def _emit(j: int, cap: int, e: int, phase: int, ts_start: int, ts_end: int, peak
     return j + 1
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def alarm_chunk(ts_ns: np.ndarray, entity: np.ndarray, score: np.ndarray, kind: np.ndarray, n_in: int,
                 fst: np.ndarray, its: np.ndarray, p: np.ndarray, ev_entity: np.ndarray, ev_phase: np.ndarray,
                 ev_ts_start: np.ndarray, ev_ts_end: np.ndarray, ev_peak: np.ndarray, ev_kind: np.ndarray) -> int:

@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
+
+from edge.kernels._jit import njit
 
 POS = 0
 NEG = 1
@@ -57,7 +58,7 @@ def make_params(k: float = 0.5, h: float = 8.0, z_clip: float = 4.0, cap: float 
     return np.array([k, h, z_clip, cap, rho_alpha], dtype=np.float64)
 
 
-@numba.njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
+@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
 def cusum_step(st: np.ndarray, s: int, base: int, z: float, p: np.ndarray) -> float:
     """Accumulate one z (NaN = not scored: no change) and return the change score in [0, 1)."""
     if not np.isfinite(z):
@@ -83,7 +84,7 @@ def cusum_step(st: np.ndarray, s: int, base: int, z: float, p: np.ndarray) -> fl
     return m * m / (m * m + h * h)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def cusum_chunk(signal: np.ndarray, z: np.ndarray, st: np.ndarray, p: np.ndarray, score_out: np.ndarray) -> None:
     """Run ``cusum_step`` over a chunk of (signal, z) pairs in order."""
     for k in range(signal.shape[0]):

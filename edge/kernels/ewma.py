@@ -9,11 +9,12 @@ Non-finite values (NaN, inf) and samples of bad quality are scored 0 and do not 
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
+from edge.kernels._jit import njit
 
-@numba.njit(cache=True, nogil=True)
+
+@njit(cache=True, nogil=True)
 def ewma_zscore(
     signal: np.ndarray,
     value: np.ndarray,

@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
+
+from edge.kernels._jit import njit
 
 P_ALPHA = 0
 P_AGE_SCALE = 1
@@ -59,7 +60,7 @@ def n_features(d: int) -> int:
     return 3 * d + 1
 
 
-@numba.njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
+@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
 def features_step(x: np.ndarray, st: np.ndarray, m: int, cond: np.ndarray, op_scale: np.ndarray, norm: np.ndarray,
                   p: np.ndarray, f_out: np.ndarray) -> bool:
     """Learn one tick of machine ``m`` and write its features; False (nothing learned) on non-finite input."""
@@ -97,7 +98,7 @@ def features_step(x: np.ndarray, st: np.ndarray, m: int, cond: np.ndarray, op_sc
     return True
 
 
-@numba.njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
+@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
 def _write_features(st: np.ndarray, m: int, d: int, p: np.ndarray, f_out: np.ndarray) -> None:
     for i in range(d):
         f_out[i] = st[m, i]
@@ -106,7 +107,7 @@ def _write_features(st: np.ndarray, m: int, d: int, p: np.ndarray, f_out: np.nda
     f_out[3 * d] = (st[m, 2 * d] - 1.0) / p[P_AGE_SCALE]
 
 
-@numba.njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
+@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
 def mlp(f: np.ndarray, fnorm: np.ndarray, w1: np.ndarray, w2: np.ndarray) -> float:
     """One hidden ReLU layer on standardised features: the RUL before capping."""
     n_f = w1.shape[0] - 1
@@ -121,7 +122,7 @@ def mlp(f: np.ndarray, fnorm: np.ndarray, w1: np.ndarray, w2: np.ndarray) -> flo
     return out
 
 
-@numba.njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
+@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
 def _estimate(f: np.ndarray, fnorm: np.ndarray, w1: np.ndarray, w2: np.ndarray, band: np.ndarray, p: np.ndarray,
               out: np.ndarray) -> None:
     cap = p[P_CAP]
@@ -139,7 +140,7 @@ def _estimate(f: np.ndarray, fnorm: np.ndarray, w1: np.ndarray, w2: np.ndarray, 
     out[OUT_HIGH] = 0.0 if hi < 0.0 else hi
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def health_tick(machines: np.ndarray, n_ticks: int, inputs: np.ndarray, x_last: np.ndarray, st: np.ndarray,
                 cond: np.ndarray, op_scale: np.ndarray, norm: np.ndarray, fnorm: np.ndarray, w1: np.ndarray,
                 w2: np.ndarray, band: np.ndarray, p: np.ndarray, out: np.ndarray) -> int:
@@ -170,7 +171,7 @@ def health_tick(machines: np.ndarray, n_ticks: int, inputs: np.ndarray, x_last: 
     return learned
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def health_rows(x_rows: np.ndarray, m: int, st: np.ndarray, cond: np.ndarray, op_scale: np.ndarray, norm: np.ndarray,
                 fnorm: np.ndarray, w1: np.ndarray, w2: np.ndarray, band: np.ndarray, p: np.ndarray,
                 out: np.ndarray) -> None:
@@ -187,7 +188,7 @@ def health_rows(x_rows: np.ndarray, m: int, st: np.ndarray, cond: np.ndarray, op
         _estimate(f, fnorm, w1, w2, band, p, out[r])
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def feature_rows(x_rows: np.ndarray, st: np.ndarray, cond: np.ndarray, op_scale: np.ndarray, norm: np.ndarray,
                  p: np.ndarray, f_out: np.ndarray) -> None:
     """Features of one machine's ticks (machine row 0 of ``st``), NaN rows where nothing was learned yet.

@@ -8,11 +8,12 @@ fraction of the span (or of ``|limit|`` for a one-sided limit, 1 if that is 0). 
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
+from edge.kernels._jit import njit
 
-@numba.njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
+
+@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
 def limit_score(x: float, low: float, high: float, margin: float) -> float:
     """Score of one finite value against its limits; no state."""
     e = 0.0
@@ -41,7 +42,7 @@ def limit_score(x: float, low: float, high: float, margin: float) -> float:
     return 0.5 + 0.5 * e / (e + margin)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def limits_chunk(signal: np.ndarray, value: np.ndarray, low: np.ndarray, high: np.ndarray, margin: float,
                  score_out: np.ndarray) -> None:
     """Score a chunk against per-signal limits; non-finite values score 0 (they are gaps, not excursions)."""

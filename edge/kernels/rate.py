@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 
 from edge.kernels import robust
+from edge.kernels._jit import njit
 
 LAST_V = 0
 LAST_TS = 1
@@ -44,7 +44,7 @@ def init_state(st: np.ndarray, base: int = 0) -> None:
     st[:, base + LAST_TS] = math.nan
 
 
-@numba.njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
+@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
 def rate_step(st: np.ndarray, s: int, base: int, x: float, ts_ns: float, learn: bool, p: np.ndarray) -> float:
     """Robust z of the slope from the previous sample to ``x``; NaN when there is no usable slope."""
     last_ts = st[s, base + LAST_TS]
@@ -69,7 +69,7 @@ def rate_step(st: np.ndarray, s: int, base: int, x: float, ts_ns: float, learn: 
     return z
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def rate_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality: np.ndarray, st: np.ndarray,
                p: np.ndarray, z_out: np.ndarray) -> None:
     """Run ``rate_step`` over a chunk; bad and non-finite samples give NaN and change nothing."""

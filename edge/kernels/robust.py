@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
+
+from edge.kernels._jit import njit
 
 LOC = 0
 SCALE = 1
@@ -41,7 +42,7 @@ def make_params(alpha: float = 0.01, huber_k: float = 3.0, warmup: int = 30, min
     return np.array([alpha, huber_k, float(warmup), min_scale], dtype=np.float64)
 
 
-@numba.njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
+@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
 def robust_z(st: np.ndarray, s: int, base: int, x: float, p: np.ndarray) -> float:
     """Standardised residual of ``x`` against the state before it learns ``x``; NaN during warm-up."""
     if st[s, base + COUNT] < p[P_WARMUP]:
@@ -52,7 +53,7 @@ def robust_z(st: np.ndarray, s: int, base: int, x: float, p: np.ndarray) -> floa
     return (x - st[s, base + LOC]) / sc
 
 
-@numba.njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
+@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
 def robust_learn(st: np.ndarray, s: int, base: int, x: float, p: np.ndarray) -> None:
     """Fold a finite ``x`` into the location and scale of row ``s``."""
     c = st[s, base + COUNT]
@@ -81,7 +82,7 @@ def robust_learn(st: np.ndarray, s: int, base: int, x: float, p: np.ndarray) -> 
     st[s, base + COUNT] = c + 1.0
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def robust_chunk(signal: np.ndarray, value: np.ndarray, quality: np.ndarray, st: np.ndarray, p: np.ndarray,
                  z_out: np.ndarray) -> None:
     """Score then learn a chunk in order: ``z_out`` is NaN in warm-up and for skipped samples.

@@ -27,10 +27,10 @@ samples (1) are scored but not learned.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from edge.kernels import cusum, limits, rate, robust, stuck
+from edge.kernels._jit import njit
 from edge.kernels.kinds import EN_CHANGE, EN_LEVEL, EN_RANGE, EN_RATE, EN_STUCK, Kind
 
 # State columns of one signal.
@@ -84,7 +84,7 @@ def init_state(n_signals: int) -> np.ndarray:
     return st
 
 
-@numba.njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
+@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
 def _squash(z: float, t: float) -> float:
     if not np.isfinite(z):
         return 0.0
@@ -92,7 +92,7 @@ def _squash(z: float, t: float) -> float:
     return z2 / (z2 + t * t)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def signal_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality: np.ndarray, st: np.ndarray,
                  cfg: np.ndarray, p: np.ndarray, score_out: np.ndarray, kind_out: np.ndarray,
                  z_last: np.ndarray) -> int:

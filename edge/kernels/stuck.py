@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
+
+from edge.kernels._jit import njit
 
 LAST = 0
 RUN = 1
@@ -52,7 +53,7 @@ def init_state(st: np.ndarray, base: int = 0) -> None:
     st[:, base + SEEN] = 0.0
 
 
-@numba.njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
+@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
 def stuck_step(st: np.ndarray, s: int, base: int, x: float, learn: bool, p: np.ndarray) -> float:
     """Score the run ``x`` extends (or breaks), then learn; returns the stuck score in [0, 1)."""
     seen = st[s, base + SEEN]
@@ -75,7 +76,7 @@ def stuck_step(st: np.ndarray, s: int, base: int, x: float, learn: bool, p: np.n
     return score
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def stuck_chunk(signal: np.ndarray, value: np.ndarray, quality: np.ndarray, st: np.ndarray, p: np.ndarray,
                 score_out: np.ndarray) -> None:
     """Run ``stuck_step`` over a chunk; bad and non-finite samples score 0 and change nothing."""

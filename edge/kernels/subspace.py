@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 
 from edge.kernels import robust
+from edge.kernels._jit import njit
 
 SPE_FLOOR = 1e-6  # inputs are z-scores: a residual energy below this is exactly on the subspace
 
@@ -54,7 +54,7 @@ def init_basis(m_ptr: np.ndarray, k: int) -> np.ndarray:
     return w
 
 
-@numba.njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
+@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
 def _tick_one(m: int, m_ptr: np.ndarray, m_sig: np.ndarray, z_last: np.ndarray, w: np.ndarray, mst: np.ndarray,
               p: np.ndarray, y: np.ndarray) -> tuple[float, int]:
     a = m_ptr[m]
@@ -117,7 +117,7 @@ def _tick_one(m: int, m_ptr: np.ndarray, m_sig: np.ndarray, z_last: np.ndarray, 
     return score, top
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def machine_tick(signal: np.ndarray, machine_of: np.ndarray, m_ptr: np.ndarray, m_sig: np.ndarray,
                  z_last: np.ndarray, w: np.ndarray, mst: np.ndarray, p: np.ndarray, touched: np.ndarray,
                  tick_machine: np.ndarray, tick_score: np.ndarray, tick_top: np.ndarray) -> int:
@@ -144,7 +144,7 @@ def machine_tick(signal: np.ndarray, machine_of: np.ndarray, m_ptr: np.ndarray, 
     return n
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def gate_machines(signal: np.ndarray, machine_of: np.ndarray, m_ptr: np.ndarray, m_sig: np.ndarray,
                   level: np.ndarray, count_col: int, warmup: float, gate: np.ndarray, live_of: np.ndarray) -> int:
     """Open a machine's multivariate stage once all its member signals are past their own warm-up.

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
+
+from edge.kernels._jit import njit
 
 F_RMS = 0
 F_KURTOSIS = 1
@@ -31,7 +32,7 @@ def n_features(n_bands: int) -> int:
     return F_BANDS + n_bands
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def waveform_features(blocks: np.ndarray, fs_hz: float, band_edges_hz: np.ndarray, out: np.ndarray) -> None:
     """Features of each row of ``blocks`` (n, L) into ``out`` (n, 3 + len(band_edges_hz) - 1)."""
     n, length = blocks.shape

@@ -1,0 +1,192 @@
+"""The one decorator every kernel uses: numba's JIT, or the same kernels compiled ahead of time.
+
+Why: JIT on the edge box costs memory, not speed. ``import numba`` maps LLVM (~40 MB resident) and
+loading the cached kernels adds ~80 MB more (LLVM's code pages, the typing machinery, MCJIT's copies
+of every module): ~145 MB of a 215 MB edge daemon, for code that never changes while it runs. The
+same kernels compiled once by ``python -m edge.kernels.aot`` (numba's ``pycc``, a C extension that
+does not import numba) run in a ~70 MB daemon.
+
+Mode, read once from ``PLANTWIRE_KERNELS`` before the first kernel module is imported:
+
+- ``jit`` (the default for libraries, tests and ``plantwire score``): plain ``numba.njit``.
+- ``auto`` (the edge daemon's default, set by ``plantwire edge``): the AOT module if one built from
+  exactly these kernel sources exists, else JIT, with the reason logged.
+- ``aot``: like ``auto``, but say loudly (warning) when it falls back.
+
+An AOT module exports each kernel with the argument types recorded while the build ran a
+representative workload. A call whose types no export covers, or a kernel with no export at all,
+never fails: the first such call switches every kernel to JIT for the rest of the process (counted in
+``STATS.jit_fallbacks``, logged with the kernel's name), trading the memory back for correctness.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import importlib.util
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+KERNEL_DIR = Path(__file__).resolve().parent
+DEFAULT_AOT_DIR = KERNEL_DIR / "_aot"
+ENV_MODE = "PLANTWIRE_KERNELS"
+ENV_DIR = "PLANTWIRE_AOT_DIR"
+MODES = ("jit", "auto", "aot")
+
+
+@dataclass
+class KernelStats:
+    """What the kernels run as; exported by the edge as metrics."""
+
+    mode: str = "jit"  # what is in use now: "jit" or "aot"
+    reason: str = ""  # why JIT, when AOT was asked for
+    module: str = ""  # the AOT module's file
+    jit_fallbacks: int = 0  # AOT -> JIT switches (0 or 1 per process)
+
+
+STATS = KernelStats()
+
+
+def source_hash() -> str:
+    """Hash of every kernel source file, numba's and Python's version: an AOT build matches only these."""
+    h = hashlib.sha256()
+    for path in sorted(KERNEL_DIR.glob("*.py")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    h.update(sys.version.split()[0].encode())
+    try:
+        from importlib.metadata import version
+
+        h.update(version("numba").encode())
+    except Exception:
+        pass
+    return h.hexdigest()[:16]
+
+
+def aot_module_name(digest: str | None = None) -> str:
+    return f"_plantwire_kernels_{digest or source_hash()}"
+
+
+def aot_dir() -> Path:
+    return Path(os.environ.get(ENV_DIR) or DEFAULT_AOT_DIR)
+
+
+def export_name(module: str, func: str, variant: int) -> str:
+    """Name of one exported signature: unique across kernel modules."""
+    return f"{module.rsplit('.', 1)[-1]}__{func}__{variant}"
+
+
+def _load_aot() -> ModuleType | None:
+    """Import the AOT module built from these sources, or None (reason in STATS.reason)."""
+    name = aot_module_name()
+    folder = aot_dir()
+    suffixes = importlib.machinery.EXTENSION_SUFFIXES
+    path = next((folder / f"{name}{s}" for s in suffixes if (folder / f"{name}{s}").exists()), None)
+    if path is None:
+        STATS.reason = f"no AOT kernels for these sources in {folder} (build: python -m edge.kernels.aot)"
+        return None
+    try:
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        STATS.reason = f"AOT kernels at {path} failed to load: {exc}"
+        return None
+    STATS.module = str(path)
+    return module
+
+
+def _resolve_mode() -> tuple[str, ModuleType | None]:
+    wanted = os.environ.get(ENV_MODE, "jit").strip().lower() or "jit"
+    if wanted not in MODES:
+        log.warning("%s=%r is not one of %s; using jit", ENV_MODE, wanted, "/".join(MODES))
+        wanted = "jit"
+    if wanted == "jit":
+        return "jit", None
+    module = _load_aot()
+    if module is None:
+        (log.warning if wanted == "aot" else log.info)("kernels: JIT (%s)", STATS.reason)
+        return "jit", None
+    log.info("kernels: AOT from %s", STATS.module)
+    return "aot", module
+
+
+_MODE, _AOT = _resolve_mode()
+STATS.mode = _MODE
+_LOCK = threading.Lock()
+# Every kernel decorated while in AOT mode: (module name, function name, python function, njit kwargs).
+_REGISTRY: list[tuple[str, str, Callable[..., Any], dict[str, Any]]] = []
+
+
+def switch_to_jit(why: str) -> None:
+    """Replace every AOT kernel in its module by a numba dispatcher (numba resolves globals lazily)."""
+    global _MODE
+    with _LOCK:
+        if _MODE == "jit":
+            return
+        import numba
+
+        for module_name, func_name, py_func, kwargs in _REGISTRY:
+            setattr(sys.modules[module_name], func_name, numba.njit(**kwargs)(py_func))
+        _MODE = "jit"
+        STATS.mode = "jit"
+        STATS.jit_fallbacks += 1
+        STATS.reason = why
+    log.warning("kernels: switched to JIT for the rest of this process: %s", why)
+
+
+class _AotKernel:
+    """One kernel's AOT exports; a call no export takes switches the process to JIT and retries."""
+
+
+    def __init__(self, module_name: str, func_name: str, py_func: Callable[..., Any], variants: list[Any]) -> None:
+        self.module_name = module_name
+        self.func_name = func_name
+        self.variants = variants
+        self.__wrapped__ = py_func
+        self.__doc__ = py_func.__doc__
+
+    def __call__(self, *args: Any) -> Any:
+        for fn in self.variants:
+            try:
+                return fn(*args)
+            except TypeError:  # the export's argument conversion refused these types: nothing ran
+                continue
+        where = f"{self.module_name}.{self.func_name}"
+        types = ", ".join(type(a).__name__ + (f"[{a.dtype}]" if hasattr(a, "dtype") else "") for a in args)
+        why = f"{where} has no AOT export for ({types})" if self.variants else f"{where} has no AOT export"
+        switch_to_jit(why)
+        return getattr(sys.modules[self.module_name], self.func_name)(*args)
+
+    @property
+    def py_func(self) -> Callable[..., Any]:
+        return self.__wrapped__
+
+
+def njit(**kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
+    """``numba.njit(**kwargs)`` in JIT mode; the function's AOT exports in AOT mode."""
+
+    def decorate(fn: Callable[..., Any]) -> Any:
+        if _MODE == "jit":
+            import numba
+
+            return numba.njit(**kwargs)(fn)
+        _REGISTRY.append((fn.__module__, fn.__name__, fn, kwargs))
+        variants = []
+        i = 0
+        while (c := getattr(_AOT, export_name(fn.__module__, fn.__name__, i), None)) is not None:
+            variants.append(c)
+            i += 1
+        return _AotKernel(fn.__module__, fn.__name__, fn, variants)
+
+    return decorate

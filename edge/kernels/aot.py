@@ -1,0 +1,176 @@
+"""Compile the edge's kernels ahead of time into one C extension, so the edge daemon never loads numba.
+
+    plantwire kernels [--out DIR] [--config EDGE.yaml ...]     (= python -m edge.kernels.aot)
+
+Why and how it is used: see ``edge/kernels/_jit.py``. The build runs the edge's own analytics
+(``EdgeAnalytics``: detector stack, alarms, health/RUL) in JIT mode over a few synthetic frames of
+each given edge config's plant, so numba compiles every kernel with exactly the argument types the
+daemon passes; then every compiled signature of every kernel is exported by ``numba.pycc`` into
+``_plantwire_kernels_<source hash>``. The hash covers the kernel sources and numba's and Python's
+versions: edit a kernel and the daemon uses JIT (and says so) until the next build.
+
+Needs a C compiler and Python's headers (Debian: gcc, python3-dev); ~1-2 minutes on two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIGS = (ROOT / "configs" / "demo" / "edge.yaml", ROOT / "configs" / "dev" / "edge.yaml")
+
+
+def _kernel_modules() -> list[Any]:
+    from edge.kernels import _jit
+
+    names = sorted(p.stem for p in _jit.KERNEL_DIR.glob("*.py") if not p.stem.startswith("_") and p.stem != "aot")
+    return [importlib.import_module(f"edge.kernels.{n}") for n in names]
+
+
+def health_model_settings(table: Any, folder: Path) -> dict[str, Any] | None:
+    """A tiny RUL model fitted on synthetic runs, for the first machine with three signals (or None)."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT))
+    try:
+        from tools.fit_rul import FitSettings, fit
+    except ImportError:  # an installed package without tools/: the health kernel stays JIT-only
+        return None
+    for m, machine in enumerate(table.machine_ids):
+        names = [sid[len(machine) + 1:] for sid, mm in zip(table.ids, table.machine.tolist(), strict=True) if mm == m]
+        if len(names) >= 3:
+            break
+    else:
+        return None
+    rng = np.random.default_rng(0)
+    runs = []
+    for n in (60, 80, 100, 120):
+        life = np.linspace(0.0, 1.0, n)
+        load = rng.choice([0.0, 1.0], size=n)
+        runs.append(np.column_stack([load, 50 + 10 * load + 8 * life**2, 1 + 2 * life**3]))
+    model = fit(runs, ["load"], ["temp", "vib"], FitSettings(conditions=1, epochs=3, hidden=8))
+    path = folder / "rul.npz"
+    model.save(path)
+    return {"model": path, "machines": [machine], "inputs": dict(zip(model.input_names(), names[:3], strict=True)),
+            "period_s": 1.0}
+
+
+def run_workload(configs: list[Path], frames: int = 6) -> None:
+    """Drive the edge's analytics over each config's plant so numba compiles what the daemon calls.
+
+    Each plant runs with its config's settings, then with every optional stage on (the likelihood
+    stage, a health/RUL model on one machine), so a daemon that enables them stays AOT too.
+    """
+    import numpy as np
+
+    from edge.config import load_edge
+    from edge.detectors.analytics import EdgeAnalytics
+    from edge.detectors.settings import HealthSettings, LikelihoodMode
+    from edge.frames import FrameBuffer
+    from plantwire.plant import Quality, expand
+
+    for path in configs:
+        cfg, plant = load_edge(path)
+        table = expand(plant)
+        with tempfile.TemporaryDirectory(prefix="plantwire-aot-model-") as tmp:
+            variants = [cfg.analytics]
+            health = health_model_settings(table, Path(tmp))
+            likelihood = cfg.analytics.likelihood.model_copy(update={"mode": LikelihoodMode.MAX})
+            variants.append(cfg.analytics.model_copy(update={
+                "likelihood": likelihood, "health": HealthSettings.model_validate(health) if health else None}))
+            for settings in variants:
+                analytics = EdgeAnalytics.from_table(table, settings, state_dir=None, base_dir=path.parent)
+                n = len(table)
+                buffer = FrameBuffer(n)  # the daemon's own frames: same dtypes and layouts as in production
+                rng = np.random.default_rng(0)
+                t0 = time.time_ns()
+                for i in range(frames):
+                    value = rng.normal(size=n)
+                    value[::97] = np.nan  # bad samples take their own paths through the kernels
+                    quality = np.zeros(n, dtype=np.uint8)
+                    quality[::89] = int(Quality.BAD)
+                    buffer.append(t0 + i * 100_000_000, np.arange(n, dtype=np.uint32), value, quality)
+                    frame = buffer.drain()
+                    analytics.process(frame.ts_ns, frame.signal, frame.value, frame.quality)
+                    analytics.tick(time.time() + 3600.0 * (i + 1), t0 + i * 100_000_000)
+                analytics.close()
+
+
+def exports() -> list[tuple[str, Any]]:
+    """(export name, signature) for every compiled signature of every kernel in edge/kernels."""
+    from numba import types
+    from numba.core.dispatcher import Dispatcher
+
+    from edge.kernels._jit import export_name
+
+    out: list[tuple[str, Any]] = []
+    for module in _kernel_modules():
+        for attr, obj in sorted(vars(module).items()):
+            if not isinstance(obj, Dispatcher) or obj.py_func.__module__ != module.__name__:
+                continue
+            variant = 0
+            for sig in obj.nopython_signatures:
+                if any(isinstance(a, types.Omitted) for a in sig.args):
+                    continue  # a defaulted argument left out: pycc exports positional signatures only
+                args = tuple(types.unliteral(a) for a in sig.args)
+                out.append((export_name(module.__name__, attr, variant), sig.return_type(*args)))
+                variant += 1
+    return out
+
+
+def build(out_dir: Path, configs: list[Path]) -> Path:
+    """Run the workload, export every signature, compile; returns the extension's path."""
+    if os.environ.get("PLANTWIRE_KERNELS", "jit") != "jit":
+        raise SystemExit("edge.kernels.aot: run with PLANTWIRE_KERNELS=jit (the build needs numba's dispatchers)")
+    from numba.pycc import CC
+
+    from edge.kernels._jit import aot_module_name
+
+    t0 = time.monotonic()
+    run_workload(configs)
+    table = exports()
+    name = aot_module_name()
+    cc = CC(name)
+    cc.verbose = False
+    by_module = {m.__name__.rsplit(".", 1)[-1]: m for m in _kernel_modules()}
+    for export, sig in table:
+        module, func, _ = export.split("__")
+        cc.export(export, sig)(getattr(by_module[module], func))
+    with tempfile.TemporaryDirectory(prefix="plantwire-aot-") as tmp:
+        cc.output_dir = tmp
+        cc.compile()
+        built = next(Path(tmp).glob(f"{name}*"))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for old in out_dir.glob("_plantwire_kernels_*"):
+            old.unlink()  # builds of older sources can never load again
+        target = out_dir / built.name
+        shutil.move(str(built), target)
+    print(f"edge.kernels.aot: {len(table)} signatures -> {target} ({time.monotonic() - t0:.0f} s)")
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="plantwire kernels", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=None, help="output directory (default: $PLANTWIRE_AOT_DIR "
+                        "or edge/kernels/_aot)")
+    parser.add_argument("--config", type=Path, action="append", default=None,
+                        help="edge config whose plant and analytics the workload runs (repeatable)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("PLANTWIRE_KERNELS", "jit")
+    from edge.kernels._jit import aot_dir
+
+    configs = args.config or [p for p in DEFAULT_CONFIGS if p.exists()]
+    build(args.out or aot_dir(), configs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
