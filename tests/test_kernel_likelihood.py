@@ -31,10 +31,11 @@ class NaiveLikelihood:
         short = raw if self.n < 2 else self.short + self.short_alpha * (raw - self.short)
         out = 0.0
         if self.n >= self.learn:
-            tail = 0.5 * math.erfc((short - max(self.mean, self.mean_floor))
-                                   / math.sqrt(2.0 * max(self.var, self.var_floor)))
-            d = max(-math.log10(tail), 0.0) if tail > 1e-300 else 300.0
-            out = d / (d + self.decades)
+            zq = (short - max(self.mean, self.mean_floor)) / math.sqrt(max(self.var, self.var_floor))
+            if zq > lk.Z_CUT:  # closer to the mean: scores 0
+                tail = 0.5 * math.erfc(zq / math.sqrt(2.0))
+                d = -math.log10(tail) if tail > 1e-300 else 300.0
+                out = d / (d + self.decades)
             span = self.hi - self.lo
             if span > 0 and not math.isnan(self.novelty) and (x > self.hi + self.novelty * span
                                                                 or x < self.lo - self.novelty * span):

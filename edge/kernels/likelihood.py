@@ -18,7 +18,10 @@ This is the same post-processor with state in arrays, in a handful of floats per
   at HTM's mean 0.03 and variance 0.0003 so a perfectly quiet signal is not infinitely sensitive;
 - tail probability ``Q = P(N(mean, var) > short average)``, reported as decades of improbability
   ``d = -log10 Q`` and squashed ``d / (d + T)``: ``T`` (``threshold_decades``) scores 0.5, the
-  stack's alarm threshold;
+  stack's alarm threshold. A short average less than ``Z_CUT`` = 2 long-term standard deviations
+  above the mean (Q > 0.023, nothing unusual for a statistic looked at every sample) scores 0 without
+  evaluating ``erfc`` and ``log10``: they were three quarters of the stage's cost (38 -> 15 ns per
+  sample at 15,000 signals), and a score below ~0.3 (T = 4) neither opens nor holds an alarm;
 - novelty (HTM's NAB detector calls it the spatial anomaly): a value beyond the range the signal has
   ever taken by more than ``novelty_margin`` of that range scores 1 (NaN margin: off).
 
@@ -73,6 +76,7 @@ MODE_MAX = 1
 MODE_REPLACE = 2
 
 MAD_TO_SD = 1.2533141373155001  # sqrt(pi / 2), as in ``robust``
+Z_CUT = 2.0  # a short average less than this many long-term sd above the mean scores 0
 MAX_DECADES = 300.0  # Q below 1e-300 underflows; the score is ~1 long before
 K_RATE = int(Kind.RATE)
 K_RANGE = int(Kind.RANGE)
@@ -102,22 +106,22 @@ def init_state(n_signals: int) -> np.ndarray:
 def likelihood_step(st: np.ndarray, s: int, x: float, floor: float, learn: bool, p: np.ndarray) -> float:
     """Score finite ``x`` of signal ``s`` (2.0 flags a novelty, scored 1), then learn it if ``learn``."""
     c = st[s, COUNT]
+    sc = max(st[s, E_SCALE], floor, p[P_MIN_SCALE])
     raw = 0.0
     if c >= 2.0:
-        sc = max(st[s, E_SCALE], floor, p[P_MIN_SCALE])
-        z = (x - st[s, PREV] - st[s, E_LOC]) / sc
-        z2 = z * z
-        et = p[P_ERR_T]
-        raw = z2 / (z2 + et * et) if np.isfinite(z2) else 1.0
+        r = x - st[s, PREV] - st[s, E_LOC]
+        r2 = r * r
+        et = p[P_ERR_T] * sc
+        raw = r2 / (r2 + et * et) if np.isfinite(r2) else 1.0  # z^2 / (z^2 + E^2) with z = r / sc
     short = raw if c < 2.0 else st[s, SHORT] + p[P_SHORT_ALPHA] * (raw - st[s, SHORT])
     out = 0.0
     if c >= p[P_LEARN]:
-        mean = max(st[s, L_MEAN], p[P_MEAN_FLOOR])
-        sd = math.sqrt(max(st[s, L_VAR], p[P_VAR_FLOOR]))
-        q = 0.5 * math.erfc((short - mean) / (sd * math.sqrt(2.0)))
-        d = -math.log10(q) if q > 1e-300 else MAX_DECADES
-        d = max(d, 0.0)
-        out = d / (d + p[P_DECADES])
+        dm = short - max(st[s, L_MEAN], p[P_MEAN_FLOOR])
+        var = max(st[s, L_VAR], p[P_VAR_FLOOR])
+        if dm > 0.0 and dm * dm > Z_CUT * Z_CUT * var:  # erfc and log only in the tail (see the docstring)
+            q = 0.5 * math.erfc(dm / math.sqrt(2.0 * var))
+            d = -math.log10(q) if q > 1e-300 else MAX_DECADES
+            out = d / (d + p[P_DECADES])
         lo = st[s, LO]
         hi = st[s, HI]
         tol = (hi - lo) * p[P_NOVELTY]
@@ -127,14 +131,15 @@ def likelihood_step(st: np.ndarray, s: int, x: float, floor: float, learn: bool,
         if c >= 1.0:
             # the change's location and scale; Huber-clipped once a few changes are known
             r = x - st[s, PREV] - st[s, E_LOC]
-            a = max(p[P_ERR_ALPHA], 1.0 / c)
+            inv = 1.0 / c
+            a = max(p[P_ERR_ALPHA], inv)
             if c >= 10.0:
-                lim = p[P_ERR_HUBER] * max(st[s, E_SCALE], floor, p[P_MIN_SCALE])
+                lim = p[P_ERR_HUBER] * sc
                 r = min(max(r, -lim), lim)
             st[s, E_LOC] += a * r
             st[s, E_SCALE] = (1.0 - a) * st[s, E_SCALE] + a * MAD_TO_SD * abs(r)
             # the long-term distribution of the short average
-            a = max(p[P_LONG_ALPHA], 1.0 / c)
+            a = max(p[P_LONG_ALPHA], inv)
             dm = short - st[s, L_MEAN]
             st[s, L_MEAN] += a * dm
             st[s, L_VAR] = (1.0 - a) * (st[s, L_VAR] + a * dm * dm)
