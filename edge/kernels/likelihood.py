@@ -41,9 +41,9 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 
+from edge.kernels._jit import njit
 from edge.kernels.kinds import Kind
 
 # State columns of one signal.
@@ -102,7 +102,7 @@ def init_state(n_signals: int) -> np.ndarray:
     return np.zeros((n_signals, WIDTH), dtype=np.float64)
 
 
-@numba.njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
+@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
 def likelihood_step(st: np.ndarray, s: int, x: float, floor: float, learn: bool, p: np.ndarray) -> float:
     """Score finite ``x`` of signal ``s`` (2.0 flags a novelty, scored 1), then learn it if ``learn``."""
     c = st[s, COUNT]
@@ -154,7 +154,7 @@ def likelihood_step(st: np.ndarray, s: int, x: float, floor: float, learn: bool,
     return out
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def likelihood_chunk(signal: np.ndarray, value: np.ndarray, quality: np.ndarray, st: np.ndarray,
                      floor: np.ndarray, p: np.ndarray, mode: int, score: np.ndarray, kind: np.ndarray) -> int:
     """Score and learn a chunk in order, folding the stage's score into ``score``/``kind`` per ``mode``.
