@@ -173,6 +173,18 @@ def _resolve_units(names: Sequence[str]) -> list[str]:
     return out
 
 
+def _build_kernels(exe: Path) -> str:
+    """Compile the edge's kernels ahead of time for the installed plantwire (edge RSS ~110 MB instead of ~215).
+
+    Not fatal: without a compiler the edge daemon runs the same kernels under numba's JIT and logs why.
+    """
+    proc = subprocess.run([str(exe), "kernels"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"kernels: ahead-of-time build failed ({last}); the edge will run them under numba JIT"
+    return proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "kernels: built"
+
+
 def install(
     root: Path = Path("/"),
     *,
@@ -222,6 +234,7 @@ def install(
         done.append(f"doc {layout.doc_dir / 'operations.md'}")
 
     if layout.live:
+        done.append(_build_kernels(exe))
         _run(["systemctl", "daemon-reload"])
         done.append("systemctl daemon-reload")
     if to_enable:
