@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from edge.detectors import checkpoint
 from edge.detectors.events import Phase
-from edge.detectors.settings import AnalyticsSettings, LikelihoodMode
+from edge.detectors.settings import AnalyticsSettings, LikelihoodMode, LikelihoodTails
 from edge.detectors.stack import STATE_VERSION, DetectorStack
 from edge.kernels.kinds import Kind
 
@@ -58,7 +58,7 @@ def test_replace_mode_scores_the_burst_and_alarms_on_it():
     opened = [e for e in events if e["phase"] == Phase.OPEN]
     assert any(int(e["entity"]) == 0 and 1500 <= (int(e["ts_start"]) - T0) // 10**9 < 1530 for e in opened)
     assert (scores[400:1500] >= 0.5).mean() < 0.01  # each signal judged against its own noise
-    assert {int(e["kind"]) for e in opened} <= {int(Kind.RATE), int(Kind.RANGE)}
+    assert {int(e["kind"]) for e in opened} <= {int(Kind.RATE), int(Kind.RANGE), int(Kind.STUCK)}
 
 
 def test_max_mode_keeps_the_larger_score():
@@ -104,5 +104,8 @@ def test_settings_are_validated():
         AnalyticsSettings.model_validate({"likelihood": {"mode": "sometimes"}})
     with pytest.raises(ValidationError):
         AnalyticsSettings.model_validate({"likelihood": {"long_alpha": 0}})
-    s = AnalyticsSettings.model_validate({"likelihood": {"mode": "replace", "novelty_margin": None}})
+    s = AnalyticsSettings.model_validate({"likelihood": {"mode": "replace", "novelty_margin": None, "tails": "upper"}})
     assert s.likelihood.mode is LikelihoodMode.REPLACE and s.likelihood.novelty_margin is None
+    assert s.likelihood.tails is LikelihoodTails.UPPER
+    with pytest.raises(ValidationError):
+        AnalyticsSettings.model_validate({"likelihood": {"tails": "lower"}})

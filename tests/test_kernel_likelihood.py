@@ -16,13 +16,14 @@ class NaiveLikelihood:
 
     def __init__(self, p: np.ndarray) -> None:
         (self.err_alpha, self.huber, self.err_t, self.short_alpha, self.long_alpha, self.learn, self.mean_floor,
-         self.var_floor, self.decades, self.novelty, self.min_scale) = (float(v) for v in p)
+         self.var_floor, self.decades, self.novelty, self.min_scale, tails) = (float(v) for v in p)
+        self.both = tails == 2.0
         self.n = 0
         self.prev = self.loc = self.scale = self.short = self.mean = self.var = 0.0
         self.lo = self.hi = 0.0
 
     def step(self, x: float, floor: float, learn: bool) -> float:
-        """Score of ``x`` (2.0 for a novelty); learns ``x`` when ``learn``."""
+        """Score of ``x`` (negative: lower tail, 2.0: novelty); learns ``x`` when ``learn``."""
         scale = max(self.scale, floor, self.min_scale)
         raw = 0.0
         if self.n >= 2:
@@ -32,10 +33,10 @@ class NaiveLikelihood:
         out = 0.0
         if self.n >= self.learn:
             zq = (short - max(self.mean, self.mean_floor)) / math.sqrt(max(self.var, self.var_floor))
-            if zq > lk.Z_CUT:  # closer to the mean: scores 0
-                tail = 0.5 * math.erfc(zq / math.sqrt(2.0))
+            if zq > lk.Z_CUT or (self.both and zq < -lk.Z_CUT):  # closer to the mean: scores 0
+                tail = 0.5 * math.erfc(abs(zq) / math.sqrt(2.0))
                 d = -math.log10(tail) if tail > 1e-300 else 300.0
-                out = d / (d + self.decades)
+                out = d / (d + self.decades) * (1.0 if zq > 0 else -1.0)
             span = self.hi - self.lo
             if span > 0 and not math.isnan(self.novelty) and (x > self.hi + self.novelty * span
                                                                 or x < self.lo - self.novelty * span):
@@ -69,8 +70,8 @@ def reference(signal: np.ndarray, value: np.ndarray, quality: np.ndarray, floor:
         if q == 2 or not math.isfinite(x):
             continue  # a gap: nothing learned, the stack's score stands
         v = models.setdefault(s, NaiveLikelihood(p)).step(x, float(floor[s]), q == 0)
-        kd = int(Kind.RANGE) if v > 1.0 else int(Kind.RATE)
-        v = min(v, 1.0)
+        kd = int(Kind.RANGE) if v > 1.0 else (int(Kind.STUCK) if v < 0 else int(Kind.RATE))
+        v = min(abs(v), 1.0)
         if mode == lk.MODE_REPLACE or (mode == lk.MODE_MAX and v > score[k]):
             score[k] = v
             kind[k] = kd if v > 0 else 0
@@ -110,9 +111,10 @@ def _messy(n: int = 8000, n_sig: int = 4, seed: int = 3):
 
 @pytest.mark.parametrize("mode", [lk.MODE_OFF, lk.MODE_MAX, lk.MODE_REPLACE])
 @pytest.mark.parametrize("novelty", [0.02, 0.0, math.nan])
-def test_matches_reference_with_nan_inf_constant_runs_and_gaps(mode: int, novelty: float) -> None:
+@pytest.mark.parametrize("tails", [1, 2])
+def test_matches_reference_with_nan_inf_constant_runs_and_gaps(mode: int, novelty: float, tails: int) -> None:
     signal, value, quality, floor, score, kind = _messy()
-    p = lk.make_params(learn=50, novelty_margin=novelty)
+    p = lk.make_params(learn=50, novelty_margin=novelty, tails=tails)
     got_s, got_k, _ = kernel(signal, value, quality, floor, p, mode, score, kind)
     ref_s, ref_k = reference(signal, value, quality, floor, p, mode, score, kind)
     np.testing.assert_allclose(got_s, ref_s, rtol=1e-9, atol=1e-12)
@@ -121,6 +123,9 @@ def test_matches_reference_with_nan_inf_constant_runs_and_gaps(mode: int, novelt
     if mode != lk.MODE_OFF:
         assert (got_s != score).any()  # the stage did something
         assert (got_k == int(Kind.RANGE)).any() == (novelty == novelty)  # novelty only with a margin
+        if mode == lk.MODE_REPLACE:
+            scored = (quality != 2) & np.isfinite(value)  # gaps keep the stack's kind
+            assert (got_k[scored] == int(Kind.STUCK)).any() == (tails == 2)  # the lower tail only with both
     else:
         np.testing.assert_array_equal(got_s, score)  # OFF: the kernel still learns but changes no score
 
@@ -194,6 +199,21 @@ def test_novelty_scores_one_and_constant_signal_stays_finite() -> None:
     assert score[300:320].max() >= 0.5  # changes after a constant run are improbable
 
 
+@pytest.mark.parametrize("tails", [1, 2])
+def test_lower_tail_reports_a_signal_that_stops_moving(tails: int) -> None:
+    """Noise, then the signal freezes inside its range: improbably small changes, kind STUCK, only with both tails."""
+    rng = np.random.default_rng(5)
+    n = 6000
+    value = rng.normal(size=n)
+    value[5000:5200] = 0.1  # frozen, well inside the range: neither novelty nor a large change
+    score, kind = np.zeros(n), np.zeros(n, dtype=np.uint8)
+    lk.likelihood_chunk(np.zeros(n, dtype=np.uint32), value, np.zeros(n, dtype=np.uint8), lk.init_state(1),
+                        np.zeros(1), lk.make_params(tails=tails), lk.MODE_REPLACE, score, kind)
+    frozen = (score[5000:5200] >= 0.5) & (kind[5000:5200] == int(Kind.STUCK))
+    assert frozen.any() == (tails == 2)
+    assert (score[1000:5000] >= 0.5).mean() < 0.01  # white noise: rare new extremes (novelty) and tails
+
+
 def test_bad_parameters_are_refused() -> None:
     with pytest.raises(ValueError):
         lk.make_params(long_alpha=0.0)
@@ -201,3 +221,5 @@ def test_bad_parameters_are_refused() -> None:
         lk.make_params(learn=1)
     with pytest.raises(ValueError):
         lk.make_params(novelty_margin=-0.1)
+    with pytest.raises(ValueError):
+        lk.make_params(tails=3)

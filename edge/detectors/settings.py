@@ -75,6 +75,13 @@ class LikelihoodMode(enum.StrEnum):
     REPLACE = "replace"  # the stage's score alone (how it scores best on NAB)
 
 
+class LikelihoodTails(enum.StrEnum):
+    """Which improbable short-term averages of the one-step error the likelihood stage reports."""
+
+    UPPER = "upper"  # changes improbably large only (HTM's anomaly likelihood)
+    BOTH = "both"  # also improbably small: a signal that froze or lost its usual swing (kind STUCK)
+
+
 class LikelihoodSettings(_Strict):
     """Anomaly likelihood of each signal's one-step prediction error, plus novelty (``edge.kernels.likelihood``).
 
@@ -85,7 +92,7 @@ class LikelihoodSettings(_Strict):
     err_alpha: float = Field(default=0.0003, gt=0, lt=1,
                              description="learning rate of the one-step change's location and scale")
     err_huber_k: float = Field(default=4.0, gt=0, description="changes are clipped at this many scales before learning")
-    err_threshold: float = Field(default=3.0, gt=0, description="|z| of a one-step change whose raw score is 0.5")
+    err_threshold: float = Field(default=2.0, gt=0, description="|z| of a one-step change whose raw score is 0.5")
     short_alpha: float = Field(default=0.05, gt=0, le=1,
                                description="weight of the short-term average of the raw score")
     long_alpha: float = Field(default=0.0003, gt=0, lt=1,
@@ -93,7 +100,8 @@ class LikelihoodSettings(_Strict):
     learn: int = Field(default=100, ge=2, description="samples a signal learns before the stage scores it")
     mean_floor: float = Field(default=0.03, ge=0, description="floor of the long-term mean (HTM's)")
     var_floor: float = Field(default=0.0003, gt=0, description="floor of the long-term variance (HTM's)")
-    threshold_decades: float = Field(default=4.0, gt=0, description="-log10 tail probability that scores 0.5")
+    threshold_decades: float = Field(default=3.0, gt=0, description="-log10 tail probability that scores 0.5")
+    tails: LikelihoodTails = LikelihoodTails.BOTH
     novelty_margin: float | None = Field(
         default=0.02, ge=0,
         description="a value beyond the range seen so far by this fraction of it scores 1 (None: no novelty score)")

@@ -34,7 +34,13 @@ import numpy as np
 
 from edge.detectors import checkpoint
 from edge.detectors.events import EVENT_DTYPE, EventColumns, Scope
-from edge.detectors.settings import AlarmSettings, AnalyticsSettings, LikelihoodMode, LikelihoodSettings
+from edge.detectors.settings import (
+    AlarmSettings,
+    AnalyticsSettings,
+    LikelihoodMode,
+    LikelihoodSettings,
+    LikelihoodTails,
+)
 from edge.kernels import alarms, cusum, likelihood, rate, robust, signal_stack, stuck, subspace
 from edge.kernels.kinds import EN_ALL, EN_MACHINE, Kind, mask_for
 from plantwire.plant import Protocol, RegisterType
@@ -82,7 +88,8 @@ _LK_MODES = {LikelihoodMode.OFF: likelihood.MODE_OFF, LikelihoodMode.MAX: likeli
 def _likelihood_params(lk: LikelihoodSettings) -> np.ndarray:
     return likelihood.make_params(
         lk.err_alpha, lk.err_huber_k, lk.err_threshold, lk.short_alpha, lk.long_alpha, lk.learn, lk.mean_floor,
-        lk.var_floor, lk.threshold_decades, np.nan if lk.novelty_margin is None else lk.novelty_margin)
+        lk.var_floor, lk.threshold_decades, np.nan if lk.novelty_margin is None else lk.novelty_margin,
+        tails=2 if lk.tails is LikelihoodTails.BOTH else 1)
 
 
 class DetectorStack:

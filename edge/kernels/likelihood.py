@@ -16,10 +16,13 @@ This is the same post-processor with state in arrays, in a handful of floats per
 - long-term distribution of that average: exponentially weighted mean and variance (``long_alpha``;
   HTM keeps a window of 8,640 raw scores -- 70 MB per 1,000 signals -- we keep two floats), floored
   at HTM's mean 0.03 and variance 0.0003 so a perfectly quiet signal is not infinitely sensitive;
-- tail probability ``Q = P(N(mean, var) > short average)``, reported as decades of improbability
+- tail probability ``Q = P(N(mean, var) > short average)`` -- and, with both tails (``P_TAILS`` = 2),
+  ``P(N(mean, var) < short average)`` when the average is below the mean: the signal's changes have
+  become improbably *small* (it froze, went flat, lost its daily swing; HTM is upper-tail only, and
+  the lower tail moved NAB from 67.9 to 70.2) -- reported as decades of improbability
   ``d = -log10 Q`` and squashed ``d / (d + T)``: ``T`` (``threshold_decades``) scores 0.5, the
   stack's alarm threshold. A short average less than ``Z_CUT`` = 2 long-term standard deviations
-  above the mean (Q > 0.023, nothing unusual for a statistic looked at every sample) scores 0 without
+  from the mean (Q > 0.023, nothing unusual for a statistic looked at every sample) scores 0 without
   evaluating ``erfc`` and ``log10``: they were three quarters of the stage's cost (38 -> 15 ns per
   sample at 15,000 signals), and a score below ~0.3 (T = 4) neither opens nor holds an alarm;
 - novelty (HTM's NAB detector calls it the spatial anomaly): a value beyond the range the signal has
@@ -32,8 +35,9 @@ caller's score alone (a gap: the next change is taken from the last good value);
 (1) are scored but not learned.
 
 ``likelihood_chunk`` combines the stage's score with the stack's per-sample score in place: ``MAX``
-keeps the larger, ``REPLACE`` keeps the stage's. The kind becomes ``RANGE`` for a novelty and ``RATE``
-for a likelihood (the raw score is a one-step change) when the stage's score is the one kept.
+keeps the larger, ``REPLACE`` keeps the stage's. When the stage's score is the one kept, the kind
+becomes ``RANGE`` for a novelty, ``RATE`` for the upper tail (changes improbably large: the raw score
+is a one-step change) and ``STUCK`` for the lower tail (changes improbably small).
 State: ``WIDTH`` columns per signal (``init_state``), parameters from ``make_params``.
 """
 
@@ -69,7 +73,8 @@ P_VAR_FLOOR = 7
 P_DECADES = 8
 P_NOVELTY = 9
 P_MIN_SCALE = 10
-N_PARAMS = 11
+P_TAILS = 11  # 1: upper tail only (HTM), 2: both tails
+N_PARAMS = 12
 
 MODE_OFF = 0
 MODE_MAX = 1
@@ -80,21 +85,24 @@ Z_CUT = 2.0  # a short average less than this many long-term sd above the mean s
 MAX_DECADES = 300.0  # Q below 1e-300 underflows; the score is ~1 long before
 K_RATE = int(Kind.RATE)
 K_RANGE = int(Kind.RANGE)
+K_STUCK = int(Kind.STUCK)
 
 
-def make_params(err_alpha: float = 0.0003, err_huber_k: float = 4.0, err_threshold: float = 3.0,
+def make_params(err_alpha: float = 0.0003, err_huber_k: float = 4.0, err_threshold: float = 2.0,
                 short_alpha: float = 0.05, long_alpha: float = 0.0003, learn: int = 100,
-                mean_floor: float = 0.03, var_floor: float = 0.0003, threshold_decades: float = 4.0,
-                novelty_margin: float = 0.02, min_scale: float = 1e-9) -> np.ndarray:
-    """Pack the parameters in kernel order (``novelty_margin`` NaN: no novelty score)."""
+                mean_floor: float = 0.03, var_floor: float = 0.0003, threshold_decades: float = 3.0,
+                novelty_margin: float = 0.02, min_scale: float = 1e-9, tails: int = 2) -> np.ndarray:
+    """Pack the parameters in kernel order (``novelty_margin`` NaN: no novelty score; ``tails`` 1 or 2)."""
     if not (0.0 < err_alpha < 1.0 and 0.0 < short_alpha <= 1.0 and 0.0 < long_alpha < 1.0):
         raise ValueError("need 0 < err_alpha < 1, 0 < short_alpha <= 1, 0 < long_alpha < 1")
     if err_huber_k <= 0.0 or err_threshold <= 0.0 or threshold_decades <= 0.0 or learn < 2:
         raise ValueError("need err_huber_k, err_threshold, threshold_decades > 0 and learn >= 2")
     if mean_floor < 0.0 or var_floor <= 0.0 or min_scale <= 0.0 or novelty_margin < 0.0:
         raise ValueError("need mean_floor >= 0, var_floor > 0, min_scale > 0, novelty_margin >= 0 or NaN")
+    if tails not in (1, 2):
+        raise ValueError("tails must be 1 (upper) or 2 (both)")
     return np.array([err_alpha, err_huber_k, err_threshold, short_alpha, long_alpha, float(learn), mean_floor,
-                     var_floor, threshold_decades, novelty_margin, min_scale], dtype=np.float64)
+                     var_floor, threshold_decades, novelty_margin, min_scale, float(tails)], dtype=np.float64)
 
 
 def init_state(n_signals: int) -> np.ndarray:
@@ -104,7 +112,10 @@ def init_state(n_signals: int) -> np.ndarray:
 
 @njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
 def likelihood_step(st: np.ndarray, s: int, x: float, floor: float, learn: bool, p: np.ndarray) -> float:
-    """Score finite ``x`` of signal ``s`` (2.0 flags a novelty, scored 1), then learn it if ``learn``."""
+    """Score finite ``x`` of signal ``s``, then learn it if ``learn``.
+
+    Returns the score, negated for the lower tail; 2.0 flags a novelty (scored 1).
+    """
     c = st[s, COUNT]
     sc = max(st[s, E_SCALE], floor, p[P_MIN_SCALE])
     raw = 0.0
@@ -118,10 +129,11 @@ def likelihood_step(st: np.ndarray, s: int, x: float, floor: float, learn: bool,
     if c >= p[P_LEARN]:
         dm = short - max(st[s, L_MEAN], p[P_MEAN_FLOOR])
         var = max(st[s, L_VAR], p[P_VAR_FLOOR])
-        if dm > 0.0 and dm * dm > Z_CUT * Z_CUT * var:  # erfc and log only in the tail (see the docstring)
-            q = 0.5 * math.erfc(dm / math.sqrt(2.0 * var))
+        if dm * dm > Z_CUT * Z_CUT * var and (dm > 0.0 or p[P_TAILS] == 2.0):  # erfc, log: only in a tail
+            q = 0.5 * math.erfc(abs(dm) / math.sqrt(2.0 * var))
             d = -math.log10(q) if q > 1e-300 else MAX_DECADES
             out = d / (d + p[P_DECADES])
+            out = out if dm > 0.0 else -out
         lo = st[s, LO]
         hi = st[s, HI]
         tol = (hi - lo) * p[P_NOVELTY]
@@ -169,8 +181,8 @@ def likelihood_chunk(signal: np.ndarray, value: np.ndarray, quality: np.ndarray,
             continue
         s = signal[k]
         lk = likelihood_step(st, s, x, floor[s], quality[k] == 0, p)
-        kd = K_RANGE if lk > 1.0 else K_RATE
-        lk = min(lk, 1.0)
+        kd = K_RANGE if lk > 1.0 else (K_STUCK if lk < 0.0 else K_RATE)
+        lk = min(abs(lk), 1.0)
         if mode == MODE_REPLACE or (mode == MODE_MAX and lk > score[k]):
             score[k] = lk
             kind[k] = kd if lk > 0.0 else 0
