@@ -91,7 +91,7 @@ class LikelihoodSettings(_Strict):
     mode: LikelihoodMode = LikelihoodMode.OFF
     err_alpha: float = Field(default=0.0003, gt=0, lt=1,
                              description="learning rate of the one-step change's location and scale")
-    err_huber_k: float = Field(default=4.0, gt=0, description="changes are clipped at this many scales before learning")
+    err_huber_k: float = Field(default=3.0, gt=0, description="changes are clipped at this many scales before learning")
     err_threshold: float = Field(default=2.0, gt=0, description="|z| of a one-step change whose raw score is 0.5")
     short_alpha: float = Field(default=0.05, gt=0, le=1,
                                description="weight of the short-term average of the raw score")

@@ -88,7 +88,7 @@ K_RANGE = int(Kind.RANGE)
 K_STUCK = int(Kind.STUCK)
 
 
-def make_params(err_alpha: float = 0.0003, err_huber_k: float = 4.0, err_threshold: float = 2.0,
+def make_params(err_alpha: float = 0.0003, err_huber_k: float = 3.0, err_threshold: float = 2.0,
                 short_alpha: float = 0.05, long_alpha: float = 0.0003, learn: int = 100,
                 mean_floor: float = 0.03, var_floor: float = 0.0003, threshold_decades: float = 3.0,
                 novelty_margin: float = 0.02, min_scale: float = 1e-9, tails: int = 2) -> np.ndarray:
