@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from edge.kernels import likelihood as lk
-from edge.kernels.kinds import Kind
+from edge.kernels.kinds import EN_ALL, EN_COUNTER, EN_LEVEL, EN_RATE, EN_STATE, EN_STUCK, Kind
+
+ALL1 = np.array([EN_ALL], dtype=np.int64)  # one signal, every detector enabled
 
 
 class NaiveLikelihood:
@@ -22,7 +24,7 @@ class NaiveLikelihood:
         self.prev = self.loc = self.scale = self.short = self.mean = self.var = 0.0
         self.lo = self.hi = 0.0
 
-    def step(self, x: float, floor: float, learn: bool) -> float:
+    def step(self, x: float, floor: float, learn: bool, enable: int) -> float:
         """Score of ``x`` (negative: lower tail, 2.0: novelty); learns ``x`` when ``learn``."""
         scale = max(self.scale, floor, self.min_scale)
         raw = 0.0
@@ -33,12 +35,13 @@ class NaiveLikelihood:
         out = 0.0
         if self.n >= self.learn:
             zq = (short - max(self.mean, self.mean_floor)) / math.sqrt(max(self.var, self.var_floor))
-            if zq > lk.Z_CUT or (self.both and zq < -lk.Z_CUT):  # closer to the mean: scores 0
+            lower = self.both and bool(enable & EN_STUCK)
+            if zq > lk.Z_CUT or (lower and zq < -lk.Z_CUT):  # closer to the mean: scores 0
                 tail = 0.5 * math.erfc(abs(zq) / math.sqrt(2.0))
                 d = -math.log10(tail) if tail > 1e-300 else 300.0
                 out = d / (d + self.decades) * (1.0 if zq > 0 else -1.0)
             span = self.hi - self.lo
-            if span > 0 and not math.isnan(self.novelty) and (x > self.hi + self.novelty * span
+            if span > 0 and not math.isnan(self.novelty) and enable & EN_LEVEL and (x > self.hi + self.novelty * span
                                                                 or x < self.lo - self.novelty * span):
                 out = 2.0
         if not learn:
@@ -62,14 +65,14 @@ class NaiveLikelihood:
         return out
 
 
-def reference(signal: np.ndarray, value: np.ndarray, quality: np.ndarray, floor: np.ndarray, p: np.ndarray,
-              mode: int, score: np.ndarray, kind: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def reference(signal: np.ndarray, value: np.ndarray, quality: np.ndarray, floor: np.ndarray, enable: np.ndarray,
+              p: np.ndarray, mode: int, score: np.ndarray, kind: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     score, kind = score.copy(), kind.copy()
     models: dict[int, NaiveLikelihood] = {}
     for k, (s, x, q) in enumerate(zip(signal.tolist(), value.tolist(), quality.tolist(), strict=True)):
-        if q == 2 or not math.isfinite(x):
-            continue  # a gap: nothing learned, the stack's score stands
-        v = models.setdefault(s, NaiveLikelihood(p)).step(x, float(floor[s]), q == 0)
+        if q == 2 or not math.isfinite(x) or not enable[s] & (EN_LEVEL | EN_RATE):
+            continue  # a gap, or a signal the stage does not judge: nothing learned, the stack's score stands
+        v = models.setdefault(s, NaiveLikelihood(p)).step(x, float(floor[s]), q == 0, int(enable[s]))
         kd = int(Kind.RANGE) if v > 1.0 else (int(Kind.STUCK) if v < 0 else int(Kind.RATE))
         v = min(abs(v), 1.0)
         if mode == lk.MODE_REPLACE or (mode == lk.MODE_MAX and v > score[k]):
@@ -78,10 +81,10 @@ def reference(signal: np.ndarray, value: np.ndarray, quality: np.ndarray, floor:
     return score, kind
 
 
-def kernel(signal, value, quality, floor, p, mode, score, kind):
+def kernel(signal, value, quality, floor, enable, p, mode, score, kind):
     score, kind = score.copy(), kind.copy()
     st = lk.init_state(floor.shape[0])
-    lk.likelihood_chunk(signal, value, quality, st, floor, p, mode, score, kind)
+    lk.likelihood_chunk(signal, value, quality, st, floor, enable, p, mode, score, kind)
     return score, kind, st
 
 
@@ -115,8 +118,9 @@ def _messy(n: int = 8000, n_sig: int = 4, seed: int = 3):
 def test_matches_reference_with_nan_inf_constant_runs_and_gaps(mode: int, novelty: float, tails: int) -> None:
     signal, value, quality, floor, score, kind = _messy()
     p = lk.make_params(learn=50, novelty_margin=novelty, tails=tails)
-    got_s, got_k, _ = kernel(signal, value, quality, floor, p, mode, score, kind)
-    ref_s, ref_k = reference(signal, value, quality, floor, p, mode, score, kind)
+    enable = np.full(floor.shape[0], EN_ALL, dtype=np.int64)
+    got_s, got_k, _ = kernel(signal, value, quality, floor, enable, p, mode, score, kind)
+    ref_s, ref_k = reference(signal, value, quality, floor, enable, p, mode, score, kind)
     np.testing.assert_allclose(got_s, ref_s, rtol=1e-9, atol=1e-12)
     np.testing.assert_array_equal(got_k, ref_k)
     assert np.isfinite(got_s).all() and ((got_s >= 0) & (got_s <= 1)).all()
@@ -130,6 +134,26 @@ def test_matches_reference_with_nan_inf_constant_runs_and_gaps(mode: int, novelt
         np.testing.assert_array_equal(got_s, score)  # OFF: the kernel still learns but changes no score
 
 
+def test_enable_bits_choose_what_applies() -> None:
+    """Status words are not judged, counters get no novelty or lower tail, a signal without stuck no lower tail."""
+    signal, value, quality, floor, score, kind = _messy()
+    enable = np.array([EN_ALL, EN_COUNTER, EN_STATE, EN_ALL & ~EN_STUCK], dtype=np.int64)
+    p = lk.make_params(learn=50)
+    got_s, got_k, st = kernel(signal, value, quality, floor, enable, p, lk.MODE_REPLACE, score, kind)
+    ref_s, ref_k = reference(signal, value, quality, floor, enable, p, lk.MODE_REPLACE, score, kind)
+    np.testing.assert_allclose(got_s, ref_s, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(got_k, ref_k)
+    word = signal == 2
+    np.testing.assert_array_equal(got_s[word], score[word])  # the stack's judgement of a status word stands
+    assert not st[2].any()
+    judged = (quality != 2) & np.isfinite(value)
+    for s_, banned in ((1, (Kind.RANGE, Kind.STUCK)), (3, (Kind.STUCK,))):
+        k = got_k[(signal == s_) & judged]
+        assert not np.isin(k, [int(b) for b in banned]).any()
+    assert (got_k[(signal == 0) & judged] == int(Kind.STUCK)).any()  # the full signal does get both
+    assert (got_k[(signal == 1) & judged] == int(Kind.RATE)).any()  # and the counter its rate likelihood
+
+
 def test_gaps_leave_score_kind_and_state_alone_and_uncertain_samples_are_not_learned() -> None:
     rng = np.random.default_rng(0)
     n = 400
@@ -140,12 +164,12 @@ def test_gaps_leave_score_kind_and_state_alone_and_uncertain_samples_are_not_lea
     p = lk.make_params(learn=20)
     st = lk.init_state(1)
     score, kind = np.zeros(n), np.zeros(n, dtype=np.uint8)
-    lk.likelihood_chunk(signal, value, quality, st, floor, p, lk.MODE_REPLACE, score, kind)
+    lk.likelihood_chunk(signal, value, quality, st, floor, ALL1, p, lk.MODE_REPLACE, score, kind)
     before = st.copy()
     bad_v = np.array([np.nan, np.inf, -np.inf, 1e6, 1e6, 0.3])
     bad_q = np.array([0, 0, 0, 2, 2, 1], dtype=np.uint8)
     s2, k2 = np.full(6, 0.7), np.full(6, 3, dtype=np.uint8)
-    lk.likelihood_chunk(np.zeros(6, dtype=np.uint32), bad_v, bad_q, st, floor, p, lk.MODE_REPLACE, s2, k2)
+    lk.likelihood_chunk(np.zeros(6, dtype=np.uint32), bad_v, bad_q, st, floor, ALL1, p, lk.MODE_REPLACE, s2, k2)
     np.testing.assert_array_equal(st, before)  # nothing learned from gaps or the uncertain sample
     np.testing.assert_array_equal(s2[:5], 0.7)
     np.testing.assert_array_equal(k2[:5], 3)  # the stack's judgement of a gap stands
@@ -161,7 +185,7 @@ def test_score_is_the_gaussian_tail_in_decades_and_threshold_scores_one_half() -
     raw = mean + z_tail * math.sqrt(var)  # the raw score the next change must produce (short_alpha 1)
     z = math.sqrt(raw / (1.0 - raw))  # raw = z^2 / (z^2 + 1)
     st[0] = [10.0, 0.0, 0.0, 1.0, 0.0, mean, var, -1.0, 1.0]
-    out = lk.likelihood_step(st, 0, z, 0.0, False, p)
+    out = lk.likelihood_step(st, 0, z, 0.0, False, p, EN_ALL)
     assert out == pytest.approx(0.5, abs=1e-9)
 
 
@@ -174,7 +198,7 @@ def test_learning_period_scores_zero_and_a_burst_in_a_noisy_signal_scores_high()
     signal = np.zeros(n, dtype=np.uint32)
     score, kind = np.zeros(n), np.zeros(n, dtype=np.uint8)
     p = lk.make_params(learn=100)
-    lk.likelihood_chunk(signal, value, np.zeros(n, dtype=np.uint8), lk.init_state(1), np.zeros(1), p,
+    lk.likelihood_chunk(signal, value, np.zeros(n, dtype=np.uint8), lk.init_state(1), np.zeros(1), ALL1, p,
                         lk.MODE_REPLACE, score, kind)
     assert (score[:100] == 0).all()
     assert (score[2000:15_000] >= 0.5).mean() < 0.002  # its own noise is not anomalous, however large
@@ -191,7 +215,7 @@ def test_novelty_scores_one_and_constant_signal_stays_finite() -> None:
     value[550] = 5.2  # 0.2 beyond the range of span 4: 5 % > the 2 % margin
     signal = np.zeros(n, dtype=np.uint32)
     score, kind = np.zeros(n), np.zeros(n, dtype=np.uint8)
-    lk.likelihood_chunk(signal, value, np.zeros(n, dtype=np.uint8), lk.init_state(1), np.zeros(1),
+    lk.likelihood_chunk(signal, value, np.zeros(n, dtype=np.uint8), lk.init_state(1), np.zeros(1), ALL1,
                         lk.make_params(learn=100), lk.MODE_REPLACE, score, kind)
     assert np.isfinite(score).all()
     assert score[550] == 1.0 and kind[550] == int(Kind.RANGE)
@@ -208,7 +232,7 @@ def test_lower_tail_reports_a_signal_that_stops_moving(tails: int) -> None:
     value[5000:5200] = 0.1  # frozen, well inside the range: neither novelty nor a large change
     score, kind = np.zeros(n), np.zeros(n, dtype=np.uint8)
     lk.likelihood_chunk(np.zeros(n, dtype=np.uint32), value, np.zeros(n, dtype=np.uint8), lk.init_state(1),
-                        np.zeros(1), lk.make_params(tails=tails), lk.MODE_REPLACE, score, kind)
+                        np.zeros(1), ALL1, lk.make_params(tails=tails), lk.MODE_REPLACE, score, kind)
     frozen = (score[5000:5200] >= 0.5) & (kind[5000:5200] == int(Kind.STUCK))
     assert frozen.any() == (tails == 2)
     assert (score[1000:5000] >= 0.5).mean() < 0.01  # white noise: rare new extremes (novelty) and tails

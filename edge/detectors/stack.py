@@ -134,6 +134,8 @@ class DetectorStack:
                                              s.machine.eta)
         self.lk_mode = _LK_MODES[s.likelihood.mode]
         self.lk_params = _likelihood_params(s.likelihood)
+        self.lk_floor = np.ascontiguousarray(self.cfg[:, signal_stack.C_RES])
+        self.lk_enable = mask.copy()
         self.likelihood_cold = False  # set by ``restore`` when the checkpoint had no likelihood state
         self.sig_alarm_params = _alarm_params(s.signal_alarm)
         self.mach_alarm_params = _alarm_params(s.machine_alarm)
@@ -187,7 +189,7 @@ class DetectorStack:
         signal_stack.signal_chunk(ts_ns, signal, value, quality, self.state, self.cfg, self.params, score, kind,
                                   self.z_last)
         if self.lk_mode != likelihood.MODE_OFF:
-            likelihood.likelihood_chunk(signal, value, quality, self.lk_state, self.cfg[:, signal_stack.C_RES],
+            likelihood.likelihood_chunk(signal, value, quality, self.lk_state, self.lk_floor, self.lk_enable,
                                         self.lk_params, self.lk_mode, score, kind)
         n_ticks = 0
         tick_ts = int(ts_ns.max()) if n else 0

@@ -34,6 +34,11 @@ score 0 while the state settles. Bad-quality (2) and non-finite samples change n
 caller's score alone (a gap: the next change is taken from the last good value); uncertain samples
 (1) are scored but not learned.
 
+Per-signal enable bits (``edge.kernels.kinds``; the plant file's signal kind) choose what applies: the
+stage judges a signal only if its level or rate detector is enabled (a status word has neither: its
+steps are its meaning), novelty needs the level bit (a counter sets a new maximum with every count),
+the lower tail needs the stuck bit (a counter or a status word may rest by design).
+
 ``likelihood_chunk`` combines the stage's score with the stack's per-sample score in place: ``MAX``
 keeps the larger, ``REPLACE`` keeps the stage's. When the stage's score is the one kept, the kind
 becomes ``RANGE`` for a novelty, ``RATE`` for the upper tail (changes improbably large: the raw score
@@ -48,7 +53,7 @@ import math
 import numpy as np
 
 from edge.kernels._jit import njit
-from edge.kernels.kinds import Kind
+from edge.kernels.kinds import EN_LEVEL, EN_RATE, EN_STUCK, Kind
 
 # State columns of one signal.
 COUNT = 0  # good samples learned
@@ -111,8 +116,9 @@ def init_state(n_signals: int) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
-def likelihood_step(st: np.ndarray, s: int, x: float, floor: float, learn: bool, p: np.ndarray) -> float:
-    """Score finite ``x`` of signal ``s``, then learn it if ``learn``.
+def likelihood_step(st: np.ndarray, s: int, x: float, floor: float, learn: bool, p: np.ndarray,
+                    enable: int) -> float:
+    """Score finite ``x`` of signal ``s``, then learn it if ``learn``; ``enable``: the signal's EN_* bits.
 
     Returns the score, negated for the lower tail; 2.0 flags a novelty (scored 1).
     """
@@ -129,7 +135,8 @@ def likelihood_step(st: np.ndarray, s: int, x: float, floor: float, learn: bool,
     if c >= p[P_LEARN]:
         dm = short - max(st[s, L_MEAN], p[P_MEAN_FLOOR])
         var = max(st[s, L_VAR], p[P_VAR_FLOOR])
-        if dm * dm > Z_CUT * Z_CUT * var and (dm > 0.0 or p[P_TAILS] == 2.0):  # erfc, log: only in a tail
+        lower = p[P_TAILS] == 2.0 and (enable & EN_STUCK) != 0
+        if dm * dm > Z_CUT * Z_CUT * var and (dm > 0.0 or lower):  # erfc, log: only in a tail
             q = 0.5 * math.erfc(abs(dm) / math.sqrt(2.0 * var))
             d = -math.log10(q) if q > 1e-300 else MAX_DECADES
             out = d / (d + p[P_DECADES])
@@ -137,7 +144,7 @@ def likelihood_step(st: np.ndarray, s: int, x: float, floor: float, learn: bool,
         lo = st[s, LO]
         hi = st[s, HI]
         tol = (hi - lo) * p[P_NOVELTY]
-        if hi > lo and (x > hi + tol or x < lo - tol):  # False for a NaN margin
+        if hi > lo and (enable & EN_LEVEL) != 0 and (x > hi + tol or x < lo - tol):  # False for a NaN margin
             out = 2.0
     if learn:
         if c >= 1.0:
@@ -168,11 +175,13 @@ def likelihood_step(st: np.ndarray, s: int, x: float, floor: float, learn: bool,
 
 @njit(cache=True, nogil=True)
 def likelihood_chunk(signal: np.ndarray, value: np.ndarray, quality: np.ndarray, st: np.ndarray,
-                     floor: np.ndarray, p: np.ndarray, mode: int, score: np.ndarray, kind: np.ndarray) -> int:
+                     floor: np.ndarray, enable: np.ndarray, p: np.ndarray, mode: int, score: np.ndarray,
+                     kind: np.ndarray) -> int:
     """Score and learn a chunk in order, folding the stage's score into ``score``/``kind`` per ``mode``.
 
-    ``floor``: per signal, the smallest meaningful change (a register's resolution; 0 = continuous).
-    Returns the number of samples whose combined score is >= 0.5.
+    ``floor``: per signal, the smallest meaningful change (a register's resolution; 0 = continuous);
+    ``enable``: per signal, the EN_* bits (int64). A signal the stage does not judge keeps the stack's score.
+    Returns the number of samples the stage judged whose combined score is >= 0.5.
     """
     n_high = 0
     for k in range(signal.shape[0]):
@@ -180,7 +189,10 @@ def likelihood_chunk(signal: np.ndarray, value: np.ndarray, quality: np.ndarray,
         if quality[k] == 2 or not np.isfinite(x):
             continue
         s = signal[k]
-        lk = likelihood_step(st, s, x, floor[s], quality[k] == 0, p)
+        en = enable[s]
+        if (en & (EN_LEVEL | EN_RATE)) == 0:
+            continue
+        lk = likelihood_step(st, s, x, floor[s], quality[k] == 0, p, en)
         kd = K_RANGE if lk > 1.0 else (K_STUCK if lk < 0.0 else K_RATE)
         lk = min(abs(lk), 1.0)
         if mode == MODE_REPLACE or (mode == MODE_MAX and lk > score[k]):
