@@ -12,6 +12,7 @@ from edge.detectors import checkpoint
 from edge.detectors.events import Phase
 from edge.detectors.settings import AnalyticsSettings, LikelihoodMode, LikelihoodTails
 from edge.detectors.stack import STATE_VERSION, DetectorStack
+from edge.kernels import likelihood as lk
 from edge.kernels.kinds import Kind
 
 T0 = 1_700_000_000_000_000_000
@@ -79,6 +80,8 @@ def test_checkpoint_round_trips_the_likelihood_state(tmp_path: Path):
     second.restore(tmp_path / "ck.npz")
     assert not second.likelihood_cold
     np.testing.assert_array_equal(second.lk_state, first.lk_state)
+    np.testing.assert_array_equal(second.lk_season, first.lk_season)
+    assert np.isfinite(first.lk_season[:, lk.S_BINS:lk.S_BINS + 24]).any()  # the seasonal bins learned
     rest, _ = _run(second, frames[1000:])
     np.testing.assert_array_equal(rest, whole[1000:])  # warm: identical to never having stopped
 
@@ -97,6 +100,20 @@ def test_checkpoint_without_likelihood_state_restores_the_rest_warm(tmp_path: Pa
     again = DetectorStack(3, np.full(3, -1), REPLACE)
     again.restore(tmp_path / "new.npz")
     assert not again.likelihood_cold
+
+
+def test_other_season_size_restores_all_but_the_seasonal_bins(tmp_path: Path):
+    frames = list(_frames(3, 500))
+    a = DetectorStack(3, np.full(3, -1), REPLACE)
+    _run(a, frames)
+    a.save(tmp_path / "a.npz")
+    b = DetectorStack(3, np.full(3, -1), AnalyticsSettings.model_validate({"likelihood": {"mode": "replace",
+                                                                                          "season_bins": 48}}))
+    b.restore(tmp_path / "a.npz")
+    assert b.likelihood_cold
+    np.testing.assert_array_equal(b.lk_state, a.lk_state)  # the one-step chain stays warm
+    assert b.lk_season.shape == (3, lk.S_BINS + 2 * 48)
+    assert not np.isfinite(b.lk_season[:, lk.S_BINS:lk.S_BINS + 48]).any()  # the seasonal bins start cold
 
 
 def test_settings_are_validated():

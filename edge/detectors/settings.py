@@ -102,6 +102,12 @@ class LikelihoodSettings(_Strict):
     var_floor: float = Field(default=0.0003, gt=0, description="floor of the long-term variance (HTM's)")
     threshold_decades: float = Field(default=3.0, gt=0, description="-log10 tail probability that scores 0.5")
     tails: LikelihoodTails = LikelihoodTails.BOTH
+    season_bins: int = Field(default=24, ge=0, le=1440,
+                             description="time-of-day bins of the seasonal baseline (0: no seasonal chain)")
+    season_period_s: float = Field(default=86_400.0, gt=0, description="the season the bins divide (UTC days)")
+    season_memory_s: float = Field(default=3_000.0, gt=0,
+                                   description="time constant of one bin, in seconds of that bin's own time")
+    season_decades: float = Field(default=6.5, gt=0, description="-log10 tail of the seasonal chain that scores 0.5")
     novelty_margin: float | None = Field(
         default=0.02, ge=0,
         description="a value beyond the range seen so far by this fraction of it scores 1 (None: no novelty score)")

@@ -89,7 +89,8 @@ def _likelihood_params(lk: LikelihoodSettings) -> np.ndarray:
     return likelihood.make_params(
         lk.err_alpha, lk.err_huber_k, lk.err_threshold, lk.short_alpha, lk.long_alpha, lk.learn, lk.mean_floor,
         lk.var_floor, lk.threshold_decades, np.nan if lk.novelty_margin is None else lk.novelty_margin,
-        tails=2 if lk.tails is LikelihoodTails.BOTH else 1)
+        tails=2 if lk.tails is LikelihoodTails.BOTH else 1, season_bins=lk.season_bins,
+        season_period_s=lk.season_period_s, season_memory_s=lk.season_memory_s, season_decades=lk.season_decades)
 
 
 class DetectorStack:
@@ -170,6 +171,7 @@ class DetectorStack:
         self.m_gate = np.zeros((self.n_machines, 2), dtype=np.float64)
         self.live_of = np.full(self.n_signals, -1, dtype=np.int64)
         self.lk_state = likelihood.init_state(self.n_signals)
+        self.lk_season = likelihood.init_season(self.n_signals, self.settings.likelihood.season_bins)
         self.sig_alarm_f, self.sig_alarm_t = alarms.init_state(self.n_signals)
         self.mach_alarm_f, self.mach_alarm_t = alarms.init_state(self.n_machines)
 
@@ -189,8 +191,8 @@ class DetectorStack:
         signal_stack.signal_chunk(ts_ns, signal, value, quality, self.state, self.cfg, self.params, score, kind,
                                   self.z_last)
         if self.lk_mode != likelihood.MODE_OFF:
-            likelihood.likelihood_chunk(signal, value, quality, self.lk_state, self.lk_floor, self.lk_enable,
-                                        self.lk_params, self.lk_mode, score, kind)
+            likelihood.likelihood_chunk(ts_ns, signal, value, quality, self.lk_state, self.lk_season, self.lk_floor,
+                                        self.lk_enable, self.lk_params, self.lk_mode, score, kind)
         n_ticks = 0
         tick_ts = int(ts_ns.max()) if n else 0
         if self.n_machines and n:
@@ -237,25 +239,36 @@ class DetectorStack:
 
     def save(self, path: Path) -> None:
         """Checkpoint all learned and alarm state atomically."""
-        checkpoint.save(path, STATE_VERSION, self.fingerprint, {**self._arrays(), "lk_state": self.lk_state})
+        checkpoint.save(path, STATE_VERSION, self.fingerprint, {**self._arrays(), **self._lk_arrays()})
 
     def restore(self, path: Path) -> None:
         """Resume from a checkpoint; raises ``CheckpointError`` (state untouched) if it does not fit.
 
-        A checkpoint without the likelihood stage's state (written before the stage existed) restores the
-        rest and starts that stage cold, setting ``likelihood_cold``: enabling the stage must not cost the
-        plant the warm-up of every other stage.
+        A checkpoint without the likelihood stage's state (written before the stage existed), or with a
+        seasonal state of another size (``season_bins`` changed), restores the rest and starts that part
+        cold, setting ``likelihood_cold``: enabling or retuning the stage must not cost the plant the
+        warm-up of every other stage.
         """
         got = checkpoint.load(path, STATE_VERSION, self.fingerprint, self._arrays())
-        try:
-            lk = checkpoint.load(path, STATE_VERSION, self.fingerprint, {"lk_state": self.lk_state})["lk_state"]
-        except checkpoint.CheckpointError:
-            lk = None
+        lk_got: dict[str, np.ndarray | None] = {}
+        for name, arr in self._lk_arrays().items():
+            try:
+                lk_got[name] = checkpoint.load(path, STATE_VERSION, self.fingerprint, {name: arr})[name]
+            except checkpoint.CheckpointError:
+                lk_got[name] = None
         for name, arr in self._arrays().items():
             arr[...] = got[name]
-        self.likelihood_cold = lk is None
-        self.lk_state[...] = likelihood.init_state(self.n_signals) if lk is None else lk
+        self.likelihood_cold = any(a is None for a in lk_got.values())
+        fresh = {"lk_state": likelihood.init_state(self.n_signals),
+                 "lk_season": likelihood.init_season(self.n_signals, self.settings.likelihood.season_bins)}
+        for name, arr in self._lk_arrays().items():
+            a = lk_got[name]
+            arr[...] = fresh[name] if a is None else a
         self._open_gates()
+
+    def _lk_arrays(self) -> dict[str, np.ndarray]:
+        """The likelihood stage's state: saved always, restored each on its own (see ``restore``)."""
+        return {"lk_state": self.lk_state, "lk_season": self.lk_season}
 
     def _open_gates(self) -> None:
         self.live_of[:] = -1
