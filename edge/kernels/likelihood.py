@@ -103,7 +103,7 @@ S_SHORT = 2  # short-term average of the seasonal raw score
 S_MEAN = 3  # long-term mean of S_SHORT
 S_VAR = 4  # long-term variance of S_SHORT
 S_TS = 5  # timestamp of the last learned sample, ns (NaN: none)
-S_BINS = 6  # first bin value (NaN until the bin's first sample); the bins' sample counts follow the values
+S_BINS = 6  # bin h: value at S_BINS + 2h (NaN until its first sample), sample count at S_BINS + 2h + 1
 S_SCALE_ALPHA = 0.01  # learning rate of the seasonal scale (samples)
 S_SCALE_WARM = 50.0  # seasonal deviations learned before the seasonal raw score is trusted
 S_BIN_MIN = 10.0  # samples a bin averages before the chain judges against it
@@ -154,7 +154,7 @@ def init_season(n_signals: int, bins: int) -> np.ndarray:
     """Seasonal state: statistics and bin counts zero, timestamp and bin values NaN (not seen yet)."""
     se = np.zeros((n_signals, S_BINS + 2 * bins), dtype=np.float64)
     se[:, S_TS] = np.nan
-    se[:, S_BINS:S_BINS + bins] = np.nan
+    se[:, S_BINS::2] = np.nan  # value and count side by side: one cache line per sample
     return se
 
 
@@ -169,18 +169,18 @@ def _upper_tail_score(dm: float, var: float, decades: float) -> float:
 
 
 @njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
-def season_step(se: np.ndarray, s: int, x: float, ts: float, floor: float, learn: bool, p: np.ndarray) -> float:
-    """Seasonal chain: score finite ``x`` at time ``ts`` (ns) against its time-of-day bin, then learn it."""
-    nb = int(p[P_S_BINS])
-    h = math.floor(ts / p[P_S_BIN_NS]) % nb
-    b = se[s, S_BINS + h]
-    nbin = se[s, S_BINS + nb + h]
+def season_step(se: np.ndarray, s: int, x: float, ts: float, h: int, floor: float, learn: bool,
+                p: np.ndarray) -> float:
+    """Seasonal chain: score finite ``x`` at time ``ts`` (ns), in bin ``h``, against that bin; then learn it."""
+    jb = S_BINS + 2 * h
+    b = se[s, jb]
+    nbin = se[s, jb + 1]
     if nbin < S_BIN_MIN:  # a young bin (a new signal's first day, or an hour never seen): it only learns
         if learn:
             if nbin == 0.0:
                 b = x
-            se[s, S_BINS + h] = b + (x - b) / (nbin + 1.0)
-            se[s, S_BINS + nb + h] = nbin + 1.0
+            se[s, jb] = b + (x - b) / (nbin + 1.0)
+            se[s, jb + 1] = nbin + 1.0
             se[s, S_TS] = ts
         return 0.0
     c = se[s, S_COUNT]
@@ -200,14 +200,15 @@ def season_step(se: np.ndarray, s: int, x: float, ts: float, floor: float, learn
         if c >= S_SCALE_WARM:
             lim = p[P_ERR_HUBER] * sc
             e = min(max(e, -lim), lim)
-        a = max(S_SCALE_ALPHA, 1.0 / (c + 1.0))
+        a = S_SCALE_ALPHA if c >= 100.0 else max(S_SCALE_ALPHA, 1.0 / (c + 1.0))  # no division once settled
         se[s, S_SCALE] = (1.0 - a) * se[s, S_SCALE] + a * MAD_TO_SD * abs(e)
         dt_s = (ts - se[s, S_TS]) * 1e-9 if np.isfinite(se[s, S_TS]) else 0.0
-        a = max(min(max(dt_s, 0.0) / p[P_S_MEMORY_S], 1.0), 1.0 / (nbin + 1.0))  # a running mean at first
-        se[s, S_BINS + h] = b + a * e
-        se[s, S_BINS + nb + h] = nbin + 1.0
+        a = min(max(dt_s, 0.0) / p[P_S_MEMORY_S], 1.0)
+        a = a if a * (nbin + 1.0) >= 1.0 else 1.0 / (nbin + 1.0)  # max(a, 1 / (n + 1)): a running mean at first
+        se[s, jb] = b + a * e
+        se[s, jb + 1] = nbin + 1.0
         if c >= 1.0:
-            a = max(p[P_LONG_ALPHA], 1.0 / c)
+            a = p[P_LONG_ALPHA] if c * p[P_LONG_ALPHA] >= 1.0 else 1.0 / c  # max(alpha, 1 / c)
             dm = short - se[s, S_MEAN]
             se[s, S_MEAN] += a * dm
             se[s, S_VAR] = (1.0 - a) * (se[s, S_VAR] + a * dm * dm)
@@ -288,6 +289,9 @@ def likelihood_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, q
     Returns the number of samples the stage judged whose combined score is >= 0.5.
     """
     n_high = 0
+    nb = max(int(p[P_S_BINS]), 1)
+    last_ts = ts_ns[0] - 1 if ts_ns.shape[0] else 0
+    h = 0
     for k in range(signal.shape[0]):
         x = value[k]
         if quality[k] == 2 or not np.isfinite(x):
@@ -301,7 +305,10 @@ def likelihood_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, q
         kd = K_RANGE if lk > 1.0 else (K_STUCK if lk < 0.0 else K_RATE)
         lk = min(abs(lk), 1.0)
         if p[P_S_BINS] > 0.0 and (en & EN_LEVEL) != 0:  # a counter's value has no time of day
-            ls = season_step(se, s, x, float(ts_ns[k]), floor[s], learn, p)
+            if ts_ns[k] != last_ts:  # a frame's samples mostly share a timestamp: one bin index per change
+                last_ts = ts_ns[k]
+                h = math.floor(last_ts / p[P_S_BIN_NS]) % nb
+            ls = season_step(se, s, x, float(ts_ns[k]), h, floor[s], learn, p)
             if ls > lk:
                 lk = ls
                 kd = K_LEVEL
