@@ -56,9 +56,27 @@ class KernelStats:
 STATS = KernelStats()
 
 
+def cpu_fingerprint() -> bytes:
+    """This CPU's model and instruction-set flags: the AOT build targets the host CPU (as JIT does).
+
+    A build copied to, or a VM migrated onto, a CPU with other flags then never loads (it could
+    execute instructions that CPU lacks); JIT runs instead. Read from /proc/cpuinfo, no LLVM needed.
+    """
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        import platform
+
+        return f"{platform.machine()} {platform.processor()}".encode()
+    first = text.split("\n\n", 1)[0]
+    keep = [line for line in first.splitlines() if line.split(":", 1)[0].strip() in ("model name", "flags")]
+    return "\n".join(keep).encode()
+
+
 def source_hash() -> str:
-    """Hash of every kernel source file, numba's and Python's version: an AOT build matches only these."""
+    """Hash of the kernel sources, numba's and Python's versions and the CPU: an AOT build matches only these."""
     h = hashlib.sha256()
+    h.update(cpu_fingerprint())
     for path in sorted(KERNEL_DIR.glob("*.py")):
         h.update(path.name.encode())
         h.update(path.read_bytes())

@@ -6,8 +6,9 @@ Why and how it is used: see ``edge/kernels/_jit.py``. The build runs the edge's 
 (``EdgeAnalytics``: detector stack, alarms, health/RUL) in JIT mode over a few synthetic frames of
 each given edge config's plant, so numba compiles every kernel with exactly the argument types the
 daemon passes; then every compiled signature of every kernel is exported by ``numba.pycc`` into
-``_plantwire_kernels_<source hash>``. The hash covers the kernel sources and numba's and Python's
-versions: edit a kernel and the daemon uses JIT (and says so) until the next build.
+``_plantwire_kernels_<source hash>``, compiled for this machine's CPU. The hash covers the kernel
+sources, numba's and Python's versions and the CPU's model and flags: edit a kernel (or move the
+build to another CPU) and the daemon uses JIT, and says so, until the next build.
 
 Needs a C compiler and Python's headers (Debian: gcc, python3-dev); ~1-2 minutes on two cores.
 """
@@ -140,6 +141,11 @@ def build(out_dir: Path, configs: list[Path]) -> Path:
     name = aot_module_name()
     cc = CC(name)
     cc.verbose = False
+    import llvmlite.binding as llvm
+
+    # The host's CPU, as numba's JIT would use: generic x86-64 code ran the stack ~7 % slower
+    # (49.9 vs 46.8 ns/sample). The source hash includes the CPU, so the build never runs elsewhere.
+    cc.target_cpu = llvm.get_host_cpu_name()
     by_module = {m.__name__.rsplit(".", 1)[-1]: m for m in _kernel_modules()}
     for export, sig in table:
         module, func, _ = export.split("__")
