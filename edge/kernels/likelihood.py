@@ -23,8 +23,8 @@ This is the same post-processor with state in arrays, in a handful of floats per
   ``d = -log10 Q`` and squashed ``d / (d + T)``: ``T`` (``threshold_decades``) scores 0.5, the
   stack's alarm threshold. A short average less than ``Z_CUT`` = 2 long-term standard deviations
   from the mean (Q > 0.023, nothing unusual for a statistic looked at every sample) scores 0 without
-  evaluating ``erfc`` and ``log10``: they were three quarters of the stage's cost (38 -> 15 ns per
-  sample at 15,000 signals), and a score below ~0.3 (T = 4) neither opens nor holds an alarm;
+  evaluating ``erfc`` and ``log10``: they were three quarters of the one-step chain's cost (38 -> 10 ns
+  per sample at 15,000 signals), and a score below ~0.35 (T = 3) neither opens nor holds an alarm;
 - novelty (HTM's NAB detector calls it the spatial anomaly): a value beyond the range the signal has
   ever taken by more than ``novelty_margin`` of that range scores 1 (NaN margin: off);
 - seasonal chain (``season_bins`` > 0): a usual value at an unusual time of day -- a daily swing that
