@@ -87,10 +87,11 @@ class LikelihoodSettings(_Strict):
 
     See ``edge.kernels.likelihood``. Defaults are the values chosen on NAB (``bench/nab_eval.py``: 5-minute
     series, rare anomalies); the stage is off unless ``mode`` says otherwise. Measured on the simulated plant
-    (1 Hz, bench/RESULTS.md) these defaults alarm ~25x more often than the stack alone; a 1 Hz signal is
-    judged every second, so raise ``threshold_decades`` (8 there: 3 false alarms per 1,000 signal-hours)
-    and drop ``novelty_margin`` before enabling it on a plant. Cost: ~12 ns per sample, ~30 with the
-    seasonal chain (``season_bins`` 0 turns it off), at 15,000 signals.
+    (1 Hz, bench/RESULTS.md) these defaults alarm ~25x more often than the stack alone: a 1 Hz signal is
+    judged every second. With ``threshold_decades`` 8 and no novelty it is quiet there (3 false alarms per
+    1,000 signal-hours in ``replace`` mode) but finds only a third of the injected faults, and in ``max``
+    mode adds nothing to the stack -- it is not yet a plant detector. Cost: ~12 ns per sample, ~30 with
+    the seasonal chain (``season_bins`` 0 turns it off), at 15,000 signals.
     """
 
     mode: LikelihoodMode = LikelihoodMode.OFF
