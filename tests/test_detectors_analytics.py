@@ -141,3 +141,24 @@ def test_periodic_checkpoint_and_bad_health_config(tmp_path: Path, model_path: P
         EdgeAnalytics.from_table(table, _settings(model_path, machines=["hall.fan01"]))
     rel = EdgeAnalytics.from_table(table, _settings(Path(model_path.name)), base_dir=model_path.parent)
     assert rel.tick(0.0) is not None
+
+
+def test_likelihood_stage_starting_cold_is_a_cold_reason(tmp_path: Path):
+    """Retuning the likelihood stage's season restores the rest warm and says the stage starts cold."""
+    table = _table()
+    n = len(table)
+
+    def settings(bins: int) -> AnalyticsSettings:
+        return AnalyticsSettings.model_validate({"likelihood": {"mode": "max", "season_bins": bins}})
+
+    a = EdgeAnalytics.from_table(table, settings(24), state_dir=tmp_path)
+    rng = np.random.default_rng(0)
+    for t in range(50):
+        a.process(np.full(n, t * 10**9, np.int64), np.arange(n, dtype=np.uint32), rng.normal(size=n),
+                  np.zeros(n, np.uint8))
+    a.close()
+    same = EdgeAnalytics.from_table(table, settings(24), state_dir=tmp_path)
+    assert same.cold_reasons == []
+    other = EdgeAnalytics.from_table(table, settings(48), state_dir=tmp_path)
+    assert any(r.startswith("likelihood stage starts cold") for r in other.cold_reasons), other.cold_reasons
+    assert not any(r.startswith("detectors start cold") for r in other.cold_reasons)

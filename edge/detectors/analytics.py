@@ -178,6 +178,10 @@ class EdgeAnalytics:
             self.stack.restore(self.state_dir / DETECTORS_FILE)
         except CheckpointError as exc:
             self.cold_reasons.append(f"detectors start cold: {exc}")
+        else:
+            if self.stack.likelihood_cold and self.settings.likelihood.mode != "off":
+                self.cold_reasons.append("likelihood stage starts cold: the checkpoint has no state for its settings "
+                                         "(the other detectors resume warm)")
         if self._health is not None:
             h = self._health
             try:
