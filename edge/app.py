@@ -85,7 +85,8 @@ class EdgeGateway:
         self.events_bytes = 0
         self.events_messages = 0
         self._anomaly_threshold = cfg.analytics.signal_alarm.on_threshold
-        self.anomalies = 0
+        self.anomalies = 0  # samples of settled signals scoring at or above the alarm threshold
+        self.anomalies_settling = 0  # the same for signals before analytics.alarm_settle: they open no alarm
         self.events_opened = 0
         self.events_dropped = 0
         self.kernel_s = 0.0
@@ -149,7 +150,11 @@ class EdgeGateway:
         frame = self.buffer.drain()
         t0 = time.perf_counter()
         result = self.analytics.process(frame.ts_ns, frame.signal, frame.value, frame.quality)
-        self.anomalies += int(np.count_nonzero(result.score >= self._anomaly_threshold))
+        hot = int(np.count_nonzero(result.score >= self._anomaly_threshold))
+        settled = result.alarm_score if result.alarm_score is not None else result.score
+        settled_hot = hot if settled is result.score else int(np.count_nonzero(settled >= self._anomaly_threshold))
+        self.anomalies += settled_hot
+        self.anomalies_settling += hot - settled_hot
         if result.events.shape[0]:
             self._publish_events(result.events)
         self.events_dropped += result.events_dropped
@@ -280,7 +285,11 @@ class EdgeGateway:
         m.gauge("samples_unacked", "Samples published but not yet acknowledged").set(ps.samples_unacked)
         m.counter("batches_published_total", "Telemetry batches published").set(float(self.seq))
         m.counter("bytes_published_total", "Payload bytes published").set(ps.bytes_published)
-        m.counter("anomalies_total", "Samples scoring at or above the alarm threshold").set(self.anomalies)
+        m.counter("anomalies_total", "Samples of settled signals scoring at or above the alarm threshold").set(
+            self.anomalies)
+        m.counter("anomalies_settling_total",
+                  "Samples scoring at or above the alarm threshold on signals still settling (analytics.alarm_settle; "
+                  "they open no alarm)").set(self.anomalies_settling)
         m.counter("alarms_opened_total", "Alarm events opened (after hysteresis and debounce)").set(self.events_opened)
         m.counter("events_dropped_total", "Alarm events beyond analytics.max_events per frame").set(
             self.events_dropped
@@ -341,6 +350,7 @@ class EdgeGateway:
             "samples_acked": ps.samples_acked,
             "bytes_published": ps.bytes_published,
             "anomalies": self.anomalies,
+            "anomalies_settling": self.anomalies_settling,
             "alarms_opened": self.events_opened,
             "telemetry_bytes": self.telemetry_bytes,
             "events_bytes": self.events_bytes,

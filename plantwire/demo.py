@@ -25,13 +25,15 @@ def _progress_line(m: dict[str, float], t0: float, last: dict[str, float]) -> st
     acked = m.get("plantwire_edge_samples_acked_total", 0)
     written = m.get("plantwire_ingest_samples_written_total", 0)
     anomalies = m.get("plantwire_edge_anomalies_total", 0)
+    settling = m.get("plantwire_edge_anomalies_settling_total", 0)  # cold start: scores settle, no alarms yet
     lag = m.get("plantwire_ingest_last_write_lag_seconds", float("nan"))
     dt = max(time.monotonic() - last.get("t", t0), 1e-9)
     rate = (read - last.get("read", 0)) / dt
     last.update(t=time.monotonic(), read=read)
     return (
         f"[{time.monotonic() - t0:6.0f} s] read {read:>12,.0f} ({rate:8,.0f}/s)  published {pub:>12,.0f}  "
-        f"acked {acked:>12,.0f}  in InfluxDB {written:>12,.0f}  anomalies {anomalies:>7,.0f}  lag {lag:5.1f} s"
+        f"acked {acked:>12,.0f}  in InfluxDB {written:>12,.0f}  anomalies {anomalies:>7,.0f} "
+        f"(settling {settling:,.0f})  lag {lag:5.1f} s"
     )
 
 

@@ -155,3 +155,24 @@ def test_alarms_wait_until_a_signal_has_settled_but_scores_do_not():
         opened_at += [i for e in r.events if e["phase"] == Phase.OPEN and int(e["entity"]) == 3]
     assert early_scores[0] >= settings.signal_alarm.on_threshold, "the early spike must still be scored"
     assert 40 not in opened_at and 100 in opened_at
+
+
+def test_alarm_score_holds_signals_that_are_still_settling_at_zero():
+    """Scores start after warm-up, alarms after alarm_settle: alarm_score is what may open one."""
+    s = AnalyticsSettings(warmup=30, alarm_settle=100)
+    stack = DetectorStack(2, np.full(2, -1), s)
+    rng = np.random.default_rng(3)
+    sig = np.arange(2, dtype=np.uint32)
+    q = np.zeros(2, dtype=np.uint8)
+    for f in range(140):
+        v = rng.normal(size=2)
+        if f in (60, 130):
+            v[0] = 50.0  # a spike before and after signal 0 has settled
+        r = stack.process(sig, v, q, np.full(2, f * 10**9, dtype=np.int64))
+        assert r.alarm_score is not None
+        if f == 60:
+            assert r.score[0] > 0.5 and r.alarm_score[0] == 0.0  # hot, but still settling
+        if f == 130:
+            assert r.score[0] > 0.5 and r.alarm_score[0] == r.score[0]
+        if f >= 100:
+            np.testing.assert_array_equal(r.alarm_score, r.score)

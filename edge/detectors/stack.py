@@ -63,6 +63,7 @@ class StackResult:
     machine_ts_ns: int  # timestamp the ticks are stamped with (latest in the frame)
     events: np.ndarray  # EVENT_DTYPE, signal events then machine events
     events_dropped: int  # events beyond settings.max_events in this frame
+    alarm_score: np.ndarray | None = None  # ``score`` with signals still settling (``alarm_settle``) at 0
 
 
 def resolution_of(table: SignalTable) -> np.ndarray:
@@ -227,7 +228,7 @@ class DetectorStack:
                 events = np.concatenate([events, self._events.take(min(n_m_ev, cap), Scope.MACHINE)])
         dropped = max(n_sig_ev - cap, 0) + max(n_m_ev - cap, 0)
         return StackResult(score, kind, self._tick_m[:n_ticks], self._tick_s[:n_ticks], self._tick_t[:n_ticks],
-                           tick_ts, events, dropped)
+                           tick_ts, events, dropped, alarm_score)
 
     # -- checkpoints -------------------------------------------------------------------------
 
