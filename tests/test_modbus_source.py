@@ -19,8 +19,9 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from edge.config import ModbusSettings
-from edge.sources.modbus import BreakerPolicy, BreakerState, CircuitBreaker, ModbusSource, next_tick_ns
+from edge.sources.modbus import BreakerPolicy, BreakerState, CircuitBreaker, ModbusSource
 from edge.sources.modbus_codec import encode_registers
+from edge.sources.schedule import next_tick_ns
 from edge.sources.stats import SourceStats
 from plantwire.plant import (
     BYTE_ORDER_ORDER,

@@ -61,9 +61,10 @@ from plantwire.plant import Device, Quality, SignalTable, Table
 
 from .modbus_codec import Codec
 from .modbus_plan import Block, ReadPlan, plan_device
+from .schedule import next_tick_ns
 from .stats import SourceStats
 
-__all__ = ["BreakerPolicy", "BreakerState", "CircuitBreaker", "ModbusSource", "Sink", "next_tick_ns"]
+__all__ = ["BreakerPolicy", "BreakerState", "CircuitBreaker", "ModbusSource", "Sink"]
 
 log = logging.getLogger(__name__)
 
@@ -468,9 +469,3 @@ class ModbusSource:
         elif not up and self._link_logged is True:
             self._link_logged = False
             log.log(logging.DEBUG if quiet else logging.WARNING, "%s: connection lost", self._name)
-
-
-def next_tick_ns(now_ns: int, period_ms: int) -> int:
-    """The first wall-clock tick strictly after ``now_ns`` for a period (the schedule every source shares)."""
-    period = period_ms * 1_000_000
-    return (now_ns // period + 1) * period

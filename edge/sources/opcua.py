@@ -70,6 +70,7 @@ from .opcua_decode import Decoded, decode_datavalues, finish
 from .opcua_fastpath import ColumnsNotification, install
 from .opcua_fastpath import read as fast_read
 from .opcua_security import SecurityConfigError, apply_security, read_credentials
+from .schedule import next_tick_ns
 from .stats import SourceStats
 
 __all__ = ["BACKFILL_QUALITY", "Backoff", "OpcuaSource", "ResolvedGroup", "Sink", "resolve_groups"]
@@ -198,12 +199,6 @@ class _Sub:
     restart: bool = False  # set by a Bad StatusChangeNotification
     has_data: bool = False  # a DataChangeNotification arrived (initial values are in)
     accepted: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint32))
-
-
-def next_tick_ns(now_ns: int, period_ms: int) -> int:
-    """The first wall-clock tick strictly after ``now_ns`` (the schedule every polling source shares)."""
-    period = period_ms * 1_000_000
-    return (now_ns // period + 1) * period
 
 
 # --------------------------------------------------------------------------------------------
