@@ -282,6 +282,40 @@ def test_dead_slaves_do_not_delay_the_others() -> None:
     run(main())
 
 
+def test_stop_is_not_lost_when_a_poll_swallows_the_cancellation() -> None:
+    """A client library that eats CancelledError (or turns it into TimeoutError) must not hang the stop."""
+    swallow = True
+
+    async def main() -> None:
+        table = make_table([(free_port(), 1, "ABCD")])
+        async with servers(table):
+            source = ModbusSource(table.devices[0], table, fast_settings(period_ms=50), Collector(), SourceStats())
+
+            async def swallowing_poll(tick_ns: int) -> None:
+                try:
+                    await asyncio.sleep(5.0)
+                except asyncio.CancelledError:
+                    if not swallow:
+                        raise
+
+            source._poll = swallowing_poll  # type: ignore[method-assign]
+            task = asyncio.create_task(source.run())
+            await asyncio.sleep(0.2)
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=2.0)
+            try:
+                assert task in done and task.cancelled()  # stopped within one poll
+            finally:
+                nonlocal_stop(task)
+
+    def nonlocal_stop(task: asyncio.Task[None]) -> None:
+        nonlocal swallow
+        swallow = False  # let a failing run end instead of hanging the suite
+        task.cancel()
+
+    run(main())
+
+
 def test_wall_clock_alignment() -> None:
     period_ms = 50
 

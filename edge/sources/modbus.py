@@ -61,7 +61,7 @@ from plantwire.plant import Device, Quality, SignalTable, Table
 
 from .modbus_codec import Codec
 from .modbus_plan import Block, ReadPlan, plan_device
-from .schedule import next_tick_ns
+from .schedule import next_tick_ns, raise_if_cancelled
 from .stats import SourceStats
 
 __all__ = ["BreakerPolicy", "BreakerState", "CircuitBreaker", "ModbusSource", "Sink"]
@@ -271,6 +271,7 @@ class ModbusSource:
                 except Exception:
                     self.stats.errors += 1
                     log.exception("%s: poll failed unexpectedly; continuing", self._name)
+                raise_if_cancelled()  # a stop that a client library swallowed still stops the loop
                 self.stats.last_poll_duration_s = time.perf_counter() - started
                 next_tick = tick + period
                 now = time.time_ns()

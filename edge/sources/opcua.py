@@ -70,7 +70,7 @@ from .opcua_decode import Decoded, decode_datavalues, finish
 from .opcua_fastpath import ColumnsNotification, install
 from .opcua_fastpath import read as fast_read
 from .opcua_security import SecurityConfigError, apply_security, read_credentials
-from .schedule import next_tick_ns
+from .schedule import next_tick_ns, raise_if_cancelled
 from .stats import SourceStats
 
 __all__ = ["BACKFILL_QUALITY", "Backoff", "OpcuaSource", "ResolvedGroup", "Sink", "resolve_groups"]
@@ -278,6 +278,7 @@ class OpcuaSource:
                     self._log_failure(exc)
                 finally:
                     await self._teardown()
+                raise_if_cancelled()  # a stop that a client library swallowed still stops the loop
                 await asyncio.sleep(self._backoff.next_delay_s())
         finally:
             self.stats.connected = False
@@ -561,6 +562,7 @@ class OpcuaSource:
                 await asyncio.wait_for(lost.wait(), timeout=period_s)
             except TimeoutError:
                 pass
+            raise_if_cancelled()  # Python 3.11's wait_for can swallow a cancel that lands as it times out
             if lost.is_set():
                 raise _SessionLost("connection lost")
             now = time.monotonic()
@@ -613,6 +615,7 @@ class OpcuaSource:
             self.stats.last_poll_ns = tick
             await asyncio.gather(*(self._read_chunk(client, rows, params, tick, in_flight)
                                    for rows, params in chunks))
+            raise_if_cancelled()
             self.stats.last_poll_duration_s = time.perf_counter() - started
             next_tick = tick + period_ns
             now = time.time_ns()
