@@ -408,7 +408,21 @@ def expand(plant: PlantConfig) -> SignalTable:
 def relocate_ports(plant: PlantConfig, block_of: Callable[[int], int]) -> PlantConfig:
     """A copy of ``plant`` whose device groups listen on ports chosen by ``block_of(count)``.
 
-    Tests and the demo use it to run a plant on free loopback ports; port_step becomes 1.
+    Tests and the demo use it to run a plant on free loopback ports; port_step becomes 1. Nothing is
+    bound between two ``block_of`` calls, so two groups could be handed overlapping blocks (a Modbus
+    slave then takes an OPC-UA server's port and the simulator fails to start): a block that overlaps
+    an earlier group's is asked for again.
     """
-    groups = [g.model_copy(update={"port": block_of(g.count), "port_step": 1}) for g in plant.devices]
+    used: set[int] = set()
+    groups = []
+    for g in plant.devices:
+        for _ in range(1000):
+            port = block_of(g.count)
+            block = set(range(port, port + g.count))
+            if not block & used:
+                break
+        else:
+            raise RuntimeError(f"relocate_ports: no port block for {g.name!r} apart from the other groups'")
+        used |= block
+        groups.append(g.model_copy(update={"port": port, "port_step": 1}))
     return plant.model_copy(update={"devices": groups})

@@ -11,7 +11,7 @@ import pytest
 from plantwire.check import check_file
 from plantwire.cli import main as cli_main
 from plantwire.configfile import ConfigError, load_plant
-from plantwire.plant import Protocol, expand
+from plantwire.plant import Protocol, expand, relocate_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = sorted((Path(__file__).parent / "testcases" / "config").iterdir())
@@ -99,3 +99,14 @@ def test_vendor_csv_register_map_expands_like_yaml_signals() -> None:
     assert t.address[hours] - t.address[p] == 9 and t.kinds[hours] == "counter"
     assert TABLE_ORDER[t.table[row["comp1.running"]]] is Table.COIL
     assert t.address[row["comp1.oil_level"]] - t.address[p] == 20  # YAML signals follow the CSV's
+
+
+def test_relocated_port_blocks_never_overlap():
+    """Free-port blocks are picked without binding: an overlapping pick is asked for again (a CI flake)."""
+    plant = load_plant(ROOT / "configs" / "dev" / "plant.yaml")
+    picks = iter([30000, 30001, 30000, 30002, 30100])  # the 2nd and 3rd picks overlap the 1st block
+    moved = relocate_ports(plant, lambda count: next(picks))
+    blocks = [set(range(g.port, g.port + g.count)) for g in moved.devices]
+    assert [g.port for g in moved.devices] == [30000, 30002, 30100]
+    assert all(not (a & b) for i, a in enumerate(blocks) for b in blocks[i + 1:])
+    assert {g.port_step for g in moved.devices} == {1}
