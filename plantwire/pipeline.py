@@ -121,7 +121,8 @@ class Pipeline:
     def _write_configs(self) -> tuple[Path, Path, Path]:
         cfg_dir = self.state_dir / "config"
         cfg_dir.mkdir(parents=True, exist_ok=True)
-        plant = relocate_ports(load_plant(self.config_dir / "plant.yaml"), free_port_block)
+        plant = relocate_ports(load_plant(self.config_dir / "plant.yaml"), free_port_block,
+                               avoid=(self.edge_metrics_port, self.ingest_metrics_port))
         plant_path = cfg_dir / "plant.yaml"
         plant_path.write_text(yaml.safe_dump(plant.model_dump(mode="json"), sort_keys=False))
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -405,15 +405,15 @@ def expand(plant: PlantConfig) -> SignalTable:
 
 
 
-def relocate_ports(plant: PlantConfig, block_of: Callable[[int], int]) -> PlantConfig:
+def relocate_ports(plant: PlantConfig, block_of: Callable[[int], int], avoid: Iterable[int] = ()) -> PlantConfig:
     """A copy of ``plant`` whose device groups listen on ports chosen by ``block_of(count)``.
 
     Tests and the demo use it to run a plant on free loopback ports; port_step becomes 1. Nothing is
     bound between two ``block_of`` calls, so two groups could be handed overlapping blocks (a Modbus
     slave then takes an OPC-UA server's port and the simulator fails to start): a block that overlaps
-    an earlier group's is asked for again.
+    an earlier group's, or a port in ``avoid`` (picked elsewhere, not bound yet), is asked for again.
     """
-    used: set[int] = set()
+    used: set[int] = set(avoid)
     groups = []
     for g in plant.devices:
         for _ in range(1000):

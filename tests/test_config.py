@@ -110,3 +110,6 @@ def test_relocated_port_blocks_never_overlap():
     assert [g.port for g in moved.devices] == [30000, 30002, 30100]
     assert all(not (a & b) for i, a in enumerate(blocks) for b in blocks[i + 1:])
     assert {g.port_step for g in moved.devices} == {1}
+    picks = iter([30000, 30002, 30004, 30100])
+    moved = relocate_ports(plant, lambda count: next(picks), avoid=[30003])  # a metrics port picked earlier
+    assert [g.port for g in moved.devices] == [30000, 30004, 30100]
