@@ -151,7 +151,7 @@ class EdgeGateway:
         t0 = time.perf_counter()
         result = self.analytics.process(frame.ts_ns, frame.signal, frame.value, frame.quality)
         hot = int(np.count_nonzero(result.score >= self._anomaly_threshold))
-        settled = result.alarm_score if result.alarm_score is not None else result.score
+        settled = result.alarm_score
         settled_hot = hot if settled is result.score else int(np.count_nonzero(settled >= self._anomaly_threshold))
         self.anomalies += settled_hot
         self.anomalies_settling += hot - settled_hot

@@ -63,7 +63,7 @@ class StackResult:
     machine_ts_ns: int  # timestamp the ticks are stamped with (latest in the frame)
     events: np.ndarray  # EVENT_DTYPE, signal events then machine events
     events_dropped: int  # events beyond settings.max_events in this frame
-    alarm_score: np.ndarray | None = None  # ``score`` with signals still settling (``alarm_settle``) at 0
+    alarm_score: np.ndarray  # ``score`` with signals still settling (``alarm_settle``) at 0; ``score`` itself if none
 
 
 def resolution_of(table: SignalTable) -> np.ndarray:

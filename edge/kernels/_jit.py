@@ -3,7 +3,7 @@
 Why: JIT on the edge box costs memory, not speed. ``import numba`` maps LLVM (~40 MB resident) and
 loading the cached kernels adds ~80 MB more (LLVM's code pages, the typing machinery, MCJIT's copies
 of every module): ~145 MB of a 215 MB edge daemon, for code that never changes while it runs. The
-same kernels compiled once by ``python -m edge.kernels.aot`` (numba's ``pycc``, a C extension that
+same kernels compiled once by ``plantwire kernels`` (numba's ``pycc``, a C extension that
 does not import numba) run in a ~70 MB daemon.
 
 Mode, read once from ``PLANTWIRE_KERNELS`` before the first kernel module is imported:
@@ -90,8 +90,9 @@ def source_hash() -> str:
     return h.hexdigest()[:16]
 
 
-def aot_module_name(digest: str | None = None) -> str:
-    return f"_plantwire_kernels_{digest or source_hash()}"
+def aot_module_name() -> str:
+    """The AOT module built from these sources on this CPU."""
+    return f"_plantwire_kernels_{source_hash()}"
 
 
 def aot_dir() -> Path:
@@ -110,7 +111,7 @@ def _load_aot() -> ModuleType | None:
     suffixes = importlib.machinery.EXTENSION_SUFFIXES
     path = next((folder / f"{name}{s}" for s in suffixes if (folder / f"{name}{s}").exists()), None)
     if path is None:
-        STATS.reason = f"no AOT kernels for these sources in {folder} (build: python -m edge.kernels.aot)"
+        STATS.reason = f"no AOT kernels for these sources in {folder} (build: plantwire kernels)"
         return None
     try:
         spec = importlib.util.spec_from_file_location(name, path)
@@ -185,10 +186,6 @@ class _AotKernel:
         why = f"{where} has no AOT export for ({types})" if self.variants else f"{where} has no AOT export"
         switch_to_jit(why)
         return getattr(sys.modules[self.module_name], self.func_name)(*args)
-
-    @property
-    def py_func(self) -> Callable[..., Any]:
-        return self.__wrapped__
 
 
 def njit(**kwargs: Any) -> Callable[[Callable[..., Any]], Any]:

@@ -105,14 +105,14 @@ def run_workload(configs: list[Path], frames: int = 6) -> None:
                 analytics.close()
 
 
-def exports() -> list[tuple[str, Any]]:
-    """(export name, signature) for every compiled signature of every kernel in edge/kernels."""
+def exports() -> list[tuple[str, Any, Any]]:
+    """(export name, signature, dispatcher) for every compiled signature of every kernel in edge/kernels."""
     from numba import types
     from numba.core.dispatcher import Dispatcher
 
     from edge.kernels._jit import export_name
 
-    out: list[tuple[str, Any]] = []
+    out: list[tuple[str, Any, Any]] = []
     for module in _kernel_modules():
         for attr, obj in sorted(vars(module).items()):
             if not isinstance(obj, Dispatcher) or obj.py_func.__module__ != module.__name__:
@@ -122,7 +122,7 @@ def exports() -> list[tuple[str, Any]]:
                 if any(isinstance(a, types.Omitted) for a in sig.args):
                     continue  # a defaulted argument left out: pycc exports positional signatures only
                 args = tuple(types.unliteral(a) for a in sig.args)
-                out.append((export_name(module.__name__, attr, variant), sig.return_type(*args)))
+                out.append((export_name(module.__name__, attr, variant), sig.return_type(*args), obj))
                 variant += 1
     return out
 
@@ -146,10 +146,8 @@ def build(out_dir: Path, configs: list[Path]) -> Path:
     # The host's CPU, as numba's JIT would use: generic x86-64 code ran the stack ~7 % slower
     # (49.9 vs 46.8 ns/sample). The source hash includes the CPU, so the build never runs elsewhere.
     cc.target_cpu = llvm.get_host_cpu_name()
-    by_module = {m.__name__.rsplit(".", 1)[-1]: m for m in _kernel_modules()}
-    for export, sig in table:
-        module, func, _ = export.split("__")
-        cc.export(export, sig)(getattr(by_module[module], func))
+    for export, sig, dispatcher in table:
+        cc.export(export, sig)(dispatcher)
     with tempfile.TemporaryDirectory(prefix="plantwire-aot-") as tmp:
         cc.output_dir = tmp
         cc.compile()
