@@ -194,6 +194,15 @@ class EdgeGateway:
         self.duplicates += dup
         return Frame(frame.ts_ns[keep], frame.signal[keep], frame.value[keep], frame.quality[keep])
 
+    def _retry_side_work(self) -> None:
+        """One-shot side work that failed on a full disk is retried every status interval."""
+        if self.mark.try_persist():
+            self.read_count = self.mark.read_per_signal
+        if "metrics port file" in self.sidework.failing() and self.metrics_server is not None:
+            port_file = self.cfg.state_dir / "metrics.port"
+            port = self.metrics_server.port
+            self.sidework.run("metrics port file", lambda: port_file.write_text(str(port)))
+
     def _update_mark(self) -> None:
         h = self.mark.head
         fc = self.forwarder.counters
@@ -336,6 +345,7 @@ class EdgeGateway:
             self._flush()
             if time.monotonic() >= self._next_status:
                 self._next_status = time.monotonic() + HEALTH_STATUS_INTERVAL_S
+                self._retry_side_work()
                 self._publish_status()
             # Also saves checkpoints when due: a failed save (full disk) is counted and retried, never fatal.
             health = self.sidework.run("checkpoint", lambda: self.analytics.tick(time.monotonic()))

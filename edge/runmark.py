@@ -20,7 +20,8 @@ What it holds, and who reads it:
 - whether the run stopped cleanly.
 
 If the file cannot be created (state disk full on the first start) the mark lives in anonymous memory:
-the daemon runs, says so once, and a crash then cannot be reconciled (``persistent`` is False).
+the daemon runs, says so once, and a crash then cannot be reconciled (``persistent`` is False) until
+``try_persist()`` (called every few seconds by the app) finds space and moves the mark to its file.
 """
 
 from __future__ import annotations
@@ -122,18 +123,44 @@ class RunMark:
         self.previous = prev
         size = 8 * (_HEADER + 2 * n_signals)
         self.persistent = True
+        self._n = n_signals
         self._mm = self._map(size)
-        arr = np.frombuffer(self._mm, dtype=np.int64)
-        arr[:] = 0
-        self.head = arr[:_HEADER]
-        self.last_ts_ns = arr[_HEADER : _HEADER + n_signals]
-        self.read_per_signal = arr[_HEADER + n_signals : _HEADER + 2 * n_signals]
+        self._bind(self._mm)
+        self.head[:] = 0
+        self.last_ts_ns[:] = 0
+        self.read_per_signal[:] = 0
         self.head[N_SIGNALS] = n_signals
         self.head[TABLE_HASH] = hash_i
         self.head[BOOT_EPOCH] = boot_epoch_ns
         self.head[MAGIC] = _MAGIC  # last: a half-initialised mark is not read as one
 
-    def _map(self, size: int) -> mmap.mmap:
+    def _bind(self, mm: mmap.mmap) -> None:
+        n = self._n
+        arr = np.frombuffer(mm, dtype=np.int64)
+        self.head = arr[:_HEADER]
+        self.last_ts_ns = arr[_HEADER : _HEADER + n]
+        self.read_per_signal = arr[_HEADER + n : _HEADER + 2 * n]
+
+    def try_persist(self) -> bool:
+        """Move an in-memory mark to its file once the disk has room; True if it moved now.
+
+        The arrays are new objects afterwards: owners re-read ``read_per_signal`` and friends.
+        """
+        if self.persistent:
+            return False
+        size = len(self._mm)
+        content = bytes(self._mm)
+        self.persistent = True
+        mm = self._map(size, quiet=True)
+        if not self.persistent:
+            return False
+        mm[:] = content
+        self._mm = mm
+        self._bind(mm)
+        log.warning("run mark %s is on disk again", self.path)
+        return True
+
+    def _map(self, size: int, *, quiet: bool = False) -> mmap.mmap:
         """Map the file, reusing its blocks (it exists after the first run, so a full disk is no obstacle)."""
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
@@ -148,6 +175,10 @@ class RunMark:
                 os.close(fd)
         except OSError as exc:
             self.persistent = False
+            if quiet:
+                with contextlib.suppress(OSError):
+                    self.path.unlink(missing_ok=True)
+                return mmap.mmap(-1, size)
             log.error(
                 "run mark %s cannot be written (%s): running without it; a crash of this run cannot be "
                 "reconciled (its unsent tail and buffered samples are then lost uncounted)", self.path, exc,

@@ -225,6 +225,10 @@ class SpoolStats:
     torn_bytes: int = 0
     dropped_disk_full_records: int = 0
     dropped_disk_full_samples: int = 0
+    # Of the dropped: records published at least once before the drop (a broker that comes back may still
+    # deliver them from the MQTT client's in-flight queue, so "dropped" is then an upper bound by these).
+    dropped_sent_records: int = 0
+    dropped_sent_samples: int = 0
     reserve_bytes: int = 0  # gauge: preallocated space held back for the next segment on a full disk
     reserve_releases: int = 0  # times the reserve was given up to create a segment on a full disk
     no_segment: int = 0  # gauge: 1 while the log has no segment to append to (full disk; appends fail)
@@ -711,6 +715,9 @@ class Spool:
             if rec is not None and rec.segment == seg.id:
                 recs += 1
                 samples += rec.n
+                if rec.sends:
+                    self.stats.dropped_sent_records += 1
+                    self.stats.dropped_sent_samples += rec.n
                 self._unindex(rec)  # deletes the segment with its last live record
         if seg.id in self._segments:
             self._delete_segment(seg)
@@ -728,6 +735,9 @@ class Spool:
                 while (rec := chain.first()) is not None and rec.wall_ns < cutoff:
                     recs += 1
                     samples += rec.n
+                    if rec.sends:
+                        self.stats.dropped_sent_records += 1
+                        self.stats.dropped_sent_samples += rec.n
                     self._unindex(rec)
                     freed.append(rec)
             self._tombstone(freed)

@@ -94,3 +94,20 @@ def test_mark_arrays_are_views_of_the_file(tmp_path: Path) -> None:
     assert prev is not None and prev.read_per_signal.tolist() == [1, 2, 3] and prev.buffer_samples == 9
     assert os.path.getsize(tmp_path / "run.mark") == 8 * (16 + 6)
     m.close(stopped=False)
+
+
+def test_an_in_memory_mark_moves_to_its_file_when_space_returns(tmp_path: Path) -> None:
+    from diskfull import fill, small_disk
+
+    with small_disk(tmp_path / "disk", 256 * 1024) as disk:
+        filler = fill(disk)
+        m = RunMark(disk, 1000, b"h", EPOCH)
+        assert not m.persistent and not m.try_persist()
+        m.read_per_signal[7] = 5
+        m.head[NEXT_SEQ] = 3
+        filler.unlink()
+        assert m.try_persist() and m.persistent
+        m.read_per_signal[8] = 1
+        prev = read_previous(disk)
+        assert prev is not None and prev.next_seq == 3 and prev.read_per_signal[7:9].tolist() == [5, 1]
+        m.close(stopped=True)
