@@ -254,6 +254,7 @@ class Ingestor:
                     "boot_epoch_ns": g.boot_epoch_ns,
                     "lo": g.lo,
                     "hi": g.hi,
+                    "reason": g.reason,
                     "age_s": round(now_s - g.since, 1),
                 }
                 for g in sorted(self.ledger.gaps(), key=lambda g: g.since)[:_HEALTH_GAPS]
@@ -625,11 +626,41 @@ class Ingestor:
             self._dropped_seen[key] = max(seen, total)
             w.dropped.append((gateway, boot, total, site))
             self.m_edge_dropped.set(total, gateway=gateway)
+        prev = doc.get("previous_run")
+        if isinstance(prev, dict):
+            self._previous_run(prev, site, gateway, w, fields)
         ts = doc.get("ts_ns")
         ts_ns = ts if isinstance(ts, int) and not isinstance(ts, bool) and ts > 0 else m.received_ns
         tags = {schema.TAG_SITE: site, schema.TAG_GATEWAY: gateway, schema.TAG_INGESTOR: self.ing.instance}
         w.add_text([schema.format_point(schema.M_PIPELINE, tags, fields, ts_ns)])
         w.msgs.append(m)
+
+    def _previous_run(self, prev: dict[str, Any], site: str, gateway: str, w: _Write, fields: dict[str, object]
+                      ) -> None:
+        """Reconcile the run before this one (edge/runmark.py): a crashed run's numbered tail becomes a gap
+        with reason "edge crash" in the ledger, and what it lost joins its epoch's dropped total. Idempotent:
+        the edge repeats this in every retained status of its run."""
+
+        def num(key: str) -> int | None:
+            v = prev.get(key)
+            return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
+
+        boot, next_seq, total = num("boot_epoch_ns"), num("next_seq"), num("dropped_samples")
+        if boot is None or next_seq is None or prev.get("crashed") is not True:
+            return
+        if next_seq > 0 and self.ledger.close_epoch(gateway, boot, next_seq - 1, "edge crash", site=site):
+            log.warning("edge %s: run %d ended in a crash after batch seq %d; missing numbers are gaps "
+                        "(reason: edge crash)", gateway, boot, next_seq - 1)
+        if total is None:
+            return
+        key = (gateway, boot)
+        seen = self._dropped_seen.get(key)
+        if seen is None:
+            seen = self.ledger.dropped_reported(gateway, boot)
+        if total > seen:
+            fields[schema.F_DROPPED] = int(fields.get(schema.F_DROPPED, 0)) + total - seen  # type: ignore[call-overload]
+            self._dropped_seen[key] = total
+        w.dropped.append((gateway, boot, total, site))  # saves the ledger (and the closed epoch) with the write
 
     # -- held batches -------------------------------------------------------------------------------
     def _bound_held(self, w: _Write) -> None:

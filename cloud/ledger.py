@@ -11,6 +11,13 @@ it, which is what a dashboard's "missing for 5 min" means. Persisted atomically 
 rename) to ``state_dir/ledger.json`` after every durable write, *before* the MQTT
 acknowledgements, so a restart neither forgets data it acknowledged nor invents gaps.
 
+A run's end: the ledger sees only numbers that arrived, so the tail of a run that crashed (batches
+numbered but never sent) is invisible to it. The next edge run reports how far the crashed epoch had
+numbered (``close_epoch``, from the ``previous_run`` of its health status); numbers up to there that
+never arrive are a gap with the reason given ("edge crash"). Numbers the edge's log still replays fill
+their part of it as usual. Every gap carries a reason: ``missing`` (below the highest number seen:
+lost or still on its way) or the reason its epoch was closed with.
+
 Bounds (a daemon runs for months): at most ``max_epochs_per_gateway`` boot epochs per gateway
 (the oldest forgotten first, counted in ``forgotten_epochs``) and ``max_ranges`` ranges per epoch
 (beyond it the range just above the watermark's is forgotten, counted in ``forgotten_ranges``: a
@@ -42,6 +49,7 @@ class Gap:
     lo: int
     hi: int
     since: float  # wall-clock seconds when the gap was first seen
+    reason: str = "missing"  # or the reason the epoch was closed with ("edge crash") for its tail
 
     @property
     def batches(self) -> int:
@@ -56,6 +64,8 @@ class _Epoch:
     site: str = ""
     updated: float = 0.0
     dropped: int = 0  # the edge's cumulative dropped-sample count last written to InfluxDB (for deltas)
+    end: int = -1  # the last number the edge assigned in this epoch, once a later run reported it
+    end_reason: str = ""
 
 
 class GapLedger:
@@ -115,6 +125,30 @@ class GapLedger:
                 self._insert_span(ep, lo, hi, now)
             self._prune_marks(ep)
 
+    def close_epoch(
+        self, gateway: str, boot_epoch_ns: int, last_seq: int, reason: str, *, site: str = "", now: float | None = None
+    ) -> bool:
+        """Record that the edge numbered this epoch up to ``last_seq`` (idempotent); True if it was news.
+
+        Numbers up to ``last_seq`` that are not durable become (or stay) gaps; the tail above the
+        highest number seen carries ``reason``.
+        """
+        now = time.time() if now is None else now
+        with self._lock:
+            ep = self._epochs.get((gateway, boot_epoch_ns))
+            if ep is None:
+                ep = self._epochs[(gateway, boot_epoch_ns)] = _Epoch(site=site, updated=now)
+                self._bound_epochs(gateway)
+            if last_seq <= ep.end:
+                return False
+            top = ep.his[-1] if ep.his else -1
+            if last_seq > top:
+                ep.marks.append((max(top, ep.end) + 1, last_seq, now))
+            ep.end = last_seq
+            ep.end_reason = reason
+            self._prune_marks(ep)
+            return True
+
     @staticmethod
     def _insert_span(ep: _Epoch, lo: int, hi: int, now: float) -> None:
         los, his = ep.los, ep.his
@@ -149,6 +183,8 @@ class GapLedger:
             if lo > prev_hi + 1:
                 out.append((prev_hi + 1, lo - 1))
             prev_hi = hi
+        if ep.end > prev_hi:  # the tail of a closed epoch that never arrived
+            out.append((prev_hi + 1, ep.end))
         return out
 
     @staticmethod
@@ -198,9 +234,11 @@ class GapLedger:
         out: list[Gap] = []
         with self._lock:
             for (gw, boot), ep in self._epochs.items():
+                top = ep.his[-1] if ep.his else -1
                 for lo, hi in self._holes(ep):
                     since = min((m[2] for m in ep.marks if m[0] <= hi and lo <= m[1]), default=ep.updated)
-                    out.append(Gap(gw, boot, lo, hi, since))
+                    reason = (ep.end_reason or "missing") if lo > top else "missing"
+                    out.append(Gap(gw, boot, lo, hi, since, reason))
         return out
 
     def epochs(self) -> list[tuple[str, int, str]]:
@@ -242,6 +280,8 @@ class GapLedger:
                         "ranges": [[lo, hi] for lo, hi in zip(ep.los, ep.his, strict=True)],
                         "marks": [list(m) for m in ep.marks],
                         "dropped": ep.dropped,
+                        "end": ep.end,
+                        "end_reason": ep.end_reason,
                     }
                     for (gw, boot), ep in self._epochs.items()
                 ],
@@ -264,7 +304,8 @@ class GapLedger:
             epochs: dict[tuple[str, int], _Epoch] = {}
             for e in doc["epochs"]:
                 ep = _Epoch(
-                    site=str(e.get("site", "")), updated=float(e.get("updated", 0.0)), dropped=int(e.get("dropped", 0))
+                    site=str(e.get("site", "")), updated=float(e.get("updated", 0.0)), dropped=int(e.get("dropped", 0)),
+                    end=int(e.get("end", -1)), end_reason=str(e.get("end_reason", "")),
                 )
                 for lo, hi in e["ranges"]:
                     ep.los.append(int(lo))

@@ -5,6 +5,13 @@ systemd restarts, instead of a silently dead loop). Once per ``batch_interval_ms
 loop drains the frame buffer, scores every sample with the detector kernel, encodes batches of
 at most ``max_batch_samples`` and hands them to the publisher.
 
+Side work (checkpoints, the metrics port file, stats.json) goes through :class:`edge.sidework.SideWork`:
+a full disk makes it fail counted and logged once a minute, never stops acquisition. The run mark
+(:mod:`edge.runmark`) survives a kill -9: the next run reports the crashed run's tail to the cloud
+(``previous_run`` on the health topic), back-fills OPC-UA history from each signal's last sample, and
+drops re-read samples at or before the previous run's newest source timestamp (counted in
+``duplicate_samples_total``, not as read), so per-signal counts are exact across restarts.
+
 On SIGTERM/SIGINT the sources stop first, the buffer is flushed, the daemon waits (bounded) for
 the broker to acknowledge everything, and writes ``stats.json`` to the state directory: samples
 read per signal and the publish/ack totals, which is how tests and the demo account for every
@@ -31,9 +38,11 @@ from edge.config import EdgeConfig, load_edge
 from edge.detectors.analytics import EdgeAnalytics, HealthResult
 from edge.detectors.events import Phase, Scope
 from edge.forwarder import Forwarder
-from edge.frames import FrameBuffer
+from edge.frames import Frame, FrameBuffer
 from edge.kernels._jit import STATS as KERNELS
 from edge.kernels.kinds import Kind
+from edge.runmark import DROPPED, LAST_FLUSH, NEXT_SEQ, PENDING, READ, UNSENT, RunMark
+from edge.sidework import SideWork
 from edge.sinks.mqtt import MqttPublisher, tls_context
 from edge.sources.stats import SourceStats
 from edge.spool import Spool
@@ -115,6 +124,26 @@ class EdgeGateway:
         self.forwarder = Forwarder(
             cfg.spool, self.publisher, self.spool, self.site, cfg.gateway_id, max_inflight=cfg.mqtt.max_inflight
         )
+        self.sidework = SideWork()
+        self.mark = RunMark(cfg.state_dir, n, self.table_hash, self.boot_epoch_ns)
+        self.read_count = self.mark.read_per_signal  # in the mapped mark: a kill -9 leaves it behind
+        self.previous_run = self.mark.previous
+        self.duplicates = 0  # samples re-read at or before the previous run's newest timestamp (dropped)
+        self._prev_last_ts: np.ndarray | None = None
+        self._prev_max_ts = 0
+        prev = self.previous_run
+        if prev is not None and prev.last_ts_ns is not None and prev.last_ts_ns.size:
+            self._prev_last_ts = prev.last_ts_ns
+            self._prev_max_ts = int(prev.last_ts_ns.max())
+        if prev is not None and prev.crashed:
+            log.warning(
+                "previous run (boot epoch %d) ended in a crash after batch seq %d: %d samples in its frame buffer and "
+                "%d in unsent batches held in memory were lost (%s); data read after %s may be missing: OPC-UA "
+                "sources back-fill it from history where the server keeps it, the cloud's gap ledger shows the rest",
+                prev.boot_epoch_ns, prev.next_seq - 1, prev.buffer_samples, prev.unlogged_samples,
+                "reported to the cloud as dropped", time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                   time.gmtime(prev.last_flush_ns / 1e9)),
+            )
         self.metrics_server: MetricsServer | None = None
 
     # -- wiring ---------------------------------------------------------------------------
@@ -136,18 +165,58 @@ class EdgeGateway:
             stats = SourceStats()
             self.source_stats[dev.name] = stats
             if dev.protocol is Protocol.MODBUS:
-                src: Any = ModbusSource(dev, self.table, self.cfg.modbus, self.buffer.append, stats)
+                src: Any = ModbusSource(dev, self.table, self.cfg.modbus, self._on_samples, stats)
             else:
-                src = OpcuaSource(dev, self.table, self.cfg.opcua, self.buffer.append, stats)
+                src = OpcuaSource(dev, self.table, self.cfg.opcua, self._on_samples, stats)
+                prev = self.previous_run
+                if prev is not None and prev.crashed and prev.last_ts_ns is not None:
+                    src.resume_after(prev.last_ts_ns)  # back-fill what the crash may have lost
             self.sources[dev.name] = src
             out.append((f"source:{dev.name}", src.run()))
         return out
+
+    def _on_samples(
+        self, ts_ns: np.ndarray | int, signal: np.ndarray, value: np.ndarray, quality: np.ndarray | int
+    ) -> None:
+        """Sources' sink: into the frame buffer, and its fill level into the run mark (a crash loses it)."""
+        self.buffer.append(ts_ns, signal, value, quality)
+        self.mark.head[PENDING] = len(self.buffer)
+
+    def _drop_rereads(self, frame: Frame) -> Frame:
+        """Drop samples at or before the previous run's newest source timestamp of their signal (counted)."""
+        prev = self._prev_last_ts
+        if prev is None or len(frame) == 0 or int(frame.ts_ns.min()) > self._prev_max_ts:
+            return frame
+        keep = frame.ts_ns > prev[frame.signal]
+        dup = len(frame) - int(np.count_nonzero(keep))
+        if dup == 0:
+            return frame
+        self.duplicates += dup
+        return Frame(frame.ts_ns[keep], frame.signal[keep], frame.value[keep], frame.quality[keep])
+
+    def _retry_side_work(self) -> None:
+        """One-shot side work that failed on a full disk is retried every status interval."""
+        if self.mark.try_persist():
+            self.read_count = self.mark.read_per_signal
+        if "metrics port file" in self.sidework.failing() and self.metrics_server is not None:
+            port_file = self.cfg.state_dir / "metrics.port"
+            port = self.metrics_server.port
+            self.sidework.run("metrics port file", lambda: port_file.write_text(str(port)))
+
+    def _update_mark(self) -> None:
+        h = self.mark.head
+        fc = self.forwarder.counters
+        h[UNSENT] = fc.unlogged_unsent_samples
+        h[DROPPED] = self.spool.stats.dropped_samples + fc.unlogged_dropped_samples
 
     def _flush(self) -> None:
         """Drain the frame buffer: score, count, encode and publish in batches."""
         if len(self.buffer) == 0:
             return
-        frame = self.buffer.drain()
+        frame = self._drop_rereads(self.buffer.drain())
+        if len(frame) == 0:
+            self.mark.head[PENDING] = 0
+            return
         t0 = time.perf_counter()
         result = self.analytics.process(frame.ts_ns, frame.signal, frame.value, frame.quality)
         hot = int(np.count_nonzero(result.score >= self._anomaly_threshold))
@@ -179,6 +248,13 @@ class EdgeGateway:
             self.forwarder.submit(payload, self.seq, self.boot_epoch_ns, b - a)
             self.telemetry_bytes += len(payload)
             self.seq += 1
+        h = self.mark.head
+        np.maximum.at(self.mark.last_ts_ns, frame.signal, frame.ts_ns)
+        h[NEXT_SEQ] = self.seq
+        h[READ] += len(frame)
+        h[LAST_FLUSH] = time.time_ns()
+        h[PENDING] = len(self.buffer)
+        self._update_mark()
         self.kernel_s += t1 - t0
         self.encode_s += time.perf_counter() - t1
 
@@ -269,11 +345,14 @@ class EdgeGateway:
             self._flush()
             if time.monotonic() >= self._next_status:
                 self._next_status = time.monotonic() + HEALTH_STATUS_INTERVAL_S
+                self._retry_side_work()
                 self._publish_status()
-            health = self.analytics.tick(time.monotonic())  # also saves checkpoints when due
+            # Also saves checkpoints when due: a failed save (full disk) is counted and retried, never fatal.
+            health = self.sidework.run("checkpoint", lambda: self.analytics.tick(time.monotonic()))
             if health is not None:
                 self._publish_health(health)
             self.forwarder.tick()
+            self._update_mark()
             self._update_metrics()
 
     def _update_metrics(self) -> None:
@@ -301,6 +380,17 @@ class EdgeGateway:
         m.counter("kernels_jit_fallbacks_total", "Switches from AOT to JIT kernels (a call no export covered)").set(
             KERNELS.jit_fallbacks)
         m.counter("encode_seconds_total", "Time spent encoding and publishing batches").set(self.encode_s)
+        m.counter("duplicate_samples_total",
+                  "Samples re-read after a restart at or before the previous run's newest timestamp (not counted "
+                  "as read)").set(self.duplicates)
+        side = m.counter("side_errors_total", "Failed side work (checkpoint, stats, port file), retried")
+        for work, n_err in self.sidework.errors().items():
+            side.set(n_err, work=work)
+        m.gauge("run_mark_persistent", "1 while the run mark is on disk (a crash can then be reconciled)").set(
+            1.0 if self.mark.persistent else 0.0)
+        prev = self.previous_run
+        m.gauge("previous_run_lost_samples", "Samples the previous run lost in a crash (frame buffer, unsent "
+                "held batches)").set(prev.lost_samples if prev is not None else 0)
         m.gauge("mqtt_connected", "1 while connected to the broker").set(1.0 if ps.connected else 0.0)
         good = m.counter("source_samples_good_total", "Good samples per source")
         bad = m.counter("source_samples_bad_total", "Bad or missing samples per source")
@@ -329,8 +419,17 @@ class EdgeGateway:
     def health(self) -> dict[str, Any]:
         connected = sum(1 for s in self.source_stats.values() if s.connected)
         ok = self.publisher.stats.connected and connected == len(self.source_stats)
+        reasons = [f"{w} failing" for w in self.sidework.failing()]
+        if self.spool.stats.no_segment:
+            reasons.append("write-ahead log has no disk space")
+        if self.forwarder.counters.unlogged_records:
+            reasons.append(f"{self.forwarder.counters.unlogged_samples} samples held unlogged in memory")
+        if not self.mark.persistent:
+            reasons.append("run mark not on disk")
         return {
-            "status": "ok" if ok else "degraded",
+            "status": "ok" if ok and not reasons else "degraded",
+            "degraded": reasons,
+            "previous_run": self.previous_run.summary() if self.previous_run is not None else None,
             "gateway": self.cfg.gateway_id,
             "mqtt_connected": self.publisher.stats.connected,
             "sources_connected": connected,
@@ -351,6 +450,9 @@ class EdgeGateway:
             "bytes_published": ps.bytes_published,
             "anomalies": self.anomalies,
             "anomalies_settling": self.anomalies_settling,
+            "duplicates": self.duplicates,
+            "side_errors": self.sidework.errors(),
+            "previous_run": self.previous_run.summary() if self.previous_run is not None else None,
             "alarms_opened": self.events_opened,
             "telemetry_bytes": self.telemetry_bytes,
             "events_bytes": self.events_bytes,
@@ -383,7 +485,8 @@ class EdgeGateway:
         if self.cfg.metrics.port >= 0:
             self.metrics_server = MetricsServer(self.metrics, self.cfg.metrics.host, self.cfg.metrics.port, self.health)
             self.metrics_server.start()
-            (self.cfg.state_dir / "metrics.port").write_text(str(self.metrics_server.port))
+            port_file = self.cfg.state_dir / "metrics.port"
+            self.sidework.run("metrics port file", lambda: port_file.write_text(str(self.metrics_server.port)))
         self.publisher.start()
         log.info("edge %s: %d signals on %d devices", self.cfg.gateway_id, len(self.table), len(self.table.devices))
         if KERNELS.mode == "aot":
@@ -415,13 +518,25 @@ class EdgeGateway:
             self.publisher.stop()
             self.forwarder.close()
             self.spool.close()
-            self.analytics.close()  # detector and health checkpoints: the next start resumes warm
-            stats_path = self.cfg.state_dir / "stats.json"
-            tmp = stats_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.stats_doc()))
-            tmp.replace(stats_path)
+            # Detector and health checkpoints: the next start resumes warm (a full disk: it starts cold).
+            self.sidework.run("checkpoint", self.analytics.close)
+            self.sidework.run("stats.json", self._write_stats)
+            self._update_mark()
+            self.mark.head[PENDING] = len(self.buffer)
+            self.mark.close(stopped=True)
             if self.metrics_server is not None:
                 self.metrics_server.stop()
+
+
+    def _write_stats(self) -> None:
+        stats_path = self.cfg.state_dir / "stats.json"
+        tmp = stats_path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps(self.stats_doc()))
+            tmp.replace(stats_path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 async def serve(config_path: Path, cfg: EdgeConfig, plant: PlantConfig, notifier: Notifier) -> None:

@@ -3,10 +3,15 @@
 ``Forwarder`` is what edge/app.py calls instead of publishing directly. Its rules, and why:
 
 - **Log first.** ``submit`` appends the encoded batch to the :class:`~edge.spool.Spool` and only then
-  publishes it (live, at once, while connected). A failed append (disk full, I/O error) is counted in
-  ``wal_errors`` and logged, and the batch is still published: better delivered without a safety net
-  than not at all (paho queues it in memory while disconnected); only a crash before the broker's
-  PUBACK could then lose it, and the count says so.
+  publishes it (live, at once, while connected).
+- **A batch the log cannot take is held, counted as at risk.** The log keeps its own space on a full
+  disk (edge/spool.py), so an append fails only when it owns none at all (started on a full disk) or
+  on an I/O error. Such a batch is counted in ``wal_errors`` and ``held_records``, kept in a memory
+  queue (``unlogged_records``/``unlogged_samples`` gauges: the samples a crash would lose now) and
+  published at once if the broker is connected; every second and before each new batch the queue is
+  offered to the log again, oldest first. It leaves the queue when logged, or when the cloud's ack
+  covers it. Over ``memory_queue_bytes`` the oldest held batches are dropped, counted in
+  ``unlogged_dropped_*`` and in ``dropped_samples``. Errors are logged once a minute, not per batch.
 - **Freed by the cloud's ack, not by PUBACK.** The forwarder subscribes to ``topic(site, gateway,
   "ack")``; each :class:`plantwire.wire.Ack` frees the telemetry records it covers (watermark and
   ranges), whatever boot epoch they belong to. Malformed acks and acks for another gateway are
@@ -35,7 +40,9 @@ import asyncio
 import heapq
 import itertools
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Protocol
@@ -52,8 +59,10 @@ log = logging.getLogger(__name__)
 TICK_S = 0.02
 #: Re-send timeouts double per attempt up to this factor.
 MAX_BACKOFF_FACTOR = 64
-#: How often the age bound is enforced.
+#: How often the age bound is enforced, held batches are offered to the log and the log is maintained.
 AGE_CHECK_S = 1.0
+#: At most one log line per kind of trouble in this interval (a full disk lasts hours).
+LOG_INTERVAL_S = 60.0
 
 
 class Publisher(Protocol):
@@ -93,6 +102,15 @@ class ForwarderStats:
     wal_errors: int = 0  # appends that failed (published without the log) or records unreadable on replay
     events_published: int = 0
     backlog_records: int = 0  # gauge: records waiting for (re)sending
+    held_records: int = 0  # batches the log could not take, held in memory (total)
+    held_samples: int = 0
+    unlogged_records: int = 0  # gauge: held batches not yet logged nor acked (a crash loses them)
+    unlogged_samples: int = 0  # gauge: samples at risk
+    unlogged_unsent_samples: int = 0  # gauge: of those, never published (certainly lost in a crash)
+    unlogged_logged_records: int = 0  # held batches the log took later
+    unlogged_acked_records: int = 0  # held batches the cloud acked before the log took them
+    unlogged_dropped_records: int = 0  # held batches dropped over memory_queue_bytes, oldest first
+    unlogged_dropped_samples: int = 0
     last_ack_age_s: float = -1.0  # gauge: seconds since the last valid ack, -1 before the first
 
 
@@ -141,6 +159,12 @@ class Forwarder:
         self._next_age_check = 0.0
         self._last_ack_s = -1.0
         self._event_seq = 0
+        # Batches the log could not take: (epoch, seq) -> [payload, n, sent]; the loop adds and logs them,
+        # paho's thread removes the ones the cloud acks (under _mem_lock, which is taken before the spool's).
+        self._unlogged: OrderedDict[tuple[int, int], list[object]] = OrderedDict()
+        self._unlogged_bytes = 0
+        self._mem_lock = threading.Lock()
+        self._last_log_s: dict[str, float] = {}
         for rec in spool.live():  # left from an earlier run: replay after the first connect
             self._enqueue(rec)
             if rec.lane == Lane.EVENTS:
@@ -151,17 +175,12 @@ class Forwarder:
     # -- called by the app (event loop) -----------------------------------------------------------
     def submit(self, payload: bytes, seq: int, epoch: int, n: int) -> None:
         """Log one encoded telemetry batch, then publish it live if the broker is reachable."""
+        if self._unlogged:
+            self._log_held()
         try:
-            rec: Record | None = self.spool.append(payload, epoch=epoch, seq=seq, n_samples=n)
+            rec = self.spool.append(payload, epoch=epoch, seq=seq, n_samples=n)
         except SpoolError as exc:
-            self.counters.wal_errors += 1
-            log.error("forwarder: batch seq=%d not in the write-ahead log, publishing without it: %s", seq, exc)
-            rec = None
-        if rec is None:
-            # paho queues it in memory while disconnected: lost only if the process dies before PUBACK
-            self.publisher.publish(self._telemetry_topic, payload, n)
-            self.counters.live_records += 1
-            self.counters.live_samples += n
+            self._hold(payload, seq, epoch, n, exc)
             return
         if self.publisher.connected:
             self._send(rec, payload)
@@ -197,6 +216,9 @@ class Forwarder:
         if now >= self._next_age_check:
             self._next_age_check = now + AGE_CHECK_S
             self.spool.enforce_age()
+            self.spool.maintain()
+            if self._unlogged:
+                self._log_held()
         if self._connects != self._seen_connects:
             self._seen_connects = self._connects
             self._connected_at = now
@@ -270,21 +292,98 @@ class Forwarder:
         """Make everything appended durable (the app closes the spool after the publisher)."""
         self.spool.sync()
 
+    # -- held batches (the log had no space) ------------------------------------------------------
+    def _log_once(self, kind: str, msg: str, *args: object) -> None:
+        now = self._clock()
+        if now - self._last_log_s.get(kind, -1e18) >= LOG_INTERVAL_S:
+            self._last_log_s[kind] = now
+            log.error(msg, *args)
+
+    def _hold(self, payload: bytes, seq: int, epoch: int, n: int, exc: SpoolError) -> None:
+        """Keep a batch the log refused in memory (bounded), publish it if connected, count it at risk."""
+        c = self.counters
+        c.wal_errors += 1
+        c.held_records += 1
+        c.held_samples += n
+        self._log_once(
+            "hold", "forwarder: batch seq=%d not in the write-ahead log (%s); holding it in memory, at risk, "
+            "and retrying (logged once a minute; see spool_unlogged_samples)", seq, exc,
+        )
+        sent = self.publisher.connected
+        with self._mem_lock:
+            self._unlogged[(epoch, seq)] = [payload, n, sent]
+            self._unlogged_bytes += len(payload)
+            dropped_recs = dropped_samples = 0
+            while self._unlogged_bytes > self.settings.memory_queue_bytes and self._unlogged:
+                _, (p_old, n_old, _sent) = self._unlogged.popitem(last=False)
+                self._unlogged_bytes -= len(p_old)  # type: ignore[arg-type]
+                dropped_recs += 1
+                dropped_samples += n_old  # type: ignore[operator]
+            c.unlogged_dropped_records += dropped_recs
+            c.unlogged_dropped_samples += dropped_samples
+            self._count_unlogged()
+        if dropped_recs:
+            self._log_once(
+                "drop", "forwarder: memory queue over memory_queue_bytes=%d: dropped the %d oldest held batches "
+                "(%d samples), counted; logged once a minute", self.settings.memory_queue_bytes, dropped_recs,
+                dropped_samples,
+            )
+        if sent:
+            self.publisher.publish(self._telemetry_topic, payload, n)
+            c.live_records += 1
+            c.live_samples += n
+
+    def _count_unlogged(self) -> None:
+        """Refresh the at-risk gauges (caller holds _mem_lock)."""
+        c = self.counters
+        c.unlogged_records = len(self._unlogged)
+        c.unlogged_samples = sum(int(v[1]) for v in self._unlogged.values())  # type: ignore[call-overload]
+        c.unlogged_unsent_samples = sum(int(v[1]) for v in self._unlogged.values() if not v[2])  # type: ignore[call-overload]
+
+    def _log_held(self) -> None:
+        """Offer held batches to the log, oldest first, until one is refused (event loop)."""
+        now = self._clock()
+        with self._mem_lock:
+            while self._unlogged:
+                (epoch, seq), (payload, n, sent) = next(iter(self._unlogged.items()))
+                try:
+                    rec = self.spool.append(payload, epoch=epoch, seq=seq, n_samples=n)  # type: ignore[arg-type]
+                except SpoolError:
+                    break
+                del self._unlogged[(epoch, seq)]
+                self._unlogged_bytes -= len(payload)  # type: ignore[arg-type]
+                self.counters.unlogged_logged_records += 1
+                if sent:  # published while held: its re-send timer starts now
+                    rec.sent_s = now
+                    rec.sends = 1
+                    due = now + self.settings.resend_timeout_s
+                    heapq.heappush(self._timers, (due, next(self._tiebreak), rec, rec.sends))
+                else:
+                    self._enqueue(rec)
+            self._count_unlogged()
+
     # -- accounting -----------------------------------------------------------------------------
     def stats(self) -> dict[str, float]:
-        """Forwarder counters plus the spool's (wal_* names), ready for metrics and the health topic."""
+        """Forwarder counters plus the spool's (wal_* names), ready for metrics and the health topic.
+
+        ``dropped_samples``/``dropped_records`` are the totals of every drop: the log's bounds and full
+        disk, plus held batches dropped from the memory queue.
+        """
         out: dict[str, float] = {}
         for k, v in self.spool.stats_dict().items():
             out[k if k.startswith(("dropped", "oldest", "acked", "torn")) else f"wal_{k}"] = float(v)
         c = self.counters
         c.last_ack_age_s = -1.0 if self._last_ack_s < 0 else self._clock() - self._last_ack_s
         out.update({k: float(v) for k, v in asdict(c).items()})
+        out["dropped_samples"] += c.unlogged_dropped_samples
+        out["dropped_records"] += c.unlogged_dropped_records
         return out
 
     def export_metrics(self, registry: Registry) -> None:
         """Set ``spool_*`` counters and gauges in a metrics registry from ``stats()``."""
         gauges = {"wal_bytes", "wal_segments", "wal_records", "wal_samples", "oldest_unacked_age_s",
-                  "backlog_records", "last_ack_age_s"}
+                  "backlog_records", "last_ack_age_s", "wal_reserve_bytes", "wal_no_segment",
+                  "wal_prealloc_unsupported", "unlogged_records", "unlogged_samples", "unlogged_unsent_samples"}
         for name, value in self.stats().items():
             if name in gauges:
                 registry.gauge(f"spool_{name}", f"write-ahead log: {name}").set(value)
@@ -330,6 +429,17 @@ class Forwarder:
             self.counters.ack_errors += 1
             log.warning("forwarder: ack on %s names gateway %r, not %r; ignored", topic, ack.gateway, self.gateway)
             return
-        self.spool.ack_covered(ack.boot_epoch_ns, ack.watermark, ack.ranges)
+        with self._mem_lock:
+            self.spool.ack_covered(ack.boot_epoch_ns, ack.watermark, ack.ranges)
+            if self._unlogged:
+                covered = [
+                    k for k in self._unlogged
+                    if k[0] == ack.boot_epoch_ns
+                    and (k[1] <= ack.watermark or any(lo <= k[1] <= hi for lo, hi in ack.ranges))
+                ]
+                for k in covered:
+                    self._unlogged_bytes -= len(self._unlogged.pop(k)[0])  # type: ignore[arg-type]
+                self.counters.unlogged_acked_records += len(covered)
+                self._count_unlogged()
         self.counters.acks_received += 1
         self._last_ack_s = self._clock()

@@ -30,8 +30,20 @@ Behaviour an operator relies on, and why:
   A tombstone lives in a later segment than the records it frees; if that segment is deleted first,
   or the tombstone was lost to a power cut, a restart re-sends those records once, which is harmless
   because the cloud's writes are idempotent (series + timestamp).
-- **Disk full** (ENOSPC before ``max_bytes``): the oldest segment is dropped, counted in
-  ``dropped_disk_full_records`` as well as ``dropped_*``, and the write retried.
+- **Its own space on a shared disk.** Every segment is preallocated to ``segment_bytes`` when it is
+  created (``fallocate`` with KEEP_SIZE: the file's length still says where the records end), so
+  appends into it never meet ENOSPC, whoever else fills the disk. ``wal/RESERVE``, one segment's worth
+  of preallocated space, is kept beside the segments: when a new segment cannot be created because the
+  disk is full, the reserve is released and the segment takes its place (``reserve_releases``); the
+  reserve is re-made by ``maintain()`` once space returns.
+- **Disk full** (no segment can be created even so): the oldest segment is dropped, counted in
+  ``dropped_disk_full_records`` as well as ``dropped_*``, and the creation retried; when only the
+  full active segment is left it is dropped too (newest data wins, as with the bounds). Segments are
+  small (by default ``max_bytes / 16``, at most 16 MiB), so a drop costs a sixteenth of the log, not all
+  of it. Only when the log owns no space at all (started on a full disk) does ``append`` raise
+  SpoolError; the forwarder then holds the batch in memory (counted as at risk) and retries.
+- **Starts on a full disk.** If the first segment cannot be created the Spool opens anyway, with one
+  clear log line, ``stats.no_segment = 1`` and appends failing until ``maintain()`` can create one.
 - **Bounds drop the oldest, counted.** Over ``max_bytes`` the oldest whole segment goes (the active one
   never does); older than ``max_age_s`` a record goes. Every drop adds to ``dropped_records`` and
   ``dropped_samples`` and logs one line per decision, never per record.
@@ -46,6 +58,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import ctypes
 import enum
 import errno
 import fcntl
@@ -77,6 +90,37 @@ _SUFFIX = ".wal"
 #: Lane value of a tombstone record: payload = n x (lane B, epoch q, lo Q, hi Q) ranges of freed records.
 _TOMBSTONE = 0
 _RANGE = struct.Struct("<BqQQ")
+_RESERVE = "RESERVE"
+#: Default segment size: a sixteenth of ``max_bytes`` (so dropping the oldest costs little), at most this.
+MAX_DEFAULT_SEGMENT_BYTES = 16 * 1024**2
+_FALLOC_FL_KEEP_SIZE = 1
+
+
+class _Fallocate:
+    """``fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, n)`` through libc: reserves blocks without changing the
+    file's length, so O_APPEND writes and the recovery scan see only records. Filesystems without it
+    (EOPNOTSUPP) fall back to plain appends (the log then competes for space like any writer)."""
+
+    def __init__(self) -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fn = libc.fallocate
+            fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+            fn.restype = ctypes.c_int
+            self._fn: Callable[..., int] | None = fn
+        except (OSError, AttributeError):
+            self._fn = None
+
+    def __call__(self, fd: int, nbytes: int) -> bool:
+        """True if reserved, False if the filesystem cannot; raises OSError (ENOSPC, ...) otherwise."""
+        if self._fn is None:
+            return False
+        if self._fn(fd, _FALLOC_FL_KEEP_SIZE, 0, nbytes) == 0:
+            return True
+        err = ctypes.get_errno()
+        if err in (errno.EOPNOTSUPP, errno.ENOSYS):
+            return False
+        raise OSError(err, os.strerror(err))
 
 
 class SpoolError(RuntimeError):
@@ -107,13 +151,31 @@ class SpoolSettings(BaseModel):
 
     max_bytes: int = Field(default=4 * 1024**3, ge=64 * 1024, description="disk space the log may use")
     max_age_s: float = Field(default=7 * 86400.0, gt=0, description="records older than this are dropped")
-    segment_bytes: int = Field(default=16 * 1024**2, ge=4096, description="size at which a segment is closed")
+    segment_bytes: int = Field(
+        default=0, ge=0,
+        description="size at which a segment is closed (preallocated); 0: max_bytes / 16, at most 16 MiB",
+    )
     fsync_interval_ms: int = Field(default=200, ge=1, le=60_000, description="group-commit interval")
     resend_timeout_s: float = Field(default=60.0, gt=0, description="re-send if not acked after this")
     replay_rate_samples_per_s: int = Field(default=90_000, ge=1, description="rate cap of the back-log replay")
+    memory_queue_bytes: int = Field(
+        default=64 * 1024**2, ge=0,
+        description="batches that cannot be logged (no disk space at all) wait in memory up to this, then the "
+        "oldest are dropped, counted",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_segment(cls, data: object) -> object:
+        if isinstance(data, dict) and not data.get("segment_bytes"):
+            max_bytes = int(data.get("max_bytes", 4 * 1024**3))
+            data = {**data, "segment_bytes": max(4096, min(MAX_DEFAULT_SEGMENT_BYTES, max_bytes // 16) // 4096 * 4096)}
+        return data
 
     @model_validator(mode="after")
     def _segment_fits(self) -> Self:
+        if self.segment_bytes < 4096:
+            raise ValueError(f"segment_bytes ({self.segment_bytes}) must be at least 4096")
         if self.segment_bytes * 4 > self.max_bytes:
             raise ValueError(
                 f"segment_bytes ({self.segment_bytes}) must be at most a quarter of max_bytes ({self.max_bytes}), "
@@ -162,6 +224,15 @@ class SpoolStats:
     torn_cuts: int = 0  # segments cut at a torn or corrupt record on open
     torn_bytes: int = 0
     dropped_disk_full_records: int = 0
+    dropped_disk_full_samples: int = 0
+    # Of the dropped: records published at least once before the drop (a broker that comes back may still
+    # deliver them from the MQTT client's in-flight queue, so "dropped" is then an upper bound by these).
+    dropped_sent_records: int = 0
+    dropped_sent_samples: int = 0
+    reserve_bytes: int = 0  # gauge: preallocated space held back for the next segment on a full disk
+    reserve_releases: int = 0  # times the reserve was given up to create a segment on a full disk
+    no_segment: int = 0  # gauge: 1 while the log has no segment to append to (full disk; appends fail)
+    prealloc_unsupported: int = 0  # 1 if the filesystem cannot preallocate (the log competes for space)
     tombstone_errors: int = 0
     syncs: int = 0
     sync_s: float = 0.0  # time spent in fsync
@@ -248,6 +319,9 @@ class Spool:
         self._active: _Segment | None = None
         self._dirty = False
         self._closed = False
+        self._fallocate = _Fallocate()
+        self._reserve_path = self.dir / _RESERVE
+        self._last_space_log_s = -1e9
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._lock_fd = os.open(self.dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o640)
@@ -262,7 +336,14 @@ class Spool:
             self._recover()
         except OSError as exc:
             raise SpoolError(f"spool: cannot read the log in {self.dir}: {exc}") from exc
-        self._rotate()
+        if self._reserve_path.exists():
+            self.stats.reserve_bytes = self._reserve_path.stat().st_size
+        try:
+            self._rotate()
+        except SpoolError as exc:
+            self.stats.no_segment = 1
+            log.error("%s; the log starts without space (batches are held in memory and retried)", exc)
+        self._ensure_reserve()
 
     # -- opening ----------------------------------------------------------------------------------
     def _recover(self) -> None:
@@ -385,6 +466,8 @@ class Spool:
         fd = -1
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o640)
+            if not self._fallocate(fd, self.settings.segment_bytes):
+                self.stats.prealloc_unsupported = 1
             if os.write(fd, FILE_HEADER) != len(FILE_HEADER):
                 raise OSError(errno.ENOSPC, "short write of the segment header")
             os.fsync(fd)
@@ -401,6 +484,8 @@ class Spool:
         old = self._active
         if old is not None:
             os.fsync(self._fd)
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, old.size)  # give back the unused preallocated tail
             os.close(self._fd)
             self._fd = -1
             if old.live == 0:
@@ -411,6 +496,87 @@ class Spool:
         self._fd = fd
         self.stats.bytes += seg.size
         self.stats.segments = len(self._segments)
+        self.stats.no_segment = 0
+
+    def _rotate_on_full_disk(self) -> None:
+        """Start a new segment even on a full disk (caller holds the lock); raises SpoolError if nothing helps.
+
+        In order: plain creation; release the reserve and retry; drop the oldest closed segment (counted)
+        and retry, until none is left; finally drop the full active segment itself (counted) so the new
+        one takes its space. Newest data wins over the oldest, as with the bounds.
+        """
+        while True:
+            try:
+                self._rotate()
+                return
+            except SpoolError as exc:
+                cause = exc.__cause__
+                if not isinstance(cause, OSError) or cause.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                if self._release_reserve():
+                    continue
+                victim = next((g for g in self._segments.values() if g is not self._active), self._active)
+                if victim is None:
+                    raise
+                if victim is self._active:
+                    os.close(self._fd)
+                    self._fd = -1
+                    self._active = None
+                    self.stats.no_segment = 1
+                recs, samples = self._drop_segment(victim)
+                self.stats.dropped_disk_full_records += recs
+                self.stats.dropped_disk_full_samples += samples
+                log.error(
+                    "spool: disk full: dropped the oldest segment %s (%d unacked records, %d samples) to make room",
+                    victim.path.name, recs, samples,
+                )
+
+    def _release_reserve(self) -> bool:
+        """Give the reserve's space to the log (caller holds the lock); False if there is none."""
+        if self.stats.reserve_bytes == 0:
+            return False
+        self._reserve_path.unlink(missing_ok=True)
+        self.stats.reserve_bytes = 0
+        self.stats.reserve_releases += 1
+        log.warning("spool: disk full: released the log's reserve (%s) for a new segment", self._reserve_path)
+        return True
+
+    def _ensure_reserve(self) -> None:
+        """Make the reserve if it is missing and the disk has room (a failure is normal on a full disk)."""
+        if self.stats.reserve_bytes or self._closed:
+            return
+        size = self.settings.segment_bytes
+        tmp = self._reserve_path.with_suffix(".tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+            try:
+                os.posix_fallocate(fd, 0, size)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self._reserve_path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            now = time.monotonic()
+            if now - self._last_space_log_s >= 60.0:
+                self._last_space_log_s = now
+                log.warning("spool: cannot make the %d-byte reserve %s yet: %s", size, self._reserve_path, exc)
+            return
+        self.stats.reserve_bytes = size
+
+    def maintain(self) -> None:
+        """Periodic repair (the forwarder calls it every second): a segment to append to if the log had
+        none, and the reserve if it was released. Cheap when both exist."""
+        with self._lock:
+            if self._closed:
+                return
+            if self._active is None:
+                try:
+                    self._rotate()
+                    log.warning("spool: disk space is back: the log has a segment again")
+                except SpoolError:
+                    return
+            self._ensure_reserve()
 
     def append(self, payload: bytes, *, epoch: int, seq: int, n_samples: int, lane: Lane = Lane.TELEMETRY) -> Record:
         """Write one batch to the log (page cache; durable at the next ``sync``) and index it as live.
@@ -426,12 +592,16 @@ class Spool:
         with self._lock:
             if self._closed:
                 raise SpoolError("spool: closed")
+            if self._active is None:
+                self._rotate()  # SpoolError: still no space; the caller holds the batch and retries
             assert self._active is not None
             seg_full = self._active.size + RECORD_HEADER.size + length > self.settings.segment_bytes
             if seg_full and self._active.size > len(FILE_HEADER):
                 try:
-                    self._rotate()
+                    self._rotate_on_full_disk()
                 except SpoolError as exc:
+                    if self._active is None:
+                        raise
                     log.error("%s; appending to the current segment", exc)
             self._enforce_bytes(RECORD_HEADER.size + length)
             wall_ns = self._clock_ns()
@@ -473,6 +643,7 @@ class Spool:
                 raise SpoolError(f"spool: write to {seg.path} failed: {err}") from err
             recs, samples = self._drop_segment(oldest)
             self.stats.dropped_disk_full_records += recs
+            self.stats.dropped_disk_full_samples += samples
             log.error("spool: disk full: dropped the oldest segment, %d unacked records, %d samples", recs, samples)
         offset = seg.size + len(header)
         seg.size += total
@@ -544,6 +715,9 @@ class Spool:
             if rec is not None and rec.segment == seg.id:
                 recs += 1
                 samples += rec.n
+                if rec.sends:
+                    self.stats.dropped_sent_records += 1
+                    self.stats.dropped_sent_samples += rec.n
                 self._unindex(rec)  # deletes the segment with its last live record
         if seg.id in self._segments:
             self._delete_segment(seg)
@@ -561,6 +735,9 @@ class Spool:
                 while (rec := chain.first()) is not None and rec.wall_ns < cutoff:
                     recs += 1
                     samples += rec.n
+                    if rec.sends:
+                        self.stats.dropped_sent_records += 1
+                        self.stats.dropped_sent_samples += rec.n
                     self._unindex(rec)
                     freed.append(rec)
             self._tombstone(freed)

@@ -374,3 +374,64 @@ def test_record_damaged_on_disk_is_dropped_and_counted_on_replay(
         assert spool.stats.dropped_records == 1 and spool.stats.dropped_samples == N
     finally:
         close(fw, pub, spool)
+
+
+# -- the log has no space at all (issue 13) -----------------------------------------------------------------
+
+
+def test_batches_the_log_cannot_take_are_published_held_and_released_by_the_cloud_ack(
+    mosquitto: Mosquitto, cloud: Cloud, tmp_path: Path
+) -> None:
+    from diskfull import fill, small_disk
+
+    with small_disk(tmp_path / "disk", 256 * 1024) as disk:
+        (disk / "wal").mkdir()
+        fill(disk)
+        fw, pub, spool = make(mosquitto, disk, max_bytes=16 * 4096, segment_bytes=4096)
+        try:
+            assert spool.stats.no_segment == 1
+            pump(fw, lambda: pub.connected, what="connect")
+            for seq in range(5):
+                fw.submit(batch(seq), seq, EPOCH, N)
+            assert fw.counters.held_records == 5 and fw.counters.wal_errors == 5
+            pump(fw, lambda: sorted(cloud.telemetry()) == list(range(5)), what="held batches published")
+            pump(fw, lambda: fw.counters.unlogged_records == 0, what="the cloud's ack to release them")
+            st = fw.stats()
+            assert st["unlogged_acked_records"] == 5 and st["unlogged_samples"] == 0 and st["dropped_samples"] == 0
+        finally:
+            close(fw, pub, spool)
+
+
+def test_held_batches_are_bounded_oldest_dropped_counted_and_logged_once_space_returns(
+    mosquitto: Mosquitto, cloud: Cloud, tmp_path: Path
+) -> None:
+    """Broker down and no disk space: batches wait in memory (at risk, unsent), the oldest beyond the
+    bound are dropped and counted; when space returns they go to the log and, with the broker back, to
+    the cloud. Every batch is delivered or counted as dropped."""
+    from diskfull import fill, small_disk
+
+    bound = sum(len(batch(s)) for s in range(4, 10))  # room for the six newest
+    with small_disk(tmp_path / "disk", 256 * 1024) as disk:
+        (disk / "wal").mkdir()
+        filler = fill(disk)
+        fw, pub, spool = make(mosquitto, disk, max_bytes=16 * 4096, segment_bytes=4096,
+                              memory_queue_bytes=bound)
+        try:
+            pump(fw, lambda: pub.connected, what="connect")
+            mosquitto.stop()
+            pump(fw, lambda: not pub.connected, what="disconnect")
+            for seq in range(10):
+                fw.submit(batch(seq), seq, EPOCH, N)
+            st = fw.stats()
+            assert st["unlogged_records"] == 6 and st["unlogged_unsent_samples"] == 6 * N
+            assert st["unlogged_dropped_records"] == 4 and st["dropped_samples"] == 4 * N
+            filler.unlink()
+            pump(fw, lambda: fw.counters.unlogged_records == 0, what="space to log the held batches")
+            assert [r.seq for r in spool.live()] == list(range(4, 10))
+            assert fw.counters.unlogged_logged_records == 6
+            mosquitto.start()
+            pump(fw, lambda: spool.stats.records == 0, timeout_s=40, what="delivery after the outage")
+            assert sorted(set(cloud.telemetry())) == list(range(4, 10))
+            assert fw.stats()["dropped_samples"] == 4 * N
+        finally:
+            close(fw, pub, spool)

@@ -303,3 +303,62 @@ while True:
         assert sp.stats.torn_cuts <= 1
         assert sp.stats.torn_bytes < RECORD_HEADER.size + len(bytes(range(256)) * 40)
         assert all(sp.read(r) == bytes(range(256)) * 40 for r in sp.live())
+
+
+# -- a full disk (issue 13) ------------------------------------------------------------------------------
+
+
+def test_default_segments_are_a_sixteenth_of_the_bound_so_dropping_the_oldest_works_at_small_quotas() -> None:
+    assert SpoolSettings().segment_bytes == 16 * 1024**2
+    assert SpoolSettings(max_bytes=8 * 1024**2).segment_bytes == 512 * 1024
+    assert SpoolSettings(max_bytes=65536).segment_bytes == 4096
+
+
+def test_the_log_keeps_its_space_when_another_writer_fills_the_disk(tmp_path: Path) -> None:
+    """Segments are preallocated and a reserve stands by: with the disk taken by someone else the log
+    goes on appending; when its space is used up the oldest data goes, counted, never the newest."""
+    from diskfull import fill, small_disk
+
+    seg = 64 * 1024
+    with small_disk(tmp_path / "disk", 1024 * 1024) as disk:
+        sp = Spool(settings(max_bytes=16 * seg, segment_bytes=seg), disk)
+        try:
+            assert sp.stats.reserve_bytes == seg
+            fill(disk)
+            appended = 0
+            for s in range(400):  # ~400 x 1.7 kB: several segments' worth, far more than the disk had free
+                p = batch(s, 200)
+                sp.append(p, epoch=EPOCH, seq=s, n_samples=200)  # never raises: the log has its own space
+                appended += 200
+            st = sp.stats
+            assert st.reserve_releases == 1, "the reserve made room for the first new segment"
+            assert st.dropped_disk_full_records > 0, "then the oldest segments went"
+            assert st.samples + st.dropped_samples == appended, "every sample is live or counted as dropped"
+            assert st.dropped_samples == st.dropped_disk_full_samples
+            newest = sp.live(Lane.TELEMETRY)[-1]
+            assert newest.seq == 399 and sp.read(newest) == batch(399, 200)
+        finally:
+            sp.close()
+        # Reopened on the still-full disk: everything live is read back.
+        with Spool(settings(max_bytes=16 * seg, segment_bytes=seg), disk) as again:
+            assert again.stats.recovered_samples == st.samples
+
+
+def test_a_log_opened_on_a_full_disk_runs_without_space_and_recovers_when_space_returns(tmp_path: Path) -> None:
+    from diskfull import fill, small_disk
+
+    seg = 64 * 1024
+    with small_disk(tmp_path / "disk", 512 * 1024) as disk:
+        (disk / "wal").mkdir()
+        filler = fill(disk)
+        with Spool(settings(max_bytes=16 * seg, segment_bytes=seg), disk) as sp:
+            assert sp.stats.no_segment == 1 and sp.stats.reserve_bytes == 0
+            with pytest.raises(SpoolError):
+                sp.append(batch(0), epoch=EPOCH, seq=0, n_samples=100)
+            sp.maintain()
+            assert sp.stats.no_segment == 1, "still no space"
+            filler.unlink()
+            sp.maintain()
+            assert sp.stats.no_segment == 0 and sp.stats.reserve_bytes == seg
+            sp.append(batch(1), epoch=EPOCH, seq=1, n_samples=100)
+            assert [r.seq for r in sp.live()] == [1]

@@ -9,7 +9,8 @@ Thresholds and learning rates are deliberately not in the fingerprint: retuning 
 plant a warm-up.
 
 Writes are atomic: a temporary file in the same folder, fsync, rename, fsync of the folder, so a
-power cut leaves either the old or the new checkpoint, never half of one.
+power cut leaves either the old or the new checkpoint, never half of one. A failed write (a full disk)
+removes its temporary file and raises OSError; the owner counts it and retries later.
 """
 
 from __future__ import annotations
@@ -45,11 +46,17 @@ def save(path: Path, version: int, fp: str, arrays: dict[str, np.ndarray]) -> No
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, __version__=np.int64(version), __fingerprint__=np.str_(fp), **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, __version__=np.int64(version), __fingerprint__=np.str_(fp), **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # A full disk (ENOSPC) leaves a partial temporary file: remove it, so a failed save does not keep
+        # the space a retry or the write-ahead log needs. The previous checkpoint stays as it was.
+        tmp.unlink(missing_ok=True)
+        raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

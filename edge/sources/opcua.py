@@ -265,6 +265,16 @@ class OpcuaSource:
         self._nodeids: dict[int, ua.NodeId] = {}
 
     # ---- public -------------------------------------------------------------------------------
+    def resume_after(self, last_ts_ns: np.ndarray) -> None:
+        """Back-fill from these per-signal source timestamps at the first session, as after a reconnect.
+
+        Called before ``run()`` when the previous edge run crashed (edge/runmark.py): what it had read
+        after its last flush died with it, and the server's history may still have it.
+        """
+        mine = self._mine & (last_ts_ns > 0)
+        self._last_ts[mine] = np.maximum(self._last_ts[mine], last_ts_ns[mine])
+        self._was_streaming = bool(mine.any()) and self.settings.backfill
+
     async def run(self) -> None:
         """Acquire until cancelled; only CancelledError escapes."""
         try:

@@ -1,0 +1,113 @@
+"""The run mark survives kill -9 and tells the next run what the crash took; side work fails counted."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.runmark import NEXT_SEQ, PENDING, UNSENT, RunMark, read_previous
+from edge.sidework import SideWork
+
+EPOCH = 1_700_000_000_000_000_000
+
+
+def test_a_killed_run_leaves_its_mark_for_the_next(tmp_path: Path) -> None:
+    code = textwrap.dedent(f"""
+        import os, signal, numpy as np
+        from edge.runmark import RunMark, NEXT_SEQ, PENDING, UNSENT
+        m = RunMark({str(tmp_path)!r}, 4, b"hash0001", {EPOCH})
+        m.read_per_signal += np.array([3, 0, 5, 1])
+        np.maximum.at(m.last_ts_ns, np.array([0, 2, 2]), np.array([10, 20, 30]))
+        m.head[NEXT_SEQ] = 7
+        m.head[PENDING] = 40
+        m.head[UNSENT] = 200
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    done = subprocess.run([sys.executable, "-c", code], check=False)
+    assert done.returncode == -signal.SIGKILL
+    prev = read_previous(tmp_path)
+    assert prev is not None and prev.crashed and prev.boot_epoch_ns == EPOCH and prev.next_seq == 7
+    assert prev.buffer_samples == 40 and prev.unlogged_samples == 200 and prev.lost_samples == 240
+    assert prev.read_per_signal.tolist() == [3, 0, 5, 1]
+    m = RunMark(tmp_path, 4, b"hash0001", EPOCH + 1)
+    assert m.previous is not None and m.previous.last_ts_ns is not None
+    assert m.previous.last_ts_ns.tolist() == [10, 0, 30, 0]
+    assert m.read_per_signal.tolist() == [0, 0, 0, 0] and int(m.head[NEXT_SEQ]) == 0
+    m.close(stopped=True)
+    again = RunMark(tmp_path, 4, b"hash0002", EPOCH + 2)  # another signal table: timestamps do not apply
+    assert again.previous is not None and not again.previous.crashed and again.previous.lost_samples == 0
+    assert again.previous.last_ts_ns is None
+
+
+def test_the_mark_is_reused_on_a_full_disk_and_in_memory_when_it_cannot_be_made(tmp_path: Path) -> None:
+    from diskfull import fill, small_disk
+
+    with small_disk(tmp_path / "disk", 256 * 1024) as disk:
+        (disk / "a").mkdir()
+        RunMark(disk / "a", 1000, b"h", EPOCH).close(stopped=True)
+        fill(disk)
+        reused = RunMark(disk / "a", 1000, b"h", EPOCH + 1)
+        assert reused.persistent and reused.previous is not None
+        (disk / "b").mkdir()
+        fresh = RunMark(disk / "b", 1000, b"h", EPOCH)
+        assert not fresh.persistent
+        fresh.head[UNSENT] = 1  # still usable
+        reused.close(stopped=True)
+
+
+def test_side_work_failures_are_counted_logged_once_per_interval_and_retried(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    sw = SideWork(log_interval_s=60.0, clock=lambda: now[0])
+    calls = []
+
+    def fails() -> None:
+        calls.append(1)
+        raise OSError(28, "No space left on device")
+
+    with caplog.at_level(logging.ERROR, logger="plantwire.edge"):
+        for _ in range(5):
+            assert sw.run("checkpoint", fails) is None
+            now[0] += 1.0
+        now[0] += 60.0
+        sw.run("checkpoint", fails)
+    assert len(calls) == 6 and sw.errors() == {"checkpoint": 6} and sw.failing() == ["checkpoint"]
+    lines = [r.getMessage() for r in caplog.records if "checkpoint failed" in r.getMessage()]
+    assert len(lines) == 2 and "5 times" in lines[1]
+    assert sw.run("checkpoint", lambda: 42) == 42 and sw.failing() == []
+    with pytest.raises(ZeroDivisionError):  # a bug is not side work failing
+        sw.run("stats", lambda: 1 / 0)
+
+
+def test_mark_arrays_are_views_of_the_file(tmp_path: Path) -> None:
+    m = RunMark(tmp_path, 3, b"x", EPOCH)
+    m.read_per_signal += np.array([1, 2, 3])
+    m.head[PENDING] = 9
+    prev = read_previous(tmp_path)
+    assert prev is not None and prev.read_per_signal.tolist() == [1, 2, 3] and prev.buffer_samples == 9
+    assert os.path.getsize(tmp_path / "run.mark") == 8 * (16 + 6)
+    m.close(stopped=False)
+
+
+def test_an_in_memory_mark_moves_to_its_file_when_space_returns(tmp_path: Path) -> None:
+    from diskfull import fill, small_disk
+
+    with small_disk(tmp_path / "disk", 256 * 1024) as disk:
+        filler = fill(disk)
+        m = RunMark(disk, 1000, b"h", EPOCH)
+        assert not m.persistent and not m.try_persist()
+        m.read_per_signal[7] = 5
+        m.head[NEXT_SEQ] = 3
+        filler.unlink()
+        assert m.try_persist() and m.persistent
+        m.read_per_signal[8] = 1
+        prev = read_previous(disk)
+        assert prev is not None and prev.next_seq == 3 and prev.read_per_signal[7:9].tolist() == [5, 1]
+        m.close(stopped=True)
