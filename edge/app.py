@@ -120,12 +120,15 @@ class EdgeGateway:
             will=(self._health_topic, json.dumps({"status": "offline", "gateway": cfg.gateway_id}).encode()),
             on_connect_messages=self._on_connect_messages,
         )
-        self.spool = Spool(cfg.spool, cfg.state_dir)
+        with contextlib.suppress(OSError):
+            cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        self.mark = RunMark(cfg.state_dir, n, self.table_hash, self.boot_epoch_ns)
+        self.spool = Spool(cfg.spool, cfg.state_dir, on_drop=self._count_dropped)
         self.forwarder = Forwarder(
-            cfg.spool, self.publisher, self.spool, self.site, cfg.gateway_id, max_inflight=cfg.mqtt.max_inflight
+            cfg.spool, self.publisher, self.spool, self.site, cfg.gateway_id, max_inflight=cfg.mqtt.max_inflight,
+            on_drop=self._count_dropped,
         )
         self.sidework = SideWork()
-        self.mark = RunMark(cfg.state_dir, n, self.table_hash, self.boot_epoch_ns)
         self.read_count = self.mark.read_per_signal  # in the mapped mark: a kill -9 leaves it behind
         self.previous_run = self.mark.previous
         self.duplicates = 0  # samples re-read at or before the previous run's newest timestamp (dropped)
@@ -193,6 +196,17 @@ class EdgeGateway:
             return frame
         self.duplicates += dup
         return Frame(frame.ts_ns[keep], frame.signal[keep], frame.value[keep], frame.quality[keep])
+
+    def _count_dropped(self, payload: bytes) -> None:
+        """Per-signal counts of a dropped batch (rare: a bound or a full disk), into the run mark."""
+        try:
+            sig = wire.decode_batch(payload).signal
+        except wire.WireError as exc:
+            log.warning("a dropped batch cannot be decoded for per-signal counts: %s", exc)
+            return
+        dropped = self.mark.dropped_per_signal
+        sig = sig[sig < dropped.shape[0]]
+        dropped += np.bincount(sig, minlength=dropped.shape[0])
 
     def _retry_side_work(self) -> None:
         """One-shot side work that failed on a full disk is retried every status interval."""
@@ -462,6 +476,9 @@ class EdgeGateway:
             "kernel_s": self.kernel_s,
             "encode_s": self.encode_s,
             "read_per_signal": dict(zip(self.table.ids, self.read_count.tolist(), strict=True)),
+            "dropped_per_signal": {
+                sid: n for sid, n in zip(self.table.ids, self.mark.dropped_per_signal.tolist(), strict=True) if n
+            },
         }
 
     async def _supervise(self) -> None:

@@ -305,9 +305,18 @@ class Spool:
     """
 
     def __init__(
-        self, settings: SpoolSettings, state_dir: Path, *, clock_ns: Callable[[], int] = time.time_ns
+        self,
+        settings: SpoolSettings,
+        state_dir: Path,
+        *,
+        clock_ns: Callable[[], int] = time.time_ns,
+        on_drop: Callable[[bytes], None] | None = None,
     ) -> None:
+        """``on_drop`` receives the payload of every telemetry record dropped by a bound or a full disk
+        (read back before its segment goes; called with the lock held, so it must not call the Spool):
+        the app counts the dropped samples per signal from it."""
         self.settings = settings
+        self._on_drop = on_drop
         self.dir = Path(state_dir) / "wal"
         self.stats = SpoolStats()
         self._clock_ns = clock_ns
@@ -707,12 +716,24 @@ class Spool:
             limit, segs, recs, samples,
         )
 
+    def _report_drop(self, rec: Record) -> None:
+        """Hand a dropped telemetry record's payload to ``on_drop`` (caller holds the lock; record still live)."""
+        if self._on_drop is None or rec.lane != Lane.TELEMETRY:
+            return
+        try:
+            payload = self.read(rec)
+        except (SpoolError, OSError) as exc:
+            log.warning("spool: dropped record %s cannot be read back for per-signal counts: %s", rec.key, exc)
+            return
+        self._on_drop(payload)
+
     def _drop_segment(self, seg: _Segment) -> tuple[int, int]:
         recs = samples = 0
         for lane, epoch, seq in seg.keys or ():
             chain = self._chains.get((lane, epoch))
             rec = chain.live.get(seq) if chain is not None else None
             if rec is not None and rec.segment == seg.id:
+                self._report_drop(rec)
                 recs += 1
                 samples += rec.n
                 if rec.sends:
@@ -733,6 +754,7 @@ class Spool:
             freed: list[Record] = []
             for chain in list(self._chains.values()):
                 while (rec := chain.first()) is not None and rec.wall_ns < cutoff:
+                    self._report_drop(rec)
                     recs += 1
                     samples += rec.n
                     if rec.sends:

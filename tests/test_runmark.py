@@ -92,7 +92,7 @@ def test_mark_arrays_are_views_of_the_file(tmp_path: Path) -> None:
     m.head[PENDING] = 9
     prev = read_previous(tmp_path)
     assert prev is not None and prev.read_per_signal.tolist() == [1, 2, 3] and prev.buffer_samples == 9
-    assert os.path.getsize(tmp_path / "run.mark") == 8 * (16 + 6)
+    assert os.path.getsize(tmp_path / "run.mark") == 8 * (16 + 9)
     m.close(stopped=False)
 
 

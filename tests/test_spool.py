@@ -321,7 +321,9 @@ def test_the_log_keeps_its_space_when_another_writer_fills_the_disk(tmp_path: Pa
 
     seg = 64 * 1024
     with small_disk(tmp_path / "disk", 1024 * 1024) as disk:
-        sp = Spool(settings(max_bytes=16 * seg, segment_bytes=seg), disk)
+        dropped: list[int] = []
+        sp = Spool(settings(max_bytes=16 * seg, segment_bytes=seg), disk,
+                   on_drop=lambda p: dropped.append(wire.decode_batch(p).seq))
         try:
             assert sp.stats.reserve_bytes == seg
             fill(disk)
@@ -335,6 +337,7 @@ def test_the_log_keeps_its_space_when_another_writer_fills_the_disk(tmp_path: Pa
             assert st.dropped_disk_full_records > 0, "then the oldest segments went"
             assert st.samples + st.dropped_samples == appended, "every sample is live or counted as dropped"
             assert st.dropped_samples == st.dropped_disk_full_samples
+            assert dropped == list(range(st.dropped_records)), "every dropped batch reported, oldest first"
             newest = sp.live(Lane.TELEMETRY)[-1]
             assert newest.seq == 399 and sp.read(newest) == batch(399, 200)
         finally:

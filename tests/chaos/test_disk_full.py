@@ -87,7 +87,8 @@ def test_state_disk_full_with_broker_down_then_kill_9(tmp_path: Path) -> None:
             wait_cloud_acked_everything(pipe, timeout_s=120.0)
             clean = halt_edge(pipe)
             time.sleep(2.0)
-            stored = sum(pipe.influx_counts(started_ns, clean.ended_ns).values())
+            stored_per_signal = pipe.influx_counts(started_ns, clean.ended_ns)
+            stored = sum(stored_per_signal.values())
             late = pipe.influx_counts(clean.ended_ns, None)
             ingest = health(pipe.ingest_metrics_port)
             ing_metrics = scrape(pipe.ingest_metrics_port)
@@ -104,6 +105,17 @@ def test_state_disk_full_with_broker_down_then_kill_9(tmp_path: Path) -> None:
     assert not late, f"points stamped after the last run: {late}"
     assert killed.dropped_samples > 0, report
     assert read - dropped <= stored <= read - dropped + slack, report
+    assert prev["unlogged_samples"] == 0, "the log kept its own space: no batch was left unlogged"
+    if slack == 0:  # nothing dropped had been sent: exact signal by signal (the mark counts drops per signal)
+        ids = list(clean.read_per_signal)
+        dropped_clean = clean.metrics.get("dropped_per_signal", {})
+        diff = {}
+        for i, sid in enumerate(ids):
+            want = (int(mark.read_per_signal[i]) + clean.read_per_signal[sid]
+                    - int(mark.dropped_per_signal[i]) - dropped_clean.get(sid, 0))
+            if stored_per_signal.get(sid, 0) != want:
+                diff[sid] = (want, stored_per_signal.get(sid, 0))
+        assert not diff, f"{len(diff)} signals differ (read - dropped, stored): {dict(list(diff.items())[:5])}"
     # The ledger names what is missing of the killed epoch: the dropped batches (minus any that arrived).
     gap_batches = sum(g["hi"] - g["lo"] + 1 for g in ingest["gaps"] if g["boot_epoch_ns"] == mark.boot_epoch_ns)
     recs = int(killed.metrics["plantwire_edge_spool_dropped_records_total"])
