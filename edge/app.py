@@ -131,6 +131,7 @@ class EdgeGateway:
         self.sidework = SideWork()
         self.read_count = self.mark.read_per_signal  # in the mapped mark: a kill -9 leaves it behind
         self.previous_run = self.mark.previous
+        self.crash_windows: dict[str, dict[str, Any]] = {}  # per source, after a crash of the previous run
         self.duplicates = 0  # samples re-read at or before the previous run's newest timestamp (dropped)
         self._prev_last_ts: np.ndarray | None = None
         self._prev_max_ts = 0
@@ -174,9 +175,27 @@ class EdgeGateway:
                 prev = self.previous_run
                 if prev is not None and prev.crashed and prev.last_ts_ns is not None:
                     src.resume_after(prev.last_ts_ns)  # back-fill what the crash may have lost
+            self._note_crash_window(dev.name, dev.protocol, self.table.signals_of(dev.index))
             self.sources[dev.name] = src
             out.append((f"source:{dev.name}", src.run()))
         return out
+
+    def _note_crash_window(self, name: str, protocol: Protocol, rows: np.ndarray) -> None:
+        """After a crash: from when this source's data may be missing, and whether it can be recovered."""
+        prev = self.previous_run
+        if prev is None or not prev.crashed:
+            return
+        since = prev.last_flush_ns
+        if prev.last_ts_ns is not None and rows.size:
+            seen = prev.last_ts_ns[rows]
+            seen = seen[seen > 0]
+            if seen.size:
+                since = int(seen.min())
+        recovery = "history back-fill" if protocol is Protocol.OPCUA and self.cfg.opcua.backfill else "none"
+        self.crash_windows[name] = {"from_ns": since, "to_ns": self.boot_epoch_ns, "recovery": recovery}
+        log.warning("crash window of source %s: %s .. %s, recovery: %s", name,
+                    time.strftime("%H:%M:%S", time.gmtime(since / 1e9)),
+                    time.strftime("%H:%M:%S", time.gmtime(self.boot_epoch_ns / 1e9)), recovery)
 
     def _on_samples(
         self, ts_ns: np.ndarray | int, signal: np.ndarray, value: np.ndarray, quality: np.ndarray | int
@@ -443,7 +462,7 @@ class EdgeGateway:
         return {
             "status": "ok" if ok and not reasons else "degraded",
             "degraded": reasons,
-            "previous_run": self.previous_run.summary() if self.previous_run is not None else None,
+            "previous_run": self._previous_run_doc(),
             "gateway": self.cfg.gateway_id,
             "mqtt_connected": self.publisher.stats.connected,
             "sources_connected": connected,
@@ -451,6 +470,11 @@ class EdgeGateway:
             "samples_unacked": self.publisher.stats.samples_unacked,
             "spool": {k: v for k, v in self.forwarder.stats().items() if k.startswith(("wal_", "dropped", "oldest"))},
         }
+
+    def _previous_run_doc(self) -> dict[str, Any] | None:
+        if self.previous_run is None:
+            return None
+        return {**self.previous_run.summary(), "windows": self.crash_windows}
 
     def stats_doc(self) -> dict[str, Any]:
         ps = self.publisher.stats
@@ -466,7 +490,7 @@ class EdgeGateway:
             "anomalies_settling": self.anomalies_settling,
             "duplicates": self.duplicates,
             "side_errors": self.sidework.errors(),
-            "previous_run": self.previous_run.summary() if self.previous_run is not None else None,
+            "previous_run": self._previous_run_doc(),
             "alarms_opened": self.events_opened,
             "telemetry_bytes": self.telemetry_bytes,
             "events_bytes": self.events_bytes,

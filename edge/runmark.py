@@ -15,7 +15,8 @@ What it holds, and who reads it:
   unlogged and unsent in memory: what a crash certainly loses, reported by the next run;
 - samples dropped per signal (log bounds, full disk, memory queue), so read = stored + dropped holds
   signal by signal even for a run that was killed;
-- samples read per signal and the newest source timestamp per signal, updated at every flush. The next
+- samples read per signal and the newest source timestamp per signal (carried over from run to run),
+  updated at every flush. The next
   run drops samples at or before that timestamp as re-reads (OPC-UA re-delivers a slow signal's last
   value with its old source timestamp on subscribing), so "read" counts a sample once across restarts;
   OPC-UA sources back-fill from these timestamps where the server keeps history;
@@ -131,7 +132,9 @@ class RunMark:
         self._mm = self._map(size)
         self._bind(self._mm)
         self.head[:] = 0
-        self.last_ts_ns[:] = 0
+        # Carried forward: a signal this run never reads (a slow one whose re-read was dropped) keeps the
+        # newest timestamp any earlier run read, so the run after this one still recognises the re-read.
+        self.last_ts_ns[:] = prev.last_ts_ns if prev is not None and prev.last_ts_ns is not None else 0
         self.read_per_signal[:] = 0
         self.dropped_per_signal[:] = 0
         self.head[N_SIGNALS] = n_signals

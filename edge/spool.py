@@ -348,7 +348,12 @@ class Spool:
         if self._reserve_path.exists():
             self.stats.reserve_bytes = self._reserve_path.stat().st_size
         try:
-            self._rotate()
+            try:
+                self._rotate()
+            except SpoolError:
+                if not self._release_reserve():  # a full disk at start: the reserve is for this
+                    raise
+                self._rotate()
         except SpoolError as exc:
             self.stats.no_segment = 1
             log.error("%s; the log starts without space (batches are held in memory and retried)", exc)
