@@ -12,13 +12,19 @@ Modes per batch size:
   page-cache    append only (what the event loop pays per batch; durable at the next group commit)
   fsync-each    append + fsync per record (fsync_interval_ms -> 0: the ceiling for no-loss-on-power-cut)
   group-200ms   append as fast as possible while a thread fsyncs every 200 ms (the default)
+  full-disk     (``--full-disk``, needs root) a 64 MiB tmpfs filled by another writer, the log bounded to
+                32 MiB (2 MiB preallocated segments): appends go on in the log's own space, spending its
+                reserve and then dropping its oldest segments; prints the append cost and the drops
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -125,12 +131,47 @@ def run_mode(mode: str, batches: list[bytes], n: int, workdir: Path) -> dict[str
     }
 
 
+def run_full_disk(batches: list[bytes], n: int, workdir: Path, rounds: int) -> dict[str, float]:
+    """Append ``rounds`` x the batches to a log on a small, full tmpfs (nothing acked, as with the broker down)."""
+    d = Path(tempfile.mkdtemp(dir=workdir))
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(d)], check=False).returncode:
+        shutil.rmtree(d)
+        return {"mode": "full-disk", "skipped": 1.0}
+    try:
+        sp = Spool(SpoolSettings(max_bytes=32 * 1024**2, segment_bytes=2 * 1024**2), d)
+        with open(d / "filler", "wb", buffering=0) as f:  # another writer takes every free byte
+            with contextlib.suppress(OSError):
+                while True:
+                    f.write(b"\0" * 65536)
+        free = os.statvfs(d).f_bavail
+        t0 = time.perf_counter()
+        seq = 0
+        for _ in range(rounds):
+            for p in batches:
+                sp.append(p, epoch=1, seq=seq, n_samples=n)
+                seq += 1
+        elapsed = time.perf_counter() - t0
+        st = sp.stats
+        out = {
+            "mode": "full-disk", "batch_samples": n, "records": seq, "free_blocks_at_start": float(free),
+            "us_per_batch": round(elapsed / seq * 1e6, 1), "MB_per_s": round(st.appended_bytes / elapsed / 1e6, 1),
+            "reserve_releases": st.reserve_releases, "dropped_disk_full_records": st.dropped_disk_full_records,
+            "live_records": st.records, "append_errors": 0,
+        }
+        sp.close()
+        return out
+    finally:
+        subprocess.run(["umount", str(d)], check=False)
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--plant", type=Path, default=ROOT / "configs/demo/plant.yaml")
     ap.add_argument("--batch-samples", type=int, nargs="+", default=[1000, 15000, 50000])
     ap.add_argument("--records", type=int, default=200, help="batches per mode and size")
     ap.add_argument("--workdir", type=Path, default=ROOT / "state", help="a folder on the real disk")
+    ap.add_argument("--full-disk", action="store_true", help="only the full-disk mode (root: mounts a tmpfs)")
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     for n in args.batch_samples:
@@ -143,6 +184,10 @@ def main() -> None:
             "log_bytes_per_sample": round(logged / (n * len(batches)), 3),
             "log_bytes_per_batch": round(logged / len(batches)),
         }), flush=True)
+        if args.full_disk:
+            print(json.dumps(run_full_disk(batches, n, args.workdir, rounds=max(1, 200_000_000 // max(payload, 1)))),
+                  flush=True)
+            continue
         for mode in ("page-cache", "fsync-each", "group-200ms"):
             print(json.dumps(run_mode(mode, batches, n, args.workdir)), flush=True)
 

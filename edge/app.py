@@ -120,14 +120,18 @@ class EdgeGateway:
             will=(self._health_topic, json.dumps({"status": "offline", "gateway": cfg.gateway_id}).encode()),
             on_connect_messages=self._on_connect_messages,
         )
-        self.spool = Spool(cfg.spool, cfg.state_dir)
+        with contextlib.suppress(OSError):
+            cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        self.mark = RunMark(cfg.state_dir, n, self.table_hash, self.boot_epoch_ns)
+        self.spool = Spool(cfg.spool, cfg.state_dir, on_drop=self._count_dropped)
         self.forwarder = Forwarder(
-            cfg.spool, self.publisher, self.spool, self.site, cfg.gateway_id, max_inflight=cfg.mqtt.max_inflight
+            cfg.spool, self.publisher, self.spool, self.site, cfg.gateway_id, max_inflight=cfg.mqtt.max_inflight,
+            on_drop=self._count_dropped,
         )
         self.sidework = SideWork()
-        self.mark = RunMark(cfg.state_dir, n, self.table_hash, self.boot_epoch_ns)
         self.read_count = self.mark.read_per_signal  # in the mapped mark: a kill -9 leaves it behind
         self.previous_run = self.mark.previous
+        self.crash_windows: dict[str, dict[str, Any]] = {}  # per source, after a crash of the previous run
         self.duplicates = 0  # samples re-read at or before the previous run's newest timestamp (dropped)
         self._prev_last_ts: np.ndarray | None = None
         self._prev_max_ts = 0
@@ -171,9 +175,27 @@ class EdgeGateway:
                 prev = self.previous_run
                 if prev is not None and prev.crashed and prev.last_ts_ns is not None:
                     src.resume_after(prev.last_ts_ns)  # back-fill what the crash may have lost
+            self._note_crash_window(dev.name, dev.protocol, self.table.signals_of(dev.index))
             self.sources[dev.name] = src
             out.append((f"source:{dev.name}", src.run()))
         return out
+
+    def _note_crash_window(self, name: str, protocol: Protocol, rows: np.ndarray) -> None:
+        """After a crash: from when this source's data may be missing, and whether it can be recovered."""
+        prev = self.previous_run
+        if prev is None or not prev.crashed:
+            return
+        since = prev.last_flush_ns
+        if prev.last_ts_ns is not None and rows.size:
+            seen = prev.last_ts_ns[rows]
+            seen = seen[seen > 0]
+            if seen.size:
+                since = int(seen.min())
+        recovery = "history back-fill" if protocol is Protocol.OPCUA and self.cfg.opcua.backfill else "none"
+        self.crash_windows[name] = {"from_ns": since, "to_ns": self.boot_epoch_ns, "recovery": recovery}
+        log.warning("crash window of source %s: %s .. %s, recovery: %s", name,
+                    time.strftime("%H:%M:%S", time.gmtime(since / 1e9)),
+                    time.strftime("%H:%M:%S", time.gmtime(self.boot_epoch_ns / 1e9)), recovery)
 
     def _on_samples(
         self, ts_ns: np.ndarray | int, signal: np.ndarray, value: np.ndarray, quality: np.ndarray | int
@@ -193,6 +215,17 @@ class EdgeGateway:
             return frame
         self.duplicates += dup
         return Frame(frame.ts_ns[keep], frame.signal[keep], frame.value[keep], frame.quality[keep])
+
+    def _count_dropped(self, payload: bytes) -> None:
+        """Per-signal counts of a dropped batch (rare: a bound or a full disk), into the run mark."""
+        try:
+            sig = wire.decode_batch(payload).signal
+        except wire.WireError as exc:
+            log.warning("a dropped batch cannot be decoded for per-signal counts: %s", exc)
+            return
+        dropped = self.mark.dropped_per_signal
+        sig = sig[sig < dropped.shape[0]]
+        dropped += np.bincount(sig, minlength=dropped.shape[0])
 
     def _retry_side_work(self) -> None:
         """One-shot side work that failed on a full disk is retried every status interval."""
@@ -429,7 +462,7 @@ class EdgeGateway:
         return {
             "status": "ok" if ok and not reasons else "degraded",
             "degraded": reasons,
-            "previous_run": self.previous_run.summary() if self.previous_run is not None else None,
+            "previous_run": self._previous_run_doc(),
             "gateway": self.cfg.gateway_id,
             "mqtt_connected": self.publisher.stats.connected,
             "sources_connected": connected,
@@ -437,6 +470,11 @@ class EdgeGateway:
             "samples_unacked": self.publisher.stats.samples_unacked,
             "spool": {k: v for k, v in self.forwarder.stats().items() if k.startswith(("wal_", "dropped", "oldest"))},
         }
+
+    def _previous_run_doc(self) -> dict[str, Any] | None:
+        if self.previous_run is None:
+            return None
+        return {**self.previous_run.summary(), "windows": self.crash_windows}
 
     def stats_doc(self) -> dict[str, Any]:
         ps = self.publisher.stats
@@ -452,7 +490,7 @@ class EdgeGateway:
             "anomalies_settling": self.anomalies_settling,
             "duplicates": self.duplicates,
             "side_errors": self.sidework.errors(),
-            "previous_run": self.previous_run.summary() if self.previous_run is not None else None,
+            "previous_run": self._previous_run_doc(),
             "alarms_opened": self.events_opened,
             "telemetry_bytes": self.telemetry_bytes,
             "events_bytes": self.events_bytes,
@@ -462,6 +500,9 @@ class EdgeGateway:
             "kernel_s": self.kernel_s,
             "encode_s": self.encode_s,
             "read_per_signal": dict(zip(self.table.ids, self.read_count.tolist(), strict=True)),
+            "dropped_per_signal": {
+                sid: n for sid, n in zip(self.table.ids, self.mark.dropped_per_signal.tolist(), strict=True) if n
+            },
         }
 
     async def _supervise(self) -> None:

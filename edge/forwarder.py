@@ -132,6 +132,7 @@ class Forwarder:
         max_inflight: int = 100,
         replay_grace_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        on_drop: Callable[[bytes], None] | None = None,
     ) -> None:
         self.settings = settings
         self.publisher = publisher
@@ -140,6 +141,7 @@ class Forwarder:
         self.gateway = gateway
         self.counters = ForwarderStats()
         self._clock = clock
+        self._on_drop = on_drop  # payloads of held batches dropped over memory_queue_bytes
         self._max_backlog_inflight = max(1, max_inflight // 2)
         self._replay_grace_s = replay_grace_s
         self._telemetry_topic = wire.topic(site, gateway, "telemetry")
@@ -317,6 +319,8 @@ class Forwarder:
             while self._unlogged_bytes > self.settings.memory_queue_bytes and self._unlogged:
                 _, (p_old, n_old, _sent) = self._unlogged.popitem(last=False)
                 self._unlogged_bytes -= len(p_old)  # type: ignore[arg-type]
+                if self._on_drop is not None:
+                    self._on_drop(p_old)  # type: ignore[arg-type]
                 dropped_recs += 1
                 dropped_samples += n_old  # type: ignore[operator]
             c.unlogged_dropped_records += dropped_recs

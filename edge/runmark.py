@@ -13,7 +13,10 @@ What it holds, and who reads it:
   tail that a ledger cannot otherwise see;
 - samples in the frame buffer (read from a PLC, not yet in a batch) and samples of batches held
   unlogged and unsent in memory: what a crash certainly loses, reported by the next run;
-- samples read per signal and the newest source timestamp per signal, updated at every flush. The next
+- samples dropped per signal (log bounds, full disk, memory queue), so read = stored + dropped holds
+  signal by signal even for a run that was killed;
+- samples read per signal and the newest source timestamp per signal (carried over from run to run),
+  updated at every flush. The next
   run drops samples at or before that timestamp as re-reads (OPC-UA re-delivers a slow signal's last
   value with its old source timestamp on subscribing), so "read" counts a sample once across restarts;
   OPC-UA sources back-fill from these timestamps where the server keeps history;
@@ -60,6 +63,7 @@ class PreviousRun:
     last_flush_ns: int  # wall clock of its last flush: a crash may have lost data read after it
     samples_read: int
     read_per_signal: np.ndarray  # int64 per signal
+    dropped_per_signal: np.ndarray  # int64 per signal
     last_ts_ns: np.ndarray | None  # newest source timestamp per signal; None if the signal table changed
 
     @property
@@ -92,9 +96,9 @@ def read_previous(state_dir: Path) -> PreviousRun | None:
         return None
     h = np.frombuffer(data, dtype=np.int64, count=_HEADER)
     n = int(h[N_SIGNALS])
-    if int(h[MAGIC]) != _MAGIC or n < 0 or len(data) < 8 * (_HEADER + 2 * n):
+    if int(h[MAGIC]) != _MAGIC or n < 0 or len(data) < 8 * (_HEADER + 3 * n):
         return None
-    arr = np.frombuffer(data, dtype=np.int64, count=_HEADER + 2 * n)
+    arr = np.frombuffer(data, dtype=np.int64, count=_HEADER + 3 * n)
     return PreviousRun(
         boot_epoch_ns=int(h[BOOT_EPOCH]),
         next_seq=int(h[NEXT_SEQ]),
@@ -105,6 +109,7 @@ def read_previous(state_dir: Path) -> PreviousRun | None:
         last_flush_ns=int(h[LAST_FLUSH]),
         samples_read=int(h[READ]),
         read_per_signal=arr[_HEADER + n : _HEADER + 2 * n].copy(),
+        dropped_per_signal=arr[_HEADER + 2 * n : _HEADER + 3 * n].copy(),
         last_ts_ns=arr[_HEADER : _HEADER + n].copy(),
     )
 
@@ -121,14 +126,17 @@ class RunMark:
             if old_hash != hash_i or prev.last_ts_ns.shape[0] != n_signals:
                 prev = dataclasses.replace(prev, last_ts_ns=None)
         self.previous = prev
-        size = 8 * (_HEADER + 2 * n_signals)
+        size = 8 * (_HEADER + 3 * n_signals)
         self.persistent = True
         self._n = n_signals
         self._mm = self._map(size)
         self._bind(self._mm)
         self.head[:] = 0
-        self.last_ts_ns[:] = 0
+        # Carried forward: a signal this run never reads (a slow one whose re-read was dropped) keeps the
+        # newest timestamp any earlier run read, so the run after this one still recognises the re-read.
+        self.last_ts_ns[:] = prev.last_ts_ns if prev is not None and prev.last_ts_ns is not None else 0
         self.read_per_signal[:] = 0
+        self.dropped_per_signal[:] = 0
         self.head[N_SIGNALS] = n_signals
         self.head[TABLE_HASH] = hash_i
         self.head[BOOT_EPOCH] = boot_epoch_ns
@@ -140,6 +148,7 @@ class RunMark:
         self.head = arr[:_HEADER]
         self.last_ts_ns = arr[_HEADER : _HEADER + n]
         self.read_per_signal = arr[_HEADER + n : _HEADER + 2 * n]
+        self.dropped_per_signal = arr[_HEADER + 2 * n : _HEADER + 3 * n]
 
     def try_persist(self) -> bool:
         """Move an in-memory mark to its file once the disk has room; True if it moved now.

@@ -32,10 +32,12 @@ Behaviour an operator relies on, and why:
   because the cloud's writes are idempotent (series + timestamp).
 - **Its own space on a shared disk.** Every segment is preallocated to ``segment_bytes`` when it is
   created (``fallocate`` with KEEP_SIZE: the file's length still says where the records end), so
-  appends into it never meet ENOSPC, whoever else fills the disk. ``wal/RESERVE``, one segment's worth
-  of preallocated space, is kept beside the segments: when a new segment cannot be created because the
-  disk is full, the reserve is released and the segment takes its place (``reserve_releases``); the
-  reserve is re-made by ``maintain()`` once space returns.
+  appends into it never meet ENOSPC, whoever else fills the disk. ``wal/RESERVE``, ``reserve_segments``
+  segments' worth of preallocated space, is kept beside the segments: when a new segment cannot be
+  created because the disk is full, the reserve shrinks by one segment and the segment takes its place
+  (``reserve_releases``); ``maintain()`` grows it back once space returns. So however full the disk, the
+  log holds at least ``reserve_segments + 1`` segments of the newest data (default: a quarter of
+  ``max_bytes``).
 - **Disk full** (no segment can be created even so): the oldest segment is dropped, counted in
   ``dropped_disk_full_records`` as well as ``dropped_*``, and the creation retried; when only the
   full active segment is left it is dropped too (newest data wins, as with the bounds). Segments are
@@ -158,6 +160,9 @@ class SpoolSettings(BaseModel):
     fsync_interval_ms: int = Field(default=200, ge=1, le=60_000, description="group-commit interval")
     resend_timeout_s: float = Field(default=60.0, gt=0, description="re-send if not acked after this")
     replay_rate_samples_per_s: int = Field(default=90_000, ge=1, description="rate cap of the back-log replay")
+    reserve_segments: int = Field(
+        default=3, ge=0, description="segments' worth of disk kept preallocated for the log on a full disk",
+    )
     memory_queue_bytes: int = Field(
         default=64 * 1024**2, ge=0,
         description="batches that cannot be logged (no disk space at all) wait in memory up to this, then the "
@@ -305,9 +310,18 @@ class Spool:
     """
 
     def __init__(
-        self, settings: SpoolSettings, state_dir: Path, *, clock_ns: Callable[[], int] = time.time_ns
+        self,
+        settings: SpoolSettings,
+        state_dir: Path,
+        *,
+        clock_ns: Callable[[], int] = time.time_ns,
+        on_drop: Callable[[bytes], None] | None = None,
     ) -> None:
+        """``on_drop`` receives the payload of every telemetry record dropped by a bound or a full disk
+        (read back before its segment goes; called with the lock held, so it must not call the Spool):
+        the app counts the dropped samples per signal from it."""
         self.settings = settings
+        self._on_drop = on_drop
         self.dir = Path(state_dir) / "wal"
         self.stats = SpoolStats()
         self._clock_ns = clock_ns
@@ -339,7 +353,12 @@ class Spool:
         if self._reserve_path.exists():
             self.stats.reserve_bytes = self._reserve_path.stat().st_size
         try:
-            self._rotate()
+            try:
+                self._rotate()
+            except SpoolError:
+                if not self._release_reserve():  # a full disk at start: the reserve is for this
+                    raise
+                self._rotate()
         except SpoolError as exc:
             self.stats.no_segment = 1
             log.error("%s; the log starts without space (batches are held in memory and retried)", exc)
@@ -532,37 +551,50 @@ class Spool:
                 )
 
     def _release_reserve(self) -> bool:
-        """Give the reserve's space to the log (caller holds the lock); False if there is none."""
+        """Give one segment of the reserve to the log (caller holds the lock); False if there is none."""
         if self.stats.reserve_bytes == 0:
             return False
-        self._reserve_path.unlink(missing_ok=True)
-        self.stats.reserve_bytes = 0
+        left = max(0, self.stats.reserve_bytes - self.settings.segment_bytes)
+        try:
+            if left:
+                os.truncate(self._reserve_path, left)
+            else:
+                self._reserve_path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("spool: cannot shrink the reserve %s: %s", self._reserve_path, exc)
+            return False
+        self.stats.reserve_bytes = left
         self.stats.reserve_releases += 1
         log.warning("spool: disk full: released the log's reserve (%s) for a new segment", self._reserve_path)
         return True
 
     def _ensure_reserve(self) -> None:
-        """Make the reserve if it is missing and the disk has room (a failure is normal on a full disk)."""
-        if self.stats.reserve_bytes or self._closed:
+        """Make the reserve whole if the disk has room (a failure is normal on a full disk)."""
+        size = self.settings.segment_bytes * self.settings.reserve_segments
+        if self.stats.reserve_bytes >= size or self._closed:
             return
-        size = self.settings.segment_bytes
-        tmp = self._reserve_path.with_suffix(".tmp")
+        have = self.stats.reserve_bytes
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-            try:
-                os.posix_fallocate(fd, 0, size)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self._reserve_path)
+            fd = os.open(self._reserve_path, os.O_RDWR | os.O_CREAT, 0o640)
+        except OSError as exc:
+            self._log_reserve(size, exc)
+            return
+        try:
+            os.posix_fallocate(fd, 0, size)  # grows in place: only the missing part needs free space
+            have = size
         except OSError as exc:
             with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-            now = time.monotonic()
-            if now - self._last_space_log_s >= 60.0:
-                self._last_space_log_s = now
-                log.warning("spool: cannot make the %d-byte reserve %s yet: %s", size, self._reserve_path, exc)
-            return
-        self.stats.reserve_bytes = size
+                os.ftruncate(fd, have)  # give back a partial allocation
+            self._log_reserve(size, exc)
+        finally:
+            os.close(fd)
+        self.stats.reserve_bytes = have
+
+    def _log_reserve(self, size: int, exc: OSError) -> None:
+        now = time.monotonic()
+        if now - self._last_space_log_s >= 60.0:
+            self._last_space_log_s = now
+            log.warning("spool: cannot make the %d-byte reserve %s whole yet: %s", size, self._reserve_path, exc)
 
     def maintain(self) -> None:
         """Periodic repair (the forwarder calls it every second): a segment to append to if the log had
@@ -707,12 +739,24 @@ class Spool:
             limit, segs, recs, samples,
         )
 
+    def _report_drop(self, rec: Record) -> None:
+        """Hand a dropped telemetry record's payload to ``on_drop`` (caller holds the lock; record still live)."""
+        if self._on_drop is None or rec.lane != Lane.TELEMETRY:
+            return
+        try:
+            payload = self.read(rec)
+        except (SpoolError, OSError) as exc:
+            log.warning("spool: dropped record %s cannot be read back for per-signal counts: %s", rec.key, exc)
+            return
+        self._on_drop(payload)
+
     def _drop_segment(self, seg: _Segment) -> tuple[int, int]:
         recs = samples = 0
         for lane, epoch, seq in seg.keys or ():
             chain = self._chains.get((lane, epoch))
             rec = chain.live.get(seq) if chain is not None else None
             if rec is not None and rec.segment == seg.id:
+                self._report_drop(rec)
                 recs += 1
                 samples += rec.n
                 if rec.sends:
@@ -733,6 +777,7 @@ class Spool:
             freed: list[Record] = []
             for chain in list(self._chains.values()):
                 while (rec := chain.first()) is not None and rec.wall_ns < cutoff:
+                    self._report_drop(rec)
                     recs += 1
                     samples += rec.n
                     if rec.sends:

@@ -41,6 +41,7 @@ def test_a_killed_run_leaves_its_mark_for_the_next(tmp_path: Path) -> None:
     assert m.previous is not None and m.previous.last_ts_ns is not None
     assert m.previous.last_ts_ns.tolist() == [10, 0, 30, 0]
     assert m.read_per_signal.tolist() == [0, 0, 0, 0] and int(m.head[NEXT_SEQ]) == 0
+    assert m.last_ts_ns.tolist() == [10, 0, 30, 0], "carried forward for signals this run may never read"
     m.close(stopped=True)
     again = RunMark(tmp_path, 4, b"hash0002", EPOCH + 2)  # another signal table: timestamps do not apply
     assert again.previous is not None and not again.previous.crashed and again.previous.lost_samples == 0
@@ -92,7 +93,7 @@ def test_mark_arrays_are_views_of_the_file(tmp_path: Path) -> None:
     m.head[PENDING] = 9
     prev = read_previous(tmp_path)
     assert prev is not None and prev.read_per_signal.tolist() == [1, 2, 3] and prev.buffer_samples == 9
-    assert os.path.getsize(tmp_path / "run.mark") == 8 * (16 + 6)
+    assert os.path.getsize(tmp_path / "run.mark") == 8 * (16 + 9)
     m.close(stopped=False)
 
 

@@ -321,7 +321,9 @@ def test_the_log_keeps_its_space_when_another_writer_fills_the_disk(tmp_path: Pa
 
     seg = 64 * 1024
     with small_disk(tmp_path / "disk", 1024 * 1024) as disk:
-        sp = Spool(settings(max_bytes=16 * seg, segment_bytes=seg), disk)
+        dropped: list[int] = []
+        sp = Spool(settings(max_bytes=16 * seg, segment_bytes=seg, reserve_segments=1), disk,
+                   on_drop=lambda p: dropped.append(wire.decode_batch(p).seq))
         try:
             assert sp.stats.reserve_bytes == seg
             fill(disk)
@@ -335,12 +337,13 @@ def test_the_log_keeps_its_space_when_another_writer_fills_the_disk(tmp_path: Pa
             assert st.dropped_disk_full_records > 0, "then the oldest segments went"
             assert st.samples + st.dropped_samples == appended, "every sample is live or counted as dropped"
             assert st.dropped_samples == st.dropped_disk_full_samples
+            assert dropped == list(range(st.dropped_records)), "every dropped batch reported, oldest first"
             newest = sp.live(Lane.TELEMETRY)[-1]
             assert newest.seq == 399 and sp.read(newest) == batch(399, 200)
         finally:
             sp.close()
         # Reopened on the still-full disk: everything live is read back.
-        with Spool(settings(max_bytes=16 * seg, segment_bytes=seg), disk) as again:
+        with Spool(settings(max_bytes=16 * seg, segment_bytes=seg, reserve_segments=1), disk) as again:
             assert again.stats.recovered_samples == st.samples
 
 
@@ -359,6 +362,28 @@ def test_a_log_opened_on_a_full_disk_runs_without_space_and_recovers_when_space_
             assert sp.stats.no_segment == 1, "still no space"
             filler.unlink()
             sp.maintain()
-            assert sp.stats.no_segment == 0 and sp.stats.reserve_bytes == seg
+            assert sp.stats.no_segment == 0 and sp.stats.reserve_bytes == 3 * seg, "3 segments by default"
             sp.append(batch(1), epoch=EPOCH, seq=1, n_samples=100)
             assert [r.seq for r in sp.live()] == [1]
+
+
+def test_the_reserve_is_spent_one_segment_at_a_time_and_grown_back(tmp_path: Path) -> None:
+    from diskfull import fill, small_disk
+
+    seg = 64 * 1024
+    with small_disk(tmp_path / "disk", 1024 * 1024) as disk:
+        with Spool(settings(max_bytes=16 * seg, segment_bytes=seg, reserve_segments=3), disk) as sp:
+            assert (disk / "wal" / "RESERVE").stat().st_size == 3 * seg
+            filler = fill(disk)
+            per_seg = (seg - len(FILE_HEADER)) // (max(len(batch(s, 200)) for s in range(300)) + RECORD_HEADER.size)
+            s = 0
+            while sp.stats.dropped_records == 0:
+                assert s < 300, "the full disk never forced a drop"
+                sp.append(batch(s, 200), epoch=EPOCH, seq=s, n_samples=200)
+                s += 1
+            # The first drop comes only once the active segment and all 3 of the reserve are full.
+            assert sp.stats.reserve_releases == 3 and sp.stats.reserve_bytes == 0
+            assert s > 4 * per_seg and sp.stats.records >= 3 * per_seg
+            filler.unlink()
+            sp.maintain()
+            assert sp.stats.reserve_bytes == 3 * seg and (disk / "wal" / "RESERVE").stat().st_size == 3 * seg

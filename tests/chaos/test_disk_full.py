@@ -87,7 +87,8 @@ def test_state_disk_full_with_broker_down_then_kill_9(tmp_path: Path) -> None:
             wait_cloud_acked_everything(pipe, timeout_s=120.0)
             clean = halt_edge(pipe)
             time.sleep(2.0)
-            stored = sum(pipe.influx_counts(started_ns, clean.ended_ns).values())
+            stored_per_signal = pipe.influx_counts(started_ns, clean.ended_ns)
+            stored = sum(stored_per_signal.values())
             late = pipe.influx_counts(clean.ended_ns, None)
             ingest = health(pipe.ingest_metrics_port)
             ing_metrics = scrape(pipe.ingest_metrics_port)
@@ -104,6 +105,17 @@ def test_state_disk_full_with_broker_down_then_kill_9(tmp_path: Path) -> None:
     assert not late, f"points stamped after the last run: {late}"
     assert killed.dropped_samples > 0, report
     assert read - dropped <= stored <= read - dropped + slack, report
+    assert prev["unlogged_samples"] == 0, "the log kept its own space: no batch was left unlogged"
+    if slack == 0:  # nothing dropped had been sent: exact signal by signal (the mark counts drops per signal)
+        ids = list(clean.read_per_signal)
+        dropped_clean = clean.metrics.get("dropped_per_signal", {})
+        diff = {}
+        for i, sid in enumerate(ids):
+            want = (int(mark.read_per_signal[i]) + clean.read_per_signal[sid]
+                    - int(mark.dropped_per_signal[i]) - dropped_clean.get(sid, 0))
+            if stored_per_signal.get(sid, 0) != want:
+                diff[sid] = (want, stored_per_signal.get(sid, 0))
+        assert not diff, f"{len(diff)} signals differ (read - dropped, stored): {dict(list(diff.items())[:5])}"
     # The ledger names what is missing of the killed epoch: the dropped batches (minus any that arrived).
     gap_batches = sum(g["hi"] - g["lo"] + 1 for g in ingest["gaps"] if g["boot_epoch_ns"] == mark.boot_epoch_ns)
     recs = int(killed.metrics["plantwire_edge_spool_dropped_records_total"])
@@ -177,3 +189,54 @@ def test_crash_with_a_full_frame_buffer_is_counted_and_back_filled(tmp_path: Pat
     print(f"read {sum(read.values())}, stored {sum(stored.values())}, in the buffer at the kill "
           f"{mark.buffer_samples}, duplicates dropped {clean.metrics.get('duplicates')}")
     assert not diff and not extra, f"{len(diff)} signals differ: {dict(list(diff.items())[:5])} {extra}"
+
+
+def test_crash_while_batches_wait_unlogged_leaves_an_edge_crash_gap(tmp_path: Path) -> None:
+    """The edge restarts on a state disk with no room for its log (its run mark is from the run before)
+    while the broker is down: batches wait in memory, unsent. A kill -9 loses them; the next run reports
+    how many and up to which sequence number, and the cloud's ledger shows that epoch's batches as a gap
+    with reason "edge crash". Over all runs: stored = read - counted drops - counted crash losses."""
+    state = tmp_path / "state"
+    with small_disk(state / "edge", 4 * 1024 * 1024) as edge_dir:
+        pipe = make_pipeline(state, spool=SMALL_LOG)
+        started_ns = time.time_ns()
+        try:
+            pipe.start()
+            time.sleep(3.0)
+            wait_cloud_acked_everything(pipe)
+            first = halt_edge(pipe)  # clean: all acked, the run mark stays on the disk
+            for seg in (edge_dir / "wal").iterdir():
+                if seg.suffix == ".wal" or seg.name == "RESERVE":
+                    seg.unlink()
+            filler = fill(edge_dir)
+            pipe.kill("mosquitto")
+            restart_edge(pipe, mqtt=False)
+            wait_until(lambda: edge_metric(pipe, "plantwire_edge_spool_unlogged_unsent_samples") >= 3000, 60.0,
+                       "batches held unlogged and unsent", pipe)
+            killed = kill_edge_between_flushes(pipe)
+            mark = read_previous(edge_dir)
+            assert mark is not None and mark.crashed
+            assert mark.unlogged_samples == killed.metrics["plantwire_edge_spool_unlogged_unsent_samples"] > 0
+            filler.unlink()
+            pipe.restart("mosquitto")
+            restart_edge(pipe)
+            prev = health(pipe.edge_metrics_port)["previous_run"]
+            assert prev["unlogged_samples"] == mark.unlogged_samples and prev["next_seq"] == mark.next_seq, prev
+
+            def crash_gap() -> list[dict[str, object]]:
+                return [g for g in health(pipe.ingest_metrics_port)["gaps"] if g["boot_epoch_ns"] == mark.boot_epoch_ns]
+
+            wait_until(lambda: bool(crash_gap()), 30.0, "the ingestor to close the crashed epoch", pipe)
+            wait_cloud_acked_everything(pipe)
+            clean = halt_edge(pipe)
+            time.sleep(2.0)
+            gaps = crash_gap()
+            stored = sum(pipe.influx_counts(started_ns, clean.ended_ns).values())
+        finally:
+            pipe.close()
+    # Nothing of the killed run was logged or sent: its whole epoch is one gap, reason "edge crash".
+    assert [(g["lo"], g["hi"], g["reason"]) for g in gaps] == [(0, mark.next_seq - 1, "edge crash")], gaps
+    read = first.samples_read + killed.samples_read + clean.samples_read
+    dropped = first.dropped_samples + killed.dropped_samples + prev["unlogged_samples"] + clean.dropped_samples
+    print(f"read {read}, stored {stored}, dropped {dropped} (lost in the crash {prev['unlogged_samples']})")
+    assert stored == read - dropped
