@@ -80,6 +80,15 @@ class InfluxSettings(_Strict):
     username: str | None = None
     password_env: str | None = None
     timeout_s: float = Field(default=30.0, gt=0)
+    ping_interval_s: float = Field(
+        default=1.0, gt=0, le=60, description="ping /ping this often on a connection of its own (health, influx_up)"
+    )
+    ping_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="a ping unanswered this long marks InfluxDB down at once, whatever the write timeout",
+    )
     create_database: bool = True
     measurement: str = "samples"
     compression: Compression = Compression.NONE
