@@ -184,3 +184,63 @@ def test_bench_simulator_leaves_nothing_running(tmp_path: Path, plant_file: Path
         assert_all_gone(kids)
     finally:
         stop_process(bench)
+
+
+@pytest.fixture
+def demo_dir(tmp_path: Path) -> Path:
+    """The dev edge and ingestor configs around the tiny plant (the demo moves every port itself)."""
+    d = tmp_path / "demo-config"
+    d.mkdir()
+    (d / "plant.yaml").write_text(yaml.safe_dump(TINY_PLANT))
+    for name in ("edge.yaml", "cloud.yaml"):
+        (d / name).write_text((ROOT / "configs" / "dev" / name).read_text())
+    return d
+
+
+def _demo(tmp_path: Path, demo_dir: Path) -> tuple[subprocess.Popen[bytes], set[int]]:
+    """``plantwire demo`` running; returns it and its process tree once the edge and ingestor report."""
+    log_path = tmp_path / "demo.log"
+    log = open(log_path, "wb")
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "plantwire.cli", "demo", str(demo_dir), "--state-dir", str(tmp_path / "state")],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT, preexec_fn=die_with_parent(),
+    )
+    log.close()
+
+    def running() -> bool:
+        assert demo.poll() is None, log_path.read_text()[-3000:]
+        return "plantwire demo: running" in log_path.read_text()
+
+    wait_until(running, 180, "demo running")
+    kids = tree(demo.pid)
+    names = " ".join(" ".join(cmdline(p)) for p in kids)
+    for part in ("mosquitto", "influxd", " sim ", " edge ", " ingest ", "simulators.opcua_server"):
+        assert part in names, f"{part!r} not among the demo's children: {names}"
+    return demo, kids
+
+
+#: Found by this test (2026-12-03), left to the edge's owners: the demo killed, every child gets
+#: SIGTERM at once; the edge, told to stop while its OPC-UA servers and its broker vanish, never
+#: finishes stopping (its event loop idles, a second SIGTERM changes nothing).
+_EDGE_STOP_HANGS = pytest.mark.xfail(
+    reason="edge hangs in shutdown when its OPC-UA servers and broker vanish as it stops", strict=False
+)
+
+
+@pytest.mark.slow  # the whole pipeline starts: ~30 s on a loaded box
+@pytest.mark.parametrize(
+    "sig",
+    [signal.SIGTERM, signal.SIGHUP, pytest.param(signal.SIGKILL, marks=_EDGE_STOP_HANGS)],
+    ids=lambda s: s.name,
+)
+def test_demo_leaves_nothing_running(tmp_path: Path, demo_dir: Path, sig: signal.Signals) -> None:
+    demo, kids = _demo(tmp_path, demo_dir)
+    try:
+        os.kill(demo.pid, sig)
+        code = demo.wait(90)
+        if sig is not signal.SIGKILL:
+            assert code in (0, 1), (tmp_path / "demo.log").read_text()[-3000:]  # stopped and audited
+            assert "summary:" in (tmp_path / "demo.log").read_text()
+        assert_all_gone(kids, 60.0 if sig is not signal.SIGKILL else GONE_S)
+    finally:
+        stop_process(demo)
