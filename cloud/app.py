@@ -81,7 +81,7 @@ from cloud.sinks.lineproto import build_lines, escape_measurement
 from cloud.sinks.points import event_line, lines_with_field
 from cloud.sources.mqtt import Message, MqttSource
 from plantwire import wire
-from plantwire.configfile import ConfigError
+from plantwire.configfile import ConfigError, ensure_state_dir
 from plantwire.logs import setup_logging
 from plantwire.metrics import MetricsServer, Registry
 from plantwire.sdnotify import Notifier
@@ -1118,7 +1118,10 @@ async def serve(config_path: Path, cfg: CloudConfig, notifier: Notifier) -> None
                 if hup.is_set():
                     hup.clear()
                     try:
-                        accepted.append(await asyncio.to_thread(load_cloud, config_path))
+                        new_cfg = await asyncio.to_thread(load_cloud, config_path)
+                        if problem := _state_dirs_problem(new_cfg):
+                            raise ConfigError(str(config_path), [problem])
+                        accepted.append(new_cfg)
                     except ConfigError as exc:
                         reload_failures += 1
                         ing.registry.counter("config_reload_failures_total", "").set(reload_failures)
@@ -1142,6 +1145,11 @@ async def serve(config_path: Path, cfg: CloudConfig, notifier: Notifier) -> None
         cfg = accepted[0]
 
 
+def _state_dirs_problem(cfg: CloudConfig) -> str | None:
+    """The state directory and the signal-table folder in it, created and writable; else why not."""
+    return ensure_state_dir(cfg.state_dir) or ensure_state_dir(cfg.state_dir / "signal_tables")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="plantwire ingest", description="Run the cloud ingestor (MQTT -> InfluxDB).")
     parser.add_argument("config", type=Path)
@@ -1154,11 +1162,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc.report(), file=sys.stderr)
         return 2
-    try:
-        cfg.state_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        print(f"plantwire ingest: state_dir {cfg.state_dir}: {exc}", file=sys.stderr)
-        return 1
+    problem = _state_dirs_problem(cfg)
+    if problem:  # an operator's error like a typo: one line, exit 2 (systemd does not restart-loop)
+        print(f"plantwire ingest: {args.config}: {problem}", file=sys.stderr)
+        return 2
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args.config, cfg, Notifier.from_env()))
     return 0
