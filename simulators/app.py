@@ -12,7 +12,8 @@ Wiring, and why:
 - ``--ready-file`` is written (atomically) only once every Modbus slave and every OPC-UA server
   listens, so an orchestrator can start a gateway against it without retry loops.
 - ``--labels`` receives one JSON line per injected anomaly as it starts (``simulators.faults``).
-- SIGTERM / SIGINT / SIGHUP stop everything cleanly (children are stopped by PID) and exit 0; a child that
+- SIGTERM / SIGINT / SIGHUP, or the death of whoever started us, stop everything cleanly
+  (children are stopped by PID) and exit 0; a child that
   dies on its own stops the simulator with exit 1, as a half-served plant would only mislead.
 - Config errors are reported with their path and exit 2, without opening any port.
 """
@@ -36,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from plantwire.configfile import ConfigError
-from plantwire.lifeline import STOP_SIGNALS, die_with_parent
+from plantwire.lifeline import STOP_SIGNALS, die_with_parent, watch_parent
 from plantwire.plant import Protocol, SignalTable
 
 from .control import ControlServer, parse_body
@@ -326,6 +327,8 @@ async def _amain(opts: SimOptions, labels: Path | None, ready_file: Path | None,
     loop = asyncio.get_running_loop()
     for sig in STOP_SIGNALS:  # SIGHUP too: a closed terminal must not orphan the OPC-UA servers
         loop.add_signal_handler(sig, stop.set)
+    # A harness that started us without a parent-death signal and died: stop as on SIGTERM.
+    watch_parent(lambda: loop.call_soon_threadsafe(stop.set))
     t0 = time.monotonic()
     print(f"plantwire sim: starting {len(sim.slaves)} Modbus slaves and {len(sim.opcua_devices)} OPC-UA servers "
           f"for {len(sim.table)} signals", flush=True)

@@ -102,6 +102,61 @@ def opcua_children(pids: set[int]) -> list[int]:
     return [p for p in pids if "simulators.opcua_server" in cmdline(p)]
 
 
+_HARNESS = """
+import subprocess, sys, time
+from plantwire.lifeline import die_with_parent, stop_on_signals, stop_process
+with stop_on_signals():
+    child = subprocess.Popen(["sleep", "600"], start_new_session=True, preexec_fn=die_with_parent())
+    print(child.pid, flush=True)
+    try:
+        time.sleep(600)
+    finally:
+        stop_process(child)
+"""
+
+
+def _harness() -> tuple[subprocess.Popen[str], int]:
+    """A minimal harness (the pattern the bench scripts follow) and the pid of its child."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HARNESS], stdout=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True
+    )
+    assert proc.stdout is not None
+    return proc, int(proc.stdout.readline())
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
+def test_harness_stops_its_child_on_a_signal(sig: signal.Signals) -> None:
+    proc, child = _harness()
+    try:
+        os.kill(proc.pid, sig)
+        assert proc.wait(GONE_S) == 128 + sig  # the clean-up ran, then the exit says which signal
+        assert_all_gone({child}, 5.0)
+    finally:
+        stop_process(proc)
+
+
+def test_child_gets_sigterm_when_its_harness_is_killed() -> None:
+    proc, child = _harness()
+    try:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        assert_all_gone({child}, 5.0)  # no handler ran: only the kernel's parent-death signal
+    finally:
+        stop_process(proc)
+
+
+def test_die_with_parent_is_not_set_from_a_worker_thread() -> None:
+    """The kernel's "parent" is the forking thread: a child started from a worker thread would die with it."""
+    import threading
+
+    got: list[object] = []
+    t = threading.Thread(target=lambda: got.append(die_with_parent()))
+    t.start()
+    t.join()
+    assert got == [None]
+    assert die_with_parent() is not None  # the main thread, on Linux
+
+
 @pytest.fixture
 def plant_file(tmp_path: Path) -> Path:
     src = tmp_path / "tiny.yaml"
@@ -140,6 +195,7 @@ def test_sim_stops_its_opcua_servers_on_a_signal(sim: subprocess.Popen[bytes], s
     assert_all_gone(kids)
 
 
+@pytest.mark.slow  # the default run has the bench case, which stops the simulator the same way
 def test_sim_killed_takes_its_opcua_servers_along(sim: subprocess.Popen[bytes]) -> None:
     kids = tree(sim.pid)
     assert len(opcua_children(kids)) == N_OPCUA
@@ -240,3 +296,29 @@ def test_demo_leaves_nothing_running(tmp_path: Path, demo_dir: Path, sig: signal
         assert_all_gone(kids, EDGE_STOP_S)
     finally:
         stop_process(demo)
+
+
+_BARE_HARNESS = """
+import subprocess, sys, time
+sim = subprocess.Popen([sys.executable, "-m", "plantwire.cli", "sim", sys.argv[1], "--ready-file", sys.argv[2]],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.slow  # a simulator start (~15 s on a loaded box)
+def test_sim_stops_when_a_harness_without_die_with_parent_is_killed(tmp_path: Path, plant_file: Path) -> None:
+    """Started by someone else's harness (no parent-death signal), the simulator watches its parent's pid."""
+    ready = tmp_path / "sim.ready"
+    harness = subprocess.Popen(
+        [sys.executable, "-c", _BARE_HARNESS, str(plant_file), str(ready)], cwd=ROOT, start_new_session=True
+    )
+    try:
+        wait_until(lambda: ready.exists(), 120, "simulator ready")
+        kids = tree(harness.pid)
+        assert len(opcua_children(kids)) == N_OPCUA
+        os.kill(harness.pid, signal.SIGKILL)
+        harness.wait(10)
+        assert_all_gone(kids)
+    finally:
+        stop_process(harness)
