@@ -89,7 +89,9 @@ def test_sigstop_influx_is_reported_within_seconds_and_nothing_is_lost(
                 h = health(port)
                 assert h["status"] == "degraded" and h["influx_ok"] is False and h["influx_reachable"] == "down"
                 assert "ping" in h["last_error"]
-                assert ing.pending() == 3  # nothing acknowledged while InfluxDB does not answer
+                # Received, and nothing acknowledged while InfluxDB does not answer.
+                wait_for(lambda: ing.pending() == 3, 30, what="3 messages pending")
+                assert ing.m_samples.get() == 40
             t_cont = time.monotonic()
             wait_for(lambda: scrape(port).get("plantwire_ingest_influx_up") == 1, DETECT_S, what="influx_up 1 again")
             recovered_s = time.monotonic() - t_cont
