@@ -27,6 +27,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from plantwire.lifeline import stop_on_signals  # noqa: E402
 from plantwire.pipeline import Pipeline  # noqa: E402
 from plantwire.procstat import sample  # noqa: E402
 
@@ -194,4 +195,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with stop_on_signals():  # SIGTERM/SIGINT/SIGHUP run the clean-up: no child is left behind
+        code = main()
+    sys.exit(code)

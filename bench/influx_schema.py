@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cloud.grafana.simdata import sample_columns
 from cloud.sinks.lineproto import SeriesPrefixes, build_lines
+from plantwire.lifeline import stop_on_signals
 from plantwire.procstat import sample
 from plantwire.services import InfluxDB1
 
@@ -236,4 +237,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with stop_on_signals():  # SIGTERM/SIGINT/SIGHUP run the clean-up: no child is left behind
+        code = main()
+    sys.exit(code)

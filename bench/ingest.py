@@ -38,6 +38,7 @@ from cloud.app import Ingestor
 from cloud.config import CloudConfig
 from cloud.sinks.lineproto import SeriesPrefixes, build_lines
 from plantwire import wire
+from plantwire.lifeline import stop_on_signals
 from plantwire.services import InfluxDB1, Mosquitto, VictoriaMetrics
 
 SITE = "bench"
@@ -379,4 +380,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with stop_on_signals():  # SIGTERM/SIGINT/SIGHUP run the clean-up: no child is left behind
+        code = main()
+    sys.exit(code)

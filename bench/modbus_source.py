@@ -17,10 +17,8 @@ import asyncio
 import cProfile
 import dataclasses
 import json
-import os
 import pstats
 import resource
-import signal
 import socket
 import subprocess
 import sys
@@ -36,6 +34,7 @@ from edge.sources.modbus import ModbusSource  # noqa: E402
 from edge.sources.modbus_codec import encode_registers  # noqa: E402
 from edge.sources.stats import SourceStats  # noqa: E402
 from plantwire.configfile import load_plant  # noqa: E402
+from plantwire.lifeline import die_with_parent, stop_on_signals, stop_process  # noqa: E402
 from plantwire.plant import (  # noqa: E402
     BYTE_ORDER_ORDER,
     TABLE_ORDER,
@@ -233,7 +232,8 @@ def main() -> None:
     table = build_table(args.plant, args.devices, args.signals, ports)
     cmd = [sys.executable, __file__, "--plant", args.plant, "--devices", str(args.devices),
            "--signals", str(args.signals), "--serve", ",".join(map(str, ports))]
-    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True, text=True)
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True, text=True,
+                              preexec_fn=die_with_parent())
     try:
         assert server.stdout is not None
         if server.stdout.readline().strip() != "ready":
@@ -241,9 +241,9 @@ def main() -> None:
         result = {**asyncio.run(measure(table, args)), **decode_micro(table)}
         print(json.dumps(result, indent=2))
     finally:
-        os.kill(server.pid, signal.SIGTERM)
-        server.wait(timeout=10)
+        stop_process(server)
 
 
 if __name__ == "__main__":
-    main()
+    with stop_on_signals():  # SIGTERM/SIGINT/SIGHUP run the clean-up: no child is left behind
+        main()

@@ -32,6 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from plantwire.lifeline import die_with_parent, stop_on_signals  # noqa: E402
+
 NAMESPACE = "urn:plantwire:bench"
 
 
@@ -109,7 +111,7 @@ async def measure(nodes: int, rate_hz: float, seconds: float, servers: int, prof
         ids = [table.ids[r] for r in table.signals_of(k).tolist()]
         procs.append(subprocess.Popen(
             [sys.executable, __file__, "--serve", str(port), str(rate_hz), *ids],
-            stdout=subprocess.PIPE, start_new_session=True))
+            stdout=subprocess.PIPE, start_new_session=True, preexec_fn=die_with_parent()))
     try:
         for p in procs:
             assert p.stdout is not None
@@ -203,4 +205,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with stop_on_signals():  # SIGTERM/SIGINT/SIGHUP run the clean-up: no child is left behind
+        main()

@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from plantwire.lifeline import die_with_parent, stop_on_signals  # noqa: E402
 from plantwire.pipeline import Pipeline  # noqa: E402
 
 
@@ -79,6 +80,7 @@ def main() -> int:
                     [str(a.py_spy), "record", "--pid", str(pipe.procs[name].pid), "--duration", str(int(a.duration)),
                      "--rate", "50", "--format", "raw", "--output", str(out), "--nonblocking"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={"PYTHONPATH": env_path},
+                    preexec_fn=die_with_parent(),
                 ),
                 out,
             )
@@ -93,4 +95,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with stop_on_signals():  # SIGTERM/SIGINT/SIGHUP run the clean-up: no child is left behind
+        code = main()
+    sys.exit(code)

@@ -42,6 +42,7 @@ from urllib.request import urlopen
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from plantwire.lifeline import stop_on_signals  # noqa: E402
 from plantwire.pipeline import Pipeline, scrape  # noqa: E402
 
 DRAINED_AGE_S = 5.0
@@ -259,4 +260,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with stop_on_signals():  # SIGTERM/SIGINT/SIGHUP run the clean-up: no child is left behind
+        code = main()
+    raise SystemExit(code)

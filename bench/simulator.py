@@ -24,7 +24,6 @@ import asyncio
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from plantwire.configfile import load_plant  # noqa: E402
+from plantwire.lifeline import die_with_parent, stop_on_signals, stop_process  # noqa: E402
 from plantwire.plant import Protocol, SignalTable, expand, relocate_ports  # noqa: E402
 from plantwire.ports import free_port_block  # noqa: E402
 
@@ -122,6 +122,7 @@ def run_rate(plant_file: Path, rate: float, duration_s: float, settle_s: float,
                 [sys.executable, "-m", "plantwire.cli", "sim", str(path), "--ready-file", str(ready),
                  "--modbus-rate", str(rate), "--opcua-rate", str(rate), "--log-level", "WARNING"],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT,
+                preexec_fn=die_with_parent(),
             )
         try:
             while not ready.exists():
@@ -145,8 +146,7 @@ def run_rate(plant_file: Path, rate: float, duration_s: float, settle_s: float,
                 loop.run_until_complete(asyncio.wait_for(client_task, 30))
             loop.close()
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
+            stop_process(proc, 30)
         text = log_path.read_text()
     cpu = {k: (after[k] - before[k]) / wall * 100 for k in pids}
     total = sum(after[k] - before[k] for k in pids)
@@ -193,4 +193,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with stop_on_signals():  # SIGTERM/SIGINT/SIGHUP run the finally above: the simulator is stopped
+        main()

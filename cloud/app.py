@@ -54,6 +54,7 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -62,11 +63,15 @@ from cloud import schema
 from cloud.config import CloudConfig, Compression, InfluxApi, InfluxSettings, load_cloud
 from cloud.deadletter import DeadLetterStore
 from cloud.histogram import LATENCY_BUCKETS_S, Histogram
+from cloud.influx_watch import InfluxWatch, Reachability
 from cloud.ledger import GapLedger
 from cloud.signal_tables import SignalTableStore
 from cloud.sinks.influx import (
+    InfluxPing,
     InfluxSink,
+    InfluxV1Ping,
     InfluxV1Sink,
+    InfluxV2Ping,
     InfluxV2Sink,
     PartialWriteError,
     RetryableWriteError,
@@ -76,7 +81,7 @@ from cloud.sinks.lineproto import build_lines, escape_measurement
 from cloud.sinks.points import event_line, lines_with_field
 from cloud.sources.mqtt import Message, MqttSource
 from plantwire import wire
-from plantwire.configfile import ConfigError
+from plantwire.configfile import ConfigError, ensure_state_dir
 from plantwire.logs import setup_logging
 from plantwire.metrics import MetricsServer, Registry
 from plantwire.sdnotify import Notifier
@@ -110,6 +115,14 @@ def make_sink(s: InfluxSettings) -> InfluxSink:
         timeout_s=s.timeout_s,
         gzip=s.compression is Compression.GZIP,
     )
+
+
+def make_ping(s: InfluxSettings) -> InfluxPing:
+    """The liveness probe of the configured API, on its own connection with ``ping_timeout_s``."""
+    if s.api is InfluxApi.V1:
+        return InfluxV1Ping(s.url, timeout_s=s.ping_timeout_s)
+    token = os.environ.get(s.token_env, "") if s.token_env else None
+    return InfluxV2Ping(s.url, org=s.org, token=token, timeout_s=s.ping_timeout_s)
 
 
 @dataclass
@@ -176,7 +189,10 @@ class Ingestor:
         self._counters_lock = threading.Lock()  # the consuming and the writer thread both count
         self._last_report = time.monotonic()
         self._last_ack_publish = 0.0
-        self._influx_ok = True
+        self._influx_ok = True  # the last write did not fail with a retryable error
+        self._influx_lock = threading.Lock()  # the ping thread and the writers both report
+        self._influx_answered = threading.Event()  # set when a ping succeeds after failures: retry now
+        self._ping_down_since: float | None = None
         self._last_error = ""
         self._rejected_samples = 0  # samples among the lines InfluxDB rejected in the current write
         self._dropped_seen: dict[tuple[str, int], int] = {}  # (gateway, boot) -> edge drop total seen
@@ -189,6 +205,12 @@ class Ingestor:
         self._late_window_ns = _late_window_ns(cfg.retention.late_1m) if cfg.retention is not None else 0
         self.metrics_server: MetricsServer | None = None
         self._setup_metrics()
+        self.watch = InfluxWatch(
+            make_ping(cfg.influx),
+            interval_s=cfg.influx.ping_interval_s,
+            on_change=self._on_reachability,
+            on_ping=lambda ping_s, _ok: self.m_ping.set(ping_s),
+        )
 
     # -- metrics and health -------------------------------------------------------------------------
     def _setup_metrics(self) -> None:
@@ -210,7 +232,10 @@ class Ingestor:
         self.m_pending = r.gauge("pending_messages", "messages received, not yet written and acknowledged")
         self.m_held = r.gauge("held_messages", "batches waiting for their signal table")
         self.m_lag = r.gauge("last_write_lag_seconds", "now minus the newest sample of the last write")
-        self.m_influx_up = r.gauge("influx_up", "1 when the last InfluxDB write succeeded")
+        self.m_influx_up = r.gauge(
+            "influx_up", "1 when InfluxDB answers pings (influx.ping_timeout_s) and the last write did not fail"
+        )
+        self.m_ping = r.gauge("influx_ping_seconds", "duration of the last InfluxDB ping (its timeout when unanswered)")
         self.m_gaps = r.gauge("gaps", "open missing sequence ranges per gateway")
         self.m_gap_batches = r.gauge("gap_batches", "batches missing in open gaps per gateway")
         self.m_gap_age = r.gauge("gap_oldest_age_seconds", "age of the oldest open gap per gateway")
@@ -233,14 +258,53 @@ class Ingestor:
         st = self.source.stats
         return max(0, st.received - st.acked - st.stale_acks)
 
+    def influx_up(self) -> bool:
+        """Answering pings (or not yet pinged) and the last write did not fail."""
+        return self._influx_ok and self.watch.state is not Reachability.DOWN
+
+    def _report_influx(self) -> None:
+        with self._influx_lock:
+            self.m_influx_up.set(1 if self.influx_up() else 0)
+
+    def _set_writes_ok(self, ok: bool) -> None:
+        self._influx_ok = ok
+        self._report_influx()
+
+    def _on_reachability(self, state: Reachability, detail: str) -> None:
+        """Ping thread: InfluxDB started or stopped answering pings; reported at once, logged once."""
+        self._report_influx()
+        if state is Reachability.DOWN:
+            self._ping_down_since = time.monotonic()
+            self.m_errors.inc(kind="influx_ping")
+            self._last_error = detail
+            log.error("InfluxDB is not answering (%s); writes wait, nothing is acknowledged meanwhile", detail)
+        elif state is Reachability.UP:
+            self._influx_answered.set()
+            if self._ping_down_since is not None:
+                log.info("InfluxDB answers pings again after %.1f s", time.monotonic() - self._ping_down_since)
+                self._ping_down_since = None
+
+    def _retry_wait(self, wait_s: float, stop: threading.Event) -> bool:
+        """Sleep out a write back-off; cut short when a ping sees InfluxDB answer again. True if stopped."""
+        deadline = time.monotonic() + wait_s
+        while (left := deadline - time.monotonic()) > 0:
+            if stop.wait(min(left, 0.1)):
+                return True
+            if self._influx_answered.is_set():
+                break
+        return stop.is_set()
+
     def health(self) -> dict[str, Any]:
-        ok = self.source.connected and self._influx_ok
+        influx_ok = self.influx_up()
+        ok = self.source.connected and influx_ok
         now_s = time.time()
         return {
             "status": "ok" if ok else "degraded",
             "mqtt_connected": self.source.connected,
             "mqtt_subscribed": self.source.stats.subscribed,
-            "influx_ok": self._influx_ok,
+            "influx_ok": influx_ok,
+            "influx_reachable": self.watch.state.value,
+            "influx_writes_ok": self._influx_ok,
             "pending_messages": self.pending(),
             "held_messages": len(self.held),
             "signal_tables": len(self.tables),
@@ -280,6 +344,7 @@ class Ingestor:
             )
             self.metrics_server.start()
             (self.cfg.state_dir / "metrics.port").write_text(str(self.metrics_server.port))
+        self.watch.start()
         if self.cfg.influx.create_database:
             try:
                 self.sink.ensure_database()
@@ -361,6 +426,7 @@ class Ingestor:
 
     def close(self) -> None:
         self.source.stop()
+        self.watch.stop()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             while not self._sinks.empty():
@@ -693,13 +759,16 @@ class Ingestor:
 
     # -- dead letters -------------------------------------------------------------------------------
     def _dead_letter(self, m: Message, kind: str, reason: str, w: _Write, *, samples: int = 0) -> None:
-        self.dead.add(topic=m.topic, reason=reason, payload=m.payload, extra={"kind": kind})
-        self._count_dead(m.topic, kind, samples or _claimed_samples(m.payload))
+        n = samples or _claimed_samples(m.payload)
+        stored = self.dead.add(topic=m.topic, reason=reason, payload=m.payload, extra={"kind": kind})
+        self._count_dead(m.topic, kind, n)
+        _log_dead_letter(kind, m.topic, reason, n, stored)
         w.msgs.append(m)  # acknowledged with the rest: it is kept in the store, not lost
 
     def _dead_letter_doc(self, topic: str, kind: str, reason: str, doc: object, w: _Write) -> None:
-        self.dead.add(topic=topic, reason=reason, extra={"kind": kind, "doc": doc})
+        stored = self.dead.add(topic=topic, reason=reason, extra={"kind": kind, "doc": doc})
         self._count_dead(topic, kind, 0)
+        _log_dead_letter(kind, topic, reason, 0, stored)
 
     def _count_dead(self, topic: str, kind: str, samples: int) -> None:
         self.m_dead.inc(reason=kind)
@@ -755,21 +824,21 @@ class Ingestor:
                     # was dropped since. Create it (idempotent) before the retry.
                     with contextlib.suppress(RetryableWriteError):
                         sink.ensure_database()
-                self._influx_ok = False
-                self.m_influx_up.set(0)
+                self._influx_answered.clear()  # only a ping answered after this failure cuts the wait
+                self._set_writes_ok(False)
                 self._last_error = str(exc)
                 with self._count_lock:
                     self.m_errors.inc(kind="influx_retry" if exc.status is None else f"influx_{exc.status}")
                 wait = max(delay, exc.retry_after_s or 0.0)
                 log.warning("InfluxDB write failed, retrying in %.1f s (nothing acknowledged): %s", wait, exc)
                 self._update_gauges()
-                if stop.wait(wait):
+                if self._retry_wait(wait, stop):
                     return False
                 delay = min(delay * 2, self.ing.retry_max_s)
                 continue
             except PartialWriteError as exc:
-                self._influx_ok = True
-                self.m_influx_up.set(1)
+                self.watch.answered()
+                self._set_writes_ok(True)
                 self._rejected(exc, body)
                 return True
             self.write_latency.observe(np.array([time.perf_counter() - t0]))
@@ -777,8 +846,8 @@ class Ingestor:
                 self.m_points.inc(_count_lines(body) if lines is None else lines)
             if not self._influx_ok:
                 log.info("InfluxDB writes succeed again")
-            self._influx_ok = True
-            self.m_influx_up.set(1)
+            self.watch.answered()
+            self._set_writes_ok(True)
             return True
 
     def _write_halves(self, body: memoryview, stop: threading.Event, sink: InfluxSink) -> bool:
@@ -988,6 +1057,22 @@ def _claimed_samples(payload: bytes) -> int:
 
 _DEAD_LINES_PER_ENTRY = 10_000
 
+#: Dead-letter reasons (metric label ``reason``); each logs with a template of its own, so the rate
+#: limiter (plantwire.logs: 5 per template per minute, then a count) keeps a flood of one kind from
+#: hiding the first letter of another.
+_DEAD_KINDS = ("bad_topic", "oversized", "unknown_lane", "wrong_gateway", "malformed", "schema", "unknown_table")
+_DEAD_LOG = MappingProxyType(
+    {k: f"dead letter ({k}) from topic %r, %d samples, %s: %s" for k in (*_DEAD_KINDS, "other")}
+)
+
+
+def _log_dead_letter(kind: str, topic: str, reason: str, samples: int, stored: bool) -> None:
+    """One warning per dead letter (rate-limited by the daemon's log handler), with reason and topic."""
+    where = "kept in the dead-letter store" if stored else "NOT STORED (dead-letter store write failed)"
+    template = _DEAD_LOG.get(kind, _DEAD_LOG["other"])
+    level = logging.WARNING if stored else logging.ERROR
+    log.log(level, template, topic, samples, where, reason[:500], extra={"topic": topic, "dead_letter": kind})
+
 
 def _count_lines(body: memoryview) -> int:
     return int(np.count_nonzero(np.frombuffer(body, dtype=np.uint8) == 10))
@@ -1064,7 +1149,10 @@ async def serve(config_path: Path, cfg: CloudConfig, notifier: Notifier) -> None
                 if hup.is_set():
                     hup.clear()
                     try:
-                        accepted.append(await asyncio.to_thread(load_cloud, config_path))
+                        new_cfg = await asyncio.to_thread(load_cloud, config_path)
+                        if problem := _state_dirs_problem(new_cfg):
+                            raise ConfigError(str(config_path), [problem])
+                        accepted.append(new_cfg)
                     except ConfigError as exc:
                         reload_failures += 1
                         ing.registry.counter("config_reload_failures_total", "").set(reload_failures)
@@ -1088,6 +1176,11 @@ async def serve(config_path: Path, cfg: CloudConfig, notifier: Notifier) -> None
         cfg = accepted[0]
 
 
+def _state_dirs_problem(cfg: CloudConfig) -> str | None:
+    """The state directory and the signal-table folder in it, created and writable; else why not."""
+    return ensure_state_dir(cfg.state_dir) or ensure_state_dir(cfg.state_dir / "signal_tables")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="plantwire ingest", description="Run the cloud ingestor (MQTT -> InfluxDB).")
     parser.add_argument("config", type=Path)
@@ -1100,11 +1193,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc.report(), file=sys.stderr)
         return 2
-    try:
-        cfg.state_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        print(f"plantwire ingest: state_dir {cfg.state_dir}: {exc}", file=sys.stderr)
-        return 1
+    problem = _state_dirs_problem(cfg)
+    if problem:  # an operator's error like a typo: one line, exit 2 (systemd does not restart-loop)
+        print(f"plantwire ingest: {args.config}: {problem}", file=sys.stderr)
+        return 2
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args.config, cfg, Notifier.from_env()))
     return 0

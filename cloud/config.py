@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cloud.retention import RetentionSettings
-from plantwire.configfile import read_yaml, validate
+from plantwire.configfile import ConfigKind, read_yaml, validate
 
 
 class _Strict(BaseModel):
@@ -80,6 +80,15 @@ class InfluxSettings(_Strict):
     username: str | None = None
     password_env: str | None = None
     timeout_s: float = Field(default=30.0, gt=0)
+    ping_interval_s: float = Field(
+        default=1.0, gt=0, le=60, description="ping /ping this often on a connection of its own (health, influx_up)"
+    )
+    ping_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="a ping unanswered this long marks InfluxDB down at once, whatever the write timeout",
+    )
     create_database: bool = True
     measurement: str = "samples"
     compression: Compression = Compression.NONE
@@ -132,19 +141,40 @@ class CloudConfig(_Strict):
 
     @model_validator(mode="after")
     def _held_below_window(self) -> CloudConfig:
-        # Held batches are unacknowledged: if they could fill the broker's window (Receive Maximum),
-        # the signal table they wait for could not be delivered until they expire.
-        if self.ingest.held_max_messages >= self.mqtt.max_inflight:
-            raise ValueError(
-                f"ingest.held_max_messages ({self.ingest.held_max_messages}) must be below mqtt.max_inflight "
-                f"({self.mqtt.max_inflight}), or held batches could block the signal table they wait for"
-            )
+        error = _held_window_error(self.ingest.held_max_messages, self.mqtt.max_inflight)
+        if error:
+            raise ValueError(error)
         return self
+
+
+def _held_window_error(held: int, inflight: int) -> str | None:
+    # Held batches are unacknowledged: if they could fill the broker's window (Receive Maximum),
+    # the signal table they wait for could not be delivered until they expire.
+    if held >= inflight:
+        return (
+            f"ingest.held_max_messages ({held}) must be below mqtt.max_inflight ({inflight}), "
+            "or held batches could block the signal table they wait for"
+        )
+    return None
+
+
+def cross_errors(data: dict[str, object]) -> list[str]:
+    """The cross-field checks on the raw mapping (defaults where unset), to report with field errors."""
+
+    def value(section: str, key: str, model: type[BaseModel]) -> object:
+        sub = data.get(section)
+        v = sub.get(key, model.model_fields[key].default) if isinstance(sub, dict) else model.model_fields[key].default
+        return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+    held = value("ingest", "held_max_messages", IngestSettings)
+    inflight = value("mqtt", "max_inflight", MqttSettings)
+    error = _held_window_error(held, inflight) if isinstance(held, int) and isinstance(inflight, int) else None
+    return [error] if error else []
 
 
 def load_cloud(path: Path) -> CloudConfig:
     """Load an ingestor config; relative ``state_dir`` and TLS file paths are taken relative to the config's folder."""
-    cfg = validate(CloudConfig, read_yaml(path), str(path))
+    cfg = validate(CloudConfig, read_yaml(path, kind=ConfigKind.INGESTOR), str(path), raw_checks=cross_errors)
     if not cfg.state_dir.is_absolute():
         cfg = cfg.model_copy(update={"state_dir": path.parent / cfg.state_dir})
     tls = cfg.mqtt.tls

@@ -47,7 +47,7 @@ from edge.sinks.mqtt import MqttPublisher, tls_context
 from edge.sources.stats import SourceStats
 from edge.spool import Spool
 from plantwire import wire
-from plantwire.configfile import ConfigError
+from plantwire.configfile import ConfigError, ensure_state_dir
 from plantwire.logs import setup_logging
 from plantwire.metrics import Metric, MetricsServer, Registry
 from plantwire.plant import PlantConfig, Protocol, SignalTable, expand
@@ -653,6 +653,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg, plant = load_edge(args.config)
     except ConfigError as exc:
         print(exc.report(), file=sys.stderr)
+        return 2
+    if problem := ensure_state_dir(cfg.state_dir):  # one clean line and exit 2, not a traceback
+        print(f"plantwire edge: {args.config}: {problem}", file=sys.stderr)
         return 2
     notifier = Notifier.from_env()
     try:

@@ -17,7 +17,7 @@ commands:
   edge CONFIG      run the edge gateway daemon
   ingest CONFIG    run the cloud ingestor (MQTT -> InfluxDB)
   demo [DIR]       run the whole pipeline on this machine (default configs/demo)
-  check FILE...    validate config files without touching the network (exit 2 on errors)
+  check FILE...    validate config files without touching the network (exit 2 on errors; --kind KIND)
   score CSV        run the edge's detectors over a recorded CSV
   kernels          compile the edge's kernels ahead of time (the edge daemon then runs without numba)
   retention ...    set up InfluxDB retention policies and rollups, or back-fill rollups (ensure|backfill|print)
@@ -53,11 +53,17 @@ def main(argv: list[str] | None = None) -> int:
 
         return demo_main(rest)
     if cmd == "check":
+        from plantwire.check import main as check_main
+        from plantwire.configfile import ConfigKind
+
         parser = argparse.ArgumentParser(prog="plantwire check")
         parser.add_argument("files", type=Path, nargs="+")
-        from plantwire.check import main as check_main
-
-        return check_main(parser.parse_args(rest).files)
+        parser.add_argument(
+            "--kind", type=ConfigKind, choices=list(ConfigKind),
+            help="what the files are (default: their 'kind:' field, else their name, else every kind is tried)",
+        )
+        parsed = parser.parse_args(rest)
+        return check_main(parsed.files, parsed.kind)
     if cmd == "score":
         try:
             from edge.score import main as score_main

@@ -2,10 +2,18 @@
 
 Validation never touches the network (house rule 4): a typo must make the daemon exit 2 with
 ``machines[2].template: unknown template 'prss'`` rather than restart-loop under systemd.
+
+A file may say what it is with a top-level ``kind: plant | edge | ingestor``; ``plantwire check``
+then checks it as that kind instead of inferring it, and a loader for another kind refuses it
+with that reason (rather than with a list of unknown fields). Cross-field checks that can run on
+the raw mapping (``raw_checks``) are reported together with the field errors, not only once those
+are fixed.
 """
 
 from __future__ import annotations
 
+import enum
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -52,7 +60,40 @@ def pydantic_errors(exc: ValidationError, prefix: str = "") -> list[str]:
     return lines
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
+class ConfigKind(enum.StrEnum):
+    """What a config file configures; the value of its optional top-level ``kind:``."""
+
+    PLANT = "plant"
+    EDGE = "edge"
+    INGESTOR = "ingestor"
+
+
+def read_yaml(path: Path, *, kind: ConfigKind | None = None) -> dict[str, Any]:
+    """The file's top-level mapping, without its ``kind:`` (checked against ``kind`` when given)."""
+    data = _read_mapping(path)
+    declared = data.get("kind")
+    if isinstance(declared, str) and declared in {k.value for k in ConfigKind}:
+        del data["kind"]
+        if kind is not None and declared != kind:
+            raise ConfigError(str(path), [f"kind: the file says {declared!r}, but it is read as a {kind.value} config"])
+    return data
+
+
+def declared_kind(path: Path) -> tuple[ConfigKind | None, dict[str, Any]]:
+    """(the ``kind:`` the file declares, or None; its mapping without it). Unknown kinds are errors."""
+    data = _read_mapping(path)
+    if "kind" not in data:
+        return None, data
+    declared = data.pop("kind")
+    try:
+        return ConfigKind(declared), data
+    except ValueError:
+        raise ConfigError(
+            str(path), [f"kind: {declared!r} is not one of {', '.join(k.value for k in ConfigKind)}"]
+        ) from None
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text()
     except OSError as exc:
@@ -73,12 +114,22 @@ def validate(
     data: dict[str, Any],
     source: str,
     semantic: Callable[[M], list[str]] | None = None,
+    *,
+    raw_checks: Callable[[dict[str, Any]], list[str]] | None = None,
 ) -> M:
-    """Validate ``data`` as ``model``; raise ConfigError listing every structural and semantic error."""
+    """Validate ``data`` as ``model``; raise ConfigError listing every structural and semantic error.
+
+    ``raw_checks`` run on the raw mapping when field validation fails, so that cross-field errors
+    (references, clashes) come in the same report; they must tolerate malformed values. Once the
+    fields validate, ``semantic`` (which may also run the raw checks) sees the model.
+    """
     try:
         obj = model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, pydantic_errors(exc)) from None
+        errors = pydantic_errors(exc)
+        if raw_checks is not None:
+            errors += [e for e in raw_checks(data) if not any(e in have or have in e for have in errors)]
+        raise ConfigError(source, errors) from None
     if semantic is not None:
         errors = semantic(obj)
         if errors:
@@ -90,7 +141,7 @@ def load_plant(path: Path) -> Any:
     """Load a plant file; ``imports: [file, ...]`` (relative paths) contribute shared templates."""
     from plantwire.plant import PlantConfig
 
-    data = read_yaml(path)
+    data = read_yaml(path, kind=ConfigKind.PLANT)
     imports = data.pop("imports", [])
     if not isinstance(imports, list):
         raise ConfigError(str(path), ["imports: expected a list of template files"])
@@ -109,7 +160,9 @@ def load_plant(path: Path) -> Any:
     if not isinstance(own, dict):
         raise ConfigError(str(path), ["templates: expected a mapping of template name to template"])
     data["templates"] = {**templates, **_with_register_maps(own, path, str(path))}
-    return validate(PlantConfig, data, str(path), PlantConfig.semantic_errors)
+    from plantwire.plantrefs import cross_errors
+
+    return validate(PlantConfig, data, str(path), PlantConfig.semantic_errors, raw_checks=cross_errors)
 
 
 def _with_register_maps(templates: dict[str, Any], declared_in: Path, source: str) -> dict[str, Any]:
@@ -140,3 +193,18 @@ def _with_register_maps(templates: dict[str, Any], declared_in: Path, source: st
         raise ConfigError(source, errors)
     return out
 
+
+
+def ensure_state_dir(path: Path) -> str | None:
+    """Create ``path`` (and parents) and check it is writable; None, or one line saying why not.
+
+    Daemons call this before anything else touches the disk: an uncreatable or read-only state
+    directory is an operator's error like a typo, so it is one clean line and exit 2, not a traceback.
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"state_dir {path}: cannot be created: {exc.strerror or exc}"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return f"state_dir {path}: not writable by this user"
+    return None

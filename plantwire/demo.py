@@ -2,9 +2,11 @@
 
 Starts (unless pointed at existing ones) a Mosquitto configured never to drop queued QoS 1
 messages and an InfluxDB 1.x on free loopback ports with their data under ``--state-dir``, then
-the simulator, the ingestor and the edge. Prints a progress line every two seconds; on Ctrl-C or
-after ``--duration`` seconds it stops everything cleanly and compares, signal by signal, the
-samples in InfluxDB with the samples the edge read.
+the simulator, the ingestor and the edge. Prints a progress line every two seconds; on Ctrl-C,
+SIGTERM or SIGHUP (a closed terminal), or after ``--duration`` seconds it stops everything cleanly
+and compares, signal by signal, the samples in InfluxDB with the samples the edge read. A signal
+during start-up stops what was started so far; if the demo itself is killed (SIGKILL), the kernel
+stops its children (``plantwire.lifeline``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+from plantwire.lifeline import STOP_SIGNALS, Stopped, stop_on_signals
 from plantwire.pipeline import Pipeline
 
 
@@ -58,16 +61,21 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed, broker=broker, influx_url=args.influx,
     )
     stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(f"plantwire demo: starting {args.config_dir} (state in {args.state_dir}) ...", flush=True)
     t_start = time.monotonic()
     try:
-        pipe.start()
+        with stop_on_signals():  # start-up can take a minute: a signal interrupts it
+            pipe.start()
+    except Stopped as exc:
+        print(f"plantwire demo: signal {exc.signum} during start-up; stopping what was started", flush=True)
+        pipe.close()
+        return int(exc.code) if isinstance(exc.code, int) else 1
     except Exception as exc:
         pipe.close()
         print(f"plantwire demo: start-up failed: {exc}", file=sys.stderr)
         return 1
+    for sig in STOP_SIGNALS:  # from here on a signal ends the run the way --duration does
+        signal.signal(sig, lambda *_: stop.set())
     print(f"plantwire demo: running after {time.monotonic() - t_start:.1f} s; "
           f"broker {pipe.broker[0]}:{pipe.broker[1]}, "
           f"InfluxDB {pipe.influx_url} (db {pipe.database}); Ctrl-C stops", flush=True)

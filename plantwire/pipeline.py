@@ -2,8 +2,9 @@
 
 Used by ``plantwire demo``, the end-to-end test and ``bench/e2e.py``, so the three exercise the
 same start-up and accounting. Every process runs in its own session (``start_new_session``) with
-its log under ``state_dir/logs``, is stopped by PID, and every port is a free loopback port
-unless the caller points at an existing broker or InfluxDB.
+its log under ``state_dir/logs``, is stopped by PID, gets SIGTERM from the kernel if the process
+that started it dies (``plantwire.lifeline``: a killed harness leaves nothing behind), and every
+port is a free loopback port unless the caller points at an existing broker or InfluxDB.
 
 Accounting at stop: the edge stops first and writes ``stats.json`` (samples read per signal);
 the ingestor is given time to write everything the broker acknowledged; then InfluxDB is
@@ -34,6 +35,7 @@ from typing import Any
 import yaml
 
 from plantwire.configfile import load_plant, read_yaml
+from plantwire.lifeline import die_with_parent
 from plantwire.plant import relocate_ports
 from plantwire.ports import free_port, free_port_block
 
@@ -155,6 +157,7 @@ class Pipeline:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent(),  # SIGTERM to it when we die, even by SIGKILL
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         log.close()

@@ -179,20 +179,14 @@ class PlantConfig(_Strict):
 
     def semantic_errors(self) -> list[str]:
         """Cross-reference checks pydantic cannot express; each error starts with its path."""
-        errors: list[str] = []
-        groups = {g.name for g in self.devices}
-        for i, g in enumerate(self.devices):
-            if g.count > 1 and "{i" not in g.name:
-                errors.append(f"devices[{i}].name: count is {g.count} but the name has no '{{i}}' placeholder")
-            if g.port + (g.count - 1) * g.port_step > 65535:
-                errors.append(f"devices[{i}].port: {g.count} devices from port {g.port} exceed 65535")
-        for i, m in enumerate(self.machines):
-            if m.template not in self.templates:
-                errors.append(f"machines[{i}].template: unknown template {m.template!r}")
-            if m.device not in groups:
-                errors.append(f"machines[{i}].device: unknown device group {m.device!r}")
-            if m.count > 1 and "{i" not in m.name:
-                errors.append(f"machines[{i}].name: count is {m.count} but the name has no '{{i}}' placeholder")
+        from plantwire.plantrefs import cross_errors  # also run on the raw file when fields fail
+
+        raw = {
+            "templates": {name: {} for name in self.templates},
+            "devices": [g.model_dump(mode="json") for g in self.devices],
+            "machines": [m.model_dump(mode="json") for m in self.machines],
+        }
+        errors = cross_errors(raw)
         if errors:
             return errors
         try:

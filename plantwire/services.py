@@ -2,7 +2,9 @@
 
 Each server gets a generated config and all of its state under ``state_dir``, runs in its own
 session (``start_new_session=True``, so a Ctrl-C or a killed process group elsewhere does not take
-it down: shared/MEASURED.md trap 13) with stdout and stderr appended to a log file there, and is
+it down: shared/MEASURED.md trap 13) yet dies with the process that started it, even by SIGKILL
+(``plantwire.lifeline.die_with_parent``: a test run or demo that crashes leaves no server behind),
+with stdout and stderr appended to a log file there, and is
 stopped by its PID: SIGTERM, then SIGKILL after a timeout. A failed start raises
 :class:`ServiceError` carrying the last lines of that log, because "did not start" alone sends
 everyone to guess.
@@ -35,6 +37,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from plantwire.lifeline import die_with_parent
 from plantwire.ports import free_port, wait_port
 
 __all__ = ["InfluxDB1", "Mosquitto", "ServiceError", "VictoriaMetrics", "free_port"]
@@ -133,6 +136,7 @@ class _Service:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent(),
                 cwd=self.state_dir,
                 env=self._env(),
             )

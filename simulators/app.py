@@ -6,11 +6,14 @@ Wiring, and why:
   read. 12,000 signals at 10 Hz cost a few percent of a core this way.
 - Each OPC-UA server runs in its own child process (``simulators.opcua_server``), given the same
   options and epoch so it computes the same values and anomalies; children stay in our process
-  group (a signal to the group stops everything) and stop by themselves if we disappear.
+  group (a signal to the group stops everything) and stop by themselves if we disappear: the kernel
+  sends them SIGTERM when we die, even by SIGKILL (``plantwire.lifeline.die_with_parent``), and
+  they watch our pid as well.
 - ``--ready-file`` is written (atomically) only once every Modbus slave and every OPC-UA server
   listens, so an orchestrator can start a gateway against it without retry loops.
 - ``--labels`` receives one JSON line per injected anomaly as it starts (``simulators.faults``).
-- SIGTERM / SIGINT stop everything cleanly (children are stopped by PID) and exit 0; a child that
+- SIGTERM / SIGINT / SIGHUP, or the death of whoever started us, stop everything cleanly
+  (children are stopped by PID) and exit 0; a child that
   dies on its own stops the simulator with exit 1, as a half-served plant would only mislead.
 - Config errors are reported with their path and exit 2, without opening any port.
 """
@@ -34,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from plantwire.configfile import ConfigError
+from plantwire.lifeline import STOP_SIGNALS, die_with_parent, watch_parent
 from plantwire.plant import Protocol, SignalTable
 
 from .control import ControlServer, parse_body
@@ -202,7 +206,7 @@ class Simulator:
                 out = open(self.child_log_dir / f"opcua-{d.name}.log", "ab")
             self.children[d.name] = subprocess.Popen(
                 [sys.executable, "-m", "simulators.opcua_server", *self.opts.argv(), "--device", d.name,
-                 "--ready-file", str(ready)], stdin=subprocess.PIPE,
+                 "--ready-file", str(ready)], stdin=subprocess.PIPE, preexec_fn=die_with_parent(),
                 stdout=out, stderr=subprocess.STDOUT if out is not None else None,  # type: ignore[arg-type]
             )
             if out is not None:
@@ -321,8 +325,10 @@ async def _amain(opts: SimOptions, labels: Path | None, ready_file: Path | None,
     sim = Simulator(opts, labels=labels, control_port=control_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:  # SIGHUP too: a closed terminal must not orphan the OPC-UA servers
         loop.add_signal_handler(sig, stop.set)
+    # A harness that started us without a parent-death signal and died: stop as on SIGTERM.
+    watch_parent(lambda: loop.call_soon_threadsafe(stop.set))
     t0 = time.monotonic()
     print(f"plantwire sim: starting {len(sim.slaves)} Modbus slaves and {len(sim.opcua_devices)} OPC-UA servers "
           f"for {len(sim.table)} signals", flush=True)

@@ -1,6 +1,10 @@
 """Config validation, Telegraf-style: each folder under testcases/config holds a config and either
 ``expected`` (a substring of the summary) or ``expected_errors`` (each line must appear in the
-report, with its path). One test walks all the folders."""
+report, with its path). One test walks all the folders.
+
+The config is ``config.yaml``, or the folder's only other ``*.yaml`` (to test kinds told by the file
+name, ``edge.yaml``); an optional ``kind`` file is ``--kind``; an optional ``unexpected`` file lists
+lines that must not appear in the report (a file checked as the wrong kind says "unknown field")."""
 
 from __future__ import annotations
 
@@ -10,24 +14,35 @@ import pytest
 
 from plantwire.check import check_file
 from plantwire.cli import main as cli_main
-from plantwire.configfile import ConfigError, load_plant
+from plantwire.configfile import ConfigError, ConfigKind, load_plant
 from plantwire.plant import Protocol, expand, relocate_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = sorted((Path(__file__).parent / "testcases" / "config").iterdir())
 
 
+def _case_config(case: Path) -> Path:
+    if (case / "config.yaml").exists():
+        return case / "config.yaml"
+    (only,) = case.glob("*.yaml")
+    return only
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_config_case(case: Path) -> None:
-    cfg = case / "config.yaml"
+    cfg = _case_config(case)
+    kind = ConfigKind((case / "kind").read_text().strip()) if (case / "kind").exists() else None
     if (case / "expected").exists():
-        assert (case / "expected").read_text().strip() in check_file(cfg)
+        assert (case / "expected").read_text().strip() in check_file(cfg, kind)
         return
     with pytest.raises(ConfigError) as info:
-        check_file(cfg)
+        check_file(cfg, kind)
     report = info.value.report()
     for line in (case / "expected_errors").read_text().splitlines():
         assert line.strip() in report, f"{line!r} not in:\n{report}"
+    if (case / "unexpected").exists():
+        for line in (case / "unexpected").read_text().splitlines():
+            assert line.strip() not in report, f"{line!r} in:\n{report}"
 
 
 def test_check_command_exits_2_and_names_the_path(capsys: pytest.CaptureFixture[str]) -> None:

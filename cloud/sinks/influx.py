@@ -15,7 +15,13 @@ the points, or raises. Errors are classified so that the caller can decide witho
 - :class:`PartialWriteError`: HTTP 400. The server stored every point it could parse and
   rejected the rest; ``bad_lines`` holds the rejected lines it named and ``dropped`` how many it
   said it dropped. Retrying cannot help: the caller dead-letters them and carries on.
+
+Each sink also has a ping (:class:`InfluxV1Ping`, :class:`InfluxV2Ping`): ``GET /ping`` on a
+connection of its own with a short timeout of its own. A write may legitimately take tens of
+seconds (a large batch, a compacting server), so its timeout cannot tell a busy InfluxDB from a
+stalled or unreachable one; a ping that goes unanswered for two seconds can (cloud.influx_watch).
 """
+
 
 from __future__ import annotations
 
@@ -30,8 +36,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 __all__ = [
+    "InfluxPing",
     "InfluxSink",
+    "InfluxV1Ping",
     "InfluxV1Sink",
+    "InfluxV2Ping",
     "InfluxV2Sink",
     "PartialWriteError",
     "RetryableWriteError",
@@ -254,6 +263,80 @@ class InfluxV2Sink:
 
     def ensure_database(self) -> None:
         """Buckets are provisioned by the operator on 2.x/3.x; nothing to do (no network at start)."""
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._client.close()
+
+
+class InfluxPing(Protocol):
+    """A liveness probe: ``ping()`` returns once the server answered, or raises RetryableWriteError."""
+
+    def ping(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class InfluxV1Ping:
+    """``GET /ping`` (204) on its own kept-alive connection, never the writer's, with ``timeout_s``.
+
+    A stopped (SIGSTOP) server still completes the TCP handshake (the kernel's listen backlog
+    does it), so only the timeout on the answer tells it apart from a healthy one.
+    """
+
+    def __init__(self, url: str, *, timeout_s: float = 2.0) -> None:
+        u = urllib.parse.urlsplit(url)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError(f"influx.url: expected http(s)://host:port, got {url!r}")
+        self._https = u.scheme == "https"
+        self._host = u.hostname
+        self._port = u.port or (443 if self._https else 80)
+        self._path = u.path.rstrip("/") + "/ping"
+        self.timeout_s = timeout_s
+        self._conn: http.client.HTTPConnection | None = None
+
+    def ping(self) -> None:
+        if self._conn is None:
+            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            self._conn = cls(self._host, self._port, timeout=self.timeout_s)
+        try:
+            self._conn.request("GET", self._path)
+            resp = self._conn.getresponse()
+            resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            what = "no answer within" if isinstance(exc, TimeoutError) else "failed after at most"
+            raise RetryableWriteError(
+                f"influx ping {self._host}:{self._port}: {what} {self.timeout_s:g} s ({type(exc).__name__}: {exc})"
+            ) from exc
+        if resp.status not in (200, 204):
+            self.close()
+            raise RetryableWriteError(f"influx ping {self._host}:{self._port}: HTTP {resp.status}", status=resp.status)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(OSError):
+                self._conn.close()
+            self._conn = None
+
+
+class InfluxV2Ping:
+    """influxdb-client's ``/ping`` (``InfluxDBClient.version``) on a client of its own with ``timeout_s``."""
+
+    def __init__(self, url: str, *, org: str, token: str | None, timeout_s: float = 2.0) -> None:
+        from influxdb_client import InfluxDBClient
+
+        self.timeout_s = timeout_s
+        self._url = url
+        self._client = InfluxDBClient(url=url, token=token or "", org=org, timeout=max(1, int(timeout_s * 1000)))
+
+    def ping(self) -> None:
+        try:
+            self._client.version()  # GET /ping; raises where ``ping()`` would only say False
+        except Exception as exc:  # urllib3 and ApiException alike: the server is not answering
+            raise RetryableWriteError(
+                f"influx v2 ping {self._url} (timeout {self.timeout_s:g} s): {type(exc).__name__}: {exc}"
+            ) from exc
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
