@@ -35,7 +35,7 @@ from edge.frames import FrameBuffer
 from edge.kernels._jit import STATS as KERNELS
 from edge.kernels.kinds import Kind
 from edge.sinks.mqtt import MqttPublisher, tls_context
-from edge.sources.stats import SourceStats
+from edge.sources.stats import SourceStats, degraded_reasons, export_source_metrics
 from edge.spool import Spool
 from plantwire import wire
 from plantwire.configfile import ConfigError
@@ -320,21 +320,26 @@ class EdgeGateway:
                     v = getattr(src, attr)
                     family = m.gauge(metric, help_) if kind == "gauge" else m.counter(metric, help_)
                     family.set(float(len(v) if isinstance(v, dict) else v), source=name)
+        now_ns = time.time_ns()
         for name, st in self.source_stats.items():
             good.set(st.samples_good, source=name)
             bad.set(st.samples_bad, source=name)
             errs.set(st.errors, source=name)
             conn.set(1.0 if st.connected else 0.0, source=name)
+            export_source_metrics(m, name, st, now_ns)
 
     def health(self) -> dict[str, Any]:
         connected = sum(1 for s in self.source_stats.values() if s.connected)
-        ok = self.publisher.stats.connected and connected == len(self.source_stats)
+        # A device whose reads fail or whose signals are BAD is degraded even while its TCP link is up.
+        degraded = {n: r for n, s in self.source_stats.items() if (r := degraded_reasons(s))}
+        ok = self.publisher.stats.connected and connected == len(self.source_stats) and not degraded
         return {
             "status": "ok" if ok else "degraded",
             "gateway": self.cfg.gateway_id,
             "mqtt_connected": self.publisher.stats.connected,
             "sources_connected": connected,
             "sources": len(self.source_stats),
+            "sources_degraded": degraded,
             "samples_unacked": self.publisher.stats.samples_unacked,
             "spool": {k: v for k, v in self.forwarder.stats().items() if k.startswith(("wal_", "dropped", "oldest"))},
         }

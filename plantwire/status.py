@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["GOOD", "STATUS_NAMES", "Status", "is_bad", "status_name"]
+__all__ = ["GOOD", "MODBUS_EXCEPTION_NAMES", "STATUS_NAMES", "Status", "is_bad", "status_name"]
 
 GOOD = 0
 
@@ -85,3 +85,17 @@ def status_name(code: int) -> str:
 def is_bad(codes: np.ndarray) -> np.ndarray:
     """Severity Bad (top bit set) per uint32 code."""
     return np.right_shift(np.asarray(codes, dtype=np.uint32), 31).astype(bool)
+
+
+#: Modbus exception code -> its name in the Modbus specification (metrics label, log lines).
+MODBUS_EXCEPTION_NAMES: dict[int, str] = {
+    1: "ILLEGAL FUNCTION",
+    2: "ILLEGAL DATA ADDRESS",
+    3: "ILLEGAL DATA VALUE",
+    4: "SERVER DEVICE FAILURE",
+    5: "ACKNOWLEDGE",
+    6: "SERVER DEVICE BUSY",
+    8: "MEMORY PARITY ERROR",
+    10: "GATEWAY PATH UNAVAILABLE",
+    11: "GATEWAY TARGET DEVICE FAILED TO RESPOND",
+}

@@ -19,13 +19,17 @@ those: ``increase(errors[10m]) > 0`` would fire for as long as one sensor stays 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from plantwire.metrics import Registry
 from plantwire.plant import Quality
+from plantwire.status import MODBUS_EXCEPTION_NAMES, status_name
 
-__all__ = ["POLL_DURATION_BUCKETS_S", "BadSignals", "DurationHistogram", "SourceStats"]
+__all__ = ["POLL_DURATION_BUCKETS_S", "BadSignals", "DurationHistogram", "SourceStats", "degraded_reasons",
+           "export_source_metrics"]
 
 #: Upper bounds (seconds) of the poll-duration histogram buckets; +Inf is implied.
 POLL_DURATION_BUCKETS_S: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -124,6 +128,7 @@ class SourceStats:
     breaker_opens: int = 0
     breaker_open: bool = False
     polls_short_circuited: int = 0  # ticks served BAD without touching the network
+    started_ns: int = field(default_factory=time.time_ns)  # when the source was created (age before a good poll)
     # Labelled detail (not in ``as_dict``): exported as label sets.
     exceptions_by_code: dict[int, int] = field(default_factory=dict)  # Modbus exception code -> responses
     bad_by_status: dict[int, int] = field(default_factory=dict)  # OPC-UA StatusCode -> BAD samples
@@ -143,3 +148,75 @@ class SourceStats:
         by = self.bad_by_status
         for code, c in zip(values.tolist(), counts.tolist(), strict=True):
             by[code] = by.get(code, 0) + c
+
+
+#: SourceStats counter field -> (metric name, help). Each is exported per source.
+_COUNTERS: dict[str, tuple[str, str]] = {
+    "polls": ("source_polls_total", "Poll ticks served per source (polling sources), including ticks served BAD"),
+    "missed_ticks": ("source_missed_ticks_total", "Poll ticks skipped because a poll overran its period"),
+    "polls_short_circuited": ("source_skipped_polls_total",
+                              "Poll ticks served BAD without touching the network (circuit breaker open)"),
+    "timeouts": ("source_timeouts_total", "Requests that got no answer within timeout_s"),
+    "no_response": ("source_no_response_total",
+                    "Timeouts of a device that never answered on an open connection (wrong unit id?)"),
+    "malformed": ("source_malformed_total", "Responses of the wrong length or type"),
+    "connect_failures": ("source_connect_failures_total", "Failed connection attempts"),
+    "reconnects": ("source_reconnects_total", "Successful connects after the first"),
+    "breaker_opens": ("source_breaker_opens_total", "Times the circuit breaker opened"),
+}
+#: SourceStats gauge field -> (metric name, help).
+_GAUGES: dict[str, tuple[str, str]] = {
+    "breaker_open": ("source_breaker_open", "1 while the circuit breaker serves BAD samples without polling"),
+    "failing_blocks": ("source_failing_reads", "Reads (Modbus blocks, OPC-UA read chunks) failing in the last poll"),
+}
+
+
+def export_source_metrics(m: Registry, source: str, st: SourceStats, now_ns: int) -> None:
+    """Publish one source's fault counters, states and poll-duration histogram under ``source=``."""
+    for attr, (name, help_) in _COUNTERS.items():
+        m.counter(name, help_).set(float(getattr(st, attr)), source=source)
+    for attr, (name, help_) in _GAUGES.items():
+        m.gauge(name, help_).set(float(getattr(st, attr)), source=source)
+    exc = m.counter("source_exception_responses_total", "Protocol exception responses per source and code "
+                    "(Modbus: 02 ILLEGAL DATA ADDRESS = check the register map)")
+    for code, n in list(st.exceptions_by_code.items()):
+        exc.set(float(n), source=source, code=f"{code:02d}", name=MODBUS_EXCEPTION_NAMES.get(code, "UNKNOWN"))
+    bad = m.counter("source_bad_samples_by_status_total", "BAD samples per source and OPC-UA status code "
+                    "(the server's code, or the nearest code to a Modbus failure)")
+    for code, n in list(st.bad_by_status.items()):
+        bad.set(float(n), source=source, status=status_name(code))
+    sig = st.bad_signals
+    m.gauge("source_signals_bad", "Signals whose newest sample is BAD (a failed sensor is one state, "
+            "not one error per sample)").set(float(sig.count), source=source)
+    m.counter("source_signals_went_bad_total", "Transitions of a signal into BAD").set(float(sig.entered),
+                                                                                       source=source)
+    m.counter("source_signals_recovered_total", "Transitions of a signal out of BAD").set(float(sig.left),
+                                                                                          source=source)
+    if st.polls:
+        since = st.last_good_poll_ns or st.started_ns
+        m.gauge("source_last_good_poll_age_seconds", "Seconds since the last poll in which every read succeeded "
+                "(since start if none)").set(max(0.0, (now_ns - since) / 1e9), source=source)
+        h = st.poll_duration
+        hist = m.histogram("source_poll_duration_seconds", "Wall time of one poll of a device")
+        for le, count in h.cumulative():
+            hist.set(float(count), suffix="_bucket", le=le, source=source)
+        hist.set(h.sum_s, suffix="_sum", source=source)
+        hist.set(float(h.count), suffix="_count", source=source)
+    if st.last_sample_ns or st.samples_bad:
+        since = st.last_sample_ns or st.started_ns
+        m.gauge("source_last_sample_age_seconds", "Seconds since the newest GOOD sample (since start if none)").set(
+            max(0.0, (now_ns - since) / 1e9), source=source)
+
+
+def degraded_reasons(st: SourceStats) -> list[str]:
+    """Why a source is not fully healthy, for ``/health`` (empty when it is)."""
+    reasons: list[str] = []
+    if not st.connected:
+        reasons.append("not connected")
+    if st.breaker_open:
+        reasons.append("circuit breaker open")
+    if st.failing_blocks:
+        reasons.append(f"{st.failing_blocks} read(s) failing")
+    if st.bad_signals.count:
+        reasons.append(f"{st.bad_signals.count} signal(s) BAD")
+    return reasons
