@@ -32,6 +32,7 @@ class Status:
     BAD_NOT_CONNECTED = 0x808A0000
     BAD_DEVICE_FAILURE = 0x808B0000
     BAD_SENSOR_FAILURE = 0x808C0000
+    BAD_TYPE_MISMATCH = 0x80740000
 
 
 #: uint32 code -> name, for the codes plantwire assigns and the ones servers commonly send.

@@ -44,12 +44,22 @@ Behaviour a plant engineer relies on, and why:
   series and time, so it is a no-op there.
 - ``run()`` never raises anything but CancelledError: errors are counted in ``stats``, logged once
   per streak, and retried.
+- **Refused certificate.** A server with strict certificate checks that does not (yet) trust our
+  client certificate may answer OpenSecureChannel with a Bad result that asyncua surfaces as a bare
+  AssertionError (shared/MEASURED.md trap 15), or refuse it with BadSecurityChecksFailed /
+  BadCertificate*. Both give one line naming our certificate file, its SHA-1 thumbprint (how most
+  servers name the file in their PKI ``rejected/`` folder) and the trust step; no traceback.
+- **Bad status is a state.** A Bad StatusCode in a notification or read is the server saying the
+  sensor is bad, not a failed operation of ours: it is counted per code in ``bad_by_status`` and as
+  a signal state in ``bad_signals`` (gauge and transitions), not in ``errors``, so one failed sensor
+  does not look like an error storm. The code travels with the sample (``status_sink``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import fnmatch
+import hashlib
 import logging
 import math
 import random
@@ -63,15 +73,17 @@ from functools import partial
 import numpy as np
 from asyncua import Client, ua
 
-from edge.config import DeadbandType, OpcuaGroup, OpcuaMode, OpcuaSettings
+from edge.config import DeadbandType, OpcuaGroup, OpcuaMode, OpcuaSettings, SecurityMode
+from plantwire.logs import log_source
 from plantwire.plant import Device, Quality, SignalTable
+from plantwire.status import Status
 
 from .opcua_decode import Decoded, decode_datavalues, finish
 from .opcua_fastpath import ColumnsNotification, install
 from .opcua_fastpath import read as fast_read
 from .opcua_security import SecurityConfigError, apply_security, read_credentials
 from .schedule import next_tick_ns, raise_if_cancelled
-from .stats import SourceStats
+from .stats import BadSignals, SourceStats
 
 __all__ = ["BACKFILL_QUALITY", "Backoff", "OpcuaSource", "ResolvedGroup", "Sink", "resolve_groups"]
 
@@ -263,10 +275,15 @@ class OpcuaSource:
         self._failing = False
         self._sink_failing = False
         self._nodeids: dict[int, ua.NodeId] = {}
+        stats.bad_signals = BadSignals(len(table))
 
     # ---- public -------------------------------------------------------------------------------
     async def run(self) -> None:
-        """Acquire until cancelled; only CancelledError escapes."""
+        """Acquire until cancelled; only CancelledError escapes. Library log lines of this task name the server."""
+        with log_source(self.device.name):
+            await self._run()
+
+    async def _run(self) -> None:
         try:
             while True:
                 try:
@@ -366,6 +383,7 @@ class OpcuaSource:
         if self._established:
             # One BAD sample per signal at the loss: the outage is visible, not a flat line.
             self._established = False
+            self._count_status(Status.BAD_NO_COMMUNICATION, len(self.rows))
             self._deliver(time.time_ns(), self.rows, np.full(len(self.rows), np.nan), _BAD)
         self.stats.connected = False
         self._subs = []
@@ -386,6 +404,14 @@ class OpcuaSource:
     def _log_failure(self, exc: BaseException) -> None:
         while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
             exc = exc.exceptions[0]
+        refused = self._certificate_refused(exc)
+        if refused is not None:
+            if not self._failing:
+                self._failing = True
+                log.warning("%s: %s; reconnecting with back-off", self._name, refused)
+            else:
+                log.debug("%s: still refused: %s", self._name, refused)
+            return
         if isinstance(exc, _SessionLost) or not str(exc):
             msg = str(exc) or type(exc).__name__
         else:
@@ -406,6 +432,36 @@ class OpcuaSource:
         if self.fast_decode_errors == 1:
             log.warning("%s: fast PublishResponse decoding failed; asyncua decodes such messages (logged once)",
                         self._name, exc_info=exc)
+
+    def _certificate_refused(self, exc: BaseException) -> str | None:
+        """The log line for a server that refuses our client certificate, or None for other failures.
+
+        Matched on the failure, not its text: asyncua turns a Bad OpenSecureChannel answer into a bare
+        AssertionError raised in ``open_secure_channel`` (trap 15); other servers say BadSecurityChecksFailed
+        or BadCertificate* (status codes), which the other hint covers when they reach us as such.
+        """
+        sec = self.settings.security
+        if sec.mode is SecurityMode.NONE or sec.certificate is None:
+            return None
+        if isinstance(exc, ua.UaStatusCodeError):
+            name = ua.StatusCode(exc.code).name
+            if not (name.startswith("BadCertificate") or name in ("BadSecurityChecksFailed",
+                                                                  "BadSecurityPolicyRejected")):
+                return None
+            why = name
+        elif isinstance(exc, AssertionError) and _raised_in(exc, "open_secure_channel"):
+            why = "OpenSecureChannel refused"
+        else:
+            return None
+        try:
+            thumbprint = hashlib.sha1(sec.certificate.read_bytes(), usedforsecurity=False).hexdigest()
+        except OSError:
+            thumbprint = "unknown (certificate unreadable)"
+        return (f"the server refuses our client certificate ({why}): trust {sec.certificate} (SHA-1 thumbprint "
+                f"{thumbprint}) on the server. Servers with a file PKI (our simulator, open62541, node-opcua, "
+                "UaExpert-style) keep refused certificates in their PKI rejected/ folder: move the file to "
+                "trusted/certs/; Siemens: TIA Portal certificate manager; Kepware: Trusted Clients. The gateway "
+                "retries and connects without a restart")
 
     def _hint(self, error: str) -> str:
         """What the operator should do about a refusal, for the log line."""
@@ -540,18 +596,25 @@ class OpcuaSource:
             handles, ts, values, quality = handles[ok], ts[ok], values[ok], quality[ok]
             if not len(handles):
                 return
-        if dec.bad_status:
-            self.stats.exceptions += dec.bad_status
-            self.stats.errors += dec.bad_status
-        if dec.unconvertible:
-            self.unconvertible += dec.unconvertible
-            self.stats.malformed += dec.unconvertible
-            self.stats.errors += dec.unconvertible
+        self._count_bad(dec)
         rows = handles.astype(np.uint32)
         np.maximum.at(self._last_ts, rows, ts)
         if self._backfills_pending:
             np.minimum.at(self._first_live, rows, ts)
         self._deliver(ts, rows, values, quality)
+
+    def _count_bad(self, dec: Decoded) -> None:
+        """Bad statuses by code (a sensor state, not our error); unconvertible values are a config error."""
+        if dec.bad_status or dec.unconvertible:
+            self.stats.count_bad_status(dec.status[dec.quality == _BAD])
+        if dec.unconvertible:
+            self.unconvertible += dec.unconvertible
+            self.stats.malformed += dec.unconvertible
+            self.stats.errors += dec.unconvertible
+
+    def _count_status(self, code: int, n: int) -> None:
+        by = self.stats.bad_by_status
+        by[code] = by.get(code, 0) + n
 
     # ---- watchdog -------------------------------------------------------------------------------
     async def _watch(self, client: Client, lost: asyncio.Event, tg: asyncio.TaskGroup) -> None:
@@ -641,8 +704,11 @@ class OpcuaSource:
                 self.stats.errors += 1
                 if isinstance(exc, TimeoutError):
                     self.stats.timeouts += 1
+                    self._count_status(Status.BAD_TIMEOUT, len(rows))
                 else:
                     self.stats.exceptions += 1
+                    code = exc.code if isinstance(exc, ua.UaStatusCodeError) else Status.BAD_COMMUNICATION_ERROR
+                    self._count_status(code, len(rows))
                 log.debug("%s: read of %d nodes failed: %r", self._name, len(rows), exc)
                 self._deliver(tick_ns, rows, np.full(len(rows), np.nan), _BAD)
                 return
@@ -650,13 +716,7 @@ class OpcuaSource:
             dec = finish(answer.codes, answer.values, answer.convertible, np.full(len(rows), tick_ns, dtype=np.int64))
         else:
             dec = decode_datavalues(answer, tick_ns, use_timestamps=False)
-        if dec.bad_status:
-            self.stats.exceptions += dec.bad_status
-            self.stats.errors += dec.bad_status
-        if dec.unconvertible:
-            self.unconvertible += dec.unconvertible
-            self.stats.malformed += dec.unconvertible
-            self.stats.errors += dec.unconvertible
+        self._count_bad(dec)
         self._deliver(tick_ns, rows, dec.value, dec.quality)
 
     # ---- back-fill ------------------------------------------------------------------------------
@@ -764,6 +824,7 @@ class OpcuaSource:
             n_bad = int(np.count_nonzero(quality == _BAD))
         stats.samples_good += n - n_bad
         stats.samples_bad += n_bad
+        stats.bad_signals.update(rows, quality)
         if n_bad < n:
             newest = int(np.max(ts_ns)) if np.ndim(ts_ns) else int(ts_ns)  # type: ignore[arg-type]
             if newest > stats.last_sample_ns:
@@ -778,3 +839,12 @@ class OpcuaSource:
             return
         self._sink_failing = False
 
+
+def _raised_in(exc: BaseException, function: str) -> bool:
+    """True when ``function`` is on the traceback of ``exc`` (where it was raised, not what it says)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == function:
+            return True
+        tb = tb.tb_next
+    return False
