@@ -136,9 +136,11 @@ class EdgeGateway:
             stats = SourceStats()
             self.source_stats[dev.name] = stats
             if dev.protocol is Protocol.MODBUS:
-                src: Any = ModbusSource(dev, self.table, self.cfg.modbus, self.buffer.append, stats)
+                src: Any = ModbusSource(dev, self.table, self.cfg.modbus, self.buffer.append, stats,
+                                        status_sink=self.buffer.append)
             else:
-                src = OpcuaSource(dev, self.table, self.cfg.opcua, self.buffer.append, stats)
+                src = OpcuaSource(dev, self.table, self.cfg.opcua, self.buffer.append, stats,
+                                  status_sink=self.buffer.append)
             self.sources[dev.name] = src
             out.append((f"source:{dev.name}", src.run()))
         return out
@@ -173,8 +175,9 @@ class EdgeGateway:
                 signal=frame.signal[a:b],
                 value=frame.value[a:b],
                 quality=frame.quality[a:b],
-                version=wire.VERSION_V2,
+                version=wire.VERSION_V3,  # v2 + which Bad status (issue 14); the ingestor must be updated first
                 quant=quant,
+                status=frame.status[a:b] if frame.status is not None else None,
             )
             self.forwarder.submit(payload, self.seq, self.boot_epoch_ns, b - a)
             self.telemetry_bytes += len(payload)

@@ -89,11 +89,13 @@ from .modbus_plan import Block, ReadPlan, plan_device
 from .schedule import next_tick_ns, raise_if_cancelled
 from .stats import BadSignals, SourceStats
 
-__all__ = ["BreakerPolicy", "BreakerState", "CircuitBreaker", "ModbusSource", "Sink"]
+__all__ = ["BreakerPolicy", "BreakerState", "CircuitBreaker", "ModbusSource", "Sink", "StatusSink"]
 
 log = logging.getLogger(__name__)
 
 Sink = Callable[[np.ndarray | int, np.ndarray, np.ndarray, np.ndarray | int], None]
+#: A sink that also takes each sample's OPC-UA StatusCode (scalar or uint32 array, 0 = Good).
+StatusSink = Callable[[np.ndarray | int, np.ndarray, np.ndarray, np.ndarray | int, np.ndarray | int], None]
 
 _GOOD = int(Quality.GOOD)
 _BAD = int(Quality.BAD)
@@ -277,8 +279,12 @@ class ModbusSource:
         *,
         breaker: BreakerPolicy | None = None,
         rng: random.Random | None = None,
+        status_sink: StatusSink | None = None,
     ) -> None:
-        """Plan and prepare decoding (no network). Raises PlanError when a signal cannot be read."""
+        """Plan and prepare decoding (no network). Raises PlanError when a signal cannot be read.
+
+        ``status_sink``: when given, polls go there with each sample's StatusCode instead of to ``sink``.
+        """
         self.device = device
         self.settings = settings
         self.sink = sink
@@ -302,6 +308,8 @@ class ModbusSource:
         self._exception_logged: set[tuple[int, int]] = set()  # (block, code) already logged
         self._checked_plausible = [False] * len(self.plan.blocks)  # first good read of each block checked
         self._invalid = np.zeros(n, dtype=bool)
+        self._status_col = np.zeros(n, dtype=np.uint32)
+        self.status_sink = status_sink
         stats.bad_signals = BadSignals(len(table))
         self._ids = table.ids
         self.breaker = CircuitBreaker(breaker or BreakerPolicy(), rng or random.Random())
@@ -364,7 +372,7 @@ class ModbusSource:
             stats.polls_short_circuited += 1
             stats.failing_blocks = len(self.plan.blocks)
             self._count_status(Status.BAD_NO_COMMUNICATION, len(self._all_bad))
-            self._deliver(tick_ns, self._all_bad, _BAD, good=0)
+            self._deliver(tick_ns, self._all_bad, _BAD, good=0, status=Status.BAD_NO_COMMUNICATION)
             return
         self._timeout_block = -1
         if len(self._lanes) == 1:
@@ -384,9 +392,12 @@ class ModbusSource:
         else:
             quality = self._quality
             quality.fill(_GOOD)
+            status = self._status_col
+            status.fill(0)
             if invalid:
                 # NaN/inf from a register is not a measurement (often a wrong word order): BAD, not GOOD.
                 quality[self._invalid] = _BAD
+                status[self._invalid] = Status.BAD_DATA_ENCODING_INVALID
                 self._count_status(Status.BAD_DATA_ENCODING_INVALID, invalid)
             for k in failed:
                 rows = self.codec.block_rows[k]
@@ -394,11 +405,13 @@ class ModbusSource:
                 if invalid:
                     self._count_status(Status.BAD_DATA_ENCODING_INVALID, -int(np.count_nonzero(quality[rows])))
                 quality[rows] = _BAD
-                self._count_status(self._status[k] or Status.BAD_COMMUNICATION_ERROR, len(rows))
+                code = self._status[k] or Status.BAD_COMMUNICATION_ERROR
+                status[rows] = code
+                self._count_status(code, len(rows))
             n_bad = int(np.count_nonzero(quality))
             if not failed:
                 stats.last_good_poll_ns = tick_ns
-            self._deliver(tick_ns, values, quality, good=len(values) - n_bad)
+            self._deliver(tick_ns, values, quality, good=len(values) - n_bad, status=status)
         self._check_plausible(outcome, values)
         self._record_poll(success=len(failed) < len(outcome) or not outcome)
 
@@ -558,7 +571,8 @@ class ModbusSource:
         log.warning("%s: exception %02d %s reading %s; %s (samples BAD as %s; logged once per block and code)",
                     self._name, code, name, self._block_text(k), remedy, status_name(status))
 
-    def _deliver(self, tick_ns: int, values: np.ndarray, quality: np.ndarray | int, *, good: int) -> None:
+    def _deliver(self, tick_ns: int, values: np.ndarray, quality: np.ndarray | int, *, good: int,
+                 status: np.ndarray | int = 0) -> None:
         stats = self.stats
         stats.polls += 1
         stats.samples_good += good
@@ -567,7 +581,10 @@ class ModbusSource:
             stats.last_sample_ns = tick_ns
         stats.bad_signals.update(self.signals, quality)
         try:
-            self.sink(tick_ns, self.signals, values, quality)
+            if self.status_sink is not None:
+                self.status_sink(tick_ns, self.signals, values, quality, status)
+            else:
+                self.sink(tick_ns, self.signals, values, quality)
         except Exception:
             stats.errors += 1
             if not self._sink_failing:

@@ -85,11 +85,13 @@ from .opcua_security import SecurityConfigError, apply_security, read_credential
 from .schedule import next_tick_ns, raise_if_cancelled
 from .stats import BadSignals, SourceStats
 
-__all__ = ["BACKFILL_QUALITY", "Backoff", "OpcuaSource", "ResolvedGroup", "Sink", "resolve_groups"]
+__all__ = ["BACKFILL_QUALITY", "Backoff", "OpcuaSource", "ResolvedGroup", "Sink", "StatusSink", "resolve_groups"]
 
 log = logging.getLogger(__name__)
 
 Sink = Callable[[np.ndarray | int, np.ndarray, np.ndarray, np.ndarray | int], None]
+#: A sink that also takes each sample's StatusCode (scalar or uint32 array, 0 = Good).
+StatusSink = Callable[[np.ndarray | int, np.ndarray, np.ndarray, np.ndarray | int, np.ndarray | int], None]
 
 _GOOD = int(Quality.GOOD)
 _BAD = int(Quality.BAD)
@@ -230,6 +232,7 @@ class OpcuaSource:
         backfill_sink: Sink | None = None,
         rng: random.Random | None = None,
         fast_decode: bool = True,
+        status_sink: StatusSink | None = None,
     ) -> None:
         """Resolve groups and check the credentials are readable (no network).
 
@@ -244,6 +247,7 @@ class OpcuaSource:
         self.settings = settings
         self.sink = sink
         self.backfill_sink = backfill_sink
+        self.status_sink = status_sink  # when given, live samples go there with their StatusCode instead of to sink
         self.stats = stats
         self.ids = table.ids
         self.rows = np.ascontiguousarray(table.signals_of(device.index), dtype=np.uint32)
@@ -384,7 +388,8 @@ class OpcuaSource:
             # One BAD sample per signal at the loss: the outage is visible, not a flat line.
             self._established = False
             self._count_status(Status.BAD_NO_COMMUNICATION, len(self.rows))
-            self._deliver(time.time_ns(), self.rows, np.full(len(self.rows), np.nan), _BAD)
+            self._deliver(time.time_ns(), self.rows, np.full(len(self.rows), np.nan), _BAD,
+                          status=Status.BAD_NO_COMMUNICATION)
         self.stats.connected = False
         self._subs = []
         self.subscriptions = 0
@@ -583,7 +588,7 @@ class OpcuaSource:
         self._ingest_columns(handles, decode_datavalues([it.Value for it in items], time.time_ns()))
 
     def _ingest_columns(self, handles: np.ndarray, dec: Decoded) -> None:
-        ts, values, quality = dec.ts_ns, dec.value, dec.quality
+        ts, values, quality, status = dec.ts_ns, dec.value, dec.quality, dec.status
         mine = self._mine
         if handles.min() < 0 or handles.max() >= mine.shape[0] or not mine[handles].all():
             ok = (handles >= 0) & (handles < mine.shape[0])
@@ -593,15 +598,17 @@ class OpcuaSource:
             self.stats.errors += dropped
             self.stats.malformed += dropped
             log.debug("%s: %d notifications for unknown client handles", self._name, dropped)
-            handles, ts, values, quality = handles[ok], ts[ok], values[ok], quality[ok]
+            handles, ts, values, quality, status = handles[ok], ts[ok], values[ok], quality[ok], status[ok]
             if not len(handles):
                 return
+            refused = int(np.count_nonzero(status == Status.BAD_TYPE_MISMATCH)) if dec.unconvertible else 0
+            dec = Decoded(ts, values, quality, int(np.count_nonzero(quality == _BAD)) - refused, refused, status)
         self._count_bad(dec)
         rows = handles.astype(np.uint32)
         np.maximum.at(self._last_ts, rows, ts)
         if self._backfills_pending:
             np.minimum.at(self._first_live, rows, ts)
-        self._deliver(ts, rows, values, quality)
+        self._deliver(ts, rows, values, quality, status=status)
 
     def _count_bad(self, dec: Decoded) -> None:
         """Bad statuses by code (a sensor state, not our error); unconvertible values are a config error."""
@@ -704,20 +711,20 @@ class OpcuaSource:
                 self.stats.errors += 1
                 if isinstance(exc, TimeoutError):
                     self.stats.timeouts += 1
-                    self._count_status(Status.BAD_TIMEOUT, len(rows))
+                    code = Status.BAD_TIMEOUT
                 else:
                     self.stats.exceptions += 1
                     code = exc.code if isinstance(exc, ua.UaStatusCodeError) else Status.BAD_COMMUNICATION_ERROR
-                    self._count_status(code, len(rows))
+                self._count_status(code, len(rows))
                 log.debug("%s: read of %d nodes failed: %r", self._name, len(rows), exc)
-                self._deliver(tick_ns, rows, np.full(len(rows), np.nan), _BAD)
+                self._deliver(tick_ns, rows, np.full(len(rows), np.nan), _BAD, status=code)
                 return
         if isinstance(answer, ColumnsNotification):
             dec = finish(answer.codes, answer.values, answer.convertible, np.full(len(rows), tick_ns, dtype=np.int64))
         else:
             dec = decode_datavalues(answer, tick_ns, use_timestamps=False)
         self._count_bad(dec)
-        self._deliver(tick_ns, rows, dec.value, dec.quality)
+        self._deliver(tick_ns, rows, dec.value, dec.quality, status=dec.status)
 
     # ---- back-fill ------------------------------------------------------------------------------
     async def _backfill(self, client: Client, last_ts: np.ndarray, until_ns: int, subs: list[_Sub] | None = None
@@ -810,12 +817,12 @@ class OpcuaSource:
             self._deliver(ts, rows, values, quality, sink=self.backfill_sink)
         else:
             quality[quality == _GOOD] = BACKFILL_QUALITY
-            self._deliver(ts, rows, values, quality)
+            self._deliver(ts, rows, values, quality, status=dec.status[keep])
         return m, newest
 
     # ---- delivery -------------------------------------------------------------------------------
     def _deliver(self, ts_ns: np.ndarray | int, rows: np.ndarray, values: np.ndarray, quality: np.ndarray | int,
-                 *, sink: Sink | None = None) -> None:
+                 *, sink: Sink | None = None, status: np.ndarray | int = 0) -> None:
         stats = self.stats
         n = len(rows)
         if np.ndim(quality) == 0:
@@ -830,7 +837,10 @@ class OpcuaSource:
             if newest > stats.last_sample_ns:
                 stats.last_sample_ns = newest
         try:
-            (sink or self.sink)(ts_ns, rows, values, quality)
+            if sink is None and self.status_sink is not None:
+                self.status_sink(ts_ns, rows, values, quality, status)
+            else:
+                (sink or self.sink)(ts_ns, rows, values, quality)
         except Exception:
             stats.errors += 1
             if not self._sink_failing:
