@@ -172,3 +172,25 @@ def test_a_failed_sensor_is_one_state_not_an_error_per_notification() -> None:
     assert stats.bad_by_status[Status.BAD_NO_COMMUNICATION] == 4
     _, rows, _, quality = sink.columns()
     assert (quality[rows == 0] == Quality.BAD).sum() == stats.samples_bad - 3
+
+
+def test_clean_session_and_stop_log_no_warnings_and_no_library_chatter(log_text: io.StringIO) -> None:
+    async def main() -> str:
+        port = free_port()
+        table = make_table(port, machines=1, signals=3)
+        opc = OpcServer(port, table.ids)
+        await opc.start()
+        start = len(log_text.getvalue())  # the test server's own start-up warnings are not the edge's
+        sink, stats = Recorder(), SourceStats()
+        source = OpcuaSource(table.devices[0], table, FAST, sink, stats)
+        try:
+            async with running(source):
+                await wait_for(lambda: stats.samples_good >= len(table) and "connected; 3" in log_text.getvalue(),
+                               what="initial values")
+            return log_text.getvalue()[start:]  # the source has stopped; the server is still up
+        finally:
+            await opc.stop()
+
+    text = asyncio.run(main())
+    assert not warnings_of(io.StringIO(text)), text
+    assert "asyncua" not in text, text  # asyncua's INFO chatter only at --log-level DEBUG

@@ -683,10 +683,14 @@ class OpcuaSource:
             started = time.perf_counter()
             self.stats.polls += 1
             self.stats.last_poll_ns = tick
-            await asyncio.gather(*(self._read_chunk(client, rows, params, tick, in_flight)
-                                   for rows, params in chunks))
+            ok = await asyncio.gather(*(self._read_chunk(client, rows, params, tick, in_flight)
+                                        for rows, params in chunks))
             raise_if_cancelled()
-            self.stats.last_poll_duration_s = time.perf_counter() - started
+            self.stats.failing_blocks = ok.count(False)
+            if all(ok):
+                self.stats.last_good_poll_ns = tick
+            self.stats.last_poll_duration_s = elapsed_s = time.perf_counter() - started
+            self.stats.poll_duration.observe(elapsed_s)
             next_tick = tick + period_ns
             now = time.time_ns()
             if now >= next_tick:
@@ -695,7 +699,8 @@ class OpcuaSource:
                 next_tick += skipped * period_ns
 
     async def _read_chunk(self, client: Client, rows: np.ndarray, params: ua.ReadParameters, tick_ns: int,
-                          in_flight: asyncio.Semaphore) -> None:
+                          in_flight: asyncio.Semaphore) -> bool:
+        """Read one chunk of a poll and deliver it (BAD on failure); whether the read succeeded."""
         async with in_flight:
             try:
                 answer: ColumnsNotification | list[ua.DataValue]
@@ -718,13 +723,14 @@ class OpcuaSource:
                 self._count_status(code, len(rows))
                 log.debug("%s: read of %d nodes failed: %r", self._name, len(rows), exc)
                 self._deliver(tick_ns, rows, np.full(len(rows), np.nan), _BAD, status=code)
-                return
+                return False
         if isinstance(answer, ColumnsNotification):
             dec = finish(answer.codes, answer.values, answer.convertible, np.full(len(rows), tick_ns, dtype=np.int64))
         else:
             dec = decode_datavalues(answer, tick_ns, use_timestamps=False)
         self._count_bad(dec)
         self._deliver(tick_ns, rows, dec.value, dec.quality, status=dec.status)
+        return True
 
     # ---- back-fill ------------------------------------------------------------------------------
     async def _backfill(self, client: Client, last_ts: np.ndarray, until_ns: int, subs: list[_Sub] | None = None
