@@ -56,8 +56,11 @@ _PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.
 
 #: Bound on distinct (logger, level, template) keys tracked; beyond it, the oldest closed windows go.
 MAX_KEYS = 10_000
-#: Our own top-level packages; every other logger is a library's.
-OWN_PACKAGES = frozenset({"plantwire", "edge", "cloud", "simulators", "tools", "bench", "__main__"})
+#: Our own top-level packages, plus Python's own reporters of our bugs (the root logger, asyncio's
+#: "Task exception was never retrieved", warnings), whose tracebacks must stay whole; every other
+#: logger is a library's.
+OWN_PACKAGES = frozenset({"plantwire", "edge", "cloud", "simulators", "tools", "bench", "__main__",
+                          "root", "asyncio", "py"})
 #: Characters of a library record's first line kept at INFO level and above (the rest at DEBUG only).
 LIBRARY_TEXT_CHARS = 240
 #: Library records let through per (logger, level, source, kind) and window.

@@ -159,3 +159,4 @@ def test_library_info_is_demoted_and_tracebacks_reduced(restore_root: None) -> N
 def test_is_library() -> None:
     assert is_library("pymodbus.logging") and is_library("asyncua") and is_library("paho.mqtt.client")
     assert not is_library("edge.sources.modbus") and not is_library("plantwire") and not is_library("cloud.app")
+    assert not is_library("asyncio") and not is_library("root")  # they report our own bugs: tracebacks stay
