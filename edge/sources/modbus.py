@@ -669,7 +669,8 @@ class ModbusSource:
         """Publish the device-level state and log its changes; a breaker probe's connect and drop is quiet."""
         up = all(self._lane_up)
         self.stats.connected = up
-        probing = self.breaker.opens > 0
+        # A breaker probe, or pymodbus reconnecting after it dropped a silent connection: not news.
+        probing = self.breaker.opens > 0 or self._silence is not _Silence.ANSWERING
         if up and self._link_logged is not True:
             self._link_logged = True
             log.log(logging.DEBUG if probing else logging.INFO, "%s: connected (%d connection%s)", self._name,
