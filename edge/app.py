@@ -39,7 +39,7 @@ from edge.sources.stats import SourceStats, degraded_reasons, export_source_metr
 from edge.spool import Spool
 from plantwire import wire
 from plantwire.configfile import ConfigError
-from plantwire.logs import setup_logging
+from plantwire.logs import active_limiter, setup_logging
 from plantwire.metrics import Metric, MetricsServer, Registry
 from plantwire.plant import PlantConfig, Protocol, SignalTable, expand
 from plantwire.sdnotify import Notifier
@@ -323,6 +323,12 @@ class EdgeGateway:
                     v = getattr(src, attr)
                     family = m.gauge(metric, help_) if kind == "gauge" else m.counter(metric, help_)
                     family.set(float(len(v) if isinstance(v, dict) else v), source=name)
+        limiter = active_limiter()
+        if limiter is not None:  # repeats held back and summarised; library INFO shown only at DEBUG
+            m.counter("log_lines_suppressed_total", "Log lines held back by the rate limiter (summarised)").set(
+                limiter.suppressed_total)
+            m.counter("log_library_lines_hidden_total", "Library INFO/DEBUG lines not shown (--log-level DEBUG shows "
+                      "them)").set(limiter.library_demoted_total)
         now_ns = time.time_ns()
         for name, st in self.source_stats.items():
             good.set(st.samples_good, source=name)

@@ -46,8 +46,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import IO, Any
 
-__all__ = ["JsonFormatter", "RateLimitFilter", "RateLimitedHandler", "current_source", "is_library", "log_source",
-           "setup_logging", "stderr_is_journal"]
+__all__ = ["JsonFormatter", "RateLimitFilter", "RateLimitedHandler", "active_limiter", "current_source", "is_library",
+           "log_source", "setup_logging", "stderr_is_journal"]
 
 _STD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
 
@@ -276,6 +276,14 @@ class RateLimitedHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.flush()
         finally:
             super().close()
+
+
+def active_limiter() -> RateLimitFilter | None:
+    """The limiter of the handler :func:`setup_logging` installed on the root logger, if any (for metrics)."""
+    for h in logging.getLogger().handlers:
+        if isinstance(h, RateLimitedHandler):
+            return h.limiter
+    return None
 
 
 def stderr_is_journal() -> bool:

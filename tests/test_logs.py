@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from plantwire.logs import RateLimitFilter, is_library, log_source, setup_logging
+from plantwire.logs import RateLimitFilter, active_limiter, is_library, log_source, setup_logging
 
 
 @pytest.fixture
@@ -160,3 +160,8 @@ def test_is_library() -> None:
     assert is_library("pymodbus.logging") and is_library("asyncua") and is_library("paho.mqtt.client")
     assert not is_library("edge.sources.modbus") and not is_library("plantwire") and not is_library("cloud.app")
     assert not is_library("asyncio") and not is_library("root")  # they report our own bugs: tracebacks stay
+
+
+def test_active_limiter_is_the_installed_one(restore_root: None) -> None:
+    limiter = setup_logging("INFO", stream=io.StringIO())
+    assert active_limiter() is limiter
