@@ -1,5 +1,8 @@
 """Wire format cost: bytes per sample and encode/decode ns per sample, v1 vs v2, on realistic columns.
 
+v3 adds the sparse status column: ``v3`` with every sample Good (what a healthy plant sends),
+``v3-31bad`` with 31 signals failed (BadSensorFailure on every one of their samples, as in issue 14).
+
 Columns are the demo plant's simulated values (simulators.signals, with its sensor resolution) as the
 edge sees them after acquisition: Modbus integer registers ``rint((v - offset) / scale)`` read back
 as ``raw * scale + offset`` (the edge codec's numpy operations), float32 registers rounded to float32
@@ -72,16 +75,22 @@ def run(plant: Path, rate_hz: int, batches: int, repeat: int) -> list[dict[str, 
             tick += 1
         sig = np.tile(np.arange(n_sig, dtype=np.uint32), rate_hz)
         cols.append(dict(ts_ns=ts, signal=sig, value=val, quality=np.zeros(ts.shape[0], dtype=np.uint8)))
+    failed = np.random.default_rng(3).choice(n_sig, size=min(31, n_sig), replace=False)
+    good = [np.zeros(c["ts_ns"].shape[0], dtype=np.uint32) for c in cols]
+    bad = [np.where(np.isin(c["signal"], failed), np.uint32(0x808C0000), np.uint32(0)) for c in cols]
     out = []
     for name, kw in (("v1", {}), ("v2-no-quant", {"version": wire.VERSION_V2}),
-                     ("v2", {"version": wire.VERSION_V2, "quant": quant})):
+                     ("v2", {"version": wire.VERSION_V2, "quant": quant}),
+                     ("v3", {"version": wire.VERSION_V3, "quant": quant, "status": good}),
+                     ("v3-31bad", {"version": wire.VERSION_V3, "quant": quant, "status": bad})):
         nbytes = 0
         enc_s = dec_s = float("inf")
         n = sum(c["ts_ns"].shape[0] for c in cols)
         for _ in range(repeat):
             a = time.perf_counter()
             payloads = [wire.encode_batch(gateway="gw-bench", boot_epoch_ns=t0, seq=i, table_hash=b"\0" * 8,
-                                          **c, **kw) for i, c in enumerate(cols)]
+                                          **c, **{k: (v[i] if k == "status" else v) for k, v in kw.items()})
+                        for i, c in enumerate(cols)]
             b = time.perf_counter()
             decoded = [wire.decode_batch(p) for p in payloads]
             c_ = time.perf_counter()

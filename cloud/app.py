@@ -594,7 +594,7 @@ class Ingestor:
         if table.site != site:
             raise _WrongGateway(f"topic.site: {site!r} but the signal table says {table.site!r}")
         try:
-            lines = build_lines(table.prefixes, batch.ts_ns, batch.signal, batch.value, batch.quality)
+            lines = build_lines(table.prefixes, batch.ts_ns, batch.signal, batch.value, batch.quality, batch.status)
         except ValueError as exc:
             raise wire.WireError(f"body.signal: {exc}") from None
         w.add_lines(lines.data, lines.line_end)
@@ -623,7 +623,7 @@ class Ingestor:
         table = self.tables.get(batch.gateway, batch.table_hash)
         assert table is not None
         try:
-            lines = build_lines(table.prefixes, batch.ts_ns, batch.signal, batch.value, batch.quality)
+            lines = build_lines(table.prefixes, batch.ts_ns, batch.signal, batch.value, batch.quality, batch.status)
         except ValueError as exc:
             self._dead_letter(m, "malformed", f"body.signal: {exc}", w)
             return

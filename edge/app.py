@@ -44,11 +44,11 @@ from edge.kernels.kinds import Kind
 from edge.runmark import DROPPED, LAST_FLUSH, NEXT_SEQ, PENDING, READ, UNSENT, RunMark
 from edge.sidework import SideWork
 from edge.sinks.mqtt import MqttPublisher, tls_context
-from edge.sources.stats import SourceStats
+from edge.sources.stats import SourceStats, degraded_reasons, export_source_metrics
 from edge.spool import Spool
 from plantwire import wire
 from plantwire.configfile import ConfigError, ensure_state_dir
-from plantwire.logs import setup_logging
+from plantwire.logs import active_limiter, setup_logging
 from plantwire.metrics import Metric, MetricsServer, Registry
 from plantwire.plant import PlantConfig, Protocol, SignalTable, expand
 from plantwire.sdnotify import Notifier
@@ -169,9 +169,11 @@ class EdgeGateway:
             stats = SourceStats()
             self.source_stats[dev.name] = stats
             if dev.protocol is Protocol.MODBUS:
-                src: Any = ModbusSource(dev, self.table, self.cfg.modbus, self._on_samples, stats)
+                src: Any = ModbusSource(dev, self.table, self.cfg.modbus, self._on_samples, stats,
+                                        status_sink=self._on_samples)
             else:
-                src = OpcuaSource(dev, self.table, self.cfg.opcua, self._on_samples, stats)
+                src = OpcuaSource(dev, self.table, self.cfg.opcua, self._on_samples, stats,
+                                  status_sink=self._on_samples)
                 prev = self.previous_run
                 if prev is not None and prev.crashed and prev.last_ts_ns is not None:
                     src.resume_after(prev.last_ts_ns)  # back-fill what the crash may have lost
@@ -198,10 +200,11 @@ class EdgeGateway:
                     time.strftime("%H:%M:%S", time.gmtime(self.boot_epoch_ns / 1e9)), recovery)
 
     def _on_samples(
-        self, ts_ns: np.ndarray | int, signal: np.ndarray, value: np.ndarray, quality: np.ndarray | int
+        self, ts_ns: np.ndarray | int, signal: np.ndarray, value: np.ndarray, quality: np.ndarray | int,
+        status: np.ndarray | int = 0,
     ) -> None:
         """Sources' sink: into the frame buffer, and its fill level into the run mark (a crash loses it)."""
-        self.buffer.append(ts_ns, signal, value, quality)
+        self.buffer.append(ts_ns, signal, value, quality, status)
         self.mark.head[PENDING] = len(self.buffer)
 
     def _drop_rereads(self, frame: Frame) -> Frame:
@@ -214,7 +217,8 @@ class EdgeGateway:
         if dup == 0:
             return frame
         self.duplicates += dup
-        return Frame(frame.ts_ns[keep], frame.signal[keep], frame.value[keep], frame.quality[keep])
+        return Frame(frame.ts_ns[keep], frame.signal[keep], frame.value[keep], frame.quality[keep],
+                     None if frame.status is None else frame.status[keep])
 
     def _count_dropped(self, payload: bytes) -> None:
         """Per-signal counts of a dropped batch (rare: a bound or a full disk), into the run mark."""
@@ -275,8 +279,9 @@ class EdgeGateway:
                 signal=frame.signal[a:b],
                 value=frame.value[a:b],
                 quality=frame.quality[a:b],
-                version=wire.VERSION_V2,
+                version=wire.VERSION_V3,  # v2 + which Bad status (issue 14); the ingestor must be updated first
                 quant=quant,
+                status=frame.status[a:b] if frame.status is not None else None,
             )
             self.forwarder.submit(payload, self.seq, self.boot_epoch_ns, b - a)
             self.telemetry_bytes += len(payload)
@@ -443,11 +448,19 @@ class EdgeGateway:
                     v = getattr(src, attr)
                     family = m.gauge(metric, help_) if kind == "gauge" else m.counter(metric, help_)
                     family.set(float(len(v) if isinstance(v, dict) else v), source=name)
+        limiter = active_limiter()
+        if limiter is not None:  # repeats held back and summarised; library INFO shown only at DEBUG
+            m.counter("log_lines_suppressed_total", "Log lines held back by the rate limiter (summarised)").set(
+                limiter.suppressed_total)
+            m.counter("log_library_lines_hidden_total", "Library INFO/DEBUG lines not shown (--log-level DEBUG shows "
+                      "them)").set(limiter.library_demoted_total)
+        now_ns = time.time_ns()
         for name, st in self.source_stats.items():
             good.set(st.samples_good, source=name)
             bad.set(st.samples_bad, source=name)
             errs.set(st.errors, source=name)
             conn.set(1.0 if st.connected else 0.0, source=name)
+            export_source_metrics(m, name, st, now_ns)
 
     def health(self) -> dict[str, Any]:
         connected = sum(1 for s in self.source_stats.values() if s.connected)
@@ -459,6 +472,9 @@ class EdgeGateway:
             reasons.append(f"{self.forwarder.counters.unlogged_samples} samples held unlogged in memory")
         if not self.mark.persistent:
             reasons.append("run mark not on disk")
+        # A device whose reads fail or whose signals are BAD is degraded even while its TCP link is up.
+        degraded = {n: r for n, s in self.source_stats.items() if (r := degraded_reasons(s))}
+        ok = ok and not degraded
         return {
             "status": "ok" if ok and not reasons else "degraded",
             "degraded": reasons,
@@ -467,6 +483,7 @@ class EdgeGateway:
             "mqtt_connected": self.publisher.stats.connected,
             "sources_connected": connected,
             "sources": len(self.source_stats),
+            "sources_degraded": degraded,
             "samples_unacked": self.publisher.stats.samples_unacked,
             "spool": {k: v for k, v in self.forwarder.stats().items() if k.startswith(("wal_", "dropped", "oldest"))},
         }

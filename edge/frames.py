@@ -1,4 +1,7 @@
-"""Frames: the in-memory unit samples travel in, as four preallocated numpy columns.
+"""Frames: the in-memory unit samples travel in, as preallocated numpy columns.
+
+Besides the four sample columns, a frame carries each sample's OPC-UA StatusCode (0 = Good), so
+*which* Bad it was reaches the wire (v3) and InfluxDB; a source that has no codes appends 0.
 
 Sources append whole chunks (one Modbus block read, one OPC-UA publish response); the publisher
 drains the buffer once per batch interval. The buffer never grows: it is sized from config, and
@@ -22,6 +25,7 @@ class Frame:
     signal: np.ndarray  # uint32
     value: np.ndarray  # float64
     quality: np.ndarray  # uint8
+    status: np.ndarray | None = None  # uint32 OPC-UA StatusCode, 0 = Good
 
     def __len__(self) -> int:
         return int(self.ts_ns.shape[0])
@@ -38,14 +42,16 @@ class FrameBuffer:
         self._sig = np.empty(capacity, dtype=np.uint32)
         self._val = np.empty(capacity, dtype=np.float64)
         self._q = np.empty(capacity, dtype=np.uint8)
+        self._st = np.empty(capacity, dtype=np.uint32)
         self._n = 0
         self.on_full = on_full
 
     def __len__(self) -> int:
         return self._n
 
-    def append(self, ts_ns: np.ndarray | int, signal: np.ndarray, value: np.ndarray, quality: np.ndarray | int) -> None:
-        """Append a chunk; ``ts_ns`` and ``quality`` may be scalars shared by the whole chunk."""
+    def append(self, ts_ns: np.ndarray | int, signal: np.ndarray, value: np.ndarray, quality: np.ndarray | int,
+               status: np.ndarray | int = 0) -> None:
+        """Append a chunk; ``ts_ns``, ``quality`` and ``status`` may be scalars shared by the whole chunk."""
         m = int(signal.shape[0])
         start = 0
         while start < m:
@@ -61,12 +67,14 @@ class FrameBuffer:
             self._sig[a:b] = signal[start : start + take]
             self._val[a:b] = value[start : start + take]
             self._q[a:b] = quality if np.ndim(quality) == 0 else quality[start : start + take]
+            self._st[a:b] = status if np.ndim(status) == 0 else status[start : start + take]
             self._n = b
             start += take
 
     def drain(self) -> Frame:
         """Return a copy of what is buffered and empty the buffer."""
         n = self._n
-        frame = Frame(self._ts[:n].copy(), self._sig[:n].copy(), self._val[:n].copy(), self._q[:n].copy())
+        frame = Frame(self._ts[:n].copy(), self._sig[:n].copy(), self._val[:n].copy(), self._q[:n].copy(),
+                      self._st[:n].copy())
         self._n = 0
         return frame

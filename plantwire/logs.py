@@ -9,6 +9,19 @@ down (``logging.shutdown`` at interpreter exit closes the handler, which writes 
 The running total is :attr:`RateLimitFilter.suppressed_total`, which a daemon can serve as a metric.
 Only WARNING and above are limited: info and debug lines are not emitted per poll by design.
 
+**Library records** (any logger outside plantwire's own packages: pymodbus, asyncua, paho, ...) are
+reshaped before they are limited, because libraries put the variable part in the text: pymodbus
+formats every timeout into a unique ERROR with a multi-kilobyte hex dump of the last frames of
+*all* its clients (its frame buffer is process-wide, so the dump may show another device's
+traffic). Such a record keeps its first line, shortened to ``LIBRARY_TEXT_CHARS``, with its
+traceback reduced to the exception's type and text (both in full at ``--log-level DEBUG``); it is
+tagged with the acquisition source whose task emitted it (:func:`log_source`, a context variable
+the sources set, so a pymodbus line names the device although pymodbus does not), and it is
+limited under the stable key (logger, level, source, kind) with a burst of
+``LIBRARY_BURST`` per window, where the kind is the first words of the text with numbers masked.
+The source's own line says what to do; the library line is supporting evidence. Library INFO and
+DEBUG lines (asyncua's per-connect chatter) are shown only at ``--log-level DEBUG``.
+
 JSON lines (``--log-json``) carry ``ts`` (epoch seconds), ``time`` (ISO 8601 UTC), ``level``,
 ``logger``, ``msg`` and any ``extra=`` fields, for Loki/ELK style collectors.
 
@@ -23,13 +36,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import IO, Any
 
-__all__ = ["JsonFormatter", "RateLimitFilter", "RateLimitedHandler", "setup_logging", "stderr_is_journal"]
+__all__ = ["JsonFormatter", "RateLimitFilter", "RateLimitedHandler", "active_limiter", "current_source", "is_library",
+           "log_source", "setup_logging", "stderr_is_journal"]
 
 _STD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
 
@@ -38,6 +56,45 @@ _PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.
 
 #: Bound on distinct (logger, level, template) keys tracked; beyond it, the oldest closed windows go.
 MAX_KEYS = 10_000
+#: Our own top-level packages, plus Python's own reporters of our bugs (the root logger, asyncio's
+#: "Task exception was never retrieved", warnings), whose tracebacks must stay whole; every other
+#: logger is a library's.
+OWN_PACKAGES = frozenset({"plantwire", "edge", "cloud", "simulators", "tools", "bench", "__main__",
+                          "root", "asyncio", "py"})
+#: Characters of a library record's first line kept at INFO level and above (the rest at DEBUG only).
+LIBRARY_TEXT_CHARS = 240
+#: Library records let through per (logger, level, source, kind) and window.
+LIBRARY_BURST = 1
+
+#: The acquisition source (device or server name) whose task is running; read by the limiter to tag
+#: library records. A ContextVar is per task (asyncio copies it on task creation), not shared state.
+_SOURCE: ContextVar[str | None] = ContextVar("plantwire_log_source", default=None)
+_NUMBERS = re.compile(r"0x[0-9a-fA-F]+|\d+(?:\.\d+)?")
+
+
+@contextmanager
+def log_source(name: str) -> Iterator[None]:
+    """Tag library records emitted by this task (and tasks it creates) with ``name``."""
+    token = _SOURCE.set(name)
+    try:
+        yield
+    finally:
+        _SOURCE.reset(token)
+
+
+def current_source() -> str | None:
+    """The source set by :func:`log_source` in the running context, if any."""
+    return _SOURCE.get()
+
+
+def is_library(name: str) -> bool:
+    """True for loggers that are not plantwire's own (``pymodbus.logging``, ``asyncua.client...``)."""
+    return name.partition(".")[0] not in OWN_PACKAGES
+
+
+def _library_kind(first_line: str) -> str:
+    """A stable key for a library message: its first words with numbers and hex masked."""
+    return _NUMBERS.sub("#", first_line[:120])[:64]
 
 
 def _priority(levelno: int) -> int:
@@ -84,20 +141,55 @@ class RateLimitFilter(logging.Filter):
     is one key: a storm of the same failure is summarised, whichever device it names.
     """
 
-    def __init__(self, burst: int = 5, window_s: float = 60.0) -> None:
+    def __init__(self, burst: int = 5, window_s: float = 60.0, *, library_verbose: bool = False) -> None:
+        """``library_verbose``: let library records through whole and at every level (``--log-level DEBUG``)."""
         super().__init__()
         if burst < 1 or window_s <= 0:
             raise ValueError(f"burst must be >= 1 and window_s > 0, got {burst}, {window_s}")
         self.burst = burst
         self.window_s = window_s
+        self.library_verbose = library_verbose
         self._lock = threading.Lock()
         self._windows: dict[tuple[str, int, str], _Window] = {}
         self.suppressed_total = 0
+        self.library_demoted_total = 0  # library INFO/DEBUG records not shown (library_verbose off)
+
+    def _reshape_library(self, record: logging.LogRecord) -> str:
+        """Shorten a library record in place (first line, no traceback) and return its limiter key."""
+        source = current_source()
+        if source is not None and not hasattr(record, "source"):
+            record.source = source
+        text = record.getMessage()
+        first, _, rest = text.partition("\n")
+        kind = _library_kind(first)
+        if not self.library_verbose:
+            dropped = len(rest) + max(0, len(first) - LIBRARY_TEXT_CHARS)
+            first = first[:LIBRARY_TEXT_CHARS]
+            if record.exc_info and record.exc_info[1] is not None:
+                exc = record.exc_info[1]
+                first += f" ({type(exc).__name__}: {exc})" if str(exc) else f" ({type(exc).__name__})"
+                record.exc_info = None
+                record.exc_text = None
+            if dropped:
+                first += f" [{dropped} more characters at --log-level DEBUG]"
+            prefix = f"[{source}] " if source is not None else ""
+            record.msg, record.args = prefix + first, None
+        return f"[{source}] {kind}" if source is not None else kind
 
     def filter(self, record: logging.LogRecord) -> bool:
+        library = is_library(record.name)
         if record.levelno < logging.WARNING:
+            if library and not self.library_verbose:
+                self.library_demoted_total += 1
+                return False
             return True
-        key = (record.name, record.levelno, str(record.msg))
+        if library:
+            template = self._reshape_library(record)
+            burst = min(self.burst, LIBRARY_BURST)
+        else:
+            template = str(record.msg)
+            burst = self.burst
+        key = (record.name, record.levelno, template)
         now = time.monotonic()
         with self._lock:
             w = self._windows.get(key)
@@ -110,7 +202,7 @@ class RateLimitFilter(logging.Filter):
                 self._windows[key] = _Window(now)
                 return True
             w.count += 1
-            if w.count <= self.burst:
+            if w.count <= burst:
                 return True
             w.suppressed += 1
             self.suppressed_total += 1
@@ -186,6 +278,14 @@ class RateLimitedHandler(logging.StreamHandler):  # type: ignore[type-arg]
             super().close()
 
 
+def active_limiter() -> RateLimitFilter | None:
+    """The limiter of the handler :func:`setup_logging` installed on the root logger, if any (for metrics)."""
+    for h in logging.getLogger().handlers:
+        if isinstance(h, RateLimitedHandler):
+            return h.limiter
+    return None
+
+
 def stderr_is_journal() -> bool:
     """True when stderr is connected to journald (systemd sets ``JOURNAL_STREAM=dev:inode``)."""
     raw = os.environ.get("JOURNAL_STREAM", "")
@@ -211,7 +311,7 @@ def setup_logging(
     :func:`stderr_is_journal`. Calling it again replaces the previous handler (tests, reloads)."""
     if journal is None:
         journal = stream is None and stderr_is_journal()
-    limiter = RateLimitFilter(burst, window_s)
+    limiter = RateLimitFilter(burst, window_s, library_verbose=logging.getLevelName(level.upper()) == logging.DEBUG)
     handler = RateLimitedHandler(stream or sys.stderr, limiter, journal=journal)
     if json:
         handler.setFormatter(JsonFormatter())

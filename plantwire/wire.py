@@ -46,6 +46,23 @@ code only when the float64 bits are identical, so v2 is bit-exact (NaN payloads,
 back to raw). Why: at 1 Hz each signal appears once per batch, so v1's per-signal XOR cannot help
 and every value costs ~5 bytes; an integer register or a decimal reading costs ~2.
 
+Telemetry batch v3 (kind 1): v2 plus the OPC-UA StatusCode of every sample that is not plain Good,
+as a sparse column (a healthy plant sends none, so it costs nothing; a failed sensor costs its
+index and code)::
+
+    header   as v2, then ``nstatus I`` (entries in the sparse column, at most n)
+    body     the v2 body, then
+               idx   uint32[nstatus] sample index, first absolute then deltas (strictly
+                                     increasing: each index once)
+               code  uint32[nstatus] StatusCode (never 0), byte-shuffled
+
+Decoded, ``Batch.status`` is a dense uint32 column (0 = Good); v1 and v2 batches have none
+(``None``). Why in the batch and not implied by quality: "BadSensorFailure" and
+"BadCommunicationError" ask for different people (instrument technician, network); the ingestor
+stores the code as a field on the non-good points only. Why a new version and not a flag: the
+golden bytes of v1/v2 stay valid and every decoder tells the formats apart by the version byte.
+Deploy the ingestor first: an older ingestor dead-letters v3 (with the reason), it never misreads it.
+
 Signal table v1 (kind 2)::
 
     table_hash 8s, gw_len B, gateway id, then zstd of UTF-8 JSON
@@ -68,6 +85,8 @@ MAGIC = b"PW"
 VERSION = 1
 #: Telemetry v2 (coded values); the signal table stays v1.
 VERSION_V2 = 2
+#: Telemetry v3 (v2 plus the sparse status column).
+VERSION_V3 = 3
 KIND_TELEMETRY = 1
 KIND_SIGNALS = 2
 
@@ -82,6 +101,7 @@ _SIGNALS = struct.Struct("<8sB")
 _SAMPLE_BYTES = 8 + 4 + 8 + 1
 _TELEMETRY_V2 = struct.Struct("<qQ8sIBB")
 _SAMPLE_BYTES_V2 = 8 + 4 + 1 + 8 + 8 + 1
+_TELEMETRY_V3 = struct.Struct("<qQ8sIBBI")
 
 MODE_RAW = 0
 MODE_F32 = 1
@@ -115,6 +135,7 @@ class Batch:
     signal: np.ndarray  # uint32
     value: np.ndarray  # float64
     quality: np.ndarray  # uint8
+    status: np.ndarray | None = None  # uint32 StatusCode per sample (0 = Good); None before v3
 
     def __len__(self) -> int:
         return int(self.ts_ns.shape[0])
@@ -431,18 +452,23 @@ def encode_batch(
     quality: np.ndarray,
     version: int = VERSION,
     quant: Quantisation | None = None,
+    status: np.ndarray | None = None,
 ) -> bytes:
     """Encode one telemetry batch; the columns must have equal length (at most MAX_SAMPLES).
+
+    ``status`` (v3 only): uint32 StatusCode per sample, 0 for Good; only the non-zero ones travel.
 
     ``version``: 1 (the default, what every decoder reads) or VERSION_V2 (coded values, ~2-3 bytes
     per sample instead of ~5 at 1 Hz). ``quant`` (v2 only): the signal table's scale/offset pairs,
     from :func:`quantisation`, so Modbus ``raw * scale + offset`` values travel as ``raw``.
     """
-    if version not in (VERSION, VERSION_V2):
+    if version not in (VERSION, VERSION_V2, VERSION_V3):
         raise ValueError(f"unknown telemetry version {version}")
     n = int(ts_ns.shape[0])
     if not (signal.shape[0] == value.shape[0] == quality.shape[0] == n):
         raise ValueError("columns differ in length")
+    if status is not None and (version != VERSION_V3 or status.shape[0] != n):
+        raise ValueError("status needs version 3 and one code per sample")
     if n > MAX_SAMPLES:
         raise ValueError(f"batch of {n} samples exceeds MAX_SAMPLES={MAX_SAMPLES}")
     gw = gateway.encode()
@@ -459,8 +485,9 @@ def encode_batch(
         ts_d[1:] = np.diff(ts)
         sig_d[0] = sig[0]
         sig_d[1:] = sig[1:] - sig[:-1]  # wraps mod 2**32, undone by cumsum in uint32
-    if version == VERSION_V2:
-        return _encode_v2(gw, boot_epoch_ns, seq, table_hash, ts_d, sig_d, sig, value, quality, quant)
+    if version in (VERSION_V2, VERSION_V3):
+        return _encode_v2(gw, boot_epoch_ns, seq, table_hash, ts_d, sig_d, sig, value, quality, quant,
+                          status if version == VERSION_V3 else None, version)
     bits = np.asarray(value, dtype=np.float64).view(np.uint64)
     val_x = _xor_by_signal(bits, sig)
     body = b"".join(
@@ -484,6 +511,8 @@ def _encode_v2(
     value: np.ndarray,
     quality: np.ndarray,
     quant: Quantisation | None,
+    status: np.ndarray | None = None,
+    version: int = VERSION_V2,
 ) -> bytes:
     n = sig.shape[0]
     val = np.ascontiguousarray(value, dtype=np.float64)
@@ -501,13 +530,34 @@ def _encode_v2(
             _shuffle(zig),
             _shuffle(raw_x),
             np.asarray(quality, dtype=np.uint8).tobytes(),
+            *_sparse_status(status),
         )
     )
     compressed = zstandard.ZstdCompressor(level=_ZSTD_LEVEL, write_checksum=True).compress(body)
-    header = _PREFIX.pack(MAGIC, VERSION_V2, KIND_TELEMETRY) + _TELEMETRY_V2.pack(
-        boot_epoch_ns, seq, table_hash, n, len(gw), p_scale.shape[0]
-    )
+    if version == VERSION_V3:
+        nstatus = 0 if status is None else int(np.count_nonzero(status))
+        header = _PREFIX.pack(MAGIC, VERSION_V3, KIND_TELEMETRY) + _TELEMETRY_V3.pack(
+            boot_epoch_ns, seq, table_hash, n, len(gw), p_scale.shape[0], nstatus
+        )
+    else:
+        header = _PREFIX.pack(MAGIC, VERSION_V2, KIND_TELEMETRY) + _TELEMETRY_V2.pack(
+            boot_epoch_ns, seq, table_hash, n, len(gw), p_scale.shape[0]
+        )
     return header + gw + compressed
+
+
+def _sparse_status(status: np.ndarray | None) -> tuple[bytes, ...]:
+    """The v3 status column: (index deltas, codes) of the non-zero codes, byte-shuffled; empty when none."""
+    if status is None:
+        return ()
+    codes = np.asarray(status, dtype=np.uint32)
+    idx = np.flatnonzero(codes).astype(np.uint32)
+    if idx.size == 0:
+        return ()
+    idx_d = np.empty_like(idx)
+    idx_d[0] = idx[0]
+    idx_d[1:] = np.diff(idx)
+    return _shuffle(idx_d), _shuffle(codes[idx])
 
 
 def _read_prefix(payload: bytes) -> tuple[int, int]:
@@ -516,7 +566,7 @@ def _read_prefix(payload: bytes) -> tuple[int, int]:
     magic, version, kind = _PREFIX.unpack_from(payload, 0)
     if magic != MAGIC:
         raise WireError(f"header.magic: expected {MAGIC!r}, got {magic!r}")
-    if version not in (VERSION, VERSION_V2) or (version == VERSION_V2 and kind != KIND_TELEMETRY):
+    if version not in (VERSION, VERSION_V2, VERSION_V3) or (version != VERSION and kind != KIND_TELEMETRY):
         raise WireError(f"header.version: unsupported version {version} for kind {kind}")
     return version, kind
 
@@ -560,8 +610,8 @@ def decode_batch(payload: bytes) -> Batch:
     version, kind = _read_prefix(payload)
     if kind != KIND_TELEMETRY:
         raise WireError(f"header.kind: expected telemetry ({KIND_TELEMETRY}), got {kind}")
-    if version == VERSION_V2:
-        return _decode_v2(payload)
+    if version in (VERSION_V2, VERSION_V3):
+        return _decode_v2(payload, version)
     off = _PREFIX.size
     if len(payload) < off + _TELEMETRY.size:
         raise WireError("header: truncated telemetry header")
@@ -587,21 +637,29 @@ def decode_batch(payload: bytes) -> Batch:
     return Batch(gateway, boot, seq, thash, ts, sig, value, quality)
 
 
-def _decode_v2(payload: bytes) -> Batch:
+def _decode_v2(payload: bytes, version: int = VERSION_V2) -> Batch:
     off = _PREFIX.size
-    if len(payload) < off + _TELEMETRY_V2.size:
-        raise WireError("header: truncated telemetry v2 header")
-    boot, seq, thash, n, gw_len, npairs = _TELEMETRY_V2.unpack_from(payload, off)
-    off += _TELEMETRY_V2.size
+    head = _TELEMETRY_V3 if version == VERSION_V3 else _TELEMETRY_V2
+    if len(payload) < off + head.size:
+        raise WireError(f"header: truncated telemetry v{version} header")
+    if version == VERSION_V3:
+        boot, seq, thash, n, gw_len, npairs, nstatus = _TELEMETRY_V3.unpack_from(payload, off)
+    else:
+        boot, seq, thash, n, gw_len, npairs = _TELEMETRY_V2.unpack_from(payload, off)
+        nstatus = 0
+    off += head.size
     if n > MAX_SAMPLES:
         raise WireError(f"header.n: {n} samples exceeds the limit of {MAX_SAMPLES}")
+    if nstatus > n:
+        raise WireError(f"header.nstatus: {nstatus} status entries for {n} samples")
     if npairs > MAX_PAIRS:
         raise WireError(f"header.npairs: {npairs} pairs exceeds the limit of {MAX_PAIRS}")
     gateway, off = _read_gateway(payload, off, gw_len)
-    expected = 16 * npairs + n * _SAMPLE_BYTES_V2
+    expected = 16 * npairs + n * _SAMPLE_BYTES_V2 + 8 * nstatus
     body = _decompress(payload[off:], max(expected, 1), "body")
     if len(body) != expected:
-        raise WireError(f"body: {len(body)} bytes for {n} samples and {npairs} pairs, expected {expected}")
+        raise WireError(f"body: {len(body)} bytes for {n} samples, {npairs} pairs and {nstatus} status entries, "
+                        f"expected {expected}")
     mv = memoryview(body)
     p_scale = np.frombuffer(mv[0 : 8 * npairs], dtype=np.float64)
     p_offset = np.frombuffer(mv[8 * npairs : 16 * npairs], dtype=np.float64)
@@ -617,8 +675,10 @@ def _decode_v2(payload: bytes) -> Batch:
     raw_x = _unshuffle(mv[o : o + 8 * n], n, np.dtype(np.uint64))
     o += 8 * n
     quality = np.frombuffer(mv[o : o + n], dtype=np.uint8).copy()
+    o += n
     if n and int(quality.max()) > 2:
         raise WireError(f"body.quality: value {int(quality.max())} is not a known quality")
+    status = _read_status(mv[o:], n, nstatus) if version == VERSION_V3 else None
     ts = np.cumsum(ts_d, dtype=np.int64)
     sig = np.cumsum(sig_d, dtype=np.uint32)
     k_d = ((zig >> np.uint64(1)) ^ (np.uint64(0) - (zig & np.uint64(1)))).view(np.int64)
@@ -626,7 +686,25 @@ def _decode_v2(payload: bytes) -> Batch:
         k = _undelta_by_signal(k_d, sig)
         raw = _unxor_by_signal(raw_x, sig)
         value = _decode_values(mode, k, raw, p_scale, p_offset)
-    return Batch(gateway, boot, seq, thash, ts, sig, value, quality)
+    return Batch(gateway, boot, seq, thash, ts, sig, value, quality, status)
+
+
+def _read_status(mv: memoryview, n: int, nstatus: int) -> np.ndarray:
+    """Dense uint32 status column from the v3 sparse entries; validates indices and codes."""
+    status = np.zeros(n, dtype=np.uint32)
+    if not nstatus:
+        return status
+    idx_d = _unshuffle(mv[: 4 * nstatus], nstatus, np.dtype(np.uint32))
+    codes = _unshuffle(mv[4 * nstatus : 8 * nstatus], nstatus, np.dtype(np.uint32))
+    if nstatus > 1 and not (idx_d[1:] > 0).all():
+        raise WireError("body.status: indices not strictly increasing")
+    idx = np.cumsum(idx_d, dtype=np.uint64)
+    if int(idx[-1]) >= n:
+        raise WireError(f"body.status: index {int(idx[-1])} beyond {n} samples")
+    if not codes.all():
+        raise WireError("body.status: a Good (0) code in the sparse column")
+    status[idx.astype(np.intp)] = codes
+    return status
 
 
 def encode_signal_table(

@@ -289,3 +289,48 @@ def test_repr_matches_struct_roundtrip_for_some_special_patterns() -> None:
     pats = [0x0000000000000001, 0x000FFFFFFFFFFFFF, 0x0010000000000000, 0x7FEFFFFFFFFFFFFF, 0x3FF0000000000001]
     vals = np.array(pats, dtype=np.uint64).view(np.float64)
     assert value_texts(build(vals)) == [repr(struct.unpack("<d", struct.pack("<Q", p))[0]) for p in pats]
+
+
+# -- the status field (wire v3) ---------------------------------------------------------------------
+
+
+def naive_status_line(prefix: str, ts: int, value: float, quality: int, code: int) -> str:
+    from plantwire.status import status_name
+
+    line = naive_line(prefix, ts, value, quality)
+    if not code:
+        return line
+    head, _, stamp = line.rstrip("\n").rpartition(" ")
+    return f'{head},status="{status_name(code)}" {stamp}\n'
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), n=st.integers(1, 60))
+def test_status_field_only_on_points_that_are_not_good(data: st.DataObject, n: int) -> None:
+    prefixes = one_table(4)
+    values = np.array(data.draw(st.lists(st.sampled_from([1.5, np.nan, -np.inf, 0.1, 1e300]), min_size=n, max_size=n)))
+    codes = np.array(data.draw(st.lists(st.sampled_from([0, 0, 0x808C0000, 0x80050000, 0x40910000, 0x80FE1234,
+                                                        0x00300000]), min_size=n, max_size=n)), dtype=np.uint32)
+    quality = (codes >> 30).astype(np.uint8).clip(0, 2)
+    ts = np.arange(n, dtype=np.int64) * 7
+    sig = (np.arange(n) % 4).astype(np.uint32)
+    got = build_lines(prefixes, ts, sig, values, quality, codes).tobytes().decode()
+    want = "".join(naive_status_line(prefixes.prefix(int(s)).decode(), int(t), float(v), int(q), int(c))
+                   for s, t, v, q, c in zip(sig, ts, values, quality, codes, strict=True))
+    assert got == want
+    # Without codes (a v1/v2 batch), and with all-Good codes, the lines are the old ones, byte for byte.
+    plain = build_lines(prefixes, ts, sig, values, quality).tobytes()
+    assert build_lines(prefixes, ts, sig, values, quality, np.zeros(n, np.uint32)).tobytes() == plain
+
+
+def test_influxdb_stores_the_status_of_bad_points(influxdb: InfluxDB1, influx_db: str) -> None:
+    if _has_samples(influxdb, influx_db):
+        influxdb.query('DROP MEASUREMENT "samples"', influx_db)
+    p = one_table(3)
+    codes = np.array([0, 0x808C0000, 0x80050000], np.uint32)
+    lines = build_lines(p, np.full(3, 10**18, np.int64), np.arange(3, dtype=np.uint32),
+                        np.array([1.0, np.nan, np.nan]), np.array([0, 2, 2], np.uint8), codes)
+    _write(influxdb, influx_db, lines.tobytes())
+    rows = influxdb.rows('SELECT "quality", "status" FROM samples GROUP BY "signal"', influx_db)
+    assert {r["signal"]: (r["quality"], r["status"]) for r in rows} == {
+        "sig0": (0, None), "sig1": (2, "BadSensorFailure"), "sig2": (2, "BadCommunicationError")}

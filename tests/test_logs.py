@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from plantwire.logs import RateLimitFilter, setup_logging
+from plantwire.logs import RateLimitFilter, active_limiter, is_library, log_source, setup_logging
 
 
 @pytest.fixture
@@ -113,3 +113,55 @@ def test_summary_rides_on_the_same_message_when_it_comes_back() -> None:
     assert f.pending_summaries(force=True) == []  # reported once, not twice
     with pytest.raises(ValueError):
         RateLimitFilter(burst=0)
+
+
+def test_library_records_are_shortened_tagged_and_limited_under_a_stable_key(restore_root: None) -> None:
+    """pymodbus makes every timeout message unique (tid, frame dump): keyed by text, all would pass."""
+    out = io.StringIO()
+    limiter = setup_logging("INFO", stream=out, burst=5, window_s=60)
+    lib = logging.getLogger("pymodbus.logging")
+    with log_source("press7"):
+        for tid in range(40):
+            dump = "".join(f"\n>>>>> send: 0x0 0x{tid:x} 0x0 0x0 0x0 0x6 0x1 0x3" for _ in range(20))
+            lib.error(f"No response received after 0 retries, tid {tid}, continue with next request{dump}")
+    with log_source("press8"):  # another device: its own budget
+        lib.error("No response received after 0 retries, tid 1, continue with next request")
+    text = out.getvalue()
+    got = text.splitlines()
+    assert len(got) == 2, got
+    assert "[press7] No response received" in got[0] and "more characters at --log-level DEBUG" in got[0]
+    assert "[press8]" in got[1] and ">>>>>" not in text
+    assert limiter.suppressed_total == 39
+
+
+def test_library_info_is_demoted_and_tracebacks_reduced(restore_root: None) -> None:
+    out = io.StringIO()
+    limiter = setup_logging("INFO", stream=out)
+    chatty = logging.getLogger("asyncua.client.ua_client.UaClient")
+    chatty.info("open_secure_channel")
+    logging.getLogger("plantwire.edge").info("ours stays")
+    try:
+        raise AssertionError
+    except AssertionError:
+        chatty.exception("Error in watchdog loop")
+    got = out.getvalue().splitlines()
+    assert len(got) == 2 and "ours stays" in got[0], got
+    assert got[1].endswith("Error in watchdog loop (AssertionError)") and "Traceback" not in out.getvalue()
+    assert limiter.library_demoted_total == 1
+    out = io.StringIO()
+    setup_logging("DEBUG", stream=out)  # debugging a library: everything, whole
+    chatty.info("open_secure_channel")
+    dump = "first line\nsecond line"
+    logging.getLogger("pymodbus.logging").error(dump)
+    assert "open_secure_channel" in out.getvalue() and "second line" in out.getvalue()
+
+
+def test_is_library() -> None:
+    assert is_library("pymodbus.logging") and is_library("asyncua") and is_library("paho.mqtt.client")
+    assert not is_library("edge.sources.modbus") and not is_library("plantwire") and not is_library("cloud.app")
+    assert not is_library("asyncio") and not is_library("root")  # they report our own bugs: tracebacks stay
+
+
+def test_active_limiter_is_the_installed_one(restore_root: None) -> None:
+    limiter = setup_logging("INFO", stream=io.StringIO())
+    assert active_limiter() is limiter

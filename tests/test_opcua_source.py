@@ -220,7 +220,11 @@ def test_status_codes_and_types_map_to_quality() -> None:
             v, q = latest[4]
             assert q == Quality.BAD and np.isnan(v)
             assert latest[5] == (6.5, Quality.GOOD)
-            assert stats.samples_bad == 3 and stats.exceptions == 1 and stats.malformed == 2
+            # A Bad status is the sensor's state, kept by code (issue 14), not an exception of ours; a String
+            # node is a configuration error (malformed, BadTypeMismatch).
+            assert stats.samples_bad == 3 and stats.exceptions == 0 and stats.malformed == 2 and stats.errors == 2
+            assert stats.bad_by_status == {ua.StatusCodes.BadSensorFailure: 1, ua.StatusCodes.BadTypeMismatch: 2}
+            assert stats.bad_signals.count == 2 and stats.bad_signals.entered == 2 and stats.bad_signals.left == 0
             assert source.unconvertible == 2
         await server.stop()
 

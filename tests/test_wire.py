@@ -403,3 +403,93 @@ def test_quantisation_keeps_the_most_used_pairs() -> None:
     assert (qt.pair_of_signal[300:350] == 0).all()
     assert (qt.pair_of_signal[-2:] == 255).all()
     assert np.count_nonzero(qt.pair_of_signal != 255) == wire.MAX_PAIRS - 1 + 50
+
+
+# v3 telemetry as shipped: the v2 golden samples plus a sparse status column (UncertainLastUsableValue
+# on sample 6, BadSensorFailure on 10, GoodClamped on 11). Never change it.
+GOLDEN_V3_TELEMETRY = bytes.fromhex(
+    "5057030115cd5b07000000002a0000000000000000010203040506070c00000009010300000067772d676f6c64656e"
+    "28b52ffd649000fd0400c4059a99b93f0044c000ca002a009a0036003b00fe009c009700170001fb0100ff0020030b"
+    "01000120040c010001a4ae065600000650380000ff090100550000000f7d0000182d2c44445454fbfb2109f1403f02"
+    "00060401918c304080002920a013430ed09532e1ae3191ba17634fda0973d24e989369f7c5d0de3c9e2d166e325a49"
+    "30020066f6e7c162b3db968838c41003ce78f1e28b573c471981c002180a507a"
+)
+GOLDEN_V3_STATUS = [0] * 6 + [0x40910000, 0, 0, 0, 0x808C0000, 0x00300000]
+
+
+def test_golden_v3_telemetry_decodes_with_its_status_column() -> None:
+    b = wire.decode_batch(GOLDEN_V3_TELEMETRY)
+    assert (b.gateway, b.boot_epoch_ns, b.seq, b.table_hash) == ("gw-golden", 123456789, 42, bytes(range(8)))
+    assert b.signal.tolist() == [0, 1, 2, 3, 4, 5] * 2
+    assert np.array_equal(b.value.view(np.uint64), GOLDEN_V2_VALUES.view(np.uint64))
+    assert b.quality.tolist() == [0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0]
+    assert b.status is not None and b.status.dtype == np.uint32 and b.status.tolist() == GOLDEN_V3_STATUS
+
+
+def test_older_versions_have_no_status_column() -> None:
+    assert wire.decode_batch(GOLDEN_V1_TELEMETRY).status is None
+    assert wire.decode_batch(GOLDEN_V2_TELEMETRY).status is None
+
+
+def test_header_of_v3_encoder_matches_golden() -> None:
+    b = wire.decode_batch(GOLDEN_V3_TELEMETRY)
+    again = wire.encode_batch(
+        gateway=b.gateway, boot_epoch_ns=b.boot_epoch_ns, seq=b.seq, table_hash=b.table_hash,
+        ts_ns=b.ts_ns, signal=b.signal, value=b.value, quality=b.quality,
+        version=wire.VERSION_V3, quant=wire.quantisation(*GOLDEN_V2_QUANT), status=b.status,
+    )
+    header_len = 4 + 34 + len(b.gateway)
+    assert again[:header_len] == GOLDEN_V3_TELEMETRY[:header_len]
+
+
+@settings(max_examples=200, deadline=None)
+@given(cols=columns, data=st.data())
+def test_v3_round_trip_with_sparse_status(cols: tuple[np.ndarray, ...], data: st.DataObject) -> None:
+    ts, sig, val, q = cols
+    n = len(ts)
+    status = data.draw(hnp.arrays(np.uint32, n, elements=st.sampled_from([0, 0, 0, 0x808C0000, 0x40910000,
+                                                                           0x80050000, 2**32 - 1, 1])))
+    b = wire.decode_batch(_encode(ts, sig, val, q, version=wire.VERSION_V3, status=status))
+    assert np.array_equal(b.value.view(np.uint64), val.view(np.uint64)) and np.array_equal(b.quality, q)
+    assert b.status is not None and np.array_equal(b.status, status)
+    assert wire.decode_batch(_encode(ts, sig, val, q, version=wire.VERSION_V3)).status.tolist() == [0] * n  # type: ignore[union-attr]
+
+
+def test_v3_status_costs_nothing_when_all_good_and_little_when_not() -> None:
+    rng = np.random.default_rng(1)
+    n = 15_000
+    ts = np.full(n, 1_700_000_000 * 10**9, np.int64)
+    sig = np.arange(n, dtype=np.uint32)
+    val = np.round(rng.normal(50, 5, n), 2)
+    q = np.zeros(n, np.uint8)
+    v2 = _encode(ts, sig, val, q, version=wire.VERSION_V2)
+    good = _encode(ts, sig, val, q, version=wire.VERSION_V3, status=np.zeros(n, np.uint32))
+    assert len(good) - len(v2) <= 8  # the nstatus header field, nothing per sample
+    status = np.zeros(n, np.uint32)
+    status[rng.choice(n, 31, replace=False)] = 0x808C0000  # 31 failed sensors
+    bad = _encode(ts, sig, val, q, version=wire.VERSION_V3, status=status)
+    assert len(bad) - len(v2) < 31 * 6
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda h: h[:34] + (100).to_bytes(4, "little") + h[38:], "header.nstatus"),
+    (lambda h: h[:34] + (1).to_bytes(4, "little") + h[38:], "body"),  # the body holds two entries
+])
+def test_v3_malformed_status_names_the_field(mutate: object, field: str) -> None:
+    payload = _encode(np.arange(4, dtype=np.int64), np.arange(4, dtype=np.uint32), np.zeros(4), np.zeros(4, np.uint8),
+                      version=wire.VERSION_V3, status=np.array([0, 5, 0, 7], np.uint32))
+    with pytest.raises(wire.WireError, match=re.escape(field)):
+        wire.decode_batch(mutate(payload))  # type: ignore[operator]
+
+
+def test_v3_status_entries_are_validated() -> None:
+    def column(idx_d: list[int], codes: list[int]) -> memoryview:
+        return memoryview(wire._shuffle(np.array(idx_d, np.uint32)) + wire._shuffle(np.array(codes, np.uint32)))
+
+    assert wire._read_status(column([1, 2], [5, 6]), 4, 2).tolist() == [0, 5, 0, 6]
+    with pytest.raises(wire.WireError, match=r"body\.status: indices not strictly increasing"):
+        wire._read_status(column([1, 0], [5, 6]), 4, 2)
+    with pytest.raises(wire.WireError, match=r"body\.status: index 4 beyond 4 samples"):
+        wire._read_status(column([1, 3], [5, 6]), 4, 2)
+    with pytest.raises(wire.WireError, match=r"body\.status: a Good \(0\) code"):
+        wire._read_status(column([1, 2], [5, 0]), 4, 2)

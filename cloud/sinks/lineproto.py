@@ -16,6 +16,11 @@ Schema (one point per sample)::
   non-finite sample is therefore written without ``value`` and with a string field
   ``nonfinite="nan"`` (or ``"+inf"``, ``"-inf"``) next to its quality: the point still exists,
   counts, and says what the sensor delivered; nothing is dropped.
+- ``status`` (string, the OPC-UA StatusCode's name: ``"BadSensorFailure"``, ``"BadTimeout"``,
+  ``"UncertainLastUsableValue"``, unknown codes as ``"0x80FE0000"``) is written only on points that
+  are not plain Good and only for batches that carry it (wire v3). Good points stay as short as
+  before; ``SELECT count(status) ... GROUP BY status`` tells failed sensors from a dead network.
+  Names are looked up once per distinct code in the batch, then copied by the kernel.
 
 Each signal's series key (measurement plus escaped tags plus the space before the fields) is
 built once per signal table (:class:`SeriesPrefixes`). The per-sample work is one numba kernel
@@ -35,6 +40,8 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+
+from plantwire.status import status_name
 
 __all__ = [
     "BACKSLASH_STANDIN",
@@ -168,13 +175,17 @@ def build_lines(
     signal: np.ndarray,
     value: np.ndarray,
     quality: np.ndarray,
+    status: np.ndarray | None = None,
 ) -> Lines:
     """Line protocol for the samples (columns of equal length); ``signal`` indexes ``prefixes``.
 
+    ``status``: uint32 OPC-UA StatusCode per sample (0 = Good, no field written), or None.
     Raises ValueError for columns of unequal length or a signal index outside the table.
     """
     n = int(ts_ns.shape[0])
     if not (signal.shape[0] == value.shape[0] == quality.shape[0] == n):
+        raise ValueError("columns differ in length")
+    if status is not None and status.shape[0] != n:
         raise ValueError("columns differ in length")
     if n == 0:
         return Lines(np.empty(0, dtype=np.uint8), np.empty(0, dtype=np.int64))
@@ -182,7 +193,10 @@ def build_lines(
     top = int(sig.max())
     if top >= len(prefixes) or int(sig.min()) < 0:
         raise ValueError(f"signal index {top} outside the signal table of {len(prefixes)} signals")
+    sidx, names, name_off, name_len = _status_names(status, n)
     bound = int(prefixes.length[sig].sum()) + n * _MAX_FIELDS_BYTES
+    if name_len.size:
+        bound += int(np.count_nonzero(sidx >= 0)) * (len(_STATUS_EQ) + 1 + int(name_len.max()))
     out = np.empty(bound, dtype=np.uint8)
     line_end = np.empty(n, dtype=np.int64)
     used = _build_kernel(
@@ -193,10 +207,33 @@ def build_lines(
         np.ascontiguousarray(value, dtype=np.float64).view(np.uint64),
         np.ascontiguousarray(quality, dtype=np.uint8),
         np.ascontiguousarray(ts_ns, dtype=np.int64),
+        sidx,
+        names,
+        name_off,
+        name_len,
         out,
         line_end,
     )
     return Lines(out[:used], line_end)
+
+
+def _status_names(status: np.ndarray | None, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per sample an index into a table of escaped status names (-1: Good, no field); the table as one
+    byte buffer with offsets and lengths. Empty arrays when no sample carries a status."""
+    empty = np.zeros(0, dtype=np.int64)
+    if status is None:
+        return np.full(0, -1, dtype=np.int32), np.zeros(0, dtype=np.uint8), empty, empty
+    codes = np.ascontiguousarray(status, dtype=np.uint32)
+    nz = np.flatnonzero(codes)
+    if nz.size == 0:
+        return np.full(0, -1, dtype=np.int32), np.zeros(0, dtype=np.uint8), empty, empty
+    uniq = np.unique(codes[nz])
+    encoded = [status_name(int(c)).replace("\\", "").replace('"', "").encode() for c in uniq.tolist()]
+    lengths = np.array([len(e) for e in encoded], dtype=np.int64)
+    offsets = np.cumsum(lengths) - lengths
+    sidx = np.full(n, -1, dtype=np.int32)
+    sidx[nz] = np.searchsorted(uniq, codes[nz]).astype(np.int32)
+    return sidx, np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(), offsets, lengths
 
 
 # -- the kernel ------------------------------------------------------------------------------------
@@ -537,6 +574,7 @@ def _put_int(out: np.ndarray, pos: np.int64, v: np.int64) -> np.int64:
 _VALUE_EQ = np.frombuffer(b"value=", dtype=np.uint8).copy()
 _QUALITY_EQ = np.frombuffer(b"quality=", dtype=np.uint8).copy()
 _NONFINITE = np.frombuffer(b'i,nonfinite="', dtype=np.uint8).copy()
+_STATUS_EQ = np.frombuffer(b',status="', dtype=np.uint8).copy()
 
 
 @numba.njit(cache=True, nogil=True)
@@ -548,9 +586,14 @@ def _build_kernel(
     vbits: np.ndarray,
     qual: np.ndarray,
     ts: np.ndarray,
+    sidx: np.ndarray,
+    names: np.ndarray,
+    name_off: np.ndarray,
+    name_len: np.ndarray,
     out: np.ndarray,
     line_end: np.ndarray,
 ) -> np.int64:
+    has_status = sidx.shape[0] > 0
     pos = 0
     for r in range(sig.shape[0]):
         s = sig[r]
@@ -587,6 +630,17 @@ def _build_kernel(
                 out[pos + 2] = 110
                 out[pos + 3] = 102
                 pos += 4
+            out[pos] = 34  # '"'
+            pos += 1
+        if has_status and sidx[r] >= 0:
+            for k in range(9):
+                out[pos + k] = _STATUS_EQ[k]
+            pos += 9
+            j = sidx[r]
+            no = name_off[j]
+            for k in range(name_len[j]):
+                out[pos + k] = names[no + k]
+            pos += name_len[j]
             out[pos] = 34  # '"'
             pos += 1
         out[pos] = 32  # ' '

@@ -184,7 +184,9 @@ class MqttSource:
         self, client: mqtt.Client, userdata: object, flags: object, reason: object, props: object
     ) -> None:
         if self.stats.connected:
-            log.warning("mqtt disconnected: %s", reason)
+            # Our own disconnect() (a clean stop) comes back as "Normal disconnection": not a warning.
+            level = logging.WARNING if getattr(reason, "is_failure", True) else logging.INFO
+            log.log(level, "mqtt disconnected: %s", reason)
         self.stats.connected = False
         self.stats.subscribed = False
         self.stats.disconnects += 1

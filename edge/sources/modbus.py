@@ -35,6 +35,29 @@ Behaviour a plant engineer relies on, and why:
   Connection state changes are logged once each, never per poll.
 - ``run()`` never raises anything but CancelledError: unexpected errors are logged, counted, and
   the next tick proceeds.
+
+What the log says, for the engineer commissioning a device (each case one line that names the
+device, the block and what to do, then counted in ``stats`` instead of logged again):
+
+- **Exception response**: once per device, block and exception code, with the code's meaning and
+  a remedy (02 ILLEGAL DATA ADDRESS: check the register map, or lower ``max_gap`` so blocks do not
+  span unmapped registers; 03: lower ``max_block_registers``; 0B: the device behind the gateway
+  does not answer). Counted per code in ``exceptions_by_code``.
+- **No answer while TCP is up**: if the device never answered on this connection it is "no
+  response from unit N at host:port; check the unit id" (a Modbus TCP server does not answer a
+  unit id it does not serve; counted in ``no_response``). If it answered before, it is too slow for
+  ``timeout_s``. Logged when the streak starts, not per poll. pymodbus closes a connection after a
+  few unanswered requests; that close is not reported as "connection lost", nor is the breaker's
+  own close.
+- **Implausible values**: registers that decode to NaN or inf are delivered BAD
+  (BadDataEncodingInvalid); when most floats of a block look absurd (NaN, inf, |x| > 1e9 for
+  float32) on its first good read after start-up or a reload, one warning suggests checking the
+  byte and word order.
+
+Every BAD sample carries the OPC-UA status code nearest to its cause (``plantwire.status``):
+BadTimeout, BadNoCommunication (no answer at all, or the breaker is open), BadNotConnected,
+BadDeviceFailure / BadOutOfRange / BadNotSupported (exception responses), BadDecodingError
+(malformed), BadDataEncodingInvalid (NaN/inf); counted per code in ``bad_by_status``.
 """
 
 from __future__ import annotations
@@ -57,18 +80,22 @@ from pymodbus.pdu.bit_message import ReadCoilsResponse, ReadDiscreteInputsRespon
 from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 
 from edge.config import ModbusSettings
+from plantwire.logs import log_source
 from plantwire.plant import Device, Quality, SignalTable, Table
+from plantwire.status import Status, status_name
 
 from .modbus_codec import Codec
 from .modbus_plan import Block, ReadPlan, plan_device
 from .schedule import next_tick_ns, raise_if_cancelled
-from .stats import SourceStats
+from .stats import BadSignals, SourceStats
 
-__all__ = ["BreakerPolicy", "BreakerState", "CircuitBreaker", "ModbusSource", "Sink"]
+__all__ = ["BreakerPolicy", "BreakerState", "CircuitBreaker", "ModbusSource", "Sink", "StatusSink"]
 
 log = logging.getLogger(__name__)
 
 Sink = Callable[[np.ndarray | int, np.ndarray, np.ndarray, np.ndarray | int], None]
+#: A sink that also takes each sample's OPC-UA StatusCode (scalar or uint32 array, 0 = Good).
+StatusSink = Callable[[np.ndarray | int, np.ndarray, np.ndarray, np.ndarray | int, np.ndarray | int], None]
 
 _GOOD = int(Quality.GOOD)
 _BAD = int(Quality.BAD)
@@ -115,6 +142,30 @@ _READ_METHOD = {
     Table.DISCRETE: "read_discrete_inputs",
 }
 _FUNCTION_CODE = {Table.HOLDING: 3, Table.INPUT: 4, Table.COIL: 1, Table.DISCRETE: 2}
+_TABLE_WORDS = {Table.HOLDING: "holding registers", Table.INPUT: "input registers", Table.COIL: "coils",
+                Table.DISCRETE: "discrete inputs"}
+
+#: Modbus exception code -> (name, what to do, status code of the block's samples).
+EXCEPTION_CODES: dict[int, tuple[str, str, int]] = {
+    1: ("ILLEGAL FUNCTION", "the device does not serve this table (function code); check the signal's table "
+        "in the register map", Status.BAD_NOT_SUPPORTED),
+    2: ("ILLEGAL DATA ADDRESS", "check the register map (addresses, and whether the vendor counts from 0 or 1), "
+        "or lower modbus.max_gap so that one read does not span unmapped registers", Status.BAD_OUT_OF_RANGE),
+    3: ("ILLEGAL DATA VALUE", "the device refuses a read this long; lower modbus.max_block_registers",
+        Status.BAD_OUT_OF_RANGE),
+    4: ("SERVER DEVICE FAILURE", "the device failed while reading these addresses; check the device",
+        Status.BAD_DEVICE_FAILURE),
+    5: ("ACKNOWLEDGE", "the device is busy with a long operation; lower the poll rate", Status.BAD_DEVICE_FAILURE),
+    6: ("SERVER DEVICE BUSY", "the device is busy; lower the poll rate or use fewer connections_per_device",
+        Status.BAD_DEVICE_FAILURE),
+    8: ("MEMORY PARITY ERROR", "the device reports a memory fault; check the device", Status.BAD_DEVICE_FAILURE),
+    10: ("GATEWAY PATH UNAVAILABLE", "the gateway has no route to this unit id; check the gateway's routing table "
+         "and the unit id", Status.BAD_NO_COMMUNICATION),
+    11: ("GATEWAY TARGET DEVICE FAILED TO RESPOND", "the device behind the gateway does not answer; check its "
+         "unit id, wiring and power", Status.BAD_NO_COMMUNICATION),
+}
+#: A float32 register pair whose magnitude exceeds this is implausible for a process value.
+ABSURD_FLOAT32 = 1e9
 
 
 # --------------------------------------------------------------------------------------------
@@ -195,6 +246,14 @@ class _Outcome(enum.Enum):
     NOT_TRIED = 2  # skipped after an earlier timeout or connect failure on the same connection
 
 
+class _Silence(enum.Enum):
+    """Why the device is not answering, as last logged (a change is logged, a repeat is not)."""
+
+    ANSWERING = "answering"
+    NO_RESPONSE = "no_response"  # never answered on this connection: wrong unit id, or nothing behind a gateway
+    SLOW = "slow"  # answered before, now misses timeout_s
+
+
 def _spread(blocks: tuple[Block, ...], connections: int) -> list[list[int]]:
     """Assign block indices to connections, largest first to the least loaded; each list in address order."""
     n = max(1, min(connections, len(blocks)))
@@ -220,8 +279,12 @@ class ModbusSource:
         *,
         breaker: BreakerPolicy | None = None,
         rng: random.Random | None = None,
+        status_sink: StatusSink | None = None,
     ) -> None:
-        """Plan and prepare decoding (no network). Raises PlanError when a signal cannot be read."""
+        """Plan and prepare decoding (no network). Raises PlanError when a signal cannot be read.
+
+        ``status_sink``: when given, polls go there with each sample's StatusCode instead of to ``sink``.
+        """
         self.device = device
         self.settings = settings
         self.sink = sink
@@ -237,6 +300,18 @@ class ModbusSource:
         self._all_bad = np.full(n, np.nan, dtype=np.float64)
         self._lanes = _spread(self.plan.blocks, settings.connections_per_device)
         self._outcome = [_Outcome.OK] * len(self.plan.blocks)
+        self._status = [0] * len(self.plan.blocks)  # StatusCode of each failed block in this poll
+        self._ever_answered = False  # any response arrived since start-up, even one too late to use
+        self._silence = _Silence.ANSWERING
+        self._silent_polls = 0  # consecutive polls with a timeout
+        self._timeout_block = -1  # a block that timed out in this poll (for the log line)
+        self._exception_logged: set[tuple[int, int]] = set()  # (block, code) already logged
+        self._checked_plausible = [False] * len(self.plan.blocks)  # first good read of each block checked
+        self._invalid = np.zeros(n, dtype=bool)
+        self._status_col = np.zeros(n, dtype=np.uint32)
+        self.status_sink = status_sink
+        stats.bad_signals = BadSignals(len(table))
+        self._ids = table.ids
         self.breaker = CircuitBreaker(breaker or BreakerPolicy(), rng or random.Random())
         self._period_ns = settings.period_ms * 1_000_000
         # pymodbus bounds each response wait by timeout_s; one guard per lane and poll (cheaper than one
@@ -251,7 +326,11 @@ class ModbusSource:
 
     # ---- public -------------------------------------------------------------------------------
     async def run(self) -> None:
-        """Poll until cancelled; only CancelledError escapes."""
+        """Poll until cancelled; only CancelledError escapes. Library log lines of this task name the device."""
+        with log_source(self.device.name):
+            await self._run()
+
+    async def _run(self) -> None:
         self._clients = [self._make_client(lane) for lane in range(len(self._lanes))]
         self._lane_up = [False] * len(self._clients)
         self._ever_connected = [False] * len(self._clients)
@@ -272,7 +351,8 @@ class ModbusSource:
                     self.stats.errors += 1
                     log.exception("%s: poll failed unexpectedly; continuing", self._name)
                 raise_if_cancelled()  # a stop that a client library swallowed still stops the loop
-                self.stats.last_poll_duration_s = time.perf_counter() - started
+                self.stats.last_poll_duration_s = elapsed_s = time.perf_counter() - started
+                self.stats.poll_duration.observe(elapsed_s)
                 next_tick = tick + period
                 now = time.time_ns()
                 if now >= next_tick:
@@ -290,8 +370,11 @@ class ModbusSource:
         stats.last_poll_ns = tick_ns
         if not self.breaker.allow(time.monotonic()):
             stats.polls_short_circuited += 1
-            self._deliver(tick_ns, self._all_bad, _BAD, good=0)
+            stats.failing_blocks = len(self.plan.blocks)
+            self._count_status(Status.BAD_NO_COMMUNICATION, len(self._all_bad))
+            self._deliver(tick_ns, self._all_bad, _BAD, good=0, status=Status.BAD_NO_COMMUNICATION)
             return
+        self._timeout_block = -1
         if len(self._lanes) == 1:
             await self._read_lane(0)
         else:
@@ -300,18 +383,95 @@ class ModbusSource:
         outcome = self._outcome
         values = self.codec.decode()
         failed = [k for k, o in enumerate(outcome) if o is not _Outcome.OK]
-        if not failed:
+        stats.failing_blocks = len(failed)
+        self._note_silence(failed)
+        invalid = self.codec.invalid(values, self._invalid)
+        if not failed and not invalid:
+            stats.last_good_poll_ns = tick_ns
             self._deliver(tick_ns, values, _GOOD, good=len(values))
         else:
             quality = self._quality
             quality.fill(_GOOD)
+            status = self._status_col
+            status.fill(0)
+            if invalid:
+                # NaN/inf from a register is not a measurement (often a wrong word order): BAD, not GOOD.
+                quality[self._invalid] = _BAD
+                status[self._invalid] = Status.BAD_DATA_ENCODING_INVALID
+                self._count_status(Status.BAD_DATA_ENCODING_INVALID, invalid)
             for k in failed:
                 rows = self.codec.block_rows[k]
                 values[rows] = np.nan
+                if invalid:
+                    self._count_status(Status.BAD_DATA_ENCODING_INVALID, -int(np.count_nonzero(quality[rows])))
                 quality[rows] = _BAD
+                code = self._status[k] or Status.BAD_COMMUNICATION_ERROR
+                status[rows] = code
+                self._count_status(code, len(rows))
             n_bad = int(np.count_nonzero(quality))
-            self._deliver(tick_ns, values, quality, good=len(values) - n_bad)
+            if not failed:
+                stats.last_good_poll_ns = tick_ns
+            self._deliver(tick_ns, values, quality, good=len(values) - n_bad, status=status)
+        self._check_plausible(outcome, values)
         self._record_poll(success=len(failed) < len(outcome) or not outcome)
+
+    def _count_status(self, code: int, n: int) -> None:
+        if n:
+            by = self.stats.bad_by_status
+            by[code] = by.get(code, 0) + n
+
+    def _block_text(self, k: int) -> str:
+        b = self.plan.blocks[k]
+        rows = self.codec.signals[self.codec.block_rows[k]]
+        first = self._ids[int(rows[0])] if len(rows) else "-"
+        plural = "" if len(rows) == 1 else "s"
+        return f"{_TABLE_WORDS[b.table]} {b.start}-{b.start + b.count - 1} ({len(rows)} signal{plural} from {first})"
+
+    def _note_silence(self, failed: list[int]) -> None:
+        """Log when the device stops answering in time, and when it answers again (once per streak)."""
+        k = self._timeout_block
+        d = self.device
+        if k < 0:
+            if len(failed) < len(self._outcome):
+                self._silent_polls = 0
+                if self._silence is not _Silence.ANSWERING:
+                    log.info("%s: answering again", self._name)
+                    self._silence = _Silence.ANSWERING
+            return
+        self._silent_polls += 1
+        if self._silent_polls < 2 and self._silence is _Silence.ANSWERING:
+            return  # one miss is weather; and a slow device's late answer may still be on its way
+        state = _Silence.SLOW if self._ever_answered else _Silence.NO_RESPONSE
+        if state is self._silence:
+            return
+        self._silence = state
+        if state is _Silence.NO_RESPONSE:
+            log.warning("%s: no response from unit %d at %s:%d within %.1f s although TCP is up (reading %s); "
+                        "check the unit id (a Modbus TCP server ignores unit ids it does not serve), or raise "
+                        "modbus.timeout_s if the device is that slow", self._name, d.unit_id, d.host, d.port,
+                        self.settings.timeout_s, self._block_text(k))
+        else:
+            log.warning("%s: no answer within timeout_s=%.1f s reading %s, although the device answered before; "
+                        "it is slow or overloaded: raise modbus.timeout_s or modbus.period_ms (late answers are "
+                        "discarded)", self._name, self.settings.timeout_s, self._block_text(k))
+
+    def _check_plausible(self, outcome: list[_Outcome], values: np.ndarray) -> None:
+        """On each block's first good read, warn once if most of its floats look like a wrong byte/word order."""
+        checked = self._checked_plausible
+        for k, o in enumerate(outcome):
+            if checked[k] or o is not _Outcome.OK:
+                continue
+            checked[k] = True
+            rows = self.codec.block_rows[k]
+            rows = rows[self.codec.is_float[rows]]
+            mask = self.codec.implausible(rows, ABSURD_FLOAT32)
+            floats, absurd = len(rows), int(np.count_nonzero(mask))
+            if floats and absurd * 2 > floats:
+                sample = ", ".join(f"{self._ids[int(self.codec.signals[r])]} = {values[r]:.6g}"
+                                   for r in rows[mask][:3].tolist())
+                log.warning("%s: %d of %d float values of %s look implausible (%s); check byte_order (word order) "
+                            "for this device or signal: vendors often ship CDAB (word swap) where the default is "
+                            "ABCD", self._name, absurd, floats, self._block_text(k), sample)
 
     async def _read_lane(self, lane: int) -> None:
         """Read one connection's blocks in order, recording each block's outcome."""
@@ -323,6 +483,8 @@ class ModbusSource:
         if not client.connected:
             self._lane_down(lane)
             if not await self._connect(lane):
+                for k in blocks:
+                    self._status[k] = Status.BAD_NOT_CONNECTED
                 if blocks:
                     outcome[blocks[0]] = _Outcome.FAILED  # counted once per lane, not per block
                 return
@@ -334,11 +496,18 @@ class ModbusSource:
             outcome[k] = _Outcome.FAILED
             self.stats.errors += 1
             self.stats.timeouts += 1
+            self._timeout_block = k
+        for k in blocks:
+            if outcome[k] is _Outcome.NOT_TRIED and not self._status[k]:
+                self._status[k] = Status.BAD_TIMEOUT
 
     async def _read_blocks(self, lane: int, client: AsyncModbusTcpClient, blocks: list[int]) -> None:
         stats = self.stats
         outcome = self._outcome
         unit = self.plan.unit_id
+        status = self._status
+        for k in blocks:
+            status[k] = 0
         for k in blocks:
             block = self.plan.blocks[k]
             read: Callable[..., Awaitable[ModbusPDU]] = getattr(client, _READ_METHOD[block.table])
@@ -349,10 +518,17 @@ class ModbusSource:
                 outcome[k] = _Outcome.FAILED
                 stats.errors += 1
                 stats.timeouts += 1
+                self._timeout_block = k
+                if not self._ever_answered:
+                    stats.no_response += 1
+                    status[k] = Status.BAD_NO_COMMUNICATION
+                else:
+                    status[k] = Status.BAD_TIMEOUT
                 log.debug("%s: block %s timed out: %s", self._name, block, exc)
                 return
             except ConnectionException as exc:
                 outcome[k] = _Outcome.FAILED
+                status[k] = Status.BAD_NOT_CONNECTED
                 stats.errors += 1
                 stats.connect_failures += 1
                 self._lane_down(lane)
@@ -360,33 +536,55 @@ class ModbusSource:
                 return
             except ModbusException as exc:
                 outcome[k] = _Outcome.FAILED
+                status[k] = Status.BAD_DECODING_ERROR
                 stats.errors += 1
                 stats.malformed += 1
                 log.debug("%s: block %s failed: %s", self._name, block, exc)
                 continue
+            self._ever_answered = True
             if response.isError():
                 outcome[k] = _Outcome.FAILED
                 stats.errors += 1
                 stats.exceptions += 1
+                self._exception_response(k, int(getattr(response, "exception_code", 0) or 0))
                 continue
             payload = getattr(response, "payload", None)
             if (payload is None or response.function_code != _FUNCTION_CODE[block.table]
                     or not self.codec.load(k, payload)):
                 outcome[k] = _Outcome.FAILED
+                status[k] = Status.BAD_DECODING_ERROR
                 stats.errors += 1
                 stats.malformed += 1
                 continue
             outcome[k] = _Outcome.OK
 
-    def _deliver(self, tick_ns: int, values: np.ndarray, quality: np.ndarray | int, *, good: int) -> None:
+    def _exception_response(self, k: int, code: int) -> None:
+        """Count an exception response by code; log it once per block and code with what to do."""
+        by = self.stats.exceptions_by_code
+        by[code] = by.get(code, 0) + 1
+        name, remedy, status = EXCEPTION_CODES.get(code, ("UNKNOWN EXCEPTION", "see the device's manual",
+                                                          Status.BAD_DEVICE_FAILURE))
+        self._status[k] = status
+        if (k, code) in self._exception_logged:
+            return
+        self._exception_logged.add((k, code))
+        log.warning("%s: exception %02d %s reading %s; %s (samples BAD as %s; logged once per block and code)",
+                    self._name, code, name, self._block_text(k), remedy, status_name(status))
+
+    def _deliver(self, tick_ns: int, values: np.ndarray, quality: np.ndarray | int, *, good: int,
+                 status: np.ndarray | int = 0) -> None:
         stats = self.stats
         stats.polls += 1
         stats.samples_good += good
         stats.samples_bad += len(values) - good
         if good:
             stats.last_sample_ns = tick_ns
+        stats.bad_signals.update(self.signals, quality)
         try:
-            self.sink(tick_ns, self.signals, values, quality)
+            if self.status_sink is not None:
+                self.status_sink(tick_ns, self.signals, values, quality, status)
+            else:
+                self.sink(tick_ns, self.signals, values, quality)
         except Exception:
             stats.errors += 1
             if not self._sink_failing:
@@ -408,7 +606,7 @@ class ModbusSource:
                     self._name, b.failures, b.backoff_s)
             for lane, client in enumerate(self._clients):
                 client.close()  # a fresh connection on the probe; some PLC stacks wedge otherwise
-                self._lane_down(lane, quiet=b.opens > 1)
+                self._lane_down(lane, quiet=True)  # our own close: the line above says why
         elif change is BreakerState.CLOSED:
             self.stats.breaker_open = False
             log.info("%s: polling again", self._name)
@@ -423,6 +621,7 @@ class ModbusSource:
             retries=0,
             reconnect_delay=0,  # reconnects are ours, spaced by the breaker
             trace_connect=partial(self._on_connection, lane),
+            trace_pdu=self._on_pdu,
         )
         for cls in _RAW_RESPONSES:
             client.register(cls)
@@ -444,14 +643,22 @@ class ModbusSource:
         # connection_made has run (trace_connect) by the time connect() returns.
         return True
 
+    def _on_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
+        """pymodbus's trace_pdu: sees every response, including one that came too late to be used."""
+        if not sending:
+            self._ever_answered = True
+        return pdu
+
     def _on_connection(self, lane: int, up: bool, *_: Any) -> None:
         """pymodbus's trace_connect: called on connection made and on connection lost."""
         if up:
             if self._ever_connected[lane]:
                 self.stats.reconnects += 1
             self._ever_connected[lane] = True
+        was_up = self._lane_up[lane]
         self._lane_up[lane] = up
-        self._update_link()
+        # pymodbus closes a connection after a few unanswered requests: the silence was logged already.
+        self._update_link(quiet=not up and was_up and self._silence is not _Silence.ANSWERING)
 
     def _lane_down(self, lane: int, *, quiet: bool = False) -> None:
         if self._lane_up and self._lane_up[lane]:
@@ -462,7 +669,8 @@ class ModbusSource:
         """Publish the device-level state and log its changes; a breaker probe's connect and drop is quiet."""
         up = all(self._lane_up)
         self.stats.connected = up
-        probing = self.breaker.opens > 0
+        # A breaker probe, or pymodbus reconnecting after it dropped a silent connection: not news.
+        probing = self.breaker.opens > 0 or self._silence is not _Silence.ANSWERING
         if up and self._link_logged is not True:
             self._link_logged = True
             log.log(logging.DEBUG if probing else logging.INFO, "%s: connected (%d connection%s)", self._name,

@@ -27,6 +27,13 @@ Types: ``bool`` in a register table is 1.0 when the register is non-zero; ``bit`
 table (coil, discrete) is that one bit. Every value becomes ``raw * scale + value_offset``.
 int64 beyond 2**53 loses precision in float64, which telemetry accepts.
 
+Implausible values: a float register pair that decodes to NaN or inf is not a measurement (a
+sensor that failed, or, most often at commissioning, a wrong word order): ``invalid`` marks those
+rows, vectorised over the float groups only, so the source delivers them BAD. ``implausible``
+also flags magnitudes no process value has (|x| > 1e9 for float32, > 1e100 for float64, and
+non-zero |x| below 1e-30 / 1e-100: word-swapped small numbers land there), checked on the raw
+wire value before scale, for the source's one-time "check the byte order" warning.
+
 ``encode_registers`` is the scalar, struct-based inverse for simulators and tests, so both ends
 agree on what the orders mean.
 """
@@ -182,6 +189,10 @@ class Codec:
             order_parts.append(rows)
             cursor += m
 
+        self._float_groups = [g for g in self._groups if g.kind in ("<f4", "<f8")]
+        self.is_float = np.zeros(n, dtype=bool)
+        for g in self._float_groups:
+            self.is_float[g.start : g.stop] = True
         order = np.concatenate(order_parts) if order_parts else np.zeros(0, dtype=np.intp)
         self.signals: np.ndarray = np.ascontiguousarray(plan.signals[order], dtype=np.uint32)
         out_block = plan.signal_block[order]
@@ -228,6 +239,41 @@ class Codec:
                     np.multiply(source, g.scale, out=dest)
                 if g.offset is not None:
                     np.add(dest, g.offset, out=dest)
+        return out
+
+
+    def invalid(self, values: np.ndarray, out: np.ndarray) -> int:
+        """Mark in ``out`` (bool, output order) the float rows of ``values`` that are NaN or inf; how many.
+
+        Only float groups are looked at (an integer register cannot decode to NaN); ``out`` is
+        written only where there are floats, and only when some value is invalid.
+        """
+        n_invalid = 0
+        for g in self._float_groups:
+            part = values[g.start : g.stop]
+            if np.isfinite(part).all():
+                if n_invalid:
+                    out[g.start : g.stop] = False
+                continue
+            if not n_invalid:
+                out.fill(False)
+            bad = ~np.isfinite(part)
+            out[g.start : g.stop] = bad
+            n_invalid += int(np.count_nonzero(bad))
+        return n_invalid
+
+    def implausible(self, rows: np.ndarray, limit_f32: float = 1e9) -> np.ndarray:
+        """bool per entry of ``rows`` (output rows): a float whose raw value of the last decode is
+        NaN, inf, or of a magnitude no process value has (see the module docstring)."""
+        out = np.zeros(len(rows), dtype=bool)
+        with np.errstate(all="ignore"):
+            for g in self._float_groups:
+                inside = (rows >= g.start) & (rows < g.stop)
+                if not inside.any():
+                    continue
+                raw = np.abs(g.typed[rows[inside] - g.start].astype(np.float64))
+                hi, lo = (limit_f32, 1e-30) if g.kind == "<f4" else (1e100, 1e-100)
+                out[inside] = ~np.isfinite(raw) | (raw > hi) | ((raw != 0) & (raw < lo))
         return out
 
 

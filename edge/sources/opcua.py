@@ -44,12 +44,22 @@ Behaviour a plant engineer relies on, and why:
   series and time, so it is a no-op there.
 - ``run()`` never raises anything but CancelledError: errors are counted in ``stats``, logged once
   per streak, and retried.
+- **Refused certificate.** A server with strict certificate checks that does not (yet) trust our
+  client certificate may answer OpenSecureChannel with a Bad result that asyncua surfaces as a bare
+  AssertionError (shared/MEASURED.md trap 15), or refuse it with BadSecurityChecksFailed /
+  BadCertificate*. Both give one line naming our certificate file, its SHA-1 thumbprint (how most
+  servers name the file in their PKI ``rejected/`` folder) and the trust step; no traceback.
+- **Bad status is a state.** A Bad StatusCode in a notification or read is the server saying the
+  sensor is bad, not a failed operation of ours: it is counted per code in ``bad_by_status`` and as
+  a signal state in ``bad_signals`` (gauge and transitions), not in ``errors``, so one failed sensor
+  does not look like an error storm. The code travels with the sample (``status_sink``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import fnmatch
+import hashlib
 import logging
 import math
 import random
@@ -63,21 +73,25 @@ from functools import partial
 import numpy as np
 from asyncua import Client, ua
 
-from edge.config import DeadbandType, OpcuaGroup, OpcuaMode, OpcuaSettings
+from edge.config import DeadbandType, OpcuaGroup, OpcuaMode, OpcuaSettings, SecurityMode
+from plantwire.logs import log_source
 from plantwire.plant import Device, Quality, SignalTable
+from plantwire.status import Status
 
 from .opcua_decode import Decoded, decode_datavalues, finish
 from .opcua_fastpath import ColumnsNotification, install
 from .opcua_fastpath import read as fast_read
 from .opcua_security import SecurityConfigError, apply_security, read_credentials
 from .schedule import next_tick_ns, raise_if_cancelled
-from .stats import SourceStats
+from .stats import BadSignals, SourceStats
 
-__all__ = ["BACKFILL_QUALITY", "Backoff", "OpcuaSource", "ResolvedGroup", "Sink", "resolve_groups"]
+__all__ = ["BACKFILL_QUALITY", "Backoff", "OpcuaSource", "ResolvedGroup", "Sink", "StatusSink", "resolve_groups"]
 
 log = logging.getLogger(__name__)
 
 Sink = Callable[[np.ndarray | int, np.ndarray, np.ndarray, np.ndarray | int], None]
+#: A sink that also takes each sample's StatusCode (scalar or uint32 array, 0 = Good).
+StatusSink = Callable[[np.ndarray | int, np.ndarray, np.ndarray, np.ndarray | int, np.ndarray | int], None]
 
 _GOOD = int(Quality.GOOD)
 _BAD = int(Quality.BAD)
@@ -218,6 +232,7 @@ class OpcuaSource:
         backfill_sink: Sink | None = None,
         rng: random.Random | None = None,
         fast_decode: bool = True,
+        status_sink: StatusSink | None = None,
     ) -> None:
         """Resolve groups and check the credentials are readable (no network).
 
@@ -232,6 +247,7 @@ class OpcuaSource:
         self.settings = settings
         self.sink = sink
         self.backfill_sink = backfill_sink
+        self.status_sink = status_sink  # when given, live samples go there with their StatusCode instead of to sink
         self.stats = stats
         self.ids = table.ids
         self.rows = np.ascontiguousarray(table.signals_of(device.index), dtype=np.uint32)
@@ -263,6 +279,7 @@ class OpcuaSource:
         self._failing = False
         self._sink_failing = False
         self._nodeids: dict[int, ua.NodeId] = {}
+        stats.bad_signals = BadSignals(len(table))
 
     # ---- public -------------------------------------------------------------------------------
     def resume_after(self, last_ts_ns: np.ndarray) -> None:
@@ -276,7 +293,11 @@ class OpcuaSource:
         self._was_streaming = bool(mine.any()) and self.settings.backfill
 
     async def run(self) -> None:
-        """Acquire until cancelled; only CancelledError escapes."""
+        """Acquire until cancelled; only CancelledError escapes. Library log lines of this task name the server."""
+        with log_source(self.device.name):
+            await self._run()
+
+    async def _run(self) -> None:
         try:
             while True:
                 try:
@@ -376,7 +397,9 @@ class OpcuaSource:
         if self._established:
             # One BAD sample per signal at the loss: the outage is visible, not a flat line.
             self._established = False
-            self._deliver(time.time_ns(), self.rows, np.full(len(self.rows), np.nan), _BAD)
+            self._count_status(Status.BAD_NO_COMMUNICATION, len(self.rows))
+            self._deliver(time.time_ns(), self.rows, np.full(len(self.rows), np.nan), _BAD,
+                          status=Status.BAD_NO_COMMUNICATION)
         self.stats.connected = False
         self._subs = []
         self.subscriptions = 0
@@ -396,6 +419,14 @@ class OpcuaSource:
     def _log_failure(self, exc: BaseException) -> None:
         while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
             exc = exc.exceptions[0]
+        refused = self._certificate_refused(exc)
+        if refused is not None:
+            if not self._failing:
+                self._failing = True
+                log.warning("%s: %s; reconnecting with back-off", self._name, refused)
+            else:
+                log.debug("%s: still refused: %s", self._name, refused)
+            return
         if isinstance(exc, _SessionLost) or not str(exc):
             msg = str(exc) or type(exc).__name__
         else:
@@ -416,6 +447,36 @@ class OpcuaSource:
         if self.fast_decode_errors == 1:
             log.warning("%s: fast PublishResponse decoding failed; asyncua decodes such messages (logged once)",
                         self._name, exc_info=exc)
+
+    def _certificate_refused(self, exc: BaseException) -> str | None:
+        """The log line for a server that refuses our client certificate, or None for other failures.
+
+        Matched on the failure, not its text: asyncua turns a Bad OpenSecureChannel answer into a bare
+        AssertionError raised in ``open_secure_channel`` (trap 15); other servers say BadSecurityChecksFailed
+        or BadCertificate* (status codes), which the other hint covers when they reach us as such.
+        """
+        sec = self.settings.security
+        if sec.mode is SecurityMode.NONE or sec.certificate is None:
+            return None
+        if isinstance(exc, ua.UaStatusCodeError):
+            name = ua.StatusCode(exc.code).name
+            if not (name.startswith("BadCertificate") or name in ("BadSecurityChecksFailed",
+                                                                  "BadSecurityPolicyRejected")):
+                return None
+            why = name
+        elif isinstance(exc, AssertionError) and _raised_in(exc, "open_secure_channel"):
+            why = "OpenSecureChannel refused"
+        else:
+            return None
+        try:
+            thumbprint = hashlib.sha1(sec.certificate.read_bytes(), usedforsecurity=False).hexdigest()
+        except OSError:
+            thumbprint = "unknown (certificate unreadable)"
+        return (f"the server refuses our client certificate ({why}): trust {sec.certificate} (SHA-1 thumbprint "
+                f"{thumbprint}) on the server. Servers with a file PKI (our simulator, open62541, node-opcua, "
+                "UaExpert-style) keep refused certificates in their PKI rejected/ folder: move the file to "
+                "trusted/certs/; Siemens: TIA Portal certificate manager; Kepware: Trusted Clients. The gateway "
+                "retries and connects without a restart")
 
     def _hint(self, error: str) -> str:
         """What the operator should do about a refusal, for the log line."""
@@ -537,7 +598,7 @@ class OpcuaSource:
         self._ingest_columns(handles, decode_datavalues([it.Value for it in items], time.time_ns()))
 
     def _ingest_columns(self, handles: np.ndarray, dec: Decoded) -> None:
-        ts, values, quality = dec.ts_ns, dec.value, dec.quality
+        ts, values, quality, status = dec.ts_ns, dec.value, dec.quality, dec.status
         mine = self._mine
         if handles.min() < 0 or handles.max() >= mine.shape[0] or not mine[handles].all():
             ok = (handles >= 0) & (handles < mine.shape[0])
@@ -547,21 +608,30 @@ class OpcuaSource:
             self.stats.errors += dropped
             self.stats.malformed += dropped
             log.debug("%s: %d notifications for unknown client handles", self._name, dropped)
-            handles, ts, values, quality = handles[ok], ts[ok], values[ok], quality[ok]
+            handles, ts, values, quality, status = handles[ok], ts[ok], values[ok], quality[ok], status[ok]
             if not len(handles):
                 return
-        if dec.bad_status:
-            self.stats.exceptions += dec.bad_status
-            self.stats.errors += dec.bad_status
-        if dec.unconvertible:
-            self.unconvertible += dec.unconvertible
-            self.stats.malformed += dec.unconvertible
-            self.stats.errors += dec.unconvertible
+            refused = int(np.count_nonzero(status == Status.BAD_TYPE_MISMATCH)) if dec.unconvertible else 0
+            dec = Decoded(ts, values, quality, int(np.count_nonzero(quality == _BAD)) - refused, refused, status)
+        self._count_bad(dec)
         rows = handles.astype(np.uint32)
         np.maximum.at(self._last_ts, rows, ts)
         if self._backfills_pending:
             np.minimum.at(self._first_live, rows, ts)
-        self._deliver(ts, rows, values, quality)
+        self._deliver(ts, rows, values, quality, status=status)
+
+    def _count_bad(self, dec: Decoded) -> None:
+        """Bad statuses by code (a sensor state, not our error); unconvertible values are a config error."""
+        if dec.bad_status or dec.unconvertible:
+            self.stats.count_bad_status(dec.status[dec.quality == _BAD])
+        if dec.unconvertible:
+            self.unconvertible += dec.unconvertible
+            self.stats.malformed += dec.unconvertible
+            self.stats.errors += dec.unconvertible
+
+    def _count_status(self, code: int, n: int) -> None:
+        by = self.stats.bad_by_status
+        by[code] = by.get(code, 0) + n
 
     # ---- watchdog -------------------------------------------------------------------------------
     async def _watch(self, client: Client, lost: asyncio.Event, tg: asyncio.TaskGroup) -> None:
@@ -623,10 +693,14 @@ class OpcuaSource:
             started = time.perf_counter()
             self.stats.polls += 1
             self.stats.last_poll_ns = tick
-            await asyncio.gather(*(self._read_chunk(client, rows, params, tick, in_flight)
-                                   for rows, params in chunks))
+            ok = await asyncio.gather(*(self._read_chunk(client, rows, params, tick, in_flight)
+                                        for rows, params in chunks))
             raise_if_cancelled()
-            self.stats.last_poll_duration_s = time.perf_counter() - started
+            self.stats.failing_blocks = ok.count(False)
+            if all(ok):
+                self.stats.last_good_poll_ns = tick
+            self.stats.last_poll_duration_s = elapsed_s = time.perf_counter() - started
+            self.stats.poll_duration.observe(elapsed_s)
             next_tick = tick + period_ns
             now = time.time_ns()
             if now >= next_tick:
@@ -635,7 +709,8 @@ class OpcuaSource:
                 next_tick += skipped * period_ns
 
     async def _read_chunk(self, client: Client, rows: np.ndarray, params: ua.ReadParameters, tick_ns: int,
-                          in_flight: asyncio.Semaphore) -> None:
+                          in_flight: asyncio.Semaphore) -> bool:
+        """Read one chunk of a poll and deliver it (BAD on failure); whether the read succeeded."""
         async with in_flight:
             try:
                 answer: ColumnsNotification | list[ua.DataValue]
@@ -651,23 +726,21 @@ class OpcuaSource:
                 self.stats.errors += 1
                 if isinstance(exc, TimeoutError):
                     self.stats.timeouts += 1
+                    code = Status.BAD_TIMEOUT
                 else:
                     self.stats.exceptions += 1
+                    code = exc.code if isinstance(exc, ua.UaStatusCodeError) else Status.BAD_COMMUNICATION_ERROR
+                self._count_status(code, len(rows))
                 log.debug("%s: read of %d nodes failed: %r", self._name, len(rows), exc)
-                self._deliver(tick_ns, rows, np.full(len(rows), np.nan), _BAD)
-                return
+                self._deliver(tick_ns, rows, np.full(len(rows), np.nan), _BAD, status=code)
+                return False
         if isinstance(answer, ColumnsNotification):
             dec = finish(answer.codes, answer.values, answer.convertible, np.full(len(rows), tick_ns, dtype=np.int64))
         else:
             dec = decode_datavalues(answer, tick_ns, use_timestamps=False)
-        if dec.bad_status:
-            self.stats.exceptions += dec.bad_status
-            self.stats.errors += dec.bad_status
-        if dec.unconvertible:
-            self.unconvertible += dec.unconvertible
-            self.stats.malformed += dec.unconvertible
-            self.stats.errors += dec.unconvertible
-        self._deliver(tick_ns, rows, dec.value, dec.quality)
+        self._count_bad(dec)
+        self._deliver(tick_ns, rows, dec.value, dec.quality, status=dec.status)
+        return True
 
     # ---- back-fill ------------------------------------------------------------------------------
     async def _backfill(self, client: Client, last_ts: np.ndarray, until_ns: int, subs: list[_Sub] | None = None
@@ -760,12 +833,12 @@ class OpcuaSource:
             self._deliver(ts, rows, values, quality, sink=self.backfill_sink)
         else:
             quality[quality == _GOOD] = BACKFILL_QUALITY
-            self._deliver(ts, rows, values, quality)
+            self._deliver(ts, rows, values, quality, status=dec.status[keep])
         return m, newest
 
     # ---- delivery -------------------------------------------------------------------------------
     def _deliver(self, ts_ns: np.ndarray | int, rows: np.ndarray, values: np.ndarray, quality: np.ndarray | int,
-                 *, sink: Sink | None = None) -> None:
+                 *, sink: Sink | None = None, status: np.ndarray | int = 0) -> None:
         stats = self.stats
         n = len(rows)
         if np.ndim(quality) == 0:
@@ -774,12 +847,16 @@ class OpcuaSource:
             n_bad = int(np.count_nonzero(quality == _BAD))
         stats.samples_good += n - n_bad
         stats.samples_bad += n_bad
+        stats.bad_signals.update(rows, quality)
         if n_bad < n:
             newest = int(np.max(ts_ns)) if np.ndim(ts_ns) else int(ts_ns)  # type: ignore[arg-type]
             if newest > stats.last_sample_ns:
                 stats.last_sample_ns = newest
         try:
-            (sink or self.sink)(ts_ns, rows, values, quality)
+            if sink is None and self.status_sink is not None:
+                self.status_sink(ts_ns, rows, values, quality, status)
+            else:
+                (sink or self.sink)(ts_ns, rows, values, quality)
         except Exception:
             stats.errors += 1
             if not self._sink_failing:
@@ -788,3 +865,12 @@ class OpcuaSource:
             return
         self._sink_failing = False
 
+
+def _raised_in(exc: BaseException, function: str) -> bool:
+    """True when ``function`` is on the traceback of ``exc`` (where it was raised, not what it says)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == function:
+            return True
+        tb = tb.tb_next
+    return False

@@ -11,6 +11,9 @@ Rules (the same for subscriptions, polling and HistoryRead back-fill):
 - **Values**: numeric and Boolean variants become float64. Anything else (String, ByteString,
   arrays, structures, empty variants) cannot be a sample: it is delivered BAD with NaN and counted
   as ``unconvertible``, so a mis-typed node shows up in the data and the metrics instead of vanishing.
+- **Status**: the uint32 StatusCode of every sample travels on (``Decoded.status``), so which Bad
+  it was (BadSensorFailure, BadCommunicationError, ...) reaches the metrics and the data; a refused
+  value gets BadTypeMismatch.
   Numeric strings are refused on purpose: a String node is a configuration error, not a number.
 - **Timestamps**: SourceTimestamp when present, else ServerTimestamp, else the caller's fallback
   (receive or tick time), as int64 ns since the Unix epoch. A timestamp before 1970 (the OPC-UA
@@ -41,6 +44,7 @@ _NUMERIC = frozenset({
 # Severity (top two bits of a StatusCode) -> Quality: 00 Good, 01 Uncertain, 10 Bad, 11 reserved (Bad).
 _SEVERITY_QUALITY = np.array([Quality.GOOD, Quality.UNCERTAIN, Quality.BAD, Quality.BAD], dtype=np.uint8)
 _BAD = int(Quality.BAD)
+_BAD_TYPE_MISMATCH = 0x80740000
 
 
 def datetime_to_ns(dt: datetime) -> int:
@@ -63,6 +67,7 @@ class Decoded:
     quality: np.ndarray  # uint8
     bad_status: int  # samples whose StatusCode was Bad
     unconvertible: int  # samples with a value that is not a number (delivered BAD)
+    status: np.ndarray  # uint32 StatusCode per sample (BadTypeMismatch for unconvertible values)
 
 
 _NO_TS = -1  # "no usable timestamp" in the int64 timestamp columns
@@ -108,9 +113,12 @@ def finish(codes: np.ndarray, values: np.ndarray, convertible: np.ndarray | None
         n_unconvertible = int(np.count_nonzero(refused))
         quality[refused] = _BAD
         bad |= refused
+        if n_unconvertible:
+            codes = codes.astype(np.uint32, copy=True)
+            codes[refused] = _BAD_TYPE_MISMATCH
     if bad_status or n_unconvertible:
         values[bad] = np.nan
-    return Decoded(ts_ns, values, quality, bad_status, n_unconvertible)
+    return Decoded(ts_ns, values, quality, bad_status, n_unconvertible, codes.astype(np.uint32, copy=False))
 
 
 def _values(variants: list[ua.Variant | None]) -> tuple[np.ndarray, np.ndarray | None]:
