@@ -22,7 +22,8 @@ def check_file(path: Path) -> str:
         plant = load_plant(path)
         table = expand(plant)
         n_dev = len(table.devices)
-        summary = f"{path}: plant {plant.site!r}: {len(table)} signals, {len(table.machine_ids)} machines, {n_dev} devices"
+        summary = (f"{path}: plant {plant.site!r}: {len(table)} signals, {len(table.machine_ids)} machines, "
+                   f"{n_dev} devices")
         return "\n".join([summary, *(f"{path}: warning: {w}" for w in plant.semantic_warnings())])
     if "gateway_id" in data:
         from edge.config import load_edge

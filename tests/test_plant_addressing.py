@@ -171,12 +171,14 @@ def test_unset_layout_with_mixed_tables_warns(tmp_path: Path) -> None:
         assert _plant([dev], MIXED, MACHINES).semantic_warnings() == []
     path = tmp_path / "plant.yaml"
     path.write_text('site: t\ntemplates: {t: {signals: [{name: a}, {name: b, table: input}]}}\n'
-                    'devices: [{name: plc, protocol: modbus, port: 502}]\nmachines: [{name: m, template: t, device: plc}]\n')
+                    'devices: [{name: plc, protocol: modbus, port: 502}]\n'
+                    'machines: [{name: m, template: t, device: plc}]\n')
     assert "warning: devices[0].register_layout: unset" in check_file(path)
 
 
 def test_per_table_layout_still_rejects_overlaps_within_a_table() -> None:
-    tpl = {"t": {"signals": [{"name": "a", "table": "input", "offset": 0}, {"name": "b", "table": "input", "offset": 1}]}}
+    tpl = {"t": {"signals": [{"name": "a", "table": "input", "offset": 0},
+                             {"name": "b", "table": "input", "offset": 1}]}}
     plant = _plant([{"name": "plc", "protocol": "modbus", "port": 502, "register_layout": "per_table"}], tpl,
                    [{"name": "m", "template": "t", "device": "plc"}])
     with pytest.raises(PlantLayoutError, match="overlaps"):
