@@ -35,15 +35,21 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def node_opcua(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+def node_opcua_pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    """(port, PKI folder) of a node-opcua server: None endpoint, and SignAndEncrypt with strict trust."""
     port = free_port()
     d = tmp_path_factory.mktemp("node-opcua")
     server = NodeServer("opcua_server.js", str(port), str(d / "pki"))
     server.start(d / "server.log")
     try:
-        yield port
+        yield port, d / "pki"
     finally:
         server.stop()
+
+
+@pytest.fixture
+def node_opcua(node_opcua_pki: tuple[int, Path]) -> int:
+    return node_opcua_pki[0]
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +153,22 @@ def test_the_edge_resolves_namespaces_by_uri_when_indices_differ(node_opcua: int
         assert 1000 <= latest[0] < 1100 and 20 <= latest[1] < 70
 
     asyncio.run(main())
+
+
+def test_discover_refused_certificate_is_one_line_naming_the_file(node_opcua_pki: tuple[int, Path], tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """SignAndEncrypt against a server that checks client certificates strictly: the certificate we
+    generated is refused, filed under the server's rejected certificates, and the one line says so."""
+    port, pki = node_opcua_pki
+    cert, key = tmp_path / "client.der", tmp_path / "client.pem"
+    url = f"opc.tcp://127.0.0.1:{port}/foreign"
+    rc, out, err = discover([url, "--security-mode", "SignAndEncrypt", "--certificate", str(cert),
+                             "--private-key", str(key), "--timeout-s", "5", "-q"], capsys)
+    assert rc == 1 and out == "" and cert.exists() and key.exists()
+    assert err.strip().splitlines() == [
+        f"plantwire discover: {url}: the server refused our certificate {cert} (AssertionError): add it to the "
+        "server's trusted certificates (most servers list it under rejected certificates) and run again"]
+    assert list((pki / "server" / "rejected").glob("urn_plantwire_edge*"))  # where the operator finds it
 
 
 def test_discover_unreachable_opcua_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -152,6 +153,10 @@ def main(argv: list[str]) -> int:
 
     parser = _parser()
     args = parser.parse_args(argv)
+    # The libraries log tracebacks and per-request chatter for failures this command reports itself,
+    # in one line: a CLI run shows ours only.
+    for name in ("asyncua", "pymodbus"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     url = urlsplit(args.url)
     try:
         host, port = url.hostname, url.port

@@ -1,7 +1,9 @@
 // An OPC-UA server on another stack than asyncua (node-opcua), for plantwire's tests.
 //
 // Usage: node opcua_server.js PORT PKI_DIR. Endpoint opc.tcp://127.0.0.1:PORT/foreign, security
-// None only. Prints "READY <port>" on stdout once it listens. Low operation limits (browse 4
+// None, and Basic256Sha256 SignAndEncrypt with strict certificate checks: an unknown client
+// certificate is refused and filed under PKI_DIR/server/rejected (move it to
+// PKI_DIR/server/trusted/certs to trust it). Prints "READY <port>" on stdout once it listens. Low operation limits (browse 4
 // nodes, read 25 nodes per call) so a client that ignores them is refused (BadTooManyOperations).
 //
 // Address space under Objects, in namespace urn:foreign:plant (registered after the server's own,
@@ -31,10 +33,10 @@ async function main() {
     port,
     hostname: "127.0.0.1",
     resourcePath: "/foreign",
-    securityModes: [MessageSecurityMode.None],
-    securityPolicies: [SecurityPolicy.None],
+    securityModes: [MessageSecurityMode.None, MessageSecurityMode.SignAndEncrypt],
+    securityPolicies: [SecurityPolicy.None, SecurityPolicy.Basic256Sha256],
     allowAnonymous: true,
-    serverCertificateManager: new OPCUACertificateManager({ rootFolder: path.join(pkiDir, "server"), automaticallyAcceptUnknownCertificate: true }),
+    serverCertificateManager: new OPCUACertificateManager({ rootFolder: path.join(pkiDir, "server"), automaticallyAcceptUnknownCertificate: false }),
     userCertificateManager: new OPCUACertificateManager({ rootFolder: path.join(pkiDir, "user") }),
     serverCapabilities: { operationLimits: { maxNodesPerBrowse: 4, maxNodesPerRead: 25, maxMonitoredItemsPerCall: 1000 } },
     buildInfo: { productName: "plantwire foreign test server" },
