@@ -356,6 +356,11 @@ class PlantConfig(_Strict):
                     warnings.append(f"devices[{gi}]: device {k + 1} reads {host}:{port} {what}, as devices[{first}] "
                                     "does: one PLC is read twice (intended only for a split register map)")
                     break
+        for gi, g in enumerate(self.devices):
+            if (g.count > 1 and "{" in g.host and isinstance(g.port, int) and g.port_step != 0
+                    and "port_step" not in g.model_fields_set):
+                warnings.append(f"devices[{gi}].port_step: the host is templated ({g.host!r}) but the port steps by 1 "
+                                f"from {g.port} (the default); set port_step: 0 when every device listens on {g.port}")
         by_group: dict[str, set[Table]] = {}
         for m in self.machines:
             tpl = self.templates.get(m.template)

@@ -183,3 +183,14 @@ def test_per_table_layout_still_rejects_overlaps_within_a_table() -> None:
                    [{"name": "m", "template": "t", "device": "plc"}])
     with pytest.raises(PlantLayoutError, match="overlaps"):
         expand(plant)
+
+
+def test_templated_host_with_the_default_port_step_warns() -> None:
+    tpl = {"t": {"signals": [{"name": "a"}]}}
+    machines = [{"name": "m", "template": "t", "device": "plc{i}"}]
+    dev = {"name": "plc{i}", "protocol": "modbus", "count": 3, "host": "10.0.3.{i}", "port": 502}
+    assert _plant([dev], tpl, machines).semantic_warnings() == [
+        "devices[0].port_step: the host is templated ('10.0.3.{i}') but the port steps by 1 from 502 (the default); "
+        "set port_step: 0 when every device listens on 502"]
+    for step in (0, 1):
+        assert _plant([{**dev, "port_step": step}], tpl, machines).semantic_warnings() == []

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -185,11 +186,11 @@ class _Walker:
 
     async def _walk(self, start: ua.NodeId) -> None:
         # (node, path below the root, FoundVariable when the node is a variable)
-        queue: list[tuple[ua.NodeId, tuple[str, ...], FoundVariable | None]] = [(start, (), None)]
+        queue: deque[tuple[ua.NodeId, tuple[str, ...], FoundVariable | None]] = deque([(start, (), None)])
         seen = {start}
         per_call = self._chunk("max_nodes_per_browse")
         while queue:
-            batch, queue = queue[:per_call], queue[per_call:]
+            batch = [queue.popleft() for _ in range(min(per_call, len(queue)))]
             for (_, path, var), refs in zip(batch, await self._browse([n for n, _, _ in batch]), strict=True):
                 self.result.nodes_browsed += 1
                 for ref in refs:
