@@ -93,7 +93,9 @@ def node_text(node: ua.NodeId) -> str:
 async def browse_server(url: str, security: OpcuaSecurity, *, timeout_s: float = 10.0, root: str | None = None,
                         default_chunk: int = 500, progress: Progress | None = None) -> BrowseResult:
     """Connect, browse and read everything a plant file needs; DiscoveryError on any failure."""
-    client = Client(url, timeout=timeout_s)
+    # asyncua's connection watchdog probes the server with a read that times out after watchdog_intervall,
+    # queued behind our (large) Browse/Read requests: at its 1 s default a busy server looks dead.
+    client = Client(url, timeout=timeout_s, watchdog_intervall=timeout_s)
     client.application_uri = security.application_uri
     client.name = client.description = "plantwire discover"
     try:
