@@ -65,6 +65,24 @@ def _address(text: str) -> tuple[str, int]:
     return table, number - 1
 
 
+def _row_errors(where: str, sig: dict[str, Any]) -> list[str]:
+    """What the plant would refuse in this row (a type typo, a bit out of range), as ``file:line: column``.
+
+    Checked here, where the line is known: the plant would name ``templates.x.signals[7].type``,
+    which points at no line of the CSV.
+    """
+    from pydantic import ValidationError
+
+    from plantwire.plant import SignalTemplate
+
+    try:
+        SignalTemplate.model_validate(sig)
+    except ValidationError as exc:
+        return [f"{where}: {'.'.join(str(p) for p in e['loc']) or 'row'}: {e['msg']}"
+                for e in exc.errors(include_url=False)]
+    return []
+
+
 def read_register_map(path: Path) -> list[dict[str, Any]]:
     """Signal dicts (as a YAML template's ``signals`` entries) from a vendor CSV; raises
     :class:`RegisterMapError` with one ``file:line: column: message`` per problem."""
@@ -117,6 +135,7 @@ def read_register_map(path: Path) -> list[dict[str, Any]]:
         if "name" not in sig:
             errors.append(f"{where}: name: missing")
             continue
+        errors += _row_errors(where, sig)
         out.append(sig)
     if errors:
         raise RegisterMapError(errors)
