@@ -94,7 +94,9 @@ def test_discover_node_opcua_writes_a_plant_the_edge_reads(node_opcua: int, tmp_
     assert "124 variables in 5 machines; skipped: 1 data type not a number or boolean" in text
     assert "discover: 124 variables in 5 machines" in err
 
-    assert "plant 'foreign': 124 signals, 5 machines, 1 devices" in check_file(out)  # no warnings either
+    assert check_file(out) == f"{out}: plant 'foreign': 124 signals, 5 machines, 1 devices"  # no warnings
+    (tmp_path / "edge.yaml").write_text("gateway_id: gw1\nplant: plant.yaml\n")
+    assert "edge gateway 'gw1' reading 124 signals" in check_file(tmp_path / "edge.yaml")
     plant = load_plant(out)
     table = expand(plant)
     dev = plant.devices[0]
@@ -288,3 +290,24 @@ def test_discover_modbus_refused_and_usage(capsys: pytest.CaptureFixture[str]) -
     with pytest.raises(SystemExit) as info:
         cli_main(["discover", f"modbus://127.0.0.1:{port}"])
     assert info.value.code == 2 and "needs --unit N" in capsys.readouterr().err
+
+
+def test_browsed_names_and_odd_node_ids_make_a_valid_plant() -> None:
+    """Names the plant does not allow are cleaned, duplicates numbered; braces in a node id stay literal."""
+    from asyncua import ua
+
+    from edge.discovery.opcua_browse import BrowseResult, FoundVariable
+    from edge.discovery.opcua_plant import plant_from_browse
+
+    found = [FoundVariable(path=("Hall 2", "Press#1"), name="Oil temp (°C)", node=ua.NodeId("Tag{1}", 2),
+                           data_type="float64", unit="°C", low=0.0, high=120.0),
+             FoundVariable(path=("Hall 2", "Press#1"), name="Oil temp [°C]", node=ua.NodeId(7, 2), data_type="int16"),
+             FoundVariable(path=(), name="Heartbeat", node=ua.NodeId(b"\x01\x02", 2), data_type="bool")]
+    result = BrowseResult(namespaces=["http://opcfoundation.org/UA/", "urn:x", "urn:vendor"], limits={},
+                          variables=found)
+    data = plant_from_browse(result, site="s", device="d", host="h", port=4840, path="")
+    table = expand(PlantConfig.model_validate(data))
+    assert table.ids == ["Hall_2.Press_1.Oil_temp_C", "Hall_2.Press_1.Oil_temp_C_2", "root.Heartbeat"]
+    assert table.nodes == ["ns=2;s=Tag{1}", "ns=2;i=7", "ns=2;b=AQI="]
+    assert table.devices[0].namespace == "urn:vendor" and table.devices[0].endpoint == "opc.tcp://h:4840"
+    assert np.isnan(table.low[1]) and (table.low[0], table.high[0]) == (0.0, 120.0)

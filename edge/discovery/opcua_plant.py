@@ -11,7 +11,8 @@ Choices, so the file reads unchanged by ``plantwire check`` and the edge, and st
   alike; the engineer merges templates (and uses ``{i}`` in names and nodes) afterwards.
 - Names keep the server's spelling where the plant allows it (``[A-Za-z0-9_:]`` for signals,
   plus ``-`` and ``.`` between levels for machines); other characters become ``_``, and a name
-  taken twice in one machine gets ``_2``, ``_3``. The node id, not the name, says what is read.
+  taken twice in one machine gets ``_2``, ``_3``. The node id, not the name, says what is read;
+  braces in it are doubled, since ``node`` is a template (``{i}``).
 - ``type`` is the variable's data type in the plant's words (Double -> float64, Int32 -> int32,
   Boolean -> bool; Byte/SByte -> uint16/int16, UInt64 -> int64), Boolean variables are of
   ``kind: state``, ``unit`` is the EngineeringUnits display name, ``low``/``high`` the EURange.
@@ -56,7 +57,8 @@ def plant_from_browse(result: BrowseResult, *, site: str, device: str, host: str
             taken[name] += 1
             if taken[name] > 1:
                 name = f"{name}_{taken[name]}"
-            sig: dict[str, Any] = {"name": name, "node": node_text(v.node), "type": v.data_type}
+            node = node_text(v.node).replace("{", "{{").replace("}", "}}")  # ``node`` is a template
+            sig: dict[str, Any] = {"name": name, "node": node, "type": v.data_type}
             if v.data_type == "bool":
                 sig["kind"] = "state"
             if v.unit:
