@@ -30,7 +30,8 @@ def check_file(path: Path) -> str:
         from plantwire.plant import expand
 
         cfg, plant = load_edge(path)
-        return f"{path}: edge gateway {cfg.gateway_id!r} reading {len(expand(plant))} signals"
+        summary = f"{path}: edge gateway {cfg.gateway_id!r} reading {len(expand(plant))} signals"
+        return "\n".join([summary, *(f"{path}: warning: plant {w}" for w in plant.semantic_warnings())])
     if "influx" in data or "mqtt" in data:
         from cloud.config import load_cloud
 

@@ -28,11 +28,11 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="plantwire discover", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="plantwire discover", description="Describe a server's contents: an OPC-UA "
+                                "server as a plant file, a Modbus TCP unit as a register-map CSV skeleton.")
     p.add_argument("url", help="opc.tcp://HOST:PORT/PATH or modbus://HOST:PORT")
     p.add_argument("--out", "-o", type=Path, help="write here instead of stdout")
-    p.add_argument("--timeout-s", type=float, default=10.0, help="per request (default 10)")
+    p.add_argument("--timeout-s", type=float, help="per request (default: 10 for OPC-UA, 2 for Modbus)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     ua = p.add_argument_group("OPC-UA")
     ua.add_argument("--site", default="site", help="site name of the plant file")
@@ -167,6 +167,8 @@ def main(argv: list[str]) -> int:
     if url.scheme == "modbus" and args.unit is None:
         parser.error("modbus:// needs --unit N (the unit id; 1 on most Modbus TCP devices, 255 or 0 on some)")
     try:
+        if args.timeout_s is None:
+            args.timeout_s = 10.0 if url.scheme == "opc.tcp" else 2.0
         if url.scheme == "opc.tcp":
             text = asyncio.run(_opcua(args, host, port or 4840, url.path))
         else:
