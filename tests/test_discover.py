@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -179,6 +180,19 @@ def test_discover_unreachable_opcua_is_one_line_and_exit_1(capsys: pytest.Captur
     assert rc == 1 and out == ""
     assert err.strip().splitlines() == [f"plantwire discover: opc.tcp://127.0.0.1:{port}/x: connection refused "
                                         "(no OPC-UA server listens on that port)"]
+
+
+def test_discover_silent_opcua_port_times_out_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """A port that accepts TCP but never speaks OPC-UA (a wrong port, a hung server)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        url = f"opc.tcp://127.0.0.1:{listener.getsockname()[1]}/x"
+        rc, out, err = discover([url, "--timeout-s", "1", "-q"], capsys)
+    assert rc == 1 and out == ""
+    assert err.strip().splitlines() == [f"plantwire discover: {url}: no OPC-UA answer within 1 s (is the host "
+                                        "reachable, the port an OPC-UA server's, the server not overloaded? "
+                                        "--timeout-s waits longer)"]
 
 
 # ---- OPC-UA: our simulator -----------------------------------------------------------------------

@@ -105,7 +105,7 @@ async def browse_server(url: str, security: OpcuaSecurity, *, timeout_s: float =
     except SecurityConfigError as exc:
         raise DiscoveryError(str(exc)) from None
     except Exception as exc:
-        raise DiscoveryError(_connect_failure(url, security, exc)) from None
+        raise DiscoveryError(_connect_failure(url, security, exc, timeout_s)) from None
     try:
         return await _Walker(client, default_chunk, progress).run(root)
     except DiscoveryError:
@@ -125,13 +125,14 @@ async def browse_server(url: str, security: OpcuaSecurity, *, timeout_s: float =
             client.disconnect_socket()
 
 
-def _connect_failure(url: str, security: OpcuaSecurity, exc: BaseException) -> str:
+def _connect_failure(url: str, security: OpcuaSecurity, exc: BaseException, timeout_s: float) -> str:
     """One sentence for a failed connect, with what to do."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     name = type(exc).__name__
     if isinstance(exc, TimeoutError):
-        return f"{url}: no answer within the timeout (is the host reachable and the port right?)"
+        return (f"{url}: no OPC-UA answer within {timeout_s:g} s (is the host reachable, the port an OPC-UA "
+                "server's, the server not overloaded? --timeout-s waits longer)")
     if isinstance(exc, ConnectionRefusedError):
         return f"{url}: connection refused (no OPC-UA server listens on that port)"
     if isinstance(exc, OSError):
