@@ -9,22 +9,22 @@ DEBS := mosquitto influxdb victoria-metrics
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DURATION ?= 0
 
-.PHONY: demo test test-slow test-chaos test-all lint bench deps venv kernels clean
+.PHONY: demo test test-slow test-chaos test-all lint bench deps venv kernels foreign clean
 
 demo: deps venv kernels
 	$(BIN)/plantwire demo configs/demo --duration $(DURATION)
 
-test: deps venv kernels
+test: deps venv kernels foreign
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
-test-slow: deps venv
+test-slow: deps venv foreign
 	$(BIN)/python -m pytest -q -m slow
 
 test-chaos: deps venv
 	$(BIN)/python -m pytest -q tests/chaos -m ''
 
-test-all: deps venv
+test-all: deps venv foreign
 	$(BIN)/python -m pytest -q -m ''
 
 lint: venv
@@ -43,6 +43,21 @@ deps:
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
+
+# OPC-UA and Modbus servers on other stacks (node-opcua, modbus-serial) that the discovery and edge tests
+# run against: npm ci from the committed lock file when node_modules is missing or the lock changed;
+# Debian's nodejs and npm when node is not installed. No install scripts run (the TCP servers need none).
+FOREIGN := tests/foreign
+
+foreign: $(FOREIGN)/node_modules/.installed
+
+$(FOREIGN)/node_modules/.installed: $(FOREIGN)/package.json $(FOREIGN)/package-lock.json
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { \
+	  echo "installing Debian packages: nodejs npm"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; }
+	cd $(FOREIGN) && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	touch $@
 
 venv: $(VENV)/.installed
 
@@ -64,4 +79,4 @@ bench: deps venv kernels
 	$(BIN)/python bench/e2e.py --config configs/demo --duration 180 --rates 1:1,2:1,5:1,10:1 --naive-rates 1:1
 
 clean:
-	rm -rf $(VENV) state build *.egg-info edge/kernels/_aot
+	rm -rf $(VENV) state build *.egg-info edge/kernels/_aot $(FOREIGN)/node_modules

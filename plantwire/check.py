@@ -76,7 +76,9 @@ def _check_as(path: Path, kind: ConfigKind) -> str:
         plant = load_plant(path)
         table = expand(plant)
         n_dev = len(table.devices)
-        return f"{path}: plant {plant.site!r}: {len(table)} signals, {len(table.machine_ids)} machines, {n_dev} devices"
+        summary = (f"{path}: plant {plant.site!r}: {len(table)} signals, {len(table.machine_ids)} machines, "
+                   f"{n_dev} devices")
+        return "\n".join([summary, *(f"{path}: warning: {w}" for w in plant.semantic_warnings())])
     if kind is ConfigKind.EDGE:
         return _check_edge(path)
     from cloud.config import load_cloud
@@ -102,7 +104,8 @@ def _check_edge(path: Path) -> str:
             except ConfigError as pexc:  # the plant's own errors in the same report
                 errors += [f"plant: {e}" for e in pexc.report().splitlines()]
         raise ConfigError(str(path), errors) from None
-    return f"{path}: edge gateway {cfg.gateway_id!r} reading {len(expand(plant))} signals"
+    summary = f"{path}: edge gateway {cfg.gateway_id!r} reading {len(expand(plant))} signals"
+    return "\n".join([summary, *(f"{path}: warning: plant {w}" for w in plant.semantic_warnings())])
 
 
 def main(paths: list[Path], kind: ConfigKind | None = None) -> int:

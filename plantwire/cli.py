@@ -17,6 +17,8 @@ commands:
   edge CONFIG      run the edge gateway daemon
   ingest CONFIG    run the cloud ingestor (MQTT -> InfluxDB)
   demo [DIR]       run the whole pipeline on this machine (default configs/demo)
+  discover URL     browse opc.tcp://HOST:PORT/PATH into a plant file, or probe modbus://HOST:PORT --unit N
+                   into a register-map CSV skeleton
   check FILE...    validate config files without touching the network (exit 2 on errors; --kind KIND)
   score CSV        run the edge's detectors over a recorded CSV
   kernels          compile the edge's kernels ahead of time (the edge daemon then runs without numba)
@@ -52,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         from plantwire.demo import main as demo_main
 
         return demo_main(rest)
+    if cmd == "discover":
+        from edge.discovery.cli import main as discover_main
+
+        return discover_main(rest)
     if cmd == "check":
         from plantwire.check import main as check_main
         from plantwire.configfile import ConfigKind

@@ -5,15 +5,30 @@ A plant file is the signal catalogue that both the simulator (which serves it) a
 signals exist and where is each one read from", nothing about MQTT or InfluxDB.
 
 Expansion rules (chosen to match how integrators lay out PLC register maps):
-- A device group with ``count: n`` expands to n devices named by formatting ``name`` with
-  ``i`` = 1..n; device k listens on ``port + (k-1) * port_step`` (the simulator serves one slave per
-  port, as separate PLCs on distinct IPs would be).
+- A device group with ``count: n`` expands to n devices; ``name``, ``host``, ``port`` and ``unit_id``
+  are templates formatted with ``i`` = 1..n (``host: "10.0.3.{i}"``, ``unit_id: "{i}"``, with format
+  specs like ``{i:02d}``); any other placeholder is an error naming its path. An integer ``port``
+  gives device k the port ``port + (k-1) * port_step`` (the simulator serves one slave per port, as
+  separate PLCs on distinct IPs would be; real PLCs on their own addresses want ``port_step: 0``).
+  Two devices that resolve to the same host, port and unit id read one PLC twice: an error inside
+  one group, a warning across groups (``PlantConfig.semantic_warnings``).
 - A machine group with ``count: n`` expands to n machines named ``name.format(i=1..n)``; machine k
   goes on device ``floor(k * ndev / n)`` of its device group, so consecutive machines share a PLC.
-- Within a Modbus device, each machine occupies a contiguous register block: template signals are
-  laid out in order (or at their explicit ``offset``), and each machine's block starts at the next
-  multiple of ``machine_stride`` (default: block size rounded up to 10) after the previous one.
-- A signal id is ``<machine>.<signal>``; on OPC-UA its node id is ``ns=<ns>;s=<signal id>``.
+- Within a Modbus device, each machine occupies a register block: template signals are laid out in
+  order (or at their explicit ``offset``), and each machine's block starts at the next multiple of
+  ``machine_stride`` (default: block size rounded up to 10) after the previous one. How the
+  address cursor treats the four tables is the device group's ``register_layout``:
+  ``per_table`` gives holding, input, coil and discrete tables a cursor each (an input-register
+  machine after a holding-register one starts at input register 0; a template's input signals
+  start at offset 0 of their own table), as vendors' maps number each table from 0.
+  ``shared`` (what plants written before 2026-12 read; the default while unset) runs one cursor
+  over all four tables. ``plantwire check`` warns when an unset layout meets a device or template
+  that mixes tables, since the two layouts then read different addresses.
+- A signal id is ``<machine>.<signal>``. On OPC-UA its node is the template signal's ``node``
+  (any standard node id form, plantwire.nodeid; ``{machine}``, ``{i}`` (machine index) and ``{j}``
+  (repeat index) are filled in), else ``ns=<index of the device's namespace>;s=<signal id>``.
+  ``SignalTable.nodes`` holds each OPC-UA signal's node id text, the default one as
+  ``nsu=<namespace>;s=<signal id>``.
 """
 
 from __future__ import annotations
@@ -21,12 +36,16 @@ from __future__ import annotations
 import enum
 import hashlib
 import math
+import string
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Annotated
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from plantwire.nodeid import parse_node_id
 
 
 class Protocol(enum.StrEnum):
@@ -81,6 +100,13 @@ class Table(enum.StrEnum):
     DISCRETE = "discrete"
 
 
+class RegisterLayout(enum.StrEnum):
+    """How machine blocks take register addresses on a Modbus device (module docstring)."""
+
+    PER_TABLE = "per_table"  # one cursor per table: each table numbered from 0, as vendors' maps are
+    SHARED = "shared"  # one cursor over all four tables (plants written before 2026-12)
+
+
 class Quality(enum.IntEnum):
     """Per-sample quality carried in frames and on the wire (uint8)."""
 
@@ -114,6 +140,39 @@ class SignalTemplate(_Strict):
     noise: float = Field(default=0.05, ge=0)
     low: float | None = None
     high: float | None = None
+    # OPC-UA: the variable's node id in any standard form (plantwire.nodeid), independent of the name.
+    node: str | None = Field(default=None, min_length=1)
+
+    @field_validator("node")
+    @classmethod
+    def _node_syntax(cls, node: str | None) -> str | None:
+        if node is not None:
+            parse_node_id(format_placeholders(node, _NODE_PLACEHOLDERS, "node"))
+        return node
+
+
+#: What a template signal's ``node`` may name, with sample values used to check its syntax.
+_NODE_PLACEHOLDERS: dict[str, Any] = {"machine": "m", "i": 1, "j": 1}
+
+
+def format_placeholders(text: str, values: dict[str, Any], what: str) -> str:
+    """``text.format(**values)``, with a clear error for a placeholder not in ``values`` or a bad format.
+
+    Used for device hosts/ports/unit ids (``{i}``) and node ids (``{machine}``, ``{i}``, ``{j}``): a
+    ``{k}`` that ``str.format`` would turn into a KeyError becomes "unknown placeholder {k}".
+    """
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
+    except ValueError as exc:
+        raise ValueError(f"{what} {text!r}: {exc} (a literal brace is written {{{{ or }}}})") from None
+    for f in fields:
+        if f.split(".")[0].split("[")[0] not in values:
+            known = ", ".join("{" + k + "}" for k in values)
+            raise ValueError(f"{what} {text!r}: unknown placeholder {{{f}}}; known: {known}")
+    try:
+        return text.format(**values)
+    except (ValueError, TypeError, IndexError, AttributeError) as exc:
+        raise ValueError(f"{what} {text!r}: {exc}") from None
 
 
 class MachineTemplate(_Strict):
@@ -139,6 +198,10 @@ class MachineTemplate(_Strict):
         """(signal name, template) for every signal, repeated signals spelled out in order."""
         return [pair for s in self.signals for pair in _repeat(s)]
 
+    def repeat_indices(self) -> list[int]:
+        """The ``{j}`` of every expanded signal (1 for unrepeated ones), in ``expanded()`` order."""
+        return [j for s in self.signals for j in range(1, s.count + 1)]
+
 
 def _repeat(s: SignalTemplate) -> list[tuple[str, SignalTemplate]]:
     if s.count == 1:
@@ -147,21 +210,88 @@ def _repeat(s: SignalTemplate) -> list[tuple[str, SignalTemplate]]:
 
 
 class DeviceGroup(_Strict):
-    """One or more devices of one protocol; ``count`` > 1 needs ``{i}`` in the name."""
+    """One or more devices of one protocol; ``count`` > 1 needs ``{i}`` in the name.
+
+    ``host``, ``port`` (as a string) and ``unit_id`` (as a string) are templates formatted with the
+    device's index ``i`` (1-based), like ``name``.
+    """
 
     name: str
     protocol: Protocol
     count: int = Field(default=1, ge=1, le=10_000)
-    host: str = "127.0.0.1"
-    port: int = Field(ge=1, le=65535)
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int | str = Field(description="an integer (plus (i-1) x port_step) or a template like '50{i:02d}'")
     port_step: int = Field(default=1, ge=0)
     # Modbus
-    unit_id: int = Field(default=1, ge=0, le=255)
+    unit_id: int | str = Field(default=1, description="0..255, or a template like '{i}'")
     byte_order: ByteOrder = ByteOrder.ABCD
     machine_stride: int | None = Field(default=None, ge=1)
+    register_layout: RegisterLayout | None = Field(
+        default=None, description="per_table or shared address cursors; unset reads as shared (module docstring)")
     # OPC-UA
     path: str = "/plantwire"
     namespace: str = "urn:plantwire:sim"
+    namespaces: list[str] | None = Field(
+        default=None, description="the server's namespace array as node ids' ns=<k> index it; resolved by URI")
+
+    @field_validator("port")
+    @classmethod
+    def _port_range(cls, port: int | str) -> int | str:
+        return _int_in_range(port, 1, 65535)
+
+    @field_validator("unit_id")
+    @classmethod
+    def _unit_range(cls, unit: int | str) -> int | str:
+        return _int_in_range(unit, 0, 255)
+
+    def layout(self) -> RegisterLayout:
+        return self.register_layout or RegisterLayout.SHARED
+
+    def resolve(self, k: int) -> tuple[str, str, int, int]:
+        """Name, host, port and unit id of device k (0-based); raises DeviceFieldError naming the field."""
+        i = {"i": k + 1}
+
+        def fmt(field_name: str, text: str) -> str:
+            try:
+                return format_placeholders(text, i, "template")
+            except ValueError as exc:
+                raise DeviceFieldError(field_name, str(exc)) from None
+
+        name = fmt("name", self.name) if self.count > 1 else self.name
+        host = fmt("host", self.host)
+        if isinstance(self.port, int):
+            port = self.port + k * self.port_step
+        else:
+            text = fmt("port", self.port)
+            if not text.isdigit() or not 1 <= int(text) <= 65535:
+                raise DeviceFieldError("port", f"{self.port!r} gives {text!r} for device {k + 1}, not a port 1..65535")
+            port = int(text)
+        if isinstance(self.unit_id, int):
+            unit = self.unit_id
+        else:
+            text = fmt("unit_id", self.unit_id)
+            if not text.isdigit() or int(text) > 255:
+                raise DeviceFieldError("unit_id", f"{self.unit_id!r} gives {text!r} for device {k + 1}, "
+                                       "not a unit id 0..255")
+            unit = int(text)
+        return name, host, port, unit
+
+
+def _int_in_range(value: int | str, low: int, high: int) -> int | str:
+    """The bounds check ``Field(ge=, le=)`` makes, for a field that may also be a template string."""
+    if isinstance(value, int) and value < low:
+        raise PydanticCustomError("greater_than_equal", "Input should be greater than or equal to {ge}", {"ge": low})
+    if isinstance(value, int) and value > high:
+        raise PydanticCustomError("less_than_equal", "Input should be less than or equal to {le}", {"le": high})
+    return value
+
+
+class DeviceFieldError(ValueError):
+    """A device group field whose template does not resolve; ``field`` names it for the error path."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        self.field = field_name
+        super().__init__(message)
 
 
 class MachineGroup(_Strict):
@@ -187,6 +317,11 @@ class PlantConfig(_Strict):
             "machines": [m.model_dump(mode="json") for m in self.machines],
         }
         errors = cross_errors(raw)
+        for i, g in enumerate(self.devices):
+            if isinstance(g.port, str) and "port_step" in g.model_fields_set and g.port_step != 0:
+                errors.append(f"devices[{i}].port_step: the port is a template ({g.port!r}); port_step applies "
+                              "only to an integer port")
+            errors += _device_errors(i, g)
         if errors:
             return errors
         try:
@@ -194,6 +329,57 @@ class PlantConfig(_Strict):
         except PlantLayoutError as exc:
             errors.append(str(exc))
         return errors
+
+    def semantic_warnings(self) -> list[str]:
+        """Things that are probably mistakes but may be meant; each starts with its path.
+
+        A templated host whose port still steps by the default 1; and an unset ``register_layout`` on a
+        device whose machines mix register tables (the address then depends on the layout). Two device
+        groups on one host, port (and unit id) are an error (``plantrefs``): a split register map is
+        several machines on one device group.
+        """
+        warnings: list[str] = []
+        for gi, g in enumerate(self.devices):
+            if (g.count > 1 and "{" in g.host and isinstance(g.port, int) and g.port_step != 0
+                    and "port_step" not in g.model_fields_set):
+                warnings.append(f"devices[{gi}].port_step: the host is templated ({g.host!r}) but the port steps by 1 "
+                                f"from {g.port} (the default); set port_step: 0 when every device listens on {g.port}")
+        by_group: dict[str, set[Table]] = {}
+        for m in self.machines:
+            tpl = self.templates.get(m.template)
+            if tpl is not None:
+                by_group.setdefault(m.device, set()).update(s.table for s in tpl.signals)
+        for gi, g in enumerate(self.devices):
+            tables = by_group.get(g.name, set())
+            if g.protocol is Protocol.MODBUS and g.register_layout is None and len(tables) > 1:
+                names = ", ".join(sorted(t.value for t in tables))
+                warnings.append(f"devices[{gi}].register_layout: unset, so the {names} tables share one address "
+                                "cursor (shared); set register_layout: per_table to number each table from 0, "
+                                "or shared to keep these addresses")
+        return warnings
+
+
+def _device_errors(gi: int, g: DeviceGroup) -> list[str]:
+    """Templates that do not resolve, and devices of one group that read the same PLC."""
+    errors: list[str] = []
+    seen: dict[tuple[str, int, int], int] = {}
+    for k in range(g.count):
+        try:
+            _, host, port, unit = g.resolve(k)
+        except DeviceFieldError as exc:
+            errors.append(f"devices[{gi}].{exc.field}: {exc}")
+            return errors
+        key = (host, port, unit if g.protocol is Protocol.MODBUS else 0)
+        if key in seen:
+            what = f" unit {unit}" if g.protocol is Protocol.MODBUS else ""
+            errors.append(f"devices[{gi}]: devices {seen[key] + 1} and {k + 1} of {g.count} both resolve to "
+                          f"{host}:{port}{what}: one PLC read {g.count} times? Template the host "
+                          '(host: "10.0.3.{i}", port_step: 0), the port or the unit id (unit_id: "{i}")')
+            return errors
+        seen[key] = k
+    if g.namespaces is not None and g.protocol is Protocol.OPCUA and g.namespace not in g.namespaces:
+        errors.append(f"devices[{gi}].namespaces: does not list the device's namespace {g.namespace!r}")
+    return errors
 
 
 class PlantLayoutError(ValueError):
@@ -210,6 +396,7 @@ class Device:
     unit_id: int
     path: str
     namespace: str
+    namespaces: tuple[str, ...] = ()  # the namespace array ns=<k> in node ids indexes (empty: the server's)
 
     @property
     def endpoint(self) -> str:
@@ -244,6 +431,7 @@ class SignalTable:
     noise: np.ndarray
     low: np.ndarray  # float64, NaN when unset
     high: np.ndarray
+    nodes: list[str] = field(default_factory=list)  # OPC-UA node id text per signal ("" on Modbus)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -271,20 +459,24 @@ BYTE_ORDER_ORDER = list(ByteOrder)
 def _expand_devices(plant: PlantConfig) -> tuple[list[Device], dict[str, list[int]]]:
     devices: list[Device] = []
     by_group: dict[str, list[int]] = {}
-    for g in plant.devices:
+    for gi, g in enumerate(plant.devices):
         members: list[int] = []
         for k in range(g.count):
-            name = g.name.format(i=k + 1) if g.count > 1 else g.name
+            try:
+                name, host, port, unit = g.resolve(k)
+            except DeviceFieldError as exc:
+                raise PlantLayoutError(f"devices[{gi}].{exc.field}: {exc}") from None
             devices.append(
                 Device(
                     index=len(devices),
                     name=name,
                     protocol=g.protocol,
-                    host=g.host,
-                    port=g.port + k * g.port_step,
-                    unit_id=g.unit_id,
+                    host=host,
+                    port=port,
+                    unit_id=unit,
                     path=g.path,
                     namespace=g.namespace,
+                    namespaces=tuple(g.namespaces or ()),
                 )
             )
             members.append(len(devices) - 1)
@@ -292,13 +484,20 @@ def _expand_devices(plant: PlantConfig) -> tuple[list[Device], dict[str, list[in
     return devices, by_group
 
 
-def _layout(template: MachineTemplate) -> tuple[list[int], int]:
-    """Register offsets of a template's signals within one machine block, and the block size."""
+def _layout(template: MachineTemplate, layout: RegisterLayout) -> tuple[list[int], dict[Table, int]]:
+    """Register offsets of a template's signals within one machine block, and the block size per table.
+
+    ``shared``: one cursor over all tables, and every table's block has the same (overall) size, so a
+    device's cursor moves alike for all. ``per_table``: a cursor per table; a table the template does
+    not use has block size 0 and takes no addresses on the device.
+    """
     offsets: list[int] = []
     used: dict[tuple[Table, int], str] = {}
-    cursor = 0
+    cursors: dict[Table, int] = {}
     for name, s in template.expanded():
+        key_table = s.table if layout is RegisterLayout.PER_TABLE else Table.HOLDING
         width = REGISTER_WIDTH[s.type]
+        cursor = cursors.get(key_table, 0)
         start = s.offset if s.offset is not None else cursor
         for r in range(start, start + width):
             key = (s.table, r)
@@ -306,15 +505,19 @@ def _layout(template: MachineTemplate) -> tuple[list[int], int]:
                 raise PlantLayoutError(f"signal {name!r} overlaps {used[key]!r} at register offset {r}")
             used[key] = name
         offsets.append(start)
-        cursor = max(cursor, start + width)
-    return offsets, cursor
+        cursors[key_table] = max(cursor, start + width)
+    if layout is RegisterLayout.SHARED:
+        size = cursors.get(Table.HOLDING, 0)
+        return offsets, {t: size for t in Table}
+    return offsets, {t: cursors.get(t, 0) for t in Table}
 
 
 def expand(plant: PlantConfig) -> SignalTable:
     """Expand templates × counts into the signal table (deterministic order: machine groups, then signals)."""
     devices, by_group = _expand_devices(plant)
     group_by_name = {g.name: g for g in plant.devices}
-    next_free: dict[int, int] = {d.index: 0 for d in devices}
+    next_free: dict[tuple[int, Table], int] = {}  # (device, table) -> first free register
+    nodes: list[str] = []
     ids: list[str] = []
     machine_ids: list[str] = []
     cols: dict[str, list[float | int]] = {k: [] for k in (
@@ -328,13 +531,20 @@ def expand(plant: PlantConfig) -> SignalTable:
         template = plant.templates[mg.template]
         dgroup = group_by_name[mg.device]
         members = by_group[mg.device]
-        offsets, block = _layout(template)
-        stride = dgroup.machine_stride or max(10, math.ceil(block / 10.0) * 10)
-        if block > stride:
-            raise PlantLayoutError(
-                f"machines[{gi}]: template {mg.template!r} needs {block} registers, "
-                f"more than machine_stride {stride} of device group {dgroup.name!r}"
-            )
+        offsets, blocks = _layout(template, dgroup.layout())
+        strides: dict[Table, int] = {}
+        for t, block in blocks.items():
+            if block == 0:
+                strides[t] = 0  # per_table: the template does not use this table
+                continue
+            strides[t] = dgroup.machine_stride or max(10, math.ceil(block / 10.0) * 10)
+            if block > strides[t]:
+                raise PlantLayoutError(
+                    f"machines[{gi}]: template {mg.template!r} needs {block} registers, "
+                    f"more than machine_stride {strides[t]} of device group {dgroup.name!r}"
+                )
+        signal_pos = [si for si, s in enumerate(template.signals) for _ in range(s.count)]
+        repeat_j = template.repeat_indices()
         for k in range(mg.count):
             mname = mg.name.format(i=k + 1) if mg.count > 1 else mg.name
             if mname in seen_machines:
@@ -344,23 +554,31 @@ def expand(plant: PlantConfig) -> SignalTable:
             machine_ids.append(mname)
             dev_index = members[(k * len(members)) // mg.count]
             dev = devices[dev_index]
-            base_addr = next_free[dev_index]
-            next_free[dev_index] = base_addr + stride
-            if dev.protocol is Protocol.MODBUS and base_addr + block > 65536:
-                raise PlantLayoutError(f"machines[{gi}]: device {dev.name!r} runs out of its 65,536 registers")
+            base_of: dict[Table, int] = {}
+            for t in Table:
+                base_of[t] = next_free.get((dev_index, t), 0)
+                next_free[(dev_index, t)] = base_of[t] + strides[t]
+                if dev.protocol is Protocol.MODBUS and base_of[t] + blocks[t] > 65536:
+                    raise PlantLayoutError(f"machines[{gi}]: device {dev.name!r} runs out of its 65,536 "
+                                           f"{t.value} registers")
             order = dgroup.byte_order
-            for (sname, s), off in zip(template.expanded(), offsets, strict=True):
+            for pos, ((sname, s), off) in enumerate(zip(template.expanded(), offsets, strict=True)):
                 sid = f"{mname}.{sname}"
                 if sid in seen_ids:
                     raise PlantLayoutError(f"machines[{gi}]: signal id {sid!r} is defined twice")
                 seen_ids.add(sid)
                 ids.append(sid)
+                if dev.protocol is Protocol.OPCUA:
+                    where = f"templates.{mg.template}.signals[{signal_pos[pos]}].node"
+                    nodes.append(_node_text(s.node, dev, where, machine=mname, i=k + 1, j=repeat_j[pos], sid=sid))
+                else:
+                    nodes.append("")
                 units.append(s.unit)
                 kinds.append(s.kind)
                 cols["device"].append(dev_index)
                 cols["machine"].append(midx)
                 cols["table"].append(TABLE_ORDER.index(s.table))
-                cols["address"].append(base_addr + off)
+                cols["address"].append(base_of[s.table] + off)
                 cols["reg_type"].append(TYPE_ORDER.index(s.type))
                 cols["bit"].append(s.bit)
                 cols["byte_order"].append(BYTE_ORDER_ORDER.index(s.byte_order or order))
@@ -395,7 +613,23 @@ def expand(plant: PlantConfig) -> SignalTable:
         noise=np.asarray(cols["noise"], dtype=f64),
         low=np.asarray(cols["low"], dtype=f64),
         high=np.asarray(cols["high"], dtype=f64),
+        nodes=nodes,
     )
+
+
+def _node_text(node: str | None, dev: Device, where: str, *, machine: str, i: int, j: int, sid: str) -> str:
+    """The node id text of one OPC-UA signal: its template's ``node`` filled in, else the default."""
+    if node is None:
+        return f"nsu={dev.namespace};s={sid}"
+    try:
+        text = format_placeholders(node, {"machine": machine, "i": i, "j": j}, "node")
+        ref = parse_node_id(text)
+    except ValueError as exc:
+        raise PlantLayoutError(f"{where}: {exc}") from None
+    if dev.namespaces and ref.namespace_index is not None and ref.namespace_index >= len(dev.namespaces):
+        raise PlantLayoutError(f"{where}: {text!r} names namespace {ref.namespace_index}, but device {dev.name!r} "
+                               f"lists {len(dev.namespaces)} namespaces")
+    return text
 
 
 

@@ -6,6 +6,9 @@ on the next try. These checks read the mapping as loaded from YAML, skip whateve
 (the field validation reports that), and so run in the same pass: one report with everything.
 ``PlantConfig.semantic_errors`` runs them too, so a valid-looking plant gets them as well.
 
+Devices of one group that resolve to the same PLC (``port_step: 0`` without a templated host or unit
+id) are checked by ``plant._device_errors``, which resolves the templates.
+
 Endpoint clashes: two device groups whose devices land on the same host and port would have the
 edge read one device twice (and the simulator fail to bind). The one legitimate sharing is a
 Modbus TCP gateway that serves several unit ids on one port: two Modbus groups on one port with
@@ -54,10 +57,6 @@ def cross_errors(data: Mapping[str, Any]) -> list[str]:
             count is not None and port is not None and step is not None and 1 <= port <= 65535
         ) and port + (count - 1) * step > 65535:
             errors.append(f"devices[{i}].port: {count} devices from port {port} exceed 65535")
-        if count is not None and count > 1 and step == 0:
-            errors.append(
-                f"devices[{i}].port_step: 0 puts all {count} devices of {name!r} on one host, port and unit id"
-            )
     for i, m in _entries(data, "machines"):
         template, device, name = m.get("template"), m.get("device"), m.get("name")
         count = _int(m.get("count"), 1)

@@ -11,6 +11,8 @@ Behaviour a plant engineer relies on, and why:
   the bytes straight into columns (edge/sources/opcua_fastpath.py: ~0.2-1.7 us per sample instead of
   asyncua's ~6, see bench/opcua_source.py); what that path cannot read goes through asyncua and
   edge/sources/opcua_decode.py, with identical results (tested).
+- **Node ids.** Each signal's node is the plant's (plantwire.nodeid: numeric, string, GUID, opaque,
+  ``nsu=`` URIs); namespaces are mapped to the server's indices at every connect (opcua_nodeid).
 - **Groups.** ``settings.groups`` select signals by fnmatch pattern on the signal id; each group
   has its own publishing and sampling interval, queue size and deadband, or is polled with bulk
   Read instead (``mode: poll``). Signals no group matches use the top-level settings.
@@ -81,6 +83,7 @@ from plantwire.status import Status
 from .opcua_decode import Decoded, decode_datavalues, finish
 from .opcua_fastpath import ColumnsNotification, install
 from .opcua_fastpath import read as fast_read
+from .opcua_nodeid import NamespaceError, parse_nodes, resolve
 from .opcua_security import SecurityConfigError, apply_security, read_credentials
 from .schedule import next_tick_ns, raise_if_cancelled
 from .stats import BadSignals, SourceStats
@@ -252,6 +255,10 @@ class OpcuaSource:
         self.ids = table.ids
         self.rows = np.ascontiguousarray(table.signals_of(device.index), dtype=np.uint32)
         self.groups = resolve_groups(settings, table.ids, self.rows)
+        # Node ids as the plant names them (any standard form; opcua_nodeid), namespaces resolved per connect.
+        self._node_refs = parse_nodes({
+            row: table.nodes[row] if table.nodes else f"nsu={device.namespace};s={table.ids[row]}"
+            for row in self.rows.tolist()})
         self._mine = np.zeros(len(table), dtype=bool)
         self._mine[self.rows] = True
         self._last_ts = np.zeros(len(table), dtype=np.int64)  # newest sample per row (for back-fill)
@@ -341,8 +348,10 @@ class OpcuaSource:
             self.stats.reconnects += 1
         self._ever_connected = True
         self.stats.connected = True
-        ns = await self._namespace_index(client)
-        self._nodeids = {row: ua.NodeId(self.ids[row], ns) for row in self.rows.tolist()}
+        try:
+            self._nodeids = resolve(self._node_refs, await client.get_namespace_array(), self.device)
+        except NamespaceError as exc:
+            raise SetupError(str(exc)) from None
         await self._read_limits(client)
 
         resubscribed_ns = time.time_ns()
@@ -368,13 +377,6 @@ class OpcuaSource:
             if backfill_from is not None:
                 tg.create_task(self._backfill(client, backfill_from, resubscribed_ns), name=f"{self._name} backfill")
             await self._watch(client, lost, tg)
-
-    async def _namespace_index(self, client: Client) -> int:
-        array = await client.get_namespace_array()
-        try:
-            return array.index(self.device.namespace)
-        except ValueError:
-            raise SetupError(f"namespace {self.device.namespace!r} is not on the server (it has {array})") from None
 
     async def _read_limits(self, client: Client) -> None:
         params = ua.ReadParameters()
