@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,6 +44,9 @@ from plantwire.metrics import Metric, MetricsServer, Registry
 from plantwire.plant import PlantConfig, Protocol, SignalTable, expand
 from plantwire.sdnotify import Notifier
 from plantwire.tls import SecretError
+
+if TYPE_CHECKING:
+    from edge.sinks.sparkplug import SparkplugNode
 
 log = logging.getLogger("plantwire.edge")
 
@@ -116,6 +119,14 @@ class EdgeGateway:
             cfg.spool, self.publisher, self.spool, self.site, cfg.gateway_id, max_inflight=cfg.mqtt.max_inflight
         )
         self.metrics_server: MetricsServer | None = None
+        # Sparkplug B: a second, optional northbound path with its own connection (edge/sinks/sparkplug.py).
+        self.sparkplug: SparkplugNode | None = None
+        self.sparkplug_errors = 0
+        if cfg.sparkplug is not None:
+            from edge.sinks.sparkplug import SparkplugNode
+
+            self.sparkplug = SparkplugNode(cfg.sparkplug, cfg.mqtt, self.table, cfg.state_dir,
+                                           with_health=cfg.analytics.health is not None)
 
     # -- wiring ---------------------------------------------------------------------------
     def _on_connect_messages(self) -> list[tuple[str, bytes, bool]]:
@@ -181,6 +192,16 @@ class EdgeGateway:
             self.seq += 1
         self.kernel_s += t1 - t0
         self.encode_s += time.perf_counter() - t1
+        if self.sparkplug is not None:  # after the compact wire, which it must never delay or break
+            self._sparkplug_call(self.sparkplug.on_frame, frame.ts_ns, frame.signal, frame.value, frame.quality)
+
+    def _sparkplug_call(self, fn: Any, *args: Any) -> None:
+        """Feed the Sparkplug node; a failure there is counted and logged, never raised into the daemon."""
+        try:
+            fn(*args)
+        except Exception:
+            self.sparkplug_errors += 1
+            log.exception("sparkplug: %s failed (the compact wire carries on)", getattr(fn, "__name__", fn))
 
     def _publish_events(self, events: np.ndarray) -> None:
         """Alarm OPEN/CLOSE rows to the events lane (JSON, rare by construction: hysteresis + debounce)."""
@@ -207,6 +228,8 @@ class EdgeGateway:
         self.events_bytes += len(payload)
         self.events_messages += 1
         self.forwarder.submit_event(payload, self.boot_epoch_ns)
+        if self.sparkplug is not None:
+            self._sparkplug_call(self.sparkplug.on_events, events)
 
     def _publish_status(self) -> None:
         """Retained gateway status on the health topic (the last will overwrites it with "offline")."""
@@ -255,6 +278,8 @@ class EdgeGateway:
             self.events_bytes += len(payload)
             self.events_messages += 1
             self.forwarder.submit_event(payload, self.boot_epoch_ns)
+        if self.sparkplug is not None:
+            self._sparkplug_call(self.sparkplug.on_health, h.ts_ns, h.machine, (h.health, h.rul, h.rul_low, h.rul_high))
         if h.events.shape[0]:
             self._publish_events(h.events)
 
@@ -274,6 +299,11 @@ class EdgeGateway:
             if health is not None:
                 self._publish_health(health)
             self.forwarder.tick()
+            if self.sparkplug is not None:
+                stats = self.source_stats
+                up = np.array([(st := stats.get(d.name)) is None or st.connected for d in self.table.devices])
+                self._sparkplug_call(self.sparkplug.set_plc_connected, up)
+                self._sparkplug_call(self.sparkplug.tick)
             self._update_metrics()
 
     def _update_metrics(self) -> None:
@@ -295,6 +325,9 @@ class EdgeGateway:
             self.events_dropped
         )
         self.forwarder.export_metrics(m)
+        if self.sparkplug is not None:
+            self.sparkplug.export_metrics(m)
+            m.counter("sparkplug_errors_total", "Sparkplug node calls that failed (logged)").set(self.sparkplug_errors)
         m.counter("kernel_seconds_total", "Time spent in detector kernels").set(self.kernel_s)
         m.gauge("kernels_aot", "1 while the kernels run ahead-of-time compiled (no numba in the process)").set(
             1.0 if KERNELS.mode == "aot" else 0.0)
@@ -385,6 +418,8 @@ class EdgeGateway:
             self.metrics_server.start()
             (self.cfg.state_dir / "metrics.port").write_text(str(self.metrics_server.port))
         self.publisher.start()
+        if self.sparkplug is not None:
+            self.sparkplug.start()
         log.info("edge %s: %d signals on %d devices", self.cfg.gateway_id, len(self.table), len(self.table.devices))
         if KERNELS.mode == "aot":
             log.info("kernels: ahead-of-time compiled (%s)", KERNELS.module)
@@ -413,6 +448,8 @@ class EdgeGateway:
                 log.error("shutdown: %d samples not acknowledged by the broker", self.publisher.stats.samples_unacked)
             self._update_metrics()
             self.publisher.stop()
+            if self.sparkplug is not None:
+                self._sparkplug_call(self.sparkplug.stop)
             self.forwarder.close()
             self.spool.close()
             self.analytics.close()  # detector and health checkpoints: the next start resumes warm
