@@ -533,7 +533,9 @@ class SparkplugNode:
             self._host_ts_ms = st.timestamp_ms
             if st.online and self.phase is NodePhase.AWAITING_HOST:
                 self._births()
-            elif not st.online and self.phase is not NodePhase.DISCONNECTED:
+            elif not st.online and self.phase is NodePhase.PUBLISHING:
+                # Only a born node leaves: one still waiting has published nothing in this session, and the
+                # retained offline STATE it finds on reconnecting is the one it already acted on.
                 log.info("sparkplug: primary host %s offline; NDEATH and reconnect", self.settings.primary_host_id)
                 self._client.publish(self._t_ndeath, spb.encode_ndeath(self._bd_seq), qos=1)
                 self.stats.messages["NDEATH"] += 1
