@@ -280,3 +280,19 @@ def test_bad_commands_are_counted_and_rebirth_answered(run: _Run) -> None:
     rejected = node.stats.commands_rejected
     assert rejected["dcmd_not_writable"] == 1 and rejected["bad_payload"] >= 1, rejected
     assert node.stats.rebirths == 1 and host.errors == []
+
+
+def test_config_section_is_optional_and_validated(tmp_path: Path) -> None:
+    from edge.config import EdgeConfig
+    from plantwire.configfile import ConfigError, validate
+
+    assert validate(EdgeConfig, {"gateway_id": "g", "plant": "p.yaml"}, "edge.yaml").sparkplug is None
+    cfg = validate(EdgeConfig, {"gateway_id": "g", "plant": "p.yaml", "sparkplug": {
+        "group_id": "plant-a", "edge_node_id": "edge-1", "devices": "plc", "primary_host_id": "scada",
+        "deadbands": [{"match": ["*temp*"], "absolute": 0.2}]}}, "edge.yaml")
+    assert cfg.sparkplug is not None and cfg.sparkplug.devices is DeviceMapping.PLC
+    with pytest.raises(ConfigError) as err:
+        validate(EdgeConfig, {"gateway_id": "g", "plant": "p.yaml",
+                              "sparkplug": {"group_id": "a/b", "edge_node_id": "e", "devices": "line"}}, "edge.yaml")
+    report = err.value.report()
+    assert "sparkplug.group_id" in report and "sparkplug.devices" in report, report

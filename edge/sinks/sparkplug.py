@@ -89,6 +89,7 @@ RECONNECT_AFTER_OFFLINE_S = 1.0
 class NodePhase(enum.Enum):
     DISCONNECTED = "disconnected"
     AWAITING_HOST = "awaiting_host"  # connected, primary host not (yet) online: nothing published
+    BIRTHING = "birthing"  # building the BIRTH sequence: no DATA until it is out
     PUBLISHING = "publishing"
 
 
@@ -106,6 +107,16 @@ class SparkplugStats:
     connects: int = 0
     encode_s: float = 0.0
     store_errors: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _BirthSnapshot:
+    gen: int
+    bd_seq: int
+    v: np.ndarray
+    q: np.ndarray
+    ts_ms: np.ndarray
+    alive: np.ndarray
 
 
 class SparkplugNode:
@@ -143,6 +154,8 @@ class SparkplugNode:
         self._bd_seq = -1
         self._bd_next = self._load_bd_seq()
         self._host_ts_ms = -1
+        self._birth_gen = 0
+        self._catch_up = False
         self._reconnect_at = 0.0
         self._stopping = False
         self._replay_credit = 0.0
@@ -225,6 +238,9 @@ class SparkplugNode:
             self._reconnect_at = 0.0
             self._client.loop_stop()
             self.start()
+        if self._catch_up:
+            self._catch_up = False
+            self._report(np.arange(self.catalogue.n_metrics))
         if self._store is not None:
             try:
                 self._store.enforce_age()
@@ -284,7 +300,10 @@ class SparkplugNode:
 
     def set_plc_connected(self, connected: np.ndarray) -> None:
         """Connection state per plant device (bool): DDEATH / DBIRTH for the Sparkplug devices it serves."""
-        alive = connected[self.catalogue.plc_of_device]
+        self.set_plc_connected_devices(connected[self.catalogue.plc_of_device])
+
+    def set_plc_connected_devices(self, alive: np.ndarray) -> None:
+        """Connection state per Sparkplug device (bool); see ``set_plc_connected``."""
         with self._lock:
             changed = np.flatnonzero(alive != self._device_alive)
             if changed.size == 0:
@@ -300,6 +319,8 @@ class SparkplugNode:
 
     def _report(self, idx: np.ndarray) -> None:
         with self._lock:
+            if self.phase is NodePhase.BIRTHING:
+                return  # the births carry a snapshot; tick() reports what changed since
             mask = exceptions(self.latest_v[idx], self.latest_q[idx], self.sent_v[idx], self.sent_q[idx],
                               self.catalogue.threshold[idx])
             rep = idx[mask]
@@ -403,22 +424,52 @@ class SparkplugNode:
         self.sent_v[ix] = self.latest_v[ix]
         self.sent_q[ix] = self.latest_q[ix]
 
-    def _births(self) -> None:
-        """The BIRTH sequence: NBIRTH (seq 0) and a DBIRTH per live device, with current values."""
+    def _begin_births(self) -> _BirthSnapshot:
+        """Caller holds the lock. Stop DATA (phase BIRTHING) and take the values the births will carry."""
+        self.phase = NodePhase.BIRTHING
+        self._birth_gen += 1
+        return _BirthSnapshot(self._birth_gen, self._bd_seq, self.latest_v.copy(), self.latest_q.copy(),
+                              self.latest_ts_ms.copy(), self._device_alive.copy())
+
+    def _births(self, snap: _BirthSnapshot) -> None:
+        """The BIRTH sequence: NBIRTH (seq 0) and a DBIRTH per live device, with the snapshot's values.
+
+        Built without the lock (a full sequence of the demo plant is ~0.35 s of protobuf work, which must
+        not stall the event loop's ``on_frame``), published under it. Values that change meanwhile are
+        caught up by the next ``tick`` (DATA against the snapshot).
+        """
         t0 = time.perf_counter()
-        self._seq = 0
-        empty = self.catalogue.columns(np.empty(0, dtype=np.int64))
-        nb = spb.encode_birth(ts_ms=_now_ms(), seq=self._next_seq(), metrics=empty, value=np.empty(0),
-                              quality=np.empty(0, dtype=np.int32), metric_ts_ms=np.empty(0, dtype=np.int64),
-                              bd_seq=self._bd_seq)
-        self._publish(self._t_nbirth, nb, "NBIRTH")
-        for d in range(len(self.catalogue.device_ids)):
-            if self._device_alive[d]:
-                self._publish_dbirth(d)
-        self.phase = NodePhase.PUBLISHING
-        self.stats.encode_s += time.perf_counter() - t0
+        cat = self.catalogue
+        now = _now_ms()
+        empty = cat.columns(np.empty(0, dtype=np.int64))
+        out = [(self._t_nbirth, spb.encode_birth(
+            ts_ms=now, seq=0, metrics=empty, value=np.empty(0), quality=np.empty(0, dtype=np.int32),
+            metric_ts_ms=np.empty(0, dtype=np.int64), bd_seq=snap.bd_seq), "NBIRTH")]
+        codes = spb.quality_codes(snap.q)
+        alive = np.flatnonzero(snap.alive)
+        for k, d in enumerate(alive.tolist()):
+            ix = cat.device_metrics[d]
+            out.append((self._t_dbirth[d], spb.encode_birth(
+                ts_ms=now, seq=(k + 1) % 256, metrics=cat.columns(ix), value=snap.v[ix], quality=codes[ix],
+                metric_ts_ms=snap.ts_ms[ix]), "DBIRTH"))
+        with self._lock:
+            if self.phase is not NodePhase.BIRTHING or self._birth_gen != snap.gen:
+                return  # disconnected, or a newer birth superseded this one
+            for topic, payload, kind in out:
+                self._publish(topic, payload, kind)
+            self._seq = len(out) % 256
+            ix = np.concatenate([cat.device_metrics[d] for d in alive.tolist()]) if alive.size else alive
+            self.sent_v[ix] = snap.v[ix]
+            self.sent_q[ix] = snap.q[ix]
+            self.phase = NodePhase.PUBLISHING
+            self._catch_up = True
+            self.stats.encode_s += time.perf_counter() - t0
+        if not np.array_equal(snap.alive, self._device_alive):
+            current = self._device_alive.copy()
+            self._device_alive[:] = snap.alive
+            self.set_plc_connected_devices(current)
         log.info("sparkplug: %s/%s born (bdSeq %d, %d devices)", self.settings.group_id,
-                 self.settings.edge_node_id, self._bd_seq, len(self.catalogue.device_ids))
+                 self.settings.edge_node_id, snap.bd_seq, len(cat.device_ids))
 
     # -- paho (its thread) ----------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
@@ -474,10 +525,11 @@ class SparkplugNode:
             subs.append((self._t_state, 1))
         client.subscribe(subs)
         with self._lock:
-            if self._t_state is None:
-                self._births()
-            else:
+            if self._t_state is not None:
                 self.phase = NodePhase.AWAITING_HOST
+                return
+            snap = self._begin_births()
+        self._births(snap)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason: object,
                        props: object) -> None:
@@ -511,9 +563,11 @@ class SparkplugNode:
         for c in cmds:
             if c.name == spb.REBIRTH and c.value is True:
                 with self._lock:
-                    if self.phase is NodePhase.PUBLISHING:
-                        self.stats.rebirths += 1
-                        self._births()
+                    if self.phase is not NodePhase.PUBLISHING:
+                        continue
+                    self.stats.rebirths += 1
+                    snap = self._begin_births()
+                self._births(snap)
             elif c.name == spb.REBIRTH:
                 self._reject("bad_value", f"NCMD {spb.REBIRTH} = {c.value!r} (only true is a request)")
             else:
@@ -527,12 +581,13 @@ class SparkplugNode:
         except spb.PayloadError as exc:
             self._reject("bad_state", str(exc))
             return
+        snap = None
         with self._lock:
             if st.timestamp_ms < self._host_ts_ms:
                 return
             self._host_ts_ms = st.timestamp_ms
             if st.online and self.phase is NodePhase.AWAITING_HOST:
-                self._births()
+                snap = self._begin_births()
             elif not st.online and self.phase is NodePhase.PUBLISHING:
                 # Only a born node leaves: one still waiting has published nothing in this session, and the
                 # retained offline STATE it finds on reconnecting is the one it already acted on.
@@ -542,6 +597,8 @@ class SparkplugNode:
                 self.phase = NodePhase.DISCONNECTED
                 self._client.disconnect()
                 self._reconnect_at = time.monotonic() + RECONNECT_AFTER_OFFLINE_S
+        if snap is not None:
+            self._births(snap)
 
     # -- metrics --------------------------------------------------------------------------------
     @property
