@@ -296,3 +296,24 @@ def test_config_section_is_optional_and_validated(tmp_path: Path) -> None:
                               "sparkplug": {"group_id": "a/b", "edge_node_id": "e", "devices": "line"}}, "edge.yaml")
     report = err.value.report()
     assert "sparkplug.group_id" in report and "sparkplug.devices" in report, report
+
+
+def test_history_store_is_bounded_and_counts_what_it_drops(table: SignalTable, tmp_path: Path) -> None:
+    from plantwire.ports import free_port
+
+    settings = SparkplugSettings(group_id=GROUP, edge_node_id=NODE, store_max_bytes=256 * 1024)
+    node = SparkplugNode(settings, MqttSettings(port=free_port()), table, tmp_path)  # no broker there
+    node.start()
+    try:
+        r = _Run(node, None, table)  # type: ignore[arg-type]
+        rng = np.random.default_rng(1)
+        for _ in range(80):
+            r.frame(rng.normal(size=len(table)))
+            node.tick()
+        st = node._store.stats_dict()  # type: ignore[union-attr]
+        assert node.phase is NodePhase.DISCONNECTED
+        assert node.stats.metrics_stored == 80 * len(table)
+        assert st["dropped_samples"] > 0 and st["bytes"] <= 256 * 1024
+        assert st["samples"] + st["dropped_samples"] == node.stats.metrics_stored
+    finally:
+        node.stop()
