@@ -326,7 +326,7 @@ class EdgeGateway:
         )
         self.forwarder.export_metrics(m)
         if self.sparkplug is not None:
-            self.sparkplug.export_metrics(m)
+            self._sparkplug_call(self.sparkplug.export_metrics, m)
             m.counter("sparkplug_errors_total", "Sparkplug node calls that failed (logged)").set(self.sparkplug_errors)
         m.counter("kernel_seconds_total", "Time spent in detector kernels").set(self.kernel_s)
         m.gauge("kernels_aot", "1 while the kernels run ahead-of-time compiled (no numba in the process)").set(
