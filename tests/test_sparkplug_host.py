@@ -114,6 +114,9 @@ def test_edge_node_births_data_rebirth_restarts(tmp_path: Path, mosquitto: Mosqu
         pipe.halt("edge")
         host.wait(lambda: host.count("NDEATH", mark) >= 1, WAIT_S, "NDEATH at edge stop")
         assert host.of("NDEATH", mark)[0].payload.bd_seq_metric.value == bd_before_restart
+        # The compact wire beside it: everything read was published and acknowledged, broker restart included.
+        edge = pipe.edge_stats()
+        assert edge["samples_acked"] == edge["samples_published"] == edge["samples_read"] > 0, edge
         last = json.loads((tmp_path / "state" / "edge" / "sparkplug" / "last_values.json").read_text())
         view = {d: dict(v) for d, v in host.view.items()}
         wrong = [(d, n, v, view.get(d, {}).get(n)) for d, metrics in last["read"].items() for n, v in metrics.items()

@@ -392,23 +392,31 @@ class SparkplugNode:
 
     def _publish_data(self, rep: np.ndarray, value: np.ndarray, quality: np.ndarray, ts_ms: np.ndarray,
                       send_q: np.ndarray, *, historical: bool) -> None:
+        """One DDATA per device: columns sorted by device once and turned into lists once, then sliced
+        (a frame touches up to one message per device; per-message numpy indexing would dominate)."""
         t0 = time.perf_counter()
         cat = self.catalogue
         dev = cat.device_of[rep]
         order = np.argsort(dev, kind="stable")
-        dev_sorted = dev[order]
-        cuts = np.flatnonzero(np.diff(dev_sorted)) + 1
-        codes = spb.quality_codes(quality)
+        dev_s = dev[order]
+        starts = [0, *(np.flatnonzero(np.diff(dev_s)) + 1).tolist(), int(rep.size)]
+        ix = rep[order]
+        alias = cat.metrics.alias[ix].tolist()
+        dtype = cat.metrics.datatype[ix].tolist()
+        v = value[order].tolist()
+        t = ts_ms[order].tolist()
+        q = spb.quality_codes(quality[order]).tolist()
+        sq = send_q[order].tolist()
+        devs = dev_s[starts[:-1]].tolist() if rep.size else []
+        alive = self._device_alive
         now = _now_ms()
-        for part in np.split(order, cuts):
-            d = int(dev[part[0]])
-            if not self._device_alive[d] and not historical:
+        for k, d in enumerate(devs):
+            if not historical and not alive[d]:
                 continue  # its DBIRTH (when the PLC is back) carries the current values
-            ix = rep[part]
+            a, b = starts[k], starts[k + 1]
             payload = spb.encode_data(
-                ts_ms=now, seq=self._next_seq(), alias=cat.metrics.alias[ix], datatype=cat.metrics.datatype[ix],
-                value=value[part], metric_ts_ms=ts_ms[part], quality=codes[part], send_quality=send_q[part],
-                historical=historical,
+                ts_ms=now, seq=self._next_seq(), alias=alias[a:b], datatype=dtype[a:b], value=v[a:b],
+                metric_ts_ms=t[a:b], quality=q[a:b], send_quality=sq[a:b], historical=historical,
             )
             self._publish(self._t_ddata[d], payload, "DDATA")
         self.stats.encode_s += time.perf_counter() - t0

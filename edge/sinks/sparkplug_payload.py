@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -201,21 +203,26 @@ def encode_birth(
     return p.SerializeToString()
 
 
+def _seq(x: np.ndarray | Sequence[Any]) -> Sequence[Any]:
+    return x.tolist() if isinstance(x, np.ndarray) else x
+
+
 def encode_data(
     *,
     ts_ms: int,
     seq: int,
-    alias: np.ndarray,
-    datatype: np.ndarray,
-    value: np.ndarray,
-    metric_ts_ms: np.ndarray,
-    quality: np.ndarray,
-    send_quality: np.ndarray,
+    alias: np.ndarray | Sequence[int],
+    datatype: np.ndarray | Sequence[int],
+    value: np.ndarray | Sequence[float],
+    metric_ts_ms: np.ndarray | Sequence[int],
+    quality: np.ndarray | Sequence[int],
+    send_quality: np.ndarray | Sequence[bool],
     historical: bool = False,
 ) -> bytes:
     """A DDATA (or NDATA) payload: alias, timestamp and value per metric row, no names, no datatypes.
 
-    ``quality`` holds Sparkplug codes; the property goes only on rows where ``send_quality`` is true.
+    Columns are numpy arrays or lists (the node passes list slices). ``quality`` holds Sparkplug codes;
+    the property goes only on rows where ``send_quality`` is true.
     ``historical`` sets ``is_historical`` on every metric (stored data sent after the fact). Building a
     protobuf metric is per-metric Python by nature; bench/sparkplug.py measures it per reported metric.
     """
@@ -224,8 +231,7 @@ def encode_data(
     p.seq = seq
     metrics = p.metrics
     for a, dt, v, t, q, sq in zip(
-        alias.tolist(), datatype.tolist(), value.tolist(), metric_ts_ms.tolist(), quality.tolist(),
-        send_quality.tolist(), strict=True,
+        _seq(alias), _seq(datatype), _seq(value), _seq(metric_ts_ms), _seq(quality), _seq(send_quality), strict=True,
     ):
         m = metrics.add()
         m.alias = a
