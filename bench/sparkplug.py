@@ -118,6 +118,7 @@ def part_encode(config: Path, repeat: int) -> None:
                 node.on_frame(ts, sig, v, q)
                 t_best = min(t_best, time.perf_counter() - t0)
             frame_us[f"node_frame_us_per_sample_{label}"] = round(t_best / n * 1e6, 3)
+        node.phase = NodePhase.DISCONNECTED  # never connected: no NDEATH to send
         node.stop()
     print(json.dumps({
         **frame_us,
