@@ -69,6 +69,8 @@ class Host:
         self._raw_births: dict[tuple[str, str | None], dict[str, dict[str, Any]]] = {}
         if host_id is not None:
             self.client.set_will(self._state_message(False, int(time.time() * 1000)))
+            self.client.subscribe(psp.Topic(message_type=psp.MessageType.STATE, sparkplug_host_id=host_id),
+                                  psp.QoS.AT_LEAST_ONCE, self._on_message)
 
     # -- control -------------------------------------------------------------------------------
     def start(self, *, online: bool = True) -> None:
@@ -97,6 +99,16 @@ class Host:
         self.client.publish(psp.Message(
             topic=psp.Topic(group_id=self.group_id, message_type=psp.MessageType.NCMD, edge_node_id=self.edge_node_id),
             payload=psp.NCmd(timestamp=now, metrics=(metric,)), qos=psp.QoS.AT_MOST_ONCE, retain=False,
+        ), include_dtypes=True)
+
+    def dcmd(self, device: str, name: str, value: float) -> None:
+        """A well-formed DCMD writing ``value`` to ``name`` (the edge node refuses writes)."""
+        now = psp.get_current_timestamp()
+        metric = psp.Metric(timestamp=now, name=name, datatype=psp.DataType.DOUBLE, value=value)
+        self.client.publish(psp.Message(
+            topic=psp.Topic(group_id=self.group_id, message_type=psp.MessageType.DCMD, edge_node_id=self.edge_node_id,
+                            device_id=device),
+            payload=psp.DCmd(timestamp=now, metrics=(metric,)), qos=psp.QoS.AT_MOST_ONCE, retain=False,
         ), include_dtypes=True)
 
     def raw_publish(self, topic: str, payload: bytes) -> None:

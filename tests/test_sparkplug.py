@@ -263,6 +263,7 @@ def test_primary_host_state_gates_publishing_and_history_replays_in_order(run: _
     host.publish_state(True)
     run.wait(lambda: host.count("NBIRTH", mark) == 1 and series[-1][1] == 4.0, "births and history again")
     assert host.bd_seq == (bd + 1) % 256
+    assert host.count("STATE") >= 3  # decoded by pysparkplug: online, offline, online
     assert host.errors == []
 
 
@@ -273,10 +274,11 @@ def test_bad_commands_are_counted_and_rebirth_answered(run: _Run) -> None:
     run.wait(lambda: _births(host, 0, n_dev), "births")
     for payload in (b"\x08", b"\xff\xfe garbage"):
         host.raw_publish(f"spBv1.0/{GROUP}/NCMD/{NODE}", payload)
-    host.raw_publish(f"spBv1.0/{GROUP}/DCMD/{NODE}/{node.catalogue.device_ids[0]}", b"")
+    host.dcmd(node.catalogue.device_ids[0], node.catalogue.metrics.name[0], 1.0)
     mark = len(host.seen)
     host.rebirth()
     host.wait(lambda: _births(host, mark, n_dev), WAIT_S, "rebirth")
+    assert {"DCMD", "NCMD"} <= {s.kind for s in host.seen}  # pysparkplug decoded its own commands too
     rejected = node.stats.commands_rejected
     assert rejected["dcmd_not_writable"] == 1 and rejected["bad_payload"] >= 1, rejected
     assert node.stats.rebirths == 1 and host.errors == []
