@@ -65,6 +65,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	# The Sparkplug B host library the tests check the edge against pins paho-mqtt<2 but runs on 2.x
+	# (tests/sparkplug_host.py); --no-deps keeps our paho-mqtt 2.
+	$(BIN)/pip install -q --no-deps 'pysparkplug==0.6.1'
 	touch $@
 
 # The edge's kernels compiled ahead of time: the daemon then runs without numba (~145 MB less RSS).

@@ -30,7 +30,7 @@ import sys
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -53,6 +53,9 @@ from plantwire.metrics import Metric, MetricsServer, Registry
 from plantwire.plant import PlantConfig, Protocol, SignalTable, expand
 from plantwire.sdnotify import Notifier
 from plantwire.tls import SecretError
+
+if TYPE_CHECKING:
+    from edge.sinks.sparkplug import SparkplugNode
 
 log = logging.getLogger("plantwire.edge")
 
@@ -149,6 +152,14 @@ class EdgeGateway:
                                                                    time.gmtime(prev.last_flush_ns / 1e9)),
             )
         self.metrics_server: MetricsServer | None = None
+        # Sparkplug B: a second, optional northbound path with its own connection (edge/sinks/sparkplug.py).
+        self.sparkplug: SparkplugNode | None = None
+        self.sparkplug_errors = 0
+        if cfg.sparkplug is not None:
+            from edge.sinks.sparkplug import SparkplugNode
+
+            self.sparkplug = SparkplugNode(cfg.sparkplug, cfg.mqtt, self.table, cfg.state_dir,
+                                           with_health=cfg.analytics.health is not None)
 
     # -- wiring ---------------------------------------------------------------------------
     def _on_connect_messages(self) -> list[tuple[str, bytes, bool]]:
@@ -295,6 +306,16 @@ class EdgeGateway:
         self._update_mark()
         self.kernel_s += t1 - t0
         self.encode_s += time.perf_counter() - t1
+        if self.sparkplug is not None:  # after the compact wire, which it must never delay or break
+            self._sparkplug_call(self.sparkplug.on_frame, frame.ts_ns, frame.signal, frame.value, frame.quality)
+
+    def _sparkplug_call(self, fn: Any, *args: Any) -> None:
+        """Feed the Sparkplug node; a failure there is counted and logged, never raised into the daemon."""
+        try:
+            fn(*args)
+        except Exception:
+            self.sparkplug_errors += 1
+            log.exception("sparkplug: %s failed (the compact wire carries on)", getattr(fn, "__name__", fn))
 
     def _publish_events(self, events: np.ndarray) -> None:
         """Alarm OPEN/CLOSE rows to the events lane (JSON, rare by construction: hysteresis + debounce)."""
@@ -321,6 +342,8 @@ class EdgeGateway:
         self.events_bytes += len(payload)
         self.events_messages += 1
         self.forwarder.submit_event(payload, self.boot_epoch_ns)
+        if self.sparkplug is not None:
+            self._sparkplug_call(self.sparkplug.on_events, events)
 
     def _publish_status(self) -> None:
         """Retained gateway status on the health topic (the last will overwrites it with "offline")."""
@@ -369,6 +392,8 @@ class EdgeGateway:
             self.events_bytes += len(payload)
             self.events_messages += 1
             self.forwarder.submit_event(payload, self.boot_epoch_ns)
+        if self.sparkplug is not None:
+            self._sparkplug_call(self.sparkplug.on_health, h.ts_ns, h.machine, (h.health, h.rul, h.rul_low, h.rul_high))
         if h.events.shape[0]:
             self._publish_events(h.events)
 
@@ -391,6 +416,11 @@ class EdgeGateway:
                 self._publish_health(health)
             self.forwarder.tick()
             self._update_mark()
+            if self.sparkplug is not None:
+                stats = self.source_stats
+                up = np.array([(st := stats.get(d.name)) is None or st.connected for d in self.table.devices])
+                self._sparkplug_call(self.sparkplug.set_plc_connected, up)
+                self._sparkplug_call(self.sparkplug.tick)
             self._update_metrics()
 
     def _update_metrics(self) -> None:
@@ -412,6 +442,9 @@ class EdgeGateway:
             self.events_dropped
         )
         self.forwarder.export_metrics(m)
+        if self.sparkplug is not None:
+            self._sparkplug_call(self.sparkplug.export_metrics, m)
+            m.counter("sparkplug_errors_total", "Sparkplug node calls that failed (logged)").set(self.sparkplug_errors)
         m.counter("kernel_seconds_total", "Time spent in detector kernels").set(self.kernel_s)
         m.gauge("kernels_aot", "1 while the kernels run ahead-of-time compiled (no numba in the process)").set(
             1.0 if KERNELS.mode == "aot" else 0.0)
@@ -546,6 +579,8 @@ class EdgeGateway:
             port_file = self.cfg.state_dir / "metrics.port"
             self.sidework.run("metrics port file", lambda: port_file.write_text(str(self.metrics_server.port)))
         self.publisher.start()
+        if self.sparkplug is not None:
+            self.sparkplug.start()
         log.info("edge %s: %d signals on %d devices", self.cfg.gateway_id, len(self.table), len(self.table.devices))
         if KERNELS.mode == "aot":
             log.info("kernels: ahead-of-time compiled (%s)", KERNELS.module)
@@ -574,6 +609,8 @@ class EdgeGateway:
                 log.error("shutdown: %d samples not acknowledged by the broker", self.publisher.stats.samples_unacked)
             self._update_metrics()
             self.publisher.stop()
+            if self.sparkplug is not None:
+                self._sparkplug_call(self.sparkplug.stop)
             self.forwarder.close()
             self.spool.close()
             # Detector and health checkpoints: the next start resumes warm (a full disk: it starts cold).

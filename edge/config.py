@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edge.detectors.settings import AnalyticsSettings
+from edge.sinks.sparkplug_settings import SparkplugSettings
 from edge.spool import SpoolSettings
 from plantwire.configfile import ConfigError, read_yaml, validate
 from plantwire.plant import PlantConfig
@@ -190,6 +191,7 @@ class EdgeConfig(_Strict):
     analytics: AnalyticsSettings = AnalyticsSettings()
     spool: SpoolSettings = SpoolSettings()
     metrics: MetricsSettings = MetricsSettings()
+    sparkplug: SparkplugSettings | None = Field(default=None, description="Sparkplug B edge node; off when absent")
 
 
 def load_edge(path: Path) -> tuple[EdgeConfig, PlantConfig]:
