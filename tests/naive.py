@@ -212,40 +212,6 @@ def signal_chunk(ts_ns, signal, value, quality, low, high, mask, *, level=None, 
     return score, kind, z_last
 
 
-class Subspace:
-    """One machine: orthonormal basis learned by Oja + Gram-Schmidt, residual energy judged robustly."""
-
-    def __init__(self, d: int, k: int, robust_kw: dict, threshold: float, eta: float) -> None:
-        self.w = np.zeros((d, k))
-        for j in range(min(k, d)):
-            self.w[j, j] = 1.0
-        self.k, self.threshold, self.eta = k, threshold, eta
-        self.stats = Robust(**robust_kw)
-
-    def tick(self, x: np.ndarray) -> tuple[float, int]:
-        if len(x) < self.k + 1:
-            return 0.0, -1
-        y = self.w.T @ x
-        r = x - self.w @ y
-        spe = float(r @ r)
-        top = int(np.argmax(np.abs(r)))
-        z = self.stats.z(math.log(spe + 1e-6))
-        score = z * z / (z * z + self.threshold**2) if math.isfinite(z) and z > 0 else 0.0
-        self.stats.learn(math.log(spe + 1e-6))
-        eta = max(self.eta, 1.0 / (self.stats.n + 1))
-        self.w += eta * np.outer(x, y)
-        for j in range(self.k):
-            for jj in range(j):
-                self.w[:, j] -= (self.w[:, j] @ self.w[:, jj]) * self.w[:, jj]
-            nrm = float(self.w[:, j] @ self.w[:, j])
-            if nrm < 1e-24:
-                self.w[:, j] = 0.0
-                self.w[j, j] = 1.0
-            else:
-                self.w[:, j] /= math.sqrt(nrm)
-        return score, top
-
-
 def waveform_features(blocks: np.ndarray, fs_hz: float, edges: np.ndarray) -> np.ndarray:
     n, length = blocks.shape
     out = np.zeros((n, 3 + len(edges) - 1))
@@ -311,7 +277,7 @@ class PcaMachine:
 
     Restates ``edge.kernels.pca``: ring of the last ``lags + 1`` rows, nearest mode centroid (a change
     restarts the rows and the EWMA), autoscale (missing -> 0), T² and SPE against the mode's references, score
-    ``e / (e + limit)``, top-3 members by SPE + |T²| contribution.
+    ``u / (1 + u)`` with ``u = (e - init) / (limit - init)``, top-3 members by SPE + |T²| contribution.
     """
 
     def __init__(self, modes: list[dict], lags: int, d: int) -> None:
@@ -357,4 +323,6 @@ class PcaMachine:
         top = order + [-1] * (3 - len(order))
         if not math.isfinite(self.e):
             return (1.0 if self.e > 0 else 0.0), top
-        return (self.e / (self.e + mo["limit"]) if self.e > 0 else 0.0), top
+        span = max(mo["limit"] - mo["init"], 1e-12 * mo["limit"] + 1e-300)
+        u = (self.e - mo["init"]) / span
+        return (u / (1 + u) if u > 0 else 0.0), top

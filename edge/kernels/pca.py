@@ -20,8 +20,8 @@ Per tick of machine ``m`` (once per frame that touched it, as in ``plantwire sco
 3. Standardise with the mode's means/scales, project on its ``k`` loadings: T² = Σ t_j² / λ_j and
    SPE = |z - P t|². The combined statistic ``max(T²/t2_ref, SPE/spe_ref)`` (each divided by its
    median on held-out normal data) is smoothed by an EWMA (Lowry's MEWMA idea applied to the
-   statistic: small persistent shifts add up, single noisy rows do not) and scored
-   ``c / (c + limit)``, 0.5 exactly at the fitted limit.
+   statistic: small persistent shifts add up, single noisy rows do not) and scored ``u / (1 + u)`` with
+   ``u = (c - normal) / (limit - normal)``: 0 at the statistic's normal level, 0.5 exactly at the limit.
 4. Contributions per member signal (summed over its lags): ``r_i² / spe_ref + |z_i (P Λ⁻¹ t)_i| / t2_ref``,
    the share of each statistic a variable carries; the three largest are reported as signal indices.
 
@@ -217,8 +217,14 @@ def _tick_one(m: int, m_ptr: np.ndarray, m_sig: np.ndarray, x_last: np.ndarray, 
             top[q] = m_sig[a + best]
     if not np.isfinite(e):
         return 1.0 if e > 0 else 0.0
-    lim = mdl_f[j, DF_LIMIT]
-    return e / (e + lim) if e > 0.0 else 0.0
+    # u: 0 at the normal level, 1 at the limit; score u / (1 + u) is 0.5 at the limit and 0 on normal ticks,
+    # so the alarm layer's off-threshold (0.3: u = 0.43) sits well above normal operation.
+    init = mdl_f[j, DF_INIT]
+    span = mdl_f[j, DF_LIMIT] - init
+    if span <= 1e-12 * mdl_f[j, DF_LIMIT]:
+        span = 1e-12 * mdl_f[j, DF_LIMIT] + 1e-300
+    u = (e - init) / span
+    return u / (1.0 + u) if u > 0.0 else 0.0
 
 
 @njit(cache=True, nogil=True)

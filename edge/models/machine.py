@@ -50,7 +50,10 @@ class FitSettings:
     lags 2 (Ku et al. 1995 found two lags enough for the Tennessee Eastman process and most plants);
     variance 0.95 and EWMA weight 0.1 (Lowry et al. 1992: 0.1-0.2 for small persistent shifts) are the
     common textbook values; limit at the 99 % held-out quantile, i.e. ~1 % of normal ticks above it
-    before the alarm layer's debounce.
+    before the alarm layer's debounce (the process-monitoring convention TEP results are quoted at).
+    ``margin`` stretches the limit away from the normal level, ``init + margin * (quantile - init)``:
+    an extrapolation of the tail for plants that need far fewer than 1 % false ticks (the edge's
+    ``machine.margin``); 1.0 is the plain quantile.
     """
 
     lags: int = 2
@@ -58,6 +61,7 @@ class FitSettings:
     eig_floor: float = 1e-3
     ewma: float = 0.1
     quantile: float = 0.99
+    margin: float = 1.0
     folds: int = 5
     modes: int = 1  # 0: choose from the data (up to max_modes)
     max_modes: int = 4
@@ -132,8 +136,11 @@ def _stats(z: np.ndarray, load: np.ndarray, lam: np.ndarray) -> tuple[np.ndarray
 def _standardise(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mean = rows.mean(axis=0)
     scale = rows.std(axis=0, ddof=1) if rows.shape[0] > 1 else np.ones(rows.shape[1])
+    # A constant feature (a setpoint, a dead or never-seen signal imputed at 0) carries no co-variation:
+    # scale inf makes it a standardised 0 whatever it later reads, so its changes are left to the
+    # per-signal stage instead of dividing by ~0 here.
     spread = np.maximum(np.abs(mean), 1.0)
-    scale = np.where(np.isfinite(scale) & (scale > SCALE_FLOOR * spread), scale, SCALE_FLOOR * spread)
+    scale = np.where(np.isfinite(scale) & (scale > SCALE_FLOOR * spread), scale, np.inf)
     return mean, scale
 
 
@@ -170,7 +177,7 @@ def _fit_mode(blocks: list[np.ndarray], centroid: np.ndarray, mode_scale: np.nda
     comb = [np.maximum(a / t2_ref, b / spe_ref) for a, b in zip(held_t2, held_spe, strict=True)]
     init = float(np.mean(np.concatenate(comb)))
     smoothed = np.concatenate([ewma(c, s.ewma, init) for c in comb])
-    limit = float(np.quantile(smoothed, s.quantile))
+    limit = init + s.margin * (float(np.quantile(smoothed, s.quantile)) - init)
     return ModeModel(mean, scale, centroid, mode_scale, load, lam, t2_ref, spe_ref, max(limit, 1e-12), s.ewma, init,
                      int(n))
 
@@ -236,6 +243,11 @@ def fit(x: np.ndarray, signals: list[str] | tuple[str, ...], settings: FitSettin
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != len(signals):
         raise ValueError(f"x must be rows x {len(signals)} signals")
+    # A signal that was mostly missing while the baseline was recorded is left out of it (imputed at 0,
+    # hence constant, hence scale inf); rows missing any other signal are dropped.
+    x = x.copy()
+    absent = np.mean(np.isfinite(x), axis=0) < 0.5
+    x[:, absent] = 0.0
     keep = np.all(np.isfinite(x), axis=1)
     if keep.sum() < 4 * (s.lags + 1) + s.folds:
         raise ValueError(f"too few complete rows to fit ({int(keep.sum())})")
@@ -360,3 +372,28 @@ def score_table(model: MachineModel, rows: np.ndarray) -> tuple[np.ndarray, np.n
     top = np.full((n, pca.N_TOP), -1, dtype=np.int64)
     pca.score_rows(rows, bank.mach_i, bank.mach_f, bank.hist, bank.mdl_i, bank.mdl_f, bank.mdl_vec, score, stat, top)
     return score, stat, top
+
+
+def unpack(bank: Bank, sizes: np.ndarray) -> list[MachineModel | None]:
+    """The models packed in ``bank`` (inverse of ``pack``; names and fit settings are not kept there)."""
+    out: list[MachineModel | None] = []
+    for m in range(bank.mach_i.shape[0]):
+        n_modes = int(bank.mach_i[m, pca.MI_MODES])
+        if n_modes <= 0:
+            out.append(None)
+            continue
+        d, lags, j0 = int(sizes[m]), int(bank.mach_i[m, pca.MI_LAGS]), int(bank.mach_i[m, pca.MI_MODEL0])
+        modes = []
+        for j in range(j0, j0 + n_modes):
+            _, k, p, off = (int(v) for v in bank.mdl_i[j])
+            v = bank.mdl_vec
+            o_load = off + 2 * p + 2 * d
+            f = bank.mdl_f[j]
+            modes.append(ModeModel(v[off:off + p].copy(), v[off + p:off + 2 * p].copy(),
+                                   v[off + 2 * p:off + 2 * p + d].copy(), v[off + 2 * p + d:o_load].copy(),
+                                   v[o_load:o_load + p * k].reshape(p, k).copy(),
+                                   v[o_load + p * k:o_load + p * k + k].copy(),
+                                   float(f[pca.DF_T2_REF]), float(f[pca.DF_SPE_REF]), float(f[pca.DF_LIMIT]),
+                                   float(f[pca.DF_LAMBDA]), float(f[pca.DF_INIT]), 0))
+        out.append(MachineModel(tuple(str(i) for i in range(d)), lags, tuple(modes)))
+    return out
