@@ -177,7 +177,8 @@ def _tick_one(m: int, m_ptr: np.ndarray, m_sig: np.ndarray, x_last: np.ndarray, 
             t[c] += mdl_vec[base + c] * zf
     t2 = 0.0
     for c in range(k):
-        t2 += t[c] * t[c] / mdl_vec[o_lam + c]
+        t[k + c] = t[c] / mdl_vec[o_lam + c]  # t / lambda, kept for the T² contributions (no division per feature)
+        t2 += t[c] * t[k + c]
     t2_ref = mdl_f[j, DF_T2_REF]
     spe_ref = mdl_f[j, DF_SPE_REF]
     for i in range(d):
@@ -190,7 +191,7 @@ def _tick_one(m: int, m_ptr: np.ndarray, m_sig: np.ndarray, x_last: np.ndarray, 
         for c in range(k):
             w = mdl_vec[base + c]
             rf -= w * t[c]
-            g += w * t[c] / mdl_vec[o_lam + c]
+            g += w * t[k + c]
         spe += rf * rf
         contrib[f % d] += rf * rf / spe_ref + abs(z[f] * g) / t2_ref
     stat = max(t2 / t2_ref, spe / spe_ref)
@@ -253,7 +254,7 @@ def machine_tick(signal: np.ndarray, machine_of: np.ndarray, m_ptr: np.ndarray, 
         k_max = max(k_max, mdl_i[j, DI_K])
         p_max = max(p_max, mdl_i[j, DI_P])
     z = np.empty(p_max, dtype=np.float64)
-    t = np.empty(k_max, dtype=np.float64)
+    t = np.empty(2 * k_max, dtype=np.float64)  # scores, then scores / eigenvalues
     contrib = np.empty(d_max, dtype=np.float64)
     top = np.empty(N_TOP, dtype=np.int64)
     for q in range(n):
@@ -283,7 +284,7 @@ def score_rows(rows: np.ndarray, mach_i: np.ndarray, mach_f: np.ndarray, hist: n
     k_max = 1
     for j in range(mdl_i.shape[0]):
         k_max = max(k_max, mdl_i[j, DI_K])
-    t = np.empty(k_max, dtype=np.float64)
+    t = np.empty(2 * k_max, dtype=np.float64)
     contrib = np.empty(d, dtype=np.float64)
     top = np.empty(N_TOP, dtype=np.int64)
     for r in range(n):
