@@ -83,3 +83,16 @@ def test_checkpoint_restores_the_fitted_baseline_warm(tmp_path: Path):
     third.restore(tmp_path / "detectors.npz")
     assert third.machine_cold
     np.testing.assert_array_equal(third.state, first.state)
+
+
+def test_recording_a_long_baseline_keeps_rows_bounded_and_spread_over_the_whole_time():
+    """lags 0: a 3,000-tick baseline in 100 rows; a regime seen only late in it is still part of the model."""
+    s = AnalyticsSettings(machine=MachineSettings(period_s=1.0, fit_after_s=3000.0, fit_rows=100, lags=0))
+    stack = DetectorStack(N, np.repeat(np.arange(2), 6), s)
+    x = _rows(3600, seed=5)
+    x[2500:, :6] += 3.0 * np.random.default_rng(0).normal(size=6)  # a second operating point, late in the baseline
+    scores, _ = _run(stack, x)
+    stage = stack.machine_stage
+    assert stage.fits_done == 2
+    assert all(mo.rows <= 100 for m in stage.models for mo in m.modes)
+    assert np.mean(scores[3050:, 0] >= 0.5) < 0.05  # the late regime is known: it was sampled

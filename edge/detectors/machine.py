@@ -12,8 +12,12 @@ together, so the recorder below fills one row for all machines at once.
 Life cycle per machine:
 - **fitted**: a model matched from ``settings.models`` (or fitted earlier) is packed into the kernel's
   arrays; the machine scores from its ``lags + 1``-th tick.
-- **recording**: no model yet. Rows (float32, ``fit_rows`` x members of all recording machines) are
-  recorded until ``fit_after_s`` of sample time has passed, then fitted on a worker thread with the same
+- **recording**: no model yet. Rows (float32, ``fit_rows`` x members of all recording machines: memory
+  bounded whatever the duration) are recorded until ``fit_after_s`` of sample time has passed -- with
+  ``lags`` 0 (the default) every tick until the rows are full, then every other row is dropped and every
+  second tick recorded, and so on, so a day of operation (both shifts, every duty cycle) is sampled
+  evenly in at most ``fit_rows`` rows whatever the tick rate; with ``lags`` > 0 the model needs consecutive
+  ticks, so the recording stops after ``fit_rows`` ticks -- then fitted on a worker thread with the same
   numpy code as the offline tool; the frame that finds the fit done swaps the new arrays in. A frame never
   waits for a fit. Nothing is scored while recording.
 - **rebaseline(machines)**: a confirmed change (an operator's command): the machines drop their model
@@ -48,6 +52,8 @@ class _Recording:
     rows: np.ndarray  # float32 (fit_rows, len(cols))
     n: int
     start_ns: int
+    every: int  # ticks per recorded row
+    ticks: int = 0
 
 
 class MachineStage:
@@ -150,12 +156,24 @@ class MachineStage:
             if todo.shape[0] == 0:
                 return
             cols = np.concatenate([self.m_sig[self.m_ptr[m]:self.m_ptr[m + 1]] for m in todo])
-            self._rec = _Recording(todo, cols, np.empty((self.settings.fit_rows, cols.shape[0]), np.float32), 0, ts_ns)
+            rows = np.empty((self.settings.fit_rows, cols.shape[0]), np.float32)
+            self._rec = _Recording(todo, cols, rows, 0, ts_ns, 1)
         rec = self._rec
-        if rec.n < rec.rows.shape[0]:
-            rec.rows[rec.n] = self.x_last[rec.cols]
-            rec.n += 1
-        if ts_ns - rec.start_ns >= self.settings.fit_after_s * 1e9 or rec.n >= rec.rows.shape[0]:
+        full = False
+        if rec.ticks % rec.every == 0:
+            if rec.n == rec.rows.shape[0]:
+                if self.settings.lags > 0:
+                    full = True  # a lagged model needs consecutive ticks: stop here
+                else:  # thin: keep every other row, record half as often -- still spanning the whole time
+                    half = rec.n // 2
+                    rec.rows[:half] = rec.rows[0:2 * half:2]
+                    rec.n = half
+                    rec.every *= 2
+            if not full and rec.ticks % rec.every == 0:
+                rec.rows[rec.n] = self.x_last[rec.cols]
+                rec.n += 1
+        rec.ticks += 1
+        if ts_ns - rec.start_ns >= self.settings.fit_after_s * 1e9 or full:
             self._rec = None
             self._fit_thread = threading.Thread(target=self._fit_all, args=(rec,), name="machine-fit", daemon=True)
             self._fit_thread.start()

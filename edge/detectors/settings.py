@@ -71,11 +71,14 @@ class MachineSettings(_Strict):
     models: dict[str, Path] = Field(default_factory=dict,
                                     description="machine id pattern (fnmatch) -> fitted model (.npz with its .json)")
     period_s: float = Field(default=10.0, gt=0, description="a machine is ticked at most this often (one model row)")
-    fit_after_s: float = Field(default=3600.0, gt=0,
+    fit_after_s: float = Field(default=86_400.0, gt=0,
                                description="self-fit: seconds of the machine's own operation recorded before a "
-                                           "first model is fitted (should cover its duty cycle)")
-    fit_rows: int = Field(default=720, ge=20, description="self-fit: rows recorded at most (memory bound)")
-    lags: int = Field(default=2, ge=0, le=8, description="self-fit: dynamic PCA lags (rows)")
+                                           "first model is fitted (a day: every shift and duty cycle)")
+    fit_rows: int = Field(default=720, ge=20,
+                          description="self-fit: rows recorded (memory: 4 bytes x rows x member signals)")
+    lags: int = Field(default=0, ge=0, le=8,
+                      description="self-fit: dynamic PCA lags; > 0 needs consecutive ticks, so the recording "
+                                  "then covers only fit_rows x period_s")
     variance: float = Field(default=0.95, gt=0, le=1, description="self-fit: variance the components keep")
     ewma: float = Field(default=0.1, gt=0, le=1, description="self-fit: EWMA weight of the combined statistic")
     quantile: float = Field(default=0.99, gt=0.5, lt=1, description="self-fit: held-out quantile of the statistic")
