@@ -1,10 +1,13 @@
 """Tennessee Eastman process: the machine stage's PCA model, fitted on d00.dat only, scored on every test run.
 
 Protocol (``../shared/datasets/README.md``, tep/): the model is fitted on ``d00.dat`` (500 normal rows)
-with ``edge.models.machine.fit`` -- the defaults the edge ships, limits from blocked cross-validation
-on d00.dat, no test label seen. Every ``dXX_te.dat`` (960 rows, fault after row 160) is then scored
-online through the edge's own numba kernel (``edge.kernels.pca.score_rows``: a row uses only itself and
-earlier rows); a row is flagged when its score reaches 0.5 (the statistic is over the fitted limit).
+with ``edge.models.machine.fit`` and its defaults (``FitSettings``: what ``plantwire fit-machine`` ships,
+dynamic PCA with 2 lags, margin 1), limits from blocked cross-validation on d00.dat, no test label seen.
+Every ``dXX_te.dat`` (960 rows, fault after row 160) is then scored online through the edge's own numba
+kernels (``edge.models.machine.score_table``: ``pca.update_last`` and ``pca.machine_tick`` once per row,
+as the edge calls them per frame; a row uses only itself and earlier rows); a row is flagged when its
+score reaches 0.5 (the statistic is over the fitted limit). ``--edge`` fits instead with the edge's
+self-fit defaults (``MachineSettings``: static PCA, margin 2), i.e. what a gateway fits by itself.
 
 Reported: per fault, the detection rate (rows 161-960 flagged) and the delay to the first flag after
 the onset (minutes, 3 min per row); false-alarm rates on d00_te.dat and on rows 1-160 of every test file;
@@ -79,15 +82,24 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=default_data())
     ap.add_argument("--sweep", action="store_true", help="also print the sensitivity table")
+    ap.add_argument("--edge", action="store_true", help="the edge's self-fit defaults (MachineSettings)")
     args = ap.parse_args(argv)
     train, tests = load(args.data)
     s = machine.FitSettings()
+    if args.edge:
+        from edge.detectors.settings import MachineSettings
+
+        e = MachineSettings()
+        s = machine.FitSettings(lags=e.lags, variance=e.variance, ewma=e.ewma, quantile=e.quantile, margin=e.margin,
+                                modes=e.modes)
     t0 = time.perf_counter()
     r = evaluate(train, tests, s)
     dt = time.perf_counter() - t0
     model = r["model"]
     mo = model.modes[0]
-    print(f"TEP, model from d00.dat only: lags {s.lags}, {mo.eigenvalues.shape[0]} of {mo.loadings.shape[0]} "
+    print(f"TEP, model from d00.dat only ({'edge self-fit' if args.edge else 'fit-machine'} defaults, "
+          f"{len(model.modes)} mode(s), margin {s.margin}): lags {s.lags}, "
+          f"{mo.eigenvalues.shape[0]} of {mo.loadings.shape[0]} "
           f"components ({s.variance:.0%} variance), EWMA {s.ewma}, limit = {s.quantile:.0%} quantile of "
           f"{s.folds}-fold held-out d00 ({dt:.1f} s fit + score)")
     print(f"{'fault':>5} {'detection':>9} {'delay_min':>9}")

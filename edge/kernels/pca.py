@@ -265,35 +265,3 @@ def machine_tick(signal: np.ndarray, machine_of: np.ndarray, m_ptr: np.ndarray, 
         for c in range(N_TOP):
             tick_top[q, c] = top[c]
     return n
-
-
-@njit(cache=True, nogil=True)
-def score_rows(rows: np.ndarray, mach_i: np.ndarray, mach_f: np.ndarray, hist: np.ndarray, mdl_i: np.ndarray,
-               mdl_f: np.ndarray, mdl_vec: np.ndarray, out_score: np.ndarray, out_stat: np.ndarray,
-               out_top: np.ndarray) -> None:
-    """One machine (index 0, all columns of ``rows`` its members in order) ticked once per row.
-
-    The offline path (``plantwire score``, ``bench/tep_eval.py``): exactly the edge's per-tick code,
-    without frames. A NaN in ``rows`` is a missing value (the previous good value is kept, as on the edge).
-    """
-    n, d = rows.shape
-    m_ptr = np.array([0, d], dtype=np.int64)
-    m_sig = np.arange(d).astype(np.int64)
-    x_last = np.full(d, np.nan)
-    z = np.empty((mach_i[0, MI_LAGS] + 1) * d, dtype=np.float64)
-    k_max = 1
-    for j in range(mdl_i.shape[0]):
-        k_max = max(k_max, mdl_i[j, DI_K])
-    t = np.empty(2 * k_max, dtype=np.float64)
-    contrib = np.empty(d, dtype=np.float64)
-    top = np.empty(N_TOP, dtype=np.int64)
-    for r in range(n):
-        for i in range(d):
-            if np.isfinite(rows[r, i]):
-                x_last[i] = rows[r, i]
-        out_score[r] = _tick_one(0, m_ptr, m_sig, x_last, mach_i, mach_f, hist, mdl_i, mdl_f, mdl_vec, z, t,
-                                 contrib, top)
-        out_stat[r] = mach_f[0, MF_STAT]
-        for c in range(N_TOP):
-            out_top[r, c] = top[c]
-

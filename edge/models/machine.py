@@ -363,14 +363,34 @@ def pack(models: list[MachineModel | None], sizes: np.ndarray) -> Bank:
 
 
 def score_table(model: MachineModel, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(score, combined statistic, top-3 column indices) per row, through the edge's kernel."""
+    """(score, combined statistic, top-3 column indices) per row: the edge's own kernels, one tick per row.
+
+    Exactly what the edge runs per frame (``pca.update_last`` then ``pca.machine_tick``), so an offline
+    figure (``bench/tep_eval.py``, tests) is a figure of the edge. NaN in ``rows`` is a missing value.
+    """
     rows = np.ascontiguousarray(rows, dtype=np.float64)
-    bank = pack([model], np.array([rows.shape[1]]))
-    n = rows.shape[0]
+    n, d = rows.shape
+    bank = pack([model], np.array([d]))
+    machine_of = np.zeros(d, dtype=np.int64)
+    m_ptr = np.array([0, d], dtype=np.int64)
+    m_sig = np.arange(d, dtype=np.int64)
+    sig = np.arange(d, dtype=np.uint32)
+    good = np.zeros(d, dtype=np.uint8)
+    x_last = np.full(d, np.nan)
+    touched = np.zeros(1, dtype=np.uint8)
+    tick_m = np.zeros(1, dtype=np.int64)
+    tick_s = np.zeros(1)
+    tick_top = np.zeros((1, pca.N_TOP), dtype=np.int64)
     score = np.zeros(n)
     stat = np.zeros(n)
     top = np.full((n, pca.N_TOP), -1, dtype=np.int64)
-    pca.score_rows(rows, bank.mach_i, bank.mach_f, bank.hist, bank.mdl_i, bank.mdl_f, bank.mdl_vec, score, stat, top)
+    for r in range(n):
+        pca.update_last(sig, rows[r], good, x_last)
+        pca.machine_tick(sig[:1], machine_of, m_ptr, m_sig, x_last, bank.mach_i, bank.mach_f, bank.hist, bank.mdl_i,
+                         bank.mdl_f, bank.mdl_vec, touched, tick_m, tick_s, tick_top)
+        score[r] = tick_s[0]
+        stat[r] = bank.mach_f[0, pca.MF_STAT]
+        top[r] = tick_top[0]
     return score, stat, top
 
 
