@@ -321,7 +321,7 @@ class EdgeGateway:
         """Alarm OPEN/CLOSE rows to the events lane (JSON, rare by construction: hysteresis + debounce)."""
         out: list[dict[str, Any]] = []
         for ev in events.tolist():  # a handful per frame at most, never per sample
-            ts_start, ts_end, entity, scope, phase, kind, peak = ev
+            ts_start, ts_end, entity, scope, phase, kind, peak, top = ev
             doc: dict[str, Any] = {
                 "type": "alarm",
                 "state": "open" if phase == Phase.OPEN else "closed",
@@ -335,6 +335,10 @@ class EdgeGateway:
                 doc["machine"] = self.table.machine_ids[int(self.table.machine[entity])]
             else:
                 doc["machine"] = self.table.machine_ids[entity]
+                names = [self.table.ids[t] for t in top if t >= 0]
+                if names:  # machine alarm: the signals that contributed most; the first is stored as its signal tag
+                    doc["signal"] = names[0]
+                    doc["contributors"] = names
             if phase == Phase.OPEN:
                 self.events_opened += 1
             out.append(doc)

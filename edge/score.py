@@ -18,7 +18,10 @@ on stderr. Timestamps going backwards are counted too (the rate detector sees th
 Output (``-o``, default stdout): the timestamp as given, ``score`` (the row's largest score, the
 figure to threshold: NAB's ``anomaly_score``), ``kind`` (its anomaly kind), per column
 ``<col>_score``, then ``machine_score`` when there is a machine stage, and with ``--rul MODEL.npz``
-``health``, ``rul``, ``rul_low``, ``rul_high`` (see ``edge.pdm.rul``) for run-to-failure data; with
+``health``, ``rul``, ``rul_low``, ``rul_high`` (see ``edge.pdm.rul``) for run-to-failure data. With
+``--machine-model MODEL.npz`` (``plantwire fit-machine``) the columns are scored as one machine against
+that fitted baseline, row by row; without it the machine stage fits its own from the file's first
+``machine.fit_after_s`` (nothing scored before). With
 ``--unit-column`` every change of that column's value starts a new run (state reset, as after a
 repair). ``--events FILE`` writes the alarm events; ``--checkpoint FILE`` resumes from and saves the
 detector state, exactly as the edge does across restarts. A progress line goes to stderr on long
@@ -45,6 +48,8 @@ from edge.detectors.events import EVENT_DTYPE, Phase, Scope
 from edge.detectors.settings import AnalyticsSettings
 from edge.detectors.stack import DetectorStack
 from edge.kernels.kinds import Kind
+from edge.models import machine as machine_models
+from edge.models.machine import MachineModel
 from plantwire.configfile import ConfigError, read_yaml, validate
 
 CHUNK_ROWS = 8192
@@ -246,12 +251,18 @@ class TableScorer:
     score; events go to ``self.events`` (a list of structured arrays) and ``self.events_dropped``.
     """
 
-    def __init__(self, n_columns: int, settings: AnalyticsSettings | None = None) -> None:
+    def __init__(self, n_columns: int, settings: AnalyticsSettings | None = None,
+                 machine_model: MachineModel | None = None) -> None:
         self.n = n_columns
-        self.stack = DetectorStack(n_columns, np.zeros(n_columns, dtype=np.int64), settings)
-        # A machine needs more members than learned directions to have a residual (subspace.py);
-        # without one the machine stage is idle and chunks of rows give identical scores, much faster.
-        self.per_row_frames = len(self.stack.m_sig) > self.stack.settings.machine.components
+        s = settings or AnalyticsSettings()
+        # A row is a machine tick here, whatever the file's sampling period; a fit (without a model: from
+        # the first ``fit_after_s`` of the file) is waited for, so offline scores are reproducible.
+        s = s.model_copy(update={"machine": s.machine.model_copy(update={"period_s": 1e-9})})
+        self.stack = DetectorStack(n_columns, np.zeros(n_columns, dtype=np.int64), s,
+                                   machine_models=None if machine_model is None else [machine_model])
+        # A machine of one column has no co-variation to monitor (the machine stage skips it); without a
+        # machine stage chunks of rows give identical scores, much faster.
+        self.per_row_frames = len(self.stack.m_sig) > 1
         self.events: list[np.ndarray] = []
         self.events_dropped = 0
         self._sig_row = np.arange(n_columns, dtype=np.uint32)
@@ -267,6 +278,8 @@ class TableScorer:
             for i in range(rows):
                 ts_row[:] = ts_ns[i]
                 r = self.stack.process(self._sig_row, values[i], quality[i], ts_row)
+                if self.stack.machine_stage.recording:
+                    self.stack.machine_stage.wait_fit()
                 col_score[i] = r.score
                 col_kind[i] = r.kind
                 if r.machine_score.shape[0]:
@@ -307,12 +320,13 @@ def _write_events(path: Path, events: list[np.ndarray], names: list[str]) -> int
     ev = np.concatenate(events) if events else np.empty(0, dtype=EVENT_DTYPE)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["phase", "scope", "entity", "kind", "ts_start_ns", "ts_end_ns", "peak"])
+        w.writerow(["phase", "scope", "entity", "kind", "ts_start_ns", "ts_end_ns", "peak", "contributors"])
         for e in ev:
             scope = Scope(int(e["scope"]))
             entity = names[int(e["entity"])] if scope == Scope.SIGNAL else "machine"
+            top = ";".join(names[t] for t in e["top"].tolist() if 0 <= t < len(names))  # root-cause hint
             w.writerow([Phase(int(e["phase"])).name.lower(), scope.name.lower(), entity, KIND_NAMES[int(e["kind"])],
-                        int(e["ts_start"]), int(e["ts_end"]), f"{float(e['peak']):.4f}"])
+                        int(e["ts_start"]), int(e["ts_end"]), f"{float(e['peak']):.4f}", top])
     return int(ev.shape[0])
 
 
@@ -327,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="unit of numeric timestamps (default s; a cycle count can be read as s)")
     p.add_argument("--events", type=Path, help="write the alarm events (open/close) to this CSV")
     p.add_argument("--checkpoint", type=Path, help="resume from this detector state if it fits, save it at the end")
+    p.add_argument("--machine-model", type=Path, metavar="MODEL.npz",
+                   help="score the columns as one machine against this fitted model (plantwire fit-machine); "
+                        "its signals are the value columns unless --columns says otherwise")
     p.add_argument("--rul", type=Path, metavar="MODEL.npz", help="also estimate health and remaining useful life")
     p.add_argument("--unit-column", help="run-to-failure data: a new value in this column starts a new run")
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
@@ -351,15 +368,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def _machine_model(path: Path | None) -> MachineModel | None:
+    """The fitted machine model of ``--machine-model`` (None without the option)."""
+    if path is None:
+        return None
+    try:
+        return machine_models.load(path)
+    except machine_models.MachineModelError as exc:
+        raise ScoreError(str(exc)) from exc
+
+
 def _run(args: argparse.Namespace, settings: AnalyticsSettings) -> int:
     from edge.pdm.rul import RulEstimator, RulModel, RulModelError  # lazy: only needed with --rul
 
     problems = InputProblems()
     size = os.path.getsize(args.input)
+    machine_model = _machine_model(args.machine_model)
+    columns = args.columns or (list(machine_model.signals) if machine_model is not None else None)
     with open(args.input, newline="") as fin:
-        src = CsvSource(fin, timestamp_column=args.timestamp_column, columns=args.columns, time_unit=args.time_unit,
+        src = CsvSource(fin, timestamp_column=args.timestamp_column, columns=columns, time_unit=args.time_unit,
                         unit_column=args.unit_column, problems=problems)
-        scorer = TableScorer(len(src.names), settings)
+        if machine_model is not None and machine_model.d != len(src.names):
+            raise ScoreError(f"--machine-model has {machine_model.d} signals, {len(src.names)} columns are scored")
+        scorer = TableScorer(len(src.names), settings, machine_model)
         if args.checkpoint is not None and args.checkpoint.exists():
             try:
                 scorer.stack.restore(args.checkpoint)

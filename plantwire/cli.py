@@ -21,6 +21,7 @@ commands:
                    into a register-map CSV skeleton
   check FILE...    validate config files without touching the network (exit 2 on errors; --kind KIND)
   score CSV        run the edge's detectors over a recorded CSV
+  fit-machine CSV  fit a machine's multivariate baseline (PCA per mode) from its normal history
   kernels          compile the edge's kernels ahead of time (the edge daemon then runs without numba)
   retention ...    set up InfluxDB retention policies and rollups, or back-fill rollups (ensure|backfill|print)
   install          install systemd units, the plantwire user and directories (--root DIR for an image)
@@ -77,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
             print("plantwire score: not available in this build", file=sys.stderr)
             return 2
         return score_main(rest)
+    if cmd == "fit-machine":
+        from edge.models.fit_command import main as fit_machine_main
+
+        return fit_machine_main(rest)
     if cmd == "kernels":
         from edge.kernels.aot import main as kernels_main
 

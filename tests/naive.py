@@ -212,40 +212,6 @@ def signal_chunk(ts_ns, signal, value, quality, low, high, mask, *, level=None, 
     return score, kind, z_last
 
 
-class Subspace:
-    """One machine: orthonormal basis learned by Oja + Gram-Schmidt, residual energy judged robustly."""
-
-    def __init__(self, d: int, k: int, robust_kw: dict, threshold: float, eta: float) -> None:
-        self.w = np.zeros((d, k))
-        for j in range(min(k, d)):
-            self.w[j, j] = 1.0
-        self.k, self.threshold, self.eta = k, threshold, eta
-        self.stats = Robust(**robust_kw)
-
-    def tick(self, x: np.ndarray) -> tuple[float, int]:
-        if len(x) < self.k + 1:
-            return 0.0, -1
-        y = self.w.T @ x
-        r = x - self.w @ y
-        spe = float(r @ r)
-        top = int(np.argmax(np.abs(r)))
-        z = self.stats.z(math.log(spe + 1e-6))
-        score = z * z / (z * z + self.threshold**2) if math.isfinite(z) and z > 0 else 0.0
-        self.stats.learn(math.log(spe + 1e-6))
-        eta = max(self.eta, 1.0 / (self.stats.n + 1))
-        self.w += eta * np.outer(x, y)
-        for j in range(self.k):
-            for jj in range(j):
-                self.w[:, j] -= (self.w[:, j] @ self.w[:, jj]) * self.w[:, jj]
-            nrm = float(self.w[:, j] @ self.w[:, j])
-            if nrm < 1e-24:
-                self.w[:, j] = 0.0
-                self.w[j, j] = 1.0
-            else:
-                self.w[:, j] /= math.sqrt(nrm)
-        return score, top
-
-
 def waveform_features(blocks: np.ndarray, fs_hz: float, edges: np.ndarray) -> np.ndarray:
     n, length = blocks.shape
     out = np.zeros((n, 3 + len(edges) - 1))
@@ -304,3 +270,59 @@ def alarms(ts, entity, score, kind, on=0.5, off=0.3, on_count=1, off_count=10):
             else:
                 a["quiet"] = 0
     return events
+
+
+class PcaMachine:
+    """One machine's fitted PCA models (one per mode) ticked on the latest good value of each member.
+
+    Restates ``edge.kernels.pca``: ring of the last ``lags + 1`` rows, nearest mode centroid (a change
+    restarts the rows and the EWMA), autoscale (missing -> 0), T² and SPE against the mode's references, score
+    ``u / (1 + u)`` with ``u = (e - init) / (limit - init)``, top-3 members by SPE + |T²| contribution.
+    """
+
+    def __init__(self, modes: list[dict], lags: int, d: int) -> None:
+        self.modes, self.lags, self.d = modes, lags, d
+        self.last = np.full(d, np.nan)
+        self.rows: list[np.ndarray] = []
+        self.mode = -1
+        self.e = 0.0
+
+    def tick(self, values: np.ndarray, good: np.ndarray) -> tuple[float, list[int]]:
+        for i in range(self.d):
+            if good[i] and math.isfinite(values[i]):
+                self.last[i] = values[i]
+        self.rows = [self.last.copy(), *self.rows][: self.lags + 1]
+        cur = self.rows[0]
+        dists = []
+        for mo in self.modes:
+            u = [(cur[i] - mo["centroid"][i]) / mo["mode_scale"][i] for i in range(self.d)
+                 if mo["mode_scale"][i] > 0 and math.isfinite(cur[i])]
+            dists.append(sum(v * v for v in u))
+        j = int(np.argmin(dists)) if len(self.modes) > 1 else 0
+        if self.mode >= 0 and j != self.mode and not dists[j] < 0.5 * dists[self.mode]:
+            j = self.mode  # hysteresis: another mode must be clearly nearer
+        mo = self.modes[j]
+        if j != self.mode:  # a new mode: lag history and smoothing restart
+            self.mode, self.e, self.rows = j, mo["init"], [cur]
+        if len(self.rows) < self.lags + 1:
+            return 0.0, [-1, -1, -1]
+        x = np.concatenate(self.rows)
+        z = np.where(np.isfinite(x), (x - mo["mean"]) / mo["scale"], 0.0)
+        if 2 * int((~np.isfinite(x)).sum()) > x.size:
+            return 0.0, [-1, -1, -1]
+        P, lam = mo["loadings"], mo["eigenvalues"]
+        t = P.T @ z
+        r = z - P @ t
+        t2, spe = float(np.sum(t * t / lam)), float(r @ r)
+        g = P @ (t / lam)
+        per_feature = r * r / mo["spe_ref"] + np.abs(z * g) / mo["t2_ref"]
+        contrib = per_feature.reshape(self.lags + 1, self.d).sum(axis=0)
+        stat = max(t2 / mo["t2_ref"], spe / mo["spe_ref"])
+        self.e = mo["ewma"] * stat + (1 - mo["ewma"]) * self.e
+        order = sorted((i for i in range(self.d) if contrib[i] > 0), key=lambda i: (-contrib[i], i))[:3]
+        top = order + [-1] * (3 - len(order))
+        if not math.isfinite(self.e):
+            return (1.0 if self.e > 0 else 0.0), top
+        span = max(mo["limit"] - mo["init"], 1e-12 * mo["limit"] + 1e-300)
+        u = (self.e - mo["init"]) / span
+        return (u / (1 + u) if u > 0 else 0.0), top

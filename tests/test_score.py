@@ -76,29 +76,38 @@ def test_single_column_iso_timestamps_equals_the_edge_stack(tmp_path: Path):
     assert "open" in list(ev["phase"]) and ts_ns[1500] in set(ev["ts_start_ns"].astype(np.int64))
 
 
-def test_several_columns_are_one_machine_scored_row_by_row(tmp_path: Path):
+def test_several_columns_are_one_machine_scored_row_by_row_against_a_fitted_model(tmp_path: Path):
+    """fit-machine on the normal part, then score --machine-model: the edge's stack, row = tick, break named."""
+    from edge.models import machine
+    from edge.models.fit_command import main as fit_main
+
     rng = np.random.default_rng(2)
-    n = 600
+    n = 900
     load = rng.normal(size=n)
-    vals = load[:, None] + 0.1 * rng.normal(size=(n, 5))
-    vals[450:, 2] = -load[450:]  # one signal stops following the others
+    vals = load[:, None] * np.array([1.0, 2.0, -1.0, 0.5, 1.5]) + 0.1 * rng.normal(size=(n, 5))
+    vals[700:, 2] = load[700:]  # one signal stops following the others (each stays in its range)
     src = _write(tmp_path / "m.csv", ["t", "a", "b", "c", "d", "e"],
                  [[i, *(f"{v:.5f}" for v in row)] for i, row in enumerate(vals)])
-    assert main([str(src), "-o", str(tmp_path / "o.csv"), "--no-progress"]) == 0
+    assert fit_main([str(src), "-o", str(tmp_path / "m.npz"), "--rows", ":500", "--name", "pump"]) == 0
+    assert main([str(src), "-o", str(tmp_path / "o.csv"), "--no-progress", "--machine-model",
+                 str(tmp_path / "m.npz"), "--events", str(tmp_path / "ev.csv")]) == 0
     head, cols, _ = _read(tmp_path / "o.csv")
     assert head[-1] == "machine_score" and head[3:8] == [f"{c}_score" for c in "abcde"]
-    # the same stack fed one frame per row
-    stack = DetectorStack(5, np.zeros(5, dtype=np.int64))
+    # the same stack with the same model, fed one frame per row
+    model = machine.load(tmp_path / "m.npz")
+    stack = DetectorStack(5, np.zeros(5, dtype=np.int64), machine_models=[model])
     ms = np.zeros(n)
     for i in range(n):
         r = stack.process(np.arange(5, dtype=np.uint32), np.round(vals[i], 5), np.zeros(5, np.uint8),
-                          np.full(5, i * 1_000_000_000, dtype=np.int64))
+                          np.full(5, i * 10_000_000_000, dtype=np.int64))
         ms[i] = r.machine_score[0] if r.machine_score.shape[0] else 0.0
-        np.testing.assert_allclose(cols["c_score"][i], r.score[2], atol=1e-6)
     np.testing.assert_allclose(cols["machine_score"], ms, atol=1e-6)
-    # warm-up does not look like a broken correlation; the break does
-    assert cols["machine_score"][:450].max() < 0.3
-    assert cols["machine_score"][450:460].max() > cols["machine_score"][:450].max()
+    assert np.mean(cols["machine_score"][:700] >= 0.5) < 0.02  # fitted on :500, quiet on unseen normal rows too
+    assert np.mean(cols["machine_score"][710:] >= 0.5) > 0.95  # the broken relation stays in alarm
+    _, ev, _ = _read(tmp_path / "ev.csv")
+    assert "machine" in set(ev["scope"])
+    opened = [i for i in range(len(ev["scope"])) if ev["scope"][i] == "machine" and ev["phase"][i] == "open"]
+    assert opened and str(ev["contributors"][opened[-1]]).split(";")[0] == "c"  # the broken signal is named first
 
 
 def test_bad_input_is_counted_and_located_not_fatal(tmp_path: Path, capsys: pytest.CaptureFixture[str]):

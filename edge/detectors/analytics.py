@@ -33,6 +33,7 @@ from edge.detectors.settings import AnalyticsSettings
 from edge.detectors.stack import DetectorStack, StackResult
 from edge.kernels import alarms
 from edge.kernels.kinds import Kind
+from edge.models.machine import MachineModelError
 from edge.pdm.rul import RulEstimator, RulModel, RulModelError
 from plantwire.plant import SignalTable
 
@@ -101,7 +102,10 @@ class EdgeAnalytics:
                    state_dir: Path | None = None, base_dir: Path | None = None) -> EdgeAnalytics:
         """Build for a plant; raises ``AnalyticsConfigError`` if the health model cannot be used."""
         s = settings or AnalyticsSettings()
-        stack = DetectorStack.from_table(table, s)
+        try:
+            stack = DetectorStack.from_table(table, s, base_dir=base_dir)
+        except MachineModelError as exc:
+            raise AnalyticsConfigError(f"machine.models: {exc}") from exc
         health = _build_health(table, s, base_dir) if s.health is not None else None
         self = cls(stack, s, state_dir, health)
         if state_dir is not None:
@@ -179,6 +183,9 @@ class EdgeAnalytics:
         except CheckpointError as exc:
             self.cold_reasons.append(f"detectors start cold: {exc}")
         else:
+            if self.stack.machine_cold and self.settings.machine.enabled:
+                self.cold_reasons.append("machine stage starts cold: no usable baseline in the checkpoint "
+                                         "(it records and fits again; the other detectors resume warm)")
             if self.stack.likelihood_cold and self.settings.likelihood.mode != "off":
                 self.cold_reasons.append("likelihood stage starts cold: the checkpoint has no state for its settings "
                                          "(the other detectors resume warm)")

@@ -2,7 +2,9 @@
 
 One row per OPEN or CLOSE (see ``edge.kernels.alarms``). ``scope`` says whether ``entity`` indexes the
 signal table or the machine list; ``kind`` is an ``edge.kernels.kinds.Kind``. Fixed-width fields so
-a batch of events is one ``tobytes()`` away from the wire.
+a batch of events is one ``tobytes()`` away from the wire. ``top`` names, for a machine alarm, the member
+signals that contributed most to the multivariate statistic when it opened (the close repeats them, so both
+halves of an episode carry the same root-cause hint).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ EVENT_DTYPE = np.dtype([
     ("phase", "u1"),
     ("kind", "u1"),
     ("peak", "<f4"),
+    ("top", "<i4", (3,)),  # machine scope: signals contributing most when the alarm opened (-1: none)
 ])
 
 
@@ -56,4 +59,5 @@ class EventColumns:
         out["phase"] = self.phase[:n]
         out["kind"] = self.kind[:n]
         out["peak"] = self.peak[:n]
+        out["top"] = -1
         return out

@@ -7,7 +7,7 @@ standard deviations for z-scores, decades of improbability for stuck, samples fo
 each maps to a score of 0.5, the alarm threshold, so one alarm setting serves every kind.
 
 None of these values is part of the checkpoint fingerprint: retuning a threshold keeps the learned
-state warm (see ``checkpoint.py``); only ``machine.components`` changes the state's shape.
+state warm (see ``checkpoint.py``).
 """
 
 from __future__ import annotations
@@ -59,11 +59,33 @@ class RangeSettings(_Strict):
 
 
 class MachineSettings(_Strict):
+    """Multivariate monitoring per machine: a fitted PCA baseline per operating mode (``edge.detectors.machine``).
+
+    A machine is scored against ``models`` (files from ``plantwire fit-machine``) where one matches it;
+    otherwise the edge records ``fit_after_s`` of its own operation and fits a first model from that (no
+    machine score before). Fit defaults: see ``edge.models.machine.FitSettings`` (textbook values, checked
+    on the Tennessee Eastman process in ``bench/tep_eval.py``).
+    """
+
     enabled: bool = True
-    components: int = Field(default=3, ge=1, le=16, description="learned directions of normal co-variation")
-    eta: float = Field(default=0.005, gt=0, lt=1, description="subspace learning rate")
-    alpha: float = Field(default=0.01, gt=0, lt=1, description="learning rate of the residual statistics")
-    threshold: float = Field(default=4.0, gt=0, description="z of the log residual energy that scores 0.5")
+    models: dict[str, Path] = Field(default_factory=dict,
+                                    description="machine id pattern (fnmatch) -> fitted model (.npz with its .json)")
+    period_s: float = Field(default=10.0, gt=0, description="a machine is ticked at most this often (one model row)")
+    fit_after_s: float = Field(default=86_400.0, gt=0,
+                               description="self-fit: seconds of the machine's own operation recorded before a "
+                                           "first model is fitted (a day: every shift and duty cycle)")
+    fit_rows: int = Field(default=720, ge=20,
+                          description="self-fit: rows recorded (memory: 4 bytes x rows x member signals)")
+    lags: int = Field(default=0, ge=0, le=8,
+                      description="self-fit: dynamic PCA lags; > 0 needs consecutive ticks, so the recording "
+                                  "then covers only fit_rows x period_s")
+    variance: float = Field(default=0.95, gt=0, le=1, description="self-fit: variance the components keep")
+    ewma: float = Field(default=0.1, gt=0, le=1, description="self-fit: EWMA weight of the combined statistic")
+    quantile: float = Field(default=0.99, gt=0.5, lt=1, description="self-fit: held-out quantile of the statistic")
+    margin: float = Field(default=2.0, gt=0,
+                          description="self-fit: limit = normal level + margin x (quantile - normal level); a plant "
+                                      "ticks a machine 360 times an hour, so a 1 %-per-tick limit would alarm hourly")
+    modes: int = Field(default=0, ge=0, le=8, description="self-fit: operating modes (0: found from the data)")
     z_clip: float = Field(default=4.0, gt=0, description="member z-scores are clipped to +- this")
 
 

@@ -7,10 +7,10 @@ the frame opened or closed. Every sample is judged by state that has not yet lea
 
 Stages, all numba kernels over state arrays sized once from the signal count and config:
 1. ``signal_stack.signal_chunk`` -- level, change, stuck, rate and range per signal (fused, one pass);
-2. ``subspace.gate_machines`` then ``subspace.machine_tick`` -- a machine's stage opens once its members are
-   past their own warm-up; then once per frame, each machine touched by the frame is scored on the
-   latest z-scores of its member signals (a machine tick = a batch interval on the edge, a row in
-   ``plantwire score``);
+2. ``machine.MachineStage`` -- per machine a fitted PCA baseline per operating mode (``edge.kernels.pca``),
+   ticked at most every ``machine.period_s`` on the latest good value of its members, naming the three
+   signals that contributed most; without a model file it records its own first ``fit_after_s`` and fits
+   one off the hot path (see ``edge/detectors/machine.py``);
 3. optional (``settings.likelihood.mode``): ``likelihood.likelihood_chunk`` -- the anomaly likelihood of
    each signal's one-step prediction error given its own history, plus novelty (a value beyond the range
    seen so far), folded into the per-sample score (larger of the two, or replacing it);
@@ -34,6 +34,7 @@ import numpy as np
 
 from edge.detectors import checkpoint
 from edge.detectors.events import EVENT_DTYPE, EventColumns, Scope
+from edge.detectors.machine import MachineStage
 from edge.detectors.settings import (
     AlarmSettings,
     AnalyticsSettings,
@@ -41,14 +42,17 @@ from edge.detectors.settings import (
     LikelihoodSettings,
     LikelihoodTails,
 )
-from edge.kernels import alarms, cusum, likelihood, rate, robust, signal_stack, stuck, subspace
+from edge.kernels import alarms, cusum, likelihood, rate, robust, signal_stack, stuck
 from edge.kernels.kinds import EN_ALL, EN_MACHINE, Kind, mask_for
 from plantwire.plant import Protocol, RegisterType
 
 if TYPE_CHECKING:
+    from edge.models.machine import MachineModel
     from plantwire.plant import SignalTable
 
 STATE_VERSION = 3  # 3: CUSUM keeps its residuals' autocorrelation
+MACHINE_STATE_VERSION = 1  # the machine stage's own file beside the checkpoint (``<name>.machine.npz``)
+_LEGACY_COMPONENTS = 3  # in the fingerprint since the subspace stage; kept so older checkpoints restore warm
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,11 +63,15 @@ class StackResult:
     kind: np.ndarray  # uint8 per sample, Kind of the largest component
     machine: np.ndarray  # int64 machine index per tick
     machine_score: np.ndarray  # float64 per tick, [0, 1]
-    machine_top: np.ndarray  # int64 signal deviating most per tick (-1 if none)
+    machine_top: np.ndarray  # int64 (ticks, 3) signals contributing most per tick (-1 if none)
     machine_ts_ns: int  # timestamp the ticks are stamped with (latest in the frame)
     events: np.ndarray  # EVENT_DTYPE, signal events then machine events
     events_dropped: int  # events beyond settings.max_events in this frame
     alarm_score: np.ndarray  # ``score`` with signals still settling (``alarm_settle``) at 0; ``score`` itself if none
+
+
+def _machine_file(path: Path) -> Path:
+    return Path(path).with_name(Path(path).stem + ".machine.npz")
 
 
 def resolution_of(table: SignalTable) -> np.ndarray:
@@ -104,7 +112,9 @@ class DetectorStack:
 
     def __init__(self, n_signals: int, machine_of_signal: np.ndarray, settings: AnalyticsSettings | None = None, *,
                  low: np.ndarray | None = None, high: np.ndarray | None = None, enable: np.ndarray | None = None,
-                 resolution: np.ndarray | None = None, capacity: int = 65_536) -> None:
+                 resolution: np.ndarray | None = None, capacity: int = 65_536,
+                 machine_ids: list[str] | None = None, base_dir: Path | None = None,
+                 machine_models: list[MachineModel | None] | None = None) -> None:
         s = settings or AnalyticsSettings()
         machine_of = np.asarray(machine_of_signal, dtype=np.int64)
         if machine_of.shape != (n_signals,):
@@ -132,8 +142,9 @@ class DetectorStack:
         self.m_sig = order[: int((self.machine_of >= 0).sum())].astype(np.int64)
         counts = np.bincount(self.machine_of[self.m_sig], minlength=self.n_machines) if self.n_machines else []
         self.m_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        self.m_params = subspace.make_params(s.machine.alpha, 3.0, s.warmup, 1e-3, s.machine.threshold,
-                                             s.machine.eta)
+        self._machine_ids = machine_ids
+        self._base_dir = base_dir
+        self._machine_models = machine_models  # given models (per machine) instead of settings.machine.models
         self.lk_mode = _LK_MODES[s.likelihood.mode]
         self.lk_params = _likelihood_params(s.likelihood)
         self.lk_floor = np.ascontiguousarray(self.cfg[:, signal_stack.C_RES])
@@ -142,19 +153,15 @@ class DetectorStack:
         self.sig_alarm_params = _alarm_params(s.signal_alarm)
         self.mach_alarm_params = _alarm_params(s.machine_alarm)
         self.fingerprint = checkpoint.fingerprint(
-            STATE_VERSION, n_signals, self.m_ptr, self.m_sig, s.machine.components
+            STATE_VERSION, n_signals, self.m_ptr, self.m_sig, _LEGACY_COMPONENTS
         )
         self._init_state()
         self._grow(capacity)
-        self._touched = np.zeros(max(self.n_machines, 1), dtype=np.uint8)
-        self._tick_m = np.empty(max(self.n_machines, 1), dtype=np.int64)
-        self._tick_s = np.empty(max(self.n_machines, 1), dtype=np.float64)
-        self._tick_t = np.empty(max(self.n_machines, 1), dtype=np.int64)
         self._events = EventColumns(s.max_events)
 
     @classmethod
     def from_table(cls, table: SignalTable, settings: AnalyticsSettings | None = None, *,
-                   capacity: int = 65_536) -> DetectorStack:
+                   capacity: int = 65_536, base_dir: Path | None = None) -> DetectorStack:
         """The stack for an expanded plant: machines, plausible ranges, per-kind enables and resolutions.
 
         Resolution: one step of a Modbus integer register (its scale); OPC-UA and float registers are
@@ -162,15 +169,18 @@ class DetectorStack:
         """
         enable = np.array([mask_for(k) for k in table.kinds], dtype=np.int64)
         return cls(len(table), table.machine.astype(np.int64), settings, low=table.low, high=table.high,
-                   enable=enable, resolution=resolution_of(table), capacity=capacity)
+                   enable=enable, resolution=resolution_of(table), capacity=capacity,
+                   machine_ids=list(table.machine_ids), base_dir=base_dir)
 
     def _init_state(self) -> None:
         self.state = signal_stack.init_state(self.n_signals)
         self.z_last = np.zeros(self.n_signals, dtype=np.float64)
-        self.basis = subspace.init_basis(self.m_ptr, self.settings.machine.components)
-        self.m_state = np.zeros((self.n_machines, robust.WIDTH), dtype=np.float64)
-        self.m_gate = np.zeros((self.n_machines, 2), dtype=np.float64)
-        self.live_of = np.full(self.n_signals, -1, dtype=np.int64)
+        self.machine_stage = self._new_machine_stage()
+        self.mach_top_open = np.full((self.n_machines, 3), -1, dtype=np.int32)
+        self.machine_cold = False  # set by ``restore`` when the machine stage could not be restored
+        # The machine file is about the model files too: a new model (a refit) must not be overridden.
+        self._machine_fp = checkpoint.fingerprint(self.fingerprint, *(
+            getattr(m, "data_hash", "") for m in self.machine_stage.models if m is not None))
         self.lk_state = likelihood.init_state(self.n_signals)
         self.lk_season = likelihood.init_season(self.n_signals, self.settings.likelihood.season_bins)
         self.sig_alarm_f, self.sig_alarm_t = alarms.init_state(self.n_signals)
@@ -196,13 +206,9 @@ class DetectorStack:
                                         self.lk_enable, self.lk_params, self.lk_mode, score, kind)
         n_ticks = 0
         tick_ts = int(ts_ns.max()) if n else 0
+        ms = self.machine_stage
         if self.n_machines and n:
-            subspace.gate_machines(signal, self.machine_of, self.m_ptr, self.m_sig, self.state,
-                                   signal_stack.B_LEVEL + robust.COUNT, float(self.settings.warmup), self.m_gate,
-                                   self.live_of)
-            n_ticks = subspace.machine_tick(signal, self.live_of, self.m_ptr, self.m_sig, self.z_last, self.basis,
-                                            self.m_state, self.m_params, self._touched, self._tick_m, self._tick_s,
-                                            self._tick_t)
+            n_ticks = ms.process(signal, value, quality, tick_ts)
         ent = self._entity[:n]
         ent[:] = signal
         cap = self.settings.max_events
@@ -222,25 +228,38 @@ class DetectorStack:
         if n_ticks:
             tts = np.full(n_ticks, tick_ts, dtype=np.int64)
             mk = np.full(n_ticks, int(Kind.MACHINE), dtype=np.uint8)
-            n_m_ev = alarms.alarm_chunk(tts, self._tick_m, self._tick_s, mk, n_ticks, self.mach_alarm_f,
+            n_m_ev = alarms.alarm_chunk(tts, ms.tick_m, ms.tick_s, mk, n_ticks, self.mach_alarm_f,
                                         self.mach_alarm_t, self.mach_alarm_params, *cols)
             if n_m_ev:
-                events = np.concatenate([events, self._events.take(min(n_m_ev, cap), Scope.MACHINE)])
+                m_ev = self._events.take(min(n_m_ev, cap), Scope.MACHINE)
+                self._name_contributors(m_ev, n_ticks)
+                events = np.concatenate([events, m_ev])
         dropped = max(n_sig_ev - cap, 0) + max(n_m_ev - cap, 0)
-        return StackResult(score, kind, self._tick_m[:n_ticks], self._tick_s[:n_ticks], self._tick_t[:n_ticks],
+        return StackResult(score, kind, ms.tick_m[:n_ticks], ms.tick_s[:n_ticks], ms.tick_top[:n_ticks],
                            tick_ts, events, dropped, alarm_score)
+
+    def _name_contributors(self, m_ev: np.ndarray, n_ticks: int) -> None:
+        """Machine events carry the signals that contributed most when the episode opened (a handful per frame)."""
+        ms = self.machine_stage
+        row = {int(m): j for j, m in enumerate(ms.tick_m[:n_ticks].tolist())}
+        for e in m_ev:
+            m = int(e["entity"])
+            if e["phase"] == 1 and m in row:  # Phase.OPEN
+                self.mach_top_open[m] = ms.tick_top[row[m]]
+            e["top"] = self.mach_top_open[m]
 
     # -- checkpoints -------------------------------------------------------------------------
 
     def _arrays(self) -> dict[str, np.ndarray]:
-        return {"state": self.state, "z_last": self.z_last, "basis": self.basis, "m_state": self.m_state,
-                "m_gate": self.m_gate,
+        return {"state": self.state, "z_last": self.z_last,
                 "sig_alarm_f": self.sig_alarm_f, "sig_alarm_t": self.sig_alarm_t,
                 "mach_alarm_f": self.mach_alarm_f, "mach_alarm_t": self.mach_alarm_t}
 
     def save(self, path: Path) -> None:
         """Checkpoint all learned and alarm state atomically."""
         checkpoint.save(path, STATE_VERSION, self.fingerprint, {**self._arrays(), **self._lk_arrays()})
+        checkpoint.save(_machine_file(path), MACHINE_STATE_VERSION, self._machine_fp,
+                        {**self.machine_stage.arrays(), "mach_top_open": self.mach_top_open})
 
     def restore(self, path: Path) -> None:
         """Resume from a checkpoint; raises ``CheckpointError`` (state untouched) if it does not fit.
@@ -265,17 +284,31 @@ class DetectorStack:
         for name, arr in self._lk_arrays().items():
             a = lk_got[name]
             arr[...] = fresh[name] if a is None else a
-        self._open_gates()
+        self._restore_machine_stage(path)
 
     def _lk_arrays(self) -> dict[str, np.ndarray]:
         """The likelihood stage's state: saved always, restored each on its own (see ``restore``)."""
         return {"lk_state": self.lk_state, "lk_season": self.lk_season}
 
-    def _open_gates(self) -> None:
-        self.live_of[:] = -1
-        for m in np.flatnonzero(self.m_gate[:, 0] != 0.0):
-            members = self.m_sig[self.m_ptr[m]:self.m_ptr[m + 1]]
-            self.live_of[members] = m
+    def _new_machine_stage(self) -> MachineStage:
+        return MachineStage(self.n_signals, self.machine_of, self.m_ptr, self.m_sig, self.settings.machine,
+                            machine_ids=self._machine_ids, base_dir=self._base_dir, models=self._machine_models)
+
+    def _restore_machine_stage(self, path: Path) -> None:
+        """The machine stage's own file (fitted baselines, their state); absent or unusable: that stage starts cold."""
+        self.machine_cold = False
+        try:
+            with np.load(_machine_file(path), allow_pickle=False) as z:
+                got = {k: z[k] for k in z.files}
+            if (int(got.get("__version__", -1)) != MACHINE_STATE_VERSION
+                    or str(got.get("__fingerprint__")) != self._machine_fp):
+                raise ValueError("another layout or configuration")
+            self.machine_stage.load_arrays(got)
+            self.mach_top_open[...] = got["mach_top_open"]
+        except (OSError, ValueError, KeyError) as exc:
+            self.machine_cold = True
+            self.machine_stage = self._new_machine_stage()
+            self._machine_cold_reason = str(exc)
 
     def reset(self) -> None:
         """Forget everything learned (cold start)."""
