@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -148,15 +150,30 @@ async def _modbus(args: argparse.Namespace, host: str, port: int) -> str:
     return format_register_map(rows, comments)
 
 
+@contextlib.contextmanager
+def _libraries_quiet() -> Iterator[None]:
+    """Silence asyncua and pymodbus while discovering, then restore their levels.
+
+    They log tracebacks, per-timeout hex dumps and per-request chatter for failures this command reports
+    itself in one line. Restored afterwards: ``main`` also runs in-process (tests, an embedding tool), where a
+    level left at CRITICAL would hide those libraries from everything that logs after it.
+    """
+    loggers = [logging.getLogger(name) for name in ("asyncua", "pymodbus")]
+    saved = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, saved, strict=True):
+            lg.setLevel(level)
+
+
 def main(argv: list[str]) -> int:
     from .errors import DiscoveryError
 
     parser = _parser()
     args = parser.parse_args(argv)
-    # The libraries log tracebacks and per-request chatter for failures this command reports itself,
-    # in one line: a CLI run shows ours only.
-    for name in ("asyncua", "pymodbus"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
     url = urlsplit(args.url)
     try:
         host, port = url.hostname, url.port
@@ -169,10 +186,11 @@ def main(argv: list[str]) -> int:
     try:
         if args.timeout_s is None:
             args.timeout_s = 10.0 if url.scheme == "opc.tcp" else 2.0
-        if url.scheme == "opc.tcp":
-            text = asyncio.run(_opcua(args, host, port or 4840, url.path))
-        else:
-            text = asyncio.run(_modbus(args, host, port or 502))
+        with _libraries_quiet():
+            if url.scheme == "opc.tcp":
+                text = asyncio.run(_opcua(args, host, port or 4840, url.path))
+            else:
+                text = asyncio.run(_modbus(args, host, port or 502))
         if text:
             _write(args.out, text)
     except DiscoveryError as exc:

@@ -24,7 +24,6 @@ message names both causes.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -92,7 +91,6 @@ async def probe_unit(host: str, port: int, unit: int, settings: ProbeSettings, *
                      tables: tuple[Table, ...] = (Table.COIL, Table.DISCRETE, Table.HOLDING, Table.INPUT),
                      progress: Progress | None = None) -> ProbeResult:
     """Probe every table of one unit; DiscoveryError when the device is unreachable or silent."""
-    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # its per-timeout hex dumps say nothing here
     client = AsyncModbusTcpClient(host, port=port, timeout=settings.timeout_s, retries=0)
     where = f"{host}:{port} unit {unit}"
     try:
