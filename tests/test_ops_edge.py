@@ -72,11 +72,18 @@ class NotifySocket:
     sock: socket.socket
     messages: list[tuple[float, str]] = field(default_factory=list)
     _cond: threading.Condition = field(default_factory=threading.Condition)
+    _stop: threading.Event = field(default_factory=threading.Event)
 
     def _receive(self) -> None:
-        while True:
+        # Polls with a timeout so that close() can stop this thread and join it *before* the socket is closed:
+        # a thread still calling recv() on a closed socket's fd number read the next test's socket, which the
+        # kernel had given the same number, and swallowed that test's READY=1 (1 run in ~5 under load).
+        self.sock.settimeout(0.2)
+        while not self._stop.is_set():
             try:
                 data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
             except OSError:
                 return
             with self._cond:
@@ -114,10 +121,13 @@ def notify_socket() -> Iterator[NotifySocket]:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.bind(path)
         ns = NotifySocket(path, sock)
-        threading.Thread(target=ns._receive, name="notify-recv", daemon=True).start()
+        receiver = threading.Thread(target=ns._receive, name="notify-recv", daemon=True)
+        receiver.start()
         try:
             yield ns
         finally:
+            ns._stop.set()
+            receiver.join()
             sock.close()
 
 
