@@ -12,7 +12,8 @@ together, so the recorder below fills one row for all machines at once.
 Life cycle per machine:
 - **fitted**: a model matched from ``settings.models`` (or fitted earlier) is packed into the kernel's
   arrays; the machine scores from its ``lags + 1``-th tick.
-- **recording**: no model yet. Rows (float32, ``fit_rows`` x members of all recording machines: memory
+- **recording** (``self_fit`` on, or after ``rebaseline``): no model yet. Rows (float32, ``fit_rows`` x
+  members of all recording machines: memory
   bounded whatever the duration) are recorded until ``fit_after_s`` of sample time has passed -- with
   ``lags`` 0 (the default) every tick until the rows are full, then every other row is dropped and every
   second tick recorded, and so on, so a day of operation (both shifts, every duty cycle) is sampled
@@ -38,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.detectors.settings import MachineSettings
+from edge.detectors.settings import MachineSelfFit, MachineSettings
 from edge.kernels import pca
 from edge.models import machine as mm
 
@@ -76,13 +77,14 @@ class MachineStage:
             models = self._match_models(machine_ids, base_dir)
         self.models: list[mm.MachineModel | None] = list(models)
         self.bank = mm.pack(self.models, self.sizes)
-        self.seen = np.zeros(max(self.n_machines, 1), dtype=bool)
+        self.seen = np.zeros(max(self.n_machines, 1), dtype=np.uint8)
         self.next_tick_ns = -1
         self.touched = np.zeros(max(self.n_machines, 1), dtype=np.uint8)
         self.tick_m = np.empty(max(self.n_machines, 1), dtype=np.int64)
         self.tick_s = np.empty(max(self.n_machines, 1), dtype=np.float64)
         self.tick_top = np.full((max(self.n_machines, 1), pca.N_TOP), -1, dtype=np.int64)
         self._rec: _Recording | None = None
+        self._rebaselined: set[int] = set()  # machines told to re-baseline: they record even with self_fit off
         self._fit_thread: threading.Thread | None = None
         self._fit_result: list[tuple[int, mm.MachineModel | None]] | None = None
         self.fits_done = 0
@@ -115,6 +117,7 @@ class MachineStage:
         models = list(self.models)
         for m in machines:
             models[m] = None
+            self._rebaselined.add(m)
         self.set_models(models)
         self._rec = None  # restart the recording so it covers the new machines from now on
 
@@ -125,9 +128,7 @@ class MachineStage:
         self._adopt_fit()
         if signal.shape[0] == 0:
             return 0
-        pca.update_last(signal, value, quality, self.x_last)
-        mo = self.machine_of[signal]
-        self.seen[mo[mo >= 0]] = True
+        pca.update_last(signal, value, quality, self.x_last, self.machine_of, self.seen)
         if self.next_tick_ns < 0:
             self.next_tick_ns = tick_ts_ns
         if tick_ts_ns < self.next_tick_ns:
@@ -135,7 +136,7 @@ class MachineStage:
         period_ns = int(self.settings.period_s * 1e9)
         self.next_tick_ns = tick_ts_ns - tick_ts_ns % period_ns + period_ns
         ticked = np.flatnonzero(self.seen[: self.n_machines])
-        self.seen[:] = False
+        self.seen[:] = 0
         if ticked.shape[0] == 0:
             return 0
         rep = self.m_sig[self.m_ptr[ticked]].astype(np.uint32)  # one member per machine: ticks it once
@@ -151,7 +152,10 @@ class MachineStage:
         if self._fit_thread is not None:
             return
         if self._rec is None:
-            todo = np.array([m for m in range(self.n_machines) if self.models[m] is None and self.sizes[m] > 1],
+            if self.settings.self_fit is MachineSelfFit.OFF and not self._rebaselined:
+                return
+            todo = np.array([m for m in range(self.n_machines) if self.models[m] is None and self.sizes[m] > 1
+                             and (self.settings.self_fit is MachineSelfFit.ON or m in self._rebaselined)],
                             dtype=np.int64)
             if todo.shape[0] == 0:
                 return
@@ -206,6 +210,8 @@ class MachineStage:
         models = list(self.models)
         for m, model in result:
             models[m] = model
+            if model is not None:
+                self._rebaselined.discard(m)
             self.fits_done += model is not None
             self.fits_failed += model is None
         self.set_models(models)
