@@ -132,3 +132,20 @@ def test_edge_publishes_a_machine_alarm_with_its_contributors():
     assert docs[0]["machine"] == "m0" and docs[0]["signal"] == "m0.current"
     assert docs[0]["contributors"] == ["m0.current", "m0.flow"]
     assert docs[1]["signal"] == "m0.temp" and "contributors" not in docs[1]
+
+
+def test_rows_with_a_member_in_alarm_are_not_learned():
+    """A baseline recorded while one member is in alarm leaves those rows out (guarded learning)."""
+    from edge.detectors.machine import MachineStage
+
+    s = MachineSettings(period_s=1.0, fit_after_s=400.0, lags=0, self_fit=MachineSelfFit.ON)
+    stage = MachineStage(6, np.zeros(6, np.int64), np.array([0, 6]), np.arange(6), s)
+    x = _rows(500, seed=8)[:, :6]
+    in_alarm = np.zeros(6)
+    sig = np.arange(6, dtype=np.uint32)
+    for i, row in enumerate(x):
+        in_alarm[2] = 1.0 if 100 <= i < 250 else 0.0  # signal 2 in alarm for 150 of the 400 recorded ticks
+        stage.process(sig, row, np.zeros(6, np.uint8), i * 1_000_000_000, in_alarm)
+        stage.wait_fit(5.0)
+    assert stage.fits_done == 1
+    assert stage.models[0].modes[0].rows == 401 - 150  # ticks 0..400 recorded, 150 of them left out

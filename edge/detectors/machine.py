@@ -123,8 +123,13 @@ class MachineStage:
 
     # -- per frame ----------------------------------------------------------------------------
 
-    def process(self, signal: np.ndarray, value: np.ndarray, quality: np.ndarray, tick_ts_ns: int) -> int:
-        """Take one frame; returns the number of machines ticked (``tick_m``/``tick_s``/``tick_top``)."""
+    def process(self, signal: np.ndarray, value: np.ndarray, quality: np.ndarray, tick_ts_ns: int,
+                in_alarm: np.ndarray | None = None) -> int:
+        """Take one frame; returns the number of machines ticked (``tick_m``/``tick_s``/``tick_top``).
+
+        ``in_alarm`` (per signal, nonzero = its own alarm is active): a recorded row in which a member is in
+        alarm is not learned (a fault on one signal must not become part of the machine's baseline).
+        """
         self._adopt_fit()
         if signal.shape[0] == 0:
             return 0
@@ -143,12 +148,12 @@ class MachineStage:
         n = pca.machine_tick(rep, self.machine_of, self.m_ptr, self.m_sig, self.x_last, self.bank.mach_i,
                              self.bank.mach_f, self.bank.hist, self.bank.mdl_i, self.bank.mdl_f, self.bank.mdl_vec,
                              self.touched, self.tick_m, self.tick_s, self.tick_top)
-        self._record(tick_ts_ns)
+        self._record(tick_ts_ns, in_alarm)
         return n
 
     # -- self-fit --------------------------------------------------------------------------------
 
-    def _record(self, ts_ns: int) -> None:
+    def _record(self, ts_ns: int, in_alarm: np.ndarray | None) -> None:
         if self._fit_thread is not None:
             return
         if self._rec is None:
@@ -175,6 +180,8 @@ class MachineStage:
                     rec.every *= 2
             if not full and rec.ticks % rec.every == 0:
                 rec.rows[rec.n] = self.x_last[rec.cols]
+                if in_alarm is not None:
+                    rec.rows[rec.n, in_alarm[rec.cols] != 0] = np.nan  # the fit drops the machine's row
                 rec.n += 1
         rec.ticks += 1
         if ts_ns - rec.start_ns >= self.settings.fit_after_s * 1e9 or full:

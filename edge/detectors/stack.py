@@ -208,7 +208,7 @@ class DetectorStack:
         tick_ts = int(ts_ns.max()) if n else 0
         ms = self.machine_stage
         if self.n_machines and n:
-            n_ticks = ms.process(signal, value, quality, tick_ts)
+            n_ticks = ms.process(signal, value, quality, tick_ts, self.sig_alarm_f[:, alarms.ACTIVE])
         ent = self._entity[:n]
         ent[:] = signal
         cap = self.settings.max_events
