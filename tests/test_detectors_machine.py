@@ -149,3 +149,18 @@ def test_rows_with_a_member_in_alarm_are_not_learned():
         stage.wait_fit(5.0)
     assert stage.fits_done == 1
     assert stage.models[0].modes[0].rows == 401 - 150  # ticks 0..400 recorded, 150 of them left out
+
+
+def test_rebaseline_command_reaches_the_edge_through_its_state_dir(tmp_path: Path):
+    from edge.detectors.analytics import EdgeAnalytics
+    from edge.detectors.machine import REBASELINE_FILE
+    from plantwire.cli import main as cli_main
+
+    stack = DetectorStack(N, np.repeat(np.arange(2), 6), SETTINGS, machine_ids=["line1.pump01", "line1.fan01"])
+    an = EdgeAnalytics(stack, SETTINGS, tmp_path, None)
+    _run(stack, _rows(400, seed=9))
+    assert all(m is not None for m in stack.machine_stage.models)
+    assert cli_main(["rebaseline", "--state-dir", str(tmp_path), "line1.fan*"]) == 0
+    an.tick(1.0)
+    assert [m is not None for m in stack.machine_stage.models] == [True, False]
+    assert not (tmp_path / REBASELINE_FILE).exists()

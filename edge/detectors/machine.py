@@ -253,3 +253,31 @@ class MachineStage:
         self.models = mm.unpack(bank, self.sizes)
         self.bank = bank
         self.x_last[...] = got["x_last"]
+
+
+REBASELINE_FILE = "machine-rebaseline"  # in the edge's state directory: machine id patterns, one per line
+
+
+def request_rebaseline(state_dir: Path, patterns: list[str]) -> Path:
+    """Ask a running edge to re-baseline the machines matching ``patterns`` (``plantwire rebaseline``).
+
+    Written atomically; the edge picks it up on its next analytics tick, removes it and logs what it did.
+    Requests add up: patterns already waiting are kept.
+    """
+    path = Path(state_dir) / REBASELINE_FILE
+    old = path.read_text().split() if path.exists() else []
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join([*old, *patterns]) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def take_rebaseline_request(state_dir: Path, machine_ids: list[str]) -> list[int]:
+    """Machines a pending request names (the request file is consumed); [] when there is none."""
+    path = Path(state_dir) / REBASELINE_FILE
+    try:
+        patterns = path.read_text().split()
+        path.unlink()
+    except FileNotFoundError:
+        return []
+    return [m for m, mid in enumerate(machine_ids) if any(fnmatch.fnmatchcase(mid, p) for p in patterns)]

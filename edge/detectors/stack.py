@@ -290,6 +290,11 @@ class DetectorStack:
         """The likelihood stage's state: saved always, restored each on its own (see ``restore``)."""
         return {"lk_state": self.lk_state, "lk_season": self.lk_season}
 
+    @property
+    def machine_ids(self) -> list[str]:
+        """Machine names (from the plant table), or their indices as text when built without one."""
+        return list(self._machine_ids) if self._machine_ids is not None else [str(m) for m in range(self.n_machines)]
+
     def _new_machine_stage(self) -> MachineStage:
         return MachineStage(self.n_signals, self.machine_of, self.m_ptr, self.m_sig, self.settings.machine,
                             machine_ids=self._machine_ids, base_dir=self._base_dir, models=self._machine_models)
