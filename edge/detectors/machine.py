@@ -85,6 +85,7 @@ class MachineStage:
         self.tick_top = np.full((max(self.n_machines, 1), pca.N_TOP), -1, dtype=np.int64)
         self._rec: _Recording | None = None
         self._rebaselined: set[int] = set()  # machines told to re-baseline: they record even with self_fit off
+        self._stale: set[int] = set()  # re-baselined while a fit was under way: its result for them is dropped
         self._fit_thread: threading.Thread | None = None
         self._fit_result: list[tuple[int, mm.MachineModel | None]] | None = None
         self.fits_done = 0
@@ -118,6 +119,8 @@ class MachineStage:
         for m in machines:
             models[m] = None
             self._rebaselined.add(m)
+            if self._fit_thread is not None:
+                self._stale.add(m)  # a fit under way used rows from before the change: do not adopt it
         self.set_models(models)
         self._rec = None  # restart the recording so it covers the new machines from now on
 
@@ -212,10 +215,13 @@ class MachineStage:
         t.join()
         self._fit_thread = None
         result, self._fit_result = self._fit_result or [], None
+        stale, self._stale = self._stale, set()
         if not result:
             return
         models = list(self.models)
         for m, model in result:
+            if m in stale:
+                continue
             models[m] = model
             if model is not None:
                 self._rebaselined.discard(m)
