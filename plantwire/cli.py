@@ -22,6 +22,7 @@ commands:
   check FILE...    validate config files without touching the network (exit 2 on errors; --kind KIND)
   score CSV        run the edge's detectors over a recorded CSV
   fit-machine CSV  fit a machine's multivariate baseline (PCA per mode) from its normal history
+  rebaseline M...  a confirmed change: a running edge drops these machines' baselines and refits them
   kernels          compile the edge's kernels ahead of time (the edge daemon then runs without numba)
   retention ...    set up InfluxDB retention policies and rollups, or back-fill rollups (ensure|backfill|print)
   install          install systemd units, the plantwire user and directories (--root DIR for an image)
@@ -82,6 +83,16 @@ def main(argv: list[str] | None = None) -> int:
         from edge.models.fit_command import main as fit_machine_main
 
         return fit_machine_main(rest)
+    if cmd == "rebaseline":
+        parser = argparse.ArgumentParser(prog="plantwire rebaseline",
+                                         description="a confirmed change: these machines refit their baseline")
+        parser.add_argument("--state-dir", type=Path, required=True, help="the edge's state directory")
+        parser.add_argument("machines", nargs="+", help="machine id patterns (fnmatch), e.g. line1.press0*")
+        ns = parser.parse_args(rest)
+        from edge.detectors.machine import request_rebaseline
+
+        print(f"plantwire rebaseline: requested in {request_rebaseline(ns.state_dir, ns.machines)}")
+        return 0
     if cmd == "kernels":
         from edge.kernels.aot import main as kernels_main
 

@@ -322,7 +322,9 @@ class PcaMachine:
         order = sorted((i for i in range(self.d) if contrib[i] > 0), key=lambda i: (-contrib[i], i))[:3]
         top = order + [-1] * (3 - len(order))
         if not math.isfinite(self.e):
-            return (1.0 if self.e > 0 else 0.0), top
-        span = max(mo["limit"] - mo["init"], 1e-12 * mo["limit"] + 1e-300)
-        u = (self.e - mo["init"]) / span
-        return (u / (1 + u) if u > 0 else 0.0), top
+            score = 1.0 if self.e > 0 else 0.0
+        else:
+            span = max(mo["limit"] - mo["init"], 1e-12 * mo["limit"] + 1e-300)
+            u = (self.e - mo["init"]) / span
+            score = u / (1 + u) if u > 0 else 0.0
+        return score, (top if score >= 0.25 else [-1, -1, -1])  # contributors named from score 0.25 on

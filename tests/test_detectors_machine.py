@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 
 from edge.detectors.events import Phase, Scope
-from edge.detectors.settings import AnalyticsSettings, MachineSettings
+from edge.detectors.settings import AnalyticsSettings, MachineSelfFit, MachineSettings
 from edge.detectors.stack import DetectorStack
 
 N = 12  # machines 0 (signals 0..5) and 1 (6..11)
-SETTINGS = AnalyticsSettings(machine=MachineSettings(period_s=1.0, fit_after_s=300.0, lags=1))
+SETTINGS = AnalyticsSettings(machine=MachineSettings(period_s=1.0, fit_after_s=300.0, lags=1,
+                                                     self_fit=MachineSelfFit.ON))
 
 
 def _rows(n: int, seed: int, break_at: int | None = None) -> np.ndarray:
@@ -54,6 +55,16 @@ def test_self_fit_then_a_broken_relation_alarms_names_the_signal_and_is_not_abso
     assert not [e for e in events if e["phase"] == Phase.CLOSE and e["ts_start"] == fault[0]["ts_start"]]
 
 
+def test_without_self_fit_only_modelled_machines_score_and_a_rebaseline_still_refits():
+    s = AnalyticsSettings(machine=MachineSettings(period_s=1.0, fit_after_s=300.0, lags=1))  # self_fit off
+    stack = DetectorStack(N, np.repeat(np.arange(2), 6), s)
+    scores, _ = _run(stack, _rows(700, seed=6))
+    assert stack.machine_stage.fits_done == 0 and np.all(scores == 0.0)
+    stack.machine_stage.rebaseline([1])
+    scores, _ = _run(stack, _rows(700, seed=7), t0=700)
+    assert [m is not None for m in stack.machine_stage.models] == [False, True]
+
+
 def test_rebaseline_records_afresh_and_then_accepts_the_new_normal():
     stack = DetectorStack(N, np.repeat(np.arange(2), 6), SETTINGS)
     x = _rows(1600, seed=2, break_at=500)
@@ -87,7 +98,8 @@ def test_checkpoint_restores_the_fitted_baseline_warm(tmp_path: Path):
 
 def test_recording_a_long_baseline_keeps_rows_bounded_and_spread_over_the_whole_time():
     """lags 0: a 3,000-tick baseline in 100 rows; a regime seen only late in it is still part of the model."""
-    s = AnalyticsSettings(machine=MachineSettings(period_s=1.0, fit_after_s=3000.0, fit_rows=100, lags=0))
+    s = AnalyticsSettings(machine=MachineSettings(period_s=1.0, fit_after_s=3000.0, fit_rows=100, lags=0,
+                                                  self_fit=MachineSelfFit.ON))
     stack = DetectorStack(N, np.repeat(np.arange(2), 6), s)
     x = _rows(3600, seed=5)
     x[2500:, :6] += 3.0 * np.random.default_rng(0).normal(size=6)  # a second operating point, late in the baseline
@@ -96,3 +108,59 @@ def test_recording_a_long_baseline_keeps_rows_bounded_and_spread_over_the_whole_
     assert stage.fits_done == 2
     assert all(mo.rows <= 100 for m in stage.models for mo in m.modes)
     assert np.mean(scores[3050:, 0] >= 0.5) < 0.05  # the late regime is known: it was sampled
+
+
+def test_edge_publishes_a_machine_alarm_with_its_contributors():
+    """The events lane: a machine alarm names its top contributors, the first one as the stored signal tag."""
+    from types import SimpleNamespace
+
+    from edge.app import EdgeGateway
+    from edge.detectors.events import EVENT_DTYPE
+    from plantwire import wire
+
+    sent: list[bytes] = []
+    table = SimpleNamespace(ids=["m0.flow", "m0.current", "m0.temp"], machine_ids=["m0"], machine=np.zeros(3, int))
+    gw = SimpleNamespace(table=table, cfg=SimpleNamespace(gateway_id="gw"), boot_epoch_ns=1, events_opened=0,
+                         events_bytes=0, events_messages=0,
+                         forwarder=SimpleNamespace(submit_event=lambda payload, boot: sent.append(payload)))
+    ev = np.zeros(2, dtype=EVENT_DTYPE)
+    ev["top"] = -1
+    ev[0] = (5, -1, 0, int(Scope.MACHINE), int(Phase.OPEN), 6, 0.9, (1, 0, -1))
+    ev[1] = (5, -1, 2, int(Scope.SIGNAL), int(Phase.OPEN), 1, 0.7, (-1, -1, -1))
+    EdgeGateway._publish_events(gw, ev)
+    _, _, docs = wire.decode_events(sent[0])
+    assert docs[0]["machine"] == "m0" and docs[0]["signal"] == "m0.current"
+    assert docs[0]["contributors"] == ["m0.current", "m0.flow"]
+    assert docs[1]["signal"] == "m0.temp" and "contributors" not in docs[1]
+
+
+def test_rows_with_a_member_in_alarm_are_not_learned():
+    """A baseline recorded while one member is in alarm leaves those rows out (guarded learning)."""
+    from edge.detectors.machine import MachineStage
+
+    s = MachineSettings(period_s=1.0, fit_after_s=400.0, lags=0, self_fit=MachineSelfFit.ON)
+    stage = MachineStage(6, np.zeros(6, np.int64), np.array([0, 6]), np.arange(6), s)
+    x = _rows(500, seed=8)[:, :6]
+    in_alarm = np.zeros(6)
+    sig = np.arange(6, dtype=np.uint32)
+    for i, row in enumerate(x):
+        in_alarm[2] = 1.0 if 100 <= i < 250 else 0.0  # signal 2 in alarm for 150 of the 400 recorded ticks
+        stage.process(sig, row, np.zeros(6, np.uint8), i * 1_000_000_000, in_alarm)
+        stage.wait_fit(5.0)
+    assert stage.fits_done == 1
+    assert stage.models[0].modes[0].rows == 401 - 150  # ticks 0..400 recorded, 150 of them left out
+
+
+def test_rebaseline_command_reaches_the_edge_through_its_state_dir(tmp_path: Path):
+    from edge.detectors.analytics import EdgeAnalytics
+    from edge.detectors.machine import REBASELINE_FILE
+    from plantwire.cli import main as cli_main
+
+    stack = DetectorStack(N, np.repeat(np.arange(2), 6), SETTINGS, machine_ids=["line1.pump01", "line1.fan01"])
+    an = EdgeAnalytics(stack, SETTINGS, tmp_path, None)
+    _run(stack, _rows(400, seed=9))
+    assert all(m is not None for m in stack.machine_stage.models)
+    assert cli_main(["rebaseline", "--state-dir", str(tmp_path), "line1.fan*"]) == 0
+    an.tick(1.0)
+    assert [m is not None for m in stack.machine_stage.models] == [True, False]
+    assert not (tmp_path / REBASELINE_FILE).exists()

@@ -56,7 +56,9 @@ def test_kernel_matches_reference_with_nan_inf_bad_and_constant_input():
     quality[150:160, :] = 2  # a tick with no good value: kept at the last ones
     signal = np.arange(11, dtype=np.uint32)
     for r in range(300):
-        pca.update_last(signal, stream[r], quality[r], x_last)
+        seen = np.zeros(2, np.uint8)
+        pca.update_last(signal, stream[r], quality[r], x_last, machine_of, seen)
+        assert list(seen) == [1, 1]
         n = pca.machine_tick(signal, machine_of, m_ptr, m_sig, x_last, bank.mach_i, bank.mach_f, bank.hist,
                              bank.mdl_i, bank.mdl_f, bank.mdl_vec, touched, tm, ts_, tt)
         assert n == 2 and list(tm[:2]) == [0, 1] and not touched.any()

@@ -21,6 +21,7 @@ for it and reports NaN until it has all of them (the model is never fed invented
 from __future__ import annotations
 
 import fnmatch
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import numpy as np
 from edge.detectors import checkpoint
 from edge.detectors.checkpoint import CheckpointError
 from edge.detectors.events import EVENT_DTYPE, EventColumns, Scope
+from edge.detectors.machine import take_rebaseline_request
 from edge.detectors.settings import AnalyticsSettings
 from edge.detectors.stack import DetectorStack, StackResult
 from edge.kernels import alarms
@@ -36,6 +38,8 @@ from edge.kernels.kinds import Kind
 from edge.models.machine import MachineModelError
 from edge.pdm.rul import RulEstimator, RulModel, RulModelError
 from plantwire.plant import SignalTable
+
+log = logging.getLogger(__name__)
 
 DETECTORS_FILE = "detectors.npz"
 HEALTH_FILE = "health.npz"
@@ -133,11 +137,22 @@ class EdgeAnalytics:
         if h is not None and now_s >= h.next_s:
             h.next_s = now_s + h.period_s
             out = self._health_tick(h, int(now_s * 1e9) if now_ns is None else now_ns)
+        if self.state_dir is not None:
+            self._poll_rebaseline()
         if self.state_dir is not None and now_s >= self._next_ckpt_s:
             if np.isfinite(self._next_ckpt_s):
                 self.save()
             self._next_ckpt_s = now_s + self.settings.checkpoint_interval_s
         return out
+
+    def _poll_rebaseline(self) -> None:
+        """A confirmed change (``plantwire rebaseline``): the named machines drop their baseline and refit."""
+        assert self.state_dir is not None
+        ids = self.stack.machine_ids
+        machines = take_rebaseline_request(self.state_dir, ids)
+        if machines:
+            self.stack.machine_stage.rebaseline(machines)
+            log.info("machine stage: re-baselining %s", ", ".join(ids[m] for m in machines))
 
     def _health_tick(self, h: _Health, ts_ns: int) -> HealthResult:
         assert self.x_last is not None

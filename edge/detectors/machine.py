@@ -12,7 +12,8 @@ together, so the recorder below fills one row for all machines at once.
 Life cycle per machine:
 - **fitted**: a model matched from ``settings.models`` (or fitted earlier) is packed into the kernel's
   arrays; the machine scores from its ``lags + 1``-th tick.
-- **recording**: no model yet. Rows (float32, ``fit_rows`` x members of all recording machines: memory
+- **recording** (``self_fit`` on, or after ``rebaseline``): no model yet. Rows (float32, ``fit_rows`` x
+  members of all recording machines: memory
   bounded whatever the duration) are recorded until ``fit_after_s`` of sample time has passed -- with
   ``lags`` 0 (the default) every tick until the rows are full, then every other row is dropped and every
   second tick recorded, and so on, so a day of operation (both shifts, every duty cycle) is sampled
@@ -38,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.detectors.settings import MachineSettings
+from edge.detectors.settings import MachineSelfFit, MachineSettings
 from edge.kernels import pca
 from edge.models import machine as mm
 
@@ -76,13 +77,15 @@ class MachineStage:
             models = self._match_models(machine_ids, base_dir)
         self.models: list[mm.MachineModel | None] = list(models)
         self.bank = mm.pack(self.models, self.sizes)
-        self.seen = np.zeros(max(self.n_machines, 1), dtype=bool)
+        self.seen = np.zeros(max(self.n_machines, 1), dtype=np.uint8)
         self.next_tick_ns = -1
         self.touched = np.zeros(max(self.n_machines, 1), dtype=np.uint8)
         self.tick_m = np.empty(max(self.n_machines, 1), dtype=np.int64)
         self.tick_s = np.empty(max(self.n_machines, 1), dtype=np.float64)
         self.tick_top = np.full((max(self.n_machines, 1), pca.N_TOP), -1, dtype=np.int64)
         self._rec: _Recording | None = None
+        self._rebaselined: set[int] = set()  # machines told to re-baseline: they record even with self_fit off
+        self._stale: set[int] = set()  # re-baselined while a fit was under way: its result for them is dropped
         self._fit_thread: threading.Thread | None = None
         self._fit_result: list[tuple[int, mm.MachineModel | None]] | None = None
         self.fits_done = 0
@@ -115,19 +118,25 @@ class MachineStage:
         models = list(self.models)
         for m in machines:
             models[m] = None
+            self._rebaselined.add(m)
+            if self._fit_thread is not None:
+                self._stale.add(m)  # a fit under way used rows from before the change: do not adopt it
         self.set_models(models)
         self._rec = None  # restart the recording so it covers the new machines from now on
 
     # -- per frame ----------------------------------------------------------------------------
 
-    def process(self, signal: np.ndarray, value: np.ndarray, quality: np.ndarray, tick_ts_ns: int) -> int:
-        """Take one frame; returns the number of machines ticked (``tick_m``/``tick_s``/``tick_top``)."""
+    def process(self, signal: np.ndarray, value: np.ndarray, quality: np.ndarray, tick_ts_ns: int,
+                in_alarm: np.ndarray | None = None) -> int:
+        """Take one frame; returns the number of machines ticked (``tick_m``/``tick_s``/``tick_top``).
+
+        ``in_alarm`` (per signal, nonzero = its own alarm is active): a recorded row in which a member is in
+        alarm is not learned (a fault on one signal must not become part of the machine's baseline).
+        """
         self._adopt_fit()
         if signal.shape[0] == 0:
             return 0
-        pca.update_last(signal, value, quality, self.x_last)
-        mo = self.machine_of[signal]
-        self.seen[mo[mo >= 0]] = True
+        pca.update_last(signal, value, quality, self.x_last, self.machine_of, self.seen)
         if self.next_tick_ns < 0:
             self.next_tick_ns = tick_ts_ns
         if tick_ts_ns < self.next_tick_ns:
@@ -135,23 +144,26 @@ class MachineStage:
         period_ns = int(self.settings.period_s * 1e9)
         self.next_tick_ns = tick_ts_ns - tick_ts_ns % period_ns + period_ns
         ticked = np.flatnonzero(self.seen[: self.n_machines])
-        self.seen[:] = False
+        self.seen[:] = 0
         if ticked.shape[0] == 0:
             return 0
         rep = self.m_sig[self.m_ptr[ticked]].astype(np.uint32)  # one member per machine: ticks it once
         n = pca.machine_tick(rep, self.machine_of, self.m_ptr, self.m_sig, self.x_last, self.bank.mach_i,
                              self.bank.mach_f, self.bank.hist, self.bank.mdl_i, self.bank.mdl_f, self.bank.mdl_vec,
                              self.touched, self.tick_m, self.tick_s, self.tick_top)
-        self._record(tick_ts_ns)
+        self._record(tick_ts_ns, in_alarm)
         return n
 
     # -- self-fit --------------------------------------------------------------------------------
 
-    def _record(self, ts_ns: int) -> None:
+    def _record(self, ts_ns: int, in_alarm: np.ndarray | None) -> None:
         if self._fit_thread is not None:
             return
         if self._rec is None:
-            todo = np.array([m for m in range(self.n_machines) if self.models[m] is None and self.sizes[m] > 1],
+            if self.settings.self_fit is MachineSelfFit.OFF and not self._rebaselined:
+                return
+            todo = np.array([m for m in range(self.n_machines) if self.models[m] is None and self.sizes[m] > 1
+                             and (self.settings.self_fit is MachineSelfFit.ON or m in self._rebaselined)],
                             dtype=np.int64)
             if todo.shape[0] == 0:
                 return
@@ -171,6 +183,8 @@ class MachineStage:
                     rec.every *= 2
             if not full and rec.ticks % rec.every == 0:
                 rec.rows[rec.n] = self.x_last[rec.cols]
+                if in_alarm is not None:
+                    rec.rows[rec.n, in_alarm[rec.cols] != 0] = np.nan  # the fit drops the machine's row
                 rec.n += 1
         rec.ticks += 1
         if ts_ns - rec.start_ns >= self.settings.fit_after_s * 1e9 or full:
@@ -201,11 +215,16 @@ class MachineStage:
         t.join()
         self._fit_thread = None
         result, self._fit_result = self._fit_result or [], None
+        stale, self._stale = self._stale, set()
         if not result:
             return
         models = list(self.models)
         for m, model in result:
+            if m in stale:
+                continue
             models[m] = model
+            if model is not None:
+                self._rebaselined.discard(m)
             self.fits_done += model is not None
             self.fits_failed += model is None
         self.set_models(models)
@@ -240,3 +259,31 @@ class MachineStage:
         self.models = mm.unpack(bank, self.sizes)
         self.bank = bank
         self.x_last[...] = got["x_last"]
+
+
+REBASELINE_FILE = "machine-rebaseline"  # in the edge's state directory: machine id patterns, one per line
+
+
+def request_rebaseline(state_dir: Path, patterns: list[str]) -> Path:
+    """Ask a running edge to re-baseline the machines matching ``patterns`` (``plantwire rebaseline``).
+
+    Written atomically; the edge picks it up on its next analytics tick, removes it and logs what it did.
+    Requests add up: patterns already waiting are kept.
+    """
+    path = Path(state_dir) / REBASELINE_FILE
+    old = path.read_text().split() if path.exists() else []
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join([*old, *patterns]) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def take_rebaseline_request(state_dir: Path, machine_ids: list[str]) -> list[int]:
+    """Machines a pending request names (the request file is consumed); [] when there is none."""
+    path = Path(state_dir) / REBASELINE_FILE
+    try:
+        patterns = path.read_text().split()
+        path.unlink()
+    except FileNotFoundError:
+        return []
+    return [m for m, mid in enumerate(machine_ids) if any(fnmatch.fnmatchcase(mid, p) for p in patterns)]

@@ -58,16 +58,29 @@ class RangeSettings(_Strict):
     margin: float = Field(default=0.05, gt=0, description="excursion (fraction of span) that scores 0.75")
 
 
+class MachineSelfFit(enum.StrEnum):
+    """What the machine stage does for a machine no model file covers."""
+
+    OFF = "off"  # nothing: only machines with a fitted model are scored (default, see MachineSettings)
+    ON = "on"  # record fit_after_s of its own operation, fit a first baseline, then score against it
+
+
 class MachineSettings(_Strict):
     """Multivariate monitoring per machine: a fitted PCA baseline per operating mode (``edge.detectors.machine``).
 
     A machine is scored against ``models`` (files from ``plantwire fit-machine``) where one matches it;
-    otherwise the edge records ``fit_after_s`` of its own operation and fits a first model from that (no
-    machine score before). Fit defaults: see ``edge.models.machine.FitSettings`` (textbook values, checked
-    on the Tennessee Eastman process in ``bench/tep_eval.py``).
+    with ``self_fit`` on, a machine without one records ``fit_after_s`` of its own operation and fits a
+    first model from that (no machine score before). Fit defaults: see ``edge.models.machine.FitSettings``
+    (textbook values, checked on the Tennessee Eastman process in ``bench/tep_eval.py``).
+
+    Why self-fit is off by default (bench/RESULTS.md, "Machine stage"): on the simulated dev plant a
+    baseline fitted on the first day raised ~20 false machine alarms per 1,000 signal-hours on the second
+    (HVAC units meeting another day's weather, one plant-wide transient) -- ten times the plant's
+    whole-stack budget. A baseline an engineer fits on chosen normal history does not have that problem.
     """
 
     enabled: bool = True
+    self_fit: MachineSelfFit = MachineSelfFit.OFF
     models: dict[str, Path] = Field(default_factory=dict,
                                     description="machine id pattern (fnmatch) -> fitted model (.npz with its .json)")
     period_s: float = Field(default=10.0, gt=0, description="a machine is ticked at most this often (one model row)")

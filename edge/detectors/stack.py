@@ -208,7 +208,7 @@ class DetectorStack:
         tick_ts = int(ts_ns.max()) if n else 0
         ms = self.machine_stage
         if self.n_machines and n:
-            n_ticks = ms.process(signal, value, quality, tick_ts)
+            n_ticks = ms.process(signal, value, quality, tick_ts, self.sig_alarm_f[:, alarms.ACTIVE])
         ent = self._entity[:n]
         ent[:] = signal
         cap = self.settings.max_events
@@ -289,6 +289,11 @@ class DetectorStack:
     def _lk_arrays(self) -> dict[str, np.ndarray]:
         """The likelihood stage's state: saved always, restored each on its own (see ``restore``)."""
         return {"lk_state": self.lk_state, "lk_season": self.lk_season}
+
+    @property
+    def machine_ids(self) -> list[str]:
+        """Machine names (from the plant table), or their indices as text when built without one."""
+        return list(self._machine_ids) if self._machine_ids is not None else [str(m) for m in range(self.n_machines)]
 
     def _new_machine_stage(self) -> MachineStage:
         return MachineStage(self.n_signals, self.machine_of, self.m_ptr, self.m_sig, self.settings.machine,

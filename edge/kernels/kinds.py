@@ -16,7 +16,7 @@ class Kind(enum.IntEnum):
     STUCK = 3  # flat line / frozen sensor
     RATE = 4  # robust z-score of the slope
     RANGE = 5  # outside the plausible range of the plant file
-    MACHINE = 6  # several signals of one machine together (subspace residual)
+    MACHINE = 6  # several signals of one machine together (fitted PCA: T², SPE)
     HEALTH = 7  # predictive maintenance: health index / remaining useful life
 
 

@@ -23,7 +23,9 @@ Per tick of machine ``m`` (once per frame that touched it, as in ``plantwire sco
    statistic: small persistent shifts add up, single noisy rows do not) and scored ``u / (1 + u)`` with
    ``u = (c - normal) / (limit - normal)``: 0 at the statistic's normal level, 0.5 exactly at the limit.
 4. Contributions per member signal (summed over its lags): ``r_i² / spe_ref + |z_i (P Λ⁻¹ t)_i| / t2_ref``,
-   the share of each statistic a variable carries; the three largest are reported as signal indices.
+   the share of each statistic a variable carries; the three largest are reported as signal indices, on
+   ticks scoring ``CONTRIB_FROM`` or more (below, -1: normal ticks skip the residual pass, as SPE itself is
+   ``|z|² - |t|²``).
 
 Layout (all flat so one model bank serves any number of machines, modes and sizes):
 - ``mach_i[m]`` int64: ``MI_MODEL0`` first model, ``MI_MODES`` number of modes (0 = no model: the
@@ -70,16 +72,23 @@ DF_INIT = 4
 DF_WIDTH = 5
 
 N_TOP = 3
+CONTRIB_FROM = 0.25  # contributions are computed from this score on (the alarm opens at 0.5)
 MODE_SWITCH = 0.5  # another mode must be this much nearer (squared distance) to take over
 
 
 @njit(cache=True, nogil=True)
-def update_last(signal: np.ndarray, value: np.ndarray, quality: np.ndarray, x_last: np.ndarray) -> None:
-    """Keep the latest good, finite value of every signal (bad or non-finite samples leave it as it was)."""
+def update_last(signal: np.ndarray, value: np.ndarray, quality: np.ndarray, x_last: np.ndarray,
+                machine_of: np.ndarray, seen: np.ndarray) -> None:
+    """Keep the latest good, finite value of every signal (bad or non-finite samples leave it as it was),
+    and mark the machines (``machine_of``, -1 none) that had any sample in ``seen`` (uint8)."""
     for k in range(signal.shape[0]):
+        s = signal[k]
+        m = machine_of[s]
+        if m >= 0:
+            seen[m] = 1
         x = value[k]
         if quality[k] != 2 and np.isfinite(x):
-            x_last[signal[k]] = x
+            x_last[s] = x
 
 
 @njit(cache=True, nogil=True, _nrt=False)  # per-tick helper
@@ -170,20 +179,46 @@ def _tick_one(m: int, m_ptr: np.ndarray, m_sig: np.ndarray, x_last: np.ndarray, 
         return 0.0
     for c in range(k):
         t[c] = 0.0
+    zz = 0.0
     for f in range(p):
         zf = z[f]
+        zz += zf * zf
         base = o_load + f * k
         for c in range(k):
             t[c] += mdl_vec[base + c] * zf
     t2 = 0.0
+    tt = 0.0
     for c in range(k):
         t[k + c] = t[c] / mdl_vec[o_lam + c]  # t / lambda, kept for the T² contributions (no division per feature)
         t2 += t[c] * t[k + c]
+        tt += t[c] * t[c]
     t2_ref = mdl_f[j, DF_T2_REF]
     spe_ref = mdl_f[j, DF_SPE_REF]
+    spe = zz - tt  # |z - P t|² = |z|² - |t|² for orthonormal loadings: no residual pass on normal ticks
+    if spe < 0.0:
+        spe = 0.0
+    stat = max(t2 / t2_ref, spe / spe_ref)
+    # 4. smoothing (restarted at a mode change) and score
+    lam = mdl_f[j, DF_LAMBDA]
+    e = lam * stat + (1.0 - lam) * mach_f[m, MF_EWMA]
+    mach_f[m, MF_EWMA] = e
+    mach_f[m, MF_STAT] = stat
+    if not np.isfinite(e):
+        score = 1.0 if e > 0 else 0.0
+    else:
+        # u: 0 at the normal level, 1 at the limit; score u / (1 + u) is 0.5 at the limit and 0 on normal
+        # ticks, so the alarm layer's off-threshold (0.3: u = 0.43) sits well above normal operation.
+        init = mdl_f[j, DF_INIT]
+        span = mdl_f[j, DF_LIMIT] - init
+        if span <= 1e-12 * mdl_f[j, DF_LIMIT]:
+            span = 1e-12 * mdl_f[j, DF_LIMIT] + 1e-300
+        u = (e - init) / span
+        score = u / (1.0 + u) if u > 0.0 else 0.0
+    if score < CONTRIB_FROM:
+        return score  # contributions only where someone may look at them: half the work on normal ticks
+    # 5. contributions per member (residual pass), top three strictly positive, ties to the lower index
     for i in range(d):
         contrib[i] = 0.0
-    spe = 0.0
     for f in range(p):
         base = o_load + f * k
         rf = z[f]
@@ -192,15 +227,7 @@ def _tick_one(m: int, m_ptr: np.ndarray, m_sig: np.ndarray, x_last: np.ndarray, 
             w = mdl_vec[base + c]
             rf -= w * t[c]
             g += w * t[k + c]
-        spe += rf * rf
         contrib[f % d] += rf * rf / spe_ref + abs(z[f] * g) / t2_ref
-    stat = max(t2 / t2_ref, spe / spe_ref)
-    # 4. smoothing (restarted at a mode change) and score
-    lam = mdl_f[j, DF_LAMBDA]
-    e = lam * stat + (1.0 - lam) * mach_f[m, MF_EWMA]
-    mach_f[m, MF_EWMA] = e
-    mach_f[m, MF_STAT] = stat
-    # top contributors (strictly positive ones, largest first, ties to the lower index)
     for q in range(N_TOP):
         best = -1
         best_c = 0.0
@@ -216,16 +243,7 @@ def _tick_one(m: int, m_ptr: np.ndarray, m_sig: np.ndarray, x_last: np.ndarray, 
                     best = i
         if best >= 0:
             top[q] = m_sig[a + best]
-    if not np.isfinite(e):
-        return 1.0 if e > 0 else 0.0
-    # u: 0 at the normal level, 1 at the limit; score u / (1 + u) is 0.5 at the limit and 0 on normal ticks,
-    # so the alarm layer's off-threshold (0.3: u = 0.43) sits well above normal operation.
-    init = mdl_f[j, DF_INIT]
-    span = mdl_f[j, DF_LIMIT] - init
-    if span <= 1e-12 * mdl_f[j, DF_LIMIT]:
-        span = 1e-12 * mdl_f[j, DF_LIMIT] + 1e-300
-    u = (e - init) / span
-    return u / (1.0 + u) if u > 0.0 else 0.0
+    return score
 
 
 @njit(cache=True, nogil=True)

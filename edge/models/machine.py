@@ -385,7 +385,8 @@ def score_table(model: MachineModel, rows: np.ndarray) -> tuple[np.ndarray, np.n
     stat = np.zeros(n)
     top = np.full((n, pca.N_TOP), -1, dtype=np.int64)
     for r in range(n):
-        pca.update_last(sig, rows[r], good, x_last)
+        pca.update_last(sig, rows[r], good, x_last, machine_of, touched)
+        touched[0] = 0
         pca.machine_tick(sig[:1], machine_of, m_ptr, m_sig, x_last, bank.mach_i, bank.mach_f, bank.hist, bank.mdl_i,
                          bank.mdl_f, bank.mdl_vec, touched, tick_m, tick_s, tick_top)
         score[r] = tick_s[0]
