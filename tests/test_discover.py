@@ -10,25 +10,33 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
 import socket
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import numpy as np
+import paho.mqtt.client as mqtt
 import pytest
 import yaml
+from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.config import ModbusSettings
 from edge.sources.modbus import ModbusSource
 from edge.sources.opcua import OpcuaSource
 from edge.sources.stats import SourceStats
+from plantwire import wire
 from plantwire.check import check_file
 from plantwire.cli import main as cli_main
 from plantwire.configfile import load_plant
 from plantwire.plant import PlantConfig, Quality, expand
 from plantwire.ports import free_port
 from plantwire.registermap import read_register_map
+from plantwire.services import Mosquitto
 from tests.foreign.servers import NodeServer
 from tests.test_opcua_source import Recorder, settings, wait_for
 
@@ -131,6 +139,59 @@ def test_discover_node_opcua_writes_a_plant_the_edge_reads(node_opcua: int, tmp_
         assert 100 + 20 + 5 <= latest["Line2.Oven02.Zone05"] < 100 + 20 + 5 + 7
 
     asyncio.run(main())
+
+
+@pytest.mark.slow  # ~15 s: the daemon's start-up; the default run covers the same path through OpcuaSource
+def test_the_edge_daemon_publishes_every_discovered_signal(node_opcua: int, mosquitto: Mosquitto, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """``plantwire edge`` itself (not only its OPC-UA source) on the discovered file, unchanged: every
+    signal of the node-opcua server arrives at the broker, GOOD, under the discovered ids."""
+    rc, _, err = discover([f"opc.tcp://127.0.0.1:{node_opcua}/foreign", "--site", "foreign", "-q",
+                           "-o", str(tmp_path / "plant.yaml")], capsys)
+    assert rc == 0, err
+    (tmp_path / "edge.yaml").write_text(
+        f"gateway_id: gw-d\nplant: plant.yaml\nstate_dir: state\nmqtt: {{host: 127.0.0.1, port: {mosquitto.port}}}\n"
+        "publish: {batch_interval_ms: 200}\nmetrics: {host: 127.0.0.1, port: 0}\n")
+    seen: set[int] = set()
+    bad: list[int] = []
+    ids: list[str] = []
+    lock = threading.Lock()
+
+    def on_message(_c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        with lock:
+            if msg.topic.endswith("/signals"):
+                ids[:] = wire.decode_signal_table(msg.payload).ids
+            elif msg.topic.endswith("/telemetry"):
+                batch = wire.decode_batch(msg.payload)
+                seen.update(batch.signal[batch.quality == Quality.GOOD].tolist())
+                bad.extend(batch.signal[batch.quality != Quality.GOOD].tolist())
+
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="discover-test")
+    sub.on_message = on_message
+    sub.connect("127.0.0.1", mosquitto.port)
+    sub.subscribe("plantwire/v1/foreign/gw-d/#", qos=1)
+    sub.loop_start()
+    with (tmp_path / "edge.log").open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "plantwire.cli", "edge", str(tmp_path / "edge.yaml")],
+                                cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            with lock:
+                if len(ids) == 124 and len(seen) == 124:
+                    break
+            time.sleep(0.1)  # polling a condition with a deadline
+        log_text = (tmp_path / "edge.log").read_text(errors="replace")[-3000:]
+        assert proc.poll() is None, log_text
+        with lock:
+            assert len(ids) == 124 and len(seen) == 124, log_text
+            assert "Line1.Press01.Temp" in ids and not bad
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        sub.loop_stop()
+        sub.disconnect()
+    assert proc.returncode == 0
 
 
 def test_the_edge_resolves_namespaces_by_uri_when_indices_differ(node_opcua: int, tmp_path: Path,
