@@ -219,6 +219,19 @@ def test_the_edge_resolves_namespaces_by_uri_when_indices_differ(node_opcua: int
     asyncio.run(main())
 
 
+def test_discover_a_subtree_and_a_root_the_server_does_not_have(node_opcua: int, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"opc.tcp://127.0.0.1:{node_opcua}/foreign"
+    rc, _, err = discover([url, "--root", "nsu=urn:foreign:plant;s=Line1", "-q", "-o", str(tmp_path / "p.yaml")],
+                          capsys)
+    assert rc == 0, err
+    table = expand(load_plant(tmp_path / "p.yaml"))
+    assert table.ids == ["Press01.Temp", "Press01.Speed", "Press01.Running", "Press01.Counter"]
+    rc, out, err = discover([url, "--root", "ns=3;s=Nope", "-q"], capsys)
+    assert (rc, out, err) == (1, "", "plantwire discover: the server refuses to browse the root ns=3;s=Nope: "
+                                     "BadNodeIdUnknown\n")
+
+
 def test_discover_refused_certificate_is_one_line_naming_the_file(node_opcua_pki: tuple[int, Path], tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """SignAndEncrypt against a server that checks client certificates strictly: the certificate we
