@@ -34,7 +34,10 @@ def register_map_rows(result: ProbeResult, settings: ProbeSettings, *, max_rows:
     when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     comments = [f"plantwire discover modbus://{result.host}:{result.port} --unit {result.unit} at {when}",
                 f"addresses 0..{settings.max_address} probed per table; rename rows, merge register pairs "
-                "into int32/float32 (type, byte_order), delete what is not wanted"]
+                "into int32/float32 (type, byte_order), delete what is not wanted",
+                "use it in a plant file: templates: {mymachine: {register_map: THIS.csv}}, and devices: "
+                f"[{{name: plc, protocol: modbus, host: {result.host}, port: {result.port}, unit_id: {result.unit}, "
+                "port_step: 0, register_layout: per_table}]"]
     rows: list[dict[str, Any]] = []
     dropped = 0
     for table, probe in result.tables.items():
