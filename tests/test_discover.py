@@ -399,3 +399,18 @@ def test_browsed_names_and_odd_node_ids_make_a_valid_plant() -> None:
     assert table.nodes == ["ns=2;s=Tag{1}", "ns=2;i=7", "ns=2;b=AQI="]
     assert table.devices[0].namespace == "urn:vendor" and table.devices[0].endpoint == "opc.tcp://h:4840"
     assert np.isnan(table.low[1]) and (table.low[0], table.high[0]) == (0.0, 120.0)
+
+
+def test_register_map_skeleton_warns_of_exception_gaps_the_edge_would_read_across() -> None:
+    from edge.discovery.modbus_map import register_map_rows
+    from edge.discovery.modbus_probe import ProbeResult, ProbeSettings, Range, TableProbe
+    from plantwire.plant import Table
+
+    h = Table.HOLDING
+    probe = TableProbe(h, [Range(h, 0, 10), Range(h, 10, 14, 2), Range(h, 14, 20), Range(h, 20, 40, 2),
+                           Range(h, 40, 41), Range(h, 41, 10000, 2)], reads=9, probed_to=10000)
+    rows, comments = register_map_rows(ProbeResult("h", 502, 1, {h: probe}), ProbeSettings())
+    assert [r["address"] for r in rows] == [f"4{n:04d}" for n in [*range(1, 11), *range(15, 21), 41]]
+    gaps = [c for c in comments if "wide" in c]
+    assert gaps == ["holding: the exception range 40011-40014 is only 4 wide: set modbus.max_gap below 4 in the "
+                    "edge config, or its block reads will span it and fail"]  # 20 wide (40021-40040) is not spanned
