@@ -10,25 +10,33 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
 import socket
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import numpy as np
+import paho.mqtt.client as mqtt
 import pytest
 import yaml
+from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.config import ModbusSettings
 from edge.sources.modbus import ModbusSource
 from edge.sources.opcua import OpcuaSource
 from edge.sources.stats import SourceStats
+from plantwire import wire
 from plantwire.check import check_file
 from plantwire.cli import main as cli_main
 from plantwire.configfile import load_plant
 from plantwire.plant import PlantConfig, Quality, expand
 from plantwire.ports import free_port
 from plantwire.registermap import read_register_map
+from plantwire.services import Mosquitto
 from tests.foreign.servers import NodeServer
 from tests.test_opcua_source import Recorder, settings, wait_for
 
@@ -133,6 +141,59 @@ def test_discover_node_opcua_writes_a_plant_the_edge_reads(node_opcua: int, tmp_
     asyncio.run(main())
 
 
+@pytest.mark.slow  # ~15 s: the daemon's start-up; the default run covers the same path through OpcuaSource
+def test_the_edge_daemon_publishes_every_discovered_signal(node_opcua: int, mosquitto: Mosquitto, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """``plantwire edge`` itself (not only its OPC-UA source) on the discovered file, unchanged: every
+    signal of the node-opcua server arrives at the broker, GOOD, under the discovered ids."""
+    rc, _, err = discover([f"opc.tcp://127.0.0.1:{node_opcua}/foreign", "--site", "foreign", "-q",
+                           "-o", str(tmp_path / "plant.yaml")], capsys)
+    assert rc == 0, err
+    (tmp_path / "edge.yaml").write_text(
+        f"gateway_id: gw-d\nplant: plant.yaml\nstate_dir: state\nmqtt: {{host: 127.0.0.1, port: {mosquitto.port}}}\n"
+        "publish: {batch_interval_ms: 200}\nmetrics: {host: 127.0.0.1, port: 0}\n")
+    seen: set[int] = set()
+    bad: list[int] = []
+    ids: list[str] = []
+    lock = threading.Lock()
+
+    def on_message(_c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        with lock:
+            if msg.topic.endswith("/signals"):
+                ids[:] = wire.decode_signal_table(msg.payload).ids
+            elif msg.topic.endswith("/telemetry"):
+                batch = wire.decode_batch(msg.payload)
+                seen.update(batch.signal[batch.quality == Quality.GOOD].tolist())
+                bad.extend(batch.signal[batch.quality != Quality.GOOD].tolist())
+
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="discover-test")
+    sub.on_message = on_message
+    sub.connect("127.0.0.1", mosquitto.port)
+    sub.subscribe("plantwire/v1/foreign/gw-d/#", qos=1)
+    sub.loop_start()
+    with (tmp_path / "edge.log").open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "plantwire.cli", "edge", str(tmp_path / "edge.yaml")],
+                                cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            with lock:
+                if len(ids) == 124 and len(seen) == 124:
+                    break
+            time.sleep(0.1)  # polling a condition with a deadline
+        log_text = (tmp_path / "edge.log").read_text(errors="replace")[-3000:]
+        assert proc.poll() is None, log_text
+        with lock:
+            assert len(ids) == 124 and len(seen) == 124, log_text
+            assert "Line1.Press01.Temp" in ids and not bad
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        sub.loop_stop()
+        sub.disconnect()
+    assert proc.returncode == 0
+
+
 def test_the_edge_resolves_namespaces_by_uri_when_indices_differ(node_opcua: int, tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """A plant whose ``namespaces`` list puts the URI at another index is still read right: the URI counts."""
@@ -156,6 +217,19 @@ def test_the_edge_resolves_namespaces_by_uri_when_indices_differ(node_opcua: int
         assert 1000 <= latest[0] < 1100 and 20 <= latest[1] < 70
 
     asyncio.run(main())
+
+
+def test_discover_a_subtree_and_a_root_the_server_does_not_have(node_opcua: int, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"opc.tcp://127.0.0.1:{node_opcua}/foreign"
+    rc, _, err = discover([url, "--root", "nsu=urn:foreign:plant;s=Line1", "-q", "-o", str(tmp_path / "p.yaml")],
+                          capsys)
+    assert rc == 0, err
+    table = expand(load_plant(tmp_path / "p.yaml"))
+    assert table.ids == ["Press01.Temp", "Press01.Speed", "Press01.Running", "Press01.Counter"]
+    rc, out, err = discover([url, "--root", "ns=3;s=Nope", "-q"], capsys)
+    assert (rc, out, err) == (1, "", "plantwire discover: the server refuses to browse the root ns=3;s=Nope: "
+                                     "BadNodeIdUnknown\n")
 
 
 def test_discover_refused_certificate_is_one_line_naming_the_file(node_opcua_pki: tuple[int, Path], tmp_path: Path,
@@ -325,3 +399,18 @@ def test_browsed_names_and_odd_node_ids_make_a_valid_plant() -> None:
     assert table.nodes == ["ns=2;s=Tag{1}", "ns=2;i=7", "ns=2;b=AQI="]
     assert table.devices[0].namespace == "urn:vendor" and table.devices[0].endpoint == "opc.tcp://h:4840"
     assert np.isnan(table.low[1]) and (table.low[0], table.high[0]) == (0.0, 120.0)
+
+
+def test_register_map_skeleton_warns_of_exception_gaps_the_edge_would_read_across() -> None:
+    from edge.discovery.modbus_map import register_map_rows
+    from edge.discovery.modbus_probe import ProbeResult, ProbeSettings, Range, TableProbe
+    from plantwire.plant import Table
+
+    h = Table.HOLDING
+    probe = TableProbe(h, [Range(h, 0, 10), Range(h, 10, 14, 2), Range(h, 14, 20), Range(h, 20, 40, 2),
+                           Range(h, 40, 41), Range(h, 41, 10000, 2)], reads=9, probed_to=10000)
+    rows, comments = register_map_rows(ProbeResult("h", 502, 1, {h: probe}), ProbeSettings())
+    assert [r["address"] for r in rows] == [f"4{n:04d}" for n in [*range(1, 11), *range(15, 21), 41]]
+    gaps = [c for c in comments if "wide" in c]
+    assert gaps == ["holding: the exception range 40011-40014 is only 4 wide: set modbus.max_gap below 4 in the "
+                    "edge config, or its block reads will span it and fail"]  # 20 wide (40021-40040) is not spanned

@@ -191,3 +191,37 @@ def test_templated_host_with_the_default_port_step_warns() -> None:
         "set port_step: 0 when every device listens on 502"]
     for step in (0, 1):
         assert _plant([{**dev, "port_step": step}], tpl, machines).semantic_warnings() == []
+
+
+def test_per_table_plant_reads_right_through_a_modbus_server() -> None:
+    """Holding and input registers at the same addresses (per_table) stay apart on the wire and in the edge."""
+    import asyncio
+
+    import numpy as np
+
+    from edge.sources.modbus import ModbusSource
+    from edge.sources.stats import SourceStats
+    from plantwire.ports import free_port
+    from tests.test_modbus_source import Collector, expected_values, fast_settings, run_for, servers
+
+    port = free_port()
+    table = expand(_plant([{"name": "plc", "protocol": "modbus", "port": port, "register_layout": "per_table"}],
+                          MIXED, [*MACHINES, {"name": "c", "template": "t", "device": "plc"}]))
+    tables = list(Table)
+    assert {(tables[int(t)], int(a)) for t, a in zip(table.table, table.address, strict=True)} >= {
+        (Table.HOLDING, 0), (Table.INPUT, 0)}
+
+    async def main() -> Collector:
+        sink, stats = Collector(), SourceStats()
+        async with servers(table):
+            source = ModbusSource(table.devices[0], table, fast_settings(), sink, stats)
+            await run_for(20, source, until=lambda: stats.samples_good >= len(table))
+        return sink
+
+    sink = asyncio.run(main())
+    latest: dict[int, tuple[float, int]] = {}
+    for _, _, sig, val, q in sink.calls:
+        latest.update(zip(sig.tolist(), zip(val.tolist(), q.tolist(), strict=True), strict=True))
+    rows = np.array(sorted(latest))
+    assert len(rows) == len(table) and all(latest[r][1] == 0 for r in latest)
+    assert np.allclose([latest[r][0] for r in rows.tolist()], expected_values(table, rows))

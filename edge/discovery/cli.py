@@ -22,9 +22,13 @@ import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import yaml
+
+if TYPE_CHECKING:
+    from edge.config import OpcuaSecurity
 
 __all__ = ["main"]
 
@@ -64,7 +68,8 @@ def _say(quiet: bool, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
-def _security(args: argparse.Namespace):  # -> OpcuaSecurity
+def _security(args: argparse.Namespace) -> OpcuaSecurity:
+    """The edge's security settings, from an edge config or from the options."""
     from pydantic import ValidationError
 
     from edge.config import OpcuaSecurity

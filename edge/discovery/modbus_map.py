@@ -4,7 +4,8 @@ One row per answering register (``uint16``) or bit (``bool``), named after its c
 (``hr_40001``, ``ir_30001``, ``co_00001``, ``di_10001``), so the file imports as is and the edge
 reads every answering address the moment it is referenced. Comment lines above the header record
 where and when it was probed, each table's answering and exception ranges (with the exception
-code), and anything not probed. ``max_rows`` bounds the file for devices that answer on every
+code), anything not probed, and exception ranges narrow enough that the edge's block reads
+(``modbus.max_gap``, default 16) would span them. ``max_rows`` bounds the file for devices that answer on every
 address (many do): rows stop there, the comments still list every range.
 """
 
@@ -20,6 +21,7 @@ from .modbus_probe import EXCEPTION_NAMES, ProbeResult, ProbeSettings
 
 __all__ = ["register_map_rows"]
 
+_EDGE_MAX_GAP = 16  # edge.config.ModbusSettings.max_gap's default: unused registers a block read may span
 _NAME_PREFIX = {Table.HOLDING: "hr", Table.INPUT: "ir", Table.COIL: "co", Table.DISCRETE: "di"}
 
 
@@ -34,7 +36,10 @@ def register_map_rows(result: ProbeResult, settings: ProbeSettings, *, max_rows:
     when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     comments = [f"plantwire discover modbus://{result.host}:{result.port} --unit {result.unit} at {when}",
                 f"addresses 0..{settings.max_address} probed per table; rename rows, merge register pairs "
-                "into int32/float32 (type, byte_order), delete what is not wanted"]
+                "into int32/float32 (type, byte_order), delete what is not wanted",
+                "use it in a plant file: templates: {mymachine: {register_map: THIS.csv}}, and devices: "
+                f"[{{name: plc, protocol: modbus, host: {result.host}, port: {result.port}, unit_id: {result.unit}, "
+                "port_step: 0, register_layout: per_table}]"]
     rows: list[dict[str, Any]] = []
     dropped = 0
     for table, probe in result.tables.items():
@@ -45,6 +50,12 @@ def register_map_rows(result: ProbeResult, settings: ProbeSettings, *, max_rows:
                 name = EXCEPTION_NAMES.get(r.exception, "exception")
                 comments.append(f"{table.value}: {_span(table, r.start, r.end)} exception "
                                 f"{r.exception:02d} ({name})")
+        for before, gap, after in zip(probe.ranges, probe.ranges[1:], probe.ranges[2:], strict=False):
+            width = gap.end - gap.start
+            if before.exception is None and after.exception is None and gap.exception and width <= _EDGE_MAX_GAP:
+                comments.append(f"{table.value}: the exception range {_span(table, gap.start, gap.end)} is only "
+                                f"{width} wide: set modbus.max_gap below {width} in the edge config, or its block "
+                                "reads will span it and fail")
         if probe.probed_to <= settings.max_address:
             comments.append(f"{table.value}: not probed from {modbus_address(table.value, probe.probed_to)} "
                             f"(read budget of {settings.max_reads} spent)")

@@ -30,7 +30,7 @@ from asyncua import Client, ua
 
 from edge.config import OpcuaSecurity
 from edge.sources.opcua_security import SecurityConfigError, apply_security
-from plantwire.nodeid import IdType, NodeRef
+from plantwire.nodeid import IdType, NodeRef, parse_node_id
 
 from .errors import DiscoveryError
 
@@ -163,11 +163,24 @@ class _Walker:
         r = self.result
         r.namespaces = await self.client.get_namespace_array()
         r.limits = await self._read_limits()
-        start = ua.NodeId.from_string(root) if root else ua.NodeId(ua.ObjectIds.ObjectsFolder)
+        start = self._root(root) if root else ua.NodeId(ua.ObjectIds.ObjectsFolder)
         await self._walk(start)
         await self._read_attributes()
         self._report(force=True)
         return r
+
+    def _root(self, text: str) -> ua.NodeId:
+        try:
+            ref = parse_node_id(text)
+        except ValueError as exc:
+            raise DiscoveryError(f"--root: {exc}") from None
+        ns = ref.namespace_index or 0
+        if ref.namespace_uri is not None:
+            if ref.namespace_uri not in self.result.namespaces:
+                raise DiscoveryError(f"--root {text}: namespace {ref.namespace_uri!r} is not on the server "
+                                     f"(it has {self.result.namespaces})")
+            ns = self.result.namespaces.index(ref.namespace_uri)
+        return ua.NodeId(ref.identifier, ns)
 
     def _chunk(self, limit: str) -> int:
         server = self.result.limits.get(limit, 0)
@@ -194,8 +207,14 @@ class _Walker:
         per_call = self._chunk("max_nodes_per_browse")
         while queue:
             batch = [queue.popleft() for _ in range(min(per_call, len(queue)))]
-            for (_, path, var), refs in zip(batch, await self._browse([n for n, _, _ in batch]), strict=True):
+            for (node, path, var), (status, refs) in zip(batch, await self._browse([n for n, _, _ in batch]),
+                                                         strict=True):
                 self.result.nodes_browsed += 1
+                if status is not None:
+                    if node == start:
+                        raise DiscoveryError(f"the server refuses to browse the root {node_text(node)}: {status}")
+                    reason = f"browse refused ({status})"
+                    self.result.skipped[reason] = self.result.skipped.get(reason, 0) + 1
                 for ref in refs:
                     target = ref.NodeId
                     if getattr(target, "ServerIndex", 0) or target in seen:
@@ -218,7 +237,8 @@ class _Walker:
                         queue.append((target, child_path, found))
             self._report()
 
-    async def _browse(self, nodes: list[ua.NodeId]) -> list[list[ua.ReferenceDescription]]:
+    async def _browse(self, nodes: list[ua.NodeId]) -> list[tuple[str | None, list[ua.ReferenceDescription]]]:
+        """Per node: (the status name when the server refused to browse it, else None; its references)."""
         params = ua.BrowseParameters()
         params.NodesToBrowse = [ua.BrowseDescription(
             NodeId=n, BrowseDirection=ua.BrowseDirection.Forward,
@@ -229,6 +249,7 @@ class _Walker:
         self.result.requests += 1
         results = await self.client.uaclient.browse(params)
         refs = [list(r.References or []) for r in results]
+        statuses = [None if r.StatusCode is None or r.StatusCode.is_good() else r.StatusCode.name for r in results]
         pending = {i: r.ContinuationPoint for i, r in enumerate(results) if r.ContinuationPoint}
         while pending:
             idx = list(pending)
@@ -242,7 +263,7 @@ class _Walker:
                 refs[i].extend(r.References or [])
                 if r.ContinuationPoint:
                     pending[i] = r.ContinuationPoint
-        return refs
+        return list(zip(statuses, refs, strict=True))
 
     async def _read(self, nodes: list[ua.NodeId], attribute: ua.AttributeIds, chunk: int | None = None
                     ) -> list[ua.DataValue]:
