@@ -43,12 +43,14 @@ device, the block and what to do, then counted in ``stats`` instead of logged ag
   a remedy (02 ILLEGAL DATA ADDRESS: check the register map, or lower ``max_gap`` so blocks do not
   span unmapped registers; 03: lower ``max_block_registers``; 0B: the device behind the gateway
   does not answer). Counted per code in ``exceptions_by_code``.
-- **No answer while TCP is up**: if the device never answered on this connection it is "no
-  response from unit N at host:port; check the unit id" (a Modbus TCP server does not answer a
-  unit id it does not serve; counted in ``no_response``). If it answered before, it is too slow for
-  ``timeout_s``. Logged when the streak starts, not per poll. pymodbus closes a connection after a
-  few unanswered requests; that close is not reported as "connection lost", nor is the breaker's
-  own close.
+- **No answer while TCP is up**: if nothing ever came back from the device since start-up (not
+  even a late answer, which pymodbus's trace hook sees before discarding it) it is "no response
+  from unit N at host:port; check the unit id" (a Modbus TCP server does not answer a unit id it
+  does not serve; counted in ``no_response``). If answers did come, it is too slow for
+  ``timeout_s``. Logged on the second consecutive poll with a timeout (one miss is weather, and
+  gives a late answer time to arrive), not per poll. pymodbus closes a connection after a few
+  unanswered requests; that close and the reconnect after it are not reported as "connection
+  lost" / "connected", nor is the breaker's own close.
 - **Implausible values**: registers that decode to NaN or inf are delivered BAD
   (BadDataEncodingInvalid); when most floats of a block look absurd (NaN, inf, |x| > 1e9 for
   float32) on its first good read after start-up or a reload, one warning suggests checking the
@@ -250,7 +252,7 @@ class _Silence(enum.Enum):
     """Why the device is not answering, as last logged (a change is logged, a repeat is not)."""
 
     ANSWERING = "answering"
-    NO_RESPONSE = "no_response"  # never answered on this connection: wrong unit id, or nothing behind a gateway
+    NO_RESPONSE = "no_response"  # nothing ever came back: wrong unit id, or nothing behind a gateway
     SLOW = "slow"  # answered before, now misses timeout_s
 
 
