@@ -83,13 +83,13 @@ from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInpu
 
 from edge.config import ModbusSettings
 from plantwire.logs import log_source
-from plantwire.plant import Device, Quality, SignalTable, Table
+from plantwire.plant import TABLE_ORDER, Device, Quality, SignalTable, Table
 from plantwire.status import Status, status_name
 
 from .modbus_codec import Codec
 from .modbus_plan import Block, ReadPlan, plan_device
 from .schedule import next_tick_ns, raise_if_cancelled
-from .stats import BadSignals, SourceStats
+from .stats import BadSignals, SourceStats, describe_signals
 
 __all__ = ["BreakerPolicy", "BreakerState", "CircuitBreaker", "ModbusSource", "Sink", "StatusSink"]
 
@@ -314,6 +314,8 @@ class ModbusSource:
         self.status_sink = status_sink
         stats.bad_signals = BadSignals(len(table))
         self._ids = table.ids
+        self._table_col = table.table
+        self._address = table.address
         self.breaker = CircuitBreaker(breaker or BreakerPolicy(), rng or random.Random())
         self._period_ns = settings.period_ms * 1_000_000
         # pymodbus bounds each response wait by timeout_s; one guard per lane and poll (cheaper than one
@@ -560,6 +562,18 @@ class ModbusSource:
                 continue
             outcome[k] = _Outcome.OK
 
+    def _log_went_bad(self, went_bad: np.ndarray, status: np.ndarray) -> None:
+        """Signals whose registers turned NaN/inf (failed blocks are logged by their own cause)."""
+        nan = went_bad[status[went_bad] == Status.BAD_DATA_ENCODING_INVALID]
+        if not len(nan):
+            return
+        rows = self.signals[nan]
+        where = [f"{_TABLE_WORDS[TABLE_ORDER[int(self._table_col[r])]]} {int(self._address[r])}"
+                 for r in rows[:5].tolist()]
+        log.warning("%s: %d signal%s decode to NaN or inf, delivered BAD: %s; the device reports no valid value "
+                    "(failed sensor?) or the byte_order is wrong (logged on change)", self._name, len(nan),
+                    "" if len(nan) == 1 else "s", describe_signals(self._ids, rows, None, where))
+
     def _exception_response(self, k: int, code: int) -> None:
         """Count an exception response by code; log it once per block and code with what to do."""
         by = self.stats.exceptions_by_code
@@ -581,7 +595,9 @@ class ModbusSource:
         stats.samples_bad += len(values) - good
         if good:
             stats.last_sample_ns = tick_ns
-        stats.bad_signals.update(self.signals, quality)
+        went_bad = stats.bad_signals.update(self.signals, quality)
+        if went_bad is not None and np.ndim(status) == 1:
+            self._log_went_bad(went_bad, status)  # type: ignore[arg-type]
         try:
             if self.status_sink is not None:
                 self.status_sink(tick_ns, self.signals, values, quality, status)
