@@ -186,7 +186,7 @@ def float_table(port: int, order: str) -> SignalTable:
     return expand(PlantConfig.model_validate({
         "site": "test", "templates": {"f": FLOATS},
         "devices": [{"name": "plc0", "protocol": "modbus", "port": port, "unit_id": 1, "byte_order": order}],
-        "machines": [{"name": "m{i}", "template": "f", "count": 1, "device": "plc0"}],
+        "machines": [{"name": "m1", "template": "f", "count": 1, "device": "plc0"}],
     }))
 
 
@@ -219,10 +219,13 @@ def test_nan_and_inf_registers_are_bad_and_a_wrong_word_order_is_named(log_text:
     np.testing.assert_array_equal(val[[0, 2]], [21.5, 1013.25])
     assert stats.bad_by_status == {Status.BAD_DATA_ENCODING_INVALID: 2 * len(sink.calls)}
     assert stats.bad_signals.count == 2 and stats.errors == 0
-    assert not warnings_of(log_text, "edge.sources.modbus")  # two of four: a sensor matter, not an order
+    nan = warnings_of(log_text, "edge.sources.modbus")
+    assert len(nan) == 1, nan  # on the change, not per poll; two of four is a sensor matter, not an order
+    assert "2 signals decode to NaN or inf" in nan[0] and "m1.t1 (holding registers 2)" in nan[0]
+    assert "m1.t3 (holding registers 6)" in nan[0] and "implausible" not in nan[0]
 
     stats, sink = asyncio.run(main("CDAB"))  # the vendor swaps words; the config says ABCD
-    order = [line for line in warnings_of(log_text, "edge.sources.modbus") if "implausible" in line]
+    order = [line for line in warnings_of(log_text, "edge.sources.modbus")[1:] if "implausible" in line]
     assert len(order) == 1, order  # one warning, not one per poll
     assert "plc0" in order[0] and "holding registers 0-7" in order[0] and "byte_order" in order[0]
     assert "CDAB" in order[0]

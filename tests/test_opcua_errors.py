@@ -140,7 +140,7 @@ def test_untrusted_certificate_names_the_file_and_the_rejected_folder(
     assert stats.connected is False  # closed at the end of the test
 
 
-def test_a_failed_sensor_is_one_state_not_an_error_per_notification() -> None:
+def test_a_failed_sensor_is_one_state_not_an_error_per_notification(log_text: io.StringIO) -> None:
     async def main() -> tuple[SourceStats, Recorder]:
         port = free_port()
         table = make_table(port, machines=1, signals=4)
@@ -168,6 +168,11 @@ def test_a_failed_sensor_is_one_state_not_an_error_per_notification() -> None:
         return stats, sink
 
     stats, sink = asyncio.run(main())
+    # One line when the sensor went bad, naming it, its node and the status; not one per notification.
+    went = [line for line in warnings_of(log_text) if "reported BAD by the server" in line]
+    assert len(went) == 1, warnings_of(log_text)
+    assert "1 signal reported BAD" in went[0] and "m1.s1 (ns=" in went[0] and ";s=m1.s1)" in went[0]
+    assert "BadOutOfService" in went[0] and "check the sensors" in went[0]
     # The stop delivers one BAD sample per signal (the outage is visible), counted as BadNoCommunication.
     assert stats.bad_by_status[Status.BAD_NO_COMMUNICATION] == 4
     _, rows, _, quality = sink.columns()

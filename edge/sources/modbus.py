@@ -43,12 +43,14 @@ device, the block and what to do, then counted in ``stats`` instead of logged ag
   a remedy (02 ILLEGAL DATA ADDRESS: check the register map, or lower ``max_gap`` so blocks do not
   span unmapped registers; 03: lower ``max_block_registers``; 0B: the device behind the gateway
   does not answer). Counted per code in ``exceptions_by_code``.
-- **No answer while TCP is up**: if the device never answered on this connection it is "no
-  response from unit N at host:port; check the unit id" (a Modbus TCP server does not answer a
-  unit id it does not serve; counted in ``no_response``). If it answered before, it is too slow for
-  ``timeout_s``. Logged when the streak starts, not per poll. pymodbus closes a connection after a
-  few unanswered requests; that close is not reported as "connection lost", nor is the breaker's
-  own close.
+- **No answer while TCP is up**: if nothing ever came back from the device since start-up (not
+  even a late answer, which pymodbus's trace hook sees before discarding it) it is "no response
+  from unit N at host:port; check the unit id" (a Modbus TCP server does not answer a unit id it
+  does not serve; counted in ``no_response``). If answers did come, it is too slow for
+  ``timeout_s``. Logged on the second consecutive poll with a timeout (one miss is weather, and
+  gives a late answer time to arrive), not per poll. pymodbus closes a connection after a few
+  unanswered requests; that close and the reconnect after it are not reported as "connection
+  lost" / "connected", nor is the breaker's own close.
 - **Implausible values**: registers that decode to NaN or inf are delivered BAD
   (BadDataEncodingInvalid); when most floats of a block look absurd (NaN, inf, |x| > 1e9 for
   float32) on its first good read after start-up or a reload, one warning suggests checking the
@@ -81,13 +83,13 @@ from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInpu
 
 from edge.config import ModbusSettings
 from plantwire.logs import log_source
-from plantwire.plant import Device, Quality, SignalTable, Table
+from plantwire.plant import TABLE_ORDER, Device, Quality, SignalTable, Table
 from plantwire.status import Status, status_name
 
 from .modbus_codec import Codec
 from .modbus_plan import Block, ReadPlan, plan_device
 from .schedule import next_tick_ns, raise_if_cancelled
-from .stats import BadSignals, SourceStats
+from .stats import BadSignals, SourceStats, describe_signals
 
 __all__ = ["BreakerPolicy", "BreakerState", "CircuitBreaker", "ModbusSource", "Sink", "StatusSink"]
 
@@ -250,7 +252,7 @@ class _Silence(enum.Enum):
     """Why the device is not answering, as last logged (a change is logged, a repeat is not)."""
 
     ANSWERING = "answering"
-    NO_RESPONSE = "no_response"  # never answered on this connection: wrong unit id, or nothing behind a gateway
+    NO_RESPONSE = "no_response"  # nothing ever came back: wrong unit id, or nothing behind a gateway
     SLOW = "slow"  # answered before, now misses timeout_s
 
 
@@ -312,6 +314,8 @@ class ModbusSource:
         self.status_sink = status_sink
         stats.bad_signals = BadSignals(len(table))
         self._ids = table.ids
+        self._table_col = table.table
+        self._address = table.address
         self.breaker = CircuitBreaker(breaker or BreakerPolicy(), rng or random.Random())
         self._period_ns = settings.period_ms * 1_000_000
         # pymodbus bounds each response wait by timeout_s; one guard per lane and poll (cheaper than one
@@ -558,6 +562,18 @@ class ModbusSource:
                 continue
             outcome[k] = _Outcome.OK
 
+    def _log_went_bad(self, went_bad: np.ndarray, status: np.ndarray) -> None:
+        """Signals whose registers turned NaN/inf (failed blocks are logged by their own cause)."""
+        nan = went_bad[status[went_bad] == Status.BAD_DATA_ENCODING_INVALID]
+        if not len(nan):
+            return
+        rows = self.signals[nan]
+        where = [f"{_TABLE_WORDS[TABLE_ORDER[int(self._table_col[r])]]} {int(self._address[r])}"
+                 for r in rows[:5].tolist()]
+        log.warning("%s: %d signal%s decode to NaN or inf, delivered BAD: %s; the device reports no valid value "
+                    "(failed sensor?) or the byte_order is wrong (logged on change)", self._name, len(nan),
+                    "" if len(nan) == 1 else "s", describe_signals(self._ids, rows, None, where))
+
     def _exception_response(self, k: int, code: int) -> None:
         """Count an exception response by code; log it once per block and code with what to do."""
         by = self.stats.exceptions_by_code
@@ -579,7 +595,9 @@ class ModbusSource:
         stats.samples_bad += len(values) - good
         if good:
             stats.last_sample_ns = tick_ns
-        stats.bad_signals.update(self.signals, quality)
+        went_bad = stats.bad_signals.update(self.signals, quality)
+        if went_bad is not None and np.ndim(status) == 1:
+            self._log_went_bad(went_bad, status)  # type: ignore[arg-type]
         try:
             if self.status_sink is not None:
                 self.status_sink(tick_ns, self.signals, values, quality, status)

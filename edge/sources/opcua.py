@@ -86,7 +86,7 @@ from .opcua_fastpath import read as fast_read
 from .opcua_nodeid import NamespaceError, parse_nodes, resolve
 from .opcua_security import SecurityConfigError, apply_security, read_credentials
 from .schedule import next_tick_ns, raise_if_cancelled
-from .stats import BadSignals, SourceStats
+from .stats import BadSignals, SourceStats, describe_signals
 
 __all__ = ["BACKFILL_QUALITY", "Backoff", "OpcuaSource", "ResolvedGroup", "Sink", "StatusSink", "resolve_groups"]
 
@@ -838,6 +838,14 @@ class OpcuaSource:
             self._deliver(ts, rows, values, quality, status=dec.status[keep])
         return m, newest
 
+    def _log_went_bad(self, rows: np.ndarray, codes: np.ndarray) -> None:
+        """One line per delivery in which signals turned BAD, naming them, their nodes and the status."""
+        where = [self._nodeids[r].to_string() if r in self._nodeids else "?" for r in rows[:5].tolist()]
+        log.warning("%s: %d signal%s reported BAD by the server: %s; check the sensors and their wiring, or the "
+                    "node's configuration on the server (state in source_signals_bad; logged on change)",
+                    self._name, len(rows), "" if len(rows) == 1 else "s",
+                    describe_signals(self.ids, rows, codes, where))
+
     # ---- delivery -------------------------------------------------------------------------------
     def _deliver(self, ts_ns: np.ndarray | int, rows: np.ndarray, values: np.ndarray, quality: np.ndarray | int,
                  *, sink: Sink | None = None, status: np.ndarray | int = 0) -> None:
@@ -849,7 +857,9 @@ class OpcuaSource:
             n_bad = int(np.count_nonzero(quality == _BAD))
         stats.samples_good += n - n_bad
         stats.samples_bad += n_bad
-        stats.bad_signals.update(rows, quality)
+        went_bad = stats.bad_signals.update(rows, quality)
+        if went_bad is not None and np.ndim(status) == 1:  # the server's verdict (a loss is logged elsewhere)
+            self._log_went_bad(rows[went_bad], status[went_bad])  # type: ignore[index]
         if n_bad < n:
             newest = int(np.max(ts_ns)) if np.ndim(ts_ns) else int(ts_ns)  # type: ignore[arg-type]
             if newest > stats.last_sample_ns:

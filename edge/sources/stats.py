@@ -29,7 +29,7 @@ from plantwire.plant import Quality
 from plantwire.status import MODBUS_EXCEPTION_NAMES, status_name
 
 __all__ = ["POLL_DURATION_BUCKETS_S", "BadSignals", "DurationHistogram", "SourceStats", "degraded_reasons",
-           "export_source_metrics"]
+           "describe_signals", "export_source_metrics"]
 
 #: Upper bounds (seconds) of the poll-duration histogram buckets; +Inf is implied.
 POLL_DURATION_BUCKETS_S: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -82,7 +82,8 @@ class BadSignals:
         self.left = 0  # BAD -> GOOD/UNCERTAIN transitions
         self.count = 0  # signals BAD now
 
-    def update(self, rows: np.ndarray, quality: np.ndarray | int) -> None:
+    def update(self, rows: np.ndarray, quality: np.ndarray | int) -> np.ndarray | None:
+        """Apply one delivery; positions in ``rows`` of the signals that went BAD with it (None if none)."""
         bad_now = self._bad
         if np.ndim(quality) == 0:
             now = np.full(len(rows), int(quality) == _BAD)  # type: ignore[arg-type]
@@ -91,12 +92,13 @@ class BadSignals:
         before = bad_now[rows]
         changed = before != now
         if not changed.any():
-            return
+            return None
         bad_now[rows] = now
-        entered = int(np.count_nonzero(now & changed))
-        self.entered += entered
-        self.left += int(np.count_nonzero(changed)) - entered
+        went_bad = np.flatnonzero(now & changed)
+        self.entered += len(went_bad)
+        self.left += int(np.count_nonzero(changed)) - len(went_bad)
         self.count = int(np.count_nonzero(bad_now))
+        return went_bad if len(went_bad) else None
 
     def is_bad(self, rows: np.ndarray) -> np.ndarray:
         return self._bad[rows]
@@ -206,6 +208,21 @@ def export_source_metrics(m: Registry, source: str, st: SourceStats, now_ns: int
         since = st.last_sample_ns or st.started_ns
         m.gauge("source_last_sample_age_seconds", "Seconds since the newest GOOD sample (since start if none)").set(
             max(0.0, (now_ns - since) / 1e9), source=source)
+
+
+def describe_signals(ids: list[str], rows: np.ndarray, codes: np.ndarray | None, where: list[str] | None = None,
+                     limit: int = 5) -> str:
+    """``"m1.t (ns=2;s=m1.t) BadSensorFailure, ... and 26 more"`` for a log line (first ``limit`` only)."""
+    parts = []
+    for i, r in enumerate(rows[:limit].tolist()):
+        text = ids[r]
+        if where is not None:
+            text += f" ({where[i]})"
+        if codes is not None:
+            text += f" {status_name(int(codes[i]))}"
+        parts.append(text)
+    more = len(rows) - limit
+    return ", ".join(parts) + (f" and {more} more" if more > 0 else "")
 
 
 def degraded_reasons(st: SourceStats) -> list[str]:
