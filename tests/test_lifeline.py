@@ -239,7 +239,8 @@ def test_bench_simulator_leaves_nothing_running(tmp_path: Path, plant_file: Path
     try:
         os.kill(bench.pid, sig)
         bench.wait(GONE_S)
-        assert_all_gone(kids)
+        took_s = assert_all_gone(kids)
+        print(f"bench/simulator.py stopped by {sig.name}: its {len(kids)} descendants gone {took_s:.1f} s later")
     finally:
         stop_process(bench)
 
