@@ -175,22 +175,19 @@ class EdgeGateway:
                 prev = self.previous_run
                 if prev is not None and prev.crashed and prev.last_ts_ns is not None:
                     src.resume_after(prev.last_ts_ns)  # back-fill what the crash may have lost
-            self._note_crash_window(dev.name, dev.protocol, self.table.signals_of(dev.index))
+            self._note_crash_window(dev.name, dev.protocol)
             self.sources[dev.name] = src
             out.append((f"source:{dev.name}", src.run()))
         return out
 
-    def _note_crash_window(self, name: str, protocol: Protocol, rows: np.ndarray) -> None:
+    def _note_crash_window(self, name: str, protocol: Protocol) -> None:
         """After a crash: from when this source's data may be missing, and whether it can be recovered."""
         prev = self.previous_run
         if prev is None or not prev.crashed:
             return
+        # Read before the last flush: in a batch (logged, or held and counted in unlogged_samples). After
+        # it: in the frame buffer. OPC-UA back-fill starts from each signal's own newest timestamp.
         since = prev.last_flush_ns
-        if prev.last_ts_ns is not None and rows.size:
-            seen = prev.last_ts_ns[rows]
-            seen = seen[seen > 0]
-            if seen.size:
-                since = int(seen.min())
         recovery = "history back-fill" if protocol is Protocol.OPCUA and self.cfg.opcua.backfill else "none"
         self.crash_windows[name] = {"from_ns": since, "to_ns": self.boot_epoch_ns, "recovery": recovery}
         log.warning("crash window of source %s: %s .. %s, recovery: %s", name,
