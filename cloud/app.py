@@ -629,11 +629,26 @@ class Ingestor:
         prev = doc.get("previous_run")
         if isinstance(prev, dict):
             self._previous_run(prev, site, gateway, w, fields)
+        drops = doc.get("dropped_ranges")
+        if isinstance(drops, list):
+            self._dropped_ranges(drops, site, gateway, w)
         ts = doc.get("ts_ns")
         ts_ns = ts if isinstance(ts, int) and not isinstance(ts, bool) and ts > 0 else m.received_ns
         tags = {schema.TAG_SITE: site, schema.TAG_GATEWAY: gateway, schema.TAG_INGESTOR: self.ing.instance}
         w.add_text([schema.format_point(schema.M_PIPELINE, tags, fields, ts_ns)])
         w.msgs.append(m)
+
+    def _dropped_ranges(self, drops: list[Any], site: str, gateway: str, w: _Write) -> None:
+        """Sequence ranges the edge dropped itself, with the cause: the ledger names their gaps by it."""
+        news_boot = None
+        for d in drops[:1000]:
+            if (isinstance(d, list) and len(d) == 4 and all(isinstance(x, int) and not isinstance(x, bool)
+                                                          for x in d[:3]) and isinstance(d[3], str)
+                    and 0 <= d[1] <= d[2]):
+                if self.ledger.mark_dropped(gateway, d[0], d[1], d[2], d[3][:100], site=site):
+                    news_boot = d[0]
+        if news_boot is not None:  # an entry in w.dropped makes the write save the ledger
+            w.dropped.append((gateway, news_boot, self.ledger.dropped_reported(gateway, news_boot), site))
 
     def _previous_run(self, prev: dict[str, Any], site: str, gateway: str, w: _Write, fields: dict[str, object]
                       ) -> None:

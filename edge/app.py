@@ -45,7 +45,7 @@ from edge.runmark import DROPPED, LAST_FLUSH, NEXT_SEQ, PENDING, READ, UNSENT, R
 from edge.sidework import SideWork
 from edge.sinks.mqtt import MqttPublisher, tls_context
 from edge.sources.stats import SourceStats
-from edge.spool import Spool
+from edge.spool import DropCause, Spool
 from plantwire import wire
 from plantwire.configfile import ConfigError
 from plantwire.logs import setup_logging
@@ -60,6 +60,8 @@ log = logging.getLogger("plantwire.edge")
 SHUTDOWN_DRAIN_TIMEOUT_S = 5.0
 HEALTH_STATUS_INTERVAL_S = 10.0  # retained status on the health topic
 SHUTDOWN_ACK_TIMEOUT_S = 30.0
+#: Drop causes by their code in the run mark.
+_CAUSES = list(DropCause)
 
 
 #: READY is sent once every source is connected, or after this long with the rest listed in STATUS,
@@ -131,6 +133,7 @@ class EdgeGateway:
         self.sidework = SideWork()
         self.read_count = self.mark.read_per_signal  # in the mapped mark: a kill -9 leaves it behind
         self.previous_run = self.mark.previous
+        self.dropped_ranges_forgotten = 0  # beyond runmark.MAX_DROPS (their gaps then read "missing")
         self.crash_windows: dict[str, dict[str, Any]] = {}  # per source, after a crash of the previous run
         self.duplicates = 0  # samples re-read at or before the previous run's newest timestamp (dropped)
         self._prev_last_ts: np.ndarray | None = None
@@ -213,13 +216,17 @@ class EdgeGateway:
         self.duplicates += dup
         return Frame(frame.ts_ns[keep], frame.signal[keep], frame.value[keep], frame.quality[keep])
 
-    def _count_dropped(self, payload: bytes) -> None:
-        """Per-signal counts of a dropped batch (rare: a bound or a full disk), into the run mark."""
+    def _count_dropped(self, payload: bytes, cause: DropCause) -> None:
+        """A dropped batch (rare: a bound or a full disk): per-signal counts into the run mark, and its
+        sequence number into ``dropped_ranges`` (the health status carries them to the cloud's ledger)."""
         try:
-            sig = wire.decode_batch(payload).signal
+            batch = wire.decode_batch(payload)
         except wire.WireError as exc:
             log.warning("a dropped batch cannot be decoded for per-signal counts: %s", exc)
             return
+        if not self.mark.add_drop(batch.boot_epoch_ns, batch.seq, _CAUSES.index(cause)):
+            self.dropped_ranges_forgotten += 1
+        sig = batch.signal
         dropped = self.mark.dropped_per_signal
         sig = sig[sig < dropped.shape[0]]
         dropped += np.bincount(sig, minlength=dropped.shape[0])
@@ -328,6 +335,7 @@ class EdgeGateway:
             "oldest_unacked_age_s": round(fs.get("oldest_unacked_age_s", 0.0), 3),
             "last_cloud_ack_age_s": round(fs.get("last_ack_age_s", -1.0), 3),
             "dropped_samples": int(fs.get("dropped_samples", 0)),
+            "dropped_ranges": self._dropped_ranges(),
             "alarms_opened": self.events_opened,
         }
         doc.pop("spool", None)
@@ -467,6 +475,12 @@ class EdgeGateway:
             "samples_unacked": self.publisher.stats.samples_unacked,
             "spool": {k: v for k, v in self.forwarder.stats().items() if k.startswith(("wal_", "dropped", "oldest"))},
         }
+
+    def _dropped_ranges(self) -> list[list[Any]]:
+        """[epoch, lo, hi, cause] the edge dropped: the previous run's (from its mark) and this run's."""
+        rows = [*(self.previous_run.drops.tolist() if self.previous_run is not None else []),
+                *self.mark.drop_list().tolist()]
+        return [[e, lo, hi, str(_CAUSES[c])] for e, lo, hi, c in rows if 0 <= c < len(_CAUSES)]
 
     def _previous_run_doc(self) -> dict[str, Any] | None:
         if self.previous_run is None:

@@ -47,7 +47,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
-from edge.spool import Lane, Record, Spool, SpoolError, SpoolSettings
+from edge.spool import DropCause, Lane, Record, Spool, SpoolError, SpoolSettings
 from plantwire import wire
 from plantwire.metrics import Registry
 
@@ -132,7 +132,7 @@ class Forwarder:
         max_inflight: int = 100,
         replay_grace_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
-        on_drop: Callable[[bytes], None] | None = None,
+        on_drop: Callable[[bytes, DropCause], None] | None = None,
     ) -> None:
         self.settings = settings
         self.publisher = publisher
@@ -320,7 +320,7 @@ class Forwarder:
                 _, (p_old, n_old, _sent) = self._unlogged.popitem(last=False)
                 self._unlogged_bytes -= len(p_old)  # type: ignore[arg-type]
                 if self._on_drop is not None:
-                    self._on_drop(p_old)  # type: ignore[arg-type]
+                    self._on_drop(p_old, DropCause.MEMORY_QUEUE)  # type: ignore[arg-type]
                 dropped_recs += 1
                 dropped_samples += n_old  # type: ignore[operator]
             c.unlogged_dropped_records += dropped_recs

@@ -14,7 +14,9 @@ What it holds, and who reads it:
 - samples in the frame buffer (read from a PLC, not yet in a batch) and samples of batches held
   unlogged and unsent in memory: what a crash certainly loses, reported by the next run;
 - samples dropped per signal (log bounds, full disk, memory queue), so read = stored + dropped holds
-  signal by signal even for a run that was killed;
+  signal by signal even for a run that was killed, and the newest ``MAX_DROPS`` dropped sequence ranges
+  with their cause (a killed run's last status may never have reached the broker; the next run
+  reports them, and the cloud's ledger names those gaps by the cause);
 - samples read per signal and the newest source timestamp per signal (carried over from run to run),
   updated at every flush. The next
   run drops samples at or before that timestamp as re-reads (OPC-UA re-delivers a slow signal's last
@@ -46,8 +48,12 @@ log = logging.getLogger(__name__)
 _FILE = "run.mark"
 _MAGIC = int.from_bytes(b"PWMARK\x00\x01", "little")
 # Header slots (int64 each).
-MAGIC, N_SIGNALS, TABLE_HASH, BOOT_EPOCH, NEXT_SEQ, STOPPED, PENDING, UNSENT, LAST_FLUSH, READ, DROPPED = range(11)
+(MAGIC, N_SIGNALS, TABLE_HASH, BOOT_EPOCH, NEXT_SEQ, STOPPED, PENDING, UNSENT, LAST_FLUSH, READ, DROPPED,
+ N_DROPS) = range(12)
 _HEADER = 16  # slots reserved for the header
+#: Dropped sequence ranges kept, newest last: (boot epoch, lo, hi, cause code) each.
+MAX_DROPS = 64
+_FIXED = _HEADER + 4 * MAX_DROPS
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +71,7 @@ class PreviousRun:
     read_per_signal: np.ndarray  # int64 per signal
     dropped_per_signal: np.ndarray  # int64 per signal
     last_ts_ns: np.ndarray | None  # newest source timestamp per signal; None if the signal table changed
+    drops: np.ndarray  # int64 (k, 4): boot epoch, lo, hi, cause code of its dropped sequence ranges
 
     @property
     def lost_samples(self) -> int:
@@ -96,9 +103,10 @@ def read_previous(state_dir: Path) -> PreviousRun | None:
         return None
     h = np.frombuffer(data, dtype=np.int64, count=_HEADER)
     n = int(h[N_SIGNALS])
-    if int(h[MAGIC]) != _MAGIC or n < 0 or len(data) < 8 * (_HEADER + 3 * n):
+    if int(h[MAGIC]) != _MAGIC or n < 0 or len(data) < 8 * (_FIXED + 3 * n):
         return None
-    arr = np.frombuffer(data, dtype=np.int64, count=_HEADER + 3 * n)
+    arr = np.frombuffer(data, dtype=np.int64, count=_FIXED + 3 * n)
+    k = min(max(int(h[N_DROPS]), 0), MAX_DROPS)
     return PreviousRun(
         boot_epoch_ns=int(h[BOOT_EPOCH]),
         next_seq=int(h[NEXT_SEQ]),
@@ -108,9 +116,10 @@ def read_previous(state_dir: Path) -> PreviousRun | None:
         dropped_samples=int(h[DROPPED]),
         last_flush_ns=int(h[LAST_FLUSH]),
         samples_read=int(h[READ]),
-        read_per_signal=arr[_HEADER + n : _HEADER + 2 * n].copy(),
-        dropped_per_signal=arr[_HEADER + 2 * n : _HEADER + 3 * n].copy(),
-        last_ts_ns=arr[_HEADER : _HEADER + n].copy(),
+        read_per_signal=arr[_FIXED + n : _FIXED + 2 * n].copy(),
+        dropped_per_signal=arr[_FIXED + 2 * n : _FIXED + 3 * n].copy(),
+        last_ts_ns=arr[_FIXED : _FIXED + n].copy(),
+        drops=arr[_HEADER:_FIXED].reshape(MAX_DROPS, 4)[:k].copy(),
     )
 
 
@@ -126,7 +135,7 @@ class RunMark:
             if old_hash != hash_i or prev.last_ts_ns.shape[0] != n_signals:
                 prev = dataclasses.replace(prev, last_ts_ns=None)
         self.previous = prev
-        size = 8 * (_HEADER + 3 * n_signals)
+        size = 8 * (_FIXED + 3 * n_signals)
         self.persistent = True
         self._n = n_signals
         self._mm = self._map(size)
@@ -137,6 +146,7 @@ class RunMark:
         self.last_ts_ns[:] = prev.last_ts_ns if prev is not None and prev.last_ts_ns is not None else 0
         self.read_per_signal[:] = 0
         self.dropped_per_signal[:] = 0
+        self.drops[:] = 0
         self.head[N_SIGNALS] = n_signals
         self.head[TABLE_HASH] = hash_i
         self.head[BOOT_EPOCH] = boot_epoch_ns
@@ -146,9 +156,10 @@ class RunMark:
         n = self._n
         arr = np.frombuffer(mm, dtype=np.int64)
         self.head = arr[:_HEADER]
-        self.last_ts_ns = arr[_HEADER : _HEADER + n]
-        self.read_per_signal = arr[_HEADER + n : _HEADER + 2 * n]
-        self.dropped_per_signal = arr[_HEADER + 2 * n : _HEADER + 3 * n]
+        self.drops = arr[_HEADER:_FIXED].reshape(MAX_DROPS, 4)
+        self.last_ts_ns = arr[_FIXED : _FIXED + n]
+        self.read_per_signal = arr[_FIXED + n : _FIXED + 2 * n]
+        self.dropped_per_signal = arr[_FIXED + 2 * n : _FIXED + 3 * n]
 
     def try_persist(self) -> bool:
         """Move an in-memory mark to its file once the disk has room; True if it moved now.
@@ -195,6 +206,27 @@ class RunMark:
             with contextlib.suppress(OSError):
                 self.path.unlink(missing_ok=True)
             return mmap.mmap(-1, size)
+
+    def add_drop(self, epoch: int, seq: int, cause: int) -> bool:
+        """Note one dropped batch, merged into the newest range when it continues it; False if the oldest
+        range had to be forgotten to make room."""
+        k = int(self.head[N_DROPS])
+        if k:
+            last = self.drops[k - 1]
+            if last[0] == epoch and last[2] + 1 == seq and last[3] == cause:
+                last[2] = seq
+                return True
+        kept = True
+        if k == MAX_DROPS:
+            self.drops[:-1] = self.drops[1:].copy()
+            k -= 1
+            kept = False
+        self.drops[k] = (epoch, seq, seq, cause)
+        self.head[N_DROPS] = k + 1
+        return kept
+
+    def drop_list(self) -> np.ndarray:
+        return self.drops[: int(self.head[N_DROPS])]
 
     def close(self, *, stopped: bool) -> None:
         """Record a clean stop and flush the mapping to disk."""

@@ -93,7 +93,7 @@ def test_mark_arrays_are_views_of_the_file(tmp_path: Path) -> None:
     m.head[PENDING] = 9
     prev = read_previous(tmp_path)
     assert prev is not None and prev.read_per_signal.tolist() == [1, 2, 3] and prev.buffer_samples == 9
-    assert os.path.getsize(tmp_path / "run.mark") == 8 * (16 + 9)
+    assert os.path.getsize(tmp_path / "run.mark") == 8 * (16 + 4 * 64 + 9)
     m.close(stopped=False)
 
 
@@ -112,3 +112,20 @@ def test_an_in_memory_mark_moves_to_its_file_when_space_returns(tmp_path: Path) 
         prev = read_previous(disk)
         assert prev is not None and prev.next_seq == 3 and prev.read_per_signal[7:9].tolist() == [5, 1]
         m.close(stopped=True)
+
+
+def test_dropped_ranges_merge_and_keep_the_newest(tmp_path: Path) -> None:
+    from edge.runmark import MAX_DROPS
+
+    m = RunMark(tmp_path, 2, b"x", EPOCH)
+    for seq in (3, 4, 5, 9):
+        assert m.add_drop(EPOCH, seq, 1)
+    m.add_drop(EPOCH, 10, 2)  # another cause: a range of its own
+    assert m.drop_list().tolist() == [[EPOCH, 3, 5, 1], [EPOCH, 9, 9, 1], [EPOCH, 10, 10, 2]]
+    for seq in range(20, 20 + 2 * MAX_DROPS, 2):
+        m.add_drop(EPOCH, seq, 1)
+    last = 18 + 2 * MAX_DROPS
+    assert len(m.drop_list()) == MAX_DROPS and m.drop_list()[-1].tolist() == [EPOCH, last, last, 1]
+    assert m.drop_list()[0].tolist()[1] > 10, "the oldest ranges gave way"
+    prev = read_previous(tmp_path)
+    assert prev is not None and prev.drops.tolist() == m.drop_list().tolist()

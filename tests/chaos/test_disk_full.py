@@ -87,6 +87,8 @@ def test_state_disk_full_with_broker_down_then_kill_9(tmp_path: Path) -> None:
             wait_cloud_acked_everything(pipe, timeout_s=120.0)
             clean = halt_edge(pipe)
             time.sleep(2.0)
+            wait_until(lambda: all(g["reason"] != "missing" for g in health(pipe.ingest_metrics_port)["gaps"]), 30.0,
+                       "the ingestor to name the gaps by the edge's drop cause", pipe)
             stored_per_signal = pipe.influx_counts(started_ns, clean.ended_ns)
             stored = sum(stored_per_signal.values())
             late = pipe.influx_counts(clean.ended_ns, None)
@@ -121,6 +123,9 @@ def test_state_disk_full_with_broker_down_then_kill_9(tmp_path: Path) -> None:
     recs = int(killed.metrics["plantwire_edge_spool_dropped_records_total"])
     sent_recs = int(killed.metrics.get("plantwire_edge_spool_dropped_sent_records_total", 0))
     assert recs - sent_recs <= gap_batches <= recs, report
+    # ... named by the cause the edge reported (the killed run's drops came through its run mark).
+    reasons = {g["reason"] for g in ingest["gaps"] if g["boot_epoch_ns"] == mark.boot_epoch_ns}
+    assert reasons <= {"edge dropped: disk full"}, report
     assert ing_metrics.get("plantwire_ingest_edge_dropped_samples", 0) >= 0
     assert clean.dropped_samples == 0
 
