@@ -138,6 +138,7 @@ class DropCause(enum.StrEnum):
     AGE_BOUND = "edge dropped: older than max_age_s"
     DISK_FULL = "edge dropped: disk full"
     MEMORY_QUEUE = "edge dropped: memory queue full"
+    SHUTDOWN = "edge dropped: unlogged at shutdown"
 
 
 class Lane(enum.IntEnum):
