@@ -140,16 +140,22 @@ class EdgeGateway:
         self._prev_max_ts = 0
         prev = self.previous_run
         if prev is not None and prev.last_ts_ns is not None and prev.last_ts_ns.size:
-            self._prev_last_ts = prev.last_ts_ns
-            self._prev_max_ts = int(prev.last_ts_ns.max())
+            # Only source-stamped (OPC-UA) signals can be re-read: Modbus samples are stamped by the edge
+            # at read time, and an edge clock stepped back (NTP after boot) must not turn them into
+            # "duplicates". A PLC clock stepped back does that for its OPC-UA signals until it passes
+            # its old time (counted in duplicate_samples_total).
+            opc = [d.index for d in self.table.devices if d.protocol is Protocol.OPCUA]
+            last = prev.last_ts_ns.copy()
+            last[~np.isin(self.table.device, opc)] = np.iinfo(np.int64).min
+            self._prev_last_ts = last
+            self._prev_max_ts = int(last.max())
         if prev is not None and prev.crashed:
             log.warning(
-                "previous run (boot epoch %d) ended in a crash after batch seq %d: %d samples in its frame buffer and "
-                "%d in unsent batches held in memory were lost (%s); data read after %s may be missing: OPC-UA "
-                "sources back-fill it from history where the server keeps it, the cloud's gap ledger shows the rest",
-                prev.boot_epoch_ns, prev.next_seq - 1, prev.buffer_samples, prev.unlogged_samples,
-                "reported to the cloud as dropped", time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                   time.gmtime(prev.last_flush_ns / 1e9)),
+                "previous run (boot epoch %d) ended in a crash after batch seq %d: lost %d samples in its frame "
+                "buffer (read after %s, not yet counted) and %d in unsent batches held in memory (reported to the "
+                "cloud as dropped); OPC-UA sources back-fill from history where the server keeps it",
+                prev.boot_epoch_ns, prev.next_seq - 1, prev.buffer_samples,
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(prev.last_flush_ns / 1e9)), prev.unlogged_samples,
             )
         self.metrics_server: MetricsServer | None = None
 
@@ -578,7 +584,6 @@ class EdgeGateway:
             self.mark.close(stopped=True)
             if self.metrics_server is not None:
                 self.metrics_server.stop()
-
 
     def _write_stats(self) -> None:
         stats_path = self.cfg.state_dir / "stats.json"

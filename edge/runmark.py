@@ -18,9 +18,9 @@ What it holds, and who reads it:
   with their cause (a killed run's last status may never have reached the broker; the next run
   reports them, and the cloud's ledger names those gaps by the cause);
 - samples read per signal and the newest source timestamp per signal (carried over from run to run),
-  updated at every flush. The next
-  run drops samples at or before that timestamp as re-reads (OPC-UA re-delivers a slow signal's last
-  value with its old source timestamp on subscribing), so "read" counts a sample once across restarts;
+  updated at every flush. The next run drops samples of source-stamped (OPC-UA) signals at or before
+  that timestamp as re-reads (OPC-UA re-delivers a slow signal's last value with its old source
+  timestamp on subscribing), so "read" counts a sample once across restarts;
   OPC-UA sources back-fill from these timestamps where the server keeps history;
 - whether the run stopped cleanly.
 
