@@ -652,18 +652,23 @@ class Ingestor:
 
     def _previous_run(self, prev: dict[str, Any], site: str, gateway: str, w: _Write, fields: dict[str, object]
                       ) -> None:
-        """Reconcile the run before this one (edge/runmark.py): a crashed run's numbered tail becomes a gap
-        with reason "edge crash" in the ledger, and what it lost joins its epoch's dropped total. Idempotent:
-        the edge repeats this in every retained status of its run."""
+        """Reconcile the run before this one (edge/runmark.py): its epoch is closed in the ledger at the last
+        number it assigned (a crashed run's tail that never arrives is a gap with reason "edge crash"), and
+        what it lost joins its epoch's dropped total. Idempotent: the edge repeats this in every retained
+        status of its run."""
 
         def num(key: str) -> int | None:
             v = prev.get(key)
             return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
 
         boot, next_seq, total = num("boot_epoch_ns"), num("next_seq"), num("dropped_samples")
-        if boot is None or next_seq is None or prev.get("crashed") is not True:
+        if boot is None or next_seq is None:
             return
-        if next_seq > 0 and self.ledger.close_epoch(gateway, boot, next_seq - 1, "edge crash", site=site):
+        # A clean stop is closed too: batches it dropped at its very end (reported in dropped_ranges) are
+        # otherwise above the highest number seen, where no gap shows.
+        crashed = prev.get("crashed") is True
+        reason = "edge crash" if crashed else "missing"
+        if next_seq > 0 and self.ledger.close_epoch(gateway, boot, next_seq - 1, reason, site=site) and crashed:
             log.warning("edge %s: run %d ended in a crash after batch seq %d; missing numbers are gaps "
                         "(reason: edge crash)", gateway, boot, next_seq - 1)
         if total is None:
