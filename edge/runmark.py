@@ -201,7 +201,7 @@ class RunMark:
                 return mmap.mmap(-1, size)
             log.error(
                 "run mark %s cannot be written (%s): running without it; a crash of this run cannot be "
-                "reconciled (its unsent tail and buffered samples are then lost uncounted)", self.path, exc,
+                "reconciled (its unsent tail and buffered samples are then lost uncounted)", self.path, str(exc),
             )
             with contextlib.suppress(OSError):
                 self.path.unlink(missing_ok=True)

@@ -62,6 +62,7 @@ def test_the_mark_is_reused_on_a_full_disk_and_in_memory_when_it_cannot_be_made(
         assert not fresh.persistent
         fresh.head[UNSENT] = 1  # still usable
         reused.close(stopped=True)
+        del reused, fresh  # the mapping keeps the tmpfs busy until its arrays are gone
 
 
 def test_side_work_failures_are_counted_logged_once_per_interval_and_retried(caplog: pytest.LogCaptureFixture) -> None:
@@ -112,6 +113,7 @@ def test_an_in_memory_mark_moves_to_its_file_when_space_returns(tmp_path: Path) 
         prev = read_previous(disk)
         assert prev is not None and prev.next_seq == 3 and prev.read_per_signal[7:9].tolist() == [5, 1]
         m.close(stopped=True)
+        del m, prev  # the mapping keeps the tmpfs busy until its arrays are gone
 
 
 def test_dropped_ranges_merge_and_keep_the_newest(tmp_path: Path) -> None:
