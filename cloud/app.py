@@ -629,6 +629,11 @@ class Ingestor:
         prev = doc.get("previous_run")
         if isinstance(prev, dict):
             self._previous_run(prev, site, gateway, w, fields)
+        earlier = doc.get("previous_runs")  # up to 8 runs back: a crash loop loses no run's accounting
+        if isinstance(earlier, list):
+            for run in earlier[:16]:
+                if isinstance(run, dict):
+                    self._previous_run(run, site, gateway, w, fields)
         drops = doc.get("dropped_ranges")
         if isinstance(drops, list):
             self._dropped_ranges(drops, site, gateway, w)

@@ -342,6 +342,7 @@ class EdgeGateway:
             "last_cloud_ack_age_s": round(fs.get("last_ack_age_s", -1.0), 3),
             "dropped_samples": int(fs.get("dropped_samples", 0)),
             "dropped_ranges": self._dropped_ranges(),
+            "previous_runs": self.mark.earlier_runs(),
             "alarms_opened": self.events_opened,
         }
         doc.pop("spool", None)
@@ -483,9 +484,8 @@ class EdgeGateway:
         }
 
     def _dropped_ranges(self) -> list[list[Any]]:
-        """[epoch, lo, hi, cause] the edge dropped: the previous run's (from its mark) and this run's."""
-        rows = [*(self.previous_run.drops.tolist() if self.previous_run is not None else []),
-                *self.mark.drop_list().tolist()]
+        """[epoch, lo, hi, cause] the edge dropped, this run's and earlier runs' (the newest MAX_DROPS)."""
+        rows = self.mark.drop_list().tolist()  # carried from run to run, each range names its epoch
         return [[e, lo, hi, str(_CAUSES[c])] for e, lo, hi, c in rows if 0 <= c < len(_CAUSES)]
 
     def _previous_run_doc(self) -> dict[str, Any] | None:

@@ -46,14 +46,20 @@ __all__ = ["PreviousRun", "RunMark"]
 log = logging.getLogger(__name__)
 
 _FILE = "run.mark"
-_MAGIC = int.from_bytes(b"PWMARK\x00\x01", "little")
+_MAGIC = int.from_bytes(b"PWMARK\x00\x02", "little")
 # Header slots (int64 each).
 (MAGIC, N_SIGNALS, TABLE_HASH, BOOT_EPOCH, NEXT_SEQ, STOPPED, PENDING, UNSENT, LAST_FLUSH, READ, DROPPED,
- N_DROPS) = range(12)
+ N_DROPS, N_RUNS) = range(13)
 _HEADER = 16  # slots reserved for the header
-#: Dropped sequence ranges kept, newest last: (boot epoch, lo, hi, cause code) each.
+#: Dropped sequence ranges kept, newest last: (boot epoch, lo, hi, cause code) each. Carried from run to
+#: run (each range names its epoch), so a run killed before it could report them is still reported.
 MAX_DROPS = 64
-_FIXED = _HEADER + 4 * MAX_DROPS
+#: Earlier runs' summaries kept, newest first (a crash loop with the broker down must not lose all but the
+#: last run's accounting): boot epoch, next seq, crashed, dropped samples, buffer samples, unlogged samples.
+MAX_RUNS = 8
+_RUN_FIELDS = 6
+_RUNS_AT = _HEADER + 4 * MAX_DROPS
+_FIXED = _RUNS_AT + _RUN_FIELDS * MAX_RUNS
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +77,19 @@ class PreviousRun:
     read_per_signal: np.ndarray  # int64 per signal
     dropped_per_signal: np.ndarray  # int64 per signal
     last_ts_ns: np.ndarray | None  # newest source timestamp per signal; None if the signal table changed
-    drops: np.ndarray  # int64 (k, 4): boot epoch, lo, hi, cause code of its dropped sequence ranges
+    drops: np.ndarray  # int64 (k, 4): boot epoch, lo, hi, cause code of dropped sequence ranges (carried)
+    earlier: np.ndarray  # int64 (k, 6): the runs before it, newest first (see MAX_RUNS)
 
     @property
     def lost_samples(self) -> int:
         """Samples a crash certainly lost (0 after a clean stop)."""
         return self.buffer_samples + self.unlogged_samples if self.crashed else 0
+
+    def row(self) -> list[int]:
+        """This run as a history row (the fields of MAX_RUNS)."""
+        unlogged = self.unlogged_samples if self.crashed else 0
+        return [self.boot_epoch_ns, self.next_seq, int(self.crashed), self.dropped_samples + unlogged,
+                self.buffer_samples if self.crashed else 0, unlogged]
 
     def summary(self) -> dict[str, int | bool]:
         return {
@@ -119,7 +132,8 @@ def read_previous(state_dir: Path) -> PreviousRun | None:
         read_per_signal=arr[_FIXED + n : _FIXED + 2 * n].copy(),
         dropped_per_signal=arr[_FIXED + 2 * n : _FIXED + 3 * n].copy(),
         last_ts_ns=arr[_FIXED : _FIXED + n].copy(),
-        drops=arr[_HEADER:_FIXED].reshape(MAX_DROPS, 4)[:k].copy(),
+        drops=arr[_HEADER:_RUNS_AT].reshape(MAX_DROPS, 4)[:k].copy(),
+        earlier=arr[_RUNS_AT:_FIXED].reshape(MAX_RUNS, _RUN_FIELDS)[: min(max(int(h[N_RUNS]), 0), MAX_RUNS)].copy(),
     )
 
 
@@ -147,6 +161,14 @@ class RunMark:
         self.read_per_signal[:] = 0
         self.dropped_per_signal[:] = 0
         self.drops[:] = 0
+        self.runs[:] = 0
+        if prev is not None:
+            k = min(len(prev.drops), MAX_DROPS)
+            self.drops[:k] = prev.drops[len(prev.drops) - k :]
+            self.head[N_DROPS] = k
+            rows = [prev.row(), *prev.earlier.tolist()][:MAX_RUNS]
+            self.runs[: len(rows)] = rows
+            self.head[N_RUNS] = len(rows)
         self.head[N_SIGNALS] = n_signals
         self.head[TABLE_HASH] = hash_i
         self.head[BOOT_EPOCH] = boot_epoch_ns
@@ -156,7 +178,8 @@ class RunMark:
         n = self._n
         arr = np.frombuffer(mm, dtype=np.int64)
         self.head = arr[:_HEADER]
-        self.drops = arr[_HEADER:_FIXED].reshape(MAX_DROPS, 4)
+        self.drops = arr[_HEADER:_RUNS_AT].reshape(MAX_DROPS, 4)
+        self.runs = arr[_RUNS_AT:_FIXED].reshape(MAX_RUNS, _RUN_FIELDS)
         self.last_ts_ns = arr[_FIXED : _FIXED + n]
         self.read_per_signal = arr[_FIXED + n : _FIXED + 2 * n]
         self.dropped_per_signal = arr[_FIXED + 2 * n : _FIXED + 3 * n]
@@ -227,6 +250,16 @@ class RunMark:
 
     def drop_list(self) -> np.ndarray:
         return self.drops[: int(self.head[N_DROPS])]
+
+    def earlier_runs(self) -> list[dict[str, int | bool]]:
+        """The runs before this one, newest first, as reported to the cloud (``previous_runs``)."""
+        keys = ("boot_epoch_ns", "next_seq", "crashed", "dropped_samples", "buffer_samples", "unlogged_samples")
+        out: list[dict[str, int | bool]] = []
+        for row in self.runs[: int(self.head[N_RUNS])].tolist():
+            d: dict[str, int | bool] = dict(zip(keys, row, strict=True))
+            d["crashed"] = bool(d["crashed"])
+            out.append(d)
+        return out
 
     def close(self, *, stopped: bool) -> None:
         """Record a clean stop and flush the mapping to disk."""
