@@ -695,26 +695,51 @@ class Ingestor:
         prev = doc.get("previous_run")
         if isinstance(prev, dict):
             self._previous_run(prev, site, gateway, w, fields)
+        earlier = doc.get("previous_runs")  # up to 8 runs back: a crash loop loses no run's accounting
+        if isinstance(earlier, list):
+            for run in earlier[:16]:
+                if isinstance(run, dict):
+                    self._previous_run(run, site, gateway, w, fields)
+        drops = doc.get("dropped_ranges")
+        if isinstance(drops, list):
+            self._dropped_ranges(drops, site, gateway, w)
         ts = doc.get("ts_ns")
         ts_ns = ts if isinstance(ts, int) and not isinstance(ts, bool) and ts > 0 else m.received_ns
         tags = {schema.TAG_SITE: site, schema.TAG_GATEWAY: gateway, schema.TAG_INGESTOR: self.ing.instance}
         w.add_text([schema.format_point(schema.M_PIPELINE, tags, fields, ts_ns)])
         w.msgs.append(m)
 
+    def _dropped_ranges(self, drops: list[Any], site: str, gateway: str, w: _Write) -> None:
+        """Sequence ranges the edge dropped itself, with the cause: the ledger names their gaps by it."""
+        news_boot = None
+        for d in drops[:1000]:
+            if (isinstance(d, list) and len(d) == 4 and all(isinstance(x, int) and not isinstance(x, bool)
+                                                          for x in d[:3]) and isinstance(d[3], str)
+                    and 0 <= d[1] <= d[2]):
+                if self.ledger.mark_dropped(gateway, d[0], d[1], d[2], d[3][:100], site=site):
+                    news_boot = d[0]
+        if news_boot is not None:  # an entry in w.dropped makes the write save the ledger
+            w.dropped.append((gateway, news_boot, self.ledger.dropped_reported(gateway, news_boot), site))
+
     def _previous_run(self, prev: dict[str, Any], site: str, gateway: str, w: _Write, fields: dict[str, object]
                       ) -> None:
-        """Reconcile the run before this one (edge/runmark.py): a crashed run's numbered tail becomes a gap
-        with reason "edge crash" in the ledger, and what it lost joins its epoch's dropped total. Idempotent:
-        the edge repeats this in every retained status of its run."""
+        """Reconcile the run before this one (edge/runmark.py): its epoch is closed in the ledger at the last
+        number it assigned (a crashed run's tail that never arrives is a gap with reason "edge crash"), and
+        what it lost joins its epoch's dropped total. Idempotent: the edge repeats this in every retained
+        status of its run."""
 
         def num(key: str) -> int | None:
             v = prev.get(key)
             return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
 
         boot, next_seq, total = num("boot_epoch_ns"), num("next_seq"), num("dropped_samples")
-        if boot is None or next_seq is None or prev.get("crashed") is not True:
+        if boot is None or next_seq is None:
             return
-        if next_seq > 0 and self.ledger.close_epoch(gateway, boot, next_seq - 1, "edge crash", site=site):
+        # A clean stop is closed too: batches it dropped at its very end (reported in dropped_ranges) are
+        # otherwise above the highest number seen, where no gap shows.
+        crashed = prev.get("crashed") is True
+        reason = "edge crash" if crashed else "missing"
+        if next_seq > 0 and self.ledger.close_epoch(gateway, boot, next_seq - 1, reason, site=site) and crashed:
             log.warning("edge %s: run %d ended in a crash after batch seq %d; missing numbers are gaps "
                         "(reason: edge crash)", gateway, boot, next_seq - 1)
         if total is None:

@@ -15,8 +15,10 @@ A run's end: the ledger sees only numbers that arrived, so the tail of a run tha
 numbered but never sent) is invisible to it. The next edge run reports how far the crashed epoch had
 numbered (``close_epoch``, from the ``previous_run`` of its health status); numbers up to there that
 never arrive are a gap with the reason given ("edge crash"). Numbers the edge's log still replays fill
-their part of it as usual. Every gap carries a reason: ``missing`` (below the highest number seen:
-lost or still on its way) or the reason its epoch was closed with.
+their part of it as usual. The edge also reports the numbers it dropped itself (its log's bounds, a
+full disk: ``mark_dropped``). Every gap carries a reason: the edge's drop cause when the edge reported
+every number in it as dropped, the reason its epoch was closed with for the tail, else ``missing``
+(lost or still on its way).
 
 Bounds (a daemon runs for months): at most ``max_epochs_per_gateway`` boot epochs per gateway
 (the oldest forgotten first, counted in ``forgotten_epochs``) and ``max_ranges`` ranges per epoch
@@ -66,6 +68,7 @@ class _Epoch:
     dropped: int = 0  # the edge's cumulative dropped-sample count last written to InfluxDB (for deltas)
     end: int = -1  # the last number the edge assigned in this epoch, once a later run reported it
     end_reason: str = ""
+    drops: list[tuple[int, int, str]] = field(default_factory=list)  # ranges the edge dropped, with the cause
 
 
 class GapLedger:
@@ -148,6 +151,42 @@ class GapLedger:
             ep.end_reason = reason
             self._prune_marks(ep)
             return True
+
+    def mark_dropped(
+        self, gateway: str, boot_epoch_ns: int, lo: int, hi: int, reason: str, *, site: str = "",
+        now: float | None = None,
+    ) -> bool:
+        """Record that the edge dropped numbers ``lo..hi`` (idempotent); True if it was news. At most
+        ``max_ranges`` such ranges per epoch (the oldest forgotten: its gap then reads ``missing``)."""
+        now = time.time() if now is None else now
+        with self._lock:
+            ep = self._epochs.get((gateway, boot_epoch_ns))
+            if ep is None:
+                ep = self._epochs[(gateway, boot_epoch_ns)] = _Epoch(site=site, updated=now)
+                self._bound_epochs(gateway)
+            for d_lo, d_hi, d_reason in ep.drops:
+                if d_lo <= lo and hi <= d_hi and d_reason == reason:
+                    return False
+            if ep.drops and ep.drops[-1][2] == reason and ep.drops[-1][1] + 1 >= lo >= ep.drops[-1][0]:
+                ep.drops[-1] = (ep.drops[-1][0], max(hi, ep.drops[-1][1]), reason)
+            else:
+                ep.drops.append((lo, hi, reason))
+                ep.drops.sort()
+                if len(ep.drops) > self.max_ranges:
+                    del ep.drops[0]
+            return True
+
+    @staticmethod
+    def _reason(ep: _Epoch, lo: int, hi: int, top: int) -> str:
+        """Why ``lo..hi`` is missing: one drop cause covering all of it, the epoch's end reason for the
+        tail, else "missing"."""
+        causes = {r for d_lo, d_hi, r in ep.drops if d_lo <= hi and lo <= d_hi}
+        covered = sum(min(hi, d_hi) - max(lo, d_lo) + 1 for d_lo, d_hi, _ in ep.drops if d_lo <= hi and lo <= d_hi)
+        if len(causes) == 1 and covered >= hi - lo + 1:
+            return causes.pop()
+        if lo > top and ep.end_reason:
+            return ep.end_reason
+        return "missing"
 
     @staticmethod
     def _insert_span(ep: _Epoch, lo: int, hi: int, now: float) -> None:
@@ -237,7 +276,7 @@ class GapLedger:
                 top = ep.his[-1] if ep.his else -1
                 for lo, hi in self._holes(ep):
                     since = min((m[2] for m in ep.marks if m[0] <= hi and lo <= m[1]), default=ep.updated)
-                    reason = (ep.end_reason or "missing") if lo > top else "missing"
+                    reason = self._reason(ep, lo, hi, top)
                     out.append(Gap(gw, boot, lo, hi, since, reason))
         return out
 
@@ -282,6 +321,7 @@ class GapLedger:
                         "dropped": ep.dropped,
                         "end": ep.end,
                         "end_reason": ep.end_reason,
+                        "drops": [list(d) for d in ep.drops],
                     }
                     for (gw, boot), ep in self._epochs.items()
                 ],
@@ -306,6 +346,7 @@ class GapLedger:
                 ep = _Epoch(
                     site=str(e.get("site", "")), updated=float(e.get("updated", 0.0)), dropped=int(e.get("dropped", 0)),
                     end=int(e.get("end", -1)), end_reason=str(e.get("end_reason", "")),
+                    drops=[(int(lo), int(hi), str(r)) for lo, hi, r in e.get("drops", [])],
                 )
                 for lo, hi in e["ranges"]:
                     ep.los.append(int(lo))

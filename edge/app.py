@@ -45,7 +45,7 @@ from edge.runmark import DROPPED, LAST_FLUSH, NEXT_SEQ, PENDING, READ, UNSENT, R
 from edge.sidework import SideWork
 from edge.sinks.mqtt import MqttPublisher, tls_context
 from edge.sources.stats import SourceStats, degraded_reasons, export_source_metrics
-from edge.spool import Spool
+from edge.spool import DropCause, Spool
 from plantwire import wire
 from plantwire.configfile import ConfigError, ensure_state_dir
 from plantwire.logs import active_limiter, setup_logging
@@ -63,6 +63,8 @@ log = logging.getLogger("plantwire.edge")
 SHUTDOWN_DRAIN_TIMEOUT_S = 5.0
 HEALTH_STATUS_INTERVAL_S = 10.0  # retained status on the health topic
 SHUTDOWN_ACK_TIMEOUT_S = 30.0
+#: Drop causes by their code in the run mark.
+_CAUSES = list(DropCause)
 
 
 #: READY is sent once every source is connected, or after this long with the rest listed in STATUS,
@@ -134,22 +136,29 @@ class EdgeGateway:
         self.sidework = SideWork()
         self.read_count = self.mark.read_per_signal  # in the mapped mark: a kill -9 leaves it behind
         self.previous_run = self.mark.previous
+        self.dropped_ranges_forgotten = 0  # beyond runmark.MAX_DROPS (their gaps then read "missing")
         self.crash_windows: dict[str, dict[str, Any]] = {}  # per source, after a crash of the previous run
         self.duplicates = 0  # samples re-read at or before the previous run's newest timestamp (dropped)
         self._prev_last_ts: np.ndarray | None = None
         self._prev_max_ts = 0
         prev = self.previous_run
         if prev is not None and prev.last_ts_ns is not None and prev.last_ts_ns.size:
-            self._prev_last_ts = prev.last_ts_ns
-            self._prev_max_ts = int(prev.last_ts_ns.max())
+            # Only source-stamped (OPC-UA) signals can be re-read: Modbus samples are stamped by the edge
+            # at read time, and an edge clock stepped back (NTP after boot) must not turn them into
+            # "duplicates". A PLC clock stepped back does that for its OPC-UA signals until it passes
+            # its old time (counted in duplicate_samples_total).
+            opc = [d.index for d in self.table.devices if d.protocol is Protocol.OPCUA]
+            last = prev.last_ts_ns.copy()
+            last[~np.isin(self.table.device, opc)] = np.iinfo(np.int64).min
+            self._prev_last_ts = last
+            self._prev_max_ts = int(last.max())
         if prev is not None and prev.crashed:
             log.warning(
-                "previous run (boot epoch %d) ended in a crash after batch seq %d: %d samples in its frame buffer and "
-                "%d in unsent batches held in memory were lost (%s); data read after %s may be missing: OPC-UA "
-                "sources back-fill it from history where the server keeps it, the cloud's gap ledger shows the rest",
-                prev.boot_epoch_ns, prev.next_seq - 1, prev.buffer_samples, prev.unlogged_samples,
-                "reported to the cloud as dropped", time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                   time.gmtime(prev.last_flush_ns / 1e9)),
+                "previous run (boot epoch %d) ended in a crash after batch seq %d: lost %d samples in its frame "
+                "buffer (read after %s, not yet counted) and %d in unsent batches held in memory (reported to the "
+                "cloud as dropped); OPC-UA sources back-fill from history where the server keeps it",
+                prev.boot_epoch_ns, prev.next_seq - 1, prev.buffer_samples,
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(prev.last_flush_ns / 1e9)), prev.unlogged_samples,
             )
         self.metrics_server: MetricsServer | None = None
         # Sparkplug B: a second, optional northbound path with its own connection (edge/sinks/sparkplug.py).
@@ -188,22 +197,19 @@ class EdgeGateway:
                 prev = self.previous_run
                 if prev is not None and prev.crashed and prev.last_ts_ns is not None:
                     src.resume_after(prev.last_ts_ns)  # back-fill what the crash may have lost
-            self._note_crash_window(dev.name, dev.protocol, self.table.signals_of(dev.index))
+            self._note_crash_window(dev.name, dev.protocol)
             self.sources[dev.name] = src
             out.append((f"source:{dev.name}", src.run()))
         return out
 
-    def _note_crash_window(self, name: str, protocol: Protocol, rows: np.ndarray) -> None:
+    def _note_crash_window(self, name: str, protocol: Protocol) -> None:
         """After a crash: from when this source's data may be missing, and whether it can be recovered."""
         prev = self.previous_run
         if prev is None or not prev.crashed:
             return
+        # Read before the last flush: in a batch (logged, or held and counted in unlogged_samples). After
+        # it: in the frame buffer. OPC-UA back-fill starts from each signal's own newest timestamp.
         since = prev.last_flush_ns
-        if prev.last_ts_ns is not None and rows.size:
-            seen = prev.last_ts_ns[rows]
-            seen = seen[seen > 0]
-            if seen.size:
-                since = int(seen.min())
         recovery = "history back-fill" if protocol is Protocol.OPCUA and self.cfg.opcua.backfill else "none"
         self.crash_windows[name] = {"from_ns": since, "to_ns": self.boot_epoch_ns, "recovery": recovery}
         log.warning("crash window of source %s: %s .. %s, recovery: %s", name,
@@ -231,13 +237,17 @@ class EdgeGateway:
         return Frame(frame.ts_ns[keep], frame.signal[keep], frame.value[keep], frame.quality[keep],
                      None if frame.status is None else frame.status[keep])
 
-    def _count_dropped(self, payload: bytes) -> None:
-        """Per-signal counts of a dropped batch (rare: a bound or a full disk), into the run mark."""
+    def _count_dropped(self, payload: bytes, cause: DropCause) -> None:
+        """A dropped batch (rare: a bound or a full disk): per-signal counts into the run mark, and its
+        sequence number into ``dropped_ranges`` (the health status carries them to the cloud's ledger)."""
         try:
-            sig = wire.decode_batch(payload).signal
+            batch = wire.decode_batch(payload)
         except wire.WireError as exc:
             log.warning("a dropped batch cannot be decoded for per-signal counts: %s", exc)
             return
+        if not self.mark.add_drop(batch.boot_epoch_ns, batch.seq, _CAUSES.index(cause)):
+            self.dropped_ranges_forgotten += 1
+        sig = batch.signal
         dropped = self.mark.dropped_per_signal
         sig = sig[sig < dropped.shape[0]]
         dropped += np.bincount(sig, minlength=dropped.shape[0])
@@ -363,6 +373,8 @@ class EdgeGateway:
             "oldest_unacked_age_s": round(fs.get("oldest_unacked_age_s", 0.0), 3),
             "last_cloud_ack_age_s": round(fs.get("last_ack_age_s", -1.0), 3),
             "dropped_samples": int(fs.get("dropped_samples", 0)),
+            "dropped_ranges": self._dropped_ranges(),
+            "previous_runs": self.mark.earlier_runs(),
             "alarms_opened": self.events_opened,
         }
         doc.pop("spool", None)
@@ -525,6 +537,11 @@ class EdgeGateway:
             "spool": {k: v for k, v in self.forwarder.stats().items() if k.startswith(("wal_", "dropped", "oldest"))},
         }
 
+    def _dropped_ranges(self) -> list[list[Any]]:
+        """[epoch, lo, hi, cause] the edge dropped, this run's and earlier runs' (the newest MAX_DROPS)."""
+        rows = self.mark.drop_list().tolist()  # carried from run to run, each range names its epoch
+        return [[e, lo, hi, str(_CAUSES[c])] for e, lo, hi, c in rows if 0 <= c < len(_CAUSES)]
+
     def _previous_run_doc(self) -> dict[str, Any] | None:
         if self.previous_run is None:
             return None
@@ -625,7 +642,6 @@ class EdgeGateway:
             self.mark.close(stopped=True)
             if self.metrics_server is not None:
                 self.metrics_server.stop()
-
 
     def _write_stats(self) -> None:
         stats_path = self.cfg.state_dir / "stats.json"

@@ -47,7 +47,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
-from edge.spool import Lane, Record, Spool, SpoolError, SpoolSettings
+from edge.spool import DropCause, Lane, Record, Spool, SpoolError, SpoolSettings
 from plantwire import wire
 from plantwire.metrics import Registry
 
@@ -132,7 +132,7 @@ class Forwarder:
         max_inflight: int = 100,
         replay_grace_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
-        on_drop: Callable[[bytes], None] | None = None,
+        on_drop: Callable[[bytes, DropCause], None] | None = None,
     ) -> None:
         self.settings = settings
         self.publisher = publisher
@@ -283,7 +283,7 @@ class Forwarder:
         For a clean shutdown: whatever is left stays in the log and is replayed at the next start.
         """
         deadline = self._clock() + timeout_s
-        while self.spool.stats.records:
+        while self.spool.stats.records or self._unlogged:
             if self._clock() >= deadline:
                 return False
             self.tick()
@@ -291,7 +291,27 @@ class Forwarder:
         return True
 
     def close(self) -> None:
-        """Make everything appended durable (the app closes the spool after the publisher)."""
+        """Make everything appended durable (the app closes the spool after the publisher).
+
+        Held batches get a last chance to be logged; those the log still cannot take die with the process:
+        dropped, counted (``unlogged_dropped_*``, cause "unlogged at shutdown"), and logged.
+        """
+        if self._unlogged:
+            self._log_held()
+        with self._mem_lock:
+            lost = list(self._unlogged.values())
+            self._unlogged.clear()
+            self._unlogged_bytes = 0
+            self._count_unlogged()
+        if lost:
+            samples = sum(int(v[1]) for v in lost)  # type: ignore[call-overload]
+            self.counters.unlogged_dropped_records += len(lost)
+            self.counters.unlogged_dropped_samples += samples
+            for v in lost:
+                if self._on_drop is not None:
+                    self._on_drop(v[0], DropCause.SHUTDOWN)  # type: ignore[arg-type]
+            log.error("forwarder: %d held batches (%d samples) could not be logged before exit: dropped, counted",
+                      len(lost), samples)
         self.spool.sync()
 
     # -- held batches (the log had no space) ------------------------------------------------------
@@ -320,7 +340,7 @@ class Forwarder:
                 _, (p_old, n_old, _sent) = self._unlogged.popitem(last=False)
                 self._unlogged_bytes -= len(p_old)  # type: ignore[arg-type]
                 if self._on_drop is not None:
-                    self._on_drop(p_old)  # type: ignore[arg-type]
+                    self._on_drop(p_old, DropCause.MEMORY_QUEUE)  # type: ignore[arg-type]
                 dropped_recs += 1
                 dropped_samples += n_old  # type: ignore[operator]
             c.unlogged_dropped_records += dropped_recs

@@ -77,7 +77,9 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["FILE_HEADER", "RECORD_HEADER", "Lane", "Record", "Spool", "SpoolError", "SpoolSettings", "SpoolStats"]
+__all__ = [
+    "FILE_HEADER", "RECORD_HEADER", "DropCause", "Lane", "Record", "Spool", "SpoolError", "SpoolSettings", "SpoolStats",
+]
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +129,16 @@ class _Fallocate:
 
 class SpoolError(RuntimeError):
     """The log cannot be used (state directory not writable, a record larger than the limit)."""
+
+
+class DropCause(enum.StrEnum):
+    """Why records left the log unacknowledged (the cloud's gap ledger shows it as the gap's reason)."""
+
+    BYTES_BOUND = "edge dropped: log over max_bytes"
+    AGE_BOUND = "edge dropped: older than max_age_s"
+    DISK_FULL = "edge dropped: disk full"
+    MEMORY_QUEUE = "edge dropped: memory queue full"
+    SHUTDOWN = "edge dropped: unlogged at shutdown"
 
 
 class Lane(enum.IntEnum):
@@ -315,11 +327,11 @@ class Spool:
         state_dir: Path,
         *,
         clock_ns: Callable[[], int] = time.time_ns,
-        on_drop: Callable[[bytes], None] | None = None,
+        on_drop: Callable[[bytes, DropCause], None] | None = None,
     ) -> None:
-        """``on_drop`` receives the payload of every telemetry record dropped by a bound or a full disk
-        (read back before its segment goes; called with the lock held, so it must not call the Spool):
-        the app counts the dropped samples per signal from it."""
+        """``on_drop`` receives the payload and cause of every telemetry record dropped by a bound or a full
+        disk (read back before its segment goes; called with the lock held, so it must not call the Spool):
+        the app counts the dropped samples per signal and reports the dropped sequence ranges from it."""
         self.settings = settings
         self._on_drop = on_drop
         self.dir = Path(state_dir) / "wal"
@@ -542,7 +554,7 @@ class Spool:
                     self._fd = -1
                     self._active = None
                     self.stats.no_segment = 1
-                recs, samples = self._drop_segment(victim)
+                recs, samples = self._drop_segment(victim, DropCause.DISK_FULL)
                 self.stats.dropped_disk_full_records += recs
                 self.stats.dropped_disk_full_samples += samples
                 log.error(
@@ -673,7 +685,7 @@ class Spool:
             oldest = next((g for g in self._segments.values() if g is not seg), None)
             if err.errno != errno.ENOSPC or not make_room or oldest is None:
                 raise SpoolError(f"spool: write to {seg.path} failed: {err}") from err
-            recs, samples = self._drop_segment(oldest)
+            recs, samples = self._drop_segment(oldest, DropCause.DISK_FULL)
             self.stats.dropped_disk_full_records += recs
             self.stats.dropped_disk_full_samples += samples
             log.error("spool: disk full: dropped the oldest segment, %d unacked records, %d samples", recs, samples)
@@ -731,7 +743,7 @@ class Spool:
         for seg in list(self._segments.values()):
             if self.stats.bytes + incoming <= limit or seg is self._active:
                 break
-            r, s = self._drop_segment(seg)
+            r, s = self._drop_segment(seg, DropCause.BYTES_BOUND)
             recs, samples, segs = recs + r, samples + s, segs + 1
         self.stats.dropped_bytes_bound_records += recs
         log.error(
@@ -739,7 +751,7 @@ class Spool:
             limit, segs, recs, samples,
         )
 
-    def _report_drop(self, rec: Record) -> None:
+    def _report_drop(self, rec: Record, cause: DropCause) -> None:
         """Hand a dropped telemetry record's payload to ``on_drop`` (caller holds the lock; record still live)."""
         if self._on_drop is None or rec.lane != Lane.TELEMETRY:
             return
@@ -748,15 +760,15 @@ class Spool:
         except (SpoolError, OSError) as exc:
             log.warning("spool: dropped record %s cannot be read back for per-signal counts: %s", rec.key, exc)
             return
-        self._on_drop(payload)
+        self._on_drop(payload, cause)
 
-    def _drop_segment(self, seg: _Segment) -> tuple[int, int]:
+    def _drop_segment(self, seg: _Segment, cause: DropCause) -> tuple[int, int]:
         recs = samples = 0
         for lane, epoch, seq in seg.keys or ():
             chain = self._chains.get((lane, epoch))
             rec = chain.live.get(seq) if chain is not None else None
             if rec is not None and rec.segment == seg.id:
-                self._report_drop(rec)
+                self._report_drop(rec, cause)
                 recs += 1
                 samples += rec.n
                 if rec.sends:
@@ -777,7 +789,7 @@ class Spool:
             freed: list[Record] = []
             for chain in list(self._chains.values()):
                 while (rec := chain.first()) is not None and rec.wall_ns < cutoff:
-                    self._report_drop(rec)
+                    self._report_drop(rec, DropCause.AGE_BOUND)
                     recs += 1
                     samples += rec.n
                     if rec.sends:

@@ -22,7 +22,7 @@ from paho.mqtt.properties import Properties
 from edge.config import MqttSettings
 from edge.forwarder import Forwarder
 from edge.sinks.mqtt import MqttPublisher
-from edge.spool import Spool, SpoolSettings
+from edge.spool import DropCause, Spool, SpoolSettings
 from plantwire import wire
 from plantwire.metrics import Registry
 from plantwire.services import Mosquitto
@@ -123,13 +123,14 @@ def cloud(mosquitto: Mosquitto) -> Iterator[Cloud]:
 
 
 def make(
-    broker: Mosquitto, state_dir: Path, *, replay_grace_s: float = 0.2, **kw: object
+    broker: Mosquitto, state_dir: Path, *, replay_grace_s: float = 0.2,
+    on_drop: Callable[[bytes, DropCause], None] | None = None, **kw: object
 ) -> tuple[Forwarder, MqttPublisher, Spool]:
     s = SpoolSettings(**{"max_bytes": 64 * 1024**2, "segment_bytes": 1024**2, **kw})  # type: ignore[arg-type]
     mqtt_settings = MqttSettings(host=broker.host, port=broker.port, max_inflight=100)
     pub = MqttPublisher(mqtt_settings, f"edge-{uuid.uuid4().hex[:8]}")
     spool = Spool(s, state_dir)
-    fw = Forwarder(s, pub, spool, SITE, GW, max_inflight=100, replay_grace_s=replay_grace_s)
+    fw = Forwarder(s, pub, spool, SITE, GW, max_inflight=100, replay_grace_s=replay_grace_s, on_drop=on_drop)
     pub.start()
     return fw, pub, spool
 
@@ -435,3 +436,29 @@ def test_held_batches_are_bounded_oldest_dropped_counted_and_logged_once_space_r
             assert fw.stats()["dropped_samples"] == 4 * N
         finally:
             close(fw, pub, spool)
+
+
+def test_held_batches_still_unlogged_at_exit_are_counted_as_dropped(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    from diskfull import fill, small_disk
+
+    with small_disk(tmp_path / "disk", 256 * 1024) as disk:
+        (disk / "wal").mkdir()
+        fill(disk)
+        causes: list[str] = []
+        fw, pub, spool = make(mosquitto, disk, max_bytes=16 * 4096, segment_bytes=4096,
+                              on_drop=lambda payload, cause: causes.append(str(cause)))
+        try:
+            pump(fw, lambda: pub.connected, what="connect")
+            mosquitto.stop()
+            pump(fw, lambda: not pub.connected, what="disconnect")
+            for seq in range(3):
+                fw.submit(batch(seq), seq, EPOCH, N)
+            assert fw.counters.unlogged_unsent_samples == 3 * N
+            fw.close()
+            st = fw.stats()
+            assert st["unlogged_records"] == 0 and st["unlogged_dropped_samples"] == 3 * N
+            assert st["dropped_samples"] == 3 * N and causes == ["edge dropped: unlogged at shutdown"] * 3
+        finally:
+            mosquitto.start()
+            pub.stop()
+            spool.close()

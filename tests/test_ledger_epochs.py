@@ -33,3 +33,18 @@ def test_an_epoch_that_never_arrived_at_all_is_one_crash_gap(tmp_path: Path) -> 
     led = GapLedger(tmp_path)
     led.close_epoch(GW, BOOT, 4, "edge crash", now=1.0)
     assert [(g.lo, g.hi, g.reason, g.batches) for g in led.gaps()] == [(0, 4, "edge crash", 5)]
+
+
+def test_numbers_the_edge_dropped_are_gaps_named_by_the_cause(tmp_path: Path) -> None:
+    led = GapLedger(tmp_path)
+    led.add(GW, BOOT, [0, 1, 5, 9], now=1.0)
+    assert led.mark_dropped(GW, BOOT, 2, 3, "edge dropped: disk full")
+    assert led.mark_dropped(GW, BOOT, 4, 4, "edge dropped: disk full"), "extends the range"
+    assert not led.mark_dropped(GW, BOOT, 2, 4, "edge dropped: disk full"), "idempotent"
+    led.mark_dropped(GW, BOOT, 6, 6, "edge dropped: log over max_bytes")
+    assert [(g.lo, g.hi, g.reason) for g in led.gaps()] == [
+        (2, 4, "edge dropped: disk full"), (6, 8, "missing")], "6..8 is only partly explained"
+    led.save()
+    again = GapLedger(tmp_path)
+    again.load()
+    assert [g.reason for g in again.gaps()] == ["edge dropped: disk full", "missing"]

@@ -62,6 +62,7 @@ def test_the_mark_is_reused_on_a_full_disk_and_in_memory_when_it_cannot_be_made(
         assert not fresh.persistent
         fresh.head[UNSENT] = 1  # still usable
         reused.close(stopped=True)
+        del reused, fresh  # the mapping keeps the tmpfs busy until its arrays are gone
 
 
 def test_side_work_failures_are_counted_logged_once_per_interval_and_retried(caplog: pytest.LogCaptureFixture) -> None:
@@ -93,7 +94,7 @@ def test_mark_arrays_are_views_of_the_file(tmp_path: Path) -> None:
     m.head[PENDING] = 9
     prev = read_previous(tmp_path)
     assert prev is not None and prev.read_per_signal.tolist() == [1, 2, 3] and prev.buffer_samples == 9
-    assert os.path.getsize(tmp_path / "run.mark") == 8 * (16 + 9)
+    assert os.path.getsize(tmp_path / "run.mark") == 8 * (16 + 4 * 64 + 6 * 8 + 9)
     m.close(stopped=False)
 
 
@@ -112,3 +113,41 @@ def test_an_in_memory_mark_moves_to_its_file_when_space_returns(tmp_path: Path) 
         prev = read_previous(disk)
         assert prev is not None and prev.next_seq == 3 and prev.read_per_signal[7:9].tolist() == [5, 1]
         m.close(stopped=True)
+        del m, prev  # the mapping keeps the tmpfs busy until its arrays are gone
+
+
+def test_dropped_ranges_merge_and_keep_the_newest(tmp_path: Path) -> None:
+    from edge.runmark import MAX_DROPS
+
+    m = RunMark(tmp_path, 2, b"x", EPOCH)
+    for seq in (3, 4, 5, 9):
+        assert m.add_drop(EPOCH, seq, 1)
+    m.add_drop(EPOCH, 10, 2)  # another cause: a range of its own
+    assert m.drop_list().tolist() == [[EPOCH, 3, 5, 1], [EPOCH, 9, 9, 1], [EPOCH, 10, 10, 2]]
+    for seq in range(20, 20 + 2 * MAX_DROPS, 2):
+        m.add_drop(EPOCH, seq, 1)
+    last = 18 + 2 * MAX_DROPS
+    assert len(m.drop_list()) == MAX_DROPS and m.drop_list()[-1].tolist() == [EPOCH, last, last, 1]
+    assert m.drop_list()[0].tolist()[1] > 10, "the oldest ranges gave way"
+    prev = read_previous(tmp_path)
+    assert prev is not None and prev.drops.tolist() == m.drop_list().tolist()
+
+
+def test_a_crash_loop_keeps_every_runs_accounting_and_drops(tmp_path: Path) -> None:
+    """Runs that crash one after the other (the broker down, nothing reported) are all remembered."""
+    from edge.runmark import MAX_RUNS
+
+    a = RunMark(tmp_path, 2, b"x", EPOCH)
+    a.head[NEXT_SEQ] = 5
+    a.head[UNSENT] = 300
+    a.add_drop(EPOCH, 1, 2)
+    b = RunMark(tmp_path, 2, b"x", EPOCH + 1)  # a never closed: it crashed
+    b.head[NEXT_SEQ] = 7
+    c = RunMark(tmp_path, 2, b"x", EPOCH + 2)
+    runs = c.earlier_runs()
+    assert [(r["boot_epoch_ns"], r["next_seq"], r["crashed"]) for r in runs] == [(EPOCH + 1, 7, True), (EPOCH, 5, True)]
+    assert runs[1]["unlogged_samples"] == 300 and runs[1]["dropped_samples"] == 300
+    assert c.drop_list().tolist() == [[EPOCH, 1, 1, 2]], "drop ranges are carried from run to run"
+    for i in range(3, 3 + MAX_RUNS):
+        c = RunMark(tmp_path, 2, b"x", EPOCH + i)
+    assert len(c.earlier_runs()) == MAX_RUNS and c.earlier_runs()[0]["boot_epoch_ns"] == EPOCH + 2 + MAX_RUNS - 1

@@ -323,7 +323,7 @@ def test_the_log_keeps_its_space_when_another_writer_fills_the_disk(tmp_path: Pa
     with small_disk(tmp_path / "disk", 1024 * 1024) as disk:
         dropped: list[int] = []
         sp = Spool(settings(max_bytes=16 * seg, segment_bytes=seg, reserve_segments=1), disk,
-                   on_drop=lambda p: dropped.append(wire.decode_batch(p).seq))
+                   on_drop=lambda p, cause: dropped.append(wire.decode_batch(p).seq))
         try:
             assert sp.stats.reserve_bytes == seg
             fill(disk)

@@ -16,7 +16,9 @@ What an edge run read:
   mid-interval and followed at once by the kill is exact: every sample it counts is on disk, and the
   samples still in the frame buffer were never counted as read. That crash window (at most one
   batch interval of samples, in memory only) is the one loss a SIGKILL may cause, and it is not a
-  "read" sample.
+  "read" sample. The edge's run mark (edge/runmark.py) counts it, and the next run reports it as
+  ``previous_run.buffer_samples`` and back-fills the OPC-UA part from history; the mark also holds
+  the killed run's exact per-signal read and dropped counts (tests/chaos/test_disk_full.py uses them).
 """
 
 from __future__ import annotations

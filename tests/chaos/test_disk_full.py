@@ -38,8 +38,8 @@ SMALL_LOG = {"max_bytes": 256 * 1024}
 
 
 def _grows(pipe: Pipeline, name: str, by: float, timeout_s: float, what: str) -> None:
-    start = edge_metric(pipe, name)
-    wait_until(lambda: edge_metric(pipe, name) >= start + by, timeout_s, what, pipe)
+    start = pipe.progress().get(name, 0.0)  # edge and ingestor metrics
+    wait_until(lambda: pipe.progress().get(name, 0.0) >= start + by, timeout_s, what, pipe)
 
 
 def _per_signal_exact(pipe: Pipeline, run: Run, since_ns: int) -> None:
@@ -87,6 +87,8 @@ def test_state_disk_full_with_broker_down_then_kill_9(tmp_path: Path) -> None:
             wait_cloud_acked_everything(pipe, timeout_s=120.0)
             clean = halt_edge(pipe)
             time.sleep(2.0)
+            wait_until(lambda: all(g["reason"] != "missing" for g in health(pipe.ingest_metrics_port)["gaps"]), 30.0,
+                       "the ingestor to name the gaps by the edge's drop cause", pipe)
             stored_per_signal = pipe.influx_counts(started_ns, clean.ended_ns)
             stored = sum(stored_per_signal.values())
             late = pipe.influx_counts(clean.ended_ns, None)
@@ -121,6 +123,9 @@ def test_state_disk_full_with_broker_down_then_kill_9(tmp_path: Path) -> None:
     recs = int(killed.metrics["plantwire_edge_spool_dropped_records_total"])
     sent_recs = int(killed.metrics.get("plantwire_edge_spool_dropped_sent_records_total", 0))
     assert recs - sent_recs <= gap_batches <= recs, report
+    # ... named by the cause the edge reported (the killed run's drops came through its run mark).
+    reasons = {g["reason"] for g in ingest["gaps"] if g["boot_epoch_ns"] == mark.boot_epoch_ns}
+    assert reasons <= {"edge dropped: disk full"}, report
     assert ing_metrics.get("plantwire_ingest_edge_dropped_samples", 0) >= 0
     assert clean.dropped_samples == 0
 
@@ -240,3 +245,35 @@ def test_crash_while_batches_wait_unlogged_leaves_an_edge_crash_gap(tmp_path: Pa
     dropped = first.dropped_samples + killed.dropped_samples + prev["unlogged_samples"] + clean.dropped_samples
     print(f"read {read}, stored {stored}, dropped {dropped} (lost in the crash {prev['unlogged_samples']})")
     assert stored == read - dropped
+
+
+def test_enospc_at_checkpoints_never_stops_acquisition(tmp_path: Path) -> None:
+    """The state disk fills while all else is well: every checkpoint fails with ENOSPC (counted, logged
+    once a minute, health degraded), yet the edge keeps reading and delivering through its log's own
+    space; when space returns the checkpoint works again and the run stops cleanly, nothing lost."""
+    state = tmp_path / "state"
+    with small_disk(state / "edge", DISK_BYTES) as edge_dir:
+        pipe = make_pipeline(state, spool=SMALL_LOG, analytics={"checkpoint_interval_s": 1.0})
+        started_ns = time.time_ns()
+        try:
+            pipe.start()
+            time.sleep(2.0)
+            filler = fill(edge_dir)
+            wait_until(lambda: edge_metric(pipe, "plantwire_edge_side_errors_total") >= 3, 30.0,
+                       "checkpoints to fail with ENOSPC", pipe)
+            _grows(pipe, "plantwire_ingest_samples_written_total", 5000, 30.0, "delivery to go on")
+            h = health(pipe.edge_metrics_port)
+            assert h["status"] == "degraded" and "checkpoint failing" in h["degraded"], h
+            filler.unlink()
+            wait_until(lambda: health(pipe.edge_metrics_port)["status"] == "ok", 30.0,
+                       "the checkpoint to work again", pipe)
+            wait_cloud_acked_everything(pipe)
+            run = halt_edge(pipe)
+            time.sleep(2.0)
+            log_text = (pipe.logs / "edge.log").read_text(errors="replace")
+            _per_signal_exact(pipe, run, started_ns)
+        finally:
+            pipe.close()
+    assert run.metrics["side_errors"].get("checkpoint", 0) >= 3 and run.dropped_samples == 0
+    assert log_text.count("checkpoint failed") <= 2, "logged once a minute, not per failure"
+    assert "checkpoint works again" in log_text and "Traceback" not in log_text
