@@ -300,8 +300,11 @@ class EdgeGateway:
                 self._publish_health(health)
             self.forwarder.tick()
             if self.sparkplug is not None:
+                # A PLC is down for Sparkplug (DDEATH) once its source connected and lost it, or failed to connect;
+                # before its first outcome it counts as up, so a start does not DDEATH every device.
                 stats = self.source_stats
-                up = np.array([(st := stats.get(d.name)) is None or st.connected for d in self.table.devices])
+                up = np.array([(st := stats.get(d.name)) is None or st.connected
+                               or (st.errors == 0 and st.last_sample_ns == 0) for d in self.table.devices])
                 self._sparkplug_call(self.sparkplug.set_plc_connected, up)
                 self._sparkplug_call(self.sparkplug.tick)
             self._update_metrics()
