@@ -44,6 +44,10 @@ to the plant), payloads that do not parse -- is rejected: counted by reason and 
 **Devices follow their PLC.** ``set_plc_connected`` (called on the flush timer) publishes DDEATH for
 the devices of a PLC whose source lost its connection and a DBIRTH when it is back.
 
+**Threads.** In the daemon every call into the node comes from one worker thread
+(edge/sinks/sparkplug_feed.py), so building payloads never runs on the event loop; paho's thread runs
+births and commands. The methods are also safe to call directly from a single thread, as the tests do.
+
 Locking rule as in edge/sinks/mqtt.py: paho calls our callbacks from its thread; our lock is held while
 calling ``publish`` (which takes paho's packet lock, never its callback lock), and no paho callback of
 ours is registered for publish acknowledgements, so the two never nest in opposite orders.
