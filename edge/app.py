@@ -55,7 +55,7 @@ from plantwire.sdnotify import Notifier
 from plantwire.tls import SecretError
 
 if TYPE_CHECKING:
-    from edge.sinks.sparkplug import SparkplugNode
+    from edge.sinks.sparkplug_feed import SparkplugFeed
 
 log = logging.getLogger("plantwire.edge")
 
@@ -161,14 +161,16 @@ class EdgeGateway:
                 time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(prev.last_flush_ns / 1e9)), prev.unlogged_samples,
             )
         self.metrics_server: MetricsServer | None = None
-        # Sparkplug B: a second, optional northbound path with its own connection (edge/sinks/sparkplug.py).
-        self.sparkplug: SparkplugNode | None = None
+        # Sparkplug B: a second, optional northbound path with its own connection (edge/sinks/sparkplug.py),
+        # fed through a worker thread so that building its payloads never runs on this event loop.
+        self.sparkplug: SparkplugFeed | None = None
         self.sparkplug_errors = 0
         if cfg.sparkplug is not None:
             from edge.sinks.sparkplug import SparkplugNode
+            from edge.sinks.sparkplug_feed import SparkplugFeed
 
-            self.sparkplug = SparkplugNode(cfg.sparkplug, cfg.mqtt, self.table, cfg.state_dir,
-                                           with_health=cfg.analytics.health is not None)
+            self.sparkplug = SparkplugFeed(SparkplugNode(cfg.sparkplug, cfg.mqtt, self.table, cfg.state_dir,
+                                                         with_health=cfg.analytics.health is not None))
 
     # -- wiring ---------------------------------------------------------------------------
     def _on_connect_messages(self) -> list[tuple[str, bytes, bool]]:
@@ -317,7 +319,7 @@ class EdgeGateway:
         self.kernel_s += t1 - t0
         self.encode_s += time.perf_counter() - t1
         if self.sparkplug is not None:  # after the compact wire, which it must never delay or break
-            self._sparkplug_call(self.sparkplug.on_frame, frame.ts_ns, frame.signal, frame.value, frame.quality)
+            self._sparkplug_call(self.sparkplug.frame, frame.ts_ns, frame.signal, frame.value, frame.quality)
 
     def _sparkplug_call(self, fn: Any, *args: Any) -> None:
         """Feed the Sparkplug node; a failure there is counted and logged, never raised into the daemon."""
@@ -357,7 +359,7 @@ class EdgeGateway:
         self.events_messages += 1
         self.forwarder.submit_event(payload, self.boot_epoch_ns)
         if self.sparkplug is not None:
-            self._sparkplug_call(self.sparkplug.on_events, events)
+            self._sparkplug_call(self.sparkplug.call, self.sparkplug.node.on_events, events)
 
     def _publish_status(self) -> None:
         """Retained gateway status on the health topic (the last will overwrites it with "offline")."""
@@ -409,7 +411,8 @@ class EdgeGateway:
             self.events_messages += 1
             self.forwarder.submit_event(payload, self.boot_epoch_ns)
         if self.sparkplug is not None:
-            self._sparkplug_call(self.sparkplug.on_health, h.ts_ns, h.machine, (h.health, h.rul, h.rul_low, h.rul_high))
+            self._sparkplug_call(self.sparkplug.call, self.sparkplug.node.on_health, h.ts_ns, h.machine,
+                                 (h.health, h.rul, h.rul_low, h.rul_high))
         if h.events.shape[0]:
             self._publish_events(h.events)
 
@@ -433,10 +436,13 @@ class EdgeGateway:
             self.forwarder.tick()
             self._update_mark()
             if self.sparkplug is not None:
+                # A PLC is down for Sparkplug (DDEATH) once its source connected and lost it, or failed to connect;
+                # before its first outcome it counts as up, so a start does not DDEATH every device.
                 stats = self.source_stats
-                up = np.array([(st := stats.get(d.name)) is None or st.connected for d in self.table.devices])
-                self._sparkplug_call(self.sparkplug.set_plc_connected, up)
-                self._sparkplug_call(self.sparkplug.tick)
+                up = np.array([(st := stats.get(d.name)) is None or st.connected
+                               or (st.errors == 0 and st.last_sample_ns == 0) for d in self.table.devices])
+                self._sparkplug_call(self.sparkplug.call, self.sparkplug.node.set_plc_connected, up)
+                self._sparkplug_call(self.sparkplug.call, self.sparkplug.node.tick)
             self._update_metrics()
 
     def _update_metrics(self) -> None:
@@ -459,8 +465,12 @@ class EdgeGateway:
         )
         self.forwarder.export_metrics(m)
         if self.sparkplug is not None:
-            self._sparkplug_call(self.sparkplug.export_metrics, m)
-            m.counter("sparkplug_errors_total", "Sparkplug node calls that failed (logged)").set(self.sparkplug_errors)
+            self._sparkplug_call(self.sparkplug.node.export_metrics, m)
+            m.counter("sparkplug_errors_total", "Sparkplug node calls that failed (logged)").set(
+                self.sparkplug_errors + self.sparkplug.errors)
+            m.counter("sparkplug_frames_merged_total", "Frames merged while the Sparkplug worker was busy").set(
+                self.sparkplug.frames_merged)
+            m.gauge("sparkplug_queue", "Calls waiting for the Sparkplug worker").set(self.sparkplug.pending)
         m.counter("kernel_seconds_total", "Time spent in detector kernels").set(self.kernel_s)
         m.gauge("kernels_aot", "1 while the kernels run ahead-of-time compiled (no numba in the process)").set(
             1.0 if KERNELS.mode == "aot" else 0.0)
@@ -631,7 +641,7 @@ class EdgeGateway:
             self._update_metrics()
             self.publisher.stop()
             if self.sparkplug is not None:
-                self._sparkplug_call(self.sparkplug.stop)
+                self._sparkplug_call(self.sparkplug.close)
             self.forwarder.close()
             self.spool.close()
             # Detector and health checkpoints: the next start resumes warm (a full disk: it starts cold).

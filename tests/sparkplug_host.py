@@ -27,8 +27,12 @@ import paho.mqtt.client as paho
 if not hasattr(paho.Client, "message_retry_set"):
     paho.Client.message_retry_set = lambda self, retry: None  # type: ignore[attr-defined]
 
-import pysparkplug as psp
-from pysparkplug._protobuf import Payload as PspPayload
+try:
+    import pysparkplug as psp
+    from pysparkplug._protobuf import Payload as PspPayload
+except ImportError as exc:  # not in pyproject's dev extra: its paho-mqtt<2 pin would clash with ours
+    raise ImportError("pysparkplug is missing: `make venv` installs it (pip install --no-deps "
+                      "'pysparkplug==0.6.1')") from exc
 
 
 @dataclass

@@ -319,3 +319,37 @@ def test_history_store_is_bounded_and_counts_what_it_drops(table: SignalTable, t
         assert st["samples"] + st["dropped_samples"] == node.stats.metrics_stored
     finally:
         node.stop()
+
+
+def test_feed_merges_adjacent_frames_keeps_order_and_bounds_memory(table: SignalTable, tmp_path: Path) -> None:
+    from edge.sinks.sparkplug_feed import SparkplugFeed, _latest_per_signal
+    from plantwire.ports import free_port
+
+    rng = np.random.default_rng(5)
+    sig = rng.integers(0, 50, 400).astype(np.uint32)
+    ts = np.arange(400, dtype=np.int64)
+    got = _latest_per_signal(ts, sig, ts.astype(np.float64), np.zeros(400, dtype=np.uint8))
+    want = {int(s): i for i, s in enumerate(sig.tolist())}  # naive: the last index of each signal
+    assert dict(zip(got[1].tolist(), got[0].tolist(), strict=True)) == want
+    assert np.all(np.diff(got[0]) > 0)  # arrival order kept
+
+    settings = SparkplugSettings(group_id=GROUP, edge_node_id=NODE, history="drop")
+    node = SparkplugNode(settings, MqttSettings(port=free_port()), table, tmp_path)  # no broker there
+    feed = SparkplugFeed(node)  # worker not started yet: the queue is observable
+    n = len(table)
+    r = _Run(node, None, table)  # type: ignore[arg-type]
+    frame = (np.full(n, r.t_ns, dtype=np.int64), np.arange(n, dtype=np.uint32), np.ones(n),
+             np.zeros(n, dtype=np.uint8))
+    feed.frame(*frame)
+    feed.frame(*frame)
+    feed.call(node.tick)
+    for _ in range(3):
+        feed.frame(*frame)
+    assert [fn.__name__ for fn, _ in feed._queue] == ["on_frame", "tick", "on_frame"]
+    assert feed._queue[0][1][1].shape[0] == 2 * n  # two frames merged
+    assert feed._queue[2][1][1].shape[0] == n  # three frames merged, then shrunk to one sample per signal
+    assert feed.frames_merged == 3
+    feed.start()
+    feed.close()
+    assert feed.errors == 0 and feed.pending == 0
+    assert node.stats.metrics_dropped == n  # history: drop, never connected; the same values only once

@@ -32,7 +32,9 @@ exports as ``spool_*``). Why a second log and not the main one: records leave th
 cloud acks them, which has nothing to do with whether a Sparkplug host has seen them, and its
 internals are not ours to bend. Once publishing again, after the BIRTH sequence, the stored values
 go out in order as DDATA with ``is_historical`` set, rate-capped (``replay_samples_per_s``), and each
-record is freed once handed to paho. Sparkplug's DATA messages are QoS 0 by the specification, so a
+record is freed once paho has taken all of it (if paho refuses a message because the connection
+just dropped, the record stays and goes out whole after the next births: a host may then see some
+historical values twice, with the same timestamps). Sparkplug's DATA messages are QoS 0 by the specification, so a
 connection lost in the middle of that can still lose what paho had not written.
 
 **Commands.** ``Node Control/Rebirth`` = true in an NCMD is answered with a full BIRTH sequence (same
@@ -41,6 +43,10 @@ to the plant), payloads that do not parse -- is rejected: counted by reason and 
 
 **Devices follow their PLC.** ``set_plc_connected`` (called on the flush timer) publishes DDEATH for
 the devices of a PLC whose source lost its connection and a DBIRTH when it is back.
+
+**Threads.** In the daemon every call into the node comes from one worker thread
+(edge/sinks/sparkplug_feed.py), so building payloads never runs on the event loop; paho's thread runs
+births and commands. The methods are also safe to call directly from a single thread, as the tests do.
 
 Locking rule as in edge/sinks/mqtt.py: paho calls our callbacks from its thread; our lock is held while
 calling ``publish`` (which takes paho's packet lock, never its callback lock), and no paho callback of
@@ -107,6 +113,7 @@ class SparkplugStats:
     connects: int = 0
     encode_s: float = 0.0
     store_errors: int = 0
+    publish_failures: int = 0  # messages paho refused (connection lost between the check and the publish)
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,8 +380,10 @@ class SparkplugNode:
                 if self.phase is not NodePhase.PUBLISHING:
                     return
                 rep = batch.signal.astype(np.int64)
-                self._publish_data(rep, batch.value, batch.quality, batch.ts_ns // 1_000_000,
-                                   np.ones(rep.size, dtype=bool), historical=True)
+                sent = self._publish_data(rep, batch.value, batch.quality, batch.ts_ns // 1_000_000,
+                                          np.ones(rep.size, dtype=bool), historical=True)
+            if not sent:
+                return  # kept: the record goes out again, whole, after the next births
             self._store.free(rec)
             self.stats.metrics_historical += len(batch)
             self._replay_credit -= len(batch)
@@ -385,13 +394,18 @@ class SparkplugNode:
         self._seq = (s + 1) % 256
         return s
 
-    def _publish(self, topic: str, payload: bytes, kind: str) -> None:
-        self._client.publish(topic, payload, qos=0, retain=False)
+    def _publish(self, topic: str, payload: bytes, kind: str) -> bool:
+        """Hand one message to paho; False (counted) when paho refused it, e.g. the connection just dropped."""
+        info = self._client.publish(topic, payload, qos=0, retain=False)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            self.stats.publish_failures += 1
+            return False
         self.stats.messages[kind] += 1
         self.stats.bytes_published += len(payload)
+        return True
 
     def _publish_data(self, rep: np.ndarray, value: np.ndarray, quality: np.ndarray, ts_ms: np.ndarray,
-                      send_q: np.ndarray, *, historical: bool) -> None:
+                      send_q: np.ndarray, *, historical: bool) -> bool:
         """One DDATA per device: columns sorted by device once and turned into lists once, then sliced
         (a frame touches up to one message per device; per-message numpy indexing would dominate)."""
         t0 = time.perf_counter()
@@ -410,6 +424,7 @@ class SparkplugNode:
         devs = dev_s[starts[:-1]].tolist() if rep.size else []
         alive = self._device_alive
         now = _now_ms()
+        ok = True
         for k, d in enumerate(devs):
             if not historical and not alive[d]:
                 continue  # its DBIRTH (when the PLC is back) carries the current values
@@ -418,8 +433,9 @@ class SparkplugNode:
                 ts_ms=now, seq=self._next_seq(), alias=alias[a:b], datatype=dtype[a:b], value=v[a:b],
                 metric_ts_ms=t[a:b], quality=q[a:b], send_quality=sq[a:b], historical=historical,
             )
-            self._publish(self._t_ddata[d], payload, "DDATA")
+            ok = self._publish(self._t_ddata[d], payload, "DDATA") and ok
         self.stats.encode_s += time.perf_counter() - t0
+        return ok
 
     def _publish_dbirth(self, d: int) -> None:
         cat = self.catalogue
@@ -632,6 +648,8 @@ class SparkplugNode:
         m.counter("sparkplug_connects_total", "Sparkplug MQTT sessions established").set(st.connects)
         m.counter("sparkplug_encode_seconds_total", "Time spent building Sparkplug payloads").set(st.encode_s)
         m.counter("sparkplug_store_errors_total", "History store I/O errors").set(st.store_errors)
+        m.counter("sparkplug_publish_failures_total", "Messages paho refused (connection lost)").set(
+            st.publish_failures)
         m.gauge("sparkplug_publishing", "1 while the node is born and publishing (host online)").set(
             1.0 if self.phase is NodePhase.PUBLISHING else 0.0)
         if self._store is not None:

@@ -2,8 +2,11 @@
 for the compact wire.
 
 The payload schema is the specification's own (``sparkplug_b.proto``, EPL-2.0, from Eclipse Tahu), compiled
-by protoc into ``sparkplug_b_pb2.py``; the protobuf runtime does every varint and field tag. Nothing here
-holds state: the edge node (``edge/sinks/sparkplug.py``) keeps seq, bdSeq and the last-sent values.
+by protoc into ``sparkplug_b_pb2.py``; the protobuf runtime does every varint and field tag. The .proto is
+eclipse/tahu's ``sparkplug_b/sparkplug_b.proto`` at 5736e40 (2023-11-06), unchanged. To regenerate (in a
+scratch virtualenv with grpcio-tools 1.85.1, whose protoc targets protobuf 7.35):
+``python -m grpc_tools.protoc --proto_path=edge/sinks --python_out=edge/sinks edge/sinks/sparkplug_b.proto``.
+Nothing here holds state: the edge node (``edge/sinks/sparkplug.py``) keeps seq, bdSeq and the last-sent values.
 
 Choices, with the specification's clause where it has one:
 
