@@ -9,6 +9,7 @@ independent of it. Dead letters are logged with reason and topic, rate-limited p
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -30,6 +31,21 @@ from tests.test_ingest import GW, SITE, Publisher, batch, expected, make_cfg, ru
 DETECT_S = 10.0
 
 
+def wait_stopped(pid: int, timeout_s: float = 30.0) -> None:
+    """Until every thread of ``pid`` is stopped: kill() returns before a busy multi-threaded process has
+    stopped, and a request sent in that moment was still answered (the stall test then saw no timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        states = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):  # a thread that exited meanwhile
+                states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+        if states and all(st in ("T", "t") for st in states):
+            return
+        assert time.monotonic() < deadline, f"process {pid} not stopped after SIGSTOP: thread states {states}"
+        time.sleep(0.01)
+
+
 class Stalled:
     """SIGSTOP a server's process for the duration of a ``with``; SIGCONT on the way out, whatever happens."""
 
@@ -38,6 +54,7 @@ class Stalled:
 
     def __enter__(self) -> Stalled:
         os.kill(self.pid, signal.SIGSTOP)
+        wait_stopped(self.pid)
         return self
 
     def __exit__(self, *exc: object) -> None:

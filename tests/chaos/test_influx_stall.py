@@ -20,6 +20,7 @@ import pytest
 from chaoslib import account, halt_edge, make_pipeline, wait_cloud_acked_everything, wait_until
 
 from plantwire.pipeline import health, scrape
+from tests.test_influx_health import wait_stopped
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -42,6 +43,7 @@ def test_influxdb_sigstop_is_reported_at_once_and_nothing_is_lost(tmp_path: Path
         assert ingest("plantwire_ingest_influx_up") == 1
         stalled_pid = pipe.influx.pid
         os.kill(stalled_pid, signal.SIGSTOP)
+        wait_stopped(stalled_pid)
         t_stop = time.monotonic()
         wait_until(lambda: ingest("plantwire_ingest_influx_up") == 0, DETECT_S, "influx_up 0", pipe)
         detected_s = time.monotonic() - t_stop
