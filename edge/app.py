@@ -170,7 +170,8 @@ class EdgeGateway:
             from edge.sinks.sparkplug_feed import SparkplugFeed
 
             self.sparkplug = SparkplugFeed(SparkplugNode(cfg.sparkplug, cfg.mqtt, self.table, cfg.state_dir,
-                                                         with_health=cfg.analytics.health is not None))
+                                                         with_health=cfg.analytics.health is not None),
+                                           cfg.sparkplug.feed)
 
     # -- wiring ---------------------------------------------------------------------------
     def _on_connect_messages(self) -> list[tuple[str, bytes, bool]]:

@@ -353,3 +353,12 @@ def test_feed_merges_adjacent_frames_keeps_order_and_bounds_memory(table: Signal
     feed.close()
     assert feed.errors == 0 and feed.pending == 0
     assert node.stats.metrics_dropped == n  # history: drop, never connected; the same values only once
+
+    from edge.sinks.sparkplug_settings import FeedMode
+
+    node2 = SparkplugNode(settings, MqttSettings(port=free_port()), table, tmp_path / "inline")
+    inline = SparkplugFeed(node2, FeedMode.INLINE)
+    inline.start()
+    inline.frame(*frame)  # runs at once on this thread
+    assert node2.stats.metrics_dropped == n and inline.pending == 0
+    inline.close()

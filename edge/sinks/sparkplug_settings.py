@@ -33,6 +33,13 @@ class HistoryMode(enum.StrEnum):
     DROP = "drop"  # counted and dropped: the host sees the current values in the next BIRTH only
 
 
+class FeedMode(enum.StrEnum):
+    """Where the daemon runs the node's per-frame work (edge/sinks/sparkplug_feed.py)."""
+
+    THREAD = "thread"  # a worker thread: the event loop (sources, compact wire) never waits for protobuf work
+    INLINE = "inline"  # on the event loop after the compact wire: ~1.4 µs per sample less CPU (bench/RESULTS.md)
+
+
 class DeadbandRule(_Strict):
     """Report-by-exception deadband for the signals whose id matches one of ``match`` (fnmatch patterns).
 
@@ -58,6 +65,7 @@ class SparkplugSettings(_Strict):
     )
     deadband_absolute: float = Field(default=0.0, ge=0, description="default deadband: any change is reported")
     deadbands: list[DeadbandRule] = []
+    feed: FeedMode = FeedMode.THREAD
     history: HistoryMode = HistoryMode.STORE
     store_max_bytes: int = Field(default=256 * 1024**2, ge=256 * 1024, description="disk the history store may use")
     store_max_age_s: float = Field(default=86400.0, gt=0, description="stored values older than this are dropped")
