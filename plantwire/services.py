@@ -37,7 +37,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from plantwire.lifeline import die_with_parent
+from plantwire.lifeline import die_with_parent, stop_process
 from plantwire.ports import free_port, wait_port
 
 __all__ = ["InfluxDB1", "Mosquitto", "ServiceError", "VictoriaMetrics", "free_port"]
@@ -166,17 +166,9 @@ class _Service:
         proc = self._proc
         if proc is None:
             return None
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+        code = stop_process(proc, timeout_s)
         self._proc = None
-        return proc.returncode
+        return code
 
     def kill(self) -> int | None:
         """SIGKILL by PID, as a crash would (no clean shutdown, no final save)."""
