@@ -164,7 +164,8 @@ def limit_score(x: float, low: float, high: float, margin: float) -> float:
 
 
 def signal_chunk(ts_ns, signal, value, quality, low, high, mask, *, level=None, cusum=None, stuck=None, rate=None,
-                 level_threshold=6.0, rate_threshold=6.0, limit_margin=0.05, machine_z_clip=4.0, n_signals=None):
+                 level_threshold=6.0, rate_threshold=6.0, limit_margin=0.05, machine_z_clip=4.0, n_signals=None,
+                 bad_s=0.0):
     """Composition of the references above, as ``signal_stack.signal_chunk`` documents it."""
     level = level or {}
     cusum = cusum or {}
@@ -177,10 +178,15 @@ def signal_chunk(ts_ns, signal, value, quality, low, high, mask, *, level=None, 
     n = len(signal)
     score, kind = np.zeros(n), np.zeros(n, dtype=np.uint8)
     z_last = np.zeros(n_signals or (int(signal.max()) + 1))
+    last_ok: dict[int, int] = {}  # latest timestamp of a usable sample per signal
     for k in range(n):
         s, x, q, t = int(signal[k]), float(value[k]), int(quality[k]), int(ts_ns[k])
         if _bad(q, x):
+            d = (t - last_ok[s]) / 1e9 if s in last_ok else 0.0
+            if bad_s > 0 and d > 0:
+                score[k], kind[k] = d * d / (d * d + bad_s * bad_s), 8
             continue
+        last_ok[s] = max(last_ok.get(s, t), t)
         m = int(mask[s])
         r = lv.setdefault(s, Robust(**{"alpha": 0.01, "huber_k": 3.0, "warmup": 30, "min_scale": 1e-6, **level}))
         z = r.z(x)
@@ -304,3 +310,16 @@ def alarms(ts, entity, score, kind, on=0.5, off=0.3, on_count=1, off_count=10):
             else:
                 a["quiet"] = 0
     return events
+
+
+def settle_gate(ts_ns, entity, score, kind, quality, count, first_ns, settle_n, settle_ns, dq_kind_min=8):
+    """Reference of ``alarms.settle_gate``: (gated scores, first_ns after the chunk)."""
+    first = dict(enumerate(first_ns.tolist()))
+    out = np.zeros(len(score))
+    for k in range(len(score)):
+        e, t = int(entity[k]), int(ts_ns[k])
+        if first[e] < 0 and quality[k] != 2:
+            first[e] = t
+        young = first[e] < 0 or count[e] < settle_n or t - first[e] < settle_ns
+        out[k] = 0.0 if (young and kind[k] < dq_kind_min and score[k] > 0) else score[k]  # NaN passes
+    return out, np.array([first[i] for i in range(len(first_ns))], dtype=np.int64)

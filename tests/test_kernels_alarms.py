@@ -63,3 +63,41 @@ def test_event_overflow_is_counted_and_state_stays_consistent():
                            alarms.make_params(0.5, 0.3, 1, 1), *cols)
     assert n == 10 and list(cols[1]) == [1, 2, 1]
     assert fst[0, alarms.ACTIVE] == 0.0
+
+
+@pytest.mark.parametrize("settle_s", [0.0, 5.0, 50.0])
+def test_settle_gate_matches_reference(settle_s):
+    """Cold start by time and count, against the reference, with NaN and inf scores and bad samples."""
+    rng = np.random.default_rng(7)
+    n, n_ent = 2000, 6
+    ent = rng.integers(0, n_ent, n).astype(np.int64)
+    ts = np.sort(rng.integers(0, 100_000_000_000, n)).astype(np.int64)
+    score = rng.random(n)
+    score[::97] = np.nan
+    score[::131] = np.inf
+    score[::53] = 0.0
+    kind = rng.integers(0, 10, n).astype(np.uint8)
+    quality = np.where(rng.random(n) < 0.1, 2, 0).astype(np.uint8)
+    count = np.array([0.0, 10.0, 400.0, 1000.0, 299.0, 300.0])
+    first = np.full(n_ent, -1, dtype=np.int64)
+    first[3] = 0
+    ref, ref_first = naive.settle_gate(ts, ent, score, kind, quality, count, first.copy(), 300.0, settle_s * 1e9)
+    out = np.empty(n)
+    held = alarms.settle_gate(ts, ent, score, kind, quality, count, first, 300.0, settle_s * 1e9, 8, out)
+    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_array_equal(first, ref_first)
+    assert held == int(((score > 0) & (out == 0)).sum())
+
+
+def test_settle_gate_holds_by_time_and_lets_data_quality_through():
+    """At 10 Hz a signal has 300 samples after 30 s, but holds alarms until 600 s have passed; BAD is never held."""
+    ts = (np.arange(7000) * 100_000_000).astype(np.int64)
+    ent = np.zeros(7000, np.int64)
+    score = np.ones(7000)
+    kind = np.full(7000, 2, np.uint8)
+    kind[100] = 8
+    first = np.full(1, -1, np.int64)
+    out = np.empty(7000)
+    alarms.settle_gate(ts, ent, score, kind, np.zeros(7000, np.uint8), np.array([1e9]), first, 300.0, 600e9, 8, out)
+    assert first[0] == 0
+    assert np.all(out[:6000][kind[:6000] != 8] == 0.0) and out[100] == 1.0 and np.all(out[6000:] == 1.0)

@@ -119,6 +119,22 @@ class LikelihoodSettings(_Strict):
         description="a value beyond the range seen so far by this fraction of it scores 1 (None: no novelty score)")
 
 
+class QualitySettings(_Strict):
+    """Data-quality alarms (kinds BAD and SILENT): the measurement is lost, whatever the process does.
+
+    Why these defaults: the simulated plant's sensor dropouts last 5-60 s (``simulators/faults.py``), and a
+    reliability engineer wants to know within seconds that a sensor is blind; a single timed-out poll (bad
+    for one period) stays below ``bad_s``. ``silent_s`` is for a signal that stops arriving at all (a lost
+    subscription, a dead device): a source that reports only on change (an OPC-UA subscription with a
+    deadband on a constant value) needs it raised above its longest quiet spell, or 0.
+    """
+
+    bad_s: float = Field(default=3.0, ge=0, description="seconds without a usable sample while samples arrive bad "
+                                                        "that score 0.5 (kind BAD); 0: off")
+    silent_s: float = Field(default=120.0, ge=0, description="seconds without any sample after which a signal "
+                                                             "seen before raises SILENT; 0: off")
+
+
 class AlarmSettings(_Strict):
     on_threshold: float = Field(default=0.5, ge=0, le=1)
     off_threshold: float = Field(default=0.3, ge=0, le=1)
@@ -153,6 +169,13 @@ class AnalyticsSettings(_Strict):
         description="samples a signal learns before its alarms may open (scores are emitted from `warmup` on); "
         "without it every signal's young scale estimate raises an alarm storm when a gateway starts cold",
     )
+    settle_s: float = Field(
+        default=600.0, ge=0,
+        description="and seconds since a signal's first usable sample before its alarms may open: a baseline must "
+        "have covered the plant's duty cycle, which is a duration (300 samples are 30 s at 10 Hz); kept per signal "
+        "in the checkpoint, so a restart does not settle again",
+    )
+    quality: QualitySettings = QualitySettings()
     machine_alarm: AlarmSettings = AlarmSettings(on_count=2, off_count=5)
     max_events: int = Field(default=10_000, ge=1, description="events kept per frame; more are counted as dropped")
     checkpoint_interval_s: float = Field(default=300.0, gt=0, description="detector state saved this often")

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from plantwire.plant import SignalTable
 
 STATE_VERSION = 3  # 3: CUSUM keeps its residuals' autocorrelation
+NS_PER_S = 1_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +125,10 @@ class DetectorStack:
             stuck.make_params(s.stuck.beta, s.stuck.tol, s.stuck.threshold_decades, s.stuck.p_floor, s.warmup),
             rate.make_params(s.rate.alpha, s.rate.huber_k, s.warmup, s.rate.min_scale, s.rate.gap_factor),
             level_threshold=s.level.threshold, rate_threshold=s.rate.threshold, limit_margin=s.range.margin,
-            machine_z_clip=s.machine.z_clip)
+            machine_z_clip=s.machine.z_clip, bad_s=s.quality.bad_s)
+        self._silent_ns = s.quality.silent_s * NS_PER_S
+        self._since_ns: int | None = None  # first timestamp this instance saw: silence is measured from it at most
+        self._silent_next_ns = 0
         # Machine membership (CSR) of the signals that take part in the multivariate score.
         member = (machine_of >= 0) & ((mask & EN_MACHINE) != 0)
         self.machine_of = np.where(member, machine_of, -1) if s.machine.enabled else np.full(n_signals, -1)
@@ -174,6 +178,7 @@ class DetectorStack:
         self.lk_state = likelihood.init_state(self.n_signals)
         self.lk_season = likelihood.init_season(self.n_signals, self.settings.likelihood.season_bins)
         self.sig_alarm_f, self.sig_alarm_t = alarms.init_state(self.n_signals)
+        self.first_ns = np.full(self.n_signals, -1, dtype=np.int64)  # first usable sample per signal (settle_s)
         self.mach_alarm_f, self.mach_alarm_t = alarms.init_state(self.n_machines)
 
     def _grow(self, capacity: int) -> None:
@@ -181,6 +186,7 @@ class DetectorStack:
         self._score = np.empty(capacity, dtype=np.float64)
         self._kind = np.empty(capacity, dtype=np.uint8)
         self._entity = np.empty(capacity, dtype=np.int64)
+        self._gated = np.empty(capacity, dtype=np.float64)
 
     def process(self, signal: np.ndarray, value: np.ndarray, quality: np.ndarray,
                 ts_ns: np.ndarray) -> StackResult:
@@ -207,14 +213,21 @@ class DetectorStack:
         ent[:] = signal
         cap = self.settings.max_events
         cols = self._events.kernel_args()
-        alarm_score = score
-        settle = self.settings.alarm_settle
-        if settle > self.settings.warmup and n:
-            # Alarms wait until a signal has settled (scores do not): a cold start must not raise a storm.
-            young = self.state[signal, signal_stack.B_LEVEL + robust.COUNT] < settle
-            if young.any():
-                alarm_score = np.where(young, 0.0, score)
-        n_sig_ev = alarms.alarm_chunk(ts_ns, ent, alarm_score, kind, n, self.sig_alarm_f, self.sig_alarm_t,
+        # Alarms wait until a signal has settled, by samples and by time (scores do not): a cold start must not
+        # raise a storm. Data-quality kinds are never held back.
+        alarm_score = self._gated[:n]
+        alarms.settle_gate(ts_ns, ent, score, kind, quality, self.state[:, signal_stack.B_LEVEL + robust.COUNT],
+                           self.first_ns, float(self.settings.alarm_settle), self.settings.settle_s * NS_PER_S,
+                           int(Kind.BAD), alarm_score)
+        a_ts, a_ent, a_score, a_kind, n_in = ts_ns, ent, alarm_score, kind, n
+        silent = self._silent(tick_ts) if n else None
+        if silent is not None:
+            a_ts = np.concatenate([ts_ns, np.full(silent[0].shape[0], tick_ts, dtype=np.int64)])
+            a_ent = np.concatenate([ent, silent[0]])
+            a_score = np.concatenate([alarm_score, silent[1]])
+            a_kind = np.concatenate([kind, np.full(silent[0].shape[0], int(Kind.SILENT), dtype=np.uint8)])
+            n_in = a_ts.shape[0]
+        n_sig_ev = alarms.alarm_chunk(a_ts, a_ent, a_score, a_kind, n_in, self.sig_alarm_f, self.sig_alarm_t,
                                       self.sig_alarm_params, *cols)
         kept = min(n_sig_ev, cap)
         events = self._events.take(kept, Scope.SIGNAL) if kept else np.empty(0, dtype=EVENT_DTYPE)
@@ -230,6 +243,26 @@ class DetectorStack:
         return StackResult(score, kind, self._tick_m[:n_ticks], self._tick_s[:n_ticks], self._tick_t[:n_ticks],
                            tick_ts, events, dropped, alarm_score)
 
+    def _silent(self, now_ns: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(signals, SILENT scores) of signals seen before but without any sample for ``silent_s``; None if none.
+
+        Checked at most once per second of data time (O(signals), not per sample). Silence is measured from the
+        later of a signal's last sample and the first frame this instance saw, so a gateway that was itself down
+        does not blame every signal for its own outage.
+        """
+        if self._since_ns is None:
+            self._since_ns = now_ns
+        if self._silent_ns <= 0 or now_ns < self._silent_next_ns:
+            return None
+        self._silent_next_ns = now_ns + NS_PER_S
+        last = self.state[:, signal_stack.B_RATE + rate.LAST_TS]
+        d = now_ns - np.maximum(last, float(self._since_ns))  # NaN (never seen) stays NaN: not silent
+        rows = np.flatnonzero(d > self._silent_ns)
+        if rows.size == 0:
+            return None
+        d = d[rows]
+        return rows.astype(np.int64), d * d / (d * d + self._silent_ns * self._silent_ns)
+
     # -- checkpoints -------------------------------------------------------------------------
 
     def _arrays(self) -> dict[str, np.ndarray]:
@@ -240,7 +273,8 @@ class DetectorStack:
 
     def save(self, path: Path) -> None:
         """Checkpoint all learned and alarm state atomically."""
-        checkpoint.save(path, STATE_VERSION, self.fingerprint, {**self._arrays(), **self._lk_arrays()})
+        checkpoint.save(path, STATE_VERSION, self.fingerprint,
+                        {**self._arrays(), **self._lk_arrays(), "first_ns": self.first_ns})
 
     def restore(self, path: Path) -> None:
         """Resume from a checkpoint; raises ``CheckpointError`` (state untouched) if it does not fit.
@@ -259,6 +293,13 @@ class DetectorStack:
                 lk_got[name] = None
         for name, arr in self._arrays().items():
             arr[...] = got[name]
+        try:
+            self.first_ns[...] = checkpoint.load(path, STATE_VERSION, self.fingerprint,
+                                                 {"first_ns": self.first_ns})["first_ns"]
+        except checkpoint.CheckpointError:
+            # A checkpoint from before settle_s: a signal that had learned its samples counts as settled long ago.
+            seen = self.state[:, signal_stack.B_LEVEL + robust.COUNT] >= self.settings.alarm_settle
+            self.first_ns[...] = np.where(seen, 0, -1)
         self.likelihood_cold = any(a is None for a in lk_got.values())
         fresh = {"lk_state": likelihood.init_state(self.n_signals),
                  "lk_season": likelihood.init_season(self.n_signals, self.settings.likelihood.season_bins)}

@@ -21,8 +21,12 @@ simulator: most of the rate alarms on the dev plant). Only the judgement is floo
 is the same as without.
 numba's cache does not track imports: a change to a component module must come with an edit here (or
 a cleared ``__pycache__``), or the fused kernel keeps running the old, inlined component.
-Bad-quality (2) and non-finite samples score 0 with kind NONE and change no state (a gap); uncertain
-samples (1) are scored but not learned.
+Bad-quality (2) and non-finite samples change no learned state (a gap); uncertain samples (1) are scored
+but not learned. A bad sample is judged on data quality alone: ``d``, the seconds since the signal's last
+usable sample (the rate stage's last timestamp, kept for every signal), scores ``d^2 / (d^2 + B^2)`` with
+kind BAD, ``B = bad_s`` (0.5 once the signal has been bad for ``bad_s``); a signal never seen good, or
+``bad_s`` 0, scores 0 with kind NONE. Why time and not a count of bad samples: a dropout is a duration,
+whatever the polling rate (the simulator's dropouts last 5-60 s, at 1 Hz or 10 Hz).
 """
 
 from __future__ import annotations
@@ -57,20 +61,24 @@ S_LEVEL_T = O_STACK
 S_RATE_T = O_STACK + 1
 S_MARGIN = O_STACK + 2
 S_ZCLIP = O_STACK + 3
-N_PARAMS = O_STACK + 4
+S_BAD_S = O_STACK + 4
+N_PARAMS = O_STACK + 5
 
 K_LEVEL = int(Kind.LEVEL)
 K_CHANGE = int(Kind.CHANGE)
 K_STUCK = int(Kind.STUCK)
 K_RATE = int(Kind.RATE)
 K_RANGE = int(Kind.RANGE)
+K_BAD = int(Kind.BAD)
 
 
 def pack_params(level: np.ndarray, cusum_p: np.ndarray, stuck_p: np.ndarray, rate_p: np.ndarray, *,
                 level_threshold: float, rate_threshold: float, limit_margin: float,
-                machine_z_clip: float) -> np.ndarray:
-    """Concatenate the component parameter vectors and the stack scalars in kernel order."""
-    parts = [level, cusum_p, stuck_p, rate_p, [level_threshold, rate_threshold, limit_margin, machine_z_clip]]
+                machine_z_clip: float, bad_s: float = 0.0) -> np.ndarray:
+    """Concatenate the component parameter vectors and the stack scalars in kernel order (``bad_s`` 0: no BAD)."""
+    if bad_s < 0.0:
+        raise ValueError("bad_s must be >= 0")
+    parts = [level, cusum_p, stuck_p, rate_p, [level_threshold, rate_threshold, limit_margin, machine_z_clip, bad_s]]
     p = np.concatenate([np.asarray(a, dtype=np.float64) for a in parts])
     if p.shape[0] != N_PARAMS:
         raise ValueError(f"expected {N_PARAMS} parameters, got {p.shape[0]}")
@@ -104,14 +112,24 @@ def signal_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quali
     lt = p[S_LEVEL_T]
     rt = p[S_RATE_T]
     zc = p[S_ZCLIP]
+    bad_ns = p[S_BAD_S] * 1e9
     n_high = 0
     for k in range(signal.shape[0]):
         x = value[k]
-        if quality[k] == 2 or not np.isfinite(x):
-            score_out[k] = 0.0
-            kind_out[k] = 0
-            continue
         s = signal[k]
+        if quality[k] == 2 or not np.isfinite(x):
+            last = st[s, B_RATE + rate.LAST_TS]
+            d = float(ts_ns[k]) - last
+            if bad_ns > 0.0 and np.isfinite(last) and d > 0.0:
+                sc = d * d / (d * d + bad_ns * bad_ns)
+                score_out[k] = sc
+                kind_out[k] = K_BAD
+                if sc >= 0.5:
+                    n_high += 1
+            else:
+                score_out[k] = 0.0
+                kind_out[k] = 0
+            continue
         learn = quality[k] == 0
         mask = int(cfg[s, C_MASK])
         best = 0.0
@@ -143,6 +161,10 @@ def signal_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quali
             sc = _squash(zr, rt)
             kind = K_RATE if sc > best else kind
             best = max(best, sc)
+        elif not float(ts_ns[k]) < st[s, B_RATE + rate.LAST_TS]:
+            # the latest usable sample's time, which the BAD score reads, is kept for every signal
+            st[s, B_RATE + rate.LAST_V] = x
+            st[s, B_RATE + rate.LAST_TS] = float(ts_ns[k])
         if mask & EN_RANGE:
             sc = limits.limit_score(x, cfg[s, C_LOW], cfg[s, C_HIGH], p[S_MARGIN])
             kind = K_RANGE if sc > best else kind
