@@ -19,6 +19,7 @@ commands:
   demo [DIR]       run the whole pipeline on this machine (default configs/demo)
   check FILE...    validate config files without touching the network (exit 2 on errors)
   score CSV        run the edge's detectors over a recorded CSV
+  rebaseline CONFIG PATTERN...  accept a confirmed change: the signals' baselines learn afresh (edge stopped)
   kernels          compile the edge's kernels ahead of time (the edge daemon then runs without numba)
   retention ...    set up InfluxDB retention policies and rollups, or back-fill rollups (ensure|backfill|print)
   install          install systemd units, the plantwire user and directories (--root DIR for an image)
@@ -58,7 +59,14 @@ def main(argv: list[str] | None = None) -> int:
         from plantwire.check import main as check_main
 
         return check_main(parser.parse_args(rest).files)
+    if cmd == "rebaseline":
+        from edge.rebaseline import main as rebaseline_main
+
+        return rebaseline_main(rest)
     if cmd == "score":
+        import os
+
+        os.environ.setdefault("PLANTWIRE_KERNELS", "auto")  # the AOT kernels when built: start-up without numba
         try:
             from edge.score import main as score_main
         except ImportError:

@@ -101,3 +101,20 @@ def test_silence_is_not_blamed_on_signals_for_the_gateways_own_downtime(tmp_path
     # back an hour later; signal 2 arrives only after 10 s: not silent (the gateway was down, not the signal)
     ev = _run(second, 3, 20.0, 1.0, t_from=3700.0, drop_sig=2, drop=(3700.0, 3710.0))
     assert not [e for e in ev if e[1] == Phase.OPEN]
+
+
+def test_a_persistent_step_stays_in_alarm_until_rebaselined():
+    """Guarded learning keeps a 10-sigma step an open alarm for its whole duration; a re-baseline accepts it."""
+    stack = DetectorStack(2, np.full(2, -1), AnalyticsSettings(settle_s=0))
+    rng = np.random.default_rng(3)
+    sig = np.arange(2, dtype=np.uint32)
+    q = np.zeros(2, np.uint8)
+    phases = []
+    for i in range(2400):
+        if i == 1800:
+            stack.rebaseline(np.array([0]))
+        v = rng.normal(size=2) + np.array([10.0 if i >= 600 else 0.0, 0.0])
+        r = stack.process(sig, v, q, np.full(2, T0 + i * 10**9, dtype=np.int64))
+        phases += [(i, int(e["phase"])) for e in r.events if int(e["entity"]) == 0]
+    assert phases[0] == (600, Phase.OPEN)
+    assert [p for _, p in phases] == [Phase.OPEN, Phase.CLOSE] and 1800 < phases[1][0] < 1900

@@ -7,6 +7,7 @@ import math
 import naive
 import numpy as np
 
+from edge.detectors.settings import AnalyticsSettings
 from edge.detectors.stack import DetectorStack
 from edge.kernels import cusum, rate, robust, signal_stack, stuck
 from edge.kernels.kinds import EN_CHANGE, EN_LEVEL, EN_RATE, Kind
@@ -101,7 +102,9 @@ def test_quantised_signal_and_counter_stop_raising_rate_alarms_but_a_real_jump_s
     pump = np.round((6.0 + 0.5 * np.sin(2 * np.pi * t / 300) + 0.01 * rng.normal(size=n)) / 0.1) * 0.1
     counter = np.cumsum(rng.random(n) < 1 / 45).astype(np.float64)  # parts counted every ~45 s
     for x, res in ((pump, 0.1), (counter, 1.0)):
-        plain = _opened(DetectorStack(1, np.array([-1])), x, 1800)
+        # the precondition with the baseline learning at its own rate throughout (guarded learning would turn
+        # the mis-scaled signal into one standing alarm instead of many)
+        plain = _opened(DetectorStack(1, np.array([-1]), AnalyticsSettings(level={"guard": 1.0})), x, 1800)
         floored = _opened(DetectorStack(1, np.array([-1]), resolution=np.array([res])), x, 1800)
         assert plain.get(Kind.RATE, 0) > 100  # every step (or count) reads as a huge slope
         assert sum(floored.values()) == 0

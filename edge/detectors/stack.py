@@ -41,7 +41,7 @@ from edge.detectors.settings import (
     LikelihoodSettings,
     LikelihoodTails,
 )
-from edge.kernels import alarms, cusum, likelihood, rate, robust, signal_stack, stuck, subspace
+from edge.kernels import alarms, cusum, likelihood, opchange, rate, robust, signal_stack, stuck, subspace
 from edge.kernels.kinds import EN_ALL, EN_MACHINE, Kind, mask_for
 from plantwire.plant import Protocol, RegisterType
 
@@ -125,10 +125,21 @@ class DetectorStack:
             stuck.make_params(s.stuck.beta, s.stuck.tol, s.stuck.threshold_decades, s.stuck.p_floor, s.warmup),
             rate.make_params(s.rate.alpha, s.rate.huber_k, s.warmup, s.rate.min_scale, s.rate.gap_factor),
             level_threshold=s.level.threshold, rate_threshold=s.rate.threshold, limit_margin=s.range.margin,
-            machine_z_clip=s.machine.z_clip, bad_s=s.quality.bad_s)
+            machine_z_clip=s.machine.z_clip, bad_s=s.quality.bad_s, guard=s.level.guard,
+            guard_at=s.signal_alarm.off_threshold)
         self._silent_ns = s.quality.silent_s * NS_PER_S
         self._since_ns: int | None = None  # first timestamp this instance saw: silence is measured from it at most
         self._silent_next_ns = 0
+        # Operating changes (machine-wide moves hold process alarms): every signal with a machine, not only the
+        # multivariate stage's members.
+        oc = s.operating_change
+        self.oc_machine_of = machine_of.copy() if oc.enabled else np.full(n_signals, -1, dtype=np.int64)
+        n_m = max(self.n_machines, 1)
+        self.oc_members = np.bincount(machine_of[machine_of >= 0], minlength=n_m).astype(np.float64)[:n_m] \
+            if self.n_machines else np.zeros(1)
+        self._oc_stamp = np.full(n_signals, -1, dtype=np.int64)
+        self._oc_hot = np.zeros(n_m, dtype=np.int64)
+        self._oc_frame = 0
         # Machine membership (CSR) of the signals that take part in the multivariate score.
         member = (machine_of >= 0) & ((mask & EN_MACHINE) != 0)
         self.machine_of = np.where(member, machine_of, -1) if s.machine.enabled else np.full(n_signals, -1)
@@ -179,6 +190,7 @@ class DetectorStack:
         self.lk_season = likelihood.init_season(self.n_signals, self.settings.likelihood.season_bins)
         self.sig_alarm_f, self.sig_alarm_t = alarms.init_state(self.n_signals)
         self.first_ns = np.full(self.n_signals, -1, dtype=np.int64)  # first usable sample per signal (settle_s)
+        self.hold_until = np.full(max(self.n_machines, 1), -1, dtype=np.int64)  # operating change until (ns)
         self.mach_alarm_f, self.mach_alarm_t = alarms.init_state(self.n_machines)
 
     def _grow(self, capacity: int) -> None:
@@ -216,9 +228,15 @@ class DetectorStack:
         # Alarms wait until a signal has settled, by samples and by time (scores do not): a cold start must not
         # raise a storm. Data-quality kinds are never held back.
         alarm_score = self._gated[:n]
+        oc = self.settings.operating_change
+        if oc.enabled and self.n_machines and n:
+            self._oc_frame += 1
+            opchange.machine_moves(ts_ns, signal, quality, self.z_last, self.oc_machine_of, self.oc_members,
+                                   self._oc_frame, self._oc_stamp, self._oc_hot, oc.z_hot, oc.min_fraction,
+                                   float(oc.min_signals), int(oc.hold_s * NS_PER_S), self.hold_until)
         alarms.settle_gate(ts_ns, ent, score, kind, quality, self.state[:, signal_stack.B_LEVEL + robust.COUNT],
                            self.first_ns, float(self.settings.alarm_settle), self.settings.settle_s * NS_PER_S,
-                           int(Kind.BAD), alarm_score)
+                           int(Kind.BAD), self.oc_machine_of, self.hold_until, alarm_score)
         a_ts, a_ent, a_score, a_kind, n_in = ts_ns, ent, alarm_score, kind, n
         silent = self._silent(tick_ts) if n else None
         if silent is not None:
@@ -317,6 +335,24 @@ class DetectorStack:
         for m in np.flatnonzero(self.m_gate[:, 0] != 0.0):
             members = self.m_sig[self.m_ptr[m]:self.m_ptr[m + 1]]
             self.live_of[members] = m
+
+    def rebaseline(self, rows: np.ndarray) -> None:
+        """Accept a confirmed change on signals ``rows``: their level, change and rate baselines learn afresh.
+
+        Why: guarded learning (``level.guard``) keeps a persistent fault out of the baseline, so a change that is
+        real and wanted (a new setpoint, a replaced sensor) stays in alarm until someone says it is the new normal.
+        The signals go through warm-up and ``alarm_settle`` again (counted in samples; ``settle_s`` is not
+        restarted: the signal has long covered the duty cycle); stuck statistics, data-quality and alarm state
+        are kept, so an open alarm closes through its own hysteresis once the new baseline judges it normal.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        fresh = signal_stack.init_state(1)[0]
+        keep = np.zeros(signal_stack.WIDTH, dtype=bool)
+        keep[signal_stack.B_STUCK:signal_stack.B_STUCK + stuck.WIDTH] = True
+        keep[signal_stack.B_RATE + rate.LAST_V] = keep[signal_stack.B_RATE + rate.LAST_TS] = True
+        for r in rows.tolist():
+            self.state[r, ~keep] = fresh[~keep]
+        self.z_last[rows] = 0.0
 
     def reset(self) -> None:
         """Forget everything learned (cold start)."""

@@ -39,6 +39,7 @@ N_PARAMS = 4
 
 OPEN = 1
 CLOSE = 2
+HELD_KINDS = (1, 2, 4)  # Kind.LEVEL, CHANGE, RATE: what an operating change explains (see settle_gate)
 
 
 def make_params(on_threshold: float = 0.5, off_threshold: float = 0.3, on_count: int = 1,
@@ -121,15 +122,17 @@ def alarm_chunk(ts_ns: np.ndarray, entity: np.ndarray, score: np.ndarray, kind: 
 @njit(cache=True, nogil=True)
 def settle_gate(ts_ns: np.ndarray, entity: np.ndarray, score: np.ndarray, kind: np.ndarray, quality: np.ndarray,
                 count: np.ndarray, first_ns: np.ndarray, settle_n: float, settle_ns: float, dq_kind_min: int,
-                out: np.ndarray) -> int:
-    """Cold start by time and samples: ``out`` is ``score``, 0 while the entity is still settling.
+                machine_of: np.ndarray, hold_until: np.ndarray, out: np.ndarray) -> int:
+    """Cold start by time and samples, and operating changes: ``out`` is ``score``, 0 while the entity settles.
 
     An entity has settled once it has learned ``settle_n`` samples (``count[e]``, its learned-sample count)
     *and* ``settle_ns`` have passed since its first usable sample (``first_ns[e]``, -1 = none yet; set here
     by the first sample whose quality is not bad). Why both: a count alone is 30 s at 10 Hz and 5 minutes at
     1 Hz, while what a baseline must have seen is the plant's duty cycle, which is a duration. Kinds from
     ``dq_kind_min`` up (data quality: BAD, SILENT) are never held back: a dead sensor is a fact, not a
-    young estimate. Returns how many samples were held back.
+    young estimate. Also held: process kinds (``HELD_KINDS``: level, change, rate) of an entity whose machine
+    (``machine_of[e]``, -1 none) is in an operating change until ``hold_until[machine]`` (``opchange``).
+    Returns how many samples were held back.
     """
     held = 0
     for k in range(entity.shape[0]):
@@ -140,7 +143,10 @@ def settle_gate(ts_ns: np.ndarray, entity: np.ndarray, score: np.ndarray, kind: 
             first_ns[e] = t
             f = t
         sc = score[k]
-        if sc > 0.0 and kind[k] < dq_kind_min and (f < 0 or count[e] < settle_n or float(t - f) < settle_ns):
+        kd = kind[k]
+        m = machine_of[e]
+        if sc > 0.0 and kd < dq_kind_min and (f < 0 or count[e] < settle_n or float(t - f) < settle_ns or (
+                m >= 0 and t <= hold_until[m] and (kd == 1 or kd == 2 or kd == 4))):
             out[k] = 0.0
             held += 1
         else:

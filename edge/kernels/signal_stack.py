@@ -13,6 +13,12 @@ Per sample (in order; the state before the sample judges it, then learns it):
 - the sample's score is the largest enabled component score, its kind the component that gave it;
 - ``z_last[signal]`` receives the level z clipped to +-``machine_z_clip`` (0 in warm-up) for the
   machine stage.
+Guarded learning (``guard`` < 1): a sample whose level or change score is at ``guard_at`` (the stack passes
+the alarm's off threshold: while the score is there, an open alarm stays open) or above teaches the level
+baseline at ``guard`` times its learning rate, so a persistent fault (a step, a calibration offset) is not
+absorbed within its own duration -- the Huber clip alone bounds one sample's pull,
+not a thousand samples'. 0 freezes the baseline while the signal is anomalous: then only a re-baseline
+(``DetectorStack.rebaseline``) accepts a confirmed change.
 Resolution (``cfg[:, C_RES]`` > 0, e.g. an int16 register at scale 0.1): the level scale is floored at
 one resolution step and the slope scale at one step per typical period before the z-scores are taken.
 A quantised signal whose noise is below its step otherwise learns a scale of a fraction of a step, and
@@ -62,7 +68,9 @@ S_RATE_T = O_STACK + 1
 S_MARGIN = O_STACK + 2
 S_ZCLIP = O_STACK + 3
 S_BAD_S = O_STACK + 4
-N_PARAMS = O_STACK + 5
+S_GUARD = O_STACK + 5
+S_GUARD_AT = O_STACK + 6
+N_PARAMS = O_STACK + 7
 
 K_LEVEL = int(Kind.LEVEL)
 K_CHANGE = int(Kind.CHANGE)
@@ -74,11 +82,13 @@ K_BAD = int(Kind.BAD)
 
 def pack_params(level: np.ndarray, cusum_p: np.ndarray, stuck_p: np.ndarray, rate_p: np.ndarray, *,
                 level_threshold: float, rate_threshold: float, limit_margin: float,
-                machine_z_clip: float, bad_s: float = 0.0) -> np.ndarray:
-    """Concatenate the component parameter vectors and the stack scalars in kernel order (``bad_s`` 0: no BAD)."""
-    if bad_s < 0.0:
-        raise ValueError("bad_s must be >= 0")
-    parts = [level, cusum_p, stuck_p, rate_p, [level_threshold, rate_threshold, limit_margin, machine_z_clip, bad_s]]
+                machine_z_clip: float, bad_s: float = 0.0, guard: float = 1.0, guard_at: float = 0.5) -> np.ndarray:
+    """Concatenate the component parameter vectors and the stack scalars in kernel order (``bad_s`` 0: no BAD;
+    ``guard`` 1: the level learns at its own rate whatever the sample scored)."""
+    if bad_s < 0.0 or not 0.0 <= guard <= 1.0 or not 0.0 < guard_at <= 1.0:
+        raise ValueError("need bad_s >= 0, 0 <= guard <= 1 and 0 < guard_at <= 1")
+    parts = [level, cusum_p, stuck_p, rate_p,
+             [level_threshold, rate_threshold, limit_margin, machine_z_clip, bad_s, guard, guard_at]]
     p = np.concatenate([np.asarray(a, dtype=np.float64) for a in parts])
     if p.shape[0] != N_PARAMS:
         raise ValueError(f"expected {N_PARAMS} parameters, got {p.shape[0]}")
@@ -134,6 +144,7 @@ def signal_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quali
         mask = int(cfg[s, C_MASK])
         best = 0.0
         kind = 0
+        hot = 0.0  # the larger of the level and change scores: guards the level's learning
         z = robust.robust_z(st, s, B_LEVEL, x, pl)
         res = cfg[s, C_RES]
         if res > 0.0:
@@ -143,10 +154,12 @@ def signal_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quali
             sc = _squash(z, lt)
             kind = K_LEVEL if sc > best else kind
             best = max(best, sc)
+            hot = sc
         if mask & EN_CHANGE:
             sc = cusum.cusum_step(st, s, B_CUSUM, z, pc)
             kind = K_CHANGE if sc > best else kind
             best = max(best, sc)
+            hot = max(hot, sc)
         if mask & EN_STUCK:
             sc = stuck.stuck_step(st, s, B_STUCK, x, learn, ps)
             kind = K_STUCK if sc > best else kind
@@ -170,7 +183,7 @@ def signal_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quali
             kind = K_RANGE if sc > best else kind
             best = max(best, sc)
         if learn:
-            robust.robust_learn(st, s, B_LEVEL, x, pl)
+            robust.robust_learn_scaled(st, s, B_LEVEL, x, pl, p[S_GUARD] if hot >= p[S_GUARD_AT] else 1.0)
         if np.isfinite(z):
             z_last[s] = zc if z > zc else (-zc if z < -zc else z)
         else:
