@@ -105,7 +105,7 @@ def test_silence_is_not_blamed_on_signals_for_the_gateways_own_downtime(tmp_path
 
 def test_a_persistent_step_stays_in_alarm_until_rebaselined():
     """Guarded learning keeps a 10-sigma step an open alarm for its whole duration; a re-baseline accepts it."""
-    stack = DetectorStack(2, np.full(2, -1), AnalyticsSettings(settle_s=0))
+    stack = DetectorStack(2, np.full(2, -1), AnalyticsSettings(settle_s=0, level={"guard": 0.01}))
     rng = np.random.default_rng(3)
     sig = np.arange(2, dtype=np.uint32)
     q = np.zeros(2, np.uint8)
