@@ -118,3 +118,44 @@ def test_a_persistent_step_stays_in_alarm_until_rebaselined():
         phases += [(i, int(e["phase"])) for e in r.events if int(e["entity"]) == 0]
     assert phases[0] == (600, Phase.OPEN)
     assert [p for _, p in phases] == [Phase.OPEN, Phase.CLOSE] and 1800 < phases[1][0] < 1900
+
+
+def test_rebaseline_command_rewrites_the_checkpoint_of_the_matching_signals(tmp_path: Path,
+                                                                              capsys) -> None:
+    """``plantwire rebaseline`` on a copy of the dev config: refuses without a checkpoint, then re-baselines."""
+    import shutil
+
+    import yaml
+
+    from edge.config import load_edge
+    from edge.detectors.analytics import DETECTORS_FILE
+    from plantwire.cli import main as cli_main
+    from plantwire.plant import expand
+
+    root = Path(__file__).resolve().parents[1]
+    for name in ("edge.yaml", "plant.yaml"):
+        shutil.copy(root / "configs" / "dev" / name, tmp_path / name)
+    shutil.copytree(root / "configs" / "templates", tmp_path.parent / "templates", dirs_exist_ok=True)
+    doc = yaml.safe_load((tmp_path / "edge.yaml").read_text())
+    doc["state_dir"] = str(tmp_path / "state")
+    (tmp_path / "edge.yaml").write_text(yaml.safe_dump(doc))
+    plant = (tmp_path / "plant.yaml").read_text().replace("../templates/", str(tmp_path.parent / "templates") + "/")
+    (tmp_path / "plant.yaml").write_text(plant)
+    assert cli_main(["rebaseline", str(tmp_path / "edge.yaml"), "line1.press01.*"]) == 2
+    assert "no usable checkpoint" in capsys.readouterr().err
+    cfg, plant_cfg = load_edge(tmp_path / "edge.yaml")
+    table = expand(plant_cfg)
+    stack = DetectorStack.from_table(table, cfg.analytics)
+    n = len(table)
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        stack.process(np.arange(n, dtype=np.uint32), rng.normal(size=n), np.zeros(n, np.uint8),
+                      np.full(n, T0 + i * 10**9, dtype=np.int64))
+    stack.save(cfg.state_dir / DETECTORS_FILE)
+    assert cli_main(["rebaseline", str(tmp_path / "edge.yaml"), "line1.press01.*"]) == 0
+    after = DetectorStack.from_table(table, cfg.analytics)
+    after.restore(cfg.state_dir / DETECTORS_FILE)
+    press = np.array([i for i, s in enumerate(table.ids) if s.startswith("line1.press01.")])
+    other = np.setdiff1d(np.arange(n), press)
+    assert (after.state[press, 2] == 0).all()  # level count: learning afresh
+    np.testing.assert_array_equal(after.state[other], stack.state[other])
