@@ -317,7 +317,7 @@ def alarms(ts, entity, score, kind, on=0.5, off=0.3, on_count=1, off_count=10):
 
 
 def settle_gate(ts_ns, entity, score, kind, quality, count, first_ns, settle_n, settle_ns, dq_kind_min=8,
-                machine_of=None, hold_until=None):
+                machine_of=None, hold_until=None, hold_all_until=-1):
     """Reference of ``alarms.settle_gate``: (gated scores, first_ns after the chunk)."""
     first = dict(enumerate(first_ns.tolist()))
     out = np.zeros(len(score))
@@ -327,6 +327,8 @@ def settle_gate(ts_ns, entity, score, kind, quality, count, first_ns, settle_n, 
             first[e] = t
         young = first[e] < 0 or count[e] < settle_n or t - first[e] < settle_ns
         if machine_of is not None and machine_of[e] >= 0 and t <= hold_until[machine_of[e]] and kind[k] in (1, 2, 4):
+            young = True
+        if t <= hold_all_until and kind[k] in (1, 2, 4):
             young = True
         out[k] = 0.0 if (young and kind[k] < dq_kind_min and score[k] > 0) else score[k]  # NaN passes
     return out, np.array([first[i] for i in range(len(first_ns))], dtype=np.int64)

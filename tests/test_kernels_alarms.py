@@ -65,8 +65,8 @@ def test_event_overflow_is_counted_and_state_stays_consistent():
     assert fst[0, alarms.ACTIVE] == 0.0
 
 
-@pytest.mark.parametrize("settle_s", [0.0, 5.0, 50.0])
-def test_settle_gate_matches_reference(settle_s):
+@pytest.mark.parametrize(("settle_s", "hold_all"), [(0.0, -1), (5.0, -1), (50.0, -1), (0.0, 60_000_000_000)])
+def test_settle_gate_matches_reference(settle_s, hold_all):
     """Cold start by time and count, against the reference, with NaN and inf scores and bad samples."""
     rng = np.random.default_rng(7)
     n, n_ent = 2000, 6
@@ -84,10 +84,10 @@ def test_settle_gate_matches_reference(settle_s):
     machine_of = np.array([0, 0, 1, 1, -1, 1], dtype=np.int64)
     hold = np.array([30_000_000_000, -1], dtype=np.int64)  # machine 0 in an operating change until 30 s
     ref, ref_first = naive.settle_gate(ts, ent, score, kind, quality, count, first.copy(), 300.0, settle_s * 1e9,
-                                       8, machine_of, hold)
+                                       8, machine_of, hold, hold_all)
     out = np.empty(n)
     held = alarms.settle_gate(ts, ent, score, kind, quality, count, first, 300.0, settle_s * 1e9, 8, machine_of,
-                              hold, out)
+                              hold, hold_all, out)
     np.testing.assert_array_equal(out, ref)
     np.testing.assert_array_equal(first, ref_first)
     assert held == int(((score > 0) & (out == 0)).sum())
@@ -103,7 +103,7 @@ def test_settle_gate_holds_by_time_and_lets_data_quality_through():
     first = np.full(1, -1, np.int64)
     out = np.empty(7000)
     alarms.settle_gate(ts, ent, score, kind, np.zeros(7000, np.uint8), np.array([1e9]), first, 300.0, 600e9, 8,
-                       np.full(1, -1, np.int64), np.zeros(1, np.int64), out)
+                       np.full(1, -1, np.int64), np.zeros(1, np.int64), -1, out)
     assert first[0] == 0
     assert np.all(out[:6000][kind[:6000] != 8] == 0.0) and out[100] == 1.0 and np.all(out[6000:] == 1.0)
 

@@ -203,6 +203,12 @@ class AnalyticsSettings(_Strict):
         "have covered the plant's duty cycle, which is a duration (300 samples are 30 s at 10 Hz); kept per signal "
         "in the checkpoint, so a restart does not settle again",
     )
+    restart_settle_s: float = Field(
+        default=120.0, ge=0,
+        description="after a restart from a checkpoint, level, change and rate alarms wait this long: the baselines "
+        "are as old as the outage (measured on the dev plant after a 5-minute outage: 13 alarms in the first "
+        "minute without it)",
+    )
     quality: QualitySettings = QualitySettings()
     operating_change: OperatingChangeSettings = OperatingChangeSettings()
     machine_alarm: AlarmSettings = AlarmSettings(on_count=2, off_count=5)

@@ -140,6 +140,8 @@ class DetectorStack:
         self._oc_stamp = np.full(n_signals, -1, dtype=np.int64)
         self._oc_hot = np.zeros(n_m, dtype=np.int64)
         self._oc_frame = 0
+        self._resumed = False  # set by ``restore``: the first frame after it starts the restart hold
+        self._hold_all_until = -1
         # Machine membership (CSR) of the signals that take part in the multivariate score.
         member = (machine_of >= 0) & ((mask & EN_MACHINE) != 0)
         self.machine_of = np.where(member, machine_of, -1) if s.machine.enabled else np.full(n_signals, -1)
@@ -234,9 +236,12 @@ class DetectorStack:
             opchange.machine_moves(ts_ns, signal, quality, self.z_last, self.oc_machine_of, self.oc_members,
                                    self._oc_frame, self._oc_stamp, self._oc_hot, oc.z_hot, oc.min_fraction,
                                    float(oc.min_signals), int(oc.hold_s * NS_PER_S), self.hold_until)
+        if self._resumed and n:
+            self._resumed = False
+            self._hold_all_until = int(ts_ns.min()) + int(self.settings.restart_settle_s * NS_PER_S)
         alarms.settle_gate(ts_ns, ent, score, kind, quality, self.state[:, signal_stack.B_LEVEL + robust.COUNT],
                            self.first_ns, float(self.settings.alarm_settle), self.settings.settle_s * NS_PER_S,
-                           int(Kind.BAD), self.oc_machine_of, self.hold_until, alarm_score)
+                           int(Kind.BAD), self.oc_machine_of, self.hold_until, self._hold_all_until, alarm_score)
         a_ts, a_ent, a_score, a_kind, n_in = ts_ns, ent, alarm_score, kind, n
         silent = self._silent(tick_ts) if n else None
         if silent is not None:
@@ -319,6 +324,7 @@ class DetectorStack:
             seen = self.state[:, signal_stack.B_LEVEL + robust.COUNT] >= self.settings.alarm_settle
             self.first_ns[...] = np.where(seen, 0, -1)
         self.likelihood_cold = any(a is None for a in lk_got.values())
+        self._resumed = True
         fresh = {"lk_state": likelihood.init_state(self.n_signals),
                  "lk_season": likelihood.init_season(self.n_signals, self.settings.likelihood.season_bins)}
         for name, arr in self._lk_arrays().items():
