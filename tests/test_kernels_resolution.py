@@ -16,7 +16,7 @@ LT = RT = 6.0
 
 
 def _reference(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality: np.ndarray,
-               res: np.ndarray) -> np.ndarray:
+               res: np.ndarray, span: np.ndarray | None = None, rate_span: float = 0.0) -> np.ndarray:
     """Level, change (plain CUSUM) and rate with the scales floored at res and res / typical period."""
     lv: dict[int, naive.Robust] = {}
     cs: dict[int, naive.Cusum] = {}
@@ -33,7 +33,8 @@ def _reference(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
         best = 0.0 if math.isnan(z) else z * z / (z * z + LT * LT)
         best = max(best, cs.setdefault(s, naive.Cusum(0.5, 8.0, 4.0, 2.0)).step(z))
         rr = rt.setdefault(s, naive.Rate(0.01, 3.0, 30, 1e-9, 5.0))
-        floor = res[s] / rr.period if res[s] > 0 and rr.period > 0 else 0.0
+        step = max(res[s], rate_span * span[s]) if span is not None and span[s] > 0 else res[s]
+        floor = step / rr.period if step > 0 and rr.period > 0 else 0.0
         sc0 = max(rr.stats.scale, 1e-9)
         zr = rr.step(x, t, q == 0)
         if not math.isnan(zr) and sc0 < floor:
@@ -46,13 +47,14 @@ def _reference(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
 
 
 def _kernel(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality: np.ndarray,
-            res: np.ndarray) -> np.ndarray:
+            res: np.ndarray, span: np.ndarray | None = None, rate_span: float = 0.0) -> np.ndarray:
     n_sig = res.shape[0]
     p = signal_stack.pack_params(robust.make_params(), cusum.make_params(), stuck.make_params(), rate.make_params(),
-                                 level_threshold=LT, rate_threshold=RT, limit_margin=0.05, machine_z_clip=4.0)
+                                 level_threshold=LT, rate_threshold=RT, limit_margin=0.05, machine_z_clip=4.0,
+                                 rate_span=rate_span)
     cfg = np.zeros((n_sig, signal_stack.C_WIDTH))
-    cfg[:, signal_stack.C_LOW] = np.nan
-    cfg[:, signal_stack.C_HIGH] = np.nan
+    cfg[:, signal_stack.C_LOW] = np.nan if span is None else np.where(np.isnan(span), np.nan, -1.0)
+    cfg[:, signal_stack.C_HIGH] = np.nan if span is None else span - 1.0
     cfg[:, signal_stack.C_MASK] = EN_LEVEL | EN_CHANGE | EN_RATE
     cfg[:, signal_stack.C_RES] = res
     score, kind, z_last = np.empty(len(signal)), np.empty(len(signal), np.uint8), np.zeros(n_sig)
@@ -78,6 +80,9 @@ def test_matches_reference_with_nan_inf_constant_runs_and_gaps() -> None:
     res = np.array([0.1, 0.0, 0.1, 1.0])
     np.testing.assert_allclose(_kernel(ts, signal, value, quality, res), _reference(ts, signal, value, quality, res),
                                rtol=1e-12, atol=1e-15)
+    span = np.array([np.nan, 40.0, 0.5, 1e6])  # the span floor on top: none, above, below the noise, huge
+    np.testing.assert_allclose(_kernel(ts, signal, value, quality, res, span, 0.01),
+                               _reference(ts, signal, value, quality, res, span, 0.01), rtol=1e-12, atol=1e-15)
 
 
 def _opened(stack: DetectorStack, x: np.ndarray, after: int) -> dict[int, int]:

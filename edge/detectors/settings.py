@@ -64,6 +64,9 @@ class RateSettings(_Strict):
     min_scale: float = Field(default=1e-9, gt=0, description="floor of the slope scale, units per second")
     threshold: float = Field(default=6.0, gt=0, description="|z| of the slope that scores 0.5")
     gap_factor: float = Field(default=5.0, gt=1, description="dt above this many typical periods is a gap")
+    span_floor: float = Field(default=0.005, ge=0, description="the slope scale is at least this fraction of the "
+                                                               "signal's [low, high] span per typical period (a "
+                                                               "smaller move per sample is no fault; 0: off)")
 
 
 class RangeSettings(_Strict):

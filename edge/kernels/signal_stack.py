@@ -19,6 +19,11 @@ baseline at ``guard`` times its learning rate, so a persistent fault (a step, a 
 absorbed within its own duration -- the Huber clip alone bounds one sample's pull,
 not a thousand samples'. 0 freezes the baseline while the signal is anomalous: then only a re-baseline
 (``DetectorStack.rebaseline``) accepts a confirmed change.
+Span floor (``rate_span`` > 0): the slope scale is also floored at ``rate_span`` times the signal's plausible
+span ``high - low`` per typical period (when both limits are set), like the resolution floor below. Why: a
+duty-cycled signal's slopes are bimodal (flat most of the time, then a fill or a vent), and the robust scale
+learns the flat part; at 10 Hz the simulated leak-test pressure's every vent read as a 6-sigma slope (31
+alarms in 14 minutes on the dev plant). A move of under ``rate_span`` of the span per sample is no fault.
 Resolution (``cfg[:, C_RES]`` > 0, e.g. an int16 register at scale 0.1): the level scale is floored at
 one resolution step and the slope scale at one step per typical period before the z-scores are taken.
 A quantised signal whose noise is below its step otherwise learns a scale of a fraction of a step, and
@@ -70,7 +75,8 @@ S_ZCLIP = O_STACK + 3
 S_BAD_S = O_STACK + 4
 S_GUARD = O_STACK + 5
 S_GUARD_AT = O_STACK + 6
-N_PARAMS = O_STACK + 7
+S_RATE_SPAN = O_STACK + 7
+N_PARAMS = O_STACK + 8
 
 K_LEVEL = int(Kind.LEVEL)
 K_CHANGE = int(Kind.CHANGE)
@@ -82,13 +88,14 @@ K_BAD = int(Kind.BAD)
 
 def pack_params(level: np.ndarray, cusum_p: np.ndarray, stuck_p: np.ndarray, rate_p: np.ndarray, *,
                 level_threshold: float, rate_threshold: float, limit_margin: float,
-                machine_z_clip: float, bad_s: float = 0.0, guard: float = 1.0, guard_at: float = 0.5) -> np.ndarray:
+                machine_z_clip: float, bad_s: float = 0.0, guard: float = 1.0, guard_at: float = 0.5,
+                rate_span: float = 0.0) -> np.ndarray:
     """Concatenate the component parameter vectors and the stack scalars in kernel order (``bad_s`` 0: no BAD;
     ``guard`` 1: the level learns at its own rate whatever the sample scored)."""
-    if bad_s < 0.0 or not 0.0 <= guard <= 1.0 or not 0.0 < guard_at <= 1.0:
-        raise ValueError("need bad_s >= 0, 0 <= guard <= 1 and 0 < guard_at <= 1")
+    if bad_s < 0.0 or not 0.0 <= guard <= 1.0 or not 0.0 < guard_at <= 1.0 or rate_span < 0.0:
+        raise ValueError("need bad_s >= 0, 0 <= guard <= 1, 0 < guard_at <= 1 and rate_span >= 0")
     parts = [level, cusum_p, stuck_p, rate_p,
-             [level_threshold, rate_threshold, limit_margin, machine_z_clip, bad_s, guard, guard_at]]
+             [level_threshold, rate_threshold, limit_margin, machine_z_clip, bad_s, guard, guard_at, rate_span]]
     p = np.concatenate([np.asarray(a, dtype=np.float64) for a in parts])
     if p.shape[0] != N_PARAMS:
         raise ValueError(f"expected {N_PARAMS} parameters, got {p.shape[0]}")
@@ -169,8 +176,12 @@ def signal_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quali
             sc0 = max(st[s, B_RATE + rate.STATS + robust.SCALE], pr[robust.P_MIN_SCALE])
             per = st[s, B_RATE + rate.PERIOD]
             zr = rate.rate_step(st, s, B_RATE, x, float(ts_ns[k]), learn, pr)
-            if res > 0.0 and per > 0.0 and sc0 * per < res:
-                zr = zr * sc0 * per / res
+            step = res
+            span = cfg[s, C_HIGH] - cfg[s, C_LOW]
+            if span > 0.0:  # False for NaN limits
+                step = max(step, p[S_RATE_SPAN] * span)
+            if step > 0.0 and per > 0.0 and sc0 * per < step:
+                zr = zr * sc0 * per / step
             sc = _squash(zr, rt)
             kind = K_RATE if sc > best else kind
             best = max(best, sc)
