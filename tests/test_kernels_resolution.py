@@ -130,3 +130,19 @@ def test_counter_kind_runs_only_range_and_rate() -> None:
     racing = counter.copy()
     racing[10_000:] += np.arange(racing.shape[0] - 10_000) * 50.0  # counts 150x faster: a fault
     assert _opened(DetectorStack(1, np.array([-1]), enable=np.array([EN_COUNTER])), racing, 9_990).get(Kind.RATE, 0)
+
+
+def test_float32_last_bit_flicker_is_no_event_with_the_relative_resolution() -> None:
+    """A constant 56 kW read through float32, after hours of the same value, moves by one last bit: a huge level
+    or rate z without the relative floor, nothing with it (level.rel_resolution); a real 1 kW step still scores."""
+    n = 12_000
+    x = np.full(n, 56.0)
+    x[10_000:] = np.float32(56.0 + 3e-6)  # the float32 neighbour of 56
+    x[11_000:] += 1.0
+    scores = {}
+    for rel in (0.0, 1e-6):
+        st = DetectorStack(1, np.array([-1]), AnalyticsSettings(settle_s=0, level={"rel_resolution": rel}))
+        r = st.process(np.zeros(n, np.uint32), x, np.zeros(n, np.uint8), np.arange(n, dtype=np.int64) * 10**9)
+        scores[rel] = r.score.copy()
+    assert scores[0.0][10_000] >= 0.5 and scores[1e-6][10_000] < 0.1
+    assert scores[1e-6][11_000] >= 0.5

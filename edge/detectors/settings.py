@@ -27,6 +27,9 @@ class LevelSettings(_Strict):
     huber_k: float = Field(default=3.0, gt=0, description="residuals are clipped at this many scales before learning")
     min_scale: float = Field(default=1e-6, gt=0, description="floor of the scale, in engineering units")
     threshold: float = Field(default=6.0, gt=0, description="|z| that scores 0.5")
+    rel_resolution: float = Field(default=1e-6, ge=0,
+                                  description="the level and slope scales are floored at this fraction of the value "
+                                              "(a float32 register's last bits are no signal; 0: off)")
     guard: float = Field(default=1.0, ge=0, le=1,
                          description="learning-rate factor while a sample's level or change score keeps an alarm "
                                      "open (>= signal_alarm.off_threshold): below 1 a persistent fault is not "

@@ -126,7 +126,8 @@ class DetectorStack:
             rate.make_params(s.rate.alpha, s.rate.huber_k, s.warmup, s.rate.min_scale, s.rate.gap_factor),
             level_threshold=s.level.threshold, rate_threshold=s.rate.threshold, limit_margin=s.range.margin,
             machine_z_clip=s.machine.z_clip, bad_s=s.quality.bad_s, guard=s.level.guard,
-            guard_at=s.signal_alarm.off_threshold, rate_span=s.rate.span_floor)
+            guard_at=s.signal_alarm.off_threshold, rate_span=s.rate.span_floor,
+            rel_res=s.level.rel_resolution)
         self._silent_ns = s.quality.silent_s * NS_PER_S
         self._since_ns: int | None = None  # first timestamp this instance saw: silence is measured from it at most
         self._silent_next_ns = 0

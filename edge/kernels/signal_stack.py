@@ -19,6 +19,11 @@ baseline at ``guard`` times its learning rate, so a persistent fault (a step, a 
 absorbed within its own duration -- the Huber clip alone bounds one sample's pull,
 not a thousand samples'. 0 freezes the baseline while the signal is anomalous: then only a re-baseline
 (``DetectorStack.rebaseline``) accepts a confirmed change.
+Relative resolution (``rel_res`` > 0): the resolution used below is at least ``rel_res`` times the level's
+location. Why: a float32 register carries ~7 digits; a constant 56 kW read through float32 flickers by one last
+bit (3.8e-6), and with no noise learned that flicker read as a many-sigma level or rate event (measured on the
+simulated dev plant: an energy meter's ``peak_demand`` settling after the 22:00 ramp, the largest single source
+of night alarms). ``1e-6`` is about eight float32 last bits and far below any plant sensor's accuracy.
 Span floor (``rate_span`` > 0): the slope scale is also floored at ``rate_span`` times the signal's plausible
 span ``high - low`` per typical period (when both limits are set), like the resolution floor below. Why: a
 duty-cycled signal's slopes are bimodal (flat most of the time, then a fill or a vent), and the robust scale
@@ -76,7 +81,8 @@ S_BAD_S = O_STACK + 4
 S_GUARD = O_STACK + 5
 S_GUARD_AT = O_STACK + 6
 S_RATE_SPAN = O_STACK + 7
-N_PARAMS = O_STACK + 8
+S_REL_RES = O_STACK + 8
+N_PARAMS = O_STACK + 9
 
 K_LEVEL = int(Kind.LEVEL)
 K_CHANGE = int(Kind.CHANGE)
@@ -89,13 +95,14 @@ K_BAD = int(Kind.BAD)
 def pack_params(level: np.ndarray, cusum_p: np.ndarray, stuck_p: np.ndarray, rate_p: np.ndarray, *,
                 level_threshold: float, rate_threshold: float, limit_margin: float,
                 machine_z_clip: float, bad_s: float = 0.0, guard: float = 1.0, guard_at: float = 0.5,
-                rate_span: float = 0.0) -> np.ndarray:
+                rate_span: float = 0.0, rel_res: float = 0.0) -> np.ndarray:
     """Concatenate the component parameter vectors and the stack scalars in kernel order (``bad_s`` 0: no BAD;
     ``guard`` 1: the level learns at its own rate whatever the sample scored)."""
-    if bad_s < 0.0 or not 0.0 <= guard <= 1.0 or not 0.0 < guard_at <= 1.0 or rate_span < 0.0:
-        raise ValueError("need bad_s >= 0, 0 <= guard <= 1, 0 < guard_at <= 1 and rate_span >= 0")
+    if bad_s < 0.0 or not 0.0 <= guard <= 1.0 or not 0.0 < guard_at <= 1.0 or rate_span < 0.0 or rel_res < 0.0:
+        raise ValueError("need bad_s >= 0, 0 <= guard <= 1, 0 < guard_at <= 1, rate_span >= 0 and rel_res >= 0")
     parts = [level, cusum_p, stuck_p, rate_p,
-             [level_threshold, rate_threshold, limit_margin, machine_z_clip, bad_s, guard, guard_at, rate_span]]
+             [level_threshold, rate_threshold, limit_margin, machine_z_clip, bad_s, guard, guard_at, rate_span,
+              rel_res]]
     p = np.concatenate([np.asarray(a, dtype=np.float64) for a in parts])
     if p.shape[0] != N_PARAMS:
         raise ValueError(f"expected {N_PARAMS} parameters, got {p.shape[0]}")
@@ -153,7 +160,8 @@ def signal_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quali
         kind = 0
         hot = 0.0  # the larger of the level and change scores: guards the level's learning
         z = robust.robust_z(st, s, B_LEVEL, x, pl)
-        res = cfg[s, C_RES]
+        # resolution: the register's step, and at least rel_res of the value (a float32 register's last bit)
+        res = max(cfg[s, C_RES], p[S_REL_RES] * abs(st[s, B_LEVEL + robust.LOC]))
         if res > 0.0:
             sc0 = max(st[s, B_LEVEL + robust.SCALE], pl[robust.P_MIN_SCALE])
             z = z * sc0 / res if sc0 < res else z
