@@ -8,13 +8,16 @@ Modbus rows are quantised as their registers would carry them (integers rounded 
 float32 rounded to float32), as the edge would read them. No servers are started: the transport
 path has its own tests and benchmarks, and this way a simulated day runs in well under a minute.
 
-**Faults.** The dev plant (``configs/dev``, 1,000 signals) at one sample per signal per simulated
-second for ``--hours`` simulated hours from 00:00 UTC (so the run crosses the 06:00 shift start and
-the 22:00 shift end, where whole machines change load -- a plant's real source of false alarms),
-random anomalies at ``--rate`` per signal per hour, through ``EdgeAnalytics`` with the edge's default
-``AnalyticsSettings`` (no tuning to this data). The first ``--burn-in`` hours are warm-up: events
-and alarms in them are not counted. Wear is off in this part (no machine fails within a day anyway;
-wear is judged below). Matching:
+**Faults, history protocol.** Any plant file (``--plant``, default ``configs/dev``; ``--machine-fraction``
+keeps that fraction of every machine group, for plants too large to simulate for days here) at one
+sample per signal per simulated second from Monday 00:00 UTC: the stack first learns ``--train-days``
+fault-free (not scored), then ``--clean-days`` fault-free and ``--fault-days`` with random anomalies at
+``--rate`` per signal per hour are scored, for each of ``--seeds`` -- crossing the 22:00 shift end and the
+06:00 start, where whole machines change load (a plant's real source of false alarms). Edge default
+``AnalyticsSettings`` (no tuning to this data). False alarms are broken down by kind, hour of day and signal
+name; drifts by whether they were found while the faulty value was still inside [low, high]. Wear is off
+in this part (judged below). ``--cold-start HZ ...`` also counts alarm openings per minute after a cold start
+and after a restart from the checkpoint, fault-free, at those rates. Matching:
 
 - an injected event is *detected* when an alarm opens (signal scope on the event's signal -- for a
   micro-leak, on any of the leak signals it moves -- or machine scope on its machine) with its first
@@ -33,7 +36,8 @@ of ``--test-seeds``, machines it never saw. Reported in hours: RMSE and MAE over
 RUL is within the cap (the model cannot see further than its cap, as in C-MAPSS), the error at the
 ticks closest to 24 h before failure, and the coverage of the 10-90 % band.
 
-    python bench/sim_eval.py [--hours 24] [--rate 0.05] [--seed 0] [--no-rul] [--no-faults]
+    python bench/sim_eval.py [--plant FILE] [--seeds 1 2] [--train-days 1] [--clean-days 1] [--fault-days 1]
+                             [--rate 0.01] [--machine-fraction 1] [--cold-start 1 10] [--no-rul] [--no-faults]
 """
 
 from __future__ import annotations
