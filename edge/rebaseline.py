@@ -29,7 +29,10 @@ import numpy as np
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="plantwire rebaseline", description="accept a confirmed change: signals' baselines learn afresh "
+        prog="plantwire rebaseline",
+        usage="plantwire rebaseline CONFIG SIGNAL_PATTERN... [--dry-run]\n"
+              "       plantwire rebaseline --state-dir DIR MACHINE_PATTERN...",
+        description="accept a confirmed change: signals' baselines learn afresh "
         "(CONFIG PATTERN...: in the checkpoint, edge stopped) or machines refit theirs (--state-dir DIR PATTERN...: "
         "through a running edge)")
     p.add_argument("--state-dir", type=Path,
