@@ -8,13 +8,16 @@ Modbus rows are quantised as their registers would carry them (integers rounded 
 float32 rounded to float32), as the edge would read them. No servers are started: the transport
 path has its own tests and benchmarks, and this way a simulated day runs in well under a minute.
 
-**Faults.** The dev plant (``configs/dev``, 1,000 signals) at one sample per signal per simulated
-second for ``--hours`` simulated hours from 00:00 UTC (so the run crosses the 06:00 shift start and
-the 22:00 shift end, where whole machines change load -- a plant's real source of false alarms),
-random anomalies at ``--rate`` per signal per hour, through ``EdgeAnalytics`` with the edge's default
-``AnalyticsSettings`` (no tuning to this data). The first ``--burn-in`` hours are warm-up: events
-and alarms in them are not counted. Wear is off in this part (no machine fails within a day anyway;
-wear is judged below). Matching:
+**Faults, history protocol.** Any plant file (``--plant``, default ``configs/dev``; ``--machine-fraction``
+keeps that fraction of every machine group, for plants too large to simulate for days here) at one
+sample per signal per simulated second from Monday 00:00 UTC: the stack first learns ``--train-days``
+fault-free (not scored), then ``--clean-days`` fault-free and ``--fault-days`` with random anomalies at
+``--rate`` per signal per hour are scored, for each of ``--seeds`` -- crossing the 22:00 shift end and the
+06:00 start, where whole machines change load (a plant's real source of false alarms). Edge default
+``AnalyticsSettings`` (no tuning to this data). False alarms are broken down by kind, hour of day and signal
+name; drifts by whether they were found while the faulty value was still inside [low, high]. Wear is off
+in this part (judged below). ``--cold-start HZ ...`` also counts alarm openings per minute after a cold start
+and after a restart from the checkpoint, fault-free, at those rates. Matching:
 
 - an injected event is *detected* when an alarm opens (signal scope on the event's signal -- for a
   micro-leak, on any of the leak signals it moves -- or machine scope on its machine) with its first
@@ -33,7 +36,8 @@ of ``--test-seeds``, machines it never saw. Reported in hours: RMSE and MAE over
 RUL is within the cap (the model cannot see further than its cap, as in C-MAPSS), the error at the
 ticks closest to 24 h before failure, and the coverage of the 10-90 % band.
 
-    python bench/sim_eval.py [--hours 24] [--rate 0.05] [--seed 0] [--no-rul] [--no-faults]
+    python bench/sim_eval.py [--plant FILE] [--seeds 1 2] [--train-days 1] [--clean-days 1] [--fault-days 1]
+                             [--rate 0.01] [--machine-fraction 1] [--cold-start 1 10] [--no-rul] [--no-faults]
 """
 
 from __future__ import annotations
@@ -50,17 +54,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge.detectors.analytics import EdgeAnalytics  # noqa: E402
-from edge.detectors.events import Phase, Scope  # noqa: E402
+from edge.detectors.events import EVENT_DTYPE, Phase, Scope  # noqa: E402
 from edge.detectors.settings import AnalyticsSettings  # noqa: E402
 from edge.kernels.kinds import Kind  # noqa: E402
 from edge.pdm.rul import RulEstimator  # noqa: E402
-from plantwire.plant import Protocol, RegisterType, SignalTable  # noqa: E402
+from plantwire.configfile import load_plant  # noqa: E402
+from plantwire.plant import PlantConfig, Protocol, RegisterType, SignalTable  # noqa: E402
 from simulators.faults import KIND_ORDER, EventKind  # noqa: E402
 from simulators.runtime import SimOptions, build_world  # noqa: E402
 from tools.fit_rul import FitSettings, fit  # noqa: E402
 
 PLANT = ROOT / "configs" / "dev" / "plant.yaml"
 EPOCH_NS = int(np.datetime64("2026-01-05T00:00:00", "ns").astype(np.int64))  # a Monday, 00:00 UTC
+# Abrupt kinds, for the median-delay goal (a drift or a stuck value is found by how long it lasts).
+ABRUPT = (EventKind.SPIKE, EventKind.STEP, EventKind.NOISE_BURST, EventKind.DROPOUT, EventKind.OSCILLATION,
+          EventKind.CALIBRATION_OFFSET)
 LEAK_SIGNALS = ("decay_rate", "leak_rate", "helium_concentration")
 # Inputs of the RUL model per wearing template: operating setting (load) first, then the signals wear
 # moves in the simulator's physics (heated windings/bearings/motor, vibration bands) and their context.
@@ -100,17 +108,35 @@ class FaultFigures:
     detected: np.ndarray  # bool per event
     delay_s: np.ndarray  # per event (NaN if missed)
     kinds: np.ndarray  # KIND_ORDER index per event
+    in_range: np.ndarray  # bool per event: detected while the faulty value was still inside [low, high]
     false_signal: int
     false_machine: int
     false_by_kind: dict[str, int]
-    signal_hours: float
+    false_by_hour: np.ndarray  # false alarm openings per hour of day (UTC)
+    false_by_name: dict[str, int]  # per signal name within its machine (top offenders)
+    clean_false: int  # false alarm openings on the fault-free scored days
+    clean_signal_hours: float
+    signal_hours: float  # all scored signal-hours (clean and fault days)
+    n_signals: int
     seconds: float
 
 
-def fault_run(seed: int, hours: float, rate: float, burn_in_h: float, grace_s: float,
-              settings: AnalyticsSettings | None = None) -> FaultFigures:
-    opts = SimOptions(plant=PLANT, seed=seed, anomaly_rate_per_h=rate, wear_fraction=0.0, epoch_ns=EPOCH_NS)
-    world = build_world(opts)
+def subsample(plant: PlantConfig, fraction: float) -> PlantConfig:
+    """Every machine group keeps ``max(1, round(count * fraction))`` machines (same templates, same devices)."""
+    if fraction >= 1.0:
+        return plant
+    groups = [g.model_copy(update={"count": max(1, round(g.count * fraction))}) for g in plant.machines]
+    return plant.model_copy(update={"machines": groups})
+
+
+def fault_run(plant_path: Path, seed: int, train_days: float, clean_days: float, fault_days: float, rate: float,
+              grace_s: float, settings: AnalyticsSettings | None = None, machine_fraction: float = 1.0) -> FaultFigures:
+    """History protocol: learn ``train_days`` fault-free, score ``clean_days`` fault-free, then ``fault_days``."""
+    plant = subsample(load_plant(plant_path), machine_fraction)
+    world = build_world(SimOptions(plant=plant_path, seed=seed, anomaly_rate_per_h=rate, wear_fraction=0.0,
+                                   epoch_ns=EPOCH_NS), plant)
+    clean = build_world(SimOptions(plant=plant_path, seed=seed, anomaly_rate_per_h=0.0, wear_fraction=0.0,
+                                   epoch_ns=EPOCH_NS), plant)
     table = world.table
     n = len(table)
     model = world.model(np.arange(n), seed)
@@ -120,25 +146,29 @@ def fault_run(seed: int, hours: float, rate: float, burn_in_h: float, grace_s: f
     qual = np.zeros(n, dtype=np.uint8)
     ts = np.empty(n, dtype=np.int64)
     opened: list[np.ndarray] = []
-    n_ticks = int(hours * 3600)
+    t_score = int(train_days * 86400)
+    t_fault = t_score + int(clean_days * 86400)
+    n_ticks = t_fault + int(fault_days * 86400)
     t0 = time.monotonic()
     for k in range(n_ticks):
+        model.schedule = world.schedule if k >= t_fault else clean.schedule
         v = model.step(k, float(k))
         quantise(v, q)
         qual[:] = 0
         qual[~np.isfinite(v)] = 2  # a NaN register reads as a bad sample, as the sources mark it
         ts.fill(EPOCH_NS + k * 1_000_000_000)
         r = an.process(ts, sig, v, qual)
-        if r.events.shape[0]:
+        if r.events.shape[0] and k >= t_score:
             ev = r.events[r.events["phase"] == Phase.OPEN]
             if ev.shape[0]:
                 opened.append(ev.copy())
     seconds = time.monotonic() - t0
-    alarms = np.concatenate(opened) if opened else np.empty(0, dtype=r.events.dtype)
-    burn_ns = EPOCH_NS + int(burn_in_h * 3600e9)
-    alarms = alarms[alarms["ts_start"] >= burn_ns]
+    alarms = np.concatenate(opened) if opened else np.empty(0, dtype=EVENT_DTYPE)
+    score_ns = EPOCH_NS + t_score * 1_000_000_000
+    fault_ns = EPOCH_NS + t_fault * 1_000_000_000
+    alarms = alarms[alarms["ts_start"] >= score_ns]
 
-    truth = world.schedule.starting(burn_in_h * 3600.0, float(n_ticks))
+    truth = world.schedule.starting(float(t_fault), float(n_ticks))
     machine_of = table.machine.astype(np.int64)
     leak_rows: dict[int, np.ndarray] = {}
     for m in range(len(table.machine_ids)):
@@ -146,13 +176,16 @@ def fault_run(seed: int, hours: float, rate: float, burn_in_h: float, grace_s: f
         leak_rows[m] = np.array([i for i in np.flatnonzero(machine_of == m) if table.ids[i][len(prefix):]
                                  in LEAK_SIGNALS], dtype=np.int64)
     micro = KIND_ORDER.index(EventKind.MICRO_LEAK)
+    drift = KIND_ORDER.index(EventKind.DRIFT)
     sig_alarm = alarms[alarms["scope"] == Scope.SIGNAL]
     mach_alarm = alarms[alarms["scope"] == Scope.MACHINE]
     sig_used = np.zeros(sig_alarm.shape[0], dtype=bool)
     mach_used = np.zeros(mach_alarm.shape[0], dtype=bool)
     n_ev = len(truth)
     detected = np.zeros(n_ev, dtype=bool)
+    in_range = np.zeros(n_ev, dtype=bool)
     delay = np.full(n_ev, np.nan)
+    span = table.high - table.low
     for i in range(n_ev):
         row = int(truth.signal[i])
         m = int(machine_of[row])
@@ -167,19 +200,35 @@ def fault_run(seed: int, hours: float, rate: float, burn_in_h: float, grace_s: f
         if first.size:
             detected[i] = True
             delay[i] = (first.min() - lo) / 1e9
+            if truth.kind[i] == drift:
+                # a drift ramps linearly to its magnitude over its duration: where was it when found?
+                frac = min(delay[i] / max(truth.end_s[i] - truth.start_s[i], 1e-9), 1.0)
+                x = model.clean_at(np.array([truth.start_s[i] + delay[i]]), np.array([row]))[0] \
+                    + frac * truth.magnitude[i]
+                in_range[i] = not (np.isfinite(span[row]) and (x < table.low[row] or x > table.high[row]))
     false_sig = sig_alarm[~sig_used]
     by_kind: dict[str, int] = {}
     for k in np.unique(false_sig["kind"]).tolist():
         by_kind[Kind(k).name.lower()] = int((false_sig["kind"] == k).sum())
     if (~mach_used).any():
         by_kind["machine"] = int((~mach_used).sum())
-    return FaultFigures(n_ev, detected, delay, truth.kind.astype(np.int64), int((~sig_used).sum()),
-                        int((~mach_used).sum()), by_kind, n * (hours - burn_in_h), seconds)
+    false_ts = np.concatenate([false_sig["ts_start"], mach_alarm["ts_start"][~mach_used]])
+    by_hour = np.bincount(((false_ts - EPOCH_NS) // 3_600_000_000_000 % 24).astype(np.int64), minlength=24)
+    names: dict[str, int] = {}
+    for e in false_sig["entity"].tolist():
+        sid = table.ids[e]
+        name = sid[len(table.machine_ids[int(machine_of[e])]) + 1:]
+        names[name] = names.get(name, 0) + 1
+    top = dict(sorted(names.items(), key=lambda kv: -kv[1])[:8])
+    clean_false = int((false_ts < fault_ns).sum())
+    return FaultFigures(n_ev, detected, delay, truth.kind.astype(np.int64), in_range, int((~sig_used).sum()),
+                        int((~mach_used).sum()), by_kind, by_hour, top, clean_false, n * clean_days * 24.0,
+                        n * (clean_days + fault_days) * 24.0, n, seconds)
 
 
-def print_faults(f: FaultFigures, hours: float, n_samples: int) -> None:
-    print(f"\nfaults: {f.events} injected events after burn-in, stack over {n_samples:,} samples in "
-          f"{f.seconds:.1f} s (generator included)")
+def print_faults(f: FaultFigures) -> None:
+    print(f"\nfaults: {f.events} injected events, {f.n_signals:,} signals, stack (generator included) "
+          f"{f.seconds:.0f} s")
     print(f"{'kind':20} {'events':>6} {'recall':>7} {'median delay s':>15}")
     for k, kind in enumerate(KIND_ORDER):
         sel = f.kinds == k
@@ -187,14 +236,81 @@ def print_faults(f: FaultFigures, hours: float, n_samples: int) -> None:
             continue
         d = f.delay_s[sel & f.detected]
         med = f"{np.median(d):15.1f}" if d.size else f"{'-':>15}"
-        print(f"{kind.value:20} {int(sel.sum()):6d} {f.detected[sel].mean():7.2f} {med}")
-    not_drop = f.kinds != KIND_ORDER.index(EventKind.DROPOUT)
-    d = f.delay_s[f.detected]
-    print(f"{'all':20} {f.events:6d} {f.detected.mean():7.2f} {np.median(d) if d.size else float('nan'):15.1f}")
-    print(f"{'all but dropout':20} {int(not_drop.sum()):6d} {f.detected[not_drop].mean():7.2f}")
+        extra = ""
+        if kind is EventKind.DRIFT:
+            extra = f"  found inside the range: {int(f.in_range[sel].sum())} of {int(sel.sum())}"
+        print(f"{kind.value:20} {int(sel.sum()):6d} {f.detected[sel].mean():7.2f} {med}{extra}")
+    abrupt = np.isin(f.kinds, [KIND_ORDER.index(k) for k in ABRUPT])
+    d = f.delay_s[f.detected & abrupt]
+    print(f"{'all':20} {f.events:6d} {f.detected.mean():7.2f}")
+    print(f"{'abrupt kinds':20} {int(abrupt.sum()):6d} {f.detected[abrupt].mean():7.2f} "
+          f"{np.median(d) if d.size else float('nan'):15.1f}")
     fa = f.false_signal + f.false_machine
     print(f"false alarms: {fa} ({f.false_signal} signal, {f.false_machine} machine) over {f.signal_hours:,.0f} "
-          f"signal-hours = {1000 * fa / f.signal_hours:.2f} per 1,000 signal-hours; by kind {f.false_by_kind}")
+          f"scored signal-hours = {1000 * fa / f.signal_hours:.2f} per 1,000 signal-hours "
+          f"(fault-free days alone: {f.clean_false} = {1000 * f.clean_false / max(f.clean_signal_hours, 1):.2f})")
+    print(f"  by kind {f.false_by_kind}")
+    print(f"  by hour of day (UTC) {f.false_by_hour.tolist()}")
+    print(f"  top signal names {f.false_by_name}")
+
+
+# -- cold start ------------------------------------------------------------------------------------
+
+
+def cold_start(plant_path: Path, seed: int, rate_hz: float, start_h: float, minutes: float,
+               machine_fraction: float, state_dir: Path) -> None:
+    """Alarm openings per minute after a cold start and after a restart from a checkpoint, fault-free.
+
+    The gateway starts cold at ``start_h`` (day shift: machines cycling), runs ``settle_s`` plus ``minutes``,
+    checkpoints, and a second gateway restored from that checkpoint runs ``minutes`` more after a 5-minute
+    outage. Every opening here is a false alarm (no faults injected).
+    """
+    plant = subsample(load_plant(plant_path), machine_fraction)
+    world = build_world(SimOptions(plant=plant_path, seed=seed, anomaly_rate_per_h=0.0, wear_fraction=0.0,
+                                   epoch_ns=EPOCH_NS), plant)
+    table = world.table
+    n = len(table)
+    model = world.model(np.arange(n), seed)
+    q = quantiser(table)
+    sig = np.arange(n, dtype=np.uint32)
+    qual = np.zeros(n, dtype=np.uint8)
+    ts = np.empty(n, dtype=np.int64)
+    settings = AnalyticsSettings()
+    period = 1.0 / rate_hz
+    k0 = int(start_h * 3600 * rate_hz)
+
+    def run(an: EdgeAnalytics, k_from: int, n_ticks: int) -> np.ndarray:
+        opened = []
+        for k in range(k_from, k_from + n_ticks):
+            t = k * period
+            v = model.step(k, t)
+            quantise(v, q)
+            qual[:] = 0
+            qual[~np.isfinite(v)] = 2
+            ts.fill(EPOCH_NS + round(t * 1e9))
+            r = an.process(ts, sig, v, qual)
+            ev = r.events[(r.events["phase"] == Phase.OPEN) & (r.events["scope"] == Scope.SIGNAL)]
+            opened += [(int(e) - EPOCH_NS) / 1e9 for e in ev["ts_start"].tolist()]
+        return np.array(opened)
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "detectors.npz").unlink(missing_ok=True)
+    an = EdgeAnalytics.from_table(table, settings, state_dir=state_dir)
+    settle_ticks = int(max(settings.settle_s, settings.alarm_settle * period) * rate_hz)
+    first = run(an, k0, settle_ticks + int(minutes * 60 * rate_hz))
+    an.save()
+    t_settled = k0 * period + settle_ticks * period
+    per_min = np.histogram(first, bins=np.arange(t_settled - 120, t_settled + minutes * 60 + 1, 60))[0]
+    before = int((first < t_settled - 120).sum())
+    print(f"\ncold start, {n:,} signals at {rate_hz:g} Hz from {start_h:g} h UTC (fault-free), settle_s "
+          f"{settings.settle_s:g} s, alarm_settle {settings.alarm_settle} samples: {before} alarms opened before "
+          f"the last 2 minutes of settling; per minute from 2 minutes before settling: {per_min.tolist()}")
+    again = EdgeAnalytics.from_table(table, settings, state_dir=state_dir)
+    k1 = k0 + settle_ticks + int(minutes * 60 * rate_hz) + int(300 * rate_hz)  # a 5-minute outage
+    second = run(again, k1, int(minutes * 60 * rate_hz))
+    per_min2 = np.histogram(second, bins=np.arange(k1 * period, k1 * period + minutes * 60 + 1, 60))[0]
+    print(f"restart from the checkpoint after a 5-minute outage ({'; '.join(again.cold_reasons) or 'warm'}): "
+          f"alarms opened per minute {per_min2.tolist()}")
 
 
 # -- wear / RUL --------------------------------------------------------------------------------------
@@ -283,24 +399,40 @@ def rul_eval(template: str, train: list[int], test: list[int], period_s: float, 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--hours", type=float, default=24.0, help="simulated hours for the fault part")
-    ap.add_argument("--burn-in", type=float, default=1.0, help="hours of warm-up not counted")
-    ap.add_argument("--rate", type=float, default=0.05, help="anomalies per signal per simulated hour")
+    ap.add_argument("--plant", type=Path, default=PLANT, help="any plant file")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--train-days", type=float, default=1.0, help="fault-free days the stack learns on, not scored")
+    ap.add_argument("--clean-days", type=float, default=1.0, help="fault-free days scored (false alarms only)")
+    ap.add_argument("--fault-days", type=float, default=1.0, help="days scored with faults injected")
+    ap.add_argument("--rate", type=float, default=0.01, help="anomalies per signal per simulated hour on fault days")
+    ap.add_argument("--machine-fraction", type=float, default=1.0,
+                    help="keep this fraction of every machine group (a documented subsample of a large plant)")
     ap.add_argument("--grace", type=float, default=60.0, help="s after an event's end an alarm still matches it")
     ap.add_argument("--rul-period", type=float, default=1789.0, help="simulated s per health tick")
     ap.add_argument("--cap-h", type=float, default=120.0, help="RUL cap of the model, hours")
     ap.add_argument("--train-seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6, 7, 8])
     ap.add_argument("--test-seeds", type=int, nargs="+", default=[100, 101, 102, 103])
     ap.add_argument("--no-faults", action="store_true")
+    ap.add_argument("--cold-start", type=float, nargs="*", metavar="HZ",
+                    help="also measure cold start and restart at these rates (e.g. 1 10)")
+    ap.add_argument("--cold-minutes", type=float, default=10.0, help="minutes observed after settling/restart")
     ap.add_argument("--no-rul", action="store_true")
     args = ap.parse_args(argv)
     t0 = time.monotonic()
-    print(f"simulator ground truth, plant {PLANT.relative_to(ROOT)}, edge default AnalyticsSettings")
+    plant = args.plant.resolve()
+    where = plant.relative_to(ROOT) if plant.is_relative_to(ROOT) else plant
+    print(f"simulator ground truth, plant {where} (machine fraction {args.machine_fraction}), edge default "
+          f"AnalyticsSettings; learn {args.train_days} d fault-free, score {args.clean_days} d fault-free + "
+          f"{args.fault_days} d with {args.rate} faults per signal-hour, 1 Hz")
     if not args.no_faults:
-        f = fault_run(args.seed, args.hours, args.rate, args.burn_in, args.grace)
-        n = int(f.signal_hours / (args.hours - args.burn_in))
-        print_faults(f, args.hours, int(n * args.hours * 3600))
+        for seed in args.seeds:
+            print(f"\n== seed {seed}")
+            f = fault_run(plant, seed, args.train_days, args.clean_days, args.fault_days, args.rate, args.grace,
+                          machine_fraction=args.machine_fraction)
+            print_faults(f)
+    for hz in args.cold_start or []:
+        cold_start(plant, args.seeds[0], hz, 8.0, args.cold_minutes, args.machine_fraction,
+                   ROOT / "state" / "sim_eval_cold")
     if not args.no_rul:
         for template in RUL_INPUTS:
             rul_eval(template, args.train_seeds, args.test_seeds, args.rul_period, args.cap_h)

@@ -13,7 +13,9 @@ first column; ISO-8601 text, or numbers in ``--time-unit``) and one or more nume
 (``--columns`` picks some). Bad input never aborts the run: an unparseable or empty value is scored
 as a bad-quality sample (a gap), a row whose timestamp cannot be read is skipped, a row with the
 wrong number of fields is skipped; each is counted and the first few are reported by line and column
-on stderr. Timestamps going backwards are counted too (the rate detector sees them as a gap).
+on stderr. Timestamps going backwards are counted too, with their line (the rate detector sees them as a
+gap). The delimiter is read from the header line (the most frequent of ``,``, ``;`` and tab: European
+exports use ``;``) unless ``--delimiter`` says it.
 
 Output (``-o``, default stdout): the timestamp as given, ``score`` (the row's largest score, the
 figure to threshold: NAB's ``anomaly_score``), ``kind`` (its anomaly kind), per column
@@ -23,16 +25,16 @@ figure to threshold: NAB's ``anomaly_score``), ``kind`` (its anomaly kind), per 
 that fitted baseline, row by row; without it the machine stage fits its own from the file's first
 ``machine.fit_after_s`` (nothing scored before). With
 ``--unit-column`` every change of that column's value starts a new run (state reset, as after a
-repair). ``--events FILE`` writes the alarm events; ``--checkpoint FILE`` resumes from and saves the
-detector state, exactly as the edge does across restarts. A progress line goes to stderr on long
-inputs (``--no-progress`` silences it).
+repair). ``--onset`` adds an ``onset`` column: the peak score on rows where a signal alarm opens (what the
+edge's events lane would carry), 0 elsewhere. ``--events FILE`` writes the alarm events; ``--checkpoint FILE``
+resumes from and saves the detector state, exactly as the edge does across restarts. A progress line goes to
+stderr on long inputs (``--no-progress`` silences it).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import io
 import os
 import sys
 import time
@@ -53,6 +55,7 @@ from edge.models.machine import MachineModel
 from plantwire.configfile import ConfigError, read_yaml, validate
 
 CHUNK_ROWS = 8192
+DELIMITERS = (",", ";", "\t")
 MAX_REPORTED = 5
 TIME_UNITS_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "min": 60_000_000_000,
                  "h": 3_600_000_000_000}
@@ -92,21 +95,39 @@ class Chunk:
     """Parsed rows: text timestamps (echoed to the output), ns timestamps, values (rows x columns), quality."""
 
     ts_text: list[str]
+    lines: list[int]  # line number of each row in the file
     ts_ns: np.ndarray
     values: np.ndarray
     quality: np.ndarray
     units: list[str] | None
 
 
+def sniff_delimiter(header_line: str) -> str:
+    """The most frequent of ``DELIMITERS`` in the header line (``,`` when none occurs)."""
+    counts = [header_line.count(d) for d in DELIMITERS]
+    return DELIMITERS[counts.index(max(counts))] if max(counts) else ","
+
+
 class CsvSource:
-    """Reads a CSV in chunks of parsed numpy columns; reports the fraction of bytes consumed."""
+    """Reads a CSV in chunks of parsed numpy columns; reports the fraction of characters consumed.
+
+    Progress is counted from the lines handed to ``csv.reader`` (``f.tell()`` is not allowed while a text
+    file is being iterated), so it is exact in characters and close to bytes for ASCII files.
+    """
 
     def __init__(self, f: TextIO, *, timestamp_column: str | None, columns: Sequence[str] | None,
-                 time_unit: str, unit_column: str | None, problems: InputProblems) -> None:
+                 time_unit: str, unit_column: str | None, problems: InputProblems,
+                 delimiter: str | None = None) -> None:
         self._f = f
-        self._reader = csv.reader(f)
+        self.chars_read = 0
+        first = f.readline()
+        self.chars_read += len(first)
+        if not first.strip():
+            raise ScoreError("empty file: expected a header row")
+        self.delimiter = delimiter or sniff_delimiter(first)
+        self._reader = csv.reader(self._counted(f), delimiter=self.delimiter)
         try:
-            header = [h.strip() for h in next(self._reader)]
+            header = [h.strip() for h in next(csv.reader([first], delimiter=self.delimiter))]
         except StopIteration:
             raise ScoreError("empty file: expected a header row") from None
         self.header = header
@@ -129,11 +150,17 @@ class CsvSource:
         else:
             self.value_cols = [i for i, h in enumerate(header) if i not in skip]
         if not self.value_cols:
-            raise ScoreError("no value column: need a timestamp column and at least one value column")
+            raise ScoreError(f"no value column with delimiter {self.delimiter!r} (header read as {header}): need a "
+                             "timestamp column and at least one value column; see --delimiter")
         self.names = [header[i] for i in self.value_cols]
         self.ns_per_unit = TIME_UNITS_NS[time_unit]
         self.problems = problems
         self.line = 1
+
+    def _counted(self, f: TextIO) -> Iterator[str]:
+        for line in f:
+            self.chars_read += len(line)
+            yield line
 
     def chunks(self, rows: int = CHUNK_ROWS) -> Iterator[Chunk]:
         width = len(self.header)
@@ -205,13 +232,10 @@ class CsvSource:
                         self.problems.note(f"{lines[i]}: column {self.header[c]!r}: {v!r} is not a number")
         quality[~np.isfinite(values)] = 2
         units = [r[self.unit_col] for r in buf] if self.unit_col is not None else None
-        return Chunk(ts_text, ts, values, quality, units)
+        return Chunk(ts_text, lines, ts, values, quality, units)
 
     def fraction_done(self, size: int) -> float:
-        try:
-            return min(self._f.tell() / size, 1.0) if size else 1.0
-        except (OSError, io.UnsupportedOperation):
-            return 0.0
+        return min(self.chars_read / size, 1.0) if size else 1.0
 
 
 class Progress:
@@ -346,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "its signals are the value columns unless --columns says otherwise")
     p.add_argument("--rul", type=Path, metavar="MODEL.npz", help="also estimate health and remaining useful life")
     p.add_argument("--unit-column", help="run-to-failure data: a new value in this column starts a new run")
+    p.add_argument("--delimiter", help="field delimiter (default: read from the header line: ',', ';' or tab)")
+    p.add_argument("--onset", action="store_true",
+                   help="add an onset column: the peak score on rows where a signal alarm opens, else 0")
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     return p
 
@@ -387,7 +414,7 @@ def _run(args: argparse.Namespace, settings: AnalyticsSettings) -> int:
     columns = args.columns or (list(machine_model.signals) if machine_model is not None else None)
     with open(args.input, newline="") as fin:
         src = CsvSource(fin, timestamp_column=args.timestamp_column, columns=columns, time_unit=args.time_unit,
-                        unit_column=args.unit_column, problems=problems)
+                        unit_column=args.unit_column, problems=problems, delimiter=args.delimiter)
         if machine_model is not None and machine_model.d != len(src.names):
             raise ScoreError(f"--machine-model has {machine_model.d} signals, {len(src.names)} columns are scored")
         scorer = TableScorer(len(src.names), settings, machine_model)
@@ -414,6 +441,8 @@ def _run(args: argparse.Namespace, settings: AnalyticsSettings) -> int:
                 head.append("machine_score")
             if rul is not None:
                 head += ["health", "rul", "rul_low", "rul_high"]
+            if args.onset:
+                head.append("onset")
             w.writerow(head)
             progress = Progress(not args.no_progress and size > 4_000_000)
             rows = 0
@@ -429,9 +458,12 @@ def _run(args: argparse.Namespace, settings: AnalyticsSettings) -> int:
                                 rul.reset()
                     seg = ch.ts_ns[lo:hi]
                     if seg.shape[0]:
-                        problems.backwards += int((np.diff(seg) < 0).sum()) + int(seg[0] < last_ts)
+                        back = np.flatnonzero(seg < np.concatenate([[last_ts], seg[:-1]]))
+                        problems.backwards += int(back.size)
+                        for i in back[:MAX_REPORTED].tolist():
+                            problems.note(f"{ch.lines[lo + i]}: timestamp {ch.ts_text[lo + i]!r} goes backwards")
                         last_ts = int(seg[-1])
-                    _score_rows(w, scorer, rul, ch, lo, hi, src.unit_col is not None)
+                    _score_rows(w, scorer, rul, ch, lo, hi, src.unit_col is not None, args.onset)
                 if ch.units:
                     last_unit = ch.units[-1]
                 rows += len(ch.ts_text)
@@ -472,12 +504,28 @@ def _runs(units: list[str] | None, last_unit: str | None) -> Iterator[tuple[int,
         yield bounds[k], bounds[k + 1], new[k]
 
 
+def onsets(ts_ns: np.ndarray, events: list[np.ndarray]) -> np.ndarray:
+    """Per row: the peak score of signal alarms that OPEN with their first sample on that row's timestamp, else 0.
+
+    An alarm's start is its first sample at or above the threshold (with ``on_count`` 1, the row that opens it).
+    """
+    out = np.zeros(ts_ns.shape[0])
+    for ev in events:
+        ev = ev[(ev["phase"] == Phase.OPEN) & (ev["scope"] == Scope.SIGNAL)]
+        if ev.shape[0]:
+            hit = np.isin(ts_ns, ev["ts_start"])
+            for i in np.flatnonzero(hit).tolist():
+                out[i] = max(out[i], float(ev["peak"][ev["ts_start"] == ts_ns[i]].max()))
+    return out
+
+
 def _score_rows(w: csv.writer, scorer: TableScorer, rul: object | None, ch: Chunk, lo: int, hi: int,
-                with_unit: bool) -> None:
+                with_unit: bool, with_onset: bool = False) -> None:
     hi = min(hi, len(ch.ts_text))
     if hi <= lo:
         return
     ts, vals, q = ch.ts_ns[lo:hi], ch.values[lo:hi], ch.quality[lo:hi]
+    n_ev = len(scorer.events)
     row_score, row_kind, col_score, mach = scorer.score_rows(ts, vals, q)
     cols: list[list[str]] = [ch.ts_text[lo:hi]]
     if with_unit and ch.units is not None:
@@ -489,4 +537,6 @@ def _score_rows(w: csv.writer, scorer: TableScorer, rul: object | None, ch: Chun
     if rul is not None:
         hidx, r, rlo, rhi = rul.run_rows(vals)  # type: ignore[attr-defined]
         cols += [_fmt(hidx, ".5f"), _fmt(r, ".4f"), _fmt(rlo, ".4f"), _fmt(rhi, ".4f")]
+    if with_onset:
+        cols.append(_fmt(onsets(ts, scorer.events[n_ev:]), ".4g"))
     w.writerows(zip(*cols, strict=True))

@@ -22,7 +22,8 @@ commands:
   check FILE...    validate config files without touching the network (exit 2 on errors; --kind KIND)
   score CSV        run the edge's detectors over a recorded CSV
   fit-machine CSV  fit a machine's multivariate baseline (PCA per mode) from its normal history
-  rebaseline M...  a confirmed change: a running edge drops these machines' baselines and refits them
+  rebaseline CONFIG SIGNAL...      a confirmed change: these signals' baselines learn afresh (edge stopped)
+  rebaseline --state-dir DIR M...  a confirmed change: a running edge drops these machines' baselines and refits
   kernels          compile the edge's kernels ahead of time (the edge daemon then runs without numba)
   retention ...    set up InfluxDB retention policies and rollups, or back-fill rollups (ensure|backfill|print)
   install          install systemd units, the plantwire user and directories (--root DIR for an image)
@@ -73,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         parsed = parser.parse_args(rest)
         return check_main(parsed.files, parsed.kind)
     if cmd == "score":
+        import os
+
+        os.environ.setdefault("PLANTWIRE_KERNELS", "auto")  # the AOT kernels when built: start-up without numba
         try:
             from edge.score import main as score_main
         except ImportError:
@@ -84,15 +88,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return fit_machine_main(rest)
     if cmd == "rebaseline":
-        parser = argparse.ArgumentParser(prog="plantwire rebaseline",
-                                         description="a confirmed change: these machines refit their baseline")
-        parser.add_argument("--state-dir", type=Path, required=True, help="the edge's state directory")
-        parser.add_argument("machines", nargs="+", help="machine id patterns (fnmatch), e.g. line1.press0*")
-        ns = parser.parse_args(rest)
-        from edge.detectors.machine import request_rebaseline
+        from edge.rebaseline import main as rebaseline_main
 
-        print(f"plantwire rebaseline: requested in {request_rebaseline(ns.state_dir, ns.machines)}")
-        return 0
+        return rebaseline_main(rest)
     if cmd == "kernels":
         from edge.kernels.aot import main as kernels_main
 

@@ -23,11 +23,12 @@ class Robust:
             return math.nan
         return (x - self.loc) / max(self.scale, self.min_scale)
 
-    def learn(self, x: float) -> None:
+    def learn(self, x: float, rate_scale: float = 1.0) -> None:
         if self.n == 0:
             self.loc, self.scale, self.n = x, 0.0, 1
             return
-        a = max(self.alpha, 1.0 / (self.n + 1)) if self.n < self.warmup else self.alpha
+        a0 = self.alpha * rate_scale
+        a = max(a0, 1.0 / (self.n + 1)) if self.n < self.warmup else a0
         r = x - self.loc
         if self.n >= self.warmup:
             lim = self.k * max(self.scale, self.min_scale)
@@ -164,7 +165,8 @@ def limit_score(x: float, low: float, high: float, margin: float) -> float:
 
 
 def signal_chunk(ts_ns, signal, value, quality, low, high, mask, *, level=None, cusum=None, stuck=None, rate=None,
-                 level_threshold=6.0, rate_threshold=6.0, limit_margin=0.05, machine_z_clip=4.0, n_signals=None):
+                 level_threshold=6.0, rate_threshold=6.0, limit_margin=0.05, machine_z_clip=4.0, n_signals=None,
+                 bad_s=0.0, guard=1.0, guard_at=0.5):
     """Composition of the references above, as ``signal_stack.signal_chunk`` documents it."""
     level = level or {}
     cusum = cusum or {}
@@ -177,19 +179,27 @@ def signal_chunk(ts_ns, signal, value, quality, low, high, mask, *, level=None, 
     n = len(signal)
     score, kind = np.zeros(n), np.zeros(n, dtype=np.uint8)
     z_last = np.zeros(n_signals or (int(signal.max()) + 1))
+    last_ok: dict[int, int] = {}  # latest timestamp of a usable sample per signal
     for k in range(n):
         s, x, q, t = int(signal[k]), float(value[k]), int(quality[k]), int(ts_ns[k])
         if _bad(q, x):
+            d = (t - last_ok[s]) / 1e9 if s in last_ok else 0.0
+            if bad_s > 0 and d > 0:
+                score[k], kind[k] = d * d / (d * d + bad_s * bad_s), 8
             continue
+        last_ok[s] = max(last_ok.get(s, t), t)
         m = int(mask[s])
         r = lv.setdefault(s, Robust(**{"alpha": 0.01, "huber_k": 3.0, "warmup": 30, "min_scale": 1e-6, **level}))
         z = r.z(x)
         cands = [(0.0, 0)]
+        hot = 0.0
         if m & 1:
             cands.append((0.0 if math.isnan(z) else z * z / (z * z + level_threshold**2), 1))
+            hot = cands[-1][0]
         if m & 2:
             c = cs.setdefault(s, Cusum(**{"k": 0.5, "h": 8.0, "z_clip": 4.0, "cap": 2.0, **cusum}))
             cands.append((c.step(z), 2))
+            hot = max(hot, cands[-1][0])
         if m & 4:
             st = sk.setdefault(s, Stuck(**{"beta": 0.01, "tol": 0.0, "decades": 8.0, "p_floor": 0.05, "warmup": 30,
                                            **stuck}))
@@ -206,7 +216,7 @@ def signal_chunk(ts_ns, signal, value, quality, low, high, mask, *, level=None, 
             if sc > best:
                 best, kd = sc, kk
         if q == 0:
-            r.learn(x)
+            r.learn(x, guard if hot >= guard_at else 1.0)
         z_last[s] = 0.0 if math.isnan(z) else min(max(z, -machine_z_clip), machine_z_clip)
         score[k], kind[k] = best, kd
     return score, kind, z_last
@@ -328,3 +338,37 @@ class PcaMachine:
             u = (self.e - mo["init"]) / span
             score = u / (1 + u) if u > 0 else 0.0
         return score, (top if score >= 0.25 else [-1, -1, -1])  # contributors named from score 0.25 on
+
+
+def settle_gate(ts_ns, entity, score, kind, quality, count, first_ns, settle_n, settle_ns, dq_kind_min=8,
+                machine_of=None, hold_until=None, hold_all_until=-1):
+    """Reference of ``alarms.settle_gate``: (gated scores, first_ns after the chunk)."""
+    first = dict(enumerate(first_ns.tolist()))
+    out = np.zeros(len(score))
+    for k in range(len(score)):
+        e, t = int(entity[k]), int(ts_ns[k])
+        if first[e] < 0 and quality[k] != 2:
+            first[e] = t
+        young = first[e] < 0 or count[e] < settle_n or t - first[e] < settle_ns
+        if machine_of is not None and machine_of[e] >= 0 and t <= hold_until[machine_of[e]] and kind[k] in (1, 2, 4):
+            young = True
+        if t <= hold_all_until and kind[k] in (1, 2, 4):
+            young = True
+        out[k] = 0.0 if (young and kind[k] < dq_kind_min and score[k] > 0) else score[k]  # NaN passes
+    return out, np.array([first[i] for i in range(len(first_ns))], dtype=np.int64)
+
+
+def machine_moves(ts_ns, signal, quality, z, machine_of, members, z_hot, min_fraction, min_signals, hold_ns,
+                  hold_until):
+    """Reference of ``opchange.machine_moves`` for one frame: hold_until after the frame."""
+    out = hold_until.copy()
+    hot: dict[int, set] = {}
+    for k in range(len(signal)):
+        s = int(signal[k])
+        m = int(machine_of[s])
+        if m >= 0 and quality[k] != 2 and abs(z[s]) >= z_hot:
+            hot.setdefault(m, set()).add(s)
+    for m, sigs in hot.items():
+        if len(sigs) >= max(min_signals, min_fraction * members[m]):
+            out[m] = int(ts_ns.max()) + hold_ns
+    return out

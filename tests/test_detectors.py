@@ -39,7 +39,7 @@ def table():
 
 
 def test_built_from_the_plant_table_and_scores_every_sample(table):
-    stack = DetectorStack.from_table(table, AnalyticsSettings(alarm_settle=0))
+    stack = DetectorStack.from_table(table, AnalyticsSettings(alarm_settle=0, settle_s=0))
     assert stack.n_signals == len(table) and stack.n_machines == len(table.machine_ids)
     state_sig = [i for i, k in enumerate(table.kinds) if k == "state"]
     if state_sig:
@@ -58,7 +58,7 @@ def test_built_from_the_plant_table_and_scores_every_sample(table):
 
 
 def test_noisy_episode_raises_one_event_not_a_storm():
-    stack = DetectorStack(1, np.array([-1]), AnalyticsSettings(warmup=20))
+    stack = DetectorStack(1, np.array([-1]), AnalyticsSettings(warmup=20, settle_s=0))
     rng = np.random.default_rng(4)
     x = rng.normal(size=600)
     x[300:360] += rng.choice([0.0, 9.0], size=60)  # an episode of intermittent spikes
@@ -72,13 +72,19 @@ def test_noisy_episode_raises_one_event_not_a_storm():
     assert [int(p) for p in events["phase"]] == [Phase.OPEN, Phase.CLOSE] * opens.shape[0]
 
 
-def test_bad_and_non_finite_samples_score_zero_and_teach_nothing():
+@pytest.mark.parametrize("bad_s", [0.0, 3.0])
+def test_bad_and_non_finite_samples_teach_nothing_and_score_only_data_quality(bad_s):
+    """Bad samples change no state; they score only as data quality (kind BAD), and not at all with bad_s 0."""
     s = streams.mixed(4, 300)
-    a = DetectorStack(4, np.zeros(4, dtype=np.int64))
-    b = DetectorStack(4, np.zeros(4, dtype=np.int64))
+    settings = AnalyticsSettings(quality={"bad_s": bad_s})
+    a = DetectorStack(4, np.zeros(4, dtype=np.int64), settings)
+    b = DetectorStack(4, np.zeros(4, dtype=np.int64), settings)
     ra = a.process(s["signal"], s["value"], s["quality"], s["ts"])
     junk = (s["quality"] == 2) | ~np.isfinite(s["value"])
-    assert (ra.score[junk] == 0).all() and (ra.kind[junk] == Kind.NONE).all()
+    if bad_s == 0.0:
+        assert (ra.score[junk] == 0).all() and (ra.kind[junk] == Kind.NONE).all()
+    else:
+        assert np.isin(ra.kind[junk], [Kind.NONE, Kind.BAD]).all() and (ra.kind[junk] == Kind.BAD).any()
     keep = ~junk
     b.process(s["signal"][keep], s["value"][keep], s["quality"][keep], s["ts"][keep])
     np.testing.assert_array_equal(a.state, b.state)
@@ -128,7 +134,7 @@ def test_checkpoint_for_another_configuration_is_refused(tmp_path: Path):
 
 def test_events_beyond_capacity_are_counted_not_lost_silently():
     n = 50
-    stack = DetectorStack(n, np.full(n, -1), AnalyticsSettings(warmup=5, max_events=10, alarm_settle=0))
+    stack = DetectorStack(n, np.full(n, -1), AnalyticsSettings(warmup=5, max_events=10, alarm_settle=0, settle_s=0))
     sig = np.arange(n, dtype=np.uint32)
     q = np.zeros(n, np.uint8)
     rng = np.random.default_rng(0)
@@ -143,7 +149,7 @@ def test_events_beyond_capacity_are_counted_not_lost_silently():
 def test_alarms_wait_until_a_signal_has_settled_but_scores_do_not():
     """A cold start must not raise a storm: alarms open only after ``alarm_settle`` samples per signal."""
     n = 20
-    settings = AnalyticsSettings(warmup=10, alarm_settle=60)
+    settings = AnalyticsSettings(warmup=10, alarm_settle=60, settle_s=0)
     stack = DetectorStack(n, np.full(n, -1), settings)
     sig = np.arange(n, dtype=np.uint32)
     q = np.zeros(n, np.uint8)
@@ -163,7 +169,7 @@ def test_alarms_wait_until_a_signal_has_settled_but_scores_do_not():
 
 def test_alarm_score_holds_signals_that_are_still_settling_at_zero():
     """Scores start after warm-up, alarms after alarm_settle: alarm_score is what may open one."""
-    s = AnalyticsSettings(warmup=30, alarm_settle=100)
+    s = AnalyticsSettings(warmup=30, alarm_settle=100, settle_s=0)
     stack = DetectorStack(2, np.full(2, -1), s)
     rng = np.random.default_rng(3)
     sig = np.arange(2, dtype=np.uint32)

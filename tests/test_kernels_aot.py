@@ -35,7 +35,7 @@ cfg, plant = load_edge(path)
 table = expand(plant)
 extra = json.loads(sys.argv[3])  # every optional stage on: likelihood, health/RUL
 settings = cfg.analytics.model_copy(update={
-    "likelihood": cfg.analytics.likelihood.model_copy(update={"mode": extra["likelihood"]}),
+    "likelihood": cfg.analytics.likelihood.model_copy(update={"mode": extra["likelihood"]}), "settle_s": 0.0,
     "health": HealthSettings.model_validate(extra["health"])})
 an = EdgeAnalytics.from_table(table, settings, state_dir=None, base_dir=path.parent)
 n = len(table)

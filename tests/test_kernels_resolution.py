@@ -7,6 +7,7 @@ import math
 import naive
 import numpy as np
 
+from edge.detectors.settings import AnalyticsSettings
 from edge.detectors.stack import DetectorStack
 from edge.kernels import cusum, rate, robust, signal_stack, stuck
 from edge.kernels.kinds import EN_CHANGE, EN_LEVEL, EN_RATE, Kind
@@ -15,7 +16,7 @@ LT = RT = 6.0
 
 
 def _reference(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality: np.ndarray,
-               res: np.ndarray) -> np.ndarray:
+               res: np.ndarray, span: np.ndarray | None = None, rate_span: float = 0.0) -> np.ndarray:
     """Level, change (plain CUSUM) and rate with the scales floored at res and res / typical period."""
     lv: dict[int, naive.Robust] = {}
     cs: dict[int, naive.Cusum] = {}
@@ -32,7 +33,8 @@ def _reference(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
         best = 0.0 if math.isnan(z) else z * z / (z * z + LT * LT)
         best = max(best, cs.setdefault(s, naive.Cusum(0.5, 8.0, 4.0, 2.0)).step(z))
         rr = rt.setdefault(s, naive.Rate(0.01, 3.0, 30, 1e-9, 5.0))
-        floor = res[s] / rr.period if res[s] > 0 and rr.period > 0 else 0.0
+        step = max(res[s], rate_span * span[s]) if span is not None and span[s] > 0 else res[s]
+        floor = step / rr.period if step > 0 and rr.period > 0 else 0.0
         sc0 = max(rr.stats.scale, 1e-9)
         zr = rr.step(x, t, q == 0)
         if not math.isnan(zr) and sc0 < floor:
@@ -45,13 +47,14 @@ def _reference(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
 
 
 def _kernel(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality: np.ndarray,
-            res: np.ndarray) -> np.ndarray:
+            res: np.ndarray, span: np.ndarray | None = None, rate_span: float = 0.0) -> np.ndarray:
     n_sig = res.shape[0]
     p = signal_stack.pack_params(robust.make_params(), cusum.make_params(), stuck.make_params(), rate.make_params(),
-                                 level_threshold=LT, rate_threshold=RT, limit_margin=0.05, machine_z_clip=4.0)
+                                 level_threshold=LT, rate_threshold=RT, limit_margin=0.05, machine_z_clip=4.0,
+                                 rate_span=rate_span)
     cfg = np.zeros((n_sig, signal_stack.C_WIDTH))
-    cfg[:, signal_stack.C_LOW] = np.nan
-    cfg[:, signal_stack.C_HIGH] = np.nan
+    cfg[:, signal_stack.C_LOW] = np.nan if span is None else np.where(np.isnan(span), np.nan, -1.0)
+    cfg[:, signal_stack.C_HIGH] = np.nan if span is None else span - 1.0
     cfg[:, signal_stack.C_MASK] = EN_LEVEL | EN_CHANGE | EN_RATE
     cfg[:, signal_stack.C_RES] = res
     score, kind, z_last = np.empty(len(signal)), np.empty(len(signal), np.uint8), np.zeros(n_sig)
@@ -77,6 +80,9 @@ def test_matches_reference_with_nan_inf_constant_runs_and_gaps() -> None:
     res = np.array([0.1, 0.0, 0.1, 1.0])
     np.testing.assert_allclose(_kernel(ts, signal, value, quality, res), _reference(ts, signal, value, quality, res),
                                rtol=1e-12, atol=1e-15)
+    span = np.array([np.nan, 40.0, 0.5, 1e6])  # the span floor on top: none, above, below the noise, huge
+    np.testing.assert_allclose(_kernel(ts, signal, value, quality, res, span, 0.01),
+                               _reference(ts, signal, value, quality, res, span, 0.01), rtol=1e-12, atol=1e-15)
 
 
 def _opened(stack: DetectorStack, x: np.ndarray, after: int) -> dict[int, int]:
@@ -101,7 +107,9 @@ def test_quantised_signal_and_counter_stop_raising_rate_alarms_but_a_real_jump_s
     pump = np.round((6.0 + 0.5 * np.sin(2 * np.pi * t / 300) + 0.01 * rng.normal(size=n)) / 0.1) * 0.1
     counter = np.cumsum(rng.random(n) < 1 / 45).astype(np.float64)  # parts counted every ~45 s
     for x, res in ((pump, 0.1), (counter, 1.0)):
-        plain = _opened(DetectorStack(1, np.array([-1])), x, 1800)
+        # the precondition with the baseline learning at its own rate throughout (guarded learning would turn
+        # the mis-scaled signal into one standing alarm instead of many)
+        plain = _opened(DetectorStack(1, np.array([-1]), AnalyticsSettings(level={"guard": 1.0})), x, 1800)
         floored = _opened(DetectorStack(1, np.array([-1]), resolution=np.array([res])), x, 1800)
         assert plain.get(Kind.RATE, 0) > 100  # every step (or count) reads as a huge slope
         assert sum(floored.values()) == 0
@@ -122,3 +130,19 @@ def test_counter_kind_runs_only_range_and_rate() -> None:
     racing = counter.copy()
     racing[10_000:] += np.arange(racing.shape[0] - 10_000) * 50.0  # counts 150x faster: a fault
     assert _opened(DetectorStack(1, np.array([-1]), enable=np.array([EN_COUNTER])), racing, 9_990).get(Kind.RATE, 0)
+
+
+def test_float32_last_bit_flicker_is_no_event_with_the_relative_resolution() -> None:
+    """A constant 56 kW read through float32, after hours of the same value, moves by one last bit: a huge level
+    or rate z without the relative floor, nothing with it (level.rel_resolution); a real 1 kW step still scores."""
+    n = 12_000
+    x = np.full(n, 56.0)
+    x[10_000:] = np.float32(56.0 + 3e-6)  # the float32 neighbour of 56
+    x[11_000:] += 1.0
+    scores = {}
+    for rel in (0.0, 1e-6):
+        st = DetectorStack(1, np.array([-1]), AnalyticsSettings(settle_s=0, level={"rel_resolution": rel}))
+        r = st.process(np.zeros(n, np.uint32), x, np.zeros(n, np.uint8), np.arange(n, dtype=np.int64) * 10**9)
+        scores[rel] = r.score.copy()
+    assert scores[0.0][10_000] >= 0.5 and scores[1e-6][10_000] < 0.1
+    assert scores[1e-6][11_000] >= 0.5

@@ -110,11 +110,12 @@ def test_limit_score_matches_reference(x, low, high):
     assert 0.0 <= out[0] <= 1.0
 
 
-def _stack_params() -> np.ndarray:
+def _stack_params(bad_s: float = 0.0, guard: float = 1.0, guard_at: float = 0.5) -> np.ndarray:
     return signal_stack.pack_params(
         robust.make_params(alpha=0.02, warmup=20), cusum.make_params(k=0.5, h=6.0), stuck.make_params(warmup=20),
         rate.make_params(warmup=20),
-        level_threshold=5.0, rate_threshold=7.0, limit_margin=0.05, machine_z_clip=4.0)
+        level_threshold=5.0, rate_threshold=7.0, limit_margin=0.05, machine_z_clip=4.0, bad_s=bad_s, guard=guard,
+        guard_at=guard_at)
 
 
 def _cfg(mask: int = 63) -> np.ndarray:
@@ -126,18 +127,19 @@ def _cfg(mask: int = 63) -> np.ndarray:
     return cfg
 
 
+@pytest.mark.parametrize(("bad_s", "guard", "guard_at"), [(0.0, 1.0, 0.5), (0.5, 0.1, 0.3), (0.5, 0.0, 0.5)])
 @pytest.mark.parametrize("mask", [63, 1, 2 | 4, 8 | 16])
-def test_signal_stack_is_the_composition_of_its_parts(data, mask):
+def test_signal_stack_is_the_composition_of_its_parts(data, mask, bad_s, guard, guard_at):
     cfg = _cfg(mask)
     st_ = signal_stack.init_state(N_SIG)
     n = len(data["value"])
     score, kind, z_last = np.empty(n), np.empty(n, np.uint8), np.zeros(N_SIG)
-    signal_stack.signal_chunk(data["ts"], data["signal"], data["value"], data["quality"], st_, cfg, _stack_params(),
-                              score, kind, z_last)
+    signal_stack.signal_chunk(data["ts"], data["signal"], data["value"], data["quality"], st_, cfg,
+                              _stack_params(bad_s, guard, guard_at), score, kind, z_last)
     ref_score, ref_kind, ref_z = naive.signal_chunk(
         data["ts"], data["signal"], data["value"], data["quality"], cfg[:, 0], cfg[:, 1], cfg[:, 2].astype(int),
         level={"alpha": 0.02, "warmup": 20}, cusum={"h": 6.0}, stuck={"warmup": 20}, rate={"warmup": 20},
-        level_threshold=5.0, rate_threshold=7.0, n_signals=N_SIG)
+        level_threshold=5.0, rate_threshold=7.0, n_signals=N_SIG, bad_s=bad_s, guard=guard, guard_at=guard_at)
     np.testing.assert_allclose(score, ref_score, rtol=1e-9, atol=1e-12)
     np.testing.assert_array_equal(kind, ref_kind)
     np.testing.assert_allclose(z_last, ref_z, rtol=1e-9, atol=1e-12)
@@ -172,3 +174,43 @@ def test_signal_stack_flags_the_planted_faults(data):
     assert 3 in kind[(data["signal"] == 1) & (score >= 0.5)]  # stuck stretch of signal 1
     bad = (data["quality"] == 2) | ~np.isfinite(data["value"])
     assert np.all(score[bad] == 0.0) and np.all(kind[bad] == 0)
+
+
+def test_a_signal_bad_for_longer_than_bad_s_scores_kind_bad():
+    """A 1 Hz signal whose samples turn bad: score 0.5 (kind BAD) once it has been bad for ``bad_s``, 0 before
+    it was ever good; a good sample ends it. Whatever the detector mask (a status word too)."""
+    for mask in (63, 16):
+        n = 20
+        ts = np.arange(n, dtype=np.int64) * 1_000_000_000
+        value = np.where((np.arange(n) >= 5) & (np.arange(n) < 15), np.nan, 1.0)
+        value[0] = np.nan  # before the first good sample: nothing to measure the outage from
+        quality = np.where(np.isnan(value), 2, 0).astype(np.uint8)
+        cfg = np.zeros((1, signal_stack.C_WIDTH))
+        cfg[:, signal_stack.C_LOW] = cfg[:, signal_stack.C_HIGH] = np.nan
+        cfg[0, signal_stack.C_MASK] = mask
+        score, kind = np.empty(n), np.empty(n, np.uint8)
+        signal_stack.signal_chunk(ts, np.zeros(n, np.uint32), value, quality, signal_stack.init_state(1), cfg,
+                                  _stack_params(3.0), score, kind, np.zeros(1))
+        assert score[0] == 0.0 and kind[0] == 0
+        assert score[7] == pytest.approx(0.5) and kind[7] == 8  # last good at 4 s, 3 s later
+        assert np.all(score[5:7] < 0.5) and np.all(score[8:15] > 0.5) and np.all(kind[5:15] == 8)
+        assert np.all(kind[15:] != 8)
+
+
+def test_guarded_learning_keeps_a_persistent_step_in_alarm():
+    """A step of 10 sigma held for 600 samples: with guard 1 the baseline absorbs it (the score falls below 0.5),
+    with guard 0.1 it is still judged anomalous at the end."""
+    n = 1600
+    rng = np.random.default_rng(2)
+    value = rng.normal(size=n) + np.where(np.arange(n) >= 1000, 10.0, 0.0)
+    cfg = np.zeros((1, signal_stack.C_WIDTH))
+    cfg[:, signal_stack.C_LOW] = cfg[:, signal_stack.C_HIGH] = np.nan
+    cfg[0, signal_stack.C_MASK] = 1 | 2
+    ends = {}
+    for guard in (1.0, 0.1):
+        score, kind = np.empty(n), np.empty(n, np.uint8)
+        signal_stack.signal_chunk(np.arange(n, dtype=np.int64) * 10**9, np.zeros(n, np.uint32), value,
+                                  np.zeros(n, np.uint8), signal_stack.init_state(1), cfg, _stack_params(guard=guard),
+                                  score, kind, np.zeros(1))
+        ends[guard] = score[-50:].min()
+    assert ends[1.0] < 0.5 < ends[0.1]

@@ -128,9 +128,11 @@ def test_bad_input_is_counted_and_located_not_fatal(tmp_path: Path, capsys: pyte
     assert f"{src}:52: column 'p': 'n/a' is not a number" in err
     assert f"{src}:62: 2 fields, header has 3" in err
     assert f"{src}:72: timestamp 'yesterday'" in err
+    assert f"{src}:82: timestamp '10' goes backwards" in err
     _, cols, body = _read(tmp_path / "o.csv")
     assert len(body) == 298
-    assert cols["p_score"][50] == 0.0  # a gap scores 0
+    # a gap is judged on data quality only: 1 s without a usable value, bad_s 3 s -> 1 / (1 + 9)
+    assert cols["p_score"][50] == pytest.approx(0.1)
 
 
 def test_unusable_input_and_settings_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
@@ -184,6 +186,46 @@ def test_cli_dispatch_and_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert cli_main(["score", str(src), "--no-progress"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "timestamp,score,kind,v_score" and len(out) == 51
+
+
+def test_semicolon_files_are_read_and_a_wrong_delimiter_is_named(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]):
+    x = _series(300)
+    src = tmp_path / "eu.csv"
+    src.write_text("timestamp;v;w\n" + "".join(f"{i};{v:.4f};{v:.4f}\n" for i, v in enumerate(x)))
+    assert main([str(src), "-o", str(tmp_path / "o.csv")]) == 0
+    head, cols, _ = _read(tmp_path / "o.csv")
+    assert head[:4] == ["timestamp", "score", "kind", "v_score"] and len(cols["v_score"]) == 300
+    assert main([str(src), "--delimiter", ",", "-o", str(tmp_path / "p.csv")]) == 2
+    assert "no value column with delimiter ','" in capsys.readouterr().err
+
+
+def test_onset_column_marks_the_rows_where_alarms_open(tmp_path: Path):
+    x = _series(2000)
+    rows = [[i, f"{v:.6f}"] for i, v in enumerate(x)]
+    src = _write(tmp_path / "in.csv", ["timestamp", "v"], rows)
+    s = tmp_path / "s.yaml"
+    s.write_text("settle_s: 0\n")
+    assert main([str(src), "-o", str(tmp_path / "o.csv"), "--onset", "--settings", str(s),
+                 "--events", str(tmp_path / "e.csv")]) == 0
+    head, cols, _ = _read(tmp_path / "o.csv")
+    assert head[-1] == "onset"
+    assert cols["onset"][1500] > 0.5  # the spike
+    with open(tmp_path / "e.csv") as f:
+        n_open = sum(1 for r in csv.DictReader(f) if r["phase"] == "open")
+    assert int((cols["onset"] > 0).sum()) == n_open
+
+
+def test_progress_advances_through_the_file(tmp_path: Path):
+    from edge.score import CsvSource, InputProblems
+
+    src = _write(tmp_path / "in.csv", ["timestamp", "v"], [[i, i % 7] for i in range(50_000)])
+    size = src.stat().st_size
+    with open(src, newline="") as f:
+        s = CsvSource(f, timestamp_column=None, columns=None, time_unit="s", unit_column=None,
+                      problems=InputProblems())
+        seen = [s.fraction_done(size) for _ in s.chunks(rows=10_000)]
+    assert seen == sorted(seen) and 0.15 < seen[0] < 0.25 and seen[-1] == 1.0
 
 
 def test_progress_line_on_long_inputs():

@@ -14,7 +14,11 @@ Stages, all numba kernels over state arrays sized once from the signal count and
 3. optional (``settings.likelihood.mode``): ``likelihood.likelihood_chunk`` -- the anomaly likelihood of
    each signal's one-step prediction error given its own history, plus novelty (a value beyond the range
    seen so far), folded into the per-sample score (larger of the two, or replacing it);
-4. ``alarms.alarm_chunk`` twice -- signal scores and machine scores into OPEN/CLOSE events.
+4. ``opchange.machine_moves`` then ``alarms.settle_gate`` -- a signal's alarms wait until it has settled (samples
+   and ``settle_s``), and process alarms are held while its machine changes operating point (every signal
+   with a machine, independent of stage 2) and for ``restart_settle_s`` after a restart; data-quality kinds
+   (BAD, SILENT: ``quality``) are never held;
+5. ``alarms.alarm_chunk`` twice -- signal scores (plus SILENT signals) and machine scores into OPEN/CLOSE events.
 
 Result arrays are views into buffers owned by the stack (no per-sample allocation); they are valid
 until the next ``process`` call -- copy what must outlive it. A frame longer than the buffers grows
@@ -42,7 +46,7 @@ from edge.detectors.settings import (
     LikelihoodSettings,
     LikelihoodTails,
 )
-from edge.kernels import alarms, cusum, likelihood, rate, robust, signal_stack, stuck
+from edge.kernels import alarms, cusum, likelihood, opchange, rate, robust, signal_stack, stuck
 from edge.kernels.kinds import EN_ALL, EN_MACHINE, Kind, mask_for
 from plantwire.plant import Protocol, RegisterType
 
@@ -53,6 +57,7 @@ if TYPE_CHECKING:
 STATE_VERSION = 3  # 3: CUSUM keeps its residuals' autocorrelation
 MACHINE_STATE_VERSION = 1  # the machine stage's own file beside the checkpoint (``<name>.machine.npz``)
 _LEGACY_COMPONENTS = 3  # in the fingerprint since the subspace stage; kept so older checkpoints restore warm
+NS_PER_S = 1_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +139,24 @@ class DetectorStack:
             stuck.make_params(s.stuck.beta, s.stuck.tol, s.stuck.threshold_decades, s.stuck.p_floor, s.warmup),
             rate.make_params(s.rate.alpha, s.rate.huber_k, s.warmup, s.rate.min_scale, s.rate.gap_factor),
             level_threshold=s.level.threshold, rate_threshold=s.rate.threshold, limit_margin=s.range.margin,
-            machine_z_clip=s.machine.z_clip)
+            machine_z_clip=s.machine.z_clip, bad_s=s.quality.bad_s, guard=s.level.guard,
+            guard_at=s.signal_alarm.off_threshold, rate_span=s.rate.span_floor,
+            rel_res=s.level.rel_resolution)
+        self._silent_ns = s.quality.silent_s * NS_PER_S
+        self._since_ns: int | None = None  # first timestamp this instance saw: silence is measured from it at most
+        self._silent_next_ns = 0
+        # Operating changes (machine-wide moves hold process alarms): every signal with a machine, not only the
+        # multivariate stage's members.
+        oc = s.operating_change
+        self.oc_machine_of = machine_of.copy() if oc.enabled else np.full(n_signals, -1, dtype=np.int64)
+        n_m = max(self.n_machines, 1)
+        self.oc_members = np.bincount(machine_of[machine_of >= 0], minlength=n_m).astype(np.float64)[:n_m] \
+            if self.n_machines else np.zeros(1)
+        self._oc_stamp = np.full(n_signals, -1, dtype=np.int64)
+        self._oc_hot = np.zeros(n_m, dtype=np.int64)
+        self._oc_frame = 0
+        self._resumed = False  # set by ``restore``: the first frame after it starts the restart hold
+        self._hold_all_until = -1
         # Machine membership (CSR) of the signals that take part in the multivariate score.
         member = (machine_of >= 0) & ((mask & EN_MACHINE) != 0)
         self.machine_of = np.where(member, machine_of, -1) if s.machine.enabled else np.full(n_signals, -1)
@@ -184,6 +206,8 @@ class DetectorStack:
         self.lk_state = likelihood.init_state(self.n_signals)
         self.lk_season = likelihood.init_season(self.n_signals, self.settings.likelihood.season_bins)
         self.sig_alarm_f, self.sig_alarm_t = alarms.init_state(self.n_signals)
+        self.first_ns = np.full(self.n_signals, -1, dtype=np.int64)  # first usable sample per signal (settle_s)
+        self.hold_until = np.full(max(self.n_machines, 1), -1, dtype=np.int64)  # operating change until (ns)
         self.mach_alarm_f, self.mach_alarm_t = alarms.init_state(self.n_machines)
 
     def _grow(self, capacity: int) -> None:
@@ -191,6 +215,7 @@ class DetectorStack:
         self._score = np.empty(capacity, dtype=np.float64)
         self._kind = np.empty(capacity, dtype=np.uint8)
         self._entity = np.empty(capacity, dtype=np.int64)
+        self._gated = np.empty(capacity, dtype=np.float64)
 
     def process(self, signal: np.ndarray, value: np.ndarray, quality: np.ndarray,
                 ts_ns: np.ndarray) -> StackResult:
@@ -213,14 +238,30 @@ class DetectorStack:
         ent[:] = signal
         cap = self.settings.max_events
         cols = self._events.kernel_args()
-        alarm_score = score
-        settle = self.settings.alarm_settle
-        if settle > self.settings.warmup and n:
-            # Alarms wait until a signal has settled (scores do not): a cold start must not raise a storm.
-            young = self.state[signal, signal_stack.B_LEVEL + robust.COUNT] < settle
-            if young.any():
-                alarm_score = np.where(young, 0.0, score)
-        n_sig_ev = alarms.alarm_chunk(ts_ns, ent, alarm_score, kind, n, self.sig_alarm_f, self.sig_alarm_t,
+        # Alarms wait until a signal has settled, by samples and by time (scores do not): a cold start must not
+        # raise a storm. Data-quality kinds are never held back.
+        alarm_score = self._gated[:n]
+        oc = self.settings.operating_change
+        if oc.enabled and self.n_machines and n:
+            self._oc_frame += 1
+            opchange.machine_moves(ts_ns, signal, quality, self.z_last, self.oc_machine_of, self.oc_members,
+                                   self._oc_frame, self._oc_stamp, self._oc_hot, oc.z_hot, oc.min_fraction,
+                                   float(oc.min_signals), int(oc.hold_s * NS_PER_S), self.hold_until)
+        if self._resumed and n:
+            self._resumed = False
+            self._hold_all_until = int(ts_ns.min()) + int(self.settings.restart_settle_s * NS_PER_S)
+        alarms.settle_gate(ts_ns, ent, score, kind, quality, self.state[:, signal_stack.B_LEVEL + robust.COUNT],
+                           self.first_ns, float(self.settings.alarm_settle), self.settings.settle_s * NS_PER_S,
+                           int(Kind.BAD), self.oc_machine_of, self.hold_until, self._hold_all_until, alarm_score)
+        a_ts, a_ent, a_score, a_kind, n_in = ts_ns, ent, alarm_score, kind, n
+        silent = self._silent(tick_ts) if n else None
+        if silent is not None:
+            a_ts = np.concatenate([ts_ns, np.full(silent[0].shape[0], tick_ts, dtype=np.int64)])
+            a_ent = np.concatenate([ent, silent[0]])
+            a_score = np.concatenate([alarm_score, silent[1]])
+            a_kind = np.concatenate([kind, np.full(silent[0].shape[0], int(Kind.SILENT), dtype=np.uint8)])
+            n_in = a_ts.shape[0]
+        n_sig_ev = alarms.alarm_chunk(a_ts, a_ent, a_score, a_kind, n_in, self.sig_alarm_f, self.sig_alarm_t,
                                       self.sig_alarm_params, *cols)
         kept = min(n_sig_ev, cap)
         events = self._events.take(kept, Scope.SIGNAL) if kept else np.empty(0, dtype=EVENT_DTYPE)
@@ -248,6 +289,26 @@ class DetectorStack:
                 self.mach_top_open[m] = ms.tick_top[row[m]]
             e["top"] = self.mach_top_open[m]
 
+    def _silent(self, now_ns: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(signals, SILENT scores) of signals seen before but without any sample for ``silent_s``; None if none.
+
+        Checked at most once per second of data time (O(signals), not per sample). Silence is measured from the
+        later of a signal's last sample and the first frame this instance saw, so a gateway that was itself down
+        does not blame every signal for its own outage.
+        """
+        if self._since_ns is None:
+            self._since_ns = now_ns
+        if self._silent_ns <= 0 or now_ns < self._silent_next_ns:
+            return None
+        self._silent_next_ns = now_ns + NS_PER_S
+        last = self.state[:, signal_stack.B_RATE + rate.LAST_TS]
+        d = now_ns - np.maximum(last, float(self._since_ns))  # NaN (never seen) stays NaN: not silent
+        rows = np.flatnonzero(d > self._silent_ns)
+        if rows.size == 0:
+            return None
+        d = d[rows]
+        return rows.astype(np.int64), d * d / (d * d + self._silent_ns * self._silent_ns)
+
     # -- checkpoints -------------------------------------------------------------------------
 
     def _arrays(self) -> dict[str, np.ndarray]:
@@ -257,7 +318,8 @@ class DetectorStack:
 
     def save(self, path: Path) -> None:
         """Checkpoint all learned and alarm state atomically."""
-        checkpoint.save(path, STATE_VERSION, self.fingerprint, {**self._arrays(), **self._lk_arrays()})
+        checkpoint.save(path, STATE_VERSION, self.fingerprint,
+                        {**self._arrays(), **self._lk_arrays(), "first_ns": self.first_ns})
         checkpoint.save(_machine_file(path), MACHINE_STATE_VERSION, self._machine_fp,
                         {**self.machine_stage.arrays(), "mach_top_open": self.mach_top_open})
 
@@ -278,7 +340,15 @@ class DetectorStack:
                 lk_got[name] = None
         for name, arr in self._arrays().items():
             arr[...] = got[name]
+        try:
+            self.first_ns[...] = checkpoint.load(path, STATE_VERSION, self.fingerprint,
+                                                 {"first_ns": self.first_ns})["first_ns"]
+        except checkpoint.CheckpointError:
+            # A checkpoint from before settle_s: a signal that had learned its samples counts as settled long ago.
+            seen = self.state[:, signal_stack.B_LEVEL + robust.COUNT] >= self.settings.alarm_settle
+            self.first_ns[...] = np.where(seen, 0, -1)
         self.likelihood_cold = any(a is None for a in lk_got.values())
+        self._resumed = True
         fresh = {"lk_state": likelihood.init_state(self.n_signals),
                  "lk_season": likelihood.init_season(self.n_signals, self.settings.likelihood.season_bins)}
         for name, arr in self._lk_arrays().items():
@@ -314,6 +384,24 @@ class DetectorStack:
             self.machine_cold = True
             self.machine_stage = self._new_machine_stage()
             self._machine_cold_reason = str(exc)
+
+    def rebaseline(self, rows: np.ndarray) -> None:
+        """Accept a confirmed change on signals ``rows``: their level, change and rate baselines learn afresh.
+
+        Why: guarded learning (``level.guard``) keeps a persistent fault out of the baseline, so a change that is
+        real and wanted (a new setpoint, a replaced sensor) stays in alarm until someone says it is the new normal.
+        The signals go through warm-up and ``alarm_settle`` again (counted in samples; ``settle_s`` is not
+        restarted: the signal has long covered the duty cycle); stuck statistics, data-quality and alarm state
+        are kept, so an open alarm closes through its own hysteresis once the new baseline judges it normal.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        fresh = signal_stack.init_state(1)[0]
+        keep = np.zeros(signal_stack.WIDTH, dtype=bool)
+        keep[signal_stack.B_STUCK:signal_stack.B_STUCK + stuck.WIDTH] = True
+        keep[signal_stack.B_RATE + rate.LAST_V] = keep[signal_stack.B_RATE + rate.LAST_TS] = True
+        for r in rows.tolist():
+            self.state[r, ~keep] = fresh[~keep]
+        self.z_last[rows] = 0.0
 
     def reset(self) -> None:
         """Forget everything learned (cold start)."""

@@ -18,6 +18,9 @@ class Kind(enum.IntEnum):
     RANGE = 5  # outside the plausible range of the plant file
     MACHINE = 6  # several signals of one machine together (fitted PCA: T², SPE)
     HEALTH = 7  # predictive maintenance: health index / remaining useful life
+    # Data quality: the measurement, not the process, is at fault. Never suppressed (DESIGN.md section 8).
+    BAD = 8  # the signal's samples have been bad (or non-finite) for longer than configured
+    SILENT = 9  # no sample of the signal at all for longer than configured
 
 
 # Enable bits per signal (uint8 mask): which per-signal detectors run, and whether the signal
@@ -38,6 +41,9 @@ EN_STATE = EN_RANGE
 # were the largest group of change alarms); range and the counting rate remain meaningful (a counter
 # that races, or jumps by thousands, is a fault).
 EN_COUNTER = EN_RANGE | EN_RATE
+
+
+DATA_QUALITY = (Kind.BAD, Kind.SILENT)
 
 
 def mask_for(signal_kind: str) -> int:

@@ -56,13 +56,19 @@ def robust_z(st: np.ndarray, s: int, base: int, x: float, p: np.ndarray) -> floa
 @njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
 def robust_learn(st: np.ndarray, s: int, base: int, x: float, p: np.ndarray) -> None:
     """Fold a finite ``x`` into the location and scale of row ``s``."""
+    robust_learn_scaled(st, s, base, x, p, 1.0)
+
+
+@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
+def robust_learn_scaled(st: np.ndarray, s: int, base: int, x: float, p: np.ndarray, rate_scale: float) -> None:
+    """``robust_learn`` with the settled learning rate multiplied by ``rate_scale`` (guarded learning)."""
     c = st[s, base + COUNT]
     if c == 0.0:
         st[s, base + LOC] = x
         st[s, base + SCALE] = 0.0
         st[s, base + COUNT] = 1.0
         return
-    a = p[P_ALPHA]
+    a = p[P_ALPHA] * rate_scale
     if c < p[P_WARMUP]:
         inv = 1.0 / (c + 1.0)
         if inv > a:

@@ -13,6 +13,22 @@ Per sample (in order; the state before the sample judges it, then learns it):
 - the sample's score is the largest enabled component score, its kind the component that gave it;
 - ``z_last[signal]`` receives the level z clipped to +-``machine_z_clip`` (0 in warm-up) for the
   machine stage.
+Guarded learning (``guard`` < 1): a sample whose level or change score is at ``guard_at`` (the stack passes
+the alarm's off threshold: while the score is there, an open alarm stays open) or above teaches the level
+baseline at ``guard`` times its learning rate, so a persistent fault (a step, a calibration offset) is not
+absorbed within its own duration -- the Huber clip alone bounds one sample's pull,
+not a thousand samples'. 0 freezes the baseline while the signal is anomalous: then only a re-baseline
+(``DetectorStack.rebaseline``) accepts a confirmed change.
+Relative resolution (``rel_res`` > 0): the resolution used below is at least ``rel_res`` times the level's
+location. Why: a float32 register carries ~7 digits; a constant 56 kW read through float32 flickers by one last
+bit (3.8e-6), and with no noise learned that flicker read as a many-sigma level or rate event (measured on the
+simulated dev plant: an energy meter's ``peak_demand`` settling after the 22:00 ramp, the largest single source
+of night alarms). ``1e-6`` is about eight float32 last bits and far below any plant sensor's accuracy.
+Span floor (``rate_span`` > 0): the slope scale is also floored at ``rate_span`` times the signal's plausible
+span ``high - low`` per typical period (when both limits are set), like the resolution floor below. Why: a
+duty-cycled signal's slopes are bimodal (flat most of the time, then a fill or a vent), and the robust scale
+learns the flat part; at 10 Hz the simulated leak-test pressure's every vent read as a 6-sigma slope (31
+alarms in 14 minutes on the dev plant). A move of under ``rate_span`` of the span per sample is no fault.
 Resolution (``cfg[:, C_RES]`` > 0, e.g. an int16 register at scale 0.1): the level scale is floored at
 one resolution step and the slope scale at one step per typical period before the z-scores are taken.
 A quantised signal whose noise is below its step otherwise learns a scale of a fraction of a step, and
@@ -21,8 +37,12 @@ simulator: most of the rate alarms on the dev plant). Only the judgement is floo
 is the same as without.
 numba's cache does not track imports: a change to a component module must come with an edit here (or
 a cleared ``__pycache__``), or the fused kernel keeps running the old, inlined component.
-Bad-quality (2) and non-finite samples score 0 with kind NONE and change no state (a gap); uncertain
-samples (1) are scored but not learned.
+Bad-quality (2) and non-finite samples change no learned state (a gap); uncertain samples (1) are scored
+but not learned. A bad sample is judged on data quality alone: ``d``, the seconds since the signal's last
+usable sample (the rate stage's last timestamp, kept for every signal), scores ``d^2 / (d^2 + B^2)`` with
+kind BAD, ``B = bad_s`` (0.5 once the signal has been bad for ``bad_s``); a signal never seen good, or
+``bad_s`` 0, scores 0 with kind NONE. Why time and not a count of bad samples: a dropout is a duration,
+whatever the polling rate (the simulator's dropouts last 5-60 s, at 1 Hz or 10 Hz).
 """
 
 from __future__ import annotations
@@ -57,20 +77,32 @@ S_LEVEL_T = O_STACK
 S_RATE_T = O_STACK + 1
 S_MARGIN = O_STACK + 2
 S_ZCLIP = O_STACK + 3
-N_PARAMS = O_STACK + 4
+S_BAD_S = O_STACK + 4
+S_GUARD = O_STACK + 5
+S_GUARD_AT = O_STACK + 6
+S_RATE_SPAN = O_STACK + 7
+S_REL_RES = O_STACK + 8
+N_PARAMS = O_STACK + 9
 
 K_LEVEL = int(Kind.LEVEL)
 K_CHANGE = int(Kind.CHANGE)
 K_STUCK = int(Kind.STUCK)
 K_RATE = int(Kind.RATE)
 K_RANGE = int(Kind.RANGE)
+K_BAD = int(Kind.BAD)
 
 
 def pack_params(level: np.ndarray, cusum_p: np.ndarray, stuck_p: np.ndarray, rate_p: np.ndarray, *,
                 level_threshold: float, rate_threshold: float, limit_margin: float,
-                machine_z_clip: float) -> np.ndarray:
-    """Concatenate the component parameter vectors and the stack scalars in kernel order."""
-    parts = [level, cusum_p, stuck_p, rate_p, [level_threshold, rate_threshold, limit_margin, machine_z_clip]]
+                machine_z_clip: float, bad_s: float = 0.0, guard: float = 1.0, guard_at: float = 0.5,
+                rate_span: float = 0.0, rel_res: float = 0.0) -> np.ndarray:
+    """Concatenate the component parameter vectors and the stack scalars in kernel order (``bad_s`` 0: no BAD;
+    ``guard`` 1: the level learns at its own rate whatever the sample scored)."""
+    if bad_s < 0.0 or not 0.0 <= guard <= 1.0 or not 0.0 < guard_at <= 1.0 or rate_span < 0.0 or rel_res < 0.0:
+        raise ValueError("need bad_s >= 0, 0 <= guard <= 1, 0 < guard_at <= 1, rate_span >= 0 and rel_res >= 0")
+    parts = [level, cusum_p, stuck_p, rate_p,
+             [level_threshold, rate_threshold, limit_margin, machine_z_clip, bad_s, guard, guard_at, rate_span,
+              rel_res]]
     p = np.concatenate([np.asarray(a, dtype=np.float64) for a in parts])
     if p.shape[0] != N_PARAMS:
         raise ValueError(f"expected {N_PARAMS} parameters, got {p.shape[0]}")
@@ -104,20 +136,32 @@ def signal_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quali
     lt = p[S_LEVEL_T]
     rt = p[S_RATE_T]
     zc = p[S_ZCLIP]
+    bad_ns = p[S_BAD_S] * 1e9
     n_high = 0
     for k in range(signal.shape[0]):
         x = value[k]
-        if quality[k] == 2 or not np.isfinite(x):
-            score_out[k] = 0.0
-            kind_out[k] = 0
-            continue
         s = signal[k]
+        if quality[k] == 2 or not np.isfinite(x):
+            last = st[s, B_RATE + rate.LAST_TS]
+            d = float(ts_ns[k]) - last
+            if bad_ns > 0.0 and np.isfinite(last) and d > 0.0:
+                sc = d * d / (d * d + bad_ns * bad_ns)
+                score_out[k] = sc
+                kind_out[k] = K_BAD
+                if sc >= 0.5:
+                    n_high += 1
+            else:
+                score_out[k] = 0.0
+                kind_out[k] = 0
+            continue
         learn = quality[k] == 0
         mask = int(cfg[s, C_MASK])
         best = 0.0
         kind = 0
+        hot = 0.0  # the larger of the level and change scores: guards the level's learning
         z = robust.robust_z(st, s, B_LEVEL, x, pl)
-        res = cfg[s, C_RES]
+        # resolution: the register's step, and at least rel_res of the value (a float32 register's last bit)
+        res = max(cfg[s, C_RES], p[S_REL_RES] * abs(st[s, B_LEVEL + robust.LOC]))
         if res > 0.0:
             sc0 = max(st[s, B_LEVEL + robust.SCALE], pl[robust.P_MIN_SCALE])
             z = z * sc0 / res if sc0 < res else z
@@ -125,10 +169,12 @@ def signal_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quali
             sc = _squash(z, lt)
             kind = K_LEVEL if sc > best else kind
             best = max(best, sc)
+            hot = sc
         if mask & EN_CHANGE:
             sc = cusum.cusum_step(st, s, B_CUSUM, z, pc)
             kind = K_CHANGE if sc > best else kind
             best = max(best, sc)
+            hot = max(hot, sc)
         if mask & EN_STUCK:
             sc = stuck.stuck_step(st, s, B_STUCK, x, learn, ps)
             kind = K_STUCK if sc > best else kind
@@ -138,17 +184,25 @@ def signal_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quali
             sc0 = max(st[s, B_RATE + rate.STATS + robust.SCALE], pr[robust.P_MIN_SCALE])
             per = st[s, B_RATE + rate.PERIOD]
             zr = rate.rate_step(st, s, B_RATE, x, float(ts_ns[k]), learn, pr)
-            if res > 0.0 and per > 0.0 and sc0 * per < res:
-                zr = zr * sc0 * per / res
+            step = res
+            span = cfg[s, C_HIGH] - cfg[s, C_LOW]
+            if span > 0.0:  # False for NaN limits
+                step = max(step, p[S_RATE_SPAN] * span)
+            if step > 0.0 and per > 0.0 and sc0 * per < step:
+                zr = zr * sc0 * per / step
             sc = _squash(zr, rt)
             kind = K_RATE if sc > best else kind
             best = max(best, sc)
+        elif not float(ts_ns[k]) < st[s, B_RATE + rate.LAST_TS]:
+            # the latest usable sample's time, which the BAD score reads, is kept for every signal
+            st[s, B_RATE + rate.LAST_V] = x
+            st[s, B_RATE + rate.LAST_TS] = float(ts_ns[k])
         if mask & EN_RANGE:
             sc = limits.limit_score(x, cfg[s, C_LOW], cfg[s, C_HIGH], p[S_MARGIN])
             kind = K_RANGE if sc > best else kind
             best = max(best, sc)
         if learn:
-            robust.robust_learn(st, s, B_LEVEL, x, pl)
+            robust.robust_learn_scaled(st, s, B_LEVEL, x, pl, p[S_GUARD] if hot >= p[S_GUARD_AT] else 1.0)
         if np.isfinite(z):
             z_last[s] = zc if z > zc else (-zc if z < -zc else z)
         else:
