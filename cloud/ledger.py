@@ -138,10 +138,7 @@ class GapLedger:
         """
         now = time.time() if now is None else now
         with self._lock:
-            ep = self._epochs.get((gateway, boot_epoch_ns))
-            if ep is None:
-                ep = self._epochs[(gateway, boot_epoch_ns)] = _Epoch(site=site, updated=now)
-                self._bound_epochs(gateway)
+            ep = self._epoch(gateway, boot_epoch_ns, site, now)
             if last_seq <= ep.end:
                 return False
             top = ep.his[-1] if ep.his else -1
@@ -160,10 +157,7 @@ class GapLedger:
         ``max_ranges`` such ranges per epoch (the oldest forgotten: its gap then reads ``missing``)."""
         now = time.time() if now is None else now
         with self._lock:
-            ep = self._epochs.get((gateway, boot_epoch_ns))
-            if ep is None:
-                ep = self._epochs[(gateway, boot_epoch_ns)] = _Epoch(site=site, updated=now)
-                self._bound_epochs(gateway)
+            ep = self._epoch(gateway, boot_epoch_ns, site, now)
             for d_lo, d_hi, d_reason in ep.drops:
                 if d_lo <= lo and hi <= d_hi and d_reason == reason:
                     return False
@@ -249,6 +243,14 @@ class GapLedger:
             his.insert(i + 1, s)
         return 0
 
+    def _epoch(self, gateway: str, boot_epoch_ns: int, site: str, now: float) -> _Epoch:
+        """The epoch's entry, created (and the gateway's epochs bounded) when it is new. Caller holds the lock."""
+        ep = self._epochs.get((gateway, boot_epoch_ns))
+        if ep is None:
+            ep = self._epochs[(gateway, boot_epoch_ns)] = _Epoch(site=site, updated=now)
+            self._bound_epochs(gateway)
+        return ep
+
     def _bound_epochs(self, gateway: str) -> None:
         mine = sorted(k for k in self._epochs if k[0] == gateway)
         while len(mine) > self.max_epochs_per_gateway:
@@ -293,10 +295,7 @@ class GapLedger:
 
     def set_dropped_reported(self, gateway: str, boot_epoch_ns: int, total: int, *, site: str = "") -> None:
         with self._lock:
-            ep = self._epochs.get((gateway, boot_epoch_ns))
-            if ep is None:
-                ep = self._epochs[(gateway, boot_epoch_ns)] = _Epoch(site=site, updated=time.time())
-                self._bound_epochs(gateway)
+            ep = self._epoch(gateway, boot_epoch_ns, site, time.time())
             ep.dropped = max(ep.dropped, total)
 
     def site_of(self, gateway: str, boot_epoch_ns: int) -> str:

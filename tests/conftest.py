@@ -8,11 +8,14 @@ starts its own instance instead of touching the shared one.
 
 from __future__ import annotations
 
+import io
+import logging
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
+from plantwire.logs import setup_logging
 from plantwire.services import InfluxDB1, Mosquitto, VictoriaMetrics
 
 
@@ -56,3 +59,19 @@ def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaMetri
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def log_text() -> Iterator[io.StringIO]:
+    """The daemons' real logging set-up (rate limiter included), writing into a buffer; restored afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    out = io.StringIO()
+    setup_logging("INFO", stream=out)
+    yield out
+    for h in list(root.handlers):
+        root.removeHandler(h)
+        h.close()
+    for h in handlers:
+        root.addHandler(h)
+    root.setLevel(level)

@@ -10,16 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import logging
 import struct
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
 
 from edge.sources.modbus import BreakerPolicy, ModbusSource
 from edge.sources.stats import SourceStats
-from plantwire.logs import setup_logging
 from plantwire.plant import PlantConfig, Quality, SignalTable, Table, expand
 from plantwire.ports import free_port
 from plantwire.status import Status
@@ -35,22 +33,6 @@ from tests.test_modbus_source import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def log_text() -> Iterator[io.StringIO]:
-    """The daemons' real logging set-up (rate limiter included), writing into a buffer."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    out = io.StringIO()
-    setup_logging("INFO", stream=out)
-    yield out
-    for h in list(root.handlers):
-        root.removeHandler(h)
-        h.close()
-    for h in handlers:
-        root.addHandler(h)
-    root.setLevel(level)
 
 
 @contextlib.asynccontextmanager

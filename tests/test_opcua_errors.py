@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,27 +22,11 @@ from asyncua.ua.ua_binary import struct_from_binary
 from edge.config import OpcuaSettings
 from edge.sources.opcua import OpcuaSource
 from edge.sources.stats import SourceStats
-from plantwire.logs import setup_logging
 from plantwire.plant import Quality
 from plantwire.status import Status
 from tests.test_opcua_source import FAST, OpcServer, Recorder, free_port, make_table, running, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def log_text() -> Iterator[io.StringIO]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    out = io.StringIO()
-    setup_logging("INFO", stream=out)
-    yield out
-    for h in list(root.handlers):
-        root.removeHandler(h)
-        h.close()
-    for h in handlers:
-        root.addHandler(h)
-    root.setLevel(level)
 
 
 def warnings_of(out: io.StringIO) -> list[str]:
