@@ -1,0 +1,198 @@
+"""The edge console (edge/console): search, the sparkline ring, and security on a real server.
+
+Each test serves the console from the dev plant's signal table with a stand-in daemon loop (the rest of
+the daemon is not needed to check what the console serves and refuses); tests/test_console_browser.py
+runs it inside a real edge with the simulated plant.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.console.auth import SessionStore, hash_password, parse_users, verify_password
+from edge.console.settings import ConsoleSettings, Role
+from edge.console.tap import SignalIndex, SignalTap
+from plantwire.configfile import load_plant
+from plantwire.plant import expand
+from plantwire.tls import CertificateAuthority
+from tests.console_helpers import DEV_PLANT, Client, served_console
+
+USERS_ENV = "PLANTWIRE_TEST_CONSOLE_USERS"
+
+
+def test_search_by_name_machine_device_and_quality() -> None:
+    table = expand(load_plant(DEV_PLANT))
+    idx = SignalIndex(table)
+    q = np.zeros(len(table), dtype=np.uint8)
+    q[[3, 900]] = 2
+    rows, total = idx.search("press03", q, 1000)
+    assert total == sum("press03" in s for s in table.ids) > 0
+    assert all("press03" in table.ids[r] for r in rows)
+    dev = table.devices[int(table.device[0])].name
+    rows, total = idx.search(f"device:{dev}", q, 5000)
+    assert total == int(np.count_nonzero(table.device == table.device[0]))
+    rows, total = idx.search("quality:bad", q, 10)
+    assert rows.tolist() == [3, 900] and total == 2
+    machine = table.machine_ids[int(table.machine[3])]
+    rows, _ = idx.search(f"quality:bad machine:{machine}", q, 10)
+    assert rows.tolist() == [3]
+
+
+def test_sparkline_ring_exists_only_while_watched() -> None:
+    tap = SignalTap(4, points=3, linger_s=60.0)
+    sig = np.arange(4, dtype=np.uint32)
+    ts = np.full(4, 10, dtype=np.int64)
+    tap.update(ts, sig, np.ones(4), np.zeros(4, dtype=np.uint8), None)
+    assert tap.ring_bytes == 0 and tap.sparklines(sig).values.shape == (4, 0)
+    tap.watch()
+    for k in range(5):  # more rows than points: the ring keeps the newest 3, oldest first
+        tap.update(ts + k, sig, np.full(4, float(k)), np.zeros(4, dtype=np.uint8), None)
+    sp = tap.sparklines(np.array([1, 2]))
+    assert sp.values.tolist() == [[2.0, 3.0, 4.0], [2.0, 3.0, 4.0]] and sp.ts_ns.tolist() == [12, 13, 14]
+    tap._watched_until = time.monotonic() - 1  # the last viewer left longer than linger_s ago
+    tap.update(ts, sig, np.ones(4), np.zeros(4, dtype=np.uint8), None)
+    assert tap.ring_bytes == 0
+
+
+def test_passwords_users_and_sessions() -> None:
+    h = hash_password("correct horse")
+    assert verify_password("correct horse", h) and not verify_password("wrong", h)
+    assert not verify_password("x", "scrypt$broken")
+    users = parse_users(f"# comment\nann operator {h}\nbob read_only {h}\n")
+    assert users["ann"].role is Role.OPERATOR and users["bob"].role is Role.READ_ONLY
+    with pytest.raises(ValueError, match="line 1: role 'admin'"):
+        parse_users(f"eve admin {h}")
+    store = SessionStore(ttl_s=0.05, idle_s=10, max_sessions=2)
+    s = store.create("ann", Role.OPERATOR)
+    assert store.get(s.token) is s
+    time.sleep(0.1)  # past the session's lifetime (the condition, not a synchronisation)
+    assert store.get(s.token) is None and store.expired == 1
+
+
+def test_exposed_console_needs_tls_and_users() -> None:
+    with pytest.raises(ValueError, match="needs tls and users_credential or users_env"):
+        ConsoleSettings(host="0.0.0.0")
+
+
+def test_loopback_console_pages_show_what_the_tap_holds(tmp_path: Path) -> None:
+    with served_console(tmp_path) as (server, daemon):
+        c = Client(server.url)
+        status, html = c.get("/")
+        assert status == 200 and "1,234" in html and "dev-plc1" in html and 'id="wal">7 records' in html
+        assert "Model store not on this gateway" in html
+        status, html = c.get("/signals?q=" + daemon.feed.table.ids[42])
+        assert status == 200
+        row = re.search(r'<tr data-row="42">.*?</tr>', html, re.S)
+        assert row is not None and '<td class="num value">42</td>' in row.group(0)
+        assert '<td class="num score">0.042</td>' in row.group(0)
+        status, html = c.get("/config")
+        assert status == 200 and "s3cret" not in html and "MQTT_PW" in html
+        # Read-only by default: the local visitor sees alarms but may not act, and the refusal is audited.
+        status, html = c.get("/alarms")
+        assert status == 200 and daemon.feed.table.ids[5] in html and "Acknowledge" not in html
+        aid = re.search(r'data-alarm="([^"]+)"', html).group(1)  # type: ignore[union-attr]
+        status, _ = c.post("/alarms/action", {"csrf": c.csrf(), "action": "ack", "target": aid})
+        assert status == 403
+        assert daemon.emitted[-1]["outcome"] == "refused" and daemon.emitted[-1]["source"] == "console"
+        # DNS rebinding: a name other than a loopback one gets nothing.
+        status, _ = c.get("/", headers={"Host": "evil.example:80"})
+        assert status == 421
+
+
+def test_security_login_csrf_traversal_and_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pw = "operator-pass-1"
+    monkeypatch.setenv(USERS_ENV, f"op operator {hash_password(pw)}\nviewer read_only {hash_password(pw)}\n")
+    with served_console(tmp_path, users_env=USERS_ENV, max_request_bytes=64 * 1024) as (server, daemon):
+        anon = Client(server.url)
+        # No login: pages redirect to the login form, the API and actions say 401.
+        status, html = anon.get("/")
+        assert status == 200 and 'action="/login"' in html
+        assert anon.get("/api/stream?rows=1")[0] == 401
+        assert anon.post("/alarms/action", {"action": "ack", "target": "x"})[0] == 401
+        # A wrong password (and an unknown user) is refused and audited.
+        status, html = anon.post("/login", {"user": "op", "password": "nope"})
+        assert status == 401 and "Wrong user or password" in html
+        assert anon.post("/login", {"user": "nobody", "password": pw})[0] == 401
+        assert [d["outcome"] for d in daemon.emitted if d["action"] == "login"] == ["refused", "refused"]
+        assert anon.get("/signals")[0] == 200 and 'action="/login"' in anon.get("/signals")[1]
+        # The operator logs in, then forged actions fail: no token, a wrong token, another origin.
+        op = Client(server.url)
+        status, html = op.post("/login", {"user": "op", "password": pw})
+        assert status == 200 and "op (operator)" in html, html[:500]
+        alarms = op.get("/alarms")[1]
+        aid = re.search(r'data-alarm="([^"]+)"', alarms).group(1)  # type: ignore[union-attr]
+        token = op.csrf("/alarms")
+        assert op.post("/alarms/action", {"action": "ack", "target": aid})[0] == 403
+        assert op.post("/alarms/action", {"csrf": token[:-2] + "xx", "action": "ack", "target": aid})[0] == 403
+        assert op.post("/alarms/action", {"csrf": token, "action": "ack", "target": aid},
+                       headers={"Origin": "http://evil.example"})[0] == 403
+        assert server.counters.csrf_refused == 3
+        assert not [d for d in daemon.emitted if d["service"] == "alarms"], "a forged action reached the alarms"
+        # A real acknowledge: applied and audited with the operator's name.
+        status, html = op.post("/alarms/action", {"csrf": token, "action": "ack", "target": aid, "reason": "seen"})
+        assert status == 200 and "ack " + aid + ": applied" in html
+        audit = [d for d in daemon.emitted if d["service"] == "alarms"][-1]
+        assert (audit["type"], audit["actor"], audit["action"], audit["target"], audit["outcome"], audit["reason"]) \
+            == ("audit", "op", "ack", aid, "applied", "seen")
+        # A read-only user may look but not act.
+        viewer = Client(server.url)
+        assert viewer.post("/login", {"user": "viewer", "password": pw})[0] == 200
+        assert "Acknowledge" not in viewer.get("/alarms")[1] and "Shelve" not in viewer.get("/alarms")[1]
+        assert viewer.post("/alarms/action", {"csrf": viewer.csrf(), "action": "shelve", "target": aid,
+                                              "shelve_s": "900"})[0] == 403
+        # Static files come from a fixed table: no traversal, encoded or not.
+        assert op.get("/static/app.js")[0] == 200
+        for path in ("/static/../server.py", "/static/..%2fserver.py", "/static/%2e%2e%2fserver.py",
+                     "/static/..%2f..%2fconfig.py", "/static//etc/passwd", "/static/settings.py"):
+            status, body = op.get(path)
+            assert status == 404 and "import" not in body, path
+        # A huge request is refused before it is read whole, and the console carries on.
+        big = b"csrf=" + token.encode() + b"&reason=" + b"x" * (200 * 1024)
+        try:
+            status, _ = op.post("/alarms/action", big,
+                                headers={"Content-Type": "application/x-www-form-urlencoded"})
+        except ConnectionError:  # the server may close the connection before reading the whole body
+            status = 413
+        assert status == 413
+        assert op.get("/")[0] == 200
+        # Logging out ends the session.
+        assert op.post("/logout", {"csrf": op.csrf()})[0] == 200
+        assert op.get("/api/stream?rows=1")[0] == 401
+
+
+def test_config_upload_is_checked_not_applied(tmp_path: Path) -> None:
+    good = (DEV_PLANT.parent / "edge.yaml").read_bytes()
+    bad = b"kind: edge\ngateway_id: gw\nplant: plant.yaml\npublish: {batch_interval_ms: 1}\n"
+    with served_console(tmp_path) as (server, _):
+        c = Client(server.url)
+        for data, want in ((good, "valid"), (bad, "invalid")):
+            boundary = "plantwireboundary"
+            body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{c.csrf('/config')}\r\n"
+                    f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"edge.yaml\"\r\n"
+                    "Content-Type: application/yaml\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+            status, html = c.post("/config/check", body,
+                                  headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+            assert status == 200 and f"Check result: {want}" in html, html[-1500:]
+        assert "publish.batch_interval_ms" in html
+
+
+def test_tls_console_serves_https_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ca = CertificateAuthority(tmp_path / "ca")
+    cert = ca.issue("console", server=True, hosts=("127.0.0.1",))
+    monkeypatch.setenv(USERS_ENV, f"op operator {hash_password('operator-pass-1')}")
+    tls = {"cert_file": cert.cert, "key_file": cert.key}
+    with served_console(tmp_path, users_env=USERS_ENV, tls=tls) as (server, _):
+        assert server.url.startswith("https://")
+        c = Client(server.url, ca_file=ca.cert_path)
+        status, html = c.get("/")
+        assert status == 200 and 'action="/login"' in html
+        assert c.post("/login", {"user": "op", "password": "operator-pass-1"})[0] == 200
+        cookie = next(iter(c.jar))
+        assert cookie.secure and cookie.has_nonstandard_attr("HttpOnly")
+        with pytest.raises(ConnectionError):
+            Client(server.url.replace("https", "http")).get("/")
