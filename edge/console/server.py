@@ -303,7 +303,7 @@ class ConsoleServer:
             h.setdefault("Content-Security-Policy", _CSP)
             h.setdefault("X-Content-Type-Options", "nosniff")
             h.setdefault("X-Frame-Options", "DENY")
-            h.setdefault("Referrer-Policy", "no-referrer")
+            h.setdefault("Referrer-Policy", "same-origin")  # no-referrer makes Chromium send "Origin: null"
             h.setdefault("Cache-Control", "no-store")
             if new_session is not None:
                 self._set_cookie(resp, new_session)
