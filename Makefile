@@ -1,6 +1,7 @@
 # The two commands: `make demo` runs the whole pipeline, `make test` runs the tests.
 # Both install what they need on Debian/Ubuntu: the mosquitto and influxdb packages (and
-# victoria-metrics, which backs the InfluxDB v2-API test path) and a virtualenv in .venv.
+# victoria-metrics, which backs the InfluxDB v2-API test path; chromium and chromium-driver for the
+# edge console's browser tests) and a virtualenv in .venv.
 
 PY ?= python3
 VENV := .venv

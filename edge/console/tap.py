@@ -64,11 +64,12 @@ class SignalTap:
     def update(self, ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality: np.ndarray,
                score: np.ndarray | None) -> None:
         """One frame's columns (called from the daemon's flush; never raises on well-formed columns)."""
-        self.latest_value[signal] = value
-        self.latest_quality[signal] = quality
-        self.latest_ts_ns[signal] = ts_ns
+        idx = signal.astype(np.intp, copy=False)  # once: numpy would convert a uint32 index per assignment
+        self.latest_value[idx] = value
+        self.latest_quality[idx] = quality
+        self.latest_ts_ns[idx] = ts_ns
         if score is not None:
-            self.latest_score[signal] = score
+            self.latest_score[idx] = score
         self.updates += 1
         if self._watched_until == 0.0:
             return
