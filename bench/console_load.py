@@ -3,9 +3,9 @@ and with five headless Chromium browsers on the signals page (live values over s
 on the 15,000-signal demo plant at 1 Hz; plus the tap's cost per frame and the search time in-process.
 
 Phases, each ``--window`` seconds after ``--warmup``, on one running pipeline (simulator, edge, broker,
-ingestor, InfluxDB): ``idle`` (console on, nobody watching), ``5 browsers`` (each on ``/signals?q=QUERY``,
-100 rows followed live, the sparkline ring filled), ``idle again`` (to see the box's drift), then the edge
-is restarted with the console section removed: ``off``. CPU is the edge process's user + system time
+ingestor, InfluxDB), alternated ``--rounds`` times: ``idle`` (console on, nobody watching) and ``5 browsers``
+(each on ``/signals?q=QUERY``, 100 rows followed live, the sparkline ring filled); one more ``idle``; then the
+edge is restarted with the console section removed: ``off``. CPU is the edge process's user + system time
 (/proc) over samples read in the window. Run with the project's venv; needs Debian's chromium and
 chromium-driver (``make deps``):
 
@@ -108,6 +108,27 @@ def window(pipe: Pipeline, seconds: float) -> dict[str, float]:
             "cpu_percent": (c1.cpu_s - c0.cpu_s) / seconds * 100, "rss_mb": c1.rss_bytes / 1e6}
 
 
+def watched(pipe: Pipeline, url: str, n: int, query: str, seconds: float) -> dict[str, float]:
+    """One window with ``n`` headless browsers on the signals page, each following its rows live."""
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp, ExitStack() as stack:
+        drivers = [stack.enter_context(browser(Path(tmp) / f"b{i}")) for i in range(n)]
+        for d in drivers:
+            d.get(f"{url}signals?q={query}")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(_updates(d) > 0 for d in drivers):
+            time.sleep(0.5)
+        time.sleep(5)
+        u0 = [_updates(d) for d in drivers]
+        w = window(pipe, seconds)
+        w["updates_per_browser_per_s_min"] = min(_updates(d) - b for d, b in zip(drivers, u0, strict=True)) / seconds
+        m = scrape(pipe.edge_metrics_port)
+        w["console_streams"] = m.get("plantwire_edge_console_streams", 0)
+        w["console_ring_mb"] = m.get("plantwire_edge_console_sparkline_ring_bytes", 0) / 1e6
+        w["streams_dropped"] = m.get("plantwire_edge_console_streams_dropped_total", 0)
+        w["updates_skipped"] = m.get("plantwire_edge_console_updates_skipped_total", 0)
+    return w
+
+
 def wait_edge_ready(pipe: Pipeline, timeout_s: float = 120.0) -> None:
     from plantwire.pipeline import health
 
@@ -129,6 +150,7 @@ def main() -> int:
     p.add_argument("--window", type=float, default=60.0)
     p.add_argument("--warmup", type=float, default=20.0)
     p.add_argument("--browsers", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=2, help="idle / browsers windows, alternated")
     p.add_argument("--query", default="press", help="signals page query (100 rows shown and followed)")
     p.add_argument("--state-dir", type=Path, default=ROOT / "state" / "bench-console")
     a = p.parse_args()
@@ -145,28 +167,15 @@ def main() -> int:
             url = pipe.console_url
             assert url is not None
             time.sleep(a.warmup)
-            phases["idle"] = window(pipe, a.window)
-            print(json.dumps({"idle": phases["idle"]}), flush=True)
-            with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
-                drivers = [stack.enter_context(browser(Path(tmp) / f"b{i}")) for i in range(a.browsers)]
-                for d in drivers:
-                    d.get(f"{url}signals?q={a.query}")
-                deadline = time.monotonic() + 60
-                while time.monotonic() < deadline and not all(_updates(d) > 0 for d in drivers):
-                    time.sleep(0.5)
+            for r in range(a.rounds):  # alternated, so the box's drift shows instead of hiding in one phase
+                phases[f"idle {r + 1}"] = window(pipe, a.window)
+                print(json.dumps({f"idle {r + 1}": phases[f"idle {r + 1}"]}), flush=True)
+                name = f"{a.browsers} browsers {r + 1}"
+                phases[name] = watched(pipe, url, a.browsers, a.query, a.window)
+                print(json.dumps({name: phases[name]}), flush=True)
                 time.sleep(5)
-                phases[f"{a.browsers} browsers"] = w = window(pipe, a.window)
-                updates = [_updates(d) for d in drivers]
-                w["updates_per_browser_min"] = min(updates)
-                m = scrape(pipe.edge_metrics_port)
-                w["console_streams"] = m.get("plantwire_edge_console_streams", 0)
-                w["console_ring_mb"] = m.get("plantwire_edge_console_sparkline_ring_bytes", 0) / 1e6
-                w["streams_dropped"] = m.get("plantwire_edge_console_streams_dropped_total", 0)
-                w["updates_skipped"] = m.get("plantwire_edge_console_updates_skipped_total", 0)
-                print(json.dumps({f"{a.browsers} browsers": w}), flush=True)
-            time.sleep(5)
-            phases["idle again"] = window(pipe, a.window)
-            print(json.dumps({"idle again": phases["idle again"]}), flush=True)
+            phases[f"idle {a.rounds + 1}"] = window(pipe, a.window)
+            print(json.dumps({f"idle {a.rounds + 1}": phases[f"idle {a.rounds + 1}"]}), flush=True)
             pipe.halt("edge")
             cfg = pipe.state_dir / "config" / "edge.yaml"
             doc = yaml.safe_load(cfg.read_text())
@@ -181,9 +190,12 @@ def main() -> int:
             result["lost"] = summary.lost
     finally:
         pipe.close()
-    idle = (phases["idle"]["cpu_us_per_sample"] + phases["idle again"]["cpu_us_per_sample"]) / 2
+    idle = float(np.mean([v["cpu_us_per_sample"] for k, v in phases.items() if k.startswith("idle")]))
+    seen = float(np.mean([v["cpu_us_per_sample"] for k, v in phases.items() if "browsers" in k]))
     result["phases"] = phases
-    result["browsers_vs_idle_percent"] = (phases[f"{a.browsers} browsers"]["cpu_us_per_sample"] / idle - 1) * 100
+    result["idle_cpu_us_per_sample"] = idle
+    result["browsers_cpu_us_per_sample"] = seen
+    result["browsers_vs_idle_percent"] = (seen / idle - 1) * 100
     result["idle_vs_off_percent"] = (idle / phases["off"]["cpu_us_per_sample"] - 1) * 100
     print(json.dumps(result, indent=1))
     return 0

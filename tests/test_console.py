@@ -196,3 +196,91 @@ def test_tls_console_serves_https_only(tmp_path: Path, monkeypatch: pytest.Monke
         assert cookie.secure and cookie.has_nonstandard_attr("HttpOnly")
         with pytest.raises(ConnectionError):
             Client(server.url.replace("https", "http")).get("/")
+
+
+def test_a_failing_or_hanging_page_never_stalls_the_daemon_loop(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from edge.console import pages
+
+    with served_console(tmp_path) as (server, daemon):
+        c = Client(server.url)
+        monkeypatch.setattr(pages, "overview_fragment", lambda *a: 1 / 0)
+        status, _ = c.get("/")
+        assert status == 500 and server.counters.errors == 1
+        assert c.get("/signals")[0] == 200  # the other pages carry on
+        # A page that blocks the console's thread: the daemon's loop still answers at once.
+        release = threading.Event()
+        monkeypatch.setattr(pages, "overview_fragment", lambda *a: release.wait(30) and "")
+        hung = threading.Thread(target=c.get, args=("/",), daemon=True)
+        hung.start()
+        try:
+            answered = threading.Event()
+            t0 = time.monotonic()
+            daemon.loop.call_soon_threadsafe(answered.set)
+            assert answered.wait(5) and time.monotonic() - t0 < 1.0
+        finally:
+            release.set()
+            hung.join(30)
+
+
+def test_live_streams_are_bounded_per_console(tmp_path: Path) -> None:
+    import http.client
+
+    with served_console(tmp_path, max_clients=2) as (server, _):
+        c = Client(server.url)
+        cookie = "; ".join(f"{k.name}={k.value}" for k in [*c.jar]) if c.get("/")[0] == 200 else ""
+        conns = []
+        for _ in range(2):
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            conn.request("GET", "/api/stream?rows=1,2,3", headers={"Cookie": cookie})
+            resp = conn.getresponse()
+            assert resp.status == 200 and resp.readline().startswith(b"data: {")
+            conns.append(conn)
+        assert c.get("/api/stream?rows=1")[0] == 503 and server.counters.streams_refused == 1
+        assert c.get("/api/stream?rows=99999")[0] == 400
+        for conn in conns:
+            conn.close()
+
+
+class _Incidents:
+    """Stands in for edge/alarms' AlarmService (its snapshot() and command() contract), recording commands."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[dict[str, object], str]] = []
+        self.acked = False
+
+    def snapshot(self) -> list[dict[str, object]]:
+        return [{"id": "gw-test-inc-1", "machine": "line1.press01", "area": "line1", "priority": "critical",
+                 "active": True, "acked": self.acked, "shelved_until_ns": None, "out_of_service": False,
+                 "suppressed_by": None, "kinds": ["machine"], "signals": ["line1.press01.oil_temp"]}]
+
+    def command(self, payload: bytes, source: str = "mqtt") -> dict[str, object]:
+        import json
+
+        cmd = json.loads(payload)
+        self.commands.append((cmd, source))
+        self.acked = True
+        return {"id": cmd["id"], "service": "alarms", "action": cmd["action"], "outcome": "applied", "detail": "ok"}
+
+
+def test_incidents_plug_in_and_their_commands_carry_the_operator(tmp_path: Path) -> None:
+    from edge.console import IncidentBoard
+
+    incidents = _Incidents()
+    with served_console(tmp_path, loopback_role="operator") as (server, daemon):
+        daemon.feed.hooks.alarms = IncidentBoard(incidents)
+        c = Client(server.url)
+        status, html = c.get("/alarms")
+        assert status == 200 and "gw-test-inc-1" in html and "line1.press01.oil_temp" in html
+        assert "Incidents from the alarm layer" in html
+        status, html = c.post("/alarms/action", {"csrf": c.csrf("/alarms"), "action": "ack", "target": "gw-test-inc-1",
+                                                 "reason": "on it"})
+        assert status == 200 and "applied" in html
+        (cmd, source), = incidents.commands
+        assert source == "console" and (cmd["action"], cmd["incident"], cmd["actor"], cmd["reason"]) == (
+            "ack", "gw-test-inc-1", "local", "on it")
+        assert isinstance(cmd["id"], str) and isinstance(cmd["ts_ns"], int)
+        # The alarm layer audits its own commands: the console adds no second audit document.
+        assert not [d for d in daemon.emitted if d.get("service") == "alarms"]

@@ -6,7 +6,7 @@ Public surface: :class:`ConsoleSettings` (the ``console:`` config section), :cla
 :class:`ConsoleHooks` (where incidents, models and agents plug in). See docs/console.md.
 """
 
-from edge.console.hooks import ActionResult, AlarmBoard, ConsoleHooks, DetectorAlarmBoard, Outcome
+from edge.console.hooks import ActionResult, AlarmBoard, ConsoleHooks, DetectorAlarmBoard, IncidentBoard, Outcome
 from edge.console.settings import ConsoleSettings, ConsoleTls, Role
 from edge.console.tap import SignalTap
 from edge.console.view import GatewayFeed
@@ -19,6 +19,7 @@ __all__ = [
     "ConsoleTls",
     "DetectorAlarmBoard",
     "GatewayFeed",
+    "IncidentBoard",
     "Outcome",
     "Role",
     "SignalTap",

@@ -20,13 +20,14 @@ so a hook needs no locks of its own.
 from __future__ import annotations
 
 import enum
+import json
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["ActionResult", "AlarmBoard", "ConsoleHooks", "DetectorAlarmBoard", "Outcome"]
+__all__ = ["ActionResult", "AlarmBoard", "ConsoleHooks", "DetectorAlarmBoard", "IncidentBoard", "Outcome"]
 
 #: Alarm actions the console offers (ISA-18.2 words).
 ALARM_ACTIONS = ("ack", "shelve", "unshelve")
@@ -49,6 +50,7 @@ class Outcome(enum.StrEnum):
 class ActionResult:
     outcome: Outcome
     detail: str = ""
+    audited: bool = False  # the board wrote the audit document itself (the console then does not)
 
 
 class AlarmBoard(Protocol):
@@ -60,7 +62,8 @@ class AlarmBoard(Protocol):
         """Recently cleared alarms, newest first (may be empty)."""
         ...
 
-    def act(self, action: str, target: str, actor: str, reason: str, shelve_s: float | None) -> ActionResult:
+    def act(self, action: str, target: str, actor: str, reason: str, shelve_s: float | None,
+            request_id: str) -> ActionResult:
         """Apply ``action`` (ack | shelve | unshelve) to alarm ``target``; never raises for a bad request."""
         ...
 
@@ -136,7 +139,8 @@ class DetectorAlarmBoard:
     def recent_closed(self) -> list[dict[str, Any]]:
         return list(self._closed)
 
-    def act(self, action: str, target: str, actor: str, reason: str, shelve_s: float | None) -> ActionResult:
+    def act(self, action: str, target: str, actor: str, reason: str, shelve_s: float | None,
+            request_id: str = "") -> ActionResult:
         ep = next((e for e in self._open.values() if e.doc["id"] == target), None)
         if ep is None:
             return ActionResult(Outcome.REFUSED, f"no open alarm {target!r}")
@@ -157,3 +161,44 @@ class DetectorAlarmBoard:
             doc["shelved_until_ns"] = None
             return ActionResult(Outcome.APPLIED, "unshelved")
         return ActionResult(Outcome.REFUSED, f"unknown action {action!r}")
+
+
+class IncidentService(Protocol):
+    """What :class:`IncidentBoard` needs of the alarm layer (``edge/alarms/service.py: AlarmService``)."""
+
+    def snapshot(self) -> list[dict[str, Any]]: ...
+
+    def command(self, payload: bytes, source: str = "mqtt") -> dict[str, Any]: ...
+
+
+class IncidentBoard:
+    """The alarm layer's incidents on the console: its ``snapshot()`` is the list, and an action is one of
+    its commands (the payload of ``plantwire/cmd/v1/.../alarms``, contracts.md) with ``source`` console,
+    so validation, the command result and the audit document are the alarm layer's own, exactly as for a
+    command from the cloud. Connect with ``gateway.console_hooks.alarms = IncidentBoard(gateway.alarms)``.
+    """
+
+    def __init__(self, service: IncidentService) -> None:
+        self.service = service
+
+    def open_alarms(self) -> list[dict[str, Any]]:
+        rank = {"critical": 0, "high": 1, "low": 2}
+        docs = [d for d in self.service.snapshot() if d.get("active") or not d.get("acked")]
+        docs.sort(key=lambda d: (bool(d.get("acked")), rank.get(str(d.get("priority")), 3)))
+        return docs
+
+    def recent_closed(self) -> list[dict[str, Any]]:
+        return [d for d in self.service.snapshot() if not d.get("active") and d.get("acked")][:RECENT_CLOSED]
+
+    def act(self, action: str, target: str, actor: str, reason: str, shelve_s: float | None,
+            request_id: str) -> ActionResult:
+        cmd: dict[str, Any] = {"id": request_id, "actor": actor, "ts_ns": time.time_ns(), "action": action,
+                               "incident": target, "reason": reason}
+        if action == "shelve" and shelve_s is not None:
+            cmd["duration_s"] = shelve_s
+        res = self.service.command(json.dumps(cmd).encode(), "console")
+        try:
+            outcome = Outcome(res.get("outcome"))
+        except ValueError:
+            outcome = Outcome.FAILED
+        return ActionResult(outcome, str(res.get("detail", "")), audited=True)

@@ -453,13 +453,14 @@ class ConsoleServer:
         else:
             board = self.feed.alarms
             try:
-                result = await self._on_daemon(board.act, action, target, s.user, reason, shelve_s)
+                result = await self._on_daemon(board.act, action, target, s.user, reason, shelve_s, request_id)
             except TimeoutError:
                 result = ActionResult(Outcome.FAILED, "the alarm layer did not answer in time")
             except Exception as exc:
                 log.exception("console: alarm action %s on %s failed", action, target)
                 result = ActionResult(Outcome.FAILED, f"{type(exc).__name__}: {exc}")
-        await self._audit(s.user, "alarms", action, target, reason, result, request_id)
+        if not result.audited:  # the incident layer audits its own commands
+            await self._audit(s.user, "alarms", action, target, reason, result, request_id)
         resp = await self._alarms_html(request, f"{action} {target}: {result.outcome.value}"
                                                 f"{' (' + result.detail + ')' if result.detail else ''}")
         if result.outcome is Outcome.REFUSED and s.role is not Role.OPERATOR:
