@@ -151,7 +151,7 @@ def _value(v: float) -> str:
 
 
 def signal_rows(index: SignalIndex, rows: np.ndarray, value: np.ndarray, quality: np.ndarray,
-                score: np.ndarray, ts_ns: np.ndarray, spark: Sparklines, total: int, query: str,
+                score: np.ndarray, spark: Sparklines, total: int, query: str,
                 elapsed_ms: float) -> str:
     body = []
     for k, r in enumerate(rows.tolist()):

@@ -368,7 +368,7 @@ class ConsoleServer:
         tap.watch()
         spark = tap.sparklines(rows)
         html = pages.signal_rows(self.index, rows, tap.latest_value[rows], tap.latest_quality[rows],
-                                 tap.latest_score[rows], tap.latest_ts_ns[rows], spark, total, query,
+                                 tap.latest_score[rows], spark, total, query,
                                  (time.perf_counter() - t0) * 1e3)
         if request.query.get("fragment") == "1":
             return web.Response(text=html, content_type="text/html")

@@ -2,11 +2,11 @@
 short history (sparkline) per signal while someone watches.
 
 The daemon's flush calls :meth:`SignalTap.update` once per frame with the frame's numpy columns; that
-is the console's only presence on the hot path: four fancy-index assignments (a few µs for 15,000
+is the console's only presence on the hot path: three fancy-index assignments (a few µs for 15,000
 samples, no Python object per sample). The sparkline ring, ``sparkline_points`` x signals float32
 (~11 MB for 15,000 signals and 180 points), exists only while a viewer asked for it within
 ``watch_linger_s``: then each flush also copies the latest values into one ring row. Nobody watching
-costs the four assignments and nothing else (bench/console_load.py measures both).
+costs the three assignments and nothing else (bench/console_load.py measures both).
 
 Threads: the daemon's loop writes, the console's thread reads. Readers copy what they show; a read that
 races a flush sees each value from this flush or the one before, which is all a page needs. The ring's
@@ -41,7 +41,6 @@ class SignalTap:
     def __init__(self, n_signals: int, points: int, linger_s: float) -> None:
         self.latest_value = np.full(n_signals, np.nan, dtype=np.float64)
         self.latest_quality = np.full(n_signals, NEVER, dtype=np.uint8)
-        self.latest_ts_ns = np.zeros(n_signals, dtype=np.int64)
         self.latest_score = np.full(n_signals, np.nan, dtype=np.float32)
         self.points = points
         self.linger_s = linger_s
@@ -67,7 +66,6 @@ class SignalTap:
         idx = signal.astype(np.intp, copy=False)  # once: numpy would convert a uint32 index per assignment
         self.latest_value[idx] = value
         self.latest_quality[idx] = quality
-        self.latest_ts_ns[idx] = ts_ns
         if score is not None:
             self.latest_score[idx] = score
         self.updates += 1
