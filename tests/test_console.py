@@ -284,3 +284,28 @@ def test_incidents_plug_in_and_their_commands_carry_the_operator(tmp_path: Path)
         assert isinstance(cmd["id"], str) and isinstance(cmd["ts_ns"], int)
         # The alarm layer audits its own commands: the console adds no second audit document.
         assert not [d for d in daemon.emitted if d.get("service") == "alarms"]
+
+
+@pytest.mark.slow
+def test_a_tab_that_stops_reading_is_dropped_and_counted(tmp_path: Path) -> None:
+    """A live stream whose reader never reads: once the socket buffers are full, the stream is dropped
+    after stream_write_timeout_s (counted), instead of queueing messages in the daemon."""
+    import socket
+
+    with served_console(tmp_path, stream_interval_s=0.1, stream_write_timeout_s=1.0) as (server, _):
+        c = Client(server.url)
+        assert c.get("/")[0] == 200
+        cookie = "; ".join(f"{k.name}={k.value}" for k in c.jar)
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)  # before connect: a small window
+        s.connect(("127.0.0.1", server.port))
+        rows = ",".join(str(r) for r in range(100))
+        s.sendall(f"GET /api/stream?rows={rows} HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}\r\n\r\n".encode())
+        try:
+            deadline = time.monotonic() + 120
+            while server.counters.streams_dropped == 0:
+                assert time.monotonic() < deadline, "a stream nobody reads was never dropped"
+                time.sleep(0.2)
+            assert server.counters.streams == 0
+        finally:
+            s.close()

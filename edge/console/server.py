@@ -10,8 +10,9 @@ with a deadline; the signal tap is read directly (numpy arrays, copied). Every r
 Live values are server-sent events (``/api/stream``), latest-value-only: each tick a stream reads the
 current values of the rows its page shows and writes one message; a tab that reads slower than
 ``stream_write_timeout_s`` is dropped (counted), ticks a stream could not keep up with are skipped
-(counted), and at most ``max_clients`` streams run at once. A tab can therefore cost the daemon at most
-the socket's buffer and one message, however long it is forgotten.
+(counted), and at most ``max_clients`` streams run at once. A stream's socket has a fixed send buffer
+(``STREAM_SNDBUF_BYTES``, no autotuning) and as much in its transport, so a tab can cost the daemon about
+200 KB and one message, however long it is forgotten.
 
 Security: see :mod:`edge.console.auth` and :mod:`edge.console.settings`. Every POST needs the session's
 CSRF token (and a same-origin ``Origin`` header when the browser sends one); static files are served
@@ -29,6 +30,7 @@ import hmac
 import json
 import logging
 import shutil
+import socket
 import ssl
 import tempfile
 import threading
@@ -69,6 +71,8 @@ REFUSED_LOGIN_AUDITS_PER_MIN = 20
 #: logins takes at most ~1/4 of a core from the daemon.
 LOGIN_PAUSE_FACTOR = 3.0
 STARTUP_TIMEOUT_S = 10.0
+#: Kernel send buffer and transport buffer of a live stream: what an unread tab can hold at most.
+STREAM_SNDBUF_BYTES = 64 * 1024
 _LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 _CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
         "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
@@ -385,6 +389,7 @@ class ConsoleServer:
             self.counters.streams_refused += 1
             raise web.HTTPServiceUnavailable(text="too many live streams; close other console tabs\n")
         token = request[SESSION].token
+        _bound_stream_buffers(request)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
                                            "X-Content-Type-Options": "nosniff"})
         self.counters.streams += 1
@@ -554,6 +559,20 @@ class ConsoleServer:
         except Exception:
             self.counters.audits_failed += 1
             log.exception("console: audit document for %s %s not written", service, action)
+
+
+def _bound_stream_buffers(request: web.Request) -> None:
+    """A fixed kernel send buffer and a small transport buffer for a live stream: the kernel's autotuning
+    would otherwise let an unread stream hold megabytes before the write timeout could notice."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF_BYTES)
+    with contextlib.suppress(AttributeError, NotImplementedError):
+        transport.set_write_buffer_limits(high=STREAM_SNDBUF_BYTES)
 
 
 def _redirect(location: str) -> web.Response:
