@@ -168,7 +168,7 @@ def test_security_login_csrf_traversal_and_size(tmp_path: Path, monkeypatch: pyt
 def test_config_upload_is_checked_not_applied(tmp_path: Path) -> None:
     good = (DEV_PLANT.parent / "edge.yaml").read_bytes()
     bad = b"kind: edge\ngateway_id: gw\nplant: plant.yaml\npublish: {batch_interval_ms: 1}\n"
-    with served_console(tmp_path) as (server, _):
+    with served_console(tmp_path) as (server, daemon):
         c = Client(server.url)
         for data, want in ((good, "valid"), (bad, "invalid")):
             boundary = "plantwireboundary"
@@ -179,6 +179,9 @@ def test_config_upload_is_checked_not_applied(tmp_path: Path) -> None:
                                   headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
             assert status == 200 and f"Check result: {want}" in html, html[-1500:]
         assert "publish.batch_interval_ms" in html
+        checks = [d for d in daemon.emitted if d["action"] == "config_check"]
+        assert [(d["outcome"], d["target"], d["detail"].split(":")[0]) for d in checks] == [
+            ("dry_run", "edge.yaml", "valid"), ("dry_run", "edge.yaml", "invalid")]
 
 
 def test_tls_console_serves_https_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

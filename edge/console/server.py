@@ -488,6 +488,10 @@ class ConsoleServer:
             data = field.file.read()
             text, ok = await asyncio.to_thread(_check_upload, data, field.filename or "upload.yaml", kind,
                                                self.feed.config_dir)
+        name = field.filename if isinstance(field, web.FileField) else ""
+        await self._audit(s.user, "console", "config_check", str(name)[:200], "",
+                          ActionResult(Outcome.DRY_RUN, ("valid" if ok else "invalid") + ": " + text[:300]),
+                          uuid.uuid4().hex)
         body = pages.config_page(redact(self.feed.running_config), s.csrf, text, ok)
         return self._page(request, "Configuration", body, "/config", "config")
 
