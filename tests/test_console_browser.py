@@ -191,3 +191,49 @@ def _rates(driver: Any) -> str:
     from selenium.webdriver.common.by import By
 
     return " ".join(c.text for c in driver.find_elements(By.CSS_SELECTOR, "#sources .rate"))
+
+
+@pytest.mark.slow
+def test_demo_prints_the_console_address_and_it_works(tmp_path: Path) -> None:
+    """``plantwire demo`` with the shipped demo's ``console:`` section (on the dev plant, for time): it prints
+    the console's address, and the overview there shows the running edge's sources, connected."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+
+    d = tmp_path / "demo-config"
+    d.mkdir()
+    plant = yaml.safe_load((ROOT / "configs" / "dev" / "plant.yaml").read_text())
+    plant["imports"] = [str((ROOT / "configs" / "dev" / p).resolve()) for p in plant.get("imports", [])]
+    (d / "plant.yaml").write_text(yaml.safe_dump(plant))
+    edge = yaml.safe_load((ROOT / "configs" / "dev" / "edge.yaml").read_text())
+    edge["console"] = yaml.safe_load((ROOT / "configs" / "demo" / "edge.yaml").read_text())["console"]
+    (d / "edge.yaml").write_text(yaml.safe_dump(edge))
+    (d / "cloud.yaml").write_text((ROOT / "configs" / "dev" / "cloud.yaml").read_text())
+    log_path = tmp_path / "demo.log"
+    with open(log_path, "wb") as log:
+        demo = subprocess.Popen([sys.executable, "-m", "plantwire.cli", "demo", str(d), "--state-dir",
+                                 str(tmp_path / "state")], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                start_new_session=True)
+    try:
+        def printed() -> str | None:
+            assert demo.poll() is None, log_path.read_text()[-3000:]
+            m = re.search(r"edge console (http://\S+)", log_path.read_text())
+            return m.group(1) if m else None
+
+        url = wait_for("the console's address", printed, 180)
+        with chromium(tmp_path / "profile") as driver:
+            driver.get(url)
+            wait_for("the overview with every source connected", lambda: _text(driver, "#sources").count(
+                "connected") == 6 and "down" not in _text(driver, "#sources"), 60)
+            assert "operator" in _text(driver, "header")  # the demo's loopback visitor may act
+            screenshot(driver, "demo-overview")
+        os.kill(demo.pid, signal.SIGINT)
+        assert demo.wait(120) == 0, log_path.read_text()[-3000:]
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait(30)
