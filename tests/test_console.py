@@ -312,3 +312,21 @@ def test_a_tab_that_stops_reading_is_dropped_and_counted(tmp_path: Path) -> None
             assert server.counters.streams == 0
         finally:
             s.close()
+
+
+def test_models_and_agents_show_on_the_overview_once_connected(tmp_path: Path) -> None:
+    from edge.console import agents_hook, models_hook
+
+    health = {"models": {"machine_pca/press": {"active": "20261203T1000-a1", "shadow": "20261203T1100-b2",
+                                               "previous": None}}, "model_refusals_total": 0}
+    summary = {"energy": {"enabled": True, "reason": None, "samples_in": 1200, "samples_out": 40},
+               "leak_test": {"enabled": False, "reason": "raised ValueError at frame 12", "samples_in": 5,
+                             "samples_out": 0}}
+    with served_console(tmp_path) as (server, daemon):
+        daemon.feed.hooks.models = models_hook(lambda: health)
+        daemon.feed.hooks.agents = agents_hook(lambda: summary)
+        status, html = Client(server.url).get("/")
+        assert status == 200
+        assert "<td>machine_pca/press</td><td>20261203T1000-a1</td><td>20261203T1100-b2</td>" in html
+        assert "<td>energy</td><td>running</td><td>1,200 samples in, 40 out</td>" in html
+        assert "<td>leak_test</td><td>disabled</td><td>raised ValueError at frame 12</td>" in html

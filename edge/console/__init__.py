@@ -6,7 +6,16 @@ Public surface: :class:`ConsoleSettings` (the ``console:`` config section), :cla
 :class:`ConsoleHooks` (where incidents, models and agents plug in). See docs/console.md.
 """
 
-from edge.console.hooks import ActionResult, AlarmBoard, ConsoleHooks, DetectorAlarmBoard, IncidentBoard, Outcome
+from edge.console.hooks import (
+    ActionResult,
+    AlarmBoard,
+    ConsoleHooks,
+    DetectorAlarmBoard,
+    IncidentBoard,
+    Outcome,
+    agents_hook,
+    models_hook,
+)
 from edge.console.settings import ConsoleSettings, ConsoleTls, Role
 from edge.console.tap import SignalTap
 from edge.console.view import GatewayFeed
@@ -23,4 +32,6 @@ __all__ = [
     "Outcome",
     "Role",
     "SignalTap",
+    "agents_hook",
+    "models_hook",
 ]

@@ -27,7 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["ActionResult", "AlarmBoard", "ConsoleHooks", "DetectorAlarmBoard", "IncidentBoard", "Outcome"]
+__all__ = ["ActionResult", "AlarmBoard", "ConsoleHooks", "DetectorAlarmBoard", "IncidentBoard", "Outcome",
+           "agents_hook", "models_hook"]
 
 #: Alarm actions the console offers (ISA-18.2 words).
 ALARM_ACTIONS = ("ack", "shelve", "unshelve")
@@ -202,3 +203,31 @@ class IncidentBoard:
         except ValueError:
             outcome = Outcome.FAILED
         return ActionResult(outcome, str(res.get("detail", "")), audited=True)
+
+
+def models_hook(health_doc: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, dict[str, Any]]]:
+    """The ``models`` slot from a model store's health keys (``edge/modelstore``: ``ModelManager.health_doc``,
+    whose ``"models"`` is ``{"<kind>/<template>": {"active", "shadow", "previous"}}``, contracts.md).
+    Connect with ``gateway.console_hooks.models = models_hook(gateway.models.health_doc)``."""
+
+    def models() -> dict[str, dict[str, Any]]:
+        return dict(health_doc().get("models") or {})
+
+    return models
+
+
+def agents_hook(summary: Callable[[], dict[str, dict[str, Any]]]) -> Callable[[], list[dict[str, Any]]]:
+    """The ``agents`` slot from an agent runner's summary (``edge/agents``: ``AgentRunner.summary``,
+    ``{name: {"enabled", "reason", "samples_in", "samples_out", ...}}``).
+    Connect with ``gateway.console_hooks.agents = agents_hook(gateway.agents.summary)``."""
+
+    def agents() -> list[dict[str, Any]]:
+        out = []
+        for name, d in sorted(summary().items()):
+            enabled = bool(d.get("enabled", True))
+            detail = (f"{d.get('samples_in', 0):,} samples in, {d.get('samples_out', 0):,} out" if enabled
+                      else str(d.get("reason") or "disabled"))
+            out.append({"name": name, "state": "running" if enabled else "disabled", "detail": detail})
+        return out
+
+    return agents
