@@ -820,4 +820,11 @@ def _load_and_check(config_path: Path) -> tuple[EdgeConfig, PlantConfig]:
             tls_context(cfg.mqtt.tls)
         except SecretError as exc:
             raise ConfigError(str(config_path), [f"mqtt.tls: {exc}"]) from None
+    if cfg.console is not None:  # its user table and key must open too, or the reload would stop the daemon
+        from edge.console.server import check_secrets
+
+        try:
+            check_secrets(cfg.console)
+        except SecretError as exc:
+            raise ConfigError(str(config_path), [f"console: {exc}"]) from None
     return cfg, plant

@@ -160,6 +160,13 @@ def test_security_login_csrf_traversal_and_size(tmp_path: Path, monkeypatch: pyt
             status = 413
         assert status == 413
         assert op.get("/")[0] == 200
+        # A header beyond the server's line limit is refused too.
+        try:
+            status, _ = op.get("/", headers={"X-Padding": "a" * 100_000})
+        except ConnectionError:
+            status = 400
+        assert status in (400, 431)
+        assert op.get("/")[0] == 200
         # Logging out ends the session.
         assert op.post("/logout", {"csrf": op.csrf()})[0] == 200
         assert op.get("/api/stream?rows=1")[0] == 401
@@ -330,3 +337,15 @@ def test_models_and_agents_show_on_the_overview_once_connected(tmp_path: Path) -
         assert "<td>machine_pca/press</td><td>20261203T1000-a1</td><td>20261203T1100-b2</td>" in html
         assert "<td>energy</td><td>running</td><td>1,200 samples in, 40 out</td>" in html
         assert "<td>leak_test</td><td>disabled</td><td>raised ValueError at frame 12</td>" in html
+
+
+def test_a_reload_with_a_missing_console_secret_is_rejected(tmp_path: Path) -> None:
+    """SIGHUP checks the console's user table before the running gateway is stopped (as for the broker's key)."""
+    from edge.app import _load_and_check
+    from plantwire.configfile import ConfigError
+
+    cfg = tmp_path / "edge.yaml"
+    cfg.write_text(f"kind: edge\ngateway_id: gw\nplant: {DEV_PLANT}\n"
+                   f"console: {{host: 127.0.0.1, port: 0, users_env: {USERS_ENV}_MISSING}}\n")
+    with pytest.raises(ConfigError, match=r"console: secret not found; looked in \$"):
+        _load_and_check(cfg)

@@ -54,7 +54,7 @@ from edge.console.view import GatewayFeed, overview_snapshot, redact
 from plantwire.metrics import Registry
 from plantwire.tls import SecretError, read_secret
 
-__all__ = ["ConsoleCounters", "ConsoleServer"]
+__all__ = ["ConsoleCounters", "ConsoleServer", "check_secrets"]
 
 log = logging.getLogger("plantwire.edge.console")
 
@@ -125,6 +125,13 @@ def _server_context(s: ConsoleSettings) -> ssl.SSLContext | None:
     except (OSError, ssl.SSLError) as exc:
         raise SecretError(f"console.tls: cannot load {t.cert_file} / {t.key_file}: {exc}") from None
     return ctx
+
+
+def check_secrets(settings: ConsoleSettings) -> None:
+    """Open the user table and the TLS key as a start would (raises SecretError): a SIGHUP reload runs this
+    before it stops the running gateway."""
+    _load_users(settings)
+    _server_context(settings)
 
 
 class ConsoleServer:
