@@ -349,3 +349,20 @@ def test_a_reload_with_a_missing_console_secret_is_rejected(tmp_path: Path) -> N
                    f"console: {{host: 127.0.0.1, port: 0, users_env: {USERS_ENV}_MISSING}}\n")
     with pytest.raises(ConfigError, match=r"console: secret not found; looked in \$"):
         _load_and_check(cfg)
+
+
+def test_passwd_command_prints_a_user_line_the_console_accepts(monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    from plantwire.cli import main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("a-long-password\n"))
+    assert main(["console", "passwd", "ann", "--role", "operator", "--stdin"]) == 0
+    line = capsys.readouterr().out.strip()
+    user = parse_users(line)["ann"]
+    assert user.role is Role.OPERATOR and verify_password("a-long-password", user.password_hash)
+    assert "a-long-password" not in line
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert main(["console", "passwd", "ann", "--stdin"]) == 2
+    assert main(["console", "nonsense"]) == 2
