@@ -441,6 +441,8 @@ class ConsoleServer:
                 "Detector alarm episodes (the incident layer, edge/alarms, is not connected on this gateway).")
         body = pages.alarms_page(open_alarms, closed, can_act=s.role is Role.OPERATOR, csrf=s.csrf,
                                  source_note=note, message=message)
+        if request.method == "GET" and request.query.get("fragment") == "1":
+            return web.Response(text=body, content_type="text/html")
         return self._page(request, "Alarms", body, "/alarms", "alarms")
 
     async def _alarms(self, request: web.Request) -> web.Response:

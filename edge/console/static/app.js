@@ -75,7 +75,25 @@
     }).catch(function () {});
   }
 
+  let lastAlarms = null;
+  function refreshAlarms() {
+    // Not while the operator is filling in a shelve form (the refresh would throw the input away).
+    // Nor while an action's result is shown (it stays until the operator moves on).
+    const active = document.activeElement;
+    if (document.hidden || document.getElementById("action-result") ||
+        (active && active.closest && active.closest("#main form"))) return;
+    fetch("/alarms?fragment=1", {credentials: "same-origin"}).then(function (r) {
+      return r.ok ? r.text() : null;
+    }).then(function (html) {
+      if (html && html !== lastAlarms) {
+        if (lastAlarms !== null) document.getElementById("main").innerHTML = html;
+        lastAlarms = html;
+      }
+    }).catch(function () {});
+  }
+
   if (page === "overview") setInterval(refreshOverview, 2000);
+  if (page === "alarms") setInterval(refreshAlarms, 5000);
   if (page === "signals") {
     const input = document.getElementById("q");
     let timer = null;
