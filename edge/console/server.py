@@ -403,6 +403,8 @@ class ConsoleServer:
         interval = self.settings.stream_interval_s
         loop = asyncio.get_running_loop()
         tap = self.feed.tap
+        stop = self._stop
+        assert stop is not None
         try:
             await resp.prepare(request)
             next_t = loop.time()
@@ -426,7 +428,8 @@ class ConsoleServer:
                     skipped = int((now - next_t) / interval) + 1
                     self.counters.updates_skipped += skipped
                     next_t += skipped * interval
-                await asyncio.sleep(next_t - now)
+                with contextlib.suppress(TimeoutError):  # a stop wakes every stream at once
+                    await asyncio.wait_for(stop.wait(), next_t - now)
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
