@@ -289,8 +289,8 @@ class ConsoleServer:
                 if request.method == "GET" and not request.path.startswith(("/api/", "/fragment/")):
                     raise web.HTTPSeeOther("/login")
                 raise web.HTTPUnauthorized(text="log in first\n")
-            if request.method == "POST" and request.path != "/login":
-                await self._check_csrf(request, session)
+            if request.method == "POST":  # the login form has no session yet: its origin is checked
+                await self._check_csrf(request, session, token=request.path != "/login")
             if request.path == "/api/stream":
                 resp = await handler(request)  # a stream bounds itself (write timeout, session expiry)
             else:
@@ -324,18 +324,20 @@ class ConsoleServer:
         resp.set_cookie(COOKIE, s.token, httponly=True, samesite="Strict", secure=self.ssl_context is not None,
                         path="/", max_age=int(self.settings.session_ttl_s))
 
-    async def _check_csrf(self, request: web.Request, session: Session | None) -> None:
+    async def _check_csrf(self, request: web.Request, session: Session | None, *, token: bool) -> None:
         origin = request.headers.get("Origin")
         if origin is not None and origin != f"{request.scheme}://{request.host}":
             self.counters.csrf_refused += 1
             log.warning("console: refused %s %s from origin %r", request.method, request.path, origin)
             raise web.HTTPForbidden(text="cross-origin request refused\n")
-        token = request.headers.get("X-CSRF-Token")
-        if token is None:
+        if not token:
+            return
+        sent = request.headers.get("X-CSRF-Token")
+        if sent is None:
             form = await request.post()
             value = form.get("csrf")
-            token = value if isinstance(value, str) else None
-        if session is None or not token or not hmac.compare_digest(token, session.csrf):
+            sent = value if isinstance(value, str) else None
+        if session is None or not sent or not hmac.compare_digest(sent, session.csrf):
             self.counters.csrf_refused += 1
             log.warning("console: refused %s %s without a valid CSRF token (user %s)", request.method, request.path,
                         session.user if session else None)
