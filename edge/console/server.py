@@ -280,10 +280,10 @@ class ConsoleServer:
                 self.counters.forbidden += 1
                 raise web.HTTPMisdirectedRequest(text="this console answers to loopback names only\n")
             session = self.sessions.get(request.cookies.get(COOKIE))
-            if session is None and not self.users:  # loopback without a user table: a local visitor
+            public = request.path in ("/login",) or request.path.startswith("/static/")
+            if session is None and not self.users and not public:  # loopback, no user table: a local visitor
                 session = new_session = self.sessions.create("local", self.settings.loopback_role, anonymous=True)
             request[SESSION] = session
-            public = request.path in ("/login",) or request.path.startswith("/static/")
             if session is None and not public:
                 self.counters.unauthenticated += 1
                 if request.method == "GET" and not request.path.startswith(("/api/", "/fragment/")):
