@@ -26,6 +26,7 @@ commands:
   rebaseline --state-dir DIR M...  a confirmed change: a running edge drops these machines' baselines and refits
   kernels          compile the edge's kernels ahead of time (the edge daemon then runs without numba)
   retention ...    set up InfluxDB retention policies and rollups, or back-fill rollups (ensure|backfill|print)
+  alarms ...       open incidents, operator actions (ack|shelve|unshelve|oos|return), EEMUA 191 report
   install          install systemd units, the plantwire user and directories (--root DIR for an image)
   uninstall        stop and remove the units (--purge: also config, state and user)
 """
@@ -99,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         from cloud.retention import main as retention_main
 
         return retention_main(rest)
+    if cmd == "alarms":
+        from cloud.alarms.cli import main as alarms_main
+
+        return alarms_main(rest)
     if cmd in ("install", "uninstall"):
         from plantwire.install import main as install_main
 

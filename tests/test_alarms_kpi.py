@@ -10,7 +10,7 @@ import pytest
 from cloud.alarms import kpi
 
 S = 10**9
-T0 = 1_700_000_000 * S
+T0 = 1_700_000_400 * S  # on the 10-minute grid
 
 
 def _naive_flood(ts_s: list[int], start_s: int, end_s: int, threshold: int = 10, window_s: int = 600) -> float:

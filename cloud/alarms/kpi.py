@@ -6,7 +6,7 @@ numbers by the same definitions:
 
 - **Annunciated alarm**: a transition ``open`` or ``flood_open`` that was not suppressed at that moment
   (a suppressed, shelved or out-of-service incident never reached the operator). What EEMUA counts.
-- **Alarm rate** per area: annunciated alarms per 10-minute bucket, aligned to the report's start;
+- **Alarm rate** per area: annunciated alarms per 10-minute bucket of the clock (00:00, 00:10, ...);
   average = all of them over the report's length in 10-minute units, peak = the fullest bucket.
   EEMUA 191: about 1 per 10 minutes is "very likely acceptable", 2 "manageable".
 - **Flood**: more than ``flood_threshold`` (10) annunciated alarms in the trailing 10 minutes of an
@@ -124,8 +124,8 @@ def alarm_rates(ts_ns: np.ndarray, start_ns: int, end_ns: int) -> tuple[float, i
     if span <= 0:
         raise ValueError(f"report span must be positive, got {start_ns}..{end_ns}")
     inside = ts_ns[(ts_ns >= start_ns) & (ts_ns < end_ns)]
-    n_buckets = -(-span // NS_PER_10MIN)
-    counts = np.bincount((inside - start_ns) // NS_PER_10MIN, minlength=n_buckets)
+    first = start_ns // NS_PER_10MIN  # buckets on the clock's 10-minute grid, as Grafana's GROUP BY time(10m)
+    counts = np.bincount(inside // NS_PER_10MIN - first, minlength=(end_ns - 1) // NS_PER_10MIN - first + 1)
     return float(inside.size * NS_PER_10MIN / span), int(counts.max(initial=0))
 
 

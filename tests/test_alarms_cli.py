@@ -1,0 +1,141 @@
+"""``plantwire alarms`` against real InfluxDB and Mosquitto: list, commands answered by a stand-in gateway
+(the edge's command handler is tested on its own side), a clear message when no answer comes, the report."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from cloud.alarms.cli import main
+from cloud.alarms.store import incident_points
+from plantwire.services import InfluxDB1, Mosquitto
+from tests.test_alarms_ingest import incident
+
+pytestmark = pytest.mark.integration
+
+SITE, GW = "plant1", "gw-a"
+
+
+def _write(influx: InfluxDB1, db: str, docs: list[dict[str, Any]]) -> None:
+    lines = []
+    for d in docs:
+        p = incident_points(SITE, GW, d)
+        lines += [p.state_line, p.transition_line]
+    body = ("\n".join(lines) + "\n").encode()
+    req = urllib.request.Request(f"{influx.url}/write?db={db}&precision=ns", data=body, method="POST")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.status == 204
+
+
+class StandInGateway:
+    """Answers alarms commands on its cmd topic like the edge does: cmdresult with the request's id."""
+
+    def __init__(self, broker: Mosquitto, outcome: str = "applied") -> None:
+        self.received: list[dict[str, Any]] = []
+        self.ready = threading.Event()
+        self.c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="standin-gw-a",
+                             protocol=mqtt.MQTTv5)
+
+        def on_message(c: mqtt.Client, _u: object, m: mqtt.MQTTMessage) -> None:
+            doc = json.loads(m.payload)
+            self.received.append(doc)
+            res = {"id": doc["id"], "service": "alarms", "action": doc["action"], "outcome": outcome, "detail": ""}
+            c.publish(f"plantwire/v1/{SITE}/{GW}/cmdresult", json.dumps(res), qos=1)
+
+        self.c.on_message = on_message
+        self.c.on_subscribe = lambda *a: self.ready.set()
+        self.c.connect(broker.host, broker.port)
+        self.c.subscribe(f"plantwire/cmd/v1/{SITE}/{GW}/#", qos=1)
+        self.c.loop_start()
+        assert self.ready.wait(10)
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+@pytest.fixture
+def filled(influxdb: InfluxDB1, influx_db: str) -> Iterator[int]:
+    now = time.time_ns()
+    ten_min = 600 * 10**9
+    t = (now - 3600 * 10**9) // ten_min * ten_min + ten_min // 2  # mid-bucket: both opens in one 10 minutes
+    old = now - 30 * 3600 * 10**9
+    _write(influxdb, influx_db, [
+        incident("inc-open", 1, "open", t, t, signals=["m1.temp", "m1.press"]),
+        incident("inc-done", 1, "open", t + 10**9, t + 10**9, machine="m2"),
+        incident("inc-done", 2, "clear", t + 5 * 10**9, t + 10**9, machine="m2", active=False, acked=True,
+                 end_ns=t + 5 * 10**9),
+        incident("inc-standing", 1, "open", old, old, machine="m3", area="hall-b", priority="critical"),
+    ])
+    yield now
+
+
+def test_list_shows_open_incidents_with_their_signals(
+    influxdb: InfluxDB1, influx_db: str, filled: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--influx", influxdb.url, "--database", influx_db, "list"]) == 0
+    out = capsys.readouterr().out
+    assert "inc-open" in out and "m1.temp, m1.press" in out and "active_unacked" in out and "hall-a" in out
+    assert "inc-standing" in out and "critical" in out
+    assert "inc-done" not in out  # cleared and acknowledged: nothing for the operator
+    assert main(["--influx", influxdb.url, "--database", influx_db, "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["id"] for r in rows] == ["inc-open", "inc-standing"]
+
+
+def test_commands_reach_the_gateway_and_its_answer_is_printed(
+    mosquitto: Mosquitto, influxdb: InfluxDB1, influx_db: str, filled: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["--influx", influxdb.url, "--database", influx_db, "--broker", f"{mosquitto.host}:{mosquitto.port}",
+            "--actor", "alice", "--timeout", "15"]
+    gw = StandInGateway(mosquitto)
+    try:
+        assert main([*base, "ack", "inc-open", "--reason", "seen it"]) == 0
+        assert "ack inc-open on gw-a: applied" in capsys.readouterr().out
+        assert main([*base, "shelve", "inc-open", "--minutes", "30", "--reason", "sensor swap"]) == 0
+        assert main([*base, "oos", "inc-standing", "--reason", "decommissioned"]) == 0
+    finally:
+        gw.close()
+    ack, shelve, oos = gw.received
+    assert (ack["action"], ack["incident"], ack["actor"], ack["reason"]) == ("ack", "inc-open", "alice", "seen it")
+    assert isinstance(ack["id"], str) and ack["id"] and isinstance(ack["ts_ns"], int)
+    assert (shelve["action"], shelve["minutes"]) == ("shelve", 30.0)
+    assert (oos["action"], oos["reason"]) == ("oos", "decommissioned")
+    assert len({ack["id"], shelve["id"], oos["id"]}) == 3
+
+
+def test_no_answer_and_unknown_incident_are_said_plainly(
+    mosquitto: Mosquitto, influxdb: InfluxDB1, influx_db: str, filled: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["--influx", influxdb.url, "--database", influx_db, "--broker", f"{mosquitto.host}:{mosquitto.port}"]
+    t0 = time.monotonic()
+    assert main([*base, "--timeout", "1", "unshelve", "inc-open"]) == 3
+    assert time.monotonic() - t0 < 10
+    err = capsys.readouterr().err
+    assert "no answer from gateway gw-a (site plant1) within 1 s" in err
+    assert main([*base, "ack", "no-such-incident"]) == 2
+    assert "incident 'no-such-incident' not found" in capsys.readouterr().err
+    assert main(["--influx", "http://127.0.0.1:9", "list"]) == 4
+    assert "InfluxDB not reachable" in capsys.readouterr().err
+
+
+def test_report_prints_the_eemua_figures(
+    influxdb: InfluxDB1, influx_db: str, filled: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--influx", influxdb.url, "--database", influx_db, "report", "--since", "24h", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["annunciated"] == 2  # the standing one opened 30 h ago, before the window
+    assert [(a["area"], a["alarms"], a["peak_per_10min"]) for a in rep["areas"]] == [("hall-a", 2, 2)]
+    assert rep["standing"] == ["gw-a/inc-standing"]
+    assert rep["priorities"]["high"]["alarms"] == 2
+    assert main(["--influx", influxdb.url, "--database", influx_db, "report"]) == 0
+    text = capsys.readouterr().out
+    assert "alarm performance (EEMUA 191)" in text and "standing incidents (active > 24 h): 1" in text
