@@ -109,13 +109,15 @@ def test_malformed_incident_is_dead_lettered_with_its_key(
                 incident("y", "1", "open", t, t),  # seq not an integer
                 incident("z", 0, "open", t, t, priority="urgent"),
                 incident("ok", 0, "open", t, t),
+                incident("ok", 10**30, "clear", t, t),  # would make every later transition look stale
             ))
-            wait_for(lambda: ing.pending() == 0 and ing.m_dead.get(reason="schema") == 3, what="dead letters")
+            wait_for(lambda: ing.pending() == 0 and ing.m_dead.get(reason="schema") == 4, what="dead letters")
             assert ing.m_incidents.total() == 1
             reasons = [e["reason"] for e in _dead_entries(cfg.state_dir)]
             assert any("events[0]: transition: expected one of" in r for r in reasons), reasons
             assert any("events[1]: seq: expected an integer" in r for r in reasons), reasons
             assert any("events[2]: priority:" in r for r in reasons), reasons
+            assert any("events[4]: seq: 10000" in r and "outside" in r for r in reasons), reasons
         assert [r["id"] for r in influxdb.rows("SELECT id FROM incidents", influx_db)] == ["ok"]
     finally:
         pub.close()

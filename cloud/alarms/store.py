@@ -69,6 +69,8 @@ def _int(doc: Mapping[str, Any], key: str, *, required: bool = True) -> int:
         return 0
     if isinstance(v, bool) or not isinstance(v, int):
         raise schema.SchemaError(f"{key}: expected an integer, got {v!r}")
+    if not 0 <= v < 2**63:  # InfluxDB's range; a huge seq would otherwise make every later transition "stale"
+        raise schema.SchemaError(f"{key}: {v} is outside 0..2**63-1")
     return v
 
 
