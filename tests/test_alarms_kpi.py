@@ -46,6 +46,31 @@ def row(inc: str, ts_s: float, transition: str, **kw: Any) -> dict[str, Any]:
     return {**base, **kw}
 
 
+def with_starts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each incident starts at its first row, unless the row says otherwise."""
+    first: dict[str, int] = {}
+    for r in rows:
+        first[r["incident"]] = min(first.get(r["incident"], r["ts_ns"]), r["ts_ns"])
+    return [{"start_ns": first[r["incident"]], **r} for r in rows]
+
+
+def test_annunciated_once_when_it_reaches_the_operator() -> None:
+    rows = with_starts([
+        row("a", 10, "open"), row("a", 20, "ack"),  # annunciated at its open
+        row("b", 10, "suppress", suppressed=True), row("b", 30, "unsuppress"),  # machine back on, still active
+        row("b", 40, "suppress", suppressed=True), row("b", 50, "unsuppress"),  # once per incident
+        row("c", 10, "suppress", suppressed=True), row("c", 30, "clear", active=False),  # never shown
+        row("d", 10, "chatter", suppressed=True, chattering=True), row("d", 70, "unshelve"),  # shown when unshelved
+        row("e", 60, "update", start_ns=T0 - 3600 * S),  # began before the data: shown back then, not now
+        row("f", 10, "flood_open"),
+    ])
+    t = kpi.Transitions.from_rows(rows)
+    got = sorted((t.incidents[t.incident[i]], rows[i]["transition"], rows[i]["ts_ns"])
+                 for i in np.flatnonzero(kpi.annunciated(t)))
+    assert got == [("a", "open", T0 + 10 * S), ("b", "unsuppress", T0 + 30 * S), ("d", "unshelve", T0 + 70 * S),
+                   ("f", "flood_open", T0 + 10 * S)]
+
+
 def test_report_counts_what_reached_the_operator() -> None:
     rows = [
         row("m1-1", 10, "open", priority="critical"), row("m1-1", 20, "ack"), row("m1-1", 30, "clear"),
@@ -62,7 +87,7 @@ def test_report_counts_what_reached_the_operator() -> None:
         row("m6-1", 400, "open", source="gw/m6"), row("m6-1", 401, "chatter", chattering=True),
         row("old", -700, "open", source="gw/old"),  # before the report: in no figure
     ]
-    t = kpi.Transitions.from_rows(rows)
+    t = kpi.Transitions.from_rows(with_starts(rows))
     r = kpi.report(t, T0, T0 + 3600 * S, standing_ids=["m9-1"])
     assert r.annunciated == 7
     assert [(a.area, a.alarms, a.peak_per_10min) for a in r.areas] == [("hall-a", 6, 6), ("hall-b", 1, 1)]

@@ -4,8 +4,11 @@ Used by ``plantwire alarms report`` (through :mod:`cloud.alarms.query`, which fi
 InfluxDB) and by bench scripts (which fill them from a simulated run directly), so both report the same
 numbers by the same definitions:
 
-- **Annunciated alarm**: a transition ``open`` or ``flood_open`` that was not suppressed at that moment
-  (a suppressed, shelved or out-of-service incident never reached the operator). What EEMUA counts.
+- **Annunciated alarm**: an incident reaching the operator: its first transition that leaves it active and
+  neither suppressed, shelved nor out of service, where it either begins the incident or follows a
+  transition that left it hidden (an incident suppressed while its machine was off and still active
+  when the suppression ends reaches the operator then). Counted once per incident, as the edge counts
+  ``incidents_annunciated_total``. What EEMUA counts.
 - **Alarm rate** per area: annunciated alarms per 10-minute bucket of the clock (00:00, 00:10, ...);
   average = all of them over the report's length in 10-minute units, peak = the fullest bucket.
   EEMUA 191: about 1 per 10 minutes is "very likely acceptable", 2 "manageable".
@@ -47,8 +50,6 @@ __all__ = [
 
 NS_PER_10MIN = 600 * 10**9
 NS_PER_DAY = 86_400 * 10**9
-_OPEN = INCIDENT_TRANSITIONS.index("open")
-_FLOOD_OPEN = INCIDENT_TRANSITIONS.index("flood_open")
 _CHATTER = INCIDENT_TRANSITIONS.index("chatter")
 
 
@@ -69,6 +70,7 @@ class Transitions:
     active: np.ndarray  # bool
     chattering: np.ndarray  # bool
     suppressed: np.ndarray  # bool: suppressed, shelved or out of service at that moment
+    start_ns: np.ndarray  # int64: the incident's start (a transition at it begins the incident)
     incidents: Sequence[str] = ()
     areas: Sequence[str] = ()
     sources: Sequence[str] = ()
@@ -78,7 +80,7 @@ class Transitions:
 
     @classmethod
     def from_rows(cls, rows: Sequence[dict[str, object]]) -> Transitions:
-        """From dicts with keys ts_ns, incident, area, source, priority, transition, active, chattering,
+        """From dicts with keys ts_ns, start_ns, incident, area, source, priority, transition, active, chattering,
         suppressed (strings and plain values, e.g. InfluxDB rows); for tests, benches and the query layer."""
         def codes(key: str) -> tuple[np.ndarray, list[str]]:
             table: dict[str, int] = {}
@@ -98,15 +100,44 @@ class Transitions:
             active=np.array([bool(r["active"]) for r in rows], dtype=bool),
             chattering=np.array([bool(r["chattering"]) for r in rows], dtype=bool),
             suppressed=np.array([bool(r["suppressed"]) for r in rows], dtype=bool),
+            start_ns=np.array([int(r["start_ns"]) for r in rows], dtype=np.int64),  # type: ignore[call-overload]
             incidents=incidents,
             areas=areas,
             sources=sources,
         )
 
 
+def _by_incident(t: Transitions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(order sorting rows by incident then time, first row of its incident in that order, row begins it).
+
+    An incident's start is stored to the millisecond (``start_ms``), so "begins" compares milliseconds.
+    """
+    order = np.lexsort((t.ts_ns, t.incident))
+    inc = t.incident[order]
+    first = np.ones(inc.size, dtype=bool)
+    first[1:] = inc[1:] != inc[:-1]
+    begins = t.ts_ns[order] // 1_000_000 == t.start_ns[order] // 1_000_000
+    return order, first, begins
+
+
 def annunciated(t: Transitions) -> np.ndarray:
-    """Mask of the transitions that put a new alarm in front of the operator."""
-    return ((t.transition == _OPEN) | (t.transition == _FLOOD_OPEN)) & ~t.suppressed
+    """Mask of the transitions that put an incident in front of the operator (once per incident).
+
+    A transition is visible when it leaves the incident active and not suppressed, shelved or out of
+    service. It annunciates when it begins the incident, or when the incident's previous transition in
+    the data was not visible. An incident whose earlier transitions are outside the data is taken to have
+    been annunciated already (a report window must not count incidents that opened before it).
+    """
+    order, first, begins = _by_incident(t)
+    vis = (t.active & ~t.suppressed)[order]
+    prev_vis = np.zeros(vis.size, dtype=bool)
+    prev_vis[1:] = vis[:-1]
+    new = vis & np.where(first, begins, ~prev_vis)
+    rows = np.flatnonzero(new)
+    _, once = np.unique(t.incident[order][rows], return_index=True)  # rows are time-ordered per incident
+    mask = np.zeros(len(t), dtype=bool)
+    mask[order[rows[once]]] = True
+    return mask
 
 
 @dataclass(frozen=True)
@@ -164,13 +195,11 @@ def top_frequent(t: Transitions, mask: np.ndarray, n: int = 10) -> list[tuple[st
 def chattering_incidents(t: Transitions, *, count: int = 3, window_ns: int = 60 * 10**9) -> list[str]:
     """Incidents marked chattering by the edge, or activating ``count`` times within ``window_ns`` here."""
     flagged = set(t.incident[t.chattering | (t.transition == _CHATTER)].tolist())
-    order = np.lexsort((t.ts_ns, t.incident))
+    order, first, begins = _by_incident(t)
     inc, ts, act = t.incident[order], t.ts_ns[order], t.active[order]
-    first = np.ones(inc.size, dtype=bool)
-    first[1:] = inc[1:] != inc[:-1]
     prev_active = np.zeros(inc.size, dtype=bool)
     prev_active[1:] = act[:-1]
-    activation = act & (first | ~prev_active)
+    activation = act & np.where(first, begins, ~prev_active)
     a_inc, a_ts = inc[activation], ts[activation]
     k = count - 1
     if a_inc.size > k:
@@ -224,7 +253,8 @@ def report(
         areas.append(AreaRate(name, int(np.count_nonzero(mine & inside)), avg, peak, 100.0 * flood))
     areas.sort(key=lambda a: a.area)
     sub = Transitions(**{k: getattr(t, k)[in_span] for k in (
-        "ts_ns", "incident", "area", "source", "priority", "transition", "active", "chattering", "suppressed")},
+        "ts_ns", "incident", "area", "source", "priority", "transition", "active", "chattering", "suppressed",
+        "start_ns")},
         incidents=t.incidents, areas=t.areas, sources=t.sources)
     return Report(
         start_ns=start_ns,

@@ -94,12 +94,13 @@ def transitions(db: InfluxQL, start_ns: int, end_ns: int) -> kpi.Transitions:
     """Transitions in [start_ns - 10 min, end_ns) as KPI columns (the extra 10 minutes feed the flood window)."""
     rows = db.rows(
         f'SELECT "{s.F_ID}", "{s.F_ACTIVE}", "{s.F_CHATTERING}", "{s.F_SUPPRESSED_BY}", "{s.F_SHELVED}", '
-        f'"{s.F_OUT_OF_SERVICE}" FROM "{s.M_INCIDENT_TRANSITIONS}" '
+        f'"{s.F_OUT_OF_SERVICE}", "{s.F_START_MS}" FROM "{s.M_INCIDENT_TRANSITIONS}" '
         f"WHERE time >= {start_ns - kpi.NS_PER_10MIN} AND time < {end_ns} GROUP BY *"
     )
     cols = [
         {
             "ts_ns": r["time"],
+            "start_ns": int(r.get(s.F_START_MS) or 0) * 1_000_000,
             "incident": f"{r[s.TAG_GATEWAY]}/{r[s.F_ID]}",
             "area": r.get(s.TAG_AREA, ""),
             "source": f"{r[s.TAG_GATEWAY]}/{r[s.TAG_MACHINE]}" if r.get(s.TAG_MACHINE)

@@ -419,11 +419,13 @@ def pipeline_health() -> dict[str, Any]:
 
 # -- alarm management (issue 16): EEMUA 191 performance and the operator's list of open incidents --------
 
-#: Annunciated = a new incident (or flood summary) that reached the operator: not suppressed, shelved or out
-#: of service at that moment (cloud.alarms.kpi uses the same definition).
+#: Annunciated = an incident (or flood summary) reaching the operator: opened, or released from suppression,
+#: while active and not suppressed, shelved or out of service. cloud.alarms.kpi (the CLI's report) also counts
+#: an incident first shown when unshelved, and counts each incident once; InfluxQL cannot, so a panel may
+#: count an incident suppressed and released twice as two.
 _ANNUNCIATED = (
-    f'"{s.TAG_TRANSITION}" =~ /^(open|flood_open)$/ AND "{s.F_SUPPRESSED_BY}" = \'\' AND "{s.F_SHELVED}" = 0 '
-    f'AND "{s.F_OUT_OF_SERVICE}" = 0'
+    f'"{s.TAG_TRANSITION}" =~ /^(open|flood_open|unsuppress)$/ AND "{s.F_ACTIVE}" = 1 AND '
+    f'"{s.F_SUPPRESSED_BY}" = \'\' AND "{s.F_SHELVED}" = 0 AND "{s.F_OUT_OF_SERVICE}" = 0'
 )
 _OPEN_WINDOW = "time > now() - 400d"  # open incidents are stored at their start, which may be months back
 
