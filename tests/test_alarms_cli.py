@@ -90,6 +90,10 @@ def test_list_shows_open_incidents_with_their_signals(
     assert main(["--influx", influxdb.url, "--database", influx_db, "list", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["id"] for r in rows] == ["inc-open", "inc-standing"]
+    assert main(["--influx", influxdb.url, "--database", influx_db, "list", "--json", "--area", "hall-b"]) == 0
+    assert [r["id"] for r in json.loads(capsys.readouterr().out)] == ["inc-standing"]
+    assert main(["--influx", influxdb.url, "--database", influx_db, "list", "--json", "--priority", "high"]) == 0
+    assert [r["id"] for r in json.loads(capsys.readouterr().out)] == ["inc-open"]
 
 
 def test_commands_reach_the_gateway_and_its_answer_is_printed(
@@ -103,9 +107,13 @@ def test_commands_reach_the_gateway_and_its_answer_is_printed(
         assert "ack inc-open on gw-a: applied" in capsys.readouterr().out
         assert main([*base, "shelve", "inc-open", "--minutes", "30", "--reason", "sensor swap"]) == 0
         assert main([*base, "oos", "inc-standing", "--reason", "decommissioned"]) == 0
+        assert main([*base, "maintenance", "m2", "--reason", "bearing change"]) == 0  # gateway found by machine
+        assert main([*base, "shelve", "m1", "--machine", "--minutes", "5"]) == 0
     finally:
         gw.close()
-    ack, shelve, oos = gw.received
+    ack, shelve, oos, maint, shelve_m = gw.received
+    assert (maint["action"], maint["machine"], maint["reason"]) == ("maintenance", "m2", "bearing change")
+    assert "incident" not in maint and (shelve_m["machine"], shelve_m["minutes"]) == ("m1", 5.0)
     assert (ack["action"], ack["incident"], ack["actor"], ack["reason"]) == ("ack", "inc-open", "alice", "seen it")
     assert isinstance(ack["id"], str) and ack["id"] and isinstance(ack["ts_ns"], int)
     assert (shelve["action"], shelve["minutes"]) == ("shelve", 30.0)
@@ -124,6 +132,8 @@ def test_no_answer_and_unknown_incident_are_said_plainly(
     assert "no answer from gateway gw-a (site plant1) within 1 s" in err
     assert main([*base, "ack", "no-such-incident"]) == 2
     assert "incident 'no-such-incident' not found" in capsys.readouterr().err
+    assert main([*base, "maintenance-end", "no-such-machine"]) == 2
+    assert "machine 'no-such-machine' not found" in capsys.readouterr().err
     assert main(["--influx", "http://127.0.0.1:9", "list"]) == 4
     assert "InfluxDB not reachable" in capsys.readouterr().err
 

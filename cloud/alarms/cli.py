@@ -157,13 +157,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the gateway's answer")
     sub = p.add_subparsers(dest="cmd", required=True)
     ls = sub.add_parser("list", help="open incidents: active or unacknowledged")
+    ls.add_argument("--area", help="only this area")
+    ls.add_argument("--priority", choices=("critical", "high", "low"), help="only this priority")
     ls.add_argument("--json", action="store_true")
     for verb, helptext in (("ack", "acknowledge"), ("shelve", "shelve for a while"), ("unshelve", "unshelve"),
-                           ("oos", "take out of service"), ("return", "return to service")):
+                           ("oos", "take out of service"), ("return", "return to service"),
+                           ("maintenance", "a machine is in maintenance: its process alarms are suppressed"),
+                           ("maintenance-end", "the machine's maintenance is over")):
         a = sub.add_parser(verb, help=helptext)
-        a.add_argument("incident", help="incident id (as `list` shows it)")
-        a.add_argument("--gateway", help="the gateway, when the id is not unique or not stored yet")
-        a.add_argument("--site", help="the site, with --gateway when the incident is not stored yet")
+        if verb.startswith("maintenance"):
+            a.add_argument("target", metavar="machine", help="machine id")
+        else:
+            a.add_argument("target", metavar="id", help="incident id (as `list` shows it), or with --machine a "
+                           "machine id: the command then applies to that machine's alarm, present and future")
+            a.add_argument("--machine", action="store_true", help="the target is a machine, not an incident")
+        a.add_argument("--gateway", help="the gateway, when the target is not unique or not stored yet")
+        a.add_argument("--site", help="the site, with --gateway when the target is not stored yet")
         a.add_argument("--reason", default="", required=verb == "oos", help="why (required for oos)")
         if verb == "shelve":
             a.add_argument("--minutes", type=float, required=True, help="how long (the edge caps it)")
@@ -240,20 +249,24 @@ def _report_json(rep: Report) -> dict[str, Any]:
 
 def _act(args: argparse.Namespace, db: query.InfluxQL, broker: Broker) -> int:
     site, gateway = args.site, args.gateway
+    by_machine = args.cmd.startswith("maintenance") or args.machine
+    what = f"machine {args.target!r}" if by_machine else f"incident {args.target!r}"
     if not (site and gateway):
-        found = query.find_incident(db, args.incident, gateway)
+        found = (query.find_machine(db, args.target, gateway) if by_machine
+                 else query.find_incident(db, args.target, gateway))
         places = sorted({(r["site"], r["gateway"]) for r in found})
         if not places:
-            print(f"plantwire alarms: incident {args.incident!r} not found in InfluxDB; give --site and --gateway "
+            print(f"plantwire alarms: {what} not found in InfluxDB; give --site and --gateway "
                   "to send the command anyway", file=sys.stderr)
             return EXIT_USAGE
         if len(places) > 1:
-            print(f"plantwire alarms: incident id {args.incident!r} exists on several gateways "
+            print(f"plantwire alarms: {what} exists on several gateways "
                   f"({', '.join(g for _, g in places)}); choose one with --gateway", file=sys.stderr)
             return EXIT_USAGE
         site, gateway = places[0]
     doc: dict[str, Any] = {"id": uuid.uuid4().hex, "actor": args.actor or getpass.getuser(), "ts_ns": time.time_ns(),
-                           "action": args.cmd, "incident": args.incident, "reason": args.reason}
+                           "action": args.cmd.replace("-", "_"), "machine" if by_machine else "incident": args.target,
+                           "reason": args.reason}
     if args.cmd == "shelve":
         doc["minutes"] = args.minutes
     out = send_command(broker, site, gateway, doc, timeout_s=args.timeout)
@@ -263,7 +276,7 @@ def _act(args: argparse.Namespace, db: query.InfluxQL, broker: Broker) -> int:
               "`plantwire alarms list`", file=sys.stderr)
         return EXIT_NO_ANSWER
     outcome = out.result.get("outcome")
-    print(f"{args.cmd} {args.incident} on {gateway}: {outcome}"
+    print(f"{args.cmd} {args.target} on {gateway}: {outcome}"
           + (f" ({out.result.get('detail')})" if out.result.get("detail") else ""))
     return EXIT_OK if outcome in ("applied", "dry_run") else EXIT_REFUSED
 
@@ -277,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         if args.cmd == "list":
-            rows = query.open_incidents(db)
+            rows = [r for r in query.open_incidents(db) if (args.area is None or r.get(s.TAG_AREA) == args.area)
+                    and (args.priority is None or r.get(s.F_PRIORITY) == args.priority)]
             if args.json:
                 print(json.dumps(rows, indent=1))
             else:

@@ -19,7 +19,7 @@ import numpy as np
 from cloud import schema as s
 from cloud.alarms import kpi
 
-__all__ = ["InfluxQL", "QueryError", "find_incident", "open_incidents", "report", "transitions"]
+__all__ = ["InfluxQL", "QueryError", "find_incident", "find_machine", "open_incidents", "report", "transitions"]
 
 #: How far back "open" incidents are looked for: an incident is stored at its start, and one can stay
 #: open (standing, shelved, out of service) for months.
@@ -88,6 +88,15 @@ def find_incident(db: InfluxQL, id_: str, gateway: str | None = None) -> list[di
     if gateway:
         where += f' AND "{s.TAG_GATEWAY}" = {_quote(gateway)}'
     return db.rows(f'SELECT * FROM "{s.M_INCIDENTS}" WHERE {where} GROUP BY *')
+
+
+def find_machine(db: InfluxQL, machine: str, gateway: str | None = None) -> list[dict[str, Any]]:
+    """(site, gateway) rows of the gateways that stored incidents of this machine."""
+    where = f'"{s.TAG_MACHINE}" = {_quote(machine)} AND time > now() - {OPEN_LOOKBACK}'
+    if gateway:
+        where += f' AND "{s.TAG_GATEWAY}" = {_quote(gateway)}'
+    return db.rows(f'SELECT last("{s.F_SEQ}") FROM "{s.M_INCIDENTS}" WHERE {where} '
+                   f'GROUP BY "{s.TAG_SITE}", "{s.TAG_GATEWAY}"')
 
 
 def transitions(db: InfluxQL, start_ns: int, end_ns: int) -> kpi.Transitions:
