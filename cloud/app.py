@@ -585,8 +585,8 @@ class Ingestor:
                 self._health(m, site, gateway, w)
             elif lane == "ack":
                 self._peer_ack(m, site, gateway, w)
-            elif lane == "cmdresult":
-                w.msgs.append(m)  # for the CLI waiting on it; the audit document on the events lane is the record
+            elif lane in _NOT_STORED_LANES:
+                w.msgs.append(m)  # for live consumers; their durable record is the events lane (audit, incident)
             else:
                 self._dead_letter(m, "unknown_lane", f"topic lane {lane!r} is not one of {_LANES}", w)
         except _WrongGateway as exc:
@@ -1113,7 +1113,11 @@ class _WrongGateway(wire.WireError):
     """A payload whose gateway or site does not match its topic (dead-lettered as malformed)."""
 
 
-_LANES = ("telemetry", "events", "health", "signals", "ack", "cmdresult")
+_LANES = ("telemetry", "events", "health", "signals", "ack", "cmdresult", "incidents")
+#: Lanes gateways publish for live consumers, acknowledged and not stored: ``cmdresult`` answers a command
+#: (``plantwire alarms`` waits for it), ``incidents`` republishes incident documents for other systems.
+#: Both are also written to the events lane (audit, incident documents), which is what gets stored.
+_NOT_STORED_LANES = ("cmdresult", "incidents")
 _N_OFFSET = 2 + 1 + 1 + 8 + 8 + 8  # prefix, boot epoch, seq, table hash: then n (uint32)
 
 

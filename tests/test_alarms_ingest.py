@@ -57,11 +57,17 @@ def test_incidents_in_order_audit_and_unknown_types(
             pub.pub(topic, events(cleared))
             pub.pub(topic, events(opened, {"type": "bogus", "x": 1}, acked, twin, audit, alarm))
             pub.pub(wire.topic(SITE, GW, "cmdresult"), b'{"id": "r-1", "outcome": "applied"}')
+            pub.pub(wire.topic(SITE, GW, "incidents"), json.dumps({**opened, "site": SITE, "gateway": GW}).encode())
+            # A command the edge could not parse is refused and audited with whatever action it carried.
+            refused = {**audit, "ts_ns": t + 2 * 10**9, "request_id": None, "actor": "unknown", "action": "",
+                       "target": "", "reason": "", "outcome": "refused", "detail": "payload: not JSON"}
+            odd = {**refused, "ts_ns": t + 3 * 10**9, "action": "Drop Table", "detail": "action: not one of ..."}
+            pub.pub(topic, events(refused, odd))
             wait_for(lambda: ing.pending() == 0 and ing.m_incidents.total() == 4, what="incident transitions stored")
             assert ing.m_incidents.get(result="stale") == 2  # open and ack came after the clear
             assert ing.m_dead.get(reason="unknown_type") == 1
-            assert ing.m_dead.total() == 1  # the cmdresult lane is not a dead letter
-            assert ing.m_audit.get() == 1
+            wait_for(lambda: ing.pending() == 0 and ing.m_audit.get() == 3, what="audit records stored")
+            assert ing.m_dead.total() == 1  # the cmdresult and incidents lanes are not dead letters
         (entry,) = _dead_entries(cfg.state_dir)
         assert entry["kind"] == "unknown_type" and "events[1].type: 'bogus'" in entry["reason"]
         state = influxdb.rows("SELECT * FROM incidents", influx_db)
@@ -77,7 +83,10 @@ def test_incidents_in_order_audit_and_unknown_types(
         assert hist[1]["actor"] == "alice" and hist[1]["reason"] == "seen"
         a = influxdb.rows("SELECT * FROM audit", influx_db)
         assert [(r["service"], r["action"], r["outcome"], r["actor"], r["target"], r["request_id"]) for r in a] == [
-            ("alarms", "ack", "applied", "alice", "inc-1", "r-1")]
+            ("alarms", "ack", "applied", "alice", "inc-1", "r-1"), ("alarms", "invalid", "refused", "unknown", "", ""),
+            ("alarms", "invalid", "refused", "unknown", "", "")]
+        assert [r["detail"] for r in a[1:]] == ["action '': payload: not JSON",
+                                                "action 'Drop Table': action: not one of ..."]
         ev = influxdb.rows("SELECT model, contributors FROM events", influx_db)
         assert ev[0]["model"] == "pca-2026-12-01"
         assert json.loads(ev[0]["contributors"]) == ["m1.temp", "m1.press", "weird,id"]
