@@ -16,6 +16,7 @@ commands:
   sim CONFIG       serve a plant's signals over OPC-UA and Modbus TCP (simulator)
   edge CONFIG      run the edge gateway daemon
   ingest CONFIG    run the cloud ingestor (MQTT -> InfluxDB)
+  alarms ...       open incidents, operator actions (ack|shelve|unshelve|oos|return|maintenance), EEMUA 191 report
   demo [DIR]       run the whole pipeline on this machine (default configs/demo)
   discover URL     browse opc.tcp://HOST:PORT/PATH into a plant file, or probe modbus://HOST:PORT --unit N
                    into a register-map CSV skeleton
@@ -26,7 +27,6 @@ commands:
   rebaseline --state-dir DIR M...  a confirmed change: a running edge drops these machines' baselines and refits
   kernels          compile the edge's kernels ahead of time (the edge daemon then runs without numba)
   retention ...    set up InfluxDB retention policies and rollups, or back-fill rollups (ensure|backfill|print)
-  alarms ...       open incidents, operator actions (ack|shelve|unshelve|oos|return), EEMUA 191 report
   install          install systemd units, the plantwire user and directories (--root DIR for an image)
   uninstall        stop and remove the units (--purge: also config, state and user)
 """
@@ -54,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         from cloud.app import main as ingest_main
 
         return ingest_main(rest)
+    if cmd == "alarms":
+        from cloud.alarms.cli import main as alarms_main
+
+        return alarms_main(rest)
     if cmd == "demo":
         from plantwire.demo import main as demo_main
 
@@ -100,10 +104,6 @@ def main(argv: list[str] | None = None) -> int:
         from cloud.retention import main as retention_main
 
         return retention_main(rest)
-    if cmd == "alarms":
-        from cloud.alarms.cli import main as alarms_main
-
-        return alarms_main(rest)
     if cmd in ("install", "uninstall"):
         from plantwire.install import main as install_main
 
