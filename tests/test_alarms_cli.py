@@ -166,13 +166,7 @@ def test_report_from_influxdb_equals_the_pure_figures(influxdb: InfluxDB1, influ
     # Stored times differ from ts_ns below the microsecond (schema.incident_point_ns): no document at the edges.
     lo, hi = start + 10**9, end - 10**9
     got = query.report(query.InfluxQL(influxdb.url, influx_db), lo, hi)
-    docs = [d for d in simulated_incident_docs(machines, start, 8 * 3600, burst=True) if d["type"] == "incident"]
-    rows = [{"ts_ns": d["ts_ns"], "start_ns": d["start_ns"], "incident": f"{GW}/{d['id']}", "area": d["area"],
-             "source": f"{GW}/{d['machine']}",
-             "priority": d["priority"], "transition": d["transition"], "active": d["active"],
-             "chattering": d["chattering"],
-             "suppressed": bool(d["suppressed_by"]) or d["out_of_service"] or (d["shelved_until_ns"] or 0) > d["ts_ns"]}
-            for d in docs]
+    rows = kpi.docs_rows(GW, simulated_incident_docs(machines, start, 8 * 3600, burst=True))
     want = kpi.report(kpi.Transitions.from_rows(rows), lo, hi, standing_ids=[f"{GW}/gw-a.m0-standing"])
     for a, b in zip(got.areas, want.areas, strict=True):
         assert a.flood_pct == pytest.approx(b.flood_pct, rel=1e-6)

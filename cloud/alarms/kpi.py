@@ -41,6 +41,7 @@ __all__ = [
     "alarm_rates",
     "annunciated",
     "chattering_incidents",
+    "docs_rows",
     "flood_fraction",
     "priority_distribution",
     "report",
@@ -105,6 +106,28 @@ class Transitions:
             areas=areas,
             sources=sources,
         )
+
+
+def docs_rows(gateway: str, docs: Sequence[dict[str, object]]) -> list[dict[str, object]]:
+    """Rows for :meth:`Transitions.from_rows` from ``incident`` documents as the edge emits them (contracts.md),
+    e.g. a bench script's simulated run; other document types are skipped. Same definitions as the query
+    layer: source = gateway/machine (gateway/area:AREA without a machine), suppressed = suppressed, shelved
+    or out of service at the transition."""
+    out: list[dict[str, object]] = []
+    for d in docs:
+        if d.get("type") != "incident":
+            continue
+        ts = int(d["ts_ns"])  # type: ignore[call-overload]
+        shelved_until = d.get("shelved_until_ns")
+        out.append({
+            "ts_ns": ts, "start_ns": d["start_ns"], "incident": f"{gateway}/{d['id']}", "area": d["area"],
+            "source": f"{gateway}/{d['machine']}" if d.get("machine") else f"{gateway}/area:{d['area']}",
+            "priority": d["priority"], "transition": d["transition"], "active": d["active"],
+            "chattering": d["chattering"],
+            "suppressed": bool(d.get("suppressed_by")) or bool(d.get("out_of_service"))
+            or (isinstance(shelved_until, int) and shelved_until > ts),
+        })
+    return out
 
 
 def _by_incident(t: Transitions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
