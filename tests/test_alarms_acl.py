@@ -30,8 +30,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TlsMosquit
             yield broker, ca.cert_path, clients
         finally:
             for c in clients.values():
-                c.client.loop_stop()
                 c.client.disconnect()
+                c.client.loop_stop()
 
 
 def test_only_the_operator_publishes_commands(setup: tuple[TlsMosquitto, Path, dict[str, Client]]) -> None:
@@ -104,5 +104,5 @@ def test_cli_commands_as_the_operator_and_refused_as_a_gateway(
         with pytest.raises(BrokerError, match="refused the command"):
             send_command(as_gw, SITE, "gw-a", {**doc, "id": "req-tls-2"}, timeout_s=15)
     finally:
-        a.client.loop_stop()
         a.client.disconnect()
+        a.client.loop_stop()
