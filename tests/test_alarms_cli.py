@@ -9,6 +9,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -80,7 +81,7 @@ def filled(influxdb: InfluxDB1, influx_db: str) -> Iterator[int]:
 
 
 def test_list_shows_open_incidents_with_their_signals(
-    influxdb: InfluxDB1, influx_db: str, filled: int, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, influxdb: InfluxDB1, influx_db: str, filled: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["--influx", influxdb.url, "--database", influx_db, "list"]) == 0
     out = capsys.readouterr().out
@@ -94,6 +95,13 @@ def test_list_shows_open_incidents_with_their_signals(
     assert [r["id"] for r in json.loads(capsys.readouterr().out)] == ["inc-standing"]
     assert main(["--influx", influxdb.url, "--database", influx_db, "list", "--json", "--priority", "high"]) == 0
     assert [r["id"] for r in json.loads(capsys.readouterr().out)] == ["inc-open"]
+    cfg = tmp_path / "ingest.yaml"  # the ingestor's own config names the database
+    cfg.write_text(f"influx: {{url: '{influxdb.url}', database: {influx_db}}}\nstate_dir: state\n")
+    assert main(["--config", str(cfg), "list", "--json"]) == 0
+    assert [r["id"] for r in json.loads(capsys.readouterr().out)] == ["inc-open", "inc-standing"]
+    cfg.write_text("influx: {api: v9}\n")
+    assert main(["--config", str(cfg), "list"]) == 2
+    assert "influx.api" in capsys.readouterr().err
 
 
 def test_commands_reach_the_gateway_and_its_answer_is_printed(
