@@ -100,4 +100,5 @@ def test_incidents_survive_ingestor_kills_in_order(
     hist = influxdb.rows("SELECT id, seq FROM incident_transitions", influx_db)
     assert sorted((r["id"], r["seq"]) for r in hist) == sorted((d["id"], d["seq"]) for d in docs)
     saved = json.loads((cfg.state_dir / "incident_seqs.json").read_text())
-    assert {k.split("\x00")[1]: v for k, v in saved["seqs"]} == {f"inc-{i:03d}": LAST_SEQ for i in range(N_INCIDENTS)}
+    assert {k.split("\x00")[1]: q for k, q, _ in saved["seqs"]} == {f"inc-{i:03d}": LAST_SEQ
+                                                                      for i in range(N_INCIDENTS)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -103,3 +104,18 @@ def test_standing_is_active_for_more_than_a_day() -> None:
     now = T0 + 10 * 86_400 * S
     start = np.array([now - 25 * 3600 * S, now - 23 * 3600 * S, now - 30 * 86_400 * S])
     assert kpi.standing(start, np.array([True, True, False]), now).tolist() == [0]
+
+
+def test_incident_order_is_bounded_by_count_and_age_and_survives_a_reload(tmp_path: Path) -> None:
+    from cloud.alarms.store import IncidentOrder
+
+    o = IncidentOrder(tmp_path, max_incidents=3, max_age_s=100.0)
+    assert o.admit("gw", "a", 2, now_s=0.0) and not o.admit("gw", "a", 1, now_s=1.0) and o.admit("gw", "a", 2, now_s=2)
+    for i, name in enumerate("bcd"):
+        o.admit("gw", name, 5, now_s=10.0 + i)
+    assert o.seq("gw", "a") is None and o.forgotten == 1  # the least recently updated, beyond the count
+    o.admit("gw", "e", 1, now_s=111.5)  # b and c are now older than 100 s
+    assert [o.seq("gw", n) for n in "bcde"] == [None, None, 5, 1] and o.forgotten == 3
+    o.save()
+    again = IncidentOrder(tmp_path, max_incidents=3, max_age_s=100.0)
+    assert again.load() == 2 and again.seq("gw", "d") == 5 and not again.admit("gw", "d", 4, now_s=112.0)

@@ -15,9 +15,13 @@ remembers the highest ``seq`` per (gateway, incident) and is saved with each wri
 is written again (an idempotent rewrite), which also makes the saved copy being ahead of InfluxDB
 after a crash harmless: the unacknowledged message is redelivered and rewritten.
 
-Limits, stated: the map is bounded (``max_incidents``, least recently updated forgotten first,
-counted); an incident forgotten that way, or handled by another ingestor of a shared subscription,
-is written as it comes. Within one write group only the highest ``seq`` per incident is kept, so
+Limits, stated: the map is bounded by age (``max_age_s``, 30 days like the raw retention: an edge's
+log does not hold a transition that long, and InfluxDB no longer holds the incident) and by count
+(``max_incidents``), least recently updated forgotten first, counted; an incident forgotten that way,
+or handled by another ingestor of a shared subscription, is written as it comes. The file is rewritten
+whole with each write that carried incidents (~60 bytes per incident).
+
+Within one write group only the highest ``seq`` per incident is kept, so
 chunks written on parallel connections cannot reorder one incident's states.
 """
 
@@ -27,6 +31,7 @@ import json
 import os
 import re
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -223,10 +228,11 @@ class IncidentOrder:
 
     FILE = "incident_seqs.json"
 
-    def __init__(self, state_dir: Path, *, max_incidents: int = 200_000) -> None:
+    def __init__(self, state_dir: Path, *, max_incidents: int = 200_000, max_age_s: float = 30 * 86_400.0) -> None:
         self.path = Path(state_dir) / self.FILE
         self.max_incidents = max_incidents
-        self._seqs: OrderedDict[str, int] = OrderedDict()
+        self.max_age_s = max_age_s
+        self._seqs: OrderedDict[str, tuple[int, float]] = OrderedDict()  # key -> (seq, wall time of last update)
         self._lock = threading.Lock()
         self._dirty = False
         self.stale = 0  # transitions older than the stored state (history written, state not)
@@ -235,17 +241,25 @@ class IncidentOrder:
     def __len__(self) -> int:
         return len(self._seqs)
 
-    def admit(self, gateway: str, id_: str, seq: int) -> bool:
+    def seq(self, gateway: str, id_: str) -> int | None:
+        """The highest seq stored for the incident, None if unknown (or forgotten)."""
+        with self._lock:
+            known = self._seqs.get(f"{gateway}\x00{id_}")
+        return None if known is None else known[0]
+
+    def admit(self, gateway: str, id_: str, seq: int, *, now_s: float | None = None) -> bool:
         """True if this transition may (re)write the incident's state: its seq is the highest seen."""
         key = f"{gateway}\x00{id_}"
+        now = time.time() if now_s is None else now_s
         with self._lock:
             known = self._seqs.get(key)
-            if known is not None and seq < known:
+            if known is not None and seq < known[0]:
                 self.stale += 1
                 return False
-            self._seqs[key] = seq
+            self._seqs[key] = (seq, now)
             self._seqs.move_to_end(key)
-            while len(self._seqs) > self.max_incidents:
+            while self._seqs and (len(self._seqs) > self.max_incidents
+                                  or now - next(iter(self._seqs.values()))[1] > self.max_age_s):
                 self._seqs.popitem(last=False)
                 self.forgotten += 1
             self._dirty = True
@@ -256,7 +270,8 @@ class IncidentOrder:
         with self._lock:
             if not self._dirty:
                 return
-            data = json.dumps({"v": 1, "seqs": list(self._seqs.items())}, separators=(",", ":"))
+            data = json.dumps({"v": 1, "seqs": [[k, q, round(t, 1)] for k, (q, t) in self._seqs.items()]},
+                              separators=(",", ":"))
             self._dirty = False
         tmp = self.path.with_suffix(".tmp")
         try:
@@ -278,7 +293,7 @@ class IncidentOrder:
             return 0
         try:
             doc = json.loads(raw)
-            items = [(str(k), int(v)) for k, v in doc["seqs"]]
+            items = [(str(k), (int(q), float(t))) for k, q, t in doc["seqs"]]
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{self.path}: not an incident order file ({exc})") from None
         with self._lock:
