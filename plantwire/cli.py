@@ -16,6 +16,7 @@ commands:
   sim CONFIG       serve a plant's signals over OPC-UA and Modbus TCP (simulator)
   edge CONFIG      run the edge gateway daemon
   ingest CONFIG    run the cloud ingestor (MQTT -> InfluxDB)
+  alarms ...       open incidents, operator actions (ack|shelve|unshelve|oos|return|maintenance), EEMUA 191 report
   demo [DIR]       run the whole pipeline on this machine (default configs/demo)
   discover URL     browse opc.tcp://HOST:PORT/PATH into a plant file, or probe modbus://HOST:PORT --unit N
                    into a register-map CSV skeleton
@@ -54,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         from cloud.app import main as ingest_main
 
         return ingest_main(rest)
+    if cmd == "alarms":
+        from cloud.alarms.cli import main as alarms_main
+
+        return alarms_main(rest)
     if cmd == "demo":
         from plantwire.demo import main as demo_main
 
