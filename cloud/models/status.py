@@ -66,6 +66,25 @@ def parse_health(topic: str, payload: bytes) -> GatewayModels | None:
     return out
 
 
+def models_text(doc: dict[str, Any]) -> str | None:
+    """The ``models`` key of a health document as one line (the ingestor's ``pipeline.models`` field).
+
+    ``kind/template active=V shadow=V previous=V; ...`` sorted by slot, ``-`` for none; None without the key.
+    Bounded: at most 64 slots and 4 KiB, so a malformed document cannot make a huge field.
+    """
+    models = doc.get("models")
+    if not isinstance(models, dict):
+        return None
+    parts = []
+    for slot in sorted(models)[:64]:
+        v = models[slot]
+        if not isinstance(v, dict):
+            continue
+        parts.append(f"{slot} " + " ".join(f"{k}={_str_or_none(v.get(k)) or '-'}"
+                                           for k in ("active", "shadow", "previous")))
+    return "; ".join(parts)[:4096]
+
+
 def collect(session: Session, settle_s: float = 1.0) -> list[GatewayModels]:
     got = session.retained(HEALTH_FILTER, settle_s)
     out = [g for t, p in sorted(got.items()) if (g := parse_health(t, p)) is not None]
