@@ -119,3 +119,17 @@ def test_fit_reports_unreachable_influx(tmp_path: Path, capsys: pytest.CaptureFi
                "--start", "2026-01-05T00:00", "--end", "2026-01-05T01:00"])
     assert rc == 1
     assert "InfluxDB http://127.0.0.1" in capsys.readouterr().err
+
+
+def test_large_templates_are_read_in_staggered_windows_covering_every_hour() -> None:
+    from cloud.models.fit import FitOptions, _stride, _windows
+
+    week = 7 * 86_400 * NS
+    o = FitOptions(read_ticks=400_000)
+    assert _stride(0, week, 2, o) == 1  # small: everything is read
+    assert all(len(w) == 168 for w in _windows(0, week, 2, o))
+    k = _stride(0, week, 100, o)  # 100 machines x 60,480 ticks
+    assert k == 16
+    wins = _windows(0, week, 100, o)
+    assert all(10 <= len(w) <= 11 for w in wins)  # each machine about a 16th of the hours
+    assert sorted({a for w in wins for a, _ in w}) == list(range(0, week, 3600 * NS))  # together: every hour
