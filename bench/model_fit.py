@@ -31,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cloud.models.fit import FitOptions  # noqa: E402
 from cloud.sinks.influx import InfluxV1Sink  # noqa: E402
 from plantwire.configfile import load_plant  # noqa: E402
 from plantwire.services import InfluxDB1  # noqa: E402
@@ -111,10 +112,29 @@ def main() -> int:
     print(f"read + fit rate: {rate:,.0f} {label}")
     if args.every_s == 1:
         est = WEEK_SAMPLES_15K / rate
-        print(f"extrapolated: 15,000 signals x 1 week at 1 Hz = {WEEK_SAMPLES_15K:.3g} samples -> {est / 3600:.1f} h "
-              f"at this rate (InfluxDB-bound, one query at a time); memory does not grow with machines "
-              f"(one machine's rows at a time + a {50_000:,}-row pool per template)")
+        print(f"extrapolated, reading everything: 15,000 signals x 1 week at 1 Hz = {WEEK_SAMPLES_15K:.3g} samples "
+              f"-> {est / 3600:.1f} h at this rate (InfluxDB-bound, one query at a time)")
+        read = week_read_samples(args.plant)
+        print(f"extrapolated, as the fit reads (staggered hour windows, read_ticks {FitOptions().read_ticks:,} per "
+              f"template): {read:.3g} samples -> {read / rate / 60:.0f} min at this rate; memory does not grow with "
+              f"machines (one machine's rows at a time + a {FitOptions().max_rows:,}-row pool per template)")
     return 0
+
+
+def week_read_samples(plant_path: Path) -> float:
+    """Raw samples the fit reads from a week of ``plant_path`` at 1 Hz, with the default read budget."""
+    from cloud.models.fit import _windows, template_machines
+
+    plant = load_plant(plant_path)
+    o = FitOptions()
+    week_ns = 7 * 86_400 * 1_000_000_000
+    total = 0.0
+    for template, machines in template_machines(plant).items():
+        d = len(plant.templates[template].expanded())
+        wins = _windows(0, week_ns, len(machines), o)
+        hours = sum(len(w) for w in wins)
+        total += hours * 3600.0 * d
+    return total
 
 
 if __name__ == "__main__":

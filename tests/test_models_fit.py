@@ -125,7 +125,7 @@ def test_large_templates_are_read_in_staggered_windows_covering_every_hour() -> 
     from cloud.models.fit import FitOptions, _stride, _windows
 
     week = 7 * 86_400 * NS
-    o = FitOptions(read_ticks=400_000)
+    o = FitOptions(read_ticks=400_000)  # (the default is 100,000)
     assert _stride(0, week, 2, o) == 1  # small: everything is read
     assert all(len(w) == 168 for w in _windows(0, week, 2, o))
     k = _stride(0, week, 100, o)  # 100 machines x 60,480 ticks

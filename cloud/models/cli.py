@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--max-rows", type=int, default=50_000, help="rows per template after even thinning")
     f.add_argument("--instances", type=int, default=0, help="read at most N machines per template (0: all)")
     f.add_argument("--window-s", type=int, default=3600, help="seconds of one machine per InfluxDB query")
-    f.add_argument("--read-ticks", type=int, default=400_000,
+    f.add_argument("--read-ticks", type=int, default=100_000,
                    help="ticks read per template at most (about); beyond, each machine reads every k-th window")
     f.add_argument("--signing-key", type=Path, help="private key: sign and store bundles (else: report only)")
     f.add_argument("--store", type=Path, default=Path("bundles"), help="bundle store directory")

@@ -25,7 +25,7 @@ Per template (every machine of the plant file built from it), from ``[start, end
 Reading is bounded per template, not per plant: the range is read in windows of ``window_s`` (an hour)
 per machine, and when a template's machines hold more than ``read_ticks`` ticks in all, each machine reads
 only every k-th window, staggered so the template's machines together still cover every hour of every day
-(100 compressors over a week at 10 s: 6 M ticks, k = 16). A PCA of 30-40 signals is settled by ~10^4-10^5
+(100 compressors over a week at 10 s: 6 M ticks, k = 61). A PCA of 30-40 signals is settled by ~10^4-10^5
 rows; reading all 6 M ticks would only cost InfluxDB time (``bench/model_fit.py``: InfluxDB's aggregation
 is what bounds the fit). The report says the stride.
 
@@ -65,7 +65,7 @@ class FitOptions:
     pad_s: int = 120  # alarm episodes widened by this on both sides
     lookback_s: int = 86_400  # episodes that started this long before the range may still cover it
     instances: int = 0  # read at most this many instances per template (evenly chosen); 0 = all
-    read_ticks: int = 400_000  # ticks read per template at most (about): beyond, machines read every k-th window
+    read_ticks: int = 100_000  # ticks read per template at most (about): beyond, machines read every k-th window
     window_s: int = 3600  # one read window (and InfluxDB query) per machine
     q_low: float = 0.001
     q_high: float = 0.999
