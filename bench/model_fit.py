@@ -100,7 +100,8 @@ def main() -> int:
             server.stop()
     samples = sum(t["samples"] for t in rep["templates"])
     ticks = sum(t["ticks"] for t in rep["templates"])
-    print(f"fit: {rep['seconds']:.1f} s inside the command ({wall:.1f} s with interpreter start), peak RSS "
+    print(f"fit: {rep['seconds']:.1f} s inside the command, {rep['influx_wait_s']:.1f} s of it waiting for InfluxDB "
+          f"({wall:.1f} s with interpreter start), peak RSS "
           f"{rep['peak_rss_mb']:.0f} MB, {rep['influx_queries']} queries, {rep['influx_bytes'] / 1e6:.1f} MB of "
           f"answers; {samples:,} samples read as {ticks:,} machine ticks")
     for t in rep["templates"]:

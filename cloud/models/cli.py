@@ -193,6 +193,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     report["peak_rss_mb"] = round(_peak_rss_mb(), 1)
     report["influx_queries"] = result.queries
     report["influx_bytes"] = result.bytes_read
+    report["influx_wait_s"] = round(result.query_s, 3)
     if args.json:
         print(json.dumps(report, indent=1))
     else:
@@ -211,8 +212,8 @@ def _print_fit(r: dict[str, Any]) -> None:
             print(f"  {m['kind']}: {m['signals']} signals, {m['rows']:,} rows, validation {m['validation']}{where}")
         for kind, why in t["skipped"].items():
             print(f"  {kind}: not fitted: {why}")
-    print(f"took {r['seconds']:.1f} s, peak memory {r['peak_rss_mb']:.0f} MB, {r['influx_queries']} InfluxDB queries "
-          f"({r['influx_bytes'] / 1e6:.1f} MB)")
+    print(f"took {r['seconds']:.1f} s ({r['influx_wait_s']:.1f} s waiting for InfluxDB), peak memory "
+          f"{r['peak_rss_mb']:.0f} MB, {r['influx_queries']} InfluxDB queries ({r['influx_bytes'] / 1e6:.1f} MB)")
 
 
 def cmd_bundle_rul(args: argparse.Namespace) -> int:

@@ -111,6 +111,7 @@ class SiteFit:
     seconds: float
     queries: int
     bytes_read: int
+    query_s: float  # of ``seconds``, waiting for InfluxDB
 
 
 def template_machines(plant: PlantConfig) -> dict[str, list[str]]:
@@ -174,7 +175,8 @@ def fit_site(history: History, plant: PlantConfig, start_ns: int, end_ns: int, o
         reports.append(_fit_template(history, plant, template, machines, start_ns, split_ns, end_ns, o, episodes,
                                      declared))
     return SiteFit(plant.site, start_ns, split_ns, end_ns, reports, time.monotonic() - t0,
-                   int(getattr(history, "queries", 0)), int(getattr(history, "bytes_read", 0)))
+                   int(getattr(history, "queries", 0)), int(getattr(history, "bytes_read", 0)),
+                   float(getattr(history, "query_s", 0.0)))
 
 
 def _fit_template(history: History, plant: PlantConfig, template: str, machines: list[str], start_ns: int,
