@@ -290,12 +290,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
         data = path.read_bytes()
         if keys is not None:
             manifest = bundle.read(data, keys, where=str(path)).manifest
-        else:  # unverified: read the manifest only to address the slot
-            import io
-            import zipfile
-
-            with zipfile.ZipFile(io.BytesIO(data)) as z:
-                manifest = json.loads(z.read(bundle.MANIFEST))
+        else:  # unverified here (the gateway verifies): the manifest only addresses the slot
+            manifest = bundle.peek_manifest(data, where=str(path))
         loaded.append((path, data, manifest))
     with Session(_mqtt_settings(args), timeout_s=args.timeout_s) as s:
         for path, data, manifest in loaded:
