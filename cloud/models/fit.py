@@ -236,6 +236,7 @@ def _fit_template(history: History, plant: PlantConfig, template: str, machines:
     rep.stride = _stride(start_ns, end_ns, len(chosen), o)
     xs: list[np.ndarray] = []
     current: str | None = None
+    held_machines: set[str] = set()
 
     def done_with_machine() -> None:  # thinned per machine, so every machine weighs alike in the pool
         pool.append(_thin(np.vstack(xs) if xs else np.zeros((0, d)), per_machine_rows))
@@ -267,13 +268,14 @@ def _fit_template(history: History, plant: PlantConfig, template: str, machines:
             h = r.values[r.ts_ns >= split_ns].copy()
             h[~keep[r.ts_ns >= split_ns]] = np.nan  # excluded ticks: all missing, the kernel scores them 0
             held.append(h)
+            held_machines.add(machine)
     if current is not None:
         done_with_machine()
     x_pool = np.vstack(pool) if pool else np.zeros((0, d))
     data_sha = digest.hexdigest()
     if pca_cols.size >= 2:
         _fit_pca(rep, template, [names[j] for j in pca_cols], x_pool[:, pca_cols], [h[:, pca_cols] for h in held],
-                 o, data_sha)
+                 o, data_sha, len(held_machines))
     else:
         rep.skipped["machine_pca"] = f"{pca_cols.size} member signal(s): a multivariate model needs two or more"
     if base_cols.size:
@@ -286,7 +288,7 @@ def _fit_template(history: History, plant: PlantConfig, template: str, machines:
 
 
 def _fit_pca(rep: TemplateReport, template: str, signals: list[str], x: np.ndarray, held: list[np.ndarray],
-             o: FitOptions, data_sha: str) -> None:
+             o: FitOptions, data_sha: str, held_machines: int) -> None:
     ms = o.machine
     settings = mm.FitSettings(lags=ms.lags, variance=ms.variance, ewma=ms.ewma, quantile=ms.quantile,
                               margin=ms.margin, modes=ms.modes)
@@ -305,7 +307,7 @@ def _fit_pca(rep: TemplateReport, template: str, signals: list[str], x: np.ndarr
     ticks = 0
     openings = 0
     machine_days = 0.0
-    for h in held:
+    for h in held:  # one contiguous block (a read window) of one machine each: the EWMA starts afresh per block
         if h.shape[0] == 0:
             continue
         score, _, _ = mm.score_table(model, h)
@@ -319,7 +321,8 @@ def _fit_pca(rep: TemplateReport, template: str, signals: list[str], x: np.ndarr
         "holdout_ticks": ticks,
         "holdout_over_limit_fraction": round(over / ticks, 6) if ticks else -1.0,
         "holdout_alarm_openings_per_machine_day": round(float(openings / machine_days), 4) if machine_days else -1.0,
-        "holdout_machines": len(held),
+        "holdout_machines": held_machines,
+        "holdout_blocks": len(held),
         "note": "held-back later part of the range, excluded ticks not scored; edge scoring kernel",
     }
     rep.fitted.append(Fitted(
