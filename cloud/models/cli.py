@@ -203,18 +203,28 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _print_fit(r: dict[str, Any]) -> None:
-    print(f"site {r['site']}: fitted on [{r['fitted_from_ns']}, {r['validation_from_ns']}), validated on "
-          f"[{r['validation_from_ns']}, {r['to_ns']})")
+    def iso(ns: int) -> str:
+        import numpy as np
+
+        return f"{np.datetime64(int(ns), 'ns').astype('datetime64[s]')}Z"
+
+    print(f"site {r['site']}: fitted on [{iso(r['fitted_from_ns'])}, {iso(r['validation_from_ns'])}), validated on "
+          f"[{iso(r['validation_from_ns'])}, {iso(r['to_ns'])})")
     for t in r["templates"]:
         print(f"{t['template']}: {t['machines_read']}/{t['machines']} machines, {t['samples']:,} samples read as "
-              f"{t['ticks']:,} ticks (each machine every {t['stride']}. hour), {t['ticks_kept']:,} kept for fitting")
+              f"{t['ticks']:,} ticks ({_coverage(t['stride'])}), {t['ticks_kept']:,} kept for fitting")
         for m in t["fitted"]:
             where = f" -> {m['bundle']} ({m['bytes']:,} bytes)" if "bundle" in m else ""
             print(f"  {m['kind']}: {m['signals']} signals, {m['rows']:,} rows, validation {m['validation']}{where}")
         for kind, why in t["skipped"].items():
             print(f"  {kind}: not fitted: {why}")
-    print(f"took {r['seconds']:.1f} s ({r['influx_wait_s']:.1f} s waiting for InfluxDB), peak memory "
+    print(f"took {r['seconds']:.1f} s ({r['influx_wait_s']:.1f} s of InfluxDB queries, summed over those in flight), "
+          f"peak memory "
           f"{r['peak_rss_mb']:.0f} MB, {r['influx_queries']} InfluxDB queries ({r['influx_bytes'] / 1e6:.1f} MB)")
+
+
+def _coverage(stride: int) -> str:
+    return "every hour of every machine" if stride <= 1 else f"each machine every {stride}th hour, staggered"
 
 
 def cmd_bundle_rul(args: argparse.Namespace) -> int:
