@@ -55,6 +55,7 @@ from plantwire.sdnotify import Notifier
 from plantwire.tls import SecretError
 
 if TYPE_CHECKING:
+    from edge.modelstore.manager import ModelManager
     from edge.sinks.sparkplug_feed import SparkplugFeed
 
 log = logging.getLogger("plantwire.edge")
@@ -172,6 +173,15 @@ class EdgeGateway:
             self.sparkplug = SparkplugFeed(SparkplugNode(cfg.sparkplug, cfg.mqtt, self.table, cfg.state_dir,
                                                          with_health=cfg.analytics.health is not None),
                                            cfg.sparkplug.feed)
+        # Shipped model bundles (issue 17): received, verified, shadowed and swapped between frames.
+        self.models: ModelManager | None = None
+        if cfg.models is not None:
+            from edge.modelstore.manager import ModelManager
+
+            self.models = ModelManager(cfg.models, gateway_id=cfg.gateway_id, plant=plant, table=self.table,
+                                       analytics=self.analytics, state_dir=cfg.state_dir,
+                                       base_dir=base_dir or cfg.plant.parent, publisher=self.publisher,
+                                       emit=self._publish_docs)
 
     # -- wiring ---------------------------------------------------------------------------
     def _on_connect_messages(self) -> list[tuple[str, bytes, bool]]:
@@ -280,6 +290,8 @@ class EdgeGateway:
             return
         t0 = time.perf_counter()
         result = self.analytics.process(frame.ts_ns, frame.signal, frame.value, frame.quality)
+        if self.models is not None:  # shadow models score the same frame; swaps happen only between frames
+            self.models.after_frame(frame.signal, frame.value, frame.quality, result.machine_ts_ns, result.events)
         hot = int(np.count_nonzero(result.score >= self._anomaly_threshold))
         settled = result.alarm_score
         settled_hot = hot if settled is result.score else int(np.count_nonzero(settled >= self._anomaly_threshold))
@@ -354,6 +366,7 @@ class EdgeGateway:
                     doc["contributors"] = names
             if phase == Phase.OPEN:
                 self.events_opened += 1
+            doc["model_version"] = self._model_version(scope, entity, phase, kind)
             out.append(doc)
         payload = wire.encode_events(self.cfg.gateway_id, self.boot_epoch_ns, out)
         self.events_bytes += len(payload)
@@ -361,6 +374,19 @@ class EdgeGateway:
         self.forwarder.submit_event(payload, self.boot_epoch_ns)
         if self.sparkplug is not None:
             self._sparkplug_call(self.sparkplug.call, self.sparkplug.node.on_events, events)
+
+    def _model_version(self, scope: int, entity: int, phase: int, kind: int) -> str | None:
+        """The model that raised an alarm: null for the signal stack, a bundle version or "local" otherwise."""
+        if self.models is not None:
+            return self.models.event_version(scope, entity, phase, kind)
+        return None if scope == Scope.SIGNAL else "local"
+
+    def _publish_docs(self, docs: list[dict[str, Any]]) -> None:
+        """Documents of their own on the events lane (audit): one message, WAL-backed like alarms."""
+        payload = wire.encode_events(self.cfg.gateway_id, self.boot_epoch_ns, docs)
+        self.events_bytes += len(payload)
+        self.events_messages += 1
+        self.forwarder.submit_event(payload, self.boot_epoch_ns)
 
     def _publish_status(self) -> None:
         """Retained gateway status on the health topic (the last will overwrites it with "offline")."""
@@ -381,6 +407,8 @@ class EdgeGateway:
             "alarms_opened": self.events_opened,
         }
         doc.pop("spool", None)
+        if self.models is not None:
+            doc.update(self.models.health_doc())
         doc["condition"] = doc.pop("status")  # ok | degraded
         doc["status"] = "online"
         self.publisher.publish(self._health_topic, json.dumps(doc).encode(), retain=True)
@@ -400,6 +428,7 @@ class EdgeGateway:
                 "rul": num(r),
                 "rul_low": num(lo),
                 "rul_high": num(hi),
+                "model_version": self.models.rul_version if self.models is not None else "local",
             }
             for m, hv, r, lo, hi in zip(
                 h.machine.tolist(), h.health.tolist(), h.rul.tolist(), h.rul_low.tolist(), h.rul_high.tolist(),
@@ -434,6 +463,8 @@ class EdgeGateway:
             health = self.sidework.run("checkpoint", lambda: self.analytics.tick(time.monotonic()))
             if health is not None:
                 self._publish_health(health)
+            if self.models is not None:
+                self.models.tick()  # auto-promotion, post-promotion health check: between frames
             self.forwarder.tick()
             self._update_mark()
             if self.sparkplug is not None:
@@ -465,6 +496,8 @@ class EdgeGateway:
             self.events_dropped
         )
         self.forwarder.export_metrics(m)
+        if self.models is not None:
+            self.models.export_metrics(m)
         if self.sparkplug is not None:
             self._sparkplug_call(self.sparkplug.node.export_metrics, m)
             m.counter("sparkplug_errors_total", "Sparkplug node calls that failed (logged)").set(
@@ -610,6 +643,8 @@ class EdgeGateway:
             self.metrics_server.start()
             port_file = self.cfg.state_dir / "metrics.port"
             self.sidework.run("metrics port file", lambda: port_file.write_text(str(self.metrics_server.port)))
+        if self.models is not None:
+            self.models.start()  # stored models applied and topics registered before the first connect
         self.publisher.start()
         if self.sparkplug is not None:
             self.sparkplug.start()
@@ -624,6 +659,8 @@ class EdgeGateway:
                 tasks.append(tg.create_task(self._flush_loop(), name="flush"))
                 tasks.append(tg.create_task(self.forwarder.run(), name="forwarder"))
                 tasks.append(tg.create_task(self._supervise(), name="supervise"))
+                if self.models is not None:
+                    tasks.append(tg.create_task(self.models.run(), name="models"))
                 await stop.wait()
                 self.notifier.stopping()
                 for t in tasks:

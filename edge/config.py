@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edge.detectors.settings import AnalyticsSettings
+from edge.modelstore.settings import ModelStoreSettings
 from edge.sinks.sparkplug_settings import SparkplugSettings
 from edge.spool import SpoolSettings
 from plantwire.configfile import ConfigError, read_yaml, validate
@@ -192,6 +193,8 @@ class EdgeConfig(_Strict):
     spool: SpoolSettings = SpoolSettings()
     metrics: MetricsSettings = MetricsSettings()
     sparkplug: SparkplugSettings | None = Field(default=None, description="Sparkplug B edge node; off when absent")
+    models: ModelStoreSettings | None = Field(default=None, description="shipped model bundles (issue 17); off when "
+                                                                        "absent")
 
 
 def load_edge(path: Path) -> tuple[EdgeConfig, PlantConfig]:
@@ -225,4 +228,7 @@ def load_edge(path: Path) -> tuple[EdgeConfig, PlantConfig]:
         }
         mqtt = cfg.mqtt.model_copy(update={"tls": tls.model_copy(update=rel)})
         cfg = cfg.model_copy(update={"mqtt": mqtt})
+    if cfg.models is not None and not cfg.models.public_key_file.is_absolute():
+        models = cfg.models.model_copy(update={"public_key_file": path.parent / cfg.models.public_key_file})
+        cfg = cfg.model_copy(update={"models": models})
     return cfg, plant
