@@ -366,7 +366,7 @@ class EdgeGateway:
                     doc["contributors"] = names
             if phase == Phase.OPEN:
                 self.events_opened += 1
-            doc["model_version"] = self._model_version(scope, entity, phase, kind)
+            doc["model_version"] = _model_version(self.models, scope, entity, phase, kind)
             out.append(doc)
         payload = wire.encode_events(self.cfg.gateway_id, self.boot_epoch_ns, out)
         self.events_bytes += len(payload)
@@ -374,12 +374,6 @@ class EdgeGateway:
         self.forwarder.submit_event(payload, self.boot_epoch_ns)
         if self.sparkplug is not None:
             self._sparkplug_call(self.sparkplug.call, self.sparkplug.node.on_events, events)
-
-    def _model_version(self, scope: int, entity: int, phase: int, kind: int) -> str | None:
-        """The model that raised an alarm: null for the signal stack, a bundle version or "local" otherwise."""
-        if self.models is not None:
-            return self.models.event_version(scope, entity, phase, kind)
-        return None if scope == Scope.SIGNAL else "local"
 
     def _publish_docs(self, docs: list[dict[str, Any]]) -> None:
         """Documents of their own on the events lane (audit): one message, WAL-backed like alarms."""
@@ -700,6 +694,13 @@ class EdgeGateway:
         except OSError:
             tmp.unlink(missing_ok=True)
             raise
+
+
+def _model_version(models: ModelManager | None, scope: int, entity: int, phase: int, kind: int) -> str | None:
+    """The model that raised an alarm: null for the signal stack, a bundle version or "local" otherwise."""
+    if models is not None:
+        return models.event_version(scope, entity, phase, kind)
+    return None if scope == Scope.SIGNAL else "local"
 
 
 async def serve(config_path: Path, cfg: EdgeConfig, plant: PlantConfig, notifier: Notifier) -> None:

@@ -1,5 +1,8 @@
 """Why a bundle was refused: one label per cause, the ``reason`` of ``model_bundles_refused_total``.
 
+The verification causes map one to one onto ``plantwire.bundle.Refusal`` (``reader._MAP``); the rest are
+the edge's own (delivery, compatibility with this plant, storage).
+
 A refusal is never an exception that escapes: the manager counts it, keeps the last few with their
 detail for the health document, and the running model carries on.
 """
@@ -14,11 +17,11 @@ class Refusal(enum.StrEnum):
     TOO_LARGE = "too-large"  # head announces more than models.max_bundle_bytes
     SIZE_MISMATCH = "size-mismatch"  # a chunk's length or the total does not match the head
     SHA256_MISMATCH = "sha256-mismatch"  # the reassembled bytes do not hash to the head's sha256
-    BAD_ARCHIVE = "bad-archive"  # not a zip of exactly manifest.json, arrays.npz, manifest.sig
+    BAD_ARCHIVE = "bad-archive"  # not a stored zip of exactly manifest.json, arrays.npz, manifest.sig
     BAD_SIGNATURE = "bad-signature"  # Ed25519 signature does not verify with the configured key
+    UNKNOWN_KEY = "unknown-key"  # signed by a key (key_id) this gateway does not trust
     NO_KEY = "no-key"  # no public key configured: nothing can be trusted
-    BAD_MANIFEST = "bad-manifest"  # manifest not JSON or a required key missing / mistyped
-    UNSUPPORTED_FORMAT = "unsupported-format"  # manifest.format is not plantwire-bundle/1
+    BAD_MANIFEST = "bad-manifest"  # manifest not JSON, a key missing / mistyped, unknown format or kind
     ARRAYS_SHA256_MISMATCH = "arrays-sha256-mismatch"  # arrays.npz does not hash to manifest.arrays_sha256
     BAD_ARRAYS = "bad-arrays"  # arrays.npz unreadable or its arrays do not fit the manifest
     UNSUPPORTED_KIND = "unsupported-kind"  # kind this edge does not apply (see docs/models.md)
