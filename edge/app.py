@@ -401,8 +401,6 @@ class EdgeGateway:
             "alarms_opened": self.events_opened,
         }
         doc.pop("spool", None)
-        if self.models is not None:
-            doc.update(self.models.health_doc())
         doc["condition"] = doc.pop("status")  # ok | degraded
         doc["status"] = "online"
         self.publisher.publish(self._health_topic, json.dumps(doc).encode(), retain=True)
@@ -573,6 +571,7 @@ class EdgeGateway:
             "sources_degraded": degraded,
             "samples_unacked": self.publisher.stats.samples_unacked,
             "spool": {k: v for k, v in self.forwarder.stats().items() if k.startswith(("wal_", "dropped", "oldest"))},
+            **(self.models.health_doc() if self.models is not None else {}),  # versions, shadow, refusals
         }
 
     def _dropped_ranges(self) -> list[list[Any]]:

@@ -32,6 +32,7 @@ from edge.modelstore.reasons import BundleRefused, Refusal
 from edge.modelstore.settings import ModelStoreSettings
 from edge.modelstore.shadow import ShadowMachine
 from edge.sinks.mqtt import MqttPublisher
+from plantwire import wire
 from plantwire.configfile import load_plant
 from plantwire.plant import expand
 from tests.modelbundles import deliveries, fit_template, machine_bundle
@@ -271,7 +272,8 @@ def test_manager_shadows_promotes_refuses_rolls_back_and_resumes(mosquitto, tmp_
         analytics = EdgeAnalytics.from_table(table, AnalyticsSettings())
         pub = MqttPublisher(MqttSettings(host=mosquitto.host, port=mosquitto.port), f"edge-{uuid.uuid4().hex[:6]}")
         mgr = ModelManager(settings, gateway_id=gw, plant=plant, table=table, analytics=analytics, state_dir=state,
-                           base_dir=None, publisher=pub, emit=audit.extend)
+                           base_dir=None, publisher=pub, emit=lambda docs: audit.extend(
+                               wire.decode_events(wire.encode_events(gw, 1, docs))[2]))  # as the events lane does
         mgr.start()
         pub.start()
         task = asyncio.create_task(mgr.run(), name="models")

@@ -537,16 +537,19 @@ class ModelManager:
 
     def health_doc(self) -> dict[str, Any]:
         """Keys for the retained health document (contracts.md), plus shadow and watch details."""
+        # Also called from the metrics server's thread (/health): read from copies (``dict()``/``list()`` of a
+        # dict or deque copy in one step under the GIL), never iterate the live containers.
         now = self.clock()
-        models = {k: st.doc() for k, st in sorted(self.store.slots.items())
-                  if st.active or st.shadow or st.previous}
+        slots, shadows, watches = dict(self.store.slots), dict(self.shadows), dict(self._watch)
+        held, refusals = dict(self._held), dict(self.refusals)
+        models = {k: st.doc() for k, st in sorted(slots.items()) if st.active or st.shadow or st.previous}
         shadow = {k: {"version": sh.version, "since_s": round(now - sh.since_s, 1), "ticks": sh.ticks,
                       "alarms": sh.alarms, "rate_per_machine_h": round(sh.rate_per_machine_h(now), 4),
-                      "held": self._held.get(k)} for k, sh in self.shadows.items()}
+                      "held": held.get(k)} for k, sh in shadows.items()}
         watch = {k: {"version": w.version, "since_s": round(now - w.since_s, 1), "alarms": w.alarms}
-                 for k, w in self._watch.items()}
+                 for k, w in watches.items()}
         return {"models": models, "model_shadow": shadow, "model_watch": watch,
-                "model_refusals_total": sum(self.refusals.values()), "model_refusals": list(self.last_refusals),
+                "model_refusals_total": sum(refusals.values()), "model_refusals": list(self.last_refusals),
                 **({"model_key_problem": self.key_problem} if self.key_problem else {})}
 
     def export_metrics(self, m: Registry) -> None:
