@@ -65,6 +65,7 @@ from cloud.deadletter import DeadLetterStore
 from cloud.histogram import LATENCY_BUCKETS_S, Histogram
 from cloud.influx_watch import InfluxWatch, Reachability
 from cloud.ledger import GapLedger
+from cloud.models.status import models_text
 from cloud.signal_tables import SignalTableStore
 from cloud.sinks.influx import (
     InfluxPing,
@@ -677,6 +678,13 @@ class Ingestor:
             v = doc.get(key)
             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
                 fields[field_] = v
+        # Model versions and refusals the gateway reports (issue 17), for the Grafana panel.
+        models = models_text(doc)
+        if models is not None:
+            fields[schema.F_MODELS] = models
+        refusals = doc.get("model_refusals_total")
+        if isinstance(refusals, int) and not isinstance(refusals, bool) and refusals >= 0:
+            fields[schema.F_MODEL_REFUSALS] = refusals
         boot = doc.get("boot_epoch_ns")
         total = doc.get("dropped_samples")
         if isinstance(boot, int) and isinstance(total, int) and not isinstance(total, bool) and total >= 0:

@@ -44,6 +44,8 @@ __all__ = [
     "F_HEALTH",
     "F_INTERVAL_S",
     "F_LAG_S",
+    "F_MODELS",
+    "F_MODEL_REFUSALS",
     "F_NONFINITE",
     "F_ONLINE",
     "F_PEAK",
@@ -166,6 +168,8 @@ F_WAL_BYTES = "wal_bytes"
 F_WAL_RECORDS = "wal_records"
 F_WAL_OLDEST_AGE_S = "wal_oldest_age_s"
 F_ONLINE = "online"
+F_MODELS = "models"
+F_MODEL_REFUSALS = "model_refusals"
 
 
 class EventState(enum.StrEnum):
@@ -239,6 +243,9 @@ PIPELINE = Measurement(
         Field(F_WAL_RECORDS, FieldType.INTEGER, "gauge: the edge's write-ahead log depth in records"),
         Field(F_WAL_OLDEST_AGE_S, FieldType.FLOAT, "gauge: age of the oldest unacknowledged record, seconds"),
         Field(F_ONLINE, FieldType.INTEGER, "gauge: 1 while the gateway's retained health says online, 0 after it"),
+        Field(F_MODELS, FieldType.STRING, "model versions the gateway runs, from its health document: "
+              "'kind/template active=V shadow=V previous=V; ...' ('-' for none), sorted by slot (docs/models.md)"),
+        Field(F_MODEL_REFUSALS, FieldType.INTEGER, "gauge: model bundles the gateway refused since it started"),
     ),
     """Per-gateway pipeline statistics, one point per gateway per reporting interval (10 s is a good
     default). Counters are *deltas over the interval*, not running totals, so ``sum()`` over any

@@ -10,7 +10,7 @@ no zip bomb), holding exactly three members:
 
 - ``manifest.json``: a JSON object (see ``REQUIRED`` for its keys and ``docs/models.md`` for their meaning),
   including ``arrays_sha256``, the hex sha256 of the ``arrays.npz`` member's bytes;
-- ``arrays.npz``: plain numeric arrays, loaded with ``allow_pickle=False``;
+- ``arrays.npz``: plain arrays (bool, integer, float, fixed-width text), loaded with ``allow_pickle=False``;
 - ``manifest.sig``: the 64-byte raw Ed25519 signature over the exact bytes of ``manifest.json``.
 
 The signature covers the manifest, the manifest pins the arrays by hash: one signature check plus one hash
@@ -67,6 +67,9 @@ MANIFEST, ARRAYS, SIGNATURE = "manifest.json", "arrays.npz", "manifest.sig"
 MEMBERS = (MANIFEST, ARRAYS, SIGNATURE)
 SUFFIX = ".pwbundle"
 SIGNATURE_BYTES = 64
+# Array dtypes a bundle may hold: bool, integers, floats and fixed-width text (the RUL model's input names);
+# never objects (those would need pickle).
+DTYPE_KINDS = "biufSU"
 # A bundle for one machine template is kilobytes to a few MiB; 256 MiB bounds what a reader will hold.
 MAX_BUNDLE_BYTES = 256 * 1024 * 1024
 
@@ -98,7 +101,7 @@ class Refusal(enum.StrEnum):
     SIGNATURE = "signature"  # the signature does not match the manifest's bytes
     MANIFEST = "manifest"  # not JSON, a key missing or of the wrong type, unknown format or kind
     ARRAYS_HASH = "arrays_hash"  # arrays.npz is not the one the manifest names
-    ARRAYS = "arrays"  # arrays.npz unreadable, pickled objects, non-numeric arrays
+    ARRAYS = "arrays"  # arrays.npz unreadable, pickled objects
 
 
 class BundleError(Exception):
@@ -181,8 +184,8 @@ def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
     checked = {}
     for name, a in arrays.items():
         arr = np.asarray(a)
-        if arr.dtype.kind not in "biuf":
-            raise ValueError(f"array {name!r}: dtype {arr.dtype} is not numeric (bool, int or float only)")
+        if arr.dtype.kind not in DTYPE_KINDS:
+            raise ValueError(f"array {name!r}: dtype {arr.dtype} is not plain data (bool, int, float or text)")
         checked[name] = arr
     np.savez(buf, **checked)
     return buf.getvalue()
@@ -272,8 +275,8 @@ def _load_arrays(npz: bytes, where: str) -> dict[str, np.ndarray]:
         # numpy raises ValueError for an object (pickled) array when allow_pickle is False.
         raise BundleError(Refusal.ARRAYS, f"{where}: arrays.npz unreadable ({exc})") from exc
     for name, a in arrays.items():
-        if a.dtype.kind not in "biuf":
-            raise BundleError(Refusal.ARRAYS, f"{where}: array {name!r} has dtype {a.dtype}, not numeric")
+        if a.dtype.kind not in DTYPE_KINDS:
+            raise BundleError(Refusal.ARRAYS, f"{where}: array {name!r} has dtype {a.dtype}, not plain data")
     return arrays
 
 

@@ -24,6 +24,7 @@ commands:
   fit-machine CSV  fit a machine's multivariate baseline (PCA per mode) from its normal history
   rebaseline CONFIG SIGNAL...      a confirmed change: these signals' baselines learn afresh (edge stopped)
   rebaseline --state-dir DIR M...  a confirmed change: a running edge drops these machines' baselines and refits
+  models ...       the model loop, cloud side: keygen, fit (from InfluxDB), bundle-rul, verify, publish, status
   kernels          compile the edge's kernels ahead of time (the edge daemon then runs without numba)
   retention ...    set up InfluxDB retention policies and rollups, or back-fill rollups (ensure|backfill|print)
   install          install systemd units, the plantwire user and directories (--root DIR for an image)
@@ -91,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         from edge.rebaseline import main as rebaseline_main
 
         return rebaseline_main(rest)
+    if cmd == "models":
+        from cloud.models.cli import main as models_main
+
+        return models_main(rest)
     if cmd == "kernels":
         from edge.kernels.aot import main as kernels_main
 

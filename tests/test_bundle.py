@@ -26,7 +26,8 @@ def _manifest() -> dict:
 
 def _arrays() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(1)
-    return {"m0_mean": rng.normal(size=9), "m0_loadings": rng.normal(size=(9, 3)), "count": np.arange(4)}
+    return {"m0_mean": rng.normal(size=9), "m0_loadings": rng.normal(size=(9, 3)), "count": np.arange(4),
+            "names": np.array(["oil_temp", "pressure"])}
 
 
 @pytest.fixture(scope="module")
@@ -158,8 +159,8 @@ def test_build_refuses_what_read_would_refuse(key) -> None:
         bundle.build({**_manifest(), "kind": "deep_net"}, _arrays(), key)
     with pytest.raises(ValueError, match="rows"):
         bundle.build({k: v for k, v in _manifest().items() if k != "rows"}, _arrays(), key)
-    with pytest.raises(ValueError, match="not numeric"):
-        bundle.build(_manifest(), {"names": np.array(["a", "b"])}, key)
+    with pytest.raises(ValueError, match="not plain data"):
+        bundle.build(_manifest(), {"objects": np.array([{"a": 1}], dtype=object)}, key)
     with pytest.raises(ValueError):
         bundle.build({**_manifest(), "validation": {"x": float("nan")}}, _arrays(), key)
 

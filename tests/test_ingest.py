@@ -563,6 +563,9 @@ def test_edge_status_becomes_pipeline_points_and_drops_are_counted_once(
                 "log_records": 3,
                 "oldest_unacked_age_s": 1.5,
                 "dropped_samples": total,
+                "models": {"signal_baseline/press": {"active": f"v{k}", "shadow": None, "previous": None},
+                           "machine_pca/press": {"active": "v1", "shadow": f"v{k + 1}", "previous": "v0"}},
+                "model_refusals_total": k - 1,
             }
         ).encode()
 
@@ -583,5 +586,9 @@ def test_edge_status_becomes_pipeline_points_and_drops_are_counted_once(
             (1002, 3, 1.5, 1),
             (1003, 3, 1.5, 1),
         ]
+        # Model versions and refusals from the health document (issue 17), one line sorted by slot.
+        rows = influxdb.rows('SELECT "models", "model_refusals" FROM pipeline', influx_db)
+        assert [(r["models"], r["model_refusals"]) for r in rows][-1] == (
+            "machine_pca/press active=v1 shadow=v4 previous=v0; signal_baseline/press active=v3 shadow=- previous=-", 2)
     finally:
         pub.close()

@@ -411,6 +411,11 @@ def pipeline_health() -> dict[str, Any]:
             f'max("{s.F_GAPS}") AS "max_gaps" FROM {src} WHERE {w} GROUP BY "{s.TAG_GATEWAY}"', fmt="table")],
             w=24, h=7),
     ]
+    panels.append(_panel(lay, "table", "Model versions", [_target(
+        f'SELECT last("{s.F_MODELS}") AS "models", last("{s.F_MODEL_REFUSALS}") AS "refused" '
+        f'FROM "{s.M_PIPELINE}" WHERE {w} GROUP BY "{s.TAG_SITE}", "{s.TAG_GATEWAY}"', fmt="table")],
+        w=24, h=7, description="Per gateway, as its health reports: each model slot (kind/template) with its "
+        "active, shadow and previous bundle versions, and the bundles it refused (docs/models.md)."))
     variables = [*_tag_vars(s.M_PIPELINE, *tags), *_resolution_vars()]
     return _dashboard("plantwire-pipeline", "plantwire: pipeline health",
                       "Per gateway: ingest rate, lag, edge log depth, gaps, drops and dead letters.",

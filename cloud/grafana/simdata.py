@@ -115,7 +115,8 @@ def simulated_lines(plant: SimPlant, start_ns: int, seconds: float) -> bytes:
                  s.F_LAG_S: 0.2 + 0.01 * (i % 50), s.F_GAPS: int(i % 20 < 3), s.F_GAP_BATCHES: 2 * int(i % 20 < 3),
                  s.F_GAP_AGE_S: 5.0 * (i % 20) if i % 20 < 3 else 0.0, s.F_DROPPED: int(i % 29 == 7),
                  s.F_WAL_BYTES: 1_000_000 + 1000 * (i % 60), s.F_WAL_RECORDS: 100 + i % 60,
-                 s.F_WAL_OLDEST_AGE_S: 1.0 + i % 5, s.F_ONLINE: 1},
+                 s.F_WAL_OLDEST_AGE_S: 1.0 + i % 5, s.F_ONLINE: 1, s.F_MODEL_REFUSALS: i // 360,
+                 s.F_MODELS: f"machine_pca/press active=v{1 + i // 720} shadow=- previous=v{i // 720 or '-'}"},
                 t,
             ))
         out.append(("\n".join(lines) + "\n").encode())
