@@ -1,18 +1,20 @@
 """End to end on real servers (issue 17): simulated dev plant -> edge -> Mosquitto -> ingestor -> InfluxDB,
-with model bundles delivered over MQTT as contracts.md says.
+with model bundles made and delivered by the project's own commands.
 
-A press model is fitted with the project's own fitter (``edge.models.machine.fit``, what ``plantwire
-fit-machine`` runs) on the press history InfluxDB holds after the first half minute, signed with the shared
-writer (``plantwire.bundle.build``) and published retained in chunks. The edge shadows it, is told to promote
-it, and its machine alarms come out on the events lane carrying its version (and land in InfluxDB); a
-tampered bundle and one fitted on the wrong signal set are refused with their reasons; a second good version
-is promoted and rolled back, which restores the first. Throughout, the per-signal sample counts in InfluxDB
-must equal what the edge read, exactly.
+``plantwire models keygen`` makes the signing key; after 40 s of history ``plantwire models fit`` fits the press
+template from what InfluxDB holds (one press read: its model judges the other presses, so it raises alarms) and
+signs the bundle; ``plantwire models publish`` delivers it retained in chunks. The edge shadows it, is told to
+promote it, and its machine alarms come out on the events lane carrying its version and land in InfluxDB; a
+tampered bundle and one fitted on the wrong signal set (signed with the same key) are refused with their
+reasons; a second fitted version is promoted and rolled back, which restores the first. Throughout, the
+per-signal sample counts in InfluxDB must equal what the edge read, exactly.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -22,14 +24,13 @@ from typing import Any
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud import schema
 from edge.detectors.stack import DetectorStack
 from edge.models import machine as mm
 from edge.modelstore import compat, topics
+from plantwire import bundle as pb
 from plantwire import wire
 from plantwire.configfile import load_plant
 from plantwire.pipeline import Pipeline, _influx_query, health, scrape
@@ -90,6 +91,24 @@ class _Side:
         self.c.disconnect()
 
 
+def _models(*args: str) -> str:
+    """``plantwire models ...`` as an operator runs it; its stdout."""
+    out = subprocess.run([sys.executable, "-m", "plantwire.cli", "models", *args], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, f"plantwire models {args[0]}: {out.returncode}\n{out.stdout}\n{out.stderr}"
+    return out.stdout
+
+
+def _fit_press(pipe: Pipeline, key: Path, store: Path, start_ns: int, end_ns: int) -> tuple[Path, str]:
+    report = json.loads(_models(
+        "fit", "--plant", str(pipe.state_dir / "config" / "plant.yaml"), "--influx-url", pipe.influx_url,
+        "--database", pipe.database, "--start", str(start_ns), "--end", str(end_ns), "--template", "press",
+        "--instances", "1", "--period-s", "1", "--signing-key", str(key), "--store", str(store), "--json"))
+    fitted = [f for t in report["templates"] for f in t["fitted"] if f["kind"] == "machine_pca"]
+    assert fitted and "bundle" in fitted[0], report
+    return Path(fitted[0]["bundle"]), fitted[0]["version"]
+
+
 def _wait_health(port: int, pred: Any, timeout_s: float = 90.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -116,10 +135,9 @@ def _history(pipe: Pipeline, machine: str, signals: list[str], since_ns: int) ->
 @pytest.mark.slow
 @pytest.mark.integration
 def test_bundle_shadowed_promoted_refused_rolled_back_and_every_sample_lands(tmp_path: Path) -> None:
-    key = Ed25519PrivateKey.generate()
-    pub = tmp_path / "signer.pub"
-    pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
+    priv, pub = tmp_path / "signing.key", tmp_path / "signing.pub"
+    _models("keygen", str(priv), "--public", str(pub))
+    key = pb.load_private_key(priv)
     plant = load_plant(ROOT / "configs" / "dev" / "plant.yaml")
     table = expand(plant)
     stack = DetectorStack.from_table(table)
@@ -136,12 +154,11 @@ def test_bundle_shadowed_promoted_refused_rolled_back_and_every_sample_lands(tmp
         side = _Side(pipe.broker, plant.site)
         t0 = time.time_ns()
         time.sleep(HISTORY_S)
-        x = _history(pipe, "line1.press01", members, t0)
-        assert x.shape[0] >= 20, x.shape
-        model = mm.fit(x, members, mm.FitSettings(lags=1), name="press01")
-        v1, v2, v3, v4 = "e2e-0001", "e2e-0002", "e2e-0003", "e2e-0004"
-
-        side.offer("press", machine_bundle(model, "press", v1, key), v1)
+        store = tmp_path / "bundles"
+        path1, v1 = _fit_press(pipe, priv, store, t0, time.time_ns())
+        publish = ("--site", plant.site, "--gateway", GATEWAY, "--broker", f"{pipe.broker[0]}:{pipe.broker[1]}",
+                   "--public-key", str(pub))
+        _models("publish", str(path1), *publish)
         doc = _wait_health(port, lambda h: h.get("models", {}).get("machine_pca/press", {}).get("shadow") == v1)
         _wait_health(port, lambda h: h["model_shadow"]["machine_pca/press"]["ticks"] > 0)
         res = side.command("promote", "press")
@@ -157,10 +174,12 @@ def test_bundle_shadowed_promoted_refused_rolled_back_and_every_sample_lands(tmp
                         and e.get("outcome") == "applied" and e.get("actor") == "e2e", timeout_s=60)
 
         # Refused before use, each with its reason; the active model carries on.
-        good = machine_bundle(model, "press", v2, key)
+        v2, v3 = "tampered-0002", "wrong-signals-0003"
+        good = path1.read_bytes()
         i = good.index(b'"limit":') + 9
         side.offer("press", good[:i] + bytes([good[i] ^ 1]) + good[i + 1:], v2)
         _wait_health(port, lambda h: h["model_refusals_total"] == 1)
+        x = _history(pipe, "line1.press01", members, t0)
         wrong_signals = view.templates["press"]
         extra = np.random.default_rng(0).normal(size=(x.shape[0], len(wrong_signals) - len(members)))
         rows = np.column_stack([x, extra])
@@ -176,8 +195,8 @@ def test_bundle_shadowed_promoted_refused_rolled_back_and_every_sample_lands(tmp
             time.sleep(0.25)
 
         # A second good version: shadow, promote, roll back -> the first is active again.
-        side.offer("press", machine_bundle(mm.fit(x[::-1].copy(), members, mm.FitSettings(lags=1, quantile=0.95)),
-                                           "press", v4, key), v4)
+        path4, v4 = _fit_press(pipe, priv, store, t0 + 10 * 10**9, time.time_ns())
+        _models("publish", str(path4), *publish)
         _wait_health(port, lambda h: h["models"]["machine_pca/press"]["shadow"] == v4)
         assert side.command("promote", "press")["outcome"] == "applied"
         _wait_health(port, lambda h: h["models"]["machine_pca/press"] == {"active": v4, "shadow": None,
