@@ -333,3 +333,57 @@ def test_manager_shadows_promotes_refuses_rolls_back_and_resumes(mosquitto, tmp_
         asyncio.run(one_run(second))
     finally:
         side.close()
+
+
+def test_auto_promotion_and_the_post_promotion_health_check_roll_back(tmp_path: Path, dev: tuple,
+                                                                       key: Ed25519PrivateKey) -> None:
+    """In shadow for auto_promote_after_s within the rate bound: promoted by the edge itself; then more machine
+    alarms than rollback_max_rate within the watch: rolled back to the config's models, both audited."""
+    plant, table, view = dev
+    now = [1000.0]
+    settings = ModelStoreSettings(public_key_file=_pub_pem(key, tmp_path / "signer.pub"), auto_promote_after_s=600,
+                                  auto_promote_max_rate=0.5, watch_s=1800, min_watch_s=60, rollback_max_rate=2.0)
+    audit: list[dict] = []
+    # Not started: nothing here goes over the network (no command results in this test).
+    pub = MqttPublisher(MqttSettings(host="127.0.0.1", port=1), "unused")
+    mgr = ModelManager(settings, gateway_id="gw-t", plant=plant, table=table,
+                       analytics=EdgeAnalytics.from_table(table, AnalyticsSettings()), state_dir=tmp_path / "state",
+                       base_dir=None, publisher=pub, emit=audit.extend, clock=lambda: now[0])
+    version = "20261203T1400-auto"
+    data = machine_bundle(fit_template(np.random.default_rng(6), view.members["press"]), "press", version, key)
+    head, chunks = deliveries(data, version, chunk_bytes=4096)
+    base = topics.head_topic(topics.Scope.GATEWAY, table.site, "gw-t", "machine_pca", "press")[:-len("head")]
+
+    async def deliver() -> None:
+        mgr.start()  # key, stored slots, subscriptions (recorded only: the publisher is not started)
+        await mgr._handle(base + "head", head)
+        for i, c in enumerate(chunks):
+            await mgr._handle(f"{base}chunk/{i}", c)
+
+    asyncio.run(deliver())
+    key_ = "machine_pca/press"
+    assert mgr.shadows[key_].version == version
+    now[0] += 599.0
+    mgr.tick()
+    assert key_ in mgr.shadows  # not yet
+    now[0] += 2.0
+    mgr.tick()
+    assert mgr.health_doc()["models"][key_] == {"active": version, "shadow": None, "previous": None}
+    assert audit[-1]["action"] == "promote" and audit[-1]["actor"] == "edge" and audit[-1]["outcome"] == "applied"
+    press = np.array([m for m, t in enumerate(view.machine_template) if t == "press"])
+    # Three machine alarms on presses within two minutes: 3 / (8 machines x 2/60 h) = 11 per machine-hour > 2.
+    from edge.detectors.events import EVENT_DTYPE, Phase, Scope
+    from edge.kernels.kinds import Kind
+    ev = np.zeros(3, dtype=EVENT_DTYPE)
+    ev["scope"], ev["phase"], ev["kind"], ev["entity"] = Scope.MACHINE, Phase.OPEN, int(Kind.MACHINE), press[:3]
+    empty = np.zeros(0, dtype=np.uint32)
+    mgr.after_frame(empty, np.zeros(0), np.zeros(0, np.uint8), 0, ev)
+    now[0] += 30.0
+    mgr.tick()
+    assert mgr.health_doc()["models"][key_]["active"] == version  # min_watch_s not reached: one burst is no rate
+    now[0] += 90.0
+    mgr.tick()
+    assert mgr.health_doc()["models"][key_] == {"active": None, "shadow": None, "previous": None}
+    assert {mgr.machine_version[m] for m in press.tolist()} == {None}  # back to the config (no model here)
+    assert audit[-1]["action"] == "rollback" and "health check" in audit[-1]["detail"]
+    assert mgr.rollbacks == {"health-check": 1}

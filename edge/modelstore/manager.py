@@ -542,7 +542,7 @@ class ModelManager:
         now = self.clock()
         slots, shadows, watches = dict(self.store.slots), dict(self.shadows), dict(self._watch)
         held, refusals = dict(self._held), dict(self.refusals)
-        models = {k: st.doc() for k, st in sorted(slots.items()) if st.active or st.shadow or st.previous}
+        models = {k: st.doc() for k, st in sorted(slots.items())}  # every slot that ever held a bundle
         shadow = {k: {"version": sh.version, "since_s": round(now - sh.since_s, 1), "ticks": sh.ticks,
                       "alarms": sh.alarms, "rate_per_machine_h": round(sh.rate_per_machine_h(now), 4),
                       "held": held.get(k)} for k, sh in shadows.items()}
