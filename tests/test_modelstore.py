@@ -122,7 +122,6 @@ def test_bundle_must_match_the_templates_machine_signals_in_order(dev: tuple, ke
     cases = {
         Refusal.SIGNAL_MISMATCH: machine_bundle(fit_template(rng, view.templates["press"]), "press", "v2", key),
         Refusal.UNKNOWN_TEMPLATE: machine_bundle(model, "lathe", "v3", key),
-        Refusal.UNSUPPORTED_KIND: machine_bundle(model, "press", "v4", key, kind="signal_baseline"),
     }
     swapped = [members[1], members[0], *members[2:]]
     cases_order = machine_bundle(fit_template(rng, swapped), "press", "v5", key)
@@ -387,3 +386,50 @@ def test_auto_promotion_and_the_post_promotion_health_check_roll_back(tmp_path: 
     assert {mgr.machine_version[m] for m in press.tolist()} == {None}  # back to the config (no model here)
     assert audit[-1]["action"] == "rollback" and "health check" in audit[-1]["detail"]
     assert mgr.rollbacks == {"health-check": 1}
+
+
+def test_signal_baseline_sets_range_limits_the_plant_file_leaves_open_and_rolls_back(
+        tmp_path: Path, dev: tuple, key: Ed25519PrivateKey) -> None:
+    from edge.kernels import signal_stack
+    from edge.kernels.kinds import Kind
+    from plantwire import bundle as pb
+
+    plant, table, view = dev
+    names = [n for n, t in plant.templates["press"].expanded() if t.kind != "state"]
+    low, high = np.arange(len(names), dtype=float), np.arange(len(names), dtype=float) + 10.0
+    manifest = {"kind": "signal_baseline", "template": "press", "signals": names, "modes": None, "fitted_from_ns": 0,
+                "fitted_to_ns": 1, "rows": 100, "data_sha256": "0" * 64, "validation": {}, "version": "sb-1",
+                "software": "test", "created_ns": 1}
+    data = pb.build(manifest, {"low": low, "high": high, "count": np.full(len(names), 100)}, key)
+    settings = ModelStoreSettings(public_key_file=_pub_pem(key, tmp_path / "signer.pub"))
+    analytics = EdgeAnalytics.from_table(table, AnalyticsSettings())
+    mgr = ModelManager(settings, gateway_id="gw-t", plant=plant, table=table, analytics=analytics,
+                       state_dir=tmp_path / "state", base_dir=None,
+                       publisher=MqttPublisher(MqttSettings(host="127.0.0.1", port=1), "unused"), emit=lambda d: None)
+    head, chunks = deliveries(data, "sb-1")
+    base = topics.head_topic(topics.Scope.SITE, table.site, "gw-t", "signal_baseline", "press")[:-len("head")]
+
+    async def deliver() -> None:
+        mgr.start()
+        await mgr._handle(base + "head", head)
+        for i, c in enumerate(chunks):
+            await mgr._handle(f"{base}chunk/{i}", c)
+
+    asyncio.run(deliver())
+    assert mgr.health_doc()["models"]["signal_baseline/press"]["active"] == "sb-1"  # no shadow for limits
+    cfg = analytics.stack.cfg
+    m = int(view.machines["press"][0])
+    set_rows = []
+    for i, name in enumerate(names):
+        r = table.ids.index(f"{table.machine_ids[m]}.{name}")
+        plant_lo = table.low[r]
+        if table.kinds[r] == "counter" or np.isfinite(plant_lo):
+            assert cfg[r, signal_stack.C_LOW] == plant_lo or (np.isnan(plant_lo) and np.isnan(cfg[r, 0]))
+        else:
+            assert (cfg[r, signal_stack.C_LOW], cfg[r, signal_stack.C_HIGH]) == (low[i], high[i])
+            assert mgr.event_version(0, r, 1, int(Kind.RANGE)) == "sb-1"
+            set_rows.append(r)
+    assert set_rows
+    assert mgr.rollback("signal_baseline/press", "command")[0] == "applied"
+    assert all(np.isnan(cfg[r, signal_stack.C_LOW]) for r in set_rows)
+    assert mgr.event_version(0, set_rows[0], 1, int(Kind.RANGE)) is None

@@ -4,9 +4,8 @@
 and, for the machine stage, the member signals in the order the kernel packs them (template order,
 state and counter signals left out: ``edge.kernels.kinds.mask_for``). A ``machine_pca`` bundle must
 name exactly those signals in exactly that order (its arrays are laid out by that order); a ``rul``
-bundle's inputs must all be signals of the template (through ``analytics.health.inputs`` where the
-names differ). ``signal_baseline`` is refused as ``unsupported-kind``: its edge semantics are not
-defined (docs/models.md, "Edge").
+bundle's inputs and a ``signal_baseline`` bundle's signals must all be signals of the template (RUL
+inputs through ``analytics.health.inputs`` where the names differ).
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from edge.modelstore.reader import KINDS, Bundle
 from edge.modelstore.reasons import BundleRefused, Refusal
 from plantwire.plant import PlantConfig, SignalTable
 
-APPLIED_KINDS = ("machine_pca", "rul")
+APPLIED_KINDS = ("machine_pca", "rul", "signal_baseline")
 
 
 @dataclass(frozen=True)
@@ -66,11 +65,11 @@ def check(bundle: Bundle, view: PlantView, rul_inputs: dict[str, str] | None = N
             raise BundleRefused(Refusal.SIGNAL_MISMATCH, _diff(got, want, template))
     else:
         names = set(view.templates[template])
-        mapped = [(rul_inputs or {}).get(s, s) for s in got]
+        mapped = [(rul_inputs or {}).get(s, s) for s in got] if kind == "rul" else got
         missing = [s for s in mapped if s not in names]
         if missing:
-            raise BundleRefused(Refusal.SIGNAL_MISMATCH, f"inputs {missing[:5]} are not signals of template "
-                                                         f"{template!r}")
+            raise BundleRefused(Refusal.SIGNAL_MISMATCH, f"{'inputs' if kind == 'rul' else 'signals'} "
+                                                         f"{missing[:5]} are not signals of template {template!r}")
     return machines
 
 

@@ -4,7 +4,8 @@
 mode_scale,loadings,eigenvalues}`` per mode j); the per-mode scalars (``t2_ref, spe_ref, limit, ewma,
 init, rows``) are the ``modes`` list of the manifest, as in the model's own ``.json``. ``lags`` is taken
 from the manifest when present and must agree with the arrays' shapes (features = signals x (lags + 1)).
-``rul``: the arrays are those of ``edge.pdm.rul.RulModel.save``.
+``rul``: the arrays are those of ``edge.pdm.rul.RulModel.save``. ``signal_baseline``: the per-signal
+``low``/``high`` suggested limits (docs/models.md), one entry per manifest signal.
 """
 
 from __future__ import annotations
@@ -72,3 +73,18 @@ def rul_model(bundle: Bundle) -> RulModel:
         return RulModel.from_arrays(bundle.arrays, f"bundle {bundle.version}")
     except RulModelError as exc:
         raise BundleRefused(Refusal.BAD_ARRAYS, str(exc)) from None
+
+
+def baseline_limits(bundle: Bundle) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) per manifest signal of a ``signal_baseline`` bundle (NaN: no limit for that signal)."""
+    n = len(bundle.signals)
+    try:
+        low = np.asarray(bundle.arrays["low"], dtype=np.float64)
+        high = np.asarray(bundle.arrays["high"], dtype=np.float64)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleRefused(Refusal.BAD_ARRAYS, f"signal_baseline: arrays low/high unusable ({exc!r})") from None
+    if low.shape != (n,) or high.shape != (n,):
+        raise BundleRefused(Refusal.BAD_ARRAYS, f"signal_baseline: low/high must have {n} entries, one per signal")
+    if np.any(np.isfinite(low) & np.isfinite(high) & (low > high)):
+        raise BundleRefused(Refusal.BAD_ARRAYS, "signal_baseline: a low limit above its high limit")
+    return low, high

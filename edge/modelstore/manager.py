@@ -26,11 +26,15 @@ scores the same frames, alarms counted, never published), ``previous`` (kept on 
   a shadow period of minutes or hours (it moves over duty cycles and weeks), so a shadow would be a
   wait without a criterion; ``previous`` and rollback work as for machine models. A RUL bundle applies
   only where ``analytics.health`` is configured and every machine it covers is of the bundle's template.
-- ``signal_baseline`` is refused (``unsupported-kind``): see docs/models.md, "Edge".
+- ``signal_baseline`` bundles swap in directly too: their suggested ``low``/``high`` become the range limits
+  of the template's signals that the plant file leaves without one (the plant file's own limits always
+  win; ``state`` and ``counter`` signals are skipped: a totaliser leaves any fitted band by design). A
+  shadow would only replay the range check; rollback restores the previous limits (or the plant file's).
 
 Traceability: ``model_version`` of an alarm is the version of the machine model that raised it (fixed
 at OPEN, repeated at CLOSE), ``"local"`` for a model from the config or the edge's own fit, and null
-for signal alarms (the unfitted signal stack); health documents carry the RUL model's version.
+for signal alarms (the unfitted signal stack) except range alarms on limits a ``signal_baseline`` bundle set
+(its version); health documents carry the RUL model's version.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge.detectors.events import Phase, Scope
+from edge.kernels import signal_stack
 from edge.kernels.kinds import Kind
 from edge.modelstore import compat, convert, topics
 from edge.modelstore.assembly import SlotAssembly, parse_head
@@ -113,6 +118,9 @@ class ModelManager:
         self._config_models = self.stack.machine_stage.config_models(self.stack.machine_ids, base_dir)
         self.rul_version: str | None = LOCAL if analytics._health is not None else None
         self._config_rul = analytics._health.est.model if analytics._health is not None else None
+        self._plant_limits = self.stack.cfg[:, [signal_stack.C_LOW, signal_stack.C_HIGH]].copy()
+        self._row_of = {sid: i for i, sid in enumerate(table.ids)}
+        self.limit_version: dict[int, str] = {}  # signal row -> signal_baseline version that set its limits
         self.refusals: collections.Counter[str] = collections.Counter()
         self.last_refusals: collections.deque[dict[str, Any]] = collections.deque(maxlen=settings.refusals_kept)
         self.received = 0
@@ -281,6 +289,8 @@ class ModelManager:
             if not self.analytics.settings.machine.enabled:
                 raise BundleRefused(Refusal.NO_TARGET, "analytics.machine is disabled on this gateway")
             return machines, convert.machine_model(b)
+        if b.kind == "signal_baseline":
+            return machines, (b.signals, *convert.baseline_limits(b))
         h = self.analytics._health
         if h is None:
             raise BundleRefused(Refusal.NO_TARGET, "analytics.health is not configured on this gateway")
@@ -325,7 +335,7 @@ class ModelManager:
             self._apply(kind, template, version, model, machines, warm_from=None)
             self.promotions["direct"] += 1
             self._audit("promote", key, version, "applied", ACTOR_EDGE, "agent", None,
-                        f"rul {version} applied without shadow (previous {st.previous})")
+                        f"{kind} {version} applied without shadow (previous {st.previous})")
         self._save_slots()
 
     def _apply(self, kind: str, template: str, version: str | None, model: Any, machines: np.ndarray,
@@ -341,6 +351,8 @@ class ModelManager:
             stage.swap_models(machines, model, warm_from.stage if warm_from is not None else None)
             for m in machines.tolist():
                 self.machine_version[m] = version
+        elif kind == "signal_baseline":
+            self._apply_limits(template, version, model, machines)
         else:
             rul = model if model is not None else self._config_rul
             h = self.analytics._health
@@ -351,6 +363,26 @@ class ModelManager:
                 est.state[...] = h.est.state  # the same model and inputs: its history stays valid
             h.est = est
             self.rul_version = version if model is not None else LOCAL
+
+    def _apply_limits(self, template: str, version: str | None, model: Any, machines: np.ndarray) -> None:
+        """Range limits of the template's machines: the bundle's where the plant file has none, else the plant's."""
+        cfg, t = self.stack.cfg, self.table
+        rows = np.array([r for m in machines.tolist() for r in np.flatnonzero(t.machine == m).tolist()], dtype=np.int64)
+        for r in rows.tolist():  # back to the plant file first: a signal the new bundle omits loses the old limit
+            cfg[r, signal_stack.C_LOW], cfg[r, signal_stack.C_HIGH] = self._plant_limits[r]
+            self.limit_version.pop(r, None)
+        if model is None or version is None:
+            return
+        names, low, high = model
+        for m in machines.tolist():
+            mid = t.machine_ids[m]
+            for name, lo, hi in zip(names, low.tolist(), high.tolist(), strict=True):
+                r = self._row_of.get(f"{mid}.{name}")
+                if r is None or t.kinds[r] in ("state", "counter") or not (np.isfinite(lo) and np.isfinite(hi)):
+                    continue
+                if np.isnan(self._plant_limits[r]).all():  # the plant file's own limits always win
+                    cfg[r, signal_stack.C_LOW], cfg[r, signal_stack.C_HIGH] = lo, hi
+                    self.limit_version[r] = version
 
     def _rul_inputs(self, model: RulModel) -> np.ndarray:
         h = self.analytics._health
@@ -522,7 +554,7 @@ class ModelManager:
     def event_version(self, scope: int, entity: int, phase: int, kind: int) -> str | None:
         """``model_version`` of an alarm row (machine alarms: fixed at OPEN, repeated at CLOSE)."""
         if scope != Scope.MACHINE:
-            return None
+            return self.limit_version.get(entity) if kind == Kind.RANGE else None
         if kind == Kind.HEALTH:
             return self.rul_version
         if phase == Phase.OPEN:
