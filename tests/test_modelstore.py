@@ -433,3 +433,47 @@ def test_signal_baseline_sets_range_limits_the_plant_file_leaves_open_and_rolls_
     assert mgr.rollback("signal_baseline/press", "command")[0] == "applied"
     assert all(np.isnan(cfg[r, signal_stack.C_LOW]) for r in set_rows)
     assert mgr.event_version(0, set_rows[0], 1, int(Kind.RANGE)) is None
+
+
+def test_rul_bundle_swaps_in_without_shadow_and_rolls_back_to_the_config_model(
+        tmp_path: Path, dev: tuple, key: Ed25519PrivateKey) -> None:
+    from plantwire import bundle as pb
+    from tests.test_rul import _model
+
+    plant, table, _ = dev
+    names = [n for n, t in plant.templates["press"].expanded() if t.kind not in ("state", "counter")][:5]
+    inputs = dict(zip(["op0", "op1", "s0", "s1", "s2"], names, strict=True))
+    config_model, shipped = _model(seed=1), _model(seed=2)
+    config_model.save(tmp_path / "rul.npz")
+    analytics = EdgeAnalytics.from_table(table, AnalyticsSettings.model_validate(
+        {"health": {"model": str(tmp_path / "rul.npz"), "machines": ["line1.press*"], "inputs": inputs}}))
+    shipped.save(tmp_path / "shipped.npz")
+    with np.load(tmp_path / "shipped.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    manifest = {"kind": "rul", "template": "press", "signals": shipped.input_names(), "modes": None,
+                "fitted_from_ns": 0, "fitted_to_ns": 1, "rows": 10, "data_sha256": "0" * 64, "validation": {},
+                "version": "rul-2", "software": "test", "created_ns": 1}
+    data = pb.build(manifest, arrays, key)
+    audit: list[dict] = []
+    mgr = ModelManager(ModelStoreSettings(public_key_file=_pub_pem(key, tmp_path / "signer.pub")), gateway_id="gw-t",
+                       plant=plant, table=table, analytics=analytics, state_dir=tmp_path / "state", base_dir=None,
+                       publisher=MqttPublisher(MqttSettings(host="127.0.0.1", port=1), "unused"), emit=audit.extend)
+    assert mgr.rul_version == "local"
+    analytics._health.est.state[:] = 1.0  # history under the config model
+    head, chunks = deliveries(data, "rul-2")
+    base = topics.head_topic(topics.Scope.GLOBAL, table.site, "gw-t", "rul", "press")[:-len("head")]
+
+    async def deliver() -> None:
+        mgr.start()
+        await mgr._handle(base + "head", head)
+        for i, c in enumerate(chunks):
+            await mgr._handle(f"{base}chunk/{i}", c)
+
+    asyncio.run(deliver())
+    est = analytics._health.est
+    assert mgr.rul_version == "rul-2" and np.array_equal(est.model.w1, shipped.w1)
+    assert not est.state.any()  # another model: its history starts afresh
+    assert mgr.event_version(1, 0, 1, 7) == "rul-2"  # Kind.HEALTH events carry the RUL version
+    assert audit[-1]["action"] == "promote" and "without shadow" in audit[-1]["detail"]
+    assert mgr.rollback("rul/press", "command")[0] == "applied"
+    assert mgr.rul_version == "local" and np.array_equal(analytics._health.est.model.w1, config_model.w1)
