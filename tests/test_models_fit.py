@@ -2,8 +2,9 @@
 
 Half an hour of a 4-machine plant (two compressors, two presses) in the ingestor's schema, one point per signal
 per 10 s (the last second of each machine tick: the rows the fit reads are those of 1 Hz history). One
-compressor's oil temperature is corrupted inside an alarm episode stored in ``events``: the fit must leave
-that period out (the baseline never sees the corrupt value, the kept ticks drop by the episode's length),
+compressor's oil temperature is corrupted inside an alarm episode stored in ``events``, and an alarm of the
+other compressor is out of service for a while (``incident_transitions``): the fit must leave both periods
+out (the baseline never sees the corrupt value, the kept ticks drop by exactly those periods),
 sign one bundle per template and kind, and the machine_pca bundle's arrays must load as the edge's
 machine model and score like the edge.
 """
@@ -60,6 +61,10 @@ def test_fit_from_influx_excludes_alarms_and_signs_bundles(influxdb: InfluxDB1, 
     write_episode(sink, site="ac-fit", gateway="gw1", machine=machine, signal=sid, kind="level",
                   start_ns=EPOCH_NS + 600 * NS, end_ns=EPOCH_NS + 900 * NS)
 
+    # compressor02: one of its alarms taken out of service from 300 s to 500 s (the alarm layer's transitions).
+    tr = "incident_transitions,site=ac-fit,gateway=gw1,area=line1,machine=line1.compressor02,priority=low"
+    sink.write((f'{tr},transition=oos id="i7",seq=2i,out_of_service=1i {EPOCH_NS + 300 * NS}\n'
+                f'{tr},transition=return id="i7",seq=3i,out_of_service=0i {EPOCH_NS + 500 * NS}\n').encode())
     key_path, pub_path, _ = generate(tmp_path / "keys" / "sign.key")
     store = tmp_path / "bundles"
     args = ["fit", "--plant", str(plant), "--influx-url", influxdb.url, "--database", influx_db,
@@ -71,8 +76,9 @@ def test_fit_from_influx_excludes_alarms_and_signs_bundles(influxdb: InfluxDB1, 
     assert set(by_t) == {"compressor", "press"}
     comp = by_t["compressor"]
     assert comp["machines_read"] == 2 and comp["ticks"] == 2 * 180
-    # fitting part = first 80 % = 144 ticks per machine; the episode (300 s) padded by 120 s each side: 54 ticks.
-    assert comp["ticks_kept"] == 2 * 144 - 54
+    # fitting part = first 80 % = 144 ticks per machine; the episode (300 s) padded by 120 s each side: 54
+    # ticks of compressor01; the out-of-service period (200 s) padded alike: 44 ticks of compressor02.
+    assert comp["ticks_kept"] == 2 * 144 - 54 - 44
     assert "rul" in comp["skipped"] and "labels" in comp["skipped"]["rul"]
     kinds = {f["kind"]: f for f in comp["fitted"]}
     assert set(kinds) == {"machine_pca", "signal_baseline"}
@@ -119,3 +125,17 @@ def test_fit_reports_unreachable_influx(tmp_path: Path, capsys: pytest.CaptureFi
                "--start", "2026-01-05T00:00", "--end", "2026-01-05T01:00"])
     assert rc == 1
     assert "InfluxDB http://127.0.0.1" in capsys.readouterr().err
+
+
+def test_large_templates_are_read_in_staggered_windows_covering_every_hour() -> None:
+    from cloud.models.fit import FitOptions, _stride, _windows
+
+    week = 7 * 86_400 * NS
+    o = FitOptions(read_ticks=400_000)  # (the default is 100,000)
+    assert _stride(0, week, 2, o) == 1  # small: everything is read
+    assert all(len(w) == 168 for w in _windows(0, week, 2, o))
+    k = _stride(0, week, 100, o)  # 100 machines x 60,480 ticks
+    assert k == 16
+    wins = _windows(0, week, 100, o)
+    assert all(10 <= len(w) <= 11 for w in wins)  # each machine about a 16th of the hours
+    assert sorted({a for w in wins for a, _ in w}) == list(range(0, week, 3600 * NS))  # together: every hour

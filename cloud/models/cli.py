@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--holdout", type=float, default=0.2, help="later fraction of the range held back for validation")
     f.add_argument("--max-rows", type=int, default=50_000, help="rows per template after even thinning")
     f.add_argument("--instances", type=int, default=0, help="read at most N machines per template (0: all)")
-    f.add_argument("--chunk-s", type=int, default=86_400, help="seconds of one machine per InfluxDB query")
+    f.add_argument("--window-s", type=int, default=3600, help="seconds of one machine per InfluxDB query")
+    f.add_argument("--read-ticks", type=int, default=100_000,
+                   help="ticks read per template at most (about); beyond, each machine reads every k-th window")
     f.add_argument("--signing-key", type=Path, help="private key: sign and store bundles (else: report only)")
     f.add_argument("--store", type=Path, default=Path("bundles"), help="bundle store directory")
     f.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -125,11 +127,11 @@ def _history(args: argparse.Namespace) -> Any:
     token = os.environ.get(s.token_env) if s.token_env else None
     if api is InfluxApi.V2:
         return FluxHistory(url, org=s.org, bucket=args.database or s.bucket or database, token=token,
-                           timeout_s=max(s.timeout_s, 120.0), chunk_s=args.chunk_s)
+                           timeout_s=max(s.timeout_s, 120.0), chunk_s=args.window_s)
     password = os.environ.get(s.password_env) if s.password_env else None
     return InfluxQLHistory(url, database, retention_policy=args.retention_policy or s.retention_policy,
                            username=s.username, password=password, token=token,
-                           timeout_s=max(s.timeout_s, 120.0), chunk_s=args.chunk_s)
+                           timeout_s=max(s.timeout_s, 120.0), chunk_s=args.window_s)
 
 
 def _peak_rss_mb() -> float:
@@ -164,7 +166,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
         raise ValueError(f"--template: not in {args.plant}: {unknown}")
     key = bundle.load_private_key(args.signing_key) if args.signing_key else None
     opts = FitOptions(period_s=args.period_s, holdout=args.holdout, max_rows=args.max_rows,
-                      instances=args.instances, templates=tuple(args.template))
+                      instances=args.instances, templates=tuple(args.template), window_s=args.window_s,
+                      read_ticks=args.read_ticks)
     t0 = time.monotonic()
     result = fit_site(_history(args), plant, start, end, opts, declared)
     written: list[str] = []
@@ -173,7 +176,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     for rep in result.templates:
         entry: dict[str, Any] = {"template": rep.template, "machines": rep.machines, "machines_read": rep.machines_read,
                                  "samples": rep.samples, "ticks": rep.ticks, "ticks_kept": rep.ticks_kept,
-                                 "fitted": [], "skipped": rep.skipped}
+                                 "stride": rep.stride, "fitted": [], "skipped": rep.skipped}
         for m in rep.fitted:
             item: dict[str, Any] = {"kind": m.kind, "signals": len(m.signals), "rows": m.rows,
                                     "validation": m.validation}
@@ -190,6 +193,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     report["peak_rss_mb"] = round(_peak_rss_mb(), 1)
     report["influx_queries"] = result.queries
     report["influx_bytes"] = result.bytes_read
+    report["influx_wait_s"] = round(result.query_s, 3)
     if args.json:
         print(json.dumps(report, indent=1))
     else:
@@ -202,14 +206,14 @@ def _print_fit(r: dict[str, Any]) -> None:
           f"[{r['validation_from_ns']}, {r['to_ns']})")
     for t in r["templates"]:
         print(f"{t['template']}: {t['machines_read']}/{t['machines']} machines, {t['samples']:,} samples read as "
-              f"{t['ticks']:,} ticks, {t['ticks_kept']:,} kept for fitting")
+              f"{t['ticks']:,} ticks (each machine every {t['stride']}. hour), {t['ticks_kept']:,} kept for fitting")
         for m in t["fitted"]:
             where = f" -> {m['bundle']} ({m['bytes']:,} bytes)" if "bundle" in m else ""
             print(f"  {m['kind']}: {m['signals']} signals, {m['rows']:,} rows, validation {m['validation']}{where}")
         for kind, why in t["skipped"].items():
             print(f"  {kind}: not fitted: {why}")
-    print(f"took {r['seconds']:.1f} s, peak memory {r['peak_rss_mb']:.0f} MB, {r['influx_queries']} InfluxDB queries "
-          f"({r['influx_bytes'] / 1e6:.1f} MB)")
+    print(f"took {r['seconds']:.1f} s ({r['influx_wait_s']:.1f} s waiting for InfluxDB), peak memory "
+          f"{r['peak_rss_mb']:.0f} MB, {r['influx_queries']} InfluxDB queries ({r['influx_bytes'] / 1e6:.1f} MB)")
 
 
 def cmd_bundle_rul(args: argparse.Namespace) -> int:

@@ -8,9 +8,10 @@ fault's tail outlives the alarm's hysteresis.
 Sources:
 - the ``events`` measurement (every alarm episode the gateways reported, any kind: process, machine, data
   quality -- a ``bad`` or ``silent`` episode is a period of bad quality as well);
+- out-of-service periods of the alarm layer's incidents (``incident_transitions``, issue 16), as episodes of
+  their machine (``cloud.models.history``);
 - ``Declared`` periods given by the engineer (``--exclude START/END[/MACHINE_GLOB]``): maintenance, trials,
-  out-of-service periods, anything the history does not record. (Out-of-service incidents of the alarm layer,
-  issue 16, are stored by the cloud in their own measurement; reading them here is future work.)
+  anything the history does not record.
 Bad-quality samples are already missing in the rows (``cloud.models.history``).
 """
 

@@ -22,6 +22,13 @@ Per template (every machine of the plant file built from it), from ``[start, end
   so no RUL model is fitted from it; ``tools/fit_rul.py`` fits one from labelled history offline and
   ``cloud.models.bundles.rul_bundle`` ships its ``.npz`` as a bundle.
 
+Reading is bounded per template, not per plant: the range is read in windows of ``window_s`` (an hour)
+per machine, and when a template's machines hold more than ``read_ticks`` ticks in all, each machine reads
+only every k-th window, staggered so the template's machines together still cover every hour of every day
+(100 compressors over a week at 10 s: 6 M ticks, k = 61). A PCA of 30-40 signals is settled by ~10^4-10^5
+rows; reading all 6 M ticks would only cost InfluxDB time (``bench/model_fit.py``: InfluxDB's aggregation
+is what bounds the fit). The report says the stride.
+
 Memory: one machine's rows for the whole range at a time (``ticks x members x 8`` bytes: a week at 10 s for
 40 signals is 19 MB), plus the thinned pool per template (``max_rows x members x 8``) and the held-back rows
 of the validation machines. Nothing scales with the number of samples.
@@ -58,6 +65,8 @@ class FitOptions:
     pad_s: int = 120  # alarm episodes widened by this on both sides
     lookback_s: int = 86_400  # episodes that started this long before the range may still cover it
     instances: int = 0  # read at most this many instances per template (evenly chosen); 0 = all
+    read_ticks: int = 100_000  # ticks read per template at most (about): beyond, machines read every k-th window
+    window_s: int = 3600  # one read window (and InfluxDB query) per machine
     q_low: float = 0.001
     q_high: float = 0.999
     margin: float = 0.1
@@ -87,6 +96,7 @@ class TemplateReport:
     samples: int  # raw samples InfluxDB aggregated into the rows read
     ticks: int  # rows read (all instances)
     ticks_kept: int  # rows of the fitting part left after exclusions
+    stride: int = 1  # each machine read every stride-th window (1: everything)
     fitted: list[Fitted] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # kind -> why not fitted
 
@@ -101,6 +111,7 @@ class SiteFit:
     seconds: float
     queries: int
     bytes_read: int
+    query_s: float  # of ``seconds``, waiting for InfluxDB
 
 
 def template_machines(plant: PlantConfig) -> dict[str, list[str]]:
@@ -116,6 +127,26 @@ def _evenly(items: list[str], n: int) -> list[str]:
     if n <= 0 or n >= len(items):
         return list(items)
     return [items[int(i)] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
+
+
+def _stride(start_ns: int, end_ns: int, machines: int, o: FitOptions) -> int:
+    """Read every ``stride``-th window of a machine: the template's ticks read stay near ``o.read_ticks``."""
+    ticks = machines * max((end_ns - start_ns) // (o.period_s * NS_PER_S), 1)
+    return max(1, -(-int(ticks) // max(o.read_ticks, 1)))
+
+
+def _windows(start_ns: int, end_ns: int, machines: int, o: FitOptions) -> list[list[tuple[int, int]]]:
+    """Per machine, the ``[a, b)`` windows (``o.window_s`` long) it reads.
+
+    With a stride k > 1 machine i reads windows i, i + k, i + 2k, ...: each machine a k-th of the range, the
+    template's machines together every window (every hour of every day) when there are k or more of them;
+    both the fitting and the held-back part are sampled alike.
+    """
+    k = _stride(start_ns, end_ns, machines, o)
+    step = o.window_s * NS_PER_S
+    edges = list(range(start_ns, end_ns, step))
+    return [[(a, min(a + step, end_ns)) for c, a in enumerate(edges) if k == 1 or c % k == i % k]
+            for i in range(machines)]
 
 
 def _thin(x: np.ndarray, n: int) -> np.ndarray:
@@ -144,7 +175,8 @@ def fit_site(history: History, plant: PlantConfig, start_ns: int, end_ns: int, o
         reports.append(_fit_template(history, plant, template, machines, start_ns, split_ns, end_ns, o, episodes,
                                      declared))
     return SiteFit(plant.site, start_ns, split_ns, end_ns, reports, time.monotonic() - t0,
-                   int(getattr(history, "queries", 0)), int(getattr(history, "bytes_read", 0)))
+                   int(getattr(history, "queries", 0)), int(getattr(history, "bytes_read", 0)),
+                   float(getattr(history, "query_s", 0.0)))
 
 
 def _fit_template(history: History, plant: PlantConfig, template: str, machines: list[str], start_ns: int,
@@ -168,28 +200,33 @@ def _fit_template(history: History, plant: PlantConfig, template: str, machines:
     total_sq = np.zeros(d)
     lo = np.full(d, np.inf)
     hi = np.full(d, -np.inf)
-    for machine in chosen:
-        r = history.machine_rows(plant.site, machine, names, start_ns, end_ns, o.period_s)
-        rep.samples += r.samples
-        rep.ticks += r.ts_ns.shape[0]
-        keep = keep_rows(r.ts_ns, o.period_s, machine, episodes, declared, o.pad_s)
-        train = keep & (r.ts_ns < split_ns) & np.any(np.isfinite(r.values), axis=1)
-        x = r.values[train]
-        rep.ticks_kept += x.shape[0]
-        digest.update(np.ascontiguousarray(x).tobytes())
-        fin = np.isfinite(x)
-        count += fin.sum(axis=0)
-        xz = np.where(fin, x, 0.0)
-        total += xz.sum(axis=0)
-        total_sq += (xz * xz).sum(axis=0)
-        if x.shape[0]:
-            lo = np.fmin(lo, np.nanmin(np.where(fin, x, np.inf), axis=0))
-            hi = np.fmax(hi, np.nanmax(np.where(fin, x, -np.inf), axis=0))
-        pool.append(_thin(x, per_machine_rows))
-        if machine in validate:
-            h = r.values[r.ts_ns >= split_ns].copy()
-            h[~keep[r.ts_ns >= split_ns]] = np.nan  # excluded ticks: all missing, the kernel scores them 0
-            held.append(h)
+    windows = _windows(start_ns, end_ns, len(chosen), o)
+    rep.stride = _stride(start_ns, end_ns, len(chosen), o)
+    for mi, machine in enumerate(chosen):
+        xs: list[np.ndarray] = []
+        for a, b in windows[mi]:
+            r = history.machine_rows(plant.site, machine, names, a, b, o.period_s)
+            rep.samples += r.samples
+            rep.ticks += r.ts_ns.shape[0]
+            keep = keep_rows(r.ts_ns, o.period_s, machine, episodes, declared, o.pad_s)
+            train = keep & (r.ts_ns < split_ns) & np.any(np.isfinite(r.values), axis=1)
+            x = r.values[train]
+            rep.ticks_kept += x.shape[0]
+            digest.update(np.ascontiguousarray(x).tobytes())
+            fin = np.isfinite(x)
+            count += fin.sum(axis=0)
+            xz = np.where(fin, x, 0.0)
+            total += xz.sum(axis=0)
+            total_sq += (xz * xz).sum(axis=0)
+            if x.shape[0]:
+                lo = np.fmin(lo, np.nanmin(np.where(fin, x, np.inf), axis=0))
+                hi = np.fmax(hi, np.nanmax(np.where(fin, x, -np.inf), axis=0))
+            xs.append(x)
+            if machine in validate and np.any(r.ts_ns >= split_ns):
+                h = r.values[r.ts_ns >= split_ns].copy()
+                h[~keep[r.ts_ns >= split_ns]] = np.nan  # excluded ticks: all missing, the kernel scores them 0
+                held.append(h)
+        pool.append(_thin(np.vstack(xs) if xs else np.zeros((0, d)), per_machine_rows))
     x_pool = np.vstack(pool) if pool else np.zeros((0, d))
     data_sha = digest.hexdigest()
     if pca_cols.size >= 2:
