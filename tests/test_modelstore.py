@@ -477,3 +477,18 @@ def test_rul_bundle_swaps_in_without_shadow_and_rolls_back_to_the_config_model(
     assert audit[-1]["action"] == "promote" and "without shadow" in audit[-1]["detail"]
     assert mgr.rollback("rul/press", "command")[0] == "applied"
     assert mgr.rul_version == "local" and np.array_equal(analytics._health.est.model.w1, config_model.w1)
+
+
+def test_config_models_section_resolves_the_key_beside_the_config(tmp_path: Path) -> None:
+    from edge.config import load_edge
+    from plantwire.configfile import ConfigError
+
+    cfg_path = tmp_path / "edge.yaml"
+    cfg_path.write_text(f"gateway_id: gw-t\nplant: {DEV_PLANT}\nmodels: {{public_key_file: keys/models.pub}}\n")
+    cfg, _ = load_edge(cfg_path)
+    assert cfg.models is not None and cfg.models.public_key_file == tmp_path / "keys" / "models.pub"
+    assert cfg.models.auto_promote_after_s == 3600.0
+    cfg_path.write_text(f"gateway_id: gw-t\nplant: {DEV_PLANT}\nmodels: {{public_key_file: k, watch_s: -1}}\n")
+    with pytest.raises(ConfigError) as e:
+        load_edge(cfg_path)
+    assert "models.watch_s" in e.value.report()
