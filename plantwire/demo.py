@@ -95,10 +95,12 @@ def main(argv: list[str] | None = None) -> int:
 
         print("plantwire demo: machine models (the first run fits them on a simulated day, a few minutes) ...",
               flush=True)
+        t_fit = time.monotonic()
         pub, versions = install(args.config_dir / "plant.yaml", args.state_dir.resolve(),
                                 args.state_dir.resolve() / "edge", args.seed)
         overrides["models"] = {"public_key_file": str(pub)}
-        print(f"plantwire demo: {len(versions)} machine models active: {', '.join(versions)}", flush=True)
+        print(f"plantwire demo: {len(versions)} machine models active ({time.monotonic() - t_fit:.0f} s): "
+              f"{', '.join(versions)}", flush=True)
     pipe = Pipeline(
         args.config_dir, args.state_dir, modbus_rate_hz=args.modbus_rate, opcua_rate_hz=args.opcua_rate,
         seed=args.seed, broker=broker, influx_url=args.influx, edge_overrides=overrides,
