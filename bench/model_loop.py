@@ -27,6 +27,7 @@ model": for the machine stage, when it first scores (0 for shipped, fit_after_s 
 for the whole gateway, the first bucket whose false-alarm rate is within ``--budget`` per 1,000 signal-hours.
 
     python bench/model_loop.py [--history-days 3] [--eval-days 2] [--rate 0.01] [--seed 0] [--bucket-h 6]
+                               [--machine-fraction 1]
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from sim_eval import EPOCH_NS, quantise, quantiser  # noqa: E402
+from sim_eval import EPOCH_NS, quantise, quantiser, subsample  # noqa: E402
 
 from cloud.models.exclude import Declared  # noqa: E402
 from cloud.models.fit import FitOptions, fit_site  # noqa: E402
@@ -110,8 +111,9 @@ def main() -> int:
     p.add_argument("--bucket-h", type=float, default=6.0)
     p.add_argument("--grace-s", type=float, default=120.0)
     p.add_argument("--budget", type=float, default=2.0, help="false alarms per 1,000 signal-hours deemed useful")
+    p.add_argument("--machine-fraction", type=float, default=1.0, help="keep this fraction of every machine group")
     args = p.parse_args()
-    plant = load_plant(args.plant)
+    plant = subsample(load_plant(args.plant), args.machine_fraction)
     world = build_world(SimOptions(plant=args.plant, seed=args.seed, anomaly_rate_per_h=args.rate,
                                    wear_fraction=0.0, epoch_ns=EPOCH_NS), plant)
     table = world.table

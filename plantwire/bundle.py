@@ -57,6 +57,7 @@ __all__ = [
     "load_private_key",
     "load_public_key",
     "load_public_keys",
+    "peek_manifest",
     "read",
     "read_file",
 ]
@@ -317,6 +318,18 @@ def read(data: bytes, trusted: Mapping[str, Ed25519PublicKey] | Ed25519PublicKey
         raise BundleError(Refusal.ARRAYS_HASH, f"{where}: arrays.npz does not match the manifest's arrays_sha256")
     arrays = _load_arrays(npz, where)
     return Bundle(doc, arrays, hashlib.sha256(data).hexdigest())
+
+
+def peek_manifest(data: bytes, *, where: str = "bundle") -> dict[str, Any]:
+    """The manifest **without** checking the signature: only to name a bundle (its slot, its version) before
+    it is verified, never to trust it. Raises ``BundleError`` (``MALFORMED``/``MANIFEST``) like ``read``."""
+    man = _members(data, where)[MANIFEST]
+    try:
+        doc = json.loads(man)
+    except ValueError as exc:
+        raise BundleError(Refusal.MANIFEST, f"{where}: manifest.json is not JSON ({exc})") from exc
+    _check_manifest(doc, f"{where}: manifest.json")
+    return dict(doc)
 
 
 def read_file(path: Path | str, trusted: Mapping[str, Ed25519PublicKey] | Ed25519PublicKey) -> Bundle:

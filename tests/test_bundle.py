@@ -176,3 +176,14 @@ def test_signed_manifest_missing_a_key_is_refused(key) -> None:
     err = _refused(_zip({bundle.MANIFEST: man, bundle.ARRAYS: npz, bundle.SIGNATURE: key.sign(man)}),
                    key.public_key(), Refusal.MANIFEST)
     assert "signals" in str(err)
+
+
+def test_peek_manifest_names_a_bundle_without_trusting_it(key, data: bytes) -> None:
+    m = _members(data)
+    m[bundle.SIGNATURE] = bytes(64)  # a broken signature: peek still names it, read refuses it
+    broken = _zip(m)
+    assert bundle.peek_manifest(broken)["version"] == "20261203T104500Z-000001"
+    _refused(broken, key.public_key(), Refusal.SIGNATURE)
+    with pytest.raises(BundleError) as err:
+        bundle.peek_manifest(b"not a zip")
+    assert err.value.reason is Refusal.MALFORMED

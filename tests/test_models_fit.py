@@ -84,6 +84,8 @@ def test_fit_from_influx_excludes_alarms_and_signs_bundles(influxdb: InfluxDB1, 
     assert set(kinds) == {"machine_pca", "signal_baseline"}
     assert kinds["machine_pca"]["rows"] == comp["ticks_kept"]
     assert 0.0 <= kinds["machine_pca"]["validation"]["holdout_over_limit_fraction"] <= 1.0
+    assert kinds["machine_pca"]["validation"]["holdout_machines"] == 2
+    assert kinds["machine_pca"]["validation"]["holdout_ticks"] == 2 * 36  # the later 20 %: 36 ticks per machine
     assert report["seconds"] > 0 and report["peak_rss_mb"] > 0
 
     trusted = bundle.load_public_keys([pub_path])

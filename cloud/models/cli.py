@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--window-s", type=int, default=3600, help="seconds of one machine per InfluxDB query")
     f.add_argument("--read-ticks", type=int, default=100_000,
                    help="ticks read per template at most (about); beyond, each machine reads every k-th window")
+    f.add_argument("--parallel", type=int, default=2, help="InfluxDB queries in flight")
     f.add_argument("--signing-key", type=Path, help="private key: sign and store bundles (else: report only)")
     f.add_argument("--store", type=Path, default=Path("bundles"), help="bundle store directory")
     f.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -167,7 +168,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     key = bundle.load_private_key(args.signing_key) if args.signing_key else None
     opts = FitOptions(period_s=args.period_s, holdout=args.holdout, max_rows=args.max_rows,
                       instances=args.instances, templates=tuple(args.template), window_s=args.window_s,
-                      read_ticks=args.read_ticks)
+                      read_ticks=args.read_ticks, parallel=args.parallel)
     t0 = time.monotonic()
     result = fit_site(_history(args), plant, start, end, opts, declared)
     written: list[str] = []
@@ -289,12 +290,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
         data = path.read_bytes()
         if keys is not None:
             manifest = bundle.read(data, keys, where=str(path)).manifest
-        else:  # unverified: read the manifest only to address the slot
-            import io
-            import zipfile
-
-            with zipfile.ZipFile(io.BytesIO(data)) as z:
-                manifest = json.loads(z.read(bundle.MANIFEST))
+        else:  # unverified here (the gateway verifies): the manifest only addresses the slot
+            manifest = bundle.peek_manifest(data, where=str(path))
         loaded.append((path, data, manifest))
     with Session(_mqtt_settings(args), timeout_s=args.timeout_s) as s:
         for path, data, manifest in loaded:

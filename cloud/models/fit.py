@@ -40,6 +40,9 @@ import hashlib
 import json
 import tempfile
 import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from cloud.models.exclude import Declared, keep_rows
-from cloud.models.history import NS_PER_S, History
+from cloud.models.history import NS_PER_S, History, MachineRows
 from edge.detectors.settings import MachineSettings
 from edge.kernels.kinds import EN_MACHINE, mask_for
 from edge.models import machine as mm
@@ -67,6 +70,7 @@ class FitOptions:
     instances: int = 0  # read at most this many instances per template (evenly chosen); 0 = all
     read_ticks: int = 100_000  # ticks read per template at most (about): beyond, machines read every k-th window
     window_s: int = 3600  # one read window (and InfluxDB query) per machine
+    parallel: int = 2  # InfluxDB queries in flight (the box's second core works for InfluxDB meanwhile)
     q_low: float = 0.001
     q_high: float = 0.999
     margin: float = 0.1
@@ -149,6 +153,34 @@ def _windows(start_ns: int, end_ns: int, machines: int, o: FitOptions) -> list[l
             for i in range(machines)]
 
 
+def _prefetched(history: History, site: str, names: tuple[str, ...], jobs: list[tuple[str, int, int]],
+                o: FitOptions) -> Iterator[tuple[str, MachineRows]]:
+    """``history.machine_rows`` of every (machine, start, end) job, in order, ``o.parallel`` in flight.
+
+    Why: a fit waits for InfluxDB's aggregation almost all the time (bench/model_fit.py); a second query
+    in flight lets InfluxDB use the second core while this process handles the previous answer. At most
+    ``parallel`` answers are held, so memory stays one machine-window per query.
+    """
+    if o.parallel <= 1:
+        for machine, a, b in jobs:
+            yield machine, history.machine_rows(site, machine, names, a, b, o.period_s)
+        return
+    with ThreadPoolExecutor(max_workers=o.parallel, thread_name_prefix="models-fit-read") as ex:
+        pending: deque[tuple[str, Future[MachineRows]]] = deque()
+        it = iter(jobs)
+        for machine, a, b in it:
+            pending.append((machine, ex.submit(history.machine_rows, site, machine, names, a, b, o.period_s)))
+            if len(pending) >= o.parallel:
+                break
+        while pending:
+            machine, fut = pending.popleft()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append((nxt[0], ex.submit(history.machine_rows, site, nxt[0], names, nxt[1], nxt[2],
+                                                  o.period_s)))
+            yield machine, fut.result()
+
+
 def _thin(x: np.ndarray, n: int) -> np.ndarray:
     if x.shape[0] <= n:
         return x
@@ -202,36 +234,48 @@ def _fit_template(history: History, plant: PlantConfig, template: str, machines:
     hi = np.full(d, -np.inf)
     windows = _windows(start_ns, end_ns, len(chosen), o)
     rep.stride = _stride(start_ns, end_ns, len(chosen), o)
-    for mi, machine in enumerate(chosen):
-        xs: list[np.ndarray] = []
-        for a, b in windows[mi]:
-            r = history.machine_rows(plant.site, machine, names, a, b, o.period_s)
-            rep.samples += r.samples
-            rep.ticks += r.ts_ns.shape[0]
-            keep = keep_rows(r.ts_ns, o.period_s, machine, episodes, declared, o.pad_s)
-            train = keep & (r.ts_ns < split_ns) & np.any(np.isfinite(r.values), axis=1)
-            x = r.values[train]
-            rep.ticks_kept += x.shape[0]
-            digest.update(np.ascontiguousarray(x).tobytes())
-            fin = np.isfinite(x)
-            count += fin.sum(axis=0)
-            xz = np.where(fin, x, 0.0)
-            total += xz.sum(axis=0)
-            total_sq += (xz * xz).sum(axis=0)
-            if x.shape[0]:
-                lo = np.fmin(lo, np.nanmin(np.where(fin, x, np.inf), axis=0))
-                hi = np.fmax(hi, np.nanmax(np.where(fin, x, -np.inf), axis=0))
-            xs.append(x)
-            if machine in validate and np.any(r.ts_ns >= split_ns):
-                h = r.values[r.ts_ns >= split_ns].copy()
-                h[~keep[r.ts_ns >= split_ns]] = np.nan  # excluded ticks: all missing, the kernel scores them 0
-                held.append(h)
+    xs: list[np.ndarray] = []
+    current: str | None = None
+    held_machines: set[str] = set()
+
+    def done_with_machine() -> None:  # thinned per machine, so every machine weighs alike in the pool
         pool.append(_thin(np.vstack(xs) if xs else np.zeros((0, d)), per_machine_rows))
+        xs.clear()
+
+    jobs = [(machine, a, b) for mi, machine in enumerate(chosen) for a, b in windows[mi]]
+    for machine, r in _prefetched(history, plant.site, names, jobs, o):
+        if machine != current:
+            if current is not None:
+                done_with_machine()
+            current = machine
+        rep.samples += r.samples
+        rep.ticks += r.ts_ns.shape[0]
+        keep = keep_rows(r.ts_ns, o.period_s, machine, episodes, declared, o.pad_s)
+        train = keep & (r.ts_ns < split_ns) & np.any(np.isfinite(r.values), axis=1)
+        x = r.values[train]
+        rep.ticks_kept += x.shape[0]
+        digest.update(np.ascontiguousarray(x).tobytes())
+        fin = np.isfinite(x)
+        count += fin.sum(axis=0)
+        xz = np.where(fin, x, 0.0)
+        total += xz.sum(axis=0)
+        total_sq += (xz * xz).sum(axis=0)
+        if x.shape[0]:
+            lo = np.fmin(lo, np.nanmin(np.where(fin, x, np.inf), axis=0))
+            hi = np.fmax(hi, np.nanmax(np.where(fin, x, -np.inf), axis=0))
+        xs.append(x)
+        if machine in validate and np.any(r.ts_ns >= split_ns):
+            h = r.values[r.ts_ns >= split_ns].copy()
+            h[~keep[r.ts_ns >= split_ns]] = np.nan  # excluded ticks: all missing, the kernel scores them 0
+            held.append(h)
+            held_machines.add(machine)
+    if current is not None:
+        done_with_machine()
     x_pool = np.vstack(pool) if pool else np.zeros((0, d))
     data_sha = digest.hexdigest()
     if pca_cols.size >= 2:
         _fit_pca(rep, template, [names[j] for j in pca_cols], x_pool[:, pca_cols], [h[:, pca_cols] for h in held],
-                 o, data_sha)
+                 o, data_sha, len(held_machines))
     else:
         rep.skipped["machine_pca"] = f"{pca_cols.size} member signal(s): a multivariate model needs two or more"
     if base_cols.size:
@@ -244,7 +288,7 @@ def _fit_template(history: History, plant: PlantConfig, template: str, machines:
 
 
 def _fit_pca(rep: TemplateReport, template: str, signals: list[str], x: np.ndarray, held: list[np.ndarray],
-             o: FitOptions, data_sha: str) -> None:
+             o: FitOptions, data_sha: str, held_machines: int) -> None:
     ms = o.machine
     settings = mm.FitSettings(lags=ms.lags, variance=ms.variance, ewma=ms.ewma, quantile=ms.quantile,
                               margin=ms.margin, modes=ms.modes)
@@ -263,7 +307,7 @@ def _fit_pca(rep: TemplateReport, template: str, signals: list[str], x: np.ndarr
     ticks = 0
     openings = 0
     machine_days = 0.0
-    for h in held:
+    for h in held:  # one contiguous block (a read window) of one machine each: the EWMA starts afresh per block
         if h.shape[0] == 0:
             continue
         score, _, _ = mm.score_table(model, h)
@@ -277,7 +321,8 @@ def _fit_pca(rep: TemplateReport, template: str, signals: list[str], x: np.ndarr
         "holdout_ticks": ticks,
         "holdout_over_limit_fraction": round(over / ticks, 6) if ticks else -1.0,
         "holdout_alarm_openings_per_machine_day": round(float(openings / machine_days), 4) if machine_days else -1.0,
-        "holdout_machines": len(held),
+        "holdout_machines": held_machines,
+        "holdout_blocks": len(held),
         "note": "held-back later part of the range, excluded ticks not scored; edge scoring kernel",
     }
     rep.fitted.append(Fitted(

@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -116,6 +117,7 @@ class InfluxQLHistory:
         self.queries = 0
         self.bytes_read = 0
         self.query_s = 0.0  # wall time waiting for InfluxDB (the rest of a fit is our CPU)
+        self._lock = threading.Lock()  # the fit keeps two queries in flight (cloud.models.fit._prefetched)
 
     def _from(self, measurement: str) -> str:
         rp = _ident(self.retention_policy) if self.retention_policy else ""  # empty: the default policy
@@ -139,9 +141,11 @@ class InfluxQLHistory:
         except OSError as exc:
             raise HistoryError(f"InfluxDB {self.url}: {exc}") from exc
         finally:
-            self.query_s += time.monotonic() - t0
-        self.queries += 1
-        self.bytes_read += len(body)
+            with self._lock:
+                self.query_s += time.monotonic() - t0
+        with self._lock:
+            self.queries += 1
+            self.bytes_read += len(body)
         doc = json.loads(body)
         results = doc.get("results", [])
         errors = ([doc["error"]] if "error" in doc else []) + [r["error"] for r in results if "error" in r]
