@@ -249,6 +249,7 @@ async def _until(cond, timeout_s: float = 30.0) -> None:
         await asyncio.sleep(0.02)
 
 
+@pytest.mark.integration
 def test_manager_shadows_promotes_refuses_rolls_back_and_resumes(mosquitto, tmp_path: Path, dev: tuple,
                                                                   key: Ed25519PrivateKey) -> None:
     plant, table, view = dev
