@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edge.console.settings import ConsoleSettings
 from edge.detectors.settings import AnalyticsSettings
 from edge.modelstore.settings import ModelStoreSettings
 from edge.sinks.sparkplug_settings import SparkplugSettings
@@ -195,6 +196,7 @@ class EdgeConfig(_Strict):
     sparkplug: SparkplugSettings | None = Field(default=None, description="Sparkplug B edge node; off when absent")
     models: ModelStoreSettings | None = Field(default=None, description="shipped model bundles (issue 17); off when "
                                                                         "absent")
+    console: ConsoleSettings | None = Field(default=None, description="local web console; off when absent")
 
 
 def load_edge(path: Path) -> tuple[EdgeConfig, PlantConfig]:
@@ -231,4 +233,8 @@ def load_edge(path: Path) -> tuple[EdgeConfig, PlantConfig]:
     if cfg.models is not None and not cfg.models.public_key_file.is_absolute():
         models = cfg.models.model_copy(update={"public_key_file": path.parent / cfg.models.public_key_file})
         cfg = cfg.model_copy(update={"models": models})
+    if (ctls := cfg.console.tls if cfg.console is not None else None) is not None:
+        rel = {k: path.parent / v for k in ("cert_file", "key_file") if not (v := getattr(ctls, k)).is_absolute()}
+        console = cfg.console.model_copy(update={"tls": ctls.model_copy(update=rel)})  # type: ignore[union-attr]
+        cfg = cfg.model_copy(update={"console": console})
     return cfg, plant

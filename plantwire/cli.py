@@ -27,6 +27,7 @@ commands:
   models ...       the model loop, cloud side: keygen, fit (from InfluxDB), bundle-rul, verify, publish, status
   kernels          compile the edge's kernels ahead of time (the edge daemon then runs without numba)
   retention ...    set up InfluxDB retention policies and rollups, or back-fill rollups (ensure|backfill|print)
+  console passwd USER  print a console user line (name, role, scrypt hash) for the users secret
   install          install systemd units, the plantwire user and directories (--root DIR for an image)
   uninstall        stop and remove the units (--purge: also config, state and user)
 """
@@ -104,6 +105,13 @@ def main(argv: list[str] | None = None) -> int:
         from cloud.retention import main as retention_main
 
         return retention_main(rest)
+    if cmd == "console":
+        if rest[:1] != ["passwd"]:
+            print("usage: plantwire console passwd USER [--role operator|read_only] [--stdin]", file=sys.stderr)
+            return 2
+        from edge.console.passwd import main as passwd_main
+
+        return passwd_main(rest[1:])
     if cmd in ("install", "uninstall"):
         from plantwire.install import main as install_main
 

@@ -121,7 +121,7 @@ def test_edge_publishes_a_machine_alarm_with_its_contributors():
     sent: list[bytes] = []
     table = SimpleNamespace(ids=["m0.flow", "m0.current", "m0.temp"], machine_ids=["m0"], machine=np.zeros(3, int))
     gw = SimpleNamespace(table=table, cfg=SimpleNamespace(gateway_id="gw"), boot_epoch_ns=1, events_opened=0,
-                         events_bytes=0, events_messages=0, sparkplug=None, models=None,
+                         events_bytes=0, events_messages=0, sparkplug=None, models=None, detector_alarms=None,
                          forwarder=SimpleNamespace(submit_event=lambda payload, boot: sent.append(payload)))
     ev = np.zeros(2, dtype=EVENT_DTYPE)
     ev["top"] = -1
