@@ -86,17 +86,23 @@ def _fit_bundles(plant_path: Path, seed: int, cache: Path) -> list[dict[str, str
             data_sha256=fitted.data_hash, validation={"note": "simulated fault-free history, no hold-out"}, key=key)
         path = store.write(cache / "bundles", data, manifest)
         out.append({"template": template, "version": manifest["version"], "file": str(path)})
-    (cache / "bundles.json").write_text(json.dumps(out, indent=1))
+    (cache / "bundles.json").write_text(json.dumps({"params": _params(seed), "bundles": out}, indent=1))
     return out
 
 
+def _params(seed: int) -> dict[str, float | int]:
+    """What the cached bundles were made with: a change (or another seed) fits again."""
+    return {"seed": seed, "history_s": HISTORY_S, "period_s": PERIOD_S, "machines": MACHINES_PER_TEMPLATE}
+
+
 def install(plant_path: Path, state_dir: Path, edge_state_dir: Path, seed: int = 0) -> tuple[Path, list[str]]:
-    """Fit (first run) or reuse the cached bundles, and make each the active version of its slot in the edge's
-    model store unless the slot already has one. Returns the public key and ``template@version`` per bundle."""
+    """Fit (first run, or other parameters) or reuse the cached bundles, and make each the active version of its
+    slot in the edge's model store. Returns the public key and ``template@version`` per bundle."""
     cache = state_dir / CACHE
     listing = cache / "bundles.json"
-    if listing.exists() and (cache / "signing.pub").exists():
-        made = json.loads(listing.read_text())
+    cached = json.loads(listing.read_text()) if listing.exists() and (cache / "signing.pub").exists() else None
+    if isinstance(cached, dict) and cached.get("params") == _params(seed):
+        made = cached["bundles"]
     else:
         cache.mkdir(parents=True, exist_ok=True)
         for stale in ("signing.key", "signing.pub"):
@@ -108,8 +114,8 @@ def install(plant_path: Path, state_dir: Path, edge_state_dir: Path, seed: int =
     bs.load_slots()
     for b in made:
         st = bs.slot(f"machine_pca/{b['template']}")
-        if st.active is None:
+        if st.active != b["version"]:  # a first run, or a refit: the demo's bundle is the active one
             bs.save_bundle("machine_pca", b["template"], b["version"], Path(b["file"]).read_bytes())
-            st.active = b["version"]
+            st.previous, st.active = st.active, b["version"]
     bs.save_slots()
     return cache / "signing.pub", [f"{b['template']}@{b['version']}" for b in made]
