@@ -57,6 +57,7 @@ from plantwire.tls import SecretError
 if TYPE_CHECKING:
     from edge.console import ConsoleSettings, DetectorAlarmBoard, SignalTap
     from edge.console.server import ConsoleServer
+    from edge.modelstore.manager import ModelManager
     from edge.sinks.sparkplug_feed import SparkplugFeed
 
 log = logging.getLogger("plantwire.edge")
@@ -174,6 +175,15 @@ class EdgeGateway:
             self.sparkplug = SparkplugFeed(SparkplugNode(cfg.sparkplug, cfg.mqtt, self.table, cfg.state_dir,
                                                          with_health=cfg.analytics.health is not None),
                                            cfg.sparkplug.feed)
+        # Shipped model bundles (issue 17): received, verified, shadowed and swapped between frames.
+        self.models: ModelManager | None = None
+        if cfg.models is not None:
+            from edge.modelstore.manager import ModelManager
+
+            self.models = ModelManager(cfg.models, gateway_id=cfg.gateway_id, plant=plant, table=self.table,
+                                       analytics=self.analytics, state_dir=cfg.state_dir,
+                                       base_dir=base_dir or cfg.plant.parent, publisher=self.publisher,
+                                       emit=self._emit_events)
         # The local web console (edge/console): a server thread of its own, one tap on the flush, and the
         # detector's alarm episodes. Other rooms plug into ``console_hooks`` (incidents, models, agents).
         from edge.console.hooks import ConsoleHooks
@@ -182,6 +192,10 @@ class EdgeGateway:
         self.console_tap: SignalTap | None = None
         self.detector_alarms: DetectorAlarmBoard | None = None
         self.console_hooks = ConsoleHooks()
+        if self.models is not None:  # the console's models panel reads the store's health keys (thread-safe copies)
+            from edge.console.hooks import models_hook
+
+            self.console_hooks.models = models_hook(self.models.health_doc)
         self.console_errors = 0
         if cfg.console is not None:
             self._make_console(cfg.console, base_dir or cfg.plant.parent)
@@ -202,7 +216,8 @@ class EdgeGateway:
         self.console = ConsoleServer(settings, feed)  # reads its secrets now: a missing one stops the start
 
     def _emit_events(self, docs: list[dict[str, Any]]) -> None:
-        """Documents onto the events lane (WAL-backed, acked end to end): the console's audit records."""
+        """Documents onto the events lane (WAL-backed, acked end to end): the console's and the model store's
+        audit records."""
         payload = wire.encode_events(self.cfg.gateway_id, self.boot_epoch_ns, docs)
         self.events_bytes += len(payload)
         self.events_messages += 1
@@ -322,6 +337,8 @@ class EdgeGateway:
             return
         t0 = time.perf_counter()
         result = self.analytics.process(frame.ts_ns, frame.signal, frame.value, frame.quality)
+        if self.models is not None:  # shadow models score the same frame; swaps happen only between frames
+            self.models.after_frame(frame.signal, frame.value, frame.quality, result.machine_ts_ns, result.events)
         hot = int(np.count_nonzero(result.score >= self._anomaly_threshold))
         settled = result.alarm_score
         settled_hot = hot if settled is result.score else int(np.count_nonzero(settled >= self._anomaly_threshold))
@@ -399,6 +416,7 @@ class EdgeGateway:
                     doc["contributors"] = names
             if phase == Phase.OPEN:
                 self.events_opened += 1
+            doc["model_version"] = _model_version(self.models, scope, entity, phase, kind)
             out.append(doc)
         payload = wire.encode_events(self.cfg.gateway_id, self.boot_epoch_ns, out)
         self.events_bytes += len(payload)
@@ -447,6 +465,7 @@ class EdgeGateway:
                 "rul": num(r),
                 "rul_low": num(lo),
                 "rul_high": num(hi),
+                "model_version": self.models.rul_version if self.models is not None else "local",
             }
             for m, hv, r, lo, hi in zip(
                 h.machine.tolist(), h.health.tolist(), h.rul.tolist(), h.rul_low.tolist(), h.rul_high.tolist(),
@@ -481,6 +500,8 @@ class EdgeGateway:
             health = self.sidework.run("checkpoint", lambda: self.analytics.tick(time.monotonic()))
             if health is not None:
                 self._publish_health(health)
+            if self.models is not None:
+                self.models.tick()  # auto-promotion, post-promotion health check: between frames
             self.forwarder.tick()
             self._update_mark()
             if self.sparkplug is not None:
@@ -512,6 +533,8 @@ class EdgeGateway:
             self.events_dropped
         )
         self.forwarder.export_metrics(m)
+        if self.models is not None:
+            self.models.export_metrics(m)
         if self.sparkplug is not None:
             self._sparkplug_call(self.sparkplug.node.export_metrics, m)
             m.counter("sparkplug_errors_total", "Sparkplug node calls that failed (logged)").set(
@@ -596,6 +619,7 @@ class EdgeGateway:
             "sources_degraded": degraded,
             "samples_unacked": self.publisher.stats.samples_unacked,
             "spool": {k: v for k, v in self.forwarder.stats().items() if k.startswith(("wal_", "dropped", "oldest"))},
+            **(self.models.health_doc() if self.models is not None else {}),  # versions, shadow, refusals
         }
 
     def _dropped_ranges(self) -> list[list[Any]]:
@@ -660,6 +684,8 @@ class EdgeGateway:
             self.metrics_server.start()
             port_file = self.cfg.state_dir / "metrics.port"
             self.sidework.run("metrics port file", lambda: port_file.write_text(str(self.metrics_server.port)))
+        if self.models is not None:
+            self.models.start()  # stored models applied and topics registered before the first connect
         self.publisher.start()
         if self.sparkplug is not None:
             self.sparkplug.start()
@@ -680,6 +706,8 @@ class EdgeGateway:
                 tasks.append(tg.create_task(self._flush_loop(), name="flush"))
                 tasks.append(tg.create_task(self.forwarder.run(), name="forwarder"))
                 tasks.append(tg.create_task(self._supervise(), name="supervise"))
+                if self.models is not None:
+                    tasks.append(tg.create_task(self.models.run(), name="models"))
                 await stop.wait()
                 self.notifier.stopping()
                 for t in tasks:
@@ -721,6 +749,13 @@ class EdgeGateway:
         except OSError:
             tmp.unlink(missing_ok=True)
             raise
+
+
+def _model_version(models: ModelManager | None, scope: int, entity: int, phase: int, kind: int) -> str | None:
+    """The model that raised an alarm: null for the signal stack, a bundle version or "local" otherwise."""
+    if models is not None:
+        return models.event_version(scope, entity, phase, kind)
+    return None if scope == Scope.SIGNAL else "local"
 
 
 async def serve(config_path: Path, cfg: EdgeConfig, plant: PlantConfig, notifier: Notifier) -> None:

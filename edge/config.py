@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edge.console.settings import ConsoleSettings
 from edge.detectors.settings import AnalyticsSettings
+from edge.modelstore.settings import ModelStoreSettings
 from edge.sinks.sparkplug_settings import SparkplugSettings
 from edge.spool import SpoolSettings
 from plantwire.configfile import ConfigError, read_yaml, validate
@@ -193,6 +194,8 @@ class EdgeConfig(_Strict):
     spool: SpoolSettings = SpoolSettings()
     metrics: MetricsSettings = MetricsSettings()
     sparkplug: SparkplugSettings | None = Field(default=None, description="Sparkplug B edge node; off when absent")
+    models: ModelStoreSettings | None = Field(default=None, description="shipped model bundles (issue 17); off when "
+                                                                        "absent")
     console: ConsoleSettings | None = Field(default=None, description="local web console; off when absent")
 
 
@@ -227,6 +230,9 @@ def load_edge(path: Path) -> tuple[EdgeConfig, PlantConfig]:
         }
         mqtt = cfg.mqtt.model_copy(update={"tls": tls.model_copy(update=rel)})
         cfg = cfg.model_copy(update={"mqtt": mqtt})
+    if cfg.models is not None and not cfg.models.public_key_file.is_absolute():
+        models = cfg.models.model_copy(update={"public_key_file": path.parent / cfg.models.public_key_file})
+        cfg = cfg.model_copy(update={"models": models})
     if (ctls := cfg.console.tls if cfg.console is not None else None) is not None:
         rel = {k: path.parent / v for k in ("cert_file", "key_file") if not (v := getattr(ctls, k)).is_absolute()}
         console = cfg.console.model_copy(update={"tls": ctls.model_copy(update=rel)})  # type: ignore[union-attr]

@@ -121,7 +121,7 @@ def test_edge_publishes_a_machine_alarm_with_its_contributors():
     sent: list[bytes] = []
     table = SimpleNamespace(ids=["m0.flow", "m0.current", "m0.temp"], machine_ids=["m0"], machine=np.zeros(3, int))
     gw = SimpleNamespace(table=table, cfg=SimpleNamespace(gateway_id="gw"), boot_epoch_ns=1, events_opened=0,
-                         events_bytes=0, events_messages=0, sparkplug=None,
+                         events_bytes=0, events_messages=0, sparkplug=None, models=None, detector_alarms=None,
                          forwarder=SimpleNamespace(submit_event=lambda payload, boot: sent.append(payload)))
     ev = np.zeros(2, dtype=EVENT_DTYPE)
     ev["top"] = -1
@@ -132,6 +132,9 @@ def test_edge_publishes_a_machine_alarm_with_its_contributors():
     assert docs[0]["machine"] == "m0" and docs[0]["signal"] == "m0.current"
     assert docs[0]["contributors"] == ["m0.current", "m0.flow"]
     assert docs[1]["signal"] == "m0.temp" and "contributors" not in docs[1]
+    # Traceability (issue 17): the machine model that raised it ("local": not a shipped bundle); null for the
+    # unfitted signal stack.
+    assert docs[0]["model_version"] == "local" and docs[1]["model_version"] is None
 
 
 def test_rows_with_a_member_in_alarm_are_not_learned():

@@ -113,6 +113,45 @@ class MachineStage:
         self.models = list(models)
         self.bank = mm.pack(self.models, self.sizes)
 
+    def config_models(self, machine_ids: list[str] | None, base_dir: Path | None) -> list[mm.MachineModel | None]:
+        """The models ``settings.models`` gives each machine (what a rollback past every bundle returns to)."""
+        return self._match_models(machine_ids, base_dir)
+
+    def swap_models(self, machines: np.ndarray, model: mm.MachineModel | None,
+                    warm_from: MachineStage | None = None) -> None:
+        """Give ``machines`` the model ``model`` between two frames, keeping every state that is still valid.
+
+        Why not ``set_models``: that restarts the kernel state of every machine. Here a machine whose model
+        does not change keeps its smoothed statistic, lag ring and mode; a changed machine takes the state of
+        ``warm_from`` (a shadow stage that ran this very model on the same samples) when it has it, else its
+        own when the new model equals the old one (a restart re-applying the active bundle), else it starts
+        fresh (scores again after ``lags + 1`` ticks). Alarm state lives in the stack and is untouched, so an
+        open machine alarm closes through its own hysteresis. A self-fit recording or fit under way for
+        these machines is abandoned: a shipped model wins over the edge's own.
+        """
+        changed = {int(m) for m in np.asarray(machines, dtype=np.int64).tolist()}
+        models = list(self.models)
+        for m in changed:
+            models[m] = model
+        bank = mm.pack(models, self.sizes)
+        for m in range(self.n_machines):
+            src: mm.Bank | None = self.bank
+            if m in changed:
+                if warm_from is not None and same_model(warm_from.models[m], model):
+                    src = warm_from.bank
+                elif not same_model(self.models[m], model):
+                    src = None
+            if src is not None:
+                _copy_machine_state(src, bank, m, int(self.sizes[m]))
+        self.models = models
+        self.bank = bank
+        for m in changed:
+            self._rebaselined.discard(m)
+            if self._fit_thread is not None:
+                self._stale.add(m)
+        if self._rec is not None and np.isin(self._rec.machines, list(changed)).any():
+            self._rec = None
+
     def rebaseline(self, machines: list[int]) -> None:
         """A confirmed change: these machines drop their model and record a new baseline (then refit)."""
         models = list(self.models)
@@ -259,6 +298,30 @@ class MachineStage:
         self.models = mm.unpack(bank, self.sizes)
         self.bank = bank
         self.x_last[...] = got["x_last"]
+
+
+def same_model(a: mm.MachineModel | None, b: mm.MachineModel | None) -> bool:
+    """The same numbers (names and fit settings aside: a model restored from a checkpoint has neither)."""
+    if a is None or b is None:
+        return a is b
+    if a.lags != b.lags or len(a.modes) != len(b.modes) or a.d != b.d:
+        return False
+    arrays = ("mean", "scale", "centroid", "mode_scale", "loadings", "eigenvalues")
+    scalars = ("t2_ref", "spe_ref", "limit", "ewma", "init")
+    return all(all(np.array_equal(getattr(x, k), getattr(y, k)) for k in arrays)
+               and all(getattr(x, k) == getattr(y, k) for k in scalars) for x, y in zip(a.modes, b.modes, strict=True))
+
+
+def _copy_machine_state(src: mm.Bank, dst: mm.Bank, m: int, d: int) -> None:
+    """Machine ``m``'s kernel state (lag ring, fill, position, mode, smoothed statistic) from ``src`` to ``dst``."""
+    if src.mach_i[m, pca.MI_LAGS] != dst.mach_i[m, pca.MI_LAGS]:
+        return
+    n = int((dst.mach_i[m, pca.MI_LAGS] + 1) * d)
+    a, b = int(src.mach_i[m, pca.MI_HIST]), int(dst.mach_i[m, pca.MI_HIST])
+    dst.hist[b:b + n] = src.hist[a:a + n]
+    for col in (pca.MI_FILLED, pca.MI_POS, pca.MI_MODE):
+        dst.mach_i[m, col] = src.mach_i[m, col]
+    dst.mach_f[m] = src.mach_f[m]
 
 
 REBASELINE_FILE = "machine-rebaseline"  # in the edge's state directory: machine id patterns, one per line

@@ -84,16 +84,21 @@ class RulModel:
                 got = {k: z[k] for k in z.files}
         except (OSError, ValueError, EOFError) as exc:
             raise RulModelError(f"{path}: cannot read the model ({exc})") from exc
+        return cls.from_arrays(got, str(path))
+
+    @classmethod
+    def from_arrays(cls, got: dict[str, np.ndarray], where: str) -> RulModel:
+        """The model from ``save``'s arrays (a file, or a shipped bundle's ``arrays.npz``); checked."""
         if int(got.get("__version__", -1)) != MODEL_VERSION:
-            raise RulModelError(f"{path}: model version {got.get('__version__')} is not {MODEL_VERSION}")
+            raise RulModelError(f"{where}: model version {got.get('__version__')} is not {MODEL_VERSION}")
         try:
             model = cls(**{f.name: got[f.name] for f in fields(cls)})
         except KeyError as exc:
-            raise RulModelError(f"{path}: array {exc} missing") from exc
+            raise RulModelError(f"{where}: array {exc} missing") from exc
         try:
             model.check()
-        except RulModelError as exc:
-            raise RulModelError(f"{path}: {exc}") from exc
+        except (RulModelError, AttributeError, IndexError, TypeError) as exc:
+            raise RulModelError(f"{where}: {exc}") from exc
         return model
 
 

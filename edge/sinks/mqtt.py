@@ -193,8 +193,8 @@ class MqttPublisher:
         self.stats.connects += 1
         self.stats.connected = True
         log.info("mqtt connected to %s:%s", self.settings.host, self.settings.port)
-        if self._subscriptions:
-            client.subscribe([(t, 1) for t in self._subscriptions])
+        if self._subscriptions:  # list(): a snapshot (subscribe() may add topics from another thread meanwhile)
+            client.subscribe([(t, 1) for t in list(self._subscriptions)])
         if self._on_connect_messages is not None:
             for topic, payload, retain in self._on_connect_messages():
                 self.publish(topic, payload, 0, retain=retain)
