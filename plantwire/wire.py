@@ -864,7 +864,7 @@ def decode_ack(payload: bytes) -> Ack:
 
 
 EVENTS_VERSION = 1
-EVENT_TYPES = ("alarm", "health")
+EVENT_TYPES = ("alarm", "health", "incident", "audit")  # incident, audit: issue 16 (contracts.md)
 
 
 def encode_events(gateway: str, boot_epoch_ns: int, events: list[dict]) -> bytes:
