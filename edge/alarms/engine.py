@@ -349,10 +349,7 @@ class IncidentEngine:
             self.chattering.add(m)
             self.stats.chattering += 1
             until = now_ns + int(self.s.chatter_shelve_s * NS)
-            if self.shelved_until.get(m, 0) < until:
-                self.shelved_until[m] = until
-                for other in self._of_machine(m):
-                    other.shelved_until_ns = until
+            self.shelved_until[m] = max(self.shelved_until.get(m, 0), until)
             inc.chattering = True
             inc.shelved_until_ns = self.shelved_until[m]
             first = Transition.CHATTER
@@ -455,7 +452,8 @@ class IncidentEngine:
 
     def _set_all(self, m: int, now_ns: int, docs: list[dict[str, Any]], tr: Transition, actor: str | None,
                  reason: str | None, **values: Any) -> int:
-        targets = self._of_machine(m)
+        # Only incidents the command changes get a document (an unshelve leaves unshelved ones alone).
+        targets = [inc for inc in self._of_machine(m) if any(getattr(inc, k) != v for k, v in values.items())]
         for inc in targets:
             for k, v in values.items():
                 setattr(inc, k, v)
