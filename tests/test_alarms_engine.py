@@ -265,9 +265,28 @@ def test_checkpoint_continues_incident_and_resends_outbox(tmp_path: Path,
     s2.frame(np.zeros(0, np.uint32), np.zeros(0), np.zeros(0, np.uint8), ev(b, Phase.OPEN, start_s=40), 40 * S)
     s2.close()
     s3 = service()
+    n = len(sent)
     s3.reconcile(lambda key: False)
+    assert s3.engine.current and sent[n:] == []  # closed, clearing after restart_grace_s
     s3.tick(2**62)
     assert sent[-1]["transition"] == "clear" and sent[-1]["seq"] == 2
+
+
+def test_restart_grace_continues_an_incident_whose_alarm_reopens(
+        dev: tuple[PlantConfig, SignalTable, MachineFacts]) -> None:
+    _, table, facts = dev
+    e1 = IncidentEngine(table, facts, AlarmSettings(clear_delay_s=5, restart_grace_s=60))
+    a = sig(table, f"{C1}.oil_temp")
+    first = e1.on_events(ev(a, Phase.OPEN, Kind.BAD, start_s=1), 1 * S)
+    e2 = IncidentEngine(table, facts, AlarmSettings(clear_delay_s=5, restart_grace_s=60))
+    e2.restore(json.loads(json.dumps(e1.to_json())))
+    assert e2.reconcile(lambda key: False, 100 * S) == []  # the detectors lost the alarm (killed, cold start)
+    assert e2.tick(150 * S) == []  # within the grace: not cleared yet
+    again = e2.on_events(ev(a, Phase.OPEN, Kind.BAD, start_s=103), 150 * S)
+    assert again == []  # the same contributor re-opened: the incident simply continues
+    e2.on_events(ev(a, Phase.CLOSE, Kind.BAD, start_s=103, end_s=170), 170 * S)
+    done = e2.tick(175 * S)
+    assert [d["transition"] for d in done] == ["clear"] and done[0]["id"] == first[0]["id"] and done[0]["seq"] == 2
 
 
 def test_service_command_path_answers_and_audits(tmp_path: Path,

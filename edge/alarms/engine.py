@@ -406,7 +406,7 @@ class IncidentEngine:
                 self._refresh_suppression(m, inc, now_ns, docs, flood_over=True)
 
     def _close(self, m: int, key: str, kind: str, peak: float, end_ns: int, now_ns: int,
-               docs: list[dict[str, Any]]) -> None:
+               docs: list[dict[str, Any]], delay_s: float | None = None) -> None:
         inc = self.current.get(m)
         c = inc.contributors.get(key) if inc is not None else None
         if inc is None or c is None:
@@ -417,9 +417,10 @@ class IncidentEngine:
             inc.kinds.append(kind)
         inc.peak = max(inc.peak, peak)
         if not any(x.active for x in inc.contributors.values()):
-            inc.clear_due_ns = now_ns + int(self.s.clear_delay_s * NS)
+            delay = self.s.clear_delay_s if delay_s is None else delay_s
+            inc.clear_due_ns = now_ns + int(delay * NS)
             inc.end_ns = max((x.end_ns or 0) for x in inc.contributors.values())
-            if self.s.clear_delay_s == 0:
+            if delay == 0:
                 self._clear(m, inc, now_ns, docs)
 
     def _clear(self, m: int, inc: Incident, now_ns: int, docs: list[dict[str, Any]]) -> None:
@@ -562,12 +563,15 @@ class IncidentEngine:
     def reconcile(self, is_open: Any, now_ns: int) -> list[dict[str, Any]]:
         """After a restore: contributors whose detector alarm is no longer open (the detectors restarted cold,
         or from an older checkpoint) are closed now, so no incident waits for a CLOSE that will never come.
+        The incident then clears after ``restart_grace_s`` (not the shorter clear delay): a fault that is still
+        there re-opens its alarm within it and continues the incident instead of raising a new one.
         ``is_open(key) -> bool`` reads the detectors' alarm state (keys as in ``Contributor.key``)."""
         docs: list[dict[str, Any]] = []
+        grace = max(self.s.clear_delay_s, self.s.restart_grace_s)
         for m, inc in list(self.current.items()):
             stale = [c for c in inc.contributors.values() if c.active and not is_open(c.key)]
             for c in stale:
-                self._close(m, c.key, c.kind, c.peak, now_ns, now_ns, docs)
+                self._close(m, c.key, c.kind, c.peak, now_ns, now_ns, docs, delay_s=grace)
         return docs
 
 

@@ -37,6 +37,10 @@ class AlarmSettings(_Strict):
         default=10.0, ge=0, le=3600,
         description="an incident clears this long after its last contributor cleared (a contributor that "
         "re-opens within it continues the incident instead of closing and re-opening it)")
+    restart_grace_s: float = Field(
+        default=60.0, ge=0, le=3600,
+        description="after a restart whose detectors lost an incident's alarms (a kill before their checkpoint), "
+        "the incident clears only this long later, so an alarm re-opening meanwhile continues it")
     suppression: SuppressionMode = SuppressionMode.STATE
     state_settle_s: float = Field(
         default=900.0, ge=0, le=86_400,
