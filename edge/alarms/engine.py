@@ -86,6 +86,7 @@ class IncidentEngine:
         n_m = len(facts.machine_ids)
         self._machine_index = {mid: i for i, mid in enumerate(facts.machine_ids)}
         self._signal_machine = table.machine.astype(np.int64)
+        self._is_state = facts.state_machine >= 0
         self._never = {Kind[k.upper()].name.lower() for k in self.s.never_suppressed}
         self._flood_keeps = parse_priority(self.s.flood_keeps)
         self.current: dict[int, Incident] = {}  # machine -> its active (or clearing) incident
@@ -107,10 +108,10 @@ class IncidentEngine:
         """Machine states from one frame's state-signal samples (vectorised; Python only for machines that changed)."""
         if self.s.suppression is SuppressionMode.OFF:
             return []
-        sm = self.facts.state_machine[signal]
-        sel = np.flatnonzero(sm >= 0)
+        sel = np.flatnonzero(self._is_state[signal])  # one bool gather over the frame: the only per-sample work
         if sel.size == 0:
             return []
+        sm = self.facts.state_machine[signal[sel]]
         v = value[sel]
         ok = (quality[sel] != 2) & np.isfinite(v)
         sel, v = sel[ok], v[ok]
@@ -118,8 +119,11 @@ class IncidentEngine:
             return []
         rows = self.facts.off_row[signal[sel]]
         off = np.any(v[:, None] == self.facts.off_values[rows], axis=1)
+        ms = sm[ok]
+        machines, first_from_end = np.unique(ms[::-1], return_index=True)
+        last = ms.size - 1 - first_from_end  # the frame's last sample per machine decides (samples in arrival order)
         new = self.state.copy()
-        new[sm[sel]] = np.where(off, STATE_OFF, STATE_RUNNING)  # the frame's last sample per machine wins
+        new[machines] = np.where(off[last], STATE_OFF, STATE_RUNNING)
         changed = np.flatnonzero(new != self.state)
         docs: list[dict[str, Any]] = []
         for m in changed.tolist():
