@@ -314,3 +314,39 @@ def test_service_command_path_answers_and_audits(tmp_path: Path,
     assert bad["outcome"] == "refused" and bad["id"] == "q2" and "incident/machine" in bad["detail"]
     assert sent[-1]["type"] == "audit" and sent[-1]["outcome"] == "refused"
     assert s.refused == {"incident/machine": 1}
+
+
+PLANT_BAD = """\
+site: t
+templates:
+  pump:
+    state: {signal: runing, off_values: [0]}
+    signals:
+      - {name: running, type: bit, kind: state}
+      - {name: flow}
+devices:
+  - {name: plc1, protocol: modbus, port: 1502}
+machines:
+  - {name: "p{i}", template: pump, count: 2, device: plc1, area: "hall{j}", criticality: vital}
+"""
+
+
+def test_plant_alarm_fields_are_validated_with_their_path(tmp_path: Path) -> None:
+    from plantwire.configfile import ConfigError
+
+    f = tmp_path / "plant.yaml"
+    f.write_text(PLANT_BAD)
+    with pytest.raises(ConfigError) as exc:
+        load_plant(f)
+    report = exc.value.report()
+    assert "templates.pump" in report and "'runing' is not a signal of this template" in report
+    assert "machines.0.criticality" in report or "machines[0].criticality" in report
+    f.write_text(PLANT_BAD.replace("runing", "running").replace("criticality: vital", "criticality: high"))
+    with pytest.raises(ConfigError, match=r"machines\[0\]\.area: .*unknown placeholder \{j\}"):
+        load_plant(f)
+    f.write_text(PLANT_BAD.replace("runing", "running").replace("criticality: vital", "criticality: high")
+                 .replace("hall{j}", "hall{i}").replace("off_values: [0]", "off_values: [0, 2]"))
+    plant = load_plant(f)
+    facts = MachineFacts.from_plant(plant, expand(plant))
+    assert facts.area == ["hall1", "hall2"] and facts.criticality == [Criticality.HIGH] * 2
+    assert facts.off_values[facts.off_row[facts.state_signal[1]]][:2].tolist() == [0.0, 2.0]
