@@ -47,6 +47,7 @@ from edge.alarms.engine import IncidentEngine  # noqa: E402
 from edge.alarms.facts import MachineFacts  # noqa: E402
 from edge.alarms.settings import AlarmSettings  # noqa: E402
 from edge.detectors.analytics import EdgeAnalytics  # noqa: E402
+from edge.detectors.events import EVENT_DTYPE  # noqa: E402
 from plantwire.configfile import load_plant  # noqa: E402
 from simulators.faults import KIND_ORDER, EventKind  # noqa: E402
 from simulators.runtime import SimOptions, build_world  # noqa: E402
@@ -80,19 +81,26 @@ def visible(d: dict[str, Any]) -> bool:
                 and not d["out_of_service"])
 
 
-def run(plant_path: Path, seed: int, train_days: float, clean_days: float, fault_days: float, rate: float,
-        machine_fraction: float, settings: AlarmSettings) -> Run:
+def _world(plant_path: Path, seed: int, rate: float, machine_fraction: float) -> tuple[Any, Any, Any]:
     plant = subsample(load_plant(plant_path), machine_fraction)
     world = build_world(SimOptions(plant=plant_path, seed=seed, anomaly_rate_per_h=rate, wear_fraction=0.0,
                                    epoch_ns=EPOCH_NS), plant)
+    return plant, world, MachineFacts.from_plant(plant, world.table)
+
+
+def simulate(plant_path: Path, seed: int, train_days: float, clean_days: float, fault_days: float, rate: float,
+             machine_fraction: float, out: Path) -> Path:
+    """The expensive part, once: generator + detector stack; records every event and every change of a state
+    signal (``out``), so the alarm layer can be replayed over it in seconds with any settings. The alarm layer
+    also runs live here, to time it on whole frames."""
+    plant, world, facts = _world(plant_path, seed, rate, machine_fraction)
     clean = build_world(SimOptions(plant=plant_path, seed=seed, anomaly_rate_per_h=0.0, wear_fraction=0.0,
                                    epoch_ns=EPOCH_NS), plant)
     table = world.table
     n = len(table)
     model = world.model(np.arange(n), seed)
     an = EdgeAnalytics.from_table(table, None)
-    facts = MachineFacts.from_plant(plant, table)
-    engine = IncidentEngine(table, facts, settings)
+    engine = IncidentEngine(table, facts, AlarmSettings())
     q = quantiser(table)
     sig = np.arange(n, dtype=np.uint32)
     qual = np.zeros(n, dtype=np.uint8)
@@ -100,15 +108,16 @@ def run(plant_path: Path, seed: int, train_days: float, clean_days: float, fault
     t_score = int(train_days * 86400)
     t_fault = t_score + int(clean_days * 86400)
     n_ticks = t_fault + int(fault_days * 86400)
-    truth = world.schedule.starting(float(t_fault), float(n_ticks))
-    fault_tick = {int(s): [] for s in truth.start_s.astype(np.int64).tolist()}
-    for i, s in enumerate(truth.start_s.astype(np.int64).tolist()):
-        fault_tick[int(s)].append(i)
-    machine_of = table.machine.astype(np.int64)
-    state_at_fault = ["unknown"] * len(truth)
-    docs: list[dict[str, Any]] = []
+    state_rows = np.flatnonzero(facts.state_machine >= 0)
+    last_state = np.full(state_rows.size, np.nan)
+    events: list[np.ndarray] = []
+    ev_tick: list[np.ndarray] = []
+    st_tick: list[np.ndarray] = []
+    st_sig: list[np.ndarray] = []
+    st_val: list[np.ndarray] = []
     stack_s = alarm_s = 0.0
     samples = 0
+    t_wall = time.monotonic()
     for k in range(n_ticks):
         model.schedule = world.schedule if k >= t_fault else clean.schedule
         v = model.step(k, float(k))
@@ -120,21 +129,81 @@ def run(plant_path: Path, seed: int, train_days: float, clean_days: float, fault
         t0 = time.perf_counter()
         r = an.process(ts, sig, v, qual)
         t1 = time.perf_counter()
-        out = engine.on_state(sig, v, qual, now)
+        engine.on_state(sig, v, qual, now)
         if r.events.shape[0]:
-            out += engine.on_events(r.events, now)
-        out += engine.tick(now)
+            engine.on_events(r.events, now)
+        engine.tick(now)
         t2 = time.perf_counter()
         if k >= t_score:
             stack_s += t1 - t0
             alarm_s += t2 - t1
             samples += n
+        if r.events.shape[0]:
+            events.append(r.events.copy())
+            ev_tick.append(np.full(r.events.shape[0], k, dtype=np.int64))
+        sv = v[state_rows]
+        ch = np.flatnonzero(np.isfinite(sv) & (sv != last_state))
+        if ch.size:
+            last_state[ch] = sv[ch]
+            st_tick.append(np.full(ch.size, k, dtype=np.int64))
+            st_sig.append(state_rows[ch].astype(np.uint32))
+            st_val.append(sv[ch].copy())
+        if k % 21600 == 0 and k:
+            print(f"  ... {k / 86400:.2f} simulated days, {time.monotonic() - t_wall:.0f} s", flush=True)
+
+    def cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
+        return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, events=cat(events, EVENT_DTYPE), ev_tick=cat(ev_tick, np.int64), st_tick=cat(st_tick, np.int64),
+             st_sig=cat(st_sig, np.uint32), st_val=cat(st_val, np.float64),
+             meta=np.array([seed, t_score, t_fault, n_ticks, n, samples], dtype=np.int64),
+             meta_f=np.array([rate, machine_fraction, stack_s, alarm_s]))
+    return out
+
+
+def replay(plant_path: Path, recording: Path, settings: AlarmSettings) -> Run:
+    """The alarm layer over a recording (``simulate``): events and state changes in their ticks, timers every tick."""
+    with np.load(recording, allow_pickle=False) as z:
+        rec = {k: z[k] for k in z.files}
+    seed, t_score, t_fault, n_ticks, n, samples = (int(x) for x in rec["meta"])
+    rate, fraction, stack_s, alarm_s = (float(x) for x in rec["meta_f"])
+    _, world, facts = _world(plant_path, seed, rate, fraction)
+    table = world.table
+    engine = IncidentEngine(table, facts, settings)
+    truth = world.schedule.starting(float(t_fault), float(n_ticks))
+    starts = truth.start_s.astype(np.int64)
+    machine_of = table.machine.astype(np.int64)
+    state_at_fault = ["unknown"] * len(truth)
+    ev, ev_tick = rec["events"], rec["ev_tick"]
+    st_tick, st_sig, st_val = rec["st_tick"], rec["st_sig"], rec["st_val"]
+    ev_at = np.searchsorted(ev_tick, np.arange(n_ticks + 1))
+    st_at = np.searchsorted(st_tick, np.arange(n_ticks + 1))
+    fault_order = np.argsort(starts, kind="stable")
+    fi = 0
+    docs: list[dict[str, Any]] = []
+    good = np.zeros(0, dtype=np.uint8)
+    for k in range(n_ticks):
+        now = EPOCH_NS + k * NS
+        out: list[dict[str, Any]] = []
+        a, b = st_at[k], st_at[k + 1]
+        if b > a:
+            if good.size < b - a:
+                good = np.zeros(b - a, dtype=np.uint8)
+            out += engine.on_state(st_sig[a:b], st_val[a:b], good[: b - a], now)
+        a, b = ev_at[k], ev_at[k + 1]
+        if b > a:
+            out += engine.on_events(ev[a:b], now)
+        out += engine.tick(now)
+        if k >= t_score:
             docs += out
-        for i in fault_tick.get(k, ()):
+        while fi < fault_order.size and starts[fault_order[fi]] <= k:
+            i = int(fault_order[fi])
             m = int(machine_of[int(truth.signal[i])])
             st = int(engine.state[m])
             state_at_fault[i] = ("startup" if m in engine._settling else "running") if st == 0 else \
                 ("off" if st == 1 else "unknown")
+            fi += 1
     return Run(docs, facts.areas, facts.area, facts.machine_ids, EPOCH_NS + t_score * NS, EPOCH_NS + t_fault * NS,
                EPOCH_NS + n_ticks * NS, truth, machine_of, state_at_fault, stack_s, alarm_s, samples, n,
                table.ids)
@@ -248,7 +317,7 @@ def report(r: Run, grace_s: float) -> None:
 def speed(plant_path: Path, events_per_frame: int, frames: int = 200) -> None:
     """The alarm layer's cost per sample on whole-plant frames (all signals, 1 Hz and 10 Hz flushes of 1 s),
     with ``events_per_frame`` OPEN/CLOSE events each (a storm; a healthy plant has far fewer)."""
-    from edge.detectors.events import EVENT_DTYPE, Phase, Scope
+    from edge.detectors.events import Phase, Scope
 
     plant = load_plant(plant_path)
     from plantwire.plant import expand
@@ -293,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grace", type=float, default=60.0)
     ap.add_argument("--state-settle-s", type=float, default=None, help="override AlarmSettings.state_settle_s")
     ap.add_argument("--suppression", choices=["state", "off"], default=None)
+    ap.add_argument("--recordings", type=Path, default=ROOT / "state" / "alarm_eval",
+                    help="simulated events are recorded here once; later runs replay them (any AlarmSettings)")
     ap.add_argument("--speed", action="store_true", help="only the cost per sample on whole-plant frames")
     args = ap.parse_args(argv)
     if args.speed:
@@ -314,9 +385,14 @@ def main(argv: list[str] | None = None) -> int:
           f"faults per signal-hour, 1 Hz; AlarmSettings {settings.model_dump(exclude_defaults=True) or 'defaults'}")
     for seed in args.seeds:
         print(f"\n== seed {seed}")
-        r = run(plant, seed, args.train_days, args.clean_days, args.fault_days, args.rate, args.machine_fraction,
-                settings)
-        report(r, args.grace)
+        rec = args.recordings / (f"{plant.stem}-{plant.parent.name}-s{seed}-f{args.machine_fraction:g}-"
+                                 f"{args.train_days:g}-{args.clean_days:g}-{args.fault_days:g}-r{args.rate:g}.npz")
+        if not rec.exists():
+            simulate(plant, seed, args.train_days, args.clean_days, args.fault_days, args.rate, args.machine_fraction,
+                     rec)
+        else:
+            print(f"  (replaying {rec})")
+        report(replay(plant, rec, settings), args.grace)
     print(f"\ntotal {time.monotonic() - t0:.0f} s")
     return 0
 
