@@ -63,7 +63,7 @@ class AlarmSettings(_Strict):
     flood_keeps: str = Field(default="critical",
                              description="incidents of this priority or higher are annunciated during a flood")
     max_signals: int = Field(default=10, ge=1, le=100, description="contributing signals listed per incident")
-    max_retained: int = Field(default=10_000, ge=10,
+    max_retained: int = Field(default=1000, ge=10,
                               description="cleared unacknowledged incidents kept; the oldest are retired beyond it")
 
     @model_validator(mode="after")
