@@ -350,3 +350,19 @@ def test_plant_alarm_fields_are_validated_with_their_path(tmp_path: Path) -> Non
     facts = MachineFacts.from_plant(plant, expand(plant))
     assert facts.area == ["hall1", "hall2"] and facts.criticality == [Criticality.HIGH] * 2
     assert facts.off_values[facts.off_row[facts.state_signal[1]]][:2].tolist() == [0.0, 2.0]
+
+
+def test_state_takes_each_machines_last_good_sample_of_the_frame(
+        dev: tuple[PlantConfig, SignalTable, MachineFacts]) -> None:
+    _, table, facts = dev
+    e = IncidentEngine(table, facts)
+    r1, r2 = sig(table, f"{C1}.running"), sig(table, "line1.press01.running")
+    other = sig(table, f"{C1}.oil_temp")
+    signal = np.array([r1, other, r2, r1, r2, r1], dtype=np.uint32)
+    value = np.array([1.0, 0.0, 0.0, 0.0, 1.0, np.nan])
+    quality = np.array([0, 0, 0, 0, 0, 0], dtype=np.uint8)
+    e.on_state(signal, value, quality, 1 * S)
+    m1, m2 = facts.machine_ids.index(C1), facts.machine_ids.index("line1.press01")
+    assert e.state[m1] == 1 and e.state[m2] == 0  # C1: 0 (its NaN sample is not usable); press01: 1 last
+    e.on_state(np.array([r1], dtype=np.uint32), np.array([1.0]), np.array([2], dtype=np.uint8), 2 * S)
+    assert e.state[m1] == 1  # a bad sample says nothing about the state
