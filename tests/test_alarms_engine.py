@@ -257,7 +257,7 @@ def test_checkpoint_continues_incident_and_resends_outbox(tmp_path: Path,
     s2.reconcile(lambda key: key == f"s{a}")  # the detectors still hold the alarm open
     s2.frame(np.zeros(0, np.uint32), np.zeros(0), np.zeros(0, np.uint8),
              ev(a, Phase.CLOSE, start_s=1, end_s=5), 5 * S)
-    s2.tick(30 * S)
+    s2.tick(100 * S)
     assert sent[-1]["transition"] == "clear" and sent[-1]["id"] == iid and sent[-1]["seq"] == 2
     s2.close()
     # a restart whose detectors lost the alarm (cold): the restored contributor closes, the incident clears

@@ -196,7 +196,7 @@ def test_incident_survives_edge_kill_without_loss_or_reopen(plant_dir: tuple[Pat
     """kill -9 of the edge while an incident is open: the next run continues it (same id, next seq), nothing
     is lost (every seq from 1 arrives; a replayed document is identical) and no new incident opens."""
     d, _, control = plant_dir
-    (d / "edge.yaml").write_text(EDGE % {"mqtt": mosquitto.port} + "alarms: {restart_grace_s: 15}\n")
+    (d / "edge.yaml").write_text(EDGE % {"mqtt": mosquitto.port} + "alarms: {restart_grace_s: 15, clear_delay_s: 5}\n")
     ready = d / "sim.ready"
     sim = _start(["sim", str(d / "plant.yaml"), "--anomaly-rate", "0", "--wear-fraction", "0", "--ready-file",
                   str(ready), "--control-port", str(control)], d / "sim.log", REPO)
