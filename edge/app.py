@@ -408,6 +408,8 @@ class EdgeGateway:
             "previous_runs": self.mark.earlier_runs(),
             "alarms_opened": self.events_opened,
         }
+        if self.alarms is not None:  # what an operator has on the board now (edge/alarms)
+            doc["incidents"] = self.alarms.counts()
         doc.pop("spool", None)
         doc["condition"] = doc.pop("status")  # ok | degraded
         doc["status"] = "online"

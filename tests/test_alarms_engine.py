@@ -307,6 +307,7 @@ def test_service_command_path_answers_and_audits(tmp_path: Path,
     assert audit["type"] == "audit" and audit["actor"] == "ann" and audit["target"] == iid
     assert audit["outcome"] == "applied" and audit["reason"] == "seen" and audit["service"] == "alarms"
     assert sent[-2]["transition"] == "ack"
+    assert s.counts() == {"active": 1, "annunciated": 1, "unacked": 0, "shelved": 0, "suppressed": 0, "floods": 0}
     n = len(sent)
     assert s.command(cmd("ack", rid="q1", incident=iid))["outcome"] == "applied"  # redelivery: same answer
     assert len(sent) == n  # ... applied and audited once

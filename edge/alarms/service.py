@@ -215,6 +215,18 @@ class AlarmService:
             sum(1 for i in self.engine.incidents() if not i.acked and i.announced))
         m.counter("alarm_layer_seconds_total", "Time spent in the alarm layer").set(self.seconds)
 
+    def counts(self) -> dict[str, int]:
+        """Incidents held now: active, annunciated (active and shown), unacknowledged, shelved, suppressed."""
+        held = self.engine.incidents()
+        return {
+            "active": sum(1 for i in held if i.active),
+            "annunciated": sum(1 for i in held if i.annunciated),
+            "unacked": sum(1 for i in held if i.announced and not i.acked),
+            "shelved": sum(1 for i in held if i.shelved_until_ns is not None),
+            "suppressed": sum(1 for i in held if i.active and i.suppressed_by is not None),
+            "floods": sum(1 for i in held if i.machine is None and i.active),
+        }
+
     def snapshot(self) -> list[dict[str, Any]]:
         """The incidents held now (for health/console), newest first, without bumping their seq."""
         out = []
