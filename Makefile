@@ -1,6 +1,7 @@
 # The two commands: `make demo` runs the whole pipeline, `make test` runs the tests.
 # Both install what they need on Debian/Ubuntu: the mosquitto and influxdb packages (and
-# victoria-metrics, which backs the InfluxDB v2-API test path) and a virtualenv in .venv.
+# victoria-metrics, which backs the InfluxDB v2-API test path; chromium and chromium-driver for the
+# edge console's browser tests) and a virtualenv in .venv.
 
 PY ?= python3
 VENV := .venv
@@ -9,7 +10,7 @@ DEBS := mosquitto influxdb victoria-metrics
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DURATION ?= 0
 
-.PHONY: demo test test-slow test-chaos test-all lint bench deps venv kernels foreign clean
+.PHONY: demo test test-slow test-chaos test-all test-browser lint bench deps venv kernels foreign clean
 
 demo: deps venv kernels
 	$(BIN)/plantwire demo configs/demo --duration $(DURATION)
@@ -20,6 +21,11 @@ test: deps venv kernels foreign
 
 test-slow: deps venv foreign
 	$(BIN)/python -m pytest -q -m slow
+
+# The edge console in headless Chromium (Debian's chromium + chromium-driver) against a running edge and
+# the simulated plant; screenshots land in tests/artifacts/. One short browser smoke is in `make test`.
+test-browser: deps venv kernels
+	$(BIN)/python -m pytest -q -m browser
 
 test-chaos: deps venv
 	$(BIN)/python -m pytest -q tests/chaos -m ''
@@ -36,6 +42,8 @@ deps:
 	command -v influxd >/dev/null 2>&1 || [ -x /usr/bin/influxd ] || missing="$$missing influxdb"; \
 	command -v victoria-metrics >/dev/null 2>&1 || [ -x /usr/bin/victoria-metrics ] || missing="$$missing victoria-metrics"; \
 	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
 	$(PY) -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
 	  || missing="$$missing python3-dev"; \
 	if [ -n "$$missing" ]; then \

@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 
 from cloud import schema
+from cloud.alarms.store import IncidentOrder, audit_line, incident_points
 from cloud.config import CloudConfig, Compression, InfluxApi, InfluxSettings, load_cloud
 from cloud.deadletter import DeadLetterStore
 from cloud.histogram import LATENCY_BUCKETS_S, Histogram
@@ -78,7 +79,7 @@ from cloud.sinks.influx import (
     conflicting_field,
 )
 from cloud.sinks.lineproto import build_lines, escape_measurement
-from cloud.sinks.points import event_line, lines_with_field
+from cloud.sinks.points import UnknownEventType, event_line, lines_with_field
 from cloud.sources.mqtt import Message, MqttSource
 from plantwire import wire
 from plantwire.configfile import ConfigError, ensure_state_dir
@@ -148,6 +149,10 @@ class _Write:
     batches: list[tuple[str, str, wire.Batch]] = field(default_factory=list)  # (site, topic gateway, batch)
     dropped: list[tuple[str, int, int, str]] = field(default_factory=list)  # edge drop totals to remember
     samples: int = 0
+    # Latest-state line per (gateway, incident id): only the highest seq of a group is written, so
+    # parallel chunks cannot reorder one incident's states (cloud.alarms.store).
+    incident_states: dict[str, str] = field(default_factory=dict)
+    incidents_touched: bool = False
 
     def add_lines(self, data: np.ndarray, line_end: np.ndarray) -> None:
         if data.size:
@@ -183,6 +188,7 @@ class Ingestor:
         self.tables = SignalTableStore(cfg.state_dir, cfg.influx.measurement)
         self.dead = DeadLetterStore(cfg.state_dir, max_bytes=self.ing.dead_letter_max_bytes)
         self.ledger = GapLedger(cfg.state_dir)
+        self.incident_order = IncidentOrder(cfg.state_dir)
         self.held: OrderedDict[int, tuple[Message, wire.Batch]] = OrderedDict()
         self._held_key = 0
         self._counters: dict[str, _GatewayCounters] = {}
@@ -229,6 +235,12 @@ class Ingestor:
         self.m_peer_acks = r.counter("peer_acks_total", "ack watermarks of other ingestors merged into the ledger")
         self.m_backfills = r.counter("rollup_backfills_total", "rollup recomputations for late (replayed) data")
         self.m_dups = r.counter("duplicate_batches_total", "batches received again (replays), stored idempotently")
+        self.m_incidents = r.counter(
+            "incident_transitions_total",
+            "incident transitions stored, by result: state (latest state rewritten) or stale (older than the "
+            "stored state: kept in the history only)",
+        )
+        self.m_audit = r.counter("audit_records_total", "audit documents stored")
         self.m_pending = r.gauge("pending_messages", "messages received, not yet written and acknowledged")
         self.m_held = r.gauge("held_messages", "batches waiting for their signal table")
         self.m_lag = r.gauge("last_write_lag_seconds", "now minus the newest sample of the last write")
@@ -338,6 +350,14 @@ class Ingestor:
             with contextlib.suppress(OSError):
                 os.replace(self.ledger.path, self.ledger.path.with_suffix(".corrupt"))
         self.m_tables.set(len(self.tables))
+        try:
+            self.incident_order.load()
+        except ValueError as exc:
+            # Torn file: start empty (replays are then written as they come), keep it for the operator.
+            self.m_errors.inc(kind="incident_order_load")
+            log.error("%s; incident order starts empty (old file kept as .corrupt)", exc)
+            with contextlib.suppress(OSError):
+                os.replace(self.incident_order.path, self.incident_order.path.with_suffix(".corrupt"))
         if self.cfg.metrics.port >= 0 and self.metrics_server is None:
             self.metrics_server = MetricsServer(
                 self.registry, self.cfg.metrics.host, self.cfg.metrics.port, self.health
@@ -531,6 +551,7 @@ class Ingestor:
         w = _Write()
         for m in msgs:
             self._handle(m, w)
+        w.add_text(list(w.incident_states.values()))
         self._expire_held(w)
         now = time.monotonic()
         if now - self._last_report >= self.ing.report_interval_s:
@@ -564,6 +585,8 @@ class Ingestor:
                 self._health(m, site, gateway, w)
             elif lane == "ack":
                 self._peer_ack(m, site, gateway, w)
+            elif lane in _NOT_STORED_LANES:
+                w.msgs.append(m)  # for live consumers; their durable record is the events lane (audit, incident)
             else:
                 self._dead_letter(m, "unknown_lane", f"topic lane {lane!r} is not one of {_LANES}", w)
         except _WrongGateway as exc:
@@ -639,7 +662,22 @@ class Ingestor:
         lines: list[str] = []
         for i, ev in enumerate(events):
             try:
-                lines.append(event_line(site, gateway, ev))
+                if ev["type"] == "incident":
+                    p = incident_points(site, gateway, ev)
+                    lines.append(p.transition_line)
+                    w.incidents_touched = True
+                    if self.incident_order.admit(gateway, p.id, p.seq):
+                        w.incident_states[f"{gateway}\x00{p.id}"] = p.state_line
+                        self.m_incidents.inc(result="state")
+                    else:
+                        self.m_incidents.inc(result="stale")
+                elif ev["type"] == "audit":
+                    lines.append(audit_line(site, gateway, ev))
+                    self.m_audit.inc()
+                else:
+                    lines.append(event_line(site, gateway, ev))
+            except UnknownEventType as exc:
+                self._dead_letter_doc(m.topic, "unknown_type", f"events[{i}].{exc}", ev, w)
             except (schema.SchemaError, KeyError, TypeError, ValueError, OverflowError) as exc:
                 # OverflowError: "start_ns": Infinity (Python's json accepts it) in int().
                 # One bad event is dead-lettered alone; the rest of the message is stored.
@@ -940,6 +978,12 @@ class Ingestor:
                 c.newest_ts_ns = max(c.newest_ts_ns, top)
         for gw, boot, total, site in w.dropped:
             self.ledger.set_dropped_reported(gw, boot, total, site=site)
+        if w.incidents_touched:
+            try:
+                self.incident_order.save()
+            except OSError as exc:
+                self.m_errors.inc(kind="incident_order_save")
+                log.error("incident order not saved (%s); acknowledging anyway, the points are in InfluxDB", exc)
         if w.batches or w.dropped:
             try:
                 self.ledger.save()
@@ -1069,7 +1113,11 @@ class _WrongGateway(wire.WireError):
     """A payload whose gateway or site does not match its topic (dead-lettered as malformed)."""
 
 
-_LANES = ("telemetry", "events", "health", "signals", "ack")
+_LANES = ("telemetry", "events", "health", "signals", "ack", "cmdresult", "incidents")
+#: Lanes gateways publish for live consumers, acknowledged and not stored: ``cmdresult`` answers a command
+#: (``plantwire alarms`` waits for it), ``incidents`` republishes incident documents for other systems.
+#: Both are also written to the events lane (audit, incident documents), which is what gets stored.
+_NOT_STORED_LANES = ("cmdresult", "incidents")
 _N_OFFSET = 2 + 1 + 1 + 8 + 8 + 8  # prefix, boot epoch, seq, table hash: then n (uint32)
 
 
@@ -1085,7 +1133,9 @@ _DEAD_LINES_PER_ENTRY = 10_000
 #: Dead-letter reasons (metric label ``reason``); each logs with a template of its own, so the rate
 #: limiter (plantwire.logs: 5 per template per minute, then a count) keeps a flood of one kind from
 #: hiding the first letter of another.
-_DEAD_KINDS = ("bad_topic", "oversized", "unknown_lane", "wrong_gateway", "malformed", "schema", "unknown_table")
+_DEAD_KINDS = (
+    "bad_topic", "oversized", "unknown_lane", "wrong_gateway", "malformed", "schema", "unknown_table", "unknown_type"
+)
 _DEAD_LOG = MappingProxyType(
     {k: f"dead letter ({k}) from topic %r, %d samples, %s: %s" for k in (*_DEAD_KINDS, "other")}
 )

@@ -25,10 +25,12 @@ from __future__ import annotations
 import enum
 import math
 import re
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 __all__ = [
+    "AUDIT",
     "EVENTS",
     "F_ACTIVE",
     "F_BATCHES",
@@ -59,25 +61,37 @@ __all__ = [
     "F_WAL_OLDEST_AGE_S",
     "F_WAL_RECORDS",
     "HEALTH",
+    "INCIDENTS",
+    "INCIDENT_TRANSITIONS",
     "MEASUREMENTS",
+    "M_AUDIT",
     "M_EVENTS",
     "M_HEALTH",
+    "M_INCIDENTS",
+    "M_INCIDENT_TRANSITIONS",
     "M_PIPELINE",
     "M_SAMPLES",
     "PIPELINE",
     "SAMPLES",
+    "TAG_ACTION",
+    "TAG_AREA",
     "TAG_GATEWAY",
     "TAG_INGESTOR",
     "TAG_KIND",
     "TAG_MACHINE",
+    "TAG_OUTCOME",
+    "TAG_PRIORITY",
+    "TAG_SERVICE",
     "TAG_SIGNAL",
     "TAG_SITE",
+    "TAG_TRANSITION",
     "EventState",
     "Field",
     "FieldType",
     "Measurement",
     "SchemaError",
     "format_point",
+    "incident_point_ns",
 ]
 
 
@@ -127,12 +141,21 @@ TAG_MACHINE = "machine"  # machine instance of the plant file (empty for signals
 TAG_SIGNAL = "signal"  # signal id of the plant file (``line3.press07.oil_temp``)
 TAG_KIND = "kind"  # detector kind of an alarm, a fixed vocabulary (edge.kernels.kinds.Kind, lowercase)
 TAG_INGESTOR = "ingestor"  # ingestor instance name; several share the load through MQTT 5 shared subscriptions
+TAG_AREA = "area"  # operator area of an incident (line, hall, console), from the plant config
+TAG_PRIORITY = "priority"  # incident priority: critical | high | low (a fixed vocabulary)
+TAG_TRANSITION = "transition"  # incident transition: open, update, clear, ack, shelve, ... (a fixed vocabulary)
+TAG_SERVICE = "service"  # audited service: alarms | actions | models | console
+TAG_ACTION = "action"  # audited action verb of a service (ack, shelve, promote, write, ...; a small vocabulary)
+TAG_OUTCOME = "outcome"  # applied | refused | dry_run | failed
 
 # -- measurement names ------------------------------------------------------------------------------
 M_SAMPLES = "samples"
 M_EVENTS = "events"
 M_HEALTH = "health"
 M_PIPELINE = "pipeline"
+M_INCIDENTS = "incidents"
+M_INCIDENT_TRANSITIONS = "incident_transitions"
+M_AUDIT = "audit"
 
 # -- field keys -------------------------------------------------------------------------------------
 F_VALUE = "value"
@@ -144,6 +167,8 @@ F_STATE = "state"
 F_PEAK = "peak"
 F_DURATION_S = "duration_s"
 F_END_MS = "end_ms"
+F_MODEL = "model"
+F_CONTRIBUTORS = "contributors"
 
 F_HEALTH = "health"
 F_RUL = "rul"
@@ -197,6 +222,12 @@ EVENTS = Measurement(
         Field(F_PEAK, FieldType.FLOAT, "peak detector score of the episode so far, in [0, 1]"),
         Field(F_DURATION_S, FieldType.FLOAT, "end - start in seconds; written on close"),
         Field(F_END_MS, FieldType.INTEGER, "episode end, ms since the epoch (Grafana's region end); on close"),
+        Field(F_MODEL, FieldType.STRING, "version of the model that raised the alarm (model_version); absent if none"),
+        Field(
+            F_CONTRIBUTORS,
+            FieldType.STRING,
+            "machine alarms: every contributing signal id, most first, as a JSON array (ids may hold commas)",
+        ),
     ),
     """One point per alarm *episode*, at the episode's start (``start_ns``). The open event writes
     ``active=1,state="open",peak``; the close event writes the same series and timestamp with
@@ -248,7 +279,115 @@ PIPELINE = Measurement(
     fields its writer knows. ``ingestor`` is left out by a single ingestor.""",
 )
 
-MEASUREMENTS: tuple[Measurement, ...] = (SAMPLES, EVENTS, HEALTH, PIPELINE)
+
+# -- alarm management (issue 16): incidents, their transitions, the audit trail ----------------------
+F_ID = "id"
+F_SEQ = "seq"
+F_TRANSITION = "transition"
+F_PRIORITY = "priority"
+F_OPEN = "open"
+F_ACKED = "acked"
+F_SHELVED = "shelved"
+F_SHELVED_UNTIL_MS = "shelved_until_ms"
+F_OUT_OF_SERVICE = "out_of_service"
+F_SUPPRESSED_BY = "suppressed_by"
+F_CHATTERING = "chattering"
+F_FLOOD_COUNT = "flood_count"
+F_KINDS = "kinds"
+F_SIGNALS = "signals"
+F_ACTOR = "actor"
+F_REASON = "reason"
+F_START_MS = "start_ms"
+F_UPDATED_MS = "updated_ms"
+F_TARGET = "target"
+F_DETAIL = "detail"
+F_REQUEST_ID = "request_id"
+F_SOURCE = "source"
+
+_INCIDENT_STATE_FIELDS = (
+    Field(F_ID, FieldType.STRING, "incident id, unique per gateway, stable across edge restarts"),
+    Field(F_SEQ, FieldType.INTEGER, "the incident's transition number (strictly increasing per incident)"),
+    Field(F_STATE, FieldType.STRING, "ISA-18.2 state in one word: active_unacked, active_acked, cleared_unacked, "
+          "normal, shelved, out_of_service, suppressed"),
+    Field(F_ACTIVE, FieldType.INTEGER, "1 while the condition is active"),
+    Field(F_ACKED, FieldType.INTEGER, "1 once acknowledged"),
+    Field(F_SHELVED, FieldType.INTEGER, "1 while shelved"),
+    Field(F_SHELVED_UNTIL_MS, FieldType.INTEGER, "end of the shelving, ms since the epoch (0: not shelved)"),
+    Field(F_OUT_OF_SERVICE, FieldType.INTEGER, "1 while taken out of service"),
+    Field(F_SUPPRESSED_BY, FieldType.STRING, 'what suppresses it ("" if nothing): machine state or a flood incident'),
+    Field(F_CHATTERING, FieldType.INTEGER, "1 once marked chattering"),
+    Field(F_FLOOD_COUNT, FieldType.INTEGER, "flood incidents: incidents summarised (0 for others)"),
+    Field(F_KINDS, FieldType.STRING, "detector kinds, comma-separated"),
+    Field(F_SIGNALS, FieldType.STRING, "contributing signals, most important first, as a JSON array"),
+    Field(F_PEAK, FieldType.FLOAT, "peak score so far, in [0, 1]"),
+    Field(F_ACTOR, FieldType.STRING, 'who caused the transition ("" for the edge itself)'),
+    Field(F_REASON, FieldType.STRING, 'why (operator text; "" if none)'),
+)
+
+INCIDENTS = Measurement(
+    M_INCIDENTS,
+    (TAG_SITE, TAG_GATEWAY, TAG_AREA, TAG_MACHINE),
+    (
+        *_INCIDENT_STATE_FIELDS,
+        Field(F_TRANSITION, FieldType.STRING, "the last transition applied (open, ack, clear, ...)"),
+        Field(F_PRIORITY, FieldType.STRING, "critical | high | low (a field here: it may change while open)"),
+        Field(F_OPEN, FieldType.INTEGER, "1 while the incident needs the operator (active or unacknowledged)"),
+        Field(F_UPDATED_MS, FieldType.INTEGER, "time of the last transition, ms since the epoch"),
+        Field(F_END_MS, FieldType.INTEGER, "when it cleared, ms since the epoch (0 while active)"),
+        Field(F_DURATION_S, FieldType.FLOAT, "end - start in seconds once cleared (0 while active)"),
+    ),
+    """One point per incident holding its **latest** state, at the incident's start (``start_ns``,
+    sub-microsecond digits replaced, see :func:`incident_point_ns`). Every transition rewrites every
+    field (nulls as "" or 0), so the point never mixes two states; the ingestor writes a transition
+    here only if its ``seq`` is at least the highest it stored for that incident
+    (:mod:`cloud.alarms.store`), so a replayed older transition never overwrites a newer state.
+    The tags are what stays fixed for an incident's life; priority can escalate, so it is a field
+    here and a tag on ``incident_transitions``.""",
+)
+
+INCIDENT_TRANSITIONS = Measurement(
+    M_INCIDENT_TRANSITIONS,
+    (TAG_SITE, TAG_GATEWAY, TAG_AREA, TAG_MACHINE, TAG_PRIORITY, TAG_TRANSITION),
+    (*_INCIDENT_STATE_FIELDS, Field(F_START_MS, FieldType.INTEGER, "the incident's start, ms since the epoch")),
+    """One point per incident transition, at its ``ts_ns`` (sub-microsecond digits replaced, see
+    :func:`incident_point_ns`): the history the EEMUA 191 figures are computed from
+    (:mod:`cloud.alarms.kpi`). Immutable once written; a replay rewrites the same point.""",
+)
+
+AUDIT = Measurement(
+    M_AUDIT,
+    (TAG_SITE, TAG_GATEWAY, TAG_SERVICE, TAG_ACTION, TAG_OUTCOME),
+    (
+        Field(F_ACTOR, FieldType.STRING, "who asked (operator or agent name)"),
+        Field(F_TARGET, FieldType.STRING, "what it was applied to (incident id, write target, model slot)"),
+        Field(F_REASON, FieldType.STRING, "why, as given"),
+        Field(F_DETAIL, FieldType.STRING, "what happened, in the applier's words"),
+        Field(F_REQUEST_ID, FieldType.STRING, 'the command\'s request id ("" if none)'),
+        Field(F_SOURCE, FieldType.STRING, "mqtt | console | agent | cli"),
+    ),
+    """The audit trail: one point per operator or agent action applied (or refused) on the edge,
+    at its ``ts_ns`` (sub-microsecond digits replaced by the request id's hash, so two actions in
+    one microsecond stay two points). Who, when, what, why: never rewritten.""",
+)
+
+
+def incident_point_ns(ts_ns: int, key: str, seq: int = 0) -> int:
+    """The stored timestamp of an incident or audit point: ``ts_ns`` with its last three digits
+    replaced by a hash of (``key``, ``seq``).
+
+    InfluxDB merges points of one series and timestamp (MEASURED.md trap 17); ids are fields, not
+    tags (unbounded), so two incidents of one machine starting in the same instant, or two
+    transitions of one incident in the same nanosecond, would merge into one point. The hash keeps
+    them apart (1 in 1,000 for two in the same microsecond) and stays deterministic, so a replay
+    still lands on its own point. Sub-microsecond precision is not meaningful for alarms.
+    """
+    h = (zlib.crc32(key.encode()) + seq * 7919) % 1000
+    return ts_ns - ts_ns % 1000 + h
+
+
+MEASUREMENTS: tuple[Measurement, ...] = (
+    SAMPLES, EVENTS, HEALTH, PIPELINE, INCIDENTS, INCIDENT_TRANSITIONS, AUDIT
+)
 _BY_NAME: Mapping[str, Measurement] = {m.name: m for m in MEASUREMENTS}
 
 # -- low-rate point formatting ----------------------------------------------------------------------

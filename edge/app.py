@@ -57,6 +57,8 @@ from plantwire.sdnotify import Notifier
 from plantwire.tls import SecretError
 
 if TYPE_CHECKING:
+    from edge.console import ConsoleSettings, DetectorAlarmBoard, SignalTap
+    from edge.console.server import ConsoleServer
     from edge.sinks.sparkplug_feed import SparkplugFeed
 
 log = logging.getLogger("plantwire.edge")
@@ -183,8 +185,52 @@ class EdgeGateway:
             self.sparkplug = SparkplugFeed(SparkplugNode(cfg.sparkplug, cfg.mqtt, self.table, cfg.state_dir,
                                                          with_health=cfg.analytics.health is not None),
                                            cfg.sparkplug.feed)
+        # The local web console (edge/console): a server thread of its own, one tap on the flush, and the
+        # detector's alarm episodes. Other rooms plug into ``console_hooks`` (incidents, models, agents).
+        from edge.console.hooks import ConsoleHooks
+
+        self.console: ConsoleServer | None = None
+        self.console_tap: SignalTap | None = None
+        self.detector_alarms: DetectorAlarmBoard | None = None
+        self.console_hooks = ConsoleHooks()
+        self.console_errors = 0
+        if self.alarms is not None:  # the console shows and acts on incidents through the alarm layer's commands
+            from edge.console.hooks import IncidentBoard
+
+            self.console_hooks.alarms = IncidentBoard(self.alarms)
+        if cfg.console is not None:
+            self._make_console(cfg.console, base_dir or cfg.plant.parent)
 
     # -- wiring ---------------------------------------------------------------------------
+    def _make_console(self, settings: ConsoleSettings, config_dir: Path) -> None:
+        from edge.console import DetectorAlarmBoard, GatewayFeed, SignalTap
+        from edge.console.server import ConsoleServer
+
+        self.console_tap = SignalTap(len(self.table), settings.sparkline_points, settings.watch_linger_s)
+        self.detector_alarms = DetectorAlarmBoard(self.cfg.gateway_id)
+        feed = GatewayFeed(
+            gateway_id=self.cfg.gateway_id, site=self.site, table=self.table, tap=self.console_tap,
+            registry=self.metrics, health=self.health, running_config=self.cfg.model_dump(mode="json"),
+            config_dir=config_dir, state_dir=self.cfg.state_dir, emit_events=self._emit_events,
+            hooks=self.console_hooks, detector_alarms=self.detector_alarms,
+        )
+        self.console = ConsoleServer(settings, feed)  # reads its secrets now: a missing one stops the start
+
+    def _emit_events(self, docs: list[dict[str, Any]]) -> None:
+        """Documents onto the events lane (WAL-backed, acked end to end): the console's audit records."""
+        payload = wire.encode_events(self.cfg.gateway_id, self.boot_epoch_ns, docs)
+        self.events_bytes += len(payload)
+        self.events_messages += 1
+        self.forwarder.submit_event(payload, self.boot_epoch_ns)
+
+    def _console_call(self, fn: Any, *args: Any) -> None:
+        """Feed the console; a failure there is counted and logged, never raised into the flush."""
+        try:
+            fn(*args)
+        except Exception:
+            self.console_errors += 1
+            log.exception("console: %s failed (acquisition carries on)", getattr(fn, "__name__", fn))
+
     def _on_connect_messages(self) -> list[tuple[str, bytes, bool]]:
         online = json.dumps({"status": "online", "gateway": self.cfg.gateway_id, "boot_epoch_ns": self.boot_epoch_ns})
         return [
@@ -334,6 +380,9 @@ class EdgeGateway:
         self.encode_s += time.perf_counter() - t1
         if self.sparkplug is not None:  # after the compact wire, which it must never delay or break
             self._sparkplug_call(self.sparkplug.frame, frame.ts_ns, frame.signal, frame.value, frame.quality)
+        if self.console_tap is not None:
+            self._console_call(self.console_tap.update, frame.ts_ns, frame.signal, frame.value, frame.quality,
+                               result.score)
 
     def _sparkplug_call(self, fn: Any, *args: Any) -> None:
         """Feed the Sparkplug node; a failure there is counted and logged, never raised into the daemon."""
@@ -389,6 +438,8 @@ class EdgeGateway:
         self.forwarder.submit_event(payload, self.boot_epoch_ns)
         if self.sparkplug is not None:
             self._sparkplug_call(self.sparkplug.call, self.sparkplug.node.on_events, events)
+        if self.detector_alarms is not None:
+            self._console_call(self.detector_alarms.feed, out)
 
     def _publish_status(self) -> None:
         """Retained gateway status on the health topic (the last will overwrites it with "offline")."""
@@ -509,6 +560,9 @@ class EdgeGateway:
             m.counter("sparkplug_frames_merged_total", "Frames merged while the Sparkplug worker was busy").set(
                 self.sparkplug.frames_merged)
             m.gauge("sparkplug_queue", "Calls waiting for the Sparkplug worker").set(self.sparkplug.pending)
+        if self.console is not None:
+            self.console.export_metrics(m)
+            m.counter("console_feed_errors_total", "Console feed calls that failed (logged)").set(self.console_errors)
         m.counter("kernel_seconds_total", "Time spent in detector kernels").set(self.kernel_s)
         m.gauge("kernels_aot", "1 while the kernels run ahead-of-time compiled (no numba in the process)").set(
             1.0 if KERNELS.mode == "aot" else 0.0)
@@ -652,6 +706,12 @@ class EdgeGateway:
         self.publisher.start()
         if self.sparkplug is not None:
             self.sparkplug.start()
+        if (console := self.console) is not None:
+            if await asyncio.to_thread(console.start, asyncio.get_running_loop()):
+                port_file = self.cfg.state_dir / "console.port"
+                self.sidework.run("console port file", lambda: port_file.write_text(str(console.port)))
+            else:
+                log.error("console: not started (see above); acquisition and forwarding carry on")
         log.info("edge %s: %d signals on %d devices", self.cfg.gateway_id, len(self.table), len(self.table.devices))
         if KERNELS.mode == "aot":
             log.info("kernels: ahead-of-time compiled (%s)", KERNELS.module)
@@ -668,6 +728,8 @@ class EdgeGateway:
                 for t in tasks:
                     t.cancel()
         finally:
+            if self.console is not None:
+                await asyncio.to_thread(self.console.stop)
             self._flush()
             self._update_metrics()
             # Give the cloud a moment to ack what is in flight; what it has not acked stays in the
@@ -803,4 +865,11 @@ def _load_and_check(config_path: Path) -> tuple[EdgeConfig, PlantConfig]:
             tls_context(cfg.mqtt.tls)
         except SecretError as exc:
             raise ConfigError(str(config_path), [f"mqtt.tls: {exc}"]) from None
+    if cfg.console is not None:  # its user table and key must open too, or the reload would stop the daemon
+        from edge.console.server import check_secrets
+
+        try:
+            check_secrets(cfg.console)
+        except SecretError as exc:
+            raise ConfigError(str(config_path), [f"console: {exc}"]) from None
     return cfg, plant

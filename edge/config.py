@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edge.alarms.settings import AlarmSettings
+from edge.console.settings import ConsoleSettings
 from edge.detectors.settings import AnalyticsSettings
 from edge.sinks.sparkplug_settings import SparkplugSettings
 from edge.spool import SpoolSettings
@@ -194,6 +195,7 @@ class EdgeConfig(_Strict):
     metrics: MetricsSettings = MetricsSettings()
     sparkplug: SparkplugSettings | None = Field(default=None, description="Sparkplug B edge node; off when absent")
     alarms: AlarmSettings = Field(default=AlarmSettings(), description="alarm management: incidents (edge/alarms)")
+    console: ConsoleSettings | None = Field(default=None, description="local web console; off when absent")
 
 
 def load_edge(path: Path) -> tuple[EdgeConfig, PlantConfig]:
@@ -227,4 +229,8 @@ def load_edge(path: Path) -> tuple[EdgeConfig, PlantConfig]:
         }
         mqtt = cfg.mqtt.model_copy(update={"tls": tls.model_copy(update=rel)})
         cfg = cfg.model_copy(update={"mqtt": mqtt})
+    if (ctls := cfg.console.tls if cfg.console is not None else None) is not None:
+        rel = {k: path.parent / v for k in ("cert_file", "key_file") if not (v := getattr(ctls, k)).is_absolute()}
+        console = cfg.console.model_copy(update={"tls": ctls.model_copy(update=rel)})  # type: ignore[union-attr]
+        cfg = cfg.model_copy(update={"console": console})
     return cfg, plant

@@ -16,6 +16,7 @@ commands:
   sim CONFIG       serve a plant's signals over OPC-UA and Modbus TCP (simulator)
   edge CONFIG      run the edge gateway daemon
   ingest CONFIG    run the cloud ingestor (MQTT -> InfluxDB)
+  alarms ...       open incidents, operator actions (ack|shelve|unshelve|oos|return|maintenance), EEMUA 191 report
   demo [DIR]       run the whole pipeline on this machine (default configs/demo)
   discover URL     browse opc.tcp://HOST:PORT/PATH into a plant file, or probe modbus://HOST:PORT --unit N
                    into a register-map CSV skeleton
@@ -26,6 +27,7 @@ commands:
   rebaseline --state-dir DIR M...  a confirmed change: a running edge drops these machines' baselines and refits
   kernels          compile the edge's kernels ahead of time (the edge daemon then runs without numba)
   retention ...    set up InfluxDB retention policies and rollups, or back-fill rollups (ensure|backfill|print)
+  console passwd USER  print a console user line (name, role, scrypt hash) for the users secret
   install          install systemd units, the plantwire user and directories (--root DIR for an image)
   uninstall        stop and remove the units (--purge: also config, state and user)
 """
@@ -53,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         from cloud.app import main as ingest_main
 
         return ingest_main(rest)
+    if cmd == "alarms":
+        from cloud.alarms.cli import main as alarms_main
+
+        return alarms_main(rest)
     if cmd == "demo":
         from plantwire.demo import main as demo_main
 
@@ -99,6 +105,13 @@ def main(argv: list[str] | None = None) -> int:
         from cloud.retention import main as retention_main
 
         return retention_main(rest)
+    if cmd == "console":
+        if rest[:1] != ["passwd"]:
+            print("usage: plantwire console passwd USER [--role operator|read_only] [--stdin]", file=sys.stderr)
+            return 2
+        from edge.console.passwd import main as passwd_main
+
+        return passwd_main(rest[1:])
     if cmd in ("install", "uninstall"):
         from plantwire.install import main as install_main
 

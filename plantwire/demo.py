@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"plantwire demo: running after {time.monotonic() - t_start:.1f} s; "
           f"broker {pipe.broker[0]}:{pipe.broker[1]}, "
           f"InfluxDB {pipe.influx_url} (db {pipe.database}); Ctrl-C stops", flush=True)
+    if pipe.console_url is not None:
+        print(f"plantwire demo: edge console {pipe.console_url} (open it in a browser on this machine)", flush=True)
     t0 = time.monotonic()
     last: dict[str, float] = {}
     while not stop.wait(2.0):

@@ -66,6 +66,13 @@ class Registry:
         with ``le=...``, ``_sum``, ``_count``), rendered under one ``# TYPE name histogram``."""
         return self._get(name, "histogram", help_)
 
+    def values(self, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+        """A copy of one family's samples by label set (``name`` without the prefix); empty if absent.
+        For readers such as the edge console that show what the metrics show."""
+        with self._lock:
+            m = self._metrics.get(f"{self.prefix}_{name}")
+        return dict(m.values) if m is not None else {}
+
     def render(self) -> str:
         lines: list[str] = []
         with self._lock:

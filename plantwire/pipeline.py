@@ -113,6 +113,7 @@ class Pipeline:
         self.services: list[Any] = []
         self.edge_metrics_port = free_port()
         self.ingest_metrics_port = free_port()
+        self.console_port: int | None = None  # the edge's web console, when edge.yaml has a console section
         self.database = "plantwire"
         self.broker: tuple[str, int] = ("127.0.0.1", 0)
         self.influx_url = ""
@@ -136,6 +137,9 @@ class Pipeline:
         edge.setdefault("modbus", {})["period_ms"] = max(10, round(1000 / self.modbus_rate_hz))
         edge.setdefault("opcua", {})["publishing_interval_ms"] = max(10, round(1000 / self.opcua_rate_hz))
         _merge(edge, self.edge_overrides)
+        if isinstance(edge.get("console"), dict):  # the configured port when free (a bookmark works), else any
+            con = edge["console"]
+            con["port"] = self.console_port = _free_or_any(con.get("host", "127.0.0.1"), int(con.get("port", 0)))
         edge_path = cfg_dir / "edge.yaml"
         edge_path.write_text(yaml.safe_dump(edge, sort_keys=False))
 
@@ -222,6 +226,10 @@ class Pipeline:
             if time.monotonic() > deadline:
                 raise TimeoutError("edge did not connect to every source and the broker")
             time.sleep(0.2)
+
+    @property
+    def console_url(self) -> str | None:
+        return None if self.console_port is None else f"http://127.0.0.1:{self.console_port}/"
 
     # -- run ------------------------------------------------------------------------------------
     def progress(self) -> dict[str, float]:
@@ -352,6 +360,19 @@ class Pipeline:
         for svc in reversed(self.services):
             svc.stop()
         self.services.clear()
+
+
+def _free_or_any(host: str, port: int) -> int:
+    import socket
+
+    if port > 0:
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+                return port
+            except OSError:
+                pass
+    return free_port(host)
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> None:

@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     p_init.add_argument("--name", default="plantwire CA")
     p_issue = sub.add_parser("issue", help="issue CN.crt/CN.key from the CA in DIR")
     p_issue.add_argument("dir", type=Path)
-    p_issue.add_argument("cn", help="gateway id, plantwire-ingest, or the broker's name")
+    p_issue.add_argument("cn", help="gateway id, plantwire-ingest, plantwire-operator, or the broker's name")
     p_issue.add_argument("--server", metavar="HOST", action="append", default=[],
                          help="a broker certificate for HOST (repeatable: DNS names and IPs)")
     p_issue.add_argument("--days", type=int, default=825)

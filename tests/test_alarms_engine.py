@@ -367,3 +367,22 @@ def test_state_takes_each_machines_last_good_sample_of_the_frame(
     assert e.state[m1] == 1 and e.state[m2] == 0  # C1: 0 (its NaN sample is not usable); press01: 1 last
     e.on_state(np.array([r1], dtype=np.uint32), np.array([1.0]), np.array([2], dtype=np.uint8), 2 * S)
     assert e.state[m1] == 1  # a bad sample says nothing about the state
+
+
+def test_console_board_lists_and_acts_through_the_alarm_layer(
+        dev: tuple[PlantConfig, SignalTable, MachineFacts]) -> None:
+    from edge.console.hooks import IncidentBoard, Outcome
+
+    plant, table, _ = dev
+    sent: list[dict[str, Any]] = []
+    s = AlarmService(table, plant, AlarmSettings(), site="ac-dev", gateway="gw1", state_dir=None, emit=sent.extend,
+                     publish=lambda t, p: None, sidework=SideWork())
+    s.frame(np.zeros(0, np.uint32), np.zeros(0), np.zeros(0, np.uint8),
+            ev(sig(table, f"{C1}.oil_temp"), Phase.OPEN, start_s=1), 1 * S)
+    board = IncidentBoard(s)
+    [row] = board.open_alarms()
+    assert row["machine"] == C1 and row["start_ns"] == 1 * S and row["peak"] == pytest.approx(0.9, abs=1e-3)
+    res = board.act("shelve", row["id"], "bob", "noisy", 600.0, "c1")
+    assert res.outcome is Outcome.APPLIED and res.audited
+    assert sent[-1]["type"] == "audit" and sent[-1]["source"] == "console" and sent[-2]["transition"] == "shelve"
+    assert board.act("shelve", "nope@1", "bob", "", 600.0, "c2").outcome is Outcome.REFUSED

@@ -28,7 +28,9 @@ def test_samples_schema_matches_what_lineproto_writes() -> None:
 def test_tags_are_bounded_vocabulary() -> None:
     for m in schema.MEASUREMENTS:
         for tag in m.tags:
-            assert tag in {"site", "gateway", "machine", "signal", "kind", "ingestor"}, (m.name, tag)
+            # area, priority, transition, service, action, outcome: fixed vocabularies of the alarm layer (issue 16)
+            assert tag in {"site", "gateway", "machine", "signal", "kind", "ingestor", "area", "priority",
+                           "transition", "service", "action", "outcome"}, (m.name, tag)
         assert not set(m.tags) & set(m.field_names), m.name
 
 

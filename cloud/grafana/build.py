@@ -417,6 +417,117 @@ def pipeline_health() -> dict[str, Any]:
                       panels, variables, [], time_from="now-6h")
 
 
+# -- alarm management (issue 16): EEMUA 191 performance and the operator's list of open incidents --------
+
+#: Annunciated = an incident (or flood summary) reaching the operator: opened, or released from suppression,
+#: while active and not suppressed, shelved or out of service. cloud.alarms.kpi (the CLI's report) also counts
+#: an incident first shown when unshelved, and counts each incident once; InfluxQL cannot, so a panel may
+#: count an incident suppressed and released twice as two.
+_ANNUNCIATED = (
+    f'"{s.TAG_TRANSITION}" =~ /^(open|flood_open|unsuppress)$/ AND "{s.F_ACTIVE}" = 1 AND '
+    f'"{s.F_SUPPRESSED_BY}" = \'\' AND "{s.F_SHELVED}" = 0 AND "{s.F_OUT_OF_SERVICE}" = 0'
+)
+_OPEN_WINDOW = "time > now() - 400d"  # open incidents are stored at their start, which may be months back
+
+
+def _per_10min(*tags: str, group: str = f'"{s.TAG_AREA}"') -> str:
+    """Annunciated alarms per 10-minute bucket of the clock (fill(0): quiet buckets count), per ``group``."""
+    return (
+        f'SELECT count("{s.F_SEQ}") AS "alarms" FROM "{s.M_INCIDENT_TRANSITIONS}" WHERE {_ANNUNCIATED} AND '
+        f"{_where(*tags)} GROUP BY time(10m), {group} fill(0)"
+    )
+
+
+def alarm_performance() -> dict[str, Any]:
+    lay = _Layout()
+    tags = (s.TAG_SITE, s.TAG_AREA)
+    w = _where(*tags)
+    acceptable = [{"color": "green", "value": None}, {"color": "orange", "value": 1.01},
+                  {"color": "red", "value": 10.01}]
+    panels = [
+        _panel(lay, "timeseries", "Annunciated alarms per 10 minutes, per area", [_target(
+            _per_10min(*tags), alias="$tag_area")], w=24, h=9, custom={"drawStyle": "bars"},
+            thresholds=acceptable, description=(
+                "EEMUA 191: about 1 per operator area per 10 minutes is very likely acceptable; more than 10 "
+                "is a flood. Buckets of the clock's 10 minutes; suppressed, shelved and out-of-service "
+                "incidents are not counted (they never reached the operator).")),
+        _panel(lay, "table", "Alarm rate per area (per 10 minutes)", [_target(
+            f'SELECT mean("alarms") AS "average", max("alarms") AS "peak", sum("alarms") AS "total" '
+            f'FROM ({_per_10min(*tags)}) GROUP BY "{s.TAG_AREA}"', fmt="table")], w=12, h=8,
+            description="Average and peak annunciated alarms per 10-minute bucket over the range."),
+        _panel(lay, "table", "Time in flood per area (%)", [_target(
+            f'SELECT count("alarms") * 60000000 / ($__to - $__from) AS "flood_pct", count("alarms") AS '
+            f'"flood_buckets" FROM ({_per_10min(*tags)}) WHERE "alarms" > 10 GROUP BY "{s.TAG_AREA}"',
+            fmt="table")], w=12, h=8, description=(
+                "Share of the range's 10-minute buckets holding more than 10 annunciated alarms (EEMUA "
+                "target: under 1 %). Areas never in flood have no row. `plantwire alarms report` gives the "
+                "sliding-window figure, which can only be higher.")),
+        _panel(lay, "table", "Top 10 most frequent sources", [_target(
+            f'SELECT count("{s.F_SEQ}") AS "alarms" FROM "{s.M_INCIDENT_TRANSITIONS}" WHERE {_ANNUNCIATED} AND '
+            f'{w} GROUP BY "{s.TAG_GATEWAY}", "{s.TAG_MACHINE}", "{s.TAG_AREA}"', fmt="table")], w=12, h=9,
+            transformations=[{"id": "sortBy", "options": {"sort": [{"field": "alarms", "desc": True}]}},
+                             {"id": "limit", "options": {"limitField": 10}}],
+            description="The machines (or areas, for machine-less incidents) raising the most alarms."),
+        _panel(lay, "piechart", "Priority distribution", [_target(
+            f'SELECT count("{s.F_SEQ}") FROM "{s.M_INCIDENT_TRANSITIONS}" WHERE {_ANNUNCIATED} AND {w} '
+            f'GROUP BY "{s.TAG_PRIORITY}"', alias="$tag_priority")], w=6, h=9,
+            options={"reduceOptions": {"calcs": ["sum"]}, "displayLabels": ["percent"]},
+            description="EEMUA suggests roughly 5 % critical, 15 % high, 80 % low."),
+        _panel(lay, "stat", "Chattering incidents", [_target(
+            f'SELECT count(distinct("{s.F_ID}")) FROM "{s.M_INCIDENT_TRANSITIONS}" WHERE "{s.F_CHATTERING}" = 1 '
+            f"AND {w}")], w=6, h=9, thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 1}],
+            description="Incidents marked chattering (3 or more activations in a minute) in the range; target 0."),
+        _panel(lay, "table", "Standing incidents (active longer than 24 h)", [_target(
+            f'SELECT "{s.F_ID}", "{s.TAG_GATEWAY}", "{s.TAG_AREA}", "{s.TAG_MACHINE}", "{s.F_PRIORITY}", '
+            f'"{s.F_STATE}", "{s.F_SIGNALS}" FROM "{s.M_INCIDENTS}" WHERE "{s.F_ACTIVE}" = 1 AND '
+            f'{_where(*tags, time=False)} AND time < now() - 24h AND {_OPEN_WINDOW}', fmt="table")], w=24, h=8,
+            description="Whatever the time range: standing alarms are defects to review (EEMUA 191)."),
+    ]
+    variables = _tag_vars(s.M_INCIDENT_TRANSITIONS, *tags)
+    return _dashboard("plantwire-alarm-performance", "plantwire: alarm performance (EEMUA 191)",
+                      "Alarm rates per area, floods, most frequent sources, priorities, chattering and standing "
+                      "incidents.", panels, variables, [], time_from="now-24h", refresh="1m")
+
+
+def active_alarms() -> dict[str, Any]:
+    lay = _Layout()
+    tags = (s.TAG_SITE, s.TAG_AREA)
+    open_where = f'"{s.F_OPEN}" = 1 AND {_where(*tags, time=False)} AND {_OPEN_WINDOW}'
+
+    def count(title: str, cond: str, desc: str, color: str = "red") -> dict[str, Any]:
+        return _panel(lay, "stat", title, [_target(
+            f'SELECT count("{s.F_ID}") FROM "{s.M_INCIDENTS}" WHERE {open_where}{cond}')], w=6, h=4,
+            thresholds=[{"color": "green", "value": None}, {"color": color, "value": 1}], description=desc)
+
+    panels = [
+        count("Open incidents", "", "Active, or cleared but not yet acknowledged."),
+        count("Unacknowledged", f' AND "{s.F_ACKED}" = 0', "Waiting for an operator."),
+        count("Shelved", f' AND "{s.F_SHELVED}" = 1', "Shelved by an operator, for a limited time.", "orange"),
+        count("Out of service", f' AND "{s.F_OUT_OF_SERVICE}" = 1', "Taken out of service, with a reason.",
+              "orange"),
+        _panel(lay, "table", "Open incidents", [_target(
+            f'SELECT "{s.F_PRIORITY}", "{s.F_STATE}", "{s.TAG_AREA}", "{s.TAG_MACHINE}", "{s.F_SIGNALS}", '
+            f'"{s.F_KINDS}", "{s.F_PEAK}", "{s.F_ID}", "{s.TAG_GATEWAY}", "{s.F_SUPPRESSED_BY}", "{s.F_ACTOR}", '
+            f'"{s.F_REASON}" FROM "{s.M_INCIDENTS}" WHERE {open_where}', fmt="table")], w=24, h=12,
+            transformations=[{"id": "sortBy", "options": {"sort": [{"field": "Time", "desc": True}]}}],
+            description=("Every incident that needs the operator, newest first, with its contributing signals "
+                         "(most important first). Acknowledge or shelve with `plantwire alarms`.")),
+        _panel(lay, "table", "Incident transitions", [_target(
+            f'SELECT "{s.F_ID}", "{s.TAG_TRANSITION}", "{s.TAG_PRIORITY}", "{s.TAG_AREA}", "{s.TAG_MACHINE}", '
+            f'"{s.F_STATE}", "{s.F_ACTOR}", "{s.F_REASON}" FROM "{s.M_INCIDENT_TRANSITIONS}" WHERE '
+            f'{_where(*tags)} ORDER BY time DESC LIMIT 500', fmt="table")], w=24, h=10),
+        _panel(lay, "table", "Audit trail (operator actions)", [_target(
+            f'SELECT "{s.F_ACTOR}", "{s.TAG_SERVICE}", "{s.TAG_ACTION}", "{s.F_TARGET}", "{s.TAG_OUTCOME}", '
+            f'"{s.F_REASON}", "{s.F_DETAIL}", "{s.TAG_GATEWAY}" FROM "{s.M_AUDIT}" WHERE '
+            f'{_where(s.TAG_SITE)} ORDER BY time DESC LIMIT 500', fmt="table")], w=24, h=8,
+            description="Who did what, when and why: every action applied or refused on a gateway."),
+    ]
+    variables = _tag_vars(s.M_INCIDENTS, *tags)
+    return _dashboard("plantwire-active-alarms", "plantwire: active alarms",
+                      "Open incidents with their contributing signals, the latest transitions and the audit trail.",
+                      panels, variables, [], time_from="now-24h", refresh="10s")
+
+
 def build_all() -> dict[str, dict[str, Any]]:
     """File name -> dashboard JSON (as a dict) for every dashboard that ships."""
     return {
@@ -424,6 +535,8 @@ def build_all() -> dict[str, dict[str, Any]]:
         "signal-explorer.json": signal_explorer(),
         "machine-health.json": machine_health(),
         "pipeline-health.json": pipeline_health(),
+        "alarm-performance.json": alarm_performance(),
+        "active-alarms.json": active_alarms(),
     }
 
 

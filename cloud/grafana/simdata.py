@@ -14,13 +14,16 @@ import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from cloud import schema as s
 from cloud.sinks.lineproto import SeriesPrefixes, build_lines
 
-__all__ = ["SimPlant", "main", "sample_columns", "simulated_lines"]
+__all__ = [
+    "SimPlant", "main", "sample_columns", "simulated_incident_docs", "simulated_incident_lines", "simulated_lines"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +121,91 @@ def simulated_lines(plant: SimPlant, start_ns: int, seconds: float) -> bytes:
                  s.F_WAL_OLDEST_AGE_S: 1.0 + i % 5, s.F_ONLINE: 1},
                 t,
             ))
+        lines += simulated_incident_lines(site, gw, unique_machines, start_ns, seconds, burst=gi == 0)
         out.append(("\n".join(lines) + "\n").encode())
     return b"".join(out)
+
+
+def simulated_incident_docs(
+    machines: Sequence[str], start_ns: int, seconds: float, *, burst: bool = False
+) -> list[dict[str, Any]]:
+    """Incident and audit documents (the events lane's, contracts.md) of a few machines over a span.
+
+    Every 20 minutes per machine an incident opens, is acknowledged a minute later and clears after five;
+    every fifth one chatters; ``burst`` adds a flood (12 incidents in 2 minutes in one area); one incident
+    stays open unacknowledged, one is shelved, one out of service, and one has stood since 30 h before the span's end.
+    Machine ``k`` is in area ``hall-a`` or ``hall-b`` by parity.
+    """
+    s_ns = 1_000_000_000
+    end_ns = start_ns + int(seconds * s_ns)
+    docs: list[dict[str, Any]] = []
+
+    def incident(id_: str, machine: str, k: int, start: int, priority: str) -> list[dict[str, Any]]:
+        base = {"type": "incident", "id": id_, "start_ns": start, "end_ns": None, "machine": machine,
+                "area": f"hall-{'ab'[k % 2]}", "priority": priority, "active": True, "acked": False,
+                "shelved_until_ns": None, "out_of_service": False, "suppressed_by": None, "chattering": False,
+                "flood_count": None, "kinds": ["level", "machine"], "signals": [f"{machine}.sig00", f"{machine}.sig01"],
+                "peak": 0.8, "actor": None, "reason": None}
+        return [{**base, "seq": 1, "ts_ns": start, "transition": "open"}]
+
+    for k, machine in enumerate(machines):
+        n = max(1, int(seconds // 1200))
+        for i in range(n):
+            t0 = start_ns + i * 1200 * s_ns + k * 7 * s_ns
+            id_ = f"{machine}-{i}"
+            opened = incident(id_, machine, k, t0, ("low", "low", "high", "low", "critical")[i % 5])[0]
+            docs.append(opened)
+            if i % 5 == 4:  # chatters: two more activations within the minute, then marked
+                docs.append({**opened, "seq": 2, "ts_ns": t0 + 10 * s_ns, "transition": "update", "active": False})
+                docs.append({**opened, "seq": 3, "ts_ns": t0 + 20 * s_ns, "transition": "update"})
+                docs.append({**opened, "seq": 4, "ts_ns": t0 + 30 * s_ns, "transition": "chatter",
+                             "chattering": True, "shelved_until_ns": t0 + 630 * s_ns})
+            acked = {**opened, "seq": 5, "ts_ns": t0 + 60 * s_ns, "transition": "ack", "acked": True,
+                     "actor": "alice", "reason": "seen"}
+            docs.append(acked)
+            docs.append({"type": "audit", "ts_ns": t0 + 60 * s_ns, "request_id": f"req-{id_}", "actor": "alice",
+                         "source": "mqtt", "service": "alarms", "action": "ack", "target": id_, "reason": "seen",
+                         "outcome": "applied", "detail": ""})
+            if t0 + 300 * s_ns < end_ns:
+                docs.append({**acked, "seq": 6, "ts_ns": t0 + 300 * s_ns, "transition": "clear", "active": False,
+                             "end_ns": t0 + 300 * s_ns, "actor": None, "reason": None})
+        t_open = start_ns + int(seconds * s_ns) * 3 // 4 + k * s_ns
+        docs += incident(f"{machine}-open", machine, k, t_open, "high")
+        shelved = incident(f"{machine}-shelved", machine, k, t_open + 60 * s_ns, "low")[0]
+        docs += [shelved, {**shelved, "seq": 2, "ts_ns": t_open + 90 * s_ns, "transition": "shelve",
+                           "shelved_until_ns": end_ns + 3600 * s_ns, "actor": "bob", "reason": "sensor swap"}]
+        oos = incident(f"{machine}-oos", machine, k, t_open + 120 * s_ns, "low")[0]
+        docs += [oos, {**oos, "seq": 2, "ts_ns": t_open + 150 * s_ns, "transition": "oos", "out_of_service": True,
+                       "actor": "bob", "reason": "sensor removed for calibration"}]
+        if k == 0:
+            stood = end_ns - 30 * 3600 * s_ns
+            docs += incident(f"{machine}-standing", machine, k, stood, "critical")
+            docs.append({**docs[-1], "seq": 2, "ts_ns": stood + 60 * s_ns, "transition": "ack", "acked": True})
+    if burst and machines:
+        ten_min = 600 * s_ns  # within one 10-minute bucket of the clock, an hour or so before the end
+        t_burst = (start_ns + int(seconds * s_ns) * 7 // 8) // ten_min * ten_min + 60 * s_ns
+        for j in range(12):
+            docs += incident(f"burst-{j}", machines[0], 0, t_burst + j * 10 * s_ns, "low")
+    return docs
+
+
+def simulated_incident_lines(
+    site: str, gateway: str, machines: Sequence[str], start_ns: int, seconds: float, *, burst: bool = False
+) -> list[str]:
+    """The points the ingestor writes for :func:`simulated_incident_docs` (cloud.alarms.store), latest
+    state last, as the ingestor's order check leaves it."""
+    from cloud.alarms.store import audit_line, incident_points
+
+    lines: list[str] = []
+    latest: dict[str, str] = {}
+    for d in simulated_incident_docs(machines, start_ns, seconds, burst=burst):
+        if d["type"] == "audit":
+            lines.append(audit_line(site, gateway, d))
+            continue
+        p = incident_points(site, gateway, d)
+        lines.append(p.transition_line)
+        latest[p.id] = p.state_line
+    return lines + list(latest.values())
 
 
 def write_v1(url: str, database: str, body: bytes, *, chunk_bytes: int = 4 << 20) -> None:

@@ -6,17 +6,31 @@ is rare enough for the checked, plain-Python :func:`cloud.schema.format_point`.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from cloud import schema
 from cloud.sinks.lineproto import escape_key, escape_measurement
 
-__all__ = ["event_line", "field_section", "lines_with_field"]
+__all__ = ["UnknownEventType", "event_line", "field_section", "lines_with_field"]
+
+
+class UnknownEventType(schema.SchemaError):
+    """An events-lane document of a type this ingestor does not store (dead-lettered, never guessed at)."""
 
 
 def event_line(site: str, gateway: str, ev: dict[str, Any]) -> str:
-    """One ``events`` or ``health`` point for an events-lane entry (schema.EVENTS / schema.HEALTH)."""
-    if ev["type"] == "alarm":
+    """One ``events`` or ``health`` point for an ``alarm`` or ``health`` document.
+
+    Incidents and audit documents are stored by :mod:`cloud.alarms.store` (they need the order
+    check); any other type raises :class:`UnknownEventType`, so it is dead-lettered with its type
+    named instead of being written as something it is not.
+    """
+    kind = ev.get("type")
+    if kind not in ("alarm", "health"):
+        raise UnknownEventType(f"type: {kind!r} is not an event type this ingestor stores (alarm, health, "
+                               "incident, audit)")
+    if kind == "alarm":
         state = schema.EventState(ev["state"])
         start_ns = int(ev["start_ns"])
         tags = {
@@ -30,7 +44,13 @@ def event_line(site: str, gateway: str, ev: dict[str, Any]) -> str:
             schema.F_ACTIVE: 1 if state is schema.EventState.OPEN else 0,
             schema.F_STATE: state.value,
             schema.F_PEAK: ev.get("peak"),
+            schema.F_MODEL: ev.get("model_version"),
         }
+        contributors = ev.get("contributors")
+        if contributors is not None:
+            if not isinstance(contributors, list):
+                raise schema.SchemaError(f"contributors: expected a list, got {contributors!r}")
+            fields[schema.F_CONTRIBUTORS] = json.dumps(contributors, separators=(",", ":"), allow_nan=False)
         end_ns = ev.get("end_ns")
         if state is schema.EventState.CLOSED and end_ns is not None:
             fields[schema.F_DURATION_S] = (int(end_ns) - start_ns) / 1e9

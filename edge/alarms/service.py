@@ -228,13 +228,17 @@ class AlarmService:
         }
 
     def snapshot(self) -> list[dict[str, Any]]:
-        """The incidents held now (for health/console), newest first, without bumping their seq."""
+        """The incidents held now as incident documents (their latest state, without a new ``seq``), newest
+        first: the local console's alarm board (``edge.console.hooks.IncidentBoard``)."""
         out = []
         for inc in sorted(self.engine.incidents(), key=lambda i: -i.start_ns):
-            out.append({"id": inc.id, "machine": inc.machine, "area": inc.area, "priority": inc.priority.label,
-                        "active": inc.active, "acked": inc.acked, "suppressed_by": inc.suppressed_by,
-                        "shelved_until_ns": inc.shelved_until_ns, "out_of_service": inc.out_of_service,
-                        "kinds": list(inc.kinds), "signals": inc.signals(self.engine.s.max_signals)})
+            d = {"type": "incident", "id": inc.id, "seq": inc.seq, "start_ns": inc.start_ns, "end_ns": inc.end_ns,
+                 "machine": inc.machine, "area": inc.area, "priority": inc.priority.label, "active": inc.active,
+                 "acked": inc.acked, "shelved_until_ns": inc.shelved_until_ns, "out_of_service": inc.out_of_service,
+                 "suppressed_by": inc.suppressed_by, "chattering": inc.chattering, "flood_count": inc.flood_count,
+                 "kinds": list(inc.kinds), "signals": inc.signals(self.engine.s.max_signals),
+                 "peak": round(float(inc.peak), 4)}
+            out.append(d)
         return out
 
 
