@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edge.alarms.service import AlarmService
+from edge.alarms.settings import AlarmMode
 from edge.config import EdgeConfig, load_edge
 from edge.detectors.analytics import EdgeAnalytics, HealthResult
 from edge.detectors.events import Phase, Scope
@@ -137,6 +139,15 @@ class EdgeGateway:
             on_drop=self._count_dropped,
         )
         self.sidework = SideWork()
+        # Alarm management (edge/alarms): incidents from the detectors' events, operator commands, checkpoint.
+        self.alarms: AlarmService | None = None
+        self.alarm_errors = 0
+        if cfg.alarms.mode is AlarmMode.INCIDENTS:
+            self.alarms = AlarmService(self.table, plant, cfg.alarms, site=self.site, gateway=cfg.gateway_id,
+                                       state_dir=cfg.state_dir, emit=self._submit_docs,
+                                       publish=lambda topic, payload: self.publisher.publish(topic, payload, 0),
+                                       sidework=self.sidework)
+            self._alarm_call(self.alarms.reconcile, self.analytics.alarm_open)
         self.read_count = self.mark.read_per_signal  # in the mapped mark: a kill -9 leaves it behind
         self.previous_run = self.mark.previous
         self.dropped_ranges_forgotten = 0  # beyond runmark.MAX_DROPS (their gaps then read "missing")
@@ -197,6 +208,10 @@ class EdgeGateway:
 
             self.console_hooks.models = models_hook(self.models.health_doc)
         self.console_errors = 0
+        if self.alarms is not None:  # the console shows and acts on incidents through the alarm layer's commands
+            from edge.console.hooks import IncidentBoard
+
+            self.console_hooks.alarms = IncidentBoard(self.alarms)
         if cfg.console is not None:
             self._make_console(cfg.console, base_dir or cfg.plant.parent)
 
@@ -347,6 +362,8 @@ class EdgeGateway:
         if result.events.shape[0]:
             self._publish_events(result.events)
         self.events_dropped += result.events_dropped
+        if self.alarms is not None:
+            self._alarm_call(self.alarms.frame, frame.signal, frame.value, frame.quality, result.events, time.time_ns())
         t1 = time.perf_counter()
         self.read_count += np.bincount(frame.signal, minlength=self.read_count.shape[0])
         step = self.cfg.publish.max_batch_samples
@@ -391,6 +408,21 @@ class EdgeGateway:
         except Exception:
             self.sparkplug_errors += 1
             log.exception("sparkplug: %s failed (the compact wire carries on)", getattr(fn, "__name__", fn))
+
+    def _alarm_call(self, fn: Any, *args: Any) -> None:
+        """Run a step of the alarm layer; a failure there is counted and logged, never raised into the daemon."""
+        try:
+            fn(*args)
+        except Exception:
+            self.alarm_errors += 1
+            log.exception("alarms: %s failed (acquisition and signal alarms carry on)", getattr(fn, "__name__", fn))
+
+    def _submit_docs(self, docs: list[dict[str, Any]]) -> None:
+        """Documents of the alarm layer (incident, audit) to the events lane, in a message of their own."""
+        payload = wire.encode_events(self.cfg.gateway_id, self.boot_epoch_ns, docs)
+        self.events_bytes += len(payload)
+        self.events_messages += 1
+        self.forwarder.submit_event(payload, self.boot_epoch_ns)
 
     def _publish_events(self, events: np.ndarray) -> None:
         """Alarm OPEN/CLOSE rows to the events lane (JSON, rare by construction: hysteresis + debounce)."""
@@ -445,6 +477,8 @@ class EdgeGateway:
             "previous_runs": self.mark.earlier_runs(),
             "alarms_opened": self.events_opened,
         }
+        if self.alarms is not None:  # what an operator has on the board now (edge/alarms)
+            doc["incidents"] = self.alarms.counts()
         doc.pop("spool", None)
         doc["condition"] = doc.pop("status")  # ok | degraded
         doc["status"] = "online"
@@ -482,6 +516,8 @@ class EdgeGateway:
                                  (h.health, h.rul, h.rul_low, h.rul_high))
         if h.events.shape[0]:
             self._publish_events(h.events)
+            if self.alarms is not None:
+                self._alarm_call(self.alarms.events, h.events, time.time_ns())
 
     async def _flush_loop(self) -> None:
         period = self.cfg.publish.batch_interval_ms / 1000.0
@@ -502,6 +538,9 @@ class EdgeGateway:
                 self._publish_health(health)
             if self.models is not None:
                 self.models.tick()  # auto-promotion, post-promotion health check: between frames
+
+            if self.alarms is not None:
+                self._alarm_call(self.alarms.tick, time.time_ns())
             self.forwarder.tick()
             self._update_mark()
             if self.sparkplug is not None:
@@ -535,6 +574,10 @@ class EdgeGateway:
         self.forwarder.export_metrics(m)
         if self.models is not None:
             self.models.export_metrics(m)
+
+        if self.alarms is not None:
+            self.alarms.export_metrics(m)
+            m.counter("alarm_errors_total", "Alarm layer steps that failed (logged)").set(self.alarm_errors)
         if self.sparkplug is not None:
             self._sparkplug_call(self.sparkplug.node.export_metrics, m)
             m.counter("sparkplug_errors_total", "Sparkplug node calls that failed (logged)").set(
@@ -686,6 +729,9 @@ class EdgeGateway:
             self.sidework.run("metrics port file", lambda: port_file.write_text(str(self.metrics_server.port)))
         if self.models is not None:
             self.models.start()  # stored models applied and topics registered before the first connect
+
+        if self.alarms is not None:
+            self.alarms.attach(asyncio.get_running_loop(), self.publisher.subscribe)
         self.publisher.start()
         if self.sparkplug is not None:
             self.sparkplug.start()
@@ -733,6 +779,8 @@ class EdgeGateway:
             self.spool.close()
             # Detector and health checkpoints: the next start resumes warm (a full disk: it starts cold).
             self.sidework.run("checkpoint", self.analytics.close)
+            if self.alarms is not None:
+                self._alarm_call(self.alarms.close)
             self.sidework.run("stats.json", self._write_stats)
             self._update_mark()
             self.mark.head[PENDING] = len(self.buffer)

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edge.alarms.settings import AlarmSettings
 from edge.console.settings import ConsoleSettings
 from edge.detectors.settings import AnalyticsSettings
 from edge.modelstore.settings import ModelStoreSettings
@@ -196,6 +197,8 @@ class EdgeConfig(_Strict):
     sparkplug: SparkplugSettings | None = Field(default=None, description="Sparkplug B edge node; off when absent")
     models: ModelStoreSettings | None = Field(default=None, description="shipped model bundles (issue 17); off when "
                                                                         "absent")
+
+    alarms: AlarmSettings = Field(default=AlarmSettings(), description="alarm management: incidents (edge/alarms)")
     console: ConsoleSettings | None = Field(default=None, description="local web console; off when absent")
 
 

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from plantwire.nodeid import parse_node_id
@@ -175,9 +175,42 @@ def format_placeholders(text: str, values: dict[str, Any], what: str) -> str:
         raise ValueError(f"{what} {text!r}: {exc}") from None
 
 
+class Criticality(enum.StrEnum):
+    """How much a machine matters to the plant; the alarm layer (``edge/alarms``) derives priority from it."""
+
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+
+AREA_PATTERN = r"^[A-Za-z0-9_.{}:-]{1,64}$"
+
+
+class MachineStateSignal(_Strict):
+    """Which signal says a machine is off or idle, and its values that mean so (alarm-state suppression).
+
+    Unset, the alarm layer uses a ``kind: state`` signal named ``running`` with 0 meaning off.
+    """
+
+    signal: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+$", description="signal name within the template")]
+    off_values: Annotated[list[float], Field(min_length=1, max_length=16,
+                                             description="values of the signal that mean off or idle")]
+
+
 class MachineTemplate(_Strict):
     description: str = ""
     signals: Annotated[list[SignalTemplate], Field(min_length=1)]
+    # Alarm management (edge/alarms): operator area, machine criticality, state signal. A machine group's own
+    # ``area``/``criticality`` win over these.
+    area: Annotated[str | None, Field(default=None, pattern=AREA_PATTERN)] = None
+    criticality: Criticality | None = None
+    state: MachineStateSignal | None = None
+
+    @model_validator(mode="after")
+    def _state_signal_exists(self) -> MachineTemplate:
+        if self.state is not None and self.state.signal not in {n for n, _ in self.expanded()}:
+            raise ValueError(f"state.signal: {self.state.signal!r} is not a signal of this template")
+        return self
 
     @field_validator("signals")
     @classmethod
@@ -299,6 +332,10 @@ class MachineGroup(_Strict):
     template: str
     device: str
     count: int = Field(default=1, ge=1, le=100_000)
+    # Operator area of these machines ({i} is the machine number); default: the template's, else the machine
+    # name's first dotted part (``compressors.stand001`` -> ``compressors``).
+    area: Annotated[str | None, Field(default=None, pattern=AREA_PATTERN)] = None
+    criticality: Criticality | None = None
 
 
 class PlantConfig(_Strict):
@@ -322,6 +359,12 @@ class PlantConfig(_Strict):
                 errors.append(f"devices[{i}].port_step: the port is a template ({g.port!r}); port_step applies "
                               "only to an integer port")
             errors += _device_errors(i, g)
+        for i, mg in enumerate(self.machines):
+            if mg.area is not None:
+                try:
+                    format_placeholders(mg.area, {"i": 1}, "area")
+                except ValueError as exc:
+                    errors.append(f"machines[{i}].area: {exc}")
         if errors:
             return errors
         try:

@@ -191,6 +191,20 @@ class EdgeAnalytics:
     def close(self) -> None:
         self.save()
 
+    def alarm_open(self, key: str) -> bool:
+        """Whether the detectors hold an alarm open: ``s<signal>``, ``m<machine>`` (multivariate) or ``h<machine>``
+        (health); the alarm layer asks after a restart (``edge.alarms.engine.IncidentEngine.reconcile``)."""
+        i = int(key[1:])
+        if key[0] == "s":
+            return bool(self.stack.sig_alarm_f[i, alarms.ACTIVE] > 0)
+        if key[0] == "m":
+            return bool(self.stack.mach_alarm_f[i, alarms.ACTIVE] > 0)
+        h = self._health
+        if h is None:
+            return False
+        pos = np.flatnonzero(h.machines == i)
+        return bool(pos.size and h.alarm_f[pos[0], alarms.ACTIVE] > 0)
+
     def _restore(self) -> None:
         assert self.state_dir is not None
         try:

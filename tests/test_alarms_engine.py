@@ -1,0 +1,388 @@
+"""The incident engine (edge/alarms) without servers: roll-up, priority, suppression, lifecycle, floods, restarts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edge.alarms import store
+from edge.alarms.commands import CommandError, parse_command
+from edge.alarms.engine import IncidentEngine
+from edge.alarms.facts import MachineFacts
+from edge.alarms.service import AlarmService
+from edge.alarms.settings import AlarmSettings
+from edge.detectors.events import EVENT_DTYPE, Phase, Scope
+from edge.kernels.kinds import Kind
+from edge.sidework import SideWork
+from plantwire.configfile import load_plant
+from plantwire.plant import Criticality, PlantConfig, SignalTable, expand
+
+ROOT = Path(__file__).resolve().parents[1]
+S = 1_000_000_000
+
+
+@pytest.fixture(scope="module")
+def dev() -> tuple[PlantConfig, SignalTable, MachineFacts]:
+    plant = load_plant(ROOT / "configs" / "dev" / "plant.yaml")
+    table = expand(plant)
+    return plant, table, MachineFacts.from_plant(plant, table)
+
+
+def sig(table: SignalTable, sid: str) -> int:
+    return table.ids.index(sid)
+
+
+def ev(entity: int, phase: Phase, kind: Kind = Kind.LEVEL, start_s: float = 0, end_s: float = -1, peak: float = 0.9,
+       scope: Scope = Scope.SIGNAL) -> np.ndarray:
+    a = np.zeros(1, dtype=EVENT_DTYPE)
+    a["ts_start"], a["ts_end"] = int(start_s * S), int(end_s * S) if end_s >= 0 else -1
+    a["entity"], a["scope"], a["phase"], a["kind"], a["peak"], a["top"] = entity, scope, phase, kind, peak, -1
+    return a
+
+
+def state(table: SignalTable, machine: str, value: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    i = sig(table, f"{machine}.running")
+    return np.array([i], dtype=np.uint32), np.array([value]), np.zeros(1, dtype=np.uint8)
+
+
+def cmd(action: str, rid: str = "r1", **kw: Any) -> bytes:
+    return json.dumps({"id": rid, "actor": "ann", "ts_ns": 1, "action": action, "reason": "", **kw}).encode()
+
+
+def seqs_ok(docs: list[dict[str, Any]]) -> bool:
+    last: dict[str, int] = {}
+    for d in docs:
+        if d["seq"] <= last.get(d["id"], 0):
+            return False
+        last[d["id"]] = d["seq"]
+    return True
+
+
+C1 = "line1.compressor01"
+
+
+def test_facts_area_criticality_state(dev: tuple[PlantConfig, SignalTable, MachineFacts]) -> None:
+    _, table, facts = dev
+    m = facts.machine_ids.index(C1)
+    assert facts.area[m] == "line1" and facts.criticality[m] is Criticality.HIGH
+    assert facts.state_signal[m] == sig(table, f"{C1}.running")
+    hvac = facts.machine_ids.index("hall.hvac01")
+    assert facts.area[hvac] == "utilities" and facts.criticality[hvac] is Criticality.LOW
+    agv = facts.machine_ids.index("logistics.agv01")
+    assert facts.area[agv] == "logistics"  # default: the name's first dotted part
+
+
+def test_rollup_clear_delay_and_flapping(dev: tuple[PlantConfig, SignalTable, MachineFacts]) -> None:
+    _, table, facts = dev
+    e = IncidentEngine(table, facts, AlarmSettings(clear_delay_s=10))
+    a, b = sig(table, f"{C1}.oil_temp"), sig(table, f"{C1}.motor_current")
+    docs = e.on_events(ev(a, Phase.OPEN, start_s=1), 2 * S)
+    docs += e.on_events(ev(b, Phase.OPEN, Kind.RANGE, start_s=3), 3 * S)
+    assert [d["transition"] for d in docs] == ["open", "update"]
+    inc = docs[-1]
+    assert inc["machine"] == C1 and inc["area"] == "line1" and inc["kinds"] == ["level", "range"]
+    assert inc["priority"] == "critical"  # high criticality x range (major)
+    assert sorted(inc["signals"]) == sorted([f"{C1}.oil_temp", f"{C1}.motor_current"])
+    docs += e.on_events(ev(a, Phase.CLOSE, start_s=1, end_s=5), 5 * S)
+    docs += e.on_events(ev(b, Phase.CLOSE, Kind.RANGE, start_s=3, end_s=6), 6 * S)
+    docs += e.tick(10 * S)
+    # a contributor flapping back within the clear delay continues the incident
+    docs += e.on_events(ev(a, Phase.OPEN, start_s=12), 12 * S)
+    docs += e.tick(20 * S)
+    assert [d["transition"] for d in docs] == ["open", "update"]
+    docs += e.on_events(ev(a, Phase.CLOSE, start_s=12, end_s=14), 14 * S)
+    assert e.tick(23 * S) == []  # the clear delay runs from the last close (14 s)
+    docs += e.tick(24 * S)
+    assert docs[-1]["transition"] == "clear" and docs[-1]["active"] is False and docs[-1]["end_ns"] == 14 * S
+    assert len({d["id"] for d in docs}) == 1 and seqs_ok(docs)
+    # cleared but unacknowledged: still listed until an operator acknowledges it
+    assert e.find(docs[0]["id"]) is not None
+    out, _, acked = e.apply(parse_command(cmd("ack", incident=docs[0]["id"])), 25 * S)
+    assert out == "applied" and acked[0]["transition"] == "ack" and acked[0]["actor"] == "ann"
+    assert e.find(docs[0]["id"]) is None
+
+
+def test_state_suppression_startup_and_data_quality(dev: tuple[PlantConfig, SignalTable, MachineFacts]) -> None:
+    _, table, facts = dev
+    e = IncidentEngine(table, facts, AlarmSettings(state_settle_s=60))
+    a, q = sig(table, f"{C1}.oil_temp"), sig(table, f"{C1}.bearing_temp_1")
+    assert e.on_state(*state(table, C1, 0.0), 1 * S) == []
+    docs = e.on_events(ev(a, Phase.OPEN, start_s=2), 2 * S)
+    assert docs[0]["transition"] == "suppress" and docs[0]["suppressed_by"] == "off"
+    # a data-quality contributor is never suppressed by state: the incident is shown
+    docs = e.on_events(ev(q, Phase.OPEN, Kind.BAD, start_s=3), 3 * S)
+    assert docs[-1]["transition"] == "unsuppress" and docs[-1]["suppressed_by"] is None
+    assert "bad" in docs[-1]["kinds"]
+    # another machine starting: suppressed for state_settle_s, then shown if still active
+    p = "line1.press01"
+    e.on_state(*state(table, p, 0.0), 1 * S)
+    e.on_state(*state(table, p, 1.0), 10 * S)
+    d2 = e.on_events(ev(sig(table, f"{p}.tonnage"), Phase.OPEN, start_s=20), 20 * S)
+    assert d2[0]["suppressed_by"] == "startup"
+    assert e.tick(69 * S) == []
+    d3 = e.tick(71 * S)
+    assert [d["transition"] for d in d3] == ["unsuppress"] and d3[0]["machine"] == p
+    # running machine going off: its process incident is suppressed
+    d4 = e.on_state(*state(table, p, 0.0), 80 * S)
+    assert [d["transition"] for d in d4] == ["suppress"] and d4[0]["suppressed_by"] == "off"
+
+
+def test_maintenance_command_suppresses(dev: tuple[PlantConfig, SignalTable, MachineFacts]) -> None:
+    _, table, facts = dev
+    e = IncidentEngine(table, facts)
+    e.on_events(ev(sig(table, f"{C1}.oil_temp"), Phase.OPEN, start_s=1), 1 * S)
+    out, _, docs = e.apply(parse_command(cmd("maintenance", machine=C1, reason="bearing change")), 2 * S)
+    assert out == "applied" and docs[0]["transition"] == "suppress" and docs[0]["suppressed_by"] == "maintenance"
+    assert docs[0]["reason"] == "bearing change"
+    out, detail, _ = e.apply(parse_command(cmd("maintenance", machine=C1)), 3 * S)
+    assert out == "refused" and "already in maintenance" in detail
+    out, _, docs = e.apply(parse_command(cmd("maintenance_end", machine=C1)), 4 * S)
+    assert docs[0]["transition"] == "unsuppress"
+
+
+def test_shelve_oos_and_refusals(dev: tuple[PlantConfig, SignalTable, MachineFacts]) -> None:
+    _, table, facts = dev
+    e = IncidentEngine(table, facts, AlarmSettings(shelve_max_s=3600))
+    d = e.on_events(ev(sig(table, f"{C1}.oil_temp"), Phase.OPEN, start_s=1), 1 * S)
+    iid = d[0]["id"]
+    out, detail, _ = e.apply(parse_command(cmd("shelve", incident=iid, minutes=61)), 2 * S)
+    assert out == "refused" and "longer than the maximum" in detail
+    out, _, docs = e.apply(parse_command(cmd("shelve", incident=iid, minutes=10)), 2 * S)
+    assert out == "applied" and docs[0]["transition"] == "shelve" and docs[0]["shelved_until_ns"] == 602 * S
+    assert e.tick(601 * S) == []
+    docs = e.tick(602 * S)
+    assert [x["transition"] for x in docs] == ["unshelve"] and docs[0]["shelved_until_ns"] is None
+    out, detail, _ = e.apply(parse_command(cmd("unshelve", incident=iid)), 603 * S)
+    assert out == "refused" and "not shelved" in detail
+    with pytest.raises(CommandError, match="reason"):
+        parse_command(cmd("oos", incident=iid))
+    out, _, docs = e.apply(parse_command(cmd("oos", incident=iid, reason="sensor replaced next week")), 604 * S)
+    assert docs[0]["transition"] == "oos" and docs[0]["out_of_service"] is True
+    out, _, docs = e.apply(parse_command(cmd("return", machine=C1)), 605 * S)
+    assert docs[0]["transition"] == "return" and docs[0]["out_of_service"] is False
+    out, detail, _ = e.apply(parse_command(cmd("ack", incident="nope@1")), 606 * S)
+    assert out == "refused" and "not known" in detail
+    out, detail, _ = e.apply(parse_command(cmd("ack", machine="no.such")), 606 * S)
+    assert out == "refused" and "not a machine" in detail
+
+
+@pytest.mark.parametrize(("payload", "field"), [
+    (b"{not json", "payload"), (b"[1]", "payload"), (json.dumps({"actor": "a", "ts_ns": 1, "action": "ack",
+                                                                  "incident": "x"}).encode(), "id"),
+    (cmd("explode", incident="x"), "action"), (cmd("ack"), "incident/machine"),
+    (cmd("ack", incident="x", machine="y"), "incident/machine"), (cmd("shelve", incident="x"), "duration_s/minutes"),
+    (cmd("shelve", incident="x", duration_s=-5), "duration_s/minutes"),
+    (json.dumps({"id": "r", "actor": "a", "ts_ns": "soon", "action": "ack", "incident": "x"}).encode(), "ts_ns"),
+])
+def test_bad_commands_refused_with_field(payload: bytes, field: str) -> None:
+    with pytest.raises(CommandError) as exc:
+        parse_command(payload)
+    assert str(exc.value).startswith(field + ":")
+
+
+def test_flood_summarises_lower_priority(dev: tuple[PlantConfig, SignalTable, MachineFacts]) -> None:
+    _, table, facts = dev
+    e = IncidentEngine(table, facts, AlarmSettings(flood_count=3, flood_clear_count=1, flood_window_s=600))
+    presses = [m for m in facts.machine_ids if m.startswith("line1.press")]  # medium criticality: level -> low
+    docs: list[dict[str, Any]] = []
+    for k, mid in enumerate(presses[:6]):
+        docs += e.on_events(ev(sig(table, f"{mid}.tonnage"), Phase.OPEN, start_s=10 * k), 10 * k * S)
+    tr = [d["transition"] for d in docs]
+    assert tr[:3] == ["open"] * 3 and "flood_open" in tr
+    flood = next(d for d in docs if d["transition"] == "flood_open")
+    assert flood["machine"] is None and flood["area"] == "line1"
+    summarised = [d for d in docs if d["transition"] == "suppress"]
+    assert len(summarised) == 3 and all(d["suppressed_by"] == "flood" for d in summarised)
+    # a critical incident is still annunciated during the flood
+    crit = e.on_events(ev(sig(table, f"{C1}.motor_current"), Phase.OPEN, Kind.RANGE, start_s=70), 70 * S)
+    assert crit[0]["transition"] == "open" and crit[0]["priority"] == "critical"
+    upd = e.tick(71 * S)
+    assert upd[0]["transition"] == "update" and upd[0]["flood_count"] == 3
+    # the window empties: the flood closes and what it held and is still active is shown
+    end = e.tick(700 * S)
+    assert end[0]["transition"] == "flood_close"
+    assert sum(1 for d in end if d["transition"] == "unsuppress") == 3
+    assert seqs_ok(docs + crit + upd + end)
+
+
+def test_chattering_is_marked_and_shelved(dev: tuple[PlantConfig, SignalTable, MachineFacts]) -> None:
+    _, table, facts = dev
+    e = IncidentEngine(table, facts, AlarmSettings(clear_delay_s=2, chatter_shelve_s=600))
+    a = sig(table, f"{C1}.oil_temp")
+    docs: list[dict[str, Any]] = []
+    for k in range(3):
+        t = 15 * k
+        docs += e.on_events(ev(a, Phase.OPEN, start_s=t), t * S)
+        docs += e.on_events(ev(a, Phase.CLOSE, start_s=t, end_s=t + 1), (t + 1) * S)
+        docs += e.tick((t + 4) * S)
+    tr = [d["transition"] for d in docs]
+    assert tr == ["open", "clear", "open", "clear", "chatter", "clear"]
+    ch = docs[4]
+    assert ch["chattering"] is True and ch["shelved_until_ns"] == 630 * S
+    # while shelved, a new activation is tracked but not shown
+    d = e.on_events(ev(a, Phase.OPEN, start_s=100), 100 * S)
+    assert d[0]["transition"] == "open" and d[0]["shelved_until_ns"] == 630 * S and d[0]["chattering"] is True
+    assert e.tick(629 * S) == []
+    back = e.tick(630 * S)  # the shelving expires: the still-active incident is shown, no longer chattering
+    assert [x["transition"] for x in back] == ["unshelve"] and back[0]["chattering"] is False
+    assert back[0]["active"] is True and back[0]["shelved_until_ns"] is None
+
+
+def test_checkpoint_continues_incident_and_resends_outbox(tmp_path: Path,
+                                                          dev: tuple[PlantConfig, SignalTable, MachineFacts]) -> None:
+    plant, table, _ = dev
+    sent: list[dict[str, Any]] = []
+    published: list[tuple[str, bytes]] = []
+
+    def service() -> AlarmService:
+        return AlarmService(table, plant, AlarmSettings(), site="ac-dev", gateway="gw1", state_dir=tmp_path,
+                            emit=sent.extend, publish=lambda t, p: published.append((t, p)), sidework=SideWork())
+
+    s1 = service()
+    a = sig(table, f"{C1}.oil_temp")
+    s1.frame(np.zeros(0, np.uint32), np.zeros(0), np.zeros(0, np.uint8), ev(a, Phase.OPEN, start_s=1), 1 * S)
+    assert sent[-1]["transition"] == "open" and published[-1][0] == "plantwire/v1/ac-dev/gw1/incidents"
+    assert json.loads(published[-1][1])["gateway"] == "gw1"
+    iid = sent[-1]["id"]
+    # a kill after the checkpoint but before the lane took the documents: they come again, identical
+    _, outbox = store.load(tmp_path)
+    assert outbox == [sent[-1]]
+    n = len(sent)
+    s2 = service()
+    assert sent[n:] == outbox and s2.resent == 1
+    s2.reconcile(lambda key: key == f"s{a}")  # the detectors still hold the alarm open
+    s2.frame(np.zeros(0, np.uint32), np.zeros(0), np.zeros(0, np.uint8),
+             ev(a, Phase.CLOSE, start_s=1, end_s=5), 5 * S)
+    s2.tick(100 * S)
+    assert sent[-1]["transition"] == "clear" and sent[-1]["id"] == iid and sent[-1]["seq"] == 2
+    s2.close()
+    # a restart whose detectors lost the alarm (cold): the restored contributor closes, the incident clears
+    b = sig(table, f"{C1}.motor_current")
+    s2.frame(np.zeros(0, np.uint32), np.zeros(0), np.zeros(0, np.uint8), ev(b, Phase.OPEN, start_s=40), 40 * S)
+    s2.close()
+    s3 = service()
+    n = len(sent)
+    s3.reconcile(lambda key: False)
+    assert s3.engine.current and sent[n:] == []  # closed, clearing after restart_grace_s
+    s3.tick(2**62)
+    assert sent[-1]["transition"] == "clear" and sent[-1]["seq"] == 2
+
+
+def test_restart_grace_continues_an_incident_whose_alarm_reopens(
+        dev: tuple[PlantConfig, SignalTable, MachineFacts]) -> None:
+    _, table, facts = dev
+    e1 = IncidentEngine(table, facts, AlarmSettings(clear_delay_s=5, restart_grace_s=60))
+    a = sig(table, f"{C1}.oil_temp")
+    first = e1.on_events(ev(a, Phase.OPEN, Kind.BAD, start_s=1), 1 * S)
+    e2 = IncidentEngine(table, facts, AlarmSettings(clear_delay_s=5, restart_grace_s=60))
+    e2.restore(json.loads(json.dumps(e1.to_json())))
+    assert e2.reconcile(lambda key: False, 100 * S) == []  # the detectors lost the alarm (killed, cold start)
+    assert e2.tick(150 * S) == []  # within the grace: not cleared yet
+    again = e2.on_events(ev(a, Phase.OPEN, Kind.BAD, start_s=103), 150 * S)
+    assert again == []  # the same contributor re-opened: the incident simply continues
+    e2.on_events(ev(a, Phase.CLOSE, Kind.BAD, start_s=103, end_s=170), 170 * S)
+    done = e2.tick(175 * S)
+    assert [d["transition"] for d in done] == ["clear"] and done[0]["id"] == first[0]["id"] and done[0]["seq"] == 2
+
+
+def test_service_command_path_answers_and_audits(tmp_path: Path,
+                                                 dev: tuple[PlantConfig, SignalTable, MachineFacts]) -> None:
+    plant, table, _ = dev
+    sent: list[dict[str, Any]] = []
+    published: list[tuple[str, bytes]] = []
+    s = AlarmService(table, plant, AlarmSettings(), site="ac-dev", gateway="gw1", state_dir=None, emit=sent.extend,
+                     publish=lambda t, p: published.append((t, p)), sidework=SideWork())
+    s.frame(np.zeros(0, np.uint32), np.zeros(0), np.zeros(0, np.uint8),
+            ev(sig(table, f"{C1}.oil_temp"), Phase.OPEN, start_s=1), 1 * S)
+    iid = sent[-1]["id"]
+    res = s.command(cmd("ack", rid="q1", incident=iid, reason="seen"))
+    assert res == {"id": "q1", "service": "alarms", "action": "ack", "outcome": "applied",
+                   "detail": f"acknowledged {iid}"}
+    assert published[-1][0] == "plantwire/v1/ac-dev/gw1/cmdresult"
+    audit = sent[-1]
+    assert audit["type"] == "audit" and audit["actor"] == "ann" and audit["target"] == iid
+    assert audit["outcome"] == "applied" and audit["reason"] == "seen" and audit["service"] == "alarms"
+    assert sent[-2]["transition"] == "ack"
+    assert s.counts() == {"active": 1, "annunciated": 1, "unacked": 0, "shelved": 0, "suppressed": 0, "floods": 0}
+    n = len(sent)
+    assert s.command(cmd("ack", rid="q1", incident=iid))["outcome"] == "applied"  # redelivery: same answer
+    assert len(sent) == n  # ... applied and audited once
+    bad = s.command(b'{"id": "q2", "actor": "ann", "ts_ns": 1, "action": "ack"}')
+    assert bad["outcome"] == "refused" and bad["id"] == "q2" and "incident/machine" in bad["detail"]
+    assert sent[-1]["type"] == "audit" and sent[-1]["outcome"] == "refused"
+    assert s.refused == {"incident/machine": 1}
+
+
+PLANT_BAD = """\
+site: t
+templates:
+  pump:
+    state: {signal: runing, off_values: [0]}
+    signals:
+      - {name: running, type: bit, kind: state}
+      - {name: flow}
+devices:
+  - {name: plc1, protocol: modbus, port: 1502}
+machines:
+  - {name: "p{i}", template: pump, count: 2, device: plc1, area: "hall{j}", criticality: vital}
+"""
+
+
+def test_plant_alarm_fields_are_validated_with_their_path(tmp_path: Path) -> None:
+    from plantwire.configfile import ConfigError
+
+    f = tmp_path / "plant.yaml"
+    f.write_text(PLANT_BAD)
+    with pytest.raises(ConfigError) as exc:
+        load_plant(f)
+    report = exc.value.report()
+    assert "templates.pump" in report and "'runing' is not a signal of this template" in report
+    assert "machines.0.criticality" in report or "machines[0].criticality" in report
+    f.write_text(PLANT_BAD.replace("runing", "running").replace("criticality: vital", "criticality: high"))
+    with pytest.raises(ConfigError, match=r"machines\[0\]\.area: .*unknown placeholder \{j\}"):
+        load_plant(f)
+    f.write_text(PLANT_BAD.replace("runing", "running").replace("criticality: vital", "criticality: high")
+                 .replace("hall{j}", "hall{i}").replace("off_values: [0]", "off_values: [0, 2]"))
+    plant = load_plant(f)
+    facts = MachineFacts.from_plant(plant, expand(plant))
+    assert facts.area == ["hall1", "hall2"] and facts.criticality == [Criticality.HIGH] * 2
+    assert facts.off_values[facts.off_row[facts.state_signal[1]]][:2].tolist() == [0.0, 2.0]
+
+
+def test_state_takes_each_machines_last_good_sample_of_the_frame(
+        dev: tuple[PlantConfig, SignalTable, MachineFacts]) -> None:
+    _, table, facts = dev
+    e = IncidentEngine(table, facts)
+    r1, r2 = sig(table, f"{C1}.running"), sig(table, "line1.press01.running")
+    other = sig(table, f"{C1}.oil_temp")
+    signal = np.array([r1, other, r2, r1, r2, r1], dtype=np.uint32)
+    value = np.array([1.0, 0.0, 0.0, 0.0, 1.0, np.nan])
+    quality = np.array([0, 0, 0, 0, 0, 0], dtype=np.uint8)
+    e.on_state(signal, value, quality, 1 * S)
+    m1, m2 = facts.machine_ids.index(C1), facts.machine_ids.index("line1.press01")
+    assert e.state[m1] == 1 and e.state[m2] == 0  # C1: 0 (its NaN sample is not usable); press01: 1 last
+    e.on_state(np.array([r1], dtype=np.uint32), np.array([1.0]), np.array([2], dtype=np.uint8), 2 * S)
+    assert e.state[m1] == 1  # a bad sample says nothing about the state
+
+
+def test_console_board_lists_and_acts_through_the_alarm_layer(
+        dev: tuple[PlantConfig, SignalTable, MachineFacts]) -> None:
+    from edge.console.hooks import IncidentBoard, Outcome
+
+    plant, table, _ = dev
+    sent: list[dict[str, Any]] = []
+    s = AlarmService(table, plant, AlarmSettings(), site="ac-dev", gateway="gw1", state_dir=None, emit=sent.extend,
+                     publish=lambda t, p: None, sidework=SideWork())
+    s.frame(np.zeros(0, np.uint32), np.zeros(0), np.zeros(0, np.uint8),
+            ev(sig(table, f"{C1}.oil_temp"), Phase.OPEN, start_s=1), 1 * S)
+    board = IncidentBoard(s)
+    [row] = board.open_alarms()
+    assert row["machine"] == C1 and row["start_ns"] == 1 * S and row["peak"] == pytest.approx(0.9, abs=1e-3)
+    res = board.act("shelve", row["id"], "bob", "noisy", 600.0, "c1")
+    assert res.outcome is Outcome.APPLIED and res.audited
+    assert sent[-1]["type"] == "audit" and sent[-1]["source"] == "console" and sent[-2]["transition"] == "shelve"
+    assert board.act("shelve", "nope@1", "bob", "", 600.0, "c2").outcome is Outcome.REFUSED
