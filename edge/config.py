@@ -197,7 +197,6 @@ class EdgeConfig(_Strict):
     sparkplug: SparkplugSettings | None = Field(default=None, description="Sparkplug B edge node; off when absent")
     models: ModelStoreSettings | None = Field(default=None, description="shipped model bundles (issue 17); off when "
                                                                         "absent")
-
     alarms: AlarmSettings = Field(default=AlarmSettings(), description="alarm management: incidents (edge/alarms)")
     console: ConsoleSettings | None = Field(default=None, description="local web console; off when absent")
 
