@@ -39,7 +39,7 @@ from edge.detectors.analytics import EdgeAnalytics, HealthResult
 from edge.detectors.events import Phase, Scope
 from edge.forwarder import Forwarder
 from edge.frames import Frame, FrameBuffer
-from edge.kernels._jit import STATS as KERNELS
+from edge.jit import STATS as KERNELS
 from edge.kernels.kinds import Kind
 from edge.runmark import DROPPED, LAST_FLUSH, NEXT_SEQ, PENDING, READ, UNSENT, RunMark
 from edge.sidework import SideWork

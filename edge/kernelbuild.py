@@ -1,8 +1,8 @@
 """Compile the edge's kernels ahead of time into one C extension, so the edge daemon never loads numba.
 
-    plantwire kernels [--out DIR] [--config EDGE.yaml ...]     (= python -m edge.kernels.aot)
+    plantwire kernels [--out DIR] [--config EDGE.yaml ...]     (= python -m edge.kernelbuild)
 
-Why and how it is used: see ``edge/kernels/_jit.py``. The build runs the edge's own analytics
+Why and how it is used: see ``edge/jit.py``. The build runs the edge's own analytics
 (``EdgeAnalytics``: detector stack, alarms, health/RUL) in JIT mode over a few synthetic frames of
 each given edge config's plant, so numba compiles every kernel with exactly the argument types the
 daemon passes; then every compiled signature of every kernel is exported by ``numba.pycc`` into
@@ -25,14 +25,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIGS = (ROOT / "configs" / "demo" / "edge.yaml", ROOT / "configs" / "dev" / "edge.yaml")
 
 
 def _kernel_modules() -> list[Any]:
-    from edge.kernels import _jit
+    from edge import jit as _jit
 
-    names = sorted(p.stem for p in _jit.KERNEL_DIR.glob("*.py") if not p.stem.startswith("_") and p.stem != "aot")
+    names = sorted(p.stem for p in _jit.KERNEL_DIR.glob("*.py") if not p.stem.startswith("_"))
     return [importlib.import_module(f"edge.kernels.{n}") for n in names]
 
 
@@ -110,7 +110,7 @@ def exports() -> list[tuple[str, Any, Any]]:
     from numba import types
     from numba.core.dispatcher import Dispatcher
 
-    from edge.kernels._jit import export_name
+    from edge.jit import export_name
 
     out: list[tuple[str, Any, Any]] = []
     for module in _kernel_modules():
@@ -130,10 +130,10 @@ def exports() -> list[tuple[str, Any, Any]]:
 def build(out_dir: Path, configs: list[Path]) -> Path:
     """Run the workload, export every signature, compile; returns the extension's path."""
     if os.environ.get("PLANTWIRE_KERNELS", "jit") != "jit":
-        raise SystemExit("edge.kernels.aot: run with PLANTWIRE_KERNELS=jit (the build needs numba's dispatchers)")
+        raise SystemExit("edge.kernelbuild: run with PLANTWIRE_KERNELS=jit (the build needs numba's dispatchers)")
     from numba.pycc import CC
 
-    from edge.kernels._jit import aot_module_name
+    from edge.jit import aot_module_name
 
     t0 = time.monotonic()
     run_workload(configs)
@@ -157,19 +157,19 @@ def build(out_dir: Path, configs: list[Path]) -> Path:
             old.unlink()  # builds of older sources can never load again
         target = out_dir / built.name
         shutil.move(str(built), target)
-    print(f"edge.kernels.aot: {len(table)} signatures -> {target} ({time.monotonic() - t0:.0f} s)")
+    print(f"edge.kernelbuild: {len(table)} signatures -> {target} ({time.monotonic() - t0:.0f} s)")
     return target
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="plantwire kernels", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: $PLANTWIRE_AOT_DIR "
-                        "or edge/kernels/_aot)")
+                        "or edge/_aot)")
     parser.add_argument("--config", type=Path, action="append", default=None,
                         help="edge config whose plant and analytics the workload runs (repeatable)")
     args = parser.parse_args(argv)
     os.environ.setdefault("PLANTWIRE_KERNELS", "jit")
-    from edge.kernels._jit import aot_dir
+    from edge.jit import aot_dir
 
     configs = args.config or [p for p in DEFAULT_CONFIGS if p.exists()]
     build(args.out or aot_dir(), configs)
