@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edge.agents.settings import AgentsSettings
 from edge.detectors.settings import AnalyticsSettings
 from edge.sinks.sparkplug_settings import SparkplugSettings
 from edge.spool import SpoolSettings
@@ -192,6 +193,7 @@ class EdgeConfig(_Strict):
     spool: SpoolSettings = SpoolSettings()
     metrics: MetricsSettings = MetricsSettings()
     sparkplug: SparkplugSettings | None = Field(default=None, description="Sparkplug B edge node; off when absent")
+    agents: AgentsSettings = Field(default_factory=AgentsSettings, description="edge agents (edge/agents)")
 
 
 def load_edge(path: Path) -> tuple[EdgeConfig, PlantConfig]:
