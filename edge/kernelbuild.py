@@ -103,6 +103,45 @@ def run_workload(configs: list[Path], frames: int = 6) -> None:
                     analytics.process(frame.ts_ns, frame.signal, frame.value, frame.quality)
                     analytics.tick(time.time() + 3600.0 * (i + 1), t0 + i * 100_000_000)
                 analytics.close()
+            _run_agents(table, plant, frames)
+
+
+def _all_agents_settings() -> Any:
+    """The ``agents:`` section with every registered agent on, at its default settings."""
+    import typing
+
+    from edge.agents.registry import agent_classes
+    from edge.agents.settings import AgentsSettings
+
+    on: dict[str, Any] = {}
+    for key in agent_classes():
+        hint = AgentsSettings.model_fields[key].annotation
+        klass = next(a for a in typing.get_args(hint) if a is not type(None))
+        on[key] = klass()
+    return AgentsSettings(**on)
+
+
+def _run_agents(table: Any, plant: Any, frames: int) -> None:
+    """Every agent over the plant's frames (a minute apart, so intervals close): their kernels compile too."""
+    import numpy as np
+
+    from edge.agents.runner import AgentRunner
+    from edge.frames import FrameBuffer
+    from plantwire.plant import Quality
+
+    runner = AgentRunner.build(table, plant, _all_agents_settings(), None)
+    n = len(table)
+    buffer = FrameBuffer(n)
+    rng = np.random.default_rng(1)
+    t0 = time.time_ns()
+    for i in range(frames):
+        value = np.abs(rng.normal(size=n)) + i
+        value[::97] = np.nan
+        quality = np.zeros(n, dtype=np.uint8)
+        quality[::89] = int(Quality.BAD)
+        buffer.append(t0 + i * 60_000_000_000, np.arange(n, dtype=np.uint32), value, quality)
+        runner.run(buffer.drain())
+        runner.take()
 
 
 def exports() -> list[tuple[str, Any, Any]]:

@@ -57,6 +57,13 @@ class EnergySettings(AgentSettings):
         default=0.05, ge=0, le=1,
         description="a running machine that makes no parts draws idle energy; below this fraction of its "
                     "learnt working power it counts as off")
+    idle_after_s: float = Field(default=300.0, gt=0,
+                                description="a machine with a parts counter is idle once no part came for this long")
+    idle_event_s: float = Field(default=1800.0, gt=0,
+                                description="idle (drawing power, no parts) this long opens an energy_idle event")
+    max_gap_s: float = Field(default=30.0, gt=0, description="power samples further apart are not integrated across")
+    baseline_bins: int = Field(default=10, ge=1, le=64, description="load bins of the energy-vs-load baseline")
+    baseline_min_count: int = Field(default=5, ge=1, description="intervals a bin needs before it is judged")
     baseline_intervals: int = Field(default=30, ge=2, description="intervals of learning before excess is judged")
     baseline_forgetting: float = Field(default=0.999, gt=0.9, le=1.0,
                                        description="recursive least squares forgetting per interval")

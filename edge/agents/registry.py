@@ -12,4 +12,6 @@ from edge.agents.base import Agent
 
 def agent_classes() -> dict[str, type[Agent]]:
     """Config key -> agent class (imported here, lazily, so the config loads without the kernels)."""
-    return {}
+    from edge.agents.energy import EnergyAgent
+
+    return {"energy": EnergyAgent}
