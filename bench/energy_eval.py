@@ -87,7 +87,7 @@ def run_seed(seed: int, days: int, step_s: float, settings: EnergySettings) -> d
     out = Emitter(1_000_000, len(agent.derived()))
     derived = agent.derived()
     ids = [d.id for d in derived]
-    frame_ticks = max(1, int(round(60.0 / step_s)))
+    frame_ticks = max(1, round(60.0 / step_s))
     n_ticks = int(days * 86400 / step_s)
     values: list[np.ndarray] = []
     locals_: list[np.ndarray] = []
@@ -190,7 +190,6 @@ def run_seed(seed: int, days: int, step_s: float, settings: EnergySettings) -> d
             episodes = _runs(idle & keep, int(s_nom.idle_event_s))
             opened = [int(e["start_ns"]) for e in events if e["kind"] == "energy_idle" and e["state"] == "open"
                       and e["machine"] == mid]
-            opened_at = [ (int(e["start_ns"]) + 0) for e in events if False]  # noqa: F841
             ev_open_s = []
             for e in events:
                 if e["kind"] == "energy_idle" and e["state"] == "open" and e["machine"] == mid:
@@ -202,7 +201,7 @@ def run_seed(seed: int, days: int, step_s: float, settings: EnergySettings) -> d
                 if hit:
                     found_idle += 1
                     idle_delays.append((min(hit) - a) / 60.0)
-            for o, st in zip(ev_open_s, opened, strict=True):
+            for st in opened:
                 s0 = (st - EPOCH_NS) / 1e9
                 if not any(a - 2 * s_nom.idle_after_s <= s0 <= b for a, b in episodes):
                     false_idle += 1
