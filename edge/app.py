@@ -566,6 +566,8 @@ class EdgeGateway:
             reasons.append(f"{self.forwarder.counters.unlogged_samples} samples held unlogged in memory")
         if not self.mark.persistent:
             reasons.append("run mark not on disk")
+        reasons.extend(f"agent {s.name} disabled: {s.stats.disabled_reason}" for s in self.agents.slots
+                       if not s.stats.enabled)
         # A device whose reads fail or whose signals are BAD is degraded even while its TCP link is up.
         degraded = {n: r for n, s in self.source_stats.items() if (r := degraded_reasons(s))}
         ok = ok and not degraded
