@@ -149,8 +149,8 @@ def run_seed(seed: int, days: int, step_s: float, settings: EnergySettings, verb
                                                            "energy_total", "energy_active", "voltage_l1",
                                                            "power_factor") if f"{mid}.{k}" in table.ids}
 
-        def clean(name: str, row_of: dict[str, int] = row_of, mm: np.ndarray = mm) -> np.ndarray:
-            return phys.evaluate(t_grid, np.full(t_grid.shape, row_of[name]), np.zeros(t_grid.shape))
+        def clean(name: str, row_of: dict[str, int] = row_of) -> np.ndarray:
+            return model.clean_at(t_grid, np.full(t_grid.shape, row_of[name]))  # what is served, without noise
 
         pw = next((k for k in s_nom.power if k in row_of), None)
         cur = next((k for k in s_nom.current if k in row_of), None)
@@ -243,6 +243,11 @@ def run_seed(seed: int, days: int, step_s: float, settings: EnergySettings, verb
             false_excess += sum(1 for o in opens if o < eff[m] - settings.interval_s)
         else:
             false_excess += len(opens)
+        if verbose:
+            for o in opens:
+                if m not in eff or o < eff[m] - settings.interval_s:
+                    when = time.strftime("%a %H:%M", time.gmtime(EPOCH_NS / 1e9 + o))
+                    print(f"  false excess event: {mid} from {when}", file=sys.stderr)
     res["eff_losses"] = sum(1 for t0 in eff.values() if t0 < horizon_s)
     res["eff_found"] = found
     res["eff_delay_h_median"] = float(np.median(delays)) if delays else float("nan")

@@ -242,8 +242,7 @@ class EnergyAgent(Agent):
         idle_after_ns = s.idle_after_s * 1e9
         last_part = self.last_ts[:, K.LT_PARTS]
         producing = self.has_parts & (last_part > 0) & ((t_end - last_part) <= idle_after_ns)
-        on = np.where(self.p_ref > 0, power > s.idle_power_fraction * self.p_ref, power > 0)
-        on &= np.isfinite(power)
+        on = np.isfinite(power) & (power > np.maximum(s.idle_power_fraction * self.p_ref, s.off_power_kw))
         idle = np.where(self.has_parts, np.where(~producing & on, np.nan_to_num(energy), 0.0),
                         np.where(np.isfinite(run_frac), np.nan_to_num(energy) * (1.0 - np.nan_to_num(run_frac)),
                                  0.0))

@@ -53,6 +53,7 @@ class EnergySettings(AgentSettings):
     areas: dict[str, list[str]] = Field(default_factory=dict,
                                         description="area id -> line id globs (default: one area)")
     site_area: str = Field(default="site", description="area id of lines no area names")
+    off_power_kw: float = Field(default=0.1, ge=0, description="a machine drawing less than this is off, not idle")
     idle_power_fraction: float = Field(
         default=0.05, ge=0, le=1,
         description="a running machine that makes no parts draws idle energy; below this fraction of its "
