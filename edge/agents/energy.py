@@ -21,7 +21,8 @@ and summed per line and per area, once per ``interval_s`` (default one minute), 
 
 **Baseline and excess.** Per machine, the interval's mean power is learnt against its load (the mean of
 a load signal such as capacity or strokes per minute; else parts per interval; else the running
-fraction) in ``baseline_bins`` bins of the load's range: a curve of energy against load and output.
+fraction) in ``baseline_bins`` bins of the load's range, apart for intervals it runs and stands (its running
+bit, where it has one): a curve of energy against load and output.
 An interval is judged before it is learnt (a bin needs ``baseline_min_count`` intervals, the machine
 ``baseline_intervals``); drawing more than ``(1 + excess_ratio)`` x the baseline (and ``excess_kwh``
 more) for ``excess_intervals`` in a row opens an ``energy_excess`` event, ``clear_intervals`` within
@@ -64,7 +65,7 @@ def _first(names: list[str], have: dict[str, int]) -> int:
 
 class EnergyAgent(Agent):
     name = "energy"
-    state_version = 1
+    state_version = 2  # 2: baseline bins split by running state
 
     def __init__(self, ctx: AgentContext, settings: EnergySettings) -> None:
         self.s = settings
@@ -161,8 +162,8 @@ class EnergyAgent(Agent):
         self.peak = np.zeros(ne)
         self.shift_e = np.zeros(ne)
         self.day_e = np.zeros(ne)
-        self.base_kw = np.zeros((nm, nb))
-        self.base_n = np.zeros((nm, nb))
+        self.base_kw = np.zeros((nm, 2 * nb))  # load bins while stopped, then while running
+        self.base_n = np.zeros((nm, 2 * nb))
         self.learnt = np.zeros(nm)
         self.x_max = np.zeros(nm)
         self.p_ref = np.zeros(nm)
@@ -257,6 +258,9 @@ class EnergyAgent(Agent):
         with np.errstate(invalid="ignore", divide="ignore"):
             b = np.clip(np.floor(np.where(x_ref > 0, x / x_ref, 0.0) * nb), 0, nb - 1)
         b = np.where(np.isfinite(b), b, 0).astype(np.int64)
+        # A machine's own state splits the curve: what it draws stopped is not what it draws running at the
+        # same reading of its load or parts counter (a counter can move while a station stands).
+        b += np.where(np.nan_to_num(run_frac, nan=1.0) > 0.5, nb, 0)
         r = np.arange(nm)
         expected = self.base_kw[r, b]
         judged = finite_x & (self.base_n[r, b] >= s.baseline_min_count) & (self.learnt >= s.baseline_intervals)
