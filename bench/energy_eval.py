@@ -233,7 +233,10 @@ def run_seed(seed: int, days: int, step_s: float, settings: EnergySettings, verb
     false_excess = 0
     for m in agent.machines.tolist():
         mid = table.machine_ids[m]
-        opens = [(int(e["start_ns"]) - EPOCH_NS) / 1e9 for e in events
+        # an episode's start is where its run of intervals over the baseline began; the event is sent
+        # excess_intervals later: that is when an operator learns of it (the delay counts from the step to it)
+        sent_after_s = settings.excess_intervals * settings.interval_s
+        opens = [(int(e["start_ns"]) - EPOCH_NS) / 1e9 + sent_after_s for e in events
                  if e["kind"] == "energy_excess" and e["state"] == "open" and e["machine"] == mid]
         if m in eff and eff[m] < horizon_s:
             after = [o for o in opens if o >= eff[m] - settings.interval_s]
