@@ -32,7 +32,7 @@ from __future__ import annotations
 import abc
 import fnmatch
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -200,4 +200,3 @@ class AgentStats:
     failures: int = 0
     disabled_reason: str = ""
     checkpoint_errors: int = 0
-    extra: dict[str, float] = field(default_factory=dict)

@@ -113,6 +113,10 @@ class AgentRunner:
                 continue
             mask = np.zeros(n, dtype=bool)
             mask[consumed] = True
+            try:
+                log.info("agent %s: %s", name, agent.describe())
+            except Exception:  # a summary is not worth an agent
+                log.warning("agent %s: describe() failed", name)
             slots.append(_Slot(name, agent, stats, mask, base,
                                Emitter(settings.max_samples_per_frame, len(mine))))
             derived.extend(mine)
