@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edge.agents.settings import AgentsSettings
 from edge.alarms.settings import AlarmSettings
 from edge.console.settings import ConsoleSettings
 from edge.detectors.settings import AnalyticsSettings
@@ -199,6 +200,7 @@ class EdgeConfig(_Strict):
                                                                         "absent")
     alarms: AlarmSettings = Field(default=AlarmSettings(), description="alarm management: incidents (edge/alarms)")
     console: ConsoleSettings | None = Field(default=None, description="local web console; off when absent")
+    agents: AgentsSettings = Field(default_factory=AgentsSettings, description="edge agents (edge/agents)")
 
 
 def load_edge(path: Path) -> tuple[EdgeConfig, PlantConfig]:
