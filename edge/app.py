@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edge.actions import ActionService
+from edge.actions.writers import write_target
 from edge.config import EdgeConfig, load_edge
 from edge.detectors.analytics import EdgeAnalytics, HealthResult
 from edge.detectors.events import Phase, Scope
@@ -161,6 +163,11 @@ class EdgeGateway:
                 time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(prev.last_flush_ns / 1e9)), prev.unlogged_samples,
             )
         self.metrics_server: MetricsServer | None = None
+        # Allow-listed writes to the plant (edge/actions): agents submit, operators command over MQTT.
+        self.actions = ActionService(cfg.actions, write=lambda t, v: write_target(self.sources, t, v),
+                                     audit=self._publish_audit, answer=self._publish_cmdresult)
+        if cfg.actions.commands:
+            self.publisher.subscribe(f"plantwire/cmd/v1/{self.site}/{cfg.gateway_id}/actions", self.actions.on_command)
         # Sparkplug B: a second, optional northbound path with its own connection (edge/sinks/sparkplug.py),
         # fed through a worker thread so that building its payloads never runs on this event loop.
         self.sparkplug: SparkplugFeed | None = None
@@ -362,6 +369,17 @@ class EdgeGateway:
         if self.sparkplug is not None:
             self._sparkplug_call(self.sparkplug.call, self.sparkplug.node.on_events, events)
 
+    def _publish_audit(self, doc: dict[str, Any]) -> None:
+        """An audit document (edge/actions) on the events lane: logged and acknowledged like alarms."""
+        payload = wire.encode_events(self.cfg.gateway_id, self.boot_epoch_ns, [doc])
+        self.events_bytes += len(payload)
+        self.events_messages += 1
+        self.forwarder.submit_event(payload, self.boot_epoch_ns)
+
+    def _publish_cmdresult(self, doc: dict[str, Any]) -> None:
+        """The answer to an operator's command (QoS 1, not retained), for a CLI waiting on it."""
+        self.publisher.publish(wire.topic(self.site, self.cfg.gateway_id, "cmdresult"), json.dumps(doc).encode())
+
     def _publish_status(self) -> None:
         """Retained gateway status on the health topic (the last will overwrites it with "offline")."""
         fs = self.forwarder.stats()
@@ -465,6 +483,7 @@ class EdgeGateway:
             self.events_dropped
         )
         self.forwarder.export_metrics(m)
+        self.actions.export_metrics(m)
         if self.sparkplug is not None:
             self._sparkplug_call(self.sparkplug.node.export_metrics, m)
             m.counter("sparkplug_errors_total", "Sparkplug node calls that failed (logged)").set(
@@ -624,6 +643,7 @@ class EdgeGateway:
                 tasks.append(tg.create_task(self._flush_loop(), name="flush"))
                 tasks.append(tg.create_task(self.forwarder.run(), name="forwarder"))
                 tasks.append(tg.create_task(self._supervise(), name="supervise"))
+                tasks.append(tg.create_task(self.actions.run(), name="actions"))
                 await stop.wait()
                 self.notifier.stopping()
                 for t in tasks:

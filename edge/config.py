@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edge.actions.settings import ActionsSettings, check_targets
 from edge.detectors.settings import AnalyticsSettings
 from edge.sinks.sparkplug_settings import SparkplugSettings
 from edge.spool import SpoolSettings
@@ -192,6 +193,7 @@ class EdgeConfig(_Strict):
     spool: SpoolSettings = SpoolSettings()
     metrics: MetricsSettings = MetricsSettings()
     sparkplug: SparkplugSettings | None = Field(default=None, description="Sparkplug B edge node; off when absent")
+    actions: ActionsSettings = Field(default=ActionsSettings(), description="allow-listed writes (docs/actions.md)")
 
 
 def load_edge(path: Path) -> tuple[EdgeConfig, PlantConfig]:
@@ -204,6 +206,11 @@ def load_edge(path: Path) -> tuple[EdgeConfig, PlantConfig]:
         plant = load_plant(plant_path)
     except ConfigError as exc:
         raise ConfigError(str(path), [f"plant: {e}" for e in exc.report().splitlines()]) from None
+    if cfg.actions.targets:  # each target's device must be in the plant, with the protocol its address implies
+        from plantwire.plant import expand
+
+        if errors := check_targets(cfg.actions, expand(plant)):
+            raise ConfigError(str(path), errors)
     state_dir = cfg.state_dir if cfg.state_dir.is_absolute() else path.parent / cfg.state_dir
     cfg = cfg.model_copy(update={"plant": plant_path, "state_dir": state_dir})
     sec = cfg.opcua.security

@@ -171,6 +171,9 @@ class Physics:
         self.wear_fail[wear.machine] = wear.failure_s
         self.repair_s[wear.machine] = wear.repair_s
         self.wear = wear
+        # Held machines (simulators.commands): a held station's own clock stands still.
+        self.hold_since = np.full(nm, np.nan)  # simulated s the current hold began (NaN: not held)
+        self.held_s = np.zeros(nm)  # total simulated s of past holds
 
         # Roles per signal row.
         n = len(table)
@@ -223,6 +226,23 @@ class Physics:
                 self.cycle_row[m] = r
             if name in _LEAK_EFFECT:
                 self.leak_rows[name][m] = r
+
+    # -- holds (simulators.commands) ----------------------------------------------------------------
+    def set_held(self, held: np.ndarray, t_s: float) -> None:
+        """Machines ``held`` (bool per machine) are held from ``t_s`` on; the others are released at ``t_s``."""
+        was = ~np.isnan(self.hold_since)
+        release = was & ~held
+        self.held_s[release] += np.maximum(t_s - self.hold_since[release], 0.0)
+        self.hold_since[release] = np.nan
+        self.hold_since[held & ~was] = t_s
+
+    def own_time(self, t: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """Time on machine ``m``'s own clock: the simulated time less the time it spent held."""
+        since = self.hold_since[m]
+        return np.where(np.isnan(since), t, np.minimum(t, since)) - self.held_s[m]
+
+    def is_held(self, m: np.ndarray) -> np.ndarray:
+        return ~np.isnan(self.hold_since[m])
 
     # -- latent variables --------------------------------------------------------------------------
     def level(self, t_s: np.ndarray, m: np.ndarray) -> np.ndarray:
@@ -303,7 +323,7 @@ class Physics:
         v[k] = ((base[k] + amp[k] * (2 * cycle[k] - 1)) * (0.2 + 0.8 * level[k])
                 * (1.0 + self.band_gain[r[k]] * health[k] ** self.band_power[r[k]]))
         k = role == Role.COUNTER
-        v[k] = base[k] + self.rate[r[k]] * self.duty[m[k]] * np.maximum(t[k], 0.0)
+        v[k] = base[k] + self.rate[r[k]] * self.duty[m[k]] * np.maximum(self.own_time(t[k], m[k]), 0.0)
         k = role == Role.RUNNING
         v[k] = (level[k] > 0.05).astype(np.float64)
         k = role == Role.FAULT_WORD
@@ -318,8 +338,8 @@ class Physics:
         """Seconds since the measuring phase of leak-test machines ``m`` began (0 outside it)."""
         cyc_row = self.cycle_row[m]
         cycle_s = np.where(cyc_row >= 0, self.table.base[np.maximum(cyc_row, 0)], 45.0)
-        p = np.mod(t + self.phase[m] / (2 * np.pi) * cycle_s, cycle_s) / cycle_s
-        return np.where(p < 0.9, np.clip(p - 0.45, 0.0, 0.45), 0.0) * cycle_s
+        p = np.mod(self.own_time(t, m) + self.phase[m] / (2 * np.pi) * cycle_s, cycle_s) / cycle_s
+        return np.where((p < 0.9) & ~self.is_held(m), np.clip(p - 0.45, 0.0, 0.45), 0.0) * cycle_s
 
     def leak_pressure(self, t: np.ndarray, m: np.ndarray, base: np.ndarray, amp: np.ndarray, high: np.ndarray,
                       level: np.ndarray, extra_decay_pa_s: np.ndarray | float) -> np.ndarray:
@@ -329,9 +349,10 @@ class Physics:
         dec_row = self.decay_row[m]
         decay = np.where(dec_row >= 0, self.table.base[np.maximum(dec_row, 0)], 2.0) + extra_decay_pa_s
         peak = 0.9 * np.fmin(high, base + amp)
-        p = np.mod(t + self.phase[m] / (2 * np.pi) * cycle_s, cycle_s) / cycle_s
+        p = np.mod(self.own_time(t, m) + self.phase[m] / (2 * np.pi) * cycle_s, cycle_s) / cycle_s
         measure_s = np.clip(p - 0.45, 0.0, 0.45) * cycle_s
         v = np.select([p < 0.18, p < 0.45, p < 0.9],
                       [peak * p / 0.18, peak, peak - decay * 1e-5 * measure_s],
                       default=peak * (1.0 - (p - 0.9) / 0.1))
-        return np.where(level > 0.05, v, 0.0)
+        # a held station stops cycling with its part vented
+        return np.where((level > 0.05) & ~self.is_held(m), v, 0.0)
