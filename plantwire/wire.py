@@ -864,7 +864,7 @@ def decode_ack(payload: bytes) -> Ack:
 
 
 EVENTS_VERSION = 1
-EVENT_TYPES = ("alarm", "health")
+EVENT_TYPES = ("alarm", "health", "audit")
 
 
 def encode_events(gateway: str, boot_epoch_ns: int, events: list[dict]) -> bytes:
@@ -877,6 +877,8 @@ def encode_events(gateway: str, boot_epoch_ns: int, events: list[dict]) -> bytes
       ``peak`` score in [0, 1].
     - ``health``: ``machine``, ``ts_ns``, ``health`` in [0, 1] (1 healthy), ``rul`` and its band
       ``rul_low``/``rul_high`` (in the model's unit, cycles or seconds; null when unknown).
+    - ``audit``: an operator's or agent's request and its outcome (contracts: ``request_id``, ``actor``,
+      ``source``, ``service``, ``action``, ``target``, ``reason``, ``outcome``, ``detail``, ``ts_ns``).
 
     Events are rare (hysteresis and debounce on the edge), so JSON's size does not matter and
     keeps the lane readable with mosquitto_sub.

@@ -16,7 +16,7 @@ def write_plant(dir_: Path, modbus_port: int, opcua_port: int | None = None) -> 
     lines += ["machines:",
               "  - {name: 'line9.leak_test{i:02d}', template: leak_test, count: 2, device: act-plc}"]
     if opcua_port is not None:
-        lines.append("  - {name: 'line9.leak_opc{i:02d}', template: leak_test, count: 1, device: act-opc}")
+        lines.append("  - {name: line9.leak_opc01, template: leak_test, device: act-opc}")
     path = dir_ / "plant.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
