@@ -76,7 +76,7 @@ kernels: $(VENV)/.kernels
 
 # The build runs with a numba cache of its own: with a working tree's older cache it exported 20 of the
 # 34 signatures the daemon calls (the rest would run under JIT, ~100 MB more resident).
-$(VENV)/.kernels: $(VENV)/.installed $(wildcard edge/kernels/*.py)
+$(VENV)/.kernels: $(VENV)/.installed $(wildcard edge/kernels/*.py) edge/jit.py edge/kernelbuild.py
 	@cache=$$(mktemp -d); \
 	NUMBA_CACHE_DIR=$$cache $(BIN)/plantwire kernels || echo "kernels: ahead-of-time build failed; the edge daemon will use numba JIT"; \
 	rm -rf $$cache
@@ -86,4 +86,4 @@ bench: deps venv kernels
 	$(BIN)/python bench/e2e.py --config configs/demo --duration 180 --rates 1:1,2:1,5:1,10:1 --naive-rates 1:1
 
 clean:
-	rm -rf $(VENV) state build *.egg-info edge/kernels/_aot $(FOREIGN)/node_modules
+	rm -rf $(VENV) state build *.egg-info edge/_aot $(FOREIGN)/node_modules

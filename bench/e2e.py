@@ -87,7 +87,7 @@ NAIVE = [sys.executable, str(ROOT / "bench" / "naive.py")]
 
 def run(
     config: Path, duration_s: float, rate: float, opcua_rate: float, warmup_s: float, state: Path,
-    naive: bool = False,
+    naive: bool = False, agents: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     # A fresh state: a write-ahead log or detector checkpoint left by an earlier run would be replayed
     # into this run's InfluxDB and counted against it.
@@ -95,6 +95,8 @@ def run(
     argv: dict[str, Any] = {}
     if naive:
         argv = {"edge_argv": [*NAIVE, "gateway"], "ingest_argv": [*NAIVE, "ingest"]}
+    if agents and not naive:  # edge agents at their default settings (edge/agents)
+        argv["edge_overrides"] = {"agents": {name: {} for name in agents}}
     pipe = Pipeline(config, state, modbus_rate_hz=rate, opcua_rate_hz=opcua_rate, **argv)
     try:
         t_start = time.monotonic()
@@ -181,11 +183,14 @@ def main() -> int:
     p.add_argument("--naive-rates", default="1:1", help="rates at which to also run bench/naive.py ('' for none)")
     p.add_argument("--warmup", type=float, default=15.0)
     p.add_argument("--state-dir", type=Path, default=ROOT / "state" / "bench-e2e")
+    p.add_argument("--agents", default="", help="comma-separated edge agents to turn on (e.g. energy)")
     a = p.parse_args()
+    agents = tuple(x for x in a.agents.split(",") if x)
     naive_rates = {r for r in a.naive_rates.split(",") if r}
     for pair in a.rates.split(","):
         mb, ua = (float(x) for x in pair.split(":"))
-        ours = run(a.config, a.duration, mb, ua, a.warmup, a.state_dir / f"plantwire-{pair}")
+        ours = run(a.config, a.duration, mb, ua, a.warmup, a.state_dir / f"plantwire-{pair}", agents=agents)
+        ours["agents"] = list(agents)
         print(json.dumps(ours), flush=True)
         if pair in naive_rates:
             theirs = run(a.config, a.duration, mb, ua, a.warmup, a.state_dir / f"naive-{pair}", naive=True)

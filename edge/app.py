@@ -36,12 +36,13 @@ import numpy as np
 
 from edge.actions import ActionService
 from edge.actions.writers import write_target
+from edge.agents.runner import AgentRunner
 from edge.config import EdgeConfig, load_edge
 from edge.detectors.analytics import EdgeAnalytics, HealthResult
 from edge.detectors.events import Phase, Scope
 from edge.forwarder import Forwarder
 from edge.frames import Frame, FrameBuffer
-from edge.kernels._jit import STATS as KERNELS
+from edge.jit import STATS as KERNELS
 from edge.kernels.kinds import Kind
 from edge.runmark import DROPPED, LAST_FLUSH, NEXT_SEQ, PENDING, READ, UNSENT, RunMark
 from edge.sidework import SideWork
@@ -80,7 +81,11 @@ class EdgeGateway:
     ) -> None:
         self.cfg = cfg
         self.notifier = notifier or Notifier.from_env()
-        self.table: SignalTable = expand(plant)
+        # The plant's signals, then the agents' derived signals (edge/agents): the table on the wire and in
+        # the per-signal counts. Detectors, sources and Sparkplug see the plant's rows only.
+        self.plant_table: SignalTable = expand(plant)
+        self.agents = AgentRunner.build(self.plant_table, plant, cfg.agents, cfg.state_dir)
+        self.table: SignalTable = self.agents.table
         self.table_hash = self.table.table_hash()
         self.site = self.table.site
         self.boot_epoch_ns = time.time_ns()
@@ -90,9 +95,9 @@ class EdgeGateway:
         self.buffer = FrameBuffer(cfg.publish.buffer_samples, on_full=self._flush)
         # Builds the detector stack and health/RUL model and resumes their checkpoints (warm restart).
         self.analytics = EdgeAnalytics.from_table(
-            self.table, cfg.analytics, state_dir=cfg.state_dir, base_dir=base_dir or cfg.plant.parent
+            self.plant_table, cfg.analytics, state_dir=cfg.state_dir, base_dir=base_dir or cfg.plant.parent
         )
-        for reason in self.analytics.cold_reasons:
+        for reason in self.analytics.cold_reasons + self.agents.cold_reasons:
             log.info("analytics start cold: %s", reason)
         self._next_status = 0.0
         # Per-signal scale/offset the wire v2 encoder codes register values with (built once per table).
@@ -105,6 +110,7 @@ class EdgeGateway:
         self.anomalies_settling = 0  # the same for signals before analytics.alarm_settle: they open no alarm
         self.events_opened = 0
         self.events_dropped = 0
+        self.agent_event_errors = 0
         self.kernel_s = 0.0
         self.encode_s = 0.0
         self.source_stats: dict[str, SourceStats] = {}
@@ -176,7 +182,7 @@ class EdgeGateway:
             from edge.sinks.sparkplug import SparkplugNode
             from edge.sinks.sparkplug_feed import SparkplugFeed
 
-            self.sparkplug = SparkplugFeed(SparkplugNode(cfg.sparkplug, cfg.mqtt, self.table, cfg.state_dir,
+            self.sparkplug = SparkplugFeed(SparkplugNode(cfg.sparkplug, cfg.mqtt, self.plant_table, cfg.state_dir,
                                                          with_health=cfg.analytics.health is not None),
                                            cfg.sparkplug.feed)
 
@@ -232,7 +238,7 @@ class EdgeGateway:
     ) -> None:
         """Sources' sink: into the frame buffer, and its fill level into the run mark (a crash loses it)."""
         self.buffer.append(ts_ns, signal, value, quality, status)
-        self.mark.head[PENDING] = len(self.buffer)
+        self.mark.head[PENDING] = len(self.buffer) + self.agents.pending
 
     def _drop_rereads(self, frame: Frame) -> Frame:
         """Drop samples at or before the previous run's newest source timestamp of their signal (counted)."""
@@ -278,11 +284,12 @@ class EdgeGateway:
         h[DROPPED] = self.spool.stats.dropped_samples + fc.unlogged_dropped_samples
 
     def _flush(self) -> None:
-        """Drain the frame buffer: score, count, encode and publish in batches."""
-        if len(self.buffer) == 0:
+        """Drain the frame buffer: score, count, encode and publish in batches; then run the agents."""
+        derived = self.agents.take()  # what the agents emitted after the previous frame
+        if len(self.buffer) == 0 and derived is None:
             return
         frame = self._drop_rereads(self.buffer.drain())
-        if len(frame) == 0:
+        if len(frame) == 0 and derived is None:
             self.mark.head[PENDING] = 0
             return
         t0 = time.perf_counter()
@@ -296,38 +303,62 @@ class EdgeGateway:
             self._publish_events(result.events)
         self.events_dropped += result.events_dropped
         t1 = time.perf_counter()
-        self.read_count += np.bincount(frame.signal, minlength=self.read_count.shape[0])
-        step = self.cfg.publish.max_batch_samples
-        quant = self._quant
-        for a in range(0, len(frame), step):
-            b = min(a + step, len(frame))
-            payload = wire.encode_batch(
-                gateway=self.cfg.gateway_id,
-                boot_epoch_ns=self.boot_epoch_ns,
-                seq=self.seq,
-                table_hash=self.table_hash,
-                ts_ns=frame.ts_ns[a:b],
-                signal=frame.signal[a:b],
-                value=frame.value[a:b],
-                quality=frame.quality[a:b],
-                version=wire.VERSION_V3,  # v2 + which Bad status (issue 14); the ingestor must be updated first
-                quant=quant,
-                status=frame.status[a:b] if frame.status is not None else None,
-            )
-            self.forwarder.submit(payload, self.seq, self.boot_epoch_ns, b - a)
-            self.telemetry_bytes += len(payload)
-            self.seq += 1
+        # Read samples, then the agents' derived samples in batches of their own: same sequence numbers,
+        # write-ahead log, acks and per-signal counts (nothing-lost accounting covers both).
+        for part in (frame, derived):
+            if part is None or len(part) == 0:
+                continue
+            self._encode(part)
         h = self.mark.head
-        np.maximum.at(self.mark.last_ts_ns, frame.signal, frame.ts_ns)
         h[NEXT_SEQ] = self.seq
-        h[READ] += len(frame)
         h[LAST_FLUSH] = time.time_ns()
-        h[PENDING] = len(self.buffer)
         self._update_mark()
         self.kernel_s += t1 - t0
         self.encode_s += time.perf_counter() - t1
         if self.sparkplug is not None:  # after the compact wire, which it must never delay or break
             self._sparkplug_call(self.sparkplug.frame, frame.ts_ns, frame.signal, frame.value, frame.quality)
+        # Agents run once the frame is handed off, so they never delay it; their output goes with the next flush.
+        self.agents.run(frame, result.events, time.monotonic())
+        h[PENDING] = len(self.buffer) + self.agents.pending
+        if self.agents.events:
+            self._publish_docs(self.agents.take_events())
+
+    def _encode(self, part: Frame) -> None:
+        """Count, encode and submit one frame's samples in batches of at most ``max_batch_samples``."""
+        self.read_count += np.bincount(part.signal, minlength=self.read_count.shape[0])
+        step = self.cfg.publish.max_batch_samples
+        for a in range(0, len(part), step):
+            b = min(a + step, len(part))
+            payload = wire.encode_batch(
+                gateway=self.cfg.gateway_id,
+                boot_epoch_ns=self.boot_epoch_ns,
+                seq=self.seq,
+                table_hash=self.table_hash,
+                ts_ns=part.ts_ns[a:b],
+                signal=part.signal[a:b],
+                value=part.value[a:b],
+                quality=part.quality[a:b],
+                version=wire.VERSION_V3,  # v2 + which Bad status (issue 14); the ingestor must be updated first
+                quant=self._quant,
+                status=part.status[a:b] if part.status is not None else None,
+            )
+            self.forwarder.submit(payload, self.seq, self.boot_epoch_ns, b - a)
+            self.telemetry_bytes += len(payload)
+            self.seq += 1
+        np.maximum.at(self.mark.last_ts_ns, part.signal, part.ts_ns)
+        self.mark.head[READ] += len(part)
+
+    def _publish_docs(self, docs: list[dict[str, Any]]) -> None:
+        """Agents' events-lane documents (rare: episodes, failures), WAL-backed like alarms."""
+        try:
+            payload = wire.encode_events(self.cfg.gateway_id, self.boot_epoch_ns, docs)
+        except (wire.WireError, TypeError, ValueError) as exc:  # an agent's malformed document: counted, dropped
+            self.agent_event_errors += len(docs)
+            log.warning("agents: %d events not encodable, dropped: %s", len(docs), exc)
+            return
+        self.events_bytes += len(payload)
+        self.events_messages += 1
+        self.forwarder.submit_event(payload, self.boot_epoch_ns)
 
     def _sparkplug_call(self, fn: Any, *args: Any) -> None:
         """Feed the Sparkplug node; a failure there is counted and logged, never raised into the daemon."""
@@ -492,6 +523,9 @@ class EdgeGateway:
                 self.sparkplug.frames_merged)
             m.gauge("sparkplug_queue", "Calls waiting for the Sparkplug worker").set(self.sparkplug.pending)
         m.counter("kernel_seconds_total", "Time spent in detector kernels").set(self.kernel_s)
+        self.agents.export_metrics(m)
+        m.counter("agent_event_errors_total", "Agent events that could not be encoded (dropped)").set(
+            self.agent_event_errors)
         m.gauge("kernels_aot", "1 while the kernels run ahead-of-time compiled (no numba in the process)").set(
             1.0 if KERNELS.mode == "aot" else 0.0)
         m.counter("kernels_jit_fallbacks_total", "Switches from AOT to JIT kernels (a call no export covered)").set(
@@ -551,6 +585,8 @@ class EdgeGateway:
             reasons.append(f"{self.forwarder.counters.unlogged_samples} samples held unlogged in memory")
         if not self.mark.persistent:
             reasons.append("run mark not on disk")
+        reasons.extend(f"agent {s.name} disabled: {s.stats.disabled_reason}" for s in self.agents.slots
+                       if not s.stats.enabled)
         # A device whose reads fail or whose signals are BAD is degraded even while its TCP link is up.
         degraded = {n: r for n, s in self.source_stats.items() if (r := degraded_reasons(s))}
         ok = ok and not degraded
@@ -593,6 +629,7 @@ class EdgeGateway:
             "side_errors": self.sidework.errors(),
             "previous_run": self._previous_run_doc(),
             "alarms_opened": self.events_opened,
+            "agents": self.agents.summary(),
             "telemetry_bytes": self.telemetry_bytes,
             "events_bytes": self.events_bytes,
             "events_messages": self.events_messages,
@@ -650,6 +687,8 @@ class EdgeGateway:
                     t.cancel()
         finally:
             self._flush()
+            if self.agents.pending:  # what the agents derived from the last frame
+                self._flush()
             self._update_metrics()
             # Give the cloud a moment to ack what is in flight; what it has not acked stays in the
             # write-ahead log and is replayed at the next start, so this wait is a courtesy only.
@@ -667,6 +706,7 @@ class EdgeGateway:
             self.spool.close()
             # Detector and health checkpoints: the next start resumes warm (a full disk: it starts cold).
             self.sidework.run("checkpoint", self.analytics.close)
+            self.sidework.run("agent checkpoint", self.agents.close)
             self.sidework.run("stats.json", self._write_stats)
             self._update_mark()
             self.mark.head[PENDING] = len(self.buffer)

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edge.actions.settings import ActionsSettings, check_targets
+from edge.agents.settings import AgentsSettings
 from edge.detectors.settings import AnalyticsSettings
 from edge.sinks.sparkplug_settings import SparkplugSettings
 from edge.spool import SpoolSettings
@@ -193,7 +194,9 @@ class EdgeConfig(_Strict):
     spool: SpoolSettings = SpoolSettings()
     metrics: MetricsSettings = MetricsSettings()
     sparkplug: SparkplugSettings | None = Field(default=None, description="Sparkplug B edge node; off when absent")
-    actions: ActionsSettings = Field(default=ActionsSettings(), description="allow-listed writes (docs/actions.md)")
+    agents: AgentsSettings = Field(default_factory=AgentsSettings, description="edge agents (edge/agents)")
+    actions: ActionsSettings = Field(default_factory=ActionsSettings,
+                                     description="allow-listed writes (docs/actions.md)")
 
 
 def load_edge(path: Path) -> tuple[EdgeConfig, PlantConfig]:

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return rebaseline_main(rest)
     if cmd == "kernels":
-        from edge.kernels.aot import main as kernels_main
+        from edge.kernelbuild import main as kernels_main
 
         return kernels_main(rest)
     if cmd == "retention":

@@ -27,13 +27,26 @@ Roles (by signal name, within the templates listed in ``TEMPLATES``):
   read as bands of a spectrum that evolve differently with wear: 1 overall (health^2), 2 bearing
   defect band (rises first, health^1), 3 twice running speed (health^2), 4 high frequency (late,
   health^4).
-- COUNTER (hours, strokes, parts, energy): ``base + rate * mean_level * t``, monotonic and
-  quantised by the register type (integers round, so they step).
+- COUNTER (hours, strokes, parts, energy): monotonic, quantised by the register type (integers round,
+  so they step). Energy counters (``energy_total``, ``energy_active``, ``energy_reactive``) integrate the
+  machine's load: ``base + rate * integral(level * efficiency)``, so a meter reads what the machine drew
+  (idle nights, stops and failures included). Production counters of the templates in ``PRODUCTION``
+  (parts, strokes, seams, cycles) integrate the *production* rate, which is the day shift's shape
+  and 0 while failed: a machine idling at night draws power and makes nothing. Other counters (run
+  hours, starts, leak-test results) are ``base + rate * mean_level * t``. (Before 2026-12-03 every
+  counter was the last form, so energy and parts rose at the same rate day and night: realism for the
+  energy agent, ``bench/energy_eval.py``.)
 - RUNNING (``running`` bit): level > 0.05. FAULT_WORD (``fault_word``, ``alarm_word``): 0x10 while
   failed.
 - Leak-test stations: ``test_pressure`` runs pressure-decay cycles (fill, stabilise, measure with
   a decay of ``decay_rate`` Pa/s, vent) of ``cycle_time`` seconds; a micro-leak event (faults)
   raises ``decay_rate``, ``leak_rate`` and ``helium_concentration`` and steepens the decay.
+
+Energy faults (``EnergyPlan``, ground truth for ``bench/energy_eval.py``): a machine **left running idle**
+on a night (its night level raised to ``NIGHT_IDLE_LEVEL`` between the given times: it draws power and,
+off shift, makes nothing), and a compressor **losing efficiency** (a step: from ``start_s`` its power-draw
+signals -- ``POWER_DRAW`` -- are ``1 + factor`` times what they were for the same load and output, as a
+failing unloader valve or a fouled cooler does; its energy counter follows).
 
 Wear to failure: a machine with wear has ``start_s`` and ``failure_s``; health rises linearly from
 0 to 1 between them (its effect is nonlinear, as above), the true RUL is ``failure_s - t``. At
@@ -43,6 +56,7 @@ failure the machine stops (level 0, fault word set) for ``repair_s`` and then ru
 from __future__ import annotations
 
 import enum
+import math
 import re
 from dataclasses import dataclass
 
@@ -50,7 +64,8 @@ import numpy as np
 
 from plantwire.plant import PlantConfig, SignalTable
 
-__all__ = ["TEMPLATES", "Physics", "Role", "WearPlan", "machine_templates"]
+__all__ = ["POWER_DRAW", "PRODUCTION", "TEMPLATES", "EnergyPlan", "Physics", "Role", "WearPlan",
+           "machine_templates"]
 
 WEAR_HEATING_K = 18.0
 NIGHT_IDLE_LEVEL = 0.35
@@ -91,6 +106,12 @@ TEMPLATES: dict[str, TemplatePhysics] = {
     "welding_cell": TemplatePhysics(20.0, 600.0, True, {"seam_count": 1 / 52}),
 }
 
+# Counters that integrate the load (energy) and templates whose counters integrate production (parts).
+ENERGY_COUNTERS = frozenset({"energy_total", "energy_active", "energy_reactive"})
+PRODUCTION = frozenset({"press", "conveyor", "welding_cell", "brazing_cell"})
+# Load signals that draw electrical power: a machine that loses efficiency draws more on these.
+POWER_DRAW = re.compile(r"^(motor_power|motor_current|power_active|power_apparent|current_l\d|heater_power_\d"
+                        r"|fan_power|pump_current)$")
 _LOAD = re.compile(r"(current|power_active|power_reactive|power_apparent|motor_power|heater_power|fan_power|flow"
                    r"|tonnage|torque|speed|strokes_per_min|demand|capacity|load_kg|wire_feed|weld_voltage)")
 _THERMAL = re.compile(r"^(winding_temp|bearing_temp|oil_temp|discharge_temp|motor_temp|gearbox_temp|pump_temp"
@@ -140,11 +161,74 @@ class WearPlan:
                           for f in ("machine", "start_s", "failure_s", "repair_s", "fixed")))
 
 
+@dataclass(frozen=True, slots=True)
+class EnergyPlan:
+    """Energy faults (module docstring): machines left running idle, and efficiency steps."""
+
+    idle_machine: np.ndarray  # int64
+    idle_start_s: np.ndarray
+    idle_end_s: np.ndarray
+    eff_machine: np.ndarray  # int64, at most one step per machine
+    eff_start_s: np.ndarray
+    eff_factor: np.ndarray  # extra draw, 0.2 = +20 %
+
+    @staticmethod
+    def empty() -> EnergyPlan:
+        z = np.zeros(0)
+        return EnergyPlan(z.astype(np.int64), z, z, z.astype(np.int64), z, z)
+
+    @staticmethod
+    def draw(templates: list[str], seed: int, epoch_ns: int, days: int, *, idle_nights_per_machine: float = 0.3,
+             eff_fraction: float = 0.5, eff_after_days: float = 1.0, factor: tuple[float, float] = (0.15, 0.35),
+             eff_templates: tuple[str, ...] = ("compressor",)) -> EnergyPlan:
+        """Seeded faults over ``days``: each production machine is left idle on a night with the given
+        probability per night (22:30 to 05:30), and ``eff_fraction`` of the ``eff_templates`` machines lose
+        efficiency at a time uniform in [``eff_after_days``, ``days``) with a factor uniform in ``factor``."""
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 0xE4E6]))
+        epoch_s = epoch_ns / 1e9
+        first_night = (math.floor(epoch_s / 86400) * 86400 + 22.5 * 3600) - epoch_s
+        prod = [m for m, t in enumerate(templates) if t in PRODUCTION]
+        im, i0, i1 = [], [], []
+        for d in range(days):
+            for m in prod:
+                if rng.random() < idle_nights_per_machine:
+                    im.append(m)
+                    i0.append(first_night + d * 86400)
+                    i1.append(first_night + d * 86400 + 7 * 3600)
+        cand = np.array([m for m, t in enumerate(templates) if t in eff_templates], dtype=np.int64)
+        pick = cand[rng.random(cand.size) < eff_fraction] if cand.size else cand
+        start = rng.uniform(eff_after_days * 86400, max(days, eff_after_days + 0.1) * 86400, pick.size)
+        fac = rng.uniform(factor[0], factor[1], pick.size)
+        return EnergyPlan(np.array(im, dtype=np.int64), np.array(i0, dtype=float), np.array(i1, dtype=float),
+                          pick, start, fac)
+
+
+class _DayShape:
+    """The day shift's shape (0 at night .. 1 on shift) and its integral, tabulated once per Physics."""
+
+    def __init__(self) -> None:
+        self.grid_s = np.arange(0.0, 86400.0 + 5.0, 5.0)
+        f = self.shape(self.grid_s / 3600.0)
+        self.cum = np.concatenate([[0.0], np.cumsum((f[1:] + f[:-1]) * 0.5 * 5.0)])
+        self.per_day = float(self.cum[-1])
+
+    @staticmethod
+    def shape(tod_h: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore"):
+            return 1.0 / (1.0 + np.exp(-(tod_h - SHIFT_START_H) / RAMP_H * 4)) / (
+                1.0 + np.exp(-(SHIFT_END_H - tod_h) / RAMP_H * 4))
+
+    def integral(self, abs_s: np.ndarray) -> np.ndarray:
+        """Integral of the shape from a fixed origin to absolute time ``abs_s`` (seconds since 1970)."""
+        day = np.floor(abs_s / 86400.0)
+        return day * self.per_day + np.interp(abs_s - day * 86400.0, self.grid_s, self.cum)
+
+
 class Physics:
     """Closed-form values of the signals whose template has physics (see module docstring)."""
 
     def __init__(self, table: SignalTable, templates: list[str], seed: int, epoch_ns: int,
-                 wear: WearPlan | None = None) -> None:
+                 wear: WearPlan | None = None, energy: EnergyPlan | None = None) -> None:
         if len(templates) != len(table.machine_ids):
             raise ValueError(f"{len(templates)} machine templates for {len(table.machine_ids)} machines")
         self.table = table
@@ -171,6 +255,9 @@ class Physics:
         self.wear_fail[wear.machine] = wear.failure_s
         self.repair_s[wear.machine] = wear.repair_s
         self.wear = wear
+        self.energy = energy if energy is not None else EnergyPlan.empty()
+        self._shape = _DayShape()
+        self._templates = list(templates)
         # Held machines (simulators.commands): a held station's own clock stands still.
         self.hold_since = np.full(nm, np.nan)  # simulated s the current hold began (NaN: not held)
         self.held_s = np.zeros(nm)  # total simulated s of past holds
@@ -181,6 +268,8 @@ class Physics:
         rate = np.zeros(n)
         band = np.zeros(n, dtype=np.int64)
         wear_heat = np.zeros(n)
+        counter_kind = np.zeros(n, dtype=np.int8)  # 0 mean-level rate, 1 energy (load), 2 production
+        draw = np.zeros(n, dtype=bool)  # power-draw load signals (efficiency)
         machine = table.machine
         for r, sid in enumerate(table.ids):
             m = int(machine[r])
@@ -191,6 +280,10 @@ class Physics:
             vib = _VIBRATION.match(name)
             if name in p.counters:
                 role[r], rate[r] = Role.COUNTER, p.counters[name]
+                if name in ENERGY_COUNTERS:
+                    counter_kind[r] = 1
+                elif templates[m] in PRODUCTION:
+                    counter_kind[r] = 2
             elif name == "running":
                 role[r] = Role.RUNNING
             elif name in ("fault_word", "alarm_word"):
@@ -205,7 +298,10 @@ class Physics:
                     wear_heat[r] = WEAR_HEATING_K
             elif _LOAD.search(name) and name != "power_factor":
                 role[r] = Role.LOAD
+                draw[r] = POWER_DRAW.match(name) is not None
         self.role = role
+        self.counter_kind = counter_kind
+        self.draw = draw
         self._pressure_row = {int(machine[r]): r for r in np.flatnonzero(role == Role.LEAK_PRESSURE).tolist()}
         self.rate = rate
         self.band_gain = np.array([_BAND_GAIN.get(b, 2.0) for b in band.tolist()])
@@ -252,8 +348,79 @@ class Physics:
             day = 1.0 / (1.0 + np.exp(-(tod_h - SHIFT_START_H) / RAMP_H * 4)) / (
                 1.0 + np.exp(-(SHIFT_END_H - tod_h) / RAMP_H * 4))
         night = self.night[m]
+        if self.energy.idle_machine.size:
+            night = np.where(self.left_idle(t_s, m), np.maximum(night, NIGHT_IDLE_LEVEL), night)
         lvl = night + (1.0 - night) * day
         return np.where(self.failed(t_s, m), 0.0, lvl)
+
+    def left_idle(self, t_s: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """True where machine ``m`` is left running idle at ``t_s`` (EnergyPlan)."""
+        e = self.energy
+        out = np.zeros(np.broadcast(t_s, m).shape, dtype=bool)
+        for k in range(e.idle_machine.size):
+            out |= (m == e.idle_machine[k]) & (t_s >= e.idle_start_s[k]) & (t_s < e.idle_end_s[k])
+        return out
+
+    def efficiency(self, t_s: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """Power drawn relative to a healthy machine for the same work (1 + factor after an efficiency step)."""
+        e = self.energy
+        out = np.ones(np.broadcast(t_s, m).shape)
+        for k in range(e.eff_machine.size):
+            out = np.where((m == e.eff_machine[k]) & (t_s >= e.eff_start_s[k]), 1.0 + e.eff_factor[k], out)
+        return out
+
+    def production(self, t_s: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """Production rate 0..1 of machines ``m`` (the day shift's shape; 0 while failed)."""
+        tod_h = np.mod(self.epoch_s + t_s, 86400.0) / 3600.0
+        return np.where(self.failed(t_s, m), 0.0, self._shape.shape(tod_h))
+
+    def _window(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Integral of the day shape over [a, b] (simulated seconds; b >= a)."""
+        return self._shape.integral(self.epoch_s + b) - self._shape.integral(self.epoch_s + a)
+
+    def production_integral(self, t_s: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """Integral of ``production`` from 0 to ``t_s``."""
+        t = np.maximum(t_s, 0.0)
+        total = self._window(np.zeros_like(t), t)
+        f, rep_s = self.wear_fail[m], self.repair_s[m]
+        hit = np.isfinite(f) & (t > f)
+        fa = np.where(hit, f, 0.0)
+        fb = np.where(hit, np.minimum(t, f + rep_s), 0.0)
+        return total - np.where(hit, self._window(fa, fb), 0.0)
+
+    def level_integral(self, t_s: np.ndarray, m: np.ndarray, *, weighted: bool = False) -> np.ndarray:
+        """Integral of ``level`` (times ``efficiency`` when ``weighted``) from 0 to ``t_s``, closed form.
+
+        Where an idle window and a failure overlap, the idle window's extra is counted (an approximation
+        the energy bench does not meet: its plans keep them apart)."""
+        t = np.maximum(np.asarray(t_s, dtype=np.float64), 0.0)
+        m = np.asarray(m)
+        night = self.night[m]
+        zero = np.zeros_like(t)
+        total = night * t + (1.0 - night) * self._window(zero, t)
+        f, rep_s = self.wear_fail[m], self.repair_s[m]
+        hit = np.isfinite(f) & (t > f)
+        fa = np.where(hit, f, 0.0)
+        fb = np.where(hit, np.minimum(t, f + rep_s), 0.0)
+        total = total - np.where(hit, night * (fb - fa) + (1.0 - night) * self._window(fa, fb), 0.0)
+        e = self.energy
+        for k in range(e.idle_machine.size):
+            sel = (m == e.idle_machine[k]) & (t > e.idle_start_s[k])
+            if not sel.any():
+                continue
+            a = np.full_like(t, e.idle_start_s[k])
+            b = np.clip(t, a, e.idle_end_s[k])
+            extra = np.maximum(NIGHT_IDLE_LEVEL - night, 0.0) * ((b - a) - self._window(a, b))
+            total = total + np.where(sel, extra, 0.0)
+        if weighted:
+            for k in range(e.eff_machine.size):
+                sel = (m == e.eff_machine[k]) & (t > e.eff_start_s[k])
+                if not sel.any():
+                    continue
+                t_e = np.full_like(t, e.eff_start_s[k])
+                base = self.level_integral(t_e, m)
+                total = total + np.where(sel, e.eff_factor[k] * (total - base), 0.0)
+        return total
 
     def failed(self, t_s: np.ndarray, m: np.ndarray) -> np.ndarray:
         f = self.wear_fail[m]
@@ -311,6 +478,9 @@ class Physics:
 
         k = role == Role.LOAD
         v[k] = (base[k] + amp[k] * (2 * cycle[k] - 1)) * level[k]
+        kd = k & self.draw[r]
+        if kd.any() and self.energy.eff_machine.size:
+            v[kd] *= self.efficiency(t[kd], m[kd])
         k = role == Role.THERMAL
         if k.any():
             mk = m[k]
@@ -323,7 +493,14 @@ class Physics:
         v[k] = ((base[k] + amp[k] * (2 * cycle[k] - 1)) * (0.2 + 0.8 * level[k])
                 * (1.0 + self.band_gain[r[k]] * health[k] ** self.band_power[r[k]]))
         k = role == Role.COUNTER
-        v[k] = base[k] + self.rate[r[k]] * self.duty[m[k]] * np.maximum(self.own_time(t[k], m[k]), 0.0)
+        if k.any():
+            ck = self.counter_kind[r[k]]
+            mk = m[k]
+            tk = self.own_time(t[k], mk)  # a held machine's counters stand still
+            mean_rate = self.duty[mk] * np.maximum(tk, 0.0)
+            integral = np.where(ck == 1, self.level_integral(tk, mk, weighted=True),
+                                np.where(ck == 2, self.production_integral(tk, mk), mean_rate))
+            v[k] = base[k] + self.rate[r[k]] * integral
         k = role == Role.RUNNING
         v[k] = (level[k] > 0.05).astype(np.float64)
         k = role == Role.FAULT_WORD

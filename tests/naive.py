@@ -372,3 +372,71 @@ def machine_moves(ts_ns, signal, quality, z, machine_of, members, z_hot, min_fra
         if len(sigs) >= max(min_signals, min_fraction * members[m]):
             out[m] = int(ts_ns.max()) + hold_ns
     return out
+
+
+def energy_accumulate(ts_ns, signal, value, quality, role, row, computed, params, last, last_ts, acc):
+    """Reference of edge.kernels.energy.energy_accumulate: same state layout, plain Python per sample."""
+    phase_k, v_nom, pf_nom, wrap, reset_tol, max_step, max_gap = (float(x) for x in params[:7])
+    for t, s, v, q in zip(ts_ns.tolist(), signal.tolist(), value.tolist(), quality.tolist(), strict=True):
+        rl = int(role[s])
+        if rl == 0:
+            continue
+        r = int(row[s])
+        if q == 2 or not math.isfinite(v):
+            acc[r, 14] += 1
+            continue
+        if rl in (1, 2):
+            if rl == 2 and not computed[r]:
+                continue
+            if rl == 2:
+                volt = last[r, 1] if math.isfinite(last[r, 1]) else v_nom
+                pf = last[r, 2] if math.isfinite(last[r, 2]) else pf_nom
+                p = phase_k * volt * v * pf / 1000.0
+            else:
+                p = v
+            if math.isfinite(last[r, 0]):
+                dt = t - int(last_ts[r, 0])
+                if 0 < dt <= max_gap:
+                    acc[r, 0] += last[r, 0] * dt / 3.6e12
+                elif dt > max_gap:
+                    acc[r, 10] += 1
+            last[r, 0], last_ts[r, 0] = p, t
+            acc[r, 1] += p
+            acc[r, 2] += 1
+        elif rl == 3:
+            last[r, 1] = v
+        elif rl == 4:
+            last[r, 2] = v
+        elif rl == 5:
+            prev = last[r, 3]
+            if math.isfinite(prev):
+                d = v - prev
+                if d < 0:
+                    if wrap > 0 and prev > wrap / 2 and v < wrap / 2:
+                        d = wrap - prev + v
+                        acc[r, 11] += 1
+                    elif -d > reset_tol:
+                        d = v
+                        acc[r, 12] += 1
+                    else:
+                        continue
+                if d > max_step:
+                    acc[r, 13] += 1
+                    d = 0.0
+                acc[r, 3] += d
+                acc[r, 4] += 1
+            last[r, 3] = v
+        elif rl == 6:
+            prev = last[r, 4]
+            if math.isfinite(prev):
+                d = v - prev if v >= prev else v
+                if d > 0:
+                    acc[r, 5] += d
+                    last_ts[r, 1] = t
+            last[r, 4] = v
+        elif rl == 7:
+            acc[r, 6] += 1.0 if v > 0.5 else 0.0
+            acc[r, 7] += 1
+        elif rl == 8:
+            acc[r, 8] += v
+            acc[r, 9] += 1

@@ -27,7 +27,7 @@ from pathlib import Path
 from edge.config import load_edge
 from edge.detectors.analytics import EdgeAnalytics
 from edge.detectors.settings import HealthSettings
-from edge.kernels._jit import STATS
+from edge.jit import STATS
 from plantwire.plant import expand
 
 path = Path(sys.argv[1])
@@ -73,7 +73,7 @@ def _env(mode: str, aot_dir: Path) -> dict[str, str]:
 def stages(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The workload's optional stages: the likelihood stage and a small health/RUL model on one machine."""
     from edge.config import load_edge
-    from edge.kernels.aot import health_model_settings
+    from edge.kernelbuild import health_model_settings
     from plantwire.plant import expand
 
     _, plant = load_edge(DEV)
@@ -85,7 +85,7 @@ def stages(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="module")
 def aot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("aot")
-    proc = subprocess.run([sys.executable, "-m", "edge.kernels.aot", "--out", str(out), "--config", str(DEV)],
+    proc = subprocess.run([sys.executable, "-m", "edge.kernelbuild", "--out", str(out), "--config", str(DEV)],
                           cwd=ROOT, env=_env("jit", out), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert list(out.glob("_plantwire_kernels_*")), proc.stdout
@@ -119,7 +119,8 @@ def test_uncovered_call_switches_to_jit_once_and_answers_right(aot_dir: Path) ->
     script = r"""
 import json, sys
 import numpy as np
-from edge.kernels import limits, _jit
+from edge.kernels import limits
+from edge import jit as _jit
 x = np.array([0.5, 2.5, np.nan, -1.0])
 sig = np.arange(4, dtype=np.int64)
 before = _jit.STATS.mode
@@ -145,7 +146,7 @@ print(json.dumps({"before": before, "after": _jit.STATS.mode, "fallbacks": _jit.
 def test_build_for_other_sources_is_not_used(tmp_path: Path) -> None:
     """An AOT file from other kernel sources never loads: auto falls back to JIT and says why."""
     (tmp_path / "_plantwire_kernels_0000000000000000.so").write_bytes(b"not this build")
-    script = "import json; from edge.kernels import _jit; print(json.dumps([_jit.STATS.mode, _jit.STATS.reason]))"
+    script = "import json; from edge import jit as _jit; print(json.dumps([_jit.STATS.mode, _jit.STATS.reason]))"
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=_env("auto", tmp_path), capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -417,6 +417,105 @@ def pipeline_health() -> dict[str, Any]:
                       panels, variables, [], time_from="now-6h")
 
 
+# The energy agent's derived signals (edge/agents/energy.py): "<owner>.energy.<name>" in "samples", one per
+# minute (demand per 15 minutes); owners are machines, lines and "area.<name>". Energy is summed, so these
+# panels read the raw retention policy (a rollup's mean of means cannot be summed back; at one sample per
+# minute per series the raw data of a month is small).
+_ENERGY = "energy"
+
+
+def _energy_re(name: str, owner: str = "") -> str:
+    prefix = "^" + owner.replace(".", "\\.") if owner else ""
+    return f'"{s.TAG_SIGNAL}" =~ /{prefix}.*\\.{_ENERGY}\\.{name}$/'
+
+
+def energy() -> dict[str, Any]:
+    lay = _Layout()
+    area = "area."
+    site = (s.TAG_SITE,)
+    m_sel = (s.TAG_SITE, s.TAG_MACHINE)
+    o_sel = (s.TAG_SITE, "owner")
+
+    def q(agg: str, name: str, *tags: str, owner: str = "", group: str = "") -> str:
+        conds = [_energy_re(name, owner)]
+        for t in tags:
+            conds.append(f'"{s.TAG_MACHINE}" =~ /^$owner$/' if t == "owner" else _re(t))
+        conds.append("$timeFilter")
+        g = f" GROUP BY {group}" if group else ""
+        if "time(" in group:
+            g += " fill(none)"
+        return f'SELECT {agg} FROM "{s.M_SAMPLES}" WHERE {" AND ".join(conds)}{g}'
+
+    panels = [
+        _panel(lay, "stat", "Site power now", [_target(
+            q(f'last("{s.F_VALUE}")', "power_kw", *site, owner=area, group=f'"{s.TAG_MACHINE}"'),
+            alias="$tag_machine")], w=6, h=5, unit="kwatt", description="Mean power of the last minute per area."),
+        _panel(lay, "stat", "Energy today", [_target(
+            q(f'last("{s.F_VALUE}")', "day_kwh", *site, owner=area, group=f'"{s.TAG_MACHINE}"'),
+            alias="$tag_machine")], w=6, h=5, unit="kwatth",
+            description="Running total of the day (shifts and days in the agent's local time)."),
+        _panel(lay, "stat", "Peak 15-minute demand (billing month)", [_target(
+            q(f'max("{s.F_VALUE}")', "demand_peak_kw", *site, owner=area, group=f'"{s.TAG_MACHINE}"'),
+            alias="$tag_machine")], w=6, h=5, unit="kwatt",
+            description="Highest 15-minute mean power of the month so far: what a demand charge is billed on."),
+        _panel(lay, "stat", "Idle energy in range", [_target(
+            q(f'sum("{s.F_VALUE}")', "idle_kwh", *site, owner=area, group=f'"{s.TAG_MACHINE}"'),
+            alias="$tag_machine")], w=6, h=5, unit="kwatth",
+            description="Energy drawn while machines were running but not producing."),
+        _panel(lay, "timeseries", "15-minute demand per area", [
+            _target(q(f'max("{s.F_VALUE}")', "demand_kw", *site, owner=area,
+                      group=f'time(15m), "{s.TAG_MACHINE}"'), "A", alias="$tag_machine demand"),
+            _target(q(f'max("{s.F_VALUE}")', "demand_peak_kw", *site, owner=area,
+                      group=f'time(15m), "{s.TAG_MACHINE}"'), "B", alias="$tag_machine month peak"),
+        ], w=12, h=9, unit="kwatt", min_interval="15m", custom={"drawStyle": "bars", "fillOpacity": 60}),
+        _panel(lay, "timeseries", "Power by line and machine", [_target(
+            q(f'mean("{s.F_VALUE}")', "power_kw", *o_sel, group=f'time($__interval), "{s.TAG_MACHINE}"'),
+            alias="$tag_machine")], w=12, h=9, unit="kwatt", min_interval="1m"),
+        _panel(lay, "timeseries", "Energy per interval", [_target(
+            q(f'sum("{s.F_VALUE}")', "energy_kwh", *o_sel, group=f'time($__interval), "{s.TAG_MACHINE}"'),
+            alias="$tag_machine")], w=12, h=9, unit="kwatth", min_interval="1m",
+            custom={"drawStyle": "bars", "stacking": {"mode": "normal"}, "fillOpacity": 70}),
+        _panel(lay, "timeseries", "Power against baseline (same load)", [
+            _target(q(f'mean("{s.F_VALUE}")', "power_kw", *m_sel, group=f'time($__interval), "{s.TAG_MACHINE}"'),
+                    "A", alias="$tag_machine power"),
+            _target(q(f'mean("{s.F_VALUE}")', "baseline_kw", *m_sel,
+                      group=f'time($__interval), "{s.TAG_MACHINE}"'), "B", alias="$tag_machine baseline"),
+        ], w=12, h=9, unit="kwatt", min_interval="1m",
+            description="What the machine drew before for the same load and output; energy_excess events mark "
+                        "where it drew more for long."),
+        _panel(lay, "timeseries", "Energy per good part", [_target(
+            q(f'mean("{s.F_VALUE}")', "energy_per_part_kwh", *m_sel,
+              group=f'time($__interval), "{s.TAG_MACHINE}"'), alias="$tag_machine")],
+            w=12, h=9, unit="kwatth", min_interval="1m"),
+        _panel(lay, "bargauge", "Idle energy by machine (range)", [_target(
+            q(f'sum("{s.F_VALUE}")', "idle_kwh", *m_sel, group=f'"{s.TAG_MACHINE}"'), alias="$tag_machine")],
+            w=12, h=9, unit="kwatth",
+            options={"orientation": "horizontal", "displayMode": "gradient",
+                     "reduceOptions": {"calcs": ["lastNotNull"]}}),
+        _panel(lay, "table", "Shift totals", [_target(
+            q(f'max("{s.F_VALUE}") AS "kWh"', "shift_kwh", *o_sel, group=f'time(8h, 6h), "{s.TAG_MACHINE}"'),
+            fmt="table")], w=12, h=9, unit="kwatth", description="Shifts start 06:00, 14:00, 22:00 UTC (the agent's "
+            "default shift_starts_h); the total is the running shift total's last value."),
+        _panel(lay, "table", "Day totals", [_target(
+            q(f'max("{s.F_VALUE}") AS "kWh"', "day_kwh", *o_sel, group=f'time(1d), "{s.TAG_MACHINE}"'),
+            fmt="table")], w=12, h=9, unit="kwatth"),
+    ]
+    variables = [
+        _query_var(s.TAG_SITE, f'SHOW TAG VALUES FROM "{s.M_SAMPLES}" WITH KEY = "{s.TAG_SITE}" '
+                               f'WHERE {_energy_re("power_kw")}'),
+        _query_var("owner", f'SHOW TAG VALUES FROM "{s.M_SAMPLES}" WITH KEY = "{s.TAG_MACHINE}" '
+                            f'WHERE {_energy_re("power_kw")} AND {_re(s.TAG_SITE)}', label="line / machine / area"),
+        _query_var(s.TAG_MACHINE, f'SHOW TAG VALUES FROM "{s.M_SAMPLES}" WITH KEY = "{s.TAG_MACHINE}" '
+                                  f'WHERE {_energy_re("baseline_kw")} AND {_re(s.TAG_SITE)}'),
+    ]
+    ann = _events_annotation(s.TAG_SITE, s.TAG_MACHINE, name="Energy episodes")
+    ann["query"] = ann["query"].replace("$timeFilter", f'"{s.TAG_KIND}" =~ /^energy_/ AND $timeFilter')
+    ann["iconColor"] = "orange"
+    return _dashboard("plantwire-energy", "plantwire: energy",
+                      "Power, energy, 15-minute demand, idle energy and the per-machine baseline from the edge's "
+                      "energy agent.", panels, variables, [ann], time_from="now-24h", refresh="1m")
+
+
 def build_all() -> dict[str, dict[str, Any]]:
     """File name -> dashboard JSON (as a dict) for every dashboard that ships."""
     return {
@@ -424,6 +523,7 @@ def build_all() -> dict[str, dict[str, Any]]:
         "signal-explorer.json": signal_explorer(),
         "machine-health.json": machine_health(),
         "pipeline-health.json": pipeline_health(),
+        "energy.json": energy(),
     }
 
 

@@ -119,7 +119,91 @@ def simulated_lines(plant: SimPlant, start_ns: int, seconds: float) -> bytes:
                 t,
             ))
         out.append(("\n".join(lines) + "\n").encode())
+    # The energy agent's signals, on a site of their own that sorts after the others, so that the other
+    # dashboards' "first value" selections (and the tests that pin them) see the same data as before.
+    site, gw = ENERGY_SITE, f"{ENERGY_SITE}-gw0"
+    machines = [f"{gw}.press{m:02d}" for m in range(plant.machines_per_gateway)]
+    out.append(_energy_lines(site, gw, machines, start_ns, seconds, 0))
+    events = _energy_events({s.TAG_SITE: site, s.TAG_GATEWAY: gw}, machines[0], start_ns, seconds)
+    out.append(("\n".join(events) + "\n").encode())
     return b"".join(out)
+
+
+ENERGY_SITE = "plant-e"
+_ENERGY_ALL = ("power_kw", "energy_kwh", "idle_kwh", "shift_kwh", "day_kwh")
+_ENERGY_MACHINE = ("energy_per_part_kwh", "baseline_kw")
+
+
+def _energy_lines(site: str, gw: str, machines: list[str], start_ns: int, seconds: float, seed: int) -> bytes:
+    """The energy agent's derived signals (edge/agents/energy.py) for the machines, their line and an area:
+    one sample a minute, demand and its peak every 15 minutes, as the ingestor stores them."""
+    minute = 60_000_000_000
+    owners = [*machines, gw, "area.site"]
+    ids: list[str] = []
+    tags: list[str] = []
+    for k, owner in enumerate(owners):
+        names = _ENERGY_ALL + (_ENERGY_MACHINE if k < len(machines) else ())
+        names += ("demand_kw", "demand_peak_kw")
+        for name in names:
+            ids.append(f"{owner}.energy.{name}")
+            tags.append(owner)
+    index = {sid: i for i, sid in enumerate(ids)}
+    prefixes = SeriesPrefixes.build(s.M_SAMPLES, site=site, gateway=gw, ids=ids, machines=tags)
+    rng = np.random.default_rng(100 + seed)
+    n_min = max(1, int(seconds // 60))
+    cols: dict[str, list[float | int]] = {"ts": [], "sig": [], "value": []}
+
+    def add(t: int, sid: str, v: float) -> None:
+        cols["ts"].append(t)
+        cols["sig"].append(index[sid])
+        cols["value"].append(v)
+
+    shift = np.zeros(len(owners))
+    day = np.zeros(len(owners))
+    block = np.zeros(len(owners))
+    peak = np.zeros(len(owners))
+    for i in range(n_min):
+        t = start_ns + (i + 1) * minute
+        power = np.array([20.0 + 5.0 * np.sin(i / 30.0 + k) + rng.normal(0, 0.3) for k in range(len(machines))])
+        power = np.concatenate([power, [power.sum()], [power.sum()]])
+        energy = power / 60.0
+        idle = energy * (i % 60 < 10)
+        shift = np.where(i % 480 == 0, 0.0, shift) + energy
+        day = np.where(i % 1440 == 0, 0.0, day) + energy
+        block += energy
+        for k, owner in enumerate(owners):
+            add(t, f"{owner}.energy.power_kw", float(power[k]))
+            add(t, f"{owner}.energy.energy_kwh", float(energy[k]))
+            add(t, f"{owner}.energy.idle_kwh", float(idle[k]))
+            add(t, f"{owner}.energy.shift_kwh", float(shift[k]))
+            add(t, f"{owner}.energy.day_kwh", float(day[k]))
+            if k < len(machines):
+                add(t, f"{owner}.energy.energy_per_part_kwh", float(energy[k] / 30.0))
+                add(t, f"{owner}.energy.baseline_kw", 20.0)
+        if (i + 1) % 15 == 0:
+            demand = block * 4.0
+            peak = np.maximum(peak, demand)
+            for k, owner in enumerate(owners):
+                add(t, f"{owner}.energy.demand_kw", float(demand[k]))
+                add(t, f"{owner}.energy.demand_peak_kw", float(peak[k]))
+            block[:] = 0.0
+    n = len(cols["ts"])
+    return build_lines(prefixes, np.asarray(cols["ts"], dtype=np.int64), np.asarray(cols["sig"], dtype=np.int64),
+                       np.asarray(cols["value"], dtype=np.float64), np.zeros(n, dtype=np.uint8)).tobytes()
+
+
+def _energy_events(tags: dict[str, str], machine: str, start_ns: int, seconds: float) -> list[str]:
+    """One closed energy_idle episode and one open energy_excess episode, as the agent sends them."""
+    span = int(seconds * 1e9)
+    t_idle, t_excess = start_ns + span // 5, start_ns + span * 3 // 4  # the open one inside every range
+    sig = f"{machine}.energy.power_kw"
+    return [
+        s.format_point(s.M_EVENTS, {**tags, s.TAG_MACHINE: machine, s.TAG_SIGNAL: sig, s.TAG_KIND: "energy_idle"},
+                       {s.F_ACTIVE: 0, s.F_STATE: s.EventState.CLOSED.value, s.F_PEAK: 7.5,
+                        s.F_DURATION_S: 3600.0, s.F_END_MS: (t_idle + 3_600_000_000_000) // 1_000_000}, t_idle),
+        s.format_point(s.M_EVENTS, {**tags, s.TAG_MACHINE: machine, s.TAG_SIGNAL: sig, s.TAG_KIND: "energy_excess"},
+                       {s.F_ACTIVE: 1, s.F_STATE: s.EventState.OPEN.value, s.F_PEAK: 0.22}, t_excess),
+    ]
 
 
 def write_v1(url: str, database: str, body: bytes, *, chunk_bytes: int = 4 << 20) -> None:

@@ -31,7 +31,7 @@ import math
 
 import numpy as np
 
-from edge.kernels._jit import njit
+from edge.jit import njit
 
 POS = 0
 NEG = 1

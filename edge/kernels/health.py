@@ -32,7 +32,7 @@ import math
 
 import numpy as np
 
-from edge.kernels._jit import njit
+from edge.jit import njit
 
 P_ALPHA = 0
 P_AGE_SCALE = 1

@@ -63,7 +63,7 @@ import math
 
 import numpy as np
 
-from edge.kernels._jit import njit
+from edge.jit import njit
 from edge.kernels.kinds import EN_LEVEL, EN_RATE, EN_STUCK, Kind
 
 # State columns of one signal.

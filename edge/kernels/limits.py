@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.kernels._jit import njit
+from edge.jit import njit
 
 
 @njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.kernels._jit import njit
+from edge.jit import njit
 
 
 @njit(cache=True, nogil=True)

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.kernels._jit import njit
+from edge.jit import njit
 
 MI_MODEL0 = 0
 MI_MODES = 1

@@ -18,8 +18,8 @@ import math
 
 import numpy as np
 
+from edge.jit import njit
 from edge.kernels import robust
-from edge.kernels._jit import njit
 
 LAST_V = 0
 LAST_TS = 1

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from edge.kernels._jit import njit
+from edge.jit import njit
 
 LOC = 0
 SCALE = 1

@@ -49,8 +49,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from edge.jit import njit
 from edge.kernels import cusum, limits, rate, robust, stuck
-from edge.kernels._jit import njit
 from edge.kernels.kinds import EN_CHANGE, EN_LEVEL, EN_RANGE, EN_RATE, EN_STUCK, Kind
 
 # State columns of one signal.

@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from edge.kernels._jit import njit
+from edge.jit import njit
 
 F_RMS = 0
 F_KURTOSIS = 1

@@ -1,8 +1,8 @@
 """Compile the edge's kernels ahead of time into one C extension, so the edge daemon never loads numba.
 
-    plantwire kernels [--out DIR] [--config EDGE.yaml ...]     (= python -m edge.kernels.aot)
+    plantwire kernels [--out DIR] [--config EDGE.yaml ...]     (= python -m edge.kernelbuild)
 
-Why and how it is used: see ``edge/kernels/_jit.py``. The build runs the edge's own analytics
+Why and how it is used: see ``edge/jit.py``. The build runs the edge's own analytics
 (``EdgeAnalytics``: detector stack, alarms, health/RUL) in JIT mode over a few synthetic frames of
 each given edge config's plant, so numba compiles every kernel with exactly the argument types the
 daemon passes; then every compiled signature of every kernel is exported by ``numba.pycc`` into
@@ -25,14 +25,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIGS = (ROOT / "configs" / "demo" / "edge.yaml", ROOT / "configs" / "dev" / "edge.yaml")
 
 
 def _kernel_modules() -> list[Any]:
-    from edge.kernels import _jit
+    from edge import jit as _jit
 
-    names = sorted(p.stem for p in _jit.KERNEL_DIR.glob("*.py") if not p.stem.startswith("_") and p.stem != "aot")
+    names = sorted(p.stem for p in _jit.KERNEL_DIR.glob("*.py") if not p.stem.startswith("_"))
     return [importlib.import_module(f"edge.kernels.{n}") for n in names]
 
 
@@ -103,6 +103,45 @@ def run_workload(configs: list[Path], frames: int = 6) -> None:
                     analytics.process(frame.ts_ns, frame.signal, frame.value, frame.quality)
                     analytics.tick(time.time() + 3600.0 * (i + 1), t0 + i * 100_000_000)
                 analytics.close()
+            _run_agents(table, plant, frames)
+
+
+def _all_agents_settings() -> Any:
+    """The ``agents:`` section with every registered agent on, at its default settings."""
+    import typing
+
+    from edge.agents.registry import agent_classes
+    from edge.agents.settings import AgentsSettings
+
+    on: dict[str, Any] = {}
+    for key in agent_classes():
+        hint = AgentsSettings.model_fields[key].annotation
+        klass = next(a for a in typing.get_args(hint) if a is not type(None))
+        on[key] = klass()
+    return AgentsSettings(**on)
+
+
+def _run_agents(table: Any, plant: Any, frames: int) -> None:
+    """Every agent over the plant's frames (a minute apart, so intervals close): their kernels compile too."""
+    import numpy as np
+
+    from edge.agents.runner import AgentRunner
+    from edge.frames import FrameBuffer
+    from plantwire.plant import Quality
+
+    runner = AgentRunner.build(table, plant, _all_agents_settings(), None)
+    n = len(table)
+    buffer = FrameBuffer(n)
+    rng = np.random.default_rng(1)
+    t0 = time.time_ns()
+    for i in range(frames):
+        value = np.abs(rng.normal(size=n)) + i
+        value[::97] = np.nan
+        quality = np.zeros(n, dtype=np.uint8)
+        quality[::89] = int(Quality.BAD)
+        buffer.append(t0 + i * 60_000_000_000, np.arange(n, dtype=np.uint32), value, quality)
+        runner.run(buffer.drain())
+        runner.take()
 
 
 def exports() -> list[tuple[str, Any, Any]]:
@@ -110,7 +149,7 @@ def exports() -> list[tuple[str, Any, Any]]:
     from numba import types
     from numba.core.dispatcher import Dispatcher
 
-    from edge.kernels._jit import export_name
+    from edge.jit import export_name
 
     out: list[tuple[str, Any, Any]] = []
     for module in _kernel_modules():
@@ -130,10 +169,10 @@ def exports() -> list[tuple[str, Any, Any]]:
 def build(out_dir: Path, configs: list[Path]) -> Path:
     """Run the workload, export every signature, compile; returns the extension's path."""
     if os.environ.get("PLANTWIRE_KERNELS", "jit") != "jit":
-        raise SystemExit("edge.kernels.aot: run with PLANTWIRE_KERNELS=jit (the build needs numba's dispatchers)")
+        raise SystemExit("edge.kernelbuild: run with PLANTWIRE_KERNELS=jit (the build needs numba's dispatchers)")
     from numba.pycc import CC
 
-    from edge.kernels._jit import aot_module_name
+    from edge.jit import aot_module_name
 
     t0 = time.monotonic()
     run_workload(configs)
@@ -157,19 +196,19 @@ def build(out_dir: Path, configs: list[Path]) -> Path:
             old.unlink()  # builds of older sources can never load again
         target = out_dir / built.name
         shutil.move(str(built), target)
-    print(f"edge.kernels.aot: {len(table)} signatures -> {target} ({time.monotonic() - t0:.0f} s)")
+    print(f"edge.kernelbuild: {len(table)} signatures -> {target} ({time.monotonic() - t0:.0f} s)")
     return target
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="plantwire kernels", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: $PLANTWIRE_AOT_DIR "
-                        "or edge/kernels/_aot)")
+                        "or edge/_aot)")
     parser.add_argument("--config", type=Path, action="append", default=None,
                         help="edge config whose plant and analytics the workload runs (repeatable)")
     args = parser.parse_args(argv)
     os.environ.setdefault("PLANTWIRE_KERNELS", "jit")
-    from edge.kernels._jit import aot_dir
+    from edge.jit import aot_dir
 
     configs = args.config or [p for p in DEFAULT_CONFIGS if p.exists()]
     build(args.out or aot_dir(), configs)

@@ -3,7 +3,7 @@
 Why: JIT on the edge box costs memory, not speed. ``import numba`` maps LLVM (~40 MB resident) and
 loading the cached kernels adds ~80 MB more (LLVM's code pages, the typing machinery, MCJIT's copies
 of every module): ~145 MB of a 215 MB edge daemon, for code that never changes while it runs. The
-same kernels compiled once by ``plantwire kernels`` (numba's ``pycc``, a C extension that
+same kernels compiled once by ``plantwire kernels`` (``edge/kernelbuild.py``, numba's ``pycc``, a C extension that
 does not import numba) run in a ~70 MB daemon.
 
 Mode, read once from ``PLANTWIRE_KERNELS`` before the first kernel module is imported:
@@ -36,8 +36,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-KERNEL_DIR = Path(__file__).resolve().parent
-DEFAULT_AOT_DIR = KERNEL_DIR / "_aot"
+EDGE_DIR = Path(__file__).resolve().parent
+KERNEL_DIR = EDGE_DIR / "kernels"  # the pure kernels; this dispatcher and the build sit beside them
+DEFAULT_AOT_DIR = EDGE_DIR / "_aot"
 ENV_MODE = "PLANTWIRE_KERNELS"
 ENV_DIR = "PLANTWIRE_AOT_DIR"
 MODES = ("jit", "auto", "aot")

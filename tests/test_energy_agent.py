@@ -1,0 +1,177 @@
+"""The energy agent (edge/agents/energy.py) and its kernel (edge/kernels/energy.py).
+
+The kernel is checked against tests/naive.py on inputs with NaN, inf, BAD quality, constant runs, counter
+wraps, resets, glitches and gaps; the agent on a tiny two-machine plant whose figures are worked out by hand.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import tests.naive as naive
+from edge.agents.base import AgentContext, Emitter
+from edge.agents.energy import EnergyAgent
+from edge.agents.energy_settings import EnergySettings
+from edge.frames import Frame
+from edge.kernels import energy as K
+from plantwire.plant import PlantConfig, expand
+
+S = 1_000_000_000
+T0 = 1_790_000_000 * S - (1_790_000_000 * S) % (86_400 * S)  # a UTC midnight
+
+
+def _state(nm: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.full((nm, K.N_LAST), np.nan), np.zeros((nm, K.N_LAST_TS), np.int64), np.zeros((nm, K.N_ACC))
+
+
+def test_kernel_matches_the_reference_with_nan_inf_bad_wraps_resets_and_gaps() -> None:
+    rng = np.random.default_rng(3)
+    nsig, nm, n = 16, 4, 3000
+    role = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 1, 5, 6, 2, 7, 8, 5], dtype=np.int8)
+    row = np.array([0, 0, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 3, 3, 3, 0], dtype=np.int64)
+    computed = np.array([0, 1, 0, 1], dtype=np.uint8)
+    params = np.array([math.sqrt(3), 400.0, 0.85, 1000.0, 1.0, 50.0, 5e9])
+    sig = rng.integers(0, nsig, n).astype(np.uint32)
+    ts = np.cumsum(rng.integers(0, 2 * S, n)).astype(np.int64) + T0
+    ts[1000:1010] += 60 * S  # a gap longer than max_gap
+    value = rng.normal(10, 3, n)
+    counter_rows = np.isin(sig, [5, 10, 15])
+    value[counter_rows] = np.cumsum(np.abs(rng.normal(2, 1, int(counter_rows.sum())))) % 1000.0  # wraps at 1000
+    value[counter_rows & (np.arange(n) % 97 == 0)] = 0.5  # resets
+    value[counter_rows & (np.arange(n) % 131 == 0)] += 400  # glitches
+    value[::53] = np.nan
+    value[7::89] = np.inf
+    value[2000:2100] = 4.0  # constant run
+    quality = np.where(rng.random(n) < 0.03, 2, 0).astype(np.uint8)
+    got = _state(nm)
+    want = _state(nm)
+    for a, b in ((0, 1000), (1000, 2200), (2200, n)):  # chunked like frames
+        K.energy_accumulate(ts[a:b], sig[a:b], value[a:b], quality[a:b], role, row, computed, params, *got)
+        naive.energy_accumulate(ts[a:b], sig[a:b], value[a:b], quality[a:b], role, row, computed, params, *want)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12, equal_nan=True)
+    acc = got[2]
+    assert acc[:, K.WRAPS].sum() > 0 and acc[:, K.RESETS].sum() > 0 and acc[:, K.GLITCHES].sum() > 0
+    assert acc[:, K.GAPS].sum() > 0 and acc[:, K.BAD].sum() > 0
+
+
+def test_counter_wrap_reset_and_jitter_by_hand() -> None:
+    role = np.array([K.R_COUNTER], dtype=np.int8)
+    row = np.zeros(1, np.int64)
+    params = np.array([1.0, 400.0, 0.85, 100.0, 1.0, 50.0, 5e9])
+    last, last_ts, acc = _state(1)
+    v = np.array([90.0, 95.0, 94.9, 99.0, 3.0, 10.0, 0.5, 2.5])  # jitter, wrap (+4), reset (+0.5)
+    K.energy_accumulate(np.arange(8, dtype=np.int64), np.zeros(8, np.uint32), v, np.zeros(8, np.uint8), role, row,
+                        np.zeros(1, np.uint8), params, last, last_ts, acc)
+    assert acc[0, K.E_CNT] == pytest.approx(5 + 4 + 4 + 7 + 0.5 + 2)
+    assert acc[0, K.WRAPS] == 1 and acc[0, K.RESETS] == 1
+
+
+PLANT = {
+    "site": "t",
+    "templates": {
+        "comp": {"signals": [
+            {"name": "running", "type": "bit", "kind": "state"},
+            {"name": "motor_power", "unit": "kW", "high": 20},
+            {"name": "capacity", "unit": "kW", "high": 80},
+            {"name": "energy_total", "unit": "kWh", "type": "float64", "kind": "counter"},
+        ]},
+        "press": {"signals": [
+            {"name": "running", "type": "bit", "kind": "state"},
+            {"name": "motor_current", "unit": "A"},
+            {"name": "parts_good", "type": "uint32", "kind": "counter"},
+        ]},
+    },
+    "devices": [{"name": "plc", "protocol": "modbus", "port": 1502}],
+    "machines": [{"name": "l1.comp", "template": "comp", "device": "plc"},
+                 {"name": "l2.press", "template": "press", "device": "plc"}],
+}
+
+
+def _agent(**kw: object) -> tuple[EnergyAgent, list[str]]:
+    plant = PlantConfig.model_validate(PLANT)
+    table = expand(plant)
+    settings = EnergySettings(baseline_intervals=5, baseline_min_count=3, excess_intervals=3, clear_intervals=2,
+                              idle_event_s=600, **kw)  # type: ignore[arg-type]
+    return EnergyAgent(AgentContext.from_plant(table, plant), settings), table.ids
+
+
+def _feed(agent: EnergyAgent, ids: list[str], minutes: int, values: dict[str, object], start_min: int = 0,
+          out: Emitter | None = None) -> Emitter:
+    """One sample per signal per second; ``values[name]`` is a constant or a function of t (s)."""
+    out = out or Emitter(100_000, len(agent.derived()))
+    sig = np.array([ids.index(n) for n in values], dtype=np.uint32)
+    for sec in range(start_min * 60, (start_min + minutes) * 60):
+        v = np.array([f(sec) if callable(f) else f for f in values.values()], dtype=np.float64)
+        agent.process(Frame(np.full(sig.size, T0 + sec * S, np.int64), sig, v, np.zeros(sig.size, np.uint8)),
+                      np.empty(0), out)
+    return out
+
+
+def _series(agent: EnergyAgent, out: Emitter, name: str) -> list[float]:
+    k = [d.id for d in agent.derived()].index(name)
+    return out.value[: out.n][out.local[: out.n] == k].tolist()
+
+
+def test_power_energy_demand_and_totals_by_hand() -> None:
+    agent, ids = _agent()
+    assert agent.computed.tolist() == [0, 1]  # the press has current only: power from sqrt(3) V I pf
+    out = _feed(agent, ids, 31, {
+        "l1.comp.running": 1, "l1.comp.motor_power": 12.0, "l1.comp.capacity": 40.0,
+        "l1.comp.energy_total": lambda t: 1000.0 + 12.0 * t / 3600,  # the meter agrees with the power
+        "l2.press.running": 1, "l2.press.motor_current": 10.0, "l2.press.parts_good": lambda t: t // 2,
+    })
+    press_kw = math.sqrt(3) * 400 * 10 * 0.85 / 1000
+    assert _series(agent, out, "l1.comp.energy.power_kw")[:30] == pytest.approx([12.0] * 30)
+    assert _series(agent, out, "l1.comp.energy.energy_kwh")[1:30] == pytest.approx([0.2] * 29)
+    assert _series(agent, out, "l2.press.energy.power_kw")[5] == pytest.approx(press_kw)
+    assert _series(agent, out, "l2.press.energy.energy_kwh")[5] == pytest.approx(press_kw / 60)
+    assert _series(agent, out, "l2.press.energy.energy_per_part_kwh")[5] == pytest.approx(press_kw / 60 / 30)
+    assert _series(agent, out, "l2.energy.energy_kwh")[5] == pytest.approx(press_kw / 60)
+    site = _series(agent, out, "area.site.energy.power_kw")[5]
+    assert site == pytest.approx(12.0 + press_kw)
+    # 15-minute demand at :15 and :30, as the block's mean power (the first block lacks its first second)
+    demand = _series(agent, out, "l1.comp.energy.demand_kw")
+    assert len(demand) == 2 and demand[1] == pytest.approx(12.0)
+    assert _series(agent, out, "l1.comp.energy.demand_peak_kw")[1] == pytest.approx(12.0)
+    day = _series(agent, out, "l1.comp.energy.day_kwh")
+    assert day[-1] == pytest.approx(sum(_series(agent, out, "l1.comp.energy.energy_kwh")))
+    assert all(v == 0 for v in _series(agent, out, "l2.press.energy.idle_kwh"))
+
+
+def test_idle_energy_and_an_idle_event_when_parts_stop() -> None:
+    agent, ids = _agent(idle_after_s=120)
+    vals: dict[str, object] = {"l2.press.running": 1, "l2.press.motor_current": 10.0,
+                               "l2.press.parts_good": lambda t: min(t, 600) // 2}  # parts stop after 10 minutes
+    out = _feed(agent, ids, 30, vals)
+    idle = _series(agent, out, "l2.press.energy.idle_kwh")
+    energy = _series(agent, out, "l2.press.energy.energy_kwh")
+    assert idle[:11] == [0.0] * 11 and idle[13:] == pytest.approx(energy[13:])
+    ev = [e for e in out.events if e["kind"] == "energy_idle"]
+    assert [e["state"] for e in ev] == ["open"] and ev[0]["machine"] == "l2.press"
+    out = _feed(agent, ids, 3, {**vals, "l2.press.parts_good": lambda t: t}, start_min=30)  # producing again
+    assert [e["state"] for e in out.events] == ["closed"]
+
+
+def test_excess_over_the_baseline_opens_and_clears_and_is_not_learnt() -> None:
+    agent, ids = _agent()
+    def vals(kw: float) -> dict[str, object]:
+        return {"l1.comp.running": 1, "l1.comp.motor_power": kw, "l1.comp.capacity": 40.0}
+    out = _feed(agent, ids, 20, vals(12.0))
+    assert not out.events
+    base_before = agent.base_kw.copy()
+    out = _feed(agent, ids, 10, vals(15.0), start_min=20)  # +25 % for the same capacity
+    ev = [e for e in out.events if e["kind"] == "energy_excess"]
+    assert len(ev) == 1 and ev[0]["state"] == "open" and ev[0]["peak"] == pytest.approx(0.25, abs=0.01)
+    np.testing.assert_allclose(agent.base_kw, base_before)  # excess is not learnt
+    assert _series(agent, out, "l1.comp.energy.baseline_kw")[-1] == pytest.approx(12.0)
+    out = _feed(agent, ids, 5, vals(12.0), start_min=30)
+    assert [e["state"] for e in out.events] == ["closed"]
+
+
+def test_no_machine_with_power_is_a_build_error() -> None:
+    with pytest.raises(ValueError, match="no machine"):
+        _agent(templates=["nothing*"])
