@@ -115,7 +115,8 @@ def test_held_station_stops_cycling_and_resumes_where_it_paused(tmp_path: Path) 
     cmds.modbus_write(0, COMMAND_BASE, [0])
     phys.set_held(cmds.held(), noon + 145)
     resumed = np.array([at(noon + 145 + k)[0] for k in range(45)])
-    np.testing.assert_allclose(resumed, cycle)  # the cycle resumes where it paused, 100 s later
+    # the cycle resumes where it paused, 100 s later (the chamber's temperature, and with it the decay, moved on)
+    np.testing.assert_allclose(resumed, cycle, atol=0.02)
 
 
 @pytest.mark.integration
