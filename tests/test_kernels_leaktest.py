@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PARAMS = np.array([1.0, 0.5, 0.5, 5.0, 12.0, 20.0])
 
 
-def trace(seconds: int = 900, seed: int = 3) -> tuple[np.ndarray, ...]:
+def trace(seconds: int = 600, seed: int = 3) -> tuple[np.ndarray, ...]:
     """Two dev-plant leak-test stations at 1 Hz at noon: pressure, part and chamber temperature, timers."""
     world = build_world(SimOptions(plant=ROOT / "configs" / "dev" / "plant.yaml", seed=seed, anomaly_rate_per_h=0.0))
     ids = world.table.ids
@@ -48,7 +48,7 @@ def run_both(ts, sig, value, quality, role, row, chunks: int = 7):
 def test_kernel_matches_reference_and_finds_the_simulated_phases() -> None:
     ts, sig, value, quality, role, row = trace()
     got, ref, counters, bad, aborted = run_both(ts, sig, value, quality, role, row)
-    assert got.shape == ref.shape and got.shape[0] >= 30  # 900 s / 45 s per cycle, two stations
+    assert got.shape == ref.shape and got.shape[0] >= 20  # 600 s / 45 s per cycle, two stations
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
     assert counters[lk.G_BAD] == bad == 0 and counters[lk.G_ABORTED] == aborted
     # the simulator's cycle: fill 18 %, stabilise 27 %, measure 45 %, vent 10 % of 45 s, sampled at 1 Hz
@@ -59,7 +59,7 @@ def test_kernel_matches_reference_and_finds_the_simulated_phases() -> None:
 
 
 def test_kernel_matches_reference_with_nan_inf_bad_gap_and_constant_input() -> None:
-    ts, sig, value, quality, role, row = trace(600, seed=5)
+    ts, sig, value, quality, role, row = trace(450, seed=5)
     rng = np.random.default_rng(1)
     value = value.copy()
     value[rng.choice(value.size, 40, replace=False)] = np.nan
