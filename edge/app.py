@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge.actions import ActionService
+from edge.actions.service import requests_from_events
 from edge.actions.writers import write_target
 from edge.agents.runner import AgentRunner
 from edge.config import EdgeConfig, load_edge
@@ -321,7 +322,10 @@ class EdgeGateway:
         self.agents.run(frame, result.events, time.monotonic())
         h[PENDING] = len(self.buffer) + self.agents.pending
         if self.agents.events:
-            self._publish_docs(self.agents.take_events())
+            docs = self.agents.take_events()
+            for req in requests_from_events(docs):  # an agent's request to act on the plant (edge/actions)
+                self.actions.submit(req)
+            self._publish_docs(docs)
 
     def _encode(self, part: Frame) -> None:
         """Count, encode and submit one frame's samples in batches of at most ``max_batch_samples``."""

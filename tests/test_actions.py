@@ -161,3 +161,15 @@ def test_smoke_an_applied_hold_is_written_over_the_polling_connection(tmp_path: 
             assert audits[0]["type"] == "audit" and audits[0]["service"] == "actions" and audits[0]["reason"] == "smoke"
 
     asyncio.run(main())
+
+
+def test_agents_ask_for_actions_through_their_event_documents() -> None:
+    from edge.actions.service import requests_from_events
+
+    docs = [{"type": "alarm", "agent": "leak_test", "detail": "seal", "action": {"target": "s1.hold", "value": 1}},
+            {"type": "alarm", "agent": "leak_test"},  # no action: not a request
+            {"type": "alarm", "agent": "x", "action": {"target": "s1.hold", "value": "1"}},  # malformed: skipped
+            {"type": "alarm", "agent": "x", "action": {"target": 3, "value": 1}}]
+    reqs = requests_from_events(docs)
+    assert [(r.target, r.value, r.actor, r.source, r.reason) for r in reqs] == [
+        ("s1.hold", 1.0, "agent:leak_test", RequestSource.AGENT, "seal")]

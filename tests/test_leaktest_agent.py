@@ -135,3 +135,13 @@ def test_the_runner_builds_runs_and_checkpoints_it(tmp_path: Path) -> None:
     again = AgentRunner.build(table, plant, settings, tmp_path)
     restored = again.slots[0].agent
     assert isinstance(restored, LeakTestAgent) and restored.cycles[0] == agent.cycles[0]  # warm restart
+
+
+def test_a_drift_episode_can_ask_to_hold_its_station(ctx: AgentContext) -> None:
+    from edge.agents.leaktest_track import Episode
+
+    agent = LeakTestAgent(ctx, LeakTestSettings(hold_target="{station}.hold"))
+    doc = agent._event(Episode(2, True, 10**18, 10**18 - 90 * 10**9, 31.0, 4.0, 31.0))
+    assert doc["action"] == {"target": "line2.leak_test03.hold", "value": 1}
+    assert "action" not in agent._event(Episode(2, False, 10**18, 10**18, 1.0, 0.0, 31.0))  # release: the operator's
+    assert "action" not in LeakTestAgent(ctx, LeakTestSettings())._event(Episode(2, True, 10**18, 10**18, 31, 0, 31))

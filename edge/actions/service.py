@@ -34,7 +34,7 @@ from edge.sources.writes import DeviceDown, WriteFailed
 from .policy import Decision, Outcome, Policy, Reason
 from .settings import ActionsSettings, ActionTarget
 
-__all__ = ["ActionRequest", "ActionResult", "ActionService", "RequestSource", "parse_command"]
+__all__ = ["ActionRequest", "ActionResult", "ActionService", "RequestSource", "parse_command", "requests_from_events"]
 
 log = logging.getLogger("plantwire.edge.actions")
 
@@ -92,6 +92,28 @@ def parse_command(payload: bytes) -> ActionRequest | tuple[str | None, str]:
     return ActionRequest(target=target, value=float(value), actor=actor if isinstance(actor, str) else str(actor),
                          source=RequestSource.MQTT, reason=reason if isinstance(reason, str) else str(reason), id=rid,
                          ts_ns=ts_ns if isinstance(ts_ns, int) else 0)
+
+
+def requests_from_events(docs: list[dict[str, Any]]) -> list[ActionRequest]:
+    """Write requests agents attached to their events-lane documents (``"action": {"target", "value"}``).
+
+    How an agent asks for an action through the agent seam without a handle on this service: the
+    gateway hands what these documents carry to :meth:`ActionService.submit` as requests of source
+    ``agent`` (actor ``agent:<name>``, reason the document's ``detail``); the allow-list decides as for
+    any request. A malformed ``action`` is skipped (the document itself is still published).
+    """
+    out = []
+    for doc in docs:
+        act = doc.get("action")
+        if not isinstance(act, dict):
+            continue
+        target, value = act.get("target"), act.get("value")
+        if not isinstance(target, str) or isinstance(value, bool) or not isinstance(value, (int, float)):
+            log.warning("actions: agent %s attached a malformed action %r; skipped", doc.get("agent"), act)
+            continue
+        out.append(ActionRequest(target=target, value=float(value), actor=f"agent:{doc.get('agent', '?')}",
+                                 source=RequestSource.AGENT, reason=str(doc.get("detail", ""))[:500]))
+    return out
 
 
 class ActionService:

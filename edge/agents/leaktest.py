@@ -14,6 +14,9 @@ phase timers (``LeakTestSettings``):
 4. a drift episode (passing parts whose leak rate creeps up: a fixture or seal leak) is an
    events-lane alarm ``kind: leak_drift`` on the station, with ``since_ns`` (the change point),
    ``excess_pa_s``, ``growth_pa_s_per_h`` and a ``detail`` sentence; it closes when the excess is gone.
+   With ``hold_target`` set, an opening episode also asks the gateway's allow-listed actions
+   (``edge.actions``) to set that target (``{station}.hold``) to 1: the edge decides, within what the
+   ``actions:`` section allows (dry run by default); releasing the hold is the operator's.
 
 State (kernel cycle state, tracker state, counters) is checkpointed by the runner.
 """
@@ -120,7 +123,9 @@ class LeakTestAgent(Agent):
                 "end_ns": None if ep.opened else ep.ts_ns,
                 "peak": round(min(1.0, max(0.0, ep.peak_pa_s) / self.settings.limit_pa_s), 4),
                 "since_ns": ep.since_ns, "detected_ns": ep.ts_ns, "excess_pa_s": round(ep.excess_pa_s, 3),
-                "growth_pa_s_per_h": round(ep.growth_pa_s_per_h, 3), "detail": detail}
+                "growth_pa_s_per_h": round(ep.growth_pa_s_per_h, 3), "detail": detail,
+                **({"action": {"target": self.settings.hold_target.replace("{station}", st), "value": 1}}
+                   if ep.opened and self.settings.hold_target else {})}
 
     def state(self) -> dict[str, np.ndarray]:
         return {"cycle_state": self.cycle_state, "counters": self.counters, "tracker": self.tracker.state,

@@ -37,6 +37,9 @@ class LeakTestSettings(AgentSettings):
     gas_tau_s: float = Field(default=1000.0, gt=0,
                              description="prior thermal time constant of the test gas, until the station's own is "
                                          "learned from its cycles")
+    hold_target: str | None = Field(
+        default=None, description="when a drift episode opens, request this action target set to 1 "
+                                  "(edge/actions; {station} is replaced by the station id), e.g. '{station}.hold'")
     p_on_bar: float = Field(default=1.0, gt=0, description="pressure above which a fill has started (bar)")
     rise_bar_s: float = Field(default=0.5, gt=0, description="pressure rise that is a fill (bar/s)")
     vent_bar_s: float = Field(default=0.5, gt=0, description="pressure fall that is a vent (bar/s)")
