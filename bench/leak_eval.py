@@ -6,9 +6,10 @@ The dev plant's six leak-test stations are simulated at 1 Hz, as the edge reads 
 (temperatures int16 at 0.1 K, pressure float32), for ``--days`` simulated days per seed, with the
 simulator's physics (shift pattern: some stations are off at night; per-part temperature and its effect
 on the decay) and its random micro-leaks (``simulators.faults``, ``micro_leak``: 20-80 Pa/s for 10-60
-minutes, about 0.2 per station-hour at the default anomaly rate) with their ground truth. The other
-random anomaly kinds of the simulator are not injected on these signals (this bench measures the leak
-logic, not its robustness to sensor faults).
+minutes, about 0.2 per station-hour at the default anomaly rate) with their ground truth. The simulator's
+other anomaly kinds (spike, step, drift, stuck, noise burst, dropout, oscillation, calibration offset) hit
+the agent's signals too, at the same default rate, as they would in the plant: a drift episode they cause
+counts as false (``--no-sensor-faults`` leaves them out).
 
 Per seed, the agent's kernel segments every cycle once; the drift tracker then runs per candidate
 threshold ``cusum_h``. The threshold is **chosen on the tune seed** (the smallest meeting <= 1 false
@@ -53,7 +54,39 @@ NAMES = ("test_pressure", "part_temp", "chamber_temp", "stabilise_time", "measur
 CHUNK_S = 3600
 
 
-def simulate(seed: int, days: float, agent: LeakTestAgent) -> tuple[np.ndarray, list[dict], list[dict], object]:
+def sensor_faults(ev: object, rows: np.ndarray, c0: float, t: np.ndarray, v: np.ndarray, clean_at: object,
+                  rng: np.random.Generator) -> int:
+    """Apply the simulator's other anomaly kinds on the agent's signals to ``v`` (ticks x rows), as
+    ``simulators.signals.SignalModel.apply_events`` does; returns how many were active in the chunk."""
+    col = {int(r): j for j, r in enumerate(rows.tolist())}
+    n = 0
+    for i in range(len(ev.signal)):  # type: ignore[attr-defined]
+        j = col.get(int(ev.signal[i]))  # type: ignore[attr-defined]
+        kind = KIND_ORDER[int(ev.kind[i])]  # type: ignore[attr-defined]
+        a, b, mag = float(ev.start_s[i]), float(ev.end_s[i]), float(ev.magnitude[i])  # type: ignore[attr-defined]
+        if j is None or kind is EventKind.MICRO_LEAK or b <= t[0] or a > t[-1]:
+            continue
+        on = (t >= a) & (t < b)
+        if not on.any():
+            continue
+        n += 1
+        if kind in (EventKind.SPIKE, EventKind.STEP, EventKind.CALIBRATION_OFFSET):
+            v[on, j] += mag
+        elif kind is EventKind.DRIFT:
+            v[on, j] += mag * np.clip((t[on] - a) / max(b - a, 1e-9), 0.0, 1.0)
+        elif kind is EventKind.OSCILLATION:
+            v[on, j] += mag * np.sin(2.0 * np.pi * (t[on] - a) / 5.0)
+        elif kind is EventKind.NOISE_BURST:
+            v[on, j] += mag * rng.standard_normal(int(on.sum()))
+        elif kind is EventKind.STUCK:
+            v[on, j] = clean_at(a, rows[j:j + 1])[0]  # type: ignore[operator]
+        elif kind is EventKind.DROPOUT:
+            v[on, j] = np.nan
+    return n
+
+
+def simulate(seed: int, days: float, agent: LeakTestAgent,
+             sensor: bool = True) -> tuple[np.ndarray, list[dict], list[dict], object]:
     """Feed ``days`` of the stations' signals to ``agent``; returns (cycle rows, its events, micro-leaks, table)."""
     plant = load_plant(PLANT)
     world = build_world(SimOptions(plant=PLANT, seed=seed, epoch_ns=EPOCH_NS, anomaly_rate_per_h=0.02), plant)
@@ -69,12 +102,15 @@ def simulate(seed: int, days: float, agent: LeakTestAgent) -> tuple[np.ndarray, 
     end_s = days * 86400.0
     ev = world.schedule.starting(0.0, end_s)
     leak = ev.kind == KIND_ORDER.index(EventKind.MICRO_LEAK)
+    ev_sensor = ev.select(~leak & np.isin(ev.signal, rows))
+    agent.sensor_faults = len(ev_sensor)  # type: ignore[attr-defined]
     machine_of_station = {table.machine_ids.index(s): k for k, s in enumerate(agent.stations)}
     leaks = [{"station": machine_of_station[int(table.machine[r])], "start_s": float(a), "end_s": float(b),
               "magnitude": float(m)}
              for r, a, b, m in zip(ev.signal[leak], ev.start_s[leak], ev.end_s[leak], ev.magnitude[leak], strict=True)
              if int(table.machine[r]) in machine_of_station]
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xB3AC]))
+    model = world.model(rows, seed)  # for stuck values (clean_at)
     cycles: list[np.ndarray] = []
     events: list[dict] = []
     out = Emitter(10**6, len(agent.derived()))
@@ -101,6 +137,9 @@ def simulate(seed: int, days: float, agent: LeakTestAgent) -> tuple[np.ndarray, 
             sel = np.flatnonzero(np.tile(press & (table.machine[rows] == m), t.size)
                                  & (tt >= lk_["start_s"]) & (tt < lk_["end_s"]))
             v[sel] -= lk_["magnitude"] * 1e-5 * phys.measure_s(tt[sel], np.full(sel.size, m))
+        if sensor:
+            v2 = v.reshape(t.size, rows.size)
+            sensor_faults(ev_sensor, rows, c0, t, v2, model.clean_at, rng)
         v = np.clip(v, np.tile(lo, t.size), np.tile(hi, t.size))
         tm = np.tile(temp, t.size)
         v[tm] = np.round(v[tm] * 10.0) / 10.0  # int16, scale 0.1 on the wire
@@ -179,6 +218,7 @@ def main() -> None:
     ap.add_argument("--tune-seed", type=int, default=1)
     ap.add_argument("--report-seed", type=int, default=2)
     ap.add_argument("--detectable", type=float, default=20.0)
+    ap.add_argument("--no-sensor-faults", action="store_true", help="no other anomaly kinds on the agent's signals")
     ap.add_argument("--verbose", action="store_true", help="list the micro-leaks missed on the report seed")
     ap.add_argument("--candidates", default="1.0,1.5,2.0,2.5,3.0,4.0,5.0")
     args = ap.parse_args()
@@ -192,14 +232,14 @@ def main() -> None:
     def run(seed: int) -> tuple[np.ndarray, list[dict], float, int, LeakTestAgent]:
         agent = LeakTestAgent(ctx, base)
         t0 = time.perf_counter()
-        cycles, _, leaks, _ = simulate(seed, args.days, agent)
+        cycles, _, leaks, _ = simulate(seed, args.days, agent, sensor=not args.no_sensor_faults)
         return cycles, leaks, time.perf_counter() - t0, len(agent.stations), agent
 
     print(f"leak_eval: dev plant, {args.days:g} simulated days per seed, detectable {args.detectable:g} Pa/s, "
           f"found within {WITHIN_CYCLES} cycles")
     cycles, leaks, secs, n_st, agent = run(args.tune_seed)
-    print(f"tune seed {args.tune_seed}: {cycles.shape[0]} cycles on {n_st} stations, {len(leaks)} micro-leaks "
-          f"({secs:.0f} s to simulate and segment)")
+    print(f"tune seed {args.tune_seed}: {cycles.shape[0]} cycles on {n_st} stations, {len(leaks)} micro-leaks, "
+          f"{agent.sensor_faults} sensor faults on its signals ({secs:.0f} s to simulate and segment)")
     chosen = None
     for h in candidates:
         tr = LeakTracker(n_st, base.model_copy(update={"cusum_h": h}))
@@ -225,7 +265,7 @@ def main() -> None:
     for leak in leaks:
         clean &= ~((res[:, 0] == leak["station"]) & (t_end >= leak["start_s"]) & (t_end < leak["end_s"] + CYCLE_S))
     print(f"report seed {args.report_seed} (not seen when choosing): {cycles.shape[0]} cycles, {len(leaks)} "
-          f"micro-leaks")
+          f"micro-leaks, {agent.sensor_faults} sensor faults")
     print(f"  recall {sc['recall']:.3f} ({sc['found']}/{sc['leaks']} micro-leaks >= {args.detectable:g} Pa/s found "
           f"within {WITHIN_CYCLES} cycles; {sc['warming']} more during warm-up), median delay "
           f"{sc['median_delay_cycles']:.0f} cycles (max "
