@@ -458,7 +458,7 @@ class _LeakStation:
 
 def leak_cycles(ts_ns, signal, value, quality, role, row, p_on, rise, vent, max_gap, stab_default, meas_default,
                 stations):
-    """Result rows as lists [row, end, fill, stab, meas, vent, decay, p_mean, dT, n, meas0] and (bad, aborted)."""
+    """Result rows as lists [row, end, fill, stab, meas, vent, decay, p_mean, dT, n, meas0, resid] and counts."""
     sts = stations
     results, bad, aborted = [], 0, 0
     for ts, sig, v, q in zip(ts_ns.tolist(), signal.tolist(), value.tolist(), quality.tolist(), strict=True):
@@ -510,11 +510,14 @@ def leak_cycles(ts_ns, signal, value, quality, role, row, p_on, rise, vent, max_
                 x = np.array([p[0] for p in s.points])
                 y = np.array([p[1] for p in s.points])
                 n = len(s.points)
-                slope = np.polyfit(x, y, 1)[0] if n >= 3 and np.ptp(x) > 0 else math.nan
+                slope, resid = math.nan, math.nan
+                if n >= 3 and np.ptp(x) > 0:
+                    slope, icept = np.polyfit(x, y, 1)
+                    resid = float(np.sqrt(np.sum((y - (icept + slope * x)) ** 2) / (n - 2))) * 1e5
                 end = t if v < 0.5 * p_on else s.t_last
                 results.append([int(row[sig]), end, s.fill1 - s.fill0, s.meas0 - s.fill1, s.vent0 - s.meas0,
                                 end - s.vent0, -slope * 1e5, float(y.mean()) if n else math.nan,
-                                float(np.mean(s.dts)) if s.dts else math.nan, n, s.meas0])
+                                float(np.mean(s.dts)) if s.dts else math.nan, n, s.meas0, resid])
                 if v < 0.5 * p_on:
                     s.phase = "idle"
                 else:

@@ -10,7 +10,8 @@ phase timers (``LeakTestSettings``):
 3. each cycle yields derived samples at the cycle's end, ``<station>.<name>``: ``leak_rate_pa_s``
    (compensated), ``decay_raw_pa_s``, ``thermal_pa_s`` (the compensation), ``leak_pass`` (1 pass,
    0 fail), ``leak_excess_pa_s`` (over the station's baseline), ``fill_s``, ``stabilise_s``,
-   ``measure_s``, ``vent_s``;
+   ``measure_s``, ``vent_s``, ``leak_valid`` (0: the measure phase was not a clean decay or had no
+   temperature, so the cycle is reported but not judged: no pass/fail, no leak rate, not tracked);
 4. a drift episode (passing parts whose leak rate creeps up: a fixture or seal leak) is an
    events-lane alarm ``kind: leak_drift`` on the station, with ``since_ns`` (the change point),
    ``excess_pa_s``, ``growth_pa_s_per_h`` and a ``detail`` sentence; it closes when the excess is gone.
@@ -41,6 +42,7 @@ from .leaktest_track import (
     C_ROW,
     C_STAB_S,
     C_THERMAL,
+    C_VALID,
     C_VENT_S,
     Episode,
     LeakTracker,
@@ -51,13 +53,14 @@ __all__ = ["DERIVED", "LeakTestAgent"]
 # (name, unit, result column) of the derived signals, per station in this order
 DERIVED = (("leak_rate_pa_s", "Pa/s", C_LEAK), ("decay_raw_pa_s", "Pa/s", C_RAW), ("thermal_pa_s", "Pa/s", C_THERMAL),
            ("leak_pass", "", C_PASS), ("leak_excess_pa_s", "Pa/s", C_EXCESS), ("fill_s", "s", C_FILL_S),
-           ("stabilise_s", "s", C_STAB_S), ("measure_s", "s", C_MEAS_S), ("vent_s", "s", C_VENT_S))
+           ("stabilise_s", "s", C_STAB_S), ("measure_s", "s", C_MEAS_S), ("vent_s", "s", C_VENT_S),
+           ("leak_valid", "", C_VALID))
 MAX_CYCLES_PER_FRAME = 4096
 
 
 class LeakTestAgent(Agent):
     name = "leak_test"
-    state_version = 1
+    state_version = 2  # 2: the kernel keeps sums of squares (fit residual)
 
     def __init__(self, ctx: AgentContext, settings: LeakTestSettings) -> None:
         s = self.settings = settings

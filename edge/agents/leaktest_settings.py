@@ -29,6 +29,10 @@ class LeakTestSettings(AgentSettings):
                                    description="smallest rise of a station's leak rate it must find (Pa/s)")
     cusum_h: float = Field(default=1.0, gt=0, description="drift alarm threshold, in units of detectable_pa_s "
                                                           "(chosen on one seed by bench/leak_eval.py)")
+    max_resid_pa: float = Field(default=150.0, gt=0,
+                                description="a measure phase whose pressure scatters more than this about the "
+                                            "fitted decay (Pa) is not a decay: the cycle is not judged (a spike, "
+                                            "a noise burst, a step in the trace)")
     close_cycles: int = Field(default=3, ge=1, description="cycles back under detectable/2 that close an episode")
     warmup_cycles: int = Field(default=30, ge=1, description="cycles before a station's baseline is trusted")
     baseline_cycles: float = Field(default=50.0, ge=2, description="EWMA window of the baseline leak rate (cycles)")

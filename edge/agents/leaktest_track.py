@@ -31,10 +31,11 @@ from edge.kernels import leaktest as lk
 
 from .leaktest_settings import Compensation, LeakTestSettings
 
-__all__ = ["C_LEAK", "C_PASS", "N_C", "Episode", "LeakTracker"]
+__all__ = ["C_LEAK", "C_PASS", "C_VALID", "N_C", "Episode", "LeakTracker"]
 
 # result columns per cycle
-(C_ROW, C_END_S, C_FILL_S, C_STAB_S, C_MEAS_S, C_VENT_S, C_RAW, C_THERMAL, C_LEAK, C_PASS, C_EXCESS, N_C) = range(12)
+(C_ROW, C_END_S, C_FILL_S, C_STAB_S, C_MEAS_S, C_VENT_S, C_RAW, C_THERMAL, C_LEAK, C_PASS, C_EXCESS, C_VALID,
+ N_C) = range(13)
 # state columns per station
 (T_W, T_SX, T_SY, T_SXX, T_SXY, B_MU, B_N, S_CUSUM, S_ZERO_S, S_OPEN, S_OPEN_NS, S_SINCE_S, S_BELOW, S_PEAK,
  G_N, G_ST, G_SE, G_STT, G_STE, N_STATE) = range(20)
@@ -79,9 +80,14 @@ class LeakTracker:
             res[i, C_FILL_S:C_VENT_S + 1] = c[lk.O_FILL_S:lk.O_VENT_S + 1]
             raw = c[lk.O_DECAY_PA_S]
             res[i, C_RAW] = raw
-            if not np.isfinite(raw):
-                continue
             dt_k = c[lk.O_DT_K]
+            # A fit that is not a decay (spike, burst, step: the trace scatters about the line), an absurd rate, or
+            # no temperature to compensate with: the cycle is reported but neither judged nor tracked.
+            valid = (np.isfinite(raw) and c[lk.O_RESID_PA] <= s.max_resid_pa and abs(raw) <= 10.0 * s.limit_pa_s
+                     and (np.isfinite(dt_k) or s.compensation is Compensation.OFF))
+            res[i, C_VALID] = 1.0 if valid else 0.0
+            if not valid:
+                continue
             x = c[lk.O_P_BAR] * 1e5 / T_ABS0 * dt_k if np.isfinite(dt_k) else 0.0
             w = row[T_W]
             inv_tau = 0.0 if s.compensation is Compensation.OFF else 1.0 / s.gas_tau_s

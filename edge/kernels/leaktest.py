@@ -23,7 +23,9 @@ each pressure sample moves the station's cycle state machine:
 A result row (``out[k, :]``): station row, end time (s), fill, stabilise, measure and vent
 durations (s), the raw decay ``-slope * 1e5`` (Pa/s; positive = pressure falling), mean pressure
 (bar), mean part-minus-chamber temperature (K, NaN if unknown), measure samples, measure start
-(s). Temperature compensation and pass/fail are the agent's (per cycle, not per sample). At most
+(s), and the standard deviation of the pressure about the fitted line (Pa; a spike, a burst of noise or
+a step inside the measure phase shows there, so the agent can refuse a fit that is not a decay).
+Temperature compensation and pass/fail are the agent's (per cycle, not per sample). At most
 ``out.shape[0]`` rows per call; further finished cycles are counted in ``G_OVERFLOW`` and lost.
 """
 
@@ -39,10 +41,10 @@ R_PRESSURE, R_PART_T, R_CHAMBER_T, R_STAB_S, R_MEAS_S = 1, 2, 3, 4, 5
 IDLE, FILL, STAB, MEAS, VENT, LOST = 0, 1, 2, 3, 4, 5
 # st[station, :]
 (S_PHASE, S_T_LAST, S_P_LAST, S_RISE, S_T_FILL0, S_T_FILL1, S_T_MEAS0, S_T_VENT0, S_N, S_ST, S_SP, S_STT, S_STP,
- S_SDT, S_NDT, S_PART, S_CHAMBER, S_STAB_S, S_MEAS_S, N_ST) = range(20)
+ S_SDT, S_NDT, S_PART, S_CHAMBER, S_STAB_S, S_MEAS_S, S_P0, S_SPP, N_ST) = range(22)
 # out[k, :]
 (O_ROW, O_END_S, O_FILL_S, O_STAB_S, O_MEAS_S, O_VENT_S, O_DECAY_PA_S, O_P_BAR, O_DT_K, O_N, O_T_MEAS0,
- N_OUT) = range(12)
+ O_RESID_PA, N_OUT) = range(13)
 # params[:]
 PA_P_ON, PA_RISE, PA_VENT, PA_MAX_GAP_S, PA_STAB_S, PA_MEAS_S, N_PARAMS = range(7)
 # counters[:]
@@ -132,6 +134,8 @@ def leak_cycles(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, qualit
                 st[k, S_STP] = 0.0
                 st[k, S_SDT] = 0.0
                 st[k, S_NDT] = 0.0
+                st[k, S_P0] = v  # pressures about the first one: the sums of squares stay well conditioned
+                st[k, S_SPP] = 0.0
         if phase == MEAS:
             meas = st[k, S_MEAS_S]
             if meas != meas:
@@ -141,11 +145,13 @@ def leak_cycles(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, qualit
                 st[k, S_T_VENT0] = t_last
             elif t - st[k, S_T_MEAS0] <= meas + 1e-6:
                 x = t - st[k, S_T_MEAS0]
+                y = v - st[k, S_P0]
                 st[k, S_N] += 1.0
                 st[k, S_ST] += x
-                st[k, S_SP] += v
+                st[k, S_SP] += y
                 st[k, S_STT] += x * x
-                st[k, S_STP] += x * v
+                st[k, S_STP] += x * y
+                st[k, S_SPP] += y * y
                 dt_k = st[k, S_PART] - st[k, S_CHAMBER]
                 if dt_k == dt_k:
                     st[k, S_SDT] += dt_k
@@ -156,6 +162,12 @@ def leak_cycles(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, qualit
                 if n_out < out.shape[0]:
                     den = n * st[k, S_STT] - st[k, S_ST] * st[k, S_ST]
                     slope = (n * st[k, S_STP] - st[k, S_ST] * st[k, S_SP]) / den if n >= 3.0 and den > 0.0 else np.nan
+                    resid = np.nan
+                    if slope == slope:
+                        mx, my = st[k, S_ST] / n, st[k, S_SP] / n
+                        syy = st[k, S_SPP] - n * my * my
+                        sxy = st[k, S_STP] - n * mx * my
+                        resid = math.sqrt(max(syy - slope * sxy, 0.0) / (n - 2.0)) * 1e5
                     end = t if v < 0.5 * p_on else t_last
                     out[n_out, O_ROW] = k
                     out[n_out, O_END_S] = end
@@ -164,7 +176,8 @@ def leak_cycles(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, qualit
                     out[n_out, O_MEAS_S] = st[k, S_T_VENT0] - st[k, S_T_MEAS0]
                     out[n_out, O_VENT_S] = end - st[k, S_T_VENT0]
                     out[n_out, O_DECAY_PA_S] = -slope * 1e5
-                    out[n_out, O_P_BAR] = st[k, S_SP] / n if n > 0.0 else np.nan
+                    out[n_out, O_P_BAR] = st[k, S_P0] + st[k, S_SP] / n if n > 0.0 else np.nan
+                    out[n_out, O_RESID_PA] = resid
                     out[n_out, O_DT_K] = st[k, S_SDT] / st[k, S_NDT] if st[k, S_NDT] > 0.0 else np.nan
                     out[n_out, O_N] = n
                     out[n_out, O_T_MEAS0] = st[k, S_T_MEAS0]
