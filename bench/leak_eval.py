@@ -239,7 +239,8 @@ def main() -> None:
           f"found within {WITHIN_CYCLES} cycles")
     cycles, leaks, secs, n_st, agent = run(args.tune_seed)
     print(f"tune seed {args.tune_seed}: {cycles.shape[0]} cycles on {n_st} stations, {len(leaks)} micro-leaks, "
-          f"{agent.sensor_faults} sensor faults on its signals ({secs:.0f} s to simulate and segment)")
+          f"{agent.sensor_faults} sensor faults on its signals{' (not injected)' if args.no_sensor_faults else ''} "
+          f"({secs:.0f} s to simulate and segment)")
     chosen = None
     for h in candidates:
         tr = LeakTracker(n_st, base.model_copy(update={"cusum_h": h}))
