@@ -34,6 +34,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edge.actions import ActionService
+from edge.actions.service import requests_from_events
+from edge.actions.writers import write_target
 from edge.agents.runner import AgentRunner
 from edge.alarms.service import AlarmService
 from edge.alarms.settings import AlarmMode
@@ -181,6 +184,11 @@ class EdgeGateway:
                 time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(prev.last_flush_ns / 1e9)), prev.unlogged_samples,
             )
         self.metrics_server: MetricsServer | None = None
+        # Allow-listed writes to the plant (edge/actions): agents submit, operators command over MQTT.
+        self.actions = ActionService(cfg.actions, write=lambda t, v: write_target(self.sources, t, v),
+                                     audit=self._publish_audit, answer=self._publish_cmdresult)
+        if cfg.actions.commands:
+            self.publisher.subscribe(f"plantwire/cmd/v1/{self.site}/{cfg.gateway_id}/actions", self.actions.on_command)
         # Sparkplug B: a second, optional northbound path with its own connection (edge/sinks/sparkplug.py),
         # fed through a worker thread so that building its payloads never runs on this event loop.
         self.sparkplug: SparkplugFeed | None = None
@@ -394,7 +402,10 @@ class EdgeGateway:
         self.agents.run(frame, result.events, time.monotonic())
         h[PENDING] = len(self.buffer) + self.agents.pending
         if self.agents.events:
-            self._publish_docs(self.agents.take_events())
+            docs = self.agents.take_events()
+            for req in requests_from_events(docs):  # an agent's request to act on the plant (edge/actions)
+                self.actions.submit(req)
+            self._publish_docs(docs)
 
     def _encode(self, part: Frame) -> None:
         """Count, encode and submit one frame's samples in batches of at most ``max_batch_samples``."""
@@ -490,6 +501,17 @@ class EdgeGateway:
             self._sparkplug_call(self.sparkplug.call, self.sparkplug.node.on_events, events)
         if self.detector_alarms is not None:
             self._console_call(self.detector_alarms.feed, out)
+
+    def _publish_audit(self, doc: dict[str, Any]) -> None:
+        """An audit document (edge/actions) on the events lane: logged and acknowledged like alarms."""
+        payload = wire.encode_events(self.cfg.gateway_id, self.boot_epoch_ns, [doc])
+        self.events_bytes += len(payload)
+        self.events_messages += 1
+        self.forwarder.submit_event(payload, self.boot_epoch_ns)
+
+    def _publish_cmdresult(self, doc: dict[str, Any]) -> None:
+        """The answer to an operator's command (QoS 1, not retained), for a CLI waiting on it."""
+        self.publisher.publish(wire.topic(self.site, self.cfg.gateway_id, "cmdresult"), json.dumps(doc).encode())
 
     def _publish_status(self) -> None:
         """Retained gateway status on the health topic (the last will overwrites it with "offline")."""
@@ -610,6 +632,8 @@ class EdgeGateway:
         if self.alarms is not None:
             self.alarms.export_metrics(m)
             m.counter("alarm_errors_total", "Alarm layer steps that failed (logged)").set(self.alarm_errors)
+
+        self.actions.export_metrics(m)
         if self.sparkplug is not None:
             self._sparkplug_call(self.sparkplug.node.export_metrics, m)
             m.counter("sparkplug_errors_total", "Sparkplug node calls that failed (logged)").set(
@@ -792,6 +816,8 @@ class EdgeGateway:
                 tasks.append(tg.create_task(self._supervise(), name="supervise"))
                 if self.models is not None:
                     tasks.append(tg.create_task(self.models.run(), name="models"))
+
+                tasks.append(tg.create_task(self.actions.run(), name="actions"))
                 await stop.wait()
                 self.notifier.stopping()
                 for t in tasks:

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edge.actions.settings import ActionsSettings, check_targets
 from edge.agents.settings import AgentsSettings
 from edge.alarms.settings import AlarmSettings
 from edge.console.settings import ConsoleSettings
@@ -201,6 +202,8 @@ class EdgeConfig(_Strict):
     alarms: AlarmSettings = Field(default=AlarmSettings(), description="alarm management: incidents (edge/alarms)")
     console: ConsoleSettings | None = Field(default=None, description="local web console; off when absent")
     agents: AgentsSettings = Field(default_factory=AgentsSettings, description="edge agents (edge/agents)")
+    actions: ActionsSettings = Field(default_factory=ActionsSettings,
+                                     description="allow-listed writes (docs/actions.md)")
 
 
 def load_edge(path: Path) -> tuple[EdgeConfig, PlantConfig]:
@@ -213,6 +216,11 @@ def load_edge(path: Path) -> tuple[EdgeConfig, PlantConfig]:
         plant = load_plant(plant_path)
     except ConfigError as exc:
         raise ConfigError(str(path), [f"plant: {e}" for e in exc.report().splitlines()]) from None
+    if cfg.actions.targets:  # each target's device must be in the plant, with the protocol its address implies
+        from plantwire.plant import expand
+
+        if errors := check_targets(cfg.actions, expand(plant)):
+            raise ConfigError(str(path), errors)
     state_dir = cfg.state_dir if cfg.state_dir.is_absolute() else path.parent / cfg.state_dir
     cfg = cfg.model_copy(update={"plant": plant_path, "state_dir": state_dir})
     sec = cfg.opcua.security

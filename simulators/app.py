@@ -40,10 +40,12 @@ from plantwire.configfile import ConfigError
 from plantwire.lifeline import STOP_SIGNALS, die_with_parent, watch_parent
 from plantwire.plant import Protocol, SignalTable
 
+from .commands import CommandPoints
 from .control import ControlServer, parse_body
 from .encoding import DeviceImage, RegisterEncoder
 from .faults import LabelWriter
 from .modbus_server import ModbusSlave, UnitMode
+from .physics import machine_templates
 from .runtime import SimOptions, TickLoop, add_common_arguments, build_world, options_from_args
 from .schedule import TransportFault, TransportKind, faults_from_data
 
@@ -74,6 +76,9 @@ class Simulator:
         self.labels = LabelWriter(labels, t, self.schedule, opts.epoch_ns, clean_at=self.model.clean_at,
                                   physics=self.world.physics, transport=self.transport,
                                   rul_period_s=max(60.0, 10.0 * opts.time_scale))
+        # Command points (hold, stack light) the machines declare; a write reaches the physics at once.
+        self.commands = CommandPoints(t, machine_templates(self.world.plant))
+        self._modbus_names = {d.name for d in t.devices if d.protocol is Protocol.MODBUS}
         self.slaves: list[ModbusSlave] = []
         self.slave_of: dict[int, ModbusSlave] = {}
         by_address: dict[tuple[str, int], dict[int, DeviceImage]] = defaultdict(dict)
@@ -88,7 +93,8 @@ class Simulator:
             units[d.unit_id] = self.encoder.images.get(d.index) or _empty_image(d.index)
             names[(d.host, d.port)].append(d.name)
         for (host, port), units in by_address.items():
-            self.slaves.append(ModbusSlave(host, port, units, name="+".join(names[(host, port)])))
+            self.slaves.append(ModbusSlave(host, port, units, name="+".join(names[(host, port)]),
+                                           commands=self.commands, on_command=self._on_command))
         for d in t.devices:
             if d.protocol is Protocol.MODBUS:
                 self.slave_of[d.index] = next(s for s in self.slaves if (s.host, s.port) == (d.host, d.port))
@@ -102,6 +108,10 @@ class Simulator:
     # -- ticks ----------------------------------------------------------------------------------
     def _modbus_tick(self, k: int, t_s: float, wall_ns: int) -> None:
         self.encoder.encode(self.model.step(k, t_s))
+
+    def _on_command(self) -> None:
+        """A command write was accepted: a hold takes effect at the current simulated time."""
+        self.world.physics.set_held(self.commands.held(), self.sim_now())
 
     def sim_now(self) -> float:
         """Simulated seconds since the epoch, now."""
@@ -161,6 +171,9 @@ class Simulator:
                               for n, p in self.children.items()},
             "labels_written": self.labels.written,
             "transport_faults": [f.label(self.table, self.opts.epoch_ns) for f in self.transport],
+            # this process's points (Modbus); an OPC-UA server's are read from its own address space
+            "commands": [c for c in self.commands.status() if c["device"] in self._modbus_names],
+            "command_writes": self.commands.writes,
         }
 
     async def _transport_loop(self) -> None:
@@ -301,6 +314,9 @@ class Simulator:
         for i in range(len(wear.machine)):
             lines.append(f"    {t.machine_ids[int(wear.machine[i])]:<32} fails at t={wear.failure_s[i]:.0f} s "
                          f"(RUL {(wear.failure_s[i] - wear.start_s[i]) / 86400:.1f} d)")
+        if self.commands.points:
+            lines.append(f"  writable command points: {len(self.commands.points)}")
+            lines.extend(self.commands.describe())
         lines.append(f"  transport faults: {len(self.transport)} scheduled")
         for f in self.transport:
             lines.append(f"    {f.kind.value:<11} {t.devices[f.device].name:<24} t={f.start_s:g}..{f.end_s:g} s")

@@ -9,7 +9,9 @@ those bytes and encodes as them, so a 125-register read costs a few microseconds
 
 Behaviour a gateway under test sees, chosen to match real PLCs:
 - Reads past the end of a table answer exception 0x02 (illegal data address); writes answer 0x01
-  (illegal function): the simulated PLC is read-only.
+  (illegal function): the process image is read-only. The exception is the command area a plant's
+  machines declare (``simulators.commands``: holding registers from 0xF000, FC 3 reads them,
+  FC 6 / FC 16 write them, an out-of-range value answers 0x03).
 - A unit id the port does not serve answers 0x0B (gateway target failed to respond), as a Modbus
   TCP gateway does for a slave that is not there.
 - Per unit, a :class:`UnitMode` set by the fault schedule or a test: ``exception`` answers every
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,6 +46,7 @@ from pymodbus.pdu.register_message import (
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from .commands import COMMAND_BASE, CommandPoints
 from .encoding import DeviceImage
 
 __all__ = ["ImageStore", "ModbusSlave", "UnitMode", "UnitState"]
@@ -146,6 +150,8 @@ class ImageStore:
     units: dict[int, DeviceImage]
     state: dict[int, UnitState] = field(default_factory=dict)
     stats: ServeStats = field(default_factory=ServeStats)
+    commands: CommandPoints | None = None
+    on_command: Callable[[], None] | None = None  # after every accepted command write
 
     def __post_init__(self) -> None:
         for unit in self.units:
@@ -167,6 +173,14 @@ class ImageStore:
             return ExceptionResponse(fc, st.exception_code)
         if st.mode is UnitMode.SLOW and st.delay_s > 0:
             await asyncio.sleep(st.delay_s)
+        if fc == 3 and address >= COMMAND_BASE and self.commands is not None:
+            regs = self.commands.modbus_read(image.device, address, count)
+            if regs is None:
+                self.stats.exceptions += 1
+                return ExceptionResponse(fc, ExcCodes.ILLEGAL_ADDRESS)
+            resp = _RESPONSE[fc](dev_id=unit, transaction_id=transaction_id)
+            resp.body = bytes((2 * count,)) + b"".join(r.to_bytes(2, "big") for r in regs)  # type: ignore[attr-defined]
+            return resp
         if fc in (3, 4):
             buf = image.holding if fc == 3 else image.input
             a, b = 2 * address, 2 * (address + count)
@@ -185,12 +199,39 @@ class ImageStore:
         resp.body = body  # type: ignore[attr-defined]
         return resp
 
-    # pymodbus's stock PDUs (writes, diagnostics) call these; the simulated PLC is read-only.
-    async def async_getValues(self, device_id: int, func_code: int, address: int, count: int = 1) -> ExcCodes:
+    # pymodbus's stock PDUs (writes, diagnostics) call these; only the command area is writable.
+    async def async_getValues(self, device_id: int, func_code: int, address: int,
+                              count: int = 1) -> ExcCodes | list[int]:
+        image = self.units.get(device_id)
+        if func_code in (6, 16) and image is not None and self.commands is not None:
+            regs = self.commands.modbus_read(image.device, address, count)
+            if regs is not None:
+                return regs
         return ExcCodes.ILLEGAL_FUNCTION
 
-    async def async_setValues(self, device_id: int, func_code: int, address: int, values: object) -> ExcCodes:
-        return ExcCodes.ILLEGAL_FUNCTION
+    async def async_setValues(self, device_id: int, func_code: int, address: int, values: object) -> ExcCodes | None:
+        self.stats.requests += 1
+        image = self.units.get(device_id)
+        if image is None:
+            self.stats.exceptions += 1
+            return ExcCodes.GATEWAY_NO_RESPONSE
+        st = self.state[device_id]
+        if st.mode is UnitMode.TIMEOUT:
+            self.stats.swallowed += 1
+            raise NoSuchIdException(f"unit {device_id} is simulating a timeout")
+        if st.mode is UnitMode.EXCEPTION:
+            self.stats.exceptions += 1
+            return ExcCodes(st.exception_code)
+        if func_code not in (6, 16) or self.commands is None or not isinstance(values, list):
+            self.stats.exceptions += 1
+            return ExcCodes.ILLEGAL_FUNCTION
+        refused = self.commands.modbus_write(image.device, address, [int(v) for v in values])
+        if refused is not None:
+            self.stats.exceptions += 1
+            return ExcCodes.ILLEGAL_FUNCTION if refused == "address" else ExcCodes.ILLEGAL_VALUE
+        if self.on_command is not None:
+            self.on_command()
+        return None
 
     def device_ids(self) -> list[int]:
         return list(self.units)
@@ -199,11 +240,12 @@ class ImageStore:
 class ModbusSlave:
     """One Modbus TCP server (host, port) answering for one or more unit ids from their images."""
 
-    def __init__(self, host: str, port: int, units: dict[int, DeviceImage], name: str = "") -> None:
+    def __init__(self, host: str, port: int, units: dict[int, DeviceImage], name: str = "", *,
+                 commands: CommandPoints | None = None, on_command: Callable[[], None] | None = None) -> None:
         self.host = host
         self.port = port
         self.name = name or f"{host}:{port}"
-        self.store = ImageStore(units)
+        self.store = ImageStore(units, commands=commands, on_command=on_command)
         self._server: ModbusTcpServer | None = None
 
     @property

@@ -30,6 +30,10 @@ SignAndEncrypt one. The server's key and self-signed certificate (application UR
 so a gateway that pinned the certificate keeps trusting it. Client certificates are accepted
 without a trust list: this is a test bench, not a plant.
 
+Command points (``simulators.commands``): machines that declare them (a leak-test station's
+``hold`` and ``stack_light``) get writable Double variables ``ns=<idx>;s=<machine>.cmd.<name>``;
+each tick reads them back, clips them to their range and applies a hold to the physics.
+
 Transport faults (``simulators.schedule``) for this server: ``bad_status`` writes the chosen
 status on the chosen items while it lasts; ``restart`` stops the server (every session and
 subscription is gone, clients see the connection drop) and starts a fresh one when it ends.
@@ -56,7 +60,9 @@ from asyncua import Server, ua
 from plantwire.configfile import ConfigError
 from plantwire.plant import Device, Protocol, SignalTable
 
+from .commands import CommandPoints
 from .history import RingHistory
+from .physics import machine_templates
 from .runtime import SimOptions, TickLoop, World, add_common_arguments, build_world, options_from_args
 from .schedule import TransportFault, TransportKind, faults_from_data
 from .signals import SignalModel
@@ -91,7 +97,8 @@ class OpcuaPlantServer:
     """An asyncua server for ``device`` whose values come from ``model`` (rows of the device)."""
 
     def __init__(self, table: SignalTable, device: Device, model: SignalModel, *, epoch_ns: int = 0,
-                 history_samples: int = 0, security: str = "none", pki_dir: Path | None = None) -> None:
+                 history_samples: int = 0, security: str = "none", pki_dir: Path | None = None,
+                 commands: CommandPoints | None = None) -> None:
         if device.protocol is not Protocol.OPCUA:
             raise ValueError(f"device {device.name!r} is not an OPC-UA device")
         if security != "none" and pki_dir is None:
@@ -112,6 +119,9 @@ class OpcuaPlantServer:
         self._first = True
         self.forced_bad: dict[int, ua.StatusCode] = {}  # position in model -> status
         self.writes = 0
+        self.commands = commands
+        self._command_points = commands.of_device(device.index) if commands is not None else []
+        self._command_nodes: list[ua.NodeId] = []
 
     @property
     def application_uri(self) -> str:
@@ -180,16 +190,48 @@ class OpcuaPlantServer:
                                   DisplayName=ua.LocalizedText(unit), Description=ua.LocalizedText(unit))
             await var.add_property(ua.NodeId(f"{sid}.EngineeringUnits", idx), "EngineeringUnits", eu)
             self.node_ids.append(nid)
+        self._command_nodes = []
+        if self.commands is not None:
+            for i in self._command_points:
+                point = self.commands.points[i]
+                machine = self.table.machine_ids[point.machine]
+                parent = await folder(f"{machine}.cmd")
+                nid = ua.NodeId(point.node_identifier(self.table), idx)
+                var = await parent.add_variable(nid, ua.QualifiedName(point.name.value, idx),  # type: ignore[attr-defined]
+                                                ua.Variant(float(self.commands.values[i]), ua.VariantType.Double))
+                await var.set_writable()
+                self._command_nodes.append(nid)
 
     async def stop(self) -> None:
         if self.up:
             self.up = False
             await self.server.stop()
 
+    def _read_commands(self, t_s: float) -> None:
+        """Apply what clients wrote to the command points (clipped to their range) to the physics."""
+        if self.commands is None or not self._command_nodes:
+            return
+        aspace = self.server.iserver.aspace
+        changed = False
+        for i, nid in zip(self._command_points, self._command_nodes, strict=True):
+            dv = aspace.read_attribute_value(nid, ua.AttributeIds.Value)
+            raw = dv.Value.Value if dv.Value is not None else None
+            if not isinstance(raw, (int, float)):
+                continue
+            point = self.commands.points[i]
+            v = float(min(max(raw, point.low), point.high))
+            if v != self.commands.values[i]:
+                self.commands.values[i] = v
+                self.commands.writes += 1
+                changed = True
+        if changed and self.model.physics is not None:
+            self.model.physics.set_held(self.commands.held(), t_s)
+
     async def tick(self, k: int, t_s: float, wall_ns: int) -> None:
         """Compute tick ``k`` and write what changed."""
         if not self.up:
             return
+        self._read_commands(t_s)
         values = self.model.step(k, t_s)
         changed = (values != self._last) & ~(np.isnan(values) & np.isnan(self._last))
         if self._first:
@@ -316,7 +358,8 @@ async def serve(opts: SimOptions, device_name: str, ready_file: Path | None) -> 
     history = opts.history_samples if history_enabled(opts.opcua_history, table, device) else 0
     pki = opts.pki_dir or opts.plant.resolve().parent / "sim-pki"
     srv = OpcuaPlantServer(table, device, model, epoch_ns=opts.epoch_ns, history_samples=history,
-                           security=opts.opcua_security, pki_dir=pki)
+                           security=opts.opcua_security, pki_dir=pki,
+                           commands=CommandPoints(table, machine_templates(world.plant)))
     faults = [f for f in (world.faults.transport if world.faults else []) if f.device == device.index]
     await srv.start()
     if ready_file is not None:

@@ -41,6 +41,15 @@ Roles (by signal name, within the templates listed in ``TEMPLATES``):
 - Leak-test stations: ``test_pressure`` runs pressure-decay cycles (fill, stabilise, measure with
   a decay of ``decay_rate`` Pa/s, vent) of ``cycle_time`` seconds; a micro-leak event (faults)
   raises ``decay_rate``, ``leak_rate`` and ``helium_concentration`` and steepens the decay.
+  Temperature (realism added 2026-12-03 for the leak-test agent, issue 18): each part arrives at its
+  own temperature (``part_temp`` = the signal's slow sine plus a per-cycle offset uniform in
+  ``PART_DT_K``, as parts come warm or cool from washing and brazing) and, in the fixture, relaxes
+  towards the chamber: the gas in the part cools or warms with it, which the measured decay shows
+  as ``P / T_abs * (part_temp - chamber_temp) / GAS_TAU_S`` Pa/s on top of the leak (the ideal gas
+  law at constant volume). This is the dominant error of real pressure-decay testing and why
+  testers compensate for temperature. ``test_pressure``'s noise in the template is that of a
+  leak tester's transducer (50 Pa, not the 5 kPa of a plain gauge it had before), without which no
+  decay of tens of Pa/s is measurable at all.
 
 Energy faults (``EnergyPlan``, ground truth for ``bench/energy_eval.py``): a machine **left running idle**
 on a night (its night level raised to ``NIGHT_IDLE_LEVEL`` between the given times: it draws power and,
@@ -83,6 +92,7 @@ class Role(enum.IntEnum):
     RUNNING = 5
     FAULT_WORD = 6
     LEAK_PRESSURE = 7
+    PART_TEMP = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +130,8 @@ _WEAR_HEATED = re.compile(r"^(winding_temp|bearing_temp|motor_temp|gearbox_temp|
 _VIBRATION = re.compile(r"^vibration_rms(_(\d+))?$")
 # A micro-leak of magnitude M (extra pressure decay, Pa/s) shows on these signals as M x factor.
 _LEAK_EFFECT = {"decay_rate": 1.0, "leak_rate": 0.05, "helium_concentration": 0.5}
+PART_DT_K = (-1.0, 2.5)  # per-part temperature offset at test, K (uniform)
+GAS_TAU_S = 1200.0  # time constant of the test gas's temperature following the part's, s
 _BAND_GAIN = {0: 3.0, 1: 3.0, 2: 5.0, 3: 2.5, 4: 4.0}
 _BAND_POWER = {0: 2.0, 1: 2.0, 2: 1.0, 3: 2.0, 4: 4.0}
 
@@ -258,6 +270,9 @@ class Physics:
         self.energy = energy if energy is not None else EnergyPlan.empty()
         self._shape = _DayShape()
         self._templates = list(templates)
+        # Held machines (simulators.commands): a held station's own clock stands still.
+        self.hold_since = np.full(nm, np.nan)  # simulated s the current hold began (NaN: not held)
+        self.held_s = np.zeros(nm)  # total simulated s of past holds
 
         # Roles per signal row.
         n = len(table)
@@ -287,6 +302,8 @@ class Physics:
                 role[r] = Role.FAULT_WORD
             elif templates[m] == "leak_test" and name == "test_pressure":
                 role[r] = Role.LEAK_PRESSURE
+            elif templates[m] == "leak_test" and name == "part_temp":
+                role[r] = Role.PART_TEMP
             elif vib:
                 role[r], band[r] = Role.VIBRATION, int(vib.group(2) or 0)
             elif _THERMAL.match(name):
@@ -307,6 +324,11 @@ class Physics:
         # Leak-test helpers: the decay_rate and cycle_time rows of each machine (-1 if none).
         self.decay_row = np.full(nm, -1, dtype=np.int64)
         self.cycle_row = np.full(nm, -1, dtype=np.int64)
+        self.part_row = np.full(nm, -1, dtype=np.int64)
+        self.chamber_row = np.full(nm, -1, dtype=np.int64)
+        # the per-signal phases of simulators.signals (same seed): temperatures' slow sines, recomputed here
+        self._seed = int(seed)
+        self._sig_phase = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED])).uniform(0.0, 2.0 * np.pi, n)
         self.leak_rows: dict[str, np.ndarray] = {n: np.full(nm, -1, dtype=np.int64) for n in _LEAK_EFFECT}
         for r, sid in enumerate(table.ids):
             m = int(machine[r])
@@ -317,8 +339,29 @@ class Physics:
                 self.decay_row[m] = r
             elif name == "cycle_time":
                 self.cycle_row[m] = r
+            elif name == "part_temp":
+                self.part_row[m] = r
+            elif name == "chamber_temp":
+                self.chamber_row[m] = r
             if name in _LEAK_EFFECT:
                 self.leak_rows[name][m] = r
+
+    # -- holds (simulators.commands) ----------------------------------------------------------------
+    def set_held(self, held: np.ndarray, t_s: float) -> None:
+        """Machines ``held`` (bool per machine) are held from ``t_s`` on; the others are released at ``t_s``."""
+        was = ~np.isnan(self.hold_since)
+        release = was & ~held
+        self.held_s[release] += np.maximum(t_s - self.hold_since[release], 0.0)
+        self.hold_since[release] = np.nan
+        self.hold_since[held & ~was] = t_s
+
+    def own_time(self, t: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """Time on machine ``m``'s own clock: the simulated time less the time it spent held."""
+        since = self.hold_since[m]
+        return np.where(np.isnan(since), t, np.minimum(t, since)) - self.held_s[m]
+
+    def is_held(self, m: np.ndarray) -> np.ndarray:
+        return ~np.isnan(self.hold_since[m])
 
     # -- latent variables --------------------------------------------------------------------------
     def level(self, t_s: np.ndarray, m: np.ndarray) -> np.ndarray:
@@ -475,7 +518,8 @@ class Physics:
         k = role == Role.COUNTER
         if k.any():
             ck = self.counter_kind[r[k]]
-            tk, mk = t[k], m[k]
+            mk = m[k]
+            tk = self.own_time(t[k], mk)  # a held machine's counters stand still
             mean_rate = self.duty[mk] * np.maximum(tk, 0.0)
             integral = np.where(ck == 1, self.level_integral(tk, mk, weighted=True),
                                 np.where(ck == 2, self.production_integral(tk, mk), mean_rate))
@@ -487,15 +531,50 @@ class Physics:
         k = role == Role.LEAK_PRESSURE
         if k.any():
             v[k] = self.leak_pressure(t[k], m[k], base[k], amp[k], tb.high[r[k]], level[k], 0.0)
+        k = role == Role.PART_TEMP
+        if k.any():
+            v[k] = self._sine(r[k], t[k]) + self.part_offset_k(t[k], m[k])
         out[sel] = v
         return out
+
+    def _sine(self, rows: np.ndarray, t: np.ndarray) -> np.ndarray:
+        tb = self.table
+        return tb.base[rows] + tb.amplitude[rows] * np.sin(2.0 * np.pi / tb.period_s[rows] * t + self._sig_phase[rows])
+
+    def _cycle(self, t: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(cycle number, position 0..1 in the cycle) of leak-test machines on their own clock."""
+        cyc_row = self.cycle_row[m]
+        cycle_s = np.where(cyc_row >= 0, self.table.base[np.maximum(cyc_row, 0)], 45.0)
+        x = (self.own_time(t, m) + self.phase[m] / (2 * np.pi) * cycle_s) / cycle_s
+        return np.floor(x), x - np.floor(x)
+
+    def part_offset_k(self, t: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """Temperature offset of the part under test (one draw per cycle, a hash of seed, machine and cycle)."""
+        c, _ = self._cycle(t, m)
+        key = (m.astype(np.uint64) + np.uint64(self._seed & 0xFFFF) * np.uint64(0x10001))
+        key *= np.uint64(0xBF58476D1CE4E5B9)
+        x = c.astype(np.int64).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) ^ key
+        x ^= x >> np.uint64(31)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(29)
+        frac = (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+        return PART_DT_K[0] + (PART_DT_K[1] - PART_DT_K[0]) * frac
+
+    def thermal_decay_pa_s(self, t: np.ndarray, m: np.ndarray, peak_bar: np.ndarray) -> np.ndarray:
+        """Apparent decay (Pa/s) from the part's gas relaxing towards the chamber temperature (0 without rows)."""
+        pr, cr = self.part_row[m], self.chamber_row[m]
+        ok = (pr >= 0) & (cr >= 0)
+        part = self._sine(np.maximum(pr, 0), t) + self.part_offset_k(t, m)
+        chamber = self._sine(np.maximum(cr, 0), t)
+        dt_k = part - chamber
+        return np.where(ok, peak_bar * 1e5 / (273.15 + chamber) * dt_k / GAS_TAU_S, 0.0)
 
     def measure_s(self, t: np.ndarray, m: np.ndarray) -> np.ndarray:
         """Seconds since the measuring phase of leak-test machines ``m`` began (0 outside it)."""
         cyc_row = self.cycle_row[m]
         cycle_s = np.where(cyc_row >= 0, self.table.base[np.maximum(cyc_row, 0)], 45.0)
-        p = np.mod(t + self.phase[m] / (2 * np.pi) * cycle_s, cycle_s) / cycle_s
-        return np.where(p < 0.9, np.clip(p - 0.45, 0.0, 0.45), 0.0) * cycle_s
+        p = np.mod(self.own_time(t, m) + self.phase[m] / (2 * np.pi) * cycle_s, cycle_s) / cycle_s
+        return np.where((p < 0.9) & ~self.is_held(m), np.clip(p - 0.45, 0.0, 0.45), 0.0) * cycle_s
 
     def leak_pressure(self, t: np.ndarray, m: np.ndarray, base: np.ndarray, amp: np.ndarray, high: np.ndarray,
                       level: np.ndarray, extra_decay_pa_s: np.ndarray | float) -> np.ndarray:
@@ -505,9 +584,11 @@ class Physics:
         dec_row = self.decay_row[m]
         decay = np.where(dec_row >= 0, self.table.base[np.maximum(dec_row, 0)], 2.0) + extra_decay_pa_s
         peak = 0.9 * np.fmin(high, base + amp)
-        p = np.mod(t + self.phase[m] / (2 * np.pi) * cycle_s, cycle_s) / cycle_s
+        decay = decay + self.thermal_decay_pa_s(t, m, peak)
+        p = np.mod(self.own_time(t, m) + self.phase[m] / (2 * np.pi) * cycle_s, cycle_s) / cycle_s
         measure_s = np.clip(p - 0.45, 0.0, 0.45) * cycle_s
         v = np.select([p < 0.18, p < 0.45, p < 0.9],
                       [peak * p / 0.18, peak, peak - decay * 1e-5 * measure_s],
                       default=peak * (1.0 - (p - 0.9) / 0.1))
-        return np.where(level > 0.05, v, 0.0)
+        # a held station stops cycling with its part vented
+        return np.where((level > 0.05) & ~self.is_held(m), v, 0.0)

@@ -440,3 +440,93 @@ def energy_accumulate(ts_ns, signal, value, quality, role, row, computed, params
         elif rl == 8:
             acc[r, 8] += v
             acc[r, 9] += 1
+
+
+class _LeakStation:
+    """One leak-test station's cycle, stated phase by phase (edge/kernels/leaktest.py docstring)."""
+
+    def __init__(self) -> None:
+        self.phase = "idle"
+        self.t_last = None
+        self.p_last = 0.0
+        self.rise = 0.0
+        self.fill0 = self.fill1 = self.meas0 = self.vent0 = 0.0
+        self.points: list[tuple[float, float]] = []
+        self.dts: list[float] = []
+        self.part = self.chamber = self.stab_s = self.meas_s = math.nan
+
+
+def leak_cycles(ts_ns, signal, value, quality, role, row, p_on, rise, vent, max_gap, stab_default, meas_default,
+                stations):
+    """Result rows as lists [row, end, fill, stab, meas, vent, decay, p_mean, dT, n, meas0, resid] and counts."""
+    sts = stations
+    results, bad, aborted = [], 0, 0
+    for ts, sig, v, q in zip(ts_ns.tolist(), signal.tolist(), value.tolist(), quality.tolist(), strict=True):
+        r = int(role[sig])
+        if r == 0:
+            continue
+        if q == 2 or not math.isfinite(v):
+            bad += 1
+            continue
+        s = sts[int(row[sig])]
+        if r in (2, 3, 4, 5):
+            setattr(s, {2: "part", 3: "chamber", 4: "stab_s", 5: "meas_s"}[r], v)
+            continue
+        t = ts / 1e9
+        gap = 0.0 if s.t_last is None else t - s.t_last
+        if gap < 0:
+            bad += 1
+            continue
+        rate = (v - s.p_last) / gap if gap > 0 else 0.0
+        if s.phase not in ("idle", "lost") and gap > max_gap:
+            s.phase = "lost"
+            aborted += 1
+        if s.phase == "idle" and v >= p_on and rate > rise and gap <= max_gap:
+            s.phase, s.rise = "fill", rate
+        elif s.phase == "fill":
+            if rate < rise or rate < s.rise / 2:
+                s.phase = "stab"
+                s.fill1 = min(max(s.t_last + max(v - s.p_last, 0.0) / s.rise, s.t_last), t)
+                s.fill0 = s.fill1 - v / s.rise
+            else:
+                s.rise = max(s.rise, rate)
+        elif s.phase == "stab":
+            stab = stab_default if math.isnan(s.stab_s) else s.stab_s
+            if rate < -vent:
+                s.phase = "lost"
+                aborted += 1
+            elif t >= s.fill1 + stab:
+                s.phase, s.meas0, s.points, s.dts = "meas", t, [], []
+        if s.phase == "meas":
+            meas = meas_default if math.isnan(s.meas_s) else s.meas_s
+            if rate < -vent and s.points:
+                s.phase, s.vent0 = "vent", s.t_last
+            elif t - s.meas0 <= meas + 1e-6:
+                s.points.append((t - s.meas0, v))
+                if not math.isnan(s.part - s.chamber):
+                    s.dts.append(s.part - s.chamber)
+        elif s.phase == "vent":
+            if v < 0.5 * p_on or rate > rise:
+                x = np.array([p[0] for p in s.points])
+                y = np.array([p[1] for p in s.points])
+                n = len(s.points)
+                slope, resid = math.nan, math.nan
+                if n >= 3 and np.ptp(x) > 0:
+                    slope, icept = np.polyfit(x, y, 1)
+                    resid = float(np.sqrt(np.sum((y - (icept + slope * x)) ** 2) / (n - 2))) * 1e5
+                end = t if v < 0.5 * p_on else s.t_last
+                results.append([int(row[sig]), end, s.fill1 - s.fill0, s.meas0 - s.fill1, s.vent0 - s.meas0,
+                                end - s.vent0, -slope * 1e5, float(y.mean()) if n else math.nan,
+                                float(np.mean(s.dts)) if s.dts else math.nan, n, s.meas0, resid])
+                if v < 0.5 * p_on:
+                    s.phase = "idle"
+                else:
+                    s.phase, s.rise = "fill", rate
+        elif s.phase == "lost" and (v < 0.5 * p_on or rate < -vent):
+            s.phase = "idle"
+        s.t_last, s.p_last = t, v
+    return results, bad, aborted
+
+
+def leak_stations(n: int) -> list[_LeakStation]:
+    return [_LeakStation() for _ in range(n)]

@@ -13,5 +13,6 @@ from edge.agents.base import Agent
 def agent_classes() -> dict[str, type[Agent]]:
     """Config key -> agent class (imported here, lazily, so the config loads without the kernels)."""
     from edge.agents.energy import EnergyAgent
+    from edge.agents.leaktest import LeakTestAgent
 
-    return {"energy": EnergyAgent}
+    return {"energy": EnergyAgent, "leak_test": LeakTestAgent}

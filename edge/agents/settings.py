@@ -10,6 +10,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.agents.energy_settings import EnergySettings
+from edge.agents.leaktest_settings import LeakTestSettings
 
 
 class _Strict(BaseModel):
@@ -25,3 +26,4 @@ class AgentsSettings(_Strict):
         default=100_000, ge=1, description="derived samples one agent may emit per frame (more are dropped, counted)")
     checkpoint_interval_s: float = Field(default=300.0, gt=0, description="how often agent state is saved")
     energy: EnergySettings | None = Field(default=None, description="energy management agent (edge.agents.energy)")
+    leak_test: LeakTestSettings | None = Field(default=None, description="leak-test agent (edge.agents.leaktest)")

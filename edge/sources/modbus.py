@@ -90,6 +90,7 @@ from .modbus_codec import Codec
 from .modbus_plan import Block, ReadPlan, plan_device
 from .schedule import next_tick_ns, raise_if_cancelled
 from .stats import BadSignals, SourceStats, describe_signals
+from .writes import DeviceDown, WriteFailed
 
 __all__ = ["BreakerPolicy", "BreakerState", "CircuitBreaker", "ModbusSource", "Sink", "StatusSink"]
 
@@ -367,6 +368,41 @@ class ModbusSource:
             for client in self._clients:
                 client.close()
             self.stats.connected = False
+
+    async def write(self, address: int, registers: list[int] | None = None, coil: bool | None = None) -> None:
+        """Write holding ``registers`` (FC 6 / FC 16) or one ``coil`` (FC 5) over this source's connection.
+
+        Used by ``edge.actions``. The request goes on the first connection between this source's block
+        reads (pymodbus serialises requests per connection), so a poll waits for at most one write, and
+        the write is bounded by ``timeout_s``. Raises DeviceDown when the breaker is open or the
+        connection is down (nothing is sent, no reconnect is attempted: the poll loop owns that), and
+        WriteFailed on an exception response or a timeout.
+        """
+        if not self._clients or not self._lane_up or not self._lane_up[0] or self.breaker.state is BreakerState.OPEN:
+            raise DeviceDown(f"{self._name} is not connected")
+        client = self._clients[0]
+        unit = self.plan.unit_id
+        try:
+            async with asyncio.timeout(self.settings.timeout_s + 0.5):
+                if coil is not None:
+                    response = await client.write_coil(address, coil, device_id=unit)
+                elif registers is not None and len(registers) == 1:
+                    response = await client.write_register(address, registers[0], device_id=unit)
+                elif registers:
+                    response = await client.write_registers(address, registers, device_id=unit)
+                else:
+                    raise ValueError("write needs registers or a coil")
+        except (TimeoutError, ModbusIOException) as exc:
+            self.stats.errors += 1
+            raise WriteFailed(f"{self._name}: no answer to the write at {address} within {self.settings.timeout_s} s"
+                              ) from exc
+        except (ConnectionException, OSError) as exc:
+            raise DeviceDown(f"{self._name}: connection lost during the write ({exc})") from exc
+        except ModbusException as exc:
+            raise WriteFailed(f"{self._name}: write at {address} failed: {exc}") from exc
+        if response.isError():
+            code = int(getattr(response, "exception_code", 0))
+            raise WriteFailed(f"{self._name}: write at {address} answered exception {code:#04x}")
 
     # ---- one poll -----------------------------------------------------------------------------
     async def _poll(self, tick_ns: int) -> None:

@@ -77,6 +77,7 @@ from asyncua import Client, ua
 
 from edge.config import DeadbandType, OpcuaGroup, OpcuaMode, OpcuaSettings, SecurityMode
 from plantwire.logs import log_source
+from plantwire.nodeid import parse_node_id
 from plantwire.plant import Device, Quality, SignalTable
 from plantwire.status import Status
 
@@ -87,6 +88,7 @@ from .opcua_nodeid import NamespaceError, parse_nodes, resolve
 from .opcua_security import SecurityConfigError, apply_security, read_credentials
 from .schedule import next_tick_ns, raise_if_cancelled
 from .stats import BadSignals, SourceStats, describe_signals
+from .writes import DeviceDown, WriteFailed
 
 __all__ = ["BACKFILL_QUALITY", "Backoff", "OpcuaSource", "ResolvedGroup", "Sink", "StatusSink", "resolve_groups"]
 
@@ -298,6 +300,31 @@ class OpcuaSource:
         mine = self._mine & (last_ts_ns > 0)
         self._last_ts[mine] = np.maximum(self._last_ts[mine], last_ts_ns[mine])
         self._was_streaming = bool(mine.any()) and self.settings.backfill
+
+    async def write(self, node: str, value: float | int | bool, variant: ua.VariantType) -> None:
+        """Write ``value`` (as ``variant``) to the Value of ``node`` (plant node-id text) in this session.
+
+        Used by ``edge.actions``: the request shares the session that serves the subscriptions (no second
+        connection to the PLC), is bounded by ``timeout_s``, and resolves the namespace at each write
+        (rare by construction). Raises DeviceDown without a session, WriteFailed on a Bad status,
+        a missing namespace or a timeout.
+        """
+        client = self._client
+        if client is None or not self._established:
+            raise DeviceDown(f"{self._name} is not connected")
+        try:
+            async with asyncio.timeout(self.settings.timeout_s):
+                nid = resolve({0: parse_node_id(node)}, await client.get_namespace_array(), self.device)[0]
+                await client.get_node(nid).write_value(ua.DataValue(ua.Variant(value, variant)))
+        except TimeoutError as exc:
+            raise WriteFailed(f"{self._name}: no answer to the write of {node} within {self.settings.timeout_s} s"
+                              ) from exc
+        except (NamespaceError, ValueError) as exc:
+            raise WriteFailed(f"{self._name}: {node}: {exc}") from exc
+        except ua.UaStatusCodeError as exc:
+            raise WriteFailed(f"{self._name}: write of {node} refused: {exc}") from exc
+        except (ConnectionError, OSError) as exc:
+            raise DeviceDown(f"{self._name}: connection lost during the write ({exc})") from exc
 
     async def run(self) -> None:
         """Acquire until cancelled; only CancelledError escapes. Library log lines of this task name the server."""
