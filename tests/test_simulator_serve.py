@@ -247,6 +247,9 @@ transport:
 """
 
 
+# slow: its timeline starts START_ROOM_S ahead of a whole dev-plant start (~35 s mostly waiting); the default run keeps
+# faults through the protocols by way of test_control_api_triggers_faults_on_command
+@pytest.mark.slow
 def test_scheduled_faults_show_through_the_protocols_and_in_the_labels(tmp_path: Path) -> None:
     (tmp_path / "faults.yaml").write_text(FAULTS)
     # The timeline starts at a fixed epoch ahead of now: the faults are scheduled from it, so the simulator must be up
@@ -417,6 +420,9 @@ def test_control_api_triggers_faults_on_command(tmp_path: Path) -> None:
     assert {"transport.exception", "transport.bad_status", "dropout"} <= set(kinds)
 
 
+# slow: its timeline starts START_ROOM_S ahead of a whole dev-plant start (~33 s mostly waiting); the default run
+# keeps wear through tests/test_simulator.py's model tests
+@pytest.mark.slow
 def test_time_scale_runs_days_of_wear_in_seconds(tmp_path: Path) -> None:
     machine = "line1.compressor01"
     (tmp_path / "faults.yaml").write_text(
