@@ -116,7 +116,7 @@ class EdgeGateway:
         self.anomalies_settling = 0  # the same for signals before analytics.alarm_settle: they open no alarm
         self.events_opened = 0
         self.events_dropped = 0
-        self.agent_event_errors = 0
+        self.event_encode_errors = 0
         self.kernel_s = 0.0
         self.encode_s = 0.0
         self.source_stats: dict[str, SourceStats] = {}
@@ -153,7 +153,7 @@ class EdgeGateway:
         self.alarm_errors = 0
         if cfg.alarms.mode is AlarmMode.INCIDENTS:
             self.alarms = AlarmService(self.table, plant, cfg.alarms, site=self.site, gateway=cfg.gateway_id,
-                                       state_dir=cfg.state_dir, emit=self._submit_docs,
+                                       state_dir=cfg.state_dir, emit=self._emit_events,
                                        publish=lambda topic, payload: self.publisher.publish(topic, payload, 0),
                                        sidework=self.sidework)
             self._alarm_call(self.alarms.reconcile, self.analytics.alarm_open)
@@ -186,7 +186,7 @@ class EdgeGateway:
         self.metrics_server: MetricsServer | None = None
         # Allow-listed writes to the plant (edge/actions): agents submit, operators command over MQTT.
         self.actions = ActionService(cfg.actions, write=lambda t, v: write_target(self.sources, t, v),
-                                     audit=self._publish_audit, answer=self._publish_cmdresult)
+                                     audit=self._emit_event, answer=self._publish_cmdresult)
         if cfg.actions.commands:
             self.publisher.subscribe(f"plantwire/cmd/v1/{self.site}/{cfg.gateway_id}/actions", self.actions.on_command)
         # Sparkplug B: a second, optional northbound path with its own connection (edge/sinks/sparkplug.py),
@@ -222,6 +222,9 @@ class EdgeGateway:
 
             self.console_hooks.models = models_hook(self.models.health_doc)
         self.console_errors = 0
+        from edge.console.hooks import agents_hook
+
+        self.console_hooks.agents = agents_hook(self.agents.summary)  # plain counters, read from the console thread
         if self.alarms is not None:  # the console shows and acts on incidents through the alarm layer's commands
             from edge.console.hooks import IncidentBoard
 
@@ -245,12 +248,21 @@ class EdgeGateway:
         self.console = ConsoleServer(settings, feed)  # reads its secrets now: a missing one stops the start
 
     def _emit_events(self, docs: list[dict[str, Any]]) -> None:
-        """Documents onto the events lane (WAL-backed, acked end to end): the console's and the model store's
-        audit records."""
-        payload = wire.encode_events(self.cfg.gateway_id, self.boot_epoch_ns, docs)
+        """Documents onto the events lane (WAL-backed, acked end to end), in a message of their own: the alarm
+        layer's incidents and audits, agents' episodes, the console's, the model store's and the actions' audits.
+        A document that cannot be encoded (an agent's, say) is counted and logged, never raised into the caller."""
+        try:
+            payload = wire.encode_events(self.cfg.gateway_id, self.boot_epoch_ns, docs)
+        except (wire.WireError, TypeError, ValueError) as exc:
+            self.event_encode_errors += len(docs)
+            log.warning("events lane: %d documents not encodable, dropped: %s", len(docs), exc)
+            return
         self.events_bytes += len(payload)
         self.events_messages += 1
         self.forwarder.submit_event(payload, self.boot_epoch_ns)
+
+    def _emit_event(self, doc: dict[str, Any]) -> None:
+        self._emit_events([doc])
 
     def _console_call(self, fn: Any, *args: Any) -> None:
         """Feed the console; a failure there is counted and logged, never raised into the flush."""
@@ -405,7 +417,7 @@ class EdgeGateway:
             docs = self.agents.take_events()
             for req in requests_from_events(docs):  # an agent's request to act on the plant (edge/actions)
                 self.actions.submit(req)
-            self._publish_docs(docs)
+            self._emit_events(docs)
 
     def _encode(self, part: Frame) -> None:
         """Count, encode and submit one frame's samples in batches of at most ``max_batch_samples``."""
@@ -432,18 +444,6 @@ class EdgeGateway:
         np.maximum.at(self.mark.last_ts_ns, part.signal, part.ts_ns)
         self.mark.head[READ] += len(part)
 
-    def _publish_docs(self, docs: list[dict[str, Any]]) -> None:
-        """Agents' events-lane documents (rare: episodes, failures), WAL-backed like alarms."""
-        try:
-            payload = wire.encode_events(self.cfg.gateway_id, self.boot_epoch_ns, docs)
-        except (wire.WireError, TypeError, ValueError) as exc:  # an agent's malformed document: counted, dropped
-            self.agent_event_errors += len(docs)
-            log.warning("agents: %d events not encodable, dropped: %s", len(docs), exc)
-            return
-        self.events_bytes += len(payload)
-        self.events_messages += 1
-        self.forwarder.submit_event(payload, self.boot_epoch_ns)
-
     def _sparkplug_call(self, fn: Any, *args: Any) -> None:
         """Feed the Sparkplug node; a failure there is counted and logged, never raised into the daemon."""
         try:
@@ -459,13 +459,6 @@ class EdgeGateway:
         except Exception:
             self.alarm_errors += 1
             log.exception("alarms: %s failed (acquisition and signal alarms carry on)", getattr(fn, "__name__", fn))
-
-    def _submit_docs(self, docs: list[dict[str, Any]]) -> None:
-        """Documents of the alarm layer (incident, audit) to the events lane, in a message of their own."""
-        payload = wire.encode_events(self.cfg.gateway_id, self.boot_epoch_ns, docs)
-        self.events_bytes += len(payload)
-        self.events_messages += 1
-        self.forwarder.submit_event(payload, self.boot_epoch_ns)
 
     def _publish_events(self, events: np.ndarray) -> None:
         """Alarm OPEN/CLOSE rows to the events lane (JSON, rare by construction: hysteresis + debounce)."""
@@ -501,13 +494,6 @@ class EdgeGateway:
             self._sparkplug_call(self.sparkplug.call, self.sparkplug.node.on_events, events)
         if self.detector_alarms is not None:
             self._console_call(self.detector_alarms.feed, out)
-
-    def _publish_audit(self, doc: dict[str, Any]) -> None:
-        """An audit document (edge/actions) on the events lane: logged and acknowledged like alarms."""
-        payload = wire.encode_events(self.cfg.gateway_id, self.boot_epoch_ns, [doc])
-        self.events_bytes += len(payload)
-        self.events_messages += 1
-        self.forwarder.submit_event(payload, self.boot_epoch_ns)
 
     def _publish_cmdresult(self, doc: dict[str, Any]) -> None:
         """The answer to an operator's command (QoS 1, not retained), for a CLI waiting on it."""
@@ -646,8 +632,8 @@ class EdgeGateway:
             m.counter("console_feed_errors_total", "Console feed calls that failed (logged)").set(self.console_errors)
         m.counter("kernel_seconds_total", "Time spent in detector kernels").set(self.kernel_s)
         self.agents.export_metrics(m)
-        m.counter("agent_event_errors_total", "Agent events that could not be encoded (dropped)").set(
-            self.agent_event_errors)
+        m.counter("event_encode_errors_total", "Events-lane documents that could not be encoded (dropped)").set(
+            self.event_encode_errors)
         m.gauge("kernels_aot", "1 while the kernels run ahead-of-time compiled (no numba in the process)").set(
             1.0 if KERNELS.mode == "aot" else 0.0)
         m.counter("kernels_jit_fallbacks_total", "Switches from AOT to JIT kernels (a call no export covered)").set(
