@@ -130,7 +130,8 @@ def subsample(plant: PlantConfig, fraction: float) -> PlantConfig:
 
 
 def fault_run(plant_path: Path, seed: int, train_days: float, clean_days: float, fault_days: float, rate: float,
-              grace_s: float, settings: AnalyticsSettings | None = None, machine_fraction: float = 1.0) -> FaultFigures:
+              grace_s: float, settings: AnalyticsSettings | None = None, machine_fraction: float = 1.0,
+              dump: Path | None = None) -> FaultFigures:
     """History protocol: learn ``train_days`` fault-free, score ``clean_days`` fault-free, then ``fault_days``."""
     plant = subsample(load_plant(plant_path), machine_fraction)
     world = build_world(SimOptions(plant=plant_path, seed=seed, anomaly_rate_per_h=rate, wear_fraction=0.0,
@@ -207,6 +208,14 @@ def fault_run(plant_path: Path, seed: int, train_days: float, clean_days: float,
                     + frac * truth.magnitude[i]
                 in_range[i] = not (np.isfinite(span[row]) and (x < table.low[row] or x > table.high[row]))
     false_sig = sig_alarm[~sig_used]
+    if dump is not None:  # every false alarm opening, for diagnosis: time, signal, kind, machine's night mode
+        night = world.physics.night if world.physics is not None else np.full(len(table.machine_ids), np.nan)
+        with open(dump, "w") as fh:
+            fh.write("t_s,signal,kind,night_level\n")
+            for ts0, ent, kd in zip(false_sig["ts_start"].tolist(), false_sig["entity"].tolist(),
+                                    false_sig["kind"].tolist(), strict=True):
+                fh.write(f"{(ts0 - EPOCH_NS) / 1e9:.0f},{table.ids[ent]},{Kind(kd).name},"
+                         f"{night[int(machine_of[ent])]:g}\n")
     by_kind: dict[str, int] = {}
     for k in np.unique(false_sig["kind"]).tolist():
         by_kind[Kind(k).name.lower()] = int((false_sig["kind"] == k).sum())
@@ -417,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="also measure cold start and restart at these rates (e.g. 1 10)")
     ap.add_argument("--cold-minutes", type=float, default=10.0, help="minutes observed after settling/restart")
     ap.add_argument("--no-rul", action="store_true")
+    ap.add_argument("--dump", type=Path, help="write every false alarm opening to DUMP.seedN.csv (diagnosis)")
     args = ap.parse_args(argv)
     t0 = time.monotonic()
     plant = args.plant.resolve()
@@ -428,7 +438,8 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             print(f"\n== seed {seed}")
             f = fault_run(plant, seed, args.train_days, args.clean_days, args.fault_days, args.rate, args.grace,
-                          machine_fraction=args.machine_fraction)
+                          machine_fraction=args.machine_fraction,
+                          dump=None if args.dump is None else args.dump.with_suffix(f".seed{seed}.csv"))
             print_faults(f)
     for hz in args.cold_start or []:
         cold_start(plant, args.seeds[0], hz, 8.0, args.cold_minutes, args.machine_fraction,

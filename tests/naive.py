@@ -166,8 +166,11 @@ def limit_score(x: float, low: float, high: float, margin: float) -> float:
 
 def signal_chunk(ts_ns, signal, value, quality, low, high, mask, *, level=None, cusum=None, stuck=None, rate=None,
                  level_threshold=6.0, rate_threshold=6.0, limit_margin=0.05, machine_z_clip=4.0, n_signals=None,
-                 bad_s=0.0, guard=1.0, guard_at=0.5):
-    """Composition of the references above, as ``signal_stack.signal_chunk`` documents it."""
+                 bad_s=0.0, guard=1.0, guard_at=0.5, frozen=None):
+    """Composition of the references above, as ``signal_stack.signal_chunk`` documents it.
+
+    ``frozen``: per signal, true while its machine is off: the sample is only the latest usable one (BAD reads it).
+    """
     level = level or {}
     cusum = cusum or {}
     stuck = stuck or {}
@@ -188,6 +191,14 @@ def signal_chunk(ts_ns, signal, value, quality, low, high, mask, *, level=None, 
                 score[k], kind[k] = d * d / (d * d + bad_s * bad_s), 8
             continue
         last_ok[s] = max(last_ok.get(s, t), t)
+        if frozen is not None and frozen[s]:
+            z_last[s] = 0.0
+            if int(mask[s]) & 8:
+                rr = rt.setdefault(s, Rate(**{"alpha": 0.01, "huber_k": 3.0, "warmup": 30, "min_scale": 1e-9,
+                                              "gap_factor": 5.0, **rate}))
+                if rr.last_ts is None or not t < rr.last_ts:
+                    rr.last_v, rr.last_ts = x, float(t)
+            continue
         m = int(mask[s])
         r = lv.setdefault(s, Robust(**{"alpha": 0.01, "huber_k": 3.0, "warmup": 30, "min_scale": 1e-6, **level}))
         z = r.z(x)
@@ -372,3 +383,31 @@ def machine_moves(ts_ns, signal, quality, z, machine_of, members, z_hot, min_fra
         if len(sigs) >= max(min_signals, min_fraction * members[m]):
             out[m] = int(ts_ns.max()) + hold_ns
     return out
+
+
+def update_states(ts_ns, signal, value, quality, running_of, state, since_ns, hold_until, grace_ns, members):
+    """Reference of ``opstate.update_states``: (state, since_ns, hold_until, frozen per signal, changes).
+
+    ``members``: dict machine -> list of the signals its OFF state freezes. ``frozen`` holds only the signals whose
+    column the frame wrote (others: None).
+    """
+    state, since, hold = list(state.tolist()), list(since_ns.tolist()), list(hold_until.tolist())
+    frozen: dict[int, float] = {}
+    changes = 0
+    for k in range(len(signal)):
+        m = int(running_of[int(signal[k])])
+        x = float(value[k])
+        if m < 0 or int(quality[k]) == 2 or not math.isfinite(x):
+            continue
+        new = 3 if x >= 0.5 else 1
+        if new == state[m]:
+            continue
+        t = int(ts_ns[k])
+        since[m] = t
+        if state[m] != 0:
+            changes += 1
+            hold[m] = max(hold[m], t + grace_ns)
+        state[m] = new
+        for s in members.get(m, []):
+            frozen[s] = 1.0 if new == 1 else 0.0
+    return state, since, hold, frozen, changes

@@ -6,6 +6,9 @@ that had a sample in the frame (with the member signal that deviates most), and 
 the frame opened or closed. Every sample is judged by state that has not yet learned it.
 
 Stages, all numba kernels over state arrays sized once from the signal count and config:
+0. ``opstate.update_states`` -- each machine's operating state (unknown / off / running) from its running
+   indicator (``settings.operating_state``); an off machine's signals are frozen (neither learned nor judged,
+   data quality still is), and a start or stop holds its process alarms for ``grace_s``;
 1. ``signal_stack.signal_chunk`` -- level, change, stuck, rate and range per signal (fused, one pass);
 2. ``machine.MachineStage`` -- per machine a fitted PCA baseline per operating mode (``edge.kernels.pca``),
    ticked at most every ``machine.period_s`` on the latest good value of its members, naming the three
@@ -46,8 +49,8 @@ from edge.detectors.settings import (
     LikelihoodSettings,
     LikelihoodTails,
 )
-from edge.kernels import alarms, cusum, likelihood, opchange, rate, robust, signal_stack, stuck
-from edge.kernels.kinds import EN_ALL, EN_MACHINE, Kind, mask_for
+from edge.kernels import alarms, cusum, likelihood, opchange, opstate, rate, robust, signal_stack, stuck
+from edge.kernels.kinds import EN_ALL, EN_MACHINE, EN_STATE, Kind, mask_for
 from plantwire.plant import Protocol, RegisterType
 
 if TYPE_CHECKING:
@@ -73,6 +76,10 @@ class StackResult:
     events: np.ndarray  # EVENT_DTYPE, signal events then machine events
     events_dropped: int  # events beyond settings.max_events in this frame
     alarm_score: np.ndarray  # ``score`` with signals still settling (``alarm_settle``) at 0; ``score`` itself if none
+    # int8 per machine, its operating state after this frame (``edge.kernels.opstate``): 0 unknown (no running
+    # indicator, or none seen yet), 1 off, 2 idle (reserved: not classified yet), 3 running. For the incident layer
+    # (suppression by machine state) and the dashboard; signal-level judgement already uses it.
+    machine_state: np.ndarray | None = None
 
 
 def _machine_file(path: Path) -> Path:
@@ -89,6 +96,22 @@ def resolution_of(table: SignalTable) -> np.ndarray:
     modbus = np.array([d.protocol is Protocol.MODBUS for d in table.devices], dtype=bool)
     is_int = np.isin(table.reg_type, integer) & modbus[table.device]
     return np.where(is_int, np.abs(table.scale), 0.0)
+
+
+def running_indicators(table: SignalTable, names: list[str]) -> np.ndarray:
+    """Per signal: its machine if it is that machine's running indicator (a ``kind: state`` signal whose name within
+    the machine is one of ``names``), else -1. The first such signal of a machine counts."""
+    out = np.full(len(table), -1, dtype=np.int64)
+    wanted = set(names)
+    seen: set[int] = set()
+    for r, (sid, kind, m) in enumerate(zip(table.ids, table.kinds, table.machine.tolist(), strict=True)):
+        if m < 0 or kind != "state" or m in seen:
+            continue
+        prefix = table.machine_ids[m] + "."
+        if sid.startswith(prefix) and sid[len(prefix):] in wanted:
+            out[r] = m
+            seen.add(m)
+    return out
 
 
 def _alarm_params(a: AlarmSettings) -> np.ndarray:
@@ -119,7 +142,8 @@ class DetectorStack:
                  low: np.ndarray | None = None, high: np.ndarray | None = None, enable: np.ndarray | None = None,
                  resolution: np.ndarray | None = None, capacity: int = 65_536,
                  machine_ids: list[str] | None = None, base_dir: Path | None = None,
-                 machine_models: list[MachineModel | None] | None = None) -> None:
+                 machine_models: list[MachineModel | None] | None = None,
+                 running_of: np.ndarray | None = None) -> None:
         s = settings or AnalyticsSettings()
         machine_of = np.asarray(machine_of_signal, dtype=np.int64)
         if machine_of.shape != (n_signals,):
@@ -157,6 +181,26 @@ class DetectorStack:
         self._oc_frame = 0
         self._resumed = False  # set by ``restore``: the first frame after it starts the restart hold
         self._hold_all_until = -1
+        # Operating state: running indicators (machine per signal, -1 none) and the signals an off machine freezes
+        # (every signal of a machine that has an indicator, except its state signals: range-only mask).
+        st_on = s.operating_state.enabled and running_of is not None and self.n_machines > 0
+        self.running_of = np.asarray(running_of, dtype=np.int64).copy() if st_on else np.full(n_signals, -1,
+                                                                                                 dtype=np.int64)
+        if self.running_of.shape != (n_signals,):
+            raise ValueError(f"running_of must have one entry per signal ({n_signals})")
+        has_ind = np.zeros(n_m, dtype=bool)
+        has_ind[self.running_of[self.running_of >= 0]] = True
+        freeze = (machine_of >= 0) & has_ind[np.maximum(machine_of, 0)] & (mask != EN_STATE)
+        f_of = np.where(freeze, machine_of, n_m)
+        f_order = np.argsort(f_of, kind="stable")
+        self.st_sig = f_order[: int(freeze.sum())].astype(np.int64)
+        self.st_ptr = np.concatenate([[0], np.cumsum(np.bincount(machine_of[self.st_sig], minlength=n_m)[:n_m])
+                                      ]).astype(np.int64)
+        self._state_on = bool(st_on and (self.running_of >= 0).any())
+        self._grace_ns = int(s.operating_state.grace_s * NS_PER_S)
+        # The alarm gate holds a machine's process alarms for operating changes and state changes alike.
+        self.gate_machine_of = machine_of.copy() if (oc.enabled or self._state_on) else np.full(
+            n_signals, -1, dtype=np.int64)
         # Machine membership (CSR) of the signals that take part in the multivariate score.
         member = (machine_of >= 0) & ((mask & EN_MACHINE) != 0)
         self.machine_of = np.where(member, machine_of, -1) if s.machine.enabled else np.full(n_signals, -1)
@@ -190,9 +234,11 @@ class DetectorStack:
         continuous (0). See ``signal_stack`` for why quantised signals need it.
         """
         enable = np.array([mask_for(k) for k in table.kinds], dtype=np.int64)
+        running = (settings or AnalyticsSettings()).operating_state.running_signals
         return cls(len(table), table.machine.astype(np.int64), settings, low=table.low, high=table.high,
                    enable=enable, resolution=resolution_of(table), capacity=capacity,
-                   machine_ids=list(table.machine_ids), base_dir=base_dir)
+                   machine_ids=list(table.machine_ids), base_dir=base_dir,
+                   running_of=running_indicators(table, running))
 
     def _init_state(self) -> None:
         self.state = signal_stack.init_state(self.n_signals)
@@ -208,6 +254,9 @@ class DetectorStack:
         self.sig_alarm_f, self.sig_alarm_t = alarms.init_state(self.n_signals)
         self.first_ns = np.full(self.n_signals, -1, dtype=np.int64)  # first usable sample per signal (settle_s)
         self.hold_until = np.full(max(self.n_machines, 1), -1, dtype=np.int64)  # operating change until (ns)
+        self.m_state = np.zeros(max(self.n_machines, 1), dtype=np.int8)  # opstate.UNKNOWN / OFF / RUNNING
+        self.m_since = np.full(max(self.n_machines, 1), -1, dtype=np.int64)  # last state change (ns)
+        self.cfg[:, signal_stack.C_FROZEN] = 0.0
         self.mach_alarm_f, self.mach_alarm_t = alarms.init_state(self.n_machines)
 
     def _grow(self, capacity: int) -> None:
@@ -224,6 +273,10 @@ class DetectorStack:
         if n > self.capacity:
             self._grow(max(n, 2 * self.capacity))
         score, kind = self._score[:n], self._kind[:n]
+        if self._state_on and n:
+            opstate.update_states(ts_ns, signal, value, quality, self.running_of, self.m_state, self.m_since,
+                                  self.hold_until, self._grace_ns, self.st_ptr, self.st_sig, self.cfg,
+                                  signal_stack.C_FROZEN)
         signal_stack.signal_chunk(ts_ns, signal, value, quality, self.state, self.cfg, self.params, score, kind,
                                   self.z_last)
         if self.lk_mode != likelihood.MODE_OFF:
@@ -252,7 +305,7 @@ class DetectorStack:
             self._hold_all_until = int(ts_ns.min()) + int(self.settings.restart_settle_s * NS_PER_S)
         alarms.settle_gate(ts_ns, ent, score, kind, quality, self.state[:, signal_stack.B_LEVEL + robust.COUNT],
                            self.first_ns, float(self.settings.alarm_settle), self.settings.settle_s * NS_PER_S,
-                           int(Kind.BAD), self.oc_machine_of, self.hold_until, self._hold_all_until, alarm_score)
+                           int(Kind.BAD), self.gate_machine_of, self.hold_until, self._hold_all_until, alarm_score)
         a_ts, a_ent, a_score, a_kind, n_in = ts_ns, ent, alarm_score, kind, n
         silent = self._silent(tick_ts) if n else None
         if silent is not None:
@@ -277,7 +330,7 @@ class DetectorStack:
                 events = np.concatenate([events, m_ev])
         dropped = max(n_sig_ev - cap, 0) + max(n_m_ev - cap, 0)
         return StackResult(score, kind, ms.tick_m[:n_ticks], ms.tick_s[:n_ticks], ms.tick_top[:n_ticks],
-                           tick_ts, events, dropped, alarm_score)
+                           tick_ts, events, dropped, alarm_score, self.m_state[:self.n_machines])
 
     def _name_contributors(self, m_ev: np.ndarray, n_ticks: int) -> None:
         """Machine events carry the signals that contributed most when the episode opened (a handful per frame)."""
@@ -319,7 +372,8 @@ class DetectorStack:
     def save(self, path: Path) -> None:
         """Checkpoint all learned and alarm state atomically."""
         checkpoint.save(path, STATE_VERSION, self.fingerprint,
-                        {**self._arrays(), **self._lk_arrays(), "first_ns": self.first_ns})
+                        {**self._arrays(), **self._lk_arrays(), "first_ns": self.first_ns,
+                         "op_state": self.m_state, "op_since": self.m_since})
         checkpoint.save(_machine_file(path), MACHINE_STATE_VERSION, self._machine_fp,
                         {**self.machine_stage.arrays(), "mach_top_open": self.mach_top_open})
 
@@ -347,6 +401,15 @@ class DetectorStack:
             # A checkpoint from before settle_s: a signal that had learned its samples counts as settled long ago.
             seen = self.state[:, signal_stack.B_LEVEL + robust.COUNT] >= self.settings.alarm_settle
             self.first_ns[...] = np.where(seen, 0, -1)
+        try:  # operating states (a checkpoint from before them: unknown until each indicator is read again)
+            op = checkpoint.load(path, STATE_VERSION, self.fingerprint, {"op_state": self.m_state,
+                                                                         "op_since": self.m_since})
+            self.m_state[...] = op["op_state"]
+            self.m_since[...] = op["op_since"]
+        except checkpoint.CheckpointError:
+            self.m_state[...] = opstate.UNKNOWN
+            self.m_since[...] = -1
+        self._refreeze()
         self.likelihood_cold = any(a is None for a in lk_got.values())
         self._resumed = True
         fresh = {"lk_state": likelihood.init_state(self.n_signals),
@@ -355,6 +418,12 @@ class DetectorStack:
             a = lk_got[name]
             arr[...] = fresh[name] if a is None else a
         self._restore_machine_stage(path)
+
+    def _refreeze(self) -> None:
+        """The frozen column of ``cfg`` from the machines' states (after a restore; the kernel keeps it otherwise)."""
+        self.cfg[:, signal_stack.C_FROZEN] = 0.0
+        for m in np.flatnonzero(self.m_state[:self.n_machines] == opstate.OFF).tolist():
+            self.cfg[self.st_sig[self.st_ptr[m]:self.st_ptr[m + 1]], signal_stack.C_FROZEN] = 1.0
 
     def _lk_arrays(self) -> dict[str, np.ndarray]:
         """The likelihood stage's state: saved always, restored each on its own (see ``restore``)."""
