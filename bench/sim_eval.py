@@ -43,6 +43,7 @@ ticks closest to 24 h before failure, and the coverage of the 10-90 % band.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -426,18 +427,23 @@ def main(argv: list[str] | None = None) -> int:
                     help="also measure cold start and restart at these rates (e.g. 1 10)")
     ap.add_argument("--cold-minutes", type=float, default=10.0, help="minutes observed after settling/restart")
     ap.add_argument("--no-rul", action="store_true")
+    ap.add_argument("--settings", type=json.loads, default={},
+                    help='AnalyticsSettings overrides as JSON (e.g. \'{"operating_state": {"off": "freeze"}}\'); '
+                         "the default is the shipped defaults")
     ap.add_argument("--dump", type=Path, help="write every false alarm opening to DUMP.seedN.csv (diagnosis)")
     args = ap.parse_args(argv)
     t0 = time.monotonic()
     plant = args.plant.resolve()
     where = plant.relative_to(ROOT) if plant.is_relative_to(ROOT) else plant
+    custom = " with " + json.dumps(args.settings) if args.settings else ""
     print(f"simulator ground truth, plant {where} (machine fraction {args.machine_fraction}), edge default "
-          f"AnalyticsSettings; learn {args.train_days} d fault-free, score {args.clean_days} d fault-free + "
+          f"AnalyticsSettings{custom}; learn {args.train_days} d fault-free, score {args.clean_days} d fault-free + "
           f"{args.fault_days} d with {args.rate} faults per signal-hour, 1 Hz")
     if not args.no_faults:
         for seed in args.seeds:
             print(f"\n== seed {seed}")
             f = fault_run(plant, seed, args.train_days, args.clean_days, args.fault_days, args.rate, args.grace,
+                          settings=AnalyticsSettings.model_validate(args.settings),
                           machine_fraction=args.machine_fraction,
                           dump=None if args.dump is None else args.dump.with_suffix(f".seed{seed}.csv"))
             print_faults(f)

@@ -385,11 +385,13 @@ def machine_moves(ts_ns, signal, quality, z, machine_of, members, z_hot, min_fra
     return out
 
 
-def update_states(ts_ns, signal, value, quality, running_of, state, since_ns, hold_until, grace_ns, members):
+def update_states(ts_ns, signal, value, quality, running_of, state, since_ns, hold_until, grace_ns, members,
+                  swap=None):
     """Reference of ``opstate.update_states``: (state, since_ns, hold_until, frozen per signal, changes).
 
     ``members``: dict machine -> list of the signals its OFF state freezes. ``frozen`` holds only the signals whose
-    column the frame wrote (others: None).
+    column the frame wrote (others: None). ``swap``: (st, st_alt, keep columns) for the own-baseline mode, swapped
+    in place (then nothing is frozen).
     """
     state, since, hold = list(state.tolist()), list(since_ns.tolist()), list(hold_until.tolist())
     frozen: dict[int, float] = {}
@@ -407,7 +409,51 @@ def update_states(ts_ns, signal, value, quality, running_of, state, since_ns, ho
         if state[m] != 0:
             changes += 1
             hold[m] = max(hold[m], t + grace_ns)
+        old = state[m]
         state[m] = new
+        if swap is not None:
+            st, alt, keep = swap
+            if old != 0:
+                cols = [c for c in range(st.shape[1]) if c not in keep]
+                for s in members.get(m, []):
+                    a, b = st[s, cols].copy(), alt[s, cols].copy()
+                    st[s, cols], alt[s, cols] = b, a
+            continue
         for s in members.get(m, []):
             frozen[s] = 1.0 if new == 1 else 0.0
     return state, since, hold, frozen, changes
+
+
+def device_judgement(frames, device_of, n_devices, bad_ns, silent_ns, fold_at=0.25, dq_kind_min=8):
+    """Reference of ``devices.device_polls`` + ``device_scores`` + ``fold_device`` over frames.
+
+    ``frames``: list of (ts, signal, value, quality, kind, score). Returns per frame (device scores, folded scores).
+    """
+    good = [-1] * n_devices
+    anyt = [-1] * n_devices
+    since = None
+    out = []
+    for ts, sig, val, q, kind, score in frames:
+        now = int(max(ts))
+        since = now if since is None else since
+        for t, s, x, qq in zip(ts.tolist(), sig.tolist(), val.tolist(), q.tolist(), strict=True):
+            d = int(device_of[s])
+            if d < 0:
+                continue
+            anyt[d] = max(anyt[d], t)
+            if qq != 2 and math.isfinite(x):
+                good[d] = max(good[d], t)
+        dev = np.zeros(n_devices)
+        for d in range(n_devices):
+            t = bad_ns if anyt[d] > good[d] else silent_ns
+            if good[d] < 0 or t <= 0:
+                continue
+            dd = float(now - max(good[d], since))
+            dev[d] = dd * dd / (dd * dd + t * t) if dd > 0 else 0.0
+        folded = np.array(score, dtype=np.float64)
+        for k, s in enumerate(sig.tolist()):
+            d = int(device_of[s])
+            if kind[k] >= dq_kind_min and folded[k] > 0 and d >= 0 and dev[d] >= fold_at:
+                folded[k] = 0.0
+        out.append((dev, folded))
+    return out

@@ -7,9 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from edge.detectors.events import Phase
-from edge.detectors.settings import AnalyticsSettings, OperatingStateSettings
+from edge.detectors.settings import AnalyticsSettings, OffJudgement, OperatingStateSettings
 from edge.detectors.stack import DetectorStack, running_indicators
 from edge.kernels import opstate, robust, signal_stack
 from edge.kernels.kinds import EN_ALL, EN_STATE, Kind
@@ -23,8 +24,9 @@ MACHINE_OF = np.array([0, 0, 0, 1], np.int64)
 ENABLE = np.array([EN_STATE, EN_ALL, EN_ALL, EN_ALL], np.int64)
 
 
-def _settings(grace_s: float = 600.0) -> AnalyticsSettings:
-    return AnalyticsSettings(settle_s=0, alarm_settle=60, operating_state=OperatingStateSettings(grace_s=grace_s))
+def _settings(grace_s: float = 600.0, off: OffJudgement = OffJudgement.OWN_BASELINE) -> AnalyticsSettings:
+    return AnalyticsSettings(settle_s=0, alarm_settle=60,
+                             operating_state=OperatingStateSettings(grace_s=grace_s, off=off))
 
 
 def _values(k: int, on: bool, rng: np.random.Generator) -> np.ndarray:
@@ -43,22 +45,26 @@ def _run(stack: DetectorStack, ks: range, on, rng, quality=None) -> list:
     return opened
 
 
-def test_an_off_machine_raises_no_process_alarm_and_learns_nothing_then_resumes_its_running_baseline():
+@pytest.mark.parametrize("off", list(OffJudgement))
+def test_an_off_machine_raises_no_process_alarm_and_its_running_baseline_rests(off):
     rng = np.random.default_rng(1)
-    stack = DetectorStack(4, MACHINE_OF, _settings(), enable=ENABLE, running_of=np.array([0, -1, -1, -1]))
+    stack = DetectorStack(4, MACHINE_OF, _settings(off=off), enable=ENABLE, running_of=np.array([0, -1, -1, -1]))
     assert _run(stack, range(0, 2000), lambda k: True, rng) == []
     r_state = stack.process(np.arange(4, dtype=np.uint32), _values(0, True, rng), np.zeros(4, np.uint8),
                             np.full(4, T0 + 2000 * 10**9, np.int64)).machine_state
     assert r_state.tolist() == [opstate.RUNNING, opstate.UNKNOWN]
     level_before = stack.state[1:3, signal_stack.B_LEVEL:signal_stack.B_LEVEL + robust.WIDTH].copy()
-    # eight hours off: load at 0, temperature at ambient -- far outside the running baseline, and not a fault
-    opened = _run(stack, range(2001, 2001 + 8 * 3600), lambda k: False, rng)
+    # two hours off: load at 0, temperature at ambient -- far outside the running baseline, and not a fault
+    opened = _run(stack, range(2001, 2001 + 2 * 3600), lambda k: False, rng)
     assert opened == []
     assert stack.m_state[0] == opstate.OFF
-    np.testing.assert_array_equal(stack.state[1:3, signal_stack.B_LEVEL:signal_stack.B_LEVEL + robust.WIDTH],
+    running = stack.state if off is OffJudgement.FREEZE else stack.state_alt
+    np.testing.assert_array_equal(running[1:3, signal_stack.B_LEVEL:signal_stack.B_LEVEL + robust.WIDTH],
                                   level_before)
+    if off is OffJudgement.OWN_BASELINE:  # the off baseline learned the machine at rest
+        assert abs(stack.state[2, signal_stack.B_LEVEL + robust.LOC] - 25.0) < 0.5
     # restart: held for grace_s (600 s), then judged against the running baseline, which still fits
-    k0 = 2001 + 8 * 3600
+    k0 = 2001 + 2 * 3600
     assert _run(stack, range(k0, k0 + 1200), lambda k: True, rng) == []
     # a real fault after the grace is found at once
     fault = _values(0, True, rng) + np.array([0, 25.0, 0, 0])
@@ -67,9 +73,10 @@ def test_an_off_machine_raises_no_process_alarm_and_learns_nothing_then_resumes_
     assert [(int(e["entity"]), int(e["phase"])) for e in r.events] == [(1, Phase.OPEN)]
 
 
-def test_data_quality_is_judged_while_off():
+@pytest.mark.parametrize("off", list(OffJudgement))
+def test_data_quality_is_judged_while_off(off):
     rng = np.random.default_rng(2)
-    stack = DetectorStack(4, MACHINE_OF, _settings(), enable=ENABLE, running_of=np.array([0, -1, -1, -1]))
+    stack = DetectorStack(4, MACHINE_OF, _settings(off=off), enable=ENABLE, running_of=np.array([0, -1, -1, -1]))
     _run(stack, range(0, 2000), lambda k: True, rng)
 
     def bad_load(k: int) -> np.ndarray:
@@ -81,14 +88,15 @@ def test_data_quality_is_judged_while_off():
 
 def test_state_changes_hold_process_alarms_for_the_grace_and_the_state_survives_a_checkpoint(tmp_path):
     rng = np.random.default_rng(3)
-    stack = DetectorStack(4, MACHINE_OF, _settings(grace_s=900), enable=ENABLE, running_of=np.array([0, -1, -1, -1]))
+    s = _settings(grace_s=900, off=OffJudgement.FREEZE)
+    stack = DetectorStack(4, MACHINE_OF, s, enable=ENABLE, running_of=np.array([0, -1, -1, -1]))
     _run(stack, range(0, 1000), lambda k: True, rng)
     assert stack.hold_until[0] == -1  # first sighting: no grace
     _run(stack, range(1000, 1010), lambda k: False, rng)
     assert stack.hold_until[0] == T0 + 1000 * 10**9 + 900 * 10**9
     assert stack.cfg[:, signal_stack.C_FROZEN].tolist() == [0.0, 1.0, 1.0, 0.0]
     stack.save(tmp_path / "d.npz")
-    again = DetectorStack(4, MACHINE_OF, _settings(grace_s=900), enable=ENABLE, running_of=np.array([0, -1, -1, -1]))
+    again = DetectorStack(4, MACHINE_OF, s, enable=ENABLE, running_of=np.array([0, -1, -1, -1]))
     again.restore(tmp_path / "d.npz")
     assert again.m_state.tolist() == [opstate.OFF, opstate.UNKNOWN]
     assert again.cfg[:, signal_stack.C_FROZEN].tolist() == [0.0, 1.0, 1.0, 0.0]
@@ -101,3 +109,18 @@ def test_running_indicators_of_the_dev_plant():
     assert rows.size > 0 and len(set(ind[rows].tolist())) == rows.size  # one per machine at most
     assert all(table.ids[r].endswith(".running") and table.kinds[r] == "state" for r in rows.tolist())
     assert all(table.machine_ids[int(ind[r])] == table.ids[r].rsplit(".", 1)[0] for r in rows.tolist())
+
+
+def test_a_sensor_fault_on_an_off_machine_is_found_against_the_off_baseline(tmp_path):
+    rng = np.random.default_rng(4)
+    stack = DetectorStack(4, MACHINE_OF, _settings(grace_s=300), enable=ENABLE, running_of=np.array([0, -1, -1, -1]))
+    _run(stack, range(0, 1000), lambda k: True, rng)
+    assert _run(stack, range(1000, 2000), lambda k: False, rng) == []
+    stack.save(tmp_path / "d.npz")  # the off baseline survives a restart too
+    again = DetectorStack(4, MACHINE_OF, _settings(grace_s=300), enable=ENABLE, running_of=np.array([0, -1, -1, -1]))
+    again.restore(tmp_path / "d.npz")
+    np.testing.assert_array_equal(again.state_alt, stack.state_alt)
+    fault = _values(0, False, rng) + np.array([0, 0, 5.0, 0])  # the idle temperature jumps 5 K (50 of its sigma)
+    r = stack.process(np.arange(4, dtype=np.uint32), fault, np.zeros(4, np.uint8), np.full(4, T0 + 2000 * 10**9,
+                                                                                            np.int64))
+    assert [(int(e["entity"]), int(e["phase"])) for e in r.events] == [(2, Phase.OPEN)]

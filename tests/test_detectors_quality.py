@@ -162,3 +162,58 @@ def test_rebaseline_command_rewrites_the_checkpoint_of_the_matching_signals(tmp_
     other = np.setdiff1d(np.arange(n), press)
     assert (after.state[press, 2] == 0).all()  # level count: learning afresh
     np.testing.assert_array_equal(after.state[other], stack.state[other])
+
+
+def _device_run(stack: DetectorStack, seconds: int, *, t_from: int = 0, bad_dev: tuple[int, int] = (-1, -1),
+                silent_dev: tuple[int, int] = (-1, -1), bad_sig: tuple[int, int] = (-1, -1)) -> list[tuple]:
+    """6 noise signals at 1 Hz: 0-3 on device 0, 4-5 on device 1. Device 0's polls fail (all BAD) in ``bad_dev``,
+    or deliver nothing in ``silent_dev``; signal 4 alone is bad in ``bad_sig``. Returns (t, phase, scope, entity,
+    kind) of every event."""
+    rng = np.random.default_rng(t_from)
+    out = []
+    for t in range(t_from, t_from + seconds):
+        sig = np.arange(6, dtype=np.uint32)
+        v = rng.normal(size=6)
+        q = np.zeros(6, np.uint8)
+        if bad_dev[0] <= t < bad_dev[1]:
+            v[:4], q[:4] = np.nan, 2
+        if bad_sig[0] <= t < bad_sig[1]:
+            v[4], q[4] = np.nan, 2
+        if silent_dev[0] <= t < silent_dev[1]:
+            sig, v, q = sig[4:], v[4:], q[4:]
+        r = stack.process(sig, v, q, np.full(sig.shape[0], T0 + t * 10**9, dtype=np.int64))
+        out += [(t, int(e["phase"]), int(e["scope"]), int(e["entity"]), int(e["kind"])) for e in r.events]
+    return out
+
+
+def _device_stack() -> DetectorStack:
+    return DetectorStack(6, np.full(6, -1), AnalyticsSettings(settle_s=0, alarm_settle=30),
+                         device_of=np.array([0, 0, 0, 0, 1, 1]))
+
+
+def test_a_device_without_good_polls_raises_one_device_alarm_not_one_per_signal():
+    from edge.detectors.events import Scope
+
+    stack = _device_stack()
+    ev = _device_run(stack, 400, bad_dev=(200, 300))
+    assert [(p, sc, e, k) for _, p, sc, e, k in ev] == [(Phase.OPEN, Scope.DEVICE, 0, Kind.DEVICE),
+                                                        (Phase.CLOSE, Scope.DEVICE, 0, Kind.DEVICE)]
+    t_open, t_close = ev[0][0], ev[1][0]
+    assert t_open == 199 + 3  # device_s 3 s after the last good poll (at 199)
+    assert 300 <= t_close <= 300 + 15  # closes through its hysteresis once the polls are good again
+
+
+def test_a_silent_device_raises_one_device_alarm_and_folds_its_signals_silence():
+    from edge.detectors.events import Scope
+
+    stack = _device_stack()
+    ev = _device_run(stack, 500, silent_dev=(100, 400))
+    opened = [(t, sc, e, k) for t, p, sc, e, k in ev if p == Phase.OPEN]
+    assert [(sc, e, k) for _, sc, e, k in opened] == [(Scope.DEVICE, 0, Kind.DEVICE)]
+    assert 100 + 119 <= opened[0][0] <= 100 + 121  # silent_s 120 s: a quiet device is judged like a quiet signal
+
+
+def test_one_bad_signal_on_a_healthy_device_is_its_own_alarm():
+    stack = _device_stack()
+    ev = _device_run(stack, 300, bad_sig=(100, 150))
+    assert [(p, e, k) for _, p, _, e, k in ev if p == Phase.OPEN] == [(Phase.OPEN, 4, Kind.BAD)]

@@ -35,7 +35,8 @@ def _indicator_frames(seed: int, n_frames: int) -> list[tuple[np.ndarray, ...]]:
     return frames
 
 
-def test_update_states_matches_reference_frame_by_frame():
+@pytest.mark.parametrize("mode", [opstate.FREEZE, opstate.OWN_BASELINE])
+def test_update_states_matches_reference_frame_by_frame(mode):
     running_of = np.array([0, -1, -1, 1, -1, -1], np.int64)
     members = {0: [1, 2], 1: [4, 5]}
     m_ptr = np.array([0, 2, 4], np.int64)
@@ -44,19 +45,29 @@ def test_update_states_matches_reference_frame_by_frame():
     since = np.full(2, -1, np.int64)
     hold = np.full(2, -1, np.int64)
     cfg = np.zeros((6, signal_stack.C_WIDTH))
+    rng = np.random.default_rng(4)
+    st_, alt = rng.normal(size=(6, 7)), rng.normal(size=(6, 7))
+    st_[2, 3] = alt[2, 3] = np.nan  # NaN and inf travel with their baseline
+    alt[4, 0] = np.inf
+    ref_st, ref_alt = st_.copy(), alt.copy()
     total = 0
     for ts, sig, v, q in _indicator_frames(3, 300):
         ref_state, ref_since, ref_hold, ref_frozen, ref_n = naive.update_states(
-            ts, sig, v, q, running_of, state, since, hold, GRACE_NS, members)
+            ts, sig, v, q, running_of, state, since, hold, GRACE_NS, members,
+            swap=(ref_st, ref_alt, (1, 5)) if mode == opstate.OWN_BASELINE else None)
         n = opstate.update_states(ts, sig, v, q, running_of, state, since, hold, GRACE_NS, m_ptr, m_sig, cfg,
-                                  signal_stack.C_FROZEN)
+                                  signal_stack.C_FROZEN, mode, st_, alt, 1, 5)
         assert n == ref_n
         assert state.tolist() == ref_state and since.tolist() == ref_since and hold.tolist() == ref_hold
         for s, fz in ref_frozen.items():
             assert cfg[s, signal_stack.C_FROZEN] == fz
+        np.testing.assert_array_equal(st_, ref_st)
+        np.testing.assert_array_equal(alt, ref_alt)
         total += n
     assert total > 10  # the stream really switches machines on and off
     assert cfg[[0, 3], signal_stack.C_FROZEN].tolist() == [0.0, 0.0]  # indicators themselves are never frozen
+    if mode == opstate.OWN_BASELINE:
+        assert not cfg[:, signal_stack.C_FROZEN].any()
 
 
 def test_first_sighting_sets_the_state_without_a_grace_and_constant_input_changes_nothing():
@@ -64,7 +75,7 @@ def test_first_sighting_sets_the_state_without_a_grace_and_constant_input_change
     state, since, hold = np.zeros(1, np.int8), np.full(1, -1, np.int64), np.full(1, -1, np.int64)
     cfg = np.zeros((2, signal_stack.C_WIDTH))
     args = (running_of, state, since, hold, GRACE_NS, np.array([0, 1], np.int64), np.array([1], np.int64), cfg,
-            signal_stack.C_FROZEN)
+            signal_stack.C_FROZEN, opstate.FREEZE, np.zeros((2, 3)), np.zeros((2, 3)), 0, 1)
     sig = np.zeros(50, np.uint32)
     ts = np.arange(50, dtype=np.int64) * 10**9
     assert opstate.update_states(ts, sig, np.zeros(50), np.zeros(50, np.uint8), *args) == 0

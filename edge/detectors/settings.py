@@ -186,6 +186,11 @@ class QualitySettings(_Strict):
                                                         "that score 0.5 (kind BAD); 0: off")
     silent_s: float = Field(default=120.0, ge=0, description="seconds without any sample after which a signal "
                                                              "seen before raises SILENT; 0: off")
+    device_s: float = Field(default=3.0, ge=0,
+                            description="seconds without a good poll from any signal of a device (seen good before) "
+                                        "that score 0.5 (kind DEVICE, one alarm per device); while a device is down "
+                                        "its signals' BAD and SILENT alarms are folded under it. Keep it <= bad_s, "
+                                        "or a dead device's signals raise their own BAD alarms first; 0: off")
 
 
 class OperatingChangeSettings(_Strict):
@@ -204,13 +209,22 @@ class OperatingChangeSettings(_Strict):
     hold_s: float = Field(default=900.0, ge=0, description="process alarms held this long after the last such frame")
 
 
+class OffJudgement(enum.StrEnum):
+    """How a machine's process signals are judged while it is off (``edge.kernels.opstate``)."""
+
+    OWN_BASELINE = "own_baseline"  # off has a baseline of its own; the running one rests (default)
+    FREEZE = "freeze"  # neither learned nor judged while off (data quality only)
+
+
 class OperatingStateSettings(_Strict):
     """A machine's operating state from its own running indicator, and what it does to its signals (``opstate``).
 
     A signal of the machine named in ``running_signals`` (a ``kind: state`` bit, e.g. ``running``; matched on the
-    name within the machine) gives the machine's state: RUNNING at >= 0.5, OFF below. While a machine is OFF its
-    other signals are neither learned nor judged (their data quality still is: BAD, SILENT); after each start or
-    stop its process alarms (level, change, rate) are held for ``grace_s``. A machine without such a signal is
+    name within the machine) gives the machine's state: RUNNING at >= 0.5, OFF below. Each state has a baseline of
+    its own (``off``: ``own_baseline``): the running baseline neither learns the machine at rest nor judges it, and
+    is back unchanged when the machine starts; or (``freeze``) an off machine's signals are neither learned nor
+    judged at all (their data quality always is: BAD, SILENT, DEVICE). After each start or stop the machine's
+    process alarms (level, change, rate) are held for ``grace_s``. A machine without such a signal is
     judged as before (state unknown). Why ``grace_s`` 1,800 s by default: a start is a duration -- the simulated
     plant's machines ramp for ~15 minutes, and their thermal signals lag load by a time constant of 10-20 minutes,
     so a restarted machine reaches its operating point ~30 minutes after its running bit rises. Chosen on the
@@ -221,6 +235,7 @@ class OperatingStateSettings(_Strict):
     running_signals: list[str] = Field(default=["running"],
                                        description="signal names (within a machine, kind state) whose value >= 0.5 "
                                                    "means the machine runs")
+    off: OffJudgement = OffJudgement.OWN_BASELINE
     grace_s: float = Field(default=1800.0, ge=0,
                            description="process alarms of a machine held this long after it starts or stops")
 

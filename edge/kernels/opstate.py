@@ -15,11 +15,18 @@ What this kernel does, per frame (before the signal stack scores it):
   ``t + grace_ns``: ``hold_until[m]`` is raised to it, and the alarm gate (``alarms.settle_gate``) holds the
   machine's process alarms (level, change, rate) until then -- a start's ramps and thermal lags are a duration,
   so the grace is one (``OperatingStateSettings.grace_s``).
-- While OFF, every signal of the machine that follows the process (``m_sig[m_ptr[m]:m_ptr[m+1]]``: all but its
-  state signals) is *frozen*: ``cfg[s, frozen_col]`` is 1, and ``signal_stack.signal_chunk`` then neither learns
-  from it nor judges it (score 0) -- the baseline stays the running one, and is not judged against the rest
-  values; only its data-quality judgement (BAD, SILENT) and its last sample's time go on. On RUNNING or UNKNOWN
-  the column is 0 again.
+- ``mode`` OWN_BASELINE (the default): each state has its own baseline. The signal state rows ``st`` of the
+  machine's process signals (``m_sig[m_ptr[m]:m_ptr[m+1]]``: all but its state signals) are swapped with
+  ``st_alt`` at every change between OFF and RUNNING (not at the first sighting), except the columns
+  ``keep_a``/``keep_b`` (the latest sample's value and time, which the slope, BAD and SILENT read): the running
+  baseline rests while the machine is off and comes back unchanged when it starts, and the off baseline learns
+  and judges the machine at rest (a sensor can fail on a machine that is switched off). A state seen for the
+  first time starts from a fresh baseline that settles like any other (``alarm_settle`` samples).
+- ``mode`` FREEZE: while OFF, every process signal of the machine is *frozen*: ``cfg[s, frozen_col]`` is 1,
+  and ``signal_stack.signal_chunk`` then neither learns from it nor judges it (score 0) -- the baseline stays
+  the running one and is not judged against the rest values; only its data-quality judgement (BAD, SILENT) and
+  its last sample's time go on. On RUNNING or UNKNOWN the column is 0 again.
+(In FREEZE mode ``st_alt`` is not touched; in OWN_BASELINE mode ``cfg`` is not.)
 
 State: ``state`` int8 per machine (``UNKNOWN`` 0, ``OFF`` 1, ``RUNNING`` 3; 2 is kept for an IDLE state that a
 load-based classification may add), ``since_ns`` int64 per machine (time of the last change, -1 none).
@@ -38,10 +45,15 @@ IDLE = 2
 RUNNING = 3
 
 
+FREEZE = 0
+OWN_BASELINE = 1
+
+
 @njit(cache=True, nogil=True)
 def update_states(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality: np.ndarray,
                   running_of: np.ndarray, state: np.ndarray, since_ns: np.ndarray, hold_until: np.ndarray,
-                  grace_ns: int, m_ptr: np.ndarray, m_sig: np.ndarray, cfg: np.ndarray, frozen_col: int) -> int:
+                  grace_ns: int, m_ptr: np.ndarray, m_sig: np.ndarray, cfg: np.ndarray, frozen_col: int, mode: int,
+                  st: np.ndarray, st_alt: np.ndarray, keep_a: int, keep_b: int) -> int:
     """Advance every machine's state over the frame's running-indicator samples, in arrival order."""
     changes = 0
     for k in range(signal.shape[0]):
@@ -60,6 +72,16 @@ def update_states(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, qual
             if t + grace_ns > hold_until[m]:
                 hold_until[m] = t + grace_ns
         state[m] = new
+        if mode == OWN_BASELINE:
+            if old != UNKNOWN:  # off <-> running: each state's baseline in ``st`` while it is the current one
+                for j in range(m_ptr[m], m_ptr[m + 1]):
+                    s = m_sig[j]
+                    for c in range(st.shape[1]):
+                        if c != keep_a and c != keep_b:
+                            tmp = st[s, c]
+                            st[s, c] = st_alt[s, c]
+                            st_alt[s, c] = tmp
+            continue
         fz = 1.0 if new == OFF else 0.0
         for j in range(m_ptr[m], m_ptr[m + 1]):
             cfg[m_sig[j], frozen_col] = fz
