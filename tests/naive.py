@@ -386,7 +386,7 @@ def machine_moves(ts_ns, signal, quality, z, machine_of, members, z_hot, min_fra
 
 
 def update_states(ts_ns, signal, value, quality, running_of, state, since_ns, hold_until, grace_ns, members,
-                  swap=None):
+                  swap=None, on_at=None, off_at=None):
     """Reference of ``opstate.update_states``: (state, since_ns, hold_until, frozen per signal, changes).
 
     ``members``: dict machine -> list of the signals its OFF state freezes. ``frozen`` holds only the signals whose
@@ -401,7 +401,10 @@ def update_states(ts_ns, signal, value, quality, running_of, state, since_ns, ho
         x = float(value[k])
         if m < 0 or int(quality[k]) == 2 or not math.isfinite(x):
             continue
-        new = 3 if x >= 0.5 else 1
+        s_in = int(signal[k])
+        on = 0.5 if on_at is None else float(on_at[s_in])
+        off = 0.5 if off_at is None else float(off_at[s_in])
+        new = 3 if x >= on else (1 if x < off else state[m])
         if new == state[m]:
             continue
         t = int(ts_ns[k])

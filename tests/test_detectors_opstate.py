@@ -104,7 +104,8 @@ def test_state_changes_hold_process_alarms_for_the_grace_and_the_state_survives_
 
 def test_running_indicators_of_the_dev_plant():
     table = expand(load_plant(ROOT / "configs" / "dev" / "plant.yaml"))
-    ind = running_indicators(table, ["running"])
+    ind, on_at, off_at = running_indicators(table, ["running"])
+    assert (on_at == 0.5).all() and (off_at == 0.5).all()
     rows = np.flatnonzero(ind >= 0)
     assert rows.size > 0 and len(set(ind[rows].tolist())) == rows.size  # one per machine at most
     assert all(table.ids[r].endswith(".running") and table.kinds[r] == "state" for r in rows.tolist())
@@ -124,3 +125,14 @@ def test_a_sensor_fault_on_an_off_machine_is_found_against_the_off_baseline(tmp_
     r = stack.process(np.arange(4, dtype=np.uint32), fault, np.zeros(4, np.uint8), np.full(4, T0 + 2000 * 10**9,
                                                                                             np.int64))
     assert [(int(e["entity"]), int(e["phase"])) for e in r.events] == [(2, Phase.OPEN)]
+
+
+def test_a_machine_without_a_running_bit_takes_its_state_from_its_load_with_a_band():
+    table = expand(load_plant(ROOT / "configs" / "dev" / "plant.yaml"))
+    ind, on_at, off_at = running_indicators(table, ["running"], {"power_active": 0.05})
+    meters = [r for r in np.flatnonzero(ind >= 0).tolist() if table.ids[r].endswith(".power_active")]
+    assert meters and all(table.kinds[r] != "state" for r in meters)
+    r = meters[0]
+    assert on_at[r] == table.low[r] + 0.05 * (table.high[r] - table.low[r]) and off_at[r] < on_at[r]
+    bits = ind[np.flatnonzero(ind >= 0)]
+    assert len(set(bits.tolist())) == bits.size  # still one indicator per machine

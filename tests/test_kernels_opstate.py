@@ -23,7 +23,7 @@ def _indicator_frames(seed: int, n_frames: int) -> list[tuple[np.ndarray, ...]]:
         if rng.random() < 0.1:
             on[rng.integers(2)] = 1.0 - on[rng.integers(2)]
         v = rng.normal(size=6)
-        v[0], v[3] = on
+        v[0], v[3] = on[0], on[1] * 0.8 + rng.uniform(-0.2, 0.4)  # machine 1's indicator crosses its band
         r = rng.random()
         if r < 0.05:
             v[0] = np.nan
@@ -50,12 +50,16 @@ def test_update_states_matches_reference_frame_by_frame(mode):
     st_[2, 3] = alt[2, 3] = np.nan  # NaN and inf travel with their baseline
     alt[4, 0] = np.inf
     ref_st, ref_alt = st_.copy(), alt.copy()
+    # machine 0: a running bit; machine 1: a load indicator with a band (on at 0.7, off below 0.3)
+    on_at, off_at = np.full(6, 0.5), np.full(6, 0.5)
+    on_at[3], off_at[3] = 0.7, 0.3
     total = 0
     for ts, sig, v, q in _indicator_frames(3, 300):
         ref_state, ref_since, ref_hold, ref_frozen, ref_n = naive.update_states(
             ts, sig, v, q, running_of, state, since, hold, GRACE_NS, members,
-            swap=(ref_st, ref_alt, (1, 5)) if mode == opstate.OWN_BASELINE else None)
-        n = opstate.update_states(ts, sig, v, q, running_of, state, since, hold, GRACE_NS, m_ptr, m_sig, cfg,
+            swap=(ref_st, ref_alt, (1, 5)) if mode == opstate.OWN_BASELINE else None, on_at=on_at, off_at=off_at)
+        n = opstate.update_states(ts, sig, v, q, running_of, on_at, off_at, state, since, hold, GRACE_NS, m_ptr,
+                                  m_sig, cfg,
                                   signal_stack.C_FROZEN, mode, st_, alt, 1, 5)
         assert n == ref_n
         assert state.tolist() == ref_state and since.tolist() == ref_since and hold.tolist() == ref_hold
@@ -74,7 +78,8 @@ def test_first_sighting_sets_the_state_without_a_grace_and_constant_input_change
     running_of = np.array([0, -1], np.int64)
     state, since, hold = np.zeros(1, np.int8), np.full(1, -1, np.int64), np.full(1, -1, np.int64)
     cfg = np.zeros((2, signal_stack.C_WIDTH))
-    args = (running_of, state, since, hold, GRACE_NS, np.array([0, 1], np.int64), np.array([1], np.int64), cfg,
+    args = (running_of, np.full(2, 0.5), np.full(2, 0.5), state, since, hold, GRACE_NS, np.array([0, 1], np.int64),
+            np.array([1], np.int64), cfg,
             signal_stack.C_FROZEN, opstate.FREEZE, np.zeros((2, 3)), np.zeros((2, 3)), 0, 1)
     sig = np.zeros(50, np.uint32)
     ts = np.arange(50, dtype=np.int64) * 10**9

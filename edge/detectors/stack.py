@@ -106,20 +106,38 @@ def resolution_of(table: SignalTable) -> np.ndarray:
     return np.where(is_int, np.abs(table.scale), 0.0)
 
 
-def running_indicators(table: SignalTable, names: list[str]) -> np.ndarray:
-    """Per signal: its machine if it is that machine's running indicator (a ``kind: state`` signal whose name within
-    the machine is one of ``names``), else -1. The first such signal of a machine counts."""
-    out = np.full(len(table), -1, dtype=np.int64)
+def running_indicators(table: SignalTable, names: list[str],
+                       loads: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per signal: (machine it indicates the state of, or -1; value at which the machine runs; value below which it
+    is off). A machine's indicator is its first ``kind: state`` signal named (within the machine) in ``names``
+    (runs at >= 0.5); a machine without one takes its first signal named in ``loads`` (name -> fraction ``f`` of
+    its [low, high] span: runs at ``low + f * span``, off below ``low + f / 2 * span``; needs both limits)."""
+    n = len(table)
+    out = np.full(n, -1, dtype=np.int64)
+    on_at, off_at = np.full(n, 0.5), np.full(n, 0.5)
     wanted = set(names)
+    loads = loads or {}
     seen: set[int] = set()
+    candidates: dict[int, int] = {}
     for r, (sid, kind, m) in enumerate(zip(table.ids, table.kinds, table.machine.tolist(), strict=True)):
-        if m < 0 or kind != "state" or m in seen:
+        prefix = table.machine_ids[m] + "." if m >= 0 else ""
+        if m < 0 or m in seen or not sid.startswith(prefix):
             continue
-        prefix = table.machine_ids[m] + "."
-        if sid.startswith(prefix) and sid[len(prefix):] in wanted:
+        name = sid[len(prefix):]
+        if kind == "state" and name in wanted:
             out[r] = m
             seen.add(m)
-    return out
+        elif name in loads and m not in candidates and np.isfinite(table.high[r] - table.low[r]):
+            candidates[m] = r
+    for m, r in candidates.items():
+        if m in seen:
+            continue
+        f = loads[table.ids[r][len(table.machine_ids[m]) + 1:]]
+        span = float(table.high[r] - table.low[r])
+        out[r] = m
+        on_at[r] = float(table.low[r]) + f * span
+        off_at[r] = float(table.low[r]) + f / 2 * span
+    return out, on_at, off_at
 
 
 def _alarm_params(a: AlarmSettings) -> np.ndarray:
@@ -151,7 +169,8 @@ class DetectorStack:
                  resolution: np.ndarray | None = None, capacity: int = 65_536,
                  machine_ids: list[str] | None = None, base_dir: Path | None = None,
                  machine_models: list[MachineModel | None] | None = None,
-                 running_of: np.ndarray | None = None, device_of: np.ndarray | None = None) -> None:
+                 running_of: np.ndarray | None = None, running_on_at: np.ndarray | None = None,
+                 running_off_at: np.ndarray | None = None, device_of: np.ndarray | None = None) -> None:
         s = settings or AnalyticsSettings()
         machine_of = np.asarray(machine_of_signal, dtype=np.int64)
         if machine_of.shape != (n_signals,):
@@ -196,6 +215,8 @@ class DetectorStack:
                                                                                                  dtype=np.int64)
         if self.running_of.shape != (n_signals,):
             raise ValueError(f"running_of must have one entry per signal ({n_signals})")
+        self.on_at = np.full(n_signals, 0.5) if running_on_at is None else np.asarray(running_on_at, np.float64)
+        self.off_at = np.full(n_signals, 0.5) if running_off_at is None else np.asarray(running_off_at, np.float64)
         has_ind = np.zeros(n_m, dtype=bool)
         has_ind[self.running_of[self.running_of >= 0]] = True
         freeze = (machine_of >= 0) & has_ind[np.maximum(machine_of, 0)] & (mask != EN_STATE)
@@ -254,11 +275,12 @@ class DetectorStack:
         continuous (0). See ``signal_stack`` for why quantised signals need it.
         """
         enable = np.array([mask_for(k) for k in table.kinds], dtype=np.int64)
-        running = (settings or AnalyticsSettings()).operating_state.running_signals
+        ops = (settings or AnalyticsSettings()).operating_state
+        running_of, on_at, off_at = running_indicators(table, ops.running_signals, ops.load_signals)
         return cls(len(table), table.machine.astype(np.int64), settings, low=table.low, high=table.high,
                    enable=enable, resolution=resolution_of(table), capacity=capacity,
                    machine_ids=list(table.machine_ids), base_dir=base_dir,
-                   running_of=running_indicators(table, running),
+                   running_of=running_of, running_on_at=on_at, running_off_at=off_at,
                    device_of=table.device.astype(np.int64) if table.devices else None)
 
     def _init_state(self) -> None:
@@ -299,7 +321,8 @@ class DetectorStack:
             self._grow(max(n, 2 * self.capacity))
         score, kind = self._score[:n], self._kind[:n]
         if self._state_on and n:
-            opstate.update_states(ts_ns, signal, value, quality, self.running_of, self.m_state, self.m_since,
+            opstate.update_states(ts_ns, signal, value, quality, self.running_of, self.on_at, self.off_at,
+                                  self.m_state, self.m_since,
                                   self.hold_until, self._grace_ns, self.st_ptr, self.st_sig, self.cfg,
                                   signal_stack.C_FROZEN, self._off_mode, self.state, self.state_alt,
                                   signal_stack.B_RATE + rate.LAST_V, signal_stack.B_RATE + rate.LAST_TS)

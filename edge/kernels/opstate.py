@@ -8,9 +8,11 @@ signals decayed to their rest values and were judged against the running baselin
 condition monitoring knows the machine's state and judges a signal against the baseline of that state.
 
 What this kernel does, per frame (before the signal stack scores it):
-- A machine's state comes from its running indicator (``running_of[s]`` = machine whose running bit signal ``s``
-  is, -1 otherwise): a usable sample >= 0.5 means RUNNING, below it OFF. A machine without one stays UNKNOWN
-  (judged as before). Bad or non-finite samples of the indicator leave the state as it was.
+- A machine's state comes from its running indicator (``running_of[s]`` = machine whose indicator signal ``s``
+  is, -1 otherwise): a usable sample >= ``on_at[s]`` means RUNNING, below ``off_at[s]`` OFF, in between the
+  state stays as it was (hysteresis: a load indicator's noise near one threshold must not toggle the machine).
+  A running bit has both at 0.5; a load signal (a feeder's active power) a band. A machine without an indicator
+  stays UNKNOWN (judged as before). Bad or non-finite samples of the indicator leave the state as it was.
 - A change of state (not the first sighting after a cold start) at ``t`` marks the machine changing until
   ``t + grace_ns``: ``hold_until[m]`` is raised to it, and the alarm gate (``alarms.settle_gate``) holds the
   machine's process alarms (level, change, rate) until then -- a start's ramps and thermal lags are a duration,
@@ -51,18 +53,20 @@ OWN_BASELINE = 1
 
 @njit(cache=True, nogil=True)
 def update_states(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality: np.ndarray,
-                  running_of: np.ndarray, state: np.ndarray, since_ns: np.ndarray, hold_until: np.ndarray,
+                  running_of: np.ndarray, on_at: np.ndarray, off_at: np.ndarray, state: np.ndarray,
+                  since_ns: np.ndarray, hold_until: np.ndarray,
                   grace_ns: int, m_ptr: np.ndarray, m_sig: np.ndarray, cfg: np.ndarray, frozen_col: int, mode: int,
                   st: np.ndarray, st_alt: np.ndarray, keep_a: int, keep_b: int) -> int:
     """Advance every machine's state over the frame's running-indicator samples, in arrival order."""
     changes = 0
     for k in range(signal.shape[0]):
-        m = running_of[signal[k]]
+        s_in = signal[k]
+        m = running_of[s_in]
         x = value[k]
         if m < 0 or quality[k] == 2 or not np.isfinite(x):
             continue
-        new = RUNNING if x >= 0.5 else OFF
         old = state[m]
+        new = RUNNING if x >= on_at[s_in] else (OFF if x < off_at[s_in] else old)
         if new == old:
             continue
         t = ts_ns[k]
