@@ -120,6 +120,7 @@ class FaultFigures:
     signal_hours: float  # all scored signal-hours (clean and fault days)
     n_signals: int
     seconds: float
+    on_off_machine: np.ndarray | None = None  # bool per event: its machine was switched off (level <= 0.05) at start
 
 
 def subsample(plant: PlantConfig, fraction: float) -> PlantConfig:
@@ -231,9 +232,13 @@ def fault_run(plant_path: Path, seed: int, train_days: float, clean_days: float,
         names[name] = names.get(name, 0) + 1
     top = dict(sorted(names.items(), key=lambda kv: -kv[1])[:8])
     clean_false = int((false_ts < fault_ns).sum())
+    off = np.zeros(n_ev, dtype=bool)
+    if world.physics is not None and n_ev:
+        ms = machine_of[truth.signal.astype(np.int64)]
+        off = world.physics.level(truth.start_s.astype(np.float64), ms) <= 0.05
     return FaultFigures(n_ev, detected, delay, truth.kind.astype(np.int64), in_range, int((~sig_used).sum()),
                         int((~mach_used).sum()), by_kind, by_hour, top, clean_false, n * clean_days * 24.0,
-                        n * (clean_days + fault_days) * 24.0, n, seconds)
+                        n * (clean_days + fault_days) * 24.0, n, seconds, off)
 
 
 def print_faults(f: FaultFigures) -> None:
@@ -255,6 +260,10 @@ def print_faults(f: FaultFigures) -> None:
     print(f"{'all':20} {f.events:6d} {f.detected.mean():7.2f}")
     print(f"{'abrupt kinds':20} {int(abrupt.sum()):6d} {f.detected[abrupt].mean():7.2f} "
           f"{np.median(d) if d.size else float('nan'):15.1f}")
+    if f.on_off_machine is not None and f.on_off_machine.any():
+        o = f.on_off_machine
+        print(f"{'machine running':20} {int((~o).sum()):6d} {f.detected[~o].mean():7.2f}   (events on machines "
+              f"switched off at their start: {int(o.sum())}, recall {f.detected[o].mean():.2f})")
     fa = f.false_signal + f.false_machine
     print(f"false alarms: {fa} ({f.false_signal} signal, {f.false_machine} machine) over {f.signal_hours:,.0f} "
           f"scored signal-hours = {1000 * fa / f.signal_hours:.2f} per 1,000 signal-hours "

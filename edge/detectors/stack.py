@@ -7,9 +7,9 @@ the frame opened or closed. Every sample is judged by state that has not yet lea
 
 Stages, all numba kernels over state arrays sized once from the signal count and config:
 0. ``opstate.update_states`` -- each machine's operating state (unknown / off / running) from its running
-   indicator (``settings.operating_state``); each state has its own baseline (an off machine is judged against
-   the off baseline, the running one rests; or, ``off: freeze``, an off machine's signals are neither learned
-   nor judged; data quality always is), and a start or stop holds its process alarms for ``grace_s``;
+   indicator (``settings.operating_state``); an off machine's signals are neither learned nor judged (``off:
+   freeze``, the default; ``own_baseline``: the off state has a baseline of its own; data quality is always
+   judged), and a start or stop holds its process alarms for ``grace_s``;
 1. ``signal_stack.signal_chunk`` -- level, change, stuck, rate and range per signal (fused, one pass);
 2. ``machine.MachineStage`` -- per machine a fitted PCA baseline per operating mode (``edge.kernels.pca``),
    ticked at most every ``machine.period_s`` on the latest good value of its members, naming the three

@@ -17,17 +17,18 @@ What this kernel does, per frame (before the signal stack scores it):
   ``t + grace_ns``: ``hold_until[m]`` is raised to it, and the alarm gate (``alarms.settle_gate``) holds the
   machine's process alarms (level, change, rate) until then -- a start's ramps and thermal lags are a duration,
   so the grace is one (``OperatingStateSettings.grace_s``).
-- ``mode`` OWN_BASELINE (the default): each state has its own baseline. The signal state rows ``st`` of the
+- ``mode`` OWN_BASELINE: each state has its own baseline. The signal state rows ``st`` of the
   machine's process signals (``m_sig[m_ptr[m]:m_ptr[m+1]]``: all but its state signals) are swapped with
   ``st_alt`` at every change between OFF and RUNNING (not at the first sighting), except the columns
   ``keep_a``/``keep_b`` (the latest sample's value and time, which the slope, BAD and SILENT read): the running
   baseline rests while the machine is off and comes back unchanged when it starts, and the off baseline learns
   and judges the machine at rest (a sensor can fail on a machine that is switched off). A state seen for the
   first time starts from a fresh baseline that settles like any other (``alarm_settle`` samples).
-- ``mode`` FREEZE: while OFF, every process signal of the machine is *frozen*: ``cfg[s, frozen_col]`` is 1,
-  and ``signal_stack.signal_chunk`` then neither learns from it nor judges it (score 0) -- the baseline stays
-  the running one and is not judged against the rest values; only its data-quality judgement (BAD, SILENT) and
-  its last sample's time go on. On RUNNING or UNKNOWN the column is 0 again.
+- ``mode`` FREEZE (the stack's default): while OFF, every process signal of the machine is *frozen*:
+  ``cfg[s, frozen_col]`` is 1, and ``signal_stack.signal_chunk`` then neither learns from it nor judges it
+  (score 0) -- the baseline stays the running one and is not judged against the rest values; only its
+  data-quality judgement (BAD, SILENT) and its last sample's time go on. On RUNNING or UNKNOWN the column is
+  0 again.
 (In FREEZE mode ``st_alt`` is not touched; in OWN_BASELINE mode ``cfg`` is not.)
 
 State: ``state`` int8 per machine (``UNKNOWN`` 0, ``OFF`` 1, ``RUNNING`` 3; 2 is kept for an IDLE state that a
