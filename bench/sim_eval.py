@@ -43,6 +43,7 @@ ticks closest to 24 h before failure, and the coverage of the 10-90 % band.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -119,6 +120,7 @@ class FaultFigures:
     signal_hours: float  # all scored signal-hours (clean and fault days)
     n_signals: int
     seconds: float
+    on_off_machine: np.ndarray | None = None  # bool per event: its machine was switched off (level <= 0.05) at start
 
 
 def subsample(plant: PlantConfig, fraction: float) -> PlantConfig:
@@ -130,7 +132,8 @@ def subsample(plant: PlantConfig, fraction: float) -> PlantConfig:
 
 
 def fault_run(plant_path: Path, seed: int, train_days: float, clean_days: float, fault_days: float, rate: float,
-              grace_s: float, settings: AnalyticsSettings | None = None, machine_fraction: float = 1.0) -> FaultFigures:
+              grace_s: float, settings: AnalyticsSettings | None = None, machine_fraction: float = 1.0,
+              dump: Path | None = None) -> FaultFigures:
     """History protocol: learn ``train_days`` fault-free, score ``clean_days`` fault-free, then ``fault_days``."""
     plant = subsample(load_plant(plant_path), machine_fraction)
     world = build_world(SimOptions(plant=plant_path, seed=seed, anomaly_rate_per_h=rate, wear_fraction=0.0,
@@ -207,6 +210,14 @@ def fault_run(plant_path: Path, seed: int, train_days: float, clean_days: float,
                     + frac * truth.magnitude[i]
                 in_range[i] = not (np.isfinite(span[row]) and (x < table.low[row] or x > table.high[row]))
     false_sig = sig_alarm[~sig_used]
+    if dump is not None:  # every false alarm opening, for diagnosis: time, signal, kind, machine's night mode
+        night = world.physics.night if world.physics is not None else np.full(len(table.machine_ids), np.nan)
+        with open(dump, "w") as fh:
+            fh.write("t_s,signal,kind,night_level\n")
+            for ts0, ent, kd in zip(false_sig["ts_start"].tolist(), false_sig["entity"].tolist(),
+                                    false_sig["kind"].tolist(), strict=True):
+                fh.write(f"{(ts0 - EPOCH_NS) / 1e9:.0f},{table.ids[ent]},{Kind(kd).name},"
+                         f"{night[int(machine_of[ent])]:g}\n")
     by_kind: dict[str, int] = {}
     for k in np.unique(false_sig["kind"]).tolist():
         by_kind[Kind(k).name.lower()] = int((false_sig["kind"] == k).sum())
@@ -221,9 +232,13 @@ def fault_run(plant_path: Path, seed: int, train_days: float, clean_days: float,
         names[name] = names.get(name, 0) + 1
     top = dict(sorted(names.items(), key=lambda kv: -kv[1])[:8])
     clean_false = int((false_ts < fault_ns).sum())
+    off = np.zeros(n_ev, dtype=bool)
+    if world.physics is not None and n_ev:
+        ms = machine_of[truth.signal.astype(np.int64)]
+        off = world.physics.level(truth.start_s.astype(np.float64), ms) <= 0.05
     return FaultFigures(n_ev, detected, delay, truth.kind.astype(np.int64), in_range, int((~sig_used).sum()),
                         int((~mach_used).sum()), by_kind, by_hour, top, clean_false, n * clean_days * 24.0,
-                        n * (clean_days + fault_days) * 24.0, n, seconds)
+                        n * (clean_days + fault_days) * 24.0, n, seconds, off)
 
 
 def print_faults(f: FaultFigures) -> None:
@@ -245,6 +260,10 @@ def print_faults(f: FaultFigures) -> None:
     print(f"{'all':20} {f.events:6d} {f.detected.mean():7.2f}")
     print(f"{'abrupt kinds':20} {int(abrupt.sum()):6d} {f.detected[abrupt].mean():7.2f} "
           f"{np.median(d) if d.size else float('nan'):15.1f}")
+    if f.on_off_machine is not None and f.on_off_machine.any():
+        o = f.on_off_machine
+        print(f"{'machine running':20} {int((~o).sum()):6d} {f.detected[~o].mean():7.2f}   (events on machines "
+              f"switched off at their start: {int(o.sum())}, recall {f.detected[o].mean():.2f})")
     fa = f.false_signal + f.false_machine
     print(f"false alarms: {fa} ({f.false_signal} signal, {f.false_machine} machine) over {f.signal_hours:,.0f} "
           f"scored signal-hours = {1000 * fa / f.signal_hours:.2f} per 1,000 signal-hours "
@@ -417,18 +436,25 @@ def main(argv: list[str] | None = None) -> int:
                     help="also measure cold start and restart at these rates (e.g. 1 10)")
     ap.add_argument("--cold-minutes", type=float, default=10.0, help="minutes observed after settling/restart")
     ap.add_argument("--no-rul", action="store_true")
+    ap.add_argument("--settings", type=json.loads, default={},
+                    help='AnalyticsSettings overrides as JSON (e.g. \'{"operating_state": {"off": "freeze"}}\'); '
+                         "the default is the shipped defaults")
+    ap.add_argument("--dump", type=Path, help="write every false alarm opening to DUMP.seedN.csv (diagnosis)")
     args = ap.parse_args(argv)
     t0 = time.monotonic()
     plant = args.plant.resolve()
     where = plant.relative_to(ROOT) if plant.is_relative_to(ROOT) else plant
+    custom = " with " + json.dumps(args.settings) if args.settings else ""
     print(f"simulator ground truth, plant {where} (machine fraction {args.machine_fraction}), edge default "
-          f"AnalyticsSettings; learn {args.train_days} d fault-free, score {args.clean_days} d fault-free + "
+          f"AnalyticsSettings{custom}; learn {args.train_days} d fault-free, score {args.clean_days} d fault-free + "
           f"{args.fault_days} d with {args.rate} faults per signal-hour, 1 Hz")
     if not args.no_faults:
         for seed in args.seeds:
             print(f"\n== seed {seed}")
             f = fault_run(plant, seed, args.train_days, args.clean_days, args.fault_days, args.rate, args.grace,
-                          machine_fraction=args.machine_fraction)
+                          settings=AnalyticsSettings.model_validate(args.settings),
+                          machine_fraction=args.machine_fraction,
+                          dump=None if args.dump is None else args.dump.with_suffix(f".seed{seed}.csv"))
             print_faults(f)
     for hz in args.cold_start or []:
         cold_start(plant, args.seeds[0], hz, 8.0, args.cold_minutes, args.machine_fraction,

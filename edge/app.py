@@ -476,6 +476,11 @@ class EdgeGateway:
             if scope == Scope.SIGNAL:
                 doc["signal"] = self.table.ids[entity]
                 doc["machine"] = self.table.machine_ids[int(self.table.machine[entity])]
+            elif scope == Scope.DEVICE:  # a PLC or server without a good poll: one alarm for all its signals
+                served = sorted({self.table.machine_ids[m] for m in self.table.machine[self.table.device == entity]})
+                doc["device"] = self.table.devices[entity].name
+                doc["machine"] = served[0] if len(served) == 1 else None
+                doc["machines"] = served
             else:
                 doc["machine"] = self.table.machine_ids[entity]
                 names = [self.table.ids[t] for t in top if t >= 0]
@@ -490,8 +495,9 @@ class EdgeGateway:
         self.events_bytes += len(payload)
         self.events_messages += 1
         self.forwarder.submit_event(payload, self.boot_epoch_ns)
-        if self.sparkplug is not None:
-            self._sparkplug_call(self.sparkplug.call, self.sparkplug.node.on_events, events)
+        if self.sparkplug is not None:  # per machine there; a device alarm has no machine of its own
+            self._sparkplug_call(self.sparkplug.call, self.sparkplug.node.on_events,
+                                 events[events["scope"] != Scope.DEVICE])
         if self.detector_alarms is not None:
             self._console_call(self.detector_alarms.feed, out)
 

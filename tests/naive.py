@@ -166,8 +166,11 @@ def limit_score(x: float, low: float, high: float, margin: float) -> float:
 
 def signal_chunk(ts_ns, signal, value, quality, low, high, mask, *, level=None, cusum=None, stuck=None, rate=None,
                  level_threshold=6.0, rate_threshold=6.0, limit_margin=0.05, machine_z_clip=4.0, n_signals=None,
-                 bad_s=0.0, guard=1.0, guard_at=0.5):
-    """Composition of the references above, as ``signal_stack.signal_chunk`` documents it."""
+                 bad_s=0.0, guard=1.0, guard_at=0.5, frozen=None):
+    """Composition of the references above, as ``signal_stack.signal_chunk`` documents it.
+
+    ``frozen``: per signal, true while its machine is off: the sample is only the latest usable one (BAD reads it).
+    """
     level = level or {}
     cusum = cusum or {}
     stuck = stuck or {}
@@ -188,6 +191,14 @@ def signal_chunk(ts_ns, signal, value, quality, low, high, mask, *, level=None, 
                 score[k], kind[k] = d * d / (d * d + bad_s * bad_s), 8
             continue
         last_ok[s] = max(last_ok.get(s, t), t)
+        if frozen is not None and frozen[s]:
+            z_last[s] = 0.0
+            if int(mask[s]) & 8:
+                rr = rt.setdefault(s, Rate(**{"alpha": 0.01, "huber_k": 3.0, "warmup": 30, "min_scale": 1e-9,
+                                              "gap_factor": 5.0, **rate}))
+                if rr.last_ts is None or not t < rr.last_ts:
+                    rr.last_v, rr.last_ts = x, float(t)
+            continue
         m = int(mask[s])
         r = lv.setdefault(s, Robust(**{"alpha": 0.01, "huber_k": 3.0, "warmup": 30, "min_scale": 1e-6, **level}))
         z = r.z(x)
@@ -530,3 +541,79 @@ def leak_cycles(ts_ns, signal, value, quality, role, row, p_on, rise, vent, max_
 
 def leak_stations(n: int) -> list[_LeakStation]:
     return [_LeakStation() for _ in range(n)]
+
+def update_states(ts_ns, signal, value, quality, running_of, state, since_ns, hold_until, grace_ns, members,
+                  swap=None, on_at=None, off_at=None):
+    """Reference of ``opstate.update_states``: (state, since_ns, hold_until, frozen per signal, changes).
+
+    ``members``: dict machine -> list of the signals its OFF state freezes. ``frozen`` holds only the signals whose
+    column the frame wrote (others: None). ``swap``: (st, st_alt, keep columns) for the own-baseline mode, swapped
+    in place (then nothing is frozen).
+    """
+    state, since, hold = list(state.tolist()), list(since_ns.tolist()), list(hold_until.tolist())
+    frozen: dict[int, float] = {}
+    changes = 0
+    for k in range(len(signal)):
+        m = int(running_of[int(signal[k])])
+        x = float(value[k])
+        if m < 0 or int(quality[k]) == 2 or not math.isfinite(x):
+            continue
+        s_in = int(signal[k])
+        on = 0.5 if on_at is None else float(on_at[s_in])
+        off = 0.5 if off_at is None else float(off_at[s_in])
+        new = 3 if x >= on else (1 if x < off else state[m])
+        if new == state[m]:
+            continue
+        t = int(ts_ns[k])
+        since[m] = t
+        if state[m] != 0:
+            changes += 1
+            hold[m] = max(hold[m], t + grace_ns)
+        old = state[m]
+        state[m] = new
+        if swap is not None:
+            st, alt, keep = swap
+            if old != 0:
+                cols = [c for c in range(st.shape[1]) if c not in keep]
+                for s in members.get(m, []):
+                    a, b = st[s, cols].copy(), alt[s, cols].copy()
+                    st[s, cols], alt[s, cols] = b, a
+            continue
+        for s in members.get(m, []):
+            frozen[s] = 1.0 if new == 1 else 0.0
+    return state, since, hold, frozen, changes
+
+
+def device_judgement(frames, device_of, n_devices, bad_ns, silent_ns, fold_at=0.25, dq_kind_min=8):
+    """Reference of ``devices.device_polls`` + ``device_scores`` + ``fold_device`` over frames.
+
+    ``frames``: list of (ts, signal, value, quality, kind, score). Returns per frame (device scores, folded scores).
+    """
+    good = [-1] * n_devices
+    anyt = [-1] * n_devices
+    since = None
+    out = []
+    for ts, sig, val, q, kind, score in frames:
+        now = int(max(ts))
+        since = now if since is None else since
+        for t, s, x, qq in zip(ts.tolist(), sig.tolist(), val.tolist(), q.tolist(), strict=True):
+            d = int(device_of[s])
+            if d < 0:
+                continue
+            anyt[d] = max(anyt[d], t)
+            if qq != 2 and math.isfinite(x):
+                good[d] = max(good[d], t)
+        dev = np.zeros(n_devices)
+        for d in range(n_devices):
+            t = bad_ns if anyt[d] > good[d] else silent_ns
+            if good[d] < 0 or t <= 0:
+                continue
+            dd = float(now - max(good[d], since))
+            dev[d] = dd * dd / (dd * dd + t * t) if dd > 0 else 0.0
+        folded = np.array(score, dtype=np.float64)
+        for k, s in enumerate(sig.tolist()):
+            d = int(device_of[s])
+            if kind[k] >= dq_kind_min and folded[k] > 0 and d >= 0 and dev[d] >= fold_at:
+                folded[k] = 0.0
+        out.append((dev, folded))
+    return out

@@ -162,3 +162,91 @@ def test_rebaseline_command_rewrites_the_checkpoint_of_the_matching_signals(tmp_
     other = np.setdiff1d(np.arange(n), press)
     assert (after.state[press, 2] == 0).all()  # level count: learning afresh
     np.testing.assert_array_equal(after.state[other], stack.state[other])
+
+
+def _device_run(stack: DetectorStack, seconds: int, *, t_from: int = 0, bad_dev: tuple[int, int] = (-1, -1),
+                silent_dev: tuple[int, int] = (-1, -1), bad_sig: tuple[int, int] = (-1, -1)) -> list[tuple]:
+    """6 noise signals at 1 Hz: 0-3 on device 0, 4-5 on device 1. Device 0's polls fail (all BAD) in ``bad_dev``,
+    or deliver nothing in ``silent_dev``; signal 4 alone is bad in ``bad_sig``. Returns (t, phase, scope, entity,
+    kind) of every event."""
+    rng = np.random.default_rng(t_from)
+    out = []
+    for t in range(t_from, t_from + seconds):
+        sig = np.arange(6, dtype=np.uint32)
+        v = rng.normal(size=6)
+        q = np.zeros(6, np.uint8)
+        if bad_dev[0] <= t < bad_dev[1]:
+            v[:4], q[:4] = np.nan, 2
+        if bad_sig[0] <= t < bad_sig[1]:
+            v[4], q[4] = np.nan, 2
+        if silent_dev[0] <= t < silent_dev[1]:
+            sig, v, q = sig[4:], v[4:], q[4:]
+        r = stack.process(sig, v, q, np.full(sig.shape[0], T0 + t * 10**9, dtype=np.int64))
+        out += [(t, int(e["phase"]), int(e["scope"]), int(e["entity"]), int(e["kind"])) for e in r.events]
+    return out
+
+
+def _device_stack() -> DetectorStack:
+    return DetectorStack(6, np.full(6, -1), AnalyticsSettings(settle_s=0, alarm_settle=30),
+                         device_of=np.array([0, 0, 0, 0, 1, 1]))
+
+
+def test_a_device_without_good_polls_raises_one_device_alarm_not_one_per_signal():
+    from edge.detectors.events import Scope
+
+    stack = _device_stack()
+    ev = _device_run(stack, 400, bad_dev=(200, 300))
+    assert [(p, sc, e, k) for _, p, sc, e, k in ev] == [(Phase.OPEN, Scope.DEVICE, 0, Kind.DEVICE),
+                                                        (Phase.CLOSE, Scope.DEVICE, 0, Kind.DEVICE)]
+    t_open, t_close = ev[0][0], ev[1][0]
+    assert t_open == 199 + 3  # device_s 3 s after the last good poll (at 199)
+    assert 300 <= t_close <= 300 + 15  # closes through its hysteresis once the polls are good again
+
+
+def test_a_silent_device_raises_one_device_alarm_and_folds_its_signals_silence():
+    from edge.detectors.events import Scope
+
+    stack = _device_stack()
+    ev = _device_run(stack, 500, silent_dev=(100, 400))
+    opened = [(t, sc, e, k) for t, p, sc, e, k in ev if p == Phase.OPEN]
+    assert [(sc, e, k) for _, sc, e, k in opened] == [(Scope.DEVICE, 0, Kind.DEVICE)]
+    assert 100 + 119 <= opened[0][0] <= 100 + 121  # silent_s 120 s: a quiet device is judged like a quiet signal
+
+
+def test_one_bad_signal_on_a_healthy_device_is_its_own_alarm():
+    stack = _device_stack()
+    ev = _device_run(stack, 300, bad_sig=(100, 150))
+    assert [(p, e, k) for _, p, _, e, k in ev if p == Phase.OPEN] == [(Phase.OPEN, 4, Kind.BAD)]
+
+
+def test_edge_publishes_a_device_alarm_with_the_device_and_the_machines_it_serves():
+    """The events lane: a DEVICE alarm names its device and the machines it serves; Sparkplug (per machine) skips it."""
+    from types import SimpleNamespace
+
+    from edge.app import EdgeGateway
+    from edge.detectors.events import EVENT_DTYPE, Scope
+    from plantwire import wire
+
+    sent: list[bytes] = []
+    spark: list[np.ndarray] = []
+    table = SimpleNamespace(ids=["m0.a", "m1.a", "m2.a"], machine_ids=["m0", "m1", "m2"],
+                            machine=np.array([0, 1, 2]), device=np.array([0, 0, 1]),
+                            devices=[SimpleNamespace(name="plc1"), SimpleNamespace(name="plc2")])
+    gw = SimpleNamespace(table=table, cfg=SimpleNamespace(gateway_id="gw"), boot_epoch_ns=1, events_opened=0,
+                         events_bytes=0, events_messages=0,
+                         sparkplug=SimpleNamespace(call=lambda fn, ev: spark.append(ev), node=SimpleNamespace(
+                             on_events=None)),
+                         _sparkplug_call=lambda fn, *a: fn(*a),
+                         forwarder=SimpleNamespace(submit_event=lambda payload, boot: sent.append(payload)))
+    ev = np.zeros(3, dtype=EVENT_DTYPE)
+    ev["top"] = -1
+    ev[0] = (5, -1, 0, int(Scope.DEVICE), int(Phase.OPEN), int(Kind.DEVICE), 0.6, (-1, -1, -1))
+    ev[1] = (5, -1, 1, int(Scope.DEVICE), int(Phase.OPEN), int(Kind.DEVICE), 0.6, (-1, -1, -1))
+    ev[2] = (5, -1, 2, int(Scope.SIGNAL), int(Phase.OPEN), int(Kind.BAD), 0.6, (-1, -1, -1))
+    EdgeGateway._publish_events(gw, ev)
+    _, _, docs = wire.decode_events(sent[0])
+    assert docs[0]["kind"] == "device" and docs[0]["device"] == "plc1" and docs[0]["machines"] == ["m0", "m1"]
+    assert docs[0]["machine"] is None and "signal" not in docs[0]
+    assert docs[1]["device"] == "plc2" and docs[1]["machine"] == "m2"
+    assert docs[2]["signal"] == "m2.a"
+    assert [int(e["scope"]) for e in spark[0]] == [int(Scope.SIGNAL)]

@@ -1,7 +1,8 @@
 """Alarm events as a numpy structured array: the record the MQTT events lane carries.
 
 One row per OPEN or CLOSE (see ``edge.kernels.alarms``). ``scope`` says whether ``entity`` indexes the
-signal table or the machine list; ``kind`` is an ``edge.kernels.kinds.Kind``. Fixed-width fields so
+signal table, the machine list or the plant's device list (``SignalTable.devices``: kind DEVICE, a PLC or
+server without a good poll); ``kind`` is an ``edge.kernels.kinds.Kind``. Fixed-width fields so
 a batch of events is one ``tobytes()`` away from the wire. ``top`` names, for a machine alarm, the member
 signals that contributed most to the multivariate statistic when it opened (the close repeats them, so both
 halves of an episode carry the same root-cause hint).
@@ -17,6 +18,7 @@ import numpy as np
 class Scope(enum.IntEnum):
     SIGNAL = 0
     MACHINE = 1
+    DEVICE = 2  # entity indexes SignalTable.devices
 
 
 class Phase(enum.IntEnum):

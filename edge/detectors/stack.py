@@ -6,6 +6,10 @@ that had a sample in the frame (with the member signal that deviates most), and 
 the frame opened or closed. Every sample is judged by state that has not yet learned it.
 
 Stages, all numba kernels over state arrays sized once from the signal count and config:
+0. ``opstate.update_states`` -- each machine's operating state (unknown / off / running) from its running
+   indicator (``settings.operating_state``); an off machine's signals are neither learned nor judged (``off:
+   freeze``, the default; ``own_baseline``: the off state has a baseline of its own; data quality is always
+   judged), and a start or stop holds its process alarms for ``grace_s``;
 1. ``signal_stack.signal_chunk`` -- level, change, stuck, rate and range per signal (fused, one pass);
 2. ``machine.MachineStage`` -- per machine a fitted PCA baseline per operating mode (``edge.kernels.pca``),
    ticked at most every ``machine.period_s`` on the latest good value of its members, naming the three
@@ -18,7 +22,11 @@ Stages, all numba kernels over state arrays sized once from the signal count and
    and ``settle_s``), and process alarms are held while its machine changes operating point (every signal
    with a machine, independent of stage 2) and for ``restart_settle_s`` after a restart; data-quality kinds
    (BAD, SILENT: ``quality``) are never held;
-5. ``alarms.alarm_chunk`` twice -- signal scores (plus SILENT signals) and machine scores into OPEN/CLOSE events.
+5. ``devices`` -- per device (PLC, server) the time since its last good poll: one DEVICE alarm per device (scope
+   DEVICE) after ``quality.device_s`` of bad samples (or ``silent_s`` of none), and while a device is down its
+   signals' BAD and SILENT judgements are folded under it (one alarm for an unplugged PLC, not one per signal);
+6. ``alarms.alarm_chunk`` three times -- signal scores (plus SILENT signals), machine scores and device scores
+   into OPEN/CLOSE events (signal events, then machine events, then device events).
 
 Result arrays are views into buffers owned by the stack (no per-sample allocation); they are valid
 until the next ``process`` call -- copy what must outlive it. A frame longer than the buffers grows
@@ -45,9 +53,10 @@ from edge.detectors.settings import (
     LikelihoodMode,
     LikelihoodSettings,
     LikelihoodTails,
+    OffJudgement,
 )
-from edge.kernels import alarms, cusum, likelihood, opchange, rate, robust, signal_stack, stuck
-from edge.kernels.kinds import EN_ALL, EN_MACHINE, Kind, mask_for
+from edge.kernels import alarms, cusum, devices, likelihood, opchange, opstate, rate, robust, signal_stack, stuck
+from edge.kernels.kinds import EN_ALL, EN_MACHINE, EN_STATE, Kind, mask_for
 from plantwire.plant import Protocol, RegisterType
 
 if TYPE_CHECKING:
@@ -58,6 +67,8 @@ STATE_VERSION = 3  # 3: CUSUM keeps its residuals' autocorrelation
 MACHINE_STATE_VERSION = 1  # the machine stage's own file beside the checkpoint (``<name>.machine.npz``)
 _LEGACY_COMPONENTS = 3  # in the fingerprint since the subspace stage; kept so older checkpoints restore warm
 NS_PER_S = 1_000_000_000
+# A device scoring this much (down for 0.58 of device_s) folds its signals' BAD and SILENT judgements under it.
+DEVICE_FOLD_AT = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +84,10 @@ class StackResult:
     events: np.ndarray  # EVENT_DTYPE, signal events then machine events
     events_dropped: int  # events beyond settings.max_events in this frame
     alarm_score: np.ndarray  # ``score`` with signals still settling (``alarm_settle``) at 0; ``score`` itself if none
+    # int8 per machine, its operating state after this frame (``edge.kernels.opstate``): 0 unknown (no running
+    # indicator, or none seen yet), 1 off, 2 idle (reserved: not classified yet), 3 running. For the incident layer
+    # (suppression by machine state) and the dashboard; signal-level judgement already uses it.
+    machine_state: np.ndarray | None = None
 
 
 def _machine_file(path: Path) -> Path:
@@ -89,6 +104,40 @@ def resolution_of(table: SignalTable) -> np.ndarray:
     modbus = np.array([d.protocol is Protocol.MODBUS for d in table.devices], dtype=bool)
     is_int = np.isin(table.reg_type, integer) & modbus[table.device]
     return np.where(is_int, np.abs(table.scale), 0.0)
+
+
+def running_indicators(table: SignalTable, names: list[str],
+                       loads: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per signal: (machine it indicates the state of, or -1; value at which the machine runs; value below which it
+    is off). A machine's indicator is its first ``kind: state`` signal named (within the machine) in ``names``
+    (runs at >= 0.5); a machine without one takes its first signal named in ``loads`` (name -> fraction ``f`` of
+    its [low, high] span: runs at ``low + f * span``, off below ``low + f / 2 * span``; needs both limits)."""
+    n = len(table)
+    out = np.full(n, -1, dtype=np.int64)
+    on_at, off_at = np.full(n, 0.5), np.full(n, 0.5)
+    wanted = set(names)
+    loads = loads or {}
+    seen: set[int] = set()
+    candidates: dict[int, int] = {}
+    for r, (sid, kind, m) in enumerate(zip(table.ids, table.kinds, table.machine.tolist(), strict=True)):
+        prefix = table.machine_ids[m] + "." if m >= 0 else ""
+        if m < 0 or m in seen or not sid.startswith(prefix):
+            continue
+        name = sid[len(prefix):]
+        if kind == "state" and name in wanted:
+            out[r] = m
+            seen.add(m)
+        elif name in loads and m not in candidates and np.isfinite(table.high[r] - table.low[r]):
+            candidates[m] = r
+    for m, r in candidates.items():
+        if m in seen:
+            continue
+        f = loads[table.ids[r][len(table.machine_ids[m]) + 1:]]
+        span = float(table.high[r] - table.low[r])
+        out[r] = m
+        on_at[r] = float(table.low[r]) + f * span
+        off_at[r] = float(table.low[r]) + f / 2 * span
+    return out, on_at, off_at
 
 
 def _alarm_params(a: AlarmSettings) -> np.ndarray:
@@ -119,7 +168,9 @@ class DetectorStack:
                  low: np.ndarray | None = None, high: np.ndarray | None = None, enable: np.ndarray | None = None,
                  resolution: np.ndarray | None = None, capacity: int = 65_536,
                  machine_ids: list[str] | None = None, base_dir: Path | None = None,
-                 machine_models: list[MachineModel | None] | None = None) -> None:
+                 machine_models: list[MachineModel | None] | None = None,
+                 running_of: np.ndarray | None = None, running_on_at: np.ndarray | None = None,
+                 running_off_at: np.ndarray | None = None, device_of: np.ndarray | None = None) -> None:
         s = settings or AnalyticsSettings()
         machine_of = np.asarray(machine_of_signal, dtype=np.int64)
         if machine_of.shape != (n_signals,):
@@ -157,6 +208,40 @@ class DetectorStack:
         self._oc_frame = 0
         self._resumed = False  # set by ``restore``: the first frame after it starts the restart hold
         self._hold_all_until = -1
+        # Operating state: running indicators (machine per signal, -1 none) and the signals an off machine freezes
+        # (every signal of a machine that has an indicator, except its state signals: range-only mask).
+        st_on = s.operating_state.enabled and running_of is not None and self.n_machines > 0
+        self.running_of = np.asarray(running_of, dtype=np.int64).copy() if st_on else np.full(n_signals, -1,
+                                                                                                 dtype=np.int64)
+        if self.running_of.shape != (n_signals,):
+            raise ValueError(f"running_of must have one entry per signal ({n_signals})")
+        self.on_at = np.full(n_signals, 0.5) if running_on_at is None else np.asarray(running_on_at, np.float64)
+        self.off_at = np.full(n_signals, 0.5) if running_off_at is None else np.asarray(running_off_at, np.float64)
+        has_ind = np.zeros(n_m, dtype=bool)
+        has_ind[self.running_of[self.running_of >= 0]] = True
+        freeze = (machine_of >= 0) & has_ind[np.maximum(machine_of, 0)] & (mask != EN_STATE)
+        f_of = np.where(freeze, machine_of, n_m)
+        f_order = np.argsort(f_of, kind="stable")
+        self.st_sig = f_order[: int(freeze.sum())].astype(np.int64)
+        self.st_ptr = np.concatenate([[0], np.cumsum(np.bincount(machine_of[self.st_sig], minlength=n_m)[:n_m])
+                                      ]).astype(np.int64)
+        self._state_on = bool(st_on and (self.running_of >= 0).any())
+        # Devices (PLCs, servers): index per signal (-1 none); none known when built without a plant's devices.
+        self.device_of = np.full(n_signals, -1, dtype=np.int64) if device_of is None else np.asarray(
+            device_of, dtype=np.int64).copy()
+        if self.device_of.shape != (n_signals,):
+            raise ValueError(f"device_of must have one entry per signal ({n_signals})")
+        self.n_devices = int(self.device_of.max()) + 1 if n_signals and self.device_of.max() >= 0 else 0
+        self._dev_bad_ns = s.quality.device_s * NS_PER_S
+        self._dev_score = np.zeros(self.n_devices, dtype=np.float64)
+        self._dev_ent = np.arange(self.n_devices, dtype=np.int64)
+        self._dev_kind = np.full(self.n_devices, int(Kind.DEVICE), dtype=np.uint8)
+        self._dev_on = self.n_devices > 0 and s.quality.device_s > 0
+        self._grace_ns = int(s.operating_state.grace_s * NS_PER_S)
+        self._off_mode = opstate.OWN_BASELINE if s.operating_state.off is OffJudgement.OWN_BASELINE else opstate.FREEZE
+        # The alarm gate holds a machine's process alarms for operating changes and state changes alike.
+        self.gate_machine_of = machine_of.copy() if (oc.enabled or self._state_on) else np.full(
+            n_signals, -1, dtype=np.int64)
         # Machine membership (CSR) of the signals that take part in the multivariate score.
         member = (machine_of >= 0) & ((mask & EN_MACHINE) != 0)
         self.machine_of = np.where(member, machine_of, -1) if s.machine.enabled else np.full(n_signals, -1)
@@ -190,12 +275,17 @@ class DetectorStack:
         continuous (0). See ``signal_stack`` for why quantised signals need it.
         """
         enable = np.array([mask_for(k) for k in table.kinds], dtype=np.int64)
+        ops = (settings or AnalyticsSettings()).operating_state
+        running_of, on_at, off_at = running_indicators(table, ops.running_signals, ops.load_signals)
         return cls(len(table), table.machine.astype(np.int64), settings, low=table.low, high=table.high,
                    enable=enable, resolution=resolution_of(table), capacity=capacity,
-                   machine_ids=list(table.machine_ids), base_dir=base_dir)
+                   machine_ids=list(table.machine_ids), base_dir=base_dir,
+                   running_of=running_of, running_on_at=on_at, running_off_at=off_at,
+                   device_of=table.device.astype(np.int64) if table.devices else None)
 
     def _init_state(self) -> None:
         self.state = signal_stack.init_state(self.n_signals)
+        self.state_alt = signal_stack.init_state(self.n_signals)  # the other operating state's baseline (opstate)
         self.z_last = np.zeros(self.n_signals, dtype=np.float64)
         self.machine_stage = self._new_machine_stage()
         self.mach_top_open = np.full((self.n_machines, 3), -1, dtype=np.int32)
@@ -208,6 +298,12 @@ class DetectorStack:
         self.sig_alarm_f, self.sig_alarm_t = alarms.init_state(self.n_signals)
         self.first_ns = np.full(self.n_signals, -1, dtype=np.int64)  # first usable sample per signal (settle_s)
         self.hold_until = np.full(max(self.n_machines, 1), -1, dtype=np.int64)  # operating change until (ns)
+        self.m_state = np.zeros(max(self.n_machines, 1), dtype=np.int8)  # opstate.UNKNOWN / OFF / RUNNING
+        self.m_since = np.full(max(self.n_machines, 1), -1, dtype=np.int64)  # last state change (ns)
+        self.cfg[:, signal_stack.C_FROZEN] = 0.0
+        self.dev_good = np.full(self.n_devices, -1, dtype=np.int64)  # latest good poll per device (ns), -1 never
+        self.dev_any = np.full(self.n_devices, -1, dtype=np.int64)  # latest sample of any quality per device (ns)
+        self.dev_alarm_f, self.dev_alarm_t = alarms.init_state(self.n_devices)
         self.mach_alarm_f, self.mach_alarm_t = alarms.init_state(self.n_machines)
 
     def _grow(self, capacity: int) -> None:
@@ -224,6 +320,12 @@ class DetectorStack:
         if n > self.capacity:
             self._grow(max(n, 2 * self.capacity))
         score, kind = self._score[:n], self._kind[:n]
+        if self._state_on and n:
+            opstate.update_states(ts_ns, signal, value, quality, self.running_of, self.on_at, self.off_at,
+                                  self.m_state, self.m_since,
+                                  self.hold_until, self._grace_ns, self.st_ptr, self.st_sig, self.cfg,
+                                  signal_stack.C_FROZEN, self._off_mode, self.state, self.state_alt,
+                                  signal_stack.B_RATE + rate.LAST_V, signal_stack.B_RATE + rate.LAST_TS)
         signal_stack.signal_chunk(ts_ns, signal, value, quality, self.state, self.cfg, self.params, score, kind,
                                   self.z_last)
         if self.lk_mode != likelihood.MODE_OFF:
@@ -231,6 +333,13 @@ class DetectorStack:
                                         self.lk_enable, self.lk_params, self.lk_mode, score, kind)
         n_ticks = 0
         tick_ts = int(ts_ns.max()) if n else 0
+        if n and self._since_ns is None:
+            self._since_ns = tick_ts
+        dev_on = self._dev_on and n > 0
+        if dev_on:
+            devices.device_polls(ts_ns, signal, value, quality, self.device_of, self.dev_good, self.dev_any)
+            devices.device_scores(tick_ts, int(self._since_ns), self.dev_good, self.dev_any, self._dev_bad_ns,
+                                  self._silent_ns, self._dev_score)
         ms = self.machine_stage
         if self.n_machines and n:
             n_ticks = ms.process(signal, value, quality, tick_ts, self.sig_alarm_f[:, alarms.ACTIVE])
@@ -252,9 +361,16 @@ class DetectorStack:
             self._hold_all_until = int(ts_ns.min()) + int(self.settings.restart_settle_s * NS_PER_S)
         alarms.settle_gate(ts_ns, ent, score, kind, quality, self.state[:, signal_stack.B_LEVEL + robust.COUNT],
                            self.first_ns, float(self.settings.alarm_settle), self.settings.settle_s * NS_PER_S,
-                           int(Kind.BAD), self.oc_machine_of, self.hold_until, self._hold_all_until, alarm_score)
+                           int(Kind.BAD), self.gate_machine_of, self.hold_until, self._hold_all_until, alarm_score)
+        if dev_on:
+            devices.fold_device(ent, kind, alarm_score, self.device_of, self._dev_score, DEVICE_FOLD_AT,
+                                int(Kind.BAD))
         a_ts, a_ent, a_score, a_kind, n_in = ts_ns, ent, alarm_score, kind, n
         silent = self._silent(tick_ts) if n else None
+        if silent is not None and dev_on:
+            d = self.device_of[silent[0]]
+            keep = (d < 0) | (self._dev_score[np.maximum(d, 0)] < DEVICE_FOLD_AT)
+            silent = (silent[0][keep], silent[1][keep]) if not keep.all() else silent
         if silent is not None:
             a_ts = np.concatenate([ts_ns, np.full(silent[0].shape[0], tick_ts, dtype=np.int64)])
             a_ent = np.concatenate([ent, silent[0]])
@@ -275,9 +391,16 @@ class DetectorStack:
                 m_ev = self._events.take(min(n_m_ev, cap), Scope.MACHINE)
                 self._name_contributors(m_ev, n_ticks)
                 events = np.concatenate([events, m_ev])
-        dropped = max(n_sig_ev - cap, 0) + max(n_m_ev - cap, 0)
+        n_d_ev = 0
+        if dev_on:
+            n_d_ev = alarms.alarm_chunk(np.full(self.n_devices, tick_ts, dtype=np.int64), self._dev_ent,
+                                        self._dev_score, self._dev_kind, self.n_devices, self.dev_alarm_f,
+                                        self.dev_alarm_t, self.sig_alarm_params, *cols)
+            if n_d_ev:
+                events = np.concatenate([events, self._events.take(min(n_d_ev, cap), Scope.DEVICE)])
+        dropped = max(n_sig_ev - cap, 0) + max(n_m_ev - cap, 0) + max(n_d_ev - cap, 0)
         return StackResult(score, kind, ms.tick_m[:n_ticks], ms.tick_s[:n_ticks], ms.tick_top[:n_ticks],
-                           tick_ts, events, dropped, alarm_score)
+                           tick_ts, events, dropped, alarm_score, self.m_state[:self.n_machines])
 
     def _name_contributors(self, m_ev: np.ndarray, n_ticks: int) -> None:
         """Machine events carry the signals that contributed most when the episode opened (a handful per frame)."""
@@ -319,7 +442,9 @@ class DetectorStack:
     def save(self, path: Path) -> None:
         """Checkpoint all learned and alarm state atomically."""
         checkpoint.save(path, STATE_VERSION, self.fingerprint,
-                        {**self._arrays(), **self._lk_arrays(), "first_ns": self.first_ns})
+                        {**self._arrays(), **self._lk_arrays(), "first_ns": self.first_ns,
+                         "op_state": self.m_state, "op_since": self.m_since, "state_alt": self.state_alt,
+                         **self._dev_arrays()})
         checkpoint.save(_machine_file(path), MACHINE_STATE_VERSION, self._machine_fp,
                         {**self.machine_stage.arrays(), "mach_top_open": self.mach_top_open})
 
@@ -347,6 +472,27 @@ class DetectorStack:
             # A checkpoint from before settle_s: a signal that had learned its samples counts as settled long ago.
             seen = self.state[:, signal_stack.B_LEVEL + robust.COUNT] >= self.settings.alarm_settle
             self.first_ns[...] = np.where(seen, 0, -1)
+        try:  # operating states (a checkpoint from before them: unknown until each indicator is read again)
+            op = checkpoint.load(path, STATE_VERSION, self.fingerprint, {"op_state": self.m_state,
+                                                                         "op_since": self.m_since,
+                                                                         "state_alt": self.state_alt})
+            self.m_state[...] = op["op_state"]
+            self.m_since[...] = op["op_since"]
+            self.state_alt[...] = op["state_alt"]
+        except checkpoint.CheckpointError:
+            self.m_state[...] = opstate.UNKNOWN
+            self.m_since[...] = -1
+            self.state_alt[...] = signal_stack.init_state(self.n_signals)
+        self._refreeze()
+        try:  # device judgement (a checkpoint from before it: devices count as never seen until they answer)
+            dv = checkpoint.load(path, STATE_VERSION, self.fingerprint, self._dev_arrays())
+            for name, arr in self._dev_arrays().items():
+                arr[...] = dv[name]
+        except checkpoint.CheckpointError:
+            self.dev_good[...] = -1
+            self.dev_any[...] = -1
+            self.dev_alarm_f[...] = 0.0
+            self.dev_alarm_t[...] = 0
         self.likelihood_cold = any(a is None for a in lk_got.values())
         self._resumed = True
         fresh = {"lk_state": likelihood.init_state(self.n_signals),
@@ -355,6 +501,18 @@ class DetectorStack:
             a = lk_got[name]
             arr[...] = fresh[name] if a is None else a
         self._restore_machine_stage(path)
+
+    def _dev_arrays(self) -> dict[str, np.ndarray]:
+        return {"dev_good": self.dev_good, "dev_any": self.dev_any, "dev_alarm_f": self.dev_alarm_f,
+                "dev_alarm_t": self.dev_alarm_t}
+
+    def _refreeze(self) -> None:
+        """The frozen column of ``cfg`` from the machines' states (after a restore; the kernel keeps it otherwise)."""
+        self.cfg[:, signal_stack.C_FROZEN] = 0.0
+        if self._off_mode != opstate.FREEZE:
+            return
+        for m in np.flatnonzero(self.m_state[:self.n_machines] == opstate.OFF).tolist():
+            self.cfg[self.st_sig[self.st_ptr[m]:self.st_ptr[m + 1]], signal_stack.C_FROZEN] = 1.0
 
     def _lk_arrays(self) -> dict[str, np.ndarray]:
         """The likelihood stage's state: saved always, restored each on its own (see ``restore``)."""

@@ -21,6 +21,7 @@ class Kind(enum.IntEnum):
     # Data quality: the measurement, not the process, is at fault. Never suppressed (DESIGN.md section 8).
     BAD = 8  # the signal's samples have been bad (or non-finite) for longer than configured
     SILENT = 9  # no sample of the signal at all for longer than configured
+    DEVICE = 10  # no good poll from a whole device (PLC, server) for longer than configured; scope DEVICE
 
 
 # Enable bits per signal (uint8 mask): which per-signal detectors run, and whether the signal
@@ -43,7 +44,7 @@ EN_STATE = EN_RANGE
 EN_COUNTER = EN_RANGE | EN_RATE
 
 
-DATA_QUALITY = (Kind.BAD, Kind.SILENT)
+DATA_QUALITY = (Kind.BAD, Kind.SILENT, Kind.DEVICE)
 
 
 def mask_for(signal_kind: str) -> int:

@@ -43,6 +43,10 @@ usable sample (the rate stage's last timestamp, kept for every signal), scores `
 kind BAD, ``B = bad_s`` (0.5 once the signal has been bad for ``bad_s``); a signal never seen good, or
 ``bad_s`` 0, scores 0 with kind NONE. Why time and not a count of bad samples: a dropout is a duration,
 whatever the polling rate (the simulator's dropouts last 5-60 s, at 1 Hz or 10 Hz).
+Frozen (``cfg[:, C_FROZEN]`` != 0, set by ``opstate.update_states`` while the signal's machine is off): a usable
+sample only moves the signal's latest value and time (so the BAD and SILENT judgements and the next slope see
+it); nothing is learned and it scores 0 with kind NONE (``z_last`` 0). Why: a machine at rest is not the process
+the baseline describes -- neither a sample to learn nor one to judge against the running baseline.
 """
 
 from __future__ import annotations
@@ -65,7 +69,8 @@ C_LOW = 0
 C_HIGH = 1
 C_MASK = 2
 C_RES = 3  # resolution in engineering units (one register LSB x scale), 0 = continuous
-C_WIDTH = 4
+C_FROZEN = 4  # != 0: the signal's machine is off (``opstate``): no learning, no judgement, data quality only
+C_WIDTH = 5
 
 # Parameter blocks, then the stack's own scalars.
 O_LEVEL = 0
@@ -153,6 +158,14 @@ def signal_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quali
             else:
                 score_out[k] = 0.0
                 kind_out[k] = 0
+            continue
+        if cfg[s, C_FROZEN] != 0.0:
+            if not float(ts_ns[k]) < st[s, B_RATE + rate.LAST_TS]:
+                st[s, B_RATE + rate.LAST_V] = x
+                st[s, B_RATE + rate.LAST_TS] = float(ts_ns[k])
+            z_last[s] = 0.0
+            score_out[k] = 0.0
+            kind_out[k] = 0
             continue
         learn = quality[k] == 0
         mask = int(cfg[s, C_MASK])
