@@ -386,3 +386,22 @@ def test_console_board_lists_and_acts_through_the_alarm_layer(
     assert res.outcome is Outcome.APPLIED and res.audited
     assert sent[-1]["type"] == "audit" and sent[-1]["source"] == "console" and sent[-2]["transition"] == "shelve"
     assert board.act("shelve", "nope@1", "bob", "", 600.0, "c2").outcome is Outcome.REFUSED
+
+
+def test_device_alarm_reaches_every_served_machine_as_data_quality(
+        dev: tuple[PlantConfig, SignalTable, MachineFacts]) -> None:
+    """A DEVICE alarm's entity is a device, not a machine: each machine it serves gets it, named by the device,
+    low priority and never suppressed by state (an off machine's PLC going silent is still news)."""
+    _, table, facts = dev
+    e = IncidentEngine(table, facts, AlarmSettings(clear_delay_s=10))
+    d = int(table.device[sig(table, f"{C1}.oil_temp")])
+    served = sorted({table.machine_ids[m] for m in table.machine[table.device == d]})
+    assert len(served) >= 2  # so treating the device index as a machine index would show
+    e.on_state(*state(table, C1, 0.0), 1 * S)
+    docs = e.on_events(ev(d, Phase.OPEN, Kind.DEVICE, start_s=2, scope=Scope.DEVICE), 2 * S)
+    assert sorted(x["machine"] for x in docs if x["transition"] == "open") == served
+    assert all(x["kinds"] == ["device"] and x["signals"] == [table.devices[d].name] and x["priority"] == "low"
+               and x["suppressed_by"] is None for x in docs)
+    docs = e.on_events(ev(d, Phase.CLOSE, Kind.DEVICE, start_s=2, end_s=5, scope=Scope.DEVICE), 5 * S)
+    docs += e.tick(16 * S)
+    assert sorted(x["machine"] for x in docs if x["transition"] == "clear") == served

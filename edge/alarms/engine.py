@@ -86,6 +86,9 @@ class IncidentEngine:
         n_m = len(facts.machine_ids)
         self._machine_index = {mid: i for i, mid in enumerate(facts.machine_ids)}
         self._signal_machine = table.machine.astype(np.int64)
+        # a DEVICE alarm (a PLC or server without a good poll) concerns every machine the device serves
+        self._device_machines = [np.unique(table.machine[table.device == d]).tolist()
+                                 for d in range(len(table.devices))]
         self._is_state = facts.state_machine >= 0
         self._never = {Kind[k.upper()].name.lower() for k in self.s.never_suppressed}
         self._flood_keeps = parse_priority(self.s.flood_keeps)
@@ -145,6 +148,14 @@ class IncidentEngine:
         docs: list[dict[str, Any]] = []
         for ts_start, ts_end, entity, scope, phase, kind, peak, top in events.tolist():
             self.stats.events += 1
+            if scope == Scope.DEVICE:  # each served machine's incident names the device (data quality, low)
+                name = self.table.devices[entity].name
+                for m in self._device_machines[entity]:
+                    if phase == Phase.OPEN:
+                        self._open(m, f"d{entity}", name, "device", float(peak), int(ts_start), now_ns, docs)
+                    else:
+                        self._close(m, f"d{entity}", "device", float(peak), int(ts_end), now_ns, docs)
+                continue
             if scope == Scope.SIGNAL:
                 m = int(self._signal_machine[entity])
                 key, name = f"s{entity}", self.table.ids[entity]

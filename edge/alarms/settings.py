@@ -49,7 +49,7 @@ class AlarmSettings(_Strict):
         description="after a machine starts (its state signal leaves an off value), process incidents stay "
         "suppressed this long: the simulated plant ramps for 10 minutes and its temperatures lag behind")
     never_suppressed: Annotated[list[str], Field(min_length=0)] = Field(
-        default=["bad", "silent", "stuck"],
+        default=["bad", "silent", "stuck", "device"],
         description="alarm kinds (edge.kernels.kinds.Kind names) that state never suppresses: data quality")
     major_peak: float = Field(default=0.99, ge=0, le=1,
                               description="a contributor scoring at least this is a major deviation (priority)")
