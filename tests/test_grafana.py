@@ -120,7 +120,7 @@ def plant_db(influxdb: InfluxDB1) -> Iterator[tuple[str, int]]:
     retention.ensure(influxdb.url, db)
     now_ns = time.time_ns()
     start = now_ns - HOURS * 3_600_000_000_000
-    write_v1(influxdb.url, db, simulated_lines(SimPlant(), start, HOURS * 3600))
+    write_v1(influxdb.url, db, simulated_lines(SimPlant(energy=True), start, HOURS * 3600))
     retention.backfill(influxdb.url, db, start, now_ns)
     try:
         yield db, now_ns
