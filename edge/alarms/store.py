@@ -11,9 +11,10 @@ lost and a ``seq`` is never reused for a different document. Atomic like the det
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from edge.statefile import write_atomically
 
 FILE = "incidents.json"
 
@@ -24,22 +25,8 @@ class StoreError(Exception):
 
 def save(state_dir: Path, state: dict[str, Any], outbox: list[dict[str, Any]]) -> None:
     path = Path(state_dir) / FILE
-    tmp = path.with_name(path.name + ".tmp")
     data = json.dumps({**state, "outbox": outbox}, separators=(",", ":")).encode()
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_atomically(path, lambda f: f.write(data))
 
 
 def load(state_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -16,10 +16,11 @@ removes its temporary file and raises OSError; the owner counts it and retries l
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
+
+from edge.statefile import write_atomically
 
 
 class CheckpointError(Exception):
@@ -45,23 +46,8 @@ def save(path: Path, version: int, fp: str, arrays: dict[str, np.ndarray]) -> No
     """Write ``arrays`` atomically to ``path`` with the version and fingerprint."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, __version__=np.int64(version), __fingerprint__=np.str_(fp), **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # A full disk (ENOSPC) leaves a partial temporary file: remove it, so a failed save does not keep
-        # the space a retry or the write-ahead log needs. The previous checkpoint stays as it was.
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    # a full disk leaves the previous checkpoint as it was (edge.statefile)
+    write_atomically(path, lambda f: np.savez(f, __version__=np.int64(version), __fingerprint__=np.str_(fp), **arrays))
 
 
 def load(path: Path, version: int, fp: str, like: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -10,12 +10,12 @@ refers to are removed, so the directory holds at most three bundles per slot.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edge.modelstore.reasons import BundleRefused, Refusal
+from edge.statefile import write_atomically
 
 SLOTS_FILE = "slots.json"
 RETIRED_KEPT = 50
@@ -92,13 +92,4 @@ class BundleStore:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda f: f.write(data))
