@@ -233,7 +233,7 @@ def test_edge_publishes_a_device_alarm_with_the_device_and_the_machines_it_serve
                             machine=np.array([0, 1, 2]), device=np.array([0, 0, 1]),
                             devices=[SimpleNamespace(name="plc1"), SimpleNamespace(name="plc2")])
     gw = SimpleNamespace(table=table, cfg=SimpleNamespace(gateway_id="gw"), boot_epoch_ns=1, events_opened=0,
-                         events_bytes=0, events_messages=0,
+                         events_bytes=0, events_messages=0, models=None, detector_alarms=None,
                          sparkplug=SimpleNamespace(call=lambda fn, ev: spark.append(ev), node=SimpleNamespace(
                              on_events=None)),
                          _sparkplug_call=lambda fn, *a: fn(*a),
