@@ -390,7 +390,8 @@ class EdgeGateway:
             self._publish_events(result.events)
         self.events_dropped += result.events_dropped
         if self.alarms is not None:
-            self._alarm_call(self.alarms.frame, frame.signal, frame.value, frame.quality, result.events, time.time_ns())
+            self._alarm_call(self.alarms.frame, frame.signal, frame.value, frame.quality, result.events, time.time_ns(),
+                             result.machine_state)
         t1 = time.perf_counter()
         # Read samples, then the agents' derived samples in batches of their own: same sequence numbers,
         # write-ahead log, acks and per-signal counts (nothing-lost accounting covers both).

@@ -405,3 +405,27 @@ def test_device_alarm_reaches_every_served_machine_as_data_quality(
     docs = e.on_events(ev(d, Phase.CLOSE, Kind.DEVICE, start_s=2, end_s=5, scope=Scope.DEVICE), 5 * S)
     docs += e.tick(16 * S)
     assert sorted(x["machine"] for x in docs if x["transition"] == "clear") == served
+
+
+def test_detector_state_suppresses_machines_without_a_state_signal(
+        dev: tuple[PlantConfig, SignalTable, MachineFacts]) -> None:
+    """The detectors' operating state (StackResult.machine_state, from a load signal) suppresses a machine that has
+    no state signal; a machine with one keeps what its own signal says."""
+    from edge.kernels import opstate
+
+    _, table, facts = dev
+    e = IncidentEngine(table, facts, AlarmSettings(state_settle_s=60))
+    free = next(m for m in range(len(table.machine_ids)) if facts.state_signal[m] < 0)
+    own = table.machine_ids.index(C1)
+    assert facts.state_signal[own] >= 0
+    states = np.full(len(table.machine_ids), opstate.UNKNOWN, dtype=np.int8)
+    states[[free, own]] = opstate.OFF
+    e.on_machine_state(states, 1 * S)
+    s_free = int(np.flatnonzero(table.machine == free)[0])
+    docs = e.on_events(ev(s_free, Phase.OPEN, start_s=2), 2 * S)
+    assert docs[0]["transition"] == "suppress" and docs[0]["suppressed_by"] == "off"
+    docs = e.on_events(ev(sig(table, f"{C1}.oil_temp"), Phase.OPEN, start_s=2), 2 * S)
+    assert docs[0]["transition"] == "open"  # its running signal has not said off: the detectors' guess does not count
+    states[free] = opstate.RUNNING
+    e.on_machine_state(states, 10 * S)
+    assert [d["transition"] for d in e.tick(71 * S)] == ["unsuppress"]  # after start-up settling

@@ -43,6 +43,7 @@ from edge.alarms.model import Contributor, Incident, Priority, Transition
 from edge.alarms.priority import contribution_priority, parse_priority
 from edge.alarms.settings import AlarmSettings, SuppressionMode
 from edge.detectors.events import Phase, Scope
+from edge.kernels import opstate
 from edge.kernels.kinds import Kind
 from plantwire.plant import SignalTable
 
@@ -127,6 +128,23 @@ class IncidentEngine:
         last = ms.size - 1 - first_from_end  # the frame's last sample per machine decides (samples in arrival order)
         new = self.state.copy()
         new[machines] = np.where(off[last], STATE_OFF, STATE_RUNNING)
+        return self._states(new, now_ns)
+
+    def on_machine_state(self, machine_state: np.ndarray, now_ns: int) -> list[dict[str, Any]]:
+        """The detectors' operating state per machine (``StackResult.machine_state``: 1 off, 3 running, 0 and 2
+        not decided) for machines without a state signal of their own: an energy meter or a hall's HVAC whose load
+        says it is off is suppressed like a compressor whose running bit is 0. A machine with a state signal keeps
+        what that signal says (:meth:`on_state`)."""
+        if self.s.suppression is SuppressionMode.OFF:
+            return []
+        own = self.facts.state_signal < 0
+        new = self.state.copy()
+        new[own & (machine_state == opstate.OFF)] = STATE_OFF
+        new[own & (machine_state == opstate.RUNNING)] = STATE_RUNNING
+        return self._states(new, now_ns)
+
+    def _states(self, new: np.ndarray, now_ns: int) -> list[dict[str, Any]]:
+        """Take the machines' new states: start-up settling, and suppression of their open incidents."""
         changed = np.flatnonzero(new != self.state)
         docs: list[dict[str, Any]] = []
         for m in changed.tolist():

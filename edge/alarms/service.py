@@ -100,9 +100,11 @@ class AlarmService:
 
     # -- per flush ----------------------------------------------------------------------------------
     def frame(self, signal: np.ndarray, value: np.ndarray, quality: np.ndarray, events: np.ndarray,
-              now_ns: int) -> None:
+              now_ns: int, machine_state: np.ndarray | None = None) -> None:
         t0 = time.perf_counter()
         docs = self.engine.on_state(signal, value, quality, now_ns)
+        if machine_state is not None:  # the detectors' state for machines without a state signal
+            docs += self.engine.on_machine_state(machine_state, now_ns)
         if events.shape[0]:
             docs += self.engine.on_events(events, now_ns)
         self._out(docs)
