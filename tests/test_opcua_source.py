@@ -441,9 +441,21 @@ def test_server_restart_with_persistent_history_leaves_no_gap(tmp_path: Any) -> 
         server = OpcServer(port, table.ids, history=True, history_db=tmp_path / "history.db")
         await server.start()
         sink, stats = Recorder(), SourceStats()
-        # A slow first retry, so the restarted server records values before the gateway is back.
-        cfg = settings(reconnect_initial_s=2.0, reconnect_max_s=2.0, reconnect_jitter=0.0)
+        cfg = settings(reconnect_initial_s=0.5, reconnect_max_s=0.5, reconnect_jitter=0.0)
         source = OpcuaSource(table.devices[0], table, cfg, sink, stats)
+        # The restarted server must record values before the gateway is back. A slow back-off raced with a slow
+        # server start on a loaded box (the gateway came back before the writes); instead, reconnect attempts
+        # fail as refused while the gate is shut, as if the server were still unreachable.
+        gate = asyncio.Event()
+        gate.set()
+        real_session = source._session
+
+        async def gated_session() -> None:
+            if not gate.is_set():
+                raise ConnectionRefusedError("held off by the test")
+            await real_session()
+
+        source._session = gated_session  # type: ignore[method-assign]
         written: list[tuple[int, float]] = []
 
         async def write_round(k: int) -> None:
@@ -457,11 +469,13 @@ def test_server_restart_with_persistent_history_leaves_no_gap(tmp_path: Any) -> 
             await wait_for(lambda: sink.latest()[len(table) - 1][0] == 100.0 + len(table) - 1, what="live data")
             await server.stop()
             await wait_for(lambda: not stats.connected, what="loss noticed")
+            gate.clear()
             await server.start()
             for k in (2, 3, 4):  # recorded while the gateway is still backing off
                 await write_round(k)
                 await asyncio.sleep(0.05)
             assert not stats.connected
+            gate.set()
             await wait_for(lambda: source.backfilled > 0, timeout_s=30, what="back-fill")
             await write_round(5)
             await wait_for(lambda: sink.latest()[len(table) - 1][0] == 500.0 + len(table) - 1, what="live again")
