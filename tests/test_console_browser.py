@@ -39,11 +39,23 @@ def wait_for(what: str, cond: Callable[[], Any], timeout_s: float = 60.0) -> Any
         time.sleep(0.1)
 
 
-def _text(driver: Any, css: str) -> str:
-    from selenium.webdriver.common.by import By
+# The pages refresh themselves (overview every 2 s, alarms every 5 s, live values): an element found in one
+# WebDriver call can be replaced before the next one reads it (StaleElementReferenceException). Reads and clicks
+# therefore run as one script inside the page, which sees one consistent DOM.
+def _texts(driver: Any, css: str) -> list[str]:
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]), e => e.innerText);", css)
 
-    els = driver.find_elements(By.CSS_SELECTOR, css)
-    return els[0].text if els else ""
+
+def _text(driver: Any, css: str) -> str:
+    texts = _texts(driver, css)
+    return texts[0] if texts else ""
+
+
+def _click(driver: Any, css: str) -> None:
+    found = driver.execute_script(
+        "const e = document.querySelector(arguments[0]); if (!e) return false; e.click(); return true;", css)
+    assert found, f"nothing to click at {css}"
 
 
 def test_browser_smoke(tmp_path: Path) -> None:
@@ -74,11 +86,11 @@ def test_alarm_acknowledge_and_shelve_in_browser(tmp_path: Path, monkeypatch: py
         driver.get(server.url + "alarms")
         row = 'table#open-alarms tr[data-alarm]'
         assert "unacknowledged" in _text(driver, row)
-        driver.find_element(By.CSS_SELECTOR, row + " button.ack").click()
+        _click(driver, row + " button.ack")
         wait_for("the acknowledge", lambda: "applied" in _text(driver, "#action-result"), 30)
         assert "acknowledged" in _text(driver, row) and "unacknowledged" not in _text(driver, row)
         driver.find_element(By.CSS_SELECTOR, row + " input[name=reason]").send_keys("maintenance on it")
-        driver.find_element(By.CSS_SELECTOR, row + " button.shelve").click()
+        _click(driver, row + " button.shelve")
         wait_for("the shelve", lambda: "shelve" in _text(driver, "#action-result"), 30)
         assert "shelved until" in _text(driver, row)
         screenshot(driver, "alarms")
@@ -135,7 +147,7 @@ def test_console_in_browser_against_running_edge(tmp_path: Path, monkeypatch: py
             n_sources = int(pipe_health(pipe)["sources"])
             wait_for("every source connected and counting", lambda: _text(driver, "#sources").count("connected")
                      == n_sources and "–" not in _rates(driver), 60)
-            shown = sum(int(c.text.replace(",", "")) for c in driver.find_elements(By.CSS_SELECTOR, "#sources .good"))
+            shown = sum(int(t.replace(",", "")) for t in _texts(driver, "#sources .good"))
             after = scrape(pipe.edge_metrics_port)
             good = "plantwire_edge_source_samples_good_total"
             assert before[good] <= shown <= after[good], (before[good], shown, after[good])
@@ -151,9 +163,10 @@ def test_console_in_browser_against_running_edge(tmp_path: Path, monkeypatch: py
             ms = float(re.search(r"\(([\d.]+) ms\)", _text(driver, "#result-count")).group(1))  # type: ignore[union-attr]
             assert ms < 100.0
             # A signal whose value is not a whole number (a measurement, not a running flag or counter).
-            sid = next(r.find_element(By.CSS_SELECTOR, ".sid").text
-                       for r in driver.find_elements(By.CSS_SELECTOR, "#signals tr[data-row]")
-                       if "." in r.find_element(By.CSS_SELECTOR, ".value").text)
+            rows = driver.execute_script(
+                "return Array.from(document.querySelectorAll('#signals tr[data-row]'),"
+                " r => [r.querySelector('.sid').innerText, r.querySelector('.value').innerText]);")
+            sid = next(name for name, value in rows if "." in value)
             since = time.time_ns() - 30_000_000_000
             driver.get(url + "signals?q=" + sid)
             wait_for("three live updates", lambda: int(driver.find_element(By.TAG_NAME, "body").get_attribute(
@@ -188,9 +201,8 @@ def pipe_health(pipe: Pipeline) -> dict[str, Any]:
 
 
 def _rates(driver: Any) -> str:
-    from selenium.webdriver.common.by import By
 
-    return " ".join(c.text for c in driver.find_elements(By.CSS_SELECTOR, "#sources .rate"))
+    return " ".join(_texts(driver, "#sources .rate"))
 
 
 @pytest.mark.slow
