@@ -42,11 +42,11 @@ from edge.alarms.service import AlarmService
 from edge.alarms.settings import AlarmMode
 from edge.config import EdgeConfig, load_edge
 from edge.detectors.analytics import EdgeAnalytics, HealthResult
-from edge.detectors.events import Phase, Scope
+from edge.detectors.event_docs import alarm_documents, per_machine_events, unit_model_version
+from edge.detectors.events import Phase
 from edge.forwarder import Forwarder
 from edge.frames import Frame, FrameBuffer
 from edge.jit import STATS as KERNELS
-from edge.kernels.kinds import Kind
 from edge.runmark import DROPPED, LAST_FLUSH, NEXT_SEQ, PENDING, READ, UNSENT, RunMark
 from edge.sidework import SideWork
 from edge.sinks.mqtt import MqttPublisher, tls_context
@@ -463,44 +463,19 @@ class EdgeGateway:
 
     def _publish_events(self, events: np.ndarray) -> None:
         """Alarm OPEN/CLOSE rows to the events lane (JSON, rare by construction: hysteresis + debounce)."""
-        out: list[dict[str, Any]] = []
-        for ev in events.tolist():  # a handful per frame at most, never per sample
-            ts_start, ts_end, entity, scope, phase, kind, peak, top = ev
-            doc: dict[str, Any] = {
-                "type": "alarm",
-                "state": "open" if phase == Phase.OPEN else "closed",
-                "kind": Kind(kind).name.lower(),
-                "start_ns": int(ts_start),
-                "end_ns": None if ts_end < 0 else int(ts_end),
-                "peak": round(float(peak), 4),
-            }
-            if scope == Scope.SIGNAL:
-                doc["signal"] = self.table.ids[entity]
-                doc["machine"] = self.table.machine_ids[int(self.table.machine[entity])]
-            elif scope == Scope.DEVICE:  # a PLC or server without a good poll: one alarm for all its signals
-                served = sorted({self.table.machine_ids[m] for m in self.table.machine[self.table.device == entity]})
-                doc["device"] = self.table.devices[entity].name
-                doc["machine"] = served[0] if len(served) == 1 else None
-                doc["machines"] = served
-            else:
-                doc["machine"] = self.table.machine_ids[entity]
-                names = [self.table.ids[t] for t in top if t >= 0]
-                if names:  # machine alarm: the signals that contributed most; the first is stored as its signal tag
-                    doc["signal"] = names[0]
-                    doc["contributors"] = names
-            if phase == Phase.OPEN:
-                self.events_opened += 1
-            doc["model_version"] = _model_version(self.models, scope, entity, phase, kind)
-            out.append(doc)
-        payload = wire.encode_events(self.cfg.gateway_id, self.boot_epoch_ns, out)
-        self.events_bytes += len(payload)
-        self.events_messages += 1
-        self.forwarder.submit_event(payload, self.boot_epoch_ns)
+        out = alarm_documents(events, self.table, self._model_version_of)
+        self.events_opened += int(np.count_nonzero(events["phase"] == Phase.OPEN))
+        self._emit_events(out)
         if self.sparkplug is not None:  # per machine there; a device alarm has no machine of its own
-            self._sparkplug_call(self.sparkplug.call, self.sparkplug.node.on_events,
-                                 events[events["scope"] != Scope.DEVICE])
+            self._sparkplug_call(self.sparkplug.call, self.sparkplug.node.on_events, per_machine_events(events))
         if self.detector_alarms is not None:
             self._console_call(self.detector_alarms.feed, out)
+
+    def _model_version_of(self, scope: int, entity: int, phase: int, kind: int) -> str | None:
+        """The model that raised an alarm: null for the signal stack, a bundle version or "local" otherwise."""
+        if self.models is not None:
+            return self.models.event_version(scope, entity, phase, kind)
+        return unit_model_version(scope, entity, phase, kind)
 
     def _publish_cmdresult(self, doc: dict[str, Any]) -> None:
         """The answer to an operator's command (QoS 1, not retained), for a CLI waiting on it."""
@@ -858,13 +833,6 @@ class EdgeGateway:
         except OSError:
             tmp.unlink(missing_ok=True)
             raise
-
-
-def _model_version(models: ModelManager | None, scope: int, entity: int, phase: int, kind: int) -> str | None:
-    """The model that raised an alarm: null for the signal stack, a bundle version or "local" otherwise."""
-    if models is not None:
-        return models.event_version(scope, entity, phase, kind)
-    return None if scope == Scope.SIGNAL else "local"
 
 
 async def serve(config_path: Path, cfg: EdgeConfig, plant: PlantConfig, notifier: Notifier) -> None:

@@ -114,21 +114,18 @@ def test_edge_publishes_a_machine_alarm_with_its_contributors():
     """The events lane: a machine alarm names its top contributors, the first one as the stored signal tag."""
     from types import SimpleNamespace
 
-    from edge.app import EdgeGateway
+    from edge.detectors.event_docs import alarm_documents
     from edge.detectors.events import EVENT_DTYPE
     from plantwire import wire
 
-    sent: list[bytes] = []
-    table = SimpleNamespace(ids=["m0.flow", "m0.current", "m0.temp"], machine_ids=["m0"], machine=np.zeros(3, int))
-    gw = SimpleNamespace(table=table, cfg=SimpleNamespace(gateway_id="gw"), boot_epoch_ns=1, events_opened=0,
-                         events_bytes=0, events_messages=0, sparkplug=None, models=None, detector_alarms=None,
-                         forwarder=SimpleNamespace(submit_event=lambda payload, boot: sent.append(payload)))
+    table = SimpleNamespace(ids=["m0.flow", "m0.current", "m0.temp"], machine_ids=["m0"], machine=np.zeros(3, int),
+                            device=np.zeros(3, int), devices=[SimpleNamespace(name="plc1")])
     ev = np.zeros(2, dtype=EVENT_DTYPE)
     ev["top"] = -1
     ev[0] = (5, -1, 0, int(Scope.MACHINE), int(Phase.OPEN), 6, 0.9, (1, 0, -1))
     ev[1] = (5, -1, 2, int(Scope.SIGNAL), int(Phase.OPEN), 1, 0.7, (-1, -1, -1))
-    EdgeGateway._publish_events(gw, ev)
-    _, _, docs = wire.decode_events(sent[0])
+    # Through the wire's own encoding, as the gateway sends them
+    _, _, docs = wire.decode_events(wire.encode_events("gw", 1, alarm_documents(ev, table)))
     assert docs[0]["machine"] == "m0" and docs[0]["signal"] == "m0.current"
     assert docs[0]["contributors"] == ["m0.current", "m0.flow"]
     assert docs[1]["signal"] == "m0.temp" and "contributors" not in docs[1]

@@ -223,30 +223,22 @@ def test_edge_publishes_a_device_alarm_with_the_device_and_the_machines_it_serve
     """The events lane: a DEVICE alarm names its device and the machines it serves; Sparkplug (per machine) skips it."""
     from types import SimpleNamespace
 
-    from edge.app import EdgeGateway
+    from edge.detectors.event_docs import alarm_documents, per_machine_events
     from edge.detectors.events import EVENT_DTYPE, Scope
     from plantwire import wire
 
-    sent: list[bytes] = []
-    spark: list[np.ndarray] = []
     table = SimpleNamespace(ids=["m0.a", "m1.a", "m2.a"], machine_ids=["m0", "m1", "m2"],
                             machine=np.array([0, 1, 2]), device=np.array([0, 0, 1]),
                             devices=[SimpleNamespace(name="plc1"), SimpleNamespace(name="plc2")])
-    gw = SimpleNamespace(table=table, cfg=SimpleNamespace(gateway_id="gw"), boot_epoch_ns=1, events_opened=0,
-                         events_bytes=0, events_messages=0, models=None, detector_alarms=None,
-                         sparkplug=SimpleNamespace(call=lambda fn, ev: spark.append(ev), node=SimpleNamespace(
-                             on_events=None)),
-                         _sparkplug_call=lambda fn, *a: fn(*a),
-                         forwarder=SimpleNamespace(submit_event=lambda payload, boot: sent.append(payload)))
     ev = np.zeros(3, dtype=EVENT_DTYPE)
     ev["top"] = -1
     ev[0] = (5, -1, 0, int(Scope.DEVICE), int(Phase.OPEN), int(Kind.DEVICE), 0.6, (-1, -1, -1))
     ev[1] = (5, -1, 1, int(Scope.DEVICE), int(Phase.OPEN), int(Kind.DEVICE), 0.6, (-1, -1, -1))
     ev[2] = (5, -1, 2, int(Scope.SIGNAL), int(Phase.OPEN), int(Kind.BAD), 0.6, (-1, -1, -1))
-    EdgeGateway._publish_events(gw, ev)
-    _, _, docs = wire.decode_events(sent[0])
+    _, _, docs = wire.decode_events(wire.encode_events("gw", 1, alarm_documents(ev, table)))
     assert docs[0]["kind"] == "device" and docs[0]["device"] == "plc1" and docs[0]["machines"] == ["m0", "m1"]
     assert docs[0]["machine"] is None and "signal" not in docs[0]
     assert docs[1]["device"] == "plc2" and docs[1]["machine"] == "m2"
     assert docs[2]["signal"] == "m2.a"
-    assert [int(e["scope"]) for e in spark[0]] == [int(Scope.SIGNAL)]
+    assert [int(e["scope"]) for e in per_machine_events(ev)] == [int(Scope.SIGNAL)]
+
