@@ -33,6 +33,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -40,7 +41,7 @@ from typing import Any, Self
 from plantwire.lifeline import die_with_parent, stop_process
 from plantwire.ports import free_port, wait_port
 
-__all__ = ["InfluxDB1", "Mosquitto", "ServiceError", "VictoriaMetrics", "free_port"]
+__all__ = ["InfluxDB1", "InfluxTuning", "Mosquitto", "ServiceError", "VictoriaMetrics", "free_port"]
 
 _LOG_TAIL_LINES = 30
 _ADDRESS_IN_USE = ("address already in use", "address in use")
@@ -261,6 +262,46 @@ class Mosquitto(_Service):
         return f"mqtt://{self.host}:{self.port}"
 
 
+@dataclass(frozen=True, slots=True)
+class InfluxTuning:
+    """The storage settings of the InfluxDB 1.x we run, chosen for the cost of a stored sample.
+
+    ``STOCK`` is influxd's own defaults (as before this class existed); ``InfluxTuning()`` is what
+    plantwire runs, measured by ``bench/influx_cost.py`` (CPU seconds per million points, InfluxDB
+    alone, the demo plant's series) and ``bench/e2e.py``; figures in bench/RESULTS.md ("InfluxDB's
+    cost per stored sample"). Fields map one to one onto influxdb.conf keys (``[data]``), except
+    ``gogc``, the Go runtime's ``GOGC`` (the heap grows by that percentage before the next garbage
+    collection: fewer collections for more memory).
+
+    Durability: ``wal_fsync_delay`` only batches fsyncs. InfluxDB 1.x answers a write only after the
+    fsync that covers it (``tsm1.WAL.writeToLog`` waits on its sync waiter), so a 204 still means the
+    points are on disk, and the ingestor's acknowledgement to the edge stays honest; the delay adds
+    at most itself to each write's latency.
+    """
+
+    wal_fsync_delay: str = "0s"
+    cache_snapshot_memory_size: str = "25m"
+    cache_snapshot_write_cold_duration: str = "10m"
+    max_concurrent_compactions: int = 0
+    index_version: str = "inmem"
+    gogc: int | None = None
+
+    def data_lines(self) -> str:
+        return "\n".join(
+            [
+                f'  wal-fsync-delay = "{self.wal_fsync_delay}"',
+                f'  cache-snapshot-memory-size = "{self.cache_snapshot_memory_size}"',
+                f'  cache-snapshot-write-cold-duration = "{self.cache_snapshot_write_cold_duration}"',
+                f"  max-concurrent-compactions = {self.max_concurrent_compactions}",
+                f'  index-version = "{self.index_version}"',
+            ]
+        )
+
+
+#: influxd 1.6's own defaults, for comparison in benchmarks.
+STOCK_INFLUX = InfluxTuning()
+
+
 class InfluxDB1(_Service):
     """InfluxDB 1.x (Debian's 1.6) speaking the v1 HTTP API: ``/write`` and InfluxQL on ``/query``.
 
@@ -272,8 +313,11 @@ class InfluxDB1(_Service):
 
     name = "influxd"
 
-    def __init__(self, state_dir: Path, port: int | None = None, *, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, state_dir: Path, port: int | None = None, *, host: str = "127.0.0.1", tuning: InfluxTuning | None = None
+    ) -> None:
         super().__init__(state_dir, port, host=host)
+        self.tuning = tuning if tuning is not None else InfluxTuning()
         self.rpc_port = free_port(host)
         self.ifql_port = free_port(host)
         self.config_path = self.state_dir / "influxdb.conf"
@@ -289,7 +333,10 @@ class InfluxDB1(_Service):
         self.ifql_port = free_port(self.host)
 
     def _env(self) -> dict[str, str]:
-        return {k: v for k, v in os.environ.items() if not k.startswith("INFLUXDB_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("INFLUXDB_") and k != "GOGC"}
+        if self.tuning.gogc is not None:
+            env["GOGC"] = str(self.tuning.gogc)
+        return env
 
     def _write_config(self) -> None:
         d = self.state_dir
@@ -307,6 +354,7 @@ bind-address = "{self.host}:{self.rpc_port}"
   wal-dir = "{d}/wal"
   query-log-enabled = false
   trace-logging-enabled = false
+{self.tuning.data_lines()}
 
 [coordinator]
   log-queries-after = "0s"
