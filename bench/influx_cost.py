@@ -27,6 +27,7 @@ import dataclasses
 import http.client
 import itertools
 import json
+import os
 import platform
 import queue
 import statistics
@@ -147,6 +148,13 @@ def post(url: str, path: str, q: queue.Queue[bytes | None], errors: list[str]) -
     conn.close()
 
 
+def user_sys_s(pid: int) -> tuple[float, float]:
+    """influxd's user and system CPU seconds (system time: syscalls, fsync and page-cache work)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tck = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tck, int(fields[12]) / tck
+
+
 def cpu_rate(pid: int, window_s: float) -> float:
     c0 = sample(pid).cpu_s
     time.sleep(window_s)
@@ -178,6 +186,7 @@ def measure(
                 for _ in range(v.connections)
             ]
             cpu0 = sample(influx.pid).cpu_s
+            us0 = user_sys_s(influx.pid)
             t0 = time.monotonic()
             for t in threads:
                 t.start()
@@ -196,6 +205,7 @@ def measure(
                 pass
             s = sample(influx.pid)
             cpu_all = s.cpu_s - cpu0
+            us1 = user_sys_s(influx.pid)
             count = influx.rows("SELECT count(value) FROM samples WHERE time > now() - 2h", DB)
             stored = int(count[0]["count"]) if count else 0
             if errors:
@@ -203,7 +213,8 @@ def measure(
             return {
                 "cpu_s_per_mpoint_write": round(cpu_write / points * 1e6, 2),
                 "cpu_s_per_mpoint_all": round(cpu_all / points * 1e6, 2),
-                "us_per_point": round(cpu_all / points * 1e6, 2),  # same number: µs per point
+                "user_us_per_point": round((us1[0] - us0[0]) / points * 1e6, 2),
+                "sys_us_per_point": round((us1[1] - us0[1]) / points * 1e6, 2),
                 "points_per_s_wall": round(points / wall),
                 "points": points,
                 "stored": stored,
@@ -240,7 +251,7 @@ def main() -> int:
                 {
                     "variant": n,
                     "date": time.strftime("%Y-%m-%d %H:%M"),
-                    "machine": f"{platform.machine()} nproc={__import__('os').cpu_count()}",
+                    "machine": f"{platform.machine()} nproc={os.cpu_count()}",
                     "points": rs[0]["points"],
                     "series": len(prefixes),
                     "rounds": len(rs),
@@ -251,6 +262,10 @@ def main() -> int:
                     "influxd_cpu_s_per_mpoint_write": statistics.median(x["cpu_s_per_mpoint_write"] for x in rs),
                     "influxd_cpu_s_per_mpoint_all": statistics.median(x["cpu_s_per_mpoint_all"] for x in rs),
                     "all_runs": [x["cpu_s_per_mpoint_all"] for x in rs],
+                    "user_sys_us_per_point": [
+                        statistics.median(x["user_us_per_point"] for x in rs),
+                        statistics.median(x["sys_us_per_point"] for x in rs),
+                    ],
                     "points_per_s_wall": statistics.median(x["points_per_s_wall"] for x in rs),
                     "stored_ok": all(x["stored"] == x["points"] for x in rs),
                     "peak_rss_mb": max(x["peak_rss_mb"] for x in rs),
