@@ -45,6 +45,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from cloud.config import IngestSettings  # noqa: E402
 from cloud.sinks.lineproto import SeriesPrefixes, build_lines  # noqa: E402
 from plantwire.configfile import load_plant  # noqa: E402
 from plantwire.lifeline import stop_on_signals  # noqa: E402
@@ -65,11 +66,11 @@ class Variant:
     value_only: bool = False  # drop ``quality=0i`` from good points: a data-model change, for scale only
 
 
-TUNED = InfluxTuning()  # what plantwire.services runs now
-
 VARIANTS: dict[str, Variant] = {
+    # influxd's defaults and the ingestor's former 10,000 lines per request
     "stock": Variant(STOCK_INFLUX),
-    "tuned": Variant(TUNED),
+    # what plantwire runs now: plantwire.services' settings, the ingestor's default request size
+    "tuned": Variant(InfluxTuning(), lines_per_request=IngestSettings().lines_per_request),
     "fsync100ms": Variant(dataclasses.replace(STOCK_INFLUX, wal_fsync_delay="100ms")),
     "gogc200": Variant(dataclasses.replace(STOCK_INFLUX, gogc=200)),
     "gogc400": Variant(dataclasses.replace(STOCK_INFLUX, gogc=400)),

@@ -264,19 +264,22 @@ class Mosquitto(_Service):
 
 @dataclass(frozen=True, slots=True)
 class InfluxTuning:
-    """The storage settings of the InfluxDB 1.x we run, chosen for the cost of a stored sample.
+    """The storage settings of the InfluxDB 1.x we run, as measured for the cost of a stored sample.
 
-    ``STOCK`` is influxd's own defaults (as before this class existed); ``InfluxTuning()`` is what
-    plantwire runs, measured by ``bench/influx_cost.py`` (CPU seconds per million points, InfluxDB
-    alone, the demo plant's series) and ``bench/e2e.py``; figures in bench/RESULTS.md ("InfluxDB's
-    cost per stored sample"). Fields map one to one onto influxdb.conf keys (``[data]``), except
-    ``gogc``, the Go runtime's ``GOGC`` (the heap grows by that percentage before the next garbage
-    collection: fewer collections for more memory).
+    Fields map one to one onto influxdb.conf keys (``[data]``), except ``gogc``, the Go runtime's
+    ``GOGC`` (the heap grows by that percentage before the next collection; None: Go's 100).
+    The defaults are influxd's own: ``bench/influx_cost.py`` (influxd's CPU seconds per million
+    points, alone, the demo plant's 15,000 series; bench/RESULTS.md, "InfluxDB's cost per stored
+    sample") found no setting here that pays once the ingestor sends 50,000-line requests (that,
+    ``ingest.lines_per_request``, took ~1/3 off): ``gogc`` 200-400 saved ~20 % at 10,000-line
+    requests but nothing measurable at 50,000, for +130-350 MB of RSS; a 100 ms ``wal_fsync_delay``,
+    a 256 MB snapshot size and the tsi1 index saved nothing. The class stays so that benchmarks and
+    operators can compare without editing the generator.
 
-    Durability: ``wal_fsync_delay`` only batches fsyncs. InfluxDB 1.x answers a write only after the
-    fsync that covers it (``tsm1.WAL.writeToLog`` waits on its sync waiter), so a 204 still means the
-    points are on disk, and the ingestor's acknowledgement to the edge stays honest; the delay adds
-    at most itself to each write's latency.
+    Durability, should anyone set ``wal_fsync_delay``: it only batches fsyncs. InfluxDB 1.x answers a
+    write only after the fsync that covers it (``tsm1.WAL.writeToLog`` waits on its sync waiter), so a
+    204 still means the points are on disk and the ingestor's acknowledgement to the edge stays
+    honest; each write waits up to the delay longer.
     """
 
     wal_fsync_delay: str = "0s"
@@ -298,7 +301,7 @@ class InfluxTuning:
         )
 
 
-#: influxd 1.6's own defaults, for comparison in benchmarks.
+#: influxd 1.6's own defaults, for comparison in benchmarks (today the same as ``InfluxTuning()``).
 STOCK_INFLUX = InfluxTuning()
 
 
