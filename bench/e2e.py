@@ -202,6 +202,23 @@ def run(
     }
 
 
+def _summary(r: dict[str, Any]) -> str:
+    """The figures issues 16/18 ask for, one readable block (the JSON line has everything)."""
+    cpu = " · ".join(f"{n} {v}" for n, v in r["cpu_us_per_sample"].items())
+    goals = ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in r["goals"].items())
+    return (
+        f"Modbus {r['modbus_rate_hz']:g} Hz / OPC-UA {r['opcua_rate_hz']:g} Hz, {r['signals']} signals, "
+        f"agents {r.get('agents') or 'none'}, alarms {r.get('alarms')}, commit {r.get('commit')}\n"
+        f"  read {r['samples_per_s_read']:,.0f}/s, into InfluxDB {r['samples_per_s_end_to_end']:,.0f}/s, "
+        f"lost {r['samples_lost']} of {r['samples_read_total']}, signals mismatched {r['signals_mismatched']}\n"
+        f"  latency p50 / p99 {r['latency_p50_s']} / {r['latency_p99_s']} s; edge peak RSS "
+        f"{r['peak_rss_mb'].get('edge')} MB\n"
+        f"  CPU µs per sample read: {cpu}; total {r['cpu_us_per_sample_total']}\n"
+        f"  load average at start {r['loadavg_start']} and end {r['loadavg_end']} ({r['machine']})\n"
+        f"  goals: {goals}"
+    )
+
+
 def speedup(plantwire: dict[str, Any], naive: dict[str, Any]) -> dict[str, Any]:
     """Naive CPU per sample over plantwire's, per component and in total (higher is better)."""
     out: dict[str, Any] = {}
@@ -239,6 +256,7 @@ def main() -> int:
             p.error(f"--agents: unknown agent {name!r}; known: {', '.join(AGENT_NAMES)}")
     alarms = AlarmMode(a.alarms) if a.alarms else None
     command = " ".join([".venv/bin/python", "bench/e2e.py", *sys.argv[1:]])
+    commit = _commit()  # at start: the code every process of the run was started from
     naive_rates = {r for r in a.naive_rates.split(",") if r}
     for pair in a.rates.split(","):
         mb, ua = (float(x) for x in pair.split(":"))
@@ -248,8 +266,9 @@ def main() -> int:
         ours["agents"] = list(agents)
         ours["alarms"] = a.alarms or "config default"
         ours["command"] = command
-        ours["commit"] = _commit()
+        ours["commit"] = commit
         print(json.dumps(ours), flush=True)
+        print(_summary(ours), file=sys.stderr, flush=True)
         if pair in naive_rates:
             theirs = run(a.config, a.duration, mb, ua, a.warmup, a.state_dir / f"naive-{pair}", naive=True)
             print(json.dumps(theirs), flush=True)
