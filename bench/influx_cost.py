@@ -64,6 +64,7 @@ class Variant:
     lines_per_request: int = 10_000
     connections: int = 1
     value_only: bool = False  # drop ``quality=0i`` from good points: a data-model change, for scale only
+    precision_ms: bool = False  # timestamps written in ms (``precision=ms``): the same points, 6 digits shorter
 
 
 VARIANTS: dict[str, Variant] = {
@@ -84,6 +85,7 @@ VARIANTS: dict[str, Variant] = {
     "req2k": Variant(STOCK_INFLUX, lines_per_request=2_000),
     "conn2": Variant(STOCK_INFLUX, connections=2),
     "valueonly": Variant(STOCK_INFLUX, value_only=True),
+    "req50k_ms": Variant(STOCK_INFLUX, lines_per_request=50_000, precision_ms=True),
 }
 
 
@@ -97,7 +99,8 @@ def plant_prefixes(config: Path) -> tuple[SeriesPrefixes, np.ndarray]:
 
 
 def bodies(
-    prefixes: SeriesPrefixes, device: np.ndarray, t0: int, points: int, per_req: int, value_only: bool, seed: int = 1
+    prefixes: SeriesPrefixes, device: np.ndarray, t0: int, points: int, per_req: int, value_only: bool, seed: int = 1,
+    precision_ms: bool = False,
 ) -> Iterator[bytes]:
     """Request bodies of ``per_req`` lines: rounds of every signal at 10 Hz from ``t0``, random walks as float32."""
     n = len(prefixes)
@@ -110,11 +113,14 @@ def bodies(
     k = 0
     while done < points:
         level += rng.normal(0.0, 0.05, n).astype(np.float32)
-        ts = t0 + k * 100_000_000 + device * 1_000  # one read per device per round, devices a µs apart
+        # one read per device per round, devices a millisecond apart (Modbus ticks are whole ms)
+        ts = t0 + k * 100_000_000 + device * 1_000_000
         lines = build_lines(prefixes, ts, sig, level.astype(np.float64), quality)
         data = pending + lines.tobytes()
         if value_only:
             data = data.replace(b",quality=0i", b"")
+        if precision_ms:
+            data = data.replace(b"000000\n", b"\n")
         k += 1
         done += n
         # cut into per_req lines
@@ -170,10 +176,12 @@ def measure(
         try:
             assert influx.pid is not None
             influx.query(f'CREATE DATABASE "{DB}"')
-            path = "/write?" + urllib.parse.urlencode({"db": DB, "precision": "ns"})
+            path = "/write?" + urllib.parse.urlencode({"db": DB, "precision": "ms" if v.precision_ms else "ns"})
             # Series creation is a one-off per signal: done (and its CPU excluded) before the window.
             t0_ns = (time.time_ns() // 10**9 - 3600) * 10**9  # the warm-up's points are overwritten by the first round
-            warm = list(bodies(prefixes, device, t0_ns, len(prefixes), 10_000, v.value_only, seed=99))
+            warm = list(bodies(
+                prefixes, device, t0_ns, len(prefixes), 10_000, v.value_only, seed=99, precision_ms=v.precision_ms
+            ))
             errors: list[str] = []
             wq: queue.Queue[bytes | None] = queue.Queue()
             for b in warm:
@@ -192,7 +200,9 @@ def measure(
             for t in threads:
                 t.start()
             points = 0  # whole rounds of every signal: at least the points asked for
-            for body in bodies(prefixes, device, t0_ns, want, v.lines_per_request, v.value_only):
+            for body in bodies(
+                prefixes, device, t0_ns, want, v.lines_per_request, v.value_only, precision_ms=v.precision_ms
+            ):
                 points += body.count(b"\n")
                 q.put(body)
             for _ in threads:
