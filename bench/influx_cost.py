@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from cloud.config import IngestSettings  # noqa: E402
 from cloud.sinks.lineproto import SeriesPrefixes, build_lines  # noqa: E402
+from cloud.sinks.split import lines_per_request  # noqa: E402
 from plantwire.configfile import load_plant  # noqa: E402
 from plantwire.lifeline import stop_on_signals  # noqa: E402
 from plantwire.plant import expand  # noqa: E402
@@ -70,8 +71,11 @@ class Variant:
 VARIANTS: dict[str, Variant] = {
     # influxd's defaults and the ingestor's former 10,000 lines per request
     "stock": Variant(STOCK_INFLUX),
-    # what plantwire runs now: plantwire.services' settings, the ingestor's default request size
-    "tuned": Variant(InfluxTuning(), lines_per_request=IngestSettings().lines_per_request),
+    # what plantwire runs now: plantwire.services' settings, and the request size the ingestor's defaults
+    # give a 10 Hz demo group (~123,000 lines) on the demo's two connections (cloud.sinks.split)
+    "tuned": Variant(
+        InfluxTuning(), lines_per_request=lines_per_request(123_000, IngestSettings().lines_per_request, 2)
+    ),
     "fsync100ms": Variant(dataclasses.replace(STOCK_INFLUX, wal_fsync_delay="100ms")),
     "gogc200": Variant(dataclasses.replace(STOCK_INFLUX, gogc=200)),
     "gogc400": Variant(dataclasses.replace(STOCK_INFLUX, gogc=400)),
@@ -79,6 +83,7 @@ VARIANTS: dict[str, Variant] = {
     "snap100m": Variant(dataclasses.replace(STOCK_INFLUX, cache_snapshot_memory_size="100m")),
     "tsi1": Variant(dataclasses.replace(STOCK_INFLUX, index_version="tsi1")),
     "req50k": Variant(STOCK_INFLUX, lines_per_request=50_000),
+    "req31k": Variant(STOCK_INFLUX, lines_per_request=31_000),  # a 123 k group in 4 even requests
     "req100k": Variant(STOCK_INFLUX, lines_per_request=100_000),
     "req50k_gogc200": Variant(dataclasses.replace(STOCK_INFLUX, gogc=200), lines_per_request=50_000),
     "req50k_gogc400": Variant(dataclasses.replace(STOCK_INFLUX, gogc=400), lines_per_request=50_000),
