@@ -7,6 +7,15 @@ CPU µs per sample per component, peak RSS per component, and bytes per sample o
 
     .venv/bin/python bench/e2e.py --config configs/demo --duration 180 --rates 1:1,2:1,5:1,10:1 --naive-rates 1:1
 
+Issue 16/18's figure (Modbus 10 Hz, both agents, alarm layer on, which is the edge's default):
+
+    .venv/bin/python bench/e2e.py --config configs/demo --rates 10:1 --naive-rates '' --duration 120 \
+        --agents energy,leak_test --alarms incidents
+
+Each line also carries the command, the commit, the load average at the window's start and end (the
+box is shared: CPU µs per sample is robust to other load, rates and latency are not) and the goals
+checked (0 lost, p99 < 2 s, edge peak RSS <= 200 MB).
+
 Per rate one JSON line for plantwire; where the naive baseline (bench/naive.py) runs too, one line for it
 and one with the naive/plantwire CPU-per-sample ratio per component and in total.
 
@@ -27,6 +36,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from edge.agents.settings import AgentsSettings  # noqa: E402
+from edge.alarms.settings import AlarmMode  # noqa: E402
 from plantwire.lifeline import stop_on_signals  # noqa: E402
 from plantwire.pipeline import Pipeline  # noqa: E402
 from plantwire.procstat import sample  # noqa: E402
@@ -83,11 +94,31 @@ def _scrape_raw(port: int) -> dict[str, float]:
 
 
 NAIVE = [sys.executable, str(ROOT / "bench" / "naive.py")]
+#: Agents' config blocks (edge.agents.settings.AgentsSettings): every optional block is an agent.
+AGENT_NAMES = tuple(
+    name for name, f in AgentsSettings.model_fields.items() if f.default is None and name != "frame_budget_ms"
+)
+
+
+def _loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def _commit() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=10
+        )
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
 
 
 def run(
     config: Path, duration_s: float, rate: float, opcua_rate: float, warmup_s: float, state: Path,
-    naive: bool = False, agents: tuple[str, ...] = (),
+    naive: bool = False, agents: tuple[str, ...] = (), alarms: AlarmMode | None = None,
 ) -> dict[str, Any]:
     # A fresh state: a write-ahead log or detector checkpoint left by an earlier run would be replayed
     # into this run's InfluxDB and counted against it.
@@ -97,6 +128,8 @@ def run(
         argv = {"edge_argv": [*NAIVE, "gateway"], "ingest_argv": [*NAIVE, "ingest"]}
     if agents and not naive:  # edge agents at their default settings (edge/agents)
         argv["edge_overrides"] = {"agents": {name: {} for name in agents}}
+    if alarms is not None and not naive:
+        argv.setdefault("edge_overrides", {})["alarms"] = {"mode": alarms.value}
     pipe = Pipeline(config, state, modbus_rate_hz=rate, opcua_rate_hz=opcua_rate, **argv)
     try:
         t_start = time.monotonic()
@@ -104,6 +137,7 @@ def run(
         startup_s = time.monotonic() - t_start
         time.sleep(warmup_s)
         pids = _pids(pipe)
+        load0 = _loadavg()
         cpu0 = {n: sample(p).cpu_s for n, p in pids.items()}
         m0 = pipe.progress()
         raw0 = _scrape_raw(pipe.ingest_metrics_port)
@@ -112,6 +146,7 @@ def run(
         window = time.monotonic() - t0
         m1 = pipe.progress()
         samples = {n: sample(p) for n, p in pids.items()}
+        load1 = _loadavg()
         raw_ingest = _scrape_raw(pipe.ingest_metrics_port)
     except BaseException:
         pipe.close()
@@ -131,6 +166,8 @@ def run(
         "signals": summary.signals,
         "modbus_rate_hz": rate,
         "opcua_rate_hz": opcua_rate,
+        "loadavg_start": load0,
+        "loadavg_end": load1,
         "window_s": round(window, 1),
         "startup_s": round(startup_s, 1),
         "samples_per_s_read": round(read / window, 1),
@@ -157,7 +194,29 @@ def run(
         if "wal_bytes_written" in edge
         else None,
         "cpu_us_per_sample_total": round(sum(cpu.values()) / max(read, 1) * 1e6, 2),
+        "goals": {
+            "lost_0": summary.lost == 0,
+            "p99_under_2s": p99 is not None and p99 < 2.0,
+            "edge_rss_le_200mb": samples["edge"].rss_peak_bytes / 2**20 <= 200 if "edge" in samples else None,
+        },
     }
+
+
+def _summary(r: dict[str, Any]) -> str:
+    """The figures issues 16/18 ask for, one readable block (the JSON line has everything)."""
+    cpu = " · ".join(f"{n} {v}" for n, v in r["cpu_us_per_sample"].items())
+    goals = ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in r["goals"].items())
+    return (
+        f"Modbus {r['modbus_rate_hz']:g} Hz / OPC-UA {r['opcua_rate_hz']:g} Hz, {r['signals']} signals, "
+        f"agents {r.get('agents') or 'none'}, alarms {r.get('alarms')}, commit {r.get('commit')}\n"
+        f"  read {r['samples_per_s_read']:,.0f}/s, into InfluxDB {r['samples_per_s_end_to_end']:,.0f}/s, "
+        f"lost {r['samples_lost']} of {r['samples_read_total']}, signals mismatched {r['signals_mismatched']}\n"
+        f"  latency p50 / p99 {r['latency_p50_s']} / {r['latency_p99_s']} s; edge peak RSS "
+        f"{r['peak_rss_mb'].get('edge')} MB\n"
+        f"  CPU µs per sample read: {cpu}; total {r['cpu_us_per_sample_total']}\n"
+        f"  load average at start {r['loadavg_start']} and end {r['loadavg_end']} ({r['machine']})\n"
+        f"  goals: {goals}"
+    )
 
 
 def speedup(plantwire: dict[str, Any], naive: dict[str, Any]) -> dict[str, Any]:
@@ -183,15 +242,33 @@ def main() -> int:
     p.add_argument("--naive-rates", default="1:1", help="rates at which to also run bench/naive.py ('' for none)")
     p.add_argument("--warmup", type=float, default=15.0)
     p.add_argument("--state-dir", type=Path, default=ROOT / "state" / "bench-e2e")
-    p.add_argument("--agents", default="", help="comma-separated edge agents to turn on (e.g. energy)")
+    p.add_argument(
+        "--agents", default="", help=f"comma-separated edge agents to turn on, of: {','.join(AGENT_NAMES)}"
+    )
+    p.add_argument(
+        "--alarms", choices=[m.value for m in AlarmMode], default=None,
+        help="the edge's alarm layer (alarms.mode); default: the config's (incidents, unless it says otherwise)",
+    )
     a = p.parse_args()
     agents = tuple(x for x in a.agents.split(",") if x)
+    for name in agents:
+        if name not in AGENT_NAMES:
+            p.error(f"--agents: unknown agent {name!r}; known: {', '.join(AGENT_NAMES)}")
+    alarms = AlarmMode(a.alarms) if a.alarms else None
+    command = " ".join([".venv/bin/python", "bench/e2e.py", *sys.argv[1:]])
+    commit = _commit()  # at start: the code every process of the run was started from
     naive_rates = {r for r in a.naive_rates.split(",") if r}
     for pair in a.rates.split(","):
         mb, ua = (float(x) for x in pair.split(":"))
-        ours = run(a.config, a.duration, mb, ua, a.warmup, a.state_dir / f"plantwire-{pair}", agents=agents)
+        ours = run(
+            a.config, a.duration, mb, ua, a.warmup, a.state_dir / f"plantwire-{pair}", agents=agents, alarms=alarms
+        )
         ours["agents"] = list(agents)
+        ours["alarms"] = a.alarms or "config default"
+        ours["command"] = command
+        ours["commit"] = commit
         print(json.dumps(ours), flush=True)
+        print(_summary(ours), file=sys.stderr, flush=True)
         if pair in naive_rates:
             theirs = run(a.config, a.duration, mb, ua, a.warmup, a.state_dir / f"naive-{pair}", naive=True)
             print(json.dumps(theirs), flush=True)

@@ -39,6 +39,7 @@ from cloud.config import CloudConfig
 from cloud.sinks.lineproto import SeriesPrefixes, build_lines
 from plantwire import wire
 from plantwire.lifeline import stop_on_signals
+from plantwire.procstat import sample
 from plantwire.services import InfluxDB1, Mosquitto, VictoriaMetrics
 
 SITE = "bench"
@@ -255,6 +256,8 @@ def ingestor_rate(
 
     ing = Ingestor(cfg)
     stop = threading.Event()
+    server_pid = getattr(influx, "pid", None)
+    server_cpu0 = sample(server_pid).cpu_s if server_pid else 0.0
     cpu0 = time.process_time()
     t0 = time.perf_counter()
     ing.start()
@@ -266,11 +269,14 @@ def ingestor_rate(
             raise TimeoutError("ingestor did not drain within 600 s")
     dt = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
+    server_cpu = sample(server_pid).cpu_s - server_cpu0 if server_pid else 0.0
     stop.set()
     worker.join(30)
     ing.close()
     extra = {
         "cpu_us_per_sample": round(cpu / total * 1e6, 3),
+        # The server's CPU for the same samples (its process, robust to other load on the box).
+        "server_cpu_us_per_sample": round(server_cpu / total * 1e6, 3),
         "wire_bytes_per_sample": round(wire_bytes / total, 2),
         "influx_requests": ing.sink.stats.requests,  # type: ignore[attr-defined]
         "influx_write_seconds": round(ing.sink.stats.seconds, 3),  # type: ignore[attr-defined]
@@ -360,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         "ingestor_seconds": round(ing_s, 3),
         "ingestor_vs_ceiling": round(ratios[mid], 3),
         "influx_busy_fraction_runs": [round(b, 3) for b in busy],
+        "server_cpu_us_per_sample_runs": [x[2]["server_cpu_us_per_sample"] for x in runs],
         "naive_samples_per_s": round(nav),
         "naive_samples": nav_n,
         "ingestor_vs_naive": round(ing / nav, 1),

@@ -81,6 +81,7 @@ from cloud.sinks.influx import (
 )
 from cloud.sinks.lineproto import build_lines, escape_measurement
 from cloud.sinks.points import UnknownEventType, event_line, lines_with_field
+from cloud.sinks.split import lines_per_request
 from cloud.sources.mqtt import Message, MqttSource
 from plantwire import wire
 from plantwire.configfile import ConfigError, ensure_state_dir
@@ -859,7 +860,7 @@ class Ingestor:
         offs = np.cumsum([0] + [p.size for p in w.parts[:-1]])
         ends = np.concatenate([e + o for e, o in zip(w.ends, offs, strict=True)])
         mv = memoryview(data)
-        step = self.ing.lines_per_request
+        step = lines_per_request(ends.size, self.ing.lines_per_request, self.ing.write_connections)
         chunks: list[tuple[memoryview, int]] = []  # (body, lines): line counts are known, not recounted
         start = 0
         for first in range(0, ends.size, step):

@@ -33,6 +33,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -40,7 +41,7 @@ from typing import Any, Self
 from plantwire.lifeline import die_with_parent, stop_process
 from plantwire.ports import free_port, wait_port
 
-__all__ = ["InfluxDB1", "Mosquitto", "ServiceError", "VictoriaMetrics", "free_port"]
+__all__ = ["InfluxDB1", "InfluxTuning", "Mosquitto", "ServiceError", "VictoriaMetrics", "free_port"]
 
 _LOG_TAIL_LINES = 30
 _ADDRESS_IN_USE = ("address already in use", "address in use")
@@ -261,6 +262,49 @@ class Mosquitto(_Service):
         return f"mqtt://{self.host}:{self.port}"
 
 
+@dataclass(frozen=True, slots=True)
+class InfluxTuning:
+    """The storage settings of the InfluxDB 1.x we run, as measured for the cost of a stored sample.
+
+    Fields map one to one onto influxdb.conf keys (``[data]``), except ``gogc``, the Go runtime's
+    ``GOGC`` (the heap grows by that percentage before the next collection; None: Go's 100).
+    The defaults are influxd's own: ``bench/influx_cost.py`` (influxd's CPU seconds per million
+    points, alone, the demo plant's 15,000 series; bench/RESULTS.md, "InfluxDB's cost per stored
+    sample") found no setting here that pays once the ingestor sends 50,000-line requests (that,
+    ``ingest.lines_per_request``, took ~1/3 off): ``gogc`` 200-400 saved ~20 % at 10,000-line
+    requests but nothing measurable at 50,000, for +130-350 MB of RSS; a 100 ms ``wal_fsync_delay``,
+    a 256 MB snapshot size and the tsi1 index saved nothing. The class stays so that benchmarks and
+    operators can compare without editing the generator.
+
+    Durability, should anyone set ``wal_fsync_delay``: it only batches fsyncs. InfluxDB 1.x answers a
+    write only after the fsync that covers it (``tsm1.WAL.writeToLog`` waits on its sync waiter), so a
+    204 still means the points are on disk and the ingestor's acknowledgement to the edge stays
+    honest; each write waits up to the delay longer.
+    """
+
+    wal_fsync_delay: str = "0s"
+    cache_snapshot_memory_size: str = "25m"
+    cache_snapshot_write_cold_duration: str = "10m"
+    max_concurrent_compactions: int = 0
+    index_version: str = "inmem"
+    gogc: int | None = None
+
+    def data_lines(self) -> str:
+        return "\n".join(
+            [
+                f'  wal-fsync-delay = "{self.wal_fsync_delay}"',
+                f'  cache-snapshot-memory-size = "{self.cache_snapshot_memory_size}"',
+                f'  cache-snapshot-write-cold-duration = "{self.cache_snapshot_write_cold_duration}"',
+                f"  max-concurrent-compactions = {self.max_concurrent_compactions}",
+                f'  index-version = "{self.index_version}"',
+            ]
+        )
+
+
+#: influxd 1.6's own defaults, for comparison in benchmarks (today the same as ``InfluxTuning()``).
+STOCK_INFLUX = InfluxTuning()
+
+
 class InfluxDB1(_Service):
     """InfluxDB 1.x (Debian's 1.6) speaking the v1 HTTP API: ``/write`` and InfluxQL on ``/query``.
 
@@ -272,8 +316,11 @@ class InfluxDB1(_Service):
 
     name = "influxd"
 
-    def __init__(self, state_dir: Path, port: int | None = None, *, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, state_dir: Path, port: int | None = None, *, host: str = "127.0.0.1", tuning: InfluxTuning | None = None
+    ) -> None:
         super().__init__(state_dir, port, host=host)
+        self.tuning = tuning if tuning is not None else InfluxTuning()
         self.rpc_port = free_port(host)
         self.ifql_port = free_port(host)
         self.config_path = self.state_dir / "influxdb.conf"
@@ -289,7 +336,10 @@ class InfluxDB1(_Service):
         self.ifql_port = free_port(self.host)
 
     def _env(self) -> dict[str, str]:
-        return {k: v for k, v in os.environ.items() if not k.startswith("INFLUXDB_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("INFLUXDB_") and k != "GOGC"}
+        if self.tuning.gogc is not None:
+            env["GOGC"] = str(self.tuning.gogc)
+        return env
 
     def _write_config(self) -> None:
         d = self.state_dir
@@ -307,6 +357,7 @@ bind-address = "{self.host}:{self.rpc_port}"
   wal-dir = "{d}/wal"
   query-log-enabled = false
   trace-logging-enabled = false
+{self.tuning.data_lines()}
 
 [coordinator]
   log-queries-after = "0s"
