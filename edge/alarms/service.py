@@ -69,6 +69,7 @@ class AlarmService:
         self.resent = 0
         self.cold_reason: str | None = None
         self.seconds = 0.0  # CPU of the alarm layer (wall time in the event loop)
+        self._is_open: Callable[[str], bool] | None = None  # the detectors' alarm state (set by reconcile)
         self._next_save_ns = 0
         self._restore()
 
@@ -89,7 +90,9 @@ class AlarmService:
         log.info("alarms: %d incidents continued from the checkpoint", len(self.engine.incidents()))
 
     def reconcile(self, is_open: Callable[[str], bool]) -> None:
-        """Close restored contributors the detectors no longer hold open (see ``IncidentEngine.reconcile``)."""
+        """Close restored contributors the detectors no longer hold open (see ``IncidentEngine.reconcile``); from
+        then on, every tick also closes contributors whose CLOSE was lost (``IncidentEngine.resync``)."""
+        self._is_open = is_open
         self._out(self.engine.reconcile(is_open, time.time_ns()))
 
     def attach(self, loop: asyncio.AbstractEventLoop, subscribe: Callable[[str, Callable[[str, bytes], None]], None]
@@ -116,6 +119,8 @@ class AlarmService:
 
     def tick(self, now_ns: int) -> None:
         t0 = time.perf_counter()
+        if self._is_open is not None:  # before the timers: a contributor closed now starts its clear delay
+            self._out(self.engine.resync(self._is_open, now_ns))
         self._out(self.engine.tick(now_ns))
         if now_ns >= self._next_save_ns:  # machine states change without a transition: keep them too
             self.save([])
@@ -207,6 +212,9 @@ class AlarmService:
         m.counter("incident_floods_total", "Flood incidents opened").set(st.floods)
         m.counter("incident_chattering_total", "Machines marked chattering (auto-shelved)").set(st.chattering)
         m.counter("incident_unmatched_closes_total", "Alarm closes no incident held").set(st.unmatched_closes)
+        m.counter("incident_resynced_closes_total", "Contributors closed because their alarm's CLOSE was lost "
+                  "(events over analytics.max_events, or a failed step); the detectors no longer held it").set(
+            st.resynced_closes)
         m.counter("alarm_commands_received_total", "Alarm commands received").set(self.commands_received)
         m.counter("alarm_commands_applied_total", "Alarm commands applied").set(st.commands_applied)
         refused = m.counter("alarm_commands_refused_total", "Alarm commands refused, by the field at fault")
