@@ -42,6 +42,8 @@ log = logging.getLogger("plantwire.edge.alarms")
 SERVICE = "alarms"
 REMEMBERED_COMMANDS = 1024
 CHECKPOINT_WORK = "incident checkpoint"
+TRANSITION_LOG_WORK = "incident transition log"
+TRANSITION_LOG = "incident_transitions.log"
 SAVE_INTERVAL_NS = 60 * 1_000_000_000  # without transitions, the checkpoint is refreshed this often
 
 
@@ -142,12 +144,32 @@ class AlarmService:
         self._send(docs)
 
     def _send(self, docs: list[dict[str, Any]]) -> None:
+        if self.engine.s.transition_log_bytes and self.state_dir is not None:
+            self._sidework.run(TRANSITION_LOG_WORK, lambda: self._log_transitions(docs))
         self._emit(docs)
         self.docs_emitted += len(docs)
         for d in docs:
             if d.get("type") == "incident":
                 self._publish(self.incidents_topic, json.dumps({**d, "site": self.site, "gateway": self.gateway},
                                                                separators=(",", ":")).encode())
+
+    def _log_transitions(self, docs: list[dict[str, Any]]) -> None:
+        """Append (id, seq, ts_ns, transition) of each incident document (``alarms.transition_log_bytes``). After the
+        checkpoint and before the lane: a kill in between re-sends them from the checkpoint's outbox, and logs them
+        again (the same lines), so every line names a document that reaches the events lane."""
+        assert self.state_dir is not None
+        lines = "".join(json.dumps({"id": d["id"], "seq": d["seq"], "ts_ns": d["ts_ns"], "transition": d["transition"]},
+                                   separators=(",", ":")) + "\n" for d in docs if d.get("type") == "incident")
+        if not lines:
+            return
+        path = Path(self.state_dir) / TRANSITION_LOG
+        try:
+            if path.stat().st_size > self.engine.s.transition_log_bytes:
+                path.replace(path.with_name(TRANSITION_LOG + ".1"))
+        except FileNotFoundError:
+            pass
+        with open(path, "a") as f:
+            f.write(lines)
 
     # -- commands ---------------------------------------------------------------------------------------
     def _on_message(self, topic: str, payload: bytes) -> None:
