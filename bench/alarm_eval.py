@@ -50,8 +50,9 @@ from edge.alarms.engine import IncidentEngine  # noqa: E402
 from edge.alarms.facts import MachineFacts  # noqa: E402
 from edge.alarms.settings import AlarmSettings  # noqa: E402
 from edge.detectors.analytics import EdgeAnalytics  # noqa: E402
-from edge.detectors.events import EVENT_DTYPE  # noqa: E402
+from edge.detectors.events import EVENT_DTYPE, Scope  # noqa: E402
 from edge.kernels import opstate  # noqa: E402
+from edge.kernels.kinds import Kind  # noqa: E402
 from plantwire.configfile import load_plant  # noqa: E402
 from simulators.faults import KIND_ORDER, EventKind  # noqa: E402
 from simulators.runtime import SimOptions, build_world  # noqa: E402
@@ -180,7 +181,7 @@ def simulate(plant_path: Path, seed: int, train_days: float, clean_days: float, 
     return out
 
 
-def replay(plant_path: Path, recording: Path, settings: AlarmSettings) -> Run:
+def replay(plant_path: Path, recording: Path, settings: AlarmSettings, ignore: list[str] | None = None) -> Run:
     """The alarm layer over a recording (``simulate``): state-signal samples, the detectors' machine states, events
     (in the daemon's order, ``edge.alarms.service.AlarmService.frame``), then the timers, every tick."""
     with np.load(recording, allow_pickle=False) as z:
@@ -195,6 +196,12 @@ def replay(plant_path: Path, recording: Path, settings: AlarmSettings) -> Run:
     machine_of = table.machine.astype(np.int64)
     state_at_fault = ["unknown"] * len(truth)
     ev, ev_tick = rec["events"], rec["ev_tick"]
+    for spec in ignore or []:  # "SIGNAL_NAME:KIND": that signal name's alarms of that kind, on every machine
+        name, kind = spec.split(":")
+        sigs = np.array([i for i, sid in enumerate(table.ids) if sid.rsplit(".", 1)[-1] == name], dtype=np.int64)
+        drop = (ev["scope"] == Scope.SIGNAL) & np.isin(ev["entity"], sigs) & (ev["kind"] == int(Kind[kind.upper()]))
+        ev, ev_tick = ev[~drop], ev_tick[~drop]
+        print(f"  ignoring {int(drop.sum())} {kind} alarm events of signals named {name} ({sigs.size} signals)")
     st_tick, st_sig, st_val = rec["st_tick"], rec["st_sig"], rec["st_val"]
     ev_at = np.searchsorted(ev_tick, np.arange(n_ticks + 1))
     st_at = np.searchsorted(st_tick, np.arange(n_ticks + 1))
@@ -390,6 +397,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--suppression", choices=["state", "off"], default=None)
     ap.add_argument("--recordings", type=Path, default=ROOT / "state" / "alarm_eval",
                     help="simulated events are recorded here once; later runs replay them (any AlarmSettings)")
+    ap.add_argument("--ignore", nargs="*", default=[], metavar="SIGNAL:KIND",
+                    help="replay without these alarms (signal name within its machine, alarm kind), e.g. "
+                    "part_temp:rate: what a detector setting would remove, approximately (another detector may "
+                    "still alarm on those samples)")
     ap.add_argument("--speed", action="store_true", help="only the cost per sample on whole-plant frames")
     args = ap.parse_args(argv)
     if args.speed:
@@ -418,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
                      rec)
         else:
             print(f"  (replaying {rec})")
-        report(replay(plant, rec, settings), args.grace)
+        report(replay(plant, rec, settings, args.ignore), args.grace)
     print(f"\ntotal {time.monotonic() - t0:.0f} s")
     return 0
 
