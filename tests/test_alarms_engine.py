@@ -450,7 +450,7 @@ def test_a_close_lost_over_max_events_still_clears_the_incident(
     mine = np.flatnonzero(np.asarray(table.machine) == table.machine_ids.index(C1))[:8]
     rng = np.random.default_rng(3)
     dropped = 0
-    for t in range(45):  # 1 Hz; C1's sensors go bad one a second from 10 s (each OPEN gets through), all come
+    for t in range(60):  # 1 Hz; C1's sensors go bad one a second from 10 s (each OPEN gets through), all come
         q = np.zeros(n, np.uint8)  # back at 25 s (6 of the 8 CLOSEs are dropped)
         v = rng.normal(size=n) + 50.0
         bad = mine[: max(0, min(t - 9, 8))] if t < 25 else mine[:0]

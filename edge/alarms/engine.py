@@ -614,8 +614,8 @@ class IncidentEngine:
         A CLOSE can be lost before it reaches the engine: the detectors keep at most ``analytics.max_events``
         events per frame and drop the rest (a frame where hundreds of alarms close at once, e.g. a PLC coming
         back), or a step of the alarm layer failed. Without this, such an incident would stay active, on the
-        edge and in the cloud, for ever. The edge calls it at every flush tick (cheap: one look-up per active
-        contributor). The contributor closes now and the incident clears after the usual ``clear_delay_s``.
+        edge and in the cloud, for ever. The edge calls it every 10 s (``service.RESYNC_INTERVAL_NS``; one look-up
+        per active contributor). The contributor closes now and the incident clears after the usual ``clear_delay_s``.
         An OPEN lost the same way is not recovered here (the alarm's CLOSE then arrives unmatched, counted)."""
         docs: list[dict[str, Any]] = []
         for m, inc in list(self.current.items()):

@@ -45,6 +45,9 @@ CHECKPOINT_WORK = "incident checkpoint"
 TRANSITION_LOG_WORK = "incident transition log"
 TRANSITION_LOG = "incident_transitions.log"
 SAVE_INTERVAL_NS = 60 * 1_000_000_000  # without transitions, the checkpoint is refreshed this often
+#: How often active contributors are checked against the detectors' alarm state (a lost CLOSE clears this much
+#: later at most): one look-up per active contributor, ~1-2 ms with hundreds of incidents open (a storm).
+RESYNC_INTERVAL_NS = 10 * 1_000_000_000
 
 
 def command_topic(site: str, gateway: str) -> str:
@@ -72,6 +75,7 @@ class AlarmService:
         self.cold_reason: str | None = None
         self.seconds = 0.0  # CPU of the alarm layer (wall time in the event loop)
         self._is_open: Callable[[str], bool] | None = None  # the detectors' alarm state (set by reconcile)
+        self._next_resync_ns = 0
         self._next_save_ns = 0
         self._restore()
 
@@ -93,7 +97,8 @@ class AlarmService:
 
     def reconcile(self, is_open: Callable[[str], bool]) -> None:
         """Close restored contributors the detectors no longer hold open (see ``IncidentEngine.reconcile``); from
-        then on, every tick also closes contributors whose CLOSE was lost (``IncidentEngine.resync``)."""
+        then on, a tick every ``RESYNC_INTERVAL_NS`` also closes contributors whose CLOSE was lost
+        (``IncidentEngine.resync``)."""
         self._is_open = is_open
         self._out(self.engine.reconcile(is_open, time.time_ns()))
 
@@ -121,7 +126,8 @@ class AlarmService:
 
     def tick(self, now_ns: int) -> None:
         t0 = time.perf_counter()
-        if self._is_open is not None:  # before the timers: a contributor closed now starts its clear delay
+        if self._is_open is not None and now_ns >= self._next_resync_ns:  # before the timers: a contributor
+            self._next_resync_ns = now_ns + RESYNC_INTERVAL_NS  # closed now starts its clear delay at once
             self._out(self.engine.resync(self._is_open, now_ns))
         self._out(self.engine.tick(now_ns))
         if now_ns >= self._next_save_ns:  # machine states change without a transition: keep them too
