@@ -463,3 +463,26 @@ def test_a_close_lost_over_max_events_still_clears_the_incident(
     assert dropped > 0 and (C1, "open") in trans, (dropped, trans)
     assert (C1, "clear") in trans, f"the incident stayed active: {trans}"
     assert svc.engine.stats.resynced_closes > 0 and not svc.engine.current
+
+
+def test_transition_log_records_what_was_sent_and_rotates(tmp_path: Path,
+                                                          dev: tuple[PlantConfig, SignalTable, MachineFacts]) -> None:
+    """alarms.transition_log_bytes: one line (id, seq, ts_ns, transition) per incident document handed to the lane,
+    none for audit records; beyond the size the file moves to .1 and a new one starts."""
+    plant, table, _ = dev
+    sent: list[dict[str, Any]] = []
+    s = AlarmService(table, plant, AlarmSettings(clear_delay_s=0, transition_log_bytes=200), site="s",
+                     gateway="g", state_dir=tmp_path, emit=sent.extend, publish=lambda t, p: None,
+                     sidework=SideWork())
+    oil = sig(table, f"{C1}.oil_temp")
+    for k in range(4):
+        s.frame(np.zeros(0, np.uint32), np.zeros(0), np.zeros(0, np.uint8),
+                np.concatenate([ev(oil, Phase.OPEN, start_s=10 * k), ev(oil, Phase.CLOSE, start_s=10 * k,
+                                                                        end_s=10 * k + 1)]), (10 * k + 1) * S)
+    s.command(cmd("ack", rid="q1", machine=C1))
+    log = tmp_path / "incident_transitions.log"
+    lines = [json.loads(x) for p in (log.with_name(log.name + ".1"), log) for x in p.read_text().splitlines()]
+    inc = [d for d in sent if d["type"] == "incident"]
+    assert [(x["id"], x["seq"], x["ts_ns"], x["transition"]) for x in lines] == [
+        (d["id"], d["seq"], d["ts_ns"], d["transition"]) for d in inc][-len(lines):]
+    assert log.with_name(log.name + ".1").exists() and log.stat().st_size <= 200 + 400
