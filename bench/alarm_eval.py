@@ -6,7 +6,10 @@ generator, Modbus quantisation, dropouts as bad samples, the anomaly schedule as
 fault-free and ``--fault-days`` with random faults at ``--rate`` per signal-hour are scored, 1 Hz from
 Monday 00:00 UTC (shift end 22:00, start 06:00). Every frame's OPEN/CLOSE events and its state-signal
 samples go through ``IncidentEngine`` (edge default ``AlarmSettings``, areas from the plant file); its timers
-tick once per simulated second, as the edge's flush loop does. Figures:
+tick once per simulated second, as the edge's flush loop does. The detectors' operating state per machine
+(``StackResult.machine_state``, from a load signal) goes in as the daemon feeds it (``AlarmService.frame``:
+``on_state``, ``on_machine_state``, ``on_events``, then the timers), so machines without a state signal are
+suppressed when their load says off, exactly as on the edge. Figures:
 
 - fault-free scored days: annunciated incidents per area per 10 minutes (average and the peak 10-minute
   window), chattering incidents, % of time each area is in flood (EEMUA 191 goals: <= 1, 0, < 1 %);
@@ -47,7 +50,9 @@ from edge.alarms.engine import IncidentEngine  # noqa: E402
 from edge.alarms.facts import MachineFacts  # noqa: E402
 from edge.alarms.settings import AlarmSettings  # noqa: E402
 from edge.detectors.analytics import EdgeAnalytics  # noqa: E402
-from edge.detectors.events import EVENT_DTYPE  # noqa: E402
+from edge.detectors.events import EVENT_DTYPE, Scope  # noqa: E402
+from edge.kernels import opstate  # noqa: E402
+from edge.kernels.kinds import Kind  # noqa: E402
 from plantwire.configfile import load_plant  # noqa: E402
 from simulators.faults import KIND_ORDER, EventKind  # noqa: E402
 from simulators.runtime import SimOptions, build_world  # noqa: E402
@@ -115,6 +120,10 @@ def simulate(plant_path: Path, seed: int, train_days: float, clean_days: float, 
     st_tick: list[np.ndarray] = []
     st_sig: list[np.ndarray] = []
     st_val: list[np.ndarray] = []
+    ms_tick: list[np.ndarray] = []  # changes of the detectors' machine state (StackResult.machine_state)
+    ms_mach: list[np.ndarray] = []
+    ms_val: list[np.ndarray] = []
+    last_ms = np.full(len(facts.machine_ids), -128, dtype=np.int16)
     stack_s = alarm_s = 0.0
     samples = 0
     t_wall = time.monotonic()
@@ -130,10 +139,19 @@ def simulate(plant_path: Path, seed: int, train_days: float, clean_days: float, 
         r = an.process(ts, sig, v, qual)
         t1 = time.perf_counter()
         engine.on_state(sig, v, qual, now)
+        if r.machine_state is not None:
+            engine.on_machine_state(r.machine_state, now)
         if r.events.shape[0]:
             engine.on_events(r.events, now)
         engine.tick(now)
         t2 = time.perf_counter()
+        if r.machine_state is not None:
+            mch = np.flatnonzero(r.machine_state != last_ms)
+            if mch.size:
+                last_ms[mch] = r.machine_state[mch]
+                ms_tick.append(np.full(mch.size, k, dtype=np.int64))
+                ms_mach.append(mch.astype(np.int64))
+                ms_val.append(r.machine_state[mch].astype(np.int8))
         if k >= t_score:
             stack_s += t1 - t0
             alarm_s += t2 - t1
@@ -157,13 +175,15 @@ def simulate(plant_path: Path, seed: int, train_days: float, clean_days: float, 
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, events=cat(events, EVENT_DTYPE), ev_tick=cat(ev_tick, np.int64), st_tick=cat(st_tick, np.int64),
              st_sig=cat(st_sig, np.uint32), st_val=cat(st_val, np.float64),
+             ms_tick=cat(ms_tick, np.int64), ms_mach=cat(ms_mach, np.int64), ms_val=cat(ms_val, np.int8),
              meta=np.array([seed, t_score, t_fault, n_ticks, n, samples], dtype=np.int64),
              meta_f=np.array([rate, machine_fraction, stack_s, alarm_s]))
     return out
 
 
-def replay(plant_path: Path, recording: Path, settings: AlarmSettings) -> Run:
-    """The alarm layer over a recording (``simulate``): events and state changes in their ticks, timers every tick."""
+def replay(plant_path: Path, recording: Path, settings: AlarmSettings, ignore: list[str] | None = None) -> Run:
+    """The alarm layer over a recording (``simulate``): state-signal samples, the detectors' machine states, events
+    (in the daemon's order, ``edge.alarms.service.AlarmService.frame``), then the timers, every tick."""
     with np.load(recording, allow_pickle=False) as z:
         rec = {k: z[k] for k in z.files}
     seed, t_score, t_fault, n_ticks, n, samples = (int(x) for x in rec["meta"])
@@ -176,9 +196,18 @@ def replay(plant_path: Path, recording: Path, settings: AlarmSettings) -> Run:
     machine_of = table.machine.astype(np.int64)
     state_at_fault = ["unknown"] * len(truth)
     ev, ev_tick = rec["events"], rec["ev_tick"]
+    for spec in ignore or []:  # "SIGNAL_NAME:KIND": that signal name's alarms of that kind, on every machine
+        name, kind = spec.split(":")
+        sigs = np.array([i for i, sid in enumerate(table.ids) if sid.rsplit(".", 1)[-1] == name], dtype=np.int64)
+        drop = (ev["scope"] == Scope.SIGNAL) & np.isin(ev["entity"], sigs) & (ev["kind"] == int(Kind[kind.upper()]))
+        ev, ev_tick = ev[~drop], ev_tick[~drop]
+        print(f"  ignoring {int(drop.sum())} {kind} alarm events of signals named {name} ({sigs.size} signals)")
     st_tick, st_sig, st_val = rec["st_tick"], rec["st_sig"], rec["st_val"]
     ev_at = np.searchsorted(ev_tick, np.arange(n_ticks + 1))
     st_at = np.searchsorted(st_tick, np.arange(n_ticks + 1))
+    ms_tick, ms_mach, ms_val = rec["ms_tick"], rec["ms_mach"], rec["ms_val"]
+    ms_at = np.searchsorted(ms_tick, np.arange(n_ticks + 1))
+    mstate = np.full(len(facts.machine_ids), opstate.UNKNOWN, dtype=np.int8)
     fault_order = np.argsort(starts, kind="stable")
     fi = 0
     docs: list[dict[str, Any]] = []
@@ -191,6 +220,10 @@ def replay(plant_path: Path, recording: Path, settings: AlarmSettings) -> Run:
             if good.size < b - a:
                 good = np.zeros(b - a, dtype=np.uint8)
             out += engine.on_state(st_sig[a:b], st_val[a:b], good[: b - a], now)
+        a, b = ms_at[k], ms_at[k + 1]
+        if b > a:  # the daemon passes the whole array every frame; it only matters when it changes
+            mstate[ms_mach[a:b]] = ms_val[a:b]
+            out += engine.on_machine_state(mstate, now)
         a, b = ev_at[k], ev_at[k + 1]
         if b > a:
             out += engine.on_events(ev[a:b], now)
@@ -316,7 +349,9 @@ def report(r: Run, grace_s: float) -> None:
 
 def speed(plant_path: Path, events_per_frame: int, frames: int = 200) -> None:
     """The alarm layer's cost per sample on whole-plant frames (all signals, 1 Hz and 10 Hz flushes of 1 s),
-    with ``events_per_frame`` OPEN/CLOSE events each (a storm; a healthy plant has far fewer)."""
+    with ``events_per_frame`` OPEN/CLOSE events each (a storm; a healthy plant has far fewer): every step the
+    daemon runs per flush (``on_state``, ``on_machine_state``, ``on_events``, the resync with the detectors' alarm
+    state every 10 s, here a look-up that always answers "open", and the timers)."""
     from edge.detectors.events import Phase, Scope
 
     plant = load_plant(plant_path)
@@ -332,6 +367,7 @@ def speed(plant_path: Path, events_per_frame: int, frames: int = 200) -> None:
         val = rng.normal(1.0, 0.1, sig.size)
         val[facts.state_machine[sig] >= 0] = 1.0  # running
         qual = np.zeros(sig.size, dtype=np.uint8)
+        mstate = np.full(len(facts.machine_ids), opstate.RUNNING, dtype=np.int8)
         t_total = 0.0
         for f in range(frames):
             now = EPOCH_NS + f * NS
@@ -342,7 +378,10 @@ def speed(plant_path: Path, events_per_frame: int, frames: int = 200) -> None:
             ev["ts_start"], ev["ts_end"] = now, np.where(f % 2 == 0, -1, now)
             t0 = time.perf_counter()
             engine.on_state(sig, val, qual, now)
+            engine.on_machine_state(mstate, now)
             engine.on_events(ev, now)
+            if f % 10 == 0:  # the service resyncs every 10 s (RESYNC_INTERVAL_NS)
+                engine.resync(lambda key: True, now)
             engine.tick(now)
             t_total += time.perf_counter() - t0
         per = t_total / frames
@@ -364,6 +403,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--suppression", choices=["state", "off"], default=None)
     ap.add_argument("--recordings", type=Path, default=ROOT / "state" / "alarm_eval",
                     help="simulated events are recorded here once; later runs replay them (any AlarmSettings)")
+    ap.add_argument("--ignore", nargs="*", default=[], metavar="SIGNAL:KIND",
+                    help="replay without these alarms (signal name within its machine, alarm kind), e.g. "
+                    "part_temp:rate: what a detector setting would remove, approximately (another detector may "
+                    "still alarm on those samples)")
     ap.add_argument("--speed", action="store_true", help="only the cost per sample on whole-plant frames")
     args = ap.parse_args(argv)
     if args.speed:
@@ -385,14 +428,14 @@ def main(argv: list[str] | None = None) -> int:
           f"faults per signal-hour, 1 Hz; AlarmSettings {settings.model_dump(exclude_defaults=True) or 'defaults'}")
     for seed in args.seeds:
         print(f"\n== seed {seed}")
-        rec = args.recordings / (f"{plant.stem}-{plant.parent.name}-s{seed}-f{args.machine_fraction:g}-"
+        rec = args.recordings / (f"v2-{plant.stem}-{plant.parent.name}-s{seed}-f{args.machine_fraction:g}-"
                                  f"{args.train_days:g}-{args.clean_days:g}-{args.fault_days:g}-r{args.rate:g}.npz")
         if not rec.exists():
             simulate(plant, seed, args.train_days, args.clean_days, args.fault_days, args.rate, args.machine_fraction,
                      rec)
         else:
             print(f"  (replaying {rec})")
-        report(replay(plant, rec, settings), args.grace)
+        report(replay(plant, rec, settings, args.ignore), args.grace)
     print(f"\ntotal {time.monotonic() - t0:.0f} s")
     return 0
 

@@ -155,6 +155,8 @@ class _Write:
     # parallel chunks cannot reorder one incident's states (cloud.alarms.store).
     incident_states: dict[str, str] = field(default_factory=dict)
     incidents_touched: bool = False
+    # Events-lane seqs stored, per (site, gateway, boot epoch): answered with an events ack after the write.
+    event_seqs: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
 
     def add_lines(self, data: np.ndarray, line_end: np.ndarray) -> None:
         if data.size:
@@ -658,9 +660,11 @@ class Ingestor:
         w.msgs.append(m)
 
     def _events(self, m: Message, site: str, gateway: str, w: _Write) -> None:
-        ev_gateway, _boot, events = wire.decode_events(m.payload)
+        ev_gateway, boot, seq, events = wire.decode_events_seq(m.payload)
         if ev_gateway != gateway:
             raise _WrongGateway(f"events.gateway: {ev_gateway!r} published on {gateway!r}'s topic")
+        if seq is not None:  # the edge frees it from its log on our events ack (edge/forwarder.py)
+            w.event_seqs.setdefault((site, gateway, boot), []).append(seq)
         lines: list[str] = []
         for i, ev in enumerate(events):
             try:
@@ -1012,6 +1016,23 @@ class Ingestor:
             if self.source.ack(m):
                 self.m_acked.inc()
         self._publish_acks(touched)
+        self._publish_event_acks(w.event_seqs)
+
+    def _publish_event_acks(self, stored: dict[tuple[str, str, int], list[int]]) -> None:
+        """Events ack (QoS 1, not retained): the events-lane seqs this write stored, as ``wire.Ack`` ranges. Not
+        kept: an ack lost on the way makes the edge re-send the events, which are stored again as the same points
+        and acked again. Dead-lettered documents count as stored (they are in the dead-letter store)."""
+        for (site, gw, boot), seqs in stored.items():
+            ranges: list[tuple[int, int]] = []
+            for q in sorted(set(seqs)):
+                if ranges and q == ranges[-1][1] + 1:
+                    ranges[-1] = (ranges[-1][0], q)
+                else:
+                    ranges.append((q, q))
+            for i in range(0, len(ranges), wire.MAX_ACK_RANGES):
+                ack = wire.Ack(gateway=gw, boot_epoch_ns=boot, watermark=-1,
+                               ranges=tuple(ranges[i : i + wire.MAX_ACK_RANGES]))
+                self.source.publish(wire.topic(site, gw, "evack"), wire.encode_ack(ack), retain=False)
 
     def _publish_acks(self, touched: set[tuple[str, int]] | None = None, *, force: bool = False) -> None:
         """Retained QoS 1 ack watermark per (gateway, boot epoch): the touched ones, or all when forced."""
@@ -1122,11 +1143,12 @@ class _WrongGateway(wire.WireError):
     """A payload whose gateway or site does not match its topic (dead-lettered as malformed)."""
 
 
-_LANES = ("telemetry", "events", "health", "signals", "ack", "cmdresult", "incidents")
+_LANES = ("telemetry", "events", "health", "signals", "ack", "cmdresult", "incidents", "evack")
 #: Lanes gateways publish for live consumers, acknowledged and not stored: ``cmdresult`` answers a command
 #: (``plantwire alarms`` waits for it), ``incidents`` republishes incident documents for other systems.
 #: Both are also written to the events lane (audit, incident documents), which is what gets stored.
-_NOT_STORED_LANES = ("cmdresult", "incidents")
+#: ``evack`` is an ingestor's own events ack coming back (nothing to merge: the edge keeps what is unacked).
+_NOT_STORED_LANES = ("cmdresult", "incidents", "evack")
 _N_OFFSET = 2 + 1 + 1 + 8 + 8 + 8  # prefix, boot epoch, seq, table hash: then n (uint32)
 
 

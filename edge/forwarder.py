@@ -15,8 +15,11 @@
 - **Freed by the cloud's ack, not by PUBACK.** The forwarder subscribes to ``topic(site, gateway,
   "ack")``; each :class:`plantwire.wire.Ack` frees the telemetry records it covers (watermark and
   ranges), whatever boot epoch they belong to. Malformed acks and acks for another gateway are
-  counted in ``ack_errors`` and ignored. Events-lane records have no sequence number in the cloud's
-  ledger; they are freed on PUBACK.
+  counted in ``ack_errors`` and ignored. Events-lane records are numbered per boot epoch (``seq`` in
+  the payload, ``wire.stamp_events_seq``) and freed by the cloud's *events ack* (``topic(..., "evack")``:
+  the seqs it stored), not by PUBACK: a broker that dies with an event queued for a busy or absent
+  ingestor (its in-memory queue is lost) would otherwise lose incidents and audit records for good.
+  They are re-sent on the same timeout as telemetry; the cloud stores a re-sent event as the same point.
 - **Re-send after a timeout, backing off.** A record not acked ``resend_timeout_s`` after it was sent
   is sent again, with the timeout doubling per attempt (capped at 64x), so a cloud that is down for
   hours gets a handful of duplicates per record, not one every timeout. Duplicates are harmless: a
@@ -101,6 +104,7 @@ class ForwarderStats:
     ack_errors: int = 0  # malformed acks, or acks naming another gateway
     wal_errors: int = 0  # appends that failed (published without the log) or records unreadable on replay
     events_published: int = 0
+    events_acked: int = 0  # events-lane records the cloud's events ack freed
     backlog_records: int = 0  # gauge: records waiting for (re)sending
     held_records: int = 0  # batches the log could not take, held in memory (total)
     held_samples: int = 0
@@ -147,6 +151,7 @@ class Forwarder:
         self._telemetry_topic = wire.topic(site, gateway, "telemetry")
         self._events_topic = wire.topic(site, gateway, "events")
         self._ack_topic = wire.topic(site, gateway, "ack")
+        self._evack_topic = wire.topic(site, gateway, "evack")
         # Back-log: heap of (lane priority, epoch, seq) with a set against duplicates.
         self._backlog: list[tuple[int, int, int]] = []
         self._queued: set[tuple[int, int, int]] = set()
@@ -160,7 +165,7 @@ class Forwarder:
         self._last_tick = clock()
         self._next_age_check = 0.0
         self._last_ack_s = -1.0
-        self._event_seq = 0
+        self._event_seqs: dict[int, int] = {}  # boot epoch -> next events-lane seq
         # Batches the log could not take: (epoch, seq) -> [payload, n, sent]; the loop adds and logs them,
         # paho's thread removes the ones the cloud acks (under _mem_lock, which is taken before the spool's).
         self._unlogged: OrderedDict[tuple[int, int], list[object]] = OrderedDict()
@@ -170,8 +175,9 @@ class Forwarder:
         for rec in spool.live():  # left from an earlier run: replay after the first connect
             self._enqueue(rec)
             if rec.lane == Lane.EVENTS:
-                self._event_seq = max(self._event_seq, rec.seq + 1)
+                self._event_seqs[rec.epoch] = max(self._event_seqs.get(rec.epoch, 0), rec.seq + 1)
         publisher.subscribe(self._ack_topic, self._on_ack)
+        publisher.subscribe(self._evack_topic, self._on_evack)
         publisher.add_connect_listener(self._on_connect)
 
     # -- called by the app (event loop) -----------------------------------------------------------
@@ -194,10 +200,11 @@ class Forwarder:
     def submit_event(self, payload: bytes, epoch: int) -> None:
         """Log one events-lane payload (wire.encode_events) and publish it ahead of everything else.
 
-        Freed on the broker's PUBACK: the cloud's ack watermark counts telemetry sequence numbers only.
+        Stamped with the next events seq of ``epoch``; freed by the cloud's events ack (module doc).
         """
-        seq = self._event_seq
-        self._event_seq += 1
+        seq = self._event_seqs.get(epoch, 0)
+        self._event_seqs[epoch] = seq + 1
+        payload = wire.stamp_events_seq(payload, seq)
         try:
             rec = self.spool.append(payload, epoch=epoch, seq=seq, n_samples=0, lane=Lane.EVENTS)
         except SpoolError as exc:
@@ -429,11 +436,10 @@ class Forwarder:
         rec.sent_s = now
         rec.sends += 1
         if rec.lane == Lane.EVENTS:
-            spool = self.spool
-            self.publisher.publish(self._events_topic, payload, 0, on_acked=lambda: spool.free(rec))
+            self.publisher.publish(self._events_topic, payload, 0)
             self.counters.events_published += 1
-            return
-        self.publisher.publish(self._telemetry_topic, payload, rec.n)
+        else:
+            self.publisher.publish(self._telemetry_topic, payload, rec.n)
         factor = min(2 ** (rec.sends - 1), MAX_BACKOFF_FACTOR)
         due = now + self.settings.resend_timeout_s * factor
         heapq.heappush(self._timers, (due, next(self._tiebreak), rec, rec.sends))
@@ -441,6 +447,21 @@ class Forwarder:
     # -- paho's thread --------------------------------------------------------------------------
     def _on_connect(self) -> None:
         self._connects += 1
+
+    def _on_evack(self, topic: str, payload: bytes) -> None:
+        """The cloud stored these events-lane records (``Ack`` format: ranges of events seqs of one epoch)."""
+        try:
+            ack = wire.decode_ack(payload)
+        except wire.WireError as exc:
+            self.counters.ack_errors += 1
+            log.warning("forwarder: malformed events ack on %s ignored: %s", topic, exc)
+            return
+        if ack.gateway != self.gateway:
+            self.counters.ack_errors += 1
+            log.warning("forwarder: events ack on %s names gateway %r; ignored", topic, ack.gateway)
+            return
+        recs, _ = self.spool.ack_covered(ack.boot_epoch_ns, ack.watermark, ack.ranges, lane=Lane.EVENTS)
+        self.counters.events_acked += recs
 
     def _on_ack(self, topic: str, payload: bytes) -> None:
         try:

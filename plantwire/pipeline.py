@@ -91,6 +91,7 @@ class Pipeline:
         edge_argv: list[str] | None = None,
         ingest_argv: list[str] | None = None,
         edge_overrides: dict[str, Any] | None = None,
+        sim_args: list[str] | None = None,
     ) -> None:
         """``edge_argv``/``ingest_argv`` replace ``python -m plantwire.cli edge|ingest`` (the config path is
         appended); bench/e2e.py runs the naive baseline this way against the same servers. ``edge_overrides``
@@ -98,6 +99,7 @@ class Pipeline:
         self.config_dir = config_dir
         self.edge_argv = edge_argv
         self.edge_overrides = edge_overrides or {}
+        self.sim_args = list(sim_args or [])  # extra `plantwire sim` options, e.g. ["--faults", "faults.yaml"]
         self.edge_runs: list[Path] = []  # stats.json of earlier edge runs that ended cleanly
         self._spawn_args: dict[str, tuple[tuple[str, ...], list[str] | None]] = {}
         self.mosquitto: Any = None
@@ -204,7 +206,7 @@ class Pipeline:
         self._spawn(
             "sim", "sim", str(plant_path), "--ready-file", str(ready), "--seed", str(self.seed),
             "--modbus-rate", str(self.modbus_rate_hz), "--opcua-rate", str(self.opcua_rate_hz),
-            "--labels", str(self.state_dir / "labels.jsonl"),
+            "--labels", str(self.state_dir / "labels.jsonl"), *self.sim_args,
         )
         deadline = time.monotonic() + timeout_s
         while not ready.exists():

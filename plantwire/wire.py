@@ -888,8 +888,33 @@ def encode_events(gateway: str, boot_epoch_ns: int, events: list[dict]) -> bytes
     return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
 
 
-def decode_events(payload: bytes) -> tuple[str, int, list[dict]]:
+def stamp_events_seq(payload: bytes, seq: int) -> bytes:
+    """An ``encode_events`` payload with its events-lane sequence number (``"seq"``) added.
+
+    The edge's forwarder numbers events-lane messages per boot epoch as it logs them (the app encodes them
+    before); the cloud answers with an *events ack* (``topic(site, gateway, "evack")``, the :class:`Ack`
+    format: ``ranges`` of the seqs it stored, ``watermark`` -1), and only that frees them from the edge's log,
+    as the ack watermark does for telemetry. A reader that does not know ``seq`` ignores it."""
+    if not (payload.startswith(b'{"v":') and payload.endswith(b"]}")):
+        raise WireError("events: not an encode_events payload (or already stamped)")
+    return payload[:-1] + b',"seq":%d}' % int(seq)
+
+
+def decode_events_seq(payload: bytes) -> tuple[str, int, int | None, list[dict]]:
+    """``decode_events`` plus the events-lane seq (None from an edge that does not number its events)."""
     doc = _json_object(payload, "events")
+    gateway, boot, events = _events_doc(doc)
+    seq = doc.get("seq")
+    if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool) or seq < 0):
+        raise WireError(f"events.seq: expected a non-negative integer, got {seq!r}")
+    return gateway, boot, seq, events
+
+
+def decode_events(payload: bytes) -> tuple[str, int, list[dict]]:
+    return _events_doc(_json_object(payload, "events"))
+
+
+def _events_doc(doc: dict) -> tuple[str, int, list[dict]]:
     if doc.get("v") != EVENTS_VERSION:
         raise WireError(f"events.v: unsupported version {doc.get('v')!r}")
     gateway = doc.get("gateway")

@@ -429,3 +429,60 @@ def test_detector_state_suppresses_machines_without_a_state_signal(
     states[free] = opstate.RUNNING
     e.on_machine_state(states, 10 * S)
     assert [d["transition"] for d in e.tick(71 * S)] == ["unsuppress"]  # after start-up settling
+
+
+def test_a_close_lost_over_max_events_still_clears_the_incident(
+        dev: tuple[PlantConfig, SignalTable, MachineFacts]) -> None:
+    """The detectors keep at most analytics.max_events events per frame: when a machine's sensors come back all at
+    once, most CLOSE events are dropped. The alarm layer's tick resyncs with the detectors' alarm state, so the
+    incident still clears (and says how many contributors it closed that way)."""
+    from edge.detectors.analytics import EdgeAnalytics
+    from edge.detectors.settings import AnalyticsSettings, QualitySettings
+
+    plant, table, _ = dev
+    an = EdgeAnalytics.from_table(table, AnalyticsSettings(max_events=2, quality=QualitySettings(bad_s=1.0)))
+    out: list[dict[str, Any]] = []
+    svc = AlarmService(table, plant, AlarmSettings(clear_delay_s=5), site="s", gateway="g", state_dir=None,
+                       emit=out.extend, publish=lambda t, p: None, sidework=SideWork())
+    svc.reconcile(an.alarm_open)
+    n = len(table.ids)
+    sig_all = np.arange(n, dtype=np.uint32)
+    mine = np.flatnonzero(np.asarray(table.machine) == table.machine_ids.index(C1))[:8]
+    rng = np.random.default_rng(3)
+    dropped = 0
+    for t in range(60):  # 1 Hz; C1's sensors go bad one a second from 10 s (each OPEN gets through), all come
+        q = np.zeros(n, np.uint8)  # back at 25 s (6 of the 8 CLOSEs are dropped)
+        v = rng.normal(size=n) + 50.0
+        bad = mine[: max(0, min(t - 9, 8))] if t < 25 else mine[:0]
+        q[bad], v[bad] = 2, np.nan
+        r = an.process(np.full(n, (1000 + t) * S, dtype=np.int64), sig_all, v, q)
+        dropped += r.events_dropped
+        svc.frame(sig_all, v, q, r.events, (1000 + t) * S, r.machine_state)
+        svc.tick((1000 + t) * S)
+    trans = [(d["machine"], d["transition"]) for d in out if d["type"] == "incident"]
+    assert dropped > 0 and (C1, "open") in trans, (dropped, trans)
+    assert (C1, "clear") in trans, f"the incident stayed active: {trans}"
+    assert svc.engine.stats.resynced_closes > 0 and not svc.engine.current
+
+
+def test_transition_log_records_what_was_sent_and_rotates(tmp_path: Path,
+                                                          dev: tuple[PlantConfig, SignalTable, MachineFacts]) -> None:
+    """alarms.transition_log_bytes: one line (id, seq, ts_ns, transition) per incident document handed to the lane,
+    none for audit records; beyond the size the file moves to .1 and a new one starts."""
+    plant, table, _ = dev
+    sent: list[dict[str, Any]] = []
+    s = AlarmService(table, plant, AlarmSettings(clear_delay_s=0, transition_log_bytes=200), site="s",
+                     gateway="g", state_dir=tmp_path, emit=sent.extend, publish=lambda t, p: None,
+                     sidework=SideWork())
+    oil = sig(table, f"{C1}.oil_temp")
+    for k in range(4):
+        s.frame(np.zeros(0, np.uint32), np.zeros(0), np.zeros(0, np.uint8),
+                np.concatenate([ev(oil, Phase.OPEN, start_s=10 * k), ev(oil, Phase.CLOSE, start_s=10 * k,
+                                                                        end_s=10 * k + 1)]), (10 * k + 1) * S)
+    s.command(cmd("ack", rid="q1", machine=C1))
+    log = tmp_path / "incident_transitions.log"
+    lines = [json.loads(x) for p in (log.with_name(log.name + ".1"), log) for x in p.read_text().splitlines()]
+    inc = [d for d in sent if d["type"] == "incident"]
+    assert [(x["id"], x["seq"], x["ts_ns"], x["transition"]) for x in lines] == [
+        (d["id"], d["seq"], d["ts_ns"], d["transition"]) for d in inc][-len(lines):]
+    assert log.with_name(log.name + ".1").exists() and log.stat().st_size <= 200 + 400

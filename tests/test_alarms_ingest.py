@@ -111,16 +111,20 @@ def test_malformed_incident_is_dead_lettered_with_its_key(
     cfg = make_cfg(tmp_path, mosquitto, influxdb.url, influx_db)
     t = time.time_ns() - 60 * 10**9
     pub = Publisher(mosquitto)
+    pub.client.subscribe(wire.topic(SITE, GW, "evack"), qos=1)
     try:
         with running(cfg) as ing:
-            pub.pub(wire.topic(SITE, GW, "events"), events(
+            pub.pub(wire.topic(SITE, GW, "events"), wire.stamp_events_seq(events(
                 incident("x", 0, "explode", t, t),  # not a transition of the contract
                 incident("y", "1", "open", t, t),  # seq not an integer
                 incident("z", 0, "open", t, t, priority="urgent"),
                 incident("ok", 0, "open", t, t),
                 incident("ok", 10**30, "clear", t, t),  # would make every later transition look stale
-            ))
+            ), 7))
             wait_for(lambda: ing.pending() == 0 and ing.m_dead.get(reason="schema") == 4, what="dead letters")
+            # the events ack names the message's seq once it is stored (dead letters included): the edge frees it
+            wait_for(lambda: any(a.ranges == ((7, 7),) and a.boot_epoch_ns == 1_000 for a in pub.acks),
+                     what="events ack")
             assert ing.m_incidents.total() == 1
             reasons = [e["reason"] for e in _dead_entries(cfg.state_dir)]
             assert any("events[0]: transition: expected one of" in r for r in reasons), reasons

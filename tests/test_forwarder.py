@@ -76,9 +76,12 @@ class Cloud:
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         if msg.topic.endswith("/events"):
-            _, epoch, _ = wire.decode_events(msg.payload)
+            _, epoch, seq, _ = wire.decode_events_seq(msg.payload)
             with self._lock:
                 self.arrivals.append(("e", epoch, 0))
+            if self.auto_ack and seq is not None:  # the events ack frees it from the edge's log (not PUBACK)
+                ack = wire.Ack(gateway=GW, boot_epoch_ns=epoch, watermark=-1, ranges=((seq, seq),))
+                self.client.publish(wire.topic(SITE, GW, "evack"), wire.encode_ack(ack), qos=1)
             return
         b = wire.decode_batch(msg.payload)
         with self._lock:
@@ -202,6 +205,28 @@ def test_unacked_record_is_resent_after_timeout_with_backoff(mosquitto: Mosquitt
         time.sleep(2.2)
         fw.tick()
         assert cloud.telemetry().count(1) == 3  # acked: no more re-sends
+    finally:
+        close(fw, pub, spool)
+        cloud.stop()
+
+
+def test_events_are_freed_by_the_cloud_events_ack_not_puback(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """An events-lane record (incidents, audit) stays in the log after the broker's PUBACK and is re-sent until the
+    cloud's events ack names its seq: a broker that dies with it queued for the ingestor must not lose it."""
+    cloud = Cloud(mosquitto, auto_ack=False)
+    fw, pub, spool = make(mosquitto, tmp_path, resend_timeout_s=0.5)
+    try:
+        pump(fw, lambda: pub.connected, what="connect")
+        for i in range(2):
+            fw.submit_event(wire.encode_events(GW, EPOCH, [{"type": "health", "machine": f"m{i}", "ts_ns": 1,
+                                                             "health": 0.5, "rul": None}]), EPOCH)
+        pump(fw, lambda: cloud.arrivals.count(("e", EPOCH, 0)) >= 4, what="both events sent again (no events ack)")
+        assert fw.stats()["wal_records"] == 2
+        ack = wire.Ack(gateway=GW, boot_epoch_ns=EPOCH, watermark=-1, ranges=((1, 1),))  # the second one stored
+        cloud.client.publish(wire.topic(SITE, GW, "evack"), wire.encode_ack(ack), qos=1)
+        pump(fw, lambda: fw.stats()["wal_records"] == 1, what="the acked event freed")
+        (left,) = spool.live()
+        assert left.seq == 0 and fw.stats()["events_acked"] == 1
     finally:
         close(fw, pub, spool)
         cloud.stop()

@@ -191,6 +191,20 @@ def test_events_round_trip_and_bad_type() -> None:
         wire.decode_events(b'{"v":1,"gateway":"g","boot_epoch_ns":1,"events":{}}')
 
 
+def test_events_seq_stamped_read_back_and_ignored_by_old_readers() -> None:
+    """The forwarder numbers events-lane messages (the cloud acks them by seq); a reader without seq ignores it."""
+    evs = [{"type": "health", "machine": "m1", "ts_ns": 1, "health": 0.5, "rul": None}]
+    plain = wire.encode_events("gw", 5, evs)
+    stamped = wire.stamp_events_seq(plain, 42)
+    assert wire.decode_events_seq(stamped) == ("gw", 5, 42, evs)
+    assert wire.decode_events_seq(plain) == ("gw", 5, None, evs)
+    assert wire.decode_events(stamped) == ("gw", 5, evs)
+    with pytest.raises(wire.WireError, match="not an encode_events payload"):
+        wire.stamp_events_seq(stamped, 43)
+    with pytest.raises(wire.WireError, match=r"events\.seq"):
+        wire.decode_events_seq(plain[:-1] + b',"seq":-1}')
+
+
 # -- telemetry v2 (coded values) ------------------------------------------------------------------
 
 # v2 telemetry as shipped: signals 0..5 twice, one of each value code (quantised 0.1/-40, decimal,

@@ -68,6 +68,7 @@ class EngineStats:
     floods: int = 0
     chattering: int = 0
     unmatched_closes: int = 0  # a CLOSE for an alarm no incident holds (opened before the layer started)
+    resynced_closes: int = 0  # contributors closed because the detectors no longer hold their alarm (a lost CLOSE)
     commands_applied: int = 0
     commands_refused: int = 0
 
@@ -605,6 +606,23 @@ class IncidentEngine:
             stale = [c for c in inc.contributors.values() if c.active and not is_open(c.key)]
             for c in stale:
                 self._close(m, c.key, c.kind, c.peak, now_ns, now_ns, docs, delay_s=grace)
+        return docs
+
+    def resync(self, is_open: Any, now_ns: int) -> list[dict[str, Any]]:
+        """While running: close contributors whose detector alarm is no longer open although no CLOSE arrived.
+
+        A CLOSE can be lost before it reaches the engine: the detectors keep at most ``analytics.max_events``
+        events per frame and drop the rest (a frame where hundreds of alarms close at once, e.g. a PLC coming
+        back), or a step of the alarm layer failed. Without this, such an incident would stay active, on the
+        edge and in the cloud, for ever. The edge calls it every 10 s (``service.RESYNC_INTERVAL_NS``; one look-up
+        per active contributor). The contributor closes now and the incident clears after the usual ``clear_delay_s``.
+        An OPEN lost the same way is not recovered here (the alarm's CLOSE then arrives unmatched, counted)."""
+        docs: list[dict[str, Any]] = []
+        for m, inc in list(self.current.items()):
+            stale = [c for c in inc.contributors.values() if c.active and not is_open(c.key)]
+            for c in stale:
+                self.stats.resynced_closes += 1
+                self._close(m, c.key, c.kind, c.peak, now_ns, now_ns, docs)
         return docs
 
 

@@ -42,7 +42,12 @@ log = logging.getLogger("plantwire.edge.alarms")
 SERVICE = "alarms"
 REMEMBERED_COMMANDS = 1024
 CHECKPOINT_WORK = "incident checkpoint"
+TRANSITION_LOG_WORK = "incident transition log"
+TRANSITION_LOG = "incident_transitions.log"
 SAVE_INTERVAL_NS = 60 * 1_000_000_000  # without transitions, the checkpoint is refreshed this often
+#: How often active contributors are checked against the detectors' alarm state (a lost CLOSE clears this much
+#: later at most): one look-up per active contributor, ~1-2 ms with hundreds of incidents open (a storm).
+RESYNC_INTERVAL_NS = 10 * 1_000_000_000
 
 
 def command_topic(site: str, gateway: str) -> str:
@@ -69,6 +74,8 @@ class AlarmService:
         self.resent = 0
         self.cold_reason: str | None = None
         self.seconds = 0.0  # CPU of the alarm layer (wall time in the event loop)
+        self._is_open: Callable[[str], bool] | None = None  # the detectors' alarm state (set by reconcile)
+        self._next_resync_ns = 0
         self._next_save_ns = 0
         self._restore()
 
@@ -89,7 +96,10 @@ class AlarmService:
         log.info("alarms: %d incidents continued from the checkpoint", len(self.engine.incidents()))
 
     def reconcile(self, is_open: Callable[[str], bool]) -> None:
-        """Close restored contributors the detectors no longer hold open (see ``IncidentEngine.reconcile``)."""
+        """Close restored contributors the detectors no longer hold open (see ``IncidentEngine.reconcile``); from
+        then on, a tick every ``RESYNC_INTERVAL_NS`` also closes contributors whose CLOSE was lost
+        (``IncidentEngine.resync``)."""
+        self._is_open = is_open
         self._out(self.engine.reconcile(is_open, time.time_ns()))
 
     def attach(self, loop: asyncio.AbstractEventLoop, subscribe: Callable[[str, Callable[[str, bytes], None]], None]
@@ -116,6 +126,9 @@ class AlarmService:
 
     def tick(self, now_ns: int) -> None:
         t0 = time.perf_counter()
+        if self._is_open is not None and now_ns >= self._next_resync_ns:  # before the timers: a contributor
+            self._next_resync_ns = now_ns + RESYNC_INTERVAL_NS  # closed now starts its clear delay at once
+            self._out(self.engine.resync(self._is_open, now_ns))
         self._out(self.engine.tick(now_ns))
         if now_ns >= self._next_save_ns:  # machine states change without a transition: keep them too
             self.save([])
@@ -137,12 +150,32 @@ class AlarmService:
         self._send(docs)
 
     def _send(self, docs: list[dict[str, Any]]) -> None:
+        if self.engine.s.transition_log_bytes and self.state_dir is not None:
+            self._sidework.run(TRANSITION_LOG_WORK, lambda: self._log_transitions(docs))
         self._emit(docs)
         self.docs_emitted += len(docs)
         for d in docs:
             if d.get("type") == "incident":
                 self._publish(self.incidents_topic, json.dumps({**d, "site": self.site, "gateway": self.gateway},
                                                                separators=(",", ":")).encode())
+
+    def _log_transitions(self, docs: list[dict[str, Any]]) -> None:
+        """Append (id, seq, ts_ns, transition) of each incident document (``alarms.transition_log_bytes``). After the
+        checkpoint and before the lane: a kill in between re-sends them from the checkpoint's outbox, and logs them
+        again (the same lines), so every line names a document that reaches the events lane."""
+        assert self.state_dir is not None
+        lines = "".join(json.dumps({"id": d["id"], "seq": d["seq"], "ts_ns": d["ts_ns"], "transition": d["transition"]},
+                                   separators=(",", ":")) + "\n" for d in docs if d.get("type") == "incident")
+        if not lines:
+            return
+        path = Path(self.state_dir) / TRANSITION_LOG
+        try:
+            if path.stat().st_size > self.engine.s.transition_log_bytes:
+                path.replace(path.with_name(TRANSITION_LOG + ".1"))
+        except FileNotFoundError:
+            pass
+        with open(path, "a") as f:
+            f.write(lines)
 
     # -- commands ---------------------------------------------------------------------------------------
     def _on_message(self, topic: str, payload: bytes) -> None:
@@ -207,6 +240,9 @@ class AlarmService:
         m.counter("incident_floods_total", "Flood incidents opened").set(st.floods)
         m.counter("incident_chattering_total", "Machines marked chattering (auto-shelved)").set(st.chattering)
         m.counter("incident_unmatched_closes_total", "Alarm closes no incident held").set(st.unmatched_closes)
+        m.counter("incident_resynced_closes_total", "Contributors closed because their alarm's CLOSE was lost "
+                  "(events over analytics.max_events, or a failed step); the detectors no longer held it").set(
+            st.resynced_closes)
         m.counter("alarm_commands_received_total", "Alarm commands received").set(self.commands_received)
         m.counter("alarm_commands_applied_total", "Alarm commands applied").set(st.commands_applied)
         refused = m.counter("alarm_commands_refused_total", "Alarm commands refused, by the field at fault")

@@ -67,6 +67,11 @@ class AlarmSettings(_Strict):
     max_signals: int = Field(default=10, ge=1, le=100, description="contributing signals listed per incident")
     max_retained: int = Field(default=1000, ge=10,
                               description="cleared unacknowledged incidents kept; the oldest are retired beyond it")
+    transition_log_bytes: int = Field(
+        default=0, ge=0,
+        description="0: off; else every incident transition handed to the events lane is also appended (id, seq, "
+        "ts_ns, transition; one JSON line) to state_dir/incident_transitions.log, rotated to .1 beyond this size: "
+        "the edge's own record of what it sent, for an audit of the cloud's copy (tests/chaos uses it)")
 
     @model_validator(mode="after")
     def _consistent(self) -> AlarmSettings:

@@ -192,13 +192,16 @@ class EdgeAnalytics:
         self.save()
 
     def alarm_open(self, key: str) -> bool:
-        """Whether the detectors hold an alarm open: ``s<signal>``, ``m<machine>`` (multivariate) or ``h<machine>``
-        (health); the alarm layer asks after a restart (``edge.alarms.engine.IncidentEngine.reconcile``)."""
+        """Whether the detectors hold an alarm open: ``s<signal>``, ``m<machine>`` (multivariate), ``h<machine>``
+        (health) or ``d<device>`` (a PLC's); the alarm layer asks after a restart and at every tick
+        (``edge.alarms.engine.IncidentEngine.reconcile``, ``resync``)."""
         i = int(key[1:])
         if key[0] == "s":
             return bool(self.stack.sig_alarm_f[i, alarms.ACTIVE] > 0)
         if key[0] == "m":
             return bool(self.stack.mach_alarm_f[i, alarms.ACTIVE] > 0)
+        if key[0] == "d":  # a DEVICE alarm (one per PLC or server without a good poll)
+            return bool(self.stack.dev_alarm_f[i, alarms.ACTIVE] > 0)
         h = self._health
         if h is None:
             return False
