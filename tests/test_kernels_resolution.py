@@ -132,6 +132,26 @@ def test_counter_kind_runs_only_range_and_rate() -> None:
     assert _opened(DetectorStack(1, np.array([-1]), enable=np.array([EN_COUNTER])), racing, 9_990).get(Kind.RATE, 0)
 
 
+def test_per_part_kind_judges_no_slope_but_still_a_part_far_off() -> None:
+    """A part's temperature steps at every part change (45 s cycles, offsets uniform in +-1.5 K, 0.1 K steps):
+    as ``kind: per_part`` no rate alarm opens on those steps, while a part 8 K too hot is still a level alarm.
+    The same series with every stage on opens rate alarms (what the kind is there to stop)."""
+    from edge.kernels.kinds import EN_ALL, EN_PER_PART, mask_for
+
+    assert mask_for("per_part") == EN_PER_PART == EN_ALL & ~EN_RATE
+    rng = np.random.default_rng(5)
+    n = 6 * 3600
+    offsets = np.repeat(rng.uniform(-1.5, 1.5, n // 45 + 1), 45)[:n]
+    x = np.round(24.0 + offsets + rng.normal(0, 0.05, n), 1)
+    assert _opened(DetectorStack(1, np.array([-1]), enable=np.array([EN_ALL])), x, 1800).get(Kind.RATE, 0) >= 1
+    as_part = _opened(DetectorStack(1, np.array([-1]), enable=np.array([EN_PER_PART])), x, 1800)
+    assert as_part.get(Kind.RATE, 0) == 0
+    hot = x.copy()
+    hot[5 * 3600:5 * 3600 + 45] += 8.0
+    assert _opened(DetectorStack(1, np.array([-1]), enable=np.array([EN_PER_PART])), hot, 5 * 3600 - 10).get(
+        Kind.LEVEL, 0) >= 1
+
+
 def test_float32_last_bit_flicker_is_no_event_with_the_relative_resolution() -> None:
     """A constant 56 kW read through float32, after hours of the same value, moves by one last bit: a huge level
     or rate z without the relative floor, nothing with it (level.rel_resolution); a real 1 kW step still scores."""

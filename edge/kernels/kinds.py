@@ -42,15 +42,22 @@ EN_STATE = EN_RANGE
 # were the largest group of change alarms); range and the counting rate remain meaningful (a counter
 # that races, or jumps by thousands, is a fault).
 EN_COUNTER = EN_RANGE | EN_RATE
+# A value measured once per part or batch (a part's temperature or weight as it enters a test): it steps
+# from one part to the next by design, so its slope says nothing; its level, shifts, flat lines and its
+# place in the machine's multivariate picture still do. (On the simulated leak testers, a rate stage on
+# `part_temp` fired at every part change: ~10,000 one-second alarms a day on the dev plant.)
+EN_PER_PART = EN_ALL & ~EN_RATE
 
 
 DATA_QUALITY = (Kind.BAD, Kind.SILENT, Kind.DEVICE)
 
 
 def mask_for(signal_kind: str) -> int:
-    """Default enable mask for a plant-file signal ``kind``: ``state``, ``counter``, or anything else (all)."""
+    """Default enable mask for a plant-file signal ``kind``: ``state``, ``counter``, ``per_part``, or anything else (all)."""
     if signal_kind == "state":
         return EN_STATE
     if signal_kind == "counter":
         return EN_COUNTER
+    if signal_kind == "per_part":
+        return EN_PER_PART
     return EN_ALL
