@@ -53,7 +53,7 @@ DATA_QUALITY = (Kind.BAD, Kind.SILENT, Kind.DEVICE)
 
 
 def mask_for(signal_kind: str) -> int:
-    """Default enable mask for a plant-file signal ``kind``: ``state``, ``counter``, ``per_part``, or anything else (all)."""
+    """Default enable mask for a plant-file signal ``kind``: ``state``, ``counter``, ``per_part``, else all."""
     if signal_kind == "state":
         return EN_STATE
     if signal_kind == "counter":
