@@ -52,6 +52,8 @@ the baseline describes -- neither a sample to learn nor one to judge against the
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from edge.jit import njit
@@ -283,3 +285,34 @@ def signal_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quali
         if best >= 0.5:
             n_high += 1
     return n_high
+
+
+@njit(cache=True, nogil=True)
+def silent_scan(st: np.ndarray, since_ns: float, now_ns: float, silent_ns: float, rows_out: np.ndarray,
+                score_out: np.ndarray, bound_out: np.ndarray) -> int:
+    """Signals without a usable sample for more than ``silent_ns`` at ``now_ns`` (the SILENT judgement).
+
+    ``d = now_ns - max(last, since_ns)`` with ``last`` the rate stage's last timestamp (NaN, never seen: not
+    silent); a row with ``d > silent_ns`` goes to ``rows_out`` with score ``d^2 / (d^2 + silent_ns^2)``; returns
+    how many. ``bound_out[0]`` receives the earliest ``max(last, since_ns)`` of every other row (``since_ns`` if
+    any was never seen: a first sample, even a back-filled old one, is no earlier than that), so the caller
+    knows no row can turn silent before ``now - bound_out[0] > silent_ns`` (last timestamps only grow) and
+    skips the scan until then. Why a kernel: the numpy version took five passes over a strided column.
+    """
+    n = 0
+    bound = math.inf
+    for s in range(st.shape[0]):
+        last = st[s, B_RATE + rate.LAST_TS]
+        if not np.isfinite(last):
+            bound = min(bound, since_ns)
+            continue
+        m = max(last, since_ns)
+        d = now_ns - m
+        if d > silent_ns:
+            rows_out[n] = s
+            score_out[n] = d * d / (d * d + silent_ns * silent_ns)
+            n += 1
+        else:
+            bound = min(bound, m)
+    bound_out[0] = bound
+    return n
