@@ -347,12 +347,8 @@ class DetectorStack:
         ms = self.machine_stage
         if self.n_machines and n:
             n_ticks = ms.process(signal, value, quality, tick_ts, self.sig_alarm_f[:, alarms.ACTIVE])
-        # The alarm kernels take the frame's own uint32 signal column (a cast copy of 15,000 cost ~1-4 ns a sample);
-        # another dtype is cast once into the stack's int64 buffer.
-        ent = signal
-        if signal.dtype != np.uint32:
-            ent = self._entity[:n]
-            ent[:] = signal
+        ent = self._entity[:n]
+        ent[:] = signal
         cap = self.settings.max_events
         cols = self._events.kernel_args()
         # Alarms wait until a signal has settled, by samples and by time (scores do not): a cold start must not
