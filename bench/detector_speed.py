@@ -22,7 +22,7 @@ frames; the best repeat and the median are printed (the box is shared). River is
 ``sys.path`` and, failing that, in ``state/river-pkgs`` (``pip install --target state/river-pkgs river``),
 which is *appended* to the path so the project's numpy stays first.
 
-    python bench/detector_speed.py [--signals 15000] [--per-machine 30] [--frames 20] [--repeats 7]
+    python bench/detector_speed.py [--signals 15000] [--per-machine 30] [--frames 20] [--repeats 7] [--hz10-frames 4]
 """
 
 from __future__ import annotations
@@ -43,26 +43,29 @@ from edge.detectors.stack import DetectorStack  # noqa: E402
 
 
 def _time(step: Callable[[int], None], frames: int, repeats: int, samples_per_frame: int,
-          start: int) -> tuple[float, float]:
+          start: int, clock: Callable[[], float] = time.perf_counter) -> tuple[float, float]:
     """(best, median) ns per sample of ``repeats`` runs of ``frames`` calls of ``step(frame_index)``."""
     runs, f = [], start
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(frames):
             step(f)
             f += 1
-        runs.append((time.perf_counter() - t0) / frames / samples_per_frame * 1e9)
+        runs.append((clock() - t0) / frames / samples_per_frame * 1e9)
     return min(runs), statistics.median(runs)
 
 
 def plantwire_speed(vals: np.ndarray, machine_of: np.ndarray, frames: int, repeats: int,
-                    fitted_per_machine: int = 0, period_s: float = 10.0, context: bool = True) -> tuple[float, float]:
+                    fitted_per_machine: int = 0, period_s: float = 10.0, context: bool = True,
+                    hz: int = 1, clock: Callable[[], float] = time.perf_counter) -> tuple[float, float]:
     """``fitted_per_machine``: every machine scores a fitted PCA model (one fitted on the first machine's
     columns, shared), ticked every ``period_s`` of sample time (frames are 1 s apart; the default 10 s is the
     edge's ``machine.period_s``); without it the defaults: no model given, self-fit off, so the machine
     stage only keeps each signal's latest value. ``context``: what a plant table gives the edge -- one device per
     400 signals (a PLC; device data quality) and each machine's first signal its running bit (operating state;
-    always on here, so no baseline swaps: a start or stop is rare)."""
+    always on here, so no baseline swaps: a start or stop is rare). ``hz``: sweeps per frame -- the edge flushes
+    once a second, so at 10 Hz a frame holds ten samples of every signal (150,000 in arrival order: sweep by
+    sweep, 100 ms apart)."""
     n = vals.shape[1]
     kw: dict[str, np.ndarray] = {}
     if context:
@@ -73,9 +76,12 @@ def plantwire_speed(vals: np.ndarray, machine_of: np.ndarray, frames: int, repea
             running_of[first] = machine_of[first]
             vals[:, first] = 1.0
         kw = {"running_of": running_of, "device_of": np.arange(n, dtype=np.int64) // 400}
-    sig = np.arange(n, dtype=np.uint32)
-    q = np.zeros(n, dtype=np.uint8)
-    ts = [np.full(n, f * 10**9, dtype=np.int64) for f in range(vals.shape[0])]
+    sig = np.tile(np.arange(n, dtype=np.uint32), hz)
+    q = np.zeros(n * hz, dtype=np.uint8)
+    n_frames = vals.shape[0] // hz
+    step_ns = 10**9 // hz
+    ts = [np.repeat(np.arange(f * hz, (f + 1) * hz, dtype=np.int64) * step_ns, n) for f in range(n_frames)]
+    rows = [np.ascontiguousarray(vals[f * hz:(f + 1) * hz].reshape(-1)) for f in range(n_frames)]
     if fitted_per_machine:
         from edge.detectors.settings import AnalyticsSettings, MachineSettings
         from edge.models import machine
@@ -86,15 +92,15 @@ def plantwire_speed(vals: np.ndarray, machine_of: np.ndarray, frames: int, repea
         stack = DetectorStack(n, machine_of.astype(np.int64), settings, machine_models=[model] * n_m, **kw)
     else:
         stack = DetectorStack(n, machine_of.astype(np.int64), **kw)
-    warm = 40  # past the default warm-up (30 samples) so every stage, machines included, is live
+    warm = max(40 // hz, 4)  # past the default warm-up (30 samples) so every stage, machines included, is live
 
     def step(f: int) -> None:
-        k = f % vals.shape[0]
-        stack.process(sig, vals[k], q, ts[k] + (f // vals.shape[0]) * vals.shape[0] * 10**9)
+        k = f % n_frames
+        stack.process(sig, rows[k], q, ts[k] + (f // n_frames) * n_frames * 10**9)
 
     for f in range(warm):
         step(f)
-    return _time(step, frames, repeats, n, warm)
+    return _time(step, frames, repeats, n * hz, warm, clock)
 
 
 def river_speed(vals: np.ndarray, per_machine: int, frames: int, repeats: int) -> tuple[float, float, str]:
@@ -141,27 +147,45 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-machine", type=int, default=30)
     ap.add_argument("--frames", type=int, default=20, help="frames per timed repeat (plantwire)")
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--hz10-frames", type=int, default=4,
+                    help="frames per timed repeat of the 10 Hz line (150,000 samples each; 0: skip it)")
+    ap.add_argument("--default-only", action="store_true",
+                    help="only the default stack's lines (1 Hz and 10 Hz frames): for A/B runs of the speed work")
     ap.add_argument("--river-frames", type=int, default=2, help="frames per timed repeat (River)")
     ap.add_argument("--river-repeats", type=int, default=3)
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time with this thread's CPU time instead of the wall clock: on a box shared with other "
+                         "jobs (load average above the core count) wall time mostly measures the neighbours")
     args = ap.parse_args(argv)
+    clock = time.thread_time if args.cpu_time else time.perf_counter
+    if args.cpu_time:
+        print("timed in thread CPU time (--cpu-time), not wall time")
     n = args.signals
     rng = np.random.default_rng(0)
     vals = rng.normal(size=(50, n)) * rng.uniform(0.5, 5.0, n) + rng.uniform(-100, 100, n)
     print(f"{n:,} signals, one sample per signal per frame; ns/sample, best / median of repeats")
     machine_of = np.arange(n) // args.per_machine
-    pw_best, pw_med = plantwire_speed(vals, machine_of, args.frames, args.repeats)
+    pw_best, pw_med = plantwire_speed(vals, machine_of, args.frames, args.repeats, clock=clock)
     print(f"plantwire stack, {n // args.per_machine} machines of {args.per_machine}, defaults (no model given): "
           f"{pw_best:8.1f} / {pw_med:8.1f}   (goal <= 50)", flush=True)
-    fm_best, fm_med = plantwire_speed(vals, machine_of, args.frames, args.repeats, fitted_per_machine=args.per_machine)
+    if args.hz10_frames:
+        vals10 = rng.normal(size=(100, n)) * rng.uniform(0.5, 5.0, n) + rng.uniform(-100, 100, n)
+        h_best, h_med = plantwire_speed(vals10, machine_of, args.hz10_frames, args.repeats, hz=10, clock=clock)
+        print(f"plantwire stack, defaults, 10 Hz frames (ten sweeps per frame): {h_best:8.1f} / {h_med:8.1f}",
+              flush=True)
+    if args.default_only:
+        return 0
+    fm_best, fm_med = plantwire_speed(vals, machine_of, args.frames, args.repeats, fitted_per_machine=args.per_machine,
+                                      clock=clock)
     print(f"plantwire stack, fitted machine models (ticks every 10 s): {fm_best:8.1f} / {fm_med:8.1f}   (goal <= 50)",
           flush=True)
     fw_best, fw_med = plantwire_speed(vals, machine_of, args.frames, args.repeats, fitted_per_machine=args.per_machine,
-                                      period_s=1e-9)
+                                      period_s=1e-9, clock=clock)
     print(f"plantwire stack, fitted models ticked every frame (worst case): {fw_best:8.1f} / {fw_med:8.1f}",
           flush=True)
-    ns_best, ns_med = plantwire_speed(vals, np.full(n, -1), args.frames, args.repeats)
+    ns_best, ns_med = plantwire_speed(vals, np.full(n, -1), args.frames, args.repeats, clock=clock)
     print(f"plantwire stack, no machine stage:         {ns_best:8.1f} / {ns_med:8.1f}", flush=True)
-    nc_best, nc_med = plantwire_speed(vals, machine_of, args.frames, args.repeats, context=False)
+    nc_best, nc_med = plantwire_speed(vals, machine_of, args.frames, args.repeats, context=False, clock=clock)
     print(f"plantwire stack, defaults without devices and running bits (no operating state, no device "
           f"judgement): {nc_best:8.1f} / {nc_med:8.1f}", flush=True)
     try:

@@ -617,3 +617,20 @@ def device_judgement(frames, device_of, n_devices, bad_ns, silent_ns, fold_at=0.
                 folded[k] = 0.0
         out.append((dev, folded))
     return out
+
+
+def silent_scan(last_ts, since_ns, now_ns, silent_ns):
+    """Reference of ``signal_stack.silent_scan``: (rows, scores, bound) from each signal's last usable timestamp."""
+    rows, scores, bound = [], [], math.inf
+    for s, last in enumerate(last_ts.tolist()):
+        if not math.isfinite(last):  # never seen: not silent, and its first sample comes no earlier than since_ns
+            bound = min(bound, since_ns)
+            continue
+        m = max(last, since_ns)
+        d = now_ns - m
+        if d > silent_ns:
+            rows.append(s)
+            scores.append(d * d / (d * d + silent_ns * silent_ns))
+        else:
+            bound = min(bound, m)
+    return np.array(rows, dtype=np.int64), np.array(scores), bound

@@ -214,3 +214,44 @@ def test_guarded_learning_keeps_a_persistent_step_in_alarm():
                                   score, kind, np.zeros(1))
         ends[guard] = score[-50:].min()
     assert ends[1.0] < 0.5 < ends[0.1]
+
+
+@pytest.mark.parametrize("since_s", [0.0, 50.0, 250.0])
+def test_silent_scan_matches_reference(since_s: float) -> None:
+    """Never-seen (NaN), +-inf, constant and recent last timestamps; rows, scores and the skip bound all match."""
+    rng = np.random.default_rng(3)
+    n = 200
+    st_ = signal_stack.init_state(n)
+    last = rng.uniform(0.0, 400.0, n) * 1e9
+    last[:20] = np.nan
+    last[20:25] = np.inf
+    last[25:30] = -np.inf
+    last[30:60] = 100e9  # a constant run: many signals silent since the same moment
+    st_[:, signal_stack.B_RATE + rate.LAST_TS] = last
+    rows, score, bound = np.empty(n, np.int64), np.empty(n), np.empty(1)
+    got = signal_stack.silent_scan(st_, since_s * 1e9, 400e9, 120e9, rows, score, bound)
+    ref_rows, ref_score, ref_bound = naive.silent_scan(last, since_s * 1e9, 400e9, 120e9)
+    assert got == ref_rows.shape[0] > 0
+    np.testing.assert_array_equal(rows[:got], ref_rows)
+    np.testing.assert_array_equal(score[:got], ref_score)
+    assert bound[0] == ref_bound
+
+
+def test_silent_check_skips_scans_but_finds_a_signal_that_falls_silent() -> None:
+    """The stack skips the scan while every signal spoke recently, and still reports SILENT on time."""
+    from edge.detectors.settings import AnalyticsSettings, QualitySettings
+    from edge.detectors.stack import DetectorStack
+    from edge.kernels.kinds import Kind
+
+    n = 50
+    stack = DetectorStack(n, np.full(n, -1), AnalyticsSettings(quality=QualitySettings(silent_s=10.0)))
+    sig = np.arange(n, dtype=np.uint32)
+    rng = np.random.default_rng(0)
+    opened = []
+    for f in range(40):
+        keep = sig if f < 15 else sig[sig != 7]  # signal 7 stops at 15 s
+        ts = np.full(keep.shape[0], f * 10**9, np.int64)
+        r = stack.process(keep, rng.normal(size=keep.shape[0]), np.zeros(keep.shape[0], np.uint8), ts)
+        opened += [(f, int(e["entity"])) for e in r.events if e["kind"] == Kind.SILENT and e["phase"] == 1]
+    # last sample at 14 s: silent once more than 10 s have passed, i.e. at the check of 25 s
+    assert opened == [(25, 7)]

@@ -196,6 +196,9 @@ class DetectorStack:
         self._silent_ns = s.quality.silent_s * NS_PER_S
         self._since_ns: int | None = None  # first timestamp this instance saw: silence is measured from it at most
         self._silent_next_ns = 0
+        self._silent_rows = np.empty(n_signals, dtype=np.int64)  # silent_scan's outputs (views handed out per frame)
+        self._silent_score = np.empty(n_signals, dtype=np.float64)
+        self._silent_bound = np.full(1, -np.inf)  # earliest last sample of a non-silent signal (see ``_silent``)
         # Operating changes (machine-wide moves hold process alarms): every signal with a machine, not only the
         # multivariate stage's members.
         oc = s.operating_change
@@ -285,6 +288,7 @@ class DetectorStack:
 
     def _init_state(self) -> None:
         self.state = signal_stack.init_state(self.n_signals)
+        self._silent_bound[0] = -np.inf  # last timestamps replaced: the next check scans
         self.state_alt = signal_stack.init_state(self.n_signals)  # the other operating state's baseline (opstate)
         self.z_last = np.zeros(self.n_signals, dtype=np.float64)
         self.machine_stage = self._new_machine_stage()
@@ -424,13 +428,17 @@ class DetectorStack:
         if self._silent_ns <= 0 or now_ns < self._silent_next_ns:
             return None
         self._silent_next_ns = now_ns + NS_PER_S
-        last = self.state[:, signal_stack.B_RATE + rate.LAST_TS]
-        d = now_ns - np.maximum(last, float(self._since_ns))  # NaN (never seen) stays NaN: not silent
-        rows = np.flatnonzero(d > self._silent_ns)
-        if rows.size == 0:
+        now_f = float(now_ns)
+        # Last timestamps only grow, so no signal can be silent while even the earliest of them is recent enough:
+        # the scan then runs about once per silent_s instead of every second (the checks keep their cadence).
+        if now_f - self._silent_bound[0] <= self._silent_ns:
             return None
-        d = d[rows]
-        return rows.astype(np.int64), d * d / (d * d + self._silent_ns * self._silent_ns)
+        n = signal_stack.silent_scan(self.state, float(self._since_ns), now_f, float(self._silent_ns),
+                                     self._silent_rows, self._silent_score, self._silent_bound)
+        if n == 0:
+            return None
+        self._silent_bound[0] = -np.inf  # silent signals are reported every check until they speak again
+        return self._silent_rows[:n], self._silent_score[:n]
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -495,6 +503,7 @@ class DetectorStack:
             self.dev_alarm_t[...] = 0
         self.likelihood_cold = any(a is None for a in lk_got.values())
         self._resumed = True
+        self._silent_bound[0] = -np.inf  # last timestamps restored: the next check scans
         fresh = {"lk_state": likelihood.init_state(self.n_signals),
                  "lk_season": likelihood.init_season(self.n_signals, self.settings.likelihood.season_bins)}
         for name, arr in self._lk_arrays().items():

@@ -146,11 +146,13 @@ def settle_gate(ts_ns: np.ndarray, entity: np.ndarray, score: np.ndarray, kind: 
         sc = score[k]
         kd = kind[k]
         m = machine_of[e]
-        process = kd == 1 or kd == 2 or kd == 4
-        if sc > 0.0 and kd < dq_kind_min and (f < 0 or count[e] < settle_n or float(t - f) < settle_ns or (
-                process and ((m >= 0 and t <= hold_until[m]) or t <= hold_all_until))):
-            out[k] = 0.0
-            held += 1
-        else:
-            out[k] = sc
+        # Every condition evaluated, combined with & and |: which kind a sample scored is a coin flip per sample,
+        # and the short-circuit form's branches on it were mispredicted often enough to cost more than the loads.
+        hm = hold_until[m if m >= 0 else 0]
+        process = (kd == 1) | (kd == 2) | (kd == 4)
+        young = (f < 0) | (count[e] < settle_n) | (float(t - f) < settle_ns)
+        hold = process & (((m >= 0) & (t <= hm)) | (t <= hold_all_until))
+        h = (sc > 0.0) & (kd < dq_kind_min) & (young | hold)
+        out[k] = 0.0 if h else sc
+        held += h
     return held

@@ -59,29 +59,39 @@ def make_params(k: float = 0.5, h: float = 8.0, z_clip: float = 4.0, cap: float 
 
 
 @njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
-def cusum_step(st: np.ndarray, s: int, base: int, z: float, p: np.ndarray) -> float:
-    """Accumulate one z (NaN = not scored: no change) and return the change score in [0, 1)."""
+def cusum_core(z: float, pos: float, neg: float, smean: float, svar: float, k: float, h: float, z_clip: float,
+               cap: float, rho_alpha: float) -> tuple[float, float, float, float, float]:
+    """``cusum_step`` on the state's values: (score, pos, neg, smean, svar) after ``z`` (NaN: unchanged, 0)."""
     if not np.isfinite(z):
-        return 0.0
+        return 0.0, pos, neg, smean, svar
     # min/max, not if/else: the sign of z is a coin flip, and mispredicted branches cost ~5x the arithmetic.
-    zc = min(max(z, -p[P_Z_CLIP]), p[P_Z_CLIP])
-    b = p[P_RHO_ALPHA]
+    zc = min(max(z, -z_clip), z_clip)
+    b = rho_alpha
     if b > 0.0:
-        m = st[s, base + SMEAN]
-        v = st[s, base + SVAR]
+        m = smean
+        v = svar
         f = min(max(v / IID_VAR, 1.0), F_MAX)
         m += SMOOTH * (zc - m)
-        st[s, base + SMEAN] = m
-        st[s, base + SVAR] = v + b * (m * m - v)
+        smean = m
+        svar = v + b * (m * m - v)
         zc /= math.sqrt(f)
-    top = p[P_CAP] * p[P_H]
-    sp = min(max(st[s, base + POS] + zc - p[P_K], 0.0), top)
-    sn = min(max(st[s, base + NEG] - zc - p[P_K], 0.0), top)
+    top = cap * h
+    sp = min(max(pos + zc - k, 0.0), top)
+    sn = min(max(neg - zc - k, 0.0), top)
+    m = max(sp, sn)
+    return m * m / (m * m + h * h), sp, sn, smean, svar
+
+
+@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
+def cusum_step(st: np.ndarray, s: int, base: int, z: float, p: np.ndarray) -> float:
+    """Accumulate one z (NaN = not scored: no change) and return the change score in [0, 1)."""
+    sc, sp, sn, m, v = cusum_core(z, st[s, base + POS], st[s, base + NEG], st[s, base + SMEAN], st[s, base + SVAR],
+                                  p[P_K], p[P_H], p[P_Z_CLIP], p[P_CAP], p[P_RHO_ALPHA])
     st[s, base + POS] = sp
     st[s, base + NEG] = sn
-    m = max(sp, sn)
-    h = p[P_H]
-    return m * m / (m * m + h * h)
+    st[s, base + SMEAN] = m
+    st[s, base + SVAR] = v
+    return sc
 
 
 @njit(cache=True, nogil=True)

@@ -45,27 +45,42 @@ def init_state(st: np.ndarray, base: int = 0) -> None:
 
 
 @njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
-def rate_step(st: np.ndarray, s: int, base: int, x: float, ts_ns: float, learn: bool, p: np.ndarray) -> float:
-    """Robust z of the slope from the previous sample to ``x``; NaN when there is no usable slope."""
-    last_ts = st[s, base + LAST_TS]
+def rate_core(x: float, ts_ns: float, learn: bool, last_v: float, last_ts: float, per: float, loc: float,
+              scale: float, count: float, alpha: float, huber_k: float, warmup: float, min_scale: float,
+              gap_factor: float) -> tuple[float, float, float, float, float, float, float]:
+    """``rate_step`` on the state's values: (z, last_v, last_ts, period, loc, scale, count) after ``x``."""
     z = math.nan
     if np.isfinite(last_ts):
         dt = (ts_ns - last_ts) * 1e-9
-        if dt <= 0.0:
-            return math.nan  # repeated or out-of-order timestamp: keep the earlier sample as reference
-        per = st[s, base + PERIOD]
-        if per == 0.0 or dt <= p[P_GAP_FACTOR] * per:
-            slope = (x - st[s, base + LAST_V]) / dt
-            z = robust.robust_z(st, s, base + STATS, slope, p)
+        if dt <= 0.0:  # repeated or out-of-order timestamp: keep the earlier sample as reference
+            return math.nan, last_v, last_ts, per, loc, scale, count
+        if per == 0.0 or dt <= gap_factor * per:
+            slope = (x - last_v) / dt
+            z = robust.z_score(loc, scale, count, slope, warmup, min_scale)
             if learn:
-                robust.robust_learn(st, s, base + STATS, slope, p)
-                n = st[s, base + STATS + robust.COUNT]
-                b = p[robust.P_ALPHA]
-                if 1.0 / n > b:
-                    b = 1.0 / n
-                st[s, base + PERIOD] = dt if per == 0.0 else per + b * (dt - per)
-    st[s, base + LAST_V] = x
-    st[s, base + LAST_TS] = ts_ns
+                loc, scale, count = robust.learn_step(loc, scale, count, slope, alpha, huber_k, warmup, min_scale,
+                                                      1.0)
+                # max(alpha, 1 / count) is alpha once count > 2 / alpha (1 / count < alpha / 2 even rounded)
+                b = alpha
+                if count * alpha <= 2.0 and 1.0 / count > b:
+                    b = 1.0 / count
+                per = dt if per == 0.0 else per + b * (dt - per)
+    return z, x, ts_ns, per, loc, scale, count
+
+
+@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
+def rate_step(st: np.ndarray, s: int, base: int, x: float, ts_ns: float, learn: bool, p: np.ndarray) -> float:
+    """Robust z of the slope from the previous sample to ``x``; NaN when there is no usable slope."""
+    z, last_v, last_ts, per, loc, scale, count = rate_core(
+        x, ts_ns, learn, st[s, base + LAST_V], st[s, base + LAST_TS], st[s, base + PERIOD],
+        st[s, base + STATS + robust.LOC], st[s, base + STATS + robust.SCALE], st[s, base + STATS + robust.COUNT],
+        p[robust.P_ALPHA], p[robust.P_HUBER_K], p[robust.P_WARMUP], p[robust.P_MIN_SCALE], p[P_GAP_FACTOR])
+    st[s, base + LAST_V] = last_v
+    st[s, base + LAST_TS] = last_ts
+    st[s, base + PERIOD] = per
+    st[s, base + STATS + robust.LOC] = loc
+    st[s, base + STATS + robust.SCALE] = scale
+    st[s, base + STATS + robust.COUNT] = count
     return z
 
 

@@ -43,14 +43,45 @@ def make_params(alpha: float = 0.01, huber_k: float = 3.0, warmup: int = 30, min
 
 
 @njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
+def z_score(loc: float, scale: float, count: float, x: float, warmup: float, min_scale: float) -> float:
+    """``robust_z`` on the state's values: scalars in, scalar out (the fused stack keeps a row in registers)."""
+    if count < warmup:
+        return math.nan
+    sc = scale
+    if sc < min_scale:
+        sc = min_scale
+    return (x - loc) / sc
+
+
+@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
+def learn_step(loc: float, scale: float, count: float, x: float, alpha: float, huber_k: float, warmup: float,
+               min_scale: float, rate_scale: float) -> tuple[float, float, float]:
+    """``robust_learn_scaled`` on the state's values: the new (location, scale, count)."""
+    c = count
+    if c == 0.0:
+        return x, 0.0, 1.0
+    a = alpha * rate_scale
+    if c < warmup:
+        inv = 1.0 / (c + 1.0)
+        if inv > a:
+            a = inv
+    r = x - loc
+    if c >= warmup:
+        sc = scale
+        if sc < min_scale:
+            sc = min_scale
+        lim = huber_k * sc
+        if r > lim:
+            r = lim
+        elif r < -lim:
+            r = -lim
+    return loc + a * r, (1.0 - a) * scale + a * MAD_TO_SD * abs(r), c + 1.0
+
+
+@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
 def robust_z(st: np.ndarray, s: int, base: int, x: float, p: np.ndarray) -> float:
     """Standardised residual of ``x`` against the state before it learns ``x``; NaN during warm-up."""
-    if st[s, base + COUNT] < p[P_WARMUP]:
-        return math.nan
-    sc = st[s, base + SCALE]
-    if sc < p[P_MIN_SCALE]:
-        sc = p[P_MIN_SCALE]
-    return (x - st[s, base + LOC]) / sc
+    return z_score(st[s, base + LOC], st[s, base + SCALE], st[s, base + COUNT], x, p[P_WARMUP], p[P_MIN_SCALE])
 
 
 @njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
@@ -62,30 +93,11 @@ def robust_learn(st: np.ndarray, s: int, base: int, x: float, p: np.ndarray) -> 
 @njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
 def robust_learn_scaled(st: np.ndarray, s: int, base: int, x: float, p: np.ndarray, rate_scale: float) -> None:
     """``robust_learn`` with the settled learning rate multiplied by ``rate_scale`` (guarded learning)."""
-    c = st[s, base + COUNT]
-    if c == 0.0:
-        st[s, base + LOC] = x
-        st[s, base + SCALE] = 0.0
-        st[s, base + COUNT] = 1.0
-        return
-    a = p[P_ALPHA] * rate_scale
-    if c < p[P_WARMUP]:
-        inv = 1.0 / (c + 1.0)
-        if inv > a:
-            a = inv
-    r = x - st[s, base + LOC]
-    if c >= p[P_WARMUP]:
-        sc = st[s, base + SCALE]
-        if sc < p[P_MIN_SCALE]:
-            sc = p[P_MIN_SCALE]
-        lim = p[P_HUBER_K] * sc
-        if r > lim:
-            r = lim
-        elif r < -lim:
-            r = -lim
-    st[s, base + LOC] += a * r
-    st[s, base + SCALE] = (1.0 - a) * st[s, base + SCALE] + a * MAD_TO_SD * abs(r)
-    st[s, base + COUNT] = c + 1.0
+    loc, scale, count = learn_step(st[s, base + LOC], st[s, base + SCALE], st[s, base + COUNT], x, p[P_ALPHA],
+                                   p[P_HUBER_K], p[P_WARMUP], p[P_MIN_SCALE], rate_scale)
+    st[s, base + LOC] = loc
+    st[s, base + SCALE] = scale
+    st[s, base + COUNT] = count
 
 
 @njit(cache=True, nogil=True)

@@ -1,9 +1,10 @@
 """The per-signal detector stack fused into one pass: level, change, stuck, rate and range.
 
 Why fused: at 15,000 signals the cost is memory traffic, not arithmetic. One pass touches each
-sample's state row (16 float64, two cache lines) once and calls the component step functions of
-``robust``, ``cusum``, ``stuck``, ``rate`` and ``limits``, which numba inlines; each component keeps
-its own kernel and reference test, and this kernel is tested against their composition.
+sample's state row (16 float64, two cache lines) once and calls the components' scalar cores
+(``robust.z_score``/``learn_step``, ``cusum.cusum_core``, ``stuck.stuck_core``, ``rate.rate_core``,
+``limits.limit_score``), which numba inlines; each component's own kernel runs the same core, keeps its
+reference test, and this kernel is tested against their composition.
 
 Per sample (in order; the state before the sample judges it, then learns it):
 - level: robust z of the value, score ``z^2 / (z^2 + T^2)`` with ``T = level_threshold``;
@@ -50,6 +51,8 @@ the baseline describes -- neither a sample to learn nor one to judge against the
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -133,15 +136,42 @@ def _squash(z: float, t: float) -> float:
 def signal_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality: np.ndarray, st: np.ndarray,
                  cfg: np.ndarray, p: np.ndarray, score_out: np.ndarray, kind_out: np.ndarray,
                  z_last: np.ndarray) -> int:
-    """Score and learn a chunk in order; returns the number of samples scoring >= 0.5."""
-    pl = p[O_LEVEL:O_CUSUM]
-    pc = p[O_CUSUM:O_STUCK]
-    ps = p[O_STUCK:O_RATE]
-    pr = p[O_RATE:O_STACK]
+    """Score and learn a chunk in order; returns the number of samples scoring >= 0.5.
+
+    Why scalars: the parameters are read into locals once and each component runs on its state's values
+    (``robust.z_score``, ``cusum.cusum_core``, ...), not on the arrays. Through the arrays, every parameter was
+    re-read after each state store (the compiler cannot prove ``p`` and ``st`` apart), the guard's learning call
+    took two atomic reference-count pairs per sample, and the rate stage stayed an out-of-line call with fifteen
+    arguments. The arithmetic is the same, operation for operation: the results are bit-identical.
+    """
+    l_alpha = p[O_LEVEL + robust.P_ALPHA]
+    l_k = p[O_LEVEL + robust.P_HUBER_K]
+    l_warm = p[O_LEVEL + robust.P_WARMUP]
+    l_min = p[O_LEVEL + robust.P_MIN_SCALE]
+    c_k = p[O_CUSUM + cusum.P_K]
+    c_h = p[O_CUSUM + cusum.P_H]
+    c_clip = p[O_CUSUM + cusum.P_Z_CLIP]
+    c_cap = p[O_CUSUM + cusum.P_CAP]
+    c_rho = p[O_CUSUM + cusum.P_RHO_ALPHA]
+    s_beta = p[O_STUCK + stuck.P_BETA]
+    s_tol = p[O_STUCK + stuck.P_TOL]
+    s_dec = p[O_STUCK + stuck.P_DECADES]
+    s_floor = p[O_STUCK + stuck.P_FLOOR]
+    s_warm = p[O_STUCK + stuck.P_WARMUP]
+    r_alpha = p[O_RATE + robust.P_ALPHA]
+    r_k = p[O_RATE + robust.P_HUBER_K]
+    r_warm = p[O_RATE + robust.P_WARMUP]
+    r_min = p[O_RATE + robust.P_MIN_SCALE]
+    r_gap = p[O_RATE + rate.P_GAP_FACTOR]
     lt = p[S_LEVEL_T]
     rt = p[S_RATE_T]
+    margin = p[S_MARGIN]
     zc = p[S_ZCLIP]
     bad_ns = p[S_BAD_S] * 1e9
+    guard = p[S_GUARD]
+    guard_at = p[S_GUARD_AT]
+    rate_span = p[S_RATE_SPAN]
+    rel_res = p[S_REL_RES]
     n_high = 0
     for k in range(signal.shape[0]):
         x = value[k]
@@ -159,10 +189,11 @@ def signal_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quali
                 score_out[k] = 0.0
                 kind_out[k] = 0
             continue
+        t = float(ts_ns[k])
         if cfg[s, C_FROZEN] != 0.0:
-            if not float(ts_ns[k]) < st[s, B_RATE + rate.LAST_TS]:
+            if not t < st[s, B_RATE + rate.LAST_TS]:
                 st[s, B_RATE + rate.LAST_V] = x
-                st[s, B_RATE + rate.LAST_TS] = float(ts_ns[k])
+                st[s, B_RATE + rate.LAST_TS] = t
             z_last[s] = 0.0
             score_out[k] = 0.0
             kind_out[k] = 0
@@ -172,11 +203,14 @@ def signal_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quali
         best = 0.0
         kind = 0
         hot = 0.0  # the larger of the level and change scores: guards the level's learning
-        z = robust.robust_z(st, s, B_LEVEL, x, pl)
+        loc = st[s, B_LEVEL + robust.LOC]
+        scale = st[s, B_LEVEL + robust.SCALE]
+        count = st[s, B_LEVEL + robust.COUNT]
+        z = robust.z_score(loc, scale, count, x, l_warm, l_min)
         # resolution: the register's step, and at least rel_res of the value (a float32 register's last bit)
-        res = max(cfg[s, C_RES], p[S_REL_RES] * abs(st[s, B_LEVEL + robust.LOC]))
+        res = max(cfg[s, C_RES], rel_res * abs(loc))
         if res > 0.0:
-            sc0 = max(st[s, B_LEVEL + robust.SCALE], pl[robust.P_MIN_SCALE])
+            sc0 = max(scale, l_min)
             z = z * sc0 / res if sc0 < res else z
         if mask & EN_LEVEL:
             sc = _squash(z, lt)
@@ -184,38 +218,64 @@ def signal_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quali
             best = max(best, sc)
             hot = sc
         if mask & EN_CHANGE:
-            sc = cusum.cusum_step(st, s, B_CUSUM, z, pc)
+            sc, sp, sn, sm, sv = cusum.cusum_core(z, st[s, B_CUSUM + cusum.POS], st[s, B_CUSUM + cusum.NEG],
+                                                  st[s, B_CUSUM + cusum.SMEAN], st[s, B_CUSUM + cusum.SVAR],
+                                                  c_k, c_h, c_clip, c_cap, c_rho)
+            st[s, B_CUSUM + cusum.POS] = sp
+            st[s, B_CUSUM + cusum.NEG] = sn
+            st[s, B_CUSUM + cusum.SMEAN] = sm
+            st[s, B_CUSUM + cusum.SVAR] = sv
             kind = K_CHANGE if sc > best else kind
             best = max(best, sc)
             hot = max(hot, sc)
         if mask & EN_STUCK:
-            sc = stuck.stuck_step(st, s, B_STUCK, x, learn, ps)
+            sc, last, run, p_rep, seen = stuck.stuck_core(
+                x, learn, st[s, B_STUCK + stuck.LAST], st[s, B_STUCK + stuck.RUN], st[s, B_STUCK + stuck.P_REP],
+                st[s, B_STUCK + stuck.SEEN], s_beta, s_tol, s_dec, s_floor, s_warm)
+            st[s, B_STUCK + stuck.LAST] = last
+            st[s, B_STUCK + stuck.RUN] = run
+            st[s, B_STUCK + stuck.P_REP] = p_rep
+            st[s, B_STUCK + stuck.SEEN] = seen
             kind = K_STUCK if sc > best else kind
             best = max(best, sc)
         if mask & EN_RATE:
-            # floor read before rate_step learns the slope (score before learn)
-            sc0 = max(st[s, B_RATE + rate.STATS + robust.SCALE], pr[robust.P_MIN_SCALE])
+            # floor read before the slope is learned (score before learn)
+            r_scale = st[s, B_RATE + rate.STATS + robust.SCALE]
             per = st[s, B_RATE + rate.PERIOD]
-            zr = rate.rate_step(st, s, B_RATE, x, float(ts_ns[k]), learn, pr)
+            sc0 = max(r_scale, r_min)
+            zr, last_v, last_ts, per_new, r_loc, r_scale, r_count = rate.rate_core(
+                x, t, learn, st[s, B_RATE + rate.LAST_V], st[s, B_RATE + rate.LAST_TS], per,
+                st[s, B_RATE + rate.STATS + robust.LOC], r_scale, st[s, B_RATE + rate.STATS + robust.COUNT],
+                r_alpha, r_k, r_warm, r_min, r_gap)
+            st[s, B_RATE + rate.LAST_V] = last_v
+            st[s, B_RATE + rate.LAST_TS] = last_ts
+            st[s, B_RATE + rate.PERIOD] = per_new
+            st[s, B_RATE + rate.STATS + robust.LOC] = r_loc
+            st[s, B_RATE + rate.STATS + robust.SCALE] = r_scale
+            st[s, B_RATE + rate.STATS + robust.COUNT] = r_count
             step = res
             span = cfg[s, C_HIGH] - cfg[s, C_LOW]
             if span > 0.0:  # False for NaN limits
-                step = max(step, p[S_RATE_SPAN] * span)
+                step = max(step, rate_span * span)
             if step > 0.0 and per > 0.0 and sc0 * per < step:
                 zr = zr * sc0 * per / step
             sc = _squash(zr, rt)
             kind = K_RATE if sc > best else kind
             best = max(best, sc)
-        elif not float(ts_ns[k]) < st[s, B_RATE + rate.LAST_TS]:
+        elif not t < st[s, B_RATE + rate.LAST_TS]:
             # the latest usable sample's time, which the BAD score reads, is kept for every signal
             st[s, B_RATE + rate.LAST_V] = x
-            st[s, B_RATE + rate.LAST_TS] = float(ts_ns[k])
+            st[s, B_RATE + rate.LAST_TS] = t
         if mask & EN_RANGE:
-            sc = limits.limit_score(x, cfg[s, C_LOW], cfg[s, C_HIGH], p[S_MARGIN])
+            sc = limits.limit_score(x, cfg[s, C_LOW], cfg[s, C_HIGH], margin)
             kind = K_RANGE if sc > best else kind
             best = max(best, sc)
         if learn:
-            robust.robust_learn_scaled(st, s, B_LEVEL, x, pl, p[S_GUARD] if hot >= p[S_GUARD_AT] else 1.0)
+            loc, scale, count = robust.learn_step(loc, scale, count, x, l_alpha, l_k, l_warm, l_min,
+                                                  guard if hot >= guard_at else 1.0)
+            st[s, B_LEVEL + robust.LOC] = loc
+            st[s, B_LEVEL + robust.SCALE] = scale
+            st[s, B_LEVEL + robust.COUNT] = count
         if np.isfinite(z):
             z_last[s] = zc if z > zc else (-zc if z < -zc else z)
         else:
@@ -225,3 +285,34 @@ def signal_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quali
         if best >= 0.5:
             n_high += 1
     return n_high
+
+
+@njit(cache=True, nogil=True)
+def silent_scan(st: np.ndarray, since_ns: float, now_ns: float, silent_ns: float, rows_out: np.ndarray,
+                score_out: np.ndarray, bound_out: np.ndarray) -> int:
+    """Signals without a usable sample for more than ``silent_ns`` at ``now_ns`` (the SILENT judgement).
+
+    ``d = now_ns - max(last, since_ns)`` with ``last`` the rate stage's last timestamp (NaN, never seen: not
+    silent); a row with ``d > silent_ns`` goes to ``rows_out`` with score ``d^2 / (d^2 + silent_ns^2)``; returns
+    how many. ``bound_out[0]`` receives the earliest ``max(last, since_ns)`` of every other row (``since_ns`` if
+    any was never seen: a first sample, even a back-filled old one, is no earlier than that), so the caller
+    knows no row can turn silent before ``now - bound_out[0] > silent_ns`` (last timestamps only grow) and
+    skips the scan until then. Why a kernel: the numpy version took five passes over a strided column.
+    """
+    n = 0
+    bound = math.inf
+    for s in range(st.shape[0]):
+        last = st[s, B_RATE + rate.LAST_TS]
+        if not np.isfinite(last):
+            bound = min(bound, since_ns)
+            continue
+        m = max(last, since_ns)
+        d = now_ns - m
+        if d > silent_ns:
+            rows_out[n] = s
+            score_out[n] = d * d / (d * d + silent_ns * silent_ns)
+            n += 1
+        else:
+            bound = min(bound, m)
+    bound_out[0] = bound
+    return n

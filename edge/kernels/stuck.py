@@ -54,26 +54,36 @@ def init_state(st: np.ndarray, base: int = 0) -> None:
 
 
 @njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
+def stuck_core(x: float, learn: bool, last: float, run: float, p_rep: float, seen: float, beta: float, tol: float,
+               decades: float, p_floor: float, warmup: float) -> tuple[float, float, float, float, float]:
+    """``stuck_step`` on the state's values: (score, last, run, p_rep, seen) after ``x``."""
+    if seen == 0.0:
+        return 0.0, x, run, p_rep, 1.0
+    rep = abs(x - last) <= tol
+    rep_f = 1.0 if rep else 0.0
+    run = (run + 1.0) * rep_f  # branchless: whether a sample repeats is data, not control flow
+    pr = min(max(p_rep, p_floor), P_CEIL)
+    q = -run * math.log10(pr) if run > 0.0 else 0.0  # most samples break the run: skip the log
+    # q == 0 (the run broken, most samples) scores 0 / decades = 0 exactly: skip the division
+    score = q / (q + decades) if seen >= warmup and q > 0.0 else 0.0
+    if learn and q < decades:
+        # max(beta, 1 / seen) is beta once seen > 2 / beta (then 1 / seen < beta / 2 even rounded): skip the division
+        b = beta if seen * beta > 2.0 else max(beta, 1.0 / seen)
+        p_rep += b * (rep_f - p_rep)
+    return score, x, run, p_rep, seen + 1.0
+
+
+@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
 def stuck_step(st: np.ndarray, s: int, base: int, x: float, learn: bool, p: np.ndarray) -> float:
     """Score the run ``x`` extends (or breaks), then learn; returns the stuck score in [0, 1)."""
-    seen = st[s, base + SEEN]
-    if seen == 0.0:
-        st[s, base + LAST] = x
-        st[s, base + SEEN] = 1.0
-        return 0.0
-    rep = abs(x - st[s, base + LAST]) <= p[P_TOL]
-    rep_f = 1.0 if rep else 0.0
-    run = (st[s, base + RUN] + 1.0) * rep_f  # branchless: whether a sample repeats is data, not control flow
-    pr = min(max(st[s, base + P_REP], p[P_FLOOR]), P_CEIL)
-    q = -run * math.log10(pr) if run > 0.0 else 0.0  # most samples break the run: skip the log
-    score = q / (q + p[P_DECADES]) if seen >= p[P_WARMUP] else 0.0
-    if learn and q < p[P_DECADES]:
-        b = max(p[P_BETA], 1.0 / seen)
-        st[s, base + P_REP] += b * (rep_f - st[s, base + P_REP])
+    sc, last, run, p_rep, seen = stuck_core(x, learn, st[s, base + LAST], st[s, base + RUN], st[s, base + P_REP],
+                                            st[s, base + SEEN], p[P_BETA], p[P_TOL], p[P_DECADES], p[P_FLOOR],
+                                            p[P_WARMUP])
+    st[s, base + LAST] = last
     st[s, base + RUN] = run
-    st[s, base + LAST] = x
-    st[s, base + SEEN] = seen + 1.0
-    return score
+    st[s, base + P_REP] = p_rep
+    st[s, base + SEEN] = seen
+    return sc
 
 
 @njit(cache=True, nogil=True)
