@@ -20,6 +20,7 @@ from edge.config import OpcuaSettings
 from edge.sources.opcua import OpcuaSource
 from edge.sources.stats import SourceStats
 from plantwire.plant import PlantConfig, Quality, SignalTable, expand
+from tests.asyncua_fast import fast_init
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +60,7 @@ class OpcServer:
 
     async def start(self) -> None:
         server = Server()
-        await server.init()
+        await fast_init(server)  # a fresh server, without rebuilding the standard address space (tests/asyncua_fast.py)
         if self.history_db is not None:
             from asyncua.server.history_sql import HistorySQLite
 
