@@ -287,7 +287,7 @@ def test_reconnects_after_the_server_restarts() -> None:
             await wait_for(lambda: not stats.connected, what="loss noticed")
             # The outage is visible: one BAD sample per signal.
             await wait_for(lambda: all(q == Quality.BAD for _, q in sink.latest().values()), what="BAD marks")
-            await asyncio.sleep(0.5)  # a few failed connects
+            await wait_for(lambda: stats.connect_failures >= 1, what="a failed connect while the server is down")
             await server.start()
             await wait_for(lambda: stats.connected, timeout_s=30, what="reconnect")
             await server.write_all({sid: 100.0 + row for row, sid in enumerate(table.ids)})
