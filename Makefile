@@ -15,7 +15,10 @@ DURATION ?= 0
 demo: deps venv kernels
 	$(BIN)/plantwire demo configs/demo --duration $(DURATION)
 
-test: deps venv kernels foreign
+# kernels (CPU) and foreign (npm: network and disk) do not depend on each other: on a clean clone
+# they run side by side.
+test: deps venv
+	$(MAKE) --no-print-directory -j2 kernels foreign
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
@@ -84,10 +87,17 @@ kernels: $(VENV)/.kernels
 
 # The build runs with a numba cache of its own: with a working tree's older cache it exported 20 of the
 # 34 signatures the daemon calls (the rest would run under JIT, ~100 MB more resident).
+# A reinstalled venv alone (pyproject.toml touched) does not rebuild when edge/_aot already holds the
+# build for these sources, numba and Python (edge.jit.aot_module_name hashes them).
 $(VENV)/.kernels: $(VENV)/.installed $(wildcard edge/kernels/*.py) edge/jit.py edge/kernelbuild.py
-	@cache=$$(mktemp -d); \
-	NUMBA_CACHE_DIR=$$cache $(BIN)/plantwire kernels || echo "kernels: ahead-of-time build failed; the edge daemon will use numba JIT"; \
-	rm -rf $$cache
+	@if [ "$?" = "$(VENV)/.installed" ] && PLANTWIRE_KERNELS=jit $(BIN)/python -c 'import sys; from edge.jit import \
+	  aot_dir, aot_module_name; sys.exit(not any(aot_dir().glob(aot_module_name() + ".*")))'; then \
+	  echo "kernels: edge/_aot already holds the build for these sources"; \
+	else \
+	  cache=$$(mktemp -d); \
+	  NUMBA_CACHE_DIR=$$cache $(BIN)/plantwire kernels || echo "kernels: ahead-of-time build failed; the edge daemon will use numba JIT"; \
+	  rm -rf $$cache; \
+	fi
 	touch $@
 
 bench: deps venv kernels

@@ -60,6 +60,7 @@ from asyncua import Server, ua
 from plantwire.configfile import ConfigError
 from plantwire.plant import Device, Protocol, SignalTable
 
+from .aspace import fast_init
 from .commands import CommandPoints
 from .history import RingHistory
 from .physics import machine_templates
@@ -132,7 +133,7 @@ class OpcuaPlantServer:
         s = self.server = Server()
         self.node_ids = []
         self._first = True
-        await s.init()
+        await fast_init(s)  # the standard address space from a cached template (simulators/aspace.py)
         s.set_endpoint(self.device.endpoint)
         s.set_server_name(f"plantwire simulator {self.device.name}")
         await s.set_application_uri(self.application_uri)

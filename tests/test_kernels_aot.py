@@ -1,6 +1,7 @@
 """Ahead-of-time kernels: the edge's analytics run from the pycc build without numba, bit for bit like JIT.
 
-The build is real (numba.pycc + the C compiler) into a temporary directory; each mode runs in its own
+The build is real (numba.pycc + the C compiler): the one ``make test`` has just made in edge/_aot (what the
+daemon loads) when it is current, else the test's own into a temporary directory; each mode runs in its own
 process, since the mode is fixed when the first kernel module is imported.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -82,9 +84,30 @@ def stages(tmp_path_factory: pytest.TempPathFactory) -> str:
     return json.dumps({"likelihood": "max", "health": {**health, "model": str(health["model"])}})
 
 
+def _current_build() -> Path | None:
+    """``make test``'s own build in edge/_aot (``make kernels``), if it is for these sources and newer than
+    every file that shapes it (the edge's and plantwire's code, the dev and demo configs), else None."""
+    from edge.jit import DEFAULT_AOT_DIR, aot_module_name
+
+    built = sorted(DEFAULT_AOT_DIR.glob(f"{aot_module_name()}.*"))
+    if not built:
+        return None
+    inputs = [*(ROOT / "edge").rglob("*.py"), *(ROOT / "plantwire").rglob("*.py"),
+              *(ROOT / "configs" / "dev").rglob("*"), *(ROOT / "configs" / "demo").rglob("*")]
+    newest_input = max(p.stat().st_mtime for p in inputs if p.is_file())
+    return built[0] if built[0].stat().st_mtime > newest_input else None
+
+
 @pytest.fixture(scope="module")
 def aot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The AOT build under test: ``make test`` has just built it (the kernels target, a ~1-2 min pycc build)
+    and the daemon loads exactly that file, so a current one is tested as is (copied); otherwise (a tree edited
+    since, or no build) the test builds its own, as the daemon's build would run."""
     out = tmp_path_factory.mktemp("aot")
+    current = _current_build()
+    if current is not None:
+        shutil.copy2(current, out / current.name)
+        return out
     proc = subprocess.run([sys.executable, "-m", "edge.kernelbuild", "--out", str(out), "--config", str(DEV)],
                           cwd=ROOT, env=_env("jit", out), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -20,6 +20,7 @@ from edge.config import OpcuaSettings
 from edge.sources.opcua import OpcuaSource
 from edge.sources.stats import SourceStats
 from plantwire.plant import PlantConfig, Quality, SignalTable, expand
+from tests.asyncua_fast import fast_init
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +60,7 @@ class OpcServer:
 
     async def start(self) -> None:
         server = Server()
-        await server.init()
+        await fast_init(server)  # a fresh server, without rebuilding the standard address space (tests/asyncua_fast.py)
         if self.history_db is not None:
             from asyncua.server.history_sql import HistorySQLite
 
@@ -286,7 +287,7 @@ def test_reconnects_after_the_server_restarts() -> None:
             await wait_for(lambda: not stats.connected, what="loss noticed")
             # The outage is visible: one BAD sample per signal.
             await wait_for(lambda: all(q == Quality.BAD for _, q in sink.latest().values()), what="BAD marks")
-            await asyncio.sleep(0.5)  # a few failed connects
+            await wait_for(lambda: stats.connect_failures >= 1, what="a failed connect while the server is down")
             await server.start()
             await wait_for(lambda: stats.connected, timeout_s=30, what="reconnect")
             await server.write_all({sid: 100.0 + row for row, sid in enumerate(table.ids)})
