@@ -91,7 +91,8 @@ kernels: $(VENV)/.kernels
 # build for these sources, numba and Python (edge.jit.aot_module_name hashes them).
 $(VENV)/.kernels: $(VENV)/.installed $(wildcard edge/kernels/*.py) edge/jit.py edge/kernelbuild.py
 	@if [ "$?" = "$(VENV)/.installed" ] && PLANTWIRE_KERNELS=jit $(BIN)/python -c 'import sys; from edge.jit import \
-	  aot_dir, aot_module_name; sys.exit(not any(aot_dir().glob(aot_module_name() + ".*")))'; then \
+	  aot_dir, aot_module_name, ARG_SPECS_SUFFIX as A; n = aot_module_name(); \
+	  sys.exit(not ((aot_dir() / (n + A)).exists() and any(aot_dir().glob(n + ".cpython*"))))'; then \
 	  echo "kernels: edge/_aot already holds the build for these sources"; \
 	else \
 	  cache=$$(mktemp -d); \

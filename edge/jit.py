@@ -14,7 +14,10 @@ Mode, read once from ``PLANTWIRE_KERNELS`` before the first kernel module is imp
 - ``aot``: like ``auto``, but say loudly (warning) when it falls back.
 
 An AOT module exports each kernel with the argument types recorded while the build ran a
-representative workload. A call whose types no export covers, or a kernel with no export at all,
+representative workload; the build writes them beside it (``*.args.json``). pycc's exports do not check
+an array's dtype (they read its buffer as the exported type: a uint32 column given to an int64 export
+crashed the process), so this dispatcher checks every array argument's dtype, dimensions and layout
+against the table before it calls. A call whose types no export covers, or a kernel with no export at all,
 never fails: the first such call switches every kernel to JIT for the rest of the process (counted in
 ``STATS.jit_fallbacks``, logged with the kernel's name), trading the memory back for correctness.
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import importlib.machinery
 import importlib.util
+import json
 import logging
 import os
 import sys
@@ -34,6 +38,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
 log = logging.getLogger(__name__)
 
 EDGE_DIR = Path(__file__).resolve().parent
@@ -42,6 +48,7 @@ DEFAULT_AOT_DIR = EDGE_DIR / "_aot"
 ENV_MODE = "PLANTWIRE_KERNELS"
 ENV_DIR = "PLANTWIRE_AOT_DIR"
 MODES = ("jit", "auto", "aot")
+ARG_SPECS_SUFFIX = ".args.json"  # beside the extension: each export's array argument types
 
 
 @dataclass
@@ -105,6 +112,26 @@ def export_name(module: str, func: str, variant: int) -> str:
     return f"{module.rsplit('.', 1)[-1]}__{func}__{variant}"
 
 
+@dataclass(frozen=True)
+class _ArgSpec:
+    """What an export takes at one argument position: an array of this dtype and ndim, or (None) anything."""
+
+    dtype: np.dtype | None
+    ndim: int = 0
+    c_contiguous: bool = False
+
+    @classmethod
+    def of(cls, raw: list[Any] | None) -> _ArgSpec:
+        if raw is None:
+            return cls(None)
+        descr, ndim, contiguous = raw
+        return cls(np.lib.format.descr_to_dtype(descr if isinstance(descr, str) else [tuple(f) for f in descr]),
+                   int(ndim), bool(contiguous))
+
+
+ARG_SPECS: dict[str, list[_ArgSpec]] = {}  # export name -> its arguments, from the build's table
+
+
 def _load_aot() -> ModuleType | None:
     """Import the AOT module built from these sources, or None (reason in STATS.reason)."""
     name = aot_module_name()
@@ -113,6 +140,13 @@ def _load_aot() -> ModuleType | None:
     path = next((folder / f"{name}{s}" for s in suffixes if (folder / f"{name}{s}").exists()), None)
     if path is None:
         STATS.reason = f"no AOT kernels for these sources in {folder} (build: plantwire kernels)"
+        return None
+    specs_path = folder / f"{name}{ARG_SPECS_SUFFIX}"
+    try:
+        specs = json.loads(specs_path.read_text())
+        ARG_SPECS.update({k: [_ArgSpec.of(a) for a in v] for k, v in specs.items()})
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        STATS.reason = f"AOT kernels at {path} have no usable argument table {specs_path.name}: {exc}"
         return None
     try:
         spec = importlib.util.spec_from_file_location(name, path)
@@ -165,19 +199,38 @@ def switch_to_jit(why: str) -> None:
     log.warning("kernels: switched to JIT for the rest of this process: %s", why)
 
 
+def _arrays_fit(arrays: tuple[tuple[int, Any, int, bool], ...], args: tuple[Any, ...]) -> bool:
+    """Every array argument has the export's dtype, ndim and (if asked) C layout. Per kernel call, not per
+    sample: a plain loop (~0.1 us an argument), since the edge makes a few dozen kernel calls per frame."""
+    try:
+        for i, dtype, ndim, contiguous in arrays:
+            a = args[i]
+            if a.dtype != dtype or a.ndim != ndim or (contiguous and not a.flags.c_contiguous):
+                return False
+    except AttributeError:  # not an array where the export takes one
+        return False
+    return True
+
+
 class _AotKernel:
     """One kernel's AOT exports; a call no export takes switches the process to JIT and retries."""
 
 
-    def __init__(self, module_name: str, func_name: str, py_func: Callable[..., Any], variants: list[Any]) -> None:
+    def __init__(self, module_name: str, func_name: str, py_func: Callable[..., Any],
+                 variants: list[tuple[Any, list[_ArgSpec]]]) -> None:
         self.module_name = module_name
         self.func_name = func_name
-        self.variants = variants
+        # per export: (function, argument count, (position, dtype, ndim, C-contiguous) of each array argument)
+        self.variants = [(fn, len(specs), tuple((i, sp.dtype, sp.ndim, sp.c_contiguous)
+                                                  for i, sp in enumerate(specs) if sp.dtype is not None))
+                         for fn, specs in variants]
         self.__wrapped__ = py_func
         self.__doc__ = py_func.__doc__
 
     def __call__(self, *args: Any) -> Any:
-        for fn in self.variants:
+        for fn, n_args, arrays in self.variants:
+            if len(args) != n_args or not _arrays_fit(arrays, args):
+                continue  # an array of another dtype would be read as this export's: never call it
             try:
                 return fn(*args)
             except TypeError:  # the export's argument conversion refused these types: nothing ran
@@ -200,8 +253,9 @@ def njit(**kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
         _REGISTRY.append((fn.__module__, fn.__name__, fn, kwargs))
         variants = []
         i = 0
-        while (c := getattr(_AOT, export_name(fn.__module__, fn.__name__, i), None)) is not None:
-            variants.append(c)
+        while (c := getattr(_AOT, name := export_name(fn.__module__, fn.__name__, i), None)) is not None:
+            if name in ARG_SPECS:  # an export the table does not describe is never called
+                variants.append((c, ARG_SPECS[name]))
             i += 1
         return _AotKernel(fn.__module__, fn.__name__, fn, variants)
 

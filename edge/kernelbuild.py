@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import shutil
 import sys
@@ -24,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIGS = (ROOT / "configs" / "demo" / "edge.yaml", ROOT / "configs" / "dev" / "edge.yaml")
@@ -166,13 +169,27 @@ def exports() -> list[tuple[str, Any, Any]]:
     return out
 
 
+def _arg_specs(sig: Any) -> list[list[Any] | None]:
+    """Per argument: [dtype descr, ndim, C-contiguous required] for an array, None for anything else."""
+    from numba import types
+    from numba.np.numpy_support import as_dtype
+
+    out: list[list[Any] | None] = []
+    for a in sig.args:
+        if isinstance(a, types.Array):
+            out.append([np.lib.format.dtype_to_descr(as_dtype(a.dtype)), a.ndim, a.layout == "C"])
+        else:
+            out.append(None)
+    return out
+
+
 def build(out_dir: Path, configs: list[Path]) -> Path:
     """Run the workload, export every signature, compile; returns the extension's path."""
     if os.environ.get("PLANTWIRE_KERNELS", "jit") != "jit":
         raise SystemExit("edge.kernelbuild: run with PLANTWIRE_KERNELS=jit (the build needs numba's dispatchers)")
     from numba.pycc import CC
 
-    from edge.jit import aot_module_name
+    from edge.jit import ARG_SPECS_SUFFIX, aot_module_name
 
     t0 = time.monotonic()
     run_workload(configs)
@@ -187,6 +204,7 @@ def build(out_dir: Path, configs: list[Path]) -> Path:
     cc.target_cpu = llvm.get_host_cpu_name()
     for export, sig, dispatcher in table:
         cc.export(export, sig)(dispatcher)
+    arg_specs = {export: _arg_specs(sig) for export, sig, _ in table}
     with tempfile.TemporaryDirectory(prefix="plantwire-aot-") as tmp:
         cc.output_dir = tmp
         cc.compile()
@@ -195,7 +213,12 @@ def build(out_dir: Path, configs: list[Path]) -> Path:
         for old in out_dir.glob("_plantwire_kernels_*"):
             old.unlink()  # builds of older sources can never load again
         target = out_dir / built.name
-        shutil.move(str(built), target)
+        # The exports' array argument types, for the dispatcher's check (pycc's argument conversion reads any
+        # array's buffer as the exported dtype: a uint32 column given to an int64 export crashed the process).
+        specs_tmp = out_dir / f".{name}{ARG_SPECS_SUFFIX}.tmp"
+        specs_tmp.write_text(json.dumps(arg_specs, sort_keys=True))
+        specs_tmp.replace(out_dir / f"{name}{ARG_SPECS_SUFFIX}")
+        shutil.move(str(built), target)  # last: an extension present means its argument table is too
     print(f"edge.kernelbuild: {len(table)} signatures -> {target} ({time.monotonic() - t0:.0f} s)")
     return target
 

@@ -87,10 +87,10 @@ def stages(tmp_path_factory: pytest.TempPathFactory) -> str:
 def _current_build() -> Path | None:
     """``make test``'s own build in edge/_aot (``make kernels``), if it is for these sources and newer than
     every file that shapes it (the edge's and plantwire's code, the dev and demo configs), else None."""
-    from edge.jit import DEFAULT_AOT_DIR, aot_module_name
+    from edge.jit import ARG_SPECS_SUFFIX, DEFAULT_AOT_DIR, aot_module_name
 
-    built = sorted(DEFAULT_AOT_DIR.glob(f"{aot_module_name()}.*"))
-    if not built:
+    built = sorted(p for p in DEFAULT_AOT_DIR.glob(f"{aot_module_name()}.*") if not p.name.endswith(ARG_SPECS_SUFFIX))
+    if not built or not (DEFAULT_AOT_DIR / f"{aot_module_name()}{ARG_SPECS_SUFFIX}").exists():
         return None
     inputs = [*(ROOT / "edge").rglob("*.py"), *(ROOT / "plantwire").rglob("*.py"),
               *(ROOT / "configs" / "dev").rglob("*"), *(ROOT / "configs" / "demo").rglob("*")]
@@ -106,7 +106,11 @@ def aot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("aot")
     current = _current_build()
     if current is not None:
+        from edge.jit import ARG_SPECS_SUFFIX, aot_module_name
+
         shutil.copy2(current, out / current.name)
+        specs = current.parent / f"{aot_module_name()}{ARG_SPECS_SUFFIX}"
+        shutil.copy2(specs, out / specs.name)  # the exports' argument table goes with them
         return out
     proc = subprocess.run([sys.executable, "-m", "edge.kernelbuild", "--out", str(out), "--config", str(DEV)],
                           cwd=ROOT, env=_env("jit", out), capture_output=True, text=True, timeout=600)
@@ -164,6 +168,33 @@ print(json.dumps({"before": before, "after": _jit.STATS.mode, "fallbacks": _jit.
     assert "limits.limits_chunk" in info["reason"]
     assert info["err"] == "" and info["out"][0] == 0.0 and info["out"][1] > 0.0 and info["out"][2] == 0.0
     assert "switched to JIT" in proc.stderr  # logged with the kernel's name
+
+
+def test_an_array_of_another_dtype_is_never_given_to_an_export(aot_dir: Path) -> None:
+    """pycc's exports read any array's buffer as their own dtype (a uint32 index column given to an int64 export
+    read past its end and crashed the process; the other way round it writes the wrong signals): the dispatcher
+    checks dtypes against the build's table, so the call goes to JIT and answers right."""
+    assert list(aot_dir.glob("_plantwire_kernels_*.args.json"))
+    script = r"""
+import json
+import numpy as np
+from edge.kernels import pca
+from edge import jit as _jit
+n = 4000
+sig = np.arange(n, dtype=np.int64)  # the export takes the frame's uint32 index column
+value = np.arange(n, dtype=np.float64) + 0.5
+x_last = np.zeros(n); seen = np.zeros(1, dtype=np.uint8)
+before = _jit.STATS.mode
+pca.update_last(sig, value, np.zeros(n, dtype=np.uint8), x_last, np.full(n, -1, dtype=np.int64), seen)
+print(json.dumps({"before": before, "after": _jit.STATS.mode, "reason": _jit.STATS.reason,
+                  "right": bool(np.array_equal(x_last, value))}))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=_env("aot", aot_dir), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert info["before"] == "aot" and info["after"] == "jit" and "int64" in info["reason"], info
+    assert info["right"]  # read as uint32, the int64 indices would have written the wrong signals
 
 
 def test_build_for_other_sources_is_not_used(tmp_path: Path) -> None:
