@@ -331,6 +331,76 @@ def cross_validate(names: list[str], data: list[tuple[np.ndarray, np.ndarray]], 
     print(f"  ({time.monotonic() - t0:.0f} s)")
 
 
+# ``--cv-rearm``: the signal alarms' re-arm window (``AlarmSettings.rearm_count``, samples; ``edge.kernels.rearm``),
+# everything else at the shipped defaults. Fixed before any split was scored; 288 is a day of 5-minute rows.
+REARM_GRID = (0, 100, 288, 600, 1000, 2000)
+
+
+def cross_validate_rearm(names: list[str], data: list[tuple[np.ndarray, np.ndarray]],
+                         truths: list[FileTruth]) -> None:
+    """The shipped defaults with each ``REARM_GRID`` value: rearm_count chosen on one half, scored on the other.
+
+    Two readings of the onsets: every onset counted (what the events lane carries: the shipped product has no
+    threshold to choose) and, for comparison with the earlier figures, one swept threshold on the onsets' peaks
+    (chosen with the rearm value on the training half). Per-file onset counts, TP and FP are printed for the
+    choice made on all files (in-sample, labelled as such).
+    """
+    t0 = time.monotonic()
+    half = cv_halves(names)
+    w = PROFILES["standard"]
+    n_windows = sum(len(t.windows) for t in truths)
+    ons = {r: [score_file(ts, v, AnalyticsSettings.model_validate({"signal_alarm": {"rearm_count": r}}))[1]
+               for ts, v in data] for r in REARM_GRID}
+
+    def every(r: int, idx: np.ndarray) -> float:
+        return sum(raw_score(truths[i], ons[r][i] > 0, w)[0] for i in idx)
+
+    def swept(r: int, idx: np.ndarray) -> tuple[float, float]:
+        sc = [ons[r][i] for i in idx]
+        on = np.concatenate(sc)
+        cand = np.unique(np.quantile(on[on > 0], np.linspace(0.0, 1.0, 100))) if on.any() else np.array([0.5])
+        val, thr, _ = sweep([truths[i] for i in idx], sc, w, cand)
+        return val, thr
+
+    print(f"\nNAB re-arm window cross-validated (split by file, stratified by category: {int((half == 0).sum())} / "
+          f"{int((half == 1).sum())} files; rearm_count in {REARM_GRID}, shipped defaults otherwise)")
+    for r in REARM_GRID:
+        a, b = np.flatnonzero(half == 0), np.flatnonzero(half == 1)
+        n_a, n_b = sum(len(truths[i].windows) for i in a), sum(len(truths[i].windows) for i in b)
+        every_all = normalised(every(r, np.arange(len(names))), n_windows, w)
+        print(f"  rearm {r:5d}: every onset counted, half A {normalised(every(r, a), n_a, w):5.1f}, half B "
+              f"{normalised(every(r, b), n_b, w):5.1f}, all {every_all:5.1f}; swept threshold, all (in-sample) "
+              f"{swept(r, np.arange(len(names)))[0]:5.1f}")
+    held_every = held_swept = 0.0
+    for train in (0, 1):
+        tr_idx, te_idx = np.flatnonzero(half == train), np.flatnonzero(half != train)
+        n_tr = sum(len(truths[i].windows) for i in tr_idx)
+        n_te = sum(len(truths[i].windows) for i in te_idx)
+        r_e = max(REARM_GRID, key=lambda r: every(r, tr_idx))
+        held_every += every(r_e, te_idx)
+        best = max(((swept(r, tr_idx), r) for r in REARM_GRID), key=lambda x: x[0][0])
+        (val, thr), r_s = best
+        raw = sum(raw_score(truths[i], ons[r_s][i] >= thr, w)[0] for i in te_idx)
+        held_swept += raw
+        there = normalised(every(r_e, tr_idx), n_tr, w)
+        print(f"  chosen on half {'AB'[train]}: every onset counted rearm {r_e} ({there:.1f}"
+              f" there, {normalised(every(r_e, te_idx), n_te, w):.1f} on half {'BA'[train]}); swept: rearm {r_s} "
+              f"threshold {thr:.4f} ({val:.1f} there, {normalised(raw, n_te, w):.1f} on half {'BA'[train]})")
+    print(f"  cross-validated standard score: every onset counted {normalised(held_every, n_windows, w):.1f}, "
+          f"swept threshold {normalised(held_swept, n_windows, w):.1f}")
+    r_in = max(REARM_GRID, key=lambda r: every(r, np.arange(len(names))))
+    print(f"  in-sample (chosen on all files): rearm {r_in}, every onset counted "
+          f"{normalised(every(r_in, np.arange(len(names))), n_windows, w):.1f}")
+    shipped = AnalyticsSettings().signal_alarm.rearm_count
+    if shipped in ons:
+        print(f"  per file, shipped rearm_count {shipped}: onsets, TP/windows, FP onsets")
+        for i, name in enumerate(names):
+            det = ons[shipped][i] > 0
+            _, tp, fn, fp = raw_score(truths[i], det, w)
+            print(f"    {name:60} {int(det.sum()):4d} {tp}/{tp + fn} {fp:4d}")
+    print(f"  ({time.monotonic() - t0:.0f} s)")
+
+
 FRAME_NS = 60 * 10**9  # frames a minute apart in the speed run, so the warm-up spans a simulated day ...
 WARM_FRAMES = 1_500  # ... (25 h): steady state, not the likelihood stage's first hours (its seasonal bins mature)
 
@@ -369,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grid", action="store_true", help="also run LIKELIHOOD_GRID (onsets, standard profile)")
     ap.add_argument("--cv", action="store_true", help="only the cross-validated choice among CV_CANDIDATES")
     ap.add_argument("--cv-grid", action="store_true", help="with --cv: also every LIKELIHOOD_GRID point (~8 min)")
+    ap.add_argument("--cv-rearm", action="store_true",
+                    help="only the cross-validated choice of the signal alarms' rearm_count (REARM_GRID)")
     args = ap.parse_args(argv)
     if args.speed:
         stack_speed()
@@ -384,6 +456,10 @@ def main(argv: list[str] | None = None) -> int:
     n_win = sum(len(t.windows) for t in truths)
     rows = sum(ts.shape[0] for ts, _ in data)
     print(f"NAB v1.1: {len(truths)} files, {rows:,} rows, {n_win} windows")
+    if args.cv_rearm:
+        cross_validate_rearm(sorted(labels), data, truths)
+        print(f"total {time.monotonic() - t0:.0f} s")
+        return 0
     if args.cv:
         cross_validate(sorted(labels), data, truths, grid_candidates() if args.cv_grid else None)
         print(f"total {time.monotonic() - t0:.0f} s")

@@ -70,6 +70,9 @@ def test_constant_input_and_one_onset_per_excursion():
     ev = _run(ts, np.zeros_like(ts), score, kind, 1, p, 10)
     opens = [(e[2], e[4]) for e in ev if e[1] == alarms.OPEN]
     assert opens == [(0, pytest.approx(0.8)), (9, pytest.approx(0.9)), (32, pytest.approx(0.6))]
+    sat = np.array([1.0, 0.0, 0.0, 1.0, 0.0, 0.0])  # a certainty (score 1) cannot be exceeded: always announced
+    ev = _run(np.arange(6, dtype=np.int64), np.zeros(6, np.int64), sat, np.ones(6, np.uint8), 1, p, 10)
+    assert [e[2] for e in ev if e[1] == alarms.OPEN] == [0, 3]
     kind[3] = 8  # Kind.BAD: a data-quality onset is never held back (and its episode's 0.7 is now the peak to beat)
     ev = _run(ts, np.zeros_like(ts), score, kind, 1, p, 10)
     assert [e[2] for e in ev if e[1] == alarms.OPEN] == [0, 3, 6, 9, 32]

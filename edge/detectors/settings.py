@@ -261,10 +261,13 @@ class AlarmSettings(_Strict):
     on_count: int = Field(default=1, ge=1, description="consecutive samples >= on_threshold to open")
     off_count: int = Field(default=10, ge=1, description="consecutive samples < off_threshold to close")
     rearm_count: int = Field(
-        default=0, ge=0,
-        description="samples after an alarm closed during which the same entity's new opening is announced only if "
-                    "its score exceeds the closed episode's peak (one onset per excursion; data-quality kinds are "
-                    "never held; 0: off). Signal alarms only (``edge.kernels.rearm``)")
+        default=600, ge=0,
+        description="signal alarms only (``edge.kernels.rearm``): samples after an alarm closed during which the "
+                    "signal's new opening is announced only if its score exceeds the closed episode's peak (one "
+                    "onset per excursion; data-quality kinds are never held; 0: off). 600 is 10 minutes at 1 Hz, "
+                    "1 minute at 10 Hz, 2 days of a 5-minute series: chosen on NAB v1.1 by cross-validation over "
+                    "its fixed file split and checked on the simulated dev plant, seed 1 (bench/RESULTS.md, "
+                    "issue 15, 'one onset per excursion')")
 
 
 class HealthSettings(_Strict):
@@ -288,11 +291,7 @@ class AnalyticsSettings(_Strict):
     range: RangeSettings = RangeSettings()
     machine: MachineSettings = MachineSettings()
     likelihood: LikelihoodSettings = LikelihoodSettings()
-    signal_alarm: AlarmSettings = Field(
-        default=AlarmSettings(rearm_count=600),
-        description="signal alarms. rearm_count 600 (10 minutes at 1 Hz, 1 minute at 10 Hz, 2 days of a 5-minute "
-                    "series): chosen on NAB v1.1 by cross-validation over a fixed file split and checked on the "
-                    "simulated dev plant, seed 1 (bench/RESULTS.md, issue 15 'one onset per excursion')")
+    signal_alarm: AlarmSettings = AlarmSettings()
     alarm_settle: int = Field(
         default=300, ge=0,
         description="samples a signal learns before its alarms may open (scores are emitted from `warmup` on); "

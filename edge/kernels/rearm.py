@@ -8,9 +8,11 @@ windows, most of them such re-openings of a signal that had just closed, against
 calls these repeating alarms; the operator has already seen the excursion.
 
 Rule: for ``rearm_n`` of the entity's own samples after its alarm closed, a new opening is announced only if
-its score exceeds the peak of the episode that closed (it is worse than what the operator saw); samples at or
-below that peak are treated as below ``on_threshold`` (no event, no state), so the window is measured from
-the last announced episode's close and cannot be stretched by the repeats it suppresses. Data-quality kinds
+its score exceeds the peak of the episode that closed (it is worse than what the operator saw) or is a
+certainty (score 1: a novelty, a saturated range violation -- nothing can exceed it, and a second one is a
+second fact); other samples at or below that peak are treated as below ``on_threshold`` (no event, no
+state), so the window is measured from the last announced episode's close and cannot be stretched by the
+repeats it suppresses. Data-quality kinds
 (``dq_lo`` .. ``dq_hi``: BAD, SILENT, DEVICE) are never suppressed: a dead sensor is a fact each time. The
 window counts samples, like ``on_count``/``off_count`` and the baselines' learning rates: after
 ``rearm_n`` samples the level baseline (``alpha`` 0.01 per sample) has relaxed from the episode several
@@ -58,7 +60,7 @@ def alarm_chunk_rearm(ts_ns: np.ndarray, entity: np.ndarray, score: np.ndarray, 
         kd = kind[k]
         rst[e, R_SINCE] += 1.0
         if fst[e, alarms.ACTIVE] == 0.0:
-            repeat = rst[e, R_SINCE] <= rearm_n and sc <= rst[e, R_PEAK] and not (dq_lo <= kd <= dq_hi)
+            repeat = rst[e, R_SINCE] <= rearm_n and sc <= rst[e, R_PEAK] and sc < 1.0 and not (dq_lo <= kd <= dq_hi)
             if sc >= on and not repeat:
                 if fst[e, alarms.ABOVE] == 0.0:
                     its[e, alarms.T_START] = t
