@@ -293,10 +293,10 @@ def alarms(ts, entity, score, kind, on=0.5, off=0.3, on_count=1, off_count=10):
     return events
 
 
-def alarms_rearm(ts, entity, score, kind, on=0.5, off=0.3, on_count=1, off_count=10, rearm_n=0, dq=(8, 10)):
+def alarms_rearm(ts, entity, score, kind, on=0.5, off=0.3, on_count=1, off_count=10, rearm_n=0, exempt=(5, 8, 9, 10)):
     """Reference of ``rearm.alarm_chunk_rearm``: ``alarms`` where, for ``rearm_n`` of an entity's samples after its
-    alarm closed, a sample scoring at most that closed episode's peak, and below 1, counts as quiet (unless its kind
-    is in ``dq``)."""
+    alarm closed, a sample scoring at most that closed episode's peak counts as quiet (unless its kind is in
+    ``exempt``)."""
     since: dict[int, float] = {}
     peak: dict[int, float] = {}
     st: dict[int, dict] = {}
@@ -304,8 +304,7 @@ def alarms_rearm(ts, entity, score, kind, on=0.5, off=0.3, on_count=1, off_count
     for e, sc, kd in zip(entity.tolist(), score.tolist(), kind.tolist(), strict=True):
         since[e] = since.get(e, float("inf")) + 1
         a = st.setdefault(e, {"active": False, "quiet": 0, "peak": 0.0})
-        hold = (not a["active"] and since[e] <= rearm_n and sc <= peak.get(e, 0.0) and sc < 1.0
-                and not dq[0] <= kd <= dq[1])
+        hold = not a["active"] and since[e] <= rearm_n and sc <= peak.get(e, 0.0) and kd not in exempt
         g = -1.0 if hold else sc  # -1: below every threshold (NaN and inf compare as themselves)
         gated.append(g)
         # mirror the alarm state to know closes (same rules as ``alarms``)

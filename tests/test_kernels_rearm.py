@@ -18,7 +18,7 @@ def _run(ts, ent, score, kind, n_ent, params, rearm_n, cap=1000, cuts=None):
     a = 0
     for b in cuts or [len(ts)]:
         n = rearm.alarm_chunk_rearm(ts[a:b], ent[a:b], score[a:b], kind[a:b], b - a, fst, its, rst, params,
-                                    float(rearm_n), 8, 10, *cols)
+                                    float(rearm_n), rearm.exempt_mask((5, 8, 9, 10)), *cols)
         out += [(int(cols[0][j]), int(cols[1][j]), int(cols[2][j]), int(cols[3][j]), float(cols[4][j]),
                  int(cols[5][j])) for j in range(min(n, cap))]
         a = b
@@ -34,7 +34,7 @@ def test_rearm_matches_reference(on_count, off_count, rearm_n):
     score = np.clip(rng.beta(0.5, 2.0, n) + (rng.random(n) < 0.03) * rng.random(n), 0, 1)
     score[rng.random(n) < 0.01] = np.nan
     score[rng.random(n) < 0.005] = np.inf
-    kind = rng.integers(0, 11, n).astype(np.uint8)
+    kind = rng.integers(0, 12, n).astype(np.uint8)
     ts = np.arange(n, dtype=np.int64) * 10
     p = alarms.make_params(0.5, 0.3, on_count, off_count)
     got = _run(ts, ent, score, kind, 5, p, rearm_n, cuts=[1, 999, 1000, n])
@@ -70,8 +70,10 @@ def test_constant_input_and_one_onset_per_excursion():
     ev = _run(ts, np.zeros_like(ts), score, kind, 1, p, 10)
     opens = [(e[2], e[4]) for e in ev if e[1] == alarms.OPEN]
     assert opens == [(0, pytest.approx(0.8)), (9, pytest.approx(0.9)), (32, pytest.approx(0.6))]
-    sat = np.array([1.0, 0.0, 0.0, 1.0, 0.0, 0.0])  # a certainty (score 1) cannot be exceeded: always announced
+    sat = np.array([1.0, 0.0, 0.0, 1.0, 0.0, 0.0])  # a saturated level score repeats; a range violation is a fact
     ev = _run(np.arange(6, dtype=np.int64), np.zeros(6, np.int64), sat, np.ones(6, np.uint8), 1, p, 10)
+    assert [e[2] for e in ev if e[1] == alarms.OPEN] == [0]
+    ev = _run(np.arange(6, dtype=np.int64), np.zeros(6, np.int64), sat, np.full(6, 5, np.uint8), 1, p, 10)
     assert [e[2] for e in ev if e[1] == alarms.OPEN] == [0, 3]
     kind[3] = 8  # Kind.BAD: a data-quality onset is never held back (and its episode's 0.7 is now the peak to beat)
     ev = _run(ts, np.zeros_like(ts), score, kind, 1, p, 10)

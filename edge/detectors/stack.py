@@ -79,6 +79,8 @@ STATE_VERSION = 3  # 3: CUSUM keeps its residuals' autocorrelation
 MACHINE_STATE_VERSION = 1  # the machine stage's own file beside the checkpoint (``<name>.machine.npz``)
 _LEGACY_COMPONENTS = 3  # in the fingerprint since the subspace stage; kept so older checkpoints restore warm
 NS_PER_S = 1_000_000_000
+# Signal alarm kinds the re-arm window never holds back (``rearm``): range violations and data quality are facts.
+REARM_EXEMPT = rearm.exempt_mask((Kind.RANGE, Kind.BAD, Kind.SILENT, Kind.DEVICE))
 # A device scoring this much (down for 0.58 of device_s) folds its signals' BAD and SILENT judgements under it.
 DEVICE_FOLD_AT = 0.25
 
@@ -392,8 +394,7 @@ class DetectorStack:
             n_in = a_ts.shape[0]
         n_sig_ev = rearm.alarm_chunk_rearm(a_ts, a_ent, a_score, a_kind, n_in, self.sig_alarm_f, self.sig_alarm_t,
                                            self.sig_rearm, self.sig_alarm_params,
-                                           float(self.settings.signal_alarm.rearm_count), int(Kind.BAD),
-                                           int(Kind.DEVICE), *cols)
+                                           float(self.settings.signal_alarm.rearm_count), REARM_EXEMPT, *cols)
         kept = min(n_sig_ev, cap)
         events = self._events.take(kept, Scope.SIGNAL) if kept else np.empty(0, dtype=EVENT_DTYPE)
         n_m_ev = 0
