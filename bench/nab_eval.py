@@ -23,13 +23,17 @@ The scorer follows the rules written down in ../shared/datasets/README.md (proba
 sigmoid, first detection per window, every false positive counted, normalisation over the corpus).
 Data: Numenta Anomaly Benchmark v1.1 (Ahmad et al., Neurocomputing 2017), github.com/numenta/NAB.
 
-    python bench/nab_eval.py [--settings FILE.yaml] [--thresholds N] [--speed] [--grid] [--cv]
+    python bench/nab_eval.py [--settings FILE.yaml] [--thresholds N] [--speed] [--grid] [--cv] [--cv-rearm]
 
 ``--cv`` reports the stream profile's score cross-validated: the files are split in two halves fixed in
 advance (``cv_halves``: per category, files in name order alternate), a profile (from ``CV_CANDIDATES``)
 and its threshold are chosen on one half and scored on the other, then the halves swap. ``CV_CANDIDATES``
 includes ``NAB_LIKELIHOOD``, itself found by rounds of tuning on all of NAB; ``--cv-grid`` adds the 288
 ``LIKELIHOOD_GRID`` points, so the choice among them (the tuning) is cross-validated too.
+
+``--cv-rearm`` cross-validates the signal alarms' re-arm window (``AlarmSettings.rearm_count``, ``REARM_GRID``)
+with the shipped defaults otherwise, on the same split: the figure for the shipped defaults' alarm onsets,
+every onset counted (the events lane has no threshold) and with a swept threshold, plus per-file counts.
 
 ``--speed`` also times the same stack at gateway scale: 15,000 signals in 500 machines of 30, one
 sample per signal per frame, frames a minute apart after 1,500 warm-up frames (a simulated day, so the
