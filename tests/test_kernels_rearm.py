@@ -78,3 +78,33 @@ def test_constant_input_and_one_onset_per_excursion():
     kind[3] = 8  # Kind.BAD: a data-quality onset is never held back (and its episode's 0.7 is now the peak to beat)
     ev = _run(ts, np.zeros_like(ts), score, kind, 1, p, 10)
     assert [e[2] for e in ev if e[1] == alarms.OPEN] == [0, 3, 6, 9, 32]
+
+
+def test_stack_folds_a_repeated_spike_and_rebaseline_forgets_it():
+    """Wired into the detector stack's signal alarms by default: the same spike 100 s after the first one's alarm
+    closed is not announced again (a smaller one); with ``rearm_count`` 0, or after a re-baseline, it is."""
+    from edge.detectors.settings import AnalyticsSettings
+    from edge.detectors.stack import DetectorStack
+
+    rng = np.random.default_rng(3)
+    n = 1500
+    x = 10.0 + 0.1 * rng.normal(size=n)
+    x[1000] += 3.0
+    x[1150] += 2.5  # a smaller repeat
+    ts = 1_700_000_000 * 10**9 + np.arange(n, dtype=np.int64) * 10**9
+
+    def onsets(stack: DetectorStack, rebaseline_at: int | None = None) -> list[int]:
+        out = []
+        for a in range(0, n, 50):
+            if rebaseline_at is not None and a == rebaseline_at:
+                stack.rebaseline(np.array([0]))
+            ev = stack.process(np.zeros(50, np.uint32), x[a:a + 50], np.zeros(50, np.uint8), ts[a:a + 50]).events
+            out += [int((t - ts[0]) // 10**9) for t in ev["ts_start"][ev["phase"] == alarms.OPEN].tolist()]
+        return out
+
+    settings = AnalyticsSettings(settle_s=0.0, alarm_settle=30)
+    assert settings.signal_alarm.rearm_count == 600
+    assert onsets(DetectorStack(1, np.array([-1]), settings)) == [1000]
+    plain = settings.model_copy(update={"signal_alarm": settings.signal_alarm.model_copy(update={"rearm_count": 0})})
+    assert onsets(DetectorStack(1, np.array([-1]), plain)) == [1000, 1150]
+    assert onsets(DetectorStack(1, np.array([-1]), settings), rebaseline_at=1050) == [1000, 1150]

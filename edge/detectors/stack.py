@@ -581,6 +581,7 @@ class DetectorStack:
         for r in rows.tolist():
             self.state[r, ~keep] = fresh[~keep]
         self.z_last[rows] = 0.0
+        self.sig_rearm[rows] = rearm.init_state(rows.shape[0])  # a new baseline's first alarm is news
 
     def reset(self) -> None:
         """Forget everything learned (cold start)."""
