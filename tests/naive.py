@@ -293,6 +293,43 @@ def alarms(ts, entity, score, kind, on=0.5, off=0.3, on_count=1, off_count=10):
     return events
 
 
+def alarms_rearm(ts, entity, score, kind, on=0.5, off=0.3, on_count=1, off_count=10, rearm_n=0, exempt=(5, 8, 9, 10)):
+    """Reference of ``rearm.alarm_chunk_rearm``: ``alarms`` where, for ``rearm_n`` of an entity's samples after its
+    alarm closed, a sample scoring at most that closed episode's peak counts as quiet (unless its kind is in
+    ``exempt``)."""
+    since: dict[int, float] = {}
+    peak: dict[int, float] = {}
+    st: dict[int, dict] = {}
+    gated = []
+    for e, sc, kd in zip(entity.tolist(), score.tolist(), kind.tolist(), strict=True):
+        since[e] = since.get(e, float("inf")) + 1
+        a = st.setdefault(e, {"active": False, "quiet": 0, "peak": 0.0})
+        hold = not a["active"] and since[e] <= rearm_n and sc <= peak.get(e, 0.0) and kd not in exempt
+        g = -1.0 if hold else sc  # -1: below every threshold (NaN and inf compare as themselves)
+        gated.append(g)
+        # mirror the alarm state to know closes (same rules as ``alarms``)
+        if not a["active"]:
+            a.setdefault("above", 0)
+            if g >= on:
+                a["pk"] = g if a["above"] == 0 else max(a.get("pk", g), g)
+                a["above"] += 1
+                if a["above"] >= on_count:
+                    a.update(active=True, quiet=0, peak=a["pk"])
+            else:
+                a["above"] = 0
+        else:
+            a["peak"] = max(a["peak"], g) if g > a["peak"] else a["peak"]
+            if g < off:
+                a["quiet"] += 1
+                if a["quiet"] >= off_count:
+                    since[e] = 0.0
+                    peak[e] = a["peak"]
+                    a.update(active=False, above=0, quiet=0, peak=0.0)
+            else:
+                a["quiet"] = 0
+    return alarms(ts, entity, np.array(gated, dtype=np.float64), kind, on, off, on_count, off_count)
+
+
 class PcaMachine:
     """One machine's fitted PCA models (one per mode) ticked on the latest good value of each member.
 

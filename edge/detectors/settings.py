@@ -260,6 +260,14 @@ class AlarmSettings(_Strict):
     off_threshold: float = Field(default=0.3, ge=0, le=1)
     on_count: int = Field(default=1, ge=1, description="consecutive samples >= on_threshold to open")
     off_count: int = Field(default=10, ge=1, description="consecutive samples < off_threshold to close")
+    rearm_count: int = Field(
+        default=600, ge=0,
+        description="signal alarms only (``edge.kernels.rearm``): samples after an alarm closed during which the "
+                    "signal's new opening is announced only if its score exceeds the closed episode's peak (one "
+                    "onset per excursion; data-quality kinds are never held; 0: off). 600 is 10 minutes at 1 Hz, "
+                    "1 minute at 10 Hz, 2 days of a 5-minute series: chosen on NAB v1.1 by cross-validation over "
+                    "its fixed file split and checked on the simulated dev plant, seed 1 (bench/RESULTS.md, "
+                    "issue 15, 'one onset per excursion')")
 
 
 class HealthSettings(_Strict):

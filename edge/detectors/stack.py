@@ -55,7 +55,19 @@ from edge.detectors.settings import (
     LikelihoodTails,
     OffJudgement,
 )
-from edge.kernels import alarms, cusum, devices, likelihood, opchange, opstate, rate, robust, signal_stack, stuck
+from edge.kernels import (
+    alarms,
+    cusum,
+    devices,
+    likelihood,
+    opchange,
+    opstate,
+    rate,
+    rearm,
+    robust,
+    signal_stack,
+    stuck,
+)
 from edge.kernels.kinds import EN_ALL, EN_MACHINE, EN_STATE, Kind, mask_for
 from plantwire.plant import Protocol, RegisterType
 
@@ -67,6 +79,8 @@ STATE_VERSION = 3  # 3: CUSUM keeps its residuals' autocorrelation
 MACHINE_STATE_VERSION = 1  # the machine stage's own file beside the checkpoint (``<name>.machine.npz``)
 _LEGACY_COMPONENTS = 3  # in the fingerprint since the subspace stage; kept so older checkpoints restore warm
 NS_PER_S = 1_000_000_000
+# Signal alarm kinds the re-arm window never holds back (``rearm``): range violations and data quality are facts.
+REARM_EXEMPT = rearm.exempt_mask((Kind.RANGE, Kind.BAD, Kind.SILENT, Kind.DEVICE))
 # A device scoring this much (down for 0.58 of device_s) folds its signals' BAD and SILENT judgements under it.
 DEVICE_FOLD_AT = 0.25
 
@@ -300,6 +314,7 @@ class DetectorStack:
         self.lk_state = likelihood.init_state(self.n_signals)
         self.lk_season = likelihood.init_season(self.n_signals, self.settings.likelihood.season_bins)
         self.sig_alarm_f, self.sig_alarm_t = alarms.init_state(self.n_signals)
+        self.sig_rearm = rearm.init_state(self.n_signals)  # samples since close, closed peak (``rearm``)
         self.first_ns = np.full(self.n_signals, -1, dtype=np.int64)  # first usable sample per signal (settle_s)
         self.hold_until = np.full(max(self.n_machines, 1), -1, dtype=np.int64)  # operating change until (ns)
         self.m_state = np.zeros(max(self.n_machines, 1), dtype=np.int8)  # opstate.UNKNOWN / OFF / RUNNING
@@ -381,8 +396,9 @@ class DetectorStack:
             a_score = np.concatenate([alarm_score, silent[1]])
             a_kind = np.concatenate([kind, np.full(silent[0].shape[0], int(Kind.SILENT), dtype=np.uint8)])
             n_in = a_ts.shape[0]
-        n_sig_ev = alarms.alarm_chunk(a_ts, a_ent, a_score, a_kind, n_in, self.sig_alarm_f, self.sig_alarm_t,
-                                      self.sig_alarm_params, *cols)
+        n_sig_ev = rearm.alarm_chunk_rearm(a_ts, a_ent, a_score, a_kind, n_in, self.sig_alarm_f, self.sig_alarm_t,
+                                           self.sig_rearm, self.sig_alarm_params,
+                                           float(self.settings.signal_alarm.rearm_count), REARM_EXEMPT, *cols)
         kept = min(n_sig_ev, cap)
         events = self._events.take(kept, Scope.SIGNAL) if kept else np.empty(0, dtype=EVENT_DTYPE)
         n_m_ev = 0
@@ -452,7 +468,7 @@ class DetectorStack:
         checkpoint.save(path, STATE_VERSION, self.fingerprint,
                         {**self._arrays(), **self._lk_arrays(), "first_ns": self.first_ns,
                          "op_state": self.m_state, "op_since": self.m_since, "state_alt": self.state_alt,
-                         **self._dev_arrays()})
+                         **self._dev_arrays(), "sig_rearm": self.sig_rearm})
         checkpoint.save(_machine_file(path), MACHINE_STATE_VERSION, self._machine_fp,
                         {**self.machine_stage.arrays(), "mach_top_open": self.mach_top_open})
 
@@ -501,6 +517,11 @@ class DetectorStack:
             self.dev_any[...] = -1
             self.dev_alarm_f[...] = 0.0
             self.dev_alarm_t[...] = 0
+        try:  # the re-arm memory (a checkpoint from before it: no alarm remembered as recently closed)
+            self.sig_rearm[...] = checkpoint.load(path, STATE_VERSION, self.fingerprint,
+                                                  {"sig_rearm": self.sig_rearm})["sig_rearm"]
+        except checkpoint.CheckpointError:
+            self.sig_rearm[...] = rearm.init_state(self.n_signals)
         self.likelihood_cold = any(a is None for a in lk_got.values())
         self._resumed = True
         self._silent_bound[0] = -np.inf  # last timestamps restored: the next check scans
@@ -569,6 +590,7 @@ class DetectorStack:
         for r in rows.tolist():
             self.state[r, ~keep] = fresh[~keep]
         self.z_last[rows] = 0.0
+        self.sig_rearm[rows] = rearm.init_state(rows.shape[0])  # a new baseline's first alarm is news
 
     def reset(self) -> None:
         """Forget everything learned (cold start)."""
