@@ -660,8 +660,8 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
                 score[k], kind[k] = sc, 11
             n_high += sc >= 0.5
         if int(quality[k]) == 0 and (not warm or (inside and r["exc"] == 0.0)):
-            a_loc = 1 - math.exp(-dt / p["tau_loc_s"])
-            a_mad = 1 - math.exp(-dt / p["tau_mad_s"])
+            a_loc = (dt / p["tau_loc_s"]) / (1 + dt / p["tau_loc_s"])
+            a_mad = (dt / p["tau_mad_s"]) / (1 + dt / p["tau_mad_s"])
             if not warm:
                 a_loc = max(a_loc, dt / (r["learned"] + dt))
                 a_mad = max(a_mad, dt / (r["learned"] + dt))

@@ -25,7 +25,8 @@ judged), in arrival order:
   seconds of the value's return however long the fault lasted. A large excursion alarms in a second, a
   barely-outside one only after it has lasted: persistence is time, whatever the polling rate;
 - learning (good quality only): ``LOC`` and ``MAD`` are exponentially weighted with time constants ``tau_loc_s``
-  and ``tau_mad_s`` (during warm-up a plain running mean), and only from a sample inside the band with no
+  and ``tau_mad_s`` (weight ``r / (1 + r)``, ``r = dt / tau``: the exponential's first order, no ``exp`` per sample;
+  during warm-up a plain running mean), and only from a sample inside the band with no
   evidence pending -- nothing is learned while the signal is outside or alarmed, so a persistent fault is never
   absorbed into the rest band.
 
@@ -38,8 +39,6 @@ none).
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
@@ -137,8 +136,10 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
                 n_high += 1
         if quality[k] == 0 and (not warm or (inside and st[s, EXC] == 0.0)):
             learned = st[s, LEARNED_S]
-            a_loc = 1.0 - math.exp(-dt_s / p[P_TAU_LOC])
-            a_mad = 1.0 - math.exp(-dt_s / p[P_TAU_MAD])
+            r_loc = dt_s / p[P_TAU_LOC]
+            r_mad = dt_s / p[P_TAU_MAD]
+            a_loc = r_loc / (1.0 + r_loc)  # ~ 1 - exp(-dt/tau) for dt << tau, without an exp per sample
+            a_mad = r_mad / (1.0 + r_mad)
             if not warm:  # a running mean until warm: no start-up bias towards 0
                 a_loc = max(a_loc, dt_s / (learned + dt_s))
                 a_mad = max(a_mad, dt_s / (learned + dt_s))
