@@ -25,7 +25,7 @@ STOP = 200  # the machine runs for the first STOP seconds
 
 def _stack(at_rest: AtRestSettings | None = None) -> DetectorStack:
     s = AnalyticsSettings(settle_s=0, alarm_settle=60, operating_state=OperatingStateSettings(
-        grace_s=GRACE_S, off=OffJudgement.FREEZE, at_rest=at_rest or AtRestSettings()))
+        grace_s=GRACE_S, off=OffJudgement.FREEZE, at_rest=at_rest or AtRestSettings(enabled=True)))
     return DetectorStack(4, MACHINE_OF, s, enable=ENABLE, low=LOW, high=HIGH, running_of=np.array([0, -1, -1, -1]))
 
 
@@ -57,7 +57,7 @@ def test_a_current_on_a_stopped_machine_alarms_at_rest_and_clipped_rest_values_d
 def test_nothing_is_judged_or_learned_during_the_stop_grace_and_the_band_survives_a_checkpoint(tmp_path):
     """The default run's smoke: stop, grace, 10 minutes at rest, a current flowing, checkpoint round trips."""
     rng = np.random.default_rng(6)
-    stack = _stack(AtRestSettings(warm_s=300))
+    stack = _stack(AtRestSettings(enabled=True, warm_s=300))
     # a current still decaying in the grace after the stop is neither judged nor learned
     assert _run(stack, range(0, STOP + int(GRACE_S)), rng, extra=lambda k: 20.0 if k >= STOP else 0.0) == []
     assert stack.rest_state[1, atrest.LEARNED_S] == 0.0
@@ -67,14 +67,14 @@ def test_nothing_is_judged_or_learned_during_the_stop_grace_and_the_band_survive
     opened = _run(stack, range(k0, k0 + 5), rng, extra=lambda k: 8.0)
     assert [(e, kd) for _, e, kd in opened] == [(1, int(Kind.AT_REST))]
     stack.save(tmp_path / "d.npz")
-    again = _stack(AtRestSettings(warm_s=300))
+    again = _stack(AtRestSettings(enabled=True, warm_s=300))
     again.restore(tmp_path / "d.npz")
     np.testing.assert_array_equal(again.rest_state, stack.rest_state)
     # a checkpoint from before the at-rest stage: everything else warm, the rest bands learn again
     with np.load(tmp_path / "d.npz") as z:
         old = {k: z[k] for k in z.files if k not in ("rest_state", "__version__", "__fingerprint__")}
     checkpoint.save(tmp_path / "old.npz", int(np.load(tmp_path / "d.npz")["__version__"]), stack.fingerprint, old)
-    older = _stack(AtRestSettings(warm_s=300))
+    older = _stack(AtRestSettings(enabled=True, warm_s=300))
     older.restore(tmp_path / "old.npz")
     np.testing.assert_array_equal(older.state, stack.state)
     assert np.isnan(older.rest_state[:, atrest.PERIOD]).all()
