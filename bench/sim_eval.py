@@ -133,7 +133,7 @@ def subsample(plant: PlantConfig, fraction: float) -> PlantConfig:
 
 def fault_run(plant_path: Path, seed: int, train_days: float, clean_days: float, fault_days: float, rate: float,
               grace_s: float, settings: AnalyticsSettings | None = None, machine_fraction: float = 1.0,
-              dump: Path | None = None) -> FaultFigures:
+              dump: Path | None = None, missed: Path | None = None) -> FaultFigures:
     """History protocol: learn ``train_days`` fault-free, score ``clean_days`` fault-free, then ``fault_days``."""
     plant = subsample(load_plant(plant_path), machine_fraction)
     world = build_world(SimOptions(plant=plant_path, seed=seed, anomaly_rate_per_h=rate, wear_fraction=0.0,
@@ -236,6 +236,15 @@ def fault_run(plant_path: Path, seed: int, train_days: float, clean_days: float,
     if world.physics is not None and n_ev:
         ms = machine_of[truth.signal.astype(np.int64)]
         off = world.physics.level(truth.start_s.astype(np.float64), ms) <= 0.05
+    if missed is not None:  # every injected event with its outcome, for diagnosis (which faults go unseen, where)
+        with open(missed, "w") as fh:
+            fh.write("start_s,end_s,signal,kind,magnitude,machine_off,detected,delay_s,clean_at_start,low,high\n")
+            for i in range(n_ev):
+                row = int(truth.signal[i])
+                c0 = model.clean_at(np.array([float(truth.start_s[i])]), np.array([row]))[0]
+                fh.write(f"{truth.start_s[i]:.0f},{truth.end_s[i]:.0f},{table.ids[row]},"
+                         f"{KIND_ORDER[int(truth.kind[i])].value},{truth.magnitude[i]:.6g},{int(off[i])},"
+                         f"{int(detected[i])},{delay[i]:.1f},{c0:.6g},{table.low[row]:g},{table.high[row]:g}\n")
     return FaultFigures(n_ev, detected, delay, truth.kind.astype(np.int64), in_range, int((~sig_used).sum()),
                         int((~mach_used).sum()), by_kind, by_hour, top, clean_false, n * clean_days * 24.0,
                         n * (clean_days + fault_days) * 24.0, n, seconds, off)
@@ -440,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
                     help='AnalyticsSettings overrides as JSON (e.g. \'{"operating_state": {"off": "freeze"}}\'); '
                          "the default is the shipped defaults")
     ap.add_argument("--dump", type=Path, help="write every false alarm opening to DUMP.seedN.csv (diagnosis)")
+    ap.add_argument("--missed", type=Path, help="write every injected event with its outcome (detected, machine off) "
+                                                "to MISSED.seedN.csv (diagnosis)")
     args = ap.parse_args(argv)
     t0 = time.monotonic()
     plant = args.plant.resolve()
@@ -454,7 +465,8 @@ def main(argv: list[str] | None = None) -> int:
             f = fault_run(plant, seed, args.train_days, args.clean_days, args.fault_days, args.rate, args.grace,
                           settings=AnalyticsSettings.model_validate(args.settings),
                           machine_fraction=args.machine_fraction,
-                          dump=None if args.dump is None else args.dump.with_suffix(f".seed{seed}.csv"))
+                          dump=None if args.dump is None else args.dump.with_suffix(f".seed{seed}.csv"),
+                          missed=None if args.missed is None else args.missed.with_suffix(f".seed{seed}.csv"))
             print_faults(f)
     for hz in args.cold_start or []:
         cold_start(plant, args.seeds[0], hz, 8.0, args.cold_minutes, args.machine_fraction,

@@ -671,3 +671,54 @@ def silent_scan(last_ts, since_ns, now_ns, silent_ns):
         else:
             bound = min(bound, m)
     return np.array(rows, dtype=np.int64), np.array(scores), bound
+
+def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, hold_until, floor, rest, params,
+                   score, kind):
+    """Reference of ``atrest.rest_chunk``. ``rest``: dict signal -> dict(loc, mad, learned, exc, last, period) (absent:
+    never rested), updated in place; ``score``/``kind`` updated in place; ``params``: dict of the settings by name.
+    Returns the number of samples scoring >= 0.5."""
+    p = params
+    n_high = 0
+    for k in range(len(signal)):
+        s = int(signal[k])
+        m = int(machine_of[s])
+        if m < 0 or int(m_state[m]) != 1 or int(ts_ns[k]) <= int(hold_until[m]):
+            continue
+        x = float(value[k])
+        if int(quality[k]) == 2 or not math.isfinite(x):
+            continue
+        r = rest.setdefault(s, {"loc": 0.0, "mad": 0.0, "learned": 0.0, "exc": 0.0, "last": None, "period": None})
+        t = float(int(ts_ns[k]))
+        if r["period"] != float(int(m_since[m])):  # new off period: rest value starts here
+            r.update(period=float(int(m_since[m])), loc=x, exc=0.0, last=t)
+            continue
+        dt = (t - r["last"]) * 1e-9
+        if not dt > 0:
+            continue
+        dt = min(dt, p["max_dt_s"])
+        r["last"] = t
+        d = abs(x - r["loc"])
+        env = p["mult"] * r["mad"] + max(float(floor[s]), p["rel_res"] * abs(r["loc"]))
+        warm = r["learned"] >= p["warm_s"]
+        inside = d <= env
+        if warm:
+            if inside:
+                r["exc"] = max(r["exc"] - p["drain"] * dt, 0.0)
+            else:
+                u = d / env - 1.0 if env > 0 else p["cap"]
+                r["exc"] = min(r["exc"] + min(u, p["cap"]) * dt, 3.0 * p["persist"])
+            e = r["exc"]
+            sc = e * e / (e * e + p["persist"] ** 2) if e > 0 else 0.0
+            if sc > score[k]:
+                score[k], kind[k] = sc, 11
+            n_high += sc >= 0.5
+        if int(quality[k]) == 0 and (not warm or (inside and r["exc"] == 0.0)):
+            a_loc = (dt / p["tau_loc_s"]) / (1 + dt / p["tau_loc_s"])
+            a_mad = (dt / p["tau_mad_s"]) / (1 + dt / p["tau_mad_s"])
+            if not warm:
+                a_loc = max(a_loc, dt / (r["learned"] + dt))
+                a_mad = max(a_mad, dt / (r["learned"] + dt))
+            r["mad"] += a_mad * (d - r["mad"])
+            r["loc"] += a_loc * (x - r["loc"])
+            r["learned"] += dt
+    return n_high

@@ -131,6 +131,21 @@ def test_state_suppression_startup_and_data_quality(dev: tuple[PlantConfig, Sign
     assert [d["transition"] for d in d4] == ["suppress"] and d4[0]["suppressed_by"] == "off"
 
 
+def test_at_rest_is_shown_on_an_off_machine_but_maintenance_still_suppresses(
+        dev: tuple[PlantConfig, SignalTable, MachineFacts]) -> None:
+    """AT_REST is about the off state (a stopped compressor whose current flows): ``off`` does not suppress it."""
+    _, table, facts = dev
+    e = IncidentEngine(table, facts)
+    e.on_state(*state(table, C1, 0.0), 1 * S)
+    docs = e.on_events(ev(sig(table, f"{C1}.oil_temp"), Phase.OPEN, start_s=2), 2 * S)
+    assert docs[0]["suppressed_by"] == "off"  # a level alarm of an off machine: explained by its state
+    docs = e.on_events(ev(sig(table, f"{C1}.motor_current"), Phase.OPEN, Kind.AT_REST, start_s=3), 3 * S)
+    assert docs[-1]["transition"] == "unsuppress" and docs[-1]["suppressed_by"] is None
+    assert "at_rest" in docs[-1]["kinds"] and e.stats.incidents_annunciated == 1
+    out, _, docs = e.apply(parse_command(cmd("maintenance", machine=C1, reason="motor swap")), 4 * S)
+    assert out == "applied" and docs[0]["suppressed_by"] == "maintenance"
+
+
 def test_maintenance_command_suppresses(dev: tuple[PlantConfig, SignalTable, MachineFacts]) -> None:
     _, table, facts = dev
     e = IncidentEngine(table, facts)

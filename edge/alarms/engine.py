@@ -11,7 +11,8 @@ What holds an incident back from the operator (it is still tracked and still doc
 - *suppressed by design* (``suppressed_by``): the machine is ``off`` (its state signal reads an off value),
   ``startup`` (within ``state_settle_s`` of leaving off), ``maintenance`` (set by an operator), or
   ``flood`` (summarised into its area's flood incident). Kinds in ``never_suppressed`` (data quality)
-  are never suppressed by state.
+  are never suppressed by state; an incident with an ``at_rest`` contributor (``edge.kernels.atrest``: a
+  stopped machine's signal outside its rest band) is not suppressed by ``off``, the state it is about.
 - *shelved* until a time (an operator, or automatically when it chatters), *out of service* (an operator,
   with a reason). Both belong to the machine's alarm, so they hold for the incidents that follow too.
 
@@ -49,6 +50,7 @@ from plantwire.plant import SignalTable
 
 NS = 1_000_000_000
 STATE_UNKNOWN, STATE_RUNNING, STATE_OFF = -1, 0, 1
+AT_REST_KIND = Kind.AT_REST.name.lower()
 STATE_VERSION = 1
 
 
@@ -514,7 +516,9 @@ class IncidentEngine:
         if m in self.maintenance:
             return "maintenance"
         if self.state[m] == STATE_OFF:
-            return "off"
+            # An at-rest alarm is about the off state itself (a stopped machine whose current flows): the state
+            # does not explain it (contracts: AT_REST is never suppressed by ``off``; maintenance still is).
+            return None if AT_REST_KIND in inc.kinds else "off"
         if m in self._settling:
             return "startup"
         return None

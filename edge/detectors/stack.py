@@ -11,6 +11,9 @@ Stages, all numba kernels over state arrays sized once from the signal count and
    freeze``, the default; ``own_baseline``: the off state has a baseline of its own; data quality is always
    judged), and a start or stop holds its process alarms for ``grace_s``;
 1. ``signal_stack.signal_chunk`` -- level, change, stuck, rate and range per signal (fused, one pass);
+1b. ``atrest.rest_chunk`` (``operating_state.at_rest``, with ``off: freeze``) -- an off machine's process signals,
+   after its stop grace, against the band a machine at rest stays in (kind AT_REST; a separate pass that only
+   touches off machines' signals);
 2. ``machine.MachineStage`` -- per machine a fitted PCA baseline per operating mode (``edge.kernels.pca``),
    ticked at most every ``machine.period_s`` on the latest good value of its members, naming the three
    signals that contributed most; without a model file it records its own first ``fit_after_s`` and fits
@@ -57,6 +60,7 @@ from edge.detectors.settings import (
 )
 from edge.kernels import (
     alarms,
+    atrest,
     cusum,
     devices,
     likelihood,
@@ -68,7 +72,7 @@ from edge.kernels import (
     signal_stack,
     stuck,
 )
-from edge.kernels.kinds import EN_ALL, EN_MACHINE, EN_STATE, Kind, mask_for
+from edge.kernels.kinds import EN_ALL, EN_LEVEL, EN_MACHINE, EN_STATE, Kind, mask_for
 from plantwire.plant import Protocol, RegisterType
 
 if TYPE_CHECKING:
@@ -256,6 +260,21 @@ class DetectorStack:
         self._dev_on = self.n_devices > 0 and s.quality.device_s > 0
         self._grace_ns = int(s.operating_state.grace_s * NS_PER_S)
         self._off_mode = opstate.OWN_BASELINE if s.operating_state.off is OffJudgement.OWN_BASELINE else opstate.FREEZE
+        # At-rest judgement (``atrest``): an off machine's process signals (level-judged ones: not its state signals,
+        # not counters) against the band a machine at rest stays in; only with ``off: freeze`` (``own_baseline``
+        # judges the off state with the full stack instead).
+        ar = s.operating_state.at_rest
+        rest_on = self._state_on and ar.enabled and self._off_mode == opstate.FREEZE
+        rest_sig = np.zeros(n_signals, dtype=bool)
+        rest_sig[self.st_sig] = True
+        rest_sig &= (mask & EN_LEVEL) != 0
+        self.rest_machine_of = np.where(rest_sig & rest_on, machine_of, -1).astype(np.int64)
+        self._rest_on = bool((self.rest_machine_of >= 0).any())
+        span = np.nan_to_num(self.cfg[:, signal_stack.C_HIGH] - self.cfg[:, signal_stack.C_LOW], nan=0.0,
+                             posinf=0.0, neginf=0.0)
+        self.rest_floor = np.maximum(ar.floor_resolutions * self.cfg[:, signal_stack.C_RES], ar.floor_span * span)
+        self.rest_params = atrest.make_params(ar.mult, ar.rel_resolution, ar.warm_s, ar.persist, ar.cap,
+                                              ar.drain_per_s, ar.tau_loc_s, ar.tau_mad_s, ar.max_dt_s)
         # The alarm gate holds a machine's process alarms for operating changes and state changes alike.
         self.gate_machine_of = machine_of.copy() if (oc.enabled or self._state_on) else np.full(
             n_signals, -1, dtype=np.int64)
@@ -319,6 +338,7 @@ class DetectorStack:
         self.hold_until = np.full(max(self.n_machines, 1), -1, dtype=np.int64)  # operating change until (ns)
         self.m_state = np.zeros(max(self.n_machines, 1), dtype=np.int8)  # opstate.UNKNOWN / OFF / RUNNING
         self.m_since = np.full(max(self.n_machines, 1), -1, dtype=np.int64)  # last state change (ns)
+        self.rest_state = atrest.init_state(self.n_signals)  # at-rest band per signal (``atrest``)
         self.cfg[:, signal_stack.C_FROZEN] = 0.0
         self.dev_good = np.full(self.n_devices, -1, dtype=np.int64)  # latest good poll per device (ns), -1 never
         self.dev_any = np.full(self.n_devices, -1, dtype=np.int64)  # latest sample of any quality per device (ns)
@@ -347,6 +367,9 @@ class DetectorStack:
                                   signal_stack.B_RATE + rate.LAST_V, signal_stack.B_RATE + rate.LAST_TS)
         signal_stack.signal_chunk(ts_ns, signal, value, quality, self.state, self.cfg, self.params, score, kind,
                                   self.z_last)
+        if self._rest_on and n:
+            atrest.rest_chunk(ts_ns, signal, value, quality, self.rest_machine_of, self.m_state, self.m_since,
+                              self.hold_until, self.rest_floor, self.rest_state, self.rest_params, score, kind)
         if self.lk_mode != likelihood.MODE_OFF:
             likelihood.likelihood_chunk(ts_ns, signal, value, quality, self.lk_state, self.lk_season, self.lk_floor,
                                         self.lk_enable, self.lk_params, self.lk_mode, score, kind)
@@ -468,7 +491,7 @@ class DetectorStack:
         checkpoint.save(path, STATE_VERSION, self.fingerprint,
                         {**self._arrays(), **self._lk_arrays(), "first_ns": self.first_ns,
                          "op_state": self.m_state, "op_since": self.m_since, "state_alt": self.state_alt,
-                         **self._dev_arrays(), "sig_rearm": self.sig_rearm})
+                         "rest_state": self.rest_state, **self._dev_arrays(), "sig_rearm": self.sig_rearm})
         checkpoint.save(_machine_file(path), MACHINE_STATE_VERSION, self._machine_fp,
                         {**self.machine_stage.arrays(), "mach_top_open": self.mach_top_open})
 
@@ -522,6 +545,11 @@ class DetectorStack:
                                                   {"sig_rearm": self.sig_rearm})["sig_rearm"]
         except checkpoint.CheckpointError:
             self.sig_rearm[...] = rearm.init_state(self.n_signals)
+        try:  # at-rest bands (a checkpoint from before them: each signal learns its rest again, ``warm_s``)
+            self.rest_state[...] = checkpoint.load(path, STATE_VERSION, self.fingerprint,
+                                                   {"rest_state": self.rest_state})["rest_state"]
+        except checkpoint.CheckpointError:
+            self.rest_state[...] = atrest.init_state(self.n_signals)
         self.likelihood_cold = any(a is None for a in lk_got.values())
         self._resumed = True
         self._silent_bound[0] = -np.inf  # last timestamps restored: the next check scans
@@ -591,6 +619,7 @@ class DetectorStack:
             self.state[r, ~keep] = fresh[~keep]
         self.z_last[rows] = 0.0
         self.sig_rearm[rows] = rearm.init_state(rows.shape[0])  # a new baseline's first alarm is news
+        self.rest_state[rows] = atrest.init_state(rows.size)  # the rest band learns afresh too
 
     def reset(self) -> None:
         """Forget everything learned (cold start)."""

@@ -22,6 +22,9 @@ class Kind(enum.IntEnum):
     BAD = 8  # the signal's samples have been bad (or non-finite) for longer than configured
     SILENT = 9  # no sample of the signal at all for longer than configured
     DEVICE = 10  # no good poll from a whole device (PLC, server) for longer than configured; scope DEVICE
+    # A switched-off machine's process signal outside the band a machine at rest stays in (``atrest``): current
+    # flowing, pressure held, a temperature rising on a stopped machine. Not suppressed by the off state it is about.
+    AT_REST = 11
 
 
 # Enable bits per signal (uint8 mask): which per-signal detectors run, and whether the signal

@@ -1,0 +1,149 @@
+"""At-rest judgement: a switched-off machine's process signals against what the machine at rest looks like.
+
+Why: with ``operating_state.off: freeze`` an off machine's signals are judged for data quality only, so a fault
+on a stopped machine goes unseen (current flowing in a stopped compressor, a pressure that is held, a bearing
+warming up, vibration on a machine that should stand still). Judging them with the running stack's robust z and
+CUSUM against an off baseline (``own_baseline``) finds them but floods: at rest many signals read noise clipped
+at a limit (a current, a power), or a quantised constant, whose robust scale is tiny or zero. Measured on the
+simulated dev plant (bench/RESULTS.md, issue 15): ~10 false alarms per 1,000 signal-hours. A stopped machine is
+nearly constant, so this stage asks one question -- has the value left the band a resting machine stays in, for
+long enough -- with a band that cannot collapse onto clipped or quantised noise.
+
+Per sample of a signal whose machine (``machine_of[s]``, -1: not judged here) is OFF (``m_state``) and past its
+stop grace (``ts > hold_until[m]``: a stop's ramps and thermal lags are not rest values; neither learned nor
+judged), in arrival order:
+
+- a new off period (the machine's ``m_since`` differs from the one the signal last rested in): the rest value
+  restarts at this sample (``LOC`` = x, evidence 0); the band's learned width (``MAD``) is kept across periods;
+- ``d = |x - LOC|``; the band half-width is ``env = mult * MAD + max(floor[s], rel_res * |LOC|)`` where
+  ``floor[s]`` (set by the owner) comes from the signal's resolution and plausible span: a clipped or quantised
+  rest value with no visible noise still gets a band of a few steps, not zero;
+- once the signal has learned ``warm_s`` seconds at rest: evidence ``EXC`` (unit: band-widths x seconds) grows by
+  ``min(d / env - 1, cap) * dt`` while outside the band and drains by ``drain * dt`` inside; the score is
+  ``EXC^2 / (EXC^2 + persist^2)`` with kind ``AT_REST`` if larger than the sample's score so far (an off machine's
+  signals score 0 in the signal stack). Evidence is capped at ``E_MAX * persist`` so that an alarm closes within
+  seconds of the value's return however long the fault lasted. A large excursion alarms in a second, a
+  barely-outside one only after it has lasted: persistence is time, whatever the polling rate;
+- learning (good quality only): ``LOC`` and ``MAD`` are exponentially weighted with time constants ``tau_loc_s``
+  and ``tau_mad_s`` (weight ``r / (1 + r)``, ``r = dt / tau``: the exponential's first order, no ``exp`` per sample;
+  during warm-up a plain running mean), and only from a sample inside the band with no
+  evidence pending -- nothing is learned while the signal is outside or alarmed, so a persistent fault is never
+  absorbed into the rest band.
+
+Bad, non-finite, out-of-order samples and samples with ``dt`` 0 change nothing; gaps longer than ``max_dt_s``
+count as ``max_dt_s``. Returns the number of samples scoring >= 0.5.
+
+State per signal (float64): ``LOC``, ``MAD``, ``LEARNED_S`` (seconds of rest learned), ``EXC``, ``LAST_TS`` (ns of
+its last usable rest sample, NaN none), ``PERIOD`` (the machine's ``m_since`` of the off period it rests in, NaN
+none).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge.jit import njit
+
+LOC = 0
+MAD = 1
+LEARNED_S = 2
+EXC = 3
+LAST_TS = 4
+PERIOD = 5
+WIDTH = 6
+
+P_MULT = 0
+P_REL_RES = 1
+P_WARM_S = 2
+P_PERSIST = 3
+P_CAP = 4
+P_DRAIN = 5
+P_TAU_LOC = 6
+P_TAU_MAD = 7
+P_MAX_DT = 8
+P_WIDTH = 9
+
+OFF = 1  # opstate.OFF (kept here as a literal: kernels import no detector module)
+KIND_AT_REST = 11  # kinds.Kind.AT_REST
+E_MAX = 3.0  # evidence is capped at this many ``persist`` (score 0.9): a long fault's alarm closes soon after it ends
+
+
+def make_params(mult: float, rel_res: float, warm_s: float, persist: float, cap: float, drain: float,
+                tau_loc_s: float, tau_mad_s: float, max_dt_s: float) -> np.ndarray:
+    p = np.zeros(P_WIDTH, dtype=np.float64)
+    p[P_MULT], p[P_REL_RES], p[P_WARM_S], p[P_PERSIST] = mult, rel_res, warm_s, persist
+    p[P_CAP], p[P_DRAIN], p[P_TAU_LOC], p[P_TAU_MAD], p[P_MAX_DT] = cap, drain, tau_loc_s, tau_mad_s, max_dt_s
+    return p
+
+
+def init_state(n: int) -> np.ndarray:
+    st = np.zeros((n, WIDTH), dtype=np.float64)
+    st[:, LAST_TS] = np.nan
+    st[:, PERIOD] = np.nan
+    return st
+
+
+@njit(cache=True, nogil=True)
+def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality: np.ndarray,
+               machine_of: np.ndarray, m_state: np.ndarray, m_since: np.ndarray, hold_until: np.ndarray,
+               floor: np.ndarray, st: np.ndarray, p: np.ndarray, score: np.ndarray, kind: np.ndarray) -> int:
+    """Judge and learn the frame's samples of off machines' signals against their at-rest band (see module)."""
+    n_high = 0
+    mult = p[P_MULT]
+    persist2 = p[P_PERSIST] * p[P_PERSIST]
+    for k in range(signal.shape[0]):
+        s = signal[k]
+        m = machine_of[s]
+        if m < 0 or m_state[m] != OFF:
+            continue
+        t = ts_ns[k]
+        if t <= hold_until[m]:
+            continue
+        x = value[k]
+        if quality[k] == 2 or not np.isfinite(x):
+            continue
+        tf = float(t)
+        period = float(m_since[m])
+        if not st[s, PERIOD] == period:  # a new off period: the rest value starts here
+            st[s, PERIOD] = period
+            st[s, LOC] = x
+            st[s, EXC] = 0.0
+            st[s, LAST_TS] = tf
+            continue
+        dt_s = (tf - st[s, LAST_TS]) * 1e-9
+        if not dt_s > 0.0:
+            continue
+        dt_s = min(dt_s, p[P_MAX_DT])
+        st[s, LAST_TS] = tf
+        loc = st[s, LOC]
+        d = abs(x - loc)
+        env = mult * st[s, MAD] + max(floor[s], p[P_REL_RES] * abs(loc))
+        warm = st[s, LEARNED_S] >= p[P_WARM_S]
+        inside = d <= env
+        if warm:
+            e = st[s, EXC]
+            if inside:
+                e = max(e - p[P_DRAIN] * dt_s, 0.0)
+            else:
+                u = d / env - 1.0 if env > 0.0 else p[P_CAP]
+                e = min(e + min(u, p[P_CAP]) * dt_s, E_MAX * p[P_PERSIST])
+            st[s, EXC] = e
+            sc = e * e / (e * e + persist2) if e > 0.0 else 0.0
+            if sc > score[k]:
+                score[k] = sc
+                kind[k] = KIND_AT_REST
+            if sc >= 0.5:
+                n_high += 1
+        if quality[k] == 0 and (not warm or (inside and st[s, EXC] == 0.0)):
+            learned = st[s, LEARNED_S]
+            r_loc = dt_s / p[P_TAU_LOC]
+            r_mad = dt_s / p[P_TAU_MAD]
+            a_loc = r_loc / (1.0 + r_loc)  # ~ 1 - exp(-dt/tau) for dt << tau, without an exp per sample
+            a_mad = r_mad / (1.0 + r_mad)
+            if not warm:  # a running mean until warm: no start-up bias towards 0
+                a_loc = max(a_loc, dt_s / (learned + dt_s))
+                a_mad = max(a_mad, dt_s / (learned + dt_s))
+            st[s, MAD] += a_mad * (d - st[s, MAD])
+            st[s, LOC] += a_loc * (x - loc)
+            st[s, LEARNED_S] = learned + dt_s
+    return n_high

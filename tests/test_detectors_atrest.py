@@ -1,0 +1,80 @@
+"""The stack judges a switched-off machine at rest (``operating_state.at_rest``, kind AT_REST): quiet on clipped and
+constant rest values, an alarm when current flows in a stopped machine, nothing during the stop grace, and the rest
+bands travel in the checkpoint (a checkpoint from before them restores everything else warm)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.detectors import checkpoint
+from edge.detectors.events import Phase
+from edge.detectors.settings import AnalyticsSettings, AtRestSettings, OffJudgement, OperatingStateSettings
+from edge.detectors.stack import DetectorStack
+from edge.kernels import atrest
+from edge.kernels.kinds import EN_ALL, EN_COUNTER, EN_STATE, Kind
+
+T0 = 1_767_571_200 * 10**9
+# machine 0: running bit (0), current clipped at 0 when off (1), temperature (2), run-hours counter (3)
+MACHINE_OF = np.array([0, 0, 0, 0], np.int64)
+ENABLE = np.array([EN_STATE, EN_ALL, EN_ALL, EN_COUNTER], np.int64)
+LOW, HIGH = np.array([0, 0, 0, 0.0]), np.array([1, 100, 150, 1e6])
+GRACE_S = 300.0
+STOP = 200  # the machine runs for the first STOP seconds
+
+
+def _stack(at_rest: AtRestSettings | None = None) -> DetectorStack:
+    s = AnalyticsSettings(settle_s=0, alarm_settle=60, operating_state=OperatingStateSettings(
+        grace_s=GRACE_S, off=OffJudgement.FREEZE, at_rest=at_rest or AtRestSettings(enabled=True)))
+    return DetectorStack(4, MACHINE_OF, s, enable=ENABLE, low=LOW, high=HIGH, running_of=np.array([0, -1, -1, -1]))
+
+
+def _run(stack: DetectorStack, ks: range, rng: np.random.Generator, extra=lambda k: 0.0) -> list:
+    opened = []
+    sig = np.arange(4, dtype=np.uint32)
+    for k in ks:
+        on = k < STOP
+        v = np.array([1.0, 40.0 + rng.normal(), 70.0 + 0.5 * rng.normal(), 100.0 + k / 3600]) if on else \
+            np.array([0.0, max(0.0, 0.3 * rng.normal()), 25.0 + 0.1 * rng.normal(), 100.0 + STOP / 3600])
+        v[1] += extra(k)
+        r = stack.process(sig, v, np.zeros(4, np.uint8), np.full(4, T0 + k * 10**9, np.int64))
+        opened += [(k, int(e["entity"]), int(e["kind"])) for e in r.events if e["phase"] == Phase.OPEN]
+    return opened
+
+
+@pytest.mark.slow
+def test_a_current_on_a_stopped_machine_alarms_at_rest_and_clipped_rest_values_do_not():
+    rng = np.random.default_rng(5)
+    stack = _stack()
+    # running, then stopped for 3 h: the stop itself (grace) and the clipped rest noise raise nothing
+    assert _run(stack, range(0, STOP + 3 * 3600), rng) == []
+    assert stack.rest_state[3, atrest.LEARNED_S] == 0.0  # a counter has no rest band (range only)
+    k0 = STOP + 3 * 3600
+    opened = _run(stack, range(k0, k0 + 60), rng, extra=lambda k: 8.0 if k >= k0 + 10 else 0.0)
+    assert [(e, kd) for _, e, kd in opened] == [(1, int(Kind.AT_REST))] and opened[0][0] <= k0 + 12
+
+
+def test_nothing_is_judged_or_learned_during_the_stop_grace_and_the_band_survives_a_checkpoint(tmp_path):
+    """The default run's smoke: stop, grace, 10 minutes at rest, a current flowing, checkpoint round trips."""
+    rng = np.random.default_rng(6)
+    stack = _stack(AtRestSettings(enabled=True, warm_s=300))
+    # a current still decaying in the grace after the stop is neither judged nor learned
+    assert _run(stack, range(0, STOP + int(GRACE_S)), rng, extra=lambda k: 20.0 if k >= STOP else 0.0) == []
+    assert stack.rest_state[1, atrest.LEARNED_S] == 0.0
+    k0 = STOP + int(GRACE_S) + 600
+    assert _run(stack, range(STOP + int(GRACE_S), k0), rng) == []
+    assert stack.rest_state[1, atrest.LEARNED_S] > 500
+    opened = _run(stack, range(k0, k0 + 5), rng, extra=lambda k: 8.0)
+    assert [(e, kd) for _, e, kd in opened] == [(1, int(Kind.AT_REST))]
+    stack.save(tmp_path / "d.npz")
+    again = _stack(AtRestSettings(enabled=True, warm_s=300))
+    again.restore(tmp_path / "d.npz")
+    np.testing.assert_array_equal(again.rest_state, stack.rest_state)
+    # a checkpoint from before the at-rest stage: everything else warm, the rest bands learn again
+    with np.load(tmp_path / "d.npz") as z:
+        old = {k: z[k] for k in z.files if k not in ("rest_state", "__version__", "__fingerprint__")}
+    checkpoint.save(tmp_path / "old.npz", int(np.load(tmp_path / "d.npz")["__version__"]), stack.fingerprint, old)
+    older = _stack(AtRestSettings(enabled=True, warm_s=300))
+    older.restore(tmp_path / "old.npz")
+    np.testing.assert_array_equal(older.state, stack.state)
+    assert np.isnan(older.rest_state[:, atrest.PERIOD]).all()

@@ -1,0 +1,111 @@
+"""At-rest judgement of switched-off machines (``atrest.rest_chunk``) against its reference in tests/naive.py, with
+NaN, inf, bad and uncertain samples, constant (clipped) rest values, stop grace and new off periods."""
+
+from __future__ import annotations
+
+import naive
+import numpy as np
+import pytest
+
+from edge.kernels import atrest
+
+PARAMS = {"mult": 6.0, "rel_res": 1e-6, "warm_s": 20.0, "persist": 3.0, "cap": 10.0, "drain": 0.5,
+          "tau_loc_s": 60.0, "tau_mad_s": 300.0, "max_dt_s": 5.0}
+
+
+def _params() -> np.ndarray:
+    p = PARAMS
+    return atrest.make_params(p["mult"], p["rel_res"], p["warm_s"], p["persist"], p["cap"], p["drain"],
+                              p["tau_loc_s"], p["tau_mad_s"], p["max_dt_s"])
+
+
+def _frames(seed: int, n_frames: int) -> list[tuple[np.ndarray, ...]]:
+    """6 signals of 2 machines (signal 5 belongs to none): clipped noise at 0 (0), a quantised constant (1), Gaussian
+    noise (2, 3), an exact constant (4); NaN, inf, bad and uncertain samples; excursions; shuffled order."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for f in range(n_frames):
+        v = np.array([max(0.0, rng.normal(0, 0.5)), 3.0 + 0.1 * rng.integers(0, 2), 20 + rng.normal(0, 0.2),
+                      rng.normal(0, 1.0), 7.0, rng.normal()])
+        if 150 <= f < 170:
+            v[0] += 6.0  # current flowing on a stopped machine
+        if 200 <= f < 260:
+            v[2] += 0.05 * (f - 200)  # a temperature rising
+        if f % 97 == 5:
+            v[4] = 9.0  # a spike on a constant
+        r = rng.random()
+        if r < 0.04:
+            v[rng.integers(6)] = np.nan
+        elif r < 0.06:
+            v[rng.integers(6)] = np.inf
+        q = np.where(rng.random(6) < 0.04, 2, np.where(rng.random(6) < 0.04, 1, 0)).astype(np.uint8)
+        order = rng.permutation(6)
+        ts = np.full(6, 10**18 + f * 10**9, np.int64)
+        if f % 50 == 7:
+            ts[:] -= 2 * 10**9  # out of order: changes nothing
+        frames.append((ts, order.astype(np.uint32), v[order], q[order]))
+    return frames
+
+
+@pytest.mark.parametrize("seed", [0])
+def test_rest_chunk_matches_reference_frame_by_frame(seed):
+    machine_of = np.array([0, 0, 0, 1, 1, -1], np.int64)
+    floor = np.array([0.05, 0.2, 0.01, 0.0, 0.0, 0.0])
+    m_state = np.array([1, 1], np.int8)
+    m_since = np.array([10**18, 10**18], np.int64)
+    hold = np.array([10**18 + 10 * 10**9, -1], np.int64)
+    st = atrest.init_state(6)
+    ref: dict = {}
+    p = _params()
+    total = 0
+    for f, (ts, sig, v, q) in enumerate(_frames(seed, 400)):
+        if f == 300:  # machine 1 starts (not judged), then stops again: a new off period
+            m_state[1] = 3
+        if f == 320:
+            m_state[1], m_since[1], hold[1] = 1, int(ts[0]), int(ts[0]) + 5 * 10**9
+        base = np.where(np.arange(6) == 5, 0.9, 0.0)[sig]  # the signal stack's own score stays if larger
+        score, kind = base.copy(), np.zeros(6, np.uint8)
+        r_score, r_kind = base.copy(), np.zeros(6, np.uint8)
+        n = atrest.rest_chunk(ts, sig, v, q, machine_of, m_state, m_since, hold, floor, st, p, score, kind)
+        n_ref = naive.rest_judgement(ts, sig, v, q, machine_of, m_state, m_since, hold, floor, ref, PARAMS,
+                                     r_score, r_kind)
+        assert n == n_ref, f
+        np.testing.assert_allclose(score, r_score, rtol=1e-12, atol=1e-15, err_msg=f"frame {f}")
+        assert kind.tolist() == r_kind.tolist(), f
+        total += n
+    for s, r in ref.items():
+        np.testing.assert_allclose(st[s, [atrest.LOC, atrest.MAD, atrest.LEARNED_S, atrest.EXC]],
+                                   [r["loc"], r["mad"], r["learned"], r["exc"]], rtol=1e-12, atol=1e-15)
+    assert 5 not in ref and total > 0  # a signal of no machine is never judged; the excursions were
+
+
+def test_clipped_and_constant_rest_values_stay_quiet_and_a_current_on_a_stopped_machine_alarms():
+    """Clipped noise at 0 and an exact constant over an hour at rest: nothing scores 0.5; then a current of 3 noise
+    sigmas' worth of flow for 10 s alarms within seconds, and nothing is learned while it lasts."""
+    rng = np.random.default_rng(3)
+    machine_of = np.zeros(2, np.int64)
+    floor = np.array([0.02, 0.02])
+    m_state, m_since, hold = np.array([1], np.int8), np.array([0], np.int64), np.array([-1], np.int64)
+    st = atrest.init_state(2)
+    p = atrest.make_params(6.0, 1e-6, 600.0, 3.0, 10.0, 0.5, 600.0, 3600.0, 60.0)
+    sig = np.array([0, 1], np.uint32)
+    q = np.zeros(2, np.uint8)
+    high = 0
+    for k in range(1, 3601):
+        v = np.array([max(0.0, rng.normal(0, 0.3)), 0.0])
+        score, kind = np.zeros(2), np.zeros(2, np.uint8)
+        high += atrest.rest_chunk(np.full(2, k * 10**9, np.int64), sig, v, q, machine_of, m_state, m_since, hold,
+                                  floor, st, p, score, kind)
+    assert high == 0
+    loc, mad = st[0, atrest.LOC], st[0, atrest.MAD]
+    first = None
+    for k in range(3601, 3611):
+        v = np.array([3.0 + max(0.0, rng.normal(0, 0.3)), 0.0])
+        score, kind = np.zeros(2), np.zeros(2, np.uint8)
+        atrest.rest_chunk(np.full(2, k * 10**9, np.int64), sig, v, q, machine_of, m_state, m_since, hold, floor,
+                          st, p, score, kind)
+        if first is None and score[0] >= 0.5:
+            first = k - 3601
+            assert kind[0] == atrest.KIND_AT_REST
+    assert first is not None and first <= 2
+    assert (st[0, atrest.LOC], st[0, atrest.MAD]) == (loc, mad)  # no learning while outside
