@@ -469,6 +469,8 @@ class _LeakStation:
         self.t_good: list[tuple[float, float] | None] = [None, None]  # (time, value) of the last good sample
         self.suspect: list[tuple[float, float, float] | None] = [None, None]  # (jump, value before, since)
         self.ramp_t = [-math.inf, -math.inf]
+        self.clear_t = [-math.inf, -math.inf]
+        self.ref_kept = [0.0, 0.0]  # the level before the last suspicion (kept after it clears)
         self.window: list[list[tuple[float, float]]] = [[], []]  # (t - fill end, value) over stabilise + measure
         self.flags = 0
         self.rebase = 0
@@ -506,6 +508,7 @@ def _leak_temperature(s, j, t, v, good, t_min, t_max, jump_k, ramp_k, suspect_s,
             undo = abs(d + off) <= 0.5 * abs(off) and (not same or near)
             if undo or (soon and abs(v - ref) <= 0.5 * jump_k):
                 s.suspect[j] = None
+                s.clear_t[j] = t
                 if in_cycle:
                     s.flags |= 2
         elif abs(d) > jump_k:
@@ -513,7 +516,9 @@ def _leak_temperature(s, j, t, v, good, t_min, t_max, jump_k, ramp_k, suspect_s,
                 s.flags |= 2
             sl = _leak_slope(s.window[j])
             if not ((not math.isnan(sl) and abs(sl) > ramp_k) or t - s.ramp_t[j] <= 60.0):
-                s.suspect[j] = (d, last[1], t)
+                if t - s.clear_t[j] > 120.0:
+                    s.ref_kept[j] = last[1]
+                s.suspect[j] = (d, s.ref_kept[j], t)
                 counted = "suspect"
     if s.suspect[j] is not None and t - s.suspect[j][2] > suspect_s:
         s.suspect[j] = None

@@ -74,7 +74,8 @@ S_REF = 29  # its value before that jump
 S_SUST = 31  # when it became suspect (s)
 S_RAMPT = 33  # when it was last seen ramping (s)
 S_QN, S_QT, S_QV, S_QTT, S_QTV, S_QVV, S_Q0 = 35, 37, 39, 41, 43, 45, 47  # fit sums over stabilise + measure
-S_TFLAG, S_REBASE, S_FILL_N, N_ST = 49, 50, 51, 52  # S_FILL_N: pressure samples seen rising in the fill
+S_CLRT = 52  # when its last suspicion was cleared by a return (s)
+S_TFLAG, S_REBASE, S_FILL_N, N_ST = 49, 50, 51, 54  # S_FILL_N: pressure samples seen rising in the fill
 TF_BAD, TF_JUMP, TF_RAMP, TF_STUCK, TF_SUSPECT = 1, 2, 4, 8, 16
 RAMP_MEMORY_S = 60.0
 RETURN_LEVEL_S = 120.0
@@ -98,6 +99,7 @@ def new_state(stations: int) -> np.ndarray:
     st[:, S_TL:S_TL + 2] = np.nan
     st[:, S_TT:S_TT + 2] = np.nan
     st[:, S_RAMPT:S_RAMPT + 2] = -np.inf
+    st[:, S_CLRT:S_CLRT + 2] = -np.inf
     return st
 
 
@@ -138,6 +140,7 @@ def _temperature(st: np.ndarray, k: int, j: int, t: float, v: float, good: bool,
                 not same or back <= 0.5 * abs(off) + params[PA_RAMP_K_S] * (t - st[k, S_SUST + j]))
             if undo or (soon and back <= 0.5 * jump_k):
                 st[k, S_SUS + j] = 0.0
+                st[k, S_CLRT + j] = t
                 if in_cycle:
                     st[k, S_TFLAG] = float(int(st[k, S_TFLAG]) | TF_JUMP)
         elif abs(d) > jump_k:
@@ -148,7 +151,8 @@ def _temperature(st: np.ndarray, k: int, j: int, t: float, v: float, good: bool,
             if not ramping:  # after a ramp, a jump is the sensor coming back
                 st[k, S_SUS + j] = 1.0
                 st[k, S_OFF + j] = d
-                st[k, S_REF + j] = last
+                if t - st[k, S_CLRT + j] > RETURN_LEVEL_S:  # else: one burst, judged against the level before it
+                    st[k, S_REF + j] = last
                 st[k, S_SUST + j] = t
                 counters[G_SUSPECT] += 1.0
     if st[k, S_SUS + j] > 0.0 and t - st[k, S_SUST + j] > params[PA_SUSPECT_S]:
