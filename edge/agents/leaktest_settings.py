@@ -27,7 +27,7 @@ class LeakTestSettings(AgentSettings):
     limit_pa_s: float = Field(default=100.0, gt=0, description="a part fails above this leak rate (Pa/s)")
     detectable_pa_s: float = Field(default=20.0, gt=0,
                                    description="smallest rise of a station's leak rate it must find (Pa/s)")
-    cusum_h: float = Field(default=5.0, gt=0, description="drift alarm threshold, in units of detectable_pa_s "
+    cusum_h: float = Field(default=1.0, gt=0, description="drift alarm threshold, in units of detectable_pa_s "
                                                           "(chosen on one seed by bench/leak_eval.py)")
     max_resid_pa: float = Field(default=150.0, gt=0,
                                 description="a measure phase whose pressure scatters more than this about the "

@@ -111,7 +111,9 @@ class LeakTracker:
             mu = row[B_MU] if n > 0 else leak
             excess = leak - mu
             res[i, C_EXCESS] = excess
-            cus = max(0.0, row[S_CUSUM] + excess - k_ref)
+            # While the baseline warms up (at start, and after a thermometer's new level was accepted) it only
+            # learns: a CUSUM that ran up then would keep the baseline from ever learning (it learns while quiet).
+            cus = max(0.0, row[S_CUSUM] + excess - k_ref) if n >= s.warmup_cycles else 0.0
             if row[S_CUSUM] == 0.0 and cus > 0.0:
                 row[S_ZERO_S] = end_s
                 row[G_N:G_STE + 1] = 0.0
