@@ -243,6 +243,13 @@ def run_seed(seed: int, days: int, step_s: float, settings: EnergySettings, verb
             if after:
                 found += 1
                 delays.append((min(after) - eff[m]) / 3600.0)
+            if verbose:  # size and time left: a loss near excess_ratio, or stepped late, may not show
+                k = int(np.flatnonzero(plan.eff_machine == m)[0])
+                left_h = (horizon_s - eff[m]) / 3600.0
+                verdict = "found" if after else "MISSED"
+                print(f"  efficiency loss {verdict}: {mid} +{plan.eff_factor[k] * 100:.0f} % from "
+                      f"{time.strftime('%a %H:%M', time.gmtime(EPOCH_NS / 1e9 + eff[m]))}, {left_h:.1f} h left"
+                      + (f", sent {(min(after) - eff[m]) / 3600.0:.1f} h after" if after else ""), file=sys.stderr)
             false_excess += sum(1 for o in opens if o < eff[m] - settings.interval_s)
         else:
             false_excess += len(opens)

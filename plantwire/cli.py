@@ -17,6 +17,7 @@ commands:
   edge CONFIG      run the edge gateway daemon
   ingest CONFIG    run the cloud ingestor (MQTT -> InfluxDB)
   alarms ...       open incidents, operator actions (ack|shelve|unshelve|oos|return|maintenance), EEMUA 191 report
+  actions ...      ask a gateway to write an allow-listed value (request), the actions' audit trail (list)
   demo [DIR]       run the whole pipeline on this machine (default configs/demo)
   discover URL     browse opc.tcp://HOST:PORT/PATH into a plant file, or probe modbus://HOST:PORT --unit N
                    into a register-map CSV skeleton
@@ -60,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         from cloud.alarms.cli import main as alarms_main
 
         return alarms_main(rest)
+    if cmd == "actions":
+        from cloud.actions_cli import main as actions_main
+
+        return actions_main(rest)
     if cmd == "demo":
         from plantwire.demo import main as demo_main
 

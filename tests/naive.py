@@ -502,23 +502,110 @@ class _LeakStation:
         self.points: list[tuple[float, float]] = []
         self.dts: list[float] = []
         self.part = self.chamber = self.stab_s = self.meas_s = math.nan
+        # per temperature sensor (0 part, 1 chamber)
+        self.t_good: list[tuple[float, float] | None] = [None, None]  # (time, value) of the last good sample
+        self.suspect: list[tuple[float, float, float] | None] = [None, None]  # (jump, value before, since)
+        self.ramp_t = [-math.inf, -math.inf]
+        self.clear_t = [-math.inf, -math.inf]
+        self.ref_kept = [0.0, 0.0]  # the level before the last suspicion (kept after it clears)
+        self.window: list[list[tuple[float, float]]] = [[], []]  # (t - fill end, value) over stabilise + measure
+        self.flags = 0
+        self.rebase = 0
+        self.fill_n = 0
+
+
+def _leak_slope(pts: list[tuple[float, float]]) -> float:
+    if len(pts) < 5:
+        return math.nan
+    x = np.array([p[0] for p in pts])
+    if np.ptp(x) <= 0:
+        return math.nan
+    return float(np.polyfit(x, np.array([p[1] for p in pts]), 1)[0])
+
+
+def _leak_temperature(s, j, t, v, good, t_min, t_max, jump_k, ramp_k, suspect_s, max_gap):
+    """One temperature sample (the kernel's _temperature); returns 'bad', 'suspect' or None for the counters."""
+    in_cycle = s.phase in ("stab", "meas")
+    attr = "part" if j == 0 else "chamber"
+    if not good or v < t_min or v > t_max:
+        setattr(s, attr, math.nan)
+        if in_cycle:
+            s.flags |= 1
+        return "bad"
+    counted = None
+    last = s.t_good[j]
+    if last is not None and t - last[0] <= max_gap and (j == 1 or (in_cycle and s.fill_n >= 3)):
+        d = v - last[1]
+        sus = s.suspect[j]
+        if sus is not None:
+            off, ref, since = sus
+            soon = t - since <= 120.0 and (j == 1 or since >= s.fill1)
+            same = j == 1 or since >= s.fill1
+            near = abs(v - ref) <= 0.5 * abs(off) + ramp_k * (t - since)
+            undo = abs(d + off) <= 0.5 * abs(off) and (not same or near)
+            if undo or (soon and abs(v - ref) <= 0.5 * jump_k):
+                s.suspect[j] = None
+                s.clear_t[j] = t
+                if in_cycle:
+                    s.flags |= 2
+        elif abs(d) > jump_k:
+            if in_cycle:
+                s.flags |= 2
+            sl = _leak_slope(s.window[j])
+            if not ((not math.isnan(sl) and abs(sl) > ramp_k) or t - s.ramp_t[j] <= 60.0):
+                if t - s.clear_t[j] > 120.0:
+                    s.ref_kept[j] = last[1]
+                s.suspect[j] = (d, s.ref_kept[j], t)
+                counted = "suspect"
+    if s.suspect[j] is not None and t - s.suspect[j][2] > suspect_s:
+        s.suspect[j] = None
+        s.rebase = 1
+    s.t_good[j] = (t, v)
+    setattr(s, attr, v)
+    if in_cycle:
+        s.window[j].append((t - s.fill1, v))
+        if s.suspect[j] is not None:
+            s.flags |= 16
+    return counted
+
+
+def _leak_cycle_flags(s, t, ramp_k, stuck_n):
+    flags = s.flags
+    for j in range(2):
+        if s.suspect[j] is not None:
+            flags |= 16
+        sl = _leak_slope(s.window[j])
+        if not math.isnan(sl) and abs(sl) > ramp_k:
+            flags |= 4
+            s.ramp_t[j] = t
+        w = s.window[j]
+        if stuck_n > 0 and len(w) >= stuck_n and all(p[1] == w[0][1] for p in w):
+            flags |= 8
+    return flags
 
 
 def leak_cycles(ts_ns, signal, value, quality, role, row, p_on, rise, vent, max_gap, stab_default, meas_default,
-                stations):
-    """Result rows as lists [row, end, fill, stab, meas, vent, decay, p_mean, dT, n, meas0, resid] and counts."""
+                t_min, t_max, jump_k, ramp_k, suspect_s, stuck_n, stations):
+    """Result rows as lists [row, end, fill, stab, meas, vent, decay, p_mean, dT, n, meas0, resid, temp flags,
+    rebase] and counts (bad, aborted, temperature bad, suspicions)."""
     sts = stations
-    results, bad, aborted = [], 0, 0
+    results, bad, aborted, temp_bad, suspicions = [], 0, 0, 0, 0
     for ts, sig, v, q in zip(ts_ns.tolist(), signal.tolist(), value.tolist(), quality.tolist(), strict=True):
         r = int(role[sig])
         if r == 0:
             continue
+        s = sts[int(row[sig])]
+        if r in (2, 3):
+            got = _leak_temperature(s, r - 2, ts / 1e9, v, q != 2 and math.isfinite(v), t_min, t_max, jump_k, ramp_k,
+                                    suspect_s, max_gap)
+            temp_bad += got == "bad"
+            suspicions += got == "suspect"
+            continue
         if q == 2 or not math.isfinite(v):
             bad += 1
             continue
-        s = sts[int(row[sig])]
-        if r in (2, 3, 4, 5):
-            setattr(s, {2: "part", 3: "chamber", 4: "stab_s", 5: "meas_s"}[r], v)
+        if r in (4, 5):
+            setattr(s, {4: "stab_s", 5: "meas_s"}[r], v)
             continue
         t = ts / 1e9
         gap = 0.0 if s.t_last is None else t - s.t_last
@@ -530,14 +617,16 @@ def leak_cycles(ts_ns, signal, value, quality, role, row, p_on, rise, vent, max_
             s.phase = "lost"
             aborted += 1
         if s.phase == "idle" and v >= p_on and rate > rise and gap <= max_gap:
-            s.phase, s.rise = "fill", rate
+            s.phase, s.rise, s.flags, s.fill_n = "fill", rate, 0, 1
         elif s.phase == "fill":
             if rate < rise or rate < s.rise / 2:
                 s.phase = "stab"
                 s.fill1 = min(max(s.t_last + max(v - s.p_last, 0.0) / s.rise, s.t_last), t)
                 s.fill0 = s.fill1 - v / s.rise
+                s.window = [[], []]
             else:
                 s.rise = max(s.rise, rate)
+                s.fill_n += 1
         elif s.phase == "stab":
             stab = stab_default if math.isnan(s.stab_s) else s.stab_s
             if rate < -vent:
@@ -565,15 +654,17 @@ def leak_cycles(ts_ns, signal, value, quality, role, row, p_on, rise, vent, max_
                 end = t if v < 0.5 * p_on else s.t_last
                 results.append([int(row[sig]), end, s.fill1 - s.fill0, s.meas0 - s.fill1, s.vent0 - s.meas0,
                                 end - s.vent0, -slope * 1e5, float(y.mean()) if n else math.nan,
-                                float(np.mean(s.dts)) if s.dts else math.nan, n, s.meas0, resid])
+                                float(np.mean(s.dts)) if s.dts else math.nan, n, s.meas0, resid,
+                                _leak_cycle_flags(s, t, ramp_k, stuck_n), s.rebase])
+                s.rebase = 0
                 if v < 0.5 * p_on:
                     s.phase = "idle"
                 else:
-                    s.phase, s.rise = "fill", rate
+                    s.phase, s.rise, s.flags, s.fill_n = "fill", rate, 0, 1
         elif s.phase == "lost" and (v < 0.5 * p_on or rate < -vent):
             s.phase = "idle"
         s.t_last, s.p_last = t, v
-    return results, bad, aborted
+    return results, bad, aborted, temp_bad, suspicions
 
 
 def leak_stations(n: int) -> list[_LeakStation]:

@@ -20,6 +20,8 @@ import pytest
 from asyncua import Client
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cloud.actions_cli import EXIT_DRY_RUN
+from cloud.actions_cli import main as actions_cli
 from edge.actions import ActionRequest, RequestSource
 from edge.app import EdgeGateway
 from edge.config import load_edge
@@ -107,6 +109,8 @@ def write_edge(tmp: Path, plant: Path, mqtt_port: int, opc_ns: str) -> Path:
             {"name": "light1", "device": "act-plc", "address": COMMAND_BASE + 1, "min": 0, "max": 3,
              "enabled": True, "mode": "dry_run"},
             {"name": "hold2", "device": "act-plc", "address": COMMAND_BASE + 2, "allowed": [0, 1]},
+            {"name": "light1_cli", "device": "act-plc", "address": COMMAND_BASE + 1, "min": 0, "max": 3,
+             "enabled": True, "mode": "dry_run"},  # the operator CLI's dry run (light1's rate limit is spent)
             {"name": "light2", "device": "act-plc", "address": COMMAND_BASE + 3, "min": 0, "max": 3,
              "enabled": True, "rate_limit": {"writes": 10, "per_s": 1}},
             {"name": "opc_hold", "device": "act-opc", "node": f"nsu={opc_ns};s=line9.leak_opc01.cmd.hold",
@@ -173,6 +177,14 @@ def test_operator_and_agent_writes_end_to_end(tmp_path: Path, mosquitto: Mosquit
                     assert max(seen) < 0.5, seen
                 op.command("c8", "hold1", "one")
                 assert (await op.result("c8"))["detail"].startswith("invalid")
+                # the operator CLI (plantwire actions request): its exit code says what the gateway decided
+                cli = ["--broker", f"127.0.0.1:{mosquitto.port}", "--timeout", "30", "request", "--site", table.site,
+                       "--gateway", GW]
+                assert await asyncio.to_thread(actions_cli, [*cli, "light2", "1"]) == 0  # applied
+                assert sim.commands.values[3] == 1.0
+                assert await asyncio.to_thread(actions_cli, [*cli, "light1_cli", "3"]) == EXIT_DRY_RUN
+                assert sim.commands.values[1] == 0.0
+                assert await asyncio.to_thread(actions_cli, [*cli, "ghost", "1"]) == 1  # refused: not listed
                 assert gw.actions.submit(ActionRequest("light2", 3, "leak-agent", RequestSource.AGENT, reason="seal"))
                 await wait_for(lambda: sim.commands.values[3] == 3.0, 10, "the agent's write")
                 await sim.slaves[0].stop()  # the PLC goes away
@@ -181,7 +193,7 @@ def test_operator_and_agent_writes_end_to_end(tmp_path: Path, mosquitto: Mosquit
                 r = await op.result("c9")
                 assert r["outcome"] == "refused" and r["detail"].startswith("device_down"), r
                 assert sim.commands.values[3] == 3.0
-                await wait_for(lambda: len(op.audits) >= 10, 30, "ten audit documents on the events lane")
+                await wait_for(lambda: len(op.audits) >= 13, 30, "13 audit documents on the events lane")
             finally:
                 op.close()
                 gw_stop.set()
@@ -197,10 +209,10 @@ def test_operator_and_agent_writes_end_to_end(tmp_path: Path, mosquitto: Mosquit
             assert (a1["type"], a1["service"], a1["actor"], a1["source"], a1["target"], a1["reason"]) == (
                 "audit", "actions", "ann", "mqtt", "hold1", "test c1")
             counts = gw.actions.counts
-            assert counts[("applied", "")] == 3 and counts[("refused", "device_down")] == 1
-            assert counts[("refused", "rate_limited")] == 1 and counts[("dry_run", "")] == 1
+            assert counts[("applied", "")] == 4 and counts[("refused", "device_down")] == 1  # 4: with the CLI's
+            assert counts[("refused", "rate_limited")] == 1 and counts[("dry_run", "")] == 2
             gw._update_metrics()
             scraped = gw.metrics.render()
-            assert 'plantwire_edge_action_requests_total{outcome="refused",reason="not_listed"} 1' in scraped, scraped
+            assert 'plantwire_edge_action_requests_total{outcome="refused",reason="not_listed"} 2' in scraped, scraped
 
     asyncio.run(main())

@@ -13,7 +13,7 @@ from simulators.runtime import SimOptions, build_world
 from tests import naive
 
 ROOT = Path(__file__).resolve().parents[1]
-PARAMS = np.array([1.0, 0.5, 0.5, 5.0, 12.0, 20.0])
+PARAMS = np.array([1.0, 0.5, 0.5, 5.0, 12.0, 20.0, -10.0, 80.0, 0.8, 0.01, 3600.0, 20.0])
 
 
 def trace(seconds: int = 600, seed: int = 3) -> tuple[np.ndarray, ...]:
@@ -41,7 +41,9 @@ def run_both(ts, sig, value, quality, role, row, chunks: int = 7):
     for part in np.array_split(np.arange(ts.size), chunks):  # frame boundaries must not matter
         n = lk.leak_cycles(ts[part], sig[part], value[part], quality[part], role, row, PARAMS, st, counters, out)
         got += out[:n].tolist()
-    ref, bad, aborted = naive.leak_cycles(ts, sig, value, quality, role, row, *PARAMS.tolist(), naive.leak_stations(2))
+    ref, bad, aborted, temp_bad, suspicions = naive.leak_cycles(ts, sig, value, quality, role, row, *PARAMS.tolist(),
+                                                                naive.leak_stations(2))
+    assert counters[lk.G_TEMP_BAD] == temp_bad and counters[lk.G_SUSPECT] == suspicions
     return np.array(got), np.array(ref), counters, bad, aborted
 
 
@@ -75,3 +77,32 @@ def test_kernel_matches_reference_with_nan_inf_bad_gap_and_constant_input() -> N
     for c in (0.0, 40.0):  # constant pressure: never a cycle
         got, ref, counters, _, _ = run_both(ts, sig, np.full(ts.size, c), quality * 0, role, row)
         assert got.shape[0] == 0 and len(ref) == 0
+
+
+def test_kernel_flags_implausible_temperatures_like_the_reference() -> None:
+    """A chamber calibration offset (jump, held, jump back), a drifting part sensor, a stuck one and an
+    out-of-range reading on station 0: its cycles during them are flagged, station 1's never."""
+    ts, sig, value, quality, role, row = trace(900, seed=7)
+    value = value.copy()
+    t = ts / 1e9 - 12 * 3600
+    chamber0, part0 = (sig == 2), (sig == 1)
+    offset = chamber0 & (t >= 100) & (t < 300)
+    value[offset] += 2.5
+    ramp = part0 & (t >= 400) & (t < 560)
+    value[ramp] += 6.0 * (t[ramp] - 400) / 160
+    value[part0 & (t >= 640) & (t < 760)] = 24.3  # stuck
+    value[chamber0 & (t >= 800) & (t < 802)] = 150.0  # out of range
+    got, ref, counters, _, _ = run_both(ts, sig, value, quality, role, row)
+    assert got.shape == ref.shape and got.shape[0] > 30
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
+    flags = got[:, lk.O_TEMP_FLAGS].astype(int)
+    end = got[:, lk.O_END_S] - 12 * 3600
+    mine = got[:, lk.O_ROW] == 0
+    assert not flags[~mine].any()  # the other station's thermometers are fine
+    inside = mine & (end > 150) & (end < 300)  # measured wholly within the offset
+    assert inside.any() and np.all(flags[inside] & (lk.TF_SUSPECT | lk.TF_JUMP))
+    assert np.all(flags[mine & (end > 360) & (end < 390)] == 0)  # back to normal after the jump back
+    assert np.any(flags[mine & (end > 420) & (end < 600)] & lk.TF_RAMP)
+    assert np.any(flags[mine & (end > 690) & (end < 780)] & lk.TF_STUCK)
+    assert np.any(flags[mine & (end > 800) & (end < 850)] & lk.TF_BAD)
+    assert counters[lk.G_SUSPECT] >= 1 and counters[lk.G_TEMP_BAD] >= 2

@@ -24,11 +24,14 @@ ROOT = Path(__file__).resolve().parents[1]
 PLANT = ROOT / "configs" / "dev" / "plant.yaml"
 T0 = 8 * 3600  # 08:00 on the simulated clock: every station runs its day shift
 LEAK_AT, LEAK_END, LEAK_PA_S = T0 + 1800, T0 + 3300, 30.0
+OFFSET_AT, OFFSET_END, OFFSET_K = T0 + 2000, T0 + 3000, -3.0  # leak_test05's chamber thermometer, miscalibrated
 
 
 def frames(agent: LeakTestAgent, seconds: int, leak: bool = True, chunk_s: int = 60):
     """The agent's signals at 1 Hz, quantised as read over Modbus, with a micro-leak on leak_test03 (applied as
-    the simulator's physics does, ``Physics.micro_leak``, without the per-tick schedule lookup)."""
+    the simulator's physics does, ``Physics.micro_leak``, without the per-tick schedule lookup) and, with it, a
+    calibration offset of leak_test05's chamber thermometer (3 K low: uncompensated by the fault, it would read
+    as a 36 Pa/s leak)."""
     plant = load_plant(PLANT)
     world = build_world(SimOptions(plant=PLANT, seed=4, anomaly_rate_per_h=0.0), plant)
     table, phys = world.table, world.physics
@@ -36,6 +39,7 @@ def frames(agent: LeakTestAgent, seconds: int, leak: bool = True, chunk_s: int =
     model = SignalModel(table, rows, 4, None, phys)
     temp = np.array([table.ids[r].endswith("_temp") for r in rows])
     press = rows == table.ids.index("line2.leak_test03.test_pressure")
+    chamber5 = rows == table.ids.index("line2.leak_test05.chamber_temp")
     m3 = np.array([table.machine_ids.index("line2.leak_test03")])
     rng = np.random.default_rng(4)
     for c0 in range(T0, T0 + seconds, chunk_s):
@@ -48,6 +52,7 @@ def frames(agent: LeakTestAgent, seconds: int, leak: bool = True, chunk_s: int =
         if leak:
             on = (t >= LEAK_AT) & (t < LEAK_END)
             vals[on, press] -= LEAK_PA_S * 1e-5 * phys.measure_s(t[on], np.repeat(m3, int(on.sum())))
+            vals[(t >= OFFSET_AT) & (t < OFFSET_END), chamber5] += OFFSET_K
         vals[:, press] = np.round(vals[:, press] * 1e4) / 1e4
         vals[:, temp] = np.round(vals[:, temp] * 10) / 10
         ts = np.repeat(np.arange(c0, c0 + chunk_s, dtype=np.int64) * 10**9, rows.size)
@@ -107,6 +112,14 @@ def test_each_cycle_yields_results_and_a_micro_leak_raises_a_drift_event(ctx: Ag
     closed = [e for e in events if e["state"] == "closed"]
     assert [e["machine"] for e in closed] == ["line2.leak_test03"]
     assert LEAK_END * 10**9 <= closed[0]["end_ns"] <= (LEAK_END + 6 * 45) * 10**9
+    # leak_test05's miscalibrated chamber thermometer: its cycles are flagged and not judged, no drift event
+    st5 = agent.stations.index("line2.leak_test05")
+    t5, valid5 = series(st5, "leak_valid")
+    _, flags5 = series(st5, "temp_flags")
+    inside = (t5 > (OFFSET_AT + 45) * 10**9) & (t5 < OFFSET_END * 10**9)
+    assert inside.sum() >= 15 and np.all(valid5[inside] == 0) and np.all(flags5[inside] > 0)
+    after = (t5 > (OFFSET_END + 90) * 10**9)
+    assert after.sum() >= 10 and np.all(valid5[after] == 1) and np.all(flags5[after] == 0)
 
 
 def test_without_compensation_the_part_temperature_swings_the_leak_rate(ctx: AgentContext) -> None:

@@ -64,11 +64,12 @@ class BrokerError(RuntimeError):
 
 
 def send_command(broker: Broker, site: str, gateway: str, doc: dict[str, Any], *, timeout_s: float,
-                 client_id: str | None = None) -> CommandOutcome:
-    """Publish one alarms command (QoS 1) and wait up to ``timeout_s`` for its cmdresult."""
+                 client_id: str | None = None, service: str = "alarms") -> CommandOutcome:
+    """Publish one command (QoS 1) to the gateway's ``service`` (alarms, actions) and wait up to ``timeout_s`` for
+    its cmdresult."""
     rid = str(doc["id"])
     result_topic = f"plantwire/v1/{site}/{gateway}/cmdresult"
-    cmd_topic = f"plantwire/cmd/v1/{site}/{gateway}/alarms"
+    cmd_topic = f"plantwire/cmd/v1/{site}/{gateway}/{service}"
     cond = threading.Condition()
     state: dict[str, Any] = {}
     c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,

@@ -11,7 +11,8 @@ phase timers (``LeakTestSettings``):
    (compensated), ``decay_raw_pa_s``, ``thermal_pa_s`` (the compensation), ``leak_pass`` (1 pass,
    0 fail), ``leak_excess_pa_s`` (over the station's baseline), ``fill_s``, ``stabilise_s``,
    ``measure_s``, ``vent_s``, ``leak_valid`` (0: the measure phase was not a clean decay or had no
-   temperature, so the cycle is reported but not judged: no pass/fail, no leak rate, not tracked);
+   plausible temperature, so the cycle is reported but not judged: no pass/fail, no leak rate, not
+   tracked), ``temp_flags`` (why the temperatures were not trusted: the kernel's ``TF_*`` bits, 0 = fine);
 4. a drift episode (passing parts whose leak rate creeps up: a fixture or seal leak) is an
    events-lane alarm ``kind: leak_drift`` on the station, with ``since_ns`` (the change point),
    ``excess_pa_s``, ``growth_pa_s_per_h`` and a ``detail`` sentence; it closes when the excess is gone.
@@ -41,6 +42,7 @@ from .leaktest_track import (
     C_RAW,
     C_ROW,
     C_STAB_S,
+    C_TFLAGS,
     C_THERMAL,
     C_VALID,
     C_VENT_S,
@@ -54,13 +56,13 @@ __all__ = ["DERIVED", "LeakTestAgent"]
 DERIVED = (("leak_rate_pa_s", "Pa/s", C_LEAK), ("decay_raw_pa_s", "Pa/s", C_RAW), ("thermal_pa_s", "Pa/s", C_THERMAL),
            ("leak_pass", "", C_PASS), ("leak_excess_pa_s", "Pa/s", C_EXCESS), ("fill_s", "s", C_FILL_S),
            ("stabilise_s", "s", C_STAB_S), ("measure_s", "s", C_MEAS_S), ("vent_s", "s", C_VENT_S),
-           ("leak_valid", "", C_VALID))
+           ("leak_valid", "", C_VALID), ("temp_flags", "", C_TFLAGS))
 MAX_CYCLES_PER_FRAME = 4096
 
 
 class LeakTestAgent(Agent):
     name = "leak_test"
-    state_version = 2  # 2: the kernel keeps sums of squares (fit residual)
+    state_version = 3  # 2: the kernel keeps sums of squares (fit residual); 3: temperature plausibility
 
     def __init__(self, ctx: AgentContext, settings: LeakTestSettings) -> None:
         s = self.settings = settings
@@ -80,8 +82,10 @@ class LeakTestAgent(Agent):
             self.row[sel[have, j]] = np.flatnonzero(have)
         self._consumes = np.sort(sel[sel >= 0])
         self.params = np.zeros(lk.N_PARAMS)
-        self.params[[lk.PA_P_ON, lk.PA_RISE, lk.PA_VENT, lk.PA_MAX_GAP_S, lk.PA_STAB_S, lk.PA_MEAS_S]] = (
-            s.p_on_bar, s.rise_bar_s, s.vent_bar_s, s.max_gap_s, s.stabilise_s, s.measure_s)
+        self.params[[lk.PA_P_ON, lk.PA_RISE, lk.PA_VENT, lk.PA_MAX_GAP_S, lk.PA_STAB_S, lk.PA_MEAS_S, lk.PA_T_MIN,
+                     lk.PA_T_MAX, lk.PA_JUMP_K, lk.PA_RAMP_K_S, lk.PA_SUSPECT_S, lk.PA_STUCK_N]] = (
+            s.p_on_bar, s.rise_bar_s, s.vent_bar_s, s.max_gap_s, s.stabilise_s, s.measure_s, s.temp_min_c,
+            s.temp_max_c, s.temp_jump_k, s.temp_ramp_k_s, s.temp_suspect_s, s.temp_stuck_samples)
         self.cycle_state = lk.new_state(len(self.stations))
         self.counters = np.zeros(lk.N_COUNTERS)
         self.tracker = LeakTracker(len(self.stations), settings)
@@ -136,4 +140,6 @@ class LeakTestAgent(Agent):
 
     def describe(self) -> dict[str, object]:
         return {**super().describe(), "stations": len(self.stations), "cycles": int(self.cycles[0]),
-                "aborted": int(self.counters[lk.G_ABORTED]), "bad_samples": int(self.counters[lk.G_BAD])}
+                "aborted": int(self.counters[lk.G_ABORTED]), "bad_samples": int(self.counters[lk.G_BAD]),
+                "implausible_temperatures": int(self.counters[lk.G_TEMP_BAD]),
+                "suspect_temperature_sensors": int(self.counters[lk.G_SUSPECT])}

@@ -27,7 +27,7 @@ class LeakTestSettings(AgentSettings):
     limit_pa_s: float = Field(default=100.0, gt=0, description="a part fails above this leak rate (Pa/s)")
     detectable_pa_s: float = Field(default=20.0, gt=0,
                                    description="smallest rise of a station's leak rate it must find (Pa/s)")
-    cusum_h: float = Field(default=5.0, gt=0, description="drift alarm threshold, in units of detectable_pa_s "
+    cusum_h: float = Field(default=1.0, gt=0, description="drift alarm threshold, in units of detectable_pa_s "
                                                           "(chosen on one seed by bench/leak_eval.py)")
     max_resid_pa: float = Field(default=150.0, gt=0,
                                 description="a measure phase whose pressure scatters more than this about the "
@@ -41,6 +41,23 @@ class LeakTestSettings(AgentSettings):
     gas_tau_s: float = Field(default=1000.0, gt=0,
                              description="prior thermal time constant of the test gas, until the station's own is "
                                          "learned from its cycles")
+    temp_min_c: float = Field(default=-10.0, description="a temperature below this is not plausible (degC): the "
+                                                         "cycle is not compensated, judged nor tracked")
+    temp_max_c: float = Field(default=80.0, description="a temperature above this is not plausible (degC)")
+    temp_jump_k: float = Field(default=0.8, gt=0,
+                               description="a temperature that moves more than this from one sample to the next "
+                                           "(K; the chamber at any time, a part while in the fixture) makes the "
+                                           "sensor suspect until it jumps back or temp_suspect_s passes")
+    temp_ramp_k_s: float = Field(default=0.01, gt=0,
+                                 description="a temperature changing faster than this over a cycle's stabilise and "
+                                             "measure phases is a drifting sensor (K/s)")
+    temp_suspect_s: float = Field(default=3600.0, gt=0,
+                                  description="after this long suspect, a sensor's new level is accepted and the "
+                                              "station relearns its baseline (s)")
+    temp_stuck_samples: int = Field(default=20, ge=0,
+                                    description="this many identical samples over a cycle's stabilise and measure "
+                                                "phases: a stuck sensor (0: off, for sensors too coarse to show "
+                                                "their noise)")
     hold_target: str | None = Field(
         default=None, description="when a drift episode opens, request this action target set to 1 "
                                   "(edge/actions; {station} is replaced by the station id), e.g. '{station}.hold'")

@@ -31,11 +31,11 @@ from edge.kernels import leaktest as lk
 
 from .leaktest_settings import Compensation, LeakTestSettings
 
-__all__ = ["C_LEAK", "C_PASS", "C_VALID", "N_C", "Episode", "LeakTracker"]
+__all__ = ["C_LEAK", "C_PASS", "C_TFLAGS", "C_VALID", "N_C", "Episode", "LeakTracker"]
 
 # result columns per cycle
 (C_ROW, C_END_S, C_FILL_S, C_STAB_S, C_MEAS_S, C_VENT_S, C_RAW, C_THERMAL, C_LEAK, C_PASS, C_EXCESS, C_VALID,
- N_C) = range(13)
+ C_TFLAGS, N_C) = range(14)
 # state columns per station
 (T_W, T_SX, T_SY, T_SXX, T_SXY, B_MU, B_N, S_CUSUM, S_ZERO_S, S_OPEN, S_OPEN_NS, S_SINCE_S, S_BELOW, S_PEAK,
  G_N, G_ST, G_SE, G_STT, G_STE, N_STATE) = range(20)
@@ -81,10 +81,17 @@ class LeakTracker:
             raw = c[lk.O_DECAY_PA_S]
             res[i, C_RAW] = raw
             dt_k = c[lk.O_DT_K]
+            flags = c[lk.O_TEMP_FLAGS]
+            res[i, C_TFLAGS] = flags
+            if c[lk.O_REBASE] > 0.0:  # a suspect thermometer's new level was accepted: relearn what is normal
+                row[B_N], row[S_CUSUM] = 0.0, 0.0
             # A fit that is not a decay (spike, burst, step: the trace scatters about the line), an absurd rate, or
-            # no temperature to compensate with: the cycle is reported but neither judged nor tracked.
+            # no plausible temperature to compensate with (bad, out of range, jumped, ramping, stuck, suspect: see
+            # edge.kernels.leaktest): the cycle is reported but neither judged nor tracked, so a faulty
+            # thermometer neither teaches the baseline nor raises a drift alarm.
+            comp = s.compensation is not Compensation.OFF
             valid = (np.isfinite(raw) and c[lk.O_RESID_PA] <= s.max_resid_pa and abs(raw) <= 10.0 * s.limit_pa_s
-                     and (np.isfinite(dt_k) or s.compensation is Compensation.OFF))
+                     and (not comp or (np.isfinite(dt_k) and flags == 0.0)))
             res[i, C_VALID] = 1.0 if valid else 0.0
             if not valid:
                 continue
@@ -104,7 +111,9 @@ class LeakTracker:
             mu = row[B_MU] if n > 0 else leak
             excess = leak - mu
             res[i, C_EXCESS] = excess
-            cus = max(0.0, row[S_CUSUM] + excess - k_ref)
+            # While the baseline warms up (at start, and after a thermometer's new level was accepted) it only
+            # learns: a CUSUM that ran up then would keep the baseline from ever learning (it learns while quiet).
+            cus = max(0.0, row[S_CUSUM] + excess - k_ref) if n >= s.warmup_cycles else 0.0
             if row[S_CUSUM] == 0.0 and cus > 0.0:
                 row[S_ZERO_S] = end_s
                 row[G_N:G_STE + 1] = 0.0
