@@ -46,6 +46,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,11 +62,13 @@ from edge.kernels.kinds import Kind  # noqa: E402
 from edge.pdm.rul import RulEstimator  # noqa: E402
 from plantwire.configfile import load_plant  # noqa: E402
 from plantwire.plant import PlantConfig, Protocol, RegisterType, SignalTable  # noqa: E402
-from simulators.faults import KIND_ORDER, EventKind  # noqa: E402
+from simulators.bulk import BlockGenerator  # noqa: E402
+from simulators.faults import KIND_ORDER, EventKind, EventSchedule  # noqa: E402
 from simulators.runtime import SimOptions, build_world  # noqa: E402
 from tools.fit_rul import FitSettings, fit  # noqa: E402
 
 PLANT = ROOT / "configs" / "dev" / "plant.yaml"
+BLOCK_TICKS = 60  # ticks the simulator generates at once (simulators.bulk); any size gives the same values
 EPOCH_NS = int(np.datetime64("2026-01-05T00:00:00", "ns").astype(np.int64))  # a Monday, 00:00 UTC
 # Abrupt kinds, for the median-delay goal (a drift or a stuck value is found by how long it lasts).
 ABRUPT = (EventKind.SPIKE, EventKind.STEP, EventKind.NOISE_BURST, EventKind.DROPOUT, EventKind.OSCILLATION,
@@ -95,9 +98,41 @@ def quantiser(table: SignalTable) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
 
 
 def quantise(v: np.ndarray, q: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> None:
+    """Round ``v`` (one tick, or a block of ticks as rows) as the Modbus registers carry it, in place."""
     rows, scale, offset, f32 = q
-    v[rows] = np.round((v[rows] - offset) / scale) * scale + offset
-    v[f32] = v[f32].astype(np.float32)
+    v[..., rows] = np.round((v[..., rows] - offset) / scale) * scale + offset
+    v[..., f32] = v[..., f32].astype(np.float32)
+
+
+def ticks(gen: BlockGenerator, q: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], k_from: int, k_to: int,
+          period_s: float = 1.0, split_at: int | None = None,
+          schedule: Callable[[int], EventSchedule | None] | None = None
+          ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(tick, quantised values, quality) for ticks ``k_from`` .. ``k_to - 1`` at simulated time ``k * period_s``.
+
+    The simulator's values come a block at a time (``simulators.bulk``: the same values ``SignalModel.step``
+    gives, without its per-tick Python); a block never straddles ``split_at`` (where ``schedule(k)``, called
+    at each block's first tick, switches the anomaly schedule). A NaN register reads as a bad sample (2), as
+    the sources mark it. The arrays are views of buffers reused by the next block.
+    """
+    qual = np.empty((gen.max_ticks, len(gen.model)), dtype=np.uint8)
+    k = k_from
+    while k < k_to:
+        end = min(k + gen.max_ticks, k_to)
+        if split_at is not None and k < split_at < end:
+            end = split_at
+        if schedule is not None:
+            gen.model.schedule = schedule(k)
+        ks = np.arange(k, end, dtype=np.int64)
+        vb = gen.block(ks, ks * period_s)
+        quantise(vb, q)
+        qb = qual[: end - k]
+        np.isfinite(vb, out=qb.view(bool))
+        np.subtract(1, qb, out=qb)
+        np.multiply(qb, 2, out=qb)
+        for j in range(end - k):
+            yield k + j, vb[j], qb[j]
+        k = end
 
 
 # -- faults ------------------------------------------------------------------------------------------
@@ -121,6 +156,7 @@ class FaultFigures:
     n_signals: int
     seconds: float
     on_off_machine: np.ndarray | None = None  # bool per event: its machine was switched off (level <= 0.05) at start
+    cpu_s: float = float("nan")  # CPU time of the run (generator, stack and bookkeeping), this process
 
 
 def subsample(plant: PlantConfig, fraction: float) -> PlantConfig:
@@ -133,7 +169,7 @@ def subsample(plant: PlantConfig, fraction: float) -> PlantConfig:
 
 def fault_run(plant_path: Path, seed: int, train_days: float, clean_days: float, fault_days: float, rate: float,
               grace_s: float, settings: AnalyticsSettings | None = None, machine_fraction: float = 1.0,
-              dump: Path | None = None) -> FaultFigures:
+              dump: Path | None = None, progress: bool = False) -> FaultFigures:
     """History protocol: learn ``train_days`` fault-free, score ``clean_days`` fault-free, then ``fault_days``."""
     plant = subsample(load_plant(plant_path), machine_fraction)
     world = build_world(SimOptions(plant=plant_path, seed=seed, anomaly_rate_per_h=rate, wear_fraction=0.0,
@@ -146,26 +182,27 @@ def fault_run(plant_path: Path, seed: int, train_days: float, clean_days: float,
     an = EdgeAnalytics.from_table(table, settings)
     q = quantiser(table)
     sig = np.arange(n, dtype=np.uint32)
-    qual = np.zeros(n, dtype=np.uint8)
     ts = np.empty(n, dtype=np.int64)
     opened: list[np.ndarray] = []
     t_score = int(train_days * 86400)
     t_fault = t_score + int(clean_days * 86400)
     n_ticks = t_fault + int(fault_days * 86400)
     t0 = time.monotonic()
-    for k in range(n_ticks):
-        model.schedule = world.schedule if k >= t_fault else clean.schedule
-        v = model.step(k, float(k))
-        quantise(v, q)
-        qual[:] = 0
-        qual[~np.isfinite(v)] = 2  # a NaN register reads as a bad sample, as the sources mark it
+    c0 = time.process_time()
+    gen = BlockGenerator(model, BLOCK_TICKS)
+    for k, v, qual in ticks(gen, q, 0, n_ticks, split_at=t_fault,
+                            schedule=lambda k: world.schedule if k >= t_fault else clean.schedule):
         ts.fill(EPOCH_NS + k * 1_000_000_000)
         r = an.process(ts, sig, v, qual)
         if r.events.shape[0] and k >= t_score:
             ev = r.events[r.events["phase"] == Phase.OPEN]
             if ev.shape[0]:
                 opened.append(ev.copy())
+        if progress and k % 21600 == 0 and k:
+            print(f"  ... {k / 86400:.2f} simulated days, {time.monotonic() - t0:.0f} s wall, "
+                  f"{time.process_time() - c0:.0f} s CPU", flush=True)
     seconds = time.monotonic() - t0
+    cpu_s = time.process_time() - c0
     alarms = np.concatenate(opened) if opened else np.empty(0, dtype=EVENT_DTYPE)
     score_ns = EPOCH_NS + t_score * 1_000_000_000
     fault_ns = EPOCH_NS + t_fault * 1_000_000_000
@@ -238,12 +275,12 @@ def fault_run(plant_path: Path, seed: int, train_days: float, clean_days: float,
         off = world.physics.level(truth.start_s.astype(np.float64), ms) <= 0.05
     return FaultFigures(n_ev, detected, delay, truth.kind.astype(np.int64), in_range, int((~sig_used).sum()),
                         int((~mach_used).sum()), by_kind, by_hour, top, clean_false, n * clean_days * 24.0,
-                        n * (clean_days + fault_days) * 24.0, n, seconds, off)
+                        n * (clean_days + fault_days) * 24.0, n, seconds, off, cpu_s)
 
 
 def print_faults(f: FaultFigures) -> None:
     print(f"\nfaults: {f.events} injected events, {f.n_signals:,} signals, stack (generator included) "
-          f"{f.seconds:.0f} s")
+          f"{f.seconds:.0f} s wall, {f.cpu_s:.0f} s CPU")
     print(f"{'kind':20} {'events':>6} {'recall':>7} {'median delay s':>15}")
     for k, kind in enumerate(KIND_ORDER):
         sel = f.kinds == k
@@ -436,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="also measure cold start and restart at these rates (e.g. 1 10)")
     ap.add_argument("--cold-minutes", type=float, default=10.0, help="minutes observed after settling/restart")
     ap.add_argument("--no-rul", action="store_true")
+    ap.add_argument("--progress", action="store_true", help="print wall and CPU time every 6 simulated hours")
     ap.add_argument("--settings", type=json.loads, default={},
                     help='AnalyticsSettings overrides as JSON (e.g. \'{"operating_state": {"off": "freeze"}}\'); '
                          "the default is the shipped defaults")
@@ -454,7 +492,8 @@ def main(argv: list[str] | None = None) -> int:
             f = fault_run(plant, seed, args.train_days, args.clean_days, args.fault_days, args.rate, args.grace,
                           settings=AnalyticsSettings.model_validate(args.settings),
                           machine_fraction=args.machine_fraction,
-                          dump=None if args.dump is None else args.dump.with_suffix(f".seed{seed}.csv"))
+                          dump=None if args.dump is None else args.dump.with_suffix(f".seed{seed}.csv"),
+                          progress=args.progress)
             print_faults(f)
     for hz in args.cold_start or []:
         cold_start(plant, args.seeds[0], hz, 8.0, args.cold_minutes, args.machine_fraction,

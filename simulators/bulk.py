@@ -1,0 +1,185 @@
+"""Many ticks of a :class:`~simulators.signals.SignalModel` at once, for the bench scripts.
+
+``SignalModel.step`` serves one tick to the Modbus/OPC-UA servers; the bench scripts
+(``bench/sim_eval.py``, ``bench/alarm_eval.py``) need hundreds of thousands of ticks of the whole
+plant, where the per-tick Python (the anomaly schedule's ``active`` rebuilt every tick, a dozen numpy
+calls on 15,000 rows each, the physics' fancy indexing) cost more than the detector stack itself.
+``BlockGenerator.block`` computes a block of ticks as one ``(ticks, signals)`` array: the clean shape
+and the physics are evaluated once over the whole block (the physics is closed-form in time, so a block
+is the same arithmetic as its ticks one by one), the anomalies active anywhere in the block are looked
+up once and applied per event over the ticks they cover.
+
+Same values, bit for bit (``tests/test_sim_bulk.py``): every element goes through the same float
+operations in the same order as in ``SignalModel.step`` -- the noise of tick ``k`` is still drawn from
+its own generator seeded with ``(seed, key, k)``, followed by that tick's noise-burst draws; several
+anomalies on one sample are applied in the schedule's order, kind group by kind group as
+``apply_events`` does. Only the generation loop lives here: physics and fault models stay in
+``simulators.physics``, ``simulators.faults`` and ``simulators.signals`` (micro-leaks call
+``Physics.micro_leak`` per tick, exactly as ``apply_events`` does).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .faults import MAX_DURATION_S, WINDOW_S, EventKind, Events
+from .signals import OSCILLATION_PERIOD_S, SignalModel
+
+__all__ = ["BlockGenerator"]
+
+_KIND = {k: i for i, k in enumerate(EventKind)}
+_ADDITIVE = (_KIND[EventKind.SPIKE], _KIND[EventKind.STEP], _KIND[EventKind.CALIBRATION_OFFSET])
+
+
+class BlockGenerator:
+    """``block(ticks, t_s)``: the values ``model.step(k, t)`` would give, one row per tick, in one array.
+
+    The returned array is a view of a buffer reused by the next call (at most ``max_ticks`` rows).
+    """
+
+    def __init__(self, model: SignalModel, max_ticks: int = 60) -> None:
+        self.model = model
+        self.max_ticks = int(max_ticks)
+        n = len(model)
+        self._values = np.empty((self.max_ticks, n))
+        self._scratch = np.empty((self.max_ticks, n))
+        phys = model.physics
+        # Rows with a physics role, tiled over the block once (Physics.evaluate takes one time per row).
+        self._phys_rows = np.empty(0, dtype=np.int64)
+        if phys is not None:
+            self._phys_pos = np.flatnonzero(phys.role[model.rows] != 0)
+            self._phys_rows = model.rows[self._phys_pos]
+        self._tiled: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    # -- the anomaly schedule over a block ------------------------------------------------------
+    def _candidates(self, t_first: float, t_last: float) -> Events:
+        """Events that may be active at some time in [t_first, t_last], in ``EventSchedule.active``'s order.
+
+        ``active(t)`` concatenates the windows ``w(t) - back .. w(t)`` and the fixed events and sorts them
+        stably by start; a wider range of windows concatenated the same way sorts any two events in the same
+        relative order, and the extra windows' events have ended before the block's later ticks.
+        """
+        s = self.model.schedule
+        assert s is not None
+        back = math.ceil(MAX_DURATION_S / WINDOW_S) + 1
+        w0, w1 = math.floor(t_first / WINDOW_S), math.floor(t_last / WINDOW_S)
+        parts = [s.window(k) for k in range(w0 - back, w1 + 1)]
+        parts.append(s.fixed)
+        ev = Events.concat([p for p in parts if len(p)])
+        return ev.select((ev.start_s <= t_last) & (t_first < ev.end_s))
+
+    def _events(self, t: np.ndarray) -> tuple[np.ndarray, ...] | None:
+        """(active[e, j], pos, kind, magnitude, start, end, signal) of our events in progress in the block."""
+        m = self.model
+        if m.schedule is None:
+            return None
+        ev = self._candidates(float(t[0]), float(t[-1]))
+        if len(ev) == 0:
+            return None
+        pos = m.position[ev.signal]
+        mine = pos >= 0
+        if not mine.any():
+            return None
+        pos, kind, mag = pos[mine], ev.kind[mine], ev.magnitude[mine]
+        start, end, sig = ev.start_s[mine], ev.end_s[mine], ev.signal[mine]
+        # active[e, j]: event e is in progress at tick j (start <= t < end), as EventSchedule.active selects
+        active = (start[:, None] <= t[None, :]) & (t[None, :] < end[:, None])
+        return active, pos, kind, mag, start, end, sig
+
+    def _apply(self, v: np.ndarray, t: np.ndarray, ev: tuple[np.ndarray, ...],
+               bursts: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
+        """``SignalModel.apply_events`` over the block: kind group by kind group, events in schedule order."""
+        m = self.model
+        active, pos, kind, mag, start, end, sig = ev
+        events = range(kind.size)
+        for e in events:  # spikes, steps, calibration offsets (np.add.at applies them in this order)
+            if kind[e] in _ADDITIVE:
+                v[np.flatnonzero(active[e]), pos[e]] += mag[e]
+        for e in events:
+            if kind[e] == _KIND[EventKind.DRIFT]:
+                j = np.flatnonzero(active[e])
+                frac = np.clip((t[j] - start[e]) / np.maximum(end[e] - start[e], 1e-9), 0.0, 1.0)
+                v[j, pos[e]] += mag[e] * frac
+        for e in events:
+            if kind[e] == _KIND[EventKind.OSCILLATION]:
+                j = np.flatnonzero(active[e])
+                v[j, pos[e]] += mag[e] * np.sin(2.0 * np.pi * (t[j] - start[e]) / OSCILLATION_PERIOD_S)
+        for j, p, delta in bursts:
+            np.add.at(v[j], p, delta)
+        for e in events:
+            if kind[e] == _KIND[EventKind.STUCK]:
+                j = np.flatnonzero(active[e])
+                if j.size:
+                    v[j, pos[e]] = m.clean_at(start[e : e + 1], sig[e : e + 1])[0]
+        leak = kind == _KIND[EventKind.MICRO_LEAK]
+        if leak.any():
+            for j in np.flatnonzero(active[leak].any(axis=0)).tolist():
+                sel = leak & active[:, j]
+                if m.physics is not None:
+                    rows, delta = m.physics.micro_leak(float(t[j]), m.table.machine[sig[sel]], mag[sel])
+                    p = m.position[rows]
+                    np.add.at(v[j], p[p >= 0], delta[p >= 0])
+                else:
+                    np.add.at(v[j], pos[sel], mag[sel])
+        for e in events:
+            if kind[e] == _KIND[EventKind.DROPOUT]:
+                v[np.flatnonzero(active[e]), pos[e]] = np.nan
+
+    # -- the block ---------------------------------------------------------------------------------
+    def block(self, ticks: np.ndarray, t_s: np.ndarray) -> np.ndarray:
+        """Values at ticks ``ticks`` (simulated times ``t_s``), shape ``(len(ticks), signals)``; reused buffer."""
+        m = self.model
+        ticks = np.asarray(ticks, dtype=np.int64)
+        t = np.asarray(t_s, dtype=np.float64)
+        b = int(t.size)
+        if b == 0 or b > self.max_ticks or ticks.size != b:
+            raise ValueError(f"block of {ticks.size} ticks and {b} times; 1 to {self.max_ticks}")
+        n = len(m)
+        v = self._values[:b]
+        tmp = self._scratch[:b]
+        np.multiply(m.omega[None, :], t[:, None], out=tmp)
+        np.add(tmp, m.phase, out=tmp)
+        np.sin(tmp, out=tmp)
+        np.multiply(tmp, m.amplitude, out=tmp)
+        np.add(tmp, m.base, out=v)
+        if m.physics is not None and self._phys_rows.size:
+            rows, where = self._tiled_rows(b, n)
+            flat = v.reshape(-1)
+            sub = flat[where]
+            m.physics.evaluate(np.repeat(t, self._phys_rows.size), rows, sub)
+            flat[where] = sub
+        ev = self._events(t)
+        burst_of: list[np.ndarray | None] = [None] * b
+        if ev is not None:
+            active, kind = ev[0], ev[2]
+            is_burst = kind == _KIND[EventKind.NOISE_BURST]
+            if is_burst.any():
+                for j in np.flatnonzero(active[is_burst].any(axis=0)).tolist():
+                    burst_of[j] = np.flatnonzero(is_burst & active[:, j])
+        bursts: list[tuple[int, np.ndarray, np.ndarray]] = []
+        for j in range(b):
+            rng = m.rng(int(ticks[j]))
+            rng.standard_normal(out=tmp[j])
+            e = burst_of[j]
+            if e is not None:  # this tick's burst draws follow its noise on the same generator
+                assert ev is not None
+                bursts.append((j, ev[1][e], ev[3][e] * rng.standard_normal(int(e.size))))
+        np.multiply(tmp, m.noise, out=tmp)
+        np.add(v, tmp, out=v)
+        if ev is not None:
+            self._apply(v, t, ev, bursts)
+        np.clip(v, m.low, m.high, out=v)
+        q = m._quantised
+        if q.size:
+            v[:, q] = np.rint(v[:, q] / m.resolution) * m.resolution
+        return v
+
+    def _tiled_rows(self, b: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        got = self._tiled.get(b)
+        if got is None:
+            rows = np.tile(self._phys_rows, b)
+            where = (np.arange(b, dtype=np.int64)[:, None] * n + self._phys_pos[None, :]).reshape(-1)
+            got = self._tiled[b] = (rows, where)
+        return got
