@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from sim_eval import ABRUPT, BLOCK_TICKS, EPOCH_NS, LEAK_SIGNALS, quantiser, subsample, ticks  # noqa: E402
+from sim_eval import ABRUPT, EPOCH_NS, LEAK_SIGNALS, quantiser, subsample, ticks  # noqa: E402
 
 from edge.alarms.engine import IncidentEngine  # noqa: E402
 from edge.alarms.facts import MachineFacts  # noqa: E402
@@ -49,7 +49,6 @@ from edge.alarms.settings import AlarmSettings  # noqa: E402
 from edge.detectors.analytics import EdgeAnalytics  # noqa: E402
 from edge.detectors.events import EVENT_DTYPE  # noqa: E402
 from plantwire.configfile import load_plant  # noqa: E402
-from simulators.bulk import BlockGenerator  # noqa: E402
 from simulators.faults import KIND_ORDER, EventKind  # noqa: E402
 from simulators.runtime import SimOptions, build_world  # noqa: E402
 
@@ -119,8 +118,7 @@ def simulate(plant_path: Path, seed: int, train_days: float, clean_days: float, 
     samples = 0
     t_wall = time.monotonic()
     c_wall = time.process_time()
-    gen = BlockGenerator(model, BLOCK_TICKS)
-    for k, v, qual in ticks(gen, q, 0, n_ticks, split_at=t_fault,
+    for k, v, qual in ticks(model, q, 0, n_ticks, split_at=t_fault,
                             schedule=lambda k: world.schedule if k >= t_fault else clean.schedule):
         now = EPOCH_NS + k * NS
         ts.fill(now)

@@ -45,8 +45,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,9 +68,11 @@ from plantwire.plant import PlantConfig, Protocol, RegisterType, SignalTable  # 
 from simulators.bulk import BlockGenerator  # noqa: E402
 from simulators.faults import KIND_ORDER, EventKind, EventSchedule  # noqa: E402
 from simulators.runtime import SimOptions, build_world  # noqa: E402
+from simulators.signals import SignalModel  # noqa: E402
 from tools.fit_rul import FitSettings, fit  # noqa: E402
 
 PLANT = ROOT / "configs" / "dev" / "plant.yaml"
+GEN_WORKERS = 2  # threads generating blocks ahead of the detector stack
 BLOCK_TICKS = 60  # ticks the simulator generates at once (simulators.bulk); any size gives the same values
 EPOCH_NS = int(np.datetime64("2026-01-05T00:00:00", "ns").astype(np.int64))  # a Monday, 00:00 UTC
 # Abrupt kinds, for the median-delay goal (a drift or a stuck value is found by how long it lasts).
@@ -104,35 +109,52 @@ def quantise(v: np.ndarray, q: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
     v[..., f32] = v[..., f32].astype(np.float32)
 
 
-def ticks(gen: BlockGenerator, q: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], k_from: int, k_to: int,
+def ticks(model: SignalModel, q: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], k_from: int, k_to: int,
           period_s: float = 1.0, split_at: int | None = None,
-          schedule: Callable[[int], EventSchedule | None] | None = None
-          ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+          schedule: Callable[[int], EventSchedule | None] | None = None, block_ticks: int = BLOCK_TICKS,
+          workers: int = GEN_WORKERS) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """(tick, quantised values, quality) for ticks ``k_from`` .. ``k_to - 1`` at simulated time ``k * period_s``.
 
     The simulator's values come a block at a time (``simulators.bulk``: the same values ``SignalModel.step``
-    gives, without its per-tick Python); a block never straddles ``split_at`` (where ``schedule(k)``, called
-    at each block's first tick, switches the anomaly schedule). A NaN register reads as a bad sample (2), as
-    the sources mark it. The arrays are views of buffers reused by the next block.
+    gives, without its per-tick Python), the next ``workers`` blocks computed in helper threads while the
+    caller consumes this one (numpy and the numba kernels release the GIL, so generator and detector stack
+    overlap on two cores; on a box shared with others, each runnable thread gets its share). A block never
+    straddles ``split_at``; ``schedule(k)``, called with each block's first
+    tick, gives its anomaly schedule (default: the model's). A NaN register reads as a bad sample (2), as the
+    sources mark it. The arrays are views of buffers reused two blocks later.
     """
-    qual = np.empty((gen.max_ticks, len(gen.model)), dtype=np.uint8)
+    lock = threading.Lock()
+    gens = [BlockGenerator(model, block_ticks, lock) for _ in range(workers + 1)]
+    quals = [np.empty((block_ticks, len(model)), dtype=np.uint8) for _ in gens]
+    spans: list[tuple[int, int]] = []
     k = k_from
     while k < k_to:
-        end = min(k + gen.max_ticks, k_to)
+        end = min(k + block_ticks, k_to)
         if split_at is not None and k < split_at < end:
             end = split_at
-        if schedule is not None:
-            gen.model.schedule = schedule(k)
-        ks = np.arange(k, end, dtype=np.int64)
-        vb = gen.block(ks, ks * period_s)
+        spans.append((k, end))
+        k = end
+
+    def make(i: int) -> tuple[np.ndarray, np.ndarray]:
+        a, b = spans[i]
+        ks = np.arange(a, b, dtype=np.int64)
+        g = i % len(gens)
+        vb = gens[g].block(ks, ks * period_s, schedule(a) if schedule is not None else model.schedule)
         quantise(vb, q)
-        qb = qual[: end - k]
+        qb = quals[g][: b - a]
         np.isfinite(vb, out=qb.view(bool))
         np.subtract(1, qb, out=qb)
         np.multiply(qb, 2, out=qb)
-        for j in range(end - k):
-            yield k + j, vb[j], qb[j]
-        k = end
+        return vb, qb
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="simgen") as pool:
+        pending = deque(pool.submit(make, i) for i in range(min(workers, len(spans))))
+        for i, (a, b) in enumerate(spans):
+            vb, qb = pending.popleft().result()
+            if i + workers < len(spans):  # its buffers are the ones block i - 1 used, which the caller is done with
+                pending.append(pool.submit(make, i + workers))
+            for j in range(b - a):
+                yield a + j, vb[j], qb[j]
 
 
 # -- faults ------------------------------------------------------------------------------------------
@@ -189,8 +211,7 @@ def fault_run(plant_path: Path, seed: int, train_days: float, clean_days: float,
     n_ticks = t_fault + int(fault_days * 86400)
     t0 = time.monotonic()
     c0 = time.process_time()
-    gen = BlockGenerator(model, BLOCK_TICKS)
-    for k, v, qual in ticks(gen, q, 0, n_ticks, split_at=t_fault,
+    for k, v, qual in ticks(model, q, 0, n_ticks, split_at=t_fault,
                             schedule=lambda k: world.schedule if k >= t_fault else clean.schedule):
         ts.fill(EPOCH_NS + k * 1_000_000_000)
         r = an.process(ts, sig, v, qual)

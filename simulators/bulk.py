@@ -20,14 +20,25 @@ anomalies on one sample are applied in the schedule's order, kind group by kind 
 
 from __future__ import annotations
 
+import enum
 import math
+import threading
 
 import numpy as np
 
-from .faults import MAX_DURATION_S, WINDOW_S, EventKind, Events
+from .faults import MAX_DURATION_S, WINDOW_S, EventKind, Events, EventSchedule
 from .signals import OSCILLATION_PERIOD_S, SignalModel
 
 __all__ = ["BlockGenerator"]
+
+
+class Default(enum.Enum):
+    """The model's own anomaly schedule (``block``'s default)."""
+
+    MODEL = 0
+
+
+DEFAULT = Default.MODEL
 
 _KIND = {k: i for i, k in enumerate(EventKind)}
 _ADDITIVE = (_KIND[EventKind.SPIKE], _KIND[EventKind.STEP], _KIND[EventKind.CALIBRATION_OFFSET])
@@ -39,8 +50,11 @@ class BlockGenerator:
     The returned array is a view of a buffer reused by the next call (at most ``max_ticks`` rows).
     """
 
-    def __init__(self, model: SignalModel, max_ticks: int = 60) -> None:
+    def __init__(self, model: SignalModel, max_ticks: int = 60, lock: threading.Lock | None = None) -> None:
         self.model = model
+        # EventSchedule caches its windows in a dict it prunes: generators of one model in several threads
+        # share a lock around the schedule look-up (the rest only reads the model and the physics).
+        self._lock = lock if lock is not None else threading.Lock()
         self.max_ticks = int(max_ticks)
         n = len(model)
         self._values = np.empty((self.max_ticks, n))
@@ -54,15 +68,14 @@ class BlockGenerator:
         self._tiled: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     # -- the anomaly schedule over a block ------------------------------------------------------
-    def _candidates(self, t_first: float, t_last: float) -> Events:
+    def _candidates(self, schedule: EventSchedule, t_first: float, t_last: float) -> Events:
         """Events that may be active at some time in [t_first, t_last], in ``EventSchedule.active``'s order.
 
         ``active(t)`` concatenates the windows ``w(t) - back .. w(t)`` and the fixed events and sorts them
         stably by start; a wider range of windows concatenated the same way sorts any two events in the same
         relative order, and the extra windows' events have ended before the block's later ticks.
         """
-        s = self.model.schedule
-        assert s is not None
+        s = schedule
         back = math.ceil(MAX_DURATION_S / WINDOW_S) + 1
         w0, w1 = math.floor(t_first / WINDOW_S), math.floor(t_last / WINDOW_S)
         parts = [s.window(k) for k in range(w0 - back, w1 + 1)]
@@ -70,12 +83,13 @@ class BlockGenerator:
         ev = Events.concat([p for p in parts if len(p)])
         return ev.select((ev.start_s <= t_last) & (t_first < ev.end_s))
 
-    def _events(self, t: np.ndarray) -> tuple[np.ndarray, ...] | None:
+    def _events(self, schedule: EventSchedule | None, t: np.ndarray) -> tuple[np.ndarray, ...] | None:
         """(active[e, j], pos, kind, magnitude, start, end, signal) of our events in progress in the block."""
         m = self.model
-        if m.schedule is None:
+        if schedule is None:
             return None
-        ev = self._candidates(float(t[0]), float(t[-1]))
+        with self._lock:
+            ev = self._candidates(schedule, float(t[0]), float(t[-1]))
         if len(ev) == 0:
             return None
         pos = m.position[ev.signal]
@@ -128,9 +142,15 @@ class BlockGenerator:
                 v[np.flatnonzero(active[e]), pos[e]] = np.nan
 
     # -- the block ---------------------------------------------------------------------------------
-    def block(self, ticks: np.ndarray, t_s: np.ndarray) -> np.ndarray:
-        """Values at ticks ``ticks`` (simulated times ``t_s``), shape ``(len(ticks), signals)``; reused buffer."""
+    def block(self, ticks: np.ndarray, t_s: np.ndarray, schedule: EventSchedule | Default | None = DEFAULT
+              ) -> np.ndarray:
+        """Values at ticks ``ticks`` (simulated times ``t_s``), shape ``(len(ticks), signals)``; reused buffer.
+
+        ``schedule``: the anomalies to apply (default: the model's own ``schedule``; ``None``: none). Passing it
+        here instead of setting ``model.schedule`` lets two generators of one model work in two threads.
+        """
         m = self.model
+        sched = m.schedule if isinstance(schedule, Default) else schedule
         ticks = np.asarray(ticks, dtype=np.int64)
         t = np.asarray(t_s, dtype=np.float64)
         b = int(t.size)
@@ -150,7 +170,7 @@ class BlockGenerator:
             sub = flat[where]
             m.physics.evaluate(np.repeat(t, self._phys_rows.size), rows, sub)
             flat[where] = sub
-        ev = self._events(t)
+        ev = self._events(sched, t)
         burst_of: list[np.ndarray | None] = [None] * b
         if ev is not None:
             active, kind = ev[0], ev[2]
