@@ -89,10 +89,11 @@ def _world(plant_path: Path, seed: int, rate: float, machine_fraction: float) ->
 
 
 def simulate(plant_path: Path, seed: int, train_days: float, clean_days: float, fault_days: float, rate: float,
-             machine_fraction: float, out: Path) -> Path:
+             machine_fraction: float, out: Path, live: bool = True) -> Path:
     """The expensive part, once: generator + detector stack; records every event and every change of a state
     signal (``out``), so the alarm layer can be replayed over it in seconds with any settings. The alarm layer
-    also runs live here, to time it on whole frames."""
+    also runs live here, to time it on whole frames (``live``; without it the recording is the same and its
+    alarm-layer time NaN: the replay computes every figure)."""
     plant, world, facts = _world(plant_path, seed, rate, machine_fraction)
     clean = build_world(SimOptions(plant=plant_path, seed=seed, anomaly_rate_per_h=0.0, wear_fraction=0.0,
                                    epoch_ns=EPOCH_NS), plant)
@@ -125,10 +126,11 @@ def simulate(plant_path: Path, seed: int, train_days: float, clean_days: float, 
         t0 = time.perf_counter()
         r = an.process(ts, sig, v, qual)
         t1 = time.perf_counter()
-        engine.on_state(sig, v, qual, now)
-        if r.events.shape[0]:
-            engine.on_events(r.events, now)
-        engine.tick(now)
+        if live:
+            engine.on_state(sig, v, qual, now)
+            if r.events.shape[0]:
+                engine.on_events(r.events, now)
+            engine.tick(now)
         t2 = time.perf_counter()
         if k >= t_score:
             stack_s += t1 - t0
@@ -157,7 +159,7 @@ def simulate(plant_path: Path, seed: int, train_days: float, clean_days: float, 
     np.savez(out, events=cat(events, EVENT_DTYPE), ev_tick=cat(ev_tick, np.int64), st_tick=cat(st_tick, np.int64),
              st_sig=cat(st_sig, np.uint32), st_val=cat(st_val, np.float64),
              meta=np.array([seed, t_score, t_fault, n_ticks, n, samples], dtype=np.int64),
-             meta_f=np.array([rate, machine_fraction, stack_s, alarm_s]))
+             meta_f=np.array([rate, machine_fraction, stack_s, alarm_s if live else np.nan]))
     return out
 
 
@@ -363,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--suppression", choices=["state", "off"], default=None)
     ap.add_argument("--recordings", type=Path, default=ROOT / "state" / "alarm_eval",
                     help="simulated events are recorded here once; later runs replay them (any AlarmSettings)")
+    ap.add_argument("--no-live", action="store_true",
+                    help="do not run the alarm layer during the simulation (it only times it there; the replay gives "
+                         "every figure): faster on a large plant, alarm-layer CPU not reported")
     ap.add_argument("--speed", action="store_true", help="only the cost per sample on whole-plant frames")
     args = ap.parse_args(argv)
     if args.speed:
@@ -388,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
                                  f"{args.train_days:g}-{args.clean_days:g}-{args.fault_days:g}-r{args.rate:g}.npz")
         if not rec.exists():
             simulate(plant, seed, args.train_days, args.clean_days, args.fault_days, args.rate, args.machine_fraction,
-                     rec)
+                     rec, live=not args.no_live)
         else:
             print(f"  (replaying {rec})")
         report(replay(plant, rec, settings), args.grace)
