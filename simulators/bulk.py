@@ -50,21 +50,37 @@ class BlockGenerator:
     The returned array is a view of a buffer reused by the next call (at most ``max_ticks`` rows).
     """
 
-    def __init__(self, model: SignalModel, max_ticks: int = 60, lock: threading.Lock | None = None) -> None:
+    def __init__(self, model: SignalModel, max_ticks: int = 60, lock: threading.Lock | None = None,
+                 columns: np.ndarray | None = None) -> None:
+        """``columns``: positions in the model's rows to compute (default all): the values of those columns of
+        the whole model (the noise of every row is still drawn, so that each column sees its own draw)."""
         self.model = model
         # EventSchedule caches its windows in a dict it prunes: generators of one model in several threads
         # share a lock around the schedule look-up (the rest only reads the model and the physics).
         self._lock = lock if lock is not None else threading.Lock()
         self.max_ticks = int(max_ticks)
         n = len(model)
-        self._values = np.empty((self.max_ticks, n))
-        self._scratch = np.empty((self.max_ticks, n))
+        self._all = columns is None
+        cols = np.arange(n, dtype=np.int64) if columns is None else np.asarray(columns, dtype=np.int64)
+        self.columns = cols
+        self._col_of = np.full(n, -1, dtype=np.int64)  # model position -> column (-1: not computed here)
+        self._col_of[cols] = np.arange(cols.size)
+        self._omega, self._phase = model.omega[cols], model.phase[cols]
+        self._amplitude, self._base, self._noise = model.amplitude[cols], model.base[cols], model.noise[cols]
+        self._low, self._high = model.low[cols], model.high[cols]
+        resolution = np.ones(n)
+        resolution[model._quantised] = model.resolution
+        self._quantised = np.flatnonzero(self._noise > 0)
+        self._resolution = resolution[cols][self._quantised]
+        self._noise_all = np.empty(n)
+        self._values = np.empty((self.max_ticks, cols.size))
+        self._scratch = np.empty((self.max_ticks, cols.size))
         phys = model.physics
         # Rows with a physics role, tiled over the block once (Physics.evaluate takes one time per row).
         self._phys_rows = np.empty(0, dtype=np.int64)
         if phys is not None:
-            self._phys_pos = np.flatnonzero(phys.role[model.rows] != 0)
-            self._phys_rows = model.rows[self._phys_pos]
+            self._phys_pos = np.flatnonzero(phys.role[model.rows[cols]] != 0)
+            self._phys_rows = model.rows[cols][self._phys_pos]
         self._tiled: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     # -- the anomaly schedule over a block ------------------------------------------------------
@@ -100,14 +116,16 @@ class BlockGenerator:
         start, end, sig = ev.start_s[mine], ev.end_s[mine], ev.signal[mine]
         # active[e, j]: event e is in progress at tick j (start <= t < end), as EventSchedule.active selects
         active = (start[:, None] <= t[None, :]) & (t[None, :] < end[:, None])
-        return active, pos, kind, mag, start, end, sig
+        return active, self._col_of[pos], kind, mag, start, end, sig
 
     def _apply(self, v: np.ndarray, t: np.ndarray, ev: tuple[np.ndarray, ...],
                bursts: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
-        """``SignalModel.apply_events`` over the block: kind group by kind group, events in schedule order."""
+        """``SignalModel.apply_events`` over the block: kind group by kind group, events in schedule order.
+
+        ``pos`` is the event's column here (-1: a row of the model this generator does not compute)."""
         m = self.model
         active, pos, kind, mag, start, end, sig = ev
-        events = range(kind.size)
+        events = [e for e in range(kind.size) if pos[e] >= 0]
         for e in events:  # spikes, steps, calibration offsets (np.add.at applies them in this order)
             if kind[e] in _ADDITIVE:
                 v[np.flatnonzero(active[e]), pos[e]] += mag[e]
@@ -134,9 +152,11 @@ class BlockGenerator:
                 if m.physics is not None:
                     rows, delta = m.physics.micro_leak(float(t[j]), m.table.machine[sig[sel]], mag[sel])
                     p = m.position[rows]
-                    np.add.at(v[j], p[p >= 0], delta[p >= 0])
+                    c = np.where(p >= 0, self._col_of[np.maximum(p, 0)], -1)
+                    np.add.at(v[j], c[c >= 0], delta[c >= 0])
                 else:
-                    np.add.at(v[j], pos[sel], mag[sel])
+                    c = pos[sel]
+                    np.add.at(v[j], c[c >= 0], mag[sel][c >= 0])
         for e in events:
             if kind[e] == _KIND[EventKind.DROPOUT]:
                 v[np.flatnonzero(active[e]), pos[e]] = np.nan
@@ -156,14 +176,14 @@ class BlockGenerator:
         b = int(t.size)
         if b == 0 or b > self.max_ticks or ticks.size != b:
             raise ValueError(f"block of {ticks.size} ticks and {b} times; 1 to {self.max_ticks}")
-        n = len(m)
+        n = int(self.columns.size)
         v = self._values[:b]
         tmp = self._scratch[:b]
-        np.multiply(m.omega[None, :], t[:, None], out=tmp)
-        np.add(tmp, m.phase, out=tmp)
+        np.multiply(self._omega[None, :], t[:, None], out=tmp)
+        np.add(tmp, self._phase, out=tmp)
         np.sin(tmp, out=tmp)
-        np.multiply(tmp, m.amplitude, out=tmp)
-        np.add(tmp, m.base, out=v)
+        np.multiply(tmp, self._amplitude, out=tmp)
+        np.add(tmp, self._base, out=v)
         if m.physics is not None and self._phys_rows.size:
             rows, where = self._tiled_rows(b, n)
             flat = v.reshape(-1)
@@ -181,19 +201,25 @@ class BlockGenerator:
         bursts: list[tuple[int, np.ndarray, np.ndarray]] = []
         for j in range(b):
             rng = m.rng(int(ticks[j]))
-            rng.standard_normal(out=tmp[j])
+            if self._all:
+                rng.standard_normal(out=tmp[j])
+            else:  # every row's draw, in order, then ours
+                rng.standard_normal(out=self._noise_all)
+                np.take(self._noise_all, self.columns, out=tmp[j])
             e = burst_of[j]
             if e is not None:  # this tick's burst draws follow its noise on the same generator
                 assert ev is not None
-                bursts.append((j, ev[1][e], ev[3][e] * rng.standard_normal(int(e.size))))
-        np.multiply(tmp, m.noise, out=tmp)
+                delta = ev[3][e] * rng.standard_normal(int(e.size))
+                c = ev[1][e]
+                bursts.append((j, c[c >= 0], delta[c >= 0]))
+        np.multiply(tmp, self._noise, out=tmp)
         np.add(v, tmp, out=v)
         if ev is not None:
             self._apply(v, t, ev, bursts)
-        np.clip(v, m.low, m.high, out=v)
-        q = m._quantised
+        np.clip(v, self._low, self._high, out=v)
+        q = self._quantised
         if q.size:
-            v[:, q] = np.rint(v[:, q] / m.resolution) * m.resolution
+            v[:, q] = np.rint(v[:, q] / self._resolution) * self._resolution
         return v
 
     def _tiled_rows(self, b: int, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -48,14 +48,16 @@ def _world(seed: int, rows: np.ndarray | None) -> tuple[SignalModel, SignalModel
     return (SignalModel(table, rows, seed, sched, physics), SignalModel(table, rows, seed, sched, physics), sched)
 
 
-def _compare(seed: int, rows: np.ndarray | None, sizes: list[int]) -> set[int]:
+def _compare(seed: int, rows: np.ndarray | None, sizes: list[int], columns: np.ndarray | None = None) -> set[int]:
     step_model, block_model, sched = _world(seed, rows)
-    gen = BlockGenerator(block_model, max(sizes))
+    gen = BlockGenerator(block_model, max(sizes), columns=columns)
     k = T0
     for size in sizes:
         ks = np.arange(k, k + size, dtype=np.int64)
         got = gen.block(ks, ks.astype(np.float64)).copy()
         want = np.array([step_model.step(int(j), float(j)).copy() for j in ks])
+        if columns is not None:
+            want = want[:, columns]
         np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
         assert (got.tobytes() == want.tobytes()) or np.array_equal(got, want, equal_nan=True), \
             f"ticks {k}..{k + size - 1}: {int((got != want).sum())} values differ"
@@ -74,3 +76,10 @@ def test_blocks_equal_step_for_a_process_serving_some_rows() -> None:
     table = expand(load_plant(DEV_PLANT))
     rows = np.arange(0, len(table), 3)
     _compare(5, rows, [13, 50])
+
+
+def test_blocks_of_some_columns_equal_those_columns_of_step() -> None:
+    table = expand(load_plant(DEV_PLANT))
+    # the columns of a few devices (as bench/sim_eval.py's partitions take them), dropouts and stuck included
+    columns = np.flatnonzero(np.isin(table.device, [0, 2]) | (np.arange(len(table)) < 3))
+    _compare(2, None, [25, 30], columns)
