@@ -40,8 +40,14 @@ of ``--test-seeds``, machines it never saw. Reported in hours: RMSE and MAE over
 RUL is within the cap (the model cannot see further than its cap, as in C-MAPSS), the error at the
 ticks closest to 24 h before failure, and the coverage of the 10-90 % band.
 
+**Speed.** The whole 15,000-signal demo plant: ``--partitions 4`` runs the detector stack as four processes,
+each over a group of whole devices and generating only its own columns (the figures are those of one stack:
+every stage works per signal, machine or device; checked on the dev plant), and ``--progress`` prints wall
+and CPU time every 6 simulated hours.
+
     python bench/sim_eval.py [--plant FILE] [--seeds 1 2] [--train-days 1] [--clean-days 1] [--fault-days 1]
                              [--rate 0.01] [--machine-fraction 1] [--cold-start 1 10] [--no-rul] [--no-faults]
+                             [--partitions 4] [--progress]
 """
 
 from __future__ import annotations
