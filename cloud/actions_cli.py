@@ -22,11 +22,10 @@ import json
 import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from cloud.alarms import query
-from cloud.alarms.cli import OPERATOR, BrokerError, _settings, send_command
+from cloud.alarms.cli import BrokerError, _settings, add_operator_options, send_command
 
 __all__ = ["EXIT_DRY_RUN", "main"]
 
@@ -43,17 +42,7 @@ def _value(text: str) -> float | int:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="plantwire actions", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", type=Path, help="the ingestor's config: InfluxDB and broker address from it")
-    p.add_argument("--influx", help="InfluxDB URL (default from --config, else http://127.0.0.1:8086)")
-    p.add_argument("--database", help="InfluxDB database (default from --config, else plantwire)")
-    p.add_argument("--broker", help="HOST:PORT of the broker (default from --config, else 127.0.0.1:1883)")
-    p.add_argument("--ca", type=Path, help="CA file for TLS to the broker")
-    p.add_argument("--cert", type=Path, help=f"client certificate of the {OPERATOR} identity (TLS)")
-    p.add_argument("--key", type=Path, help="its key")
-    p.add_argument("--username", help=f"broker user name (password auth; default {OPERATOR} with --password-env)")
-    p.add_argument("--password-env", help="environment variable holding the broker password")
-    p.add_argument("--actor", default=None, help="who asks (default: the login name)")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the gateway's answer")
+    add_operator_options(p, actor_help="who asks (default: the login name)")
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("request", help="ask a gateway to write a value to an allow-listed target")
     r.add_argument("target", help="the target's name in the gateway's actions: config (e.g. leak01.hold)")

@@ -143,8 +143,9 @@ def _duration_s(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a number and a unit (s, m, h, d), e.g. 24h") from None
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="plantwire alarms", description=__doc__.split("\n\n")[0])
+def add_operator_options(p: argparse.ArgumentParser, actor_help: str) -> None:
+    """Where the operator's commands and queries go and as whom: the options every operator CLI shares
+    (``plantwire alarms``, ``plantwire actions``)."""
     p.add_argument("--config", type=Path, help="the ingestor's config: InfluxDB and broker address from it")
     p.add_argument("--influx", help="InfluxDB URL (default from --config, else http://127.0.0.1:8086)")
     p.add_argument("--database", help="InfluxDB database (default from --config, else plantwire)")
@@ -154,8 +155,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--key", type=Path, help="its key")
     p.add_argument("--username", help=f"broker user name (password auth; default {OPERATOR} with --password-env)")
     p.add_argument("--password-env", help="environment variable holding the broker password")
-    p.add_argument("--actor", default=None, help="who acts (default: the login name)")
+    p.add_argument("--actor", default=None, help=actor_help)
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the gateway's answer")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="plantwire alarms", description=__doc__.split("\n\n")[0])
+    add_operator_options(p, actor_help="who acts (default: the login name)")
     sub = p.add_subparsers(dest="cmd", required=True)
     ls = sub.add_parser("list", help="open incidents: active or unacknowledged")
     ls.add_argument("--area", help="only this area")
