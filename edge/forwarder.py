@@ -448,31 +448,32 @@ class Forwarder:
     def _on_connect(self) -> None:
         self._connects += 1
 
-    def _on_evack(self, topic: str, payload: bytes) -> None:
-        """The cloud stored these events-lane records (``Ack`` format: ranges of events seqs of one epoch)."""
+    def _own_ack(self, topic: str, payload: bytes, what: str) -> wire.Ack | None:
+        """An ack for this gateway, or None (malformed, or naming another gateway: counted and logged)."""
         try:
             ack = wire.decode_ack(payload)
         except wire.WireError as exc:
             self.counters.ack_errors += 1
-            log.warning("forwarder: malformed events ack on %s ignored: %s", topic, exc)
-            return
+            log.warning("forwarder: malformed %s on %s ignored: %s", what, topic, exc)
+            return None
         if ack.gateway != self.gateway:
             self.counters.ack_errors += 1
-            log.warning("forwarder: events ack on %s names gateway %r; ignored", topic, ack.gateway)
+            log.warning("forwarder: %s on %s names gateway %r, not %r; ignored", what, topic, ack.gateway,
+                        self.gateway)
+            return None
+        return ack
+
+    def _on_evack(self, topic: str, payload: bytes) -> None:
+        """The cloud stored these events-lane records (``Ack`` format: ranges of events seqs of one epoch)."""
+        ack = self._own_ack(topic, payload, "events ack")
+        if ack is None:
             return
         recs, _ = self.spool.ack_covered(ack.boot_epoch_ns, ack.watermark, ack.ranges, lane=Lane.EVENTS)
         self.counters.events_acked += recs
 
     def _on_ack(self, topic: str, payload: bytes) -> None:
-        try:
-            ack = wire.decode_ack(payload)
-        except wire.WireError as exc:
-            self.counters.ack_errors += 1
-            log.warning("forwarder: malformed ack on %s ignored: %s", topic, exc)
-            return
-        if ack.gateway != self.gateway:
-            self.counters.ack_errors += 1
-            log.warning("forwarder: ack on %s names gateway %r, not %r; ignored", topic, ack.gateway, self.gateway)
+        ack = self._own_ack(topic, payload, "ack")
+        if ack is None:
             return
         with self._mem_lock:
             self.spool.ack_covered(ack.boot_epoch_ns, ack.watermark, ack.ranges)
