@@ -53,19 +53,35 @@ def _pids(pipe: Pipeline) -> dict[str, int]:
     return pids
 
 
-def _buckets(m: dict[str, float]) -> list[tuple[float, float]]:
-    return sorted(
-        (float(k.split("le=", 1)[1].strip('"}')), v)
-        for k, v in m.items()
-        if k.startswith("plantwire_ingest_sample_latency_seconds_bucket") and "le=" in k
-    )
+_LATENCY = "plantwire_ingest_sample_latency_seconds"
 
 
-def _quantile_from_histogram(end: dict[str, float], q: float, start: dict[str, float] | None = None) -> float | None:
+def _labels(key: str) -> dict[str, str]:
+    """``name{a="x",b="y"}`` -> {a: x, b: y} (our label values hold no quotes or commas)."""
+    if "{" not in key:
+        return {}
+    inner = key.split("{", 1)[1].rstrip("}")
+    return {k: v.strip('"') for k, _, v in (part.partition("=") for part in inner.split(",") if part)}
+
+
+def _buckets(m: dict[str, float], name: str = _LATENCY, **want: str) -> list[tuple[float, float]]:
+    out = []
+    for k, v in m.items():
+        if not k.startswith(name + "_bucket{"):
+            continue
+        lab = _labels(k)
+        if "le" in lab and all(lab.get(a) == b for a, b in want.items()):
+            out.append((float(lab["le"]), v))
+    return sorted(out)
+
+
+def _quantile_from_histogram(
+    end: dict[str, float], q: float, start: dict[str, float] | None = None, name: str = _LATENCY, **want: str
+) -> float | None:
     """Quantile of the samples written between two scrapes, from Prometheus cumulative buckets,
     interpolated linearly inside the bucket it falls in (as Prometheus' histogram_quantile does)."""
-    b1 = _buckets(end)
-    b0 = dict(_buckets(start)) if start else {}
+    b1 = _buckets(end, name, **want)
+    b0 = dict(_buckets(start, name, **want)) if start else {}
     buckets = [(le, cum - b0.get(le, 0.0)) for le, cum in b1]
     if not buckets or buckets[-1][1] <= 0:
         return None
@@ -79,6 +95,38 @@ def _quantile_from_histogram(end: dict[str, float], q: float, start: dict[str, f
             return round(prev_le + (le - prev_le) * frac, 3)
         prev_le, prev_cum = le, cum
     return None
+
+
+#: Where the latency goes: (row name, histogram, labels); e2e prints p50/p99 of each over the window.
+_BREAKDOWN: tuple[tuple[str, str, dict[str, str]], ...] = (
+    ("edge: flush starts late", "plantwire_edge_flush_late_seconds", {}),
+    ("edge: flush duration", "plantwire_edge_flush_seconds", {}),
+    ("edge: sample age at publish", "plantwire_edge_sample_publish_age_seconds", {}),
+    ("ingest: sample age at arrival", "plantwire_ingest_sample_arrival_seconds", {}),
+    ("ingest group: wait to be collected", "plantwire_ingest_group_stage_seconds", {"stage": "collect"}),
+    ("ingest group: build lines", "plantwire_ingest_group_stage_seconds", {"stage": "build"}),
+    ("ingest group: queued for writer", "plantwire_ingest_group_stage_seconds", {"stage": "queue"}),
+    ("ingest group: write", "plantwire_ingest_group_stage_seconds", {"stage": "write"}),
+    ("ingest group: commit and ack", "plantwire_ingest_group_stage_seconds", {"stage": "commit"}),
+    ("ingest: one InfluxDB request", "plantwire_ingest_influx_write_seconds", {}),
+    ("sample age when stored", _LATENCY, {}),
+)
+
+
+def _breakdown(end: dict[str, float], start: dict[str, float]) -> dict[str, list[float | None]]:
+    """p50, p99 and count over the window of each stage's histogram (absent ones are left out)."""
+    out: dict[str, list[float | None]] = {}
+    for row, name, want in _BREAKDOWN:
+        b1 = _buckets(end, name, **want)
+        if not b1:
+            continue
+        n = b1[-1][1] - dict(_buckets(start, name, **want)).get(b1[-1][0], 0.0)
+        out[row] = [
+            _quantile_from_histogram(end, 0.5, start, name, **want),
+            _quantile_from_histogram(end, 0.99, start, name, **want),
+            n,
+        ]
+    return out
 
 
 def _scrape_raw(port: int) -> dict[str, float]:
@@ -140,14 +188,14 @@ def run(
         load0 = _loadavg()
         cpu0 = {n: sample(p).cpu_s for n, p in pids.items()}
         m0 = pipe.progress()
-        raw0 = _scrape_raw(pipe.ingest_metrics_port)
+        raw0 = _scrape_raw(pipe.ingest_metrics_port) | _scrape_raw(pipe.edge_metrics_port)
         t0 = time.monotonic()
         time.sleep(duration_s)
         window = time.monotonic() - t0
         m1 = pipe.progress()
         samples = {n: sample(p) for n, p in pids.items()}
         load1 = _loadavg()
-        raw_ingest = _scrape_raw(pipe.ingest_metrics_port)
+        raw_ingest = _scrape_raw(pipe.ingest_metrics_port) | _scrape_raw(pipe.edge_metrics_port)
     except BaseException:
         pipe.close()
         raise
@@ -175,9 +223,14 @@ def run(
         "samples_read_total": summary.samples_read,
         "samples_in_influx_total": summary.samples_in_influx,
         "samples_lost": summary.lost,
+        # Poll ticks the Modbus sources skipped in the window because a poll overran its period (the event
+        # loop busy with a flush, a slow device): why fewer samples are read than the plant makes.
+        "missed_ticks": m1.get("plantwire_edge_source_missed_ticks_total", 0)
+        - m0.get("plantwire_edge_source_missed_ticks_total", 0),
         "signals_mismatched": summary.signals_mismatched,
         "latency_p50_s": p50,
         "latency_p99_s": p99,
+        "latency_breakdown_p50_p99_n": _breakdown(raw_ingest, raw0),
         "cpu_s": {n: round(c, 2) for n, c in cpu.items()},
         "cpu_us_per_sample": {n: round(c / max(read, 1) * 1e6, 2) for n, c in cpu.items()},
         "peak_rss_mb": {n: round(s.rss_peak_bytes / 2**20, 1) for n, s in samples.items()},
@@ -215,7 +268,11 @@ def _summary(r: dict[str, Any]) -> str:
         f"{r['peak_rss_mb'].get('edge')} MB\n"
         f"  CPU µs per sample read: {cpu}; total {r['cpu_us_per_sample_total']}\n"
         f"  load average at start {r['loadavg_start']} and end {r['loadavg_end']} ({r['machine']})\n"
-        f"  goals: {goals}"
+        f"  goals: {goals}\n"
+        + "".join(
+            f"    {row:<36} p50 {p50} s, p99 {p99} s ({n:,.0f})\n"
+            for row, (p50, p99, n) in r.get("latency_breakdown_p50_p99_n", {}).items()
+        )
     )
 
 

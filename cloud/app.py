@@ -28,7 +28,10 @@ Choices, and why:
 - **Gap ledger and acks** (:mod:`cloud.ledger`): sequence numbers enter the ledger after the
   write; the ledger is saved before the PUBACKs; the watermark is published after them.
 - **Latency** per sample (write accepted minus sample timestamp) goes into a histogram in one
-  vectorised step per write.
+  vectorised step per write; so does its first part, arrival here minus sample timestamp (the edge's
+  flush interval and work, the broker). Each write group's stages (``group_stage_seconds``: waiting
+  to be collected, building, queued for the writer, writing, committing) have a histogram each, so
+  the stage that makes a latency tail shows in the metrics (``bench/e2e.py`` prints the breakdown).
 - **Scale-out** with MQTT 5 shared subscriptions (``$share/<group>/...``): signal tables and peers'
   acks are also subscribed unshared, peers' acks are merged into the ledger, so every ingestor of
   the group publishes the union and the edge frees what any of them stored.
@@ -63,7 +66,6 @@ from cloud import schema
 from cloud.alarms.store import IncidentOrder, audit_line, incident_points
 from cloud.config import CloudConfig, Compression, InfluxApi, InfluxSettings, load_cloud
 from cloud.deadletter import DeadLetterStore
-from cloud.histogram import LATENCY_BUCKETS_S, Histogram
 from cloud.influx_watch import InfluxWatch, Reachability
 from cloud.ledger import GapLedger
 from cloud.models.status import models_text
@@ -85,6 +87,7 @@ from cloud.sinks.split import lines_per_request
 from cloud.sources.mqtt import Message, MqttSource
 from plantwire import wire
 from plantwire.configfile import ConfigError, ensure_state_dir
+from plantwire.histogram import LATENCY_BUCKETS_S, Histogram
 from plantwire.logs import setup_logging
 from plantwire.metrics import MetricsServer, Registry
 from plantwire.sdnotify import Notifier
@@ -157,6 +160,11 @@ class _Write:
     incidents_touched: bool = False
     # Events-lane seqs stored, per (site, gateway, boot epoch): answered with an events ack after the write.
     event_seqs: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
+    # Stage timings (time.time_ns / perf_counter), for the group_stage_seconds histograms.
+    arrival_ns: list[int] = field(default_factory=list)  # per entry of ``batches``: when its message arrived
+    first_arrival_ns: int = 0  # the group's oldest message's arrival
+    collected_ns: int = 0  # the group closed (collect returned)
+    built_ns: int = 0  # line protocol built, handed to the writer
 
     def add_lines(self, data: np.ndarray, line_end: np.ndarray) -> None:
         if data.size:
@@ -269,6 +277,14 @@ class Ingestor:
             r, "sample_latency_seconds", "sample timestamp to InfluxDB write accepted", LATENCY_BUCKETS_S
         )
         self.write_latency = Histogram(r, "influx_write_seconds", "InfluxDB write request duration", _WRITE_BUCKETS_S)
+        self.arrival = Histogram(
+            r, "sample_arrival_seconds", "sample timestamp to its MQTT message's arrival here (edge and broker)",
+            LATENCY_BUCKETS_S,
+        )
+        self.stage = {
+            name: Histogram(r, "group_stage_seconds", f"per write group: {help_}", LATENCY_BUCKETS_S, stage=name)
+            for name, help_ in _STAGES.items()
+        }
 
     def pending(self) -> int:
         st = self.source.stats
@@ -476,7 +492,13 @@ class Ingestor:
         writer.start()
         try:
             while not stop.is_set() and writer.is_alive():
-                w = self._prepare(self._collect(stop))
+                msgs = self._collect(stop)
+                collected_ns = time.time_ns()
+                w = self._prepare(msgs)
+                if w is not None:
+                    w.first_arrival_ns = min(m.received_ns for m in msgs) if msgs else collected_ns
+                    w.collected_ns = collected_ns
+                    w.built_ns = time.time_ns()
                 if w is not None and not self._hand_over(writes, w, writer, stop):
                     break  # stopping: this group is not acknowledged; the broker redelivers it
                 self._update_gauges()
@@ -516,14 +538,32 @@ class Ingestor:
                     w = _IDLE
                 if w is None:
                     return
-                if w is not _IDLE and self._write(w, stop):
-                    self._commit(w)
+                if w is not _IDLE:
+                    t_start = time.time_ns()
+                    if self._write(w, stop):
+                        t_written = time.time_ns()
+                        self._commit(w)
+                        self._observe_stages(w, t_start, t_written, time.time_ns())
                 self._maybe_backfill()
                 if time.monotonic() - self._last_ack_publish >= self.ing.ack_interval_s:
                     self._publish_acks(force=True)
         except BaseException as exc:  # surfaced by run() in the consuming thread
             failure.append(exc)
             log.exception("ingest writer thread failed")
+
+    def _observe_stages(self, w: _Write, t_start_ns: int, t_written_ns: int, t_done_ns: int) -> None:
+        """One observation per stage of a group that was written (seconds, wall clock)."""
+        if not w.built_ns:  # a group built before the timings existed (tests handing _Write directly)
+            return
+        spans = {
+            "collect": w.collected_ns - w.first_arrival_ns,
+            "build": w.built_ns - w.collected_ns,
+            "queue": t_start_ns - w.built_ns,
+            "write": t_written_ns - t_start_ns,
+            "commit": t_done_ns - t_written_ns,
+        }
+        for name, span_ns in spans.items():
+            self.stage[name].observe(np.array([span_ns / 1e9]))
 
     # -- the cycle ----------------------------------------------------------------------------------
     def _collect(self, stop: threading.Event) -> list[Message]:
@@ -626,6 +666,7 @@ class Ingestor:
             raise wire.WireError(f"body.signal: {exc}") from None
         w.add_lines(lines.data, lines.line_end)
         w.batches.append((site, gateway, batch))
+        w.arrival_ns.append(m.received_ns)
         w.samples += len(batch)
         w.msgs.append(m)
 
@@ -656,6 +697,7 @@ class Ingestor:
             return
         w.add_lines(lines.data, lines.line_end)
         w.batches.append((site, gateway, batch))
+        w.arrival_ns.append(m.received_ns)
         w.samples += len(batch)
         w.msgs.append(m)
 
@@ -1007,6 +1049,9 @@ class Ingestor:
             ts = np.concatenate([b.ts_ns for _, _, b in w.batches]) if len(w.batches) > 1 else w.batches[0][2].ts_ns
             if ts.size:
                 self.latency.observe((now_ns - ts) / 1e9)
+                if len(w.arrival_ns) == len(w.batches):
+                    arrived = np.repeat(np.asarray(w.arrival_ns, np.int64), [len(b) for _, _, b in w.batches])
+                    self.arrival.observe((arrived - ts) / 1e9)
                 if self._late_window_ns and int(ts.min()) < now_ns - self._late_window_ns:
                     self._note_late(int(ts.min()), int(ts.max()))
             self.m_samples.inc(max(0, w.samples - self._rejected_samples))
@@ -1121,6 +1166,14 @@ class Ingestor:
 
 
 _PIPELINE_DEPTH = 2
+#: The stages of a write group, timed per group (histogram ``group_stage_seconds{stage=...}``).
+_STAGES = {
+    "collect": "oldest message's arrival to the group closing (worker busy with the previous group, linger)",
+    "build": "decoding and building line protocol",
+    "queue": "built, waiting for the writer (busy with the previous group)",
+    "write": "the InfluxDB requests of the group (in parallel over write_connections)",
+    "commit": "gap ledger saved, PUBACKs, ack watermarks published",
+}
 #: Gauges of the edge's retained status (edge/app.py) -> pipeline fields.
 _EDGE_GAUGES = (
     ("log_bytes", schema.F_WAL_BYTES),

@@ -54,6 +54,7 @@ from edge.sources.stats import SourceStats, degraded_reasons, export_source_metr
 from edge.spool import DropCause, Spool
 from plantwire import wire
 from plantwire.configfile import ConfigError, ensure_state_dir
+from plantwire.histogram import LATENCY_BUCKETS_S, Histogram
 from plantwire.logs import active_limiter, setup_logging
 from plantwire.metrics import Metric, MetricsServer, Registry
 from plantwire.plant import PlantConfig, Protocol, SignalTable, expand
@@ -122,6 +123,16 @@ class EdgeGateway:
         self.source_stats: dict[str, SourceStats] = {}
         self.sources: dict[str, Any] = {}
         self.metrics = Registry("plantwire_edge")
+        # Where end-to-end latency is spent on the edge (bench/e2e.py prints the breakdown): each sample's
+        # age when handed to the forwarder, and per flush its lateness and duration (the event loop is busy).
+        self.publish_age = Histogram(self.metrics, "sample_publish_age_seconds",
+                                     "sample timestamp to its batch handed to the write-ahead log and MQTT",
+                                     LATENCY_BUCKETS_S)
+        self.flush_late = Histogram(self.metrics, "flush_late_seconds",
+                                    "how late each flush started after its scheduled time", LATENCY_BUCKETS_S)
+        self.flush_time = Histogram(self.metrics, "flush_seconds",
+                                    "duration of each flush (scoring, alarms, encoding, logging, agents)",
+                                    LATENCY_BUCKETS_S)
         self._signals_payload = wire.encode_signal_table(
             gateway=cfg.gateway_id,
             table_hash=self.table_hash,
@@ -440,6 +451,7 @@ class EdgeGateway:
                 status=part.status[a:b] if part.status is not None else None,
             )
             self.forwarder.submit(payload, self.seq, self.boot_epoch_ns, b - a)
+            self.publish_age.observe((time.time_ns() - part.ts_ns[a:b]) / 1e9)
             self.telemetry_bytes += len(payload)
             self.seq += 1
         np.maximum.at(self.mark.last_ts_ns, part.signal, part.ts_ns)
@@ -548,8 +560,13 @@ class EdgeGateway:
         # and hold those samples for a whole interval.
         phase = min(self.cfg.publish.flush_phase_ms / 1000.0, period / 2)
         while True:
-            await asyncio.sleep(period - ((time.time() - phase) % period))
+            wait_s = period - ((time.time() - phase) % period)
+            due = time.monotonic() + wait_s
+            await asyncio.sleep(wait_s)
+            t_flush = time.monotonic()
+            self.flush_late.observe(np.array([t_flush - due]))
             self._flush()
+            self.flush_time.observe(np.array([time.monotonic() - t_flush]))
             if time.monotonic() >= self._next_status:
                 self._next_status = time.monotonic() + HEALTH_STATUS_INTERVAL_S
                 self._retry_side_work()

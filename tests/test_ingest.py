@@ -172,6 +172,11 @@ def test_batches_land_with_exact_values_and_are_acked(
                 ("", SITE, GW, 50),
             }
             assert ing.latency.count == 200
+            # The latency's first part (arrival here) is fed for the same samples and is never longer;
+            # every stage of every written group is timed once (bench/e2e.py's breakdown).
+            assert ing.arrival.count == 200 and ing.arrival._sum <= ing.latency._sum
+            wait_for(lambda: ing.stage["commit"].count >= 1
+                     and len({h.count for h in ing.stage.values()}) == 1, what="every stage timed per group")
             assert ing.source.stats.acked == 6  # five batches and the retained table
     finally:
         pub.close()

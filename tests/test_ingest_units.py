@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cloud.deadletter import DeadLetterStore
-from cloud.histogram import Histogram
 from cloud.ledger import GapLedger
 from cloud.signal_tables import SignalTableStore
 from plantwire import wire
+from plantwire.histogram import Histogram
 from plantwire.metrics import Registry
 
 # -- gap ledger -------------------------------------------------------------------------------------
@@ -192,6 +192,22 @@ def test_pipeline_scrape_reads_histogram_buckets() -> None:
     lines = [ln for ln in reg.render().splitlines() if ln.startswith("plantwire_ingest_sample_latency_seconds_bucket")]
     assert [ln.split(" ")[1] for ln in lines] == ["1", "3", "4"]
     assert json.loads('"' + lines[0].split('le="')[1].split('"')[0] + '"') == "0.5"
+
+
+def test_histograms_sharing_a_family_keep_their_own_buckets() -> None:
+    """The ingestor's per-stage timings: one family ``group_stage_seconds``, one series set per stage."""
+    reg = Registry("plantwire_ingest")
+    write = Histogram(reg, "group_stage_seconds", "x", (0.5, 1.0), stage="write")
+    build = Histogram(reg, "group_stage_seconds", "x", (0.5, 1.0), stage="build")
+    write.observe(np.array([0.7, 3.0]))
+    build.observe(np.array([0.1]))
+    text = reg.render()
+    assert text.count("# TYPE plantwire_ingest_group_stage_seconds histogram") == 1
+    assert 'plantwire_ingest_group_stage_seconds_bucket{le="1.0",stage="write"} 1' in text
+    assert 'plantwire_ingest_group_stage_seconds_bucket{le="+Inf",stage="write"} 2' in text
+    assert 'plantwire_ingest_group_stage_seconds_bucket{le="0.5",stage="build"} 1' in text
+    assert 'plantwire_ingest_group_stage_seconds_count{stage="build"} 1' in text
+    assert write.count == 2 and build.count == 1
 
 
 @given(

@@ -4,6 +4,10 @@ Rendered through ``plantwire.metrics``' histogram family (one ``# TYPE <name> hi
 ``<name>_bucket{le="..."}`` (cumulative), ``<name>_sum`` and ``<name>_count``, which is what
 Prometheus and ``bench/e2e.py``'s quantile estimate read. Observing a batch is one
 ``searchsorted`` plus one ``bincount``: a million latencies cost a few ms.
+
+Several histograms may share one family, told apart by constant labels (``stage="write"``): the
+ingestor's per-stage timings are one family, as Prometheus expects. It lives on the ground floor
+because both daemons time their stages with it (the edge its flushes, the cloud its writes).
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ def _le(bound: float) -> str:
 class Histogram:
     """Cumulative buckets with upper bounds ``buckets`` (``le``, inclusive) plus ``+Inf``."""
 
-    def __init__(self, registry: Registry, name: str, help_: str, buckets: tuple[float, ...]) -> None:
+    def __init__(
+        self, registry: Registry, name: str, help_: str, buckets: tuple[float, ...], **labels: str
+    ) -> None:
         bounds = np.asarray(sorted(buckets), dtype=np.float64)
         if bounds.size == 0 or not np.all(np.isfinite(bounds)):
             raise ValueError("histogram buckets must be finite and non-empty")
@@ -40,6 +46,7 @@ class Histogram:
         self._lock = threading.Lock()
         self._family = registry.histogram(name, help_)
         self._labels = [_le(b) for b in bounds] + ["+Inf"]
+        self._const = labels  # e.g. stage="write": one series set of a shared family
         self._publish()
 
     def observe(self, values: np.ndarray) -> None:
@@ -58,9 +65,9 @@ class Histogram:
     def _publish(self) -> None:
         cum = np.cumsum(self._counts)
         for label, c in zip(self._labels, cum.tolist(), strict=True):
-            self._family.set(c, suffix="_bucket", le=label)
-        self._family.set(self._sum, suffix="_sum")
-        self._family.set(int(cum[-1]), suffix="_count")
+            self._family.set(c, suffix="_bucket", le=label, **self._const)
+        self._family.set(self._sum, suffix="_sum", **self._const)
+        self._family.set(int(cum[-1]), suffix="_count", **self._const)
 
     @property
     def count(self) -> int:
