@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import queue
+import re
 import statistics
 import sys
 import tempfile
@@ -64,7 +65,9 @@ class Variant:
     tuning: InfluxTuning
     lines_per_request: int = 10_000
     connections: int = 1
-    value_only: bool = False  # drop ``quality=0i`` from good points: a data-model change, for scale only
+    # ``quality=0i`` on good points too, as the ingestor wrote them before 2026-12-03 (since then quality is
+    # only on points that are not good, cloud/sinks/lineproto.py); to compare the two schemas
+    with_quality: bool = False
     precision_ms: bool = False  # timestamps written in ms (``precision=ms``): the same points, 6 digits shorter
 
 
@@ -89,9 +92,16 @@ VARIANTS: dict[str, Variant] = {
     "req50k_gogc400": Variant(dataclasses.replace(STOCK_INFLUX, gogc=400), lines_per_request=50_000),
     "req2k": Variant(STOCK_INFLUX, lines_per_request=2_000),
     "conn2": Variant(STOCK_INFLUX, connections=2),
-    "valueonly": Variant(STOCK_INFLUX, value_only=True),
+    "stock_q": Variant(STOCK_INFLUX, with_quality=True),  # the stock server, the schema before 2026-12-03
+    "tuned_q": Variant(
+        InfluxTuning(), lines_per_request=lines_per_request(123_000, IngestSettings().lines_per_request, 2),
+        with_quality=True,
+    ),
     "req50k_ms": Variant(STOCK_INFLUX, lines_per_request=50_000, precision_ms=True),
 }
+
+
+_QUALITY_AFTER_VALUE = re.compile(rb"( value=[^ ]+) ")
 
 
 def plant_prefixes(config: Path) -> tuple[SeriesPrefixes, np.ndarray]:
@@ -104,7 +114,7 @@ def plant_prefixes(config: Path) -> tuple[SeriesPrefixes, np.ndarray]:
 
 
 def bodies(
-    prefixes: SeriesPrefixes, device: np.ndarray, t0: int, points: int, per_req: int, value_only: bool, seed: int = 1,
+    prefixes: SeriesPrefixes, device: np.ndarray, t0: int, points: int, per_req: int, with_quality: bool, seed: int = 1,
     precision_ms: bool = False,
 ) -> Iterator[bytes]:
     """Request bodies of ``per_req`` lines: rounds of every signal at 10 Hz from ``t0``, random walks as float32."""
@@ -121,9 +131,10 @@ def bodies(
         # one read per device per round, devices a millisecond apart (Modbus ticks are whole ms)
         ts = t0 + k * 100_000_000 + device * 1_000_000
         lines = build_lines(prefixes, ts, sig, level.astype(np.float64), quality)
-        data = pending + lines.tobytes()
-        if value_only:
-            data = data.replace(b",quality=0i", b"")
+        fresh = lines.tobytes()
+        if with_quality:  # every point good here: insert the field the old schema wrote before the timestamp
+            fresh = _QUALITY_AFTER_VALUE.sub(rb"\1,quality=0i ", fresh)
+        data = pending + fresh
         if precision_ms:
             data = data.replace(b"000000\n", b"\n")
         k += 1
@@ -185,7 +196,7 @@ def measure(
             # Series creation is a one-off per signal: done (and its CPU excluded) before the window.
             t0_ns = (time.time_ns() // 10**9 - 3600) * 10**9  # the warm-up's points are overwritten by the first round
             warm = list(bodies(
-                prefixes, device, t0_ns, len(prefixes), 10_000, v.value_only, seed=99, precision_ms=v.precision_ms
+                prefixes, device, t0_ns, len(prefixes), 10_000, v.with_quality, seed=99, precision_ms=v.precision_ms
             ))
             errors: list[str] = []
             wq: queue.Queue[bytes | None] = queue.Queue()
@@ -206,7 +217,7 @@ def measure(
                 t.start()
             points = 0  # whole rounds of every signal: at least the points asked for
             for body in bodies(
-                prefixes, device, t0_ns, want, v.lines_per_request, v.value_only, precision_ms=v.precision_ms
+                prefixes, device, t0_ns, want, v.lines_per_request, v.with_quality, precision_ms=v.precision_ms
             ):
                 points += body.count(b"\n")
                 q.put(body)
@@ -274,7 +285,7 @@ def main() -> int:
                     "tuning": dataclasses.asdict(v.tuning),
                     "lines_per_request": v.lines_per_request,
                     "connections": v.connections,
-                    "value_only": v.value_only,
+                    "with_quality": v.with_quality,
                     "influxd_cpu_s_per_mpoint_write": statistics.median(x["cpu_s_per_mpoint_write"] for x in rs),
                     "influxd_cpu_s_per_mpoint_all": statistics.median(x["cpu_s_per_mpoint_all"] for x in rs),
                     "all_runs": [x["cpu_s_per_mpoint_all"] for x in rs],

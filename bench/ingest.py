@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
                 ceilings.append(ceiling(influx, f"ceiling{r + 1}", prefixes, batches, per_req))
             nav, nav_n, nav_cpu = naive(influx, prefixes, ids, machines, batches, per_req, args.naive_samples)
             if isinstance(influx, InfluxDB1):
-                q = f"SELECT count(quality) FROM samples WHERE time > {WARM_TS_NS}"
+                q = f"SELECT count(value) FROM samples WHERE time > {WARM_TS_NS}"  # all finite here
                 stored = [influx.rows(q, f"ingestor{r}")[0]["count"] for r in range(args.rounds)]
             else:  # VictoriaMetrics: the ingestor's own count of accepted samples
                 stored = [int(x[2]["samples_written"]) for x in runs]

@@ -49,7 +49,8 @@ DRAINED_AGE_S = 5.0
 
 
 def _last_ts_ns(pipe: Pipeline, signal: str) -> int | None:
-    q = f"SELECT last(quality) FROM samples WHERE signal = '{signal}' AND time > now() - 1h"
+    # last(value): every finite sample has it (quality is only on points that are not good)
+    q = f"SELECT last(value) FROM samples WHERE signal = '{signal}' AND time > now() - 1h"
     url = f"{pipe.influx_url}/query?{urlencode({'db': pipe.database, 'q': q, 'epoch': 'ns'})}"
     with urlopen(url, timeout=10) as resp:
         doc = json.loads(resp.read())

@@ -9,7 +9,8 @@ Layout in the database (names in this module, measurement and field names from :
   fill them: 1 m from ``raw``, 1 h from ``rollup_1m`` (60 times fewer points to read every hour).
   For ``samples`` the fields are ``value`` (the mean, so a panel's ``mean("value")`` reads any
   RP), ``value_min``, ``value_max``, ``value_count``, ``value_sum`` (for the exact mean of means
-  weighted by count one level up) and ``quality_max`` (the worst quality in the bucket). ``health``
+  weighted by count one level up) and ``quality_max`` (the worst quality in the bucket; absent when every
+  sample in it was good, since good points carry no ``quality``: cloud/sinks/lineproto.py). ``health``
   and ``pipeline`` keep their field names with the aggregate that makes sense per field (mean
   health and RUL, widest RUL band, summed counters, worst gauges); ``events`` become ``episodes``
   (count) and ``peak`` (max) per series.

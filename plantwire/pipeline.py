@@ -244,21 +244,9 @@ class Pipeline:
         return out
 
     def influx_counts(self, since_ns: int | None = None, until_ns: int | None = None) -> dict[str, int]:
-        """Points per signal in InfluxDB (counted on the always-present ``quality`` field), optionally
-        only those with ``since_ns <= time < until_ns`` (to tell one edge run from the next)."""
-        where = []
-        if since_ns is not None:
-            where.append(f"time >= {int(since_ns)}")
-        if until_ns is not None:
-            where.append(f"time < {int(until_ns)}")
-        cond = f" WHERE {' AND '.join(where)}" if where else ""
-        q = f"SELECT count(quality) FROM samples{cond} GROUP BY signal"
-        doc = _influx_query(self.influx_url, q, self.database)
-        counts: dict[str, int] = {}
-        for result in doc.get("results", []):
-            for series in result.get("series", []) or []:
-                counts[series["tags"]["signal"]] = int(series["values"][0][1])
-        return counts
+        """Points per signal in InfluxDB, optionally only those with ``since_ns <= time < until_ns`` (to tell
+        one edge run from the next): :func:`influx_counts`."""
+        return influx_counts(self.influx_url, self.database, since_ns, until_ns)
 
     # -- chaos --------------------------------------------------------------------------------
     def _service(self, name: str) -> Any:
@@ -383,6 +371,26 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> None:
             _merge(base[key], value)
         else:
             base[key] = value
+
+
+def influx_counts(url: str, database: str, since_ns: int | None = None, until_ns: int | None = None) -> dict[str, int]:
+    """Samples per signal in InfluxDB's ``samples``. Every point has exactly one of ``value`` (finite) and
+    ``nonfinite``; ``quality`` is only on points that are not good (since 2026-12-03, cloud/sinks/lineproto.py;
+    older points have it on every point), so it no longer counts samples. Both forms count right."""
+    where = []
+    if since_ns is not None:
+        where.append(f"time >= {int(since_ns)}")
+    if until_ns is not None:
+        where.append(f"time < {int(until_ns)}")
+    cond = f" WHERE {' AND '.join(where)}" if where else ""
+    q = f"SELECT count(value), count(nonfinite) FROM samples{cond} GROUP BY signal"
+    doc = _influx_query(url, q, database)
+    counts: dict[str, int] = {}
+    for result in doc.get("results", []):
+        for series in result.get("series", []) or []:
+            _, finite, nonfinite = series["values"][0]  # time, count(value), count(nonfinite); null when none
+            counts[series["tags"]["signal"]] = int(finite or 0) + int(nonfinite or 0)
+    return counts
 
 
 def _influx_query(url: str, q: str, db: str) -> dict[str, Any]:

@@ -117,16 +117,18 @@ def wait_for(cond: Callable[[], object], timeout_s: float = 15.0, what: str = "c
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def stored(influx: InfluxDB1, db: str) -> dict[tuple[str, int], tuple[float | None, int, str | None]]:
+def stored(influx: InfluxDB1, db: str) -> dict[tuple[str, int], tuple[float | None, int | None, str | None]]:
     rows = influx.rows('SELECT "value", "quality", "nonfinite" FROM samples GROUP BY "signal"', db)
     return {(r["signal"], r["time"]): (r["value"], r["quality"], r["nonfinite"]) for r in rows}
 
 
-def expected(cols: dict[str, np.ndarray]) -> dict[tuple[str, int], tuple[float | None, int, str | None]]:
-    out = {}
-    for ts, s, v, q in zip(
+def expected(cols: dict[str, np.ndarray]) -> dict[tuple[str, int], tuple[float | None, int | None, str | None]]:
+    """What InfluxDB holds per point: a good sample (quality 0) has no quality field (null)."""
+    out: dict[tuple[str, int], tuple[float | None, int | None, str | None]] = {}
+    for ts, s, v, q0 in zip(
         cols["ts_ns"].tolist(), cols["signal"].tolist(), cols["value"].tolist(), cols["quality"].tolist(), strict=True
     ):
+        q = q0 or None
         if np.isnan(v):
             out[(IDS[s], ts)] = (None, q, "nan")
         elif np.isinf(v):
@@ -164,9 +166,11 @@ def test_batches_land_with_exact_values_and_are_acked(
             assert (ack.gateway, ack.boot_epoch_ns, ack.watermark, ack.ranges) == (GW, 1_000, 4, ())
             # Tags come from the signal table; a signal without machine has no machine tag.
             tags = influxdb.rows(
-                'SELECT count("quality") FROM samples GROUP BY "machine", "site", "gateway"', influx_db
+                'SELECT count("value") AS "finite", count("nonfinite") AS "nonfinite" FROM samples '
+                'GROUP BY "machine", "site", "gateway"', influx_db
             )
-            assert {(r["machine"], r["site"], r["gateway"], r["count"]) for r in tags} == {
+            assert {(r["machine"], r["site"], r["gateway"], (r["finite"] or 0) + (r["nonfinite"] or 0))
+                    for r in tags} == {
                 ("m1", SITE, GW, 100),
                 ("m2", SITE, GW, 50),
                 ("", SITE, GW, 50),
@@ -425,7 +429,7 @@ def test_retention_is_set_up_on_start_and_samples_land_in_raw(
         rps = {r["name"]: r for r in influxdb.rows("SHOW RETENTION POLICIES", influx_db)}
         assert {"raw", "rollup_1m", "rollup_1h"} <= set(rps) and rps["raw"]["default"] is True
         assert rps["raw"]["duration"] == "168h0m0s"
-        assert len(influxdb.rows('SELECT "quality" FROM "raw"."samples"', influx_db)) == 40
+        assert len(influxdb.rows('SELECT "value" FROM "raw"."samples"', influx_db)) == 40
     finally:
         pub.close()
 

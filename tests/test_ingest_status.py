@@ -43,7 +43,11 @@ def test_v3_status_lands_as_a_field_on_bad_points_only(
     got = {(r["signal"], r["time"]): (r["quality"], r["status"]) for r in rows}
     names = {0x808C0000: "BadSensorFailure", 0x40910000: "UncertainLastUsableValue",
              0x80050000: "BadCommunicationError"}
+    # Good points carry neither quality nor status (absent means good): only the three others have either.
     want = {(IDS[s], t): (q, names.get(c))
             for t, s, q, c in zip(cols["ts_ns"].tolist(), cols["signal"].tolist(), cols["quality"].tolist(),
-                                  status.tolist(), strict=True)}
+                                  status.tolist(), strict=True) if q or c}
     assert got == want
+    counted = influxdb.rows('SELECT count("value") AS "finite", count("nonfinite") AS "nonfinite" FROM samples',
+                            influx_db)
+    assert (counted[0]["finite"], counted[0]["nonfinite"]) == (6, 2)  # all eight stored

@@ -22,14 +22,15 @@ from plantwire.services import InfluxDB1
 
 
 def naive_line(prefix: str, ts: int, value: float, quality: int) -> str:
-    """The obvious per-point reference the kernel must equal, byte for byte."""
+    """The obvious per-point reference the kernel must equal, byte for byte: ``quality`` only when not good."""
+    parts = [] if not math.isfinite(value) else [f"value={value!r}"]
+    if quality != 0:
+        parts.append(f"quality={quality}i")
     if math.isnan(value):
-        fields = f'quality={quality}i,nonfinite="nan"'
+        parts.append('nonfinite="nan"')
     elif math.isinf(value):
-        fields = f'quality={quality}i,nonfinite="{"+inf" if value > 0 else "-inf"}"'
-    else:
-        fields = f"value={value!r},quality={quality}i"
-    return f"{prefix}{fields} {ts}\n"
+        parts.append(f'nonfinite="{"+inf" if value > 0 else "-inf"}"')
+    return f"{prefix}{','.join(parts)} {ts}\n"
 
 
 def one_table(n: int = 3) -> SeriesPrefixes:
@@ -189,13 +190,14 @@ def test_whole_lines_equal_the_naive_reference(rows: list[tuple[int, int, float,
 
 
 def test_nonfinite_values_become_a_string_field_and_keep_quality() -> None:
-    lines = build(np.array([np.nan, np.inf, -np.inf, 1.0]), quality=np.array([2, 1, 0, 0], dtype=np.uint8))
+    lines = build(np.array([np.nan, np.inf, -np.inf, 1.0, 2.5]), quality=np.array([2, 1, 0, 0, 1], dtype=np.uint8))
     fields = [line.split(" ")[1] for line in lines.tobytes().decode().splitlines()]
     assert fields == [
         'quality=2i,nonfinite="nan"',
         'quality=1i,nonfinite="+inf"',
-        'quality=0i,nonfinite="-inf"',
-        "value=1.0,quality=0i",
+        'nonfinite="-inf"',  # good: no quality field (absent means good)
+        "value=1.0",
+        "value=2.5,quality=1i",
     ]
     # A NaN with a sign bit and payload is still "nan" (InfluxDB cannot store either).
     neg_nan = np.array([0xFFF8000000000001], dtype=np.uint64).view(np.float64)
@@ -332,5 +334,30 @@ def test_influxdb_stores_the_status_of_bad_points(influxdb: InfluxDB1, influx_db
                         np.array([1.0, np.nan, np.nan]), np.array([0, 2, 2], np.uint8), codes)
     _write(influxdb, influx_db, lines.tobytes())
     rows = influxdb.rows('SELECT "quality", "status" FROM samples GROUP BY "signal"', influx_db)
+    # sig0 is good: neither quality nor status, so SELECT of those two fields returns no row for it.
     assert {r["signal"]: (r["quality"], r["status"]) for r in rows} == {
-        "sig0": (0, None), "sig1": (2, "BadSensorFailure"), "sig2": (2, "BadCommunicationError")}
+        "sig1": (2, "BadSensorFailure"), "sig2": (2, "BadCommunicationError")}
+    assert influxdb.rows('SELECT "value" FROM samples', influx_db)[0]["value"] == 1.0
+
+
+def test_readers_take_points_with_and_without_a_quality_field(influxdb: InfluxDB1, influx_db: str) -> None:
+    """Since 2026-12-03 good points carry no ``quality``; older points carry ``quality=0i``. One database
+    holds both: samples are counted on value/nonfinite, and max(quality) is the worst of either form."""
+    from plantwire.pipeline import influx_counts
+
+    if _has_samples(influxdb, influx_db):
+        influxdb.query('DROP MEASUREMENT "samples"', influx_db)
+    p = one_table(2)
+    t0 = 10**18
+    old = "".join(f"{p.prefix(0).decode()}value={i}.5,quality=0i {t0 + i}\n" for i in range(3))  # as before
+    old += f'{p.prefix(0).decode()}quality=0i,nonfinite="nan" {t0 + 3}\n'
+    new = build_lines(p, t0 + 10 + np.arange(6, dtype=np.int64), np.array([0, 0, 1, 1, 1, 1], np.uint32),
+                      np.array([1.0, np.nan, 2.0, np.inf, 3.0, 4.0]), np.array([0, 0, 0, 1, 2, 0], np.uint8))
+    _write(influxdb, influx_db, old.encode() + new.tobytes())
+    assert influx_counts(influxdb.url, influx_db) == {"sig0": 6, "sig1": 4}
+    worst = {r["signal"]: r["max"] for r in influxdb.rows('SELECT max("quality") FROM samples GROUP BY "signal"',
+                                                             influx_db)}
+    assert worst == {"sig0": 0, "sig1": 2}
+    only_new = influxdb.rows(f'SELECT max("quality") FROM samples WHERE time >= {t0 + 10} AND "signal" = \'sig0\'',
+                             influx_db)
+    assert only_new == []  # every new sig0 point is good: no quality field, nothing to aggregate

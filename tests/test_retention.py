@@ -97,10 +97,12 @@ def test_stored_continuous_queries_roll_up_exactly(influxdb: InfluxDB1, influx_d
         assert _run_cq_over(influxdb, influx_db, cqs[name], START_NS, end) > 0, name
 
     sig = "north-gw0.press00.sig01"
-    raw = influxdb.rows(f"SELECT \"value\", \"quality\" FROM \"raw\".\"samples\" WHERE \"signal\" = '{sig}'", influx_db)
+    raw = influxdb.rows(f"SELECT \"value\", \"quality\", \"nonfinite\" FROM \"raw\".\"samples\" "
+                        f"WHERE \"signal\" = '{sig}'", influx_db)
     ts = np.array([r["time"] for r in raw], dtype=np.int64)
     v = np.array([r["value"] for r in raw], dtype=np.float64)  # null (non-finite sample) -> nan
-    q = np.array([r["quality"] for r in raw], dtype=np.int64)
+    q = np.array([r["quality"] or 0 for r in raw], dtype=np.int64)  # good points have no quality field
+    assert (q == 0).any() and all((r["quality"] is None) == (qi == 0) for r, qi in zip(raw, q, strict=True))
     assert np.isnan(v).sum() == 1, "the simulated non-finite sample is stored without a value"
     m1 = influxdb.rows(f"SELECT * FROM \"rollup_1m\".\"samples\" WHERE \"signal\" = '{sig}'", influx_db)
     assert len(m1) == 120
@@ -109,6 +111,10 @@ def test_stored_continuous_queries_roll_up_exactly(influxdb: InfluxDB1, influx_d
         assert row["value_count"] == sel.size
         assert row["value_min"] == sel.min() and row["value_max"] == sel.max()
         assert row["value"] == pytest.approx(sel.mean(), rel=1e-12)
+    # The worst quality per minute; a minute of good samples only has none (absent means good).
+    worst = [int(q[(ts >= row["time"]) & (ts < row["time"] + 60_000_000_000)].max()) for row in m1]
+    assert [row["quality_max"] for row in m1] == [w or None for w in worst]
+    assert 0 < worst.count(0) < len(worst)
     h1 = influxdb.rows(f"SELECT * FROM \"rollup_1h\".\"samples\" WHERE \"signal\" = '{sig}'", influx_db)
     assert len(h1) == 2
     for row in h1:

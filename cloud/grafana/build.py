@@ -310,6 +310,15 @@ def plant_overview() -> dict[str, Any]:
                       panels, variables, [_events_annotation(s.TAG_SITE)])
 
 
+#: Quality numbers as words; null (no quality field: every sample good) reads "good" too.
+_QUALITY_NAMES: list[dict[str, Any]] = [
+    {"type": "value", "options": {"0": {"text": "good", "index": 0},
+                                  "1": {"text": "uncertain", "color": "orange", "index": 1},
+                                  "2": {"text": "bad", "color": "red", "index": 2}}},
+    {"type": "special", "options": {"match": "null", "result": {"text": "good", "index": 3}}},
+]
+
+
 def signal_explorer() -> dict[str, Any]:
     lay = _Layout()
     tags = (s.TAG_SITE, s.TAG_GATEWAY, s.TAG_MACHINE, s.TAG_SIGNAL)
@@ -331,11 +340,18 @@ def signal_explorer() -> dict[str, Any]:
         _panel(lay, "timeseries", "Samples not good (uncertain or bad)", [_target(
             f'SELECT count("{s.F_QUALITY}") FROM "{retention.RP_RAW}"."{s.M_SAMPLES}" WHERE "{s.F_QUALITY}" > 0 '
             f'AND {w} GROUP BY time($__interval), "{s.TAG_SIGNAL}" fill(none)', alias="$tag_signal")], w=12, h=8,
-            custom={"drawStyle": "bars"}),
-        _panel(lay, "table", "Latest values", [_target(
-            f'SELECT last("{s.F_VALUE}") AS "value", last("{s.F_QUALITY}") AS "quality" '
+            custom={"drawStyle": "bars"}, description=(
+                "Uncertain and bad samples per bucket: every bar is a stretch that was not good. Good samples "
+                "carry no quality field, so an empty chart means all good (or no data: see the signal chart).")),
+        # Worst quality over the range, not last(quality): good points carry no quality field (absent means
+        # good), so last(quality) would show the last sample that was *not* good, however long ago.
+        _panel(lay, "table", "Latest values, worst quality in the range", [_target(
+            f'SELECT last("{s.F_VALUE}") AS "value", max("{s.F_QUALITY}") AS "worst quality" '
             f'FROM "{retention.RP_RAW}"."{s.M_SAMPLES}" WHERE {w} GROUP BY "{s.TAG_SIGNAL}"', fmt="table")],
-            w=12, h=8),
+            w=12, h=8, overrides=[{"matcher": {"id": "byName", "options": "worst quality"},
+                                   "properties": [{"id": "mappings", "value": _QUALITY_NAMES}]}],
+            description="Last value per signal and the worst quality of any sample in the time range "
+                        "(empty or 0: all good)."),
     ]
     variables = [*_tag_vars(s.M_SAMPLES, *tags), *_resolution_vars()]
     return _dashboard("plantwire-signals", "plantwire: signal explorer",

@@ -15,7 +15,9 @@ Two paths, as the ingestor writes (``cloud.sinks.influx``):
   repository's tests: Debian ships no InfluxDB 2 and VictoriaMetrics (the v2 *write* test server) has no Flux.
 
 Quality: a tick whose window held a bad sample (``max(quality) >= 2``) is missing (NaN) for that signal; a
-non-finite sample has no ``value`` field in the schema, so it never reaches ``last(value)``.
+non-finite sample has no ``value`` field in the schema, so it never reaches ``last(value)``. Good points
+carry no ``quality`` (since 2026-12-03; older ones carry ``quality=0``): a window of good samples has a null
+``max(quality)`` (NaN here, never ``>= 2``) and keeps its value, whichever form its points have.
 """
 
 from __future__ import annotations
