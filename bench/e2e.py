@@ -101,7 +101,8 @@ def _quantile_from_histogram(
 _BREAKDOWN: tuple[tuple[str, str, dict[str, str]], ...] = (
     ("edge: flush starts late", "plantwire_edge_flush_late_seconds", {}),
     ("edge: flush duration", "plantwire_edge_flush_seconds", {}),
-    ("edge: sample age at publish", "plantwire_edge_sample_publish_age_seconds", {}),
+    ("edge: read sample age at publish", "plantwire_edge_sample_publish_age_seconds", {"samples": "read"}),
+    ("edge: derived sample age at publish", "plantwire_edge_sample_publish_age_seconds", {"samples": "derived"}),
     ("ingest: sample age at arrival", "plantwire_ingest_sample_arrival_seconds", {}),
     ("ingest group: wait to be collected", "plantwire_ingest_group_stage_seconds", {"stage": "collect"}),
     ("ingest group: build lines", "plantwire_ingest_group_stage_seconds", {"stage": "build"}),

@@ -125,9 +125,12 @@ class EdgeGateway:
         self.metrics = Registry("plantwire_edge")
         # Where end-to-end latency is spent on the edge (bench/e2e.py prints the breakdown): each sample's
         # age when handed to the forwarder, and per flush its lateness and duration (the event loop is busy).
-        self.publish_age = Histogram(self.metrics, "sample_publish_age_seconds",
-                                     "sample timestamp to its batch handed to the write-ahead log and MQTT",
-                                     LATENCY_BUCKETS_S)
+        self.publish_age = {
+            kind: Histogram(self.metrics, "sample_publish_age_seconds",
+                            "sample timestamp to its batch handed to the write-ahead log and MQTT (read samples, "
+                            "agents' derived samples)", LATENCY_BUCKETS_S, samples=kind)
+            for kind in ("read", "derived")
+        }
         self.flush_late = Histogram(self.metrics, "flush_late_seconds",
                                     "how late each flush started after its scheduled time", LATENCY_BUCKETS_S)
         self.flush_time = Histogram(self.metrics, "flush_seconds",
@@ -406,10 +409,10 @@ class EdgeGateway:
         t1 = time.perf_counter()
         # Read samples, then the agents' derived samples in batches of their own: same sequence numbers,
         # write-ahead log, acks and per-signal counts (nothing-lost accounting covers both).
-        for part in (frame, derived):
+        for part, kind in ((frame, "read"), (derived, "derived")):
             if part is None or len(part) == 0:
                 continue
-            self._encode(part)
+            self._encode(part, self.publish_age[kind])
         h = self.mark.head
         h[NEXT_SEQ] = self.seq
         h[LAST_FLUSH] = time.time_ns()
@@ -431,7 +434,7 @@ class EdgeGateway:
                 self.actions.submit(req)
             self._emit_events(docs)
 
-    def _encode(self, part: Frame) -> None:
+    def _encode(self, part: Frame, age: Histogram) -> None:
         """Count, encode and submit one frame's samples in batches of at most ``max_batch_samples``."""
         self.read_count += np.bincount(part.signal, minlength=self.read_count.shape[0])
         step = self.cfg.publish.max_batch_samples
@@ -451,7 +454,7 @@ class EdgeGateway:
                 status=part.status[a:b] if part.status is not None else None,
             )
             self.forwarder.submit(payload, self.seq, self.boot_epoch_ns, b - a)
-            self.publish_age.observe((time.time_ns() - part.ts_ns[a:b]) / 1e9)
+            age.observe((time.time_ns() - part.ts_ns[a:b]) / 1e9)
             self.telemetry_bytes += len(payload)
             self.seq += 1
         np.maximum.at(self.mark.last_ts_ns, part.signal, part.ts_ns)
