@@ -187,8 +187,8 @@ def test_derived_ids_must_be_new(plant) -> None:  # type: ignore[no-untyped-def]
 
 def test_the_gateway_encodes_derived_samples_in_its_batches_and_counts_them(plant, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    """Through EdgeGateway._flush (no servers): the frame goes out first, the derived samples with the next
-    flush, in batches with their own sequence numbers, counted per signal like read samples."""
+    """Through EdgeGateway._flush (no servers): the frame goes out first, then (same flush, once the agents ran)
+    the derived samples, in batches with their own sequence numbers, counted per signal like read samples."""
     import edge.agents.runner as runner_mod
     from edge.app import EdgeGateway
     from edge.config import load_edge
@@ -206,8 +206,8 @@ def test_the_gateway_encodes_derived_samples_in_its_batches_and_counts_them(plan
         sig = np.array([gw.table.ids.index("line1.compressor03.motor_power")], dtype=np.uint32)
         gw._on_samples(10, sig, np.array([4.0]), 0)
         gw._flush()
-        assert len(sent) == 1 and gw.agents.pending == 1
-        gw._flush()  # nothing read: the derived sample alone
+        assert len(sent) == 2 and gw.agents.pending == 0  # not held for the next flush (a whole interval later)
+        gw._flush()  # nothing read, nothing derived: nothing sent
         assert len(sent) == 2 and gw.agents.pending == 0
         batches = [wire.decode_batch(p) for p in sent]
         assert [b.seq for b in batches] == [0, 1]
