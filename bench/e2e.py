@@ -165,9 +165,40 @@ def _commit() -> str:
         return "unknown"
 
 
+def _setting(spec: str) -> dict[str, Any]:
+    """``publish.batch_interval_ms=500`` -> {"publish": {"batch_interval_ms": 500}} (the value read as YAML)."""
+    import yaml
+
+    path, sep, raw = spec.partition("=")
+    if not sep or not path:
+        raise ValueError(f"{spec!r}: expected KEY.PATH=VALUE")
+    out: dict[str, Any] = {}
+    node = out
+    *heads, last = path.split(".")
+    for key in heads:
+        node = node.setdefault(key, {})
+    node[last] = yaml.safe_load(raw)
+    return out
+
+
+def _merged(specs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for spec in specs:
+        node, new = out, _setting(spec)
+        while True:  # one key per level in ``new``
+            (key, val), = new.items()
+            if isinstance(val, dict) and isinstance(node.get(key), dict):
+                node, new = node[key], val
+                continue
+            node[key] = val
+            break
+    return out
+
+
 def run(
     config: Path, duration_s: float, rate: float, opcua_rate: float, warmup_s: float, state: Path,
     naive: bool = False, agents: tuple[str, ...] = (), alarms: AlarmMode | None = None,
+    edge_set: dict[str, Any] | None = None, cloud_set: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     # A fresh state: a write-ahead log or detector checkpoint left by an earlier run would be replayed
     # into this run's InfluxDB and counted against it.
@@ -179,6 +210,10 @@ def run(
         argv["edge_overrides"] = {"agents": {name: {} for name in agents}}
     if alarms is not None and not naive:
         argv.setdefault("edge_overrides", {})["alarms"] = {"mode": alarms.value}
+    if edge_set and not naive:
+        argv.setdefault("edge_overrides", {}).update(edge_set)
+    if cloud_set and not naive:
+        argv["cloud_overrides"] = cloud_set
     pipe = Pipeline(config, state, modbus_rate_hz=rate, opcua_rate_hz=opcua_rate, **argv)
     try:
         t_start = time.monotonic()
@@ -262,7 +297,10 @@ def _summary(r: dict[str, Any]) -> str:
     goals = ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in r["goals"].items())
     return (
         f"Modbus {r['modbus_rate_hz']:g} Hz / OPC-UA {r['opcua_rate_hz']:g} Hz, {r['signals']} signals, "
-        f"agents {r.get('agents') or 'none'}, alarms {r.get('alarms')}, commit {r.get('commit')}\n"
+        f"agents {r.get('agents') or 'none'}, alarms {r.get('alarms')}, commit {r.get('commit')}"
+        f"{', edge ' + ' '.join(r['edge_set']) if r.get('edge_set') else ''}"
+        f"{', ingest ' + ' '.join(r['cloud_set']) if r.get('cloud_set') else ''}\n"
+        f"  Modbus ticks missed in the window: {r.get('missed_ticks')}\n"
         f"  read {r['samples_per_s_read']:,.0f}/s, into InfluxDB {r['samples_per_s_end_to_end']:,.0f}/s, "
         f"lost {r['samples_lost']} of {r['samples_read_total']}, signals mismatched {r['signals_mismatched']}\n"
         f"  latency p50 / p99 {r['latency_p50_s']} / {r['latency_p99_s']} s; edge peak RSS "
@@ -307,6 +345,10 @@ def main() -> int:
         "--alarms", choices=[m.value for m in AlarmMode], default=None,
         help="the edge's alarm layer (alarms.mode); default: the config's (incidents, unless it says otherwise)",
     )
+    p.add_argument("--edge-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an edge setting for this run, e.g. publish.batch_interval_ms=500 (repeatable)")
+    p.add_argument("--cloud-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an ingestor setting for this run, e.g. ingest.linger_ms=50 (repeatable)")
     a = p.parse_args()
     agents = tuple(x for x in a.agents.split(",") if x)
     for name in agents:
@@ -319,8 +361,10 @@ def main() -> int:
     for pair in a.rates.split(","):
         mb, ua = (float(x) for x in pair.split(":"))
         ours = run(
-            a.config, a.duration, mb, ua, a.warmup, a.state_dir / f"plantwire-{pair}", agents=agents, alarms=alarms
+            a.config, a.duration, mb, ua, a.warmup, a.state_dir / f"plantwire-{pair}", agents=agents, alarms=alarms,
+            edge_set=_merged(a.edge_set), cloud_set=_merged(a.cloud_set),
         )
+        ours["edge_set"], ours["cloud_set"] = a.edge_set, a.cloud_set
         ours["agents"] = list(agents)
         ours["alarms"] = a.alarms or "config default"
         ours["command"] = command

@@ -92,13 +92,16 @@ class Pipeline:
         ingest_argv: list[str] | None = None,
         edge_overrides: dict[str, Any] | None = None,
         sim_args: list[str] | None = None,
+        cloud_overrides: dict[str, Any] | None = None,
     ) -> None:
         """``edge_argv``/``ingest_argv`` replace ``python -m plantwire.cli edge|ingest`` (the config path is
         appended); bench/e2e.py runs the naive baseline this way against the same servers. ``edge_overrides``
-        is merged (recursively) into the edge config, e.g. ``{"spool": {"max_bytes": 65536}}``."""
+        is merged (recursively) into the edge config, e.g. ``{"spool": {"max_bytes": 65536}}``; ``cloud_overrides``
+        likewise into the ingestor's (``{"ingest": {"linger_ms": 50}}``)."""
         self.config_dir = config_dir
         self.edge_argv = edge_argv
         self.edge_overrides = edge_overrides or {}
+        self.cloud_overrides = cloud_overrides or {}
         self.sim_args = list(sim_args or [])  # extra `plantwire sim` options, e.g. ["--faults", "faults.yaml"]
         self.edge_runs: list[Path] = []  # stats.json of earlier edge runs that ended cleanly
         self._spawn_args: dict[str, tuple[tuple[str, ...], list[str] | None]] = {}
@@ -151,6 +154,7 @@ class Pipeline:
         cloud.setdefault("influx", {})["url"] = self.influx_url
         self.database = cloud["influx"].get("database", "plantwire")
         cloud["metrics"] = {"host": "127.0.0.1", "port": self.ingest_metrics_port}
+        _merge(cloud, self.cloud_overrides)
         cloud_path = cfg_dir / "cloud.yaml"
         cloud_path.write_text(yaml.safe_dump(cloud, sort_keys=False))
         return plant_path, edge_path, cloud_path
