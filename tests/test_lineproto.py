@@ -345,19 +345,18 @@ def test_readers_take_points_with_and_without_a_quality_field(influxdb: InfluxDB
     holds both: samples are counted on value/nonfinite, and max(quality) is the worst of either form."""
     from plantwire.pipeline import influx_counts
 
-    if _has_samples(influxdb, influx_db):
-        influxdb.query('DROP MEASUREMENT "samples"', influx_db)
     p = one_table(2)
-    t0 = 10**18
+    t0 = 1_500_000_000_000_000_000
     old = "".join(f"{p.prefix(0).decode()}value={i}.5,quality=0i {t0 + i}\n" for i in range(3))  # as before
     old += f'{p.prefix(0).decode()}quality=0i,nonfinite="nan" {t0 + 3}\n'
     new = build_lines(p, t0 + 10 + np.arange(6, dtype=np.int64), np.array([0, 0, 1, 1, 1, 1], np.uint32),
                       np.array([1.0, np.nan, 2.0, np.inf, 3.0, 4.0]), np.array([0, 0, 0, 1, 2, 0], np.uint8))
     _write(influxdb, influx_db, old.encode() + new.tobytes())
-    assert influx_counts(influxdb.url, influx_db) == {"sig0": 6, "sig1": 4}
-    worst = {r["signal"]: r["max"] for r in influxdb.rows('SELECT max("quality") FROM samples GROUP BY "signal"',
-                                                             influx_db)}
+    assert influx_counts(influxdb.url, influx_db, t0, t0 + 100) == {"sig0": 6, "sig1": 4}
+    worst = {r["signal"]: r["max"] for r in influxdb.rows(
+        f'SELECT max("quality") FROM samples WHERE time >= {t0} AND time < {t0 + 100} GROUP BY "signal"', influx_db)}
     assert worst == {"sig0": 0, "sig1": 2}
-    only_new = influxdb.rows(f'SELECT max("quality") FROM samples WHERE time >= {t0 + 10} AND "signal" = \'sig0\'',
-                             influx_db)
+    only_new = influxdb.rows(
+        f'SELECT max("quality") FROM samples WHERE time >= {t0 + 10} AND time < {t0 + 100} AND "signal" = \'sig0\'',
+        influx_db)
     assert only_new == []  # every new sig0 point is good: no quality field, nothing to aggregate
