@@ -89,12 +89,14 @@ def profile(vals: np.ndarray, machine_of: np.ndarray, hz: int, frames: int, repe
     nf = len(value)
     period = nf * 10**9
 
+    n_warm = max(40 // hz, 4)  # past the warm-up (30 samples per signal)
+    stamps = [ts[g % nf] + (g // nf) * period for g in range(n_warm + repeats * frames)]  # made before timing
+
     def step(f: int) -> None:
-        k = f % nf
-        stack.process(sig, value[k], q, ts[k] + (f // nf) * period)
+        stack.process(sig, value[f % nf], q, stamps[f])
 
     f = 0
-    for _ in range(max(40 // hz, 4)):  # past the warm-up (30 samples per signal)
+    for _ in range(n_warm):
         step(f)
         f += 1
     timers: dict[str, list[float]] = defaultdict(list)

@@ -116,6 +116,9 @@ def run_workload(configs: list[Path], frames: int = 6) -> None:
                 buffer.append(late, half, rng.normal(size=half.size), np.zeros(half.size, dtype=np.uint8))
                 frame = buffer.drain()
                 analytics.process(frame.ts_ns, frame.signal, frame.value, frame.quality)
+                # And a machine stage on its own, as a shadow model's runs (edge.modelstore.shadow): the stack
+                # gathers its latest values in its own pass, a stage alone calls pca.update_last.
+                analytics.stack.machine_stage.process(frame.signal, frame.value, frame.quality, late)
                 analytics.close()
             _run_agents(table, plant, frames)
 
