@@ -4,7 +4,8 @@ The same stack and frames as ``bench/detector_speed.py`` (defaults, a device per
 first signal its running bit, random values), at 1 Hz frames (one sample per signal) and 10 Hz frames (the
 edge flushes once a second, so a frame holds ten sweeps: 150,000 samples in arrival order). Every kernel the
 stack calls is wrapped with a timer (a wrapper costs ~0.3 us per call, under 0.02 ns per sample at 15,000);
-"python" is the frame's time minus the kernels' -- the per-frame numpy and Python in ``process``. Times are the
+"python" is the frame's time minus the kernels' -- the per-frame numpy and Python in ``process`` (from the
+medians it is overstated when kernel times are skewed; the mean column adds up). Times are the
 thread's CPU time (``time.thread_time``), not wall time: on a shared box a descheduled thread does not count,
 though a neighbour's cache traffic still does. Per kernel its median call times its calls per frame.
 
@@ -31,7 +32,8 @@ from edge.detectors import machine as machine_mod  # noqa: E402
 from edge.detectors import stack as stack_mod  # noqa: E402
 from edge.detectors.stack import DetectorStack  # noqa: E402
 
-_MODULES = ("opstate", "signal_stack", "likelihood", "devices", "opchange", "alarms")
+_MODULES = ("opstate", "signal_stack", "atrest", "likelihood", "devices", "opchange", "alarms", "rearm",
+            "signal_alarms")
 
 
 def _wrap(timers: dict[str, list[float]]) -> list[tuple[Any, str, Any]]:
@@ -87,16 +89,31 @@ def profile(vals: np.ndarray, machine_of: np.ndarray, hz: int, frames: int, repe
     nf = len(value)
     period = nf * 10**9
 
+    n_warm = max(40 // hz, 4)  # past the warm-up (30 samples per signal)
+    stamps = [ts[g % nf] + (g // nf) * period for g in range(n_warm + repeats * frames)]  # made before timing
+
     def step(f: int) -> None:
-        k = f % nf
-        stack.process(sig, value[k], q, ts[k] + (f // nf) * period)
+        stack.process(sig, value[f % nf], q, stamps[f])
 
     f = 0
-    for _ in range(max(40 // hz, 4)):  # past the warm-up (30 samples per signal)
+    for _ in range(n_warm):
         step(f)
         f += 1
     timers: dict[str, list[float]] = defaultdict(list)
     undo = _wrap(timers)
+    # Python methods timed as a whole (kernels inside them are timed apart too): shown, not summed.
+    whole: dict[str, list[float]] = defaultdict(list)
+    for owner, name, key in ((stack.machine_stage, "tick", "machine_stage.tick"),
+                             (stack, "_silent", "stack._silent")):
+        method = getattr(owner, name)
+
+        def timed_m(*a: Any, _fn: Callable[..., Any] = method, _key: str = key) -> Any:
+            t0 = time.thread_time()
+            r = _fn(*a)
+            whole[_key].append(time.thread_time() - t0)
+            return r
+
+        setattr(owner, name, timed_m)
     walls = []
     try:
         for _ in range(repeats * frames):
@@ -114,15 +131,24 @@ def profile(vals: np.ndarray, machine_of: np.ndarray, hz: int, frames: int, repe
         """Median call times calls per frame, per sample (robust to a frame that lost its core)."""
         return statistics.median(xs) * len(xs) / calls / per * 1e9
 
-    total = ns(walls)
-    print(f"\n{hz} Hz frames: {per:,} samples per frame, {calls} frames; ns per sample (CPU time, median frame)")
-    kern = 0.0
+    def mean_ns(xs: list[float]) -> float:
+        """Mean per frame, per sample: unlike the medians, these add up (CPU time: a lost core does not count)."""
+        return sum(xs) / calls / per * 1e9
+
+    total, total_mean = ns(walls), mean_ns(walls)
+    print(f"\n{hz} Hz frames: {per:,} samples per frame, {calls} frames; ns per sample, CPU time: median frame, "
+          f"and mean")
+    kern = kern_mean = 0.0
     for key, xs in sorted(timers.items(), key=lambda kv: -sum(kv[1])):
-        v = ns(xs)
+        v, vm = ns(xs), mean_ns(xs)
         kern += v
-        print(f"  {key:32s} {v:7.2f}   ({len(xs) / calls:.0f} calls/frame)")
-    print(f"  {'python (process minus kernels)':32s} {total - kern:7.2f}")
-    print(f"  {'whole process':32s} {total:7.2f}   (best frame {min(walls) / per * 1e9:.2f})")
+        kern_mean += vm
+        print(f"  {key:32s} {v:7.2f} {vm:7.2f}   ({len(xs) / calls:.0f} calls/frame)")
+    print(f"  {'python (process minus kernels)':32s} {total - kern:7.2f} {total_mean - kern_mean:7.2f}")
+    for key, xs in sorted(whole.items()):
+        print(f"  {'(whole, with its kernels) ' + key:32s} {ns(xs):7.2f} {mean_ns(xs):7.2f}   "
+              f"({len(xs) / calls:.0f} calls/frame)")
+    print(f"  {'whole process':32s} {total:7.2f} {total_mean:7.2f}   (best frame {min(walls) / per * 1e9:.2f})")
 
 
 def main(argv: list[str] | None = None) -> int:

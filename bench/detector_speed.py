@@ -23,6 +23,7 @@ frames; the best repeat and the median are printed (the box is shared). River is
 which is *appended* to the path so the project's numpy stays first.
 
     python bench/detector_speed.py [--signals 15000] [--per-machine 30] [--frames 20] [--repeats 7] [--hz10-frames 4]
+                                   [--default-only] [--at-rest] [--cpu-time]
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def _time(step: Callable[[int], None], frames: int, repeats: int, samples_per_fr
 
 def plantwire_speed(vals: np.ndarray, machine_of: np.ndarray, frames: int, repeats: int,
                     fitted_per_machine: int = 0, period_s: float = 10.0, context: bool = True,
-                    hz: int = 1, clock: Callable[[], float] = time.perf_counter) -> tuple[float, float]:
+                    hz: int = 1, clock: Callable[[], float] = time.perf_counter, at_rest: bool = False,
+                    off_fraction: float = 0.0) -> tuple[float, float]:
     """``fitted_per_machine``: every machine scores a fitted PCA model (one fitted on the first machine's
     columns, shared), ticked every ``period_s`` of sample time (frames are 1 s apart; the default 10 s is the
     edge's ``machine.period_s``); without it the defaults: no model given, self-fit off, so the machine
@@ -65,7 +67,9 @@ def plantwire_speed(vals: np.ndarray, machine_of: np.ndarray, frames: int, repea
     400 signals (a PLC; device data quality) and each machine's first signal its running bit (operating state;
     always on here, so no baseline swaps: a start or stop is rare). ``hz``: sweeps per frame -- the edge flushes
     once a second, so at 10 Hz a frame holds ten samples of every signal (150,000 in arrival order: sweep by
-    sweep, 100 ms apart)."""
+    sweep, 100 ms apart). ``at_rest``: the at-rest stage on (``operating_state.at_rest``; shipped off);
+    ``off_fraction``: that share of the machines has its running bit at 0 all along (switched off: their signals
+    are frozen, and the at-rest stage judges them)."""
     n = vals.shape[1]
     kw: dict[str, np.ndarray] = {}
     if context:
@@ -75,6 +79,7 @@ def plantwire_speed(vals: np.ndarray, machine_of: np.ndarray, frames: int, repea
             first = np.flatnonzero(np.r_[True, machine_of[1:] != machine_of[:-1]] & (machine_of >= 0))
             running_of[first] = machine_of[first]
             vals[:, first] = 1.0
+            vals[:, first[: int(off_fraction * first.shape[0])]] = 0.0
         kw = {"running_of": running_of, "device_of": np.arange(n, dtype=np.int64) // 400}
     sig = np.tile(np.arange(n, dtype=np.uint32), hz)
     q = np.zeros(n * hz, dtype=np.uint8)
@@ -90,13 +95,21 @@ def plantwire_speed(vals: np.ndarray, machine_of: np.ndarray, frames: int, repea
         n_m = int(machine_of.max()) + 1
         settings = AnalyticsSettings(machine=MachineSettings(period_s=period_s))
         stack = DetectorStack(n, machine_of.astype(np.int64), settings, machine_models=[model] * n_m, **kw)
+    elif at_rest:
+        from edge.detectors.settings import AnalyticsSettings
+
+        settings = AnalyticsSettings(operating_state={"at_rest": {"enabled": True, "warm_s": 10.0}})
+        stack = DetectorStack(n, machine_of.astype(np.int64), settings, **kw)
     else:
         stack = DetectorStack(n, machine_of.astype(np.int64), **kw)
     warm = max(40 // hz, 4)  # past the default warm-up (30 samples) so every stage, machines included, is live
 
+    # Every frame's timestamps made before the clock starts (the edge's frames come with theirs): shifting a
+    # 150,000-sample column per frame inside the timed loop cost ~1-2 ns a sample (a fresh 1.2 MB array each time).
+    stamps = [ts[f % n_frames] + (f // n_frames) * n_frames * 10**9 for f in range(warm + frames * repeats)]
+
     def step(f: int) -> None:
-        k = f % n_frames
-        stack.process(sig, rows[k], q, ts[k] + (f // n_frames) * n_frames * 10**9)
+        stack.process(sig, rows[f % n_frames], q, stamps[f])
 
     for f in range(warm):
         step(f)
@@ -151,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="frames per timed repeat of the 10 Hz line (150,000 samples each; 0: skip it)")
     ap.add_argument("--default-only", action="store_true",
                     help="only the default stack's lines (1 Hz and 10 Hz frames): for A/B runs of the speed work")
+    ap.add_argument("--at-rest", action="store_true",
+                    help="also the at-rest stage's cost (shipped off), with all machines running and a third off")
     ap.add_argument("--river-frames", type=int, default=2, help="frames per timed repeat (River)")
     ap.add_argument("--river-repeats", type=int, default=3)
     ap.add_argument("--cpu-time", action="store_true",
@@ -173,6 +188,13 @@ def main(argv: list[str] | None = None) -> int:
         h_best, h_med = plantwire_speed(vals10, machine_of, args.hz10_frames, args.repeats, hz=10, clock=clock)
         print(f"plantwire stack, defaults, 10 Hz frames (ten sweeps per frame): {h_best:8.1f} / {h_med:8.1f}",
               flush=True)
+    if args.at_rest:
+        for off in (0.0, 1 / 3):
+            for rest in (False, True):
+                a_best, a_med = plantwire_speed(vals, machine_of, args.frames, args.repeats, clock=clock, at_rest=rest,
+                                                off_fraction=off)
+                print(f"plantwire stack, defaults, {off:.0%} of machines off, at-rest stage {'on' if rest else 'off'}: "
+                      f"{a_best:8.1f} / {a_med:8.1f}", flush=True)
     if args.default_only:
         return 0
     fm_best, fm_med = plantwire_speed(vals, machine_of, args.frames, args.repeats, fitted_per_machine=args.per_machine,

@@ -110,6 +110,15 @@ def run_workload(configs: list[Path], frames: int = 6) -> None:
                     frame = buffer.drain()
                     analytics.process(frame.ts_ns, frame.signal, frame.value, frame.quality)
                     analytics.tick(time.time() + 3600.0 * (i + 1), t0 + i * 100_000_000)
+                # Then a frame after a silence without half the signals: the SILENT judgement's own alarm call runs.
+                late = t0 + int((settings.quality.silent_s + 10.0) * 1e9)
+                half = np.arange(0, n, 2, dtype=np.uint32)
+                buffer.append(late, half, rng.normal(size=half.size), np.zeros(half.size, dtype=np.uint8))
+                frame = buffer.drain()
+                analytics.process(frame.ts_ns, frame.signal, frame.value, frame.quality)
+                # And a machine stage on its own, as a shadow model's runs (edge.modelstore.shadow): the stack
+                # gathers its latest values in its own pass, a stage alone calls pca.update_last.
+                analytics.stack.machine_stage.process(frame.signal, frame.value, frame.quality, late)
                 analytics.close()
             _run_agents(table, plant, frames)
 

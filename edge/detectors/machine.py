@@ -172,10 +172,16 @@ class MachineStage:
         ``in_alarm`` (per signal, nonzero = its own alarm is active): a recorded row in which a member is in
         alarm is not learned (a fault on one signal must not become part of the machine's baseline).
         """
-        self._adopt_fit()
         if signal.shape[0] == 0:
+            self._adopt_fit()
             return 0
         pca.update_last(signal, value, quality, self.x_last, self.machine_of, self.seen)
+        return self.tick(tick_ts_ns, in_alarm)
+
+    def tick(self, tick_ts_ns: int, in_alarm: np.ndarray | None = None) -> int:
+        """``process`` after the frame's latest values are already in ``x_last`` and ``seen`` (what
+        ``pca.update_last`` does; ``DetectorStack`` does it inside its signal pass, ``signal_stack.signal_frame``)."""
+        self._adopt_fit()
         if self.next_tick_ns < 0:
             self.next_tick_ns = tick_ts_ns
         if tick_ts_ns < self.next_tick_ns:

@@ -30,6 +30,11 @@ Stages, all numba kernels over state arrays sized once from the signal count and
    signals' BAD and SILENT judgements are folded under it (one alarm for an unplugged PLC, not one per signal);
 6. ``alarms.alarm_chunk`` three times -- signal scores (plus SILENT signals), machine scores and device scores
    into OPEN/CLOSE events (signal events, then machine events, then device events).
+How they run (same results, fewer passes over the frame): stage 1 runs as ``signal_stack.signal_frame``, which also
+records the device polls (5), the machine stage's latest values (2) and the operating-change counts (4) in its one
+pass; the settle gate (4), the device fold (5) and the signal alarms (6) run as one pass,
+``signal_alarms.gate_alarm_frame``. Why: at 15,000 signals every extra pass and kernel call cost ~2-3 ns a sample,
+and the gate's read of a strided state column ~10 (bench/RESULTS.md, issue 15 item 6).
 
 Result arrays are views into buffers owned by the stack (no per-sample allocation); they are valid
 until the next ``process`` call -- copy what must outlive it. A frame longer than the buffers grows
@@ -69,6 +74,7 @@ from edge.kernels import (
     rate,
     rearm,
     robust,
+    signal_alarms,
     signal_stack,
     stuck,
 )
@@ -301,6 +307,30 @@ class DetectorStack:
         self._init_state()
         self._grow(capacity)
         self._events = EventColumns(s.max_events)
+        self._frame_tables(s)
+
+    def _frame_tables(self, s: AnalyticsSettings) -> None:
+        """What the fused frame passes read (``signal_stack.signal_frame``, ``signal_alarms.gate_alarm_frame``): the
+        bookkeeping each separate kernel did -- device polls, the machine stage's latest values, operating-change
+        counts, the settle gate, the device fold -- routed per signal, with each stage's on/off folded into it."""
+        n = self.n_signals
+        self._route = np.full((n, signal_stack.R_WIDTH), -1, dtype=np.int64)
+        if self._dev_on:  # device judgement off: the polls were never recorded
+            self._route[:, signal_stack.R_DEVICE] = self.device_of
+        self._route[:, signal_stack.R_MEMBER] = self.machine_of
+        self._route[:, signal_stack.R_LAST] = 1 if self.n_machines else 0  # the machine stage ran only with machines
+        self._route[:, signal_stack.R_OC] = self.oc_machine_of
+        oc = s.operating_change
+        self._oc_on = bool(oc.enabled and self.n_machines)
+        # With the at-rest stage the marking waits until it has run (it reads the holds as they were before).
+        self._oc_p = np.array([oc.z_hot, oc.min_fraction, float(oc.min_signals), 0.0 if self._rest_on else 1.0])
+        self._oc_hold_ns = int(oc.hold_s * NS_PER_S)
+        self._count = np.zeros(n, dtype=np.float64)  # level count per signal after the frame (signal_frame writes)
+        self._frame_out = np.zeros(1, dtype=np.int64)  # the frame's latest timestamp
+        self._gate_p = signal_alarms.make_params(float(s.alarm_settle), s.settle_s * NS_PER_S,
+                                                 DEVICE_FOLD_AT if self._dev_on else np.inf,
+                                                 float(s.signal_alarm.rearm_count))
+        self._dev_ts = np.empty(self.n_devices, dtype=np.int64)  # the device alarms' timestamps (one per frame)
 
     @classmethod
     def from_table(cls, table: SignalTable, settings: AnalyticsSettings | None = None, *,
@@ -349,7 +379,6 @@ class DetectorStack:
         self.capacity = capacity
         self._score = np.empty(capacity, dtype=np.float64)
         self._kind = np.empty(capacity, dtype=np.uint8)
-        self._entity = np.empty(capacity, dtype=np.int64)
         self._gated = np.empty(capacity, dtype=np.float64)
 
     def process(self, signal: np.ndarray, value: np.ndarray, quality: np.ndarray,
@@ -365,63 +394,58 @@ class DetectorStack:
                                   self.hold_until, self._grace_ns, self.st_ptr, self.st_sig, self.cfg,
                                   signal_stack.C_FROZEN, self._off_mode, self.state, self.state_alt,
                                   signal_stack.B_RATE + rate.LAST_V, signal_stack.B_RATE + rate.LAST_TS)
-        signal_stack.signal_chunk(ts_ns, signal, value, quality, self.state, self.cfg, self.params, score, kind,
-                                  self.z_last)
+        # One pass: the signal stack, and the device polls, the machine stage's latest values and the
+        # operating-change counts of the frame (``signal_stack.signal_frame``: each as its own kernel does it).
+        if self._oc_on and n:
+            self._oc_frame += 1
+        ms = self.machine_stage
+        signal_stack.signal_frame(ts_ns, signal, value, quality, self.state, self.cfg, self.params, score, kind,
+                                  self.z_last, self._route, self._count, self._frame_out, self.dev_good, self.dev_any,
+                                  ms.x_last, ms.seen, self._oc_stamp, self._oc_hot, self.oc_members, self.hold_until,
+                                  self._oc_frame, self._oc_p, self._oc_hold_ns)
+        tick_ts = int(self._frame_out[0]) if n else 0
         if self._rest_on and n:
             atrest.rest_chunk(ts_ns, signal, value, quality, self.rest_machine_of, self.m_state, self.m_since,
                               self.hold_until, self.rest_floor, self.rest_state, self.rest_params, score, kind)
+            oc_p = self._oc_p
+            opchange.mark_machines(self._oc_hot, self.oc_members, tick_ts, float(oc_p[signal_stack.OC_MIN_FRACTION]),
+                                   float(oc_p[signal_stack.OC_MIN_SIGNALS]), self._oc_hold_ns, self.hold_until)
         if self.lk_mode != likelihood.MODE_OFF:
             likelihood.likelihood_chunk(ts_ns, signal, value, quality, self.lk_state, self.lk_season, self.lk_floor,
                                         self.lk_enable, self.lk_params, self.lk_mode, score, kind)
         n_ticks = 0
-        tick_ts = int(ts_ns.max()) if n else 0
         if n and self._since_ns is None:
             self._since_ns = tick_ts
         dev_on = self._dev_on and n > 0
         if dev_on:
-            devices.device_polls(ts_ns, signal, value, quality, self.device_of, self.dev_good, self.dev_any)
             devices.device_scores(tick_ts, int(self._since_ns), self.dev_good, self.dev_any, self._dev_bad_ns,
                                   self._silent_ns, self._dev_score)
-        ms = self.machine_stage
         if self.n_machines and n:
-            n_ticks = ms.process(signal, value, quality, tick_ts, self.sig_alarm_f[:, alarms.ACTIVE])
-        ent = self._entity[:n]
-        ent[:] = signal
+            n_ticks = ms.tick(tick_ts, self.sig_alarm_f[:, alarms.ACTIVE])
         cap = self.settings.max_events
         cols = self._events.kernel_args()
-        # Alarms wait until a signal has settled, by samples and by time (scores do not): a cold start must not
-        # raise a storm. Data-quality kinds are never held back.
-        alarm_score = self._gated[:n]
-        oc = self.settings.operating_change
-        if oc.enabled and self.n_machines and n:
-            self._oc_frame += 1
-            opchange.machine_moves(ts_ns, signal, quality, self.z_last, self.oc_machine_of, self.oc_members,
-                                   self._oc_frame, self._oc_stamp, self._oc_hot, oc.z_hot, oc.min_fraction,
-                                   float(oc.min_signals), int(oc.hold_s * NS_PER_S), self.hold_until)
         if self._resumed and n:
             self._resumed = False
             self._hold_all_until = int(ts_ns.min()) + int(self.settings.restart_settle_s * NS_PER_S)
-        alarms.settle_gate(ts_ns, ent, score, kind, quality, self.state[:, signal_stack.B_LEVEL + robust.COUNT],
-                           self.first_ns, float(self.settings.alarm_settle), self.settings.settle_s * NS_PER_S,
-                           int(Kind.BAD), self.gate_machine_of, self.hold_until, self._hold_all_until, alarm_score)
-        if dev_on:
-            devices.fold_device(ent, kind, alarm_score, self.device_of, self._dev_score, DEVICE_FOLD_AT,
-                                int(Kind.BAD))
-        a_ts, a_ent, a_score, a_kind, n_in = ts_ns, ent, alarm_score, kind, n
         silent = self._silent(tick_ts) if n else None
         if silent is not None and dev_on:
             d = self.device_of[silent[0]]
             keep = (d < 0) | (self._dev_score[np.maximum(d, 0)] < DEVICE_FOLD_AT)
             silent = (silent[0][keep], silent[1][keep]) if not keep.all() else silent
-        if silent is not None:
-            a_ts = np.concatenate([ts_ns, np.full(silent[0].shape[0], tick_ts, dtype=np.int64)])
-            a_ent = np.concatenate([ent, silent[0]])
-            a_score = np.concatenate([alarm_score, silent[1]])
-            a_kind = np.concatenate([kind, np.full(silent[0].shape[0], int(Kind.SILENT), dtype=np.uint8)])
-            n_in = a_ts.shape[0]
-        n_sig_ev = rearm.alarm_chunk_rearm(a_ts, a_ent, a_score, a_kind, n_in, self.sig_alarm_f, self.sig_alarm_t,
-                                           self.sig_rearm, self.sig_alarm_params,
-                                           float(self.settings.signal_alarm.rearm_count), REARM_EXEMPT, *cols)
+        # Alarms wait until a signal has settled, by samples and by time (scores do not): a cold start must not
+        # raise a storm. Data-quality kinds are never held back. Then the device fold and the alarm (one pass).
+        alarm_score = self._gated[:n]
+        n_sig_ev = signal_alarms.gate_alarm_frame(
+            ts_ns, signal, score, kind, quality, self._count, self.first_ns, self.gate_machine_of, self.hold_until,
+            self._hold_all_until, self.device_of, self._dev_score, self._gate_p, int(Kind.BAD), alarm_score,
+            self.sig_alarm_f, self.sig_alarm_t, self.sig_rearm, self.sig_alarm_params, REARM_EXEMPT, *cols)
+        if silent is not None:  # the SILENT judgements after the frame's samples, as if appended to it
+            n_s = silent[0].shape[0]
+            n_sig_ev += rearm.alarm_chunk_rearm(np.full(n_s, tick_ts, dtype=np.int64), silent[0], silent[1],
+                                                np.full(n_s, int(Kind.SILENT), dtype=np.uint8), n_s, self.sig_alarm_f,
+                                                self.sig_alarm_t, self.sig_rearm, self.sig_alarm_params,
+                                                float(self.settings.signal_alarm.rearm_count), REARM_EXEMPT,
+                                                *(c[n_sig_ev:] for c in cols))
         kept = min(n_sig_ev, cap)
         events = self._events.take(kept, Scope.SIGNAL) if kept else np.empty(0, dtype=EVENT_DTYPE)
         n_m_ev = 0
@@ -436,7 +460,8 @@ class DetectorStack:
                 events = np.concatenate([events, m_ev])
         n_d_ev = 0
         if dev_on:
-            n_d_ev = alarms.alarm_chunk(np.full(self.n_devices, tick_ts, dtype=np.int64), self._dev_ent,
+            self._dev_ts.fill(tick_ts)
+            n_d_ev = alarms.alarm_chunk(self._dev_ts, self._dev_ent,
                                         self._dev_score, self._dev_kind, self.n_devices, self.dev_alarm_f,
                                         self.dev_alarm_t, self.sig_alarm_params, *cols)
             if n_d_ev:

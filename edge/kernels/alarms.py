@@ -144,15 +144,22 @@ def settle_gate(ts_ns: np.ndarray, entity: np.ndarray, score: np.ndarray, kind: 
             first_ns[e] = t
             f = t
         sc = score[k]
-        kd = kind[k]
         m = machine_of[e]
-        # Every condition evaluated, combined with & and |: which kind a sample scored is a coin flip per sample,
-        # and the short-circuit form's branches on it were mispredicted often enough to cost more than the loads.
-        hm = hold_until[m if m >= 0 else 0]
-        process = (kd == 1) | (kd == 2) | (kd == 4)
-        young = (f < 0) | (count[e] < settle_n) | (float(t - f) < settle_ns)
-        hold = process & (((m >= 0) & (t <= hm)) | (t <= hold_all_until))
-        h = (sc > 0.0) & (kd < dq_kind_min) & (young | hold)
+        h = gate_held(sc, kind[k], t, f, count[e], m, hold_until[m if m >= 0 else 0], settle_n, settle_ns,
+                      dq_kind_min, hold_all_until)
         out[k] = 0.0 if h else sc
         held += h
     return held
+
+
+@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
+def gate_held(sc: float, kd: int, t: int, f: int, count: float, m: int, hm: int, settle_n: float, settle_ns: float,
+              dq_kind_min: int, hold_all_until: int) -> bool:
+    """``settle_gate``'s judgement of one sample: held back (True) or through (the entity's first usable sample
+    ``f``, its learned count ``count``, its machine ``m`` (-1 none) and that machine's hold ``hm``)."""
+    # Every condition evaluated, combined with & and |: which kind a sample scored is a coin flip per sample,
+    # and the short-circuit form's branches on it were mispredicted often enough to cost more than the loads.
+    process = (kd == 1) | (kd == 2) | (kd == 4)
+    young = (f < 0) | (count < settle_n) | (float(t - f) < settle_ns)
+    hold = process & (((m >= 0) & (t <= hm)) | (t <= hold_all_until))
+    return (sc > 0.0) & (kd < dq_kind_min) & (young | hold)

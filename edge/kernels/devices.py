@@ -67,10 +67,13 @@ def fold_device(signal: np.ndarray, kind: np.ndarray, score: np.ndarray, device_
     """Zero the data-quality scores of signals whose device is down; returns how many were folded."""
     folded = 0
     for k in range(signal.shape[0]):
-        if kind[k] < dq_kind_min or score[k] <= 0.0:
-            continue
-        d = device_of[signal[k]]
-        if d >= 0 and dev_score[d] >= fold_at:
+        if fold_hit(kind[k], score[k], device_of[signal[k]], dev_score, fold_at, dq_kind_min):
             score[k] = 0.0
             folded += 1
     return folded
+
+
+@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
+def fold_hit(kind: int, score: float, d: int, dev_score: np.ndarray, fold_at: float, dq_kind_min: int) -> bool:
+    """``fold_device``'s judgement of one sample of a signal on device ``d`` (-1 none): fold its score to 0?"""
+    return kind >= dq_kind_min and score > 0.0 and d >= 0 and dev_score[d] >= fold_at

@@ -51,3 +51,22 @@ def machine_moves(ts_ns: np.ndarray, signal: np.ndarray, quality: np.ndarray, z:
             marked += 1
         hot[m] = 0
     return marked
+
+
+@njit(cache=True, nogil=True)
+def mark_machines(hot: np.ndarray, members: np.ndarray, t_max: int, min_fraction: float, min_signals: float,
+                  hold_ns: int, hold_until: np.ndarray) -> int:
+    """``machine_moves``' second half from per-machine counts: every machine with ``hot[m]`` (distinct members
+    moving in the frame, counted elsewhere -- ``signal_stack.signal_frame`` counts them in its pass) at or above
+    ``max(min_signals, min_fraction * members[m])`` is held until ``t_max + hold_ns``; ``hot`` is left at 0.
+    Returns how many machines were marked (what ``machine_moves`` returns)."""
+    marked = 0
+    for m in range(hot.shape[0]):
+        if hot[m] == 0:
+            continue
+        need = max(min_signals, min_fraction * members[m])
+        if hot[m] >= need:
+            hold_until[m] = t_max + hold_ns
+            marked += 1
+        hot[m] = 0
+    return marked

@@ -64,48 +64,58 @@ def alarm_chunk_rearm(ts_ns: np.ndarray, entity: np.ndarray, score: np.ndarray, 
     on_count = p[alarms.P_ON_COUNT]
     off_count = p[alarms.P_OFF_COUNT]
     for k in range(n_in):
-        e = entity[k]
-        sc = score[k]
-        t = ts_ns[k]
-        kd = kind[k]
-        rst[e, R_SINCE] += 1.0
-        if fst[e, alarms.ACTIVE] == 0.0:
-            repeat = rst[e, R_SINCE] <= rearm_n and sc <= rst[e, R_PEAK] and (exempt >> kd) & 1 == 0
-            if sc >= on and not repeat:
-                if fst[e, alarms.ABOVE] == 0.0:
-                    its[e, alarms.T_START] = t
-                    fst[e, alarms.PEAK] = sc
-                    fst[e, alarms.PEAK_KIND] = kd
-                elif sc > fst[e, alarms.PEAK]:
-                    fst[e, alarms.PEAK] = sc
-                    fst[e, alarms.PEAK_KIND] = kd
-                fst[e, alarms.ABOVE] += 1.0
-                if fst[e, alarms.ABOVE] >= on_count:
-                    fst[e, alarms.ACTIVE] = 1.0
-                    fst[e, alarms.QUIET] = 0.0
-                    j = alarms._emit(j, cap, e, alarms.OPEN, its[e, alarms.T_START], -1, fst[e, alarms.PEAK],
-                                     int(fst[e, alarms.PEAK_KIND]), ev_entity, ev_phase, ev_ts_start, ev_ts_end,
-                                     ev_peak, ev_kind)
-            else:
-                fst[e, alarms.ABOVE] = 0.0
-        else:
-            if sc > fst[e, alarms.PEAK]:
+        j = rearm_step(j, cap, entity[k], score[k], ts_ns[k], kind[k], fst, its, rst, on, off, on_count, off_count,
+                       rearm_n, exempt, ev_entity, ev_phase, ev_ts_start, ev_ts_end, ev_peak, ev_kind)
+    return j
+
+
+@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
+def rearm_step(j: int, cap: int, e: int, sc: float, t: int, kd: int, fst: np.ndarray, its: np.ndarray,
+               rst: np.ndarray, on: float, off: float, on_count: float, off_count: float, rearm_n: float, exempt: int,
+               ev_entity: np.ndarray, ev_phase: np.ndarray, ev_ts_start: np.ndarray, ev_ts_end: np.ndarray,
+               ev_peak: np.ndarray, ev_kind: np.ndarray) -> int:
+    """One sample (entity ``e``, score ``sc`` at ``t``, kind ``kd``) through the re-arm alarm; returns events so far.
+
+    The loop body of ``alarm_chunk_rearm``, shared with ``signal_alarms.gate_alarm_frame``.
+    """
+    rst[e, R_SINCE] += 1.0
+    if fst[e, alarms.ACTIVE] == 0.0:
+        repeat = rst[e, R_SINCE] <= rearm_n and sc <= rst[e, R_PEAK] and (exempt >> kd) & 1 == 0
+        if sc >= on and not repeat:
+            if fst[e, alarms.ABOVE] == 0.0:
+                its[e, alarms.T_START] = t
                 fst[e, alarms.PEAK] = sc
                 fst[e, alarms.PEAK_KIND] = kd
-            if sc < off:
-                if fst[e, alarms.QUIET] == 0.0:
-                    its[e, alarms.T_QUIET] = t
-                fst[e, alarms.QUIET] += 1.0
-                if fst[e, alarms.QUIET] >= off_count:
-                    j = alarms._emit(j, cap, e, alarms.CLOSE, its[e, alarms.T_START], its[e, alarms.T_QUIET],
-                                     fst[e, alarms.PEAK], int(fst[e, alarms.PEAK_KIND]), ev_entity, ev_phase,
-                                     ev_ts_start, ev_ts_end, ev_peak, ev_kind)
-                    rst[e, R_SINCE] = 0.0
-                    rst[e, R_PEAK] = fst[e, alarms.PEAK]
-                    fst[e, alarms.ACTIVE] = 0.0
-                    fst[e, alarms.ABOVE] = 0.0
-                    fst[e, alarms.QUIET] = 0.0
-                    fst[e, alarms.PEAK] = 0.0
-            else:
+            elif sc > fst[e, alarms.PEAK]:
+                fst[e, alarms.PEAK] = sc
+                fst[e, alarms.PEAK_KIND] = kd
+            fst[e, alarms.ABOVE] += 1.0
+            if fst[e, alarms.ABOVE] >= on_count:
+                fst[e, alarms.ACTIVE] = 1.0
                 fst[e, alarms.QUIET] = 0.0
+                j = alarms._emit(j, cap, e, alarms.OPEN, its[e, alarms.T_START], -1, fst[e, alarms.PEAK],
+                                 int(fst[e, alarms.PEAK_KIND]), ev_entity, ev_phase, ev_ts_start, ev_ts_end,
+                                 ev_peak, ev_kind)
+        else:
+            fst[e, alarms.ABOVE] = 0.0
+    else:
+        if sc > fst[e, alarms.PEAK]:
+            fst[e, alarms.PEAK] = sc
+            fst[e, alarms.PEAK_KIND] = kd
+        if sc < off:
+            if fst[e, alarms.QUIET] == 0.0:
+                its[e, alarms.T_QUIET] = t
+            fst[e, alarms.QUIET] += 1.0
+            if fst[e, alarms.QUIET] >= off_count:
+                j = alarms._emit(j, cap, e, alarms.CLOSE, its[e, alarms.T_START], its[e, alarms.T_QUIET],
+                                 fst[e, alarms.PEAK], int(fst[e, alarms.PEAK_KIND]), ev_entity, ev_phase,
+                                 ev_ts_start, ev_ts_end, ev_peak, ev_kind)
+                rst[e, R_SINCE] = 0.0
+                rst[e, R_PEAK] = fst[e, alarms.PEAK]
+                fst[e, alarms.ACTIVE] = 0.0
+                fst[e, alarms.ABOVE] = 0.0
+                fst[e, alarms.QUIET] = 0.0
+                fst[e, alarms.PEAK] = 0.0
+        else:
+            fst[e, alarms.QUIET] = 0.0
     return j

@@ -57,7 +57,7 @@ import math
 import numpy as np
 
 from edge.jit import njit
-from edge.kernels import cusum, limits, rate, robust, stuck
+from edge.kernels import cusum, limits, opchange, rate, robust, stuck
 from edge.kernels.kinds import EN_CHANGE, EN_LEVEL, EN_RANGE, EN_RATE, EN_STUCK, Kind
 
 # State columns of one signal.
@@ -74,6 +74,20 @@ C_MASK = 2
 C_RES = 3  # resolution in engineering units (one register LSB x scale), 0 = continuous
 C_FROZEN = 4  # != 0: the signal's machine is off (``opstate``): no learning, no judgement, data quality only
 C_WIDTH = 5
+
+# Per-signal routing of ``signal_frame``'s bookkeeping (int64 columns; -1 none).
+R_DEVICE = 0  # device (PLC, server) whose polls the signal's samples are (``devices.device_polls``)
+R_MEMBER = 1  # machine-stage machine the signal is a member of (``pca.update_last``'s ``seen``)
+R_LAST = 2  # != 0: keep the signal's latest good value in ``x_last`` (``pca.update_last``)
+R_OC = 3  # machine whose operating changes the signal counts towards (``opchange.machine_moves``)
+R_WIDTH = 4
+
+# ``signal_frame``'s operating-change parameters (``opchange.machine_moves``'s scalars).
+OC_Z_HOT = 0
+OC_MIN_FRACTION = 1
+OC_MIN_SIGNALS = 2
+OC_MARK = 3  # != 0: mark the machines after the pass; 0: leave the counts in ``oc_hot`` for ``opchange.mark_machines``
+OC_WIDTH = 4
 
 # Parameter blocks, then the stack's own scalars.
 O_LEVEL = 0
@@ -143,6 +157,43 @@ def signal_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quali
     re-read after each state store (the compiler cannot prove ``p`` and ``st`` apart), the guard's learning call
     took two atomic reference-count pairs per sample, and the rate stage stayed an out-of-line call with fifteen
     arguments. The arithmetic is the same, operation for operation: the results are bit-identical.
+    ``signal_frame`` without its frame bookkeeping (which it skips when ``route`` has no rows).
+    """
+    no_i = np.empty(0, dtype=np.int64)
+    return signal_frame(ts_ns, signal, value, quality, st, cfg, p, score_out, kind_out, z_last,
+                        np.empty((0, R_WIDTH), dtype=np.int64), np.empty(0, dtype=np.float64), np.zeros(1, np.int64),
+                        no_i, no_i, np.empty(0, dtype=np.float64), np.empty(0, dtype=np.uint8), no_i, no_i,
+                        np.empty(0, dtype=np.float64), no_i, 0, np.zeros(OC_WIDTH, dtype=np.float64), 0)
+
+
+@njit(cache=True, nogil=True)
+def signal_frame(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality: np.ndarray, st: np.ndarray,
+                 cfg: np.ndarray, p: np.ndarray, score_out: np.ndarray, kind_out: np.ndarray, z_last: np.ndarray,
+                 route: np.ndarray, count_out: np.ndarray, frame_out: np.ndarray,
+                 dev_good: np.ndarray, dev_any: np.ndarray, x_last: np.ndarray, seen: np.ndarray,
+                 oc_stamp: np.ndarray, oc_hot: np.ndarray, oc_members: np.ndarray, hold_until: np.ndarray,
+                 oc_frame: int, oc_p: np.ndarray, hold_ns: int) -> int:
+    """``signal_chunk`` and the frame's small bookkeeping passes in one pass; returns samples scoring >= 0.5.
+
+    Why: each of those passes read the frame's columns and a per-signal table again and cost a kernel call; here
+    they ride on the signal pass (the stack's 15,000-signal frame: ~2-3 ns a sample each, and ``settle_gate``
+    read a strided column of ``st`` -- a cache line per sample -- for the learned-sample count). Each does
+    exactly what its own kernel does, in the same order, so the results are bit-identical (tested against the
+    composition of those kernels). Per sample, with ``route[s]`` the signal's row (``R_*``; ``route`` with no
+    rows: none of this, ``signal_chunk``):
+    - ``count_out[s]`` = the level stage's learned-sample count after the sample (what ``alarms.settle_gate``
+      reads as ``count``; contiguous per signal, valid for the signals in this frame);
+    - ``devices.device_polls`` into ``dev_good``/``dev_any`` for device ``route[s, R_DEVICE]`` (-1 none);
+    - ``pca.update_last``: ``x_last[s]`` (when ``route[s, R_LAST]``) and ``seen`` for the machine
+      ``route[s, R_MEMBER]`` (-1 none);
+    - ``opchange.machine_moves`` for the machine ``route[s, R_OC]`` (-1 none), counted as the frame goes: each
+      signal once per frame (``oc_stamp`` == ``oc_frame``) with its level z at the end of the frame (a later
+      sample of the same signal corrects its count), then after the frame every machine with enough moving
+      members (``oc_p``: ``OC_Z_HOT``, ``OC_MIN_FRACTION``, ``OC_MIN_SIGNALS``; ``oc_members`` per machine) is
+      held until the frame's latest timestamp + ``hold_ns`` (``hold_until``; ``opchange.mark_machines``), and
+      ``oc_hot``, scratch, is left at 0 -- unless ``oc_p[OC_MARK]`` is 0: then the counts stay in ``oc_hot`` and
+      the caller marks later (the at-rest stage reads ``hold_until`` as it was before the marking).
+    ``frame_out[0]`` receives the frame's latest timestamp (``ts_ns.max()``; -2^62 for an empty frame).
     """
     l_alpha = p[O_LEVEL + robust.P_ALPHA]
     l_k = p[O_LEVEL + robust.P_HUBER_K]
@@ -172,11 +223,32 @@ def signal_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quali
     guard_at = p[S_GUARD_AT]
     rate_span = p[S_RATE_SPAN]
     rel_res = p[S_REL_RES]
+    gather = route.shape[0] > 0
+    z_hot = oc_p[OC_Z_HOT]
+    t_max = np.int64(-(2 ** 62))
     n_high = 0
     for k in range(signal.shape[0]):
         x = value[k]
         s = signal[k]
-        if quality[k] == 2 or not np.isfinite(x):
+        q = quality[k]
+        usable = q != 2 and np.isfinite(x)
+        z_before = 0.0
+        if gather:
+            t_k = ts_ns[k]
+            t_max = max(t_max, t_k)
+            dv = route[s, R_DEVICE]
+            if dv >= 0:  # devices.device_polls
+                if t_k > dev_any[dv]:
+                    dev_any[dv] = t_k
+                if usable and t_k > dev_good[dv]:
+                    dev_good[dv] = t_k
+            m = route[s, R_MEMBER]  # pca.update_last
+            if m >= 0:
+                seen[m] = 1
+            if usable and route[s, R_LAST] != 0:
+                x_last[s] = x
+            z_before = z_last[s]
+        if not usable:
             last = st[s, B_RATE + rate.LAST_TS]
             d = float(ts_ns[k]) - last
             if bad_ns > 0.0 and np.isfinite(last) and d > 0.0:
@@ -188,102 +260,121 @@ def signal_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quali
             else:
                 score_out[k] = 0.0
                 kind_out[k] = 0
-            continue
-        t = float(ts_ns[k])
-        if cfg[s, C_FROZEN] != 0.0:
+            if gather:
+                count_out[s] = st[s, B_LEVEL + robust.COUNT]
+        elif cfg[s, C_FROZEN] != 0.0:
+            t = float(ts_ns[k])
             if not t < st[s, B_RATE + rate.LAST_TS]:
                 st[s, B_RATE + rate.LAST_V] = x
                 st[s, B_RATE + rate.LAST_TS] = t
             z_last[s] = 0.0
             score_out[k] = 0.0
             kind_out[k] = 0
-            continue
-        learn = quality[k] == 0
-        mask = int(cfg[s, C_MASK])
-        best = 0.0
-        kind = 0
-        hot = 0.0  # the larger of the level and change scores: guards the level's learning
-        loc = st[s, B_LEVEL + robust.LOC]
-        scale = st[s, B_LEVEL + robust.SCALE]
-        count = st[s, B_LEVEL + robust.COUNT]
-        z = robust.z_score(loc, scale, count, x, l_warm, l_min)
-        # resolution: the register's step, and at least rel_res of the value (a float32 register's last bit)
-        res = max(cfg[s, C_RES], rel_res * abs(loc))
-        if res > 0.0:
-            sc0 = max(scale, l_min)
-            z = z * sc0 / res if sc0 < res else z
-        if mask & EN_LEVEL:
-            sc = _squash(z, lt)
-            kind = K_LEVEL if sc > best else kind
-            best = max(best, sc)
-            hot = sc
-        if mask & EN_CHANGE:
-            sc, sp, sn, sm, sv = cusum.cusum_core(z, st[s, B_CUSUM + cusum.POS], st[s, B_CUSUM + cusum.NEG],
-                                                  st[s, B_CUSUM + cusum.SMEAN], st[s, B_CUSUM + cusum.SVAR],
-                                                  c_k, c_h, c_clip, c_cap, c_rho)
-            st[s, B_CUSUM + cusum.POS] = sp
-            st[s, B_CUSUM + cusum.NEG] = sn
-            st[s, B_CUSUM + cusum.SMEAN] = sm
-            st[s, B_CUSUM + cusum.SVAR] = sv
-            kind = K_CHANGE if sc > best else kind
-            best = max(best, sc)
-            hot = max(hot, sc)
-        if mask & EN_STUCK:
-            sc, last, run, p_rep, seen = stuck.stuck_core(
-                x, learn, st[s, B_STUCK + stuck.LAST], st[s, B_STUCK + stuck.RUN], st[s, B_STUCK + stuck.P_REP],
-                st[s, B_STUCK + stuck.SEEN], s_beta, s_tol, s_dec, s_floor, s_warm)
-            st[s, B_STUCK + stuck.LAST] = last
-            st[s, B_STUCK + stuck.RUN] = run
-            st[s, B_STUCK + stuck.P_REP] = p_rep
-            st[s, B_STUCK + stuck.SEEN] = seen
-            kind = K_STUCK if sc > best else kind
-            best = max(best, sc)
-        if mask & EN_RATE:
-            # floor read before the slope is learned (score before learn)
-            r_scale = st[s, B_RATE + rate.STATS + robust.SCALE]
-            per = st[s, B_RATE + rate.PERIOD]
-            sc0 = max(r_scale, r_min)
-            zr, last_v, last_ts, per_new, r_loc, r_scale, r_count = rate.rate_core(
-                x, t, learn, st[s, B_RATE + rate.LAST_V], st[s, B_RATE + rate.LAST_TS], per,
-                st[s, B_RATE + rate.STATS + robust.LOC], r_scale, st[s, B_RATE + rate.STATS + robust.COUNT],
-                r_alpha, r_k, r_warm, r_min, r_gap)
-            st[s, B_RATE + rate.LAST_V] = last_v
-            st[s, B_RATE + rate.LAST_TS] = last_ts
-            st[s, B_RATE + rate.PERIOD] = per_new
-            st[s, B_RATE + rate.STATS + robust.LOC] = r_loc
-            st[s, B_RATE + rate.STATS + robust.SCALE] = r_scale
-            st[s, B_RATE + rate.STATS + robust.COUNT] = r_count
-            step = res
-            span = cfg[s, C_HIGH] - cfg[s, C_LOW]
-            if span > 0.0:  # False for NaN limits
-                step = max(step, rate_span * span)
-            if step > 0.0 and per > 0.0 and sc0 * per < step:
-                zr = zr * sc0 * per / step
-            sc = _squash(zr, rt)
-            kind = K_RATE if sc > best else kind
-            best = max(best, sc)
-        elif not t < st[s, B_RATE + rate.LAST_TS]:
-            # the latest usable sample's time, which the BAD score reads, is kept for every signal
-            st[s, B_RATE + rate.LAST_V] = x
-            st[s, B_RATE + rate.LAST_TS] = t
-        if mask & EN_RANGE:
-            sc = limits.limit_score(x, cfg[s, C_LOW], cfg[s, C_HIGH], margin)
-            kind = K_RANGE if sc > best else kind
-            best = max(best, sc)
-        if learn:
-            loc, scale, count = robust.learn_step(loc, scale, count, x, l_alpha, l_k, l_warm, l_min,
-                                                  guard if hot >= guard_at else 1.0)
-            st[s, B_LEVEL + robust.LOC] = loc
-            st[s, B_LEVEL + robust.SCALE] = scale
-            st[s, B_LEVEL + robust.COUNT] = count
-        if np.isfinite(z):
-            z_last[s] = zc if z > zc else (-zc if z < -zc else z)
+            if gather:
+                count_out[s] = st[s, B_LEVEL + robust.COUNT]
         else:
-            z_last[s] = 0.0
-        score_out[k] = best
-        kind_out[k] = kind
-        if best >= 0.5:
-            n_high += 1
+            t = float(ts_ns[k])
+            learn = q == 0
+            mask = int(cfg[s, C_MASK])
+            best = 0.0
+            kind = 0
+            hot = 0.0  # the larger of the level and change scores: guards the level's learning
+            loc = st[s, B_LEVEL + robust.LOC]
+            scale = st[s, B_LEVEL + robust.SCALE]
+            count = st[s, B_LEVEL + robust.COUNT]
+            z = robust.z_score(loc, scale, count, x, l_warm, l_min)
+            # resolution: the register's step, and at least rel_res of the value (a float32 register's last bit)
+            res = max(cfg[s, C_RES], rel_res * abs(loc))
+            if res > 0.0:
+                sc0 = max(scale, l_min)
+                z = z * sc0 / res if sc0 < res else z
+            if mask & EN_LEVEL:
+                sc = _squash(z, lt)
+                kind = K_LEVEL if sc > best else kind
+                best = max(best, sc)
+                hot = sc
+            if mask & EN_CHANGE:
+                sc, sp, sn, sm, sv = cusum.cusum_core(z, st[s, B_CUSUM + cusum.POS], st[s, B_CUSUM + cusum.NEG],
+                                                      st[s, B_CUSUM + cusum.SMEAN], st[s, B_CUSUM + cusum.SVAR],
+                                                      c_k, c_h, c_clip, c_cap, c_rho)
+                st[s, B_CUSUM + cusum.POS] = sp
+                st[s, B_CUSUM + cusum.NEG] = sn
+                st[s, B_CUSUM + cusum.SMEAN] = sm
+                st[s, B_CUSUM + cusum.SVAR] = sv
+                kind = K_CHANGE if sc > best else kind
+                best = max(best, sc)
+                hot = max(hot, sc)
+            if mask & EN_STUCK:
+                sc, last, run, p_rep, s_seen = stuck.stuck_core(
+                    x, learn, st[s, B_STUCK + stuck.LAST], st[s, B_STUCK + stuck.RUN], st[s, B_STUCK + stuck.P_REP],
+                    st[s, B_STUCK + stuck.SEEN], s_beta, s_tol, s_dec, s_floor, s_warm)
+                st[s, B_STUCK + stuck.LAST] = last
+                st[s, B_STUCK + stuck.RUN] = run
+                st[s, B_STUCK + stuck.P_REP] = p_rep
+                st[s, B_STUCK + stuck.SEEN] = s_seen
+                kind = K_STUCK if sc > best else kind
+                best = max(best, sc)
+            if mask & EN_RATE:
+                # floor read before the slope is learned (score before learn)
+                r_scale = st[s, B_RATE + rate.STATS + robust.SCALE]
+                per = st[s, B_RATE + rate.PERIOD]
+                sc0 = max(r_scale, r_min)
+                zr, last_v, last_ts, per_new, r_loc, r_scale, r_count = rate.rate_core(
+                    x, t, learn, st[s, B_RATE + rate.LAST_V], st[s, B_RATE + rate.LAST_TS], per,
+                    st[s, B_RATE + rate.STATS + robust.LOC], r_scale, st[s, B_RATE + rate.STATS + robust.COUNT],
+                    r_alpha, r_k, r_warm, r_min, r_gap)
+                st[s, B_RATE + rate.LAST_V] = last_v
+                st[s, B_RATE + rate.LAST_TS] = last_ts
+                st[s, B_RATE + rate.PERIOD] = per_new
+                st[s, B_RATE + rate.STATS + robust.LOC] = r_loc
+                st[s, B_RATE + rate.STATS + robust.SCALE] = r_scale
+                st[s, B_RATE + rate.STATS + robust.COUNT] = r_count
+                step = res
+                span = cfg[s, C_HIGH] - cfg[s, C_LOW]
+                if span > 0.0:  # False for NaN limits
+                    step = max(step, rate_span * span)
+                if step > 0.0 and per > 0.0 and sc0 * per < step:
+                    zr = zr * sc0 * per / step
+                sc = _squash(zr, rt)
+                kind = K_RATE if sc > best else kind
+                best = max(best, sc)
+            elif not t < st[s, B_RATE + rate.LAST_TS]:
+                # the latest usable sample's time, which the BAD score reads, is kept for every signal
+                st[s, B_RATE + rate.LAST_V] = x
+                st[s, B_RATE + rate.LAST_TS] = t
+            if mask & EN_RANGE:
+                sc = limits.limit_score(x, cfg[s, C_LOW], cfg[s, C_HIGH], margin)
+                kind = K_RANGE if sc > best else kind
+                best = max(best, sc)
+            if learn:
+                loc, scale, count = robust.learn_step(loc, scale, count, x, l_alpha, l_k, l_warm, l_min,
+                                                      guard if hot >= guard_at else 1.0)
+                st[s, B_LEVEL + robust.LOC] = loc
+                st[s, B_LEVEL + robust.SCALE] = scale
+                st[s, B_LEVEL + robust.COUNT] = count
+            if gather:
+                count_out[s] = count
+            if np.isfinite(z):
+                z_last[s] = zc if z > zc else (-zc if z < -zc else z)
+            else:
+                z_last[s] = 0.0
+            score_out[k] = best
+            kind_out[k] = kind
+            if best >= 0.5:
+                n_high += 1
+        if gather and q != 2:  # opchange.machine_moves' count, with the z as it stands after this sample
+            m = route[s, R_OC]
+            if m >= 0:
+                hot_now = 1 if abs(z_last[s]) >= z_hot else 0
+                if oc_stamp[s] != oc_frame:
+                    oc_stamp[s] = oc_frame
+                    oc_hot[m] += hot_now
+                else:
+                    oc_hot[m] += hot_now - (1 if abs(z_before) >= z_hot else 0)
+    frame_out[0] = t_max
+    if gather and oc_p[OC_MARK] != 0.0:
+        opchange.mark_machines(oc_hot, oc_members, t_max, oc_p[OC_MIN_FRACTION], oc_p[OC_MIN_SIGNALS], hold_ns,
+                               hold_until)
     return n_high
 
 
