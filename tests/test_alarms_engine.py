@@ -224,6 +224,42 @@ def test_flood_summarises_lower_priority(dev: tuple[PlantConfig, SignalTable, Ma
     assert seqs_ok(docs + crit + upd + end)
 
 
+def test_flood_keeps_data_quality_names_members_and_lets_escalations_out(
+        dev: tuple[PlantConfig, SignalTable, MachineFacts]) -> None:
+    """During a flood a data-quality incident is still shown (low priority, but the operator must know which
+    readings are lost), a summarised incident that escalates leaves the summary, and the flood names its members."""
+    _, table, facts = dev
+    e = IncidentEngine(table, facts, AlarmSettings(flood_count=3, flood_clear_count=1, flood_window_s=600))
+    presses = [m for m in facts.machine_ids if m.startswith("line1.press")]  # medium criticality: level -> low
+    docs: list[dict[str, Any]] = []
+    for k, mid in enumerate(presses[:6]):
+        docs += e.on_events(ev(sig(table, f"{mid}.tonnage"), Phase.OPEN, start_s=10 * k, peak=0.5 + 0.01 * k),
+                            10 * k * S)
+    assert e.in_flood("line1")
+    summarised = [d["machine"] for d in docs if d["transition"] == "suppress"]
+    assert summarised == presses[3:6]
+    dq = e.on_events(ev(sig(table, f"{presses[6]}.oil_temp"), Phase.OPEN, Kind.SILENT, start_s=70), 70 * S)
+    assert [(d["transition"], d["priority"], d["suppressed_by"]) for d in dq] == [("open", "low", None)]
+    upd = e.tick(71 * S)
+    flood = upd[0]
+    assert flood["transition"] == "update" and flood["flood_count"] == 3
+    # members named, most urgent first: the highest-scoring summarised press leads
+    assert flood["signals"] == [f"{m}.tonnage" for m in reversed(presses[3:6])]
+    # a summarised incident whose machine now also reports a lost reading is shown on its own
+    out = e.on_events(ev(sig(table, f"{presses[4]}.oil_level"), Phase.OPEN, Kind.BAD, start_s=80), 80 * S)
+    assert [(d["transition"], d["machine"], d["suppressed_by"]) for d in out] == [("unsuppress", presses[4], None)]
+    # one that escalates to the kept priority (a critical range alarm on a high-criticality machine would be one;
+    # here flood_keeps=high lets a press's range alarm out)
+    e2 = IncidentEngine(table, facts, AlarmSettings(flood_count=3, flood_clear_count=1, flood_keeps="high"))
+    d2: list[dict[str, Any]] = []
+    for k, mid in enumerate(presses[:5]):
+        d2 += e2.on_events(ev(sig(table, f"{mid}.tonnage"), Phase.OPEN, start_s=10 * k, peak=0.5), 10 * k * S)
+    assert any(d["transition"] == "suppress" and d["machine"] == presses[4] for d in d2)
+    up = e2.on_events(ev(sig(table, f"{presses[4]}.oil_pressure"), Phase.OPEN, Kind.RANGE, start_s=60), 60 * S)
+    assert [(d["transition"], d["priority"], d["suppressed_by"]) for d in up] == [("unsuppress", "high", None)]
+    assert seqs_ok(docs + dq + upd + out) and seqs_ok(d2 + up)
+
+
 def test_chattering_is_marked_and_shelved(dev: tuple[PlantConfig, SignalTable, MachineFacts]) -> None:
     _, table, facts = dev
     e = IncidentEngine(table, facts, AlarmSettings(clear_delay_s=2, chatter_shelve_s=600))

@@ -19,6 +19,13 @@ What holds an incident back from the operator (it is still tracked and still doc
 Floods, per area: more than ``flood_count`` new incidents within ``flood_window_s`` open a flood incident;
 while it lasts, new incidents below ``flood_keeps`` priority are summarised into it (its ``flood_count``);
 it closes when the window holds at most ``flood_clear_count``, and what is still active is then shown.
+Two exceptions, as an alarm engineer would set them (issue 16, the whole-plant analysis in bench/RESULTS.md):
+an incident with a data-quality contributor (``never_suppressed``: the measurement is lost, and an operator
+working through a flood needs to know which readings he can no longer trust) is never summarised, and a
+summarised incident that escalates to a kept priority, or gains a data-quality contributor, leaves the summary
+and is shown at once. The flood incident names its members: its ``signals`` are its members' leading signals,
+active members first, most urgent (priority, then peak) first, at most ``max_signals``; its contributors are
+its members (key ``i:<incident id>``), so the console and the cloud can list them.
 
 Chattering: a machine whose incidents activate ``chatter_count`` times within ``chatter_window_s`` is marked
 chattering and shelved for ``chatter_shelve_s`` (its first document says ``chatter``).
@@ -414,13 +421,28 @@ class IncidentEngine:
             self.stats.floods += 1
             flood.announced = True
             docs.append(self._doc(flood, Transition.FLOOD_OPEN, now_ns))
-        if fl.incident is not None and inc.priority < self._flood_keeps:
+        if fl.incident is not None and not self._flood_exempt(inc):
             inc.suppressed_by = "flood"
-            fl.incident.flood_count = (fl.incident.flood_count or 0) + 1
+            flood = fl.incident
+            flood.flood_count = (flood.flood_count or 0) + 1
             for k in inc.kinds:
-                if k not in fl.incident.kinds:
-                    fl.incident.kinds.append(k)
-            fl.incident.peak = max(fl.incident.peak, inc.peak)
+                if k not in flood.kinds:
+                    flood.kinds.append(k)
+            flood.peak = max(flood.peak, inc.peak)
+            # The member, named by its leading signal; the peak orders members by priority, then score.
+            lead = inc.signals(1)
+            flood.contributors[f"i:{inc.id}"] = Contributor(f"i:{inc.id}", lead[0] if lead else inc.machine or inc.id,
+                                                            inc.kinds[0], _member_rank(inc), True, inc.start_ns)
+
+    def _flood_exempt(self, inc: Incident) -> bool:
+        """Never summarised into a flood: a kept priority, or a data-quality contributor (the module docstring)."""
+        return inc.priority >= self._flood_keeps or any(k in self._never for k in inc.kinds)
+
+    def _flood_member_left(self, inc: Incident) -> None:
+        """A summarised incident cleared or was shown on its own: its flood lists it as no longer active."""
+        fl = self.floods.get(inc.area)
+        if fl is not None and fl.incident is not None and (c := fl.incident.contributors.get(f"i:{inc.id}")):
+            c.active, c.end_ns = False, inc.end_ns
 
     def _prune(self, fl: _Flood, now_ns: int) -> None:
         lo = now_ns - int(self.s.flood_window_s * NS)
@@ -463,6 +485,8 @@ class IncidentEngine:
         inc.active = False
         inc.clear_due_ns = None
         del self.current[m]
+        if inc.suppressed_by == "flood":
+            self._flood_member_left(inc)
         self.stats.incidents_cleared += 1
         docs.append(self._doc(inc, Transition.CLEAR, now_ns))
         if inc.announced and not inc.acked:
@@ -526,10 +550,12 @@ class IncidentEngine:
     def _refresh_suppression(self, m: int, inc: Incident, now_ns: int, docs: list[dict[str, Any]], *,
                              actor: str | None = None, reason: str | None = None, flood_over: bool = False) -> None:
         new = self._state_reason(m, inc)
-        if new is None and inc.suppressed_by == "flood" and not flood_over:
+        if new is None and inc.suppressed_by == "flood" and not flood_over and not self._flood_exempt(inc):
             new = "flood"
         if new == inc.suppressed_by:
             return
+        if inc.suppressed_by == "flood" and new != "flood":
+            self._flood_member_left(inc)
         inc.suppressed_by = new
         if new is not None:
             docs.append(self._doc(inc, Transition.SUPPRESS, now_ns, actor=actor, reason=reason))
@@ -628,6 +654,11 @@ class IncidentEngine:
                 self.stats.resynced_closes += 1
                 self._close(m, c.key, c.kind, c.peak, now_ns, now_ns, docs)
         return docs
+
+
+def _member_rank(inc: Incident) -> float:
+    """Orders a flood's members in its ``signals``: priority first, then the member's peak score (0..1)."""
+    return round(float(inc.priority) + min(max(inc.peak, 0.0), 0.999), 4)
 
 
 class _Refused(Exception):
