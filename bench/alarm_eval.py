@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -331,6 +332,15 @@ def report(r: Run, grace_s: float) -> None:
     print(f"  fault day(s): {n_ev} injected faults; annunciated {100 * found.mean():.1f} % "
           f"(on machines running at the fault: {100 * found[~held].mean():.1f} % of {int((~held).sum())}; "
           f"{int(held.sum())} faults on machines off or starting, {int(found[held].sum())} of them shown)")
+    why = miss_reasons(r, found, grace_s)
+    run = ~held & ~found
+    summ = np.array([w == SUMMARISED for w in why])
+    print(f"    not annunciated on running machines ({int(run.sum())}), why: " + ", ".join(
+        f"{w} {n}" for w, n in sorted(Counter(why[i] for i in np.flatnonzero(run)).items(), key=lambda x: -x[1])))
+    floods = ", ".join(f"{a} {100 * p:.1f} %" for a, p in flood_share(r, r.t_fault_ns, r.t_end_ns).items() if p > 0)
+    print(f"    shown on their own or summarised into a flood incident (named there if among its 10 most urgent): "
+          f"{100 * (found | summ)[~held].mean():.1f} % on running machines; flood time on the fault day(s): "
+          f"{floods or 'none'}")
     print(f"    incidents per fault: {len(matched_ids) / max(int(found.sum()), 1):.2f} matched incidents per "
           f"annunciated fault; all annunciated incidents of the fault days per injected fault "
           f"{incidents_fault_days / n_ev:.2f} ({incidents_fault_days} incidents)")
@@ -346,6 +356,58 @@ def report(r: Run, grace_s: float) -> None:
         print(f"    {kind.value:20} {int(sel.sum()):6d} {found[sel].mean():6.2f} "
               f"{np.median(dd) if dd.size else float('nan'):9.1f}")
     _ = LEAK_SIGNALS, EventKind  # matching is per machine: a micro-leak's signals are all on its machine
+
+
+SUMMARISED = "summarised into a flood"
+
+
+def flood_share(r: Run, lo_ns: int, hi_ns: int) -> dict[str, float]:
+    """Share of [lo_ns, hi_ns) each area spent with a flood incident open."""
+    out = {a: 0.0 for a in r.areas}
+    opened: dict[str, int] = {}
+    for d in r.docs:
+        if d["transition"] == "flood_open":
+            opened[d["area"]] = d["ts_ns"]
+        elif d["transition"] == "flood_close" and d["area"] in opened:
+            a0 = opened.pop(d["area"])
+            out[d["area"]] += max(0, min(d["ts_ns"], hi_ns) - max(a0, lo_ns))
+    for a, a0 in opened.items():
+        out[a] += max(0, hi_ns - max(a0, lo_ns))
+    return {a: v / (hi_ns - lo_ns) for a, v in out.items()}
+
+
+def miss_reasons(r: Run, found: np.ndarray, grace_s: float) -> list[str]:
+    """Per injected fault, why it was not annunciated ("" if it was): its machine's incident documents within
+    [start, end + grace] were all summarised into a flood, or suppressed by machine state, or shelved; or there
+    were none because the machine's incident was already shown (the fault continued it without a new
+    contributor), or was hidden; or no incident at all (the detectors raised no alarm on that machine)."""
+    by_machine: dict[str, list[dict[str, Any]]] = {}
+    for d in r.docs:
+        if d["machine"] is not None:
+            by_machine.setdefault(d["machine"], []).append(d)
+    t = r.truth
+    out = [""] * len(t)
+    for i in np.flatnonzero(~found).tolist():
+        mid = r.machine_ids[int(r.machine_of[int(t.signal[i])])]
+        lo = EPOCH_NS + int(t.start_s[i] * NS)
+        hi = EPOCH_NS + int((t.end_s[i] + grace_s) * NS)
+        docs = by_machine.get(mid, [])
+        inside = [d for d in docs if lo <= d["ts_ns"] <= hi]
+        before = [d for d in docs if d["ts_ns"] < lo]
+        prev = before[-1] if before else None
+        hidden = inside or ([prev] if prev is not None and prev["active"] else [])
+        by = {d["suppressed_by"] for d in hidden} - {None}
+        if "flood" in by:
+            out[i] = SUMMARISED
+        elif by:
+            out[i] = "suppressed by state (" + ", ".join(sorted(by)) + ")"
+        elif any(d["shelved_until_ns"] or d["out_of_service"] for d in hidden):
+            out[i] = "shelved or out of service"
+        elif hidden:
+            out[i] = "continued an incident already shown"
+        else:
+            out[i] = "no incident (no alarm on the machine)"
+    return out
 
 
 def speed(plant_path: Path, events_per_frame: int, frames: int = 200) -> None:
