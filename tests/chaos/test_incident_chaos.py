@@ -52,7 +52,7 @@ def _journal(pipe: Pipeline) -> list[dict[str, Any]]:
 
 def _stored(pipe: Pipeline) -> list[dict[str, Any]]:
     try:
-        return list(pipe.influx.rows("SELECT id, seq, transition FROM incident_transitions", pipe.database))
+        return list(pipe.influx.rows("SELECT id, seq, transition FROM alarms.incident_transitions", pipe.database))
     except OSError:
         return []
 
@@ -115,7 +115,7 @@ def test_every_incident_transition_reaches_influxdb_once_in_order_across_kills(t
         assert not missing, f"{len(missing)} emitted transitions not in InfluxDB, e.g. {missing[:8]}; seed {SEED}"
         emitted = _journal(pipe)
         stored = _stored(pipe)
-        states = list(pipe.influx.rows("SELECT id, seq, transition FROM incidents", pipe.database))
+        states = list(pipe.influx.rows("SELECT id, seq, transition FROM alarms.incidents", pipe.database))
         edge_log = (pipe.logs / "edge.log").read_text(errors="replace")
     finally:
         pipe.close()
