@@ -59,6 +59,11 @@ NS = 1_000_000_000
 STATE_UNKNOWN, STATE_RUNNING, STATE_OFF = -1, 0, 1
 AT_REST_KIND = Kind.AT_REST.name.lower()
 STATE_VERSION = 1
+#: A restored incident's ``seq`` jumps by this, and an incident the engine recovers (its OPEN was never seen)
+#: starts at it: documents sent after the last checkpoint (a kill before it reached the disk) may have reached
+#: the cloud with seqs the checkpoint does not know, and the cloud keeps the state of the highest seq
+#: (cloud/alarms/store.py). Far more than one incident's transitions between two checkpoints.
+SEQ_RESTART_GAP = 1000
 
 
 class Outcome:
@@ -78,6 +83,7 @@ class EngineStats:
     chattering: int = 0
     unmatched_closes: int = 0  # a CLOSE for an alarm no incident holds (opened before the layer started)
     resynced_closes: int = 0  # contributors closed because the detectors no longer hold their alarm (a lost CLOSE)
+    resynced_opens: int = 0  # alarms the detectors hold open that no incident held (a lost OPEN), opened then
     commands_applied: int = 0
     commands_refused: int = 0
 
@@ -116,6 +122,7 @@ class IncidentEngine:
         self.floods: dict[str, _Flood] = {a: _Flood(deque()) for a in facts.areas}
         self.stats = EngineStats()
         self._ids: set[str] = set()
+        self._first_seq = 0  # seq a new incident starts from (SEQ_RESTART_GAP while recovering, see recover)
 
     # -- inputs ------------------------------------------------------------------------------------
     def on_state(self, signal: np.ndarray, value: np.ndarray, quality: np.ndarray, now_ns: int) -> list[dict[str, Any]]:
@@ -375,8 +382,8 @@ class IncidentEngine:
                 now_ns: int, docs: list[dict[str, Any]]) -> None:
         mid = self.facts.machine_ids[m]
         area = self.facts.area[m]
-        inc = Incident(self._new_id(mid, start_ns), mid, area, prio, start_ns, peak=peak, kinds=[kind],
-                       contributors={key: Contributor(key, name, kind, peak, True, start_ns)})
+        inc = Incident(self._new_id(mid, start_ns), mid, area, prio, start_ns, seq=self._first_seq, peak=peak,
+                       kinds=[kind], contributors={key: Contributor(key, name, kind, peak, True, start_ns)})
         self._ids.add(inc.id)
         self.current[m] = inc
         self.stats.incidents_opened += 1
@@ -623,6 +630,48 @@ class IncidentEngine:
             fl.reported_count = int(fd["reported"])
             fl.incident = Incident.from_json(fd["incident"]) if fd["incident"] is not None else None
         self._ids = {inc.id for inc in self.incidents()}
+        for inc in self.incidents():
+            inc.seq += SEQ_RESTART_GAP
+
+    def restate(self, now_ns: int) -> list[dict[str, Any]]:
+        """After a restore: one ``update`` per incident held, so the cloud holds the edge's state whatever reached it
+        after the checkpoint (the jump in ``seq`` makes these win over anything sent before the kill)."""
+        return [self._doc(inc, Transition.UPDATE, now_ns) for inc in self.incidents()]
+
+    def recover(self, open_alarms: np.ndarray, now_ns: int) -> list[dict[str, Any]]:
+        """Alarms the detectors hold open (``EdgeAnalytics.open_alarms``: OPEN rows) that no incident holds are
+        opened now, as if their OPEN had just arrived (the incident starts when the alarm opened).
+
+        How an OPEN is lost: the detectors keep at most ``analytics.max_events`` events per frame and drop the
+        rest (hundreds of alarms opening at once: a PLC's return, a plant-wide upset); a step of the alarm layer
+        failed; or the edge was killed after the detectors' checkpoint recorded the alarm and before the alarm
+        layer's did (the detectors then never send that OPEN again). The edge calls this with ``resync`` every
+        10 s and once after a restart. A recovered incident's seq starts at ``SEQ_RESTART_GAP``: the cloud may
+        hold an earlier life of it (the same id) from before a kill. One set look-up per open alarm."""
+        if open_alarms.shape[0] == 0:
+            return []
+        held: set[tuple[int, str]] = set()
+        for m, inc in self.current.items():
+            held.update((m, c.key) for c in inc.contributors.values() if c.active)
+        missing = np.zeros(open_alarms.shape[0], dtype=bool)
+        ent, scope, kind = open_alarms["entity"], open_alarms["scope"], open_alarms["kind"]
+        for i in range(open_alarms.shape[0]):
+            e, sc = int(ent[i]), int(scope[i])
+            if sc == Scope.DEVICE:
+                missing[i] = any((m, f"d{e}") not in held for m in self._device_machines[e])
+            elif sc == Scope.SIGNAL:
+                m = int(self._signal_machine[e])
+                missing[i] = m >= 0 and (m, f"s{e}") not in held
+            else:
+                missing[i] = (e, f"{'h' if kind[i] == Kind.HEALTH else 'm'}{e}") not in held
+        if not missing.any():
+            return []
+        self.stats.resynced_opens += int(missing.sum())
+        self._first_seq = SEQ_RESTART_GAP
+        try:
+            return self.on_events(open_alarms[missing], now_ns)
+        finally:
+            self._first_seq = 0
 
     def reconcile(self, is_open: Any, now_ns: int) -> list[dict[str, Any]]:
         """After a restore: contributors whose detector alarm is no longer open (the detectors restarted cold,
