@@ -488,6 +488,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grace", type=float, default=60.0)
     ap.add_argument("--state-settle-s", type=float, default=None, help="override AlarmSettings.state_settle_s")
     ap.add_argument("--suppression", choices=["state", "off"], default=None)
+    ap.add_argument("--flood-keeps", choices=["critical", "high", "low"], default=None,
+                    help="override AlarmSettings.flood_keeps (low: nothing summarised, floods only counted)")
     ap.add_argument("--recordings", type=Path, default=ROOT / "state" / "alarm_eval",
                     help="simulated events are recorded here once; later runs replay them (any AlarmSettings)")
     ap.add_argument("--ignore", nargs="*", default=[], metavar="SIGNAL:KIND",
@@ -509,6 +511,8 @@ def main(argv: list[str] | None = None) -> int:
         over["state_settle_s"] = args.state_settle_s
     if args.suppression is not None:
         over["suppression"] = args.suppression
+    if args.flood_keeps is not None:
+        over["flood_keeps"] = args.flood_keeps
     settings = AlarmSettings(**over)
     t0 = time.monotonic()
     plant = args.plant.resolve()
