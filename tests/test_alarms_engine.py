@@ -538,10 +538,10 @@ def test_an_open_lost_over_max_events_is_recovered(dev: tuple[PlantConfig, Signa
     oil = np.array([sig(table, f"{m}.oil_temp") for m in machines])
     rng = np.random.default_rng(4)
     dropped = 0
-    for t in range(80):  # bad from 10 s to 39 s, all three at once
+    for t in range(60):  # bad from 5 s to 24 s, all three at once; resync every 10 s; clear delay 5 s
         q = np.zeros(n, np.uint8)
         v = rng.normal(size=n) + 50.0
-        if 10 <= t < 40:
+        if 5 <= t < 25:
             q[oil], v[oil] = 2, np.nan
         r = an.process(np.full(n, (1000 + t) * S, dtype=np.int64), sig_all, v, q)
         dropped += r.events_dropped
