@@ -19,11 +19,19 @@ suppressed when their load says off, exactly as on the edge. Figures:
   fault, per annunciated fault; and every annunciated incident of the fault days per injected fault), median
   time to annunciation for abrupt kinds (transition time - fault start, debounce and clear delay included);
   faults on machines that were off or starting (state suppression holds them back by design) are counted apart;
+  for each fault on a running machine not annunciated, why (summarised into a flood incident, suppressed by
+  state, shelved, continued an incident already shown, or no alarm on the machine); a fault whose incident was
+  summarised into a flood is **not** annunciated (the operator was shown one line of a summary, not an alarm),
+  and the share "shown on its own or summarised" is printed beside it;
 - CPU of the alarm layer per sample (``on_state`` + ``on_events`` + ``tick``), beside the stack's.
 
 An annunciation is counted when an incident becomes visible: a ``flood_open``, or any incident document
 after which the incident is active, not suppressed, not shelved, not out of service, when the previous one
 (if any) was not.
+
+The protocol's fault rate (0.01 per signal-hour) is an upset, not a plant's rate, on a whole plant (bench/RESULTS.md,
+"Alarm layer on the whole demo plant: the analysis"); ``--rate 0.001`` is a busy plant's, and ``--keep-faults``
+approximates a lower rate from an existing recording.
 
     python bench/alarm_eval.py [--plant FILE] [--seeds 2] [--train-days 0.5] [--clean-days 1] [--fault-days 1]
                                [--rate 0.01] [--machine-fraction 0.07]

@@ -695,7 +695,7 @@ class IncidentEngine:
         back), or a step of the alarm layer failed. Without this, such an incident would stay active, on the
         edge and in the cloud, for ever. The edge calls it every 10 s (``service.RESYNC_INTERVAL_NS``; one look-up
         per active contributor). The contributor closes now and the incident clears after the usual ``clear_delay_s``.
-        An OPEN lost the same way is not recovered here (the alarm's CLOSE then arrives unmatched, counted)."""
+        An OPEN lost the same way is recovered by :meth:`recover`, which the edge calls right after this."""
         docs: list[dict[str, Any]] = []
         for m, inc in list(self.current.items()):
             stale = [c for c in inc.contributors.values() if c.active and not is_open(c.key)]
