@@ -26,6 +26,8 @@ from typing import Any
 
 from cloud.alarms import query
 from cloud.alarms.cli import BrokerError, _settings, add_operator_options, send_command
+from cloud.retention import qualified
+from cloud.schema import M_AUDIT
 
 __all__ = ["EXIT_DRY_RUN", "main"]
 
@@ -74,7 +76,7 @@ def _request(args: argparse.Namespace, broker: Any) -> int:
 
 def _list(args: argparse.Namespace, db: query.InfluxQL) -> int:
     since_ns = time.time_ns() - int(args.hours * 3.6e12)
-    q = f"SELECT * FROM audit WHERE service = 'actions' AND time >= {since_ns}"
+    q = f"SELECT * FROM {qualified(M_AUDIT)} WHERE service = 'actions' AND time >= {since_ns}"  # RP audit
     if args.gateway:
         q += f" AND gateway = '{args.gateway.replace(chr(39), '')}'"
     rows = db.rows(q + " ORDER BY time DESC LIMIT 200")

@@ -69,6 +69,7 @@ from cloud.deadletter import DeadLetterStore
 from cloud.influx_watch import InfluxWatch, Reachability
 from cloud.ledger import GapLedger
 from cloud.models.status import models_text
+from cloud.retention import RP_ALARMS, RP_AUDIT
 from cloud.signal_tables import SignalTableStore
 from cloud.sinks.influx import (
     InfluxPing,
@@ -166,6 +167,10 @@ class _Write:
     collected_ns: int = 0  # the group closed (collect returned)
     built_ns: int = 0  # line protocol built, handed to the writer
 
+    # Lines for a retention policy of their own (cloud.retention.ALARM_POLICIES: incidents, audit), written
+    # before the rest of the group, each policy in its own request (InfluxDB 1.x takes one policy per /write).
+    side: dict[str, list[str]] = field(default_factory=dict)
+
     def add_lines(self, data: np.ndarray, line_end: np.ndarray) -> None:
         if data.size:
             self.parts.append(data)
@@ -201,6 +206,10 @@ class Ingestor:
         self.dead = DeadLetterStore(cfg.state_dir, max_bytes=self.ing.dead_letter_max_bytes)
         self.ledger = GapLedger(cfg.state_dir)
         self.incident_order = IncidentOrder(cfg.state_dir)
+        # Incidents and audit records go to their own retention policies (cloud.retention: kept 1 and 3 years)
+        # on 1.x; a 2.x bucket has no policies, so there they stay with the rest.
+        self._policies = cfg.influx.api is InfluxApi.V1
+        self._policy_sinks: dict[str, InfluxSink] = {}
         self.held: OrderedDict[int, tuple[Message, wire.Batch]] = OrderedDict()
         self._held_key = 0
         self._counters: dict[str, _GatewayCounters] = {}
@@ -397,19 +406,23 @@ class Ingestor:
         """Retention policies and rollups (cloud.retention) on 1.x; retried every minute until done.
 
         A failure never stops ingestion: points then land in the database's default policy, which
-        is what the rollups read once they exist.
+        is what the rollups read once they exist. Incidents and audit records are the exception: they wait
+        (retried, unacknowledged) until their own policies exist, which runs without a rollup layout too.
         """
         r = self.cfg.retention
-        if r is None or self.cfg.influx.api is not InfluxApi.V1 or self._retention_done:
+        if self.cfg.influx.api is not InfluxApi.V1 or self._retention_done:
             return
         if time.monotonic() < self._retention_next:
             return
-        from cloud.retention import RetentionError, ensure
+        from cloud.retention import RetentionError, ensure, ensure_policies
 
         s = self.cfg.influx
         password = os.environ.get(s.password_env, "") if s.password_env else None
         try:
-            ran = ensure(s.url, s.database, r, username=s.username, password=password, timeout_s=s.timeout_s)
+            if r is None:  # no rollup layout: still the alarms/audit policies incidents and audit records go to
+                ran = ensure_policies(s.url, s.database, username=s.username, password=password, timeout_s=s.timeout_s)
+            else:
+                ran = ensure(s.url, s.database, r, username=s.username, password=password, timeout_s=s.timeout_s)
         except (RetentionError, OSError) as exc:
             self._retention_next = time.monotonic() + 60.0
             self.m_errors.inc(kind="retention")
@@ -472,6 +485,8 @@ class Ingestor:
             while not self._sinks.empty():
                 self._sinks.get().close()
         self.sink.close()
+        for sink in self._policy_sinks.values():
+            sink.close()
         if self.metrics_server is not None:
             self.metrics_server.stop()
             self.metrics_server = None
@@ -595,7 +610,7 @@ class Ingestor:
         w = _Write()
         for m in msgs:
             self._handle(m, w)
-        w.add_text(list(w.incident_states.values()))
+        self._add(w, RP_ALARMS, list(w.incident_states.values()))
         self._expire_held(w)
         now = time.monotonic()
         if now - self._last_report >= self.ing.report_interval_s:
@@ -712,7 +727,7 @@ class Ingestor:
             try:
                 if ev["type"] == "incident":
                     p = incident_points(site, gateway, ev)
-                    lines.append(p.transition_line)
+                    self._add(w, RP_ALARMS, [p.transition_line])
                     w.incidents_touched = True
                     if self.incident_order.admit(gateway, p.id, p.seq):
                         w.incident_states[f"{gateway}\x00{p.id}"] = p.state_line
@@ -720,7 +735,7 @@ class Ingestor:
                     else:
                         self.m_incidents.inc(result="stale")
                 elif ev["type"] == "audit":
-                    lines.append(audit_line(site, gateway, ev))
+                    self._add(w, RP_AUDIT, [audit_line(site, gateway, ev)])
                     self.m_audit.inc()
                 else:
                     lines.append(event_line(site, gateway, ev))
@@ -732,6 +747,22 @@ class Ingestor:
                 self._dead_letter_doc(m.topic, "schema", f"events[{i}]: {exc}", ev, w)
         w.add_text(lines)
         w.msgs.append(m)
+
+    def _add(self, w: _Write, policy: str, lines: list[str]) -> None:
+        """Lines of a measurement with a retention policy of its own (1.x), else with the rest of the group."""
+        if not lines:
+            return
+        if self._policies:
+            w.side.setdefault(policy, []).extend(lines)
+        else:
+            w.add_text(lines)
+
+    def _policy_sink(self, policy: str) -> InfluxSink:
+        sink = self._policy_sinks.get(policy)
+        if sink is None:
+            sink = make_sink(self.cfg.influx.model_copy(update={"retention_policy": policy}))
+            self._policy_sinks[policy] = sink
+        return sink
 
     def _peer_ack(self, m: Message, site: str, gateway: str, w: _Write) -> None:
         """Another ingestor's ack watermark (shared subscriptions): merged into our ledger.
@@ -900,6 +931,10 @@ class Ingestor:
     def _write(self, w: _Write, stop: threading.Event) -> bool:
         """Write every line of ``w``; True once all are stored or dead-lettered, False if stopped."""
         self._rejected_samples = 0
+        for policy, text in w.side.items():  # small (one line per transition or action): one request each
+            body = memoryview(("\n".join(text) + "\n").encode())
+            if not self._write_chunk(body, stop, self._policy_sink(policy), len(text)):
+                return False
         if not w.parts:
             return True
         data = np.concatenate(w.parts) if len(w.parts) > 1 else w.parts[0]
@@ -942,6 +977,8 @@ class Ingestor:
                     # was dropped since. Create it (idempotent) before the retry.
                     with contextlib.suppress(RetryableWriteError):
                         sink.ensure_database()
+                if "retention policy not found" in str(exc):  # the alarms/audit policies: set up again
+                    self._retention_done = False
                 self._influx_answered.clear()  # only a ping answered after this failure cuts the wait
                 self._set_writes_ok(False)
                 self._last_error = str(exc)

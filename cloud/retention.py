@@ -14,6 +14,13 @@ Layout in the database (names in this module, measurement and field names from :
   and ``pipeline`` keep their field names with the aggregate that makes sense per field (mean
   health and RUL, widest RUL band, summed counters, worst gauges); ``events`` become ``episodes``
   (count) and ``peak`` (max) per series.
+- ``alarms``, kept ``alarms_days`` (365), and ``audit``, kept ``audit_days`` (1095): the alarm layer's
+  ``incidents`` and ``incident_transitions`` (issue 16), and the ``audit`` trail of operator and agent
+  actions. A year of alarm history is what an alarm-management review (EEMUA 191, ISA-18.2's monitoring
+  and assessment) looks back over; an audit trail is kept longer, as a record of who did what. Not rolled
+  up (one point per transition or action: small). The ingestor writes them there (:data:`ALARM_POLICIES`
+  names which measurement goes where) and creates both policies even without the rollup layout
+  (:func:`ensure_policies`); every reader (cloud/alarms, the Grafana alarm dashboards) reads them there.
 - ``meta`` (infinite): the ``resolutions`` measurement, three points that tell Grafana which RP
   to read for a time range (``raw`` up to ``raw_max_span``, then ``rollup_1m`` up to
   ``rollup_1m_max_span``, then ``rollup_1h``) and which fields hold min and max there. The
@@ -55,11 +62,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from cloud import schema
 
 __all__ = [
+    "ALARM_POLICIES",
     "CQ_PREFIX",
     "RESOLUTIONS",
     "ROLLUPS",
     "RP_1H",
     "RP_1M",
+    "RP_ALARMS",
+    "RP_AUDIT",
     "RP_META",
     "RP_RAW",
     "RetentionError",
@@ -68,15 +78,26 @@ __all__ = [
     "backfill",
     "continuous_queries",
     "ensure",
+    "ensure_policies",
     "main",
+    "qualified",
     "resolution_points",
     "retention_policies",
+    "split_by_policy",
 ]
 
 RP_RAW = "raw"
 RP_1M = "rollup_1m"
 RP_1H = "rollup_1h"
 RP_META = "meta"
+RP_ALARMS = "alarms"
+RP_AUDIT = "audit"
+#: Measurement -> the retention policy it is written to and read from (every other measurement: the default RP).
+ALARM_POLICIES: dict[str, str] = {
+    schema.M_INCIDENTS: RP_ALARMS,
+    schema.M_INCIDENT_TRANSITIONS: RP_ALARMS,
+    schema.M_AUDIT: RP_AUDIT,
+}
 RESOLUTIONS = "resolutions"  # measurement in RP_META read by Grafana's $rp/$vmin/$vmax variables
 CQ_PREFIX = "pw_"  # continuous queries with this prefix are ours; others are left alone
 
@@ -95,6 +116,8 @@ class RetentionSettings(BaseModel):
     raw_days: int = Field(default=30, ge=1, description="raw points (every sample, event, estimate) kept this long")
     rollup_1m_days: int = Field(default=400, ge=1, description="1-minute rollups kept this long")
     rollup_1h_days: int = Field(default=0, ge=0, description="1-hour rollups kept this long; 0 = forever")
+    alarms_days: int = Field(default=365, ge=1, description="incidents and their transitions kept this long")
+    audit_days: int = Field(default=1095, ge=1, description="the audit trail (who did what, when, why) kept this long")
     late_1m: str = Field(default="10m", pattern=r"^\d+[smh]$", description="1 m CQ recomputes this window")
     late_1h: str = Field(default="3h", pattern=r"^\d+[mhd]$", description="1 h CQ recomputes this window")
     raw_max_span_h: float = Field(default=6.0, gt=0, description="Grafana reads raw for ranges up to this")
@@ -165,7 +188,20 @@ def retention_policies(settings: RetentionSettings) -> list[tuple[str, str, bool
         (RP_1M, _duration(settings.rollup_1m_days), False),
         (RP_1H, _duration(settings.rollup_1h_days), False),
         (RP_META, "INF", False),
+        *alarm_policies(settings),
     ]
+
+
+def alarm_policies(settings: RetentionSettings) -> list[tuple[str, str, bool]]:
+    """(name, InfluxQL duration, default) of the alarm layer's and the audit trail's retention policies."""
+    return [(RP_ALARMS, _duration(settings.alarms_days), False), (RP_AUDIT, _duration(settings.audit_days), False)]
+
+
+def qualified(measurement: str) -> str:
+    """The measurement as an InfluxQL ``FROM`` names it: ``"alarms"."incidents"`` for the alarm layer's and the
+    audit trail's (:data:`ALARM_POLICIES`), ``"samples"`` (the default policy) for the others."""
+    rp = ALARM_POLICIES.get(measurement)
+    return f"{_ident(rp)}.{_ident(measurement)}" if rp else _ident(measurement)
 
 
 def _select_into(database: str, measurement: str, level: str, where: str = "") -> str:
@@ -324,6 +360,53 @@ def ensure(
     return ran
 
 
+def split_by_policy(body: bytes) -> dict[str | None, bytes]:
+    """Line protocol cut by the retention policy each line's measurement belongs to (:data:`ALARM_POLICIES`;
+    None: the default policy), line order kept within each; for writers that build one body (bench, tests)."""
+    heads = {rp: tuple(f"{m},".encode() for m, r in ALARM_POLICIES.items() if r == rp)
+             for rp in set(ALARM_POLICIES.values())}
+    out: dict[str | None, list[bytes]] = {}
+    for line in body.splitlines(keepends=True):
+        rp = next((r for r, h in heads.items() if line.startswith(h)), None)
+        out.setdefault(rp, []).append(line)
+    return {rp: b"".join(lines) for rp, lines in out.items()}
+
+
+def ensure_policies(
+    url: str,
+    database: str,
+    settings: RetentionSettings | None = None,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    timeout_s: float = 30.0,
+    alter: bool = True,
+) -> list[str]:
+    """Only the database and the ``alarms`` / ``audit`` policies (:func:`ensure` does them with the rest): what an
+    ingestor without the rollup layout still needs, since it writes incidents and audit records there.
+    ``alter=False`` only creates missing ones (a writer of test data must not undo a test's durations).
+    Idempotent; returns the statements run; raises :class:`RetentionError`."""
+    settings = settings or RetentionSettings()
+    client = _Client(url, username, password, timeout_s)
+    ran: list[str] = []
+    if not any(r.get("name") == database for r in client.rows("SHOW DATABASES")):
+        client.query(f"CREATE DATABASE {_ident(database)}")
+        ran.append(f"CREATE DATABASE {_ident(database)}")
+    have = {r["name"]: r for r in client.rows(f"SHOW RETENTION POLICIES ON {_ident(database)}")}
+    for name, duration, _ in alarm_policies(settings):
+        tail = f"DURATION {duration} REPLICATION 1"
+        cur = have.get(name)
+        if cur is None:
+            q = f"CREATE RETENTION POLICY {_ident(name)} ON {_ident(database)} {tail}"
+        elif alter and not _duration_matches(str(cur["duration"]), duration):
+            q = f"ALTER RETENTION POLICY {_ident(name)} ON {_ident(database)} {tail}"
+        else:
+            continue
+        client.query(q, database)
+        ran.append(q)
+    return ran
+
+
 def _resolution_key(row: dict[str, Any]) -> tuple[str, int, int, str, str]:
     return (row["rp"], int(row["min_span_ms"]), int(row["max_span_ms"]), row["vmin"], row["vmax"])
 
@@ -402,6 +485,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             s.add_argument("--raw-days", type=int, default=defaults.raw_days)
             s.add_argument("--rollup-1m-days", type=int, default=defaults.rollup_1m_days)
             s.add_argument("--rollup-1h-days", type=int, default=defaults.rollup_1h_days, help="0 = forever")
+            s.add_argument("--alarms-days", type=int, default=defaults.alarms_days)
+            s.add_argument("--audit-days", type=int, default=defaults.audit_days)
     args = p.parse_args(argv)
     password = None
     if getattr(args, "password_env", None):
@@ -420,7 +505,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(n))
             return 0
         settings = RetentionSettings(
-            raw_days=args.raw_days, rollup_1m_days=args.rollup_1m_days, rollup_1h_days=args.rollup_1h_days
+            raw_days=args.raw_days, rollup_1m_days=args.rollup_1m_days, rollup_1h_days=args.rollup_1h_days,
+            alarms_days=args.alarms_days, audit_days=args.audit_days,
         )
         if args.cmd == "print":
             db = _ident(args.database)

@@ -170,7 +170,7 @@ class EdgeGateway:
                                        state_dir=cfg.state_dir, emit=self._emit_events,
                                        publish=lambda topic, payload: self.publisher.publish(topic, payload, 0),
                                        sidework=self.sidework)
-            self._alarm_call(self.alarms.reconcile, self.analytics.alarm_open)
+            self._alarm_call(self.alarms.reconcile, self.analytics.alarm_open, self.analytics.open_alarms)
         self.read_count = self.mark.read_per_signal  # in the mapped mark: a kill -9 leaves it behind
         self.previous_run = self.mark.previous
         self.dropped_ranges_forgotten = 0  # beyond runmark.MAX_DROPS (their gaps then read "missing")

@@ -60,7 +60,7 @@ def test_incidents_survive_ingestor_kills_in_order(
     rng.shuffle(early)  # out of order: a clear may come before its open
 
     def stored_transitions() -> int:
-        rows = influxdb.rows("SELECT count(seq) FROM incident_transitions", influx_db)
+        rows = influxdb.rows("SELECT count(seq) FROM alarms.incident_transitions", influx_db)
         return int(rows[0]["count"]) if rows else 0
 
     pub = Publisher(mosquitto)
@@ -93,11 +93,11 @@ def test_incidents_survive_ingestor_kills_in_order(
                 os.killpg(p.pid, signal.SIGTERM)
                 p.wait(30)
         pub.close()
-    state = influxdb.rows("SELECT id, seq, transition, active, acked FROM incidents", influx_db)
+    state = influxdb.rows("SELECT id, seq, transition, active, acked FROM alarms.incidents", influx_db)
     assert len(state) == N_INCIDENTS
     assert all((r["seq"], r["transition"], r["active"], r["acked"]) == (LAST_SEQ, "clear", 0, 1) for r in state), [
         r for r in state if r["seq"] != LAST_SEQ]
-    hist = influxdb.rows("SELECT id, seq FROM incident_transitions", influx_db)
+    hist = influxdb.rows("SELECT id, seq FROM alarms.incident_transitions", influx_db)
     assert sorted((r["id"], r["seq"]) for r in hist) == sorted((d["id"], d["seq"]) for d in docs)
     saved = json.loads((cfg.state_dir / "incident_seqs.json").read_text())
     assert {k.split("\x00")[1]: q for k, q, _ in saved["seqs"]} == {f"inc-{i:03d}": LAST_SEQ

@@ -16,6 +16,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cloud import retention
 from cloud.alarms.cli import main
 from cloud.alarms.store import incident_points
 from plantwire.services import InfluxDB1, Mosquitto
@@ -32,7 +33,9 @@ def _write(influx: InfluxDB1, db: str, docs: list[dict[str, Any]]) -> None:
         p = incident_points(SITE, GW, d)
         lines += [p.state_line, p.transition_line]
     body = ("\n".join(lines) + "\n").encode()
-    req = urllib.request.Request(f"{influx.url}/write?db={db}&precision=ns", data=body, method="POST")
+    retention.ensure_policies(influx.url, db, alter=False)  # incidents live in the alarms retention policy
+    req = urllib.request.Request(f"{influx.url}/write?db={db}&rp={retention.RP_ALARMS}&precision=ns", data=body,
+                                 method="POST")
     with urllib.request.urlopen(req, timeout=30) as resp:
         assert resp.status == 204
 

@@ -11,7 +11,7 @@ import pytest
 
 from edge.alarms import store
 from edge.alarms.commands import CommandError, parse_command
-from edge.alarms.engine import IncidentEngine
+from edge.alarms.engine import SEQ_RESTART_GAP, IncidentEngine
 from edge.alarms.facts import MachineFacts
 from edge.alarms.service import AlarmService
 from edge.alarms.settings import AlarmSettings
@@ -224,6 +224,42 @@ def test_flood_summarises_lower_priority(dev: tuple[PlantConfig, SignalTable, Ma
     assert seqs_ok(docs + crit + upd + end)
 
 
+def test_flood_keeps_data_quality_names_members_and_lets_escalations_out(
+        dev: tuple[PlantConfig, SignalTable, MachineFacts]) -> None:
+    """During a flood a data-quality incident is still shown (low priority, but the operator must know which
+    readings are lost), a summarised incident that escalates leaves the summary, and the flood names its members."""
+    _, table, facts = dev
+    e = IncidentEngine(table, facts, AlarmSettings(flood_count=3, flood_clear_count=1, flood_window_s=600))
+    presses = [m for m in facts.machine_ids if m.startswith("line1.press")]  # medium criticality: level -> low
+    docs: list[dict[str, Any]] = []
+    for k, mid in enumerate(presses[:6]):
+        docs += e.on_events(ev(sig(table, f"{mid}.tonnage"), Phase.OPEN, start_s=10 * k, peak=0.5 + 0.01 * k),
+                            10 * k * S)
+    assert e.in_flood("line1")
+    summarised = [d["machine"] for d in docs if d["transition"] == "suppress"]
+    assert summarised == presses[3:6]
+    dq = e.on_events(ev(sig(table, f"{presses[6]}.oil_temp"), Phase.OPEN, Kind.SILENT, start_s=70), 70 * S)
+    assert [(d["transition"], d["priority"], d["suppressed_by"]) for d in dq] == [("open", "low", None)]
+    upd = e.tick(71 * S)
+    flood = upd[0]
+    assert flood["transition"] == "update" and flood["flood_count"] == 3
+    # members named, most urgent first: the highest-scoring summarised press leads
+    assert flood["signals"] == [f"{m}.tonnage" for m in reversed(presses[3:6])]
+    # a summarised incident whose machine now also reports a lost reading is shown on its own
+    out = e.on_events(ev(sig(table, f"{presses[4]}.oil_level"), Phase.OPEN, Kind.BAD, start_s=80), 80 * S)
+    assert [(d["transition"], d["machine"], d["suppressed_by"]) for d in out] == [("unsuppress", presses[4], None)]
+    # one that escalates to the kept priority (a critical range alarm on a high-criticality machine would be one;
+    # here flood_keeps=high lets a press's range alarm out)
+    e2 = IncidentEngine(table, facts, AlarmSettings(flood_count=3, flood_clear_count=1, flood_keeps="high"))
+    d2: list[dict[str, Any]] = []
+    for k, mid in enumerate(presses[:5]):
+        d2 += e2.on_events(ev(sig(table, f"{mid}.tonnage"), Phase.OPEN, start_s=10 * k, peak=0.5), 10 * k * S)
+    assert any(d["transition"] == "suppress" and d["machine"] == presses[4] for d in d2)
+    up = e2.on_events(ev(sig(table, f"{presses[4]}.oil_pressure"), Phase.OPEN, Kind.RANGE, start_s=60), 60 * S)
+    assert [(d["transition"], d["priority"], d["suppressed_by"]) for d in up] == [("unsuppress", "high", None)]
+    assert seqs_ok(docs + dq + upd + out) and seqs_ok(d2 + up)
+
+
 def test_chattering_is_marked_and_shelved(dev: tuple[PlantConfig, SignalTable, MachineFacts]) -> None:
     _, table, facts = dev
     e = IncidentEngine(table, facts, AlarmSettings(clear_delay_s=2, chatter_shelve_s=600))
@@ -268,12 +304,14 @@ def test_checkpoint_continues_incident_and_resends_outbox(tmp_path: Path,
     assert outbox == [sent[-1]]
     n = len(sent)
     s2 = service()
-    assert sent[n:] == outbox and s2.resent == 1
+    assert sent[n:n + 1] == outbox and s2.resent == 1
+    # then its state again, seq jumped past whatever may have reached the cloud after the checkpoint
+    assert [(d["id"], d["transition"], d["seq"]) for d in sent[n + 1:]] == [(iid, "update", 1 + SEQ_RESTART_GAP + 1)]
     s2.reconcile(lambda key: key == f"s{a}")  # the detectors still hold the alarm open
     s2.frame(np.zeros(0, np.uint32), np.zeros(0), np.zeros(0, np.uint8),
              ev(a, Phase.CLOSE, start_s=1, end_s=5), 5 * S)
     s2.tick(100 * S)
-    assert sent[-1]["transition"] == "clear" and sent[-1]["id"] == iid and sent[-1]["seq"] == 2
+    assert sent[-1]["transition"] == "clear" and sent[-1]["id"] == iid and sent[-1]["seq"] == SEQ_RESTART_GAP + 3
     s2.close()
     # a restart whose detectors lost the alarm (cold): the restored contributor closes, the incident clears
     b = sig(table, f"{C1}.motor_current")
@@ -284,7 +322,7 @@ def test_checkpoint_continues_incident_and_resends_outbox(tmp_path: Path,
     s3.reconcile(lambda key: False)
     assert s3.engine.current and sent[n:] == []  # closed, clearing after restart_grace_s
     s3.tick(2**62)
-    assert sent[-1]["transition"] == "clear" and sent[-1]["seq"] == 2
+    assert sent[-1]["transition"] == "clear" and sent[-1]["seq"] == 1 + SEQ_RESTART_GAP + 2  # open, restate, clear
 
 
 def test_restart_grace_continues_an_incident_whose_alarm_reopens(
@@ -301,7 +339,8 @@ def test_restart_grace_continues_an_incident_whose_alarm_reopens(
     assert again == []  # the same contributor re-opened: the incident simply continues
     e2.on_events(ev(a, Phase.CLOSE, Kind.BAD, start_s=103, end_s=170), 170 * S)
     done = e2.tick(175 * S)
-    assert [d["transition"] for d in done] == ["clear"] and done[0]["id"] == first[0]["id"] and done[0]["seq"] == 2
+    assert [d["transition"] for d in done] == ["clear"] and done[0]["id"] == first[0]["id"]
+    assert done[0]["seq"] == 1 + SEQ_RESTART_GAP + 1  # seq jumps on restore (engine.SEQ_RESTART_GAP)
 
 
 def test_service_command_path_answers_and_audits(tmp_path: Path,
@@ -478,6 +517,64 @@ def test_a_close_lost_over_max_events_still_clears_the_incident(
     assert dropped > 0 and (C1, "open") in trans, (dropped, trans)
     assert (C1, "clear") in trans, f"the incident stayed active: {trans}"
     assert svc.engine.stats.resynced_closes > 0 and not svc.engine.current
+
+
+def test_an_open_lost_over_max_events_is_recovered(dev: tuple[PlantConfig, SignalTable, MachineFacts]) -> None:
+    """Three machines' sensors go bad in the same second and the detectors keep one event per frame: two OPENs are
+    dropped. The alarm layer's resync finds the alarms the detectors hold open that no incident holds and opens
+    them (EdgeAnalytics.open_alarms -> IncidentEngine.recover); when the sensors return, all three clear."""
+    from edge.detectors.analytics import EdgeAnalytics
+    from edge.detectors.settings import AnalyticsSettings, QualitySettings
+
+    plant, table, _ = dev
+    an = EdgeAnalytics.from_table(table, AnalyticsSettings(max_events=1, quality=QualitySettings(bad_s=1.0)))
+    out: list[dict[str, Any]] = []
+    svc = AlarmService(table, plant, AlarmSettings(clear_delay_s=5), site="s", gateway="g", state_dir=None,
+                       emit=out.extend, publish=lambda t, p: None, sidework=SideWork())
+    svc.reconcile(an.alarm_open, an.open_alarms)
+    n = len(table.ids)
+    sig_all = np.arange(n, dtype=np.uint32)
+    machines = [C1, "line1.press01", "line1.press02"]
+    oil = np.array([sig(table, f"{m}.oil_temp") for m in machines])
+    rng = np.random.default_rng(4)
+    dropped = 0
+    for t in range(60):  # bad from 5 s to 24 s, all three at once; resync every 10 s; clear delay 5 s
+        q = np.zeros(n, np.uint8)
+        v = rng.normal(size=n) + 50.0
+        if 5 <= t < 25:
+            q[oil], v[oil] = 2, np.nan
+        r = an.process(np.full(n, (1000 + t) * S, dtype=np.int64), sig_all, v, q)
+        dropped += r.events_dropped
+        svc.frame(sig_all, v, q, r.events, (1000 + t) * S, r.machine_state)
+        svc.tick((1000 + t) * S)
+    inc = [d for d in out if d["type"] == "incident"]
+    opened = {d["machine"]: d for d in inc if d["transition"] == "open"}
+    assert dropped >= 2 and set(opened) == set(machines), (dropped, [(d["machine"], d["transition"]) for d in inc])
+    recovered = [d for d in opened.values() if d["seq"] == SEQ_RESTART_GAP + 1]
+    assert len(recovered) == 2 and all(d["kinds"] == ["bad"] for d in recovered)
+    assert svc.engine.stats.resynced_opens == 2
+    assert {d["machine"] for d in inc if d["transition"] == "clear"} == set(machines) and not svc.engine.current
+    assert seqs_ok(inc)
+
+
+def test_recover_after_a_restart_whose_detectors_were_ahead(dev: tuple[PlantConfig, SignalTable, MachineFacts]
+                                                            ) -> None:
+    """The detectors' checkpoint holds an alarm the alarm layer's does not (a kill between the two): the restored
+    engine opens its incident (state suppression applies as to any OPEN), once; a signal of no machine is skipped."""
+    _, table, facts = dev
+    e = IncidentEngine(table, facts, AlarmSettings())
+    rows = np.concatenate([ev(sig(table, f"{C1}.oil_temp"), Phase.OPEN, Kind.LEVEL, start_s=5, peak=0.7),
+                           ev(0, Phase.OPEN, Kind.DEVICE, start_s=6, scope=Scope.DEVICE)])
+    docs = e.recover(rows, 100 * S)
+    first = [d for d in docs if d["machine"] == C1]
+    assert first[0]["transition"] == "open" and first[0]["start_ns"] == 5 * S and first[0]["seq"] == SEQ_RESTART_GAP + 1
+    served = {facts.machine_ids[m] for m in np.unique(table.machine[table.device == 0]).tolist()}
+    assert {d["machine"] for d in docs} == served | {C1}
+    assert e.recover(rows, 110 * S) == [] and e.stats.resynced_opens == 2
+    orphan = np.flatnonzero(np.asarray(table.machine) < 0)
+    if orphan.size:
+        assert e.recover(ev(int(orphan[0]), Phase.OPEN, start_s=7), 120 * S) == []
+        assert e.stats.resynced_opens == 2
 
 
 def test_transition_log_records_what_was_sent_and_rotates(tmp_path: Path,

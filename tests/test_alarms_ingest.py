@@ -70,7 +70,7 @@ def test_incidents_in_order_audit_and_unknown_types(
             assert ing.m_dead.total() == 1  # the cmdresult and incidents lanes are not dead letters
         (entry,) = _dead_entries(cfg.state_dir)
         assert entry["kind"] == "unknown_type" and "events[1].type: 'bogus'" in entry["reason"]
-        state = influxdb.rows("SELECT * FROM incidents", influx_db)
+        state = influxdb.rows("SELECT * FROM alarms.incidents", influx_db)
         assert sorted(r["id"] for r in state) == ["inc-1", "inc-2"]
         one = next(r for r in state if r["id"] == "inc-1")
         assert (one["seq"], one["transition"], one["state"], one["active"], one["acked"], one["open"]) == (
@@ -78,15 +78,20 @@ def test_incidents_in_order_audit_and_unknown_types(
         assert one["end_ms"] == (t + 5 * 10**9) // 10**6 and one["duration_s"] == 5.0
         assert one["area"] == "hall-a" and one["machine"] == "m1" and one["priority"] == "high"
         assert json.loads(one["signals"]) == ["m1.temp", "m1.press"]
-        hist = influxdb.rows("SELECT * FROM incident_transitions WHERE id = 'inc-1'", influx_db)
+        hist = influxdb.rows("SELECT * FROM alarms.incident_transitions WHERE id = 'inc-1'", influx_db)
         assert [(r["seq"], r["transition"]) for r in hist] == [(0, "open"), (1, "ack"), (2, "clear")]
         assert hist[1]["actor"] == "alice" and hist[1]["reason"] == "seen"
-        a = influxdb.rows("SELECT * FROM audit", influx_db)
+        a = influxdb.rows("SELECT * FROM audit.audit", influx_db)
         assert [(r["service"], r["action"], r["outcome"], r["actor"], r["target"], r["request_id"]) for r in a] == [
             ("alarms", "ack", "applied", "alice", "inc-1", "r-1"), ("alarms", "invalid", "refused", "unknown", "", ""),
             ("alarms", "invalid", "refused", "unknown", "", "")]
         assert [r["detail"] for r in a[1:]] == ["action '': payload: not JSON",
                                                 "action 'Drop Table': action: not one of ..."]
+        # incidents and audit records live in their own retention policies (cloud.retention), not with the samples
+        assert not influxdb.rows("SELECT * FROM incidents", influx_db) and not influxdb.rows("SELECT * FROM audit",
+                                                                                              influx_db)
+        rps = {r["name"]: r["duration"] for r in influxdb.rows(f'SHOW RETENTION POLICIES ON "{influx_db}"', influx_db)}
+        assert rps["alarms"] == "8760h0m0s" and rps["audit"] == "26280h0m0s"
         ev = influxdb.rows("SELECT model, contributors FROM events", influx_db)
         assert ev[0]["model"] == "pca-2026-12-01"
         assert json.loads(ev[0]["contributors"]) == ["m1.temp", "m1.press", "weird,id"]
@@ -98,9 +103,9 @@ def test_incidents_in_order_audit_and_unknown_types(
             pub.pub(topic, events(acked, opened, acked))
             wait_for(lambda: ing.pending() == 0 and ing.m_incidents.total() == 3, what="replay handled")
             assert ing.m_incidents.get(result="stale") == 3
-        one = next(r for r in influxdb.rows("SELECT * FROM incidents", influx_db) if r["id"] == "inc-1")
+        one = next(r for r in influxdb.rows("SELECT * FROM alarms.incidents", influx_db) if r["id"] == "inc-1")
         assert (one["seq"], one["transition"], one["active"]) == (2, "clear", 0)
-        assert len(influxdb.rows("SELECT seq FROM incident_transitions", influx_db)) == 4
+        assert len(influxdb.rows("SELECT seq FROM alarms.incident_transitions", influx_db)) == 4
     finally:
         pub.close()
 
@@ -131,7 +136,7 @@ def test_malformed_incident_is_dead_lettered_with_its_key(
             assert any("events[1]: seq: expected an integer" in r for r in reasons), reasons
             assert any("events[2]: priority:" in r for r in reasons), reasons
             assert any("events[4]: seq: 10000" in r and "outside" in r for r in reasons), reasons
-        assert [r["id"] for r in influxdb.rows("SELECT id FROM incidents", influx_db)] == ["ok"]
+        assert [r["id"] for r in influxdb.rows("SELECT id FROM alarms.incidents", influx_db)] == ["ok"]
     finally:
         pub.close()
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cloud import retention
 from cloud.models.cli import main
 from cloud.models.keys import generate
 from cloud.sinks.influx import InfluxV1Sink
@@ -63,8 +64,10 @@ def test_fit_from_influx_excludes_alarms_and_signs_bundles(influxdb: InfluxDB1, 
 
     # compressor02: one of its alarms taken out of service from 300 s to 500 s (the alarm layer's transitions).
     tr = "incident_transitions,site=ac-fit,gateway=gw1,area=line1,machine=line1.compressor02,priority=low"
-    sink.write((f'{tr},transition=oos id="i7",seq=2i,out_of_service=1i {EPOCH_NS + 300 * NS}\n'
-                f'{tr},transition=return id="i7",seq=3i,out_of_service=0i {EPOCH_NS + 500 * NS}\n').encode())
+    retention.ensure_policies(influxdb.url, influx_db)  # the alarm layer's points live in RP alarms
+    InfluxV1Sink(influxdb.url, influx_db, retention_policy=retention.RP_ALARMS).write((
+        f'{tr},transition=oos id="i7",seq=2i,out_of_service=1i {EPOCH_NS + 300 * NS}\n'
+        f'{tr},transition=return id="i7",seq=3i,out_of_service=0i {EPOCH_NS + 500 * NS}\n').encode())
     key_path, pub_path, _ = generate(tmp_path / "keys" / "sign.key")
     store = tmp_path / "bundles"
     args = ["fit", "--plant", str(plant), "--influx-url", influxdb.url, "--database", influx_db,

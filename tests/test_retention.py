@@ -60,6 +60,25 @@ def test_ensure_creates_everything_then_is_idempotent(influxdb: InfluxDB1, influ
     assert retention.ensure(influxdb.url, influx_db, longer) == []
 
 
+def test_alarms_and_audit_policies_alone_then_with_the_layout(influxdb: InfluxDB1, influx_db: str) -> None:
+    """An ingestor without the rollup layout still gets the alarms and audit policies (incidents and audit records
+    are written there); the full layout keeps them, with their own durations."""
+    ran = retention.ensure_policies(influxdb.url, influx_db)
+    assert [q.split('"')[1] for q in ran] == [retention.RP_ALARMS, retention.RP_AUDIT]
+    rps = _rps(influxdb, influx_db)
+    assert rps[retention.RP_ALARMS] == ("8760h0m0s", False) and rps[retention.RP_AUDIT] == ("26280h0m0s", False)
+    assert retention.ensure_policies(influxdb.url, influx_db) == []
+    ran = retention.ensure(influxdb.url, influx_db, RetentionSettings(alarms_days=30))
+    altered = [q for q in ran if q.startswith("ALTER")]
+    assert len(altered) == 1 and altered[0].startswith('ALTER RETENTION POLICY "alarms"')
+    assert _rps(influxdb, influx_db)[retention.RP_ALARMS] == ("720h0m0s", False)
+    assert retention.qualified("incidents") == '"alarms"."incidents"' and retention.qualified("samples") == '"samples"'
+    parts = retention.split_by_policy(b"samples,a=1 v=1 1\nincident_transitions,a=1 v=1 1\naudit,a=1 v=1 1\n"
+                                      b"incidents,a=1 v=2 2\n")
+    assert parts == {None: b"samples,a=1 v=1 1\n", "alarms": b"incident_transitions,a=1 v=1 1\nincidents,a=1 v=2 2\n",
+                     "audit": b"audit,a=1 v=1 1\n"}
+
+
 def test_foreign_continuous_queries_are_left_alone(influxdb: InfluxDB1, influx_db: str) -> None:
     influxdb.query(
         f'CREATE CONTINUOUS QUERY "mine" ON "{influx_db}" '
@@ -88,7 +107,8 @@ def _run_cq_over(server: InfluxDB1, db: str, cq: str, start_ns: int, end_ns: int
 
 
 def test_stored_continuous_queries_roll_up_exactly(influxdb: InfluxDB1, influx_db: str) -> None:
-    retention.ensure(influxdb.url, influx_db, RetentionSettings(raw_days=36500, rollup_1m_days=36500))
+    retention.ensure(influxdb.url, influx_db, RetentionSettings(raw_days=36500, rollup_1m_days=36500, alarms_days=36500,
+                                                                      audit_days=36500))  # 2023 data
     plant = SimPlant(gateways_per_site=1, machines_per_gateway=1, signals_per_machine=2, period_s=7.0)
     write_v1(influxdb.url, influx_db, simulated_lines(plant, START_NS, 2 * 3600))
     cqs = _cqs(influxdb, influx_db)
@@ -134,7 +154,8 @@ def test_stored_continuous_queries_roll_up_exactly(influxdb: InfluxDB1, influx_d
 
 
 def test_backfill_equals_the_continuous_queries(influxdb: InfluxDB1, influx_db: str) -> None:
-    retention.ensure(influxdb.url, influx_db, RetentionSettings(raw_days=36500, rollup_1m_days=36500))
+    retention.ensure(influxdb.url, influx_db, RetentionSettings(raw_days=36500, rollup_1m_days=36500, alarms_days=36500,
+                                                                      audit_days=36500))  # 2023 data
     plant = SimPlant(gateways_per_site=1, machines_per_gateway=1, signals_per_machine=1, period_s=5.0)
     write_v1(influxdb.url, influx_db, simulated_lines(plant, START_NS + HOUR_NS // 2, 3600))
     written = retention.backfill(influxdb.url, influx_db, START_NS + HOUR_NS // 2, START_NS + HOUR_NS * 3 // 2)

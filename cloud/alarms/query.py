@@ -18,9 +18,13 @@ import numpy as np
 
 from cloud import schema as s
 from cloud.alarms import kpi
+from cloud.retention import qualified
 
 __all__ = ["InfluxQL", "QueryError", "find_incident", "find_machine", "open_incidents", "report", "transitions"]
 
+#: Where they are: the ``alarms`` retention policy (cloud.retention: kept a year, apart from the samples' 30 days).
+_INCIDENTS = qualified(s.M_INCIDENTS)
+_TRANSITIONS = qualified(s.M_INCIDENT_TRANSITIONS)
 #: How far back "open" incidents are looked for: an incident is stored at its start, and one can stay
 #: open (standing, shelved, out of service) for months.
 OPEN_LOOKBACK = "400d"
@@ -75,7 +79,7 @@ def _quote(value: str) -> str:
 def open_incidents(db: InfluxQL) -> list[dict[str, Any]]:
     """Latest states of incidents that need the operator (active or unacknowledged), newest first."""
     rows = db.rows(
-        f'SELECT * FROM "{s.M_INCIDENTS}" WHERE "{s.F_OPEN}" = 1 AND time > now() - {OPEN_LOOKBACK} GROUP BY *'
+        f'SELECT * FROM {_INCIDENTS} WHERE "{s.F_OPEN}" = 1 AND time > now() - {OPEN_LOOKBACK} GROUP BY *'
     )
     for r in rows:
         r["signals"] = json.loads(r.get(s.F_SIGNALS) or "[]")
@@ -87,7 +91,7 @@ def find_incident(db: InfluxQL, id_: str, gateway: str | None = None) -> list[di
     where = f'"{s.F_ID}" = {_quote(id_)} AND time > now() - {OPEN_LOOKBACK}'
     if gateway:
         where += f' AND "{s.TAG_GATEWAY}" = {_quote(gateway)}'
-    return db.rows(f'SELECT * FROM "{s.M_INCIDENTS}" WHERE {where} GROUP BY *')
+    return db.rows(f'SELECT * FROM {_INCIDENTS} WHERE {where} GROUP BY *')
 
 
 def find_machine(db: InfluxQL, machine: str, gateway: str | None = None) -> list[dict[str, Any]]:
@@ -95,7 +99,7 @@ def find_machine(db: InfluxQL, machine: str, gateway: str | None = None) -> list
     where = f'"{s.TAG_MACHINE}" = {_quote(machine)} AND time > now() - {OPEN_LOOKBACK}'
     if gateway:
         where += f' AND "{s.TAG_GATEWAY}" = {_quote(gateway)}'
-    return db.rows(f'SELECT last("{s.F_SEQ}") FROM "{s.M_INCIDENTS}" WHERE {where} '
+    return db.rows(f'SELECT last("{s.F_SEQ}") FROM {_INCIDENTS} WHERE {where} '
                    f'GROUP BY "{s.TAG_SITE}", "{s.TAG_GATEWAY}"')
 
 
@@ -103,7 +107,7 @@ def transitions(db: InfluxQL, start_ns: int, end_ns: int) -> kpi.Transitions:
     """Transitions in [start_ns - 10 min, end_ns) as KPI columns (the extra 10 minutes feed the flood window)."""
     rows = db.rows(
         f'SELECT "{s.F_ID}", "{s.F_ACTIVE}", "{s.F_CHATTERING}", "{s.F_SUPPRESSED_BY}", "{s.F_SHELVED}", '
-        f'"{s.F_OUT_OF_SERVICE}", "{s.F_START_MS}" FROM "{s.M_INCIDENT_TRANSITIONS}" '
+        f'"{s.F_OUT_OF_SERVICE}", "{s.F_START_MS}" FROM {_TRANSITIONS} '
         f"WHERE time >= {start_ns - kpi.NS_PER_10MIN} AND time < {end_ns} GROUP BY *"
     )
     cols = [

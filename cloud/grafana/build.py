@@ -186,7 +186,8 @@ def _tag_vars(measurement: str, *keys: str) -> list[dict[str, Any]]:
     out = []
     for i, key in enumerate(keys):
         cond = " AND ".join(_re(k) for k in keys[:i])
-        q = f'SHOW TAG VALUES FROM "{measurement}" WITH KEY = "{key}"' + (f" WHERE {cond}" if cond else "")
+        q = f'SHOW TAG VALUES FROM {retention.qualified(measurement)} WITH KEY = "{key}"' + (
+            f" WHERE {cond}" if cond else "")
         out.append(_query_var(key, q))
     return out
 
@@ -448,13 +449,17 @@ _ANNUNCIATED = (
     f'"{s.TAG_TRANSITION}" =~ /^(open|flood_open|unsuppress)$/ AND "{s.F_ACTIVE}" = 1 AND '
     f'"{s.F_SUPPRESSED_BY}" = \'\' AND "{s.F_SHELVED}" = 0 AND "{s.F_OUT_OF_SERVICE}" = 0'
 )
+#: The alarm layer's and the audit trail's retention policies (cloud.retention: kept 1 and 3 years).
+_INCIDENTS = retention.qualified(s.M_INCIDENTS)
+_TRANSITIONS = retention.qualified(s.M_INCIDENT_TRANSITIONS)
+_AUDIT = retention.qualified(s.M_AUDIT)
 _OPEN_WINDOW = "time > now() - 400d"  # open incidents are stored at their start, which may be months back
 
 
 def _per_10min(*tags: str, group: str = f'"{s.TAG_AREA}"') -> str:
     """Annunciated alarms per 10-minute bucket of the clock (fill(0): quiet buckets count), per ``group``."""
     return (
-        f'SELECT count("{s.F_SEQ}") AS "alarms" FROM "{s.M_INCIDENT_TRANSITIONS}" WHERE {_ANNUNCIATED} AND '
+        f'SELECT count("{s.F_SEQ}") AS "alarms" FROM {_TRANSITIONS} WHERE {_ANNUNCIATED} AND '
         f"{_where(*tags)} GROUP BY time(10m), {group} fill(0)"
     )
 
@@ -484,23 +489,23 @@ def alarm_performance() -> dict[str, Any]:
                 "target: under 1 %). Areas never in flood have no row. `plantwire alarms report` gives the "
                 "sliding-window figure, which can only be higher.")),
         _panel(lay, "table", "Top 10 most frequent sources", [_target(
-            f'SELECT count("{s.F_SEQ}") AS "alarms" FROM "{s.M_INCIDENT_TRANSITIONS}" WHERE {_ANNUNCIATED} AND '
+            f'SELECT count("{s.F_SEQ}") AS "alarms" FROM {_TRANSITIONS} WHERE {_ANNUNCIATED} AND '
             f'{w} GROUP BY "{s.TAG_GATEWAY}", "{s.TAG_MACHINE}", "{s.TAG_AREA}"', fmt="table")], w=12, h=9,
             transformations=[{"id": "sortBy", "options": {"sort": [{"field": "alarms", "desc": True}]}},
                              {"id": "limit", "options": {"limitField": 10}}],
             description="The machines (or areas, for machine-less incidents) raising the most alarms."),
         _panel(lay, "piechart", "Priority distribution", [_target(
-            f'SELECT count("{s.F_SEQ}") FROM "{s.M_INCIDENT_TRANSITIONS}" WHERE {_ANNUNCIATED} AND {w} '
+            f'SELECT count("{s.F_SEQ}") FROM {_TRANSITIONS} WHERE {_ANNUNCIATED} AND {w} '
             f'GROUP BY "{s.TAG_PRIORITY}"', alias="$tag_priority")], w=6, h=9,
             options={"reduceOptions": {"calcs": ["sum"]}, "displayLabels": ["percent"]},
             description="EEMUA suggests roughly 5 % critical, 15 % high, 80 % low."),
         _panel(lay, "stat", "Chattering incidents", [_target(
-            f'SELECT count(distinct("{s.F_ID}")) FROM "{s.M_INCIDENT_TRANSITIONS}" WHERE "{s.F_CHATTERING}" = 1 '
+            f'SELECT count(distinct("{s.F_ID}")) FROM {_TRANSITIONS} WHERE "{s.F_CHATTERING}" = 1 '
             f"AND {w}")], w=6, h=9, thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 1}],
             description="Incidents marked chattering (3 or more activations in a minute) in the range; target 0."),
         _panel(lay, "table", "Standing incidents (active longer than 24 h)", [_target(
             f'SELECT "{s.F_ID}", "{s.TAG_GATEWAY}", "{s.TAG_AREA}", "{s.TAG_MACHINE}", "{s.F_PRIORITY}", '
-            f'"{s.F_STATE}", "{s.F_SIGNALS}" FROM "{s.M_INCIDENTS}" WHERE "{s.F_ACTIVE}" = 1 AND '
+            f'"{s.F_STATE}", "{s.F_SIGNALS}" FROM {_INCIDENTS} WHERE "{s.F_ACTIVE}" = 1 AND '
             f'{_where(*tags, time=False)} AND time < now() - 24h AND {_OPEN_WINDOW}', fmt="table")], w=24, h=8,
             description="Whatever the time range: standing alarms are defects to review (EEMUA 191)."),
     ]
@@ -517,7 +522,7 @@ def active_alarms() -> dict[str, Any]:
 
     def count(title: str, cond: str, desc: str, color: str = "red") -> dict[str, Any]:
         return _panel(lay, "stat", title, [_target(
-            f'SELECT count("{s.F_ID}") FROM "{s.M_INCIDENTS}" WHERE {open_where}{cond}')], w=6, h=4,
+            f'SELECT count("{s.F_ID}") FROM {_INCIDENTS} WHERE {open_where}{cond}')], w=6, h=4,
             thresholds=[{"color": "green", "value": None}, {"color": color, "value": 1}], description=desc)
 
     panels = [
@@ -529,17 +534,17 @@ def active_alarms() -> dict[str, Any]:
         _panel(lay, "table", "Open incidents", [_target(
             f'SELECT "{s.F_PRIORITY}", "{s.F_STATE}", "{s.TAG_AREA}", "{s.TAG_MACHINE}", "{s.F_SIGNALS}", '
             f'"{s.F_KINDS}", "{s.F_PEAK}", "{s.F_ID}", "{s.TAG_GATEWAY}", "{s.F_SUPPRESSED_BY}", "{s.F_ACTOR}", '
-            f'"{s.F_REASON}" FROM "{s.M_INCIDENTS}" WHERE {open_where}', fmt="table")], w=24, h=12,
+            f'"{s.F_REASON}" FROM {_INCIDENTS} WHERE {open_where}', fmt="table")], w=24, h=12,
             transformations=[{"id": "sortBy", "options": {"sort": [{"field": "Time", "desc": True}]}}],
             description=("Every incident that needs the operator, newest first, with its contributing signals "
                          "(most important first). Acknowledge or shelve with `plantwire alarms`.")),
         _panel(lay, "table", "Incident transitions", [_target(
             f'SELECT "{s.F_ID}", "{s.TAG_TRANSITION}", "{s.TAG_PRIORITY}", "{s.TAG_AREA}", "{s.TAG_MACHINE}", '
-            f'"{s.F_STATE}", "{s.F_ACTOR}", "{s.F_REASON}" FROM "{s.M_INCIDENT_TRANSITIONS}" WHERE '
+            f'"{s.F_STATE}", "{s.F_ACTOR}", "{s.F_REASON}" FROM {_TRANSITIONS} WHERE '
             f'{_where(*tags)} ORDER BY time DESC LIMIT 500', fmt="table")], w=24, h=10),
         _panel(lay, "table", "Audit trail (operator actions)", [_target(
             f'SELECT "{s.F_ACTOR}", "{s.TAG_SERVICE}", "{s.TAG_ACTION}", "{s.F_TARGET}", "{s.TAG_OUTCOME}", '
-            f'"{s.F_REASON}", "{s.F_DETAIL}", "{s.TAG_GATEWAY}" FROM "{s.M_AUDIT}" WHERE '
+            f'"{s.F_REASON}", "{s.F_DETAIL}", "{s.TAG_GATEWAY}" FROM {_AUDIT} WHERE '
             f'{_where(s.TAG_SITE)} ORDER BY time DESC LIMIT 500', fmt="table")], w=24, h=8,
             description="Who did what, when and why: every action applied or refused on a gateway."),
     ]

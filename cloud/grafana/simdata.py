@@ -297,15 +297,26 @@ def _energy_events(tags: dict[str, str], machine: str, start_ns: int, seconds: f
 
 
 def write_v1(url: str, database: str, body: bytes, *, chunk_bytes: int = 4 << 20) -> None:
-    """POST line protocol to InfluxDB 1.x ``/write`` in chunks cut at line ends."""
+    """POST line protocol to InfluxDB 1.x ``/write`` in chunks cut at line ends; incidents and audit records go to
+    their own retention policies, as the ingestor writes them (cloud.retention.ALARM_POLICIES, created here if
+    missing)."""
+    from cloud import retention
+
+    parts = retention.split_by_policy(body)
+    if any(rp is not None for rp in parts):
+        retention.ensure_policies(url, database, alter=False)
+    for rp, part in parts.items():
+        _write_part(url, database, rp, part, chunk_bytes)
+
+
+def _write_part(url: str, database: str, rp: str | None, body: bytes, chunk_bytes: int) -> None:
     start = 0
+    where = f"db={database}&precision=ns" + (f"&rp={rp}" if rp else "")
     while start < len(body):
         end = min(len(body), start + chunk_bytes)
         if end < len(body):
             end = body.rindex(b"\n", start, end) + 1
-        req = urllib.request.Request(
-            f"{url.rstrip('/')}/write?db={database}&precision=ns", data=body[start:end], method="POST"
-        )
+        req = urllib.request.Request(f"{url.rstrip('/')}/write?{where}", data=body[start:end], method="POST")
         with urllib.request.urlopen(req, timeout=60) as resp:
             if resp.status != 204:
                 raise RuntimeError(f"write to {url}: HTTP {resp.status}")

@@ -42,6 +42,7 @@ NS_PER_S = 1_000_000_000
 # The alarm layer's transition history (issue 16, cloud/schema.py on its branch): names kept here so this
 # reader works before and after that schema lands.
 M_INCIDENT_TRANSITIONS = "incident_transitions"
+RP_ALARMS = "alarms"  # the alarm layer's retention policy (cloud.retention.RP_ALARMS)
 F_INCIDENT_ID = "id"
 F_OUT_OF_SERVICE = "out_of_service"
 
@@ -218,7 +219,8 @@ class InfluxQLHistory:
         the transition that set ``out_of_service`` and closes at the next one of that incident that cleared
         it (or at ``end_ns``).
         """
-        q = (f'SELECT "{F_INCIDENT_ID}", "{F_OUT_OF_SERVICE}" FROM {self._from(M_INCIDENT_TRANSITIONS)} '
+        src = f"{_ident(self.database)}.{_ident(RP_ALARMS)}.{_ident(M_INCIDENT_TRANSITIONS)}"  # cloud.retention
+        q = (f'SELECT "{F_INCIDENT_ID}", "{F_OUT_OF_SERVICE}" FROM {src} '
              f'WHERE "{schema.TAG_SITE}" = {_lit(site)} AND time >= {start_ns} AND time < {end_ns} '
              f'GROUP BY "{schema.TAG_MACHINE}"')
         out: list[tuple[str, int, int]] = []

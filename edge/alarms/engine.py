@@ -19,6 +19,13 @@ What holds an incident back from the operator (it is still tracked and still doc
 Floods, per area: more than ``flood_count`` new incidents within ``flood_window_s`` open a flood incident;
 while it lasts, new incidents below ``flood_keeps`` priority are summarised into it (its ``flood_count``);
 it closes when the window holds at most ``flood_clear_count``, and what is still active is then shown.
+Two exceptions, as an alarm engineer would set them (issue 16, the whole-plant analysis in bench/RESULTS.md):
+an incident with a data-quality contributor (``never_suppressed``: the measurement is lost, and an operator
+working through a flood needs to know which readings he can no longer trust) is never summarised, and a
+summarised incident that escalates to a kept priority, or gains a data-quality contributor, leaves the summary
+and is shown at once. The flood incident names its members: its ``signals`` are its members' leading signals,
+active members first, most urgent (priority, then peak) first, at most ``max_signals``; its contributors are
+its members (key ``i:<incident id>``), so the console and the cloud can list them.
 
 Chattering: a machine whose incidents activate ``chatter_count`` times within ``chatter_window_s`` is marked
 chattering and shelved for ``chatter_shelve_s`` (its first document says ``chatter``).
@@ -52,6 +59,11 @@ NS = 1_000_000_000
 STATE_UNKNOWN, STATE_RUNNING, STATE_OFF = -1, 0, 1
 AT_REST_KIND = Kind.AT_REST.name.lower()
 STATE_VERSION = 1
+#: A restored incident's ``seq`` jumps by this, and an incident the engine recovers (its OPEN was never seen)
+#: starts at it: documents sent after the last checkpoint (a kill before it reached the disk) may have reached
+#: the cloud with seqs the checkpoint does not know, and the cloud keeps the state of the highest seq
+#: (cloud/alarms/store.py). Far more than one incident's transitions between two checkpoints.
+SEQ_RESTART_GAP = 1000
 
 
 class Outcome:
@@ -71,6 +83,7 @@ class EngineStats:
     chattering: int = 0
     unmatched_closes: int = 0  # a CLOSE for an alarm no incident holds (opened before the layer started)
     resynced_closes: int = 0  # contributors closed because the detectors no longer hold their alarm (a lost CLOSE)
+    resynced_opens: int = 0  # alarms the detectors hold open that no incident held (a lost OPEN), opened then
     commands_applied: int = 0
     commands_refused: int = 0
 
@@ -109,6 +122,7 @@ class IncidentEngine:
         self.floods: dict[str, _Flood] = {a: _Flood(deque()) for a in facts.areas}
         self.stats = EngineStats()
         self._ids: set[str] = set()
+        self._first_seq = 0  # seq a new incident starts from (SEQ_RESTART_GAP while recovering, see recover)
 
     # -- inputs ------------------------------------------------------------------------------------
     def on_state(self, signal: np.ndarray, value: np.ndarray, quality: np.ndarray, now_ns: int) -> list[dict[str, Any]]:
@@ -368,8 +382,8 @@ class IncidentEngine:
                 now_ns: int, docs: list[dict[str, Any]]) -> None:
         mid = self.facts.machine_ids[m]
         area = self.facts.area[m]
-        inc = Incident(self._new_id(mid, start_ns), mid, area, prio, start_ns, peak=peak, kinds=[kind],
-                       contributors={key: Contributor(key, name, kind, peak, True, start_ns)})
+        inc = Incident(self._new_id(mid, start_ns), mid, area, prio, start_ns, seq=self._first_seq, peak=peak,
+                       kinds=[kind], contributors={key: Contributor(key, name, kind, peak, True, start_ns)})
         self._ids.add(inc.id)
         self.current[m] = inc
         self.stats.incidents_opened += 1
@@ -414,13 +428,28 @@ class IncidentEngine:
             self.stats.floods += 1
             flood.announced = True
             docs.append(self._doc(flood, Transition.FLOOD_OPEN, now_ns))
-        if fl.incident is not None and inc.priority < self._flood_keeps:
+        if fl.incident is not None and not self._flood_exempt(inc):
             inc.suppressed_by = "flood"
-            fl.incident.flood_count = (fl.incident.flood_count or 0) + 1
+            flood = fl.incident
+            flood.flood_count = (flood.flood_count or 0) + 1
             for k in inc.kinds:
-                if k not in fl.incident.kinds:
-                    fl.incident.kinds.append(k)
-            fl.incident.peak = max(fl.incident.peak, inc.peak)
+                if k not in flood.kinds:
+                    flood.kinds.append(k)
+            flood.peak = max(flood.peak, inc.peak)
+            # The member, named by its leading signal; the peak orders members by priority, then score.
+            lead = inc.signals(1)
+            flood.contributors[f"i:{inc.id}"] = Contributor(f"i:{inc.id}", lead[0] if lead else inc.machine or inc.id,
+                                                            inc.kinds[0], _member_rank(inc), True, inc.start_ns)
+
+    def _flood_exempt(self, inc: Incident) -> bool:
+        """Never summarised into a flood: a kept priority, or a data-quality contributor (the module docstring)."""
+        return inc.priority >= self._flood_keeps or any(k in self._never for k in inc.kinds)
+
+    def _flood_member_left(self, inc: Incident) -> None:
+        """A summarised incident cleared or was shown on its own: its flood lists it as no longer active."""
+        fl = self.floods.get(inc.area)
+        if fl is not None and fl.incident is not None and (c := fl.incident.contributors.get(f"i:{inc.id}")):
+            c.active, c.end_ns = False, inc.end_ns
 
     def _prune(self, fl: _Flood, now_ns: int) -> None:
         lo = now_ns - int(self.s.flood_window_s * NS)
@@ -463,6 +492,8 @@ class IncidentEngine:
         inc.active = False
         inc.clear_due_ns = None
         del self.current[m]
+        if inc.suppressed_by == "flood":
+            self._flood_member_left(inc)
         self.stats.incidents_cleared += 1
         docs.append(self._doc(inc, Transition.CLEAR, now_ns))
         if inc.announced and not inc.acked:
@@ -526,10 +557,12 @@ class IncidentEngine:
     def _refresh_suppression(self, m: int, inc: Incident, now_ns: int, docs: list[dict[str, Any]], *,
                              actor: str | None = None, reason: str | None = None, flood_over: bool = False) -> None:
         new = self._state_reason(m, inc)
-        if new is None and inc.suppressed_by == "flood" and not flood_over:
+        if new is None and inc.suppressed_by == "flood" and not flood_over and not self._flood_exempt(inc):
             new = "flood"
         if new == inc.suppressed_by:
             return
+        if inc.suppressed_by == "flood" and new != "flood":
+            self._flood_member_left(inc)
         inc.suppressed_by = new
         if new is not None:
             docs.append(self._doc(inc, Transition.SUPPRESS, now_ns, actor=actor, reason=reason))
@@ -597,6 +630,48 @@ class IncidentEngine:
             fl.reported_count = int(fd["reported"])
             fl.incident = Incident.from_json(fd["incident"]) if fd["incident"] is not None else None
         self._ids = {inc.id for inc in self.incidents()}
+        for inc in self.incidents():
+            inc.seq += SEQ_RESTART_GAP
+
+    def restate(self, now_ns: int) -> list[dict[str, Any]]:
+        """After a restore: one ``update`` per incident held, so the cloud holds the edge's state whatever reached it
+        after the checkpoint (the jump in ``seq`` makes these win over anything sent before the kill)."""
+        return [self._doc(inc, Transition.UPDATE, now_ns) for inc in self.incidents()]
+
+    def recover(self, open_alarms: np.ndarray, now_ns: int) -> list[dict[str, Any]]:
+        """Alarms the detectors hold open (``EdgeAnalytics.open_alarms``: OPEN rows) that no incident holds are
+        opened now, as if their OPEN had just arrived (the incident starts when the alarm opened).
+
+        How an OPEN is lost: the detectors keep at most ``analytics.max_events`` events per frame and drop the
+        rest (hundreds of alarms opening at once: a PLC's return, a plant-wide upset); a step of the alarm layer
+        failed; or the edge was killed after the detectors' checkpoint recorded the alarm and before the alarm
+        layer's did (the detectors then never send that OPEN again). The edge calls this with ``resync`` every
+        10 s and once after a restart. A recovered incident's seq starts at ``SEQ_RESTART_GAP``: the cloud may
+        hold an earlier life of it (the same id) from before a kill. One set look-up per open alarm."""
+        if open_alarms.shape[0] == 0:
+            return []
+        held: set[tuple[int, str]] = set()
+        for m, inc in self.current.items():
+            held.update((m, c.key) for c in inc.contributors.values() if c.active)
+        missing = np.zeros(open_alarms.shape[0], dtype=bool)
+        ent, scope, kind = open_alarms["entity"], open_alarms["scope"], open_alarms["kind"]
+        for i in range(open_alarms.shape[0]):
+            e, sc = int(ent[i]), int(scope[i])
+            if sc == Scope.DEVICE:
+                missing[i] = any((m, f"d{e}") not in held for m in self._device_machines[e])
+            elif sc == Scope.SIGNAL:
+                m = int(self._signal_machine[e])
+                missing[i] = m >= 0 and (m, f"s{e}") not in held
+            else:
+                missing[i] = (e, f"{'h' if kind[i] == Kind.HEALTH else 'm'}{e}") not in held
+        if not missing.any():
+            return []
+        self.stats.resynced_opens += int(missing.sum())
+        self._first_seq = SEQ_RESTART_GAP
+        try:
+            return self.on_events(open_alarms[missing], now_ns)
+        finally:
+            self._first_seq = 0
 
     def reconcile(self, is_open: Any, now_ns: int) -> list[dict[str, Any]]:
         """After a restore: contributors whose detector alarm is no longer open (the detectors restarted cold,
@@ -620,7 +695,7 @@ class IncidentEngine:
         back), or a step of the alarm layer failed. Without this, such an incident would stay active, on the
         edge and in the cloud, for ever. The edge calls it every 10 s (``service.RESYNC_INTERVAL_NS``; one look-up
         per active contributor). The contributor closes now and the incident clears after the usual ``clear_delay_s``.
-        An OPEN lost the same way is not recovered here (the alarm's CLOSE then arrives unmatched, counted)."""
+        An OPEN lost the same way is recovered by :meth:`recover`, which the edge calls right after this."""
         docs: list[dict[str, Any]] = []
         for m, inc in list(self.current.items()):
             stale = [c for c in inc.contributors.values() if c.active and not is_open(c.key)]
@@ -628,6 +703,11 @@ class IncidentEngine:
                 self.stats.resynced_closes += 1
                 self._close(m, c.key, c.kind, c.peak, now_ns, now_ns, docs)
         return docs
+
+
+def _member_rank(inc: Incident) -> float:
+    """Orders a flood's members in its ``signals``: priority first, then the member's peak score (0..1)."""
+    return round(float(inc.priority) + min(max(inc.peak, 0.0), 0.999), 4)
 
 
 class _Refused(Exception):

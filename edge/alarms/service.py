@@ -75,6 +75,7 @@ class AlarmService:
         self.cold_reason: str | None = None
         self.seconds = 0.0  # CPU of the alarm layer (wall time in the event loop)
         self._is_open: Callable[[str], bool] | None = None  # the detectors' alarm state (set by reconcile)
+        self._open_alarms: Callable[[], np.ndarray] | None = None  # the detectors' open alarms (set by reconcile)
         self._next_resync_ns = 0
         self._next_save_ns = 0
         self._restore()
@@ -93,14 +94,23 @@ class AlarmService:
         if outbox:  # the last flush before a kill may not have reached the write-ahead log: send again
             self.resent += len(outbox)
             self._send(outbox)
+        # Documents sent after the checkpoint (a kill before it reached the disk) may have reached the cloud: the
+        # incidents' seqs jumped on restore, and their state now goes out again, so the cloud holds the edge's.
+        self._out(self.engine.restate(time.time_ns()))
         log.info("alarms: %d incidents continued from the checkpoint", len(self.engine.incidents()))
 
-    def reconcile(self, is_open: Callable[[str], bool]) -> None:
-        """Close restored contributors the detectors no longer hold open (see ``IncidentEngine.reconcile``); from
-        then on, a tick every ``RESYNC_INTERVAL_NS`` also closes contributors whose CLOSE was lost
-        (``IncidentEngine.resync``)."""
+    def reconcile(self, is_open: Callable[[str], bool], open_alarms: Callable[[], np.ndarray] | None = None) -> None:
+        """Close restored contributors the detectors no longer hold open (see ``IncidentEngine.reconcile``) and open
+        incidents for alarms they hold open that no incident holds (``IncidentEngine.recover``: the detectors'
+        checkpoint was newer than ours); from then on, a tick every ``RESYNC_INTERVAL_NS`` does both for a CLOSE or
+        an OPEN lost while running (``IncidentEngine.resync``, ``recover``). ``open_alarms``:
+        ``EdgeAnalytics.open_alarms``."""
         self._is_open = is_open
-        self._out(self.engine.reconcile(is_open, time.time_ns()))
+        self._open_alarms = open_alarms
+        now = time.time_ns()
+        self._out(self.engine.reconcile(is_open, now))
+        if open_alarms is not None:
+            self._out(self.engine.recover(open_alarms(), now))
 
     def attach(self, loop: asyncio.AbstractEventLoop, subscribe: Callable[[str, Callable[[str, bytes], None]], None]
                ) -> None:
@@ -129,6 +139,8 @@ class AlarmService:
         if self._is_open is not None and now_ns >= self._next_resync_ns:  # before the timers: a contributor
             self._next_resync_ns = now_ns + RESYNC_INTERVAL_NS  # closed now starts its clear delay at once
             self._out(self.engine.resync(self._is_open, now_ns))
+            if self._open_alarms is not None:
+                self._out(self.engine.recover(self._open_alarms(), now_ns))
         self._out(self.engine.tick(now_ns))
         if now_ns >= self._next_save_ns:  # machine states change without a transition: keep them too
             self.save([])
@@ -243,6 +255,9 @@ class AlarmService:
         m.counter("incident_resynced_closes_total", "Contributors closed because their alarm's CLOSE was lost "
                   "(events over analytics.max_events, or a failed step); the detectors no longer held it").set(
             st.resynced_closes)
+        m.counter("incident_resynced_opens_total", "Alarms the detectors held open that no incident held (their OPEN "
+                  "was lost: events over analytics.max_events, a failed step, a kill between the two checkpoints); "
+                  "opened then").set(st.resynced_opens)
         m.counter("alarm_commands_received_total", "Alarm commands received").set(self.commands_received)
         m.counter("alarm_commands_applied_total", "Alarm commands applied").set(st.commands_applied)
         refused = m.counter("alarm_commands_refused_total", "Alarm commands refused, by the field at fault")

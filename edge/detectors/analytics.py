@@ -29,7 +29,7 @@ import numpy as np
 
 from edge.detectors import checkpoint
 from edge.detectors.checkpoint import CheckpointError
-from edge.detectors.events import EVENT_DTYPE, EventColumns, Scope
+from edge.detectors.events import EVENT_DTYPE, EventColumns, Phase, Scope
 from edge.detectors.machine import take_rebaseline_request
 from edge.detectors.settings import AnalyticsSettings
 from edge.detectors.stack import DetectorStack, StackResult
@@ -208,6 +208,20 @@ class EdgeAnalytics:
         pos = np.flatnonzero(h.machines == i)
         return bool(pos.size and h.alarm_f[pos[0], alarms.ACTIVE] > 0)
 
+    def open_alarms(self) -> np.ndarray:
+        """Every alarm the detectors hold open now, as OPEN event rows (``ts_start`` when it opened, ``kind`` its
+        kind at the peak so far, ``peak``; ``top`` unknown): the alarm layer compares them with its incidents
+        every 10 s and after a restart (``IncidentEngine.recover``) to recover an OPEN it never saw. One pass over
+        the alarm states' ``active`` columns (15,000 signals: tens of microseconds)."""
+        st = self.stack
+        parts = [_open_rows(st.sig_alarm_f, st.sig_alarm_t, None, Scope.SIGNAL, None),
+                 _open_rows(st.mach_alarm_f, st.mach_alarm_t, None, Scope.MACHINE, Kind.MACHINE),
+                 _open_rows(st.dev_alarm_f, st.dev_alarm_t, None, Scope.DEVICE, Kind.DEVICE)]
+        if self._health is not None:
+            h = self._health
+            parts.append(_open_rows(h.alarm_f, h.alarm_t, h.machines, Scope.MACHINE, Kind.HEALTH))
+        return np.concatenate(parts)
+
     def _restore(self) -> None:
         assert self.state_dir is not None
         try:
@@ -230,6 +244,22 @@ class EdgeAnalytics:
                     arr[...] = got[name]
             except CheckpointError as exc:
                 self.cold_reasons.append(f"health starts cold: {exc}")
+
+
+def _open_rows(f: np.ndarray, t: np.ndarray, entities: np.ndarray | None, scope: Scope, kind: Kind | None
+               ) -> np.ndarray:
+    """OPEN rows of the active alarms in one alarm state (``edge.kernels.alarms`` layout)."""
+    act = np.flatnonzero(f[:, alarms.ACTIVE] > 0)
+    out = np.zeros(act.size, dtype=EVENT_DTYPE)
+    out["ts_start"] = t[act, alarms.T_START]
+    out["ts_end"] = -1
+    out["entity"] = act if entities is None else entities[act]
+    out["scope"] = scope
+    out["phase"] = Phase.OPEN
+    out["kind"] = f[act, alarms.PEAK_KIND] if kind is None else int(kind)
+    out["peak"] = f[act, alarms.PEAK]
+    out["top"] = -1
+    return out
 
 
 def _health_arrays(h: _Health) -> dict[str, np.ndarray]:
