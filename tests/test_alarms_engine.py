@@ -11,7 +11,7 @@ import pytest
 
 from edge.alarms import store
 from edge.alarms.commands import CommandError, parse_command
-from edge.alarms.engine import SEQ_RESTART_GAP, IncidentEngine
+from edge.alarms.engine import SEQ_RESTART_GAP, STATE_OFF, IncidentEngine
 from edge.alarms.facts import MachineFacts
 from edge.alarms.service import AlarmService
 from edge.alarms.settings import AlarmSettings
@@ -598,3 +598,26 @@ def test_transition_log_records_what_was_sent_and_rotates(tmp_path: Path,
     assert [(x["id"], x["seq"], x["ts_ns"], x["transition"]) for x in lines] == [
         (d["id"], d["seq"], d["ts_ns"], d["transition"]) for d in inc][-len(lines):]
     assert log.with_name(log.name + ".1").exists() and log.stat().st_size <= 200 + 400
+
+
+def test_detector_state_with_agents_owners_appended(dev: tuple[PlantConfig, SignalTable, MachineFacts]) -> None:
+    """With agents on, the gateway's table has the agents' owners (a line, an area) as machines after the plant's,
+    while the detectors' machine_state covers the plant's machines only: the state still reaches the plant's
+    machines and nothing raises (it once failed every frame on the shapes, counted in alarm_errors_total)."""
+    from edge.agents.base import DerivedSignal
+    from edge.agents.table import with_derived
+    from edge.kernels import opstate
+
+    plant, table, _ = dev
+    wide = with_derived(table, [DerivedSignal("line1", "energy_kwh", "kWh"), DerivedSignal("hall", "power_kw", "kW")])
+    facts = MachineFacts.from_plant(plant, wide)
+    assert len(wide.machine_ids) == len(table.machine_ids) + 2
+    e = IncidentEngine(wide, facts, AlarmSettings(state_settle_s=60))
+    free = next(m for m in range(len(table.machine_ids)) if facts.state_signal[m] < 0)
+    states = np.full(len(table.machine_ids), opstate.UNKNOWN, dtype=np.int8)  # the detectors' size: the plant's
+    states[free] = opstate.OFF
+    e.on_machine_state(states, 1 * S)
+    assert e.state[free] == STATE_OFF
+    s_free = int(np.flatnonzero(table.machine == free)[0])
+    docs = e.on_events(ev(s_free, Phase.OPEN, start_s=2), 2 * S)
+    assert docs[0]["transition"] == "suppress" and docs[0]["suppressed_by"] == "off"

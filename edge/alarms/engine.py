@@ -154,10 +154,15 @@ class IncidentEngine:
         what that signal says (:meth:`on_state`)."""
         if self.s.suppression is SuppressionMode.OFF:
             return []
-        own = self.facts.state_signal < 0
+        # The detectors judge the plant's machines; the agents' owners (lines, areas: machine ids appended after
+        # the plant's by edge.agents.table.with_derived) have no operating state, so only the common prefix counts.
+        k = min(len(machine_state), len(self.state))
+        own = self.facts.state_signal[:k] < 0
+        ms = machine_state[:k]
         new = self.state.copy()
-        new[own & (machine_state == opstate.OFF)] = STATE_OFF
-        new[own & (machine_state == opstate.RUNNING)] = STATE_RUNNING
+        head = new[:k]  # a view: the assignments below land in ``new``
+        head[own & (ms == opstate.OFF)] = STATE_OFF
+        head[own & (ms == opstate.RUNNING)] = STATE_RUNNING
         return self._states(new, now_ns)
 
     def _states(self, new: np.ndarray, now_ns: int) -> list[dict[str, Any]]:
