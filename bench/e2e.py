@@ -264,6 +264,11 @@ def run(
         "missed_ticks": m1.get("plantwire_edge_source_missed_ticks_total", 0)
         - m0.get("plantwire_edge_source_missed_ticks_total", 0),
         "signals_mismatched": summary.signals_mismatched,
+        # Steps of the edge's alarm layer and agents that failed in the window (logged and counted by the edge,
+        # which carries on): a figure "with the alarm layer / agents on" means something only when these are 0.
+        "alarm_errors": m1.get("plantwire_edge_alarm_errors_total", 0) - m0.get("plantwire_edge_alarm_errors_total", 0),
+        "agent_failures": m1.get("plantwire_edge_agent_failures_total", 0)
+        - m0.get("plantwire_edge_agent_failures_total", 0),
         "latency_p50_s": p50,
         "latency_p99_s": p99,
         "latency_breakdown_p50_p99_n": _breakdown(raw_ingest, raw0),
@@ -287,6 +292,8 @@ def run(
             "lost_0": summary.lost == 0,
             "p99_under_2s": p99 is not None and p99 < 2.0,
             "edge_rss_le_200mb": samples["edge"].rss_peak_bytes / 2**20 <= 200 if "edge" in samples else None,
+            "no_alarm_or_agent_failures": m1.get("plantwire_edge_alarm_errors_total", 0)
+            + m1.get("plantwire_edge_agent_failures_total", 0) == 0,
         },
     }
 
