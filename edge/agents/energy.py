@@ -280,7 +280,12 @@ class EnergyAgent(Agent):
         b += np.where(np.nan_to_num(run_frac, nan=1.0) > 0.5, nb, 0)
         r = np.arange(nm)
         expected = self._expected(r, b, x, x_ref)
-        judged = finite_x & (self.base_n[r, b] >= s.baseline_min_count) & (self.learnt >= s.baseline_intervals)
+        # Excess is more than the baseline *for the same work*: an interval of a machine whose work is its parts
+        # count that made no part is idle (the idle rule's), not judged: at a start, or a run-down, it draws
+        # before the first part or after the last, which its night's idle baseline would call excess.
+        no_work = self.has_parts & ~self.has_load & ~(parts > 0)
+        judged = (finite_x & (self.base_n[r, b] >= s.baseline_min_count) & (self.learnt >= s.baseline_intervals)
+                  & ~no_work)
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = np.where(judged & (expected > 0), power / expected - 1.0, 0.0)
         big_enough = (power - expected) * interval_h > s.excess_kwh
