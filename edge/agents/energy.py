@@ -32,8 +32,8 @@ An interval is judged before it is learnt (a bin needs ``baseline_min_count`` in
 baseline power: ``S = max(0, S + r - excess_ratio / 2)`` with ``r = power / baseline - 1`` (clipped to
 +-1; an interval over by less than ``excess_kwh`` adds no positive evidence), so a loss of
 ``excess_ratio`` or more accumulates by at least ``excess_ratio / 2`` per interval and opens an
-``energy_excess`` event when ``S`` reaches ``excess_cusum_h`` (a 15 % loss after ~20 one-minute intervals at
-the default, a 30 % one after ~7), while the scatter of a healthy machine (a few %) drains it back to 0.
+``energy_excess`` event when ``S`` reaches ``excess_cusum_h`` (a 15 % loss after ~27 one-minute intervals at
+the default 2.0, a 30 % one after ~9), while the scatter of a healthy machine (a few %) drains it back to 0.
 ``clear_intervals`` in a row within ``excess_ratio / 2`` of the baseline close it. Intervals over
 ``excess_ratio / 2`` are never learnt, nor any while an episode is open, so a machine that lost efficiency
 stays in excess instead of teaching the baseline its new consumption (the consecutive-interval rule this

@@ -74,8 +74,9 @@ class EnergySettings(AgentSettings):
     excess_kwh: float = Field(default=0.01, ge=0,
                               description="an interval over the baseline by less than this adds no evidence of excess")
     excess_cusum_h: float = Field(
-        default=1.0, gt=0,
-        description="the excess CUSUM (sum of ratio - excess_ratio / 2 over intervals) that opens energy_excess")
+        default=2.0, gt=0,
+        description="the excess CUSUM (sum of ratio - excess_ratio / 2 over intervals) that opens energy_excess; "
+                    "2.0 chosen on bench/energy_eval.py seed 1 (fewest false events; bench/RESULTS.md)")
     clear_intervals: int = Field(default=10, ge=1, description="consecutive intervals within before it closes")
 
     @model_validator(mode="after")
