@@ -12,6 +12,11 @@ gateway, 2 usage or configuration errors, 3 no answer within ``--timeout`` (the 
 gateway's persistent session and may still be applied: ``plantwire actions list`` shows whether it was),
 4 InfluxDB or the broker unreachable or refusing us. A dry run has its own code so that a script that meant
 to write does not mistake it for a write.
+
+``list`` reads the ``audit`` measurement (cloud/schema.py). Its InfluxQL is built from the schema's names and
+the user's filters quoted as InfluxQL literals (identifiers in double quotes, strings in single quotes, each
+with its backslashes and quotes escaped; numbers formatted as numbers), never pasted in: a gateway name with
+a quote in it matches that gateway and nothing else.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import time
 import uuid
 from typing import Any
 
+from cloud import schema
 from cloud.alarms import query
 from cloud.alarms.cli import BrokerError, _settings, add_operator_options, send_command
 from cloud.retention import qualified
@@ -32,6 +38,37 @@ from cloud.schema import M_AUDIT
 __all__ = ["EXIT_DRY_RUN", "main"]
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NO_ANSWER, EXIT_UNREACHABLE, EXIT_DRY_RUN = 0, 1, 2, 3, 4, 5
+
+
+def _ident(name: str) -> str:
+    """An InfluxQL identifier (measurement, tag or field key), double-quoted."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _literal(value: str) -> str:
+    """An InfluxQL string literal, single-quoted."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _hours(text: str) -> float:
+    try:
+        h = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of hours") from None
+    if not 0 < h <= 24 * 3660:
+        raise argparse.ArgumentTypeError(f"{text!r}: hours must be > 0 and at most ten years")
+    return h
+
+
+def list_query(since_ns: int, *, gateway: str | None = None, site: str | None = None, limit: int = 200) -> str:
+    """The InfluxQL of ``list``: actions' audit points since ``since_ns``, newest first."""
+    where = [f"{_ident(schema.TAG_SERVICE)} = {_literal('actions')}", f"time >= {int(since_ns)}"]
+    if gateway is not None:
+        where.append(f"{_ident(schema.TAG_GATEWAY)} = {_literal(gateway)}")
+    if site is not None:
+        where.append(f"{_ident(schema.TAG_SITE)} = {_literal(site)}")
+    return (f"SELECT * FROM {qualified(M_AUDIT)} WHERE {' AND '.join(where)} "  # RP audit
+            f"ORDER BY time DESC LIMIT {int(limit)}")
 
 
 def _value(text: str) -> float | int:
@@ -53,8 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--gateway", required=True, help="the gateway")
     r.add_argument("--reason", default="", help="why (goes into the audit record)")
     ls = sub.add_parser("list", help="recent action requests and their outcomes (the audit trail in InfluxDB)")
-    ls.add_argument("--hours", type=float, default=24.0, help="how far back")
+    ls.add_argument("--hours", type=_hours, default=24.0, help="how far back")
     ls.add_argument("--gateway", help="only this gateway")
+    ls.add_argument("--site", help="only this site")
     ls.add_argument("--json", action="store_true")
     return p
 
@@ -76,10 +114,7 @@ def _request(args: argparse.Namespace, broker: Any) -> int:
 
 def _list(args: argparse.Namespace, db: query.InfluxQL) -> int:
     since_ns = time.time_ns() - int(args.hours * 3.6e12)
-    q = f"SELECT * FROM {qualified(M_AUDIT)} WHERE service = 'actions' AND time >= {since_ns}"  # RP audit
-    if args.gateway:
-        q += f" AND gateway = '{args.gateway.replace(chr(39), '')}'"
-    rows = db.rows(q + " ORDER BY time DESC LIMIT 200")
+    rows = db.rows(list_query(since_ns, gateway=args.gateway, site=args.site))
     if args.json:
         print(json.dumps(rows, indent=1))
         return EXIT_OK

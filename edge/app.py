@@ -199,7 +199,7 @@ class EdgeGateway:
             )
         self.metrics_server: MetricsServer | None = None
         # Allow-listed writes to the plant (edge/actions): agents submit, operators command over MQTT.
-        self.actions = ActionService(cfg.actions, write=lambda t, v: write_target(self.sources, t, v),
+        self.actions = ActionService(cfg.actions, write=lambda t, v: write_target(self.sources, t, v, self.table),
                                      audit=self._emit_event, answer=self._publish_cmdresult)
         if cfg.actions.commands:
             self.publisher.subscribe(f"plantwire/cmd/v1/{self.site}/{cfg.gateway_id}/actions", self.actions.on_command)

@@ -10,6 +10,11 @@ whose template has commands (``COMMANDS``), and nothing else is writable:
   the area with a value outside the point's range answers exception 0x03 (illegal data value); a
   write anywhere else still answers 0x01 (illegal function), as before: the process image stays
   read-only. The area lies far above any register the plant files map, so no signal moves.
+  Float setpoints (``FLOAT_COMMANDS``: a station's ``leak_limit``, Pa/s) are float32 in a holding-register
+  pair, in a second area at ``FLOAT_COMMAND_BASE`` (0xF400; base + 2k for the k-th on the device), in the
+  device's byte/word order (that of its signals in the plant: ABCD, CDAB, BADC, DCBA as
+  ``edge.sources.modbus_codec`` reads them). A write must cover both registers of a pair and decode to a
+  finite value in range, else 0x03; a read returns the pair as stored.
 - **OPC-UA:** one writable Double variable per point, NodeId ``ns=<idx>;s=<machine>.cmd.<name>``,
   in a ``cmd`` folder under the machine. The server applies the written value at its next tick
   (an out-of-range value is clipped there and read back clipped).
@@ -23,26 +28,55 @@ back only. Values are per process (each OPC-UA server process owns its machines'
 from __future__ import annotations
 
 import enum
+import math
+import struct
 from dataclasses import dataclass
 
 import numpy as np
 
-from plantwire.plant import Protocol, SignalTable
+from plantwire.plant import BYTE_ORDER_ORDER, ByteOrder, Protocol, SignalTable
 
-__all__ = ["COMMANDS", "COMMAND_BASE", "CommandName", "CommandPoints"]
+__all__ = ["COMMANDS", "COMMAND_BASE", "FLOAT_COMMANDS", "FLOAT_COMMAND_BASE", "CommandName", "CommandPoints",
+           "float32_registers"]
 
 COMMAND_BASE = 0xF000
+FLOAT_COMMAND_BASE = 0xF400
 
 
 class CommandName(enum.StrEnum):
     HOLD = "hold"  # 1: the station pauses its test cycle
     STACK_LIGHT = "stack_light"  # 0 off, 1 green, 2 amber, 3 red
+    LEAK_LIMIT = "leak_limit"  # Pa/s, float32: the station's pass/fail limit (read back only)
 
 
 #: Template -> its command points with their (low, high) range, in register order.
 COMMANDS: dict[str, tuple[tuple[CommandName, int, int], ...]] = {
     "leak_test": ((CommandName.HOLD, 0, 1), (CommandName.STACK_LIGHT, 0, 3)),
 }
+#: Template -> its float32 setpoints (a register pair each) with their range.
+FLOAT_COMMANDS: dict[str, tuple[tuple[CommandName, int, int], ...]] = {
+    "leak_test": ((CommandName.LEAK_LIMIT, 0, 1000),),
+}
+
+
+def float32_registers(value: float, order: ByteOrder) -> list[int]:
+    """The two registers (wire order) of a float32 in ``order`` (the codec's semantics: CDAB swaps words)."""
+    big = struct.pack(">f", value)
+    words = [big[0:2], big[2:4]]
+    if order in (ByteOrder.CDAB, ByteOrder.DCBA):
+        words.reverse()
+    if order in (ByteOrder.BADC, ByteOrder.DCBA):
+        words = [w[::-1] for w in words]
+    return [int.from_bytes(w, "big") for w in words]
+
+
+def _registers_float32(regs: list[int], order: ByteOrder) -> float:
+    words = [r.to_bytes(2, "big") for r in regs]
+    if order in (ByteOrder.BADC, ByteOrder.DCBA):
+        words = [w[::-1] for w in words]
+    if order in (ByteOrder.CDAB, ByteOrder.DCBA):
+        words.reverse()
+    return float(struct.unpack(">f", b"".join(words))[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +87,8 @@ class CommandPoint:
     high: int
     device: int
     address: int  # Modbus holding register (also set for OPC-UA devices; unused there)
+    words: int = 1  # 2: a float32 register pair from address
+    order: ByteOrder = ByteOrder.ABCD  # of a float32 pair: the device's
 
     def node_identifier(self, table: SignalTable) -> str:
         return f"{table.machine_ids[self.machine]}.cmd.{self.name.value}"
@@ -66,7 +102,10 @@ class CommandPoints:
         points: list[CommandPoint] = []
         machine_device = np.full(len(table.machine_ids), -1, dtype=np.int64)
         machine_device[table.machine] = table.device
+        device_order = np.zeros(len(table.devices), dtype=np.int64)
+        device_order[table.device] = table.byte_order  # the order of (the last of) the device's signals
         next_address: dict[int, int] = {}
+        next_float: dict[int, int] = {}
         for m, template in enumerate(templates):
             dev = int(machine_device[m])
             if dev < 0:
@@ -75,9 +114,14 @@ class CommandPoints:
                 a = next_address.get(dev, COMMAND_BASE)
                 next_address[dev] = a + 1
                 points.append(CommandPoint(m, name, low, high, dev, a))
+            for name, low, high in FLOAT_COMMANDS.get(template, ()):
+                a = next_float.get(dev, FLOAT_COMMAND_BASE)
+                next_float[dev] = a + 2
+                points.append(CommandPoint(m, name, low, high, dev, a, 2, BYTE_ORDER_ORDER[int(device_order[dev])]))
         self.points = points
         self.values = np.zeros(len(points), dtype=np.float64)
-        self._by_address = {(p.device, p.address): i for i, p in enumerate(points)}
+        # (device, register) -> (point, word within it)
+        self._by_address = {(p.device, p.address + w): (i, w) for i, p in enumerate(points) for w in range(p.words)}
         self.writes = 0
         self.refused = 0
 
@@ -92,25 +136,40 @@ class CommandPoints:
         """Register values at [address, address+count) of the command area, or None if not all in it."""
         out = []
         for a in range(address, address + count):
-            i = self._by_address.get((device, a))
-            if i is None:
+            hit = self._by_address.get((device, a))
+            if hit is None:
                 return None
-            out.append(int(self.values[i]))
+            i, w = hit
+            p = self.points[i]
+            out.append(float32_registers(self.values[i], p.order)[w] if p.words == 2 else int(self.values[i]))
         return out
 
     def modbus_write(self, device: int, address: int, values: list[int]) -> str | None:
         """Apply a register write; None on success, else ``"address"`` (not writable) or ``"value"``."""
-        idx = [self._by_address.get((device, a)) for a in range(address, address + len(values))]
-        if any(i is None for i in idx):
+        hits = [self._by_address.get((device, a)) for a in range(address, address + len(values))]
+        if any(h is None for h in hits):
             self.refused += 1
             return "address"
-        for i, v in zip(idx, values, strict=True):
-            p = self.points[i]  # type: ignore[index]
-            if not p.low <= v <= p.high:
+        new: dict[int, float] = {}
+        k = 0
+        while k < len(hits):
+            i, w = hits[k]  # type: ignore[misc]
+            p = self.points[i]
+            if p.words == 2:  # a float32 pair: both registers in this write, decoded in the device's order
+                if w != 0 or k + 1 >= len(hits):
+                    self.refused += 1
+                    return "value"
+                v = _registers_float32(values[k : k + 2], p.order)
+                k += 2
+            else:
+                v = float(values[k])
+                k += 1
+            if not (math.isfinite(v) and p.low <= v <= p.high):
                 self.refused += 1
                 return "value"
-        for i, v in zip(idx, values, strict=True):
-            self.values[i] = float(v)  # type: ignore[index]
+            new[i] = v
+        for i, v in new.items():
+            self.values[i] = v
         self.writes += 1
         return None
 

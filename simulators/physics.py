@@ -31,16 +31,19 @@ Roles (by signal name, within the templates listed in ``TEMPLATES``):
   so they step). Energy counters (``energy_total``, ``energy_active``, ``energy_reactive``) integrate the
   machine's load: ``base + rate * integral(level * efficiency)``, so a meter reads what the machine drew
   (idle nights, stops and failures included). Production counters of the templates in ``PRODUCTION``
-  (parts, strokes, seams, cycles) integrate the *production* rate, which is the day shift's shape
-  and 0 while failed: a machine idling at night draws power and makes nothing. Other counters (run
-  hours, starts, leak-test results) are ``base + rate * mean_level * t``. (Before 2026-12-03 every
+  (parts, strokes, seams, cycles), and the result counters of the test stations in ``TESTERS``,
+  integrate the *production* rate, which is the day shift's shape and 0 while failed: a machine idling
+  at night draws power and makes nothing. Other counters (run hours, starts) are
+  ``base + rate * mean_level * t``. (Before 2026-12-03 every
   counter was the last form, so energy and parts rose at the same rate day and night: realism for the
   energy agent, ``bench/energy_eval.py``.)
 - RUNNING (``running`` bit): level > 0.05. FAULT_WORD (``fault_word``, ``alarm_word``): 0x10 while
   failed.
 - Leak-test stations: ``test_pressure`` runs pressure-decay cycles (fill, stabilise, measure with
-  a decay of ``decay_rate`` Pa/s, vent) of ``cycle_time`` seconds; a micro-leak event (faults)
-  raises ``decay_rate``, ``leak_rate`` and ``helium_concentration`` and steepens the decay.
+  a decay of ``decay_rate`` Pa/s, vent) of ``cycle_time`` seconds while parts come (``cycling``: the
+  production shape above 0.5, so on shift; an idle or switched-off station at night stands vented, and
+  its result counters stand with it -- before 2026-12-03 they cycled and counted day and night); a
+  micro-leak event (faults) raises ``decay_rate``, ``leak_rate`` and ``helium_concentration`` and steepens the decay.
   Temperature (realism added 2026-12-03 for the leak-test agent, issue 18): each part arrives at its
   own temperature (``part_temp`` = the signal's slow sine plus a per-cycle offset uniform in
   ``PART_DT_K``, as parts come warm or cool from washing and brazing) and, in the fixture, relaxes
@@ -73,7 +76,7 @@ import numpy as np
 
 from plantwire.plant import PlantConfig, SignalTable
 
-__all__ = ["POWER_DRAW", "PRODUCTION", "TEMPLATES", "EnergyPlan", "Physics", "Role", "WearPlan",
+__all__ = ["POWER_DRAW", "PRODUCTION", "TEMPLATES", "TESTERS", "EnergyPlan", "Physics", "Role", "WearPlan",
            "machine_templates"]
 
 WEAR_HEATING_K = 18.0
@@ -119,6 +122,9 @@ TEMPLATES: dict[str, TemplatePhysics] = {
 # Counters that integrate the load (energy) and templates whose counters integrate production (parts).
 ENERGY_COUNTERS = frozenset({"energy_total", "energy_active", "energy_reactive"})
 PRODUCTION = frozenset({"press", "conveyor", "welding_cell", "brazing_cell"})
+# Test stations: they cycle only while parts come (the production shape above 0.5), and their result
+# counters count those cycles; powered but without parts (an idle night) they stand, drawing idle power.
+TESTERS = frozenset({"leak_test"})
 # Load signals that draw electrical power: a machine that loses efficiency draws more on these.
 POWER_DRAW = re.compile(r"^(motor_power|motor_current|power_active|power_apparent|current_l\d|heater_power_\d"
                         r"|fan_power|pump_current)$")
@@ -294,7 +300,7 @@ class Physics:
                 role[r], rate[r] = Role.COUNTER, p.counters[name]
                 if name in ENERGY_COUNTERS:
                     counter_kind[r] = 1
-                elif templates[m] in PRODUCTION:
+                elif templates[m] in PRODUCTION or templates[m] in TESTERS:
                     counter_kind[r] = 2
             elif name == "running":
                 role[r] = Role.RUNNING
@@ -569,12 +575,18 @@ class Physics:
         dt_k = part - chamber
         return np.where(ok, peak_bar * 1e5 / (273.15 + chamber) * dt_k / GAS_TAU_S, 0.0)
 
+    def cycling(self, t: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """True where test stations ``m`` run test cycles: parts come (production above half its rate) and
+        the station is not held. A station without parts does not cycle (before 2026-12-03 it cycled
+        whenever switched on, night idle included, which no tester does: realism, issue 18)."""
+        return (self.production(t, m) > 0.5) & ~self.is_held(m)
+
     def measure_s(self, t: np.ndarray, m: np.ndarray) -> np.ndarray:
         """Seconds since the measuring phase of leak-test machines ``m`` began (0 outside it)."""
         cyc_row = self.cycle_row[m]
         cycle_s = np.where(cyc_row >= 0, self.table.base[np.maximum(cyc_row, 0)], 45.0)
         p = np.mod(self.own_time(t, m) + self.phase[m] / (2 * np.pi) * cycle_s, cycle_s) / cycle_s
-        return np.where((p < 0.9) & ~self.is_held(m), np.clip(p - 0.45, 0.0, 0.45), 0.0) * cycle_s
+        return np.where((p < 0.9) & self.cycling(t, m), np.clip(p - 0.45, 0.0, 0.45), 0.0) * cycle_s
 
     def leak_pressure(self, t: np.ndarray, m: np.ndarray, base: np.ndarray, amp: np.ndarray, high: np.ndarray,
                       level: np.ndarray, extra_decay_pa_s: np.ndarray | float) -> np.ndarray:
@@ -590,5 +602,5 @@ class Physics:
         v = np.select([p < 0.18, p < 0.45, p < 0.9],
                       [peak * p / 0.18, peak, peak - decay * 1e-5 * measure_s],
                       default=peak * (1.0 - (p - 0.9) / 0.1))
-        # a held station stops cycling with its part vented
-        return np.where((level > 0.05) & ~self.is_held(m), v, 0.0)
+        # a held station, or one without parts (off shift, switched off or failed), stands with its part vented
+        return np.where((level > 0.05) & self.cycling(t, m), v, 0.0)

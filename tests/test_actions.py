@@ -15,22 +15,25 @@ import pytest
 from edge.actions import ActionRequest, ActionService, ActionsSettings, Outcome, Reason, RequestSource
 from edge.actions.policy import Policy
 from edge.actions.service import parse_command
-from edge.actions.settings import check_targets
+from edge.actions.settings import check_targets, float_order
 from edge.actions.writers import write_target
 from edge.config import EdgeConfig, ModbusSettings
 from edge.sources.modbus import ModbusSource
 from edge.sources.stats import SourceStats
 from plantwire.configfile import ConfigError, load_plant, validate
-from plantwire.plant import expand
+from plantwire.plant import ByteOrder, expand
 from plantwire.ports import free_port
 from simulators.app import Simulator
-from simulators.commands import COMMAND_BASE, CommandPoints
+from simulators.commands import COMMAND_BASE, FLOAT_COMMAND_BASE, CommandPoints, float32_registers
 from simulators.physics import machine_templates
 from simulators.runtime import SimOptions
 from tests.actions_plant import write_plant
 
 HOLD = {"name": "hold1", "device": "act-plc", "address": COMMAND_BASE, "allowed": [0, 1], "enabled": True,
         "rate_limit": {"writes": 2, "per_s": 10}}
+# station 1's leak limit, a float32 pair; the policy allows more than the device (0..1000) accepts
+LIMIT = {"name": "limit1", "device": "act-plc", "address": FLOAT_COMMAND_BASE, "type": "float", "min": 0,
+         "max": 5000, "enabled": True, "rate_limit": {"writes": 10, "per_s": 1}}
 
 
 def settings(*targets: dict[str, Any], mode: str = "write") -> ActionsSettings:
@@ -62,7 +65,10 @@ def test_config_errors_name_their_path(tmp_path: Path) -> None:
            ({**HOLD, "allowed": None}, "allowed"),
            ({**HOLD, "allowed": None, "min": 3, "max": 1}, "above max"),
            ({**HOLD, "allowed": [70000]}, "cannot be written as uint16"),
-           ({**HOLD, "type": "double"}, "cannot be written to a Modbus register")]
+           ({**HOLD, "type": "double"}, "cannot be written to a Modbus register"),
+           ({**HOLD, "allowed": None, "min": 0, "max": 1e39, "type": "float"}, "cannot be written as float"),
+           ({**HOLD, "byte_order": "CDAB"}, "byte_order is for a Modbus float"),
+           ({**HOLD, "address": 65535, "allowed": [1.5], "type": "float"}, "a float needs two registers")]
     for target, words in bad:
         with pytest.raises(ConfigError) as exc:
             validate(EdgeConfig, {"gateway_id": "gw", "plant": "p.yaml", "actions": {"targets": [target]}}, "edge.yaml")
@@ -75,6 +81,11 @@ def test_config_errors_name_their_path(tmp_path: Path) -> None:
     assert errors[0].startswith("actions.targets[0].device: no device 'ghost'")
     assert errors[1].startswith("actions.targets[1].address: device 'act-opc' is opcua")
     assert errors[2].startswith("actions.targets[2].node: device 'act-plc' is modbus")
+    limit = ActionsSettings.model_validate({"targets": [LIMIT]}).targets[0]
+    assert float_order(limit, table) is ByteOrder.ABCD  # the device's
+    cdab = expand(load_plant(write_plant(tmp_path, 15999, byte_order="CDAB")))
+    assert float_order(limit, cdab) is ByteOrder.CDAB
+    assert float_order(limit.model_copy(update={"byte_order": ByteOrder.DCBA}), cdab) is ByteOrder.DCBA
 
 
 def test_commands_parse_or_say_what_is_wrong() -> None:
@@ -96,7 +107,16 @@ def test_held_station_stops_cycling_and_resumes_where_it_paused(tmp_path: Path) 
     table, phys = world.table, world.physics
     cmds = CommandPoints(table, machine_templates(plant))
     assert [(p.name.value, p.address - COMMAND_BASE) for p in cmds.points] == [
-        ("hold", 0), ("stack_light", 1), ("hold", 2), ("stack_light", 3)]
+        ("hold", 0), ("stack_light", 1), ("leak_limit", 0x400), ("hold", 2), ("stack_light", 3),
+        ("leak_limit", 0x402)]
+    # a float32 setpoint: both registers of its pair, a finite value in range, in the device's order
+    assert cmds.modbus_write(0, FLOAT_COMMAND_BASE + 2, float32_registers(42.5, ByteOrder.ABCD)) is None
+    assert cmds.values[5] == 42.5 and cmds.modbus_read(0, FLOAT_COMMAND_BASE + 2, 2) == [0x422A, 0]
+    assert cmds.modbus_write(0, FLOAT_COMMAND_BASE + 2, [0x4000]) == "value"  # half a pair
+    assert cmds.modbus_write(0, FLOAT_COMMAND_BASE + 1, [0, 0]) == "value"  # a pair's second half, the next's first
+    assert cmds.modbus_write(0, FLOAT_COMMAND_BASE, float32_registers(1001.0, ByteOrder.ABCD)) == "value"
+    assert cmds.modbus_write(0, FLOAT_COMMAND_BASE, float32_registers(float("nan"), ByteOrder.ABCD)) == "value"
+    assert cmds.values[2] == 0.0 and cmds.values[5] == 42.5
     rows = np.array([table.ids.index(f"line9.leak_test01.{n}") for n in ("test_pressure", "result_pass")])
     noon = 12 * 3600.0
 
@@ -121,9 +141,10 @@ def test_held_station_stops_cycling_and_resumes_where_it_paused(tmp_path: Path) 
 
 @pytest.mark.integration
 def test_smoke_an_applied_hold_is_written_over_the_polling_connection(tmp_path: Path) -> None:
-    """Real Modbus slave (the simulator's) and ModbusSource: applied, device-refused values, dry run."""
+    """Real Modbus slave (the simulator's) and ModbusSource: applied, device-refused values, dry run; a float32
+    setpoint written as a register pair in the device's word order (CDAB here), and its refusals."""
     port = free_port()
-    plant_path = write_plant(tmp_path, port)
+    plant_path = write_plant(tmp_path, port, byte_order="CDAB")
     table = expand(load_plant(plant_path))
 
     async def main() -> None:
@@ -139,8 +160,8 @@ def test_smoke_an_applied_hold_is_written_over_the_polling_connection(tmp_path: 
             audits: list[dict[str, Any]] = []
             light = {"name": "light1", "device": "act-plc", "address": COMMAND_BASE + 1, "min": 0, "max": 9,
                      "enabled": True}
-            svc = ActionService(settings(HOLD, light), write=lambda t, v: write_target({"act-plc": src}, t, v),
-                                audit=audits.append)
+            svc = ActionService(settings(HOLD, light, LIMIT),
+                                write=lambda t, v: write_target({"act-plc": src}, t, v, table), audit=audits.append)
             try:
                 async with asyncio.timeout(20):
                     while not stats.connected:
@@ -152,12 +173,21 @@ def test_smoke_an_applied_hold_is_written_over_the_polling_connection(tmp_path: 
                     r = await svc.request(ActionRequest("light1", 7, "test", RequestSource.AGENT))
                     assert r.outcome is Outcome.FAILED and r.reason is Reason.WRITE_ERROR and "0x03" in r.detail
                     assert sim.commands.values[1] == 0.0
-                    assert stats.connected and stats.errors <= 1  # polling carried on
+                    # float32, word-swapped (CDAB) as the device's signals: the simulator decodes what was meant
+                    r = await svc.request(ActionRequest("limit1", 42.25, "test", RequestSource.CLI))
+                    assert r.outcome is Outcome.APPLIED, r.detail
+                    assert sim.commands.values[2] == 42.25
+                    r = await svc.request(ActionRequest("limit1", 1500.5, "test", RequestSource.CLI))
+                    assert r.outcome is Outcome.FAILED and "0x03" in r.detail  # in the policy, not the device's
+                    r = await svc.request(ActionRequest("limit1", 6000, "test", RequestSource.CLI))
+                    assert r.outcome is Outcome.REFUSED and r.reason is Reason.OUT_OF_RANGE
+                    assert sim.commands.values[2] == 42.25
+                    assert stats.connected and stats.errors <= 2  # polling carried on
             finally:
                 polling.cancel()
                 stop.set()
                 await asyncio.gather(polling, run, return_exceptions=True)
-            assert [a["outcome"] for a in audits] == ["applied", "failed"]
+            assert [a["outcome"] for a in audits] == ["applied", "failed", "applied", "failed", "refused"]
             assert audits[0]["type"] == "audit" and audits[0]["service"] == "actions" and audits[0]["reason"] == "smoke"
 
     asyncio.run(main())

@@ -35,6 +35,10 @@ from simulators.commands import COMMAND_BASE
 from simulators.runtime import SimOptions
 from tests.actions_plant import write_plant
 
+# index of station 2's stack light among the simulator's command points (per station: hold, stack_light,
+# leak_limit)
+LIGHT2 = 4
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 GW = "gw-act"
@@ -181,18 +185,18 @@ def test_operator_and_agent_writes_end_to_end(tmp_path: Path, mosquitto: Mosquit
                 cli = ["--broker", f"127.0.0.1:{mosquitto.port}", "--timeout", "30", "request", "--site", table.site,
                        "--gateway", GW]
                 assert await asyncio.to_thread(actions_cli, [*cli, "light2", "1"]) == 0  # applied
-                assert sim.commands.values[3] == 1.0
+                assert sim.commands.values[LIGHT2] == 1.0
                 assert await asyncio.to_thread(actions_cli, [*cli, "light1_cli", "3"]) == EXIT_DRY_RUN
                 assert sim.commands.values[1] == 0.0
                 assert await asyncio.to_thread(actions_cli, [*cli, "ghost", "1"]) == 1  # refused: not listed
                 assert gw.actions.submit(ActionRequest("light2", 3, "leak-agent", RequestSource.AGENT, reason="seal"))
-                await wait_for(lambda: sim.commands.values[3] == 3.0, 10, "the agent's write")
+                await wait_for(lambda: sim.commands.values[LIGHT2] == 3.0, 10, "the agent's write")
                 await sim.slaves[0].stop()  # the PLC goes away
                 await wait_for(lambda: not gw.source_stats["act-plc"].connected, 30, "the edge to see act-plc down")
                 op.command("c9", "light2", 1)
                 r = await op.result("c9")
                 assert r["outcome"] == "refused" and r["detail"].startswith("device_down"), r
-                assert sim.commands.values[3] == 3.0
+                assert sim.commands.values[LIGHT2] == 3.0
                 await wait_for(lambda: len(op.audits) >= 13, 30, "13 audit documents on the events lane")
             finally:
                 op.close()

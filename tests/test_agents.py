@@ -219,3 +219,27 @@ def test_the_gateway_encodes_derived_samples_in_its_batches_and_counts_them(plan
     finally:
         gw.spool.close()
         gw.mark.close(stopped=True)
+
+
+def test_a_failure_episode_closes_when_a_later_runner_runs_the_agent_again(plant, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Disabled (or broken), then enabled and fixed by a reload: the agent_failed alarm closes, same start."""
+    r1 = _runner(plant, tmp_path, doubler=None, slow=None, breaks=None)  # nobuild fails to build
+    (opened,) = r1.take_events()
+    assert (opened["kind"], opened["state"]) == ("agent_failed", "open")
+    r2 = _runner(plant, tmp_path, doubler=None, slow=None, breaks=None, nobuild=None)  # turned off: stays open
+    assert r2.take_events() == []
+    r3 = _runner(plant, tmp_path, doubler=None, slow=None, breaks=None)  # failing again: the same episode
+    (again,) = r3.take_events()
+    assert again["state"] == "open" and again["start_ns"] == opened["start_ns"]
+
+    class Fixed(Doubler):
+        name = "nobuild"
+
+    r4 = AgentRunner.build(r1.plant_table, plant, _Settings(doubler=None, slow=None, breaks=None), tmp_path,
+                           classes={"nobuild": Fixed})
+    (closed,) = r4.take_events()
+    assert (closed["kind"], closed["state"], closed["signal"]) == ("agent_failed", "closed", "agent.nobuild")
+    assert closed["start_ns"] == opened["start_ns"] and closed["end_ns"] >= closed["start_ns"]
+    r5 = AgentRunner.build(r1.plant_table, plant, _Settings(doubler=None, slow=None, breaks=None), tmp_path,
+                           classes={"nobuild": Fixed})
+    assert r5.take_events() == []  # closed once

@@ -63,3 +63,26 @@ def test_parts_stop_off_shift_and_a_machine_left_idle_draws_without_producing() 
     assert np.allclose(level[night < 3 * 3600], NIGHT_IDLE_LEVEL, atol=1e-3)
     day = np.arange(8 * 3600.0, 9 * 3600.0, 1.0)
     assert np.ptp(_series(phys, ids, f"{mid}.parts_good", day)) > 2000  # ~0.74 parts/s on shift
+
+
+def test_a_leak_tester_cycles_and_counts_only_on_shift_and_idles_powered_at_night() -> None:
+    """Realism (2026-12-03): a tester without parts does not cycle. At night its pressure stands vented and
+    its result counters stand, while a station idling (not switched off) still draws its vacuum pump's power;
+    on shift it cycles, and the pass + fail counters count its cycles."""
+    phys, ids = _physics(EnergyPlan.empty())
+    templates = phys._templates
+    stations = [m for m, t in enumerate(templates) if t == "leak_test"]
+    idling = [m for m in stations if phys.night[m] > 0]
+    assert idling  # the dev plant has stations idling at night (seed 0)
+    mid = phys.table.machine_ids[idling[0]]
+    night = np.arange(2 * 3600.0, 2 * 3600.0 + 900.0)  # 02:00-02:15
+    day = np.arange(10 * 3600.0, 10 * 3600.0 + 900.0)
+    press_n = _series(phys, ids, f"{mid}.test_pressure", night)
+    assert press_n.max() == 0.0
+    counted_n = sum(np.ptp(_series(phys, ids, f"{mid}.{c}", night)) for c in ("result_pass", "result_fail"))
+    assert counted_n < 0.01
+    assert _series(phys, ids, f"{mid}.pump_current", night).min() > 1.0  # powered: the pump idles
+    press_d = _series(phys, ids, f"{mid}.test_pressure", day)
+    cycles = np.count_nonzero((press_d[1:] > 20.0) & (press_d[:-1] <= 20.0))  # fills passing 20 bar
+    counted_d = sum(np.ptp(_series(phys, ids, f"{mid}.{c}", day)) for c in ("result_pass", "result_fail"))
+    assert cycles in (19, 20, 21) and abs(counted_d - 900.0 / 45.0) < 1.5  # 45 s cycles, each counted once

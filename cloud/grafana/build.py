@@ -652,6 +652,85 @@ def energy() -> dict[str, Any]:
                       "energy agent.", panels, variables, [ann], time_from="now-24h", refresh="1m")
 
 
+# The leak-test agent's derived signals (edge/agents/leaktest.py): "<station>.<name>" in "samples", one sample per
+# test cycle at its end; drift episodes are "leak_drift" events. Counts and sums of per-cycle results read the
+# raw retention policy, as the energy panels do (a rollup's mean cannot be counted back into cycles).
+
+
+def _leak_re(name: str) -> str:
+    return f'"{s.TAG_SIGNAL}" =~ /.*\\.{name}$/'
+
+
+def leak_test() -> dict[str, Any]:
+    lay = _Layout()
+    sel = (s.TAG_SITE, s.TAG_MACHINE)
+
+    def q(agg: str, name: str, group: str = "", valid_only: bool = False) -> str:
+        conds = [_leak_re(name), *(_re(t) for t in sel), "$timeFilter"]
+        g = f" GROUP BY {group}" if group else ""
+        if "time(" in group:
+            g += " fill(none)"
+        return f'SELECT {agg} FROM "{s.M_SAMPLES}" WHERE {" AND ".join(conds)}{g}'
+
+    per_station = f'"{s.TAG_MACHINE}"'
+    over_time = f'time($__interval), "{s.TAG_MACHINE}"'
+    v = f'"{s.F_VALUE}"'
+    panels = [
+        _panel(lay, "stat", "Parts tested in range", [_target(
+            q(f"count({v})", "leak_pass", per_station), alias="$tag_machine")], w=8, h=5,
+            description="Cycles judged (pass or fail) per station; cycles with a doubtful measurement are "
+                        "reported leak_valid 0 and not judged."),
+        _panel(lay, "stat", "First-pass yield in range", [_target(
+            q(f"mean({v})", "leak_pass", per_station), alias="$tag_machine")], w=8, h=5, unit="percentunit",
+            thresholds=[{"color": "red", "value": None}, {"color": "orange", "value": 0.95},
+                        {"color": "green", "value": 0.99}], min_max=(0.0, 1.0)),
+        _panel(lay, "stat", "Failed parts in range", [_target(
+            q(f"count({v}) - sum({v})", "leak_pass", per_station), alias="$tag_machine")], w=8, h=5,
+            thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 1}]),
+        _panel(lay, "timeseries", "Leak rate per station (temperature compensated)", [
+            _target(q(f"mean({v})", "leak_rate_pa_s", over_time), "A", alias="$tag_machine"),
+            _target(q(f"max({v})", "leak_rate_pa_s", over_time), "B", alias="$tag_machine max"),
+        ], w=24, h=9, unit="Pa/s", min_interval="1m",
+            description="The decay of each cycle corrected for the part's and chamber's temperature; leak_drift "
+                        "episodes (annotations) mark a station whose passing parts creep up: a fixture or seal leak."),
+        _panel(lay, "timeseries", "Drift: leak rate over the station's baseline", [_target(
+            q(f"mean({v})", "leak_excess_pa_s", over_time), alias="$tag_machine")], w=12, h=9, unit="Pa/s",
+            min_interval="1m"),
+        _panel(lay, "timeseries", "Pass / fail per interval", [
+            _target(q(f"sum({v})", "leak_pass", over_time), "A", alias="$tag_machine passed"),
+            _target(q(f"count({v}) - sum({v})", "leak_pass", over_time), "B", alias="$tag_machine failed"),
+        ], w=12, h=9, min_interval="10m", custom={"drawStyle": "bars", "stacking": {"mode": "normal"},
+                                                  "fillOpacity": 70}),
+        _panel(lay, "timeseries", "Phase timings", [
+            _target(q(f"mean({v})", phase, over_time), ref, alias=f"$tag_machine {phase[:-2]}")
+            for ref, phase in zip("ABCD", ("fill_s", "stabilise_s", "measure_s", "vent_s"), strict=True)
+        ], w=12, h=9, unit="s", min_interval="1m",
+            description="Seconds per phase of each cycle, as segmented from the pressure trace: a longer fill "
+                        "or vent points at the supply or a valve."),
+        _panel(lay, "timeseries", "Temperature compensation", [_target(
+            q(f"mean({v})", "thermal_pa_s", over_time), alias="$tag_machine")], w=12, h=9, unit="Pa/s",
+            min_interval="1m", description="What the part's temperature relative to the chamber added to the "
+                                          "measured decay (subtracted from the leak rate)."),
+        _panel(lay, "table", "Drift episodes", [_target(
+            f'SELECT "{s.F_STATE}", "{s.F_PEAK}", "{s.F_END_MS}", "{s.TAG_MACHINE}" FROM "{s.M_EVENTS}" WHERE '
+            f'"{s.TAG_KIND}" = \'leak_drift\' AND {_where(*sel)} ORDER BY time DESC LIMIT 200', fmt="table")],
+            w=24, h=7, description="peak: the episode's highest excess as a fraction of the pass/fail limit."),
+    ]
+    variables = [
+        _query_var(s.TAG_SITE, f'SHOW TAG VALUES FROM "{s.M_SAMPLES}" WITH KEY = "{s.TAG_SITE}" '
+                               f'WHERE {_leak_re("leak_rate_pa_s")}'),
+        _query_var(s.TAG_MACHINE, f'SHOW TAG VALUES FROM "{s.M_SAMPLES}" WITH KEY = "{s.TAG_MACHINE}" '
+                                  f'WHERE {_leak_re("leak_rate_pa_s")} AND {_re(s.TAG_SITE)}', label="station"),
+    ]
+    ann = _events_annotation(*sel, name="Leak drift")
+    ann["query"] = ann["query"].replace("$timeFilter", f'"{s.TAG_KIND}" = \'leak_drift\' AND $timeFilter')
+    ann["iconColor"] = "purple"
+    return _dashboard("plantwire-leak-test", "plantwire: leak test",
+                      "Results per leak-test station (parts tested, yield, failures), the temperature-compensated "
+                      "leak rate with drift episodes, and phase timings, from the edge's leak-test agent.",
+                      panels, variables, [ann], time_from="now-24h", refresh="1m")
+
+
 def build_all() -> dict[str, dict[str, Any]]:
     """File name -> dashboard JSON (as a dict) for every dashboard that ships."""
     return {
@@ -663,6 +742,7 @@ def build_all() -> dict[str, dict[str, Any]]:
         "active-alarms.json": active_alarms(),
 
         "energy.json": energy(),
+        "leak-test.json": leak_test(),
     }
 
 

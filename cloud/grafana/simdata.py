@@ -134,6 +134,10 @@ def simulated_lines(plant: SimPlant, start_ns: int, seconds: float) -> bytes:
     out.append(_energy_lines(site, gw, machines, start_ns, seconds, 0))
     events = _energy_events({s.TAG_SITE: site, s.TAG_GATEWAY: gw}, machines[0], start_ns, seconds)
     out.append(("\n".join(events) + "\n").encode())
+    stations = [f"{gw}.leak_test{m:02d}" for m in range(2)]
+    out.append(_leak_lines(site, gw, stations, start_ns, seconds))
+    events = _leak_events({s.TAG_SITE: site, s.TAG_GATEWAY: gw}, stations[0], start_ns, seconds)
+    out.append(("\n".join(events) + "\n").encode())
     return b"".join(out)
 
 
@@ -293,6 +297,53 @@ def _energy_events(tags: dict[str, str], machine: str, start_ns: int, seconds: f
                         s.F_DURATION_S: 3600.0, s.F_END_MS: (t_idle + 3_600_000_000_000) // 1_000_000}, t_idle),
         s.format_point(s.M_EVENTS, {**tags, s.TAG_MACHINE: machine, s.TAG_SIGNAL: sig, s.TAG_KIND: "energy_excess"},
                        {s.F_ACTIVE: 1, s.F_STATE: s.EventState.OPEN.value, s.F_PEAK: 0.22}, t_excess),
+    ]
+
+
+_LEAK = ("leak_rate_pa_s", "decay_raw_pa_s", "thermal_pa_s", "leak_pass", "leak_excess_pa_s", "fill_s", "stabilise_s",
+         "measure_s", "vent_s", "leak_valid", "temp_flags")
+
+
+def _leak_lines(site: str, gw: str, stations: list[str], start_ns: int, seconds: float) -> bytes:
+    """The leak-test agent's per-cycle results (edge/agents/leaktest.py): one sample per signal per 45 s cycle,
+    the first station's leak rate creeping up over the last quarter (a seal leak), a failing part an hour."""
+    cycle_ns = 45_000_000_000
+    ids = [f"{st}.{name}" for st in stations for name in _LEAK]
+    prefixes = SeriesPrefixes.build(s.M_SAMPLES, site=site, gateway=gw, ids=ids,
+                                    machines=[st for st in stations for _ in _LEAK])
+    rng = np.random.default_rng(7)
+    n = max(1, int(seconds * 1e9 // cycle_ns))
+    t = start_ns + (np.arange(n) + 1) * cycle_ns
+    ts, sig, val = [], [], []
+    for k in range(len(stations)):
+        thermal = rng.normal(0.0, 15.0, n)
+        drift = np.where((k == 0) & (np.arange(n) > 3 * n // 4), 0.2 * (np.arange(n) - 3 * n // 4), 0.0)
+        leak = 4.0 + rng.normal(0.0, 2.5, n) + drift
+        leak[np.arange(n) % 80 == 40] = 140.0  # a failing part
+        cols = {"leak_rate_pa_s": leak, "decay_raw_pa_s": leak + thermal, "thermal_pa_s": thermal,
+                "leak_pass": (leak < 100.0).astype(float), "leak_excess_pa_s": np.maximum(leak - 4.0, 0.0),
+                "fill_s": 8.1 + rng.normal(0, 0.2, n), "stabilise_s": np.full(n, 12.0), "measure_s": np.full(n, 20.0),
+                "vent_s": 4.5 + rng.normal(0, 0.2, n), "leak_valid": np.ones(n), "temp_flags": np.zeros(n)}
+        for j, name in enumerate(_LEAK):
+            ts.append(t)
+            sig.append(np.full(n, k * len(_LEAK) + j))
+            val.append(cols[name])
+    tsa, siga, vala = np.concatenate(ts), np.concatenate(sig), np.concatenate(val)
+    return build_lines(prefixes, tsa.astype(np.int64), siga.astype(np.int64), vala.astype(np.float64),
+                       np.zeros(tsa.size, dtype=np.uint8)).tobytes()
+
+
+def _leak_events(tags: dict[str, str], station: str, start_ns: int, seconds: float) -> list[str]:
+    """One closed and one open leak_drift episode on the station, as the agent sends them."""
+    span = int(seconds * 1e9)
+    t_closed, t_open = start_ns + span // 5, start_ns + span * 3 // 4
+    sig = f"{station}.leak_rate_pa_s"
+    tag = {**tags, s.TAG_MACHINE: station, s.TAG_SIGNAL: sig, s.TAG_KIND: "leak_drift"}
+    return [
+        s.format_point(s.M_EVENTS, tag, {s.F_ACTIVE: 0, s.F_STATE: s.EventState.CLOSED.value, s.F_PEAK: 0.3,
+                                         s.F_DURATION_S: 1800.0,
+                                         s.F_END_MS: (t_closed + 1_800_000_000_000) // 1_000_000}, t_closed),
+        s.format_point(s.M_EVENTS, tag, {s.F_ACTIVE: 1, s.F_STATE: s.EventState.OPEN.value, s.F_PEAK: 0.25}, t_open),
     ]
 
 

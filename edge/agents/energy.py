@@ -22,12 +22,23 @@ and summed per line and per area, once per ``interval_s`` (default one minute), 
 **Baseline and excess.** Per machine, the interval's mean power is learnt against its load (the mean of
 a load signal such as capacity or strokes per minute; else parts per interval; else the running
 fraction) in ``baseline_bins`` bins of the load's range, apart for intervals it runs and stands (its running
-bit, where it has one): a curve of energy against load and output.
+bit, where it has one), and within each bin as a straight line (exponentially weighted means of load,
+power, load squared and load x power: the bin's least-squares slope): a piecewise-linear curve of energy
+against load and output, as an energy baseline is regressed on its relevant variables (ISO 50006). The
+line matters: a bin spans a tenth of the load's range, over which a compressor's power moves by +-18 %,
+which hid efficiency losses under 25 % (``bench/RESULTS.md``, "the missed efficiency losses").
 An interval is judged before it is learnt (a bin needs ``baseline_min_count`` intervals, the machine
-``baseline_intervals``); drawing more than ``(1 + excess_ratio)`` x the baseline (and ``excess_kwh``
-more) for ``excess_intervals`` in a row opens an ``energy_excess`` event, ``clear_intervals`` within
-closes it. Intervals over the baseline are never learnt, so a machine that lost efficiency stays in
-excess instead of teaching the baseline its new consumption. Long idling opens ``energy_idle``.
+``baseline_intervals``). Excess is an accumulating test, a one-sided CUSUM of the ratio of measured to
+baseline power: ``S = max(0, S + r - excess_ratio / 2)`` with ``r = power / baseline - 1`` (clipped to
++-1; an interval over by less than ``excess_kwh`` adds no positive evidence), so a loss of
+``excess_ratio`` or more accumulates by at least ``excess_ratio / 2`` per interval and opens an
+``energy_excess`` event when ``S`` reaches ``excess_cusum_h`` (a 15 % loss after ~27 one-minute intervals at
+the default 2.0, a 30 % one after ~9), while the scatter of a healthy machine (a few %) drains it back to 0.
+``clear_intervals`` in a row within ``excess_ratio / 2`` of the baseline close it. Intervals over
+``excess_ratio / 2`` are never learnt, nor any while an episode is open, so a machine that lost efficiency
+stays in excess instead of teaching the baseline its new consumption (the consecutive-interval rule this
+replaced learnt every interval just under its threshold, and a 16-24 % loss vanished into the baseline).
+Long idling opens ``energy_idle``.
 
 Time is the samples' own (``ts_ns``): an interval closes when a sample at or after its end arrives, so
 the agent replays recorded data (``bench/energy_eval.py``) exactly as it runs live. Samples arriving
@@ -65,7 +76,7 @@ def _first(names: list[str], have: dict[str, int]) -> int:
 
 class EnergyAgent(Agent):
     name = "energy"
-    state_version = 2  # 2: baseline bins split by running state
+    state_version = 3  # 2: baseline bins split by running state; 3: a line per bin, CUSUM of the excess
 
     def __init__(self, ctx: AgentContext, settings: EnergySettings) -> None:
         self.s = settings
@@ -162,8 +173,13 @@ class EnergyAgent(Agent):
         self.peak = np.zeros(ne)
         self.shift_e = np.zeros(ne)
         self.day_e = np.zeros(ne)
-        self.base_kw = np.zeros((nm, 2 * nb))  # load bins while stopped, then while running
+        self.base_kw = np.zeros((nm, 2 * nb))  # load bins while stopped, then while running: mean power
         self.base_n = np.zeros((nm, 2 * nb))
+        self.base_x = np.zeros((nm, 2 * nb))  # the bin's weighted means of load, load^2, load x power
+        self.base_xx = np.zeros((nm, 2 * nb))
+        self.base_xy = np.zeros((nm, 2 * nb))
+        self.cusum = np.zeros(nm)  # the excess CUSUM (ratio-intervals)
+        self.cusum_start = np.zeros(nm, dtype=np.int64)  # ns: start of the interval it last left 0
         self.learnt = np.zeros(nm)
         self.x_max = np.zeros(nm)
         self.p_ref = np.zeros(nm)
@@ -183,6 +199,7 @@ class EnergyAgent(Agent):
 
     def state(self) -> dict[str, np.ndarray]:
         names = ("last", "last_ts", "acc", "clock", "block_e", "peak", "shift_e", "day_e", "base_kw", "base_n",
+                 "base_x", "base_xx", "base_xy", "cusum", "cusum_start",
                  "learnt", "x_max", "p_ref", "over", "excess_start", "excess_peak", "idle_s", "idle_start",
                  "idle_kwh_episode")
         return {k: getattr(self, k) for k in names}
@@ -262,16 +279,28 @@ class EnergyAgent(Agent):
         # same reading of its load or parts counter (a counter can move while a station stands).
         b += np.where(np.nan_to_num(run_frac, nan=1.0) > 0.5, nb, 0)
         r = np.arange(nm)
-        expected = self.base_kw[r, b]
-        judged = finite_x & (self.base_n[r, b] >= s.baseline_min_count) & (self.learnt >= s.baseline_intervals)
+        expected = self._expected(r, b, x, x_ref)
+        # Excess is more than the baseline *for the same work*: an interval of a machine whose work is its parts
+        # count that made no part is idle (the idle rule's), not judged: at a start, or a run-down, it draws
+        # before the first part or after the last, which its night's idle baseline would call excess.
+        no_work = self.has_parts & ~self.has_load & ~(parts > 0)
+        judged = (finite_x & (self.base_n[r, b] >= s.baseline_min_count) & (self.learnt >= s.baseline_intervals)
+                  & ~no_work)
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = np.where(judged & (expected > 0), power / expected - 1.0, 0.0)
-        over = judged & (ratio > s.excess_ratio) & ((power - expected) * interval_h > s.excess_kwh)
-        self.over = np.where(over, np.maximum(self.over, 0) + 1, np.minimum(self.over, 0) - 1)
-        learn = finite_x & ~over & (self.excess_start == 0)
-        self.base_n[r[learn], b[learn]] += 1
-        w = 1.0 / np.minimum(self.base_n[r[learn], b[learn]], 1.0 / max(1e-9, 1.0 - s.baseline_forgetting))
-        self.base_kw[r[learn], b[learn]] += w * (power[learn] - self.base_kw[r[learn], b[learn]])
+        big_enough = (power - expected) * interval_h > s.excess_kwh
+        over = judged & (ratio > s.excess_ratio) & big_enough
+        k_ref = 0.5 * s.excess_ratio
+        z = np.clip(ratio, -1.0, 1.0)
+        z = np.where(judged, np.where((z > 0) & ~big_enough, np.minimum(z, k_ref), z), k_ref)
+        was_zero = self.cusum <= 0.0
+        self.cusum = np.maximum(0.0, self.cusum + z - k_ref)
+        started = was_zero & (self.cusum > 0.0)
+        self.cusum_start[started] = t_end - round(s.interval_s * 1e9)
+        within = z <= k_ref
+        self.over = np.where(within, np.minimum(self.over, 0) - 1, np.maximum(self.over, 0) + 1)
+        learn = finite_x & within & (self.excess_start == 0)
+        self._learn(r[learn], b[learn], x[learn], power[learn])
         self.learnt[learn] += 1
         self._excess_events(t_end, over, ratio, power, expected, out)
         self._idle_events(t_end, idle, power, out)
@@ -318,6 +347,27 @@ class EnergyAgent(Agent):
         acc[:, : K.N_INTERVAL] = 0.0
         self.clock[5] += 1
 
+    def _expected(self, r: np.ndarray, b: np.ndarray, x: np.ndarray, x_ref: np.ndarray) -> np.ndarray:
+        """The baseline's power at load ``x`` in bin ``b``: the bin's mean, moved along its least-squares line
+        (slope 0 while the bin's loads hardly vary, as for an integer parts count, or it has few intervals)."""
+        mx, my = self.base_x[r, b], self.base_kw[r, b]
+        var = self.base_xx[r, b] - mx * mx
+        cov = self.base_xy[r, b] - mx * my
+        bin_w = np.where(x_ref > 0, x_ref, 1.0) / self.s.baseline_bins
+        with np.errstate(invalid="ignore", divide="ignore"):
+            slope = np.where((var > (1e-3 * bin_w) ** 2) & (self.base_n[r, b] >= self.s.baseline_min_count),
+                             cov / var, 0.0)
+            line = my + slope * (x - mx)
+        return np.maximum(np.where(np.isfinite(line), line, my), 0.0)
+
+    def _learn(self, r: np.ndarray, b: np.ndarray, x: np.ndarray, power: np.ndarray) -> None:
+        """Learn intervals into their bins: exponentially weighted means (a running mean up to the forgetting's
+        horizon of ``1 / (1 - baseline_forgetting)`` intervals, then forgetting)."""
+        self.base_n[r, b] += 1
+        w = 1.0 / np.minimum(self.base_n[r, b], 1.0 / max(1e-9, 1.0 - self.s.baseline_forgetting))
+        for arr, v in ((self.base_kw, power), (self.base_x, x), (self.base_xx, x * x), (self.base_xy, x * power)):
+            arr[r, b] += w * (v - arr[r, b])
+
     def _totals(self, t_end: int, e_all: np.ndarray) -> None:
         """Shift and day running totals; the interval belongs to the shift/day its start falls in."""
         local_s = (t_end - 1) / 1e9 + self.s.utc_offset_h * 3600.0
@@ -352,17 +402,18 @@ class EnergyAgent(Agent):
         interval_ns = round(s.interval_s * 1e9)
         open_ = self.excess_start > 0
         self.excess_peak = np.where(open_ & over, np.maximum(self.excess_peak, ratio), self.excess_peak)
-        for m in np.flatnonzero(~open_ & (self.over >= s.excess_intervals)).tolist():
-            start = t_end - int(self.over[m]) * interval_ns
+        for m in np.flatnonzero(~open_ & (self.cusum >= s.excess_cusum_h)).tolist():
+            start = int(self.cusum_start[m])  # where the accumulation began: the change point
             self.excess_start[m] = start
             self.excess_peak[m] = ratio[m]
-            out.event(self._doc("energy_excess", m, "open", start, None, ratio[m],
+            out.event(self._doc("energy_excess", m, "open", start, None, ratio[m], detected_ns=int(t_end),
                                 power_kw=round(float(power[m]), 3), baseline_kw=round(float(expected[m]), 3)))
         for m in np.flatnonzero(open_ & (self.over <= -s.clear_intervals)).tolist():
             end = t_end + int(self.over[m]) * interval_ns  # over < 0: intervals within since the end
             out.event(self._doc("energy_excess", m, "closed", int(self.excess_start[m]), end, self.excess_peak[m]))
             self.excess_start[m] = 0
             self.excess_peak[m] = 0.0
+            self.cusum[m] = 0.0
 
     def _idle_events(self, t_end: int, idle: np.ndarray, power: np.ndarray, out: Emitter) -> None:
         s = self.s

@@ -68,9 +68,15 @@ class EnergySettings(AgentSettings):
     baseline_intervals: int = Field(default=30, ge=2, description="intervals of learning before excess is judged")
     baseline_forgetting: float = Field(default=0.999, gt=0.9, le=1.0,
                                        description="recursive least squares forgetting per interval")
-    excess_ratio: float = Field(default=0.15, gt=0, description="excess when energy > (1 + ratio) x baseline")
-    excess_kwh: float = Field(default=0.01, ge=0, description="...and by more than this per interval")
-    excess_intervals: int = Field(default=10, ge=1, description="consecutive intervals over before the event opens")
+    excess_ratio: float = Field(default=0.15, gt=0,
+                                description="the smallest loss of efficiency to find: energy > (1 + ratio) x baseline; "
+                                            "the CUSUM's reference is half of it")
+    excess_kwh: float = Field(default=0.01, ge=0,
+                              description="an interval over the baseline by less than this adds no evidence of excess")
+    excess_cusum_h: float = Field(
+        default=2.0, gt=0,
+        description="the excess CUSUM (sum of ratio - excess_ratio / 2 over intervals) that opens energy_excess; "
+                    "2.0 chosen on bench/energy_eval.py seed 1 (fewest false events; bench/RESULTS.md)")
     clear_intervals: int = Field(default=10, ge=1, description="consecutive intervals within before it closes")
 
     @model_validator(mode="after")

@@ -18,11 +18,16 @@ Isolation, decided here because this is where the retry-or-drop decision is made
   keep per-sample work in kernels whose cost is bounded by the frame's size.
 - state is checkpointed to ``state_dir/agents/<name>.npz`` every ``checkpoint_interval_s`` and on close,
   restored at start when version and fingerprint match (else the agent starts cold and says why once).
+- a failure episode is remembered in ``state_dir/agents/<name>.failed.json``; when a later runner (a config
+  reload, a restart) builds that agent and it runs again, the episode is closed on the events lane (the same
+  ``start_ns``, ``end_ns`` now) and forgotten, so an ``agent_failed`` alarm does not stand forever.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 import traceback
 from dataclasses import dataclass
@@ -78,6 +83,7 @@ class AgentRunner:
         self._no_events = np.empty(0, dtype=EVENT_DTYPE)
         for s in slots:
             self._restore(s)
+            self._close_old_failure(s)
 
     # -- building ---------------------------------------------------------------------------
     @classmethod
@@ -212,10 +218,50 @@ class AgentRunner:
         self._event(s.name, kind, why)
 
     def _event(self, name: str, kind: str, why: str) -> None:
-        self.events.append({
-            "type": "alarm", "state": "open", "kind": kind, "machine": "", "signal": f"agent.{name}",
-            "start_ns": time.time_ns(), "end_ns": None, "peak": 0.0, "agent": name, "detail": why[:500],
-        })
+        doc = {"type": "alarm", "state": "open", "kind": kind, "machine": "", "signal": f"agent.{name}",
+               "start_ns": time.time_ns(), "end_ns": None, "peak": 0.0, "agent": name, "detail": why[:500]}
+        marker = self._failed_path(name)
+        if marker is not None and marker.exists():  # failing again as before: the same episode, not a new one
+            try:
+                old = json.loads(marker.read_text())
+                if old.get("kind") == kind:
+                    doc["start_ns"] = int(old["start_ns"])
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+        self.events.append(doc)
+        if marker is None:
+            return
+        try:  # remembered so that the runner that next runs this agent closes the episode
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            tmp = marker.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"kind": kind, "start_ns": doc["start_ns"], "detail": doc["detail"]}))
+            os.replace(tmp, marker)
+        except OSError as exc:
+            log.warning("agent %s: failure not remembered (%s); its %s alarm will not close by itself", name, exc, kind)
+
+    def _failed_path(self, name: str) -> Path | None:
+        return None if self.state_dir is None else self.state_dir / f"{name}.failed.json"
+
+    def _close_old_failure(self, s: _Slot) -> None:
+        """An agent that failed in an earlier runner and is built and running again: close that episode."""
+        marker = self._failed_path(s.name)
+        if marker is None or s.agent is None or not s.stats.enabled or not marker.exists():
+            return
+        try:
+            old = json.loads(marker.read_text())
+            kind, start_ns = str(old["kind"]), int(old["start_ns"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("agent %s: unreadable failure record %s (%s); removed", s.name, marker, exc)
+            kind, start_ns = "agent_failed", 0
+        if start_ns:
+            self.events.append({
+                "type": "alarm", "state": "closed", "kind": kind, "machine": "", "signal": f"agent.{s.name}",
+                "start_ns": start_ns, "end_ns": time.time_ns(), "peak": 0.0, "agent": s.name,
+                "detail": "running again (built by a new configuration or after a restart)"})
+        try:
+            marker.unlink()
+        except OSError as exc:
+            log.warning("agent %s: failure record %s not removed (%s)", s.name, marker, exc)
 
     # -- checkpoints -----------------------------------------------------------------------------
     def _path(self, s: _Slot) -> Path | None:
