@@ -15,10 +15,11 @@ import pytest
 from hypothesis import given, settings
 
 
-def quick_and_full(body: Callable[..., None], *, quick: int, full: int, **strategies: Any) -> tuple[Any, Any]:
-    """(default-run test with ``quick`` examples, ``slow`` test with ``full``) of ``body`` over ``strategies``;
-    assign them to two ``test_*`` names."""
-    run = given(**strategies)
+def quick_and_full(body: Callable[..., None], *strategies: Any, quick: int, full: int,
+                   **named_strategies: Any) -> tuple[Any, Any]:
+    """(default-run test with ``quick`` examples, ``slow`` test with ``full``) of ``body`` over the strategies
+    (as ``hypothesis.given`` takes them); assign them to two ``test_*`` names."""
+    run = given(*strategies, **named_strategies)
     short = settings(max_examples=quick, deadline=None)(run(body))
     long = pytest.mark.slow(settings(max_examples=full, deadline=None)(run(body)))
     return short, long
