@@ -20,7 +20,7 @@ demo: deps venv kernels
 test: deps venv
 	$(MAKE) --no-print-directory -j2 kernels foreign
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	NUMBA_CACHE_DIR=$(CURDIR)/$(NUMBA_CACHE) $(BIN)/python -m pytest -q
 
 test-slow: deps venv foreign
 	$(BIN)/python -m pytest -q -m slow
@@ -84,9 +84,12 @@ $(VENV)/.installed: pyproject.toml
 # The edge's kernels compiled ahead of time: the daemon then runs without numba (~145 MB less RSS).
 # A failed build is not fatal: the daemon falls back to JIT and says so.
 kernels: $(VENV)/.kernels
+NUMBA_CACHE := .numba-cache
 
 # The build runs with a numba cache of its own: with a working tree's older cache it exported 20 of the
-# 34 signatures the daemon calls (the rest would run under JIT, ~100 MB more resident).
+# 34 signatures the daemon calls (the rest would run under JIT, ~100 MB more resident). That fresh cache,
+# JIT code of every kernel the daemon calls, then becomes $(NUMBA_CACHE), which `make test` gives pytest:
+# the tests load those kernels instead of compiling them again (~30 s of CPU on a clean clone).
 # A reinstalled venv alone (pyproject.toml touched) does not rebuild when edge/_aot already holds the
 # build for these sources, numba and Python (edge.jit.aot_module_name hashes them).
 $(VENV)/.kernels: $(VENV)/.installed $(wildcard edge/kernels/*.py) edge/jit.py edge/kernelbuild.py
@@ -95,9 +98,12 @@ $(VENV)/.kernels: $(VENV)/.installed $(wildcard edge/kernels/*.py) edge/jit.py e
 	  sys.exit(not ((aot_dir() / (n + A)).exists() and any(aot_dir().glob(n + ".cpython*"))))'; then \
 	  echo "kernels: edge/_aot already holds the build for these sources"; \
 	else \
-	  cache=$$(mktemp -d); \
-	  NUMBA_CACHE_DIR=$$cache $(BIN)/plantwire kernels || echo "kernels: ahead-of-time build failed; the edge daemon will use numba JIT"; \
-	  rm -rf $$cache; \
+	  cache=$$(mktemp -d $(CURDIR)/$(NUMBA_CACHE).XXXXXX); \
+	  if NUMBA_CACHE_DIR=$$cache $(BIN)/plantwire kernels; then \
+	    rm -rf $(NUMBA_CACHE) && mv $$cache $(NUMBA_CACHE); \
+	  else \
+	    echo "kernels: ahead-of-time build failed; the edge daemon will use numba JIT"; rm -rf $$cache $(NUMBA_CACHE); \
+	  fi; \
 	fi
 	touch $@
 
@@ -105,4 +111,4 @@ bench: deps venv kernels
 	$(BIN)/python bench/e2e.py --config configs/demo --duration 180 --rates 1:1,2:1,5:1,10:1 --naive-rates 1:1
 
 clean:
-	rm -rf $(VENV) state build *.egg-info edge/_aot $(FOREIGN)/node_modules
+	rm -rf $(VENV) state build *.egg-info edge/_aot $(FOREIGN)/node_modules $(NUMBA_CACHE)

@@ -14,12 +14,13 @@ Mode, read once from ``PLANTWIRE_KERNELS`` before the first kernel module is imp
 - ``aot``: like ``auto``, but say loudly (warning) when it falls back.
 
 An AOT module exports each kernel with the argument types recorded while the build ran a
-representative workload; the build writes them beside it (``*.args.json``). pycc's exports do not check
-an array's dtype (they read its buffer as the exported type: a uint32 column given to an int64 export
-crashed the process), so this dispatcher checks every array argument's dtype, dimensions and layout
-against the table before it calls. A call whose types no export covers, or a kernel with no export at all,
-never fails: the first such call switches every kernel to JIT for the rest of the process (counted in
-``STATS.jit_fallbacks``, logged with the kernel's name), trading the memory back for correctness.
+representative workload; the build writes them beside it (``*.args.json``). The build compiles in parallel
+into several extensions (``<name>``, ``<name>_part1``, ... listed in that table), loaded here as one.
+pycc's exports do not check an array's dtype (they read its buffer as the exported type: a uint32 column
+given to an int64 export crashed the process), so this dispatcher checks every array argument's dtype,
+dimensions and layout against the table before it calls. A call whose types no export covers, or a kernel
+with no export at all, never fails: the first such call switches every kernel to JIT for the rest of the
+process (counted in ``STATS.jit_fallbacks``, logged with the kernel's name), trading the memory back for correctness.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ ENV_MODE = "PLANTWIRE_KERNELS"
 ENV_DIR = "PLANTWIRE_AOT_DIR"
 MODES = ("jit", "auto", "aot")
 ARG_SPECS_SUFFIX = ".args.json"  # beside the extension: each export's array argument types
+PARTS_KEY = "__parts__"  # in that table: the other extensions of the same build (it compiles in parallel)
 
 
 @dataclass
@@ -103,6 +105,11 @@ def aot_module_name() -> str:
     return f"_plantwire_kernels_{source_hash()}"
 
 
+def part_module_name(name: str, part: int) -> str:
+    """The extension holding part ``part`` of the build ``name`` (part 0 is ``name`` itself)."""
+    return name if part == 0 else f"{name}_part{part}"
+
+
 def aot_dir() -> Path:
     return Path(os.environ.get(ENV_DIR) or DEFAULT_AOT_DIR)
 
@@ -132,27 +139,46 @@ class _ArgSpec:
 ARG_SPECS: dict[str, list[_ArgSpec]] = {}  # export name -> its arguments, from the build's table
 
 
+def _load_extension(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _load_aot() -> ModuleType | None:
-    """Import the AOT module built from these sources, or None (reason in STATS.reason)."""
+    """Import the AOT build for these sources (its main extension, with the other parts' exports set on it),
+    or None (reason in STATS.reason)."""
     name = aot_module_name()
     folder = aot_dir()
     suffixes = importlib.machinery.EXTENSION_SUFFIXES
-    path = next((folder / f"{name}{s}" for s in suffixes if (folder / f"{name}{s}").exists()), None)
+
+    def find(module_name: str) -> Path | None:
+        return next((folder / f"{module_name}{s}" for s in suffixes if (folder / f"{module_name}{s}").exists()), None)
+
+    path = find(name)
     if path is None:
         STATS.reason = f"no AOT kernels for these sources in {folder} (build: plantwire kernels)"
         return None
     specs_path = folder / f"{name}{ARG_SPECS_SUFFIX}"
     try:
         specs = json.loads(specs_path.read_text())
+        parts = [str(p) for p in specs.pop(PARTS_KEY, [])]
         ARG_SPECS.update({k: [_ArgSpec.of(a) for a in v] for k, v in specs.items()})
-    except (OSError, ValueError, TypeError, KeyError) as exc:
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         STATS.reason = f"AOT kernels at {path} have no usable argument table {specs_path.name}: {exc}"
         return None
     try:
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        module = _load_extension(name, path)
+        for part in parts:
+            part_path = find(part)
+            if part_path is None:
+                raise FileNotFoundError(f"its part {part} is missing")
+            extension = _load_extension(part, part_path)
+            for export in ARG_SPECS:
+                if hasattr(extension, export):
+                    setattr(module, export, getattr(extension, export))
     except Exception as exc:
         STATS.reason = f"AOT kernels at {path} failed to load: {exc}"
         return None

@@ -10,7 +10,15 @@ daemon passes; then every compiled signature of every kernel is exported by ``nu
 sources, numba's and Python's versions and the CPU's model and flags: edit a kernel (or move the
 build to another CPU) and the daemon uses JIT, and says so, until the next build.
 
-Needs a C compiler and Python's headers (Debian: gcc, python3-dev); ~1-2 minutes on two cores.
+The compile runs in ``--jobs`` processes (default: two, or one on a one-CPU machine): after the workload,
+the exports are split into parts of about equal cost and each part is compiled, in a process forked
+from the workload's (so the callees numba compiled there are reused, not compiled again), into an
+extension of its own: ``_plantwire_kernels_<hash>`` and ``..._<hash>_part1`` ...; ``edge/jit.py``
+loads them together. A signature that differs from another only by literal argument types (numba
+compiles a helper once per constant a caller passes) is exported once: the exports take the plain
+types, so the copies were the same code (8 of 48 signatures).
+
+Needs a C compiler and Python's headers (Debian: gcc, python3-dev); ~1 minute on a quiet two-core box.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import multiprocessing
 import os
 import shutil
 import sys
@@ -162,7 +171,10 @@ def _run_agents(table: Any, plant: Any, frames: int) -> None:
 
 
 def exports() -> list[tuple[str, Any, Any]]:
-    """(export name, signature, dispatcher) for every compiled signature of every kernel in edge/kernels."""
+    """(export name, signature, dispatcher) for every compiled signature of every kernel in edge/kernels.
+
+    Signatures equal once literal types are made plain are exported once (the plain types are what an
+    export takes, so the copies would be the same code under other names)."""
     from numba import types
     from numba.core.dispatcher import Dispatcher
 
@@ -174,13 +186,34 @@ def exports() -> list[tuple[str, Any, Any]]:
             if not isinstance(obj, Dispatcher) or obj.py_func.__module__ != module.__name__:
                 continue
             variant = 0
+            seen: set[tuple[Any, ...]] = set()
             for sig in obj.nopython_signatures:
                 if any(isinstance(a, types.Omitted) for a in sig.args):
                     continue  # a defaulted argument left out: pycc exports positional signatures only
                 args = tuple(types.unliteral(a) for a in sig.args)
+                if args in seen:
+                    continue
+                seen.add(args)
                 out.append((export_name(module.__name__, attr, variant), sig.return_type(*args), obj))
                 variant += 1
     return out
+
+
+def _cost(dispatcher: Any) -> int:
+    """A rough compile cost of one export: its own bytecode size plus a fixed share (measured: ~0.2 s for the
+    smallest, ~4 s for the largest). Callees do not count: they are linked from the workload's compile."""
+    return len(dispatcher.py_func.__code__.co_code) + 300
+
+
+def split(table: list[tuple[str, Any, Any]], jobs: int) -> list[list[tuple[str, Any, Any]]]:
+    """The exports in ``jobs`` parts of about equal cost (largest first, each to the lightest part)."""
+    parts: list[list[tuple[str, Any, Any]]] = [[] for _ in range(max(1, min(jobs, len(table))))]
+    load = [0] * len(parts)
+    for entry in sorted(table, key=lambda e: (-_cost(e[2]), e[0])):
+        i = load.index(min(load))
+        parts[i].append(entry)
+        load[i] += _cost(entry[2])
+    return [p for p in parts if p]
 
 
 def _arg_specs(sig: Any) -> list[list[Any] | None]:
@@ -197,43 +230,74 @@ def _arg_specs(sig: Any) -> list[list[Any] | None]:
     return out
 
 
-def build(out_dir: Path, configs: list[Path]) -> Path:
-    """Run the workload, export every signature, compile; returns the extension's path."""
-    if os.environ.get("PLANTWIRE_KERNELS", "jit") != "jit":
-        raise SystemExit("edge.kernelbuild: run with PLANTWIRE_KERNELS=jit (the build needs numba's dispatchers)")
+def _compile_part(name: str, entries: list[tuple[str, Any, Any]], folder: str) -> None:
+    """pycc-compile these exports into the extension ``name`` in ``folder``, for this machine's CPU."""
+    import llvmlite.binding as llvm
     from numba.pycc import CC
 
-    from edge.jit import ARG_SPECS_SUFFIX, aot_module_name
+    cc = CC(name)
+    cc.verbose = False
+    # The host's CPU, as numba's JIT would use: generic x86-64 code ran the stack ~7 % slower
+    # (49.9 vs 46.8 ns/sample). The source hash includes the CPU, so the build never runs elsewhere.
+    cc.target_cpu = llvm.get_host_cpu_name()
+    for export, sig, dispatcher in entries:
+        cc.export(export, sig)(dispatcher)
+    cc.output_dir = folder
+    cc.compile()
+
+
+def _compile_parts(names: list[str], parts: list[list[tuple[str, Any, Any]]], folder: str) -> None:
+    """Part 0 here, every other part at the same time in a child forked now: a fork inherits the dispatchers the
+    workload compiled (their callees are linked into the exports, not compiled again), which spawning could not."""
+    ctx = multiprocessing.get_context("fork")
+    children = [ctx.Process(target=_compile_part, args=(n, p, folder), name=f"kernelbuild-{n}")
+                for n, p in zip(names[1:], parts[1:], strict=True)]
+    for child in children:
+        child.start()
+    try:
+        _compile_part(names[0], parts[0], folder)
+    finally:
+        for child in children:
+            child.join()
+    failed = [c.name for c in children if c.exitcode != 0]
+    if failed:
+        raise SystemExit(f"edge.kernelbuild: compiling {', '.join(failed)} failed (its error is above)")
+
+
+def build(out_dir: Path, configs: list[Path], jobs: int = 2) -> Path:
+    """Run the workload, export every signature, compile in ``jobs`` processes; returns the main extension's path."""
+    if os.environ.get("PLANTWIRE_KERNELS", "jit") != "jit":
+        raise SystemExit("edge.kernelbuild: run with PLANTWIRE_KERNELS=jit (the build needs numba's dispatchers)")
+    from edge.jit import ARG_SPECS_SUFFIX, PARTS_KEY, aot_module_name, part_module_name
 
     t0 = time.monotonic()
     run_workload(configs)
     table = exports()
+    t_workload = time.monotonic() - t0
     name = aot_module_name()
-    cc = CC(name)
-    cc.verbose = False
-    import llvmlite.binding as llvm
-
-    # The host's CPU, as numba's JIT would use: generic x86-64 code ran the stack ~7 % slower
-    # (49.9 vs 46.8 ns/sample). The source hash includes the CPU, so the build never runs elsewhere.
-    cc.target_cpu = llvm.get_host_cpu_name()
-    for export, sig, dispatcher in table:
-        cc.export(export, sig)(dispatcher)
-    arg_specs = {export: _arg_specs(sig) for export, sig, _ in table}
+    parts = split(table, jobs)
+    names = [part_module_name(name, i) for i in range(len(parts))]
+    arg_specs: dict[str, Any] = {export: _arg_specs(sig) for export, sig, _ in table}
+    arg_specs[PARTS_KEY] = names[1:]
     with tempfile.TemporaryDirectory(prefix="plantwire-aot-") as tmp:
-        cc.output_dir = tmp
-        cc.compile()
-        built = next(Path(tmp).glob(f"{name}*"))
+        _compile_parts(names, parts, tmp)
+        built = {n: next(Path(tmp).glob(f"{n}.*")) for n in names}
         out_dir.mkdir(parents=True, exist_ok=True)
         for old in out_dir.glob("_plantwire_kernels_*"):
             old.unlink()  # builds of older sources can never load again
-        target = out_dir / built.name
+        for n in names[1:]:
+            shutil.move(str(built[n]), out_dir / built[n].name)
         # The exports' array argument types, for the dispatcher's check (pycc's argument conversion reads any
-        # array's buffer as the exported dtype: a uint32 column given to an int64 export crashed the process).
+        # array's buffer as the exported dtype: a uint32 column given to an int64 export crashed the process),
+        # and the other parts' names.
         specs_tmp = out_dir / f".{name}{ARG_SPECS_SUFFIX}.tmp"
         specs_tmp.write_text(json.dumps(arg_specs, sort_keys=True))
         specs_tmp.replace(out_dir / f"{name}{ARG_SPECS_SUFFIX}")
-        shutil.move(str(built), target)  # last: an extension present means its argument table is too
-    print(f"edge.kernelbuild: {len(table)} signatures -> {target} ({time.monotonic() - t0:.0f} s)")
+        target = out_dir / built[name].name
+        shutil.move(str(built[name]), target)  # last: the main extension present means its table and parts are too
+    took = time.monotonic() - t0
+    print(f"edge.kernelbuild: {len(table)} signatures in {len(parts)} parts -> {target} "
+          f"({took:.0f} s: workload {t_workload:.0f} s, compile {took - t_workload:.0f} s)")
     return target
 
 
@@ -243,12 +307,14 @@ def main(argv: list[str] | None = None) -> int:
                         "or edge/_aot)")
     parser.add_argument("--config", type=Path, action="append", default=None,
                         help="edge config whose plant and analytics the workload runs (repeatable)")
+    parser.add_argument("--jobs", type=int, default=min(2, len(os.sched_getaffinity(0))),
+                        help="compile in this many processes, one extension each (default: 2, or 1 on one CPU)")
     args = parser.parse_args(argv)
     os.environ.setdefault("PLANTWIRE_KERNELS", "jit")
     from edge.jit import aot_dir
 
     configs = args.config or [p for p in DEFAULT_CONFIGS if p.exists()]
-    build(args.out or aot_dir(), configs)
+    build(args.out or aot_dir(), configs, jobs=max(1, args.jobs))
     return 0
 
 

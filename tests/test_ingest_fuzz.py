@@ -3,7 +3,8 @@
 Runs ``Ingestor._prepare`` (routing, decoding, line protocol, dead letters) offline: constructing an
 ingestor touches no network, so no servers are needed. Payloads are random bytes, and valid wire
 payloads with bit flips, truncations and splices, on valid and invalid topics. The long run (at
-least 1,000,000 payloads, issue 6) is ``PLANTWIRE_FUZZ_EXAMPLES=1000000 pytest tests/test_ingest_fuzz.py``.
+least 1,000,000 payloads, issue 6) is ``PLANTWIRE_FUZZ_EXAMPLES=1000000 pytest tests/test_ingest_fuzz.py -m slow``;
+the default run keeps 300 examples, ``slow`` the 1,500 it had.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,6 +25,7 @@ from cloud.sources.mqtt import Message
 from plantwire import wire
 
 EXAMPLES = int(os.environ.get("PLANTWIRE_FUZZ_EXAMPLES", "1500"))
+QUICK_EXAMPLES = 300
 FUZZED: list[int] = []  # payloads per example, for the report at the end of a long run
 GW = "gw-f"
 SITE = "s"
@@ -131,13 +134,7 @@ def ingestor(tmp_path_factory: pytest.TempPathFactory) -> Ingestor:
     return ing
 
 
-@given(st.lists(st.tuples(st.sampled_from(TOPICS), payloads()), min_size=1, max_size=5))
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-def test_message_path_never_raises_and_accounts_for_every_message(
+def _message_path_never_raises_and_accounts_for_every_message(
     ingestor: Ingestor, msgs: list[tuple[str, bytes]]
 ) -> None:
     batch = [Message(t, p, i + 1, 1, False, 0, time.time_ns()) for i, (t, p) in enumerate(msgs)]
@@ -153,6 +150,18 @@ def test_message_path_never_raises_and_accounts_for_every_message(
         assert body.endswith(b"\n")
         for line in body.split(b"\n")[:-1]:
             assert line.count(b" ") >= 2, line  # measurement+tags, fields, timestamp
+
+
+def _message_path_test(examples: int) -> Any:
+    run = given(st.lists(st.tuples(st.sampled_from(TOPICS), payloads()), min_size=1, max_size=5))
+    return settings(max_examples=examples, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+                    )(run(_message_path_never_raises_and_accounts_for_every_message))
+
+
+# The default run's share; the full count (and the long run's, PLANTWIRE_FUZZ_EXAMPLES) under slow.
+test_message_path_never_raises_and_accounts_for_every_message = _message_path_test(QUICK_EXAMPLES)
+test_message_path_never_raises_full = pytest.mark.slow(_message_path_test(EXAMPLES))
 
 
 def test_zstd_frame_claiming_an_absurd_size_is_dead_lettered(ingestor: Ingestor) -> None:

@@ -106,11 +106,10 @@ def aot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("aot")
     current = _current_build()
     if current is not None:
-        from edge.jit import ARG_SPECS_SUFFIX, aot_module_name
+        from edge.jit import aot_module_name
 
-        shutil.copy2(current, out / current.name)
-        specs = current.parent / f"{aot_module_name()}{ARG_SPECS_SUFFIX}"
-        shutil.copy2(specs, out / specs.name)  # the exports' argument table goes with them
+        for f in current.parent.glob(f"{aot_module_name()}*"):  # its other parts and the exports' argument table
+            shutil.copy2(f, out / f.name)
         return out
     proc = subprocess.run([sys.executable, "-m", "edge.kernelbuild", "--out", str(out), "--config", str(DEV)],
                           cwd=ROOT, env=_env("jit", out), capture_output=True, text=True, timeout=600)
@@ -206,3 +205,20 @@ def test_build_for_other_sources_is_not_used(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     mode, reason = json.loads(proc.stdout)
     assert mode == "jit" and "no AOT kernels for these sources" in reason
+
+
+def test_a_build_with_a_part_missing_is_not_used(aot_dir: Path, tmp_path: Path) -> None:
+    """The build compiles in parallel into several extensions listed in its table: one missing means JIT, said why."""
+    from edge.jit import ARG_SPECS_SUFFIX, PARTS_KEY, aot_module_name
+
+    specs = json.loads((aot_dir / f"{aot_module_name()}{ARG_SPECS_SUFFIX}").read_text())
+    assert specs[PARTS_KEY], "the build made one extension only: nothing to test"
+    for f in aot_dir.iterdir():
+        if not f.name.startswith(specs[PARTS_KEY][-1]):
+            shutil.copy2(f, tmp_path / f.name)
+    script = "import json; from edge import jit as _jit; print(json.dumps([_jit.STATS.mode, _jit.STATS.reason]))"
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=_env("auto", tmp_path), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    mode, reason = json.loads(proc.stdout)
+    assert mode == "jit" and f"its part {specs[PARTS_KEY][-1]} is missing" in reason, reason

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from cloud.sinks.lineproto import BACKSLASH_STANDIN, Lines, SeriesPrefixes, build_lines, escape_tag_value, stored_name
 from plantwire.services import InfluxDB1
+from tests.property_runs import quick_and_full
 
 
 def naive_line(prefix: str, ts: int, value: float, quality: int) -> str:
@@ -122,15 +123,16 @@ def test_edge_case_floats_print_as_repr() -> None:
     assert value_texts(build(vals)) == [repr(float(v)) for v in EDGE_FLOATS]
 
 
-@given(st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=200))
-@settings(max_examples=300, deadline=None)
-def test_floats_print_as_repr(xs: list[float]) -> None:
+def _floats_print_as_repr(xs: list[float]) -> None:
     assert value_texts(build(np.array(xs, dtype=np.float64))) == [repr(x) for x in xs]
 
 
-@given(st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=200))
-@settings(max_examples=300, deadline=None)
-def test_any_bit_pattern_prints_as_repr_or_nonfinite(bits: list[int]) -> None:
+test_floats_print_as_repr, test_floats_print_as_repr_full = quick_and_full(
+    _floats_print_as_repr, st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=200),
+    quick=60, full=300)
+
+
+def _any_bit_pattern_prints_as_repr_or_nonfinite(bits: list[int]) -> None:
     vals = np.array(bits, dtype=np.uint64).view(np.float64)
     prefixes = one_table(1)
     ts = np.arange(len(bits), dtype=np.int64)
@@ -140,18 +142,33 @@ def test_any_bit_pattern_prints_as_repr_or_nonfinite(bits: list[int]) -> None:
     assert lines.tobytes().decode() == "".join(naive_line(p, i, float(v), 0) for i, v in enumerate(vals.tolist()))
 
 
-def test_a_million_random_floats_match_repr() -> None:
-    """Bulk check over random bit patterns and decimal-looking values (what sensors deliver)."""
+test_any_bit_pattern_prints_as_repr_or_nonfinite, test_any_bit_pattern_prints_as_repr_or_nonfinite_full = (
+    quick_and_full(_any_bit_pattern_prints_as_repr_or_nonfinite,
+                   st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=200), quick=60, full=300))
+
+
+def _random_floats_match_repr(half: int) -> None:
+    """Bulk check over random bit patterns and decimal-looking values (what sensors deliver), ``half`` of each."""
     rng = np.random.default_rng(7)
-    bits = rng.integers(0, 2**63, 500_000, dtype=np.uint64, endpoint=False) | (
-        rng.integers(0, 2, 500_000, dtype=np.uint64) << np.uint64(63)
+    bits = rng.integers(0, 2**63, half, dtype=np.uint64, endpoint=False) | (
+        rng.integers(0, 2, half, dtype=np.uint64) << np.uint64(63)
     )
     vals = bits.view(np.float64)
-    vals = np.concatenate([vals[np.isfinite(vals)], np.round(rng.normal(0, 1000, 500_000), 3)])
+    vals = np.concatenate([vals[np.isfinite(vals)], np.round(rng.normal(0, 1000, half), 3)])
     texts = value_texts(build(vals, prefixes=one_table(1)))
     ref = [repr(v) for v in vals.tolist()]
     bad = [(r, t) for r, t in zip(ref, texts, strict=True) if r != t]
     assert not bad, bad[:10]
+
+
+def test_200k_random_floats_match_repr() -> None:
+    """The default run's share of the million below."""
+    _random_floats_match_repr(100_000)
+
+
+@pytest.mark.slow
+def test_a_million_random_floats_match_repr() -> None:
+    _random_floats_match_repr(500_000)
 
 
 def test_parsed_back_values_are_the_same_floats() -> None:

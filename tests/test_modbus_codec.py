@@ -7,12 +7,12 @@ import struct
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.sources.modbus_codec import Codec, encode_registers
 from edge.sources.modbus_plan import ReadPlan, plan_reads
 from plantwire.plant import BYTE_ORDER_ORDER, REGISTER_WIDTH, TABLE_ORDER, TYPE_ORDER, ByteOrder, RegisterType, Table
+from tests.property_runs import quick_and_full
 
 HR, IR, COIL, DI = (TABLE_ORDER.index(t) for t in (Table.HOLDING, Table.INPUT, Table.COIL, Table.DISCRETE))
 
@@ -165,17 +165,20 @@ word_strategy = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
-@given(sigs=st.lists(signal_strategy, min_size=1, max_size=40),
-       words=st.lists(word_strategy, min_size=70, max_size=70),
-       bits=st.lists(st.integers(0, 1), min_size=70, max_size=70))
-def test_decode_matches_struct_reference(sigs: list[tuple[int, int, RegisterType, ByteOrder, int, float, float]],
-                                         words: list[int], bits: list[int]) -> None:
+def _decode_matches_struct_reference(sigs: list[tuple[int, int, RegisterType, ByteOrder, int, float, float]],
+                                     words: list[int], bits: list[int]) -> None:
     registers = {HR: dict(enumerate(words)), IR: dict(enumerate(reversed(words))),
                  COIL: dict(enumerate(bits)), DI: dict(enumerate(reversed(bits)))}
     codec = build(sigs)
     load_device(codec, registers)
     assert_same(codec.decode(), reference_values(codec, sigs, registers))
+
+
+test_decode_matches_struct_reference, test_decode_matches_struct_reference_full = quick_and_full(
+    _decode_matches_struct_reference, quick=60, full=300,
+    sigs=st.lists(signal_strategy, min_size=1, max_size=40),
+    words=st.lists(word_strategy, min_size=70, max_size=70),
+    bits=st.lists(st.integers(0, 1), min_size=70, max_size=70))
 
 
 @pytest.mark.parametrize("reg_type", [RegisterType.FLOAT32, RegisterType.FLOAT64])

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from plantwire import wire
+from tests.property_runs import quick_and_full
 
 # v1 telemetry and signal-table payloads as shipped. Never change these: a decoder that cannot
 # read them can no longer read what deployed gateways send. New versions add new constants.
@@ -69,10 +70,7 @@ columns = st.integers(min_value=0, max_value=400).flatmap(
 )
 
 
-@settings(max_examples=300, deadline=None)
-@given(cols=columns, seq=st.integers(0, 2**64 - 1), boot=st.integers(-(2**63), 2**63 - 1),
-       gw=st.text(min_size=1, max_size=40).filter(lambda s: 0 < len(s.encode()) <= 255))
-def test_round_trip_is_bit_exact(cols: tuple[np.ndarray, ...], seq: int, boot: int, gw: str) -> None:
+def _round_trip_is_bit_exact(cols: tuple[np.ndarray, ...], seq: int, boot: int, gw: str) -> None:
     ts, sig, val, q = cols
     payload = _encode(ts, sig, val, q, gateway=gw, seq=seq, boot_epoch_ns=boot)
     b = wire.decode_batch(payload)
@@ -81,6 +79,12 @@ def test_round_trip_is_bit_exact(cols: tuple[np.ndarray, ...], seq: int, boot: i
     assert np.array_equal(b.signal, sig)
     assert np.array_equal(b.value.view(np.uint64), val.view(np.uint64))  # NaN payloads and -0.0 too
     assert np.array_equal(b.quality, q)
+
+
+test_round_trip_is_bit_exact, test_round_trip_is_bit_exact_full = quick_and_full(
+    _round_trip_is_bit_exact, quick=60, full=300,
+    cols=columns, seq=st.integers(0, 2**64 - 1), boot=st.integers(-(2**63), 2**63 - 1),
+    gw=st.text(min_size=1, max_size=40).filter(lambda s: 0 < len(s.encode()) <= 255))
 
 
 @settings(max_examples=300, deadline=None)
@@ -264,14 +268,7 @@ special = st.sampled_from([0.0, -0.0, np.inf, -np.inf, np.nan, _NAN_PAYLOAD, 5e-
                            2.0**53, -(2.0**53) - 2, 0.1, 1e-7])
 
 
-@settings(max_examples=300, deadline=None)
-@given(
-    n=st.integers(0, 300),
-    data=st.data(),
-    scale=st.sampled_from([0.1, 0.01, 0.5, 1.0, 3.7, -0.25, 1e-300]),
-    offset=st.sampled_from([0.0, -0.0, -40.0, 273.15, 1e308]),
-)
-def test_v2_round_trip_is_bit_exact(n: int, data: st.DataObject, scale: float, offset: float) -> None:
+def _v2_round_trip_is_bit_exact(n: int, data: st.DataObject, scale: float, offset: float) -> None:
     """Mixes every code's kind of value (register values, decimals, float32, specials, arbitrary)."""
     sig = data.draw(hnp.arrays(np.uint32, n, elements=st.integers(0, 40)))
     raw_k = data.draw(hnp.arrays(np.int64, n, elements=st.integers(-(2**40), 2**40)))
@@ -295,6 +292,13 @@ def test_v2_round_trip_is_bit_exact(n: int, data: st.DataObject, scale: float, o
         b = wire.decode_batch(_encode2(ts, sig, val, q, quant=qt))
         assert np.array_equal(b.value.view(np.uint64), val.view(np.uint64))  # NaN payloads and -0.0 too
         assert np.array_equal(b.ts_ns, ts) and np.array_equal(b.signal, sig) and np.array_equal(b.quality, q)
+
+
+test_v2_round_trip_is_bit_exact, test_v2_round_trip_is_bit_exact_full = quick_and_full(
+    _v2_round_trip_is_bit_exact, quick=60, full=300,
+    n=st.integers(0, 300), data=st.data(),
+    scale=st.sampled_from([0.1, 0.01, 0.5, 1.0, 3.7, -0.25, 1e-300]),
+    offset=st.sampled_from([0.0, -0.0, -40.0, 273.15, 1e308]))
 
 
 def test_v2_decimal_products_and_float32_decimals_use_few_digits() -> None:
@@ -456,9 +460,7 @@ def test_header_of_v3_encoder_matches_golden() -> None:
     assert again[:header_len] == GOLDEN_V3_TELEMETRY[:header_len]
 
 
-@settings(max_examples=200, deadline=None)
-@given(cols=columns, data=st.data())
-def test_v3_round_trip_with_sparse_status(cols: tuple[np.ndarray, ...], data: st.DataObject) -> None:
+def _v3_round_trip_with_sparse_status(cols: tuple[np.ndarray, ...], data: st.DataObject) -> None:
     ts, sig, val, q = cols
     n = len(ts)
     status = data.draw(hnp.arrays(np.uint32, n, elements=st.sampled_from([0, 0, 0, 0x808C0000, 0x40910000,
@@ -467,6 +469,10 @@ def test_v3_round_trip_with_sparse_status(cols: tuple[np.ndarray, ...], data: st
     assert np.array_equal(b.value.view(np.uint64), val.view(np.uint64)) and np.array_equal(b.quality, q)
     assert b.status is not None and np.array_equal(b.status, status)
     assert wire.decode_batch(_encode(ts, sig, val, q, version=wire.VERSION_V3)).status.tolist() == [0] * n  # type: ignore[union-attr]
+
+
+test_v3_round_trip_with_sparse_status, test_v3_round_trip_with_sparse_status_full = quick_and_full(
+    _v3_round_trip_with_sparse_status, quick=50, full=200, cols=columns, data=st.data())
 
 
 def test_v3_status_costs_nothing_when_all_good_and_little_when_not() -> None:
