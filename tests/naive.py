@@ -764,12 +764,33 @@ def silent_scan(last_ts, since_ns, now_ns, silent_ns):
     return np.array(rows, dtype=np.int64), np.array(scores), bound
 
 def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, hold_until, floor, rest, params,
-                   score, kind):
+                   score, kind, need=None, starting=None):
     """Reference of ``atrest.rest_chunk``. ``rest``: dict signal -> dict(loc, mad, learned, exc, last, period) (absent:
     never rested), updated in place; ``score``/``kind`` updated in place; ``params``: dict of the settings by name.
-    Returns the number of samples scoring >= 0.5."""
+    ``need``: per machine, signals beyond the start band that make a start (None: no start test); ``starting``:
+    dict machine -> ns it is starting until, updated in place. Returns the number of samples scoring >= 0.5."""
     p = params
     n_high = 0
+    starting = {} if starting is None else starting
+    if need is not None:  # the start test: distinct warm signals per machine beyond the start band in this frame
+        out: dict[int, set] = {}
+        for k in range(len(signal)):
+            s = int(signal[k])
+            m = int(machine_of[s])
+            r = rest.get(s)
+            x = float(value[k])
+            if m < 0 or int(m_state[m]) != 1 or int(ts_ns[k]) <= int(hold_until[m]) or int(quality[k]) == 2 \
+                    or not math.isfinite(x) or r is None or r["period"] != float(int(m_since[m])) \
+                    or r["learned"] < p["warm_s"]:
+                continue
+            env = p["mult"] * r["mad"] + max(float(floor[s]), p["rel_res"] * abs(r["loc"]))
+            if abs(x - r["loc"]) > p["start_band"] * env:
+                out.setdefault(m, set()).add(s)
+        t_max = max((int(t) for k, t in enumerate(ts_ns) if int(machine_of[int(signal[k])]) >= 0
+                     and int(m_state[int(machine_of[int(signal[k])])]) == 1), default=None)
+        for m, sigs in out.items():
+            if len(sigs) >= need[m]:
+                starting[m] = t_max + int(p["start_hold_s"] * 1e9)
     for k in range(len(signal)):
         s = int(signal[k])
         m = int(machine_of[s])
@@ -788,6 +809,9 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
             continue
         dt = min(dt, p["max_dt_s"])
         r["last"] = t
+        if int(ts_ns[k]) <= starting.get(m, -1):  # starting: neither judged nor learned, evidence dropped
+            r["exc"] = 0.0
+            continue
         d = abs(x - r["loc"])
         env = p["mult"] * r["mad"] + max(float(floor[s]), p["rel_res"] * abs(r["loc"]))
         warm = r["learned"] >= p["warm_s"]

@@ -10,13 +10,22 @@ import pytest
 from edge.kernels import atrest
 
 PARAMS = {"mult": 6.0, "rel_res": 1e-6, "warm_s": 20.0, "persist": 3.0, "cap": 10.0, "drain": 0.5,
-          "tau_loc_s": 60.0, "tau_mad_s": 300.0, "max_dt_s": 5.0}
+          "tau_loc_s": 60.0, "tau_mad_s": 300.0, "max_dt_s": 5.0, "start_band": 1.0, "start_hold_s": 15.0}
+NO_START = np.array([1e18, 1e18])  # no machine has that many signals: the start test never fires
 
 
 def _params() -> np.ndarray:
     p = PARAMS
     return atrest.make_params(p["mult"], p["rel_res"], p["warm_s"], p["persist"], p["cap"], p["drain"],
-                              p["tau_loc_s"], p["tau_mad_s"], p["max_dt_s"])
+                              p["tau_loc_s"], p["tau_mad_s"], p["max_dt_s"], p["start_band"], p["start_hold_s"])
+
+
+def _chunk(ts, sig, v, q, machine_of, m_state, m_since, hold, floor, st, p, score, kind, need=NO_START,
+           m_start=None, stamp=None, frame=1):
+    m_start = atrest.init_machines(2) if m_start is None else m_start
+    stamp = np.full(st.shape[0], -1, np.int64) if stamp is None else stamp
+    return atrest.rest_chunk(ts, sig, v, q, machine_of, m_state, m_since, hold, floor, st, p, score, kind, need,
+                             m_start, stamp, frame)
 
 
 def _frames(seed: int, n_frames: int) -> list[tuple[np.ndarray, ...]]:
@@ -33,6 +42,8 @@ def _frames(seed: int, n_frames: int) -> list[tuple[np.ndarray, ...]]:
             v[2] += 0.05 * (f - 200)  # a temperature rising
         if f % 97 == 5:
             v[4] = 9.0  # a spike on a constant
+        if 330 <= f < 345:
+            v[0:3] += 0.3 * (f - 329)  # machine 0 starting: three of its signals leave their bands together
         r = rng.random()
         if r < 0.04:
             v[rng.integers(6)] = np.nan
@@ -47,8 +58,11 @@ def _frames(seed: int, n_frames: int) -> list[tuple[np.ndarray, ...]]:
     return frames
 
 
-@pytest.mark.parametrize("seed", [0])
-def test_rest_chunk_matches_reference_frame_by_frame(seed):
+@pytest.mark.parametrize("start_test", [False, True])
+def test_rest_chunk_matches_reference_frame_by_frame(start_test):
+    seed = 0
+    need = np.array([2.0, 2.0]) if start_test else NO_START
+    m_start, stamp, starting = atrest.init_machines(2), np.full(6, -1, np.int64), {}
     machine_of = np.array([0, 0, 0, 1, 1, -1], np.int64)
     floor = np.array([0.05, 0.2, 0.01, 0.0, 0.0, 0.0])
     m_state = np.array([1, 1], np.int8)
@@ -66,17 +80,25 @@ def test_rest_chunk_matches_reference_frame_by_frame(seed):
         base = np.where(np.arange(6) == 5, 0.9, 0.0)[sig]  # the signal stack's own score stays if larger
         score, kind = base.copy(), np.zeros(6, np.uint8)
         r_score, r_kind = base.copy(), np.zeros(6, np.uint8)
-        n = atrest.rest_chunk(ts, sig, v, q, machine_of, m_state, m_since, hold, floor, st, p, score, kind)
+        n = _chunk(ts, sig, v, q, machine_of, m_state, m_since, hold, floor, st, p, score, kind, need, m_start,
+                   stamp, f + 1)
         n_ref = naive.rest_judgement(ts, sig, v, q, machine_of, m_state, m_since, hold, floor, ref, PARAMS,
-                                     r_score, r_kind)
+                                     r_score, r_kind, need if start_test else None, starting)
         assert n == n_ref, f
         np.testing.assert_allclose(score, r_score, rtol=1e-12, atol=1e-15, err_msg=f"frame {f}")
         assert kind.tolist() == r_kind.tolist(), f
         total += n
+        if start_test:
+            assert m_start[:, atrest.START_UNTIL].tolist() == [starting.get(0, -1), starting.get(1, -1)], f
+            assert (m_start[:, atrest.HOT] == 0).all()
+        if 335 <= f < 345:
+            started = (score[sig < 3] >= 0.5).any()
+            assert started != start_test, f  # the start is held with the test, alarms without it
     for s, r in ref.items():
         np.testing.assert_allclose(st[s, [atrest.LOC, atrest.MAD, atrest.LEARNED_S, atrest.EXC]],
                                    [r["loc"], r["mad"], r["learned"], r["exc"]], rtol=1e-12, atol=1e-15)
     assert 5 not in ref and total > 0  # a signal of no machine is never judged; the excursions were
+    assert (0 in starting) == start_test and 1 not in starting  # machine 1's lone spikes are no start
 
 
 def test_clipped_and_constant_rest_values_stay_quiet_and_a_current_on_a_stopped_machine_alarms():
@@ -94,16 +116,16 @@ def test_clipped_and_constant_rest_values_stay_quiet_and_a_current_on_a_stopped_
     for k in range(1, 3601):
         v = np.array([max(0.0, rng.normal(0, 0.3)), 0.0])
         score, kind = np.zeros(2), np.zeros(2, np.uint8)
-        high += atrest.rest_chunk(np.full(2, k * 10**9, np.int64), sig, v, q, machine_of, m_state, m_since, hold,
-                                  floor, st, p, score, kind)
+        high += _chunk(np.full(2, k * 10**9, np.int64), sig, v, q, machine_of, m_state, m_since, hold,
+                       floor, st, p, score, kind)
     assert high == 0
     loc, mad = st[0, atrest.LOC], st[0, atrest.MAD]
     first = None
     for k in range(3601, 3611):
         v = np.array([3.0 + max(0.0, rng.normal(0, 0.3)), 0.0])
         score, kind = np.zeros(2), np.zeros(2, np.uint8)
-        atrest.rest_chunk(np.full(2, k * 10**9, np.int64), sig, v, q, machine_of, m_state, m_since, hold, floor,
-                          st, p, score, kind)
+        _chunk(np.full(2, k * 10**9, np.int64), sig, v, q, machine_of, m_state, m_since, hold, floor,
+               st, p, score, kind)
         if first is None and score[0] >= 0.5:
             first = k - 3601
             assert kind[0] == atrest.KIND_AT_REST

@@ -245,6 +245,18 @@ class AtRestSettings(_Strict):
     tau_loc_s: float = Field(default=600.0, gt=0, description="time constant of the followed rest value")
     tau_mad_s: float = Field(default=3600.0, gt=0, description="time constant of the rest noise's deviation")
     max_dt_s: float = Field(default=60.0, gt=0, description="a longer gap between samples counts as this long")
+    # Machine-wide start test (``atrest`` module docstring): a start moves many of one machine's signals out of
+    # their rest bands together, a fault one (a micro-leak three), so a machine with at least
+    # ``max(start_min, start_fraction * judged signals)`` of them beyond ``start_band`` band-widths in one frame is
+    # starting: its at-rest alarms are held (nothing learned) until ``start_hold_s`` after the last such frame.
+    start_min: int = Field(default=4, ge=2, description="signals leaving their rest bands together that make a start "
+                                                         "(above the three a micro-leak moves)")
+    start_fraction: float = Field(default=0.15, ge=0, le=1, description="and at least this fraction of the "
+                                                                         "machine's judged signals")
+    start_band: float = Field(default=1.0, gt=0, description="band-widths from the rest value at which a signal "
+                                                             "counts as leaving for the start test")
+    start_hold_s: float = Field(default=600.0, ge=0, description="at-rest alarms held this long after the last frame "
+                                                                 "that looked like a start")
 
 
 class OperatingStateSettings(_Strict):

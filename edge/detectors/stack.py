@@ -274,7 +274,11 @@ class DetectorStack:
                              posinf=0.0, neginf=0.0)
         self.rest_floor = np.maximum(ar.floor_resolutions * self.cfg[:, signal_stack.C_RES], ar.floor_span * span)
         self.rest_params = atrest.make_params(ar.mult, ar.rel_resolution, ar.warm_s, ar.persist, ar.cap,
-                                              ar.drain_per_s, ar.tau_loc_s, ar.tau_mad_s, ar.max_dt_s)
+                                              ar.drain_per_s, ar.tau_loc_s, ar.tau_mad_s, ar.max_dt_s,
+                                              ar.start_band, ar.start_hold_s)
+        self.rest_need = atrest.machine_need(self.rest_machine_of, self.n_machines, ar.start_min, ar.start_fraction)
+        self._rest_stamp = np.full(n_signals, -1, dtype=np.int64)  # the start test's once-per-frame count
+        self._rest_frame = 0
         # The alarm gate holds a machine's process alarms for operating changes and state changes alike.
         self.gate_machine_of = machine_of.copy() if (oc.enabled or self._state_on) else np.full(
             n_signals, -1, dtype=np.int64)
@@ -339,6 +343,7 @@ class DetectorStack:
         self.m_state = np.zeros(max(self.n_machines, 1), dtype=np.int8)  # opstate.UNKNOWN / OFF / RUNNING
         self.m_since = np.full(max(self.n_machines, 1), -1, dtype=np.int64)  # last state change (ns)
         self.rest_state = atrest.init_state(self.n_signals)  # at-rest band per signal (``atrest``)
+        self.rest_start = atrest.init_machines(self.n_machines)  # machines starting (at-rest held), not checkpointed
         self.cfg[:, signal_stack.C_FROZEN] = 0.0
         self.dev_good = np.full(self.n_devices, -1, dtype=np.int64)  # latest good poll per device (ns), -1 never
         self.dev_any = np.full(self.n_devices, -1, dtype=np.int64)  # latest sample of any quality per device (ns)
@@ -368,8 +373,10 @@ class DetectorStack:
         signal_stack.signal_chunk(ts_ns, signal, value, quality, self.state, self.cfg, self.params, score, kind,
                                   self.z_last)
         if self._rest_on and n:
+            self._rest_frame += 1
             atrest.rest_chunk(ts_ns, signal, value, quality, self.rest_machine_of, self.m_state, self.m_since,
-                              self.hold_until, self.rest_floor, self.rest_state, self.rest_params, score, kind)
+                              self.hold_until, self.rest_floor, self.rest_state, self.rest_params, score, kind,
+                              self.rest_need, self.rest_start, self._rest_stamp, self._rest_frame)
         if self.lk_mode != likelihood.MODE_OFF:
             likelihood.likelihood_chunk(ts_ns, signal, value, quality, self.lk_state, self.lk_season, self.lk_floor,
                                         self.lk_enable, self.lk_params, self.lk_mode, score, kind)

@@ -30,6 +30,18 @@ judged), in arrival order:
   evidence pending -- nothing is learned while the signal is outside or alarmed, so a persistent fault is never
   absorbed into the rest band.
 
+**Machine-wide start test** (why: on the simulated plant every at-rest false alarm fell in the minutes before the
+06:00 start, when a machine's loads ramp up before its state says RUNNING -- a running bit that rises at 5 % load, an
+energy meter whose state comes from its load with a hysteresis). A start moves many of one machine's signals out of
+their rest bands together; a fault moves one (a micro-leak three). So before a frame is judged, a first pass counts
+per machine the distinct warm signals whose sample lies beyond ``start_band`` band-widths from the rest value; a
+machine with at least ``m_need[m]`` of them (the owner sets ``max(start_min, start_fraction * judged signals)``) is
+*starting* until ``start_hold_s`` after the frame's latest timestamp (``m_start[m, START_UNTIL]``). While a machine is
+starting its signals are neither judged nor learned and their evidence is dropped (an alarm opened by the first
+signal to leave closes): the hold lasts until the machine's state follows (RUNNING: this pass no longer runs) or the
+signals are back in their bands for ``start_hold_s``. ``stamp`` (int64 per signal) counts each signal once per frame
+(``frame`` increases by one per call); ``m_start[m, HOT]`` is scratch, left at 0.
+
 Bad, non-finite, out-of-order samples and samples with ``dt`` 0 change nothing; gaps longer than ``max_dt_s``
 count as ``max_dt_s``. Returns the number of samples scoring >= 0.5.
 
@@ -61,7 +73,13 @@ P_DRAIN = 5
 P_TAU_LOC = 6
 P_TAU_MAD = 7
 P_MAX_DT = 8
-P_WIDTH = 9
+P_START_BAND = 9
+P_START_HOLD_S = 10
+P_WIDTH = 11
+
+START_UNTIL = 0  # columns of ``m_start`` (int64 per machine): starting until this time (ns), -1 never
+HOT = 1  # scratch: signals beyond the start band in this frame
+M_WIDTH = 2
 
 OFF = 1  # opstate.OFF (kept here as a literal: kernels import no detector module)
 KIND_AT_REST = 11  # kinds.Kind.AT_REST
@@ -69,11 +87,25 @@ E_MAX = 3.0  # evidence is capped at this many ``persist`` (score 0.9): a long f
 
 
 def make_params(mult: float, rel_res: float, warm_s: float, persist: float, cap: float, drain: float,
-                tau_loc_s: float, tau_mad_s: float, max_dt_s: float) -> np.ndarray:
+                tau_loc_s: float, tau_mad_s: float, max_dt_s: float, start_band: float = 1.0,
+                start_hold_s: float = 600.0) -> np.ndarray:
     p = np.zeros(P_WIDTH, dtype=np.float64)
     p[P_MULT], p[P_REL_RES], p[P_WARM_S], p[P_PERSIST] = mult, rel_res, warm_s, persist
     p[P_CAP], p[P_DRAIN], p[P_TAU_LOC], p[P_TAU_MAD], p[P_MAX_DT] = cap, drain, tau_loc_s, tau_mad_s, max_dt_s
+    p[P_START_BAND], p[P_START_HOLD_S] = start_band, start_hold_s
     return p
+
+
+def init_machines(n_machines: int) -> np.ndarray:
+    m = np.zeros((max(n_machines, 1), M_WIDTH), dtype=np.int64)
+    m[:, START_UNTIL] = -1
+    return m
+
+
+def machine_need(machine_of: np.ndarray, n_machines: int, start_min: float, start_fraction: float) -> np.ndarray:
+    """Signals beyond the start band that make a machine *starting*: ``max(start_min, start_fraction * judged)``."""
+    judged = np.bincount(machine_of[machine_of >= 0], minlength=max(n_machines, 1)).astype(np.float64)
+    return np.maximum(start_min, start_fraction * judged[:max(n_machines, 1)])
 
 
 def init_state(n: int) -> np.ndarray:
@@ -84,10 +116,52 @@ def init_state(n: int) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
+def _mark_starts(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality: np.ndarray,
+                 machine_of: np.ndarray, m_state: np.ndarray, m_since: np.ndarray, hold_until: np.ndarray,
+                 floor: np.ndarray, st: np.ndarray, p: np.ndarray, m_need: np.ndarray, m_start: np.ndarray,
+                 stamp: np.ndarray, frame: int) -> None:
+    """The start test's first pass: machines with ``m_need`` warm signals beyond the start band are starting."""
+    t_max = np.int64(-(2 ** 62))
+    any_hot = False
+    for k in range(signal.shape[0]):
+        s = signal[k]
+        m = machine_of[s]
+        if m < 0 or m_state[m] != OFF:
+            continue
+        t = ts_ns[k]
+        if t > t_max:
+            t_max = t
+        x = value[k]
+        if t <= hold_until[m] or quality[k] == 2 or not np.isfinite(x) or stamp[s] == frame:
+            continue
+        if not st[s, PERIOD] == float(m_since[m]) or st[s, LEARNED_S] < p[P_WARM_S]:
+            continue
+        loc = st[s, LOC]
+        env = p[P_MULT] * st[s, MAD] + max(floor[s], p[P_REL_RES] * abs(loc))
+        if abs(x - loc) > p[P_START_BAND] * env:
+            stamp[s] = frame
+            m_start[m, HOT] += 1
+            any_hot = True
+    if not any_hot:
+        return
+    hold_ns = np.int64(p[P_START_HOLD_S] * 1e9)
+    for k in range(signal.shape[0]):
+        m = machine_of[signal[k]]
+        if m < 0 or m_start[m, HOT] == 0:
+            continue
+        if m_start[m, HOT] >= m_need[m]:
+            m_start[m, START_UNTIL] = t_max + hold_ns
+        m_start[m, HOT] = 0
+
+
+@njit(cache=True, nogil=True)
 def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality: np.ndarray,
                machine_of: np.ndarray, m_state: np.ndarray, m_since: np.ndarray, hold_until: np.ndarray,
-               floor: np.ndarray, st: np.ndarray, p: np.ndarray, score: np.ndarray, kind: np.ndarray) -> int:
+               floor: np.ndarray, st: np.ndarray, p: np.ndarray, score: np.ndarray, kind: np.ndarray,
+               m_need: np.ndarray, m_start: np.ndarray, stamp: np.ndarray, frame: int) -> int:
     """Judge and learn the frame's samples of off machines' signals against their at-rest band (see module)."""
+    _mark_starts(ts_ns, signal, value, quality, machine_of, m_state, m_since, hold_until, floor, st, p, m_need,
+                 m_start, stamp, frame)
     n_high = 0
     mult = p[P_MULT]
     persist2 = p[P_PERSIST] * p[P_PERSIST]
@@ -115,6 +189,9 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
             continue
         dt_s = min(dt_s, p[P_MAX_DT])
         st[s, LAST_TS] = tf
+        if t <= m_start[m, START_UNTIL]:  # the machine is starting: not judged, not learned, evidence dropped
+            st[s, EXC] = 0.0
+            continue
         loc = st[s, LOC]
         d = abs(x - loc)
         env = mult * st[s, MAD] + max(floor[s], p[P_REL_RES] * abs(loc))
