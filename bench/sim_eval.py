@@ -79,7 +79,7 @@ from plantwire.configfile import load_plant  # noqa: E402
 from plantwire.plant import PlantConfig, Protocol, RegisterType, SignalTable  # noqa: E402
 from simulators.bulk import BlockGenerator  # noqa: E402
 from simulators.faults import KIND_ORDER, EventKind, Events, EventSchedule  # noqa: E402
-from simulators.runtime import SimOptions, build_world  # noqa: E402
+from simulators.runtime import SimOptions, World, build_world  # noqa: E402
 from simulators.signals import SignalModel  # noqa: E402
 from tools.fit_rul import FitSettings, fit  # noqa: E402
 
@@ -430,7 +430,7 @@ def fault_run(plant_path: Path, seed: int, train_days: float, clean_days: float,
         ms = machine_of[truth.signal.astype(np.int64)]
         off = world.physics.level(truth.start_s.astype(np.float64), ms) <= 0.05
     if missed is not None:  # every injected event with its outcome, for diagnosis (which faults go unseen, where)
-        visible = observable(model, q, world.schedule, clean.schedule, truth)
+        visible = observable(world, seed, q, world.schedule, clean.schedule, truth, ~detected)
         with open(missed, "w") as fh:
             fh.write("start_s,end_s,signal,kind,magnitude,machine_off,detected,delay_s,clean_at_start,low,high,"
                      "det_state,det_since_s,visible\n")
@@ -475,21 +475,27 @@ class _StateTrace:
         return name, "" if since is None else f"{t_s - since:.0f}"
 
 
-def observable(model: SignalModel, q: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-               faulty: EventSchedule, clean: EventSchedule, truth: Events, before_s: float = 3600.0) -> np.ndarray:
+def observable(world: World, seed: int, q: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+               faulty: EventSchedule, clean: EventSchedule, truth: Events, which: np.ndarray,
+               before_s: float = 1800.0) -> np.ndarray:
     """Per event: does the injected fault leave its signal's values outside what the signal shows without it?
 
-    The simulator runs the event's signal twice over [start - ``before_s``, end], with and without the faults, with
-    the same noise (it is seeded per tick), clipped and quantised as the registers carry it. An event is observable
+    The simulator runs the event's signal alone (a model of that one row: its own noise draw, cheap on a large
+    plant) twice over [start - ``before_s``, end], with and without the faults, with the same noise (it is seeded
+    per tick), clipped and quantised as the registers carry it. An event is observable
     if a faulty sample inside its window is NaN (a dropout) or lies outside [min, max] of the fault-free values over
-    the whole span; otherwise (a negative step on a current clipped at 0, a value stuck at the rest value a stopped
-    machine reads anyway) no judgement of that signal alone can see it.
+    the whole span, or if it is a stuck value where the fault-free signal is not constant over the window (its
+    texture changes: a flat-line judgement can see it); otherwise (a negative step on a current clipped at 0, a
+    value stuck at the rest value a stopped machine reads anyway) no judgement of that signal alone can see it.
+    Only the events in ``which`` are run (~1 s each: a random generator per tick); the others count as observable
+    (the caller passes the missed ones: a detected fault was observable).
     """
-    out = np.zeros(len(truth), dtype=bool)
+    out = np.ones(len(truth), dtype=bool)
     step = 600
-    for i in range(len(truth)):
+    stuck = KIND_ORDER.index(EventKind.STUCK)
+    for i in np.flatnonzero(which).tolist():
         row = int(truth.signal[i])
-        gen = BlockGenerator(model, step, columns=np.array([row]))
+        gen = BlockGenerator(world.model(np.array([row]), seed), step)
         lq = _local_quantiser(q, np.array([row]))
         k0 = max(int(np.floor(truth.start_s[i] - before_s)), 0)
         k1 = int(np.ceil(truth.end_s[i])) + 1
@@ -505,7 +511,9 @@ def observable(model: SignalModel, q: tuple[np.ndarray, np.ndarray, np.ndarray, 
         inside = (tk >= truth.start_s[i]) & (tk < truth.end_s[i])
         lo, hi = np.nanmin(cv), np.nanmax(cv)
         w = fv[inside]
-        out[i] = bool(np.isnan(w).any() or (w < lo).any() or (w > hi).any())
+        c = cv[inside]
+        textured = int(truth.kind[i]) == stuck and c.size > 1 and np.nanmax(c) > np.nanmin(c)
+        out[i] = bool(np.isnan(w).any() or (w < lo).any() or (w > hi).any() or textured)
     return out
 
 

@@ -763,6 +763,15 @@ def silent_scan(last_ts, since_ns, now_ns, silent_ns):
             bound = min(bound, m)
     return np.array(rows, dtype=np.int64), np.array(scores), bound
 
+def _rest_band(r, floor, p, t, grace_end):
+    """The at-rest band's half-width: mult MADs, capped at peak_mult peaks once warm and settled, plus the floor."""
+    core = p["mult"] * r["mad"]
+    pm = p.get("peak_mult", 0.0)
+    if pm > 0 and r["learned"] >= p["peak_warm_s"] and t - grace_end >= p["peak_warm_s"] * 1e9:
+        core = min(core, pm * r["peak"])
+    return core + max(floor, p["rel_res"] * abs(r["loc"]))
+
+
 def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, hold_until, floor, rest, params,
                    score, kind, need=None, starting=None):
     """Reference of ``atrest.rest_chunk``. ``rest``: dict signal -> dict(loc, mad, learned, exc, last, period) (absent:
@@ -779,11 +788,12 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
             m = int(machine_of[s])
             r = rest.get(s)
             x = float(value[k])
+            grace_end = max(int(hold_until[m]), int(m_since[m])) if m >= 0 else 0
             if m < 0 or int(m_state[m]) != 1 or int(ts_ns[k]) <= int(hold_until[m]) or int(quality[k]) == 2 \
                     or not math.isfinite(x) or r is None or r["period"] != float(int(m_since[m])) \
                     or r["learned"] < p["warm_s"]:
                 continue
-            env = p["mult"] * r["mad"] + max(float(floor[s]), p["rel_res"] * abs(r["loc"]))
+            env = _rest_band(r, float(floor[s]), p, float(int(ts_ns[k])), float(grace_end))
             if abs(x - r["loc"]) > p["start_band"] * env:
                 out.setdefault(m, set()).add(s)
         t_max = max((int(t) for k, t in enumerate(ts_ns) if int(machine_of[int(signal[k])]) >= 0
@@ -799,7 +809,8 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
         x = float(value[k])
         if int(quality[k]) == 2 or not math.isfinite(x):
             continue
-        r = rest.setdefault(s, {"loc": 0.0, "mad": 0.0, "learned": 0.0, "exc": 0.0, "last": None, "period": None})
+        r = rest.setdefault(s, {"loc": 0.0, "mad": 0.0, "learned": 0.0, "exc": 0.0, "last": None, "period": None,
+                                "peak": 0.0})
         t = float(int(ts_ns[k]))
         if r["period"] != float(int(m_since[m])):  # new off period: rest value starts here
             r.update(period=float(int(m_since[m])), loc=x, exc=0.0, last=t)
@@ -813,7 +824,7 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
             r["exc"] = 0.0
             continue
         d = abs(x - r["loc"])
-        env = p["mult"] * r["mad"] + max(float(floor[s]), p["rel_res"] * abs(r["loc"]))
+        env = _rest_band(r, float(floor[s]), p, t, float(max(int(hold_until[m]), int(m_since[m]))))
         warm = r["learned"] >= p["warm_s"]
         inside = d <= env
         if warm:
@@ -834,6 +845,7 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
                 a_loc = max(a_loc, dt / (r["learned"] + dt))
                 a_mad = max(a_mad, dt / (r["learned"] + dt))
             r["mad"] += a_mad * (d - r["mad"])
+            r["peak"] = max(r["peak"] - a_mad * r["peak"], d)
             r["loc"] += a_loc * (x - r["loc"])
             r["learned"] += dt
     return n_high

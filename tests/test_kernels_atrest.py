@@ -10,14 +10,16 @@ import pytest
 from edge.kernels import atrest
 
 PARAMS = {"mult": 6.0, "rel_res": 1e-6, "warm_s": 20.0, "persist": 3.0, "cap": 10.0, "drain": 0.5,
-          "tau_loc_s": 60.0, "tau_mad_s": 300.0, "max_dt_s": 5.0, "start_band": 1.0, "start_hold_s": 15.0}
+          "tau_loc_s": 60.0, "tau_mad_s": 300.0, "max_dt_s": 5.0, "start_band": 1.0, "start_hold_s": 15.0,
+          "peak_mult": 1.5, "peak_warm_s": 40.0}
 NO_START = np.array([1e18, 1e18])  # no machine has that many signals: the start test never fires
 
 
 def _params() -> np.ndarray:
     p = PARAMS
     return atrest.make_params(p["mult"], p["rel_res"], p["warm_s"], p["persist"], p["cap"], p["drain"],
-                              p["tau_loc_s"], p["tau_mad_s"], p["max_dt_s"], p["start_band"], p["start_hold_s"])
+                              p["tau_loc_s"], p["tau_mad_s"], p["max_dt_s"], p["start_band"], p["start_hold_s"],
+                              p["peak_mult"], p["peak_warm_s"])
 
 
 def _chunk(ts, sig, v, q, machine_of, m_state, m_since, hold, floor, st, p, score, kind, need=NO_START,
@@ -30,12 +32,13 @@ def _chunk(ts, sig, v, q, machine_of, m_state, m_since, hold, floor, st, p, scor
 
 def _frames(seed: int, n_frames: int) -> list[tuple[np.ndarray, ...]]:
     """6 signals of 2 machines (signal 5 belongs to none): clipped noise at 0 (0), a quantised constant (1), Gaussian
-    noise (2, 3), an exact constant (4); NaN, inf, bad and uncertain samples; excursions; shuffled order."""
+    noise (2), a wave at rest (3: the peak cap binds), an exact constant (4); NaN, inf, bad and uncertain samples;
+    excursions; shuffled order."""
     rng = np.random.default_rng(seed)
     frames = []
     for f in range(n_frames):
         v = np.array([max(0.0, rng.normal(0, 0.5)), 3.0 + 0.1 * rng.integers(0, 2), 20 + rng.normal(0, 0.2),
-                      rng.normal(0, 1.0), 7.0, rng.normal()])
+                      2.0 * np.sin(2 * np.pi * f / 30) + rng.normal(0, 0.05), 7.0, rng.normal()])
         if 150 <= f < 170:
             v[0] += 6.0  # current flowing on a stopped machine
         if 200 <= f < 260:
@@ -95,8 +98,8 @@ def test_rest_chunk_matches_reference_frame_by_frame(start_test):
             started = (score[sig < 3] >= 0.5).any()
             assert started != start_test, f  # the start is held with the test, alarms without it
     for s, r in ref.items():
-        np.testing.assert_allclose(st[s, [atrest.LOC, atrest.MAD, atrest.LEARNED_S, atrest.EXC]],
-                                   [r["loc"], r["mad"], r["learned"], r["exc"]], rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(st[s, [atrest.LOC, atrest.MAD, atrest.LEARNED_S, atrest.EXC, atrest.PEAK]],
+                                   [r["loc"], r["mad"], r["learned"], r["exc"], r["peak"]], rtol=1e-12, atol=1e-15)
     assert 5 not in ref and total > 0  # a signal of no machine is never judged; the excursions were
     assert (0 in starting) == start_test and 1 not in starting  # machine 1's lone spikes are no start
 
@@ -131,3 +134,30 @@ def test_clipped_and_constant_rest_values_stay_quiet_and_a_current_on_a_stopped_
             assert kind[0] == atrest.KIND_AT_REST
     assert first is not None and first <= 2
     assert (st[0, atrest.LOC], st[0, atrest.MAD]) == (loc, mad)  # no learning while outside
+
+
+def test_a_step_of_two_amplitudes_on_a_wave_at_rest_alarms_with_the_peak_cap_only():
+    """A signal that keeps its cycle at rest (a sine of amplitude 1.5, period 300 s, as the simulated compressors'
+    discharge pressure): an hour and a half at rest is quiet either way; a step of 2 amplitudes alarms within a
+    period with the band capped at 1.5 learned peaks, and hides in 6 MADs (3.8 amplitudes) without the cap."""
+    rng = np.random.default_rng(4)
+    found = {}
+    for peak_mult in (0.0, 1.5):
+        machine_of, floor = np.zeros(1, np.int64), np.array([0.175])
+        m_state, m_since, hold = np.array([1], np.int8), np.array([0], np.int64), np.array([-1], np.int64)
+        st = atrest.init_state(1)
+        p = atrest.make_params(6.0, 1e-6, 600.0, 3.0, 10.0, 0.5, 600.0, 3600.0, 60.0, 1.0, 600.0, peak_mult, 1800.0)
+        sig, q = np.zeros(1, np.uint32), np.zeros(1, np.uint8)
+        high, first = 0, None
+        for k in range(1, 5701):
+            v = np.array([18.0 + 1.5 * np.sin(2 * np.pi * k / 300) + rng.normal(0, 0.05) + (3.0 if k > 5400 else 0)])
+            score, kind = np.zeros(1), np.zeros(1, np.uint8)
+            n = _chunk(np.full(1, k * 10**9, np.int64), sig, v, q, machine_of, m_state, m_since, hold, floor, st, p,
+                       score, kind)
+            if k <= 5400:
+                high += n
+            elif n and first is None:
+                first = k - 5400
+        assert high == 0, peak_mult
+        found[peak_mult] = first
+    assert found[0.0] is None and found[1.5] is not None and found[1.5] <= 300

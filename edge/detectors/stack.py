@@ -275,7 +275,7 @@ class DetectorStack:
         self.rest_floor = np.maximum(ar.floor_resolutions * self.cfg[:, signal_stack.C_RES], ar.floor_span * span)
         self.rest_params = atrest.make_params(ar.mult, ar.rel_resolution, ar.warm_s, ar.persist, ar.cap,
                                               ar.drain_per_s, ar.tau_loc_s, ar.tau_mad_s, ar.max_dt_s,
-                                              ar.start_band, ar.start_hold_s)
+                                              ar.start_band, ar.start_hold_s, ar.peak_mult, ar.peak_warm_s)
         self.rest_need = atrest.machine_need(self.rest_machine_of, self.n_machines, ar.start_min, ar.start_fraction)
         self._rest_stamp = np.full(n_signals, -1, dtype=np.int64)  # the start test's once-per-frame count
         self._rest_frame = 0

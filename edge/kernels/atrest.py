@@ -18,13 +18,23 @@ judged), in arrival order:
 - ``d = |x - LOC|``; the band half-width is ``env = mult * MAD + max(floor[s], rel_res * |LOC|)`` where
   ``floor[s]`` (set by the owner) comes from the signal's resolution and plausible span: a clipped or quantised
   rest value with no visible noise still gets a band of a few steps, not zero;
+- **bounded rest values** (why: a signal that keeps moving at rest -- a pressure or a ratio that follows the
+  hall's own cycle, not the machine's -- is a bounded wave, not noise: its deviations from the followed rest value
+  never exceed its amplitude, while 6 mean absolute deviations of a sine are 3.8 amplitudes, so a step of two
+  amplitudes hid inside the band; on the simulated plant most of the visible off-machine faults missed were on
+  such signals): ``PEAK``, the largest ``d`` learned, decaying with ``tau_mad_s``, caps the MAD part at
+  ``peak_mult * PEAK`` (``peak_mult`` 0: no cap) once the signal has learned ``peak_warm_s`` at rest *and* its off
+  period is ``peak_warm_s`` past the stop grace (a new off period's rest value starts at one sample and needs a
+  few ``tau_loc_s`` to reach the middle of the wave). For Gaussian noise ``peak_mult * PEAK`` (~5-6 sigmas) is
+  wider than ``mult * MAD`` (~4.8 sigmas) and changes nothing; the cap only ever narrows the band;
 - once the signal has learned ``warm_s`` seconds at rest: evidence ``EXC`` (unit: band-widths x seconds) grows by
   ``min(d / env - 1, cap) * dt`` while outside the band and drains by ``drain * dt`` inside; the score is
   ``EXC^2 / (EXC^2 + persist^2)`` with kind ``AT_REST`` if larger than the sample's score so far (an off machine's
   signals score 0 in the signal stack). Evidence is capped at ``E_MAX * persist`` so that an alarm closes within
   seconds of the value's return however long the fault lasted. A large excursion alarms in a second, a
   barely-outside one only after it has lasted: persistence is time, whatever the polling rate;
-- learning (good quality only): ``LOC`` and ``MAD`` are exponentially weighted with time constants ``tau_loc_s``
+- learning (good quality only): ``LOC`` and ``MAD`` (``PEAK``: decays like ``MAD``, then ``max(PEAK, d)``) are
+  exponentially weighted with time constants ``tau_loc_s``
   and ``tau_mad_s`` (weight ``r / (1 + r)``, ``r = dt / tau``: the exponential's first order, no ``exp`` per sample;
   during warm-up a plain running mean), and only from a sample inside the band with no
   evidence pending -- nothing is learned while the signal is outside or alarmed, so a persistent fault is never
@@ -47,7 +57,7 @@ count as ``max_dt_s``. Returns the number of samples scoring >= 0.5.
 
 State per signal (float64): ``LOC``, ``MAD``, ``LEARNED_S`` (seconds of rest learned), ``EXC``, ``LAST_TS`` (ns of
 its last usable rest sample, NaN none), ``PERIOD`` (the machine's ``m_since`` of the off period it rests in, NaN
-none).
+none), ``PEAK`` (largest deviation learned, decaying).
 """
 
 from __future__ import annotations
@@ -62,7 +72,8 @@ LEARNED_S = 2
 EXC = 3
 LAST_TS = 4
 PERIOD = 5
-WIDTH = 6
+PEAK = 6
+WIDTH = 7
 
 P_MULT = 0
 P_REL_RES = 1
@@ -75,7 +86,9 @@ P_TAU_MAD = 7
 P_MAX_DT = 8
 P_START_BAND = 9
 P_START_HOLD_S = 10
-P_WIDTH = 11
+P_PEAK_MULT = 11
+P_PEAK_WARM_S = 12
+P_WIDTH = 13
 
 START_UNTIL = 0  # columns of ``m_start`` (int64 per machine): starting until this time (ns), -1 never
 HOT = 1  # scratch: signals beyond the start band in this frame
@@ -88,11 +101,12 @@ E_MAX = 3.0  # evidence is capped at this many ``persist`` (score 0.9): a long f
 
 def make_params(mult: float, rel_res: float, warm_s: float, persist: float, cap: float, drain: float,
                 tau_loc_s: float, tau_mad_s: float, max_dt_s: float, start_band: float = 1.0,
-                start_hold_s: float = 600.0) -> np.ndarray:
+                start_hold_s: float = 600.0, peak_mult: float = 0.0, peak_warm_s: float = 1800.0) -> np.ndarray:
     p = np.zeros(P_WIDTH, dtype=np.float64)
     p[P_MULT], p[P_REL_RES], p[P_WARM_S], p[P_PERSIST] = mult, rel_res, warm_s, persist
     p[P_CAP], p[P_DRAIN], p[P_TAU_LOC], p[P_TAU_MAD], p[P_MAX_DT] = cap, drain, tau_loc_s, tau_mad_s, max_dt_s
     p[P_START_BAND], p[P_START_HOLD_S] = start_band, start_hold_s
+    p[P_PEAK_MULT], p[P_PEAK_WARM_S] = peak_mult, peak_warm_s
     return p
 
 
@@ -113,6 +127,16 @@ def init_state(n: int) -> np.ndarray:
     st[:, LAST_TS] = np.nan
     st[:, PERIOD] = np.nan
     return st
+
+
+@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
+def _band(st: np.ndarray, s: int, floor_s: float, p: np.ndarray, t: float, grace_end: float) -> float:
+    """Half-width of signal ``s``'s rest band at time ``t`` (ns) in an off period whose grace ended ``grace_end``."""
+    core = p[P_MULT] * st[s, MAD]
+    warm_ns = p[P_PEAK_WARM_S] * 1e9
+    if p[P_PEAK_MULT] > 0.0 and st[s, LEARNED_S] >= p[P_PEAK_WARM_S] and t - grace_end >= warm_ns:
+        core = min(core, p[P_PEAK_MULT] * st[s, PEAK])
+    return core + max(floor_s, p[P_REL_RES] * abs(st[s, LOC]))
 
 
 @njit(cache=True, nogil=True)
@@ -136,9 +160,8 @@ def _mark_starts(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quali
             continue
         if not st[s, PERIOD] == float(m_since[m]) or st[s, LEARNED_S] < p[P_WARM_S]:
             continue
-        loc = st[s, LOC]
-        env = p[P_MULT] * st[s, MAD] + max(floor[s], p[P_REL_RES] * abs(loc))
-        if abs(x - loc) > p[P_START_BAND] * env:
+        env = _band(st, s, floor[s], p, float(t), float(max(hold_until[m], m_since[m])))
+        if abs(x - st[s, LOC]) > p[P_START_BAND] * env:
             stamp[s] = frame
             m_start[m, HOT] += 1
             any_hot = True
@@ -163,7 +186,6 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
     _mark_starts(ts_ns, signal, value, quality, machine_of, m_state, m_since, hold_until, floor, st, p, m_need,
                  m_start, stamp, frame)
     n_high = 0
-    mult = p[P_MULT]
     persist2 = p[P_PERSIST] * p[P_PERSIST]
     for k in range(signal.shape[0]):
         s = signal[k]
@@ -194,7 +216,7 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
             continue
         loc = st[s, LOC]
         d = abs(x - loc)
-        env = mult * st[s, MAD] + max(floor[s], p[P_REL_RES] * abs(loc))
+        env = _band(st, s, floor[s], p, tf, float(max(hold_until[m], m_since[m])))
         warm = st[s, LEARNED_S] >= p[P_WARM_S]
         inside = d <= env
         if warm:
@@ -221,6 +243,7 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
                 a_loc = max(a_loc, dt_s / (learned + dt_s))
                 a_mad = max(a_mad, dt_s / (learned + dt_s))
             st[s, MAD] += a_mad * (d - st[s, MAD])
+            st[s, PEAK] = max(st[s, PEAK] - a_mad * st[s, PEAK], d)
             st[s, LOC] += a_loc * (x - loc)
             st[s, LEARNED_S] = learned + dt_s
     return n_high
