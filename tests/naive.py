@@ -763,24 +763,34 @@ def silent_scan(last_ts, since_ns, now_ns, silent_ns):
             bound = min(bound, m)
     return np.array(rows, dtype=np.int64), np.array(scores), bound
 
+def _rest_floor(r, floor, run, p):
+    """The at-rest band's floor: steps or span, a fraction of the running level, the float resolution."""
+    return max(floor[0], floor[1] * abs(run), p["rel_res"] * max(abs(r["loc"]), abs(run)))
+
+
 def _rest_band(r, floor, p, t, grace_end):
     """The at-rest band's half-width: mult MADs, capped at peak_mult peaks once warm and settled, plus the floor."""
     core = p["mult"] * r["mad"]
     pm = p.get("peak_mult", 0.0)
     if pm > 0 and r["learned"] >= p["peak_warm_s"] and t - grace_end >= p["peak_warm_s"] * 1e9:
         core = min(core, pm * r["peak"])
-    return core + max(floor, p["rel_res"] * abs(r["loc"]))
+    return core + floor
 
 
 def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, hold_until, floor, rest, params,
-                   score, kind, need=None, starting=None):
+                   score, kind, need=None, starting=None, run_level=None, hot_since=None):
     """Reference of ``atrest.rest_chunk``. ``rest``: dict signal -> dict(loc, mad, learned, exc, last, period) (absent:
     never rested), updated in place; ``score``/``kind`` updated in place; ``params``: dict of the settings by name.
     ``need``: per machine, signals beyond the start band that make a start (None: no start test); ``starting``:
-    dict machine -> ns it is starting until, updated in place. Returns the number of samples scoring >= 0.5."""
+    dict machine -> ns it is starting until, updated in place; ``run_level``: the running baseline's level per signal
+    (None: 0); ``hot_since``: dict signal -> (ns since it is beyond the start band, its latest ns beyond), in
+    place. ``floor``: rows (absolute floor, fraction of the running level). Returns the number of samples scoring
+    >= 0.5."""
     p = params
     n_high = 0
     starting = {} if starting is None else starting
+    hot_since = {} if hot_since is None else hot_since
+    run_level = np.zeros(len(machine_of)) if run_level is None else run_level
     if need is not None:  # the start test: distinct warm signals per machine beyond the start band in this frame
         out: dict[int, set] = {}
         for k in range(len(signal)):
@@ -788,13 +798,21 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
             m = int(machine_of[s])
             r = rest.get(s)
             x = float(value[k])
-            grace_end = max(int(hold_until[m]), int(m_since[m])) if m >= 0 else 0
             if m < 0 or int(m_state[m]) != 1 or int(ts_ns[k]) <= int(hold_until[m]) or int(quality[k]) == 2 \
                     or not math.isfinite(x) or r is None or r["period"] != float(int(m_since[m])) \
                     or r["learned"] < p["warm_s"]:
                 continue
-            env = _rest_band(r, float(floor[s]), p, float(int(ts_ns[k])), float(grace_end))
-            if abs(x - r["loc"]) > p["start_band"] * env:
+            if s in out.get(m, set()):
+                continue
+            env = p["mult"] * r["mad"] + _rest_floor(r, floor[s], run_level[s], p)
+            if abs(x - r["loc"]) <= p["start_band"] * env:
+                continue
+            t_k, persist_ns = int(ts_ns[k]), int(p.get("start_persist_s", 0.0) * 1e9)
+            since, last = hot_since.get(s, (None, None))
+            if since is None or t_k - last > persist_ns:
+                since = t_k
+            hot_since[s] = (since, t_k)
+            if t_k - since >= persist_ns:
                 out.setdefault(m, set()).add(s)
         t_max = max((int(t) for k, t in enumerate(ts_ns) if int(machine_of[int(signal[k])]) >= 0
                      and int(m_state[int(machine_of[int(signal[k])])]) == 1), default=None)
@@ -824,7 +842,8 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
             r["exc"] = 0.0
             continue
         d = abs(x - r["loc"])
-        env = _rest_band(r, float(floor[s]), p, t, float(max(int(hold_until[m]), int(m_since[m]))))
+        env = _rest_band(r, _rest_floor(r, floor[s], run_level[s], p), p, t,
+                         float(max(int(hold_until[m]), int(m_since[m]))))
         warm = r["learned"] >= p["warm_s"]
         inside = d <= env
         if warm:

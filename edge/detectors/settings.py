@@ -237,7 +237,8 @@ class AtRestSettings(_Strict):
     mult: float = Field(default=6.0, gt=0, description="band half-width in mean absolute deviations of the rest noise")
     floor_resolutions: float = Field(default=2.0, ge=0, description="band floor in register steps (quantised signals)")
     floor_span: float = Field(default=0.005, ge=0, description="band floor as a fraction of the plausible span "
-                                                               "[low, high] (where both are set)")
+                                                               "[low, high] (where both are set; else of the "
+                                                               "signal's running level)")
     rel_resolution: float = Field(default=1e-6, ge=0, description="band floor relative to the rest value (float32)")
     warm_s: float = Field(default=600.0, ge=0, description="seconds of rest a signal learns before it is judged")
     persist: float = Field(default=3.0, gt=0, description="evidence (band-widths x s outside) that scores 0.5")
@@ -264,6 +265,8 @@ class AtRestSettings(_Strict):
                                                              "counts as leaving for the start test (half a band: "
                                                              "a fast load leaves its band and alarms ~30 s before "
                                                              "the slower ones leave theirs)")
+    start_persist_s: float = Field(default=2.0, ge=0, description="seconds a signal stays beyond the start band "
+                                                                   "before it counts (noise outliers do not line up)")
     start_hold_s: float = Field(default=600.0, ge=0, description="at-rest alarms held this long after the last frame "
                                                                  "that looked like a start")
 

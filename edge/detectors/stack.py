@@ -272,12 +272,16 @@ class DetectorStack:
         self._rest_on = bool((self.rest_machine_of >= 0).any())
         span = np.nan_to_num(self.cfg[:, signal_stack.C_HIGH] - self.cfg[:, signal_stack.C_LOW], nan=0.0,
                              posinf=0.0, neginf=0.0)
-        self.rest_floor = np.maximum(ar.floor_resolutions * self.cfg[:, signal_stack.C_RES], ar.floor_span * span)
+        # band floor: register steps or a fraction of the span; without a span, that fraction of the running level
+        self.rest_floor = np.ascontiguousarray(np.stack([
+            np.maximum(ar.floor_resolutions * self.cfg[:, signal_stack.C_RES], ar.floor_span * span),
+            np.where(span > 0, 0.0, ar.floor_span)], axis=1))
         self.rest_params = atrest.make_params(ar.mult, ar.rel_resolution, ar.warm_s, ar.persist, ar.cap,
                                               ar.drain_per_s, ar.tau_loc_s, ar.tau_mad_s, ar.max_dt_s,
-                                              ar.start_band, ar.start_hold_s, ar.peak_mult, ar.peak_warm_s)
+                                              ar.start_band, ar.start_hold_s, ar.peak_mult, ar.peak_warm_s,
+                                              ar.start_persist_s)
         self.rest_need = atrest.machine_need(self.rest_machine_of, self.n_machines, ar.start_min, ar.start_fraction)
-        self._rest_stamp = np.full(n_signals, -1, dtype=np.int64)  # the start test's once-per-frame count
+        self._rest_sig = atrest.init_signals(n_signals)  # the start test's per-signal scratch
         self._rest_frame = 0
         # The alarm gate holds a machine's process alarms for operating changes and state changes alike.
         self.gate_machine_of = machine_of.copy() if (oc.enabled or self._state_on) else np.full(
@@ -376,7 +380,8 @@ class DetectorStack:
             self._rest_frame += 1
             atrest.rest_chunk(ts_ns, signal, value, quality, self.rest_machine_of, self.m_state, self.m_since,
                               self.hold_until, self.rest_floor, self.rest_state, self.rest_params, score, kind,
-                              self.rest_need, self.rest_start, self._rest_stamp, self._rest_frame)
+                              self.rest_need, self.rest_start, self._rest_sig, self._rest_frame, self.state,
+                              signal_stack.B_LEVEL + robust.LOC)
         if self.lk_mode != likelihood.MODE_OFF:
             likelihood.likelihood_chunk(ts_ns, signal, value, quality, self.lk_state, self.lk_season, self.lk_floor,
                                         self.lk_enable, self.lk_params, self.lk_mode, score, kind)
