@@ -78,8 +78,8 @@ from edge.pdm.rul import RulEstimator  # noqa: E402
 from plantwire.configfile import load_plant  # noqa: E402
 from plantwire.plant import PlantConfig, Protocol, RegisterType, SignalTable  # noqa: E402
 from simulators.bulk import BlockGenerator  # noqa: E402
-from simulators.faults import KIND_ORDER, EventKind, EventSchedule  # noqa: E402
-from simulators.runtime import SimOptions, build_world  # noqa: E402
+from simulators.faults import KIND_ORDER, EventKind, Events, EventSchedule  # noqa: E402
+from simulators.runtime import SimOptions, World, build_world  # noqa: E402
 from simulators.signals import SignalModel  # noqa: E402
 from tools.fit_rul import FitSettings, fit  # noqa: E402
 
@@ -339,10 +339,13 @@ def fault_run(plant_path: Path, seed: int, train_days: float, clean_days: float,
         n_ticks_own = 0
     else:
         n_ticks_own = n_ticks
+    trace = _StateTrace(an.stack.m_state) if missed is not None and parts == 1 else None
     for k, v, qual in ticks(model, q, 0, n_ticks_own, split_at=t_fault,
                             schedule=lambda k: world.schedule if k >= t_fault else clean.schedule):
         ts.fill(EPOCH_NS + k * 1_000_000_000)
         r = an.process(ts, sig, v, qual)
+        if trace is not None:
+            trace.see(k, an.stack.m_state)
         dropped += r.events_dropped
         if r.events.shape[0] and k >= t_score:
             ev = r.events[r.events["phase"] == Phase.OPEN]
@@ -427,17 +430,91 @@ def fault_run(plant_path: Path, seed: int, train_days: float, clean_days: float,
         ms = machine_of[truth.signal.astype(np.int64)]
         off = world.physics.level(truth.start_s.astype(np.float64), ms) <= 0.05
     if missed is not None:  # every injected event with its outcome, for diagnosis (which faults go unseen, where)
+        visible = observable(world, seed, q, world.schedule, clean.schedule, truth, ~detected)
         with open(missed, "w") as fh:
-            fh.write("start_s,end_s,signal,kind,magnitude,machine_off,detected,delay_s,clean_at_start,low,high\n")
+            fh.write("start_s,end_s,signal,kind,magnitude,machine_off,detected,delay_s,clean_at_start,low,high,"
+                     "det_state,det_since_s,visible\n")
             for i in range(n_ev):
                 row = int(truth.signal[i])
                 c0 = model.clean_at(np.array([float(truth.start_s[i])]), np.array([row]))[0]
+                st_name, since = trace.at(int(machine_of[row]), float(truth.start_s[i])) if trace else ("?", "")
                 fh.write(f"{truth.start_s[i]:.0f},{truth.end_s[i]:.0f},{table.ids[row]},"
                          f"{KIND_ORDER[int(truth.kind[i])].value},{truth.magnitude[i]:.6g},{int(off[i])},"
-                         f"{int(detected[i])},{delay[i]:.1f},{c0:.6g},{table.low[row]:g},{table.high[row]:g}\n")
+                         f"{int(detected[i])},{delay[i]:.1f},{c0:.6g},{table.low[row]:g},{table.high[row]:g},"
+                         f"{st_name},{since},{int(visible[i])}\n")
     return FaultFigures(n_ev, detected, delay, truth.kind.astype(np.int64), in_range, int((~sig_used).sum()),
                         int((~mach_used).sum()), by_kind, by_hour, top, clean_false, n * clean_days * 24.0,
                         n * (clean_days + fault_days) * 24.0, n, seconds, off, cpu_s)
+
+
+_STATE_NAMES = ("unknown", "off", "idle", "running")  # opstate's values
+
+
+class _StateTrace:
+    """The detector's operating state per machine over a run (``--missed``): when each machine's state changed."""
+
+    def __init__(self, m_state: np.ndarray) -> None:
+        self._prev = m_state.copy()
+        self._changes: list[tuple[int, int, int]] = []  # (tick, machine, new state)
+
+    def see(self, k: int, m_state: np.ndarray) -> None:
+        moved = np.flatnonzero(m_state != self._prev)
+        for m in moved.tolist():
+            self._changes.append((k, m, int(m_state[m])))
+        self._prev[moved] = m_state[moved]
+
+    def at(self, m: int, t_s: float) -> tuple[str, str]:
+        """(state name, seconds since its last change) of machine ``m`` at ``t_s``."""
+        state, since = 0, None
+        for k, mm, st in self._changes:
+            if k > t_s:
+                break
+            if mm == m:
+                state, since = st, k
+        name = _STATE_NAMES[state] if 0 <= state < len(_STATE_NAMES) else str(state)
+        return name, "" if since is None else f"{t_s - since:.0f}"
+
+
+def observable(world: World, seed: int, q: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+               faulty: EventSchedule, clean: EventSchedule, truth: Events, which: np.ndarray,
+               before_s: float = 1800.0) -> np.ndarray:
+    """Per event: does the injected fault leave its signal's values outside what the signal shows without it?
+
+    The simulator runs the event's signal alone (a model of that one row: its own noise draw, cheap on a large
+    plant) twice over [start - ``before_s``, end], with and without the faults, with the same noise (it is seeded
+    per tick), clipped and quantised as the registers carry it. An event is observable
+    if a faulty sample inside its window is NaN (a dropout) or lies outside [min, max] of the fault-free values over
+    the whole span, or if it is a stuck value where the fault-free signal is not constant over the window (its
+    texture changes: a flat-line judgement can see it); otherwise (a negative step on a current clipped at 0, a
+    value stuck at the rest value a stopped machine reads anyway) no judgement of that signal alone can see it.
+    Only the events in ``which`` are run (~1 s each: a random generator per tick); the others count as observable
+    (the caller passes the missed ones: a detected fault was observable).
+    """
+    out = np.ones(len(truth), dtype=bool)
+    step = 600
+    stuck = KIND_ORDER.index(EventKind.STUCK)
+    for i in np.flatnonzero(which).tolist():
+        row = int(truth.signal[i])
+        gen = BlockGenerator(world.model(np.array([row]), seed), step)
+        lq = _local_quantiser(q, np.array([row]))
+        k0 = max(int(np.floor(truth.start_s[i] - before_s)), 0)
+        k1 = int(np.ceil(truth.end_s[i])) + 1
+        f_parts, c_parts = [], []
+        for a in range(k0, k1, step):
+            ks = np.arange(a, min(a + step, k1), dtype=np.int64)
+            for sched, parts in ((faulty, f_parts), (clean, c_parts)):
+                vb = gen.block(ks, ks.astype(np.float64), sched).copy()
+                quantise(vb, lq)
+                parts.append(vb[:, 0])
+        fv, cv = np.concatenate(f_parts), np.concatenate(c_parts)
+        tk = np.arange(k0, k0 + fv.size)
+        inside = (tk >= truth.start_s[i]) & (tk < truth.end_s[i])
+        lo, hi = np.nanmin(cv), np.nanmax(cv)
+        w = fv[inside]
+        c = cv[inside]
+        textured = int(truth.kind[i]) == stuck and c.size > 1 and np.nanmax(c) > np.nanmin(c)
+        out[i] = bool(np.isnan(w).any() or (w < lo).any() or (w > hi).any() or textured)
+    return out
 
 
 def print_faults(f: FaultFigures) -> None:

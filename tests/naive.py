@@ -763,13 +763,62 @@ def silent_scan(last_ts, since_ns, now_ns, silent_ns):
             bound = min(bound, m)
     return np.array(rows, dtype=np.int64), np.array(scores), bound
 
+def _rest_floor(r, floor, run, p):
+    """The at-rest band's floor: steps or span, a fraction of the running level, the float resolution."""
+    return max(floor[0], floor[1] * abs(run), p["rel_res"] * max(abs(r["loc"]), abs(run)))
+
+
+def _rest_band(r, floor, p, t, grace_end):
+    """The at-rest band's half-width: mult MADs, capped at peak_mult peaks once warm and settled, plus the floor."""
+    core = p["mult"] * r["mad"]
+    pm = p.get("peak_mult", 0.0)
+    if pm > 0 and r["learned"] >= p["peak_warm_s"] and t - grace_end >= p["peak_warm_s"] * 1e9:
+        core = min(core, pm * r["peak"])
+    return core + floor
+
+
 def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, hold_until, floor, rest, params,
-                   score, kind):
+                   score, kind, need=None, starting=None, run_level=None, hot_since=None):
     """Reference of ``atrest.rest_chunk``. ``rest``: dict signal -> dict(loc, mad, learned, exc, last, period) (absent:
     never rested), updated in place; ``score``/``kind`` updated in place; ``params``: dict of the settings by name.
-    Returns the number of samples scoring >= 0.5."""
+    ``need``: per machine, signals beyond the start band that make a start (None: no start test); ``starting``:
+    dict machine -> ns it is starting until, updated in place; ``run_level``: the running baseline's level per signal
+    (None: 0); ``hot_since``: dict signal -> (ns since it is beyond the start band, its latest ns beyond), in
+    place. ``floor``: rows (absolute floor, fraction of the running level). Returns the number of samples scoring
+    >= 0.5."""
     p = params
     n_high = 0
+    starting = {} if starting is None else starting
+    hot_since = {} if hot_since is None else hot_since
+    run_level = np.zeros(len(machine_of)) if run_level is None else run_level
+    if need is not None:  # the start test: distinct warm signals per machine beyond the start band in this frame
+        out: dict[int, set] = {}
+        for k in range(len(signal)):
+            s = int(signal[k])
+            m = int(machine_of[s])
+            r = rest.get(s)
+            x = float(value[k])
+            if m < 0 or int(m_state[m]) != 1 or int(ts_ns[k]) <= int(hold_until[m]) or int(quality[k]) == 2 \
+                    or not math.isfinite(x) or r is None or r["period"] != float(int(m_since[m])) \
+                    or r["learned"] < p["warm_s"]:
+                continue
+            if s in out.get(m, set()):
+                continue
+            env = p["mult"] * r["mad"] + _rest_floor(r, floor[s], run_level[s], p)
+            if abs(x - r["loc"]) <= p["start_band"] * env:
+                continue
+            t_k, persist_ns = int(ts_ns[k]), int(p.get("start_persist_s", 0.0) * 1e9)
+            since, last = hot_since.get(s, (None, None))
+            if since is None or t_k - last > persist_ns:
+                since = t_k
+            hot_since[s] = (since, t_k)
+            if t_k - since >= persist_ns:
+                out.setdefault(m, set()).add(s)
+        t_max = max((int(t) for k, t in enumerate(ts_ns) if int(machine_of[int(signal[k])]) >= 0
+                     and int(m_state[int(machine_of[int(signal[k])])]) == 1), default=None)
+        for m, sigs in out.items():
+            if len(sigs) >= need[m]:
+                starting[m] = t_max + int(p["start_hold_s"] * 1e9)
     for k in range(len(signal)):
         s = int(signal[k])
         m = int(machine_of[s])
@@ -778,7 +827,8 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
         x = float(value[k])
         if int(quality[k]) == 2 or not math.isfinite(x):
             continue
-        r = rest.setdefault(s, {"loc": 0.0, "mad": 0.0, "learned": 0.0, "exc": 0.0, "last": None, "period": None})
+        r = rest.setdefault(s, {"loc": 0.0, "mad": 0.0, "learned": 0.0, "exc": 0.0, "last": None, "period": None,
+                                "peak": 0.0})
         t = float(int(ts_ns[k]))
         if r["period"] != float(int(m_since[m])):  # new off period: rest value starts here
             r.update(period=float(int(m_since[m])), loc=x, exc=0.0, last=t)
@@ -788,8 +838,12 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
             continue
         dt = min(dt, p["max_dt_s"])
         r["last"] = t
+        if int(ts_ns[k]) <= starting.get(m, -1):  # starting: neither judged nor learned, evidence dropped
+            r["exc"] = 0.0
+            continue
         d = abs(x - r["loc"])
-        env = p["mult"] * r["mad"] + max(float(floor[s]), p["rel_res"] * abs(r["loc"]))
+        env = _rest_band(r, _rest_floor(r, floor[s], run_level[s], p), p, t,
+                         float(max(int(hold_until[m]), int(m_since[m]))))
         warm = r["learned"] >= p["warm_s"]
         inside = d <= env
         if warm:
@@ -810,6 +864,7 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
                 a_loc = max(a_loc, dt / (r["learned"] + dt))
                 a_mad = max(a_mad, dt / (r["learned"] + dt))
             r["mad"] += a_mad * (d - r["mad"])
+            r["peak"] = max(r["peak"] - a_mad * r["peak"], d)
             r["loc"] += a_loc * (x - r["loc"])
             r["learned"] += dt
     return n_high

@@ -10,29 +10,47 @@ import pytest
 from edge.kernels import atrest
 
 PARAMS = {"mult": 6.0, "rel_res": 1e-6, "warm_s": 20.0, "persist": 3.0, "cap": 10.0, "drain": 0.5,
-          "tau_loc_s": 60.0, "tau_mad_s": 300.0, "max_dt_s": 5.0}
+          "tau_loc_s": 60.0, "tau_mad_s": 300.0, "max_dt_s": 5.0, "start_band": 0.5, "start_hold_s": 15.0,
+          "peak_mult": 1.5, "peak_warm_s": 40.0, "start_persist_s": 2.0}
+NO_START = np.array([1e18, 1e18])  # no machine has that many signals: the start test never fires
 
 
 def _params() -> np.ndarray:
     p = PARAMS
     return atrest.make_params(p["mult"], p["rel_res"], p["warm_s"], p["persist"], p["cap"], p["drain"],
-                              p["tau_loc_s"], p["tau_mad_s"], p["max_dt_s"])
+                              p["tau_loc_s"], p["tau_mad_s"], p["max_dt_s"], p["start_band"], p["start_hold_s"],
+                              p["peak_mult"], p["peak_warm_s"], p["start_persist_s"])
+
+
+def _chunk(ts, sig, v, q, machine_of, m_state, m_since, hold, floor, st, p, score, kind, need=NO_START,
+           m_start=None, sig_start=None, frame=1, run_level=None):
+    """``floor``: the absolute floor per signal (1-D) or (absolute, fraction of the running level) rows."""
+    m_start = atrest.init_machines(2) if m_start is None else m_start
+    sig_start = atrest.init_signals(st.shape[0]) if sig_start is None else sig_start
+    floor2 = np.ascontiguousarray(np.stack([floor, np.zeros_like(floor)], axis=1) if floor.ndim == 1 else floor)
+    run = np.zeros((st.shape[0], 3)) if run_level is None else np.ascontiguousarray(
+        np.stack([np.zeros_like(run_level), run_level, np.zeros_like(run_level)], axis=1))
+    return atrest.rest_chunk(ts, sig, v, q, machine_of, m_state, m_since, hold, floor2, st, p, score, kind, need,
+                             m_start, sig_start, frame, run, 1)
 
 
 def _frames(seed: int, n_frames: int) -> list[tuple[np.ndarray, ...]]:
     """6 signals of 2 machines (signal 5 belongs to none): clipped noise at 0 (0), a quantised constant (1), Gaussian
-    noise (2, 3), an exact constant (4); NaN, inf, bad and uncertain samples; excursions; shuffled order."""
+    noise (2), a wave at rest (3: the peak cap binds), an exact constant (4); NaN, inf, bad and uncertain samples;
+    excursions; shuffled order."""
     rng = np.random.default_rng(seed)
     frames = []
     for f in range(n_frames):
         v = np.array([max(0.0, rng.normal(0, 0.5)), 3.0 + 0.1 * rng.integers(0, 2), 20 + rng.normal(0, 0.2),
-                      rng.normal(0, 1.0), 7.0, rng.normal()])
+                      2.0 * np.sin(2 * np.pi * f / 30) + rng.normal(0, 0.05), 7.0, rng.normal()])
         if 150 <= f < 170:
             v[0] += 6.0  # current flowing on a stopped machine
         if 200 <= f < 260:
             v[2] += 0.05 * (f - 200)  # a temperature rising
         if f % 97 == 5:
             v[4] = 9.0  # a spike on a constant
+        if 330 <= f < 360:
+            v[0:3] += 0.1 * (f - 329)  # machine 0 starting: three of its signals leave their bands together
         r = rng.random()
         if r < 0.04:
             v[rng.integers(6)] = np.nan
@@ -47,17 +65,22 @@ def _frames(seed: int, n_frames: int) -> list[tuple[np.ndarray, ...]]:
     return frames
 
 
-@pytest.mark.parametrize("seed", [0])
-def test_rest_chunk_matches_reference_frame_by_frame(seed):
+@pytest.mark.parametrize("start_test", [False, True])
+def test_rest_chunk_matches_reference_frame_by_frame(start_test):
+    seed = 0
+    need = np.array([2.0, 2.0]) if start_test else NO_START
+    m_start, sig_start, starting, hot_since = atrest.init_machines(2), atrest.init_signals(6), {}, {}
+    run_level = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 1e5])  # signal 4 has no span: its floor is 1 % of 1e5 ...
     machine_of = np.array([0, 0, 0, 1, 1, -1], np.int64)
-    floor = np.array([0.05, 0.2, 0.01, 0.0, 0.0, 0.0])
+    floor = np.array([[0.05, 0.0], [0.2, 0.0], [0.01, 0.0], [0.0, 0.0], [0.0, 0.01], [0.0, 0.0]])
+    run_level[4] = 30.0  # ... signal 4's 0.3: its spikes of 2 alarm, a float step would not
     m_state = np.array([1, 1], np.int8)
     m_since = np.array([10**18, 10**18], np.int64)
     hold = np.array([10**18 + 10 * 10**9, -1], np.int64)
     st = atrest.init_state(6)
     ref: dict = {}
     p = _params()
-    total = 0
+    total = alarmed_in_start = 0
     for f, (ts, sig, v, q) in enumerate(_frames(seed, 400)):
         if f == 300:  # machine 1 starts (not judged), then stops again: a new off period
             m_state[1] = 3
@@ -66,17 +89,25 @@ def test_rest_chunk_matches_reference_frame_by_frame(seed):
         base = np.where(np.arange(6) == 5, 0.9, 0.0)[sig]  # the signal stack's own score stays if larger
         score, kind = base.copy(), np.zeros(6, np.uint8)
         r_score, r_kind = base.copy(), np.zeros(6, np.uint8)
-        n = atrest.rest_chunk(ts, sig, v, q, machine_of, m_state, m_since, hold, floor, st, p, score, kind)
+        n = _chunk(ts, sig, v, q, machine_of, m_state, m_since, hold, floor, st, p, score, kind, need, m_start,
+                   sig_start, f + 1, run_level)
         n_ref = naive.rest_judgement(ts, sig, v, q, machine_of, m_state, m_since, hold, floor, ref, PARAMS,
-                                     r_score, r_kind)
+                                     r_score, r_kind, need if start_test else None, starting, run_level, hot_since)
         assert n == n_ref, f
         np.testing.assert_allclose(score, r_score, rtol=1e-12, atol=1e-15, err_msg=f"frame {f}")
         assert kind.tolist() == r_kind.tolist(), f
         total += n
+        if start_test:
+            assert m_start[:, atrest.START_UNTIL].tolist() == [starting.get(0, -1), starting.get(1, -1)], f
+            assert (m_start[:, atrest.HOT] == 0).all()
+        if 342 <= f < 360:
+            alarmed_in_start += int((score[sig < 3] >= 0.5).any())
     for s, r in ref.items():
-        np.testing.assert_allclose(st[s, [atrest.LOC, atrest.MAD, atrest.LEARNED_S, atrest.EXC]],
-                                   [r["loc"], r["mad"], r["learned"], r["exc"]], rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(st[s, [atrest.LOC, atrest.MAD, atrest.LEARNED_S, atrest.EXC, atrest.PEAK]],
+                                   [r["loc"], r["mad"], r["learned"], r["exc"], r["peak"]], rtol=1e-12, atol=1e-15)
     assert 5 not in ref and total > 0  # a signal of no machine is never judged; the excursions were
+    assert (alarmed_in_start == 0) if start_test else (alarmed_in_start >= 12)  # the start held with the test only
+    assert (0 in starting) == start_test and 1 not in starting  # machine 1's lone spikes are no start
 
 
 def test_clipped_and_constant_rest_values_stay_quiet_and_a_current_on_a_stopped_machine_alarms():
@@ -94,18 +125,45 @@ def test_clipped_and_constant_rest_values_stay_quiet_and_a_current_on_a_stopped_
     for k in range(1, 3601):
         v = np.array([max(0.0, rng.normal(0, 0.3)), 0.0])
         score, kind = np.zeros(2), np.zeros(2, np.uint8)
-        high += atrest.rest_chunk(np.full(2, k * 10**9, np.int64), sig, v, q, machine_of, m_state, m_since, hold,
-                                  floor, st, p, score, kind)
+        high += _chunk(np.full(2, k * 10**9, np.int64), sig, v, q, machine_of, m_state, m_since, hold,
+                       floor, st, p, score, kind)
     assert high == 0
     loc, mad = st[0, atrest.LOC], st[0, atrest.MAD]
     first = None
     for k in range(3601, 3611):
         v = np.array([3.0 + max(0.0, rng.normal(0, 0.3)), 0.0])
         score, kind = np.zeros(2), np.zeros(2, np.uint8)
-        atrest.rest_chunk(np.full(2, k * 10**9, np.int64), sig, v, q, machine_of, m_state, m_since, hold, floor,
-                          st, p, score, kind)
+        _chunk(np.full(2, k * 10**9, np.int64), sig, v, q, machine_of, m_state, m_since, hold, floor,
+               st, p, score, kind)
         if first is None and score[0] >= 0.5:
             first = k - 3601
             assert kind[0] == atrest.KIND_AT_REST
     assert first is not None and first <= 2
     assert (st[0, atrest.LOC], st[0, atrest.MAD]) == (loc, mad)  # no learning while outside
+
+
+def test_a_step_of_two_amplitudes_on_a_wave_at_rest_alarms_with_the_peak_cap_only():
+    """A signal that keeps its cycle at rest (a sine of amplitude 1.5, period 300 s, as the simulated compressors'
+    discharge pressure): an hour and a half at rest is quiet either way; a step of 2 amplitudes alarms within a
+    period with the band capped at 1.5 learned peaks, and hides in 6 MADs (3.8 amplitudes) without the cap."""
+    rng = np.random.default_rng(4)
+    found = {}
+    for peak_mult in (0.0, 1.5):
+        machine_of, floor = np.zeros(1, np.int64), np.array([0.175])
+        m_state, m_since, hold = np.array([1], np.int8), np.array([0], np.int64), np.array([-1], np.int64)
+        st = atrest.init_state(1)
+        p = atrest.make_params(6.0, 1e-6, 600.0, 3.0, 10.0, 0.5, 600.0, 3600.0, 60.0, 1.0, 600.0, peak_mult, 1800.0)
+        sig, q = np.zeros(1, np.uint32), np.zeros(1, np.uint8)
+        high, first = 0, None
+        for k in range(1, 5701):
+            v = np.array([18.0 + 1.5 * np.sin(2 * np.pi * k / 300) + rng.normal(0, 0.05) + (3.0 if k > 5400 else 0)])
+            score, kind = np.zeros(1), np.zeros(1, np.uint8)
+            n = _chunk(np.full(1, k * 10**9, np.int64), sig, v, q, machine_of, m_state, m_since, hold, floor, st, p,
+                       score, kind)
+            if k <= 5400:
+                high += n
+            elif n and first is None:
+                first = k - 5400
+        assert high == 0, peak_mult
+        found[peak_mult] = first
+    assert found[0.0] is None and found[1.5] is not None and found[1.5] <= 300

@@ -278,9 +278,17 @@ class DetectorStack:
         self._rest_on = bool((self.rest_machine_of >= 0).any())
         span = np.nan_to_num(self.cfg[:, signal_stack.C_HIGH] - self.cfg[:, signal_stack.C_LOW], nan=0.0,
                              posinf=0.0, neginf=0.0)
-        self.rest_floor = np.maximum(ar.floor_resolutions * self.cfg[:, signal_stack.C_RES], ar.floor_span * span)
+        # band floor: register steps or a fraction of the span; without a span, that fraction of the running level
+        self.rest_floor = np.ascontiguousarray(np.stack([
+            np.maximum(ar.floor_resolutions * self.cfg[:, signal_stack.C_RES], ar.floor_span * span),
+            np.where(span > 0, 0.0, ar.floor_span)], axis=1))
         self.rest_params = atrest.make_params(ar.mult, ar.rel_resolution, ar.warm_s, ar.persist, ar.cap,
-                                              ar.drain_per_s, ar.tau_loc_s, ar.tau_mad_s, ar.max_dt_s)
+                                              ar.drain_per_s, ar.tau_loc_s, ar.tau_mad_s, ar.max_dt_s,
+                                              ar.start_band, ar.start_hold_s, ar.peak_mult, ar.peak_warm_s,
+                                              ar.start_persist_s)
+        self.rest_need = atrest.machine_need(self.rest_machine_of, self.n_machines, ar.start_min, ar.start_fraction)
+        self._rest_sig = atrest.init_signals(n_signals)  # the start test's per-signal scratch
+        self._rest_frame = 0
         # The alarm gate holds a machine's process alarms for operating changes and state changes alike.
         self.gate_machine_of = machine_of.copy() if (oc.enabled or self._state_on) else np.full(
             n_signals, -1, dtype=np.int64)
@@ -369,6 +377,7 @@ class DetectorStack:
         self.m_state = np.zeros(max(self.n_machines, 1), dtype=np.int8)  # opstate.UNKNOWN / OFF / RUNNING
         self.m_since = np.full(max(self.n_machines, 1), -1, dtype=np.int64)  # last state change (ns)
         self.rest_state = atrest.init_state(self.n_signals)  # at-rest band per signal (``atrest``)
+        self.rest_start = atrest.init_machines(self.n_machines)  # machines starting (at-rest held), not checkpointed
         self.cfg[:, signal_stack.C_FROZEN] = 0.0
         self.dev_good = np.full(self.n_devices, -1, dtype=np.int64)  # latest good poll per device (ns), -1 never
         self.dev_any = np.full(self.n_devices, -1, dtype=np.int64)  # latest sample of any quality per device (ns)
@@ -405,8 +414,11 @@ class DetectorStack:
                                   self._oc_frame, self._oc_p, self._oc_hold_ns)
         tick_ts = int(self._frame_out[0]) if n else 0
         if self._rest_on and n:
+            self._rest_frame += 1
             atrest.rest_chunk(ts_ns, signal, value, quality, self.rest_machine_of, self.m_state, self.m_since,
-                              self.hold_until, self.rest_floor, self.rest_state, self.rest_params, score, kind)
+                              self.hold_until, self.rest_floor, self.rest_state, self.rest_params, score, kind,
+                              self.rest_need, self.rest_start, self._rest_sig, self._rest_frame, self.state,
+                              signal_stack.B_LEVEL + robust.LOC)
             oc_p = self._oc_p
             opchange.mark_machines(self._oc_hot, self.oc_members, tick_ts, float(oc_p[signal_stack.OC_MIN_FRACTION]),
                                    float(oc_p[signal_stack.OC_MIN_SIGNALS]), self._oc_hold_ns, self.hold_until)

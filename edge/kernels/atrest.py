@@ -15,27 +15,54 @@ judged), in arrival order:
 
 - a new off period (the machine's ``m_since`` differs from the one the signal last rested in): the rest value
   restarts at this sample (``LOC`` = x, evidence 0); the band's learned width (``MAD``) is kept across periods;
-- ``d = |x - LOC|``; the band half-width is ``env = mult * MAD + max(floor[s], rel_res * |LOC|)`` where
-  ``floor[s]`` (set by the owner) comes from the signal's resolution and plausible span: a clipped or quantised
-  rest value with no visible noise still gets a band of a few steps, not zero;
+- ``d = |x - LOC|``; the band half-width is ``env = mult * MAD + floor`` with ``floor = max(floor[s, 0],
+  floor[s, 1] * |R|, rel_res * max(|LOC|, |R|))``: ``floor[s, 0]`` (set by the owner) comes from the signal's
+  resolution and plausible span, so a clipped or quantised rest value with no visible noise still gets a band of
+  a few steps, not zero; ``R = run_st[s, run_col]`` is the running baseline's level (the signal stack's, frozen
+  while the machine is off), and ``floor[s, 1]`` a fraction of it for signals without a span (a load with no
+  range reads 1e-40 at rest: a band relative to that flags every float step);
+- **bounded rest values** (why: a signal that keeps moving at rest -- a pressure or a ratio that follows the
+  hall's own cycle, not the machine's -- is a bounded wave, not noise: its deviations from the followed rest value
+  never exceed its amplitude, while 6 mean absolute deviations of a sine are 3.8 amplitudes, so a step of two
+  amplitudes hid inside the band; on the simulated plant most of the visible off-machine faults missed were on
+  such signals): ``PEAK``, the largest ``d`` learned, decaying with ``tau_mad_s``, caps the MAD part at
+  ``peak_mult * PEAK`` (``peak_mult`` 0: no cap) once the signal has learned ``peak_warm_s`` at rest *and* its off
+  period is ``peak_warm_s`` past the stop grace (a new off period's rest value starts at one sample and needs a
+  few ``tau_loc_s`` to reach the middle of the wave). For Gaussian noise ``peak_mult * PEAK`` (~5-6 sigmas) is
+  wider than ``mult * MAD`` (~4.8 sigmas) and changes nothing; the cap only ever narrows the band;
 - once the signal has learned ``warm_s`` seconds at rest: evidence ``EXC`` (unit: band-widths x seconds) grows by
   ``min(d / env - 1, cap) * dt`` while outside the band and drains by ``drain * dt`` inside; the score is
   ``EXC^2 / (EXC^2 + persist^2)`` with kind ``AT_REST`` if larger than the sample's score so far (an off machine's
   signals score 0 in the signal stack). Evidence is capped at ``E_MAX * persist`` so that an alarm closes within
   seconds of the value's return however long the fault lasted. A large excursion alarms in a second, a
   barely-outside one only after it has lasted: persistence is time, whatever the polling rate;
-- learning (good quality only): ``LOC`` and ``MAD`` are exponentially weighted with time constants ``tau_loc_s``
+- learning (good quality only): ``LOC`` and ``MAD`` (``PEAK``: decays like ``MAD``, then ``max(PEAK, d)``) are
+  exponentially weighted with time constants ``tau_loc_s``
   and ``tau_mad_s`` (weight ``r / (1 + r)``, ``r = dt / tau``: the exponential's first order, no ``exp`` per sample;
   during warm-up a plain running mean), and only from a sample inside the band with no
   evidence pending -- nothing is learned while the signal is outside or alarmed, so a persistent fault is never
   absorbed into the rest band.
+
+**Machine-wide start test** (why: on the simulated plant every at-rest false alarm fell in the minutes before the
+06:00 start, when a machine's loads ramp up before its state says RUNNING -- a running bit that rises at 5 % load, an
+energy meter whose state comes from its load with a hysteresis). A start moves many of one machine's signals out of
+their rest bands together; a fault moves one (a micro-leak three). So before a frame is judged, a first pass counts
+per machine the distinct warm signals that have been beyond ``start_band`` band-widths (the band without the peak
+cap) from the rest value for ``start_persist_s`` (a dip back inside shorter than that does not break it: a noisy
+ramp; independent noise outliers of several signals never line up for seconds, a ramp does; ``sig_start``); a
+machine with at least ``m_need[m]`` of them (the owner sets ``max(start_min, start_fraction * judged signals)``) is
+*starting* until ``start_hold_s`` after the frame's latest timestamp (``m_start[m, START_UNTIL]``). While a machine is
+starting its signals are neither judged nor learned and their evidence is dropped (an alarm opened by the first
+signal to leave closes): the hold lasts until the machine's state follows (RUNNING: this pass no longer runs) or the
+signals are back in their bands for ``start_hold_s``. ``sig_start[s, STAMP]`` counts each signal once per frame
+(``frame`` increases by one per call); ``m_start[m, HOT]`` is scratch, left at 0.
 
 Bad, non-finite, out-of-order samples and samples with ``dt`` 0 change nothing; gaps longer than ``max_dt_s``
 count as ``max_dt_s``. Returns the number of samples scoring >= 0.5.
 
 State per signal (float64): ``LOC``, ``MAD``, ``LEARNED_S`` (seconds of rest learned), ``EXC``, ``LAST_TS`` (ns of
 its last usable rest sample, NaN none), ``PERIOD`` (the machine's ``m_since`` of the off period it rests in, NaN
-none).
+none), ``PEAK`` (largest deviation learned, decaying).
 """
 
 from __future__ import annotations
@@ -50,7 +77,8 @@ LEARNED_S = 2
 EXC = 3
 LAST_TS = 4
 PERIOD = 5
-WIDTH = 6
+PEAK = 6
+WIDTH = 7
 
 P_MULT = 0
 P_REL_RES = 1
@@ -61,7 +89,21 @@ P_DRAIN = 5
 P_TAU_LOC = 6
 P_TAU_MAD = 7
 P_MAX_DT = 8
-P_WIDTH = 9
+P_START_BAND = 9
+P_START_HOLD_S = 10
+P_PEAK_MULT = 11
+P_PEAK_WARM_S = 12
+P_START_PERSIST_S = 13
+P_WIDTH = 14
+
+START_UNTIL = 0  # columns of ``m_start`` (int64 per machine): starting until this time (ns), -1 never
+HOT = 1  # scratch: signals beyond the start band in this frame
+M_WIDTH = 2
+
+STAMP = 0  # columns of ``sig_start`` (int64 per signal): the frame it last counted in (once per frame)
+HOT_SINCE = 1  # since when (ns) it has been beyond the start band (breaks shorter than ``start_persist_s`` bridged)
+LAST_BEYOND = 2  # its latest sample beyond the start band (ns)
+S_WIDTH = 3
 
 OFF = 1  # opstate.OFF (kept here as a literal: kernels import no detector module)
 KIND_AT_REST = 11  # kinds.Kind.AT_REST
@@ -69,11 +111,35 @@ E_MAX = 3.0  # evidence is capped at this many ``persist`` (score 0.9): a long f
 
 
 def make_params(mult: float, rel_res: float, warm_s: float, persist: float, cap: float, drain: float,
-                tau_loc_s: float, tau_mad_s: float, max_dt_s: float) -> np.ndarray:
+                tau_loc_s: float, tau_mad_s: float, max_dt_s: float, start_band: float = 1.0,
+                start_hold_s: float = 600.0, peak_mult: float = 0.0, peak_warm_s: float = 1800.0,
+                start_persist_s: float = 0.0) -> np.ndarray:
     p = np.zeros(P_WIDTH, dtype=np.float64)
     p[P_MULT], p[P_REL_RES], p[P_WARM_S], p[P_PERSIST] = mult, rel_res, warm_s, persist
     p[P_CAP], p[P_DRAIN], p[P_TAU_LOC], p[P_TAU_MAD], p[P_MAX_DT] = cap, drain, tau_loc_s, tau_mad_s, max_dt_s
+    p[P_START_BAND], p[P_START_HOLD_S] = start_band, start_hold_s
+    p[P_PEAK_MULT], p[P_PEAK_WARM_S], p[P_START_PERSIST_S] = peak_mult, peak_warm_s, start_persist_s
     return p
+
+
+def init_machines(n_machines: int) -> np.ndarray:
+    m = np.zeros((max(n_machines, 1), M_WIDTH), dtype=np.int64)
+    m[:, START_UNTIL] = -1
+    return m
+
+
+def init_signals(n: int) -> np.ndarray:
+    st = np.zeros((n, S_WIDTH), dtype=np.int64)
+    st[:, STAMP] = -1
+    st[:, HOT_SINCE] = -1
+    st[:, LAST_BEYOND] = -1
+    return st
+
+
+def machine_need(machine_of: np.ndarray, n_machines: int, start_min: float, start_fraction: float) -> np.ndarray:
+    """Signals beyond the start band that make a machine *starting*: ``max(start_min, start_fraction * judged)``."""
+    judged = np.bincount(machine_of[machine_of >= 0], minlength=max(n_machines, 1)).astype(np.float64)
+    return np.maximum(start_min, start_fraction * judged[:max(n_machines, 1)])
 
 
 def init_state(n: int) -> np.ndarray:
@@ -83,13 +149,79 @@ def init_state(n: int) -> np.ndarray:
     return st
 
 
+@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
+def _floor(st: np.ndarray, s: int, floor: np.ndarray, p: np.ndarray, run_st: np.ndarray, run_col: int) -> float:
+    """The band's floor: register steps or span (``floor[s, 0]``), a fraction of the running level (``floor[s, 1]``,
+    for signals without a span), the value's float resolution."""
+    run = abs(run_st[s, run_col])
+    return max(max(floor[s, 0], floor[s, 1] * run), p[P_REL_RES] * max(abs(st[s, LOC]), run))
+
+
+@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
+def _band(st: np.ndarray, s: int, floor_s: float, p: np.ndarray, t: float, grace_end: float) -> float:
+    """Half-width of signal ``s``'s rest band at time ``t`` (ns) in an off period whose grace ended ``grace_end``."""
+    core = p[P_MULT] * st[s, MAD]
+    warm_ns = p[P_PEAK_WARM_S] * 1e9
+    if p[P_PEAK_MULT] > 0.0 and st[s, LEARNED_S] >= p[P_PEAK_WARM_S] and t - grace_end >= warm_ns:
+        core = min(core, p[P_PEAK_MULT] * st[s, PEAK])
+    return core + floor_s
+
+
+@njit(cache=True, nogil=True)
+def _mark_starts(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality: np.ndarray,
+                 machine_of: np.ndarray, m_state: np.ndarray, m_since: np.ndarray, hold_until: np.ndarray,
+                 floor: np.ndarray, st: np.ndarray, p: np.ndarray, m_need: np.ndarray, m_start: np.ndarray,
+                 sig_start: np.ndarray, frame: int, run_st: np.ndarray, run_col: int) -> None:
+    """The start test's first pass: machines with ``m_need`` warm signals beyond the start band are starting."""
+    t_max = np.int64(-(2 ** 62))
+    any_hot = False
+    for k in range(signal.shape[0]):
+        s = signal[k]
+        m = machine_of[s]
+        if m < 0 or m_state[m] != OFF:
+            continue
+        t = ts_ns[k]
+        if t > t_max:
+            t_max = t
+        x = value[k]
+        if t <= hold_until[m] or quality[k] == 2 or not np.isfinite(x) or sig_start[s, STAMP] == frame:
+            continue
+        if not st[s, PERIOD] == float(m_since[m]) or st[s, LEARNED_S] < p[P_WARM_S]:
+            continue
+        # the band without the peak cap: a wave at rest reaches 3/4 of its capped band every cycle
+        env = p[P_MULT] * st[s, MAD] + _floor(st, s, floor, p, run_st, run_col)
+        if abs(x - st[s, LOC]) <= p[P_START_BAND] * env:
+            continue
+        persist_ns = np.int64(p[P_START_PERSIST_S] * 1e9)
+        if sig_start[s, HOT_SINCE] < 0 or t - sig_start[s, LAST_BEYOND] > persist_ns:
+            sig_start[s, HOT_SINCE] = t  # a new run (a dip back inside shorter than ``start_persist_s`` is none)
+        sig_start[s, LAST_BEYOND] = t
+        if t - sig_start[s, HOT_SINCE] >= persist_ns:
+            sig_start[s, STAMP] = frame
+            m_start[m, HOT] += 1
+            any_hot = True
+    if not any_hot:
+        return
+    hold_ns = np.int64(p[P_START_HOLD_S] * 1e9)
+    for k in range(signal.shape[0]):
+        m = machine_of[signal[k]]
+        if m < 0 or m_start[m, HOT] == 0:
+            continue
+        if m_start[m, HOT] >= m_need[m]:
+            m_start[m, START_UNTIL] = t_max + hold_ns
+        m_start[m, HOT] = 0
+
+
 @njit(cache=True, nogil=True)
 def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality: np.ndarray,
                machine_of: np.ndarray, m_state: np.ndarray, m_since: np.ndarray, hold_until: np.ndarray,
-               floor: np.ndarray, st: np.ndarray, p: np.ndarray, score: np.ndarray, kind: np.ndarray) -> int:
+               floor: np.ndarray, st: np.ndarray, p: np.ndarray, score: np.ndarray, kind: np.ndarray,
+               m_need: np.ndarray, m_start: np.ndarray, sig_start: np.ndarray, frame: int, run_st: np.ndarray,
+               run_col: int) -> int:
     """Judge and learn the frame's samples of off machines' signals against their at-rest band (see module)."""
+    _mark_starts(ts_ns, signal, value, quality, machine_of, m_state, m_since, hold_until, floor, st, p, m_need,
+                 m_start, sig_start, frame, run_st, run_col)
     n_high = 0
-    mult = p[P_MULT]
     persist2 = p[P_PERSIST] * p[P_PERSIST]
     for k in range(signal.shape[0]):
         s = signal[k]
@@ -115,9 +247,12 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
             continue
         dt_s = min(dt_s, p[P_MAX_DT])
         st[s, LAST_TS] = tf
+        if t <= m_start[m, START_UNTIL]:  # the machine is starting: not judged, not learned, evidence dropped
+            st[s, EXC] = 0.0
+            continue
         loc = st[s, LOC]
         d = abs(x - loc)
-        env = mult * st[s, MAD] + max(floor[s], p[P_REL_RES] * abs(loc))
+        env = _band(st, s, _floor(st, s, floor, p, run_st, run_col), p, tf, float(max(hold_until[m], m_since[m])))
         warm = st[s, LEARNED_S] >= p[P_WARM_S]
         inside = d <= env
         if warm:
@@ -144,6 +279,7 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
                 a_loc = max(a_loc, dt_s / (learned + dt_s))
                 a_mad = max(a_mad, dt_s / (learned + dt_s))
             st[s, MAD] += a_mad * (d - st[s, MAD])
+            st[s, PEAK] = max(st[s, PEAK] - a_mad * st[s, PEAK], d)
             st[s, LOC] += a_loc * (x - loc)
             st[s, LEARNED_S] = learned + dt_s
     return n_high
