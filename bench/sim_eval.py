@@ -47,7 +47,7 @@ and CPU time every 6 simulated hours.
 
     python bench/sim_eval.py [--plant FILE] [--seeds 1 2] [--train-days 1] [--clean-days 1] [--fault-days 1]
                              [--rate 0.01] [--machine-fraction 1] [--cold-start 1 10] [--no-rul] [--no-faults]
-                             [--partitions 4] [--progress]
+                             [--partitions 4] [--progress] [--templates leak_test,welding_cell]
 """
 
 from __future__ import annotations
@@ -225,6 +225,7 @@ class _PartJob:
     n_ticks: int
     progress: bool
     name: str
+    templates: tuple[str, ...] = ()
 
 
 def _part_run(job: _PartJob) -> tuple[np.ndarray, int, float]:
@@ -232,7 +233,7 @@ def _part_run(job: _PartJob) -> tuple[np.ndarray, int, float]:
     ``t_score`` on, events dropped, CPU seconds)."""
     c0 = time.process_time()
     t0 = time.monotonic()
-    plant = subsample(load_plant(job.plant), job.machine_fraction)
+    plant = subsample(keep_templates(load_plant(job.plant), job.templates), job.machine_fraction)
     world = build_world(SimOptions(plant=job.plant, seed=job.seed, anomaly_rate_per_h=job.rate, wear_fraction=0.0,
                                    epoch_ns=EPOCH_NS), plant)
     clean = build_world(SimOptions(plant=job.plant, seed=job.seed, anomaly_rate_per_h=0.0, wear_fraction=0.0,
@@ -303,12 +304,29 @@ def subsample(plant: PlantConfig, fraction: float) -> PlantConfig:
     return plant.model_copy(update={"machines": groups})
 
 
+def keep_templates(plant: PlantConfig, templates: tuple[str, ...] | list[str]) -> PlantConfig:
+    """Only the machine groups of these templates (all when empty): a quick diagnosis of one kind of machine.
+
+    The simulator draws phases, night modes and the anomaly schedule per machine and signal index, so the
+    kept machines are not the same draws as in the whole plant's run: the figures are the template's, not
+    the whole run's restricted to it.
+    """
+    if not templates:
+        return plant
+    known = {g.template for g in plant.machines}
+    unknown = sorted(set(templates) - known)
+    if unknown:
+        raise SystemExit(f"--templates: {', '.join(unknown)} not a template of this plant's machines "
+                         f"(it has {', '.join(sorted(known))})")
+    return plant.model_copy(update={"machines": [g for g in plant.machines if g.template in templates]})
+
+
 def fault_run(plant_path: Path, seed: int, train_days: float, clean_days: float, fault_days: float, rate: float,
               grace_s: float, settings: AnalyticsSettings | None = None, machine_fraction: float = 1.0,
               dump: Path | None = None, progress: bool = False, parts: int = 1,
-              missed: Path | None = None) -> FaultFigures:
+              missed: Path | None = None, templates: tuple[str, ...] = ()) -> FaultFigures:
     """History protocol: learn ``train_days`` fault-free, score ``clean_days`` fault-free, then ``fault_days``."""
-    plant = subsample(load_plant(plant_path), machine_fraction)
+    plant = subsample(keep_templates(load_plant(plant_path), templates), machine_fraction)
     world = build_world(SimOptions(plant=plant_path, seed=seed, anomaly_rate_per_h=rate, wear_fraction=0.0,
                                    epoch_ns=EPOCH_NS), plant)
     clean = build_world(SimOptions(plant=plant_path, seed=seed, anomaly_rate_per_h=0.0, wear_fraction=0.0,
@@ -329,7 +347,7 @@ def fault_run(plant_path: Path, seed: int, train_days: float, clean_days: float,
     dropped = 0
     if parts > 1:  # one stack per group of devices, each in a process of its own (``partitions``)
         jobs = [_PartJob(plant_path, seed, rate, machine_fraction, settings or AnalyticsSettings(), rows, t_score,
-                         t_fault, n_ticks, progress, f"part {i + 1}/{parts}, {rows.size} signals")
+                         t_fault, n_ticks, progress, f"part {i + 1}/{parts}, {rows.size} signals", templates)
                 for i, rows in enumerate(partitions(table, parts))]
         with multiprocessing.get_context("fork").Pool(len(jobs)) as pool:
             results = pool.map(_part_run, jobs, chunksize=1)
@@ -719,6 +737,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--settings", type=json.loads, default={},
                     help='AnalyticsSettings overrides as JSON (e.g. \'{"operating_state": {"off": "freeze"}}\'); '
                          "the default is the shipped defaults")
+    ap.add_argument("--templates", type=lambda s: tuple(t for t in s.split(",") if t), default=(),
+                    help="keep only the machines of these templates (comma-separated, e.g. leak_test,welding_cell): "
+                         "a quick diagnosis of one kind of machine")
     ap.add_argument("--dump", type=Path, help="write every false alarm opening to DUMP.seedN.csv (diagnosis)")
     ap.add_argument("--missed", type=Path, help="write every injected event with its outcome (detected, machine off) "
                                                 "to MISSED.seedN.csv (diagnosis)")
@@ -727,7 +748,8 @@ def main(argv: list[str] | None = None) -> int:
     plant = args.plant.resolve()
     where = plant.relative_to(ROOT) if plant.is_relative_to(ROOT) else plant
     custom = " with " + json.dumps(args.settings) if args.settings else ""
-    print(f"simulator ground truth, plant {where} (machine fraction {args.machine_fraction}), edge default "
+    only = f", templates {','.join(args.templates)}" if args.templates else ""
+    print(f"simulator ground truth, plant {where} (machine fraction {args.machine_fraction}{only}), edge default "
           f"AnalyticsSettings{custom}; learn {args.train_days} d fault-free, score {args.clean_days} d fault-free + "
           f"{args.fault_days} d with {args.rate} faults per signal-hour, 1 Hz")
     if not args.no_faults:
@@ -738,7 +760,8 @@ def main(argv: list[str] | None = None) -> int:
                           machine_fraction=args.machine_fraction,
                           dump=None if args.dump is None else args.dump.with_suffix(f".seed{seed}.csv"),
                           progress=args.progress, parts=args.partitions,
-                          missed=None if args.missed is None else args.missed.with_suffix(f".seed{seed}.csv"))
+                          missed=None if args.missed is None else args.missed.with_suffix(f".seed{seed}.csv"),
+                          templates=args.templates)
             print_faults(f)
     for hz in args.cold_start or []:
         cold_start(plant, args.seeds[0], hz, 8.0, args.cold_minutes, args.machine_fraction,

@@ -166,10 +166,11 @@ def limit_score(x: float, low: float, high: float, margin: float) -> float:
 
 def signal_chunk(ts_ns, signal, value, quality, low, high, mask, *, level=None, cusum=None, stuck=None, rate=None,
                  level_threshold=6.0, rate_threshold=6.0, limit_margin=0.05, machine_z_clip=4.0, n_signals=None,
-                 bad_s=0.0, guard=1.0, guard_at=0.5, frozen=None):
+                 bad_s=0.0, guard=1.0, guard_at=0.5, frozen=None, level_alpha=None):
     """Composition of the references above, as ``signal_stack.signal_chunk`` documents it.
 
     ``frozen``: per signal, true while its machine is off: the sample is only the latest usable one (BAD reads it).
+    ``level_alpha``: per signal, its own level learning rate where > 0 (else ``level``'s).
     """
     level = level or {}
     cusum = cusum or {}
@@ -200,7 +201,8 @@ def signal_chunk(ts_ns, signal, value, quality, low, high, mask, *, level=None, 
                     rr.last_v, rr.last_ts = x, float(t)
             continue
         m = int(mask[s])
-        r = lv.setdefault(s, Robust(**{"alpha": 0.01, "huber_k": 3.0, "warmup": 30, "min_scale": 1e-6, **level}))
+        own = {"alpha": float(level_alpha[s])} if level_alpha is not None and level_alpha[s] > 0 else {}
+        r = lv.setdefault(s, Robust(**{"alpha": 0.01, "huber_k": 3.0, "warmup": 30, "min_scale": 1e-6, **level, **own}))
         z = r.z(x)
         cands = [(0.0, 0)]
         hot = 0.0

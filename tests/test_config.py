@@ -52,7 +52,7 @@ def test_check_command_exits_2_and_names_the_path(capsys: pytest.CaptureFixture[
     assert cli_main(["check", str(ROOT / "configs/dev/plant.yaml")]) == 0
 
 
-@pytest.mark.parametrize(("name", "signals", "opcua_share"), [("dev", 1000, 0.2), ("demo", 15000, 0.2)])
+@pytest.mark.parametrize(("name", "signals", "opcua_share"), [("dev", 1000, 0.2), ("demo", 15040, 3040 / 15040)])
 def test_shipped_plants(name: str, signals: int, opcua_share: float) -> None:
     table = expand(load_plant(ROOT / "configs" / name / "plant.yaml"))
     assert len(table) == signals

@@ -168,3 +168,42 @@ def test_float32_last_bit_flicker_is_no_event_with_the_relative_resolution() -> 
         scores[rel] = r.score.copy()
     assert scores[0.0][10_000] >= 0.5 and scores[1e-6][10_000] < 0.1
     assert scores[1e-6][11_000] >= 0.5
+
+
+def test_per_part_level_judges_a_part_against_the_parts_before_it() -> None:
+    """Parts 45 s each at offsets uniform in [-1, 2.5] K (the simulated leak testers' ``part_temp``), 0.1 K steps,
+    plus a slow swing. Learned at the stack's level rate (~2 parts) the scale is the spread of the last few parts,
+    and after a run of similar parts an ordinary one opens level alarms; at ``per_part.level_alpha`` (what
+    ``from_table`` sets for kind ``per_part``) none opens, while a part 9 K too hot still does."""
+    from edge.kernels.kinds import EN_PER_PART
+
+    rng = np.random.default_rng(11)
+    n = 24 * 3600
+    offsets = np.repeat(rng.uniform(-1.0, 2.5, n // 45 + 1), 45)[:n]
+    swing = 1.5 * np.sin(2 * np.pi * np.arange(n) / 1800.0)  # the parts' slow 30-minute swing
+    x = np.round(24.0 + swing + offsets + rng.normal(0, 0.05, n), 1)
+    own = np.array([AnalyticsSettings().per_part.level_alpha])
+
+    def stack(alpha: np.ndarray | None) -> DetectorStack:
+        return DetectorStack(1, np.array([-1]), enable=np.array([EN_PER_PART]), resolution=np.array([0.1]),
+                             level_alpha=alpha)
+
+    assert _opened(stack(None), x, 1800).get(Kind.LEVEL, 0) >= 3
+    assert _opened(stack(own), x, 1800) == {}
+    hot = x.copy()
+    hot[23 * 3600:23 * 3600 + 45] += 9.0
+    assert _opened(stack(own), hot, 23 * 3600 - 10).get(Kind.LEVEL, 0) >= 1
+
+
+def test_from_table_gives_per_part_signals_their_own_level_rate() -> None:
+    from pathlib import Path
+
+    from plantwire.configfile import load_plant
+    from plantwire.plant import expand
+
+    table = expand(load_plant(Path(__file__).resolve().parents[1] / "configs" / "dev" / "plant.yaml"))
+    settings = AnalyticsSettings(per_part={"level_alpha": 0.002})
+    alpha = DetectorStack.from_table(table, settings).cfg[:, signal_stack.C_ALPHA]
+    per_part = np.array([k == "per_part" for k in table.kinds])
+    assert per_part.sum() == 6  # part_temp of the six leak testers
+    assert np.all(alpha[per_part] == 0.002) and np.all(alpha[~per_part] == 0.0)

@@ -146,6 +146,34 @@ def test_signal_stack_is_the_composition_of_its_parts(data, mask, bad_s, guard, 
     assert np.all((score >= 0) & (score <= 1))
 
 
+@pytest.mark.parametrize("guard", [1.0, 0.1])
+def test_own_level_learning_rate_is_the_reference_with_that_alpha(data, guard):
+    """``cfg[:, C_ALPHA]`` > 0 (kind ``per_part``): that signal's level learns at its own rate; 0 keeps the stack's.
+    The data include NaN, inf, bad samples and a constant signal."""
+    cfg = _cfg()
+    own = np.array([0.003, 0.0, 0.5, 0.0, 0.001])
+    cfg[:, signal_stack.C_ALPHA] = own
+    st_ = signal_stack.init_state(N_SIG)
+    n = len(data["value"])
+    score, kind, z_last = np.empty(n), np.empty(n, np.uint8), np.zeros(N_SIG)
+    signal_stack.signal_chunk(data["ts"], data["signal"], data["value"], data["quality"], st_, cfg,
+                              _stack_params(0.5, guard, 0.3), score, kind, z_last)
+    ref_score, ref_kind, ref_z = naive.signal_chunk(
+        data["ts"], data["signal"], data["value"], data["quality"], cfg[:, 0], cfg[:, 1], cfg[:, 2].astype(int),
+        level={"alpha": 0.02, "warmup": 20}, cusum={"h": 6.0}, stuck={"warmup": 20}, rate={"warmup": 20},
+        level_threshold=5.0, rate_threshold=7.0, n_signals=N_SIG, bad_s=0.5, guard=guard, guard_at=0.3,
+        level_alpha=own)
+    np.testing.assert_allclose(score, ref_score, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(kind, ref_kind)
+    np.testing.assert_allclose(z_last, ref_z, rtol=1e-9, atol=1e-12)
+    plain = signal_stack.init_state(N_SIG)
+    signal_stack.signal_chunk(data["ts"], data["signal"], data["value"], data["quality"], plain, _cfg(),
+                              _stack_params(0.5, guard, 0.3), np.empty(n), np.empty(n, np.uint8), np.zeros(N_SIG))
+    b = signal_stack.B_LEVEL
+    np.testing.assert_array_equal(st_[[1, 3], b:b + 3], plain[[1, 3], b:b + 3])  # 0: the stack's rate, bit for bit
+    assert not np.allclose(st_[0, b:b + 2], plain[0, b:b + 2])
+
+
 def test_signal_stack_is_independent_of_chunking(data):
     n = len(data["value"])
     outs = []

@@ -72,6 +72,32 @@ class RateSettings(_Strict):
                                                                "smaller move per sample is no fault; 0: off)")
 
 
+class PerPartSettings(_Strict):
+    """Signals of kind ``per_part`` (a value measured once per part or batch: a part's temperature entering a test).
+
+    Such a value is flat while a part is in the station and steps to the next part's value at every part change.
+    The rate stage is off for it (``kinds.EN_PER_PART``); the level stage judges it against a baseline learned at
+    ``level_alpha`` instead of ``level.alpha``, so that its scale is the spread *between parts*. At the stack's
+    ``level.alpha`` (0.01: ~100 samples, two 45-s parts at 1 Hz) the scale is the spread of the last two or three
+    parts; a run of similar parts shrinks it to a third of the spread of parts and the next ordinary part reads
+    as a 6-sigma level alarm (the simulated leak testers' ``part_temp``: ~0.19 level alarms per signal-hour on
+    the demo plant, seed 1; bench/RESULTS.md, branch quiet).
+
+    Why 0.003 (chosen on the simulated demo plant's 60 leak testers, seed 1: 20 h of their ``part_temp`` with the
+    simulator's faults injected offline; reported on seeds 2 and 3 in bench/RESULTS.md): a memory of ~330 samples
+    (~7 parts at 1 Hz and 45-s cycles; the scale's effective sample ~15 parts) gave no false alarm (largest clean
+    |z| 4.6 against the threshold 6) and kept the most spike recall (0.92; 0.001: 0.78, its largest clean |z| 3.2;
+    the stack's 0.01: 0.97 with 70 false alarms). It is per sample, like ``level.alpha``: a signal read at 10 Hz,
+    or parts that take minutes, want it smaller (about ``1 / (7 x samples per part)``). What it costs: steps and
+    calibration offsets of 2-4 K on a part temperature whose parts differ by 3.5 K are not level alarms any more
+    (the stack's 0.01 found 17 % / 28 % of them, partly by chance at its false-alarm rate).
+    """
+
+    level_alpha: float = Field(default=0.003, gt=0, lt=1,
+                               description="learning rate of the level's location and scale for kind per_part "
+                                           "(per sample; 1 / alpha should cover several parts)")
+
+
 class RangeSettings(_Strict):
     margin: float = Field(default=0.05, gt=0, description="excursion (fraction of span) that scores 0.75")
 
@@ -347,6 +373,7 @@ class AnalyticsSettings(_Strict):
     stuck: StuckSettings = StuckSettings()
     rate: RateSettings = RateSettings()
     range: RangeSettings = RangeSettings()
+    per_part: PerPartSettings = PerPartSettings()
     machine: MachineSettings = MachineSettings()
     likelihood: LikelihoodSettings = LikelihoodSettings()
     signal_alarm: AlarmSettings = AlarmSettings()

@@ -194,7 +194,8 @@ class DetectorStack:
                  machine_ids: list[str] | None = None, base_dir: Path | None = None,
                  machine_models: list[MachineModel | None] | None = None,
                  running_of: np.ndarray | None = None, running_on_at: np.ndarray | None = None,
-                 running_off_at: np.ndarray | None = None, device_of: np.ndarray | None = None) -> None:
+                 running_off_at: np.ndarray | None = None, device_of: np.ndarray | None = None,
+                 level_alpha: np.ndarray | None = None) -> None:
         s = settings or AnalyticsSettings()
         machine_of = np.asarray(machine_of_signal, dtype=np.int64)
         if machine_of.shape != (n_signals,):
@@ -208,6 +209,8 @@ class DetectorStack:
         mask = np.full(n_signals, EN_ALL, dtype=np.int64) if enable is None else np.asarray(enable, dtype=np.int64)
         self.cfg[:, signal_stack.C_MASK] = mask
         self.cfg[:, signal_stack.C_RES] = 0.0 if resolution is None else np.nan_to_num(np.abs(resolution))
+        # a signal's own level learning rate (> 0; 0: the stack's), e.g. ``per_part.level_alpha`` (see from_table)
+        self.cfg[:, signal_stack.C_ALPHA] = 0.0 if level_alpha is None else np.nan_to_num(level_alpha)
         self.params = signal_stack.pack_params(
             robust.make_params(s.level.alpha, s.level.huber_k, s.warmup, s.level.min_scale),
             cusum.make_params(s.change.k, s.change.h, s.change.z_clip, s.change.cap, s.change.rho_alpha),
@@ -349,13 +352,15 @@ class DetectorStack:
         continuous (0). See ``signal_stack`` for why quantised signals need it.
         """
         enable = np.array([mask_for(k) for k in table.kinds], dtype=np.int64)
+        per_part_alpha = (settings or AnalyticsSettings()).per_part.level_alpha
+        level_alpha = np.array([per_part_alpha if k == "per_part" else 0.0 for k in table.kinds], dtype=np.float64)
         ops = (settings or AnalyticsSettings()).operating_state
         running_of, on_at, off_at = running_indicators(table, ops.running_signals, ops.load_signals)
         return cls(len(table), table.machine.astype(np.int64), settings, low=table.low, high=table.high,
                    enable=enable, resolution=resolution_of(table), capacity=capacity,
                    machine_ids=list(table.machine_ids), base_dir=base_dir,
                    running_of=running_of, running_on_at=on_at, running_off_at=off_at,
-                   device_of=table.device.astype(np.int64) if table.devices else None)
+                   device_of=table.device.astype(np.int64) if table.devices else None, level_alpha=level_alpha)
 
     def _init_state(self) -> None:
         self.state = signal_stack.init_state(self.n_signals)

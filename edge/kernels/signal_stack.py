@@ -44,6 +44,12 @@ usable sample (the rate stage's last timestamp, kept for every signal), scores `
 kind BAD, ``B = bad_s`` (0.5 once the signal has been bad for ``bad_s``); a signal never seen good, or
 ``bad_s`` 0, scores 0 with kind NONE. Why time and not a count of bad samples: a dropout is a duration,
 whatever the polling rate (the simulator's dropouts last 5-60 s, at 1 Hz or 10 Hz).
+Own level learning rate (``cfg[:, C_ALPHA]`` > 0): the signal's level location and scale learn at that rate instead
+of the stack's ``alpha`` (guard and warm-up apply as usual). Why: a value measured once per part (kind ``per_part``)
+is flat within a part and steps between parts; learned over ~100 samples (two 45-s parts at 1 Hz) its scale is the
+spread of the last few parts, which a run of similar parts shrinks to a third of the spread of parts, and the next
+ordinary part reads as a 6-sigma level (measured on the simulated leak testers' ``part_temp``: bench/RESULTS.md,
+branch quiet). A memory of many parts judges a part against the parts before it.
 Frozen (``cfg[:, C_FROZEN]`` != 0, set by ``opstate.update_states`` while the signal's machine is off): a usable
 sample only moves the signal's latest value and time (so the BAD and SILENT judgements and the next slope see
 it); nothing is learned and it scores 0 with kind NONE (``z_last`` 0). Why: a machine at rest is not the process
@@ -73,7 +79,8 @@ C_HIGH = 1
 C_MASK = 2
 C_RES = 3  # resolution in engineering units (one register LSB x scale), 0 = continuous
 C_FROZEN = 4  # != 0: the signal's machine is off (``opstate``): no learning, no judgement, data quality only
-C_WIDTH = 5
+C_ALPHA = 5  # > 0: this signal's level learning rate instead of the stack's (e.g. kind ``per_part``); 0 = the stack's
+C_WIDTH = 6
 
 # Per-signal routing of ``signal_frame``'s bookkeeping (int64 columns; -1 none).
 R_DEVICE = 0  # device (PLC, server) whose polls the signal's samples are (``devices.device_polls``)
@@ -347,8 +354,9 @@ def signal_frame(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quali
                 kind = K_RANGE if sc > best else kind
                 best = max(best, sc)
             if learn:
-                loc, scale, count = robust.learn_step(loc, scale, count, x, l_alpha, l_k, l_warm, l_min,
-                                                      guard if hot >= guard_at else 1.0)
+                a_own = cfg[s, C_ALPHA]  # a per_part signal's own (slower) level rate; 0: the stack's
+                loc, scale, count = robust.learn_step(loc, scale, count, x, a_own if a_own > 0.0 else l_alpha, l_k,
+                                                      l_warm, l_min, guard if hot >= guard_at else 1.0)
                 st[s, B_LEVEL + robust.LOC] = loc
                 st[s, B_LEVEL + robust.SCALE] = scale
                 st[s, B_LEVEL + robust.COUNT] = count
