@@ -53,7 +53,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -327,16 +327,7 @@ def ensure(
         client.query(q, database)
         ran.append(q)
 
-    if not any(r.get("name") == database for r in client.rows("SHOW DATABASES")):
-        run(f"CREATE DATABASE {_ident(database)}")
-    have = {r["name"]: r for r in client.rows(f"SHOW RETENTION POLICIES ON {_ident(database)}")}
-    for name, duration, default in retention_policies(settings):
-        tail = f"DURATION {duration} REPLICATION 1" + (" DEFAULT" if default else "")
-        cur = have.get(name)
-        if cur is None:
-            run(f"CREATE RETENTION POLICY {_ident(name)} ON {_ident(database)} {tail}")
-        elif not _duration_matches(str(cur["duration"]), duration) or (default and not cur["default"]):
-            run(f"ALTER RETENTION POLICY {_ident(name)} ON {_ident(database)} {tail}")
+    _ensure_database_and_policies(client, database, retention_policies(settings), alter=True, run=run)
     existing = {
         r["name"]: r["query"]
         for r in client.rows("SHOW CONTINUOUS QUERIES")
@@ -389,22 +380,29 @@ def ensure_policies(
     settings = settings or RetentionSettings()
     client = _Client(url, username, password, timeout_s)
     ran: list[str] = []
-    if not any(r.get("name") == database for r in client.rows("SHOW DATABASES")):
-        client.query(f"CREATE DATABASE {_ident(database)}")
-        ran.append(f"CREATE DATABASE {_ident(database)}")
-    have = {r["name"]: r for r in client.rows(f"SHOW RETENTION POLICIES ON {_ident(database)}")}
-    for name, duration, _ in alarm_policies(settings):
-        tail = f"DURATION {duration} REPLICATION 1"
-        cur = have.get(name)
-        if cur is None:
-            q = f"CREATE RETENTION POLICY {_ident(name)} ON {_ident(database)} {tail}"
-        elif alter and not _duration_matches(str(cur["duration"]), duration):
-            q = f"ALTER RETENTION POLICY {_ident(name)} ON {_ident(database)} {tail}"
-        else:
-            continue
+
+    def run(q: str) -> None:
         client.query(q, database)
         ran.append(q)
+
+    _ensure_database_and_policies(client, database, alarm_policies(settings), alter=alter, run=run)
     return ran
+
+
+def _ensure_database_and_policies(client: _Client, database: str, policies: list[tuple[str, str, bool]], *,
+                                  alter: bool, run: Callable[[str], None]) -> None:
+    """The database, then each (name, duration, default) policy created if missing and, with ``alter``, corrected
+    where its duration or default flag differs; every statement goes through ``run``."""
+    if not any(r.get("name") == database for r in client.rows("SHOW DATABASES")):
+        run(f"CREATE DATABASE {_ident(database)}")
+    have = {r["name"]: r for r in client.rows(f"SHOW RETENTION POLICIES ON {_ident(database)}")}
+    for name, duration, default in policies:
+        tail = f"DURATION {duration} REPLICATION 1" + (" DEFAULT" if default else "")
+        cur = have.get(name)
+        if cur is None:
+            run(f"CREATE RETENTION POLICY {_ident(name)} ON {_ident(database)} {tail}")
+        elif alter and (not _duration_matches(str(cur["duration"]), duration) or (default and not cur["default"])):
+            run(f"ALTER RETENTION POLICY {_ident(name)} ON {_ident(database)} {tail}")
 
 
 def _resolution_key(row: dict[str, Any]) -> tuple[str, int, int, str, str]:
