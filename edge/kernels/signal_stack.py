@@ -201,6 +201,13 @@ def signal_frame(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quali
       ``oc_hot``, scratch, is left at 0 -- unless ``oc_p[OC_MARK]`` is 0: then the counts stay in ``oc_hot`` and
       the caller marks later (the at-rest stage reads ``hold_until`` as it was before the marking).
     ``frame_out[0]`` receives the frame's latest timestamp (``ts_ns.max()``; -2^62 for an empty frame).
+
+    Two passes over the frame, each in arrival order: level, change, the level's learning and the bookkeeping,
+    then stuck, rate, range and BAD on top of the first pass's score and kind. Why: the stages' state columns are
+    disjoint and what the second pass reads from the first (the resolution floor, from the level's location
+    before it learned) is kept per sample, so each signal's samples see exactly the state they saw in one pass
+    (bit-identical), while each loop body is small enough for the CPU to overlap consecutive samples' division
+    chains (one long body left them serial: 57 -> 52 ns/sample at 1 Hz, CPU time, bench/RESULTS.md).
     """
     l_alpha = p[O_LEVEL + robust.P_ALPHA]
     l_k = p[O_LEVEL + robust.P_HUBER_K]
@@ -233,8 +240,10 @@ def signal_frame(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quali
     gather = route.shape[0] > 0
     z_hot = oc_p[OC_Z_HOT]
     t_max = np.int64(-(2 ** 62))
-    n_high = 0
-    for k in range(signal.shape[0]):
+    n = signal.shape[0]
+    res_k = np.empty(n, dtype=np.float64)  # per sample: the resolution the rate stage floors at (pass 2)
+    # Pass 1: level and change (their state columns), the level's learning, z_last and the frame bookkeeping.
+    for k in range(n):
         x = value[k]
         s = signal[k]
         q = quality[k]
@@ -256,32 +265,13 @@ def signal_frame(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quali
                 x_last[s] = x
             z_before = z_last[s]
         if not usable:
-            last = st[s, B_RATE + rate.LAST_TS]
-            d = float(ts_ns[k]) - last
-            if bad_ns > 0.0 and np.isfinite(last) and d > 0.0:
-                sc = d * d / (d * d + bad_ns * bad_ns)
-                score_out[k] = sc
-                kind_out[k] = K_BAD
-                if sc >= 0.5:
-                    n_high += 1
-            else:
-                score_out[k] = 0.0
-                kind_out[k] = 0
             if gather:
                 count_out[s] = st[s, B_LEVEL + robust.COUNT]
         elif cfg[s, C_FROZEN] != 0.0:
-            t = float(ts_ns[k])
-            if not t < st[s, B_RATE + rate.LAST_TS]:
-                st[s, B_RATE + rate.LAST_V] = x
-                st[s, B_RATE + rate.LAST_TS] = t
             z_last[s] = 0.0
-            score_out[k] = 0.0
-            kind_out[k] = 0
             if gather:
                 count_out[s] = st[s, B_LEVEL + robust.COUNT]
         else:
-            t = float(ts_ns[k])
-            learn = q == 0
             mask = int(cfg[s, C_MASK])
             best = 0.0
             kind = 0
@@ -292,6 +282,7 @@ def signal_frame(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quali
             z = robust.z_score(loc, scale, count, x, l_warm, l_min)
             # resolution: the register's step, and at least rel_res of the value (a float32 register's last bit)
             res = max(cfg[s, C_RES], rel_res * abs(loc))
+            res_k[k] = res
             if res > 0.0:
                 sc0 = max(scale, l_min)
                 z = z * sc0 / res if sc0 < res else z
@@ -311,6 +302,61 @@ def signal_frame(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quali
                 kind = K_CHANGE if sc > best else kind
                 best = max(best, sc)
                 hot = max(hot, sc)
+            if q == 0:
+                a_own = cfg[s, C_ALPHA]  # a per_part signal's own (slower) level rate; 0: the stack's
+                loc, scale, count = robust.learn_step(loc, scale, count, x, a_own if a_own > 0.0 else l_alpha, l_k,
+                                                      l_warm, l_min, guard if hot >= guard_at else 1.0)
+                st[s, B_LEVEL + robust.LOC] = loc
+                st[s, B_LEVEL + robust.SCALE] = scale
+                st[s, B_LEVEL + robust.COUNT] = count
+            if gather:
+                count_out[s] = count
+            if np.isfinite(z):
+                z_last[s] = zc if z > zc else (-zc if z < -zc else z)
+            else:
+                z_last[s] = 0.0
+            score_out[k] = best
+            kind_out[k] = kind
+        if gather and q != 2:  # opchange.machine_moves' count, with the z as it stands after this sample
+            m = route[s, R_OC]
+            if m >= 0:
+                hot_now = 1 if abs(z_last[s]) >= z_hot else 0
+                if oc_stamp[s] != oc_frame:
+                    oc_stamp[s] = oc_frame
+                    oc_hot[m] += hot_now
+                else:
+                    oc_hot[m] += hot_now - (1 if abs(z_before) >= z_hot else 0)
+    # Pass 2: stuck, rate and range (their own state columns) on top of pass 1's score, then data quality (BAD).
+    n_high = 0
+    for k in range(n):
+        x = value[k]
+        s = signal[k]
+        q = quality[k]
+        if q == 2 or not np.isfinite(x):
+            last = st[s, B_RATE + rate.LAST_TS]
+            d = float(ts_ns[k]) - last
+            if bad_ns > 0.0 and np.isfinite(last) and d > 0.0:
+                sc = d * d / (d * d + bad_ns * bad_ns)
+                score_out[k] = sc
+                kind_out[k] = K_BAD
+                if sc >= 0.5:
+                    n_high += 1
+            else:
+                score_out[k] = 0.0
+                kind_out[k] = 0
+        elif cfg[s, C_FROZEN] != 0.0:
+            t = float(ts_ns[k])
+            if not t < st[s, B_RATE + rate.LAST_TS]:
+                st[s, B_RATE + rate.LAST_V] = x
+                st[s, B_RATE + rate.LAST_TS] = t
+            score_out[k] = 0.0
+            kind_out[k] = 0
+        else:
+            t = float(ts_ns[k])
+            learn = q == 0
+            mask = int(cfg[s, C_MASK])
+            best = score_out[k]
+            kind = kind_out[k]
             if mask & EN_STUCK:
                 sc, last, run, p_rep, s_seen = stuck.stuck_core(
                     x, learn, st[s, B_STUCK + stuck.LAST], st[s, B_STUCK + stuck.RUN], st[s, B_STUCK + stuck.P_REP],
@@ -336,7 +382,7 @@ def signal_frame(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quali
                 st[s, B_RATE + rate.STATS + robust.LOC] = r_loc
                 st[s, B_RATE + rate.STATS + robust.SCALE] = r_scale
                 st[s, B_RATE + rate.STATS + robust.COUNT] = r_count
-                step = res
+                step = res_k[k]
                 span = cfg[s, C_HIGH] - cfg[s, C_LOW]
                 if span > 0.0:  # False for NaN limits
                     step = max(step, rate_span * span)
@@ -353,32 +399,10 @@ def signal_frame(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quali
                 sc = limits.limit_score(x, cfg[s, C_LOW], cfg[s, C_HIGH], margin)
                 kind = K_RANGE if sc > best else kind
                 best = max(best, sc)
-            if learn:
-                a_own = cfg[s, C_ALPHA]  # a per_part signal's own (slower) level rate; 0: the stack's
-                loc, scale, count = robust.learn_step(loc, scale, count, x, a_own if a_own > 0.0 else l_alpha, l_k,
-                                                      l_warm, l_min, guard if hot >= guard_at else 1.0)
-                st[s, B_LEVEL + robust.LOC] = loc
-                st[s, B_LEVEL + robust.SCALE] = scale
-                st[s, B_LEVEL + robust.COUNT] = count
-            if gather:
-                count_out[s] = count
-            if np.isfinite(z):
-                z_last[s] = zc if z > zc else (-zc if z < -zc else z)
-            else:
-                z_last[s] = 0.0
             score_out[k] = best
             kind_out[k] = kind
             if best >= 0.5:
                 n_high += 1
-        if gather and q != 2:  # opchange.machine_moves' count, with the z as it stands after this sample
-            m = route[s, R_OC]
-            if m >= 0:
-                hot_now = 1 if abs(z_last[s]) >= z_hot else 0
-                if oc_stamp[s] != oc_frame:
-                    oc_stamp[s] = oc_frame
-                    oc_hot[m] += hot_now
-                else:
-                    oc_hot[m] += hot_now - (1 if abs(z_before) >= z_hot else 0)
     frame_out[0] = t_max
     if gather and oc_p[OC_MARK] != 0.0:
         opchange.mark_machines(oc_hot, oc_members, t_max, oc_p[OC_MIN_FRACTION], oc_p[OC_MIN_SIGNALS], hold_ns,
