@@ -106,6 +106,7 @@ class EdgeGateway:
         # the threading model); the event loop drains, hands batches to the log and keeps polling meanwhile.
         self.judge = Judge()
         self._outbox = Outbox()
+        self._emit_lock = threading.Lock()  # events-lane counters, bumped from the loop and the judge thread
         self._loop_thread: int | None = None  # the event loop's thread once run() started
         self._inflight: FlushJob | None = None  # the job on the judge thread, until the loop handed it off
         self._overflow: list[Frame] = []  # frames drained while the buffer was full, waiting for the next job
@@ -295,23 +296,20 @@ class EdgeGateway:
             self.event_encode_errors += len(docs)
             log.warning("events lane: %d documents not encodable, dropped: %s", len(docs), exc)
             return
-        # From the judge thread (alarm layer, agents, model timers) through the outbox: the event loop alone
-        # calls the forwarder. From the loop itself (or before run()), at once, behind what the outbox holds.
-        self._outbox.put("event", payload)
-        if self._on_loop_thread():
-            self._drain_outbox()
+        # Into the log at once, from either thread (edge/judge.py): the alarm layer's next checkpoint drops these
+        # documents from its own outbox, so a kill -9 after it must find them in the write-ahead log.
+        with self._emit_lock:
+            self.events_bytes += len(payload)
+            self.events_messages += 1
+            self.forwarder.submit_event(payload, self.boot_epoch_ns)
 
     def _on_loop_thread(self) -> bool:
         return self._loop_thread is None or threading.get_ident() == self._loop_thread
 
     def _drain_outbox(self) -> None:
-        """Event loop: events-lane payloads to the forwarder, detector alarm documents to the console, in order."""
+        """Event loop: the detector alarm documents the judge thread left for the console's board, in order."""
         for kind, item in self._outbox.drain():
-            if kind == "event":
-                self.events_bytes += len(item)
-                self.events_messages += 1
-                self.forwarder.submit_event(item, self.boot_epoch_ns)
-            elif kind == "console-alarms" and self.detector_alarms is not None:
+            if kind == "console-alarms" and self.detector_alarms is not None:
                 self._console_call(self.detector_alarms.feed, item)
 
     def _emit_event(self, doc: dict[str, Any]) -> None:

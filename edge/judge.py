@@ -18,10 +18,13 @@ Threading model of the edge daemon (edge/app.py), one rule per kind of state:
 - **One job at a time, in order.** The flush loop drains the frame buffer, submits the frame and awaits the
   job before it drains again, so frames are judged and sequence numbers handed out in the order the samples
   were read; a job is never cancelled once submitted (a stop waits for it and hands its batches on).
-- **The event loop alone** hands a job's batches to the write-ahead log and MQTT (edge/forwarder.py stays
-  single-threaded), counts them in the run mark, submits agents' action requests and feeds the console's
-  detector board: the job leaves that in its output, and events documents go through an outbox the loop
-  drains (:class:`Outbox`).
+- **The event loop alone** hands a job's telemetry batches to the write-ahead log and MQTT, counts them in
+  the run mark, submits agents' action requests and feeds the console's detector board: the job leaves that
+  in its output (:class:`FlushJob`, :class:`Outbox`). A kill -9 before the hand-off loses the job's samples
+  as it loses the frame buffer's: counted in the run mark's pending samples, back-filled where OPC-UA keeps
+  history. Events-lane documents (alarms, incidents, audits) are the exception: they go into the log from
+  the judge thread at once (the forwarder's entry points take a lock), because the alarm layer drops them
+  from its own checkpoint's outbox at its next save.
 - The console tap and the Sparkplug feed have their own locks and are fed from the job directly.
 """
 
@@ -106,8 +109,9 @@ class FlushJob:
 
 
 class Outbox:
-    """What the judge thread leaves for the event loop besides a job's batches, in order: events-lane payloads
-    and the console's detector-alarm documents. ``deque`` append and popleft are atomic across threads."""
+    """What the judge thread leaves for the event loop besides a job's batches, in order (the console's
+    detector-alarm documents: the console reads its board on the loop). ``deque`` append and popleft are
+    atomic across threads."""
 
     def __init__(self) -> None:
         self._items: deque[tuple[str, Any]] = deque()
