@@ -493,8 +493,8 @@ class EdgeGateway:
 
     def _judge_job(self, job: FlushJob) -> None:
         """Judge thread (under the judge lock): score, alarm layer, agents and encoding, then, once per interval,
-        the checkpoints, health and the model and alarm timers. Nothing here touches the forwarder or the run mark:
-        the batches wait in ``job`` for :meth:`_hand_off`, events in the outbox."""
+        the checkpoints, health and the model and alarm timers. The telemetry batches wait in ``job`` for
+        :meth:`_hand_off` (the run mark is the loop's); events-lane documents go into the log at once."""
         self._judge_frame(job)
         if not job.tick:
             return
