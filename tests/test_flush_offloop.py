@@ -1,6 +1,6 @@
 """The edge's flush runs off the event loop: Modbus polls keep their ticks while a frame is judged.
 
-A slow frame handler (the detectors' ``process`` made to take 0.6 s, sleeping as a ``nogil`` kernel would,
+A slow frame handler (the detectors' ``process`` made to take 0.4 s, sleeping as a ``nogil`` kernel would,
 so the GIL is free) on a real pymodbus server at 10 Hz: polls must complete *while* the flush runs. On the
 event loop (as before edge/judge.py) not one can. And nothing the slow flushes held is lost or reordered:
 every sample of every poll is in a batch, and the batches reach the write-ahead log in sequence order.
@@ -9,6 +9,7 @@ every sample of every poll is in a batch, and the batches reach the write-ahead 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from pathlib import Path
@@ -21,14 +22,15 @@ import edge.app as app_mod
 from edge.app import EdgeGateway
 from edge.config import load_edge
 from plantwire.plant import expand
+from plantwire.services import Mosquitto
 from tests.test_modbus_source import MIXED_TEMPLATE, device_image, free_port, start_server
 
 pytestmark = pytest.mark.integration
 
-SLOW_S = 0.6  # one frame's judgement; six 100 ms ticks pass meanwhile
+SLOW_S = 0.4  # one frame's judgement; four 100 ms ticks pass meanwhile
 
 
-def _write_config(tmp_path: Path, modbus_port: int) -> Path:
+def _write_config(tmp_path: Path, modbus_port: int, mqtt_port: int | None = None) -> Path:
     plant = {
         "site": "test",
         "templates": {"mixed": MIXED_TEMPLATE},
@@ -38,9 +40,8 @@ def _write_config(tmp_path: Path, modbus_port: int) -> Path:
     (tmp_path / "plant.yaml").write_text(json.dumps(plant))
     edge = {
         "kind": "edge", "gateway_id": "gw-flush", "plant": "plant.yaml", "state_dir": str(tmp_path / "state"),
-        # Nobody listens there: every batch waits in the write-ahead log, which is what this test reads.
-        "mqtt": {"host": "127.0.0.1", "port": free_port()},
-        "publish": {"batch_interval_ms": 500, "flush_phase_ms": 50},
+        "mqtt": {"host": "127.0.0.1", "port": mqtt_port or free_port()},
+        "publish": {"batch_interval_ms": 200, "flush_phase_ms": 50},
         "modbus": {"period_ms": 100, "timeout_s": 0.5, "max_gap": 4},
         "metrics": {"port": 0},
     }
@@ -49,11 +50,11 @@ def _write_config(tmp_path: Path, modbus_port: int) -> Path:
     return path
 
 
-def test_polls_keep_their_ticks_while_a_slow_flush_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(app_mod, "SHUTDOWN_DRAIN_TIMEOUT_S", 0.1)  # no broker nor cloud here: do not wait for acks
-    monkeypatch.setattr(app_mod, "SHUTDOWN_ACK_TIMEOUT_S", 0.1)
+def test_polls_keep_their_ticks_while_a_slow_flush_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        mosquitto: Mosquitto) -> None:
+    monkeypatch.setattr(app_mod, "SHUTDOWN_DRAIN_TIMEOUT_S", 0.1)  # no cloud here: no acks to wait for
     port = free_port()
-    cfg, plant = load_edge(_write_config(tmp_path, port))
+    cfg, plant = load_edge(_write_config(tmp_path, port, mosquitto.port))
     table = expand(plant)
     polls_during: list[int] = []
     submitted: list[int] = []
@@ -89,9 +90,9 @@ def test_polls_keep_their_ticks_while_a_slow_flush_runs(tmp_path: Path, monkeypa
             await task
             await server.shutdown()
         assert len(polls_during) >= 2, "two slow flushes within 60 s"
-        # On the event loop a flush holds every poll: none completes during it. Off the loop ~6 do; 3 leaves room
+        # On the event loop a flush holds every poll: none completes during it. Off the loop ~4 do; 2 leaves room
         # for a loaded box.
-        assert min(polls_during[:2]) >= 3, polls_during
+        assert min(polls_during[:2]) >= 2, polls_during
         st = gw.source_stats["plc0"]
         n_signals = len(table.signals_of(0))
         assert int(gw.read_count.sum()) == st.polls * n_signals  # every sample of every poll is in a batch
@@ -136,3 +137,40 @@ def test_frames_held_over_a_full_buffer_keep_their_order(tmp_path: Path) -> None
         gw.judge.close()
         gw.spool.close()
         gw.mark.close(stopped=True)
+
+
+def test_a_poll_that_overran_polls_the_latest_tick_late_and_counts_the_ones_it_skips() -> None:
+    """A poll ending after its next tick: that tick is polled at once (late, with its own timestamp), not lost;
+    a poll that overran by several periods polls the latest passed tick and counts the older ones as missed."""
+    from edge.sources.modbus import ModbusSource
+    from edge.sources.stats import SourceStats
+    from tests.test_modbus_source import Collector, fast_settings, make_table
+
+    table = make_table([(free_port(), 1, "ABCD")])
+    stats = SourceStats()
+    source = ModbusSource(table.devices[0], table, fast_settings(period_ms=100), Collector(), stats)
+    ticks: list[int] = []
+
+    async def poll(tick_ns: int) -> None:
+        ticks.append(tick_ns)
+        if len(ticks) == 2:
+            await asyncio.sleep(0.12)  # into the next tick by a fifth of a period
+        elif len(ticks) == 4:
+            await asyncio.sleep(0.35)  # two and a half periods
+
+    async def main() -> None:
+        source._poll = poll  # type: ignore[method-assign]
+        task = asyncio.create_task(source.run())
+        deadline = time.monotonic() + 20.0
+        while len(ticks) < 6 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
+    assert len(ticks) >= 6
+    steps = [(b - a) // 100_000_000 for a, b in itertools.pairwise(ticks)]
+    assert steps[1] == 1  # the tick the second poll ran into was polled, late
+    assert steps[3] >= 3  # the fourth poll overran by 2.5 periods: the latest passed tick polled, older skipped
+    assert stats.missed_ticks == sum(s - 1 for s in steps)  # every tick neither polled nor late is counted
+    assert stats.late_polls >= 2
