@@ -9,8 +9,9 @@ into a FrameBuffer. Not collected by pytest.
     .venv/bin/python bench/modbus_source.py --period-ms 100       # 10 Hz
     .venv/bin/python bench/modbus_source.py --profile             # where the time goes (cProfile)
 
-A stand-in for the edge's flush (``--flush-ms``): once a second, after draining, that much CPU work holding
-the GIL (a pure-Python loop: the worst case; the real flush's numba kernels release it) runs either on the
+A stand-in for the edge's flush (``--flush-ms``): once a second, after draining, that much work holding
+the GIL (a pure-Python loop: the worst case; ``--flush-gil release`` sleeps instead, as the numba kernels
+release the GIL; the real flush is in between) runs either on the
 event loop the polls run in (``--flush-on loop``: how edge/app.py flushed before edge/judge.py) or on a
 worker thread (``--flush-on thread``: the judge thread). Missed ticks and late polls show what it costs
 the polls:
@@ -128,7 +129,10 @@ async def measure(table: SignalTable, args: argparse.Namespace) -> dict[str, flo
                               connections_per_device=args.connections)
     buffer = FrameBuffer(400_000, on_full=lambda: buffer.drain())
 
-    def busy(seconds: float) -> None:  # holds the GIL throughout (worst case; numba kernels release it)
+    def busy(seconds: float) -> None:  # holds the GIL throughout (worst case), or sleeps (a nogil kernel)
+        if args.flush_gil == "release":
+            time.sleep(seconds)
+            return
         end = time.perf_counter() + seconds
         while time.perf_counter() < end:
             pass
@@ -180,6 +184,7 @@ async def measure(table: SignalTable, args: argparse.Namespace) -> dict[str, flo
         "samples_bad": bad,
         "flush_ms": args.flush_ms,
         "flush_on": args.flush_on,
+        "flush_gil": args.flush_gil,
         "ticks_in_window": round((w1 - w0) * 1000 / args.period_ms) * len(sources),
         "missed_ticks": missed,
         "late_polls": late,
@@ -247,6 +252,8 @@ def main() -> None:
     ap.add_argument("--flush-ms", type=float, default=0.0, help="stand-in flush: CPU ms once a second (GIL held)")
     ap.add_argument("--flush-on", choices=["loop", "thread"], default="thread",
                     help="where the stand-in flush runs: the polls' event loop, or a worker thread")
+    ap.add_argument("--flush-gil", choices=["hold", "release"], default="hold",
+                    help="the stand-in flush holds the GIL (pure Python, worst case) or releases it (as numba nogil)")
     ap.add_argument("--serve", help=argparse.SUPPRESS)  # internal: run the servers for these ports
     args = ap.parse_args()
 
