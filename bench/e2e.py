@@ -101,6 +101,9 @@ def _quantile_from_histogram(
 _BREAKDOWN: tuple[tuple[str, str, dict[str, str]], ...] = (
     ("edge: flush starts late", "plantwire_edge_flush_late_seconds", {}),
     ("edge: flush duration", "plantwire_edge_flush_seconds", {}),
+    # The part of each flush on the event loop (drain, hand-off to the log): what the polls wait for. Before the
+    # judge thread (edge/judge.py) that was the whole flush duration.
+    ("edge: flush on the event loop", "plantwire_edge_flush_loop_seconds", {}),
     ("edge: read sample age at publish", "plantwire_edge_sample_publish_age_seconds", {"samples": "read"}),
     ("edge: derived sample age at publish", "plantwire_edge_sample_publish_age_seconds", {"samples": "derived"}),
     ("ingest: sample age at arrival", "plantwire_ingest_sample_arrival_seconds", {}),
@@ -263,6 +266,9 @@ def run(
         # loop busy with a flush, a slow device): why fewer samples are read than the plant makes.
         "missed_ticks": m1.get("plantwire_edge_source_missed_ticks_total", 0)
         - m0.get("plantwire_edge_source_missed_ticks_total", 0),
+        # Ticks polled late (at once after an overrunning poll, stamped with their tick): read, not missed.
+        "late_polls": m1.get("plantwire_edge_source_late_polls_total", 0)
+        - m0.get("plantwire_edge_source_late_polls_total", 0),
         "signals_mismatched": summary.signals_mismatched,
         # Steps of the edge's alarm layer and agents that failed in the window (logged and counted by the edge,
         # which carries on): a figure "with the alarm layer / agents on" means something only when these are 0.
@@ -307,7 +313,7 @@ def _summary(r: dict[str, Any]) -> str:
         f"agents {r.get('agents') or 'none'}, alarms {r.get('alarms')}, commit {r.get('commit')}"
         f"{', edge ' + ' '.join(r['edge_set']) if r.get('edge_set') else ''}"
         f"{', ingest ' + ' '.join(r['cloud_set']) if r.get('cloud_set') else ''}\n"
-        f"  Modbus ticks missed in the window: {r.get('missed_ticks')}\n"
+        f"  Modbus ticks missed in the window: {r.get('missed_ticks')}, polled late: {r.get('late_polls')}\n"
         f"  read {r['samples_per_s_read']:,.0f}/s, into InfluxDB {r['samples_per_s_end_to_end']:,.0f}/s, "
         f"lost {r['samples_lost']} of {r['samples_read_total']}, signals mismatched {r['signals_mismatched']}\n"
         f"  latency p50 / p99 {r['latency_p50_s']} / {r['latency_p99_s']} s; edge peak RSS "

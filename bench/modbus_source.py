@@ -8,6 +8,16 @@ into a FrameBuffer. Not collected by pytest.
     .venv/bin/python bench/modbus_source.py --plant demo          # the demo plant's Modbus part (mixed types)
     .venv/bin/python bench/modbus_source.py --period-ms 100       # 10 Hz
     .venv/bin/python bench/modbus_source.py --profile             # where the time goes (cProfile)
+
+A stand-in for the edge's flush (``--flush-ms``): once a second, after draining, that much work holding
+the GIL (a pure-Python loop: the worst case; ``--flush-gil release`` sleeps instead, as the numba kernels
+release the GIL; the real flush is in between) runs either on the
+event loop the polls run in (``--flush-on loop``: how edge/app.py flushed before edge/judge.py) or on a
+worker thread (``--flush-on thread``: the judge thread). Missed ticks and late polls show what it costs
+the polls:
+
+    .venv/bin/python bench/modbus_source.py --plant demo --period-ms 100 --flush-ms 150 --flush-on loop
+    .venv/bin/python bench/modbus_source.py --plant demo --period-ms 100 --flush-ms 150 --flush-on thread
 """
 
 from __future__ import annotations
@@ -119,10 +129,22 @@ async def measure(table: SignalTable, args: argparse.Namespace) -> dict[str, flo
                               connections_per_device=args.connections)
     buffer = FrameBuffer(400_000, on_full=lambda: buffer.drain())
 
+    def busy(seconds: float) -> None:  # holds the GIL throughout (worst case), or sleeps (a nogil kernel)
+        if args.flush_gil == "release":
+            time.sleep(seconds)
+            return
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
     async def drain() -> None:  # stands in for the publisher: empties the buffer once a second
         while True:
             await asyncio.sleep(1.0)
             buffer.drain()
+            if args.flush_ms > 0 and args.flush_on == "loop":
+                busy(args.flush_ms / 1000.0)
+            elif args.flush_ms > 0:
+                await asyncio.to_thread(busy, args.flush_ms / 1000.0)
 
     stats = [SourceStats() for _ in modbus_devices(table)]
     sources = [ModbusSource(table.devices[i], table, settings, buffer.append, st)
@@ -133,6 +155,7 @@ async def measure(table: SignalTable, args: argparse.Namespace) -> dict[str, flo
         tasks.append(tg.create_task(drain(), name="drain"))
         await asyncio.sleep(args.warmup_s)
         good0, bad0 = sum(s.samples_good for s in stats), sum(s.samples_bad for s in stats)
+        missed0, late0 = sum(s.missed_ticks for s in stats), sum(s.late_polls for s in stats)
         (u0, s0), w0 = cpu_s(), time.perf_counter()
         if profiler:
             profiler.enable()
@@ -141,6 +164,7 @@ async def measure(table: SignalTable, args: argparse.Namespace) -> dict[str, flo
             profiler.disable()
         (u1, s1), w1 = cpu_s(), time.perf_counter()
         good, bad = sum(s.samples_good for s in stats) - good0, sum(s.samples_bad for s in stats) - bad0
+        missed, late = sum(s.missed_ticks for s in stats) - missed0, sum(s.late_polls for s in stats) - late0
         for t in tasks:
             t.cancel()
     if profiler:
@@ -158,7 +182,12 @@ async def measure(table: SignalTable, args: argparse.Namespace) -> dict[str, flo
         "window_s": round(w1 - w0, 2),
         "samples": samples,
         "samples_bad": bad,
-        "missed_ticks": sum(s.missed_ticks for s in stats),
+        "flush_ms": args.flush_ms,
+        "flush_on": args.flush_on,
+        "flush_gil": args.flush_gil,
+        "ticks_in_window": round((w1 - w0) * 1000 / args.period_ms) * len(sources),
+        "missed_ticks": missed,
+        "late_polls": late,
         "cpu_s": round(c1 - c0, 3),
         "cpu_user_s": round(u1 - u0, 3),
         "cpu_sys_s": round(s1 - s0, 3),
@@ -220,6 +249,11 @@ def main() -> None:
     ap.add_argument("--warmup-s", type=float, default=3.0)
     ap.add_argument("--duration-s", type=float, default=30.0)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--flush-ms", type=float, default=0.0, help="stand-in flush: CPU ms once a second (GIL held)")
+    ap.add_argument("--flush-on", choices=["loop", "thread"], default="thread",
+                    help="where the stand-in flush runs: the polls' event loop, or a worker thread")
+    ap.add_argument("--flush-gil", choices=["hold", "release"], default="hold",
+                    help="the stand-in flush holds the GIL (pure Python, worst case) or releases it (as numba nogil)")
     ap.add_argument("--serve", help=argparse.SUPPRESS)  # internal: run the servers for these ports
     args = ap.parse_args()
 

@@ -2,8 +2,10 @@
 
 Every long-lived loop is a named task in one TaskGroup (a crash surfaces as a non-zero exit that
 systemd restarts, instead of a silently dead loop). Once per ``batch_interval_ms`` the flush
-loop drains the frame buffer, scores every sample with the detector kernel, encodes batches of
-at most ``max_batch_samples`` and hands them to the publisher.
+loop drains the frame buffer and hands the frame to the judge thread (edge/judge.py, which has the
+threading model), which scores every sample with the detector kernels, runs the alarm layer and the
+agents and encodes batches of at most ``max_batch_samples``, while the sources keep polling on the
+event loop; back on the loop the batches go to the write-ahead log and MQTT in sequence order.
 
 Side work (checkpoints, the metrics port file, stats.json) goes through :class:`edge.sidework.SideWork`:
 a full disk makes it fail counted and logged once a minute, never stops acquisition. The run mark
@@ -27,6 +29,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -47,6 +50,7 @@ from edge.detectors.events import Phase
 from edge.forwarder import Forwarder
 from edge.frames import Frame, FrameBuffer
 from edge.jit import STATS as KERNELS
+from edge.judge import Batch, FlushJob, Judge, Outbox
 from edge.runmark import DROPPED, LAST_FLUSH, NEXT_SEQ, PENDING, READ, UNSENT, RunMark
 from edge.sidework import SideWork
 from edge.sinks.mqtt import MqttPublisher, tls_context
@@ -99,7 +103,18 @@ class EdgeGateway:
         self.seq = 0
         n = len(self.table)
         self.read_count = np.zeros(n, dtype=np.int64)
-        self.buffer = FrameBuffer(cfg.publish.buffer_samples, on_full=self._flush)
+        self.buffer = FrameBuffer(cfg.publish.buffer_samples, on_full=self._on_buffer_full)
+        # The flush's judgement (scoring, alarm layer, agents, encoding) runs on the judge thread (edge/judge.py:
+        # the threading model); the event loop drains, hands batches to the log and keeps polling meanwhile.
+        self.judge = Judge()
+        self._outbox = Outbox()
+        self._emit_lock = threading.Lock()  # events-lane counters, bumped from the loop and the judge thread
+        self._loop_thread: int | None = None  # the event loop's thread once run() started
+        self._inflight: FlushJob | None = None  # the job on the judge thread, until the loop handed it off
+        self._overflow: list[Frame] = []  # frames drained while the buffer was full, waiting for the next job
+        self._held_samples = 0  # samples drained from the buffer and not yet logged (overflow, job in flight)
+        self.buffer_overflows = 0
+        self.inline_flushes = 0
         # Builds the detector stack and health/RUL model and resumes their checkpoints (warm restart).
         self.analytics = EdgeAnalytics.from_table(
             self.plant_table, cfg.analytics, state_dir=cfg.state_dir, base_dir=base_dir or cfg.plant.parent
@@ -134,8 +149,12 @@ class EdgeGateway:
         self.flush_late = Histogram(self.metrics, "flush_late_seconds",
                                     "how late each flush started after its scheduled time", LATENCY_BUCKETS_S)
         self.flush_time = Histogram(self.metrics, "flush_seconds",
-                                    "duration of each flush (scoring, alarms, encoding, logging, agents)",
-                                    LATENCY_BUCKETS_S)
+                                    "duration of each flush (scoring, alarms, encoding, logging, agents; the judgement "
+                                    "runs on the judge thread while the sources poll)", LATENCY_BUCKETS_S)
+        self.flush_loop_time = Histogram(self.metrics, "flush_loop_seconds",
+                                         "part of each flush run on the event loop (draining the frame buffer, "
+                                         "handing the batches to the write-ahead log): the polls wait this long",
+                                         LATENCY_BUCKETS_S)
         self._signals_payload = wire.encode_signal_table(
             gateway=cfg.gateway_id,
             table_hash=self.table_hash,
@@ -171,6 +190,10 @@ class EdgeGateway:
                                        publish=lambda topic, payload: self.publisher.publish(topic, payload, 0),
                                        sidework=self.sidework)
             self._alarm_call(self.alarms.reconcile, self.analytics.alarm_open, self.analytics.open_alarms)
+            # Operator commands (MQTT and console) and the console's snapshot run on the event loop while a job may
+            # run the alarm layer on the judge thread: they take the judge lock (edge/judge.py).
+            self.alarms.command = self.judge.locked(self.alarms.command)  # type: ignore[method-assign]
+            self.alarms.snapshot = self.judge.locked(self.alarms.snapshot)  # type: ignore[method-assign]
         self.read_count = self.mark.read_per_signal  # in the mapped mark: a kill -9 leaves it behind
         self.previous_run = self.mark.previous
         self.dropped_ranges_forgotten = 0  # beyond runmark.MAX_DROPS (their gaps then read "missing")
@@ -223,6 +246,10 @@ class EdgeGateway:
                                        analytics=self.analytics, state_dir=cfg.state_dir,
                                        base_dir=base_dir or cfg.plant.parent, publisher=self.publisher,
                                        emit=self._emit_events)
+            # Bundles verified, swaps and commands happen on the event loop (its ``models`` task); the shadows score
+            # and the timers run in the flush's job: the loop's entry points take the judge lock (edge/judge.py).
+            self.models._consider = self.judge.locked(self.models._consider)  # type: ignore[method-assign]
+            self.models._command = self.judge.locked(self.models._command)  # type: ignore[method-assign]
         # The local web console (edge/console): a server thread of its own, one tap on the flush, and the
         # detector's alarm episodes. Other rooms plug into ``console_hooks`` (incidents, models, agents).
         from edge.console.hooks import ConsoleHooks
@@ -271,9 +298,21 @@ class EdgeGateway:
             self.event_encode_errors += len(docs)
             log.warning("events lane: %d documents not encodable, dropped: %s", len(docs), exc)
             return
-        self.events_bytes += len(payload)
-        self.events_messages += 1
-        self.forwarder.submit_event(payload, self.boot_epoch_ns)
+        # Into the log at once, from either thread (edge/judge.py): the alarm layer's next checkpoint drops these
+        # documents from its own outbox, so a kill -9 after it must find them in the write-ahead log.
+        with self._emit_lock:
+            self.events_bytes += len(payload)
+            self.events_messages += 1
+            self.forwarder.submit_event(payload, self.boot_epoch_ns)
+
+    def _on_loop_thread(self) -> bool:
+        return self._loop_thread is None or threading.get_ident() == self._loop_thread
+
+    def _drain_outbox(self) -> None:
+        """Event loop: the detector alarm documents the judge thread left for the console's board, in order."""
+        for kind, item in self._outbox.drain():
+            if kind == "console-alarms" and self.detector_alarms is not None:
+                self._console_call(self.detector_alarms.feed, item)
 
     def _emit_event(self, doc: dict[str, Any]) -> None:
         self._emit_events([doc])
@@ -337,7 +376,30 @@ class EdgeGateway:
     ) -> None:
         """Sources' sink: into the frame buffer, and its fill level into the run mark (a crash loses it)."""
         self.buffer.append(ts_ns, signal, value, quality, status)
-        self.mark.head[PENDING] = len(self.buffer) + self.agents.pending
+        self.mark.head[PENDING] = len(self.buffer) + self.agents.pending + self._held_samples
+
+    def _on_buffer_full(self) -> None:
+        """The frame buffer is full between two flushes: keep its frame for the next job (never blocks), up to
+        one more buffer's worth; beyond that the judge is not keeping up, and the loop catches up inline (waits
+        for the job in flight, then judges the held frames itself): memory stays bounded, and the polls then
+        wait (missed ticks, counted) instead of the daemon growing without bound."""
+        frame = self.buffer.drain()
+        self._overflow.append(frame)
+        self._held_samples += len(frame)
+        self.buffer_overflows += 1
+        if sum(len(f) for f in self._overflow) > self.buffer.capacity:
+            self._catch_up_inline()
+
+    def _catch_up_inline(self) -> None:
+        job = self._inflight
+        if job is not None and job.future is not None and not job.handed_off:
+            job.future.result()  # blocks the loop: the judge thread finishes the job in flight first
+            self._hand_off(job)
+        job = self._new_job(tick=False)
+        with self.judge.lock:  # the judge thread is idle: only the flush loop submits, and it waits on its job
+            self._judge_job(job)
+        self._hand_off(job)
+        self.inline_flushes += 1
 
     def _drop_rereads(self, frame: Frame) -> Frame:
         """Drop samples at or before the previous run's newest source timestamp of their signal (counted)."""
@@ -383,13 +445,74 @@ class EdgeGateway:
         h[DROPPED] = self.spool.stats.dropped_samples + fc.unlogged_dropped_samples
 
     def _flush(self) -> None:
-        """Drain the frame buffer: score, count, encode and publish in batches; then run the agents."""
-        derived = self.agents.take()  # what the agents emitted since the last flush (normally none: see below)
-        if len(self.buffer) == 0 and derived is None:
+        """One flush run to the end on the calling thread (tests; the daemon uses :meth:`_flush_off_loop`)."""
+        job = self._new_job(tick=False)
+        with self.judge.lock:
+            self._judge_job(job)
+        self._hand_off(job)
+
+    async def _flush_off_loop(self, *, tick: bool) -> None:
+        """Drain here, judge on the judge thread while the sources poll, hand the batches off here.
+
+        A cancelled flush (the daemon stopping) does not cancel its job: ``run`` waits for it and hands it off
+        (:meth:`_finish_inflight`), so nothing drained is lost and the batches keep their order.
+        """
+        t0 = time.monotonic()
+        job = self._new_job(tick=tick)
+        job.future = self.judge.submit(self._judge_job, job)
+        self._inflight = job
+        loop_s = time.monotonic() - t0
+        await asyncio.shield(asyncio.wrap_future(job.future))
+        t1 = time.monotonic()
+        self._hand_off(job)
+        self._inflight = None
+        self.flush_loop_time.observe(np.array([loop_s + time.monotonic() - t1]))
+
+    async def _finish_inflight(self) -> None:
+        """At a stop: the job a cancelled flush left on the judge thread is waited for and handed off."""
+        job = self._inflight
+        if job is None or job.future is None or job.handed_off:
             return
-        frame = self._drop_rereads(self.buffer.drain())
+        try:
+            await asyncio.wrap_future(job.future)
+        except Exception:
+            log.exception("flush: the last job failed; its %d samples are not logged", len(job.frame))
+            return
+        self._hand_off(job)
+        self._inflight = None
+
+    def _new_job(self, *, tick: bool) -> FlushJob:
+        """Event loop: everything read since the last job (frames held over a full buffer first) into one job."""
+        frames = [*self._overflow, self.buffer.drain()] if self._overflow else [self.buffer.drain()]
+        self._overflow = []
+        if len(frames) == 1:
+            frame = frames[0]
+        else:
+            frame = Frame(*(np.concatenate([getattr(f, c) for f in frames])
+                            for c in ("ts_ns", "signal", "value", "quality", "status")))
+        self._held_samples = len(frame)
+        return FlushJob(frame, first_seq=self.seq, drained_ns=time.time_ns(), tick=tick)
+
+    def _judge_job(self, job: FlushJob) -> None:
+        """Judge thread (under the judge lock): score, alarm layer, agents and encoding, then, once per interval,
+        the checkpoints, health and the model and alarm timers. The telemetry batches wait in ``job`` for
+        :meth:`_hand_off` (the run mark is the loop's); events-lane documents go into the log at once."""
+        self._judge_frame(job)
+        if not job.tick:
+            return
+        # Also saves checkpoints when due: a failed save (full disk) is counted and retried, never fatal.
+        health = self.sidework.run("checkpoint", lambda: self.analytics.tick(time.monotonic()))
+        if health is not None:
+            self._publish_health(health)
+        if self.models is not None:
+            self.models.tick()  # auto-promotion, post-promotion health check: between frames
+        if self.alarms is not None:
+            self._alarm_call(self.alarms.tick, time.time_ns())
+
+    def _judge_frame(self, job: FlushJob) -> None:
+        derived = self.agents.take()  # what the agents emitted since the last flush (normally none: see below)
+        frame = self._drop_rereads(job.frame)
         if len(frame) == 0 and derived is None:
-            self.mark.head[PENDING] = 0
             return
         t0 = time.perf_counter()
         result = self.analytics.process(frame.ts_ns, frame.signal, frame.value, frame.quality)
@@ -412,11 +535,7 @@ class EdgeGateway:
         for part, kind in ((frame, "read"), (derived, "derived")):
             if part is None or len(part) == 0:
                 continue
-            self._encode(part, self.publish_age[kind])
-        h = self.mark.head
-        h[NEXT_SEQ] = self.seq
-        h[LAST_FLUSH] = time.time_ns()
-        self._update_mark()
+            self._encode(job, part, kind)
         self.kernel_s += t1 - t0
         self.encode_s += time.perf_counter() - t1
         if self.sparkplug is not None:  # after the compact wire, which it must never delay or break
@@ -425,34 +544,29 @@ class EdgeGateway:
             self._console_call(self.console_tap.update, frame.ts_ns, frame.signal, frame.value, frame.quality,
                                result.score)
 
-        # Agents run once the frame is handed off, so they never delay it. What they derived from it is
+        # Agents run once the frame is encoded, so they never delay it. What they derived from it is
         # published right after, in batches of its own (it used to wait for the next flush: a whole
         # batch_interval_ms more latency for every derived sample, which made the end-to-end p99).
         self.agents.run(frame, result.events, time.monotonic())
         fresh = self.agents.take()
         if fresh is not None and len(fresh):
             t2 = time.perf_counter()
-            self._encode(fresh, self.publish_age["derived"])
-            h[NEXT_SEQ] = self.seq
-            self._update_mark()
+            self._encode(job, fresh, "derived")
             self.encode_s += time.perf_counter() - t2
-        h[PENDING] = len(self.buffer) + self.agents.pending
         if self.agents.events:
             docs = self.agents.take_events()
-            for req in requests_from_events(docs):  # an agent's request to act on the plant (edge/actions)
-                self.actions.submit(req)
+            job.agent_docs.extend(docs)  # an agent's request to act on the plant: submitted by the loop
             self._emit_events(docs)
 
-    def _encode(self, part: Frame, age: Histogram) -> None:
-        """Count, encode and submit one frame's samples in batches of at most ``max_batch_samples``."""
-        self.read_count += np.bincount(part.signal, minlength=self.read_count.shape[0])
+    def _encode(self, job: FlushJob, part: Frame, kind: str) -> None:
+        """Encode one part's samples in batches of at most ``max_batch_samples``, numbered from ``job.next_seq``."""
         step = self.cfg.publish.max_batch_samples
         for a in range(0, len(part), step):
             b = min(a + step, len(part))
             payload = wire.encode_batch(
                 gateway=self.cfg.gateway_id,
                 boot_epoch_ns=self.boot_epoch_ns,
-                seq=self.seq,
+                seq=job.next_seq,
                 table_hash=self.table_hash,
                 ts_ns=part.ts_ns[a:b],
                 signal=part.signal[a:b],
@@ -462,12 +576,36 @@ class EdgeGateway:
                 quant=self._quant,
                 status=part.status[a:b] if part.status is not None else None,
             )
-            self.forwarder.submit(payload, self.seq, self.boot_epoch_ns, b - a)
-            age.observe((time.time_ns() - part.ts_ns[a:b]) / 1e9)
-            self.telemetry_bytes += len(payload)
-            self.seq += 1
-        np.maximum.at(self.mark.last_ts_ns, part.signal, part.ts_ns)
-        self.mark.head[READ] += len(part)
+            job.batches.append(Batch(payload, job.next_seq, b - a, kind, part.ts_ns[a:b]))
+            job.next_seq += 1
+        job.parts.append(part)
+
+    def _hand_off(self, job: FlushJob) -> None:
+        """Event loop: a judged job's batches to the write-ahead log and MQTT in sequence order, counted per signal
+        and in the run mark (a kill -9 then finds them logged), its agents' requests to the actions, the outbox
+        drained. Idempotent: the inline catch-up may have handed the job off already."""
+        if job.handed_off:
+            return
+        job.handed_off = True
+        for batch in job.batches:
+            self.forwarder.submit(batch.payload, batch.seq, self.boot_epoch_ns, batch.n)
+            self.publish_age[batch.kind].observe((time.time_ns() - batch.ts_ns) / 1e9)
+            self.telemetry_bytes += len(batch.payload)
+        for part in job.parts:
+            self.read_count += np.bincount(part.signal, minlength=self.read_count.shape[0])
+            np.maximum.at(self.mark.last_ts_ns, part.signal, part.ts_ns)
+            self.mark.head[READ] += len(part)
+        self.seq = job.next_seq
+        h = self.mark.head
+        if job.parts:
+            h[NEXT_SEQ] = self.seq
+            h[LAST_FLUSH] = job.drained_ns  # read before it: logged (or held, counted); after it: in the buffer
+        self._held_samples = sum(len(f) for f in self._overflow)
+        self._update_mark()
+        h[PENDING] = len(self.buffer) + self.agents.pending + self._held_samples
+        for req in requests_from_events(job.agent_docs):  # an agent's request to act on the plant (edge/actions)
+            self.actions.submit(req)
+        self._drain_outbox()
 
     def _sparkplug_call(self, fn: Any, *args: Any) -> None:
         """Feed the Sparkplug node; a failure there is counted and logged, never raised into the daemon."""
@@ -492,8 +630,10 @@ class EdgeGateway:
         self._emit_events(out)
         if self.sparkplug is not None:  # per machine there; a device alarm has no machine of its own
             self._sparkplug_call(self.sparkplug.call, self.sparkplug.node.on_events, per_machine_events(events))
-        if self.detector_alarms is not None:
-            self._console_call(self.detector_alarms.feed, out)
+        if self.detector_alarms is not None:  # the console reads its board on the event loop: fed from there
+            self._outbox.put("console-alarms", out)
+            if self._on_loop_thread():
+                self._drain_outbox()
 
     def _model_version_of(self, scope: int, entity: int, phase: int, kind: int) -> str | None:
         """The model that raised an alarm: null for the signal stack, a bundle version or "local" otherwise."""
@@ -524,7 +664,8 @@ class EdgeGateway:
             "alarms_opened": self.events_opened,
         }
         if self.alarms is not None:  # what an operator has on the board now (edge/alarms)
-            doc["incidents"] = self.alarms.counts()
+            with self.judge.lock:
+                doc["incidents"] = self.alarms.counts()
         doc.pop("spool", None)
         doc["condition"] = doc.pop("status")  # ok | degraded
         doc["status"] = "online"
@@ -553,10 +694,7 @@ class EdgeGateway:
             )
         ]
         if docs:
-            payload = wire.encode_events(self.cfg.gateway_id, self.boot_epoch_ns, docs)
-            self.events_bytes += len(payload)
-            self.events_messages += 1
-            self.forwarder.submit_event(payload, self.boot_epoch_ns)
+            self._emit_events(docs)  # judge thread: through the outbox
         if self.sparkplug is not None:
             self._sparkplug_call(self.sparkplug.call, self.sparkplug.node.on_health, h.ts_ns, h.machine,
                                  (h.health, h.rul, h.rul_low, h.rul_high))
@@ -577,21 +715,13 @@ class EdgeGateway:
             await asyncio.sleep(wait_s)
             t_flush = time.monotonic()
             self.flush_late.observe(np.array([t_flush - due]))
-            self._flush()
+            # The frame, then checkpoints, health and the model and alarm timers: on the judge thread.
+            await self._flush_off_loop(tick=True)
             self.flush_time.observe(np.array([time.monotonic() - t_flush]))
             if time.monotonic() >= self._next_status:
                 self._next_status = time.monotonic() + HEALTH_STATUS_INTERVAL_S
                 self._retry_side_work()
                 self._publish_status()
-            # Also saves checkpoints when due: a failed save (full disk) is counted and retried, never fatal.
-            health = self.sidework.run("checkpoint", lambda: self.analytics.tick(time.monotonic()))
-            if health is not None:
-                self._publish_health(health)
-            if self.models is not None:
-                self.models.tick()  # auto-promotion, post-promotion health check: between frames
-
-            if self.alarms is not None:
-                self._alarm_call(self.alarms.tick, time.time_ns())
             self.forwarder.tick()
             self._update_mark()
             if self.sparkplug is not None:
@@ -605,6 +735,10 @@ class EdgeGateway:
             self._update_metrics()
 
     def _update_metrics(self) -> None:
+        with self.judge.lock:  # the alarm layer's and the models' figures iterate judgement state (edge/judge.py)
+            self._update_metrics_locked()
+
+    def _update_metrics_locked(self) -> None:
         m = self.metrics
         ps = self.publisher.stats
         m.counter("samples_read_total", "Samples read from all sources").set(float(self.read_count.sum()))
@@ -781,6 +915,7 @@ class EdgeGateway:
 
     async def run(self, stop: asyncio.Event) -> None:
         self.cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        self._loop_thread = threading.get_ident()
         if self.cfg.metrics.port >= 0:
             self.metrics_server = MetricsServer(self.metrics, self.cfg.metrics.host, self.cfg.metrics.port, self.health)
             self.metrics_server.start()
@@ -822,7 +957,8 @@ class EdgeGateway:
         finally:
             if self.console is not None:
                 await asyncio.to_thread(self.console.stop)
-            self._flush()
+            await self._finish_inflight()  # the job a cancelled flush left on the judge thread, in order
+            self._flush()  # the sources are stopped: the last frame is judged here, under the judge lock
             if self.agents.pending:  # what the agents derived from the last frame
                 self._flush()
             self._update_metrics()
@@ -841,11 +977,13 @@ class EdgeGateway:
             self.forwarder.close()
             self.spool.close()
             # Detector and health checkpoints: the next start resumes warm (a full disk: it starts cold).
-            self.sidework.run("checkpoint", self.analytics.close)
-            if self.alarms is not None:
-                self._alarm_call(self.alarms.close)
+            with self.judge.lock:
+                self.sidework.run("checkpoint", self.analytics.close)
+                if self.alarms is not None:
+                    self._alarm_call(self.alarms.close)
 
-            self.sidework.run("agent checkpoint", self.agents.close)
+                self.sidework.run("agent checkpoint", self.agents.close)
+            self.judge.close()
             self.sidework.run("stats.json", self._write_stats)
             self._update_mark()
             self.mark.head[PENDING] = len(self.buffer)

@@ -32,9 +32,12 @@
   ``replay_grace_s`` so the retained ack can free what the cloud already holds.
 - **Bounds.** The spool drops the oldest records when over its byte bound (at append) or age bound
   (checked every second here); counts are in ``stats()``.
-- **Threads.** ``submit``, ``tick`` and the replay run in the event loop; acks and PUBACKs arrive in
+- **Threads.** ``submit``, ``tick`` and the replay run in the event loop; ``submit_event`` also runs on the
+  edge's judge thread (edge/judge.py: the alarm layer's incidents must be in the log before its next
+  checkpoint drops them from its own outbox), so the four entry points (``submit``, ``submit_event``,
+  ``tick``, ``close``) take one lock, held for one append and publish at a time. Acks and PUBACKs arrive in
   paho's thread and only touch the spool (which has its own lock) and counters; fsync runs in a
-  worker thread every ``fsync_interval_ms``. No lock is held while calling into paho.
+  worker thread every ``fsync_interval_ms``. Lock order: this lock, then ``_mem_lock``, then the spool's.
 """
 
 from __future__ import annotations
@@ -171,6 +174,7 @@ class Forwarder:
         self._unlogged: OrderedDict[tuple[int, int], list[object]] = OrderedDict()
         self._unlogged_bytes = 0
         self._mem_lock = threading.Lock()
+        self._lock = threading.RLock()  # the entry points: event loop and judge thread (module docstring)
         self._last_log_s: dict[str, float] = {}
         for rec in spool.live():  # left from an earlier run: replay after the first connect
             self._enqueue(rec)
@@ -183,89 +187,92 @@ class Forwarder:
     # -- called by the app (event loop) -----------------------------------------------------------
     def submit(self, payload: bytes, seq: int, epoch: int, n: int) -> None:
         """Log one encoded telemetry batch, then publish it live if the broker is reachable."""
-        if self._unlogged:
-            self._log_held()
-        try:
-            rec = self.spool.append(payload, epoch=epoch, seq=seq, n_samples=n)
-        except SpoolError as exc:
-            self._hold(payload, seq, epoch, n, exc)
-            return
-        if self.publisher.connected:
-            self._send(rec, payload)
-            self.counters.live_records += 1
-            self.counters.live_samples += n
-        else:
-            self._enqueue(rec)
+        with self._lock:
+            if self._unlogged:
+                self._log_held()
+            try:
+                rec = self.spool.append(payload, epoch=epoch, seq=seq, n_samples=n)
+            except SpoolError as exc:
+                self._hold(payload, seq, epoch, n, exc)
+                return
+            if self.publisher.connected:
+                self._send(rec, payload)
+                self.counters.live_records += 1
+                self.counters.live_samples += n
+            else:
+                self._enqueue(rec)
 
     def submit_event(self, payload: bytes, epoch: int) -> None:
         """Log one events-lane payload (wire.encode_events) and publish it ahead of everything else.
 
         Stamped with the next events seq of ``epoch``; freed by the cloud's events ack (module doc).
         """
-        seq = self._event_seqs.get(epoch, 0)
-        self._event_seqs[epoch] = seq + 1
-        payload = wire.stamp_events_seq(payload, seq)
-        try:
-            rec = self.spool.append(payload, epoch=epoch, seq=seq, n_samples=0, lane=Lane.EVENTS)
-        except SpoolError as exc:
-            self.counters.wal_errors += 1
-            log.error("forwarder: event not in the write-ahead log, publishing without it: %s", exc)
-            self.publisher.publish(self._events_topic, payload, 0)
-            return
-        if self.publisher.connected:
-            self._send(rec, payload)
-        else:
-            self._enqueue(rec)
+        with self._lock:
+            seq = self._event_seqs.get(epoch, 0)
+            self._event_seqs[epoch] = seq + 1
+            payload = wire.stamp_events_seq(payload, seq)
+            try:
+                rec = self.spool.append(payload, epoch=epoch, seq=seq, n_samples=0, lane=Lane.EVENTS)
+            except SpoolError as exc:
+                self.counters.wal_errors += 1
+                log.error("forwarder: event not in the write-ahead log, publishing without it: %s", exc)
+                self.publisher.publish(self._events_topic, payload, 0)
+                return
+            if self.publisher.connected:
+                self._send(rec, payload)
+            else:
+                self._enqueue(rec)
 
     def tick(self) -> None:
         """Enforce the age bound, arm due re-sends, release back-log within the rate cap."""
-        now = self._clock()
-        dt = max(0.0, now - self._last_tick)
-        self._last_tick = now
-        if now >= self._next_age_check:
-            self._next_age_check = now + AGE_CHECK_S
-            self.spool.enforce_age()
-            self.spool.maintain()
-            if self._unlogged:
-                self._log_held()
-        if self._connects != self._seen_connects:
-            self._seen_connects = self._connects
-            self._connected_at = now
-            self._tokens = 0.0
-        while self._timers and self._timers[0][0] <= now:
-            _, _, rec, sends = heapq.heappop(self._timers)
-            if rec.sends == sends and self._is_live(rec):
-                self._enqueue(rec)
-        self.counters.backlog_records = len(self._queued)
-        if not self.publisher.connected or now - self._connected_at < self._replay_grace_s:
-            return
-        rate = float(self.settings.replay_rate_samples_per_s)
-        self._tokens = min(self._tokens + rate * dt, rate)  # at most one second's worth of burst
-        while self._backlog and self._tokens > 0 and self.publisher.inflight < self._max_backlog_inflight:
-            key = heapq.heappop(self._backlog)
-            self._queued.discard(key)
-            prio, epoch, seq = key
-            rec = self.spool.get(Lane.EVENTS if prio == 0 else Lane.TELEMETRY, epoch, seq)
-            if rec is None:
-                continue  # acked or dropped meanwhile
-            try:
-                payload = self.spool.read(rec)
-            except SpoolError as exc:
-                if not self._is_live(rec):
-                    continue  # acked in paho's thread between get and read: its segment is gone
-                self.counters.wal_errors += 1
-                self.spool.discard(rec)
-                log.error("forwarder: dropping unreadable record (counted as dropped): %s", exc)
-                continue
-            if rec.sends:
-                self.counters.resent_records += 1
-                self.counters.resent_samples += rec.n
-            else:
-                self.counters.replayed_records += 1
-                self.counters.replayed_samples += rec.n
-            self._send(rec, payload)
-            self._tokens -= max(rec.n, 1)
-        self.counters.backlog_records = len(self._queued)
+        with self._lock:
+            now = self._clock()
+            dt = max(0.0, now - self._last_tick)
+            self._last_tick = now
+            if now >= self._next_age_check:
+                self._next_age_check = now + AGE_CHECK_S
+                self.spool.enforce_age()
+                self.spool.maintain()
+                if self._unlogged:
+                    self._log_held()
+            if self._connects != self._seen_connects:
+                self._seen_connects = self._connects
+                self._connected_at = now
+                self._tokens = 0.0
+            while self._timers and self._timers[0][0] <= now:
+                _, _, rec, sends = heapq.heappop(self._timers)
+                if rec.sends == sends and self._is_live(rec):
+                    self._enqueue(rec)
+            self.counters.backlog_records = len(self._queued)
+            if not self.publisher.connected or now - self._connected_at < self._replay_grace_s:
+                return
+            rate = float(self.settings.replay_rate_samples_per_s)
+            self._tokens = min(self._tokens + rate * dt, rate)  # at most one second's worth of burst
+            while self._backlog and self._tokens > 0 and self.publisher.inflight < self._max_backlog_inflight:
+                key = heapq.heappop(self._backlog)
+                self._queued.discard(key)
+                prio, epoch, seq = key
+                rec = self.spool.get(Lane.EVENTS if prio == 0 else Lane.TELEMETRY, epoch, seq)
+                if rec is None:
+                    continue  # acked or dropped meanwhile
+                try:
+                    payload = self.spool.read(rec)
+                except SpoolError as exc:
+                    if not self._is_live(rec):
+                        continue  # acked in paho's thread between get and read: its segment is gone
+                    self.counters.wal_errors += 1
+                    self.spool.discard(rec)
+                    log.error("forwarder: dropping unreadable record (counted as dropped): %s", exc)
+                    continue
+                if rec.sends:
+                    self.counters.resent_records += 1
+                    self.counters.resent_samples += rec.n
+                else:
+                    self.counters.replayed_records += 1
+                    self.counters.replayed_samples += rec.n
+                self._send(rec, payload)
+                self._tokens -= max(rec.n, 1)
+            self.counters.backlog_records = len(self._queued)
 
     async def run(self) -> None:
         """The forwarder's loops (replay/re-send tick and group-commit fsync) as named tasks; run until cancelled."""
@@ -303,23 +310,24 @@ class Forwarder:
         Held batches get a last chance to be logged; those the log still cannot take die with the process:
         dropped, counted (``unlogged_dropped_*``, cause "unlogged at shutdown"), and logged.
         """
-        if self._unlogged:
-            self._log_held()
-        with self._mem_lock:
-            lost = list(self._unlogged.values())
-            self._unlogged.clear()
-            self._unlogged_bytes = 0
-            self._count_unlogged()
-        if lost:
-            samples = sum(int(v[1]) for v in lost)  # type: ignore[call-overload]
-            self.counters.unlogged_dropped_records += len(lost)
-            self.counters.unlogged_dropped_samples += samples
-            for v in lost:
-                if self._on_drop is not None:
-                    self._on_drop(v[0], DropCause.SHUTDOWN)  # type: ignore[arg-type]
-            log.error("forwarder: %d held batches (%d samples) could not be logged before exit: dropped, counted",
-                      len(lost), samples)
-        self.spool.sync()
+        with self._lock:
+            if self._unlogged:
+                self._log_held()
+            with self._mem_lock:
+                lost = list(self._unlogged.values())
+                self._unlogged.clear()
+                self._unlogged_bytes = 0
+                self._count_unlogged()
+            if lost:
+                samples = sum(int(v[1]) for v in lost)  # type: ignore[call-overload]
+                self.counters.unlogged_dropped_records += len(lost)
+                self.counters.unlogged_dropped_samples += samples
+                for v in lost:
+                    if self._on_drop is not None:
+                        self._on_drop(v[0], DropCause.SHUTDOWN)  # type: ignore[arg-type]
+                log.error("forwarder: %d held batches (%d samples) could not be logged before exit: dropped, counted",
+                          len(lost), samples)
+            self.spool.sync()
 
     # -- held batches (the log had no space) ------------------------------------------------------
     def _log_once(self, kind: str, msg: str, *args: object) -> None:

@@ -4,8 +4,13 @@ Behaviour a plant engineer relies on, and why:
 
 - **Wall-clock ticks.** Polls run at every multiple of ``period_ms`` of ``time.time_ns()``, so all
   devices sample together and drift never accumulates. Every sample of a poll carries the tick
-  time as ``ts_ns`` (aligned timestamps make cross-device analytics line up). A poll that overruns
-  skips the ticks it missed; they are counted in ``missed_ticks``, not queued.
+  time as ``ts_ns`` (aligned timestamps make cross-device analytics line up).
+- **A late poll polls late rather than not at all.** When a poll ends after its next tick (a slow device,
+  a busy box), the most recent tick that has passed is polled at once, stamped with that tick's time and
+  counted in ``late_polls``: a plant engineer expects a 10 Hz poll to read at 10 Hz, and a value read
+  up to one period after its tick is worth more than no value. Older ticks (more than one period
+  behind) are skipped and counted in ``missed_ticks``, not queued: catching up a backlog would stamp
+  old times on values read now, and a device slower than its period would never catch up.
 - **One sink call per poll.** ``sink(ts_ns, signals, values, quality)`` gets every signal of the
   device: uint32 SignalTable rows, float64 values, and quality as the scalar ``Quality.GOOD`` when
   all reads succeeded, else a uint8 array. The arrays are reused on the next poll: the sink must
@@ -360,9 +365,10 @@ class ModbusSource:
                 self.stats.poll_duration.observe(elapsed_s)
                 next_tick = tick + period
                 now = time.time_ns()
-                if now >= next_tick:
-                    skipped = (now - next_tick) // period + 1
+                if now >= next_tick:  # overran: poll the latest tick that has passed now, skip older ones
+                    skipped = (now - next_tick) // period
                     self.stats.missed_ticks += skipped
+                    self.stats.late_polls += 1
                     next_tick += skipped * period
         finally:
             for client in self._clients:

@@ -115,7 +115,8 @@ class SourceStats:
     last_sample_ns: int = 0  # timestamp of the newest GOOD sample, 0 before the first
     # Polling sources (Modbus; OPC-UA polling groups).
     polls: int = 0  # ticks served, including those served BAD while the breaker was open
-    missed_ticks: int = 0  # ticks skipped because a poll overran its period
+    missed_ticks: int = 0  # ticks skipped because a poll overran its period by more than one period
+    late_polls: int = 0  # ticks polled late (after the previous poll overran), stamped with their tick
     last_poll_ns: int = 0  # tick timestamp of the newest poll
     last_poll_duration_s: float = 0.0  # wall time the newest poll took
     last_good_poll_ns: int = 0  # tick of the newest poll in which every read succeeded
@@ -155,7 +156,10 @@ class SourceStats:
 #: SourceStats counter field -> (metric name, help). Each is exported per source.
 _COUNTERS: dict[str, tuple[str, str]] = {
     "polls": ("source_polls_total", "Poll ticks served per source (polling sources), including ticks served BAD"),
-    "missed_ticks": ("source_missed_ticks_total", "Poll ticks skipped because a poll overran its period"),
+    "missed_ticks": ("source_missed_ticks_total", "Poll ticks skipped because a poll overran its period by more "
+                     "than one period"),
+    "late_polls": ("source_late_polls_total", "Poll ticks polled late, at once after a poll that overran (stamped "
+                   "with their tick time)"),
     "polls_short_circuited": ("source_skipped_polls_total",
                               "Poll ticks served BAD without touching the network (circuit breaker open)"),
     "timeouts": ("source_timeouts_total", "Requests that got no answer within timeout_s"),
