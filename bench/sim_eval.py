@@ -295,7 +295,7 @@ class FaultFigures:
     on_off_machine: np.ndarray | None = None  # bool per event: its machine was switched off (level <= 0.05) at start
     cpu_s: float = float("nan")  # CPU time of the run (generator, stack and bookkeeping), this process
     carried: int = 0  # alarm openings on faults in progress when the faulty schedule took over: not false, not scored
-    # bool per event: its machine was powered but not producing at start (a test station without parts,
+    # bool per event: its machine was powered but not producing at start (a test station without parts, a press idling,
     # ``Physics.idle``): the detectors' IDLE state judges it at rest, so it is reported apart from the running ones
     on_idle_machine: np.ndarray | None = None
 
@@ -587,7 +587,8 @@ def print_faults(f: FaultFigures) -> None:
         o = f.on_off_machine if f.on_off_machine is not None else np.zeros_like(i)
         p = ~i & ~o
         print(f"{'machine producing':20} {int(p.sum()):6d} {f.detected[p].mean():7.2f}   (of the running ones: "
-              f"events on machines powered but idle at their start -- test stations without parts: "
+              f"events on machines powered but idle at their start -- test stations without parts, production "
+              f"machines idling off shift: "
               f"{int(i.sum())}, recall {f.detected[i].mean():.2f})")
     fa = f.false_signal + f.false_machine
     print(f"false alarms: {fa} ({f.false_signal} signal, {f.false_machine} machine) over {f.signal_hours:,.0f} "

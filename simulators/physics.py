@@ -259,6 +259,7 @@ class Physics:
         phys = [TEMPLATES.get(t) for t in templates]
         self.coupled = np.array([p is not None for p in phys], dtype=bool)
         self.tester = np.array([t in TESTERS for t in templates], dtype=bool)
+        self.producer = np.array([t in PRODUCTION for t in templates], dtype=bool)
         cycle_s = np.array([p.cycle_s if p else 600.0 for p in phys])
         self.omega = 2 * np.pi / cycle_s
         self.phase = rng.uniform(0, 2 * np.pi, nm)
@@ -598,8 +599,10 @@ class Physics:
 
     def idle(self, t: np.ndarray, m: np.ndarray) -> np.ndarray:
         """True where machines ``m`` are powered but not producing: test stations switched on without parts (or
-        held). Ground truth for the evaluation of the detectors' IDLE state (``bench/sim_eval.py``)."""
-        return self.tester[m] & (self.level(t, m) > 0.05) & ~self.cycling(t, m)
+        held), production machines (``PRODUCTION``: their part counters stand) idling off shift. Ground truth for
+        the evaluation of the detectors' IDLE state (``bench/sim_eval.py``, ``bench/idle_eval.py``)."""
+        on = self.level(t, m) > 0.05
+        return on & np.where(self.tester[m], ~self.cycling(t, m), self.producer[m] & (self.production(t, m) <= 0.5))
 
     def measure_s(self, t: np.ndarray, m: np.ndarray) -> np.ndarray:
         """Seconds since the measuring phase of leak-test machines ``m`` began (0 outside it)."""
