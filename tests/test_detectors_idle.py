@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from edge.detectors.events import Phase
 from edge.detectors.settings import AnalyticsSettings, IdleSettings, IdleSource, OperatingStateSettings
@@ -96,21 +95,21 @@ def test_without_idle_the_night_is_learned_as_flat_and_the_first_cycles_alarm():
     assert (3600 + 3 * 3600 + 1, 1, int(Kind.RATE)) in opened  # the first fill: a slope never seen all night
 
 
-@pytest.mark.parametrize(("source", "declared", "data_rows"), [
-    (IdleSource.BOTH, True, False), (IdleSource.DECLARED, True, False), (IdleSource.DATA, False, True),
-    (IdleSource.OFF, False, False)])
-def test_activity_signals_of_the_dev_plant(source, declared, data_rows):
+def test_activity_signals_of_the_dev_plant():
     table = expand(load_plant(ROOT / "configs" / "dev" / "plant.yaml"))
-    ops = OperatingStateSettings(idle=IdleSettings(source=source))
-    running_of, _, _ = running_indicators(table, ops.running_signals, ops.load_signals)
-    act_of, act_p = activity_signals(table, ops.idle, running_of)
     testers = [r for r, sid in enumerate(table.ids) if ".leak_test" in sid]
     valves = [r for r in testers if table.ids[r].endswith(".valve_state")]
-    assert (act_of[valves] >= 0).all() == declared
-    assert (act_p[valves, opstate.P_IDLE] == 0.0).all() == declared
     pressure = [r for r in testers if table.ids[r].endswith(".test_pressure")]
-    assert (act_of[pressure] >= 0).all() == data_rows
-    assert (act_of[running_of >= 0] == -1).all()  # a running indicator is never an activity signal
-    if source in (IdleSource.BOTH, IdleSource.DATA):  # machines without a declared signal take the data rule
-        press = [r for r, sid in enumerate(table.ids) if sid.endswith(".tonnage")]
-        assert press and (act_of[press] >= 0).all()
+    press = [r for r, sid in enumerate(table.ids) if sid.endswith(".tonnage")]
+    assert valves and pressure and press
+    for source, declared, data_rows in [(IdleSource.BOTH, True, False), (IdleSource.DECLARED, True, False),
+                                        (IdleSource.DATA, False, True), (IdleSource.OFF, False, False)]:
+        ops = OperatingStateSettings(idle=IdleSettings(source=source))
+        running_of, _, _ = running_indicators(table, ops.running_signals, ops.load_signals)
+        act_of, act_p = activity_signals(table, ops.idle, running_of)
+        assert (act_of[valves] >= 0).all() == declared
+        assert (act_p[valves, opstate.P_IDLE] == 0.0).all() == declared
+        assert (act_of[pressure] >= 0).all() == data_rows
+        assert (act_of[running_of >= 0] == -1).all()  # a running indicator is never an activity signal
+        # machines without a declared signal take the data rule
+        assert (act_of[press] >= 0).all() == (source in (IdleSource.BOTH, IdleSource.DATA))

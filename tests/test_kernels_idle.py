@@ -76,7 +76,7 @@ def test_update_activity_matches_reference_frame_by_frame():
     ref_st, ref_snap = st_.copy(), snap.copy()
     seen_idle = [0, 0]
     total = 0
-    for ts, sig, v, q in _frames(5, 3000):
+    for ts, sig, v, q in _frames(5, 1200):
         ref_state, ref_since, ref_hold, ref_frozen, _ = naive.update_states(
             ts, sig, v, q, RUNNING_OF, state, since, hold, GRACE_NS, {0: [1, 2], 1: [4, 5, 6]})
         opstate.update_states(ts, sig, v, q, RUNNING_OF, np.full(8, 0.5), np.full(8, 0.5), state, since, hold,

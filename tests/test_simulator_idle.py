@@ -21,7 +21,7 @@ def test_the_valve_word_follows_the_cycle_and_cycles_begin_and_end_whole() -> No
     table = expand(plant)
     phys = Physics(table, machine_templates(plant), 0, EPOCH_NS, energy=EnergyPlan.empty())
     stations = [m for m, t in enumerate(machine_templates(plant)) if t == "leak_test"]
-    mid = table.machine_ids[[m for m in stations if phys.night[m] > 0][0]]  # a station idling powered at night
+    mid = table.machine_ids[next(m for m in stations if phys.night[m] > 0)]  # a station idling powered at night
 
     def series(name: str, t: np.ndarray) -> np.ndarray:
         return phys.evaluate(t, np.full(t.shape, table.ids.index(f"{mid}.{name}"), dtype=np.int64), np.zeros(t.shape))
