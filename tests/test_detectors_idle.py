@@ -113,3 +113,20 @@ def test_activity_signals_of_the_dev_plant():
         assert (act_of[running_of >= 0] == -1).all()  # a running indicator is never an activity signal
         # machines without a declared signal take the data rule
         assert (act_of[press] >= 0).all() == (source in (IdleSource.BOTH, IdleSource.DATA))
+
+
+def test_a_checkpoint_from_before_idle_restores_warm_and_learns_its_cycle_signals_again(tmp_path):
+    rng = np.random.default_rng(2)
+    stack = _stack(IdleSource.DATA)
+    _run(stack, 0, 1800, True, rng)
+    assert stack.act_i[1, opstate.I_CYCLER] == 1
+    stack.save(tmp_path / "d.npz")
+    with np.load(tmp_path / "d.npz") as z:  # as written before IDLE existed: no act_* arrays
+        old = {k: z[k] for k in z.files if not k.startswith("act_")}
+    np.savez(tmp_path / "old.npz", **old)
+    again = _stack(IdleSource.DATA)
+    again.restore(tmp_path / "old.npz")
+    np.testing.assert_array_equal(again.state, stack.state)  # warm
+    assert again.m_state[0] == opstate.RUNNING and again.act_i[1, opstate.I_CYCLER] == 0 and again.m_last[0] == -1
+    _run(again, 1800, 3600, True, rng)
+    assert again.act_i[1, opstate.I_CYCLER] == 1
