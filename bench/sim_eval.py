@@ -295,6 +295,9 @@ class FaultFigures:
     on_off_machine: np.ndarray | None = None  # bool per event: its machine was switched off (level <= 0.05) at start
     cpu_s: float = float("nan")  # CPU time of the run (generator, stack and bookkeeping), this process
     carried: int = 0  # alarm openings on faults in progress when the faulty schedule took over: not false, not scored
+    # bool per event: its machine was powered but not producing at start (a test station without parts, a press idling,
+    # ``Physics.idle``): the detectors' IDLE state judges it at rest, so it is reported apart from the running ones
+    on_idle_machine: np.ndarray | None = None
 
 
 def subsample(plant: PlantConfig, fraction: float) -> PlantConfig:
@@ -463,9 +466,11 @@ def fault_run(plant_path: Path, seed: int, train_days: float, clean_days: float,
     top = dict(sorted(names.items(), key=lambda kv: -kv[1])[:8])
     clean_false = int((false_ts < fault_ns).sum())
     off = np.zeros(n_ev, dtype=bool)
+    idle = np.zeros(n_ev, dtype=bool)
     if world.physics is not None and n_ev:
         ms = machine_of[truth.signal.astype(np.int64)]
         off = world.physics.level(truth.start_s.astype(np.float64), ms) <= 0.05
+        idle = world.physics.idle(truth.start_s.astype(np.float64), ms)
     if missed is not None:  # every injected event with its outcome, for diagnosis (which faults go unseen, where)
         visible = observable(world, seed, q, world.schedule, clean.schedule, truth, ~detected)
         with open(missed, "w") as fh:
@@ -481,7 +486,7 @@ def fault_run(plant_path: Path, seed: int, train_days: float, clean_days: float,
                          f"{st_name},{since},{int(visible[i])}\n")
     return FaultFigures(n_ev, detected, delay, truth.kind.astype(np.int64), in_range, int((~sig_used).sum()),
                         int((~mach_used).sum()), by_kind, by_hour, top, clean_false, n * clean_days * 24.0,
-                        n * (clean_days + fault_days) * 24.0, n, seconds, off, cpu_s, n_carried)
+                        n * (clean_days + fault_days) * 24.0, n, seconds, off, cpu_s, n_carried, idle)
 
 
 _STATE_NAMES = ("unknown", "off", "idle", "running")  # opstate's values
@@ -577,6 +582,14 @@ def print_faults(f: FaultFigures) -> None:
         o = f.on_off_machine
         print(f"{'machine running':20} {int((~o).sum()):6d} {f.detected[~o].mean():7.2f}   (events on machines "
               f"switched off at their start: {int(o.sum())}, recall {f.detected[o].mean():.2f})")
+    if f.on_idle_machine is not None and f.on_idle_machine.any():
+        i = f.on_idle_machine
+        o = f.on_off_machine if f.on_off_machine is not None else np.zeros_like(i)
+        p = ~i & ~o
+        print(f"{'machine producing':20} {int(p.sum()):6d} {f.detected[p].mean():7.2f}   (of the running ones: "
+              f"events on machines powered but idle at their start -- test stations without parts, production "
+              f"machines idling off shift: "
+              f"{int(i.sum())}, recall {f.detected[i].mean():.2f})")
     fa = f.false_signal + f.false_machine
     print(f"false alarms: {fa} ({f.false_signal} signal, {f.false_machine} machine) over {f.signal_hours:,.0f} "
           f"scored signal-hours = {1000 * fa / f.signal_hours:.2f} per 1,000 signal-hours "

@@ -52,7 +52,9 @@ Roles (by signal name, within the templates listed in ``TEMPLATES``):
   law at constant volume). This is the dominant error of real pressure-decay testing and why
   testers compensate for temperature. ``test_pressure``'s noise in the template is that of a
   leak tester's transducer (50 Pa, not the 5 kPa of a plain gauge it had before), without which no
-  decay of tens of Pa/s is measurable at all.
+  decay of tens of Pa/s is measurable at all. ``valve_state`` follows the cycle (fill 1, stabilise and
+  measure 2, vent 4) and reads 0 while the station stands (realism added 2026-12-03, issue 15 IDLE: it was
+  a constant 5).
 
 Energy faults (``EnergyPlan``, ground truth for ``bench/energy_eval.py``): a machine **left running idle**
 on a night (its night level raised to ``NIGHT_IDLE_LEVEL`` between the given times: it draws power and,
@@ -96,6 +98,7 @@ class Role(enum.IntEnum):
     FAULT_WORD = 6
     LEAK_PRESSURE = 7
     PART_TEMP = 8
+    VALVE_STATE = 9
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +258,8 @@ class Physics:
         rng = np.random.default_rng(np.random.SeedSequence([seed, 0x9B15]))
         phys = [TEMPLATES.get(t) for t in templates]
         self.coupled = np.array([p is not None for p in phys], dtype=bool)
+        self.tester = np.array([t in TESTERS for t in templates], dtype=bool)
+        self.producer = np.array([t in PRODUCTION for t in templates], dtype=bool)
         cycle_s = np.array([p.cycle_s if p else 600.0 for p in phys])
         self.omega = 2 * np.pi / cycle_s
         self.phase = rng.uniform(0, 2 * np.pi, nm)
@@ -310,6 +315,8 @@ class Physics:
                 role[r] = Role.LEAK_PRESSURE
             elif templates[m] == "leak_test" and name == "part_temp":
                 role[r] = Role.PART_TEMP
+            elif templates[m] == "leak_test" and name == "valve_state":
+                role[r] = Role.VALVE_STATE
             elif vib:
                 role[r], band[r] = Role.VIBRATION, int(vib.group(2) or 0)
             elif _THERMAL.match(name):
@@ -537,6 +544,9 @@ class Physics:
         k = role == Role.LEAK_PRESSURE
         if k.any():
             v[k] = self.leak_pressure(t[k], m[k], base[k], amp[k], tb.high[r[k]], level[k], 0.0)
+        k = role == Role.VALVE_STATE
+        if k.any():
+            v[k] = self.valve_state(t[k], m[k], level[k])
         k = role == Role.PART_TEMP
         if k.any():
             v[k] = self._sine(r[k], t[k]) + self.part_offset_k(t[k], m[k])
@@ -576,10 +586,23 @@ class Physics:
         return np.where(ok, peak_bar * 1e5 / (273.15 + chamber) * dt_k / GAS_TAU_S, 0.0)
 
     def cycling(self, t: np.ndarray, m: np.ndarray) -> np.ndarray:
-        """True where test stations ``m`` run test cycles: parts come (production above half its rate) and
-        the station is not held. A station without parts does not cycle (before 2026-12-03 it cycled
-        whenever switched on, night idle included, which no tester does: realism, issue 18)."""
-        return (self.production(t, m) > 0.5) & ~self.is_held(m)
+        """True where test stations ``m`` run test cycles: parts came when the current cycle began (production
+        above half its rate then) and the station is not held. A station without parts does not cycle (before
+        2026-12-03 it cycled whenever switched on, night idle included, which no tester does: realism, issue 18).
+        A cycle that has begun runs to its end (a tester finishes the part in its fixture; until 2026-12-03 19:30
+        the shift's end cut a cycle off mid-test and its start began one mid-test, a pressure jumping from 0 to
+        30 bar or back within one second: realism, issue 15 IDLE); a hold still vents at once."""
+        cyc_row = self.cycle_row[m]
+        cycle_s = np.where(cyc_row >= 0, self.table.base[np.maximum(cyc_row, 0)], 45.0)
+        p = np.mod(self.own_time(t, m) + self.phase[m] / (2 * np.pi) * cycle_s, cycle_s) / cycle_s
+        return (self.production(t - p * cycle_s, m) > 0.5) & ~self.is_held(m)
+
+    def idle(self, t: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """True where machines ``m`` are powered but not producing: test stations switched on without parts (or
+        held), production machines (``PRODUCTION``: their part counters stand) idling off shift. Ground truth for
+        the evaluation of the detectors' IDLE state (``bench/sim_eval.py``, ``bench/idle_eval.py``)."""
+        on = self.level(t, m) > 0.05
+        return on & np.where(self.tester[m], ~self.cycling(t, m), self.producer[m] & (self.production(t, m) <= 0.5))
 
     def measure_s(self, t: np.ndarray, m: np.ndarray) -> np.ndarray:
         """Seconds since the measuring phase of leak-test machines ``m`` began (0 outside it)."""
@@ -587,6 +610,17 @@ class Physics:
         cycle_s = np.where(cyc_row >= 0, self.table.base[np.maximum(cyc_row, 0)], 45.0)
         p = np.mod(self.own_time(t, m) + self.phase[m] / (2 * np.pi) * cycle_s, cycle_s) / cycle_s
         return np.where((p < 0.9) & self.cycling(t, m), np.clip(p - 0.45, 0.0, 0.45), 0.0) * cycle_s
+
+    def valve_state(self, t: np.ndarray, m: np.ndarray, level: np.ndarray) -> np.ndarray:
+        """The station's valve word over its cycle: fill valve 1 (fill), test circuit isolated 2 (stabilise,
+        measure), vent valve 4 (vent); 0 standing (no part under test: valves de-energised). Before 2026-12-03 the
+        word read a constant 5 day and night; a real station's valves follow its cycle (realism, issue 15: the
+        station's own statement that it stands idle, ``OperatingStateSettings.idle``)."""
+        cyc_row = self.cycle_row[m]
+        cycle_s = np.where(cyc_row >= 0, self.table.base[np.maximum(cyc_row, 0)], 45.0)
+        p = np.mod(self.own_time(t, m) + self.phase[m] / (2 * np.pi) * cycle_s, cycle_s) / cycle_s
+        word = np.select([p < 0.18, p < 0.9], [1.0, 2.0], default=4.0)
+        return np.where((level > 0.05) & self.cycling(t, m), word, 0.0)
 
     def leak_pressure(self, t: np.ndarray, m: np.ndarray, base: np.ndarray, amp: np.ndarray, high: np.ndarray,
                       level: np.ndarray, extra_decay_pa_s: np.ndarray | float) -> np.ndarray:

@@ -691,7 +691,7 @@ def update_states(ts_ns, signal, value, quality, running_of, state, since_ns, ho
         s_in = int(signal[k])
         on = 0.5 if on_at is None else float(on_at[s_in])
         off = 0.5 if off_at is None else float(off_at[s_in])
-        new = 3 if x >= on else (1 if x < off else state[m])
+        new = (2 if state[m] == 2 else 3) if x >= on else (1 if x < off else state[m])
         if new == state[m]:
             continue
         t = int(ts_ns[k])
@@ -710,7 +710,7 @@ def update_states(ts_ns, signal, value, quality, running_of, state, since_ns, ho
                     st[s, cols], alt[s, cols] = b, a
             continue
         for s in members.get(m, []):
-            frozen[s] = 1.0 if new == 1 else 0.0
+            frozen[s] = 0.0 if new == 3 else 1.0
     return state, since, hold, frozen, changes
 
 
@@ -800,7 +800,7 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
             m = int(machine_of[s])
             r = rest.get(s)
             x = float(value[k])
-            if m < 0 or int(m_state[m]) != 1 or int(ts_ns[k]) <= int(hold_until[m]) or int(quality[k]) == 2 \
+            if m < 0 or int(m_state[m]) not in (1, 2) or int(ts_ns[k]) <= int(hold_until[m]) or int(quality[k]) == 2 \
                     or not math.isfinite(x) or r is None or r["period"] != float(int(m_since[m])) \
                     or r["learned"] < p["warm_s"]:
                 continue
@@ -817,14 +817,14 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
             if t_k - since >= persist_ns:
                 out.setdefault(m, set()).add(s)
         t_max = max((int(t) for k, t in enumerate(ts_ns) if int(machine_of[int(signal[k])]) >= 0
-                     and int(m_state[int(machine_of[int(signal[k])])]) == 1), default=None)
+                     and int(m_state[int(machine_of[int(signal[k])])]) in (1, 2)), default=None)
         for m, sigs in out.items():
             if len(sigs) >= need[m]:
                 starting[m] = t_max + int(p["start_hold_s"] * 1e9)
     for k in range(len(signal)):
         s = int(signal[k])
         m = int(machine_of[s])
-        if m < 0 or int(m_state[m]) != 1 or int(ts_ns[k]) <= int(hold_until[m]):
+        if m < 0 or int(m_state[m]) not in (1, 2) or int(ts_ns[k]) <= int(hold_until[m]):
             continue
         x = float(value[k])
         if int(quality[k]) == 2 or not math.isfinite(x):
@@ -870,3 +870,60 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
             r["loc"] += a_loc * (x - r["loc"])
             r["learned"] += dt
     return n_high
+
+
+def update_activity(ts_ns, signal, value, quality, act_of, act_p, act_v, act_i, m_last, state, since_ns, hold_until,
+                    grace_ns, idle_ns, min_moves, members, snap=None):
+    """Reference of ``opstate.update_activity`` (IDLE <-> RUNNING). ``act_v``/``act_i``/``m_last`` are updated in
+    place, and ``snap`` = (st, st_snap, keep columns): the snapshot at each activity, restored on entering IDLE;
+    returns (state, since, hold, frozen per signal written, changes) as ``update_states``'s reference."""
+    state, since, hold = list(state.tolist()), list(since_ns.tolist()), list(hold_until.tolist())
+    frozen: dict[int, float] = {}
+    changes = 0
+    for k in range(len(signal)):
+        s = int(signal[k])
+        m = int(act_of[s])
+        x = float(value[k])
+        if m < 0 or int(quality[k]) == 2 or not math.isfinite(x):
+            continue
+        t = int(ts_ns[k])
+        idle_v, band, rest = (float(c) for c in act_p[s])
+        declared = math.isfinite(idle_v)
+        if declared:
+            active = x != idle_v
+            resting = not active
+        else:
+            active = not math.isnan(act_v[s]) and abs(x - act_v[s]) > band
+            if math.isnan(act_v[s]) or active:
+                act_v[s] = x
+            resting = not active and abs(x - rest) <= band
+            if active:
+                if state[m] == 3:
+                    gap_ok = act_i[s, 0] >= 0 and t - act_i[s, 0] <= idle_ns
+                    act_i[s, 1] = act_i[s, 1] + 1 if gap_ok else 1
+                    if act_i[s, 1] >= min_moves:
+                        act_i[s, 2] = 1
+                act_i[s, 0] = t
+        if not act_i[s, 2] or state[m] not in (2, 3):
+            continue
+        new = state[m]
+        if active:
+            m_last[m] = t
+            if snap is not None:
+                for sg in members.get(m, []):
+                    snap[1][sg, :] = snap[0][sg, :]
+            new = 3
+        elif resting and state[m] == 3 and t - max(int(m_last[m]), since[m]) > idle_ns:
+            new = 2
+            if snap is not None and m_last[m] >= 0:
+                cols = [c for c in range(snap[0].shape[1]) if c not in snap[2]]
+                for sg in members.get(m, []):
+                    snap[0][sg, cols] = snap[1][sg, cols]
+        if new == state[m]:
+            continue
+        changes += 1
+        state[m], since[m] = new, t
+        hold[m] = max(hold[m], t + grace_ns)
+        for sg in members.get(m, []):
+            frozen[sg] = 1.0 if new == 2 else 0.0
+    return state, since, hold, frozen, changes

@@ -9,7 +9,8 @@ acknowledgement and is retired.
 
 What holds an incident back from the operator (it is still tracked and still documented):
 - *suppressed by design* (``suppressed_by``): the machine is ``off`` (its state signal reads an off value),
-  ``startup`` (within ``state_settle_s`` of leaving off), ``maintenance`` (set by an operator), or
+  ``idle`` (powered but not producing: the detectors' IDLE state, ``edge.kernels.opstate.update_activity``),
+  ``startup`` (within ``state_settle_s`` of leaving off or idle), ``maintenance`` (set by an operator), or
   ``flood`` (summarised into its area's flood incident). Kinds in ``never_suppressed`` (data quality)
   are never suppressed by state; an incident with an ``at_rest`` contributor (``edge.kernels.atrest``: a
   stopped machine's signal outside its rest band) is not suppressed by ``off``, the state it is about.
@@ -56,7 +57,7 @@ from edge.kernels.kinds import Kind
 from plantwire.plant import SignalTable
 
 NS = 1_000_000_000
-STATE_UNKNOWN, STATE_RUNNING, STATE_OFF = -1, 0, 1
+STATE_UNKNOWN, STATE_RUNNING, STATE_OFF, STATE_IDLE = -1, 0, 1, 2
 AT_REST_KIND = Kind.AT_REST.name.lower()
 STATE_VERSION = 1
 #: A restored incident's ``seq`` jumps by this, and an incident the engine recovers (its OPEN was never seen)
@@ -144,14 +145,17 @@ class IncidentEngine:
         machines, first_from_end = np.unique(ms[::-1], return_index=True)
         last = ms.size - 1 - first_from_end  # the frame's last sample per machine decides (samples in arrival order)
         new = self.state.copy()
-        new[machines] = np.where(off[last], STATE_OFF, STATE_RUNNING)
+        # on: running, unless the detectors hold it idle (powered, not producing: only they know, on_machine_state)
+        on = np.where(self.state[machines] == STATE_IDLE, STATE_IDLE, STATE_RUNNING)
+        new[machines] = np.where(off[last], STATE_OFF, on)
         return self._states(new, now_ns)
 
     def on_machine_state(self, machine_state: np.ndarray, now_ns: int) -> list[dict[str, Any]]:
         """The detectors' operating state per machine (``StackResult.machine_state``: 1 off, 3 running, 0 and 2
         not decided) for machines without a state signal of their own: an energy meter or a hall's HVAC whose load
         says it is off is suppressed like a compressor whose running bit is 0. A machine with a state signal keeps
-        what that signal says (:meth:`on_state`)."""
+        what that signal says about off and on (:meth:`on_state`); idle (2: its running bit on, its cycle at rest)
+        only the detectors know, for every machine: their IDLE makes it idle, their RUNNING ends an idle spell."""
         if self.s.suppression is SuppressionMode.OFF:
             return []
         # The detectors judge the plant's machines; the agents' owners (lines, areas: machine ids appended after
@@ -163,6 +167,8 @@ class IncidentEngine:
         head = new[:k]  # a view: the assignments below land in ``new``
         head[own & (ms == opstate.OFF)] = STATE_OFF
         head[own & (ms == opstate.RUNNING)] = STATE_RUNNING
+        head[(ms == opstate.IDLE) & (head != STATE_OFF)] = STATE_IDLE
+        head[~own & (ms == opstate.RUNNING) & (head == STATE_IDLE)] = STATE_RUNNING
         return self._states(new, now_ns)
 
     def _states(self, new: np.ndarray, now_ns: int) -> list[dict[str, Any]]:
@@ -172,11 +178,11 @@ class IncidentEngine:
         for m in changed.tolist():
             before = int(self.state[m])
             self.state[m] = new[m]
-            if before == STATE_OFF and new[m] == STATE_RUNNING:
+            if before in (STATE_OFF, STATE_IDLE) and new[m] == STATE_RUNNING:
                 self.started_ns[m] = now_ns
                 if self.s.state_settle_s > 0:
                     self._settling.add(m)
-            elif new[m] == STATE_OFF:
+            elif new[m] in (STATE_OFF, STATE_IDLE):
                 self._settling.discard(m)
             inc = self.current.get(m)
             if inc is not None:
@@ -555,6 +561,8 @@ class IncidentEngine:
             # An at-rest alarm is about the off state itself (a stopped machine whose current flows): the state
             # does not explain it (contracts: AT_REST is never suppressed by ``off``; maintenance still is).
             return None if AT_REST_KIND in inc.kinds else "off"
+        if self.state[m] == STATE_IDLE:  # powered, not producing: judged like off by the detectors (opstate),
+            return None if AT_REST_KIND in inc.kinds else "idle"  # at rest included (edge.kernels.atrest)
         if m in self._settling:
             return "startup"
         return None

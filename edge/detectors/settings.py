@@ -299,6 +299,47 @@ class AtRestSettings(_Strict):
                                                                  "that looked like a start")
 
 
+class IdleSource(enum.StrEnum):
+    """Where a machine's IDLE state comes from (``edge.kernels.opstate.update_activity``)."""
+
+    OFF = "off"  # no IDLE state: a powered machine is RUNNING
+    DECLARED = "declared"  # only from a declared activity signal (``idle.signals``)
+    DATA = "data"  # only from the data: a cycle signal's wave collapsing to rest (every machine, declared or not)
+    BOTH = "both"  # declared where the machine has such a signal, from the data elsewhere (default)
+
+
+class IdleSettings(_Strict):
+    """IDLE: a machine powered but not producing (its running indicator on, its cycle at rest), judged like OFF.
+
+    Why: at night a leak tester stands powered (``running`` 1) with its part vented; judged as running, the rate
+    stage of its test pressure learned "flat" all night and the first cycles at 06:00 read as 20-sigma slopes: 882
+    of 964 false alarms on the whole demo plant (bench/RESULTS.md, "Merged main after the evening round").
+    A station controller says whether it is cycling (a cycle-active bit, a valve word at rest): ``signals`` names
+    such a signal (within the machine) and the value that means idle. Where the plant declares none, the data rule
+    finds it: a signal of the machine with a plausible range that moves by more than ``move_fraction`` of its span
+    ``min_moves`` times in a row (each within ``idle_after_s`` of the last) while the machine runs is one of its
+    cycle signals; when all of them have stood still for ``idle_after_s`` with one at the bottom of its range
+    (within ``move_fraction`` of the span of its low limit: vented, stopped -- a value frozen mid-range is a stuck
+    sensor, which the stuck stage must see), the machine is IDLE until a cycle signal moves again. IDLE machines
+    are frozen as OFF ones (``off: freeze``; with ``own_baseline`` there is no IDLE), and the way back is a start:
+    process alarms held for ``grace_s``. How the values were chosen: bench/RESULTS.md ("IDLE operating state").
+    """
+
+    source: IdleSource = IdleSource.BOTH
+    signals: dict[str, float] = Field(
+        default={"valve_state": 0.0},
+        description="declared activity signals: name within the machine -> the value meaning idle (default: a "
+                    "leak tester's valve word, 0 when no valve is energised: no part under test)")
+    idle_after_s: float = Field(default=300.0, gt=0,
+                                description="seconds without a cycle before a running machine counts as idle "
+                                            "(a station with parts cycles every ~45 s; a gap of 5 minutes is a pause)")
+    move_fraction: float = Field(default=0.2, gt=0, le=1,
+                                 description="data rule: a move of more than this fraction of the plausible span is "
+                                             "a cycle's move, and the bottom of the range is within it of low")
+    min_moves: int = Field(default=20, ge=2,
+                           description="data rule: moves in a row (each within idle_after_s) that make a cycle signal")
+
+
 class OperatingStateSettings(_Strict):
     """A machine's operating state from its own running indicator, and what it does to its signals (``opstate``).
 
@@ -337,6 +378,7 @@ class OperatingStateSettings(_Strict):
     grace_s: float = Field(default=1800.0, ge=0,
                            description="process alarms of a machine held this long after it starts or stops")
     at_rest: AtRestSettings = AtRestSettings()
+    idle: IdleSettings = IdleSettings()
 
 
 class AlarmSettings(_Strict):

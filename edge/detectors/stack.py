@@ -9,7 +9,9 @@ Stages, all numba kernels over state arrays sized once from the signal count and
 0. ``opstate.update_states`` -- each machine's operating state (unknown / off / running) from its running
    indicator (``settings.operating_state``); an off machine's signals are neither learned nor judged (``off:
    freeze``, the default; ``own_baseline``: the off state has a baseline of its own; data quality is always
-   judged), and a start or stop holds its process alarms for ``grace_s``;
+   judged), and a start or stop holds its process alarms for ``grace_s``; then ``opstate.update_activity`` --
+   a running machine whose cycle signals stand at rest (declared activity signal, or found in the data:
+   ``operating_state.idle``) is IDLE, judged like OFF, and its next cycle is a start;
 1. ``signal_stack.signal_chunk`` -- level, change, stuck, rate and range per signal (fused, one pass);
 1b. ``atrest.rest_chunk`` (``operating_state.at_rest``, with ``off: freeze``) -- an off machine's process signals,
    after its stop grace, against the band a machine at rest stays in (kind AT_REST; a separate pass that only
@@ -58,6 +60,8 @@ from edge.detectors.machine import MachineStage
 from edge.detectors.settings import (
     AlarmSettings,
     AnalyticsSettings,
+    IdleSettings,
+    IdleSource,
     LikelihoodMode,
     LikelihoodSettings,
     LikelihoodTails,
@@ -109,7 +113,7 @@ class StackResult:
     events_dropped: int  # events beyond settings.max_events in this frame
     alarm_score: np.ndarray  # ``score`` with signals still settling (``alarm_settle``) at 0; ``score`` itself if none
     # int8 per machine, its operating state after this frame (``edge.kernels.opstate``): 0 unknown (no running
-    # indicator, or none seen yet), 1 off, 2 idle (reserved: not classified yet), 3 running. For the incident layer
+    # indicator, or none seen yet), 1 off, 2 idle (powered, not producing), 3 running. For the incident layer
     # (suppression by machine state) and the dashboard; signal-level judgement already uses it.
     machine_state: np.ndarray | None = None
 
@@ -164,6 +168,44 @@ def running_indicators(table: SignalTable, names: list[str],
     return out, on_at, off_at
 
 
+def activity_signals(table: SignalTable, idle: IdleSettings, running_of: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per signal: (machine whose activity signal it is, or -1; ``opstate`` P_* parameters), for the IDLE state.
+
+    Only machines with a running indicator (``running_of``) take part. Declared (``idle.signals``, matched on the
+    name within the machine, any kind): the value meaning idle. Data rule (``IdleSource.DATA``, or ``BOTH`` for a
+    machine without a declared signal): every process signal of the machine (not a state signal, not a counter)
+    with both plausible limits, a move band of ``move_fraction`` of its span and its low limit as rest value.
+    """
+    n = len(table)
+    act_of = np.full(n, -1, dtype=np.int64)
+    act_p = np.full((n, opstate.P_WIDTH), np.nan)
+    if idle.source is IdleSource.OFF:
+        return act_of, act_p
+    has_ind = np.zeros(max(len(table.machine_ids), 1), dtype=bool)
+    has_ind[running_of[running_of >= 0]] = True
+    declared: dict[int, list[int]] = {}
+    generic: dict[int, list[int]] = {}
+    for r, (sid, kind, m) in enumerate(zip(table.ids, table.kinds, table.machine.tolist(), strict=True)):
+        if m < 0 or not has_ind[m] or running_of[r] >= 0:
+            continue
+        name = sid[len(table.machine_ids[m]) + 1:]
+        if name in idle.signals and idle.source is not IdleSource.DATA:
+            declared.setdefault(m, []).append(r)
+            act_p[r, opstate.P_IDLE] = float(idle.signals[name])
+        elif kind not in ("state", "counter") and np.isfinite(table.high[r] - table.low[r]) \
+                and table.high[r] > table.low[r]:
+            generic.setdefault(m, []).append(r)
+            act_p[r, opstate.P_BAND] = idle.move_fraction * float(table.high[r] - table.low[r])
+            act_p[r, opstate.P_REST] = float(table.low[r])
+    for m, rows in declared.items():
+        act_of[rows] = m
+    if idle.source is not IdleSource.DECLARED:
+        for m, rows in generic.items():
+            if m not in declared:
+                act_of[rows] = m
+    return act_of, act_p
+
+
 def _alarm_params(a: AlarmSettings) -> np.ndarray:
     return alarms.make_params(a.on_threshold, a.off_threshold, a.on_count, a.off_count)
 
@@ -195,7 +237,8 @@ class DetectorStack:
                  machine_models: list[MachineModel | None] | None = None,
                  running_of: np.ndarray | None = None, running_on_at: np.ndarray | None = None,
                  running_off_at: np.ndarray | None = None, device_of: np.ndarray | None = None,
-                 level_alpha: np.ndarray | None = None) -> None:
+                 level_alpha: np.ndarray | None = None, activity_of: np.ndarray | None = None,
+                 activity_p: np.ndarray | None = None) -> None:
         s = settings or AnalyticsSettings()
         machine_of = np.asarray(machine_of_signal, dtype=np.int64)
         if machine_of.shape != (n_signals,):
@@ -269,6 +312,22 @@ class DetectorStack:
         self._dev_on = self.n_devices > 0 and s.quality.device_s > 0
         self._grace_ns = int(s.operating_state.grace_s * NS_PER_S)
         self._off_mode = opstate.OWN_BASELINE if s.operating_state.off is OffJudgement.OWN_BASELINE else opstate.FREEZE
+        # IDLE (``opstate.update_activity``): machines with a running indicator and activity signals (declared or by
+        # the data rule, ``activity_signals``); frozen like OFF, so only with ``off: freeze``.
+        idle = s.operating_state.idle
+        idle_on = self._state_on and idle.source is not IdleSource.OFF and self._off_mode == opstate.FREEZE \
+            and activity_of is not None
+        self.act_of = np.full(n_signals, -1, dtype=np.int64) if not idle_on else np.asarray(activity_of,
+                                                                                            np.int64).copy()
+        if self.act_of.shape != (n_signals,):
+            raise ValueError(f"activity_of must have one entry per signal ({n_signals})")
+        self.act_of[self.act_of >= 0] = np.where(has_ind[self.act_of[self.act_of >= 0]], self.act_of[self.act_of >= 0],
+                                                 -1)
+        self.act_p = np.ascontiguousarray(np.full((n_signals, opstate.P_WIDTH), np.nan) if activity_p is None
+                                          else np.asarray(activity_p, np.float64))
+        self._idle_on = bool((self.act_of >= 0).any())
+        self._idle_ns = int(idle.idle_after_s * NS_PER_S)
+        self._idle_min_moves = int(idle.min_moves)
         # At-rest judgement (``atrest``): an off machine's process signals (level-judged ones: not its state signals,
         # not counters) against the band a machine at rest stays in; only with ``off: freeze`` (``own_baseline``
         # judges the off state with the full stack instead).
@@ -356,16 +415,20 @@ class DetectorStack:
         level_alpha = np.array([per_part_alpha if k == "per_part" else 0.0 for k in table.kinds], dtype=np.float64)
         ops = (settings or AnalyticsSettings()).operating_state
         running_of, on_at, off_at = running_indicators(table, ops.running_signals, ops.load_signals)
+        act_of, act_p = activity_signals(table, ops.idle, running_of)
         return cls(len(table), table.machine.astype(np.int64), settings, low=table.low, high=table.high,
                    enable=enable, resolution=resolution_of(table), capacity=capacity,
                    machine_ids=list(table.machine_ids), base_dir=base_dir,
                    running_of=running_of, running_on_at=on_at, running_off_at=off_at,
-                   device_of=table.device.astype(np.int64) if table.devices else None, level_alpha=level_alpha)
+                   device_of=table.device.astype(np.int64) if table.devices else None, level_alpha=level_alpha,
+                   activity_of=act_of, activity_p=act_p)
 
     def _init_state(self) -> None:
         self.state = signal_stack.init_state(self.n_signals)
         self._silent_bound[0] = -np.inf  # last timestamps replaced: the next check scans
-        self.state_alt = signal_stack.init_state(self.n_signals)  # the other operating state's baseline (opstate)
+        # the other operating state's baseline (opstate, ``off: own_baseline``); with ``off: freeze`` the running
+        # baseline as it was at each machine's last activity (``opstate.update_activity``: IDLE dates back to it)
+        self.state_alt = signal_stack.init_state(self.n_signals)
         self.z_last = np.zeros(self.n_signals, dtype=np.float64)
         self.machine_stage = self._new_machine_stage()
         self.mach_top_open = np.full((self.n_machines, 3), -1, dtype=np.int32)
@@ -381,6 +444,7 @@ class DetectorStack:
         self.hold_until = np.full(max(self.n_machines, 1), -1, dtype=np.int64)  # operating change until (ns)
         self.m_state = np.zeros(max(self.n_machines, 1), dtype=np.int8)  # opstate.UNKNOWN / OFF / RUNNING
         self.m_since = np.full(max(self.n_machines, 1), -1, dtype=np.int64)  # last state change (ns)
+        self._init_activity()
         self.rest_state = atrest.init_state(self.n_signals)  # at-rest band per signal (``atrest``)
         self.rest_start = atrest.init_machines(self.n_machines)  # machines starting (at-rest held), not checkpointed
         self.cfg[:, signal_stack.C_FROZEN] = 0.0
@@ -388,6 +452,14 @@ class DetectorStack:
         self.dev_any = np.full(self.n_devices, -1, dtype=np.int64)  # latest sample of any quality per device (ns)
         self.dev_alarm_f, self.dev_alarm_t = alarms.init_state(self.n_devices)
         self.mach_alarm_f, self.mach_alarm_t = alarms.init_state(self.n_machines)
+
+    def _init_activity(self) -> None:
+        """IDLE's learned state (``opstate.update_activity``): anchors, moves, cycle signals, last activity."""
+        self.act_v = np.full(self.n_signals, np.nan)
+        self.act_i = np.zeros((self.n_signals, opstate.I_WIDTH), dtype=np.int64)
+        self.act_i[:, opstate.I_MOVED] = -1
+        self.act_i[:, opstate.I_CYCLER] = np.isfinite(self.act_p[:, opstate.P_IDLE]) & (self.act_of >= 0)
+        self.m_last = np.full(max(self.n_machines, 1), -1, dtype=np.int64)
 
     def _grow(self, capacity: int) -> None:
         self.capacity = capacity
@@ -408,6 +480,12 @@ class DetectorStack:
                                   self.hold_until, self._grace_ns, self.st_ptr, self.st_sig, self.cfg,
                                   signal_stack.C_FROZEN, self._off_mode, self.state, self.state_alt,
                                   signal_stack.B_RATE + rate.LAST_V, signal_stack.B_RATE + rate.LAST_TS)
+            if self._idle_on:
+                opstate.update_activity(ts_ns, signal, value, quality, self.act_of, self.act_p, self.act_v,
+                                        self.act_i, self.m_last, self.m_state, self.m_since, self.hold_until,
+                                        self._grace_ns, self._idle_ns, self._idle_min_moves, self.st_ptr, self.st_sig,
+                                        self.cfg, signal_stack.C_FROZEN, self.state, self.state_alt,
+                                        signal_stack.B_RATE + rate.LAST_V, signal_stack.B_RATE + rate.LAST_TS)
         # One pass: the signal stack, and the device polls, the machine stage's latest values and the
         # operating-change counts of the frame (``signal_stack.signal_frame``: each as its own kernel does it).
         if self._oc_on and n:
@@ -533,7 +611,8 @@ class DetectorStack:
         checkpoint.save(path, STATE_VERSION, self.fingerprint,
                         {**self._arrays(), **self._lk_arrays(), "first_ns": self.first_ns,
                          "op_state": self.m_state, "op_since": self.m_since, "state_alt": self.state_alt,
-                         "rest_state": self.rest_state, **self._dev_arrays(), "sig_rearm": self.sig_rearm})
+                         "rest_state": self.rest_state, **self._dev_arrays(), "sig_rearm": self.sig_rearm,
+                         **self._act_arrays()})
         checkpoint.save(_machine_file(path), MACHINE_STATE_VERSION, self._machine_fp,
                         {**self.machine_stage.arrays(), "mach_top_open": self.mach_top_open})
 
@@ -572,6 +651,14 @@ class DetectorStack:
             self.m_state[...] = opstate.UNKNOWN
             self.m_since[...] = -1
             self.state_alt[...] = signal_stack.init_state(self.n_signals)
+        try:  # IDLE's learned state (a checkpoint from before IDLE held no state 2: cycle signals are learned again)
+            act = checkpoint.load(path, STATE_VERSION, self.fingerprint, self._act_arrays())
+            for name, arr in self._act_arrays().items():
+                arr[...] = act[name]
+        except checkpoint.CheckpointError:
+            self._init_activity()
+        if not self._idle_on:  # IDLE switched off since: an idle machine is running (only activity would end it)
+            self.m_state[self.m_state == opstate.IDLE] = opstate.RUNNING
         self._refreeze()
         try:  # device judgement (a checkpoint from before it: devices count as never seen until they answer)
             dv = checkpoint.load(path, STATE_VERSION, self.fingerprint, self._dev_arrays())
@@ -611,8 +698,12 @@ class DetectorStack:
         self.cfg[:, signal_stack.C_FROZEN] = 0.0
         if self._off_mode != opstate.FREEZE:
             return
-        for m in np.flatnonzero(self.m_state[:self.n_machines] == opstate.OFF).tolist():
+        for m in np.flatnonzero(np.isin(self.m_state[:self.n_machines], (opstate.OFF, opstate.IDLE))).tolist():
             self.cfg[self.st_sig[self.st_ptr[m]:self.st_ptr[m + 1]], signal_stack.C_FROZEN] = 1.0
+
+    def _act_arrays(self) -> dict[str, np.ndarray]:
+        """IDLE's learned state (``_init_activity``); its parameters come from the config, not the checkpoint."""
+        return {"act_v": self.act_v, "act_i": self.act_i, "act_m_last": self.m_last}
 
     def _lk_arrays(self) -> dict[str, np.ndarray]:
         """The likelihood stage's state: saved always, restored each on its own (see ``restore``)."""

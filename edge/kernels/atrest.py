@@ -106,6 +106,7 @@ LAST_BEYOND = 2  # its latest sample beyond the start band (ns)
 S_WIDTH = 3
 
 OFF = 1  # opstate.OFF (kept here as a literal: kernels import no detector module)
+IDLE = 2  # opstate.IDLE: powered, not producing -- judged at rest as OFF is (branch idle)
 KIND_AT_REST = 11  # kinds.Kind.AT_REST
 E_MAX = 3.0  # evidence is capped at this many ``persist`` (score 0.9): a long fault's alarm closes soon after it ends
 
@@ -178,7 +179,7 @@ def _mark_starts(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quali
     for k in range(signal.shape[0]):
         s = signal[k]
         m = machine_of[s]
-        if m < 0 or m_state[m] != OFF:
+        if m < 0 or (m_state[m] != OFF and m_state[m] != IDLE):
             continue
         t = ts_ns[k]
         if t > t_max:
@@ -226,7 +227,7 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
     for k in range(signal.shape[0]):
         s = signal[k]
         m = machine_of[s]
-        if m < 0 or m_state[m] != OFF:
+        if m < 0 or (m_state[m] != OFF and m_state[m] != IDLE):
             continue
         t = ts_ns[k]
         if t <= hold_until[m]:

@@ -31,9 +31,15 @@ What this kernel does, per frame (before the signal stack scores it):
   0 again.
 (In FREEZE mode ``st_alt`` is not touched; in OWN_BASELINE mode ``cfg`` is not.)
 
-State: ``state`` int8 per machine (``UNKNOWN`` 0, ``OFF`` 1, ``RUNNING`` 3; 2 is kept for an IDLE state that a
-load-based classification may add), ``since_ns`` int64 per machine (time of the last change, -1 none).
-Returns the number of state changes in the frame.
+State: ``state`` int8 per machine (``UNKNOWN`` 0, ``OFF`` 1, ``IDLE`` 2, ``RUNNING`` 3), ``since_ns`` int64 per
+machine (time of the last change, -1 none). Returns the number of state changes in the frame.
+
+IDLE (``update_activity``, below; the stack runs it after ``update_states``, with ``off: freeze`` only): powered
+but not producing -- the running indicator on, the machine's cycle signals at rest for a while. It is judged
+like OFF (frozen: the running baseline neither learns nor judges the idle values; data quality goes on) and its
+end is a start (``grace_s``). ``update_states`` keeps an IDLE machine IDLE while its indicator says on and takes
+it to OFF when the indicator drops. Before IDLE existed no checkpoint held the value 2, so old ones load as they
+are.
 """
 
 from __future__ import annotations
@@ -67,7 +73,9 @@ def update_states(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, qual
         if m < 0 or quality[k] == 2 or not np.isfinite(x):
             continue
         old = state[m]
-        new = RUNNING if x >= on_at[s_in] else (OFF if x < off_at[s_in] else old)
+        # an IDLE machine stays IDLE while its indicator says on (only ``update_activity`` ends an idle spell)
+        on = IDLE if old == IDLE else RUNNING
+        new = on if x >= on_at[s_in] else (OFF if x < off_at[s_in] else old)
         if new == old:
             continue
         t = ts_ns[k]
@@ -87,7 +95,115 @@ def update_states(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, qual
                             st[s, c] = st_alt[s, c]
                             st_alt[s, c] = tmp
             continue
-        fz = 1.0 if new == OFF else 0.0
+        fz = 0.0 if new == RUNNING else 1.0
+        for j in range(m_ptr[m], m_ptr[m + 1]):
+            cfg[m_sig[j], frozen_col] = fz
+    return changes
+
+
+# ``update_activity``'s arrays. Per activity signal, parameters ``act_p`` (float64, n x P_WIDTH):
+P_IDLE = 0  # declared: the value that means idle (a cycle-active bit's 0, a valve word's rest); NaN: the data rule
+P_BAND = 1  # data rule: a move of more than this is activity (a fraction of the signal's plausible span)
+P_REST = 2  # data rule: a flat value within P_BAND of this is at rest (the bottom of its range: vented, stopped)
+P_WIDTH = 3
+# ... and learned state ``act_i`` (int64, n x I_WIDTH; the anchor value a move is measured from is ``act_v``):
+I_MOVED = 0  # time of the last move (ns), -1 none
+I_RUN = 1  # moves in a row, each within idle_ns of the one before
+I_CYCLER = 2  # 1: a cycle signal of its machine (declared, or learned: ``min_moves`` moves in a row while RUNNING)
+I_WIDTH = 3
+
+
+@njit(cache=True, nogil=True)
+def update_activity(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality: np.ndarray,
+                    act_of: np.ndarray, act_p: np.ndarray, act_v: np.ndarray, act_i: np.ndarray,
+                    m_last: np.ndarray, state: np.ndarray, since_ns: np.ndarray, hold_until: np.ndarray,
+                    grace_ns: int, idle_ns: int, min_moves: int, m_ptr: np.ndarray, m_sig: np.ndarray,
+                    cfg: np.ndarray, frozen_col: int, st: np.ndarray, st_snap: np.ndarray, keep_a: int,
+                    keep_b: int) -> int:
+    """RUNNING <-> IDLE of machines with activity signals (``act_of[s]`` = machine, -1 none), in arrival order.
+
+    Why: a station powered in automatic with no parts (its running bit 1, its test pressure vented all night) is
+    neither off nor running; judged as running, its rate baseline learns "flat" for hours and the first cycle at
+    the shift start reads as a 20-sigma slope (bench/RESULTS.md, "Merged main after the evening round").
+
+    A good, finite sample of an activity signal is *activity* when it is a declared signal (``act_p[s, P_IDLE]``
+    finite) reading anything but its idle value, or (data rule, ``P_IDLE`` NaN) when it moved by more than
+    ``P_BAND`` from its anchor ``act_v[s]`` (the anchor then moves to it). Data rule: a signal becomes a cycle
+    signal of its machine (``act_i[s, I_CYCLER]``, learned for good) after ``min_moves`` moves in a row, each
+    within ``idle_ns`` of the last, while the machine is RUNNING -- a start ramp or a slow load swing moves a
+    handful of times, a test cycle's pressure twice a cycle; declared signals are cycle signals from the start.
+    Only cycle signals count for the machine: ``m_last[m]`` is its latest activity. A RUNNING machine goes IDLE
+    on a sample of a cycle signal that is at rest (declared: its idle value; data rule: no move and within
+    ``P_BAND`` of ``P_REST``, the bottom of its range: a value frozen mid-range is a stuck sensor, not a pause)
+    when no activity was seen for ``idle_ns`` since the later of ``m_last[m]`` and the last state change. An IDLE
+    machine is RUNNING again at the first activity. Each change stamps ``since_ns``, raises ``hold_until`` to
+    ``t + grace_ns`` (the start grace, as for OFF) and sets the frozen column of the machine's process signals
+    (``m_sig[m_ptr[m]:m_ptr[m+1]]``): 1 while IDLE, 0 while RUNNING. OFF and UNKNOWN machines are left to
+    ``update_states`` (their anchors still follow). Returns the number of state changes.
+
+    IDLE is dated back to the last activity: at every activity the machine's process signals' state rows ``st``
+    are copied to ``st_snap`` (the stack's ``state_alt``, unused with ``off: freeze``), and on the change to IDLE
+    they are copied back, except the columns ``keep_a``/``keep_b`` (the latest sample's value and time). Why: the
+    ``idle_ns`` of waiting are idle values the running baseline must not keep -- a rate stage's scale learns with a
+    time constant of ~100 samples, and 300 s of a vented pressure left it reading the next morning's first fills
+    as 10-sigma slopes for a quarter of an hour. (No snapshot yet, ``m_last`` -1: nothing is restored.)
+    """
+    changes = 0
+    for k in range(signal.shape[0]):
+        s = signal[k]
+        m = act_of[s]
+        x = value[k]
+        if m < 0 or quality[k] == 2 or not np.isfinite(x):
+            continue
+        t = ts_ns[k]
+        cur = state[m]
+        idle_v = act_p[s, P_IDLE]
+        band = act_p[s, P_BAND]
+        if np.isfinite(idle_v):
+            active = x != idle_v
+            resting = not active
+        else:
+            a = act_v[s]
+            active = False
+            if np.isnan(a):
+                act_v[s] = x
+            elif abs(x - a) > band:
+                active = True
+                act_v[s] = x
+            resting = (not active) and abs(x - act_p[s, P_REST]) <= band
+            if active:
+                if cur == RUNNING:
+                    last = act_i[s, I_MOVED]
+                    act_i[s, I_RUN] = act_i[s, I_RUN] + 1 if last >= 0 and t - last <= idle_ns else 1
+                    if act_i[s, I_RUN] >= min_moves:
+                        act_i[s, I_CYCLER] = 1
+                act_i[s, I_MOVED] = t
+        if act_i[s, I_CYCLER] == 0 or (cur != RUNNING and cur != IDLE):
+            continue
+        new = cur
+        if active:
+            m_last[m] = t
+            for j in range(m_ptr[m], m_ptr[m + 1]):
+                r = m_sig[j]
+                for c in range(st.shape[1]):
+                    st_snap[r, c] = st[r, c]
+            new = RUNNING
+        elif resting and cur == RUNNING and t - max(m_last[m], since_ns[m]) > idle_ns:
+            new = IDLE
+            if m_last[m] >= 0:
+                for j in range(m_ptr[m], m_ptr[m + 1]):
+                    r = m_sig[j]
+                    for c in range(st.shape[1]):
+                        if c != keep_a and c != keep_b:
+                            st[r, c] = st_snap[r, c]
+        if new == cur:
+            continue
+        changes += 1
+        state[m] = new
+        since_ns[m] = t
+        if t + grace_ns > hold_until[m]:
+            hold_until[m] = t + grace_ns
+        fz = 1.0 if new == IDLE else 0.0
         for j in range(m_ptr[m], m_ptr[m + 1]):
             cfg[m_sig[j], frozen_col] = fz
     return changes
