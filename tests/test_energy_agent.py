@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -273,3 +274,22 @@ def test_a_shift_start_whose_parts_lag_the_power_is_not_excess_and_a_loss_after_
     # judged again once the step is within tolerance between the window's halves (at most 2 k intervals), then the
     # CUSUM's 3 intervals
     assert 3 <= after_min <= 2 * k + 6
+
+
+def test_a_checkpoint_of_the_baselines_learnt_before_the_steadiness_filter_starts_cold(tmp_path: Path) -> None:
+    """Version-3 baselines may hold a shift's ramp (learnt at a fraction of the working power): refused, and said;
+    the steadiness window itself is not checkpointed, so a change of steady_intervals keeps the baselines."""
+    from edge.agents.runner import AgentRunner
+    from edge.agents.settings import AgentsSettings
+    from edge.detectors import checkpoint
+
+    plant = PlantConfig.model_validate(PLANT)
+    table = expand(plant)
+    agent, _ = _agent()
+    checkpoint.save(tmp_path / "agents" / "energy.npz", 3, agent.fingerprint(), agent.state())
+    runner = AgentRunner.build(table, plant, AgentsSettings(energy=EnergySettings()), tmp_path)
+    assert any("energy" in r and "version 3" in r for r in runner.cold_reasons)
+    runner.save()
+    for k in (2, 7):
+        again = AgentRunner.build(table, plant, AgentsSettings(energy=EnergySettings(steady_intervals=k)), tmp_path)
+        assert again.cold_reasons == []

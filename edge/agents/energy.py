@@ -83,8 +83,10 @@ def _first(names: list[str], have: dict[str, int]) -> int:
 
 class EnergyAgent(Agent):
     name = "energy"
-    # 2: baseline bins split by running state; 3: a line per bin, CUSUM of the excess; 4: the steadiness window
-    # (older checkpoints are refused and the agent starts cold, logged by the runner as a cold-start reason)
+    # 2: baseline bins split by running state; 3: a line per bin, CUSUM of the excess; 4: baselines learnt in steady
+    # operation only -- same arrays, but a version-3 baseline may hold a shift's ramp (a leak tester's bin learnt
+    # at a third of its working power judged every shift as excess), so older checkpoints are refused and the
+    # agent starts cold (logged by the runner as a cold-start reason)
     state_version = 4
 
     def __init__(self, ctx: AgentContext, settings: EnergySettings) -> None:
@@ -198,7 +200,10 @@ class EnergyAgent(Agent):
         self.idle_s = np.zeros(nm)  # seconds idle in a row
         self.idle_start = np.zeros(nm, dtype=np.int64)
         self.idle_kwh_episode = np.zeros(nm)
-        w = 2 * settings.steady_intervals  # the steadiness window: interval means, a ring by intervals closed
+        # The steadiness window: interval means, a ring by intervals closed. Not checkpointed: after a restart
+        # every machine is unsteady until the window has filled again, and a change of steady_intervals keeps
+        # the learnt baselines.
+        w = 2 * settings.steady_intervals
         self.hist_x = np.full((nm, w), np.nan)  # load, relative to its range
         self.hist_p = np.full((nm, w), np.nan)  # power, kW
         self.hist_run = np.full((nm, w), np.nan)  # running state (1 running, 0 stopped)
@@ -214,7 +219,7 @@ class EnergyAgent(Agent):
         names = ("last", "last_ts", "acc", "clock", "block_e", "peak", "shift_e", "day_e", "base_kw", "base_n",
                  "base_x", "base_xx", "base_xy", "cusum", "cusum_start",
                  "learnt", "x_max", "p_ref", "over", "excess_start", "excess_peak", "idle_s", "idle_start",
-                 "idle_kwh_episode", "hist_x", "hist_p", "hist_run")
+                 "idle_kwh_episode")
         return {k: getattr(self, k) for k in names}
 
     def describe(self) -> dict[str, Any]:
