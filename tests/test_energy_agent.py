@@ -293,3 +293,16 @@ def test_a_checkpoint_of_the_baselines_learnt_before_the_steadiness_filter_start
     for k in (2, 7):
         again = AgentRunner.build(table, plant, AgentsSettings(energy=EnergySettings(steady_intervals=k)), tmp_path)
         assert again.cold_reasons == []
+
+
+def test_after_a_gap_a_machine_is_judged_again_only_once_the_steadiness_window_has_filled() -> None:
+    k = 5
+    agent, ids = _agent(steady_intervals=k)
+    vals: dict[str, Callable[[int], float]] = {"l1.comp.running": lambda t: 1.0, "l1.comp.capacity": lambda t: 40.0,
+                                               "l1.comp.motor_power": lambda t: 12.0}
+    out = _feed_minutes(agent, ids, range(40), vals, Emitter(100_000, len(agent.derived())))
+    assert len(_series(agent, out, "l1.comp.energy.baseline_kw")[-5:]) == 5  # judged: steady
+    out = _feed_minutes(agent, ids, range(100, 100 + 2 * k + 3), vals, Emitter(100_000, len(agent.derived())))
+    assert len(_series(agent, out, "l1.comp.energy.power_kw")) >= 2 * k + 2
+    judged = _series(agent, out, "l1.comp.energy.baseline_kw")
+    assert 1 <= len(judged) <= 4  # an hour without data: unsteady until 2 k intervals after it are in
