@@ -388,16 +388,16 @@ class EnergyAgent(Agent):
         if k == 0:
             return np.ones(x.shape, dtype=bool)
         w = 2 * k
-        pos = int(self.clock[5]) % w  # the intervals closed so far: a ring position that survives a checkpoint
-        with np.errstate(invalid="ignore", divide="ignore"):
-            self.hist_x[:, pos] = np.where(x_ref > 0, x / x_ref, np.nan)
+        pos = int(self.clock[5]) % w  # the ring position: intervals closed so far (checkpointed, the ring is not)
+        scale = np.where(x_ref > 0, x_ref, 1.0)  # no range yet: the load has been 0 (or NaN) throughout
+        self.hist_x[:, pos] = x / scale
         self.hist_p[:, pos] = power
         self.hist_run[:, pos] = running
         new = (pos - np.arange(k)) % w
         old = (pos - k - np.arange(k)) % w
         tol = self.s.steady_tolerance
         # a parts count moves in whole parts: two k-interval means differ by up to 2 / k parts at a steady rate
-        quantum = np.where(self.has_parts & ~self.has_load, 2.0 / k, 0.0) / np.where(x_ref > 0, x_ref, np.nan)
+        quantum = np.where(self.has_parts & ~self.has_load, 2.0 / k, 0.0) / scale
         with np.errstate(invalid="ignore"):
             dx = np.abs(self.hist_x[:, new].mean(axis=1) - self.hist_x[:, old].mean(axis=1))
             p_new, p_old = self.hist_p[:, new].mean(axis=1), self.hist_p[:, old].mean(axis=1)
