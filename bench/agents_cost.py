@@ -4,9 +4,15 @@
 
 Frames are the plant's signals as the simulator serves them (``SignalModel`` with its physics), one
 frame per second (the edge's ``batch_interval_ms``) holding ``rate`` samples of every signal, as the daemon's
-flush hands them over. Per agent: thread CPU time of ``AgentRunner.run`` (masking out the agent's signals,
-its kernel, closing intervals each minute, emitting), divided by every sample in the frames (what the
-agent adds to the edge's CPU per sample read) and by the samples the agent consumed; and the worst frame.
+flush hands them over. Per agent, each in a runner of its own fed the same frames: thread CPU time of
+``AgentRunner.run`` and ``take`` (masking out the agent's signals, its kernel, closing intervals each minute,
+emitting), divided by every sample in the frames (what the agent adds to the edge's CPU per sample read) and
+by the samples the agent consumed; the part of it spent in the agent's ``process`` (the rest is the runner's
+masking and hand-over); the worst frame (thread CPU); and, for comparison, the wall-clock time the runner's
+own statistics hold (``AgentStats.seconds``, ``perf_counter``: what the frame budget is checked against).
+
+Until 2026-12-03 (night round) the per-agent figure was that wall-clock statistic, not thread CPU: on a
+shared box at load 17 it read 2-4x the CPU (bench/RESULTS.md, "agents' CPU").
 Kernels run under numba JIT here, compiled before timing (the daemon's AOT build runs the same code).
 """
 
@@ -14,9 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +32,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from edge.agents.registry import agent_classes  # noqa: E402
 from edge.agents.runner import AgentRunner  # noqa: E402
+from edge.agents.settings import AgentsSettings  # noqa: E402
 from edge.config import load_edge  # noqa: E402
 from edge.frames import Frame  # noqa: E402
 from edge.kernelbuild import _all_agents_settings  # noqa: E402
@@ -35,10 +45,31 @@ from simulators.signals import SignalModel  # noqa: E402
 EPOCH_NS = int(np.datetime64("2026-01-05T08:00:00", "ns").astype(np.int64))  # a Monday, on shift
 
 
-def measure(config: Path, rate: int, seconds: int) -> list[dict[str, object]]:
+def _only(name: str) -> AgentsSettings:
+    """The ``agents:`` section with only ``name`` on (at its defaults)."""
+    every = _all_agents_settings()
+    return every.model_copy(update={k: (getattr(every, k) if k == name else None) for k in agent_classes()})
+
+
+class _CpuTimed:
+    """Wraps an agent's ``process`` to add up its thread CPU time."""
+
+    def __init__(self, process: Callable[..., None]) -> None:
+        self.process = process
+        self.seconds = 0.0
+
+    def __call__(self, *args: object) -> None:
+        t0 = time.thread_time()
+        try:
+            self.process(*args)
+        finally:
+            self.seconds += time.thread_time() - t0
+
+
+def measure(config: Path, rate: int, seconds: int, warm_s: int = 130) -> list[dict[str, object]]:
     _, plant = load_edge(config / "edge.yaml")
     table = expand(plant)
-    runner = AgentRunner.build(table, plant, _all_agents_settings(), None)
+    runners = {name: AgentRunner.build(table, plant, _only(name), None) for name in agent_classes()}
     rows = np.arange(len(table), dtype=np.int64)
     model = SignalModel(table, rows, 0, None, Physics(table, machine_templates(plant), 0, EPOCH_NS))
     n = len(table)
@@ -50,37 +81,42 @@ def measure(config: Path, rate: int, seconds: int) -> list[dict[str, object]]:
         return Frame(ts, sig, val, np.zeros(val.size, dtype=np.uint8))
 
     warm = AgentRunner.build(table, plant, _all_agents_settings(), None)  # compile the kernels untimed
-    for sec in range(0, 130, 2):
+    for sec in range(0, warm_s, 2):  # past a first interval close (60 s) of every agent
         warm.run(frame(sec))
-    cpu = {s.name: 0.0 for s in runner.slots}
-    worst = dict.fromkeys(cpu, 0.0)
-    total_cpu = 0.0
+    timed = {}
+    for name, runner in runners.items():
+        for s in runner.slots:
+            if s.agent is not None:
+                timed[name] = _CpuTimed(s.agent.process)
+                s.agent.process = timed[name]  # type: ignore[method-assign]
+    cpu = dict.fromkeys(runners, 0.0)
+    worst = dict.fromkeys(runners, 0.0)
     samples = 0
     n_frames = 0
+    load_1m = os.getloadavg()[0]
     for sec in range(seconds):
         f = frame(sec)
         samples += len(f)
         n_frames += 1
-        before = {s.name: s.stats.seconds for s in runner.slots}
-        t0 = time.thread_time()
-        runner.run(f)
-        dt = time.thread_time() - t0
-        total_cpu += dt
-        runner.take()
-        for s in runner.slots:
-            d = s.stats.seconds - before[s.name]
-            cpu[s.name] += d
-            worst[s.name] = max(worst[s.name], d)
+        for name, runner in runners.items():
+            t0 = time.thread_time()
+            runner.run(f)
+            runner.take()
+            dt = time.thread_time() - t0
+            cpu[name] += dt
+            worst[name] = max(worst[name], dt)
     out = []
-    for s in runner.slots:
+    for name, runner in runners.items():
+        st = runner.slots[0].stats
         out.append({
-            "agent": s.name, "enabled": s.stats.enabled, "signals": len(table), "rate_hz": rate,
-            "frames": n_frames, "samples": samples, "consumed": s.stats.samples_in,
-            "derived_out": s.stats.samples_out,
-            "ns_per_sample": round(cpu[s.name] / samples * 1e9, 1),
-            "ns_per_consumed_sample": round(cpu[s.name] / max(1, s.stats.samples_in) * 1e9, 1),
-            "worst_frame_ms": round(worst[s.name] * 1000, 2),
-            "runner_ns_per_sample": round(total_cpu / samples * 1e9, 1),
+            "agent": name, "enabled": st.enabled, "signals": len(table), "rate_hz": rate,
+            "frames": n_frames, "samples": samples, "consumed": st.samples_in, "derived_out": st.samples_out,
+            "ns_per_sample": round(cpu[name] / samples * 1e9, 1),
+            "ns_per_consumed_sample": round(cpu[name] / max(1, st.samples_in) * 1e9, 1),
+            "process_share": round(timed[name].seconds / cpu[name], 3) if name in timed and cpu[name] else None,
+            "worst_frame_ms": round(worst[name] * 1000, 2),
+            "wall_ns_per_sample": round(st.seconds / samples * 1e9, 1),
+            "load_1m": [round(load_1m, 1), round(os.getloadavg()[0], 1)],
             "date": time.strftime("%Y-%m-%d %H:%M"), "python": platform.python_version(),
         })
     return out
@@ -91,9 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", type=Path, default=ROOT / "configs" / "demo")
     ap.add_argument("--rates", default="1,10")
     ap.add_argument("--seconds", type=int, default=300)
+    ap.add_argument("--warm-s", type=int, default=130, help="simulated seconds of untimed warm-up (every 2nd frame)")
     a = ap.parse_args(argv)
     for rate in (int(r) for r in a.rates.split(",")):
-        for row in measure(a.config, rate, a.seconds):
+        for row in measure(a.config, rate, a.seconds, a.warm_s):
             print(json.dumps(row), flush=True)
     return 0
 

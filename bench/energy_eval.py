@@ -23,9 +23,10 @@ start); an event is false when it overlaps no truth episode. A lost-efficiency c
 step, is false (per machine-day).
 
 Settings are the agent's defaults (``EnergySettings()``), fixed before this script was written and not tuned
-on its output, except the excess CUSUM's threshold ``excess_cusum_h``: ``--cusum-h`` sweeps candidates on
-one stream; it was chosen on seed 1 and is reported on seeds 2 and 3 (bench/RESULTS.md). Seed 0 was looked
-at while the agent was written (in-sample).
+on its output, except the excess CUSUM's threshold ``excess_cusum_h`` and the steadiness filter
+(``steady_intervals``, ``steady_tolerance``): ``--cusum-h`` and ``--steady`` sweep candidates on one stream;
+they were chosen on seed 1 and are reported on seeds 2 and 3 (bench/RESULTS.md). Seed 0 was looked at while
+the agent was written (in-sample).
 """
 
 from __future__ import annotations
@@ -141,6 +142,8 @@ def _score(agent: EnergyAgent, settings: EnergySettings, value: np.ndarray, loca
     t_grid = np.arange(0.0, days * 86400.0, 1.0)
     s_nom = settings
     res: dict[str, float] = {"excess_cusum_h": settings.excess_cusum_h,
+                             "steady_intervals": settings.steady_intervals,
+                             "steady_tolerance": settings.steady_tolerance,
                              "agent_ns_per_sample": agent_s_per_sample * 1e9, "samples": samples}
     end_ns = EPOCH_NS + int(tsd.max()) - EPOCH_NS if tsd.size else EPOCH_NS
     horizon_s = (end_ns - EPOCH_NS) / 1e9  # the agent's last closed interval
@@ -290,9 +293,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cusum-h", type=float, nargs="+", default=None,
                     help="sweep the excess CUSUM threshold: one agent per value on the same stream (the figures "
                          "summed below are those of the first value)")
+    ap.add_argument("--steady", nargs="+", default=None, metavar="K:TOL",
+                    help="sweep the steadiness filter (steady_intervals:steady_tolerance; 0:0.05 is no filter), "
+                         "crossed with --cusum-h")
     args = ap.parse_args(argv)
     hs = args.cusum_h or [EnergySettings().excess_cusum_h]
-    settings_list = [EnergySettings(excess_cusum_h=h) for h in hs]
+    dflt = EnergySettings()
+    steady = ([(int(a), float(b)) for a, b in (c.split(":") for c in args.steady)] if args.steady
+              else [(dflt.steady_intervals, dflt.steady_tolerance)])
+    settings_list = [EnergySettings(excess_cusum_h=h, steady_intervals=k, steady_tolerance=tol)
+                     for h in hs for k, tol in steady]
     rows = []
     for seed in args.seeds:
         t0 = time.monotonic()

@@ -124,6 +124,13 @@ def test_derived_signals_extend_the_table_and_carry_the_agents_output(plant, tmp
     assert out is not None and r.pending == 0 and r.take() is None
     assert [t.ids[i] for i in out.signal.tolist()] == ["line1.compressor02.double_kw", "line1.compressor01.double_kw"]
     assert out.value.tolist() == [20.0, 23.0] and out.ts_ns.tolist() == [5, 5]
+    # Derived samples in a frame (indices past the plant's, however far) never reach an agent.
+    n = len(base)
+    sig = np.array([n, base.ids.index("line1.compressor03.motor_power"), len(t) - 1, 2**32 - 1], dtype=np.uint32)
+    r.run(Frame(np.full(4, 7, dtype=np.int64), sig, np.array([1.0, 2.0, 3.0, 4.0]), np.zeros(4, dtype=np.uint8)))
+    out = r.take()
+    assert out is not None and [t.ids[i] for i in out.signal.tolist()] == ["line1.compressor03.double_kw"]
+    assert out.value.tolist() == [4.0]
     # Events of the frame reach it, and what it emits is tagged with its name.
     r.run(_frame(base, [], 6, []), np.zeros(1, dtype=EVENT_DTYPE))
     assert [e["agent"] for e in r.take_events()] == ["doubler"]

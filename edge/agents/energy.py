@@ -40,6 +40,13 @@ stays in excess instead of teaching the baseline its new consumption (the consec
 replaced learnt every interval just under its threshold, and a 16-24 % loss vanished into the baseline).
 Long idling opens ``energy_idle``.
 
+**Steady operation only.** An interval is judged, and learnt, only while the machine operates steadily
+(``steady_intervals``, ``steady_tolerance``; ``_steady``): its running state unchanged and its mean load and
+power over the last few intervals where they were over the few before, as energy baselines are fitted on
+steady operation. In a ramp the load reading lags the power, which was every false ``energy_excess`` left
+(shift starts and ends); an interval out of steady operation neither adds to the CUSUM nor counts towards
+closing an open episode.
+
 Time is the samples' own (``ts_ns``): an interval closes when a sample at or after its end arrives, so
 the agent replays recorded data (``bench/energy_eval.py``) exactly as it runs live. Samples arriving
 after their interval closed count in the open one. Per-sample work is ``edge.kernels.energy``; closing an
@@ -76,7 +83,11 @@ def _first(names: list[str], have: dict[str, int]) -> int:
 
 class EnergyAgent(Agent):
     name = "energy"
-    state_version = 3  # 2: baseline bins split by running state; 3: a line per bin, CUSUM of the excess
+    # 2: baseline bins split by running state; 3: a line per bin, CUSUM of the excess; 4: baselines learnt in steady
+    # operation only -- same arrays, but a version-3 baseline may hold a shift's ramp (a leak tester's bin learnt
+    # at a third of its working power judged every shift as excess), so older checkpoints are refused and the
+    # agent starts cold (logged by the runner as a cold-start reason)
+    state_version = 4
 
     def __init__(self, ctx: AgentContext, settings: EnergySettings) -> None:
         self.s = settings
@@ -189,6 +200,13 @@ class EnergyAgent(Agent):
         self.idle_s = np.zeros(nm)  # seconds idle in a row
         self.idle_start = np.zeros(nm, dtype=np.int64)
         self.idle_kwh_episode = np.zeros(nm)
+        # The steadiness window: interval means, a ring by intervals closed. Not checkpointed: after a restart
+        # every machine is unsteady until the window has filled again, and a change of steady_intervals keeps
+        # the learnt baselines.
+        w = 2 * settings.steady_intervals
+        self.hist_x = np.full((nm, w), np.nan)  # load, relative to its range
+        self.hist_p = np.full((nm, w), np.nan)  # power, kW
+        self.hist_run = np.full((nm, w), np.nan)  # running state (1 running, 0 stopped)
 
     # -- the seam ---------------------------------------------------------------------------------
     def consumes(self) -> np.ndarray:
@@ -234,6 +252,8 @@ class EnergyAgent(Agent):
             if first >= int(clock[0]) + window_ns:  # a long gap (restart, outage): no empty intervals
                 clock[0] = (first // interval_ns + 1) * interval_ns
                 self.block_e[:] = 0.0
+                for h in (self.hist_x, self.hist_p, self.hist_run):  # steady again only after a full window
+                    h[:] = np.nan
 
     # -- internals --------------------------------------------------------------------------------
     def _accumulate(self, ts: np.ndarray, sig: np.ndarray, val: np.ndarray, q: np.ndarray) -> None:
@@ -277,15 +297,17 @@ class EnergyAgent(Agent):
         b = np.where(np.isfinite(b), b, 0).astype(np.int64)
         # A machine's own state splits the curve: what it draws stopped is not what it draws running at the
         # same reading of its load or parts counter (a counter can move while a station stands).
-        b += np.where(np.nan_to_num(run_frac, nan=1.0) > 0.5, nb, 0)
+        running = np.nan_to_num(run_frac, nan=1.0) > 0.5
+        b += np.where(running, nb, 0)
         r = np.arange(nm)
+        steady = self._steady(x, x_ref, power, running)
         expected = self._expected(r, b, x, x_ref)
         # Excess is more than the baseline *for the same work*: an interval of a machine whose work is its parts
         # count that made no part is idle (the idle rule's), not judged: at a start, or a run-down, it draws
         # before the first part or after the last, which its night's idle baseline would call excess.
         no_work = self.has_parts & ~self.has_load & ~(parts > 0)
         judged = (finite_x & (self.base_n[r, b] >= s.baseline_min_count) & (self.learnt >= s.baseline_intervals)
-                  & ~no_work)
+                  & ~no_work & steady)
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = np.where(judged & (expected > 0), power / expected - 1.0, 0.0)
         big_enough = (power - expected) * interval_h > s.excess_kwh
@@ -298,8 +320,11 @@ class EnergyAgent(Agent):
         started = was_zero & (self.cusum > 0.0)
         self.cusum_start[started] = t_end - round(s.interval_s * 1e9)
         within = z <= k_ref
-        self.over = np.where(within, np.minimum(self.over, 0) - 1, np.maximum(self.over, 0) + 1)
-        learn = finite_x & within & (self.excess_start == 0)
+        # an interval out of steady operation is no evidence either way: it neither counts towards closing an
+        # open episode nor is learnt (a baseline is fitted on steady operation, as energy baselines are)
+        self.over = np.where(~steady, self.over,
+                             np.where(within, np.minimum(self.over, 0) - 1, np.maximum(self.over, 0) + 1))
+        learn = finite_x & within & (self.excess_start == 0) & steady
         self._learn(r[learn], b[learn], x[learn], power[learn])
         self.learnt[learn] += 1
         self._excess_events(t_end, over, ratio, power, expected, out)
@@ -346,6 +371,39 @@ class EnergyAgent(Agent):
             out.samples(t_end, self.local[ok, k].astype(np.uint32), values[ok].astype(np.float64))
         acc[:, : K.N_INTERVAL] = 0.0
         self.clock[5] += 1
+
+    def _steady(self, x: np.ndarray, x_ref: np.ndarray, power: np.ndarray, running: np.ndarray) -> np.ndarray:
+        """Record this interval in the steadiness window and say which machines operate steadily.
+
+        Steady: the running state the same over the window's ``2 k`` intervals, and the mean load and the mean
+        power of the newest ``k`` within ``steady_tolerance`` of the ``k`` before. Why: in a ramp (a shift's start
+        or end, a start-up) the load reading lags the power -- a tester draws before its first part is counted,
+        a press still draws while its output falls -- so an interval met a bin learnt at another operating
+        point: 12 false ``energy_excess`` per seed at 05:53-06:14 and 22:06-22:09 (bench/RESULTS.md), and a
+        baseline learnt in the ramp then judged the whole shift as excess. Means over ``k`` intervals, not single
+        intervals, so a duty cycle within them (a compressor's 5-minute load cycle) does not read as a ramp.
+        An efficiency step moves the power too: it is judged once the window is past the step (``2 k``
+        intervals later). Any NaN in the window (no data, or after a gap) is not steady."""
+        k = self.s.steady_intervals
+        if k == 0:
+            return np.ones(x.shape, dtype=bool)
+        w = 2 * k
+        pos = int(self.clock[5]) % w  # the ring position: intervals closed so far (checkpointed, the ring is not)
+        scale = np.where(x_ref > 0, x_ref, 1.0)  # no range yet: the load has been 0 (or NaN) throughout
+        self.hist_x[:, pos] = x / scale
+        self.hist_p[:, pos] = power
+        self.hist_run[:, pos] = running
+        new = (pos - np.arange(k)) % w
+        old = (pos - k - np.arange(k)) % w
+        tol = self.s.steady_tolerance
+        # a parts count moves in whole parts: two k-interval means differ by up to 2 / k parts at a steady rate
+        quantum = np.where(self.has_parts & ~self.has_load, 2.0 / k, 0.0) / scale
+        with np.errstate(invalid="ignore"):
+            dx = np.abs(self.hist_x[:, new].mean(axis=1) - self.hist_x[:, old].mean(axis=1))
+            p_new, p_old = self.hist_p[:, new].mean(axis=1), self.hist_p[:, old].mean(axis=1)
+            p_scale = np.maximum(np.maximum(np.abs(p_new), np.abs(p_old)), self.p_ref)
+            same_state = self.hist_run.min(axis=1) == self.hist_run.max(axis=1)
+            return same_state & (dx <= tol + quantum) & (np.abs(p_new - p_old) <= tol * p_scale)
 
     def _expected(self, r: np.ndarray, b: np.ndarray, x: np.ndarray, x_ref: np.ndarray) -> np.ndarray:
         """The baseline's power at load ``x`` in bin ``b``: the bin's mean, moved along its least-squares line

@@ -78,6 +78,17 @@ class EnergySettings(AgentSettings):
         description="the excess CUSUM (sum of ratio - excess_ratio / 2 over intervals) that opens energy_excess; "
                     "2.0 chosen on bench/energy_eval.py seed 1 (fewest false events; bench/RESULTS.md)")
     clear_intervals: int = Field(default=10, ge=1, description="consecutive intervals within before it closes")
+    steady_intervals: int = Field(
+        default=5, ge=0, le=60,
+        description="a machine's baseline is judged and learnt only in steady operation: its running state the "
+                    "same for the last 2 x this many intervals, and the mean load and power of the last this-many "
+                    "within steady_tolerance of the this-many before (0: every interval, no steadiness filter)")
+    steady_tolerance: float = Field(
+        default=0.1, gt=0, le=1,
+        description="steadiness: the allowed change of the mean power (relative to the machine's working power) "
+                    "and of the mean load (relative to its range; a parts count also gets 2 parts / "
+                    "steady_intervals for its whole-part steps) between the two halves of the window; 5 and 0.1 "
+                    "chosen on bench/energy_eval.py seed 1 (bench/RESULTS.md)")
 
     @model_validator(mode="after")
     def _check(self) -> EnergySettings:

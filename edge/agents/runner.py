@@ -58,7 +58,7 @@ class _Slot:
     name: str
     agent: Agent | None
     stats: AgentStats
-    mask: np.ndarray  # bool per plant signal: consumed by this agent
+    mask: np.ndarray  # bool per plant signal: consumed by this agent, then one False (any other index clips to it)
     base: int  # signal-table index of its first derived signal
     emitter: Emitter
     overrun_streak: int = 0
@@ -115,9 +115,9 @@ class AgentRunner:
                 stats.enabled = False
                 stats.failures = 1
                 stats.disabled_reason = failed[-1][1]
-                slots.append(_Slot(name, None, stats, np.zeros(n, dtype=bool), base, Emitter(1, 0)))
+                slots.append(_Slot(name, None, stats, np.zeros(n + 1, dtype=bool), base, Emitter(1, 0)))
                 continue
-            mask = np.zeros(n, dtype=bool)
+            mask = np.zeros(n + 1, dtype=bool)  # the last: every signal index past the plant's (derived ones)
             mask[consumed] = True
             try:
                 log.info("agent %s: %s", name, agent.describe())
@@ -152,15 +152,13 @@ class AgentRunner:
         """Feed one frame (plant signals; derived ones are ignored) and its alarm events to every agent."""
         ev = self._no_events if events is None else events
         budget_s = self.settings.frame_budget_ms / 1000.0
-        n_plant = len(self.plant_table)
-        in_plant = None
         for s in self.slots:
             if s.agent is None or not s.stats.enabled:
                 continue
             if len(frame):
-                if in_plant is None:
-                    in_plant = frame.signal < n_plant
-                keep = s.mask[np.where(in_plant, frame.signal, 0)] & in_plant
+                # positions, then four integer takes: boolean indexing of the four columns with a scattered mask
+                # cost ~300 us per agent and frame of 15,000 samples (20 ns per sample read), this ~55 us
+                keep = np.flatnonzero(np.take(s.mask, frame.signal, mode="clip"))
                 sub = Frame(frame.ts_ns[keep], frame.signal[keep], frame.value[keep], frame.quality[keep])
             else:
                 sub = frame
