@@ -14,7 +14,7 @@ from tests import naive
 T0_NS = 1_800_000_000_000_000_000
 PARAMS = dict(bin_s=5.0, beta=0.25, alpha=0.02, huber_k=3.0, warmup=20, threshold=4.0, guard=0.1, guard_at=0.3,
               max_gap=3.0, rel_res=1e-6, peak_mult=1.5, peak_decay=0.01, machine_fraction=0.1, machine_min=2.0,
-              machine_hold_s=120.0)
+              machine_hold_s=120.0, run=3)
 
 
 def _run(ts, signal, value, quality, cfg, p, score, kind, machine_of=None):

@@ -79,6 +79,8 @@ class TrendSettings(_Strict):
     machine_fraction: float = Field(default=0.1, ge=0, description="a machine with at least max(machine_min, "
                                     "machine_fraction x its judged signals) trending at once changes its load: held")
     machine_min: int = Field(default=2, ge=1)
+    run: int = Field(default=3, ge=1, description="bin slopes in a row with the trend's sign before it is reported "
+                                                  "(a drift is steady; a duty cycle's slopes flip)")
     machine_hold_s: float = Field(default=600.0, ge=0, description="seconds a machine's trends stay held after that")
 
 

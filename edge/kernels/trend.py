@@ -15,7 +15,9 @@ Per signal (state row ``st[s, :]``; only samples of quality 0 learn; non-finite 
 2. **Slope** between consecutive bin means, smoothed over the bins: ``G += beta * (d - G)`` (units per second).
    A gap of more than ``max_gap`` bins (a dropout, a machine switched off: the stack freezes it) restarts it.
 3. **Judgement** once the slope statistics have learned ``warmup`` bins and ``G`` has seen ``ceil(2 / beta)``
-   slopes since its last restart: ``z = (G - loc) / max(scale, floor)`` with the robust location and scale of
+   slopes since its last restart, and the last ``run`` slopes between bins had G's sign (a drift is steady; a
+   duty cycle's fill-and-vent slopes flip, and were most of this stage's false alarms on the simulated leak
+   testers' ``test_pressure`` without it): ``z = (G - loc) / max(scale, floor)`` with the robust location and scale of
    ``G`` (``robust.learn_step``: Huber clip at ``huber_k``, rate ``alpha`` per bin), ``floor`` one resolution step
    (or ``rel_res`` of the level) per ``bin_s``. Score ``z^2 / (z^2 + T^2)``, ``T = threshold``; it is held on
    every sample until the next bin closes.
@@ -55,7 +57,8 @@ STATS = 8  # robust location, scale and count of G (``robust``)
 SCORE = STATS + robust.WIDTH  # score of the last closed bin
 PEAK = SCORE + 1  # largest |G - location| of normal operation, decaying
 HOT = PEAK + 1  # 1 while the last closed bin scored at ``guard_at`` or above (counted in its machine's ``m_hot``)
-WIDTH = HOT + 1
+RUN = HOT + 1  # consecutive bin slopes with the sign of G
+WIDTH = RUN + 1
 
 P_BIN_S = 0
 P_BETA = 1
@@ -72,7 +75,8 @@ P_PEAK_DECAY = 11
 P_M_FRACTION = 12
 P_M_MIN = 13
 P_M_HOLD_S = 14
-N_PARAMS = 15
+P_RUN = 15
+N_PARAMS = 16
 
 MIN_SCALE = 1e-12
 
@@ -81,17 +85,18 @@ def make_params(bin_s: float = 10.0, beta: float = 0.2, alpha: float = 0.003, hu
                 warmup: int = 60, threshold: float = 8.0, guard: float = 0.0, guard_at: float = 0.3,
                 max_gap: float = 3.0, rel_res: float = 1e-6, peak_mult: float = 1.5,
                 peak_decay: float = 0.0005, machine_fraction: float = 0.1, machine_min: float = 2.0,
-                machine_hold_s: float = 600.0) -> np.ndarray:
+                machine_hold_s: float = 600.0, run: int = 3) -> np.ndarray:
     """Pack the parameters in kernel order (``bin_s`` seconds; ``beta``/``alpha`` per bin; ``warmup`` bins)."""
     if bin_s <= 0.0 or not 0.0 < beta <= 1.0 or not 0.0 < alpha < 1.0 or huber_k <= 0.0 or warmup < 1 \
             or threshold <= 0.0 or not 0.0 <= guard <= 1.0 or not 0.0 < guard_at <= 1.0 or max_gap < 1.0 \
             or rel_res < 0.0 or peak_mult < 0.0 or not 0.0 <= peak_decay < 1.0 or machine_fraction < 0.0 \
-            or machine_min < 1.0 or machine_hold_s < 0.0:
+            or machine_min < 1.0 or machine_hold_s < 0.0 or run < 1:
         raise ValueError("need bin_s > 0, 0 < beta <= 1, 0 < alpha < 1, huber_k > 0, warmup >= 1, threshold > 0, "
                          "0 <= guard <= 1, 0 < guard_at <= 1, max_gap >= 1, rel_res >= 0, peak_mult >= 0, "
-                         "0 <= peak_decay < 1, machine_fraction >= 0, machine_min >= 1, machine_hold_s >= 0")
+                         "0 <= peak_decay < 1, machine_fraction >= 0, machine_min >= 1, machine_hold_s >= 0, run >= 1")
     return np.array([bin_s, beta, alpha, huber_k, float(warmup), threshold, guard, guard_at, max_gap, rel_res,
-                     peak_mult, peak_decay, machine_fraction, machine_min, machine_hold_s], dtype=np.float64)
+                     peak_mult, peak_decay, machine_fraction, machine_min, machine_hold_s, float(run)],
+                    dtype=np.float64)
 
 
 def init_state(n_signals: int) -> np.ndarray:
@@ -120,6 +125,7 @@ def close_bin(st: np.ndarray, s: int, res: float, p: np.ndarray, m: int, m_hot: 
         g = d if gn == 0.0 else st[s, G] + p[P_BETA] * (d - st[s, G])
         st[s, G] = g
         st[s, GN] = gn + 1.0
+        st[s, RUN] = st[s, RUN] + 1.0 if d * g > 0.0 else 0.0
         loc = st[s, STATS + robust.LOC]
         scale = st[s, STATS + robust.SCALE]
         count = st[s, STATS + robust.COUNT]
@@ -147,6 +153,8 @@ def close_bin(st: np.ndarray, s: int, res: float, p: np.ndarray, m: int, m_hot: 
                 st[s, STATS + robust.LOC] = loc
                 st[s, STATS + robust.SCALE] = scale
                 st[s, STATS + robust.COUNT] = count
+            if st[s, RUN] < p[P_RUN]:  # not (yet) a steady slope: a duty cycle's pulse, not a drift
+                score = 0.0
     else:
         st[s, GN] = 0.0  # a gap (or the first bin): the smoothed slope starts again
         if m >= 0 and st[s, HOT] != 0.0:
