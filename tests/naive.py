@@ -877,10 +877,10 @@ class Trend:
 
     def __init__(self, bin_s=10.0, beta=0.2, alpha=0.003, huber_k=3.0, warmup=60, threshold=8.0, guard=0.0,
                  guard_at=0.3, max_gap=3.0, rel_res=1e-6, peak_mult=1.5, peak_decay=0.0005, machine_fraction=0.1,
-                 machine_min=2.0, machine_hold_s=600.0, run=3, machine=None):
+                 machine_min=2.0, machine_hold_s=600.0, run=3, tail_max=6.0, machine=None):
         self.p = dict(bin_s=bin_s, beta=beta, alpha=alpha, huber_k=huber_k, warmup=warmup, threshold=threshold,
                       guard=guard, guard_at=guard_at, max_gap=max_gap, rel_res=rel_res, peak_mult=peak_mult,
-                      peak_decay=peak_decay, machine_hold_s=machine_hold_s, run=run)
+                      peak_decay=peak_decay, machine_hold_s=machine_hold_s, run=run, tail_max=tail_max)
         self.run = 0
         self.machine = machine  # shared dict {"hot": int, "need": float, "held": int} of the signal's machine, or None
         self.hot = 0
@@ -902,12 +902,14 @@ class Trend:
             self.run = self.run + 1 if d * self.g > 0 else 0
             if self.gn >= math.ceil(2.0 / p["beta"]):
                 t = p["threshold"]
-                floor = max(max(res, p["rel_res"] * abs(v_mean)) / p["bin_s"], p["peak_mult"] * self.peak / t, 1e-12)
+                res_floor = max(res, p["rel_res"] * abs(v_mean)) / p["bin_s"]
+                floor = max(res_floor, p["peak_mult"] * self.peak / t, 1e-12)
                 r = self.stats
                 if r.n >= p["warmup"]:
                     z = (self.g - r.loc) / max(r.scale, floor)
                     score = z * z / (z * z + t * t)
                 hot = score >= p["guard_at"]
+                steady = self.run >= p["run"] and self.peak <= p["tail_max"] * max(r.scale, res_floor, 1e-12)
                 held = False
                 mc = self.machine
                 if mc is not None:
@@ -920,7 +922,7 @@ class Trend:
                     if not hot:
                         self.peak = max(abs(self.g - r.loc) if r.n > 0 else 0.0, self.peak * (1.0 - p["peak_decay"]))
                     r.learn(self.g, p["guard"] if hot else 1.0)
-                if self.run < p["run"]:
+                if not steady:
                     score = 0.0
         else:
             self.gn = 0

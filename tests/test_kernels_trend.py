@@ -14,7 +14,7 @@ from tests import naive
 T0_NS = 1_800_000_000_000_000_000
 PARAMS = dict(bin_s=5.0, beta=0.25, alpha=0.02, huber_k=3.0, warmup=20, threshold=4.0, guard=0.1, guard_at=0.3,
               max_gap=3.0, rel_res=1e-6, peak_mult=1.5, peak_decay=0.01, machine_fraction=0.1, machine_min=2.0,
-              machine_hold_s=120.0, run=3)
+              machine_hold_s=120.0, run=3, tail_max=6.0)
 
 
 def _run(ts, signal, value, quality, cfg, p, score, kind, machine_of=None):
@@ -151,19 +151,20 @@ def test_checkpoint_keeps_the_trends_and_an_older_one_restores_them_cold(tmp_pat
     """The trend state is part of the detector checkpoint; a checkpoint from before the stage restores everything
     else warm and the trends learn again (their warm-up), instead of refusing the whole file."""
     x = _wave_with_drift(1800, 10**9, 1.0, 0.0)
-    st = DetectorStack(1, np.full(1, -1), AnalyticsSettings(), capacity=1800)
+    on = AnalyticsSettings(trend={"enabled": True})
+    st = DetectorStack(1, np.full(1, -1), on, capacity=1800)
     ts = (T0_NS + np.arange(x.size) * 1e9).astype(np.int64)
     st.process(np.zeros(x.size, np.uint32), x, np.zeros(x.size, np.uint8), ts)
     path = tmp_path / "stack.npz"
     st.save(path)
-    warm = DetectorStack(1, np.full(1, -1), AnalyticsSettings(), capacity=16)
+    warm = DetectorStack(1, np.full(1, -1), on, capacity=16)
     warm.restore(path)
     np.testing.assert_array_equal(warm.trend_state, st.trend_state)
     assert st.trend_state[0, trend.STATS + 2] > 100  # bins learned
     with np.load(path, allow_pickle=False) as z:
         old = {k: z[k] for k in z.files if k != "trend_state"}
     np.savez(path, **old)
-    cold = DetectorStack(1, np.full(1, -1), AnalyticsSettings(), capacity=16)
+    cold = DetectorStack(1, np.full(1, -1), on, capacity=16)
     cold.restore(path)
     np.testing.assert_array_equal(cold.state, st.state)
     np.testing.assert_array_equal(cold.trend_state, trend.init_state(1))

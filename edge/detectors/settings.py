@@ -58,7 +58,10 @@ class TrendSettings(_Strict):
     """Slow trend (``edge.kernels.trend``): the slope of ``bin_s`` bin means against the slopes the signal shows in
     normal operation; reported as kind CHANGE. How the values were chosen: docs/detectors.md ("Drifts")."""
 
-    enabled: bool = Field(default=True, description="judge each change-enabled signal's slow trend")
+    enabled: bool = Field(default=False,
+                          description="judge each change-enabled signal's slow trend. Off by default: on the simulated "
+                                      "dev plant it finds drifts earlier but adds false alarms at load changes and on "
+                                      "the leak testers' duty cycle (bench/RESULTS.md, branch drift)")
     bin_s: float = Field(default=10.0, gt=0, description="seconds averaged into one bin mean")
     beta: float = Field(default=0.2, gt=0, le=1, description="smoothing of the slope between bin means, per bin")
     alpha: float = Field(default=0.003, gt=0, lt=1, description="learning rate of the slope's location and scale, "
@@ -81,6 +84,9 @@ class TrendSettings(_Strict):
     machine_min: int = Field(default=2, ge=1)
     run: int = Field(default=3, ge=1, description="bin slopes in a row with the trend's sign before it is reported "
                                                   "(a drift is steady; a duty cycle's slopes flip)")
+    tail_max: float = Field(default=6.0, gt=0, description="a signal whose largest normal slope deviation exceeds this "
+                                                          "many scales (heavy-tailed: a duty cycle's pulses) is not "
+                                                          "judged")
     machine_hold_s: float = Field(default=600.0, ge=0, description="seconds a machine's trends stay held after that")
 
 

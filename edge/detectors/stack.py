@@ -225,7 +225,8 @@ class DetectorStack:
         self.trend_params = trend.make_params(tr.bin_s, tr.beta, tr.alpha, tr.huber_k, tr.warmup, tr.threshold,
                                               tr.guard, s.signal_alarm.off_threshold, tr.max_gap,
                                               s.level.rel_resolution, tr.peak_mult, tr.peak_decay,
-                                              tr.machine_fraction, tr.machine_min, tr.machine_hold_s, tr.run)
+                                              tr.machine_fraction, tr.machine_min, tr.machine_hold_s, tr.run,
+                                              tr.tail_max)
         # machine-wide trends (a load change) hold a machine's trend scores: counted over its judged members
         self.trend_machine_of = np.where((mask & EN_CHANGE) != 0, machine_of, -1).astype(np.int64)
         members = np.bincount(self.trend_machine_of[self.trend_machine_of >= 0], minlength=max(self.n_machines, 1))
