@@ -59,7 +59,7 @@ def _time(step: Callable[[int], None], frames: int, repeats: int, samples_per_fr
 def plantwire_speed(vals: np.ndarray, machine_of: np.ndarray, frames: int, repeats: int,
                     fitted_per_machine: int = 0, period_s: float = 10.0, context: bool = True,
                     hz: int = 1, clock: Callable[[], float] = time.perf_counter, at_rest: bool = False,
-                    off_fraction: float = 0.0) -> tuple[float, float]:
+                    off_fraction: float = 0.0, trend: bool = False) -> tuple[float, float]:
     """``fitted_per_machine``: every machine scores a fitted PCA model (one fitted on the first machine's
     columns, shared), ticked every ``period_s`` of sample time (frames are 1 s apart; the default 10 s is the
     edge's ``machine.period_s``); without it the defaults: no model given, self-fit off, so the machine
@@ -100,6 +100,10 @@ def plantwire_speed(vals: np.ndarray, machine_of: np.ndarray, frames: int, repea
 
         settings = AnalyticsSettings(operating_state={"at_rest": {"enabled": True, "warm_s": 10.0}})
         stack = DetectorStack(n, machine_of.astype(np.int64), settings, **kw)
+    elif trend:
+        from edge.detectors.settings import AnalyticsSettings
+
+        stack = DetectorStack(n, machine_of.astype(np.int64), AnalyticsSettings(trend={"enabled": True}), **kw)
     else:
         stack = DetectorStack(n, machine_of.astype(np.int64), **kw)
     warm = max(40 // hz, 4)  # past the default warm-up (30 samples) so every stage, machines included, is live
@@ -164,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="frames per timed repeat of the 10 Hz line (150,000 samples each; 0: skip it)")
     ap.add_argument("--default-only", action="store_true",
                     help="only the default stack's lines (1 Hz and 10 Hz frames): for A/B runs of the speed work")
+    ap.add_argument("--trend-cost", action="store_true", help="also time the defaults with the trend stage on")
     ap.add_argument("--at-rest", action="store_true",
                     help="also the at-rest stage's cost (shipped off), with all machines running and a third off")
     ap.add_argument("--river-frames", type=int, default=2, help="frames per timed repeat (River)")
@@ -188,6 +193,12 @@ def main(argv: list[str] | None = None) -> int:
         h_best, h_med = plantwire_speed(vals10, machine_of, args.hz10_frames, args.repeats, hz=10, clock=clock)
         print(f"plantwire stack, defaults, 10 Hz frames (ten sweeps per frame): {h_best:8.1f} / {h_med:8.1f}",
               flush=True)
+    if args.trend_cost:  # the slow-trend stage's cost per sample: the default stack with it on (shipped off)
+        for hz, v, fr in ((1, vals, args.frames), (10, vals10 if args.hz10_frames else None, args.hz10_frames)):
+            if v is None:
+                continue
+            t_best, t_med = plantwire_speed(v, machine_of, fr, args.repeats, hz=hz, clock=clock, trend=True)
+            print(f"plantwire stack, defaults, {hz} Hz, trend stage on: {t_best:8.1f} / {t_med:8.1f}", flush=True)
     if args.at_rest:
         for off in (0.0, 1 / 3):
             for rest in (False, True):

@@ -298,6 +298,7 @@ class FaultFigures:
     # bool per event: its machine was powered but not producing at start (a test station without parts, a press idling,
     # ``Physics.idle``): the detectors' IDLE state judges it at rest, so it is reported apart from the running ones
     on_idle_machine: np.ndarray | None = None
+    in_ramp: np.ndarray | None = None  # bool per event: a drift found before its ramp ended (its end is a step back)
 
 
 def subsample(plant: PlantConfig, fraction: float) -> PlantConfig:
@@ -402,6 +403,7 @@ def fault_run(plant_path: Path, seed: int, train_days: float, clean_days: float,
     n_ev = len(truth)
     detected = np.zeros(n_ev, dtype=bool)
     in_range = np.zeros(n_ev, dtype=bool)
+    in_ramp = np.zeros(n_ev, dtype=bool)
     delay = np.full(n_ev, np.nan)
     span = table.high - table.low
     for i in range(n_ev):
@@ -424,6 +426,7 @@ def fault_run(plant_path: Path, seed: int, train_days: float, clean_days: float,
                 x = model.clean_at(np.array([truth.start_s[i] + delay[i]]), np.array([row]))[0] \
                     + frac * truth.magnitude[i]
                 in_range[i] = not (np.isfinite(span[row]) and (x < table.low[row] or x > table.high[row]))
+                in_ramp[i] = delay[i] < truth.end_s[i] - truth.start_s[i]
     # Faults that started during the fault-free part and are still in progress when the faulty schedule takes over
     # (at ``t_fault`` the simulator switches schedules, so such a fault appears from its middle): not in ``truth``
     # (it lists faults starting in the scored window), but their alarms are not false either. Counted apart.
@@ -486,7 +489,7 @@ def fault_run(plant_path: Path, seed: int, train_days: float, clean_days: float,
                          f"{st_name},{since},{int(visible[i])}\n")
     return FaultFigures(n_ev, detected, delay, truth.kind.astype(np.int64), in_range, int((~sig_used).sum()),
                         int((~mach_used).sum()), by_kind, by_hour, top, clean_false, n * clean_days * 24.0,
-                        n * (clean_days + fault_days) * 24.0, n, seconds, off, cpu_s, n_carried, idle)
+                        n * (clean_days + fault_days) * 24.0, n, seconds, off, cpu_s, n_carried, idle, in_ramp)
 
 
 _STATE_NAMES = ("unknown", "off", "idle", "running")  # opstate's values
@@ -572,6 +575,10 @@ def print_faults(f: FaultFigures) -> None:
         extra = ""
         if kind is EventKind.DRIFT:
             extra = f"  found inside the range: {int(f.in_range[sel].sum())} of {int(sel.sum())}"
+            if f.in_ramp is not None:  # the simulator's drift drops back at its end: a find after that is a step's
+                run = sel & ~f.on_off_machine if f.on_off_machine is not None else sel
+                extra += (f"; before its ramp ended: {int(f.in_ramp[sel].sum())} "
+                          f"(machine running: {int(f.in_ramp[run].sum())} of {int(run.sum())})")
         print(f"{kind.value:20} {int(sel.sum()):6d} {f.detected[sel].mean():7.2f} {med}{extra}")
     abrupt = np.isin(f.kinds, [KIND_ORDER.index(k) for k in ABRUPT])
     d = f.delay_s[f.detected & abrupt]

@@ -98,12 +98,12 @@ def run_workload(configs: list[Path], frames: int = 6) -> None:
             health = health_model_settings(table, Path(tmp))
             likelihood = cfg.analytics.likelihood.model_copy(update={"mode": LikelihoodMode.MAX})
             # The optional stages a site may switch on (the likelihood stage, a health model, the at-rest
-            # judgement): exported too, so switching one on keeps the daemon on AOT kernels.
+            # judgement, the slow trend): exported too, so switching one on keeps the daemon on AOT kernels.
             op = cfg.analytics.operating_state
             at_rest = op.model_copy(update={"at_rest": op.at_rest.model_copy(update={"enabled": True})})
             variants.append(cfg.analytics.model_copy(update={
                 "likelihood": likelihood, "health": HealthSettings.model_validate(health) if health else None,
-                "operating_state": at_rest}))
+                "operating_state": at_rest, "trend": cfg.analytics.trend.model_copy(update={"enabled": True})}))
             for settings in variants:
                 analytics = EdgeAnalytics.from_table(table, settings, state_dir=None, base_dir=path.parent)
                 n = len(table)

@@ -54,6 +54,42 @@ class ChangeSettings(_Strict):
                                          "CUSUM input down to its long-run deviation (0: plain CUSUM)")
 
 
+class TrendSettings(_Strict):
+    """Slow trend (``edge.kernels.trend``): the slope of ``bin_s`` bin means against the slopes the signal shows in
+    normal operation; reported as kind CHANGE. How the values were chosen: docs/detectors.md ("Drifts")."""
+
+    enabled: bool = Field(default=False,
+                          description="judge each change-enabled signal's slow trend. Off by default: on the simulated "
+                                      "dev plant it finds drifts earlier but adds false alarms at load changes and on "
+                                      "the leak testers' duty cycle (bench/RESULTS.md, branch drift)")
+    bin_s: float = Field(default=10.0, gt=0, description="seconds averaged into one bin mean")
+    beta: float = Field(default=0.2, gt=0, le=1, description="smoothing of the slope between bin means, per bin")
+    alpha: float = Field(default=0.003, gt=0, lt=1, description="learning rate of the slope's location and scale, "
+                                                                "per bin (0.003: ~55 minutes of 10-s bins)")
+    huber_k: float = Field(default=3.0, gt=0, description="slopes are clipped at this many scales before learning")
+    warmup: int = Field(default=360, ge=1, description="bins the slope statistics learn before they judge "
+                                                        "(360: an hour of 10-s bins, a duty cycle)")
+    threshold: float = Field(default=4.0, gt=0, description="|z| of the smoothed slope that scores 0.5")
+    guard: float = Field(default=0.1, ge=0, le=1,
+                         description="learning-rate factor of the slope statistics while the trend score is at "
+                                     "signal_alarm.off_threshold or above (0: a drift never becomes the normal slope)")
+    max_gap: float = Field(default=3.0, ge=1, description="bins between two bin means beyond which the slope restarts")
+    peak_mult: float = Field(default=1.5, ge=0,
+                             description="a slope scores 0.5 only beyond peak_mult x the largest deviation of the "
+                                         "normal slope (decaying): duty-cycled signals have heavy-tailed slopes")
+    peak_decay: float = Field(default=0.0005, ge=0, lt=1, description="decay of that largest deviation per bin "
+                                                                     "(0.0005: ~5.5 hours of 10-s bins)")
+    machine_fraction: float = Field(default=0.1, ge=0, description="a machine with at least max(machine_min, "
+                                    "machine_fraction x its judged signals) trending at once changes its load: held")
+    machine_min: int = Field(default=2, ge=1)
+    run: int = Field(default=3, ge=1, description="bin slopes in a row with the trend's sign before it is reported "
+                                                  "(a drift is steady; a duty cycle's slopes flip)")
+    tail_max: float = Field(default=6.0, gt=0, description="a signal whose largest normal slope deviation exceeds this "
+                                                          "many scales (heavy-tailed: a duty cycle's pulses) is not "
+                                                          "judged")
+    machine_hold_s: float = Field(default=600.0, ge=0, description="seconds a machine's trends stay held after that")
+
+
 class StuckSettings(_Strict):
     beta: float = Field(default=0.01, gt=0, lt=1, description="learning rate of the repeat probability")
     tol: float = Field(default=0.0, ge=0, description="a change this small counts as a repeat")
@@ -412,6 +448,7 @@ class AnalyticsSettings(_Strict):
     warmup: int = Field(default=30, ge=1, description="samples a signal learns before it is scored")
     level: LevelSettings = LevelSettings()
     change: ChangeSettings = ChangeSettings()
+    trend: TrendSettings = TrendSettings()
     stuck: StuckSettings = StuckSettings()
     rate: RateSettings = RateSettings()
     range: RangeSettings = RangeSettings()

@@ -81,8 +81,9 @@ from edge.kernels import (
     signal_alarms,
     signal_stack,
     stuck,
+    trend,
 )
-from edge.kernels.kinds import EN_ALL, EN_LEVEL, EN_MACHINE, EN_STATE, Kind, mask_for
+from edge.kernels.kinds import EN_ALL, EN_CHANGE, EN_LEVEL, EN_MACHINE, EN_STATE, Kind, mask_for
 from plantwire.plant import Protocol, RegisterType
 
 if TYPE_CHECKING:
@@ -263,6 +264,16 @@ class DetectorStack:
             machine_z_clip=s.machine.z_clip, bad_s=s.quality.bad_s, guard=s.level.guard,
             guard_at=s.signal_alarm.off_threshold, rate_span=s.rate.span_floor,
             rel_res=s.level.rel_resolution)
+        tr = s.trend
+        self.trend_params = trend.make_params(tr.bin_s, tr.beta, tr.alpha, tr.huber_k, tr.warmup, tr.threshold,
+                                              tr.guard, s.signal_alarm.off_threshold, tr.max_gap,
+                                              s.level.rel_resolution, tr.peak_mult, tr.peak_decay,
+                                              tr.machine_fraction, tr.machine_min, tr.machine_hold_s, tr.run,
+                                              tr.tail_max)
+        # machine-wide trends (a load change) hold a machine's trend scores: counted over its judged members
+        self.trend_machine_of = np.where((mask & EN_CHANGE) != 0, machine_of, -1).astype(np.int64)
+        members = np.bincount(self.trend_machine_of[self.trend_machine_of >= 0], minlength=max(self.n_machines, 1))
+        self.trend_m_need = np.maximum(float(tr.machine_min), tr.machine_fraction * members).astype(np.float64)
         self._silent_ns = s.quality.silent_s * NS_PER_S
         self._since_ns: int | None = None  # first timestamp this instance saw: silence is measured from it at most
         self._silent_next_ns = 0
@@ -446,6 +457,9 @@ class DetectorStack:
         self.m_since = np.full(max(self.n_machines, 1), -1, dtype=np.int64)  # last state change (ns)
         self._init_activity()
         self.rest_state = atrest.init_state(self.n_signals)  # at-rest band per signal (``atrest``)
+        self.trend_state = trend.init_state(self.n_signals)  # slow trend per signal (``trend``)
+        self.trend_m_hot = np.zeros(max(self.n_machines, 1), dtype=np.int64)  # members trending now, per machine
+        self.trend_m_held = np.full(max(self.n_machines, 1), -1, dtype=np.int64)  # trends held until (ns)
         self.rest_start = atrest.init_machines(self.n_machines)  # machines starting (at-rest held), not checkpointed
         self.cfg[:, signal_stack.C_FROZEN] = 0.0
         self.dev_good = np.full(self.n_devices, -1, dtype=np.int64)  # latest good poll per device (ns), -1 never
@@ -496,6 +510,11 @@ class DetectorStack:
                                   ms.x_last, ms.seen, self._oc_stamp, self._oc_hot, self.oc_members, self.hold_until,
                                   self._oc_frame, self._oc_p, self._oc_hold_ns)
         tick_ts = int(self._frame_out[0]) if n else 0
+        if self.settings.trend.enabled and n:  # slow trend (``trend``): reported as CHANGE where it is larger
+            trend.trend_chunk(ts_ns, signal, value, quality, self.trend_state, self.cfg, signal_stack.C_MASK,
+                              EN_CHANGE, signal_stack.C_FROZEN, signal_stack.C_RES, self.trend_params,
+                              self.trend_machine_of, self.trend_m_hot, self.trend_m_need, self.trend_m_held, score,
+                              kind, int(Kind.CHANGE))
         if self._rest_on and n:
             self._rest_frame += 1
             atrest.rest_chunk(ts_ns, signal, value, quality, self.rest_machine_of, self.m_state, self.m_since,
@@ -612,7 +631,7 @@ class DetectorStack:
                         {**self._arrays(), **self._lk_arrays(), "first_ns": self.first_ns,
                          "op_state": self.m_state, "op_since": self.m_since, "state_alt": self.state_alt,
                          "rest_state": self.rest_state, **self._dev_arrays(), "sig_rearm": self.sig_rearm,
-                         **self._act_arrays()})
+                         **self._act_arrays(), "trend_state": self.trend_state})
         checkpoint.save(_machine_file(path), MACHINE_STATE_VERSION, self._machine_fp,
                         {**self.machine_stage.arrays(), "mach_top_open": self.mach_top_open})
 
@@ -679,6 +698,12 @@ class DetectorStack:
                                                    {"rest_state": self.rest_state})["rest_state"]
         except checkpoint.CheckpointError:
             self.rest_state[...] = atrest.init_state(self.n_signals)
+        try:  # slow trends (a checkpoint from before them: each signal learns its slopes again, ``trend.warmup``)
+            self.trend_state[...] = checkpoint.load(path, STATE_VERSION, self.fingerprint,
+                                                    {"trend_state": self.trend_state})["trend_state"]
+        except checkpoint.CheckpointError:
+            self.trend_state[...] = trend.init_state(self.n_signals)
+        self._trend_recount()
         self.likelihood_cold = any(a is None for a in lk_got.values())
         self._resumed = True
         self._silent_bound[0] = -np.inf  # last timestamps restored: the next check scans
@@ -753,6 +778,13 @@ class DetectorStack:
         self.z_last[rows] = 0.0
         self.sig_rearm[rows] = rearm.init_state(rows.shape[0])  # a new baseline's first alarm is news
         self.rest_state[rows] = atrest.init_state(rows.size)  # the rest band learns afresh too
+        self.trend_state[rows] = trend.init_state(rows.size)  # and the normal slope
+        self._trend_recount()
+
+    def _trend_recount(self) -> None:
+        """Each machine's count of trending members from the signals' own flags (after a restore or re-baseline)."""
+        hot = (self.trend_state[:, trend.HOT] != 0.0) & (self.trend_machine_of >= 0)
+        self.trend_m_hot[...] = np.bincount(self.trend_machine_of[hot], minlength=self.trend_m_hot.size)
 
     def reset(self) -> None:
         """Forget everything learned (cold start)."""

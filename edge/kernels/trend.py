@@ -1,0 +1,216 @@
+"""Slow trend: the slope of a signal's bin means, judged against the slopes the signal shows in normal operation.
+
+Why: a drift (a fouling exchanger, a leaking seal, a sensor ageing) moves a signal slowly and steadily. The level
+stage's baseline follows it (time constant ~100 samples), its scale grows with the lag, so the z that the level and
+the CUSUM read stays near 1 while the value walks out of its range; and on a signal with a large process wave (a
+zone temperature's hourly swing, a flow following load) the wave's own residuals are larger than the drift's lag.
+On the simulated dev plant (seed 1) most drifts were therefore found only at their end, when the value dropped
+back (bench/RESULTS.md, branch drift). What does tell a drift apart is its *slope* over a minute or so: a sensor's
+noise averages out over that window, and a plant wave's slope is bounded by its amplitude / period, while a drift
+that moves several amplitudes in minutes slopes many times steeper.
+
+Per signal (state row ``st[s, :]``; only samples of quality 0 learn; non-finite and bad samples are gaps):
+1. **Bins** of ``bin_s`` seconds (time, not samples: the same at 1 Hz and 10 Hz): the bin's mean value and mean
+   time. A bin closes at the first sample ``bin_s`` after its first sample; that sample opens the next bin.
+2. **Slope** between consecutive bin means, smoothed over the bins: ``G += beta * (d - G)`` (units per second).
+   A gap of more than ``max_gap`` bins (a dropout, a machine switched off: the stack freezes it) restarts it.
+3. **Judgement** once the slope statistics have learned ``warmup`` bins and ``G`` has seen ``ceil(2 / beta)``
+   slopes since its last restart, the last ``run`` slopes between bins had G's sign (a drift is steady; a duty
+   cycle's fill-and-vent slopes flip) and the signal's normal slopes are not heavy-tailed (the largest normal
+   deviation ``PEAK`` within ``tail_max`` scales: a sine's slope stays within ~2, noise within ~4 over an hour,
+   a leak tester's ``test_pressure`` pulses far beyond -- most of this stage's false alarms on the simulated
+   dev plant without these two conditions): ``z = (G - loc) / max(scale, floor)`` with the robust location and scale of
+   ``G`` (``robust.learn_step``: Huber clip at ``huber_k``, rate ``alpha`` per bin), ``floor`` one resolution step
+   (or ``rel_res`` of the level) per ``bin_s``. Score ``z^2 / (z^2 + T^2)``, ``T = threshold``; it is held on
+   every sample until the next bin closes.
+4. **Guarded learning:** a bin whose score is at ``guard_at`` or above teaches the statistics at ``guard`` times
+   their rate, so the drift being judged does not become the slope's normal (issue 15, item 2).
+
+5. **Machine-wide moves are load changes, not drifts:** when at least ``max(machine_min, machine_fraction x
+   members)`` of a machine's judged signals trend at once (a bin at ``guard_at`` or above), the machine's trend scores
+   are held, and its trends learn nothing, until ``machine_hold_s`` after the last such bin. On the simulated dev
+   plant every trend false alarm at a threshold of 4 fell in the hour of the 06:00 start or the 22:00 stop, when
+   machines ramp their loads while their state still says running (bench/RESULTS.md, branch drift); a drift fault
+   moves one signal.
+
+The stack reports the score as kind CHANGE (a drift is a change) where it is larger than the sample's own score,
+so the operating-change and restart holds, settling and the re-arm window apply to it as to the CUSUM.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from edge.jit import njit
+from edge.kernels import robust
+
+# State columns.
+T0 = 0  # first timestamp (ns, float) of the open bin; NaN: no bin open
+TSUM = 1  # sum of (t - T0) in seconds over the open bin
+VSUM = 2  # sum of the values in the open bin
+NBIN = 3  # samples in the open bin
+PREV_T = 4  # mean time (ns, float) of the last closed bin; NaN none
+PREV_V = 5  # its mean value
+G = 6  # smoothed slope (units per second)
+GN = 7  # slopes G has seen since it last restarted
+STATS = 8  # robust location, scale and count of G (``robust``)
+SCORE = STATS + robust.WIDTH  # score of the last closed bin
+PEAK = SCORE + 1  # largest |G - location| of normal operation, decaying
+HOT = PEAK + 1  # 1 while the last closed bin scored at ``guard_at`` or above (counted in its machine's ``m_hot``)
+RUN = HOT + 1  # consecutive bin slopes with the sign of G
+WIDTH = RUN + 1
+
+P_BIN_S = 0
+P_BETA = 1
+P_ALPHA = 2
+P_HUBER_K = 3
+P_WARMUP = 4
+P_THRESHOLD = 5
+P_GUARD = 6
+P_GUARD_AT = 7
+P_MAX_GAP = 8
+P_REL_RES = 9
+P_PEAK_MULT = 10
+P_PEAK_DECAY = 11
+P_M_FRACTION = 12
+P_M_MIN = 13
+P_M_HOLD_S = 14
+P_RUN = 15
+P_TAIL_MAX = 16
+N_PARAMS = 17
+
+MIN_SCALE = 1e-12
+
+
+def make_params(bin_s: float = 10.0, beta: float = 0.2, alpha: float = 0.003, huber_k: float = 3.0,
+                warmup: int = 60, threshold: float = 8.0, guard: float = 0.0, guard_at: float = 0.3,
+                max_gap: float = 3.0, rel_res: float = 1e-6, peak_mult: float = 1.5,
+                peak_decay: float = 0.0005, machine_fraction: float = 0.1, machine_min: float = 2.0,
+                machine_hold_s: float = 600.0, run: int = 3, tail_max: float = 6.0) -> np.ndarray:
+    """Pack the parameters in kernel order (``bin_s`` seconds; ``beta``/``alpha`` per bin; ``warmup`` bins)."""
+    if bin_s <= 0.0 or not 0.0 < beta <= 1.0 or not 0.0 < alpha < 1.0 or huber_k <= 0.0 or warmup < 1 \
+            or threshold <= 0.0 or not 0.0 <= guard <= 1.0 or not 0.0 < guard_at <= 1.0 or max_gap < 1.0 \
+            or rel_res < 0.0 or peak_mult < 0.0 or not 0.0 <= peak_decay < 1.0 or machine_fraction < 0.0 \
+            or machine_min < 1.0 or machine_hold_s < 0.0 or run < 1 or tail_max <= 0.0:
+        raise ValueError("need bin_s > 0, 0 < beta <= 1, 0 < alpha < 1, huber_k > 0, warmup >= 1, threshold > 0, "
+                         "0 <= guard <= 1, 0 < guard_at <= 1, max_gap >= 1, rel_res >= 0, peak_mult >= 0, "
+                         "0 <= peak_decay < 1, machine_fraction >= 0, machine_min >= 1, machine_hold_s >= 0, run >= 1, "
+                         "tail_max > 0")
+    return np.array([bin_s, beta, alpha, huber_k, float(warmup), threshold, guard, guard_at, max_gap, rel_res,
+                     peak_mult, peak_decay, machine_fraction, machine_min, machine_hold_s, float(run), tail_max],
+                    dtype=np.float64)
+
+
+def init_state(n_signals: int) -> np.ndarray:
+    st = np.zeros((n_signals, WIDTH), dtype=np.float64)
+    st[:, T0] = math.nan
+    st[:, PREV_T] = math.nan
+    return st
+
+
+@njit(cache=True, nogil=True, _nrt=False)  # per-bin helper: see edge/kernels/__init__.py
+def close_bin(st: np.ndarray, s: int, res: float, p: np.ndarray, m: int, m_hot: np.ndarray, m_need: np.ndarray,
+              m_held: np.ndarray) -> None:
+    """Close signal ``s``'s open bin: its slope against the previous bin, the judgement, then the learning.
+
+    ``m``: the signal's machine (-1 none); ``m_hot``/``m_need``/``m_held`` per machine: members trending now, how
+    many make a machine-wide move, and until when (ns) its trends are held and learn nothing."""
+    n = st[s, NBIN]
+    t_mean = st[s, T0] + st[s, TSUM] / n * 1e9
+    v_mean = st[s, VSUM] / n
+    bin_s = p[P_BIN_S]
+    prev_t = st[s, PREV_T]
+    score = 0.0
+    if np.isfinite(prev_t) and t_mean - prev_t <= p[P_MAX_GAP] * bin_s * 1e9 and t_mean > prev_t:
+        d = (v_mean - st[s, PREV_V]) / ((t_mean - prev_t) * 1e-9)
+        gn = st[s, GN]
+        g = d if gn == 0.0 else st[s, G] + p[P_BETA] * (d - st[s, G])
+        st[s, G] = g
+        st[s, GN] = gn + 1.0
+        st[s, RUN] = st[s, RUN] + 1.0 if d * g > 0.0 else 0.0
+        loc = st[s, STATS + robust.LOC]
+        scale = st[s, STATS + robust.SCALE]
+        count = st[s, STATS + robust.COUNT]
+        if gn + 1.0 >= math.ceil(2.0 / p[P_BETA]):
+            t = p[P_THRESHOLD]
+            peak = st[s, PEAK]
+            res_floor = max(res, p[P_REL_RES] * abs(v_mean)) / bin_s
+            floor = max(res_floor, p[P_PEAK_MULT] * peak / t)
+            z = robust.z_score(loc, scale, count, g, p[P_WARMUP], max(floor, MIN_SCALE))
+            if np.isfinite(z):
+                score = z * z / (z * z + t * t)
+            hot = score >= p[P_GUARD_AT]
+            # not a steady slope (a duty cycle's pulse), or a signal whose normal slopes are heavy-tailed: not judged
+            steady = st[s, RUN] >= p[P_RUN] and peak <= p[P_TAIL_MAX] * max(scale, res_floor, MIN_SCALE)
+            held = False
+            if m >= 0:
+                h = 1.0 if hot else 0.0
+                m_hot[m] += int(h - st[s, HOT])
+                st[s, HOT] = h
+                if m_hot[m] >= m_need[m]:  # several members trend together: the machine changes its load
+                    m_held[m] = max(m_held[m], np.int64(t_mean) + np.int64(p[P_M_HOLD_S] * 1e9))
+                held = np.int64(t_mean) <= m_held[m]
+            if not held:
+                if not hot:
+                    st[s, PEAK] = max(abs(g - loc) if count > 0.0 else 0.0, peak * (1.0 - p[P_PEAK_DECAY]))
+                loc, scale, count = robust.learn_step(loc, scale, count, g, p[P_ALPHA], p[P_HUBER_K], p[P_WARMUP],
+                                                      MIN_SCALE, p[P_GUARD] if hot else 1.0)
+                st[s, STATS + robust.LOC] = loc
+                st[s, STATS + robust.SCALE] = scale
+                st[s, STATS + robust.COUNT] = count
+            if not steady:
+                score = 0.0
+    else:
+        st[s, GN] = 0.0  # a gap (or the first bin): the smoothed slope starts again
+        if m >= 0 and st[s, HOT] != 0.0:
+            m_hot[m] -= 1
+            st[s, HOT] = 0.0
+    st[s, SCORE] = score
+    st[s, PREV_T] = t_mean
+    st[s, PREV_V] = v_mean
+
+
+@njit(cache=True, nogil=True)
+def trend_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality: np.ndarray, st: np.ndarray,
+                cfg: np.ndarray, c_mask: int, en_bit: int, c_frozen: int, c_res: int, p: np.ndarray,
+                machine_of: np.ndarray, m_hot: np.ndarray, m_need: np.ndarray, m_held: np.ndarray,
+                score_out: np.ndarray, kind_out: np.ndarray, kind_code: int) -> None:
+    """Bin, judge and learn a chunk in order; where the held trend score beats ``score_out[k]`` it replaces it
+    with kind ``kind_code``.
+
+    Per signal, from the stack's config ``cfg``: judged when ``int(cfg[s, c_mask]) & en_bit`` and
+    ``cfg[s, c_frozen]`` is 0 (a machine switched off: its samples are skipped, and the gap restarts the slope);
+    ``cfg[s, c_res]`` is its resolution step (0 none). ``machine_of[s]``: its machine (-1 none); while the
+    machine's trends are held (``m_held``, see ``close_bin``) its score is not reported.
+    """
+    bin_ns = p[P_BIN_S] * 1e9
+    for k in range(signal.shape[0]):
+        s = signal[k]
+        x = value[k]
+        q = quality[k]
+        if (int(cfg[s, c_mask]) & en_bit) == 0 or cfg[s, c_frozen] != 0.0 or q == 2 or not np.isfinite(x):
+            continue
+        if q == 0:
+            t = float(ts_ns[k])
+            t0 = st[s, T0]
+            if np.isfinite(t0) and t - t0 >= bin_ns:
+                close_bin(st, s, cfg[s, c_res], p, machine_of[s], m_hot, m_need, m_held)
+                t0 = math.nan
+            if not np.isfinite(t0):
+                st[s, T0] = t
+                st[s, TSUM] = 0.0
+                st[s, VSUM] = 0.0
+                st[s, NBIN] = 0.0
+                t0 = t
+            st[s, TSUM] += (t - t0) * 1e-9
+            st[s, VSUM] += x
+            st[s, NBIN] += 1.0
+        sc = st[s, SCORE]
+        m = machine_of[s]
+        if m >= 0 and ts_ns[k] <= m_held[m]:
+            sc = 0.0
+        if sc > score_out[k]:
+            score_out[k] = sc
+            kind_out[k] = kind_code

@@ -1,0 +1,170 @@
+"""Slow trend stage (``edge.kernels.trend``): reference equivalence, what it finds, what it leaves alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.detectors.settings import AnalyticsSettings
+from edge.detectors.stack import DetectorStack
+from edge.kernels import signal_stack, trend
+from edge.kernels.kinds import EN_CHANGE, Kind
+from tests import naive
+
+T0_NS = 1_800_000_000_000_000_000
+PARAMS = dict(bin_s=5.0, beta=0.25, alpha=0.02, huber_k=3.0, warmup=20, threshold=4.0, guard=0.1, guard_at=0.3,
+              max_gap=3.0, rel_res=1e-6, peak_mult=1.5, peak_decay=0.01, machine_fraction=0.1, machine_min=2.0,
+              machine_hold_s=120.0, run=3, tail_max=6.0)
+
+
+def _run(ts, signal, value, quality, cfg, p, score, kind, machine_of=None):
+    n_sig = cfg.shape[0]
+    st = trend.init_state(n_sig)
+    mo = np.full(n_sig, -1, np.int64) if machine_of is None else machine_of
+    en = (cfg[:, signal_stack.C_MASK].astype(int) & EN_CHANGE) != 0
+    n_m = max(int(mo.max()) + 1, 1)
+    members = np.bincount(mo[(mo >= 0) & en], minlength=n_m)
+    need = np.maximum(PARAMS["machine_min"], PARAMS["machine_fraction"] * members).astype(np.float64)
+    m_hot, m_held = np.zeros(n_m, np.int64), np.full(n_m, -1, np.int64)
+    score, kind = score.copy(), kind.copy()
+    trend.trend_chunk(ts, signal, value, quality, st, cfg, signal_stack.C_MASK, EN_CHANGE, signal_stack.C_FROZEN,
+                      signal_stack.C_RES, p, mo, m_hot, need, m_held, score, kind, int(Kind.CHANGE))
+    return score, kind, st
+
+
+@pytest.mark.parametrize("machines", [False, True])
+def test_matches_reference_with_nan_inf_constant_gaps_and_quality(machines: bool) -> None:
+    rng = np.random.default_rng(11)
+    n_sig, n_t = 5, 3000
+    t = np.arange(n_t, dtype=np.float64)
+    x = np.empty((n_t, n_sig))
+    x[:, 0] = 20 + np.sin(2 * np.pi * t / 300) + 0.05 * rng.normal(size=n_t)
+    x[:, 0] += np.clip((t - 2000) / 500, 0, 1) * 6  # a drift
+    x[:, 1] = 3.0  # constant
+    x[:, 2] = rng.normal(size=n_t) * 100  # noise only
+    x[:, 3] = np.where((t // 45) % 2 == 0, 10.0, 0.0) + 0.1 * rng.normal(size=n_t)  # a duty cycle
+    x[:, 4] = 1e6 + np.cumsum(rng.normal(size=n_t))  # a random walk far from 0
+    ts = (T0_NS + t[:, None] * 1e9 + np.zeros((1, n_sig))).astype(np.int64).ravel()
+    value = x.ravel().copy()
+    signal = np.tile(np.arange(n_sig, dtype=np.uint32), n_t)
+    quality = np.zeros(value.size, dtype=np.uint8)
+    value[rng.random(value.size) < 0.02] = np.nan
+    value[rng.random(value.size) < 0.005] = np.inf
+    value[rng.random(value.size) < 0.005] = -np.inf
+    quality[rng.random(value.size) < 0.03] = 1
+    quality[rng.random(value.size) < 0.03] = 2
+    quality[(signal == 0) & (ts > T0_NS + 1200e9) & (ts < T0_NS + 1300e9)] = 2  # a 100-s gap: the slope restarts
+    cfg = np.zeros((n_sig, signal_stack.C_WIDTH))
+    cfg[:, signal_stack.C_MASK] = 63
+    cfg[4, signal_stack.C_MASK] = 63 & ~EN_CHANGE  # stage off for this signal
+    cfg[2, signal_stack.C_RES] = 0.5
+    score0 = rng.random(value.size) * 0.4
+    kind0 = np.ones(value.size, dtype=np.uint8)
+    p = trend.make_params(**PARAMS)
+    # signals 0, 2 and 3 on one machine (0 and 3 trend at times: the machine is held then), 1 on another
+    machine_of = np.array([0, 1, 0, 0, 0], np.int64) if machines else None
+    got_s, got_k, _ = _run(ts, signal, value, quality, cfg, p, score0, kind0, machine_of)
+    enabled = (cfg[:, signal_stack.C_MASK].astype(int) & EN_CHANGE) != 0
+    ref_s, ref_k = naive.trend_chunk(ts, signal, value, quality, score0, kind0, enabled, cfg[:, signal_stack.C_RES],
+                                     int(Kind.CHANGE), machine_of, **PARAMS)
+    np.testing.assert_allclose(got_s, ref_s, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(got_k, ref_k)
+    assert got_s[signal == 4].tolist() == score0[signal == 4].tolist()  # disabled: untouched
+    assert (got_k == int(Kind.CHANGE)).any()  # the drift on signal 0 was judged
+    assert np.all((got_s >= 0) & (got_s < 1))
+
+
+def test_frozen_signal_is_skipped_and_restarts_after() -> None:
+    n = 400
+    ts = (T0_NS + np.arange(n) * 1e9).astype(np.int64)
+    value = np.linspace(0, 40, n)
+    cfg = np.zeros((1, signal_stack.C_WIDTH))
+    cfg[0, signal_stack.C_MASK] = 63
+    cfg[0, signal_stack.C_FROZEN] = 1.0
+    p = trend.make_params(**PARAMS)
+    _, _, st = _run(ts, np.zeros(n, np.uint32), value, np.zeros(n, np.uint8), cfg, p, np.zeros(n),
+                    np.zeros(n, np.uint8))
+    assert np.isnan(st[0, trend.T0]) and st[0, trend.STATS + 2] == 0.0  # nothing binned, nothing learned
+
+
+def _wave_with_drift(n_s: int, drift_at_s: int, drift_s: float, drift: float, seed: int = 0) -> np.ndarray:
+    """A zone temperature: an hourly swing of 1.2 K, noise 0.05 K, then a drift of ``drift`` K over ``drift_s``."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n_s, dtype=np.float64)
+    x = 22 + 1.2 * np.sin(2 * np.pi * t / 3600) + 0.05 * rng.normal(size=n_s)
+    return x + drift * np.clip((t - drift_at_s) / drift_s, 0, 1) * (t >= drift_at_s)
+
+
+def _stack_scores(x: np.ndarray, settings: AnalyticsSettings) -> tuple[np.ndarray, np.ndarray]:
+    st = DetectorStack(1, np.full(1, -1), settings, low=np.array([5.0]), high=np.array([40.0]), capacity=600)
+    score, kind = np.empty(x.size), np.empty(x.size, np.uint8)
+    for a in range(0, x.size, 600):  # frames of 10 minutes, as a gateway would hand them over at 1 Hz
+        b = min(a + 600, x.size)
+        ts = (T0_NS + np.arange(a, b) * 1e9).astype(np.int64)
+        r = st.process(np.zeros(b - a, np.uint32), x[a:b], np.zeros(b - a, np.uint8), ts)
+        score[a:b], kind[a:b] = r.score, r.kind
+    return score, kind
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_finds_a_drift_on_a_wavy_signal_before_its_ramp_ends(enabled: bool) -> None:
+    """What the stage is for: 4 K in 6 minutes on a signal swinging 1.2 K an hour (the simulated hvac zones'
+    drifts, which the level and CUSUM found only when they dropped back). Off, the stack does not find it in time."""
+    start, dur = 4 * 3600, 360
+    x = _wave_with_drift(start + 600, start, dur, -4.0)
+    s = AnalyticsSettings(trend={"enabled": enabled})
+    score, kind = _stack_scores(x, s)
+    clean = score[3600:start]  # after the trend's hour of warm-up: the hourly swing is its normal
+    assert clean.max() < 0.3
+    during = score[start:start + dur]
+    hit = np.flatnonzero(during >= 0.5)
+    if enabled:
+        assert hit.size and hit[0] < dur * 0.6 and kind[start + hit[0]] == Kind.CHANGE
+    else:
+        assert not hit.size
+
+
+def test_a_machine_wide_trend_is_held_and_one_signal_is_not() -> None:
+    """A load ramp moves several of a machine's signals at once (held: an operating change); a drift moves one."""
+    n_t, n_sig = 3000, 4
+    t = np.arange(n_t, dtype=np.float64)
+    rng = np.random.default_rng(5)
+    x = 10 + np.sin(2 * np.pi * t[:, None] / 200) * 0.2 + 0.01 * rng.normal(size=(n_t, n_sig))
+    ramp = np.clip((t - 2000) / 400, 0, 1) * 8
+    x[:, 0] += ramp  # machine 0: one signal drifts
+    x[:, 2] += ramp  # machine 1: both signals ramp together
+    x[:, 3] += ramp
+    ts = (T0_NS + t[:, None] * 1e9 + np.zeros((1, n_sig))).astype(np.int64).ravel()
+    signal = np.tile(np.arange(n_sig, dtype=np.uint32), n_t)
+    cfg = np.zeros((n_sig, signal_stack.C_WIDTH))
+    cfg[:, signal_stack.C_MASK] = 63
+    machine_of = np.array([0, 0, 1, 1], np.int64)
+    n = ts.size
+    score, _, _ = _run(ts, signal, x.ravel(), np.zeros(n, np.uint8), cfg, trend.make_params(**PARAMS),
+                       np.zeros(n), np.zeros(n, np.uint8), machine_of)
+    during = (ts >= T0_NS + 2000e9) & (ts < T0_NS + 2400e9)
+    assert score[during & (signal == 0)].max() >= 0.5
+    assert score[during & (signal >= 2)].max() < 0.5  # no alarm opens (on_threshold 0.5)
+
+
+def test_checkpoint_keeps_the_trends_and_an_older_one_restores_them_cold(tmp_path) -> None:
+    """The trend state is part of the detector checkpoint; a checkpoint from before the stage restores everything
+    else warm and the trends learn again (their warm-up), instead of refusing the whole file."""
+    x = _wave_with_drift(1800, 10**9, 1.0, 0.0)
+    on = AnalyticsSettings(trend={"enabled": True})
+    st = DetectorStack(1, np.full(1, -1), on, capacity=1800)
+    ts = (T0_NS + np.arange(x.size) * 1e9).astype(np.int64)
+    st.process(np.zeros(x.size, np.uint32), x, np.zeros(x.size, np.uint8), ts)
+    path = tmp_path / "stack.npz"
+    st.save(path)
+    warm = DetectorStack(1, np.full(1, -1), on, capacity=16)
+    warm.restore(path)
+    np.testing.assert_array_equal(warm.trend_state, st.trend_state)
+    assert st.trend_state[0, trend.STATS + 2] > 100  # bins learned
+    with np.load(path, allow_pickle=False) as z:
+        old = {k: z[k] for k in z.files if k != "trend_state"}
+    np.savez(path, **old)
+    cold = DetectorStack(1, np.full(1, -1), on, capacity=16)
+    cold.restore(path)
+    np.testing.assert_array_equal(cold.state, st.state)
+    np.testing.assert_array_equal(cold.trend_state, trend.init_state(1))
