@@ -27,6 +27,17 @@ class SuppressionMode(enum.StrEnum):
     OFF = "off"
 
 
+class ReactivationMode(enum.StrEnum):
+    """When a machine alarms again within ``reactivate_window_s`` of its incident's clear, which alarms re-activate
+    that incident instead of opening a new one. ``same_signal``: an alarm on a signal (or the machine, health or
+    device alarm) that contributed to it; ``same_machine``: any alarm of the machine; ``off``: never (every alarm
+    after the clear opens a new incident)."""
+
+    SAME_SIGNAL = "same_signal"
+    SAME_MACHINE = "same_machine"
+    OFF = "off"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -39,6 +50,14 @@ class AlarmSettings(_Strict):
         "re-opens within it continues the incident instead of closing and re-opening it); 60 s chosen on the "
         "simulated dev plant, seed 1 (bench/alarm_eval.py: incidents per fault 1.34 at 10 s, 1.23 at 60 s, "
         "1.20 at 120 s, time to annunciation unchanged)")
+    reactivation: ReactivationMode = ReactivationMode.SAME_SIGNAL
+    reactivate_window_s: float = Field(
+        default=3600.0, ge=0, le=86_400,
+        description="a cleared incident re-activates (same id, next seq, an ``update`` with active true, "
+        "unacknowledged again) when its machine alarms again within this long of the clear (``reactivation`` says "
+        "which alarms): a step's return to normal, or a calibration offset's removal, is the same episode as its "
+        "onset, not a new alarm (ISA-18.2: one alarm per abnormal situation). Chosen on seed 1 (bench/RESULTS.md, "
+        "branch incidents)")
     restart_grace_s: float = Field(
         default=60.0, ge=0, le=3600,
         description="after a restart whose detectors lost an incident's alarms (a kill before their checkpoint), "
