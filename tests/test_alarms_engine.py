@@ -425,6 +425,18 @@ def test_state_takes_each_machines_last_good_sample_of_the_frame(
     assert e.state[m1] == 1 and e.state[m2] == 0  # C1: 0 (its NaN sample is not usable); press01: 1 last
     e.on_state(np.array([r1], dtype=np.uint32), np.array([1.0]), np.array([2], dtype=np.uint8), 2 * S)
     assert e.state[m1] == 1  # a bad sample says nothing about the state
+    # frames that repeat the last good values change nothing (skipped); a change anywhere in a frame is seen,
+    # also when it returns to the stored value by the frame's end, and the frame's last good sample still decides
+    st = e.state.copy()
+    assert e.on_state(signal[[0, 2]], np.array([0.0, 1.0]), quality[:2], 3 * S) == [] and (e.state == st).all()
+    e.on_state(np.array([r1, r1, r2], dtype=np.uint32), np.array([1.0, 0.0, 1.0]), quality[:3], 4 * S)
+    assert e.state[m1] == 1 and e.state[m2] == 0
+    e.on_state(np.array([r1, r1], dtype=np.uint32), np.array([1.0, 1.0]), quality[:2], 5 * S)
+    assert e.state[m1] == 0
+    e.on_state(np.array([r1, r1], dtype=np.uint32), np.array([0.0, 1.0]), quality[:2], 6 * S)
+    assert e.state[m1] == 0  # went off and on within the frame: on at its end
+    e.on_state(np.array([r1, r1], dtype=np.uint32), np.array([1.0, 0.0]), np.array([0, 2], dtype=np.uint8), 7 * S)
+    assert e.state[m1] == 0  # the 0 is bad: the good 1 repeats the stored value
 
 
 def test_console_board_lists_and_acts_through_the_alarm_layer(

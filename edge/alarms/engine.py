@@ -117,6 +117,7 @@ class IncidentEngine:
         self._device_machines = [np.unique(table.machine[table.device == d]).tolist()
                                  for d in range(len(table.devices))]
         self._is_state = facts.state_machine >= 0
+        self._state_value = np.full(len(table), np.nan)  # last good value per state signal (on_state skips repeats)
         self._never = {Kind[k.upper()].name.lower() for k in self.s.never_suppressed}
         self._flood_keeps = parse_priority(self.s.flood_keeps)
         self.current: dict[int, Incident] = {}  # machine -> its active (or clearing) incident
@@ -143,15 +144,22 @@ class IncidentEngine:
         """Machine states from one frame's state-signal samples (vectorised; Python only for machines that changed)."""
         if self.s.suppression is SuppressionMode.OFF:
             return []
-        sel = np.flatnonzero(self._is_state[signal])  # one bool gather over the frame: the only per-sample work
+        # one gather over the frame, the only per-sample work (np.take: ~40 % cheaper than indexing, bench/RESULTS.md)
+        sel = np.flatnonzero(np.take(self._is_state, signal))
         if sel.size == 0:
             return []
         sm = self.facts.state_machine[signal[sel]]
         v = value[sel]
         ok = (quality[sel] != 2) & np.isfinite(v)
+        s = signal[sel]
+        if ((v == self._state_value[s]) | ~ok).all():
+            return []  # every good sample repeats its signal's last good value: no state changes (the usual frame)
         sel, v = sel[ok], v[ok]
         if sel.size == 0:
             return []
+        s = s[ok]
+        u, first_from_end = np.unique(s[::-1], return_index=True)
+        self._state_value[u] = v[::-1][first_from_end]
         rows = self.facts.off_row[signal[sel]]
         off = np.any(v[:, None] == self.facts.off_values[rows], axis=1)
         ms = sm[ok]
