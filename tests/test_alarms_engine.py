@@ -686,6 +686,11 @@ def test_a_steps_return_reactivates_its_incident(dev: tuple[PlantConfig, SignalT
     _episode(e2, a, 100, d2)
     _episode(e2, b, 200, d2)
     assert [d["transition"] for d in d2] == ["open", "clear", "update", "clear"] and len({d["id"] for d in d2}) == 1
+    # a recurring alarm re-activates an incident for at most twice the window from its start, then opens a new one
+    d3: list[dict[str, Any]] = []
+    for t_s in (2000, 2500, 3000, 3500):
+        _episode(e2, a, t_s, d3)
+    assert [d["transition"] for d in d3 if d["active"]] == ["open", "update", "update", "open"]
 
 
 def test_reactivation_survives_a_restart_and_respects_state_and_floods(

@@ -34,7 +34,9 @@ document with ``active: true`` and ``acked: false`` (a new activation is acknowl
 return to normal, or a calibration offset's removal, minutes after its onset, is then the same episode to the
 operator and to the cloud's KPIs (an incident is annunciated once: ``cloud/alarms/kpi.py``). It counts as an
 activation for chattering; it is not a new incident in its area's flood window, but is summarised like one while
-the area is in flood. Why, with figures: bench/RESULTS.md, branch incidents.
+the area is in flood. An incident that began more than twice the window ago no longer re-activates: a bad actor
+alarming again and again stays visible as such (the cloud's "top 10 most frequent"), and no incident stands for
+days on a recurring alarm. Why, with figures: bench/RESULTS.md, branch incidents.
 
 Chattering: a machine whose incidents activate ``chatter_count`` times within ``chatter_window_s`` is marked
 chattering and shelved for ``chatter_shelve_s`` (its first document says ``chatter``).
@@ -462,7 +464,8 @@ class IncidentEngine:
         if r is None or self.s.reactivation is ReactivationMode.OFF:
             return None
         t_clear, inc = r
-        if now_ns - t_clear > int(self.s.reactivate_window_s * NS):
+        window_ns = int(self.s.reactivate_window_s * NS)
+        if now_ns - t_clear > window_ns or now_ns - inc.start_ns > 2 * window_ns:
             return None
         if self.s.reactivation is ReactivationMode.SAME_MACHINE or key in inc.contributors:
             return inc
