@@ -32,9 +32,10 @@ its incident's clear, on a signal that contributed to it (``reactivation: same_s
 ``same_machine``), re-activates that incident instead of opening a new one: same id, next ``seq``, an ``update``
 document with ``active: true`` and ``acked: false`` (a new activation is acknowledged again, ISA-18.2). A step's
 return to normal, or a calibration offset's removal, minutes after its onset, is then the same episode to the
-operator and to the cloud's KPIs (an incident is annunciated once: ``cloud/alarms/kpi.py``). It counts as an
-activation for chattering; it is not a new incident in its area's flood window, but is summarised like one while
-the area is in flood. An incident that began more than twice the window ago no longer re-activates: a bad actor
+operator and to the cloud's KPIs (an incident is annunciated once: ``cloud/alarms/kpi.py``). It is still an
+activation the operator must acknowledge: it counts for chattering and in its area's flood window (flood control
+protects the operator's load, whatever the KPIs call it), and is summarised like a new incident while the area is
+in flood. An incident that began more than twice the window ago no longer re-activates: a bad actor
 alarming again and again stays visible as such (the cloud's "top 10 most frequent"), and no incident stands for
 days on a recurring alarm. Why, with figures: bench/RESULTS.md, branch incidents.
 
@@ -494,19 +495,17 @@ class IncidentEngine:
         tr = Transition.CHATTER if self._activation(m, inc, now_ns) else Transition.UPDATE
         inc.suppressed_by = self._state_reason(m, inc)
         if inc.suppressed_by is None and inc.shelved_until_ns is None and not inc.out_of_service:
-            self._flood_count(m, inc, now_ns, docs, new=False)
+            self._flood_count(m, inc, now_ns, docs)
         if inc.annunciated and not inc.announced:
             inc.announced = True
             self.stats.incidents_annunciated += 1
         docs.append(self._doc(inc, tr, now_ns))
 
-    def _flood_count(self, m: int, inc: Incident, now_ns: int, docs: list[dict[str, Any]], *, new: bool = True
-                     ) -> None:
-        """Count a new annunciable incident in its area (``new``; a re-activation is not counted); during a flood,
-        summarise it unless its priority is kept."""
+    def _flood_count(self, m: int, inc: Incident, now_ns: int, docs: list[dict[str, Any]]) -> None:
+        """Count an annunciable activation in its area (a new incident or a re-activation: both load the operator);
+        during a flood, summarise it unless its priority is kept."""
         fl = self.floods[inc.area]
-        if new:
-            fl.window.append(now_ns)
+        fl.window.append(now_ns)
         self._prune(fl, now_ns)
         if fl.incident is None and len(fl.window) > self.s.flood_count:
             flood = Incident(self._new_id(f"flood:{inc.area}", now_ns), None, inc.area, Priority.HIGH, now_ns,
