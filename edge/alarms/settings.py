@@ -89,7 +89,8 @@ class AlarmSettings(_Strict):
         description="incidents of this priority or higher are annunciated during a flood (only lower ones are "
         "summarised); high chosen on seed 1 (demo plant, a quarter of its machines, 0.01 faults per signal-hour): "
         "faults on running machines annunciated 96.2 % with critical, 96.6 % with high (its 3 flood misses shown), "
-        "the fault-free day's worst area unchanged (bench/RESULTS.md, branch incidents)")
+        "the fault-free day's worst-area average unchanged but a burst's 10-minute peak higher (compressors 11 -> "
+        "14: a flood's high-priority members are shown); no difference at 0.001 (bench/RESULTS.md, branch incidents)")
     max_signals: int = Field(default=10, ge=1, le=100, description="contributing signals listed per incident")
     max_retained: int = Field(default=1000, ge=10,
                               description="cleared unacknowledged incidents kept; the oldest are retired beyond it")
