@@ -289,8 +289,20 @@ def thin_faults(truth: Any, ev: np.ndarray, ev_tick: np.ndarray, table: Any, kee
     return truth.select(~drop), ev[~gone], ev_tick[~gone]
 
 
+def reactivations(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Documents at which a cleared incident became active again (``AlarmSettings.reactivation``): not new
+    incidents (the cloud's KPIs count an incident once), counted beside them."""
+    active: dict[str, bool] = {}
+    out = []
+    for d in docs:
+        if d["machine"] is not None and d["active"] and d["id"] in active and not active[d["id"]]:
+            out.append(d)
+        active[d["id"]] = d["active"]
+    return out
+
+
 def annunciations(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Documents at which an incident became visible to an operator."""
+    """Documents at which an incident became visible to an operator (a re-activated incident again)."""
     shown: dict[str, bool] = {}
     out = []
     for d in docs:
@@ -307,6 +319,15 @@ def annunciations(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def report(r: Run, grace_s: float) -> None:
     ann = annunciations(r.docs)
+    # EEMUA's rate counts alarms annunciated, once per incident (cloud/alarms/kpi.py, the edge's
+    # incidents_annunciated_total); a re-activation shows the operator an incident he already has.
+    seen: set[str] = set()
+    ann_new: list[dict[str, Any]] = []
+    for d in ann:
+        if d["id"] not in seen:
+            seen.add(d["id"])
+            ann_new.append(d)
+    react = reactivations(r.docs)
     clean_lo, clean_hi = r.t_score_ns, r.t_fault_ns
     bins = max(1, (clean_hi - clean_lo) // (BIN_S * NS))
     print(f"  signals {r.n_signals:,}, machines {len(r.machine_ids)}, areas {len(r.areas)}; alarm layer "
@@ -318,12 +339,13 @@ def report(r: Run, grace_s: float) -> None:
     if clean_hi > clean_lo:  # --clean-days 0: no fault-free day
         print(f"  fault-free scored day(s): {bins} ten-minute windows")
         print(f"  {'area':14} {'machines':>8} {'annunciated':>11} {'avg/10 min':>10} {'peak/10 min':>11} "
-              f"{'suppressed':>10} {'flood %':>8}")
+              f"{'suppressed':>10} {'flood %':>8} {'re-activated':>12}")
         chatter = sum(1 for d in r.docs if d["transition"] == "chatter" and clean_lo <= d["ts_ns"] < clean_hi)
         worst_avg = worst_flood = 0.0
         for area in r.areas:
-            a_ts = np.array([d["ts_ns"] for d in ann if d["area"] == area and clean_lo <= d["ts_ns"] < clean_hi],
+            a_ts = np.array([d["ts_ns"] for d in ann_new if d["area"] == area and clean_lo <= d["ts_ns"] < clean_hi],
                             dtype=np.int64)
+            n_react = sum(1 for d in react if d["area"] == area and clean_lo <= d["ts_ns"] < clean_hi)
             per_bin = np.bincount(((a_ts - clean_lo) // (BIN_S * NS)).astype(np.int64), minlength=bins)[:bins]
             supp = sum(1 for d in r.docs if d["area"] == area and d["transition"] == "suppress" and d["seq"] == 1
                        and clean_lo <= d["ts_ns"] < clean_hi)
@@ -344,7 +366,7 @@ def report(r: Run, grace_s: float) -> None:
             avg = per_bin.mean()
             worst_avg, worst_flood = max(worst_avg, avg), max(worst_flood, flood_pct)
             print(f"  {area:14} {n_mach:8d} {a_ts.size:11d} {avg:10.3f} {per_bin.max():11d} {supp:10d} "
-                  f"{flood_pct:8.2f}")
+                  f"{flood_pct:8.2f} {n_react:12d}")
         print(f"  worst area: {worst_avg:.3f} annunciated per 10 min (goal <= 1), flood {worst_flood:.2f} % of the "
               f"time (goal < 1 %), chattering {chatter} (goal 0)")
     # -- fault days ----------------------------------------------------------------------------------
@@ -368,12 +390,13 @@ def report(r: Run, grace_s: float) -> None:
         mid = r.machine_ids[int(r.machine_of[int(t.signal[i])])]
         lo = EPOCH_NS + int(t.start_s[i] * NS)
         hi = EPOCH_NS + int((t.end_s[i] + grace_s) * NS)
-        hits = [d for d in by_machine.get(mid, []) + upd.get(mid, []) if lo <= d["ts_ns"] <= hi]
+        shown = [d for d in by_machine.get(mid, []) if lo <= d["ts_ns"] <= hi]  # became visible (or again)
+        hits = shown + [d for d in upd.get(mid, []) if lo <= d["ts_ns"] <= hi]
         if hits:
             found[i] = True
             first = min(hits, key=lambda d: d["ts_ns"])
             delay[i] = (first["ts_ns"] - lo) / NS
-            matched_ids.update(d["id"] for d in hits if d["transition"] != "update")
+            matched_ids.update(d["id"] for d in shown)
     kinds = t.kind.astype(np.int64)
     abrupt = np.isin(kinds, [KIND_ORDER.index(k) for k in ABRUPT])
     state = np.array(r.state_at_fault)
@@ -388,7 +411,8 @@ def report(r: Run, grace_s: float) -> None:
     print(f"    not annunciated on running machines ({int(run.sum())}), why: " + ", ".join(
         f"{w} {n}" for w, n in sorted(Counter(why[i] for i in np.flatnonzero(run)).items(), key=lambda x: -x[1])))
     floods = ", ".join(f"{a} {100 * p:.1f} %" for a, p in flood_share(r, r.t_fault_ns, r.t_end_ns).items() if p > 0)
-    per10 = {a: 600 * NS * sum(1 for d in ann_fault if d["area"] == a) / (r.t_end_ns - r.t_fault_ns) for a in r.areas}
+    per10 = {a: 600 * NS * len({d["id"] for d in ann_fault if d["area"] == a}) / (r.t_end_ns - r.t_fault_ns)
+             for a in r.areas}
     worst = max(per10, key=lambda a: per10[a])
     print(f"    annunciated per 10 min on the fault day(s), false ones included: worst area {worst} "
           f"{per10[worst]:.2f}; " + ", ".join(f"{a} {v:.2f}" for a, v in per10.items() if a != worst))
@@ -397,7 +421,8 @@ def report(r: Run, grace_s: float) -> None:
           f"{floods or 'none'}")
     print(f"    incidents per fault: {len(matched_ids) / max(int(found.sum()), 1):.2f} matched incidents per "
           f"annunciated fault; all annunciated incidents of the fault days per injected fault "
-          f"{incidents_fault_days / n_ev:.2f} ({incidents_fault_days} incidents)")
+          f"{incidents_fault_days / n_ev:.2f} ({incidents_fault_days} incidents); re-activations on the fault day(s) "
+          f"{sum(1 for d in react if d['ts_ns'] >= r.t_fault_ns)} (not new incidents)")
     d_ab = delay[found & abrupt]
     print(f"    time to annunciation, abrupt kinds: median {np.median(d_ab) if d_ab.size else float('nan'):.1f} s "
           f"over {d_ab.size} of {int(abrupt.sum())}; all kinds median {np.nanmedian(delay):.1f} s")
@@ -536,6 +561,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--suppression", choices=["state", "off"], default=None)
     ap.add_argument("--flood-keeps", choices=["critical", "high", "low"], default=None,
                     help="override AlarmSettings.flood_keeps (low: nothing summarised, floods only counted)")
+    ap.add_argument("--reactivation", choices=["same_signal", "same_machine", "off"], default=None,
+                    help="override AlarmSettings.reactivation (off: every alarm after a clear opens a new incident)")
+    ap.add_argument("--reactivate-window-s", type=float, default=None,
+                    help="override AlarmSettings.reactivate_window_s")
     ap.add_argument("--recordings", type=Path, default=ROOT / "state" / "alarm_eval",
                     help="simulated events are recorded here once; later runs replay them (any AlarmSettings)")
     ap.add_argument("--ignore", nargs="*", default=[], metavar="SIGNAL:KIND",
@@ -562,6 +591,10 @@ def main(argv: list[str] | None = None) -> int:
         over["suppression"] = args.suppression
     if args.flood_keeps is not None:
         over["flood_keeps"] = args.flood_keeps
+    if args.reactivation is not None:
+        over["reactivation"] = args.reactivation
+    if args.reactivate_window_s is not None:
+        over["reactivate_window_s"] = args.reactivate_window_s
     settings = AlarmSettings(**over)
     t0 = time.monotonic()
     plant = args.plant.resolve()

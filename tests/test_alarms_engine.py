@@ -260,9 +260,12 @@ def test_flood_keeps_data_quality_names_members_and_lets_escalations_out(
     assert seqs_ok(docs + dq + upd + out) and seqs_ok(d2 + up)
 
 
-def test_chattering_is_marked_and_shelved(dev: tuple[PlantConfig, SignalTable, MachineFacts]) -> None:
+@pytest.mark.parametrize("reactivation, again", [("off", "open"), ("same_signal", "update")])
+def test_chattering_is_marked_and_shelved(dev: tuple[PlantConfig, SignalTable, MachineFacts], reactivation: str,
+                                          again: str) -> None:
+    """Chattering counts activations, new incidents (reactivation off) or re-activations of one (the default)."""
     _, table, facts = dev
-    e = IncidentEngine(table, facts, AlarmSettings(clear_delay_s=2, chatter_shelve_s=600))
+    e = IncidentEngine(table, facts, AlarmSettings(clear_delay_s=2, chatter_shelve_s=600, reactivation=reactivation))
     a = sig(table, f"{C1}.oil_temp")
     docs: list[dict[str, Any]] = []
     for k in range(3):
@@ -271,12 +274,13 @@ def test_chattering_is_marked_and_shelved(dev: tuple[PlantConfig, SignalTable, M
         docs += e.on_events(ev(a, Phase.CLOSE, start_s=t, end_s=t + 1), (t + 1) * S)
         docs += e.tick((t + 4) * S)
     tr = [d["transition"] for d in docs]
-    assert tr == ["open", "clear", "open", "clear", "chatter", "clear"]
+    assert tr == ["open", "clear", again, "clear", "chatter", "clear"]
+    assert len({d["id"] for d in docs}) == (3 if reactivation == "off" else 1) and seqs_ok(docs)
     ch = docs[4]
     assert ch["chattering"] is True and ch["shelved_until_ns"] == 630 * S
     # while shelved, a new activation is tracked but not shown
     d = e.on_events(ev(a, Phase.OPEN, start_s=100), 100 * S)
-    assert d[0]["transition"] == "open" and d[0]["shelved_until_ns"] == 630 * S and d[0]["chattering"] is True
+    assert d[0]["transition"] == again and d[0]["shelved_until_ns"] == 630 * S and d[0]["chattering"] is True
     assert e.tick(629 * S) == []
     back = e.tick(630 * S)  # the shelving expires: the still-active incident is shown, no longer chattering
     assert [x["transition"] for x in back] == ["unshelve"] and back[0]["chattering"] is False
@@ -421,6 +425,18 @@ def test_state_takes_each_machines_last_good_sample_of_the_frame(
     assert e.state[m1] == 1 and e.state[m2] == 0  # C1: 0 (its NaN sample is not usable); press01: 1 last
     e.on_state(np.array([r1], dtype=np.uint32), np.array([1.0]), np.array([2], dtype=np.uint8), 2 * S)
     assert e.state[m1] == 1  # a bad sample says nothing about the state
+    # frames that repeat the last good values change nothing (skipped); a change anywhere in a frame is seen,
+    # also when it returns to the stored value by the frame's end, and the frame's last good sample still decides
+    st = e.state.copy()
+    assert e.on_state(signal[[0, 2]], np.array([0.0, 1.0]), quality[:2], 3 * S) == [] and (e.state == st).all()
+    e.on_state(np.array([r1, r1, r2], dtype=np.uint32), np.array([1.0, 0.0, 1.0]), quality[:3], 4 * S)
+    assert e.state[m1] == 1 and e.state[m2] == 0
+    e.on_state(np.array([r1, r1], dtype=np.uint32), np.array([1.0, 1.0]), quality[:2], 5 * S)
+    assert e.state[m1] == 0
+    e.on_state(np.array([r1, r1], dtype=np.uint32), np.array([0.0, 1.0]), quality[:2], 6 * S)
+    assert e.state[m1] == 0  # went off and on within the frame: on at its end
+    e.on_state(np.array([r1, r1], dtype=np.uint32), np.array([1.0, 0.0]), np.array([0, 2], dtype=np.uint8), 7 * S)
+    assert e.state[m1] == 0  # the 0 is bad: the good 1 repeats the stored value
 
 
 def test_console_board_lists_and_acts_through_the_alarm_layer(
@@ -621,3 +637,82 @@ def test_detector_state_with_agents_owners_appended(dev: tuple[PlantConfig, Sign
     s_free = int(np.flatnonzero(table.machine == free)[0])
     docs = e.on_events(ev(s_free, Phase.OPEN, start_s=2), 2 * S)
     assert docs[0]["transition"] == "suppress" and docs[0]["suppressed_by"] == "off"
+
+
+def _episode(e: IncidentEngine, a: int, t_s: int, docs: list[dict[str, Any]], kind: Kind = Kind.LEVEL) -> None:
+    """One alarm on signal ``a`` from t_s to t_s + 5, and the timers until its incident cleared (clear delay 2 s)."""
+    docs += e.on_events(ev(a, Phase.OPEN, kind, start_s=t_s), t_s * S)
+    docs += e.on_events(ev(a, Phase.CLOSE, kind, start_s=t_s, end_s=t_s + 5), (t_s + 5) * S)
+    docs += e.tick((t_s + 8) * S)
+
+
+def test_a_steps_return_reactivates_its_incident(dev: tuple[PlantConfig, SignalTable, MachineFacts]) -> None:
+    """The same signal alarming again within reactivate_window_s continues the cleared incident (one fault, one
+    incident): an update, active and unacknowledged again, same id, next seq; the cloud's KPIs count it once."""
+    from cloud.alarms import kpi
+
+    _, table, facts = dev
+    e = IncidentEngine(table, facts, AlarmSettings(clear_delay_s=2, reactivate_window_s=600))
+    a, b = sig(table, f"{C1}.oil_temp"), sig(table, f"{C1}.discharge_pressure")
+    docs: list[dict[str, Any]] = []
+    _episode(e, a, 100, docs)  # the step's onset
+    ack = e.apply(parse_command(cmd("ack", machine=C1)), 120 * S)  # the operator acknowledged it (retired)
+    assert ack[0] == "applied" and e.find(docs[0]["id"]) is None
+    docs += ack[2]
+    _episode(e, a, 400, docs, Kind.CHANGE)  # its return to normal, 292 s after the clear
+    assert [d["transition"] for d in docs] == ["open", "clear", "ack", "update", "clear"]
+    assert len({d["id"] for d in docs}) == 1 and seqs_ok(docs)
+    back = docs[3]
+    assert back["active"] is True and back["acked"] is False and back["end_ns"] is None
+    assert back["kinds"] == ["level", "change"] and back["start_ns"] == 100 * S
+    assert e.stats.incidents_opened == 1 and e.stats.incidents_reactivated == 1
+    assert e.stats.incidents_annunciated == 1
+    assert e.find(docs[0]["id"]) is not None  # shown again and not acknowledged: listed until acknowledged
+    # another signal of the machine is another problem: a new incident; so is the same signal after the window
+    other: list[dict[str, Any]] = []
+    _episode(e, b, 420, other)
+    assert other[0]["transition"] == "open" and other[0]["id"] != docs[0]["id"]
+    late: list[dict[str, Any]] = []
+    e.tick(1100 * S)
+    _episode(e, a, 1100, late)
+    assert late[0]["transition"] == "open" and late[0]["id"] != docs[0]["id"]
+    # EEMUA counts annunciated alarms: the re-activated incident once
+    t = kpi.Transitions.from_rows(kpi.docs_rows("gw", docs + other + late))
+    assert int(kpi.annunciated(t).sum()) == 3
+    # same_machine: any alarm of the machine within the window continues its incident
+    e2 = IncidentEngine(table, facts, AlarmSettings(clear_delay_s=2, reactivate_window_s=600,
+                                                    reactivation="same_machine"))
+    d2: list[dict[str, Any]] = []
+    _episode(e2, a, 100, d2)
+    _episode(e2, b, 200, d2)
+    assert [d["transition"] for d in d2] == ["open", "clear", "update", "clear"] and len({d["id"] for d in d2}) == 1
+    # a recurring alarm re-activates an incident for at most twice the window from its start, then opens a new one
+    d3: list[dict[str, Any]] = []
+    for t_s in (2000, 2500, 3000, 3500):
+        _episode(e2, a, t_s, d3)
+    assert [d["transition"] for d in d3 if d["active"]] == ["open", "update", "update", "open"]
+
+
+def test_reactivation_survives_a_restart_and_respects_state_and_floods(
+        dev: tuple[PlantConfig, SignalTable, MachineFacts]) -> None:
+    """The checkpoint keeps what may re-activate (seq continues past the restart gap); a re-activated incident is
+    suppressed by its machine's state like a new one, and counts in its area's flood window (operator load)."""
+    _, table, facts = dev
+    st = AlarmSettings(clear_delay_s=2, reactivate_window_s=600)
+    e1 = IncidentEngine(table, facts, st)
+    a = sig(table, f"{C1}.oil_temp")
+    docs: list[dict[str, Any]] = []
+    _episode(e1, a, 100, docs)
+    e2 = IncidentEngine(table, facts, st)
+    e2.restore(json.loads(json.dumps(e1.to_json())))
+    more: list[dict[str, Any]] = []
+    _episode(e2, a, 300, more)
+    assert more[0]["transition"] == "update" and more[0]["id"] == docs[0]["id"]
+    assert more[0]["seq"] > SEQ_RESTART_GAP and seqs_ok(docs + more)
+    window = len(e2.floods[facts.area[facts.machine_ids.index(C1)]].window)
+    assert window == 2  # both activations load the operator: flood control counts the re-activation too
+    # the machine is switched off: its alarm re-activates the incident, suppressed by state (not shown)
+    e2.on_state(*state(table, C1, 0.0), 350 * S)
+    off = e2.on_events(ev(a, Phase.OPEN, start_s=351), 351 * S)
+    assert [(d["transition"], d["active"], d["suppressed_by"]) for d in off] == [("update", True, "off")]
+    assert e2.stats.incidents_reactivated == 2 and e2.stats.incidents_annunciated == 0  # shown before the restart

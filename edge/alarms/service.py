@@ -248,6 +248,8 @@ class AlarmService:
             st.incidents_annunciated)
         m.counter("incidents_suppressed_total", "Incidents created suppressed (machine state, or a flood)").set(
             st.incidents_suppressed)
+        m.counter("incidents_reactivated_total", "Cleared incidents re-activated by their machine's next alarm within "
+                  "alarms.reactivate_window_s (not new incidents)").set(st.incidents_reactivated)
         m.counter("incident_transitions_total", "Incident documents written").set(st.transitions)
         m.counter("incident_floods_total", "Flood incidents opened").set(st.floods)
         m.counter("incident_chattering_total", "Machines marked chattering (auto-shelved)").set(st.chattering)
