@@ -45,6 +45,8 @@ CHECKPOINT_WORK = "incident checkpoint"
 TRANSITION_LOG_WORK = "incident transition log"
 TRANSITION_LOG = "incident_transitions.log"
 SAVE_INTERVAL_NS = 60 * 1_000_000_000  # without transitions, the checkpoint is refreshed this often
+# after a failed save (a full state disk) it is retried this often, so health clears soon after space returns
+SAVE_RETRY_INTERVAL_NS = 5 * 1_000_000_000
 #: How often active contributors are checked against the detectors' alarm state (a lost CLOSE clears this much
 #: later at most): one look-up per active contributor, ~1-2 ms with hundreds of incidents open (a storm).
 RESYNC_INTERVAL_NS = 10 * 1_000_000_000
@@ -154,6 +156,8 @@ class AlarmService:
         if self.state_dir is not None:
             state = self.engine.to_json()
             self._sidework.run(CHECKPOINT_WORK, lambda: store.save(self.state_dir, state, outbox))  # type: ignore[arg-type]
+            if CHECKPOINT_WORK in self._sidework.failing():
+                self._next_save_ns = time.time_ns() + SAVE_RETRY_INTERVAL_NS
 
     def _out(self, docs: list[dict[str, Any]]) -> None:
         if not docs:
