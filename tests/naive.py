@@ -781,13 +781,12 @@ def _rest_band(r, floor, p, t, grace_end):
 
 def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, hold_until, floor, rest, params,
                    score, kind, need=None, starting=None, run_level=None, hot_since=None):
-    """Reference of ``atrest.rest_chunk``. ``rest``: dict signal -> dict(loc, mad, learned, exc, last, period) (absent:
-    never rested), updated in place; ``score``/``kind`` updated in place; ``params``: dict of the settings by name.
-    ``need``: per machine, signals beyond the start band that make a start (None: no start test); ``starting``:
+    """Reference of ``atrest.rest_chunk``. ``rest``: dict signal -> dict(loc, mad, learned, exc, last, period, peak,
+    dev) (absent: never rested), updated in place; ``score``/``kind`` updated in place; ``params``: the settings
+    by name. ``need``: per machine, signals beyond the start band that make a start (None: no start test); ``starting``:
     dict machine -> ns it is starting until, updated in place; ``run_level``: the running baseline's level per signal
-    (None: 0); ``hot_since``: dict signal -> (ns since it is beyond the start band, its latest ns beyond), in
-    place. ``floor``: rows (absolute floor, fraction of the running level). Returns the number of samples scoring
-    >= 0.5."""
+    (None: 0); ``hot_since``: dict signal -> (ns since it is beyond the start band, its latest ns beyond), in place.
+    ``floor``: rows (absolute floor, fraction of the running level). Returns the number of samples scoring >= 0.5."""
     p = params
     n_high = 0
     starting = {} if starting is None else starting
@@ -807,7 +806,10 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
             if s in out.get(m, set()):
                 continue
             env = p["mult"] * r["mad"] + _rest_floor(r, floor[s], run_level[s], p)
-            if abs(x - r["loc"]) <= p["start_band"] * env:
+            g, f_run = run_level[s] - r["loc"], p.get("start_run_fraction", 0.0)
+            towards = f_run > 0 and r["dev"] * g > 0 and abs(g) >= p["start_load_bands"] * env and abs(
+                r["dev"]) >= max(f_run * abs(g), p["start_noise_band"] * env)  # a load on its way to running
+            if abs(x - r["loc"]) <= p["start_band"] * env and not towards:
                 continue
             t_k, persist_ns = int(ts_ns[k]), int(p.get("start_persist_s", 0.0) * 1e9)
             since, last = hot_since.get(s, (None, None))
@@ -830,16 +832,18 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
         if int(quality[k]) == 2 or not math.isfinite(x):
             continue
         r = rest.setdefault(s, {"loc": 0.0, "mad": 0.0, "learned": 0.0, "exc": 0.0, "last": None, "period": None,
-                                "peak": 0.0})
+                                "peak": 0.0, "dev": 0.0})
         t = float(int(ts_ns[k]))
         if r["period"] != float(int(m_since[m])):  # new off period: rest value starts here
-            r.update(period=float(int(m_since[m])), loc=x, exc=0.0, last=t)
+            r.update(period=float(int(m_since[m])), loc=x, exc=0.0, last=t, dev=0.0)
             continue
         dt = (t - r["last"]) * 1e-9
         if not dt > 0:
             continue
         dt = min(dt, p["max_dt_s"])
         r["last"] = t
+        a_dev = (dt / p.get("start_tau_s", 10.0)) / (1 + dt / p.get("start_tau_s", 10.0))
+        r["dev"] += a_dev * (x - r["loc"] - r["dev"])  # smoothed deviation: the next frame's start test reads it
         if int(ts_ns[k]) <= starting.get(m, -1):  # starting: neither judged nor learned, evidence dropped
             r["exc"] = 0.0
             continue

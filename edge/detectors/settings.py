@@ -297,6 +297,22 @@ class AtRestSettings(_Strict):
                                                                    "before it counts (noise outliers do not line up)")
     start_hold_s: float = Field(default=600.0, ge=0, description="at-rest alarms held this long after the last frame "
                                                                  "that looked like a start")
+    # A load also counts as leaving once it is on its way to its running level (why: a start moves every load by
+    # the same fraction of its running level, but their rest bands differ tenfold -- a clean `speed` left its band
+    # at 0.8 % load and alarmed before the noisy currents passed half of theirs at ~1.7 %: the 104 false alarms per
+    # night before 06:00 on the whole demo plant). Its deviation, smoothed over ``start_tau_s`` so rest noise
+    # averages out, must point towards the running level (at least ``start_load_bands`` bands away: a load, not a
+    # signal that reads the same running or not), cover ``start_run_fraction`` of the way there and
+    # ``start_noise_band`` of its band. bench/RESULTS.md ("At-rest stage, night round").
+    start_run_fraction: float = Field(default=0.0025, ge=0, le=1, description="fraction of the way from the rest "
+                                                                               "value to the running level at which "
+                                                                               "a load counts as leaving (0: off)")
+    start_tau_s: float = Field(default=10.0, gt=0, description="time constant of the smoothed deviation the "
+                                                               "running-level test reads")
+    start_noise_band: float = Field(default=0.15, ge=0, description="and at least this many band-widths (the "
+                                                                    "smoothed rest noise stays inside)")
+    start_load_bands: float = Field(default=3.0, ge=0, description="a signal whose running level is at least this "
+                                                                   "many band-widths from its rest value is a load")
 
 
 class OperatingStateSettings(_Strict):

@@ -288,7 +288,8 @@ class DetectorStack:
         self.rest_params = atrest.make_params(ar.mult, ar.rel_resolution, ar.warm_s, ar.persist, ar.cap,
                                               ar.drain_per_s, ar.tau_loc_s, ar.tau_mad_s, ar.max_dt_s,
                                               ar.start_band, ar.start_hold_s, ar.peak_mult, ar.peak_warm_s,
-                                              ar.start_persist_s)
+                                              ar.start_persist_s, ar.start_run_fraction, ar.start_tau_s,
+                                              ar.start_noise_band, ar.start_load_bands)
         self.rest_need = atrest.machine_need(self.rest_machine_of, self.n_machines, ar.start_min, ar.start_fraction)
         self._rest_sig = atrest.init_signals(n_signals)  # the start test's per-signal scratch
         self._rest_frame = 0
@@ -592,6 +593,12 @@ class DetectorStack:
                                                    {"rest_state": self.rest_state})["rest_state"]
         except checkpoint.CheckpointError:
             self.rest_state[...] = atrest.init_state(self.n_signals)
+            try:  # bands saved before the start test's smoothed deviation (``atrest.DEV``): kept, DEV from 0
+                old = self.rest_state[:, :atrest.DEV]
+                self.rest_state[:, :atrest.DEV] = checkpoint.load(
+                    path, STATE_VERSION, self.fingerprint, {"rest_state": np.empty_like(old)})["rest_state"]
+            except checkpoint.CheckpointError:
+                pass
         self.likelihood_cold = any(a is None for a in lk_got.values())
         self._resumed = True
         self._silent_bound[0] = -np.inf  # last timestamps restored: the next check scans

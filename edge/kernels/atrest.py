@@ -51,7 +51,15 @@ per machine the distinct warm signals that have been beyond ``start_band`` band-
 cap) from the rest value for ``start_persist_s`` (a dip back inside shorter than that does not break it: a noisy
 ramp; independent noise outliers of several signals never line up for seconds, a ramp does; ``sig_start``); a
 machine with at least ``m_need[m]`` of them (the owner sets ``max(start_min, start_fraction * judged signals)``) is
-*starting* until ``start_hold_s`` after the frame's latest timestamp (``m_start[m, START_UNTIL]``). While a machine is
+*starting* until ``start_hold_s`` after the frame's latest timestamp (``m_start[m, START_UNTIL]``). A signal also
+counts as leaving when it is a load on its way to its running level (``_towards_running``; ``start_run_fraction`` 0:
+off): a start moves every load by the same fraction of its running level ``R`` while their rest bands differ tenfold
+(a clean speed leaves its band at 0.8 % load and alarms before noisy currents pass half of theirs at ~1.7 %), so a
+warm signal counts once its deviation from the rest value, smoothed over ``start_tau_s`` (``DEV``, learned in the
+second pass from every usable sample, read by the next frame's first pass; the smoothing averages rest noise out),
+points towards ``R``, ``R`` is at least ``start_load_bands`` bands from the rest value (a load, not a signal that reads
+the same whether the machine runs or not: a wave at rest would count half the time), and ``|DEV|`` has covered
+``start_run_fraction`` of the way and ``start_noise_band`` bands. While a machine is
 starting its signals are neither judged nor learned and their evidence is dropped (an alarm opened by the first
 signal to leave closes): the hold lasts until the machine's state follows (RUNNING: this pass no longer runs) or the
 signals are back in their bands for ``start_hold_s``. ``sig_start[s, STAMP]`` counts each signal once per frame
@@ -62,7 +70,8 @@ count as ``max_dt_s``. Returns the number of samples scoring >= 0.5.
 
 State per signal (float64): ``LOC``, ``MAD``, ``LEARNED_S`` (seconds of rest learned), ``EXC``, ``LAST_TS`` (ns of
 its last usable rest sample, NaN none), ``PERIOD`` (the machine's ``m_since`` of the off period it rests in, NaN
-none), ``PEAK`` (largest deviation learned, decaying).
+none), ``PEAK`` (largest deviation learned, decaying), ``DEV`` (deviation from ``LOC`` smoothed over
+``start_tau_s``, for the start test).
 """
 
 from __future__ import annotations
@@ -78,7 +87,8 @@ EXC = 3
 LAST_TS = 4
 PERIOD = 5
 PEAK = 6
-WIDTH = 7
+DEV = 7
+WIDTH = 8
 
 P_MULT = 0
 P_REL_RES = 1
@@ -94,7 +104,11 @@ P_START_HOLD_S = 10
 P_PEAK_MULT = 11
 P_PEAK_WARM_S = 12
 P_START_PERSIST_S = 13
-P_WIDTH = 14
+P_START_RUN_FRACTION = 14
+P_START_TAU_S = 15
+P_START_NOISE_BAND = 16
+P_START_LOAD_BANDS = 17
+P_WIDTH = 18
 
 START_UNTIL = 0  # columns of ``m_start`` (int64 per machine): starting until this time (ns), -1 never
 HOT = 1  # scratch: signals beyond the start band in this frame
@@ -113,12 +127,15 @@ E_MAX = 3.0  # evidence is capped at this many ``persist`` (score 0.9): a long f
 def make_params(mult: float, rel_res: float, warm_s: float, persist: float, cap: float, drain: float,
                 tau_loc_s: float, tau_mad_s: float, max_dt_s: float, start_band: float = 1.0,
                 start_hold_s: float = 600.0, peak_mult: float = 0.0, peak_warm_s: float = 1800.0,
-                start_persist_s: float = 0.0) -> np.ndarray:
+                start_persist_s: float = 0.0, start_run_fraction: float = 0.0, start_tau_s: float = 10.0,
+                start_noise_band: float = 0.15, start_load_bands: float = 3.0) -> np.ndarray:
     p = np.zeros(P_WIDTH, dtype=np.float64)
     p[P_MULT], p[P_REL_RES], p[P_WARM_S], p[P_PERSIST] = mult, rel_res, warm_s, persist
     p[P_CAP], p[P_DRAIN], p[P_TAU_LOC], p[P_TAU_MAD], p[P_MAX_DT] = cap, drain, tau_loc_s, tau_mad_s, max_dt_s
     p[P_START_BAND], p[P_START_HOLD_S] = start_band, start_hold_s
     p[P_PEAK_MULT], p[P_PEAK_WARM_S], p[P_START_PERSIST_S] = peak_mult, peak_warm_s, start_persist_s
+    p[P_START_RUN_FRACTION], p[P_START_TAU_S] = start_run_fraction, start_tau_s
+    p[P_START_NOISE_BAND], p[P_START_LOAD_BANDS] = start_noise_band, start_load_bands
     return p
 
 
@@ -167,6 +184,21 @@ def _band(st: np.ndarray, s: int, floor_s: float, p: np.ndarray, t: float, grace
     return core + floor_s
 
 
+@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
+def _towards_running(st: np.ndarray, s: int, env: float, p: np.ndarray, run_st: np.ndarray, run_col: int) -> bool:
+    """A load on its way to its running level: its smoothed deviation (``DEV``) points from the rest value towards
+    the running level ``R``, which is at least ``start_load_bands`` bands away, and has covered ``start_run_fraction``
+    of that way and ``start_noise_band`` of the band (the smoothed rest noise stays well inside that)."""
+    f = p[P_START_RUN_FRACTION]
+    if f <= 0.0:
+        return False
+    g = run_st[s, run_col] - st[s, LOC]
+    dev = st[s, DEV]
+    if not dev * g > 0.0 or abs(g) < p[P_START_LOAD_BANDS] * env:
+        return False
+    return abs(dev) >= max(f * abs(g), p[P_START_NOISE_BAND] * env)
+
+
 @njit(cache=True, nogil=True)
 def _mark_starts(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality: np.ndarray,
                  machine_of: np.ndarray, m_state: np.ndarray, m_since: np.ndarray, hold_until: np.ndarray,
@@ -190,7 +222,7 @@ def _mark_starts(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quali
             continue
         # the band without the peak cap: a wave at rest reaches 3/4 of its capped band every cycle
         env = p[P_MULT] * st[s, MAD] + _floor(st, s, floor, p, run_st, run_col)
-        if abs(x - st[s, LOC]) <= p[P_START_BAND] * env:
+        if abs(x - st[s, LOC]) <= p[P_START_BAND] * env and not _towards_running(st, s, env, p, run_st, run_col):
             continue
         persist_ns = np.int64(p[P_START_PERSIST_S] * 1e9)
         if sig_start[s, HOT_SINCE] < 0 or t - sig_start[s, LAST_BEYOND] > persist_ns:
@@ -240,6 +272,7 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
             st[s, PERIOD] = period
             st[s, LOC] = x
             st[s, EXC] = 0.0
+            st[s, DEV] = 0.0
             st[s, LAST_TS] = tf
             continue
         dt_s = (tf - st[s, LAST_TS]) * 1e-9
@@ -247,6 +280,8 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
             continue
         dt_s = min(dt_s, p[P_MAX_DT])
         st[s, LAST_TS] = tf
+        r_dev = dt_s / p[P_START_TAU_S]  # the start test's smoothed deviation (read by the next frame's first pass)
+        st[s, DEV] += r_dev / (1.0 + r_dev) * (x - st[s, LOC] - st[s, DEV])
         if t <= m_start[m, START_UNTIL]:  # the machine is starting: not judged, not learned, evidence dropped
             st[s, EXC] = 0.0
             continue
