@@ -783,50 +783,26 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
                    score, kind, need=None, starting=None, run_level=None, hot_since=None):
     """Reference of ``atrest.rest_chunk``. ``rest``: dict signal -> dict(loc, mad, learned, exc, last, period, peak,
     dev) (absent: never rested), updated in place; ``score``/``kind`` updated in place; ``params``: the settings
-    by name. ``need``: per machine, signals beyond the start band that make a start (None: no start test); ``starting``:
-    dict machine -> ns it is starting until, updated in place; ``run_level``: the running baseline's level per signal
-    (None: 0); ``hot_since``: dict signal -> (ns since it is beyond the start band, its latest ns beyond), in place.
-    ``floor``: rows (absolute floor, fraction of the running level). Returns the number of samples scoring >= 0.5."""
+    by name. ``need``: per machine, signals leaving their rest band that make a start (None: no start test);
+    ``starting``: dict machine -> ns it is starting until (from the next frame on), updated in place;
+    ``run_level``: the running baseline's level per signal (None: 0); ``hot_since``: dict signal -> (ns since it is
+    leaving, its latest ns leaving), in place. ``floor``: rows (absolute floor, fraction of the running level).
+    Returns the number of samples scoring >= 0.5."""
     p = params
     n_high = 0
     starting = {} if starting is None else starting
     hot_since = {} if hot_since is None else hot_since
     run_level = np.zeros(len(machine_of)) if run_level is None else run_level
-    if need is not None:  # the start test: distinct warm signals per machine beyond the start band in this frame
-        out: dict[int, set] = {}
-        for k in range(len(signal)):
-            s = int(signal[k])
-            m = int(machine_of[s])
-            r = rest.get(s)
-            x = float(value[k])
-            if m < 0 or int(m_state[m]) != 1 or int(ts_ns[k]) <= int(hold_until[m]) or int(quality[k]) == 2 \
-                    or not math.isfinite(x) or r is None or r["period"] != float(int(m_since[m])) \
-                    or r["learned"] < p["warm_s"]:
-                continue
-            if s in out.get(m, set()):
-                continue
-            env = p["mult"] * r["mad"] + _rest_floor(r, floor[s], run_level[s], p)
-            g, f_run = run_level[s] - r["loc"], p.get("start_run_fraction", 0.0)
-            towards = f_run > 0 and r["dev"] * g > 0 and abs(g) >= p["start_load_bands"] * env and abs(
-                r["dev"]) >= max(f_run * abs(g), p["start_noise_band"] * env)  # a load on its way to running
-            if abs(x - r["loc"]) <= p["start_band"] * env and not towards:
-                continue
-            t_k, persist_ns = int(ts_ns[k]), int(p.get("start_persist_s", 0.0) * 1e9)
-            since, last = hot_since.get(s, (None, None))
-            if since is None or t_k - last > persist_ns:
-                since = t_k
-            hot_since[s] = (since, t_k)
-            if t_k - since >= persist_ns:
-                out.setdefault(m, set()).add(s)
-        t_max = max((int(t) for k, t in enumerate(ts_ns) if int(machine_of[int(signal[k])]) >= 0
-                     and int(m_state[int(machine_of[int(signal[k])])]) == 1), default=None)
-        for m, sigs in out.items():
-            if len(sigs) >= need[m]:
-                starting[m] = t_max + int(p["start_hold_s"] * 1e9)
+    f_run = p.get("start_run_fraction", 0.0)
+    counted: dict[int, set] = {}  # the start test: distinct warm signals per machine leaving in this frame
+    t_max = None
     for k in range(len(signal)):
         s = int(signal[k])
         m = int(machine_of[s])
-        if m < 0 or int(m_state[m]) != 1 or int(ts_ns[k]) <= int(hold_until[m]):
+        if m < 0 or int(m_state[m]) != 1:
+            continue
+        t_max = int(ts_ns[k]) if t_max is None else max(t_max, int(ts_ns[k]))
+        if int(ts_ns[k]) <= int(hold_until[m]):
             continue
         x = float(value[k])
         if int(quality[k]) == 2 or not math.isfinite(x):
@@ -842,15 +818,29 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
             continue
         dt = min(dt, p["max_dt_s"])
         r["last"] = t
-        a_dev = (dt / p.get("start_tau_s", 10.0)) / (1 + dt / p.get("start_tau_s", 10.0))
-        r["dev"] += a_dev * (x - r["loc"] - r["dev"])  # smoothed deviation: the next frame's start test reads it
+        if f_run > 0:  # smoothed deviation for the start test
+            a_dev = (dt / p["start_tau_s"]) / (1 + dt / p["start_tau_s"])
+            r["dev"] += a_dev * (x - r["loc"] - r["dev"])
+        d = abs(x - r["loc"])
+        floor_s = _rest_floor(r, floor[s], run_level[s], p)
+        warm = r["learned"] >= p["warm_s"]
+        if need is not None and warm and s not in counted.get(m, set()):
+            env_u = p["mult"] * r["mad"] + floor_s
+            g = run_level[s] - r["loc"]
+            towards = f_run > 0 and r["dev"] * g > 0 and abs(g) >= p["start_load_bands"] * env_u and abs(
+                r["dev"]) >= max(f_run * abs(g), p["start_noise_band"] * env_u)  # a load on its way to running
+            if d > p["start_band"] * env_u or towards:
+                t_k, persist_ns = int(ts_ns[k]), int(p.get("start_persist_s", 0.0) * 1e9)
+                since, last = hot_since.get(s, (None, None))
+                if since is None or t_k - last > persist_ns:
+                    since = t_k
+                hot_since[s] = (since, t_k)
+                if t_k - since >= persist_ns:
+                    counted.setdefault(m, set()).add(s)
         if int(ts_ns[k]) <= starting.get(m, -1):  # starting: neither judged nor learned, evidence dropped
             r["exc"] = 0.0
             continue
-        d = abs(x - r["loc"])
-        env = _rest_band(r, _rest_floor(r, floor[s], run_level[s], p), p, t,
-                         float(max(int(hold_until[m]), int(m_since[m]))))
-        warm = r["learned"] >= p["warm_s"]
+        env = _rest_band(r, floor_s, p, t, float(max(int(hold_until[m]), int(m_since[m]))))
         inside = d <= env
         if warm:
             if inside:
@@ -873,4 +863,7 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
             r["peak"] = max(r["peak"] - a_mad * r["peak"], d)
             r["loc"] += a_loc * (x - r["loc"])
             r["learned"] += dt
+    for m, sigs in counted.items():  # the verdict holds from the next frame on
+        if len(sigs) >= need[m]:
+            starting[m] = t_max + int(p["start_hold_s"] * 1e9)
     return n_high

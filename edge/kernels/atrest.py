@@ -46,27 +46,32 @@ judged), in arrival order:
 **Machine-wide start test** (why: on the simulated plant every at-rest false alarm fell in the minutes before the
 06:00 start, when a machine's loads ramp up before its state says RUNNING -- a running bit that rises at 5 % load, an
 energy meter whose state comes from its load with a hysteresis). A start moves many of one machine's signals out of
-their rest bands together; a fault moves one (a micro-leak three). So before a frame is judged, a first pass counts
-per machine the distinct warm signals that have been beyond ``start_band`` band-widths (the band without the peak
-cap) from the rest value for ``start_persist_s`` (a dip back inside shorter than that does not break it: a noisy
-ramp; independent noise outliers of several signals never line up for seconds, a ramp does; ``sig_start``); a
-machine with at least ``m_need[m]`` of them (the owner sets ``max(start_min, start_fraction * judged signals)``) is
-*starting* until ``start_hold_s`` after the frame's latest timestamp (``m_start[m, START_UNTIL]``). A signal also
-counts as leaving when it is a load on its way to its running level (``_towards_running``; ``start_run_fraction`` 0:
-off): a start moves every load by the same fraction of its running level ``R`` while their rest bands differ tenfold
-(a clean speed leaves its band at 0.8 % load and alarms before noisy currents pass half of theirs at ~1.7 %), so a
-warm signal counts once its deviation from the rest value, smoothed over ``start_tau_s`` (``DEV``, learned in the
-second pass from every usable sample, read by the next frame's first pass; the smoothing averages rest noise out),
-points towards ``R``, ``R`` is at least ``start_load_bands`` bands from the rest value (a load, not a signal that reads
-the same whether the machine runs or not: a wave at rest would count half the time), and ``|DEV|`` has covered
-``start_run_fraction`` of the way and ``start_noise_band`` bands. While a machine is
-starting its signals are neither judged nor learned and their evidence is dropped (an alarm opened by the first
-signal to leave closes): the hold lasts until the machine's state follows (RUNNING: this pass no longer runs) or the
-signals are back in their bands for ``start_hold_s``. ``sig_start[s, STAMP]`` counts each signal once per frame
-(``frame`` increases by one per call); ``m_start[m, HOT]`` is scratch, left at 0.
+their rest bands together; a fault moves one (a micro-leak three). So while a frame is judged, the pass counts per
+machine the distinct warm signals that are *leaving*, and have been for ``start_persist_s`` (a dip back inside
+shorter than that does not break the run: a noisy ramp; independent noise outliers of several signals never line
+up for seconds, a ramp does; ``sig_start``); a machine with at least ``m_need[m]`` of them (the owner sets
+``max(start_min, start_fraction * judged signals)``) is *starting* until ``start_hold_s`` after the frame's latest
+timestamp (``m_start[m, START_UNTIL]``), from the next frame on (one frame late: a start is a ramp of minutes, and
+one pass over the frame instead of two cost ~8 ns/sample less). A signal is leaving when
 
-Bad, non-finite, out-of-order samples and samples with ``dt`` 0 change nothing; gaps longer than ``max_dt_s``
-count as ``max_dt_s``. Returns the number of samples scoring >= 0.5.
+- it is beyond ``start_band`` band-widths (the band without the peak cap: a wave at rest reaches 3/4 of its capped
+  band every cycle) from the rest value, or
+- it is a load on its way to its running level (``start_run_fraction`` 0: off). Why: a start
+  moves every load by the same fraction of its running level ``R``, but their rest bands differ tenfold -- a clean
+  speed left its band at 0.8 % load and alarmed before noisy currents passed half of theirs at ~1.7 % (the 104
+  nightly false alarms of the whole demo plant). Its deviation from the rest value, smoothed over ``start_tau_s``
+  (``DEV``: the smoothing averages rest noise out), points towards ``R``, ``R`` is at least ``start_load_bands``
+  bands from the rest value (a load, not a signal that reads the same whether the machine runs or not: a wave at
+  rest would count half the time), and ``|DEV|`` has covered ``start_run_fraction`` of the way and
+  ``start_noise_band`` bands.
+
+While a machine is starting its signals are neither judged nor learned and their evidence is dropped (an alarm
+opened by the first signal to leave closes): the hold lasts until the machine's state follows (RUNNING: this pass
+no longer runs) or the signals are back in their bands for ``start_hold_s``. ``sig_start[s, STAMP]`` counts each
+signal once per frame (``frame`` increases by one per call); ``m_start[m, HOT]`` is scratch, left at 0.
+
+Bad, non-finite, out-of-order samples and samples with ``dt`` 0 change nothing (nor count for the start test); gaps
+longer than ``max_dt_s`` count as ``max_dt_s``. Returns the number of samples scoring >= 0.5.
 
 State per signal (float64): ``LOC``, ``MAD``, ``LEARNED_S`` (seconds of rest learned), ``EXC``, ``LAST_TS`` (ns of
 its last usable rest sample, NaN none), ``PERIOD`` (the machine's ``m_since`` of the off period it rests in, NaN
@@ -167,44 +172,37 @@ def init_state(n: int) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
+def _fmax(a: float, b: float) -> float:
+    """``max(a, b)`` with Python's semantics, as a plain compare (numba's ``max`` builtin on floats cost ~15 ns per
+    sample here: measured with bench/atrest_cost.py)."""
+    return b if b > a else a
+
+
+@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
+def _fmin(a: float, b: float) -> float:
+    """``min(a, b)`` with Python's semantics, as a plain compare (see ``_fmax``)."""
+    return b if b < a else a
+
+
+@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
 def _floor(st: np.ndarray, s: int, floor: np.ndarray, p: np.ndarray, run_st: np.ndarray, run_col: int) -> float:
     """The band's floor: register steps or span (``floor[s, 0]``), a fraction of the running level (``floor[s, 1]``,
     for signals without a span), the value's float resolution."""
     run = abs(run_st[s, run_col])
-    return max(max(floor[s, 0], floor[s, 1] * run), p[P_REL_RES] * max(abs(st[s, LOC]), run))
-
-
-@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
-def _band(st: np.ndarray, s: int, floor_s: float, p: np.ndarray, t: float, grace_end: float) -> float:
-    """Half-width of signal ``s``'s rest band at time ``t`` (ns) in an off period whose grace ended ``grace_end``."""
-    core = p[P_MULT] * st[s, MAD]
-    warm_ns = p[P_PEAK_WARM_S] * 1e9
-    if p[P_PEAK_MULT] > 0.0 and st[s, LEARNED_S] >= p[P_PEAK_WARM_S] and t - grace_end >= warm_ns:
-        core = min(core, p[P_PEAK_MULT] * st[s, PEAK])
-    return core + floor_s
-
-
-@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
-def _towards_running(st: np.ndarray, s: int, env: float, p: np.ndarray, run_st: np.ndarray, run_col: int) -> bool:
-    """A load on its way to its running level: its smoothed deviation (``DEV``) points from the rest value towards
-    the running level ``R``, which is at least ``start_load_bands`` bands away, and has covered ``start_run_fraction``
-    of that way and ``start_noise_band`` of the band (the smoothed rest noise stays well inside that)."""
-    f = p[P_START_RUN_FRACTION]
-    if f <= 0.0:
-        return False
-    g = run_st[s, run_col] - st[s, LOC]
-    dev = st[s, DEV]
-    if not dev * g > 0.0 or abs(g) < p[P_START_LOAD_BANDS] * env:
-        return False
-    return abs(dev) >= max(f * abs(g), p[P_START_NOISE_BAND] * env)
+    return _fmax(_fmax(floor[s, 0], floor[s, 1] * run), p[P_REL_RES] * _fmax(abs(st[s, LOC]), run))
 
 
 @njit(cache=True, nogil=True)
-def _mark_starts(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality: np.ndarray,
-                 machine_of: np.ndarray, m_state: np.ndarray, m_since: np.ndarray, hold_until: np.ndarray,
-                 floor: np.ndarray, st: np.ndarray, p: np.ndarray, m_need: np.ndarray, m_start: np.ndarray,
-                 sig_start: np.ndarray, frame: int, run_st: np.ndarray, run_col: int) -> None:
-    """The start test's first pass: machines with ``m_need`` warm signals beyond the start band are starting."""
+def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality: np.ndarray,
+               machine_of: np.ndarray, m_state: np.ndarray, m_since: np.ndarray, hold_until: np.ndarray,
+               floor: np.ndarray, st: np.ndarray, p: np.ndarray, score: np.ndarray, kind: np.ndarray,
+               m_need: np.ndarray, m_start: np.ndarray, sig_start: np.ndarray, frame: int, run_st: np.ndarray,
+               run_col: int) -> int:
+    """Judge and learn the frame's samples of off machines' signals against their at-rest band, and count the
+    signals leaving it for the start test, whose verdict holds from the next frame on (see module)."""
+    n_high = 0
+    persist2 = p[P_PERSIST] * p[P_PERSIST]
+    persist_ns = np.int64(p[P_START_PERSIST_S] * 1e9)
     t_max = np.int64(-(2 ** 62))
     any_hot = False
     for k in range(signal.shape[0]):
@@ -215,52 +213,6 @@ def _mark_starts(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quali
         t = ts_ns[k]
         if t > t_max:
             t_max = t
-        x = value[k]
-        if t <= hold_until[m] or quality[k] == 2 or not np.isfinite(x) or sig_start[s, STAMP] == frame:
-            continue
-        if not st[s, PERIOD] == float(m_since[m]) or st[s, LEARNED_S] < p[P_WARM_S]:
-            continue
-        # the band without the peak cap: a wave at rest reaches 3/4 of its capped band every cycle
-        env = p[P_MULT] * st[s, MAD] + _floor(st, s, floor, p, run_st, run_col)
-        if abs(x - st[s, LOC]) <= p[P_START_BAND] * env and not _towards_running(st, s, env, p, run_st, run_col):
-            continue
-        persist_ns = np.int64(p[P_START_PERSIST_S] * 1e9)
-        if sig_start[s, HOT_SINCE] < 0 or t - sig_start[s, LAST_BEYOND] > persist_ns:
-            sig_start[s, HOT_SINCE] = t  # a new run (a dip back inside shorter than ``start_persist_s`` is none)
-        sig_start[s, LAST_BEYOND] = t
-        if t - sig_start[s, HOT_SINCE] >= persist_ns:
-            sig_start[s, STAMP] = frame
-            m_start[m, HOT] += 1
-            any_hot = True
-    if not any_hot:
-        return
-    hold_ns = np.int64(p[P_START_HOLD_S] * 1e9)
-    for k in range(signal.shape[0]):
-        m = machine_of[signal[k]]
-        if m < 0 or m_start[m, HOT] == 0:
-            continue
-        if m_start[m, HOT] >= m_need[m]:
-            m_start[m, START_UNTIL] = t_max + hold_ns
-        m_start[m, HOT] = 0
-
-
-@njit(cache=True, nogil=True)
-def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality: np.ndarray,
-               machine_of: np.ndarray, m_state: np.ndarray, m_since: np.ndarray, hold_until: np.ndarray,
-               floor: np.ndarray, st: np.ndarray, p: np.ndarray, score: np.ndarray, kind: np.ndarray,
-               m_need: np.ndarray, m_start: np.ndarray, sig_start: np.ndarray, frame: int, run_st: np.ndarray,
-               run_col: int) -> int:
-    """Judge and learn the frame's samples of off machines' signals against their at-rest band (see module)."""
-    _mark_starts(ts_ns, signal, value, quality, machine_of, m_state, m_since, hold_until, floor, st, p, m_need,
-                 m_start, sig_start, frame, run_st, run_col)
-    n_high = 0
-    persist2 = p[P_PERSIST] * p[P_PERSIST]
-    for k in range(signal.shape[0]):
-        s = signal[k]
-        m = machine_of[s]
-        if m < 0 or m_state[m] != OFF:
-            continue
-        t = ts_ns[k]
         if t <= hold_until[m]:
             continue
         x = value[k]
@@ -278,25 +230,48 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
         dt_s = (tf - st[s, LAST_TS]) * 1e-9
         if not dt_s > 0.0:
             continue
-        dt_s = min(dt_s, p[P_MAX_DT])
+        dt_s = _fmin(dt_s, p[P_MAX_DT])
         st[s, LAST_TS] = tf
-        r_dev = dt_s / p[P_START_TAU_S]  # the start test's smoothed deviation (read by the next frame's first pass)
-        st[s, DEV] += r_dev / (1.0 + r_dev) * (x - st[s, LOC] - st[s, DEV])
+        loc = st[s, LOC]
+        d = abs(x - loc)
+        floor_s = _floor(st, s, floor, p, run_st, run_col)
+        core = p[P_MULT] * st[s, MAD]
+        warm = st[s, LEARNED_S] >= p[P_WARM_S]
+        if p[P_START_RUN_FRACTION] > 0.0:  # the start test's smoothed deviation
+            r_dev = dt_s / p[P_START_TAU_S]
+            st[s, DEV] += r_dev / (1.0 + r_dev) * (x - loc - st[s, DEV])
+        if warm and sig_start[s, STAMP] != frame:  # the start test: is this signal leaving its rest band?
+            env_u = core + floor_s  # the band without the peak cap: a wave at rest reaches 3/4 of its capped band
+            leaving = d > p[P_START_BAND] * env_u
+            if not leaving and p[P_START_RUN_FRACTION] > 0.0:  # a load on its way to its running level?
+                g = run_st[s, run_col] - loc
+                dev = st[s, DEV]
+                ag, ad = abs(g), abs(dev)  # ``&``, not ``and``: the sign of rest noise is a coin toss (branchless)
+                leaving = (dev * g > 0.0) & (ag >= p[P_START_LOAD_BANDS] * env_u) & (
+                    ad >= p[P_START_RUN_FRACTION] * ag) & (ad >= p[P_START_NOISE_BAND] * env_u)
+            if leaving:
+                if sig_start[s, HOT_SINCE] < 0 or t - sig_start[s, LAST_BEYOND] > persist_ns:
+                    sig_start[s, HOT_SINCE] = t  # a new run (a dip back inside shorter than ``start_persist_s``: none)
+                sig_start[s, LAST_BEYOND] = t
+                if t - sig_start[s, HOT_SINCE] >= persist_ns:
+                    sig_start[s, STAMP] = frame
+                    m_start[m, HOT] += 1
+                    any_hot = True
         if t <= m_start[m, START_UNTIL]:  # the machine is starting: not judged, not learned, evidence dropped
             st[s, EXC] = 0.0
             continue
-        loc = st[s, LOC]
-        d = abs(x - loc)
-        env = _band(st, s, _floor(st, s, floor, p, run_st, run_col), p, tf, float(max(hold_until[m], m_since[m])))
-        warm = st[s, LEARNED_S] >= p[P_WARM_S]
+        if p[P_PEAK_MULT] > 0.0 and st[s, LEARNED_S] >= p[P_PEAK_WARM_S] and \
+                tf - float(max(hold_until[m], m_since[m])) >= p[P_PEAK_WARM_S] * 1e9:
+            core = _fmin(core, p[P_PEAK_MULT] * st[s, PEAK])
+        env = core + floor_s
         inside = d <= env
         if warm:
             e = st[s, EXC]
             if inside:
-                e = max(e - p[P_DRAIN] * dt_s, 0.0)
+                e = _fmax(e - p[P_DRAIN] * dt_s, 0.0)
             else:
                 u = d / env - 1.0 if env > 0.0 else p[P_CAP]
-                e = min(e + min(u, p[P_CAP]) * dt_s, E_MAX * p[P_PERSIST])
+                e = _fmin(e + _fmin(u, p[P_CAP]) * dt_s, E_MAX * p[P_PERSIST])
             st[s, EXC] = e
             sc = e * e / (e * e + persist2) if e > 0.0 else 0.0
             if sc > score[k]:
@@ -311,10 +286,16 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
             a_loc = r_loc / (1.0 + r_loc)  # ~ 1 - exp(-dt/tau) for dt << tau, without an exp per sample
             a_mad = r_mad / (1.0 + r_mad)
             if not warm:  # a running mean until warm: no start-up bias towards 0
-                a_loc = max(a_loc, dt_s / (learned + dt_s))
-                a_mad = max(a_mad, dt_s / (learned + dt_s))
+                a_loc = _fmax(a_loc, dt_s / (learned + dt_s))
+                a_mad = _fmax(a_mad, dt_s / (learned + dt_s))
             st[s, MAD] += a_mad * (d - st[s, MAD])
-            st[s, PEAK] = max(st[s, PEAK] - a_mad * st[s, PEAK], d)
+            st[s, PEAK] = _fmax(st[s, PEAK] - a_mad * st[s, PEAK], d)
             st[s, LOC] += a_loc * (x - loc)
             st[s, LEARNED_S] = learned + dt_s
+    if any_hot:  # machines with enough signals leaving their bands in this frame are starting
+        hold_ns = np.int64(p[P_START_HOLD_S] * 1e9)
+        for m in range(m_start.shape[0]):
+            if m_start[m, HOT] >= m_need[m]:
+                m_start[m, START_UNTIL] = t_max + hold_ns
+            m_start[m, HOT] = 0
     return n_high
