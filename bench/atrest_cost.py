@@ -8,8 +8,9 @@ judgement) so a change to it is measured against itself, in the same minute, wit
 frames' own noise); half of each machine's signals are loads (running level 50 bands away from rest: the
 running-level start test reads them), the others read the same running or not. One frame per call (one sample
 per signal, in register order), best and median of ``--repeats`` timed blocks of ``--frames``.
-Variants: the shipped defaults, the start test's running-level rule off (``start_run_fraction`` 0), the start test
-off (no machine can reach ``m_need``).
+Variants: the shipped defaults, the frozen-value test off (``frozen_mult`` 0), the start test's running-level rule
+off (``start_run_fraction`` 0), both off (the stage as it was before 2026-12-03's night round, in one pass), the start
+test off (no machine can reach ``m_need``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def _params(ar: AtRestSettings) -> np.ndarray:
     return atrest.make_params(ar.mult, ar.rel_resolution, ar.warm_s, ar.persist, ar.cap, ar.drain_per_s,
                               ar.tau_loc_s, ar.tau_mad_s, ar.max_dt_s, ar.start_band, ar.start_hold_s, ar.peak_mult,
                               ar.peak_warm_s, ar.start_persist_s, ar.start_run_fraction, ar.start_tau_s,
-                              ar.start_noise_band, ar.start_load_bands)
+                              ar.start_noise_band, ar.start_load_bands, ar.frozen_mult, ar.frozen_min_run,
+                              ar.frozen_runs)
 
 
 def run(n: int, per_machine: int, frames: int, repeats: int, variant: str, clock) -> tuple[float, float]:
@@ -42,8 +44,10 @@ def run(n: int, per_machine: int, frames: int, repeats: int, variant: str, clock
     run_st = np.zeros((n, 1))
     run_st[::2, 0] = 50.0  # the loads' running level
     ar = AtRestSettings(warm_s=10.0)
-    if variant == "no-run-rule":
+    if variant in ("no-run-rule", "no-frozen-no-run-rule"):
         ar = ar.model_copy(update={"start_run_fraction": 0.0})
+    if variant in ("no-frozen", "no-frozen-no-run-rule"):
+        ar = ar.model_copy(update={"frozen_mult": 0.0})
     p = _params(ar)
     need = atrest.machine_need(machine_of, n_m, ar.start_min, ar.start_fraction)
     if variant == "no-start-test":
@@ -79,7 +83,7 @@ def main() -> None:
     ap.add_argument("--cpu-time", action="store_true", help="this thread's CPU time instead of the wall clock")
     args = ap.parse_args()
     clock = time.thread_time if args.cpu_time else time.perf_counter
-    for variant in ("default", "no-run-rule", "no-start-test", "default"):
+    for variant in ("default", "no-frozen", "no-run-rule", "no-frozen-no-run-rule", "no-start-test", "default"):
         best, med = run(args.signals, args.per_machine, args.frames, args.repeats, variant, clock)
         print(f"rest_chunk, every machine off, {variant}: {best:.1f} / {med:.1f} ns/sample (best / median)")
 

@@ -808,10 +808,10 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
         if int(quality[k]) == 2 or not math.isfinite(x):
             continue
         r = rest.setdefault(s, {"loc": 0.0, "mad": 0.0, "learned": 0.0, "exc": 0.0, "last": None, "period": None,
-                                "peak": 0.0, "dev": 0.0})
+                                "peak": 0.0, "dev": 0.0, "last_x": None, "run": 0, "run_max": 0.0, "runs": 0})
         t = float(int(ts_ns[k]))
         if r["period"] != float(int(m_since[m])):  # new off period: rest value starts here
-            r.update(period=float(int(m_since[m])), loc=x, exc=0.0, last=t, dev=0.0)
+            r.update(period=float(int(m_since[m])), loc=x, exc=0.0, last=t, dev=0.0, last_x=x, run=0)
             continue
         dt = (t - r["last"]) * 1e-9
         if not dt > 0:
@@ -838,7 +838,7 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
                 if t_k - since >= persist_ns:
                     counted.setdefault(m, set()).add(s)
         if int(ts_ns[k]) <= starting.get(m, -1):  # starting: neither judged nor learned, evidence dropped
-            r["exc"] = 0.0
+            r.update(exc=0.0, last_x=x, run=0)
             continue
         env = _rest_band(r, floor_s, p, t, float(max(int(hold_until[m]), int(m_since[m]))))
         inside = d <= env
@@ -850,9 +850,24 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
                 r["exc"] = min(r["exc"] + min(u, p["cap"]) * dt, 3.0 * p["persist"])
             e = r["exc"]
             sc = e * e / (e * e + p["persist"] ** 2) if e > 0 else 0.0
-            if sc > score[k]:
-                score[k], kind[k] = sc, 11
-            n_high += sc >= 0.5
+        else:
+            sc = 0.0
+        if p.get("frozen_mult", 0.0) > 0:  # a run of identical values longer than the rest's own runs
+            rep = r["last_x"] is not None and x == r["last_x"]
+            run_prev = r["run"]
+            r["run"] = run_prev + 1 if rep else 0
+            r["last_x"] = x
+            limit = p["frozen_mult"] * max(r["run_max"], p["frozen_min_run"])
+            if warm and r["runs"] >= p["frozen_runs"] and r["run"] > 0:
+                sc = max(sc, r["run"] / (r["run"] + limit))
+            if int(quality[k]) == 0:
+                r["run_max"] -= min(dt * (1.0 / p["tau_mad_s"]), 1.0) * r["run_max"]
+                if not rep and (run_prev <= limit or r["runs"] < p["frozen_runs"]):
+                    r["run_max"] = max(r["run_max"], run_prev)
+                    r["runs"] += 1
+        if sc > score[k]:
+            score[k], kind[k] = sc, 11
+        n_high += sc >= 0.5
         if int(quality[k]) == 0 and (not warm or (inside and r["exc"] == 0.0)):
             a_loc = (dt / p["tau_loc_s"]) / (1 + dt / p["tau_loc_s"])
             a_mad = (dt / p["tau_mad_s"]) / (1 + dt / p["tau_mad_s"])

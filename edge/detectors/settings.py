@@ -311,8 +311,22 @@ class AtRestSettings(_Strict):
                                                                "running-level test reads")
     start_noise_band: float = Field(default=0.15, ge=0, description="and at least this many band-widths (the "
                                                                     "smoothed rest noise stays inside)")
-    start_load_bands: float = Field(default=3.0, ge=0, description="a signal whose running level is at least this "
+    # ``R`` is the running baseline as it froze at the stop: its level lags the ramp down, so it reads ~10 % of the
+    # running value (a compressor's current: R ~3 A of 32, ~3 bands from rest), hence a load from 1 band on.
+    start_load_bands: float = Field(default=1.0, ge=0, description="a signal whose running level is at least this "
                                                                    "many band-widths from its rest value is a load")
+    # Frozen value at rest (why: on the whole demo plant, 45 of the 96 visible faults missed on switched-off machines
+    # were stuck values -- a frozen sensor reads a value a resting signal reads, so the band cannot see it, but it
+    # stops the rest noise's flicker). The texture counterpart of the peak cap: each signal learns the longest run
+    # of identical values it makes at rest (decaying like the peak, with ``tau_mad_s``; only runs that ended within
+    # the limit, so a frozen run is never learned), and a run of L samples scores ``L / (L + limit)`` with ``limit =
+    # frozen_mult * max(longest run, frozen_min_run)`` (kind AT_REST) once ``frozen_runs`` runs are learned. A
+    # signal that never repeats (a float) is frozen after ``2 x 5`` repeats; a current clipped at 0 (runs of zeros
+    # up to ~12 an hour) after ~25; a signal constant at rest never ends a run and is not judged.
+    frozen_mult: float = Field(default=2.0, ge=0, description="a run of identical values this many times the longest "
+                                                              "learned at rest scores 0.5 (0: off)")
+    frozen_min_run: float = Field(default=5.0, ge=1, description="the longest run assumed at least this (samples)")
+    frozen_runs: float = Field(default=20.0, ge=1, description="runs learned before the test judges")
 
 
 class OperatingStateSettings(_Strict):

@@ -93,7 +93,11 @@ LAST_TS = 4
 PERIOD = 5
 PEAK = 6
 DEV = 7
-WIDTH = 8
+LAST_X = 8  # the frozen-value test (see module): the last value at rest, NaN none
+RUN = 9  # repeats of it in a row (samples)
+RUN_MAX = 10  # the longest ordinary run learned (decaying like ``PEAK``)
+RUNS = 11  # ordinary runs learned
+WIDTH = 12
 
 P_MULT = 0
 P_REL_RES = 1
@@ -113,7 +117,10 @@ P_START_RUN_FRACTION = 14
 P_START_TAU_S = 15
 P_START_NOISE_BAND = 16
 P_START_LOAD_BANDS = 17
-P_WIDTH = 18
+P_FROZEN_MULT = 18
+P_FROZEN_MIN_RUN = 19
+P_FROZEN_RUNS = 20
+P_WIDTH = 21
 
 START_UNTIL = 0  # columns of ``m_start`` (int64 per machine): starting until this time (ns), -1 never
 HOT = 1  # scratch: signals beyond the start band in this frame
@@ -133,7 +140,8 @@ def make_params(mult: float, rel_res: float, warm_s: float, persist: float, cap:
                 tau_loc_s: float, tau_mad_s: float, max_dt_s: float, start_band: float = 1.0,
                 start_hold_s: float = 600.0, peak_mult: float = 0.0, peak_warm_s: float = 1800.0,
                 start_persist_s: float = 0.0, start_run_fraction: float = 0.0, start_tau_s: float = 10.0,
-                start_noise_band: float = 0.15, start_load_bands: float = 3.0) -> np.ndarray:
+                start_noise_band: float = 0.15, start_load_bands: float = 3.0, frozen_mult: float = 0.0,
+                frozen_min_run: float = 5.0, frozen_runs: float = 20.0) -> np.ndarray:
     p = np.zeros(P_WIDTH, dtype=np.float64)
     p[P_MULT], p[P_REL_RES], p[P_WARM_S], p[P_PERSIST] = mult, rel_res, warm_s, persist
     p[P_CAP], p[P_DRAIN], p[P_TAU_LOC], p[P_TAU_MAD], p[P_MAX_DT] = cap, drain, tau_loc_s, tau_mad_s, max_dt_s
@@ -141,6 +149,7 @@ def make_params(mult: float, rel_res: float, warm_s: float, persist: float, cap:
     p[P_PEAK_MULT], p[P_PEAK_WARM_S], p[P_START_PERSIST_S] = peak_mult, peak_warm_s, start_persist_s
     p[P_START_RUN_FRACTION], p[P_START_TAU_S] = start_run_fraction, start_tau_s
     p[P_START_NOISE_BAND], p[P_START_LOAD_BANDS] = start_noise_band, start_load_bands
+    p[P_FROZEN_MULT], p[P_FROZEN_MIN_RUN], p[P_FROZEN_RUNS] = frozen_mult, frozen_min_run, frozen_runs
     return p
 
 
@@ -168,6 +177,7 @@ def init_state(n: int) -> np.ndarray:
     st = np.zeros((n, WIDTH), dtype=np.float64)
     st[:, LAST_TS] = np.nan
     st[:, PERIOD] = np.nan
+    st[:, LAST_X] = np.nan
     return st
 
 
@@ -203,6 +213,8 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
     n_high = 0
     persist2 = p[P_PERSIST] * p[P_PERSIST]
     persist_ns = np.int64(p[P_START_PERSIST_S] * 1e9)
+    frozen_on = p[P_FROZEN_MULT] > 0.0
+    inv_tau_mad = 1.0 / p[P_TAU_MAD]
     t_max = np.int64(-(2 ** 62))
     any_hot = False
     for k in range(signal.shape[0]):
@@ -226,6 +238,8 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
             st[s, EXC] = 0.0
             st[s, DEV] = 0.0
             st[s, LAST_TS] = tf
+            st[s, LAST_X] = x
+            st[s, RUN] = 0.0
             continue
         dt_s = (tf - st[s, LAST_TS]) * 1e-9
         if not dt_s > 0.0:
@@ -259,13 +273,15 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
                     any_hot = True
         if t <= m_start[m, START_UNTIL]:  # the machine is starting: not judged, not learned, evidence dropped
             st[s, EXC] = 0.0
+            st[s, LAST_X] = x
+            st[s, RUN] = 0.0
             continue
         if p[P_PEAK_MULT] > 0.0 and st[s, LEARNED_S] >= p[P_PEAK_WARM_S] and \
                 tf - float(max(hold_until[m], m_since[m])) >= p[P_PEAK_WARM_S] * 1e9:
             core = _fmin(core, p[P_PEAK_MULT] * st[s, PEAK])
         env = core + floor_s
         inside = d <= env
-        if warm:
+        if warm:  # the level test: evidence outside the band
             e = st[s, EXC]
             if inside:
                 e = _fmax(e - p[P_DRAIN] * dt_s, 0.0)
@@ -274,11 +290,28 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
                 e = _fmin(e + _fmin(u, p[P_CAP]) * dt_s, E_MAX * p[P_PERSIST])
             st[s, EXC] = e
             sc = e * e / (e * e + persist2) if e > 0.0 else 0.0
-            if sc > score[k]:
-                score[k] = sc
-                kind[k] = KIND_AT_REST
-            if sc >= 0.5:
-                n_high += 1
+        else:
+            sc = 0.0
+        if frozen_on:  # the frozen-value test: a run of identical values longer than the rest's own runs
+            run_prev = st[s, RUN]
+            rep_f = 1.0 if x == st[s, LAST_X] else 0.0
+            run = (run_prev + 1.0) * rep_f
+            st[s, RUN] = run
+            st[s, LAST_X] = x
+            limit = p[P_FROZEN_MULT] * _fmax(st[s, RUN_MAX], p[P_FROZEN_MIN_RUN])
+            if warm and st[s, RUNS] >= p[P_FROZEN_RUNS] and run > 0.0:
+                sc = _fmax(sc, run / (run + limit))
+            if quality[k] == 0:  # a run that ended within the limit is ordinary: learned (a frozen one is not;
+                # while fewer than ``frozen_runs`` are learned, every one is); the longest decays (first order in dt)
+                st[s, RUN_MAX] -= _fmin(dt_s * inv_tau_mad, 1.0) * st[s, RUN_MAX]
+                if rep_f == 0.0 and (run_prev <= limit or st[s, RUNS] < p[P_FROZEN_RUNS]):  # (a change: run 0)
+                    st[s, RUN_MAX] = _fmax(st[s, RUN_MAX], run_prev)
+                    st[s, RUNS] += 1.0
+        if sc > score[k]:
+            score[k] = sc
+            kind[k] = KIND_AT_REST
+        if sc >= 0.5:
+            n_high += 1
         if quality[k] == 0 and (not warm or (inside and st[s, EXC] == 0.0)):
             learned = st[s, LEARNED_S]
             r_loc = dt_s / p[P_TAU_LOC]
