@@ -29,7 +29,7 @@ def _params(ar: AtRestSettings) -> np.ndarray:
                               ar.tau_loc_s, ar.tau_mad_s, ar.max_dt_s, ar.start_band, ar.start_hold_s, ar.peak_mult,
                               ar.peak_warm_s, ar.start_persist_s, ar.start_run_fraction, ar.start_tau_s,
                               ar.start_noise_band, ar.start_load_bands, ar.frozen_mult, ar.frozen_min_run,
-                              ar.frozen_runs)
+                              ar.frozen_runs, ar.frozen_tau_s)
 
 
 def run(n: int, per_machine: int, frames: int, repeats: int, variant: str, clock) -> tuple[float, float]:

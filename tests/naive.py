@@ -861,7 +861,7 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
             if warm and r["runs"] >= p["frozen_runs"] and r["run"] > 0:
                 sc = max(sc, r["run"] / (r["run"] + limit))
             if int(quality[k]) == 0:
-                r["run_max"] -= min(dt * (1.0 / p["tau_mad_s"]), 1.0) * r["run_max"]
+                r["run_max"] -= min(dt * (1.0 / p["frozen_tau_s"]), 1.0) * r["run_max"]
                 if not rep and (run_prev <= limit or r["runs"] < p["frozen_runs"]):
                     r["run_max"] = max(r["run_max"], run_prev)
                     r["runs"] += 1

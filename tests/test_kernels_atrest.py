@@ -13,7 +13,7 @@ PARAMS = {"mult": 6.0, "rel_res": 1e-6, "warm_s": 20.0, "persist": 3.0, "cap": 1
           "tau_loc_s": 60.0, "tau_mad_s": 300.0, "max_dt_s": 5.0, "start_band": 0.5, "start_hold_s": 15.0,
           "peak_mult": 1.5, "peak_warm_s": 40.0, "start_persist_s": 2.0, "start_run_fraction": 0.0,
           "start_tau_s": 10.0, "start_noise_band": 0.15, "start_load_bands": 3.0, "frozen_mult": 0.0,
-          "frozen_min_run": 5.0, "frozen_runs": 20.0}
+          "frozen_min_run": 5.0, "frozen_runs": 20.0, "frozen_tau_s": 300.0}
 NO_START = np.array([1e18, 1e18])  # no machine has that many signals: the start test never fires
 
 
@@ -22,7 +22,7 @@ def _params(p: dict = PARAMS) -> np.ndarray:
                               p["tau_loc_s"], p["tau_mad_s"], p["max_dt_s"], p["start_band"], p["start_hold_s"],
                               p["peak_mult"], p["peak_warm_s"], p["start_persist_s"], p["start_run_fraction"],
                               p["start_tau_s"], p["start_noise_band"], p["start_load_bands"], p["frozen_mult"],
-                              p["frozen_min_run"], p["frozen_runs"])
+                              p["frozen_min_run"], p["frozen_runs"], p["frozen_tau_s"])
 
 
 def _chunk(ts, sig, v, q, machine_of, m_state, m_since, hold, floor, st, p, score, kind, need=NO_START,

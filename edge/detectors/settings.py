@@ -318,15 +318,19 @@ class AtRestSettings(_Strict):
     # Frozen value at rest (why: on the whole demo plant, 45 of the 96 visible faults missed on switched-off machines
     # were stuck values -- a frozen sensor reads a value a resting signal reads, so the band cannot see it, but it
     # stops the rest noise's flicker). The texture counterpart of the peak cap: each signal learns the longest run
-    # of identical values it makes at rest (decaying like the peak, with ``tau_mad_s``; only runs that ended within
-    # the limit, so a frozen run is never learned), and a run of L samples scores ``L / (L + limit)`` with ``limit =
-    # frozen_mult * max(longest run, frozen_min_run)`` (kind AT_REST) once ``frozen_runs`` runs are learned. A
-    # signal that never repeats (a float) is frozen after ``2 x 5`` repeats; a current clipped at 0 (runs of zeros
-    # up to ~12 an hour) after ~25; a signal constant at rest never ends a run and is not judged.
-    frozen_mult: float = Field(default=2.0, ge=0, description="a run of identical values this many times the longest "
+    # of identical values it makes at rest (decaying with ``frozen_tau_s``; only runs that ended within the limit, so
+    # a frozen run is never learned), and a run of L samples scores ``L / (L + limit)`` with ``limit = frozen_mult *
+    # max(longest run, frozen_min_run)`` (kind AT_REST) once ``frozen_runs`` runs (a change is a run of 0) are
+    # learned. A signal that never repeats (a float) is frozen after 15 repeats; a current clipped at 0 (zeros about
+    # half the time: the longest run of a night ~15) after ~45; a signal constant at rest never ends a run and is not
+    # judged. Why 3 and 6 h: the longest of ~1,500 geometric runs an hour is only ~1.5x the typical hourly longest,
+    # so twice an hour's longest run (the first setting tried, bench/RESULTS.md "At-rest stage, night round") was
+    # exceeded by clipped loads at rest every few hours: ~140 false alarms a night on 2,100 signals.
+    frozen_mult: float = Field(default=3.0, ge=0, description="a run of identical values this many times the longest "
                                                               "learned at rest scores 0.5 (0: off)")
     frozen_min_run: float = Field(default=5.0, ge=1, description="the longest run assumed at least this (samples)")
     frozen_runs: float = Field(default=20.0, ge=1, description="runs learned before the test judges")
+    frozen_tau_s: float = Field(default=21600.0, gt=0, description="time constant of the longest run's decay")
 
 
 class OperatingStateSettings(_Strict):

@@ -290,7 +290,7 @@ class DetectorStack:
                                               ar.start_band, ar.start_hold_s, ar.peak_mult, ar.peak_warm_s,
                                               ar.start_persist_s, ar.start_run_fraction, ar.start_tau_s,
                                               ar.start_noise_band, ar.start_load_bands, ar.frozen_mult,
-                                              ar.frozen_min_run, ar.frozen_runs)
+                                              ar.frozen_min_run, ar.frozen_runs, ar.frozen_tau_s)
         self.rest_need = atrest.machine_need(self.rest_machine_of, self.n_machines, ar.start_min, ar.start_fraction)
         self._rest_sig = atrest.init_signals(n_signals)  # the start test's per-signal scratch
         self._rest_frame = 0

@@ -95,7 +95,7 @@ PEAK = 6
 DEV = 7
 LAST_X = 8  # the frozen-value test (see module): the last value at rest, NaN none
 RUN = 9  # repeats of it in a row (samples)
-RUN_MAX = 10  # the longest ordinary run learned (decaying like ``PEAK``)
+RUN_MAX = 10  # the longest ordinary run learned (decaying with ``frozen_tau_s``)
 RUNS = 11  # ordinary runs learned
 WIDTH = 12
 
@@ -120,7 +120,8 @@ P_START_LOAD_BANDS = 17
 P_FROZEN_MULT = 18
 P_FROZEN_MIN_RUN = 19
 P_FROZEN_RUNS = 20
-P_WIDTH = 21
+P_FROZEN_TAU_S = 21
+P_WIDTH = 22
 
 START_UNTIL = 0  # columns of ``m_start`` (int64 per machine): starting until this time (ns), -1 never
 HOT = 1  # scratch: signals beyond the start band in this frame
@@ -141,7 +142,7 @@ def make_params(mult: float, rel_res: float, warm_s: float, persist: float, cap:
                 start_hold_s: float = 600.0, peak_mult: float = 0.0, peak_warm_s: float = 1800.0,
                 start_persist_s: float = 0.0, start_run_fraction: float = 0.0, start_tau_s: float = 10.0,
                 start_noise_band: float = 0.15, start_load_bands: float = 3.0, frozen_mult: float = 0.0,
-                frozen_min_run: float = 5.0, frozen_runs: float = 20.0) -> np.ndarray:
+                frozen_min_run: float = 5.0, frozen_runs: float = 20.0, frozen_tau_s: float = 21600.0) -> np.ndarray:
     p = np.zeros(P_WIDTH, dtype=np.float64)
     p[P_MULT], p[P_REL_RES], p[P_WARM_S], p[P_PERSIST] = mult, rel_res, warm_s, persist
     p[P_CAP], p[P_DRAIN], p[P_TAU_LOC], p[P_TAU_MAD], p[P_MAX_DT] = cap, drain, tau_loc_s, tau_mad_s, max_dt_s
@@ -150,6 +151,7 @@ def make_params(mult: float, rel_res: float, warm_s: float, persist: float, cap:
     p[P_START_RUN_FRACTION], p[P_START_TAU_S] = start_run_fraction, start_tau_s
     p[P_START_NOISE_BAND], p[P_START_LOAD_BANDS] = start_noise_band, start_load_bands
     p[P_FROZEN_MULT], p[P_FROZEN_MIN_RUN], p[P_FROZEN_RUNS] = frozen_mult, frozen_min_run, frozen_runs
+    p[P_FROZEN_TAU_S] = frozen_tau_s
     return p
 
 
@@ -214,7 +216,7 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
     persist2 = p[P_PERSIST] * p[P_PERSIST]
     persist_ns = np.int64(p[P_START_PERSIST_S] * 1e9)
     frozen_on = p[P_FROZEN_MULT] > 0.0
-    inv_tau_mad = 1.0 / p[P_TAU_MAD]
+    inv_tau_run = 1.0 / p[P_FROZEN_TAU_S]
     t_max = np.int64(-(2 ** 62))
     any_hot = False
     for k in range(signal.shape[0]):
@@ -303,7 +305,7 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
                 sc = _fmax(sc, run / (run + limit))
             if quality[k] == 0:  # a run that ended within the limit is ordinary: learned (a frozen one is not;
                 # while fewer than ``frozen_runs`` are learned, every one is); the longest decays (first order in dt)
-                st[s, RUN_MAX] -= _fmin(dt_s * inv_tau_mad, 1.0) * st[s, RUN_MAX]
+                st[s, RUN_MAX] -= _fmin(dt_s * inv_tau_run, 1.0) * st[s, RUN_MAX]
                 if rep_f == 0.0 and (run_prev <= limit or st[s, RUNS] < p[P_FROZEN_RUNS]):  # (a change: run 0)
                     st[s, RUN_MAX] = _fmax(st[s, RUN_MAX], run_prev)
                     st[s, RUNS] += 1.0
