@@ -858,7 +858,7 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
             r["run"] = run_prev + 1 if rep else 0
             r["last_x"] = x
             limit = p["frozen_mult"] * max(r["run_max"], p["frozen_min_run"])
-            if warm and r["runs"] >= p["frozen_runs"] and r["run"] > 0:
+            if warm and r["runs"] >= p["frozen_runs"] and r["run"] > 0 and p["mult"] * r["mad"] >= floor_s:
                 sc = max(sc, r["run"] / (r["run"] + limit))
             if int(quality[k]) == 0:
                 r["run_max"] -= min(dt * (1.0 / p["frozen_tau_s"]), 1.0) * r["run_max"]

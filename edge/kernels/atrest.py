@@ -301,7 +301,9 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
             st[s, RUN] = run
             st[s, LAST_X] = x
             limit = p[P_FROZEN_MULT] * _fmax(st[s, RUN_MAX], p[P_FROZEN_MIN_RUN])
-            if warm and st[s, RUNS] >= p[P_FROZEN_RUNS] and run > 0.0:
+            # judged only where the rest band is noise, not floor (6 MADs >= floor): a noise-free value that
+            # decays to a constant at rest (an energy meter's demand reaching float32's 0) has no flicker to stop
+            if warm and st[s, RUNS] >= p[P_FROZEN_RUNS] and run > 0.0 and p[P_MULT] * st[s, MAD] >= floor_s:
                 sc = _fmax(sc, run / (run + limit))
             if quality[k] == 0:  # a run that ended within the limit is ordinary: learned (a frozen one is not;
                 # while fewer than ``frozen_runs`` are learned, every one is); the longest decays (first order in dt)
