@@ -819,8 +819,7 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
         dt = min(dt, p["max_dt_s"])
         r["last"] = t
         if f_run > 0:  # smoothed deviation for the start test
-            a_dev = (dt / p["start_tau_s"]) / (1 + dt / p["start_tau_s"])
-            r["dev"] += a_dev * (x - r["loc"] - r["dev"])
+            r["dev"] += min(dt * (1.0 / p["start_tau_s"]), 1.0) * (x - r["loc"] - r["dev"])
         d = abs(x - r["loc"])
         floor_s = _rest_floor(r, floor[s], run_level[s], p)
         warm = r["learned"] >= p["warm_s"]

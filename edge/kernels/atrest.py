@@ -217,6 +217,7 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
     persist_ns = np.int64(p[P_START_PERSIST_S] * 1e9)
     frozen_on = p[P_FROZEN_MULT] > 0.0
     inv_tau_run = 1.0 / p[P_FROZEN_TAU_S]
+    inv_tau_dev = 1.0 / p[P_START_TAU_S]
     t_max = np.int64(-(2 ** 62))
     any_hot = False
     for k in range(signal.shape[0]):
@@ -253,9 +254,8 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
         floor_s = _floor(st, s, floor, p, run_st, run_col)
         core = p[P_MULT] * st[s, MAD]
         warm = st[s, LEARNED_S] >= p[P_WARM_S]
-        if p[P_START_RUN_FRACTION] > 0.0:  # the start test's smoothed deviation
-            r_dev = dt_s / p[P_START_TAU_S]
-            st[s, DEV] += r_dev / (1.0 + r_dev) * (x - loc - st[s, DEV])
+        if p[P_START_RUN_FRACTION] > 0.0:  # the start test's smoothed deviation (weight first order in dt: no division)
+            st[s, DEV] += _fmin(dt_s * inv_tau_dev, 1.0) * (x - loc - st[s, DEV])
         if warm and sig_start[s, STAMP] != frame:  # the start test: is this signal leaving its rest band?
             env_u = core + floor_s  # the band without the peak cap: a wave at rest reaches 3/4 of its capped band
             leaving = d > p[P_START_BAND] * env_u
