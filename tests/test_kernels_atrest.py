@@ -70,8 +70,8 @@ def _frames(seed: int, n_frames: int) -> list[tuple[np.ndarray, ...]]:
     return frames
 
 
-@pytest.mark.parametrize("start_test,run_fraction,frozen", [(False, 0.0, 0.0), (True, 0.0, 0.0), (True, 0.0025, 0.0),
-                                                             (True, 0.02, 0.0), (False, 0.0, 2.0), (True, 0.0025, 2.0)])
+@pytest.mark.parametrize("start_test,run_fraction,frozen", [(False, 0.0, 0.0), (True, 0.0, 0.0), (False, 0.0, 2.0),
+                                                             (True, 0.0025, 2.0)])
 def test_rest_chunk_matches_reference_frame_by_frame(start_test, run_fraction, frozen):
     """With ``run_fraction`` > 0 the start test also counts loads on their way to their running level (signals 0-2
     run at 10, 13 and 40; signal 4, a constant with spikes towards its running level, is a load of one signal)."""
