@@ -29,14 +29,16 @@ def _stack(at_rest: AtRestSettings | None = None) -> DetectorStack:
     return DetectorStack(4, MACHINE_OF, s, enable=ENABLE, low=LOW, high=HIGH, running_of=np.array([0, -1, -1, -1]))
 
 
-def _run(stack: DetectorStack, ks: range, rng: np.random.Generator, extra=lambda k: 0.0) -> list:
+def _run(stack: DetectorStack, ks: range, rng: np.random.Generator, extra=lambda k: 0.0,
+         frozen: float | None = None) -> list:
+    """Frames ``ks`` (the machine runs before STOP), the current plus ``extra(k)``, or held at ``frozen``."""
     opened = []
     sig = np.arange(4, dtype=np.uint32)
     for k in ks:
         on = k < STOP
         v = np.array([1.0, 40.0 + rng.normal(), 70.0 + 0.5 * rng.normal(), 100.0 + k / 3600]) if on else \
             np.array([0.0, max(0.0, 0.3 * rng.normal()), 25.0 + 0.1 * rng.normal(), 100.0 + STOP / 3600])
-        v[1] += extra(k)
+        v[1] = v[1] + extra(k) if frozen is None else frozen
         r = stack.process(sig, v, np.zeros(4, np.uint8), np.full(4, T0 + k * 10**9, np.int64))
         opened += [(k, int(e["entity"]), int(e["kind"])) for e in r.events if e["phase"] == Phase.OPEN]
     return opened
@@ -85,6 +87,18 @@ def test_nothing_is_judged_or_learned_during_the_stop_grace_and_the_band_survive
     seven.restore(tmp_path / "bands7.npz")
     np.testing.assert_array_equal(seven.rest_state[:, :atrest.DEV], stack.rest_state[:, :atrest.DEV])
     assert (seven.rest_state[:, atrest.DEV] == 0.0).all()
+
+
+def test_a_frozen_current_on_a_stopped_machine_alarms_at_rest():
+    """The current's sensor freezes at 0, a value its clipped rest noise reads half the time: the band cannot see it,
+    the frozen-value test does (a run of zeros longer than 3x the longest the rest made). ~1,100 frames."""
+    rng = np.random.default_rng(6)
+    stack = _stack(AtRestSettings(enabled=True, warm_s=300))
+    k0 = STOP + int(GRACE_S) + 600
+    assert _run(stack, range(0, k0), rng) == []
+    assert stack.rest_state[1, atrest.RUNS] >= 20 and stack.rest_state[1, atrest.RUN_MAX] < 15
+    frozen = _run(stack, range(k0, k0 + 90), rng, frozen=0.0)
+    assert [(e, kd) for _, e, kd in frozen] == [(1, int(Kind.AT_REST))] and frozen[0][0] <= k0 + 60
 
 
 def _loads_stack() -> DetectorStack:
