@@ -781,72 +781,65 @@ def _rest_band(r, floor, p, t, grace_end):
 
 def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, hold_until, floor, rest, params,
                    score, kind, need=None, starting=None, run_level=None, hot_since=None):
-    """Reference of ``atrest.rest_chunk``. ``rest``: dict signal -> dict(loc, mad, learned, exc, last, period) (absent:
-    never rested), updated in place; ``score``/``kind`` updated in place; ``params``: dict of the settings by name.
-    ``need``: per machine, signals beyond the start band that make a start (None: no start test); ``starting``:
-    dict machine -> ns it is starting until, updated in place; ``run_level``: the running baseline's level per signal
-    (None: 0); ``hot_since``: dict signal -> (ns since it is beyond the start band, its latest ns beyond), in
-    place. ``floor``: rows (absolute floor, fraction of the running level). Returns the number of samples scoring
-    >= 0.5."""
+    """Reference of ``atrest.rest_chunk``. ``rest``: dict signal -> dict(loc, mad, learned, exc, last, period, peak,
+    dev) (absent: never rested), updated in place; ``score``/``kind`` updated in place; ``params``: the settings
+    by name. ``need``: per machine, signals leaving their rest band that make a start (None: no start test);
+    ``starting``: dict machine -> ns it is starting until (from the next frame on), updated in place;
+    ``run_level``: the running baseline's level per signal (None: 0); ``hot_since``: dict signal -> (ns since it is
+    leaving, its latest ns leaving), in place. ``floor``: rows (absolute floor, fraction of the running level).
+    Returns the number of samples scoring >= 0.5."""
     p = params
     n_high = 0
     starting = {} if starting is None else starting
     hot_since = {} if hot_since is None else hot_since
     run_level = np.zeros(len(machine_of)) if run_level is None else run_level
-    if need is not None:  # the start test: distinct warm signals per machine beyond the start band in this frame
-        out: dict[int, set] = {}
-        for k in range(len(signal)):
-            s = int(signal[k])
-            m = int(machine_of[s])
-            r = rest.get(s)
-            x = float(value[k])
-            if m < 0 or int(m_state[m]) not in (1, 2) or int(ts_ns[k]) <= int(hold_until[m]) or int(quality[k]) == 2 \
-                    or not math.isfinite(x) or r is None or r["period"] != float(int(m_since[m])) \
-                    or r["learned"] < p["warm_s"]:
-                continue
-            if s in out.get(m, set()):
-                continue
-            env = p["mult"] * r["mad"] + _rest_floor(r, floor[s], run_level[s], p)
-            if abs(x - r["loc"]) <= p["start_band"] * env:
-                continue
-            t_k, persist_ns = int(ts_ns[k]), int(p.get("start_persist_s", 0.0) * 1e9)
-            since, last = hot_since.get(s, (None, None))
-            if since is None or t_k - last > persist_ns:
-                since = t_k
-            hot_since[s] = (since, t_k)
-            if t_k - since >= persist_ns:
-                out.setdefault(m, set()).add(s)
-        t_max = max((int(t) for k, t in enumerate(ts_ns) if int(machine_of[int(signal[k])]) >= 0
-                     and int(m_state[int(machine_of[int(signal[k])])]) in (1, 2)), default=None)
-        for m, sigs in out.items():
-            if len(sigs) >= need[m]:
-                starting[m] = t_max + int(p["start_hold_s"] * 1e9)
+    f_run = p.get("start_run_fraction", 0.0)
+    counted: dict[int, set] = {}  # the start test: distinct warm signals per machine leaving in this frame
+    t_max = None
     for k in range(len(signal)):
         s = int(signal[k])
         m = int(machine_of[s])
-        if m < 0 or int(m_state[m]) not in (1, 2) or int(ts_ns[k]) <= int(hold_until[m]):
+        if m < 0 or int(m_state[m]) not in (1, 2):
+            continue
+        t_max = int(ts_ns[k]) if t_max is None else max(t_max, int(ts_ns[k]))
+        if int(ts_ns[k]) <= int(hold_until[m]):
             continue
         x = float(value[k])
         if int(quality[k]) == 2 or not math.isfinite(x):
             continue
         r = rest.setdefault(s, {"loc": 0.0, "mad": 0.0, "learned": 0.0, "exc": 0.0, "last": None, "period": None,
-                                "peak": 0.0})
+                                "peak": 0.0, "dev": 0.0, "last_x": None, "run": 0, "run_max": 0.0, "runs": 0})
         t = float(int(ts_ns[k]))
         if r["period"] != float(int(m_since[m])):  # new off period: rest value starts here
-            r.update(period=float(int(m_since[m])), loc=x, exc=0.0, last=t)
+            r.update(period=float(int(m_since[m])), loc=x, exc=0.0, last=t, dev=0.0, last_x=x, run=0)
             continue
         dt = (t - r["last"]) * 1e-9
         if not dt > 0:
             continue
         dt = min(dt, p["max_dt_s"])
         r["last"] = t
-        if int(ts_ns[k]) <= starting.get(m, -1):  # starting: neither judged nor learned, evidence dropped
-            r["exc"] = 0.0
-            continue
+        if f_run > 0:  # smoothed deviation for the start test
+            r["dev"] += min(dt * (1.0 / p["start_tau_s"]), 1.0) * (x - r["loc"] - r["dev"])
         d = abs(x - r["loc"])
-        env = _rest_band(r, _rest_floor(r, floor[s], run_level[s], p), p, t,
-                         float(max(int(hold_until[m]), int(m_since[m]))))
+        floor_s = _rest_floor(r, floor[s], run_level[s], p)
         warm = r["learned"] >= p["warm_s"]
+        if need is not None and warm and s not in counted.get(m, set()):
+            env_u = p["mult"] * r["mad"] + floor_s
+            g = run_level[s] - r["loc"]
+            towards = f_run > 0 and r["dev"] * g > 0 and abs(g) >= p["start_load_bands"] * env_u and abs(
+                r["dev"]) >= max(f_run * abs(g), p["start_noise_band"] * env_u)  # a load on its way to running
+            if d > p["start_band"] * env_u or towards:
+                t_k, persist_ns = int(ts_ns[k]), int(p.get("start_persist_s", 0.0) * 1e9)
+                since, last = hot_since.get(s, (None, None))
+                if since is None or t_k - last > persist_ns:
+                    since = t_k
+                hot_since[s] = (since, t_k)
+                if t_k - since >= persist_ns:
+                    counted.setdefault(m, set()).add(s)
+        if int(ts_ns[k]) <= starting.get(m, -1):  # starting: neither judged nor learned, evidence dropped
+            r.update(exc=0.0, last_x=x, run=0)
+            continue
+        env = _rest_band(r, floor_s, p, t, float(max(int(hold_until[m]), int(m_since[m]))))
         inside = d <= env
         if warm:
             if inside:
@@ -856,9 +849,24 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
                 r["exc"] = min(r["exc"] + min(u, p["cap"]) * dt, 3.0 * p["persist"])
             e = r["exc"]
             sc = e * e / (e * e + p["persist"] ** 2) if e > 0 else 0.0
-            if sc > score[k]:
-                score[k], kind[k] = sc, 11
-            n_high += sc >= 0.5
+        else:
+            sc = 0.0
+        if p.get("frozen_mult", 0.0) > 0:  # a run of identical values longer than the rest's own runs
+            rep = r["last_x"] is not None and x == r["last_x"]
+            run_prev = r["run"]
+            r["run"] = run_prev + 1 if rep else 0
+            r["last_x"] = x
+            limit = p["frozen_mult"] * max(r["run_max"], p["frozen_min_run"])
+            if warm and r["runs"] >= p["frozen_runs"] and r["run"] > 0 and p["mult"] * r["mad"] >= floor_s:
+                sc = max(sc, r["run"] / (r["run"] + limit))
+            if int(quality[k]) == 0:
+                r["run_max"] -= min(dt * (1.0 / p["frozen_tau_s"]), 1.0) * r["run_max"]
+                if not rep and (run_prev <= limit or r["runs"] < p["frozen_runs"]):
+                    r["run_max"] = max(r["run_max"], run_prev)
+                    r["runs"] += 1
+        if sc > score[k]:
+            score[k], kind[k] = sc, 11
+        n_high += sc >= 0.5
         if int(quality[k]) == 0 and (not warm or (inside and r["exc"] == 0.0)):
             a_loc = (dt / p["tau_loc_s"]) / (1 + dt / p["tau_loc_s"])
             a_mad = (dt / p["tau_mad_s"]) / (1 + dt / p["tau_mad_s"])
@@ -869,6 +877,9 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
             r["peak"] = max(r["peak"] - a_mad * r["peak"], d)
             r["loc"] += a_loc * (x - r["loc"])
             r["learned"] += dt
+    for m, sigs in counted.items():  # the verdict holds from the next frame on
+        if len(sigs) >= need[m]:
+            starting[m] = t_max + int(p["start_hold_s"] * 1e9)
     return n_high
 
 

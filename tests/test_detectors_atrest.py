@@ -29,14 +29,16 @@ def _stack(at_rest: AtRestSettings | None = None) -> DetectorStack:
     return DetectorStack(4, MACHINE_OF, s, enable=ENABLE, low=LOW, high=HIGH, running_of=np.array([0, -1, -1, -1]))
 
 
-def _run(stack: DetectorStack, ks: range, rng: np.random.Generator, extra=lambda k: 0.0) -> list:
+def _run(stack: DetectorStack, ks: range, rng: np.random.Generator, extra=lambda k: 0.0,
+         frozen: float | None = None) -> list:
+    """Frames ``ks`` (the machine runs before STOP), the current plus ``extra(k)``, or held at ``frozen``."""
     opened = []
     sig = np.arange(4, dtype=np.uint32)
     for k in ks:
         on = k < STOP
         v = np.array([1.0, 40.0 + rng.normal(), 70.0 + 0.5 * rng.normal(), 100.0 + k / 3600]) if on else \
             np.array([0.0, max(0.0, 0.3 * rng.normal()), 25.0 + 0.1 * rng.normal(), 100.0 + STOP / 3600])
-        v[1] += extra(k)
+        v[1] = v[1] + extra(k) if frozen is None else frozen
         r = stack.process(sig, v, np.zeros(4, np.uint8), np.full(4, T0 + k * 10**9, np.int64))
         opened += [(k, int(e["entity"]), int(e["kind"])) for e in r.events if e["phase"] == Phase.OPEN]
     return opened
@@ -78,6 +80,25 @@ def test_nothing_is_judged_or_learned_during_the_stop_grace_and_the_band_survive
     older.restore(tmp_path / "old.npz")
     np.testing.assert_array_equal(older.state, stack.state)
     assert np.isnan(older.rest_state[:, atrest.PERIOD]).all()
+    # bands saved before the start test's smoothed deviation (7 columns): kept, the deviation starts at 0
+    checkpoint.save(tmp_path / "bands7.npz", int(np.load(tmp_path / "d.npz")["__version__"]), stack.fingerprint,
+                    {**old, "rest_state": np.ascontiguousarray(stack.rest_state[:, :atrest.DEV])})
+    seven = _stack(AtRestSettings(enabled=True, warm_s=300))
+    seven.restore(tmp_path / "bands7.npz")
+    np.testing.assert_array_equal(seven.rest_state[:, :atrest.DEV], stack.rest_state[:, :atrest.DEV])
+    assert (seven.rest_state[:, atrest.DEV] == 0.0).all()
+
+
+def test_a_frozen_current_on_a_stopped_machine_alarms_at_rest():
+    """The current's sensor freezes at 0, a value its clipped rest noise reads half the time: the band cannot see it,
+    the frozen-value test does (a run of zeros longer than 3x the longest the rest made). ~1,100 frames."""
+    rng = np.random.default_rng(6)
+    stack = _stack(AtRestSettings(enabled=True, warm_s=300))
+    k0 = STOP + int(GRACE_S) + 600
+    assert _run(stack, range(0, k0), rng) == []
+    assert stack.rest_state[1, atrest.RUNS] >= 20 and stack.rest_state[1, atrest.RUN_MAX] < 15
+    frozen = _run(stack, range(k0, k0 + 90), rng, frozen=0.0)
+    assert [(e, kd) for _, e, kd in frozen] == [(1, int(Kind.AT_REST))] and frozen[0][0] <= k0 + 60
 
 
 def _loads_stack() -> DetectorStack:
@@ -113,3 +134,40 @@ def test_loads_ramping_together_before_the_running_bit_are_a_start_and_one_load_
     assert [e for e in start if e[2] == int(Kind.AT_REST)] == []
     fault = _ramp(_loads_stack(), range(0, 1700), rng, lambda k: min(level(k), 4.0), [3])
     assert [(e, kd) for _, e, kd in fault] == [(3, int(Kind.AT_REST))]
+
+
+def _start_after_a_day(run_fraction: float | None, moving: list[int], seed: int = 9) -> list:
+    """Machine 0 runs (its five loads at 50, noise 0.5), stops, rests (load 1 a clean 0 like a quantised speed, the
+    others noise 0.5 clipped at 0), then ``moving`` loads ramp up exponentially (time constant 150 s, the simulated
+    plant's 06:00 start) while the bit stays 0 until 5 %. Returns the alarms opened at rest."""
+    ar = AtRestSettings(enabled=True, warm_s=300) if run_fraction is None else AtRestSettings(
+        enabled=True, warm_s=300, start_run_fraction=run_fraction)
+    s = AnalyticsSettings(settle_s=0, alarm_settle=60, operating_state=OperatingStateSettings(
+        grace_s=GRACE_S, off=OffJudgement.FREEZE, at_rest=ar))
+    stack = DetectorStack(6, np.zeros(6, np.int64), s, enable=np.array([EN_STATE] + [EN_ALL] * 5, np.int64),
+                          low=np.zeros(6), high=np.full(6, 100.0), running_of=np.array([0, -1, -1, -1, -1, -1]))
+    rng = np.random.default_rng(seed)
+    sig, q, opened = np.arange(6, dtype=np.uint32), np.zeros(6, np.uint8), []
+    stop, ramp = 300, 300 + int(GRACE_S) + 400
+    for k in range(ramp + 900):
+        frac = 1.0 if k < stop else (5e-4 * np.exp((k - ramp) / 150.0) if k >= ramp else 0.0)
+        noise = 0.5 * rng.normal(size=6)
+        noise[1] = 0.0
+        v = np.maximum(0.0, noise + np.where(np.isin(np.arange(6), moving) | (k < stop), 50.0 * frac, 0.0))
+        v[0] = 1.0 if frac >= 0.05 else 0.0
+        r = stack.process(sig, v, q, np.full(6, T0 + k * 10**9, np.int64))
+        opened += [(k, int(e["entity"])) for e in r.events if e["phase"] == Phase.OPEN and e["kind"] == Kind.AT_REST]
+        if k >= ramp and v[0] == 1.0:
+            break
+    return opened
+
+
+def test_a_clean_load_leaving_its_tight_band_first_is_part_of_the_start():
+    """A start moves every load by the same fraction of its running level, but a clean load's band (its floor, 0.5 %
+    of the span: 1 % of its running level) is tighter than noisy loads' half bands (~1.7 %): with the half-band test
+    alone it alarms before the start is seen (the 104 nightly false alarms of the whole demo plant before 06:00);
+    counted on its way to the running level (``start_run_fraction``), the start is seen first. The same ramp on the
+    clean load alone still alarms. 3 x ~1,700 frames of 6 signals."""
+    assert _start_after_a_day(0.0, [1, 2, 3, 4, 5]) != []  # the failure the rule is for
+    assert _start_after_a_day(None, [1, 2, 3, 4, 5]) == []  # shipped default
+    assert [e for _, e in _start_after_a_day(None, [1])] == [1]

@@ -11,15 +11,18 @@ from edge.kernels import atrest
 
 PARAMS = {"mult": 6.0, "rel_res": 1e-6, "warm_s": 20.0, "persist": 3.0, "cap": 10.0, "drain": 0.5,
           "tau_loc_s": 60.0, "tau_mad_s": 300.0, "max_dt_s": 5.0, "start_band": 0.5, "start_hold_s": 15.0,
-          "peak_mult": 1.5, "peak_warm_s": 40.0, "start_persist_s": 2.0}
+          "peak_mult": 1.5, "peak_warm_s": 40.0, "start_persist_s": 2.0, "start_run_fraction": 0.0,
+          "start_tau_s": 10.0, "start_noise_band": 0.15, "start_load_bands": 3.0, "frozen_mult": 0.0,
+          "frozen_min_run": 5.0, "frozen_runs": 20.0, "frozen_tau_s": 300.0}
 NO_START = np.array([1e18, 1e18])  # no machine has that many signals: the start test never fires
 
 
-def _params() -> np.ndarray:
-    p = PARAMS
+def _params(p: dict = PARAMS) -> np.ndarray:
     return atrest.make_params(p["mult"], p["rel_res"], p["warm_s"], p["persist"], p["cap"], p["drain"],
                               p["tau_loc_s"], p["tau_mad_s"], p["max_dt_s"], p["start_band"], p["start_hold_s"],
-                              p["peak_mult"], p["peak_warm_s"], p["start_persist_s"])
+                              p["peak_mult"], p["peak_warm_s"], p["start_persist_s"], p["start_run_fraction"],
+                              p["start_tau_s"], p["start_noise_band"], p["start_load_bands"], p["frozen_mult"],
+                              p["frozen_min_run"], p["frozen_runs"], p["frozen_tau_s"])
 
 
 def _chunk(ts, sig, v, q, machine_of, m_state, m_since, hold, floor, st, p, score, kind, need=NO_START,
@@ -49,6 +52,8 @@ def _frames(seed: int, n_frames: int) -> list[tuple[np.ndarray, ...]]:
             v[2] += 0.05 * (f - 200)  # a temperature rising
         if f % 97 == 5:
             v[4] = 9.0  # a spike on a constant
+        if 270 <= f < 300:
+            v[2] = 20.0  # a frozen temperature (the frozen-value test)
         if 330 <= f < 360:
             v[0:3] += 0.1 * (f - 329)  # machine 0 starting: three of its signals leave their bands together
         r = rng.random()
@@ -65,12 +70,18 @@ def _frames(seed: int, n_frames: int) -> list[tuple[np.ndarray, ...]]:
     return frames
 
 
-@pytest.mark.parametrize("start_test", [False, True])
-def test_rest_chunk_matches_reference_frame_by_frame(start_test):
+@pytest.mark.parametrize("start_test,run_fraction,frozen", [(False, 0.0, 0.0), (True, 0.0, 0.0), (False, 0.0, 2.0),
+                                                             (True, 0.0025, 2.0)])
+def test_rest_chunk_matches_reference_frame_by_frame(start_test, run_fraction, frozen):
+    """With ``run_fraction`` > 0 the start test also counts loads on their way to their running level (signals 0-2
+    run at 10, 13 and 40; signal 4, a constant with spikes towards its running level, is a load of one signal)."""
     seed = 0
+    params = {**PARAMS, "start_run_fraction": run_fraction, "frozen_mult": frozen}
     need = np.array([2.0, 2.0]) if start_test else NO_START
     m_start, sig_start, starting, hot_since = atrest.init_machines(2), atrest.init_signals(6), {}, {}
-    run_level = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 1e5])  # signal 4 has no span: its floor is 1 % of 1e5 ...
+    run_level = np.array([10.0, 13.0, 40.0, 0.0, 0.0, 1e5]) if run_fraction else np.array([0.0, 0.0, 0.0, 0.0, 0.0,
+                                                                                             1e5])
+    # signal 4 has no span: its floor is 1 % of its running level ...
     machine_of = np.array([0, 0, 0, 1, 1, -1], np.int64)
     floor = np.array([[0.05, 0.0], [0.2, 0.0], [0.01, 0.0], [0.0, 0.0], [0.0, 0.01], [0.0, 0.0]])
     run_level[4] = 30.0  # ... signal 4's 0.3: its spikes of 2 alarm, a float step would not
@@ -79,8 +90,8 @@ def test_rest_chunk_matches_reference_frame_by_frame(start_test):
     hold = np.array([10**18 + 10 * 10**9, -1], np.int64)
     st = atrest.init_state(6)
     ref: dict = {}
-    p = _params()
-    total = alarmed_in_start = 0
+    p = _params(params)
+    total = alarmed_in_start = frozen_found = 0
     for f, (ts, sig, v, q) in enumerate(_frames(seed, 400)):
         if f == 300:  # machine 1 starts (not judged), then stops again: a new off period
             m_state[1] = 3
@@ -91,7 +102,7 @@ def test_rest_chunk_matches_reference_frame_by_frame(start_test):
         r_score, r_kind = base.copy(), np.zeros(6, np.uint8)
         n = _chunk(ts, sig, v, q, machine_of, m_state, m_since, hold, floor, st, p, score, kind, need, m_start,
                    sig_start, f + 1, run_level)
-        n_ref = naive.rest_judgement(ts, sig, v, q, machine_of, m_state, m_since, hold, floor, ref, PARAMS,
+        n_ref = naive.rest_judgement(ts, sig, v, q, machine_of, m_state, m_since, hold, floor, ref, params,
                                      r_score, r_kind, need if start_test else None, starting, run_level, hot_since)
         assert n == n_ref, f
         np.testing.assert_allclose(score, r_score, rtol=1e-12, atol=1e-15, err_msg=f"frame {f}")
@@ -102,10 +113,16 @@ def test_rest_chunk_matches_reference_frame_by_frame(start_test):
             assert (m_start[:, atrest.HOT] == 0).all()
         if 342 <= f < 360:
             alarmed_in_start += int((score[sig < 3] >= 0.5).any())
+        if 285 <= f < 300:  # the frozen temperature (signal 2, Gaussian at rest: it never repeats) ten samples on
+            frozen_found += int(score[sig == 2][0] >= 0.5 and kind[sig == 2][0] == atrest.KIND_AT_REST)
     for s, r in ref.items():
-        np.testing.assert_allclose(st[s, [atrest.LOC, atrest.MAD, atrest.LEARNED_S, atrest.EXC, atrest.PEAK]],
-                                   [r["loc"], r["mad"], r["learned"], r["exc"], r["peak"]], rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(
+            st[s, [atrest.LOC, atrest.MAD, atrest.LEARNED_S, atrest.EXC, atrest.PEAK, atrest.DEV, atrest.RUN,
+                   atrest.RUN_MAX, atrest.RUNS]],
+            [r["loc"], r["mad"], r["learned"], r["exc"], r["peak"], r["dev"], r["run"], r["run_max"], r["runs"]],
+            rtol=1e-12, atol=1e-12)
     assert 5 not in ref and total > 0  # a signal of no machine is never judged; the excursions were
+    assert (frozen_found >= 12) == (frozen > 0)  # found by the frozen-value test only (a NaN or bad sample: no score)
     assert (alarmed_in_start == 0) if start_test else (alarmed_in_start >= 12)  # the start held with the test only
     assert (0 in starting) == start_test and 1 not in starting  # machine 1's lone spikes are no start
 

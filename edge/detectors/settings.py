@@ -333,6 +333,40 @@ class AtRestSettings(_Strict):
                                                                    "before it counts (noise outliers do not line up)")
     start_hold_s: float = Field(default=600.0, ge=0, description="at-rest alarms held this long after the last frame "
                                                                  "that looked like a start")
+    # A load also counts as leaving once it is on its way to its running level (why: a start moves every load by
+    # the same fraction of its running level, but their rest bands differ tenfold -- a clean `speed` left its band
+    # at 0.8 % load and alarmed before the noisy currents passed half of theirs at ~1.7 %: the 104 false alarms per
+    # night before 06:00 on the whole demo plant). Its deviation, smoothed over ``start_tau_s`` so rest noise
+    # averages out, must point towards the running level (at least ``start_load_bands`` bands away: a load, not a
+    # signal that reads the same running or not), cover ``start_run_fraction`` of the way there and
+    # ``start_noise_band`` of its band. bench/RESULTS.md ("At-rest stage, night round").
+    start_run_fraction: float = Field(default=0.0025, ge=0, le=1, description="fraction of the way from the rest "
+                                                                               "value to the running level at which "
+                                                                               "a load counts as leaving (0: off)")
+    start_tau_s: float = Field(default=10.0, gt=0, description="time constant of the smoothed deviation the "
+                                                               "running-level test reads")
+    start_noise_band: float = Field(default=0.15, ge=0, description="and at least this many band-widths (the "
+                                                                    "smoothed rest noise stays inside)")
+    # ``R`` is the running baseline as it froze at the stop: its level lags the ramp down, so it reads ~10 % of the
+    # running value (a compressor's current: R ~3 A of 32, ~3 bands from rest), hence a load from 1 band on.
+    start_load_bands: float = Field(default=1.0, ge=0, description="a signal whose running level is at least this "
+                                                                   "many band-widths from its rest value is a load")
+    # Frozen value at rest (why: on the whole demo plant, 45 of the 96 visible faults missed on switched-off machines
+    # were stuck values -- a frozen sensor reads a value a resting signal reads, so the band cannot see it, but it
+    # stops the rest noise's flicker). The texture counterpart of the peak cap: each signal learns the longest run
+    # of identical values it makes at rest (decaying with ``frozen_tau_s``; only runs that ended within the limit, so
+    # a frozen run is never learned), and a run of L samples scores ``L / (L + limit)`` with ``limit = frozen_mult *
+    # max(longest run, frozen_min_run)`` (kind AT_REST) once ``frozen_runs`` runs (a change is a run of 0) are
+    # learned. A signal that never repeats (a float) is frozen after 15 repeats; a current clipped at 0 (zeros about
+    # half the time: the longest run of a night ~15) after ~45; a signal constant at rest never ends a run and is not
+    # judged. Why 3 and 6 h: the longest of ~1,500 geometric runs an hour is only ~1.5x the typical hourly longest,
+    # so twice an hour's longest run (the first setting tried, bench/RESULTS.md "At-rest stage, night round") was
+    # exceeded by clipped loads at rest every few hours: ~140 false alarms a night on 2,100 signals.
+    frozen_mult: float = Field(default=3.0, ge=0, description="a run of identical values this many times the longest "
+                                                              "learned at rest scores 0.5 (0: off)")
+    frozen_min_run: float = Field(default=5.0, ge=1, description="the longest run assumed at least this (samples)")
+    frozen_runs: float = Field(default=20.0, ge=1, description="runs learned before the test judges")
+    frozen_tau_s: float = Field(default=21600.0, gt=0, description="time constant of the longest run's decay")
 
 
 class IdleSource(enum.StrEnum):

@@ -358,7 +358,9 @@ class DetectorStack:
         self.rest_params = atrest.make_params(ar.mult, ar.rel_resolution, ar.warm_s, ar.persist, ar.cap,
                                               ar.drain_per_s, ar.tau_loc_s, ar.tau_mad_s, ar.max_dt_s,
                                               ar.start_band, ar.start_hold_s, ar.peak_mult, ar.peak_warm_s,
-                                              ar.start_persist_s)
+                                              ar.start_persist_s, ar.start_run_fraction, ar.start_tau_s,
+                                              ar.start_noise_band, ar.start_load_bands, ar.frozen_mult,
+                                              ar.frozen_min_run, ar.frozen_runs, ar.frozen_tau_s)
         self.rest_need = atrest.machine_need(self.rest_machine_of, self.n_machines, ar.start_min, ar.start_fraction)
         self._rest_sig = atrest.init_signals(n_signals)  # the start test's per-signal scratch
         self._rest_frame = 0
@@ -698,6 +700,12 @@ class DetectorStack:
                                                    {"rest_state": self.rest_state})["rest_state"]
         except checkpoint.CheckpointError:
             self.rest_state[...] = atrest.init_state(self.n_signals)
+            try:  # bands saved before the start test's smoothed deviation (``atrest.DEV``): kept, DEV from 0
+                old = self.rest_state[:, :atrest.DEV]
+                self.rest_state[:, :atrest.DEV] = checkpoint.load(
+                    path, STATE_VERSION, self.fingerprint, {"rest_state": np.empty_like(old)})["rest_state"]
+            except checkpoint.CheckpointError:
+                pass
         try:  # slow trends (a checkpoint from before them: each signal learns its slopes again, ``trend.warmup``)
             self.trend_state[...] = checkpoint.load(path, STATE_VERSION, self.fingerprint,
                                                     {"trend_state": self.trend_state})["trend_state"]

@@ -46,23 +46,37 @@ judged), in arrival order:
 **Machine-wide start test** (why: on the simulated plant every at-rest false alarm fell in the minutes before the
 06:00 start, when a machine's loads ramp up before its state says RUNNING -- a running bit that rises at 5 % load, an
 energy meter whose state comes from its load with a hysteresis). A start moves many of one machine's signals out of
-their rest bands together; a fault moves one (a micro-leak three). So before a frame is judged, a first pass counts
-per machine the distinct warm signals that have been beyond ``start_band`` band-widths (the band without the peak
-cap) from the rest value for ``start_persist_s`` (a dip back inside shorter than that does not break it: a noisy
-ramp; independent noise outliers of several signals never line up for seconds, a ramp does; ``sig_start``); a
-machine with at least ``m_need[m]`` of them (the owner sets ``max(start_min, start_fraction * judged signals)``) is
-*starting* until ``start_hold_s`` after the frame's latest timestamp (``m_start[m, START_UNTIL]``). While a machine is
-starting its signals are neither judged nor learned and their evidence is dropped (an alarm opened by the first
-signal to leave closes): the hold lasts until the machine's state follows (RUNNING: this pass no longer runs) or the
-signals are back in their bands for ``start_hold_s``. ``sig_start[s, STAMP]`` counts each signal once per frame
-(``frame`` increases by one per call); ``m_start[m, HOT]`` is scratch, left at 0.
+their rest bands together; a fault moves one (a micro-leak three). So while a frame is judged, the pass counts per
+machine the distinct warm signals that are *leaving*, and have been for ``start_persist_s`` (a dip back inside
+shorter than that does not break the run: a noisy ramp; independent noise outliers of several signals never line
+up for seconds, a ramp does; ``sig_start``); a machine with at least ``m_need[m]`` of them (the owner sets
+``max(start_min, start_fraction * judged signals)``) is *starting* until ``start_hold_s`` after the frame's latest
+timestamp (``m_start[m, START_UNTIL]``), from the next frame on (one frame late: a start is a ramp of minutes, and
+one pass over the frame instead of two cost ~8 ns/sample less). A signal is leaving when
 
-Bad, non-finite, out-of-order samples and samples with ``dt`` 0 change nothing; gaps longer than ``max_dt_s``
-count as ``max_dt_s``. Returns the number of samples scoring >= 0.5.
+- it is beyond ``start_band`` band-widths (the band without the peak cap: a wave at rest reaches 3/4 of its capped
+  band every cycle) from the rest value, or
+- it is a load on its way to its running level (``start_run_fraction`` 0: off). Why: a start
+  moves every load by the same fraction of its running level ``R``, but their rest bands differ tenfold -- a clean
+  speed left its band at 0.8 % load and alarmed before noisy currents passed half of theirs at ~1.7 % (the 104
+  nightly false alarms of the whole demo plant). Its deviation from the rest value, smoothed over ``start_tau_s``
+  (``DEV``: the smoothing averages rest noise out), points towards ``R``, ``R`` is at least ``start_load_bands``
+  bands from the rest value (a load, not a signal that reads the same whether the machine runs or not: a wave at
+  rest would count half the time), and ``|DEV|`` has covered ``start_run_fraction`` of the way and
+  ``start_noise_band`` bands.
+
+While a machine is starting its signals are neither judged nor learned and their evidence is dropped (an alarm
+opened by the first signal to leave closes): the hold lasts until the machine's state follows (RUNNING: this pass
+no longer runs) or the signals are back in their bands for ``start_hold_s``. ``sig_start[s, STAMP]`` counts each
+signal once per frame (``frame`` increases by one per call); ``m_start[m, HOT]`` is scratch, left at 0.
+
+Bad, non-finite, out-of-order samples and samples with ``dt`` 0 change nothing (nor count for the start test); gaps
+longer than ``max_dt_s`` count as ``max_dt_s``. Returns the number of samples scoring >= 0.5.
 
 State per signal (float64): ``LOC``, ``MAD``, ``LEARNED_S`` (seconds of rest learned), ``EXC``, ``LAST_TS`` (ns of
 its last usable rest sample, NaN none), ``PERIOD`` (the machine's ``m_since`` of the off period it rests in, NaN
-none), ``PEAK`` (largest deviation learned, decaying).
+none), ``PEAK`` (largest deviation learned, decaying), ``DEV`` (deviation from ``LOC`` smoothed over
+``start_tau_s``, for the start test).
 """
 
 from __future__ import annotations
@@ -78,7 +92,12 @@ EXC = 3
 LAST_TS = 4
 PERIOD = 5
 PEAK = 6
-WIDTH = 7
+DEV = 7
+LAST_X = 8  # the frozen-value test (see module): the last value at rest, NaN none
+RUN = 9  # repeats of it in a row (samples)
+RUN_MAX = 10  # the longest ordinary run learned (decaying with ``frozen_tau_s``)
+RUNS = 11  # ordinary runs learned
+WIDTH = 12
 
 P_MULT = 0
 P_REL_RES = 1
@@ -94,7 +113,15 @@ P_START_HOLD_S = 10
 P_PEAK_MULT = 11
 P_PEAK_WARM_S = 12
 P_START_PERSIST_S = 13
-P_WIDTH = 14
+P_START_RUN_FRACTION = 14
+P_START_TAU_S = 15
+P_START_NOISE_BAND = 16
+P_START_LOAD_BANDS = 17
+P_FROZEN_MULT = 18
+P_FROZEN_MIN_RUN = 19
+P_FROZEN_RUNS = 20
+P_FROZEN_TAU_S = 21
+P_WIDTH = 22
 
 START_UNTIL = 0  # columns of ``m_start`` (int64 per machine): starting until this time (ns), -1 never
 HOT = 1  # scratch: signals beyond the start band in this frame
@@ -114,12 +141,18 @@ E_MAX = 3.0  # evidence is capped at this many ``persist`` (score 0.9): a long f
 def make_params(mult: float, rel_res: float, warm_s: float, persist: float, cap: float, drain: float,
                 tau_loc_s: float, tau_mad_s: float, max_dt_s: float, start_band: float = 1.0,
                 start_hold_s: float = 600.0, peak_mult: float = 0.0, peak_warm_s: float = 1800.0,
-                start_persist_s: float = 0.0) -> np.ndarray:
+                start_persist_s: float = 0.0, start_run_fraction: float = 0.0, start_tau_s: float = 10.0,
+                start_noise_band: float = 0.15, start_load_bands: float = 3.0, frozen_mult: float = 0.0,
+                frozen_min_run: float = 5.0, frozen_runs: float = 20.0, frozen_tau_s: float = 21600.0) -> np.ndarray:
     p = np.zeros(P_WIDTH, dtype=np.float64)
     p[P_MULT], p[P_REL_RES], p[P_WARM_S], p[P_PERSIST] = mult, rel_res, warm_s, persist
     p[P_CAP], p[P_DRAIN], p[P_TAU_LOC], p[P_TAU_MAD], p[P_MAX_DT] = cap, drain, tau_loc_s, tau_mad_s, max_dt_s
     p[P_START_BAND], p[P_START_HOLD_S] = start_band, start_hold_s
     p[P_PEAK_MULT], p[P_PEAK_WARM_S], p[P_START_PERSIST_S] = peak_mult, peak_warm_s, start_persist_s
+    p[P_START_RUN_FRACTION], p[P_START_TAU_S] = start_run_fraction, start_tau_s
+    p[P_START_NOISE_BAND], p[P_START_LOAD_BANDS] = start_noise_band, start_load_bands
+    p[P_FROZEN_MULT], p[P_FROZEN_MIN_RUN], p[P_FROZEN_RUNS] = frozen_mult, frozen_min_run, frozen_runs
+    p[P_FROZEN_TAU_S] = frozen_tau_s
     return p
 
 
@@ -147,7 +180,21 @@ def init_state(n: int) -> np.ndarray:
     st = np.zeros((n, WIDTH), dtype=np.float64)
     st[:, LAST_TS] = np.nan
     st[:, PERIOD] = np.nan
+    st[:, LAST_X] = np.nan
     return st
+
+
+@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
+def _fmax(a: float, b: float) -> float:
+    """``max(a, b)`` with Python's semantics, as a plain compare (numba's ``max`` builtin on floats cost ~15 ns per
+    sample here: measured with bench/atrest_cost.py)."""
+    return b if b > a else a
+
+
+@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
+def _fmin(a: float, b: float) -> float:
+    """``min(a, b)`` with Python's semantics, as a plain compare (see ``_fmax``)."""
+    return b if b < a else a
 
 
 @njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
@@ -155,25 +202,23 @@ def _floor(st: np.ndarray, s: int, floor: np.ndarray, p: np.ndarray, run_st: np.
     """The band's floor: register steps or span (``floor[s, 0]``), a fraction of the running level (``floor[s, 1]``,
     for signals without a span), the value's float resolution."""
     run = abs(run_st[s, run_col])
-    return max(max(floor[s, 0], floor[s, 1] * run), p[P_REL_RES] * max(abs(st[s, LOC]), run))
-
-
-@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
-def _band(st: np.ndarray, s: int, floor_s: float, p: np.ndarray, t: float, grace_end: float) -> float:
-    """Half-width of signal ``s``'s rest band at time ``t`` (ns) in an off period whose grace ended ``grace_end``."""
-    core = p[P_MULT] * st[s, MAD]
-    warm_ns = p[P_PEAK_WARM_S] * 1e9
-    if p[P_PEAK_MULT] > 0.0 and st[s, LEARNED_S] >= p[P_PEAK_WARM_S] and t - grace_end >= warm_ns:
-        core = min(core, p[P_PEAK_MULT] * st[s, PEAK])
-    return core + floor_s
+    return _fmax(_fmax(floor[s, 0], floor[s, 1] * run), p[P_REL_RES] * _fmax(abs(st[s, LOC]), run))
 
 
 @njit(cache=True, nogil=True)
-def _mark_starts(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality: np.ndarray,
-                 machine_of: np.ndarray, m_state: np.ndarray, m_since: np.ndarray, hold_until: np.ndarray,
-                 floor: np.ndarray, st: np.ndarray, p: np.ndarray, m_need: np.ndarray, m_start: np.ndarray,
-                 sig_start: np.ndarray, frame: int, run_st: np.ndarray, run_col: int) -> None:
-    """The start test's first pass: machines with ``m_need`` warm signals beyond the start band are starting."""
+def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality: np.ndarray,
+               machine_of: np.ndarray, m_state: np.ndarray, m_since: np.ndarray, hold_until: np.ndarray,
+               floor: np.ndarray, st: np.ndarray, p: np.ndarray, score: np.ndarray, kind: np.ndarray,
+               m_need: np.ndarray, m_start: np.ndarray, sig_start: np.ndarray, frame: int, run_st: np.ndarray,
+               run_col: int) -> int:
+    """Judge and learn the frame's samples of off machines' signals against their at-rest band, and count the
+    signals leaving it for the start test, whose verdict holds from the next frame on (see module)."""
+    n_high = 0
+    persist2 = p[P_PERSIST] * p[P_PERSIST]
+    persist_ns = np.int64(p[P_START_PERSIST_S] * 1e9)
+    frozen_on = p[P_FROZEN_MULT] > 0.0
+    inv_tau_run = 1.0 / p[P_FROZEN_TAU_S]
+    inv_tau_dev = 1.0 / p[P_START_TAU_S]
     t_max = np.int64(-(2 ** 62))
     any_hot = False
     for k in range(signal.shape[0]):
@@ -184,52 +229,6 @@ def _mark_starts(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quali
         t = ts_ns[k]
         if t > t_max:
             t_max = t
-        x = value[k]
-        if t <= hold_until[m] or quality[k] == 2 or not np.isfinite(x) or sig_start[s, STAMP] == frame:
-            continue
-        if not st[s, PERIOD] == float(m_since[m]) or st[s, LEARNED_S] < p[P_WARM_S]:
-            continue
-        # the band without the peak cap: a wave at rest reaches 3/4 of its capped band every cycle
-        env = p[P_MULT] * st[s, MAD] + _floor(st, s, floor, p, run_st, run_col)
-        if abs(x - st[s, LOC]) <= p[P_START_BAND] * env:
-            continue
-        persist_ns = np.int64(p[P_START_PERSIST_S] * 1e9)
-        if sig_start[s, HOT_SINCE] < 0 or t - sig_start[s, LAST_BEYOND] > persist_ns:
-            sig_start[s, HOT_SINCE] = t  # a new run (a dip back inside shorter than ``start_persist_s`` is none)
-        sig_start[s, LAST_BEYOND] = t
-        if t - sig_start[s, HOT_SINCE] >= persist_ns:
-            sig_start[s, STAMP] = frame
-            m_start[m, HOT] += 1
-            any_hot = True
-    if not any_hot:
-        return
-    hold_ns = np.int64(p[P_START_HOLD_S] * 1e9)
-    for k in range(signal.shape[0]):
-        m = machine_of[signal[k]]
-        if m < 0 or m_start[m, HOT] == 0:
-            continue
-        if m_start[m, HOT] >= m_need[m]:
-            m_start[m, START_UNTIL] = t_max + hold_ns
-        m_start[m, HOT] = 0
-
-
-@njit(cache=True, nogil=True)
-def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality: np.ndarray,
-               machine_of: np.ndarray, m_state: np.ndarray, m_since: np.ndarray, hold_until: np.ndarray,
-               floor: np.ndarray, st: np.ndarray, p: np.ndarray, score: np.ndarray, kind: np.ndarray,
-               m_need: np.ndarray, m_start: np.ndarray, sig_start: np.ndarray, frame: int, run_st: np.ndarray,
-               run_col: int) -> int:
-    """Judge and learn the frame's samples of off machines' signals against their at-rest band (see module)."""
-    _mark_starts(ts_ns, signal, value, quality, machine_of, m_state, m_since, hold_until, floor, st, p, m_need,
-                 m_start, sig_start, frame, run_st, run_col)
-    n_high = 0
-    persist2 = p[P_PERSIST] * p[P_PERSIST]
-    for k in range(signal.shape[0]):
-        s = signal[k]
-        m = machine_of[s]
-        if m < 0 or (m_state[m] != OFF and m_state[m] != IDLE):
-            continue
-        t = ts_ns[k]
         if t <= hold_until[m]:
             continue
         x = value[k]
@@ -241,35 +240,83 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
             st[s, PERIOD] = period
             st[s, LOC] = x
             st[s, EXC] = 0.0
+            st[s, DEV] = 0.0
             st[s, LAST_TS] = tf
+            st[s, LAST_X] = x
+            st[s, RUN] = 0.0
             continue
         dt_s = (tf - st[s, LAST_TS]) * 1e-9
         if not dt_s > 0.0:
             continue
-        dt_s = min(dt_s, p[P_MAX_DT])
+        dt_s = _fmin(dt_s, p[P_MAX_DT])
         st[s, LAST_TS] = tf
-        if t <= m_start[m, START_UNTIL]:  # the machine is starting: not judged, not learned, evidence dropped
-            st[s, EXC] = 0.0
-            continue
         loc = st[s, LOC]
         d = abs(x - loc)
-        env = _band(st, s, _floor(st, s, floor, p, run_st, run_col), p, tf, float(max(hold_until[m], m_since[m])))
+        floor_s = _floor(st, s, floor, p, run_st, run_col)
+        core = p[P_MULT] * st[s, MAD]
         warm = st[s, LEARNED_S] >= p[P_WARM_S]
+        if p[P_START_RUN_FRACTION] > 0.0:  # the start test's smoothed deviation (weight first order in dt: no division)
+            st[s, DEV] += _fmin(dt_s * inv_tau_dev, 1.0) * (x - loc - st[s, DEV])
+        if warm and sig_start[s, STAMP] != frame:  # the start test: is this signal leaving its rest band?
+            env_u = core + floor_s  # the band without the peak cap: a wave at rest reaches 3/4 of its capped band
+            leaving = d > p[P_START_BAND] * env_u
+            if not leaving and p[P_START_RUN_FRACTION] > 0.0:  # a load on its way to its running level?
+                g = run_st[s, run_col] - loc
+                dev = st[s, DEV]
+                ag, ad = abs(g), abs(dev)  # ``&``, not ``and``: the sign of rest noise is a coin toss (branchless)
+                leaving = (dev * g > 0.0) & (ag >= p[P_START_LOAD_BANDS] * env_u) & (
+                    ad >= p[P_START_RUN_FRACTION] * ag) & (ad >= p[P_START_NOISE_BAND] * env_u)
+            if leaving:
+                if sig_start[s, HOT_SINCE] < 0 or t - sig_start[s, LAST_BEYOND] > persist_ns:
+                    sig_start[s, HOT_SINCE] = t  # a new run (a dip back inside shorter than ``start_persist_s``: none)
+                sig_start[s, LAST_BEYOND] = t
+                if t - sig_start[s, HOT_SINCE] >= persist_ns:
+                    sig_start[s, STAMP] = frame
+                    m_start[m, HOT] += 1
+                    any_hot = True
+        if t <= m_start[m, START_UNTIL]:  # the machine is starting: not judged, not learned, evidence dropped
+            st[s, EXC] = 0.0
+            st[s, LAST_X] = x
+            st[s, RUN] = 0.0
+            continue
+        if p[P_PEAK_MULT] > 0.0 and st[s, LEARNED_S] >= p[P_PEAK_WARM_S] and \
+                tf - float(max(hold_until[m], m_since[m])) >= p[P_PEAK_WARM_S] * 1e9:
+            core = _fmin(core, p[P_PEAK_MULT] * st[s, PEAK])
+        env = core + floor_s
         inside = d <= env
-        if warm:
+        if warm:  # the level test: evidence outside the band
             e = st[s, EXC]
             if inside:
-                e = max(e - p[P_DRAIN] * dt_s, 0.0)
+                e = _fmax(e - p[P_DRAIN] * dt_s, 0.0)
             else:
                 u = d / env - 1.0 if env > 0.0 else p[P_CAP]
-                e = min(e + min(u, p[P_CAP]) * dt_s, E_MAX * p[P_PERSIST])
+                e = _fmin(e + _fmin(u, p[P_CAP]) * dt_s, E_MAX * p[P_PERSIST])
             st[s, EXC] = e
             sc = e * e / (e * e + persist2) if e > 0.0 else 0.0
-            if sc > score[k]:
-                score[k] = sc
-                kind[k] = KIND_AT_REST
-            if sc >= 0.5:
-                n_high += 1
+        else:
+            sc = 0.0
+        if frozen_on:  # the frozen-value test: a run of identical values longer than the rest's own runs
+            run_prev = st[s, RUN]
+            rep_f = 1.0 if x == st[s, LAST_X] else 0.0
+            run = (run_prev + 1.0) * rep_f
+            st[s, RUN] = run
+            st[s, LAST_X] = x
+            limit = p[P_FROZEN_MULT] * _fmax(st[s, RUN_MAX], p[P_FROZEN_MIN_RUN])
+            # judged only where the rest band is noise, not floor (6 MADs >= floor): a noise-free value that
+            # decays to a constant at rest (an energy meter's demand reaching float32's 0) has no flicker to stop
+            if warm and st[s, RUNS] >= p[P_FROZEN_RUNS] and run > 0.0 and p[P_MULT] * st[s, MAD] >= floor_s:
+                sc = _fmax(sc, run / (run + limit))
+            if quality[k] == 0:  # a run that ended within the limit is ordinary: learned (a frozen one is not;
+                # while fewer than ``frozen_runs`` are learned, every one is); the longest decays (first order in dt)
+                st[s, RUN_MAX] -= _fmin(dt_s * inv_tau_run, 1.0) * st[s, RUN_MAX]
+                if rep_f == 0.0 and (run_prev <= limit or st[s, RUNS] < p[P_FROZEN_RUNS]):  # (a change: run 0)
+                    st[s, RUN_MAX] = _fmax(st[s, RUN_MAX], run_prev)
+                    st[s, RUNS] += 1.0
+        if sc > score[k]:
+            score[k] = sc
+            kind[k] = KIND_AT_REST
+        if sc >= 0.5:
+            n_high += 1
         if quality[k] == 0 and (not warm or (inside and st[s, EXC] == 0.0)):
             learned = st[s, LEARNED_S]
             r_loc = dt_s / p[P_TAU_LOC]
@@ -277,10 +324,16 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
             a_loc = r_loc / (1.0 + r_loc)  # ~ 1 - exp(-dt/tau) for dt << tau, without an exp per sample
             a_mad = r_mad / (1.0 + r_mad)
             if not warm:  # a running mean until warm: no start-up bias towards 0
-                a_loc = max(a_loc, dt_s / (learned + dt_s))
-                a_mad = max(a_mad, dt_s / (learned + dt_s))
+                a_loc = _fmax(a_loc, dt_s / (learned + dt_s))
+                a_mad = _fmax(a_mad, dt_s / (learned + dt_s))
             st[s, MAD] += a_mad * (d - st[s, MAD])
-            st[s, PEAK] = max(st[s, PEAK] - a_mad * st[s, PEAK], d)
+            st[s, PEAK] = _fmax(st[s, PEAK] - a_mad * st[s, PEAK], d)
             st[s, LOC] += a_loc * (x - loc)
             st[s, LEARNED_S] = learned + dt_s
+    if any_hot:  # machines with enough signals leaving their bands in this frame are starting
+        hold_ns = np.int64(p[P_START_HOLD_S] * 1e9)
+        for m in range(m_start.shape[0]):
+            if m_start[m, HOT] >= m_need[m]:
+                m_start[m, START_UNTIL] = t_max + hold_ns
+            m_start[m, HOT] = 0
     return n_high
