@@ -79,6 +79,18 @@ STATE_VERSION = 1
 SEQ_RESTART_GAP = 1000
 
 
+def _contribute(inc: Incident, key: str, name: str, kind: str, peak: float, start_ns: int) -> None:
+    """An alarm (re)joins an incident: its contributor becomes active with the larger peak, its kind is listed."""
+    c = inc.contributors.get(key)
+    if c is None:
+        inc.contributors[key] = Contributor(key, name, kind, peak, True, start_ns)
+    else:
+        c.active, c.kind, c.peak, c.end_ns = True, kind, max(c.peak, peak), None
+    if kind not in inc.kinds:
+        inc.kinds.append(kind)
+    inc.peak = max(inc.peak, peak)
+
+
 class Outcome:
     APPLIED = "applied"
     REFUSED = "refused"
@@ -406,14 +418,7 @@ class IncidentEngine:
                 self._create(m, key, name, kind, peak, start_ns, prio, now_ns, docs)
             return
         grew = key not in inc.contributors or kind not in inc.kinds
-        c = inc.contributors.get(key)
-        if c is None:
-            inc.contributors[key] = Contributor(key, name, kind, peak, True, start_ns)
-        else:
-            c.active, c.kind, c.peak, c.end_ns = True, kind, max(c.peak, peak), None
-        if kind not in inc.kinds:
-            inc.kinds.append(kind)
-        inc.peak = max(inc.peak, peak)
+        _contribute(inc, key, name, kind, peak, start_ns)
         inc.clear_due_ns = None
         inc.end_ns = None
         raised = prio > inc.priority
@@ -486,14 +491,7 @@ class IncidentEngine:
         self._ids.add(inc.id)
         self.current[m] = inc
         self.stats.incidents_reactivated += 1
-        c = inc.contributors.get(key)
-        if c is None:
-            inc.contributors[key] = Contributor(key, name, kind, peak, True, start_ns)
-        else:
-            c.active, c.kind, c.peak, c.end_ns = True, kind, max(c.peak, peak), None
-        if kind not in inc.kinds:
-            inc.kinds.append(kind)
-        inc.peak = max(inc.peak, peak)
+        _contribute(inc, key, name, kind, peak, start_ns)
         inc.priority = max(inc.priority, prio)
         inc.active, inc.acked, inc.end_ns, inc.clear_due_ns = True, False, None, None
         inc.out_of_service = m in self.out_of_service
