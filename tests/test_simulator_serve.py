@@ -147,8 +147,10 @@ def test_dev_plant_serves_modbus_and_opcua(dev_sim: RunningSim) -> None:
                 moving = (table.amplitude[rows] > 0) | (table.noise[rows] > 0)
                 changed = first != second
                 assert changed[moving].mean() > 0.8, f"{d.name}: only {changed[moving].mean():.0%} changed"
-                # constants stay put, counters (hours, strokes, energy) only count up
-                assert (second[~moving] >= first[~moving]).all()
+                # constants stay put, counters (hours, strokes, energy) only count up; state words are the
+                # physics' (a leak tester's valve word follows its test cycle, a running bit drops off shift)
+                const = ~moving & (np.array([table.kinds[r] for r in rows.tolist()]) != "state")
+                assert (second[const] >= first[const]).all()
                 # real-PLC manners: an address past the map and an unknown unit answer exceptions
                 r = await client.read_holding_registers(65000, count=10, device_id=d.unit_id)
                 assert r.isError() and r.exception_code == 2
