@@ -322,11 +322,7 @@ def ensure(
     settings = settings or RetentionSettings()
     client = _Client(url, username, password, timeout_s)
     ran: list[str] = []
-
-    def run(q: str) -> None:
-        client.query(q, database)
-        ran.append(q)
-
+    run = _recording(client, database, ran)
     _ensure_database_and_policies(client, database, retention_policies(settings), alter=True, run=run)
     existing = {
         r["name"]: r["query"]
@@ -380,13 +376,17 @@ def ensure_policies(
     settings = settings or RetentionSettings()
     client = _Client(url, username, password, timeout_s)
     ran: list[str] = []
+    run = _recording(client, database, ran)
+    _ensure_database_and_policies(client, database, alarm_policies(settings), alter=alter, run=run)
+    return ran
 
+
+def _recording(client: _Client, database: str, ran: list[str]) -> Callable[[str], None]:
+    """A statement runner that also records what it ran (``ensure``'s return value: what had to change)."""
     def run(q: str) -> None:
         client.query(q, database)
         ran.append(q)
-
-    _ensure_database_and_policies(client, database, alarm_policies(settings), alter=alter, run=run)
-    return ran
+    return run
 
 
 def _ensure_database_and_policies(client: _Client, database: str, policies: list[tuple[str, str, bool]], *,

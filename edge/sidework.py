@@ -70,3 +70,8 @@ class SideWork:
 
     def failing(self) -> list[str]:
         return sorted(name for name, k in self.kinds.items() if k.failing)
+
+    def is_failing(self, kind: str) -> bool:
+        """Whether ``kind``'s last attempt failed (a caller retries sooner while it does)."""
+        k = self.kinds.get(kind)
+        return k is not None and k.failing

@@ -156,7 +156,7 @@ class AlarmService:
         if self.state_dir is not None:
             state = self.engine.to_json()
             self._sidework.run(CHECKPOINT_WORK, lambda: store.save(self.state_dir, state, outbox))  # type: ignore[arg-type]
-            if CHECKPOINT_WORK in self._sidework.failing():
+            if self._sidework.is_failing(CHECKPOINT_WORK):
                 self._next_save_ns = time.time_ns() + SAVE_RETRY_INTERVAL_NS
 
     def _out(self, docs: list[dict[str, Any]]) -> None:
