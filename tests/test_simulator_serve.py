@@ -31,7 +31,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from edge.sources.modbus_codec import Codec
 from edge.sources.modbus_plan import plan_device
 from plantwire.configfile import load_plant
-from plantwire.plant import PlantConfig, Protocol, SignalTable, Table, expand, relocate_ports
+from plantwire.plant import TYPE_ORDER, PlantConfig, Protocol, RegisterType, SignalTable, Table, expand, relocate_ports
 from plantwire.ports import free_port, free_port_block
 from simulators.physics import _LOAD as LOAD_NAME  # the physics' own load classification
 
@@ -41,6 +41,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # how far ahead of now a test with a timeline sets the simulator's epoch: more than the slowest start seen on a
 # loaded 2-core box (15.7 s for the dev plant), so the timeline never starts before the servers listen
 START_ROOM_S = 25
+# register types that carry whole counts: noise finer than one count (scale) rounds away in them
+INT_TYPES = [TYPE_ORDER.index(t) for t in (RegisterType.INT16, RegisterType.UINT16, RegisterType.INT32,
+                                           RegisterType.UINT32, RegisterType.INT64)]
 
 
 @dataclass
@@ -145,9 +148,17 @@ def test_dev_plant_serves_modbus_and_opcua(dev_sim: RunningSim) -> None:
                 plausible(table, rows, first)
                 await asyncio.sleep(1.1)
                 _, second = await read_device(client, table, d.index)
+                await asyncio.sleep(1.1)
+                _, third = await read_device(client, table, d.index)
                 moving = (table.amplitude[rows] > 0) | (table.noise[rows] > 0)
-                changed = first != second
-                assert changed[moving].mean() > 0.8, f"{d.name}: only {changed[moving].mean():.0%} changed"
+                # the registers follow the ticks. Judged on signals whose noise is at least one count of an integer
+                # register (finer noise rounds away) over two intervals: at night, with machines off, one interval
+                # and every noisy signal left 78 % changed, against 80 % asked (clean-clone CI at 22:30 UTC); this
+                # statistic stays >= 0.92 at every hour of the simulated day for this seed
+                counts = np.isin(table.reg_type[rows], INT_TYPES)
+                live = moving & (~counts | (table.noise[rows] >= table.scale[rows]))
+                changed = ((first != second) | (second != third))[live]
+                assert live.sum() > 20 and changed.mean() > 0.85, f"{d.name}: only {changed.mean():.0%} changed"
                 # constants stay put, counters (hours, strokes, energy) only count up. Not constants: state words
                 # (a leak tester's valve word follows its test cycle, a running bit drops off shift) and loads
                 # without a wave, which the physics scales with the shift's level (a meter's peak_demand)
