@@ -13,6 +13,12 @@ writes it contiguously (``count_out``) for every signal in the frame; the gate r
 the signal state before, a cache line per sample. ``gated_out`` receives the gated and folded scores (the
 stack's ``alarm_score``). Returns the number of events produced (may exceed the columns' capacity; the alarm
 state advances regardless, as in ``alarms.alarm_chunk``).
+
+The common sample -- no alarm open, its score below ``on`` -- takes a short path: ``rearm_step`` would count it
+and store 0 into the alarm's ``above`` count, which is 0 already for nearly every signal; storing only where a value
+changes leaves the alarm rows' cache lines clean, and the settle gate and the device fold are skipped for a score
+of 0, which they pass unchanged. Same state and outputs, bit for bit; 10.2 -> 6.4 ns/sample at 1 Hz and 8.3 -> 6.5
+at 10 Hz (the kernel alone, interleaved, thread CPU time, load ~13; bench/RESULTS.md, branch speed).
 """
 
 from __future__ import annotations
@@ -62,13 +68,20 @@ def gate_alarm_frame(ts_ns: np.ndarray, signal: np.ndarray, score: np.ndarray, k
             f = t
         sc = score[k]
         kd = kind[k]
-        m = machine_of[e]
-        if alarms.gate_held(sc, kd, t, f, count[e], m, hold_until[m if m >= 0 else 0], settle_n, settle_ns,
-                            dq_kind_min, hold_all_until):
-            sc = 0.0
-        if devices.fold_hit(kd, sc, device_of[e], dev_score, fold_at, dq_kind_min):
-            sc = 0.0
+        if sc > 0.0:  # the gate and the fold only ever zero a positive score (both test ``sc > 0``)
+            m = machine_of[e]
+            if alarms.gate_held(sc, kd, t, f, count[e], m, hold_until[m if m >= 0 else 0], settle_n, settle_ns,
+                                dq_kind_min, hold_all_until):
+                sc = 0.0
+            elif devices.fold_hit(kd, sc, device_of[e], dev_score, fold_at, dq_kind_min):
+                sc = 0.0
         gated_out[k] = sc
-        j = rearm.rearm_step(j, cap, e, sc, t, kd, fst, its, rst, on, off, on_count, off_count, rearm_n, exempt,
-                             ev_entity, ev_phase, ev_ts_start, ev_ts_end, ev_peak, ev_kind)
+        since = rst[e, rearm.R_SINCE]
+        if fst[e, alarms.ACTIVE] == 0.0 and sc < on:  # what ``rearm_step`` does with a quiet sample, stores only
+            rst[e, rearm.R_SINCE] = since + 1.0       # where they change a value (see the module)
+            if fst[e, alarms.ABOVE] != 0.0:
+                fst[e, alarms.ABOVE] = 0.0
+        else:
+            j = rearm.rearm_step(j, cap, e, sc, t, kd, fst, its, rst, on, off, on_count, off_count, rearm_n, exempt,
+                                 ev_entity, ev_phase, ev_ts_start, ev_ts_end, ev_peak, ev_kind)
     return j
