@@ -15,7 +15,7 @@ Stages, all numba kernels over state arrays sized once from the signal count and
 1. ``signal_stack.signal_chunk`` -- level, change, stuck, rate and range per signal (fused, one pass);
 1b. ``atrest.rest_chunk`` (``operating_state.at_rest``, with ``off: freeze``) -- an off machine's process signals,
    after its stop grace, against the band a machine at rest stays in (kind AT_REST; a separate pass that only
-   touches off machines' signals);
+   touches off machines' signals, skipped while no machine is off or idle: ``opstate.count_resting``);
 2. ``machine.MachineStage`` -- per machine a fitted PCA baseline per operating mode (``edge.kernels.pca``),
    ticked at most every ``machine.period_s`` on the latest good value of its members, naming the three
    signals that contributed most; without a model file it records its own first ``fit_after_s`` and fits
