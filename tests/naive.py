@@ -672,6 +672,11 @@ def leak_cycles(ts_ns, signal, value, quality, role, row, p_on, rise, vent, max_
 def leak_stations(n: int) -> list[_LeakStation]:
     return [_LeakStation() for _ in range(n)]
 
+def count_resting(state, n):
+    """Reference of ``opstate.count_resting``: machines among the first ``n`` that are OFF (1) or IDLE (2)."""
+    return int(np.isin(np.asarray(state)[:n], (1, 2)).sum())
+
+
 def update_states(ts_ns, signal, value, quality, running_of, state, since_ns, hold_until, grace_ns, members,
                   swap=None, on_at=None, off_at=None):
     """Reference of ``opstate.update_states``: (state, since_ns, hold_until, frozen per signal, changes).

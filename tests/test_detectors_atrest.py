@@ -171,3 +171,29 @@ def test_a_clean_load_leaving_its_tight_band_first_is_part_of_the_start():
     assert _start_after_a_day(0.0, [1, 2, 3, 4, 5]) != []  # the failure the rule is for
     assert _start_after_a_day(None, [1, 2, 3, 4, 5]) == []  # shipped default
     assert [e for _, e in _start_after_a_day(None, [1])] == [1]
+
+
+def test_skipping_the_pass_while_no_machine_rests_changes_nothing(monkeypatch):
+    """The stack skips ``rest_chunk`` while no machine is OFF or IDLE (``opstate.count_resting``): the same frames with
+    the pass always run give the same scores, events and rest state, through a stop, a rest and a restart."""
+    ks = list(range(0, STOP + int(GRACE_S) + 400)) + list(range(10**5, 10**5 + 100))  # the gap: a restart at 10^5 s
+
+    def run(stack: DetectorStack) -> list:
+        rng = np.random.default_rng(11)
+        out = []
+        sig = np.arange(4, dtype=np.uint32)
+        for k in ks:
+            on = k < STOP or k >= 10**5
+            v = np.array([1.0, 40.0 + rng.normal(), 70.0, 100.0]) if on else \
+                np.array([0.0, 0.3 * rng.normal() + (8.0 if k > STOP + GRACE_S + 300 else 0.0), 25.0, 100.0])
+            r = stack.process(sig, v, np.zeros(4, np.uint8), np.full(4, T0 + k * 10**9, np.int64))
+            out.append((r.score.copy(), r.kind.copy(), r.events.copy()))
+        return [*out, stack.rest_state.copy()]
+
+    skipped = run(_stack(AtRestSettings(enabled=True, warm_s=100)))
+    monkeypatch.setattr("edge.kernels.opstate.count_resting", lambda state, n: 1)
+    always = run(_stack(AtRestSettings(enabled=True, warm_s=100)))
+    assert any((e["kind"] == int(Kind.AT_REST)).any() for _, _, e in skipped[:-1])  # the pass did judge at rest
+    for a, b in zip(skipped, always, strict=True):
+        for x, y in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,), strict=True):
+            assert x.tobytes() == y.tobytes()

@@ -153,3 +153,13 @@ def test_a_frozen_stretch_learns_nothing_but_its_last_sample():
     moved = np.flatnonzero(st_[0] != before[0]).tolist()
     assert moved == [signal_stack.B_RATE + rate.LAST_V, signal_stack.B_RATE + rate.LAST_TS]
     assert st_[0, signal_stack.B_RATE + rate.LAST_TS] == float(ts[-1])
+
+
+def test_count_resting_matches_the_reference():
+    rng = np.random.default_rng(3)
+    for size, n in ((1, 1), (7, 7), (500, 500), (500, 120), (5, 9), (4, 0)):
+        state = rng.integers(0, 4, size).astype(np.int8)
+        assert opstate.count_resting(state, n) == naive.count_resting(state, n)
+    running = np.full(50, opstate.RUNNING, np.int8)  # constant input: nobody rests, then everybody
+    assert opstate.count_resting(running, 50) == 0
+    assert opstate.count_resting(np.full(50, opstate.OFF, np.int8), 50) == 50

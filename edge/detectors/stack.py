@@ -15,7 +15,7 @@ Stages, all numba kernels over state arrays sized once from the signal count and
 1. ``signal_stack.signal_chunk`` -- level, change, stuck, rate and range per signal (fused, one pass);
 1b. ``atrest.rest_chunk`` (``operating_state.at_rest``, with ``off: freeze``) -- an off machine's process signals,
    after its stop grace, against the band a machine at rest stays in (kind AT_REST; a separate pass that only
-   touches off machines' signals);
+   touches off machines' signals, skipped while no machine is off or idle: ``opstate.count_resting``);
 2. ``machine.MachineStage`` -- per machine a fitted PCA baseline per operating mode (``edge.kernels.pca``),
    ticked at most every ``machine.period_s`` on the latest good value of its members, naming the three
    signals that contributed most; without a model file it records its own first ``fit_after_s`` and fits
@@ -519,10 +519,12 @@ class DetectorStack:
                               kind, int(Kind.CHANGE))
         if self._rest_on and n:
             self._rest_frame += 1
-            atrest.rest_chunk(ts_ns, signal, value, quality, self.rest_machine_of, self.m_state, self.m_since,
-                              self.hold_until, self.rest_floor, self.rest_state, self.rest_params, score, kind,
-                              self.rest_need, self.rest_start, self._rest_sig, self._rest_frame, self.state,
-                              signal_stack.B_LEVEL + robust.LOC)
+            # while no machine rests the pass would judge, learn and count nothing: skipped (bit-identical)
+            if opstate.count_resting(self.m_state, self.n_machines):
+                atrest.rest_chunk(ts_ns, signal, value, quality, self.rest_machine_of, self.m_state, self.m_since,
+                                  self.hold_until, self.rest_floor, self.rest_state, self.rest_params, score, kind,
+                                  self.rest_need, self.rest_start, self._rest_sig, self._rest_frame, self.state,
+                                  signal_stack.B_LEVEL + robust.LOC)
             oc_p = self._oc_p
             opchange.mark_machines(self._oc_hot, self.oc_members, tick_ts, float(oc_p[signal_stack.OC_MIN_FRACTION]),
                                    float(oc_p[signal_stack.OC_MIN_SIGNALS]), self._oc_hold_ns, self.hold_until)

@@ -101,6 +101,21 @@ def update_states(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, qual
     return changes
 
 
+
+@njit(cache=True, nogil=True)
+def count_resting(state: np.ndarray, n: int) -> int:
+    """How many of the first ``n`` machines are OFF or IDLE (at rest).
+
+    Why: the at-rest stage (``atrest.rest_chunk``) judges only resting machines' samples but reads every sample's
+    machine and state to find them (~1.6 ns/sample at 15,000 signals); while no machine rests the stack skips the
+    pass, which would change nothing. A kernel, not numpy: two compares and a reduction over a few hundred machines
+    cost ~5 us of temporaries per frame, this one call ~2.
+    """
+    c = 0
+    for m in range(min(n, state.shape[0])):
+        c += (state[m] == OFF) | (state[m] == IDLE)
+    return c
+
 # ``update_activity``'s arrays. Per activity signal, parameters ``act_p`` (float64, n x P_WIDTH):
 P_IDLE = 0  # declared: the value that means idle (a cycle-active bit's 0, a valve word's rest); NaN: the data rule
 P_BAND = 1  # data rule: a move of more than this is activity (a fraction of the signal's plausible span)
