@@ -155,6 +155,10 @@ class EdgeGateway:
                                          "part of each flush run on the event loop (draining the frame buffer, "
                                          "handing the batches to the write-ahead log): the polls wait this long",
                                          LATENCY_BUCKETS_S)
+        self.handoff_delay = Histogram(self.metrics, "flush_handoff_seconds",
+                                       "from a flush's drain to its read samples' batches handed to the write-ahead "
+                                       "log and MQTT (encoded first on the judge thread, before the scoring)",
+                                       LATENCY_BUCKETS_S)
         self._signals_payload = wire.encode_signal_table(
             gateway=cfg.gateway_id,
             table_hash=self.table_hash,
@@ -613,8 +617,10 @@ class EdgeGateway:
             self.read_count += np.bincount(part.signal, minlength=self.read_count.shape[0])
             np.maximum.at(self.mark.last_ts_ns, part.signal, part.ts_ns)
             self.mark.head[READ] += len(part)
-        job.handed_parts = n_parts
         h = self.mark.head
+        if n_parts and job.handed_parts == 0:  # the read samples' batches: the drain-to-hand-off delay
+            self.handoff_delay.observe(np.array([max(time.time_ns() - job.drained_ns, 0) / 1e9]))
+        job.handed_parts = n_parts
         if n_parts:
             h[NEXT_SEQ] = self.seq
             h[LAST_FLUSH] = job.drained_ns  # read before it: logged (or held, counted); after it: in the buffer
