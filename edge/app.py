@@ -1056,6 +1056,9 @@ async def serve(config_path: Path, cfg: EdgeConfig, plant: PlantConfig, notifier
     loop.add_signal_handler(signal.SIGHUP, hup.set)
     reload_failures = 0
     while True:
+        # Process-wide, so set by the daemon, not by a gateway (tests run several in one process): how soon the
+        # judge thread's Python hands the GIL back to the polls (edge/config.py JudgeSettings).
+        sys.setswitchinterval(cfg.judge.switch_interval_ms / 1000.0)
         gateway = EdgeGateway(cfg, plant, notifier=notifier, base_dir=config_path.parent)
         failures = gateway.metrics.counter("config_reload_failures_total", "SIGHUP reloads rejected")
         failures.set(reload_failures)

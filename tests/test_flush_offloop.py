@@ -183,3 +183,18 @@ def test_a_poll_that_overran_polls_the_latest_tick_late_and_counts_the_ones_it_s
     assert steps[3] >= 3  # the fourth poll overran by 2.5 periods: the latest passed tick polled, older skipped
     assert stats.missed_ticks == sum(s - 1 for s in steps)  # every tick neither polled nor late is counted
     assert stats.late_polls >= 2
+
+
+def test_gil_switch_interval_is_a_validated_setting(tmp_path: Path) -> None:
+    """``judge.switch_interval_ms`` defaults to 1 ms and a bad value is refused with its path."""
+    from plantwire.configfile import ConfigError
+
+    path = _write_config(tmp_path, free_port())
+    cfg, _ = load_edge(path)
+    assert cfg.judge.switch_interval_ms == 1.0
+    doc = json.loads(path.read_text())
+    doc["judge"] = {"switch_interval_ms": 0}
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ConfigError) as info:
+        load_edge(path)
+    assert any(e.startswith("judge.switch_interval_ms") for e in info.value.errors), info.value.errors
