@@ -52,14 +52,17 @@ def _pct(xs: list[float], q: float) -> float:
     return round(float(np.percentile(np.array(xs), q)), 4) if xs else float("nan")
 
 
-async def measure(config: Path, modbus_hz: int, warm_s: int, seconds: int, state_dir: Path) -> dict[str, object]:
+async def measure(config: Path, modbus_hz: int, warm_s: int, seconds: int, state_dir: Path,
+                  switch_interval_ms: float = 0.0) -> dict[str, object]:
     cfg, plant = load_edge(config / "edge.yaml")
     agents = AgentsSettings.model_validate({"energy": {}, "leak_test": {}})
     cfg = cfg.model_copy(update={"state_dir": state_dir, "agents": agents, "console": None})
     table = expand(plant)
     gw = EdgeGateway(cfg, plant, base_dir=config)
     gw._loop_thread = threading.get_ident()  # as run() does
-    if hasattr(cfg, "judge"):
+    if switch_interval_ms > 0:
+        sys.setswitchinterval(switch_interval_ms / 1000.0)
+    elif hasattr(cfg, "judge"):
         sys.setswitchinterval(cfg.judge.switch_interval_ms / 1000.0)  # as the daemon does (edge/app.py serve)
     modbus = np.array([d.protocol is Protocol.MODBUS for d in table.devices])
     is_mb = modbus[table.device]
@@ -145,9 +148,12 @@ def main() -> None:
     ap.add_argument("--modbus-hz", type=int, default=10)
     ap.add_argument("--warm-s", type=int, default=60, help="flushes not timed (kernels compiled, agents started)")
     ap.add_argument("--seconds", type=int, default=60, help="flushes timed")
+    ap.add_argument("--switch-interval-ms", type=float, default=0.0,
+                    help="GIL switch interval (0: the config's judge.switch_interval_ms, as the daemon sets it)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="flush-handoff-") as tmp:
-        result = asyncio.run(measure(args.config, args.modbus_hz, args.warm_s, args.seconds, Path(tmp)))
+        result = asyncio.run(measure(args.config, args.modbus_hz, args.warm_s, args.seconds, Path(tmp),
+                                     args.switch_interval_ms))
     print(json.dumps(result))
 
 
