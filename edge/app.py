@@ -3,9 +3,10 @@
 Every long-lived loop is a named task in one TaskGroup (a crash surfaces as a non-zero exit that
 systemd restarts, instead of a silently dead loop). Once per ``batch_interval_ms`` the flush
 loop drains the frame buffer and hands the frame to the judge thread (edge/judge.py, which has the
-threading model), which scores every sample with the detector kernels, runs the alarm layer and the
-agents and encodes batches of at most ``max_batch_samples``, while the sources keep polling on the
-event loop; back on the loop the batches go to the write-ahead log and MQTT in sequence order.
+threading model), which encodes the read samples in batches of at most ``max_batch_samples`` first (the
+loop hands those to the write-ahead log and MQTT at once, in sequence order), then scores every sample
+with the detector kernels and runs the alarm layer and the agents, while the sources keep polling on the
+event loop.
 
 Side work (checkpoints, the metrics port file, stats.json) goes through :class:`edge.sidework.SideWork`:
 a full disk makes it fail counted and logged once a minute, never stops acquisition. The run mark
