@@ -23,14 +23,15 @@ Threading model of the edge daemon (edge/app.py), one rule per kind of state:
   in its output (:class:`FlushJob`, :class:`Outbox`). The read samples are encoded first, before they are
   scored, and the judge thread asks the loop (``call_soon_threadsafe``) to hand those batches off at once;
   the scoring, alarm layer, agents and per-interval work (checkpoints) follow while they travel. Handed off
-  only at the job's end, a second's batches waited for all of that (and for a checkpoint save when one was
-  due) and reached MQTT as one burst behind it: the stored p99 at Modbus 10 Hz with 1-second batches was
-  2.18-2.25 s (bench/RESULTS.md). The loop hands off in sequence order whatever the number of early calls
-  (:attr:`FlushJob.handed_batches`), and the job's final hand-off takes the rest. A kill -9 before the
-  hand-off loses the job's samples as it loses the frame buffer's: counted in the run mark's pending
-  samples, back-filled where OPC-UA keeps history. Events-lane documents (alarms, incidents, audits) are the
-  exception: they go into the log from the judge thread at once (the forwarder's entry points take a lock),
-  because the alarm layer drops them from its own checkpoint's outbox at its next save.
+  only at the job's end, every sample waited for all of that too: 0.04-0.1 s of a 10 Hz flush of the demo
+  plant, more when a checkpoint save was due (bench/flush_handoff.py; what is left is the encoding itself).
+  The read batches still leave together, so the ingestor writes them as one group (paced one by one they
+  would split it, costing the requests of shorter intervals). The loop hands off in sequence order whatever
+  the number of early calls (:attr:`FlushJob.handed_batches`), and the job's final hand-off takes the rest.
+  A kill -9 before the hand-off loses the job's samples as it loses the frame buffer's: counted in the run
+  mark's pending samples, back-filled where OPC-UA keeps history. Events-lane documents (alarms, incidents,
+  audits) are the exception: they go into the log from the judge thread at once (the forwarder's entry
+  points take a lock), because the alarm layer drops them from its own checkpoint's outbox at its next save.
 - The console tap and the Sparkplug feed have their own locks and are fed from the job directly.
 """
 
