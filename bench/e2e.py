@@ -104,6 +104,8 @@ _BREAKDOWN: tuple[tuple[str, str, dict[str, str]], ...] = (
     # The part of each flush on the event loop (drain, hand-off to the log): what the polls wait for. Before the
     # judge thread (edge/judge.py) that was the whole flush duration.
     ("edge: flush on the event loop", "plantwire_edge_flush_loop_seconds", {}),
+    # Drain to the read samples' batches handed to the log and MQTT (encoded before the scoring, edge/judge.py).
+    ("edge: drain to hand-off", "plantwire_edge_flush_handoff_seconds", {}),
     ("edge: read sample age at publish", "plantwire_edge_sample_publish_age_seconds", {"samples": "read"}),
     ("edge: derived sample age at publish", "plantwire_edge_sample_publish_age_seconds", {"samples": "derived"}),
     ("ingest: sample age at arrival", "plantwire_ingest_sample_arrival_seconds", {}),

@@ -18,6 +18,7 @@ the polls:
 
     .venv/bin/python bench/modbus_source.py --plant demo --period-ms 100 --flush-ms 150 --flush-on loop
     .venv/bin/python bench/modbus_source.py --plant demo --period-ms 100 --flush-ms 150 --flush-on thread
+    .venv/bin/python bench/modbus_source.py ... --flush-on thread --switch-interval-ms 1   # GIL handed back sooner
 """
 
 from __future__ import annotations
@@ -185,6 +186,7 @@ async def measure(table: SignalTable, args: argparse.Namespace) -> dict[str, flo
         "flush_ms": args.flush_ms,
         "flush_on": args.flush_on,
         "flush_gil": args.flush_gil,
+        "switch_interval_ms": round(sys.getswitchinterval() * 1000, 3),
         "ticks_in_window": round((w1 - w0) * 1000 / args.period_ms) * len(sources),
         "missed_ticks": missed,
         "late_polls": late,
@@ -254,6 +256,9 @@ def main() -> None:
                     help="where the stand-in flush runs: the polls' event loop, or a worker thread")
     ap.add_argument("--flush-gil", choices=["hold", "release"], default="hold",
                     help="the stand-in flush holds the GIL (pure Python, worst case) or releases it (as numba nogil)")
+    ap.add_argument("--switch-interval-ms", type=float, default=0.0,
+                    help="sys.setswitchinterval for the client (0: Python's 5 ms): how soon the polls' thread gets "
+                         "the GIL back from a flush thread that holds it")
     ap.add_argument("--serve", help=argparse.SUPPRESS)  # internal: run the servers for these ports
     args = ap.parse_args()
 
@@ -272,6 +277,8 @@ def main() -> None:
         assert server.stdout is not None
         if server.stdout.readline().strip() != "ready":
             raise SystemExit("servers did not start")
+        if args.switch_interval_ms > 0:
+            sys.setswitchinterval(args.switch_interval_ms / 1000.0)
         result = {**asyncio.run(measure(table, args)), **decode_micro(table)}
         print(json.dumps(result, indent=2))
     finally:

@@ -3,9 +3,10 @@
 Every long-lived loop is a named task in one TaskGroup (a crash surfaces as a non-zero exit that
 systemd restarts, instead of a silently dead loop). Once per ``batch_interval_ms`` the flush
 loop drains the frame buffer and hands the frame to the judge thread (edge/judge.py, which has the
-threading model), which scores every sample with the detector kernels, runs the alarm layer and the
-agents and encodes batches of at most ``max_batch_samples``, while the sources keep polling on the
-event loop; back on the loop the batches go to the write-ahead log and MQTT in sequence order.
+threading model), which encodes the read samples in batches of at most ``max_batch_samples`` first (the
+loop hands those to the write-ahead log and MQTT at once, in sequence order), then scores every sample
+with the detector kernels and runs the alarm layer and the agents, while the sources keep polling on the
+event loop.
 
 Side work (checkpoints, the metrics port file, stats.json) goes through :class:`edge.sidework.SideWork`:
 a full disk makes it fail counted and logged once a minute, never stops acquisition. The run mark
@@ -155,6 +156,10 @@ class EdgeGateway:
                                          "part of each flush run on the event loop (draining the frame buffer, "
                                          "handing the batches to the write-ahead log): the polls wait this long",
                                          LATENCY_BUCKETS_S)
+        self.handoff_delay = Histogram(self.metrics, "flush_handoff_seconds",
+                                       "from a flush's drain to its read samples' batches handed to the write-ahead "
+                                       "log and MQTT (encoded first on the judge thread, before the scoring)",
+                                       LATENCY_BUCKETS_S)
         self._signals_payload = wire.encode_signal_table(
             gateway=cfg.gateway_id,
             table_hash=self.table_hash,
@@ -459,6 +464,7 @@ class EdgeGateway:
         """
         t0 = time.monotonic()
         job = self._new_job(tick=tick)
+        job.loop = asyncio.get_running_loop()  # the judge thread hands encoded batches back early (_release)
         job.future = self.judge.submit(self._judge_job, job)
         self._inflight = job
         loop_s = time.monotonic() - t0
@@ -514,7 +520,18 @@ class EdgeGateway:
         frame = self._drop_rereads(job.frame)
         if len(frame) == 0 and derived is None:
             return
+        # Read samples, then the agents' derived samples in batches of their own: same sequence numbers,
+        # write-ahead log, acks and per-signal counts (nothing-lost accounting covers both). Encoded before
+        # they are scored and handed to the loop at once: their batches travel while the judgement runs
+        # (edge/judge.py); the samples on the wire do not depend on their scores.
+        t_enc = time.perf_counter()
+        for part, kind in ((frame, "read"), (derived, "derived")):
+            if part is None or len(part) == 0:
+                continue
+            self._encode(job, part, kind)
+        self._release(job)
         t0 = time.perf_counter()
+        self.encode_s += t0 - t_enc
         result = self.analytics.process(frame.ts_ns, frame.signal, frame.value, frame.quality)
         if self.models is not None:  # shadow models score the same frame; swaps happen only between frames
             self.models.after_frame(frame.signal, frame.value, frame.quality, result.machine_ts_ns, result.events)
@@ -529,15 +546,7 @@ class EdgeGateway:
         if self.alarms is not None:
             self._alarm_call(self.alarms.frame, frame.signal, frame.value, frame.quality, result.events, time.time_ns(),
                              result.machine_state)
-        t1 = time.perf_counter()
-        # Read samples, then the agents' derived samples in batches of their own: same sequence numbers,
-        # write-ahead log, acks and per-signal counts (nothing-lost accounting covers both).
-        for part, kind in ((frame, "read"), (derived, "derived")):
-            if part is None or len(part) == 0:
-                continue
-            self._encode(job, part, kind)
-        self.kernel_s += t1 - t0
-        self.encode_s += time.perf_counter() - t1
+        self.kernel_s += time.perf_counter() - t0
         if self.sparkplug is not None:  # after the compact wire, which it must never delay or break
             self._sparkplug_call(self.sparkplug.frame, frame.ts_ns, frame.signal, frame.value, frame.quality)
         if self.console_tap is not None:
@@ -552,6 +561,7 @@ class EdgeGateway:
         if fresh is not None and len(fresh):
             t2 = time.perf_counter()
             self._encode(job, fresh, "derived")
+            self._release(job)
             self.encode_s += time.perf_counter() - t2
         if self.agents.events:
             docs = self.agents.take_events()
@@ -580,26 +590,56 @@ class EdgeGateway:
             job.next_seq += 1
         job.parts.append(part)
 
-    def _hand_off(self, job: FlushJob) -> None:
-        """Event loop: a judged job's batches to the write-ahead log and MQTT in sequence order, counted per signal
-        and in the run mark (a kill -9 then finds them logged), its agents' requests to the actions, the outbox
-        drained. Idempotent: the inline catch-up may have handed the job off already."""
+    def _release(self, job: FlushJob) -> None:
+        """Judge thread: ask the loop to hand off the batches encoded so far (a job judged inline hands off at
+        its end). A loop already closed (the daemon stopping) leaves them to the job's final hand-off."""
+        if job.loop is None:
+            return
+        with contextlib.suppress(RuntimeError):
+            job.loop.call_soon_threadsafe(self._hand_off_ready, job)
+
+    def _hand_off_ready(self, job: FlushJob) -> None:
+        """Event loop: the job's batches encoded so far and not yet handed off, to the write-ahead log and MQTT in
+        sequence order, counted per signal and in the run mark (a kill -9 then finds them logged). Called early
+        by the judge thread (:meth:`_release`) and by the final :meth:`_hand_off`; a late call is a no-op."""
         if job.handed_off:
             return
-        job.handed_off = True
-        for batch in job.batches:
+        n_parts = len(job.parts)  # parts first: a part is appended after all of its batches (_encode)
+        n_batches = len(job.batches)
+        if n_batches == job.handed_batches and n_parts == job.handed_parts:
+            return
+        for batch in job.batches[job.handed_batches:n_batches]:
             self.forwarder.submit(batch.payload, batch.seq, self.boot_epoch_ns, batch.n)
             self.publish_age[batch.kind].observe((time.time_ns() - batch.ts_ns) / 1e9)
             self.telemetry_bytes += len(batch.payload)
-        for part in job.parts:
+            self.seq = batch.seq + 1
+        job.handed_batches = n_batches
+        for part in job.parts[job.handed_parts:n_parts]:
             self.read_count += np.bincount(part.signal, minlength=self.read_count.shape[0])
             np.maximum.at(self.mark.last_ts_ns, part.signal, part.ts_ns)
             self.mark.head[READ] += len(part)
+        h = self.mark.head
+        if n_parts and job.handed_parts == 0:  # the read samples' batches: the drain-to-hand-off delay
+            self.handoff_delay.observe(np.array([max(time.time_ns() - job.drained_ns, 0) / 1e9]))
+        job.handed_parts = n_parts
+        if n_parts:
+            h[NEXT_SEQ] = self.seq
+            h[LAST_FLUSH] = job.drained_ns  # read before it: logged (or held, counted); after it: in the buffer
+            self._held_samples = sum(len(f) for f in self._overflow)
+        self._update_mark()
+        h[PENDING] = len(self.buffer) + self.agents.pending + self._held_samples
+
+    def _hand_off(self, job: FlushJob) -> None:
+        """Event loop: the rest of a judged job's batches (:meth:`_hand_off_ready`), its agents' requests to the
+        actions, the outbox drained. Idempotent: the inline catch-up may have handed the job off already."""
+        if job.handed_off:
+            return
+        self._hand_off_ready(job)
+        job.handed_off = True
         self.seq = job.next_seq
         h = self.mark.head
         if job.parts:
             h[NEXT_SEQ] = self.seq
-            h[LAST_FLUSH] = job.drained_ns  # read before it: logged (or held, counted); after it: in the buffer
         self._held_samples = sum(len(f) for f in self._overflow)
         self._update_mark()
         h[PENDING] = len(self.buffer) + self.agents.pending + self._held_samples
@@ -1017,6 +1057,9 @@ async def serve(config_path: Path, cfg: EdgeConfig, plant: PlantConfig, notifier
     loop.add_signal_handler(signal.SIGHUP, hup.set)
     reload_failures = 0
     while True:
+        # Process-wide, so set by the daemon, not by a gateway (tests run several in one process): how soon the
+        # judge thread's Python hands the GIL back to the polls (edge/config.py JudgeSettings).
+        sys.setswitchinterval(cfg.judge.switch_interval_ms / 1000.0)
         gateway = EdgeGateway(cfg, plant, notifier=notifier, base_dir=config_path.parent)
         failures = gateway.metrics.counter("config_reload_failures_total", "SIGHUP reloads rejected")
         failures.set(reload_failures)

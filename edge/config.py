@@ -68,6 +68,20 @@ class PublishSettings(_Strict):
     buffer_samples: int = Field(default=400_000, ge=1000, description="frame buffer capacity")
 
 
+class JudgeSettings(_Strict):
+    """The judge thread (edge/judge.py) shares the GIL with the event loop the sources poll in.
+
+    Its Python parts (alarm layer, agents) hold the GIL until the interpreter's switch interval asks them to
+    hand it over; every wake-up of the loop (each Modbus response) may wait that long. Python's 5 ms let a
+    150 ms GIL-holding flush thread make 81-115 of 1,200 10 Hz polls late; 1 ms made 12-14 late
+    (bench/modbus_source.py, bench/RESULTS.md). A process-wide setting: the edge daemon sets it at start.
+    """
+
+    switch_interval_ms: float = Field(
+        default=1.0, gt=0, le=100, description="sys.setswitchinterval of the edge daemon (Python's default is 5 ms)"
+    )
+
+
 class ModbusSettings(_Strict):
     period_ms: int = Field(default=1000, ge=10)
     timeout_s: float = Field(default=1.0, gt=0)
@@ -191,6 +205,7 @@ class EdgeConfig(_Strict):
     state_dir: Path = Path("/var/lib/plantwire/edge")
     mqtt: MqttSettings = MqttSettings()
     publish: PublishSettings = PublishSettings()
+    judge: JudgeSettings = JudgeSettings()
     modbus: ModbusSettings = ModbusSettings()
     opcua: OpcuaSettings = OpcuaSettings()
     analytics: AnalyticsSettings = AnalyticsSettings()

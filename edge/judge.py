@@ -20,16 +20,24 @@ Threading model of the edge daemon (edge/app.py), one rule per kind of state:
   were read; a job is never cancelled once submitted (a stop waits for it and hands its batches on).
 - **The event loop alone** hands a job's telemetry batches to the write-ahead log and MQTT, counts them in
   the run mark, submits agents' action requests and feeds the console's detector board: the job leaves that
-  in its output (:class:`FlushJob`, :class:`Outbox`). A kill -9 before the hand-off loses the job's samples
-  as it loses the frame buffer's: counted in the run mark's pending samples, back-filled where OPC-UA keeps
-  history. Events-lane documents (alarms, incidents, audits) are the exception: they go into the log from
-  the judge thread at once (the forwarder's entry points take a lock), because the alarm layer drops them
-  from its own checkpoint's outbox at its next save.
+  in its output (:class:`FlushJob`, :class:`Outbox`). The read samples are encoded first, before they are
+  scored, and the judge thread asks the loop (``call_soon_threadsafe``) to hand those batches off at once;
+  the scoring, alarm layer, agents and per-interval work (checkpoints) follow while they travel. Handed off
+  only at the job's end, every sample waited for all of that too: 0.04-0.1 s of a 10 Hz flush of the demo
+  plant, more when a checkpoint save was due (bench/flush_handoff.py; what is left is the encoding itself).
+  The read batches still leave together, so the ingestor writes them as one group (paced one by one they
+  would split it, costing the requests of shorter intervals). The loop hands off in sequence order whatever
+  the number of early calls (:attr:`FlushJob.handed_batches`), and the job's final hand-off takes the rest.
+  A kill -9 before the hand-off loses the job's samples as it loses the frame buffer's: counted in the run
+  mark's pending samples, back-filled where OPC-UA keeps history. Events-lane documents (alarms, incidents,
+  audits) are the exception: they go into the log from the judge thread at once (the forwarder's entry
+  points take a lock), because the alarm layer drops them from its own checkpoint's outbox at its next save.
 - The console tap and the Sparkplug feed have their own locks and are fed from the job directly.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import threading
 from collections import deque
@@ -102,7 +110,11 @@ class FlushJob:
     parts: list[Frame] = field(default_factory=list)  # the encoded parts, for the per-signal counts
     agent_docs: list[dict[str, Any]] = field(default_factory=list)  # agents' events (action requests)
     future: Future[None] | None = None
-    handed_off: bool = False
+    handed_off: bool = False  # the final hand-off ran: nothing of this job is left for the loop
+    # Set for a job judged off the loop: the judge thread asks it to hand off encoded batches early.
+    loop: asyncio.AbstractEventLoop | None = None
+    handed_batches: int = 0  # how many of ``batches`` the loop has handed to the log (loop only)
+    handed_parts: int = 0  # how many of ``parts`` the loop has counted (loop only)
 
     def __post_init__(self) -> None:
         self.next_seq = self.first_seq

@@ -2,8 +2,10 @@
 
 A slow frame handler (the detectors' ``process`` made to take 0.4 s, sleeping as a ``nogil`` kernel would,
 so the GIL is free) on a real pymodbus server at 10 Hz: polls must complete *while* the flush runs. On the
-event loop (as before edge/judge.py) not one can. And nothing the slow flushes held is lost or reordered:
-every sample of every poll is in a batch, and the batches reach the write-ahead log in sequence order.
+event loop (as before edge/judge.py) not one can. A frame's batches reach the write-ahead log while it is
+still being scored (encoded first, handed off early), not after the whole job. And nothing the slow flushes
+held is lost or reordered: every sample of every poll is in a batch, and the batches reach the write-ahead
+log in sequence order.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ def test_polls_keep_their_ticks_while_a_slow_flush_runs(tmp_path: Path, monkeypa
     cfg, plant = load_edge(_write_config(tmp_path, port, mosquitto.port))
     table = expand(plant)
     polls_during: list[int] = []
+    handed_during: list[int] = []  # batches handed to the log while a frame was being scored
     submitted: list[int] = []
 
     async def main() -> None:
@@ -70,6 +73,9 @@ def test_polls_keep_their_ticks_while_a_slow_flush_runs(tmp_path: Path, monkeypa
             before = st.polls
             time.sleep(SLOW_S)
             polls_during.append(st.polls - before)
+            job = gw._inflight
+            if len(args[0]) and job is not None:  # a frame with samples (the first job may hold none)
+                handed_during.append(len(submitted) - job.first_seq)  # this job's batches logged so far
             return real_process(*args)
 
         def record_submit(payload: bytes, seq: int, epoch: int, n: int) -> None:
@@ -93,6 +99,9 @@ def test_polls_keep_their_ticks_while_a_slow_flush_runs(tmp_path: Path, monkeypa
         # On the event loop a flush holds every poll: none completes during it. Off the loop ~4 do; 2 leaves room
         # for a loaded box.
         assert min(polls_during[:2]) >= 2, polls_during
+        # The frame being scored was encoded first and its batches handed off meanwhile (edge/judge.py): at the
+        # job's end they would have waited the whole 0.4 s.
+        assert handed_during and min(handed_during) >= 1, handed_during
         st = gw.source_stats["plc0"]
         n_signals = len(table.signals_of(0))
         assert int(gw.read_count.sum()) == st.polls * n_signals  # every sample of every poll is in a batch
@@ -174,3 +183,18 @@ def test_a_poll_that_overran_polls_the_latest_tick_late_and_counts_the_ones_it_s
     assert steps[3] >= 3  # the fourth poll overran by 2.5 periods: the latest passed tick polled, older skipped
     assert stats.missed_ticks == sum(s - 1 for s in steps)  # every tick neither polled nor late is counted
     assert stats.late_polls >= 2
+
+
+def test_gil_switch_interval_is_a_validated_setting(tmp_path: Path) -> None:
+    """``judge.switch_interval_ms`` defaults to 1 ms and a bad value is refused with its path."""
+    from plantwire.configfile import ConfigError
+
+    path = _write_config(tmp_path, free_port())
+    cfg, _ = load_edge(path)
+    assert cfg.judge.switch_interval_ms == 1.0
+    doc = json.loads(path.read_text())
+    doc["judge"] = {"switch_interval_ms": 0}
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ConfigError) as info:
+        load_edge(path)
+    assert any(e.startswith("judge.switch_interval_ms") for e in info.value.errors), info.value.errors
