@@ -912,7 +912,9 @@ def update_activity(ts_ns, signal, value, quality, act_of, act_p, act_v, act_i, 
                 if state[m] == 3:
                     gap_ok = act_i[s, 0] >= 0 and t - act_i[s, 0] <= idle_ns
                     act_i[s, 1] = act_i[s, 1] + 1 if gap_ok else 1
-                    if act_i[s, 1] >= min_moves:
+                    if not gap_ok:
+                        act_i[s, 3] = t  # the run's first move
+                    if act_i[s, 1] >= min_moves and t - act_i[s, 3] >= idle_ns:  # and it has lasted idle_ns
                         act_i[s, 2] = 1
                 act_i[s, 0] = t
         if not act_i[s, 2] or state[m] not in (2, 3):

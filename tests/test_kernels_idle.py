@@ -120,7 +120,7 @@ def test_a_wave_stuck_mid_range_or_constant_input_is_not_idle():
     p[1, opstate.P_BAND], p[1, opstate.P_REST] = 2.0, 0.0
     state, since, hold = np.array([opstate.RUNNING], np.int8), np.zeros(1, np.int64), np.full(1, -1, np.int64)
     cfg = np.zeros((2, signal_stack.C_WIDTH))
-    act_v, act_i, m_last = np.full(2, np.nan), np.zeros((2, 3), np.int64), np.full(1, -1, np.int64)
+    act_v, act_i, m_last = np.full(2, np.nan), np.zeros((2, opstate.I_WIDTH), np.int64), np.full(1, -1, np.int64)
     act_i[:, opstate.I_MOVED] = -1
     sig = np.ones(1, np.uint32)
     q = np.zeros(1, np.uint8)
@@ -178,3 +178,29 @@ def test_a_pause_resumes_with_a_grace_as_long_as_the_pause_and_a_long_spell_with
     assert resume_hold(21, 0.0)[0] == 0
     assert resume_hold(3600, 1.0)[0] == GRACE_NS  # a long spell: the whole grace, never more
     assert resume_hold(3600, 1e30)[0] == GRACE_NS
+
+
+def test_a_burst_of_moves_shorter_than_a_pause_does_not_teach_a_cycle_signal():
+    """Data rule: ``min_moves`` moves in a row make a cycle signal only when the run covers ``idle_ns`` -- a fault's
+    oscillation (on the simulated plant a 92 s oscillation of a brazing cell's heater power made the cell IDLE all
+    night) moves as often as a cycle, but not for as long."""
+    p = _act_p()
+    sig = np.full(1, 4, np.uint32)  # machine 1's data-rule wave (band 2, rest 0)
+    state, since, hold = np.array([0, opstate.RUNNING], np.int8), np.zeros(2, np.int64), np.full(2, -1, np.int64)
+    act_v, act_i, m_last = np.full(8, np.nan), np.zeros((8, opstate.I_WIDTH), np.int64), np.full(2, -1, np.int64)
+    act_i[:, opstate.I_MOVED] = -1
+    cfg, st_, snap = np.zeros((8, signal_stack.C_WIDTH)), np.zeros((8, 3)), np.zeros((8, 3))
+
+    def run(t0: int, values: list[float]) -> None:
+        for i, x in enumerate(values):
+            opstate.update_activity(np.array([(t0 + i) * NS], np.int64), sig, np.array([x]), np.zeros(1, np.uint8),
+                                    ACT_OF, p, act_v, act_i, m_last, state, since, hold, GRACE_NS, IDLE_NS,
+                                    MIN_MOVES, M_PTR, M_SIG, cfg, signal_stack.C_FROZEN, st_, snap, 0, 1, 1.0)
+
+    run(0, [5.0, 0.0, 10.0] * 6)  # 17 moves in 17 s (> MIN_MOVES, < IDLE_NS 20 s): an oscillation
+    assert act_i[4, opstate.I_RUN] == 17 and act_i[4, opstate.I_CYCLER] == 0
+    run(18, [10.0] * 30)  # then quiet for longer than a pause: the run is over
+    run(48, [0.0, 10.0] * 5)  # a new run of 10 s: still not
+    assert act_i[4, opstate.I_RUN] == 10 and act_i[4, opstate.I_CYCLER] == 0
+    run(58, [0.0, 10.0] * 6)  # the same run, now 21 s long: a cycle signal
+    assert act_i[4, opstate.I_CYCLER] == 1

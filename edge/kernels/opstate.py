@@ -110,7 +110,8 @@ P_WIDTH = 3
 I_MOVED = 0  # time of the last move (ns), -1 none
 I_RUN = 1  # moves in a row, each within idle_ns of the one before
 I_CYCLER = 2  # 1: a cycle signal of its machine (declared, or learned: ``min_moves`` moves in a row while RUNNING)
-I_WIDTH = 3
+I_RUN_T0 = 3  # time of the first move of the current run (ns)
+I_WIDTH = 4
 
 
 @njit(cache=True, nogil=True)
@@ -130,8 +131,13 @@ def update_activity(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, qu
     finite) reading anything but its idle value, or (data rule, ``P_IDLE`` NaN) when it moved by more than
     ``P_BAND`` from its anchor ``act_v[s]`` (the anchor then moves to it). Data rule: a signal becomes a cycle
     signal of its machine (``act_i[s, I_CYCLER]``, learned for good) after ``min_moves`` moves in a row, each
-    within ``idle_ns`` of the last, while the machine is RUNNING -- a start ramp or a slow load swing moves a
-    handful of times, a test cycle's pressure twice a cycle; declared signals are cycle signals from the start.
+    within ``idle_ns`` of the last and together covering at least ``idle_ns`` (``I_RUN_T0``: the run's first move),
+    while the machine is RUNNING -- a start ramp or a slow load swing moves a
+    handful of times, a test cycle's pressure twice a cycle; declared signals are cycle signals from the start. Why
+    the duration (added 2026-12-04): a fault taught a cycle -- on the simulated plant an oscillation of 92 s on a
+    brazing cell's heater power made 20 moves in a row, the heater's night value sat at the bottom of its range, and
+    the cell was IDLE all night, its faults judged by the rest band (both missed); injected oscillations last 30-120
+    s and noise bursts 10-60 s, a real cycle goes on for hours.
     Only cycle signals count for the machine: ``m_last[m]`` is its latest activity. A RUNNING machine goes IDLE
     on a sample of a cycle signal that is at rest (declared: its idle value; data rule: no move and within
     ``P_BAND`` of ``P_REST``, the bottom of its range: a value frozen mid-range is a stuck sensor, not a pause)
@@ -187,8 +193,12 @@ def update_activity(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, qu
             if active:
                 if cur == RUNNING:
                     last = act_i[s, I_MOVED]
-                    act_i[s, I_RUN] = act_i[s, I_RUN] + 1 if last >= 0 and t - last <= idle_ns else 1
-                    if act_i[s, I_RUN] >= min_moves:
+                    if last >= 0 and t - last <= idle_ns:
+                        act_i[s, I_RUN] += 1
+                    else:
+                        act_i[s, I_RUN] = 1
+                        act_i[s, I_RUN_T0] = t
+                    if act_i[s, I_RUN] >= min_moves and t - act_i[s, I_RUN_T0] >= idle_ns:
                         act_i[s, I_CYCLER] = 1
                 act_i[s, I_MOVED] = t
         if act_i[s, I_CYCLER] == 0 or (cur != RUNNING and cur != IDLE):
