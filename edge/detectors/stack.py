@@ -679,7 +679,12 @@ class DetectorStack:
             for name, arr in self._act_arrays().items():
                 arr[...] = act[name]
         except checkpoint.CheckpointError:
+            # Learned again (a checkpoint from before IDLE, or before its run duration ``I_RUN_T0``). An IDLE machine
+            # is taken as running: only a learned cycle signal could end its spell, and the data rule learns them
+            # only while the machine runs (it would stay frozen until its running bit dropped). If it is still idle,
+            # it is IDLE again after ``idle_after_s``.
             self._init_activity()
+            self.m_state[self.m_state == opstate.IDLE] = opstate.RUNNING
         if not self._idle_on:  # IDLE switched off since: an idle machine is running (only activity would end it)
             self.m_state[self.m_state == opstate.IDLE] = opstate.RUNNING
         self._refreeze()
