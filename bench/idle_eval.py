@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--machine-fraction", type=float, default=1.0)
     ap.add_argument("--templates", type=lambda s: tuple(t for t in s.split(",") if t), default=())
     ap.add_argument("--settings", type=json.loads, default={})
+    ap.add_argument("--cyclers", action="store_true",
+                    help="list, per machine other than a declared tester, the cycle signals the data rule learned and "
+                         "its hours called IDLE against its truly idle hours (which machines the data rule takes in)")
     args = ap.parse_args(argv)
     plant = subsample(keep_templates(load_plant(args.plant), args.templates), args.machine_fraction)
     world = build_world(SimOptions(plant=args.plant, seed=args.seed, anomaly_rate_per_h=0.0, wear_fraction=0.0,
@@ -57,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     m_idx = np.arange(nm)
     # counts[template, truth (0 off, 1 idle, 2 producing), detector state 0..3] in machine-seconds
     counts = np.zeros((len(names), 3, 4))
+    idle_s, truth_s = np.zeros(nm), np.zeros(nm)  # per machine: seconds called IDLE, seconds truly idle (counted part)
     sig = np.arange(n, dtype=np.uint32)
     ts = np.empty(n, dtype=np.int64)
     k_from = 43200
@@ -69,6 +73,8 @@ def main(argv: list[str] | None = None) -> None:
         t = np.full(nm, float(k))
         truth = np.where(world.physics.level(t, m_idx) <= 0.05, 0, np.where(world.physics.idle(t, m_idx), 1, 2))
         np.add.at(counts, (t_of, truth, an.stack.m_state[:nm].astype(np.int64)), 10.0)
+        idle_s += 10.0 * (an.stack.m_state[:nm] == opstate.IDLE)
+        truth_s += 10.0 * (truth == 1)
     print(f"plant {args.plant} (fraction {args.machine_fraction}), seed {args.seed}, {args.days - 0.5:g} days counted, "
           f"settings {json.dumps(args.settings) or 'shipped'}; {time.monotonic() - t0:.0f} s wall")
     print(f"{'template':14} {'machines':>8} {'truth':>10}  machine-hours by detector state: "
@@ -80,6 +86,15 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             print(f"{name:14} {int((t_of == i).sum()):8d} {truth:>10}  {'':33}"
                   + "".join(f"{x:9.1f}" for x in row))
+    if args.cyclers:
+        st = an.stack
+        for m in range(nm):
+            rows = np.flatnonzero((st.act_i[:, opstate.I_CYCLER] == 1) & (st.act_of == m)
+                                  & ~np.isfinite(st.act_p[:, opstate.P_IDLE]))
+            if rows.size or idle_s[m]:
+                names_m = [table.ids[r][len(table.machine_ids[m]) + 1:] for r in rows.tolist()]
+                print(f"  {table.machine_ids[m]:28} {templ[m]:13} IDLE {idle_s[m] / 3600:5.1f} h, truly idle "
+                      f"{truth_s[m] / 3600:5.1f} h; learned cycle signals: {', '.join(names_m) or '-'}")
     wrong = counts[:, 2, opstate.IDLE].sum() / 3600.0
     right = counts[:, 1, opstate.IDLE].sum() / 3600.0
     idle_h = counts[:, 1, :].sum() / 3600.0

@@ -889,7 +889,7 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
 
 
 def update_activity(ts_ns, signal, value, quality, act_of, act_p, act_v, act_i, m_last, state, since_ns, hold_until,
-                    grace_ns, idle_ns, min_moves, members, snap=None):
+                    grace_ns, idle_ns, min_moves, members, snap=None, resume_ratio=1e30):
     """Reference of ``opstate.update_activity`` (IDLE <-> RUNNING). ``act_v``/``act_i``/``m_last`` are updated in
     place, and ``snap`` = (st, st_snap, keep columns): the snapshot at each activity, restored on entering IDLE;
     returns (state, since, hold, frozen per signal written, changes) as ``update_states``'s reference."""
@@ -917,13 +917,19 @@ def update_activity(ts_ns, signal, value, quality, act_of, act_p, act_v, act_i, 
                 if state[m] == 3:
                     gap_ok = act_i[s, 0] >= 0 and t - act_i[s, 0] <= idle_ns
                     act_i[s, 1] = act_i[s, 1] + 1 if gap_ok else 1
-                    if act_i[s, 1] >= min_moves:
+                    if not gap_ok:
+                        act_i[s, 3] = t  # the run's first move
+                    if act_i[s, 1] >= min_moves and t - act_i[s, 3] >= idle_ns:  # and it has lasted idle_ns
                         act_i[s, 2] = 1
                 act_i[s, 0] = t
         if not act_i[s, 2] or state[m] not in (2, 3):
             continue
         new = state[m]
+        hold_to = t + grace_ns
         if active:
+            if state[m] == 2:  # resuming: min(grace, ratio x the spell since the last activity before it)
+                began = int(m_last[m]) if m_last[m] >= 0 else since[m] - idle_ns
+                hold_to = t + min(grace_ns, int(resume_ratio * (t - began)))
             m_last[m] = t
             if snap is not None:
                 for sg in members.get(m, []):
@@ -938,8 +944,11 @@ def update_activity(ts_ns, signal, value, quality, act_of, act_p, act_v, act_i, 
         if new == state[m]:
             continue
         changes += 1
+        if state[m] == 2 and hold[m] <= since[m] + grace_ns:  # resuming: the spell's own stop grace is replaced
+            hold[m] = hold_to
+        else:
+            hold[m] = max(hold[m], hold_to)
         state[m], since[m] = new, t
-        hold[m] = max(hold[m], t + grace_ns)
         for sg in members.get(m, []):
             frozen[sg] = 1.0 if new == 2 else 0.0
     return state, since, hold, frozen, changes

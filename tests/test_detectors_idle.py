@@ -130,3 +130,24 @@ def test_a_checkpoint_from_before_idle_restores_warm_and_learns_its_cycle_signal
     assert again.m_state[0] == opstate.RUNNING and again.act_i[1, opstate.I_CYCLER] == 0 and again.m_last[0] == -1
     _run(again, 1800, 3600, True, rng)
     assert again.act_i[1, opstate.I_CYCLER] == 1
+
+
+def test_an_idle_machine_restored_without_its_learned_cycle_signals_runs_again(tmp_path):
+    """A checkpoint whose IDLE state does not fit (written before the cycle signals' run duration): the machine is
+    taken as running, not left IDLE -- the data rule learns cycle signals only while a machine runs, so nothing could
+    have ended the spell -- and the next cycle is judged."""
+    rng = np.random.default_rng(3)
+    stack = _stack(IdleSource.DATA)
+    _run(stack, 0, 1800, True, rng)
+    _run(stack, 1800, 1800 + 900, False, rng)
+    assert stack.m_state[0] == opstate.IDLE
+    stack.save(tmp_path / "d.npz")
+    with np.load(tmp_path / "d.npz") as z:  # the IDLE state of an older layout: act_i one column narrower
+        old = {k: z[k] for k in z.files}
+    old["act_i"] = old["act_i"][:, :3]
+    np.savez(tmp_path / "old.npz", **old)
+    again = _stack(IdleSource.DATA)
+    again.restore(tmp_path / "old.npz")
+    assert again.m_state[0] == opstate.RUNNING and again.cfg[:, signal_stack.C_FROZEN].tolist() == [0.0, 0.0, 0.0]
+    _run(again, 2700, 2700 + 1800, True, rng)  # cycling again: its cycle signal is learned anew
+    assert again.act_i[1, opstate.I_CYCLER] == 1 and again.m_state[0] == opstate.RUNNING

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import naive
 import numpy as np
+import pytest
 
 from edge.kernels import opstate, signal_stack
 
@@ -59,7 +60,8 @@ def _frames(seed: int, n_frames: int) -> list[tuple[np.ndarray, ...]]:
     return frames
 
 
-def test_update_activity_matches_reference_frame_by_frame():
+@pytest.mark.parametrize("resume_ratio", [1e30, 0.05])  # always the full grace, a partial one (none: below)
+def test_update_activity_matches_reference_frame_by_frame(resume_ratio):
     state, since, hold = np.zeros(2, np.int8), np.full(2, -1, np.int64), np.full(2, -1, np.int64)
     cfg = np.zeros((8, signal_stack.C_WIDTH))
     act_p = _act_p()
@@ -85,11 +87,11 @@ def test_update_activity_matches_reference_frame_by_frame():
         assert state.tolist() == ref_state and since.tolist() == ref_since and hold.tolist() == ref_hold
         r_state, r_since, r_hold, r_frozen, r_n = naive.update_activity(
             ts, sig, v, q, ACT_OF, act_p, ref_v, ref_i, ref_last, state, since, hold, GRACE_NS, IDLE_NS,
-            MIN_MOVES, MEMBERS, snap=(ref_st, ref_snap, (1, 3)))
+            MIN_MOVES, MEMBERS, snap=(ref_st, ref_snap, (1, 3)), resume_ratio=resume_ratio)
         ref_frozen.update(r_frozen)
         n = opstate.update_activity(ts, sig, v, q, ACT_OF, act_p, act_v, act_i, m_last, state, since, hold,
                                     GRACE_NS, IDLE_NS, MIN_MOVES, M_PTR, M_SIG, cfg, signal_stack.C_FROZEN, st_,
-                                    snap, 1, 3)
+                                    snap, 1, 3, resume_ratio)
         assert n == r_n
         assert state.tolist() == r_state and since.tolist() == r_since and hold.tolist() == r_hold
         for s, fz in ref_frozen.items():
@@ -118,7 +120,7 @@ def test_a_wave_stuck_mid_range_or_constant_input_is_not_idle():
     p[1, opstate.P_BAND], p[1, opstate.P_REST] = 2.0, 0.0
     state, since, hold = np.array([opstate.RUNNING], np.int8), np.zeros(1, np.int64), np.full(1, -1, np.int64)
     cfg = np.zeros((2, signal_stack.C_WIDTH))
-    act_v, act_i, m_last = np.full(2, np.nan), np.zeros((2, 3), np.int64), np.full(1, -1, np.int64)
+    act_v, act_i, m_last = np.full(2, np.nan), np.zeros((2, opstate.I_WIDTH), np.int64), np.full(1, -1, np.int64)
     act_i[:, opstate.I_MOVED] = -1
     sig = np.ones(1, np.uint32)
     q = np.zeros(1, np.uint8)
@@ -130,7 +132,7 @@ def test_a_wave_stuck_mid_range_or_constant_input_is_not_idle():
             n += opstate.update_activity(np.array([(t0 + i) * NS], np.int64), sig, np.array([x]), q, act_of, p, act_v,
                                          act_i, m_last, state, since, hold, GRACE_NS, IDLE_NS, MIN_MOVES,
                                          np.array([0, 1], np.int64), np.array([1], np.int64), cfg,
-                                         signal_stack.C_FROZEN, st_, snap, 0, 1)
+                                         signal_stack.C_FROZEN, st_, snap, 0, 1, 1.0)
         return n
 
     assert run(0, np.full(100, 7.0)) == 0 and act_i[1, opstate.I_CYCLER] == 0  # constant: never a cycle signal
@@ -144,3 +146,61 @@ def test_a_wave_stuck_mid_range_or_constant_input_is_not_idle():
     assert run(340, np.array([np.nan, np.inf, 0.0])) == 0 and state[0] == opstate.IDLE  # no news
     assert run(343, np.array([9.0])) == 1 and state[0] == opstate.RUNNING and hold[0] == 343 * NS + GRACE_NS
     assert cfg[1, signal_stack.C_FROZEN] == 0.0
+
+
+def test_a_pause_resumes_with_a_grace_as_long_as_the_pause_and_a_long_spell_with_the_whole_grace():
+    """The resume grace: min(grace, resume_ratio x the spell from the last activity before it) -- a station that paused
+    22 s for parts is judged again 22 s after its next cycle began, one that stood idle for an hour after the full
+    grace, and ratio 0 holds nothing on resuming (the start grace of OFF -> RUNNING is not this one's)."""
+    p = _act_p()
+    sig = np.ones(1, np.uint32)
+
+    def resume_hold(pause_s: int, ratio: float) -> tuple[int, int]:
+        state, since, hold = np.array([opstate.RUNNING], np.int8), np.zeros(1, np.int64), np.full(1, -1, np.int64)
+        act_i = np.zeros((8, opstate.I_WIDTH), np.int64)
+        act_i[1, opstate.I_CYCLER] = 1  # the declared valve word
+        m_last = np.full(2, -1, np.int64)
+        cfg, st_, snap = np.zeros((8, signal_stack.C_WIDTH)), np.zeros((8, 3)), np.zeros((8, 3))
+        t_s = [100, *range(101, 101 + pause_s), 101 + pause_s]  # a cycle at 100, at rest, the next cycle
+        x = [2.0, *([0.0] * pause_s), 1.0]
+        for t, v in zip(t_s, x, strict=True):
+            opstate.update_activity(np.array([t * NS], np.int64), sig, np.array([v]), np.zeros(1, np.uint8),
+                                    ACT_OF, p, np.full(8, np.nan), act_i, m_last, state, since, hold, GRACE_NS,
+                                    IDLE_NS, MIN_MOVES, M_PTR, M_SIG, cfg, signal_stack.C_FROZEN, st_, snap, 0, 1,
+                                    ratio)
+            if t == t_s[-2]:
+                assert state[0] == opstate.IDLE
+        assert state[0] == opstate.RUNNING
+        return int(hold[0] - t_s[-1] * NS), int(since[0])
+
+    assert resume_hold(21, 1.0)[0] == 22 * NS  # idle from 100 (the last cycle) to 122: 22 s
+    assert resume_hold(21, 0.5)[0] == 11 * NS
+    assert resume_hold(21, 0.0)[0] == 0
+    assert resume_hold(3600, 1.0)[0] == GRACE_NS  # a long spell: the whole grace, never more
+    assert resume_hold(3600, 1e30)[0] == GRACE_NS
+
+
+def test_a_burst_of_moves_shorter_than_a_pause_does_not_teach_a_cycle_signal():
+    """Data rule: ``min_moves`` moves in a row make a cycle signal only when the run covers ``idle_ns`` -- a fault's
+    oscillation (on the simulated plant a 92 s oscillation of a brazing cell's heater power made the cell IDLE all
+    night) moves as often as a cycle, but not for as long."""
+    p = _act_p()
+    sig = np.full(1, 4, np.uint32)  # machine 1's data-rule wave (band 2, rest 0)
+    state, since, hold = np.array([0, opstate.RUNNING], np.int8), np.zeros(2, np.int64), np.full(2, -1, np.int64)
+    act_v, act_i, m_last = np.full(8, np.nan), np.zeros((8, opstate.I_WIDTH), np.int64), np.full(2, -1, np.int64)
+    act_i[:, opstate.I_MOVED] = -1
+    cfg, st_, snap = np.zeros((8, signal_stack.C_WIDTH)), np.zeros((8, 3)), np.zeros((8, 3))
+
+    def run(t0: int, values: list[float]) -> None:
+        for i, x in enumerate(values):
+            opstate.update_activity(np.array([(t0 + i) * NS], np.int64), sig, np.array([x]), np.zeros(1, np.uint8),
+                                    ACT_OF, p, act_v, act_i, m_last, state, since, hold, GRACE_NS, IDLE_NS,
+                                    MIN_MOVES, M_PTR, M_SIG, cfg, signal_stack.C_FROZEN, st_, snap, 0, 1, 1.0)
+
+    run(0, [5.0, 0.0, 10.0] * 6)  # 17 moves in 17 s (> MIN_MOVES, < IDLE_NS 20 s): an oscillation
+    assert act_i[4, opstate.I_RUN] == 17 and act_i[4, opstate.I_CYCLER] == 0
+    run(18, [10.0] * 30)  # then quiet for longer than a pause: the run is over
+    run(48, [0.0, 10.0] * 5)  # a new run of 10 s: still not
+    assert act_i[4, opstate.I_RUN] == 10 and act_i[4, opstate.I_CYCLER] == 0
+    run(58, [0.0, 10.0] * 6)  # the same run, now 21 s long: a cycle signal
+    assert act_i[4, opstate.I_CYCLER] == 1

@@ -408,6 +408,12 @@ class IdleSettings(_Strict):
                                              "a cycle's move, and the bottom of the range is within it of low")
     min_moves: int = Field(default=20, ge=2,
                            description="data rule: moves in a row (each within idle_after_s) that make a cycle signal")
+    resume_ratio: float = Field(
+        default=1.0, ge=0,
+        description="the way back from IDLE holds process alarms for min(operating_state.grace_s, resume_ratio x the "
+                    "idle spell's length): a pause is not a cold start (a station that waited 10 minutes for parts "
+                    "resumes warm, judged at once after 10 minutes), a night standing at idle load needs the whole "
+                    "start grace (its thermal signals return with the lag they left with); 0: no grace on resuming")
 
 
 class OperatingStateSettings(_Strict):

@@ -339,6 +339,7 @@ class DetectorStack:
         self._idle_on = bool((self.act_of >= 0).any())
         self._idle_ns = int(idle.idle_after_s * NS_PER_S)
         self._idle_min_moves = int(idle.min_moves)
+        self._resume_ratio = float(idle.resume_ratio)  # the way back from IDLE: a grace as long as the spell
         # At-rest judgement (``atrest``): an off machine's process signals (level-judged ones: not its state signals,
         # not counters) against the band a machine at rest stays in; only with ``off: freeze`` (``own_baseline``
         # judges the off state with the full stack instead).
@@ -501,7 +502,8 @@ class DetectorStack:
                                         self.act_i, self.m_last, self.m_state, self.m_since, self.hold_until,
                                         self._grace_ns, self._idle_ns, self._idle_min_moves, self.st_ptr, self.st_sig,
                                         self.cfg, signal_stack.C_FROZEN, self.state, self.state_alt,
-                                        signal_stack.B_RATE + rate.LAST_V, signal_stack.B_RATE + rate.LAST_TS)
+                                        signal_stack.B_RATE + rate.LAST_V, signal_stack.B_RATE + rate.LAST_TS,
+                                        self._resume_ratio)
         # One pass: the signal stack, and the device polls, the machine stage's latest values and the
         # operating-change counts of the frame (``signal_stack.signal_frame``: each as its own kernel does it).
         if self._oc_on and n:
@@ -679,7 +681,12 @@ class DetectorStack:
             for name, arr in self._act_arrays().items():
                 arr[...] = act[name]
         except checkpoint.CheckpointError:
+            # Learned again (a checkpoint from before IDLE, or before its run duration ``I_RUN_T0``). An IDLE machine
+            # is taken as running: only a learned cycle signal could end its spell, and the data rule learns them
+            # only while the machine runs (it would stay frozen until its running bit dropped). If it is still idle,
+            # it is IDLE again after ``idle_after_s``.
             self._init_activity()
+            self.m_state[self.m_state == opstate.IDLE] = opstate.RUNNING
         if not self._idle_on:  # IDLE switched off since: an idle machine is running (only activity would end it)
             self.m_state[self.m_state == opstate.IDLE] = opstate.RUNNING
         self._refreeze()

@@ -125,7 +125,8 @@ P_WIDTH = 3
 I_MOVED = 0  # time of the last move (ns), -1 none
 I_RUN = 1  # moves in a row, each within idle_ns of the one before
 I_CYCLER = 2  # 1: a cycle signal of its machine (declared, or learned: ``min_moves`` moves in a row while RUNNING)
-I_WIDTH = 3
+I_RUN_T0 = 3  # time of the first move of the current run (ns)
+I_WIDTH = 4
 
 
 @njit(cache=True, nogil=True)
@@ -134,7 +135,7 @@ def update_activity(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, qu
                     m_last: np.ndarray, state: np.ndarray, since_ns: np.ndarray, hold_until: np.ndarray,
                     grace_ns: int, idle_ns: int, min_moves: int, m_ptr: np.ndarray, m_sig: np.ndarray,
                     cfg: np.ndarray, frozen_col: int, st: np.ndarray, st_snap: np.ndarray, keep_a: int,
-                    keep_b: int) -> int:
+                    keep_b: int, resume_ratio: float) -> int:
     """RUNNING <-> IDLE of machines with activity signals (``act_of[s]`` = machine, -1 none), in arrival order.
 
     Why: a station powered in automatic with no parts (its running bit 1, its test pressure vented all night) is
@@ -145,14 +146,20 @@ def update_activity(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, qu
     finite) reading anything but its idle value, or (data rule, ``P_IDLE`` NaN) when it moved by more than
     ``P_BAND`` from its anchor ``act_v[s]`` (the anchor then moves to it). Data rule: a signal becomes a cycle
     signal of its machine (``act_i[s, I_CYCLER]``, learned for good) after ``min_moves`` moves in a row, each
-    within ``idle_ns`` of the last, while the machine is RUNNING -- a start ramp or a slow load swing moves a
-    handful of times, a test cycle's pressure twice a cycle; declared signals are cycle signals from the start.
+    within ``idle_ns`` of the last and together covering at least ``idle_ns`` (``I_RUN_T0``: the run's first move),
+    while the machine is RUNNING -- a start ramp or a slow load swing moves a
+    handful of times, a test cycle's pressure twice a cycle; declared signals are cycle signals from the start. Why
+    the duration (added 2026-12-04): a fault taught a cycle -- on the simulated plant an oscillation of 92 s on a
+    brazing cell's heater power made 20 moves in a row, the heater's night value sat at the bottom of its range, and
+    the cell was IDLE all night, its faults judged by the rest band (both missed); injected oscillations last 30-120
+    s and noise bursts 10-60 s, a real cycle goes on for hours.
     Only cycle signals count for the machine: ``m_last[m]`` is its latest activity. A RUNNING machine goes IDLE
     on a sample of a cycle signal that is at rest (declared: its idle value; data rule: no move and within
     ``P_BAND`` of ``P_REST``, the bottom of its range: a value frozen mid-range is a stuck sensor, not a pause)
     when no activity was seen for ``idle_ns`` since the later of ``m_last[m]`` and the last state change. An IDLE
-    machine is RUNNING again at the first activity. Each change stamps ``since_ns``, raises ``hold_until`` to
-    ``t + grace_ns`` (the start grace, as for OFF) and sets the frozen column of the machine's process signals
+    machine is RUNNING again at the first activity. Each change stamps ``since_ns``, raises ``hold_until`` (going
+    IDLE: to ``t + grace_ns``, the at-rest stage's stop grace, as for OFF; back to RUNNING: the *resume grace*, below)
+    and sets the frozen column of the machine's process signals
     (``m_sig[m_ptr[m]:m_ptr[m+1]]``): 1 while IDLE, 0 while RUNNING. OFF and UNKNOWN machines are left to
     ``update_states`` (their anchors still follow). Returns the number of state changes.
 
@@ -162,6 +169,18 @@ def update_activity(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, qu
     ``idle_ns`` of waiting are idle values the running baseline must not keep -- a rate stage's scale learns with a
     time constant of ~100 samples, and 300 s of a vented pressure left it reading the next morning's first fills
     as 10-sigma slopes for a quarter of an hour. (No snapshot yet, ``m_last`` -1: nothing is restored.)
+
+    Resume grace: the way back from IDLE holds the machine's process alarms for ``min(grace_ns, resume_ratio * D)``,
+    ``D`` the idle spell's length (from the last activity before it, or ``idle_ns`` before its start when none is
+    known). Why: a return from IDLE is not a cold start. A station that waited ten minutes for parts is warm, its
+    loads and temperatures have moved a ten-minute lag's worth at most, and the running baseline it resumes is the
+    one of its last cycle; a full start grace (1,800 s) after every such pause left half an hour of its faults
+    unannounced. After a night standing powered at a reduced load its thermal signals need the whole start grace:
+    signals that left their operating point with a lag return with the same lag, so a spell of ``D`` needs about
+    ``D`` to come back, and never more than a cold start. ``resume_ratio`` 0: no grace on resuming; a large ratio:
+    always the full grace (as before 2026-12-04). The hold the change *to* IDLE set (the at-rest stage's stop grace)
+    ends at the resume: it is about learning a rest band, which a running machine no longer does (a later hold, an
+    operating change's, stays).
     """
     changes = 0
     for k in range(signal.shape[0]):
@@ -189,14 +208,23 @@ def update_activity(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, qu
             if active:
                 if cur == RUNNING:
                     last = act_i[s, I_MOVED]
-                    act_i[s, I_RUN] = act_i[s, I_RUN] + 1 if last >= 0 and t - last <= idle_ns else 1
-                    if act_i[s, I_RUN] >= min_moves:
+                    if last >= 0 and t - last <= idle_ns:
+                        act_i[s, I_RUN] += 1
+                    else:
+                        act_i[s, I_RUN] = 1
+                        act_i[s, I_RUN_T0] = t
+                    if act_i[s, I_RUN] >= min_moves and t - act_i[s, I_RUN_T0] >= idle_ns:
                         act_i[s, I_CYCLER] = 1
                 act_i[s, I_MOVED] = t
         if act_i[s, I_CYCLER] == 0 or (cur != RUNNING and cur != IDLE):
             continue
         new = cur
+        hold_to = t + grace_ns
         if active:
+            if cur == IDLE:  # the resume grace: as long as the spell lasted (times ``resume_ratio``), at most a start's
+                began = m_last[m] if m_last[m] >= 0 else since_ns[m] - idle_ns
+                resume = resume_ratio * float(t - began)
+                hold_to = t + (grace_ns if resume >= grace_ns else np.int64(resume))
             m_last[m] = t
             for j in range(m_ptr[m], m_ptr[m + 1]):
                 r = m_sig[j]
@@ -214,10 +242,12 @@ def update_activity(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, qu
         if new == cur:
             continue
         changes += 1
+        if cur == IDLE and hold_until[m] <= since_ns[m] + grace_ns:  # the spell's own stop grace is over: replaced
+            hold_until[m] = hold_to
+        elif hold_to > hold_until[m]:
+            hold_until[m] = hold_to
         state[m] = new
         since_ns[m] = t
-        if t + grace_ns > hold_until[m]:
-            hold_until[m] = t + grace_ns
         fz = 1.0 if new == IDLE else 0.0
         for j in range(m_ptr[m], m_ptr[m + 1]):
             cfg[m_sig[j], frozen_col] = fz
