@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1, help="physics seed (roles only)")
     ap.add_argument("--all-states", action="store_true", help="every event, not only machines running at the start")
     ap.add_argument("--list", type=int, default=0, help="also list up to N below-threshold misses per kind")
+    ap.add_argument("--held", type=Path, help="the run's MISSED.seedN.held.npy: what opening held alarms at extreme "
+                                              "scores would find and cost")
+    ap.add_argument("--grace", type=float, default=60.0, help="as sim_eval's --grace")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT / "bench"))
     from sim_eval import EPOCH_NS, subsample  # bench module, not a package
@@ -68,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.missed:
         with open(path) as fh:
             rows.extend(csv.DictReader(fh))
+    all_rows = list(rows)
     if not args.all_states:
         rows = [r for r in rows if r["det_state"] == "running" and r["machine_off"] == "0"]
     by_kind: dict[str, list[dict[str, str]]] = defaultdict(list)
@@ -125,7 +129,51 @@ def main(argv: list[str] | None = None) -> int:
                   f"{float(r['end_s']) - float(r['start_s']):6.0f} s"
                   f" clean {float(r['clean_at_start']):.4g} [{r['low']}, {r['high']}] best {r['max_kind']} "
                   f"{float(r['max_score']):.3f}")
+    if args.held is not None:
+        held_exception(args.held, all_rows, row_of, args.grace)
     return 0
+
+
+def held_exception(path: Path, rows: list[dict[str, str]], row_of: dict[str, int], grace_s: float) -> None:
+    """What an exception to the process-alarm holds (start grace, operating change) would do: for a score floor
+    ``f``, the running-machine misses it would find (a held sample >= f inside the event's window) and the false
+    openings it would add (episodes of held samples >= f on a signal outside every event's window on it; samples
+    within ``EPISODE_S`` of the last one join its episode, as the re-arm window would)."""
+    held = np.load(path)
+    if held.size == 0:
+        print("\nno held samples")
+        return
+    win: dict[int, list[tuple[float, float]]] = defaultdict(list)
+    for r in rows:
+        win[row_of[r["signal"]]].append((float(r["start_s"]), float(r["end_s"]) + grace_s))
+    t, sig, score = held[:, 0], held[:, 1].astype(np.int64), held[:, 2]
+    in_event = np.zeros(t.size, dtype=bool)
+    for i in range(t.size):
+        for a, b in win.get(int(sig[i]), ()):
+            if a <= t[i] <= b:
+                in_event[i] = True
+                break
+    print(f"\nheld process samples (score >= 0.5 zeroed by a hold): {t.size:,}, {int(in_event.sum()):,} inside an "
+          f"event's window")
+    missed_run = [r for r in rows if r["det_state"] == "running" and r["machine_off"] == "0" and r["detected"] == "0"]
+    for floor in (0.8, 0.9, 0.95, 0.98, 0.99):
+        sel = score >= floor
+        found = 0
+        for r in missed_run:
+            s_row, a, b = row_of[r["signal"]], float(r["start_s"]), float(r["end_s"]) + grace_s
+            if np.any(sel & (sig == s_row) & (t >= a) & (t <= b)):
+                found += 1
+        fa = sel & ~in_event
+        episodes = 0
+        for s_row in np.unique(sig[fa]).tolist():
+            ts = np.sort(t[fa & (sig == s_row)])
+            episodes += 1 + int(np.sum(np.diff(ts) > EPISODE_S))
+        print(f"  floor {floor:4.2f} (|z| >= {6 * np.sqrt(floor / (1 - floor)):5.1f} at threshold 6): finds {found} "
+              f"of {len(missed_run)} running-machine misses, adds {episodes} false openings "
+              f"({len(np.unique(sig[fa]))} signals)")
+
+
+EPISODE_S = 600.0
 
 
 if __name__ == "__main__":

@@ -477,6 +477,8 @@ def fault_run(plant_path: Path, seed: int, train_days: float, clean_days: float,
         ms = machine_of[truth.signal.astype(np.int64)]
         off = world.physics.level(truth.start_s.astype(np.float64), ms) <= 0.05
         idle = world.physics.idle(truth.start_s.astype(np.float64), ms)
+    if probe is not None and missed is not None:
+        np.save(missed.with_suffix(".held.npy"), probe.held_rows())
     if missed is not None:  # every injected event with its outcome, for diagnosis (which faults go unseen, where)
         visible = observable(world, seed, q, world.schedule, clean.schedule, truth, ~detected)
         with open(missed, "w") as fh:
@@ -511,6 +513,7 @@ class _EventProbe:
         self.gated = np.zeros(len(truth))
         self._next = 0
         self._active = np.empty(0, dtype=np.int64)
+        self.held: list[np.ndarray] = []
 
     def see(self, k: int, score: np.ndarray, kind: np.ndarray, gated: np.ndarray) -> None:
         """Tick ``k``'s frame (one sample per signal, in signal order)."""
@@ -529,6 +532,19 @@ class _EventProbe:
             self.raw[a[up]] = s[up]
             self.kind[a[up]] = kind[rows[up]]
             self.gated[a] = np.maximum(self.gated[a], gated[rows])
+        # held samples: a process stage scored >= HELD_AT and a gate (a start's grace, an operating change) zeroed
+        # it -- with the events' windows, what an exception to the hold for extreme scores would find and cost
+        held = np.flatnonzero((score >= self.HELD_AT) & (gated < 0.5) & np.isin(kind, self.PROCESS))
+        if held.size:
+            self.held.append(np.stack([np.full(held.size, k, np.float64), held.astype(np.float64), score[held],
+                                       kind[held].astype(np.float64)], axis=1))
+
+    HELD_AT = 0.5
+    PROCESS = np.array([int(Kind.LEVEL), int(Kind.CHANGE), int(Kind.RATE)])
+
+    def held_rows(self) -> np.ndarray:
+        """(tick, signal row, score, kind) of every held process sample seen."""
+        return np.concatenate(self.held) if self.held else np.zeros((0, 4))
 
 
 _STATE_NAMES = ("unknown", "off", "idle", "running")  # opstate's values
