@@ -363,12 +363,15 @@ def fault_run(plant_path: Path, seed: int, train_days: float, clean_days: float,
     else:
         n_ticks_own = n_ticks
     trace = _StateTrace(an.stack.m_state) if missed is not None and parts == 1 else None
+    probe = _EventProbe(world.schedule.starting(float(t_fault), float(n_ticks)), grace_s) if trace is not None else None
     for k, v, qual in ticks(model, q, 0, n_ticks_own, split_at=t_fault,
                             schedule=lambda k: world.schedule if k >= t_fault else clean.schedule):
         ts.fill(EPOCH_NS + k * 1_000_000_000)
         r = an.process(ts, sig, v, qual)
         if trace is not None:
             trace.see(k, an.stack.m_state)
+        if probe is not None and k >= t_fault:
+            probe.see(k, r.score, r.kind, r.alarm_score)
         dropped += r.events_dropped
         if r.events.shape[0] and k >= t_score:
             ev = r.events[r.events["phase"] == Phase.OPEN]
@@ -474,11 +477,13 @@ def fault_run(plant_path: Path, seed: int, train_days: float, clean_days: float,
         ms = machine_of[truth.signal.astype(np.int64)]
         off = world.physics.level(truth.start_s.astype(np.float64), ms) <= 0.05
         idle = world.physics.idle(truth.start_s.astype(np.float64), ms)
+    if probe is not None and missed is not None:
+        np.save(missed.with_suffix(".held.npy"), probe.held_rows())
     if missed is not None:  # every injected event with its outcome, for diagnosis (which faults go unseen, where)
         visible = observable(world, seed, q, world.schedule, clean.schedule, truth, ~detected)
         with open(missed, "w") as fh:
             fh.write("start_s,end_s,signal,kind,magnitude,machine_off,detected,delay_s,clean_at_start,low,high,"
-                     "det_state,det_since_s,visible\n")
+                     "det_state,det_since_s,visible,max_score,max_kind,max_alarm_score\n")
             for i in range(n_ev):
                 row = int(truth.signal[i])
                 c0 = model.clean_at(np.array([float(truth.start_s[i])]), np.array([row]))[0]
@@ -486,10 +491,60 @@ def fault_run(plant_path: Path, seed: int, train_days: float, clean_days: float,
                 fh.write(f"{truth.start_s[i]:.0f},{truth.end_s[i]:.0f},{table.ids[row]},"
                          f"{KIND_ORDER[int(truth.kind[i])].value},{truth.magnitude[i]:.6g},{int(off[i])},"
                          f"{int(detected[i])},{delay[i]:.1f},{c0:.6g},{table.low[row]:g},{table.high[row]:g},"
-                         f"{st_name},{since},{int(visible[i])}\n")
+                         f"{st_name},{since},{int(visible[i])},{probe.raw[i] if probe else np.nan:.4f},"
+                         f"{Kind(int(probe.kind[i])).name if probe else ''},"
+                         f"{probe.gated[i] if probe else np.nan:.4f}\n")
     return FaultFigures(n_ev, detected, delay, truth.kind.astype(np.int64), in_range, int((~sig_used).sum()),
                         int((~mach_used).sum()), by_kind, by_hour, top, clean_false, n * clean_days * 24.0,
                         n * (clean_days + fault_days) * 24.0, n, seconds, off, cpu_s, n_carried, idle, in_ramp)
+
+
+class _EventProbe:
+    """Per injected event (``--missed``): the largest stack score its signal reached in [start, end + grace], the
+    kind that gave it, and the largest score the alarm saw after the settle and hold gates -- which stage came
+    closest to a missed fault, and whether a hold (a start's grace, an operating change) kept it from alarming."""
+
+    def __init__(self, truth: Events, grace_s: float) -> None:
+        self.sig = truth.signal.astype(np.int64)
+        self.lo = truth.start_s
+        self.hi = truth.end_s + grace_s
+        self.raw = np.zeros(len(truth))
+        self.kind = np.zeros(len(truth), dtype=np.int64)
+        self.gated = np.zeros(len(truth))
+        self._next = 0
+        self._active = np.empty(0, dtype=np.int64)
+        self.held: list[np.ndarray] = []
+
+    def see(self, k: int, score: np.ndarray, kind: np.ndarray, gated: np.ndarray) -> None:
+        """Tick ``k``'s frame (one sample per signal, in signal order)."""
+        j = self._next
+        while j < self.lo.size and self.lo[j] <= k:
+            j += 1
+        if j > self._next:
+            self._active = np.concatenate([self._active, np.arange(self._next, j)])
+            self._next = j
+        a = self._active[self.hi[self._active] >= k]
+        self._active = a
+        if a.size:
+            rows = self.sig[a]
+            s = score[rows]
+            up = s > self.raw[a]
+            self.raw[a[up]] = s[up]
+            self.kind[a[up]] = kind[rows[up]]
+            self.gated[a] = np.maximum(self.gated[a], gated[rows])
+        # held samples: a process stage scored >= HELD_AT and a gate (a start's grace, an operating change) zeroed
+        # it -- with the events' windows, what an exception to the hold for extreme scores would find and cost
+        held = np.flatnonzero((score >= self.HELD_AT) & (gated < 0.5) & np.isin(kind, self.PROCESS))
+        if held.size:
+            self.held.append(np.stack([np.full(held.size, k, np.float64), held.astype(np.float64), score[held],
+                                       kind[held].astype(np.float64)], axis=1))
+
+    HELD_AT = 0.5
+    PROCESS = np.array([int(Kind.LEVEL), int(Kind.CHANGE), int(Kind.RATE)])
+
+    def held_rows(self) -> np.ndarray:
+        """(tick, signal row, score, kind) of every held process sample seen."""
+        return np.concatenate(self.held) if self.held else np.zeros((0, 4))
 
 
 _STATE_NAMES = ("unknown", "off", "idle", "running")  # opstate's values
