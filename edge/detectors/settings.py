@@ -88,6 +88,15 @@ class TrendSettings(_Strict):
                                                           "many scales (heavy-tailed: a duty cycle's pulses) is not "
                                                           "judged")
     machine_hold_s: float = Field(default=600.0, ge=0, description="seconds a machine's trends stay held after that")
+    quiet_s: float = Field(default=0.0, ge=0,
+                           description="seconds after a machine's operating state changed (a start, a stop, an idle "
+                                       "spell) or its operating-change hold ended in which its trends are held and "
+                                       "learn nothing: a start's or a load change's slopes are the machine's")
+    common_z: float = Field(default=0.0, ge=0,
+                            description="a machine whose other judged members' slope z average at least this much "
+                                        "(either sign) moves as one: held like a machine-wide trend (0: off)")
+    common_clip: float = Field(default=4.0, gt=0, description="each member's slope z is clipped at this before it "
+                                                              "enters that average")
 
 
 class StuckSettings(_Strict):

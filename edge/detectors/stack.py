@@ -269,7 +269,7 @@ class DetectorStack:
                                               tr.guard, s.signal_alarm.off_threshold, tr.max_gap,
                                               s.level.rel_resolution, tr.peak_mult, tr.peak_decay,
                                               tr.machine_fraction, tr.machine_min, tr.machine_hold_s, tr.run,
-                                              tr.tail_max)
+                                              tr.tail_max, tr.quiet_s, tr.common_z, tr.common_clip)
         # machine-wide trends (a load change) hold a machine's trend scores: counted over its judged members
         self.trend_machine_of = np.where((mask & EN_CHANGE) != 0, machine_of, -1).astype(np.int64)
         members = np.bincount(self.trend_machine_of[self.trend_machine_of >= 0], minlength=max(self.n_machines, 1))
@@ -462,6 +462,8 @@ class DetectorStack:
         self.trend_state = trend.init_state(self.n_signals)  # slow trend per signal (``trend``)
         self.trend_m_hot = np.zeros(max(self.n_machines, 1), dtype=np.int64)  # members trending now, per machine
         self.trend_m_held = np.full(max(self.n_machines, 1), -1, dtype=np.int64)  # trends held until (ns)
+        self.trend_m_zsum = np.zeros(max(self.n_machines, 1), dtype=np.float64)  # members' clipped slope z: sum
+        self.trend_m_zn = np.zeros(max(self.n_machines, 1), dtype=np.float64)  # and count
         self.rest_start = atrest.init_machines(self.n_machines)  # machines starting (at-rest held), not checkpointed
         self.cfg[:, signal_stack.C_FROZEN] = 0.0
         self.dev_good = np.full(self.n_devices, -1, dtype=np.int64)  # latest good poll per device (ns), -1 never
@@ -515,8 +517,9 @@ class DetectorStack:
         if self.settings.trend.enabled and n:  # slow trend (``trend``): reported as CHANGE where it is larger
             trend.trend_chunk(ts_ns, signal, value, quality, self.trend_state, self.cfg, signal_stack.C_MASK,
                               EN_CHANGE, signal_stack.C_FROZEN, signal_stack.C_RES, self.trend_params,
-                              self.trend_machine_of, self.trend_m_hot, self.trend_m_need, self.trend_m_held, score,
-                              kind, int(Kind.CHANGE))
+                              self.trend_machine_of, self.trend_m_hot, self.trend_m_need, self.trend_m_held,
+                              self.trend_m_zsum, self.trend_m_zn, self.m_since, self.hold_until, score, kind,
+                              int(Kind.CHANGE))
         if self._rest_on and n:
             self._rest_frame += 1
             atrest.rest_chunk(ts_ns, signal, value, quality, self.rest_machine_of, self.m_state, self.m_since,
@@ -711,6 +714,12 @@ class DetectorStack:
                                                     {"trend_state": self.trend_state})["trend_state"]
         except checkpoint.CheckpointError:
             self.trend_state[...] = trend.init_state(self.n_signals)
+            try:  # trends saved before the machine's common slope (``trend.ZC``): kept, ZC none until the next bin
+                old = self.trend_state[:, :trend.ZC]
+                self.trend_state[:, :trend.ZC] = checkpoint.load(
+                    path, STATE_VERSION, self.fingerprint, {"trend_state": np.empty_like(old)})["trend_state"]
+            except checkpoint.CheckpointError:
+                pass
         self._trend_recount()
         self.likelihood_cold = any(a is None for a in lk_got.values())
         self._resumed = True
@@ -790,9 +799,15 @@ class DetectorStack:
         self._trend_recount()
 
     def _trend_recount(self) -> None:
-        """Each machine's count of trending members from the signals' own flags (after a restore or re-baseline)."""
+        """Each machine's count of trending members and its members' slope z sum and count, from the signals' own
+        columns (after a restore or re-baseline)."""
         hot = (self.trend_state[:, trend.HOT] != 0.0) & (self.trend_machine_of >= 0)
         self.trend_m_hot[...] = np.bincount(self.trend_machine_of[hot], minlength=self.trend_m_hot.size)
+        zc = self.trend_state[:, trend.ZC]
+        has = np.isfinite(zc) & (self.trend_machine_of >= 0)
+        self.trend_m_zsum[...] = np.bincount(self.trend_machine_of[has], weights=zc[has],
+                                             minlength=self.trend_m_zsum.size)
+        self.trend_m_zn[...] = np.bincount(self.trend_machine_of[has], minlength=self.trend_m_zn.size)
 
     def reset(self) -> None:
         """Forget everything learned (cold start)."""
