@@ -945,11 +945,11 @@ class Trend:
     def __init__(self, bin_s=10.0, beta=0.2, alpha=0.003, huber_k=3.0, warmup=60, threshold=8.0, guard=0.0,
                  guard_at=0.3, max_gap=3.0, rel_res=1e-6, peak_mult=1.5, peak_decay=0.0005, machine_fraction=0.1,
                  machine_min=2.0, machine_hold_s=600.0, run=3, tail_max=6.0, quiet_s=0.0, common_z=0.0,
-                 common_clip=4.0, machine=None):
+                 common_clip=4.0, rel_per_h=0.0, machine=None):
         self.p = dict(bin_s=bin_s, beta=beta, alpha=alpha, huber_k=huber_k, warmup=warmup, threshold=threshold,
                       guard=guard, guard_at=guard_at, max_gap=max_gap, rel_res=rel_res, peak_mult=peak_mult,
                       peak_decay=peak_decay, machine_hold_s=machine_hold_s, run=run, tail_max=tail_max,
-                      quiet_s=quiet_s, common_z=common_z, common_clip=common_clip)
+                      quiet_s=quiet_s, common_z=common_z, common_clip=common_clip, rel_per_h=rel_per_h)
         self.run = 0
         # shared dict {"hot": int, "need": float, "held": int, "z": {signal: clipped z}, "since": ns, "hold": ns}
         # of the signal's machine, or None
@@ -975,7 +975,8 @@ class Trend:
             if self.gn >= math.ceil(2.0 / p["beta"]):
                 t = p["threshold"]
                 res_floor = max(res, p["rel_res"] * abs(v_mean)) / p["bin_s"]
-                floor = max(res_floor, p["peak_mult"] * self.peak / t, 1e-12)
+                floor = max(res_floor, p["peak_mult"] * self.peak / t,
+                            p["rel_per_h"] * abs(v_mean) / (3600.0 * t), 1e-12)
                 r = self.stats
                 z = None
                 if r.n >= p["warmup"]:

@@ -14,7 +14,7 @@ from tests import naive
 T0_NS = 1_800_000_000_000_000_000
 PARAMS = dict(bin_s=5.0, beta=0.25, alpha=0.02, huber_k=3.0, warmup=20, threshold=4.0, guard=0.1, guard_at=0.3,
               max_gap=3.0, rel_res=1e-6, peak_mult=1.5, peak_decay=0.01, machine_fraction=0.1, machine_min=2.0,
-              machine_hold_s=120.0, run=3, tail_max=6.0, quiet_s=0.0, common_z=0.0, common_clip=4.0)
+              machine_hold_s=120.0, run=3, tail_max=6.0, quiet_s=0.0, common_z=0.0, common_clip=4.0, rel_per_h=0.0)
 
 
 def _run(ts, signal, value, quality, cfg, p, score, kind, machine_of=None, m_since=None, hold_until=None):
@@ -69,7 +69,7 @@ def test_matches_reference_with_nan_inf_constant_gaps_and_quality(machines: bool
     score0 = rng.random(value.size) * 0.4
     kind0 = np.ones(value.size, dtype=np.uint8)
     # with ``rules``: the quiet time after a state change (machine 1) and the common-slope rule (machine 0)
-    params = dict(PARAMS, quiet_s=200.0, common_z=0.8, common_clip=3.0) if rules else PARAMS
+    params = dict(PARAMS, quiet_s=200.0, common_z=0.8, common_clip=3.0, rel_per_h=0.5) if rules else PARAMS
     p = trend.make_params(**params)
     # signals 0, 2 and 3 on one machine (0 and 3 trend at times: the machine is held then), 1 on another
     machine_of = np.array([0, 1, 0, 0, 0], np.int64) if machines else None

@@ -269,7 +269,8 @@ class DetectorStack:
                                               tr.guard, s.signal_alarm.off_threshold, tr.max_gap,
                                               s.level.rel_resolution, tr.peak_mult, tr.peak_decay,
                                               tr.machine_fraction, tr.machine_min, tr.machine_hold_s, tr.run,
-                                              tr.tail_max, tr.quiet_s, tr.common_z, tr.common_clip)
+                                              tr.tail_max, tr.quiet_s, tr.common_z, tr.common_clip,
+                                              tr.rel_per_h)
         # machine-wide trends (a load change) hold a machine's trend scores: counted over its judged members
         self.trend_machine_of = np.where((mask & EN_CHANGE) != 0, machine_of, -1).astype(np.int64)
         members = np.bincount(self.trend_machine_of[self.trend_machine_of >= 0], minlength=max(self.n_machines, 1))

@@ -21,8 +21,9 @@ Per signal (state row ``st[s, :]``; only samples of quality 0 learn; non-finite 
    a leak tester's ``test_pressure`` pulses far beyond -- most of this stage's false alarms on the simulated
    dev plant without these two conditions): ``z = (G - loc) / max(scale, floor)`` with the robust location and scale of
    ``G`` (``robust.learn_step``: Huber clip at ``huber_k``, rate ``alpha`` per bin), ``floor`` one resolution step
-   (or ``rel_res`` of the level) per ``bin_s``. Score ``z^2 / (z^2 + T^2)``, ``T = threshold``; it is held on
-   every sample until the next bin closes.
+   (or ``rel_res`` of the level) per ``bin_s``, and ``rel_per_h`` of the level per hour over ``T`` (a noise-free
+   signal's normal slope is 0: without it the first creep of a load ramp, far below any drift's, scores).
+   Score ``z^2 / (z^2 + T^2)``, ``T = threshold``; it is held on every sample until the next bin closes.
 4. **Guarded learning:** a bin whose score is at ``guard_at`` or above teaches the statistics at ``guard`` times
    their rate, so the drift being judged does not become the slope's normal (issue 15, item 2).
 
@@ -93,7 +94,8 @@ P_TAIL_MAX = 16
 P_QUIET_S = 17
 P_COMMON_Z = 18
 P_COMMON_CLIP = 19
-N_PARAMS = 20
+P_REL_PER_H = 20
+N_PARAMS = 21
 
 MIN_SCALE = 1e-12
 
@@ -103,21 +105,21 @@ def make_params(bin_s: float = 10.0, beta: float = 0.2, alpha: float = 0.003, hu
                 max_gap: float = 3.0, rel_res: float = 1e-6, peak_mult: float = 1.5,
                 peak_decay: float = 0.0005, machine_fraction: float = 0.1, machine_min: float = 2.0,
                 machine_hold_s: float = 600.0, run: int = 3, tail_max: float = 6.0, quiet_s: float = 0.0,
-                common_z: float = 0.0, common_clip: float = 4.0) -> np.ndarray:
+                common_z: float = 0.0, common_clip: float = 4.0, rel_per_h: float = 0.0) -> np.ndarray:
     """Pack the parameters in kernel order (``bin_s`` seconds; ``beta``/``alpha`` per bin; ``warmup`` bins;
     ``quiet_s`` seconds; ``common_z`` 0: no common-slope rule)."""
     if bin_s <= 0.0 or not 0.0 < beta <= 1.0 or not 0.0 < alpha < 1.0 or huber_k <= 0.0 or warmup < 1 \
             or threshold <= 0.0 or not 0.0 <= guard <= 1.0 or not 0.0 < guard_at <= 1.0 or max_gap < 1.0 \
             or rel_res < 0.0 or peak_mult < 0.0 or not 0.0 <= peak_decay < 1.0 or machine_fraction < 0.0 \
             or machine_min < 1.0 or machine_hold_s < 0.0 or run < 1 or tail_max <= 0.0 or quiet_s < 0.0 \
-            or common_z < 0.0 or common_clip <= 0.0:
+            or common_z < 0.0 or common_clip <= 0.0 or rel_per_h < 0.0:
         raise ValueError("need bin_s > 0, 0 < beta <= 1, 0 < alpha < 1, huber_k > 0, warmup >= 1, threshold > 0, "
                          "0 <= guard <= 1, 0 < guard_at <= 1, max_gap >= 1, rel_res >= 0, peak_mult >= 0, "
                          "0 <= peak_decay < 1, machine_fraction >= 0, machine_min >= 1, machine_hold_s >= 0, run >= 1, "
-                         "tail_max > 0, quiet_s >= 0, common_z >= 0, common_clip > 0")
+                         "tail_max > 0, quiet_s >= 0, common_z >= 0, common_clip > 0, rel_per_h >= 0")
     return np.array([bin_s, beta, alpha, huber_k, float(warmup), threshold, guard, guard_at, max_gap, rel_res,
                      peak_mult, peak_decay, machine_fraction, machine_min, machine_hold_s, float(run), tail_max,
-                     quiet_s, common_z, common_clip], dtype=np.float64)
+                     quiet_s, common_z, common_clip, rel_per_h], dtype=np.float64)
 
 
 def init_state(n_signals: int) -> np.ndarray:
@@ -170,7 +172,8 @@ def close_bin(st: np.ndarray, s: int, res: float, p: np.ndarray, m: int, m_hot: 
             t = p[P_THRESHOLD]
             peak = st[s, PEAK]
             res_floor = max(res, p[P_REL_RES] * abs(v_mean)) / bin_s
-            floor = max(res_floor, p[P_PEAK_MULT] * peak / t)
+            # a slope under rel_per_h of the value per hour scores under 0.5 (a noise-free signal's creep)
+            floor = max(res_floor, p[P_PEAK_MULT] * peak / t, p[P_REL_PER_H] * abs(v_mean) / (3600.0 * t))
             z = robust.z_score(loc, scale, count, g, p[P_WARMUP], max(floor, MIN_SCALE))
             if np.isfinite(z):
                 score = z * z / (z * z + t * t)
