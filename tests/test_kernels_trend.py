@@ -17,7 +17,8 @@ PARAMS = dict(bin_s=5.0, beta=0.25, alpha=0.02, huber_k=3.0, warmup=20, threshol
               machine_hold_s=120.0, run=3, tail_max=6.0, quiet_s=0.0, common_z=0.0, common_clip=4.0, rel_per_h=0.0)
 
 
-def _run(ts, signal, value, quality, cfg, p, score, kind, machine_of=None, m_since=None, hold_until=None):
+def _run(ts, signal, value, quality, cfg, p, score, kind, machine_of=None, m_since=None, hold_until=None,
+         class_of=None, class_fraction=0.0):
     n_sig = cfg.shape[0]
     st = trend.init_state(n_sig)
     mo = np.full(n_sig, -1, np.int64) if machine_of is None else machine_of
@@ -29,10 +30,16 @@ def _run(ts, signal, value, quality, cfg, p, score, kind, machine_of=None, m_sin
     m_zsum, m_zn = np.zeros(n_m), np.zeros(n_m)
     since = np.full(n_m, -1, np.int64) if m_since is None else m_since
     hold = np.full(n_m, -1, np.int64) if hold_until is None else hold_until
+    co = np.full(n_sig, -1, np.int64) if class_of is None else class_of
+    n_c = max(int(co.max()) + 1, 1)
+    c_need = np.maximum(PARAMS["machine_min"], class_fraction * np.bincount(co[(co >= 0) & en], minlength=n_c))
+    c_hot, c_held = np.zeros(n_c, np.int64), np.full(n_c, -1, np.int64)
     score, kind = score.copy(), kind.copy()
     trend.trend_chunk(ts, signal, value, quality, st, cfg, signal_stack.C_MASK, EN_CHANGE, signal_stack.C_FROZEN,
-                      signal_stack.C_RES, p, mo, m_hot, need, m_held, m_zsum, m_zn, since, hold, score, kind,
-                      int(Kind.CHANGE))
+                      signal_stack.C_RES, p, mo, m_hot, need, m_held, m_zsum, m_zn, since, hold, co, c_hot,
+                      c_need.astype(np.float64), c_held, score, kind, int(Kind.CHANGE))
+    hot = st[:, trend.HOT] != 0.0
+    np.testing.assert_array_equal(c_hot, np.bincount(co[hot & (co >= 0)], minlength=n_c))
     # the machines' common-slope sums are those of the signals' own columns (what the stack recounts on restore)
     has = np.isfinite(st[:, trend.ZC]) & (mo >= 0)
     np.testing.assert_allclose(m_zsum, np.bincount(mo[has], weights=st[has, trend.ZC], minlength=n_m), atol=1e-9)
@@ -75,10 +82,13 @@ def test_matches_reference_with_nan_inf_constant_gaps_and_quality(machines: bool
     machine_of = np.array([0, 1, 0, 0, 0], np.int64) if machines else None
     m_since = np.array([-1, T0_NS + 2500 * 10**9], np.int64) if rules else None
     hold_until = np.array([T0_NS + 1500 * 10**9, -1], np.int64) if rules else None
-    got_s, got_k, _ = _run(ts, signal, value, quality, cfg, p, score0, kind0, machine_of, m_since, hold_until)
+    class_of = np.array([0, 1, 1, 0, -1], np.int64) if rules else None  # and classes across the machines
+    got_s, got_k, _ = _run(ts, signal, value, quality, cfg, p, score0, kind0, machine_of, m_since, hold_until,
+                           class_of, 0.5)
     enabled = (cfg[:, signal_stack.C_MASK].astype(int) & EN_CHANGE) != 0
     ref_s, ref_k = naive.trend_chunk(ts, signal, value, quality, score0, kind0, enabled, cfg[:, signal_stack.C_RES],
-                                     int(Kind.CHANGE), machine_of, m_since, hold_until, **params)
+                                     int(Kind.CHANGE), machine_of, m_since, hold_until, class_of,
+                                     class_fraction=0.5, **params)
     np.testing.assert_allclose(got_s, ref_s, rtol=1e-9, atol=1e-12)
     np.testing.assert_array_equal(got_k, ref_k)
     assert got_s[signal == 4].tolist() == score0[signal == 4].tolist()  # disabled: untouched
@@ -233,3 +243,23 @@ def test_a_machine_whose_members_slope_together_on_average_is_held() -> None:
     common = dict(PARAMS, common_z=1.5)
     assert max(_max_during(common, together)) < 0.5
     assert _max_during(common, [8.0, 0.0, 0.0, 0.0, 0.0])[0] >= 0.5
+
+
+def test_the_same_signal_trending_on_several_machines_is_held() -> None:
+    """A shift's load ramp starts on every machine of a kind at once (the dev plant's compressors' ``speed``); a
+    drift moves one signal of one machine. Four machines of one signal each, one class."""
+    ts, signal, value, cfg = _machine_ramps([8.0, 8.0, 8.0, 0.0])
+    n = ts.size
+    machine_of = np.arange(4, dtype=np.int64)
+    during = (ts >= T0_NS + 2000e9) & (ts < T0_NS + 2400e9)
+    p = trend.make_params(**PARAMS)
+    alone, _, _ = _run(ts, signal, value, np.zeros(n, np.uint8), cfg, p, np.zeros(n), np.zeros(n, np.uint8),
+                       machine_of)
+    assert alone[during & (signal == 0)].max() >= 0.5  # each machine alone: its one signal trends
+    held, _, _ = _run(ts, signal, value, np.zeros(n, np.uint8), cfg, p, np.zeros(n), np.zeros(n, np.uint8),
+                      machine_of, class_of=np.zeros(4, np.int64), class_fraction=0.5)
+    assert held[during].max() < 0.5
+    ts, signal, value, cfg = _machine_ramps([8.0, 0.0, 0.0, 0.0])
+    one, _, _ = _run(ts, signal, value, np.zeros(n, np.uint8), cfg, p, np.zeros(n), np.zeros(n, np.uint8),
+                     machine_of, class_of=np.zeros(4, np.int64), class_fraction=0.5)
+    assert one[during & (signal == 0)].max() >= 0.5  # one machine's drift is not the plant's

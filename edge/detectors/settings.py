@@ -97,6 +97,10 @@ class TrendSettings(_Strict):
                                         "(either sign) moves as one: held like a machine-wide trend (0: off)")
     common_clip: float = Field(default=4.0, gt=0, description="each member's slope z is clipped at this before it "
                                                               "enters that average")
+    class_fraction: float = Field(default=0.0, ge=0,
+                                  description="the same signal (name and unit) of several machines trending at once, "
+                                              "at least max(machine_min, class_fraction x the class's judged "
+                                              "signals): the plant's load changes (a shift), held (0: off)")
     rel_per_h: float = Field(default=0.0, ge=0,
                              description="a slope under this fraction of the signal's value per hour scores under 0.5 "
                                          "(a noise-free signal's normal slope is 0: the first creep of a load ramp)")

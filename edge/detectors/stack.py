@@ -207,6 +207,17 @@ def activity_signals(table: SignalTable, idle: IdleSettings, running_of: np.ndar
     return act_of, act_p
 
 
+def signal_classes(table: SignalTable) -> np.ndarray:
+    """Per signal its class for the trend stage's shift rule (``trend.class_fraction``): the same signal name within
+    its machine and the same unit on every machine (every compressor's ``speed``); numbered in order of appearance."""
+    keys: dict[tuple[str, str], int] = {}
+    out = np.empty(len(table), dtype=np.int64)
+    for i, (sid, unit, m) in enumerate(zip(table.ids, table.units, table.machine.tolist(), strict=True)):
+        name = sid[len(table.machine_ids[m]) + 1:] if m >= 0 else sid
+        out[i] = keys.setdefault((name, unit), len(keys))
+    return out
+
+
 def _alarm_params(a: AlarmSettings) -> np.ndarray:
     return alarms.make_params(a.on_threshold, a.off_threshold, a.on_count, a.off_count)
 
@@ -239,7 +250,7 @@ class DetectorStack:
                  running_of: np.ndarray | None = None, running_on_at: np.ndarray | None = None,
                  running_off_at: np.ndarray | None = None, device_of: np.ndarray | None = None,
                  level_alpha: np.ndarray | None = None, activity_of: np.ndarray | None = None,
-                 activity_p: np.ndarray | None = None) -> None:
+                 activity_p: np.ndarray | None = None, signal_class: np.ndarray | None = None) -> None:
         s = settings or AnalyticsSettings()
         machine_of = np.asarray(machine_of_signal, dtype=np.int64)
         if machine_of.shape != (n_signals,):
@@ -275,6 +286,14 @@ class DetectorStack:
         self.trend_machine_of = np.where((mask & EN_CHANGE) != 0, machine_of, -1).astype(np.int64)
         members = np.bincount(self.trend_machine_of[self.trend_machine_of >= 0], minlength=max(self.n_machines, 1))
         self.trend_m_need = np.maximum(float(tr.machine_min), tr.machine_fraction * members).astype(np.float64)
+        # the same signal of several machines trending at once (a shift's ramp) holds that class (``signal_class``:
+        # per signal, -1 none; ``from_table``: name and unit)
+        cls_of = np.full(n_signals, -1, np.int64) if signal_class is None or tr.class_fraction <= 0 \
+            else np.asarray(signal_class, dtype=np.int64)
+        self.trend_class_of = np.where((mask & EN_CHANGE) != 0, cls_of, -1).astype(np.int64)
+        n_cls = int(self.trend_class_of.max()) + 1 if n_signals else 0
+        c_members = np.bincount(self.trend_class_of[self.trend_class_of >= 0], minlength=max(n_cls, 1))
+        self.trend_c_need = np.maximum(float(tr.machine_min), tr.class_fraction * c_members).astype(np.float64)
         self._silent_ns = s.quality.silent_s * NS_PER_S
         self._since_ns: int | None = None  # first timestamp this instance saw: silence is measured from it at most
         self._silent_next_ns = 0
@@ -435,7 +454,7 @@ class DetectorStack:
                    machine_ids=list(table.machine_ids), base_dir=base_dir,
                    running_of=running_of, running_on_at=on_at, running_off_at=off_at,
                    device_of=table.device.astype(np.int64) if table.devices else None, level_alpha=level_alpha,
-                   activity_of=act_of, activity_p=act_p)
+                   activity_of=act_of, activity_p=act_p, signal_class=signal_classes(table))
 
     def _init_state(self) -> None:
         self.state = signal_stack.init_state(self.n_signals)
@@ -465,6 +484,8 @@ class DetectorStack:
         self.trend_m_held = np.full(max(self.n_machines, 1), -1, dtype=np.int64)  # trends held until (ns)
         self.trend_m_zsum = np.zeros(max(self.n_machines, 1), dtype=np.float64)  # members' clipped slope z: sum
         self.trend_m_zn = np.zeros(max(self.n_machines, 1), dtype=np.float64)  # and count
+        self.trend_c_hot = np.zeros(self.trend_c_need.size, dtype=np.int64)  # members trending now, per class
+        self.trend_c_held = np.full(self.trend_c_need.size, -1, dtype=np.int64)  # class held until (ns)
         self.rest_start = atrest.init_machines(self.n_machines)  # machines starting (at-rest held), not checkpointed
         self.cfg[:, signal_stack.C_FROZEN] = 0.0
         self.dev_good = np.full(self.n_devices, -1, dtype=np.int64)  # latest good poll per device (ns), -1 never
@@ -519,8 +540,9 @@ class DetectorStack:
             trend.trend_chunk(ts_ns, signal, value, quality, self.trend_state, self.cfg, signal_stack.C_MASK,
                               EN_CHANGE, signal_stack.C_FROZEN, signal_stack.C_RES, self.trend_params,
                               self.trend_machine_of, self.trend_m_hot, self.trend_m_need, self.trend_m_held,
-                              self.trend_m_zsum, self.trend_m_zn, self.m_since, self.hold_until, score, kind,
-                              int(Kind.CHANGE))
+                              self.trend_m_zsum, self.trend_m_zn, self.m_since, self.hold_until,
+                              self.trend_class_of, self.trend_c_hot, self.trend_c_need, self.trend_c_held, score,
+                              kind, int(Kind.CHANGE))
         if self._rest_on and n:
             self._rest_frame += 1
             atrest.rest_chunk(ts_ns, signal, value, quality, self.rest_machine_of, self.m_state, self.m_since,
@@ -804,6 +826,8 @@ class DetectorStack:
         columns (after a restore or re-baseline)."""
         hot = (self.trend_state[:, trend.HOT] != 0.0) & (self.trend_machine_of >= 0)
         self.trend_m_hot[...] = np.bincount(self.trend_machine_of[hot], minlength=self.trend_m_hot.size)
+        c_hot = (self.trend_state[:, trend.HOT] != 0.0) & (self.trend_class_of >= 0)
+        self.trend_c_hot[...] = np.bincount(self.trend_class_of[c_hot], minlength=self.trend_c_hot.size)
         zc = self.trend_state[:, trend.ZC]
         has = np.isfinite(zc) & (self.trend_machine_of >= 0)
         self.trend_m_zsum[...] = np.bincount(self.trend_machine_of[has], weights=zc[has],

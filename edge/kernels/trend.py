@@ -44,6 +44,14 @@ Per signal (state row ``st[s, :]``; only samples of quality 0 learn; non-finite 
    summed per machine (``m_zsum``/``m_zn``); when the *other* members' mean z is at least ``common_z`` in size, the
    machine moves as one (a load ramp on signals whose own slopes are each unremarkable): held as in 5.
 
+8. **The same signal of several machines** (``class_of``; the stack's ``trend.class_fraction`` > 0): signals are
+   grouped in classes (the stack: the same signal name and unit on different machines, e.g. every compressor's
+   ``speed``); when at least ``c_need`` (the stack: ``max(machine_min, class_fraction x members)``) of a class trend
+   at once (a bin at ``guard_at`` or above) the
+   class is held as in 5. A shift's load ramp starts on every machine of a kind at once, and on its smoothest
+   signals it shows as a slope minutes before anything else of the machine moves (the dev plant's compressors'
+   ``speed`` and meters' ``peak_demand``, measured); a drift moves one signal of one machine.
+
 The stack reports the score as kind CHANGE (a drift is a change) where it is larger than the sample's own score,
 so the operating-change and restart holds, settling and the re-arm window apply to it as to the CUSUM.
 """
@@ -146,12 +154,14 @@ def _set_zc(st: np.ndarray, s: int, zc: float, m: int, m_zsum: np.ndarray, m_zn:
 
 @njit(cache=True, nogil=True, _nrt=False)  # per-bin helper: see edge/kernels/__init__.py
 def close_bin(st: np.ndarray, s: int, res: float, p: np.ndarray, m: int, m_hot: np.ndarray, m_need: np.ndarray,
-              m_held: np.ndarray, m_zsum: np.ndarray, m_zn: np.ndarray) -> None:
+              m_held: np.ndarray, m_zsum: np.ndarray, m_zn: np.ndarray, c: int, c_hot: np.ndarray,
+              c_need: np.ndarray, c_held: np.ndarray) -> None:
     """Close signal ``s``'s open bin: its slope against the previous bin, the judgement, then the learning.
 
     ``m``: the signal's machine (-1 none); ``m_hot``/``m_need``/``m_held`` per machine: members trending now, how
     many make a machine-wide move, and until when (ns) its trends are held and learn nothing; ``m_zsum``/``m_zn``:
-    the sum and count of its judged members' clipped z (the machine's common slope)."""
+    the sum and count of its judged members' clipped z (the machine's common slope); ``c`` the signal's class
+    (-1 none) and ``c_hot``/``c_need``/``c_held`` per class as ``m_*`` per machine."""
     n = st[s, NBIN]
     t_mean = st[s, T0] + st[s, TSUM] / n * 1e9
     v_mean = st[s, VSUM] / n
@@ -181,10 +191,16 @@ def close_bin(st: np.ndarray, s: int, res: float, p: np.ndarray, m: int, m_hot: 
             # not a steady slope (a duty cycle's pulse), or a signal whose normal slopes are heavy-tailed: not judged
             steady = st[s, RUN] >= p[P_RUN] and peak <= p[P_TAIL_MAX] * max(scale, res_floor, MIN_SCALE)
             held = False
+            h = 1.0 if hot else 0.0
+            dh = int(h - st[s, HOT])
+            st[s, HOT] = h
+            if c >= 0:
+                c_hot[c] += dh
+                if c_hot[c] >= c_need[c]:  # the same signal of several machines trends at once: the plant's load
+                    c_held[c] = max(c_held[c], np.int64(t_mean) + np.int64(p[P_M_HOLD_S] * 1e9))
+                held = np.int64(t_mean) <= c_held[c]
             if m >= 0:
-                h = 1.0 if hot else 0.0
-                m_hot[m] += int(h - st[s, HOT])
-                st[s, HOT] = h
+                m_hot[m] += dh
                 moves = m_hot[m] >= m_need[m]  # several members trend together: the machine changes its load
                 if p[P_COMMON_Z] > 0.0:
                     clip = p[P_COMMON_CLIP]
@@ -197,7 +213,7 @@ def close_bin(st: np.ndarray, s: int, res: float, p: np.ndarray, m: int, m_hot: 
                         moves = True
                 if moves:
                     m_held[m] = max(m_held[m], np.int64(t_mean) + np.int64(p[P_M_HOLD_S] * 1e9))
-                held = np.int64(t_mean) <= m_held[m]
+                held = held or np.int64(t_mean) <= m_held[m]
             if not held:
                 if not hot:
                     st[s, PEAK] = max(abs(g - loc) if count > 0.0 else 0.0, peak * (1.0 - p[P_PEAK_DECAY]))
@@ -210,8 +226,11 @@ def close_bin(st: np.ndarray, s: int, res: float, p: np.ndarray, m: int, m_hot: 
                 score = 0.0
     else:
         st[s, GN] = 0.0  # a gap (or the first bin): the smoothed slope starts again
-        if m >= 0 and st[s, HOT] != 0.0:
-            m_hot[m] -= 1
+        if st[s, HOT] != 0.0:
+            if m >= 0:
+                m_hot[m] -= 1
+            if c >= 0:
+                c_hot[c] -= 1
             st[s, HOT] = 0.0
         _set_zc(st, s, math.nan, m, m_zsum, m_zn)
     st[s, SCORE] = score
@@ -224,6 +243,7 @@ def trend_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, qualit
                 cfg: np.ndarray, c_mask: int, en_bit: int, c_frozen: int, c_res: int, p: np.ndarray,
                 machine_of: np.ndarray, m_hot: np.ndarray, m_need: np.ndarray, m_held: np.ndarray,
                 m_zsum: np.ndarray, m_zn: np.ndarray, m_since: np.ndarray, hold_until: np.ndarray,
+                class_of: np.ndarray, c_hot: np.ndarray, c_need: np.ndarray, c_held: np.ndarray,
                 score_out: np.ndarray, kind_out: np.ndarray, kind_code: int) -> None:
     """Bin, judge and learn a chunk in order; where the held trend score beats ``score_out[k]`` it replaces it
     with kind ``kind_code``.
@@ -234,7 +254,7 @@ def trend_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, qualit
     machine's trends are held (``m_held``, see ``close_bin``) its score is not reported. Per machine, from the
     stack: ``m_since`` its operating state's last change (ns, -1 none) and ``hold_until`` the end of its operating
     change hold (``opchange``, ns, -1 none); a machine's trends are held until ``quiet_s`` after either (with
-    ``quiet_s`` > 0).
+    ``quiet_s`` > 0). ``class_of[s]``: the signal's class (-1 none), ``c_hot``/``c_need``/``c_held`` per class.
     """
     bin_ns = p[P_BIN_S] * 1e9
     quiet_ns = np.int64(p[P_QUIET_S] * 1e9)
@@ -245,11 +265,12 @@ def trend_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, qualit
         if (int(cfg[s, c_mask]) & en_bit) == 0 or cfg[s, c_frozen] != 0.0 or q == 2 or not np.isfinite(x):
             continue
         m = machine_of[s]
+        c = class_of[s]
         if q == 0:
             t = float(ts_ns[k])
             t0 = st[s, T0]
             if np.isfinite(t0) and t - t0 >= bin_ns:
-                close_bin(st, s, cfg[s, c_res], p, m, m_hot, m_need, m_held, m_zsum, m_zn)
+                close_bin(st, s, cfg[s, c_res], p, m, m_hot, m_need, m_held, m_zsum, m_zn, c, c_hot, c_need, c_held)
                 t0 = math.nan
             if not np.isfinite(t0):
                 st[s, T0] = t
@@ -261,6 +282,8 @@ def trend_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, qualit
             st[s, VSUM] += x
             st[s, NBIN] += 1.0
         sc = st[s, SCORE]
+        if c >= 0 and ts_ns[k] <= c_held[c]:
+            sc = 0.0
         if m >= 0 and (ts_ns[k] <= m_held[m] or (quiet_ns > 0 and (
                 (m_since[m] >= 0 and ts_ns[k] <= m_since[m] + quiet_ns)
                 or (hold_until[m] >= 0 and ts_ns[k] <= hold_until[m] + quiet_ns)))):
