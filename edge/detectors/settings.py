@@ -58,10 +58,10 @@ class TrendSettings(_Strict):
     """Slow trend (``edge.kernels.trend``): the slope of ``bin_s`` bin means against the slopes the signal shows in
     normal operation; reported as kind CHANGE. How the values were chosen: docs/detectors.md ("Drifts")."""
 
-    enabled: bool = Field(default=False,
-                          description="judge each change-enabled signal's slow trend. Off by default: on the simulated "
-                                      "dev plant it finds drifts earlier but adds false alarms at load changes and on "
-                                      "the leak testers' duty cycle (bench/RESULTS.md, branch drift)")
+    enabled: bool = Field(default=True,
+                          description="judge each change-enabled signal's slow trend. On since 2026-12-04: with the "
+                                      "class rule (class_fraction) its load-ramp false alarms are gone on the "
+                                      "simulated dev plant (bench/RESULTS.md, branch drift, late-night round)")
     bin_s: float = Field(default=10.0, gt=0, description="seconds averaged into one bin mean")
     beta: float = Field(default=0.2, gt=0, le=1, description="smoothing of the slope between bin means, per bin")
     alpha: float = Field(default=0.003, gt=0, lt=1, description="learning rate of the slope's location and scale, "
@@ -97,10 +97,11 @@ class TrendSettings(_Strict):
                                         "(either sign) moves as one: held like a machine-wide trend (0: off)")
     common_clip: float = Field(default=4.0, gt=0, description="each member's slope z is clipped at this before it "
                                                               "enters that average")
-    class_fraction: float = Field(default=0.0, ge=0,
+    class_fraction: float = Field(default=0.25, ge=0,
                                   description="the same signal (name and unit) of several machines trending at once, "
                                               "at least max(machine_min, class_fraction x the class's judged "
-                                              "signals): the plant's load changes (a shift), held (0: off)")
+                                              "signals): the plant's load changes (a shift), held (0: off; "
+                                              "0.25: chosen on dev seed 1)")
     rel_per_h: float = Field(default=0.0, ge=0,
                              description="a slope under this fraction of the signal's value per hour scores under 0.5 "
                                          "(a noise-free signal's normal slope is 0: the first creep of a load ramp)")
