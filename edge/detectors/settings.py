@@ -60,8 +60,8 @@ class TrendSettings(_Strict):
 
     enabled: bool = Field(default=True,
                           description="judge each change-enabled signal's slow trend. On since 2026-12-04: with the "
-                                      "class rule (class_fraction) its load-ramp false alarms are gone on the "
-                                      "simulated dev plant (bench/RESULTS.md, branch drift, late-night round)")
+                                      "class rule (class_fraction), rel_per_h and common_z its false alarms are gone "
+                                      "on the simulated dev plant (bench/RESULTS.md, branch drift, late-night round)")
     bin_s: float = Field(default=10.0, gt=0, description="seconds averaged into one bin mean")
     beta: float = Field(default=0.2, gt=0, le=1, description="smoothing of the slope between bin means, per bin")
     alpha: float = Field(default=0.003, gt=0, lt=1, description="learning rate of the slope's location and scale, "
@@ -90,11 +90,12 @@ class TrendSettings(_Strict):
     machine_hold_s: float = Field(default=600.0, ge=0, description="seconds a machine's trends stay held after that")
     quiet_s: float = Field(default=0.0, ge=0,
                            description="seconds after a machine's operating state changed (a start, a stop, an idle "
-                                       "spell) or its operating-change hold ended in which its trends are held and "
-                                       "learn nothing: a start's or a load change's slopes are the machine's")
-    common_z: float = Field(default=0.0, ge=0,
+                                       "spell) or its operating-change hold ended in which its trend scores are not "
+                                       "reported (0: off; 900 removed 2 of 21 false alarms on dev seed 1: not shipped)")
+    common_z: float = Field(default=1.5, ge=0,
                             description="a machine whose other judged members' slope z average at least this much "
-                                        "(either sign) moves as one: held like a machine-wide trend (0: off)")
+                                        "(either sign) moves as one: held like a machine-wide trend (0: off; 1.0 holds "
+                                        "a machine whose signals share a duty cycle too often)")
     common_clip: float = Field(default=4.0, gt=0, description="each member's slope z is clipped at this before it "
                                                               "enters that average")
     class_fraction: float = Field(default=0.25, ge=0,
@@ -102,9 +103,10 @@ class TrendSettings(_Strict):
                                               "at least max(machine_min, class_fraction x the class's judged "
                                               "signals): the plant's load changes (a shift), held (0: off; "
                                               "0.25: chosen on dev seed 1)")
-    rel_per_h: float = Field(default=0.0, ge=0,
+    rel_per_h: float = Field(default=0.05, ge=0,
                              description="a slope under this fraction of the signal's value per hour scores under 0.5 "
-                                         "(a noise-free signal's normal slope is 0: the first creep of a load ramp)")
+                                         "(a noise-free signal's normal slope is 0: the first creep of a load ramp; "
+                                         "0.05: 7x below the smallest simulated drift's slope relative to its base)")
 
 
 class StuckSettings(_Strict):
