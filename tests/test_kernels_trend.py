@@ -186,6 +186,12 @@ def test_checkpoint_keeps_the_trends_and_an_older_one_restores_them_cold(tmp_pat
     assert st.trend_state[0, trend.STATS + 2] > 100  # bins learned
     with np.load(path, allow_pickle=False) as z:
         old = {k: z[k] for k in z.files if k != "trend_state"}
+        before_zc = {**old, "trend_state": z["trend_state"][:, :trend.ZC]}
+    np.savez(path, **before_zc)  # saved before the common slope column: the trends are kept, ZC none
+    kept = DetectorStack(1, np.full(1, -1), on, capacity=16)
+    kept.restore(path)
+    np.testing.assert_array_equal(kept.trend_state[:, :trend.ZC], st.trend_state[:, :trend.ZC])
+    assert np.isnan(kept.trend_state[0, trend.ZC])
     np.savez(path, **old)
     cold = DetectorStack(1, np.full(1, -1), on, capacity=16)
     cold.restore(path)
