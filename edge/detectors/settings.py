@@ -60,7 +60,7 @@ class TrendSettings(_Strict):
 
     enabled: bool = Field(default=True,
                           description="judge each change-enabled signal's slow trend. On since 2026-12-04: with the "
-                                      "class rule (class_fraction), rel_per_h and common_z its false alarms are gone "
+                                      "class rule (class_fraction) and rel_per_h its load-ramp false alarms are gone "
                                       "on the simulated dev plant (bench/RESULTS.md, branch drift, late-night round)")
     bin_s: float = Field(default=10.0, gt=0, description="seconds averaged into one bin mean")
     beta: float = Field(default=0.2, gt=0, le=1, description="smoothing of the slope between bin means, per bin")
@@ -92,10 +92,11 @@ class TrendSettings(_Strict):
                            description="seconds after a machine's operating state changed (a start, a stop, an idle "
                                        "spell) or its operating-change hold ended in which its trend scores are not "
                                        "reported (0: off; 900 removed 2 of 21 false alarms on dev seed 1: not shipped)")
-    common_z: float = Field(default=1.5, ge=0,
+    common_z: float = Field(default=0.0, ge=0,
                             description="a machine whose other judged members' slope z average at least this much "
-                                        "(either sign) moves as one: held like a machine-wide trend (0: off; 1.0 holds "
-                                        "a machine whose signals share a duty cycle too often)")
+                                        "(either sign) moves as one: held like a machine-wide trend (0: off; 1.5 "
+                                        "changed nothing on dev seeds 1-3 beside the class rule, 1.0 holds a machine "
+                                        "whose signals share a duty cycle too often: not shipped)")
     common_clip: float = Field(default=4.0, gt=0, description="each member's slope z is clipped at this before it "
                                                               "enters that average")
     class_fraction: float = Field(default=0.25, ge=0,
