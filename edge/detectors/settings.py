@@ -58,10 +58,12 @@ class TrendSettings(_Strict):
     """Slow trend (``edge.kernels.trend``): the slope of ``bin_s`` bin means against the slopes the signal shows in
     normal operation; reported as kind CHANGE. How the values were chosen: docs/detectors.md ("Drifts")."""
 
-    enabled: bool = Field(default=True,
-                          description="judge each change-enabled signal's slow trend. On since 2026-12-04: with the "
-                                      "class rule (class_fraction) and rel_per_h its load-ramp false alarms are gone "
-                                      "on the simulated dev plant (bench/RESULTS.md, branch drift, late-night round)")
+    enabled: bool = Field(default=False,
+                          description="judge each change-enabled signal's slow trend. Off by default: with the class "
+                                      "rule (class_fraction) and rel_per_h its load-ramp false alarms are gone on the "
+                                      "simulated dev plant (+0.05 per 1,000 signal-hours held out), but on a tenth of "
+                                      "the demo plant it adds 0.31 (welding cells' temperatures) and finds no drift "
+                                      "earlier (bench/RESULTS.md, branch drift, late-night round)")
     bin_s: float = Field(default=10.0, gt=0, description="seconds averaged into one bin mean")
     beta: float = Field(default=0.2, gt=0, le=1, description="smoothing of the slope between bin means, per bin")
     alpha: float = Field(default=0.003, gt=0, lt=1, description="learning rate of the slope's location and scale, "
