@@ -40,6 +40,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from edge.detectors.settings import AnalyticsSettings  # noqa: E402
 from edge.detectors.stack import DetectorStack  # noqa: E402
 
 
@@ -88,7 +89,7 @@ def plantwire_speed(vals: np.ndarray, machine_of: np.ndarray, frames: int, repea
     ts = [np.repeat(np.arange(f * hz, (f + 1) * hz, dtype=np.int64) * step_ns, n) for f in range(n_frames)]
     rows = [np.ascontiguousarray(vals[f * hz:(f + 1) * hz].reshape(-1)) for f in range(n_frames)]
     if fitted_per_machine:
-        from edge.detectors.settings import AnalyticsSettings, MachineSettings
+        from edge.detectors.settings import MachineSettings
         from edge.models import machine
 
         model = machine.fit(vals[:, :fitted_per_machine], [str(i) for i in range(fitted_per_machine)])
@@ -96,14 +97,11 @@ def plantwire_speed(vals: np.ndarray, machine_of: np.ndarray, frames: int, repea
         settings = AnalyticsSettings(machine=MachineSettings(period_s=period_s))
         stack = DetectorStack(n, machine_of.astype(np.int64), settings, machine_models=[model] * n_m, **kw)
     elif at_rest:
-        from edge.detectors.settings import AnalyticsSettings
-
         settings = AnalyticsSettings(operating_state={"at_rest": {"enabled": True, "warm_s": 10.0}})
         stack = DetectorStack(n, machine_of.astype(np.int64), settings, **kw)
     elif trend:
-        from edge.detectors.settings import AnalyticsSettings
-
-        stack = DetectorStack(n, machine_of.astype(np.int64), AnalyticsSettings(trend={"enabled": True}), **kw)
+        flip = not AnalyticsSettings().trend.enabled  # the stage toggled from the shipped default
+        stack = DetectorStack(n, machine_of.astype(np.int64), AnalyticsSettings(trend={"enabled": flip}), **kw)
     else:
         stack = DetectorStack(n, machine_of.astype(np.int64), **kw)
     warm = max(40 // hz, 4)  # past the default warm-up (30 samples) so every stage, machines included, is live
@@ -168,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="frames per timed repeat of the 10 Hz line (150,000 samples each; 0: skip it)")
     ap.add_argument("--default-only", action="store_true",
                     help="only the default stack's lines (1 Hz and 10 Hz frames): for A/B runs of the speed work")
-    ap.add_argument("--trend-cost", action="store_true", help="also time the defaults with the trend stage on")
+    ap.add_argument("--trend-cost", action="store_true",
+                    help="also time the defaults with the trend stage toggled (off when shipped on)")
     ap.add_argument("--at-rest", action="store_true",
                     help="also the at-rest stage's cost (shipped off), with all machines running and a third off")
     ap.add_argument("--river-frames", type=int, default=2, help="frames per timed repeat (River)")
@@ -198,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             if v is None:
                 continue
             t_best, t_med = plantwire_speed(v, machine_of, fr, args.repeats, hz=hz, clock=clock, trend=True)
-            print(f"plantwire stack, defaults, {hz} Hz, trend stage on: {t_best:8.1f} / {t_med:8.1f}", flush=True)
+            flip = "off" if AnalyticsSettings().trend.enabled else "on"
+            print(f"plantwire stack, defaults, {hz} Hz, trend stage {flip}: {t_best:8.1f} / {t_med:8.1f}", flush=True)
     if args.at_rest:
         for off in (0.0, 1 / 3):
             for rest in (False, True):

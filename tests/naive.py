@@ -958,24 +958,30 @@ class Trend:
 
     def __init__(self, bin_s=10.0, beta=0.2, alpha=0.003, huber_k=3.0, warmup=60, threshold=8.0, guard=0.0,
                  guard_at=0.3, max_gap=3.0, rel_res=1e-6, peak_mult=1.5, peak_decay=0.0005, machine_fraction=0.1,
-                 machine_min=2.0, machine_hold_s=600.0, run=3, tail_max=6.0, machine=None):
+                 machine_min=2.0, machine_hold_s=600.0, run=3, tail_max=6.0, quiet_s=0.0, common_z=0.0,
+                 common_clip=4.0, rel_per_h=0.0, class_fraction=0.0, machine=None, klass=None):
         self.p = dict(bin_s=bin_s, beta=beta, alpha=alpha, huber_k=huber_k, warmup=warmup, threshold=threshold,
                       guard=guard, guard_at=guard_at, max_gap=max_gap, rel_res=rel_res, peak_mult=peak_mult,
-                      peak_decay=peak_decay, machine_hold_s=machine_hold_s, run=run, tail_max=tail_max)
+                      peak_decay=peak_decay, machine_hold_s=machine_hold_s, run=run, tail_max=tail_max,
+                      quiet_s=quiet_s, common_z=common_z, common_clip=common_clip, rel_per_h=rel_per_h)
         self.run = 0
-        self.machine = machine  # shared dict {"hot": int, "need": float, "held": int} of the signal's machine, or None
+        # shared dict {"hot": int, "need": float, "held": int, "z": {signal: clipped z}, "since": ns, "hold": ns}
+        # of the signal's machine, or None
+        self.machine = machine
+        self.klass = klass  # shared dict {"hot": int, "need": float, "held": int} of the signal's class, or None
         self.hot = 0
         self.bin: list[tuple[float, float]] = []  # (t_ns, value) of the open bin
         self.prev: tuple[float, float] | None = None  # (mean time ns, mean value) of the last closed bin
         self.g, self.gn, self.peak, self.score = 0.0, 0, 0.0, 0.0
         self.stats = Robust(alpha, huber_k, warmup, 1e-12)
 
-    def _close(self, res: float) -> None:
+    def _close(self, res: float, key: int) -> None:
         p = self.p
         t0 = self.bin[0][0]
         t_mean = t0 + sum((t - t0) * 1e-9 for t, _ in self.bin) / len(self.bin) * 1e9
         v_mean = sum(v for _, v in self.bin) / len(self.bin)
         score = 0.0
+        mc = self.machine
         if self.prev is not None and t_mean > self.prev[0] and t_mean - self.prev[0] <= p["max_gap"] * p["bin_s"] * 1e9:
             d = (v_mean - self.prev[1]) / ((t_mean - self.prev[0]) * 1e-9)
             self.g = d if self.gn == 0 else self.g + p["beta"] * (d - self.g)
@@ -984,21 +990,39 @@ class Trend:
             if self.gn >= math.ceil(2.0 / p["beta"]):
                 t = p["threshold"]
                 res_floor = max(res, p["rel_res"] * abs(v_mean)) / p["bin_s"]
-                floor = max(res_floor, p["peak_mult"] * self.peak / t, 1e-12)
+                floor = max(res_floor, p["peak_mult"] * self.peak / t,
+                            p["rel_per_h"] * abs(v_mean) / (3600.0 * t), 1e-12)
                 r = self.stats
+                z = None
                 if r.n >= p["warmup"]:
                     z = (self.g - r.loc) / max(r.scale, floor)
                     score = z * z / (z * z + t * t)
                 hot = score >= p["guard_at"]
                 steady = self.run >= p["run"] and self.peak <= p["tail_max"] * max(r.scale, res_floor, 1e-12)
                 held = False
-                mc = self.machine
+                dh = int(hot) - self.hot
+                self.hot = int(hot)
+                kc = self.klass
+                if kc is not None:
+                    kc["hot"] += dh
+                    if kc["hot"] >= kc["need"]:
+                        kc["held"] = max(kc["held"], int(t_mean) + int(p["machine_hold_s"] * 1e9))
+                    held = int(t_mean) <= kc["held"]
                 if mc is not None:
-                    mc["hot"] += int(hot) - self.hot
-                    self.hot = int(hot)
-                    if mc["hot"] >= mc["need"]:
+                    mc["hot"] += dh
+                    moves = mc["hot"] >= mc["need"]
+                    if p["common_z"] > 0:
+                        c = p["common_clip"]
+                        if z is None:
+                            mc["z"].pop(key, None)
+                        else:
+                            mc["z"][key] = min(max(z, -c), c)
+                        others = [v for k, v in mc["z"].items() if k != key]
+                        if others and abs(sum(others)) >= p["common_z"] * len(others):
+                            moves = True
+                    if moves:
                         mc["held"] = max(mc["held"], int(t_mean) + int(p["machine_hold_s"] * 1e9))
-                    held = int(t_mean) <= mc["held"]
+                    held = held or int(t_mean) <= mc["held"]
                 if not held:
                     if not hot:
                         self.peak = max(abs(self.g - r.loc) if r.n > 0 else 0.0, self.peak * (1.0 - p["peak_decay"]))
@@ -1007,29 +1031,44 @@ class Trend:
                     score = 0.0
         else:
             self.gn = 0
-            if self.machine is not None and self.hot:
-                self.machine["hot"] -= 1
+            if self.hot:
+                if mc is not None:
+                    mc["hot"] -= 1
+                if self.klass is not None:
+                    self.klass["hot"] -= 1
                 self.hot = 0
+            if mc is not None:
+                mc["z"].pop(key, None)
         self.score = score
         self.prev = (t_mean, v_mean)
         self.bin = []
 
-    def step(self, t_ns: int, x: float, q: int, res: float = 0.0) -> float | None:
+    def step(self, t_ns: int, x: float, q: int, res: float = 0.0, key: int = 0) -> float | None:
         """The held score for a usable sample (None for a skipped one)."""
         if q == 2 or not math.isfinite(x):
             return None
+        mc = self.machine
         if q == 0:
             if self.bin and t_ns - self.bin[0][0] >= self.p["bin_s"] * 1e9:
-                self._close(res)
+                self._close(res, key)
             self.bin.append((float(t_ns), x))
-        if self.machine is not None and t_ns <= self.machine["held"]:
+        if self.klass is not None and t_ns <= self.klass["held"]:
+            return 0.0
+        if mc is not None and t_ns <= mc["held"]:
+            return 0.0
+        quiet_ns = int(self.p["quiet_s"] * 1e9)
+        if mc is not None and quiet_ns > 0 and any(0 <= at and t_ns <= at + quiet_ns
+                                                   for at in (mc["since"], mc["hold"])):
             return 0.0
         return self.score
 
 
-def trend_chunk(ts_ns, signal, value, quality, score, kind, enabled, res, kind_code, machine_of=None, **params):
+def trend_chunk(ts_ns, signal, value, quality, score, kind, enabled, res, kind_code, machine_of=None, m_since=None,
+                hold_until=None, class_of=None, **params):
     """``trend.trend_chunk`` on copies of ``score``/``kind``: the larger held trend score wins, with ``kind_code``.
-    ``machine_of``: per signal its machine (-1 none); a machine's need is over its enabled members."""
+    ``machine_of``: per signal its machine (-1 none); a machine's need is over its enabled members; ``m_since`` and
+    ``hold_until`` per machine (ns, -1 none; default none); ``class_of`` per signal its class (-1 none), a class's
+    need over its enabled members."""
     score, kind = score.copy(), kind.copy()
     st: dict[int, Trend] = {}
     machines: dict[int, dict] = {}
@@ -1037,14 +1076,23 @@ def trend_chunk(ts_ns, signal, value, quality, score, kind, enabled, res, kind_c
         for m in set(int(v) for v in machine_of if v >= 0):
             members = sum(1 for s, v in enumerate(machine_of) if v == m and enabled[s])
             machines[m] = {"hot": 0, "need": max(params.get("machine_min", 2.0),
-                                                 params.get("machine_fraction", 0.1) * members), "held": -1}
+                                                 params.get("machine_fraction", 0.1) * members), "held": -1,
+                           "z": {}, "since": -1 if m_since is None else int(m_since[m]),
+                           "hold": -1 if hold_until is None else int(hold_until[m])}
+    classes: dict[int, dict] = {}
+    if class_of is not None:
+        for c in set(int(v) for v in class_of if v >= 0):
+            members = sum(1 for s, v in enumerate(class_of) if v == c and enabled[s])
+            classes[c] = {"hot": 0, "need": max(params.get("machine_min", 2.0),
+                                                params.get("class_fraction", 0.0) * members), "held": -1}
     for k in range(len(signal)):
         s = int(signal[k])
         if not enabled[s]:
             continue
         m = -1 if machine_of is None else int(machine_of[s])
-        tr = st.setdefault(s, Trend(**params, machine=machines.get(m)))
-        sc = tr.step(int(ts_ns[k]), float(value[k]), int(quality[k]), float(res[s]))
+        c = -1 if class_of is None else int(class_of[s])
+        tr = st.setdefault(s, Trend(**params, machine=machines.get(m), klass=classes.get(c)))
+        sc = tr.step(int(ts_ns[k]), float(value[k]), int(quality[k]), float(res[s]), s)
         if sc is not None and sc > score[k]:
             score[k], kind[k] = sc, kind_code
     return score, kind

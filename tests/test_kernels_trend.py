@@ -14,10 +14,11 @@ from tests import naive
 T0_NS = 1_800_000_000_000_000_000
 PARAMS = dict(bin_s=5.0, beta=0.25, alpha=0.02, huber_k=3.0, warmup=20, threshold=4.0, guard=0.1, guard_at=0.3,
               max_gap=3.0, rel_res=1e-6, peak_mult=1.5, peak_decay=0.01, machine_fraction=0.1, machine_min=2.0,
-              machine_hold_s=120.0, run=3, tail_max=6.0)
+              machine_hold_s=120.0, run=3, tail_max=6.0, quiet_s=0.0, common_z=0.0, common_clip=4.0, rel_per_h=0.0)
 
 
-def _run(ts, signal, value, quality, cfg, p, score, kind, machine_of=None):
+def _run(ts, signal, value, quality, cfg, p, score, kind, machine_of=None, m_since=None, hold_until=None,
+         class_of=None, class_fraction=0.0):
     n_sig = cfg.shape[0]
     st = trend.init_state(n_sig)
     mo = np.full(n_sig, -1, np.int64) if machine_of is None else machine_of
@@ -26,14 +27,28 @@ def _run(ts, signal, value, quality, cfg, p, score, kind, machine_of=None):
     members = np.bincount(mo[(mo >= 0) & en], minlength=n_m)
     need = np.maximum(PARAMS["machine_min"], PARAMS["machine_fraction"] * members).astype(np.float64)
     m_hot, m_held = np.zeros(n_m, np.int64), np.full(n_m, -1, np.int64)
+    m_zsum, m_zn = np.zeros(n_m), np.zeros(n_m)
+    since = np.full(n_m, -1, np.int64) if m_since is None else m_since
+    hold = np.full(n_m, -1, np.int64) if hold_until is None else hold_until
+    co = np.full(n_sig, -1, np.int64) if class_of is None else class_of
+    n_c = max(int(co.max()) + 1, 1)
+    c_need = np.maximum(PARAMS["machine_min"], class_fraction * np.bincount(co[(co >= 0) & en], minlength=n_c))
+    c_hot, c_held = np.zeros(n_c, np.int64), np.full(n_c, -1, np.int64)
     score, kind = score.copy(), kind.copy()
     trend.trend_chunk(ts, signal, value, quality, st, cfg, signal_stack.C_MASK, EN_CHANGE, signal_stack.C_FROZEN,
-                      signal_stack.C_RES, p, mo, m_hot, need, m_held, score, kind, int(Kind.CHANGE))
+                      signal_stack.C_RES, p, mo, m_hot, need, m_held, m_zsum, m_zn, since, hold, co, c_hot,
+                      c_need.astype(np.float64), c_held, score, kind, int(Kind.CHANGE))
+    hot = st[:, trend.HOT] != 0.0
+    np.testing.assert_array_equal(c_hot, np.bincount(co[hot & (co >= 0)], minlength=n_c))
+    # the machines' common-slope sums are those of the signals' own columns (what the stack recounts on restore)
+    has = np.isfinite(st[:, trend.ZC]) & (mo >= 0)
+    np.testing.assert_allclose(m_zsum, np.bincount(mo[has], weights=st[has, trend.ZC], minlength=n_m), atol=1e-9)
+    np.testing.assert_array_equal(m_zn, np.bincount(mo[has], minlength=n_m))
     return score, kind, st
 
 
-@pytest.mark.parametrize("machines", [False, True])
-def test_matches_reference_with_nan_inf_constant_gaps_and_quality(machines: bool) -> None:
+@pytest.mark.parametrize("machines,rules", [(False, False), (True, False), (True, True)])
+def test_matches_reference_with_nan_inf_constant_gaps_and_quality(machines: bool, rules: bool) -> None:
     rng = np.random.default_rng(11)
     n_sig, n_t = 5, 3000
     t = np.arange(n_t, dtype=np.float64)
@@ -60,17 +75,25 @@ def test_matches_reference_with_nan_inf_constant_gaps_and_quality(machines: bool
     cfg[2, signal_stack.C_RES] = 0.5
     score0 = rng.random(value.size) * 0.4
     kind0 = np.ones(value.size, dtype=np.uint8)
-    p = trend.make_params(**PARAMS)
+    # with ``rules``: the quiet time after a state change (machine 1) and the common-slope rule (machine 0)
+    params = dict(PARAMS, quiet_s=200.0, common_z=0.8, common_clip=3.0, rel_per_h=0.5) if rules else PARAMS
+    p = trend.make_params(**params)
     # signals 0, 2 and 3 on one machine (0 and 3 trend at times: the machine is held then), 1 on another
     machine_of = np.array([0, 1, 0, 0, 0], np.int64) if machines else None
-    got_s, got_k, _ = _run(ts, signal, value, quality, cfg, p, score0, kind0, machine_of)
+    m_since = np.array([-1, T0_NS + 2500 * 10**9], np.int64) if rules else None
+    hold_until = np.array([T0_NS + 1500 * 10**9, -1], np.int64) if rules else None
+    class_of = np.array([0, 1, 1, 0, -1], np.int64) if rules else None  # and classes across the machines
+    got_s, got_k, _ = _run(ts, signal, value, quality, cfg, p, score0, kind0, machine_of, m_since, hold_until,
+                           class_of, 0.5)
     enabled = (cfg[:, signal_stack.C_MASK].astype(int) & EN_CHANGE) != 0
     ref_s, ref_k = naive.trend_chunk(ts, signal, value, quality, score0, kind0, enabled, cfg[:, signal_stack.C_RES],
-                                     int(Kind.CHANGE), machine_of, **PARAMS)
+                                     int(Kind.CHANGE), machine_of, m_since, hold_until, class_of,
+                                     class_fraction=0.5, **params)
     np.testing.assert_allclose(got_s, ref_s, rtol=1e-9, atol=1e-12)
     np.testing.assert_array_equal(got_k, ref_k)
     assert got_s[signal == 4].tolist() == score0[signal == 4].tolist()  # disabled: untouched
-    assert (got_k == int(Kind.CHANGE)).any()  # the drift on signal 0 was judged
+    if not rules:  # (with them, signal 3's duty cycle holds machine 0 by the common-slope rule)
+        assert (got_k == int(Kind.CHANGE)).any()  # the drift on signal 0 was judged
     assert np.all((got_s >= 0) & (got_s < 1))
 
 
@@ -163,8 +186,86 @@ def test_checkpoint_keeps_the_trends_and_an_older_one_restores_them_cold(tmp_pat
     assert st.trend_state[0, trend.STATS + 2] > 100  # bins learned
     with np.load(path, allow_pickle=False) as z:
         old = {k: z[k] for k in z.files if k != "trend_state"}
+        before_zc = {**old, "trend_state": z["trend_state"][:, :trend.ZC]}
+    np.savez(path, **before_zc)  # saved before the common slope column: the trends are kept, ZC none
+    kept = DetectorStack(1, np.full(1, -1), on, capacity=16)
+    kept.restore(path)
+    np.testing.assert_array_equal(kept.trend_state[:, :trend.ZC], st.trend_state[:, :trend.ZC])
+    assert np.isnan(kept.trend_state[0, trend.ZC])
     np.savez(path, **old)
     cold = DetectorStack(1, np.full(1, -1), on, capacity=16)
     cold.restore(path)
     np.testing.assert_array_equal(cold.state, st.state)
     np.testing.assert_array_equal(cold.trend_state, trend.init_state(1))
+
+
+def _machine_ramps(ramps: list[float], n_t: int = 3000, start_s: float = 2000.0, dur_s: float = 400.0,
+                   seed: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One machine's signals, each with its own phase of a 200-s wave, and each a ramp of ``ramps[i]`` from
+    ``start_s`` over ``dur_s``: (ts, signal, value, cfg)."""
+    n_sig = len(ramps)
+    t = np.arange(n_t, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    phase = rng.random(n_sig)[None, :] * 2 * np.pi
+    x = 10 + np.sin(2 * np.pi * t[:, None] / 200 + phase) * 0.2 + 0.01 * rng.normal(size=(n_t, n_sig))
+    x += np.clip((t[:, None] - start_s) / dur_s, 0, 1) * np.asarray(ramps, dtype=np.float64)[None, :]
+    ts = (T0_NS + t[:, None] * 1e9 + np.zeros((1, n_sig))).astype(np.int64).ravel()
+    signal = np.tile(np.arange(n_sig, dtype=np.uint32), n_t)
+    cfg = np.zeros((n_sig, signal_stack.C_WIDTH))
+    cfg[:, signal_stack.C_MASK] = 63
+    return ts, signal, x.ravel(), cfg
+
+
+def _max_during(params: dict, ramps: list[float], m_since: int = -1, hold_until: int = -1) -> list[float]:
+    """Each signal's largest trend score during the ramps (``_machine_ramps``), all signals on machine 0."""
+    ts, signal, value, cfg = _machine_ramps(ramps)
+    n = ts.size
+    score, _, _ = _run(ts, signal, value, np.zeros(n, np.uint8), cfg, trend.make_params(**params), np.zeros(n),
+                       np.zeros(n, np.uint8), np.zeros(len(ramps), np.int64), np.array([m_since], np.int64),
+                       np.array([hold_until], np.int64))
+    during = (ts >= T0_NS + 2000e9) & (ts < T0_NS + 2400e9)
+    return [float(score[during & (signal == i)].max()) for i in range(len(ramps))]
+
+
+def test_no_trend_is_judged_shortly_after_a_state_change_or_an_operating_change_hold() -> None:
+    """A machine that started (or ended an operating-change hold) 100 s before a ramp: the ramp is the start's own
+    (a load ramp, thermals following), not a drift; with ``quiet_s`` 0 the same ramp is reported."""
+    ramps = [8.0, 0.0, 0.0, 0.0, 0.0]
+    assert _max_during(PARAMS, ramps, m_since=T0_NS + 1900 * 10**9)[0] >= 0.5
+    quiet = dict(PARAMS, quiet_s=600.0)
+    assert max(_max_during(quiet, ramps, m_since=T0_NS + 1900 * 10**9)) < 0.5
+    assert max(_max_during(quiet, ramps, hold_until=T0_NS + 1900 * 10**9)) < 0.5
+    # long after both, the same drift is reported
+    assert _max_during(quiet, ramps, m_since=T0_NS + 1000 * 10**9, hold_until=T0_NS + 1000 * 10**9)[0] >= 0.5
+
+
+def test_a_machine_whose_members_slope_together_on_average_is_held() -> None:
+    """Four members slope a little (none alone trending: the machine-wide count does not see it) while one slopes
+    steeply: with ``common_z`` the machine moves as one and nothing is reported; one steep signal among calm
+    members is still reported."""
+    together = [8.0, 2.5, 2.5, 2.5, 2.5]
+    off = _max_during(PARAMS, together)
+    assert off[0] >= 0.5 and max(off[1:]) < 0.3  # none of the four is hot (guard_at 0.3)
+    common = dict(PARAMS, common_z=1.5)
+    assert max(_max_during(common, together)) < 0.5
+    assert _max_during(common, [8.0, 0.0, 0.0, 0.0, 0.0])[0] >= 0.5
+
+
+def test_the_same_signal_trending_on_several_machines_is_held() -> None:
+    """A shift's load ramp starts on every machine of a kind at once (the dev plant's compressors' ``speed``); a
+    drift moves one signal of one machine. Four machines of one signal each, one class."""
+    ts, signal, value, cfg = _machine_ramps([8.0, 8.0, 8.0, 0.0])
+    n = ts.size
+    machine_of = np.arange(4, dtype=np.int64)
+    during = (ts >= T0_NS + 2000e9) & (ts < T0_NS + 2400e9)
+    p = trend.make_params(**PARAMS)
+    alone, _, _ = _run(ts, signal, value, np.zeros(n, np.uint8), cfg, p, np.zeros(n), np.zeros(n, np.uint8),
+                       machine_of)
+    assert alone[during & (signal == 0)].max() >= 0.5  # each machine alone: its one signal trends
+    held, _, _ = _run(ts, signal, value, np.zeros(n, np.uint8), cfg, p, np.zeros(n), np.zeros(n, np.uint8),
+                      machine_of, class_of=np.zeros(4, np.int64), class_fraction=0.5)
+    assert held[during].max() < 0.5
+    ts, signal, value, cfg = _machine_ramps([8.0, 0.0, 0.0, 0.0])
+    one, _, _ = _run(ts, signal, value, np.zeros(n, np.uint8), cfg, p, np.zeros(n), np.zeros(n, np.uint8),
+                     machine_of, class_of=np.zeros(4, np.int64), class_fraction=0.5)
+    assert one[during & (signal == 0)].max() >= 0.5  # one machine's drift is not the plant's

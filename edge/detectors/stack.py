@@ -207,6 +207,17 @@ def activity_signals(table: SignalTable, idle: IdleSettings, running_of: np.ndar
     return act_of, act_p
 
 
+def signal_classes(table: SignalTable) -> np.ndarray:
+    """Per signal its class for the trend stage's shift rule (``trend.class_fraction``): the same signal name within
+    its machine and the same unit on every machine (every compressor's ``speed``); numbered in order of appearance."""
+    keys: dict[tuple[str, str], int] = {}
+    out = np.empty(len(table), dtype=np.int64)
+    for i, (sid, unit, m) in enumerate(zip(table.ids, table.units, table.machine.tolist(), strict=True)):
+        name = sid[len(table.machine_ids[m]) + 1:] if m >= 0 else sid
+        out[i] = keys.setdefault((name, unit), len(keys))
+    return out
+
+
 def _alarm_params(a: AlarmSettings) -> np.ndarray:
     return alarms.make_params(a.on_threshold, a.off_threshold, a.on_count, a.off_count)
 
@@ -239,7 +250,7 @@ class DetectorStack:
                  running_of: np.ndarray | None = None, running_on_at: np.ndarray | None = None,
                  running_off_at: np.ndarray | None = None, device_of: np.ndarray | None = None,
                  level_alpha: np.ndarray | None = None, activity_of: np.ndarray | None = None,
-                 activity_p: np.ndarray | None = None) -> None:
+                 activity_p: np.ndarray | None = None, signal_class: np.ndarray | None = None) -> None:
         s = settings or AnalyticsSettings()
         machine_of = np.asarray(machine_of_signal, dtype=np.int64)
         if machine_of.shape != (n_signals,):
@@ -269,11 +280,20 @@ class DetectorStack:
                                               tr.guard, s.signal_alarm.off_threshold, tr.max_gap,
                                               s.level.rel_resolution, tr.peak_mult, tr.peak_decay,
                                               tr.machine_fraction, tr.machine_min, tr.machine_hold_s, tr.run,
-                                              tr.tail_max)
+                                              tr.tail_max, tr.quiet_s, tr.common_z, tr.common_clip,
+                                              tr.rel_per_h)
         # machine-wide trends (a load change) hold a machine's trend scores: counted over its judged members
         self.trend_machine_of = np.where((mask & EN_CHANGE) != 0, machine_of, -1).astype(np.int64)
         members = np.bincount(self.trend_machine_of[self.trend_machine_of >= 0], minlength=max(self.n_machines, 1))
         self.trend_m_need = np.maximum(float(tr.machine_min), tr.machine_fraction * members).astype(np.float64)
+        # the same signal of several machines trending at once (a shift's ramp) holds that class (``signal_class``:
+        # per signal, -1 none; ``from_table``: name and unit)
+        cls_of = np.full(n_signals, -1, np.int64) if signal_class is None or tr.class_fraction <= 0 \
+            else np.asarray(signal_class, dtype=np.int64)
+        self.trend_class_of = np.where((mask & EN_CHANGE) != 0, cls_of, -1).astype(np.int64)
+        n_cls = int(self.trend_class_of.max()) + 1 if n_signals else 0
+        c_members = np.bincount(self.trend_class_of[self.trend_class_of >= 0], minlength=max(n_cls, 1))
+        self.trend_c_need = np.maximum(float(tr.machine_min), tr.class_fraction * c_members).astype(np.float64)
         self._silent_ns = s.quality.silent_s * NS_PER_S
         self._since_ns: int | None = None  # first timestamp this instance saw: silence is measured from it at most
         self._silent_next_ns = 0
@@ -435,7 +455,7 @@ class DetectorStack:
                    machine_ids=list(table.machine_ids), base_dir=base_dir,
                    running_of=running_of, running_on_at=on_at, running_off_at=off_at,
                    device_of=table.device.astype(np.int64) if table.devices else None, level_alpha=level_alpha,
-                   activity_of=act_of, activity_p=act_p)
+                   activity_of=act_of, activity_p=act_p, signal_class=signal_classes(table))
 
     def _init_state(self) -> None:
         self.state = signal_stack.init_state(self.n_signals)
@@ -463,6 +483,10 @@ class DetectorStack:
         self.trend_state = trend.init_state(self.n_signals)  # slow trend per signal (``trend``)
         self.trend_m_hot = np.zeros(max(self.n_machines, 1), dtype=np.int64)  # members trending now, per machine
         self.trend_m_held = np.full(max(self.n_machines, 1), -1, dtype=np.int64)  # trends held until (ns)
+        self.trend_m_zsum = np.zeros(max(self.n_machines, 1), dtype=np.float64)  # members' clipped slope z: sum
+        self.trend_m_zn = np.zeros(max(self.n_machines, 1), dtype=np.float64)  # and count
+        self.trend_c_hot = np.zeros(self.trend_c_need.size, dtype=np.int64)  # members trending now, per class
+        self.trend_c_held = np.full(self.trend_c_need.size, -1, dtype=np.int64)  # class held until (ns)
         self.rest_start = atrest.init_machines(self.n_machines)  # machines starting (at-rest held), not checkpointed
         self.cfg[:, signal_stack.C_FROZEN] = 0.0
         self.dev_good = np.full(self.n_devices, -1, dtype=np.int64)  # latest good poll per device (ns), -1 never
@@ -517,7 +541,9 @@ class DetectorStack:
         if self.settings.trend.enabled and n:  # slow trend (``trend``): reported as CHANGE where it is larger
             trend.trend_chunk(ts_ns, signal, value, quality, self.trend_state, self.cfg, signal_stack.C_MASK,
                               EN_CHANGE, signal_stack.C_FROZEN, signal_stack.C_RES, self.trend_params,
-                              self.trend_machine_of, self.trend_m_hot, self.trend_m_need, self.trend_m_held, score,
+                              self.trend_machine_of, self.trend_m_hot, self.trend_m_need, self.trend_m_held,
+                              self.trend_m_zsum, self.trend_m_zn, self.m_since, self.hold_until,
+                              self.trend_class_of, self.trend_c_hot, self.trend_c_need, self.trend_c_held, score,
                               kind, int(Kind.CHANGE))
         if self._rest_on and n:
             self._rest_frame += 1
@@ -720,6 +746,12 @@ class DetectorStack:
                                                     {"trend_state": self.trend_state})["trend_state"]
         except checkpoint.CheckpointError:
             self.trend_state[...] = trend.init_state(self.n_signals)
+            try:  # trends saved before the machine's common slope (``trend.ZC``): kept, ZC none until the next bin
+                old = self.trend_state[:, :trend.ZC]
+                self.trend_state[:, :trend.ZC] = checkpoint.load(
+                    path, STATE_VERSION, self.fingerprint, {"trend_state": np.empty_like(old)})["trend_state"]
+            except checkpoint.CheckpointError:
+                pass
         self._trend_recount()
         self.likelihood_cold = any(a is None for a in lk_got.values())
         self._resumed = True
@@ -799,9 +831,17 @@ class DetectorStack:
         self._trend_recount()
 
     def _trend_recount(self) -> None:
-        """Each machine's count of trending members from the signals' own flags (after a restore or re-baseline)."""
+        """Each machine's count of trending members and its members' slope z sum and count, from the signals' own
+        columns (after a restore or re-baseline)."""
         hot = (self.trend_state[:, trend.HOT] != 0.0) & (self.trend_machine_of >= 0)
         self.trend_m_hot[...] = np.bincount(self.trend_machine_of[hot], minlength=self.trend_m_hot.size)
+        c_hot = (self.trend_state[:, trend.HOT] != 0.0) & (self.trend_class_of >= 0)
+        self.trend_c_hot[...] = np.bincount(self.trend_class_of[c_hot], minlength=self.trend_c_hot.size)
+        zc = self.trend_state[:, trend.ZC]
+        has = np.isfinite(zc) & (self.trend_machine_of >= 0)
+        self.trend_m_zsum[...] = np.bincount(self.trend_machine_of[has], weights=zc[has],
+                                             minlength=self.trend_m_zsum.size)
+        self.trend_m_zn[...] = np.bincount(self.trend_machine_of[has], minlength=self.trend_m_zn.size)
 
     def reset(self) -> None:
         """Forget everything learned (cold start)."""
