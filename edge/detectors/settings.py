@@ -351,6 +351,24 @@ class AtRestSettings(_Strict):
     # running value (a compressor's current: R ~3 A of 32, ~3 bands from rest), hence a load from 1 band on.
     start_load_bands: float = Field(default=1.0, ge=0, description="a signal whose running level is at least this "
                                                                    "many band-widths from its rest value is a load")
+    # The running level the running-level test heads for is the slow maximum (or minimum, whichever is farther from
+    # the rest value) of the running baseline's level while the machine RUNS, not the baseline as it froze at the
+    # stop: that lags the shift's ramp down and read 10-16 % of the running level, so the morning ramp of meters and
+    # conveyors was not recognised (~65 false alarms a night on the whole demo plant; bench/RESULTS.md "Start test,
+    # late-night round").
+    start_level_tau_s: float = Field(default=21600.0, gt=0, description="time constant (s of running) of the "
+                                                                        "running level's slow maximum's decay")
+    # Plant start (why: a machine with a single load, a leak tester's pump, cannot show the machine-wide test four
+    # signals leaving; its pump ramps with the shift before the first part and alarmed at every start). A shift
+    # start moves many machines at once, a fault one: while at least ``max(start_peers_min, start_peers_fraction *
+    # machines judged at rest)`` machines are starting or have a load heading to its running level (within
+    # ``start_peers_window_s``), one such load makes its machine starting. 0: off.
+    start_peers_min: int = Field(default=3, ge=0, description="machines starting together that make a plant start "
+                                                              "(0: no plant start test)")
+    start_peers_fraction: float = Field(default=0.05, ge=0, le=1, description="and at least this fraction of the "
+                                                                               "machines judged at rest")
+    start_peers_window_s: float = Field(default=60.0, ge=0, description="a machine's load heading to its running "
+                                                                        "level counts as a peer this long")
     # Frozen value at rest (why: on the whole demo plant, 45 of the 96 visible faults missed on switched-off machines
     # were stuck values -- a frozen sensor reads a value a resting signal reads, so the band cannot see it, but it
     # stops the rest noise's flicker). The texture counterpart of the peak cap: each signal learns the longest run

@@ -121,11 +121,19 @@ P_FROZEN_MULT = 18
 P_FROZEN_MIN_RUN = 19
 P_FROZEN_RUNS = 20
 P_FROZEN_TAU_S = 21
-P_WIDTH = 22
+P_START_PEERS = 22  # machines starting together that make a plant start (0: no plant start test; the owner sets it)
+P_START_PEER_WINDOW_S = 23  # a machine's load heading to its running level counts as a peer this long
+P_WIDTH = 24
 
 START_UNTIL = 0  # columns of ``m_start`` (int64 per machine): starting until this time (ns), -1 never
 HOT = 1  # scratch: signals beyond the start band in this frame
-M_WIDTH = 2
+LOADS = 2  # scratch: of them, loads heading to their running level (the running-level test) in this frame
+LOAD_AT = 3  # the latest frame end (ns) at which it had such a load, -1 never (the plant start test's peers)
+M_WIDTH = 4
+
+RUN_HI = 0  # columns of ``run_lvl`` (float64 per signal): the running level's slow maximum while RUNNING, NaN none
+RUN_LO = 1  # and its slow minimum (a load can run below its rest value: a vacuum, a reactive power)
+RUN_WIDTH = 2
 
 STAMP = 0  # columns of ``sig_start`` (int64 per signal): the frame it last counted in (once per frame)
 HOT_SINCE = 1  # since when (ns) it has been beyond the start band (breaks shorter than ``start_persist_s`` bridged)
@@ -134,6 +142,7 @@ S_WIDTH = 3
 
 OFF = 1  # opstate.OFF (kept here as a literal: kernels import no detector module)
 IDLE = 2  # opstate.IDLE: powered, not producing -- judged at rest as OFF is (branch idle)
+RUNNING = 3  # opstate.RUNNING: the running level's extremes are kept (``run_level``)
 KIND_AT_REST = 11  # kinds.Kind.AT_REST
 E_MAX = 3.0  # evidence is capped at this many ``persist`` (score 0.9): a long fault's alarm closes soon after it ends
 
@@ -143,7 +152,8 @@ def make_params(mult: float, rel_res: float, warm_s: float, persist: float, cap:
                 start_hold_s: float = 600.0, peak_mult: float = 0.0, peak_warm_s: float = 1800.0,
                 start_persist_s: float = 0.0, start_run_fraction: float = 0.0, start_tau_s: float = 10.0,
                 start_noise_band: float = 0.15, start_load_bands: float = 3.0, frozen_mult: float = 0.0,
-                frozen_min_run: float = 5.0, frozen_runs: float = 20.0, frozen_tau_s: float = 21600.0) -> np.ndarray:
+                frozen_min_run: float = 5.0, frozen_runs: float = 20.0, frozen_tau_s: float = 21600.0,
+                start_peers: float = 0.0, start_peer_window_s: float = 60.0) -> np.ndarray:
     p = np.zeros(P_WIDTH, dtype=np.float64)
     p[P_MULT], p[P_REL_RES], p[P_WARM_S], p[P_PERSIST] = mult, rel_res, warm_s, persist
     p[P_CAP], p[P_DRAIN], p[P_TAU_LOC], p[P_TAU_MAD], p[P_MAX_DT] = cap, drain, tau_loc_s, tau_mad_s, max_dt_s
@@ -153,13 +163,29 @@ def make_params(mult: float, rel_res: float, warm_s: float, persist: float, cap:
     p[P_START_NOISE_BAND], p[P_START_LOAD_BANDS] = start_noise_band, start_load_bands
     p[P_FROZEN_MULT], p[P_FROZEN_MIN_RUN], p[P_FROZEN_RUNS] = frozen_mult, frozen_min_run, frozen_runs
     p[P_FROZEN_TAU_S] = frozen_tau_s
+    p[P_START_PEERS], p[P_START_PEER_WINDOW_S] = start_peers, start_peer_window_s
     return p
 
 
 def init_machines(n_machines: int) -> np.ndarray:
     m = np.zeros((max(n_machines, 1), M_WIDTH), dtype=np.int64)
     m[:, START_UNTIL] = -1
+    m[:, LOAD_AT] = -1
     return m
+
+
+def init_run_level(n: int) -> np.ndarray:
+    """The running level's extremes per signal (``run_level``): NaN until the signal's machine was seen RUNNING."""
+    return np.full((n, RUN_WIDTH), np.nan, dtype=np.float64)
+
+
+def plant_need(machine_of: np.ndarray, peers_min: float, peers_fraction: float) -> float:
+    """Machines whose loads head to their running level together that make a plant start: ``max(peers_min,
+    peers_fraction * machines judged at rest)``; 0 (off) when ``peers_min`` is 0."""
+    if peers_min <= 0:
+        return 0.0
+    n_judged = np.unique(machine_of[machine_of >= 0]).size
+    return float(max(peers_min, peers_fraction * n_judged))
 
 
 def init_signals(n: int) -> np.ndarray:
@@ -205,12 +231,24 @@ def _floor(st: np.ndarray, s: int, floor: np.ndarray, p: np.ndarray, run_st: np.
     return _fmax(_fmax(floor[s, 0], floor[s, 1] * run), p[P_REL_RES] * _fmax(abs(st[s, LOC]), run))
 
 
+@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
+def _run_gap(run_lvl: np.ndarray, s: int, run_now: float, loc: float) -> float:
+    """From the rest value to the running level the start test heads for: the farther of the running level's slow
+    maximum and minimum (``run_level``); the running baseline's current level until the machine was seen running."""
+    hi = run_lvl[s, RUN_HI]
+    if not hi == hi:  # NaN: never seen RUNNING since the level was kept
+        return run_now - loc
+    g_hi = hi - loc
+    g_lo = run_lvl[s, RUN_LO] - loc
+    return g_hi if abs(g_hi) >= abs(g_lo) else g_lo
+
+
 @njit(cache=True, nogil=True)
 def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality: np.ndarray,
                machine_of: np.ndarray, m_state: np.ndarray, m_since: np.ndarray, hold_until: np.ndarray,
                floor: np.ndarray, st: np.ndarray, p: np.ndarray, score: np.ndarray, kind: np.ndarray,
                m_need: np.ndarray, m_start: np.ndarray, sig_start: np.ndarray, frame: int, run_st: np.ndarray,
-               run_col: int) -> int:
+               run_col: int, run_lvl: np.ndarray) -> int:
     """Judge and learn the frame's samples of off machines' signals against their at-rest band, and count the
     signals leaving it for the start test, whose verdict holds from the next frame on (see module)."""
     n_high = 0
@@ -260,12 +298,14 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
         if warm and sig_start[s, STAMP] != frame:  # the start test: is this signal leaving its rest band?
             env_u = core + floor_s  # the band without the peak cap: a wave at rest reaches 3/4 of its capped band
             leaving = d > p[P_START_BAND] * env_u
-            if not leaving and p[P_START_RUN_FRACTION] > 0.0:  # a load on its way to its running level?
-                g = run_st[s, run_col] - loc
+            towards = False
+            if p[P_START_RUN_FRACTION] > 0.0:  # a load on its way to its running level?
+                g = _run_gap(run_lvl, s, run_st[s, run_col], loc)
                 dev = st[s, DEV]
                 ag, ad = abs(g), abs(dev)  # ``&``, not ``and``: the sign of rest noise is a coin toss (branchless)
-                leaving = (dev * g > 0.0) & (ag >= p[P_START_LOAD_BANDS] * env_u) & (
+                towards = (dev * g > 0.0) & (ag >= p[P_START_LOAD_BANDS] * env_u) & (
                     ad >= p[P_START_RUN_FRACTION] * ag) & (ad >= p[P_START_NOISE_BAND] * env_u)
+                leaving = leaving | towards
             if leaving:
                 if sig_start[s, HOT_SINCE] < 0 or t - sig_start[s, LAST_BEYOND] > persist_ns:
                     sig_start[s, HOT_SINCE] = t  # a new run (a dip back inside shorter than ``start_persist_s``: none)
@@ -273,6 +313,8 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
                 if t - sig_start[s, HOT_SINCE] >= persist_ns:
                     sig_start[s, STAMP] = frame
                     m_start[m, HOT] += 1
+                    if towards:
+                        m_start[m, LOADS] += 1
                     any_hot = True
         if t <= m_start[m, START_UNTIL]:  # the machine is starting: not judged, not learned, evidence dropped
             st[s, EXC] = 0.0
@@ -332,8 +374,49 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
             st[s, LEARNED_S] = learned + dt_s
     if any_hot:  # machines with enough signals leaving their bands in this frame are starting
         hold_ns = np.int64(p[P_START_HOLD_S] * 1e9)
+        plant = False
+        if p[P_START_PEERS] > 0.0:  # the plant start test: machines starting, or with a load heading to running
+            window_ns = np.int64(p[P_START_PEER_WINDOW_S] * 1e9)
+            peers = 0
+            for m in range(m_start.shape[0]):
+                if m_start[m, LOADS] > 0:
+                    m_start[m, LOAD_AT] = t_max
+                if m_start[m, HOT] >= m_need[m] or (m_start[m, LOAD_AT] >= 0 and
+                                                    t_max - m_start[m, LOAD_AT] <= window_ns):
+                    peers += 1
+            plant = peers >= p[P_START_PEERS]
         for m in range(m_start.shape[0]):
-            if m_start[m, HOT] >= m_need[m]:
+            if m_start[m, HOT] >= m_need[m] or (plant and m_start[m, LOADS] > 0):
                 m_start[m, START_UNTIL] = t_max + hold_ns
             m_start[m, HOT] = 0
+            m_start[m, LOADS] = 0
     return n_high
+
+
+@njit(cache=True, nogil=True)
+def run_level(machine_of: np.ndarray, m_state: np.ndarray, run_st: np.ndarray, run_col: int, run_lvl: np.ndarray,
+              a: float) -> int:
+    """Keep, per signal of a RUNNING machine, the slow maximum and minimum of the running baseline's level
+    ``R = run_st[s, run_col]``: ``hi = max(R, hi - a * (hi - R))`` (``lo`` mirrored), ``a`` the decay of this call
+    (``elapsed / tau``, at most 1). Why: the start test's running-level test reads where a load runs; the baseline's
+    level as it froze at a stop lags the shift's ramp down and reads 10-16 % of the running level, so a machine's
+    morning ramp was not recognised as heading there (module docstring). Called every few seconds, not per sample
+    (the extremes of a level that changes over minutes). Returns the number of signals updated."""
+    n_up = 0
+    for s in range(machine_of.shape[0]):
+        m = machine_of[s]
+        if m < 0 or m_state[m] != RUNNING:
+            continue
+        r = run_st[s, run_col]
+        if not np.isfinite(r):
+            continue
+        hi = run_lvl[s, RUN_HI]
+        if not hi == hi:
+            run_lvl[s, RUN_HI] = r
+            run_lvl[s, RUN_LO] = r
+        else:
+            run_lvl[s, RUN_HI] = _fmax(r, hi - a * (hi - r))
+            lo = run_lvl[s, RUN_LO]
+            run_lvl[s, RUN_LO] = _fmin(r, lo + a * (r - lo))
+        n_up += 1
+    return n_up
