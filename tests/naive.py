@@ -843,7 +843,7 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
                 hot_since[s] = (since, t_k)
                 if t_k - since >= persist_ns:
                     counted.setdefault(m, set()).add(s)
-                    if towards:
+                    if towards and d > p["start_band"] * env_u:  # a load out of its band towards running
                         loads.setdefault(m, set()).add(s)
         if int(ts_ns[k]) <= starting.get(m, -1):  # starting: neither judged nor learned, evidence dropped
             r.update(exc=0.0, last_x=x, run=0)

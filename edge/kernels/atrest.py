@@ -63,7 +63,21 @@ one pass over the frame instead of two cost ~8 ns/sample less). A signal is leav
   (``DEV``: the smoothing averages rest noise out), points towards ``R``, ``R`` is at least ``start_load_bands``
   bands from the rest value (a load, not a signal that reads the same whether the machine runs or not: a wave at
   rest would count half the time), and ``|DEV|`` has covered ``start_run_fraction`` of the way and
-  ``start_noise_band`` bands.
+  ``start_noise_band`` bands. ``R`` here is the farther from the rest value of the slow maximum and minimum of the
+  running baseline's level kept while the machine RUNS (``run_level``, ``run_lvl``; until the machine was seen
+  running: the baseline's level itself). Why: the baseline as it froze at the stop lags the shift's ramp down and
+  read 10-16 % of the running level, so meters' and conveyors' morning ramps were not recognised as heading there.
+
+**Plant start test** (why: a machine with a single load -- a leak tester's pump, which ramps with the shift's power
+before the first part comes -- can never show the machine-wide test several signals leaving; it alarmed at every
+shift start). A shift start moves many machines at once, a fault one machine. A machine *has a load heading to its
+running level* in a frame when one of its counted signals passes the running-level test and is beyond
+``start_band`` of its band (a wave at rest heads there half the time but never reaches half its band); the frame's
+latest timestamp is kept (``m_start[m, LOAD_AT]``). While at least ``start_peers`` machines (the owner sets
+``plant_need``: ``max(peers_min, peers_fraction * machines judged at rest)``; 0: off) either start by the machine-wide
+test in the frame or had such a load within ``start_peer_window_s``, each machine with such a load in the frame is
+starting. Cost: a fault that moves one load of an off machine towards its running level while a plant start is under
+way is held as a start (minutes a day).
 
 While a machine is starting its signals are neither judged nor learned and their evidence is dropped (an alarm
 opened by the first signal to leave closes): the hold lasts until the machine's state follows (RUNNING: this pass
@@ -313,8 +327,9 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
                 if t - sig_start[s, HOT_SINCE] >= persist_ns:
                     sig_start[s, STAMP] = frame
                     m_start[m, HOT] += 1
-                    if towards:
-                        m_start[m, LOADS] += 1
+                    if towards and d > p[P_START_BAND] * env_u:  # a load out of its band towards running: a
+                        m_start[m, LOADS] += 1  # wave at rest (its smoothed deviation heads there half the time)
+                        # never reaches half its uncapped band (a sine's peak is 0.26 of 6 MADs), a ramp does
                     any_hot = True
         if t <= m_start[m, START_UNTIL]:  # the machine is starting: not judged, not learned, evidence dropped
             st[s, EXC] = 0.0
