@@ -825,14 +825,16 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
         if f_run > 0:  # smoothed deviation for the start test
             r["dev"] += min(dt * (1.0 / p["start_tau_s"]), 1.0) * (x - r["loc"] - r["dev"])
         d = abs(x - r["loc"])
-        floor_s = _rest_floor(r, floor[s], run_level[s], p)
+        run_s = run_level[s] if run_span is None or math.isnan(run_span[s][0]) else max(
+            abs(run_level[s]), abs(run_span[s][0]), abs(run_span[s][1]))  # the largest running level known
+        floor_s = _rest_floor(r, floor[s], run_s, p)
         warm = r["learned"] >= p["warm_s"]
         if need is not None and warm and s not in counted.get(m, set()):
             env_u = p["mult"] * r["mad"] + floor_s
             g = run_level[s] - r["loc"]
             if run_span is not None and not math.isnan(run_span[s][0]):  # the farther of the running extremes
                 g_hi, g_lo = run_span[s][0] - r["loc"], run_span[s][1] - r["loc"]
-                g = g_hi if abs(g_hi) >= abs(g_lo) else g_lo
+                g = 0.0 if g_hi * g_lo <= 0 else (g_hi if abs(g_hi) >= abs(g_lo) else g_lo)  # both sides: no load
             towards = f_run > 0 and r["dev"] * g > 0 and abs(g) >= p["start_load_bands"] * env_u and abs(
                 r["dev"]) >= max(f_run * abs(g), p["start_noise_band"] * env_u)  # a load on its way to running
             if d > p["start_band"] * env_u or towards:

@@ -258,7 +258,7 @@ def test_a_plant_start_holds_machines_of_one_load_and_a_lone_ramp_alarms(peers):
     m_state, m_since, hold = np.ones(4, np.int8), np.zeros(4, np.int64), np.full(4, -1, np.int64)
     floor = np.array([[0.05, 0.0]] * 4)
     span = atrest.init_run_level(4)
-    span[:] = [10.0, 0.0]
+    span[:] = [10.0, 8.0]  # running at 8-10, above the rest value
     st, m_start, sig_start = atrest.init_state(4), atrest.init_machines(4), atrest.init_signals(4)
     ref, starting, hot_since, load_at = {}, {}, {}, {}
     alarmed = np.zeros(4, bool)

@@ -65,7 +65,8 @@ one pass over the frame instead of two cost ~8 ns/sample less). A signal is leav
   rest would count half the time), and ``|DEV|`` has covered ``start_run_fraction`` of the way and
   ``start_noise_band`` bands. ``R`` here is the farther from the rest value of the slow maximum and minimum of the
   running baseline's level kept while the machine RUNS (``run_level``, ``run_lvl``; until the machine was seen
-  running: the baseline's level itself). Why: the baseline as it froze at the stop lags the shift's ramp down and
+  running: the baseline's level itself; a signal whose running range holds its rest value is no load: ``g`` 0; the
+  band's floor reads the largest of them too). Why: the baseline as it froze at the stop lags the shift's ramp down and
   read 10-16 % of the running level, so meters' and conveyors' morning ramps were not recognised as heading there.
 
 **Plant start test** (why: a machine with a single load -- a leak tester's pump, which ramps with the shift's power
@@ -238,10 +239,12 @@ def _fmin(a: float, b: float) -> float:
 
 
 @njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
-def _floor(st: np.ndarray, s: int, floor: np.ndarray, p: np.ndarray, run_st: np.ndarray, run_col: int) -> float:
+def _floor(st: np.ndarray, s: int, floor: np.ndarray, p: np.ndarray, run_st: np.ndarray, run_col: int,
+           run_lvl: np.ndarray) -> float:
     """The band's floor: register steps or span (``floor[s, 0]``), a fraction of the running level (``floor[s, 1]``,
-    for signals without a span), the value's float resolution."""
-    run = abs(run_st[s, run_col])
+    for signals without a span), the value's float resolution. The running level is the largest of the baseline's
+    and its kept extremes (``run_level``; NaN: none): the baseline as it froze at a stop read 10-16 % of it."""
+    run = _fmax(abs(run_st[s, run_col]), _fmax(abs(run_lvl[s, RUN_HI]), abs(run_lvl[s, RUN_LO])))
     return _fmax(_fmax(floor[s, 0], floor[s, 1] * run), p[P_REL_RES] * _fmax(abs(st[s, LOC]), run))
 
 
@@ -254,6 +257,8 @@ def _run_gap(run_lvl: np.ndarray, s: int, run_now: float, loc: float) -> float:
         return run_now - loc
     g_hi = hi - loc
     g_lo = run_lvl[s, RUN_LO] - loc
+    if g_hi * g_lo <= 0.0:  # runs on both sides of its rest value (a temperature cycling around ambient): no load
+        return 0.0
     return g_hi if abs(g_hi) >= abs(g_lo) else g_lo
 
 
@@ -304,7 +309,7 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
         st[s, LAST_TS] = tf
         loc = st[s, LOC]
         d = abs(x - loc)
-        floor_s = _floor(st, s, floor, p, run_st, run_col)
+        floor_s = _floor(st, s, floor, p, run_st, run_col, run_lvl)
         core = p[P_MULT] * st[s, MAD]
         warm = st[s, LEARNED_S] >= p[P_WARM_S]
         if p[P_START_RUN_FRACTION] > 0.0:  # the start test's smoothed deviation (weight first order in dt: no division)
