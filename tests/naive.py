@@ -832,9 +832,10 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
         if need is not None and warm and s not in counted.get(m, set()):
             env_u = p["mult"] * r["mad"] + floor_s
             g = run_level[s] - r["loc"]
-            if run_span is not None and not math.isnan(run_span[s][0]):  # the farther of the running extremes
+            g_run = g  # the plant start test's: the farther of the kept running extremes
+            if run_span is not None and not math.isnan(run_span[s][0]):
                 g_hi, g_lo = run_span[s][0] - r["loc"], run_span[s][1] - r["loc"]
-                g = 0.0 if g_hi * g_lo <= 0 else (g_hi if abs(g_hi) >= abs(g_lo) else g_lo)  # both sides: no load
+                g_run = 0.0 if g_hi * g_lo <= 0 else (g_hi if abs(g_hi) >= abs(g_lo) else g_lo)  # both sides: none
             towards = f_run > 0 and r["dev"] * g > 0 and abs(g) >= p["start_load_bands"] * env_u and abs(
                 r["dev"]) >= max(f_run * abs(g), p["start_noise_band"] * env_u)  # a load on its way to running
             if d > p["start_band"] * env_u or towards:
@@ -845,7 +846,8 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
                 hot_since[s] = (since, t_k)
                 if t_k - since >= persist_ns:
                     counted.setdefault(m, set()).add(s)
-                    if towards and d > p["start_band"] * env_u:  # a load out of its band towards running
+                    if d > p["start_band"] * env_u and (x - r["loc"]) * g_run > 0 and abs(
+                            g_run) >= p["start_load_bands"] * env_u:  # a load beyond half its band towards running
                         loads.setdefault(m, set()).add(s)
         if int(ts_ns[k]) <= starting.get(m, -1):  # starting: neither judged nor learned, evidence dropped
             r.update(exc=0.0, last_x=x, run=0)

@@ -316,15 +316,14 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
             st[s, DEV] += _fmin(dt_s * inv_tau_dev, 1.0) * (x - loc - st[s, DEV])
         if warm and sig_start[s, STAMP] != frame:  # the start test: is this signal leaving its rest band?
             env_u = core + floor_s  # the band without the peak cap: a wave at rest reaches 3/4 of its capped band
-            leaving = d > p[P_START_BAND] * env_u
-            towards = False
-            if p[P_START_RUN_FRACTION] > 0.0:  # a load on its way to its running level?
-                g = _run_gap(run_lvl, s, run_st[s, run_col], loc)
+            beyond = d > p[P_START_BAND] * env_u
+            leaving = beyond
+            if not leaving and p[P_START_RUN_FRACTION] > 0.0:  # a load on its way to its running level?
+                g = run_st[s, run_col] - loc
                 dev = st[s, DEV]
                 ag, ad = abs(g), abs(dev)  # ``&``, not ``and``: the sign of rest noise is a coin toss (branchless)
-                towards = (dev * g > 0.0) & (ag >= p[P_START_LOAD_BANDS] * env_u) & (
+                leaving = (dev * g > 0.0) & (ag >= p[P_START_LOAD_BANDS] * env_u) & (
                     ad >= p[P_START_RUN_FRACTION] * ag) & (ad >= p[P_START_NOISE_BAND] * env_u)
-                leaving = leaving | towards
             if leaving:
                 if sig_start[s, HOT_SINCE] < 0 or t - sig_start[s, LAST_BEYOND] > persist_ns:
                     sig_start[s, HOT_SINCE] = t  # a new run (a dip back inside shorter than ``start_persist_s``: none)
@@ -332,9 +331,11 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
                 if t - sig_start[s, HOT_SINCE] >= persist_ns:
                     sig_start[s, STAMP] = frame
                     m_start[m, HOT] += 1
-                    if towards and d > p[P_START_BAND] * env_u:  # a load out of its band towards running: a
-                        m_start[m, LOADS] += 1  # wave at rest (its smoothed deviation heads there half the time)
-                        # never reaches half its uncapped band (a sine's peak is 0.26 of 6 MADs), a ramp does
+                    if beyond:  # the plant start test: a load beyond half its band towards its kept running
+                        # level (a wave at rest never reaches half its uncapped band: a sine's peak is 0.26 of 6 MADs)
+                        g_run = _run_gap(run_lvl, s, run_st[s, run_col], loc)
+                        if (x - loc) * g_run > 0.0 and abs(g_run) >= p[P_START_LOAD_BANDS] * env_u:
+                            m_start[m, LOADS] += 1
                     any_hot = True
         if t <= m_start[m, START_UNTIL]:  # the machine is starting: not judged, not learned, evidence dropped
             st[s, EXC] = 0.0
