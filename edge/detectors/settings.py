@@ -351,11 +351,9 @@ class AtRestSettings(_Strict):
     # running value (a compressor's current: R ~3 A of 32, ~3 bands from rest), hence a load from 1 band on.
     start_load_bands: float = Field(default=1.0, ge=0, description="a signal whose running level is at least this "
                                                                    "many band-widths from its rest value is a load")
-    # The running level the running-level test heads for is the slow maximum (or minimum, whichever is farther from
-    # the rest value) of the running baseline's level while the machine RUNS, not the baseline as it froze at the
-    # stop: that lags the shift's ramp down and read 10-16 % of the running level, so the morning ramp of meters and
-    # conveyors was not recognised (~65 false alarms a night on the whole demo plant; bench/RESULTS.md "Start test,
-    # late-night round").
+    # The running level kept while the machine RUNS: the slow maximum and minimum of its baseline's level (the
+    # baseline as it froze at the stop lags the shift's ramp down and reads 10-16 % of it). Read by the band's floor
+    # and the plant start test, not by the running-level test above (bench/RESULTS.md "Start test, late-night round").
     start_level_tau_s: float = Field(default=21600.0, gt=0, description="time constant (s of running) of the "
                                                                         "running level's slow maximum's decay")
     # Plant start (why: a machine with a single load, a leak tester's pump, cannot show the machine-wide test four

@@ -63,17 +63,22 @@ one pass over the frame instead of two cost ~8 ns/sample less). A signal is leav
   (``DEV``: the smoothing averages rest noise out), points towards ``R``, ``R`` is at least ``start_load_bands``
   bands from the rest value (a load, not a signal that reads the same whether the machine runs or not: a wave at
   rest would count half the time), and ``|DEV|`` has covered ``start_run_fraction`` of the way and
-  ``start_noise_band`` bands. ``R`` here is the farther from the rest value of the slow maximum and minimum of the
-  running baseline's level kept while the machine RUNS (``run_level``, ``run_lvl``; until the machine was seen
-  running: the baseline's level itself; a signal whose running range holds its rest value is no load: ``g`` 0; the
-  band's floor reads the largest of them too). Why: the baseline as it froze at the stop lags the shift's ramp down and
-  read 10-16 % of the running level, so meters' and conveyors' morning ramps were not recognised as heading there.
+  ``start_noise_band`` bands. (``R`` as it froze at the stop: it lags the shift's ramp down and reads 10-16 % of
+  the running level. Reading the kept running level below instead made many more signals "loads" whose smoothed
+  rest deviation heads there -- slow waves, temperatures following the hall -- and held off compressors and presses
+  as starting all night: off-machine recall 0.80 -> 0.37 on seed 2, a tenth of the demo plant.)
+
+**The running level kept** (``run_level``, ``run_lvl``): the slow maximum and minimum of the running baseline's
+level while the machine RUNS; the farther of them from the rest value is where a load runs (none where the range
+holds the rest value: a temperature cycling around ambient). The band's floor reads the largest known running level
+(the baseline as frozen at the stop made the meters' noise-free ``peak_demand`` a band of 0.5 % of 15 % of its
+running level, left at ~0.1 % load minutes before anything else moved), and the plant start test below reads it.
 
 **Plant start test** (why: a machine with a single load -- a leak tester's pump, which ramps with the shift's power
 before the first part comes -- can never show the machine-wide test several signals leaving; it alarmed at every
 shift start). A shift start moves many machines at once, a fault one machine. A machine *has a load heading to its
-running level* in a frame when one of its counted signals passes the running-level test and is beyond
-``start_band`` of its band (a wave at rest heads there half the time but never reaches half its band); the frame's
+running level* in a frame when one of its counted signals is beyond ``start_band`` of its band on the side of its
+kept running level, at least ``start_load_bands`` bands away (a wave at rest never reaches half its band); the frame's
 latest timestamp is kept (``m_start[m, LOAD_AT]``). While at least ``start_peers`` machines (the owner sets
 ``plant_need``: ``max(peers_min, peers_fraction * machines judged at rest)``; 0: off) either start by the machine-wide
 test in the frame or had such a load within ``start_peer_window_s``, each machine with such a load in the frame is
