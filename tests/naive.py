@@ -846,8 +846,8 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
                 hot_since[s] = (since, t_k)
                 if t_k - since >= persist_ns:
                     counted.setdefault(m, set()).add(s)
-                    if d > p["start_band"] * env_u and (x - r["loc"]) * g_run > 0 and abs(
-                            g_run) >= p["start_load_bands"] * env_u:  # a load beyond half its band towards running
+                    if d > p["start_band"] * env_u and r["dev"] * g_run > 0 and abs(r["dev"]) > p[
+                            "start_band"] * env_u and abs(g_run) >= p["start_load_bands"] * env_u:  # a load heading
                         loads.setdefault(m, set()).add(s)
         if int(ts_ns[k]) <= starting.get(m, -1):  # starting: neither judged nor learned, evidence dropped
             r.update(exc=0.0, last_x=x, run=0)

@@ -77,8 +77,9 @@ running level, left at ~0.1 % load minutes before anything else moved), and the 
 **Plant start test** (why: a machine with a single load -- a leak tester's pump, which ramps with the shift's power
 before the first part comes -- can never show the machine-wide test several signals leaving; it alarmed at every
 shift start). A shift start moves many machines at once, a fault one machine. A machine *has a load heading to its
-running level* in a frame when one of its counted signals is beyond ``start_band`` of its band on the side of its
-kept running level, at least ``start_load_bands`` bands away (a wave at rest never reaches half its band); the frame's
+running level* in a frame when one of its counted signals, and its deviation smoothed over ``start_tau_s``, are
+beyond ``start_band`` of its band on the side of its kept running level, at least ``start_load_bands`` bands away (a
+wave at rest never reaches half its band; a noise outlier's smoothed deviation does not, a ramp's does); the frame's
 latest timestamp is kept (``m_start[m, LOAD_AT]``). While at least ``start_peers`` machines (the owner sets
 ``plant_need``: ``max(peers_min, peers_fraction * machines judged at rest)``; 0: off) either start by the machine-wide
 test in the frame or had such a load within ``start_peer_window_s``, each machine with such a load in the frame is
@@ -339,7 +340,9 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
                     if beyond:  # the plant start test: a load beyond half its band towards its kept running
                         # level (a wave at rest never reaches half its uncapped band: a sine's peak is 0.26 of 6 MADs)
                         g_run = _run_gap(run_lvl, s, run_st[s, run_col], loc)
-                        if (x - loc) * g_run > 0.0 and abs(g_run) >= p[P_START_LOAD_BANDS] * env_u:
+                        dev_b = st[s, DEV]  # smoothed over ``start_tau_s`` beyond half the band too: no noise outlier
+                        if dev_b * g_run > 0.0 and abs(dev_b) > p[P_START_BAND] * env_u and \
+                                abs(g_run) >= p[P_START_LOAD_BANDS] * env_u:
                             m_start[m, LOADS] += 1
                     any_hot = True
         if t <= m_start[m, START_UNTIL]:  # the machine is starting: not judged, not learned, evidence dropped
