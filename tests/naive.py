@@ -895,8 +895,7 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
         for m in loads:
             load_at[m] = t_max
         window_ns = int(p["start_peer_window_s"] * 1e9)
-        peers = sum(1 for m in range(len(need)) if len(counted.get(m, ())) >= need[m] or (
-            m in load_at and t_max - load_at[m] <= window_ns))
+        peers = sum(1 for m in range(len(need)) if m in load_at and t_max - load_at[m] <= window_ns)
         plant = peers >= p["start_peers"]
     for m, sigs in counted.items():  # the verdict holds from the next frame on
         if len(sigs) >= need[m] or (plant and m in loads):

@@ -81,10 +81,11 @@ running level* in a frame when one of its counted signals, and its deviation smo
 beyond ``start_band`` of its band on the side of its kept running level, at least ``start_load_bands`` bands away (a
 wave at rest never reaches half its band; a noise outlier's smoothed deviation does not, a ramp's does); the frame's
 latest timestamp is kept (``m_start[m, LOAD_AT]``). While at least ``start_peers`` machines (the owner sets
-``plant_need``: ``max(peers_min, peers_fraction * machines judged at rest)``; 0: off) either start by the machine-wide
-test in the frame or had such a load within ``start_peer_window_s``, each machine with such a load in the frame is
-starting. Cost: a fault that moves one load of an off machine towards its running level while a plant start is under
-way is held as a start (minutes a day).
+``plant_need``: ``max(peers_min, peers_fraction * machines judged at rest)``; 0: off) had such a load within
+``start_peer_window_s``, each machine with such a load in the frame is starting (machines starting by the
+machine-wide test are no peers: that test fires at night too, and with them off machines were held all night). Cost:
+a fault that moves one load of an off machine towards its running level while a plant start is under way is held as
+a start (minutes a day).
 
 While a machine is starting its signals are neither judged nor learned and their evidence is dropped (an alarm
 opened by the first signal to leave closes): the hold lasts until the machine's state follows (RUNNING: this pass
@@ -410,9 +411,8 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
             for m in range(m_start.shape[0]):
                 if m_start[m, LOADS] > 0:
                     m_start[m, LOAD_AT] = t_max
-                if m_start[m, HOT] >= m_need[m] or (m_start[m, LOAD_AT] >= 0 and
-                                                    t_max - m_start[m, LOAD_AT] <= window_ns):
-                    peers += 1
+                if m_start[m, LOAD_AT] >= 0 and t_max - m_start[m, LOAD_AT] <= window_ns:
+                    peers += 1  # (not machines starting by the machine-wide test: that fires at night too)
             plant = peers >= p[P_START_PEERS]
         for m in range(m_start.shape[0]):
             if m_start[m, HOT] >= m_need[m] or (plant and m_start[m, LOADS] > 0):
