@@ -359,7 +359,7 @@ class AtRestSettings(_Strict):
     # Plant start (why: a machine with a single load, a leak tester's pump, cannot show the machine-wide test four
     # signals leaving; its pump ramps with the shift before the first part and alarmed at every start). A shift
     # start moves many machines at once, a fault one: while at least ``max(start_peers_min, start_peers_fraction *
-    # machines judged at rest)`` machines are starting or have a load heading to its running level (within
+    # machines judged at rest)`` machines have a load heading to its running level (within
     # ``start_peers_window_s``), one such load makes its machine starting. 0: off. Shipped **off**: on a tenth of the
     # demo plant (seed 2) it removed every false alarm at the start (10 -> 0) but held switched-off compressors and
     # presses at night (recall on off machines 0.80 -> 0.71, 10 new night false alarms after the holds): peers still
