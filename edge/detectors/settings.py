@@ -360,10 +360,10 @@ class AtRestSettings(_Strict):
     # signals leaving; its pump ramps with the shift before the first part and alarmed at every start). A shift
     # start moves many machines at once, a fault one: while at least ``max(start_peers_min, start_peers_fraction *
     # machines judged at rest)`` machines have a load heading to its running level (within
-    # ``start_peers_window_s``), one such load makes its machine starting. 0: off. Shipped **off**: on a tenth of the
-    # demo plant (seed 2) it removed every false alarm at the start (10 -> 0) but held switched-off compressors and
-    # presses at night (recall on off machines 0.80 -> 0.71, 10 new night false alarms after the holds): peers still
-    # line up at night, not traced (bench/RESULTS.md "Start test, late-night round").
+    # ``start_peers_window_s``), one such load makes its machine starting. 0: off. Shipped **off**: with 3 / 5 % on a
+    # tenth of the demo plant it removed every false alarm at the start on seeds 1-3 (false alarms 0.38-0.48 ->
+    # 0.00-0.14 per 1,000 signal-hours) but lost 3 off-machine events on seeds 2-3 (recall 0.80 -> 0.76, 0.86 -> 0.84:
+    # drifts towards the running level are peers too); bench/RESULTS.md "Start test, late-night round".
     start_peers_min: int = Field(default=0, ge=0, description="machines starting together that make a plant start "
                                                               "(0: no plant start test)")
     start_peers_fraction: float = Field(default=0.05, ge=0, le=1, description="and at least this fraction of the "
