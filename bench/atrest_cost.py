@@ -43,12 +43,16 @@ def run(n: int, per_machine: int, frames: int, repeats: int, variant: str, clock
     floor = np.ascontiguousarray(np.stack([np.full(n, 0.05), np.zeros(n)], axis=1))
     run_st = np.zeros((n, 1))
     run_st[::2, 0] = 50.0  # the loads' running level
+    run_lvl = atrest.init_run_level(n)  # and its kept extremes (``atrest.run_level``)
+    run_lvl[::2] = [60.0, 45.0]
     ar = AtRestSettings(warm_s=10.0)
     if variant in ("no-run-rule", "no-frozen-no-run-rule"):
         ar = ar.model_copy(update={"start_run_fraction": 0.0})
     if variant in ("no-frozen", "no-frozen-no-run-rule"):
         ar = ar.model_copy(update={"frozen_mult": 0.0})
     p = _params(ar)
+    p[atrest.P_START_PEERS] = atrest.plant_need(machine_of, ar.start_peers_min, ar.start_peers_fraction)
+    p[atrest.P_START_PEER_WINDOW_S] = ar.start_peers_window_s
     need = atrest.machine_need(machine_of, n_m, ar.start_min, ar.start_fraction)
     if variant == "no-start-test":
         need[:] = 1e18
@@ -68,7 +72,7 @@ def run(n: int, per_machine: int, frames: int, repeats: int, variant: str, clock
         for _ in range(count):
             f += 1
             atrest.rest_chunk(ts_all[f], sig, noise[f % noise.shape[0]], q, machine_of, m_state, m_since, hold,
-                              floor, st, p, score, kind, need, m_start, sig_start, f, run_st, 0)
+                              floor, st, p, score, kind, need, m_start, sig_start, f, run_st, 0, run_lvl)
         if block >= 0:
             times.append((clock() - t0) / (count * n) * 1e9)
     return min(times), float(np.median(times))

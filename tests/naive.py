@@ -785,21 +785,25 @@ def _rest_band(r, floor, p, t, grace_end):
 
 
 def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, hold_until, floor, rest, params,
-                   score, kind, need=None, starting=None, run_level=None, hot_since=None):
+                   score, kind, need=None, starting=None, run_level=None, hot_since=None, run_span=None, load_at=None):
     """Reference of ``atrest.rest_chunk``. ``rest``: dict signal -> dict(loc, mad, learned, exc, last, period, peak,
     dev) (absent: never rested), updated in place; ``score``/``kind`` updated in place; ``params``: the settings
     by name. ``need``: per machine, signals leaving their rest band that make a start (None: no start test);
     ``starting``: dict machine -> ns it is starting until (from the next frame on), updated in place;
     ``run_level``: the running baseline's level per signal (None: 0); ``hot_since``: dict signal -> (ns since it is
     leaving, its latest ns leaving), in place. ``floor``: rows (absolute floor, fraction of the running level).
-    Returns the number of samples scoring >= 0.5."""
+    ``run_span``: rows (slow maximum, slow minimum) of the running level per signal, NaN none (None: none; the start
+    test then heads for ``run_level``); ``load_at``: dict machine -> ns of the latest frame in which it had a load
+    heading to its running level (the plant start test), in place. Returns the number of samples scoring >= 0.5."""
     p = params
     n_high = 0
     starting = {} if starting is None else starting
     hot_since = {} if hot_since is None else hot_since
     run_level = np.zeros(len(machine_of)) if run_level is None else run_level
+    load_at = {} if load_at is None else load_at
     f_run = p.get("start_run_fraction", 0.0)
     counted: dict[int, set] = {}  # the start test: distinct warm signals per machine leaving in this frame
+    loads: dict[int, set] = {}  # of them, loads heading to their running level
     t_max = None
     for k in range(len(signal)):
         s = int(signal[k])
@@ -826,11 +830,17 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
         if f_run > 0:  # smoothed deviation for the start test
             r["dev"] += min(dt * (1.0 / p["start_tau_s"]), 1.0) * (x - r["loc"] - r["dev"])
         d = abs(x - r["loc"])
-        floor_s = _rest_floor(r, floor[s], run_level[s], p)
+        run_s = run_level[s] if run_span is None or math.isnan(run_span[s][0]) else max(
+            abs(run_level[s]), abs(run_span[s][0]), abs(run_span[s][1]))  # the largest running level known
+        floor_s = _rest_floor(r, floor[s], run_s, p)
         warm = r["learned"] >= p["warm_s"]
         if need is not None and warm and s not in counted.get(m, set()):
             env_u = p["mult"] * r["mad"] + floor_s
             g = run_level[s] - r["loc"]
+            g_run = g  # the plant start test's: the farther of the kept running extremes
+            if run_span is not None and not math.isnan(run_span[s][0]):
+                g_hi, g_lo = run_span[s][0] - r["loc"], run_span[s][1] - r["loc"]
+                g_run = 0.0 if g_hi * g_lo <= 0 else (g_hi if abs(g_hi) >= abs(g_lo) else g_lo)  # both sides: none
             towards = f_run > 0 and r["dev"] * g > 0 and abs(g) >= p["start_load_bands"] * env_u and abs(
                 r["dev"]) >= max(f_run * abs(g), p["start_noise_band"] * env_u)  # a load on its way to running
             if d > p["start_band"] * env_u or towards:
@@ -841,6 +851,9 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
                 hot_since[s] = (since, t_k)
                 if t_k - since >= persist_ns:
                     counted.setdefault(m, set()).add(s)
+                    if d > p["start_band"] * env_u and r["dev"] * g_run > 0 and abs(r["dev"]) > p[
+                            "start_band"] * env_u and abs(g_run) >= p["start_load_bands"] * env_u:  # a load heading
+                        loads.setdefault(m, set()).add(s)
         if int(ts_ns[k]) <= starting.get(m, -1):  # starting: neither judged nor learned, evidence dropped
             r.update(exc=0.0, last_x=x, run=0)
             continue
@@ -882,10 +895,35 @@ def rest_judgement(ts_ns, signal, value, quality, machine_of, m_state, m_since, 
             r["peak"] = max(r["peak"] - a_mad * r["peak"], d)
             r["loc"] += a_loc * (x - r["loc"])
             r["learned"] += dt
+    plant = False
+    if counted and p.get("start_peers", 0.0) > 0:  # the plant start test: peers starting or with a heading load
+        for m in loads:
+            load_at[m] = t_max
+        window_ns = int(p["start_peer_window_s"] * 1e9)
+        peers = sum(1 for m in range(len(need)) if m in load_at and t_max - load_at[m] <= window_ns)
+        plant = peers >= p["start_peers"]
     for m, sigs in counted.items():  # the verdict holds from the next frame on
-        if len(sigs) >= need[m]:
+        if len(sigs) >= need[m] or (plant and m in loads):
             starting[m] = t_max + int(p["start_hold_s"] * 1e9)
     return n_high
+
+
+def run_level(machine_of, m_state, run_level_now, run_span, a):
+    """Reference of ``atrest.run_level``: per signal of a RUNNING machine (state 3) with a finite level, the slow
+    maximum and minimum (``run_span`` rows, NaN none, updated in place). Returns the number updated."""
+    n_up = 0
+    for s in range(len(machine_of)):
+        m = int(machine_of[s])
+        r = float(run_level_now[s])
+        if m < 0 or int(m_state[m]) != 3 or not math.isfinite(r):
+            continue
+        hi, lo = run_span[s]
+        if math.isnan(hi):
+            run_span[s] = (r, r)
+        else:
+            run_span[s] = (max(r, hi - a * (hi - r)), min(r, lo + a * (r - lo)))
+        n_up += 1
+    return n_up
 
 
 def update_activity(ts_ns, signal, value, quality, act_of, act_p, act_v, act_i, m_last, state, since_ns, hold_until,

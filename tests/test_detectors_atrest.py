@@ -72,6 +72,10 @@ def test_nothing_is_judged_or_learned_during_the_stop_grace_and_the_band_survive
     again = _stack(AtRestSettings(enabled=True, warm_s=300))
     again.restore(tmp_path / "d.npz")
     np.testing.assert_array_equal(again.rest_state, stack.rest_state)
+    # the running level's extremes, kept while the machine ran (the start test's running level), travel too
+    assert 35.0 < stack.rest_run[1, atrest.RUN_LO] <= stack.rest_run[1, atrest.RUN_HI] < 45.0
+    assert np.isnan(stack.rest_run[[0, 3]]).all()  # the running bit and the counter are not judged at rest
+    np.testing.assert_array_equal(again.rest_run, stack.rest_run)
     # a checkpoint from before the at-rest stage: everything else warm, the rest bands learn again
     with np.load(tmp_path / "d.npz") as z:
         old = {k: z[k] for k in z.files if k not in ("rest_state", "__version__", "__fingerprint__")}
@@ -80,6 +84,14 @@ def test_nothing_is_judged_or_learned_during_the_stop_grace_and_the_band_survive
     older.restore(tmp_path / "old.npz")
     np.testing.assert_array_equal(older.state, stack.state)
     assert np.isnan(older.rest_state[:, atrest.PERIOD]).all()
+    with np.load(tmp_path / "d.npz") as z:  # and one from before the running level's extremes: kept again later
+        no_run = {k: z[k] for k in z.files if k not in ("rest_run", "__version__", "__fingerprint__")}
+    checkpoint.save(tmp_path / "norun.npz", int(np.load(tmp_path / "d.npz")["__version__"]), stack.fingerprint,
+                    no_run)
+    norun = _stack(AtRestSettings(enabled=True, warm_s=300))
+    norun.restore(tmp_path / "norun.npz")
+    np.testing.assert_array_equal(norun.rest_state, stack.rest_state)
+    assert np.isnan(norun.rest_run).all()
     # bands saved before the start test's smoothed deviation (7 columns): kept, the deviation starts at 0
     checkpoint.save(tmp_path / "bands7.npz", int(np.load(tmp_path / "d.npz")["__version__"]), stack.fingerprint,
                     {**old, "rest_state": np.ascontiguousarray(stack.rest_state[:, :atrest.DEV])})

@@ -26,15 +26,17 @@ def _params(p: dict = PARAMS) -> np.ndarray:
 
 
 def _chunk(ts, sig, v, q, machine_of, m_state, m_since, hold, floor, st, p, score, kind, need=NO_START,
-           m_start=None, sig_start=None, frame=1, run_level=None):
-    """``floor``: the absolute floor per signal (1-D) or (absolute, fraction of the running level) rows."""
+           m_start=None, sig_start=None, frame=1, run_level=None, run_span=None):
+    """``floor``: the absolute floor per signal (1-D) or (absolute, fraction of the running level) rows;
+    ``run_span``: the running level's (slow maximum, slow minimum) rows (None: never seen running)."""
     m_start = atrest.init_machines(2) if m_start is None else m_start
     sig_start = atrest.init_signals(st.shape[0]) if sig_start is None else sig_start
     floor2 = np.ascontiguousarray(np.stack([floor, np.zeros_like(floor)], axis=1) if floor.ndim == 1 else floor)
     run = np.zeros((st.shape[0], 3)) if run_level is None else np.ascontiguousarray(
         np.stack([np.zeros_like(run_level), run_level, np.zeros_like(run_level)], axis=1))
+    span = atrest.init_run_level(st.shape[0]) if run_span is None else np.ascontiguousarray(run_span, np.float64)
     return atrest.rest_chunk(ts, sig, v, q, machine_of, m_state, m_since, hold, floor2, st, p, score, kind, need,
-                             m_start, sig_start, frame, run, 1)
+                             m_start, sig_start, frame, run, 1, span)
 
 
 def _frames(seed: int, n_frames: int) -> list[tuple[np.ndarray, ...]]:
@@ -70,11 +72,13 @@ def _frames(seed: int, n_frames: int) -> list[tuple[np.ndarray, ...]]:
     return frames
 
 
-@pytest.mark.parametrize("start_test,run_fraction,frozen", [(False, 0.0, 0.0), (True, 0.0, 0.0), (False, 0.0, 2.0),
-                                                             (True, 0.0025, 2.0)])
-def test_rest_chunk_matches_reference_frame_by_frame(start_test, run_fraction, frozen):
+@pytest.mark.parametrize("start_test,run_fraction,frozen,span", [(False, 0.0, 0.0, False), (True, 0.0, 0.0, False),
+                                                                  (False, 0.0, 2.0, False), (True, 0.0025, 2.0, False),
+                                                                  (True, 0.0025, 0.0, True)])
+def test_rest_chunk_matches_reference_frame_by_frame(start_test, run_fraction, frozen, span):
     """With ``run_fraction`` > 0 the start test also counts loads on their way to their running level (signals 0-2
-    run at 10, 13 and 40; signal 4, a constant with spikes towards its running level, is a load of one signal)."""
+    run at 10, 13 and 40; signal 4, a constant with spikes towards its running level, is a load of one signal); with
+    ``span`` the running level is the farther of kept extremes (signal 1: its minimum), NaN for signals 3-5."""
     seed = 0
     params = {**PARAMS, "start_run_fraction": run_fraction, "frozen_mult": frozen}
     need = np.array([2.0, 2.0]) if start_test else NO_START
@@ -91,6 +95,11 @@ def test_rest_chunk_matches_reference_frame_by_frame(start_test, run_fraction, f
     st = atrest.init_state(6)
     ref: dict = {}
     p = _params(params)
+    run_span = None
+    if span:  # the extremes kept while running: signal 0 beyond R, signal 1 below its rest value (the minimum is
+        # farther), signal 2 at R; the others never seen running (the start test reads R)
+        run_span = atrest.init_run_level(6)
+        run_span[:3] = [[25.0, 5.0], [0.5, -40.0], [40.0, 40.0]]
     total = alarmed_in_start = frozen_found = 0
     for f, (ts, sig, v, q) in enumerate(_frames(seed, 400)):
         if f == 300:  # machine 1 starts (not judged), then stops again: a new off period
@@ -101,9 +110,10 @@ def test_rest_chunk_matches_reference_frame_by_frame(start_test, run_fraction, f
         score, kind = base.copy(), np.zeros(6, np.uint8)
         r_score, r_kind = base.copy(), np.zeros(6, np.uint8)
         n = _chunk(ts, sig, v, q, machine_of, m_state, m_since, hold, floor, st, p, score, kind, need, m_start,
-                   sig_start, f + 1, run_level)
+                   sig_start, f + 1, run_level, run_span)
         n_ref = naive.rest_judgement(ts, sig, v, q, machine_of, m_state, m_since, hold, floor, ref, params,
-                                     r_score, r_kind, need if start_test else None, starting, run_level, hot_since)
+                                     r_score, r_kind, need if start_test else None, starting, run_level, hot_since,
+                                     run_span)
         assert n == n_ref, f
         np.testing.assert_allclose(score, r_score, rtol=1e-12, atol=1e-15, err_msg=f"frame {f}")
         assert kind.tolist() == r_kind.tolist(), f
@@ -123,6 +133,9 @@ def test_rest_chunk_matches_reference_frame_by_frame(start_test, run_fraction, f
             rtol=1e-12, atol=1e-12)
     assert 5 not in ref and total > 0  # a signal of no machine is never judged; the excursions were
     assert (frozen_found >= 12) == (frozen > 0)  # found by the frozen-value test only (a NaN or bad sample: no score)
+    if span:  # signal 1 heads away from its (farther) running minimum: machine 0's start needs signals 0 and 2
+        assert 0 in starting and 1 not in starting
+        return
     assert (alarmed_in_start == 0) if start_test else (alarmed_in_start >= 12)  # the start held with the test only
     assert (0 in starting) == start_test and 1 not in starting  # machine 1's lone spikes are no start
 
@@ -184,3 +197,85 @@ def test_a_step_of_two_amplitudes_on_a_wave_at_rest_alarms_with_the_peak_cap_onl
         assert high == 0, peak_mult
         found[peak_mult] = first
     assert found[0.0] is None and found[1.5] is not None and found[1.5] <= 300
+
+
+def test_run_level_keeps_the_running_extremes_as_its_reference():
+    """``run_level`` against ``naive.run_level``: only RUNNING machines' signals, NaN and inf levels skipped, a
+    constant level, a level falling (the evening ramp down: the maximum stays, decaying slowly)."""
+    rng = np.random.default_rng(5)
+    machine_of = np.array([0, 0, 1, 1, 2, -1], np.int64)
+    span = atrest.init_run_level(6)
+    ref = [(float("nan"), float("nan"))] * 6
+    for f in range(200):
+        m_state = np.array([3, 3 if f < 120 else 1, 3 if f % 40 < 30 else 2], np.int8)
+        level = np.array([10.0 - 0.04 * f, 5.0, rng.normal(3, 1), -rng.random() * 8, 7.0, 1.0])
+        if f % 17 == 3:
+            level[rng.integers(6)] = np.nan
+        if f % 23 == 4:
+            level[rng.integers(6)] = np.inf
+        run_st = np.ascontiguousarray(np.stack([np.zeros(6), level], axis=1))
+        a = min(1.0, 0.01 * (1 + f % 3))
+        n = atrest.run_level(machine_of, m_state, run_st, 1, span, a)
+        assert n == naive.run_level(machine_of, m_state, level, ref, a), f
+        np.testing.assert_allclose(span, np.array(ref), rtol=1e-12, atol=1e-12, err_msg=f"call {f}")
+    assert np.isnan(span[5]).all()  # a signal of no machine keeps nothing
+    assert span[1].tolist() == [5.0, 5.0]  # a constant level is both extremes
+    assert span[0, atrest.RUN_HI] > 10.0 - 0.04 * 199 + 1.0  # the falling level's maximum lags far above its end
+
+
+def _plant_frames(lone_at: int) -> list[tuple[np.ndarray, ...]]:
+    """Four machines of one load each (rest noise around 0; running at 10): machines 0-2 ramp up together at frame
+    100 and back at 160 (a shift starting, their states still OFF), machine 3 alone from ``lone_at`` (a fault)."""
+    rng = np.random.default_rng(11)
+    frames = []
+    for f in range(400):
+        v = rng.normal(0.0, 0.1, 4)
+        if 100 <= f < 170:
+            v[:3] += 0.05 * (min(f, 160) - 100) * (1.0 if f < 160 else (170 - f) / 10)
+        if lone_at <= f < lone_at + 60:
+            v[3] += 0.05 * (f - lone_at)
+        if f == 50:
+            v[1] = np.nan
+        ts = np.full(4, 10**18 + f * 10**9, np.int64)
+        frames.append((ts, np.arange(4, dtype=np.uint32), v, np.zeros(4, np.uint8)))
+    return frames
+
+
+@pytest.mark.parametrize("peers", [0.0, 3.0])
+def test_a_plant_start_holds_machines_of_one_load_and_a_lone_ramp_alarms(peers):
+    """The plant start test (``start_peers``): three single-load machines whose loads head to their running level
+    together are starting (no alarm, with the test); a fourth ramping alone later alarms either way. Kernel and
+    reference agree frame by frame."""
+    params = {**PARAMS, "start_run_fraction": 0.0025, "start_load_bands": 1.0, "start_hold_s": 15.0,
+              "start_peers": peers, "start_peer_window_s": 30.0}
+    p = atrest.make_params(*[params[k] for k in (
+        "mult", "rel_res", "warm_s", "persist", "cap", "drain", "tau_loc_s", "tau_mad_s", "max_dt_s", "start_band",
+        "start_hold_s", "peak_mult", "peak_warm_s", "start_persist_s", "start_run_fraction", "start_tau_s",
+        "start_noise_band", "start_load_bands", "frozen_mult", "frozen_min_run", "frozen_runs", "frozen_tau_s",
+        "start_peers", "start_peer_window_s")])
+    machine_of = np.arange(4, dtype=np.int64)
+    need = np.full(4, 4.0)  # the machine-wide test alone never fires: one load per machine
+    m_state, m_since, hold = np.ones(4, np.int8), np.zeros(4, np.int64), np.full(4, -1, np.int64)
+    floor = np.array([[0.05, 0.0]] * 4)
+    span = atrest.init_run_level(4)
+    span[:] = [10.0, 8.0]  # running at 8-10, above the rest value
+    st, m_start, sig_start = atrest.init_state(4), atrest.init_machines(4), atrest.init_signals(4)
+    ref, starting, hot_since, load_at = {}, {}, {}, {}
+    alarmed = np.zeros(4, bool)
+    lone_alarmed = False
+    for f, (ts, sig, v, q) in enumerate(_plant_frames(lone_at=300)):
+        score, kind = np.zeros(4), np.zeros(4, np.uint8)
+        r_score, r_kind = np.zeros(4), np.zeros(4, np.uint8)
+        n = _chunk(ts, sig, v, q, machine_of, m_state, m_since, hold, floor, st, p, score, kind, need, m_start,
+                   sig_start, f + 1, None, span)
+        n_ref = naive.rest_judgement(ts, sig, v, q, machine_of, m_state, m_since, hold, floor, ref, params, r_score,
+                                     r_kind, need, starting, np.zeros(4), hot_since, span, load_at)
+        assert n == n_ref, f
+        np.testing.assert_allclose(score, r_score, rtol=1e-12, atol=1e-15, err_msg=f"frame {f}")
+        assert m_start[:, atrest.START_UNTIL].tolist() == [starting.get(m, -1) for m in range(4)], f
+        if 100 <= f < 200:
+            alarmed[:3] |= score[:3] >= 0.5
+        if f >= 300:
+            lone_alarmed |= bool(score[3] >= 0.5)
+    assert (not alarmed.any()) if peers else alarmed[:3].all()
+    assert lone_alarmed and 3 not in starting

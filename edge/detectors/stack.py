@@ -94,6 +94,7 @@ STATE_VERSION = 3  # 3: CUSUM keeps its residuals' autocorrelation
 MACHINE_STATE_VERSION = 1  # the machine stage's own file beside the checkpoint (``<name>.machine.npz``)
 _LEGACY_COMPONENTS = 3  # in the fingerprint since the subspace stage; kept so older checkpoints restore warm
 NS_PER_S = 1_000_000_000
+RUN_LEVEL_EVERY_S = 10.0  # data seconds between updates of the running level's slow extremes (``atrest.run_level``)
 # Signal alarm kinds the re-arm window never holds back (``rearm``): range violations and data quality are facts.
 REARM_EXEMPT = rearm.exempt_mask((Kind.RANGE, Kind.BAD, Kind.SILENT, Kind.DEVICE))
 # A device scoring this much (down for 0.58 of device_s) folds its signals' BAD and SILENT judgements under it.
@@ -381,8 +382,12 @@ class DetectorStack:
                                               ar.start_band, ar.start_hold_s, ar.peak_mult, ar.peak_warm_s,
                                               ar.start_persist_s, ar.start_run_fraction, ar.start_tau_s,
                                               ar.start_noise_band, ar.start_load_bands, ar.frozen_mult,
-                                              ar.frozen_min_run, ar.frozen_runs, ar.frozen_tau_s)
+                                              ar.frozen_min_run, ar.frozen_runs, ar.frozen_tau_s,
+                                              atrest.plant_need(self.rest_machine_of, ar.start_peers_min,
+                                                                ar.start_peers_fraction), ar.start_peers_window_s)
         self.rest_need = atrest.machine_need(self.rest_machine_of, self.n_machines, ar.start_min, ar.start_fraction)
+        self._run_tau_s = ar.start_level_tau_s  # the running level's slow extremes (``atrest.run_level``)
+        self._run_due_ns = -1  # next update of them (every RUN_LEVEL_EVERY_S of data time), -1: at the next frame
         self._rest_sig = atrest.init_signals(n_signals)  # the start test's per-signal scratch
         self._rest_frame = 0
         # The alarm gate holds a machine's process alarms for operating changes and state changes alike.
@@ -480,6 +485,7 @@ class DetectorStack:
         self.m_since = np.full(max(self.n_machines, 1), -1, dtype=np.int64)  # last state change (ns)
         self._init_activity()
         self.rest_state = atrest.init_state(self.n_signals)  # at-rest band per signal (``atrest``)
+        self.rest_run = atrest.init_run_level(self.n_signals)  # running level's slow extremes (the start test)
         self.trend_state = trend.init_state(self.n_signals)  # slow trend per signal (``trend``)
         self.trend_m_hot = np.zeros(max(self.n_machines, 1), dtype=np.int64)  # members trending now, per machine
         self.trend_m_held = np.full(max(self.n_machines, 1), -1, dtype=np.int64)  # trends held until (ns)
@@ -547,12 +553,18 @@ class DetectorStack:
                               kind, int(Kind.CHANGE))
         if self._rest_on and n:
             self._rest_frame += 1
+            if tick_ts >= self._run_due_ns:  # the running level's slow extremes, every few seconds of data
+                elapsed_s = RUN_LEVEL_EVERY_S if self._run_due_ns < 0 else \
+                    RUN_LEVEL_EVERY_S + (tick_ts - self._run_due_ns) / NS_PER_S
+                atrest.run_level(self.rest_machine_of, self.m_state, self.state, signal_stack.B_LEVEL + robust.LOC,
+                                 self.rest_run, min(elapsed_s / self._run_tau_s, 1.0))
+                self._run_due_ns = tick_ts + int(RUN_LEVEL_EVERY_S * NS_PER_S)
             # while no machine rests the pass would judge, learn and count nothing: skipped (bit-identical)
             if opstate.count_resting(self.m_state, self.n_machines):
                 atrest.rest_chunk(ts_ns, signal, value, quality, self.rest_machine_of, self.m_state, self.m_since,
                                   self.hold_until, self.rest_floor, self.rest_state, self.rest_params, score, kind,
                                   self.rest_need, self.rest_start, self._rest_sig, self._rest_frame, self.state,
-                                  signal_stack.B_LEVEL + robust.LOC)
+                                  signal_stack.B_LEVEL + robust.LOC, self.rest_run)
             oc_p = self._oc_p
             opchange.mark_machines(self._oc_hot, self.oc_members, tick_ts, float(oc_p[signal_stack.OC_MIN_FRACTION]),
                                    float(oc_p[signal_stack.OC_MIN_SIGNALS]), self._oc_hold_ns, self.hold_until)
@@ -663,7 +675,7 @@ class DetectorStack:
                         {**self._arrays(), **self._lk_arrays(), "first_ns": self.first_ns,
                          "op_state": self.m_state, "op_since": self.m_since, "state_alt": self.state_alt,
                          "rest_state": self.rest_state, **self._dev_arrays(), "sig_rearm": self.sig_rearm,
-                         **self._act_arrays(), "trend_state": self.trend_state})
+                         **self._act_arrays(), "trend_state": self.trend_state, "rest_run": self.rest_run})
         checkpoint.save(_machine_file(path), MACHINE_STATE_VERSION, self._machine_fp,
                         {**self.machine_stage.arrays(), "mach_top_open": self.mach_top_open})
 
@@ -741,6 +753,11 @@ class DetectorStack:
                     path, STATE_VERSION, self.fingerprint, {"rest_state": np.empty_like(old)})["rest_state"]
             except checkpoint.CheckpointError:
                 pass
+        try:  # the running level's extremes (a checkpoint from before them: kept again from the next run on)
+            self.rest_run[...] = checkpoint.load(path, STATE_VERSION, self.fingerprint,
+                                                 {"rest_run": self.rest_run})["rest_run"]
+        except checkpoint.CheckpointError:
+            self.rest_run[...] = atrest.init_run_level(self.n_signals)
         try:  # slow trends (a checkpoint from before them: each signal learns its slopes again, ``trend.warmup``)
             self.trend_state[...] = checkpoint.load(path, STATE_VERSION, self.fingerprint,
                                                     {"trend_state": self.trend_state})["trend_state"]
@@ -827,6 +844,7 @@ class DetectorStack:
         self.z_last[rows] = 0.0
         self.sig_rearm[rows] = rearm.init_state(rows.shape[0])  # a new baseline's first alarm is news
         self.rest_state[rows] = atrest.init_state(rows.size)  # the rest band learns afresh too
+        self.rest_run[rows] = atrest.init_run_level(rows.size)  # and the running level
         self.trend_state[rows] = trend.init_state(rows.size)  # and the normal slope
         self._trend_recount()
 

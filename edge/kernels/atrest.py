@@ -63,7 +63,29 @@ one pass over the frame instead of two cost ~8 ns/sample less). A signal is leav
   (``DEV``: the smoothing averages rest noise out), points towards ``R``, ``R`` is at least ``start_load_bands``
   bands from the rest value (a load, not a signal that reads the same whether the machine runs or not: a wave at
   rest would count half the time), and ``|DEV|`` has covered ``start_run_fraction`` of the way and
-  ``start_noise_band`` bands.
+  ``start_noise_band`` bands. (``R`` as it froze at the stop: it lags the shift's ramp down and reads 10-16 % of
+  the running level. Reading the kept running level below instead made many more signals "loads" whose smoothed
+  rest deviation heads there -- slow waves, temperatures following the hall -- and held off compressors and presses
+  as starting all night: off-machine recall 0.80 -> 0.37 on seed 2, a tenth of the demo plant.)
+
+**The running level kept** (``run_level``, ``run_lvl``): the slow maximum and minimum of the running baseline's
+level while the machine RUNS; the farther of them from the rest value is where a load runs (none where the range
+holds the rest value: a temperature cycling around ambient). The band's floor reads the largest known running level
+(the baseline as frozen at the stop made the meters' noise-free ``peak_demand`` a band of 0.5 % of 15 % of its
+running level, left at ~0.1 % load minutes before anything else moved), and the plant start test below reads it.
+
+**Plant start test** (why: a machine with a single load -- a leak tester's pump, which ramps with the shift's power
+before the first part comes -- can never show the machine-wide test several signals leaving; it alarmed at every
+shift start). A shift start moves many machines at once, a fault one machine. A machine *has a load heading to its
+running level* in a frame when one of its counted signals, and its deviation smoothed over ``start_tau_s``, are
+beyond ``start_band`` of its band on the side of its kept running level, at least ``start_load_bands`` bands away (a
+wave at rest never reaches half its band; a noise outlier's smoothed deviation does not, a ramp's does); the frame's
+latest timestamp is kept (``m_start[m, LOAD_AT]``). While at least ``start_peers`` machines (the owner sets
+``plant_need``: ``max(peers_min, peers_fraction * machines judged at rest)``; 0: off) had such a load within
+``start_peer_window_s``, each machine with such a load in the frame is starting (machines starting by the
+machine-wide test are no peers: that test fires at night too, and with them off machines were held all night). Cost:
+a fault that moves one load of an off machine towards its running level while a plant start is under way is held as
+a start (minutes a day).
 
 While a machine is starting its signals are neither judged nor learned and their evidence is dropped (an alarm
 opened by the first signal to leave closes): the hold lasts until the machine's state follows (RUNNING: this pass
@@ -121,11 +143,19 @@ P_FROZEN_MULT = 18
 P_FROZEN_MIN_RUN = 19
 P_FROZEN_RUNS = 20
 P_FROZEN_TAU_S = 21
-P_WIDTH = 22
+P_START_PEERS = 22  # machines starting together that make a plant start (0: no plant start test; the owner sets it)
+P_START_PEER_WINDOW_S = 23  # a machine's load heading to its running level counts as a peer this long
+P_WIDTH = 24
 
 START_UNTIL = 0  # columns of ``m_start`` (int64 per machine): starting until this time (ns), -1 never
 HOT = 1  # scratch: signals beyond the start band in this frame
-M_WIDTH = 2
+LOADS = 2  # scratch: of them, loads heading to their running level (the running-level test) in this frame
+LOAD_AT = 3  # the latest frame end (ns) at which it had such a load, -1 never (the plant start test's peers)
+M_WIDTH = 4
+
+RUN_HI = 0  # columns of ``run_lvl`` (float64 per signal): the running level's slow maximum while RUNNING, NaN none
+RUN_LO = 1  # and its slow minimum (a load can run below its rest value: a vacuum, a reactive power)
+RUN_WIDTH = 2
 
 STAMP = 0  # columns of ``sig_start`` (int64 per signal): the frame it last counted in (once per frame)
 HOT_SINCE = 1  # since when (ns) it has been beyond the start band (breaks shorter than ``start_persist_s`` bridged)
@@ -134,6 +164,7 @@ S_WIDTH = 3
 
 OFF = 1  # opstate.OFF (kept here as a literal: kernels import no detector module)
 IDLE = 2  # opstate.IDLE: powered, not producing -- judged at rest as OFF is (branch idle)
+RUNNING = 3  # opstate.RUNNING: the running level's extremes are kept (``run_level``)
 KIND_AT_REST = 11  # kinds.Kind.AT_REST
 E_MAX = 3.0  # evidence is capped at this many ``persist`` (score 0.9): a long fault's alarm closes soon after it ends
 
@@ -143,7 +174,8 @@ def make_params(mult: float, rel_res: float, warm_s: float, persist: float, cap:
                 start_hold_s: float = 600.0, peak_mult: float = 0.0, peak_warm_s: float = 1800.0,
                 start_persist_s: float = 0.0, start_run_fraction: float = 0.0, start_tau_s: float = 10.0,
                 start_noise_band: float = 0.15, start_load_bands: float = 3.0, frozen_mult: float = 0.0,
-                frozen_min_run: float = 5.0, frozen_runs: float = 20.0, frozen_tau_s: float = 21600.0) -> np.ndarray:
+                frozen_min_run: float = 5.0, frozen_runs: float = 20.0, frozen_tau_s: float = 21600.0,
+                start_peers: float = 0.0, start_peer_window_s: float = 60.0) -> np.ndarray:
     p = np.zeros(P_WIDTH, dtype=np.float64)
     p[P_MULT], p[P_REL_RES], p[P_WARM_S], p[P_PERSIST] = mult, rel_res, warm_s, persist
     p[P_CAP], p[P_DRAIN], p[P_TAU_LOC], p[P_TAU_MAD], p[P_MAX_DT] = cap, drain, tau_loc_s, tau_mad_s, max_dt_s
@@ -153,13 +185,29 @@ def make_params(mult: float, rel_res: float, warm_s: float, persist: float, cap:
     p[P_START_NOISE_BAND], p[P_START_LOAD_BANDS] = start_noise_band, start_load_bands
     p[P_FROZEN_MULT], p[P_FROZEN_MIN_RUN], p[P_FROZEN_RUNS] = frozen_mult, frozen_min_run, frozen_runs
     p[P_FROZEN_TAU_S] = frozen_tau_s
+    p[P_START_PEERS], p[P_START_PEER_WINDOW_S] = start_peers, start_peer_window_s
     return p
 
 
 def init_machines(n_machines: int) -> np.ndarray:
     m = np.zeros((max(n_machines, 1), M_WIDTH), dtype=np.int64)
     m[:, START_UNTIL] = -1
+    m[:, LOAD_AT] = -1
     return m
+
+
+def init_run_level(n: int) -> np.ndarray:
+    """The running level's extremes per signal (``run_level``): NaN until the signal's machine was seen RUNNING."""
+    return np.full((n, RUN_WIDTH), np.nan, dtype=np.float64)
+
+
+def plant_need(machine_of: np.ndarray, peers_min: float, peers_fraction: float) -> float:
+    """Machines whose loads head to their running level together that make a plant start: ``max(peers_min,
+    peers_fraction * machines judged at rest)``; 0 (off) when ``peers_min`` is 0."""
+    if peers_min <= 0:
+        return 0.0
+    n_judged = np.unique(machine_of[machine_of >= 0]).size
+    return float(max(peers_min, peers_fraction * n_judged))
 
 
 def init_signals(n: int) -> np.ndarray:
@@ -198,11 +246,27 @@ def _fmin(a: float, b: float) -> float:
 
 
 @njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
-def _floor(st: np.ndarray, s: int, floor: np.ndarray, p: np.ndarray, run_st: np.ndarray, run_col: int) -> float:
+def _floor(st: np.ndarray, s: int, floor: np.ndarray, p: np.ndarray, run_st: np.ndarray, run_col: int,
+           run_lvl: np.ndarray) -> float:
     """The band's floor: register steps or span (``floor[s, 0]``), a fraction of the running level (``floor[s, 1]``,
-    for signals without a span), the value's float resolution."""
-    run = abs(run_st[s, run_col])
+    for signals without a span), the value's float resolution. The running level is the largest of the baseline's
+    and its kept extremes (``run_level``; NaN: none): the baseline as it froze at a stop read 10-16 % of it."""
+    run = _fmax(abs(run_st[s, run_col]), _fmax(abs(run_lvl[s, RUN_HI]), abs(run_lvl[s, RUN_LO])))
     return _fmax(_fmax(floor[s, 0], floor[s, 1] * run), p[P_REL_RES] * _fmax(abs(st[s, LOC]), run))
+
+
+@njit(cache=True, nogil=True, _nrt=False)  # per-sample helper: see edge/kernels/__init__.py
+def _run_gap(run_lvl: np.ndarray, s: int, run_now: float, loc: float) -> float:
+    """From the rest value to the running level the start test heads for: the farther of the running level's slow
+    maximum and minimum (``run_level``); the running baseline's current level until the machine was seen running."""
+    hi = run_lvl[s, RUN_HI]
+    if not hi == hi:  # NaN: never seen RUNNING since the level was kept
+        return run_now - loc
+    g_hi = hi - loc
+    g_lo = run_lvl[s, RUN_LO] - loc
+    if g_hi * g_lo <= 0.0:  # runs on both sides of its rest value (a temperature cycling around ambient): no load
+        return 0.0
+    return g_hi if abs(g_hi) >= abs(g_lo) else g_lo
 
 
 @njit(cache=True, nogil=True)
@@ -210,7 +274,7 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
                machine_of: np.ndarray, m_state: np.ndarray, m_since: np.ndarray, hold_until: np.ndarray,
                floor: np.ndarray, st: np.ndarray, p: np.ndarray, score: np.ndarray, kind: np.ndarray,
                m_need: np.ndarray, m_start: np.ndarray, sig_start: np.ndarray, frame: int, run_st: np.ndarray,
-               run_col: int) -> int:
+               run_col: int, run_lvl: np.ndarray) -> int:
     """Judge and learn the frame's samples of off machines' signals against their at-rest band, and count the
     signals leaving it for the start test, whose verdict holds from the next frame on (see module)."""
     n_high = 0
@@ -252,14 +316,15 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
         st[s, LAST_TS] = tf
         loc = st[s, LOC]
         d = abs(x - loc)
-        floor_s = _floor(st, s, floor, p, run_st, run_col)
+        floor_s = _floor(st, s, floor, p, run_st, run_col, run_lvl)
         core = p[P_MULT] * st[s, MAD]
         warm = st[s, LEARNED_S] >= p[P_WARM_S]
         if p[P_START_RUN_FRACTION] > 0.0:  # the start test's smoothed deviation (weight first order in dt: no division)
             st[s, DEV] += _fmin(dt_s * inv_tau_dev, 1.0) * (x - loc - st[s, DEV])
         if warm and sig_start[s, STAMP] != frame:  # the start test: is this signal leaving its rest band?
             env_u = core + floor_s  # the band without the peak cap: a wave at rest reaches 3/4 of its capped band
-            leaving = d > p[P_START_BAND] * env_u
+            beyond = d > p[P_START_BAND] * env_u
+            leaving = beyond
             if not leaving and p[P_START_RUN_FRACTION] > 0.0:  # a load on its way to its running level?
                 g = run_st[s, run_col] - loc
                 dev = st[s, DEV]
@@ -273,6 +338,13 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
                 if t - sig_start[s, HOT_SINCE] >= persist_ns:
                     sig_start[s, STAMP] = frame
                     m_start[m, HOT] += 1
+                    if beyond:  # the plant start test: a load beyond half its band towards its kept running
+                        # level (a wave at rest never reaches half its uncapped band: a sine's peak is 0.26 of 6 MADs)
+                        g_run = _run_gap(run_lvl, s, run_st[s, run_col], loc)
+                        dev_b = st[s, DEV]  # smoothed over ``start_tau_s`` beyond half the band too: no noise outlier
+                        if dev_b * g_run > 0.0 and abs(dev_b) > p[P_START_BAND] * env_u and \
+                                abs(g_run) >= p[P_START_LOAD_BANDS] * env_u:
+                            m_start[m, LOADS] += 1
                     any_hot = True
         if t <= m_start[m, START_UNTIL]:  # the machine is starting: not judged, not learned, evidence dropped
             st[s, EXC] = 0.0
@@ -332,8 +404,48 @@ def rest_chunk(ts_ns: np.ndarray, signal: np.ndarray, value: np.ndarray, quality
             st[s, LEARNED_S] = learned + dt_s
     if any_hot:  # machines with enough signals leaving their bands in this frame are starting
         hold_ns = np.int64(p[P_START_HOLD_S] * 1e9)
+        plant = False
+        if p[P_START_PEERS] > 0.0:  # the plant start test: machines starting, or with a load heading to running
+            window_ns = np.int64(p[P_START_PEER_WINDOW_S] * 1e9)
+            peers = 0
+            for m in range(m_start.shape[0]):
+                if m_start[m, LOADS] > 0:
+                    m_start[m, LOAD_AT] = t_max
+                if m_start[m, LOAD_AT] >= 0 and t_max - m_start[m, LOAD_AT] <= window_ns:
+                    peers += 1  # (not machines starting by the machine-wide test: that fires at night too)
+            plant = peers >= p[P_START_PEERS]
         for m in range(m_start.shape[0]):
-            if m_start[m, HOT] >= m_need[m]:
+            if m_start[m, HOT] >= m_need[m] or (plant and m_start[m, LOADS] > 0):
                 m_start[m, START_UNTIL] = t_max + hold_ns
             m_start[m, HOT] = 0
+            m_start[m, LOADS] = 0
     return n_high
+
+
+@njit(cache=True, nogil=True)
+def run_level(machine_of: np.ndarray, m_state: np.ndarray, run_st: np.ndarray, run_col: int, run_lvl: np.ndarray,
+              a: float) -> int:
+    """Keep, per signal of a RUNNING machine, the slow maximum and minimum of the running baseline's level
+    ``R = run_st[s, run_col]``: ``hi = max(R, hi - a * (hi - R))`` (``lo`` mirrored), ``a`` the decay of this call
+    (``elapsed / tau``, at most 1). Why: the start test's running-level test reads where a load runs; the baseline's
+    level as it froze at a stop lags the shift's ramp down and reads 10-16 % of the running level, so a machine's
+    morning ramp was not recognised as heading there (module docstring). Called every few seconds, not per sample
+    (the extremes of a level that changes over minutes). Returns the number of signals updated."""
+    n_up = 0
+    for s in range(machine_of.shape[0]):
+        m = machine_of[s]
+        if m < 0 or m_state[m] != RUNNING:
+            continue
+        r = run_st[s, run_col]
+        if not np.isfinite(r):
+            continue
+        hi = run_lvl[s, RUN_HI]
+        if not hi == hi:
+            run_lvl[s, RUN_HI] = r
+            run_lvl[s, RUN_LO] = r
+        else:
+            run_lvl[s, RUN_HI] = _fmax(r, hi - a * (hi - r))
+            lo = run_lvl[s, RUN_LO]
+            run_lvl[s, RUN_LO] = _fmin(r, lo + a * (r - lo))
+        n_up += 1
+    return n_up
