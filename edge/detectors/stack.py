@@ -363,6 +363,9 @@ class DetectorStack:
                                               ar.frozen_min_run, ar.frozen_runs, ar.frozen_tau_s)
         self.rest_need = atrest.machine_need(self.rest_machine_of, self.n_machines, ar.start_min, ar.start_fraction)
         self._rest_sig = atrest.init_signals(n_signals)  # the start test's per-signal scratch
+        # signals that read the same at rest as running keep their running judgement while off (``thaw_independent``)
+        self.thaw_params = atrest.make_thaw_params(ar.same_ratio_min, ar.same_ratio_max, ar.same_dist,
+                                                   ar.same_learned_s, float(s.warmup))
         self._rest_frame = 0
         # The alarm gate holds a machine's process alarms for operating changes and state changes alike.
         self.gate_machine_of = machine_of.copy() if (oc.enabled or self._state_on) else np.full(
@@ -463,6 +466,7 @@ class DetectorStack:
         self.trend_m_hot = np.zeros(max(self.n_machines, 1), dtype=np.int64)  # members trending now, per machine
         self.trend_m_held = np.full(max(self.n_machines, 1), -1, dtype=np.int64)  # trends held until (ns)
         self.rest_start = atrest.init_machines(self.n_machines)  # machines starting (at-rest held), not checkpointed
+        self.thaw_seen = atrest.init_thaw(self.n_machines)  # state changes the thaw looked at (not checkpointed)
         self.cfg[:, signal_stack.C_FROZEN] = 0.0
         self.dev_good = np.full(self.n_devices, -1, dtype=np.int64)  # latest good poll per device (ns), -1 never
         self.dev_any = np.full(self.n_devices, -1, dtype=np.int64)  # latest sample of any quality per device (ns)
@@ -519,6 +523,11 @@ class DetectorStack:
                               kind, int(Kind.CHANGE))
         if self._rest_on and n:
             self._rest_frame += 1
+            atrest.thaw_independent(self.m_state, self.m_since, self.thaw_seen, self.st_ptr, self.st_sig,
+                                    self.rest_machine_of, self.rest_state, self.state,
+                                    signal_stack.B_LEVEL + robust.LOC, signal_stack.B_LEVEL + robust.SCALE,
+                                    signal_stack.B_LEVEL + robust.COUNT, self.thaw_params, self.cfg,
+                                    signal_stack.C_FROZEN)
             atrest.rest_chunk(ts_ns, signal, value, quality, self.rest_machine_of, self.m_state, self.m_since,
                               self.hold_until, self.rest_floor, self.rest_state, self.rest_params, score, kind,
                               self.rest_need, self.rest_start, self._rest_sig, self._rest_frame, self.state,
@@ -681,6 +690,7 @@ class DetectorStack:
         if not self._idle_on:  # IDLE switched off since: an idle machine is running (only activity would end it)
             self.m_state[self.m_state == opstate.IDLE] = opstate.RUNNING
         self._refreeze()
+        self.thaw_seen[...] = atrest.init_thaw(self.n_machines)  # the thaw looks at every machine's state again
         try:  # device judgement (a checkpoint from before it: devices count as never seen until they answer)
             dv = checkpoint.load(path, STATE_VERSION, self.fingerprint, self._dev_arrays())
             for name, arr in self._dev_arrays().items():
