@@ -213,6 +213,8 @@ def _thaw_case(seed: int) -> tuple:
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_thaw_independent_matches_reference(seed):
+    """Three calls: the changes, a frame before the next look is due (nothing), and one after it, with the rests
+    learned meanwhile (a machine's first off period: nothing learned at its stop)."""
     members, rest_machine_of, st, run, m_state, m_since = _thaw_case(seed)
     n = st.shape[0]
     m_ptr = np.concatenate([[0], np.cumsum([len(x) for x in members])]).astype(np.int64)
@@ -220,22 +222,27 @@ def test_thaw_independent_matches_reference(seed):
     tp = atrest.make_thaw_params(THAW["ratio_min"], THAW["ratio_max"], THAW["dist"], THAW["learned_s"],
                                  THAW["warmup"])
     cfg = np.ones((n, 2))
-    seen = atrest.init_thaw(4)
-    got = atrest.thaw_independent(m_state, m_since, seen, m_ptr, m_sig, rest_machine_of, st, run, 0, 1, 2, tp, cfg, 1)
+    th = atrest.init_thaw(4)
     frozen = np.ones(n)
-    seen_ref = atrest.init_thaw(4)
-    rest = st[:, [atrest.LOC, atrest.MAD, atrest.LEARNED_S]]
-    want = naive.thaw_independent(m_state, m_since, seen_ref, members, rest_machine_of, rest, run, THAW, frozen)
-    assert got == want
-    np.testing.assert_array_equal(cfg[:, 1], frozen)
-    np.testing.assert_array_equal(seen, seen_ref)
+    seen_ref, next_ref = np.full(4, -2, np.int64), np.full(4, -1, np.int64)
+    later = np.random.default_rng(seed + 100).choice([0.0, 5000.0], n)
+    for t in (10**9, 10**9 + 99 * 10**9, 10**9 + 100 * 10**9):
+        if t > 10**9:
+            st[:, atrest.LEARNED_S] += later
+        got = atrest.thaw_independent(t, m_state, m_since, th, m_ptr, m_sig, rest_machine_of, st, run, 0, 1, 2, tp,
+                                      cfg, 1)
+        rest = st[:, [atrest.LOC, atrest.MAD, atrest.LEARNED_S]]
+        want = naive.thaw_independent(t, m_state, m_since, seen_ref, next_ref, members, rest_machine_of, rest, run,
+                                      THAW, frozen)
+        assert got == want
+        np.testing.assert_array_equal(cfg[:, 1], frozen)
+        np.testing.assert_array_equal(th[:, atrest.TH_SEEN], seen_ref)
+        np.testing.assert_array_equal(th[:, atrest.TH_NEXT], next_ref)
+        if t == 10**9 + 99 * 10**9:
+            assert got == 0  # no change and no look due
     assert (cfg[:, 0] == 1.0).all()  # only the frozen column is written
     assert (cfg[10:15, 1] == 1.0).all()  # a running machine is left alone
-    # the same change again: nothing more is looked at (the running stack may have re-frozen nothing meanwhile)
-    cfg[:, 1] = 1.0
-    assert atrest.thaw_independent(m_state, m_since, seen, m_ptr, m_sig, rest_machine_of, st, run, 0, 1, 2, tp, cfg,
-                                   1) == 0
-    assert (cfg[:, 1] == 1.0).all()
+    assert th[2, atrest.TH_NEXT] == -1 and th[0, atrest.TH_NEXT] == 10**9 + 200 * 10**9
 
 
 def test_thaw_reads_a_signal_that_follows_the_hall_as_the_same_and_a_load_or_a_constant_not():
@@ -248,11 +255,11 @@ def test_thaw_reads_a_signal_that_follows_the_hall_as_the_same_and_a_load_or_a_c
     tp = atrest.make_thaw_params(0.7, 8.0, 2.0, 3600.0, 30.0)
     cfg = np.ones((n, 1))
     m_ptr = np.array([0, n], np.int64)
-    got = atrest.thaw_independent(np.array([1], np.int8), np.array([123], np.int64), atrest.init_thaw(1), m_ptr,
+    got = atrest.thaw_independent(0, np.array([1], np.int8), np.array([123], np.int64), atrest.init_thaw(1), m_ptr,
                                   np.arange(n, dtype=np.int64), np.zeros(n, np.int64), st, run, 0, 1, 2, tp, cfg, 0)
     assert got == 1 and cfg[:, 0].tolist() == [0.0, 1.0, 1.0, 1.0]
     off = atrest.make_thaw_params(0.0, 8.0, 2.0, 3600.0, 30.0)  # ratio_min 0: the thaw is off
     cfg[:] = 1.0
-    assert atrest.thaw_independent(np.array([1], np.int8), np.array([123], np.int64), atrest.init_thaw(1), m_ptr,
+    assert atrest.thaw_independent(0, np.array([1], np.int8), np.array([123], np.int64), atrest.init_thaw(1), m_ptr,
                                    np.arange(n, dtype=np.int64), np.zeros(n, np.int64), st, run, 0, 1, 2, off, cfg,
                                    0) == 0

@@ -466,7 +466,7 @@ class DetectorStack:
         self.trend_m_hot = np.zeros(max(self.n_machines, 1), dtype=np.int64)  # members trending now, per machine
         self.trend_m_held = np.full(max(self.n_machines, 1), -1, dtype=np.int64)  # trends held until (ns)
         self.rest_start = atrest.init_machines(self.n_machines)  # machines starting (at-rest held), not checkpointed
-        self.thaw_seen = atrest.init_thaw(self.n_machines)  # state changes the thaw looked at (not checkpointed)
+        self.thaw_seen = atrest.init_thaw(self.n_machines)  # the thaw's looks per machine (not checkpointed)
         self.cfg[:, signal_stack.C_FROZEN] = 0.0
         self.dev_good = np.full(self.n_devices, -1, dtype=np.int64)  # latest good poll per device (ns), -1 never
         self.dev_any = np.full(self.n_devices, -1, dtype=np.int64)  # latest sample of any quality per device (ns)
@@ -523,7 +523,7 @@ class DetectorStack:
                               kind, int(Kind.CHANGE))
         if self._rest_on and n:
             self._rest_frame += 1
-            atrest.thaw_independent(self.m_state, self.m_since, self.thaw_seen, self.st_ptr, self.st_sig,
+            atrest.thaw_independent(tick_ts, self.m_state, self.m_since, self.thaw_seen, self.st_ptr, self.st_sig,
                                     self.rest_machine_of, self.rest_state, self.state,
                                     signal_stack.B_LEVEL + robust.LOC, signal_stack.B_LEVEL + robust.SCALE,
                                     signal_stack.B_LEVEL + robust.COUNT, self.thaw_params, self.cfg,

@@ -357,9 +357,16 @@ def make_thaw_params(ratio_min: float, ratio_max: float, dist: float, learned_s:
     return p
 
 
+TH_SEEN = 0  # columns of the thaw's per-machine state (int64): the state change (``m_since``) it last looked at
+TH_NEXT = 1  # when (ns) it looks again while the machine stays off (-1: not)
+TH_WIDTH = 2
+
+
 def init_thaw(n_machines: int) -> np.ndarray:
-    """Per machine, the state change (``m_since``) the thaw last looked at; -2: none (``m_since`` is -1 unseen)."""
-    return np.full(max(n_machines, 1), -2, dtype=np.int64)
+    """Per machine: no state change looked at (-2: ``m_since`` is -1 while unseen), no look scheduled."""
+    th = np.full((max(n_machines, 1), TH_WIDTH), -1, dtype=np.int64)
+    th[:, TH_SEEN] = -2
+    return th
 
 
 @njit(cache=True, nogil=True, _nrt=False)  # per-signal helper: see edge/kernels/__init__.py
@@ -384,12 +391,17 @@ def reads_same(st: np.ndarray, s: int, run_st: np.ndarray, loc_col: int, scale_c
 
 
 @njit(cache=True, nogil=True)
-def thaw_independent(m_state: np.ndarray, m_since: np.ndarray, m_seen: np.ndarray, m_ptr: np.ndarray,
+def thaw_independent(t_ns: int, m_state: np.ndarray, m_since: np.ndarray, m_thaw: np.ndarray, m_ptr: np.ndarray,
                      m_sig: np.ndarray, rest_machine_of: np.ndarray, st: np.ndarray, run_st: np.ndarray, loc_col: int,
                      scale_col: int, count_col: int, tp: np.ndarray, cfg: np.ndarray, frozen_col: int) -> int:
-    """At each machine's change to OFF or IDLE (``m_since[m]`` differs from ``m_seen[m]``, which then follows it),
-    its at-rest judged signals that read the same at rest as running (``reads_same``) are thawed: their frozen
-    column in ``cfg`` goes back to 0, so the running stack keeps judging and learning them while the machine is off.
+    """At each machine's change to OFF or IDLE (``m_since[m]`` differs from ``m_thaw[m, TH_SEEN]``, which then
+    follows it), and every ``T_LEARNED_S`` after it while the machine stays off (``m_thaw[m, TH_NEXT]``, compared
+    with the frame's time ``t_ns``), its at-rest judged signals that read the same at rest as running
+    (``reads_same``) are thawed: their frozen column in ``cfg`` goes back to 0, so the running stack keeps judging
+    and learning them while the machine is off. Why the later looks: a machine's first off period has no rest
+    learned at its stop (on the simulated plant with half a day of history, most machines off on the scored night
+    had idled the night before); a thawed signal stays thawed until the machine's next change (``opstate``
+    freezes it again at the next stop).
 
     Why: on the simulated demo plant most visible faults missed on switched-off machines were on signals that do not
     follow the machine at all (a compressor's suction temperature, oil pressure, COP: the hall's cycle), judged only
@@ -405,12 +417,16 @@ def thaw_independent(m_state: np.ndarray, m_since: np.ndarray, m_seen: np.ndarra
     n = 0
     if not tp[T_RATIO_MIN] > 0.0:
         return 0
+    every_ns = np.int64(_fmax(tp[T_LEARNED_S], 1.0) * 1e9)
     for m in range(m_ptr.shape[0] - 1):
-        if m_since[m] == m_seen[m]:
+        due = m_thaw[m, TH_NEXT] >= 0 and t_ns >= m_thaw[m, TH_NEXT]
+        if m_since[m] == m_thaw[m, TH_SEEN] and not due:
             continue
-        m_seen[m] = m_since[m]
+        m_thaw[m, TH_SEEN] = m_since[m]
         if m_state[m] != OFF and m_state[m] != IDLE:
+            m_thaw[m, TH_NEXT] = -1
             continue
+        m_thaw[m, TH_NEXT] = t_ns + every_ns
         for j in range(m_ptr[m], m_ptr[m + 1]):
             s = m_sig[j]
             if rest_machine_of[s] >= 0 and reads_same(st, s, run_st, loc_col, scale_col, count_col, tp):
