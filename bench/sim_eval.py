@@ -73,6 +73,8 @@ sys.path.insert(0, str(ROOT))
 from edge.detectors.analytics import EdgeAnalytics  # noqa: E402
 from edge.detectors.events import EVENT_DTYPE, Phase, Scope  # noqa: E402
 from edge.detectors.settings import AnalyticsSettings  # noqa: E402
+from edge.detectors.stack import DetectorStack  # noqa: E402
+from edge.kernels import atrest, robust, signal_stack  # noqa: E402
 from edge.kernels.kinds import Kind  # noqa: E402
 from edge.pdm.rul import RulEstimator  # noqa: E402
 from plantwire.configfile import load_plant  # noqa: E402
@@ -364,6 +366,8 @@ def fault_run(plant_path: Path, seed: int, train_days: float, clean_days: float,
         n_ticks_own = n_ticks
     trace = _StateTrace(an.stack.m_state) if missed is not None and parts == 1 else None
     probe = _EventProbe(world.schedule.starting(float(t_fault), float(n_ticks)), grace_s) if trace is not None else None
+    rest_probe = _RestProbe(an.stack, world.schedule.starting(float(t_fault), float(n_ticks))) \
+        if trace is not None else None
     for k, v, qual in ticks(model, q, 0, n_ticks_own, split_at=t_fault,
                             schedule=lambda k: world.schedule if k >= t_fault else clean.schedule):
         ts.fill(EPOCH_NS + k * 1_000_000_000)
@@ -372,6 +376,8 @@ def fault_run(plant_path: Path, seed: int, train_days: float, clean_days: float,
             trace.see(k, an.stack.m_state)
         if probe is not None and k >= t_fault:
             probe.see(k, r.score, r.kind, r.alarm_score)
+        if rest_probe is not None:
+            rest_probe.see(k)
         dropped += r.events_dropped
         if r.events.shape[0] and k >= t_score:
             ev = r.events[r.events["phase"] == Phase.OPEN]
@@ -483,7 +489,7 @@ def fault_run(plant_path: Path, seed: int, train_days: float, clean_days: float,
         visible = observable(world, seed, q, world.schedule, clean.schedule, truth, ~detected)
         with open(missed, "w") as fh:
             fh.write("start_s,end_s,signal,kind,magnitude,machine_off,detected,delay_s,clean_at_start,low,high,"
-                     "det_state,det_since_s,visible,max_score,max_kind,max_alarm_score\n")
+                     "det_state,det_since_s,visible,max_score,max_kind,max_alarm_score," + _RestProbe.HEADER + "\n")
             for i in range(n_ev):
                 row = int(truth.signal[i])
                 c0 = model.clean_at(np.array([float(truth.start_s[i])]), np.array([row]))[0]
@@ -493,7 +499,7 @@ def fault_run(plant_path: Path, seed: int, train_days: float, clean_days: float,
                          f"{int(detected[i])},{delay[i]:.1f},{c0:.6g},{table.low[row]:g},{table.high[row]:g},"
                          f"{st_name},{since},{int(visible[i])},{probe.raw[i] if probe else np.nan:.4f},"
                          f"{Kind(int(probe.kind[i])).name if probe else ''},"
-                         f"{probe.gated[i] if probe else np.nan:.4f}\n")
+                         f"{probe.gated[i] if probe else np.nan:.4f},{rest_probe.row(i) if rest_probe else ''}\n")
     return FaultFigures(n_ev, detected, delay, truth.kind.astype(np.int64), in_range, int((~sig_used).sum()),
                         int((~mach_used).sum()), by_kind, by_hour, top, clean_false, n * clean_days * 24.0,
                         n * (clean_days + fault_days) * 24.0, n, seconds, off, cpu_s, n_carried, idle, in_ramp)
@@ -548,6 +554,62 @@ class _EventProbe:
 
 
 _STATE_NAMES = ("unknown", "off", "idle", "running")  # opstate's values
+
+
+class _RestProbe:
+    """The at-rest stage's view of each injected event's signal at the event's first and last tick (``--missed``).
+
+    Why: a fault on a switched-off machine is missed for different reasons -- its signal is not judged at rest at
+    all, the machine's stop grace (``hold_until``) still holds it, the band has not learned enough (``warm_s``), or
+    the fault is small against the band; the probe records which, per event, so the misses can be broken down.
+    """
+
+    HEADER = ("rest_judged,rest_after_hold_s,rest_learned_s,rest_band,rest_loc,rest_loc_end,rest_band_end,"
+              "rest_after_hold_end_s")
+
+    def __init__(self, stack: DetectorStack, truth: Events) -> None:
+        self._stack = stack
+        self._rows = truth.signal.astype(np.int64)
+        starts = np.floor(truth.start_s).astype(np.int64)
+        ends = np.maximum(np.ceil(truth.end_s).astype(np.int64) - 1, starts)
+        self._at: dict[int, list[tuple[int, bool]]] = {}
+        for i, (a, b) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+            self._at.setdefault(a, []).append((i, True))
+            self._at.setdefault(b, []).append((i, False))
+        n = len(self._rows)
+        self._start = np.full((n, 4), np.nan)  # after hold (s), learned (s), band half-width, rest value
+        self._end = np.full((n, 3), np.nan)  # rest value, band half-width, after hold (s)
+
+    def see(self, k: int) -> None:
+        """Record the events that start or end at tick ``k`` (called after the tick's frame was processed)."""
+        todo = self._at.get(k)
+        if not todo:
+            return
+        stk = self._stack
+        for i, first in todo:
+            row = int(self._rows[i])
+            m = int(stk.rest_machine_of[row])
+            if m < 0:
+                continue
+            st = stk.rest_state[row]
+            p = stk.rest_params
+            floor = atrest._floor(stk.rest_state, row, stk.rest_floor, p, stk.state, signal_stack.B_LEVEL + robust.LOC)
+            core = p[atrest.P_MULT] * st[atrest.MAD]
+            t_ns = EPOCH_NS + k * 1_000_000_000
+            if p[atrest.P_PEAK_MULT] > 0.0 and st[atrest.LEARNED_S] >= p[atrest.P_PEAK_WARM_S] and \
+                    t_ns - max(int(stk.hold_until[m]), int(stk.m_since[m])) >= p[atrest.P_PEAK_WARM_S] * 1e9:
+                core = min(core, p[atrest.P_PEAK_MULT] * st[atrest.PEAK])  # the peak cap, as the kernel applies it
+            band = core + floor
+            after = (EPOCH_NS + k * 1_000_000_000 - int(stk.hold_until[m])) / 1e9
+            if first:
+                self._start[i] = (after, st[atrest.LEARNED_S], band, st[atrest.LOC])
+            else:
+                self._end[i] = (st[atrest.LOC], band, after)
+
+    def row(self, i: int) -> str:
+        judged = int(self._stack.rest_machine_of[int(self._rows[i])] >= 0)
+        vals = [*self._start[i].tolist(), *self._end[i].tolist()]
+        return f"{judged}," + ",".join(f"{v:.6g}" for v in vals)
 
 
 class _StateTrace:

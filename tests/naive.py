@@ -1134,3 +1134,36 @@ def trend_chunk(ts_ns, signal, value, quality, score, kind, enabled, res, kind_c
         if sc is not None and sc > score[k]:
             score[k], kind[k] = sc, kind_code
     return score, kind
+
+
+def thaw_independent(t_ns, m_state, m_since, m_seen, m_next, m_members, rest_machine_of, rest, run, params, frozen):
+    """Reference of ``atrest.thaw_independent``. ``m_members``: list per machine of its signals; ``rest``: rows
+    (loc, mad, learned); ``run``: rows (loc, scale, count) of the running baseline; ``params``: dict ratio_min,
+    ratio_max, dist, learned_s, warmup; ``m_seen`` (change looked at), ``m_next`` (ns of the next look while off,
+    -1 none) and ``frozen`` (per signal, 1 frozen) updated in place. Returns the number of signals thawed."""
+    if not params["ratio_min"] > 0:
+        return 0
+    n = 0
+    for m, members in enumerate(m_members):
+        due = m_next[m] >= 0 and t_ns >= m_next[m]
+        if m_since[m] == m_seen[m] and not due:
+            continue
+        m_seen[m] = m_since[m]
+        if int(m_state[m]) not in (1, 2):
+            m_next[m] = -1
+            continue
+        m_next[m] = t_ns + int(max(params["learned_s"], 1.0) * 1e9)
+        for s in members:
+            loc, mad, learned = (float(c) for c in rest[s])
+            r_loc, r_sd, count = (float(c) for c in run[s])
+            if rest_machine_of[s] < 0 or not learned >= params["learned_s"] or not count >= params["warmup"]:
+                continue
+            sd = mad * math.sqrt(math.pi / 2)
+            if not (r_sd > 0 and sd > 0):
+                continue
+            if not params["ratio_min"] <= sd / r_sd <= params["ratio_max"]:
+                continue
+            if abs(loc - r_loc) <= params["dist"] * max(r_sd, sd):
+                frozen[s] = 0.0
+                n += 1
+    return n

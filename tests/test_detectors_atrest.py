@@ -11,7 +11,7 @@ from edge.detectors import checkpoint
 from edge.detectors.events import Phase
 from edge.detectors.settings import AnalyticsSettings, AtRestSettings, OffJudgement, OperatingStateSettings
 from edge.detectors.stack import DetectorStack
-from edge.kernels import atrest
+from edge.kernels import atrest, signal_stack
 from edge.kernels.kinds import EN_ALL, EN_COUNTER, EN_STATE, Kind
 
 T0 = 1_767_571_200 * 10**9
@@ -209,3 +209,40 @@ def test_skipping_the_pass_while_no_machine_rests_changes_nothing(monkeypatch):
     for a, b in zip(skipped, always, strict=True):
         for x, y in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,), strict=True):
             assert x.tobytes() == y.tobytes()
+
+
+def _hall_run(same_ratio_min: float, end: int, seed: int = 11) -> tuple[DetectorStack, list, dict]:
+    """Machine 0: a running bit (0), a load (1: 40 running, clipped noise at rest) and a pressure that follows the
+    hall, not the machine (2: 6 + sin, period 300 s, the same running or off). Off 900 s (the rest is learned),
+    running 900 s, stopped at 1,800 s (grace 300 s); from 2,200 s the pressure reads 2.5 amplitudes high.
+    Returns the stack, the alarms opened after the stop and the frozen flags seen at 2,100 s. ``end`` frames."""
+    ar = AtRestSettings(enabled=True, warm_s=300, same_learned_s=600, same_ratio_min=same_ratio_min)
+    s = AnalyticsSettings(settle_s=0, alarm_settle=60, operating_state=OperatingStateSettings(
+        grace_s=GRACE_S, off=OffJudgement.FREEZE, at_rest=ar))
+    stack = DetectorStack(3, np.zeros(3, np.int64), s, enable=np.array([EN_STATE, EN_ALL, EN_ALL], np.int64),
+                          low=np.zeros(3), high=np.array([1.0, 100.0, 20.0]), running_of=np.array([0, -1, -1]))
+    rng = np.random.default_rng(seed)
+    sig, q, opened, frozen = np.arange(3, dtype=np.uint32), np.zeros(3, np.uint8), [], {}
+    for k in range(end):
+        on = 900 <= k < 1800
+        v = np.array([1.0 if on else 0.0, 40.0 + rng.normal() if on else max(0.0, 0.3 * rng.normal()),
+                      6.0 + np.sin(2 * np.pi * k / 300) + 0.1 * rng.normal() + (2.5 if k >= 2200 else 0.0)])
+        r = stack.process(sig, v, q, np.full(3, T0 + k * 10**9, np.int64))
+        if k >= 1800:
+            opened += [(k, int(e["entity"]), int(e["kind"])) for e in r.events if e["phase"] == Phase.OPEN]
+        if k == 2100:
+            frozen = {s_: float(stack.cfg[s_, signal_stack.C_FROZEN]) for s_ in (1, 2)}
+    return stack, opened, frozen
+
+
+def test_a_signal_that_reads_the_same_at_rest_keeps_its_running_judgement_while_the_machine_is_off():
+    """``same_*`` (``atrest.thaw_independent``): at the stop, the pressure that follows the hall (its rest noise ~
+    its running scale, its rest value at its running level) is thawed -- the running stack goes on learning and
+    judging it, and its offset on the stopped machine opens an alarm of the running stack's kinds -- while the load
+    (rest noise a few % of its running scale) stays frozen. With the thaw off both stay frozen. ~4,400 frames."""
+    _, opened, frozen = _hall_run(0.7, 2300)
+    assert frozen == {1: 1.0, 2: 0.0}
+    assert [e for _, e, _ in opened] == [2] and 2200 <= opened[0][0] <= 2260
+    assert opened[0][2] != int(Kind.AT_REST)  # found by the running stack (level or change), not the rest band
+    _, _, frozen_off = _hall_run(0.0, 2101)
+    assert frozen_off == {1: 1.0, 2: 1.0}

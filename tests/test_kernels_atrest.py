@@ -279,3 +279,82 @@ def test_a_plant_start_holds_machines_of_one_load_and_a_lone_ramp_alarms(peers):
             lone_alarmed |= bool(score[3] >= 0.5)
     assert (not alarmed.any()) if peers else alarmed[:3].all()
     assert lone_alarmed and 3 not in starting
+
+
+THAW = {"ratio_min": 0.7, "ratio_max": 8.0, "dist": 2.0, "learned_s": 100.0, "warmup": 30.0}
+
+
+def _thaw_case(seed: int) -> tuple:
+    """4 machines of 5 signals each; rest and running statistics drawn around the thresholds, with NaN, inf, zero
+    (constant) scales, unlearned rests, cold running baselines and signals not judged at rest."""
+    rng = np.random.default_rng(seed)
+    n_m, per = 4, 5
+    n = n_m * per
+    members = [list(range(m * per, (m + 1) * per)) for m in range(n_m)]
+    rest_machine_of = np.repeat(np.arange(n_m), per).astype(np.int64)
+    rest_machine_of[rng.random(n) < 0.15] = -1
+    st = atrest.init_state(n)
+    st[:, atrest.LOC] = rng.normal(10, 2, n)
+    st[:, atrest.MAD] = rng.choice([0.0, 0.05, 0.4, 0.8, 1.0, 5.0, np.nan, np.inf], n)
+    st[:, atrest.LEARNED_S] = rng.choice([0.0, 50.0, 100.0, 5000.0, np.nan], n)
+    run = np.zeros((n, 3))
+    run[:, 0] = st[:, atrest.LOC] + rng.choice([0.0, 0.5, 1.5, 3.0, 30.0, np.inf], n)
+    run[:, 1] = rng.choice([0.0, 0.5, 1.0, 1.2, np.nan], n)
+    run[:, 2] = rng.choice([0.0, 29.0, 30.0, 500.0], n)
+    m_state = np.array([1, 2, 3, 1], np.int8)  # off, idle, running, off
+    m_since = np.array([5, 6, 7, -1], np.int64)  # the last machine: never seen a change
+    return members, rest_machine_of, st, run, m_state, m_since
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_thaw_independent_matches_reference(seed):
+    """Three calls: the changes, a frame before the next look is due (nothing), and one after it, with the rests
+    learned meanwhile (a machine's first off period: nothing learned at its stop)."""
+    members, rest_machine_of, st, run, m_state, m_since = _thaw_case(seed)
+    n = st.shape[0]
+    m_ptr = np.concatenate([[0], np.cumsum([len(x) for x in members])]).astype(np.int64)
+    m_sig = np.concatenate(members).astype(np.int64)
+    tp = atrest.make_thaw_params(THAW["ratio_min"], THAW["ratio_max"], THAW["dist"], THAW["learned_s"],
+                                 THAW["warmup"])
+    cfg = np.ones((n, 2))
+    th = atrest.init_thaw(4)
+    frozen = np.ones(n)
+    seen_ref, next_ref = np.full(4, -2, np.int64), np.full(4, -1, np.int64)
+    later = np.random.default_rng(seed + 100).choice([0.0, 5000.0], n)
+    for t in (10**9, 10**9 + 99 * 10**9, 10**9 + 100 * 10**9):
+        if t > 10**9:
+            st[:, atrest.LEARNED_S] += later
+        got = atrest.thaw_independent(t, m_state, m_since, th, m_ptr, m_sig, rest_machine_of, st, run, 0, 1, 2, tp,
+                                      cfg, 1)
+        rest = st[:, [atrest.LOC, atrest.MAD, atrest.LEARNED_S]]
+        want = naive.thaw_independent(t, m_state, m_since, seen_ref, next_ref, members, rest_machine_of, rest, run,
+                                      THAW, frozen)
+        assert got == want
+        np.testing.assert_array_equal(cfg[:, 1], frozen)
+        np.testing.assert_array_equal(th[:, atrest.TH_SEEN], seen_ref)
+        np.testing.assert_array_equal(th[:, atrest.TH_NEXT], next_ref)
+        if t == 10**9 + 99 * 10**9:
+            assert got == 0  # no change and no look due
+    assert (cfg[:, 0] == 1.0).all()  # only the frozen column is written
+    assert (cfg[10:15, 1] == 1.0).all()  # a running machine is left alone
+    assert th[2, atrest.TH_NEXT] == -1 and th[0, atrest.TH_NEXT] == 10**9 + 200 * 10**9
+
+
+def test_thaw_reads_a_signal_that_follows_the_hall_as_the_same_and_a_load_or_a_constant_not():
+    n = 4
+    st = atrest.init_state(n)
+    st[:, atrest.LEARNED_S] = 7200.0
+    st[:, atrest.LOC] = [6.0, 0.1, 25.0, 3.0]  # a wave that follows the hall, a load at rest, a temperature, constant
+    st[:, atrest.MAD] = [0.64, 0.05, 0.1, 0.0]
+    run = np.array([[6.1, 0.75, 1e4], [32.0, 3.0, 1e4], [60.0, 0.5, 1e4], [3.0, 0.0, 1e4]])
+    tp = atrest.make_thaw_params(0.7, 8.0, 2.0, 3600.0, 30.0)
+    cfg = np.ones((n, 1))
+    m_ptr = np.array([0, n], np.int64)
+    got = atrest.thaw_independent(0, np.array([1], np.int8), np.array([123], np.int64), atrest.init_thaw(1), m_ptr,
+                                  np.arange(n, dtype=np.int64), np.zeros(n, np.int64), st, run, 0, 1, 2, tp, cfg, 0)
+    assert got == 1 and cfg[:, 0].tolist() == [0.0, 1.0, 1.0, 1.0]
+    off = atrest.make_thaw_params(0.0, 8.0, 2.0, 3600.0, 30.0)  # ratio_min 0: the thaw is off
+    cfg[:] = 1.0
+    assert atrest.thaw_independent(0, np.array([1], np.int8), np.array([123], np.int64), atrest.init_thaw(1), m_ptr,
+                                   np.arange(n, dtype=np.int64), np.zeros(n, np.int64), st, run, 0, 1, 2, off, cfg,
+                                   0) == 0

@@ -389,6 +389,9 @@ class DetectorStack:
         self._run_tau_s = ar.start_level_tau_s  # the running level's slow extremes (``atrest.run_level``)
         self._run_due_ns = -1  # next update of them (every RUN_LEVEL_EVERY_S of data time), -1: at the next frame
         self._rest_sig = atrest.init_signals(n_signals)  # the start test's per-signal scratch
+        # signals that read the same at rest as running keep their running judgement while off (``thaw_independent``)
+        self.thaw_params = atrest.make_thaw_params(ar.same_ratio_min, ar.same_ratio_max, ar.same_dist,
+                                                   ar.same_learned_s, float(s.warmup))
         self._rest_frame = 0
         # The alarm gate holds a machine's process alarms for operating changes and state changes alike.
         self.gate_machine_of = machine_of.copy() if (oc.enabled or self._state_on) else np.full(
@@ -494,6 +497,7 @@ class DetectorStack:
         self.trend_c_hot = np.zeros(self.trend_c_need.size, dtype=np.int64)  # members trending now, per class
         self.trend_c_held = np.full(self.trend_c_need.size, -1, dtype=np.int64)  # class held until (ns)
         self.rest_start = atrest.init_machines(self.n_machines)  # machines starting (at-rest held), not checkpointed
+        self.thaw_seen = atrest.init_thaw(self.n_machines)  # the thaw's looks per machine (not checkpointed)
         self.cfg[:, signal_stack.C_FROZEN] = 0.0
         self.dev_good = np.full(self.n_devices, -1, dtype=np.int64)  # latest good poll per device (ns), -1 never
         self.dev_any = np.full(self.n_devices, -1, dtype=np.int64)  # latest sample of any quality per device (ns)
@@ -559,6 +563,11 @@ class DetectorStack:
                 atrest.run_level(self.rest_machine_of, self.m_state, self.state, signal_stack.B_LEVEL + robust.LOC,
                                  self.rest_run, min(elapsed_s / self._run_tau_s, 1.0))
                 self._run_due_ns = tick_ts + int(RUN_LEVEL_EVERY_S * NS_PER_S)
+            atrest.thaw_independent(tick_ts, self.m_state, self.m_since, self.thaw_seen, self.st_ptr, self.st_sig,
+                                    self.rest_machine_of, self.rest_state, self.state,
+                                    signal_stack.B_LEVEL + robust.LOC, signal_stack.B_LEVEL + robust.SCALE,
+                                    signal_stack.B_LEVEL + robust.COUNT, self.thaw_params, self.cfg,
+                                    signal_stack.C_FROZEN)
             # while no machine rests the pass would judge, learn and count nothing: skipped (bit-identical)
             if opstate.count_resting(self.m_state, self.n_machines):
                 atrest.rest_chunk(ts_ns, signal, value, quality, self.rest_machine_of, self.m_state, self.m_since,
@@ -728,6 +737,7 @@ class DetectorStack:
         if not self._idle_on:  # IDLE switched off since: an idle machine is running (only activity would end it)
             self.m_state[self.m_state == opstate.IDLE] = opstate.RUNNING
         self._refreeze()
+        self.thaw_seen[...] = atrest.init_thaw(self.n_machines)  # the thaw looks at every machine's state again
         try:  # device judgement (a checkpoint from before it: devices count as never seen until they answer)
             dv = checkpoint.load(path, STATE_VERSION, self.fingerprint, self._dev_arrays())
             for name, arr in self._dev_arrays().items():

@@ -449,3 +449,99 @@ def run_level(machine_of: np.ndarray, m_state: np.ndarray, run_st: np.ndarray, r
             run_lvl[s, RUN_LO] = _fmin(r, lo + a * (r - lo))
         n_up += 1
     return n_up
+
+
+# ``thaw_independent``: a signal that reads the same at rest as running keeps its running judgement while its
+# machine is off. Parameters (float64, ``make_thaw_params``):
+T_RATIO_MIN = 0  # rest scale / running scale at least this (0: the thaw is off)
+T_RATIO_MAX = 1  # ... and at most this
+T_DIST = 2  # |rest value - running level| at most this many of the larger scale
+T_LEARNED_S = 3  # seconds of rest learned before a signal's rest is compared
+T_WARMUP = 4  # samples the running baseline has learned (its own warm-up) before its scale is compared
+T_WIDTH = 5
+
+
+def make_thaw_params(ratio_min: float, ratio_max: float, dist: float, learned_s: float,
+                     warmup: float) -> np.ndarray:
+    p = np.zeros(T_WIDTH, dtype=np.float64)
+    p[T_RATIO_MIN], p[T_RATIO_MAX], p[T_DIST], p[T_LEARNED_S], p[T_WARMUP] = ratio_min, ratio_max, dist, learned_s, \
+        warmup
+    return p
+
+
+TH_SEEN = 0  # columns of the thaw's per-machine state (int64): the state change (``m_since``) it last looked at
+TH_NEXT = 1  # when (ns) it looks again while the machine stays off (-1: not)
+TH_WIDTH = 2
+
+
+def init_thaw(n_machines: int) -> np.ndarray:
+    """Per machine: no state change looked at (-2: ``m_since`` is -1 while unseen), no look scheduled."""
+    th = np.full((max(n_machines, 1), TH_WIDTH), -1, dtype=np.int64)
+    th[:, TH_SEEN] = -2
+    return th
+
+
+@njit(cache=True, nogil=True, _nrt=False)  # per-signal helper: see edge/kernels/__init__.py
+def reads_same(st: np.ndarray, s: int, run_st: np.ndarray, loc_col: int, scale_col: int, count_col: int,
+               tp: np.ndarray) -> bool:
+    """Does signal ``s`` read at rest what it reads running? Its rest noise (MAD in standard deviations) is between
+    ``T_RATIO_MIN`` and ``T_RATIO_MAX`` of the running baseline's scale, and its rest value within ``T_DIST`` of the
+    larger of the two scales from the running level, with ``T_LEARNED_S`` of rest learned and the running baseline
+    warm. A load's rest noise is a few % of its running scale, a vibration's or a temperature's wave at rest a
+    fifth to a half; a signal that follows the hall, not the machine, ~1 (bench/RESULTS.md, "Recall on machines
+    switched off")."""
+    if not st[s, LEARNED_S] >= tp[T_LEARNED_S] or not run_st[s, count_col] >= tp[T_WARMUP]:
+        return False
+    run_sd = run_st[s, scale_col]
+    rest_sd = st[s, MAD] * 1.2533141373155001  # MAD -> standard deviations (normal), as the running scale
+    if not (run_sd > 0.0 and rest_sd > 0.0):
+        return False  # a constant (at rest or running) has no scale to compare: not judged as the same
+    ratio = rest_sd / run_sd
+    if not (ratio >= tp[T_RATIO_MIN] and ratio <= tp[T_RATIO_MAX]):
+        return False
+    return abs(st[s, LOC] - run_st[s, loc_col]) <= tp[T_DIST] * _fmax(run_sd, rest_sd)
+
+
+@njit(cache=True, nogil=True)
+def thaw_independent(t_ns: int, m_state: np.ndarray, m_since: np.ndarray, m_thaw: np.ndarray, m_ptr: np.ndarray,
+                     m_sig: np.ndarray, rest_machine_of: np.ndarray, st: np.ndarray, run_st: np.ndarray, loc_col: int,
+                     scale_col: int, count_col: int, tp: np.ndarray, cfg: np.ndarray, frozen_col: int) -> int:
+    """At each machine's change to OFF or IDLE (``m_since[m]`` differs from ``m_thaw[m, TH_SEEN]``, which then
+    follows it), and every ``T_LEARNED_S`` after it while the machine stays off (``m_thaw[m, TH_NEXT]``, compared
+    with the frame's time ``t_ns``), its at-rest judged signals that read the same at rest as running
+    (``reads_same``) are thawed: their frozen column in ``cfg`` goes back to 0, so the running stack keeps judging
+    and learning them while the machine is off. Why the later looks: a machine's first off period has no rest
+    learned at its stop (on the simulated plant with half a day of history, most machines off on the scored night
+    had idled the night before); a thawed signal stays thawed until the machine's next change (``opstate``
+    freezes it again at the next stop).
+
+    Why: on the simulated demo plant most visible faults missed on switched-off machines were on signals that do not
+    follow the machine at all (a compressor's suction temperature, oil pressure, COP: the hall's cycle), judged only
+    by the at-rest band, which must hold the whole wave -- a calibration offset of 1.5-3 amplitudes leaves it for a
+    fraction of each cycle. The running stack's change and level stages see the offset against the wave they learned
+    (bench/RESULTS.md, "Recall on machines switched off"). A signal that reads differently at rest (a load, a
+    temperature, a vibration) stays frozen: the running baseline must not learn or judge its rest values.
+
+    The decision uses the rest learned in earlier off periods and the running baseline as it froze at the stop; it
+    is taken once per change (a machine's own ``m_ptr``/``m_sig`` members, those with ``rest_machine_of`` >= 0).
+    Returns the number of signals thawed.
+    """
+    n = 0
+    if not tp[T_RATIO_MIN] > 0.0:
+        return 0
+    every_ns = np.int64(_fmax(tp[T_LEARNED_S], 1.0) * 1e9)
+    for m in range(m_ptr.shape[0] - 1):
+        due = m_thaw[m, TH_NEXT] >= 0 and t_ns >= m_thaw[m, TH_NEXT]
+        if m_since[m] == m_thaw[m, TH_SEEN] and not due:
+            continue
+        m_thaw[m, TH_SEEN] = m_since[m]
+        if m_state[m] != OFF and m_state[m] != IDLE:
+            m_thaw[m, TH_NEXT] = -1
+            continue
+        m_thaw[m, TH_NEXT] = t_ns + every_ns
+        for j in range(m_ptr[m], m_ptr[m + 1]):
+            s = m_sig[j]
+            if rest_machine_of[s] >= 0 and reads_same(st, s, run_st, loc_col, scale_col, count_col, tp):
+                cfg[s, frozen_col] = 0.0
+                n += 1
+    return n
