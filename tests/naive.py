@@ -1167,3 +1167,19 @@ def thaw_independent(t_ns, m_state, m_since, m_seen, m_next, m_members, rest_mac
                 frozen[s] = 0.0
                 n += 1
     return n
+
+
+def label_thawed(signal, score, kind, machine_of, m_state, frozen, at_rest_kind):
+    """Reference of ``atrest.label_thawed``: process kinds (1-5) with a positive score on a signal of an OFF (1) or
+    IDLE (2) machine that is not frozen become ``at_rest_kind``; returns the relabelled kinds and their count."""
+    out = [int(k) for k in kind]
+    n = 0
+    for i, s in enumerate(int(x) for x in signal):
+        if not score[i] > 0 or not 1 <= out[i] <= 5 or s >= len(machine_of):
+            continue
+        m = int(machine_of[s])
+        if m < 0 or int(m_state[m]) not in (1, 2) or frozen[s] != 0:
+            continue
+        out[i] = at_rest_kind
+        n += 1
+    return out, n

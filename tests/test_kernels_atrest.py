@@ -358,3 +358,22 @@ def test_thaw_reads_a_signal_that_follows_the_hall_as_the_same_and_a_load_or_a_c
     assert atrest.thaw_independent(0, np.array([1], np.int8), np.array([123], np.int64), atrest.init_thaw(1), m_ptr,
                                    np.arange(n, dtype=np.int64), np.zeros(n, np.int64), st, run, 0, 1, 2, off, cfg,
                                    0) == 0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_label_thawed_matches_reference(seed):
+    """``label_thawed`` against ``naive.label_thawed``: only process kinds with a positive score (NaN, 0 and data
+    quality left alone) of thawed signals of OFF/IDLE machines; signals beyond the table and of no machine left."""
+    rng = np.random.default_rng(seed)
+    n_sig, n = 12, 400
+    machine_of = np.array([0, 0, 1, 1, 2, 2, 3, 3, -1, -1, 0, 1], np.int64)
+    m_state = np.array([1, 2, 3, 0], np.int8)
+    cfg = np.zeros((n_sig, 3))
+    cfg[:, 1] = rng.integers(0, 2, n_sig)
+    signal = rng.integers(0, n_sig + 2, n).astype(np.uint32)
+    score = rng.choice([0.0, 0.3, 0.9, np.nan, np.inf, -1.0], n)
+    kind = rng.integers(0, 12, n).astype(np.uint8)
+    want, want_n = naive.label_thawed(signal, score, kind, machine_of, m_state, cfg[:, 1], 11)
+    got_n = atrest.label_thawed(signal, score, kind, machine_of, m_state, cfg, 1, 11)
+    assert got_n == want_n > 0
+    assert kind.tolist() == want

@@ -392,6 +392,7 @@ class DetectorStack:
         # signals that read the same at rest as running keep their running judgement while off (``thaw_independent``)
         self.thaw_params = atrest.make_thaw_params(ar.same_ratio_min, ar.same_ratio_max, ar.same_dist,
                                                    ar.same_learned_s, float(s.warmup))
+        self._thaw_on = ar.same_ratio_min > 0
         self._rest_frame = 0
         # The alarm gate holds a machine's process alarms for operating changes and state changes alike.
         self.gate_machine_of = machine_of.copy() if (oc.enabled or self._state_on) else np.full(
@@ -570,6 +571,9 @@ class DetectorStack:
                                     signal_stack.C_FROZEN)
             # while no machine rests the pass would judge, learn and count nothing: skipped (bit-identical)
             if opstate.count_resting(self.m_state, self.n_machines):
+                if self._thaw_on:  # the thaw's finds on resting machines are about the rest: kind AT_REST
+                    atrest.label_thawed(signal, score, kind, self.rest_machine_of, self.m_state, self.cfg,
+                                        signal_stack.C_FROZEN, int(Kind.AT_REST))
                 atrest.rest_chunk(ts_ns, signal, value, quality, self.rest_machine_of, self.m_state, self.m_since,
                                   self.hold_until, self.rest_floor, self.rest_state, self.rest_params, score, kind,
                                   self.rest_need, self.rest_start, self._rest_sig, self._rest_frame, self.state,
